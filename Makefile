@@ -1,0 +1,40 @@
+# Mailflow: `make run` starts the whole stack locally, `make test` runs the tests.
+# The first use of either sets up .venv (Python 3.11+) with every dependency, nats-server included.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST := $(BIN)/python -m pytest
+
+.PHONY: run test test-slow test-all bench lint setup clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Mailflow needs Python 3.11 or newer")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/mailflow up
+
+test: $(STAMP)
+	$(PYTEST) -m "not slow" -q
+
+test-slow: $(STAMP)
+	$(PYTEST) -m "slow" -q
+
+test-all: $(STAMP)
+	$(PYTEST) -q
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench.run_all
+
+lint: $(STAMP)
+	$(BIN)/ruff check shared services tests
+
+clean:
+	rm -rf $(VENV) data

@@ -1,0 +1,65 @@
+"""Fixtures every test folder can use: a real nats-server with JetStream, databases, free ports."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mailflow.natsserver import NatsServer
+from tests.support import free_port
+
+
+@pytest.fixture
+def nats_server(tmp_path):
+    """A private nats-server with JetStream (file storage in tmp, fsync on every write), on a free port."""
+    server = NatsServer(tmp_path / "nats", port=free_port()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def nats_url(nats_server) -> str:
+    return nats_server.url
+
+
+@pytest.fixture
+async def js(nats_url):
+    """A NATS connection's JetStream context with Mailflow's streams applied."""
+    from mailflow import natsconn
+    from mailflow.contracts.streams import ensure_streams
+
+    nc = await natsconn.connect(nats_url, "test")
+    ctx = nc.jetstream()
+    await ensure_streams(ctx)
+    yield ctx
+    await natsconn.close(nc)
+
+
+def postgres_url() -> str | None:
+    return os.environ.get("MAILFLOW_TEST_POSTGRES_URL") or None
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path):
+    """A fresh, empty database URL: SQLite in tmp, and PostgreSQL when MAILFLOW_TEST_POSTGRES_URL is set
+    (a schema of its own per test, dropped afterwards)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    base = postgres_url()
+    if not base:
+        pytest.skip("MAILFLOW_TEST_POSTGRES_URL is not set")
+    import uuid
+
+    import sqlalchemy as sa
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(base)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in base else "?"
+    yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()

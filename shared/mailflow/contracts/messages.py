@@ -1,0 +1,180 @@
+"""One pydantic model per NATS payload, named after what it says. JSON on the wire.
+
+Readers ignore fields they do not know (`extra="ignore"`), so a writer may add an optional field
+at any time. A breaking change is a new model and a new subject with a `.v2` suffix; `v` says which.
+A payload that does not validate is a poison message: the worker sends it to `mail.dead` with the
+validation error and acknowledges it, so it never blocks the stream.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_defaults=False).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes):
+        return cls.model_validate_json(data)
+
+
+# --- smtp-ingress -> queue (stream MAIL, subject mail.queued) -----------------------------------
+
+Notify = Literal["SUCCESS", "FAILURE", "DELAY", "NEVER"]
+
+
+class Recipient(Contract):
+    address: str  # the envelope recipient as given in RCPT TO (after source-route stripping)
+    notify: list[Notify] = []  # RFC 3461 NOTIFY; empty = not given (then: failures only)
+    orcpt: str | None = None  # RFC 3461 ORCPT, e.g. "rfc822;bob@example.test"
+
+
+class ClientInfo(Contract):
+    ip: str
+    port: int = 0
+    helo: str = ""
+    reverse_name: str | None = None
+    listener: Literal["mx", "submission", "smtps", "local"] = "mx"
+    auth_user: str | None = None  # the authenticated user's login, when there is one
+    tls: str | None = None  # e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384"
+
+
+class QueuedMessage(Contract):
+    v: Literal[1] = 1
+    queue_id: str  # also the Nats-Msg-Id header, so JetStream drops re-publishes
+    trace_id: str  # travels in the Mailflow-Trace header of every later hop
+    mail_from: str  # "" is the null reverse-path (bounces); never bounce a bounce
+    rcpt_to: list[Recipient]
+    body_ref: str  # where the raw bytes are, see mailflow.bodies (NATS max_payload defaults to 1 MB)
+    size: int  # bytes of the body, Received: header included
+    received_at: datetime = Field(default_factory=utcnow)
+    client: ClientInfo | None = None  # None for messages Mailflow made itself (DSNs)
+    envid: str | None = None  # RFC 3461 ENVID
+    ret: Literal["FULL", "HDRS"] | None = None  # RFC 3461 RET
+    body_8bit: bool = False  # BODY=8BITMIME was given
+    smtputf8: bool = False  # SMTPUTF8 was given
+
+
+class DeadLetter(Contract):
+    v: Literal[1] = 1
+    subject: str  # where the message was read from
+    service: str
+    reason: str
+    payload: bytes  # the original bytes, base64 in JSON
+    headers: dict[str, str] = {}
+    at: datetime = Field(default_factory=utcnow)
+
+
+# --- queue -> delivery (stream JOBS) and back (stream RESULTS) ----------------------------------
+
+
+class DeliveryJob(Contract):
+    v: Literal[1] = 1
+    queue_id: str
+    trace_id: str
+    attempt: int  # 1 for the first try; the queue counts
+    mail_from: str
+    rcpt: Recipient
+    body_ref: str
+    size: int
+    received_at: datetime
+    envid: str | None = None
+    ret: Literal["FULL", "HDRS"] | None = None
+    body_8bit: bool = False
+    smtputf8: bool = False
+
+    @property
+    def idempotency_key(self) -> str:
+        """Same job, same key, however often JetStream redelivers it or the queue retries it."""
+        return f"{self.queue_id}/{self.rcpt.address.lower()}"
+
+
+Outcome = Literal["delivered", "deferred", "bounced"]
+
+
+class DeliveryResult(Contract):
+    v: Literal[1] = 1
+    queue_id: str
+    trace_id: str = ""
+    rcpt: str
+    attempt: int
+    outcome: Outcome
+    status: str  # enhanced status code: "2.0.0", "4.4.1", "5.1.1"
+    diagnostic: str = ""  # the remote server's reply or our reason, for the DSN and `queue show`
+    remote_mta: str | None = None  # the host that answered, for DSN Remote-MTA
+    at: datetime = Field(default_factory=utcnow)
+
+
+# --- delivery -> resolver (core NATS request/reply, subject dns.mx) ------------------------------
+
+
+class MxRequest(Contract):
+    v: Literal[1] = 1
+    domain: str
+
+
+class MxHost(Contract):
+    preference: int
+    host: str
+    addresses: list[str] = []  # IPv4 and IPv6, as text
+
+
+MxStatus = Literal["ok", "nxdomain", "null_mx", "no_mail_host", "temp_fail"]
+
+
+class MxReply(Contract):
+    v: Literal[1] = 1
+    domain: str
+    status: MxStatus  # ok: hosts in order; nxdomain, null_mx, no_mail_host: permanent; temp_fail: retry
+    hosts: list[MxHost] = []  # sorted by preference, equal preferences shuffled
+    implicit: bool = False  # no MX: the domain's own A/AAAA (RFC 5321 §5.1)
+    error: str | None = None
+    ttl: int = 0
+    cached: bool = False
+
+
+# --- mailbox-store -> watchers (core NATS, subject mailbox.events.<user_id>) --------------------
+
+MailboxEventKind = Literal["appended", "flags", "expunged", "mailbox_created", "mailbox_deleted", "mailbox_renamed"]
+
+
+class MailboxEvent(Contract):
+    v: Literal[1] = 1
+    user_id: int
+    mailbox_id: int
+    mailbox: str  # the mailbox name at the time of the event
+    kind: MailboxEventKind
+    uids: list[int] = []
+    modseq: int = 0  # the mailbox's HIGHESTMODSEQ after the change
+    origin: str | None = None  # an id of the session that made the change, so it can skip its own echo
+
+
+# --- every hop -> TRACE (subject trace.<queue_id>) ----------------------------------------------
+
+TraceStep = Literal["ingress", "queue", "resolver", "delivery", "mailbox", "retrieved", "bounce", "relay"]
+
+
+class TraceEvent(Contract):
+    v: Literal[1] = 1
+    queue_id: str
+    trace_id: str
+    step: TraceStep
+    service: str
+    at: datetime = Field(default_factory=utcnow)
+    duration_ms: float = 0.0
+    detail: str = ""
+
+
+# NATS headers we set, beside Nats-Msg-Id.
+TRACE_HEADER = "Mailflow-Trace"

@@ -1,0 +1,147 @@
+"""JetStream streams and consumers, declared in code.
+
+The queue service applies them at startup (`ensure_streams`), and so does every other service that
+publishes, so the order in which services start never matters; applying them again is harmless.
+A stream that exists with another configuration is updated in place where JetStream allows it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from mailflow.contracts import subjects
+
+log = logging.getLogger(__name__)
+
+DAY = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Everything that differs between a laptop and a cluster: replicas and how long things live."""
+
+    replicas: int = 1  # 3 on Kubernetes (R3 streams survive the loss of one NATS node)
+    queue_lifetime_s: float = 5 * DAY  # bodies must outlive the longest a message may stay queued
+    dead_letter_age_s: float = 30 * DAY
+    trace_age_s: float = 7 * DAY
+    duplicate_window_s: float = 120.0  # a re-publish with the same Nats-Msg-Id inside it is dropped
+
+
+def stream_configs(t: Topology = Topology()) -> list[StreamConfig]:
+    common = dict(storage=StorageType.FILE, num_replicas=t.replicas, duplicate_window=t.duplicate_window_s)
+    return [
+        # Raw bodies, one message per chunk; the queue purges a message's chunks when it is done.
+        # Kept a little longer than the queue lifetime so nothing queued can lose its body.
+        StreamConfig(
+            name="BODY",
+            subjects=[subjects.BODY_ALL.replace("{queue_id}", "*")],
+            retention=RetentionPolicy.LIMITS,
+            max_age=t.queue_lifetime_s + 2 * DAY,
+            allow_direct=True,
+            discard=DiscardPolicy.NEW,
+            **common,
+        ),
+        # Accepted envelopes, waiting for the queue to take them over.
+        StreamConfig(
+            name="MAIL",
+            subjects=[subjects.MAIL_QUEUED],
+            retention=RetentionPolicy.WORK_QUEUE,
+            discard=DiscardPolicy.NEW,
+            **common,
+        ),
+        StreamConfig(
+            name="JOBS",
+            subjects=[subjects.DELIVERY_JOB],
+            retention=RetentionPolicy.WORK_QUEUE,
+            discard=DiscardPolicy.NEW,
+            **common,
+        ),
+        StreamConfig(
+            name="RESULTS",
+            subjects=[subjects.DELIVERY_RESULT],
+            retention=RetentionPolicy.WORK_QUEUE,
+            discard=DiscardPolicy.NEW,
+            **common,
+        ),
+        StreamConfig(
+            name="DEAD",
+            subjects=[subjects.MAIL_DEAD],
+            retention=RetentionPolicy.LIMITS,
+            max_age=t.dead_letter_age_s,
+            **common,
+        ),
+        StreamConfig(
+            name="TRACE",
+            subjects=[subjects.TRACE_ALL],
+            retention=RetentionPolicy.LIMITS,
+            max_age=t.trace_age_s,
+            allow_direct=True,
+            **common,
+        ),
+    ]
+
+
+# Durable pull consumers: (stream, config). Many processes may bind the same durable and share its work.
+def consumer_configs(t: Topology = Topology()) -> list[tuple[str, ConsumerConfig]]:
+    def pull(durable: str, subject: str, ack_wait: float, max_deliver: int) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=durable,
+            filter_subject=subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=ack_wait,
+            max_deliver=max_deliver,
+            max_ack_pending=4096,
+        )
+
+    return [
+        ("MAIL", pull("queue", subjects.MAIL_QUEUED, ack_wait=30.0, max_deliver=-1)),
+        # A remote SMTP transaction may take minutes; workers extend ack_wait with in_progress().
+        ("JOBS", pull("delivery", subjects.DELIVERY_JOB, ack_wait=60.0, max_deliver=-1)),
+        ("RESULTS", pull("queue-results", subjects.DELIVERY_RESULT, ack_wait=30.0, max_deliver=-1)),
+    ]
+
+
+# Durable names, for code that binds to them.
+QUEUE_INTAKE = ("MAIL", "queue")
+DELIVERY = ("JOBS", "delivery")
+QUEUE_RESULTS = ("RESULTS", "queue-results")
+
+_UPDATABLE = ("max_age", "duplicate_window", "allow_direct", "discard", "num_replicas", "subjects")
+
+
+async def ensure_streams(js: JetStreamContext, t: Topology = Topology()) -> None:
+    """Create or update every stream and durable consumer. Safe to call from every service, at any time."""
+    for cfg in stream_configs(t):
+        try:
+            info = await js.stream_info(cfg.name)
+        except NotFoundError:
+            await js.add_stream(cfg)
+            log.info("stream created", extra={"stream": cfg.name})
+            continue
+        have = info.config
+        if any(getattr(have, f) != getattr(cfg, f) for f in _UPDATABLE):
+            try:
+                await js.update_stream(cfg)
+                log.info("stream updated", extra={"stream": cfg.name})
+            except Exception as exc:  # e.g. replicas on a single server: keep what works
+                log.warning("stream not updated: %s", exc, extra={"stream": cfg.name})
+    for stream, ccfg in consumer_configs(t):
+        try:
+            await js.consumer_info(stream, ccfg.durable_name)
+        except NotFoundError:
+            await js.add_consumer(stream, ccfg)
+            log.info("consumer created", extra={"stream": stream, "consumer": ccfg.durable_name})

@@ -1,0 +1,78 @@
+"""Connecting to NATS: keep trying at startup, reconnect forever afterwards, drain on shutdown.
+
+If NATS is away at startup, `connect` retries with backoff until `initial_timeout` passes, then raises
+`ServiceUnavailable`. Afterwards nats-py reconnects on its own and buffers what is published meanwhile;
+JetStream publishes that cannot be acknowledged raise, and callers answer 4xx (nothing is lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import nats
+from nats.aio.client import Client as NATS
+
+from mailflow.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+
+async def connect(url: str, name: str, initial_timeout: float = 30.0) -> NATS:
+    async def error_cb(exc: Exception) -> None:
+        log.warning("nats error: %s", exc)
+
+    async def disconnected_cb() -> None:
+        log.warning("nats disconnected")
+
+    async def reconnected_cb() -> None:
+        log.info("nats reconnected")
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + initial_timeout
+    delay = 0.1
+    while True:
+        try:
+            return await nats.connect(
+                servers=url.split(","),
+                name=name,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=2,
+                ping_interval=10,
+                max_outstanding_pings=3,
+                pending_size=64 * 1024 * 1024,
+                error_cb=error_cb,
+                disconnected_cb=disconnected_cb,
+                reconnected_cb=reconnected_cb,
+            )
+        except Exception as exc:
+            if loop.time() + delay > deadline:
+                raise ServiceUnavailable(f"NATS at {url} did not answer: {exc}") from exc
+            log.info("waiting for NATS at %s: %s", url, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def close(nc: NATS | None) -> None:
+    """Drain (finish in-flight messages, flush publishes), then close. Never raises."""
+    if nc is None or nc.is_closed:
+        return
+    # Subscriptions read with next_msg()/fetch() (JetStream pull consumers) never mark their messages
+    # done, so drain() would wait for them until its timeout: unsubscribe those first. Callback
+    # subscriptions (request handlers) are drained properly: the replies in progress are sent.
+    for sub in list(getattr(nc, "_subs", {}).values()):
+        if getattr(sub, "_cb", None) is None:
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass
+    try:
+        await asyncio.wait_for(nc.drain(), timeout=10)
+    except Exception as exc:
+        log.warning("nats drain: %s", exc)
+        try:
+            await nc.close()
+        except Exception:
+            pass

@@ -1,0 +1,235 @@
+"""The mailbox-store contract, seen from its users (smtp-ingress, delivery, imap-pop3).
+
+Three Protocols, one per kind of caller:
+  Directory  - "who is this address?", "is this password right?" (smtp-ingress, delivery, imap-pop3)
+  Deliverer  - "put these messages into these users' mailboxes" (delivery, the MDA)
+  Mailboxes  - everything IMAP and POP3 do with one user's mail (imap-pop3)
+
+Errors, the same from every implementation:
+  mailflow.errors.ServiceUnavailable  the store did not answer: temporary (451, NO [UNAVAILABLE], -ERR [SYS/TEMP])
+  mailflow.errors.NotFound           no such mailbox or message *for this user* (never says if another user has it)
+  mailflow.errors.Conflict           it exists already (CREATE), or the POP3 maildrop is locked
+  mailflow.errors.Invalid            a name or argument that can never work (bad mailbox name, delete INBOX)
+  mailflow.errors.QuotaExceeded      the user's quota would be exceeded (APPEND/COPY: NO [OVERQUOTA])
+Every Mailboxes call takes the `Principal` returned by `authenticate`; the store scopes every query
+to that principal's user, so a mailbox id or UID of another user is simply NotFound.
+Mailbox names are UTF-8 strings with "/" as the hierarchy delimiter; "INBOX" is case-insensitive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+from mailflow.store.search import SearchKey
+
+DELIMITER = "/"
+
+# IMAP system flags. Keywords are any other atom; the store keeps both.
+SEEN, ANSWERED, FLAGGED, DELETED, DRAFT = "\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"
+SYSTEM_FLAGS = (SEEN, ANSWERED, FLAGGED, DELETED, DRAFT)
+
+SpecialUse = Literal["\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive", "\\All", "\\Flagged"]
+
+
+# --- Directory ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated user. `token` is opaque and proves the authentication to the store."""
+
+    user_id: int
+    address: str  # the login, e.g. "alice@example.test"
+    addresses: tuple[str, ...] = ()  # every address the user may send as (own address and its aliases)
+    token: str = ""
+
+
+RecipientStatus = Literal["local", "unknown_user", "not_local"]
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Where mail to an address goes, after aliases, catch-all and plus-addressing."""
+
+    address: str
+    status: RecipientStatus  # local: deliver to `users`; unknown_user: 550 5.1.1; not_local: relay or 550 5.7.1
+    users: tuple[str, ...] = ()  # login addresses of the local users that receive it
+
+
+class Directory(Protocol):
+    async def resolve(self, address: str) -> Resolution: ...
+
+    async def authenticate(self, username: str, password: str, service: str = "imap") -> Principal | None:
+        """None for a wrong user or password (the caller cannot tell which). `service` is for the log."""
+        ...
+
+
+# --- Deliverer --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeliverItem:
+    key: str  # idempotency key, e.g. "<queue_id>/<recipient>": the same key is stored once per user
+    recipient: str  # the envelope recipient; the store resolves aliases itself
+    body: bytes
+    mailbox: str = "INBOX"
+    flags: tuple[str, ...] = ()
+    internal_date: datetime | None = None  # default: now
+    queue_id: str = ""
+    trace_id: str = ""
+
+
+DeliverStatus = Literal["stored", "duplicate", "unknown_user", "quota_exceeded", "failed"]
+
+
+@dataclass(frozen=True)
+class DeliverResult:
+    key: str
+    status: DeliverStatus  # stored/duplicate: done; unknown_user: bounce; quota_exceeded: see `permanent`
+    permanent: bool = False  # quota: 552 5.2.2 if True, else 452 4.2.2 (retry later)
+    detail: str = ""
+    users: tuple[str, ...] = ()  # who received it (aliases may expand to several users)
+
+
+class Deliverer(Protocol):
+    async def deliver(self, items: list[DeliverItem]) -> list[DeliverResult]:
+        """One result per item, in order. Durable (committed, body fsynced) when it returns."""
+        ...
+
+
+# --- Mailboxes ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MailboxInfo:
+    id: int
+    name: str
+    special_use: str | None = None
+    subscribed: bool = False
+    has_children: bool = False
+    selectable: bool = True  # False for a \Noselect parent left behind by DELETE
+
+
+@dataclass(frozen=True)
+class MailboxStatus:
+    id: int
+    name: str
+    uidvalidity: int
+    uidnext: int
+    messages: int
+    unseen: int
+    recent: int
+    highestmodseq: int
+    size: int = 0  # octets of all messages (STATUS SIZE, quotas)
+
+
+@dataclass(frozen=True)
+class MessageMeta:
+    uid: int
+    flags: frozenset[str]
+    modseq: int
+    size: int = 0
+    internal_date: datetime | None = None
+
+
+@dataclass
+class Selected:
+    """What a session needs to open a mailbox: its status and one row per message, in UID order."""
+
+    status: MailboxStatus
+    uids: list[int]
+    flags: list[frozenset[str]]
+    modseqs: list[int]
+    recent: set[int] = field(default_factory=set)  # UIDs this session is the first to see (\Recent)
+    permanent_keywords: bool = True
+
+
+@dataclass
+class Changes:
+    """What changed in a mailbox after `since_modseq`, for untagged EXISTS/FETCH/EXPUNGE and QRESYNC."""
+
+    status: MailboxStatus
+    updated: list[MessageMeta]  # new messages and messages whose flags changed, in UID order
+    expunged: list[int]  # UIDs removed after since_modseq, in UID order
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    updated: list[MessageMeta]  # the messages' flags and modseq after the change
+    modified: list[int] = field(default_factory=list)  # UIDs refused by UNCHANGEDSINCE (RFC 7162)
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    uidvalidity: int  # of the destination (UIDPLUS COPYUID)
+    source_uids: list[int]
+    dest_uids: list[int]
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    uidvalidity: int
+    uid: int
+
+
+FlagOp = Literal["add", "remove", "replace"]
+
+
+class Mailboxes(Directory, Protocol):
+    async def list_mailboxes(self, p: Principal) -> list[MailboxInfo]: ...
+    async def create_mailbox(self, p: Principal, name: str, special_use: str | None = None) -> MailboxInfo: ...
+    async def delete_mailbox(self, p: Principal, name: str) -> None: ...
+    async def rename_mailbox(self, p: Principal, old: str, new: str) -> None:
+        """RFC 3501: renaming INBOX moves its messages to the new mailbox and leaves INBOX empty."""
+        ...
+
+    async def subscribe(self, p: Principal, name: str, subscribed: bool) -> None: ...
+    async def status(self, p: Principal, name: str) -> MailboxStatus: ...
+    async def select(self, p: Principal, name: str, claim_recent: bool = True) -> Selected: ...
+    async def changes(self, p: Principal, mailbox_id: int, since_modseq: int) -> Changes: ...
+
+    async def fetch_meta(self, p: Principal, mailbox_id: int, uids: list[int]) -> list[MessageMeta]: ...
+    async def fetch_parsed(self, p: Principal, mailbox_id: int, uids: list[int]) -> dict[int, bytes]:
+        """uid -> mailflow.mime.to_json(...) of the message, parsed once when it was stored."""
+        ...
+
+    async def fetch_bodies(self, p: Principal, mailbox_id: int, uids: list[int]) -> dict[int, bytes]:
+        """uid -> the raw message. Missing UIDs (expunged meanwhile) are absent from the result."""
+        ...
+
+    async def store_flags(
+        self,
+        p: Principal,
+        mailbox_id: int,
+        uids: list[int],
+        op: FlagOp,
+        flags: frozenset[str],
+        unchanged_since: int | None = None,
+    ) -> StoreResult: ...
+
+    async def expunge(self, p: Principal, mailbox_id: int, uids: list[int] | None = None) -> list[int]:
+        """Remove messages flagged \\Deleted (only those among `uids`, if given). Returns the removed UIDs."""
+        ...
+
+    async def copy(self, p: Principal, mailbox_id: int, uids: list[int], dest: str) -> CopyResult: ...
+    async def move(self, p: Principal, mailbox_id: int, uids: list[int], dest: str) -> CopyResult: ...
+    async def append(
+        self,
+        p: Principal,
+        name: str,
+        body: bytes,
+        flags: frozenset[str] = frozenset(),
+        internal_date: datetime | None = None,
+    ) -> AppendResult: ...
+
+    async def search(self, p: Principal, mailbox_id: int, key: SearchKey) -> list[int]:
+        """UIDs matching `key`, ascending. Sequence numbers, \\Recent and '*' are resolved by the caller."""
+        ...
+
+    async def pop3_lock(self, p: Principal) -> str:
+        """Take the RFC 1939 maildrop lock; returns a lock token. Conflict if another session holds it."""
+        ...
+
+    async def pop3_unlock(self, p: Principal, token: str) -> None: ...

@@ -1,0 +1,87 @@
+"""The shared NATS plumbing against a real nats-server: streams, bodies, the worker loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mailflow.bodies import BodyMissing, JetStreamBodies
+from mailflow.contracts import subjects
+from mailflow.contracts.messages import DeadLetter, DeliveryResult
+from mailflow.contracts.streams import ensure_streams
+from mailflow.worker import Done, Fail, Retry, Worker
+
+
+async def test_streams_apply_twice(js):
+    await ensure_streams(js)  # the fixture applied them once already
+    names = {s.config.name for s in await js.streams_info()}
+    assert {"BODY", "MAIL", "JOBS", "RESULTS", "DEAD", "TRACE"} <= names
+
+
+@pytest.mark.parametrize("size", [0, 4096, 2 * 1024 * 1024 + 17])
+async def test_body_roundtrip_and_delete(js, size):
+    bodies = JetStreamBodies(js, chunk_size=512 * 1024)
+    data = bytes(i % 251 for i in range(size))
+    ref = await bodies.put("Q1", data)
+    assert await bodies.get(ref) == data
+    await bodies.delete(ref)
+    with pytest.raises(BodyMissing):
+        await bodies.get(ref)
+
+
+async def test_body_republish_is_deduplicated(js):
+    bodies = JetStreamBodies(js)
+    await bodies.put("Q2", b"hello")
+    await bodies.put("Q2", b"hello")
+    info = await js.stream_info("BODY")
+    assert info.state.messages == 1
+
+
+class Collect(Worker[DeliveryResult]):
+    stream, durable, model = "RESULTS", "queue-results", DeliveryResult
+
+    def __init__(self, *a, outcomes):
+        super().__init__(*a)
+        self.outcomes = outcomes
+        self.seen: list[tuple[str, int]] = []
+
+    async def handle(self, msg, attempt):
+        self.seen.append((msg.queue_id, attempt))
+        return self.outcomes.pop(0) if self.outcomes else Done()
+
+
+async def test_worker_retry_then_done_and_poison_to_dead(js):
+    nc = js._nc
+    result = DeliveryResult(queue_id="Q3", rcpt="a@b.test", attempt=1, outcome="delivered", status="2.0.0")
+    await js.publish(subjects.DELIVERY_RESULT, result.to_bytes())
+    await js.publish(subjects.DELIVERY_RESULT, b"{not json")
+    w = Collect(nc, js, "test", outcomes=[Retry(0.05)])
+    await w.run_until_idle(idle=0.5)
+    assert w.seen == [("Q3", 1), ("Q3", 2)]
+    dead = await js.pull_subscribe(subjects.MAIL_DEAD, durable="t", stream="DEAD")
+    (m,) = await dead.fetch(1, timeout=2)
+    letter = DeadLetter.from_bytes(m.data)
+    assert letter.payload == b"{not json" and "undecodable" in letter.reason
+    info = await js.stream_info("RESULTS")
+    assert info.state.messages == 0  # work queue: acked and termed messages are gone
+
+
+async def test_worker_fail_goes_to_dead_letter(js):
+    nc = js._nc
+    result = DeliveryResult(queue_id="Q4", rcpt="a@b.test", attempt=1, outcome="bounced", status="5.1.1")
+    await js.publish(subjects.DELIVERY_RESULT, result.to_bytes())
+    w = Collect(nc, js, "test", outcomes=[Fail("cannot ever work")])
+    await w.run_until_idle()
+    dead = await js.pull_subscribe(subjects.MAIL_DEAD, durable="t2", stream="DEAD")
+    (m,) = await dead.fetch(1, timeout=2)
+    assert DeadLetter.from_bytes(m.data).reason == "cannot ever work"
+
+
+async def test_worker_stops_on_event(js):
+    w = Collect(js._nc, js, "test", outcomes=[])
+    stop = asyncio.Event()
+    task = asyncio.create_task(w.run(stop))
+    await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 3)
