@@ -44,6 +44,9 @@ class ServiceSettings(BaseSettings):
     queue_url: str = common("queue_url", default="http://127.0.0.1:10082")
     # The name this host gives itself in SMTP greetings and Received: headers.
     hostname: str = common("hostname", default="localhost")
+    # TLS certificate chain and key (PEM). The local runner makes a self-signed pair on first start.
+    tls_cert: str = common("tls_cert", default="")
+    tls_key: str = common("tls_key", default="")
     # Each service answers /healthz, /readyz and /metrics here (and its REST API, if it has one).
     http_listen: str = "127.0.0.1:0"
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 from collections.abc import Awaitable, Callable
 
 import uvicorn
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -96,3 +97,15 @@ class HttpServer:
         self.server.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.task, timeout=10)
+
+
+def require_token(header: str, secret: str):
+    """A FastAPI dependency that answers 401 unless the request carries `header: secret`."""
+    expected = secret.encode()
+
+    async def check(request: Request) -> None:
+        given = request.headers.get(header, "").encode()
+        if not given or not hmac.compare_digest(given, expected):
+            raise HTTPException(status_code=401, detail=f"missing or wrong {header}")
+
+    return check
