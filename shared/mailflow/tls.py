@@ -1,0 +1,83 @@
+"""TLS for every listener: contexts with TLS 1.2 as the floor, and a self-signed pair for local runs.
+
+`server_context` raises FileNotFoundError/ssl.SSLError at startup when the certificate or key is
+missing or unreadable, so a service never starts advertising STARTTLS it cannot do.
+`ensure_self_signed` writes a new pair only when none exists (the key file is mode 0600).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import ssl
+from pathlib import Path
+
+
+def server_context(cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    return ctx
+
+
+def client_context(verify: bool = True, cafile: str | None = None) -> ssl.SSLContext:
+    """For outgoing SMTP: opportunistic STARTTLS uses verify=False (RFC 7435), like every MTA by default."""
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def describe(obj) -> str | None:
+    """'TLSv1.3 TLS_AES_256_GCM_SHA384' for an SSLObject/SSLSocket, None for plain text."""
+    if obj is None:
+        return None
+    try:
+        cipher = obj.cipher()
+        return f"{obj.version()} {cipher[0]}" if cipher else obj.version()
+    except Exception:
+        return None
+
+
+def ensure_self_signed(cert: Path, key: Path, hostname: str = "localhost", days: int = 825) -> bool:
+    """Create a self-signed certificate for `hostname`, localhost and 127.0.0.1 unless one exists.
+    Returns True if it wrote a new pair."""
+    cert, key = Path(cert), Path(key)
+    if cert.exists() and key.exists():
+        return False
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    pkey = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    now = datetime.datetime.now(datetime.UTC)
+    alt = [x509.DNSName(hostname), x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(pkey.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(pkey, hashes.SHA256())
+    )
+    cert.parent.mkdir(parents=True, exist_ok=True)
+    key.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(
+            pkey.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return True
