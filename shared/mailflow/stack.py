@@ -1,0 +1,360 @@
+"""The whole Mailflow stack as local processes: what `mailflow up` runs and what end-to-end tests start.
+
+    with Stack(tmp_path, Ports.free()) as stack:      # nats-server + the six services, all ready
+        stack.cli("domain", "add", "example.test")
+        smtplib.SMTP(stack.ports.host, stack.ports.smtp)
+
+Each service is `python -m mailflow_<service>` in its own process group, configured only through
+the environment built here (the same variables a container gets). Secrets are generated once into
+`<data>/secrets.env`; a self-signed TLS pair into `<data>/tls/`. A service that does not become
+ready within the timeout makes `start` raise RuntimeError with the tail of its log, after stopping
+everything it started. `stop` sends SIGTERM, waits, then SIGKILLs whatever is left: no orphans.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from mailflow import tls
+from mailflow.natsserver import NatsServer, answers
+
+# Start order: the store first (everyone asks it), smtp-ingress and imap-pop3 last (they face users).
+SERVICES = ("mailbox-store", "resolver", "queue", "delivery", "smtp-ingress", "imap-pop3")
+PREFIX = {
+    "mailbox-store": "MAILFLOW_STORE_",
+    "resolver": "MAILFLOW_RESOLVER_",
+    "queue": "MAILFLOW_QUEUE_",
+    "delivery": "MAILFLOW_DELIVERY_",
+    "smtp-ingress": "MAILFLOW_SMTP_",
+    "imap-pop3": "MAILFLOW_IMAP_",
+}
+DEFAULT_HTTP = {
+    "smtp-ingress": 10081,
+    "queue": 10082,
+    "resolver": 10083,
+    "delivery": 10084,
+    "mailbox-store": 10085,
+    "imap-pop3": 10086,
+}
+
+
+def module(service: str) -> str:
+    return "mailflow_" + service.replace("-", "_")
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Ports:
+    """Development ports are the standard ports + 2000."""
+
+    host: str = "127.0.0.1"
+    smtp: int = 2025
+    submission: int = 2587
+    smtps: int = 2465
+    imap: int = 2143
+    imaps: int = 2993
+    pop3: int = 2110
+    pop3s: int = 2995
+    nats: int = 4222
+    http: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_HTTP))
+
+    @classmethod
+    def free(cls, host: str = "127.0.0.1") -> Ports:
+        names = ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s", "nats")
+        return cls(host=host, **{n: _free_port(host) for n in names}, http={s: _free_port(host) for s in SERVICES})
+
+
+def load_secrets(data_dir: Path) -> dict[str, str]:
+    """MAILFLOW_SERVICE_TOKEN and MAILFLOW_ADMIN_TOKEN, generated on first use, kept in secrets.env (0600)."""
+    path = Path(data_dir) / "secrets.env"
+    values: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            k, sep, v = line.partition("=")
+            if sep:
+                values[k.strip()] = v.strip()
+    changed = False
+    for k in ("MAILFLOW_SERVICE_TOKEN", "MAILFLOW_ADMIN_TOKEN"):
+        if not values.get(k):
+            values[k] = secrets.token_urlsafe(32)
+            changed = True
+    if changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(f"{k}={v}\n" for k, v in values.items()))
+    return values
+
+
+@dataclass
+class Proc:
+    service: str
+    index: int
+    popen: subprocess.Popen
+    http_port: int
+    log_path: Path
+
+
+class Stack:
+    def __init__(
+        self,
+        data_dir: Path,
+        ports: Ports | None = None,
+        nats_url: str | None = None,
+        sync_always: bool = True,
+        env: dict[str, str] | None = None,
+        delivery_instances: int = 1,
+        console: bool = False,
+        hostname: str = "localhost",
+        services: tuple[str, ...] = SERVICES,
+    ):
+        self.data_dir = Path(data_dir).resolve()
+        self.ports = ports or Ports()
+        self.external_nats = nats_url
+        self.sync_always = sync_always
+        self.extra_env = dict(env or {})
+        self.delivery_instances = delivery_instances
+        self.console = console
+        self.hostname = hostname
+        self.services = services
+        self.nats: NatsServer | None = None
+        self.procs: dict[tuple[str, int], Proc] = {}
+        self.secrets: dict[str, str] = {}
+        self._stopping = False
+
+    # --- addresses --------------------------------------------------------------------------------
+
+    @property
+    def nats_url(self) -> str:
+        return self.external_nats or f"nats://{self.ports.host}:{self.ports.nats}"
+
+    def http_url(self, service: str) -> str:
+        return f"http://{self.ports.host}:{self.ports.http[service]}"
+
+    @property
+    def admin_token(self) -> str:
+        return self.secrets["MAILFLOW_ADMIN_TOKEN"]
+
+    @property
+    def service_token(self) -> str:
+        return self.secrets["MAILFLOW_SERVICE_TOKEN"]
+
+    # --- environment -----------------------------------------------------------------------------
+
+    def common_env(self) -> dict[str, str]:
+        d = self.data_dir
+        return {
+            "MAILFLOW_DATA_DIR": str(d),
+            "MAILFLOW_NATS_URL": self.nats_url,
+            "MAILFLOW_STORE_URL": self.http_url("mailbox-store"),
+            "MAILFLOW_QUEUE_URL": self.http_url("queue"),
+            "MAILFLOW_TLS_CERT": str(d / "tls" / "cert.pem"),
+            "MAILFLOW_TLS_KEY": str(d / "tls" / "key.pem"),
+            "MAILFLOW_HOSTNAME": self.hostname,
+            **self.secrets,
+        }
+
+    def environment(self, service: str, http_port: int | None = None) -> dict[str, str]:
+        p, d, pre = self.ports, self.data_dir, PREFIX[service]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAILFLOW_")}
+        env.update(self.common_env())
+        env[pre + "HTTP_LISTEN"] = f"{p.host}:{http_port or p.http[service]}"
+        if service == "mailbox-store":
+            env[pre + "DATABASE_URL"] = f"sqlite:///{d / 'mailbox-store.db'}"
+            env[pre + "BLOB_DIR"] = str(d / "blobs")
+        elif service == "queue":
+            env[pre + "DATABASE_URL"] = f"sqlite:///{d / 'queue.db'}"
+        elif service == "smtp-ingress":
+            env[pre + "LISTEN"] = f"{p.host}:{p.smtp}"
+            env[pre + "SUBMISSION_LISTEN"] = f"{p.host}:{p.submission}"
+            env[pre + "SMTPS_LISTEN"] = f"{p.host}:{p.smtps}"
+        elif service == "imap-pop3":
+            env[pre + "LISTEN"] = f"{p.host}:{p.imap}"
+            env[pre + "IMAPS_LISTEN"] = f"{p.host}:{p.imaps}"
+            env[pre + "POP3_LISTEN"] = f"{p.host}:{p.pop3}"
+            env[pre + "POP3S_LISTEN"] = f"{p.host}:{p.pop3s}"
+        # Settings given by the caller (and MAILFLOW_* from the caller's environment) win.
+        env.update({k: v for k, v in os.environ.items() if k.startswith("MAILFLOW_") and k not in self.secrets})
+        env.update(self.extra_env)
+        return env
+
+    def cli_env(self) -> dict[str, str]:
+        """Environment for running the `mailflow` CLI against this stack."""
+        env = dict(os.environ)
+        env.update(self.common_env())
+        return env
+
+    def cli(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "mailflow.cli.main", *args],
+            env=self.cli_env(),
+            capture_output=True,
+            text=True,
+            check=check,
+            input=input,
+            timeout=60,
+        )
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def prepare(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        self.secrets = load_secrets(self.data_dir)
+        tls.ensure_self_signed(self.data_dir / "tls" / "cert.pem", self.data_dir / "tls" / "key.pem", self.hostname)
+
+    def start_nats(self) -> None:
+        if self.external_nats:
+            return
+        self.nats = NatsServer(
+            self.data_dir / "nats", host=self.ports.host, port=self.ports.nats, sync_always=self.sync_always
+        ).start()
+
+    def start(self, timeout: float = 60.0) -> Stack:
+        self.prepare()
+        try:
+            self.start_nats()
+            for service in self.services:
+                for i in range(self.delivery_instances if service == "delivery" else 1):
+                    self.start_service(service, i, wait=False)
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_service(self, service: str, index: int = 0, wait: bool = True, timeout: float = 30.0) -> Proc:
+        if index == 0:
+            port = self.ports.http[service]
+        else:
+            old = self.procs.get((service, index))
+            port = old.http_port if old else _free_port(self.ports.host)
+        name = service if index == 0 else f"{service}-{index}"
+        log_path = self.data_dir / "logs" / f"{name}.log"
+        env = self.environment(service, port)
+        env["MAILFLOW_INSTANCE"] = name
+        logf = open(log_path, "ab")
+        popen = subprocess.Popen(
+            [sys.executable, "-m", module(service)],
+            env=env,
+            cwd=self.data_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if self.console else logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if self.console:
+            threading.Thread(target=_tee, args=(popen.stdout, logf, name), daemon=True).start()
+        else:
+            logf.close()
+        proc = Proc(service, index, popen, port, log_path)
+        self.procs[(service, index)] = proc
+        if wait:
+            self.wait_ready(timeout, [proc])
+        return proc
+
+    def ready(self, proc: Proc) -> bool:
+        try:
+            url = f"http://{self.ports.host}:{proc.http_port}/readyz"
+            with urllib.request.urlopen(url, timeout=1) as r:
+                return r.status == 200
+        except Exception:
+            return False
+
+    def wait_ready(self, timeout: float = 60.0, procs: list[Proc] | None = None) -> None:
+        pending = list(procs or self.procs.values())
+        deadline = time.monotonic() + timeout
+        while pending:
+            for proc in list(pending):
+                if proc.popen.poll() is not None:
+                    raise RuntimeError(f"{proc.service} exited with {proc.popen.returncode}:\n{self.log_tail(proc)}")
+                if self.ready(proc):
+                    pending.remove(proc)
+            if pending and time.monotonic() > deadline:
+                names = ", ".join(p.service for p in pending)
+                raise RuntimeError(f"not ready after {timeout}s: {names}\n{self.log_tail(pending[0])}")
+            if pending:
+                time.sleep(0.05)
+
+    def log_tail(self, proc: Proc, chars: int = 3000) -> str:
+        try:
+            return proc.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop_service(self, service: str, index: int = 0, kill: bool = False, timeout: float = 15.0) -> None:
+        proc = self.procs.get((service, index))
+        if proc is None or proc.popen.poll() is not None:
+            return
+        sig = signal.SIGKILL if kill else signal.SIGTERM
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.popen.pid, sig)
+        try:
+            proc.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.popen.pid, signal.SIGKILL)
+            proc.popen.wait()
+
+    def kill(self, service: str, index: int = 0) -> None:
+        """SIGKILL, as a crash would."""
+        self.stop_service(service, index, kill=True)
+
+    def restart(self, service: str, index: int = 0) -> Proc:
+        self.stop_service(service, index)
+        return self.start_service(service, index)
+
+    def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        try:
+            for service in reversed(SERVICES):
+                for (s, i) in sorted(self.procs, reverse=True):
+                    if s == service:
+                        self.stop_service(s, i)
+            if self.nats is not None:
+                self.nats.stop()
+        finally:
+            self._stopping = False
+
+    def dead(self) -> list[Proc]:
+        return [p for p in self.procs.values() if p.popen.poll() is not None]
+
+
+def _tee(stream, logf, name: str) -> None:
+    width = 14
+    for line in iter(stream.readline, b""):
+        logf.write(line)
+        logf.flush()
+        sys.stdout.write(f"{name[:width]:<{width}}| {line.decode(errors='replace')}")
+        sys.stdout.flush()
+    logf.close()
+
+
+def nats_already_running(url: str) -> bool:
+    u = urlparse(url.split(",")[0])
+    return answers(u.hostname or "127.0.0.1", u.port or 4222)
