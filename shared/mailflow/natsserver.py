@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +39,16 @@ def answers(host: str, port: int, timeout: float = 0.5) -> bool:
             return s.recv(5) == b"INFO "
     except OSError:
         return False
+
+
+def die_with_parent() -> None:
+    """Linux: the child gets SIGTERM if its parent dies, even by SIGKILL, so nothing is orphaned."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
 
 
 class NatsServer:
@@ -87,6 +98,7 @@ class NatsServer:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from mailflow import tls
-from mailflow.natsserver import NatsServer, answers
+from mailflow.natsserver import NatsServer, answers, die_with_parent
 
 # Start order: the store first (everyone asks it), smtp-ingress and imap-pop3 last (they face users).
 SERVICES = ("mailbox-store", "resolver", "queue", "delivery", "smtp-ingress", "imap-pop3")
@@ -265,6 +265,7 @@ class Stack:
             stdout=subprocess.PIPE if self.console else logf,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         if self.console:
             threading.Thread(target=_tee, args=(popen.stdout, logf, name), daemon=True).start()

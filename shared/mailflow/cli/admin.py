@@ -1,0 +1,118 @@
+"""`mailflow domain|user|alias ...`: administer mailbox-store over its admin REST API."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import typer
+
+from mailflow.cli.common import Api, console, print_json, print_table
+
+domain_app = typer.Typer(help="Mail domains this server receives mail for.", no_args_is_help=True)
+user_app = typer.Typer(help="Users (mailboxes) and their passwords and quotas.", no_args_is_help=True)
+alias_app = typer.Typer(help="Aliases and catch-alls (@domain) that forward to users.", no_args_is_help=True)
+
+JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
+
+
+def _q(s: str) -> str:
+    return quote(s, safe="@")
+
+
+def _all(api: Api, path: str, **params) -> list[dict]:
+    items, offset = [], 0
+    while True:
+        page = api.get(path, offset=offset, limit=500, **params)
+        items += page["items"]
+        offset += len(page["items"])
+        if not page["items"] or offset >= page["total"]:
+            return items
+
+
+@domain_app.command("add")
+def domain_add(name: str) -> None:
+    """Receive mail for NAME."""
+    Api.store().post("/admin/domains", {"name": name})
+    console.print(f"domain {name} added")
+
+
+@domain_app.command("list")
+def domain_list(as_json: bool = JSON) -> None:
+    items = _all(Api.store(), "/admin/domains")
+    if as_json:
+        return print_json(items)
+    print_table("domains", ["domain", "users", "created"], [[d["name"], d.get("users"), d.get("created_at")] for d in items])
+
+
+@domain_app.command("del")
+def domain_del(name: str, force: bool = typer.Option(False, help="Also delete its users and their mail.")) -> None:
+    Api.store().delete(f"/admin/domains/{_q(name)}", force=str(force).lower() if force else None)
+    console.print(f"domain {name} deleted")
+
+
+def _password(given: str | None, confirm: bool = True) -> str:
+    if given is not None:
+        return given
+    return typer.prompt("Password", hide_input=True, confirmation_prompt=confirm)
+
+
+@user_app.command("add")
+def user_add(
+    address: str,
+    password: str | None = typer.Option(None, help="The password; asked for if not given."),
+    quota: int | None = typer.Option(None, help="Storage quota in bytes (default: the server's)."),
+) -> None:
+    """Create the user ADDRESS (its domain must exist) with INBOX, Sent, Drafts, Trash, Junk, Archive."""
+    Api.store().post("/admin/users", {"address": address, "password": _password(password), "quota_bytes": quota})
+    console.print(f"user {address} added")
+
+
+@user_app.command("list")
+def user_list(domain: str | None = typer.Option(None, help="Only this domain."), as_json: bool = JSON) -> None:
+    items = _all(Api.store(), "/admin/users", domain=domain)
+    if as_json:
+        return print_json(items)
+    rows = [[u["address"], u.get("messages"), u.get("used_bytes"), u.get("quota_bytes") or "-"] for u in items]
+    print_table("users", ["address", "messages", "used bytes", "quota bytes"], rows)
+
+
+@user_app.command("passwd")
+def user_passwd(address: str, password: str | None = typer.Option(None, help="The new password.")) -> None:
+    Api.store().put(f"/admin/users/{_q(address)}/password", {"password": _password(password)})
+    console.print(f"password of {address} changed")
+
+
+@user_app.command("quota")
+def user_quota(address: str, quota_bytes: int = typer.Argument(..., help="Bytes; 0 for unlimited.")) -> None:
+    Api.store().put(f"/admin/users/{_q(address)}/quota", {"quota_bytes": quota_bytes or None})
+    console.print(f"quota of {address} set")
+
+
+@user_app.command("del")
+def user_del(address: str, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask.")) -> None:
+    """Delete the user with all of its mail."""
+    if not yes and not typer.confirm(f"Delete {address} and all of its mail?"):
+        raise typer.Exit(1)
+    Api.store().delete(f"/admin/users/{_q(address)}")
+    console.print(f"user {address} deleted")
+
+
+@alias_app.command("add")
+def alias_add(address: str, targets: list[str]) -> None:
+    """Mail to ADDRESS (or, for @domain, to any unknown address there) goes to TARGETS."""
+    Api.store().post("/admin/aliases", {"address": address, "targets": targets})
+    console.print(f"alias {address} -> {', '.join(targets)} added")
+
+
+@alias_app.command("list")
+def alias_list(domain: str | None = typer.Option(None), as_json: bool = JSON) -> None:
+    items = _all(Api.store(), "/admin/aliases", domain=domain)
+    if as_json:
+        return print_json(items)
+    print_table("aliases", ["address", "targets"], [[a["address"], ", ".join(a["targets"])] for a in items])
+
+
+@alias_app.command("del")
+def alias_del(address: str) -> None:
+    Api.store().delete(f"/admin/aliases/{_q(address)}")
+    console.print(f"alias {address} deleted")

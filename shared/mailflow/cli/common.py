@@ -1,0 +1,108 @@
+"""What every `mailflow` sub-command needs: where the services are, the admin token, output helpers.
+
+The store and queue URLs come from MAILFLOW_STORE_URL / MAILFLOW_QUEUE_URL (defaults: the local
+runner's ports). The admin token comes from MAILFLOW_ADMIN_TOKEN or, for a local run, from
+`<data>/secrets.env` (data = MAILFLOW_DATA_DIR or ./data). An HTTP error prints the server's
+`detail` and exits 1; a service that does not answer exits 2 with a hint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
+
+console = Console()
+err = Console(stderr=True)
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("MAILFLOW_DATA_DIR") or "data")
+
+
+def admin_token() -> str:
+    token = os.environ.get("MAILFLOW_ADMIN_TOKEN")
+    if token:
+        return token
+    path = data_dir() / "secrets.env"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            k, _, v = line.partition("=")
+            if k.strip() == "MAILFLOW_ADMIN_TOKEN":
+                return v.strip()
+    err.print("[red]no admin token[/]: set MAILFLOW_ADMIN_TOKEN (a local `mailflow up` keeps it in data/secrets.env)")
+    raise typer.Exit(2)
+
+
+class Api:
+    """A small admin REST client: `Api.store().post("/admin/domains", {...})`."""
+
+    def __init__(self, base_url: str, name: str):
+        self.base_url, self.name = base_url.rstrip("/"), name
+
+    @classmethod
+    def store(cls) -> Api:
+        return cls(os.environ.get("MAILFLOW_STORE_URL", "http://127.0.0.1:10085"), "mailbox-store")
+
+    @classmethod
+    def queue(cls) -> Api:
+        return cls(os.environ.get("MAILFLOW_QUEUE_URL", "http://127.0.0.1:10082"), "queue")
+
+    def request(self, method: str, path: str, body: Any = None, params: dict | None = None) -> Any:
+        try:
+            r = httpx.request(
+                method,
+                self.base_url + path,
+                json=body,
+                params={k: v for k, v in (params or {}).items() if v is not None},
+                headers={ADMIN_TOKEN_HEADER: admin_token()},
+                timeout=30,
+            )
+        except httpx.HTTPError as exc:
+            err.print(f"[red]{self.name} at {self.base_url} did not answer[/] ({type(exc).__name__}); is the stack running?")
+            raise typer.Exit(2) from None
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail", r.text)
+            except ValueError:
+                detail = r.text
+            if not isinstance(detail, str):
+                detail = json.dumps(detail)
+            err.print(f"[red]error {r.status_code}[/]: {detail}")
+            raise typer.Exit(1)
+        if r.status_code == 204 or not r.content:
+            return None
+        return r.json()
+
+    def get(self, path: str, **params) -> Any:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any = None, **params) -> Any:
+        return self.request("POST", path, body, params)
+
+    def put(self, path: str, body: Any = None) -> Any:
+        return self.request("PUT", path, body)
+
+    def delete(self, path: str, **params) -> Any:
+        return self.request("DELETE", path, params=params)
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(c)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
