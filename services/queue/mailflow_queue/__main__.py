@@ -1,0 +1,17 @@
+"""python -m mailflow_queue: Settings() from the environment -> logging -> run."""
+
+import asyncio
+
+from mailflow import log
+from mailflow_queue import app
+from mailflow_queue.settings import Settings
+
+
+def main() -> None:
+    settings = Settings()
+    log.setup("queue", settings.log_level, settings.log_format)
+    asyncio.run(app.run(settings))
+
+
+if __name__ == "__main__":
+    main()

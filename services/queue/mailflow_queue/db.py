@@ -1,0 +1,143 @@
+"""The queue's own database: tables, the engine, migrations, and one thread that talks to it.
+
+SQLite (WAL, synchronous=FULL: a commit survives power loss) by default, PostgreSQL by URL. Every
+call runs in one worker thread, one transaction each, so the event loop never blocks and SQLite
+never sees two writers. A failed transaction is rolled back and its exception re-raised to the
+caller (who retries: nothing was acknowledged yet). Times are seconds since the epoch (float).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+T = TypeVar("T")
+
+# Recipient states. "queued": due now, waiting for the scheduler; "inflight": a job is out.
+QUEUED, INFLIGHT, DEFERRED, HELD, DELIVERED, BOUNCED = "queued", "inflight", "deferred", "held", "delivered", "bounced"
+STATES = (QUEUED, INFLIGHT, DEFERRED, HELD, DELIVERED, BOUNCED)
+FINAL = (DELIVERED, BOUNCED)
+ACTIVE = (QUEUED, INFLIGHT, DEFERRED, HELD)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Message(Base):
+    __tablename__ = "messages"
+
+    queue_id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    trace_id: Mapped[str] = mapped_column(sa.String(64), default="")
+    mail_from: Mapped[str] = mapped_column(sa.String(512), default="")
+    body_ref: Mapped[str] = mapped_column(sa.String(128))
+    size: Mapped[int] = mapped_column(sa.Integer, default=0)
+    received_at: Mapped[float] = mapped_column(sa.Float)
+    envid: Mapped[str | None] = mapped_column(sa.String(256), nullable=True)
+    ret: Mapped[str | None] = mapped_column(sa.String(8), nullable=True)
+    body_8bit: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    smtputf8: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    client_ip: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    auth_user: Mapped[str | None] = mapped_column(sa.String(320), nullable=True)
+    body_deleted: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    done_at: Mapped[float | None] = mapped_column(sa.Float, nullable=True, index=True)
+
+
+class Recipient(Base):
+    __tablename__ = "recipients"
+    __table_args__ = (
+        sa.UniqueConstraint("queue_id", "address_key", name="uq_recipient"),
+        sa.Index("ix_recipient_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    queue_id: Mapped[str] = mapped_column(sa.String(32), sa.ForeignKey("messages.queue_id", ondelete="CASCADE"))
+    address: Mapped[str] = mapped_column(sa.String(512))
+    address_key: Mapped[str] = mapped_column(sa.String(512))  # lower case: the idempotency key's half
+    notify: Mapped[str] = mapped_column(sa.String(64), default="")  # "FAILURE,DELAY"; "" = not given
+    orcpt: Mapped[str | None] = mapped_column(sa.String(600), nullable=True)
+    state: Mapped[str] = mapped_column(sa.String(16))
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    next_attempt_at: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    last_status: Mapped[str] = mapped_column(sa.String(16), default="")
+    last_error: Mapped[str] = mapped_column(sa.Text, default="")
+    remote_mta: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
+    updated_at: Mapped[float] = mapped_column(sa.Float)
+    delay_notified: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+
+
+class Notice(Base):
+    """A DSN to send: made in the transaction that decided it, sent afterwards (at least once;
+    its queue id is fixed here, so a second send is a duplicate the intake drops)."""
+
+    __tablename__ = "notices"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    queue_id: Mapped[str] = mapped_column(sa.String(32), index=True)  # the original message
+    dsn_queue_id: Mapped[str] = mapped_column(sa.String(32), unique=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))  # failure|delay|success
+    recipient_ids: Mapped[str] = mapped_column(sa.Text)  # JSON list of Recipient.id
+    sent: Mapped[bool] = mapped_column(sa.Boolean, default=False, index=True)
+    created_at: Mapped[float] = mapped_column(sa.Float)
+
+
+def make_engine(url: str) -> sa.Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=4)
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Bring the schema to the newest revision (Alembic, scripts inside this package)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+class Database:
+    """`await db.run(fn, *args)` runs `fn(session, *args)` in one transaction in the DB thread."""
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="queue-db")
+
+    def call(self, fn: Callable[..., T], *args) -> T:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            return fn(session, *args)
+
+    async def run(self, fn: Callable[..., T], *args) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self.call, fn, *args)
+
+    async def ping(self) -> bool:
+        def q(s: Session) -> bool:
+            return s.execute(sa.text("SELECT 1")).scalar() == 1
+
+        return await self.run(q)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.engine.dispose()

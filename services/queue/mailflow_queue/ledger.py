@@ -1,0 +1,391 @@
+"""What the queue decides, as database transactions: no NATS, no clock of its own, no globals.
+
+Every function takes a SQLAlchemy `Session` inside an open transaction (see `db.Database.run`) and
+returns plain data for the caller to publish *after* the commit. Whatever it returns can be
+published again safely: jobs carry a Nats-Msg-Id and delivery is idempotent; DSNs have a fixed
+queue id, which intake records once. If a transaction fails, nothing changed and the caller has
+acknowledged nothing, so the same input comes again.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from mailflow import ids
+from mailflow.contracts.messages import DeliveryJob, DeliveryResult, QueuedMessage
+from mailflow.contracts.messages import Recipient as Rcpt
+from mailflow_queue import db
+from mailflow_queue.db import ACTIVE, BOUNCED, DEFERRED, DELIVERED, FINAL, HELD, INFLIGHT, QUEUED, Message, Notice, Recipient
+
+EXPIRED_STATUS = "4.4.7"  # RFC 3463: delivery time expired
+
+
+@dataclass(frozen=True)
+class Policy:
+    first_retry_s: float = 60.0
+    max_retry_s: float = 3600.0
+    jitter: float = 0.15
+    max_lifetime_s: float = 5 * 86400.0
+    delay_notice_s: float = 4 * 3600.0
+    inflight_timeout_s: float = 1800.0
+    rng: random.Random = field(default_factory=random.Random, compare=False)
+
+    def retry_delay(self, attempts: int) -> float:
+        """~1 min after the first attempt, doubling, capped; jitter spreads retries of a burst."""
+        base = min(self.max_retry_s, self.first_retry_s * 2 ** max(0, attempts - 1))
+        return max(1.0, base * (1 + self.rng.uniform(-self.jitter, self.jitter)))
+
+
+def ts_to_dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def wants(notify: str, kind: str) -> bool:
+    """RFC 3461 §4.1: NOTIFY not given means failures (and, at our discretion, delays) only."""
+    given = set(filter(None, notify.split(",")))
+    if "NEVER" in given:
+        return False
+    if not given:
+        return kind in ("FAILURE", "DELAY")
+    return kind in given
+
+
+def job_for(m: Message, r: Recipient) -> DeliveryJob:
+    notify = [n for n in r.notify.split(",") if n]
+    return DeliveryJob(
+        queue_id=m.queue_id,
+        trace_id=m.trace_id,
+        attempt=r.attempts,
+        mail_from=m.mail_from,
+        rcpt=Rcpt(address=r.address, notify=notify, orcpt=r.orcpt),
+        body_ref=m.body_ref,
+        size=m.size,
+        received_at=ts_to_dt(m.received_at),
+        envid=m.envid,
+        ret=m.ret,
+        body_8bit=m.body_8bit,
+        smtputf8=m.smtputf8,
+    )
+
+
+# --- intake -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Recorded:
+    jobs: list[DeliveryJob]
+    new: list[str]  # queue ids recorded now
+    duplicates: list[str]  # queue ids known already (a redelivery after a crash)
+
+
+def record(s: Session, msgs: list[QueuedMessage], now: float, p: Policy) -> Recorded:
+    """Record new messages with every recipient in flight (attempt 1) and return their jobs. A message
+    known already returns the jobs of its recipients still in flight, to publish again."""
+    qids = list(dict.fromkeys(m.queue_id for m in msgs))
+    known = set(s.scalars(sa.select(Message.queue_id).where(Message.queue_id.in_(qids))))
+    out = Recorded([], [], [])
+    seen: set[str] = set()
+    for qm in msgs:
+        if qm.queue_id in seen:
+            continue
+        seen.add(qm.queue_id)
+        if qm.queue_id in known:
+            out.duplicates.append(qm.queue_id)
+            continue
+        m = Message(
+            queue_id=qm.queue_id,
+            trace_id=qm.trace_id,
+            mail_from=qm.mail_from,
+            body_ref=qm.body_ref,
+            size=qm.size,
+            received_at=qm.received_at.timestamp(),
+            envid=qm.envid,
+            ret=qm.ret,
+            body_8bit=qm.body_8bit,
+            smtputf8=qm.smtputf8,
+            client_ip=qm.client.ip if qm.client else None,
+            auth_user=qm.client.auth_user if qm.client else None,
+            body_deleted=False,
+            done_at=None,
+        )
+        s.add(m)
+        keys: set[str] = set()
+        for rc in qm.rcpt_to:
+            key = rc.address.lower()
+            if key in keys:  # the same recipient twice in one envelope gets one copy
+                continue
+            keys.add(key)
+            r = Recipient(
+                queue_id=qm.queue_id,
+                address=rc.address,
+                address_key=key,
+                notify=",".join(rc.notify),
+                orcpt=rc.orcpt,
+                state=INFLIGHT,
+                attempts=1,
+                next_attempt_at=now + p.inflight_timeout_s,
+                last_status="",
+                last_error="",
+                updated_at=now,
+                delay_notified=False,
+            )
+            s.add(r)
+            out.jobs.append(job_for(m, r))
+        if not keys:
+            m.done_at = now
+        out.new.append(qm.queue_id)
+    if out.duplicates:
+        rows = s.execute(
+            sa.select(Message, Recipient)
+            .join(Recipient, Recipient.queue_id == Message.queue_id)
+            .where(Message.queue_id.in_(out.duplicates), Recipient.state == INFLIGHT)
+        ).all()
+        out.jobs += [job_for(m, r) for m, r in rows]
+    return out
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Applied:
+    counts: dict[str, int]
+    notices: int  # DSNs to make (see pending_notices)
+    done: int  # messages now final
+
+
+def apply_results(s: Session, results: list[DeliveryResult], now: float, p: Policy) -> Applied:
+    qids = list({r.queue_id for r in results})
+    msgs = {m.queue_id: m for m in s.scalars(sa.select(Message).where(Message.queue_id.in_(qids)))}
+    rows = {(r.queue_id, r.address_key): r for r in s.scalars(sa.select(Recipient).where(Recipient.queue_id.in_(qids)))}
+    counts: dict[str, int] = defaultdict(int)
+    bounced: dict[str, list[Recipient]] = defaultdict(list)
+    delivered: dict[str, list[Recipient]] = defaultdict(list)
+    touched: set[str] = set()
+    for res in results:
+        r = rows.get((res.queue_id, res.rcpt.lower()))
+        m = msgs.get(res.queue_id)
+        if r is None or m is None or r.state in FINAL:
+            counts["stale"] += 1  # deleted meanwhile, or an old attempt's answer
+            continue
+        if res.outcome == "deferred" and r.state == INFLIGHT and res.attempt < r.attempts:
+            counts["stale"] += 1  # a newer attempt is out already
+            continue
+        r.last_status, r.last_error, r.updated_at = res.status, res.diagnostic[:2000], now
+        if res.remote_mta:
+            r.remote_mta = res.remote_mta
+        touched.add(m.queue_id)
+        if res.outcome == "delivered":
+            r.state, r.next_attempt_at = DELIVERED, None
+            delivered[m.queue_id].append(r)
+            counts["delivered"] += 1
+        elif res.outcome == "bounced":
+            r.state, r.next_attempt_at = BOUNCED, None
+            bounced[m.queue_id].append(r)
+            counts["bounced"] += 1
+        else:
+            expires = m.received_at + p.max_lifetime_s
+            if now >= expires:
+                r.state, r.next_attempt_at = BOUNCED, None
+                r.last_status = EXPIRED_STATUS
+                r.last_error = f"gave up after {r.attempts} attempts: {res.status} {res.diagnostic}"[:2000]
+                bounced[m.queue_id].append(r)
+                counts["expired"] += 1
+                continue
+            r.next_attempt_at = min(now + p.retry_delay(r.attempts), expires)
+            if r.state != HELD:
+                r.state = DEFERRED
+            counts["deferred"] += 1
+    notices = 0
+    for qid, rs in bounced.items():
+        notices += _notice(s, msgs[qid], [r for r in rs if wants(r.notify, "FAILURE")], "failure", now)
+    for qid, rs in delivered.items():
+        notices += _notice(s, msgs[qid], [r for r in rs if wants(r.notify, "SUCCESS")], "success", now)
+    done = _mark_done(s, touched, now)
+    return Applied(dict(counts), notices, done)
+
+
+def _notice(s: Session, m: Message, rs: list[Recipient], kind: str, now: float) -> int:
+    """Never a DSN about a DSN: a message from the null sender gets none (RFC 3461 §6.2, RFC 5321 §4.5.5)."""
+    if not rs or m.mail_from == "":
+        return 0
+    s.flush()  # recipient ids
+    s.add(
+        Notice(
+            queue_id=m.queue_id,
+            dsn_queue_id=ids.queue_id(),
+            kind=kind,
+            recipient_ids=json.dumps([r.id for r in rs]),
+            sent=False,
+            created_at=now,
+        )
+    )
+    return 1
+
+
+def _mark_done(s: Session, qids: set[str], now: float) -> int:
+    if not qids:
+        return 0
+    s.flush()
+    active = set(
+        s.scalars(sa.select(Recipient.queue_id).where(Recipient.queue_id.in_(qids), Recipient.state.in_(ACTIVE)))
+    )
+    finished = [q for q in qids if q not in active]
+    if finished:
+        s.execute(
+            sa.update(Message).where(Message.queue_id.in_(finished), Message.done_at.is_(None)).values(done_at=now)
+        )
+    return len(finished)
+
+
+# --- scheduler --------------------------------------------------------------------------------
+
+
+def take_due(s: Session, now: float, p: Policy, limit: int = 500) -> tuple[list[DeliveryJob], int]:
+    """Due retries (and jobs unanswered past the in-flight timeout) -> in flight. Returns (jobs, retries)."""
+    rows = s.execute(
+        sa.select(Message, Recipient)
+        .join(Recipient, Recipient.queue_id == Message.queue_id)
+        .where(Recipient.state.in_((QUEUED, DEFERRED, INFLIGHT)), Recipient.next_attempt_at <= now)
+        .order_by(Recipient.next_attempt_at)
+        .limit(limit)
+    ).all()
+    jobs, retries = [], 0
+    for m, r in rows:
+        if r.state != INFLIGHT:
+            r.attempts += 1
+            retries += 1
+        r.state, r.next_attempt_at, r.updated_at = INFLIGHT, now + p.inflight_timeout_s, now
+        jobs.append(job_for(m, r))
+    return jobs, retries
+
+
+def make_delay_notices(s: Session, now: float, p: Policy, limit: int = 500) -> int:
+    if p.delay_notice_s <= 0:
+        return 0
+    rows = s.execute(
+        sa.select(Message, Recipient)
+        .join(Recipient, Recipient.queue_id == Message.queue_id)
+        .where(
+            Recipient.state.in_((DEFERRED, HELD, QUEUED)),
+            Recipient.delay_notified.is_(False),
+            Message.received_at <= now - p.delay_notice_s,
+        )
+        .limit(limit)
+    ).all()
+    per: dict[str, tuple[Message, list[Recipient]]] = {}
+    for m, r in rows:
+        r.delay_notified = True
+        if wants(r.notify, "DELAY"):
+            per.setdefault(m.queue_id, (m, []))[1].append(r)
+    return sum(_notice(s, m, rs, "delay", now) for m, rs in per.values())
+
+
+@dataclass(frozen=True)
+class NoticeRecipient:
+    address: str
+    orcpt: str | None
+    state: str
+    status: str
+    diagnostic: str
+    remote_mta: str | None
+    last_attempt_at: float
+
+
+@dataclass(frozen=True)
+class NoticeWork:
+    notice_id: int
+    kind: str
+    dsn_queue_id: str
+    queue_id: str
+    trace_id: str
+    mail_from: str
+    body_ref: str
+    body_deleted: bool
+    size: int
+    received_at: float
+    envid: str | None
+    ret: str | None
+    will_retry_until: float
+    recipients: list[NoticeRecipient]
+
+
+def pending_notices(s: Session, p: Policy, limit: int = 100) -> list[NoticeWork]:
+    out = []
+    for n in s.scalars(sa.select(Notice).where(Notice.sent.is_(False)).order_by(Notice.id).limit(limit)):
+        m = s.get(Message, n.queue_id)
+        if m is None:  # deleted by an operator meanwhile
+            n.sent = True
+            continue
+        rids = json.loads(n.recipient_ids)
+        rs = s.scalars(sa.select(Recipient).where(Recipient.id.in_(rids)).order_by(Recipient.id)).all()
+        out.append(
+            NoticeWork(
+                notice_id=n.id,
+                kind=n.kind,
+                dsn_queue_id=n.dsn_queue_id,
+                queue_id=m.queue_id,
+                trace_id=m.trace_id,
+                mail_from=m.mail_from,
+                body_ref=m.body_ref,
+                body_deleted=m.body_deleted,
+                size=m.size,
+                received_at=m.received_at,
+                envid=m.envid,
+                ret=m.ret,
+                will_retry_until=m.received_at + p.max_lifetime_s,
+                recipients=[
+                    NoticeRecipient(r.address, r.orcpt, r.state, r.last_status, r.last_error, r.remote_mta, r.updated_at)
+                    for r in rs
+                ],
+            )
+        )
+    return out
+
+
+def mark_notice_sent(s: Session, notice_id: int) -> None:
+    s.execute(sa.update(Notice).where(Notice.id == notice_id).values(sent=True))
+
+
+def finishable(s: Session, limit: int = 500) -> list[tuple[str, str]]:
+    """(queue_id, body_ref) of finished messages whose DSNs are out and whose body is still stored."""
+    unsent = sa.select(Notice.queue_id).where(Notice.sent.is_(False))
+    rows = s.execute(
+        sa.select(Message.queue_id, Message.body_ref)
+        .where(Message.done_at.is_not(None), Message.body_deleted.is_(False), Message.queue_id.not_in(unsent))
+        .limit(limit)
+    ).all()
+    return [(q, b) for q, b in rows]
+
+
+def mark_bodies_deleted(s: Session, qids: list[str]) -> None:
+    s.execute(sa.update(Message).where(Message.queue_id.in_(qids)).values(body_deleted=True))
+
+
+def purge_done(s: Session, before: float) -> int:
+    qids = list(
+        s.scalars(
+            sa.select(Message.queue_id)
+            .where(Message.done_at < before, Message.body_deleted.is_(True))
+            .limit(1000)
+        )
+    )
+    if qids:
+        s.execute(sa.delete(Notice).where(Notice.queue_id.in_(qids)))
+        s.execute(sa.delete(Recipient).where(Recipient.queue_id.in_(qids)))
+        s.execute(sa.delete(Message).where(Message.queue_id.in_(qids)))
+    return len(qids)
+
+
+def state_counts(s: Session) -> dict[str, int]:
+    counts = dict.fromkeys(db.STATES, 0)
+    for state, n in s.execute(sa.select(Recipient.state, sa.func.count()).group_by(Recipient.state)):
+        counts[state] = n
+    return counts

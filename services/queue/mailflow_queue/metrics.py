@@ -1,0 +1,17 @@
+"""All of queue's metrics."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES = Counter("mailflow_queue_messages_total", "Messages taken over from MAIL", ["result"])  # recorded|duplicate
+JOBS = Counter("mailflow_queue_jobs_published_total", "Delivery jobs published", ["kind"])  # first|retry|republish
+RESULTS = Counter("mailflow_queue_results_total", "Delivery results applied", ["outcome"])
+# outcome: delivered|deferred|bounced|expired|stale
+DSNS = Counter("mailflow_queue_dsn_total", "Delivery status notifications made", ["kind"])  # failure|delay|success
+BODIES_DELETED = Counter("mailflow_queue_bodies_deleted_total", "Bodies removed from BODY once final")
+RECIPIENTS = Gauge("mailflow_queue_recipients", "Recipients in the queue database by state", ["state"])
+BATCH_SECONDS = Histogram(
+    "mailflow_queue_batch_duration_seconds",
+    "Time to handle one batch",
+    ["stage"],  # intake|results|scan|finish
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)

@@ -1,0 +1,56 @@
+"""Publishing what the queue decided: delivery jobs, DSNs (as new messages) and trace events.
+
+All publishes of one batch are awaited together. A publish that JetStream does not acknowledge
+raises; the caller then acknowledges nothing (or leaves the recipients in flight), so the same
+work is published again later. Jobs carry Nats-Msg-Id `<queue_id>/<rcpt>/<attempt>` and messages
+Nats-Msg-Id `<queue_id>`, so a second publish inside the duplicate window is dropped by JetStream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from nats.js import JetStreamContext
+
+from mailflow.contracts import subjects
+from mailflow.contracts.messages import TRACE_HEADER, DeliveryJob, QueuedMessage, TraceEvent
+
+
+def job_msg_id(job: DeliveryJob) -> str:
+    return f"{job.queue_id}/{job.rcpt.address.lower()}/{job.attempt}"
+
+
+class Outbox(Protocol):
+    async def publish(self, jobs: list[DeliveryJob], traces: list[TraceEvent] = ()) -> None: ...
+    async def inject(self, msg: QueuedMessage) -> None: ...
+
+
+class JetStreamOutbox:
+    def __init__(self, js: JetStreamContext, timeout: float = 10.0):
+        self.js, self.timeout = js, timeout
+
+    async def publish(self, jobs: list[DeliveryJob], traces: list[TraceEvent] = ()) -> None:
+        calls = [
+            self.js.publish(
+                subjects.DELIVERY_JOB,
+                job.to_bytes(),
+                timeout=self.timeout,
+                headers={"Nats-Msg-Id": job_msg_id(job), TRACE_HEADER: job.trace_id},
+            )
+            for job in jobs
+        ]
+        calls += [
+            self.js.publish(subjects.trace(t.queue_id), t.to_bytes(), timeout=self.timeout, headers={TRACE_HEADER: t.trace_id})
+            for t in traces
+        ]
+        if calls:
+            await asyncio.gather(*calls)
+
+    async def inject(self, msg: QueuedMessage) -> None:
+        await self.js.publish(
+            subjects.MAIL_QUEUED,
+            msg.to_bytes(),
+            timeout=self.timeout,
+            headers={"Nats-Msg-Id": msg.queue_id, TRACE_HEADER: msg.trace_id},
+        )

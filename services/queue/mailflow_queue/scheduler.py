@@ -1,0 +1,137 @@
+"""The queue's clock-driven work: due retries, delay notices, DSNs, body deletion, purging.
+
+Each pass is a few short transactions. A failure (database or NATS away) is logged and the pass
+is tried again at the next tick; nothing is lost because every step is re-derived from the
+database: recipients moved to "inflight" whose job was not published are published again after
+the in-flight timeout; a DSN is marked sent only after JetStream acknowledged it; a body is deleted
+only after the message is final and its DSNs are out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from mailflow import ids
+from mailflow.bodies import Bodies, BodyMissing
+from mailflow.contracts.messages import QueuedMessage, Recipient, TraceEvent
+from mailflow_queue import dsn, ledger, metrics
+from mailflow_queue.db import Database
+from mailflow_queue.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        db: Database,
+        outbox: Outbox,
+        bodies: Bodies,
+        policy: ledger.Policy,
+        hostname: str,
+        interval: float = 1.0,
+        retain_done_s: float = 86400.0,
+        dsn_full_max: int = 1 << 20,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.db, self.outbox, self.bodies, self.policy = db, outbox, bodies, policy
+        self.hostname, self.interval, self.retain_done_s, self.dsn_full_max = hostname, interval, retain_done_s, dsn_full_max
+        self.clock = clock
+        self.wake = asyncio.Event()
+        self._last_gauge = 0.0
+
+    def poke(self) -> None:
+        """Run a pass now (after results made DSNs, or an operator flushed)."""
+        self.wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("scheduler pass failed; trying again")
+            self.wake.clear()
+            waiter = asyncio.ensure_future(self.wake.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({waiter, stopper}, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED)
+            for f in (waiter, stopper):
+                f.cancel()
+                with contextlib.suppress(BaseException):
+                    await f
+
+    async def tick(self) -> None:
+        started = time.perf_counter()
+        now = self.clock()
+        while True:
+            jobs, retries = await self.db.run(ledger.take_due, now, self.policy)
+            if not jobs:
+                break
+            await self.outbox.publish(jobs)
+            metrics.JOBS.labels("retry").inc(retries)
+            metrics.JOBS.labels("republish").inc(len(jobs) - retries)
+            log.info("published due jobs", extra={"jobs": len(jobs), "retries": retries})
+        if self.policy.delay_notice_s > 0:
+            await self.db.run(ledger.make_delay_notices, now, self.policy)
+        await self.finish()
+        if now - self._last_gauge >= 10:
+            self._last_gauge = now
+            await self.db.run(ledger.purge_done, now - self.retain_done_s)
+            for state, n in (await self.db.run(ledger.state_counts)).items():
+                metrics.RECIPIENTS.labels(state).set(n)
+        metrics.BATCH_SECONDS.labels("scan").observe(time.perf_counter() - started)
+
+    async def finish(self) -> None:
+        """Send pending DSNs, then delete the bodies of messages that are done."""
+        while works := await self.db.run(ledger.pending_notices, self.policy):
+            for work in works:
+                await self.send_notice(work)
+        while done := await self.db.run(ledger.finishable):
+            results = await asyncio.gather(*(self.bodies.delete(ref) for _, ref in done), return_exceptions=True)
+            gone = [q for (q, _), r in zip(done, results, strict=True) if not isinstance(r, Exception)]
+            if gone:
+                await self.db.run(ledger.mark_bodies_deleted, gone)
+                metrics.BODIES_DELETED.inc(len(gone))
+            if len(gone) < len(done):
+                log.warning("could not delete some bodies; will try again", extra={"failed": len(done) - len(gone)})
+                break
+
+    async def send_notice(self, work: ledger.NoticeWork) -> None:
+        started = time.perf_counter()
+        original = None
+        if not work.body_deleted:
+            try:
+                original = await self.bodies.get(work.body_ref)
+            except BodyMissing:
+                original = None
+        raw = dsn.build(work, original, self.hostname, self.clock(), self.dsn_full_max)
+        ref = await self.bodies.put(work.dsn_queue_id, raw)
+        msg = QueuedMessage(
+            queue_id=work.dsn_queue_id,
+            trace_id=ids.trace_id(),
+            mail_from="",
+            rcpt_to=[Recipient(address=work.mail_from)],
+            body_ref=ref,
+            size=len(raw),
+            body_8bit=not raw.isascii(),
+        )
+        await self.outbox.inject(msg)
+        trace = TraceEvent(
+            queue_id=work.queue_id,
+            trace_id=work.trace_id,
+            step="bounce",
+            service="queue",
+            duration_ms=(time.perf_counter() - started) * 1000,
+            detail=f"{work.kind} DSN {work.dsn_queue_id} to <{work.mail_from}> about "
+            + ", ".join(r.address for r in work.recipients),
+        )
+        await self.outbox.publish([], [trace])
+        await self.db.run(ledger.mark_notice_sent, work.notice_id)
+        metrics.DSNS.labels(work.kind).inc()
+        log.info(
+            "dsn sent",
+            extra={"queue_id": work.queue_id, "dsn": work.dsn_queue_id, "kind": work.kind, "to": work.mail_from},
+        )

@@ -1,0 +1,35 @@
+"""All of queue's settings (environment prefix MAILFLOW_QUEUE_)."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from mailflow.settings import ServiceSettings, common
+
+DAY = 24 * 3600.0
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="MAILFLOW_QUEUE_", extra="ignore", populate_by_name=True)
+
+    http_listen: str = "127.0.0.1:10082"  # /healthz, /readyz, /metrics, admin REST, /trace/{queue_id}
+    database_url: str = "sqlite:///./data/queue.db"  # or postgresql+psycopg://...
+    # Header X-Mailflow-Admin-Token of every admin call (the CLI's `mailflow queue ...`). A secret.
+    admin_token: SecretStr = common("admin_token")
+    # Retry schedule (issue 4): first retry after ~1 min, doubling, capped at 1 h, +-jitter.
+    first_retry_s: float = 60.0
+    max_retry_s: float = 3600.0
+    retry_jitter: float = 0.15  # fraction of the delay, both ways
+    max_lifetime_s: float = 5 * DAY  # then the recipient bounces (Status 4.4.7, Action failed)
+    # A delay DSN (RFC 3464 Action: delayed) after this long in the queue; 0 = never.
+    delay_notice_s: float = 4 * 3600.0
+    # A job not answered for this long is published again (delivery is idempotent).
+    inflight_timeout_s: float = 1800.0
+    scan_interval_s: float = 1.0  # how often the scheduler looks for due retries
+    retain_done_s: float = DAY  # finished messages stay visible in `queue list --state delivered` this long
+    # RET not given: return the whole message in a failure DSN up to this size, else headers only.
+    dsn_full_max_bytes: int = 1024 * 1024
+    intake_batch: int = 256  # messages per fetch, one transaction each
+    results_batch: int = 256
+    stream_replicas: int = 1  # 3 on Kubernetes (R3 streams)

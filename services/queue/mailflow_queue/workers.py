@@ -1,0 +1,96 @@
+"""The queue's two JetStream consumers: intake (MAIL -> database -> JOBS) and results (RESULTS -> states).
+
+Intake acknowledges a batch of accepted messages only after their rows are committed and every job
+is acknowledged by JetStream; if either fails, the batch is nak'ed and comes again (recording is
+idempotent on the queue id, and a message recorded before returns its in-flight jobs to publish
+again). Results are acknowledged after their transaction commits; applying an answer twice changes
+nothing (a final recipient stays final). DSNs and body deletion follow in `Scheduler.finish`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from mailflow import log as mlog
+from mailflow.contracts.messages import DeliveryResult, QueuedMessage, TraceEvent
+from mailflow.worker import Done, Outcome, Retry, Worker, backoff
+from mailflow_queue import ledger, metrics
+from mailflow_queue.db import Database
+from mailflow_queue.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+class Intake(Worker[QueuedMessage]):
+    stream, durable, model = "MAIL", "queue", QueuedMessage
+
+    def __init__(self, nc, js, db: Database, outbox: Outbox, policy: ledger.Policy, clock: Callable[[], float] = time.time, batch: int = 256):
+        super().__init__(nc, js, "queue")
+        self.db, self.outbox, self.policy, self.clock = db, outbox, policy, clock
+        self.batch = batch
+
+    async def handle_batch(self, items: list[tuple[QueuedMessage, int]]) -> list[Outcome]:
+        started = time.perf_counter()
+        msgs = [m for m, _ in items]
+        try:
+            rec = await self.db.run(ledger.record, msgs, self.clock(), self.policy)
+            took = (time.perf_counter() - started) * 1000
+            by_id = {m.queue_id: m for m in msgs}
+            traces = [
+                TraceEvent(
+                    queue_id=q,
+                    trace_id=by_id[q].trace_id,
+                    step="queue",
+                    service="queue",
+                    duration_ms=took,
+                    detail=f"recorded, {len(by_id[q].rcpt_to)} recipient(s)",
+                )
+                for q in rec.new
+            ]
+            await self.outbox.publish(rec.jobs, traces)
+        except Exception:
+            log.exception("intake batch failed; will retry", extra={"messages": len(items)})
+            return [Retry(backoff(a)) for _, a in items]
+        metrics.MESSAGES.labels("recorded").inc(len(rec.new))
+        metrics.MESSAGES.labels("duplicate").inc(len(rec.duplicates))
+        metrics.JOBS.labels("first").inc(len(rec.jobs))
+        metrics.BATCH_SECONDS.labels("intake").observe(time.perf_counter() - started)
+        for q in rec.new:
+            m = by_id[q]
+            with mlog.context(queue_id=q, trace_id=m.trace_id):
+                log.info("queued", extra={"from": m.mail_from, "nrcpt": len(m.rcpt_to), "size": m.size})
+        return [Done() for _ in items]
+
+
+class Results(Worker[DeliveryResult]):
+    stream, durable, model = "RESULTS", "queue-results", DeliveryResult
+
+    def __init__(self, nc, js, db: Database, policy: ledger.Policy, on_change: Callable[[], None], clock: Callable[[], float] = time.time, batch: int = 256):
+        super().__init__(nc, js, "queue")
+        self.db, self.policy, self.clock, self.on_change = db, policy, clock, on_change
+        self.batch = batch
+
+    async def handle_batch(self, items: list[tuple[DeliveryResult, int]]) -> list[Outcome]:
+        started = time.perf_counter()
+        results = [r for r, _ in items]
+        try:
+            applied = await self.db.run(ledger.apply_results, results, self.clock(), self.policy)
+        except Exception:
+            log.exception("results batch failed; will retry", extra={"results": len(items)})
+            return [Retry(backoff(a)) for _, a in items]
+        for outcome, n in applied.counts.items():
+            metrics.RESULTS.labels(outcome).inc(n)
+        metrics.BATCH_SECONDS.labels("results").observe(time.perf_counter() - started)
+        for r in results:
+            with mlog.context(queue_id=r.queue_id, trace_id=r.trace_id or None):
+                log.info(r.outcome, extra={"rcpt": r.rcpt, "status": r.status, "attempt": r.attempt})
+        if applied.notices or applied.done:
+            self.on_change()
+        return [Done() for _ in items]
+
+
+async def run_all(workers: list[Worker], stop: asyncio.Event) -> None:
+    await asyncio.gather(*(w.run(stop) for w in workers))
