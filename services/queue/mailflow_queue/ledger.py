@@ -274,7 +274,8 @@ def make_delay_notices(s: Session, now: float, p: Policy, limit: int = 500) -> i
         sa.select(Message, Recipient)
         .join(Recipient, Recipient.queue_id == Message.queue_id)
         .where(
-            Recipient.state.in_((DEFERRED, HELD, QUEUED)),
+            Recipient.state.in_(ACTIVE),
+            Recipient.last_status != "",  # deferred at least once
             Recipient.delay_notified.is_(False),
             Message.received_at <= now - p.delay_notice_s,
         )

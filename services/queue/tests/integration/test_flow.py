@@ -1,0 +1,146 @@
+"""The queue against a real nats-server and real databases: intake, results, retries, DSNs, bodies."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from mailflow.bodies import BodyMissing
+from mailflow.contracts import subjects
+from mailflow.contracts.messages import DeliveryResult, QueuedMessage, Recipient
+from mailflow_queue import db
+
+BODY = b"From: a@daum.test\r\nTo: z@naver.test\r\nSubject: hello\r\n\r\nHi Z.\r\n"
+
+
+async def submit(parts, qid, rcpts, mail_from="a@daum.test", **kw):
+    ref = await parts.bodies.put(qid, BODY)
+    msg = QueuedMessage(
+        queue_id=qid,
+        trace_id=f"trace-{qid}",
+        mail_from=mail_from,
+        rcpt_to=[r if isinstance(r, Recipient) else Recipient(address=r) for r in rcpts],
+        body_ref=ref,
+        size=len(BODY),
+        received_at=datetime.fromtimestamp(parts.clock.now, UTC),
+        **kw,
+    )
+    await parts.js.publish(subjects.MAIL_QUEUED, msg.to_bytes(), headers={"Nats-Msg-Id": qid})
+    return msg
+
+
+async def answer(parts, qid, rcpt, outcome, status, attempt=1, diag=""):
+    r = DeliveryResult(queue_id=qid, rcpt=rcpt, attempt=attempt, outcome=outcome, status=status, diagnostic=diag)
+    await parts.js.publish(subjects.DELIVERY_RESULT, r.to_bytes())
+
+
+def rows(parts, qid):
+    def q(s):
+        return {r.address: (r.state, r.attempts, r.last_status) for r in s.scalars(sa.select(db.Recipient).where(db.Recipient.queue_id == qid))}
+
+    return parts.db.call(q)
+
+
+def message(parts, qid):
+    return parts.db.call(lambda s: s.get(db.Message, qid))
+
+
+async def test_intake_records_and_publishes_one_job_per_recipient(parts):
+    msg = await submit(parts, "Q1", ["z@naver.test", "Y@naver.test", "y@NAVER.test"])
+    assert await parts.intake.run_until_idle() == 1
+    assert rows(parts, "Q1") == {"z@naver.test": ("inflight", 1, ""), "Y@naver.test": ("inflight", 1, "")}
+    jobs = await parts.jobs(expect=2)
+    assert {msg_id for _, msg_id in jobs} == {"Q1/z@naver.test/1", "Q1/y@naver.test/1"}
+    job = jobs[0][0]
+    assert job.body_ref == msg.body_ref and job.trace_id == "trace-Q1" and job.attempt == 1
+    # the same message again (a redelivery after a crash): recorded once, jobs deduplicated by JetStream
+    await parts.js.publish(subjects.MAIL_QUEUED, msg.to_bytes())
+    assert await parts.intake.run_until_idle() == 1
+    await parts.jobs(expect=0)
+    assert len(rows(parts, "Q1")) == 2
+    info = await parts.js.stream_info("TRACE", subjects_filter=subjects.trace("Q1"))
+    assert info.state.messages == 1
+
+
+async def test_results_retry_dsn_and_body_deletion(parts):
+    await submit(parts, "Q2", [Recipient(address="ok@naver.test"), Recipient(address="bad@naver.test", orcpt="rfc822;Bad@naver.test"), "later@naver.test"], envid="E-42")
+    await parts.intake.run_until_idle()
+    await parts.jobs(expect=3)
+    await answer(parts, "Q2", "ok@naver.test", "delivered", "2.0.0")
+    await answer(parts, "Q2", "bad@naver.test", "bounced", "5.1.1", diag="550 5.1.1 <bad@naver.test>: no such user")
+    await answer(parts, "Q2", "later@naver.test", "deferred", "4.4.1", diag="connection refused")
+    await parts.results.run_until_idle()
+    assert rows(parts, "Q2") == {
+        "ok@naver.test": ("delivered", 1, "2.0.0"),
+        "bad@naver.test": ("bounced", 1, "5.1.1"),
+        "later@naver.test": ("deferred", 1, "4.4.1"),
+    }
+    await parts.scheduler.tick()  # sends the failure DSN; nothing is due yet
+    await parts.jobs(expect=0)
+    assert await parts.intake.run_until_idle() == 1  # the DSN comes back through mail.queued
+    (dsn,) = parts.db.call(lambda s: list(s.scalars(sa.select(db.Message).where(db.Message.mail_from == ""))))
+    assert rows(parts, dsn.queue_id) == {"a@daum.test": ("inflight", 1, "")}
+    raw = await parts.bodies.get(dsn.body_ref)
+    assert b"Final-Recipient: rfc822; bad@naver.test" in raw and b"Original-Envelope-Id: E-42" in raw
+    assert b"Original-Recipient: rfc822;Bad@naver.test" in raw and b"ok@naver.test" not in raw.split(b"message/rfc822")[0]
+    assert b"Hi Z." in raw  # RET not given, small message: returned whole
+    (job,) = [j for j, _ in await parts.jobs(expect=1)]
+    assert job.mail_from == "" and job.rcpt.address == "a@daum.test"
+    # the body stays while a recipient is still queued; the retry comes ~1 minute later
+    assert await parts.bodies.get(message(parts, "Q2").body_ref) == BODY
+    parts.clock.now += 59
+    await parts.scheduler.tick()
+    await parts.jobs(expect=0)
+    parts.clock.now += 2
+    await parts.scheduler.tick()
+    ((job, msg_id),) = await parts.jobs(expect=1)
+    assert job.attempt == 2 and msg_id == "Q2/later@naver.test/2"
+    await answer(parts, "Q2", "later@naver.test", "delivered", "2.0.0", attempt=2)
+    await parts.results.run_until_idle()
+    await parts.scheduler.tick()
+    m = message(parts, "Q2")
+    assert m.done_at is not None and m.body_deleted
+    with pytest.raises(BodyMissing):
+        await parts.bodies.get(m.body_ref)
+
+
+async def test_stale_and_repeated_results_change_nothing(parts):
+    await submit(parts, "Q3", ["z@naver.test"])
+    await parts.intake.run_until_idle()
+    await answer(parts, "Q3", "z@naver.test", "delivered", "2.0.0")
+    await answer(parts, "Q3", "z@naver.test", "deferred", "4.0.0")  # a late answer of a redelivered job
+    await answer(parts, "Q3", "nobody@naver.test", "bounced", "5.1.1")
+    await answer(parts, "GONE", "z@naver.test", "bounced", "5.1.1")
+    await parts.results.run_until_idle()
+    assert rows(parts, "Q3") == {"z@naver.test": ("delivered", 1, "2.0.0")}
+    await parts.scheduler.tick()
+    assert parts.db.call(lambda s: s.scalar(sa.select(sa.func.count()).select_from(db.Notice))) == 0
+
+
+async def test_expiry_bounces_and_null_sender_gets_no_dsn(parts):
+    await submit(parts, "Q4", ["z@naver.test"])
+    await submit(parts, "Q5", ["z@naver.test"], mail_from="")
+    await parts.intake.run_until_idle()
+    parts.clock.now += 5 * 86400 + 1
+    await answer(parts, "Q4", "z@naver.test", "deferred", "4.4.1", diag="timeout")
+    await answer(parts, "Q5", "z@naver.test", "deferred", "4.4.1", diag="timeout")
+    await parts.results.run_until_idle()
+    assert rows(parts, "Q4") == {"z@naver.test": ("bounced", 1, "4.4.7")}
+    assert rows(parts, "Q5") == {"z@naver.test": ("bounced", 1, "4.4.7")}
+    notices = parts.db.call(lambda s: [(n.queue_id, n.kind) for n in s.scalars(sa.select(db.Notice))])
+    assert notices == [("Q4", "failure")]
+
+
+async def test_delay_notice_once_and_success_notice_on_request(parts):
+    await submit(parts, "Q6", [Recipient(address="z@naver.test"), Recipient(address="x@naver.test", notify=["SUCCESS"])])
+    await parts.intake.run_until_idle()
+    await answer(parts, "Q6", "z@naver.test", "deferred", "4.4.1", diag="connection refused")
+    await answer(parts, "Q6", "x@naver.test", "delivered", "2.0.0")
+    await parts.results.run_until_idle()
+    parts.clock.now += 4 * 3600 + 1
+    await parts.scheduler.tick()
+    await parts.scheduler.tick()
+    kinds = parts.db.call(lambda s: sorted((n.kind, n.sent) for n in s.scalars(sa.select(db.Notice))))
+    assert kinds == [("delay", True), ("success", True)]
