@@ -1,0 +1,76 @@
+"""Wiring: NATS, the streams, the sent log, the store client, the resolver client, N pull lanes, HTTP.
+
+Startup fails loudly if NATS does not answer; the mailbox store may come later (its calls defer
+until it answers). On SIGTERM the lanes stop fetching, finish and acknowledge the batch in hand,
+then HTTP stops and NATS drains. Many delivery processes may share the JOBS consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from mailflow import natsconn, tls
+from mailflow.bodies import JetStreamBodies
+from mailflow.contracts.streams import Topology, ensure_streams
+from mailflow.dns import MxClient
+from mailflow.lifecycle import Stopper
+from mailflow.web import HttpServer, service_app
+from mailflow_delivery import smtp_out
+from mailflow_delivery.routing import Deliveries, RemoteConfig
+from mailflow_delivery.sentlog import KvSentLog
+from mailflow_delivery.settings import Settings
+from mailflow_delivery.worker import DeliveryWorker
+
+log = logging.getLogger(__name__)
+
+
+def remote_config(s: Settings) -> RemoteConfig:
+    ctx = None
+    if s.tls != "none":
+        ctx = tls.client_context(verify=s.tls_verify, cafile=s.tls_ca_file or None)
+    return RemoteConfig(
+        port=s.remote_port,
+        helo=s.helo_name or s.hostname,
+        tls=smtp_out.TlsPolicy(s.tls, ctx),
+        timeouts=smtp_out.Timeouts(s.connect_timeout, s.greeting_timeout, s.command_timeout, s.data_start_timeout, s.data_end_timeout),
+        max_per_domain=s.max_connections_per_domain,
+        source_address=s.source_address or None,
+    )
+
+
+async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    from mailflow.store.client import StoreClient  # written by the mailbox-store service's engineer
+
+    stop = stop or Stopper().install()
+    nc = await natsconn.connect(settings.nats_url, "delivery")
+    js = nc.jetstream()
+    await ensure_streams(js, Topology(replicas=settings.stream_replicas))
+    sent = await KvSentLog.open(js, settings.sent_log_ttl_s, settings.stream_replicas)
+    store = StoreClient(settings.store_url, settings.service_token.get_secret_value())
+    deliveries = Deliveries(
+        directory=store,
+        deliverer=store,
+        bodies=JetStreamBodies(js),
+        resolver=MxClient(nc, timeout=settings.mx_timeout),
+        sent=sent,
+        remote=remote_config(settings),
+        directory_ttl=settings.directory_cache_s,
+        store_batch=settings.store_batch,
+    )
+    lanes = [DeliveryWorker(nc, js, deliveries, settings.batch) for _ in range(max(1, settings.lanes))]
+
+    async def nats_ready() -> bool:
+        return nc.is_connected
+
+    app = service_app("delivery", {"nats": nats_ready})
+    http = await HttpServer(app, settings.http_listen).start()
+    tasks = [asyncio.create_task(lane.run(stop), name=f"lane-{n}") for n, lane in enumerate(lanes)]
+    log.info("delivery ready", extra={"http": http.port, "lanes": len(lanes), "remote_port": settings.remote_port})
+    try:
+        await stop.wait()
+        await asyncio.wait(tasks, timeout=60)
+    finally:
+        await http.stop()
+        await store.close()
+        await natsconn.close(nc)

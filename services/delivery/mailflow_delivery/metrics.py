@@ -1,0 +1,20 @@
+"""All of delivery's metrics."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECIPIENTS = Counter("mailflow_delivery_recipients_total", "Recipients handled, by route and outcome", ["route", "outcome"])
+# route: local|remote; outcome: delivered|deferred|bounced
+SESSIONS = Counter("mailflow_delivery_smtp_sessions_total", "Outgoing SMTP transactions", ["result"])  # ok|unreachable
+CONNECTIONS = Gauge("mailflow_delivery_smtp_connections", "Outgoing SMTP connections open now")
+DUPLICATES = Counter("mailflow_delivery_redelivered_sent_total", "Redelivered jobs answered from the sent log, not sent again")
+BATCH_SECONDS = Histogram(
+    "mailflow_delivery_batch_duration_seconds",
+    "Time to deliver one batch (local) or one SMTP transaction (remote)",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+MX_SECONDS = Histogram(
+    "mailflow_delivery_mx_lookup_duration_seconds",
+    "Time to get an MX answer from the resolver",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)

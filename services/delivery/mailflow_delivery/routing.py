@@ -1,0 +1,284 @@
+"""Where each job goes and what became of it: local mailboxes through the store, others over SMTP.
+
+`Deliveries.run(jobs)` returns one `DeliveryResult` per job (same order) and the trace events to
+publish; it never raises for a single recipient's trouble. Mapping (STYLE §5):
+  store stored/duplicate -> delivered; unknown_user -> bounced 5.1.1; quota -> 4.2.2 or 5.2.2;
+  store unreachable or "failed" -> deferred 4.3.0;  body gone -> bounced 5.3.0
+  MX nxdomain/no_mail_host -> bounced 5.1.2; null MX -> bounced 5.1.10 (RFC 7505); DNS trouble -> 4.4.3
+  SMTP per recipient: 2xx delivered, 4xx and 552 deferred, 5xx bounced; no MX reachable -> 4.4.1
+  "can't check" (directory unreachable, sent log unreadable) -> deferred, never bounced.
+The caller publishes the results and only then acknowledges the jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from mailflow import log as mlog
+from mailflow.bodies import Bodies, BodyMissing
+from mailflow.contracts.messages import DeliveryJob, DeliveryResult, MxReply, TraceEvent
+from mailflow.dns import Resolver
+from mailflow.store.api import Deliverer, DeliverItem, DeliverResult, Directory, Resolution
+from mailflow_delivery import metrics, smtp_out
+from mailflow_delivery.sentlog import SentLog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    port: int = 25
+    helo: str = "localhost"
+    tls: smtp_out.TlsPolicy = field(default_factory=smtp_out.TlsPolicy)
+    timeouts: smtp_out.Timeouts = field(default_factory=smtp_out.Timeouts)
+    max_per_domain: int = 10
+    source_address: str | None = None
+
+
+def result(job: DeliveryJob, outcome: str, status: str, diagnostic: str = "", remote_mta: str | None = None) -> DeliveryResult:
+    return DeliveryResult(
+        queue_id=job.queue_id,
+        trace_id=job.trace_id,
+        rcpt=job.rcpt.address,
+        attempt=job.attempt,
+        outcome=outcome,
+        status=status,
+        diagnostic=diagnostic[:1000],
+        remote_mta=remote_mta,
+    )
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower().rstrip(".")
+
+
+class DirectoryCache:
+    """Resolutions for a few seconds: a REST call per recipient would cost the throughput target."""
+
+    def __init__(self, directory: Directory, ttl: float = 5.0, size: int = 50_000):
+        self.directory, self.ttl, self.size = directory, ttl, size
+        self.items: dict[str, tuple[float, Resolution]] = {}
+
+    async def resolve(self, address: str) -> Resolution:
+        key = address.lower()
+        now = time.monotonic()
+        hit = self.items.get(key)
+        if hit and hit[0] > now:
+            return hit[1]
+        res = await self.directory.resolve(address)
+        if len(self.items) >= self.size:
+            self.items.clear()
+        self.items[key] = (now + self.ttl, res)
+        return res
+
+
+class Deliveries:
+    def __init__(
+        self,
+        directory: Directory,
+        deliverer: Deliverer,
+        bodies: Bodies,
+        resolver: Resolver,
+        sent: SentLog,
+        remote: RemoteConfig = RemoteConfig(),
+        directory_ttl: float = 5.0,
+        store_batch: int = 64,
+        service: str = "delivery",
+    ):
+        self.directory = DirectoryCache(directory, directory_ttl)
+        self.deliverer, self.bodies, self.resolver, self.sent = deliverer, bodies, resolver, sent
+        self.remote_cfg, self.store_batch, self.service = remote, store_batch, service
+        self._domain_slots: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(self.remote_cfg.max_per_domain))
+
+    async def run(self, jobs: list[DeliveryJob]) -> tuple[list[DeliveryResult], list[TraceEvent]]:
+        started = time.perf_counter()
+        out: dict[int, DeliveryResult] = {}
+        traces: list[TraceEvent] = []
+        resolutions = await asyncio.gather(*(self.directory.resolve(j.rcpt.address) for j in jobs), return_exceptions=True)
+        local, remote = [], []
+        for i, (job, res) in enumerate(zip(jobs, resolutions, strict=True)):
+            if isinstance(res, BaseException):
+                log.warning("directory lookup failed: %s", res, extra={"queue_id": job.queue_id})
+                out[i] = result(job, "deferred", "4.4.3", "451 4.4.3 recipient lookup failed, will retry")
+            elif res.status == "local":
+                local.append((i, job))
+            elif res.status == "unknown_user":
+                out[i] = result(job, "bounced", "5.1.1", f"550 5.1.1 <{job.rcpt.address}>: no such user here")
+            else:
+                remote.append((i, job))
+        local_res, remote_res = await asyncio.gather(self.local(local), self.remote(remote, traces))
+        out.update(local_res)
+        out.update(remote_res)
+        results = [out[i] for i in range(len(jobs))]
+        took = (time.perf_counter() - started) * 1000
+        local_ids = {i for i, _ in local}
+        for i, (job, r) in enumerate(zip(jobs, results, strict=True)):
+            route = "local" if i in local_ids else "remote"
+            metrics.RECIPIENTS.labels(route, r.outcome).inc()
+            traces.append(
+                TraceEvent(
+                    queue_id=job.queue_id,
+                    trace_id=job.trace_id,
+                    step="delivery",
+                    service=self.service,
+                    duration_ms=took,
+                    detail=f"{r.outcome} <{r.rcpt}> {r.status} {r.diagnostic}".strip()[:500],
+                )
+            )
+            with mlog.context(queue_id=job.queue_id, trace_id=job.trace_id):
+                log.info(r.outcome, extra={"rcpt": r.rcpt, "route": route, "status": r.status, "attempt": job.attempt, "remote": r.remote_mta})
+        return results, traces
+
+    # --- local: the mailbox store ---------------------------------------------------------------
+
+    async def _bodies(self, jobs: list[DeliveryJob]) -> dict[str, bytes | BaseException]:
+        refs = list(dict.fromkeys(j.body_ref for j in jobs))
+        got = await asyncio.gather(*(self.bodies.get(r) for r in refs), return_exceptions=True)
+        return dict(zip(refs, got, strict=True))
+
+    async def local(self, items: list[tuple[int, DeliveryJob]]) -> dict[int, DeliveryResult]:
+        if not items:
+            return {}
+        started = time.perf_counter()
+        out: dict[int, DeliveryResult] = {}
+        bodies = await self._bodies([j for _, j in items])
+        todo: list[tuple[int, DeliveryJob, DeliverItem]] = []
+        for i, job in items:
+            body = bodies[job.body_ref]
+            if isinstance(body, BodyMissing):
+                out[i] = result(job, "bounced", "5.3.0", "554 5.3.0 message body is gone from the queue")
+            elif isinstance(body, BaseException):
+                out[i] = result(job, "deferred", "4.3.0", "451 4.3.0 message body unavailable, will retry")
+            else:
+                head = f"Return-Path: <{job.mail_from}>\r\n".encode()
+                item = DeliverItem(key=job.idempotency_key, recipient=job.rcpt.address, body=head + body, queue_id=job.queue_id, trace_id=job.trace_id)
+                todo.append((i, job, item))
+        chunks = [todo[k : k + self.store_batch] for k in range(0, len(todo), self.store_batch)]
+        answers = await asyncio.gather(*(self.deliverer.deliver([t[2] for t in c]) for c in chunks), return_exceptions=True)
+        for chunk, answer in zip(chunks, answers, strict=True):
+            if isinstance(answer, BaseException):
+                log.warning("mailbox store did not take a batch: %s", answer)
+                for i, job, _ in chunk:
+                    out[i] = result(job, "deferred", "4.3.0", "451 4.3.0 mailbox store unavailable, will retry")
+                continue
+            for (i, job, _), ans in zip(chunk, answer, strict=True):
+                out[i] = self._stored(job, ans)
+        metrics.BATCH_SECONDS.labels("local").observe(time.perf_counter() - started)
+        return out
+
+    @staticmethod
+    def _stored(job: DeliveryJob, ans: DeliverResult) -> DeliveryResult:
+        match ans.status:
+            case "stored" | "duplicate":
+                return result(job, "delivered", "2.0.0", f"250 2.0.0 {ans.status} in mailbox")
+            case "unknown_user":
+                return result(job, "bounced", "5.1.1", f"550 5.1.1 <{job.rcpt.address}>: no such user here")
+            case "quota_exceeded" if ans.permanent:
+                return result(job, "bounced", "5.2.2", "552 5.2.2 mailbox full")
+            case "quota_exceeded":
+                return result(job, "deferred", "4.2.2", "452 4.2.2 mailbox full, will retry")
+            case _:
+                return result(job, "deferred", "4.3.0", f"451 4.3.0 mailbox store could not store: {ans.detail}"[:300])
+
+    # --- remote: MX and SMTP ----------------------------------------------------------------------
+
+    async def remote(self, items: list[tuple[int, DeliveryJob]], traces: list[TraceEvent]) -> dict[int, DeliveryResult]:
+        if not items:
+            return {}
+        out: dict[int, DeliveryResult] = {}
+        done = await asyncio.gather(*(self.sent.get(j.idempotency_key) for _, j in items), return_exceptions=True)
+        todo: dict[str, list[tuple[int, DeliveryJob]]] = defaultdict(list)
+        for (i, job), prev in zip(items, done, strict=True):
+            if isinstance(prev, BaseException):
+                out[i] = result(job, "deferred", "4.3.0", "451 4.3.0 delivery log unavailable, will retry")
+            elif prev is not None:  # sent before this job was redelivered: never again
+                out[i] = prev.model_copy(update={"attempt": job.attempt})
+                metrics.DUPLICATES.inc()
+            else:
+                todo[domain_of(job.rcpt.address)].append((i, job))
+        per_domain = await asyncio.gather(*(self._domain(d, js, traces) for d, js in todo.items()))
+        for part in per_domain:
+            out.update(part)
+        return out
+
+    async def _domain(self, domain: str, items: list[tuple[int, DeliveryJob]], traces: list[TraceEvent]) -> dict[int, DeliveryResult]:
+        started = time.perf_counter()
+        mx: MxReply = await self.resolver.lookup(domain)
+        took = (time.perf_counter() - started) * 1000
+        metrics.MX_SECONDS.observe(took / 1000)
+        for qid, trace_id in {(j.queue_id, j.trace_id) for _, j in items}:
+            hosts = ", ".join(f"{h.preference} {h.host}" for h in mx.hosts)
+            traces.append(
+                TraceEvent(queue_id=qid, trace_id=trace_id, step="resolver", service=self.service, duration_ms=took, detail=f"{domain}: {mx.status} {hosts}".strip())
+            )
+        if mx.status != "ok":
+            bad = {
+                "nxdomain": ("bounced", "5.1.2", f"550 5.1.2 domain {domain} does not exist"),
+                "no_mail_host": ("bounced", "5.1.2", f"550 5.1.2 domain {domain} has no mail host"),
+                "null_mx": ("bounced", "5.1.10", f"556 5.1.10 domain {domain} accepts no mail (null MX)"),
+            }.get(mx.status, ("deferred", "4.4.3", f"451 4.4.3 MX lookup for {domain} failed: {mx.error or 'temporary'}"))
+            return {i: result(job, *bad) for i, job in items}
+        by_message: dict[str, list[tuple[int, DeliveryJob]]] = defaultdict(list)
+        for i, job in items:
+            by_message[job.queue_id].append((i, job))
+        parts = await asyncio.gather(*(self._send(domain, mx, group) for group in by_message.values()))
+        out: dict[int, DeliveryResult] = {}
+        for part in parts:
+            out.update(part)
+        return out
+
+    async def _send(self, domain: str, mx: MxReply, group: list[tuple[int, DeliveryJob]]) -> dict[int, DeliveryResult]:
+        first = group[0][1]
+        try:
+            body = await self.bodies.get(first.body_ref)
+        except BodyMissing:
+            return {i: result(j, "bounced", "5.3.0", "554 5.3.0 message body is gone from the queue") for i, j in group}
+        except Exception:
+            return {i: result(j, "deferred", "4.3.0", "451 4.3.0 message body unavailable, will retry") for i, j in group}
+        env = smtp_out.Envelope(
+            mail_from=first.mail_from,
+            rcpts=[j.rcpt.address for _, j in group],
+            data=body,
+            body_8bit=first.body_8bit,
+            smtputf8=first.smtputf8,
+        )
+        cfg = self.remote_cfg
+        started = time.perf_counter()
+        async with self._domain_slots[domain]:
+            metrics.CONNECTIONS.inc()
+            try:
+                outcome = await smtp_out.deliver(mx.hosts, cfg.port, env, cfg.helo, cfg.tls, cfg.timeouts, cfg.source_address)
+            except smtp_out.Unreachable as exc:
+                metrics.SESSIONS.labels("unreachable").inc()
+                return {i: result(j, "deferred", "4.4.1", f"451 4.4.1 no MX of {domain} took the message: {exc}") for i, j in group}
+            finally:
+                metrics.CONNECTIONS.dec()
+        metrics.SESSIONS.labels("ok").inc()
+        metrics.BATCH_SECONDS.labels("remote").observe(time.perf_counter() - started)
+        out: dict[int, DeliveryResult] = {}
+        for i, job in group:
+            rep = outcome.replies.get(job.rcpt.address) or smtp_out.Reply(451, ("4.4.2 no reply for this recipient",))
+            diag = f"{rep}" + (f" (via {outcome.tls})" if outcome.tls and rep.code < 300 else "")
+            if 200 <= rep.code < 300:
+                out[i] = result(job, "delivered", rep.status, diag, outcome.host)
+            elif rep.code >= 500 and rep.code != 552:
+                out[i] = result(job, "bounced", rep.status, diag, outcome.host)
+            else:  # 4xx, and 552 at RCPT (RFC 5321 §4.5.3.1.10)
+                status = rep.status if rep.status.startswith("4") else "4.2.2"
+                out[i] = result(job, "deferred", status, diag, outcome.host)
+        await self._remember([(job, out[i]) for i, job in group if out[i].outcome == "delivered"])
+        return out
+
+    async def _remember(self, sent: list[tuple[DeliveryJob, DeliveryResult]]) -> None:
+        got = await asyncio.gather(*(self.sent.put(j.idempotency_key, r) for j, r in sent), return_exceptions=True)
+        for (job, _), g in zip(sent, got, strict=True):
+            if isinstance(g, BaseException):
+                log.error("could not record a sent message: %s", g, extra={"queue_id": job.queue_id})
+
+
+Publish = Callable[[list[DeliveryResult], list[TraceEvent]], Awaitable[None]]

@@ -1,0 +1,311 @@
+"""Outgoing SMTP: one transaction to the first MX host that takes it, with per-recipient results.
+
+RFC 5321 client: EHLO (HELO if refused), STARTTLS when offered (RFC 3207; opportunistic by default,
+unverified as RFC 7435 allows, or required by setting), PIPELINING (RFC 2920), SIZE (RFC 1870),
+8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531). Failures and where they lead:
+  connection refused/timeout, TLS failure, no 220 greeting, EHLO and HELO refused,
+  connection lost before the end of DATA              -> `Unreachable`: try the next MX address
+  MAIL 4xx / 5xx                                       -> every recipient deferred / bounced
+  RCPT 2xx / 4xx (and 552) / 5xx                       -> per recipient: go on / deferred / bounced
+  final DATA reply 2xx / 4xx / 5xx                     -> accepted recipients delivered / deferred / bounced
+  connection lost after the final dot                  -> deferred (the remote may have it: RFC 1047)
+Every read has a timeout (RFC 5321 §4.5.3.2, settings); a reply line is capped at 2048 octets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from dataclasses import dataclass, field
+
+from mailflow.contracts.messages import MxHost
+
+MAX_REPLY_LINE = 2048
+MAX_REPLY_LINES = 100
+_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+class Unreachable(Exception):
+    """This host (address) could not take the message: try the next one."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    lines: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.lines)
+
+    @property
+    def status(self) -> str:
+        """The enhanced status code (RFC 3463) if the server gave one, else one derived from the class."""
+        m = _ENHANCED.match(self.text)
+        if m and m.group(1) == str(self.code)[0]:
+            return ".".join(m.groups())
+        return f"{str(self.code)[0]}.0.0"
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}".strip()
+
+
+@dataclass(frozen=True)
+class Timeouts:  # RFC 5321 §4.5.3.2 minimums, in seconds
+    connect: float = 30.0
+    greeting: float = 300.0
+    command: float = 300.0
+    data_start: float = 120.0
+    data_end: float = 600.0
+
+
+@dataclass
+class Envelope:
+    mail_from: str
+    rcpts: list[str]
+    data: bytes  # the message as stored (CRLF or LF line ends; dot-stuffing is done here)
+    body_8bit: bool = False
+    smtputf8: bool = False
+
+
+@dataclass
+class Outcome:
+    """What the remote said about each recipient (None: not attempted, e.g. SMTPUTF8 impossible)."""
+
+    host: str
+    replies: dict[str, Reply] = field(default_factory=dict)  # rcpt -> the reply that decides it
+    deferred_all: Reply | None = None
+    tls: str | None = None
+
+
+def wire_data(data: bytes) -> bytes:
+    """CRLF line ends, leading dots doubled (RFC 5321 §4.5.2), and the terminating <CRLF>.<CRLF>."""
+    if b"\n" in data and _BARE_LF.search(data):
+        data = _BARE_LF.sub(b"\r\n", data)
+    if data.startswith(b"."):
+        data = b"." + data
+    data = data.replace(b"\r\n.", b"\r\n..")
+    if data and not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeouts: Timeouts):
+        self.r, self.w, self.t = reader, writer, timeouts
+        self.extensions: dict[str, str] = {}
+
+    @classmethod
+    async def open(cls, address: str, port: int, timeouts: Timeouts, source: str | None = None) -> Connection:
+        try:
+            r, w = await asyncio.wait_for(
+                asyncio.open_connection(address, port, local_addr=(source, 0) if source else None, limit=1 << 16),
+                timeouts.connect,
+            )
+        except (OSError, TimeoutError) as exc:
+            raise Unreachable(f"connect to {address}:{port}: {type(exc).__name__} {exc}".strip()) from exc
+        return cls(r, w, timeouts)
+
+    async def reply(self, timeout: float) -> Reply:
+        lines: list[str] = []
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    raw = await self.r.readline()
+                    if not raw:
+                        raise Unreachable("connection closed by the remote")
+                    if len(raw) > MAX_REPLY_LINE or len(lines) >= MAX_REPLY_LINES:
+                        raise Unreachable("reply too long")
+                    line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                    if len(line) < 3 or not line[:3].isdigit():
+                        raise Unreachable(f"malformed reply {line[:80]!r}")
+                    lines.append(line[4:])
+                    if len(line) == 3 or line[3] == " ":
+                        return Reply(int(line[:3]), tuple(lines))
+        except TimeoutError as exc:
+            raise Unreachable(f"no reply within {timeout:.0f}s") from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise Unreachable(f"connection lost: {type(exc).__name__}") from exc
+
+    def send(self, *lines: str) -> None:
+        self.w.write("".join(f"{line}\r\n" for line in lines).encode())
+
+    async def command(self, line: str, timeout: float | None = None) -> Reply:
+        self.send(line)
+        return await self.reply(timeout or self.t.command)
+
+    async def hello(self, name: str) -> Reply:
+        rep = await self.command(f"EHLO {name}")
+        if rep.code == 250:
+            self.extensions = {}
+            for ln in rep.lines[1:]:
+                kw, _, arg = ln.partition(" ")
+                self.extensions[kw.upper()] = arg
+            return rep
+        rep = await self.command(f"HELO {name}")
+        self.extensions = {}
+        return rep
+
+    async def starttls(self, ctx: ssl.SSLContext, server_hostname: str) -> None:
+        rep = await self.command("STARTTLS")
+        if rep.code != 220:
+            raise Unreachable(f"STARTTLS refused: {rep}")
+        try:
+            await asyncio.wait_for(self.w.start_tls(ctx, server_hostname=server_hostname), self.t.command)
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            raise Unreachable(f"TLS handshake failed: {type(exc).__name__} {exc}") from exc
+
+    def tls_description(self) -> str | None:
+        obj = self.w.get_extra_info("ssl_object")
+        if obj is None:
+            return None
+        cipher = obj.cipher()
+        return f"{obj.version()} {cipher[0]}" if cipher else obj.version()
+
+    async def quit(self) -> None:
+        try:
+            self.send("QUIT")
+            await asyncio.wait_for(self.w.drain(), 2)
+            await asyncio.wait_for(self.reply(2), 2)
+        except Exception:
+            pass
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.w.close()
+        except Exception:
+            pass
+
+
+def _mail_params(conn: Connection, env: Envelope, size: int) -> list[str]:
+    params = []
+    if "SIZE" in conn.extensions:
+        params.append(f"SIZE={size}")
+    if env.body_8bit and "8BITMIME" in conn.extensions:
+        params.append("BODY=8BITMIME")
+    if env.smtputf8 and "SMTPUTF8" in conn.extensions:
+        params.append("SMTPUTF8")
+    return params
+
+
+def _needs_utf8(env: Envelope) -> bool:
+    return not env.mail_from.isascii() or any(not r.isascii() for r in env.rcpts)
+
+
+async def transaction(conn: Connection, env: Envelope, out: Outcome) -> None:
+    """MAIL, RCPT..., DATA on an open, greeted connection. Fills `out`; raises Unreachable only before
+    the final dot was sent."""
+    data = wire_data(env.data)
+    limit = conn.extensions.get("SIZE", "")
+    if limit.isdigit() and int(limit) > 0 and len(data) > int(limit):
+        for r in env.rcpts:
+            out.replies[r] = Reply(552, (f"5.3.4 message of {len(data)} bytes exceeds the remote limit of {limit}",))
+        return
+    if _needs_utf8(env) and "SMTPUTF8" not in conn.extensions:
+        for r in env.rcpts:
+            out.replies[r] = Reply(553, ("5.6.7 the remote server does not support SMTPUTF8",))
+        return
+    params = " ".join(_mail_params(conn, env, len(data)))
+    mail = f"MAIL FROM:<{env.mail_from}>" + (f" {params}" if params else "")
+    rcpt_lines = [f"RCPT TO:<{r}>" for r in env.rcpts]
+    if "PIPELINING" in conn.extensions:
+        conn.send(mail, *rcpt_lines, "DATA")
+        mail_rep = await conn.reply(conn.t.command)
+        rcpt_reps = [await conn.reply(conn.t.command) for _ in env.rcpts]
+        data_rep = await conn.reply(conn.t.data_start)
+    else:
+        mail_rep = await conn.command(mail)
+        if mail_rep.code != 250:
+            rcpt_reps, data_rep = [], None
+        else:
+            rcpt_reps = [await conn.command(line) for line in rcpt_lines]
+            data_rep = None
+            if any(200 <= x.code < 300 for x in rcpt_reps):
+                data_rep = await conn.command("DATA", conn.t.data_start)
+    if mail_rep.code != 250:
+        for r in env.rcpts:
+            out.replies[r] = mail_rep
+        if data_rep is not None and data_rep.code == 354:  # a server that says 354 after refusing MAIL
+            conn.w.write(b".\r\n")
+            await conn.reply(conn.t.data_end)
+        return
+    accepted = []
+    for r, rep in zip(env.rcpts, rcpt_reps, strict=True):
+        out.replies[r] = rep
+        if 200 <= rep.code < 300:
+            accepted.append(r)
+    if data_rep is None or data_rep.code != 354:
+        if accepted:  # DATA refused although recipients were accepted: they all get the DATA reply
+            rep = data_rep or Reply(451, ("4.5.0 DATA not accepted",))
+            for r in accepted:
+                out.replies[r] = rep
+        return
+    if not accepted:  # 354 with no valid recipient (RFC 2920 §3.1): send an empty message, ignore it
+        conn.w.write(b".\r\n")
+        await conn.reply(conn.t.data_end)
+        return
+    conn.w.write(data)
+    try:
+        await asyncio.wait_for(conn.w.drain(), conn.t.data_end)
+    except (OSError, TimeoutError) as exc:
+        raise Unreachable(f"connection lost while sending data: {type(exc).__name__}") from exc
+    try:
+        final = await conn.reply(conn.t.data_end)
+    except Unreachable as exc:  # after the dot: the remote may have the message; retry later
+        out.deferred_all = Reply(451, (f"4.4.2 {exc}",))
+        for r in accepted:
+            out.replies[r] = out.deferred_all
+        return
+    for r in accepted:
+        out.replies[r] = final
+
+
+@dataclass(frozen=True)
+class TlsPolicy:
+    mode: str = "opportunistic"  # "none" | "opportunistic" | "require"
+    context: ssl.SSLContext | None = None
+
+
+async def deliver(
+    hosts: list[MxHost],
+    port: int,
+    env: Envelope,
+    helo: str,
+    tls: TlsPolicy,
+    timeouts: Timeouts,
+    source: str | None = None,
+) -> Outcome:
+    """Try each MX address in order until one takes the transaction. Raises Unreachable (with every
+    host's error) if none did."""
+    errors: list[str] = []
+    for host in hosts:
+        for address in host.addresses:
+            out = Outcome(host=host.host)
+            conn = None
+            try:
+                conn = await Connection.open(address, port, timeouts, source)
+                greet = await conn.reply(timeouts.greeting)
+                if greet.code != 220:
+                    raise Unreachable(f"greeting {greet}")
+                rep = await conn.hello(helo)
+                if rep.code != 250:
+                    raise Unreachable(f"HELO refused: {rep}")
+                if tls.mode != "none" and "STARTTLS" in conn.extensions and tls.context is not None:
+                    await conn.starttls(tls.context, host.host)
+                    out.tls = conn.tls_description()
+                    rep = await conn.hello(helo)
+                    if rep.code != 250:
+                        raise Unreachable(f"EHLO after STARTTLS refused: {rep}")
+                elif tls.mode == "require":
+                    raise Unreachable("STARTTLS required by policy but not offered")
+                await transaction(conn, env, out)
+                await conn.quit()
+                return out
+            except Unreachable as exc:
+                errors.append(f"{host.host}[{address}]: {exc}")
+                if conn is not None:
+                    conn.close()
+    raise Unreachable("; ".join(errors) or "no MX address to try")

@@ -1,0 +1,137 @@
+"""Deliveries end to end inside one process: the store contract in memory (MemoryStore), bodies in
+memory, a resolver answering from a table, and a real SMTP server on loopback as the remote MX."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from mailflow import tls
+from mailflow.bodies import MemoryBodies
+from mailflow.contracts.messages import DeliveryJob, MxHost, MxReply, Recipient
+from mailflow.errors import ServiceUnavailable
+from mailflow.store.memory import MemoryStore
+from mailflow_delivery import smtp_out
+from mailflow_delivery.routing import Deliveries, RemoteConfig
+from mailflow_delivery.sentlog import MemorySentLog
+from services.delivery.tests.support import RemoteMta
+
+BODY = b"From: a@daum.test\r\nTo: z@naver.test\r\nSubject: hi\r\n\r\nHello\r\n"
+
+
+class TableResolver:
+    def __init__(self, replies: dict[str, MxReply]):
+        self.replies, self.asked = replies, []
+
+    async def lookup(self, domain: str) -> MxReply:
+        self.asked.append(domain)
+        return self.replies.get(domain) or MxReply(domain=domain, status="nxdomain")
+
+
+class DownStore(MemoryStore):
+    async def deliver(self, items):
+        raise ServiceUnavailable("store down")
+
+
+@pytest.fixture
+async def world(tmp_path):
+    store = MemoryStore()
+    store.add_domain("daum.test")
+    store.add_user("a@daum.test", "pw")
+    store.add_user("small@daum.test", "pw", quota_bytes=10)
+    bodies = MemoryBodies()
+    with RemoteMta(tmp_path) as mta:
+        resolver = TableResolver(
+            {
+                "naver.test": MxReply(domain="naver.test", status="ok", hosts=[MxHost(preference=10, host="mx.naver.test", addresses=["127.0.0.1"])]),
+                "nullmx.test": MxReply(domain="nullmx.test", status="null_mx"),
+                "flaky.test": MxReply(domain="flaky.test", status="temp_fail", error="SERVFAIL"),
+            }
+        )
+        remote = RemoteConfig(
+            port=mta.port,
+            helo="mx.daum.test",
+            tls=smtp_out.TlsPolicy("opportunistic", tls.client_context(verify=False)),
+            timeouts=smtp_out.Timeouts(2, 2, 2, 2, 2),
+        )
+        sent = MemorySentLog()
+        yield store, bodies, resolver, sent, mta, Deliveries(store, store, bodies, resolver, sent, remote)
+
+
+async def jobs_for(bodies, qid, rcpts, attempt=1, mail_from="a@daum.test"):
+    ref = await bodies.put(qid, BODY)
+    return [
+        DeliveryJob(queue_id=qid, trace_id="t-" + qid, attempt=attempt, mail_from=mail_from, rcpt=Recipient(address=r), body_ref=ref, size=len(BODY), received_at=datetime.now(UTC))
+        for r in rcpts
+    ]
+
+
+def outcomes(results):
+    return [(r.rcpt, r.outcome, r.status) for r in results]
+
+
+async def test_local_delivery_is_idempotent(world):
+    store, bodies, _, _, _, d = world
+    jobs = await jobs_for(bodies, "Q1", ["a@daum.test", "nobody@daum.test", "small@daum.test"])
+    results, traces = await d.run(jobs)
+    assert outcomes(results) == [
+        ("a@daum.test", "delivered", "2.0.0"),
+        ("nobody@daum.test", "bounced", "5.1.1"),
+        ("small@daum.test", "bounced", "5.2.2"),  # bigger than the whole quota: never fits
+    ]
+    assert [t.step for t in traces] == ["delivery"] * 3
+    again, _ = await d.run(jobs[:1])  # a redelivered job
+    assert again[0].outcome == "delivered"
+    inbox = store.users["a@daum.test"].mailboxes["INBOX"]
+    (msg,) = inbox.messages.values()
+    assert msg.body == b"Return-Path: <a@daum.test>\r\n" + BODY
+
+
+async def test_store_down_defers_and_body_gone_bounces(world):
+    store, bodies, resolver, sent, _, _ = world
+    down = Deliveries(DownStore(), DownStore(), bodies, resolver, sent)
+    for u in ("a@daum.test",):
+        down.directory.directory.add_user(u, "pw")
+    results, _ = await down.run(await jobs_for(bodies, "Q2", ["a@daum.test"]))
+    assert outcomes(results) == [("a@daum.test", "deferred", "4.3.0")]
+    jobs = await jobs_for(bodies, "Q3", ["a@daum.test"])
+    await bodies.delete(jobs[0].body_ref)
+    results, _ = await Deliveries(store, store, bodies, resolver, sent).run(jobs)
+    assert outcomes(results) == [("a@daum.test", "bounced", "5.3.0")]
+
+
+async def test_remote_delivery_per_recipient_and_never_twice(world):
+    _, bodies, resolver, sent, mta, d = world
+    jobs = await jobs_for(bodies, "Q4", ["z@naver.test", "unknown@naver.test", "busy@naver.test", "full@naver.test"])
+    results, traces = await d.run(jobs)
+    assert outcomes(results) == [
+        ("z@naver.test", "delivered", "2.0.0"),
+        ("unknown@naver.test", "bounced", "5.1.1"),
+        ("busy@naver.test", "deferred", "4.2.1"),
+        ("full@naver.test", "deferred", "4.2.2"),  # 552 at RCPT is temporary (RFC 5321 §4.5.3.1.10)
+    ]
+    assert results[0].remote_mta == "mx.naver.test" and "250" in results[0].diagnostic
+    assert resolver.asked == ["naver.test"]  # one lookup, one transaction for the message
+    assert len(mta.messages) == 1 and mta.messages[0].rcpts == ["z@naver.test"]
+    assert {t.step for t in traces} == {"resolver", "delivery"}
+    # redelivered (the ack was lost): answered from the sent log, not sent again
+    again, _ = await d.run([jobs[0].model_copy(update={"attempt": 2})])
+    assert outcomes(again) == [("z@naver.test", "delivered", "2.0.0")] and again[0].attempt == 2
+    assert len(mta.messages) == 1
+
+
+async def test_dns_outcomes_and_unreachable_mx(world):
+    _, bodies, resolver, sent, _, d = world
+    jobs = await jobs_for(bodies, "Q5", ["x@nullmx.test", "x@missing.test", "x@flaky.test"])
+    results, _ = await d.run(jobs)
+    assert outcomes(results) == [
+        ("x@nullmx.test", "bounced", "5.1.10"),
+        ("x@missing.test", "bounced", "5.1.2"),
+        ("x@flaky.test", "deferred", "4.4.3"),
+    ]
+    resolver.replies["down.test"] = MxReply(domain="down.test", status="ok", hosts=[MxHost(preference=1, host="mx.down.test", addresses=["127.0.0.9"])])
+    d.remote_cfg = RemoteConfig(port=1, timeouts=smtp_out.Timeouts(1, 1, 1, 1, 1))
+    results, _ = await d.run(await jobs_for(bodies, "Q6", ["x@down.test"]))
+    assert outcomes(results) == [("x@down.test", "deferred", "4.4.1")]
+    assert "mx.down.test" in results[0].diagnostic

@@ -1,0 +1,122 @@
+"""Outgoing SMTP against real servers on loopback: aiosmtpd with STARTTLS, and a scripted MTA."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailflow import tls
+from mailflow.contracts.messages import MxHost
+from mailflow_delivery import smtp_out
+from services.delivery.tests.support import RemoteMta, Scripted
+from tests.support import free_port
+
+FAST = smtp_out.Timeouts(connect=2, greeting=2, command=2, data_start=2, data_end=2)
+OPPORTUNISTIC = smtp_out.TlsPolicy("opportunistic", tls.client_context(verify=False))
+BODY = b"From: a@daum.test\r\nSubject: hi\r\n\r\n.leading dot\r\nbare lf\nend"
+
+
+def env(*rcpts, **kw):
+    return smtp_out.Envelope(mail_from="a@daum.test", rcpts=list(rcpts), data=BODY, **kw)
+
+
+def test_wire_data_stuffs_dots_and_fixes_line_ends():
+    assert smtp_out.wire_data(b".a\r\n.b\nc") == b"..a\r\n..b\r\nc\r\n.\r\n"
+    assert smtp_out.wire_data(b"") == b".\r\n"
+
+
+def test_reply_status():
+    assert smtp_out.Reply(550, ("5.1.1 no such user",)).status == "5.1.1"
+    assert smtp_out.Reply(451, ("try later",)).status == "4.0.0"
+    assert smtp_out.Reply(250, ("4.1.1 wrong class",)).status == "2.0.0"
+
+
+async def test_starttls_and_per_recipient_replies(tmp_path):
+    with RemoteMta(tmp_path) as mta:
+        hosts = [MxHost(preference=10, host="mx.remote.test", addresses=["127.0.0.1"])]
+        out = await smtp_out.deliver(hosts, mta.port, env("z@remote.test", "unknown@remote.test", "busy@remote.test"), "mx.daum.test", OPPORTUNISTIC, FAST)
+    assert out.host == "mx.remote.test" and out.tls and out.tls.startswith("TLS")
+    assert out.replies["z@remote.test"].code == 250
+    assert out.replies["unknown@remote.test"].status == "5.1.1"
+    assert out.replies["busy@remote.test"].status == "4.2.1"
+    (got,) = mta.messages
+    assert got.tls and got.rcpts == ["z@remote.test"] and "SIZE=%d" % (len(smtp_out.wire_data(BODY))) in got.mail_options
+    assert got.data == b"From: a@daum.test\r\nSubject: hi\r\n\r\n.leading dot\r\nbare lf\r\nend\r\n"
+
+
+async def test_first_mx_refuses_connection_second_takes_it(tmp_path):
+    with RemoteMta(tmp_path, starttls=False) as mta:
+        dead = free_port()
+        hosts = [
+            MxHost(preference=10, host="mx1.remote.test", addresses=["127.0.0.1"]),
+            MxHost(preference=20, host="mx2.remote.test", addresses=["127.0.0.1"]),
+        ]
+        # both hosts are on 127.0.0.1; the port decides. Use a scripted greeting refusal for the first.
+        bad = await Scripted(replies={}, greeting="554 no service here").start()
+        try:
+            with pytest.raises(smtp_out.Unreachable) as err:
+                await smtp_out.deliver(hosts[:1], dead, env("z@remote.test"), "h", OPPORTUNISTIC, FAST)
+            assert "connect" in str(err.value)
+            with pytest.raises(smtp_out.Unreachable, match="greeting 554"):
+                await smtp_out.deliver(hosts[:1], bad.port, env("z@remote.test"), "h", OPPORTUNISTIC, FAST)
+        finally:
+            await bad.stop()
+        out = await smtp_out.deliver(hosts, mta.port, env("z@remote.test"), "h", OPPORTUNISTIC, FAST)
+        assert out.replies["z@remote.test"].code == 250 and out.tls is None
+
+
+async def test_tls_required_but_not_offered_is_unreachable(tmp_path):
+    with RemoteMta(tmp_path, starttls=False) as mta:
+        hosts = [MxHost(preference=10, host="mx.remote.test", addresses=["127.0.0.1"])]
+        policy = smtp_out.TlsPolicy("require", tls.client_context(verify=False))
+        with pytest.raises(smtp_out.Unreachable, match="STARTTLS required"):
+            await smtp_out.deliver(hosts, mta.port, env("z@remote.test"), "h", policy, FAST)
+        assert mta.messages == []
+
+
+async def test_pipelining_sends_the_envelope_in_one_write():
+    s = await Scripted(replies={"DATA": "354 go on", "RCPT TO:<NO@": "550 5.1.1 unknown"}).start()
+    try:
+        hosts = [MxHost(preference=0, host="scripted.test", addresses=["127.0.0.1"])]
+        out = await smtp_out.deliver(hosts, s.port, env("yes@x.test", "no@x.test"), "h", smtp_out.TlsPolicy("none"), FAST)
+    finally:
+        await s.stop()
+    assert out.replies["yes@x.test"].code == 250 and out.replies["no@x.test"].code == 550
+    envelope_chunk = next(c for c in s.reads if c.startswith(b"MAIL FROM"))
+    assert envelope_chunk.count(b"\r\n") == 4 and envelope_chunk.endswith(b"DATA\r\n")
+
+
+async def test_mail_refused_and_data_refused():
+    s = await Scripted(replies={"MAIL": "452 4.3.1 out of space", "DATA": "503 5.5.1 no"}).start()
+    hosts = [MxHost(preference=0, host="scripted.test", addresses=["127.0.0.1"])]
+    try:
+        out = await smtp_out.deliver(hosts, s.port, env("a@x.test"), "h", smtp_out.TlsPolicy("none"), FAST)
+        assert out.replies["a@x.test"].status == "4.3.1"
+        s.replies = {"DATA": "354 go", "DOT": "554 5.7.1 spam"}
+        out = await smtp_out.deliver(hosts, s.port, env("a@x.test"), "h", smtp_out.TlsPolicy("none"), FAST)
+        assert out.replies["a@x.test"].status == "5.7.1"
+    finally:
+        await s.stop()
+
+
+async def test_connection_lost_after_the_dot_is_a_deferral():
+    s = await Scripted(replies={"DATA": "354 go"}, drop_after_data=True).start()
+    hosts = [MxHost(preference=0, host="scripted.test", addresses=["127.0.0.1"])]
+    try:
+        out = await smtp_out.deliver(hosts, s.port, env("a@x.test"), "h", smtp_out.TlsPolicy("none"), FAST)
+    finally:
+        await s.stop()
+    assert out.replies["a@x.test"].code == 451 and out.deferred_all is not None
+
+
+async def test_size_limit_and_lock_step_without_pipelining():
+    s = await Scripted(replies={"DATA": "354 go"}, ehlo=("250-small", "250 SIZE 10")).start()
+    hosts = [MxHost(preference=0, host="scripted.test", addresses=["127.0.0.1"])]
+    try:
+        out = await smtp_out.deliver(hosts, s.port, env("a@x.test"), "h", smtp_out.TlsPolicy("none"), FAST)
+        assert out.replies["a@x.test"].status == "5.3.4"
+        s.ehlo = ("250 plain",)
+        out = await smtp_out.deliver(hosts, s.port, env("a@x.test", "b@x.test"), "h", smtp_out.TlsPolicy("none"), FAST)
+        assert {r.code for r in out.replies.values()} == {250}
+        assert all(c.count(b"\r\n") == 1 for c in s.reads if c.startswith((b"MAIL", b"RCPT")))
+    finally:
+        await s.stop()

@@ -1,0 +1,63 @@
+"""The delivery worker on a real nats-server: jobs in, one result per job out, then the ack; the
+sent log lives in JetStream, so a second process (or a restart) never sends a message twice."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from mailflow import tls
+from mailflow.bodies import JetStreamBodies
+from mailflow.contracts import subjects
+from mailflow.contracts.messages import DeliveryJob, DeliveryResult, MxHost, MxReply, Recipient
+from mailflow.store.memory import MemoryStore
+from mailflow_delivery import smtp_out
+from mailflow_delivery.routing import Deliveries, RemoteConfig
+from mailflow_delivery.sentlog import KvSentLog
+from mailflow_delivery.worker import DeliveryWorker
+from services.delivery.tests.protocol.test_routing import TableResolver
+from services.delivery.tests.support import RemoteMta
+
+BODY = b"Subject: hi\r\n\r\nHello\r\n"
+
+
+async def results(js, n):
+    sub = await js.pull_subscribe_bind(durable="queue-results", stream="RESULTS")
+    out = []
+    while len(out) < n:
+        for m in await sub.fetch(n - len(out), timeout=5):
+            await m.ack()
+            out.append(DeliveryResult.from_bytes(m.data))
+    return out
+
+
+async def test_worker_publishes_results_then_acks_and_never_sends_twice(js, tmp_path):
+    store = MemoryStore()
+    store.add_user("a@daum.test", "pw")
+    bodies = JetStreamBodies(js)
+    ref = await bodies.put("QW", BODY)
+    with RemoteMta(tmp_path) as mta:
+        resolver = TableResolver({"naver.test": MxReply(domain="naver.test", status="ok", hosts=[MxHost(preference=10, host="mx.naver.test", addresses=["127.0.0.1"])])})
+        remote = RemoteConfig(port=mta.port, tls=smtp_out.TlsPolicy("opportunistic", tls.client_context(verify=False)), timeouts=smtp_out.Timeouts(2, 2, 2, 2, 2))
+
+        def worker(sent):
+            return DeliveryWorker(js._nc, js, Deliveries(store, store, bodies, resolver, sent, remote))
+
+        jobs = [
+            DeliveryJob(queue_id="QW", trace_id="tw", attempt=1, mail_from="b@naver.test", rcpt=Recipient(address=a), body_ref=ref, size=len(BODY), received_at=datetime.now(UTC))
+            for a in ("a@daum.test", "z@naver.test")
+        ]
+        for j in jobs:
+            await js.publish(subjects.DELIVERY_JOB, j.to_bytes())
+        sent = await KvSentLog.open(js, ttl_s=3600)
+        assert await worker(sent).run_until_idle() == 2
+        got = {r.rcpt: (r.outcome, r.trace_id) for r in await results(js, 2)}
+        assert got == {"a@daum.test": ("delivered", "tw"), "z@naver.test": ("delivered", "tw")}
+        assert (await js.stream_info("JOBS")).state.messages == 0  # acknowledged
+        # the remote job again (as after a crash before the ack), to a "new process" with a fresh handle
+        await js.publish(subjects.DELIVERY_JOB, jobs[1].model_copy(update={"attempt": 2}).to_bytes())
+        assert await worker(await KvSentLog.open(js, ttl_s=3600)).run_until_idle() == 1
+        (again,) = await results(js, 1)
+        assert again.outcome == "delivered" and again.attempt == 2
+        assert len(mta.messages) == 1
+    traces = await js.stream_info("TRACE", subjects_filter=subjects.trace("QW"))
+    assert traces.state.messages >= 3  # resolver, delivery x2 (+1 for the redelivery)

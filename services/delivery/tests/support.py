@@ -1,0 +1,139 @@
+"""Remote MTAs for delivery's tests: a real aiosmtpd server with STARTTLS, and a scripted one."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass, field
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP as AioSMTP
+
+from mailflow import tls
+from tests.support import free_port
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpts: list[str]
+    data: bytes
+    tls: bool
+    mail_options: list[str]
+
+
+class Handler:
+    """Recipients starting with "unknown" get 550 5.1.1, with "busy" 451 4.2.1, with "full" 552."""
+
+    def __init__(self) -> None:
+        self.messages: list[Received] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        local = address.split("@")[0]
+        if local.startswith("unknown"):
+            return "550 5.1.1 no such user"
+        if local.startswith("busy"):
+            return "451 4.2.1 try later"
+        if local.startswith("full"):
+            return "552 5.2.2 mailbox full"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(
+            Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content, session.ssl is not None, list(envelope.mail_options))
+        )
+        return "250 2.0.0 Ok: queued as REMOTE1"
+
+
+class RemoteMta:
+    """aiosmtpd on 127.0.0.1 (or another loopback address), STARTTLS with a self-signed pair."""
+
+    def __init__(self, tmp_path, host: str = "127.0.0.1", starttls: bool = True):
+        cert, key = tmp_path / "remote-cert.pem", tmp_path / "remote-key.pem"
+        tls.ensure_self_signed(cert, key, "mx.remote.test")
+        self.handler = Handler()
+        self.port = free_port(host)
+        ctx = tls.server_context(str(cert), str(key)) if starttls else None
+        self.controller = Controller(
+            self.handler,
+            hostname=host,
+            port=self.port,
+            server_hostname="mx.remote.test",
+            tls_context=ctx,
+            require_starttls=False,
+            data_size_limit=1024 * 1024,
+            enable_SMTPUTF8=True,
+        )
+
+    def __enter__(self) -> RemoteMta:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.controller.stop()
+
+    @property
+    def messages(self) -> list[Received]:
+        return self.handler.messages
+
+
+@dataclass
+class Scripted:
+    """A raw SMTP server answering from a table: command prefix -> reply. Records what it read."""
+
+    replies: dict[str, str]
+    greeting: str = "220 scripted ESMTP"
+    ehlo: tuple[str, ...] = ("250-scripted", "250-PIPELINING", "250 SIZE 100000")
+    drop_after_data: bool = False
+    lines: list[bytes] = field(default_factory=list)
+    reads: list[bytes] = field(default_factory=list)  # raw chunks, to see pipelining
+    port: int = 0
+
+    async def start(self, host: str = "127.0.0.1") -> Scripted:
+        self.server = await asyncio.start_server(self._session, host, 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _session(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(self.greeting.encode() + b"\r\n")
+        in_data = False
+        buf = b""
+        try:
+            while True:
+                chunk = await r.read(65536)
+                if not chunk:
+                    return
+                self.reads.append(chunk)
+                buf += chunk
+                while b"\r\n" in buf:
+                    line, buf = buf.split(b"\r\n", 1)
+                    self.lines.append(line)
+                    if in_data:
+                        if line == b".":
+                            in_data = False
+                            if self.drop_after_data:
+                                w.close()
+                                return
+                            w.write(self.replies.get("DOT", "250 2.0.0 ok").encode() + b"\r\n")
+                        continue
+                    cmd = line.decode().upper()
+                    if cmd.startswith("EHLO"):
+                        w.write(("\r\n".join(self.ehlo) + "\r\n").encode())
+                    elif cmd.startswith("QUIT"):
+                        w.write(b"221 bye\r\n")
+                        await w.drain()
+                        w.close()
+                        return
+                    else:
+                        reply = next((v for k, v in self.replies.items() if cmd.startswith(k)), "250 2.0.0 ok")
+                        w.write(reply.encode() + b"\r\n")
+                        if cmd.startswith("DATA") and reply.startswith("354"):
+                            in_data = True
+                await w.drain()
+        except (ConnectionError, ssl.SSLError):
+            return
