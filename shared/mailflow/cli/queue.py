@@ -1,5 +1,138 @@
-"""`mailflow queue ...` and `mailflow trace ...` (owned by the queue service's engineer; filled in there)."""
+"""`mailflow queue ...` and `mailflow trace ...`: the mail queue over the queue service's admin REST API.
+
+In the spirit of mailq / postqueue / postsuper: list (what waits, and why), show, flush (retry every
+deferred recipient now), retry, hold, release, delete, counts. Each prints a rich table, or JSON with
+`--json`. Errors: see `mailflow.cli.common` (exit 1 with the server's detail, 2 if it does not answer).
+"""
+
+from __future__ import annotations
 
 import typer
 
+from mailflow.cli.common import Api, console, print_json, print_table
+
 app = typer.Typer(help="Inspect and steer the mail queue (like mailq / postqueue / postsuper).", no_args_is_help=True)
+
+JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
+STATES = ("queued", "inflight", "deferred", "held", "delivered", "bounced")
+
+
+def _when(value: str | None) -> str:
+    return (value or "")[:19].replace("T", " ")
+
+
+@app.command("list")
+def list_(
+    state: str = typer.Option(None, "--state", help="Only messages with a recipient in this state: " + ", ".join(STATES)),
+    limit: int = typer.Option(100, help="At most this many messages."),
+    as_json: bool = JSON,
+) -> None:
+    """Messages still in the queue (like mailq), oldest first."""
+    page = Api.queue().get("/queue", state=state, limit=limit)
+    if as_json:
+        return print_json(page)
+    rows = []
+    for m in page["items"]:
+        for n, r in enumerate(m["recipients"]):
+            if state and r["state"] != state:
+                continue
+            first = n == 0
+            rows.append(
+                [
+                    m["queue_id"] if first else "",
+                    _when(m["received_at"]) if first else "",
+                    m["size"] if first else "",
+                    (m["mail_from"] or "<>") if first else "",
+                    r["address"],
+                    r["state"],
+                    r["attempts"],
+                    _when(r["next_attempt_at"]),
+                    (r["last_error"] or "")[:60],
+                ]
+            )
+    print_table(
+        f"queue: {page['total']} message(s)" + (f" with {state} recipients" if state else ""),
+        ["queue id", "received", "size", "from", "to", "state", "tries", "next try", "last error"],
+        rows,
+    )
+
+
+@app.command("show")
+def show(queue_id: str, as_json: bool = JSON) -> None:
+    """One message: envelope and every recipient's state, attempts and last error."""
+    m = Api.queue().get(f"/queue/{queue_id}")
+    if as_json:
+        return print_json(m)
+    console.print(f"[bold]{m['queue_id']}[/]  from <{m['mail_from']}>  {m['size']} bytes  received {_when(m['received_at'])}")
+    console.print(f"trace {m['trace_id']}" + (f"  envid {m['envid']}" if m.get("envid") else "") + (f"  client {m['client_ip']}" if m.get("client_ip") else ""))
+    print_table(
+        "recipients",
+        ["to", "state", "tries", "next try", "status", "remote", "last error"],
+        [
+            [r["address"], r["state"], r["attempts"], _when(r["next_attempt_at"]), r["last_status"], r.get("remote_mta"), r["last_error"]]
+            for r in m["recipients"]
+        ],
+    )
+
+
+def _changed(what: str, res: dict) -> None:
+    console.print(f"{what}: {res['count']} recipient(s)")
+
+
+@app.command("flush")
+def flush() -> None:
+    """Retry every deferred recipient now (like postqueue -f)."""
+    _changed("flushed", Api.queue().post("/queue/flush"))
+
+
+@app.command("retry")
+def retry(queue_id: str) -> None:
+    """Retry this message's deferred and held recipients now (like postqueue -i)."""
+    _changed(f"{queue_id} due now", Api.queue().post(f"/queue/{queue_id}/retry"))
+
+
+@app.command("hold")
+def hold(queue_id: str) -> None:
+    """Stop trying this message until released (like postsuper -h)."""
+    _changed(f"{queue_id} held", Api.queue().post(f"/queue/{queue_id}/hold"))
+
+
+@app.command("release")
+def release(queue_id: str) -> None:
+    """Try a held message again, now (like postsuper -H)."""
+    _changed(f"{queue_id} released", Api.queue().post(f"/queue/{queue_id}/release"))
+
+
+@app.command("delete")
+def delete(queue_id: str) -> None:
+    """Remove a message from the queue without a bounce (like postsuper -d)."""
+    Api.queue().delete(f"/queue/{queue_id}")
+    console.print(f"{queue_id} deleted")
+
+
+@app.command("counts")
+def counts(as_json: bool = JSON) -> None:
+    """How many recipients are in each state."""
+    c = Api.queue().get("/queue/counts")
+    if as_json:
+        return print_json(c)
+    print_table(f"queue: {c['messages']} message(s) not final", ["state", "recipients"], [[s, c["states"].get(s, 0)] for s in STATES])
+
+
+def trace(queue_id: str, as_json: bool = JSON) -> None:
+    """Show one message's journey through the six services (from the TRACE stream)."""
+    events = Api.queue().get(f"/trace/{queue_id}")
+    if as_json:
+        return print_json(events)
+    if not events:
+        console.print(f"no trace for {queue_id} (unknown, or older than the trace stream keeps)")
+        raise typer.Exit(1)
+    print_table(
+        f"trace of {queue_id}",
+        ["at", "step", "service", "ms", "detail"],
+        [[e["at"][11:23], e["step"], e["service"], f"{e['duration_ms']:.1f}", e["detail"]] for e in events],
+    )
+
+
+if __name__ == "__main__":
+    app()
