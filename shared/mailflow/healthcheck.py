@@ -46,7 +46,9 @@ def probe(url: str, timeout: float) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mailflow.healthcheck", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mailflow.healthcheck", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("target", help="an HTTP listen variable's name, a host:port, or a URL")
     parser.add_argument("--path", default="/readyz", help="path to ask (default /readyz)")
     parser.add_argument("--timeout", type=float, default=3.0)

@@ -27,7 +27,9 @@ def main() -> int:
     except OSError as e:
         print(f"tlsinit: cannot write the TLS pair: {e}", file=sys.stderr)
         return 1
-    print(f"tlsinit: {'wrote a self-signed pair for ' + hostname if made else 'kept the existing pair'}: {cert}")
+    print(
+        f"tlsinit: {'wrote a self-signed pair for ' + hostname if made else 'kept the existing pair'}: {cert}"
+    )
     return 0
 
 

@@ -1,0 +1,253 @@
+"""docker-compose.yml, checked statically against the code it runs (issue 2 §7).
+
+Every compose service builds from a Dockerfile that exists; every MAILFLOW_* variable it sets is one
+its Settings class reads; every required setting is given; the settings build from the container's
+environment; listeners bind the standard ports inside the container and exactly those are published;
+internal URLs point at the right service and port. Settings are imported, never copied.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from urllib.parse import urlparse
+
+import pytest
+from mailflow.settings import split_hostport
+
+from tests.deploy.support import (
+    COMPOSE_FILE,
+    ROOT,
+    SERVICES,
+    dockerfile,
+    env_names,
+    environment,
+    load_compose,
+    module,
+    parse_dockerfile,
+    ports,
+    required_env,
+    settings_class,
+)
+
+SECRETS = {
+    "MAILFLOW_SERVICE_TOKEN": "service-token-for-tests",
+    "MAILFLOW_ADMIN_TOKEN": "admin-token-for-tests",
+    "MAILFLOW_POSTGRES_PASSWORD": "pg-password-for-tests",
+}
+# Inside containers every listener uses its standard port (issue 7 §2); HTTP is 8080 everywhere.
+STANDARD_PORTS = {
+    "smtp-ingress": {"listen": 25, "submission_listen": 587, "smtps_listen": 465, "http_listen": 8080},
+    "imap-pop3": {
+        "listen": 143,
+        "imaps_listen": 993,
+        "pop3_listen": 110,
+        "pop3s_listen": 995,
+        "http_listen": 8080,
+    },
+}
+DEV_OFFSET = 2000  # published on the development ports by default: standard + 2000
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return load_compose(SECRETS)
+
+
+def container_env(compose: dict, service: str) -> dict[str, str]:
+    """What the container sees: the image's ENV, overridden by compose's environment."""
+    final = parse_dockerfile(dockerfile(service))[-1]
+    return {**final.env(), **environment(compose["services"][service])}
+
+
+def listen_fields(service: str) -> list[str]:
+    return [f for f in settings_class(service).model_fields if f.endswith("listen")]
+
+
+def build_settings(monkeypatch, service: str, env: dict[str, str]):
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("MAILFLOW_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return settings_class(service)()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_builds_from_its_own_dockerfile(compose, service):
+    spec = compose["services"][service]
+    build = spec["build"]
+    assert (ROOT / build["context"]).resolve() == ROOT
+    assert (ROOT / build["dockerfile"]).resolve() == dockerfile(service)
+    assert dockerfile(service).is_file()
+    assert spec["image"].startswith(f"mailflow/{service}:")
+    final = parse_dockerfile(dockerfile(service))[-1]
+    assert final.exec_form("ENTRYPOINT") == ["python", "-m", module(service)]
+
+
+def test_every_built_service_names_an_existing_dockerfile(compose):
+    built = {name: spec for name, spec in compose["services"].items() if "build" in spec}
+    assert set(SERVICES) <= set(built)
+    for name, spec in built.items():
+        assert (ROOT / spec["build"].get("context", ".") / spec["build"]["dockerfile"]).is_file(), name
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_variable_set_is_read_by_the_settings(compose, service):
+    known = env_names(service)
+    env = container_env(compose, service)
+    unknown = sorted(k for k in env if k.startswith("MAILFLOW_") and k not in known)
+    assert not unknown, f"{service} sets variables its Settings does not read: {unknown}"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_required_settings_are_given(compose, service):
+    env = container_env(compose, service)
+    missing = sorted(v for v in required_env(service) if not env.get(v))
+    assert not missing, f"{service} would not start: {missing} not set"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_settings_build_from_the_container_environment(compose, service, monkeypatch):
+    settings = build_settings(monkeypatch, service, container_env(compose, service))
+    assert settings.log_format == "json"
+    assert settings.service_token.get_secret_value() == SECRETS["MAILFLOW_SERVICE_TOKEN"]
+    for name in listen_fields(service):
+        value = getattr(settings, name)
+        if not value:
+            continue
+        host, _ = split_hostport(value)
+        assert host == "0.0.0.0", f"{service}.{name} must bind all interfaces inside the container"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_listen_ports_match_published_exposed_and_probed_ports(compose, service, monkeypatch):
+    settings = build_settings(monkeypatch, service, container_env(compose, service))
+    final = parse_dockerfile(dockerfile(service))[-1]
+    exposed = {int(p.split("/")[0]) for ins in final.all("EXPOSE") for p in ins.args.split()}
+    published = {m.container_port for m in ports(compose["services"][service])}
+    listening = {
+        name: split_hostport(getattr(settings, name))[1]
+        for name in listen_fields(service)
+        if getattr(settings, name)
+    }
+
+    assert listening.pop("http_listen") == 8080
+    assert 8080 in exposed and 8080 not in published, (
+        "internal HTTP is exposed to the network, never published"
+    )
+    http_var = next(var for var, f in env_names(service).items() if f == "http_listen")
+    assert final.exec_form("HEALTHCHECK") == ["python", "-m", "mailflow.healthcheck", http_var]
+
+    assert set(listening.values()) == published, f"{service}: listeners {listening} vs published {published}"
+    assert published <= exposed
+    expected = {k: v for k, v in STANDARD_PORTS.get(service, {}).items() if k != "http_listen"}
+    assert listening == expected
+
+
+def test_published_ports_are_loopback_development_ports_by_default(compose):
+    for service in SERVICES:
+        for mapping in ports(compose["services"][service]):
+            assert mapping.host_ip == "127.0.0.1", f"{service} publishes beyond loopback by default"
+            assert int(mapping.host_port) == mapping.container_port + DEV_OFFSET
+
+
+def test_published_ports_follow_the_variables():
+    custom = load_compose({**SECRETS, "MAILFLOW_PUBLISH_ADDR": "127.0.0.9", "MAILFLOW_PUBLISH_POP3": "40110"})
+    pop3 = next(m for m in ports(custom["services"]["imap-pop3"]) if m.container_port == 110)
+    assert (pop3.host_ip, pop3.host_port) == ("127.0.0.9", "40110")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_internal_urls_point_at_the_right_service_and_port(compose, service, monkeypatch):
+    settings = build_settings(monkeypatch, service, container_env(compose, service))
+    for url, target in ((settings.store_url, "mailbox-store"), (settings.queue_url, "queue")):
+        u = urlparse(url)
+        target_settings = build_settings(monkeypatch, target, container_env(compose, target))
+        assert u.hostname == target
+        assert u.port == split_hostport(target_settings.http_listen)[1]
+    u = urlparse(settings.nats_url)
+    assert (u.scheme, u.hostname, u.port) == ("nats", "nats", 4222)
+    assert "port: 4222" in (ROOT / "deploy/compose/nats.conf").read_text()
+
+
+@pytest.mark.parametrize("service", ["mailbox-store", "queue"])
+def test_databases_are_postgresql_and_waited_for(compose, service, monkeypatch):
+    settings = build_settings(monkeypatch, service, container_env(compose, service))
+    u = urlparse(settings.database_url)
+    assert u.scheme == "postgresql+psycopg" and u.hostname == "postgres" and u.port == 5432
+    assert u.password == SECRETS["MAILFLOW_POSTGRES_PASSWORD"]
+    assert compose["services"][service]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    pg = compose["services"]["postgres"]["environment"]
+    databases = {
+        pg["POSTGRES_DB"],
+        *(
+            line.split()[2].rstrip(";")
+            for line in (ROOT / "deploy/compose/postgres-init.sql").read_text().splitlines()
+            if line.upper().startswith("CREATE DATABASE")
+        ),
+    }
+    assert u.path.lstrip("/") in databases
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_startup_order_and_restart(compose, service):
+    spec = compose["services"][service]
+    assert spec["depends_on"]["nats"]["condition"] == "service_healthy"
+    assert spec["depends_on"]["tls-init"]["condition"] == "service_completed_successfully"
+    assert spec["restart"] == "unless-stopped"
+    assert "healthcheck" in compose["services"]["nats"] and "healthcheck" in compose["services"]["postgres"]
+
+
+def mounts(spec: dict) -> dict[str, str]:
+    """{container path: source} of a service's volumes."""
+    out = {}
+    for item in spec.get("volumes") or []:
+        source, target = str(item).split(":")[:2]
+        out[target] = source
+    return out
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_volumes_hold_tls_blobs_and_data(compose, service, monkeypatch):
+    settings = build_settings(monkeypatch, service, container_env(compose, service))
+    vols = mounts(compose["services"][service])
+    tls_dir = settings.tls_cert.rpartition("/")[0]
+    assert settings.tls_key.rpartition("/")[0] == tls_dir
+    assert vols.get(tls_dir) == "tls"
+    if service == "mailbox-store":
+        assert vols.get(settings.blob_dir) == "blobs"
+    init = compose["services"]["tls-init"]
+    assert mounts(init).get(tls_dir) == "tls"
+    assert environment(init)["MAILFLOW_TLS_CERT"] == settings.tls_cert
+    declared = set(compose["volumes"])
+    assert {"tls", "blobs", "nats-data", "postgres-data"} <= declared
+    assert mounts(compose["services"]["nats"])["/data"] == "nats-data"
+    assert mounts(compose["services"]["postgres"])["/var/lib/postgresql/data"] == "postgres-data"
+
+
+def test_delivery_can_be_scaled(compose):
+    spec = compose["services"]["delivery"]
+    assert not spec.get("ports") and "container_name" not in spec
+
+
+def test_secrets_must_come_from_the_environment():
+    for name in SECRETS:
+        partial = {k: v for k, v in SECRETS.items() if k != name}
+        with pytest.raises(ValueError, match=name):
+            load_compose(partial)
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (v1) is not installed")
+def test_compose_v1_reads_the_file():
+    proc = subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE_FILE), "config", "--quiet"],
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", **SECRETS},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
