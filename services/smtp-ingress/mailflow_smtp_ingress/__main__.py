@@ -1,0 +1,23 @@
+"""python -m mailflow_smtp_ingress: Settings() from the environment -> logging -> uvloop -> run."""
+
+import asyncio
+
+from mailflow import log
+
+from mailflow_smtp_ingress import app
+from mailflow_smtp_ingress.settings import Settings
+
+
+def main() -> None:
+    settings = Settings()
+    log.setup("smtp-ingress", settings.log_level, settings.log_format)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        asyncio.run(app.run(settings))
+    else:
+        uvloop.run(app.run(settings))
+
+
+if __name__ == "__main__":
+    main()

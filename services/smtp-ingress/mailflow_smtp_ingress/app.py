@@ -1,0 +1,111 @@
+"""Wiring: NATS and JetStream, the store's Directory (cached), the SMTP listeners, the HTTP side.
+
+Startup fails loudly (NATS unreachable after its retry window, a listener port in use, an
+unreadable certificate). SIGTERM: readiness turns false, listeners close, open transactions get
+`drain_timeout` to finish (SmtpServer.drain), then the HTTP server stops and NATS is drained, so
+every PubAck in flight is awaited and no accepted message is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailflow import natsconn, tls
+from mailflow.bodies import JetStreamBodies
+from mailflow.contracts.streams import ensure_streams
+from mailflow.lifecycle import Stopper
+from mailflow.store.api import Directory
+from mailflow.web import HttpServer, service_app
+
+from mailflow_smtp_ingress.directory import CachedDirectory
+from mailflow_smtp_ingress.handler import IngressHandler
+from mailflow_smtp_ingress.queueing import JetStreamQueue
+from mailflow_smtp_ingress.server import SmtpServer
+from mailflow_smtp_ingress.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Running:
+    """What `run` reports through `started` once it is up: the listeners and the HTTP port."""
+
+    smtp: SmtpServer
+    http_port: int
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """From MAILFLOW_TLS_CERT/KEY; without them (local runs) a self-signed pair under the data dir."""
+    cert, key = settings.tls_cert, settings.tls_key
+    if not cert or not key:
+        base = Path(os.environ.get("MAILFLOW_DATA_DIR", "./data")) / "tls"
+        cert, key = str(base / "cert.pem"), str(base / "key.pem")
+        if tls.ensure_self_signed(Path(cert), Path(key), settings.hostname):
+            log.warning("no TLS certificate configured: made a self-signed one", extra={"cert": cert})
+    return tls.server_context(cert, key)
+
+
+def store_directory(settings: Settings) -> Directory:
+    from mailflow.store.client import StoreClient
+
+    return StoreClient(
+        settings.store_url, settings.service_token.get_secret_value(), timeout=settings.directory_timeout
+    )
+
+
+async def run(
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    directory: Directory | None = None,
+    started: asyncio.Future | None = None,
+) -> None:
+    """Run until `stop` is set (SIGTERM/SIGINT by default). `directory` replaces the store client
+    (tests); `started` receives a `Running` once every listener is up."""
+    stop = stop or Stopper().install()
+    ctx = tls_context(settings)
+    nc = await natsconn.connect(settings.nats_url, "smtp-ingress")
+    js = nc.jetstream(timeout=settings.publish_timeout)
+    await ensure_streams(js)
+    inner = directory or store_directory(settings)
+    cached = CachedDirectory(
+        inner,
+        ttl=settings.directory_cache_ttl,
+        negative_ttl=settings.directory_negative_ttl,
+        size=settings.directory_cache_size,
+        timeout=settings.directory_timeout,
+    )
+    queue = JetStreamQueue(
+        nc, js, JetStreamBodies(js, timeout=settings.publish_timeout), settings.publish_timeout
+    )
+    server = await SmtpServer(settings, IngressHandler(settings, cached, queue), ctx).start()
+
+    async def nats_ready() -> bool:
+        return nc.is_connected
+
+    async def accepting() -> bool:
+        return not server.draining
+
+    http = await HttpServer(
+        service_app("smtp-ingress", {"nats": nats_ready, "listeners": accepting}), settings.http_listen
+    ).start()
+    log.info("smtp-ingress ready", extra={"http": http.port})
+    if started is not None and not started.done():
+        started.set_result(Running(server, http.port))
+    try:
+        await stop.wait()
+    finally:
+        await server.drain()
+        await http.stop()
+        close = getattr(inner, "close", None)
+        if close is not None:
+            try:
+                await close()
+            except Exception as exc:
+                log.warning("directory close: %s", exc)
+        await natsconn.close(nc)
+        log.info("smtp-ingress stopped")

@@ -1,0 +1,231 @@
+"""Policy: who may send, to whom, as whom; and what happens to an accepted message.
+
+The session (session.py) has checked syntax and sequence; these hooks decide and return a reply
+constant from replies.py. Failure rules:
+  - a recipient the directory cannot check (store down, timeout, anything unexpected) is 451 4.4.3,
+    never 550 ("can't check" is not "doesn't exist");
+  - an AUTH the directory cannot check is 454 4.7.0;
+  - a message that is not durable in JetStream (any failure before both PubAcks) is 451 4.3.0:
+    the client keeps it and retries, nothing is half-accepted.
+No open relay: without AUTH a recipient must resolve to a local mailbox; percent-hack, bang paths
+and quoted "@" in a local part are refused outright, so a catch-all cannot turn them into relays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+
+from mailflow import ids
+from mailflow.contracts.messages import ClientInfo, Recipient, TraceEvent
+from mailflow.store.api import Principal, Resolution
+
+from mailflow_smtp_ingress import headers, metrics
+from mailflow_smtp_ingress import replies as R
+from mailflow_smtp_ingress.directory import CachedDirectory
+from mailflow_smtp_ingress.limits import AuthThrottle
+from mailflow_smtp_ingress.parser import Address, MailParams, RcptParams
+from mailflow_smtp_ingress.queueing import MessageQueue
+from mailflow_smtp_ingress.settings import Settings
+from mailflow_smtp_ingress.state import Client, Transaction
+
+log = logging.getLogger(__name__)
+
+_RELAY_TRICK_CHARS = ("%", "!", "@")  # user%other@local, other!user@local, "user@other"@local
+
+
+def _rejected(stage: str, reason: str):
+    return metrics.REJECTED.labels(stage, reason)
+
+
+class IngressHandler:
+    def __init__(
+        self,
+        settings: Settings,
+        directory: CachedDirectory,
+        queue: MessageQueue,
+        throttle: AuthThrottle | None = None,
+    ):
+        self.settings = settings
+        self.hostname = settings.hostname
+        self.directory = directory
+        self.queue = queue
+        self.throttle = throttle or AuthThrottle(settings.auth_failures_per_ip, settings.auth_failure_window)
+        self._accepted = {name: metrics.ACCEPTED.labels(name) for name in metrics.LISTENERS}
+        self._accepted_bytes = {name: metrics.ACCEPTED_BYTES.labels(name) for name in metrics.LISTENERS}
+        self._r_unknown = _rejected("rcpt", "unknown_user")
+        self._r_relay = _rejected("rcpt", "relay_denied")
+        self._r_trick = _rejected("rcpt", "relay_trick")
+        self._r_dir = _rejected("rcpt", "directory_unavailable")
+        self._r_queue = _rejected("data", "queue_unavailable")
+
+    # --- MAIL ------------------------------------------------------------------------------------------
+
+    async def handle_MAIL(self, client: Client, sender: Address | None, params: MailParams) -> R.Reply:
+        if client.submission and client.principal is None:
+            _rejected("mail", "auth_required").inc()
+            return R.R530_AUTH_REQUIRED
+        if client.principal is not None and sender is not None and not owns(client.principal, sender.address):
+            _rejected("mail", "sender_not_owned").inc()
+            log.info("sender not owned", extra={"user": client.principal.address, "sender": sender.address})
+            return R.R553_SENDER_NOT_OWNED
+        return R.R250_SENDER_OK
+
+    # --- RCPT ------------------------------------------------------------------------------------------
+
+    async def handle_RCPT(
+        self, client: Client, tx: Transaction, rcpt: Address, params: RcptParams
+    ) -> R.Reply:
+        authenticated = client.principal is not None
+        if not rcpt.domain:  # <postmaster> without a domain (RFC 5321 §4.5.1)
+            rcpt = Address(rcpt.local, self.hostname.lower())
+        if not authenticated:
+            if any(c in rcpt.local for c in _RELAY_TRICK_CHARS) or rcpt.domain.startswith("["):
+                self._r_trick.inc()
+                return R.R550_RELAY_DENIED
+        address = rcpt.address
+        res = self.directory.cached(address)
+        if res is None:
+            try:
+                res = await self.directory.resolve(address)
+            except Exception as exc:
+                self._r_dir.inc()
+                log.warning(
+                    "recipient lookup failed: %s: %s", type(exc).__name__, exc, extra={"rcpt": address}
+                )
+                return R.R451_DIRECTORY_DOWN
+        return self._decide(res, address, authenticated)
+
+    def _decide(self, res: Resolution, address: str, authenticated: bool) -> R.Reply:
+        if res.status == "local":
+            return R.R250_RCPT_OK
+        if res.status == "unknown_user":
+            self._r_unknown.inc()
+            return R.R550_NO_SUCH_USER.with_text(f"<{address}>: Recipient address rejected: user unknown")
+        if authenticated:  # not_local: authenticated users may send anywhere
+            return R.R250_RCPT_OK
+        self._r_relay.inc()
+        return R.R550_RELAY_DENIED
+
+    # --- AUTH ------------------------------------------------------------------------------------------
+
+    async def handle_AUTH(self, client: Client, mechanism: str, username: str, password: str) -> R.Reply:
+        if self.throttle.blocked(client.ip):
+            metrics.AUTH.labels(mechanism, "throttled").inc()
+            return R.R454_AUTH_THROTTLED
+        try:
+            principal = await self.directory.authenticate(username, password, "smtp")
+        except Exception as exc:
+            metrics.AUTH.labels(mechanism, "unavailable").inc()
+            log.warning("authentication unavailable: %s: %s", type(exc).__name__, exc)
+            return R.R454_AUTH_TEMP
+        if principal is None:
+            failures = self.throttle.failed(client.ip)
+            metrics.AUTH.labels(mechanism, "failed").inc()
+            log.info("authentication failed", extra={"user": username[:100], "failures": failures})
+            if self.settings.auth_failure_delay > 0:
+                await asyncio.sleep(self.settings.auth_failure_delay)
+            return R.R535_AUTH_FAILED
+        client.principal = principal
+        metrics.AUTH.labels(mechanism, "ok").inc()
+        log.info("authenticated", extra={"user": principal.address})
+        return R.R235_AUTH_OK
+
+    # --- DATA / BDAT LAST ---------------------------------------------------------------------------------
+
+    async def handle_DATA(self, client: Client, tx: Transaction, body: bytes, started: float) -> R.Reply:
+        """`body` is the unstuffed message as the client sent it; `started` is when its end arrived."""
+        queue_id, trace_id = ids.queue_id(), ids.trace_id()
+        principal = client.principal
+        if client.submission and principal is not None:
+            body = headers.add_missing_id_and_date(
+                body, f"<{queue_id}.{secrets.token_hex(4)}@{self.hostname}>", headers.rfc5322_date()
+            )
+        params = tx.params
+        rcpts = tx.rcpts
+        trace = headers.received(
+            helo=client.helo or "unknown",
+            ip=client.ip,
+            hostname=self.hostname,
+            protocol=headers.protocol_name(
+                client.esmtp, client.tls is not None, principal is not None, params.smtputf8
+            ),
+            queue_id=queue_id,
+            tls=client.tls,
+            rcpt=rcpts[0].address if len(rcpts) == 1 else None,
+        )
+        raw = trace + body
+        fields = dict(
+            queue_id=queue_id,
+            trace_id=trace_id,
+            mail_from=tx.mail_from,
+            rcpt_to=rcpts,
+            size=len(raw),
+            client=ClientInfo(
+                ip=client.ip,
+                port=client.port,
+                helo=client.helo,
+                listener=client.listener,
+                auth_user=principal.address if principal else None,
+                tls=client.tls,
+            ),
+            envid=params.envid,
+            ret=params.ret,
+            body_8bit=params.body_8bit,
+            smtputf8=params.smtputf8,
+        )
+        try:
+            await self.queue.enqueue(raw, fields)
+        except Exception as exc:
+            self._r_queue.inc()
+            reply = R.to_reply(exc, ids.ref())
+            return reply if reply.code == 451 else R.R451_TRY_LATER
+        elapsed = time.perf_counter() - started
+        metrics.ACCEPT_SECONDS.observe(elapsed)
+        metrics.MESSAGE_BYTES.observe(len(raw))
+        metrics.ACCEPTED_RECIPIENTS.inc(len(rcpts))
+        self._accepted[client.listener].inc()
+        self._accepted_bytes[client.listener].inc(len(raw))
+        log.info(
+            "queued",
+            extra={
+                "queue_id": queue_id,
+                "trace_id": trace_id,
+                "from": tx.mail_from,
+                "rcpts": len(rcpts),
+                "size": len(raw),
+                "client": client.ip,
+                "listener": client.listener,
+            },
+        )
+        await self.queue.trace(
+            TraceEvent(
+                queue_id=queue_id,
+                trace_id=trace_id,
+                step="ingress",
+                service="smtp-ingress",
+                duration_ms=round(elapsed * 1000, 3),
+                detail=f"from=<{tx.mail_from}> rcpts={len(rcpts)} size={len(raw)} client={client.ip} "
+                f"listener={client.listener}" + (f" user={principal.address}" if principal else ""),
+            )
+        )
+        return R.R250_QUEUED.with_text(f"Ok: queued as {queue_id}")
+
+
+def owns(principal: Principal, address: str) -> bool:
+    """The authenticated user may use `address` as envelope sender: one of their addresses or
+    aliases, also with a +tag (RFC 5233 subaddress) on their own local part."""
+    mine = {a.lower() for a in principal.addresses} | {principal.address.lower()}
+    addr = address.lower()
+    if addr in mine:
+        return True
+    local, at, domain = addr.rpartition("@")
+    if at and "+" in local:
+        return f"{local.split('+', 1)[0]}@{domain}" in mine
+    return False
+
+
+def recipient(rcpt: Address, params: RcptParams) -> Recipient:
+    return Recipient(address=rcpt.address, notify=list(params.notify), orcpt=params.orcpt)

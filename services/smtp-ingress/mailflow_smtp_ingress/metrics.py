@@ -1,0 +1,35 @@
+"""All of smtp-ingress's metrics. Labels come from small closed sets: listener, stage, reason, result."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LISTENERS = ("mx", "submission", "smtps")
+
+SESSIONS = Counter("mailflow_smtp_sessions_total", "SMTP connections accepted", ["listener"])
+SESSIONS_ACTIVE = Gauge("mailflow_smtp_sessions_active", "SMTP connections open now", ["listener"])
+ACCEPTED = Counter(
+    "mailflow_smtp_messages_accepted_total", "Messages durable in JetStream and answered 250", ["listener"]
+)
+ACCEPTED_BYTES = Counter("mailflow_smtp_accepted_bytes_total", "Bytes of accepted messages", ["listener"])
+ACCEPTED_RECIPIENTS = Counter("mailflow_smtp_accepted_recipients_total", "Recipients of accepted messages")
+# stage: connect, helo, mail, rcpt, data, auth, command. reason: see the REASON_* names in session.py.
+REJECTED = Counter(
+    "mailflow_smtp_rejected_total",
+    "Connections, commands, recipients and messages refused",
+    ["stage", "reason"],
+)
+ACCEPT_SECONDS = Histogram(
+    "mailflow_smtp_accept_duration_seconds",
+    "From the end of DATA/BDAT LAST to the 250 (body and envelope durable in JetStream)",
+    buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+MESSAGE_BYTES = Histogram(
+    "mailflow_smtp_message_size_bytes",
+    "Size of accepted messages",
+    buckets=(1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 33554432),
+)
+AUTH = Counter("mailflow_smtp_auth_total", "AUTH attempts", ["mechanism", "result"])
+TLS = Counter("mailflow_smtp_tls_total", "TLS handshakes (STARTTLS and implicit)", ["result"])
+DIRECTORY_CACHE = Counter(
+    "mailflow_smtp_directory_cache_total", "Recipient lookups by cache result", ["result"]
+)
+INTERNAL_ERRORS = Counter("mailflow_smtp_internal_errors_total", "Unexpected exceptions answered 451")

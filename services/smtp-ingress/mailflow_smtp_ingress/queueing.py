@@ -1,0 +1,82 @@
+"""Handing an accepted message to the queue: body into stream BODY, then the envelope into MAIL.
+
+`JetStreamQueue.enqueue` returns only when JetStream acknowledged both (the body first, so the
+queue never sees an envelope whose body is not there yet); only then does the session answer 250.
+Any NATS error or timeout raises `ServiceUnavailable`, which the client sees as 451 4.3.0: the
+client keeps the message and retries, so nothing is lost. A body stored without its envelope (we
+failed between the two) is never referenced and expires with the BODY stream's max_age.
+The envelope carries `Nats-Msg-Id: <queue_id>`, so a re-publish inside the duplicate window is
+dropped by JetStream. Trace events are fire-and-forget (core NATS into stream TRACE).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+import nats.errors
+from mailflow.bodies import Bodies
+from mailflow.contracts import subjects
+from mailflow.contracts.messages import TRACE_HEADER, QueuedMessage, TraceEvent
+from mailflow.errors import ServiceUnavailable
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+log = logging.getLogger(__name__)
+
+
+class MessageQueue(Protocol):
+    async def enqueue(self, raw: bytes, fields: dict[str, Any]) -> QueuedMessage:
+        """Durable when it returns. `fields` are QueuedMessage's fields except body_ref."""
+        ...
+
+    async def trace(self, event: TraceEvent) -> None: ...
+
+
+class JetStreamQueue:
+    def __init__(self, nc: NATS, js: JetStreamContext, bodies: Bodies, timeout: float = 10.0):
+        self.nc, self.js, self.bodies, self.timeout = nc, js, bodies, timeout
+
+    async def enqueue(self, raw: bytes, fields: dict[str, Any]) -> QueuedMessage:
+        queue_id = fields["queue_id"]
+        try:
+            ref = await self.bodies.put(queue_id, raw)
+            msg = QueuedMessage(body_ref=ref, **fields)
+            headers = {"Nats-Msg-Id": queue_id, TRACE_HEADER: msg.trace_id}
+            await self.js.publish(subjects.MAIL_QUEUED, msg.to_bytes(), timeout=self.timeout, headers=headers)
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise ServiceUnavailable(
+                f"JetStream did not take {queue_id}: {type(exc).__name__}: {exc}"
+            ) from exc
+        return msg
+
+    async def trace(self, event: TraceEvent) -> None:
+        try:
+            await self.nc.publish(
+                subjects.trace(event.queue_id), event.to_bytes(), headers={TRACE_HEADER: event.trace_id}
+            )
+        except Exception as exc:  # a lost trace line never fails a message
+            log.debug("trace not published: %s", exc)
+
+
+class MemoryQueue:
+    """For protocol tests: keeps what was queued; `fail` makes the next enqueues raise."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[QueuedMessage, bytes]] = []
+        self.traces: list[TraceEvent] = []
+        self.fail: Exception | None = None
+        self.delay: float = 0.0
+
+    async def enqueue(self, raw: bytes, fields: dict[str, Any]) -> QueuedMessage:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail is not None:
+            raise self.fail
+        msg = QueuedMessage(body_ref=f"mem:{fields['queue_id']}", **fields)
+        self.messages.append((msg, raw))
+        return msg
+
+    async def trace(self, event: TraceEvent) -> None:
+        self.traces.append(event)

@@ -1,0 +1,54 @@
+"""All of smtp-ingress's settings (environment prefix MAILFLOW_SMTP_).
+
+A malformed value fails at startup with pydantic's error naming the variable. An empty listen
+address switches that listener off. TLS uses the common MAILFLOW_TLS_CERT/MAILFLOW_TLS_KEY; when
+they are empty a self-signed pair is made under MAILFLOW_DATA_DIR/tls (local runs only).
+"""
+
+from __future__ import annotations
+
+from mailflow.settings import ServiceSettings
+from pydantic_settings import SettingsConfigDict
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="MAILFLOW_SMTP_", extra="ignore", populate_by_name=True)
+
+    http_listen: str = "127.0.0.1:10081"  # /healthz, /readyz, /metrics
+    listen: str = "127.0.0.1:2025"  # inbound MX (port 25 in containers)
+    submission_listen: str = "127.0.0.1:2587"  # RFC 6409 submission: STARTTLS, then AUTH (587)
+    smtps_listen: str = "127.0.0.1:2465"  # RFC 8314 implicit TLS submission (465)
+    backlog: int = 512
+
+    # PROXY protocol v1/v2 (HAProxy) in front of every listener, e.g. behind a Kubernetes load balancer.
+    # The address it carries is the client's for relay checks, limits and the Received: header.
+    proxy_protocol: bool = False
+    proxy_trusted: str = ""  # comma-separated CIDRs allowed to send a PROXY header; empty = any peer
+    proxy_timeout: float = 5.0  # seconds to wait for the header
+
+    # Limits, with the RFC minimum or default each comes from.
+    max_message_bytes: int = 25 * 1024 * 1024  # advertised as SIZE (RFC 1870); 552 5.3.4 beyond
+    max_recipients: int = 100  # RFC 5321 §4.5.3.1.8 minimum; 452 4.5.3 beyond
+    max_command_line: int = 512  # octets with CRLF, RFC 5321 §4.5.3.1.4
+    max_text_line: int = 1000  # octets with CRLF, RFC 5321 §4.5.3.1.6
+    max_auth_line: int = 12288  # RFC 4954 §4: AUTH lines may be longer
+    tls_handshake_timeout: float = 30.0
+    idle_timeout: float = 300.0  # RFC 5321 §4.5.3.2.7: 5 minutes between commands / data blocks
+    max_connections: int = 2000  # in total; 421 4.3.2 beyond
+    max_connections_per_ip: int = 50  # per client address; 421 4.7.0 beyond
+    max_errors: int = 20  # 4xx/5xx replies in one session, then 421 4.7.0 and close
+    max_auth_failures: int = 3  # per session, then 421 4.7.0 and close
+    auth_failures_per_ip: int = 10  # within auth_failure_window: then 454 4.7.0 until the window passes
+    auth_failure_window: float = 600.0
+    auth_failure_delay: float = 1.0  # seconds before a 535 answer (slows guessing)
+    require_tls_for_auth: bool = True  # RFC 8314: never take a password in clear text
+    mx_auth: bool = False  # offer AUTH on the MX listener too (after STARTTLS)
+
+    # Recipient lookups (mailbox-store) are cached: a REST call per RCPT would cap the throughput.
+    directory_timeout: float = 5.0  # then 451 4.4.3
+    directory_cache_ttl: float = 30.0  # local recipients
+    directory_negative_ttl: float = 5.0  # unknown users and non-local domains
+    directory_cache_size: int = 100_000
+
+    publish_timeout: float = 10.0  # JetStream PubAck wait per publish; then 451 4.3.0
+    drain_timeout: float = 25.0  # SIGTERM: open transactions may finish within this, then 421

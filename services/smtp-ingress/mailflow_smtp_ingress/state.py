@@ -1,0 +1,41 @@
+"""What a session knows about its client and its current mail transaction (plain data, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mailflow.contracts.messages import Recipient
+from mailflow.store.api import Principal
+
+from mailflow_smtp_ingress.parser import MailParams
+from mailflow_smtp_ingress.replies import Reply
+
+Listener = Literal["mx", "submission", "smtps"]
+
+
+@dataclass
+class Client:
+    session_id: str
+    listener: Listener
+    ip: str  # the real client: from the PROXY header when there is one, else the socket's peer
+    port: int = 0
+    helo: str = ""  # sanitized HELO/EHLO argument; "" until given (and again after STARTTLS)
+    esmtp: bool = False
+    tls: str | None = None  # "TLSv1.3 TLS_AES_256_GCM_SHA384" once TLS is up
+    principal: Principal | None = None  # set by a successful AUTH
+
+    @property
+    def submission(self) -> bool:
+        return self.listener in ("submission", "smtps")
+
+
+@dataclass
+class Transaction:
+    mail_from: str  # "" is the null reverse-path
+    params: MailParams
+    rcpts: list[Recipient] = field(default_factory=list)
+    mode: Literal["", "data", "bdat"] = ""
+    chunks: list[bytes] = field(default_factory=list)  # BDAT
+    size: int = 0  # BDAT bytes so far
+    failed: Reply | None = None  # BDAT: an earlier chunk failed; the rest is read and dropped

@@ -1,0 +1,103 @@
+"""smtp-ingress against a real nats-server with JetStream: 250 only once body and envelope are durable.
+
+The directory is the in-memory fake (tests/conftest.py); the store's real client is exercised in
+test_store.py. Clients are real smtplib sessions, run in a thread while the service runs in the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+
+import httpx
+import pytest
+
+from mailflow.bodies import JetStreamBodies
+from mailflow.contracts.messages import TRACE_HEADER, QueuedMessage, TraceEvent
+from mailflow_smtp_ingress import app
+
+
+@pytest.fixture
+async def service(nats_url, settings_factory, fake_directory):
+    """The whole service (app.run) on free ports; yields (server, settings)."""
+    settings = settings_factory(nats_url=nats_url, publish_timeout=2.0)
+    stop = asyncio.Event()
+    started = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(app.run(settings, stop, directory=fake_directory, started=started))
+    running = await asyncio.wait_for(started, 30)
+    yield running.smtp, running.http_port
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+def send(port: int, raw: bytes, rcpts=("alice@example.test",), sender="carol@elsewhere.test") -> tuple[int, bytes]:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+        s.ehlo("client.example.test")
+        s.mail(sender)
+        for r in rcpts:
+            code, text = s.rcpt(r)
+            assert code == 250, text
+        return s.data(raw)
+
+
+async def test_accepted_message_is_in_jetstream(service, js):
+    server, _ = service
+    raw = b"From: carol@elsewhere.test\r\nSubject: durable\r\n\r\nHello JetStream\r\n"
+    code, text = await asyncio.to_thread(send, server.port("mx"), raw)
+    assert code == 250 and text.startswith(b"2.0.0 Ok: queued as ")
+    queue_id = text.decode().rsplit(" ", 1)[1]
+
+    stored = await js.get_msg("MAIL", seq=1)
+    assert stored.headers["Nats-Msg-Id"] == queue_id
+    msg = QueuedMessage.from_bytes(stored.data)
+    assert msg.queue_id == queue_id and stored.headers[TRACE_HEADER] == msg.trace_id
+    assert msg.mail_from == "carol@elsewhere.test" and msg.rcpt_to[0].address == "alice@example.test"
+    body = await JetStreamBodies(js).get(msg.body_ref)
+    assert body.endswith(raw) and body.startswith(b"Received: from client.example.test")
+    assert msg.size == len(body)
+
+    trace = TraceEvent.from_bytes((await js.get_msg("TRACE", seq=1)).data)
+    assert trace.step == "ingress" and trace.queue_id == queue_id and trace.trace_id == msg.trace_id
+
+
+async def test_25_mib_message_goes_through_in_chunks(service, js):
+    server, _ = service
+    settings = server.settings
+    line = b"0123456789abcdefghijklmnopqrstuvwxyz" * 2 + b"\r\n"
+    head = b"Subject: big\r\n\r\n"
+    room = settings.max_message_bytes - len(head) - 4096  # leave room for smtplib's final CRLF
+    raw = head + line * (room // len(line))
+    code, text = await asyncio.to_thread(send, server.port("mx"), raw)
+    assert code == 250, text
+    msg = QueuedMessage.from_bytes((await js.get_msg("MAIL", seq=1)).data)
+    assert int(msg.body_ref.split(":")[2]) > 40  # many chunks below NATS's max_payload
+    body = await JetStreamBodies(js).get(msg.body_ref)
+    assert body.endswith(raw) and len(body) == msg.size
+
+
+async def test_oversized_message_is_552_and_not_queued(service, js):
+    server, _ = service
+    settings = server.settings
+    raw = b"Subject: too big\r\n\r\n" + (b"x" * 998 + b"\r\n") * (settings.max_message_bytes // 1000 + 10)
+    code, text = await asyncio.to_thread(send, server.port("mx"), raw)
+    assert code == 552 and text.startswith(b"5.3.4")
+    assert (await js.stream_info("MAIL")).state.messages == 0
+
+
+async def test_nats_gone_means_451_never_250(nats_server, service, js):
+    server, _ = service
+    nats_server.stop()
+    code, text = await asyncio.to_thread(send, server.port("mx"), b"Subject: x\r\n\r\nbody\r\n")
+    assert code == 451 and text.startswith(b"4.3.0")
+
+
+async def test_health_and_metrics(service):
+    server, http_port = service
+    await asyncio.to_thread(send, server.port("mx"), b"Subject: m\r\n\r\nbody\r\n")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as http:
+        assert (await http.get("/healthz")).status_code == 200
+        assert (await http.get("/readyz")).json()["ready"] is True
+        text = (await http.get("/metrics")).text
+    assert 'mailflow_smtp_messages_accepted_total{listener="mx"}' in text
+    assert "mailflow_smtp_accept_duration_seconds_bucket" in text
+    assert 'mailflow_smtp_sessions_total{listener="mx"}' in text
