@@ -1,0 +1,185 @@
+"""The admin operations behind /admin/*: domains, users, aliases, quotas (database side, no HTTP).
+
+Each function takes a transaction; the writers run in the group-commit writer, so they are atomic.
+NotFound / Conflict / Invalid carry the text the admin sees. Deleting a user deletes its mail: the
+message rows go and their bodies lose a reference (maintenance removes unreferenced bodies later).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from mailflow.contracts.rest import AliasPublic, DomainPublic, UserPublic
+from mailflow.errors import Conflict, Invalid, NotFound
+from mailflow_mailbox_store import names
+from mailflow_mailbox_store.db import Tx
+from mailflow_mailbox_store.folders import create_default_mailboxes, drop_mailbox_contents
+
+
+def _when(ts: int | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def _page(offset: int, limit: int) -> dict:
+    if offset < 0 or not 1 <= limit <= 1000:
+        raise Invalid("offset must be >= 0 and limit 1..1000")
+    return {"off": offset, "lim": limit}
+
+
+# --- domains --------------------------------------------------------------------------------------
+
+
+def list_domains(tx: Tx, offset: int, limit: int) -> tuple[list[DomainPublic], int]:
+    rows = tx.all(
+        "SELECT d.name, d.created_at, (SELECT COUNT(*) FROM users u WHERE u.domain_id = d.id) "
+        "FROM domains d ORDER BY d.name LIMIT :lim OFFSET :off",
+        _page(offset, limit),
+    )
+    total = tx.value("SELECT COUNT(*) FROM domains")
+    return [DomainPublic(name=n, created_at=_when(c), users=u) for n, c, u in rows], total
+
+
+def create_domain(tx: Tx, name: str) -> DomainPublic:
+    d = names.domain(name)
+    if tx.one("SELECT 1 FROM domains WHERE name = :n", {"n": d}):
+        raise Conflict(f"domain {d} exists")
+    now = int(time.time())
+    tx.run("INSERT INTO domains (name, created_at) VALUES (:n, :c)", {"n": d, "c": now})
+    return DomainPublic(name=d, created_at=_when(now), users=0)
+
+
+def delete_domain(tx: Tx, name: str, force: bool) -> None:
+    d = names.domain(name)
+    row = tx.one("SELECT id FROM domains WHERE name = :n", {"n": d})
+    if row is None:
+        raise NotFound(f"no domain {d}")
+    users = [r[0] for r in tx.all("SELECT address FROM users WHERE domain_id = :d", {"d": row[0]})]
+    if users and not force:
+        raise Conflict(f"domain {d} still has {len(users)} users (force=true deletes them with their mail)")
+    for address in users:
+        delete_user(tx, address)
+    tx.run("DELETE FROM aliases WHERE domain_id = :d", {"d": row[0]})
+    tx.run("DELETE FROM domains WHERE id = :d", {"d": row[0]})
+
+
+# --- users ------------------------------------------------------------------------------------------
+
+_USER_COLUMNS = "address, quota_bytes, used_bytes, messages, created_at"
+
+
+def _user(row) -> UserPublic:
+    a, q, used, msgs, c = row
+    return UserPublic(address=a, quota_bytes=q, used_bytes=used, messages=msgs, created_at=_when(c))
+
+
+def list_users(tx: Tx, domain: str | None, offset: int, limit: int) -> tuple[list[UserPublic], int]:
+    params = _page(offset, limit)
+    where = ""
+    if domain:
+        params["d"] = names.domain(domain)
+        where = "WHERE domain_id = (SELECT id FROM domains WHERE name = :d)"
+    rows = tx.all(f"SELECT {_USER_COLUMNS} FROM users {where} ORDER BY address LIMIT :lim OFFSET :off", params)
+    total = tx.value(f"SELECT COUNT(*) FROM users {where}", params)
+    return [_user(r) for r in rows], total
+
+
+def get_user(tx: Tx, address: str) -> UserPublic:
+    row = tx.one(f"SELECT {_USER_COLUMNS} FROM users WHERE address = :a", {"a": names.address(address)})
+    if row is None:
+        raise NotFound(f"no user {address}")
+    return _user(row)
+
+
+def create_user(tx: Tx, address: str, password_hash: str, quota_bytes: int | None) -> UserPublic:
+    a = names.address(address)
+    _, dom = names.split(a)
+    if quota_bytes is not None and quota_bytes < 0:
+        raise Invalid("quota_bytes must be >= 0")
+    domain_id = tx.value("SELECT id FROM domains WHERE name = :d", {"d": dom})
+    if domain_id is None:
+        raise NotFound(f"no domain {dom}: add it first")
+    if tx.one("SELECT 1 FROM users WHERE address = :a", {"a": a}):
+        raise Conflict(f"user {a} exists")
+    now = int(time.time())
+    user_id = tx.value(
+        "INSERT INTO users (domain_id, address, password_hash, quota_bytes, used_bytes, messages,"
+        " next_uidvalidity, created_at) VALUES (:d, :a, :h, :q, 0, 0, :v, :c) RETURNING id",
+        {"d": domain_id, "a": a, "h": password_hash, "q": quota_bytes, "v": now, "c": now},
+    )
+    create_default_mailboxes(tx, user_id)
+    return UserPublic(address=a, quota_bytes=quota_bytes, created_at=_when(now))
+
+
+def set_password(tx: Tx, address: str, password_hash: str) -> None:
+    tx.run("UPDATE users SET password_hash = :h WHERE address = :a", {"h": password_hash, "a": names.address(address)})
+    if tx.rowcount == 0:
+        raise NotFound(f"no user {address}")
+
+
+def set_quota(tx: Tx, address: str, quota_bytes: int | None) -> None:
+    if quota_bytes is not None and quota_bytes < 0:
+        raise Invalid("quota_bytes must be >= 0")
+    tx.run("UPDATE users SET quota_bytes = :q WHERE address = :a", {"q": quota_bytes, "a": names.address(address)})
+    if tx.rowcount == 0:
+        raise NotFound(f"no user {address}")
+
+
+def delete_user(tx: Tx, address: str) -> int:
+    """Delete a user and all of its mail. Returns the user id."""
+    a = names.address(address)
+    user_id = tx.value("SELECT id FROM users WHERE address = :a", {"a": a})
+    if user_id is None:
+        raise NotFound(f"no user {a}")
+    for (mailbox_id,) in tx.all("SELECT id FROM mailboxes WHERE user_id = :u", {"u": user_id}):
+        drop_mailbox_contents(tx, mailbox_id)
+        tx.run("DELETE FROM expunged WHERE mailbox_id = :m", {"m": mailbox_id})
+    p = {"u": user_id}
+    for table in ("mailboxes", "subscriptions", "keywords", "delivery_keys", "pop3_locks"):
+        tx.run(f"DELETE FROM {table} WHERE user_id = :u", p)
+    tx.run("DELETE FROM users WHERE id = :u", p)
+    return user_id
+
+
+# --- aliases ----------------------------------------------------------------------------------------
+
+
+def list_aliases(tx: Tx, domain: str | None, offset: int, limit: int) -> tuple[list[AliasPublic], int]:
+    params = _page(offset, limit)
+    where = ""
+    if domain:
+        params["d"] = names.domain(domain)
+        where = "WHERE domain_id = (SELECT id FROM domains WHERE name = :d)"
+    rows = tx.all(f"SELECT address, targets FROM aliases {where} ORDER BY address LIMIT :lim OFFSET :off", params)
+    total = tx.value(f"SELECT COUNT(*) FROM aliases {where}", params)
+    return [AliasPublic(address=a, targets=[t for t in ts.split("\n") if t]) for a, ts in rows], total
+
+
+def create_alias(tx: Tx, address: str, targets: list[str]) -> AliasPublic:
+    a = names.alias_address(address)
+    dom = a[1:] if a.startswith("@") else names.split(a)[1]
+    domain_id = tx.value("SELECT id FROM domains WHERE name = :d", {"d": dom})
+    if domain_id is None:
+        raise NotFound(f"no domain {dom}: add it first")
+    canon: list[str] = []
+    for t in targets:
+        c = names.address(t)
+        if tx.one("SELECT 1 FROM domains WHERE name = :d", {"d": names.split(c)[1]}) is None:
+            raise Invalid(f"alias target {c} is not in a local domain")
+        if c not in canon:
+            canon.append(c)
+    if not canon:
+        raise Invalid("an alias needs at least one target")
+    if tx.one("SELECT 1 FROM aliases WHERE address = :a", {"a": a}):
+        raise Conflict(f"alias {a} exists")
+    tx.run(
+        "INSERT INTO aliases (domain_id, address, targets, created_at) VALUES (:d, :a, :t, :c)",
+        {"d": domain_id, "a": a, "t": "\n".join(canon), "c": int(time.time())},
+    )
+    return AliasPublic(address=a, targets=canon)
+
+
+def delete_alias(tx: Tx, address: str) -> None:
+    tx.run("DELETE FROM aliases WHERE address = :a", {"a": names.alias_address(address)})
+    if tx.rowcount == 0:
+        raise NotFound(f"no alias {address}")

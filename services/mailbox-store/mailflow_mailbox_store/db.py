@@ -1,0 +1,341 @@
+"""The database: SQLite (WAL, synchronous=FULL) or PostgreSQL, reads on a thread pool, writes grouped.
+
+The engine (SQLAlchemy) creates and pools connections; queries are plain SQL with `:name` parameters
+run on the DB-API cursor (`Tx`), because the per-row cost of anything richer shows at 100k rows.
+Connections run in autocommit mode and transactions are begun explicitly:
+  reads   SQLite "BEGIN" (a WAL snapshot), PostgreSQL "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+  writes  one writer thread takes every queued write operation (up to write_batch_max), stores the
+          bodies they bring in the blob store with one fsync, then runs them in ONE transaction, each
+          inside its own SAVEPOINT (group commit). An operation that raises is rolled back alone and
+          its caller gets the exception; the others commit. When COMMIT returns, everything is durable.
+Failure: a broken connection or a failed BEGIN/COMMIT gives ServiceUnavailable to every operation of
+the group (nothing of it was committed) and the connection is thrown away; the next group reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from mailflow.errors import Conflict, Invalid, NotFound, QuotaExceeded, ServiceUnavailable
+from mailflow_mailbox_store import metrics
+from mailflow_mailbox_store.blobs import BlobStore
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Exceptions an operation raises on purpose: they roll back its savepoint and reach the caller as they are.
+EXPECTED = (NotFound, Conflict, Invalid, QuotaExceeded)
+
+_STOP = object()  # tells the writer thread to finish
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+class Tx:
+    """A cursor with small helpers. SQL uses `:name` parameters whatever the driver's own style is."""
+
+    def __init__(self, cursor, postgres: bool, cache: dict[str, str]):
+        self.cur = cursor
+        self.postgres = postgres
+        self._cache = cache
+        self.new_blobs: dict[bytes, str] = {}  # sha256 -> locator, for bodies the writer stored for this group
+
+    def _sql(self, sql: str) -> str:
+        if not self.postgres:
+            return sql
+        out = self._cache.get(sql)
+        if out is None:
+            out = _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
+            self._cache[sql] = out
+        return out
+
+    def run(self, sql: str, params: dict | None = None):
+        self.cur.execute(self._sql(sql), params or {})
+        return self.cur
+
+    def many(self, sql: str, rows: Sequence[dict]) -> None:
+        if rows:
+            self.cur.executemany(self._sql(sql), rows)
+
+    def all(self, sql: str, params: dict | None = None) -> list[tuple]:
+        return self.run(sql, params).fetchall()
+
+    def one(self, sql: str, params: dict | None = None) -> tuple | None:
+        return self.run(sql, params).fetchone()
+
+    def value(self, sql: str, params: dict | None = None, default: Any = None) -> Any:
+        row = self.run(sql, params).fetchone()
+        return default if row is None else row[0]
+
+    @property
+    def rowcount(self) -> int:
+        return self.cur.rowcount
+
+    def expand(self, name: str, values: Sequence[Any]) -> tuple[str, dict]:
+        """':name' list parameter -> ('(:name_0, :name_1, ...)', {...}) for IN clauses."""
+        keys = [f"{name}_{i}" for i in range(len(values))]
+        return "(" + ", ".join(":" + k for k in keys) + ")", dict(zip(keys, values, strict=True))
+
+
+@dataclass
+class WriteOp:
+    fn: Callable[..., Any]
+    args: tuple
+    bodies: list[bytes]  # bodies to put in the blob store before the transaction (deduplicated by SHA-256)
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    exclusive: bool = False  # run in a transaction of its own (maintenance)
+    queued_at: float = field(default_factory=time.monotonic)
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+class Database:
+    def __init__(self, url: str, blobs: BlobStore, readers: int = 8, write_batch_max: int = 256):
+        self.url = url
+        self.blobs = blobs
+        self.postgres = url.startswith("postgresql")
+        self.write_batch_max = write_batch_max
+        if not self.postgres:
+            path = sa.engine.make_url(url).database
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        kw: dict[str, Any] = dict(isolation_level="AUTOCOMMIT", pool_size=readers + 2, max_overflow=8)
+        if self.postgres:
+            kw.update(pool_pre_ping=False, connect_args={"connect_timeout": 5})
+        else:
+            kw.update(connect_args={"timeout": 30, "check_same_thread": False})
+        self.engine = sa.create_engine(url, **kw)
+        if not self.postgres:
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sql_cache: dict[str, str] = {}
+        self.readers = ThreadPoolExecutor(readers, thread_name_prefix="store-read")
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._wconn = None
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (Alembic). PostgreSQL: under an advisory lock, so
+        several store processes starting together migrate once."""
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
+        try:
+            with engine.begin() as conn:
+                if self.postgres:
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(5124)")
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        finally:
+            engine.dispose()
+        if not self.postgres:
+            with self.engine.connect() as conn:
+                mode = conn.exec_driver_sql("PRAGMA journal_mode=WAL").scalar()
+                if str(mode).lower() != "wal":
+                    log.warning("SQLite did not switch to WAL", extra={"mode": mode})
+
+    def start(self) -> Database:
+        self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
+        self._writer.start()
+        return self
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._queue.put(_STOP)
+            self._writer.join(timeout=30)
+            self._writer = None
+        self.readers.shutdown(wait=True)
+        self.engine.dispose()
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.readers, self.read_sync, fn, args)
+
+    def read_sync(self, fn: Callable[..., T], args: Iterable[Any] = ()) -> T:
+        try:
+            conn = self.engine.raw_connection()
+        except Exception as exc:
+            raise ServiceUnavailable(f"database: {type(exc).__name__}") from exc
+        try:
+            cur = conn.cursor()
+            tx = Tx(cur, self.postgres, self._sql_cache)
+            tx.run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if self.postgres else "BEGIN")
+            try:
+                return fn(tx, *args)
+            finally:
+                with contextlib.suppress(Exception):
+                    cur.execute("ROLLBACK")
+                cur.close()
+        except EXPECTED:
+            raise
+        except Exception as exc:
+            if _is_disconnect(exc):
+                conn.invalidate()
+                raise ServiceUnavailable(f"database: {type(exc).__name__}") from exc
+            raise
+        finally:
+            conn.close()
+
+    # --- writes -----------------------------------------------------------------------------------
+
+    async def write(self, fn: Callable[..., T], *args: Any, bodies: Sequence[bytes] = (), exclusive: bool = False) -> T:
+        """Run fn(tx, *args) in the next group commit; bodies are stored first (tx.new_blobs)."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._queue.put(WriteOp(fn, args, list(bodies), fut, loop, exclusive))
+        return await fut
+
+    def _write_loop(self) -> None:
+        carry: WriteOp | object | None = None
+        while True:
+            op = carry if carry is not None else self._queue.get()
+            carry = None
+            if op is _STOP:
+                break
+            group = [op]
+            if not op.exclusive:
+                while len(group) < self.write_batch_max:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is _STOP or nxt.exclusive:
+                        carry = nxt
+                        break
+                    group.append(nxt)
+            self._run_group(group)
+        if self._wconn is not None:
+            with contextlib.suppress(Exception):
+                self._wconn.close()
+
+    def _connection(self):
+        if self._wconn is None:
+            self._wconn = self.engine.raw_connection()
+        return self._wconn
+
+    def _run_group(self, group: list[WriteOp]) -> None:
+        started = time.monotonic()
+        results: list[tuple[WriteOp, bool, Any]] = []
+        try:
+            conn = self._connection()
+            cur = conn.cursor()
+            tx = Tx(cur, self.postgres, self._sql_cache)
+            tx.run("BEGIN" if self.postgres else "BEGIN IMMEDIATE")
+            try:
+                self._store_bodies(tx, group)
+                for op in group:
+                    tx.run("SAVEPOINT op")
+                    try:
+                        value = op.fn(tx, *op.args)
+                    except Exception as exc:
+                        tx.run("ROLLBACK TO SAVEPOINT op")
+                        tx.run("RELEASE SAVEPOINT op")
+                        if _is_disconnect(exc):
+                            raise
+                        if not isinstance(exc, EXPECTED):
+                            log.exception("write operation failed", extra={"op": op.fn.__name__})
+                        results.append((op, False, exc))
+                    else:
+                        tx.run("RELEASE SAVEPOINT op")
+                        results.append((op, True, value))
+                tx.run("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    cur.execute("ROLLBACK")
+                raise
+            finally:
+                cur.close()
+        except Exception as exc:
+            metrics.DB_ERRORS.labels("write").inc()
+            log.warning("write group failed", extra={"ops": len(group), "error": repr(exc)})
+            if self._wconn is not None:
+                with contextlib.suppress(Exception):
+                    self._wconn.invalidate()
+                self._wconn = None
+            failure = ServiceUnavailable(f"database: {type(exc).__name__}")
+            results = [(op, False, failure) for op in group]
+        metrics.WRITE_GROUP_SIZE.observe(len(group))
+        metrics.WRITE_SECONDS.observe(time.monotonic() - started)
+        for op, ok, value in results:
+            op.loop.call_soon_threadsafe(_settle, op.future, ok, value)
+
+    def _store_bodies(self, tx: Tx, group: list[WriteOp]) -> None:
+        """Put the group's new bodies in the blob store (one fsync) before the transaction uses them."""
+        wanted: dict[bytes, bytes] = {}
+        for op in group:
+            for body in op.bodies:
+                wanted.setdefault(sha256(body), body)
+        if not wanted:
+            return
+        shas = list(wanted)
+        known: set[bytes] = set()
+        for i in range(0, len(shas), 500):
+            chunk = shas[i : i + 500]
+            clause, params = tx.expand("s", chunk)
+            known.update(bytes(r[0]) for r in tx.all(f"SELECT sha256 FROM blobs WHERE sha256 IN {clause}", params))
+        new = [s for s in shas if s not in known]
+        if new:
+            locators = self.blobs.put_many([wanted[s] for s in new])
+            tx.new_blobs = dict(zip(new, locators, strict=True))
+            metrics.BLOB_BYTES.inc(sum(len(wanted[s]) for s in new))
+
+
+def _settle(fut: asyncio.Future, ok: bool, value: Any) -> None:
+    if fut.done():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")  # WAL + FULL: a committed transaction survives power loss
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA cache_size=-32768")
+    cur.execute("PRAGMA temp_store=MEMORY")
+    cur.close()
+
+
+def _psycopg_operational() -> tuple[type, ...]:
+    try:
+        import psycopg
+    except ImportError:
+        return ()
+    return (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    """A lost connection or a database that cannot be used right now (locked, shut down)."""
+    name = type(exc).__name__
+    module = type(exc).__module__
+    if module.startswith("psycopg"):
+        return name in ("OperationalError", "InterfaceError") or isinstance(exc, _psycopg_operational())
+    if module.startswith("sqlite3"):
+        return name == "OperationalError" and any(w in str(exc) for w in ("locked", "disk I/O", "unable to open"))
+    return False

@@ -1,0 +1,157 @@
+"""Delivery: a batch of DeliverItems into users' mailboxes, in one write operation (database side).
+
+Per item and per user the recipient resolves to (aliases can give several):
+  1. the key (item.key, user) was stored before -> "duplicate" for that user (nothing stored again);
+  2. the user's quota would be exceeded -> "quota_exceeded" (permanent if the message alone is larger
+     than the quota); the users that did get it keep it, and a retry of the item is a duplicate for them;
+  3. otherwise the message goes to item.mailbox (INBOX if that mailbox does not exist).
+An item's result: "quota_exceeded" if any user refused it, else "stored" if any user got it now, else
+"duplicate". "unknown_user" items never reach this module. The whole batch commits together; when the
+writer reports success, every stored message is durable (body fsynced before COMMIT).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from mailflow.errors import Invalid, NotFound, QuotaExceeded
+from mailflow_mailbox_store import folders, keywords, names
+from mailflow_mailbox_store.db import Tx
+from mailflow_mailbox_store.parsing import Prepared
+from mailflow_mailbox_store.storage import INSERT_MESSAGE, Change, Usage, allocate, reference_blob
+
+
+@dataclass
+class Item:
+    index: int
+    key: str
+    users: dict[str, int]  # login -> user id
+    body: Prepared
+    mailbox: str
+    flag_bits: int
+    keywords: list[str]
+    internal_date: int
+    queue_id: str
+    trace_id: str
+
+
+@dataclass
+class Outcome:
+    index: int
+    status: str  # stored, duplicate, quota_exceeded
+    users: list[str] = field(default_factory=list)  # who got it now or before
+    permanent: bool = False
+    detail: str = ""
+    stored: list[tuple[str, str, int]] = field(default_factory=list)  # (login, mailbox, uid) stored now
+
+
+@dataclass
+class Placed:
+    item: Item
+    user_id: int
+    login: str
+    mailbox_id: int
+    mailbox: str
+    uid: int = 0
+
+
+def _mailbox_for(tx: Tx, cache: dict, user_id: int, wanted: str) -> tuple[int, str]:
+    key = (user_id, wanted)
+    hit = cache.get(key)
+    if hit is None:
+        try:
+            row = folders.by_name(tx, user_id, wanted)
+        except (NotFound, Invalid):
+            row = folders.by_name(tx, user_id, "INBOX")
+        hit = cache[key] = (row.id, row.name)
+    return hit
+
+
+def deliver(tx: Tx, items: list[Item], now: int) -> tuple[list[Outcome], list[Change]]:
+    usage = Usage(tx)
+    mailboxes: dict = {}
+    outcomes: list[Outcome] = []
+    placed: list[Placed] = []
+    keys: list[dict] = []
+    batch_keys: set[tuple[int, str]] = set()
+    for item in items:
+        out = Outcome(item.index, "duplicate")
+        refused: list[QuotaExceeded] = []
+        for login, user_id in item.users.items():
+            seen = tx.one("SELECT 1 FROM delivery_keys WHERE user_id = :u AND ikey = :k", {"u": user_id, "k": item.key})
+            if seen is not None or (user_id, item.key) in batch_keys:
+                out.users.append(login)
+                continue
+            try:
+                usage.charge(user_id, item.body.size)
+            except QuotaExceeded as exc:
+                refused.append(exc)
+                continue
+            mailbox_id, mailbox = _mailbox_for(tx, mailboxes, user_id, item.mailbox)
+            placed.append(Placed(item, user_id, login, mailbox_id, mailbox))
+            keys.append({"u": user_id, "k": item.key, "c": now})
+            batch_keys.add((user_id, item.key))
+            out.users.append(login)
+            out.status = "stored"
+        if refused:
+            out.status = "quota_exceeded"
+            out.permanent = all(e.permanent for e in refused)
+            out.detail = str(refused[0])
+        outcomes.append(out)
+
+    changes = _insert(tx, placed)
+    usage.flush()
+    tx.many("INSERT INTO delivery_keys (user_id, ikey, created_at) VALUES (:u, :k, :c)", keys)
+    by_index = {o.index: o for o in outcomes}
+    for p in placed:
+        by_index[p.item.index].stored.append((p.login, p.mailbox, p.uid))
+    return outcomes, changes
+
+
+def _insert(tx: Tx, placed: list[Placed]) -> list[Change]:
+    by_mailbox: dict[int, list[Placed]] = defaultdict(list)
+    for p in placed:
+        by_mailbox[p.mailbox_id].append(p)
+    refs: dict[bytes, list] = {}
+    for p in placed:
+        refs.setdefault(p.item.body.sha, [p.item.body, 0])[1] += 1
+    blob_ids = {sha: reference_blob(tx, body, n) for sha, (body, n) in refs.items()}
+    kw_cache: dict[int, keywords.Keywords] = {}
+    rows, pending, changes = [], [], []
+    for mailbox_id, group in by_mailbox.items():
+        first, modseq = allocate(tx, mailbox_id, len(group))
+        for i, p in enumerate(group):
+            p.uid = first + i
+            kw = 0
+            if p.item.keywords:
+                kws = kw_cache.get(p.user_id)
+                if kws is None:
+                    kws = kw_cache[p.user_id] = keywords.ensure(tx, p.user_id, p.item.keywords)
+                kw = kws.mask(p.item.keywords)
+            rows.append(
+                {
+                    "m": mailbox_id,
+                    "u": p.uid,
+                    "s": modseq,
+                    "f": p.item.flag_bits,
+                    "k": kw,
+                    "z": p.item.body.size,
+                    "d": p.item.internal_date,
+                    "b": blob_ids[p.item.body.sha],
+                    "q": p.item.queue_id or None,
+                }
+            )
+            if p.item.queue_id:
+                pending.append({"m": mailbox_id, "u": p.uid, "q": p.item.queue_id, "t": p.item.trace_id})
+        changes.append(Change(group[0].user_id, mailbox_id, group[0].mailbox, "appended", [p.uid for p in group], modseq))
+    tx.many(INSERT_MESSAGE, rows)
+    tx.many("INSERT INTO pending_retrievals (mailbox_id, uid, queue_id, trace_id) VALUES (:m, :u, :q, :t)", pending)
+    return changes
+
+
+def item_flags(flags) -> tuple[int, list[str]]:
+    try:
+        return names.split_flags(flags)
+    except Invalid:
+        return 0, []

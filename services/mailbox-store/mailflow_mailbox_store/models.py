@@ -1,0 +1,145 @@
+"""The store's tables (SQLAlchemy 2.0). The schema of record; Alembic migrations in `migrations/` create it.
+
+Times are Unix seconds (BIGINT). Queries on the hot paths are plain SQL over these tables (see db.py);
+this module is what the migrations and the schema test compare against.
+
+- domains, users (argon2 hash, quota, used bytes and message count kept up to date by every change),
+  aliases (address or "@domain" catch-all -> newline-separated targets), keywords (a user's IMAP
+  keywords, each a bit 0..62 of messages.keywords).
+- mailboxes: one row per mailbox and user; UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ live here and move
+  only forward. first_recent_uid: messages from this UID on are \\Recent to the next session to claim them.
+- messages: keyed by (mailbox_id, uid), so listing a mailbox is one range scan (SQLite: WITHOUT ROWID).
+  flags holds the system flags as bits (\\Seen 1, \\Answered 2, \\Flagged 4, \\Deleted 8, \\Draft 16).
+- expunged: tombstones (mailbox_id, modseq, uid) so changes() and QRESYNC VANISHED can answer.
+- blobs: one row per distinct body (SHA-256), with the parsed structure (mailflow.mime JSON, zlib'd when
+  that is smaller) and the locator of the bytes in the blob store; refs counts the messages using it.
+- pending_retrievals: delivered messages whose body nobody fetched yet (for the "retrieved" trace step).
+- delivery_keys: idempotency keys of deliveries, per user; forgotten after delivery_key_days.
+- pop3_locks: the RFC 1939 maildrop lock, one per user, with an expiry.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Domain(Base):
+    __tablename__ = "domains"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(253), unique=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id"), index=True)
+    address: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    messages: Mapped[int] = mapped_column(BigInteger, default=0)
+    next_uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Alias(Base):
+    __tablename__ = "aliases"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id"), index=True)
+    address: Mapped[str] = mapped_column(String(254), unique=True)
+    targets: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Keyword(Base):
+    __tablename__ = "keywords"
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bit: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    __table_args__ = (UniqueConstraint("user_id", "name", name="uq_keywords_user_name"),)
+
+
+class Mailbox(Base):
+    __tablename__ = "mailboxes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(1024))
+    special_use: Mapped[str | None] = mapped_column(String(32))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uidnext: Mapped[int] = mapped_column(BigInteger, default=1)
+    highestmodseq: Mapped[int] = mapped_column(BigInteger, default=1)
+    first_recent_uid: Mapped[int] = mapped_column(BigInteger, default=1)
+    selectable: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (UniqueConstraint("user_id", "name", name="uq_mailboxes_user_name"),)
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(1024), primary_key=True)
+
+
+class Blob(Base):
+    __tablename__ = "blobs"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    sha256: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    locator: Mapped[str] = mapped_column(String(255))
+    refs: Mapped[int] = mapped_column(Integer)
+    parsed: Mapped[bytes] = mapped_column(LargeBinary)
+    sent_day: Mapped[int | None] = mapped_column(Integer)  # date.toordinal() of the Date: header, in its zone
+    __table_args__ = (Index("ix_blobs_refs_zero", "refs", postgresql_where="refs <= 0", sqlite_where="refs <= 0"),)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id"), primary_key=True)
+    uid: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    modseq: Mapped[int] = mapped_column(BigInteger)
+    flags: Mapped[int] = mapped_column(Integer)
+    keywords: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int] = mapped_column(BigInteger)
+    internal_date: Mapped[int] = mapped_column(BigInteger)
+    blob_id: Mapped[int] = mapped_column(BigInteger)
+    queue_id: Mapped[str | None] = mapped_column(String(64))
+    __table_args__ = (Index("ix_messages_modseq", "mailbox_id", "modseq"), {"sqlite_with_rowid": False})
+
+
+class Expunged(Base):
+    __tablename__ = "expunged"
+    mailbox_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    modseq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    uid: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+
+class PendingRetrieval(Base):
+    __tablename__ = "pending_retrievals"
+    mailbox_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uid: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    queue_id: Mapped[str] = mapped_column(String(64))
+    trace_id: Mapped[str] = mapped_column(String(64))
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+
+class DeliveryKey(Base):
+    __tablename__ = "delivery_keys"
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ikey: Mapped[str] = mapped_column(String(512), primary_key=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+
+class Pop3Lock(Base):
+    __tablename__ = "pop3_locks"
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token: Mapped[str] = mapped_column(String(64))
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[int] = mapped_column(BigInteger)

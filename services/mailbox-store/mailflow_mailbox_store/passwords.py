@@ -1,0 +1,91 @@
+"""Password hashes (argon2id) and a short-lived cache of verified logins.
+
+argon2 costs tens of milliseconds of CPU per check on purpose; an IMAP client that logs in a hundred
+times a minute would spend the whole machine on it. So a successful check is remembered as
+HMAC-SHA256(per-process random key, password) next to the stored hash, for `cache_ttl` seconds: the
+next login with the same password and the same stored hash is answered from memory. A password change
+changes the stored hash, so the entry stops matching at once (in every store process). The cache
+holds no password and nothing that outlives the process. Failed checks are never cached.
+Unknown users still cost one argon2 check against a dummy hash, so timing does not tell them apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections import OrderedDict
+
+import argon2
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+
+class Passwords:
+    def __init__(
+        self,
+        time_cost: int = 3,
+        memory_kib: int = 65_536,
+        parallelism: int = 4,
+        cache_ttl: float = 300.0,
+        cache_size: int = 100_000,
+    ):
+        self.hasher = argon2.PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
+        self.cache_ttl = cache_ttl
+        self.cache_size = cache_size
+        self._key = secrets.token_bytes(32)
+        self._cache: OrderedDict[str, tuple[str, bytes, float]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._dummy: str | None = None
+
+    def hash(self, password: str) -> str:
+        return self.hasher.hash(password)
+
+    def _mac(self, password: str) -> bytes:
+        return hmac.new(self._key, password.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+
+    def cached(self, login: str, stored_hash: str, password: str) -> bool:
+        """True if this exact password was verified against this exact hash a moment ago."""
+        if self.cache_ttl <= 0:
+            return False
+        with self._lock:
+            hit = self._cache.get(login)
+        if hit is None:
+            return False
+        h, mac, expires = hit
+        return h == stored_hash and expires > time.monotonic() and hmac.compare_digest(mac, self._mac(password))
+
+    def verify(self, login: str, stored_hash: str | None, password: str) -> tuple[bool, str | None]:
+        """(ok, new_hash): new_hash is set when the stored hash should be upgraded to current parameters.
+        Blocking (argon2): call it from a thread."""
+        if stored_hash is None:
+            if self._dummy is None:
+                self._dummy = self.hasher.hash(secrets.token_hex(16))
+            try:
+                self.hasher.verify(self._dummy, password)
+            except (VerificationError, InvalidHashError):
+                pass
+            return False, None
+        try:
+            self.hasher.verify(stored_hash, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False, None
+        new_hash = None
+        if self.hasher.check_needs_rehash(stored_hash):
+            new_hash = self.hasher.hash(password)
+        self.remember(login, new_hash or stored_hash, password)
+        return True, new_hash
+
+    def remember(self, login: str, stored_hash: str, password: str) -> None:
+        if self.cache_ttl <= 0:
+            return
+        with self._lock:
+            self._cache[login] = (stored_hash, self._mac(password), time.monotonic() + self.cache_ttl)
+            self._cache.move_to_end(login)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
+    def forget(self, login: str) -> None:
+        with self._lock:
+            self._cache.pop(login, None)

@@ -1,0 +1,222 @@
+"""The store as one object: directory, delivery and admin (this module) and access (access.py), over
+the database, the blob store, password hashing, session tokens and the event publisher.
+
+HTTP routes only translate to and from these calls. Errors: NotFound, Conflict, Invalid, QuotaExceeded
+(for the client to see), ServiceUnavailable (the database or the disk failed: temporary). Events and
+trace records are published after the change committed; a failed publish never fails the change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from mailflow.contracts.messages import MailboxEvent, TraceEvent
+from mailflow.errors import Invalid
+from mailflow.store.api import DeliverItem, DeliverResult, Principal, Resolution
+from mailflow_mailbox_store import admin, delivery, directory, metrics, names
+from mailflow_mailbox_store.blobs import BlobStore
+from mailflow_mailbox_store.db import Database, Tx
+from mailflow_mailbox_store.events import Publisher
+from mailflow_mailbox_store.parsing import prepare
+from mailflow_mailbox_store.passwords import Passwords
+from mailflow_mailbox_store.sessions import Session, Sessions
+from mailflow_mailbox_store.storage import Change
+
+log = logging.getLogger(__name__)
+
+SERVICE = "mailbox-store"
+
+
+class StoreCore:
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        publisher: Publisher,
+        passwords: Passwords,
+        sessions: Sessions,
+        default_quota: int | None = None,
+        recipient_delimiter: str = "+",
+        max_message_bytes: int = 64 * 1024 * 1024,
+        pop3_lock_ttl: int = 1800,
+    ):
+        self.db = db
+        self.blobs = blobs
+        self.publisher = publisher
+        self.passwords = passwords
+        self.sessions = sessions
+        self.default_quota = default_quota
+        self.delimiter = recipient_delimiter
+        self.max_message_bytes = max_message_bytes
+        self.pop3_lock_ttl = pop3_lock_ttl
+        self.cpu = ThreadPoolExecutor(2, thread_name_prefix="store-cpu")  # argon2, MIME parsing
+
+    async def close(self) -> None:
+        self.cpu.shutdown(wait=True)
+
+    async def _cpu(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.cpu, fn, *args)
+
+    async def publish(self, changes: list[Change], origin: str | None = None) -> None:
+        for c in changes:
+            await self.publisher.mailbox(
+                MailboxEvent(
+                    user_id=c.user_id,
+                    mailbox_id=c.mailbox_id,
+                    mailbox=c.mailbox,
+                    kind=c.kind,
+                    uids=c.uids,
+                    modseq=c.modseq,
+                    origin=origin,
+                )
+            )
+
+    # --- directory ----------------------------------------------------------------------------------
+
+    async def resolve(self, address: str) -> Resolution:
+        return await self.db.read(directory.resolve, address, self.delimiter)
+
+    async def authenticate(self, username: str, password: str, service: str = "imap") -> Principal | None:
+        try:
+            login = names.address(username)
+        except Invalid:
+            metrics.LOGINS.labels("failed").inc()
+            return None
+
+        def look(tx: Tx):
+            row = directory.user_row(tx, login)
+            return row, (directory.addresses_of(tx, row[0], row[1]) if row else ())
+
+        row, addresses = await self.db.read(look)
+        if row is not None and self.passwords.cached(login, row[2], password):
+            metrics.LOGINS.labels("cached").inc()
+        else:
+            ok, new_hash = await self._cpu(self.passwords.verify, login, row[2] if row else None, password)
+            if not ok:
+                metrics.LOGINS.labels("failed").inc()
+                log.info("login failed", extra={"user": login, "via": service})
+                return None
+            metrics.LOGINS.labels("ok").inc()
+            if new_hash:
+                await self.db.write(admin.set_password, login, new_hash)
+        token, _ = self.sessions.issue(row[0])
+        return Principal(user_id=row[0], address=row[1], addresses=addresses, token=token)
+
+    def session(self, token: str) -> Session | None:
+        return self.sessions.check(token)
+
+    # --- delivery -----------------------------------------------------------------------------------
+
+    async def deliver(self, items: list[DeliverItem]) -> list[DeliverResult]:
+        started = time.monotonic()
+        recipients = sorted({it.recipient for it in items})
+
+        def resolve_all(tx: Tx) -> dict:
+            return {r: directory.resolve_ids(tx, r, self.delimiter) for r in recipients}
+
+        resolved = await self.db.read(resolve_all)
+        results: list[DeliverResult | None] = [None] * len(items)
+        todo: list[tuple[int, DeliverItem, dict[str, int]]] = []
+        for i, it in enumerate(items):
+            resolution, ids = resolved[it.recipient]
+            if resolution.status != "local":
+                detail = "no such user" if resolution.status == "unknown_user" else "not a local domain"
+                results[i] = DeliverResult(it.key, "unknown_user", permanent=True, detail=detail)
+            elif len(it.body) > self.max_message_bytes:
+                detail = f"message larger than {self.max_message_bytes} bytes"
+                results[i] = DeliverResult(it.key, "failed", permanent=True, detail=detail)
+            else:
+                todo.append((i, it, ids))
+        if todo:
+            prepared = await self._cpu(lambda: [prepare(it.body) for _, it, _ in todo])
+            now = int(time.time())
+            plan = []
+            for (i, it, ids), body in zip(todo, prepared, strict=True):
+                bits, kws = delivery.item_flags(it.flags)
+                when = int(it.internal_date.timestamp()) if it.internal_date else now
+                plan.append(
+                    delivery.Item(i, it.key, ids, body, it.mailbox or "INBOX", bits, kws, when, it.queue_id, it.trace_id)
+                )
+            outcomes, changes = await self.db.write(delivery.deliver, plan, now, bodies=[it.body for _, it, _ in todo])
+            await self.publish(changes)
+            elapsed_ms = (time.monotonic() - started) * 1000
+            for out in outcomes:
+                it = items[out.index]
+                results[out.index] = DeliverResult(
+                    it.key, out.status, permanent=out.permanent, detail=out.detail, users=tuple(out.users)
+                )
+                await self._after_store(it, out.stored, elapsed_ms)
+        for r in results:
+            metrics.DELIVERIES.labels(r.status).inc()
+        return results  # type: ignore[return-value]
+
+    async def _after_store(self, it: DeliverItem, stored: list[tuple[str, str, int]], elapsed_ms: float) -> None:
+        for login, mailbox, uid in stored:
+            metrics.APPENDED_BYTES.inc(len(it.body))
+            log.info(
+                "stored",
+                extra={"queue_id": it.queue_id or None, "user": login, "mailbox": mailbox, "uid": uid, "size": len(it.body)},
+            )
+            if it.queue_id:
+                await self.publisher.trace(
+                    TraceEvent(
+                        queue_id=it.queue_id,
+                        trace_id=it.trace_id,
+                        step="mailbox",
+                        service=SERVICE,
+                        duration_ms=elapsed_ms,
+                        detail=f"{login} {mailbox} uid {uid}",
+                    )
+                )
+
+    # --- admin --------------------------------------------------------------------------------------
+
+    async def list_domains(self, offset: int, limit: int):
+        return await self.db.read(admin.list_domains, offset, limit)
+
+    async def create_domain(self, name: str):
+        return await self.db.write(admin.create_domain, name)
+
+    async def delete_domain(self, name: str, force: bool) -> None:
+        await self.db.write(admin.delete_domain, name, force)
+
+    async def list_users(self, domain: str | None, offset: int, limit: int):
+        return await self.db.read(admin.list_users, domain, offset, limit)
+
+    async def get_user(self, address: str):
+        return await self.db.read(admin.get_user, address)
+
+    async def create_user(self, address: str, password: str, quota_bytes: int | None):
+        names.address(address)  # refuse a bad address before spending argon2 on it
+        password_hash = await self._cpu(self.passwords.hash, password)
+        quota = self.default_quota if quota_bytes is None else quota_bytes
+        return await self.db.write(admin.create_user, address, password_hash, quota)
+
+    async def set_password(self, address: str, password: str) -> None:
+        password_hash = await self._cpu(self.passwords.hash, password)
+        await self.db.write(admin.set_password, address, password_hash)
+        self.passwords.forget(names.address(address))
+
+    async def set_quota(self, address: str, quota_bytes: int | None) -> None:
+        await self.db.write(admin.set_quota, address, quota_bytes)
+
+    async def delete_user(self, address: str) -> None:
+        await self.db.write(admin.delete_user, address)
+        self.passwords.forget(names.address(address))
+
+    async def list_aliases(self, domain: str | None, offset: int, limit: int):
+        return await self.db.read(admin.list_aliases, domain, offset, limit)
+
+    async def create_alias(self, address: str, targets: list[str]):
+        return await self.db.write(admin.create_alias, address, targets)
+
+    async def delete_alias(self, address: str) -> None:
+        await self.db.write(admin.delete_alias, address)
+
+
+def utc(ts: int | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)

@@ -1,0 +1,44 @@
+"""All of mailbox-store's settings (environment prefix MAILFLOW_STORE_; the admin token is MAILFLOW_ADMIN_TOKEN).
+
+A missing secret or a malformed value fails at startup with a pydantic error naming the variable.
+"""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from mailflow.settings import ServiceSettings, common
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="MAILFLOW_STORE_", extra="ignore", populate_by_name=True)
+
+    http_listen: str = "127.0.0.1:10085"  # REST (admin, delivery, access), /healthz, /readyz, /metrics, /docs
+    # SQLite by default (WAL, synchronous=FULL); PostgreSQL with "postgresql+psycopg://user@host/db".
+    database_url: str = "sqlite:///./data/mailbox-store.db"
+    blob_dir: str = "./data/blobs"  # message bodies, content-addressed, in append-only segment files
+    # Header X-Mailflow-Admin-Token of the admin group. No default: the local runner generates one.
+    admin_token: SecretStr = common("admin_token")
+
+    # Users and quotas
+    default_quota_bytes: int | None = None  # given to a new user created without a quota; None: unlimited
+    recipient_delimiter: str = "+"  # user+tag@domain goes to user@domain; "" turns plus-addressing off
+    max_message_bytes: int = 64 * 1024 * 1024  # larger deliveries and APPENDs are refused (Invalid)
+
+    # Sessions and logins
+    session_key: SecretStr | None = None  # HMAC key of session tokens; default: derived from the service token
+    session_ttl: int = 7 * 86_400  # seconds a session token stays valid (an IMAP session may IDLE for days)
+    login_cache_ttl: float = 300.0  # seconds a verified password is remembered (HMAC, per process); 0: off
+    argon2_time_cost: int = 3  # RFC 9106 §4 second recommended option (argon2-cffi's defaults)
+    argon2_memory_kib: int = 65_536
+    argon2_parallelism: int = 4
+    pop3_lock_ttl: int = 1_800  # seconds before a POP3 maildrop lock left by a crashed session expires
+
+    # Database and storage tuning
+    db_readers: int = 8  # threads (and connections) answering reads; writes go through one writer
+    write_batch_max: int = 256  # operations committed together in one transaction (group commit)
+    segment_bytes: int = 64 * 1024 * 1024  # a blob segment file is closed at this size
+    delivery_key_days: int = 30  # idempotency keys older than this are forgotten
+    maintenance_interval: float = 300.0  # seconds between clean-ups (old keys, unreferenced blobs, segments)
+    max_batch_items: int = 1_000  # items in one deliver or fetch call

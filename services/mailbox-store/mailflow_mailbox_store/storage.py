@@ -1,0 +1,101 @@
+"""The one way messages enter a mailbox: UIDs and MODSEQs handed out, bodies referenced, usage counted.
+
+UIDs come from `UPDATE mailboxes SET uidnext = uidnext + n ... RETURNING`, which locks the mailbox
+row until COMMIT: two transactions (or two store processes on PostgreSQL) can never get the same
+UIDs, and uidnext never goes back, so a UID is never reused. Every change of a mailbox takes the next
+MODSEQ the same way. All messages changed by one operation share its MODSEQ (RFC 7162 allows it).
+Quota: `charge` refuses a message that would take the user past its quota; permanently when the
+message alone is larger than the whole quota (it can never fit), temporarily otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mailflow.errors import QuotaExceeded, ServiceUnavailable
+from mailflow_mailbox_store.db import Tx
+from mailflow_mailbox_store.parsing import Prepared
+
+
+@dataclass
+class Change:
+    """What the async side turns into a MailboxEvent after COMMIT."""
+
+    user_id: int
+    mailbox_id: int
+    mailbox: str
+    kind: str
+    uids: list[int] = field(default_factory=list)
+    modseq: int = 0
+
+
+def allocate(tx: Tx, mailbox_id: int, n: int) -> tuple[int, int]:
+    """Reserve n UIDs and one MODSEQ: (first uid, modseq)."""
+    uidnext, modseq = tx.one(
+        "UPDATE mailboxes SET uidnext = uidnext + :n, highestmodseq = highestmodseq + 1 WHERE id = :m"
+        " RETURNING uidnext, highestmodseq",
+        {"n": n, "m": mailbox_id},
+    )
+    return uidnext - n, modseq
+
+
+def next_modseq(tx: Tx, mailbox_id: int) -> int:
+    return tx.value(
+        "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = :m RETURNING highestmodseq", {"m": mailbox_id}
+    )
+
+
+def reference_blob(tx: Tx, p: Prepared, count: int = 1) -> int:
+    """The blob id of a body, with `count` more references (inserted if new)."""
+    blob_id = tx.value("UPDATE blobs SET refs = refs + :n WHERE sha256 = :s RETURNING id", {"n": count, "s": p.sha})
+    if blob_id is not None:
+        return blob_id
+    locator = tx.new_blobs.get(p.sha)
+    if locator is None:  # another store process removed it between our look and now: try again later
+        raise ServiceUnavailable("body vanished while being stored")
+    return tx.value(
+        "INSERT INTO blobs (sha256, size, locator, refs, parsed, sent_day) VALUES (:s, :z, :l, :n, :p, :d) RETURNING id",
+        {"s": p.sha, "z": p.size, "l": locator, "n": count, "p": p.parsed, "d": p.sent_day},
+    )
+
+
+class Usage:
+    """Per-user quota and usage within one operation; `flush` writes the counters back."""
+
+    def __init__(self, tx: Tx):
+        self.tx = tx
+        self.users: dict[int, list] = {}  # user_id -> [quota, used, added bytes, added messages]
+
+    def _get(self, user_id: int) -> list:
+        u = self.users.get(user_id)
+        if u is None:
+            quota, used = self.tx.one("SELECT quota_bytes, used_bytes FROM users WHERE id = :u", {"u": user_id})
+            u = self.users[user_id] = [quota, used, 0, 0]
+        return u
+
+    def check(self, user_id: int, size: int) -> None:
+        quota, used, added, _ = self._get(user_id)
+        if quota is not None and used + added + size > quota:
+            raise QuotaExceeded(f"quota of {quota} bytes exceeded", permanent=size > quota)
+
+    def charge(self, user_id: int, size: int, check: bool = True) -> None:
+        if check:
+            self.check(user_id, size)
+        u = self._get(user_id)
+        u[2] += size
+        u[3] += 1
+
+    def flush(self) -> None:
+        for user_id, (_, _, added, count) in self.users.items():
+            if count or added:
+                self.tx.run(
+                    "UPDATE users SET used_bytes = used_bytes + :b, messages = messages + :n WHERE id = :u",
+                    {"b": added, "n": count, "u": user_id},
+                )
+        self.users.clear()
+
+
+INSERT_MESSAGE = (
+    "INSERT INTO messages (mailbox_id, uid, modseq, flags, keywords, size, internal_date, blob_id, queue_id)"
+    " VALUES (:m, :u, :s, :f, :k, :z, :d, :b, :q)"
+)

@@ -1,0 +1,203 @@
+"""StoreClient: the mailbox-store over REST, implementing Directory, Deliverer and Mailboxes (store/api.py).
+
+    store = StoreClient(settings.store_url, settings.service_token.get_secret_value())
+    res = await store.resolve("bob+news@example.test")          # Resolution(status="local", users=(...))
+    results = await store.deliver([DeliverItem(key, rcpt, raw)])  # durable when it returns
+    p = await store.authenticate("bob@example.test", "pw")       # Principal with a session token, or None
+    sel = await store.select(p, "INBOX")
+    await store.close()
+
+Every call carries X-Mailflow-Token; access calls also `Authorization: Bearer <p.token>`. Calls that
+carry message bytes use the frame of mailflow.store.wire (raw bytes, no base64); the rest JSON.
+Errors, as store/api.py promises: a store that does not answer, times out, or fails inside
+(5xx, a refused service token) -> ServiceUnavailable; 404 -> NotFound; 409 -> Conflict; 422 -> Invalid;
+507 -> QuotaExceeded(permanent=...); an expired or invalid session token -> SessionExpired (an Invalid:
+the session must log in again).
+MailboxEvent.origin of a change is `session_origin(p)` of the session that made it.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from mailflow.contracts.rest import SERVICE_TOKEN_HEADER
+from mailflow.errors import Conflict, Invalid, NotFound, QuotaExceeded, ServiceUnavailable
+from mailflow.store import wire
+from mailflow.store.api import (
+    AppendResult,
+    Changes,
+    CopyResult,
+    DeliverItem,
+    DeliverResult,
+    FlagOp,
+    MailboxInfo,
+    MailboxStatus,
+    MessageMeta,
+    Principal,
+    Resolution,
+    Selected,
+    StoreResult,
+)
+from mailflow.store.search import SearchKey, to_obj
+
+TRACE_HEADER = "X-Mailflow-Trace"
+
+
+class SessionExpired(Invalid):
+    """The session token is no longer accepted (expired, or the store's key changed): log in again."""
+
+
+def session_origin(p: Principal | str) -> str:
+    """The session id inside a token: MailboxEvent.origin of the changes this session makes."""
+    token = p.token if isinstance(p, Principal) else p
+    try:
+        text = token.partition(".")[0]
+        return str(orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))[2])
+    except (ValueError, TypeError, IndexError):
+        return ""
+
+
+def _ts(value: int | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _status(d: dict) -> MailboxStatus:
+    return MailboxStatus(**d)
+
+
+def _meta(d: list) -> MessageMeta:
+    uid, flags, modseq, size, when = d
+    return MessageMeta(uid=uid, flags=frozenset(flags), modseq=modseq, size=size, internal_date=_ts(when))
+
+
+class StoreClient:
+    def __init__(self, base_url: str, service_token: str, timeout: float = 10.0, max_connections: int = 100):
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={SERVICE_TOKEN_HEADER: service_token},
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> StoreClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    # --- transport ------------------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        params: dict | None = None,
+        p: Principal | None = None,
+    ) -> httpx.Response:
+        headers = {}
+        if p is not None:
+            headers["Authorization"] = f"Bearer {p.token}"
+        if content is not None:
+            headers["Content-Type"] = wire.CONTENT_TYPE
+        elif json is not None:
+            content = orjson.dumps(json)
+            headers["Content-Type"] = "application/json"
+        try:
+            r = await self._http.request(method, path, content=content, params=params, headers=headers)
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(f"mailbox-store at {self.base_url} did not answer: {type(exc).__name__}") from exc
+        if r.status_code >= 400:
+            _raise(r)
+        return r
+
+    async def _json(self, method: str, path: str, **kw) -> Any:
+        r = await self._call(method, path, **kw)
+        return orjson.loads(r.content) if r.content else None
+
+    async def _frame(self, method: str, path: str, **kw) -> tuple[Any, list[bytes]]:
+        r = await self._call(method, path, **kw)
+        try:
+            return wire.decode(r.content)
+        except ValueError as exc:
+            raise ServiceUnavailable(f"mailbox-store sent a broken frame: {exc}") from exc
+
+    # --- Directory ------------------------------------------------------------------------------------
+
+    async def resolve(self, address: str) -> Resolution:
+        d = await self._json("GET", "/internal/resolve", params={"address": address})
+        return Resolution(address=d["address"], status=d["status"], users=tuple(d["users"]))
+
+    async def authenticate(self, username: str, password: str, service: str = "imap") -> Principal | None:
+        d = await self._json(
+            "POST", "/internal/authenticate", json={"username": username, "password": password, "service": service}
+        )
+        p = d.get("principal")
+        if not p:
+            return None
+        return Principal(user_id=p["user_id"], address=p["address"], addresses=tuple(p["addresses"]), token=p["token"])
+
+    # --- Deliverer ------------------------------------------------------------------------------------
+
+    async def deliver(self, items: list[DeliverItem]) -> list[DeliverResult]:
+        if not items:
+            return []
+        head = {
+            "items": [
+                {
+                    "key": it.key,
+                    "recipient": it.recipient,
+                    "mailbox": it.mailbox,
+                    "flags": list(it.flags),
+                    "internal_date": it.internal_date.isoformat() if it.internal_date else None,
+                    "queue_id": it.queue_id,
+                    "trace_id": it.trace_id,
+                }
+                for it in items
+            ]
+        }
+        d = await self._json("POST", "/internal/deliver", content=wire.encode(head, [it.body for it in items]))
+        return [
+            DeliverResult(
+                key=x["key"], status=x["status"], permanent=x["permanent"], detail=x["detail"], users=tuple(x["users"])
+            )
+            for x in d["results"]
+        ]
+
+
+def _raise(r: httpx.Response) -> None:
+    try:
+        body = orjson.loads(r.content)
+        detail = body.get("detail", "") if isinstance(body, dict) else str(body)
+    except ValueError:
+        body, detail = {}, r.text[:200]
+    if not isinstance(detail, str):
+        detail = orjson.dumps(detail).decode()
+    s = r.status_code
+    if s == 404:
+        raise NotFound(detail)
+    if s == 409:
+        raise Conflict(detail)
+    if s in (400, 422):
+        raise Invalid(detail)
+    if s == 507:
+        raise QuotaExceeded(detail, permanent=bool(body.get("permanent", False)))
+    if s == 401 and detail == "session":
+        raise SessionExpired("session expired, log in again")
+    raise ServiceUnavailable(f"mailbox-store answered {s}: {detail}")
+
+
+def ranges(uids: Sequence[int]) -> list[list[int]]:
+    return wire.uid_ranges(uids)
