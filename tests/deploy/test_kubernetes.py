@@ -240,7 +240,7 @@ def test_referenced_configmaps_and_secrets_exist(rendered):
 
 def test_tls_comes_from_a_secret_or_the_init_container(rendered):
     overlay, objs = rendered
-    for name, deploy in of_kind(objs, "Deployment").items():
+    for deploy in of_kind(objs, "Deployment").values():
         pod = deploy["spec"]["template"]["spec"]
         tls = next(v for v in pod["volumes"] if v["name"] == "tls")
         if overlay == "dev":
