@@ -1,0 +1,142 @@
+"""Wiring: the store client, NATS (push), the four listeners, the HTTP side, and the drain on SIGTERM.
+
+`Server` runs the listeners over any `Mailboxes` (tests hand it a MemoryStore); `run` builds the real
+parts from Settings and serves until `stop` is set. The drain (issue 7): stop accepting, send `* BYE`
+to every IMAP client that waits (IDLE included) and close idle POP3 sessions, let running commands
+finish for up to `drain_timeout`, cut what is left, then drain NATS. A listener whose address is
+taken makes startup fail loudly; no TLS pair configured means no STARTTLS/STLS and no 993/995.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+from mailflow import natsconn
+from mailflow import tls as mtls
+from mailflow.lifecycle import Stopper
+from mailflow.store.api import Mailboxes
+from mailflow.web import HttpServer, service_app
+
+from mailflow_imap_pop3.auth import AuthCache, Authenticator, LoginThrottle
+from mailflow_imap_pop3.context import Context
+from mailflow_imap_pop3.imap.session import Session
+from mailflow_imap_pop3.listener import Connection, Listener
+from mailflow_imap_pop3.pop3.session import Pop3Session
+from mailflow_imap_pop3.push import Hub
+from mailflow_imap_pop3.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if not (settings.tls_cert and settings.tls_key):
+        return None
+    return mtls.server_context(settings.tls_cert, settings.tls_key)
+
+
+class Server:
+    def __init__(self, settings: Settings, store: Mailboxes, nc=None, tls: ssl.SSLContext | None = None):
+        self.settings = settings
+        throttle = LoginThrottle(
+            settings.login_failures_free,
+            settings.login_failures_max,
+            settings.login_failure_window,
+            settings.login_max_delay,
+        )
+        auth = Authenticator(
+            store,
+            throttle,
+            AuthCache(settings.auth_cache_ttl, settings.auth_cache_size),
+            settings.default_domain,
+        )
+        self.ctx = Context(settings, store, auth, Hub(nc), tls)
+        self.listeners: dict[str, Listener] = {}
+
+    async def _imap(self, conn: Connection) -> None:
+        await Session(conn, self.ctx).run()
+
+    async def _pop3(self, conn: Connection) -> None:
+        await Pop3Session(conn, self.ctx).run()
+
+    async def start(self) -> Server:
+        s = self.settings
+        proxy = s.trusted_proxies() if s.proxy_protocol else None
+        plan = [
+            ("imap", s.listen, self._imap, None),
+            ("imaps", s.imaps_listen, self._imap, self.ctx.tls),
+            ("pop3", s.pop3_listen, self._pop3, None),
+            ("pop3s", s.pop3s_listen, self._pop3, self.ctx.tls),
+        ]
+        try:
+            for name, listen, handler, implicit in plan:
+                if not listen:
+                    continue
+                if name.endswith("s") and implicit is None:
+                    log.warning("%s listener not started: no TLS certificate configured", name)
+                    continue
+                self.listeners[name] = await Listener(
+                    name, listen, handler, implicit, proxy, s.proxy_timeout, s.tls_handshake_timeout
+                ).start()
+        except BaseException:
+            for listener in self.listeners.values():
+                listener.stop_accepting()
+            raise
+        return self
+
+    def port(self, name: str) -> int:
+        return self.listeners[name].port
+
+    async def drain(self, grace: float | None = None) -> None:
+        grace = self.settings.drain_timeout if grace is None else grace
+        for listener in self.listeners.values():
+            listener.stop_accepting()
+        self.ctx.stopping = True
+        sessions = list(self.ctx.sessions)
+        for session in sessions:
+            session.shutdown()
+        tasks = [t for listener in self.listeners.values() for t in listener.tasks]
+        if tasks:
+            _, left = await asyncio.wait(tasks, timeout=grace)
+            for task in left:
+                task.cancel()
+            if left:
+                await asyncio.wait(left, timeout=5)
+            tasks = list(left)
+        log.info("drained", extra={"sessions": len(sessions), "cut": len(tasks)})
+
+
+async def run(settings: Settings, stop: asyncio.Event | None = None, store: Mailboxes | None = None) -> None:
+    stop = stop or Stopper().install()
+    own_store = store is None
+    if store is None:
+        from mailflow.store.client import StoreClient
+
+        store = StoreClient(
+            settings.store_url, settings.service_token.get_secret_value(), timeout=settings.store_timeout
+        )
+    nc = await natsconn.connect(settings.nats_url, "imap-pop3")
+    server = await Server(settings, store, nc, tls_context(settings)).start()
+
+    async def nats_ready() -> bool:
+        return nc.is_connected
+
+    async def serving() -> bool:
+        return not server.ctx.stopping
+
+    http = await HttpServer(
+        service_app("imap-pop3", {"nats": nats_ready, "listeners": serving}), settings.http_listen
+    ).start()
+    log.info(
+        "imap-pop3 ready",
+        extra={"listeners": {n: lst.listen for n, lst in server.listeners.items()}, "http": http.port},
+    )
+    try:
+        await stop.wait()
+    finally:
+        await server.drain()
+        await http.stop()
+        await natsconn.close(nc)
+        if own_store:
+            await store.close()

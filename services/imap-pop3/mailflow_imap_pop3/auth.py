@@ -1,0 +1,190 @@
+"""Logins for IMAP and POP3: throttling per client address, a short cache of verified credentials, SASL PLAIN.
+
+`Authenticator.login` returns a `Principal` or raises `LoginFailed` (wrong user or password: the
+client cannot tell which) or `Throttled` (too many failures from that address: refused without asking
+the store, so guessing costs the guesser, not us). A store that does not answer raises
+`ServiceUnavailable`, which is temporary and no failure of the client's. A failure waits
+2^(n - free) seconds (capped) before it is answered: a tarpit that slows guessing down.
+
+The cache keys on HMAC-SHA256(per-process random key, user NUL password), never the password itself;
+it only spares a store round trip (and its argon2 check) for the same user logging in again within
+`ttl` seconds. The store's hash is untouched. A changed password reaches us after at most `ttl`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from mailflow.store.api import Directory, Principal
+
+
+class LoginFailed(Exception):
+    pass
+
+
+class Throttled(Exception):
+    pass
+
+
+class SaslError(ValueError):
+    pass
+
+
+def decode_plain(b64: bytes) -> tuple[str, str]:
+    """RFC 4616 PLAIN: base64("authzid NUL authcid NUL passwd") -> (user, password). SaslError if bad.
+    An authzid other than empty or the user itself is refused (no proxy logins)."""
+    try:
+        raw = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SaslError("bad base64") from exc
+    parts = raw.split(b"\x00")
+    if len(parts) != 3 or not parts[1]:
+        raise SaslError("malformed PLAIN response")
+    authz, user, password = (p.decode("utf-8", "replace") for p in parts)
+    if authz and authz.lower() != user.lower():
+        raise SaslError("authorization identity differs from the user")
+    return user, password
+
+
+def address_key(ip: str) -> str:
+    """Throttling bucket: the IPv4 address, or the /64 of an IPv6 one (one host usually owns a /64)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if addr.version == 6:
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)
+
+
+class LoginThrottle:
+    def __init__(
+        self,
+        free: int = 3,
+        max_failures: int = 20,
+        window: float = 900.0,
+        max_delay: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int = 100_000,
+    ):
+        self.free, self.max_failures, self.window, self.max_delay = free, max_failures, window, max_delay
+        self.clock = clock
+        self.max_entries = max_entries
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+
+    def _recent(self, key: str) -> list[float]:
+        times = self._failures.get(key)
+        if not times:
+            return []
+        cutoff = self.clock() - self.window
+        while times and times[0] < cutoff:
+            times.pop(0)
+        if not times:
+            del self._failures[key]
+        return times
+
+    def check(self, ip: str) -> None:
+        """Throttled if this address is over the limit; then nobody from it may log in for a while."""
+        if len(self._recent(address_key(ip))) >= self.max_failures:
+            raise Throttled(ip)
+
+    def failed(self, ip: str) -> float:
+        """Count a failure; returns how long to wait before answering it."""
+        key = address_key(ip)
+        times = self._recent(key)
+        times.append(self.clock())
+        self._failures[key] = times
+        self._failures.move_to_end(key)
+        while len(self._failures) > self.max_entries:
+            self._failures.popitem(last=False)
+        over = len(times) - self.free
+        return 0.0 if over <= 0 else min(self.max_delay, 2.0 ** (over - 1))
+
+    def failures(self, ip: str) -> int:
+        return len(self._recent(address_key(ip)))
+
+
+class AuthCache:
+    def __init__(self, ttl: float = 30.0, size: int = 10_000, clock: Callable[[], float] = time.monotonic):
+        self.ttl, self.size, self.clock = ttl, size, clock
+        self._key = os.urandom(32)
+        self._entries: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
+
+    def _digest(self, user: str, password: str) -> bytes:
+        return hmac.new(
+            self._key, user.lower().encode() + b"\x00" + password.encode(), hashlib.sha256
+        ).digest()
+
+    def get(self, user: str, password: str) -> Principal | None:
+        if self.ttl <= 0:
+            return None
+        hit = self._entries.get(self._digest(user, password))
+        if hit is None:
+            return None
+        if hit[0] < self.clock():
+            self._entries.pop(self._digest(user, password), None)
+            return None
+        return hit[1]
+
+    def put(self, user: str, password: str, principal: Principal) -> None:
+        if self.ttl <= 0:
+            return
+        key = self._digest(user, password)
+        self._entries[key] = (self.clock() + self.ttl, principal)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def forget(self, principal: Principal) -> None:
+        """Drop every entry of this principal (the store refused its token)."""
+        for key in [k for k, (_, p) in self._entries.items() if p.user_id == principal.user_id]:
+            del self._entries[key]
+
+
+class Authenticator:
+    def __init__(
+        self,
+        directory: Directory,
+        throttle: LoginThrottle,
+        cache: AuthCache,
+        default_domain: str = "",
+        sleep: Callable[[float], object] = asyncio.sleep,
+    ):
+        self.directory, self.throttle, self.cache = directory, throttle, cache
+        self.default_domain = default_domain
+        self.sleep = sleep
+
+    def username(self, user: str) -> str:
+        user = user.strip()
+        if self.default_domain and "@" not in user:
+            user = f"{user}@{self.default_domain}"
+        return user
+
+    async def login(self, user: str, password: str, ip: str, service: str) -> Principal:
+        self.throttle.check(ip)
+        user = self.username(user)
+        if not user or not password or len(user) > 320 or len(password) > 1024:
+            principal = None
+        else:
+            principal = self.cache.get(user, password)
+            if principal is None:
+                principal = await self.directory.authenticate(user, password, service)
+                if principal is not None:
+                    self.cache.put(user, password, principal)
+        if principal is None:
+            delay = self.throttle.failed(ip)
+            if delay:
+                await self.sleep(delay)
+            raise LoginFailed(user)
+        return principal

@@ -1,0 +1,129 @@
+"""Any-state and login commands: CAPABILITY, NOOP, LOGOUT, ID, STARTTLS, AUTHENTICATE, LOGIN, ENABLE,
+NAMESPACE (RFC 3501 §6.1-6.2, RFC 2971, RFC 4959, RFC 5161, RFC 2342).
+
+A wrong password, an unknown user and a throttled address all end in NO without saying which user
+exists. Plaintext credentials without TLS are refused (NO [PRIVACYREQUIRED]) unless the client is on
+loopback or the settings allow them; LOGINDISABLED is advertised then. A store that does not answer
+is NO [UNAVAILABLE] (via errors.to_reply), never "authentication failed".
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from mailflow_imap_pop3 import metrics
+from mailflow_imap_pop3.auth import LoginFailed, SaslError, Throttled, decode_plain
+from mailflow_imap_pop3.imap import errors
+from mailflow_imap_pop3.imap import responses as rsp
+from mailflow_imap_pop3.imap.responses import Reply
+from mailflow_imap_pop3.imap.syntax import Authenticate, Command, Enable, Id, Login
+
+if TYPE_CHECKING:
+    from mailflow_imap_pop3.imap.session import Session
+
+log = logging.getLogger(__name__)
+
+
+async def cmd_capability(s: Session, cmd: Command) -> Reply | None:
+    s.untagged(f"CAPABILITY {s.capabilities()}")
+    return None
+
+
+async def cmd_noop(s: Session, cmd: Command) -> Reply | None:
+    return None  # the session's sync after the command is the point of NOOP
+
+
+async def cmd_logout(s: Session, cmd: Command) -> Reply | None:
+    from mailflow_imap_pop3.imap.session import State
+
+    s.untagged("BYE Logging out")
+    s.state = State.LOGOUT
+    return Reply("OK", "LOGOUT completed")
+
+
+async def cmd_id(s: Session, cmd: Command) -> Reply | None:
+    args: Id = cmd.args
+    if args.params:
+        s.client_id = " ".join(f"{k}={v}" for k, v in args.params)[:200]
+        log.info("client id", extra={"client": s.client_id})
+    s.write(b'* ID ("name" "Mailflow" "vendor" "Mailflow")\r\n')
+    return None
+
+
+async def cmd_starttls(s: Session, cmd: Command) -> Reply | None:
+    if s.tls_active:
+        return Reply("BAD", "TLS is already active")
+    if s.ctx.tls is None:
+        return Reply("NO", "TLS is not available")
+    # RFC 3501 §6.2.1 / RFC 7817: anything the client pipelined after STARTTLS in the clear is dropped.
+    if s.framer.discard():
+        log.warning("plaintext pipelined after STARTTLS was discarded")
+    s.write(rsp.tagged(cmd.tag, "OK", "Begin TLS negotiation now"))
+    await s.conn.start_tls(s.ctx.tls, s.ctx.settings.tls_handshake_timeout)
+    return rsp.ANSWERED
+
+
+async def login(s: Session, user: str, password: str) -> Reply:
+    try:
+        principal = await s.ctx.auth.login(user, password, s.conn.ip, "imap")
+    except Throttled:
+        metrics.LOGINS.labels("imap", "throttled").inc()
+        log.warning("login refused: too many failures", extra={"peer": s.conn.ip})
+        return errors.R_THROTTLED
+    except LoginFailed:
+        metrics.LOGINS.labels("imap", "failed").inc()
+        log.info("login failed", extra={"user": user[:100], "peer": s.conn.ip})
+        return errors.R_AUTH_FAILED
+    except Exception:
+        metrics.LOGINS.labels("imap", "unavailable").inc()
+        raise
+    metrics.LOGINS.labels("imap", "ok").inc()
+    await s.logged_in(principal)
+    return Reply("OK", "Logged in", f"CAPABILITY {s.capabilities()}")
+
+
+async def cmd_login(s: Session, cmd: Command) -> Reply | None:
+    if not s.plaintext_allowed():
+        return errors.R_PRIVACY
+    args: Login = cmd.args
+    return await login(s, args.user, args.password)
+
+
+async def cmd_authenticate(s: Session, cmd: Command) -> Reply | None:
+    args: Authenticate = cmd.args
+    if args.mechanism != "PLAIN":
+        return Reply("NO", f"Unsupported authentication mechanism {args.mechanism[:20]}", "CANNOT")
+    if not s.plaintext_allowed():
+        return errors.R_PRIVACY
+    response = args.initial
+    if response is None:
+        s.write(b"+ \r\n")
+        response = await s.read_line()
+        if response is None:
+            return Reply("BAD", "Authentication response missing or too long")
+    if response.strip() == b"*":
+        return Reply("BAD", "Authentication cancelled")
+    try:
+        user, password = decode_plain(b"" if response == b"=" else response.strip())
+    except SaslError as exc:
+        metrics.LOGINS.labels("imap", "failed").inc()
+        return Reply("BAD", f"Invalid SASL PLAIN response: {exc}")
+    return await login(s, user, password)
+
+
+async def cmd_enable(s: Session, cmd: Command) -> Reply | None:
+    args: Enable = cmd.args
+    enabled = []
+    for cap in args.capabilities:
+        if cap == "CONDSTORE" and "CONDSTORE" not in s.enabled:
+            s.enabled.add(cap)
+            s.condstore = True
+            enabled.append(cap)
+    s.untagged("ENABLED" + "".join(" " + c for c in enabled))
+    return None
+
+
+async def cmd_namespace(s: Session, cmd: Command) -> Reply | None:
+    s.write(b'* NAMESPACE (("" "/")) NIL NIL\r\n')
+    return None

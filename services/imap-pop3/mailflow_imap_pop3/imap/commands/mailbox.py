@@ -1,0 +1,264 @@
+"""Authenticated-state commands on mailboxes: SELECT, EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE,
+UNSUBSCRIBE, LIST (with RFC 5258 LIST-EXTENDED, RFC 5819 LIST-STATUS, RFC 6154 SPECIAL-USE), LSUB,
+STATUS and APPEND (RFC 3501 §6.3, UIDPLUS APPENDUID, RFC 7889 APPENDLIMIT).
+
+A mailbox that does not exist is NO [NONEXISTENT] (NO [TRYCREATE] for APPEND, as RFC 3501 asks);
+the store's Conflict is NO [ALREADYEXISTS], its Invalid NO [CANNOT]. A failed SELECT leaves the
+session in the authenticated state (RFC 3501 §6.3.1), even when a mailbox was selected before.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from mailflow.errors import NotFound
+from mailflow.store.api import DELIMITER, MailboxInfo, MailboxStatus
+
+from mailflow_imap_pop3.imap import errors
+from mailflow_imap_pop3.imap import responses as rsp
+from mailflow_imap_pop3.imap.parser import normalize_mailbox
+from mailflow_imap_pop3.imap.responses import Reply
+from mailflow_imap_pop3.imap.syntax import Append, Command, ListCmd, MailboxArg, Rename, Select, Status
+from mailflow_imap_pop3.imap.view import MailboxView
+
+if TYPE_CHECKING:
+    from mailflow_imap_pop3.imap.session import Session
+
+
+# --- SELECT / EXAMINE ---------------------------------------------------------------------------------
+
+
+async def _open(s: Session, cmd: Command, readonly: bool) -> Reply:
+    args: Select = cmd.args
+    if args.condstore:
+        s.condstore = True
+    had_view = s.view is not None
+    s.drop_view()  # from here on a failure leaves the session authenticated, nothing selected
+    if had_view and s.condstore:
+        s.write(b"* OK [CLOSED] Previous mailbox closed\r\n")
+    if not had_view:
+        await s.watch()  # subscribe before the snapshot: no change between the two goes unseen
+    try:
+        sel = await s.store.select(s.principal, args.mailbox, claim_recent=not readonly)
+    except BaseException:
+        await s.unwatch()
+        raise
+    view = MailboxView(sel.status.name, sel, readonly)
+    s.write(b"* FLAGS " + rsp.flags(view.flag_names()) + b"\r\n")
+    if readonly:
+        s.write(b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n")
+    else:
+        perm = view.flag_names() + (["\\*"] if sel.permanent_keywords else [])
+        s.write(b"* OK [PERMANENTFLAGS " + rsp.flags(perm) + b"] Flags permitted\r\n")
+    s.write(b"* %d EXISTS\r\n* %d RECENT\r\n" % (view.exists, len(view.recent)))
+    unseen = view.first_unseen()
+    if unseen is not None:
+        s.write(b"* OK [UNSEEN %d] First unseen\r\n" % unseen)
+    s.write(
+        b"* OK [UIDVALIDITY %d] UIDs valid\r\n* OK [UIDNEXT %d] Predicted next UID\r\n"
+        b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % (view.uidvalidity, view.uidnext, view.highestmodseq)
+    )
+    await s.select(view)
+    return Reply("OK", f"{cmd.name} completed", "READ-ONLY" if readonly else "READ-WRITE")
+
+
+async def cmd_select(s: Session, cmd: Command) -> Reply | None:
+    return await _open(s, cmd, readonly=False)
+
+
+async def cmd_examine(s: Session, cmd: Command) -> Reply | None:
+    return await _open(s, cmd, readonly=True)
+
+
+# --- the folder tree --------------------------------------------------------------------------------
+
+
+async def cmd_create(s: Session, cmd: Command) -> Reply | None:
+    args: MailboxArg = cmd.args
+    name = args.mailbox.rstrip(DELIMITER)  # "foo/" announces children to come (RFC 3501 §6.3.3)
+    if not name or "*" in name or "%" in name:
+        return Reply("NO", "Invalid mailbox name", "CANNOT")
+    if name == "INBOX":
+        return errors.R_EXISTS
+    await s.store.create_mailbox(s.principal, name, args.special_use)
+    return None
+
+
+async def cmd_delete(s: Session, cmd: Command) -> Reply | None:
+    args: MailboxArg = cmd.args
+    if args.mailbox == "INBOX":
+        return Reply("NO", "INBOX cannot be deleted", "CANNOT")
+    await s.store.delete_mailbox(s.principal, args.mailbox)
+    if s.view is not None and s.view.name == args.mailbox:
+        s.view.dirty = True  # the sync finds it gone and says BYE, as other sessions will hear
+    return None
+
+
+async def cmd_rename(s: Session, cmd: Command) -> Reply | None:
+    args: Rename = cmd.args
+    if "*" in args.new or "%" in args.new or not args.new.strip(DELIMITER):
+        return Reply("NO", "Invalid mailbox name", "CANNOT")
+    if args.new == "INBOX":
+        return errors.R_EXISTS
+    await s.store.rename_mailbox(s.principal, args.old, args.new.rstrip(DELIMITER))
+    if s.view is not None:
+        if s.view.name == args.old and args.old != "INBOX":
+            s.view.name = args.new.rstrip(DELIMITER)
+        elif s.view.name == "INBOX" and args.old == "INBOX":
+            s.view.dirty = True  # its messages left
+    return None
+
+
+async def cmd_subscribe(s: Session, cmd: Command) -> Reply | None:
+    await s.store.subscribe(s.principal, cmd.args.mailbox, True)
+    return None
+
+
+async def cmd_unsubscribe(s: Session, cmd: Command) -> Reply | None:
+    await s.store.subscribe(s.principal, cmd.args.mailbox, False)
+    return None
+
+
+# --- LIST / LSUB ----------------------------------------------------------------------------------------
+
+
+def pattern_regex(pattern: str) -> re.Pattern:
+    """RFC 3501 §6.3.8: `*` matches anything, `%` anything but the hierarchy delimiter."""
+    out = []
+    for ch in pattern:
+        out.append(".*" if ch == "*" else "[^/]*" if ch == "%" else re.escape(ch))
+    return re.compile("".join(out), re.S)
+
+
+def _ancestors(name: str) -> list[str]:
+    parts = name.split(DELIMITER)
+    return [DELIMITER.join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _order(name: str) -> tuple:
+    return (name != "INBOX" and not name.startswith("INBOX/"), name)
+
+
+def _list_line(kind: str, attrs: list[str], name: str, extra: bytes = b"") -> bytes:
+    return (
+        f"* {kind} (".encode() + " ".join(attrs).encode() + b') "/" ' + rsp.mailbox(name) + extra + rsp.CRLF
+    )
+
+
+def _status_line(st: MailboxStatus, items: tuple[str, ...]) -> bytes:
+    values = {
+        "MESSAGES": st.messages, "RECENT": st.recent, "UIDNEXT": st.uidnext, "UIDVALIDITY": st.uidvalidity,
+        "UNSEEN": st.unseen, "HIGHESTMODSEQ": st.highestmodseq, "SIZE": st.size,
+    }  # fmt: skip
+    body = " ".join(f"{item} {values[item]}" for item in items)
+    return b"* STATUS " + rsp.mailbox(st.name) + b" (" + body.encode() + b")\r\n"
+
+
+async def cmd_list(s: Session, cmd: Command) -> Reply | None:
+    args: ListCmd = cmd.args
+    if len(args.patterns) == 1 and args.patterns[0] == "" and not args.extended:
+        s.write(b'* LIST (\\Noselect) "/" ""\r\n')  # the delimiter and the root (RFC 3501 §6.3.8)
+        return None
+    boxes = {m.name: m for m in await s.store.list_mailboxes(s.principal)}
+    regexes = [
+        pattern_regex(normalize_mailbox(args.reference + p)) for p in args.patterns if p or args.reference
+    ]
+    subscribed_only = "SUBSCRIBED" in args.select_opts
+    special_only = "SPECIAL-USE" in args.select_opts
+    recursive = "RECURSIVEMATCH" in args.select_opts
+
+    def matches(name: str) -> bool:
+        return any(rx.fullmatch(name) for rx in regexes)
+
+    candidates: dict[str, MailboxInfo | None] = {n: m for n, m in boxes.items() if matches(n)}
+    for name in boxes:  # names that exist only as the parent of others (RFC 5258 \NonExistent)
+        for parent in _ancestors(name):
+            if parent not in boxes and parent not in candidates and matches(parent):
+                candidates[parent] = None
+    lines: list[bytes] = []
+    statuses: list[str] = []
+    for name in sorted(candidates, key=_order):
+        info = candidates[name]
+        attrs: list[str] = []
+        extra = b""
+        subscribed = info is not None and info.subscribed
+        if subscribed_only and not subscribed:
+            sub_children = [n for n, m in boxes.items() if n.startswith(name + DELIMITER) and m.subscribed]
+            if not (recursive and sub_children):
+                continue
+            extra = b' ("CHILDINFO" ("SUBSCRIBED"))'
+        if special_only and (info is None or not info.special_use):
+            continue
+        if info is None:
+            attrs += ["\\NonExistent", "\\HasChildren"]
+        else:
+            if not info.selectable:
+                attrs.append("\\Noselect")
+            attrs.append("\\HasChildren" if info.has_children else "\\HasNoChildren")
+            if info.special_use:
+                attrs.append(info.special_use)
+            if subscribed and ("SUBSCRIBED" in args.return_opts):
+                attrs.append("\\Subscribed")
+            if info.selectable and "STATUS" in args.return_opts:
+                statuses.append(name)
+        lines.append(_list_line("LIST", attrs, name, extra))
+        if statuses and statuses[-1] == name:
+            try:
+                lines.append(_status_line(await s.store.status(s.principal, name), args.status_items))
+            except NotFound:
+                pass
+    for line in lines:
+        s.write(line)
+    return None
+
+
+async def cmd_lsub(s: Session, cmd: Command) -> Reply | None:
+    args: ListCmd = cmd.args
+    pattern = normalize_mailbox(args.reference + args.patterns[0])
+    if not pattern:
+        s.write(b'* LSUB (\\Noselect) "/" ""\r\n')
+        return None
+    rx = pattern_regex(pattern)
+    boxes = {m.name: m for m in await s.store.list_mailboxes(s.principal)}
+    out: dict[str, list[str]] = {}
+    for name, info in boxes.items():
+        if not info.subscribed:
+            continue
+        if rx.fullmatch(name):
+            out[name] = [] if info.selectable else ["\\Noselect"]
+        elif "%" in pattern:  # RFC 3501 §6.3.9: a subscribed child makes a matching parent \Noselect
+            for parent in _ancestors(name):
+                if rx.fullmatch(parent) and parent not in out:
+                    sub = boxes.get(parent)
+                    out[parent] = (
+                        [] if sub is not None and sub.subscribed and sub.selectable else ["\\Noselect"]
+                    )
+    for name in sorted(out, key=_order):
+        s.write(_list_line("LSUB", out[name], name))
+    return None
+
+
+# --- STATUS / APPEND ------------------------------------------------------------------------------------
+
+
+async def cmd_status(s: Session, cmd: Command) -> Reply | None:
+    args: Status = cmd.args
+    if "HIGHESTMODSEQ" in args.items:
+        s.condstore = True
+    st = await s.store.status(s.principal, args.mailbox)
+    s.write(_status_line(st, args.items))
+    return None
+
+
+async def cmd_append(s: Session, cmd: Command) -> Reply | None:
+    args: Append = cmd.args
+    if not args.message:
+        return Reply("NO", "Cannot append an empty message", "CANNOT")
+    try:
+        res = await s.store.append(s.principal, args.mailbox, args.message, frozenset(args.flags), args.date)
+    except NotFound:
+        return errors.R_TRYCREATE
+    if s.view is not None and s.view.name == args.mailbox:
+        s.view.dirty = True  # tell the client about its new message (EXISTS) at the end of this command
+    return Reply("OK", "APPEND completed", f"APPENDUID {res.uidvalidity} {res.uid}")

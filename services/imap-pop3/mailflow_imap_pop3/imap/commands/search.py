@@ -1,0 +1,122 @@
+"""SEARCH and UID SEARCH (RFC 3501 §6.4.4, CHARSET UTF-8 and US-ASCII; MODSEQ from RFC 7162).
+
+Sequence numbers, `*`, RECENT/NEW/OLD are resolved here against the session's view and become UID
+ranges, so the store only ever sees UIDs. Criteria the view can answer alone (flags, sets) are
+evaluated here without a store round trip; everything else (headers, text, dates, sizes) is the
+store's search. Results are limited to messages the client knows (new mail shows up as EXISTS first).
+An unknown charset is NO [BADCHARSET]; a bad key is BAD (both from the parser).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mailflow.store import search as sk
+
+from mailflow_imap_pop3.imap.responses import Reply
+from mailflow_imap_pop3.imap.syntax import Command, RecentKey, Search, SeqKey, UidKey
+from mailflow_imap_pop3.imap.view import MailboxView
+
+if TYPE_CHECKING:
+    from mailflow_imap_pop3.imap.session import Session
+
+NOTHING = sk.Not(sk.All())
+
+
+def _uid_ranges(view: MailboxView, indexes: list[int]) -> sk.SearchKey:
+    """UID ranges covering exactly these messages of the view (runs of adjacent indexes are one range)."""
+    if not indexes:
+        return NOTHING
+    ranges = []
+    start = prev = indexes[0]
+    for i in indexes[1:]:
+        if i != prev + 1:
+            ranges.append((view.uids[start], view.uids[prev]))
+            start = i
+        prev = i
+    ranges.append((view.uids[start], view.uids[prev]))
+    return sk.Uids(tuple(ranges))
+
+
+def resolve(key, view: MailboxView):
+    """Replace the session-only keys by UID sets the store understands."""
+    match key:
+        case SeqKey(seqset=seqset):
+            n = view.exists
+            indexes: set[int] = set()
+            for lo, hi in seqset.resolve(n):
+                indexes.update(range(lo - 1, min(hi, n)))
+            return _uid_ranges(view, sorted(indexes))
+        case UidKey(seqset=seqset):
+            if not view.uids:
+                return NOTHING
+            return sk.Uids(tuple(seqset.resolve(view.uids[-1])))
+        case RecentKey(present=present):
+            recent = sorted(i for i, u in enumerate(view.uids) if u in view.recent)
+            k = _uid_ranges(view, recent)
+            return k if present else sk.Not(k)
+        case sk.And(keys=keys):
+            return sk.And(tuple(resolve(k, view) for k in keys))
+        case sk.Or(a=a, b=b):
+            return sk.Or(resolve(a, view), resolve(b, view))
+        case sk.Not(key=inner):
+            return sk.Not(resolve(inner, view))
+    return key
+
+
+def local(key) -> bool:
+    """Can the view answer this without the store?"""
+    match key:
+        case sk.All() | sk.Uids() | sk.Flag():
+            return True
+        case sk.And(keys=keys):
+            return all(local(k) for k in keys)
+        case sk.Or(a=a, b=b):
+            return local(a) and local(b)
+        case sk.Not(key=inner):
+            return local(inner)
+    return False
+
+
+def _match(key, uid: int, flags: frozenset[str]) -> bool:
+    match key:
+        case sk.All():
+            return True
+        case sk.Uids(ranges=ranges):
+            return any(lo <= uid <= hi for lo, hi in ranges)
+        case sk.Flag(flag=flag, present=present):
+            return (flag in flags) == present
+        case sk.And(keys=keys):
+            return all(_match(k, uid, flags) for k in keys)
+        case sk.Or(a=a, b=b):
+            return _match(a, uid, flags) or _match(b, uid, flags)
+        case sk.Not(key=inner):
+            return not _match(inner, uid, flags)
+    raise ValueError(f"not a local key: {key!r}")
+
+
+async def _search(s: Session, cmd: Command, uid: bool) -> Reply | None:
+    args: Search = cmd.args
+    view = s.view
+    if args.uses_modseq:
+        s.condstore = True
+    key = resolve(args.key, view)
+    if local(key):
+        hits = [i for i, u in enumerate(view.uids) if _match(key, u, view.flags[i])]
+    else:
+        found = await s.store.search(s.principal, view.mailbox_id, key)
+        hits = sorted(i for u in found if (i := view.index_of(u)) is not None)
+    numbers = [view.uids[i] for i in hits] if uid else [i + 1 for i in hits]
+    line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
+    if args.uses_modseq and hits:
+        line += b" (MODSEQ %d)" % max(view.modseqs[i] for i in hits)
+    s.write(line + b"\r\n")
+    return None
+
+
+async def cmd_search(s: Session, cmd: Command) -> Reply | None:
+    return await _search(s, cmd, uid=False)
+
+
+async def cmd_uid_search(s: Session, cmd: Command) -> Reply | None:
+    return await _search(s, cmd, uid=True)

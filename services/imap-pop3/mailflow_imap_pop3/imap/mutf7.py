@@ -1,0 +1,69 @@
+"""IMAP mailbox names on the wire: modified UTF-7 (RFC 3501 §5.1.3) to and from the store's UTF-8 names.
+
+`decode` raises ValueError for a name that is not valid modified UTF-7 (the caller answers BAD);
+`encode` never fails.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+
+_SHIFTED = re.compile(rb"&([^-]*)-")
+
+
+def encode(name: str) -> bytes:
+    """'Entwürfe' -> b'Entw&APw-rfe'; '&' -> b'&-'."""
+    out = bytearray()
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            utf16 = "".join(run).encode("utf-16-be")
+            out.extend(
+                b"&" + binascii.b2a_base64(utf16, newline=False).rstrip(b"=").replace(b"/", b",") + b"-"
+            )
+            run.clear()
+
+    for ch in name:
+        if 0x20 <= ord(ch) <= 0x7E:
+            flush()
+            out.extend(b"&-" if ch == "&" else ch.encode("ascii"))
+        else:
+            run.append(ch)
+    flush()
+    return bytes(out)
+
+
+def decode(data: bytes) -> str:
+    """b'Entw&APw-rfe' -> 'Entwürfe'. 8-bit input is taken as UTF-8 (some clients send it so)."""
+    if any(b >= 0x80 for b in data):
+        return data.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    out: list[str] = []
+    pos = 0
+    while True:
+        amp = data.find(b"&", pos)
+        if amp < 0:
+            out.append(data[pos:].decode("ascii"))
+            break
+        out.append(data[pos:amp].decode("ascii"))
+        m = _SHIFTED.match(data, amp)
+        if m is None:
+            raise ValueError("unterminated '&' in a mailbox name")
+        b64 = m.group(1)
+        if not b64:
+            out.append("&")
+        else:
+            if b"/" in b64 or b"=" in b64:
+                raise ValueError("bad modified base64 in a mailbox name")
+            raw = b64.replace(b",", b"/")
+            try:
+                utf16 = binascii.a2b_base64(raw + b"=" * (-len(raw) % 4))
+                text = utf16.decode("utf-16-be")
+            except (binascii.Error, UnicodeDecodeError) as exc:
+                raise ValueError("bad modified base64 in a mailbox name") from exc
+            if any(0x20 <= ord(c) <= 0x7E for c in text) or encode(text) != b"&" + b64 + b"-":
+                raise ValueError("mailbox name is not in canonical modified UTF-7")
+            out.append(text)
+        pos = m.end()
+    return "".join(out)

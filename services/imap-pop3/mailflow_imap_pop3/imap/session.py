@@ -1,0 +1,400 @@
+"""One IMAP connection: the states of RFC 3501 §3, the command table, and the read-parse-run loop.
+
+The loop frames input (parser.Framer), answers "+" to synchronizing literals, parses each command,
+checks the table (`COMMANDS`: handler and the states it runs in), runs the handler, then, when the
+command allows it, tells the client what changed in the selected mailbox meanwhile, and finally writes
+the tagged reply. Every exception of a handler becomes a reply in `errors.to_reply`; the connection
+is only dropped for LOGOUT, a fatal framing error (an oversized LITERAL+), too many BADs in a row,
+the autologout timer, or the service's drain (`* BYE` first whenever the client can still read it).
+Output is collected and flushed once per batch of pipelined commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from mailflow import ids
+from mailflow import log as mlog
+from mailflow.contracts.messages import MailboxEvent
+from mailflow.errors import NotFound
+from mailflow.store.api import Principal
+
+from mailflow_imap_pop3 import metrics
+from mailflow_imap_pop3.context import Context, session_id
+from mailflow_imap_pop3.imap import errors
+from mailflow_imap_pop3.imap import responses as rsp
+from mailflow_imap_pop3.imap.commands import auth, fetch, idle, mailbox, search, selected, store
+from mailflow_imap_pop3.imap.parser import Continue, FrameError, Framer, ParseError, parse
+from mailflow_imap_pop3.imap.responses import Reply
+from mailflow_imap_pop3.imap.syntax import Command
+from mailflow_imap_pop3.imap.view import MailboxView
+from mailflow_imap_pop3.listener import Connection
+
+log = logging.getLogger(__name__)
+
+
+class State(enum.Flag):
+    NOT_AUTH = enum.auto()
+    AUTH = enum.auto()
+    SELECTED = enum.auto()
+    LOGOUT = enum.auto()
+
+
+ANY = State.NOT_AUTH | State.AUTH | State.SELECTED
+AUTHED = State.AUTH | State.SELECTED
+
+Handler = Callable[["Session", Command], Awaitable[Reply | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    handler: Handler
+    states: State
+    expunge: bool = True  # untagged EXPUNGE may be sent at its end (not after FETCH/STORE/SEARCH, §7.4.1)
+    poll: bool = False  # ask the store for changes even without an event (NOOP, CHECK)
+
+
+COMMANDS: dict[str, Spec] = {
+    "CAPABILITY": Spec(auth.cmd_capability, ANY),
+    "NOOP": Spec(auth.cmd_noop, ANY, poll=True),
+    "LOGOUT": Spec(auth.cmd_logout, ANY),
+    "ID": Spec(auth.cmd_id, ANY),
+    "STARTTLS": Spec(auth.cmd_starttls, State.NOT_AUTH),
+    "AUTHENTICATE": Spec(auth.cmd_authenticate, State.NOT_AUTH),
+    "LOGIN": Spec(auth.cmd_login, State.NOT_AUTH),
+    "ENABLE": Spec(auth.cmd_enable, State.AUTH),
+    "NAMESPACE": Spec(auth.cmd_namespace, AUTHED),
+    "SELECT": Spec(mailbox.cmd_select, AUTHED),
+    "EXAMINE": Spec(mailbox.cmd_examine, AUTHED),
+    "CREATE": Spec(mailbox.cmd_create, AUTHED),
+    "DELETE": Spec(mailbox.cmd_delete, AUTHED),
+    "RENAME": Spec(mailbox.cmd_rename, AUTHED),
+    "SUBSCRIBE": Spec(mailbox.cmd_subscribe, AUTHED),
+    "UNSUBSCRIBE": Spec(mailbox.cmd_unsubscribe, AUTHED),
+    "LIST": Spec(mailbox.cmd_list, AUTHED),
+    "LSUB": Spec(mailbox.cmd_lsub, AUTHED),
+    "STATUS": Spec(mailbox.cmd_status, AUTHED),
+    "APPEND": Spec(mailbox.cmd_append, AUTHED),
+    "IDLE": Spec(idle.cmd_idle, AUTHED),
+    "CHECK": Spec(selected.cmd_check, State.SELECTED, poll=True),
+    "CLOSE": Spec(selected.cmd_close, State.SELECTED),
+    "UNSELECT": Spec(selected.cmd_unselect, State.SELECTED),
+    "EXPUNGE": Spec(selected.cmd_expunge, State.SELECTED),
+    "UID EXPUNGE": Spec(selected.cmd_uid_expunge, State.SELECTED),
+    "COPY": Spec(selected.cmd_copy, State.SELECTED),
+    "UID COPY": Spec(selected.cmd_uid_copy, State.SELECTED),
+    "MOVE": Spec(selected.cmd_move, State.SELECTED),
+    "UID MOVE": Spec(selected.cmd_uid_move, State.SELECTED),
+    "SEARCH": Spec(search.cmd_search, State.SELECTED, expunge=False),
+    "UID SEARCH": Spec(search.cmd_uid_search, State.SELECTED),
+    "FETCH": Spec(fetch.cmd_fetch, State.SELECTED, expunge=False),
+    "UID FETCH": Spec(fetch.cmd_uid_fetch, State.SELECTED),
+    "STORE": Spec(store.cmd_store, State.SELECTED, expunge=False),
+    "UID STORE": Spec(store.cmd_uid_store, State.SELECTED),
+}
+_STATE_HINT = {
+    State.NOT_AUTH: "log in first",
+    State.AUTH: "no mailbox selected",
+    State.SELECTED: "not allowed with a mailbox selected",
+}
+
+_metric_children: dict[tuple[str, str], object] = {}
+
+
+def _observe(cmd: str, result: str, seconds: float) -> None:
+    key = (cmd, result)
+    counter = _metric_children.get(key)
+    if counter is None:
+        counter = _metric_children[key] = metrics.COMMANDS.labels("imap", cmd, result)
+        _metric_children[(cmd, "")] = metrics.COMMAND_SECONDS.labels("imap", cmd)
+    counter.inc()
+    _metric_children[(cmd, "")].observe(seconds)
+
+
+class Session:
+    def __init__(self, conn: Connection, ctx: Context):
+        s = ctx.settings
+        self.conn, self.ctx, self.store = conn, ctx, ctx.store
+        self.id = session_id("i")
+        self.state = State.NOT_AUTH
+        self.principal: Principal | None = None
+        self.view: MailboxView | None = None
+        self.framer = Framer(s.max_line_bytes, s.max_literal_bytes, s.max_append_bytes)
+        self.enabled: set[str] = set()
+        self.condstore = False
+        self.bad_in_a_row = 0
+        self.busy = False
+        self.idling = False
+        self.stopping = False
+        self.wake = asyncio.Event()  # an event for the selected mailbox, or the drain
+        self.client_id: str | None = None
+
+    # --- what handlers use ----------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self.conn.write(data)
+
+    def untagged(self, text: str) -> None:
+        self.conn.write(rsp.untagged(text))
+
+    @property
+    def tls_active(self) -> bool:
+        return self.conn.tls is not None
+
+    def plaintext_allowed(self) -> bool:
+        return self.tls_active or self.conn.loopback or self.ctx.settings.allow_plaintext_auth
+
+    def capabilities(self) -> str:
+        caps = ["IMAP4rev1", "SASL-IR", "ID", "ENABLE", "IDLE", "LITERAL+"]
+        if self.state == State.NOT_AUTH:
+            if not self.tls_active and self.ctx.tls is not None:
+                caps.append("STARTTLS")
+            caps.append("AUTH=PLAIN" if self.plaintext_allowed() else "LOGINDISABLED")
+        else:
+            caps += [
+                "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE",
+                "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "STATUS=SIZE",
+                f"APPENDLIMIT={self.ctx.settings.max_append_bytes}",
+            ]  # fmt: skip
+        return " ".join(caps)
+
+    async def logged_in(self, principal: Principal) -> None:
+        self.principal = principal
+        self.state = State.AUTH
+        mlog.session_var.set(self.id)
+        log.info("login", extra={"user": principal.address, "peer": self.conn.ip, "tls": bool(self.conn.tls)})
+
+    async def select(self, view: MailboxView) -> None:
+        self.view = view
+        self.state = State.SELECTED
+
+    def drop_view(self) -> None:
+        """Forget the selected mailbox, still watching the user (another SELECT follows)."""
+        self.view = None
+        if self.state == State.SELECTED:
+            self.state = State.AUTH
+
+    async def deselect(self) -> None:
+        if self.view is not None:
+            await self.unwatch()
+        self.drop_view()
+
+    async def watch(self) -> None:
+        if self.principal is not None:
+            await self.ctx.hub.watch(self.principal.user_id, self.on_event)
+
+    async def unwatch(self) -> None:
+        if self.principal is not None:
+            await self.ctx.hub.unwatch(self.principal.user_id, self.on_event)
+
+    def targets(self, seqset, uid: bool) -> list[int]:
+        """Indexes into the view of the messages a sequence set names (BAD for a number out of range)."""
+        view = self.view
+        assert view is not None
+        if uid:
+            return view.by_uid(seqset)
+        if not view.uids and all(0 in r for r in seqset.ranges):
+            return []  # "1:*" in an empty mailbox names nothing, and that is no error
+        try:
+            return view.by_seq(seqset)
+        except ValueError as exc:
+            raise errors.bad(f"Invalid message sequence number: {exc}") from None
+
+    def on_event(self, event: MailboxEvent) -> None:
+        view = self.view
+        if view is not None and event.mailbox_id == view.mailbox_id:
+            if not view.dirty:
+                view.event_at = time.perf_counter()
+            view.dirty = True
+            self.wake.set()
+
+    async def sync(self, allow_expunge: bool, poll: bool = False) -> None:
+        """Send the untagged responses for what changed in the selected mailbox since we last looked."""
+        view = self.view
+        if view is None or self.principal is None:
+            return
+        if not (view.dirty or poll):
+            if allow_expunge and view.pending_expunge:
+                for line in view.remove(list(view.pending_expunge)):
+                    self.write(line)
+            return
+        view.dirty = False
+        try:
+            changes = await self.store.changes(self.principal, view.mailbox_id, view.highestmodseq)
+        except NotFound:
+            self.write(rsp.untagged("BYE Selected mailbox was deleted, have to disconnect"))
+            self.state = State.LOGOUT
+            return
+        except Exception as exc:  # not this command's fault: look again at the next chance
+            view.dirty = True
+            log.warning("changes of the selected mailbox unavailable: %s", exc)
+            return
+        for line in view.apply(changes, allow_expunge, self.condstore):
+            self.write(line)
+        if view.event_at is not None and self.idling:
+            metrics.PUSH_SECONDS.observe(time.perf_counter() - view.event_at)
+        view.event_at = None
+
+    # --- the loop ---------------------------------------------------------------------------------------
+
+    async def read_line(self) -> bytes | None:
+        """One raw line from the client (an AUTHENTICATE response); None at EOF or timeout."""
+        while True:
+            try:
+                line = self.framer.next_line()
+            except ValueError:
+                return None
+            if line is not None:
+                return line
+            if not await self.read_more():
+                return None
+
+    async def run(self) -> None:
+        metrics.SESSIONS.labels("imap", "tls" if self.conn.tls else "plain").inc()
+        metrics.SESSIONS_ACTIVE.labels("imap").inc()
+        self.ctx.sessions.add(self)
+        try:
+            with mlog.context(session=self.id, peer=self.conn.ip):
+                self.write(rsp.untagged(f"OK [CAPABILITY {self.capabilities()}] Mailflow IMAP4rev1 ready"))
+                await self._loop()
+        finally:
+            self.ctx.sessions.discard(self)
+            metrics.SESSIONS_ACTIVE.labels("imap").dec()
+            try:
+                await self.deselect()
+            except Exception:
+                log.debug("deselect at the end failed", exc_info=True)
+            self.conn.close()
+
+    def timeout(self) -> float:
+        s = self.ctx.settings
+        return s.preauth_timeout if self.state == State.NOT_AUTH else s.idle_timeout
+
+    async def read_more(self) -> bool:
+        """Read from the client into the framer; False at EOF or on the autologout timer."""
+        await self.conn.flush()
+        if self.stopping or self.state == State.LOGOUT:
+            return False
+        try:
+            async with asyncio.timeout(self.timeout()):
+                data = await self.conn.read()
+        except TimeoutError:
+            self.write(rsp.untagged("BYE Autologout; idle for too long"))
+            await self.conn.flush()
+            return False
+        except (ConnectionError, OSError):
+            return False
+        if not data:
+            return False
+        self.framer.feed(data)
+        return True
+
+    async def _loop(self) -> None:
+        while self.state != State.LOGOUT:
+            item = self.framer.next()
+            if item is None:
+                if not await self.read_more():
+                    break
+                continue
+            if isinstance(item, Continue):
+                self.write(rsp.continuation("Ready for literal data"))
+                await self.conn.flush()
+                continue
+            if isinstance(item, FrameError):
+                self.write(rsp.tagged(item.tag, item.status, item.text))
+                if item.fatal:
+                    self.write(rsp.untagged("BYE Literal too big, closing the connection"))
+                    break
+                if self._count_bad():
+                    break
+                continue
+            self.busy = True
+            try:
+                await self.execute(item)
+            finally:
+                self.busy = False
+            if self.stopping and self.state != State.LOGOUT:
+                self.write(rsp.untagged("BYE Server shutting down, please reconnect"))
+                break
+        try:
+            await self.conn.flush()
+        except (ConnectionError, OSError):
+            pass
+
+    def _count_bad(self) -> bool:
+        self.bad_in_a_row += 1
+        if self.bad_in_a_row >= self.ctx.settings.max_bad_commands:
+            self.write(rsp.untagged("BYE Too many invalid commands"))
+            return True
+        return False
+
+    async def execute(self, data: bytes) -> None:
+        started = time.perf_counter()
+        try:
+            cmd = parse(data)
+        except ParseError as exc:
+            self._transcript(data, None)
+            self.write(Reply(exc.status, exc.text, exc.code).line(exc.tag))
+            if exc.status == "BAD" and self._count_bad():
+                self.state = State.LOGOUT
+            _observe("unknown" if exc.text.startswith("Unknown command") else "syntax", exc.status.lower(),
+                     time.perf_counter() - started)  # fmt: skip
+            return
+        self._transcript(data, cmd)
+        spec = COMMANDS[cmd.name]
+        if self.state not in spec.states:
+            hint = _STATE_HINT.get(self.state, "not allowed now")
+            reply = Reply("NO", f"{cmd.name} not allowed now: {hint}", "CLIENTBUG")
+        else:
+            try:
+                reply = await spec.handler(self, cmd) or Reply("OK", f"{cmd.name} completed")
+                if reply is rsp.ANSWERED:  # the handler wrote its own tagged reply (STARTTLS)
+                    _observe(cmd.name, "ok", time.perf_counter() - started)
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                reply = errors.to_reply(exc, ids.ref())
+            if self.state == State.SELECTED and reply.status != "BYE":
+                await self.sync(spec.expunge, spec.poll)
+        if reply.status == "BYE":
+            self.write(rsp.untagged(f"BYE {reply.text}"))
+            self.state = State.LOGOUT
+        else:
+            self.write(reply.line(cmd.tag))
+        if reply.status == "BAD":
+            if self._count_bad():
+                self.state = State.LOGOUT
+        else:
+            self.bad_in_a_row = 0
+        _observe(cmd.name, reply.status.lower(), time.perf_counter() - started)
+
+    def _transcript(self, data: bytes, cmd: Command | None) -> None:
+        if not log.isEnabledFor(logging.DEBUG):
+            return
+        if cmd is not None and cmd.name in ("LOGIN", "AUTHENTICATE"):
+            text = f"{cmd.tag} {cmd.name} ****"
+        else:
+            text = data[:200].decode("utf-8", "replace")
+        log.debug("C: %s", text)
+
+    # --- drain ------------------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """The service is stopping: BYE now if we wait for the client, else after the running command."""
+        self.stopping = True
+        self.wake.set()
+        if not self.busy and not self.idling:
+            self.write(rsp.untagged("BYE Server shutting down, please reconnect"))
+            try:
+                data = b"".join(self.conn._out)
+                self.conn._out.clear()
+                self.conn.writer.write(data)
+            except Exception:
+                pass
+            self.conn.close()

@@ -1,0 +1,180 @@
+"""What an IMAP command means once parsed: one frozen dataclass per argument shape.
+
+`parser.py` builds these from bytes; the handlers in `commands/` read them. Nothing here does I/O or
+knows about the session. Sequence sets keep `*` as 0 (valid numbers start at 1); the session resolves
+them against the selected mailbox. SEARCH criteria reuse `mailflow.store.search` for what the store
+evaluates, plus three keys only the session can resolve (sequence numbers, UID sets with `*`, \\Recent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+STAR = 0  # "*" in a sequence set
+
+
+@dataclass(frozen=True, slots=True)
+class SeqSet:
+    ranges: tuple[tuple[int, int], ...]  # (a, b) as written; 0 is "*"; a range may run backwards
+
+    def resolve(self, largest: int) -> list[tuple[int, int]]:
+        """Ranges as ascending (lo, hi) with `*` replaced by `largest` (RFC 3501 §9 seq-range)."""
+        out = []
+        for a, b in self.ranges:
+            a = largest if a == STAR else a
+            b = largest if b == STAR else b
+            out.append((a, b) if a <= b else (b, a))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    tag: str
+    name: str  # upper case; "UID FETCH" for the UID forms
+    args: object = None
+
+
+# --- arguments ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    user: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticate:
+    mechanism: str  # upper case
+    initial: bytes | None = None  # SASL-IR (RFC 4959), still base64; b"=" is an empty response
+
+
+@dataclass(frozen=True, slots=True)
+class Select:
+    mailbox: str
+    condstore: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxArg:  # CREATE, DELETE, SUBSCRIBE, UNSUBSCRIBE
+    mailbox: str
+    special_use: str | None = None  # CREATE ... (USE (\Drafts)), RFC 6154 §3
+
+
+@dataclass(frozen=True, slots=True)
+class Rename:
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListCmd:
+    reference: str
+    patterns: tuple[str, ...]
+    select_opts: frozenset[str] = frozenset()  # SUBSCRIBED, REMOTE, RECURSIVEMATCH, SPECIAL-USE
+    return_opts: frozenset[str] = frozenset()  # SUBSCRIBED, CHILDREN, SPECIAL-USE, STATUS
+    status_items: tuple[str, ...] = ()  # RETURN (STATUS (...)), RFC 5819
+    lsub: bool = False
+    extended: bool = False  # any RFC 5258 syntax was used
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    mailbox: str
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    mailbox: str
+    flags: tuple[str, ...]
+    date: datetime | None
+    message: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CopyMove:
+    seqset: SeqSet
+    mailbox: str
+
+
+@dataclass(frozen=True, slots=True)
+class SeqArg:  # UID EXPUNGE
+    seqset: SeqSet
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    part: tuple[int, ...] = ()
+    text: str = ""  # "", "HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"
+    fields: tuple[str, ...] = ()
+
+    def spec(self) -> str:
+        """The section-spec as `mailflow.mime.section` takes it and as the response echoes it."""
+        part = ".".join(str(n) for n in self.part)
+        text = self.text
+        if self.fields:
+            text += " (" + " ".join(self.fields) + ")"
+        return part + "." + text if part and text else part or text
+
+
+@dataclass(frozen=True, slots=True)
+class FetchAtt:
+    name: str  # FLAGS UID INTERNALDATE RFC822.SIZE ENVELOPE BODY BODYSTRUCTURE MODSEQ RFC822
+    # RFC822.HEADER RFC822.TEXT, or BODY[] for every BODY[section] / BODY.PEEK[section]
+    section: Section | None = None
+    peek: bool = False
+    partial: tuple[int, int] | None = None  # <offset.count>
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    seqset: SeqSet
+    atts: tuple[FetchAtt, ...]
+    changed_since: int | None = None  # RFC 7162 CHANGEDSINCE
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    seqset: SeqSet
+    op: str  # "add", "remove", "replace"
+    silent: bool
+    flags: tuple[str, ...]
+    unchanged_since: int | None = None  # RFC 7162 UNCHANGEDSINCE
+
+
+@dataclass(frozen=True, slots=True)
+class SeqKey:
+    """Messages by sequence number (`1:5`, `*`)."""
+
+    seqset: SeqSet
+
+
+@dataclass(frozen=True, slots=True)
+class UidKey:
+    """`UID 4:*`: `*` is the largest UID in the mailbox."""
+
+    seqset: SeqSet
+
+
+@dataclass(frozen=True, slots=True)
+class RecentKey:
+    present: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Search:
+    key: object  # sk.SearchKey | SeqKey | UidKey | RecentKey, combined with sk.And/Or/Not
+    charset: str | None = None
+    uses_modseq: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Id:
+    params: tuple[tuple[str, str | None], ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Enable:
+    capabilities: tuple[str, ...]

@@ -1,0 +1,177 @@
+"""The selected mailbox as this session's client sees it: sequence numbers, UIDs, flags, MODSEQs.
+
+RFC 3501 numbers messages 1..n per session, and only the server's untagged responses may change that
+numbering. The view is that numbering. `apply(changes)` merges what the store reports since the last
+look and returns the untagged responses that tell the client: EXPUNGE (only when the command in
+progress allows it, RFC 3501 §7.4.1; otherwise the removal waits and the message keeps its number),
+EXISTS and RECENT for new mail, FETCH for flags that others changed, FLAGS when new keywords appear.
+No I/O here; a view with a bug in the store's data (an unknown UID) ignores the odd entry.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+from mailflow.store.api import SEEN, SYSTEM_FLAGS, Changes, MessageMeta, Selected
+
+from mailflow_imap_pop3.imap import responses as rsp
+from mailflow_imap_pop3.imap.syntax import SeqSet
+
+RECENT = "\\Recent"
+
+
+class MailboxView:
+    def __init__(self, name: str, sel: Selected, readonly: bool):
+        st = sel.status
+        self.name = name
+        self.mailbox_id = st.id
+        self.readonly = readonly
+        self.uidvalidity = st.uidvalidity
+        self.uidnext = st.uidnext
+        self.highestmodseq = st.highestmodseq
+        self.uids: list[int] = list(sel.uids)
+        self.flags: list[frozenset[str]] = list(sel.flags)
+        self.modseqs: list[int] = list(sel.modseqs)
+        self.recent: set[int] = set(sel.recent)
+        self.pending_expunge: set[int] = set()  # gone in the store, still numbered for the client
+        self.keywords: set[str] = set().union(*self.flags) - set(SYSTEM_FLAGS) if self.flags else set()
+        self.dirty = False  # the store said something changed; look at the next allowed moment
+        self.event_at: float | None = None  # when the first unseen change was announced (push latency)
+
+    # --- numbering ------------------------------------------------------------------------------------
+
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    def index_of(self, uid: int) -> int | None:
+        i = bisect_left(self.uids, uid)
+        return i if i < len(self.uids) and self.uids[i] == uid else None
+
+    def by_seq(self, seqset: SeqSet) -> list[int]:
+        """Indexes (0-based) of the messages a sequence-number set names, ascending, no repeats.
+        ValueError for a number past the last message (RFC 3501 §9: that is an error, BAD)."""
+        n = len(self.uids)
+        if n == 0:
+            raise ValueError("No messages in the mailbox")
+        out: set[int] = set()
+        for lo, hi in seqset.resolve(n):
+            if hi > n:
+                raise ValueError("Sequence number out of range")
+            out.update(range(lo - 1, hi))
+        return sorted(out)
+
+    def by_uid(self, seqset: SeqSet) -> list[int]:
+        """Indexes of the messages whose UIDs are in the set; UIDs with no message are skipped silently,
+        and `*` is the largest UID in the mailbox (RFC 3501 §6.4.8, so "N:*" always has a message)."""
+        uids = self.uids
+        if not uids:
+            return []
+        out: list[int] = []
+        for lo, hi in seqset.resolve(uids[-1]):
+            out.extend(range(bisect_left(uids, lo), bisect_left(uids, hi + 1)))
+        if len(seqset.ranges) > 1:
+            out = sorted(set(out))
+        return out
+
+    def first_unseen(self) -> int | None:
+        for i, f in enumerate(self.flags):
+            if SEEN not in f:
+                return i + 1
+        return None
+
+    def flags_of(self, i: int) -> frozenset[str]:
+        f = self.flags[i]
+        return f | {RECENT} if self.uids[i] in self.recent else f
+
+    def flag_names(self) -> list[str]:
+        return [*SYSTEM_FLAGS, *sorted(self.keywords)]
+
+    # --- changes ----------------------------------------------------------------------------------------
+
+    def update_flags(self, metas: list[MessageMeta]) -> list[str]:
+        """Our own STORE's result; returns keywords that are new to the mailbox."""
+        new_keywords = []
+        for meta in metas:
+            i = self.index_of(meta.uid)
+            if i is None:
+                continue
+            self.flags[i] = meta.flags
+            self.modseqs[i] = meta.modseq
+            for f in meta.flags:
+                if f not in self.keywords and f not in SYSTEM_FLAGS:
+                    self.keywords.add(f)
+                    new_keywords.append(f)
+        return new_keywords
+
+    def remove(self, uids) -> list[bytes]:
+        """Drop messages now and return their EXPUNGE responses (numbers as the client counts them)."""
+        gone = {u for u in uids if self.index_of(u) is not None}
+        self.pending_expunge -= gone
+        if not gone:
+            return []
+        out = []
+        removed = 0
+        keep_u, keep_f, keep_m = [], [], []
+        for i, u in enumerate(self.uids):
+            if u in gone:
+                out.append(b"* %d EXPUNGE\r\n" % (i + 1 - removed))
+                removed += 1
+            else:
+                keep_u.append(u)
+                keep_f.append(self.flags[i])
+                keep_m.append(self.modseqs[i])
+        self.uids, self.flags, self.modseqs = keep_u, keep_f, keep_m
+        self.recent -= gone
+        return out
+
+    def apply(self, ch: Changes, allow_expunge: bool, condstore: bool) -> list[bytes]:
+        out: list[bytes] = []
+        self.pending_expunge.update(u for u in ch.expunged if self.index_of(u) is not None)
+        if allow_expunge and self.pending_expunge:
+            out += self.remove(list(self.pending_expunge))
+        last = self.uids[-1] if self.uids else 0
+        new: list[MessageMeta] = []
+        changed: list[int] = []
+        new_keywords = False
+        for meta in ch.updated:
+            if meta.uid > last:
+                new.append(meta)
+                continue
+            i = self.index_of(meta.uid)
+            if i is None or meta.uid in self.pending_expunge:
+                continue
+            if meta.flags != self.flags[i] or (condstore and meta.modseq != self.modseqs[i]):
+                changed.append(i)
+            self.flags[i] = meta.flags
+            self.modseqs[i] = meta.modseq
+        for meta in (*new, *(MessageMeta(self.uids[i], self.flags[i], 0) for i in changed)):
+            for f in meta.flags:
+                if f not in self.keywords and f not in SYSTEM_FLAGS:
+                    self.keywords.add(f)
+                    new_keywords = True
+        if new_keywords:
+            out.append(b"* FLAGS " + rsp.flags(self.flag_names()) + rsp.CRLF)
+        for i in changed:
+            out.append(self.fetch_flags_line(i, uid=True, modseq=condstore))
+        if new:
+            new.sort(key=lambda m: m.uid)
+            for meta in new:
+                self.uids.append(meta.uid)
+                self.flags.append(meta.flags)
+                self.modseqs.append(meta.modseq)
+                if not self.readonly:
+                    self.recent.add(meta.uid)  # this session is the one that noticed it
+            out.append(b"* %d EXISTS\r\n" % len(self.uids))
+            out.append(b"* %d RECENT\r\n" % len(self.recent))
+        self.uidnext = max(self.uidnext, ch.status.uidnext)
+        self.highestmodseq = max(self.highestmodseq, ch.status.highestmodseq)
+        return out
+
+    def fetch_flags_line(self, i: int, uid: bool = False, modseq: bool = False) -> bytes:
+        parts = [b"FLAGS " + rsp.flags(self.flags_of(i))]
+        if uid:
+            parts.insert(0, b"UID %d" % self.uids[i])
+        if modseq:
+            parts.append(b"MODSEQ (%d)" % self.modseqs[i])
+        return b"* %d FETCH (%s)\r\n" % (i + 1, b" ".join(parts))

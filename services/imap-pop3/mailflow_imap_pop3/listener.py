@@ -1,0 +1,188 @@
+"""TCP listeners for IMAP and POP3: PROXY protocol, implicit TLS, STARTTLS, buffered writes, drain.
+
+`Listener` accepts connections and hands each one, as a `Connection`, to a session factory. With PROXY
+protocol on, a peer outside the trusted networks, a missing header or a bad one closes the connection
+before a byte is answered. Implicit TLS (993/995) is a handshake right after the (optional) PROXY
+header; a failed handshake closes the connection. `Connection.write` collects output and `flush` sends
+it in one write, so a FETCH of many messages costs few syscalls; `drain` applies back-pressure.
+`stop_accepting` closes the listening socket only; sessions finish on their own terms (see app.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+
+from mailflow import tls
+from mailflow.proxy_protocol import ProxyError, read_header
+from mailflow.settings import split_hostport
+
+from mailflow_imap_pop3 import metrics
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 256 * 1024
+FLUSH_AT = 256 * 1024  # octets collected before a FETCH sends what it has
+
+
+class Connection:
+    __slots__ = ("reader", "writer", "peer", "local", "listener", "tls", "_out", "_size", "closed")
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: tuple, listener: str
+    ):
+        self.reader, self.writer = reader, writer
+        self.peer = peer  # (ip, port) of the real client (after PROXY)
+        self.local = writer.get_extra_info("sockname") or ("", 0)
+        self.listener = listener  # "imap", "imaps", "pop3", "pop3s"
+        self.tls: str | None = tls.describe(writer.get_extra_info("ssl_object"))
+        self._out: list[bytes] = []
+        self._size = 0
+        self.closed = False
+
+    @property
+    def ip(self) -> str:
+        return str(self.peer[0])
+
+    @property
+    def loopback(self) -> bool:
+        try:
+            return ipaddress.ip_address(self.ip).is_loopback
+        except ValueError:
+            return False
+
+    def write(self, data: bytes) -> None:
+        self._out.append(data)
+        self._size += len(data)
+
+    @property
+    def pending(self) -> int:
+        return self._size
+
+    async def flush(self) -> None:
+        """Send what was written; wait only if the socket's buffer is full (back-pressure)."""
+        if self._out and not self.closed:
+            data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+            self._out.clear()
+            self._size = 0
+            self.writer.write(data)
+            await self.writer.drain()
+        else:
+            self._out.clear()
+            self._size = 0
+
+    async def read(self) -> bytes:
+        return await self.reader.read(READ_SIZE)
+
+    def unread_bytes(self) -> int:
+        """Octets the stream holds that no one has read yet (pipelined in front of STARTTLS)."""
+        return len(getattr(self.reader, "_buffer", b""))
+
+    async def start_tls(self, ctx: ssl.SSLContext, handshake_timeout: float = 15.0) -> None:
+        await self.flush()
+        try:
+            await self.writer.start_tls(ctx, ssl_handshake_timeout=handshake_timeout)
+        except Exception:
+            metrics.TLS.labels("failed").inc()
+            raise
+        metrics.TLS.labels("ok").inc()
+        self.tls = tls.describe(self.writer.get_extra_info("ssl_object"))
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(Exception):
+                self.writer.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        transport = self.writer.transport
+        with contextlib.suppress(Exception):
+            transport.abort()
+
+
+Handler = Callable[[Connection], Awaitable[None]]
+
+
+class Listener:
+    def __init__(
+        self,
+        name: str,
+        listen: str,
+        handler: Handler,
+        implicit_tls: ssl.SSLContext | None = None,
+        proxy_trusted: list | None = None,  # networks; None: no PROXY protocol
+        proxy_timeout: float = 5.0,
+        handshake_timeout: float = 15.0,
+    ):
+        self.name, self.listen, self.handler = name, listen, handler
+        self.implicit_tls = implicit_tls
+        self.proxy_trusted = proxy_trusted
+        self.proxy_timeout, self.handshake_timeout = proxy_timeout, handshake_timeout
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task] = set()
+
+    async def start(self) -> Listener:
+        host, port = split_hostport(self.listen)
+        self.server = await asyncio.start_server(self._accept, host, port, limit=READ_SIZE, backlog=1024)
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        try:
+            if self.proxy_trusted is not None:
+                peer = await self._proxy(reader, peer)
+                if peer is None:
+                    return
+            conn = Connection(reader, writer, peer, self.name)
+            if self.implicit_tls is not None:
+                try:
+                    await conn.start_tls(self.implicit_tls, self.handshake_timeout)
+                except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+                    log.info("TLS handshake failed: %s", exc, extra={"peer": conn.ip})
+                    return
+            await self.handler(conn)
+        except (ConnectionError, TimeoutError) as exc:
+            log.debug("connection ended: %s", exc)
+        except Exception:
+            log.exception("connection handler failed", extra={"peer": str(peer[0])})
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+            if task is not None:
+                self.tasks.discard(task)
+
+    async def _proxy(self, reader: asyncio.StreamReader, peer: tuple) -> tuple | None:
+        try:
+            ip = ipaddress.ip_address(peer[0])
+        except ValueError:
+            ip = None
+        if ip is None or not any(ip in net for net in self.proxy_trusted or ()):
+            metrics.PROXY.labels("untrusted").inc()
+            log.warning("connection from %s, not a trusted proxy: closed", peer[0])
+            return None
+        try:
+            async with asyncio.timeout(self.proxy_timeout):
+                info = await read_header(reader)
+        except (ProxyError, TimeoutError) as exc:
+            metrics.PROXY.labels("bad").inc()
+            log.warning("bad or missing PROXY header from %s: %s", peer[0], exc or "timeout")
+            return None
+        metrics.PROXY.labels("ok").inc()
+        return info.source or peer

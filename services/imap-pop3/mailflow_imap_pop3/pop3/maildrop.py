@@ -1,0 +1,119 @@
+"""A POP3 maildrop (RFC 1939 §8): the INBOX as it was at login, numbered 1..n, with deletion marks.
+
+Bodies come from the store in batches: asking for message n also fetches the messages after it, up to
+`prefetch_bytes`, so a client that RETRs one message after another costs one store round trip per
+batch, not per message. Deletions happen only in `update()` (the UPDATE state, after QUIT): the
+marked messages get \\Deleted and are expunged, and nothing else in the mailbox is touched.
+A message that vanished from the store meanwhile (another client expunged it) reads as b"".
+"""
+
+from __future__ import annotations
+
+import re
+
+from mailflow.store.api import DELETED, Mailboxes, Principal
+
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+MAX_BATCH = 500
+
+
+def crlf(raw: bytes) -> bytes:
+    """The message with every line ending in CRLF (what POP3 sends and what LIST sizes count)."""
+    if raw.count(b"\n") != raw.count(b"\r\n"):
+        raw = _BARE_LF.sub(b"\r\n", raw)
+    return raw
+
+
+def dot_stuffed(raw: bytes) -> bytes:
+    """RFC 1939 §3: lines starting with "." get another one; the message ends with CRLF "." CRLF."""
+    raw = crlf(raw)
+    if raw.startswith(b"."):
+        raw = b"." + raw
+    if b"\r\n." in raw:
+        raw = raw.replace(b"\r\n.", b"\r\n..")
+    if raw and not raw.endswith(b"\r\n"):
+        raw += b"\r\n"
+    return raw + b".\r\n"
+
+
+def top(raw: bytes, lines: int) -> bytes:
+    """The header, the blank line and the first `lines` lines of the body (RFC 1939 §7 TOP)."""
+    raw = crlf(raw)
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        return raw
+    body_start = end + 4
+    if lines <= 0:
+        return raw[:body_start]
+    pos = body_start
+    for _ in range(lines):
+        nl = raw.find(b"\r\n", pos)
+        if nl < 0:
+            return raw
+        pos = nl + 2
+    return raw[:pos]
+
+
+class Maildrop:
+    def __init__(
+        self,
+        store: Mailboxes,
+        principal: Principal,
+        mailbox_id: int,
+        uidvalidity: int,
+        uids: list[int],
+        sizes: list[int],
+        prefetch_bytes: int = 2 * 1024 * 1024,
+    ):
+        self.store, self.principal, self.mailbox_id = store, principal, mailbox_id
+        self.uidvalidity = uidvalidity
+        self.uids, self.sizes = uids, sizes
+        self.deleted: set[int] = set()  # message numbers (1-based)
+        self.prefetch_bytes = prefetch_bytes
+        self._cache: dict[int, bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    def exists(self, n: int) -> bool:
+        return 1 <= n <= len(self.uids)
+
+    def stat(self) -> tuple[int, int]:
+        live = [i for i in range(len(self.uids)) if i + 1 not in self.deleted]
+        return len(live), sum(self.sizes[i] for i in live)
+
+    def unique_id(self, n: int) -> str:
+        """Stable across sessions while the mailbox keeps its UIDVALIDITY (RFC 1939 §7 UIDL)."""
+        return f"{self.uidvalidity}.{self.uids[n - 1]}"
+
+    async def body(self, n: int) -> bytes:
+        raw = self._cache.pop(n, None)
+        if raw is not None:
+            return raw
+        wanted, budget = [n], self.sizes[n - 1]
+        m = n + 1
+        while (
+            m <= len(self.uids)
+            and len(wanted) < MAX_BATCH
+            and budget + self.sizes[m - 1] <= self.prefetch_bytes
+        ):
+            if m not in self.deleted and m not in self._cache:
+                wanted.append(m)
+                budget += self.sizes[m - 1]
+            m += 1
+        got = await self.store.fetch_bodies(
+            self.principal, self.mailbox_id, [self.uids[k - 1] for k in wanted]
+        )
+        self._cache.clear()  # what was read ahead and not asked for is not kept twice
+        for k in wanted[1:]:
+            if self.uids[k - 1] in got:
+                self._cache[k] = got[self.uids[k - 1]]
+        return got.get(self.uids[n - 1], b"")
+
+    async def update(self) -> None:
+        """Delete the marked messages for good (RFC 1939 §6). Raises if the store could not."""
+        if not self.deleted:
+            return
+        uids = [self.uids[n - 1] for n in sorted(self.deleted)]
+        await self.store.store_flags(self.principal, self.mailbox_id, uids, "add", frozenset({DELETED}))
+        await self.store.expunge(self.principal, self.mailbox_id, uids)

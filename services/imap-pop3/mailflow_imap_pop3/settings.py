@@ -1,0 +1,77 @@
+"""All of imap-pop3's settings (environment prefix MAILFLOW_IMAP_).
+
+Every limit names the RFC that sets its floor. A listener set to "" is not started.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from mailflow.settings import ServiceSettings
+from pydantic import field_validator
+from pydantic_settings import SettingsConfigDict
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="MAILFLOW_IMAP_", extra="ignore", populate_by_name=True)
+
+    # Listeners (dev ports = standard + 2000). "" disables one.
+    listen: str = "127.0.0.1:2143"  # IMAP, STARTTLS
+    imaps_listen: str = "127.0.0.1:2993"  # IMAP over implicit TLS (RFC 8314)
+    pop3_listen: str = "127.0.0.1:2110"  # POP3, STLS
+    pop3s_listen: str = "127.0.0.1:2995"  # POP3 over implicit TLS (RFC 8314)
+    http_listen: str = "127.0.0.1:10086"  # /healthz, /readyz, /metrics
+
+    # Plaintext LOGIN/USER/AUTH PLAIN without TLS: refused (LOGINDISABLED, RFC 3501 §6.2.3) unless the
+    # client is on loopback or this is set.
+    allow_plaintext_auth: bool = False
+    # A login without "@" gets "@<default_domain>" (like Dovecot's auth_default_realm); "" keeps it as is.
+    default_domain: str = ""
+
+    # IMAP limits
+    max_line_bytes: int = 65_536  # one command line without its literals; RFC 7162 §4 asks >= 8192
+    max_literal_bytes: int = 65_536  # a literal in any command but APPEND (search strings, passwords)
+    max_append_bytes: int = 50 * 1024 * 1024  # one APPEND message, advertised as APPENDLIMIT (RFC 7889)
+    max_bad_commands: int = 20  # BAD replies in a row before "* BYE"
+    idle_timeout: float = 1800.0  # RFC 3501 §5.4: the autologout timer is at least 30 minutes
+    preauth_timeout: float = 60.0  # before authentication (RFC 3501 §5.4 allows shorter)
+    fetch_batch: int = 250  # messages per store round trip in FETCH
+
+    # POP3 limits
+    pop3_timeout: float = 600.0  # RFC 1939 §3: the inactivity autologout timer is at least 10 minutes
+    pop3_max_line: int = 255  # RFC 2449 §4: a command line is at most 255 octets with CRLF
+    pop3_max_bad_commands: int = 10
+    pop3_prefetch_bytes: int = 2 * 1024 * 1024  # RETR reads ahead this much of the next messages
+
+    # Logins: failures per client address (IPv6 by /64) within the window cost a growing delay
+    # (2^(n - free) s, capped), and past `login_failures_max` every attempt is refused unchecked.
+    login_failures_free: int = 3
+    login_failures_max: int = 20
+    login_failure_window: float = 900.0
+    login_max_delay: float = 15.0
+    # Verified credentials are remembered this long (HMAC under a per-process key; 0 disables).
+    auth_cache_ttl: float = 30.0
+    auth_cache_size: int = 10_000
+
+    # PROXY protocol (v1 and v2) in front of every listener, from these peers only (comma-separated
+    # CIDRs). A connection from elsewhere, or without a header, is closed.
+    proxy_protocol: bool = False
+    proxy_trusted: str = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+    proxy_timeout: float = 5.0
+
+    # SIGTERM: how long running commands may take before the connections are cut.
+    drain_timeout: float = 20.0
+    store_timeout: float = 30.0  # one store REST call
+    tls_handshake_timeout: float = 15.0
+
+    @field_validator("proxy_trusted")
+    @classmethod
+    def _cidrs(cls, v: str) -> str:
+        for item in filter(None, (x.strip() for x in v.split(","))):
+            ipaddress.ip_network(item, strict=False)
+        return v
+
+    def trusted_proxies(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [
+            ipaddress.ip_network(x.strip(), strict=False) for x in self.proxy_trusted.split(",") if x.strip()
+        ]
