@@ -1,0 +1,896 @@
+"""Parse a stored message once, at delivery, into what IMAP needs: envelope, body structure, part offsets.
+
+`parse(raw)` walks the raw bytes (never decoding the whole message) and returns a `ParsedMessage`: the
+RFC 3501 ENVELOPE, the BODYSTRUCTURE tree with the byte offsets of every MIME part, and the top-level
+header fields decoded for SEARCH. The mailbox store keeps `to_json(parsed)` beside the message; the IMAP
+server answers FETCH ENVELOPE/BODYSTRUCTURE/BODY[section] by slicing the raw bytes with `section()`.
+
+Conventions. Types, subtypes, parameter names, encodings and disposition types are upper case ("TEXT",
+"PLAIN", "CHARSET", "BASE64", "ATTACHMENT"); parameter values keep their case. A text/* part without a
+charset gets ("CHARSET", "us-ascii") (RFC 2045 §5.2). RFC 2231 continuations are joined; when any piece
+was extended the parameter is named "NAME*" and its value stays "charset'lang'%XX..", as Dovecot sends
+it. Envelope and parameter strings are the raw values (unfolded, RFC 2047 left alone). Header bytes are
+read as UTF-8, or as Latin-1 when they are not valid UTF-8. An address without a domain has host ""
+(None is reserved for group markers). `lines` counts the lines of the body; the CRLF before a boundary
+belongs to the boundary (RFC 2046 §5.1.1) and is in no part.
+
+Bad input never raises; the walk makes the best structure it can:
+- the header ends at the first empty line, or at the first line that is neither a field nor a
+  continuation (that line starts the body), or at a boundary line of an enclosing multipart;
+- no or unparsable Content-Type: TEXT/PLAIN us-ascii (MESSAGE/RFC822 inside multipart/digest);
+  no Content-Transfer-Encoding: 7BIT;
+- a boundary line matches by prefix (RFC 2046 §5.1.1), the longest enclosing boundary wins; a part
+  ends at the next boundary line of any enclosing multipart, so a missing close delimiter ends the
+  multipart where its parent goes on, or at the end of the message;
+- a multipart with no parts (no boundary parameter, boundary never seen) gets one implicit TEXT/PLAIN
+  part without a header that covers its preamble, so BODYSTRUCTURE stays valid and BODY[1] shows text;
+- a message/rfc822 part that is base64 or quoted-printable encoded stays opaque (envelope None, no parts);
+- past MAX_DEPTH nesting a multipart keeps its body as one implicit part, past MAX_PARTS parts the
+  rest of each multipart is left in its epilogue.
+A bug in the walk itself is logged and gives a one-part TEXT/PLAIN structure: delivery never fails here.
+`section()` raises ValueError only for a syntactically bad section-spec.
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import logging
+import os.path
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+MAX_PARTS = 5000  # body parts per message; the rest stays in epilogues (Dovecot stops at 10000)
+MAX_DEPTH = 50  # nesting of multipart and message/rfc822
+MAX_HEADERS = 1000  # top-level fields kept in ParsedMessage.headers for SEARCH
+MAX_HEADER_CHARS = 64 * 1024  # of each such value
+
+JSON_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """RFC 3501 address: group start is (None, None, "name", None), group end is all None."""
+
+    name: str | None
+    adl: str | None
+    mailbox: str | None
+    host: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    date: str | None
+    subject: str | None
+    from_: tuple[Address, ...]
+    sender: tuple[Address, ...]
+    reply_to: tuple[Address, ...]
+    to: tuple[Address, ...]
+    cc: tuple[Address, ...]
+    bcc: tuple[Address, ...]
+    in_reply_to: str | None
+    message_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BodyPart:
+    type: str  # "TEXT", "MULTIPART", ... (upper case, as are subtype, parameter names and encoding)
+    subtype: str
+    params: tuple[tuple[str, str], ...]  # (("CHARSET", "utf-8"),); RFC 2231 pieces joined
+    id: str | None
+    description: str | None
+    encoding: str  # Content-Transfer-Encoding, "7BIT" when absent
+    size: int  # body octets: end - body_start
+    lines: int | None  # text/* and parsed message/rfc822 only
+    md5: str | None
+    disposition: tuple[str, tuple[tuple[str, str], ...]] | None  # ("ATTACHMENT", (("FILENAME", "a.pdf"),))
+    language: tuple[str, ...] | None
+    location: str | None
+    envelope: Envelope | None  # parsed message/rfc822 and message/global only
+    parts: tuple[BodyPart, ...]  # a multipart's children; a message/rfc822's one encapsulated body
+    start: int  # offset of the part's MIME header (0 at the top level)
+    body_start: int  # offset of its body, after the blank line that ends the header
+    end: int  # one past its last byte; the CRLF before the next boundary is not in it
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedMessage:
+    envelope: Envelope
+    body: BodyPart
+    headers: tuple[tuple[str, str], ...]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Header fields
+
+# One field: name (no whitespace, no colon), optional WSP, colon, value with its continuation lines.
+_FIELD = re.compile(rb"([^\s:]+)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)(?:\n|\Z)")
+_FIELDS = re.compile(rb"([^\s:]+)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)")  # findall within a header block
+_HEADER_BLOCK = re.compile(rb"(?:[^\s:]+[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*(?:\n|\Z))*")
+
+_ENVELOPE_FIELDS = {
+    "date": 0, "subject": 1, "from": 2, "sender": 3, "reply-to": 4,
+    "to": 5, "cc": 6, "bcc": 7, "in-reply-to": 8, "message-id": 9,
+}  # fmt: skip
+
+
+def _text(b: bytes) -> str:
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        return b.decode("latin-1")
+
+
+def _value(v: bytes) -> bytes:
+    """Unfold (RFC 5322 §2.2.3: drop the line breaks, keep the WSP) and trim a field value."""
+    if b"\n" in v:
+        v = v.replace(b"\r\n", b"").replace(b"\n", b"")
+    return v.strip()
+
+
+def header_fields(raw_header: bytes, names: set[str], exclude: bool) -> bytes:
+    """The fields of `raw_header` named in `names` (or, with `exclude`, all others), folded lines and all,
+    followed by the header's own blank line when it has one (RFC 3501 HEADER.FIELDS[.NOT])."""
+    want = {n.lower() for n in names}
+    out = []
+    pos = 0
+    while m := _FIELD.match(raw_header, pos):
+        if (m.group(1).decode("latin-1").lower() in want) != exclude:
+            out.append(m.group(0))
+        pos = m.end()
+    if raw_header.startswith(b"\r\n", pos):
+        out.append(b"\r\n")
+    elif raw_header.startswith(b"\n", pos):
+        out.append(b"\n")
+    return b"".join(out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# RFC 2047 encoded words (for `headers`, which SEARCH reads)
+
+_WORD = re.compile(r"=\?([^?\s]+)\?([QqBb])\?([^?]*)\?=")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CHARSET_ALIASES = {"gb2312": "gb18030", "iso-8859-8-i": "iso8859_8", "utf8": "utf-8"}
+
+
+@lru_cache(maxsize=256)
+def _codec(charset: str) -> str | None:
+    charset = charset.lower()
+    try:
+        info = codecs.lookup(_CHARSET_ALIASES.get(charset, charset))
+    except (LookupError, ValueError):
+        return None
+    return info.name if info._is_text_encoding else None
+
+
+def _word_bytes(kind: str, text: str) -> bytes | None:
+    try:
+        if kind in "Bb":
+            text = text.strip()
+            return binascii.a2b_base64(text + "=" * (-len(text) % 4))
+        return binascii.a2b_qp(text.encode("ascii"), header=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return None
+
+
+def _decode_run(data: bytes, codec: str) -> str:
+    try:
+        text = data.decode(codec, "replace")
+    except Exception:  # a codec may still fail on odd input; Latin-1 never does
+        return data.decode("latin-1")
+    if _SURROGATE.search(text):  # Python's *_escape codecs make lone surrogates, which JSON refuses
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def decode_words(s: str) -> str:
+    """Decode RFC 2047 encoded words. Adjacent words lose the whitespace between them and are joined
+    before decoding (so a character split across words survives); a word with an unknown charset or
+    bad encoding is left as it is. Words inside other text are decoded too, as mail clients do."""
+    if "=?" not in s:
+        return s
+    out: list[str] = []
+    run: list[bytes] = []  # adjacent words in one charset, decoded together
+    run_codec = None
+    last = 0
+    for m in _WORD.finditer(s):
+        codec = _codec(m.group(1).split("*", 1)[0])
+        data = _word_bytes(m.group(2), m.group(3)) if codec else None
+        gap = s[last : m.start()]
+        adjacent = run_codec is not None and (not gap or gap.isspace())  # the space between goes
+        if data is not None and adjacent and codec == run_codec:
+            run.append(data)
+        else:
+            if run_codec:
+                out.append(_decode_run(b"".join(run), run_codec))
+            if data is None:
+                out.append(gap + m.group(0))
+                run, run_codec = [], None
+            else:
+                if not adjacent:
+                    out.append(gap)
+                run, run_codec = [data], codec
+        last = m.end()
+    if run_codec:
+        out.append(_decode_run(b"".join(run), run_codec))
+    out.append(s[last:])
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Addresses (RFC 5322 §3.4 address-list, obsolete forms tolerated) into RFC 3501 address structures
+
+_ATOKEN = re.compile(
+    r'(\s+)|"((?:[^"\\]|\\.)*)"?|(\()|\[((?:[^\]\\]|\\.)*)\]?|([<>@,;:.])|([^\s"(<>@,;:.\[]+)', re.S
+)
+_COMMENT_STOP = re.compile(r"\\.|[()]", re.S)
+_ESCAPE = re.compile(r"\\(.)", re.S)
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_GROUP_END = Address(None, None, None, None)
+
+# A token is (kind, text, space_before); kind: a atom, q quoted, d domain literal, s special, c comment.
+_Token = tuple[str, str, bool]
+
+
+def _tokens(s: str) -> list[_Token]:
+    toks: list[_Token] = []
+    pos, n, space = 0, len(s), False
+    while pos < n:
+        m = _ATOKEN.match(s, pos)
+        if m is None:  # cannot happen: the alternatives cover every character
+            break
+        pos = m.end()
+        kind = m.lastindex
+        if kind == 1:
+            space = True
+            continue
+        if kind == 3:
+            depth = 1
+            for c in _COMMENT_STOP.finditer(s, pos):
+                if c.group() == "(":
+                    depth += 1
+                elif c.group() == ")":
+                    depth -= 1
+                    if depth == 0:
+                        toks.append(("c", s[pos : c.start()], True))
+                        pos = c.end()
+                        break
+            else:
+                toks.append(("c", s[pos:], True))
+                pos = n
+            space = True
+            continue
+        if kind == 2:
+            toks.append(("q", _ESCAPE.sub(r"\1", m.group(2)), space))
+        elif kind == 4:
+            toks.append(("d", "[" + m.group(4) + "]", space))
+        elif kind == 5:
+            toks.append(("s", m.group(5), space))
+        else:
+            toks.append(("a", m.group(6), space))
+        space = False
+    return toks
+
+
+def _phrase(toks: list[_Token]) -> str | None:
+    out: list[str] = []
+    for kind, text, space in toks:
+        if kind == "c":
+            continue
+        if out and space:
+            out.append(" ")
+        out.append(text)
+    return "".join(out).strip() or None
+
+
+def _local_part(toks: list[_Token]) -> str:
+    out: list[str] = []
+    quoted = False
+    for kind, text, space in toks:
+        if out and space and text != "." and out[-1] != ".":
+            out.append(" ")
+        quoted = quoted or kind == "q"
+        out.append(text)
+    local = "".join(out)
+    if quoted and not _DOT_ATOM.fullmatch(local):
+        return '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return local
+
+
+def _addr_spec(toks: list[_Token]) -> tuple[str, str]:
+    at = [i for i, t in enumerate(toks) if t[:2] == ("s", "@")]
+    if not at:
+        return _local_part(toks), ""
+    i = at[-1]
+    return _local_part(toks[:i]), "".join(t[1] for t in toks[i + 1 :])
+
+
+def _mailbox(toks: list[_Token]) -> Address | None:
+    words = [t for t in toks if t[0] != "c"]
+    if not words:
+        return None
+    comments = [t[1].strip() for t in toks if t[0] == "c" and t[1].strip()]
+    lt = next((i for i, t in enumerate(toks) if t[:2] == ("s", "<")), None)
+    if lt is None:  # bare addr-spec; a comment is the only name it has: "root (Cron Daemon)"
+        mailbox, host = _addr_spec(words)
+        name = _ESCAPE.sub(r"\1", comments[-1]) if comments else None
+        return Address(name, None, mailbox, host)
+    gt = next((i for i in range(lt + 1, len(toks)) if toks[i][:2] == ("s", ">")), len(toks))
+    inner = [t for t in toks[lt + 1 : gt] if t[0] != "c"]
+    adl = None
+    if inner and inner[0][:2] == ("s", "@"):  # obsolete source route: <@a,@b:user@host>
+        colon = next((i for i, t in enumerate(inner) if t[:2] == ("s", ":")), None)
+        if colon is not None:
+            adl, inner = "".join(t[1] for t in inner[:colon]), inner[colon + 1 :]
+    mailbox, host = _addr_spec(inner)
+    return Address(_phrase(toks[:lt]), adl, mailbox, host)
+
+
+# The common case, a list of plain `name <a@b>`, `"name" <a@b>` and `a@b`, skips the tokenizer.
+_W = r'[^\s"(),:;<>@\[\]\\]+'
+_SIMPLE = re.compile(
+    rf'\s*(?:(?:"((?:[^"\\]|\\.)*)"|({_W}(?:\s+{_W})*))?\s*<({_W})@({_W})>|({_W})@({_W}))\s*(?:,|\Z)', re.S
+)
+
+
+def _simple_addresses(value: str) -> tuple[Address, ...] | None:
+    out: list[Address] = []
+    pos, n, match = 0, len(value), _SIMPLE.match
+    while pos < n:
+        m = match(value, pos)
+        if m is None:
+            return None
+        quoted, phrase, mailbox, host, bare, bare_host = m.groups()
+        if bare is not None:
+            out.append(Address(None, None, bare, bare_host))
+        else:
+            if quoted is not None:
+                name = _ESCAPE.sub(r"\1", quoted).strip() or None
+            else:
+                name = " ".join(phrase.split()) if phrase else None
+            out.append(Address(name, None, mailbox, host))
+        pos = m.end()
+    return tuple(out)
+
+
+def parse_addresses(value: str) -> tuple[Address, ...]:
+    """An address-list header value as RFC 3501 addresses; names stay raw (RFC 2047 not decoded)."""
+    if (simple := _simple_addresses(value)) is not None:
+        return simple
+    return _parse_addresses(value)
+
+
+def _parse_addresses(value: str) -> tuple[Address, ...]:
+    out: list[Address] = []
+    cur: list[_Token] = []
+    angle = group = False
+    for tok in _tokens(value):
+        if tok[0] == "s":
+            c = tok[1]
+            if c == "<":
+                angle = True
+            elif c == ">":
+                angle = False
+            elif not angle and c in ",;":
+                if (a := _mailbox(cur)) is not None:
+                    out.append(a)
+                cur = []
+                if c == ";" and group:
+                    out.append(_GROUP_END)
+                    group = False
+                continue
+            elif not angle and c == ":" and not group and not any(t[:2] == ("s", "@") for t in cur):
+                out.append(Address(None, None, _phrase(cur) or "", None))
+                cur, group = [], True
+                continue
+        cur.append(tok)
+    if (a := _mailbox(cur)) is not None:
+        out.append(a)
+    if group:
+        out.append(_GROUP_END)
+    return tuple(out)
+
+
+def _field_texts(fields: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """(name, unfolded value) as str; what _value and _text do, inlined: this runs for every field."""
+    out = []
+    for name, value in fields:
+        if b"\n" in value:
+            value = value.replace(b"\r\n", b"").replace(b"\n", b"")
+        value = value.strip()
+        out.append((
+            name.decode("ascii") if name.isascii() else _text(name),
+            value.decode("ascii") if value.isascii() else _text(value),
+        ))  # fmt: skip
+    return out
+
+
+def _envelope(texts: list[tuple[str, str]]) -> Envelope:
+    vals: list[str | None] = [None] * 10
+    get = _ENVELOPE_FIELDS.get
+    for name, value in texts:
+        i = get(name)
+        if i is not None and vals[i] is None:
+            vals[i] = value
+    from_, sender, reply_to, to, cc, bcc = (parse_addresses(v) if v else () for v in vals[2:8])
+    return Envelope(
+        vals[0], vals[1], from_, sender or from_, reply_to or from_, to, cc, bcc, vals[8], vals[9]
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Content-Type / Content-Disposition parameters (RFC 2045 §5.1, RFC 2231)
+
+_TYPE = re.compile(r'\s*([^\s/;()<>@,:\\"\[\]?=]+)\s*/\s*([^\s/;()<>@,:\\"\[\]?=]+)')
+_TOKEN = re.compile(r'\s*([^\s/;()<>@,:\\"\[\]?=]+)')
+_PARAM = re.compile(r'\s*;\s*([^\s=;"]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"?|([^;]*))', re.S)
+_PARAM_NAME = re.compile(r"([^*]+)(?:\*(\d{1,3}))?(\*)?")
+_TRAILING_COMMENT = re.compile(r"\s*\([^()]*\)\s*$")
+_ATTR_CHAR = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$&+.^_`|~-")
+
+
+def _pct(s: str) -> str:
+    """A plain (Latin-1 str) RFC 2231 section as extended-value text."""
+    return "".join(chr(b) if b in _ATTR_CHAR else f"%{b:02X}" for b in s.encode("latin-1"))
+
+
+def _params(s: str, pos: int) -> list[tuple[str, str]]:
+    """Parameters from `pos` on, as (UPPER NAME, Latin-1 value), RFC 2231 sections joined."""
+    plain: dict[str, str] = {}
+    sections: dict[str, list[tuple[int, bool, str]]] = {}
+    order: list[str] = []
+    n = len(s)
+    while pos < n:
+        m = _PARAM.match(s, pos)
+        if m is None:  # junk: skip to the next ';'
+            j = s.find(";", pos + 1)
+            if j < 0:
+                break
+            pos = j
+            continue
+        pos = m.end()
+        value = _ESCAPE.sub(r"\1", m.group(2)) if m.group(2) is not None else m.group(3)
+        if m.group(3) is not None:
+            value = _TRAILING_COMMENT.sub("", value).strip()
+        parts = _PARAM_NAME.fullmatch(m.group(1))
+        if parts is None or (parts.group(2) is None and parts.group(3) is None):
+            key = m.group(1).upper()
+            if key not in plain:
+                plain[key] = value
+                order.append(key)
+            continue
+        base = parts.group(1).upper()
+        if base + "*" not in sections:
+            sections[base + "*"] = []
+            order.append(base + "*")
+        sections[base + "*"].append((int(parts.group(2) or 0), parts.group(3) is not None, value))
+    out: list[tuple[str, str]] = []
+    for key in order:
+        if key in plain:
+            out.append((key, plain[key]))
+            continue
+        pieces = sorted({num: (num, ext, v) for num, ext, v in reversed(sections[key])}.values())
+        if not any(ext for _, ext, _ in pieces):
+            name = key[:-1]
+            if name not in plain:
+                out.append((name, "".join(v for _, _, v in pieces)))
+            continue
+        value = "".join(v if ext else _pct(v) for _, ext, v in pieces)
+        if not pieces[0][1] or pieces[0][2].count("'") < 2:
+            value = "''" + value
+        out.append((key, value))
+    return out
+
+
+def _fix(params: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((k, v if v.isascii() else _text(v.encode("latin-1"))) for k, v in params)
+
+
+def _boundary(params: list[tuple[str, str]]) -> bytes | None:
+    for key, value in params:
+        if key == "BOUNDARY":
+            return value.encode("latin-1") or None
+    for key, value in params:
+        if key == "BOUNDARY*":  # absurd but legal: charset'lang'%XX
+            raw = value.split("'", 2)[-1]
+            text = re.sub(r"%([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), raw)
+            return text.encode("latin-1") or None
+    return None
+
+
+def _disposition(v: bytes) -> tuple[str, tuple[tuple[str, str], ...]] | None:
+    s = v.decode("latin-1")
+    m = _TOKEN.match(s)
+    if m is None:
+        return None
+    return m.group(1).upper(), _fix(_params(s, m.end()))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The walk
+
+_TEXT_PLAIN = ("TEXT", "PLAIN", (("CHARSET", "us-ascii"),))
+_MESSAGE_RFC822 = ("MESSAGE", "RFC822", ())
+_IDENTITY = frozenset({"7BIT", "8BIT", "BINARY"})
+
+# A boundary line found by _scan: (line start, line end after its LF, boundary index, is close delimiter)
+_Hit = tuple[int, int, int, bool]
+
+
+def _lines(raw: bytes, start: int, end: int) -> int:
+    if start >= end:
+        return 0
+    return raw.count(b"\n", start, end) + (raw[end - 1] != 10)
+
+
+class _Walker:
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.left = MAX_PARTS
+        self.leads: dict[tuple[bytes, ...], bytes] = {}
+
+    def boundary_at(self, q: int, bounds: tuple[bytes, ...]) -> _Hit | None:
+        """The boundary line starting at q, if any: the longest matching boundary, innermost on ties."""
+        raw, best, size = self.raw, -1, -1
+        for i, dashed in enumerate(bounds):
+            if len(dashed) >= size and raw.startswith(dashed, q):
+                best, size = i, len(dashed)
+        if best < 0:
+            return None
+        eol = raw.find(b"\n", q)
+        return q, (len(raw) if eol < 0 else eol + 1), best, raw.startswith(b"--", q + size)
+
+    def scan(self, pos: int, bounds: tuple[bytes, ...], stop: int | None = None) -> _Hit | None:
+        """The first boundary line at or after `pos` (a line start), and before `stop`."""
+        if not bounds:
+            return None
+        raw = self.raw
+        # Candidates are lines that start with what all the boundaries share, so that lines of dashes
+        # in a body cost a find, not a Python loop each.
+        lead = self.leads.get(bounds)
+        if lead is None:
+            lead = self.leads[bounds] = b"\n" + os.path.commonprefix(bounds)
+        if raw.startswith(lead[1:], pos) and (hit := self.boundary_at(pos, bounds)):
+            return hit
+        q = raw.find(lead, pos, stop)
+        while q >= 0:
+            if hit := self.boundary_at(q + 1, bounds):
+                return hit
+            q = raw.find(lead, q + 1, stop)
+        return None
+
+    def skip(self, pos: int, bounds: tuple[bytes, ...]) -> _Hit | None:
+        """Over MAX_PARTS: the next boundary line that is not a delimiter of the innermost multipart."""
+        stops = [re.escape(d) for d in bounds[:-1]] + [re.escape(bounds[-1] + b"--")]
+        candidate = re.compile(b"^(?:" + b"|".join(stops) + b")", re.M)
+        while m := candidate.search(self.raw, pos):
+            hit = self.boundary_at(m.start(), bounds)
+            if hit is not None and (hit[2] != len(bounds) - 1 or hit[3]):
+                return hit
+            pos = m.end()
+        return None
+
+    def end_before(self, hit: _Hit | None, floor: int) -> int:
+        """Where content ends before `hit`: the CRLF (or LF) that precedes a boundary belongs to it."""
+        if hit is None:
+            return len(self.raw)
+        q = hit[0]
+        if q > floor and self.raw[q - 1] == 10:
+            q -= 1
+            if q > floor and self.raw[q - 1] == 13:
+                q -= 1
+        return q
+
+    def header(self, start: int, bounds: tuple[bytes, ...]) -> tuple[list[tuple[bytes, bytes]], int]:
+        """Fields (lower-case name, raw value) and the body offset."""
+        raw = self.raw
+        pos = _HEADER_BLOCK.match(raw, start).end()
+        if bounds and (hit := self.scan(start, bounds, pos)) and hit[0] < pos:  # a boundary line ends it
+            pos = hit[0]
+        fields = [(name.lower(), value) for name, value in _FIELDS.findall(raw, start, pos)]
+        if raw.startswith(b"\r\n", pos):
+            return fields, pos + 2
+        if raw.startswith(b"\n", pos):
+            return fields, pos + 1
+        return fields, pos
+
+    def implicit(self, start: int, end: int) -> BodyPart:
+        t, st, params = _TEXT_PLAIN
+        lines = _lines(self.raw, start, end)
+        return BodyPart(
+            t, st, params, None, None, "7BIT", end - start, lines, None, None, None, None, None, (),
+            start, start, end,
+        )  # fmt: skip
+
+    def entity(
+        self, start: int, bounds: tuple[bytes, ...], depth: int, digest: bool = False
+    ) -> tuple[BodyPart, _Hit | None, list[tuple[bytes, bytes]]]:
+        """One entity (a message or a MIME part) from `start`; also the boundary line that ended it."""
+        self.left -= 1
+        raw = self.raw
+        fields, body_start = self.header(start, bounds)
+        ctype = cte = cid = desc = md5 = disp = lang = loc = None
+        for name, value in fields:
+            if not name.startswith(b"content-"):
+                continue
+            key = name[8:]
+            if key == b"type" and ctype is None:
+                ctype = _value(value)
+            elif key == b"transfer-encoding" and cte is None:
+                cte = _value(value)
+            elif key == b"id" and cid is None:
+                cid = _text(_value(value))
+            elif key == b"description" and desc is None:
+                desc = _text(_value(value))
+            elif key == b"md5" and md5 is None:
+                md5 = _text(_value(value))
+            elif key == b"disposition" and disp is None:
+                disp = _disposition(_value(value))
+            elif key == b"language" and lang is None:
+                lang = tuple(x.strip() for x in _text(_value(value)).split(",") if x.strip()) or None
+            elif key == b"location" and loc is None:
+                loc = _text(_value(value))
+
+        mtype, subtype, plist, boundary = *(_MESSAGE_RFC822 if digest else _TEXT_PLAIN), None
+        if ctype is not None:
+            s = ctype.decode("latin-1")
+            m = _TYPE.match(s)
+            if m is None:
+                mtype, subtype, plist = _TEXT_PLAIN
+            else:
+                mtype, subtype = m.group(1).upper(), m.group(2).upper()
+                raw_params = _params(s, m.end())
+                boundary = _boundary(raw_params)
+                plist = _fix(raw_params)
+                if mtype == "TEXT" and not any(k == "CHARSET" for k, _ in plist):
+                    plist += (("CHARSET", "us-ascii"),)
+        m = _TOKEN.match(cte.decode("latin-1")) if cte else None
+        encoding = m.group(1).upper() if m else "7BIT"
+
+        envelope, parts, lines = None, (), None
+        if mtype == "MULTIPART":
+            if boundary is not None and depth < MAX_DEPTH:
+                parts, end, hit = self.multipart(body_start, bounds + (b"--" + boundary,), depth, subtype)
+            else:
+                hit = self.scan(body_start, bounds)
+                end = self.end_before(hit, body_start)
+                parts = (self.implicit(body_start, end),)
+        elif (
+            mtype == "MESSAGE"
+            and subtype in ("RFC822", "GLOBAL")
+            and encoding in _IDENTITY
+            and depth < MAX_DEPTH
+            and self.left > 0
+        ):
+            inner, hit, inner_fields = self.entity(body_start, bounds, depth + 1)
+            envelope, parts, end = _envelope(_field_texts(inner_fields)), (inner,), inner.end
+            lines = _lines(raw, body_start, end)
+        else:
+            hit = self.scan(body_start, bounds)
+            end = self.end_before(hit, body_start)
+            if mtype == "TEXT":
+                lines = _lines(raw, body_start, end)
+        part = BodyPart(
+            mtype, subtype, plist, cid, desc, encoding, end - body_start, lines, md5, disp, lang, loc,
+            envelope, parts, start, body_start, end,
+        )  # fmt: skip
+        return part, hit, fields
+
+    def multipart(
+        self, body_start: int, bounds: tuple[bytes, ...], depth: int, subtype: str
+    ) -> tuple[tuple[BodyPart, ...], int, _Hit | None]:
+        own = len(bounds) - 1
+        hit = self.scan(body_start, bounds)
+        preamble_end = self.end_before(hit, body_start)
+        children: list[BodyPart] = []
+        while hit is not None and hit[2] == own and not hit[3]:
+            if self.left <= 0:
+                hit = self.skip(hit[1], bounds)
+                break
+            child, hit, _ = self.entity(hit[1], bounds, depth + 1, digest=subtype == "DIGEST")
+            children.append(child)
+        if not children:
+            children.append(self.implicit(body_start, preamble_end))
+        if hit is not None and hit[2] == own:  # close delimiter: the epilogue runs to the parent's next
+            hit = self.scan(hit[1], bounds[:-1])
+        return tuple(children), self.end_before(hit, body_start), hit
+
+
+def _fallback(raw: bytes) -> ParsedMessage:
+    empty = Envelope(None, None, (), (), (), (), (), (), None, None)
+    t, st, params = _TEXT_PLAIN
+    body = BodyPart(t, st, params, None, None, "7BIT", len(raw), _lines(raw, 0, len(raw)), None, None, None,
+                    None, None, (), 0, 0, len(raw))  # fmt: skip
+    return ParsedMessage(empty, body, ())
+
+
+def parse(raw: bytes) -> ParsedMessage:
+    """Parse a whole message. Never raises (see the module docstring for what bad input becomes)."""
+    if not isinstance(raw, bytes):
+        raw = bytes(raw)  # bytearray, memoryview
+    try:
+        return _parse(raw)
+    except Exception:
+        log.exception("mime parse failed, stored as one text part", extra={"size": len(raw)})
+        return _fallback(raw)
+
+
+def _parse(raw: bytes) -> ParsedMessage:
+    body, _, fields = _Walker(raw).entity(0, (), 0)
+    texts = _field_texts(fields)
+    headers = tuple([
+        (name, (decode_words(value) if "=?" in value else value)[:MAX_HEADER_CHARS])
+        for name, value in texts[:MAX_HEADERS]
+    ])  # fmt: skip
+    return ParsedMessage(_envelope(texts), body, headers)
+
+
+# ---------------------------------------------------------------------------------------------------
+# FETCH BODY[section] (RFC 3501 §6.4.5)
+
+_PART_NUMBERS = re.compile(r"[1-9][0-9]*(?:\.[1-9][0-9]*)*")
+_FIELDS_SPEC = re.compile(r"HEADER\.FIELDS(\.NOT)? \((.*)\)", re.S)
+_FIELD_NAME = re.compile(r' *(?:"((?:[^"\\]|\\.)*)"|([^\s()"]+))', re.S)
+
+
+def _child(node: BodyPart, n: int, message_body: bool) -> BodyPart | None:
+    if node.type == "MULTIPART":
+        return node.parts[n - 1] if n <= len(node.parts) else None
+    if message_body:  # a non-multipart message has exactly one part: its body
+        return node if n == 1 else None
+    if node.envelope is not None and node.parts:
+        return _child(node.parts[0], n, True)
+    return None
+
+
+def _field_names(text: str) -> set[str]:
+    names, pos = set(), 0
+    while pos < len(text):
+        m = _FIELD_NAME.match(text, pos)
+        if m is None or m.end() == pos:
+            raise ValueError(f"bad header-list: {text!r}")
+        names.add(_ESCAPE.sub(r"\1", m.group(1)) if m.group(1) is not None else m.group(2))
+        pos = m.end()
+    if not names or text != text.strip():
+        raise ValueError(f"bad header-list: {text!r}")
+    return names
+
+
+def section(raw: bytes, p: ParsedMessage, spec: str) -> bytes:
+    """The bytes of BODY[spec]; b"" for a part that does not exist. ValueError for a bad spec."""
+    nums: list[int] = []
+    text = spec
+    if m := _PART_NUMBERS.match(spec):
+        # a number too long to be a part index simply names no part
+        nums = [int(x) if len(x) < 10 else 10**9 for x in m.group().split(".")]
+        text = spec[m.end() :]
+        if text:
+            if not text.startswith(".") or len(text) == 1:
+                raise ValueError(f"bad section-spec: {spec!r}")
+            text = text[1:]
+    word = text.upper()
+    fields = None
+    if word not in ("", "HEADER", "TEXT", "MIME"):
+        if (fm := _FIELDS_SPEC.fullmatch(word)) is None:
+            raise ValueError(f"bad section-spec: {spec!r}")
+        fields = (_field_names(fm.group(2)), fm.group(1) is not None)
+    if word == "MIME" and not nums:
+        raise ValueError(f"bad section-spec: {spec!r}")
+
+    message = p.body  # the body of the message whose HEADER/TEXT the spec means
+    if nums:
+        node = p.body
+        for i, n in enumerate(nums):
+            node = _child(node, n, i == 0)
+            if node is None:
+                return b""
+        if word == "":
+            return raw[node.body_start : node.end]
+        if word == "MIME":
+            return raw[node.start : node.body_start]
+        if node.envelope is None or not node.parts:
+            return b""  # HEADER and TEXT need a message/rfc822 part
+        message = node.parts[0]
+    elif word == "":
+        return raw
+    if word == "TEXT":
+        return raw[message.body_start : message.end]
+    head = raw[message.start : message.body_start]
+    return head if fields is None else header_fields(head, fields[0], fields[1])
+
+
+# ---------------------------------------------------------------------------------------------------
+# JSON, as the store keeps it: positional arrays, trailing defaults left out
+
+# start, body_start, end, type, subtype, params, id, description, encoding, lines, md5, disposition,
+# language, location, envelope, parts, size (only when it is not end - body_start)
+_PART_DEFAULTS = (None, None, None, None, None, [], None, None, "7BIT", None, None, None, None, None, None, [],
+                  None)  # fmt: skip
+
+
+def _addr_out(addrs: tuple[Address, ...]) -> list:
+    return [[a.name, a.adl, a.mailbox, a.host] for a in addrs]
+
+
+def _addr_in(items: list) -> tuple[Address, ...]:
+    return tuple(Address(*a) for a in items)
+
+
+def _env_out(e: Envelope, refs: dict[str, int]) -> list:
+    f = _addr_out(e.from_)
+    return [
+        refs.get(e.date, e.date) if e.date is not None else None,
+        refs.get(e.subject, e.subject) if e.subject is not None else None,
+        f,
+        0 if e.sender == e.from_ else _addr_out(e.sender),
+        0 if e.reply_to == e.from_ else _addr_out(e.reply_to),
+        _addr_out(e.to), _addr_out(e.cc), _addr_out(e.bcc),
+        refs.get(e.in_reply_to, e.in_reply_to) if e.in_reply_to is not None else None,
+        refs.get(e.message_id, e.message_id) if e.message_id is not None else None,
+    ]  # fmt: skip
+
+
+def _env_in(j: list, headers: tuple[tuple[str, str], ...]) -> Envelope:
+    def s(v):
+        return headers[v][1] if isinstance(v, int) else v
+
+    f = _addr_in(j[2])
+    return Envelope(
+        s(j[0]), s(j[1]), f, f if j[3] == 0 else _addr_in(j[3]), f if j[4] == 0 else _addr_in(j[4]),
+        _addr_in(j[5]), _addr_in(j[6]), _addr_in(j[7]), s(j[8]), s(j[9]),
+    )  # fmt: skip
+
+
+def _flat(pairs) -> list[str]:
+    return [x for pair in pairs for x in pair]
+
+
+def _pairs(flat: list[str]) -> tuple[tuple[str, str], ...]:
+    return tuple(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _part_out(b: BodyPart) -> list:
+    d = b.disposition
+    j = [
+        b.start, b.body_start, b.end, b.type, b.subtype, _flat(b.params), b.id, b.description, b.encoding,
+        b.lines, b.md5, None if d is None else [d[0], _flat(d[1])],
+        None if b.language is None else list(b.language), b.location,
+        None if b.envelope is None else _env_out(b.envelope, {}), [_part_out(c) for c in b.parts],
+        None if b.size == b.end - b.body_start else b.size,
+    ]  # fmt: skip
+    while len(j) > 5 and j[-1] == _PART_DEFAULTS[len(j) - 1]:
+        j.pop()
+    return j
+
+
+def _part_in(j: list) -> BodyPart:
+    j = j + list(_PART_DEFAULTS[len(j) :])
+    d = j[11]
+    return BodyPart(
+        j[3], j[4], _pairs(j[5]), j[6], j[7], j[8], j[2] - j[1] if j[16] is None else j[16], j[9], j[10],
+        None if d is None else (d[0], _pairs(d[1])), None if j[12] is None else tuple(j[12]), j[13],
+        None if j[14] is None else _env_in(j[14], ()), tuple(_part_in(c) for c in j[15]), j[0], j[1], j[2],
+    )  # fmt: skip
+
+
+def to_json(p: ParsedMessage) -> bytes:
+    """Compact JSON: [version, envelope, body, flat headers]. Envelope strings equal to a header's value
+    are stored as that header's index."""
+    refs: dict[str, int] = {}
+    for i, (name, value) in enumerate(p.headers):
+        if name in ("date", "subject", "message-id", "in-reply-to"):
+            refs.setdefault(value, i)
+    return orjson.dumps([JSON_VERSION, _env_out(p.envelope, refs), _part_out(p.body), _flat(p.headers)])
+
+
+def from_json(data: bytes) -> ParsedMessage:
+    version, env, body, flat = orjson.loads(data)
+    if version != JSON_VERSION:
+        raise ValueError(f"unknown mime json version {version}")
+    headers = _pairs(flat)
+    return ParsedMessage(_env_in(env, headers), _part_in(body), headers)
