@@ -356,9 +356,14 @@ class Session(asyncio.Protocol):
         # RFC 3207 §4.2: nothing the client sent before the handshake counts (CVE-2011-0411 class).
         self.buf.clear()
         try:
-            transport = await asyncio.wait_for(
-                self.loop.start_tls(self.transport, self, ctx, server_side=True),
-                self.settings.tls_handshake_timeout,
+            # Awaited directly, not through wait_for: a task would start a loop iteration later, and the
+            # ClientHello arriving meanwhile would land in our plaintext buffer (and the handshake hang).
+            transport = await self.loop.start_tls(
+                self.transport,
+                self,
+                ctx,
+                server_side=True,
+                ssl_handshake_timeout=self.settings.tls_handshake_timeout,
             )
         except Exception as exc:
             metrics.TLS.labels("failed").inc()

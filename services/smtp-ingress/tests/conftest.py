@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import pytest
 import uvloop
-
 from mailflow import tls
 from mailflow.errors import ServiceUnavailable
 from mailflow.store.api import Principal, Resolution
@@ -85,7 +84,9 @@ class ServerThread:
         self.thread.start()
 
         async def boot() -> SmtpServer:
-            cached = CachedDirectory(self.directory, ttl=30, negative_ttl=0, timeout=self.settings.directory_timeout)
+            cached = CachedDirectory(
+                self.directory, ttl=30, negative_ttl=0, timeout=self.settings.directory_timeout
+            )
             handler = IngressHandler(self.settings, cached, self.queue)
             return await SmtpServer(self.settings, handler, self.tls_context).start()
 

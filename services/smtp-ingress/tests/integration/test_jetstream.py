@@ -11,7 +11,6 @@ import smtplib
 
 import httpx
 import pytest
-
 from mailflow.bodies import JetStreamBodies
 from mailflow.contracts.messages import TRACE_HEADER, QueuedMessage, TraceEvent
 from mailflow_smtp_ingress import app
@@ -30,7 +29,9 @@ async def service(nats_url, settings_factory, fake_directory):
     await asyncio.wait_for(task, 30)
 
 
-def send(port: int, raw: bytes, rcpts=("alice@example.test",), sender="carol@elsewhere.test") -> tuple[int, bytes]:
+def send(
+    port: int, raw: bytes, rcpts=("alice@example.test",), sender="carol@elsewhere.test"
+) -> tuple[int, bytes]:
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
         s.ehlo("client.example.test")
         s.mail(sender)

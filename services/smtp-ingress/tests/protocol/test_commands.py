@@ -14,7 +14,16 @@ def test_greeting_and_ehlo_extensions(raw):
     ehlo = c.cmd("EHLO client.example.test", "250 ")
     lines = [line[4:] for line in ehlo.split("\n")]
     assert lines[0] == "mx.example.test Hello client.example.test"
-    for ext in ("PIPELINING", "SIZE 26214400", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "STARTTLS", "CHUNKING", "DSN"):
+    for ext in (
+        "PIPELINING",
+        "SIZE 26214400",
+        "8BITMIME",
+        "SMTPUTF8",
+        "ENHANCEDSTATUSCODES",
+        "STARTTLS",
+        "CHUNKING",
+        "DSN",
+    ):
         assert ext in lines, ext
     assert not any(x.startswith("AUTH") for x in lines)  # the MX listener offers no AUTH
 
@@ -97,15 +106,25 @@ def test_smtplib_happy_path_is_queued(srv):
     with smtplib.SMTP("127.0.0.1", srv.port(), timeout=10) as s:
         s.ehlo("client.example.test")
         assert s.has_extn("pipelining") and s.has_extn("size")
-        refused = s.sendmail("carol@elsewhere.test", ["alice@example.test", "bob@example.test"], b"Subject: hi\r\n\r\nHello\r\n")
+        refused = s.sendmail(
+            "carol@elsewhere.test",
+            ["alice@example.test", "bob@example.test"],
+            b"Subject: hi\r\n\r\nHello\r\n",
+        )
         assert refused == {}
-    (msg, raw), = srv.messages
+    ((msg, raw),) = srv.messages
     assert msg.mail_from == "carol@elsewhere.test"
     assert [r.address for r in msg.rcpt_to] == ["alice@example.test", "bob@example.test"]
-    assert raw.startswith(b"Received: from client.example.test ([127.0.0.1])\r\n\tby mx.example.test (Mailflow) with ESMTP id ")
+    assert raw.startswith(
+        b"Received: from client.example.test ([127.0.0.1])\r\n\tby mx.example.test (Mailflow) with ESMTP id "
+    )
     assert raw.endswith(b"Subject: hi\r\n\r\nHello\r\n")
     assert msg.size == len(raw)
-    assert msg.client.listener == "mx" and msg.client.helo == "client.example.test" and msg.client.ip == "127.0.0.1"
+    assert (
+        msg.client.listener == "mx"
+        and msg.client.helo == "client.example.test"
+        and msg.client.ip == "127.0.0.1"
+    )
 
 
 def test_250_names_the_queue_id(raw, srv):

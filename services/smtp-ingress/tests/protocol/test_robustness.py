@@ -1,0 +1,100 @@
+"""No input crashes the service or leaks into another session: random bytes, random command soup,
+and a whole transcript fed one byte at a time (every chunk boundary, incl. inside <CRLF>.<CRLF>)."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mailflow_smtp_ingress import metrics
+
+WORDS = [
+    b"EHLO x",
+    b"HELO x",
+    b"MAIL FROM:<a@b.test>",
+    b"MAIL FROM:<>",
+    b"RCPT TO:<alice@example.test>",
+    b"RCPT TO:<x@elsewhere.test>",
+    b"DATA",
+    b"BDAT 5",
+    b"BDAT 0 LAST",
+    b"BDAT 99999999",
+    b"RSET",
+    b"NOOP",
+    b"QUIT",
+    b"AUTH PLAIN",
+    b"AUTH LOGIN",
+    b"STARTTLS",
+    b"VRFY a",
+    b".",
+    b"..",
+    b"*",
+    b"=",
+    b"\x00",
+    b'MAIL FROM:<"a\\"b"@c.test> SIZE=1 BODY=8BITMIME SMTPUTF8 RET=FULL ENVID=x+41',
+    b"RCPT TO:<alice@example.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;x+40y",
+]
+ENDS = [b"\r\n", b"\n", b"\r", b"", b"\r\r\n", b"\n.\n", b"\r\n.\r\n"]
+
+soup = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(WORDS), st.sampled_from(ENDS)).map(lambda t: t[0] + t[1]),
+        st.binary(max_size=64),
+    ),
+    max_size=40,
+).map(b"".join)
+
+
+def internal_errors() -> float:
+    return metrics.INTERNAL_ERRORS._value.get()
+
+
+def still_works(port: int) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        s.ehlo("after.example.test")
+        assert s.sendmail("a@b.test", ["alice@example.test"], b"Subject: ok\r\n\r\nstill here\r\n") == {}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.one_of(soup, st.binary(max_size=2048)))
+def test_random_input_never_breaks_the_server(srv, data):
+    before = internal_errors()
+    with socket.create_connection(("127.0.0.1", srv.port()), timeout=5) as sock:
+        sock.recv(1024)
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(65536):
+                pass
+        except (ConnectionResetError, BrokenPipeError, TimeoutError):
+            pass
+    assert internal_errors() == before
+
+
+def test_after_the_soup_a_normal_session_works(srv):
+    for blob in (b"\xff" * 5000 + b"\r\n", b"BDAT 3\r\n\r\n\r\n", b"DATA\r\n" * 50, b"\r\n.\r\n" * 100):
+        with socket.create_connection(("127.0.0.1", srv.port()), timeout=5) as sock:
+            sock.sendall(blob)
+    still_works(srv.port())
+
+
+def test_transcript_fed_byte_by_byte(srv):
+    transcript = (
+        b"EHLO slow.example.test\r\nMAIL FROM:<carol@elsewhere.test>\r\nRCPT TO:<alice@example.test>\r\n"
+        b"DATA\r\nSubject: slow\r\n\r\n..dot\r\nline\r\n.\r\n"
+        b"MAIL FROM:<carol@elsewhere.test>\r\nRCPT TO:<bob@example.test>\r\nBDAT 12 LAST\r\nSubject: b\r\n"
+        b"QUIT\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", srv.port()), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(len(transcript)):
+            sock.sendall(transcript[i : i + 1])
+        got = b""
+        while chunk := sock.recv(65536):
+            got += chunk
+    codes = [line[:3] for line in got.split(b"\r\n") if line and line[3:4] == b" "]
+    assert codes == [b"220", b"250", b"250", b"250", b"354", b"250", b"250", b"250", b"250", b"221"]
+    (m1, r1), (m2, r2) = srv.messages
+    assert r1.endswith(b"Subject: slow\r\n\r\n.dot\r\nline\r\n") and r2.endswith(b"Subject: b\r\n")
