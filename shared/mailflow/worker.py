@@ -81,6 +81,9 @@ class Worker(Generic[T]):
         self.name = f"{service}/{self.durable}"
         self._sub = None
         self._sem = asyncio.Semaphore(self.concurrency)
+        # labelled metric children, looked up once (labels() per message costs ~10% of a fast worker)
+        self._handled = {o: HANDLED.labels(self.name, o) for o in ("done", "retry", "dead")}
+        self._handle_seconds = HANDLE_SECONDS.labels(self.name)
 
     # --- to implement -------------------------------------------------------------------------
 
@@ -158,7 +161,7 @@ class Worker(Generic[T]):
             ticker.cancel()
         per = (time.perf_counter() - started) / len(items)
         for m, outcome in zip(live, outcomes, strict=True):
-            HANDLE_SECONDS.labels(self.name).observe(per)
+            self._handle_seconds.observe(per)
             await self._settle(m, outcome)
 
     async def _keep_alive(self, msgs: list[Msg]) -> None:
@@ -175,10 +178,10 @@ class Worker(Generic[T]):
             match outcome:
                 case Done():
                     await m.ack()
-                    HANDLED.labels(self.name, "done").inc()
+                    self._handled["done"].inc()
                 case Retry(delay=delay):
                     await m.nak(delay=delay)
-                    HANDLED.labels(self.name, "retry").inc()
+                    self._handled["retry"].inc()
                 case Fail(reason=reason):
                     await self._dead(m, reason)
         except Exception as exc:  # the ack is lost: JetStream redelivers, handlers are idempotent
@@ -194,5 +197,5 @@ class Worker(Generic[T]):
         )
         await self.js.publish(subjects.MAIL_DEAD, letter.to_bytes())
         await m.term()
-        HANDLED.labels(self.name, "dead").inc()
+        self._handled["dead"].inc()
         log.error("message sent to %s: %s", subjects.MAIL_DEAD, reason, extra={"worker": self.name})
