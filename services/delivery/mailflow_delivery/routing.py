@@ -23,7 +23,7 @@ from mailflow import log as mlog
 from mailflow.bodies import Bodies, BodyMissing
 from mailflow.contracts.messages import DeliveryJob, DeliveryResult, MxReply, TraceEvent
 from mailflow.dns import Resolver
-from mailflow.store.api import Deliverer, DeliverItem, DeliverResult, Directory, Resolution
+from mailflow.store.api import Deliverer, DeliverItem, DeliverResult, Directory
 from mailflow_delivery import metrics, smtp_out
 from mailflow_delivery.sentlog import SentLog
 
@@ -57,24 +57,39 @@ def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower().rstrip(".")
 
 
-class DirectoryCache:
-    """Resolutions for a few seconds: a REST call per recipient would cost the throughput target."""
+class DomainRoutes:
+    """Is a recipient's domain ours? One directory lookup per domain per `ttl`, shared by every
+    concurrent job (a REST call per recipient would cost the throughput target). For a local domain
+    the store itself decides per recipient (aliases, unknown users) when it is handed the message.
+    A failed lookup is not remembered: the jobs are deferred ("can't check" is not "doesn't exist")."""
 
-    def __init__(self, directory: Directory, ttl: float = 5.0, size: int = 50_000):
-        self.directory, self.ttl, self.size = directory, ttl, size
-        self.items: dict[str, tuple[float, Resolution]] = {}
+    def __init__(self, directory: Directory, ttl: float = 30.0):
+        self.directory, self.ttl = directory, ttl
+        self.items: dict[str, tuple[float, bool]] = {}
+        self._inflight: dict[str, asyncio.Future[bool]] = {}
 
-    async def resolve(self, address: str) -> Resolution:
-        key = address.lower()
+    async def is_local(self, address: str) -> bool:
+        domain = domain_of(address)
         now = time.monotonic()
-        hit = self.items.get(key)
+        hit = self.items.get(domain)
         if hit and hit[0] > now:
             return hit[1]
-        res = await self.directory.resolve(address)
-        if len(self.items) >= self.size:
-            self.items.clear()
-        self.items[key] = (now + self.ttl, res)
-        return res
+        if domain in self._inflight:
+            return await asyncio.shield(self._inflight[domain])
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._inflight[domain] = fut
+        try:
+            res = await self.directory.resolve(address)
+            local = res.status != "not_local"
+            self.items[domain] = (time.monotonic() + self.ttl, local)
+            fut.set_result(local)
+            return local
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: waiters get it, no warning if there are none
+            raise
+        finally:
+            self._inflight.pop(domain, None)
 
 
 class Deliveries:
@@ -86,11 +101,11 @@ class Deliveries:
         resolver: Resolver,
         sent: SentLog,
         remote: RemoteConfig = RemoteConfig(),
-        directory_ttl: float = 5.0,
+        directory_ttl: float = 30.0,
         store_batch: int = 64,
         service: str = "delivery",
     ):
-        self.directory = DirectoryCache(directory, directory_ttl)
+        self.routes = DomainRoutes(directory, directory_ttl)
         self.deliverer, self.bodies, self.resolver, self.sent = deliverer, bodies, resolver, sent
         self.remote_cfg, self.store_batch, self.service = remote, store_batch, service
         self._domain_slots: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(self.remote_cfg.max_per_domain))
@@ -99,16 +114,14 @@ class Deliveries:
         started = time.perf_counter()
         out: dict[int, DeliveryResult] = {}
         traces: list[TraceEvent] = []
-        resolutions = await asyncio.gather(*(self.directory.resolve(j.rcpt.address) for j in jobs), return_exceptions=True)
+        routes = await asyncio.gather(*(self.routes.is_local(j.rcpt.address) for j in jobs), return_exceptions=True)
         local, remote = [], []
-        for i, (job, res) in enumerate(zip(jobs, resolutions, strict=True)):
-            if isinstance(res, BaseException):
-                log.warning("directory lookup failed: %s", res, extra={"queue_id": job.queue_id})
+        for i, (job, is_local) in enumerate(zip(jobs, routes, strict=True)):
+            if isinstance(is_local, BaseException):
+                log.warning("directory lookup failed: %s", is_local, extra={"queue_id": job.queue_id})
                 out[i] = result(job, "deferred", "4.4.3", "451 4.4.3 recipient lookup failed, will retry")
-            elif res.status == "local":
+            elif is_local:
                 local.append((i, job))
-            elif res.status == "unknown_user":
-                out[i] = result(job, "bounced", "5.1.1", f"550 5.1.1 <{job.rcpt.address}>: no such user here")
             else:
                 remote.append((i, job))
         local_res, remote_res = await asyncio.gather(self.local(local), self.remote(remote, traces))

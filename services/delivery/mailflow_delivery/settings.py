@@ -18,7 +18,7 @@ class Settings(ServiceSettings):
     lanes: int = 4  # pull loops per process on the JOBS consumer: a slow remote MX holds up one lane only
     batch: int = 128  # jobs per fetch
     store_batch: int = 64  # messages per call to the mailbox store
-    directory_cache_s: float = 5.0  # how long a recipient's local/remote resolution is reused
+    directory_cache_s: float = 30.0  # how long "this domain is (not) ours" is reused
     # Outgoing SMTP
     remote_port: int = 25  # tests and the local stack deliver to dev ports on 127.0.0.x
     helo_name: str = ""  # empty: MAILFLOW_HOSTNAME

@@ -85,13 +85,32 @@ class Recorded:
     duplicates: list[str]  # queue ids known already (a redelivery after a crash)
 
 
+def _job(qm: QueuedMessage, rc: Rcpt, attempt: int) -> DeliveryJob:
+    return DeliveryJob(
+        queue_id=qm.queue_id,
+        trace_id=qm.trace_id,
+        attempt=attempt,
+        mail_from=qm.mail_from,
+        rcpt=rc,
+        body_ref=qm.body_ref,
+        size=qm.size,
+        received_at=qm.received_at,
+        envid=qm.envid,
+        ret=qm.ret,
+        body_8bit=qm.body_8bit,
+        smtputf8=qm.smtputf8,
+    )
+
+
 def record(s: Session, msgs: list[QueuedMessage], now: float, p: Policy) -> Recorded:
     """Record new messages with every recipient in flight (attempt 1) and return their jobs. A message
-    known already returns the jobs of its recipients still in flight, to publish again."""
+    known already returns the jobs of its recipients still in flight, to publish again.
+    Plain multi-row INSERTs (no ORM unit of work): this is the hot path."""
     qids = list(dict.fromkeys(m.queue_id for m in msgs))
     known = set(s.scalars(sa.select(Message.queue_id).where(Message.queue_id.in_(qids))))
     out = Recorded([], [], [])
     seen: set[str] = set()
+    m_rows, r_rows = [], []
     for qm in msgs:
         if qm.queue_id in seen:
             continue
@@ -99,48 +118,53 @@ def record(s: Session, msgs: list[QueuedMessage], now: float, p: Policy) -> Reco
         if qm.queue_id in known:
             out.duplicates.append(qm.queue_id)
             continue
-        m = Message(
-            queue_id=qm.queue_id,
-            trace_id=qm.trace_id,
-            mail_from=qm.mail_from,
-            body_ref=qm.body_ref,
-            size=qm.size,
-            received_at=qm.received_at.timestamp(),
-            envid=qm.envid,
-            ret=qm.ret,
-            body_8bit=qm.body_8bit,
-            smtputf8=qm.smtputf8,
-            client_ip=qm.client.ip if qm.client else None,
-            auth_user=qm.client.auth_user if qm.client else None,
-            body_deleted=False,
-            done_at=None,
-        )
-        s.add(m)
         keys: set[str] = set()
         for rc in qm.rcpt_to:
             key = rc.address.lower()
             if key in keys:  # the same recipient twice in one envelope gets one copy
                 continue
             keys.add(key)
-            r = Recipient(
-                queue_id=qm.queue_id,
-                address=rc.address,
-                address_key=key,
-                notify=",".join(rc.notify),
-                orcpt=rc.orcpt,
-                state=INFLIGHT,
-                attempts=1,
-                next_attempt_at=now + p.inflight_timeout_s,
-                last_status="",
-                last_error="",
-                updated_at=now,
-                delay_notified=False,
+            r_rows.append(
+                dict(
+                    queue_id=qm.queue_id,
+                    address=rc.address,
+                    address_key=key,
+                    notify=",".join(rc.notify),
+                    orcpt=rc.orcpt,
+                    state=INFLIGHT,
+                    attempts=1,
+                    next_attempt_at=now + p.inflight_timeout_s,
+                    last_status="",
+                    last_error="",
+                    remote_mta=None,
+                    updated_at=now,
+                    delay_notified=False,
+                )
             )
-            s.add(r)
-            out.jobs.append(job_for(m, r))
-        if not keys:
-            m.done_at = now
+            out.jobs.append(_job(qm, rc, 1))
+        m_rows.append(
+            dict(
+                queue_id=qm.queue_id,
+                trace_id=qm.trace_id,
+                mail_from=qm.mail_from,
+                body_ref=qm.body_ref,
+                size=qm.size,
+                received_at=qm.received_at.timestamp(),
+                envid=qm.envid,
+                ret=qm.ret,
+                body_8bit=qm.body_8bit,
+                smtputf8=qm.smtputf8,
+                client_ip=qm.client.ip if qm.client else None,
+                auth_user=qm.client.auth_user if qm.client else None,
+                body_deleted=False,
+                done_at=None if keys else now,
+            )
+        )
         out.new.append(qm.queue_id)
+    if m_rows:
+        s.execute(sa.insert(Message.__table__), m_rows)
+    if r_rows:
+        s.execute(sa.insert(Recipient.__table__), r_rows)
     if out.duplicates:
         rows = s.execute(
             sa.select(Message, Recipient)
@@ -161,68 +185,99 @@ class Applied:
     done: int  # messages now final
 
 
+@dataclass
+class _Row:
+    id: int
+    queue_id: str
+    address_key: str
+    notify: str
+    state: str
+    attempts: int
+    remote_mta: str | None
+
+
 def apply_results(s: Session, results: list[DeliveryResult], now: float, p: Policy) -> Applied:
+    """One SELECT for the rows concerned, one executemany UPDATE: this is the hot path."""
     qids = list({r.queue_id for r in results})
-    msgs = {m.queue_id: m for m in s.scalars(sa.select(Message).where(Message.queue_id.in_(qids)))}
-    rows = {(r.queue_id, r.address_key): r for r in s.scalars(sa.select(Recipient).where(Recipient.queue_id.in_(qids)))}
+    msgs = {
+        q: (mail_from, received_at)
+        for q, mail_from, received_at in s.execute(
+            sa.select(Message.queue_id, Message.mail_from, Message.received_at).where(Message.queue_id.in_(qids))
+        )
+    }
+    cols = (Recipient.id, Recipient.queue_id, Recipient.address_key, Recipient.notify, Recipient.state, Recipient.attempts, Recipient.remote_mta)
+    rows = {(r.queue_id, r.address_key): r for r in (_Row(*t) for t in s.execute(sa.select(*cols).where(Recipient.queue_id.in_(qids))))}
     counts: dict[str, int] = defaultdict(int)
-    bounced: dict[str, list[Recipient]] = defaultdict(list)
-    delivered: dict[str, list[Recipient]] = defaultdict(list)
-    touched: set[str] = set()
+    bounced: dict[str, list[_Row]] = defaultdict(list)
+    delivered: dict[str, list[_Row]] = defaultdict(list)
+    updates: dict[int, dict] = {}
     for res in results:
         r = rows.get((res.queue_id, res.rcpt.lower()))
-        m = msgs.get(res.queue_id)
-        if r is None or m is None or r.state in FINAL:
+        if r is None or res.queue_id not in msgs or r.state in FINAL:
             counts["stale"] += 1  # deleted meanwhile, or an old attempt's answer
             continue
         if res.outcome == "deferred" and r.state == INFLIGHT and res.attempt < r.attempts:
             counts["stale"] += 1  # a newer attempt is out already
             continue
-        r.last_status, r.last_error, r.updated_at = res.status, res.diagnostic[:2000], now
-        if res.remote_mta:
-            r.remote_mta = res.remote_mta
-        touched.add(m.queue_id)
+        status, error, nxt = res.status, res.diagnostic[:2000], None
         if res.outcome == "delivered":
-            r.state, r.next_attempt_at = DELIVERED, None
-            delivered[m.queue_id].append(r)
+            r.state = DELIVERED
+            delivered[r.queue_id].append(r)
             counts["delivered"] += 1
         elif res.outcome == "bounced":
-            r.state, r.next_attempt_at = BOUNCED, None
-            bounced[m.queue_id].append(r)
+            r.state = BOUNCED
+            bounced[r.queue_id].append(r)
             counts["bounced"] += 1
         else:
-            expires = m.received_at + p.max_lifetime_s
+            expires = msgs[r.queue_id][1] + p.max_lifetime_s
             if now >= expires:
-                r.state, r.next_attempt_at = BOUNCED, None
-                r.last_status = EXPIRED_STATUS
-                r.last_error = f"gave up after {r.attempts} attempts: {res.status} {res.diagnostic}"[:2000]
-                bounced[m.queue_id].append(r)
+                r.state, status = BOUNCED, EXPIRED_STATUS
+                error = f"gave up after {r.attempts} attempts: {res.status} {res.diagnostic}"[:2000]
+                bounced[r.queue_id].append(r)
                 counts["expired"] += 1
-                continue
-            r.next_attempt_at = min(now + p.retry_delay(r.attempts), expires)
-            if r.state != HELD:
-                r.state = DEFERRED
-            counts["deferred"] += 1
+            else:
+                nxt = min(now + p.retry_delay(r.attempts), expires)
+                if r.state != HELD:
+                    r.state = DEFERRED
+                counts["deferred"] += 1
+        r.remote_mta = res.remote_mta or r.remote_mta
+        updates[r.id] = dict(
+            rid=r.id, state=r.state, next_attempt_at=nxt, last_status=status, last_error=error, remote_mta=r.remote_mta, updated_at=now
+        )
+    if updates:
+        t = Recipient.__table__
+        s.execute(
+            sa.update(t)
+            .where(t.c.id == sa.bindparam("rid"))
+            .values(
+                state=sa.bindparam("state"),
+                next_attempt_at=sa.bindparam("next_attempt_at"),
+                last_status=sa.bindparam("last_status"),
+                last_error=sa.bindparam("last_error"),
+                remote_mta=sa.bindparam("remote_mta"),
+                updated_at=sa.bindparam("updated_at"),
+            ),
+            list(updates.values()),
+        )
     notices = 0
     for qid, rs in bounced.items():
-        notices += _notice(s, msgs[qid], [r for r in rs if wants(r.notify, "FAILURE")], "failure", now)
+        notices += _notice(s, qid, msgs[qid][0], [r.id for r in rs if wants(r.notify, "FAILURE")], "failure", now)
     for qid, rs in delivered.items():
-        notices += _notice(s, msgs[qid], [r for r in rs if wants(r.notify, "SUCCESS")], "success", now)
-    done = _mark_done(s, touched, now)
+        notices += _notice(s, qid, msgs[qid][0], [r.id for r in rs if wants(r.notify, "SUCCESS")], "success", now)
+    done = _mark_done(s, set(bounced) | set(delivered), now)
     return Applied(dict(counts), notices, done)
 
 
-def _notice(s: Session, m: Message, rs: list[Recipient], kind: str, now: float) -> int:
+def _notice(s: Session, queue_id: str, mail_from: str, recipient_ids: list[int], kind: str, now: float) -> int:
     """Never a DSN about a DSN: a message from the null sender gets none (RFC 3461 §6.2, RFC 5321 §4.5.5)."""
-    if not rs or m.mail_from == "":
+    if not recipient_ids or mail_from == "":
         return 0
-    s.flush()  # recipient ids
     s.add(
         Notice(
-            queue_id=m.queue_id,
+            queue_id=queue_id,
             dsn_queue_id=ids.queue_id(),
             kind=kind,
-            recipient_ids=json.dumps([r.id for r in rs]),
+            recipient_ids=json.dumps(recipient_ids),
             sent=False,
             created_at=now,
         )
@@ -286,7 +341,7 @@ def make_delay_notices(s: Session, now: float, p: Policy, limit: int = 500) -> i
         r.delay_notified = True
         if wants(r.notify, "DELAY"):
             per.setdefault(m.queue_id, (m, []))[1].append(r)
-    return sum(_notice(s, m, rs, "delay", now) for m, rs in per.values())
+    return sum(_notice(s, m.queue_id, m.mail_from, [r.id for r in rs], "delay", now) for m, rs in per.values())
 
 
 @dataclass(frozen=True)

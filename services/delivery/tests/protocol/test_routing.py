@@ -92,7 +92,7 @@ async def test_store_down_defers_and_body_gone_bounces(world):
     store, bodies, resolver, sent, _, _ = world
     down = Deliveries(DownStore(), DownStore(), bodies, resolver, sent)
     for u in ("a@daum.test",):
-        down.directory.directory.add_user(u, "pw")
+        down.routes.directory.add_user(u, "pw")
     results, _ = await down.run(await jobs_for(bodies, "Q2", ["a@daum.test"]))
     assert outcomes(results) == [("a@daum.test", "deferred", "4.3.0")]
     jobs = await jobs_for(bodies, "Q3", ["a@daum.test"])
