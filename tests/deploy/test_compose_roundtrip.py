@@ -1,0 +1,282 @@
+"""docker compose for real (issue 7 §1): the stack from images built here carries a message from SMTP
+to IMAP and POP3, then `up --scale delivery=3` runs three delivery containers on one JetStream consumer.
+
+Needs a Docker engine and the base images: `make test-compose` runs deploy/ci/local-images.sh first and
+sets MAILFLOW_TEST_COMPOSE=1; without it this module is skipped. The stack runs as its own compose
+project on free loopback ports, with fresh volumes, and is removed afterwards (its logs are printed when
+a test fails). The resolver is pointed at the container's own loopback, so nothing asks real DNS.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import json
+import os
+import poplib
+import re
+import secrets
+import shutil
+import smtplib
+import ssl
+import subprocess
+import time
+from email.message import EmailMessage
+
+import pytest
+
+from tests.deploy.support import COMPOSE_FILE, ROOT, SERVICES
+from tests.support import free_port, wait_for
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(900),
+    pytest.mark.skipif(os.environ.get("MAILFLOW_TEST_COMPOSE") != "1", reason="set by `make test-compose`"),
+]
+
+DOMAIN = "example.test"
+USER = f"alice@{DOMAIN}"
+PASSWORD = "correct horse battery staple"
+PUBLISHED = ("SMTP", "SUBMISSION", "SMTPS", "IMAP", "IMAPS", "POP3", "POP3S")
+SCALED_MESSAGES = 30
+
+
+class Compose:
+    """docker-compose (v1) or `docker compose` (v2) for one project with its own environment."""
+
+    def __init__(self):
+        self.project = f"mailflowtest{secrets.token_hex(3)}"
+        self.ports = {name: free_port() for name in PUBLISHED}
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/root"),
+            "COMPOSE_PROJECT_NAME": self.project,
+            "MAILFLOW_SERVICE_TOKEN": secrets.token_hex(32),
+            "MAILFLOW_ADMIN_TOKEN": secrets.token_hex(32),
+            "MAILFLOW_POSTGRES_PASSWORD": secrets.token_hex(16),
+            "MAILFLOW_RESOLVER_NAMESERVERS": "127.0.0.1",
+            **{f"MAILFLOW_PUBLISH_{name}": str(port) for name, port in self.ports.items()},
+        }
+        if shutil.which("docker-compose"):
+            self.cmd = ["docker-compose"]
+        else:
+            self.cmd = ["docker", "compose"]
+
+    def run(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [*self.cmd, "-f", str(COMPOSE_FILE), "-p", self.project, *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"compose {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            )
+        return proc
+
+    def containers(self, service: str) -> list[str]:
+        out = self.run("ps", "-q", service).stdout.split()
+        return sorted(out)
+
+    def health(self, container: str) -> str:
+        proc = subprocess.run(
+            [
+                "docker",
+                "inspect",
+                "--format",
+                "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
+                container,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return proc.stdout.strip()
+
+    def wait_healthy(self, services, timeout: float = 240, count: dict[str, int] | None = None) -> None:
+        count = count or {}
+
+        def all_healthy():
+            for service in services:
+                ids = self.containers(service)
+                if len(ids) != count.get(service, 1):
+                    return False
+                for cid in ids:
+                    state = self.health(cid)
+                    if state.startswith(("exited", "dead")) or "unhealthy" in state:
+                        raise AssertionError(f"{service} {cid[:12]} is {state}:\n{self.logs(service)}")
+                    if state != "running healthy":
+                        return False
+            return True
+
+        wait_for(all_healthy, timeout=timeout, interval=1.0, what=f"healthy {', '.join(services)}")
+
+    def exec(self, service: str, *args: str, index: int = 1) -> str:
+        return self.run("exec", "-T", "--index", str(index), service, *args, timeout=120).stdout
+
+    def logs(self, service: str = "", tail: int = 60) -> str:
+        proc = self.run(
+            "logs",
+            "--no-color",
+            "--tail",
+            str(tail),
+            *([service] if service else []),
+            check=False,
+            timeout=120,
+        )
+        return proc.stdout[-20000:]
+
+
+def tls_client() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the stack made its own self-signed certificate (tls-init)
+    return ctx
+
+
+@pytest.fixture(scope="module")
+def stack(request):
+    compose = Compose()
+    started = time.monotonic()
+    try:
+        compose.run("build", timeout=900)
+        built = time.monotonic()
+        compose.run("up", "-d", timeout=600)
+        compose.wait_healthy(["nats", "postgres", *SERVICES])
+        print(f"\ncompose: built in {built - started:.0f}s, healthy {time.monotonic() - built:.0f}s later")
+        yield compose
+    except BaseException:
+        print(compose.logs())
+        raise
+    finally:
+        if request.session.testsfailed:
+            print(compose.logs())
+        compose.run("down", "--volumes", "--remove-orphans", "--timeout", "20", check=False, timeout=300)
+
+
+def message(subject: str, body: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "bob@remote.test"
+    msg["To"] = USER
+    msg["Subject"] = subject
+    msg["Message-ID"] = f"<{secrets.token_hex(8)}@remote.test>"
+    msg.set_content(body)
+    return msg.as_bytes().replace(b"\n", b"\r\n")
+
+
+def send(port: int, raw: bytes) -> str:
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as smtp:
+        smtp.ehlo("client.remote.test")
+        smtp.mail("bob@remote.test")
+        smtp.rcpt(USER)
+        code, reply = smtp.data(raw)
+    assert code == 250, reply
+    match = re.search(rb"queued as (\S+)", reply)
+    return match.group(1).decode() if match else ""
+
+
+def imap_messages(port: int) -> list[bytes]:
+    imap = imaplib.IMAP4("127.0.0.1", port, timeout=60)
+    try:
+        imap.starttls(tls_client())
+        imap.login(USER, PASSWORD)
+        typ, data = imap.select("INBOX", readonly=True)
+        assert typ == "OK", data
+        if int(data[0]) == 0:
+            return []
+        typ, data = imap.uid("FETCH", "1:*", "(BODY.PEEK[])")
+        assert typ == "OK", data
+        return [part[1] for part in data if isinstance(part, tuple)]
+    finally:
+        imap.logout()
+
+
+def test_mail_round_trip_through_the_published_ports(stack):
+    assert "added" in stack.exec("mailbox-store", "mailflow", "domain", "add", DOMAIN)
+    assert "added" in stack.exec("mailbox-store", "mailflow", "user", "add", USER, "--password", PASSWORD)
+
+    raw = message("through compose", "Sent over the published SMTP port.\n")
+    queue_id = send(stack.ports["SMTP"], raw)
+    assert queue_id
+
+    fetched = wait_for(
+        lambda: imap_messages(stack.ports["IMAP"]), timeout=60, interval=0.5, what="the message in INBOX"
+    )
+    assert len(fetched) == 1
+    assert fetched[0].endswith(raw), "IMAP returns the bytes sent (after the Received: header)"
+
+    pop = poplib.POP3_SSL("127.0.0.1", stack.ports["POP3S"], context=tls_client(), timeout=60)
+    try:
+        pop.user(USER)
+        pop.pass_(PASSWORD)
+        count, _ = pop.stat()
+        assert count == 1
+        _, lines, _ = pop.retr(1)
+        assert b"\r\n".join(lines) + b"\r\n" == fetched[0]
+    finally:
+        pop.quit()
+
+    trace = stack.exec("queue", "mailflow", "trace", queue_id)
+    for step in ("smtp-ingress", "queue", "delivery", "mailbox-store"):
+        assert step in trace, trace
+
+
+def jetstream_consumers(stack: Compose) -> dict[tuple[str, str], dict]:
+    out = stack.exec("nats", "wget", "-q", "-O", "-", "http://127.0.0.1:8222/jsz?consumers=true")
+    found = {}
+    for account in json.loads(out).get("account_details", []):
+        for stream in account.get("stream_detail", []):
+            for consumer in stream.get("consumer_detail") or []:
+                found[(stream["name"], consumer["name"])] = consumer
+    return found
+
+
+def delivered_by(stack: Compose, index: int) -> float:
+    """Jobs this delivery container finished, from its own /metrics."""
+    script = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8080/metrics').read().decode())"
+    text = stack.exec("delivery", "python", "-c", script, index=index)
+    total = 0.0
+    for line in text.splitlines():
+        if (
+            line.startswith("mailflow_worker_messages_total{")
+            and 'outcome="done"' in line
+            and "delivery" in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_scaled_delivery_shares_one_stream(stack):
+    before = len(imap_messages(stack.ports["IMAP"]))
+    stack.run("up", "-d", "--no-recreate", "--scale", "delivery=3", timeout=300)
+    stack.wait_healthy(["delivery"], count={"delivery": 3}, timeout=120)
+
+    consumers = jetstream_consumers(stack)
+    assert [key for key in consumers if key[0] == "JOBS"] == [("JOBS", "delivery")], (
+        "one durable on the stream"
+    )
+    assert consumers[("JOBS", "delivery")]["num_waiting"] >= 3, "pull requests from every container"
+
+    counts_before = [delivered_by(stack, i) for i in (1, 2, 3)]
+    with smtplib.SMTP("127.0.0.1", stack.ports["SMTP"], timeout=60) as smtp:
+        for n in range(SCALED_MESSAGES):
+            smtp.sendmail("bob@remote.test", [USER], message(f"scaled {n}", f"message {n}\n"))
+
+    wait_for(
+        lambda: len(imap_messages(stack.ports["IMAP"])) >= before + SCALED_MESSAGES,
+        timeout=120,
+        interval=0.5,
+        what=f"{SCALED_MESSAGES} more messages",
+    )
+    assert len(imap_messages(stack.ports["IMAP"])) == before + SCALED_MESSAGES, (
+        "each message stored exactly once"
+    )
+
+    handled = [delivered_by(stack, i) - counts_before[i - 1] for i in (1, 2, 3)]
+    print(f"\njobs per delivery container: {handled}")
+    assert sum(handled) == SCALED_MESSAGES
+    assert all(h > 0 for h in handled), f"every container took jobs from the shared consumer: {handled}"
+    final = jetstream_consumers(stack)[("JOBS", "delivery")]
+    assert final["num_pending"] == 0 and final["num_ack_pending"] == 0
