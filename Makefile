@@ -41,3 +41,11 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) data
+
+# --- containers: docker compose for real (owner: deploy/) -------------------------------------------
+# Starts dockerd if needed, builds the base images (debootstrap) and NATS/PostgreSQL stand-ins once,
+# then brings the compose stack up from images built here: mail round trip, then delivery scaled to 3.
+.PHONY: test-compose
+test-compose: $(STAMP)
+	bash deploy/ci/local-images.sh
+	MAILFLOW_TEST_COMPOSE=1 $(PYTEST) tests/deploy/test_compose_roundtrip.py -q
