@@ -160,6 +160,8 @@ class Listener:
             await self.handler(conn)
         except (ConnectionError, TimeoutError) as exc:
             log.debug("connection ended: %s", exc)
+        except asyncio.CancelledError:  # the drain cut this connection; nothing left to do
+            log.info("connection cut by the drain", extra={"peer": str(peer[0])})
         except Exception:
             log.exception("connection handler failed", extra={"peer": str(peer[0])})
         finally:

@@ -171,9 +171,9 @@ class Framer:
             if line.endswith(b"\r"):
                 line = line[:-1]
             if self._skipping or len(line) > self.max_line:
-                self._skipping = False
-                if not self._cmd:
+                if not self._cmd and not self._skipping:
                     self._tag, self._name = _head(line[:200])
+                self._skipping = False
                 tag = self._tag
                 self._reset()
                 return FrameError(tag, "BAD", "Command line too long")
@@ -745,6 +745,8 @@ _DATE_KEYS = {
     "SENTBEFORE": ("sent", "before"), "SENTON": ("sent", "on"), "SENTSINCE": ("sent", "since"),
 }  # fmt: skip
 CHARSETS = {"UTF-8": "utf-8", "US-ASCII": "ascii"}
+_ARG_KEYS = {*_HEADER_KEYS, *_DATE_KEYS, "BODY", "TEXT", "HEADER", "KEYWORD", "UNKEYWORD", "LARGER", "SMALLER",
+             "NOT", "OR", "UID", "MODSEQ"}  # fmt: skip
 MAX_SEARCH_DEPTH = 100
 
 
@@ -797,6 +799,8 @@ class _SearchParser:
             return RecentKey(name == "RECENT")
         if name == "NEW":
             return sk.And((RecentKey(True), sk.Flag(SEEN, False)))
+        if name not in _ARG_KEYS:
+            raise ParseError(f"Unknown search key {name[:40]}", r.tag)
         r.sp()
         if name in _HEADER_KEYS:
             return sk.Header(_HEADER_KEYS[name], self.string())
@@ -863,9 +867,11 @@ ARGUMENTS = {
 def parse(data: bytes) -> Command:
     """One framed command (see Framer) -> Command. ParseError (with the tag when there is one) otherwise."""
     m = _TAG.match(data)
-    if m is None or data[m.end() : m.end() + 1] != b" ":
+    if m is None or (m.end() < len(data) and data[m.end() : m.end() + 1] != b" "):
         raise ParseError("Missing or invalid tag", "*")
     tag = m.group().decode("latin-1")
+    if m.end() == len(data):
+        raise ParseError("Missing command", tag)
     r = Reader(data, m.end() + 1, tag)
     name = r.keyword() if _ATOM.match(data, r.pos) else ""
     if not name:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from mailflow import mime
 
@@ -81,7 +82,20 @@ def mailbox(name: str) -> bytes:
     return string(mutf7.encode(name))
 
 
+_FLAG_ORDER = {f: i for i, f in enumerate(("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"))}
+_RECENT = "\\Recent"
+
+
+@lru_cache(maxsize=4096)
+def _flag_set(values: frozenset[str]) -> bytes:
+    ordered = sorted(values, key=lambda f: (f == _RECENT, _FLAG_ORDER.get(f, 9), f))
+    return b"(" + " ".join(ordered).encode("utf-8", "replace") + b")"
+
+
 def flags(values) -> bytes:
+    """A flag list in a stable order: system flags, keywords (sorted), \\Recent last."""
+    if isinstance(values, frozenset):
+        return _flag_set(values)
     return b"(" + " ".join(values).encode("utf-8", "replace") + b")"
 
 

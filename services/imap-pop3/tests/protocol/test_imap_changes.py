@@ -1,0 +1,135 @@
+"""Changing messages: STORE (+/-/replace, .SILENT, UNCHANGEDSINCE), EXPUNGE, UID EXPUNGE, COPY/MOVE with
+COPYUID, CLOSE/UNSELECT, read-only EXAMINE; and what other sessions on the mailbox hear, and when:
+EXISTS/FETCH at the end of any command, EXPUNGE never during FETCH, STORE or SEARCH."""
+
+from __future__ import annotations
+
+import imaplib
+import re
+
+from imaptest import Raw, make_message
+
+
+def selected(srv, mailbox="INBOX", cmd="SELECT") -> Raw:
+    c = Raw("127.0.0.1", srv.port("imap"))
+    c.line()
+    c.cmd("a0", "LOGIN alice@example.test alice-pw")
+    assert c.cmd("s0", f"{cmd} {mailbox}")[-1].startswith(b"s0 OK")
+    return c
+
+
+def fill(srv, n):
+    for i in range(n):
+        srv.deliver("alice@example.test", make_message(f"m{i}"))
+
+
+def test_store_forms(srv):
+    fill(srv, 3)
+    c = selected(srv)
+    c.cmd("r", "FETCH 1:3 FLAGS")
+    assert c.cmd("a1", "STORE 1:2 +FLAGS (\\Flagged $Work)")[:-1] == [
+        b"* FLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft $Work)",
+        b"* OK [PERMANENTFLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft $Work \\*)] Flags permitted",
+        b"* 1 FETCH (FLAGS (\\Flagged $Work \\Recent))",
+        b"* 2 FETCH (FLAGS (\\Flagged $Work \\Recent))",
+    ]
+    assert c.cmd("a2", "STORE 1 -FLAGS ($Work)")[0] == b"* 1 FETCH (FLAGS (\\Flagged \\Recent))"
+    assert c.cmd("a3", "STORE 2 FLAGS (\\Seen)")[0] == b"* 2 FETCH (FLAGS (\\Seen \\Recent))"
+    assert c.cmd("a4", "STORE 3 +FLAGS.SILENT (\\Answered)") == [b"a4 OK STORE completed"]
+    assert c.cmd("a5", "UID STORE 3 -FLAGS \\Answered")[0] == b"* 3 FETCH (UID 3 FLAGS (\\Recent))"
+    assert c.cmd("a6", "STORE 1 +FLAGS (\\Recent)")[-1].startswith(b"a6 BAD")
+    assert c.cmd("a7", "STORE 9 +FLAGS (\\Seen)")[-1].startswith(b"a7 BAD Invalid message sequence number")
+
+
+def test_unchangedsince(srv):
+    fill(srv, 2)
+    c = selected(srv)
+    ms = [int(x) for x in re.findall(rb"MODSEQ \((\d+)\)", b"".join(c.cmd("a1", "FETCH 1:2 MODSEQ")))]
+    c.cmd("a2", "STORE 2 +FLAGS.SILENT (\\Seen)")
+    lines = c.cmd("a3", f"STORE 1:2 (UNCHANGEDSINCE {max(ms)}) +FLAGS (\\Flagged)")
+    assert lines[-1] == b"a3 OK [MODIFIED 2] Conditional STORE failed for some messages"
+    assert lines[0].startswith(b"* 1 FETCH (FLAGS (\\Flagged \\Recent) MODSEQ (")
+
+
+def test_expunge_and_uid_expunge(srv):
+    fill(srv, 5)
+    c = selected(srv)
+    c.cmd("a1", "STORE 2,4 +FLAGS.SILENT (\\Deleted)")
+    assert c.cmd("a2", "EXPUNGE") == [b"* 2 EXPUNGE", b"* 3 EXPUNGE", b"a2 OK EXPUNGE completed"]
+    c.cmd("a3", "STORE 1:2 +FLAGS.SILENT (\\Deleted)")
+    assert c.cmd("a4", "UID EXPUNGE 3") == [b"* 2 EXPUNGE", b"a4 OK UID EXPUNGE completed"]
+    assert c.cmd("a5", "UID SEARCH ALL")[0] == b"* SEARCH 1 5"
+    c.cmd("a6", "CLOSE")  # expunges 1 (still \Deleted) silently
+    c.cmd("a7", "SELECT INBOX")
+    assert c.cmd("a8", "UID SEARCH ALL")[0] == b"* SEARCH 5"
+
+
+def test_copy_move_copyuid(srv):
+    fill(srv, 3)
+    c = selected(srv)
+    reply = c.cmd("a1", "COPY 1:2 Archive")[-1]
+    assert re.fullmatch(rb"a1 OK \[COPYUID \d+ 1:2 1:2\] COPY completed", reply)
+    lines = c.cmd("a2", "UID MOVE 2:3 Trash")
+    assert re.fullmatch(rb"\* OK \[COPYUID \d+ 2:3 1:2\] Moved", lines[0])
+    assert lines[1:] == [b"* 2 EXPUNGE", b"* 2 EXPUNGE", b"a2 OK UID MOVE completed"]
+    assert c.cmd("a3", "COPY 1 Nowhere")[-1] == b"a3 NO [TRYCREATE] No such mailbox, create it first"
+    assert c.cmd("a4", "MOVE 1 Junk")[1] == b"* 1 EXPUNGE"
+    assert c.cmd("a5", "UID COPY 99 Archive")[-1].startswith(b"a5 OK")
+    assert b"MESSAGES 2" in c.cmd("a6", "STATUS Archive (MESSAGES)")[0]
+
+
+def test_examine_is_read_only(srv):
+    fill(srv, 1)
+    c = selected(srv, cmd="EXAMINE")
+    assert c.cmd("a1", "STORE 1 +FLAGS (\\Seen)")[-1].startswith(b"a1 NO [READ-ONLY]")
+    assert c.cmd("a2", "EXPUNGE")[-1].startswith(b"a2 NO [READ-ONLY]")
+    assert c.cmd("a3", "MOVE 1 Trash")[-1].startswith(b"a3 NO [READ-ONLY]")
+    assert c.cmd("a4", "COPY 1 Trash")[-1].startswith(b"a4 OK")
+
+
+def test_unselect_and_close_leave_selected_state(srv):
+    fill(srv, 1)
+    c = selected(srv)
+    c.cmd("a1", "STORE 1 +FLAGS.SILENT (\\Deleted)")
+    c.cmd("a2", "UNSELECT")  # no expunge
+    assert c.cmd("a3", "FETCH 1 FLAGS")[-1].startswith(b"a3 NO [CLIENTBUG]")
+    assert b"MESSAGES 1" in c.cmd("a4", "STATUS INBOX (MESSAGES)")[0]
+
+
+def test_other_sessions_hear_of_changes_at_allowed_moments(srv):
+    fill(srv, 3)
+    a, b = selected(srv), selected(srv)
+    srv.deliver("alice@example.test", make_message("new"))
+    a.cmd("a1", "STORE 1 +FLAGS.SILENT (\\Seen)")
+    lines = b.cmd("b1", "NOOP")
+    assert b"* 4 EXISTS" in lines and b"* 1 FETCH (UID 1 FLAGS (\\Seen))" in lines
+    a.cmd("a2", "STORE 2 +FLAGS.SILENT (\\Deleted)")
+    a.cmd("a3", "EXPUNGE")
+    # during FETCH, STORE and SEARCH b must not hear EXPUNGE: message 2 keeps its number
+    lines = b.cmd("b2", "FETCH 2:3 UID")
+    assert b"EXPUNGE" not in b"".join(lines) and lines[0].startswith(b"* 2 FETCH (")
+    assert b"EXPUNGE" not in b"".join(b.cmd("b3", "SEARCH ALL"))
+    assert b"EXPUNGE" not in b"".join(b.cmd("b4", "STORE 3 +FLAGS.SILENT (\\Flagged)"))
+    assert b.cmd("b5", "FETCH 2 BODY.PEEK[]")[-1] == b"b5 NO [EXPUNGEISSUED] Some of the requested messages no longer exist"
+    lines = b.cmd("b6", "NOOP")
+    assert lines == [b"* 2 EXPUNGE", b"b6 OK NOOP completed"]
+    assert b.cmd("b7", "UID SEARCH ALL")[0] == b"* SEARCH 1 3 4"
+    # UID commands may say EXPUNGE
+    a.cmd("a4", "UID STORE 3 +FLAGS.SILENT (\\Deleted)")
+    a.cmd("a5", "UID EXPUNGE 3")
+    assert b"* 2 EXPUNGE" in b.cmd("b8", "UID FETCH 1 FLAGS")
+
+
+def test_imaplib_store_copy_expunge(srv):
+    fill(srv, 4)
+    m = imaplib.IMAP4("127.0.0.1", srv.port("imap"))
+    m.login("alice@example.test", "alice-pw")
+    m.select("INBOX")
+    assert m.store("1:2", "+FLAGS", "(\\Deleted)")[0] == "OK"
+    assert m.copy("3", "Archive")[0] == "OK"
+    typ, data = m.expunge()
+    assert data == [b"1", b"1"]
+    typ, data = m.uid("SEARCH", None, "ALL")
+    assert data == [b"3 4"]
+    assert m.close()[0] == "OK"
+    m.logout()

@@ -1,0 +1,163 @@
+"""The folder tree over IMAP: CREATE, DELETE, RENAME (INBOX too), SUBSCRIBE, LIST and LSUB with `*` and
+`%`, LIST-EXTENDED, SPECIAL-USE, CHILDREN, LIST-STATUS, STATUS, and APPEND with literals and LITERAL+."""
+
+from __future__ import annotations
+
+import imaplib
+
+from imaptest import Raw, make_message
+
+
+def session(srv) -> Raw:
+    c = Raw("127.0.0.1", srv.port("imap"))
+    c.line()
+    assert c.cmd("a0", "LOGIN alice@example.test alice-pw")[-1].startswith(b"a0 OK")
+    return c
+
+
+def names(lines: list[bytes]) -> list[bytes]:
+    return [ln.rsplit(b' "/" ', 1)[1] for ln in lines if ln.startswith((b"* LIST", b"* LSUB"))]
+
+
+def test_list_shows_the_default_folders_with_special_use(srv):
+    c = session(srv)
+    lines = c.cmd("a1", 'LIST "" "*"')
+    assert lines[0] == b'* LIST (\\HasNoChildren) "/" "INBOX"'
+    assert b'* LIST (\\HasNoChildren \\Sent) "/" "Sent"' in lines
+    assert b'* LIST (\\HasNoChildren \\Trash) "/" "Trash"' in lines
+    assert c.cmd("a2", 'LIST "" ""')[0] == b'* LIST (\\Noselect) "/" ""'
+    assert names(c.cmd("a3", "LIST \"\" inbox")) == [b'"INBOX"']
+
+
+def test_create_hierarchy_and_wildcards(srv):
+    c = session(srv)
+    assert c.cmd("a1", "CREATE Work/Projects/Alpha")[-1] == b"a1 OK CREATE completed"
+    assert c.cmd("a2", "CREATE Work/")[-1].startswith(b"a2 NO [ALREADYEXISTS]")
+    assert c.cmd("a3", "CREATE inbox")[-1].startswith(b"a3 NO [ALREADYEXISTS]")
+    assert names(c.cmd("a4", 'LIST "" Work/%')) == [b'"Work/Projects"']
+    assert names(c.cmd("a5", 'LIST "" Work/*')) == [b'"Work/Projects"', b'"Work/Projects/Alpha"']
+    assert names(c.cmd("a6", 'LIST Work/ %')) == [b'"Work/Projects"']
+    lines = c.cmd("a7", 'LIST "" %')
+    assert b'* LIST (\\HasChildren) "/" "Work"' in lines and b'"Work/Projects"' not in b"".join(lines)
+    assert c.cmd("a8", "CREATE &ZeVnLIqe-")[-1].startswith(b"a8 OK")
+    assert b'"&ZeVnLIqe-"' in b"".join(c.cmd("a9", 'LIST "" *'))
+    assert c.cmd("b1", "CREATE \"bad*name\"")[-1].startswith(b"b1 NO [CANNOT]")
+
+
+def test_delete_rules(srv):
+    c = session(srv)
+    c.cmd("a1", "CREATE a/b")
+    assert c.cmd("a2", "DELETE INBOX")[-1].startswith(b"a2 NO [CANNOT]")
+    assert c.cmd("a3", "DELETE nothere")[-1].startswith(b"a3 NO [NONEXISTENT]")
+    assert c.cmd("a4", "DELETE a")[-1] == b"a4 OK DELETE completed"  # has a child: stays as \Noselect
+    assert b'* LIST (\\Noselect \\HasChildren) "/" "a"' in c.cmd("a5", 'LIST "" *')
+    assert c.cmd("a6", "SELECT a")[-1].startswith(b"a6 NO [NONEXISTENT]")
+    assert c.cmd("a7", "DELETE a/b")[-1].startswith(b"a7 OK")
+
+
+def test_rename_and_rename_inbox(srv):
+    srv.deliver("alice@example.test", make_message("keep me"))
+    c = session(srv)
+    c.cmd("a1", "CREATE x/y")
+    assert c.cmd("a2", "RENAME x z")[-1] == b"a2 OK RENAME completed"
+    assert names(c.cmd("a3", 'LIST "" z*')) == [b'"z"', b'"z/y"']
+    assert c.cmd("a4", "RENAME z Sent")[-1].startswith(b"a4 NO [ALREADYEXISTS]")
+    assert c.cmd("a5", "RENAME nothere q")[-1].startswith(b"a5 NO [NONEXISTENT]")
+    assert c.cmd("a6", 'RENAME INBOX "Old Inbox"')[-1].startswith(b"a6 OK")
+    assert b"MESSAGES 0" in c.cmd("a7", "STATUS INBOX (MESSAGES)")[0]
+    assert c.cmd("a8", 'STATUS "Old Inbox" (MESSAGES)')[0] == b'* STATUS "Old Inbox" (MESSAGES 1)'
+
+
+def test_subscribe_and_lsub(srv):
+    c = session(srv)
+    c.cmd("a1", "CREATE news/tech")
+    c.cmd("a2", "SUBSCRIBE news/tech")
+    c.cmd("a3", "UNSUBSCRIBE Junk")
+    lsub = c.cmd("a4", 'LSUB "" *')
+    assert b'* LSUB () "/" "news/tech"' in lsub and b'"Junk"' not in b"".join(lsub)
+    assert b'* LSUB (\\Noselect) "/" "news"' in c.cmd("a5", 'LSUB "" %')  # parent of a subscribed child
+    assert c.cmd("a6", "SUBSCRIBE nothere")[-1].startswith(b"a6 NO [NONEXISTENT]")
+
+
+def test_list_extended_and_status_return(srv):
+    srv.deliver("alice@example.test", make_message("one"))
+    c = session(srv)
+    c.cmd("a1", "CREATE p/q")
+    c.cmd("a2", "SUBSCRIBE p/q")
+    lines = c.cmd("a3", 'LIST (SUBSCRIBED) "" *')
+    assert b'* LIST (\\HasNoChildren \\Subscribed) "/" "INBOX"' in lines
+    assert b'"p"' not in b"".join(lines) and b'"p/q"' in b"".join(lines)
+    lines = c.cmd("a4", 'LIST (SUBSCRIBED RECURSIVEMATCH) "" %')
+    assert b'* LIST (\\HasChildren) "/" "p" ("CHILDINFO" ("SUBSCRIBED"))' in lines
+    lines = c.cmd("a5", 'LIST (SPECIAL-USE) "" *')
+    assert names(lines) == [b'"Archive"', b'"Drafts"', b'"Junk"', b'"Sent"', b'"Trash"']
+    lines = c.cmd("a6", 'LIST "" (INBOX Sent) RETURN (SUBSCRIBED STATUS (MESSAGES UNSEEN))')
+    assert lines[:2] == [b'* LIST (\\HasNoChildren \\Subscribed) "/" "INBOX"', b'* STATUS "INBOX" (MESSAGES 1 UNSEEN 1)']
+    assert c.cmd("a7", 'LIST (BOGUS) "" *')[-1].startswith(b"a7 BAD")
+
+
+def test_create_special_use(srv):
+    c = session(srv)
+    assert c.cmd("a1", "CREATE Spam (USE (\\Junk))")[-1].startswith(b"a1 OK")
+    assert b'* LIST (\\HasNoChildren \\Junk) "/" "Spam"' in c.cmd("a2", 'LIST "" Spam')
+    assert c.cmd("a3", "CREATE X (USE (\\Bogus))")[-1].startswith(b"a3 NO [USEATTR]")
+
+
+def test_status(srv):
+    srv.deliver("alice@example.test", make_message("one"))
+    srv.deliver("alice@example.test", make_message("two"), flags=("\\Seen",))
+    c = session(srv)
+    line = c.cmd("a1", "STATUS INBOX (MESSAGES RECENT UIDNEXT UIDVALIDITY UNSEEN HIGHESTMODSEQ SIZE)")[0]
+    assert line.startswith(b'* STATUS "INBOX" (MESSAGES 2 RECENT 2 UIDNEXT 3 UIDVALIDITY ')
+    assert b" UNSEEN 1 HIGHESTMODSEQ " in line and b" SIZE " in line
+    assert c.cmd("a2", "STATUS nothere (MESSAGES)")[-1].startswith(b"a2 NO [NONEXISTENT]")
+
+
+def test_append_literal_kinds_appenduid_and_trycreate(srv):
+    c = session(srv)
+    msg = make_message("appended")
+    c.send(f"a1 APPEND INBOX (\\Seen $Work) \"05-Nov-2020 10:00:00 +0100\" {{{len(msg)}}}")
+    assert c.line() == b"+ Ready for literal data"
+    c.send_raw(msg + b"\r\n")
+    reply = c.until("a1")[-1]
+    assert reply.startswith(b"a1 OK [APPENDUID ") and reply.endswith(b" 1] APPEND completed")
+    reply = c.cmd("a2", f"APPEND Drafts {{{len(msg)}+}}\r\n".rstrip("\r\n") + "\r\n" + msg.decode())[-1]
+    assert reply.startswith(b"a2 OK [APPENDUID ")
+    assert c.cmd("a3", "APPEND Nowhere {3+}\r\nabc")[-1] == b"a3 NO [TRYCREATE] No such mailbox, create it first"
+    assert c.cmd("a4", "APPEND INBOX {0+}\r\n")[-1].startswith(b"a4 NO [CANNOT]")
+    c.cmd("a5", "SELECT INBOX")
+    lines = c.cmd("a6", "FETCH 1 (FLAGS INTERNALDATE)")
+    assert lines[0] == b'* 1 FETCH (FLAGS (\\Seen $Work \\Recent) INTERNALDATE "05-Nov-2020 10:00:00 +0100")' or (
+        lines[0].startswith(b"* 1 FETCH (FLAGS (") and b'INTERNALDATE "05-Nov-2020 10:00:00 +0100"' in lines[0]
+    )
+
+
+def test_append_too_big_is_refused_before_the_client_sends_it(tmp_path, store):
+    from imaptest import Running, settings_for
+
+    running = Running(settings_for(tmp_path, max_append_bytes=1000), store)
+    try:
+        c = session(running)
+        c.send("a1 APPEND INBOX {1001}")
+        assert c.line() == b"a1 NO [TOOBIG] Message too big (the limit is 1000 octets)"
+        assert b"APPENDLIMIT=1000" in c.cmd("a2", "CAPABILITY")[0]
+        c.send("a3 APPEND INBOX {5000+}")  # non-synchronizing: the data comes anyway, so we close
+        assert c.line() == b"a3 BAD [TOOBIG] Literal too big"
+        assert c.line().startswith(b"* BYE")
+        assert c.closed()
+    finally:
+        running.stop()
+
+
+def test_imaplib_round_trip(srv):
+    m = imaplib.IMAP4("127.0.0.1", srv.port("imap"))
+    m.login("alice@example.test", "alice-pw")
+    assert m.create("Projects")[0] == "OK"
+    assert m.append("Projects", "(\\Flagged)", None, make_message("via imaplib"))[0] == "OK"
+    typ, data = m.list()
+    assert any(b'"Projects"' in d for d in data)
+    typ, data = m.status("Projects", "(MESSAGES)")
+    assert data == [b'"Projects" (MESSAGES 1)']
+    assert m.rename("Projects", "Done")[0] == "OK"
+    assert m.delete("Done")[0] == "OK"
+    m.logout()

@@ -1,0 +1,126 @@
+"""SEARCH with every key (and CHARSET UTF-8), and IDLE: pushes the moment the store announces a change."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from imaptest import Raw, make_message
+from mailflow.store.api import DeliverItem
+
+
+def selected(srv, mailbox="INBOX") -> Raw:
+    c = Raw("127.0.0.1", srv.port("imap"))
+    c.line()
+    c.cmd("a0", "LOGIN alice@example.test alice-pw")
+    assert c.cmd("s0", f"SELECT {mailbox}")[-1].startswith(b"s0 OK")
+    return c
+
+
+@pytest.fixture
+def mailbox(srv):
+    def put(subject, when, flags=(), **kw):
+        item = DeliverItem(
+            key=subject, recipient="alice@example.test", body=make_message(subject, **kw), flags=flags, internal_date=when
+        )
+        assert srv.call(srv.store.deliver([item]))[0].status == "stored"
+
+    put("alpha report", datetime(2020, 1, 10, tzinfo=UTC), ("\\Seen", "\\Answered"), date="Fri, 10 Jan 2020 08:00:00 +0000")
+    put("beta", datetime(2021, 6, 1, tzinfo=UTC), ("\\Flagged", "$Work"), body="needle in body\n" * 20, Cc="dan@x.test")
+    put("Grüße", datetime(2022, 3, 3, tzinfo=UTC), ("\\Deleted", "\\Draft"), from_="Jörg <joerg@x.test>", X_Spam="yes")
+    return srv
+
+
+@pytest.mark.parametrize(
+    "criteria, expected",
+    [
+        ("ALL", "1 2 3"),
+        ("ANSWERED", "1"), ("UNANSWERED", "2 3"), ("DELETED", "3"), ("UNDELETED", "1 2"), ("DRAFT", "3"),
+        ("UNDRAFT", "1 2"), ("FLAGGED", "2"), ("UNFLAGGED", "1 3"), ("SEEN", "1"), ("UNSEEN", "2 3"),
+        ("KEYWORD $Work", "2"), ("UNKEYWORD $Work", "1 3"),
+        ("RECENT", "1 2 3"), ("NEW", "2 3"), ("OLD", ""),
+        ("SUBJECT report", "1"), ("FROM carol", "1 2"), ("TO alice", "1 2 3"), ("CC dan", "2"), ("BCC x", ""),
+        ("HEADER X-Spam yes", "3"), ('HEADER X-Spam ""', "3"), ("BODY needle", "2"), ("TEXT report", "1"),
+        ("BEFORE 1-Jan-2021", "1"), ("ON 1-Jun-2021", "2"), ("SINCE 1-Jun-2021", "2 3"),
+        ("SENTBEFORE 11-Jan-2020", "1"), ("SENTON 10-Jan-2020", "1"), ("SENTSINCE 11-Jan-2020", "2 3"),
+        ("LARGER 500", "2"), ("SMALLER 500", "1 3"),
+        ("2:3", "2 3"), ("*", "3"), ("UID 1,3", "1 3"), ("UID 2:*", "2 3"),
+        ("NOT SEEN", "2 3"), ("OR SEEN FLAGGED", "1 2"), ("(SEEN) (ANSWERED)", "1"), ("1:2 NOT 1", "2"),
+        ("OR SUBJECT beta HEADER X-Spam yes", "2 3"), ("FLAGGED SUBJECT beta", "2"),
+    ],
+)
+def test_search_keys(mailbox, criteria, expected):
+    c = selected(mailbox)
+    assert c.cmd("a1", f"SEARCH {criteria}") == [f"* SEARCH {expected}".rstrip().encode(), b"a1 OK SEARCH completed"]
+
+
+def test_search_charset_utf8_and_uid_and_modseq(mailbox):
+    c = selected(mailbox)
+    subject = "Grüße".encode()
+    c.send(f"a1 SEARCH CHARSET UTF-8 SUBJECT {{{len(subject)}}}")
+    assert c.line().startswith(b"+ ")
+    c.send_raw(subject + b"\r\n")
+    assert c.until("a1")[0] == b"* SEARCH 3"
+    assert c.cmd("a2", "SEARCH CHARSET UTF-8 FROM Jörg")[0] == b"* SEARCH 3"
+    assert c.cmd("a3", "SEARCH CHARSET ISO-2022-JP ALL")[-1] == b"a3 NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
+    assert c.cmd("a4", "UID SEARCH FLAGGED")[0] == b"* SEARCH 2"
+    line = c.cmd("a5", "SEARCH MODSEQ 1")[0]
+    assert line.startswith(b"* SEARCH 1 2 3 (MODSEQ ")
+
+
+def wait_line(c: Raw, timeout: float = 2.0) -> bytes:
+    c.sock.settimeout(timeout)
+    try:
+        return c.line()
+    finally:
+        c.sock.settimeout(10)
+
+
+def test_idle_pushes_exists_flags_and_expunge_at_once(srv):
+    srv.deliver("alice@example.test", make_message("old"))
+    c = selected(srv)
+    other = selected(srv)
+    c.send("a1 IDLE")
+    assert c.line() == b"+ idling"
+    t0 = time.monotonic()
+    srv.deliver("alice@example.test", make_message("new"))
+    assert wait_line(c) == b"* 2 EXISTS"
+    assert wait_line(c) == b"* 2 RECENT"
+    assert time.monotonic() - t0 < 1.0
+    other.cmd("o1", "STORE 1 +FLAGS.SILENT (\\Deleted)")
+    assert wait_line(c) == b"* 1 FETCH (UID 1 FLAGS (\\Deleted \\Recent))"
+    other.cmd("o2", "EXPUNGE")
+    assert wait_line(c) == b"* 1 EXPUNGE"
+    c.send("DONE")
+    assert c.until("a1")[-1] == b"a1 OK IDLE terminated"
+    assert c.cmd("a2", "NOOP") == [b"a2 OK NOOP completed"]
+
+
+def test_idle_needs_done(srv):
+    c = selected(srv)
+    c.send("a1 IDLE")
+    c.line()
+    c.send("NOOP")
+    assert c.until("a1")[-1] == b"a1 BAD Expected DONE"
+
+
+def test_idle_in_authenticated_state_and_logout_after(srv):
+    c = Raw("127.0.0.1", srv.port("imap"))
+    c.line()
+    c.cmd("a0", "LOGIN alice@example.test alice-pw")
+    c.send("a1 IDLE")
+    assert c.line() == b"+ idling"
+    c.send("DONE")
+    assert c.until("a1")[-1] == b"a1 OK IDLE terminated"
+    assert c.cmd("a2", "LOGOUT")[-1] == b"a2 OK LOGOUT completed"
+
+
+def test_selected_mailbox_deleted_by_another_session_says_bye(srv):
+    a = selected(srv, "Archive")
+    b = selected(srv, "INBOX")
+    b.cmd("b1", "DELETE Archive")
+    lines = a.until("a1") if a.send("a1 NOOP") is None else []
+    assert lines[0] == b"* BYE Selected mailbox was deleted, have to disconnect"
+    assert a.closed()

@@ -1,0 +1,202 @@
+"""IMAP sessions from the first byte: greeting, CAPABILITY, LOGIN, AUTHENTICATE PLAIN (SASL-IR too),
+STARTTLS, implicit TLS, LOGINDISABLED off loopback, states, throttling, ID/ENABLE/NAMESPACE, LOGOUT."""
+
+from __future__ import annotations
+
+import base64
+import imaplib
+
+import pytest
+
+from imaptest import Raw, Running, client_tls, settings_for
+from mailflow.proxy_protocol import encode_v2
+
+
+def login(srv, user="alice@example.test", pw="alice-pw") -> imaplib.IMAP4:
+    m = imaplib.IMAP4("127.0.0.1", srv.port("imap"))
+    m.login(user, pw)
+    return m
+
+
+def test_greeting_capability_login_logout(srv):
+    c = Raw("127.0.0.1", srv.port("imap"))
+    greeting = c.line()
+    assert greeting.startswith(b"* OK [CAPABILITY IMAP4rev1 ") and b"STARTTLS" in greeting
+    lines = c.cmd("a1", "CAPABILITY")
+    assert lines[0].startswith(b"* CAPABILITY IMAP4rev1") and b"AUTH=PLAIN" in lines[0]
+    assert b"LOGINDISABLED" not in lines[0]  # loopback may log in without TLS
+    assert lines[-1] == b"a1 OK CAPABILITY completed"
+    lines = c.cmd("a2", "LOGIN alice@example.test alice-pw")
+    assert lines[-1].startswith(b"a2 OK [CAPABILITY IMAP4rev1") and b"UIDPLUS" in lines[-1] and b"MOVE" in lines[-1]
+    lines = c.cmd("a3", "LOGOUT")
+    assert lines == [b"* BYE Logging out", b"a3 OK LOGOUT completed"]
+    assert c.closed()
+
+
+def test_wrong_password_unknown_user_same_answer(srv):
+    for user, pw in [("alice@example.test", "nope"), ("nobody@example.test", "alice-pw")]:
+        c = Raw("127.0.0.1", srv.port("imap"))
+        c.line()
+        assert c.cmd("a1", f"LOGIN {user} {pw}")[-1] == b"a1 NO [AUTHENTICATIONFAILED] Authentication failed"
+        c.close()
+
+
+def test_states_are_strict(srv):
+    c = Raw("127.0.0.1", srv.port("imap"))
+    c.line()
+    assert c.cmd("a1", "SELECT INBOX")[-1] == b"a1 NO [CLIENTBUG] SELECT not allowed now: log in first"
+    assert c.cmd("a2", "FETCH 1 FLAGS")[-1].startswith(b"a2 NO [CLIENTBUG]")
+    c.cmd("a3", "LOGIN alice@example.test alice-pw")
+    assert c.cmd("a4", "LOGIN alice@example.test alice-pw")[-1].startswith(b"a4 NO [CLIENTBUG]")
+    assert c.cmd("a5", "FETCH 1 FLAGS")[-1] == b"a5 NO [CLIENTBUG] FETCH not allowed now: no mailbox selected"
+    assert c.cmd("a6", "STARTTLS")[-1].startswith(b"a6 NO [CLIENTBUG]")
+    assert c.cmd("a7", "FROB")[-1] == b"a7 BAD Unknown command FROB"
+    assert c.cmd("a8", "SELECT")[-1].startswith(b"a8 BAD Syntax error")
+    c.cmd("a9", "SELECT INBOX")
+    assert c.cmd("b1", "ENABLE CONDSTORE")[-1].startswith(b"b1 NO [CLIENTBUG]")  # RFC 5161: authenticated only
+
+
+def test_authenticate_plain_with_and_without_initial_response(srv):
+    token = base64.b64encode(b"\x00alice@example.test\x00alice-pw").decode()
+    c = Raw("127.0.0.1", srv.port("imap"))
+    c.line()
+    assert c.cmd("a1", f"AUTHENTICATE PLAIN {token}")[-1].startswith(b"a1 OK [CAPABILITY")
+    c.close()
+    c = Raw("127.0.0.1", srv.port("imap"))
+    c.line()
+    c.send("a1 AUTHENTICATE PLAIN")
+    assert c.line() == b"+ "
+    c.send(token)
+    assert c.until("a1")[-1].startswith(b"a1 OK")
+    c.close()
+    c = Raw("127.0.0.1", srv.port("imap"))
+    c.line()
+    c.send("a1 AUTHENTICATE PLAIN")
+    c.line()
+    c.send("*")
+    assert c.until("a1")[-1] == b"a1 BAD Authentication cancelled"
+    assert c.cmd("a2", "AUTHENTICATE CRAM-MD5")[-1].startswith(b"a2 NO [CANNOT]")
+    m = imaplib.IMAP4("127.0.0.1", srv.port("imap"))
+    m.authenticate("PLAIN", lambda _: b"\x00bob@example.test\x00bob-pw")
+    assert m.state == "AUTH"
+    m.logout()
+
+
+def test_starttls_then_login(srv):
+    m = imaplib.IMAP4("127.0.0.1", srv.port("imap"))
+    m.starttls(client_tls())
+    assert "STARTTLS" not in m.capabilities
+    m.login("alice@example.test", "alice-pw")
+    assert m.select("INBOX")[0] == "OK"
+    m.logout()
+
+
+def test_starttls_drops_pipelined_plaintext(srv):
+    c = Raw("127.0.0.1", srv.port("imap"))
+    c.line()
+    c.send_raw(b"a1 STARTTLS\r\na2 LOGIN alice@example.test alice-pw\r\n")
+    assert c.line() == b"a1 OK Begin TLS negotiation now"
+    # the injected LOGIN was discarded: nothing else arrives in the clear, the handshake works
+    sock = client_tls().wrap_socket(c.sock)
+    sock.sendall(b"a3 CAPABILITY\r\n")
+    data = b""
+    while b"a3 OK" not in data:
+        data += sock.recv(4096)
+    assert b"a2" not in data
+
+
+def test_implicit_tls(srv):
+    m = imaplib.IMAP4_SSL("127.0.0.1", srv.port("imaps"), ssl_context=client_tls())
+    assert "STARTTLS" not in m.capabilities
+    m.login("alice@example.test", "alice-pw")
+    m.logout()
+
+
+@pytest.fixture
+def proxied(tmp_path, store):
+    running = Running(settings_for(tmp_path, proxy_protocol=True, login_failures_free=1, login_failures_max=3), store)
+    yield running
+    running.stop()
+
+
+def from_internet(srv, ip="192.0.2.7", name="imap") -> Raw:
+    c = Raw("127.0.0.1", srv.port(name))
+    c.send_raw(encode_v2((ip, 40000), ("198.51.100.1", 143)))
+    return c
+
+
+def test_logindisabled_without_tls_off_loopback(proxied):
+    c = from_internet(proxied)
+    greeting = c.line()
+    assert b"LOGINDISABLED" in greeting and b"AUTH=PLAIN" not in greeting
+    assert c.cmd("a1", "LOGIN alice@example.test alice-pw")[-1].startswith(b"a1 NO [PRIVACYREQUIRED]")
+    assert c.cmd("a2", "AUTHENTICATE PLAIN AGFAYgBj")[-1].startswith(b"a2 NO [PRIVACYREQUIRED]")
+    assert c.cmd("a3", "STARTTLS")[-1] == b"a3 OK Begin TLS negotiation now"
+    sock = client_tls().wrap_socket(c.sock)
+    sock.sendall(b"a4 LOGIN alice@example.test alice-pw\r\n")
+    data = b""
+    while b"a4 " not in data:
+        data += sock.recv(4096)
+    assert b"a4 OK" in data
+
+
+def test_login_throttled_per_client_address(proxied):
+    for i in range(3):
+        c = from_internet(proxied, "192.0.2.66", "imaps")
+        sock = client_tls().wrap_socket(c.sock)
+        c.sock = sock
+        c.line()
+        assert b"AUTHENTICATIONFAILED" in c.cmd("a1", "LOGIN alice@example.test wrong")[-1]
+        c.close()
+    c = from_internet(proxied, "192.0.2.66", "imaps")
+    c.sock = client_tls().wrap_socket(c.sock)
+    c.line()
+    # even the right password is refused now, without asking the store
+    assert c.cmd("a1", "LOGIN alice@example.test alice-pw")[-1].startswith(b"a1 NO [UNAVAILABLE] Too many")
+    c = from_internet(proxied, "192.0.2.67", "imaps")
+    c.sock = client_tls().wrap_socket(c.sock)
+    c.line()
+    assert c.cmd("a1", "LOGIN alice@example.test alice-pw")[-1].startswith(b"a1 OK")
+
+
+def test_untrusted_or_missing_proxy_header_is_closed(proxied):
+    c = Raw("127.0.0.1", proxied.port("imap"))
+    c.send("a1 CAPABILITY")  # no PROXY header
+    assert c.closed() and c.buf == b""
+
+
+def test_id_enable_namespace(srv):
+    m = login(srv)
+    typ, data = m.xatom("ID", '("name" "pytest")')
+    assert typ == "OK" and m.untagged_responses["ID"][0].startswith(b'("name" "Mailflow"')
+    typ, data = m._simple_command("ENABLE", "CONDSTORE")
+    assert typ == "OK" and m.untagged_responses["ENABLED"] == [b"CONDSTORE"]
+    typ, data = m.namespace()
+    assert data == [b'(("" "/")) NIL NIL']
+    m.logout()
+
+
+def test_too_many_bad_commands_close_the_connection(tmp_path, store):
+    running = Running(settings_for(tmp_path, max_bad_commands=3), store)
+    try:
+        c = Raw("127.0.0.1", running.port("imap"))
+        c.line()
+        for i in range(2):
+            assert c.cmd(f"a{i}", "BLAH")[-1].startswith(f"a{i} BAD".encode())
+        c.send("a9 BLAH")
+        assert c.line() == b"a9 BAD Unknown command BLAH"
+        assert c.line() == b"* BYE Too many invalid commands"
+        assert c.closed()
+    finally:
+        running.stop()
+
+
+def test_autologout_before_login(tmp_path, store):
+    running = Running(settings_for(tmp_path, preauth_timeout=0.3), store)
+    try:
+        c = Raw("127.0.0.1", running.port("imap"))
+        c.line()
+        assert c.line() == b"* BYE Autologout; idle for too long"
+        assert c.closed()
+    finally:
+        running.stop()

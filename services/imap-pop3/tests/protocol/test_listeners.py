@@ -1,0 +1,112 @@
+"""Kubernetes-grade listeners: PROXY protocol v1/v2 (the real client address counts), the drain on
+SIGTERM (stop accepting, BYE to IDLE and waiting clients, let running commands finish), and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import pytest
+from prometheus_client import REGISTRY
+
+from imaptest import Raw, Running, make_message, settings_for
+from mailflow.proxy_protocol import encode_v1, encode_v2
+
+
+@pytest.fixture
+def proxied(tmp_path, store):
+    running = Running(settings_for(tmp_path, proxy_protocol=True), store)
+    yield running
+    running.stop()
+
+
+def test_proxy_v1_and_local(proxied):
+    c = Raw("127.0.0.1", proxied.port("imap"))
+    c.send_raw(encode_v1(("198.51.100.20", 5000), ("198.51.100.1", 143)))
+    assert b"LOGINDISABLED" in c.line()  # the client is on the internet now
+    c = Raw("127.0.0.1", proxied.port("imap"))
+    c.send_raw(encode_v2(None))  # LOCAL: the proxy's own health check, the socket address counts
+    assert b"AUTH=PLAIN" in c.line()
+    c = Raw("127.0.0.1", proxied.port("pop3"))
+    c.send_raw(b"GET / HTTP/1.0\r\n\r\n")
+    assert c.closed() and c.buf == b""
+
+
+def test_proxy_from_an_untrusted_peer_is_closed(tmp_path, store):
+    running = Running(settings_for(tmp_path, proxy_protocol=True, proxy_trusted="10.0.0.0/8"), store)
+    try:
+        c = Raw("127.0.0.1", running.port("imap"))
+        c.send_raw(encode_v2(("192.0.2.1", 1), ("192.0.2.2", 143)))
+        assert c.closed() and c.buf == b""
+    finally:
+        running.stop()
+
+
+def test_drain_says_bye_lets_commands_finish_and_stops_accepting(tmp_path, store):
+    running = Running(settings_for(tmp_path), store)
+    try:
+        running.deliver("alice@example.test", make_message("x"))
+        waiting = Raw("127.0.0.1", running.port("imap"))
+        waiting.line()
+        idler = Raw("127.0.0.1", running.port("imap"))
+        idler.line()
+        idler.cmd("a1", "LOGIN alice@example.test alice-pw")
+        idler.cmd("a2", "SELECT INBOX")
+        idler.send("a3 IDLE")
+        assert idler.line() == b"+ idling"
+        pop = Raw("127.0.0.1", running.port("pop3"))
+        pop.line()
+        busy = Raw("127.0.0.1", running.port("imap"))
+        busy.line()
+        busy.cmd("b1", "LOGIN bob@example.test bob-pw")
+        busy.cmd("b2", "SELECT INBOX")
+
+        slow_started = threading.Event()
+        original = store.search
+
+        async def slow_search(*args):
+            slow_started.set()
+            await asyncio.sleep(0.5)
+            return await original(*args)
+
+        store.search = slow_search
+        busy.send("b3 SEARCH SUBJECT x")
+        assert slow_started.wait(5)
+        port = running.port("imap")
+        drained = threading.Thread(target=running.call, args=(running.server.drain(5),))
+        t0 = time.monotonic()
+        drained.start()
+        assert idler.line() == b"* BYE Server shutting down, please reconnect"
+        assert waiting.line() == b"* BYE Server shutting down, please reconnect"
+        assert pop.line() == b"-ERR [SYS/TEMP] Server shutting down, please reconnect"
+        assert busy.line() == b"* SEARCH"  # the running command finished...
+        assert busy.line() == b"b3 OK SEARCH completed"
+        assert busy.line() == b"* BYE Server shutting down, please reconnect"  # ...then BYE
+        for c in (idler, waiting, pop, busy):
+            assert c.closed()
+        drained.join(10)
+        assert time.monotonic() - t0 < 3
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).recv(1)
+    finally:
+        running.loop.call_soon_threadsafe(running.loop.stop)
+        running.thread.join(5)
+
+
+def test_metrics_count_sessions_commands_logins(srv):
+    before = REGISTRY.get_sample_value("mailflow_imap_logins_total", {"protocol": "imap", "result": "ok"}) or 0
+    c = Raw("127.0.0.1", srv.port("imap"))
+    c.line()
+    c.cmd("a1", "LOGIN alice@example.test alice-pw")
+    c.cmd("a2", "SELECT INBOX")
+    c.cmd("a3", "FROB")
+    c.cmd("a4", "LOGOUT")
+    assert REGISTRY.get_sample_value("mailflow_imap_logins_total", {"protocol": "imap", "result": "ok"}) == before + 1
+    assert REGISTRY.get_sample_value("mailflow_imap_commands_total", {"protocol": "imap", "cmd": "SELECT", "result": "ok"}) >= 1
+    assert REGISTRY.get_sample_value("mailflow_imap_commands_total", {"protocol": "imap", "cmd": "unknown", "result": "bad"}) >= 1
+    assert REGISTRY.get_sample_value(
+        "mailflow_imap_command_duration_seconds_count", {"protocol": "imap", "cmd": "SELECT"}
+    ) >= 1
+    assert REGISTRY.get_sample_value("mailflow_imap_sessions_total", {"protocol": "imap", "listener": "plain"}) >= 1

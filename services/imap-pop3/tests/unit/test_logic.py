@@ -1,0 +1,143 @@
+"""Pure logic without sockets: the selected-mailbox view, login throttling and cache, SASL PLAIN,
+POP3 byte-stuffing and TOP."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from mailflow.store.api import Changes, MailboxStatus, MessageMeta, Principal, Selected
+from mailflow_imap_pop3.auth import AuthCache, LoginThrottle, SaslError, address_key, decode_plain
+from mailflow_imap_pop3.imap.syntax import SeqSet
+from mailflow_imap_pop3.imap.view import MailboxView
+from mailflow_imap_pop3.pop3.maildrop import crlf, dot_stuffed, top
+
+SEEN = frozenset({"\\Seen"})
+
+
+def status(uidnext=10, modseq=5, n=3) -> MailboxStatus:
+    return MailboxStatus(1, "INBOX", 77, uidnext, n, 0, 0, modseq)
+
+
+def view(uids=(2, 4, 6)) -> MailboxView:
+    n = len(uids)
+    return MailboxView("INBOX", Selected(status(), list(uids), [frozenset()] * n, [1] * n, {6}), readonly=False)
+
+
+def test_numbering_and_sets():
+    v = view()
+    assert v.by_seq(SeqSet(((1, 0),))) == [0, 1, 2]
+    assert v.by_seq(SeqSet(((3, 2), (1, 1)))) == [0, 1, 2]
+    with pytest.raises(ValueError):
+        v.by_seq(SeqSet(((4, 4),)))
+    assert v.by_uid(SeqSet(((3, 100),))) == [1, 2]
+    assert v.by_uid(SeqSet(((100, 0),))) == [2]  # "*" is the largest UID: N:* always names one
+    assert v.by_uid(SeqSet(((7, 9),))) == []
+    assert v.flags_of(2) == {"\\Recent"}
+
+
+def test_apply_new_mail_flag_changes_and_expunges():
+    v = view()
+    ch = Changes(
+        status(uidnext=9, modseq=9),
+        [MessageMeta(4, SEEN, 7), MessageMeta(8, frozenset({"$Work"}), 8)],
+        [2],
+    )
+    out = v.apply(ch, allow_expunge=True, condstore=False)
+    assert out == [
+        b"* 1 EXPUNGE\r\n",
+        b"* FLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft $Work)\r\n",
+        b"* 1 FETCH (UID 4 FLAGS (\\Seen))\r\n",
+        b"* 3 EXISTS\r\n",
+        b"* 2 RECENT\r\n",
+    ]
+    assert v.uids == [4, 6, 8] and v.highestmodseq == 9 and v.uidnext == 10
+
+
+def test_expunge_waits_while_not_allowed_and_numbers_stay():
+    v = view()
+    out = v.apply(Changes(status(modseq=6), [], [4]), allow_expunge=False, condstore=False)
+    assert out == [] and v.uids == [2, 4, 6] and v.pending_expunge == {4}
+    assert v.remove(list(v.pending_expunge)) == [b"* 2 EXPUNGE\r\n"]
+    assert v.uids == [2, 6]
+
+
+def test_expunge_numbers_shift_as_they_are_sent():
+    v = view((1, 2, 3, 4, 5))
+    assert v.remove([2, 3, 5]) == [b"* 2 EXPUNGE\r\n", b"* 2 EXPUNGE\r\n", b"* 3 EXPUNGE\r\n"]
+
+
+def test_condstore_reports_modseq_changes_too():
+    v = view()
+    out = v.apply(Changes(status(modseq=9), [MessageMeta(2, frozenset(), 9)], []), True, condstore=True)
+    assert out == [b"* 1 FETCH (UID 2 FLAGS () MODSEQ (9))\r\n"]
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_throttle_delays_then_blocks_then_forgets():
+    clock = Clock()
+    t = LoginThrottle(free=2, max_failures=5, window=60, max_delay=4, clock=clock)
+    delays = [t.failed("192.0.2.1") for _ in range(4)]
+    assert delays == [0, 0, 1, 2]
+    t.check("192.0.2.1")
+    assert t.failed("192.0.2.1") == 4
+    with pytest.raises(Exception, match="192.0.2.1"):
+        t.check("192.0.2.1")
+    t.check("192.0.2.2")  # another address is not affected
+    clock.t += 61
+    t.check("192.0.2.1")
+
+
+def test_ipv6_addresses_share_their_64():
+    assert address_key("2001:db8::1") == address_key("2001:db8::ffff") == "2001:db8::/64"
+    assert address_key("::ffff:192.0.2.1") == "192.0.2.1"
+
+
+def test_auth_cache_expires_and_never_keys_on_the_password():
+    clock = Clock()
+    c = AuthCache(ttl=10, clock=clock)
+    p = Principal(1, "a@x.test", token="t")
+    c.put("A@x.test", "pw", p)
+    assert c.get("a@x.test", "pw") is p
+    assert c.get("a@x.test", "other") is None
+    assert all(b"pw" not in k for k in c._entries)
+    clock.t += 11
+    assert c.get("a@x.test", "pw") is None
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [(b"\x00alice\x00pw", ("alice", "pw")), (b"alice\x00alice\x00p w", ("alice", "p w"))],
+)
+def test_sasl_plain(raw, expected):
+    assert decode_plain(base64.b64encode(raw)) == expected
+
+
+@pytest.mark.parametrize("raw", [b"alice\x00pw", b"bob\x00alice\x00pw", b"\x00\x00pw"])
+def test_sasl_plain_refuses(raw):
+    with pytest.raises(SaslError):
+        decode_plain(base64.b64encode(raw))
+    with pytest.raises(SaslError):
+        decode_plain(b"!!notbase64")
+
+
+def test_byte_stuffing_and_line_ends():
+    assert dot_stuffed(b".a\r\nb\r\n.\r\n..c") == b"..a\r\nb\r\n..\r\n...c\r\n.\r\n"
+    assert dot_stuffed(b"x\ny\n") == b"x\r\ny\r\n.\r\n"
+    assert crlf(b"a\r\nb\n") == b"a\r\nb\r\n"
+
+
+def test_top():
+    raw = b"A: 1\r\nB: 2\r\n\r\nl1\r\nl2\r\nl3\r\n"
+    assert top(raw, 0) == b"A: 1\r\nB: 2\r\n\r\n"
+    assert top(raw, 2) == b"A: 1\r\nB: 2\r\n\r\nl1\r\nl2\r\n"
+    assert top(raw, 99) == raw
+    assert top(b"only header\r\n", 3) == b"only header\r\n"

@@ -1,0 +1,332 @@
+"""The IMAP parser: a table of commands and what they mean, replayed whole and in random chunks through
+the Framer; the limits applied before reading; junk never raises anything but ParseError."""
+
+from __future__ import annotations
+
+import random
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailflow.store import search as sk
+from mailflow_imap_pop3.imap.parser import CONTINUE, FrameError, Framer, ParseError, parse
+from mailflow_imap_pop3.imap.syntax import (
+    Append,
+    Authenticate,
+    Command,
+    CopyMove,
+    Enable,
+    Fetch,
+    FetchAtt,
+    Id,
+    ListCmd,
+    Login,
+    MailboxArg,
+    RecentKey,
+    Rename,
+    Search,
+    Section,
+    Select,
+    SeqArg,
+    SeqKey,
+    SeqSet,
+    Status,
+    Store,
+    UidKey,
+)
+
+SEEN = "\\Seen"
+TABLE = [
+    (b"a1 CAPABILITY", Command("a1", "CAPABILITY")),
+    (b"a1 noop", Command("a1", "NOOP")),
+    (b"x.1 LOGIN alice@example.test \"pa ss\\\"w\"", Command("x.1", "LOGIN", Login("alice@example.test", 'pa ss"w'))),
+    (b"a1 LOGIN {5}\r\nalice {3+}\r\npw!", Command("a1", "LOGIN", Login("alice", "pw!"))),
+    (b"a1 AUTHENTICATE PLAIN", Command("a1", "AUTHENTICATE", Authenticate("PLAIN"))),
+    (b"a1 AUTHENTICATE plain AGFsaWNlAHB3", Command("a1", "AUTHENTICATE", Authenticate("PLAIN", b"AGFsaWNlAHB3"))),
+    (b"a1 AUTHENTICATE PLAIN =", Command("a1", "AUTHENTICATE", Authenticate("PLAIN", b"="))),
+    (b"a1 SELECT inbox", Command("a1", "SELECT", Select("INBOX"))),
+    (b"a1 EXAMINE \"Inbox/Sub\" (CONDSTORE)", Command("a1", "EXAMINE", Select("INBOX/Sub", True))),
+    (b"a1 SELECT Entw&APw-rfe", Command("a1", "SELECT", Select("Entwürfe"))),
+    (b"a1 CREATE a/b/", Command("a1", "CREATE", MailboxArg("a/b/"))),
+    (b"a1 CREATE Junk2 (USE (\\Junk))", Command("a1", "CREATE", MailboxArg("Junk2", "\\Junk"))),
+    (b"a1 DELETE foo", Command("a1", "DELETE", MailboxArg("foo"))),
+    (b"a1 RENAME INBOX \"Old mail\"", Command("a1", "RENAME", Rename("INBOX", "Old mail"))),
+    (b"a1 SUBSCRIBE foo", Command("a1", "SUBSCRIBE", MailboxArg("foo"))),
+    (b"a1 LIST \"\" *", Command("a1", "LIST", ListCmd("", ("*",)))),
+    (b"a1 LIST \"\" %/x%", Command("a1", "LIST", ListCmd("", ("%/x%",)))),
+    (b"a1 LSUB \"\" \"*\"", Command("a1", "LSUB", ListCmd("", ("*",), lsub=True))),
+    (
+        b"a1 LIST (SUBSCRIBED RECURSIVEMATCH) \"\" (INBOX \"a*\") RETURN (CHILDREN STATUS (MESSAGES UNSEEN))",
+        Command(
+            "a1",
+            "LIST",
+            ListCmd(
+                "",
+                ("INBOX", "a*"),
+                frozenset({"SUBSCRIBED", "RECURSIVEMATCH"}),
+                frozenset({"CHILDREN", "STATUS", "SUBSCRIBED"}),
+                ("MESSAGES", "UNSEEN"),
+                extended=True,
+            ),
+        ),
+    ),
+    (b"a1 STATUS INBOX (MESSAGES UIDNEXT)", Command("a1", "STATUS", Status("INBOX", ("MESSAGES", "UIDNEXT")))),
+    (
+        b"a1 APPEND Drafts (\\Draft \\seen) \" 5-Nov-2020 10:00:00 +0100\" {5}\r\nhello",
+        Command(
+            "a1",
+            "APPEND",
+            Append(
+                "Drafts",
+                ("\\Draft", SEEN),
+                datetime(2020, 11, 5, 10, 0, tzinfo=timezone(timedelta(hours=1))),
+                b"hello",
+            ),
+        ),
+    ),
+    (b"a1 APPEND INBOX {3+}\r\nx\r\n", Command("a1", "APPEND", Append("INBOX", (), None, b"x\r\n"))),
+    (b"a1 CHECK", Command("a1", "CHECK")),
+    (b"a1 EXPUNGE", Command("a1", "EXPUNGE")),
+    (b"a1 UID EXPUNGE 3:1", Command("a1", "UID EXPUNGE", SeqArg(SeqSet(((3, 1),))))),
+    (
+        b"a1 FETCH 1:*,7 (FLAGS BODY.PEEK[HEADER.FIELDS (From \"To\")]<0.100>)",
+        Command(
+            "a1",
+            "FETCH",
+            Fetch(
+                SeqSet(((1, 0), (7, 7))),
+                (
+                    FetchAtt("FLAGS"),
+                    FetchAtt("BODY[]", Section((), "HEADER.FIELDS", ("FROM", "TO")), True, (0, 100)),
+                ),
+            ),
+        ),
+    ),
+    (
+        b"a1 UID FETCH 5 (BODY[1.2.MIME] BODY[2.TEXT] BODY[] RFC822.SIZE) (CHANGEDSINCE 12)",
+        Command(
+            "a1",
+            "UID FETCH",
+            Fetch(
+                SeqSet(((5, 5),)),
+                (
+                    FetchAtt("BODY[]", Section((1, 2), "MIME")),
+                    FetchAtt("BODY[]", Section((2,), "TEXT")),
+                    FetchAtt("BODY[]", Section()),
+                    FetchAtt("RFC822.SIZE"),
+                ),
+                12,
+            ),
+        ),
+    ),
+    (
+        b"a1 FETCH * FAST",
+        Command("a1", "FETCH", Fetch(SeqSet(((0, 0),)), tuple(FetchAtt(n) for n in ("FLAGS", "INTERNALDATE", "RFC822.SIZE")))),
+    ),
+    (b"a1 FETCH 2 body", Command("a1", "FETCH", Fetch(SeqSet(((2, 2),)), (FetchAtt("BODY"),)))),
+    (
+        b"a1 STORE 1:3 +FLAGS.SILENT (\\Deleted $Junk)",
+        Command("a1", "STORE", Store(SeqSet(((1, 3),)), "add", True, ("\\Deleted", "$Junk"))),
+    ),
+    (
+        b"a1 UID STORE 4 (UNCHANGEDSINCE 9) -FLAGS \\Seen \\Flagged",
+        Command("a1", "UID STORE", Store(SeqSet(((4, 4),)), "remove", False, (SEEN, "\\Flagged"), 9)),
+    ),
+    (b"a1 STORE 1 FLAGS ()", Command("a1", "STORE", Store(SeqSet(((1, 1),)), "replace", False, ()))),
+    (b"a1 COPY 1:2 Archive", Command("a1", "COPY", CopyMove(SeqSet(((1, 2),)), "Archive"))),
+    (b"a1 UID MOVE 10:* Trash", Command("a1", "UID MOVE", CopyMove(SeqSet(((10, 0),)), "Trash"))),
+    (b"a1 ID NIL", Command("a1", "ID", Id(None))),
+    (b"a1 ID (\"name\" \"mutt\" \"os\" NIL)", Command("a1", "ID", Id((("name", "mutt"), ("os", None))))),
+    (b"a1 ENABLE CONDSTORE X-FOO", Command("a1", "ENABLE", Enable(("CONDSTORE", "X-FOO")))),
+    (b"a1 IDLE", Command("a1", "IDLE")),
+    (b"a1 UNSELECT", Command("a1", "UNSELECT")),
+    (b"a1 NAMESPACE", Command("a1", "NAMESPACE")),
+    (b"a1 SEARCH ALL", Command("a1", "SEARCH", Search(sk.All()))),
+    (
+        b"a1 SEARCH CHARSET UTF-8 FROM {4}\r\nj\xc3\xb6e SINCE 1-Feb-2020 NOT SEEN",
+        Command(
+            "a1",
+            "SEARCH",
+            Search(
+                sk.And((sk.Header("from", "jöe"), sk.Date("internal", "since", date(2020, 2, 1)), sk.Not(sk.Flag(SEEN)))),
+                "UTF-8",
+            ),
+        ),
+    ),
+    (
+        b"a1 UID SEARCH OR (SUBJECT x 1:3) UID 5:* NEW",
+        Command(
+            "a1",
+            "UID SEARCH",
+            Search(
+                sk.And(
+                    (
+                        sk.Or(sk.And((sk.Header("subject", "x"), SeqKey(SeqSet(((1, 3),))))), UidKey(SeqSet(((5, 0),)))),
+                        sk.And((RecentKey(True), sk.Flag(SEEN, False))),
+                    )
+                )
+            ),
+        ),
+    ),
+    (
+        b'a1 SEARCH HEADER X-Spam "" LARGER 10 SMALLER 99 KEYWORD $Junk UNKEYWORD foo OLD SENTON "5-Mar-2021"',
+        Command(
+            "a1",
+            "SEARCH",
+            Search(
+                sk.And(
+                    (
+                        sk.Header("x-spam", ""),
+                        sk.Size("larger", 10),
+                        sk.Size("smaller", 99),
+                        sk.Flag("$Junk"),
+                        sk.Flag("foo", False),
+                        RecentKey(False),
+                        sk.Date("sent", "on", date(2021, 3, 5)),
+                    )
+                )
+            ),
+        ),
+    ),
+    (b"a1 SEARCH MODSEQ 5", Command("a1", "SEARCH", Search(sk.ModSeq(5), None, True))),
+    (b"a1 SEARCH BODY hello TEXT \"x y\"", Command("a1", "SEARCH", Search(sk.And((sk.Text("body", "hello"), sk.Text("text", "x y")))))),
+]
+
+
+def frame_all(data: bytes, chunks: list[int] | None = None) -> list:
+    """Feed `data` (in chunks of the given sizes) and collect the framer's output."""
+    f = Framer(max_literal=1000)
+    out = []
+    pos = 0
+    for n in chunks or [len(data)]:
+        f.feed(data[pos : pos + n])
+        pos += n
+        while (item := f.next()) is not None:
+            out.append(item)
+    f.feed(data[pos:])
+    while (item := f.next()) is not None:
+        out.append(item)
+    return out
+
+
+@pytest.mark.parametrize("wire, expected", TABLE, ids=[t[0][:40].decode("latin-1") for t in TABLE])
+def test_table(wire, expected):
+    assert parse(wire) == expected
+
+
+def test_table_through_the_framer_whole_and_in_random_chunks():
+    stream = b"".join(wire + b"\r\n" for wire, _ in TABLE)
+    rng = random.Random(1)
+    for _ in range(30):
+        sizes, left = [], len(stream)
+        while left > 0:
+            n = rng.randint(1, 40)
+            sizes.append(n)
+            left -= n
+        commands = [parse(x) for x in frame_all(stream, sizes) if isinstance(x, bytes)]
+        assert commands == [expected for _, expected in TABLE]
+
+
+def test_sync_literal_asks_to_continue_and_literal_plus_does_not():
+    assert frame_all(b"a1 LOGIN {5}\r\n") == [CONTINUE]
+    assert frame_all(b"a1 LOGIN {5+}\r\nalice pw\r\n") == [b"a1 LOGIN {5+}\r\nalice pw"]
+
+
+@pytest.mark.parametrize(
+    "wire, error",
+    [
+        (b"a1 NOPE", "Unknown command"),
+        (b"a1", "Missing command"),
+        (b"+ NOOP", "Missing or invalid tag"),
+        (b"a1 SELECT", "expected"),
+        (b"a1 FETCH 0 FLAGS", "sequence number"),
+        (b"a1 FETCH 1 (FLAGS", "expected"),
+        (b"a1 FETCH 1 BODY[3.MIME", "expected"),
+        (b"a1 FETCH 1 BODY[MIME]", "section text"),
+        (b"a1 FETCH 1 FOO", "Unknown FETCH attribute"),
+        (b"a1 STORE 1 +FLAGS (\\Recent)", "Invalid system flag"),
+        (b"a1 STORE 1 +FLAGS (\\Bogus)", "Invalid system flag"),
+        (b"a1 SEARCH FOO", "Unknown search key"),
+        (b"a1 SEARCH SINCE 31-Feb-2020", "valid date"),
+        (b"a1 SELECT &Jjo", "Bad mailbox name"),
+        (b"a1 LOGIN a b c", "end of command"),
+        (b"a1 LOGIN {10}\r\nabc", "literal data"),
+        (b"a1 STATUS INBOX (BOGUS)", "Unknown STATUS item"),
+        (b"a1 ID (\"a\")", "ID takes"),
+        (b"a1 SEARCH " + b"NOT " * 200 + b"ALL", "nested too deeply"),
+    ],
+)
+def test_bad_syntax(wire, error):
+    with pytest.raises(ParseError) as info:
+        parse(wire)
+    assert error in info.value.text
+    assert info.value.status == "BAD"
+
+
+def test_unknown_charset_is_no_badcharset():
+    with pytest.raises(ParseError) as info:
+        parse(b"a1 SEARCH CHARSET KOI8-R TEXT x")
+    assert (info.value.status, info.value.code) == ("NO", "BADCHARSET (UTF-8 US-ASCII)")
+
+
+def test_line_too_long_is_skipped_up_to_its_end():
+    f = Framer(max_line=100)
+    f.feed(b"a1 NOOP " + b"x" * 150)
+    assert f.next() is None
+    f.feed(b"y" * 500)
+    assert f.next() is None
+    assert f.buffered == 0  # nothing of it is kept
+    f.feed(b"\r\na2 NOOP\r\n")
+    err = f.next()
+    assert isinstance(err, FrameError) and (err.tag, err.status) == ("a1", "BAD") and not err.fatal
+    assert f.next() == b"a2 NOOP"
+
+
+def test_literal_too_big_is_refused_before_it_is_sent():
+    f = Framer(max_literal=10, max_append=100)
+    f.feed(b"a1 LOGIN {11}\r\n")
+    err = f.next()
+    assert isinstance(err, FrameError) and err.status == "BAD" and "TOOBIG" in err.text and not err.fatal
+    f.feed(b"a2 APPEND INBOX {101}\r\n")
+    err = f.next()
+    assert isinstance(err, FrameError) and err.status == "NO" and "TOOBIG" in err.text
+    f.feed(b"a3 APPEND INBOX {100}\r\n")
+    assert f.next() is CONTINUE
+    f.feed(b"a4 LOGIN {11+}\r\n")  # still the literal of a3: taken as data
+    f.feed(b"x" * (100 - 16) + b"\r\n")
+    assert f.next() == b"a3 APPEND INBOX {100}\r\n" + b"a4 LOGIN {11+}\r\n" + b"x" * 84
+    f.feed(b"a5 LOGIN {11+}\r\n")
+    err = f.next()
+    assert isinstance(err, FrameError) and err.fatal  # the client sends it anyway: close
+
+
+def test_empty_lines_are_ignored_and_bare_lf_accepted():
+    assert frame_all(b"\r\n\na1 NOOP\n") == [b"a1 NOOP"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_junk_never_raises_anything_but_parse_error(data):
+    f = Framer(max_line=80, max_literal=50)
+    f.feed(data + b"\r\n")
+    for _ in range(50):
+        item = f.next()
+        if item is None:
+            break
+        if isinstance(item, bytes):
+            try:
+                parse(item)
+            except ParseError:
+                pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([w for w, _ in TABLE]), st.integers(0, 10_000))
+def test_table_commands_cut_anywhere_still_parse_or_fail_cleanly(wire, cut):
+    head = wire[: cut % (len(wire) + 1)]
+    try:
+        parse(head)
+    except ParseError:
+        pass
