@@ -282,6 +282,8 @@ def rcpt_params(params: dict[str, str | None]) -> RcptParams:
             if not semi or not _ADDR_TYPE.match(addr_type) or not addr:
                 raise PermFailure(R.R501_SYNTAX.with_text("Bad ORCPT value"), "bad ORCPT")
             decoded = xtext_decode(addr) if addr_type.lower() != "utf-8" else addr
+            if decoded.startswith("<") and decoded.endswith(">"):  # some clients bracket it
+                decoded = decoded[1:-1]
             if len(decoded) > MAX_ORCPT:
                 raise PermFailure(R.R501_SYNTAX.with_text("ORCPT too long"), "long ORCPT")
             orcpt = f"{addr_type};{decoded}"
