@@ -1,9 +1,175 @@
-"""Access for imap-pop3: every Mailboxes call of mailflow.store.api, scoped to the session's user."""
+"""Access for imap-pop3: every Mailboxes call of mailflow.store.api, scoped to the session's user.
+
+The session comes from a verified token (sessions.py); the user id in it is the only one these calls
+ever use. Changes are published as MailboxEvents with origin = the session id. The first time a
+delivered message's body is fetched, a "retrieved" TraceEvent is published (once: the pending row is
+deleted by exactly one fetch). Errors as in service.py.
+"""
 
 from __future__ import annotations
 
-from mailflow_mailbox_store.service import StoreCore
+import asyncio
+import logging
+import time
+from datetime import datetime
+
+from mailflow.contracts.messages import TraceEvent
+from mailflow.errors import Invalid
+from mailflow.store.api import (
+    AppendResult,
+    Changes,
+    CopyResult,
+    MailboxInfo,
+    MailboxStatus,
+    MessageMeta,
+    StoreResult,
+)
+from mailflow.store.search import SearchKey
+
+from mailflow_mailbox_store import folders, messages, metrics, names
+from mailflow_mailbox_store.messages import Listing
+from mailflow_mailbox_store.parsing import prepare, unpack
+from mailflow_mailbox_store.search import search as run_search
+from mailflow_mailbox_store.service import SERVICE, StoreCore
+from mailflow_mailbox_store.sessions import Session
+from mailflow_mailbox_store.storage import Change
+from mailflow_mailbox_store.uidset import UidSet
+
+log = logging.getLogger(__name__)
 
 
 class Store(StoreCore):
-    pass
+    # --- mailboxes ----------------------------------------------------------------------------------
+
+    async def list_mailboxes(self, s: Session) -> list[MailboxInfo]:
+        return await self.db.read(folders.list_mailboxes, s.user_id)
+
+    async def create_mailbox(self, s: Session, name: str, special_use: str | None = None) -> MailboxInfo:
+        info = await self.db.write(folders.create_mailbox, s.user_id, name, special_use)
+        await self.publish([Change(s.user_id, info.id, info.name, "mailbox_created")], s.sid)
+        return info
+
+    async def delete_mailbox(self, s: Session, name: str) -> None:
+        mailbox_id = await self.db.write(folders.delete_mailbox, s.user_id, name)
+        await self.publish([Change(s.user_id, mailbox_id, name, "mailbox_deleted")], s.sid)
+
+    async def rename_mailbox(self, s: Session, old: str, new: str) -> None:
+        if names.mailbox(old) == "INBOX":
+            changes = await self.db.write(messages.rename_inbox, s.user_id, new)
+        else:
+            renamed = await self.db.write(folders.rename_mailbox, s.user_id, old, new)
+            changes = [Change(s.user_id, mid, name, "mailbox_renamed") for mid, name in renamed]
+        await self.publish(changes, s.sid)
+
+    async def subscribe(self, s: Session, name: str, subscribed: bool) -> None:
+        await self.db.write(folders.subscribe, s.user_id, name, subscribed)
+
+    async def status(self, s: Session, name: str) -> MailboxStatus:
+        return await self.db.read(folders.status, s.user_id, name)
+
+    async def select(self, s: Session, name: str, claim_recent: bool = True) -> tuple[Listing, int | None]:
+        """The listing and the UID from which messages are \\Recent for this session (None: none are)."""
+        lst = await self.db.read(messages.listing, s.user_id, name)
+        recent_from = None
+        st = lst.status
+        if claim_recent and lst.uids and lst.uids[-1] >= lst.first_recent_uid:
+            if await self.db.write(messages.claim_recent, s.user_id, st.id, lst.first_recent_uid, st.uidnext):
+                recent_from = lst.first_recent_uid
+        return lst, recent_from
+
+    async def changes(self, s: Session, mailbox_id: int, since_modseq: int) -> Changes:
+        return await self.db.read(messages.changes, s.user_id, mailbox_id, since_modseq)
+
+    # --- messages -----------------------------------------------------------------------------------
+
+    async def fetch_meta(self, s: Session, mailbox_id: int, uids: UidSet) -> list[MessageMeta]:
+        return await self.db.read(messages.fetch_meta, s.user_id, mailbox_id, uids)
+
+    async def fetch_parsed(self, s: Session, mailbox_id: int, uids: UidSet) -> list[tuple[int, bytes]]:
+        rows = await self.db.read(messages.fetch_parsed, s.user_id, mailbox_id, uids)
+        return [(uid, unpack(p)) for uid, p in rows]
+
+    async def body_locators(self, s: Session, mailbox_id: int, uids: UidSet) -> list[tuple[int, str, int]]:
+        """(uid, locator, size) of the bodies; records the first retrieval of delivered messages."""
+        started = time.monotonic()
+        rows, pending = await self.db.read(messages.body_locators, s.user_id, mailbox_id, uids)
+        if pending:
+            asyncio.create_task(self._retrieved(mailbox_id, pending, started))
+        return rows
+
+    async def read_bodies(self, locators: list[str]) -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.db.readers, lambda: [self.blobs.get(x) for x in locators])
+
+    async def _retrieved(self, mailbox_id: int, pending: list, started: float) -> None:
+        try:
+            done = set(await self.db.write(messages.mark_retrieved, mailbox_id, [p[0] for p in pending]))
+        except Exception:
+            log.warning("could not record a retrieval", exc_info=True)
+            return
+        for uid, queue_id, trace_id in pending:
+            if uid in done:
+                await self.publisher.trace(
+                    TraceEvent(
+                        queue_id=queue_id,
+                        trace_id=trace_id,
+                        step="retrieved",
+                        service=SERVICE,
+                        duration_ms=(time.monotonic() - started) * 1000,
+                        detail=f"uid {uid}",
+                    )
+                )
+
+    async def store_flags(
+        self,
+        s: Session,
+        mailbox_id: int,
+        uids: UidSet,
+        op: str,
+        flags: list[str],
+        unchanged_since: int | None,
+    ) -> StoreResult:
+        if op not in ("add", "remove", "replace"):
+            raise Invalid(f"unknown flag operation {op}")
+        result, changes = await self.db.write(
+            messages.store_flags, s.user_id, mailbox_id, uids, op, flags, unchanged_since
+        )
+        await self.publish(changes, s.sid)
+        return result
+
+    async def expunge(self, s: Session, mailbox_id: int, uids: UidSet | None) -> list[int]:
+        gone, changes = await self.db.write(messages.expunge, s.user_id, mailbox_id, uids)
+        await self.publish(changes, s.sid)
+        return gone
+
+    async def copy(
+        self, s: Session, mailbox_id: int, uids: UidSet, dest: str, move: bool = False
+    ) -> CopyResult:
+        result, changes = await self.db.write(messages.copy, s.user_id, mailbox_id, uids, dest, move)
+        await self.publish(changes, s.sid)
+        return result
+
+    async def append(
+        self, s: Session, name: str, body: bytes, flags: list[str], internal_date: datetime | None
+    ) -> AppendResult:
+        if len(body) > self.max_message_bytes:
+            raise Invalid(f"message larger than {self.max_message_bytes} bytes")
+        prepared = await self._cpu(prepare, body)
+        when = int(internal_date.timestamp()) if internal_date else int(time.time())
+        (uidvalidity, uid), changes = await self.db.write(
+            messages.append, s.user_id, name, prepared, flags, when, bodies=[body]
+        )
+        metrics.APPENDED_BYTES.inc(len(body))
+        await self.publish(changes, s.sid)
+        return AppendResult(uidvalidity=uidvalidity, uid=uid)
+
+    async def search(self, s: Session, mailbox_id: int, key: SearchKey) -> list[int]:
+        return await self.db.read(run_search, s.user_id, mailbox_id, key, self.blobs)
+
+    # --- POP3 ---------------------------------------------------------------------------------------
+
+    async def pop3_lock(self, s: Session) -> str:
+        return await self.db.write(messages.pop3_lock, s.user_id, s.sid, self.pop3_lock_ttl)
+
+    async def pop3_unlock(self, s: Session, token: str) -> None:
+        await self.db.write(messages.pop3_unlock, s.user_id, token)

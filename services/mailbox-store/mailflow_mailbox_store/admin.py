@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from mailflow.contracts.rest import AliasPublic, DomainPublic, UserPublic
 from mailflow.errors import Conflict, Invalid, NotFound
+
 from mailflow_mailbox_store import names
 from mailflow_mailbox_store.db import Tx
 from mailflow_mailbox_store.folders import create_default_mailboxes, drop_mailbox_contents
@@ -79,7 +80,9 @@ def list_users(tx: Tx, domain: str | None, offset: int, limit: int) -> tuple[lis
     if domain:
         params["d"] = names.domain(domain)
         where = "WHERE domain_id = (SELECT id FROM domains WHERE name = :d)"
-    rows = tx.all(f"SELECT {_USER_COLUMNS} FROM users {where} ORDER BY address LIMIT :lim OFFSET :off", params)
+    rows = tx.all(
+        f"SELECT {_USER_COLUMNS} FROM users {where} ORDER BY address LIMIT :lim OFFSET :off", params
+    )
     total = tx.value(f"SELECT COUNT(*) FROM users {where}", params)
     return [_user(r) for r in rows], total
 
@@ -112,7 +115,10 @@ def create_user(tx: Tx, address: str, password_hash: str, quota_bytes: int | Non
 
 
 def set_password(tx: Tx, address: str, password_hash: str) -> None:
-    tx.run("UPDATE users SET password_hash = :h WHERE address = :a", {"h": password_hash, "a": names.address(address)})
+    tx.run(
+        "UPDATE users SET password_hash = :h WHERE address = :a",
+        {"h": password_hash, "a": names.address(address)},
+    )
     if tx.rowcount == 0:
         raise NotFound(f"no user {address}")
 
@@ -120,7 +126,10 @@ def set_password(tx: Tx, address: str, password_hash: str) -> None:
 def set_quota(tx: Tx, address: str, quota_bytes: int | None) -> None:
     if quota_bytes is not None and quota_bytes < 0:
         raise Invalid("quota_bytes must be >= 0")
-    tx.run("UPDATE users SET quota_bytes = :q WHERE address = :a", {"q": quota_bytes, "a": names.address(address)})
+    tx.run(
+        "UPDATE users SET quota_bytes = :q WHERE address = :a",
+        {"q": quota_bytes, "a": names.address(address)},
+    )
     if tx.rowcount == 0:
         raise NotFound(f"no user {address}")
 
@@ -150,7 +159,9 @@ def list_aliases(tx: Tx, domain: str | None, offset: int, limit: int) -> tuple[l
     if domain:
         params["d"] = names.domain(domain)
         where = "WHERE domain_id = (SELECT id FROM domains WHERE name = :d)"
-    rows = tx.all(f"SELECT address, targets FROM aliases {where} ORDER BY address LIMIT :lim OFFSET :off", params)
+    rows = tx.all(
+        f"SELECT address, targets FROM aliases {where} ORDER BY address LIMIT :lim OFFSET :off", params
+    )
     total = tx.value(f"SELECT COUNT(*) FROM aliases {where}", params)
     return [AliasPublic(address=a, targets=[t for t in ts.split("\n") if t]) for a, ts in rows], total
 

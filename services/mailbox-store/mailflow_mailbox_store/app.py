@@ -13,6 +13,7 @@ import logging
 
 from mailflow.lifecycle import Stopper
 from mailflow.web import HttpServer
+
 from mailflow_mailbox_store import maintenance
 from mailflow_mailbox_store.access import Store
 from mailflow_mailbox_store.api import build_app
@@ -92,7 +93,9 @@ async def run(
     chores = asyncio.create_task(
         maintenance.loop(store, settings.maintenance_interval, settings.delivery_key_days, stop)
     )
-    log.info("mailbox-store ready", extra={"http": http.port, "database": store.db.engine.url.render_as_string()})
+    log.info(
+        "mailbox-store ready", extra={"http": http.port, "database": store.db.engine.url.render_as_string()}
+    )
     if ready is not None:
         ready.port = http.port  # type: ignore[attr-defined]
         ready.set()

@@ -31,8 +31,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-
 from mailflow.errors import Conflict, Invalid, NotFound, QuotaExceeded, ServiceUnavailable
+
 from mailflow_mailbox_store import metrics
 from mailflow_mailbox_store.blobs import BlobStore
 
@@ -54,7 +54,9 @@ class Tx:
         self.cur = cursor
         self.postgres = postgres
         self._cache = cache
-        self.new_blobs: dict[bytes, str] = {}  # sha256 -> locator, for bodies the writer stored for this group
+        self.new_blobs: dict[
+            bytes, str
+        ] = {}  # sha256 -> locator, for bodies the writer stored for this group
 
     def _sql(self, sql: str) -> str:
         if not self.postgres:
@@ -140,6 +142,9 @@ class Database:
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
         engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
+        if not self.postgres:  # one real transaction for all the DDL (pysqlite would commit each statement)
+            sa.event.listen(engine, "connect", _sqlite_migration_connect)
+            sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         try:
             with engine.begin() as conn:
                 if self.postgres:
@@ -200,7 +205,9 @@ class Database:
 
     # --- writes -----------------------------------------------------------------------------------
 
-    async def write(self, fn: Callable[..., T], *args: Any, bodies: Sequence[bytes] = (), exclusive: bool = False) -> T:
+    async def write(
+        self, fn: Callable[..., T], *args: Any, bodies: Sequence[bytes] = (), exclusive: bool = False
+    ) -> T:
         """Run fn(tx, *args) in the next group commit; bodies are stored first (tx.new_blobs)."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
@@ -294,7 +301,9 @@ class Database:
         for i in range(0, len(shas), 500):
             chunk = shas[i : i + 500]
             clause, params = tx.expand("s", chunk)
-            known.update(bytes(r[0]) for r in tx.all(f"SELECT sha256 FROM blobs WHERE sha256 IN {clause}", params))
+            known.update(
+                bytes(r[0]) for r in tx.all(f"SELECT sha256 FROM blobs WHERE sha256 IN {clause}", params)
+            )
         new = [s for s in shas if s not in known]
         if new:
             locators = self.blobs.put_many([wanted[s] for s in new])
@@ -330,6 +339,11 @@ def _psycopg_operational() -> tuple[type, ...]:
     return (psycopg.OperationalError, psycopg.InterfaceError)
 
 
+def _sqlite_migration_connect(dbapi_conn, record) -> None:
+    _sqlite_pragmas(dbapi_conn, record)
+    dbapi_conn.isolation_level = None
+
+
 def _is_disconnect(exc: BaseException) -> bool:
     """A lost connection or a database that cannot be used right now (locked, shut down)."""
     name = type(exc).__name__
@@ -337,5 +351,7 @@ def _is_disconnect(exc: BaseException) -> bool:
     if module.startswith("psycopg"):
         return name in ("OperationalError", "InterfaceError") or isinstance(exc, _psycopg_operational())
     if module.startswith("sqlite3"):
-        return name == "OperationalError" and any(w in str(exc) for w in ("locked", "disk I/O", "unable to open"))
+        return name == "OperationalError" and any(
+            w in str(exc) for w in ("locked", "disk I/O", "unable to open")
+        )
     return False

@@ -16,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from mailflow.errors import Invalid, NotFound, QuotaExceeded
+
 from mailflow_mailbox_store import folders, keywords, names
 from mailflow_mailbox_store.db import Tx
 from mailflow_mailbox_store.parsing import Prepared
@@ -79,7 +80,9 @@ def deliver(tx: Tx, items: list[Item], now: int) -> tuple[list[Outcome], list[Ch
         out = Outcome(item.index, "duplicate")
         refused: list[QuotaExceeded] = []
         for login, user_id in item.users.items():
-            seen = tx.one("SELECT 1 FROM delivery_keys WHERE user_id = :u AND ikey = :k", {"u": user_id, "k": item.key})
+            seen = tx.one(
+                "SELECT 1 FROM delivery_keys WHERE user_id = :u AND ikey = :k", {"u": user_id, "k": item.key}
+            )
             if seen is not None or (user_id, item.key) in batch_keys:
                 out.users.append(login)
                 continue
@@ -144,9 +147,14 @@ def _insert(tx: Tx, placed: list[Placed]) -> list[Change]:
             )
             if p.item.queue_id:
                 pending.append({"m": mailbox_id, "u": p.uid, "q": p.item.queue_id, "t": p.item.trace_id})
-        changes.append(Change(group[0].user_id, mailbox_id, group[0].mailbox, "appended", [p.uid for p in group], modseq))
+        changes.append(
+            Change(group[0].user_id, mailbox_id, group[0].mailbox, "appended", [p.uid for p in group], modseq)
+        )
     tx.many(INSERT_MESSAGE, rows)
-    tx.many("INSERT INTO pending_retrievals (mailbox_id, uid, queue_id, trace_id) VALUES (:m, :u, :q, :t)", pending)
+    tx.many(
+        "INSERT INTO pending_retrievals (mailbox_id, uid, queue_id, trace_id) VALUES (:m, :u, :q, :t)",
+        pending,
+    )
     return changes
 
 

@@ -16,6 +16,7 @@ import time
 
 from mailflow.errors import Conflict, Invalid, NotFound
 from mailflow.store.api import DELIMITER, MailboxInfo, MailboxStatus
+
 from mailflow_mailbox_store import names
 from mailflow_mailbox_store.db import Tx
 
@@ -26,7 +27,16 @@ _MAILBOX = "id, name, special_use, uidvalidity, uidnext, highestmodseq, first_re
 class Row:
     """A mailbox row."""
 
-    __slots__ = ("id", "name", "special_use", "uidvalidity", "uidnext", "highestmodseq", "first_recent_uid", "selectable")
+    __slots__ = (
+        "id",
+        "name",
+        "special_use",
+        "uidvalidity",
+        "uidnext",
+        "highestmodseq",
+        "first_recent_uid",
+        "selectable",
+    )
 
     def __init__(self, r: tuple):
         (self.id, self.name, self.special_use, self.uidvalidity, self.uidnext, self.highestmodseq,
@@ -35,14 +45,19 @@ class Row:
 
 
 def by_name(tx: Tx, user_id: int, name: str, selectable: bool = True) -> Row:
-    r = tx.one(f"SELECT {_MAILBOX} FROM mailboxes WHERE user_id = :u AND name = :n", {"u": user_id, "n": names.mailbox(name)})
+    r = tx.one(
+        f"SELECT {_MAILBOX} FROM mailboxes WHERE user_id = :u AND name = :n",
+        {"u": user_id, "n": names.mailbox(name)},
+    )
     if r is None or (selectable and not r[7]):
         raise NotFound(f"no mailbox {name}")
     return Row(r)
 
 
 def by_id(tx: Tx, user_id: int, mailbox_id: int) -> Row:
-    r = tx.one(f"SELECT {_MAILBOX} FROM mailboxes WHERE user_id = :u AND id = :m", {"u": user_id, "m": mailbox_id})
+    r = tx.one(
+        f"SELECT {_MAILBOX} FROM mailboxes WHERE user_id = :u AND id = :m", {"u": user_id, "m": mailbox_id}
+    )
     if r is None or not r[7]:
         raise NotFound("no such mailbox")
     return Row(r)
@@ -61,7 +76,14 @@ def _insert(tx: Tx, user_id: int, name: str, special_use: str | None) -> int:
     return tx.value(
         "INSERT INTO mailboxes (user_id, name, special_use, uidvalidity, uidnext, highestmodseq, first_recent_uid,"
         " selectable, created_at) VALUES (:u, :n, :s, :v, 1, 1, 1, :t, :c) RETURNING id",
-        {"u": user_id, "n": name, "s": special_use, "v": _new_uidvalidity(tx, user_id), "t": True, "c": int(time.time())},
+        {
+            "u": user_id,
+            "n": name,
+            "s": special_use,
+            "v": _new_uidvalidity(tx, user_id),
+            "t": True,
+            "c": int(time.time()),
+        },
     )
 
 
@@ -118,7 +140,9 @@ def create_mailbox(tx: Tx, user_id: int, name: str, special_use: str | None = No
             "UPDATE mailboxes SET selectable = :t, special_use = :s, uidvalidity = :v WHERE id = :m",
             {"t": True, "s": special_use, "v": _new_uidvalidity(tx, user_id), "m": row[0]},
         )
-        return MailboxInfo(id=row[0], name=name, special_use=special_use, has_children=_has_children(name, existing))
+        return MailboxInfo(
+            id=row[0], name=name, special_use=special_use, has_children=_has_children(name, existing)
+        )
     if len(existing) + name.count(DELIMITER) + 1 > MAX_MAILBOXES:
         raise Invalid(f"at most {MAX_MAILBOXES} mailboxes")
     for parent in names.parents(name):
@@ -140,7 +164,10 @@ def release_bodies(tx: Tx, mailbox_id: int, where: str = "", params: dict | None
 def drop_mailbox_contents(tx: Tx, mailbox_id: int) -> tuple[int, int]:
     """Delete every message of a mailbox (no tombstones: the mailbox goes or becomes \\Noselect).
     Keeps the owner's usage counters right. Returns (messages, bytes)."""
-    count, size = tx.one("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE mailbox_id = :m", {"m": mailbox_id})
+    count, size = tx.one(
+        "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE mailbox_id = :m", {"m": mailbox_id}
+    )
+    count, size = int(count), int(size)
     if count:
         release_bodies(tx, mailbox_id)
         tx.run("DELETE FROM messages WHERE mailbox_id = :m", {"m": mailbox_id})
@@ -199,7 +226,10 @@ def rename_mailbox(tx: Tx, user_id: int, old: str, new: str) -> list[tuple[int, 
     out = []
     for src, dst in moves:
         tx.run("UPDATE mailboxes SET name = :d WHERE id = :m", {"d": dst, "m": existing[src][0]})
-        tx.run("UPDATE subscriptions SET name = :d WHERE user_id = :u AND name = :s", {"d": dst, "u": user_id, "s": src})
+        tx.run(
+            "UPDATE subscriptions SET name = :d WHERE user_id = :u AND name = :s",
+            {"d": dst, "u": user_id, "s": src},
+        )
         out.append((existing[src][0], dst))
     return out
 
@@ -218,10 +248,11 @@ def subscribe(tx: Tx, user_id: int, name: str, subscribed: bool) -> None:
 
 def status_of(tx: Tx, row: Row) -> MailboxStatus:
     count, size, unseen, recent = tx.one(
-        "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(CASE WHEN flags & 1 = 0 THEN 1 ELSE 0 END), 0),"
+        "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(CASE WHEN (flags & 1) = 0 THEN 1 ELSE 0 END), 0),"
         " COALESCE(SUM(CASE WHEN uid >= :r THEN 1 ELSE 0 END), 0) FROM messages WHERE mailbox_id = :m",
         {"m": row.id, "r": row.first_recent_uid},
     )
+    count, size, unseen, recent = int(count), int(size), int(unseen), int(recent)  # PostgreSQL SUM: numeric
     return MailboxStatus(
         id=row.id,
         name=row.name,

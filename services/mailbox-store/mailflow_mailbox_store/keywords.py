@@ -62,7 +62,9 @@ def ensure(tx: Tx, user_id: int, names: Iterable[str]) -> Keywords:
         if n.lower() in kws.by_lower or kws.full:
             continue
         bit = next(b for b in range(MAX_KEYWORDS) if b not in kws.by_bit)
-        tx.run("INSERT INTO keywords (user_id, bit, name) VALUES (:u, :b, :n)", {"u": user_id, "b": bit, "n": n})
+        tx.run(
+            "INSERT INTO keywords (user_id, bit, name) VALUES (:u, :b, :n)", {"u": user_id, "b": bit, "n": n}
+        )
         kws.by_bit[bit] = n
         kws.by_lower[n.lower()] = bit
         kws._sets.clear()

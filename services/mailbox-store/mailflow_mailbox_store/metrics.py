@@ -13,11 +13,15 @@ DELIVERIES = Counter(
     "Delivered items by status (stored, duplicate, unknown_user, quota_exceeded, failed)",
     ["status"],
 )
-APPENDED_BYTES = Counter("mailflow_mailbox_store_appended_bytes_total", "Bytes of messages stored (deliveries, APPEND)")
+APPENDED_BYTES = Counter(
+    "mailflow_mailbox_store_appended_bytes_total", "Bytes of messages stored (deliveries, APPEND)"
+)
 LOGINS = Counter(
     "mailflow_mailbox_store_logins_total", "Authentications by result (ok, cached, failed)", ["result"]
 )
-EVENTS = Counter("mailflow_mailbox_store_events_published_total", "MailboxEvents published, by kind", ["kind"])
+EVENTS = Counter(
+    "mailflow_mailbox_store_events_published_total", "MailboxEvents published, by kind", ["kind"]
+)
 TRACES = Counter("mailflow_mailbox_store_traces_published_total", "TraceEvents published, by step", ["step"])
 WRITE_GROUP_SIZE = Histogram(
     "mailflow_mailbox_store_write_group_operations",
@@ -29,8 +33,12 @@ WRITE_SECONDS = Histogram(
     "Time of one group commit (bodies stored, operations run, COMMIT)",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
 )
-BLOB_BYTES = Counter("mailflow_mailbox_store_blob_written_bytes_total", "Body bytes written to the blob store")
-DB_ERRORS = Counter("mailflow_mailbox_store_db_errors_total", "Database failures by side (read, write)", ["side"])
+BLOB_BYTES = Counter(
+    "mailflow_mailbox_store_blob_written_bytes_total", "Body bytes written to the blob store"
+)
+DB_ERRORS = Counter(
+    "mailflow_mailbox_store_db_errors_total", "Database failures by side (read, write)", ["side"]
+)
 MAINTENANCE = Counter(
     "mailflow_mailbox_store_maintenance_removed_total",
     "Things removed by maintenance (keys, blobs, segments, locks)",

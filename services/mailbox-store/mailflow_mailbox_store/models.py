@@ -20,7 +20,17 @@ this module is what the migrations and the schema test compare against.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -95,7 +105,9 @@ class Blob(Base):
     refs: Mapped[int] = mapped_column(Integer)
     parsed: Mapped[bytes] = mapped_column(LargeBinary)
     sent_day: Mapped[int | None] = mapped_column(Integer)  # date.toordinal() of the Date: header, in its zone
-    __table_args__ = (Index("ix_blobs_refs_zero", "refs", postgresql_where="refs <= 0", sqlite_where="refs <= 0"),)
+    __table_args__ = (
+        Index("ix_blobs_refs_zero", "refs", postgresql_where="refs <= 0", sqlite_where="refs <= 0"),
+    )
 
 
 class Message(Base):

@@ -47,4 +47,6 @@ def sent_day(date_header: str | None) -> int | None:
 
 def prepare(body: bytes) -> Prepared:
     parsed = mime.parse(body)
-    return Prepared(hashlib.sha256(body).digest(), len(body), pack(mime.to_json(parsed)), sent_day(parsed.envelope.date))
+    return Prepared(
+        hashlib.sha256(body).digest(), len(body), pack(mime.to_json(parsed)), sent_day(parsed.envelope.date)
+    )

@@ -31,7 +31,9 @@ class Passwords:
         cache_ttl: float = 300.0,
         cache_size: int = 100_000,
     ):
-        self.hasher = argon2.PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
+        self.hasher = argon2.PasswordHasher(
+            time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism
+        )
         self.cache_ttl = cache_ttl
         self.cache_size = cache_size
         self._key = secrets.token_bytes(32)
@@ -54,7 +56,9 @@ class Passwords:
         if hit is None:
             return False
         h, mac, expires = hit
-        return h == stored_hash and expires > time.monotonic() and hmac.compare_digest(mac, self._mac(password))
+        return (
+            h == stored_hash and expires > time.monotonic() and hmac.compare_digest(mac, self._mac(password))
+        )
 
     def verify(self, login: str, stored_hash: str | None, password: str) -> tuple[bool, str | None]:
         """(ok, new_hash): new_hash is set when the stored hash should be upgraded to current parameters.

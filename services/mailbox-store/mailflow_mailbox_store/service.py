@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from mailflow.contracts.messages import MailboxEvent, TraceEvent
 from mailflow.errors import Invalid
 from mailflow.store.api import DeliverItem, DeliverResult, Principal, Resolution
+
 from mailflow_mailbox_store import admin, delivery, directory, metrics, names
 from mailflow_mailbox_store.blobs import BlobStore
 from mailflow_mailbox_store.db import Database, Tx
@@ -139,9 +140,13 @@ class StoreCore:
                 bits, kws = delivery.item_flags(it.flags)
                 when = int(it.internal_date.timestamp()) if it.internal_date else now
                 plan.append(
-                    delivery.Item(i, it.key, ids, body, it.mailbox or "INBOX", bits, kws, when, it.queue_id, it.trace_id)
+                    delivery.Item(
+                        i, it.key, ids, body, it.mailbox or "INBOX", bits, kws, when, it.queue_id, it.trace_id
+                    )
                 )
-            outcomes, changes = await self.db.write(delivery.deliver, plan, now, bodies=[it.body for _, it, _ in todo])
+            outcomes, changes = await self.db.write(
+                delivery.deliver, plan, now, bodies=[it.body for _, it, _ in todo]
+            )
             await self.publish(changes)
             elapsed_ms = (time.monotonic() - started) * 1000
             for out in outcomes:
@@ -154,12 +159,20 @@ class StoreCore:
             metrics.DELIVERIES.labels(r.status).inc()
         return results  # type: ignore[return-value]
 
-    async def _after_store(self, it: DeliverItem, stored: list[tuple[str, str, int]], elapsed_ms: float) -> None:
+    async def _after_store(
+        self, it: DeliverItem, stored: list[tuple[str, str, int]], elapsed_ms: float
+    ) -> None:
         for login, mailbox, uid in stored:
             metrics.APPENDED_BYTES.inc(len(it.body))
             log.info(
                 "stored",
-                extra={"queue_id": it.queue_id or None, "user": login, "mailbox": mailbox, "uid": uid, "size": len(it.body)},
+                extra={
+                    "queue_id": it.queue_id or None,
+                    "user": login,
+                    "mailbox": mailbox,
+                    "uid": uid,
+                    "size": len(it.body),
+                },
             )
             if it.queue_id:
                 await self.publisher.trace(

@@ -35,7 +35,9 @@ def _unb64(text: str) -> bytes:
 
 
 def derive_key(service_token: str) -> bytes:
-    return hmac.new(service_token.encode(), b"mailflow mailbox-store session tokens v1", hashlib.sha256).digest()
+    return hmac.new(
+        service_token.encode(), b"mailflow mailbox-store session tokens v1", hashlib.sha256
+    ).digest()
 
 
 class Sessions:

@@ -5,10 +5,9 @@ A missing secret or a malformed value fails at startup with a pydantic error nam
 
 from __future__ import annotations
 
+from mailflow.settings import ServiceSettings, common
 from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
-
-from mailflow.settings import ServiceSettings, common
 
 
 class Settings(ServiceSettings):
@@ -27,7 +26,9 @@ class Settings(ServiceSettings):
     max_message_bytes: int = 64 * 1024 * 1024  # larger deliveries and APPENDs are refused (Invalid)
 
     # Sessions and logins
-    session_key: SecretStr | None = None  # HMAC key of session tokens; default: derived from the service token
+    session_key: SecretStr | None = (
+        None  # HMAC key of session tokens; default: derived from the service token
+    )
     session_ttl: int = 7 * 86_400  # seconds a session token stays valid (an IMAP session may IDLE for days)
     login_cache_ttl: float = 300.0  # seconds a verified password is remembered (HMAC, per process); 0: off
     argon2_time_cost: int = 3  # RFC 9106 §4 second recommended option (argon2-cffi's defaults)

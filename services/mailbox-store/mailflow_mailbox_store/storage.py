@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mailflow.errors import QuotaExceeded, ServiceUnavailable
+
 from mailflow_mailbox_store.db import Tx
 from mailflow_mailbox_store.parsing import Prepared
 
@@ -41,13 +42,16 @@ def allocate(tx: Tx, mailbox_id: int, n: int) -> tuple[int, int]:
 
 def next_modseq(tx: Tx, mailbox_id: int) -> int:
     return tx.value(
-        "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = :m RETURNING highestmodseq", {"m": mailbox_id}
+        "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = :m RETURNING highestmodseq",
+        {"m": mailbox_id},
     )
 
 
 def reference_blob(tx: Tx, p: Prepared, count: int = 1) -> int:
     """The blob id of a body, with `count` more references (inserted if new)."""
-    blob_id = tx.value("UPDATE blobs SET refs = refs + :n WHERE sha256 = :s RETURNING id", {"n": count, "s": p.sha})
+    blob_id = tx.value(
+        "UPDATE blobs SET refs = refs + :n WHERE sha256 = :s RETURNING id", {"n": count, "s": p.sha}
+    )
     if blob_id is not None:
         return blob_id
     locator = tx.new_blobs.get(p.sha)
@@ -69,7 +73,9 @@ class Usage:
     def _get(self, user_id: int) -> list:
         u = self.users.get(user_id)
         if u is None:
-            quota, used = self.tx.one("SELECT quota_bytes, used_bytes FROM users WHERE id = :u", {"u": user_id})
+            quota, used = self.tx.one(
+                "SELECT quota_bytes, used_bytes FROM users WHERE id = :u", {"u": user_id}
+            )
             u = self.users[user_id] = [quota, used, 0, 0]
         return u
 

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 
 import pytest
-
 from mailflow.store.client import StoreClient
 from mailflow_mailbox_store import app
 from mailflow_mailbox_store.events import MemoryPublisher
@@ -87,8 +86,9 @@ async def client(service):
 @pytest.fixture
 async def admin(service):
     import httpx
-
     from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 
-    async with httpx.AsyncClient(base_url=service.url, headers={ADMIN_TOKEN_HEADER: ADMIN_TOKEN}, timeout=30) as c:
+    async with httpx.AsyncClient(
+        base_url=service.url, headers={ADMIN_TOKEN_HEADER: ADMIN_TOKEN}, timeout=30
+    ) as c:
         yield c

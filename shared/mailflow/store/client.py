@@ -71,6 +71,18 @@ def _status(d: dict) -> MailboxStatus:
     return MailboxStatus(**d)
 
 
+def _info(r: list) -> MailboxInfo:
+    return MailboxInfo(
+        id=r[0], name=r[1], special_use=r[2], subscribed=r[3], has_children=r[4], selectable=r[5]
+    )
+
+
+def _first_at_least(uids: list[int], value: int) -> int:
+    from bisect import bisect_left
+
+    return bisect_left(uids, value)
+
+
 def _meta(d: list) -> MessageMeta:
     uid, flags, modseq, size, when = d
     return MessageMeta(uid=uid, flags=frozenset(flags), modseq=modseq, size=size, internal_date=_ts(when))
@@ -108,7 +120,7 @@ class StoreClient:
         p: Principal | None = None,
     ) -> httpx.Response:
         headers = {}
-        if p is not None:
+        if p is not None and p.token:
             headers["Authorization"] = f"Bearer {p.token}"
         if content is not None:
             headers["Content-Type"] = wire.CONTENT_TYPE
@@ -118,7 +130,9 @@ class StoreClient:
         try:
             r = await self._http.request(method, path, content=content, params=params, headers=headers)
         except httpx.HTTPError as exc:
-            raise ServiceUnavailable(f"mailbox-store at {self.base_url} did not answer: {type(exc).__name__}") from exc
+            raise ServiceUnavailable(
+                f"mailbox-store at {self.base_url} did not answer: {type(exc).__name__}"
+            ) from exc
         if r.status_code >= 400:
             _raise(r)
         return r
@@ -142,12 +156,16 @@ class StoreClient:
 
     async def authenticate(self, username: str, password: str, service: str = "imap") -> Principal | None:
         d = await self._json(
-            "POST", "/internal/authenticate", json={"username": username, "password": password, "service": service}
+            "POST",
+            "/internal/authenticate",
+            json={"username": username, "password": password, "service": service},
         )
         p = d.get("principal")
         if not p:
             return None
-        return Principal(user_id=p["user_id"], address=p["address"], addresses=tuple(p["addresses"]), token=p["token"])
+        return Principal(
+            user_id=p["user_id"], address=p["address"], addresses=tuple(p["addresses"]), token=p["token"]
+        )
 
     # --- Deliverer ------------------------------------------------------------------------------------
 
@@ -168,13 +186,168 @@ class StoreClient:
                 for it in items
             ]
         }
-        d = await self._json("POST", "/internal/deliver", content=wire.encode(head, [it.body for it in items]))
+        d = await self._json(
+            "POST", "/internal/deliver", content=wire.encode(head, [it.body for it in items])
+        )
         return [
             DeliverResult(
-                key=x["key"], status=x["status"], permanent=x["permanent"], detail=x["detail"], users=tuple(x["users"])
+                key=x["key"],
+                status=x["status"],
+                permanent=x["permanent"],
+                detail=x["detail"],
+                users=tuple(x["users"]),
             )
             for x in d["results"]
         ]
+
+    # --- Mailboxes ------------------------------------------------------------------------------------
+
+    async def list_mailboxes(self, p: Principal) -> list[MailboxInfo]:
+        rows = await self._json("POST", "/access/mailboxes/list", json={}, p=p)
+        return [_info(r) for r in rows]
+
+    async def create_mailbox(self, p: Principal, name: str, special_use: str | None = None) -> MailboxInfo:
+        r = await self._json(
+            "POST", "/access/mailboxes/create", json={"name": name, "special_use": special_use}, p=p
+        )
+        return _info(r)
+
+    async def delete_mailbox(self, p: Principal, name: str) -> None:
+        await self._json("POST", "/access/mailboxes/delete", json={"name": name}, p=p)
+
+    async def rename_mailbox(self, p: Principal, old: str, new: str) -> None:
+        await self._json("POST", "/access/mailboxes/rename", json={"old": old, "new": new}, p=p)
+
+    async def subscribe(self, p: Principal, name: str, subscribed: bool) -> None:
+        await self._json(
+            "POST", "/access/mailboxes/subscribe", json={"name": name, "subscribed": subscribed}, p=p
+        )
+
+    async def status(self, p: Principal, name: str) -> MailboxStatus:
+        return _status(await self._json("POST", "/access/status", json={"name": name}, p=p))
+
+    async def select(self, p: Principal, name: str, claim_recent: bool = True) -> Selected:
+        head, (uids_b, index_b, modseqs_b) = await self._frame(
+            "POST", "/access/select", json={"name": name, "claim_recent": claim_recent}, p=p
+        )
+        sets = [frozenset(f) for f in head["flagsets"]]
+        uids = wire.unints(uids_b, "I")
+        index = wire.unints(index_b, "H" if len(sets) < 65536 else "I")
+        recent_from = head["recent_from"]
+        recent = set() if recent_from is None else {u for u in uids[_first_at_least(uids, recent_from) :]}
+        return Selected(
+            status=_status(head["status"]),
+            uids=uids,
+            flags=[sets[i] for i in index],
+            modseqs=wire.unints(modseqs_b, "q"),
+            recent=recent,
+            permanent_keywords=head["permanent_keywords"],
+        )
+
+    async def changes(self, p: Principal, mailbox_id: int, since_modseq: int) -> Changes:
+        d = await self._json(
+            "POST", "/access/changes", json={"mailbox_id": mailbox_id, "since": since_modseq}, p=p
+        )
+        return Changes(
+            status=_status(d["status"]), updated=[_meta(m) for m in d["updated"]], expunged=d["expunged"]
+        )
+
+    async def fetch_meta(self, p: Principal, mailbox_id: int, uids: list[int]) -> list[MessageMeta]:
+        if not uids:
+            return []
+        rows = await self._json(
+            "POST", "/access/meta", json={"mailbox_id": mailbox_id, "uids": ranges(uids)}, p=p
+        )
+        return [_meta(m) for m in rows]
+
+    async def fetch_parsed(self, p: Principal, mailbox_id: int, uids: list[int]) -> dict[int, bytes]:
+        if not uids:
+            return {}
+        head, parts = await self._frame(
+            "POST", "/access/parsed", json={"mailbox_id": mailbox_id, "uids": ranges(uids)}, p=p
+        )
+        return dict(zip(head["uids"], parts, strict=True))
+
+    async def fetch_bodies(self, p: Principal, mailbox_id: int, uids: list[int]) -> dict[int, bytes]:
+        if not uids:
+            return {}
+        head, parts = await self._frame(
+            "POST", "/access/bodies", json={"mailbox_id": mailbox_id, "uids": ranges(uids)}, p=p
+        )
+        return dict(zip(head["uids"], parts, strict=True))
+
+    async def store_flags(
+        self,
+        p: Principal,
+        mailbox_id: int,
+        uids: list[int],
+        op: FlagOp,
+        flags: frozenset[str],
+        unchanged_since: int | None = None,
+    ) -> StoreResult:
+        if not uids:
+            return StoreResult(updated=[])
+        d = await self._json(
+            "POST",
+            "/access/flags",
+            json={
+                "mailbox_id": mailbox_id,
+                "uids": ranges(uids),
+                "op": op,
+                "flags": sorted(flags),
+                "unchanged_since": unchanged_since,
+            },
+            p=p,
+        )
+        return StoreResult(updated=[_meta(m) for m in d["updated"]], modified=d["modified"])
+
+    async def expunge(self, p: Principal, mailbox_id: int, uids: list[int] | None = None) -> list[int]:
+        if uids is not None and not uids:
+            return []
+        body = {"mailbox_id": mailbox_id, "uids": None if uids is None else ranges(uids)}
+        return (await self._json("POST", "/access/expunge", json=body, p=p))["uids"]
+
+    async def _copy(self, path: str, p: Principal, mailbox_id: int, uids: list[int], dest: str) -> CopyResult:
+        d = await self._json(
+            "POST", path, json={"mailbox_id": mailbox_id, "uids": ranges(uids), "dest": dest}, p=p
+        )
+        return CopyResult(
+            uidvalidity=d["uidvalidity"], source_uids=d["source_uids"], dest_uids=d["dest_uids"]
+        )
+
+    async def copy(self, p: Principal, mailbox_id: int, uids: list[int], dest: str) -> CopyResult:
+        return await self._copy("/access/copy", p, mailbox_id, uids, dest)
+
+    async def move(self, p: Principal, mailbox_id: int, uids: list[int], dest: str) -> CopyResult:
+        return await self._copy("/access/move", p, mailbox_id, uids, dest)
+
+    async def append(
+        self,
+        p: Principal,
+        name: str,
+        body: bytes,
+        flags: frozenset[str] = frozenset(),
+        internal_date: datetime | None = None,
+    ) -> AppendResult:
+        head = {
+            "name": name,
+            "flags": sorted(flags),
+            "internal_date": internal_date.isoformat() if internal_date else None,
+        }
+        d = await self._json("POST", "/access/append", content=wire.encode(head, [body]), p=p)
+        return AppendResult(uidvalidity=d["uidvalidity"], uid=d["uid"])
+
+    async def search(self, p: Principal, mailbox_id: int, key: SearchKey) -> list[int]:
+        d = await self._json(
+            "POST", "/access/search", json={"mailbox_id": mailbox_id, "key": to_obj(key)}, p=p
+        )
+        return d["uids"]
+
+    async def pop3_lock(self, p: Principal) -> str:
+        return (await self._json("POST", "/access/pop3/lock", json={}, p=p))["token"]
+
+    async def pop3_unlock(self, p: Principal, token: str) -> None:
+        await self._json("POST", "/access/pop3/unlock", json={"token": token}, p=p)
 
 
 def _raise(r: httpx.Response) -> None:

@@ -14,10 +14,10 @@ import time
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-
 from mailflow import ids
 from mailflow.errors import Conflict, Invalid, NotFound, QuotaExceeded, ServiceUnavailable
 from mailflow.web import Check, service_app
+
 from mailflow_mailbox_store import metrics
 from mailflow_mailbox_store.api import access, admin, delivery
 from mailflow_mailbox_store.service import SERVICE
@@ -85,11 +85,15 @@ class Timing:
             route = scope.get("route")
             name = getattr(route, "name", None) or "other"
             s = status[0]
-            result = "ok" if s < 400 else "unavailable" if s == 503 else "client_error" if s < 500 else "error"
+            result = (
+                "ok" if s < 400 else "unavailable" if s == 503 else "client_error" if s < 500 else "error"
+            )
             metrics.REQUEST_SECONDS.labels(name, result).observe(time.perf_counter() - started)
 
 
-def build_app(store, admin_token: str, service_token: str, checks: dict[str, Check], max_items: int = 1000) -> FastAPI:
+def build_app(
+    store, admin_token: str, service_token: str, checks: dict[str, Check], max_items: int = 1000
+) -> FastAPI:
     app = service_app(SERVICE, checks, description="Users, mailboxes and messages of Mailflow.")
     install_errors(app)
     app.include_router(admin.router(store, admin_token))

@@ -1,9 +1,297 @@
-"""Access group for imap-pop3 (header X-Mailflow-Token and Authorization: Bearer <session token>)."""
+"""Access group for imap-pop3: header X-Mailflow-Token and `Authorization: Bearer <session token>`.
+
+Every call is POST with a small JSON body (mailbox names carry "/", so they are never in the path);
+UID lists travel as ranges [[low, high], ...]. Answers are JSON, except three frames
+(mailflow.store.wire) that carry bytes or bulk numbers:
+  /access/select  header {status, recent_from, flagsets, permanent_keywords}, parts: uids (uint32),
+                  flag-set index per message (uint16), modseqs (int64)
+  /access/parsed  header {uids}, one part per message: its mailflow.mime JSON
+  /access/bodies  header {uids}, one part per message: the raw bytes (streamed as they are read)
+/access/append takes a frame: header {name, flags, internal_date}, one part: the message.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from collections.abc import Iterator
+from datetime import datetime
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import Response, StreamingResponse
+from mailflow.contracts.rest import SERVICE_TOKEN_HEADER
+from mailflow.errors import Invalid
+from mailflow.store import search as search_keys
+from mailflow.store import wire
+from mailflow.store.api import MailboxStatus, MessageMeta
+from mailflow.web import require_token
+from pydantic import BaseModel, Field
+
+from mailflow_mailbox_store.keywords import Keywords
+from mailflow_mailbox_store.sessions import Session
+from mailflow_mailbox_store.uidset import UidSet
+
+FRAME_IN = {
+    "requestBody": {"content": {wire.CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}
+}
+FRAME_OUT = {"200": {"content": {wire.CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}}
+
+Ranges = list[tuple[int, int]]
+
+
+class Name(BaseModel):
+    name: str = Field(max_length=4096)
+
+
+class Create(Name):
+    special_use: str | None = None
+
+
+class Rename(BaseModel):
+    old: str = Field(max_length=4096)
+    new: str = Field(max_length=4096)
+
+
+class Subscribe(Name):
+    subscribed: bool = True
+
+
+class Select(Name):
+    claim_recent: bool = True
+
+
+class Since(BaseModel):
+    mailbox_id: int
+    since: int = 0
+
+
+class Uids(BaseModel):
+    mailbox_id: int
+    uids: Ranges
+
+
+class Flags(Uids):
+    op: str
+    flags: list[str] = Field(max_length=1000)
+    unchanged_since: int | None = None
+
+
+class Expunge(BaseModel):
+    mailbox_id: int
+    uids: Ranges | None = None
+
+
+class Copy(Uids):
+    dest: str = Field(max_length=4096)
+
+
+class Search(BaseModel):
+    mailbox_id: int
+    key: dict
+
+
+class Unlock(BaseModel):
+    token: str = Field(max_length=128)
+
+
+def _json(data) -> Response:
+    return Response(orjson.dumps(data), media_type="application/json")
+
+
+def status_obj(st: MailboxStatus) -> dict:
+    return {
+        "id": st.id, "name": st.name, "uidvalidity": st.uidvalidity, "uidnext": st.uidnext, "messages": st.messages,
+        "unseen": st.unseen, "recent": st.recent, "highestmodseq": st.highestmodseq, "size": st.size,
+    }  # fmt: skip
+
+
+def meta_obj(m: MessageMeta) -> list:
+    return [
+        m.uid,
+        sorted(m.flags),
+        m.modseq,
+        m.size,
+        int(m.internal_date.timestamp()) if m.internal_date else None,
+    ]
 
 
 def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
-    return APIRouter(prefix="/access", tags=["access"])
+    r = APIRouter(
+        prefix="/access",
+        tags=["access"],
+        dependencies=[Depends(require_token(SERVICE_TOKEN_HEADER, service_token))],
+    )
+
+    def session(request: Request) -> Session:
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        s = store.session(token.strip()) if scheme.lower() == "bearer" else None
+        if s is None:
+            raise HTTPException(status_code=401, detail="session")
+        return s
+
+    def uidset(ranges: Ranges) -> UidSet:
+        return UidSet(ranges)
+
+    @r.post("/mailboxes/list")
+    async def list_mailboxes(request: Request):
+        """[[id, name, special_use, subscribed, has_children, selectable], ...] with INBOX first."""
+        boxes = await store.list_mailboxes(session(request))
+        return _json(
+            [[b.id, b.name, b.special_use, b.subscribed, b.has_children, b.selectable] for b in boxes]
+        )
+
+    @r.post("/mailboxes/create")
+    async def create_mailbox(request: Request, body: Create):
+        b = await store.create_mailbox(session(request), body.name, body.special_use)
+        return _json([b.id, b.name, b.special_use, b.subscribed, b.has_children, b.selectable])
+
+    @r.post("/mailboxes/delete")
+    async def delete_mailbox(request: Request, body: Name):
+        await store.delete_mailbox(session(request), body.name)
+        return _json({})
+
+    @r.post("/mailboxes/rename")
+    async def rename_mailbox(request: Request, body: Rename):
+        await store.rename_mailbox(session(request), body.old, body.new)
+        return _json({})
+
+    @r.post("/mailboxes/subscribe")
+    async def subscribe(request: Request, body: Subscribe):
+        await store.subscribe(session(request), body.name, body.subscribed)
+        return _json({})
+
+    @r.post("/status")
+    async def status(request: Request, body: Name):
+        return _json(status_obj(await store.status(session(request), body.name)))
+
+    @r.post("/select", responses=FRAME_OUT)
+    async def select(request: Request, body: Select):
+        """The mailbox's status and every message's UID, flags and MODSEQ (see the module docstring)."""
+        lst, recent_from = await store.select(session(request), body.name, body.claim_recent)
+        table: dict[tuple[int, int], int] = {}
+        index = [table.setdefault(c, len(table)) for c in zip(lst.flags, lst.keywords, strict=True)]
+        flagsets = [None] * len(table)
+        kws = Keywords(lst.keyword_names.items())
+        for (f, k), i in table.items():
+            flagsets[i] = sorted(kws.flags(f, k))
+        head = {
+            "status": status_obj(lst.status),
+            "recent_from": recent_from,
+            "flagsets": flagsets,
+            "permanent_keywords": not lst.keywords_full,
+        }
+        parts = [
+            wire.ints(lst.uids, "I"),
+            wire.ints(index, "H" if len(table) < 65536 else "I"),
+            wire.ints(lst.modseqs, "q"),
+        ]
+        return Response(wire.encode(head, parts), media_type=wire.CONTENT_TYPE)
+
+    @r.post("/changes")
+    async def changes(request: Request, body: Since):
+        c = await store.changes(session(request), body.mailbox_id, body.since)
+        return _json(
+            {
+                "status": status_obj(c.status),
+                "updated": [meta_obj(m) for m in c.updated],
+                "expunged": c.expunged,
+            }
+        )
+
+    @r.post("/meta")
+    async def fetch_meta(request: Request, body: Uids):
+        metas = await store.fetch_meta(session(request), body.mailbox_id, uidset(body.uids))
+        return _json([meta_obj(m) for m in metas])
+
+    @r.post("/parsed", responses=FRAME_OUT)
+    async def fetch_parsed(request: Request, body: Uids):
+        rows = await store.fetch_parsed(session(request), body.mailbox_id, uidset(body.uids))
+        return Response(
+            wire.encode({"uids": [u for u, _ in rows]}, [p for _, p in rows]), media_type=wire.CONTENT_TYPE
+        )
+
+    @r.post("/bodies", responses=FRAME_OUT)
+    async def fetch_bodies(request: Request, body: Uids):
+        """Raw messages, streamed: read from the blob store a few MiB at a time while being sent."""
+        rows = await store.body_locators(session(request), body.mailbox_id, uidset(body.uids))
+        if len(rows) > max_items:
+            raise Invalid(f"at most {max_items} bodies per call")
+        head = {"uids": [u for u, _, _ in rows]}
+        sizes = [z for _, _, z in rows]
+        if sum(sizes) <= 4 * 1024 * 1024:
+            data = await store.read_bodies([loc for _, loc, _ in rows])
+            return Response(wire.encode(head, data), media_type=wire.CONTENT_TYPE)
+
+        async def chunks() -> Iterator[bytes]:
+            yield wire.header(head, sizes)
+            batch, batch_bytes = [], 0
+            for _, loc, size in rows:
+                batch.append(loc)
+                batch_bytes += size
+                if batch_bytes >= 4 * 1024 * 1024:
+                    for part in await store.read_bodies(batch):
+                        yield part
+                    batch, batch_bytes = [], 0
+            if batch:
+                for part in await store.read_bodies(batch):
+                    yield part
+
+        return StreamingResponse(chunks(), media_type=wire.CONTENT_TYPE)
+
+    @r.post("/flags")
+    async def store_flags(request: Request, body: Flags):
+        res = await store.store_flags(
+            session(request), body.mailbox_id, uidset(body.uids), body.op, body.flags, body.unchanged_since
+        )
+        return _json({"updated": [meta_obj(m) for m in res.updated], "modified": res.modified})
+
+    @r.post("/expunge")
+    async def expunge(request: Request, body: Expunge):
+        uids = None if body.uids is None else uidset(body.uids)
+        return _json({"uids": await store.expunge(session(request), body.mailbox_id, uids)})
+
+    async def _copy(request: Request, body: Copy, move: bool) -> Response:
+        res = await store.copy(session(request), body.mailbox_id, uidset(body.uids), body.dest, move)
+        return _json(
+            {"uidvalidity": res.uidvalidity, "source_uids": res.source_uids, "dest_uids": res.dest_uids}
+        )
+
+    @r.post("/copy")
+    async def copy(request: Request, body: Copy):
+        return await _copy(request, body, move=False)
+
+    @r.post("/move")
+    async def move(request: Request, body: Copy):
+        return await _copy(request, body, move=True)
+
+    @r.post("/append", openapi_extra=FRAME_IN)
+    async def append(request: Request):
+        s = session(request)
+        try:
+            head, parts = wire.decode(await request.body())
+            name, flags = str(head["name"]), [str(f) for f in head.get("flags") or []]
+            when = datetime.fromisoformat(head["internal_date"]) if head.get("internal_date") else None
+            (raw,) = parts
+        except (ValueError, KeyError, TypeError) as exc:
+            raise Invalid(f"bad append frame: {exc}") from exc
+        res = await store.append(s, name, raw, flags, when)
+        return _json({"uidvalidity": res.uidvalidity, "uid": res.uid})
+
+    @r.post("/search")
+    async def search(request: Request, body: Search):
+        try:
+            key = search_keys.from_obj(body.key)
+        except ValueError as exc:
+            raise Invalid(str(exc)) from exc
+        return _json({"uids": await store.search(session(request), body.mailbox_id, key)})
+
+    @r.post("/pop3/lock")
+    async def pop3_lock(request: Request):
+        return _json({"token": await store.pop3_lock(session(request))})
+
+    @r.post("/pop3/unlock")
+    async def pop3_unlock(request: Request, body: Unlock):
+        await store.pop3_unlock(session(request), body.token)
+        return _json({})
+
+    return r

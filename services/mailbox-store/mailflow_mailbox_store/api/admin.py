@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Response
-
 from mailflow.contracts.rest import (
     ADMIN_TOKEN_HEADER,
     AliasCreate,
@@ -20,7 +19,11 @@ from mailflow.web import require_token
 
 
 def router(store, admin_token: str) -> APIRouter:
-    r = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_token(ADMIN_TOKEN_HEADER, admin_token))])
+    r = APIRouter(
+        prefix="/admin",
+        tags=["admin"],
+        dependencies=[Depends(require_token(ADMIN_TOKEN_HEADER, admin_token))],
+    )
     OFFSET = Query(0, ge=0)
     LIMIT = Query(100, ge=1, le=1000)
 

@@ -12,13 +12,12 @@ from datetime import datetime
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
-
 from mailflow.contracts.rest import SERVICE_TOKEN_HEADER
 from mailflow.errors import Invalid
 from mailflow.store import wire
 from mailflow.store.api import DeliverItem
 from mailflow.web import require_token
+from pydantic import BaseModel, Field
 
 FRAME = {"requestBody": {"content": {wire.CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}}
 
@@ -79,7 +78,16 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
         p = await store.authenticate(body.username, body.password, body.service)
         if p is None:
             return _json({"principal": None})
-        return _json({"principal": {"user_id": p.user_id, "address": p.address, "addresses": list(p.addresses), "token": p.token}})
+        return _json(
+            {
+                "principal": {
+                    "user_id": p.user_id,
+                    "address": p.address,
+                    "addresses": list(p.addresses),
+                    "token": p.token,
+                }
+            }
+        )
 
     @r.post("/deliver", openapi_extra=FRAME)
     async def deliver(request: Request):
@@ -89,7 +97,13 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
         return _json(
             {
                 "results": [
-                    {"key": x.key, "status": x.status, "permanent": x.permanent, "detail": x.detail, "users": list(x.users)}
+                    {
+                        "key": x.key,
+                        "status": x.status,
+                        "permanent": x.permanent,
+                        "detail": x.detail,
+                        "users": list(x.users),
+                    }
                     for x in results
                 ]
             }

@@ -21,28 +21,49 @@ async def test_domains_users_aliases_lifecycle(admin):
     assert (await admin.post("/admin/domains", json={"name": "example.test"})).status_code == 409
     assert (await admin.post("/admin/domains", json={"name": "bad domain"})).status_code == 422
 
-    r = await admin.post("/admin/users", json={"address": "Alice@example.test", "password": "pw", "quota_bytes": 5000})
+    r = await admin.post(
+        "/admin/users", json={"address": "Alice@example.test", "password": "pw", "quota_bytes": 5000}
+    )
     assert r.status_code == 201, r.text
     assert r.json()["address"] == "alice@example.test" and r.json()["quota_bytes"] == 5000
-    assert (await admin.post("/admin/users", json={"address": "alice@example.test", "password": "x"})).status_code == 409
-    assert (await admin.post("/admin/users", json={"address": "a@nowhere.test", "password": "x"})).status_code == 404
+    assert (
+        await admin.post("/admin/users", json={"address": "alice@example.test", "password": "x"})
+    ).status_code == 409
+    assert (
+        await admin.post("/admin/users", json={"address": "a@nowhere.test", "password": "x"})
+    ).status_code == 404
 
     u = (await admin.get("/admin/users/alice@example.test")).json()
     assert u["used_bytes"] == 0 and u["messages"] == 0
     assert (await admin.get("/admin/users/nobody@example.test")).status_code == 404
-    assert (await admin.put("/admin/users/alice@example.test/password", json={"password": "new"})).status_code == 204
-    assert (await admin.put("/admin/users/alice@example.test/quota", json={"quota_bytes": None})).status_code == 204
+    assert (
+        await admin.put("/admin/users/alice@example.test/password", json={"password": "new"})
+    ).status_code == 204
+    assert (
+        await admin.put("/admin/users/alice@example.test/quota", json={"quota_bytes": None})
+    ).status_code == 204
     assert (await admin.get("/admin/users/alice@example.test")).json()["quota_bytes"] is None
-    assert (await admin.put("/admin/users/nobody@example.test/quota", json={"quota_bytes": 1})).status_code == 404
+    assert (
+        await admin.put("/admin/users/nobody@example.test/quota", json={"quota_bytes": 1})
+    ).status_code == 404
 
-    r = await admin.post("/admin/aliases", json={"address": "sales@example.test", "targets": ["alice@example.test"]})
+    r = await admin.post(
+        "/admin/aliases", json={"address": "sales@example.test", "targets": ["alice@example.test"]}
+    )
     assert r.status_code == 201 and r.json()["targets"] == ["alice@example.test"]
-    r = await admin.post("/admin/aliases", json={"address": "@example.test", "targets": ["alice@example.test"]})
+    r = await admin.post(
+        "/admin/aliases", json={"address": "@example.test", "targets": ["alice@example.test"]}
+    )
     assert r.status_code == 201
-    r = await admin.post("/admin/aliases", json={"address": "x@other.test", "targets": ["alice@example.test"]})
+    r = await admin.post(
+        "/admin/aliases", json={"address": "x@other.test", "targets": ["alice@example.test"]}
+    )
     assert r.status_code == 404
     aliases = (await admin.get("/admin/aliases", params={"domain": "example.test"})).json()
-    assert aliases["total"] == 2 and {a["address"] for a in aliases["items"]} == {"sales@example.test", "@example.test"}
+    assert aliases["total"] == 2 and {a["address"] for a in aliases["items"]} == {
+        "sales@example.test",
+        "@example.test",
+    }
     assert (await admin.delete("/admin/aliases/sales@example.test")).status_code == 204
     assert (await admin.delete("/admin/aliases/sales@example.test")).status_code == 404
 

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-
 from mailflow.errors import ServiceUnavailable
 from mailflow.store.api import DeliverItem
 from mailflow.store.client import StoreClient
+
 from tests.support import free_port
 
 
@@ -24,11 +24,17 @@ async def users(admin):
     await admin.post("/admin/domains", json={"name": "other.test"})
     for user, quota in (("alice", None), ("bob", None), ("tiny", 1000)):
         r = await admin.post(
-            "/admin/users", json={"address": f"{user}@example.test", "password": f"{user}-pw", "quota_bytes": quota}
+            "/admin/users",
+            json={"address": f"{user}@example.test", "password": f"{user}-pw", "quota_bytes": quota},
         )
         assert r.status_code == 201
-    await admin.post("/admin/aliases", json={"address": "team@example.test", "targets": ["alice@example.test", "bob@example.test"]})
-    await admin.post("/admin/aliases", json={"address": "boss@example.test", "targets": ["team@example.test"]})
+    await admin.post(
+        "/admin/aliases",
+        json={"address": "team@example.test", "targets": ["alice@example.test", "bob@example.test"]},
+    )
+    await admin.post(
+        "/admin/aliases", json={"address": "boss@example.test", "targets": ["team@example.test"]}
+    )
     await admin.post("/admin/aliases", json={"address": "@other.test", "targets": ["bob@example.test"]})
 
 
@@ -118,7 +124,10 @@ async def test_quota(client, users, service, admin):
 
 async def test_batch_with_the_same_key_twice_stores_once(client, users, service):
     raw = message("twice")
-    items = [DeliverItem("K/alice", "alice@example.test", raw), DeliverItem("K/alice", "alice@example.test", raw)]
+    items = [
+        DeliverItem("K/alice", "alice@example.test", raw),
+        DeliverItem("K/alice", "alice@example.test", raw),
+    ]
     assert [r.status for r in await client.deliver(items)] == ["stored", "duplicate"]
     assert len(await inbox_rows(service, "alice@example.test")) == 1
 

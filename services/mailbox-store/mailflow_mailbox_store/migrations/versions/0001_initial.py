@@ -84,7 +84,11 @@ def upgrade() -> None:
         sa.Column("sent_day", sa.Integer(), nullable=True),
     )
     op.create_index(
-        "ix_blobs_refs_zero", "blobs", ["refs"], postgresql_where=sa.text("refs <= 0"), sqlite_where=sa.text("refs <= 0")
+        "ix_blobs_refs_zero",
+        "blobs",
+        ["refs"],
+        postgresql_where=sa.text("refs <= 0"),
+        sqlite_where=sa.text("refs <= 0"),
     )
     op.create_table(
         "messages",

@@ -1,0 +1,358 @@
+"""Messages of one user's mailbox: select, changes, fetch, flags, expunge, copy, move, append, POP3 lock.
+
+Database side only. Every function starts from folders.by_id/by_name with the session's user id, so
+a mailbox (and therefore a UID) of another user is NotFound. Each change takes the mailbox's next
+MODSEQ (storage.py); expunged UIDs leave tombstones with that MODSEQ, which is what changes() and
+QRESYNC VANISHED read. Readers (select, changes, fetch_*) run in one snapshot; writers run in the
+group-commit writer. Quota: COPY and APPEND are refused past the quota (QuotaExceeded); MOVE is not
+(it adds nothing).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from bisect import bisect_left
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from mailflow.errors import Conflict, Invalid
+from mailflow.store.api import Changes, CopyResult, MailboxStatus, MessageMeta, StoreResult
+
+from mailflow_mailbox_store import folders, keywords, names
+from mailflow_mailbox_store.db import Tx
+from mailflow_mailbox_store.names import DELETED_BIT
+from mailflow_mailbox_store.parsing import Prepared
+from mailflow_mailbox_store.storage import (
+    INSERT_MESSAGE,
+    Change,
+    Usage,
+    allocate,
+    next_modseq,
+    reference_blob,
+)
+from mailflow_mailbox_store.uidset import UidSet
+
+_META = "uid, flags, keywords, modseq, size, internal_date"
+
+
+@dataclass
+class Listing:
+    """select(): the status and parallel columns, straight from one range scan."""
+
+    status: MailboxStatus
+    first_recent_uid: int
+    uids: tuple
+    flags: tuple
+    keywords: tuple
+    modseqs: tuple
+    keyword_names: dict[int, str]
+    keywords_full: bool
+
+
+def listing(tx: Tx, user_id: int, name: str) -> Listing:
+    row = folders.by_name(tx, user_id, name)
+    rows = tx.all(
+        "SELECT uid, flags, keywords, modseq, size FROM messages WHERE mailbox_id = :m ORDER BY uid",
+        {"m": row.id},
+    )
+    uids, fl, kw, ms, sizes = zip(*rows, strict=True) if rows else ((), (), (), (), ())
+    kws = keywords.load(tx, user_id)
+    size = sum(sizes)
+    unseen = sum(1 for f in fl if not f & 1)
+    recent = len(uids) - bisect_left(uids, row.first_recent_uid)
+    status = MailboxStatus(
+        id=row.id, name=row.name, uidvalidity=row.uidvalidity, uidnext=row.uidnext, messages=len(uids),
+        unseen=unseen, recent=recent, highestmodseq=row.highestmodseq, size=size,
+    )  # fmt: skip
+    return Listing(status, row.first_recent_uid, uids, fl, kw, ms, kws.by_bit, kws.full)
+
+
+def claim_recent(tx: Tx, user_id: int, mailbox_id: int, seen_from: int, upto: int) -> bool:
+    """Move the mailbox's \\Recent mark from `seen_from` to `upto`, unless another session did first."""
+    tx.run(
+        "UPDATE mailboxes SET first_recent_uid = :upto WHERE id = :m AND user_id = :u AND first_recent_uid = :f",
+        {"upto": upto, "m": mailbox_id, "u": user_id, "f": seen_from},
+    )
+    return tx.rowcount == 1
+
+
+def _metas(tx: Tx, user_id: int, rows) -> list[MessageMeta]:
+    kws = keywords.load(tx, user_id)
+    return [
+        MessageMeta(uid=r[0], flags=kws.flags(r[1], r[2]), modseq=r[3], size=r[4], internal_date=_ts(r[5]))
+        for r in rows
+    ]
+
+
+def _ts(value: int) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def changes(tx: Tx, user_id: int, mailbox_id: int, since: int) -> Changes:
+    row = folders.by_id(tx, user_id, mailbox_id)
+    status = folders.status_of(tx, row)
+    if since >= row.highestmodseq:
+        return Changes(status=status, updated=[], expunged=[])
+    rows = tx.all(
+        f"SELECT {_META} FROM messages WHERE mailbox_id = :m AND modseq > :s ORDER BY uid",
+        {"m": mailbox_id, "s": since},
+    )
+    gone = tx.all(
+        "SELECT uid FROM expunged WHERE mailbox_id = :m AND modseq > :s ORDER BY uid",
+        {"m": mailbox_id, "s": since},
+    )
+    return Changes(status=status, updated=_metas(tx, user_id, rows), expunged=[r[0] for r in gone])
+
+
+def fetch_meta(tx: Tx, user_id: int, mailbox_id: int, uids: UidSet) -> list[MessageMeta]:
+    folders.by_id(tx, user_id, mailbox_id)
+    clause, params = uids.sql()
+    rows = tx.all(
+        f"SELECT {_META} FROM messages WHERE mailbox_id = :m{clause} ORDER BY uid",
+        {"m": mailbox_id, **params},
+    )
+    return _metas(tx, user_id, uids.filter(rows))
+
+
+def fetch_parsed(tx: Tx, user_id: int, mailbox_id: int, uids: UidSet) -> list[tuple[int, bytes]]:
+    folders.by_id(tx, user_id, mailbox_id)
+    clause, params = uids.sql("m.uid")
+    rows = tx.all(
+        f"SELECT m.uid, b.parsed FROM messages m JOIN blobs b ON b.id = m.blob_id WHERE m.mailbox_id = :m{clause}"
+        " ORDER BY m.uid",
+        {"m": mailbox_id, **params},
+    )
+    return uids.filter(rows)
+
+
+def body_locators(
+    tx: Tx, user_id: int, mailbox_id: int, uids: UidSet
+) -> tuple[list[tuple[int, str, int]], list]:
+    """[(uid, locator, size)] in UID order, and the (uid, queue_id, trace_id) never fetched before."""
+    folders.by_id(tx, user_id, mailbox_id)
+    clause, params = uids.sql("m.uid")
+    rows = tx.all(
+        f"SELECT m.uid, b.locator, b.size FROM messages m JOIN blobs b ON b.id = m.blob_id WHERE m.mailbox_id = :m{clause}"
+        " ORDER BY m.uid",
+        {"m": mailbox_id, **params},
+    )
+    clause, params = uids.sql("uid")
+    pending = tx.all(
+        f"SELECT uid, queue_id, trace_id FROM pending_retrievals WHERE mailbox_id = :m{clause}",
+        {"m": mailbox_id, **params},
+    )
+    return uids.filter(rows), uids.filter(pending)
+
+
+def mark_retrieved(tx: Tx, mailbox_id: int, uids: list[int]) -> list[int]:
+    """Forget the pending retrievals; returns the UIDs this call removed (only those get a trace record)."""
+    done = []
+    for uid in uids:
+        tx.run(
+            "DELETE FROM pending_retrievals WHERE mailbox_id = :m AND uid = :u", {"m": mailbox_id, "u": uid}
+        )
+        if tx.rowcount == 1:
+            done.append(uid)
+    return done
+
+
+def store_flags(
+    tx: Tx,
+    user_id: int,
+    mailbox_id: int,
+    uids: UidSet,
+    op: str,
+    flags: list[str],
+    unchanged_since: int | None,
+) -> tuple[StoreResult, list[Change]]:
+    row = folders.by_id(tx, user_id, mailbox_id)
+    bits, kw_names = names.split_flags(flags)
+    kws = keywords.ensure(tx, user_id, kw_names) if op != "remove" else keywords.load(tx, user_id)
+    mask = kws.mask(kw_names)
+    clause, params = uids.sql()
+    rows = uids.filter(
+        tx.all(
+            f"SELECT {_META} FROM messages WHERE mailbox_id = :m{clause} ORDER BY uid",
+            {"m": mailbox_id, **params},
+        )
+    )
+    modified, keep, changed = [], [], []
+    for uid, f, k, modseq, size, when in rows:
+        if unchanged_since is not None and modseq > unchanged_since:
+            modified.append(uid)
+            continue
+        if op == "add":
+            nf, nk = f | bits, k | mask
+        elif op == "remove":
+            nf, nk = f & ~bits, k & ~mask
+        elif op == "replace":
+            nf, nk = bits, mask
+        else:
+            raise Invalid(f"unknown flag operation {op}")
+        if (nf, nk) == (f, k):
+            keep.append((uid, f, k, modseq, size, when))
+        else:
+            changed.append([uid, nf, nk, modseq, size, when])
+    events = []
+    if changed:
+        modseq = next_modseq(tx, mailbox_id)
+        tx.many(
+            "UPDATE messages SET flags = :f, keywords = :k, modseq = :s WHERE mailbox_id = :m AND uid = :u",
+            [{"f": c[1], "k": c[2], "s": modseq, "m": mailbox_id, "u": c[0]} for c in changed],
+        )
+        for c in changed:
+            c[3] = modseq
+        events.append(Change(user_id, mailbox_id, row.name, "flags", [c[0] for c in changed], modseq))
+    after = sorted([*keep, *map(tuple, changed)])
+    updated = [
+        MessageMeta(uid=u, flags=kws.flags(f, k), modseq=s, size=z, internal_date=_ts(w))
+        for u, f, k, s, z, w in after
+    ]
+    return StoreResult(updated=updated, modified=modified), events
+
+
+def _remove(tx: Tx, user_id: int, row: folders.Row, uids: list[int], sizes: int, release: bool) -> Change:
+    """Delete these messages, leave tombstones, keep counters. release: drop body references too."""
+    modseq = next_modseq(tx, row.id)
+    for i in range(0, len(uids), 500):
+        chunk = uids[i : i + 500]
+        clause, params = UidSet.of(chunk).sql()
+        if release:
+            folders.release_bodies(tx, row.id, clause, params)
+        tx.run(f"DELETE FROM messages WHERE mailbox_id = :m{clause}", {"m": row.id, **params})
+        tx.run(f"DELETE FROM pending_retrievals WHERE mailbox_id = :m{clause}", {"m": row.id, **params})
+    tx.many(
+        "INSERT INTO expunged (mailbox_id, modseq, uid) VALUES (:m, :s, :u)",
+        [{"m": row.id, "s": modseq, "u": u} for u in uids],
+    )
+    if release:
+        tx.run(
+            "UPDATE users SET used_bytes = used_bytes - :b, messages = messages - :n WHERE id = :u",
+            {"b": sizes, "n": len(uids), "u": user_id},
+        )
+    return Change(user_id, row.id, row.name, "expunged", uids, modseq)
+
+
+def expunge(tx: Tx, user_id: int, mailbox_id: int, uids: UidSet | None) -> tuple[list[int], list[Change]]:
+    row = folders.by_id(tx, user_id, mailbox_id)
+    clause, params = uids.sql() if uids is not None else ("", {})
+    rows = tx.all(
+        f"SELECT uid, size FROM messages WHERE mailbox_id = :m AND (flags & {DELETED_BIT}) != 0{clause} ORDER BY uid",
+        {"m": mailbox_id, **params},
+    )
+    if uids is not None:
+        rows = uids.filter(rows)
+    if not rows:
+        return [], []
+    gone = [r[0] for r in rows]
+    return gone, [_remove(tx, user_id, row, gone, sum(r[1] for r in rows), release=True)]
+
+
+def copy(
+    tx: Tx, user_id: int, mailbox_id: int, uids: UidSet, dest: str, move: bool = False
+) -> tuple[CopyResult, list[Change]]:
+    src = folders.by_id(tx, user_id, mailbox_id)
+    dst = folders.by_name(tx, user_id, dest)
+    clause, params = uids.sql()
+    rows = uids.filter(
+        tx.all(
+            f"SELECT uid, flags, keywords, size, internal_date, blob_id, queue_id FROM messages WHERE mailbox_id = :m{clause}"
+            " ORDER BY uid",
+            {"m": mailbox_id, **params},
+        )
+    )
+    if not rows:
+        return CopyResult(uidvalidity=dst.uidvalidity, source_uids=[], dest_uids=[]), []
+    total = sum(r[3] for r in rows)
+    if not move:
+        usage = Usage(tx)
+        usage.check(user_id, total)
+    first, modseq = allocate(tx, dst.id, len(rows))
+    new_uids = list(range(first, first + len(rows)))
+    tx.many(
+        INSERT_MESSAGE,
+        [
+            {"m": dst.id, "u": nu, "s": modseq, "f": f, "k": k, "z": z, "d": d, "b": b, "q": q}
+            for nu, (_, f, k, z, d, b, q) in zip(new_uids, rows, strict=True)
+        ],
+    )
+    changes = [Change(user_id, dst.id, dst.name, "appended", new_uids, modseq)]
+    old_uids = [r[0] for r in rows]
+    if move:
+        _move_pending(tx, src.id, dst.id, dict(zip(old_uids, new_uids, strict=True)))
+        changes.insert(0, _remove(tx, user_id, src, old_uids, total, release=False))
+    else:
+        per_blob: dict[int, int] = defaultdict(int)
+        for r in rows:
+            per_blob[r[5]] += 1
+        tx.many(
+            "UPDATE blobs SET refs = refs + :n WHERE id = :b", [{"n": n, "b": b} for b, n in per_blob.items()]
+        )
+        tx.run(
+            "UPDATE users SET used_bytes = used_bytes + :b, messages = messages + :n WHERE id = :u",
+            {"b": total, "n": len(rows), "u": user_id},
+        )
+    return CopyResult(uidvalidity=dst.uidvalidity, source_uids=old_uids, dest_uids=new_uids), changes
+
+
+def _move_pending(tx: Tx, src: int, dst: int, mapping: dict[int, int]) -> None:
+    clause, params = UidSet.of(mapping).sql()
+    rows = tx.all(
+        f"SELECT uid, queue_id, trace_id FROM pending_retrievals WHERE mailbox_id = :m{clause}",
+        {"m": src, **params},
+    )
+    tx.many(
+        "INSERT INTO pending_retrievals (mailbox_id, uid, queue_id, trace_id) VALUES (:m, :u, :q, :t)",
+        [{"m": dst, "u": mapping[u], "q": q, "t": t} for u, q, t in rows if u in mapping],
+    )
+
+
+def append(
+    tx: Tx, user_id: int, name: str, body: Prepared, flags: list[str], internal_date: int
+) -> tuple[tuple[int, int], list[Change]]:
+    row = folders.by_name(tx, user_id, name)
+    bits, kw_names = names.split_flags(flags)
+    usage = Usage(tx)
+    usage.charge(user_id, body.size)
+    kws = keywords.ensure(tx, user_id, kw_names)
+    blob_id = reference_blob(tx, body)
+    uid, modseq = allocate(tx, row.id, 1)
+    tx.run(
+        INSERT_MESSAGE,
+        {"m": row.id, "u": uid, "s": modseq, "f": bits, "k": kws.mask(kw_names), "z": body.size, "d": internal_date,
+         "b": blob_id, "q": None},
+    )  # fmt: skip
+    usage.flush()
+    return (row.uidvalidity, uid), [Change(user_id, row.id, row.name, "appended", [uid], modseq)]
+
+
+def rename_inbox(tx: Tx, user_id: int, new: str) -> list[Change]:
+    """RFC 3501 §6.3.5: RENAME INBOX moves its messages into a new mailbox; INBOX stays, empty."""
+    info = folders.create_mailbox(tx, user_id, new)
+    inbox = folders.by_name(tx, user_id, "INBOX")
+    changes = [Change(user_id, info.id, info.name, "mailbox_created")]
+    rows = tx.all("SELECT uid FROM messages WHERE mailbox_id = :m", {"m": inbox.id})
+    if rows:
+        _, moved = copy(tx, user_id, inbox.id, UidSet.of([r[0] for r in rows]), info.name, move=True)
+        changes += moved
+    return changes
+
+
+def pop3_lock(tx: Tx, user_id: int, holder: str, ttl: int) -> str:
+    now = int(time.time())
+    row = tx.one("SELECT token, holder, expires_at FROM pop3_locks WHERE user_id = :u", {"u": user_id})
+    if row is not None and row[2] >= now and row[1] != holder:
+        raise Conflict("maildrop is locked by another POP3 session")
+    token = row[0] if row is not None and row[1] == holder else secrets.token_hex(16)
+    tx.run("DELETE FROM pop3_locks WHERE user_id = :u", {"u": user_id})
+    tx.run(
+        "INSERT INTO pop3_locks (user_id, token, holder, expires_at) VALUES (:u, :t, :h, :e)",
+        {"u": user_id, "t": token, "h": holder, "e": now + ttl},
+    )
+    return token
+
+
+def pop3_unlock(tx: Tx, user_id: int, token: str) -> None:
+    tx.run("DELETE FROM pop3_locks WHERE user_id = :u AND token = :t", {"u": user_id, "t": token})

@@ -1,0 +1,100 @@
+"""Users never see each other's mail: another user's mailbox id or UID is simply NotFound, and a
+session token is required, verified and bound to its user. Also the POP3 maildrop lock."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import httpx
+import pytest
+from mailflow.errors import Conflict, NotFound, ServiceUnavailable
+from mailflow.store import search as s
+from mailflow.store.client import SessionExpired, StoreClient
+
+from .conftest import message
+
+
+async def test_bob_cannot_touch_alice_mail_by_id(client, people):
+    alice, bob = people
+    await client.append(alice, "INBOX", message("secret"))
+    mb = (await client.status(alice, "INBOX")).id
+    await client.store_flags(alice, mb, [1], "add", frozenset({"\\Deleted"}))
+    attempts = [
+        client.fetch_bodies(bob, mb, [1]),
+        client.fetch_parsed(bob, mb, [1]),
+        client.fetch_meta(bob, mb, [1]),
+        client.store_flags(bob, mb, [1], "add", frozenset({"\\Seen"})),
+        client.copy(bob, mb, [1], "INBOX"),
+        client.move(bob, mb, [1], "INBOX"),
+        client.expunge(bob, mb),
+        client.expunge(bob, mb, [1]),
+        client.changes(bob, mb, 0),
+        client.search(bob, mb, s.All()),
+    ]
+    for call in attempts:
+        with pytest.raises(NotFound):
+            await call
+    # Alice's message is untouched, and Bob's own INBOX is not Alice's.
+    assert await client.fetch_bodies(alice, mb, [1]) == {1: message("secret")}
+    assert (await client.select(alice, "INBOX")).flags == [{"\\Deleted"}]
+    assert (await client.select(bob, "INBOX")).uids == []
+
+
+async def test_a_forged_token_is_refused(client, people, service):
+    alice, bob = people
+    await client.append(alice, "INBOX", message("secret"))
+    mb = (await client.status(alice, "INBOX")).id
+    # Bob's token with Alice's user id in the principal does not help: the store reads the token only.
+    disguised = dataclasses.replace(bob, user_id=alice.user_id, address=alice.address)
+    with pytest.raises(NotFound):
+        await client.fetch_bodies(disguised, mb, [1])
+    payload, _, mac = bob.token.partition(".")
+    forged = dataclasses.replace(bob, token=alice.token.partition(".")[0] + "." + mac)
+    with pytest.raises(SessionExpired):
+        await client.fetch_bodies(forged, mb, [1])
+    with pytest.raises(SessionExpired):
+        await client.status(dataclasses.replace(alice, token=""), "INBOX")
+    async with httpx.AsyncClient(base_url=service.url) as raw:
+        r = await raw.post(
+            "/access/status", json={"name": "INBOX"}, headers={"Authorization": f"Bearer {alice.token}"}
+        )  # no service token
+        assert r.status_code == 401
+    other = StoreClient(service.url, "not-the-service-token")
+    with pytest.raises(ServiceUnavailable):
+        await other.status(alice, "INBOX")
+    await other.close()
+
+
+async def test_expired_session(tmp_path, db_url):
+    from mailflow_mailbox_store.sessions import Sessions
+
+    from tests.support import free_port  # noqa: F401
+
+    sessions = Sessions(b"k" * 32, ttl=-1)
+    token, _ = sessions.issue(1)
+    assert sessions.check(token) is None
+    assert Sessions(b"k" * 32, ttl=60).check(token) is None  # still expired whatever the checker's ttl
+
+
+async def test_pop3_lock(client, people):
+    alice, bob = people
+    first = await client.pop3_lock(alice)
+    second_session = await client.authenticate("alice@example.test", "alice-pw")
+    with pytest.raises(Conflict):
+        await client.pop3_lock(second_session)
+    assert await client.pop3_lock(alice) == first  # the holder may take it again
+    await client.pop3_lock(bob)  # other users have their own maildrop
+    await client.pop3_unlock(second_session, "not-the-token")  # a wrong token releases nothing
+    with pytest.raises(Conflict):
+        await client.pop3_lock(second_session)
+    await client.pop3_unlock(alice, first)
+    token = await client.pop3_lock(second_session)
+    assert token != first
+
+
+async def test_a_stale_pop3_lock_expires(client, people, service):
+    alice, _ = people
+    await client.pop3_lock(alice)
+    await service.store.db.write(lambda tx: tx.run("UPDATE pop3_locks SET expires_at = 0"))
+    other = await client.authenticate("alice@example.test", "alice-pw")
+    assert await client.pop3_lock(other)
