@@ -7,6 +7,7 @@ A stream that exists with another configuration is updated in place where JetStr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -133,6 +134,10 @@ async def ensure_streams(js: JetStreamContext, t: Topology = Topology()) -> None
             log.info("stream created", extra={"stream": cfg.name})
             continue
         have = info.config
+        if (have.num_replicas or 1) > (cfg.num_replicas or 1):
+            # Never shrink replicas implicitly: a service started with the default Topology (R1) must
+            # not undo the R3 that the queue (MAILFLOW_QUEUE_STREAM_REPLICAS=3) applied on Kubernetes.
+            cfg = dataclasses.replace(cfg, num_replicas=have.num_replicas)
         if any(getattr(have, f) != getattr(cfg, f) for f in _UPDATABLE):
             try:
                 await js.update_stream(cfg)
