@@ -19,17 +19,6 @@ def env(*rcpts, **kw):
     return smtp_out.Envelope(mail_from="a@daum.test", rcpts=list(rcpts), data=BODY, **kw)
 
 
-def test_wire_data_stuffs_dots_and_fixes_line_ends():
-    assert smtp_out.wire_data(b".a\r\n.b\nc") == b"..a\r\n..b\r\nc\r\n.\r\n"
-    assert smtp_out.wire_data(b"") == b".\r\n"
-
-
-def test_reply_status():
-    assert smtp_out.Reply(550, ("5.1.1 no such user",)).status == "5.1.1"
-    assert smtp_out.Reply(451, ("try later",)).status == "4.0.0"
-    assert smtp_out.Reply(250, ("4.1.1 wrong class",)).status == "2.0.0"
-
-
 async def test_starttls_and_per_recipient_replies(tmp_path):
     with RemoteMta(tmp_path) as mta:
         hosts = [MxHost(preference=10, host="mx.remote.test", addresses=["127.0.0.1"])]

@@ -1,0 +1,92 @@
+"""delivery's pure parts: wire format, reply codes, the store-answer table, domain routes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from mailflow.contracts.messages import DeliveryJob, DeliveryResult, Recipient
+from mailflow.errors import ServiceUnavailable
+from mailflow.store.api import DeliverResult, Resolution
+from mailflow_delivery import smtp_out
+from mailflow_delivery.routing import Deliveries, DomainRoutes, domain_of
+from mailflow_delivery.worker import result_msg_id
+
+
+@pytest.mark.parametrize(
+    "raw,wire",
+    [
+        (b".a\r\n.b\nc", b"..a\r\n..b\r\nc\r\n.\r\n"),
+        (b"", b".\r\n"),
+        (b"x\r\n", b"x\r\n.\r\n"),
+        (b"a\r\n..\r\n", b"a\r\n...\r\n.\r\n"),
+    ],
+)
+def test_wire_data(raw, wire):
+    assert smtp_out.wire_data(raw) == wire
+
+
+@pytest.mark.parametrize(
+    "code,text,status",
+    [(550, "5.1.1 no such user", "5.1.1"), (451, "try later", "4.0.0"), (250, "4.1.1 wrong class", "2.0.0"), (552, "5.2.2 full", "5.2.2")],
+)
+def test_reply_status(code, text, status):
+    assert smtp_out.Reply(code, (text,)).status == status
+
+
+JOB = DeliveryJob(queue_id="Q", trace_id="t", attempt=3, mail_from="a@b.test", rcpt=Recipient(address="Z@X.test"), body_ref="nats:Q:1:1", size=1, received_at=datetime.now(UTC))
+
+
+@pytest.mark.parametrize(
+    "answer,outcome,status",
+    [
+        (DeliverResult("k", "stored"), "delivered", "2.0.0"),
+        (DeliverResult("k", "duplicate"), "delivered", "2.0.0"),
+        (DeliverResult("k", "unknown_user"), "bounced", "5.1.1"),
+        (DeliverResult("k", "quota_exceeded", permanent=True), "bounced", "5.2.2"),
+        (DeliverResult("k", "quota_exceeded"), "deferred", "4.2.2"),
+        (DeliverResult("k", "failed", detail="disk"), "deferred", "4.3.0"),
+    ],
+)
+def test_store_answers(answer, outcome, status):
+    r = Deliveries._stored(JOB, answer)
+    assert (r.outcome, r.status, r.attempt, r.rcpt) == (outcome, status, 3, "Z@X.test")
+
+
+def test_ids_and_domains():
+    assert domain_of("Z@X.Test.") == "x.test"
+    r = DeliveryResult(queue_id="Q", rcpt="Z@X.test", attempt=2, outcome="deferred", status="4.0.0")
+    assert result_msg_id(r) == "Q/z@x.test/2/deferred"
+    assert JOB.idempotency_key == "Q/z@x.test"
+
+
+class CountingDirectory:
+    def __init__(self, fail=False):
+        self.calls, self.fail = 0, fail
+
+    async def resolve(self, address):
+        self.calls += 1
+        if self.fail:
+            raise ServiceUnavailable("down")
+        status = "not_local" if address.endswith("@naver.test") else "unknown_user"
+        return Resolution(address, status)
+
+
+async def test_domain_routes_ask_once_per_domain():
+    import asyncio
+
+    d = CountingDirectory()
+    routes = DomainRoutes(d, ttl=60)
+    got = await asyncio.gather(*(routes.is_local(a) for a in ["x@daum.test", "y@daum.test", "z@naver.test", "w@NAVER.test"]))
+    assert got == [True, True, False, False] and d.calls == 2
+    assert await routes.is_local("q@daum.test") and d.calls == 2
+
+
+async def test_domain_routes_do_not_remember_failures():
+    d = CountingDirectory(fail=True)
+    routes = DomainRoutes(d)
+    for _ in range(2):
+        with pytest.raises(ServiceUnavailable):
+            await routes.is_local("x@daum.test")
+    assert d.calls == 2
