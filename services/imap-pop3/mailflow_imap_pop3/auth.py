@@ -171,13 +171,15 @@ class Authenticator:
             user = f"{user}@{self.default_domain}"
         return user
 
-    async def login(self, user: str, password: str, ip: str, service: str) -> Principal:
+    async def login(self, user: str, password: str, ip: str, service: str, cached: bool = True) -> Principal:
+        """`cached=False` always asks the store, for a session of one's own (POP3: the maildrop lock is
+        held by the store session, and two connections must never share one)."""
         self.throttle.check(ip)
         user = self.username(user)
         if not user or not password or len(user) > 320 or len(password) > 1024:
             principal = None
         else:
-            principal = self.cache.get(user, password)
+            principal = self.cache.get(user, password) if cached else None
             if principal is None:
                 principal = await self.directory.authenticate(user, password, service)
                 if principal is not None:

@@ -34,7 +34,9 @@ def client_tls() -> ssl.SSLContext:
     return ctx
 
 
-def make_message(subject: str = "Hello", body: str = "Hi there.\n", to: str = "alice@example.test", **headers) -> bytes:
+def make_message(
+    subject: str = "Hello", body: str = "Hi there.\n", to: str = "alice@example.test", **headers
+) -> bytes:
     msg = EmailMessage()
     msg["From"] = headers.pop("from_", "Carol <carol@elsewhere.test>")
     msg["To"] = to
@@ -50,8 +52,10 @@ def make_message(subject: str = "Hello", body: str = "Hi there.\n", to: str = "a
 class Running:
     """A Server in its own thread and event loop. `call(coro)` runs a coroutine there."""
 
-    def __init__(self, settings: Settings, store: MemoryStore, with_tls: bool = True):
+    def __init__(self, settings: Settings, store, with_tls: bool = True, nats_url: str | None = None):
         self.settings, self.store = settings, store
+        self.nats_url = nats_url
+        self.nc = None
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -59,10 +63,15 @@ class Running:
         if with_tls and settings.tls_cert:
             ctx = tls.server_context(settings.tls_cert, settings.tls_key)
         self.server: Server = self.call(self._start(ctx))
-        store.listeners.append(self.server.ctx.hub.dispatch)
+        if isinstance(store, MemoryStore):
+            store.listeners.append(self.server.ctx.hub.dispatch)
 
     async def _start(self, ctx) -> Server:
-        return await Server(self.settings, self.store, None, ctx).start()
+        if self.nats_url:
+            from mailflow import natsconn
+
+            self.nc = await natsconn.connect(self.nats_url, "imap-pop3-test")
+        return await Server(self.settings, self.store, self.nc, ctx).start()
 
     def call(self, coro, timeout: float = 30):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -78,6 +87,10 @@ class Running:
     def stop(self, grace: float = 2.0) -> None:
         try:
             self.call(self.server.drain(grace))
+            if self.nc is not None:
+                from mailflow import natsconn
+
+                self.call(natsconn.close(self.nc))
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)

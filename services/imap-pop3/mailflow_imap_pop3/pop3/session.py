@@ -210,7 +210,7 @@ class Pop3Session:
 
     async def login(self, user: str, password: str) -> bytes:
         try:
-            principal = await self.ctx.auth.login(user, password, self.conn.ip, "pop3")
+            principal = await self.ctx.auth.login(user, password, self.conn.ip, "pop3", cached=False)
         except Throttled:
             metrics.LOGINS.labels("pop3", "throttled").inc()
             return R.R_THROTTLED

@@ -110,7 +110,10 @@ def test_other_sessions_hear_of_changes_at_allowed_moments(srv):
     assert b"EXPUNGE" not in b"".join(lines) and lines[0].startswith(b"* 2 FETCH (")
     assert b"EXPUNGE" not in b"".join(b.cmd("b3", "SEARCH ALL"))
     assert b"EXPUNGE" not in b"".join(b.cmd("b4", "STORE 3 +FLAGS.SILENT (\\Flagged)"))
-    assert b.cmd("b5", "FETCH 2 BODY.PEEK[]")[-1] == b"b5 NO [EXPUNGEISSUED] Some of the requested messages no longer exist"
+    assert (
+        b.cmd("b5", "FETCH 2 BODY.PEEK[]")[-1]
+        == b"b5 NO [EXPUNGEISSUED] Some of the requested messages no longer exist"
+    )
     lines = b.cmd("b6", "NOOP")
     assert lines == [b"* 2 EXPUNGE", b"b6 OK NOOP completed"]
     assert b.cmd("b7", "UID SEARCH ALL")[0] == b"* SEARCH 1 3 4"

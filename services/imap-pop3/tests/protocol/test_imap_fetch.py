@@ -31,7 +31,10 @@ def test_select_responses(srv):
     c.cmd("a0", "LOGIN alice@example.test alice-pw")
     lines = c.cmd("a1", "SELECT INBOX")
     assert lines[0] == b"* FLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft)"
-    assert lines[1] == b"* OK [PERMANENTFLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft \\*)] Flags permitted"
+    assert (
+        lines[1]
+        == b"* OK [PERMANENTFLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft \\*)] Flags permitted"
+    )
     assert b"* 2 EXISTS" in lines and b"* 2 RECENT" in lines and b"* OK [UNSEEN 2] First unseen" in lines
     assert any(ln.startswith(b"* OK [UIDVALIDITY ") for ln in lines)
     assert b"* OK [UIDNEXT 3] Predicted next UID" in lines
@@ -40,7 +43,9 @@ def test_select_responses(srv):
     assert b"* 0 RECENT" in lines and b"* OK [PERMANENTFLAGS ()] Read-only mailbox" in lines
     assert lines[-1] == b"a2 OK [READ-ONLY] EXAMINE completed"
     assert c.cmd("a3", "SELECT nothere")[-1].startswith(b"a3 NO [NONEXISTENT]")
-    assert c.cmd("a4", "FETCH 1 FLAGS")[-1].startswith(b"a4 NO [CLIENTBUG]")  # failed SELECT: nothing selected
+    assert c.cmd("a4", "FETCH 1 FLAGS")[-1].startswith(
+        b"a4 NO [CLIENTBUG]"
+    )  # failed SELECT: nothing selected
 
 
 def test_every_simple_item(srv):
@@ -48,8 +53,11 @@ def test_every_simple_item(srv):
     srv.deliver("alice@example.test", msg)
     c = selected(srv)
     line = c.cmd("a1", "FETCH 1 (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE BODY BODYSTRUCTURE MODSEQ)")[0]
-    assert line.startswith(b"* 1 FETCH (UID 1 FLAGS (\\Recent) RFC822.SIZE %d INTERNALDATE \"" % len(msg))
-    assert b'ENVELOPE ("Fri, 27 Nov 2026 10:00:00 +0000" "items" (("Carol" NIL "carol" "elsewhere.test"))' in line
+    assert line.startswith(b'* 1 FETCH (UID 1 FLAGS (\\Recent) RFC822.SIZE %d INTERNALDATE "' % len(msg))
+    assert (
+        b'ENVELOPE ("Fri, 27 Nov 2026 10:00:00 +0000" "items" (("Carol" NIL "carol" "elsewhere.test"))'
+        in line
+    )
     assert b'BODY ("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 11 1)' in line
     assert b'BODYSTRUCTURE ("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 11 1 NIL NIL NIL NIL)' in line
     assert b" MODSEQ (" in line
@@ -64,12 +72,23 @@ def test_body_sections_and_partials(srv):
     line = c.cmd("a1", "FETCH 1 (BODY.PEEK[HEADER])")[0]
     assert line == b"* 1 FETCH (BODY[HEADER] {%d}\r\n%s)" % (head_end, MULTI[:head_end])
     line = c.cmd("a2", "FETCH 1 (BODY.PEEK[HEADER.FIELDS (Subject To)])")[0]
-    assert line == b"* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT TO)] {42}\r\nTo: alice@example.test\r\nSubject: parts\r\n\r\n)"
-    line = c.cmd("a3", "FETCH 1 (BODY.PEEK[HEADER.FIELDS.NOT (From To Subject Date Message-ID MIME-Version)])")[0]
+    assert (
+        line
+        == b"* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT TO)] {42}\r\nTo: alice@example.test\r\nSubject: parts\r\n\r\n)"
+    )
+    line = c.cmd(
+        "a3", "FETCH 1 (BODY.PEEK[HEADER.FIELDS.NOT (From To Subject Date Message-ID MIME-Version)])"
+    )[0]
     assert line.endswith(b'Content-Type: multipart/mixed; boundary="XX"\r\n\r\n)')
     assert c.cmd("a4", "FETCH 1 BODY.PEEK[1]")[0] == b"* 1 FETCH (BODY[1] {10}\r\nfirst part)"
-    assert c.cmd("a5", "FETCH 1 BODY.PEEK[1.MIME]")[0] == b"* 1 FETCH (BODY[1.MIME] {28}\r\nContent-Type: text/plain\r\n\r\n)"
-    assert c.cmd("a6", "FETCH 1 BODY.PEEK[2.HEADER]")[0] == b"* 1 FETCH (BODY[2.HEADER] {26}\r\nSubject: inner\r\nX-A: 1\r\n\r\n)"
+    assert (
+        c.cmd("a5", "FETCH 1 BODY.PEEK[1.MIME]")[0]
+        == b"* 1 FETCH (BODY[1.MIME] {28}\r\nContent-Type: text/plain\r\n\r\n)"
+    )
+    assert (
+        c.cmd("a6", "FETCH 1 BODY.PEEK[2.HEADER]")[0]
+        == b"* 1 FETCH (BODY[2.HEADER] {26}\r\nSubject: inner\r\nX-A: 1\r\n\r\n)"
+    )
     assert c.cmd("a7", "FETCH 1 BODY.PEEK[2.TEXT]")[0] == b"* 1 FETCH (BODY[2.TEXT] {10}\r\ninner text)"
     assert c.cmd("a8", "FETCH 1 BODY.PEEK[2.1]")[0] == b"* 1 FETCH (BODY[2.1] {10}\r\ninner text)"
     assert c.cmd("a9", "FETCH 1 BODY.PEEK[9]")[0] == b"* 1 FETCH (BODY[9] {0}\r\n)"
@@ -106,7 +125,11 @@ def test_uid_fetch_ranges_and_missing_uids(srv):
     assert c.cmd("a2", "UID FETCH 100:* UID")[0] == b"* 5 FETCH (UID 5)"
     assert c.cmd("a3", "UID FETCH 77 UID")[-1] == b"a3 OK UID FETCH completed"
     assert c.cmd("a4", "FETCH 6 UID")[-1].startswith(b"a4 BAD Invalid message sequence number")
-    assert c.cmd("a5", "FETCH 5:3 UID")[:-1] == [b"* 3 FETCH (UID 3)", b"* 4 FETCH (UID 4)", b"* 5 FETCH (UID 5)"]
+    assert c.cmd("a5", "FETCH 5:3 UID")[:-1] == [
+        b"* 3 FETCH (UID 3)",
+        b"* 4 FETCH (UID 4)",
+        b"* 5 FETCH (UID 5)",
+    ]
 
 
 def test_fetch_in_an_empty_mailbox(srv):

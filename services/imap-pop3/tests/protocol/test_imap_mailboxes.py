@@ -26,7 +26,7 @@ def test_list_shows_the_default_folders_with_special_use(srv):
     assert b'* LIST (\\HasNoChildren \\Sent) "/" "Sent"' in lines
     assert b'* LIST (\\HasNoChildren \\Trash) "/" "Trash"' in lines
     assert c.cmd("a2", 'LIST "" ""')[0] == b'* LIST (\\Noselect) "/" ""'
-    assert names(c.cmd("a3", "LIST \"\" inbox")) == [b'"INBOX"']
+    assert names(c.cmd("a3", 'LIST "" inbox')) == [b'"INBOX"']
 
 
 def test_create_hierarchy_and_wildcards(srv):
@@ -36,12 +36,12 @@ def test_create_hierarchy_and_wildcards(srv):
     assert c.cmd("a3", "CREATE inbox")[-1].startswith(b"a3 NO [ALREADYEXISTS]")
     assert names(c.cmd("a4", 'LIST "" Work/%')) == [b'"Work/Projects"']
     assert names(c.cmd("a5", 'LIST "" Work/*')) == [b'"Work/Projects"', b'"Work/Projects/Alpha"']
-    assert names(c.cmd("a6", 'LIST Work/ %')) == [b'"Work/Projects"']
+    assert names(c.cmd("a6", "LIST Work/ %")) == [b'"Work/Projects"']
     lines = c.cmd("a7", 'LIST "" %')
     assert b'* LIST (\\HasChildren) "/" "Work"' in lines and b'"Work/Projects"' not in b"".join(lines)
     assert c.cmd("a8", "CREATE &ZeVnLIqe-")[-1].startswith(b"a8 OK")
     assert b'"&ZeVnLIqe-"' in b"".join(c.cmd("a9", 'LIST "" *'))
-    assert c.cmd("b1", "CREATE \"bad*name\"")[-1].startswith(b"b1 NO [CANNOT]")
+    assert c.cmd("b1", 'CREATE "bad*name"')[-1].startswith(b"b1 NO [CANNOT]")
 
 
 def test_delete_rules(srv):
@@ -92,7 +92,10 @@ def test_list_extended_and_status_return(srv):
     lines = c.cmd("a5", 'LIST (SPECIAL-USE) "" *')
     assert names(lines) == [b'"Archive"', b'"Drafts"', b'"Junk"', b'"Sent"', b'"Trash"']
     lines = c.cmd("a6", 'LIST "" (INBOX Sent) RETURN (SUBSCRIBED STATUS (MESSAGES UNSEEN))')
-    assert lines[:2] == [b'* LIST (\\HasNoChildren \\Subscribed) "/" "INBOX"', b'* STATUS "INBOX" (MESSAGES 1 UNSEEN 1)']
+    assert lines[:2] == [
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" "INBOX"',
+        b'* STATUS "INBOX" (MESSAGES 1 UNSEEN 1)',
+    ]
     assert c.cmd("a7", 'LIST (BOGUS) "" *')[-1].startswith(b"a7 BAD")
 
 
@@ -116,19 +119,24 @@ def test_status(srv):
 def test_append_literal_kinds_appenduid_and_trycreate(srv):
     c = session(srv)
     msg = make_message("appended")
-    c.send(f"a1 APPEND INBOX (\\Seen $Work) \"05-Nov-2020 10:00:00 +0100\" {{{len(msg)}}}")
+    c.send(f'a1 APPEND INBOX (\\Seen $Work) "05-Nov-2020 10:00:00 +0100" {{{len(msg)}}}')
     assert c.line() == b"+ Ready for literal data"
     c.send_raw(msg + b"\r\n")
     reply = c.until("a1")[-1]
     assert reply.startswith(b"a1 OK [APPENDUID ") and reply.endswith(b" 1] APPEND completed")
     reply = c.cmd("a2", f"APPEND Drafts {{{len(msg)}+}}\r\n".rstrip("\r\n") + "\r\n" + msg.decode())[-1]
     assert reply.startswith(b"a2 OK [APPENDUID ")
-    assert c.cmd("a3", "APPEND Nowhere {3+}\r\nabc")[-1] == b"a3 NO [TRYCREATE] No such mailbox, create it first"
+    assert (
+        c.cmd("a3", "APPEND Nowhere {3+}\r\nabc")[-1] == b"a3 NO [TRYCREATE] No such mailbox, create it first"
+    )
     assert c.cmd("a4", "APPEND INBOX {0+}\r\n")[-1].startswith(b"a4 NO [CANNOT]")
     c.cmd("a5", "SELECT INBOX")
     lines = c.cmd("a6", "FETCH 1 (FLAGS INTERNALDATE)")
-    assert lines[0] == b'* 1 FETCH (FLAGS (\\Seen $Work \\Recent) INTERNALDATE "05-Nov-2020 10:00:00 +0100")' or (
-        lines[0].startswith(b"* 1 FETCH (FLAGS (") and b'INTERNALDATE "05-Nov-2020 10:00:00 +0100"' in lines[0]
+    assert lines[
+        0
+    ] == b'* 1 FETCH (FLAGS (\\Seen $Work \\Recent) INTERNALDATE "05-Nov-2020 10:00:00 +0100")' or (
+        lines[0].startswith(b"* 1 FETCH (FLAGS (")
+        and b'INTERNALDATE "05-Nov-2020 10:00:00 +0100"' in lines[0]
     )
 
 

@@ -6,7 +6,6 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-
 from imaptest import Raw, make_message
 from mailflow.store.api import DeliverItem
 
@@ -23,13 +22,34 @@ def selected(srv, mailbox="INBOX") -> Raw:
 def mailbox(srv):
     def put(subject, when, flags=(), **kw):
         item = DeliverItem(
-            key=subject, recipient="alice@example.test", body=make_message(subject, **kw), flags=flags, internal_date=when
+            key=subject,
+            recipient="alice@example.test",
+            body=make_message(subject, **kw),
+            flags=flags,
+            internal_date=when,
         )
         assert srv.call(srv.store.deliver([item]))[0].status == "stored"
 
-    put("alpha report", datetime(2020, 1, 10, tzinfo=UTC), ("\\Seen", "\\Answered"), date="Fri, 10 Jan 2020 08:00:00 +0000")
-    put("beta", datetime(2021, 6, 1, tzinfo=UTC), ("\\Flagged", "$Work"), body="needle in body\n" * 20, Cc="dan@x.test")
-    put("Grüße", datetime(2022, 3, 3, tzinfo=UTC), ("\\Deleted", "\\Draft"), from_="Jörg <joerg@x.test>", X_Spam="yes")
+    put(
+        "alpha report",
+        datetime(2020, 1, 10, tzinfo=UTC),
+        ("\\Seen", "\\Answered"),
+        date="Fri, 10 Jan 2020 08:00:00 +0000",
+    )
+    put(
+        "beta",
+        datetime(2021, 6, 1, tzinfo=UTC),
+        ("\\Flagged", "$Work"),
+        body="needle in body\n" * 20,
+        Cc="dan@x.test",
+    )
+    put(
+        "Grüße",
+        datetime(2022, 3, 3, tzinfo=UTC),
+        ("\\Deleted", "\\Draft"),
+        from_="Jörg <joerg@x.test>",
+        X_Spam="yes",
+    )
     return srv
 
 
@@ -37,23 +57,56 @@ def mailbox(srv):
     "criteria, expected",
     [
         ("ALL", "1 2 3"),
-        ("ANSWERED", "1"), ("UNANSWERED", "2 3"), ("DELETED", "3"), ("UNDELETED", "1 2"), ("DRAFT", "3"),
-        ("UNDRAFT", "1 2"), ("FLAGGED", "2"), ("UNFLAGGED", "1 3"), ("SEEN", "1"), ("UNSEEN", "2 3"),
-        ("KEYWORD $Work", "2"), ("UNKEYWORD $Work", "1 3"),
-        ("RECENT", "1 2 3"), ("NEW", "2 3"), ("OLD", ""),
-        ("SUBJECT report", "1"), ("FROM carol", "1 2"), ("TO alice", "1 2 3"), ("CC dan", "2"), ("BCC x", ""),
-        ("HEADER X-Spam yes", "3"), ('HEADER X-Spam ""', "3"), ("BODY needle", "2"), ("TEXT report", "1"),
-        ("BEFORE 1-Jan-2021", "1"), ("ON 1-Jun-2021", "2"), ("SINCE 1-Jun-2021", "2 3"),
-        ("SENTBEFORE 11-Jan-2020", "1"), ("SENTON 10-Jan-2020", "1"), ("SENTSINCE 11-Jan-2020", "2 3"),
-        ("LARGER 500", "2"), ("SMALLER 500", "1 3"),
-        ("2:3", "2 3"), ("*", "3"), ("UID 1,3", "1 3"), ("UID 2:*", "2 3"),
-        ("NOT SEEN", "2 3"), ("OR SEEN FLAGGED", "1 2"), ("(SEEN) (ANSWERED)", "1"), ("1:2 NOT 1", "2"),
-        ("OR SUBJECT beta HEADER X-Spam yes", "2 3"), ("FLAGGED SUBJECT beta", "2"),
+        ("ANSWERED", "1"),
+        ("UNANSWERED", "2 3"),
+        ("DELETED", "3"),
+        ("UNDELETED", "1 2"),
+        ("DRAFT", "3"),
+        ("UNDRAFT", "1 2"),
+        ("FLAGGED", "2"),
+        ("UNFLAGGED", "1 3"),
+        ("SEEN", "1"),
+        ("UNSEEN", "2 3"),
+        ("KEYWORD $Work", "2"),
+        ("UNKEYWORD $Work", "1 3"),
+        ("RECENT", "1 2 3"),
+        ("NEW", "2 3"),
+        ("OLD", ""),
+        ("SUBJECT report", "1"),
+        ("FROM carol", "1 2"),
+        ("TO alice", "1 2 3"),
+        ("CC dan", "2"),
+        ("BCC x", ""),
+        ("HEADER X-Spam yes", "3"),
+        ('HEADER X-Spam ""', "3"),
+        ("BODY needle", "2"),
+        ("TEXT report", "1"),
+        ("BEFORE 1-Jan-2021", "1"),
+        ("ON 1-Jun-2021", "2"),
+        ("SINCE 1-Jun-2021", "2 3"),
+        ("SENTBEFORE 11-Jan-2020", "1"),
+        ("SENTON 10-Jan-2020", "1"),
+        ("SENTSINCE 11-Jan-2020", "2 3"),
+        ("LARGER 500", "2"),
+        ("SMALLER 500", "1 3"),
+        ("2:3", "2 3"),
+        ("*", "3"),
+        ("UID 1,3", "1 3"),
+        ("UID 2:*", "2 3"),
+        ("NOT SEEN", "2 3"),
+        ("OR SEEN FLAGGED", "1 2"),
+        ("(SEEN) (ANSWERED)", "1"),
+        ("1:2 NOT 1", "2"),
+        ("OR SUBJECT beta HEADER X-Spam yes", "2 3"),
+        ("FLAGGED SUBJECT beta", "2"),
     ],
 )
 def test_search_keys(mailbox, criteria, expected):
     c = selected(mailbox)
-    assert c.cmd("a1", f"SEARCH {criteria}") == [f"* SEARCH {expected}".rstrip().encode(), b"a1 OK SEARCH completed"]
+    assert c.cmd("a1", f"SEARCH {criteria}") == [
+        f"* SEARCH {expected}".rstrip().encode(),
+        b"a1 OK SEARCH completed",
+    ]
 
 
 def test_search_charset_utf8_and_uid_and_modseq(mailbox):
@@ -64,7 +117,10 @@ def test_search_charset_utf8_and_uid_and_modseq(mailbox):
     c.send_raw(subject + b"\r\n")
     assert c.until("a1")[0] == b"* SEARCH 3"
     assert c.cmd("a2", "SEARCH CHARSET UTF-8 FROM Jörg")[0] == b"* SEARCH 3"
-    assert c.cmd("a3", "SEARCH CHARSET ISO-2022-JP ALL")[-1] == b"a3 NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
+    assert (
+        c.cmd("a3", "SEARCH CHARSET ISO-2022-JP ALL")[-1]
+        == b"a3 NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"
+    )
     assert c.cmd("a4", "UID SEARCH FLAGGED")[0] == b"* SEARCH 2"
     line = c.cmd("a5", "SEARCH MODSEQ 1")[0]
     assert line.startswith(b"* SEARCH 1 2 3 (MODSEQ ")

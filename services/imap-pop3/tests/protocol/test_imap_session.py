@@ -7,7 +7,6 @@ import base64
 import imaplib
 
 import pytest
-
 from imaptest import Raw, Running, client_tls, settings_for
 from mailflow.proxy_protocol import encode_v2
 
@@ -27,7 +26,11 @@ def test_greeting_capability_login_logout(srv):
     assert b"LOGINDISABLED" not in lines[0]  # loopback may log in without TLS
     assert lines[-1] == b"a1 OK CAPABILITY completed"
     lines = c.cmd("a2", "LOGIN alice@example.test alice-pw")
-    assert lines[-1].startswith(b"a2 OK [CAPABILITY IMAP4rev1") and b"UIDPLUS" in lines[-1] and b"MOVE" in lines[-1]
+    assert (
+        lines[-1].startswith(b"a2 OK [CAPABILITY IMAP4rev1")
+        and b"UIDPLUS" in lines[-1]
+        and b"MOVE" in lines[-1]
+    )
     lines = c.cmd("a3", "LOGOUT")
     assert lines == [b"* BYE Logging out", b"a3 OK LOGOUT completed"]
     assert c.closed()
@@ -53,7 +56,9 @@ def test_states_are_strict(srv):
     assert c.cmd("a7", "FROB")[-1] == b"a7 BAD Unknown command FROB"
     assert c.cmd("a8", "SELECT")[-1].startswith(b"a8 BAD Syntax error")
     c.cmd("a9", "SELECT INBOX")
-    assert c.cmd("b1", "ENABLE CONDSTORE")[-1].startswith(b"b1 NO [CLIENTBUG]")  # RFC 5161: authenticated only
+    assert c.cmd("b1", "ENABLE CONDSTORE")[-1].startswith(
+        b"b1 NO [CLIENTBUG]"
+    )  # RFC 5161: authenticated only
 
 
 def test_authenticate_plain_with_and_without_initial_response(srv):
@@ -114,7 +119,9 @@ def test_implicit_tls(srv):
 
 @pytest.fixture
 def proxied(tmp_path, store):
-    running = Running(settings_for(tmp_path, proxy_protocol=True, login_failures_free=1, login_failures_max=3), store)
+    running = Running(
+        settings_for(tmp_path, proxy_protocol=True, login_failures_free=1, login_failures_max=3), store
+    )
     yield running
     running.stop()
 

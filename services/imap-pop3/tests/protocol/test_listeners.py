@@ -9,10 +9,9 @@ import threading
 import time
 
 import pytest
-from prometheus_client import REGISTRY
-
 from imaptest import Raw, Running, make_message, settings_for
 from mailflow.proxy_protocol import encode_v1, encode_v2
+from prometheus_client import REGISTRY
 
 
 @pytest.fixture
@@ -96,17 +95,38 @@ def test_drain_says_bye_lets_commands_finish_and_stops_accepting(tmp_path, store
 
 
 def test_metrics_count_sessions_commands_logins(srv):
-    before = REGISTRY.get_sample_value("mailflow_imap_logins_total", {"protocol": "imap", "result": "ok"}) or 0
+    before = (
+        REGISTRY.get_sample_value("mailflow_imap_logins_total", {"protocol": "imap", "result": "ok"}) or 0
+    )
     c = Raw("127.0.0.1", srv.port("imap"))
     c.line()
     c.cmd("a1", "LOGIN alice@example.test alice-pw")
     c.cmd("a2", "SELECT INBOX")
     c.cmd("a3", "FROB")
     c.cmd("a4", "LOGOUT")
-    assert REGISTRY.get_sample_value("mailflow_imap_logins_total", {"protocol": "imap", "result": "ok"}) == before + 1
-    assert REGISTRY.get_sample_value("mailflow_imap_commands_total", {"protocol": "imap", "cmd": "SELECT", "result": "ok"}) >= 1
-    assert REGISTRY.get_sample_value("mailflow_imap_commands_total", {"protocol": "imap", "cmd": "unknown", "result": "bad"}) >= 1
-    assert REGISTRY.get_sample_value(
-        "mailflow_imap_command_duration_seconds_count", {"protocol": "imap", "cmd": "SELECT"}
-    ) >= 1
-    assert REGISTRY.get_sample_value("mailflow_imap_sessions_total", {"protocol": "imap", "listener": "plain"}) >= 1
+    assert (
+        REGISTRY.get_sample_value("mailflow_imap_logins_total", {"protocol": "imap", "result": "ok"})
+        == before + 1
+    )
+    assert (
+        REGISTRY.get_sample_value(
+            "mailflow_imap_commands_total", {"protocol": "imap", "cmd": "SELECT", "result": "ok"}
+        )
+        >= 1
+    )
+    assert (
+        REGISTRY.get_sample_value(
+            "mailflow_imap_commands_total", {"protocol": "imap", "cmd": "unknown", "result": "bad"}
+        )
+        >= 1
+    )
+    assert (
+        REGISTRY.get_sample_value(
+            "mailflow_imap_command_duration_seconds_count", {"protocol": "imap", "cmd": "SELECT"}
+        )
+        >= 1
+    )
+    assert (
+        REGISTRY.get_sample_value("mailflow_imap_sessions_total", {"protocol": "imap", "listener": "plain"})
+        >= 1
+    )

@@ -8,9 +8,9 @@ import poplib
 import socket
 
 import pytest
-
 from imaptest import Raw, Running, client_tls, make_message, settings_for
 from mailflow.proxy_protocol import encode_v2
+
 from tests.support import wait_for
 
 DOTTY = b"From: a@x.test\r\nSubject: dots\r\n\r\n.leading dot\r\n..two dots\r\n.\r\nlast\r\n"
@@ -63,7 +63,15 @@ def test_byte_stuffing_round_trip(srv):
     body = []
     while (line := c.line()) != b".":
         body.append(line)
-    assert body == [b"From: a@x.test", b"Subject: dots", b"", b"..leading dot", b"...two dots", b"..", b"last"]
+    assert body == [
+        b"From: a@x.test",
+        b"Subject: dots",
+        b"",
+        b"..leading dot",
+        b"...two dots",
+        b"..",
+        b"last",
+    ]
     p = pop(srv, "bob@example.test", "bob-pw")
     p.quit()
 
@@ -153,7 +161,14 @@ def test_capa_pipelining_and_auth_plain(srv):
     capa = []
     while (line := c.line()) != b".":
         capa.append(line)
-    assert capa[0].startswith(b"+OK") and {b"TOP", b"UIDL", b"USER", b"SASL PLAIN", b"STLS", b"PIPELINING"} <= set(capa)
+    assert capa[0].startswith(b"+OK") and {
+        b"TOP",
+        b"UIDL",
+        b"USER",
+        b"SASL PLAIN",
+        b"STLS",
+        b"PIPELINING",
+    } <= set(capa)
     token = base64.b64encode(b"\x00alice@example.test\x00alice-pw")
     c.send_raw(b"AUTH PLAIN " + token + b"\r\nSTAT\r\nNOOP\r\nQUIT\r\n")  # pipelined
     assert c.line().startswith(b"+OK Logged in")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 
 import pytest
-
 from mailflow.store.api import Changes, MailboxStatus, MessageMeta, Principal, Selected
 from mailflow_imap_pop3.auth import AuthCache, LoginThrottle, SaslError, address_key, decode_plain
 from mailflow_imap_pop3.imap.syntax import SeqSet
@@ -22,7 +21,9 @@ def status(uidnext=10, modseq=5, n=3) -> MailboxStatus:
 
 def view(uids=(2, 4, 6)) -> MailboxView:
     n = len(uids)
-    return MailboxView("INBOX", Selected(status(), list(uids), [frozenset()] * n, [1] * n, {6}), readonly=False)
+    return MailboxView(
+        "INBOX", Selected(status(), list(uids), [frozenset()] * n, [1] * n, {6}), readonly=False
+    )
 
 
 def test_numbering_and_sets():

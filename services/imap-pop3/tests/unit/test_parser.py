@@ -9,7 +9,6 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from mailflow.store import search as sk
 from mailflow_imap_pop3.imap.parser import CONTINUE, FrameError, Framer, ParseError, parse
 from mailflow_imap_pop3.imap.syntax import (
@@ -41,24 +40,30 @@ SEEN = "\\Seen"
 TABLE = [
     (b"a1 CAPABILITY", Command("a1", "CAPABILITY")),
     (b"a1 noop", Command("a1", "NOOP")),
-    (b"x.1 LOGIN alice@example.test \"pa ss\\\"w\"", Command("x.1", "LOGIN", Login("alice@example.test", 'pa ss"w'))),
+    (
+        b'x.1 LOGIN alice@example.test "pa ss\\"w"',
+        Command("x.1", "LOGIN", Login("alice@example.test", 'pa ss"w')),
+    ),
     (b"a1 LOGIN {5}\r\nalice {3+}\r\npw!", Command("a1", "LOGIN", Login("alice", "pw!"))),
     (b"a1 AUTHENTICATE PLAIN", Command("a1", "AUTHENTICATE", Authenticate("PLAIN"))),
-    (b"a1 AUTHENTICATE plain AGFsaWNlAHB3", Command("a1", "AUTHENTICATE", Authenticate("PLAIN", b"AGFsaWNlAHB3"))),
+    (
+        b"a1 AUTHENTICATE plain AGFsaWNlAHB3",
+        Command("a1", "AUTHENTICATE", Authenticate("PLAIN", b"AGFsaWNlAHB3")),
+    ),
     (b"a1 AUTHENTICATE PLAIN =", Command("a1", "AUTHENTICATE", Authenticate("PLAIN", b"="))),
     (b"a1 SELECT inbox", Command("a1", "SELECT", Select("INBOX"))),
-    (b"a1 EXAMINE \"Inbox/Sub\" (CONDSTORE)", Command("a1", "EXAMINE", Select("INBOX/Sub", True))),
+    (b'a1 EXAMINE "Inbox/Sub" (CONDSTORE)', Command("a1", "EXAMINE", Select("INBOX/Sub", True))),
     (b"a1 SELECT Entw&APw-rfe", Command("a1", "SELECT", Select("Entwürfe"))),
     (b"a1 CREATE a/b/", Command("a1", "CREATE", MailboxArg("a/b/"))),
     (b"a1 CREATE Junk2 (USE (\\Junk))", Command("a1", "CREATE", MailboxArg("Junk2", "\\Junk"))),
     (b"a1 DELETE foo", Command("a1", "DELETE", MailboxArg("foo"))),
-    (b"a1 RENAME INBOX \"Old mail\"", Command("a1", "RENAME", Rename("INBOX", "Old mail"))),
+    (b'a1 RENAME INBOX "Old mail"', Command("a1", "RENAME", Rename("INBOX", "Old mail"))),
     (b"a1 SUBSCRIBE foo", Command("a1", "SUBSCRIBE", MailboxArg("foo"))),
-    (b"a1 LIST \"\" *", Command("a1", "LIST", ListCmd("", ("*",)))),
-    (b"a1 LIST \"\" %/x%", Command("a1", "LIST", ListCmd("", ("%/x%",)))),
-    (b"a1 LSUB \"\" \"*\"", Command("a1", "LSUB", ListCmd("", ("*",), lsub=True))),
+    (b'a1 LIST "" *', Command("a1", "LIST", ListCmd("", ("*",)))),
+    (b'a1 LIST "" %/x%', Command("a1", "LIST", ListCmd("", ("%/x%",)))),
+    (b'a1 LSUB "" "*"', Command("a1", "LSUB", ListCmd("", ("*",), lsub=True))),
     (
-        b"a1 LIST (SUBSCRIBED RECURSIVEMATCH) \"\" (INBOX \"a*\") RETURN (CHILDREN STATUS (MESSAGES UNSEEN))",
+        b'a1 LIST (SUBSCRIBED RECURSIVEMATCH) "" (INBOX "a*") RETURN (CHILDREN STATUS (MESSAGES UNSEEN))',
         Command(
             "a1",
             "LIST",
@@ -72,9 +77,12 @@ TABLE = [
             ),
         ),
     ),
-    (b"a1 STATUS INBOX (MESSAGES UIDNEXT)", Command("a1", "STATUS", Status("INBOX", ("MESSAGES", "UIDNEXT")))),
     (
-        b"a1 APPEND Drafts (\\Draft \\seen) \" 5-Nov-2020 10:00:00 +0100\" {5}\r\nhello",
+        b"a1 STATUS INBOX (MESSAGES UIDNEXT)",
+        Command("a1", "STATUS", Status("INBOX", ("MESSAGES", "UIDNEXT"))),
+    ),
+    (
+        b'a1 APPEND Drafts (\\Draft \\seen) " 5-Nov-2020 10:00:00 +0100" {5}\r\nhello',
         Command(
             "a1",
             "APPEND",
@@ -91,7 +99,7 @@ TABLE = [
     (b"a1 EXPUNGE", Command("a1", "EXPUNGE")),
     (b"a1 UID EXPUNGE 3:1", Command("a1", "UID EXPUNGE", SeqArg(SeqSet(((3, 1),))))),
     (
-        b"a1 FETCH 1:*,7 (FLAGS BODY.PEEK[HEADER.FIELDS (From \"To\")]<0.100>)",
+        b'a1 FETCH 1:*,7 (FLAGS BODY.PEEK[HEADER.FIELDS (From "To")]<0.100>)',
         Command(
             "a1",
             "FETCH",
@@ -123,7 +131,11 @@ TABLE = [
     ),
     (
         b"a1 FETCH * FAST",
-        Command("a1", "FETCH", Fetch(SeqSet(((0, 0),)), tuple(FetchAtt(n) for n in ("FLAGS", "INTERNALDATE", "RFC822.SIZE")))),
+        Command(
+            "a1",
+            "FETCH",
+            Fetch(SeqSet(((0, 0),)), tuple(FetchAtt(n) for n in ("FLAGS", "INTERNALDATE", "RFC822.SIZE"))),
+        ),
     ),
     (b"a1 FETCH 2 body", Command("a1", "FETCH", Fetch(SeqSet(((2, 2),)), (FetchAtt("BODY"),)))),
     (
@@ -138,7 +150,7 @@ TABLE = [
     (b"a1 COPY 1:2 Archive", Command("a1", "COPY", CopyMove(SeqSet(((1, 2),)), "Archive"))),
     (b"a1 UID MOVE 10:* Trash", Command("a1", "UID MOVE", CopyMove(SeqSet(((10, 0),)), "Trash"))),
     (b"a1 ID NIL", Command("a1", "ID", Id(None))),
-    (b"a1 ID (\"name\" \"mutt\" \"os\" NIL)", Command("a1", "ID", Id((("name", "mutt"), ("os", None))))),
+    (b'a1 ID ("name" "mutt" "os" NIL)', Command("a1", "ID", Id((("name", "mutt"), ("os", None))))),
     (b"a1 ENABLE CONDSTORE X-FOO", Command("a1", "ENABLE", Enable(("CONDSTORE", "X-FOO")))),
     (b"a1 IDLE", Command("a1", "IDLE")),
     (b"a1 UNSELECT", Command("a1", "UNSELECT")),
@@ -150,7 +162,13 @@ TABLE = [
             "a1",
             "SEARCH",
             Search(
-                sk.And((sk.Header("from", "jöe"), sk.Date("internal", "since", date(2020, 2, 1)), sk.Not(sk.Flag(SEEN)))),
+                sk.And(
+                    (
+                        sk.Header("from", "jöe"),
+                        sk.Date("internal", "since", date(2020, 2, 1)),
+                        sk.Not(sk.Flag(SEEN)),
+                    )
+                ),
                 "UTF-8",
             ),
         ),
@@ -163,7 +181,10 @@ TABLE = [
             Search(
                 sk.And(
                     (
-                        sk.Or(sk.And((sk.Header("subject", "x"), SeqKey(SeqSet(((1, 3),))))), UidKey(SeqSet(((5, 0),)))),
+                        sk.Or(
+                            sk.And((sk.Header("subject", "x"), SeqKey(SeqSet(((1, 3),))))),
+                            UidKey(SeqSet(((5, 0),))),
+                        ),
                         sk.And((RecentKey(True), sk.Flag(SEEN, False))),
                     )
                 )
@@ -191,7 +212,10 @@ TABLE = [
         ),
     ),
     (b"a1 SEARCH MODSEQ 5", Command("a1", "SEARCH", Search(sk.ModSeq(5), None, True))),
-    (b"a1 SEARCH BODY hello TEXT \"x y\"", Command("a1", "SEARCH", Search(sk.And((sk.Text("body", "hello"), sk.Text("text", "x y")))))),
+    (
+        b'a1 SEARCH BODY hello TEXT "x y"',
+        Command("a1", "SEARCH", Search(sk.And((sk.Text("body", "hello"), sk.Text("text", "x y"))))),
+    ),
 ]
 
 
@@ -254,7 +278,7 @@ def test_sync_literal_asks_to_continue_and_literal_plus_does_not():
         (b"a1 LOGIN a b c", "end of command"),
         (b"a1 LOGIN {10}\r\nabc", "literal data"),
         (b"a1 STATUS INBOX (BOGUS)", "Unknown STATUS item"),
-        (b"a1 ID (\"a\")", "ID takes"),
+        (b'a1 ID ("a")', "ID takes"),
         (b"a1 SEARCH " + b"NOT " * 200 + b"ALL", "nested too deeply"),
     ],
 )

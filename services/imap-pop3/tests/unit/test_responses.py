@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from mailflow import mime
 from mailflow.errors import Conflict, Invalid, NotFound, QuotaExceeded, ServiceUnavailable, TempFailure
 from mailflow_imap_pop3.imap import errors, mutf7
@@ -49,7 +48,13 @@ def test_internaldate():
 
 @pytest.mark.parametrize(
     "name, wire",
-    [("INBOX", b"INBOX"), ("Entwürfe", b"Entw&APw-rfe"), ("a&b", b"a&-b"), ("日本語", b"&ZeVnLIqe-"), ("~peter/mail/台北", b"~peter/mail/&U,BTFw-")],
+    [
+        ("INBOX", b"INBOX"),
+        ("Entwürfe", b"Entw&APw-rfe"),
+        ("a&b", b"a&-b"),
+        ("日本語", b"&ZeVnLIqe-"),
+        ("~peter/mail/台北", b"~peter/mail/&U,BTFw-"),
+    ],
 )
 def test_mutf7_vectors(name, wire):
     assert mutf7.encode(name) == wire
@@ -68,7 +73,7 @@ def test_mutf7_refuses_junk(bad):
 
 
 MULTIPART = (
-    b"From: \"Doe, John\" <john@x.test>\r\nTo: a@y.test, Group: b@y.test, c@y.test;\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\n"
+    b'From: "Doe, John" <john@x.test>\r\nTo: a@y.test, Group: b@y.test, c@y.test;\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\n'
     b"Date: Fri, 27 Nov 2026 10:00:00 +0000\r\nMessage-ID: <1@x.test>\r\nMIME-Version: 1.0\r\n"
     b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\npreamble\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n'
     b"hello\r\nworld\r\n--b1\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\nFrom: z@z.test\r\n\r\ninner body\r\n"
@@ -79,8 +84,13 @@ MULTIPART = (
 
 def test_envelope_with_group_and_quoted_name():
     env = rsp.envelope(mime.parse(MULTIPART).envelope)
-    assert env.startswith(b'("Fri, 27 Nov 2026 10:00:00 +0000" "=?utf-8?q?caf=C3=A9?=" (("Doe, John" NIL "john" "x.test"))')
-    assert b'((NIL NIL "a" "y.test")(NIL NIL "Group" NIL)(NIL NIL "b" "y.test")(NIL NIL "c" "y.test")(NIL NIL NIL NIL))' in env
+    assert env.startswith(
+        b'("Fri, 27 Nov 2026 10:00:00 +0000" "=?utf-8?q?caf=C3=A9?=" (("Doe, John" NIL "john" "x.test"))'
+    )
+    assert (
+        b'((NIL NIL "a" "y.test")(NIL NIL "Group" NIL)(NIL NIL "b" "y.test")(NIL NIL "c" "y.test")(NIL NIL NIL NIL))'
+        in env
+    )
     assert env.endswith(b' NIL NIL NIL "<1@x.test>")')
 
 
@@ -89,7 +99,10 @@ def test_bodystructure_multipart_with_message_and_attachment():
     full = rsp.body_structure(p.body, extended=True)
     assert full.startswith(b'(("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 12 2 NIL NIL NIL NIL)')
     assert b'("MESSAGE" "RFC822" NIL NIL NIL "7BIT" 44 (NIL "inner" ((NIL NIL "z" "z.test"))' in full
-    assert b'("APPLICATION" "PDF" ("NAME" "a.pdf") NIL NIL "BASE64" 4 NIL ("ATTACHMENT" ("FILENAME" "a.pdf")) NIL NIL)' in full
+    assert (
+        b'("APPLICATION" "PDF" ("NAME" "a.pdf") NIL NIL "BASE64" 4 NIL ("ATTACHMENT" ("FILENAME" "a.pdf")) NIL NIL)'
+        in full
+    )
     assert full.endswith(b' "MIXED" ("BOUNDARY" "b1") NIL NIL NIL)')
     basic = rsp.body_structure(p.body, extended=False)
     assert basic.endswith(b' "MIXED")') and b"ATTACHMENT" not in basic

@@ -1,0 +1,113 @@
+"""imap-pop3 over the real mailbox-store (a process, on SQLite and on PostgreSQL) and a real nats-server:
+IMAP and POP3 through StoreClient, and push: a delivery shows up in an IDLE session within a second."""
+
+from __future__ import annotations
+
+import imaplib
+import poplib
+import time
+
+import httpx
+import pytest
+from imaptest import Raw, Running, make_message, settings_for
+from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
+from mailflow.stack import Ports, Stack
+from mailflow.store.client import StoreClient
+
+
+@pytest.fixture
+def stack(tmp_path, db_url):
+    env = {"MAILFLOW_STORE_DATABASE_URL": db_url, "MAILFLOW_STORE_ARGON2_TIME_COST": "1",
+           "MAILFLOW_STORE_ARGON2_MEMORY_KIB": "1024"}  # fmt: skip
+    st = Stack(tmp_path / "stack", Ports.free(), services=("mailbox-store",), env=env).start()
+    try:
+        with httpx.Client(
+            base_url=st.http_url("mailbox-store"), headers={ADMIN_TOKEN_HEADER: st.admin_token}
+        ) as c:
+            assert c.post("/admin/domains", json={"name": "example.test"}).status_code == 201
+            for user in ("alice", "bob"):
+                r = c.post("/admin/users", json={"address": f"{user}@example.test", "password": f"{user}-pw"})
+                assert r.status_code == 201, r.text
+        yield st
+    finally:
+        st.stop()
+
+
+@pytest.fixture
+def srv(tmp_path, stack):
+    store = StoreClient(stack.http_url("mailbox-store"), stack.service_token)
+    running = Running(settings_for(tmp_path), store, nats_url=stack.nats_url)
+    yield running
+    running.stop()
+
+
+def test_imap_over_the_real_store(srv):
+    raw = make_message("over the store", body="Hello through REST.\n")
+    srv.deliver("alice@example.test", raw)
+    m = imaplib.IMAP4("127.0.0.1", srv.port("imap"))
+    m.login("alice@example.test", "alice-pw")
+    typ, data = m.select("INBOX")
+    assert data == [b"1"]
+    typ, data = m.fetch("1", "(UID FLAGS RFC822.SIZE ENVELOPE BODYSTRUCTURE BODY.PEEK[])")
+    assert data[0][1] == raw and b"RFC822.SIZE %d" % len(raw) in data[0][0]
+    assert m.search(None, "SUBJECT", '"over the store"')[1] == [b"1"]
+    assert m.search(None, "BODY", "REST")[1] == [b"1"]
+    assert m.store("1", "+FLAGS", "(\\Flagged)")[0] == "OK"
+    assert m.fetch("1", "(FLAGS)")[1][0].count(b"\\Flagged") == 1
+    typ, data = m.copy("1", "Archive")
+    assert typ == "OK"
+    assert m.create("Projects/2026")[0] == "OK"
+    assert m.append("Projects/2026", "(\\Seen)", None, make_message("appended"))[0] == "OK"
+    assert m.status("Projects/2026", "(MESSAGES UNSEEN)")[1] == [b'"Projects/2026" (MESSAGES 1 UNSEEN 0)']
+    typ, data = m.uid("MOVE", "1", "Trash")
+    assert typ == "OK"
+    assert m.select("Trash")[1] == [b"1"]
+    assert m.store("1", "+FLAGS", "(\\Deleted)")[0] == "OK"
+    assert m.expunge()[1] == [b"1"]
+    assert m.rename("Projects", "Old")[0] == "OK"
+    typ, data = m.list()
+    assert any(b'"Old/2026"' in d for d in data)
+    m.logout()
+
+
+def test_pop3_over_the_real_store(srv):
+    msgs = [make_message(f"p{i}") for i in range(3)]
+    for raw in msgs:
+        srv.deliver("bob@example.test", raw)
+    p = poplib.POP3("127.0.0.1", srv.port("pop3"))
+    p.user("bob@example.test")
+    p.pass_("bob-pw")
+    assert p.stat()[0] == 3
+    uidl = p.uidl()[1]
+    assert b"\r\n".join(p.retr(2)[1]) + b"\r\n" == msgs[1]
+    second = poplib.POP3("127.0.0.1", srv.port("pop3"))
+    second.user("bob@example.test")
+    with pytest.raises(poplib.error_proto, match=r"IN-USE"):
+        second.pass_("bob-pw")
+    p.dele(1)
+    p.quit()
+    p = poplib.POP3("127.0.0.1", srv.port("pop3"))
+    p.user("bob@example.test")
+    p.pass_("bob-pw")
+    assert p.stat()[0] == 2
+    assert p.uidl()[1] == [b"%d %s" % (i, u.split()[1]) for i, u in enumerate(uidl[1:], 1)]
+    p.quit()
+
+
+def test_idle_push_within_a_second(srv):
+    c = Raw("127.0.0.1", srv.port("imap"))
+    c.line()
+    c.cmd("a1", "LOGIN alice@example.test alice-pw")
+    c.cmd("a2", "SELECT INBOX")
+    c.send("a3 IDLE")
+    assert c.line() == b"+ idling"
+    for n in (1, 2):
+        t0 = time.monotonic()
+        srv.deliver("alice@example.test", make_message(f"pushed {n}"))
+        c.sock.settimeout(1.0)
+        assert c.line() == b"* %d EXISTS" % n
+        assert time.monotonic() - t0 < 1.0
+        c.line()  # RECENT
+    c.sock.settimeout(10)
+    c.send("DONE")
+    assert c.until("a3")[-1] == b"a3 OK IDLE terminated"
