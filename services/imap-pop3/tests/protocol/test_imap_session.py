@@ -148,7 +148,7 @@ def test_logindisabled_without_tls_off_loopback(proxied):
 
 
 def test_login_throttled_per_client_address(proxied):
-    for i in range(3):
+    for _ in range(3):
         c = from_internet(proxied, "192.0.2.66", "imaps")
         sock = client_tls().wrap_socket(c.sock)
         c.sock = sock
