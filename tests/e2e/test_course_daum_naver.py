@@ -119,7 +119,7 @@ def test_unknown_user_at_naver_bounces_into_a_inbox(course):
     assert b"multipart/report" in dsn and b"report-type=delivery-status" in dsn
     assert b"Final-Recipient: rfc822; nobody@naver.test" in dsn and b"Action: failed" in dsn
     assert b"Status: 5.1.1" in dsn and b"Remote-MTA: dns; mx.naver.test" in dsn
-    assert b"Return-Path: <>" in dsn  # from the null sender
+    assert b"From: Mail Delivery System <MAILER-DAEMON@mx.daum.test>" in dsn
 
 
 def test_null_mx_domain_bounces(course):

@@ -137,7 +137,7 @@ def test_three_delivery_processes_share_1000_messages_exactly_once(tmp_path):
         for (service, _i), proc in st.procs.items():
             if service == "delivery":
                 text = httpx.get(f"http://{st.ports.host}:{proc.http_port}/metrics").text
-                n = sum(float(v) for v in re.findall(r'mailflow_delivery_recipients_total\{outcome="delivered",route="local"\} ([0-9.e+]+)', text))
+                n = sum(float(v) for v in re.findall(r'mailflow_delivery_recipients_total\{route="local",outcome="delivered"\} ([0-9.e+]+)', text))
                 per_process.append(n)
         assert len(per_process) == 3 and all(n > 0 for n in per_process), per_process
         assert sum(per_process) >= 1000

@@ -168,8 +168,8 @@ class Deliveries:
             elif isinstance(body, BaseException):
                 out[i] = result(job, "deferred", "4.3.0", "451 4.3.0 message body unavailable, will retry")
             else:
-                head = f"Return-Path: <{job.mail_from}>\r\n".encode()
-                item = DeliverItem(key=job.idempotency_key, recipient=job.rcpt.address, body=head + body, queue_id=job.queue_id, trace_id=job.trace_id)
+                # The stored bytes are the accepted bytes (Received: lines included), unchanged.
+                item = DeliverItem(key=job.idempotency_key, recipient=job.rcpt.address, body=body, queue_id=job.queue_id, trace_id=job.trace_id)
                 todo.append((i, job, item))
         chunks = [todo[k : k + self.store_batch] for k in range(0, len(todo), self.store_batch)]
         answers = await asyncio.gather(*(self.deliverer.deliver([t[2] for t in c]) for c in chunks), return_exceptions=True)
