@@ -8,6 +8,8 @@ deferred recipient now), retry, hold, release, delete, counts. Each prints a ric
 from __future__ import annotations
 
 import typer
+from rich.table import Table
+from rich.text import Text
 
 from mailflow.cli.common import Api, console, print_json, print_table
 
@@ -31,30 +33,24 @@ def list_(
     page = Api.queue().get("/queue", state=state, limit=limit)
     if as_json:
         return print_json(page)
-    rows = []
+    # like mailq: one row per message, its recipients (state, tries, next try, last error) inside
+    table = Table(title=f"queue: {page['total']} message(s)" + (f" with {state} recipients" if state else ""), title_justify="left")
+    table.add_column("queue id", no_wrap=True, style="bold")
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("received", no_wrap=True)
+    table.add_column("sender / recipients", overflow="fold", ratio=1)
     for m in page["items"]:
-        for n, r in enumerate(m["recipients"]):
+        lines = [f"<{m['mail_from']}>"]
+        for r in m["recipients"]:
             if state and r["state"] != state:
                 continue
-            first = n == 0
-            rows.append(
-                [
-                    m["queue_id"] if first else "",
-                    _when(m["received_at"]) if first else "",
-                    m["size"] if first else "",
-                    (m["mail_from"] or "<>") if first else "",
-                    r["address"],
-                    r["state"],
-                    r["attempts"],
-                    _when(r["next_attempt_at"]),
-                    (r["last_error"] or "")[:60],
-                ]
-            )
-    print_table(
-        f"queue: {page['total']} message(s)" + (f" with {state} recipients" if state else ""),
-        ["queue id", "received", "size", "from", "to", "state", "tries", "next try", "last error"],
-        rows,
-    )
+            tries = f"{r['attempts']} tr{'y' if r['attempts'] == 1 else 'ies'}"
+            nxt = f", next {_when(r['next_attempt_at'])[11:]}" if r["next_attempt_at"] and r["state"] != "held" else ""
+            lines.append(f"  {r['address']}  [{r['state']}] {tries}{nxt}")
+            if r["last_error"] and r["state"] not in ("delivered",):
+                lines.append(f"    {r['last_error'][:200]}")
+        table.add_row(m["queue_id"], str(m["size"]), _when(m["received_at"])[5:], Text("\n".join(lines)))
+    console.print(table)
 
 
 @app.command("show")
