@@ -61,14 +61,13 @@ def show(queue_id: str, as_json: bool = JSON) -> None:
         return print_json(m)
     console.print(f"[bold]{m['queue_id']}[/]  from <{m['mail_from']}>  {m['size']} bytes  received {_when(m['received_at'])}")
     console.print(f"trace {m['trace_id']}" + (f"  envid {m['envid']}" if m.get("envid") else "") + (f"  client {m['client_ip']}" if m.get("client_ip") else ""))
-    print_table(
-        "recipients",
-        ["to", "state", "tries", "next try", "status", "remote", "last error"],
-        [
-            [r["address"], r["state"], r["attempts"], _when(r["next_attempt_at"]), r["last_status"], r.get("remote_mta"), r["last_error"]]
-            for r in m["recipients"]
-        ],
-    )
+    table = Table(title="recipients", title_justify="left")
+    for col in ("to", "state", "tries", "next try", "status", "remote", "last reply or error"):
+        table.add_column(col, overflow="fold", ratio=1 if col.startswith("last") else None)
+    for r in m["recipients"]:
+        cells = [r["address"], r["state"], r["attempts"], _when(r["next_attempt_at"]), r["last_status"], r.get("remote_mta"), r["last_error"]]
+        table.add_row(*(Text("" if v is None else str(v)) for v in cells))
+    console.print(table)
 
 
 def _changed(what: str, res: dict) -> None:
