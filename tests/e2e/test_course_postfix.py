@@ -8,13 +8,14 @@ over IMAP.
 
 from __future__ import annotations
 
+import re
 import smtplib
 import uuid
 
 import pytest
 
 from tests.e2e import postfix
-from tests.e2e.course import USERS, imap_find, message, start_course, states, submit
+from tests.e2e.course import USERS, imap_find, message, queue_show, start_course, states, submit
 from tests.support import wait_for
 
 A, A_PW = USERS["daum"]
@@ -56,5 +57,7 @@ def test_postfix_relays_to_mailflow(world):
     try:
         (got,) = wait_for(lambda: imap_find(c.daum, A, A_PW, subject), timeout=40, what="relayed into A's INBOX")
     except AssertionError:
-        raise AssertionError("not relayed; postfix log:\n" + pf.log()[-3000:]) from None
+        ids = re.findall(r"queued as (\w+)", pf.log())
+        shown = [queue_show(c.daum, q) for q in ids]
+        raise AssertionError(f"not in A's INBOX; daum's queue says {shown}; postfix log:\n" + pf.log()[-3000:]) from None
     assert b"mx.postfix.test" in got  # Postfix's Received: line
