@@ -1,4 +1,4 @@
-"""python -m mailflow_imap_pop3: Settings() from the environment -> logging -> run."""
+"""python -m mailflow_imap_pop3: Settings() from the environment -> logging -> uvloop -> run."""
 
 import asyncio
 
@@ -11,7 +11,12 @@ from mailflow_imap_pop3.settings import Settings
 def main() -> None:
     settings = Settings()
     log.setup("imap-pop3", settings.log_level, settings.log_format)
-    asyncio.run(app.run(settings))
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        asyncio.run(app.run(settings))
+    else:
+        uvloop.run(app.run(settings))
 
 
 if __name__ == "__main__":

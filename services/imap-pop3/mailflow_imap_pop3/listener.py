@@ -75,6 +75,17 @@ class Connection:
             self._out.clear()
             self._size = 0
 
+    def send_now(self, data: bytes) -> None:
+        """Hand what was written plus `data` to the transport without waiting (the drain's last words)."""
+        if self.closed:
+            return
+        self._out.append(data)
+        out = b"".join(self._out)
+        self._out.clear()
+        self._size = 0
+        with contextlib.suppress(Exception):
+            self.writer.write(out)
+
     async def read(self) -> bytes:
         return await self.reader.read(READ_SIZE)
 

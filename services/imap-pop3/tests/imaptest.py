@@ -49,6 +49,15 @@ def make_message(
     return msg.as_bytes().replace(b"\n", b"\r\n")
 
 
+def new_loop() -> asyncio.AbstractEventLoop:
+    """The loop the service runs on in production (uvloop), so tests see the same transports."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class Running:
     """A Server in its own thread and event loop. `call(coro)` runs a coroutine there."""
 
@@ -56,7 +65,7 @@ class Running:
         self.settings, self.store = settings, store
         self.nats_url = nats_url
         self.nc = None
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         ctx = None

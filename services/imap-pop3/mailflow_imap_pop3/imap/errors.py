@@ -2,7 +2,8 @@
 
 Syntax is BAD; a refusal (state, rights, no such mailbox) is NO with a code; a fault is NO
 [UNAVAILABLE] when it is temporary (the store or NATS did not answer) and NO [SERVERBUG] with a ref
-otherwise, the traceback going to the log under the same ref. Client text never carries internals.
+otherwise, the traceback going to the log under the same ref. A session the store no longer accepts
+(SessionExpired) ends with BYE: the client logs in again. Client text never carries internals.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from mailflow.errors import Conflict, Invalid, NotFound, ProtocolError, QuotaExceeded, ServiceUnavailable
+from mailflow.store.client import SessionExpired
 
 from mailflow_imap_pop3.imap.parser import ParseError
 from mailflow_imap_pop3.imap.responses import Reply
@@ -28,6 +30,7 @@ R_THROTTLED = Reply("NO", "Too many failed logins from your address, try again l
 R_READ_ONLY = Reply("NO", "Mailbox is read-only", "READ-ONLY")
 R_EXPUNGED = Reply("NO", "Some of the requested messages no longer exist", "EXPUNGEISSUED")
 R_INTERNAL = Reply("NO", "Internal error", "SERVERBUG")
+R_EXPIRED = Reply("BYE", "Session expired, please log in again")
 
 
 class ImapError(ProtocolError):
@@ -48,6 +51,8 @@ def to_reply(exc: BaseException, ref: str) -> Reply:
             return exc.reply
         case ParseError():
             return Reply(exc.status, exc.text, exc.code)
+        case SessionExpired():
+            return R_EXPIRED
         case NotFound():
             return R_NONEXISTENT
         case Conflict():

@@ -360,6 +360,8 @@ class Session:
                 raise
             except Exception as exc:
                 reply = errors.to_reply(exc, ids.ref())
+                if reply is errors.R_EXPIRED and self.principal is not None:
+                    self.ctx.auth.cache.forget(self.principal)
             if self.state == State.SELECTED and reply.status != "BYE":
                 await self.sync(spec.expunge, spec.poll)
         if reply.status == "BYE":
@@ -390,11 +392,5 @@ class Session:
         self.stopping = True
         self.wake.set()
         if not self.busy and not self.idling:
-            self.write(rsp.untagged("BYE Server shutting down, please reconnect"))
-            try:
-                data = b"".join(self.conn._out)
-                self.conn._out.clear()
-                self.conn.writer.write(data)
-            except Exception:
-                pass
+            self.conn.send_now(rsp.untagged("BYE Server shutting down, please reconnect"))
             self.conn.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from mailflow.errors import ProtocolError, ServiceUnavailable
+from mailflow.store.client import SessionExpired
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ R_STLS = b"+OK Begin TLS negotiation\r\n"
 R_AUTH_CANCELLED = b"-ERR Authentication cancelled\r\n"
 R_BAD_SASL = b"-ERR [AUTH] Invalid SASL response\r\n"
 R_MECHANISM = b"-ERR Unsupported authentication mechanism\r\n"
+R_EXPIRED = b"-ERR [SYS/TEMP] Session expired, please log in again\r\n"
 R_UPDATE_FAILED = b"-ERR [SYS/TEMP] Some deleted messages were not removed, try again\r\n"
 
 
@@ -53,6 +55,8 @@ def to_reply(exc: BaseException, ref: str) -> bytes:
     match exc:
         case ProtocolError():
             return exc.reply
+        case SessionExpired():
+            return R_EXPIRED
         case ServiceUnavailable() | TimeoutError() | OSError():
             log.warning("store unavailable: %s", exc, extra={"ref": ref})
             return R_TEMP

@@ -168,6 +168,8 @@ class Pop3Session:
                 raise
             except Exception as exc:
                 reply = R.to_reply(exc, ids.ref())
+                if reply is R.R_EXPIRED:
+                    self.closing = True
         if reply:
             self.write(reply)
         ok = not reply or reply.startswith(R.OK)
@@ -185,13 +187,7 @@ class Pop3Session:
         """The service is stopping: close now if we wait for the client, else after the command."""
         self.stopping = True
         if not self.busy:
-            self.write(R.R_SHUTDOWN)
-            try:
-                data = b"".join(self.conn._out)
-                self.conn._out.clear()
-                self.conn.writer.write(data)
-            except Exception:
-                pass
+            self.conn.send_now(R.R_SHUTDOWN)
             self.conn.close()
 
     def message_number(self, arg: str) -> int | bytes:

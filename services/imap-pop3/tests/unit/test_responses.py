@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mailflow import mime
 from mailflow.errors import Conflict, Invalid, NotFound, QuotaExceeded, ServiceUnavailable, TempFailure
+from mailflow.store.client import SessionExpired
 from mailflow_imap_pop3.imap import errors, mutf7
 from mailflow_imap_pop3.imap import responses as rsp
 from mailflow_imap_pop3.imap.parser import ParseError
@@ -128,6 +129,7 @@ def test_reply_lines():
         (TimeoutError(), "NO", "UNAVAILABLE"),
         (ConnectionResetError(), "NO", "UNAVAILABLE"),
         (KeyError("boom"), "NO", "SERVERBUG"),
+        (SessionExpired("expired"), "BYE", None),
     ],
 )
 def test_imap_to_reply(exc, status, code):
@@ -145,6 +147,7 @@ def test_imap_to_reply(exc, status, code):
         (ServiceUnavailable("db at 10.0.0.5"), b"-ERR [SYS/TEMP] Service"),
         (TimeoutError(), b"-ERR [SYS/TEMP]"),
         (ValueError("boom"), b"-ERR [SYS/TEMP] Internal error, ref r2"),
+        (SessionExpired("expired"), b"-ERR [SYS/TEMP] Session expired"),
     ],
 )
 def test_pop3_to_reply(exc, start):
