@@ -19,7 +19,7 @@ import secrets
 import time
 
 from mailflow import ids
-from mailflow.contracts.messages import ClientInfo, Recipient, TraceEvent
+from mailflow.contracts.messages import Recipient, TraceEvent
 from mailflow.store.api import Principal, Resolution
 
 from mailflow_smtp_ingress import headers, metrics
@@ -163,14 +163,7 @@ class IngressHandler:
             mail_from=tx.mail_from,
             rcpt_to=rcpts,
             size=len(raw),
-            client=ClientInfo(
-                ip=client.ip,
-                port=client.port,
-                helo=client.helo,
-                listener=client.listener,
-                auth_user=principal.address if principal else None,
-                tls=client.tls,
-            ),
+            client=client.info(),
             envid=params.envid,
             ret=params.ret,
             body_8bit=params.body_8bit,
@@ -192,12 +185,10 @@ class IngressHandler:
             "queued",
             extra={
                 "queue_id": queue_id,
-                "trace_id": trace_id,
                 "from": tx.mail_from,
                 "rcpts": len(rcpts),
                 "size": len(raw),
                 "client": client.ip,
-                "listener": client.listener,
             },
         )
         await self.queue.trace(

@@ -142,7 +142,7 @@ def parse_address(path: str, utf8: bool = False, allow_postmaster: bool = False)
         raise PermFailure(R.R501_BAD_ADDRESS, "path too long")
     if not utf8 and not path.isascii():
         raise PermFailure(R.R553_NEEDS_SMTPUTF8, "non-ASCII address without SMTPUTF8")
-    if any(c < " " or c == "\x7f" for c in path):
+    if not path.isprintable():  # control characters (C-speed; a genexpr costs ~10 us per address)
         raise PermFailure(R.R501_BAD_ADDRESS, "control character in address")
     route = ""
     if path.startswith("@"):

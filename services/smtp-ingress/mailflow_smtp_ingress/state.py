@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mailflow.contracts.messages import Recipient
+from mailflow.contracts.messages import ClientInfo, Recipient
 from mailflow.store.api import Principal
 
 from mailflow_smtp_ingress.parser import MailParams
@@ -28,6 +28,23 @@ class Client:
     @property
     def submission(self) -> bool:
         return self.listener in ("submission", "smtps")
+
+    def info(self) -> ClientInfo:
+        """The contract's ClientInfo, rebuilt only when HELO, TLS or AUTH changed (one model per session)."""
+        p = self.principal
+        key = (self.helo, self.tls, p.address if p else None, self.ip, self.port)
+        cached = self.__dict__.get("_info")
+        if cached is None or cached[0] != key:
+            info = ClientInfo(
+                ip=self.ip,
+                port=self.port,
+                helo=self.helo,
+                listener=self.listener,
+                auth_user=key[2],
+                tls=self.tls,
+            )
+            self.__dict__["_info"] = cached = (key, info)
+        return cached[1]
 
 
 @dataclass
