@@ -262,9 +262,10 @@ def test_keda_scales_delivery_on_its_consumer(rendered):
     assert trigger["type"] == "nats-jetstream"
     assert set(trigger["metadata"]) <= NATS_JETSTREAM_METADATA
     assert (trigger["metadata"]["stream"], trigger["metadata"]["consumer"]) == streams.DELIVERY
-    assert trigger["metadata"]["natsServerMonitoringEndpoint"].split(":")[1] == str(
-        nats_values()["config"]["monitor"]["port"]
-    )
+    host, _, port = trigger["metadata"]["natsServerMonitoringEndpoint"].partition(":")
+    namespace = of_kind(objs, "ScaledObject")["delivery"]["metadata"]["namespace"]
+    assert host == f"nats-headless.{namespace}.svc.cluster.local", "KEDA resolves it from its own namespace"
+    assert port == str(nats_values()["config"]["monitor"]["port"])
 
 
 def test_postgres_cluster_matches_what_the_services_use(rendered):
