@@ -59,6 +59,11 @@ class Connection:
         self._out.append(data)
         self._size += len(data)
 
+    def write_many(self, pieces: list[bytes], size: int) -> None:
+        """Several pieces (`size` octets in all) that go out as they are, without being joined first."""
+        self._out += pieces
+        self._size += size
+
     @property
     def pending(self) -> int:
         return self._size
@@ -66,10 +71,13 @@ class Connection:
     async def flush(self) -> None:
         """Send what was written; wait only if the socket's buffer is full (back-pressure)."""
         if self._out and not self.closed:
-            data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
-            self._out.clear()
+            out = self._out
+            self._out = []
             self._size = 0
-            self.writer.write(data)
+            if len(out) == 1:
+                self.writer.write(out[0])
+            else:
+                self.writer.writelines(out)  # uvloop sends the pieces with one writev
             await self.writer.drain()
         else:
             self._out.clear()

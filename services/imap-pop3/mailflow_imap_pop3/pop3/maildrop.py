@@ -24,8 +24,9 @@ def crlf(raw: bytes) -> bytes:
     return raw
 
 
-def dot_stuffed(raw: bytes) -> bytes:
-    """RFC 1939 §3: lines starting with "." get another one; the message ends with CRLF "." CRLF."""
+def stuffed(raw: bytes) -> bytes:
+    """RFC 1939 §3: lines starting with "." get another one; CRLF line ends, the last one included.
+    The multi-line response still needs its terminating "." CRLF after this."""
     raw = crlf(raw)
     if raw.startswith(b"."):
         raw = b"." + raw
@@ -33,7 +34,12 @@ def dot_stuffed(raw: bytes) -> bytes:
         raw = raw.replace(b"\r\n.", b"\r\n..")
     if raw and not raw.endswith(b"\r\n"):
         raw += b"\r\n"
-    return raw + b".\r\n"
+    return raw
+
+
+def dot_stuffed(raw: bytes) -> bytes:
+    """The whole multi-line body: stuffed lines and the terminating "." CRLF."""
+    return stuffed(raw) + b".\r\n"
 
 
 def top(raw: bytes, lines: int) -> bytes:

@@ -28,7 +28,7 @@ from mailflow_imap_pop3.auth import LoginFailed, SaslError, Throttled, decode_pl
 from mailflow_imap_pop3.context import Context, session_id
 from mailflow_imap_pop3.listener import Connection
 from mailflow_imap_pop3.pop3 import replies as R
-from mailflow_imap_pop3.pop3.maildrop import Maildrop, dot_stuffed, top
+from mailflow_imap_pop3.pop3.maildrop import Maildrop, dot_stuffed, stuffed, top
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,8 @@ class State(enum.Flag):
 
 
 ANY = State.AUTHORIZATION | State.TRANSACTION
-Handler = Callable[["Pop3Session", str], Awaitable[bytes | None]]
+Handler = Callable[["Pop3Session", str], Awaitable[bytes | list[bytes] | None]]
+_TERMINATOR = b".\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +171,10 @@ class Pop3Session:
                 reply = R.to_reply(exc, ids.ref())
                 if reply is R.R_EXPIRED:
                     self.closing = True
-        if reply:
+        if isinstance(reply, list):  # a multi-line response in pieces, sent without joining them
+            self.conn.write_many(reply, sum(len(p) for p in reply))
+            reply = reply[0]
+        elif reply:
             self.write(reply)
         ok = not reply or reply.startswith(R.OK)
         if ok:
@@ -365,14 +369,14 @@ _RETRIEVED = metrics.MESSAGES.labels("pop3")
 _RETR_BYTES = metrics.BYTES.labels("pop3")
 
 
-async def cmd_retr(s: Pop3Session, arg: str) -> bytes:
+async def cmd_retr(s: Pop3Session, arg: str) -> bytes | list[bytes]:
     n = s.message_number(arg)
     if isinstance(n, bytes):
         return n
     raw = await s.drop.body(n)
     _RETRIEVED.inc()
     _RETR_BYTES.inc(len(raw))
-    return b"+OK %d octets\r\n" % s.drop.sizes[n - 1] + dot_stuffed(raw)
+    return [b"+OK %d octets\r\n" % s.drop.sizes[n - 1], stuffed(raw), _TERMINATOR]
 
 
 async def cmd_top(s: Pop3Session, arg: str) -> bytes:

@@ -31,6 +31,7 @@ _PARSED = {"ENVELOPE", "BODY", "BODYSTRUCTURE"}
 _RAW_NAMES = {"RFC822": (b"RFC822", Section()), "RFC822.HEADER": (b"RFC822.HEADER", Section((), "HEADER")),
               "RFC822.TEXT": (b"RFC822.TEXT", Section((), "TEXT"))}  # fmt: skip
 _SETS_SEEN = {"RFC822", "RFC822.TEXT"}
+_END = b")\r\n"  # the end of one message's FETCH response
 _BODIES = metrics.MESSAGES.labels("imap")
 _BODY_BYTES = metrics.BYTES.labels("imap")
 
@@ -76,17 +77,19 @@ def _section_bytes(raw: bytes, parsed: mime.ParsedMessage | None, section: Secti
     return mime.section(raw, parsed, section.spec())
 
 
-def _body_item(att: FetchAtt, raw: bytes, parsed: mime.ParsedMessage | None) -> bytes:
+def _body_item(att: FetchAtt, raw: bytes, parsed: mime.ParsedMessage | None) -> tuple[bytes, bytes]:
+    """(label and literal length, data) of a body item, kept apart so the data is never copied here."""
     if att.name in _RAW_NAMES:
         label, section = _RAW_NAMES[att.name]
-        return label + b" " + rsp.literal(_section_bytes(raw, parsed, section))
+        data = _section_bytes(raw, parsed, section)
+        return label + b" {%d}\r\n" % len(data), data
     data = _section_bytes(raw, parsed, att.section)
     label = b"BODY[" + att.section.spec().encode() + b"]"
     if att.partial is not None:
         offset, count = att.partial
         data = data[offset : offset + count]
         label += b"<%d>" % offset
-    return label + b" " + rsp.literal(data)
+    return label + b" {%d}\r\n" % len(data), data
 
 
 async def _fetch(s: Session, cmd: Command, uid: bool) -> Reply | None:
@@ -143,7 +146,7 @@ async def _write_batch(s: Session, plan: Plan, chunk: list[int], loaded) -> bool
             view.update_flags(res.updated)
             seen_now = {m.uid for m in res.updated}
     out: list[bytes] = []
-    nbodies = nbytes = 0
+    size = nbodies = nbytes = 0
     for i in chunk:
         u = view.uids[i]
         raw = parsed = meta = None
@@ -163,36 +166,48 @@ async def _write_batch(s: Session, plan: Plan, chunk: list[int], loaded) -> bool
                 missing = True
                 continue
             parsed = mime.from_json(pj)
-        items: list[bytes] = []
+        small: list[bytes] = []  # items up to the next literal, joined by spaces
+        lead = b"* %d FETCH (" % (i + 1)  # what the next run of items starts with
         flags_done = False
         for att in plan.atts:
             name = att.name
             if name == "UID":
-                items.append(b"UID %d" % u)
+                small.append(b"UID %d" % u)
             elif name == "FLAGS":
-                items.append(b"FLAGS " + rsp.flags(view.flags_of(i)))
+                small.append(b"FLAGS " + rsp.flags(view.flags_of(i)))
                 flags_done = True
             elif name == "MODSEQ":
-                items.append(b"MODSEQ (%d)" % view.modseqs[i])
+                small.append(b"MODSEQ (%d)" % view.modseqs[i])
             elif name == "INTERNALDATE":
-                items.append(b"INTERNALDATE " + rsp.internaldate(meta.internal_date))
+                small.append(b"INTERNALDATE " + rsp.internaldate(meta.internal_date))
             elif name == "RFC822.SIZE":
-                items.append(b"RFC822.SIZE %d" % meta.size)
+                small.append(b"RFC822.SIZE %d" % meta.size)
             elif name == "ENVELOPE":
-                items.append(b"ENVELOPE " + rsp.envelope(parsed.envelope))
+                small.append(b"ENVELOPE " + rsp.envelope(parsed.envelope))
             elif name == "BODYSTRUCTURE":
-                items.append(b"BODYSTRUCTURE " + rsp.body_structure(parsed.body, True))
+                small.append(b"BODYSTRUCTURE " + rsp.body_structure(parsed.body, True))
             elif name == "BODY":
-                items.append(b"BODY " + rsp.body_structure(parsed.body, False))
+                small.append(b"BODY " + rsp.body_structure(parsed.body, False))
             else:
-                item = _body_item(att, raw, parsed)
-                items.append(item)
+                head, data = _body_item(att, raw, parsed)
+                small.append(head)
+                # the literal's data ends this run of items; the next item starts after a space
+                piece = lead + b" ".join(small)
+                lead = b" "
+                out += (piece, data)
+                size += len(piece) + len(data)
+                small = []
                 nbodies += 1
-                nbytes += len(item)
+                nbytes += len(data)
         if u in seen_now and not flags_done:
-            items.append(b"FLAGS " + rsp.flags(view.flags_of(i)))
-        out += (b"* %d FETCH (" % (i + 1), b" ".join(items), b")\r\n")
-    s.write(b"".join(out))
+            small.append(b"FLAGS " + rsp.flags(view.flags_of(i)))
+        if small:
+            piece = lead + b" ".join(small)
+            out.append(piece)
+            size += len(piece)
+        out.append(_END)
+        size += 3
+    s.conn.write_many(out, size)
     if nbodies:
         _BODIES.inc(nbodies)
         _BODY_BYTES.inc(nbytes)
