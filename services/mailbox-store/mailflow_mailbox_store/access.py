@@ -11,23 +11,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime
 
 from mailflow.contracts.messages import TraceEvent
 from mailflow.errors import Invalid
 from mailflow.store.api import (
     AppendResult,
-    Changes,
     CopyResult,
     MailboxInfo,
     MailboxStatus,
-    MessageMeta,
-    StoreResult,
 )
 from mailflow.store.search import SearchKey
 
 from mailflow_mailbox_store import folders, messages, metrics, names
-from mailflow_mailbox_store.messages import Listing
+from mailflow_mailbox_store.listings import Listing, ListingCache
+from mailflow_mailbox_store.messages import ChangeSet, Metas
 from mailflow_mailbox_store.parsing import prepare, unpack
 from mailflow_mailbox_store.search import search as run_search
 from mailflow_mailbox_store.service import SERVICE, StoreCore
@@ -38,7 +37,19 @@ from mailflow_mailbox_store.uidset import UidSet
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Selection:
+    listing: Listing
+    status: MailboxStatus
+    recent_from: int | None
+    permanent_keywords: bool
+
+
 class Store(StoreCore):
+    def __init__(self, *args, listing_cache_bytes: int = 128 * 1024 * 1024, **kw):
+        super().__init__(*args, **kw)
+        self.listings = ListingCache(listing_cache_bytes)
+
     # --- mailboxes ----------------------------------------------------------------------------------
 
     async def list_mailboxes(self, s: Session) -> list[MailboxInfo]:
@@ -65,24 +76,26 @@ class Store(StoreCore):
         await self.db.write(folders.subscribe, s.user_id, name, subscribed)
 
     async def status(self, s: Session, name: str) -> MailboxStatus:
-        return await self.db.read(folders.status, s.user_id, name)
+        return await self.db.read(folders.status, s.user_id, name, self.listings)
 
-    async def select(self, s: Session, name: str, claim_recent: bool = True) -> tuple[Listing, int | None]:
-        """The listing and the UID from which messages are \\Recent for this session (None: none are)."""
-        lst = await self.db.read(messages.listing, s.user_id, name)
+    async def select(self, s: Session, name: str, claim_recent: bool = True) -> Selection:
+        """The listing, the status, and the UID from which messages are \\Recent for this session
+        (None: none are). The first session to select claims them."""
+        lst, row, keywords_full = await self.db.read(messages.listing, s.user_id, name, self.listings)
         recent_from = None
-        st = lst.status
-        if claim_recent and lst.uids and lst.uids[-1] >= lst.first_recent_uid:
-            if await self.db.write(messages.claim_recent, s.user_id, st.id, lst.first_recent_uid, st.uidnext):
-                recent_from = lst.first_recent_uid
-        return lst, recent_from
+        if claim_recent and lst.uids and lst.uids[-1] >= row.first_recent_uid:
+            if await self.db.write(
+                messages.claim_recent, s.user_id, row.id, row.first_recent_uid, row.uidnext
+            ):
+                recent_from = row.first_recent_uid
+        return Selection(lst, lst.status(row.first_recent_uid, row.name), recent_from, not keywords_full)
 
-    async def changes(self, s: Session, mailbox_id: int, since_modseq: int) -> Changes:
-        return await self.db.read(messages.changes, s.user_id, mailbox_id, since_modseq)
+    async def changes(self, s: Session, mailbox_id: int, since_modseq: int) -> ChangeSet:
+        return await self.db.read(messages.changes, s.user_id, mailbox_id, since_modseq, self.listings)
 
     # --- messages -----------------------------------------------------------------------------------
 
-    async def fetch_meta(self, s: Session, mailbox_id: int, uids: UidSet) -> list[MessageMeta]:
+    async def fetch_meta(self, s: Session, mailbox_id: int, uids: UidSet) -> Metas:
         return await self.db.read(messages.fetch_meta, s.user_id, mailbox_id, uids)
 
     async def fetch_parsed(self, s: Session, mailbox_id: int, uids: UidSet) -> list[tuple[int, bytes]]:
@@ -128,14 +141,14 @@ class Store(StoreCore):
         op: str,
         flags: list[str],
         unchanged_since: int | None,
-    ) -> StoreResult:
+    ) -> tuple[Metas, list[int]]:
         if op not in ("add", "remove", "replace"):
             raise Invalid(f"unknown flag operation {op}")
-        result, changes = await self.db.write(
+        updated, modified, changes = await self.db.write(
             messages.store_flags, s.user_id, mailbox_id, uids, op, flags, unchanged_since
         )
         await self.publish(changes, s.sid)
-        return result
+        return updated, modified
 
     async def expunge(self, s: Session, mailbox_id: int, uids: UidSet | None) -> list[int]:
         gone, changes = await self.db.write(messages.expunge, s.user_id, mailbox_id, uids)

@@ -53,6 +53,7 @@ async def open_store(settings: Settings, publisher: Publisher) -> Store:
         recipient_delimiter=settings.recipient_delimiter,
         max_message_bytes=settings.max_message_bytes,
         pop3_lock_ttl=settings.pop3_lock_ttl,
+        listing_cache_bytes=settings.listing_cache_bytes,
     )
 
 
@@ -89,7 +90,8 @@ async def run(
         {"database": database_ready},
         max_items=settings.max_batch_items,
     )
-    http = await HttpServer(app, settings.http_listen).start()
+    # Keep-alive longer than StoreClient keeps idle connections (30 s), so it never reuses a closed one.
+    http = await HttpServer(app, settings.http_listen, timeout_keep_alive=75, backlog=4096).start()
     chores = asyncio.create_task(
         maintenance.loop(store, settings.maintenance_interval, settings.delivery_key_days, stop)
     )

@@ -20,7 +20,7 @@ from mailflow.errors import Invalid, NotFound, QuotaExceeded
 from mailflow_mailbox_store import folders, keywords, names
 from mailflow_mailbox_store.db import Tx
 from mailflow_mailbox_store.parsing import Prepared
-from mailflow_mailbox_store.storage import INSERT_MESSAGE, Change, Usage, allocate, reference_blob
+from mailflow_mailbox_store.storage import INSERT_MESSAGE, Change, Usage, allocate, reference_blobs
 
 
 @dataclass
@@ -75,15 +75,12 @@ def deliver(tx: Tx, items: list[Item], now: int) -> tuple[list[Outcome], list[Ch
     outcomes: list[Outcome] = []
     placed: list[Placed] = []
     keys: list[dict] = []
-    batch_keys: set[tuple[int, str]] = set()
+    batch_keys = _known_keys(tx, items)  # grows as this batch stores: a key twice in one batch is stored once
     for item in items:
         out = Outcome(item.index, "duplicate")
         refused: list[QuotaExceeded] = []
         for login, user_id in item.users.items():
-            seen = tx.one(
-                "SELECT 1 FROM delivery_keys WHERE user_id = :u AND ikey = :k", {"u": user_id, "k": item.key}
-            )
-            if seen is not None or (user_id, item.key) in batch_keys:
+            if (user_id, item.key) in batch_keys:
                 out.users.append(login)
                 continue
             try:
@@ -112,6 +109,25 @@ def deliver(tx: Tx, items: list[Item], now: int) -> tuple[list[Outcome], list[Ch
     return outcomes, changes
 
 
+def _known_keys(tx: Tx, items: list[Item]) -> set[tuple[int, str]]:
+    """(user_id, key) pairs stored before, looked up per user in chunks (the primary key's order)."""
+    by_user: dict[int, set[str]] = defaultdict(set)
+    for item in items:
+        for user_id in item.users.values():
+            by_user[user_id].add(item.key)
+    known: set[tuple[int, str]] = set()
+    for user_id, wanted in by_user.items():
+        keys = sorted(wanted)
+        for i in range(0, len(keys), 500):
+            clause, params = tx.expand("k", keys[i : i + 500])
+            rows = tx.all(
+                f"SELECT ikey FROM delivery_keys WHERE user_id = :u AND ikey IN {clause}",
+                {"u": user_id, **params},
+            )
+            known.update((user_id, r[0]) for r in rows)
+    return known
+
+
 def _insert(tx: Tx, placed: list[Placed]) -> list[Change]:
     by_mailbox: dict[int, list[Placed]] = defaultdict(list)
     for p in placed:
@@ -119,7 +135,7 @@ def _insert(tx: Tx, placed: list[Placed]) -> list[Change]:
     refs: dict[bytes, list] = {}
     for p in placed:
         refs.setdefault(p.item.body.sha, [p.item.body, 0])[1] += 1
-    blob_ids = {sha: reference_blob(tx, body, n) for sha, (body, n) in refs.items()}
+    blob_ids = reference_blobs(tx, {sha: (body, n) for sha, (body, n) in refs.items()}) if refs else {}
     kw_cache: dict[int, keywords.Keywords] = {}
     rows, pending, changes = [], [], []
     for mailbox_id, group in by_mailbox.items():

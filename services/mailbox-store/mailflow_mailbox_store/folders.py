@@ -246,7 +246,12 @@ def subscribe(tx: Tx, user_id: int, name: str, subscribed: bool) -> None:
         tx.run("INSERT INTO subscriptions (user_id, name) VALUES (:u, :n)", p)
 
 
-def status_of(tx: Tx, row: Row) -> MailboxStatus:
+def status_of(tx: Tx, row: Row, cache=None, user_id: int = 0) -> MailboxStatus:
+    """The mailbox's counts: from a listing cached for exactly this state, else one aggregate scan."""
+    if cache is not None:
+        lst = cache.get((user_id, row.id, row.uidvalidity, row.uidnext, row.highestmodseq))
+        if lst is not None:
+            return lst.status(row.first_recent_uid, row.name)
     count, size, unseen, recent = tx.one(
         "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(CASE WHEN (flags & 1) = 0 THEN 1 ELSE 0 END), 0),"
         " COALESCE(SUM(CASE WHEN uid >= :r THEN 1 ELSE 0 END), 0) FROM messages WHERE mailbox_id = :m",
@@ -266,5 +271,5 @@ def status_of(tx: Tx, row: Row) -> MailboxStatus:
     )
 
 
-def status(tx: Tx, user_id: int, name: str) -> MailboxStatus:
-    return status_of(tx, by_name(tx, user_id, name))
+def status(tx: Tx, user_id: int, name: str, cache=None) -> MailboxStatus:
+    return status_of(tx, by_name(tx, user_id, name), cache, user_id)

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import secrets
 import time
-from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from mailflow.errors import Conflict, Invalid
-from mailflow.store.api import Changes, CopyResult, MailboxStatus, MessageMeta, StoreResult
+from mailflow.store.api import CopyResult, MailboxStatus
 
 from mailflow_mailbox_store import folders, keywords, names
 from mailflow_mailbox_store.db import Tx
+from mailflow_mailbox_store.listings import KEYWORD_SHIFT, Listing, ListingCache, build, key_of
 from mailflow_mailbox_store.names import DELETED_BIT
 from mailflow_mailbox_store.parsing import Prepared
 from mailflow_mailbox_store.storage import (
@@ -34,39 +33,53 @@ from mailflow_mailbox_store.storage import (
 )
 from mailflow_mailbox_store.uidset import UidSet
 
-_META = "uid, flags, keywords, modseq, size, internal_date"
+_META = f"uid, flags + keywords * {1 << KEYWORD_SHIFT}, modseq, size, internal_date"
+_LOW = (1 << KEYWORD_SHIFT) - 1
 
 
 @dataclass
-class Listing:
-    """select(): the status and parallel columns, straight from one range scan."""
+class Metas:
+    """Messages' UID, flags, MODSEQ, size and internal date, kept as rows and sent as columns:
+    {"u": uids, "f": index into "fs" (the distinct flag sets), "m": modseqs, "z": sizes, "d": dates}."""
 
+    rows: list  # (uid, flags + keywords * 32, modseq, size, internal_date)
+    kws: keywords.Keywords
+
+    def to_obj(self) -> dict:
+        if not self.rows:
+            return {"u": [], "f": [], "fs": [], "m": [], "z": [], "d": []}
+        uids, combined, modseqs, sizes, dates = zip(*self.rows, strict=True)
+        position: dict[int, int] = {}
+        index = [position.setdefault(c, len(position)) for c in combined]
+        sets = [sorted(self.kws.flags(c & _LOW, c >> KEYWORD_SHIFT)) for c in position]
+        return {"u": uids, "f": index, "fs": sets, "m": modseqs, "z": sizes, "d": dates}
+
+
+@dataclass
+class ChangeSet:
     status: MailboxStatus
-    first_recent_uid: int
-    uids: tuple
-    flags: tuple
-    keywords: tuple
-    modseqs: tuple
-    keyword_names: dict[int, str]
-    keywords_full: bool
+    updated: Metas
+    expunged: list[int]
 
 
-def listing(tx: Tx, user_id: int, name: str) -> Listing:
+def listing(
+    tx: Tx, user_id: int, name: str, cache: ListingCache | None = None
+) -> tuple[Listing, folders.Row, bool]:
+    """(the listing, the mailbox row it was checked against, whether the user's keywords are full)."""
     row = folders.by_name(tx, user_id, name)
-    rows = tx.all(
-        "SELECT uid, flags, keywords, modseq, size FROM messages WHERE mailbox_id = :m ORDER BY uid",
-        {"m": row.id},
-    )
-    uids, fl, kw, ms, sizes = zip(*rows, strict=True) if rows else ((), (), (), (), ())
+    key = key_of(user_id, row.id, row.uidvalidity, row.uidnext, row.highestmodseq)
     kws = keywords.load(tx, user_id)
-    size = sum(sizes)
-    unseen = sum(1 for f in fl if not f & 1)
-    recent = len(uids) - bisect_left(uids, row.first_recent_uid)
-    status = MailboxStatus(
-        id=row.id, name=row.name, uidvalidity=row.uidvalidity, uidnext=row.uidnext, messages=len(uids),
-        unseen=unseen, recent=recent, highestmodseq=row.highestmodseq, size=size,
-    )  # fmt: skip
-    return Listing(status, row.first_recent_uid, uids, fl, kw, ms, kws.by_bit, kws.full)
+    lst = cache.get(key) if cache is not None else None
+    if lst is None:
+        rows = tx.all(
+            f"SELECT uid, flags + keywords * {1 << KEYWORD_SHIFT}, modseq FROM messages WHERE mailbox_id = :m ORDER BY uid",
+            {"m": row.id},
+        )
+        size = tx.value("SELECT COALESCE(SUM(size), 0) FROM messages WHERE mailbox_id = :m", {"m": row.id})
+        lst = build(key, rows, int(size), kws)
+        if cache is not None:
+            cache.put(lst)
+    return lst, row, kws.full
 
 
 def claim_recent(tx: Tx, user_id: int, mailbox_id: int, seen_from: int, upto: int) -> bool:
@@ -78,23 +91,14 @@ def claim_recent(tx: Tx, user_id: int, mailbox_id: int, seen_from: int, upto: in
     return tx.rowcount == 1
 
 
-def _metas(tx: Tx, user_id: int, rows) -> list[MessageMeta]:
-    kws = keywords.load(tx, user_id)
-    return [
-        MessageMeta(uid=r[0], flags=kws.flags(r[1], r[2]), modseq=r[3], size=r[4], internal_date=_ts(r[5]))
-        for r in rows
-    ]
-
-
-def _ts(value: int) -> datetime:
-    return datetime.fromtimestamp(value, UTC)
-
-
-def changes(tx: Tx, user_id: int, mailbox_id: int, since: int) -> Changes:
+def changes(
+    tx: Tx, user_id: int, mailbox_id: int, since: int, cache: ListingCache | None = None
+) -> ChangeSet:
     row = folders.by_id(tx, user_id, mailbox_id)
-    status = folders.status_of(tx, row)
+    status = folders.status_of(tx, row, cache, user_id)
+    kws = keywords.load(tx, user_id)
     if since >= row.highestmodseq:
-        return Changes(status=status, updated=[], expunged=[])
+        return ChangeSet(status, Metas([], kws), [])
     rows = tx.all(
         f"SELECT {_META} FROM messages WHERE mailbox_id = :m AND modseq > :s ORDER BY uid",
         {"m": mailbox_id, "s": since},
@@ -103,17 +107,17 @@ def changes(tx: Tx, user_id: int, mailbox_id: int, since: int) -> Changes:
         "SELECT uid FROM expunged WHERE mailbox_id = :m AND modseq > :s ORDER BY uid",
         {"m": mailbox_id, "s": since},
     )
-    return Changes(status=status, updated=_metas(tx, user_id, rows), expunged=[r[0] for r in gone])
+    return ChangeSet(status, Metas(rows, kws), [r[0] for r in gone])
 
 
-def fetch_meta(tx: Tx, user_id: int, mailbox_id: int, uids: UidSet) -> list[MessageMeta]:
+def fetch_meta(tx: Tx, user_id: int, mailbox_id: int, uids: UidSet) -> Metas:
     folders.by_id(tx, user_id, mailbox_id)
     clause, params = uids.sql()
     rows = tx.all(
         f"SELECT {_META} FROM messages WHERE mailbox_id = :m{clause} ORDER BY uid",
         {"m": mailbox_id, **params},
     )
-    return _metas(tx, user_id, uids.filter(rows))
+    return Metas(uids.filter(rows), keywords.load(tx, user_id))
 
 
 def fetch_parsed(tx: Tx, user_id: int, mailbox_id: int, uids: UidSet) -> list[tuple[int, bytes]]:
@@ -166,51 +170,61 @@ def store_flags(
     op: str,
     flags: list[str],
     unchanged_since: int | None,
-) -> tuple[StoreResult, list[Change]]:
+) -> tuple[Metas, list[int], list[Change]]:
+    """(the messages after the change, the UIDs refused by UNCHANGEDSINCE, events). Set-based: one
+    UPDATE changes every message that needs it (all of them get the operation's one new MODSEQ)."""
     row = folders.by_id(tx, user_id, mailbox_id)
     bits, kw_names = names.split_flags(flags)
     kws = keywords.ensure(tx, user_id, kw_names) if op != "remove" else keywords.load(tx, user_id)
     mask = kws.mask(kw_names)
+    if op == "add":
+        new_f, new_k = f"(flags | {bits})", "(keywords | :km)"
+    elif op == "remove":
+        new_f, new_k = f"(flags & {_LOW & ~bits})", "(keywords & :km)"
+        mask = ~mask
+    elif op == "replace":
+        new_f, new_k = str(bits), ":km"
+    else:
+        raise Invalid(f"unknown flag operation {op}")
     clause, params = uids.sql()
-    rows = uids.filter(
-        tx.all(
-            f"SELECT {_META} FROM messages WHERE mailbox_id = :m{clause} ORDER BY uid",
-            {"m": mailbox_id, **params},
+    p = {"m": mailbox_id, "km": mask, "us": unchanged_since, **params}
+    modified: list[int] = []
+    guard = ""
+    if unchanged_since is not None:
+        guard = " AND modseq <= :us"
+        found = tx.all(
+            f"SELECT uid FROM messages WHERE mailbox_id = :m{clause} AND modseq > :us ORDER BY uid", p
         )
-    )
-    modified, keep, changed = [], [], []
-    for uid, f, k, modseq, size, when in rows:
-        if unchanged_since is not None and modseq > unchanged_since:
-            modified.append(uid)
-            continue
-        if op == "add":
-            nf, nk = f | bits, k | mask
-        elif op == "remove":
-            nf, nk = f & ~bits, k & ~mask
-        elif op == "replace":
-            nf, nk = bits, mask
-        else:
-            raise Invalid(f"unknown flag operation {op}")
-        if (nf, nk) == (f, k):
-            keep.append((uid, f, k, modseq, size, when))
-        else:
-            changed.append([uid, nf, nk, modseq, size, when])
+        modified = [r[0] for r in uids.filter(found)]
+    where = f"mailbox_id = :m{clause}{guard} AND ({new_f} != flags OR {new_k} != keywords)"
+    if uids.exact_in_sql:
+        todo = tx.value(f"SELECT COUNT(*) FROM messages WHERE {where}", p)
+    else:
+        todo = [r[0] for r in uids.filter(tx.all(f"SELECT uid FROM messages WHERE {where}", p))]
     events = []
-    if changed:
+    if todo:
         modseq = next_modseq(tx, mailbox_id)
-        tx.many(
-            "UPDATE messages SET flags = :f, keywords = :k, modseq = :s WHERE mailbox_id = :m AND uid = :u",
-            [{"f": c[1], "k": c[2], "s": modseq, "m": mailbox_id, "u": c[0]} for c in changed],
-        )
-        for c in changed:
-            c[3] = modseq
-        events.append(Change(user_id, mailbox_id, row.name, "flags", [c[0] for c in changed], modseq))
-    after = sorted([*keep, *map(tuple, changed)])
-    updated = [
-        MessageMeta(uid=u, flags=kws.flags(f, k), modseq=s, size=z, internal_date=_ts(w))
-        for u, f, k, s, z, w in after
-    ]
-    return StoreResult(updated=updated, modified=modified), events
+        assignments = f"flags = {new_f}, keywords = {new_k}, modseq = :s"
+        if uids.exact_in_sql:
+            changed = [
+                r[0]
+                for r in tx.all(
+                    f"UPDATE messages SET {assignments} WHERE {where} RETURNING uid", {**p, "s": modseq}
+                )
+            ]
+        else:
+            changed = todo
+            tx.many(
+                f"UPDATE messages SET {assignments} WHERE mailbox_id = :m AND uid = :u",
+                [{"m": mailbox_id, "km": mask, "s": modseq, "u": u} for u in changed],
+            )
+        changed.sort()
+        events.append(Change(user_id, mailbox_id, row.name, "flags", changed, modseq))
+    rows = uids.filter(tx.all(f"SELECT {_META} FROM messages WHERE mailbox_id = :m{clause} ORDER BY uid", p))
+    if modified:
+        refused = set(modified)
+        rows = [r for r in rows if r[0] not in refused]
+    return Metas(rows, kws), modified, events
 
 
 def _remove(tx: Tx, user_id: int, row: folders.Row, uids: list[int], sizes: int, release: bool) -> Change:
@@ -255,6 +269,8 @@ def copy(
 ) -> tuple[CopyResult, list[Change]]:
     src = folders.by_id(tx, user_id, mailbox_id)
     dst = folders.by_name(tx, user_id, dest)
+    if move and dst.id == src.id:
+        raise Invalid("source and destination are the same mailbox")
     clause, params = uids.sql()
     rows = uids.filter(
         tx.all(

@@ -18,7 +18,9 @@ BIT_FLAGS = tuple((bit, name) for name, bit in FLAG_BITS.items())
 SEEN_BIT, DELETED_BIT = FLAG_BITS[SEEN], FLAG_BITS[DELETED]
 _FLAG_BY_LOWER = {name.lower(): name for name in FLAG_BITS}
 RECENT = "\\Recent"
-MAX_KEYWORDS = 63  # a user's keywords are bits 0..62 of messages.keywords (a signed 64-bit integer)
+# A user's keywords are bits 0..57 of messages.keywords, so flags + keywords * 32 (listings.py) still
+# fits a signed 64-bit integer.
+MAX_KEYWORDS = 58
 
 SPECIAL_USES = ("\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive", "\\All", "\\Flagged")
 # RFC 6154 mailboxes every new user gets (INBOX first).

@@ -44,7 +44,7 @@ class Passwords:
     def hash(self, password: str) -> str:
         return self.hasher.hash(password)
 
-    def _mac(self, password: str) -> bytes:
+    def mac(self, password: str) -> bytes:
         return hmac.new(self._key, password.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
 
     def cached(self, login: str, stored_hash: str, password: str) -> bool:
@@ -57,7 +57,7 @@ class Passwords:
             return False
         h, mac, expires = hit
         return (
-            h == stored_hash and expires > time.monotonic() and hmac.compare_digest(mac, self._mac(password))
+            h == stored_hash and expires > time.monotonic() and hmac.compare_digest(mac, self.mac(password))
         )
 
     def verify(self, login: str, stored_hash: str | None, password: str) -> tuple[bool, str | None]:
@@ -85,7 +85,7 @@ class Passwords:
         if self.cache_ttl <= 0:
             return
         with self._lock:
-            self._cache[login] = (stored_hash, self._mac(password), time.monotonic() + self.cache_ttl)
+            self._cache[login] = (stored_hash, self.mac(password), time.monotonic() + self.cache_ttl)
             self._cache.move_to_end(login)
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)

@@ -55,6 +55,7 @@ class StoreCore:
         self.max_message_bytes = max_message_bytes
         self.pop3_lock_ttl = pop3_lock_ttl
         self.cpu = ThreadPoolExecutor(2, thread_name_prefix="store-cpu")  # argon2, MIME parsing
+        self._verifying: dict[tuple, asyncio.Future] = {}
 
     async def close(self) -> None:
         self.cpu.shutdown(wait=True)
@@ -96,7 +97,7 @@ class StoreCore:
         if row is not None and self.passwords.cached(login, row[2], password):
             metrics.LOGINS.labels("cached").inc()
         else:
-            ok, new_hash = await self._cpu(self.passwords.verify, login, row[2] if row else None, password)
+            ok, new_hash = await self._verify(login, row[2] if row else None, password)
             if not ok:
                 metrics.LOGINS.labels("failed").inc()
                 log.info("login failed", extra={"user": login, "via": service})
@@ -106,6 +107,25 @@ class StoreCore:
                 await self.db.write(admin.set_password, login, new_hash)
         token, _ = self.sessions.issue(row[0])
         return Principal(user_id=row[0], address=row[1], addresses=addresses, token=token)
+
+    async def _verify(self, login: str, stored_hash: str | None, password: str) -> tuple[bool, str | None]:
+        """argon2 in a thread; concurrent logins with the same credentials share one check."""
+        key = (login, stored_hash, self.passwords.mac(password))
+        pending = self._verifying.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut = asyncio.get_running_loop().create_future()
+        self._verifying[key] = fut
+        try:
+            result = await self._cpu(self.passwords.verify, login, stored_hash, password)
+            fut.set_result(result)
+            return result
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: the waiters (if any) re-raise it
+            raise
+        finally:
+            del self._verifying[key]
 
     def session(self, token: str) -> Session | None:
         return self.sessions.check(token)

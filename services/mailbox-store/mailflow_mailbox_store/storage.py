@@ -49,18 +49,31 @@ def next_modseq(tx: Tx, mailbox_id: int) -> int:
 
 def reference_blob(tx: Tx, p: Prepared, count: int = 1) -> int:
     """The blob id of a body, with `count` more references (inserted if new)."""
-    blob_id = tx.value(
-        "UPDATE blobs SET refs = refs + :n WHERE sha256 = :s RETURNING id", {"n": count, "s": p.sha}
+    return reference_blobs(tx, {p.sha: (p, count)})[p.sha]
+
+
+def reference_blobs(tx: Tx, bodies: dict[bytes, tuple[Prepared, int]]) -> dict[bytes, int]:
+    """Blob ids of many bodies (sha256 -> (prepared, references to add)) in two statements: an upsert
+    (new bodies get the locator the writer stored them at; known ones gain references) and a lookup."""
+    tx.many(
+        "INSERT INTO blobs (sha256, size, locator, refs, parsed, sent_day) VALUES (:s, :z, :l, :n, :p, :d)"
+        " ON CONFLICT (sha256) DO UPDATE SET refs = blobs.refs + excluded.refs",
+        [
+            {"s": sha, "z": p.size, "l": tx.new_blobs.get(sha, ""), "n": n, "p": p.parsed, "d": p.sent_day}
+            for sha, (p, n) in bodies.items()
+        ],
     )
-    if blob_id is not None:
-        return blob_id
-    locator = tx.new_blobs.get(p.sha)
-    if locator is None:  # another store process removed it between our look and now: try again later
-        raise ServiceUnavailable("body vanished while being stored")
-    return tx.value(
-        "INSERT INTO blobs (sha256, size, locator, refs, parsed, sent_day) VALUES (:s, :z, :l, :n, :p, :d) RETURNING id",
-        {"s": p.sha, "z": p.size, "l": locator, "n": count, "p": p.parsed, "d": p.sent_day},
-    )
+    ids: dict[bytes, int] = {}
+    shas = list(bodies)
+    for i in range(0, len(shas), 500):
+        clause, params = tx.expand("s", shas[i : i + 500])
+        for bid, sha, locator in tx.all(
+            f"SELECT id, sha256, locator FROM blobs WHERE sha256 IN {clause}", params
+        ):
+            if not locator:  # known when the group began, removed by another store process since: retry later
+                raise ServiceUnavailable("body vanished while being stored")
+            ids[bytes(sha)] = bid
+    return ids
 
 
 class Usage:

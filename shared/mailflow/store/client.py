@@ -22,8 +22,8 @@ import base64
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
-import httpx
 import orjson
 
 from mailflow.contracts.rest import SERVICE_TOKEN_HEADER
@@ -45,6 +45,7 @@ from mailflow.store.api import (
     StoreResult,
 )
 from mailflow.store.search import SearchKey, to_obj
+from mailflow.store.transport import Http, Response, TransportError
 
 TRACE_HEADER = "X-Mailflow-Trace"
 
@@ -83,23 +84,26 @@ def _first_at_least(uids: list[int], value: int) -> int:
     return bisect_left(uids, value)
 
 
-def _meta(d: list) -> MessageMeta:
-    uid, flags, modseq, size, when = d
-    return MessageMeta(uid=uid, flags=frozenset(flags), modseq=modseq, size=size, internal_date=_ts(when))
+def _metas(d: dict) -> list[MessageMeta]:
+    """Columns {"u","f","fs","m","z","d"} -> MessageMeta per message."""
+    sets = [frozenset(f) for f in d["fs"]]
+    dates: dict[int, datetime] = {}
+    out = []
+    for uid, f, modseq, size, when in zip(d["u"], d["f"], d["m"], d["z"], d["d"], strict=True):
+        at = dates.get(when)
+        if at is None:
+            at = dates[when] = datetime.fromtimestamp(when, UTC)
+        out.append(MessageMeta(uid=uid, flags=sets[f], modseq=modseq, size=size, internal_date=at))
+    return out
 
 
 class StoreClient:
-    def __init__(self, base_url: str, service_token: str, timeout: float = 10.0, max_connections: int = 100):
+    def __init__(self, base_url: str, service_token: str, timeout: float = 10.0, max_connections: int = 64):
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={SERVICE_TOKEN_HEADER: service_token},
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
+        self._http = Http(self.base_url, {SERVICE_TOKEN_HEADER: service_token}, timeout, max_connections)
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._http.close()
 
     async def __aenter__(self) -> StoreClient:
         return self
@@ -118,7 +122,7 @@ class StoreClient:
         content: bytes | None = None,
         params: dict | None = None,
         p: Principal | None = None,
-    ) -> httpx.Response:
+    ) -> Response:
         headers = {}
         if p is not None and p.token:
             headers["Authorization"] = f"Bearer {p.token}"
@@ -127,13 +131,13 @@ class StoreClient:
         elif json is not None:
             content = orjson.dumps(json)
             headers["Content-Type"] = "application/json"
+        if params:
+            path += "?" + urlencode(params)
         try:
-            r = await self._http.request(method, path, content=content, params=params, headers=headers)
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailable(
-                f"mailbox-store at {self.base_url} did not answer: {type(exc).__name__}"
-            ) from exc
-        if r.status_code >= 400:
+            r = await self._http.request(method, path, content or b"", headers)
+        except TransportError as exc:
+            raise ServiceUnavailable(f"mailbox-store at {self.base_url} did not answer: {exc}") from exc
+        if r.status >= 400:
             _raise(r)
         return r
 
@@ -231,15 +235,15 @@ class StoreClient:
             "POST", "/access/select", json={"name": name, "claim_recent": claim_recent}, p=p
         )
         sets = [frozenset(f) for f in head["flagsets"]]
-        uids = wire.unints(uids_b, "I")
-        index = wire.unints(index_b, "H" if len(sets) < 65536 else "I")
+        uids = wire.unpack_array(uids_b, "I").tolist()
+        index = wire.unpack_array(index_b, head["index"])
         recent_from = head["recent_from"]
         recent = set() if recent_from is None else {u for u in uids[_first_at_least(uids, recent_from) :]}
         return Selected(
             status=_status(head["status"]),
             uids=uids,
             flags=[sets[i] for i in index],
-            modseqs=wire.unints(modseqs_b, "q"),
+            modseqs=wire.unpack_array(modseqs_b, "q").tolist(),
             recent=recent,
             permanent_keywords=head["permanent_keywords"],
         )
@@ -248,17 +252,15 @@ class StoreClient:
         d = await self._json(
             "POST", "/access/changes", json={"mailbox_id": mailbox_id, "since": since_modseq}, p=p
         )
-        return Changes(
-            status=_status(d["status"]), updated=[_meta(m) for m in d["updated"]], expunged=d["expunged"]
-        )
+        return Changes(status=_status(d["status"]), updated=_metas(d["updated"]), expunged=d["expunged"])
 
     async def fetch_meta(self, p: Principal, mailbox_id: int, uids: list[int]) -> list[MessageMeta]:
         if not uids:
             return []
-        rows = await self._json(
+        d = await self._json(
             "POST", "/access/meta", json={"mailbox_id": mailbox_id, "uids": ranges(uids)}, p=p
         )
-        return [_meta(m) for m in rows]
+        return _metas(d)
 
     async def fetch_parsed(self, p: Principal, mailbox_id: int, uids: list[int]) -> dict[int, bytes]:
         if not uids:
@@ -299,7 +301,7 @@ class StoreClient:
             },
             p=p,
         )
-        return StoreResult(updated=[_meta(m) for m in d["updated"]], modified=d["modified"])
+        return StoreResult(updated=_metas(d["updated"]), modified=d["modified"])
 
     async def expunge(self, p: Principal, mailbox_id: int, uids: list[int] | None = None) -> list[int]:
         if uids is not None and not uids:
@@ -350,15 +352,15 @@ class StoreClient:
         await self._json("POST", "/access/pop3/unlock", json={"token": token}, p=p)
 
 
-def _raise(r: httpx.Response) -> None:
+def _raise(r: Response) -> None:
     try:
         body = orjson.loads(r.content)
         detail = body.get("detail", "") if isinstance(body, dict) else str(body)
     except ValueError:
-        body, detail = {}, r.text[:200]
+        body, detail = {}, r.content[:200].decode("utf-8", "replace")
     if not isinstance(detail, str):
         detail = orjson.dumps(detail).decode()
-    s = r.status_code
+    s = r.status
     if s == 404:
         raise NotFound(detail)
     if s == 409:

@@ -2,13 +2,14 @@
 
 A frame is: 4 bytes big-endian length of a JSON header, the JSON header {"h": <anything>, "n": [sizes]},
 then the parts' raw bytes one after the other (no base64). Numbers that come in bulk (100k UIDs,
-flags, MODSEQs) travel as packed arrays in parts too (see `ints`/`unints`), so neither side parses
+flags, MODSEQs) travel as packed arrays in parts too (`pack_array`/`unpack_array`), so neither side parses
 100k JSON numbers. A frame that does not add up raises ValueError.
 """
 
 from __future__ import annotations
 
 import struct
+import sys
 from array import array
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -53,20 +54,20 @@ def decode(data: bytes) -> tuple[Any, list[bytes]]:
     return h.get("h"), parts
 
 
-def ints(values, typecode: str = "q") -> bytes:
-    """A list of integers as a packed little-endian array ('q': 64-bit, 'H': 16-bit...)."""
-    a = array(typecode, values)
-    if a.itemsize > 1 and struct.pack("=H", 1) != struct.pack("<H", 1):
+def pack_array(a: array) -> bytes:
+    """An array's bytes in little-endian order (the wire's order)."""
+    if a.itemsize > 1 and sys.byteorder == "big":
+        a = array(a.typecode, a)
         a.byteswap()
     return a.tobytes()
 
 
-def unints(data: bytes, typecode: str = "q") -> list[int]:
+def unpack_array(data: bytes, typecode: str) -> array:
     a = array(typecode)
     a.frombytes(data)
-    if a.itemsize > 1 and struct.pack("=H", 1) != struct.pack("<H", 1):
+    if a.itemsize > 1 and sys.byteorder == "big":
         a.byteswap()
-    return a.tolist()
+    return a
 
 
 def uid_ranges(uids: Sequence[int]) -> list[list[int]]:

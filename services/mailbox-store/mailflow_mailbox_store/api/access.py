@@ -22,11 +22,10 @@ from mailflow.contracts.rest import SERVICE_TOKEN_HEADER
 from mailflow.errors import Invalid
 from mailflow.store import search as search_keys
 from mailflow.store import wire
-from mailflow.store.api import MailboxStatus, MessageMeta
+from mailflow.store.api import MailboxStatus
 from mailflow.web import require_token
 from pydantic import BaseModel, Field
 
-from mailflow_mailbox_store.keywords import Keywords
 from mailflow_mailbox_store.sessions import Session
 from mailflow_mailbox_store.uidset import UidSet
 
@@ -104,16 +103,6 @@ def status_obj(st: MailboxStatus) -> dict:
     }  # fmt: skip
 
 
-def meta_obj(m: MessageMeta) -> list:
-    return [
-        m.uid,
-        sorted(m.flags),
-        m.modseq,
-        m.size,
-        int(m.internal_date.timestamp()) if m.internal_date else None,
-    ]
-
-
 def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
     r = APIRouter(
         prefix="/access",
@@ -167,24 +156,16 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
     @r.post("/select", responses=FRAME_OUT)
     async def select(request: Request, body: Select):
         """The mailbox's status and every message's UID, flags and MODSEQ (see the module docstring)."""
-        lst, recent_from = await store.select(session(request), body.name, body.claim_recent)
-        table: dict[tuple[int, int], int] = {}
-        index = [table.setdefault(c, len(table)) for c in zip(lst.flags, lst.keywords, strict=True)]
-        flagsets = [None] * len(table)
-        kws = Keywords(lst.keyword_names.items())
-        for (f, k), i in table.items():
-            flagsets[i] = sorted(kws.flags(f, k))
+        sel = await store.select(session(request), body.name, body.claim_recent)
+        lst = sel.listing
         head = {
-            "status": status_obj(lst.status),
-            "recent_from": recent_from,
-            "flagsets": flagsets,
-            "permanent_keywords": not lst.keywords_full,
+            "status": status_obj(sel.status),
+            "recent_from": sel.recent_from,
+            "flagsets": lst.flagsets,
+            "index": lst.index.typecode,
+            "permanent_keywords": sel.permanent_keywords,
         }
-        parts = [
-            wire.ints(lst.uids, "I"),
-            wire.ints(index, "H" if len(table) < 65536 else "I"),
-            wire.ints(lst.modseqs, "q"),
-        ]
+        parts = [wire.pack_array(lst.uids), wire.pack_array(lst.index), wire.pack_array(lst.modseqs)]
         return Response(wire.encode(head, parts), media_type=wire.CONTENT_TYPE)
 
     @r.post("/changes")
@@ -193,7 +174,7 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
         return _json(
             {
                 "status": status_obj(c.status),
-                "updated": [meta_obj(m) for m in c.updated],
+                "updated": c.updated.to_obj(),
                 "expunged": c.expunged,
             }
         )
@@ -201,7 +182,7 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
     @r.post("/meta")
     async def fetch_meta(request: Request, body: Uids):
         metas = await store.fetch_meta(session(request), body.mailbox_id, uidset(body.uids))
-        return _json([meta_obj(m) for m in metas])
+        return _json(metas.to_obj())
 
     @r.post("/parsed", responses=FRAME_OUT)
     async def fetch_parsed(request: Request, body: Uids):
@@ -240,10 +221,10 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
 
     @r.post("/flags")
     async def store_flags(request: Request, body: Flags):
-        res = await store.store_flags(
+        updated, modified = await store.store_flags(
             session(request), body.mailbox_id, uidset(body.uids), body.op, body.flags, body.unchanged_since
         )
-        return _json({"updated": [meta_obj(m) for m in res.updated], "modified": res.modified})
+        return _json({"updated": updated.to_obj(), "modified": modified})
 
     @r.post("/expunge")
     async def expunge(request: Request, body: Expunge):
