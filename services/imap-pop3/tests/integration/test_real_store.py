@@ -4,8 +4,10 @@ IMAP and POP3 through StoreClient, and push: a delivery shows up in an IDLE sess
 from __future__ import annotations
 
 import imaplib
+import os
 import poplib
 import time
+import uuid
 
 import httpx
 import pytest
@@ -15,22 +17,42 @@ from mailflow.stack import Ports, Stack
 from mailflow.store.client import StoreClient
 
 
-@pytest.fixture
-def stack(tmp_path, db_url):
-    env = {"MAILFLOW_STORE_DATABASE_URL": db_url, "MAILFLOW_STORE_ARGON2_TIME_COST": "1",
-           "MAILFLOW_STORE_ARGON2_MEMORY_KIB": "1024"}  # fmt: skip
-    st = Stack(tmp_path / "stack", Ports.free(), services=("mailbox-store",), env=env).start()
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def stack(request, tmp_path_factory):
+    """nats-server and mailbox-store as processes, once per module and database (PostgreSQL when
+    MAILFLOW_TEST_POSTGRES_URL is set: a schema of its own, dropped afterwards)."""
+    tmp = tmp_path_factory.mktemp("store")
+    env = {"MAILFLOW_STORE_ARGON2_TIME_COST": "1", "MAILFLOW_STORE_ARGON2_MEMORY_KIB": "1024"}
+    schema = engine = None
+    if request.param == "postgres":
+        base = os.environ.get("MAILFLOW_TEST_POSTGRES_URL")
+        if not base:
+            pytest.skip("MAILFLOW_TEST_POSTGRES_URL is not set")
+        import sqlalchemy as sa
+
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        engine = sa.create_engine(base)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        env["MAILFLOW_STORE_DATABASE_URL"] = (
+            f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+        )
+    st = Stack(tmp / "stack", Ports.free(), services=("mailbox-store",), env=env).start()
     try:
         with httpx.Client(
             base_url=st.http_url("mailbox-store"), headers={ADMIN_TOKEN_HEADER: st.admin_token}
         ) as c:
             assert c.post("/admin/domains", json={"name": "example.test"}).status_code == 201
-            for user in ("alice", "bob"):
+            for user in ("alice", "bob", "carol"):
                 r = c.post("/admin/users", json={"address": f"{user}@example.test", "password": f"{user}-pw"})
                 assert r.status_code == 201, r.text
         yield st
     finally:
         st.stop()
+        if engine is not None:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+            engine.dispose()
 
 
 @pytest.fixture
@@ -97,13 +119,13 @@ def test_pop3_over_the_real_store(srv):
 def test_idle_push_within_a_second(srv):
     c = Raw("127.0.0.1", srv.port("imap"))
     c.line()
-    c.cmd("a1", "LOGIN alice@example.test alice-pw")
+    c.cmd("a1", "LOGIN carol@example.test carol-pw")
     c.cmd("a2", "SELECT INBOX")
     c.send("a3 IDLE")
     assert c.line() == b"+ idling"
     for n in (1, 2):
         t0 = time.monotonic()
-        srv.deliver("alice@example.test", make_message(f"pushed {n}"))
+        srv.deliver("carol@example.test", make_message(f"pushed {n}"))
         c.sock.settimeout(1.0)
         assert c.line() == b"* %d EXISTS" % n
         assert time.monotonic() - t0 < 1.0
