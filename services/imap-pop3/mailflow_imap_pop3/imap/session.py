@@ -133,6 +133,7 @@ class Session:
         self.stopping = False
         self.wake = asyncio.Event()  # an event for the selected mailbox, or the drain
         self.client_id: str | None = None
+        self.started = time.monotonic()
 
     # --- what handlers use ----------------------------------------------------------------------------
 
@@ -265,6 +266,9 @@ class Session:
         finally:
             self.ctx.sessions.discard(self)
             metrics.SESSIONS_ACTIVE.labels("imap").dec()
+            if self.principal is not None:
+                log.info("logout", extra={"user": self.principal.address, "session": self.id,
+                                          "seconds": round(time.monotonic() - self.started, 3)})  # fmt: skip
             try:
                 await self.deselect()
             except Exception:

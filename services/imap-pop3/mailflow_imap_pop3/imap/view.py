@@ -54,10 +54,13 @@ class MailboxView:
         n = len(self.uids)
         if n == 0:
             raise ValueError("No messages in the mailbox")
+        ranges = seqset.resolve(n)
+        if any(hi > n for _, hi in ranges):
+            raise ValueError("Sequence number out of range")
+        if len(ranges) == 1:
+            return list(range(ranges[0][0] - 1, ranges[0][1]))
         out: set[int] = set()
-        for lo, hi in seqset.resolve(n):
-            if hi > n:
-                raise ValueError("Sequence number out of range")
+        for lo, hi in ranges:
             out.update(range(lo - 1, hi))
         return sorted(out)
 

@@ -131,6 +131,13 @@ class Pop3Session:
         finally:
             self.ctx.sessions.discard(self)
             metrics.SESSIONS_ACTIVE.labels("pop3").dec()
+            if self.principal is not None:
+                deleted = (
+                    len(self.drop.deleted) if self.drop is not None and self.state == State.UPDATE else 0
+                )
+                log.info(
+                    "logout", extra={"user": self.principal.address, "session": self.id, "deleted": deleted}
+                )
             await self.release()
             self.conn.close()
 

@@ -136,3 +136,12 @@ def test_imaplib_store_copy_expunge(srv):
     assert data == [b"3 4"]
     assert m.close()[0] == "OK"
     m.logout()
+
+
+def test_append_to_the_selected_mailbox_announces_it(srv):
+    fill(srv, 1)
+    c = selected(srv)
+    lines = c.cmd("a1", "APPEND INBOX {5+}\r\nhello")
+    assert lines[:2] == [b"* 2 EXISTS", b"* 2 RECENT"] and lines[-1].startswith(b"a1 OK [APPENDUID ")
+    lines = c.cmd("a2", "COPY 1 INBOX")
+    assert lines[0] == b"* 3 EXISTS"
