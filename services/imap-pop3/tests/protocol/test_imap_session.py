@@ -207,3 +207,24 @@ def test_autologout_before_login(tmp_path, store):
         assert c.closed()
     finally:
         running.stop()
+
+
+def test_junk_gets_bad_never_a_fault_or_a_dropped_connection(srv):
+    import random
+
+    rng = random.Random(7)
+    words = [b"FETCH", b"UID", b"1:*", b"(", b")", b"BODY[", b"]", b'"', b"{3}", b"\\Seen", b"*", b"%", b"INBOX",
+             b"SEARCH", b"OR", b"NOT", b"STORE", b"+FLAGS", b"LIST", b"\x00", b"\xff", b"<1.2>", b"APPEND"]  # fmt: skip
+    c = Raw("127.0.0.1", srv.port("imap"))
+    c.line()
+    c.cmd("a0", "LOGIN alice@example.test alice-pw")
+    c.cmd("a1", "SELECT INBOX")
+    for n in range(150):
+        line = b" ".join(rng.choice(words) for _ in range(rng.randint(1, 8))).replace(b"{3}", b"")
+        tag = b"j%d" % n
+        c.send_raw(tag + b" " + line + b"\r\n")
+        reply = c.until(tag.decode())[-1]
+        assert reply.split()[1] in (b"OK", b"NO", b"BAD"), reply
+        assert b"SERVERBUG" not in reply and b"Internal" not in reply, (line, reply)
+        c.cmd("k%d" % n, "NOOP")  # a BAD budget of 20 in a row is never reached this way
+    assert c.cmd("z", "NOOP")[-1] == b"z OK NOOP completed"
