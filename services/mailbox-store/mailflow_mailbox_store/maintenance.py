@@ -47,8 +47,67 @@ async def run_once(store, key_days: int) -> dict[str, int]:
     return done
 
 
-async def compact(store) -> int:
-    return 0
+def live_bytes(tx: Tx) -> dict[int, int]:
+    """Segment number -> bytes still referenced (one scan of the blobs table)."""
+    out: dict[int, int] = {}
+    for locator, size in tx.all("SELECT locator, size FROM blobs"):
+        seg = int(locator.split(":", 1)[0])
+        out[seg] = out.get(seg, 0) + size
+    return out
+
+
+def relocate(tx: Tx, moves: list[tuple[int, str, str]]) -> int:
+    """Point blobs at their new copies; a blob changed meanwhile (its old locator gone) is left alone."""
+    for blob_id, old, new in moves:
+        tx.run(
+            "UPDATE blobs SET locator = :n WHERE id = :i AND locator = :o", {"n": new, "i": blob_id, "o": old}
+        )
+    return len(moves)
+
+
+async def compact(store, min_live_ratio: float = 0.5, grace: float = 60.0) -> int:
+    """Copy the live bodies out of segments that are mostly dead, then delete those segments once
+    readers that looked up an old locator just before the switch are done (after `grace` seconds)."""
+    blobs = store.blobs
+    if not hasattr(blobs, "segments"):
+        return 0
+    sizes = blobs.segments()
+    metrics.SEGMENT_BYTES.set(sum(sizes.values()))
+    live = await store.db.read(live_bytes)
+    candidates = [
+        seg
+        for seg, size in sizes.items()
+        if seg != blobs.active and size and live.get(seg, 0) < size * min_live_ratio
+    ]
+    for seg in candidates:
+        rows = await store.db.read(
+            lambda tx, seg=seg: tx.all(
+                "SELECT id, locator FROM blobs WHERE locator LIKE :p", {"p": f"{seg}:%"}
+            )
+        )
+        moves = []
+        for i in range(0, len(rows), 256):
+            chunk = rows[i : i + 256]
+            data = await asyncio.to_thread(lambda chunk=chunk: [blobs.get(loc) for _, loc in chunk])
+            new = await asyncio.to_thread(blobs.put_many, data)
+            moves += [(blob_id, old, loc) for (blob_id, old), loc in zip(chunk, new, strict=True)]
+        await store.db.write(relocate, moves)
+        left = await store.db.read(
+            lambda tx, seg=seg: tx.value(
+                "SELECT COUNT(*) FROM blobs WHERE locator LIKE :p", {"p": f"{seg}:%"}
+            )
+        )
+        if left:
+            log.warning(
+                "segment still referenced after compaction; kept", extra={"segment": seg, "blobs": left}
+            )
+            continue
+        if grace > 0:
+            asyncio.get_running_loop().call_later(grace, blobs.remove_segment, seg)
+        else:
+            blobs.remove_segment(seg)
+        log.info("segment compacted", extra={"segment": seg, "moved": len(moves)})
+    return len(candidates)
 
 
 async def loop(store, interval: float, key_days: int, stop: asyncio.Event) -> None:
