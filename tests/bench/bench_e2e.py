@@ -48,7 +48,7 @@ def stage_counts(st: Stack) -> dict[str, float]:
     accepted = counter(metrics("smtp-ingress"), "mailflow_smtp_accepted_total")
     recorded = counter(metrics("queue"), "mailflow_queue_messages_total", 'result="recorded"')
     stored = sum(
-        counter(metrics("delivery", p.http_port), "mailflow_delivery_recipients_total", 'route="local",outcome="delivered"')
+        counter(metrics("delivery", p.http_port), "mailflow_delivery_recipients_total", 'outcome="delivered",route="local"')
         for (s, _), p in st.procs.items()
         if s == "delivery" and p.popen.poll() is None
     )

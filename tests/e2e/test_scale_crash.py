@@ -8,12 +8,14 @@ over IMAP, and each sequence number must be there once (the store's own count mu
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import re
 import smtplib
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -22,14 +24,23 @@ from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 from mailflow.stack import Ports, Stack
 from tests.support import wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 USERS = 10
 SEQ = re.compile(rb"X-Seq: (\d+)")
+BODY = ("x" * 76 + "\r\n") * 26  # ~2 KB in lines SMTP accepts
 
 
-def start(tmp_path, **kw) -> Stack:
+@contextlib.contextmanager
+def started(tmp_path, **kw) -> Iterator[Stack]:
     st = Stack(tmp_path, Ports.free(), env={"MAILFLOW_QUEUE_SCAN_INTERVAL_S": "0.5"}, **kw).start()
+    try:
+        yield prepare(st)
+    finally:
+        st.stop()
+
+
+def prepare(st: Stack) -> Stack:
     st.cli("domain", "add", "bench.test")
     with httpx.Client(base_url=st.http_url("mailbox-store"), headers={ADMIN_TOKEN_HEADER: st.admin_token}, timeout=30) as c:
         for i in range(USERS):
@@ -45,6 +56,7 @@ class Sender:
         self.lock = threading.Lock()
         self.acked: set[int] = set()
         self.failed_attempts: Counter[int] = Counter()
+        self.errors: list[str] = []
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
     def start(self) -> Sender:
@@ -55,7 +67,7 @@ class Sender:
     def join(self, timeout: float = 240) -> None:
         for t in self.threads:
             t.join(timeout)
-        assert not self.todo, f"{len(self.todo)} messages never accepted"
+        assert not self.todo, f"{len(self.todo)} messages never accepted: {self.errors[-3:]}"
 
     def _next(self) -> int | None:
         with self.lock:
@@ -67,7 +79,7 @@ class Sender:
         deadline = time.monotonic() + 240
         while seq is not None and time.monotonic() < deadline:
             rcpt = f"user{seq % USERS}@bench.test"
-            raw = f"From: <load@sender.test>\r\nTo: <{rcpt}>\r\nSubject: seq {seq}\r\nX-Seq: {seq}\r\n\r\n{'x' * 2000}\r\n".encode()
+            raw = f"From: <load@sender.test>\r\nTo: <{rcpt}>\r\nSubject: seq {seq}\r\nX-Seq: {seq}\r\n\r\n{BODY}".encode()
             try:
                 if conn is None:
                     conn = smtplib.SMTP(self.st.ports.host, self.st.ports.smtp, timeout=30)
@@ -76,8 +88,9 @@ class Sender:
                 with self.lock:
                     self.acked.add(seq)
                 seq = self._next()
-            except (smtplib.SMTPException, OSError):
+            except (smtplib.SMTPException, OSError) as exc:
                 self.failed_attempts[seq] += 1
+                self.errors.append(f"{type(exc).__name__}: {exc}")
                 try:
                     conn.close()
                 except Exception:
@@ -127,7 +140,7 @@ def assert_exactly_once(st: Stack, sender: Sender) -> None:
 
 
 def test_three_delivery_processes_share_1000_messages_exactly_once(tmp_path):
-    with start(tmp_path, delivery_instances=3) as st:
+    with started(tmp_path, delivery_instances=3) as st:
         sender = Sender(st, range(1000)).start()
         sender.join()
         wait_delivered(st, 1000)
@@ -137,14 +150,14 @@ def test_three_delivery_processes_share_1000_messages_exactly_once(tmp_path):
         for (service, _i), proc in st.procs.items():
             if service == "delivery":
                 text = httpx.get(f"http://{st.ports.host}:{proc.http_port}/metrics").text
-                n = sum(float(v) for v in re.findall(r'mailflow_delivery_recipients_total\{route="local",outcome="delivered"\} ([0-9.e+]+)', text))
+                n = sum(float(v) for v in re.findall(r'mailflow_delivery_recipients_total\{outcome="delivered",route="local"\} ([0-9.e+]+)', text))
                 per_process.append(n)
         assert len(per_process) == 3 and all(n > 0 for n in per_process), per_process
         assert sum(per_process) >= 1000
 
 
 def test_kill_9_delivery_mid_batch_then_restart(tmp_path):
-    with start(tmp_path) as st:
+    with started(tmp_path) as st:
         sender = Sender(st, range(600)).start()
         wait_for(lambda: sum(stored_counts(st).values()) >= 50, timeout=60, interval=0.05, what="deliveries under way")
         st.kill("delivery")  # SIGKILL, in the middle of whatever batch it had
@@ -157,7 +170,7 @@ def test_kill_9_delivery_mid_batch_then_restart(tmp_path):
 
 
 def test_nats_server_killed_and_restarted_loses_nothing(tmp_path):
-    with start(tmp_path) as st:
+    with started(tmp_path) as st:
         sender = Sender(st, range(400)).start()
         wait_for(lambda: len(sender.acked) >= 100, timeout=60, interval=0.05, what="mail flowing")
         st.nats.kill()  # SIGKILL: JetStream's files stay on disk
