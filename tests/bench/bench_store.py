@@ -6,7 +6,8 @@
 Figures:
   append      10,000 messages of 4 KiB delivered in batches of 50 from 4 concurrent callers (msg/s), and
               2,000 more as single-item calls from 32 concurrent callers (group commit at work)
-  select      UIDs + flags + MODSEQs of a 100,000-message mailbox, end to end through REST (ms, median of 5)
+  select      UIDs + flags + MODSEQs of a 100,000-message mailbox, end to end through REST: the first call
+              (scanned from the database, "cold") and the median of 4 more (the listing kept in memory)
   fetch       1,000 bodies in batches of 100 (msg/s)
   flags       \\Seen set on 10,000 messages in one call (ms)
   overhead    bytes on disk (database + WAL + blob segments) per message beyond the body
@@ -125,7 +126,8 @@ async def scenario(stack: Stack, label: str, quick: bool, db_url: str | None) ->
             sel = await client.select(p, "INBOX", claim_recent=False)
             times.append((time.perf_counter() - t) * 1000)
         assert len(sel.uids) == n_list
-        out["select_ms"] = round(statistics.median(times), 1)
+        out["select_cold_ms"] = round(times[0], 1)  # scanned from the database
+        out["select_ms"] = round(statistics.median(times[1:]), 1)  # the listing kept in memory
         out["select_messages"] = n_list
 
         # 3. fetch 1,000 bodies in batches of 100
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(run("postgres", args.quick, url))
         finally:
             drop()
-    cols = ["db", "append_msg_s", "append_single_msg_s", "select_ms", "fetch_msg_s", "flag_10k_ms", "logins_s",
+    cols = ["db", "append_msg_s", "append_single_msg_s", "select_cold_ms", "select_ms", "fetch_msg_s", "flag_10k_ms", "logins_s",
             "overhead_bytes_per_msg"]  # fmt: skip
     print(" | ".join(cols))
     for r in rows:

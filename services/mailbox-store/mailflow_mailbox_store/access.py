@@ -49,6 +49,12 @@ class Store(StoreCore):
     def __init__(self, *args, listing_cache_bytes: int = 128 * 1024 * 1024, **kw):
         super().__init__(*args, **kw)
         self.listings = ListingCache(listing_cache_bytes)
+        self._background: set[asyncio.Task] = set()
+
+    async def close(self) -> None:
+        if self._background:
+            await asyncio.wait(self._background, timeout=10)
+        await super().close()
 
     # --- mailboxes ----------------------------------------------------------------------------------
 
@@ -106,8 +112,10 @@ class Store(StoreCore):
         """(uid, locator, size) of the bodies; records the first retrieval of delivered messages."""
         started = time.monotonic()
         rows, pending = await self.db.read(messages.body_locators, s.user_id, mailbox_id, uids)
-        if pending:
-            asyncio.create_task(self._retrieved(mailbox_id, pending, started))
+        if pending:  # recorded after the answer, off the FETCH path; kept referenced until done
+            task = asyncio.create_task(self._retrieved(mailbox_id, pending, started))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return rows
 
     async def read_bodies(self, locators: list[str]) -> list[bytes]:
