@@ -1,13 +1,24 @@
-"""Fixtures for mailbox-store tests: settings on a fresh database (SQLite, and PostgreSQL when
-MAILFLOW_TEST_POSTGRES_URL is set, via the root `db_url` fixture), the store opened directly, and the
-real service (HTTP on port 0, in the test's loop) with a StoreClient talking to it."""
+"""Fixtures for mailbox-store tests.
+
+`service` is the real service (HTTP on a free port, in the test module's event loop) on a fresh
+database per test module: SQLite, and PostgreSQL when MAILFLOW_TEST_POSTGRES_URL is set (a schema of its
+own). Tests share it and stay apart by working in a domain of their own (`domain` fixture), which is
+how the store keeps users apart anyway. `client` is a StoreClient and `admin` an admin HTTP client for it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import itertools
+import os
+import uuid
 
+import httpx
 import pytest
+import pytest_asyncio
+from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 from mailflow.store.client import StoreClient
 from mailflow_mailbox_store import app
 from mailflow_mailbox_store.events import MemoryPublisher
@@ -15,6 +26,7 @@ from mailflow_mailbox_store.settings import Settings
 
 SERVICE_TOKEN = "service-token-for-tests"
 ADMIN_TOKEN = "admin-token-for-tests"
+_domains = itertools.count(1)
 
 
 def make_settings(tmp_path, db_url: str, **kw) -> Settings:
@@ -34,33 +46,51 @@ def make_settings(tmp_path, db_url: str, **kw) -> Settings:
     return Settings(**values)
 
 
-@pytest.fixture
-def settings(tmp_path, db_url) -> Settings:
-    return make_settings(tmp_path, db_url)
+def pytest_collection_modifyitems(items):
+    """Async tests of this service run in their module's loop, where the shared service runs."""
+    here = os.path.dirname(__file__)
+    for item in items:
+        fn = getattr(item, "function", None)
+        if str(item.path).startswith(here) and fn is not None and inspect.iscoroutinefunction(fn):
+            item.add_marker(pytest.mark.asyncio(loop_scope="module"), append=False)
 
 
-@pytest.fixture
-async def store(settings):
-    """The store opened directly (no HTTP); events collected in store.publisher."""
-    s = await app.open_store(settings, MemoryPublisher())
-    yield s
-    await app.close_store(s)
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def module_db_url(request, tmp_path_factory):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'store.db'}"
+        return
+    base = os.environ.get("MAILFLOW_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("MAILFLOW_TEST_POSTGRES_URL is not set")
+    import sqlalchemy as sa
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(base)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in base else "?"
+    yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
 
 
 class Running:
-    def __init__(self, url: str, publisher: MemoryPublisher, store_holder: dict):
+    def __init__(self, url: str, publisher: MemoryPublisher, holder: dict):
         self.url = url
         self.publisher = publisher
-        self._holder = store_holder
+        self._holder = holder
 
     @property
     def store(self):
         return self._holder["store"]
 
 
-@pytest.fixture
-async def service(settings):
-    """The real service: HTTP on a free port in this loop; `.url`, `.publisher`, `.store`."""
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def service(module_db_url, tmp_path_factory):
+    """The real service: `.url`, `.publisher` (what it would publish), `.store` (the store inside)."""
+    settings = make_settings(tmp_path_factory.mktemp("store"), module_db_url)
     stop, ready = asyncio.Event(), asyncio.Event()
     publisher = MemoryPublisher()
     holder: dict = {}
@@ -76,19 +106,27 @@ async def service(settings):
         await asyncio.wait_for(task, 30)
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client(service):
     c = StoreClient(service.url, SERVICE_TOKEN)
     yield c
     await c.close()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def admin(service):
-    import httpx
-    from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
-
     async with httpx.AsyncClient(
         base_url=service.url, headers={ADMIN_TOKEN_HEADER: ADMIN_TOKEN}, timeout=30
     ) as c:
         yield c
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def domain(admin, service):
+    """A domain of this test's own; what the service published so far is forgotten."""
+    name = f"d{next(_domains)}.test"
+    r = await admin.post("/admin/domains", json={"name": name})
+    assert r.status_code == 201, r.text
+    service.publisher.events.clear()
+    service.publisher.traces.clear()
+    return name

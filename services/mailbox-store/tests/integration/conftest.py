@@ -1,8 +1,8 @@
-"""Users alice and bob (example.test) on the running service, logged in through the StoreClient."""
+"""Users alice and bob in the test's own domain, logged in through the StoreClient."""
 
 from __future__ import annotations
 
-import pytest
+import pytest_asyncio
 
 
 def message(subject: str = "hello", body: str = "Hello there.", extra: str = "") -> bytes:
@@ -13,14 +13,12 @@ def message(subject: str = "hello", body: str = "Hello there.", extra: str = "")
     ).encode()
 
 
-@pytest.fixture
-async def people(admin, client):
-    await admin.post("/admin/domains", json={"name": "example.test"})
+@pytest_asyncio.fixture(loop_scope="module")
+async def people(admin, client, domain):
+    """(alice, bob) Principals; passwords alice-pw and bob-pw."""
     for user in ("alice", "bob"):
-        r = await admin.post(
-            "/admin/users", json={"address": f"{user}@example.test", "password": f"{user}-pw"}
-        )
-        assert r.status_code == 201
-    alice = await client.authenticate("alice@example.test", "alice-pw")
-    bob = await client.authenticate("bob@example.test", "bob-pw")
+        r = await admin.post("/admin/users", json={"address": f"{user}@{domain}", "password": f"{user}-pw"})
+        assert r.status_code == 201, r.text
+    alice = await client.authenticate(f"alice@{domain}", "alice-pw")
+    bob = await client.authenticate(f"bob@{domain}", "bob-pw")
     return alice, bob

@@ -19,9 +19,7 @@ async def test_concurrent_writers_never_reuse_a_uid(client, people):
 
     async def deliveries(n):
         for i in range(10):
-            items = [
-                DeliverItem(f"D{n}.{i}.{k}", "alice@example.test", message(f"d{n}{i}{k}")) for k in range(3)
-            ]
+            items = [DeliverItem(f"D{n}.{i}.{k}", alice.address, message(f"d{n}{i}{k}")) for k in range(3)]
             assert {r.status for r in await client.deliver(items)} == {"stored"}
 
     async def appends(n):
@@ -52,7 +50,7 @@ async def test_concurrent_writers_never_reuse_a_uid(client, people):
 
 async def test_sessions_on_one_mailbox_agree(client, people):
     alice, _ = people
-    other = await client.authenticate("alice@example.test", "alice-pw")
+    other = await client.authenticate(alice.address, "alice-pw")
     for i in range(20):
         await client.append(alice, "INBOX", message(f"m{i}"))
     mb = (await client.status(alice, "INBOX")).id

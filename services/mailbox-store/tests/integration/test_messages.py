@@ -46,7 +46,7 @@ async def test_append_errors(client, people, admin):
         await client.append(alice, "Nope", message())
     with pytest.raises(Invalid):
         await client.append(alice, "INBOX", message(), flags=frozenset({"\\Bogus"}))
-    await admin.put("/admin/users/alice@example.test/quota", json={"quota_bytes": 300})
+    await admin.put(f"/admin/users/{alice.address}/quota", json={"quota_bytes": 300})
     with pytest.raises(QuotaExceeded) as e:
         await client.append(alice, "INBOX", message(body="x" * 400))
     assert e.value.permanent
@@ -149,10 +149,10 @@ async def test_usage_counts_follow_every_change(client, people, admin):
     await client.move(alice, mb, [2], "Trash")
     await client.store_flags(alice, mb, [3], "add", frozenset({"\\Deleted"}))
     await client.expunge(alice, mb)
-    u = (await admin.get("/admin/users/alice@example.test")).json()
+    u = (await admin.get(f"/admin/users/{alice.address}")).json()
     assert (u["messages"], u["used_bytes"]) == (3, 3 * len(raw))
     await client.delete_mailbox(alice, "Archive")
-    u = (await admin.get("/admin/users/alice@example.test")).json()
+    u = (await admin.get(f"/admin/users/{alice.address}")).json()
     assert (u["messages"], u["used_bytes"]) == (2, 2 * len(raw))
 
 
@@ -196,7 +196,7 @@ async def test_events_carry_the_origin(client, people, service):
 async def test_first_body_fetch_publishes_retrieved_once(client, people, service):
     alice, _ = people
     await client.deliver(
-        [DeliverItem("Q7/alice", "alice@example.test", message("traced"), queue_id="Q7", trace_id="T7")]
+        [DeliverItem("Q7/alice", alice.address, message("traced"), queue_id="Q7", trace_id="T7")]
     )
     mb = await inbox(client, alice)
     await client.fetch_parsed(alice, mb, [1])  # not a body fetch
