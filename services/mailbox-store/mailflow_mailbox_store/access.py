@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
+from mailflow import mime
 from mailflow.contracts.messages import TraceEvent
 from mailflow.errors import Invalid
 from mailflow.store.api import (
@@ -117,6 +118,31 @@ class Store(StoreCore):
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         return rows
+
+    async def fetch_sections(
+        self, s: Session, mailbox_id: int, uids: UidSet, spec: str
+    ) -> list[tuple[int, bytes]]:
+        """BODY[<spec>] of each message, cut from the stored body with its stored parse (RFC 3501 §6.4.5).
+        Invalid for a section-spec that can never be right. A spec that reaches into the body (anything
+        but the header) counts as retrieving it."""
+        started = time.monotonic()
+        rows, pending = await self.db.read(messages.section_sources, s.user_id, mailbox_id, uids)
+        if pending and not spec.upper().startswith("HEADER") and not spec.upper().endswith("MIME"):
+            task = asyncio.create_task(self._retrieved(mailbox_id, pending, started))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+        def cut() -> list[tuple[int, bytes]]:
+            out = []
+            for uid, locator, parsed in rows:
+                raw = self.blobs.get(locator)
+                try:
+                    out.append((uid, mime.section(raw, mime.from_json(unpack(parsed)), spec)))
+                except ValueError as exc:
+                    raise Invalid(f"bad section {spec!r}: {exc}") from exc
+            return out
+
+        return await asyncio.get_running_loop().run_in_executor(self.db.readers, cut)
 
     async def read_bodies(self, locators: list[str]) -> list[bytes]:
         loop = asyncio.get_running_loop()

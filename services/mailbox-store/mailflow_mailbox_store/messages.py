@@ -150,6 +150,25 @@ def body_locators(
     return uids.filter(rows), uids.filter(pending)
 
 
+def section_sources(
+    tx: Tx, user_id: int, mailbox_id: int, uids: UidSet
+) -> tuple[list[tuple[int, str, bytes]], list]:
+    """[(uid, locator, stored parse)] in UID order, and the never-fetched ones (see body_locators)."""
+    folders.by_id(tx, user_id, mailbox_id)
+    clause, params = uids.sql("m.uid")
+    rows = tx.all(
+        "SELECT m.uid, b.locator, b.parsed FROM messages m JOIN blobs b ON b.id = m.blob_id"
+        f" WHERE m.mailbox_id = :m{clause} ORDER BY m.uid",
+        {"m": mailbox_id, **params},
+    )
+    clause, params = uids.sql("uid")
+    pending = tx.all(
+        f"SELECT uid, queue_id, trace_id FROM pending_retrievals WHERE mailbox_id = :m{clause}",
+        {"m": mailbox_id, **params},
+    )
+    return uids.filter(rows), uids.filter(pending)
+
+
 def mark_retrieved(tx: Tx, mailbox_id: int, uids: list[int]) -> list[int]:
     """Forget the pending retrievals; returns the UIDs this call removed (only those get a trace record)."""
     done = []

@@ -188,6 +188,7 @@ class StoreCore:
                 "stored",
                 extra={
                     "queue_id": it.queue_id or None,
+                    "trace_id": it.trace_id or None,
                     "user": login,
                     "mailbox": mailbox,
                     "uid": uid,

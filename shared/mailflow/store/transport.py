@@ -66,6 +66,7 @@ class Http:
         self._idle: list[_Conn] = []
         self._slots = asyncio.Semaphore(max_connections)
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def close(self) -> None:
         self._closed = True
@@ -78,6 +79,12 @@ class Http:
         return _Conn(reader, writer)
 
     def _take_idle(self) -> _Conn | None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # used from another event loop now (tests): its connections are useless
+            for c in self._idle:
+                c.close()
+            self._idle.clear()
+            self._loop = loop
         now = time.monotonic()
         while self._idle:
             c = self._idle.pop()

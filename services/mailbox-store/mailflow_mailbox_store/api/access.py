@@ -68,6 +68,10 @@ class Uids(BaseModel):
     uids: Ranges
 
 
+class Section(Uids):
+    spec: str = Field("", max_length=4096)  # "", "HEADER", "1.2.MIME", "HEADER.FIELDS (FROM TO)"...
+
+
 class Flags(Uids):
     op: str
     flags: list[str] = Field(max_length=1000)
@@ -218,6 +222,16 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
                     yield part
 
         return StreamingResponse(chunks(), media_type=wire.CONTENT_TYPE)
+
+    @r.post("/sections", responses=FRAME_OUT)
+    async def fetch_sections(request: Request, body: Section):
+        """BODY[<spec>] of many messages, cut in the store: header {uids}, one part per message."""
+        rows = await store.fetch_sections(session(request), body.mailbox_id, uidset(body.uids), body.spec)
+        if len(rows) > max_items:
+            raise Invalid(f"at most {max_items} messages per call")
+        return Response(
+            wire.encode({"uids": [u for u, _ in rows]}, [p for _, p in rows]), media_type=wire.CONTENT_TYPE
+        )
 
     @r.post("/flags")
     async def store_flags(request: Request, body: Flags):

@@ -262,3 +262,24 @@ async def test_search(client, people):
     assert await find(many) == [1, 3]
     with pytest.raises(Invalid):
         await client._json("POST", "/access/search", json={"mailbox_id": mb, "key": {"k": "bogus"}}, p=alice)
+
+
+async def test_sections_are_cut_in_the_store(client, people):
+    alice, _ = people
+    raw = (
+        b"From: a@elsewhere.test\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nfirst part\r\n"
+        b"--b\r\nContent-Type: text/html\r\n\r\n<p>second</p>\r\n--b--\r\n"
+    )
+    await client.append(alice, "INBOX", raw)
+    await client.append(alice, "INBOX", message("plain"))
+    mb = (await client.status(alice, "INBOX")).id
+    heads = await client.fetch_sections(alice, mb, [1, 2], "HEADER")
+    assert heads[1].startswith(b"From: a@elsewhere.test") and heads[1].endswith(b"\r\n\r\n")
+    assert heads[2] == message("plain").split(b"\r\n\r\n")[0] + b"\r\n\r\n"
+    assert (await client.fetch_sections(alice, mb, [1], "2"))[1] == b"<p>second</p>"
+    fields = await client.fetch_sections(alice, mb, [1], "HEADER.FIELDS (SUBJECT)")
+    assert fields[1] == b"Subject: parts\r\n\r\n"
+    with pytest.raises(Invalid):
+        await client.fetch_sections(alice, mb, [1], "NOT A SECTION")
