@@ -100,6 +100,7 @@ async def run(
         await stop.wait()
     finally:
         await server.drain()
+        await queue.close()
         await http.stop()
         close = getattr(inner, "close", None)
         if close is not None:

@@ -6,7 +6,9 @@ Any NATS error or timeout raises `ServiceUnavailable`, which the client sees as 
 client keeps the message and retries, so nothing is lost. A body stored without its envelope (we
 failed between the two) is never referenced and expires with the BODY stream's max_age.
 The envelope carries `Nats-Msg-Id: <queue_id>`, so a re-publish inside the duplicate window is
-dropped by JetStream. Trace events are fire-and-forget (core NATS into stream TRACE).
+dropped by JetStream. Trace events are fire-and-forget (core NATS into stream TRACE), gathered for
+`trace_delay` seconds so that one socket write carries the events of many messages; `close()` sends
+what is still waiting.
 """
 
 from __future__ import annotations
@@ -35,8 +37,13 @@ class MessageQueue(Protocol):
 
 
 class JetStreamQueue:
-    def __init__(self, nc: NATS, js: JetStreamContext, bodies: Bodies, timeout: float = 10.0):
+    def __init__(
+        self, nc: NATS, js: JetStreamContext, bodies: Bodies, timeout: float = 10.0, trace_delay: float = 0.02
+    ):
         self.nc, self.js, self.bodies, self.timeout = nc, js, bodies, timeout
+        self.trace_delay = trace_delay
+        self._traces: list[TraceEvent] = []
+        self._trace_task: asyncio.Task | None = None
 
     async def enqueue(self, raw: bytes, fields: dict[str, Any]) -> QueuedMessage:
         queue_id = fields["queue_id"]
@@ -52,12 +59,34 @@ class JetStreamQueue:
         return msg
 
     async def trace(self, event: TraceEvent) -> None:
+        self._traces.append(event)
+        if self._trace_task is None:
+            self._trace_task = asyncio.create_task(self._send_traces())
+
+    async def _send_traces(self) -> None:
         try:
-            await self.nc.publish(
-                subjects.trace(event.queue_id), event.to_bytes(), headers={TRACE_HEADER: event.trace_id}
-            )
-        except Exception as exc:  # a lost trace line never fails a message
-            log.debug("trace not published: %s", exc)
+            await asyncio.sleep(self.trace_delay)
+        finally:
+            batch, self._traces, self._trace_task = self._traces, [], None
+            for event in batch:
+                try:
+                    await self.nc.publish(
+                        subjects.trace(event.queue_id),
+                        event.to_bytes(),
+                        headers={TRACE_HEADER: event.trace_id},
+                    )
+                except Exception as exc:  # a lost trace line never fails a message
+                    log.debug("trace not published: %s", exc)
+
+    async def close(self) -> None:
+        """Send the trace events still waiting (before NATS is drained)."""
+        task = self._trace_task
+        if task is not None:
+            task.cancel()  # skips the wait; the finally clause still publishes the batch
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
 
 
 class MemoryQueue:

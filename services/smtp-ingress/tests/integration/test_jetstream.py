@@ -15,6 +15,8 @@ from mailflow.bodies import JetStreamBodies
 from mailflow.contracts.messages import TRACE_HEADER, QueuedMessage, TraceEvent
 from mailflow_smtp_ingress import app
 
+from tests.support import await_for
+
 
 @pytest.fixture
 async def service(nats_url, settings_factory, fake_directory):
@@ -57,6 +59,10 @@ async def test_accepted_message_is_in_jetstream(service, js):
     assert body.endswith(raw) and body.startswith(b"Received: from client.example.test")
     assert msg.size == len(body)
 
+    async def traced():
+        return (await js.stream_info("TRACE")).state.messages
+
+    await await_for(traced, what="the trace event")  # trace events are sent in small batches
     trace = TraceEvent.from_bytes((await js.get_msg("TRACE", seq=1)).data)
     assert trace.step == "ingress" and trace.queue_id == queue_id and trace.trace_id == msg.trace_id
 
