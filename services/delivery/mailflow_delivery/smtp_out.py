@@ -108,10 +108,10 @@ class Connection:
             raise Unreachable(f"connect to {address}:{port}: {type(exc).__name__} {exc}".strip()) from exc
         return cls(r, w, timeouts)
 
-    async def reply(self, timeout: float) -> Reply:
+    async def reply(self, within: float) -> Reply:
         lines: list[str] = []
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 while True:
                     raw = await self.r.readline()
                     if not raw:
@@ -125,16 +125,16 @@ class Connection:
                     if len(line) == 3 or line[3] == " ":
                         return Reply(int(line[:3]), tuple(lines))
         except TimeoutError as exc:
-            raise Unreachable(f"no reply within {timeout:.0f}s") from exc
+            raise Unreachable(f"no reply within {within:.0f}s") from exc
         except (OSError, ssl.SSLError) as exc:
             raise Unreachable(f"connection lost: {type(exc).__name__}") from exc
 
     def send(self, *lines: str) -> None:
         self.w.write("".join(f"{line}\r\n" for line in lines).encode())
 
-    async def command(self, line: str, timeout: float | None = None) -> Reply:
+    async def command(self, line: str, within: float | None = None) -> Reply:
         self.send(line)
-        return await self.reply(timeout or self.t.command)
+        return await self.reply(within or self.t.command)
 
     async def hello(self, name: str) -> Reply:
         rep = await self.command(f"EHLO {name}")

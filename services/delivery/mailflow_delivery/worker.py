@@ -8,13 +8,13 @@ Trace events are best effort: losing one never holds up mail.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from nats.js import JetStreamContext
 
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import TRACE_HEADER, DeliveryJob, DeliveryResult, TraceEvent
+from mailflow.jspub import BatchPublisher
 from mailflow.worker import Done, Outcome, Retry, Worker, backoff
 from mailflow_delivery.routing import Deliveries
 
@@ -25,23 +25,17 @@ def result_msg_id(r: DeliveryResult) -> str:
     return f"{r.queue_id}/{r.rcpt.lower()}/{r.attempt}/{r.outcome}"
 
 
-async def publish(js: JetStreamContext, results: list[DeliveryResult], traces: list[TraceEvent]) -> None:
-    """Results must be acknowledged (raises otherwise); traces are published alongside, best effort."""
-    pubs = [
-        js.publish(
-            subjects.DELIVERY_RESULT,
-            r.to_bytes(),
-            timeout=10,
-            headers={"Nats-Msg-Id": result_msg_id(r), TRACE_HEADER: r.trace_id},
-        )
-        for r in results
+async def publish(pub: BatchPublisher, results: list[DeliveryResult], traces: list[TraceEvent]) -> None:
+    """Results must be acknowledged (raises otherwise); traces go in the same batch, best effort."""
+    items = [
+        (subjects.DELIVERY_RESULT, r.to_bytes(), {"Nats-Msg-Id": result_msg_id(r), TRACE_HEADER: r.trace_id}) for r in results
     ]
-    trace_pubs = [js.publish(subjects.trace(t.queue_id), t.to_bytes(), timeout=10) for t in traces]
-    done = await asyncio.gather(*pubs, *trace_pubs, return_exceptions=True)
-    failed = [d for d in done[: len(pubs)] if isinstance(d, BaseException)]
+    items += [(subjects.trace(t.queue_id), t.to_bytes(), None) for t in traces]
+    acks = await pub.publish(items)
+    failed = [a for a in acks[: len(results)] if isinstance(a, BaseException)]
     if failed:
         raise failed[0]
-    lost = sum(isinstance(d, BaseException) for d in done[len(pubs) :])
+    lost = sum(isinstance(a, BaseException) for a in acks[len(results) :])
     if lost:
         log.warning("trace events lost", extra={"count": lost})
 
@@ -52,12 +46,13 @@ class DeliveryWorker(Worker[DeliveryJob]):
     def __init__(self, nc, js: JetStreamContext, deliveries: Deliveries, batch: int = 128):
         super().__init__(nc, js, "delivery")
         self.deliveries = deliveries
+        self.publisher = BatchPublisher(nc)
         self.batch = batch
 
     async def handle_batch(self, items: list[tuple[DeliveryJob, int]]) -> list[Outcome]:
         try:
             results, traces = await self.deliveries.run([job for job, _ in items])
-            await publish(self.js, results, traces)
+            await publish(self.publisher, results, traces)
         except Exception:
             log.exception("delivery batch failed; the jobs come again", extra={"jobs": len(items)})
             return [Retry(backoff(n)) for _, n in items]

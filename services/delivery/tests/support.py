@@ -7,7 +7,6 @@ import ssl
 from dataclasses import dataclass, field
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP as AioSMTP
 
 from mailflow import tls
 from tests.support import free_port

@@ -8,13 +8,13 @@ Nats-Msg-Id `<queue_id>`, so a second publish inside the duplicate window is dro
 
 from __future__ import annotations
 
-import asyncio
 from typing import Protocol
 
 from nats.js import JetStreamContext
 
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import TRACE_HEADER, DeliveryJob, QueuedMessage, TraceEvent
+from mailflow.jspub import BatchPublisher
 
 
 def job_msg_id(job: DeliveryJob) -> str:
@@ -29,23 +29,15 @@ class Outbox(Protocol):
 class JetStreamOutbox:
     def __init__(self, js: JetStreamContext, timeout: float = 10.0):
         self.js, self.timeout = js, timeout
+        self.batch = BatchPublisher(js._nc, timeout)
 
     async def publish(self, jobs: list[DeliveryJob], traces: list[TraceEvent] = ()) -> None:
-        calls = [
-            self.js.publish(
-                subjects.DELIVERY_JOB,
-                job.to_bytes(),
-                timeout=self.timeout,
-                headers={"Nats-Msg-Id": job_msg_id(job), TRACE_HEADER: job.trace_id},
-            )
+        items = [
+            (subjects.DELIVERY_JOB, job.to_bytes(), {"Nats-Msg-Id": job_msg_id(job), TRACE_HEADER: job.trace_id})
             for job in jobs
         ]
-        calls += [
-            self.js.publish(subjects.trace(t.queue_id), t.to_bytes(), timeout=self.timeout, headers={TRACE_HEADER: t.trace_id})
-            for t in traces
-        ]
-        if calls:
-            await asyncio.gather(*calls)
+        items += [(subjects.trace(t.queue_id), t.to_bytes(), {TRACE_HEADER: t.trace_id}) for t in traces]
+        await self.batch.publish_strict(items)
 
     async def inject(self, msg: QueuedMessage) -> None:
         await self.js.publish(

@@ -28,7 +28,7 @@ async def test_starttls_and_per_recipient_replies(tmp_path):
     assert out.replies["unknown@remote.test"].status == "5.1.1"
     assert out.replies["busy@remote.test"].status == "4.2.1"
     (got,) = mta.messages
-    assert got.tls and got.rcpts == ["z@remote.test"] and "SIZE=%d" % (len(smtp_out.wire_data(BODY))) in got.mail_options
+    assert got.tls and got.rcpts == ["z@remote.test"] and f"SIZE={len(smtp_out.wire_data(BODY))}" in got.mail_options
     assert got.data == b"From: a@daum.test\r\nSubject: hi\r\n\r\n.leading dot\r\nbare lf\r\nend\r\n"
 
 
