@@ -193,6 +193,12 @@ def imap_messages(port: int) -> list[bytes]:
         imap.logout()
 
 
+def test_services_run_as_the_unprivileged_user(stack):
+    """...while smtp-ingress and imap-pop3 still listen on the standard ports (25, 143...)."""
+    for service in SERVICES:
+        assert stack.exec(service, "id", "-u").strip() == "10001", service
+
+
 def test_mail_round_trip_through_the_published_ports(stack):
     assert "added" in stack.exec("mailbox-store", "mailflow", "domain", "add", DOMAIN)
     assert "added" in stack.exec("mailbox-store", "mailflow", "user", "add", USER, "--password", PASSWORD)
@@ -207,8 +213,9 @@ def test_mail_round_trip_through_the_published_ports(stack):
     assert len(fetched) == 1
     assert fetched[0].endswith(raw), "IMAP returns the bytes sent (after the Received: header)"
 
-    pop = poplib.POP3_SSL("127.0.0.1", stack.ports["POP3S"], context=tls_client(), timeout=60)
+    pop = poplib.POP3("127.0.0.1", stack.ports["POP3"], timeout=60)
     try:
+        pop.stls(tls_client())
         pop.user(USER)
         pop.pass_(PASSWORD)
         count, _ = pop.stat()

@@ -139,7 +139,7 @@ def test_listen_ports_match_published_exposed_and_probed_ports(compose, service,
         "internal HTTP is exposed to the network, never published"
     )
     http_var = next(var for var, f in env_names(service).items() if f == "http_listen")
-    assert final.exec_form("HEALTHCHECK") == ["python", "-m", "mailflow.healthcheck", http_var]
+    assert final.exec_form("HEALTHCHECK")[:4] == ["python", "-m", "mailflow.healthcheck", http_var]
 
     assert set(listening.values()) == published, f"{service}: listeners {listening} vs published {published}"
     assert published <= exposed
