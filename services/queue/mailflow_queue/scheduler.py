@@ -43,6 +43,7 @@ class Scheduler:
         self.clock = clock
         self.wake = asyncio.Event()
         self._last_gauge = 0.0
+        self._last_delay_scan = 0.0
 
     def poke(self) -> None:
         """Run a pass now (after results made DSNs, or an operator flushed)."""
@@ -74,7 +75,8 @@ class Scheduler:
             metrics.JOBS.labels("retry").inc(retries)
             metrics.JOBS.labels("republish").inc(len(jobs) - retries)
             log.info("published due jobs", extra={"jobs": len(jobs), "retries": retries})
-        if self.policy.delay_notice_s > 0:
+        if self.policy.delay_notice_s > 0 and now - self._last_delay_scan >= 30:  # hours matter, not seconds
+            self._last_delay_scan = now
             await self.db.run(ledger.make_delay_notices, now, self.policy)
         await self.finish()
         if now - self._last_gauge >= 10:

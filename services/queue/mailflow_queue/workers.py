@@ -87,7 +87,7 @@ class Results(Worker[DeliveryResult]):
         for r in results:
             with mlog.context(queue_id=r.queue_id, trace_id=r.trace_id or None):
                 log.info(r.outcome, extra={"rcpt": r.rcpt, "status": r.status, "attempt": r.attempt})
-        if applied.notices or applied.done:
+        if applied.notices:  # DSNs go out at once; finished bodies wait for the next regular tick
             self.on_change()
         return [Done() for _ in items]
 
