@@ -75,6 +75,36 @@ class Tx:
         if rows:
             self.cur.executemany(self._sql(sql), rows)
 
+    def insert(
+        self, head: str, types: Sequence[str], rows: Sequence[Sequence], tail: str = ""
+    ) -> list[tuple]:
+        """Many rows in one statement. `head` is "INSERT INTO t (a, b, c)", `types` the PostgreSQL type of
+        each column, `rows` value tuples in that order; `tail` may add ON CONFLICT and RETURNING (whose
+        rows are returned). PostgreSQL gets one array per column (`SELECT * FROM unnest(...)`: one fixed,
+        prepared statement whatever the count); SQLite a multi-row VALUES. Either is far cheaper than
+        a statement per row."""
+        if not rows:
+            return []
+        returning = "RETURNING" in tail
+        if self.postgres:
+            cols = ", ".join(f"%b::{t}[]" for t in types)  # binary arrays: text bytea arrays are slow to build
+            self.cur.execute(
+                f"{head} SELECT * FROM unnest({cols}){tail}", [list(c) for c in zip(*rows, strict=True)]
+            )
+            return self.cur.fetchall() if returning else []
+        width = len(types)
+        one = "(" + ", ".join(["?"] * width) + ")"
+        per = max(1, min(500, 30_000 // width))
+        out: list[tuple] = []
+        for i in range(0, len(rows), per):
+            chunk = rows[i : i + per]
+            self.cur.execute(
+                f"{head} VALUES {', '.join([one] * len(chunk))}{tail}", [v for r in chunk for v in r]
+            )
+            if returning:
+                out += self.cur.fetchall()
+        return out
+
     def all(self, sql: str, params: dict | None = None) -> list[tuple]:
         return self.run(sql, params).fetchall()
 
@@ -89,10 +119,12 @@ class Tx:
     def rowcount(self) -> int:
         return self.cur.rowcount
 
-    def expand(self, name: str, values: Sequence[Any]) -> tuple[str, dict]:
-        """':name' list parameter -> ('(:name_0, :name_1, ...)', {...}) for IN clauses."""
+    def among(self, column: str, name: str, values: Sequence[Any], pg_type: str) -> tuple[str, dict]:
+        """`column` is one of `values`: PostgreSQL "= ANY(array)" (one parameter, one plan), SQLite IN (...)."""
+        if self.postgres:
+            return f"{column} = ANY(CAST(:{name} AS {pg_type}[]))", {name: list(values)}
         keys = [f"{name}_{i}" for i in range(len(values))]
-        return "(" + ", ".join(":" + k for k in keys) + ")", dict(zip(keys, values, strict=True))
+        return f"{column} IN (" + ", ".join(":" + k for k in keys) + ")", dict(zip(keys, values, strict=True))
 
 
 @dataclass
@@ -300,10 +332,8 @@ class Database:
         known: set[bytes] = set()
         for i in range(0, len(shas), 500):
             chunk = shas[i : i + 500]
-            clause, params = tx.expand("s", chunk)
-            known.update(
-                bytes(r[0]) for r in tx.all(f"SELECT sha256 FROM blobs WHERE sha256 IN {clause}", params)
-            )
+            clause, params = tx.among("sha256", "s", chunk, "bytea")
+            known.update(bytes(r[0]) for r in tx.all(f"SELECT sha256 FROM blobs WHERE {clause}", params))
         new = [s for s in shas if s not in known]
         if new:
             locators = self.blobs.put_many([wanted[s] for s in new])

@@ -20,7 +20,14 @@ from mailflow.errors import Invalid, NotFound, QuotaExceeded
 from mailflow_mailbox_store import folders, keywords, names
 from mailflow_mailbox_store.db import Tx
 from mailflow_mailbox_store.parsing import Prepared
-from mailflow_mailbox_store.storage import INSERT_MESSAGE, Change, Usage, allocate, reference_blobs
+from mailflow_mailbox_store.storage import (
+    INSERT_MESSAGE,
+    INSERT_PENDING,
+    Change,
+    Usage,
+    allocate,
+    reference_blobs,
+)
 
 
 @dataclass
@@ -102,7 +109,11 @@ def deliver(tx: Tx, items: list[Item], now: int) -> tuple[list[Outcome], list[Ch
 
     changes = _insert(tx, placed)
     usage.flush()
-    tx.many("INSERT INTO delivery_keys (user_id, ikey, created_at) VALUES (:u, :k, :c)", keys)
+    tx.insert(
+        "INSERT INTO delivery_keys (user_id, ikey, created_at)",
+        ("int4", "text", "int8"),
+        [(k["u"], k["k"], k["c"]) for k in keys],
+    )
     by_index = {o.index: o for o in outcomes}
     for p in placed:
         by_index[p.item.index].stored.append((p.login, p.mailbox, p.uid))
@@ -119,10 +130,9 @@ def _known_keys(tx: Tx, items: list[Item]) -> set[tuple[int, str]]:
     for user_id, wanted in by_user.items():
         keys = sorted(wanted)
         for i in range(0, len(keys), 500):
-            clause, params = tx.expand("k", keys[i : i + 500])
+            clause, params = tx.among("ikey", "k", keys[i : i + 500], "text")
             rows = tx.all(
-                f"SELECT ikey FROM delivery_keys WHERE user_id = :u AND ikey IN {clause}",
-                {"u": user_id, **params},
+                f"SELECT ikey FROM delivery_keys WHERE user_id = :u AND {clause}", {"u": user_id, **params}
             )
             known.update((user_id, r[0]) for r in rows)
     return known
@@ -148,29 +158,18 @@ def _insert(tx: Tx, placed: list[Placed]) -> list[Change]:
                 if kws is None:
                     kws = kw_cache[p.user_id] = keywords.ensure(tx, p.user_id, p.item.keywords)
                 kw = kws.mask(p.item.keywords)
+            item = p.item
             rows.append(
-                {
-                    "m": mailbox_id,
-                    "u": p.uid,
-                    "s": modseq,
-                    "f": p.item.flag_bits,
-                    "k": kw,
-                    "z": p.item.body.size,
-                    "d": p.item.internal_date,
-                    "b": blob_ids[p.item.body.sha],
-                    "q": p.item.queue_id or None,
-                }
-            )
-            if p.item.queue_id:
-                pending.append({"m": mailbox_id, "u": p.uid, "q": p.item.queue_id, "t": p.item.trace_id})
+                (mailbox_id, p.uid, modseq, item.flag_bits, kw, item.body.size, item.internal_date,
+                 blob_ids[item.body.sha], item.queue_id or None)
+            )  # fmt: skip
+            if item.queue_id:
+                pending.append((mailbox_id, p.uid, item.queue_id, item.trace_id))
         changes.append(
             Change(group[0].user_id, mailbox_id, group[0].mailbox, "appended", [p.uid for p in group], modseq)
         )
-    tx.many(INSERT_MESSAGE, rows)
-    tx.many(
-        "INSERT INTO pending_retrievals (mailbox_id, uid, queue_id, trace_id) VALUES (:m, :u, :q, :t)",
-        pending,
-    )
+    tx.insert(*INSERT_MESSAGE, rows)
+    tx.insert(*INSERT_PENDING, pending)
     return changes
 
 

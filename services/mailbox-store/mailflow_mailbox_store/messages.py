@@ -25,6 +25,7 @@ from mailflow_mailbox_store.names import DELETED_BIT
 from mailflow_mailbox_store.parsing import Prepared
 from mailflow_mailbox_store.storage import (
     INSERT_MESSAGE,
+    INSERT_PENDING,
     Change,
     Usage,
     allocate,
@@ -256,9 +257,10 @@ def _remove(tx: Tx, user_id: int, row: folders.Row, uids: list[int], sizes: int,
             folders.release_bodies(tx, row.id, clause, params)
         tx.run(f"DELETE FROM messages WHERE mailbox_id = :m{clause}", {"m": row.id, **params})
         tx.run(f"DELETE FROM pending_retrievals WHERE mailbox_id = :m{clause}", {"m": row.id, **params})
-    tx.many(
-        "INSERT INTO expunged (mailbox_id, modseq, uid) VALUES (:m, :s, :u)",
-        [{"m": row.id, "s": modseq, "u": u} for u in uids],
+    tx.insert(
+        "INSERT INTO expunged (mailbox_id, modseq, uid)",
+        ("int4", "int8", "int8"),
+        [(row.id, modseq, u) for u in uids],
     )
     if release:
         tx.run(
@@ -306,10 +308,10 @@ def copy(
         usage.check(user_id, total)
     first, modseq = allocate(tx, dst.id, len(rows))
     new_uids = list(range(first, first + len(rows)))
-    tx.many(
-        INSERT_MESSAGE,
+    tx.insert(
+        *INSERT_MESSAGE,
         [
-            {"m": dst.id, "u": nu, "s": modseq, "f": f, "k": k, "z": z, "d": d, "b": b, "q": q}
+            (dst.id, nu, modseq, f, k, z, d, b, q)
             for nu, (_, f, k, z, d, b, q) in zip(new_uids, rows, strict=True)
         ],
     )
@@ -338,9 +340,9 @@ def _move_pending(tx: Tx, src: int, dst: int, mapping: dict[int, int]) -> None:
         f"SELECT uid, queue_id, trace_id FROM pending_retrievals WHERE mailbox_id = :m{clause}",
         {"m": src, **params},
     )
-    tx.many(
-        "INSERT INTO pending_retrievals (mailbox_id, uid, queue_id, trace_id) VALUES (:m, :u, :q, :t)",
-        [{"m": dst, "u": mapping[u], "q": q, "t": t} for u, q, t in rows if u in mapping],
+    tx.insert(
+        *INSERT_PENDING,
+        [(dst, mapping[u], q, t) for u, q, t in rows if u in mapping],
     )
 
 
@@ -354,11 +356,10 @@ def append(
     kws = keywords.ensure(tx, user_id, kw_names)
     blob_id = reference_blob(tx, body)
     uid, modseq = allocate(tx, row.id, 1)
-    tx.run(
-        INSERT_MESSAGE,
-        {"m": row.id, "u": uid, "s": modseq, "f": bits, "k": kws.mask(kw_names), "z": body.size, "d": internal_date,
-         "b": blob_id, "q": None},
-    )  # fmt: skip
+    tx.insert(
+        *INSERT_MESSAGE,
+        [(row.id, uid, modseq, bits, kws.mask(kw_names), body.size, internal_date, blob_id, None)],
+    )
     usage.flush()
     return (row.uidvalidity, uid), [Change(user_id, row.id, row.name, "appended", [uid], modseq)]
 

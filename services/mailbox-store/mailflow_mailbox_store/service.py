@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 
 from mailflow.contracts.messages import MailboxEvent, TraceEvent
 from mailflow.errors import Invalid
@@ -250,7 +249,3 @@ class StoreCore:
 
     async def delete_alias(self, address: str) -> None:
         await self.db.write(admin.delete_alias, address)
-
-
-def utc(ts: int | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)

@@ -4,7 +4,8 @@ A token is "<payload>.<mac>" in base64url: payload = JSON [user_id, expires (Uni
 mac = HMAC-SHA256(key, payload) truncated to 16 bytes. The key is the session_key setting or, by
 default, derived from the service token, so every store process accepts the tokens of the others.
 A bad, altered or expired token is refused (401); the store never trusts the user id from anywhere else.
-The session id is also the `origin` of the MailboxEvents the session causes, so it can skip its echo.
+The session id is also the `origin` of the MailboxEvents the session causes, so it can skip its echo
+(mailflow.store.client.session_origin reads it out of a token).
 """
 
 from __future__ import annotations
@@ -65,11 +66,3 @@ class Sessions:
         if not isinstance(user_id, int) or not isinstance(expires, int) or expires < time.time():
             return None
         return Session(user_id, str(sid), expires)
-
-
-def origin_of(token: str) -> str:
-    """The session id inside a token (not verified): what MailboxEvent.origin says for its changes."""
-    try:
-        return str(orjson.loads(_unb64(token.partition(".")[0]))[2])
-    except (ValueError, TypeError, IndexError):
-        return ""

@@ -53,26 +53,19 @@ def reference_blob(tx: Tx, p: Prepared, count: int = 1) -> int:
 
 
 def reference_blobs(tx: Tx, bodies: dict[bytes, tuple[Prepared, int]]) -> dict[bytes, int]:
-    """Blob ids of many bodies (sha256 -> (prepared, references to add)) in two statements: an upsert
-    (new bodies get the locator the writer stored them at; known ones gain references) and a lookup."""
-    tx.many(
-        "INSERT INTO blobs (sha256, size, locator, refs, parsed, sent_day) VALUES (:s, :z, :l, :n, :p, :d)"
-        " ON CONFLICT (sha256) DO UPDATE SET refs = blobs.refs + excluded.refs",
-        [
-            {"s": sha, "z": p.size, "l": tx.new_blobs.get(sha, ""), "n": n, "p": p.parsed, "d": p.sent_day}
-            for sha, (p, n) in bodies.items()
-        ],
+    """Blob ids of many bodies (sha256 -> (prepared, references to add)) in one upsert: new bodies get
+    the locator the writer stored them at, known ones gain references."""
+    rows = tx.insert(
+        "INSERT INTO blobs (sha256, size, locator, refs, parsed, sent_day)",
+        ("bytea", "int8", "text", "int4", "bytea", "int4"),
+        [(sha, p.size, tx.new_blobs.get(sha, ""), n, p.parsed, p.sent_day) for sha, (p, n) in bodies.items()],
+        " ON CONFLICT (sha256) DO UPDATE SET refs = blobs.refs + excluded.refs RETURNING id, sha256, locator",
     )
     ids: dict[bytes, int] = {}
-    shas = list(bodies)
-    for i in range(0, len(shas), 500):
-        clause, params = tx.expand("s", shas[i : i + 500])
-        for bid, sha, locator in tx.all(
-            f"SELECT id, sha256, locator FROM blobs WHERE sha256 IN {clause}", params
-        ):
-            if not locator:  # known when the group began, removed by another store process since: retry later
-                raise ServiceUnavailable("body vanished while being stored")
-            ids[bytes(sha)] = bid
+    for bid, sha, locator in rows:
+        if not locator:  # known when the group began, removed by another store process since: retry later
+            raise ServiceUnavailable("body vanished while being stored")
+        ids[bytes(sha)] = bid
     return ids
 
 
@@ -114,7 +107,12 @@ class Usage:
         self.users.clear()
 
 
+# Tx.insert(*INSERT_MESSAGE, rows): (mailbox_id, uid, modseq, flags, keywords, size, internal_date, blob_id, queue_id)
 INSERT_MESSAGE = (
-    "INSERT INTO messages (mailbox_id, uid, modseq, flags, keywords, size, internal_date, blob_id, queue_id)"
-    " VALUES (:m, :u, :s, :f, :k, :z, :d, :b, :q)"
+    "INSERT INTO messages (mailbox_id, uid, modseq, flags, keywords, size, internal_date, blob_id, queue_id)",
+    ("int4", "int8", "int8", "int4", "int8", "int8", "int8", "int8", "text"),
+)
+INSERT_PENDING = (
+    "INSERT INTO pending_retrievals (mailbox_id, uid, queue_id, trace_id)",
+    ("int4", "int8", "text", "text"),
 )
