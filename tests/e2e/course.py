@@ -136,9 +136,9 @@ def start_course(tmp_path_factory, **daum_env) -> tuple[ExitStack, Course]:
         st = Stack(tmp_path_factory.mktemp(name), ports[name], env=env, hostname=f"mx.{name}.test")
         es.callback(st.stop)
         st.start()
-        domain = f"{name}.test"
-        st.cli("domain", "add", domain)
         user, pw = USERS[name]
-        st.cli("user", "add", user, "--password", pw)
+        with httpx.Client(base_url=st.http_url("mailbox-store"), headers={ADMIN_TOKEN_HEADER: st.admin_token}, timeout=30) as c:
+            c.post("/admin/domains", json={"name": f"{name}.test"}).raise_for_status()  # = mailflow domain add
+            c.post("/admin/users", json={"address": user, "password": pw}).raise_for_status()  # = mailflow user add
         stacks[name] = st
     return es, Course(dns, stacks["daum"], stacks["naver"])

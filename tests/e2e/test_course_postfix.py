@@ -20,7 +20,10 @@ from tests.support import wait_for
 
 A, A_PW = USERS["daum"]
 
-pytestmark = pytest.mark.skipif(not postfix.available(), reason="needs root and Debian's postfix (apt-get install postfix)")
+pytestmark = [
+    pytest.mark.slow,  # a real-program suite: two stacks and a Postfix
+    pytest.mark.skipif(not postfix.available(), reason="needs root and Debian's postfix (apt-get install postfix)"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from nats.js import JetStreamContext
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import TRACE_HEADER, DeliveryJob, DeliveryResult, TraceEvent
 from mailflow.jspub import BatchPublisher
+from mailflow.quickstop import QuickStop
 from mailflow.worker import Done, Outcome, Retry, Worker, backoff
 from mailflow_delivery.routing import Deliveries
 
@@ -40,7 +41,7 @@ async def publish(pub: BatchPublisher, results: list[DeliveryResult], traces: li
         log.warning("trace events lost", extra={"count": lost})
 
 
-class DeliveryWorker(Worker[DeliveryJob]):
+class DeliveryWorker(QuickStop, Worker[DeliveryJob]):
     stream, durable, model = "JOBS", "delivery", DeliveryJob
 
     def __init__(self, nc, js: JetStreamContext, deliveries: Deliveries, batch: int = 128):

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from mailflow import log as mlog
 from mailflow.contracts.messages import DeliveryResult, QueuedMessage, TraceEvent
+from mailflow.quickstop import QuickStop
 from mailflow.worker import Done, Outcome, Retry, Worker, backoff
 from mailflow_queue import ledger, metrics
 from mailflow_queue.db import Database
@@ -24,7 +25,7 @@ from mailflow_queue.outbox import Outbox
 log = logging.getLogger(__name__)
 
 
-class Intake(Worker[QueuedMessage]):
+class Intake(QuickStop, Worker[QueuedMessage]):
     stream, durable, model = "MAIL", "queue", QueuedMessage
 
     def __init__(self, nc, js, db: Database, outbox: Outbox, policy: ledger.Policy, clock: Callable[[], float] = time.time, batch: int = 256):
@@ -65,7 +66,7 @@ class Intake(Worker[QueuedMessage]):
         return [Done() for _ in items]
 
 
-class Results(Worker[DeliveryResult]):
+class Results(QuickStop, Worker[DeliveryResult]):
     stream, durable, model = "RESULTS", "queue-results", DeliveryResult
 
     def __init__(self, nc, js, db: Database, policy: ledger.Policy, on_change: Callable[[], None], clock: Callable[[], float] = time.time, batch: int = 256):
