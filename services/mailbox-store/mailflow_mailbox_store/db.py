@@ -87,7 +87,9 @@ class Tx:
             return []
         returning = "RETURNING" in tail
         if self.postgres:
-            cols = ", ".join(f"%b::{t}[]" for t in types)  # binary arrays: text bytea arrays are slow to build
+            cols = ", ".join(
+                f"%b::{t}[]" for t in types
+            )  # binary arrays: text bytea arrays are slow to build
             self.cur.execute(
                 f"{head} SELECT * FROM unnest({cols}){tail}", [list(c) for c in zip(*rows, strict=True)]
             )

@@ -145,7 +145,7 @@ class DeliveryKey(Base):
     __tablename__ = "delivery_keys"
     user_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     ikey: Mapped[str] = mapped_column(String(512), primary_key=True)
-    created_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)  # no index (migration 0002): the purge scans
     __table_args__ = ({"sqlite_with_rowid": False},)
 
 
