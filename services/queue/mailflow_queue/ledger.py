@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -102,10 +103,14 @@ def _job(qm: QueuedMessage, rc: Rcpt, attempt: int) -> DeliveryJob:
     )
 
 
-def record(s: Session, msgs: list[QueuedMessage], now: float, p: Policy) -> Recorded:
+def record(
+    s: Session, msgs: list[QueuedMessage], now: float, p: Policy, planned: Callable[[Recorded], None] | None = None
+) -> Recorded:
     """Record new messages with every recipient in flight (attempt 1) and return their jobs. A message
     known already returns the jobs of its recipients still in flight, to publish again.
-    Plain multi-row INSERTs (no ORM unit of work): this is the hot path."""
+    Plain multi-row INSERTs (no ORM unit of work): this is the hot path. `planned` is called with the
+    result once the rows are written but before the commit, so the caller can publish the jobs while
+    the commit's fsync runs (see workers.Intake)."""
     qids = list(dict.fromkeys(m.queue_id for m in msgs))
     known = set(s.scalars(sa.select(Message.queue_id).where(Message.queue_id.in_(qids))))
     out = Recorded([], [], [])
@@ -172,6 +177,8 @@ def record(s: Session, msgs: list[QueuedMessage], now: float, p: Policy) -> Reco
             .where(Message.queue_id.in_(out.duplicates), Recipient.state == INFLIGHT)
         ).all()
         out.jobs += [job_for(m, r) for m, r in rows]
+    if planned is not None:
+        planned(out)
     return out
 
 
@@ -183,6 +190,7 @@ class Applied:
     counts: dict[str, int]
     notices: int  # DSNs to make (see pending_notices)
     done: int  # messages now final
+    unknown: list[int] = field(default_factory=list)  # indexes of results whose message is not recorded (yet)
 
 
 @dataclass
@@ -211,9 +219,13 @@ def apply_results(s: Session, results: list[DeliveryResult], now: float, p: Poli
     bounced: dict[str, list[_Row]] = defaultdict(list)
     delivered: dict[str, list[_Row]] = defaultdict(list)
     updates: dict[int, dict] = {}
-    for res in results:
+    unknown: list[int] = []
+    for n, res in enumerate(results):
+        if res.queue_id not in msgs:
+            unknown.append(n)  # not committed yet (intake publishes jobs while it commits), or deleted
+            continue
         r = rows.get((res.queue_id, res.rcpt.lower()))
-        if r is None or res.queue_id not in msgs or r.state in FINAL:
+        if r is None or r.state in FINAL:
             counts["stale"] += 1  # deleted meanwhile, or an old attempt's answer
             continue
         if res.outcome == "deferred" and r.state == INFLIGHT and res.attempt < r.attempts:
@@ -265,7 +277,7 @@ def apply_results(s: Session, results: list[DeliveryResult], now: float, p: Poli
     for qid, rs in delivered.items():
         notices += _notice(s, qid, msgs[qid][0], [r.id for r in rs if wants(r.notify, "SUCCESS")], "success", now)
     done = _mark_done(s, set(bounced) | set(delivered), now)
-    return Applied(dict(counts), notices, done)
+    return Applied(dict(counts), notices, done, unknown)
 
 
 def _notice(s: Session, queue_id: str, mail_from: str, recipient_ids: list[int], kind: str, now: float) -> int:

@@ -24,6 +24,8 @@ from mailflow_queue.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
+UNKNOWN_TRIES = 40  # x 50 ms: how long a result may wait for its message's intake commit
+
 
 class Intake(QuickStop, Worker[QueuedMessage]):
     stream, durable, model = "MAIL", "queue", QueuedMessage
@@ -34,27 +36,47 @@ class Intake(QuickStop, Worker[QueuedMessage]):
         self.batch = batch
 
     async def handle_batch(self, items: list[tuple[QueuedMessage, int]]) -> list[Outcome]:
+        """Write the rows, publish the jobs while the commit's fsync runs, ack when both are done."""
         started = time.perf_counter()
         msgs = [m for m, _ in items]
+        by_id = {m.queue_id: m for m in msgs}
+        loop = asyncio.get_running_loop()
+        planned: asyncio.Future[ledger.Recorded] = loop.create_future()
+
+        def on_planned(rec: ledger.Recorded) -> None:  # in the database thread, before the commit
+            loop.call_soon_threadsafe(lambda: planned.done() or planned.set_result(rec))
+
+        commit = asyncio.ensure_future(self.db.run(ledger.record, msgs, self.clock(), self.policy, on_planned))
+        publish = None
         try:
-            rec = await self.db.run(ledger.record, msgs, self.clock(), self.policy)
-            took = (time.perf_counter() - started) * 1000
-            by_id = {m.queue_id: m for m in msgs}
-            traces = [
-                TraceEvent(
-                    queue_id=q,
-                    trace_id=by_id[q].trace_id,
-                    step="queue",
-                    service="queue",
-                    duration_ms=took,
-                    detail=f"recorded, {len(by_id[q].rcpt_to)} recipient(s)",
-                )
-                for q in rec.new
-            ]
-            await self.outbox.publish(rec.jobs, traces)
+            await asyncio.wait({planned, commit}, return_when=asyncio.FIRST_COMPLETED)
+            if planned.done():
+                rec = planned.result()
+                took = (time.perf_counter() - started) * 1000
+                traces = [
+                    TraceEvent(
+                        queue_id=q,
+                        trace_id=by_id[q].trace_id,
+                        step="queue",
+                        service="queue",
+                        duration_ms=took,
+                        detail=f"recorded, {len(by_id[q].rcpt_to)} recipient(s)",
+                    )
+                    for q in rec.new
+                ]
+                publish = asyncio.ensure_future(self.outbox.publish(rec.jobs, traces))
+            rec = await commit  # raises if the transaction failed
+            if publish is not None:
+                await publish
         except Exception:
             log.exception("intake batch failed; will retry", extra={"messages": len(items)})
+            for task in (commit, publish):
+                if task is not None and not task.done():
+                    task.cancel()
             return [Retry(backoff(a)) for _, a in items]
+        finally:
+            if not planned.done():
+                planned.cancel()
         metrics.MESSAGES.labels("recorded").inc(len(rec.new))
         metrics.MESSAGES.labels("duplicate").inc(len(rec.duplicates))
         metrics.JOBS.labels("first").inc(len(rec.jobs))
@@ -85,12 +107,24 @@ class Results(QuickStop, Worker[DeliveryResult]):
         for outcome, n in applied.counts.items():
             metrics.RESULTS.labels(outcome).inc(n)
         metrics.BATCH_SECONDS.labels("results").observe(time.perf_counter() - started)
-        for r in results:
-            with mlog.context(queue_id=r.queue_id, trace_id=r.trace_id or None):
-                log.info(r.outcome, extra={"rcpt": r.rcpt, "status": r.status, "attempt": r.attempt})
+        unknown = set(applied.unknown)
+        for n, r in enumerate(results):
+            if n not in unknown:
+                with mlog.context(queue_id=r.queue_id, trace_id=r.trace_id or None):
+                    log.info(r.outcome, extra={"rcpt": r.rcpt, "status": r.status, "attempt": r.attempt})
         if applied.notices:  # DSNs go out at once; finished bodies wait for the next regular tick
             self.on_change()
-        return [Done() for _ in items]
+        # A result may overtake the commit of its message (intake publishes jobs while committing):
+        # ask for it again shortly; after UNKNOWN_TRIES deliveries the message is taken as deleted.
+        out: list[Outcome] = []
+        for n, (_, delivered) in enumerate(items):
+            if n in unknown and delivered < UNKNOWN_TRIES:
+                out.append(Retry(0.05))
+            else:
+                if n in unknown:
+                    metrics.RESULTS.labels("stale").inc()
+                out.append(Done())
+        return out
 
 
 async def run_all(workers: list[Worker], stop: asyncio.Event) -> None:

@@ -144,3 +144,25 @@ async def test_delay_notice_once_and_success_notice_on_request(parts):
     await parts.scheduler.tick()
     kinds = parts.db.call(lambda s: sorted((n.kind, n.sent) for n in s.scalars(sa.select(db.Notice))))
     assert kinds == [("delay", True), ("success", True)]
+
+
+async def test_a_result_that_overtakes_its_message_is_applied_once_recorded(parts):
+    import asyncio
+
+    await answer(parts, "Q7", "z@naver.test", "delivered", "2.0.0")  # before intake committed Q7
+    stop = asyncio.Event()
+    task = asyncio.create_task(parts.results.run(stop))
+    try:
+        await asyncio.sleep(0.3)  # the result is asked for again and again meanwhile
+        await submit(parts, "Q7", ["z@naver.test"])
+        await parts.intake.run_until_idle()
+
+        async def delivered():
+            return rows(parts, "Q7") == {"z@naver.test": ("delivered", 1, "2.0.0")}
+
+        from tests.support import await_for
+
+        await await_for(delivered, timeout=5, what="result applied after the commit")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
