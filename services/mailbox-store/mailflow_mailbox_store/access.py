@@ -47,9 +47,15 @@ class Selection:
 
 
 class Store(StoreCore):
-    def __init__(self, *args, listing_cache_bytes: int = 128 * 1024 * 1024, **kw):
+    def __init__(
+        self,
+        *args,
+        listing_cache_bytes: int = 128 * 1024 * 1024,
+        listing_cache_min_messages: int = 2_000,
+        **kw,
+    ):
         super().__init__(*args, **kw)
-        self.listings = ListingCache(listing_cache_bytes)
+        self.listings = ListingCache(listing_cache_bytes, listing_cache_min_messages)
         self._background: set[asyncio.Task] = set()
 
     async def close(self) -> None:

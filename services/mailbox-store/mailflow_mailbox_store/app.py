@@ -54,6 +54,7 @@ async def open_store(settings: Settings, publisher: Publisher) -> Store:
         max_message_bytes=settings.max_message_bytes,
         pop3_lock_ttl=settings.pop3_lock_ttl,
         listing_cache_bytes=settings.listing_cache_bytes,
+        listing_cache_min_messages=settings.listing_cache_min_messages,
     )
 
 

@@ -38,6 +38,7 @@ class Listing:
     modseqs: array  # 'q'
     unseen: int
     size: int
+    combos: list[int]  # the column value (flags + keywords * 32) of each flag set
 
     @property
     def nbytes(self) -> int:
@@ -73,8 +74,68 @@ def build(key: tuple, rows: list[tuple], size: int, kws: Keywords) -> Listing:
     index = array("H" if len(position) < 65_536 else "I", map(position.__getitem__, combined))
     return Listing(
         key, mailbox_id, uidvalidity, uidnext, highestmodseq,
-        array("I", uids), index, flagsets, array("q", modseqs), unseen, size,
+        array("I", uids), index, flagsets, array("q", modseqs), unseen, size, list(position),
     )  # fmt: skip
+
+
+def refresh(
+    old: Listing, key: tuple, changed: list[tuple], gone: list[int], size: int | None, kws: Keywords
+) -> Listing | None:
+    """The listing of a later state of the same mailbox, from the old one and what changed since its
+    HIGHESTMODSEQ: changed = (uid, flags + keywords*32, modseq, size) of new or re-flagged messages,
+    gone = UIDs expunged since, size = the new total when messages went (else computed here).
+    None when a rebuild is the better (or the only) way."""
+    if key[:3] != old.key[:3] or len(changed) + len(gone) > max(256, len(old.uids) // 4):
+        return None
+    uids, modseqs = array("I", old.uids), array("q", old.modseqs)
+    index = array(old.index.typecode, old.index)
+    combos, flagsets = list(old.combos), list(old.flagsets)
+    position = {c: i for i, c in enumerate(combos)}
+    if gone:
+        dead = set(gone)
+        keep = [i for i, u in enumerate(uids) if u not in dead]
+        uids = array("I", (uids[i] for i in keep))
+        modseqs = array("q", (modseqs[i] for i in keep))
+        index = array(index.typecode, (index[i] for i in keep))
+    added = 0
+    for uid, combined, modseq, msize in changed:
+        at = position.get(combined)
+        if at is None:
+            at = position[combined] = len(combos)
+            combos.append(combined)
+            flagsets.append(
+                sorted(kws.flags(combined & ((1 << KEYWORD_SHIFT) - 1), combined >> KEYWORD_SHIFT))
+            )
+            if index.typecode == "H" and at >= 65_536:
+                return None
+        i = bisect_left(uids, uid)
+        if i < len(uids) and uids[i] == uid:
+            index[i], modseqs[i] = at, modseq
+        elif i == len(uids):  # a new message: UIDs only grow, so it goes at the end
+            uids.append(uid)
+            index.append(at)
+            modseqs.append(modseq)
+            added += msize
+        else:
+            return None
+    if size is None:
+        size = old.size + added
+    unseen = sum(n for at, n in Counter(index).items() if not combos[at] & SEEN_BIT)
+    _, mailbox_id, uidvalidity, uidnext, highestmodseq = key
+    return Listing(
+        key,
+        mailbox_id,
+        uidvalidity,
+        uidnext,
+        highestmodseq,
+        uids,
+        index,
+        flagsets,
+        modseqs,
+        unseen,
+        size,
+        combos,
+    )
 
 
 class ListingCache:
@@ -84,6 +145,11 @@ class ListingCache:
         self._items: OrderedDict[int, Listing] = OrderedDict()  # mailbox id -> its latest listing
         self._bytes = 0
         self._lock = threading.Lock()
+
+    def latest(self, mailbox_id: int) -> Listing | None:
+        """Whatever listing is kept for this mailbox, current or not (for refresh)."""
+        with self._lock:
+            return self._items.get(mailbox_id)
 
     def get(self, key: tuple) -> Listing | None:
         with self._lock:

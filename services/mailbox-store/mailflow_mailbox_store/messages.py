@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from mailflow.errors import Conflict, Invalid
 from mailflow.store.api import CopyResult, MailboxStatus
 
-from mailflow_mailbox_store import folders, keywords, names
+from mailflow_mailbox_store import folders, keywords, metrics, names
 from mailflow_mailbox_store.db import Tx
-from mailflow_mailbox_store.listings import KEYWORD_SHIFT, Listing, ListingCache, build, key_of
+from mailflow_mailbox_store.listings import KEYWORD_SHIFT, Listing, ListingCache, build, key_of, refresh
 from mailflow_mailbox_store.names import DELETED_BIT
 from mailflow_mailbox_store.parsing import Prepared
 from mailflow_mailbox_store.storage import (
@@ -71,7 +71,11 @@ def listing(
     key = key_of(user_id, row.id, row.uidvalidity, row.uidnext, row.highestmodseq)
     kws = keywords.load(tx, user_id)
     lst = cache.get(key) if cache is not None else None
+    how = "kept"
+    if lst is None and cache is not None:
+        lst, how = _refreshed(tx, cache, row, key, kws), "refreshed"
     if lst is None:
+        how = "scanned"
         rows = tx.all(
             f"SELECT uid, flags + keywords * {1 << KEYWORD_SHIFT}, modseq FROM messages WHERE mailbox_id = :m ORDER BY uid",
             {"m": row.id},
@@ -80,7 +84,31 @@ def listing(
         lst = build(key, rows, int(size), kws)
         if cache is not None:
             cache.put(lst)
+    metrics.LISTINGS.labels(how).inc()
     return lst, row, kws.full
+
+
+def _refreshed(tx: Tx, cache: ListingCache, row: folders.Row, key: tuple, kws) -> Listing | None:
+    """The cached listing of an earlier state brought up to date with what changed since (or None)."""
+    old = cache.latest(row.id)
+    if old is None or old.key[:3] != key[:3] or old.highestmodseq > row.highestmodseq:
+        return None
+    p = {"m": row.id, "s": old.highestmodseq}
+    changed = tx.all(
+        f"SELECT uid, flags + keywords * {1 << KEYWORD_SHIFT}, modseq, size FROM messages"
+        " WHERE mailbox_id = :m AND modseq > :s ORDER BY uid",
+        p,
+    )
+    gone = [r[0] for r in tx.all("SELECT uid FROM expunged WHERE mailbox_id = :m AND modseq > :s", p)]
+    size = None
+    if gone:
+        size = int(
+            tx.value("SELECT COALESCE(SUM(size), 0) FROM messages WHERE mailbox_id = :m", {"m": row.id})
+        )
+    lst = refresh(old, key, changed, gone, size, kws)
+    if lst is not None:
+        cache.put(lst)
+    return lst
 
 
 def claim_recent(tx: Tx, user_id: int, mailbox_id: int, seen_from: int, upto: int) -> bool:

@@ -44,4 +44,9 @@ MAINTENANCE = Counter(
     "Things removed by maintenance (keys, blobs, segments, locks)",
     ["what"],
 )
+LISTINGS = Counter(
+    "mailflow_mailbox_store_listings_total",
+    "SELECT listings by how they were made (kept: from memory, refreshed: kept + changes, scanned)",
+    ["how"],
+)
 SEGMENT_BYTES = Gauge("mailflow_mailbox_store_segment_bytes", "Bytes in blob segment files")

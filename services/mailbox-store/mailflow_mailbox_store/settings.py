@@ -43,6 +43,6 @@ class Settings(ServiceSettings):
     delivery_key_days: int = 30  # idempotency keys older than this are forgotten
     maintenance_interval: float = 300.0  # seconds between clean-ups (old keys, unreferenced blobs, segments)
     max_batch_items: int = 1_000  # items in one deliver or fetch call
-    listing_cache_bytes: int = (
-        128 * 1024 * 1024
-    )  # SELECT listings of big mailboxes kept in memory (per process)
+    # SELECT listings of big mailboxes kept in memory (per process); smaller ones are scanned every time.
+    listing_cache_bytes: int = 128 * 1024 * 1024
+    listing_cache_min_messages: int = 2_000

@@ -41,6 +41,7 @@ def make_settings(tmp_path, db_url: str, **kw) -> Settings:
         argon2_memory_kib=1024,
         argon2_parallelism=1,
         maintenance_interval=3600,
+        listing_cache_min_messages=1,  # every SELECT goes through the listing cache and its refresh
     )
     values.update(kw)
     return Settings(**values)

@@ -155,3 +155,42 @@ async def test_status_and_select(client, people):
         await client.select(alice, "Nope")
     empty = await client.select(alice, "Trash")
     assert empty.uids == [] and empty.status.messages == 0 and empty.permanent_keywords
+
+
+async def test_kept_listings_stay_exact_through_every_kind_of_change(client, people, service):
+    alice, _ = people
+    for i in range(30):
+        await client.append(alice, "INBOX", message(f"m{i}"))
+    await client.create_mailbox(alice, "Other")
+    for i in range(3):
+        await client.append(alice, "Other", message(f"o{i}"))
+    mb = (await client.status(alice, "INBOX")).id
+    other = (await client.status(alice, "Other")).id
+
+    async def check():
+        kept = await client.select(alice, "INBOX", claim_recent=False)
+        service.store.listings._items.clear()
+        fresh = await client.select(alice, "INBOX", claim_recent=False)
+        assert (kept.uids, kept.flags, kept.modseqs) == (fresh.uids, fresh.flags, fresh.modseqs)
+        assert kept.status == fresh.status
+
+    await check()
+    await client.select(alice, "INBOX", claim_recent=False)  # kept again
+    steps = [
+        lambda: client.store_flags(alice, mb, [1, 5, 9], "add", frozenset({"\\Seen", "$Work"})),
+        lambda: client.append(alice, "INBOX", message("new one")),
+        lambda: client.store_flags(alice, mb, list(range(1, 31, 2)), "add", frozenset({"\\Deleted"})),
+        lambda: client.expunge(alice, mb, [1, 3, 5, 7]),
+        lambda: client.copy(alice, other, [1, 2, 3], "INBOX"),
+        lambda: client.move(alice, mb, [10, 12], "Other"),
+        lambda: client.store_flags(alice, mb, [2, 4, 6], "replace", frozenset({"$Other", "\\Flagged"})),
+        lambda: client.expunge(alice, mb),
+    ]
+    from mailflow_mailbox_store import metrics
+
+    refreshed = metrics.LISTINGS.labels("refreshed")._value.get()
+    for step in steps:
+        await step()
+        await check()
+        await client.select(alice, "INBOX", claim_recent=False)  # keep the fresh one for the next step
+    assert metrics.LISTINGS.labels("refreshed")._value.get() - refreshed == len(steps)
