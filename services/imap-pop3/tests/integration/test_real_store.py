@@ -72,6 +72,13 @@ def test_imap_over_the_real_store(srv):
     assert data == [b"1"]
     typ, data = m.fetch("1", "(UID FLAGS RFC822.SIZE ENVELOPE BODYSTRUCTURE BODY.PEEK[])")
     assert data[0][1] == raw and b"RFC822.SIZE %d" % len(raw) in data[0][0]
+    typ, data = m.fetch("1", "(BODY.PEEK[HEADER.FIELDS (Subject)] BODY.PEEK[1] RFC822.HEADER)")
+    assert data[0][1] == b"Subject: over the store\r\n\r\n"
+    assert data[1][1] == b"Hello through REST.\r\n"
+    assert data[2][1] == raw[: raw.index(b"\r\n\r\n") + 4]
+    typ, data = m.fetch("1", "(BODY[TEXT]<6.7>)")
+    assert data[0][1] == b"through" and b"\\Seen" in data[0][0] + data[1]
+    assert m.store("1", "-FLAGS", "(\\Seen)")[0] == "OK"
     assert m.search(None, "SUBJECT", '"over the store"')[1] == [b"1"]
     assert m.search(None, "BODY", "REST")[1] == [b"1"]
     assert m.store("1", "+FLAGS", "(\\Flagged)")[0] == "OK"

@@ -226,5 +226,5 @@ def test_junk_gets_bad_never_a_fault_or_a_dropped_connection(srv):
         reply = c.until(tag.decode())[-1]
         assert reply.split()[1] in (b"OK", b"NO", b"BAD"), reply
         assert b"SERVERBUG" not in reply and b"Internal" not in reply, (line, reply)
-        c.cmd("k%d" % n, "NOOP")  # a BAD budget of 20 in a row is never reached this way
+        c.cmd(f"k{n}", "NOOP")  # a BAD budget of 20 in a row is never reached this way
     assert c.cmd("z", "NOOP")[-1] == b"z OK NOOP completed"

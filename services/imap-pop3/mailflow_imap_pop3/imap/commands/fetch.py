@@ -36,55 +36,78 @@ _BODIES = metrics.MESSAGES.labels("imap")
 _BODY_BYTES = metrics.BYTES.labels("imap")
 
 
-class Plan:
-    """What a FETCH needs from the store, worked out once per command."""
+def _section_of(att: FetchAtt) -> Section | None:
+    return _RAW_NAMES[att.name][1] if att.name in _RAW_NAMES else att.section
 
-    def __init__(self, atts: tuple[FetchAtt, ...], readonly: bool):
+
+class Plan:
+    """What a FETCH needs from the store, worked out once per command. With a store that cuts sections
+    itself (StoreClient.fetch_sections), headers and parts travel alone instead of whole bodies."""
+
+    def __init__(self, atts: tuple[FetchAtt, ...], readonly: bool, cuts_sections: bool = False):
         self.atts = atts
+        sections = [sec for a in atts if (sec := _section_of(a)) is not None]
+        whole = any(not sec.part and not sec.text for sec in sections)
+        self.specs: tuple[str, ...] = ()
+        if cuts_sections and sections and not whole:
+            self.specs = tuple(dict.fromkeys(sec.spec() for sec in sections))
         self.meta = any(a.name in _META for a in atts)
-        self.parsed = any(
-            a.name in _PARSED
-            or (a.section is not None and (a.section.part or a.section.text))
-            or a.name in ("RFC822.HEADER", "RFC822.TEXT")
-            for a in atts
+        self.parsed = any(a.name in _PARSED for a in atts) or (
+            not self.specs and any(sec.part or sec.text for sec in sections)
         )
-        self.raw = any(a.section is not None or a.name in _RAW_NAMES for a in atts)
+        self.raw = bool(sections) and not self.specs
         self.sets_seen = not readonly and any(
             (a.section is not None and not a.peek) or a.name in _SETS_SEEN for a in atts
         )
-        self.flags = any(a.name == "FLAGS" for a in atts)
+        self.store_calls = self.meta or self.parsed or self.raw or bool(self.specs)
 
 
-async def _load(s: Session, plan: Plan, uids: list[int]):
-    p, mid = s.principal, s.view.mailbox_id
+class Loaded:
+    __slots__ = ("metas", "parsed", "raws", "sections")
+
+    def __init__(self, metas=None, parsed=None, raws=None, sections=None):
+        self.metas: dict | None = metas  # uid -> MessageMeta
+        self.parsed: dict | None = parsed  # uid -> mime JSON
+        self.raws: dict | None = raws  # uid -> whole message
+        self.sections: dict | None = sections  # spec -> uid -> section bytes
+
+
+async def _load(s: Session, plan: Plan, uids: list[int]) -> Loaded:
+    p, mid, store = s.principal, s.view.mailbox_id, s.store
     calls = []
     if plan.meta:
-        calls.append(s.store.fetch_meta(p, mid, uids))
+        calls.append(store.fetch_meta(p, mid, uids))
     if plan.parsed:
-        calls.append(s.store.fetch_parsed(p, mid, uids))
+        calls.append(store.fetch_parsed(p, mid, uids))
     if plan.raw:
-        calls.append(s.store.fetch_bodies(p, mid, uids))
-    results = list(await asyncio.gather(*calls)) if len(calls) > 1 else [await calls[0]] if calls else []
-    metas = {m.uid: m for m in results.pop(0)} if plan.meta else None
-    parsed = results.pop(0) if plan.parsed else None
-    raws = results.pop(0) if plan.raw else None
-    return metas, parsed, raws
+        calls.append(store.fetch_bodies(p, mid, uids))
+    for spec in plan.specs:
+        calls.append(store.fetch_sections(p, mid, uids, spec))
+    results = list(await asyncio.gather(*calls)) if len(calls) > 1 else [await calls[0]]
+    out = Loaded()
+    if plan.meta:
+        out.metas = {m.uid: m for m in results.pop(0)}
+    if plan.parsed:
+        out.parsed = results.pop(0)
+    if plan.raw:
+        out.raws = results.pop(0)
+    if plan.specs:
+        out.sections = dict(zip(plan.specs, results, strict=True))
+    return out
 
 
-def _section_bytes(raw: bytes, parsed: mime.ParsedMessage | None, section: Section) -> bytes:
-    if not section.part and not section.text:
-        return raw
-    return mime.section(raw, parsed, section.spec())
-
-
-def _body_item(att: FetchAtt, raw: bytes, parsed: mime.ParsedMessage | None) -> tuple[bytes, bytes]:
+def _body_item(att: FetchAtt, u: int, raw: bytes | None, parsed, loaded: Loaded) -> tuple[bytes, bytes]:
     """(label and literal length, data) of a body item, kept apart so the data is never copied here."""
+    section = _section_of(att)
+    if loaded.sections is not None:
+        data = loaded.sections[section.spec()][u]
+    elif not section.part and not section.text:
+        data = raw
+    else:
+        data = mime.section(raw, parsed, section.spec())
     if att.name in _RAW_NAMES:
-        label, section = _RAW_NAMES[att.name]
-        data = _section_bytes(raw, parsed, section)
-        return label + b" {%d}\r\n" % len(data), data
-    data = _section_bytes(raw, parsed, att.section)
-    label = b"BODY[" + att.section.spec().encode() + b"]"
+        return _RAW_NAMES[att.name][0] + b" {%d}\r\n" % len(data), data
+    label = b"BODY[" + section.spec().encode() + b"]"
     if att.partial is not None:
         offset, count = att.partial
         data = data[offset : offset + count]
@@ -105,15 +128,15 @@ async def _fetch(s: Session, cmd: Command, uid: bool) -> Reply | None:
     indexes = s.targets(args.seqset, uid)
     if args.changed_since is not None:
         indexes = [i for i in indexes if view.modseqs[i] > args.changed_since]
-    plan = Plan(atts, view.readonly)
+    plan = Plan(atts, view.readonly, hasattr(s.store, "fetch_sections"))
     batch = max(1, s.ctx.settings.fetch_batch)
     missing = False
     chunks = [indexes[k : k + batch] for k in range(0, len(indexes), batch)]
-    needs_store = plan.meta or plan.parsed or plan.raw
+    needs_store = plan.store_calls
     pending: asyncio.Future | None = None
     try:
         for n, chunk in enumerate(chunks):
-            loaded = (None, None, None)
+            loaded = Loaded()
             if needs_store:
                 loaded = await (
                     pending if pending is not None else _load(s, plan, [view.uids[i] for i in chunk])
@@ -132,15 +155,18 @@ async def _fetch(s: Session, cmd: Command, uid: bool) -> Reply | None:
     return None
 
 
-async def _write_batch(s: Session, plan: Plan, chunk: list[int], loaded) -> bool:
+async def _write_batch(s: Session, plan: Plan, chunk: list[int], loaded: Loaded) -> bool:
     view = s.view
-    metas, parsed_json, raws = loaded
+    metas, parsed_json, raws = loaded.metas, loaded.parsed, loaded.raws
     missing = False
     seen_now: set[int] = set()
     if plan.sets_seen:
         unseen = [view.uids[i] for i in chunk if SEEN not in view.flags[i]]
         if raws is not None:
             unseen = [u for u in unseen if u in raws]
+        elif loaded.sections is not None:
+            first = next(iter(loaded.sections.values()))
+            unseen = [u for u in unseen if u in first]
         if unseen:
             res = await s.store.store_flags(s.principal, view.mailbox_id, unseen, "add", frozenset({SEEN}))
             view.update_flags(res.updated)
@@ -166,6 +192,9 @@ async def _write_batch(s: Session, plan: Plan, chunk: list[int], loaded) -> bool
                 missing = True
                 continue
             parsed = mime.from_json(pj)
+        if loaded.sections is not None and any(u not in cut for cut in loaded.sections.values()):
+            missing = True
+            continue
         small: list[bytes] = []  # items up to the next literal, joined by spaces
         lead = b"* %d FETCH (" % (i + 1)  # what the next run of items starts with
         flags_done = False
@@ -189,7 +218,7 @@ async def _write_batch(s: Session, plan: Plan, chunk: list[int], loaded) -> bool
             elif name == "BODY":
                 small.append(b"BODY " + rsp.body_structure(parsed.body, False))
             else:
-                head, data = _body_item(att, raw, parsed)
+                head, data = _body_item(att, u, raw, parsed, loaded)
                 small.append(head)
                 # the literal's data ends this run of items; the next item starts after a space
                 piece = lead + b" ".join(small)
