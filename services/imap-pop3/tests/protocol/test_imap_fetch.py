@@ -159,3 +159,15 @@ def test_imaplib_fetch_many(srv):
     got = [d[1] for d in data if isinstance(d, tuple)]
     assert got == bodies
     m.logout()
+
+
+def test_condstore_enabled_adds_modseq_to_flags(srv):
+    srv.deliver("alice@example.test", make_message("x"))
+    c = Raw("127.0.0.1", srv.port("imap"))
+    c.line()
+    c.cmd("a0", "LOGIN alice@example.test alice-pw")
+    assert c.cmd("a1", "ENABLE CONDSTORE")[0] == b"* ENABLED CONDSTORE"
+    lines = c.cmd("a2", "SELECT INBOX")
+    assert any(ln.startswith(b"* OK [HIGHESTMODSEQ ") for ln in lines)
+    assert c.cmd("a3", "FETCH 1 FLAGS")[0].startswith(b"* 1 FETCH (FLAGS (\\Recent) MODSEQ (")
+    assert c.cmd("a4", "FETCH 1 UID")[0] == b"* 1 FETCH (UID 1)"

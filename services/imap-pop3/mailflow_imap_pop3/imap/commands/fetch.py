@@ -123,8 +123,9 @@ async def _fetch(s: Session, cmd: Command, uid: bool) -> Reply | None:
         atts = (FetchAtt("UID"), *atts)
     if args.changed_since is not None or any(a.name == "MODSEQ" for a in atts):
         s.condstore = True
-    if args.changed_since is not None and not any(a.name == "MODSEQ" for a in atts):
-        atts = (*atts, FetchAtt("MODSEQ"))
+    names = {a.name for a in atts}
+    if "MODSEQ" not in names and (args.changed_since is not None or (s.condstore and "FLAGS" in names)):
+        atts = (*atts, FetchAtt("MODSEQ"))  # RFC 7162 §3.1: FLAGS come with MODSEQ once CONDSTORE is on
     indexes = s.targets(args.seqset, uid)
     if args.changed_since is not None:
         indexes = [i for i in indexes if view.modseqs[i] > args.changed_since]
