@@ -91,10 +91,20 @@ class Intake(QuickStop, Worker[QueuedMessage]):
 class Results(QuickStop, Worker[DeliveryResult]):
     stream, durable, model = "RESULTS", "queue-results", DeliveryResult
 
-    def __init__(self, nc, js, db: Database, policy: ledger.Policy, on_change: Callable[[], None], clock: Callable[[], float] = time.time, batch: int = 256):
+    def __init__(
+        self,
+        nc,
+        js,
+        db: Database,
+        policy: ledger.Policy,
+        on_change: Callable[[], None],
+        clock: Callable[[], float] = time.time,
+        batch: int = 256,
+        unknown_tries: int = UNKNOWN_TRIES,
+    ):
         super().__init__(nc, js, "queue")
         self.db, self.policy, self.clock, self.on_change = db, policy, clock, on_change
-        self.batch = batch
+        self.batch, self.unknown_tries = batch, unknown_tries
 
     async def handle_batch(self, items: list[tuple[DeliveryResult, int]]) -> list[Outcome]:
         started = time.perf_counter()
@@ -118,7 +128,7 @@ class Results(QuickStop, Worker[DeliveryResult]):
         # ask for it again shortly; after UNKNOWN_TRIES deliveries the message is taken as deleted.
         out: list[Outcome] = []
         for n, (_, delivered) in enumerate(items):
-            if n in unknown and delivered < UNKNOWN_TRIES:
+            if n in unknown and delivered < self.unknown_tries:
                 out.append(Retry(0.05))
             else:
                 if n in unknown:

@@ -11,7 +11,7 @@ from mailflow_delivery import smtp_out
 from tests.e2e import postfix
 from tests.support import free_port, wait_for
 
-pytestmark = pytest.mark.skipif(not postfix.available(), reason="needs root and Debian's postfix")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not postfix.available(), reason="needs root and Debian's postfix")]
 
 
 async def test_delivery_to_postfix():

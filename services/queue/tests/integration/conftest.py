@@ -33,7 +33,7 @@ class Parts:
         self.policy = ledger.Policy(jitter=0.0, delay_notice_s=4 * 3600, max_lifetime_s=5 * 86400)
         self.scheduler = Scheduler(self.db, self.outbox, self.bodies, self.policy, "mx.daum.test", clock=self.clock)
         self.intake = Intake(self.nc, js, self.db, self.outbox, self.policy, clock=self.clock)
-        self.results = Results(self.nc, js, self.db, self.policy, self.scheduler.poke, clock=self.clock)
+        self.results = Results(self.nc, js, self.db, self.policy, self.scheduler.poke, clock=self.clock, unknown_tries=4)
         self._jobs = None
 
     async def jobs(self, expect: int | None = None):
