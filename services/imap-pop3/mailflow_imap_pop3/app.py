@@ -136,6 +136,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None, store: Mail
         await stop.wait()
     finally:
         await server.drain()
+        await server.ctx.hub.close()
         await http.stop()
         await natsconn.close(nc)
         if own_store:

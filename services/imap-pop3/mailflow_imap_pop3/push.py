@@ -1,7 +1,8 @@
 """Push: the store's MailboxEvents (core NATS, `mailbox.events.<user_id>`) to the sessions that care.
 
 A session `watch`es its user while it has a mailbox selected; the hub holds one NATS subscription per
-watched user, however many sessions that user has here, and drops it with the last one. An event is
+watched user, however many sessions that user has here, and drops it `linger` seconds after the last
+one left (the same users come back, and a new subscription costs a round trip to NATS). An event is
 only a hint ("look again"): sessions ask the store for the changes themselves, so a lost event costs
 latency (the next NOOP or command finds the change), never correctness. Without NATS (tests) the
 hub still dispatches events handed to `dispatch`, e.g. from MemoryStore.listeners.
@@ -25,18 +26,26 @@ Watcher = Callable[[MailboxEvent], None]
 
 
 class Hub:
-    def __init__(self, nc=None):
+    def __init__(self, nc=None, linger: float = 60.0):
         self.nc = nc
+        self.linger = linger  # a subscription outlives its last watcher this long (users come back)
         self._watchers: dict[int, set[Watcher]] = {}
         self._subs: dict[int, object] = {}
+        self._drops: dict[int, asyncio.TimerHandle] = {}
         self._locks: dict[int, asyncio.Lock] = {}
 
     def watching(self, user_id: int) -> int:
         return len(self._watchers.get(user_id, ()))
 
+    def subscribed(self, user_id: int) -> bool:
+        return user_id in self._subs
+
     async def watch(self, user_id: int, watcher: Watcher) -> None:
         self._watchers.setdefault(user_id, set()).add(watcher)
-        if self.nc is None:
+        drop = self._drops.pop(user_id, None)
+        if drop is not None:
+            drop.cancel()
+        if self.nc is None or user_id in self._subs:
             return
         lock = self._locks.setdefault(user_id, asyncio.Lock())
         async with lock:
@@ -55,21 +64,35 @@ class Hub:
         if watchers is None:
             return
         watchers.discard(watcher)
-        if watchers or self.nc is None:
-            if not watchers:
-                del self._watchers[user_id]
+        if watchers:
             return
         del self._watchers[user_id]
-        lock = self._locks.setdefault(user_id, asyncio.Lock())
-        async with lock:
-            sub = self._subs.pop(user_id, None) if not self._watchers.get(user_id) else None
-            if sub is not None:
-                try:
-                    await sub.unsubscribe()
-                except Exception as exc:
-                    log.debug("unsubscribe: %s", exc)
-        if user_id not in self._watchers and not lock.locked():
-            self._locks.pop(user_id, None)
+        if user_id in self._subs and user_id not in self._drops:
+            loop = asyncio.get_running_loop()
+            self._drops[user_id] = loop.call_later(self.linger, self._drop, user_id)
+
+    def _drop(self, user_id: int) -> None:
+        self._drops.pop(user_id, None)
+        if self._watchers.get(user_id):
+            return
+        sub = self._subs.pop(user_id, None)
+        self._locks.pop(user_id, None)
+        if sub is not None:
+            asyncio.ensure_future(self._unsubscribe(sub))
+
+    async def _unsubscribe(self, sub) -> None:
+        try:
+            await sub.unsubscribe()
+        except Exception as exc:
+            log.debug("unsubscribe: %s", exc)
+
+    async def close(self) -> None:
+        for handle in self._drops.values():
+            handle.cancel()
+        self._drops.clear()
+        for sub in list(self._subs.values()):
+            await self._unsubscribe(sub)
+        self._subs.clear()
 
     async def _on_msg(self, msg) -> None:
         try:
