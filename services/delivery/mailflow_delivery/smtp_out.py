@@ -15,11 +15,14 @@ Every read has a timeout (RFC 5321 §4.5.3.2, settings); a reply line is capped 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import ssl
 from dataclasses import dataclass, field
 
 from mailflow.contracts.messages import MxHost
+
+log = logging.getLogger(__name__)
 
 MAX_REPLY_LINE = 2048
 MAX_REPLY_LINES = 100
@@ -123,13 +126,19 @@ class Connection:
                         raise Unreachable(f"malformed reply {line[:80]!r}")
                     lines.append(line[4:])
                     if len(line) == 3 or line[3] == " ":
-                        return Reply(int(line[:3]), tuple(lines))
+                        reply = Reply(int(line[:3]), tuple(lines))
+                        if log.isEnabledFor(logging.DEBUG):
+                            log.debug("<< %s", reply)
+                        return reply
         except TimeoutError as exc:
             raise Unreachable(f"no reply within {within:.0f}s") from exc
         except (OSError, ssl.SSLError) as exc:
             raise Unreachable(f"connection lost: {type(exc).__name__}") from exc
 
     def send(self, *lines: str) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            for line in lines:
+                log.debug(">> %s", line)
         self.w.write("".join(f"{line}\r\n" for line in lines).encode())
 
     async def command(self, line: str, within: float | None = None) -> Reply:
