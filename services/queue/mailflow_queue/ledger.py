@@ -334,6 +334,18 @@ def take_due(s: Session, now: float, p: Policy, limit: int = 500) -> tuple[list[
     return jobs, retries
 
 
+def soon_again(s: Session, jobs: list[DeliveryJob], at: float) -> None:
+    """Jobs taken by `take_due` whose publish failed: still in flight, but due again at `at` (not only
+    after the in-flight timeout), when `take_due` publishes them again with the same attempt number."""
+    t = Recipient.__table__
+    s.execute(
+        sa.update(t)
+        .where(t.c.queue_id == sa.bindparam("q"), t.c.address_key == sa.bindparam("k"), t.c.state == INFLIGHT)
+        .values(next_attempt_at=at),
+        [{"q": j.queue_id, "k": j.rcpt.address.lower()} for j in jobs],
+    )
+
+
 def make_delay_notices(s: Session, now: float, p: Policy, limit: int = 500) -> int:
     if p.delay_notice_s <= 0:
         return 0

@@ -71,7 +71,11 @@ class Scheduler:
             jobs, retries = await self.db.run(ledger.take_due, now, self.policy)
             if not jobs:
                 break
-            await self.outbox.publish(jobs)
+            try:
+                await self.outbox.publish(jobs)
+            except Exception:
+                await self.db.run(ledger.soon_again, jobs, now + 10 * self.interval)
+                raise
             metrics.JOBS.labels("retry").inc(retries)
             metrics.JOBS.labels("republish").inc(len(jobs) - retries)
             log.info("published due jobs", extra={"jobs": len(jobs), "retries": retries})

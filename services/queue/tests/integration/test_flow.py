@@ -167,3 +167,26 @@ async def test_a_result_that_overtakes_its_message_is_applied_once_recorded(part
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
+
+
+async def test_retries_whose_publish_failed_are_due_again_soon(parts):
+    await submit(parts, "Q8", ["z@naver.test"])
+    await parts.intake.run_until_idle()
+    await answer(parts, "Q8", "z@naver.test", "deferred", "4.4.1")
+    await parts.results.run_until_idle()
+    await parts.jobs(expect=1)
+    parts.clock.now += 61
+
+    class Down:
+        async def publish(self, jobs, traces=()):
+            raise TimeoutError("NATS away")
+
+    real, parts.scheduler.outbox = parts.scheduler.outbox, Down()
+    with pytest.raises(TimeoutError):
+        await parts.scheduler.tick()
+    assert rows(parts, "Q8") == {"z@naver.test": ("inflight", 2, "4.4.1")}
+    parts.scheduler.outbox = real
+    parts.clock.now += 11  # not the 30 minutes of the in-flight timeout
+    await parts.scheduler.tick()
+    ((job, msg_id),) = await parts.jobs(expect=1)
+    assert job.attempt == 2 and msg_id == "Q8/z@naver.test/2"
