@@ -27,6 +27,10 @@ from mailflow.stack import Ports, Stack
 from tests.bench.common import bench_users, report, run_tool
 
 
+# The peer tools log in as "user99" (no domain), as with Dovecot; per-message INFO logs off, as for the peers.
+ENV = {"MAILFLOW_IMAP_DEFAULT_DOMAIN": "bench.test", "MAILFLOW_LOG_LEVEL": "WARNING"}
+
+
 def delivered(st: Stack) -> int:
     r = httpx.get(st.http_url("queue") + "/queue/counts", headers={ADMIN_TOKEN_HEADER: st.admin_token}, timeout=10)
     return r.json()["states"]["delivered"]
@@ -84,7 +88,7 @@ def rates(samples: list[tuple[float, dict[str, float]]]) -> dict[str, float]:
 def run_config(instances: int, n: int, m: int, latency_n: int, sync_always: bool, quick: bool) -> dict:
     tag = f"{instances}x delivery" + ("" if sync_always else ", fsync off")
     with tempfile.TemporaryDirectory(prefix="mailflow-bench-") as tmp, Stack(
-        Path(tmp), Ports.free(), delivery_instances=instances, sync_always=sync_always
+        Path(tmp), Ports.free(), delivery_instances=instances, sync_always=sync_always, env=ENV
     ) as st:
         bench_users(st)
         smtp = ["--port", str(st.ports.smtp), "--size", "4096", "--users", "100"]
