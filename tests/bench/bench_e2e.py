@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import re
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def stage_counts(st: Stack) -> dict[str, float]:
         except httpx.HTTPError:
             return ""
 
-    accepted = counter(metrics("smtp-ingress"), "mailflow_smtp_accepted_total")
+    accepted = counter(metrics("smtp-ingress"), "mailflow_smtp_messages_accepted_total")
     recorded = counter(metrics("queue"), "mailflow_queue_messages_total", 'result="recorded"')
     stored = sum(
         counter(metrics("delivery", p.http_port), "mailflow_delivery_recipients_total", 'outcome="delivered",route="local"')
@@ -96,8 +97,18 @@ def run_config(instances: int, n: int, m: int, latency_n: int, sync_always: bool
         wait_delivered(st, 300, 60)
         base = delivered(st)
         samples = [(time.perf_counter(), stage_counts(st))]
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.wait(0.25):
+                samples.append((time.perf_counter(), stage_counts(st)))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         t0 = time.perf_counter()
         load = run_tool("smtp_load.py", *smtp, "-n", str(n), "-c", "20")
+        sampling.set()
+        sampler.join()
         t_end = wait_delivered(st, base + load["accepted"], 600, samples)
         e2e = load["accepted"] / (t_end - t0)
         figures = {
