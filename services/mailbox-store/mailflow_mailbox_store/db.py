@@ -45,6 +45,7 @@ EXPECTED = (NotFound, Conflict, Invalid, QuotaExceeded)
 
 _STOP = object()  # tells the writer thread to finish
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_BINARY = re.compile(r":@([A-Za-z_]\w*)")
 
 
 class Tx:
@@ -59,11 +60,12 @@ class Tx:
         ] = {}  # sha256 -> locator, for bodies the writer stored for this group
 
     def _sql(self, sql: str) -> str:
+        """`:name` -> the driver's style; `:@name` is sent in binary on PostgreSQL (arrays of bytes)."""
         if not self.postgres:
-            return sql
+            return sql.replace(":@", ":") if ":@" in sql else sql
         out = self._cache.get(sql)
         if out is None:
-            out = _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
+            out = _BINARY.sub(r"%(\1)b", _NAMED.sub(r"%(\1)s", sql.replace("%", "%%")))
             self._cache[sql] = out
         return out
 
@@ -124,7 +126,7 @@ class Tx:
     def among(self, column: str, name: str, values: Sequence[Any], pg_type: str) -> tuple[str, dict]:
         """`column` is one of `values`: PostgreSQL "= ANY(array)" (one parameter, one plan), SQLite IN (...)."""
         if self.postgres:
-            return f"{column} = ANY(CAST(:{name} AS {pg_type}[]))", {name: list(values)}
+            return f"{column} = ANY(CAST(:@{name} AS {pg_type}[]))", {name: list(values)}
         keys = [f"{name}_{i}" for i in range(len(values))]
         return f"{column} IN (" + ", ".join(":" + k for k in keys) + ")", dict(zip(keys, values, strict=True))
 

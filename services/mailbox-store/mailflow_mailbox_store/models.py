@@ -142,9 +142,9 @@ class PendingRetrieval(Base):
 
 
 class DeliveryKey(Base):
-    __tablename__ = "delivery_keys"
-    user_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    __tablename__ = "delivery_keys"  # primary key (ikey, user_id): looked up by key (migration 0003)
     ikey: Mapped[str] = mapped_column(String(512), primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     created_at: Mapped[int] = mapped_column(BigInteger)  # no index (migration 0002): the purge scans
     __table_args__ = ({"sqlite_with_rowid": False},)
 

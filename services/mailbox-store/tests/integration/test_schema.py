@@ -22,4 +22,4 @@ def test_migrations_match_the_models(tmp_path, db_url):
     engine.dispose()
     db.close()
     assert diff == []
-    assert version == "0002"
+    assert version == "0003"
