@@ -3,7 +3,9 @@
 A load balancer that terminates nothing but forwards TCP (a Kubernetes Service behind HAProxy, an AWS
 NLB...) prepends one header with the real client address. `read_header(reader)` reads exactly that
 header from an asyncio stream, never a byte more, so the protocol that follows (IMAP, POP3, TLS) starts
-clean. `encode_v1`/`encode_v2` build headers (for tests and for clients that sit behind us).
+clean. `read_header_from_socket(sock)` does the same on an accepted socket before any transport owns
+it: the way to go when TLS starts right after the header (a stream would already have buffered the
+ClientHello, which TLS then never sees). `encode_v1`/`encode_v2` build headers (for tests and for clients that sit behind us).
 
 Failure: a missing, malformed or truncated header raises `ProxyError`; a stream that stays silent
 raises TimeoutError in the caller's `asyncio.timeout()`. Either way the caller closes the connection: a listener set up
@@ -126,6 +128,36 @@ async def read_header(reader: asyncio.StreamReader) -> ProxyInfo:
             return parse_v2(fixed + await reader.readexactly(length))
     except asyncio.IncompleteReadError as exc:
         raise ProxyError("connection closed inside the PROXY header") from exc
+    raise ProxyError("connection did not start with a PROXY header")
+
+
+async def read_header_from_socket(sock: socket.socket) -> ProxyInfo:
+    """`read_header` for a non-blocking accepted socket: exact reads, nothing after the header consumed."""
+    loop = asyncio.get_running_loop()
+
+    async def exactly(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = await loop.sock_recv(sock, n - len(buf))
+            if not chunk:
+                raise ProxyError("connection closed inside the PROXY header")
+            buf += chunk
+        return buf
+
+    head = await exactly(5)
+    if head == b"PROXY":
+        line = head
+        while not line.endswith(b"\r\n"):
+            if len(line) >= V1_MAX:
+                raise ProxyError("PROXY v1 line too long")
+            line += await exactly(1)  # a v1 line has no length field: one byte at a time, never past it
+        return parse_v1(line)
+    if head == V2_SIGNATURE[:5]:
+        fixed = head + await exactly(11)
+        if not fixed.startswith(V2_SIGNATURE):
+            raise ProxyError("not a PROXY v2 header")
+        length = struct.unpack("!H", fixed[14:16])[0]
+        return parse_v2(fixed + (await exactly(length) if length else b""))
     raise ProxyError("connection did not start with a PROXY header")
 
 

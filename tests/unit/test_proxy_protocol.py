@@ -105,3 +105,29 @@ async def test_read_header_times_out_on_silence():
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.05):
             await read_header(reader_with(b"", eof=False))
+
+
+async def test_read_header_from_socket_leaves_the_rest_unread():
+    import socket
+
+    from mailflow.proxy_protocol import read_header_from_socket
+
+    for header in (
+        encode_v2(("192.0.2.7", 40000), ("198.51.100.1", 993)),
+        encode_v1(("192.0.2.8", 1), ("192.0.2.1", 2)),
+    ):
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.sendall(header + b"\x16\x03\x01 ClientHello...")
+        info = await read_header_from_socket(a)
+        assert info.source[0] in ("192.0.2.7", "192.0.2.8")
+        assert a.recv(100) == b"\x16\x03\x01 ClientHello..."
+        a.close()
+        b.close()
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.sendall(b"GET / HTTP/1.1\r\n")
+    with pytest.raises(ProxyError):
+        await read_header_from_socket(a)
+    b.close()
+    a.close()

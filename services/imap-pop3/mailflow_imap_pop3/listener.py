@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
 from mailflow import tls
-from mailflow.proxy_protocol import ProxyError, read_header
+from mailflow.proxy_protocol import ProxyError, read_header_from_socket
 from mailflow.settings import split_hostport
 
 from mailflow_imap_pop3 import metrics
@@ -124,10 +125,45 @@ class Connection:
             transport.abort()
 
 
+class IdleTimer:
+    """Calls `expired()` once the client has been quiet for `timeout` seconds (the autologout timer).
+    `touch()` on every read is one attribute write; the timer itself wakes only when it may be due,
+    and while `busy()` (a command running, IDLE) it waits."""
+
+    def __init__(self, timeout: float, expired: Callable[[], None], busy: Callable[[], bool] = lambda: False):
+        self.loop = asyncio.get_running_loop()
+        self.timeout, self.expired, self.busy = timeout, expired, busy
+        self.last = self.loop.time()
+        self.handle = self.loop.call_at(self.last + timeout, self._check)
+
+    def touch(self) -> None:
+        self.last = self.loop.time()
+
+    def set_timeout(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.handle.cancel()
+        self.handle = self.loop.call_at(self.last + timeout, self._check)
+
+    def _check(self) -> None:
+        now, due = self.loop.time(), self.last + self.timeout
+        if now < due or self.busy():
+            self.handle = self.loop.call_at(max(due, now + 1.0), self._check)
+            return
+        self.expired()
+
+    def cancel(self) -> None:
+        self.handle.cancel()
+
+
 Handler = Callable[[Connection], Awaitable[None]]
 
 
 class Listener:
+    """Accepts on its own socket so that nothing reads a connection before it is ready: the PROXY header
+    is read from the raw socket, and only then does an asyncio transport (TLS first, for 993/995) own
+    it. A stream set up earlier would buffer the client's first bytes (its TLS ClientHello) where the
+    TLS layer never sees them."""
+
     def __init__(
         self,
         name: str,
@@ -142,41 +178,84 @@ class Listener:
         self.implicit_tls = implicit_tls
         self.proxy_trusted = proxy_trusted
         self.proxy_timeout, self.handshake_timeout = proxy_timeout, handshake_timeout
-        self.server: asyncio.Server | None = None
-        self.tasks: set[asyncio.Task] = set()
+        self.sock: socket.socket | None = None
+        self._accepting: asyncio.Task | None = None
+        self.tasks: set[asyncio.Task] = set()  # connections being set up or served
 
     async def start(self) -> Listener:
         host, port = split_hostport(self.listen)
-        self.server = await asyncio.start_server(self._accept, host, port, limit=READ_SIZE, backlog=1024)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.create_server((host, port), family=family, backlog=1024)
+        self.sock.setblocking(False)
+        self._port = self.sock.getsockname()[1]
+        self._accepting = asyncio.create_task(self._accept_loop())
         return self
 
     @property
     def port(self) -> int:
-        assert self.server is not None
-        return self.server.sockets[0].getsockname()[1]
+        return self._port
 
     def stop_accepting(self) -> None:
-        if self.server is not None:
-            self.server.close()
+        if self._accepting is not None:
+            self._accepting.cancel()
+            self._accepting = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
+    def _track(self, task: asyncio.Task | None) -> None:
         if task is not None:
             self.tasks.add(task)
-        peer = writer.get_extra_info("peername") or ("?", 0)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.sock is not None:
+            try:
+                conn, addr = await loop.sock_accept(self.sock)
+            except asyncio.CancelledError:
+                return
+            except OSError as exc:  # EMFILE and friends: wait a little rather than spin
+                log.warning("accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            conn.setblocking(False)
+            self._track(asyncio.create_task(self._setup(conn, (str(addr[0]), addr[1]))))
+
+    async def _setup(self, conn: socket.socket, peer: tuple) -> None:
+        loop = asyncio.get_running_loop()
         try:
             if self.proxy_trusted is not None:
-                peer = await self._proxy(reader, peer)
+                peer = await self._proxy(conn, peer)
                 if peer is None:
+                    conn.close()
                     return
-            conn = Connection(reader, writer, peer, self.name)
+
+            async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                self._track(asyncio.current_task())
+                await self._serve(reader, writer, peer)
+
+            reader = asyncio.StreamReader(limit=READ_SIZE)
+            protocol = asyncio.StreamReaderProtocol(reader, connected)
+            await loop.connect_accepted_socket(
+                lambda: protocol,
+                conn,
+                ssl=self.implicit_tls,
+                ssl_handshake_timeout=self.handshake_timeout if self.implicit_tls else None,
+            )
             if self.implicit_tls is not None:
-                try:
-                    await conn.start_tls(self.implicit_tls, self.handshake_timeout)
-                except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-                    log.info("TLS handshake failed: %s", exc, extra={"peer": conn.ip})
-                    return
-            await self.handler(conn)
+                metrics.TLS.labels("ok").inc()
+        except asyncio.CancelledError:
+            conn.close()
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            if self.implicit_tls is not None:
+                metrics.TLS.labels("failed").inc()
+            log.info("connection setup failed: %s", exc or type(exc).__name__, extra={"peer": str(peer[0])})
+            conn.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: tuple) -> None:
+        try:
+            await self.handler(Connection(reader, writer, peer, self.name))
         except (ConnectionError, TimeoutError) as exc:
             log.debug("connection ended: %s", exc)
         except asyncio.CancelledError:  # the drain cut this connection; nothing left to do
@@ -186,10 +265,8 @@ class Listener:
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
-            if task is not None:
-                self.tasks.discard(task)
 
-    async def _proxy(self, reader: asyncio.StreamReader, peer: tuple) -> tuple | None:
+    async def _proxy(self, conn: socket.socket, peer: tuple) -> tuple | None:
         try:
             ip = ipaddress.ip_address(peer[0])
         except ValueError:
@@ -200,8 +277,8 @@ class Listener:
             return None
         try:
             async with asyncio.timeout(self.proxy_timeout):
-                info = await read_header(reader)
-        except (ProxyError, TimeoutError) as exc:
+                info = await read_header_from_socket(conn)
+        except (ProxyError, TimeoutError, OSError) as exc:
             metrics.PROXY.labels("bad").inc()
             log.warning("bad or missing PROXY header from %s: %s", peer[0], exc or "timeout")
             return None

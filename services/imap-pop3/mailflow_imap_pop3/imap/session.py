@@ -33,7 +33,7 @@ from mailflow_imap_pop3.imap.parser import Continue, FrameError, Framer, ParseEr
 from mailflow_imap_pop3.imap.responses import Reply
 from mailflow_imap_pop3.imap.syntax import Command
 from mailflow_imap_pop3.imap.view import MailboxView
-from mailflow_imap_pop3.listener import Connection
+from mailflow_imap_pop3.listener import Connection, IdleTimer
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,7 @@ class Session:
     async def logged_in(self, principal: Principal) -> None:
         self.principal = principal
         self.state = State.AUTH
+        self.timer.set_timeout(self.ctx.settings.idle_timeout)
         mlog.session_var.set(self.id)
         log.info("login", extra={"user": principal.address, "peer": self.conn.ip, "tls": bool(self.conn.tls)})
 
@@ -259,11 +260,15 @@ class Session:
         metrics.SESSIONS.labels("imap", "tls" if self.conn.tls else "plain").inc()
         metrics.SESSIONS_ACTIVE.labels("imap").inc()
         self.ctx.sessions.add(self)
+        self.timer = IdleTimer(
+            self.ctx.settings.preauth_timeout, self._autologout, lambda: self.busy or self.idling
+        )
         try:
             with mlog.context(session=self.id, peer=self.conn.ip):
                 self.write(rsp.untagged(f"OK [CAPABILITY {self.capabilities()}] Mailflow IMAP4rev1 ready"))
                 await self._loop()
         finally:
+            self.timer.cancel()
             self.ctx.sessions.discard(self)
             metrics.SESSIONS_ACTIVE.labels("imap").dec()
             if self.principal is not None:
@@ -275,28 +280,24 @@ class Session:
                 log.debug("deselect at the end failed", exc_info=True)
             self.conn.close()
 
-    def timeout(self) -> float:
-        s = self.ctx.settings
-        return s.preauth_timeout if self.state == State.NOT_AUTH else s.idle_timeout
-
     async def read_more(self) -> bool:
         """Read from the client into the framer; False at EOF or on the autologout timer."""
         await self.conn.flush()
         if self.stopping or self.state == State.LOGOUT:
             return False
         try:
-            async with asyncio.timeout(self.timeout()):
-                data = await self.conn.read()
-        except TimeoutError:
-            self.write(rsp.untagged("BYE Autologout; idle for too long"))
-            await self.conn.flush()
-            return False
+            data = await self.conn.read()
         except (ConnectionError, OSError):
             return False
         if not data:
             return False
+        self.timer.touch()
         self.framer.feed(data)
         return True
+
+    def _autologout(self) -> None:
+        self.conn.send_now(rsp.untagged("BYE Autologout; idle for too long"))
+        self.conn.close()
 
     async def _loop(self) -> None:
         while self.state != State.LOGOUT:
@@ -322,6 +323,7 @@ class Session:
                 await self.execute(item)
             finally:
                 self.busy = False
+                self.timer.touch()
             if self.stopping and self.state != State.LOGOUT:
                 self.write(rsp.untagged("BYE Server shutting down, please reconnect"))
                 break

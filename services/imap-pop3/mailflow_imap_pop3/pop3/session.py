@@ -26,7 +26,7 @@ from mailflow.store.api import Principal
 from mailflow_imap_pop3 import metrics
 from mailflow_imap_pop3.auth import LoginFailed, SaslError, Throttled, decode_plain
 from mailflow_imap_pop3.context import Context, session_id
-from mailflow_imap_pop3.listener import Connection
+from mailflow_imap_pop3.listener import Connection, IdleTimer
 from mailflow_imap_pop3.pop3 import replies as R
 from mailflow_imap_pop3.pop3.maildrop import Maildrop, dot_stuffed, stuffed, top
 
@@ -65,6 +65,7 @@ class Pop3Session:
         self.busy = False
         self.stopping = False
         self.closing = False
+        self.retrieved = self.retrieved_bytes = 0  # counted into the metrics once, at the end
 
     # --- plumbing ----------------------------------------------------------------------------------------
 
@@ -92,16 +93,17 @@ class Pop3Session:
             if self.stopping:
                 return None
             try:
-                async with asyncio.timeout(self.settings.pop3_timeout):
-                    data = await self.conn.read()
-            except TimeoutError:
-                self.write(R.R_TIMEOUT)
-                return None
+                data = await self.conn.read()
             except (ConnectionError, OSError):
                 return None
             if not data:
                 return None
+            self.timer.touch()
             self.buf += data
+
+    def _autologout(self) -> None:
+        self.conn.send_now(R.R_TIMEOUT)
+        self.conn.close()
 
     # --- the loop ------------------------------------------------------------------------------------------
 
@@ -109,6 +111,7 @@ class Pop3Session:
         metrics.SESSIONS.labels("pop3", "tls" if self.conn.tls else "plain").inc()
         metrics.SESSIONS_ACTIVE.labels("pop3").inc()
         self.ctx.sessions.add(self)
+        self.timer = IdleTimer(self.settings.pop3_timeout, self._autologout, lambda: self.busy)
         try:
             with mlog.context(session=self.id, peer=self.conn.ip):
                 self.write(R.GREETING)
@@ -121,6 +124,7 @@ class Pop3Session:
                         await self.execute(line)
                     finally:
                         self.busy = False
+                        self.timer.touch()
                     if self.stopping and not self.closing:
                         self.write(R.R_SHUTDOWN)
                         break
@@ -129,8 +133,12 @@ class Pop3Session:
                 except (ConnectionError, OSError):
                     pass
         finally:
+            self.timer.cancel()
             self.ctx.sessions.discard(self)
             metrics.SESSIONS_ACTIVE.labels("pop3").dec()
+            if self.retrieved:
+                _RETRIEVED.inc(self.retrieved)
+                _RETR_BYTES.inc(self.retrieved_bytes)
             if self.principal is not None:
                 deleted = (
                     len(self.drop.deleted) if self.drop is not None and self.state == State.UPDATE else 0
@@ -179,7 +187,7 @@ class Pop3Session:
                 if reply is R.R_EXPIRED:
                     self.closing = True
         if isinstance(reply, list):  # a multi-line response in pieces, sent without joining them
-            self.conn.write_many(reply, sum(len(p) for p in reply))
+            self.conn.write_many(reply, sum(map(len, reply)))
             reply = reply[0]
         elif reply:
             self.write(reply)
@@ -381,8 +389,8 @@ async def cmd_retr(s: Pop3Session, arg: str) -> bytes | list[bytes]:
     if isinstance(n, bytes):
         return n
     raw = await s.drop.body(n)
-    _RETRIEVED.inc()
-    _RETR_BYTES.inc(len(raw))
+    s.retrieved += 1
+    s.retrieved_bytes += len(raw)
     return [b"+OK %d octets\r\n" % s.drop.sizes[n - 1], stuffed(raw), _TERMINATOR]
 
 
