@@ -220,6 +220,8 @@ class Listener:
                 await asyncio.sleep(0.1)
                 continue
             conn.setblocking(False)
+            with contextlib.suppress(OSError):  # replies are whole: never wait for Nagle
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._track(asyncio.create_task(self._setup(conn, (str(addr[0]), addr[1]))))
 
     async def _setup(self, conn: socket.socket, peer: tuple) -> None:

@@ -57,6 +57,10 @@ class Spec:
     states: State
     expunge: bool = True  # untagged EXPUNGE may be sent at its end (not after FETCH/STORE/SEARCH, §7.4.1)
     poll: bool = False  # ask the store for changes even without an event (NOOP, CHECK)
+    allowed: frozenset = frozenset()  # the states one by one: a set lookup is cheaper than Flag's `in`
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed", frozenset(st for st in State if st in self.states))
 
 
 COMMANDS: dict[str, Spec] = {
@@ -353,7 +357,7 @@ class Session:
             return
         self._transcript(data, cmd)
         spec = COMMANDS[cmd.name]
-        if self.state not in spec.states:
+        if self.state not in spec.allowed:
             hint = _STATE_HINT.get(self.state, "not allowed now")
             reply = Reply("NO", f"{cmd.name} not allowed now: {hint}", "CLIENTBUG")
         else:

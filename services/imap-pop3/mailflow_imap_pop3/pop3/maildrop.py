@@ -18,20 +18,20 @@ MAX_BATCH = 500
 
 
 def crlf(raw: bytes) -> bytes:
-    """The message with every line ending in CRLF (what POP3 sends and what LIST sizes count)."""
-    if raw.count(b"\n") != raw.count(b"\r\n"):
+    """The message with CRLF line ends when it was stored with bare LFs (judged by its first line end:
+    one scan less for the usual CRLF message, which goes out exactly as stored and as LIST counted it)."""
+    first = raw.find(b"\n")
+    if first >= 0 and (first == 0 or raw[first - 1] != 13):
         raw = _BARE_LF.sub(b"\r\n", raw)
     return raw
 
 
 def stuffed(raw: bytes) -> bytes:
     """RFC 1939 §3: lines starting with "." get another one; CRLF line ends, the last one included.
-    The multi-line response still needs its terminating "." CRLF after this."""
-    raw = crlf(raw)
+    The multi-line response still needs its terminating "." CRLF after this. One pass over the bytes."""
+    raw = crlf(raw).replace(b"\n.", b"\n..")
     if raw.startswith(b"."):
         raw = b"." + raw
-    if b"\r\n." in raw:
-        raw = raw.replace(b"\r\n.", b"\r\n..")
     if raw and not raw.endswith(b"\r\n"):
         raw += b"\r\n"
     return raw

