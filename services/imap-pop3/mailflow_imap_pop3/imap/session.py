@@ -1,6 +1,6 @@
 """One IMAP connection: the states of RFC 3501 §3, the command table, and the read-parse-run loop.
 
-The loop frames input (parser.Framer), answers "+" to synchronizing literals, parses each command,
+The loop frames input (framing.Framer), answers "+" to synchronizing literals, parses each command,
 checks the table (`COMMANDS`: handler and the states it runs in), runs the handler, then, when the
 command allows it, tells the client what changed in the selected mailbox meanwhile, and finally writes
 the tagged reply. Every exception of a handler becomes a reply in `errors.to_reply`; the connection
@@ -29,7 +29,9 @@ from mailflow_imap_pop3.context import Context, session_id
 from mailflow_imap_pop3.imap import errors
 from mailflow_imap_pop3.imap import responses as rsp
 from mailflow_imap_pop3.imap.commands import auth, fetch, idle, mailbox, search, selected, store
-from mailflow_imap_pop3.imap.parser import Continue, FrameError, Framer, ParseError, parse
+from mailflow_imap_pop3.imap.framing import Continue, FrameError, Framer
+from mailflow_imap_pop3.imap.lexer import ParseError
+from mailflow_imap_pop3.imap.parser import parse
 from mailflow_imap_pop3.imap.responses import Reply
 from mailflow_imap_pop3.imap.syntax import Command
 from mailflow_imap_pop3.imap.view import MailboxView

@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mailflow.store import search as sk
-from mailflow_imap_pop3.imap.parser import CONTINUE, FrameError, Framer, ParseError, parse
+from mailflow_imap_pop3.imap.framing import CONTINUE, FrameError, Framer
+from mailflow_imap_pop3.imap.lexer import ParseError
+from mailflow_imap_pop3.imap.parser import parse
 from mailflow_imap_pop3.imap.syntax import (
     Append,
     Authenticate,

@@ -13,7 +13,7 @@ from mailflow.errors import Conflict, Invalid, NotFound, QuotaExceeded, ServiceU
 from mailflow.store.client import SessionExpired
 from mailflow_imap_pop3.imap import errors, mutf7
 from mailflow_imap_pop3.imap import responses as rsp
-from mailflow_imap_pop3.imap.parser import ParseError
+from mailflow_imap_pop3.imap.lexer import ParseError
 from mailflow_imap_pop3.imap.responses import Reply
 from mailflow_imap_pop3.pop3 import replies as pop3_replies
 

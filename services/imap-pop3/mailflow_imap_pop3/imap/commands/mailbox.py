@@ -17,7 +17,7 @@ from mailflow.store.api import DELIMITER, MailboxInfo, MailboxStatus
 
 from mailflow_imap_pop3.imap import errors
 from mailflow_imap_pop3.imap import responses as rsp
-from mailflow_imap_pop3.imap.parser import normalize_mailbox
+from mailflow_imap_pop3.imap.lexer import normalize_mailbox
 from mailflow_imap_pop3.imap.responses import Reply
 from mailflow_imap_pop3.imap.syntax import Append, Command, ListCmd, MailboxArg, Rename, Select, Status
 from mailflow_imap_pop3.imap.view import MailboxView

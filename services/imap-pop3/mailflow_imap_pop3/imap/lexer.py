@@ -1,0 +1,234 @@
+"""IMAP lexical items (RFC 3501 §9): atoms, quoted strings, literals, numbers, sequence sets, flags, dates,
+mailbox names, read by a cursor over one framed command. No I/O.
+
+Every `Reader` method consumes what it returns or raises `ParseError` (the session answers BAD, or NO
+with a code when `status`/`code` say so); nothing raises anything else for any input.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta, timezone
+
+from mailflow.store.api import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN
+
+from mailflow_imap_pop3.imap import mutf7
+from mailflow_imap_pop3.imap.syntax import STAR, SeqSet
+
+
+class ParseError(Exception):
+    def __init__(self, text: str, tag: str = "*", status: str = "BAD", code: str | None = None):
+        super().__init__(text)
+        self.text, self.tag, self.status, self.code = text, tag, status, code
+
+
+TAG = re.compile(rb"[^\x00-\x20\x7f(){%*\"\\+]+")
+ATOM = re.compile(rb"[^\x00-\x20\x7f(){%*\"\\\]]+")
+_ASTRING_ATOM = re.compile(rb"[^\x00-\x20\x7f(){%*\"\\]+")
+_LIST_ATOM = re.compile(rb"[^\x00-\x20\x7f(){\"\\]+")
+_NUMBER = re.compile(rb"\d+")
+_SEQ = re.compile(rb"(\d+|\*)(?::(\d+|\*))?")
+_QUOTED = re.compile(rb'"((?:[^"\\\r\n]|\\["\\])*)"')
+_LITERAL = re.compile(rb"~?\{(\d+)\+?\}\r\n")
+FETCH_NAME = re.compile(rb"[A-Za-z0-9.]+")
+BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+_DATE = re.compile(rb"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
+_DATE_TIME = re.compile(rb'" ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)"')
+_MONTHS = {m: i for i, m in enumerate(b"JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split(), 1)}
+_SYSTEM_FLAGS = {f.upper(): f for f in (SEEN, ANSWERED, FLAGGED, DELETED, DRAFT)}
+MAX_NUMBER = 2**63 - 1  # mod-sequence-value's range; numbers and UIDs are 32-bit (checked separately)
+
+
+class Reader:
+    """A cursor over one framed command. Every method consumes what it returns or raises ParseError."""
+
+    __slots__ = ("data", "pos", "tag")
+
+    def __init__(self, data: bytes, pos: int = 0, tag: str = "*"):
+        self.data, self.pos, self.tag = data, pos, tag
+
+    def error(self, what: str) -> ParseError:
+        near = self.data[self.pos : self.pos + 20].decode("latin-1", "replace")
+        return ParseError(
+            f"Syntax error: {what} expected" + (f" near {near!r}" if near else " at end"), self.tag
+        )
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.data)
+
+    def peek(self, n: int = 1) -> bytes:
+        return self.data[self.pos : self.pos + n]
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise self.error("end of command")
+
+    def expect(self, token: bytes) -> None:
+        if self.data[self.pos : self.pos + len(token)].upper() != token:
+            raise self.error(repr(token.decode()))
+        self.pos += len(token)
+
+    def sp(self) -> None:
+        if self.data[self.pos : self.pos + 1] != b" ":
+            raise self.error("space")
+        self.pos += 1
+
+    def maybe(self, token: bytes) -> bool:
+        if self.data[self.pos : self.pos + len(token)].upper() == token:
+            self.pos += len(token)
+            return True
+        return False
+
+    def match(self, rx: re.Pattern, what: str) -> re.Match:
+        m = rx.match(self.data, self.pos)
+        if m is None:
+            raise self.error(what)
+        self.pos = m.end()
+        return m
+
+    def atom(self) -> bytes:
+        return self.match(ATOM, "atom").group()
+
+    def keyword(self) -> str:
+        return self.atom().decode("latin-1").upper()
+
+    def number(self, limit: int = 0xFFFFFFFF) -> int:
+        n = int(self.match(_NUMBER, "number").group())
+        if n > limit:
+            raise self.error(f"number up to {limit}")
+        return n
+
+    def nz_number(self, limit: int = 0xFFFFFFFF) -> int:
+        n = self.number(limit)
+        if n == 0:
+            raise self.error("non-zero number")
+        return n
+
+    def literal(self) -> bytes:
+        m = self.match(_LITERAL, "literal")
+        n = int(m.group(1))
+        if self.pos + n > len(self.data):
+            raise self.error("literal data")
+        self.pos += n
+        return self.data[self.pos - n : self.pos]
+
+    def quoted(self) -> bytes:
+        m = self.match(_QUOTED, "quoted string")
+        s = m.group(1)
+        return (
+            s.replace(b"\\\\", b"\\\x00").replace(b'\\"', b'"').replace(b"\\\x00", b"\\") if b"\\" in s else s
+        )
+
+    def string(self) -> bytes:
+        c = self.peek()
+        if c == b'"':
+            return self.quoted()
+        if c == b"{" or c == b"~":
+            return self.literal()
+        raise self.error("string")
+
+    def astring(self) -> bytes:
+        c = self.peek()
+        if c == b'"' or c == b"{":
+            return self.string()
+        return self.match(_ASTRING_ATOM, "astring").group()
+
+    def nstring(self) -> bytes | None:
+        if self.peek(3).upper() == b"NIL" and not _ASTRING_ATOM.match(self.data, self.pos + 3):
+            self.pos += 3
+            return None
+        return self.string()
+
+    def text(self, charset: str = "utf-8") -> str:
+        """An astring as text (UTF-8; bytes that are not UTF-8 become U+FFFD, never an error)."""
+        return self.astring().decode(charset, "replace")
+
+    def mailbox(self) -> str:
+        raw = self.astring()
+        try:
+            return normalize_mailbox(mutf7.decode(raw))
+        except ValueError as exc:
+            raise ParseError(f"Bad mailbox name: {exc}", self.tag) from None
+
+    def list_mailbox(self) -> str:
+        c = self.peek()
+        raw = self.string() if c in (b'"', b"{") else self.match(_LIST_ATOM, "mailbox pattern").group()
+        try:
+            return mutf7.decode(raw)
+        except ValueError as exc:
+            raise ParseError(f"Bad mailbox pattern: {exc}", self.tag) from None
+
+    def seqset(self) -> SeqSet:
+        ranges = []
+        while True:
+            m = self.match(_SEQ, "sequence set")
+            a = STAR if m.group(1) == b"*" else int(m.group(1))
+            b = a if m.group(2) is None else STAR if m.group(2) == b"*" else int(m.group(2))
+            if (
+                a == 0
+                and m.group(1) != b"*"
+                or b == 0
+                and m.group(2) not in (None, b"*")
+                or max(a, b) > 0xFFFFFFFF
+            ):
+                raise self.error("sequence number from 1 to 4294967295")
+            ranges.append((a, b))
+            if not self.maybe(b","):
+                return SeqSet(tuple(ranges))
+
+    def paren(self, item, allow_empty: bool = False) -> list:
+        self.expect(b"(")
+        out = []
+        if self.maybe(b")"):
+            if allow_empty:
+                return out
+            raise self.error("list item")
+        while True:
+            out.append(item())
+            if self.maybe(b")"):
+                return out
+            self.sp()
+
+    def flag(self) -> str:
+        if self.maybe(b"\\"):
+            name = self.atom().decode("latin-1")
+            system = _SYSTEM_FLAGS.get("\\" + name.upper())
+            if system is None:
+                raise ParseError(f"Invalid system flag \\{name}", self.tag)
+            return system
+        return self.atom().decode("latin-1")
+
+    def flag_list(self) -> tuple[str, ...]:
+        return tuple(self.paren(self.flag, allow_empty=True))
+
+    def date(self) -> date:
+        quoted = self.maybe(b'"')
+        m = self.match(_DATE, "date (d-Mon-yyyy)")
+        if quoted:
+            self.expect(b'"')
+        return _make_date(self, m.group(1), m.group(2), m.group(3))
+
+    def date_time(self) -> datetime:
+        m = self.match(_DATE_TIME, 'date-time ("dd-Mon-yyyy hh:mm:ss +zzzz")')
+        d = _make_date(self, m.group(1), m.group(2), m.group(3))
+        hh, mm, ss, zh, zm = (int(x) for x in (m.group(4), m.group(5), m.group(6), m.group(8), m.group(9)))
+        if hh > 23 or mm > 59 or ss > 60 or zm > 59:
+            raise self.error("valid time")
+        offset = timedelta(hours=zh, minutes=zm) * (-1 if m.group(7) == b"-" else 1)
+        return datetime(d.year, d.month, d.day, hh, mm, min(ss, 59), tzinfo=timezone(offset))
+
+
+def _make_date(r: Reader, day: bytes, month: bytes, year: bytes) -> date:
+    mon = _MONTHS.get(month.upper())
+    try:
+        if mon is None:
+            raise ValueError
+        return date(int(year), mon, int(day))
+    except ValueError:
+        raise r.error("valid date") from None
+
+
+def normalize_mailbox(name: str) -> str:
+    """INBOX is case-insensitive (RFC 3501 §5.1), also as the first level of a hierarchy."""
+    head, sep, rest = name.partition("/")
+    return "INBOX" + sep + rest if head.upper() == "INBOX" else name
