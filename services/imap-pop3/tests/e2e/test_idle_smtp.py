@@ -32,3 +32,22 @@ def test_smtp_delivery_reaches_an_idle_client_within_a_second(stack):
     assert c.until("a3")[-1] == b"a3 OK IDLE terminated"
     lines = c.cmd("a4", "FETCH * (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
     assert b"Subject: push 3" in lines[0]
+
+
+def test_sigterm_says_bye_to_idle_clients_and_exits(stack):
+    c = Raw(stack.ports.host, stack.ports.imap)
+    c.line()
+    c.cmd("a1", "LOGIN bob@example.test bob-pw")
+    c.cmd("a2", "SELECT INBOX")
+    c.send("a3 IDLE")
+    assert c.line() == b"+ idling"
+    t0 = time.monotonic()
+    proc = stack.procs[("imap-pop3", 0)].popen
+    stack.stop_service("imap-pop3")  # SIGTERM, waits for the exit
+    assert proc.returncode == 0
+    assert c.line() == b"* BYE Server shutting down, please reconnect"
+    assert c.closed()
+    assert time.monotonic() - t0 < 5
+    stack.start_service("imap-pop3")
+    c = Raw(stack.ports.host, stack.ports.imap)
+    assert c.line().startswith(b"* OK")
