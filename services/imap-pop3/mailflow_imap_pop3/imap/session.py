@@ -23,6 +23,7 @@ from mailflow import log as mlog
 from mailflow.contracts.messages import MailboxEvent
 from mailflow.errors import NotFound
 from mailflow.store.api import Principal
+from mailflow.store.client import SessionExpired
 
 from mailflow_imap_pop3 import metrics
 from mailflow_imap_pop3.context import Context, session_id
@@ -236,6 +237,11 @@ class Session:
             changes = await self.store.changes(self.principal, view.mailbox_id, view.highestmodseq)
         except NotFound:
             self.write(rsp.untagged("BYE Selected mailbox was deleted, have to disconnect"))
+            self.state = State.LOGOUT
+            return
+        except SessionExpired:
+            self.ctx.auth.cache.forget(self.principal)
+            self.write(rsp.untagged(f"BYE {errors.R_EXPIRED.text}"))
             self.state = State.LOGOUT
             return
         except Exception as exc:  # not this command's fault: look again at the next chance
