@@ -8,9 +8,9 @@ Each change also goes to the `listeners` as the `MailboxEvent` the real store wo
 
 Nothing here awaits, so every call is atomic in an asyncio program. Errors are those of `api.py`:
 NotFound (also for another user's mailbox id), Conflict, Invalid, QuotaExceeded; a principal whose
-token this store never issued gets PermissionError. Passwords are kept as salted PBKDF2 hashes.
-Test helpers that the Protocol does not have: `add_domain`, `add_user`, `add_alias`, `set_password`,
-`set_quota`, `user_id`.
+token this store never issued (or has expired) gets SessionExpired, as from StoreClient. Passwords are
+kept as salted PBKDF2 hashes. Test helpers that the Protocol does not have: `add_domain`, `add_user`,
+`add_alias`, `set_password`, `set_quota`, `user_id`, `expire_sessions`.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from mailflow.store.api import (
     Selected,
     StoreResult,
 )
+from mailflow.store.client import SessionExpired
 
 DEFAULT_MAILBOXES = (
     ("INBOX", None),
@@ -172,6 +173,10 @@ class MemoryStore:
     def user_id(self, address: str) -> int:
         return self.users[address.lower()].id
 
+    def expire_sessions(self) -> None:
+        """Every principal issued so far stops working (as when the store's session key changes)."""
+        self._tokens.clear()
+
     # --- internals -----------------------------------------------------------------------------------
 
     def _new_mailbox(self, user: _User, name: str, special_use: str | None = None) -> _Mailbox:
@@ -182,7 +187,7 @@ class MemoryStore:
     def _user(self, p: Principal) -> _User:
         uid = self._tokens.get(p.token)
         if uid is None or uid != p.user_id or uid not in self._by_id:
-            raise PermissionError("unknown or expired principal")
+            raise SessionExpired("session expired, log in again")
         return self._by_id[uid]
 
     def _by_name(self, user: _User, name: str) -> _Mailbox:

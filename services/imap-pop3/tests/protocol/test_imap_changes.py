@@ -145,3 +145,15 @@ def test_append_to_the_selected_mailbox_announces_it(srv):
     assert lines[:2] == [b"* 2 EXISTS", b"* 2 RECENT"] and lines[-1].startswith(b"a1 OK [APPENDUID ")
     lines = c.cmd("a2", "COPY 1 INBOX")
     assert lines[0] == b"* 3 EXISTS"
+
+
+def test_an_expired_store_session_ends_the_imap_session(srv):
+    fill(srv, 1)
+    c = selected(srv)
+    srv.store.expire_sessions()
+    srv.deliver("alice@example.test", make_message("after expiry"))
+    lines = c.cmd("a1", "NOOP")
+    assert lines[0] == b"* BYE Session expired, please log in again"
+    assert c.closed()
+    c = selected(srv)  # a new login works: the cached credentials were dropped, the store asked again
+    assert b"* 2 EXISTS" in c.cmd("a2", "SELECT INBOX")

@@ -232,3 +232,15 @@ def test_retr_reads_ahead_in_batches(srv):
         assert b"\r\n".join(p.retr(i)[1]) + b"\r\n" == msgs[i - 1]
     p.quit()
     assert len(calls) == 1 and calls[0] == 40
+
+
+def test_an_expired_store_session_ends_the_pop3_session(srv):
+    fill(srv, 1)
+    p = poplib.POP3("127.0.0.1", srv.port("pop3"), timeout=10)
+    p.user("alice@example.test")
+    p.pass_("alice-pw")
+    srv.store.expire_sessions()
+    p._putcmd("RETR 1")
+    assert p._getline()[0] == b"-ERR [SYS/TEMP] Session expired, please log in again"
+    with pytest.raises(poplib.error_proto, match="EOF"):  # and closed
+        p._getline()
