@@ -244,3 +244,23 @@ def test_an_expired_store_session_ends_the_pop3_session(srv):
     assert p._getline()[0] == b"-ERR [SYS/TEMP] Session expired, please log in again"
     with pytest.raises(poplib.error_proto, match="EOF"):  # and closed
         p._getline()
+
+
+def test_every_poplib_command(srv):
+    msgs = fill(srv, 2)
+    p = poplib.POP3("127.0.0.1", srv.port("pop3"), timeout=10)
+    assert {"TOP", "UIDL", "USER", "STLS"} <= set(p.capa())
+    p.stls(client_tls())
+    p.user("alice@example.test")
+    p.pass_("alice-pw")
+    assert p.noop() == b"+OK"
+    assert p.stat() == (2, sum(map(len, msgs)))
+    assert len(p.list()[1]) == 2 and len(p.uidl()[1]) == 2
+    assert p.top(1, 0)[1][-1] == b""
+    assert b"\r\n".join(p.retr(1)[1]) + b"\r\n" == msgs[0]
+    p.dele(1)
+    p.rset()
+    p.dele(2)
+    assert p.quit().startswith(b"+OK")
+    with pytest.raises(poplib.error_proto):
+        poplib.POP3("127.0.0.1", srv.port("pop3")).apop("alice@example.test", "alice-pw")
