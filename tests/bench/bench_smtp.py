@@ -17,6 +17,8 @@ loss). A second run with `--sync-off` too (or only it) shows the same stack with
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +26,8 @@ from pathlib import Path
 
 from mailflow.stack import Ports, Stack
 
-from tests.bench.common import bench_users, report, run_tool
+from tests.bench.common import bench_users, peer_bench_dir, report, run_tool
+from tests.support import free_port, wait_for
 
 TARGET_MSGS_PER_SEC = 600
 TARGET_P99_MS = 50
@@ -53,15 +56,50 @@ def load_average() -> str:
         return "?"
 
 
+def calibrate(n: int = 5000) -> float | None:
+    """The peers' reference on this machine right now: aiosmtpd answering 250 to everything (RESULTS.md
+    measured 1,879 msg/s on a quiet machine). A much lower figure means the machine is busy and every
+    number below is depressed by about as much."""
+    sink = peer_bench_dir() / "aiosmtpd_sink.py"
+    if not sink.exists():
+        return None
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(sink), str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for(lambda: _answers(port), timeout=10, what="the aiosmtpd sink")
+        result = run_tool("smtp_load.py", "--port", str(port), "-c", "20", "--size", "4096", "-n", str(n))
+        return result["msgs_per_sec"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def main() -> None:
     modes = {"--sync-off": [False], "--both": [True, False]}.get(
         sys.argv[1] if len(sys.argv) > 1 else "", [True]
     )
+    reference = calibrate()
+    print(
+        f"calibration: aiosmtpd sink (stores nothing) {reference} msg/s now; 1879 in RESULTS.md (quiet machine)"
+    )
+    report(
+        "smtp_calibration_aiosmtpd_sink", msgs_per_sec=reference, results_md=1879, load_average=load_average()
+    )
     for sync in modes:
-        run(sync)
+        run(sync, reference)
 
 
-def run(sync: bool) -> None:
+def run(sync: bool, reference: float | None = None) -> None:
     n = int(os.environ.get("MAILFLOW_BENCH_SMTP_N", "20000"))
     with tempfile.TemporaryDirectory(prefix="bench-smtp-") as tmp:
         with Stack(Path(tmp), Ports.free(), sync_always=sync) as stack:
@@ -85,6 +123,7 @@ def run(sync: bool) -> None:
     print(f"{'target':32} {'>=' + str(TARGET_MSGS_PER_SEC):>8} {'':>8} {'<' + str(TARGET_P99_MS):>8}")
     for name, value in PEERS.items():
         print(f"{name:32} {value:>8}")
+    print(f"{'aiosmtpd sink, measured now':32} {reference!s:>8}")
     print(
         f"accepted {result['accepted']}, errors {result['errors']}, load average {load_before} -> {load_after}"
     )
@@ -106,6 +145,7 @@ def run(sync: bool) -> None:
         meets_target=bool(rate >= TARGET_MSGS_PER_SEC and p99 is not None and p99 < TARGET_P99_MS),
         fsync_every_write=sync,
         load_average_before=load_before,
+        aiosmtpd_sink_now=reference,
         cpu_seconds=cpu,
     )
 
