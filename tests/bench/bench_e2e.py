@@ -5,7 +5,8 @@ For 1 and 2 delivery processes, a fresh stack each (users user0..user99@bench.te
                queue has every recipient delivered (= stored, the store confirmed it): msg/s end to end
   stage rates  counters sampled during that run: accepted by smtp-ingress, recorded by queue, stored by
                delivery; each stage's rate over the time it was busy
-  delivery     delivery stopped, M messages queued, delivery started: how fast it drains M jobs alone
+  drains       delivery stopped, M messages queued, delivery started: how fast it drains M jobs alone;
+               the same for the queue (M messages waiting in MAIL): each stage's capacity with a backlog
   latency      e2e_latency.py --mode poll (t0 = MAIL FROM, until UID SEARCH finds it), p50/p99
 Figures print as a table and as `BENCH {json}` lines (see tests/bench/run_all.py). Bounded: every step
 has a timeout; only loopback is used. `python -m tests.bench.bench_e2e --quick` for a short run;
@@ -131,6 +132,17 @@ def run_config(instances: int, n: int, m: int, latency_n: int, sync_always: bool
         t0 = time.perf_counter()
         t_end = wait_delivered(st, base + m, 600)
         figures["delivery_drain_msgs_per_s"] = round(m / (t_end - t0), 1)  # includes process start-up
+        # the queue stage alone: accepted messages pile up in MAIL while the queue is stopped, then drain
+        st.stop_service("queue")
+        run_tool("smtp_load.py", *smtp, "-n", str(m), "-c", "20")
+        time.sleep(1.0)
+        st.start_service("queue", wait=False)
+        t0 = time.perf_counter()
+        deadline = t0 + 600
+        while stage_counts(st)["recorded"] < m and time.perf_counter() < deadline:  # a new process counts from 0
+            time.sleep(0.05)
+        figures["queue_drain_msgs_per_s"] = round(m / (time.perf_counter() - t0), 1)  # includes start-up
+        wait_delivered(st, base + 2 * m, 600)
         if not quick or instances == 1:
             lat = run_tool(
                 "e2e_latency.py", "--port", str(st.ports.smtp), "--imap-port", str(st.ports.imap), "-n", str(latency_n), "--mode", "poll", "--interval", "0.002"
@@ -158,10 +170,10 @@ def main(argv: list[str] | None = None) -> None:
         f = run_config(instances, a.messages, a.drain, a.latency_messages, sync, a.quick)
         report("e2e", **f)
         rows.append(f)
-    print(f"\n{'config':<26} {'accepted/s':>10} {'e2e/s':>8} {'drain/s':>8} {'p50 ms':>7} {'p99 ms':>7}  stage rates (msg/s)")
+    print(f"\n{'config':<24} {'accepted/s':>10} {'e2e/s':>7} {'queue drain/s':>13} {'delivery drain/s':>16} {'p50 ms':>7} {'p99 ms':>7}  stage rates (msg/s)")
     for f in rows:
         print(
-            f"{f['config']:<26} {f['accepted_msgs_per_s']:>10} {f['e2e_msgs_per_s']:>8} {f['delivery_drain_msgs_per_s']:>8} "
+            f"{f['config']:<24} {f['accepted_msgs_per_s']:>10} {f['e2e_msgs_per_s']:>7} {f['queue_drain_msgs_per_s']:>13} {f['delivery_drain_msgs_per_s']:>16} "
             f"{f.get('latency_p50_ms', '-'):>7} {f.get('latency_p99_ms', '-'):>7}  {f['stage_rates']}"
         )
     print("targets: >= 500 msg/s end to end, p50 <= 15 ms (Postfix + Dovecot here: 514 msg/s, 12.9 / 20.5 ms)")
