@@ -96,8 +96,8 @@ class Scheduler:
             for work in works:
                 await self.send_notice(work)
         while done := await self.db.run(ledger.finishable):
-            results = await asyncio.gather(*(self.bodies.delete(ref) for _, ref in done), return_exceptions=True)
-            gone = [q for (q, _), r in zip(done, results, strict=True) if not isinstance(r, Exception)]
+            results = await self.outbox.delete_bodies([ref for _, ref in done])
+            gone = [q for (q, _), r in zip(done, results, strict=True) if r is None]
             if gone:
                 await self.db.run(ledger.mark_bodies_deleted, gone)
                 metrics.BODIES_DELETED.inc(len(gone))

@@ -90,6 +90,7 @@ class Intake(QuickStop, Worker[QueuedMessage]):
 
 class Results(QuickStop, Worker[DeliveryResult]):
     stream, durable, model = "RESULTS", "queue-results", DeliveryResult
+    linger = 0.05  # results are off the latency path: gather them into fewer transactions
 
     def __init__(
         self,
