@@ -66,6 +66,7 @@ class Session(asyncio.Protocol):
         self.waiter: asyncio.Future | None = None
         self.write_ready: asyncio.Future | None = None
         self.closed = False
+        self.eof = False  # the client half-closed: finish what is buffered, answer, then close
         self.reading_paused = False
         self.discarding = False  # skipping the rest of an over-long line
         self.last_activity = 0.0
@@ -103,8 +104,11 @@ class Session(asyncio.Protocol):
             w.set_result(None)
 
     def eof_received(self) -> bool:
+        self.eof = True
         self._wake()
-        return False  # close the transport
+        # Keep our half open so the commands already received still get their replies (plain TCP;
+        # a TLS transport cannot half-close and closes either way).
+        return self.client is not None and self.client.tls is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -171,7 +175,7 @@ class Session(asyncio.Protocol):
     async def _more(self) -> None:
         """Wait for more input; pending replies go out first (one write per pipelined group)."""
         self.flush()
-        if self.closed:
+        if self.closed or self.eof:  # nothing more will come
             raise ConnectionLost
         if self.write_ready is not None and not self.write_ready.done():
             await self.write_ready

@@ -98,3 +98,17 @@ def test_transcript_fed_byte_by_byte(srv):
     assert codes == [b"220", b"250", b"250", b"250", b"354", b"250", b"250", b"250", b"250", b"221"]
     (m1, r1), (m2, r2) = srv.messages
     assert r1.endswith(b"Subject: slow\r\n\r\n.dot\r\nline\r\n") and r2.endswith(b"Subject: b\r\n")
+
+
+def test_a_client_that_half_closes_still_gets_its_replies(srv):
+    with socket.create_connection(("127.0.0.1", srv.port()), timeout=10) as sock:
+        sock.sendall(
+            b"EHLO half.example.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
+            b"Subject: half\r\n\r\nclosed my side\r\n.\r\nQUIT\r\n"
+        )
+        sock.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := sock.recv(65536):
+            got += chunk
+    assert b"250 2.0.0 Ok: queued as" in got and got.endswith(b"221 2.0.0 Bye\r\n")
+    assert len(srv.messages) == 1
