@@ -14,6 +14,8 @@ Errors, as store/api.py promises: a store that does not answer, times out, or fa
 507 -> QuotaExceeded(permanent=...); an expired or invalid session token -> SessionExpired (an Invalid:
 the session must log in again).
 MailboxEvent.origin of a change is `session_origin(p)` of the session that made it.
+deliver(): an item larger than the store's max_message_bytes comes back "failed" with permanent=True.
+Beyond the Protocol: fetch_sections(p, mailbox_id, uids, spec) -> uid: BODY[spec], cut in the store.
 """
 
 from __future__ import annotations
