@@ -171,15 +171,20 @@ class Authenticator:
             user = f"{user}@{self.default_domain}"
         return user
 
-    async def login(self, user: str, password: str, ip: str, service: str, cached: bool = True) -> Principal:
-        """`cached=False` always asks the store, for a session of one's own (POP3: the maildrop lock is
-        held by the store session, and two connections must never share one)."""
+    async def login(
+        self, user: str, password: str, ip: str, service: str, taken: set[str] | frozenset[str] = frozenset()
+    ) -> Principal:
+        """A cached principal whose token is in `taken` is not handed out again: the store asks for a
+        session of its own (POP3: the maildrop lock belongs to the store session, and two connections
+        must never share one)."""
         self.throttle.check(ip)
         user = self.username(user)
         if not user or not password or len(user) > 320 or len(password) > 1024:
             principal = None
         else:
-            principal = self.cache.get(user, password) if cached else None
+            principal = self.cache.get(user, password)
+            if principal is not None and principal.token in taken:
+                principal = None
             if principal is None:
                 principal = await self.directory.authenticate(user, password, service)
                 if principal is not None:

@@ -160,6 +160,8 @@ class Pop3Session:
                 await asyncio.shield(self.store.pop3_unlock(self.principal, token))
             except Exception as exc:
                 log.warning("maildrop unlock failed (the store's lock expires on its own): %s", exc)
+        if self.principal is not None:
+            self.ctx.pop3_tokens.discard(self.principal.token)
 
     async def execute(self, line: bytes) -> None:
         started = time.perf_counter()
@@ -229,7 +231,7 @@ class Pop3Session:
 
     async def login(self, user: str, password: str) -> bytes:
         try:
-            principal = await self.ctx.auth.login(user, password, self.conn.ip, "pop3", cached=False)
+            principal = await self.ctx.auth.login(user, password, self.conn.ip, "pop3", self.ctx.pop3_tokens)
         except Throttled:
             metrics.LOGINS.labels("pop3", "throttled").inc()
             return R.R_THROTTLED
@@ -241,11 +243,17 @@ class Pop3Session:
             metrics.LOGINS.labels("pop3", "unavailable").inc()
             raise
         metrics.LOGINS.labels("pop3", "ok").inc()
+        self.ctx.pop3_tokens.add(principal.token)  # before any await: no other POP3 session gets it now
+        self.principal = principal
         try:
             token = await self.store.pop3_lock(principal)
-        except Conflict:
-            return R.R_IN_USE
-        self.principal, self.lock_token = principal, token
+        except BaseException as exc:
+            self.ctx.pop3_tokens.discard(principal.token)
+            self.principal = None
+            if isinstance(exc, Conflict):
+                return R.R_IN_USE
+            raise
+        self.lock_token = token
         try:
             sel = await self.store.select(principal, "INBOX", claim_recent=False)
             metas = await self.store.fetch_meta(principal, sel.status.id, sel.uids) if sel.uids else []
