@@ -288,21 +288,18 @@ class Database:
             tx.run("BEGIN" if self.postgres else "BEGIN IMMEDIATE")
             try:
                 self._store_bodies(tx, group)
-                for op in group:
-                    tx.run("SAVEPOINT op")
-                    try:
-                        value = op.fn(tx, *op.args)
-                    except Exception as exc:
-                        tx.run("ROLLBACK TO SAVEPOINT op")
-                        tx.run("RELEASE SAVEPOINT op")
-                        if _is_disconnect(exc):
-                            raise
-                        if not isinstance(exc, EXPECTED):
-                            log.exception("write operation failed", extra={"op": op.fn.__name__})
-                        results.append((op, False, exc))
-                    else:
-                        tx.run("RELEASE SAVEPOINT op")
-                        results.append((op, True, value))
+                i = 0
+                while i < len(group):
+                    j = i + 1
+                    if getattr(group[i].fn, "merge", None) is not None:
+                        while j < len(group) and group[j].fn is group[i].fn:
+                            j += 1
+                    if j - i > 1 and self._run_merged(tx, group[i:j], results):
+                        i = j
+                        continue
+                    for op in group[i:j]:
+                        self._run_one(tx, op, results)
+                    i = j
                 tx.run("COMMIT")
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -323,6 +320,41 @@ class Database:
         metrics.WRITE_SECONDS.observe(time.monotonic() - started)
         for op, ok, value in results:
             op.loop.call_soon_threadsafe(_settle, op.future, ok, value)
+
+    def _run_one(self, tx: Tx, op: WriteOp, results: list) -> None:
+        tx.run("SAVEPOINT op")
+        try:
+            value = op.fn(tx, *op.args)
+        except Exception as exc:
+            tx.run("ROLLBACK TO SAVEPOINT op")
+            tx.run("RELEASE SAVEPOINT op")
+            if _is_disconnect(exc):
+                raise
+            if not isinstance(exc, EXPECTED):
+                log.exception("write operation failed", extra={"op": op.fn.__name__})
+            results.append((op, False, exc))
+        else:
+            tx.run("RELEASE SAVEPOINT op")
+            results.append((op, True, value))
+
+    def _run_merged(self, tx: Tx, ops: list[WriteOp], results: list) -> bool:
+        """Operations of one kind that can merge (fn.merge, e.g. deliveries) run as one call: a few
+        statements for all of them instead of a few each. If the merged call fails, False: the caller
+        runs them one by one, so one bad operation still fails alone."""
+        args, split = ops[0].fn.merge([op.args for op in ops])
+        tx.run("SAVEPOINT merged")
+        try:
+            value = ops[0].fn(tx, *args)
+        except Exception as exc:
+            tx.run("ROLLBACK TO SAVEPOINT merged")
+            tx.run("RELEASE SAVEPOINT merged")
+            if _is_disconnect(exc):
+                raise
+            return False
+        tx.run("RELEASE SAVEPOINT merged")
+        results.extend((op, True, part) for op, part in zip(ops, split(value), strict=True))
+        metrics.MERGED_OPS.inc(len(ops))
+        return True
 
     def _store_bodies(self, tx: Tx, group: list[WriteOp]) -> None:
         """Put the group's new bodies in the blob store (one fsync) before the transaction uses them."""

@@ -13,7 +13,7 @@ writer reports success, every stored message is durable (body fsynced before COM
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mailflow.errors import Invalid, NotFound, QuotaExceeded
 
@@ -118,6 +118,32 @@ def deliver(tx: Tx, items: list[Item], now: int) -> tuple[list[Outcome], list[Ch
     for p in placed:
         by_index[p.item.index].stored.append((p.login, p.mailbox, p.uid))
     return outcomes, changes
+
+
+def merge(args_list: list[tuple]) -> tuple[tuple, object]:
+    """Several deliver() calls of one group commit as one: (merged arguments, a function splitting
+    the merged result back, one part per call). Events all go with the first part (published once)."""
+    merged: list[Item] = []
+    spans = []
+    for items, _now in args_list:
+        start = len(merged)
+        merged += [replace(it, index=start + k) for k, it in enumerate(items)]
+        spans.append((start, items))
+
+    def split(result):
+        outcomes, changes = result
+        parts = []
+        for n, (start, items) in enumerate(spans):
+            mine = [o for o in outcomes if start <= o.index < start + len(items)]
+            for o in mine:
+                o.index = items[o.index - start].index
+            parts.append((mine, changes if n == 0 else []))
+        return parts
+
+    return (merged, args_list[0][1]), split
+
+
+deliver.merge = merge  # type: ignore[attr-defined]
 
 
 def _known_keys(tx: Tx, items: list[Item]) -> set[tuple[int, str]]:

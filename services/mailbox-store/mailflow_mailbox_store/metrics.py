@@ -33,6 +33,9 @@ WRITE_SECONDS = Histogram(
     "Time of one group commit (bodies stored, operations run, COMMIT)",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
 )
+MERGED_OPS = Counter(
+    "mailflow_mailbox_store_merged_operations_total", "Write operations (deliveries) run merged with others"
+)
 BLOB_BYTES = Counter(
     "mailflow_mailbox_store_blob_written_bytes_total", "Body bytes written to the blob store"
 )

@@ -155,3 +155,24 @@ async def test_a_store_that_does_not_answer_is_unavailable():
     with pytest.raises(ServiceUnavailable):
         await c.deliver([DeliverItem("k", "alice@example.test", b"x")])
     await c.close()
+
+
+async def test_concurrent_deliveries_merge_and_each_caller_gets_its_own_answer(client, n, service):
+    import asyncio
+
+    from mailflow_mailbox_store import metrics
+
+    before = metrics.MERGED_OPS._value.get()
+    rcpts = [n.alice, n.bob, n.tiny, f"nobody@{n.d}"]
+    calls = []
+    for i in range(40):
+        rcpt = rcpts[i % 4]
+        raw = message(f"m{i}", 2000 if rcpt == n.tiny else 0)
+        calls.append(client.deliver([DeliverItem(f"M{i}", rcpt, raw), DeliverItem(f"M{i}", rcpt, raw)]))
+    results = await asyncio.gather(*calls)
+    expected = [("stored", "duplicate")] * 2 + [("quota_exceeded",) * 2, ("unknown_user",) * 2]
+    for i, (first, second) in enumerate(results):
+        assert (first.key, second.key) == (f"M{i}", f"M{i}")
+        assert (first.status, second.status) == expected[i % 4]
+    assert [r[0] for r in await inbox_rows(service, n.alice)] == list(range(1, 11))
+    assert metrics.MERGED_OPS._value.get() > before  # 30 calls reached the writer at once: some merged
