@@ -85,6 +85,7 @@ class Scripted:
     greeting: str = "220 scripted ESMTP"
     ehlo: tuple[str, ...] = ("250-scripted", "250-PIPELINING", "250 SIZE 100000")
     drop_after_data: bool = False
+    dot_delay: float = 0.0  # seconds before answering the final dot (a slow remote)
     lines: list[bytes] = field(default_factory=list)
     reads: list[bytes] = field(default_factory=list)  # raw chunks, to see pipelining
     port: int = 0
@@ -118,6 +119,8 @@ class Scripted:
                             if self.drop_after_data:
                                 w.close()
                                 return
+                            if self.dot_delay:
+                                await asyncio.sleep(self.dot_delay)
                             w.write(self.replies.get("DOT", "250 2.0.0 ok").encode() + b"\r\n")
                         continue
                     cmd = line.decode().upper()

@@ -61,3 +61,33 @@ async def test_worker_publishes_results_then_acks_and_never_sends_twice(js, tmp_
         assert len(mta.messages) == 1
     traces = await js.stream_info("TRACE", subjects_filter=subjects.trace("QW"))
     assert traces.state.messages >= 3  # resolver, delivery x2 (+1 for the redelivery)
+
+
+async def test_stop_finishes_the_batch_in_hand(js):
+    """SIGTERM while a remote transaction is under way: the worker finishes it, publishes the result,
+    acknowledges the job, then returns (issue 7: stop intake, finish in-flight work, drain)."""
+    import asyncio
+
+    from services.delivery.tests.support import Scripted
+
+    store = MemoryStore()
+    bodies = JetStreamBodies(js)
+    ref = await bodies.put("QS", BODY)
+    slow = await Scripted(replies={"DATA": "354 go"}, dot_delay=1.0).start()
+    try:
+        resolver = TableResolver({"slow.test": MxReply(domain="slow.test", status="ok", hosts=[MxHost(preference=1, host="mx.slow.test", addresses=["127.0.0.1"])])})
+        remote = RemoteConfig(port=slow.port, tls=smtp_out.TlsPolicy("none"), timeouts=smtp_out.Timeouts(5, 5, 5, 5, 5))
+        worker = DeliveryWorker(js._nc, js, Deliveries(store, store, bodies, resolver, await KvSentLog.open(js, ttl_s=60), remote))
+        job = DeliveryJob(queue_id="QS", trace_id="ts", attempt=1, mail_from="a@daum.test", rcpt=Recipient(address="z@slow.test"), body_ref=ref, size=len(BODY), received_at=datetime.now(UTC))
+        await js.publish(subjects.DELIVERY_JOB, job.to_bytes())
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        while not any(line.startswith(b"MAIL FROM") for line in slow.lines):
+            await asyncio.sleep(0.01)
+        stop.set()  # mid-transaction
+        await asyncio.wait_for(task, 10)
+        (res,) = await results(js, 1)
+        assert res.outcome == "delivered"
+        assert (await js.stream_info("JOBS")).state.messages == 0
+    finally:
+        await slow.stop()
