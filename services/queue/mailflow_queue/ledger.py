@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -103,14 +102,28 @@ def _job(qm: QueuedMessage, rc: Rcpt, attempt: int) -> DeliveryJob:
     )
 
 
-def record(
-    s: Session, msgs: list[QueuedMessage], now: float, p: Policy, planned: Callable[[Recorded], None] | None = None
-) -> Recorded:
+def unique_rcpts(qm: QueuedMessage) -> list[Rcpt]:
+    """The envelope's recipients, each once (the same address twice in one envelope gets one copy)."""
+    seen: dict[str, Rcpt] = {}
+    for rc in qm.rcpt_to:
+        seen.setdefault(rc.address.lower(), rc)
+    return list(seen.values())
+
+
+def first_jobs(msgs: list[QueuedMessage]) -> list[DeliveryJob]:
+    """The attempt-1 jobs `record` makes for new messages, computed from the envelopes alone."""
+    out, seen = [], set()
+    for qm in msgs:
+        if qm.queue_id not in seen:
+            seen.add(qm.queue_id)
+            out += [_job(qm, rc, 1) for rc in unique_rcpts(qm)]
+    return out
+
+
+def record(s: Session, msgs: list[QueuedMessage], now: float, p: Policy) -> Recorded:
     """Record new messages with every recipient in flight (attempt 1) and return their jobs. A message
     known already returns the jobs of its recipients still in flight, to publish again.
-    Plain multi-row INSERTs (no ORM unit of work): this is the hot path. `planned` is called with the
-    result once the rows are written but before the commit, so the caller can publish the jobs while
-    the commit's fsync runs (see workers.Intake)."""
+    Plain multi-row INSERTs (no ORM unit of work): this is the hot path."""
     qids = list(dict.fromkeys(m.queue_id for m in msgs))
     known = set(s.scalars(sa.select(Message.queue_id).where(Message.queue_id.in_(qids))))
     out = Recorded([], [], [])
@@ -123,12 +136,9 @@ def record(
         if qm.queue_id in known:
             out.duplicates.append(qm.queue_id)
             continue
-        keys: set[str] = set()
-        for rc in qm.rcpt_to:
+        keys = unique_rcpts(qm)
+        for rc in keys:
             key = rc.address.lower()
-            if key in keys:  # the same recipient twice in one envelope gets one copy
-                continue
-            keys.add(key)
             r_rows.append(
                 dict(
                     queue_id=qm.queue_id,
@@ -177,8 +187,6 @@ def record(
             .where(Message.queue_id.in_(out.duplicates), Recipient.state == INFLIGHT)
         ).all()
         out.jobs += [job_for(m, r) for m, r in rows]
-    if planned is not None:
-        planned(out)
     return out
 
 

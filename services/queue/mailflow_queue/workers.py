@@ -36,47 +36,42 @@ class Intake(QuickStop, Worker[QueuedMessage]):
         self.batch = batch
 
     async def handle_batch(self, items: list[tuple[QueuedMessage, int]]) -> list[Outcome]:
-        """Write the rows, publish the jobs while the commit's fsync runs, ack when both are done."""
+        """A message seen for the first time has its jobs published at once, built from its envelope,
+        while its rows are committed; the batch is acknowledged when both are durable. A redelivered
+        message (after a crash) waits for the database to say which of its jobs are still due."""
         started = time.perf_counter()
         msgs = [m for m, _ in items]
         by_id = {m.queue_id: m for m in msgs}
-        loop = asyncio.get_running_loop()
-        planned: asyncio.Future[ledger.Recorded] = loop.create_future()
+        fresh = {m.queue_id: m for m, delivered in items if delivered == 1}
 
-        def on_planned(rec: ledger.Recorded) -> None:  # in the database thread, before the commit
-            loop.call_soon_threadsafe(lambda: planned.done() or planned.set_result(rec))
+        def traces(qids) -> list[TraceEvent]:
+            took = (time.perf_counter() - started) * 1000
+            return [
+                TraceEvent(
+                    queue_id=q,
+                    trace_id=by_id[q].trace_id,
+                    step="queue",
+                    service="queue",
+                    duration_ms=took,
+                    detail=f"recorded, {len(by_id[q].rcpt_to)} recipient(s)",
+                )
+                for q in qids
+            ]
 
-        commit = asyncio.ensure_future(self.db.run(ledger.record, msgs, self.clock(), self.policy, on_planned))
-        publish = None
+        commit = asyncio.ensure_future(self.db.run(ledger.record, msgs, self.clock(), self.policy))
+        early = asyncio.ensure_future(self.outbox.publish(ledger.first_jobs(list(fresh.values())))) if fresh else None
         try:
-            await asyncio.wait({planned, commit}, return_when=asyncio.FIRST_COMPLETED)
-            if planned.done():
-                rec = planned.result()
-                took = (time.perf_counter() - started) * 1000
-                traces = [
-                    TraceEvent(
-                        queue_id=q,
-                        trace_id=by_id[q].trace_id,
-                        step="queue",
-                        service="queue",
-                        duration_ms=took,
-                        detail=f"recorded, {len(by_id[q].rcpt_to)} recipient(s)",
-                    )
-                    for q in rec.new
-                ]
-                publish = asyncio.ensure_future(self.outbox.publish(rec.jobs, traces))
             rec = await commit  # raises if the transaction failed
-            if publish is not None:
-                await publish
+            if early is not None:
+                await early
+            # jobs of messages known before (only those still in flight), and one trace per new message
+            await self.outbox.publish([j for j in rec.jobs if j.queue_id not in fresh], traces(rec.new))
         except Exception:
             log.exception("intake batch failed; will retry", extra={"messages": len(items)})
-            for task in (commit, publish):
+            for task in (commit, early):
                 if task is not None and not task.done():
                     task.cancel()
             return [Retry(backoff(a)) for _, a in items]
-        finally:
-            if not planned.done():
-                planned.cancel()
         metrics.MESSAGES.labels("recorded").inc(len(rec.new))
         metrics.MESSAGES.labels("duplicate").inc(len(rec.duplicates))
         metrics.JOBS.labels("first").inc(len(rec.jobs))
