@@ -63,8 +63,9 @@ class DomainRoutes:
     the store itself decides per recipient (aliases, unknown users) when it is handed the message.
     A failed lookup is not remembered: the jobs are deferred ("can't check" is not "doesn't exist")."""
 
-    def __init__(self, directory: Directory, ttl: float = 30.0):
-        self.directory, self.ttl = directory, ttl
+    def __init__(self, directory: Directory, ttl: float = 30.0, remote_ttl: float = 5.0):
+        # "not ours" is remembered briefly: a domain just added must not be sent out to its MX for long
+        self.directory, self.ttl, self.remote_ttl = directory, ttl, min(ttl, remote_ttl)
         self.items: dict[str, tuple[float, bool]] = {}
         self._inflight: dict[str, asyncio.Future[bool]] = {}
 
@@ -81,7 +82,7 @@ class DomainRoutes:
         try:
             res = await self.directory.resolve(address)
             local = res.status != "not_local"
-            self.items[domain] = (time.monotonic() + self.ttl, local)
+            self.items[domain] = (time.monotonic() + (self.ttl if local else self.remote_ttl), local)
             fut.set_result(local)
             return local
         except BaseException as exc:
