@@ -1,8 +1,8 @@
 """A POP3 maildrop (RFC 1939 §8): the INBOX as it was at login, numbered 1..n, with deletion marks.
 
-Bodies come from the store in batches: asking for message n also fetches the messages after it, up to
-`prefetch_bytes`, so a client that RETRs one message after another costs one store round trip per
-batch, not per message. Deletions happen only in `update()` (the UPDATE state, after QUIT): the
+Bodies come from the store in batches: a maildrop within `prefetch_bytes` is read whole at the first
+LIST/RETR/TOP, a bigger one from message n on up to `prefetch_bytes`, so a client that RETRs one
+message after another costs one store round trip per batch, not per message. Deletions happen only in `update()` (the UPDATE state, after QUIT): the
 marked messages get \\Deleted and are expunged, and nothing else in the mailbox is touched.
 A message that vanished from the store meanwhile (another client expunged it) reads as b"".
 """
@@ -61,6 +61,11 @@ def top(raw: bytes, lines: int) -> bytes:
 
 
 class Maildrop:
+    """Sizes are learnt lazily: STAT alone needs none (the mailbox status has the total), and when the
+    whole maildrop fits in `prefetch_bytes` its bodies are fetched at once (their lengths are the sizes,
+    and the RETRs that usually follow a LIST cost no further round trip); a bigger one asks for the
+    messages' metadata instead and reads bodies ahead in batches."""
+
     def __init__(
         self,
         store: Mailboxes,
@@ -68,12 +73,14 @@ class Maildrop:
         mailbox_id: int,
         uidvalidity: int,
         uids: list[int],
-        sizes: list[int],
+        total: int,
         prefetch_bytes: int = 2 * 1024 * 1024,
     ):
         self.store, self.principal, self.mailbox_id = store, principal, mailbox_id
         self.uidvalidity = uidvalidity
-        self.uids, self.sizes = uids, sizes
+        self.uids = uids
+        self.total = total  # octets of all messages, from the mailbox status
+        self.sizes: list[int] | None = None
         self.deleted: set[int] = set()  # message numbers (1-based)
         self.prefetch_bytes = prefetch_bytes
         self._cache: dict[int, bytes] = {}
@@ -84,9 +91,25 @@ class Maildrop:
     def exists(self, n: int) -> bool:
         return 1 <= n <= len(self.uids)
 
-    def stat(self) -> tuple[int, int]:
+    async def load_sizes(self) -> list[int]:
+        if self.sizes is None:
+            uids = self.uids
+            if self.total <= self.prefetch_bytes and len(uids) <= MAX_BATCH:
+                got = await self.store.fetch_bodies(self.principal, self.mailbox_id, uids) if uids else {}
+                self._cache = {n: got[u] for n, u in enumerate(uids, 1) if u in got}
+                self.sizes = [len(got.get(u, b"")) for u in uids]
+            else:
+                metas = await self.store.fetch_meta(self.principal, self.mailbox_id, uids)
+                size = {m.uid: m.size for m in metas}
+                self.sizes = [size.get(u, 0) for u in uids]
+        return self.sizes
+
+    async def stat(self) -> tuple[int, int]:
+        if not self.deleted:
+            return len(self.uids), self.total
+        sizes = await self.load_sizes()
         live = [i for i in range(len(self.uids)) if i + 1 not in self.deleted]
-        return len(live), sum(self.sizes[i] for i in live)
+        return len(live), sum(sizes[i] for i in live)
 
     def unique_id(self, n: int) -> str:
         """Stable across sessions while the mailbox keeps its UIDVALIDITY (RFC 1939 §7 UIDL)."""
@@ -96,16 +119,18 @@ class Maildrop:
         raw = self._cache.pop(n, None)
         if raw is not None:
             return raw
-        wanted, budget = [n], self.sizes[n - 1]
+        sizes = await self.load_sizes()
+        raw = self._cache.pop(n, None)
+        if raw is not None:
+            return raw
+        wanted, budget = [n], sizes[n - 1]
         m = n + 1
         while (
-            m <= len(self.uids)
-            and len(wanted) < MAX_BATCH
-            and budget + self.sizes[m - 1] <= self.prefetch_bytes
+            m <= len(self.uids) and len(wanted) < MAX_BATCH and budget + sizes[m - 1] <= self.prefetch_bytes
         ):
             if m not in self.deleted and m not in self._cache:
                 wanted.append(m)
-                budget += self.sizes[m - 1]
+                budget += sizes[m - 1]
             m += 1
         got = await self.store.fetch_bodies(
             self.principal, self.mailbox_id, [self.uids[k - 1] for k in wanted]

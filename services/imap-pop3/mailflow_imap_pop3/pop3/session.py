@@ -256,15 +256,13 @@ class Pop3Session:
         self.lock_token = token
         try:
             sel = await self.store.select(principal, "INBOX", claim_recent=False)
-            metas = await self.store.fetch_meta(principal, sel.status.id, sel.uids) if sel.uids else []
         except BaseException:
             await self.release()
             self.principal = None
             raise
-        sizes = {m.uid: m.size for m in metas}
-        uids = [u for u in sel.uids if u in sizes]
+        uids = sel.uids
         self.drop = Maildrop(
-            self.store, principal, sel.status.id, sel.status.uidvalidity, uids, [sizes[u] for u in uids],
+            self.store, principal, sel.status.id, sel.status.uidvalidity, uids, sel.status.size,
             self.settings.pop3_prefetch_bytes,
         )  # fmt: skip
         self.state = State.TRANSACTION
@@ -367,18 +365,19 @@ async def cmd_quit(s: Pop3Session, arg: str) -> bytes:
 async def cmd_stat(s: Pop3Session, arg: str) -> bytes:
     if arg.strip():
         return R.R_BAD_ARGS
-    count, size = s.drop.stat()
+    count, size = await s.drop.stat()
     return R.ok(f"{count} {size}")
 
 
 async def cmd_list(s: Pop3Session, arg: str) -> bytes:
     drop = s.drop
+    sizes = await drop.load_sizes()
     if arg.strip():
         n = s.message_number(arg)
-        return n if isinstance(n, bytes) else R.ok(f"{n} {drop.sizes[n - 1]}")
-    count, size = drop.stat()
+        return n if isinstance(n, bytes) else R.ok(f"{n} {sizes[n - 1]}")
+    count, size = await drop.stat()
     lines = [f"+OK {count} messages ({size} octets)\r\n"]
-    lines += [f"{n} {drop.sizes[n - 1]}\r\n" for n in range(1, len(drop) + 1) if n not in drop.deleted]
+    lines += [f"{n} {sizes[n - 1]}\r\n" for n in range(1, len(drop) + 1) if n not in drop.deleted]
     return "".join(lines).encode() + b".\r\n"
 
 
@@ -403,7 +402,7 @@ async def cmd_retr(s: Pop3Session, arg: str) -> bytes | list[bytes]:
     raw = await s.drop.body(n)
     s.retrieved += 1
     s.retrieved_bytes += len(raw)
-    return [b"+OK %d octets\r\n" % s.drop.sizes[n - 1], stuffed(raw), _TERMINATOR]
+    return [b"+OK %d octets\r\n" % len(raw), stuffed(raw), _TERMINATOR]
 
 
 async def cmd_top(s: Pop3Session, arg: str) -> bytes:
@@ -431,7 +430,7 @@ async def cmd_noop(s: Pop3Session, arg: str) -> bytes:
 
 async def cmd_rset(s: Pop3Session, arg: str) -> bytes:
     s.drop.deleted.clear()
-    count, size = s.drop.stat()
+    count, size = await s.drop.stat()
     return R.ok(f"Maildrop has {count} messages ({size} octets)")
 
 

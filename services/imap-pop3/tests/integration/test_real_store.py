@@ -106,8 +106,9 @@ def test_pop3_over_the_real_store(srv):
     p = poplib.POP3("127.0.0.1", srv.port("pop3"))
     p.user("bob@example.test")
     p.pass_("bob-pw")
-    assert p.stat()[0] == 3
+    assert p.stat() == (3, sum(map(len, msgs)))  # from the mailbox status: no per-message call needed
     uidl = p.uidl()[1]
+    assert [int(x.split()[1]) for x in p.list()[1]] == [len(m) for m in msgs]
     assert b"\r\n".join(p.retr(2)[1]) + b"\r\n" == msgs[1]
     second = poplib.POP3("127.0.0.1", srv.port("pop3"))
     second.user("bob@example.test")
