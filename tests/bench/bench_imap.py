@@ -7,6 +7,9 @@ the peer tools' "user80" logins work as they do against Dovecot), then:
   logins      imap_load.py: 10 clients, each 100 sessions of connect, LOGIN, LOGOUT
   retr        pop3_load.py: 10 clients, each 20 sessions of USER/PASS, LIST, RETR every message, QUIT
   idle        e2e_latency.py --mode idle: SMTP in, until `* n EXISTS` reaches an IDLE client (p50, p99)
+  cpu         for fetch, logins and retr: CPU microseconds per message of imap-pop3, mailbox-store and
+              the load tool, the ceiling they allow on this machine's cores, and how busy the machine
+              was with other work meanwhile (on a shared box the rates alone mislead)
   select      one mailbox of 100,000 small messages (stored in batches through the store's REST API),
               then SELECT timed from the command to the tagged OK (median of 5, a fresh session each)
 Figures print as a table and as `BENCH {json}` lines (tests/bench/run_all.py). Only loopback is used;
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import resource
 import socket
 import statistics
 import tempfile
@@ -51,7 +56,8 @@ def fill_big_mailbox(st: Stack, address: str, n: int) -> None:
                     DeliverItem(
                         key=f"big-{i}",
                         recipient=address,
-                        body=b"From: a@x.test\r\nSubject: m%d\r\nMessage-ID: <%d@x.test>\r\n\r\nsmall body\r\n" % (i, i),
+                        body=b"From: a@x.test\r\nSubject: m%d\r\nMessage-ID: <%d@x.test>\r\n\r\nsmall body\r\n"
+                        % (i, i),
                     )
                     for i in range(start, min(n, start + batch))
                 ]
@@ -107,6 +113,54 @@ def verdict(name: str, value: float | None) -> str:
     return f"{'ok' if ok else 'MISSED'} ({op} {target})"
 
 
+class Meter:
+    """CPU seconds of the processes that serve a phase, of the load tool, and how busy the whole machine
+    was meanwhile: on a shared 2-core box the rate alone says little, CPU per message says more."""
+
+    HZ = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, st: Stack, services: tuple[str, ...] = ("imap-pop3", "mailbox-store")):
+        self.pids = {s: st.procs[(s, 0)].popen.pid for s in services}
+
+    def _proc(self, pid: int) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self.HZ
+
+    @staticmethod
+    def _machine() -> tuple[int, int]:
+        values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        return sum(values), values[3] + values[4]  # total, idle + iowait
+
+    def __enter__(self) -> Meter:
+        self.procs = {s: self._proc(p) for s, p in self.pids.items()}
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.tool = kids.ru_utime + kids.ru_stime
+        self.machine = self._machine()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.used = {s: self._proc(p) - self.procs[s] for s, p in self.pids.items()}
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.used["tool"] = kids.ru_utime + kids.ru_stime - self.tool
+        total, idle = self._machine()
+        self.busy = 100 * (1 - (idle - self.machine[1]) / max(1, total - self.machine[0]))
+        ours = (
+            sum(self.used.values())
+            * 100
+            / os.cpu_count()
+            / max(1e-9, (total - self.machine[0]) / self.HZ / os.cpu_count())
+        )
+        self.others = max(0.0, self.busy - ours)  # machine busy % not explained by the processes above
+
+    def per(self, n: int) -> dict[str, float]:
+        """Microseconds of CPU per unit of work, by process."""
+        return {k: round(v / max(1, n) * 1e6, 1) for k, v in self.used.items()}
+
+    def ceiling(self, n: int) -> float:
+        """Units per second all cores could do if nothing else ran: cores / CPU per unit."""
+        return round(os.cpu_count() * n / max(1e-9, sum(self.used.values())), 0)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="skip the 100k SELECT, fewer rounds")
@@ -114,27 +168,46 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     rounds, login_rounds, idle_n = (5, 20, 20) if a.quick else (20, 100, 40)
     env = {"MAILFLOW_IMAP_DEFAULT_DOMAIN": "bench.test", "MAILFLOW_LOG_LEVEL": "WARNING"}
-    with tempfile.TemporaryDirectory(prefix="mailflow-bench-") as tmp, Stack(Path(tmp), Ports.free(), env=env) as st:
+    with (
+        tempfile.TemporaryDirectory(prefix="mailflow-bench-") as tmp,
+        Stack(Path(tmp), Ports.free(), env=env) as st,
+    ):
         bench_users(st)
-        imap = ["--port", str(st.ports.imap), "--first-user", "80", "--users", "10"]
+        imap = ["--port", str(st.ports.imap), "--first-user", "80", "--users", "10", "-c", "10"]
+        pop3 = ["--port", str(st.ports.pop3), "--first-user", "80", "--users", "10", "-c", "10"]
         run_tool("imap_load.py", *imap, "--fill", "-k", "100", "--rounds", "0", "--login-rounds", "0")
-        run_tool("imap_load.py", *imap, "-c", "10", "--rounds", "2", "--login-rounds", "5")  # warm-up
-        load = run_tool("imap_load.py", *imap, "-c", "10", "--rounds", str(rounds), "--login-rounds", str(login_rounds))
-        pop = run_tool("pop3_load.py", "--port", str(st.ports.pop3), "--first-user", "80", "--users", "10", "-c", "10",
-                       "--rounds", str(rounds))  # fmt: skip
+        run_tool("imap_load.py", *imap, "--rounds", "2", "--login-rounds", "5")  # warm-up
+        with Meter(st) as m_fetch:
+            fetch = run_tool("imap_load.py", *imap, "--rounds", str(rounds), "--login-rounds", "0")
+        with Meter(st) as m_login:
+            login = run_tool("imap_load.py", *imap, "--rounds", "0", "--login-rounds", str(login_rounds))
+        with Meter(st) as m_retr:
+            pop = run_tool("pop3_load.py", *pop3, "--rounds", str(rounds))
         idle = run_tool("e2e_latency.py", "--port", str(st.ports.smtp), "--imap-port", str(st.ports.imap),
                         "-n", str(idle_n), "--mode", "idle")  # fmt: skip
         figures = {
-            "fetch_msgs_per_s": load.get("msgs_per_sec"),
-            "fetch_mb_per_s": load.get("mb_per_sec"),
-            "fetch_session_p50_ms": load.get("session_p50_ms"),
-            "logins_per_s": load.get("logins_per_sec"),
-            "login_p50_ms": load.get("login_p50_ms"),
+            "fetch_msgs_per_s": fetch.get("msgs_per_sec"),
+            "fetch_mb_per_s": fetch.get("mb_per_sec"),
+            "fetch_session_p50_ms": fetch.get("session_p50_ms"),
+            "fetch_cpu_us_per_msg": m_fetch.per(fetch.get("fetched", 0)),
+            "fetch_cpu_ceiling_msgs_per_s": m_fetch.ceiling(fetch.get("fetched", 0)),
+            "fetch_machine_busy_pct": round(m_fetch.busy, 1),
+            "fetch_others_busy_pct": round(m_fetch.others, 1),
+            "logins_per_s": login.get("logins_per_sec"),
+            "login_p50_ms": login.get("login_p50_ms"),
+            "login_cpu_us": m_login.per(login.get("logins", 0)),
             "retr_msgs_per_s": pop.get("msgs_per_sec"),
             "pop3_sessions_per_s": pop.get("sessions_per_sec"),
+            "retr_cpu_us_per_msg": m_retr.per(pop.get("retrieved", 0)),
+            "retr_cpu_ceiling_msgs_per_s": m_retr.ceiling(pop.get("retrieved", 0)),
+            "retr_machine_busy_pct": round(m_retr.busy, 1),
+            "retr_others_busy_pct": round(m_retr.others, 1),
             "idle_p50_ms": round(idle["p50_s"] * 1000, 1) if idle.get("p50_s") is not None else None,
             "idle_p99_ms": round(idle["p99_s"] * 1000, 1) if idle.get("p99_s") is not None else None,
-            "errors": load.get("errors", 0) + pop.get("errors", 0) + idle.get("errors", 0),
+            "errors": fetch.get("errors", 0)
+            + login.get("errors", 0)
+            + pop.get("errors", 0)
+            + idle.get("errors", 0),
         }
         if not a.quick:
             t0 = time.perf_counter()
@@ -145,10 +218,13 @@ def main(argv: list[str] | None = None) -> None:
             figures["select_100k_first_ms"] = round(first, 1)
             figures["select_exists"] = exists
     report("imap", **figures)
-    print(f"\n{'figure':<24} {'value':>10}  target")
+    print(f"\n{'figure':<30} {'value':>10}  target")
     for name, value in figures.items():
-        print(f"{name:<24} {value if value is not None else '-':>10}  {verdict(name, value)}")
+        shown = value if value is not None else "-"
+        print(f"{name:<30} {shown!s:>10}  {verdict(name, value)}")
     print(PEER)
+    print("cpu_us: CPU microseconds per message (or login) of each process; ceiling: cores / all of it;")
+    print("others_busy_pct: how much of the machine other work took meanwhile (the rates suffer from it)")
 
 
 if __name__ == "__main__":
