@@ -31,7 +31,18 @@ FLUSH_AT = 256 * 1024  # octets collected before a FETCH sends what it has
 
 
 class Connection:
-    __slots__ = ("reader", "writer", "peer", "local", "listener", "tls", "_out", "_size", "closed")
+    __slots__ = (
+        "reader",
+        "writer",
+        "peer",
+        "local",
+        "listener",
+        "tls",
+        "_out",
+        "_size",
+        "closed",
+        "_loopback",
+    )
 
     def __init__(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: tuple, listener: str
@@ -44,6 +55,7 @@ class Connection:
         self._out: list[bytes] = []
         self._size = 0
         self.closed = False
+        self._loopback: bool | None = None
 
     @property
     def ip(self) -> str:
@@ -51,10 +63,12 @@ class Connection:
 
     @property
     def loopback(self) -> bool:
-        try:
-            return ipaddress.ip_address(self.ip).is_loopback
-        except ValueError:
-            return False
+        if self._loopback is None:
+            try:
+                self._loopback = ipaddress.ip_address(self.ip).is_loopback
+            except ValueError:
+                self._loopback = False
+        return self._loopback
 
     def write(self, data: bytes) -> None:
         self._out.append(data)

@@ -111,6 +111,9 @@ _STATE_HINT = {
 }
 
 _metric_children: dict[tuple[str, str], object] = {}
+_SESSIONS_TLS = metrics.SESSIONS.labels("imap", "tls")
+_SESSIONS_PLAIN = metrics.SESSIONS.labels("imap", "plain")
+_ACTIVE = metrics.SESSIONS_ACTIVE.labels("imap")
 
 
 def _observe(cmd: str, result: str, seconds: float) -> None:
@@ -269,8 +272,8 @@ class Session:
                 return None
 
     async def run(self) -> None:
-        metrics.SESSIONS.labels("imap", "tls" if self.conn.tls else "plain").inc()
-        metrics.SESSIONS_ACTIVE.labels("imap").inc()
+        (_SESSIONS_TLS if self.conn.tls else _SESSIONS_PLAIN).inc()
+        _ACTIVE.inc()
         self.ctx.sessions.add(self)
         self.timer = IdleTimer(
             self.ctx.settings.preauth_timeout, self._autologout, lambda: self.busy or self.idling
@@ -282,7 +285,7 @@ class Session:
         finally:
             self.timer.cancel()
             self.ctx.sessions.discard(self)
-            metrics.SESSIONS_ACTIVE.labels("imap").dec()
+            _ACTIVE.dec()
             if self.principal is not None:
                 log.info("logout", extra={"user": self.principal.address, "session": self.id,
                                           "seconds": round(time.monotonic() - self.started, 3)})  # fmt: skip

@@ -112,8 +112,8 @@ class Pop3Session:
     # --- the loop ------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        metrics.SESSIONS.labels("pop3", "tls" if self.conn.tls else "plain").inc()
-        metrics.SESSIONS_ACTIVE.labels("pop3").inc()
+        (_SESSIONS_TLS if self.conn.tls else _SESSIONS_PLAIN).inc()
+        _ACTIVE.inc()
         self.ctx.sessions.add(self)
         self.timer = IdleTimer(self.settings.pop3_timeout, self._autologout, lambda: self.busy)
         try:
@@ -139,7 +139,7 @@ class Pop3Session:
         finally:
             self.timer.cancel()
             self.ctx.sessions.discard(self)
-            metrics.SESSIONS_ACTIVE.labels("pop3").dec()
+            _ACTIVE.dec()
             if self.retrieved:
                 _RETRIEVED.inc(self.retrieved)
                 _RETR_BYTES.inc(self.retrieved_bytes)
@@ -457,6 +457,9 @@ COMMANDS: dict[str, Spec] = {
 }
 
 _metric_children: dict[tuple[str, str], object] = {}
+_SESSIONS_TLS = metrics.SESSIONS.labels("pop3", "tls")
+_SESSIONS_PLAIN = metrics.SESSIONS.labels("pop3", "plain")
+_ACTIVE = metrics.SESSIONS_ACTIVE.labels("pop3")
 
 
 def _observe(cmd: str, result: str, started: float) -> None:
