@@ -23,7 +23,7 @@ from mailflow_imap_pop3.auth import AuthCache, Authenticator, LoginThrottle
 from mailflow_imap_pop3.context import Context
 from mailflow_imap_pop3.imap.session import Session
 from mailflow_imap_pop3.listener import Connection, Listener
-from mailflow_imap_pop3.pop3.session import Pop3Session
+from mailflow_imap_pop3.pop3.session import Pop3Protocol
 from mailflow_imap_pop3.push import Hub
 from mailflow_imap_pop3.settings import Settings
 
@@ -57,8 +57,8 @@ class Server:
     async def _imap(self, conn: Connection) -> None:
         await Session(conn, self.ctx).run()
 
-    async def _pop3(self, conn: Connection) -> None:
-        await Pop3Session(conn, self.ctx).run()
+    def _pop3(self, peer: tuple, listener: str) -> Pop3Protocol:
+        return Pop3Protocol(self.ctx, peer, listener)
 
     async def start(self) -> Server:
         s = self.settings
@@ -66,8 +66,8 @@ class Server:
         plan = [
             ("imap", s.listen, self._imap, None),
             ("imaps", s.imaps_listen, self._imap, self.ctx.tls),
-            ("pop3", s.pop3_listen, self._pop3, None),
-            ("pop3s", s.pop3s_listen, self._pop3, self.ctx.tls),
+            ("pop3", s.pop3_listen, None, None),
+            ("pop3s", s.pop3s_listen, None, self.ctx.tls),
         ]
         try:
             for name, listen, handler, implicit in plan:
@@ -76,8 +76,9 @@ class Server:
                 if name.endswith("s") and implicit is None:
                     log.warning("%s listener not started: no TLS certificate configured", name)
                     continue
+                protocol = self._pop3 if name.startswith("pop3") else None
                 self.listeners[name] = await Listener(
-                    name, listen, handler, implicit, proxy, s.proxy_timeout, s.tls_handshake_timeout
+                    name, listen, handler, implicit, proxy, s.proxy_timeout, s.tls_handshake_timeout, protocol
                 ).start()
         except BaseException:
             for listener in self.listeners.values():

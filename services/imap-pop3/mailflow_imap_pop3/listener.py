@@ -139,6 +139,80 @@ class Connection:
             transport.abort()
 
 
+class TransportConnection:
+    """The same interface as Connection over a bare asyncio transport, for sessions that are protocols
+    (POP3): `write`/`write_many` collect, `flush_now` hands them to the transport, `flush` also waits
+    while the transport says its buffer is full."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: asyncio.Protocol, peer: tuple, listener: str):
+        self.transport, self.protocol = transport, protocol
+        self.peer = peer
+        self.local = transport.get_extra_info("sockname") or ("", 0)
+        self.listener = listener
+        self.tls: str | None = tls.describe(transport.get_extra_info("ssl_object"))
+        self._out: list[bytes] = []
+        self._size = 0
+        self.closed = False
+        self._loopback: bool | None = None
+        self._writable: asyncio.Event | None = None  # set while the transport takes more
+
+    ip = Connection.ip
+    loopback = Connection.loopback
+    write = Connection.write
+    write_many = Connection.write_many
+    pending = Connection.pending
+
+    def flush_now(self) -> None:
+        out = self._out
+        if not out:
+            return
+        self._out = []
+        self._size = 0
+        if self.closed:
+            return
+        if len(out) == 1:
+            self.transport.write(out[0])
+        else:
+            self.transport.writelines(out)
+
+    async def flush(self) -> None:
+        self.flush_now()
+        if self._writable is not None and not self.closed:
+            await self._writable.wait()
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = asyncio.Event()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None:
+            self._writable.set()
+            self._writable = None
+
+    def send_now(self, data: bytes) -> None:
+        self._out.append(data)
+        self.flush_now()
+
+    async def start_tls(self, ctx: ssl.SSLContext, handshake_timeout: float = 15.0) -> None:
+        self.flush_now()  # nothing may come between the last plaintext reply and the TLS layer taking over
+        loop = asyncio.get_running_loop()
+        try:
+            self.transport = await loop.start_tls(
+                self.transport, self.protocol, ctx, server_side=True, ssl_handshake_timeout=handshake_timeout
+            )
+        except Exception:
+            metrics.TLS.labels("failed").inc()
+            raise
+        metrics.TLS.labels("ok").inc()
+        self.tls = tls.describe(self.transport.get_extra_info("ssl_object"))
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(Exception):
+                self.transport.close()
+
+
 class IdleTimer:
     """Calls `expired()` once the client has been quiet for `timeout` seconds (the autologout timer).
     `touch()` on every read is one attribute write; the timer itself wakes only when it may be due,
@@ -187,8 +261,12 @@ class Listener:
         proxy_trusted: list | None = None,  # networks; None: no PROXY protocol
         proxy_timeout: float = 5.0,
         handshake_timeout: float = 15.0,
+        protocol: Callable[[tuple, str], asyncio.Protocol] | None = None,
     ):
         self.name, self.listen, self.handler = name, listen, handler
+        self.protocol = (
+            protocol  # (peer, listener name) -> a Protocol with a `.done` future, instead of handler
+        )
         self.implicit_tls = implicit_tls
         self.proxy_trusted = proxy_trusted
         self.proxy_timeout, self.handshake_timeout = proxy_timeout, handshake_timeout
@@ -240,6 +318,7 @@ class Listener:
 
     async def _setup(self, conn: socket.socket, peer: tuple) -> None:
         loop = asyncio.get_running_loop()
+        protocol = None
         try:
             if self.proxy_trusted is not None:
                 peer = await self._proxy(conn, peer)
@@ -247,12 +326,15 @@ class Listener:
                     conn.close()
                     return
 
-            async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-                self._track(asyncio.current_task())
-                await self._serve(reader, writer, peer)
+            if self.protocol is not None:
+                protocol = self.protocol(peer, self.name)
+            else:
 
-            reader = asyncio.StreamReader(limit=READ_SIZE)
-            protocol = asyncio.StreamReaderProtocol(reader, connected)
+                async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                    self._track(asyncio.current_task())
+                    await self._serve(reader, writer, peer)
+
+                protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=READ_SIZE), connected)
             await loop.connect_accepted_socket(
                 lambda: protocol,
                 conn,
@@ -261,7 +343,11 @@ class Listener:
             )
             if self.implicit_tls is not None:
                 metrics.TLS.labels("ok").inc()
+            if self.protocol is not None:
+                await protocol.done  # this task stands for the connection until it ends (the drain waits)
         except asyncio.CancelledError:
+            if self.protocol is not None and protocol is not None:
+                protocol.abort()  # the drain cut it
             conn.close()
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
             if self.implicit_tls is not None:

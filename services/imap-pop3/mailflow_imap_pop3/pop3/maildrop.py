@@ -105,22 +105,36 @@ class Maildrop:
         return self.sizes
 
     async def stat(self) -> tuple[int, int]:
+        if self.deleted:
+            await self.load_sizes()
+        return self.stat_now()
+
+    def stat_now(self) -> tuple[int, int]:
+        """(messages, octets) not marked deleted; needs the sizes once something is marked."""
         if not self.deleted:
-            return len(self.uids), self.total
-        sizes = await self.load_sizes()
+            return len(self.uids), self.total if self.sizes is None else sum(self.sizes)
+        sizes = self.sizes
         live = [i for i in range(len(self.uids)) if i + 1 not in self.deleted]
         return len(live), sum(sizes[i] for i in live)
+
+    def cached(self, n: int) -> bytes | None:
+        """Message n if it was read ahead (and forget it: a message is retrieved once, usually)."""
+        return self._cache.pop(n, None)
+
+    def peek(self, n: int) -> bytes | None:
+        return self._cache.get(n)
 
     def unique_id(self, n: int) -> str:
         """Stable across sessions while the mailbox keeps its UIDVALIDITY (RFC 1939 §7 UIDL)."""
         return f"{self.uidvalidity}.{self.uids[n - 1]}"
 
-    async def body(self, n: int) -> bytes:
-        raw = self._cache.pop(n, None)
+    async def body(self, n: int, keep: bool = False) -> bytes:
+        """Message n, reading ahead when it has to ask the store. `keep` leaves it read ahead (TOP)."""
+        raw = self._cache.get(n) if keep else self._cache.pop(n, None)
         if raw is not None:
             return raw
         sizes = await self.load_sizes()
-        raw = self._cache.pop(n, None)
+        raw = self._cache.get(n) if keep else self._cache.pop(n, None)
         if raw is not None:
             return raw
         wanted, budget = [n], sizes[n - 1]
@@ -136,7 +150,7 @@ class Maildrop:
             self.principal, self.mailbox_id, [self.uids[k - 1] for k in wanted]
         )
         self._cache.clear()  # what was read ahead and not asked for is not kept twice
-        for k in wanted[1:]:
+        for k in wanted[0 if keep else 1 :]:
             if self.uids[k - 1] in got:
                 self._cache[k] = got[self.uids[k - 1]]
         return got.get(self.uids[n - 1], b"")
