@@ -127,9 +127,9 @@ class Meter:
         return (int(fields[11]) + int(fields[12])) / self.HZ
 
     @staticmethod
-    def _machine() -> tuple[int, int]:
+    def _machine() -> tuple[int, int, int]:
         values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-        return sum(values), values[3] + values[4]  # total, idle + iowait
+        return sum(values), values[3] + values[4], values[7]  # total, idle + iowait, steal (by the host)
 
     def __enter__(self) -> Meter:
         self.procs = {s: self._proc(p) for s, p in self.pids.items()}
@@ -142,8 +142,9 @@ class Meter:
         self.used = {s: self._proc(p) - self.procs[s] for s, p in self.pids.items()}
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.used["tool"] = kids.ru_utime + kids.ru_stime - self.tool
-        total, idle = self._machine()
+        total, idle, steal = self._machine()
         self.busy = 100 * (1 - (idle - self.machine[1]) / max(1, total - self.machine[0]))
+        self.steal = 100 * (steal - self.machine[2]) / max(1, total - self.machine[0])
         ours = (
             sum(self.used.values())
             * 100
@@ -193,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
             "fetch_cpu_ceiling_msgs_per_s": m_fetch.ceiling(fetch.get("fetched", 0)),
             "fetch_machine_busy_pct": round(m_fetch.busy, 1),
             "fetch_others_busy_pct": round(m_fetch.others, 1),
+            "fetch_steal_pct": round(m_fetch.steal, 1),
             "logins_per_s": login.get("logins_per_sec"),
             "login_p50_ms": login.get("login_p50_ms"),
             "login_cpu_us": m_login.per(login.get("logins", 0)),
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
             "retr_cpu_ceiling_msgs_per_s": m_retr.ceiling(pop.get("retrieved", 0)),
             "retr_machine_busy_pct": round(m_retr.busy, 1),
             "retr_others_busy_pct": round(m_retr.others, 1),
+            "retr_steal_pct": round(m_retr.steal, 1),
             "idle_p50_ms": round(idle["p50_s"] * 1000, 1) if idle.get("p50_s") is not None else None,
             "idle_p99_ms": round(idle["p99_s"] * 1000, 1) if idle.get("p99_s") is not None else None,
             "errors": fetch.get("errors", 0)
@@ -224,7 +227,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:<30} {shown!s:>10}  {verdict(name, value)}")
     print(PEER)
     print("cpu_us: CPU microseconds per message (or login) of each process; ceiling: cores / all of it;")
-    print("others_busy_pct: how much of the machine other work took meanwhile (the rates suffer from it)")
+    print("others_busy_pct: how much of the machine other work took meanwhile (the rates suffer from it);")
+    print(
+        "steal_pct: CPU time the hypervisor gave to other guests (a VM's noise the guest cannot see otherwise)"
+    )
 
 
 if __name__ == "__main__":
