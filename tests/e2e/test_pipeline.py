@@ -36,10 +36,12 @@ def send(stack, rcpt: str, raw: bytes) -> None:
 
 
 def strip_trace(raw: bytes) -> bytes:
-    """Drop the Received: header(s) smtp-ingress prepends (folded lines included)."""
+    """Drop the trace lines the pipeline prepends: Return-Path: (final delivery) and Received:
+    (smtp-ingress), folded continuation lines included."""
     lines = raw.split(b"\r\n")
     i = 0
-    while i < len(lines) and (lines[i].lower().startswith(b"received:") or (i and lines[i][:1] in (b" ", b"\t"))):
+    trace = (b"return-path:", b"received:")
+    while i < len(lines) and (lines[i].lower().startswith(trace) or (i and lines[i][:1] in (b" ", b"\t"))):
         i += 1
     return b"\r\n".join(lines[i:])
 
@@ -69,7 +71,7 @@ def test_smtp_to_pop3_bytes_match_and_dele_removes(stack):
     _resp, lines, _octets = p.retr(1)
     got = b"\r\n".join(lines) + b"\r\n"
     assert strip_trace(got) == raw
-    assert got.startswith(b"Received: ")
+    assert got.startswith(b"Return-Path: <carol@elsewhere.test>\r\nReceived: ")
     p.dele(1)
     p.quit()
     assert pop3_count(stack, "alice@example.test", "alice-pw") == 0

@@ -40,6 +40,11 @@ class RemoteConfig:
     source_address: str | None = None
 
 
+def return_path(mail_from: str) -> bytes:
+    """The trace line final delivery adds; the null sender of a bounce is `<>`."""
+    return b"Return-Path: <" + mail_from.encode() + b">\r\n"
+
+
 def result(job: DeliveryJob, outcome: str, status: str, diagnostic: str = "", remote_mta: str | None = None) -> DeliveryResult:
     return DeliveryResult(
         queue_id=job.queue_id,
@@ -169,7 +174,9 @@ class Deliveries:
             elif isinstance(body, BaseException):
                 out[i] = result(job, "deferred", "4.3.0", "451 4.3.0 message body unavailable, will retry")
             else:
-                # The stored bytes are the accepted bytes (Received: lines included), unchanged.
+                # Final delivery: the accepted bytes (Received: lines included) under a Return-Path:
+                # line with the envelope sender (RFC 5321 §4.4), as every MDA writes it.
+                body = return_path(job.mail_from) + body
                 item = DeliverItem(key=job.idempotency_key, recipient=job.rcpt.address, body=body, queue_id=job.queue_id, trace_id=job.trace_id)
                 todo.append((i, job, item))
         chunks = [todo[k : k + self.store_batch] for k in range(0, len(todo), self.store_batch)]

@@ -85,7 +85,7 @@ async def test_local_delivery_is_idempotent(world):
     assert again[0].outcome == "delivered"
     inbox = store.users["a@daum.test"].mailboxes["INBOX"]
     (msg,) = inbox.messages.values()
-    assert msg.body == BODY  # stored as accepted, byte for byte
+    assert msg.body == b"Return-Path: <a@daum.test>\r\n" + BODY  # as accepted, under the Return-Path line
 
 
 async def test_store_down_defers_and_body_gone_bounces(world):
