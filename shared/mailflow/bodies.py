@@ -72,7 +72,7 @@ class JetStreamBodies:
                     for n, part in enumerate(parts)
                 )
             )
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise ServiceUnavailable("JetStream did not acknowledge the body") from exc
         return str(BodyRef(queue_id, len(parts), len(data)))
 
@@ -81,7 +81,7 @@ class JetStreamBodies:
             msg = await self.js.get_msg("BODY", subject=subjects.body(queue_id, n), direct=True)
         except NotFoundError as exc:
             raise BodyMissing(f"body chunk {n} of {queue_id} is gone") from exc
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise ServiceUnavailable("JetStream did not return the body") from exc
         return msg.data or b""
 

@@ -6,7 +6,6 @@ the caller defers the message and tries again later.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Protocol
 
 from nats.aio.client import Client as NATS
@@ -27,7 +26,7 @@ class MxClient:
         try:
             msg = await self.nc.request(subjects.MX_LOOKUP, MxRequest(domain=domain).to_bytes(), timeout=self.timeout)
             return MxReply.from_bytes(msg.data)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             return MxReply(domain=domain, status="temp_fail", error="resolver did not answer")
         except Exception as exc:  # no responders, connection closed, bad reply
             return MxReply(domain=domain, status="temp_fail", error=f"resolver unavailable: {type(exc).__name__}")

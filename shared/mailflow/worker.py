@@ -135,7 +135,7 @@ class Worker(Generic[T]):
     async def poll_once(self, timeout: float | None = None) -> int:
         try:
             msgs = await self._sub.fetch(self.batch, timeout=timeout or self.fetch_timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             return 0
         await self.process(msgs)
         return len(msgs)

@@ -29,7 +29,6 @@ from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 from mailflow.stack import Ports, Stack
 from tests.bench.common import bench_users, report, run_tool
 
-
 # The peer tools log in as "user99" (no domain), as with Dovecot; per-message INFO logs off, as for the peers.
 ENV = {"MAILFLOW_IMAP_DEFAULT_DOMAIN": "bench.test", "MAILFLOW_LOG_LEVEL": "WARNING"}
 

@@ -31,7 +31,6 @@ from pathlib import Path
 from mailflow.stack import Ports, Stack
 from mailflow.store.api import DeliverItem
 from mailflow.store.client import StoreClient
-
 from tests.bench.common import bench_users, report, run_tool
 
 TARGETS = {

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 from mailflow.stack import Ports, Stack
-
 from tests.bench.common import bench_users, peer_bench_dir, report, run_tool
 from tests.support import free_port, wait_for
 

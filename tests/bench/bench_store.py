@@ -27,11 +27,11 @@ import uuid
 from pathlib import Path
 
 import httpx
+
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 from mailflow.stack import Ports, Stack
 from mailflow.store.api import DeliverItem
 from mailflow.store.client import StoreClient
-
 from tests.bench.common import report
 
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from mailflow.stack import PREFIX, SERVICES, module
 from pydantic import AliasChoices
+
+from mailflow.stack import PREFIX, SERVICES, module
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

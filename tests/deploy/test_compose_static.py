@@ -13,8 +13,8 @@ import subprocess
 from urllib.parse import urlparse
 
 import pytest
-from mailflow.settings import split_hostport
 
+from mailflow.settings import split_hostport
 from tests.deploy.support import (
     COMPOSE_FILE,
     ROOT,

@@ -17,8 +17,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from mailflow import healthcheck, tlsinit
 
+from mailflow import healthcheck, tlsinit
 from tests.deploy.support import ROOT, SERVICES, dockerfile, parse_dockerfile
 
 STANDINS = sorted((ROOT / "deploy/ci/standins").glob("*/Dockerfile"))

@@ -17,9 +17,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+
 from mailflow.contracts import streams
 from mailflow.settings import split_hostport
-
 from tests.deploy.crd_schemas import NATS_JETSTREAM_METADATA, SCHEMAS
 from tests.deploy.support import ROOT, SERVICES, env_names, required_env, settings_class
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import pytest
+
 from mailflow.errors import Conflict, Invalid, NotFound, QuotaExceeded
 from mailflow.store import search as sk
 from mailflow.store.api import DELETED, SEEN, DeliverItem

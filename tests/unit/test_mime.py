@@ -10,6 +10,7 @@ import base64
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from mailflow import mime
 from mailflow.mime import Address, BodyPart
 

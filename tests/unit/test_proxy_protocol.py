@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from mailflow.proxy_protocol import (
     V2_SIGNATURE,
     ProxyError,

@@ -3,7 +3,6 @@
 import asyncio
 
 from mailflow import log
-
 from mailflow_imap_pop3 import app
 from mailflow_imap_pop3.settings import Settings
 

@@ -18,7 +18,6 @@ from mailflow import tls as mtls
 from mailflow.lifecycle import Stopper
 from mailflow.store.api import Mailboxes
 from mailflow.web import HttpServer, service_app
-
 from mailflow_imap_pop3.auth import AuthCache, Authenticator, LoginThrottle
 from mailflow_imap_pop3.context import Context
 from mailflow_imap_pop3.imap.session import Session

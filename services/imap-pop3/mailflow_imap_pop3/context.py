@@ -7,7 +7,6 @@ import ssl
 from dataclasses import dataclass, field
 
 from mailflow.store.api import Mailboxes
-
 from mailflow_imap_pop3.auth import Authenticator
 from mailflow_imap_pop3.push import Hub
 from mailflow_imap_pop3.settings import Settings

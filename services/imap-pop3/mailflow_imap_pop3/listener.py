@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable
 from mailflow import tls
 from mailflow.proxy_protocol import ProxyError, read_header_from_socket
 from mailflow.settings import split_hostport
-
 from mailflow_imap_pop3 import metrics
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import MailboxEvent
-
 from mailflow_imap_pop3 import metrics
 
 log = logging.getLogger(__name__)

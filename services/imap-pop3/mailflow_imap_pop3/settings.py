@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import ipaddress
 
-from mailflow.settings import ServiceSettings
 from pydantic import field_validator
 from pydantic_settings import SettingsConfigDict
+
+from mailflow.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from mailflow.store.memory import MemoryStore
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -3,7 +3,6 @@
 import asyncio
 
 from mailflow import log
-
 from mailflow_mailbox_store import app
 from mailflow_mailbox_store.settings import Settings
 

@@ -24,7 +24,6 @@ from mailflow.store.api import (
     MailboxStatus,
 )
 from mailflow.store.search import SearchKey
-
 from mailflow_mailbox_store import folders, messages, metrics, names
 from mailflow_mailbox_store.listings import Listing, ListingCache
 from mailflow_mailbox_store.messages import ChangeSet, Metas

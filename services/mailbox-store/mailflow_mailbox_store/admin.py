@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 
 from mailflow.contracts.rest import AliasPublic, DomainPublic, UserPublic
 from mailflow.errors import Conflict, Invalid, NotFound
-
 from mailflow_mailbox_store import names
 from mailflow_mailbox_store.db import Tx
 from mailflow_mailbox_store.folders import create_default_mailboxes, drop_mailbox_contents

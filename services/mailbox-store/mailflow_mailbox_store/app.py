@@ -14,7 +14,6 @@ import logging
 
 from mailflow.lifecycle import Stopper
 from mailflow.web import HttpServer
-
 from mailflow_mailbox_store import maintenance
 from mailflow_mailbox_store.access import Store
 from mailflow_mailbox_store.api import build_app

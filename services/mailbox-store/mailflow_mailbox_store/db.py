@@ -31,8 +31,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from mailflow.errors import Conflict, Invalid, NotFound, QuotaExceeded, ServiceUnavailable
 
+from mailflow.errors import Conflict, Invalid, NotFound, QuotaExceeded, ServiceUnavailable
 from mailflow_mailbox_store import metrics
 from mailflow_mailbox_store.blobs import BlobStore
 

@@ -16,7 +16,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
 from mailflow.errors import Invalid, NotFound, QuotaExceeded
-
 from mailflow_mailbox_store import folders, keywords, names
 from mailflow_mailbox_store.db import Tx
 from mailflow_mailbox_store.parsing import Prepared

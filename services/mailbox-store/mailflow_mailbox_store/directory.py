@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from mailflow.errors import Invalid
 from mailflow.store.api import Resolution
-
 from mailflow_mailbox_store import names
 from mailflow_mailbox_store.db import Tx
 

@@ -14,7 +14,6 @@ from typing import Protocol
 from mailflow import natsconn
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import TRACE_HEADER, MailboxEvent, TraceEvent
-
 from mailflow_mailbox_store import metrics
 
 log = logging.getLogger(__name__)

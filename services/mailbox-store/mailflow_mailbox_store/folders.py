@@ -16,7 +16,6 @@ import time
 
 from mailflow.errors import Conflict, Invalid, NotFound
 from mailflow.store.api import DELIMITER, MailboxInfo, MailboxStatus
-
 from mailflow_mailbox_store import names
 from mailflow_mailbox_store.db import Tx
 

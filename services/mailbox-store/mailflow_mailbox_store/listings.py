@@ -18,7 +18,6 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from mailflow.store.api import MailboxStatus
-
 from mailflow_mailbox_store.keywords import Keywords
 from mailflow_mailbox_store.names import SEEN_BIT
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from mailflow.errors import Conflict, Invalid
 from mailflow.store.api import CopyResult, MailboxStatus
-
 from mailflow_mailbox_store import folders, keywords, metrics, names
 from mailflow_mailbox_store.db import Tx
 from mailflow_mailbox_store.listings import KEYWORD_SHIFT, Listing, ListingCache, build, key_of, refresh

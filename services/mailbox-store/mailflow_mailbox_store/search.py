@@ -19,9 +19,9 @@ import quopri
 from datetime import UTC, datetime
 
 import orjson
+
 from mailflow import mime
 from mailflow.store import search as s
-
 from mailflow_mailbox_store import folders, keywords, names
 from mailflow_mailbox_store.db import Tx
 from mailflow_mailbox_store.keywords import Keywords

@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from mailflow.contracts.messages import MailboxEvent, TraceEvent
 from mailflow.errors import Invalid
 from mailflow.store.api import DeliverItem, DeliverResult, Principal, Resolution
-
 from mailflow_mailbox_store import admin, delivery, directory, metrics, names
 from mailflow_mailbox_store.blobs import BlobStore
 from mailflow_mailbox_store.db import Database, Tx

@@ -5,9 +5,10 @@ A missing secret or a malformed value fails at startup with a pydantic error nam
 
 from __future__ import annotations
 
-from mailflow.settings import ServiceSettings, common
 from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
+
+from mailflow.settings import ServiceSettings, common
 
 
 class Settings(ServiceSettings):

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mailflow.errors import QuotaExceeded, ServiceUnavailable
-
 from mailflow_mailbox_store.db import Tx
 from mailflow_mailbox_store.parsing import Prepared
 

@@ -18,6 +18,7 @@ import uuid
 import httpx
 import pytest
 import pytest_asyncio
+
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 from mailflow.store.client import StoreClient
 from mailflow_mailbox_store import app

@@ -22,7 +22,19 @@ from mailflow import ids
 from mailflow.contracts.messages import DeliveryJob, DeliveryResult, QueuedMessage
 from mailflow.contracts.messages import Recipient as Rcpt
 from mailflow_queue import db
-from mailflow_queue.db import ACTIVE, BOUNCED, DEFERRED, DELIVERED, FINAL, HELD, INFLIGHT, QUEUED, Message, Notice, Recipient
+from mailflow_queue.db import (
+    ACTIVE,
+    BOUNCED,
+    DEFERRED,
+    DELIVERED,
+    FINAL,
+    HELD,
+    INFLIGHT,
+    QUEUED,
+    Message,
+    Notice,
+    Recipient,
+)
 
 EXPIRED_STATUS = "4.4.7"  # RFC 3463: delivery time expired
 

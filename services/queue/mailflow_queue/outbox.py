@@ -18,7 +18,6 @@ from mailflow.contracts import subjects
 from mailflow.contracts.messages import TRACE_HEADER, DeliveryJob, QueuedMessage, TraceEvent
 from mailflow.jspub import BatchPublisher
 
-
 BODY_STREAM = "BODY"
 
 

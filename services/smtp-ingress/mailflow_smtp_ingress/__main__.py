@@ -3,7 +3,6 @@
 import asyncio
 
 from mailflow import log
-
 from mailflow_smtp_ingress import app
 from mailflow_smtp_ingress.settings import Settings
 

@@ -21,7 +21,6 @@ from mailflow.contracts.streams import ensure_streams
 from mailflow.lifecycle import Stopper
 from mailflow.store.api import Directory
 from mailflow.web import HttpServer, service_app
-
 from mailflow_smtp_ingress.directory import CachedDirectory
 from mailflow_smtp_ingress.handler import IngressHandler
 from mailflow_smtp_ingress.queueing import JetStreamQueue

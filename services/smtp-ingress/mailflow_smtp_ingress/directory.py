@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 from mailflow.errors import ServiceUnavailable
 from mailflow.store.api import Directory, Principal, Resolution
-
 from mailflow_smtp_ingress import metrics
 
 

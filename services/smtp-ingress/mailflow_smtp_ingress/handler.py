@@ -21,7 +21,6 @@ import time
 from mailflow import ids
 from mailflow.contracts.messages import Recipient, TraceEvent
 from mailflow.store.api import Principal, Resolution
-
 from mailflow_smtp_ingress import headers, metrics
 from mailflow_smtp_ingress import replies as R
 from mailflow_smtp_ingress.directory import CachedDirectory

@@ -14,7 +14,6 @@ import re
 from dataclasses import dataclass
 
 from mailflow.errors import PermFailure
-
 from mailflow_smtp_ingress import replies as R
 
 # RFC 5321 §4.5.3.1: size limits of the parts of a path.

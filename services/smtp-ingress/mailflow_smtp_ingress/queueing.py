@@ -18,12 +18,13 @@ import logging
 from typing import Any, Protocol
 
 import nats.errors
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
 from mailflow.bodies import Bodies
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import TRACE_HEADER, QueuedMessage, TraceEvent
 from mailflow.errors import ServiceUnavailable
-from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
 
 log = logging.getLogger(__name__)
 

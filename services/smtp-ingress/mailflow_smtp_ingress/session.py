@@ -32,7 +32,6 @@ from mailflow import ids
 from mailflow import log as mflog
 from mailflow import tls as mftls
 from mailflow.errors import PermFailure
-
 from mailflow_smtp_ingress import metrics, parser
 from mailflow_smtp_ingress import replies as R
 from mailflow_smtp_ingress.handler import recipient

@@ -7,8 +7,9 @@ they are empty a self-signed pair is made under MAILFLOW_DATA_DIR/tls (local run
 
 from __future__ import annotations
 
-from mailflow.settings import ServiceSettings
 from pydantic_settings import SettingsConfigDict
+
+from mailflow.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):

@@ -7,7 +7,6 @@ from typing import Literal
 
 from mailflow.contracts.messages import ClientInfo, Recipient
 from mailflow.store.api import Principal
-
 from mailflow_smtp_ingress.parser import MailParams
 from mailflow_smtp_ingress.replies import Reply
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import pytest
 import uvloop
+
 from mailflow import tls
 from mailflow.errors import ServiceUnavailable
 from mailflow.store.api import Principal, Resolution

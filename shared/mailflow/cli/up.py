@@ -16,8 +16,8 @@ from pathlib import Path
 import typer
 
 from mailflow.cli.common import console, data_dir
-from mailflow.stack import Ports, Stack, nats_already_running
 from mailflow.settings import split_hostport
+from mailflow.stack import Ports, Stack, nats_already_running
 
 
 def _env_port(name: str, default: int) -> int:

@@ -12,7 +12,6 @@ import logging
 
 from mailflow.errors import Conflict, Invalid, NotFound, ProtocolError, QuotaExceeded, ServiceUnavailable
 from mailflow.store.client import SessionExpired
-
 from mailflow_imap_pop3.imap.lexer import ParseError
 from mailflow_imap_pop3.imap.responses import Reply
 

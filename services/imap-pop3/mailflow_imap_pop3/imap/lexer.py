@@ -11,7 +11,6 @@ import re
 from datetime import date, datetime, timedelta, timezone
 
 from mailflow.store.api import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN
-
 from mailflow_imap_pop3.imap import mutf7
 from mailflow_imap_pop3.imap.syntax import STAR, SeqSet
 

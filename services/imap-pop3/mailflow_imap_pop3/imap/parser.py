@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from mailflow.store import search as sk
 from mailflow.store.api import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN
-
 from mailflow_imap_pop3.imap import mutf7
 from mailflow_imap_pop3.imap.lexer import ATOM, BASE64, FETCH_NAME, MAX_NUMBER, TAG, ParseError, Reader
 from mailflow_imap_pop3.imap.syntax import (

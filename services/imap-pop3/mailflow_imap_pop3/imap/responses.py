@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 from mailflow import mime
-
 from mailflow_imap_pop3.imap import mutf7
 
 CRLF = b"\r\n"

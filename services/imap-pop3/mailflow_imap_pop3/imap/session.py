@@ -24,7 +24,6 @@ from mailflow.contracts.messages import MailboxEvent
 from mailflow.errors import NotFound
 from mailflow.store.api import Principal
 from mailflow.store.client import SessionExpired
-
 from mailflow_imap_pop3 import metrics
 from mailflow_imap_pop3.context import Context, session_id
 from mailflow_imap_pop3.imap import errors

@@ -13,7 +13,6 @@ from __future__ import annotations
 from bisect import bisect_left
 
 from mailflow.store.api import SEEN, SYSTEM_FLAGS, Changes, MessageMeta, Selected
-
 from mailflow_imap_pop3.imap import responses as rsp
 from mailflow_imap_pop3.imap.syntax import SeqSet
 

@@ -24,7 +24,6 @@ from mailflow import ids
 from mailflow import log as mlog
 from mailflow.errors import Conflict
 from mailflow.store.api import Principal
-
 from mailflow_imap_pop3 import metrics
 from mailflow_imap_pop3.auth import LoginFailed, Throttled
 from mailflow_imap_pop3.context import Context, session_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 from mailflow.stack import Ports, Stack
 

@@ -12,6 +12,7 @@ import uuid
 import httpx
 import pytest
 from imaptest import Raw, Running, make_message, settings_for
+
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 from mailflow.stack import Ports, Stack
 from mailflow.store.client import StoreClient

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 from imaptest import Raw, make_message
+
 from mailflow.store.api import DeliverItem
 
 

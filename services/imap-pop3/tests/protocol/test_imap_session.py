@@ -8,6 +8,7 @@ import imaplib
 
 import pytest
 from imaptest import Raw, Running, client_tls, settings_for
+
 from mailflow.proxy_protocol import encode_v2
 
 

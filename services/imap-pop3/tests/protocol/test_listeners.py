@@ -10,8 +10,9 @@ import time
 
 import pytest
 from imaptest import Raw, Running, make_message, settings_for
-from mailflow.proxy_protocol import encode_v1, encode_v2
 from prometheus_client import REGISTRY
+
+from mailflow.proxy_protocol import encode_v1, encode_v2
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import socket
 
 import pytest
 from imaptest import Raw, Running, client_tls, make_message, settings_for
-from mailflow.proxy_protocol import encode_v2
 
+from mailflow.proxy_protocol import encode_v2
 from tests.support import wait_for
 
 DOTTY = b"From: a@x.test\r\nSubject: dots\r\n\r\n.leading dot\r\n..two dots\r\n.\r\nlast\r\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+
 from mailflow.store.api import Changes, MailboxStatus, MessageMeta, Principal, Selected
 from mailflow_imap_pop3.auth import AuthCache, LoginThrottle, SaslError, address_key, decode_plain
 from mailflow_imap_pop3.imap.syntax import SeqSet

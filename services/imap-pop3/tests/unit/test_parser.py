@@ -9,6 +9,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from mailflow.store import search as sk
 from mailflow_imap_pop3.imap.framing import CONTINUE, FrameError, Framer
 from mailflow_imap_pop3.imap.lexer import ParseError

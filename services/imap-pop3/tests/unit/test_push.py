@@ -9,7 +9,6 @@ from mailflow import natsconn
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import MailboxEvent
 from mailflow_imap_pop3.push import Hub
-
 from tests.support import await_for
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from mailflow import mime
 from mailflow.errors import Conflict, Invalid, NotFound, QuotaExceeded, ServiceUnavailable, TempFailure
 from mailflow.store.client import SessionExpired

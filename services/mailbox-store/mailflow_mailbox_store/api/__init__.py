@@ -14,10 +14,10 @@ import time
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+
 from mailflow import ids
 from mailflow.errors import Conflict, Invalid, NotFound, QuotaExceeded, ServiceUnavailable
 from mailflow.web import Check, service_app
-
 from mailflow_mailbox_store import metrics
 from mailflow_mailbox_store.api import access, admin, delivery
 from mailflow_mailbox_store.service import SERVICE

@@ -18,14 +18,14 @@ from datetime import datetime
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, Field
+
 from mailflow.contracts.rest import SERVICE_TOKEN_HEADER
 from mailflow.errors import Invalid
 from mailflow.store import search as search_keys
 from mailflow.store import wire
 from mailflow.store.api import MailboxStatus
 from mailflow.web import require_token
-from pydantic import BaseModel, Field
-
 from mailflow_mailbox_store.sessions import Session
 from mailflow_mailbox_store.uidset import UidSet
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Response
+
 from mailflow.contracts.rest import (
     ADMIN_TOKEN_HEADER,
     AliasCreate,

@@ -12,12 +12,13 @@ from datetime import datetime
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
 from mailflow.contracts.rest import SERVICE_TOKEN_HEADER
 from mailflow.errors import Invalid
 from mailflow.store import wire
 from mailflow.store.api import DeliverItem
 from mailflow.web import require_token
-from pydantic import BaseModel, Field
 
 FRAME = {"requestBody": {"content": {wire.CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}}
 

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 import pytest_asyncio
+
 from mailflow.errors import ServiceUnavailable
 from mailflow.store.api import DeliverItem
 from mailflow.store.client import StoreClient
-
 from tests.support import free_port
 
 

@@ -7,6 +7,7 @@ import dataclasses
 
 import httpx
 import pytest
+
 from mailflow.errors import Conflict, NotFound, ServiceUnavailable
 from mailflow.store import search as s
 from mailflow.store.client import SessionExpired, StoreClient

@@ -4,6 +4,7 @@ subscribe, status, select and \\Recent, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import pytest
+
 from mailflow.errors import Conflict, Invalid, NotFound
 
 from .conftest import message

@@ -4,6 +4,7 @@ compacted (live bodies moved, the segment file deleted), and every body still re
 from __future__ import annotations
 
 import pytest
+
 from mailflow_mailbox_store import app, maintenance
 from mailflow_mailbox_store.events import MemoryPublisher
 from mailflow_mailbox_store.sessions import Session

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+
 from mailflow import mime
 from mailflow.errors import Invalid, NotFound, QuotaExceeded
 from mailflow.store.api import DeliverItem

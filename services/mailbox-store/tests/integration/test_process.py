@@ -9,6 +9,7 @@ import sqlite3
 import httpx
 import nats
 import pytest
+
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import MailboxEvent
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER

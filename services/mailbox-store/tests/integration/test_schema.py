@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+
 from mailflow_mailbox_store.blobs import SegmentBlobs
 from mailflow_mailbox_store.db import Database
 from mailflow_mailbox_store.models import Base

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from mailflow.errors import Invalid
 from mailflow.store import wire
 from mailflow.store.client import session_origin

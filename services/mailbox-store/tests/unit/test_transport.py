@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from mailflow.store.transport import Http, TransportError
 
+from mailflow.store.transport import Http, TransportError
 from tests.support import free_port
 
 

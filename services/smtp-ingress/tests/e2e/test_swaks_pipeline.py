@@ -10,9 +10,9 @@ import uuid
 
 import httpx
 import pytest
+
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 from mailflow.stack import Ports, Stack
-
 from tests.support import wait_for
 
 pytestmark = [

@@ -11,10 +11,10 @@ import smtplib
 
 import httpx
 import pytest
+
 from mailflow.bodies import JetStreamBodies
 from mailflow.contracts.messages import TRACE_HEADER, QueuedMessage, TraceEvent
 from mailflow_smtp_ingress import app
-
 from tests.support import await_for
 
 

@@ -13,11 +13,11 @@ import threading
 
 import httpx
 import pytest
+
 from mailflow import natsconn, tls
 from mailflow.contracts.messages import QueuedMessage
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 from mailflow.stack import Ports, Stack
-
 from tests.support import wait_for
 
 

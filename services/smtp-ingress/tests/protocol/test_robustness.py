@@ -8,6 +8,7 @@ import socket
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from mailflow_smtp_ingress import metrics
 
 WORDS = [

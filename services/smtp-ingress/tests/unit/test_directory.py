@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from mailflow.errors import ServiceUnavailable
 from mailflow.store.api import Resolution
 from mailflow_smtp_ingress.directory import CachedDirectory

@@ -6,6 +6,7 @@ import email
 import email.policy
 
 import pytest
+
 from mailflow_smtp_ingress import headers
 
 T = 1764237600.0  # Thu, 27 Nov 2025 10:00:00 +0000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from mailflow.errors import PermFailure
 from mailflow_smtp_ingress import parser
 from mailflow_smtp_ingress import replies as R

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from mailflow.errors import PermFailure, ServiceUnavailable, TempFailure
 from mailflow_smtp_ingress import replies as R
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from mailflow import mime
 from mailflow.store.api import SEEN
-
 from mailflow_imap_pop3 import metrics
 from mailflow_imap_pop3.imap import errors
 from mailflow_imap_pop3.imap import responses as rsp

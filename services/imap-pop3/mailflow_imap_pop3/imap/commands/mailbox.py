@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from mailflow.errors import NotFound
 from mailflow.store.api import DELIMITER, MailboxInfo, MailboxStatus
-
 from mailflow_imap_pop3.imap import errors
 from mailflow_imap_pop3.imap import responses as rsp
 from mailflow_imap_pop3.imap.lexer import normalize_mailbox

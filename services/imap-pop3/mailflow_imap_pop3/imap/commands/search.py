@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mailflow.store import search as sk
-
 from mailflow_imap_pop3.imap.responses import Reply
 from mailflow_imap_pop3.imap.syntax import Command, RecentKey, Search, SeqKey, UidKey
 from mailflow_imap_pop3.imap.view import MailboxView

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mailflow.errors import NotFound
-
 from mailflow_imap_pop3.imap import errors
 from mailflow_imap_pop3.imap import responses as rsp
 from mailflow_imap_pop3.imap.responses import Reply
