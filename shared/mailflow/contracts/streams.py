@@ -38,6 +38,7 @@ class Topology:
     queue_lifetime_s: float = 5 * DAY  # bodies must outlive the longest a message may stay queued
     dead_letter_age_s: float = 30 * DAY
     trace_age_s: float = 7 * DAY
+    trace_max_bytes: int = 256 * 1024 * 1024
     duplicate_window_s: float = 120.0  # a re-publish with the same Nats-Msg-Id inside it is dropped
 
 
@@ -84,13 +85,17 @@ def stream_configs(t: Topology = Topology()) -> list[StreamConfig]:
             max_age=t.dead_letter_age_s,
             **common,
         ),
+        # Diagnostics, not mail: kept in memory (no disk write per hop), bounded in age and size.
+        # A restart of NATS forgets them; the mail itself is never in this stream.
         StreamConfig(
             name="TRACE",
             subjects=[subjects.TRACE_ALL],
             retention=RetentionPolicy.LIMITS,
             max_age=t.trace_age_s,
+            max_bytes=t.trace_max_bytes,
+            discard=DiscardPolicy.OLD,
             allow_direct=True,
-            **common,
+            **{**common, "storage": StorageType.MEMORY},
         ),
     ]
 
