@@ -118,10 +118,11 @@ def _banner(stack: Stack, data: Path) -> None:
         ("NATS", stack.nats_url, ""),
     ]
     lines += [(f"{s} (HTTP)", stack.http_url(s), "") for s in p.http]
-    console.print("\n[bold green]mailflow is up[/]")
+    # Plain lines (no wrapping at the terminal's width): they are meant to be copied.
+    typer.echo("\nmailflow is up")
     for name, where, hint in lines:
-        console.print(f"  {name:<30} {where:<28} {hint}")
-    console.print(f"  data: {data}   logs: {data / 'logs'}")
-    console.print("  next: [bold].venv/bin/mailflow domain add example.test[/] and "
-                  "[bold].venv/bin/mailflow user add alice@example.test --password secret[/]")
-    console.print("  Ctrl-C stops everything.\n")
+        typer.echo(f"  {name:<28} {where:<26} {hint}".rstrip())
+    typer.echo(f"  data: {data}   logs: {data / 'logs'}")
+    typer.echo("  next: .venv/bin/mailflow domain add example.test")
+    typer.echo("        .venv/bin/mailflow user add alice@example.test --password secret")
+    typer.echo("  Ctrl-C stops everything.\n")
