@@ -1,4 +1,4 @@
-"""python -m mailflow_queue: Settings() from the environment -> logging -> run."""
+"""python -m mailflow_queue: Settings() from the environment -> logging -> uvloop -> run."""
 
 import asyncio
 
@@ -10,7 +10,12 @@ from mailflow_queue.settings import Settings
 def main() -> None:
     settings = Settings()
     log.setup("queue", settings.log_level, settings.log_format)
-    asyncio.run(app.run(settings))
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        asyncio.run(app.run(settings))
+    else:
+        uvloop.run(app.run(settings))
 
 
 if __name__ == "__main__":
