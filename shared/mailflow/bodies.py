@@ -6,6 +6,12 @@ The reference that travels in the envelope is `nats:<queue_id>:<chunks>:<size>`;
 chunk by subject with a direct get. A missing chunk raises `BodyMissing` (the body was deleted or
 expired: the message cannot be delivered, which the caller treats as permanent). A NATS timeout
 raises `ServiceUnavailable` (temporary).
+
+Small bodies never come here: up to `INLINE_MAX` bytes (and `INLINE_TOTAL_MAX` over all recipients'
+jobs) a body travels inside the QueuedMessage and each DeliveryJob (`body`), with the reference
+`inline:<queue_id>:<size>`; the queue keeps it in its own database until the message is final. That
+saves a message three JetStream round trips (put, get, purge). `BodyRef.parse` refuses an inline
+reference (ValueError), so code that expects a stored body treats it as a temporary failure.
 """
 
 from __future__ import annotations
@@ -21,6 +27,21 @@ from mailflow.contracts import subjects
 from mailflow.errors import ServiceUnavailable
 
 DEFAULT_CHUNK = 512 * 1024
+INLINE_MAX = 256 * 1024  # a body up to this size travels in the envelope, not in stream BODY
+INLINE_TOTAL_MAX = 2 * 1024 * 1024  # ... unless its copies in one job per recipient would exceed this
+
+
+def inline_ref(queue_id: str, size: int) -> str:
+    return f"inline:{queue_id}:{size}"
+
+
+def is_inline(ref: str) -> bool:
+    return ref.startswith("inline:")
+
+
+def should_inline(size: int, recipients: int, limit: int = INLINE_MAX, total: int = INLINE_TOTAL_MAX) -> bool:
+    """Inline a body of `size` bytes for `recipients` recipients? (limit 0: never)"""
+    return 0 < limit and size <= limit and size * max(1, recipients) <= max(total, limit)
 
 
 class BodyMissing(Exception):
@@ -110,6 +131,7 @@ class MemoryBodies:
         return ref
 
     async def get(self, ref: str) -> bytes:
+        BodyRef.parse(ref)  # what JetStreamBodies refuses (an inline ref), this refuses too
         try:
             return self.items[ref]
         except KeyError:

@@ -156,9 +156,13 @@ class Deliveries:
     # --- local: the mailbox store ---------------------------------------------------------------
 
     async def _bodies(self, jobs: list[DeliveryJob]) -> dict[str, bytes | BaseException]:
-        refs = list(dict.fromkeys(j.body_ref for j in jobs))
-        got = await asyncio.gather(*(self.bodies.get(r) for r in refs), return_exceptions=True)
-        return dict(zip(refs, got, strict=True))
+        """body_ref -> the raw message: inline in the job, or read from stream BODY (once per ref)."""
+        out: dict[str, bytes | BaseException] = {j.body_ref: j.body for j in jobs if j.body is not None}
+        refs = list(dict.fromkeys(j.body_ref for j in jobs if j.body_ref not in out))
+        if refs:
+            got = await asyncio.gather(*(self.bodies.get(r) for r in refs), return_exceptions=True)
+            out.update(zip(refs, got, strict=True))
+        return out
 
     async def local(self, items: list[tuple[int, DeliveryJob]]) -> dict[int, DeliveryResult]:
         if not items:
@@ -256,7 +260,7 @@ class Deliveries:
     async def _send(self, domain: str, mx: MxReply, group: list[tuple[int, DeliveryJob]]) -> dict[int, DeliveryResult]:
         first = group[0][1]
         try:
-            body = await self.bodies.get(first.body_ref)
+            body = first.body if first.body is not None else await self.bodies.get(first.body_ref)
         except BodyMissing:
             return {i: result(j, "bounced", "5.3.0", "554 5.3.0 message body is gone from the queue") for i, j in group}
         except Exception:

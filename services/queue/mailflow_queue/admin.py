@@ -26,7 +26,7 @@ from nats.js import JetStreamContext
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from mailflow.bodies import Bodies
+from mailflow.bodies import Bodies, is_inline
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import TraceEvent
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
@@ -181,8 +181,9 @@ def delete(s: Session, queue_id: str) -> str | None:
     m = s.get(Message, queue_id)
     if m is None:
         return None
-    ref = None if m.body_deleted else m.body_ref
+    ref = None if m.body_deleted or is_inline(m.body_ref) else m.body_ref  # an inline body goes with the rows
     s.execute(sa.delete(db.Notice).where(db.Notice.queue_id == queue_id, db.Notice.sent.is_(False)))
+    s.execute(sa.delete(db.Body).where(db.Body.queue_id == queue_id))
     s.execute(sa.delete(Recipient).where(Recipient.queue_id == queue_id))
     s.execute(sa.delete(Message).where(Message.queue_id == queue_id))
     return ref or ""

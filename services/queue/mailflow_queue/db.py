@@ -74,6 +74,16 @@ class Recipient(Base):
     delay_notified: Mapped[bool] = mapped_column(sa.Boolean, default=False)
 
 
+class Body(Base):
+    """The raw bytes of a message whose body came inline (body_ref "inline:..."), kept until the message
+    is final and its DSNs are out, so retries and DSNs have it. Written in the intake transaction."""
+
+    __tablename__ = "bodies"
+
+    queue_id: Mapped[str] = mapped_column(sa.String(32), sa.ForeignKey("messages.queue_id", ondelete="CASCADE"), primary_key=True)
+    data: Mapped[bytes] = mapped_column(sa.LargeBinary)
+
+
 class Notice(Base):
     """A DSN to send: made in the transaction that decided it, sent afterwards (at least once;
     its queue id is fixed here, so a second send is a duplicate the intake drops)."""

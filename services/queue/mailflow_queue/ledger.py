@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from mailflow import ids
+from mailflow.bodies import is_inline
 from mailflow.contracts.messages import DeliveryJob, DeliveryResult, QueuedMessage
 from mailflow.contracts.messages import Recipient as Rcpt
 from mailflow_queue import db
@@ -31,6 +32,7 @@ from mailflow_queue.db import (
     HELD,
     INFLIGHT,
     QUEUED,
+    Body,
     Message,
     Notice,
     Recipient,
@@ -69,7 +71,8 @@ def wants(notify: str, kind: str) -> bool:
     return kind in given
 
 
-def job_for(m: Message, r: Recipient) -> DeliveryJob:
+def job_for(m: Message, r: Recipient, body: bytes | None = None) -> DeliveryJob:
+    """The job for a recipient; `body` is the message's inline body (None: it is in stream BODY)."""
     notify = [n for n in r.notify.split(",") if n]
     return DeliveryJob(
         queue_id=m.queue_id,
@@ -79,6 +82,7 @@ def job_for(m: Message, r: Recipient) -> DeliveryJob:
         rcpt=Rcpt(address=r.address, notify=notify, orcpt=r.orcpt),
         body_ref=m.body_ref,
         size=m.size,
+        body=body,
         received_at=ts_to_dt(m.received_at),
         envid=m.envid,
         ret=m.ret,
@@ -106,6 +110,7 @@ def _job(qm: QueuedMessage, rc: Rcpt, attempt: int) -> DeliveryJob:
         rcpt=rc,
         body_ref=qm.body_ref,
         size=qm.size,
+        body=qm.body,
         received_at=qm.received_at,
         envid=qm.envid,
         ret=qm.ret,
@@ -134,13 +139,14 @@ def first_jobs(msgs: list[QueuedMessage]) -> list[DeliveryJob]:
 
 def record(s: Session, msgs: list[QueuedMessage], now: float, p: Policy) -> Recorded:
     """Record new messages with every recipient in flight (attempt 1) and return their jobs. A message
-    known already returns the jobs of its recipients still in flight, to publish again.
+    known already returns the jobs of its recipients still in flight, to publish again. An inline body
+    is kept in table bodies until the message is final.
     Plain multi-row INSERTs (no ORM unit of work): this is the hot path."""
     qids = list(dict.fromkeys(m.queue_id for m in msgs))
     known = set(s.scalars(sa.select(Message.queue_id).where(Message.queue_id.in_(qids))))
     out = Recorded([], [], [])
     seen: set[str] = set()
-    m_rows, r_rows = [], []
+    m_rows, r_rows, b_rows = [], [], []
     for qm in msgs:
         if qm.queue_id in seen:
             continue
@@ -187,18 +193,23 @@ def record(s: Session, msgs: list[QueuedMessage], now: float, p: Policy) -> Reco
                 done_at=None if keys else now,
             )
         )
+        if qm.body is not None:
+            b_rows.append(dict(queue_id=qm.queue_id, data=qm.body))
         out.new.append(qm.queue_id)
     if m_rows:
         s.execute(sa.insert(Message.__table__), m_rows)
     if r_rows:
         s.execute(sa.insert(Recipient.__table__), r_rows)
+    if b_rows:
+        s.execute(sa.insert(Body.__table__), b_rows)
     if out.duplicates:
         rows = s.execute(
-            sa.select(Message, Recipient)
+            sa.select(Message, Recipient, Body.data)
             .join(Recipient, Recipient.queue_id == Message.queue_id)
+            .outerjoin(Body, Body.queue_id == Message.queue_id)
             .where(Message.queue_id.in_(out.duplicates), Recipient.state == INFLIGHT)
         ).all()
-        out.jobs += [job_for(m, r) for m, r in rows]
+        out.jobs += [job_for(m, r, body) for m, r, body in rows]
     return out
 
 
@@ -318,6 +329,8 @@ def _notice(s: Session, queue_id: str, mail_from: str, recipient_ids: list[int],
 
 
 def _mark_done(s: Session, qids: set[str], now: float) -> int:
+    """Messages whose recipients are all final are done. An inline body goes in the same transaction
+    unless a DSN still needs it (the scheduler deletes it once the DSN is out, see `finishable`)."""
     if not qids:
         return 0
     s.flush()
@@ -329,6 +342,13 @@ def _mark_done(s: Session, qids: set[str], now: float) -> int:
         s.execute(
             sa.update(Message).where(Message.queue_id.in_(finished), Message.done_at.is_(None)).values(done_at=now)
         )
+        waiting = set(s.scalars(sa.select(Notice.queue_id).where(Notice.queue_id.in_(finished), Notice.sent.is_(False))))
+        free = [q for q in finished if q not in waiting]
+        if free:
+            inline = list(s.scalars(sa.select(Body.queue_id).where(Body.queue_id.in_(free))))
+            if inline:
+                s.execute(sa.delete(Body).where(Body.queue_id.in_(inline)))
+                s.execute(sa.update(Message).where(Message.queue_id.in_(inline)).values(body_deleted=True))
     return len(finished)
 
 
@@ -338,19 +358,20 @@ def _mark_done(s: Session, qids: set[str], now: float) -> int:
 def take_due(s: Session, now: float, p: Policy, limit: int = 500) -> tuple[list[DeliveryJob], int]:
     """Due retries (and jobs unanswered past the in-flight timeout) -> in flight. Returns (jobs, retries)."""
     rows = s.execute(
-        sa.select(Message, Recipient)
+        sa.select(Message, Recipient, Body.data)
         .join(Recipient, Recipient.queue_id == Message.queue_id)
+        .outerjoin(Body, Body.queue_id == Message.queue_id)
         .where(Recipient.state.in_((QUEUED, DEFERRED, INFLIGHT)), Recipient.next_attempt_at <= now)
         .order_by(Recipient.next_attempt_at)
         .limit(limit)
     ).all()
     jobs, retries = [], 0
-    for m, r in rows:
+    for m, r, body in rows:
         if r.state != INFLIGHT:
             r.attempts += 1
             retries += 1
         r.state, r.next_attempt_at, r.updated_at = INFLIGHT, now + p.inflight_timeout_s, now
-        jobs.append(job_for(m, r))
+        jobs.append(job_for(m, r, body))
     return jobs, retries
 
 
@@ -415,6 +436,7 @@ class NoticeWork:
     ret: str | None
     will_retry_until: float
     recipients: list[NoticeRecipient]
+    body: bytes | None = None  # the original's inline body, if it has one and it is still kept
 
 
 def pending_notices(s: Session, p: Policy, limit: int = 100) -> list[NoticeWork]:
@@ -445,6 +467,7 @@ def pending_notices(s: Session, p: Policy, limit: int = 100) -> list[NoticeWork]
                     NoticeRecipient(r.address, r.orcpt, r.state, r.last_status, r.last_error, r.remote_mta, r.updated_at)
                     for r in rs
                 ],
+                body=s.scalar(sa.select(Body.data).where(Body.queue_id == m.queue_id)) if is_inline(m.body_ref) else None,
             )
         )
     return out
@@ -455,7 +478,8 @@ def mark_notice_sent(s: Session, notice_id: int) -> None:
 
 
 def finishable(s: Session, limit: int = 500) -> list[tuple[str, str]]:
-    """(queue_id, body_ref) of finished messages whose DSNs are out and whose body is still stored."""
+    """(queue_id, body_ref) of finished messages whose DSNs are out and whose body is still stored
+    (in stream BODY, or inline in table bodies: `delete_inline_bodies`)."""
     unsent = sa.select(Notice.queue_id).where(Notice.sent.is_(False))
     rows = s.execute(
         sa.select(Message.queue_id, Message.body_ref)
@@ -469,6 +493,11 @@ def mark_bodies_deleted(s: Session, qids: list[str]) -> None:
     s.execute(sa.update(Message).where(Message.queue_id.in_(qids)).values(body_deleted=True))
 
 
+def delete_inline_bodies(s: Session, qids: list[str]) -> None:
+    s.execute(sa.delete(Body).where(Body.queue_id.in_(qids)))
+    mark_bodies_deleted(s, qids)
+
+
 def purge_done(s: Session, before: float) -> int:
     qids = list(
         s.scalars(
@@ -479,6 +508,7 @@ def purge_done(s: Session, before: float) -> int:
     )
     if qids:
         s.execute(sa.delete(Notice).where(Notice.queue_id.in_(qids)))
+        s.execute(sa.delete(Body).where(Body.queue_id.in_(qids)))
         s.execute(sa.delete(Recipient).where(Recipient.queue_id.in_(qids)))
         s.execute(sa.delete(Message).where(Message.queue_id.in_(qids)))
     return len(qids)

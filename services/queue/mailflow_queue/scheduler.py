@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from mailflow import ids
-from mailflow.bodies import Bodies, BodyMissing
+from mailflow.bodies import Bodies, BodyMissing, inline_ref, is_inline, should_inline
 from mailflow.contracts.messages import QueuedMessage, Recipient, TraceEvent
 from mailflow_queue import dsn, ledger, metrics
 from mailflow_queue.db import Database
@@ -96,6 +96,13 @@ class Scheduler:
             for work in works:
                 await self.send_notice(work)
         while done := await self.db.run(ledger.finishable):
+            inline = [q for q, ref in done if is_inline(ref)]
+            if inline:
+                await self.db.run(ledger.delete_inline_bodies, inline)
+                metrics.BODIES_DELETED.inc(len(inline))
+                done = [(q, ref) for q, ref in done if not is_inline(ref)]
+                if not done:
+                    continue
             results = await self.outbox.delete_bodies([ref for _, ref in done])
             gone = [q for (q, _), r in zip(done, results, strict=True) if r is None]
             if gone:
@@ -107,14 +114,17 @@ class Scheduler:
 
     async def send_notice(self, work: ledger.NoticeWork) -> None:
         started = time.perf_counter()
-        original = None
-        if not work.body_deleted:
+        original = work.body
+        if original is None and not work.body_deleted and not is_inline(work.body_ref):
             try:
                 original = await self.bodies.get(work.body_ref)
             except BodyMissing:
                 original = None
         raw = dsn.build(work, original, self.hostname, self.clock(), self.dsn_full_max)
-        ref = await self.bodies.put(work.dsn_queue_id, raw)
+        if should_inline(len(raw), 1):
+            ref, body = inline_ref(work.dsn_queue_id, len(raw)), raw
+        else:
+            ref, body = await self.bodies.put(work.dsn_queue_id, raw), None
         msg = QueuedMessage(
             queue_id=work.dsn_queue_id,
             trace_id=ids.trace_id(),
@@ -122,6 +132,7 @@ class Scheduler:
             rcpt_to=[Recipient(address=work.mail_from)],
             body_ref=ref,
             size=len(raw),
+            body=body,
             body_8bit=not raw.isascii(),
         )
         await self.outbox.inject(msg)

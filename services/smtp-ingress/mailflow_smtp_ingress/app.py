@@ -79,7 +79,11 @@ async def run(
         timeout=settings.directory_timeout,
     )
     queue = JetStreamQueue(
-        nc, js, JetStreamBodies(js, timeout=settings.publish_timeout), settings.publish_timeout
+        nc,
+        js,
+        JetStreamBodies(js, timeout=settings.publish_timeout),
+        settings.publish_timeout,
+        inline_max=settings.inline_max_bytes,
     )
     server = await SmtpServer(settings, IngressHandler(settings, cached, queue), ctx).start()
 

@@ -1,5 +1,7 @@
-"""Handing an accepted message to the queue: body into stream BODY, then the envelope into MAIL.
+"""Handing an accepted message to the queue: the envelope into MAIL, with the body inside it when small.
 
+A body up to `inline_max` bytes (mailflow.bodies.should_inline) travels inside the QueuedMessage:
+one JetStream write. A larger one goes into stream BODY first, then the envelope that refers to it.
 `JetStreamQueue.enqueue` returns only when JetStream acknowledged both (the body first, so the
 queue never sees an envelope whose body is not there yet); only then does the session answer 250.
 Any NATS error or timeout raises `ServiceUnavailable`, which the client sees as 451 4.3.0: the
@@ -21,7 +23,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from mailflow.bodies import Bodies
+from mailflow.bodies import INLINE_MAX, Bodies, inline_ref, should_inline
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import TRACE_HEADER, QueuedMessage, TraceEvent
 from mailflow.errors import ServiceUnavailable
@@ -39,18 +41,26 @@ class MessageQueue(Protocol):
 
 class JetStreamQueue:
     def __init__(
-        self, nc: NATS, js: JetStreamContext, bodies: Bodies, timeout: float = 10.0, trace_delay: float = 0.02
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        bodies: Bodies,
+        timeout: float = 10.0,
+        trace_delay: float = 0.02,
+        inline_max: int = INLINE_MAX,
     ):
         self.nc, self.js, self.bodies, self.timeout = nc, js, bodies, timeout
-        self.trace_delay = trace_delay
+        self.trace_delay, self.inline_max = trace_delay, inline_max
         self._traces: list[TraceEvent] = []
         self._trace_task: asyncio.Task | None = None
 
     async def enqueue(self, raw: bytes, fields: dict[str, Any]) -> QueuedMessage:
         queue_id = fields["queue_id"]
         try:
-            ref = await self.bodies.put(queue_id, raw)
-            msg = QueuedMessage(body_ref=ref, **fields)
+            if should_inline(len(raw), len(fields["rcpt_to"]), self.inline_max):
+                msg = QueuedMessage(body_ref=inline_ref(queue_id, len(raw)), body=raw, **fields)
+            else:
+                msg = QueuedMessage(body_ref=await self.bodies.put(queue_id, raw), **fields)
             headers = {"Nats-Msg-Id": queue_id, TRACE_HEADER: msg.trace_id}
             await self.js.publish(subjects.MAIL_QUEUED, msg.to_bytes(), timeout=self.timeout, headers=headers)
         except (TimeoutError, nats.errors.Error) as exc:

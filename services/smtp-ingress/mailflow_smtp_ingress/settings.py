@@ -52,4 +52,7 @@ class Settings(ServiceSettings):
     directory_cache_size: int = 100_000
 
     publish_timeout: float = 10.0  # JetStream PubAck wait per publish; then 451 4.3.0
+    # A body up to this size travels inside the envelope on mail.queued (one JetStream write, not a
+    # body in stream BODY plus the envelope); 0: always stream BODY. See mailflow.bodies.
+    inline_max_bytes: int = 256 * 1024
     drain_timeout: float = 25.0  # SIGTERM: open transactions may finish within this, then 421

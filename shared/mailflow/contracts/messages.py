@@ -50,7 +50,15 @@ class ClientInfo(Contract):
     tls: str | None = None  # e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384"
 
 
+# Bodies up to mailflow.bodies.INLINE_MAX travel inside the envelope (`body`): URL-safe base64 in JSON
+# (RFC 4648 §5; standard base64 is accepted too). `body_ref` is then "inline:<queue_id>:<size>", which a
+# reader that does not know `body` cannot parse: it defers the message, it never bounces it.
+_INLINE = ConfigDict(frozen=True, extra="ignore", ser_json_bytes="base64", val_json_bytes="base64")
+
+
 class QueuedMessage(Contract):
+    model_config = _INLINE
+
     v: Literal[1] = 1
     queue_id: str  # also the Nats-Msg-Id header, so JetStream drops re-publishes
     trace_id: str  # travels in the Mailflow-Trace header of every later hop
@@ -58,6 +66,7 @@ class QueuedMessage(Contract):
     rcpt_to: list[Recipient]
     body_ref: str  # where the raw bytes are, see mailflow.bodies (NATS max_payload defaults to 1 MB)
     size: int  # bytes of the body, Received: header included
+    body: bytes | None = None  # the raw bytes themselves, when small (body_ref "inline:..."); else None
     received_at: datetime = Field(default_factory=utcnow)
     client: ClientInfo | None = None  # None for messages Mailflow made itself (DSNs)
     envid: str | None = None  # RFC 3461 ENVID
@@ -80,6 +89,8 @@ class DeadLetter(Contract):
 
 
 class DeliveryJob(Contract):
+    model_config = _INLINE
+
     v: Literal[1] = 1
     queue_id: str
     trace_id: str
@@ -88,6 +99,7 @@ class DeliveryJob(Contract):
     rcpt: Recipient
     body_ref: str
     size: int
+    body: bytes | None = None  # as in QueuedMessage: the queue passes an inline body on to every job
     received_at: datetime
     envid: str | None = None
     ret: Literal["FULL", "HDRS"] | None = None

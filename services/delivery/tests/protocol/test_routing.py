@@ -135,3 +135,28 @@ async def test_dns_outcomes_and_unreachable_mx(world):
     results, _ = await d.run(await jobs_for(bodies, "Q6", ["x@down.test"]))
     assert outcomes(results) == [("x@down.test", "deferred", "4.4.1")]
     assert "mx.down.test" in results[0].diagnostic
+
+
+def inline_jobs(qid, rcpts, body=BODY):
+    return [
+        DeliveryJob(queue_id=qid, trace_id="t-" + qid, attempt=1, mail_from="a@daum.test", rcpt=Recipient(address=r), body_ref=f"inline:{qid}:{len(body)}", size=len(body), body=body, received_at=datetime.now(UTC))
+        for r in rcpts
+    ]
+
+
+async def test_an_inline_body_needs_no_body_store_locally_or_remotely(world):
+    store, _, _, sent, mta, d = world
+    d.bodies = MemoryBodies()  # empty: a read would fail the message
+    results, _ = await d.run(inline_jobs("QI", ["a@daum.test", "z@naver.test"]))
+    assert outcomes(results) == [("a@daum.test", "delivered", "2.0.0"), ("z@naver.test", "delivered", "2.0.0")]
+    (msg,) = store.users["a@daum.test"].mailboxes["INBOX"].messages.values()
+    assert msg.body == b"Return-Path: <a@daum.test>\r\n" + BODY
+    assert mta.messages[0].rcpts == ["z@naver.test"] and mta.messages[0].data.endswith(b"Hello\r\n")
+
+
+async def test_an_inline_ref_without_its_body_is_deferred_never_bounced(world):
+    """What an older delivery process does with a job it cannot read: try again later."""
+    _, _, _, _, _, d = world
+    job = inline_jobs("QJ", ["a@daum.test"])[0].model_copy(update={"body": None})
+    results, _ = await d.run([job])
+    assert outcomes(results) == [("a@daum.test", "deferred", "4.3.0")]

@@ -82,12 +82,13 @@ async def test_results_retry_dsn_and_body_deletion(parts):
     assert await parts.intake.run_until_idle() == 1  # the DSN comes back through mail.queued
     (dsn,) = parts.db.call(lambda s: list(s.scalars(sa.select(db.Message).where(db.Message.mail_from == ""))))
     assert rows(parts, dsn.queue_id) == {"a@daum.test": ("inflight", 1, "")}
-    raw = await parts.bodies.get(dsn.body_ref)
+    assert dsn.body_ref == f"inline:{dsn.queue_id}:{dsn.size}"  # a DSN is small: its body travels inline
+    raw = parts.db.call(lambda s: s.get(db.Body, dsn.queue_id).data)
     assert b"Final-Recipient: rfc822; bad@naver.test" in raw and b"Original-Envelope-Id: E-42" in raw
     assert b"Original-Recipient: rfc822;Bad@naver.test" in raw and b"ok@naver.test" not in raw.split(b"message/rfc822")[0]
     assert b"Hi Z." in raw  # RET not given, small message: returned whole
     (job,) = [j for j, _ in await parts.jobs(expect=1)]
-    assert job.mail_from == "" and job.rcpt.address == "a@daum.test"
+    assert job.mail_from == "" and job.rcpt.address == "a@daum.test" and job.body == raw
     # the body stays while a recipient is still queued; the retry comes ~1 minute later
     assert await parts.bodies.get(message(parts, "Q2").body_ref) == BODY
     parts.clock.now += 59
@@ -190,3 +191,76 @@ async def test_retries_whose_publish_failed_are_due_again_soon(parts):
     await parts.scheduler.tick()
     ((job, msg_id),) = await parts.jobs(expect=1)
     assert job.attempt == 2 and msg_id == "Q8/z@naver.test/2"
+
+
+# --- bodies that travel inline (mailflow.bodies.INLINE_MAX) ------------------------------------
+
+
+async def submit_inline(parts, qid, rcpts, mail_from="a@daum.test", body=BODY, **kw):
+    msg = QueuedMessage(
+        queue_id=qid,
+        trace_id=f"trace-{qid}",
+        mail_from=mail_from,
+        rcpt_to=[r if isinstance(r, Recipient) else Recipient(address=r) for r in rcpts],
+        body_ref=f"inline:{qid}:{len(body)}",
+        size=len(body),
+        body=body,
+        received_at=datetime.fromtimestamp(parts.clock.now, UTC),
+        **kw,
+    )
+    await parts.js.publish(subjects.MAIL_QUEUED, msg.to_bytes(), headers={"Nats-Msg-Id": qid})
+    return msg
+
+
+def kept_body(parts, qid):
+    return parts.db.call(lambda s: (b.data if (b := s.get(db.Body, qid)) else None))
+
+
+async def test_an_inline_body_is_kept_until_final_and_goes_with_every_job(parts):
+    body = b"Subject: inline\r\n\r\n" + bytes(range(256)) * 4 + b"\r\n"  # 8-bit bytes survive JSON
+    msg = await submit_inline(parts, "QI1", ["z@naver.test", "y@naver.test"], body=body)
+    assert await parts.intake.run_until_idle() == 1
+    assert kept_body(parts, "QI1") == body
+    jobs = [j for j, _ in await parts.jobs(expect=2)]
+    assert all(j.body == body and j.body_ref == msg.body_ref for j in jobs)
+    # the redelivered envelope (a crash before its ack) re-publishes the in-flight jobs, body included
+    await parts.js.publish(subjects.MAIL_QUEUED, msg.to_bytes())
+    parts.intake.batch = 1
+    assert await parts.intake.run_until_idle() == 1
+    await answer(parts, "QI1", "z@naver.test", "delivered", "2.0.0")
+    await answer(parts, "QI1", "y@naver.test", "deferred", "4.4.1", diag="connection refused")
+    await parts.results.run_until_idle()
+    assert kept_body(parts, "QI1") == body  # y is still to be tried
+    parts.clock.now += 61
+    await parts.scheduler.tick()
+    ((retry, msg_id),) = await parts.jobs(expect=1)
+    assert retry.attempt == 2 and retry.body == body and msg_id == "QI1/y@naver.test/2"
+    await answer(parts, "QI1", "y@naver.test", "delivered", "2.0.0", attempt=2)
+    await parts.results.run_until_idle()
+    # final, no DSN due: the body went in the results transaction itself, no scheduler pass needed
+    assert kept_body(parts, "QI1") is None
+    m = message(parts, "QI1")
+    assert m.done_at is not None and m.body_deleted
+
+
+async def test_a_failure_dsn_of_an_inline_message_returns_it_and_then_the_body_goes(parts):
+    await submit_inline(parts, "QI2", ["bad@naver.test"])
+    await parts.intake.run_until_idle()
+    await parts.jobs(expect=1)
+    await answer(parts, "QI2", "bad@naver.test", "bounced", "5.1.1", diag="550 5.1.1 no such user")
+    await parts.results.run_until_idle()
+    assert kept_body(parts, "QI2") == BODY  # the DSN is not out yet: it needs the original
+    await parts.scheduler.tick()  # sends the DSN, then deletes the body
+    assert kept_body(parts, "QI2") is None and message(parts, "QI2").body_deleted
+    assert await parts.intake.run_until_idle() == 1
+    ((job, _),) = await parts.jobs(expect=1)
+    assert job.mail_from == "" and b"Hi Z." in job.body and b"Final-Recipient: rfc822; bad@naver.test" in job.body
+
+
+async def test_an_operator_delete_takes_the_inline_body_along(parts):
+    from mailflow_queue import admin
+
+    await submit_inline(parts, "QI3", ["z@naver.test"])
+    await parts.intake.run_until_idle()
+    assert parts.db.call(admin.delete, "QI3") == ""  # nothing to purge in stream BODY
+    assert kept_body(parts, "QI3") is None and message(parts, "QI3") is None

@@ -55,9 +55,11 @@ async def test_accepted_message_is_in_jetstream(service, js):
     msg = QueuedMessage.from_bytes(stored.data)
     assert msg.queue_id == queue_id and stored.headers[TRACE_HEADER] == msg.trace_id
     assert msg.mail_from == "carol@elsewhere.test" and msg.rcpt_to[0].address == "alice@example.test"
-    body = await JetStreamBodies(js).get(msg.body_ref)
+    # a small body travels inside the envelope: one JetStream write, nothing in stream BODY
+    body = msg.body
     assert body.endswith(raw) and body.startswith(b"Received: from client.example.test")
-    assert msg.size == len(body)
+    assert msg.size == len(body) and msg.body_ref == f"inline:{queue_id}:{len(body)}"
+    assert (await js.stream_info("BODY")).state.messages == 0
 
     async def traced():
         return (await js.stream_info("TRACE")).state.messages
@@ -65,6 +67,27 @@ async def test_accepted_message_is_in_jetstream(service, js):
     await await_for(traced, what="the trace event")  # trace events are sent in small batches
     trace = TraceEvent.from_bytes((await js.get_msg("TRACE", seq=1)).data)
     assert trace.step == "ingress" and trace.queue_id == queue_id and trace.trace_id == msg.trace_id
+
+
+async def test_a_body_above_the_inline_limit_goes_to_stream_body_first(nats_url, settings_factory, fake_directory, js):
+    settings = settings_factory(nats_url=nats_url, publish_timeout=2.0, inline_max_bytes=1000)
+    stop = asyncio.Event()
+    started = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(app.run(settings, stop, directory=fake_directory, started=started))
+    running = await asyncio.wait_for(started, 30)
+    try:
+        small, large = b"Subject: small\r\n\r\nhi\r\n", b"Subject: large\r\n\r\n" + b"x" * 998 + b"\r\n"
+        for raw in (small, large):
+            code, _ = await asyncio.to_thread(send, running.smtp.port("mx"), raw)
+            assert code == 250
+        first, second = [QueuedMessage.from_bytes((await js.get_msg("MAIL", seq=n)).data) for n in (1, 2)]
+        assert first.body is not None and first.body.endswith(small)
+        assert second.body is None and second.body_ref.startswith("nats:")
+        body = await JetStreamBodies(js).get(second.body_ref)
+        assert body.endswith(large) and len(body) == second.size
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
 
 
 async def test_25_mib_message_goes_through_in_chunks(service, js):
