@@ -9,6 +9,10 @@ Errors are per message: `publish` returns, in order, the PubAck (a dict: stream,
 the exception for that message (`PubAckError` for a JetStream error or no stream, `TimeoutError` when
 no PubAck came in time). `publish_strict` raises the first of them. A message without a PubAck may or
 may not be stored: publish it again with the same Nats-Msg-Id (deduplicated inside the window).
+
+`publish_unacked` is for what may be lost (trace events): no reply subject, so JetStream sends no
+PubAck and nobody waits; the messages leave in the client's next socket write. A NATS error is
+returned as a count of the messages not sent, never raised.
 """
 
 from __future__ import annotations
@@ -24,6 +28,17 @@ from nats.aio.msg import Msg
 
 class PubAckError(Exception):
     pass
+
+
+async def publish_unacked(nc: NATS, items: Sequence[Item]) -> int:
+    """Publish without asking for PubAcks (best effort). Returns how many could not be handed to NATS."""
+    lost = 0
+    for subject, payload, headers in items:
+        try:
+            await nc.publish(subject, payload, headers=headers)
+        except Exception:  # disconnected with a full reconnect buffer, or closed: the rest go too
+            lost += 1
+    return lost
 
 
 Item = tuple[str, bytes, dict[str, str] | None]  # subject, payload, headers

@@ -3,7 +3,7 @@
 A job is acknowledged only after its result is acknowledged by JetStream. If anything fails before
 that (NATS away, an unexpected error), the whole batch is nak'ed and comes again; delivering it again
 is harmless (the store keeps one copy per idempotency key, the sent log stops a second SMTP send).
-Trace events are best effort: losing one never holds up mail.
+Trace events are best effort (published without a PubAck): losing one never holds up mail.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from nats.js import JetStreamContext
 
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import TRACE_HEADER, DeliveryJob, DeliveryResult, TraceEvent
-from mailflow.jspub import BatchPublisher
+from mailflow.jspub import BatchPublisher, publish_unacked
 from mailflow.quickstop import QuickStop
 from mailflow.worker import Done, Outcome, Retry, Worker, backoff
 from mailflow_delivery.routing import Deliveries
@@ -27,16 +27,12 @@ def result_msg_id(r: DeliveryResult) -> str:
 
 
 async def publish(pub: BatchPublisher, results: list[DeliveryResult], traces: list[TraceEvent]) -> None:
-    """Results must be acknowledged (raises otherwise); traces go in the same batch, best effort."""
+    """Results must be acknowledged (raises otherwise); traces follow, best effort, without PubAcks."""
     items = [
         (subjects.DELIVERY_RESULT, r.to_bytes(), {"Nats-Msg-Id": result_msg_id(r), TRACE_HEADER: r.trace_id}) for r in results
     ]
-    items += [(subjects.trace(t.queue_id), t.to_bytes(), None) for t in traces]
-    acks = await pub.publish(items)
-    failed = [a for a in acks[: len(results)] if isinstance(a, BaseException)]
-    if failed:
-        raise failed[0]
-    lost = sum(isinstance(a, BaseException) for a in acks[len(results) :])
+    await pub.publish_strict(items)
+    lost = await publish_unacked(pub.nc, [(subjects.trace(t.queue_id), t.to_bytes(), None) for t in traces])
     if lost:
         log.warning("trace events lost", extra={"count": lost})
 

@@ -1,7 +1,7 @@
 """Publishing what the queue decided: delivery jobs, DSNs (as new messages) and trace events.
 
-All publishes of one batch are awaited together. A publish that JetStream does not acknowledge
-raises; the caller then acknowledges nothing (or leaves the recipients in flight), so the same
+All publishes of one batch are awaited together. Trace events are best effort: published without a
+PubAck, never a reason to fail a batch. A job that JetStream does not acknowledge raises; the caller then acknowledges nothing (or leaves the recipients in flight), so the same
 work is published again later. Jobs carry Nats-Msg-Id `<queue_id>/<rcpt>/<attempt>` and messages
 Nats-Msg-Id `<queue_id>`, so a second publish inside the duplicate window is dropped by JetStream.
 """
@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from mailflow.bodies import BodyRef
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import TRACE_HEADER, DeliveryJob, QueuedMessage, TraceEvent
-from mailflow.jspub import BatchPublisher
+from mailflow.jspub import BatchPublisher, publish_unacked
 
 BODY_STREAM = "BODY"
 
@@ -41,8 +41,9 @@ class JetStreamOutbox:
             (subjects.DELIVERY_JOB, job.to_bytes(), {"Nats-Msg-Id": job_msg_id(job), TRACE_HEADER: job.trace_id})
             for job in jobs
         ]
-        items += [(subjects.trace(t.queue_id), t.to_bytes(), {TRACE_HEADER: t.trace_id}) for t in traces]
         await self.batch.publish_strict(items)
+        if traces:
+            await publish_unacked(self.js._nc, [(subjects.trace(t.queue_id), t.to_bytes(), {TRACE_HEADER: t.trace_id}) for t in traces])
 
     async def delete_bodies(self, refs: list[str]) -> list[BaseException | None]:
         """Purge each body's chunks from BODY, all requests in one batch (what JetStreamBodies.delete

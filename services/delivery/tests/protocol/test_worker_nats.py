@@ -16,6 +16,7 @@ from mailflow_delivery.sentlog import KvSentLog
 from mailflow_delivery.worker import DeliveryWorker
 from services.delivery.tests.protocol.test_routing import TableResolver
 from services.delivery.tests.support import RemoteMta
+from tests.support import await_for
 
 BODY = b"Subject: hi\r\n\r\nHello\r\n"
 
@@ -59,8 +60,25 @@ async def test_worker_publishes_results_then_acks_and_never_sends_twice(js, tmp_
         (again,) = await results(js, 1)
         assert again.outcome == "delivered" and again.attempt == 2
         assert len(mta.messages) == 1
-    traces = await js.stream_info("TRACE", subjects_filter=subjects.trace("QW"))
-    assert traces.state.messages >= 3  # resolver, delivery x2 (+1 for the redelivery)
+
+    async def traces():  # resolver, delivery x2 (+1 for the redelivery); published without PubAcks
+        return (await js.stream_info("TRACE", subjects_filter=subjects.trace("QW"))).state.messages >= 3
+
+    await await_for(traces, timeout=5, what="trace events")
+
+
+async def test_results_do_not_wait_for_trace_events(js):
+    """Without a TRACE stream, the result is still published and the job acknowledged."""
+    store = MemoryStore()
+    store.add_user("a@daum.test", "pw")
+    await js.delete_stream("TRACE")
+    job = DeliveryJob(queue_id="QN", trace_id="tn", attempt=1, mail_from="b@naver.test", rcpt=Recipient(address="a@daum.test"), body_ref="inline:QN:22", body=BODY, size=len(BODY), received_at=datetime.now(UTC))
+    await js.publish(subjects.DELIVERY_JOB, job.to_bytes())
+    worker = DeliveryWorker(js._nc, js, Deliveries(store, store, JetStreamBodies(js), TableResolver({}), await KvSentLog.open(js, ttl_s=60)))
+    assert await worker.run_until_idle() == 1
+    (res,) = await results(js, 1)
+    assert res.outcome == "delivered"
+    assert (await js.stream_info("JOBS")).state.messages == 0
 
 
 async def test_stop_finishes_the_batch_in_hand(js):

@@ -11,6 +11,7 @@ from mailflow.bodies import BodyMissing
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import DeliveryResult, QueuedMessage, Recipient
 from mailflow_queue import db
+from tests.support import await_for
 
 BODY = b"From: a@daum.test\r\nTo: z@naver.test\r\nSubject: hello\r\n\r\nHi Z.\r\n"
 
@@ -60,8 +61,22 @@ async def test_intake_records_and_publishes_one_job_per_recipient(parts):
     assert await parts.intake.run_until_idle() == 1
     await parts.jobs(expect=0)
     assert len(rows(parts, "Q1")) == 2
-    info = await parts.js.stream_info("TRACE", subjects_filter=subjects.trace("Q1"))
-    assert info.state.messages == 1
+
+    async def one_trace():
+        return (await parts.js.stream_info("TRACE", subjects_filter=subjects.trace("Q1"))).state.messages == 1
+
+    await await_for(one_trace, timeout=5, what="the queue's trace event")
+
+
+async def test_intake_does_not_wait_for_trace_events(parts):
+    """Trace events are best effort (published without a PubAck): without a TRACE stream to take them,
+    intake still records the message, publishes its job and acknowledges it."""
+    await parts.js.delete_stream("TRACE")
+    await submit(parts, "QT", ["z@naver.test"])
+    assert await parts.intake.run_until_idle() == 1
+    assert rows(parts, "QT") == {"z@naver.test": ("inflight", 1, "")}
+    await parts.jobs(expect=1)
+    assert (await parts.js.stream_info("MAIL")).state.messages == 0  # acknowledged, not retried
 
 
 async def test_results_retry_dsn_and_body_deletion(parts):
