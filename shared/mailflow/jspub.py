@@ -6,7 +6,8 @@ sends every message of a batch with its own reply subject under one inbox subscr
 all PubAcks with a single timeout: about a third of the CPU per message.
 
 Errors are per message: `publish` returns, in order, the PubAck (a dict: stream, seq, duplicate) or
-the exception for that message (`PubAckError` for a JetStream error or no stream, `TimeoutError` when
+the exception for that message (`PubAckError` for a JetStream error, its subclass `NoStream` when no
+stream takes the subject, `TimeoutError` when
 no PubAck came in time). `publish_strict` raises the first of them. A message without a PubAck may or
 may not be stored: publish it again with the same Nats-Msg-Id (deduplicated inside the window).
 
@@ -28,6 +29,10 @@ from nats.aio.msg import Msg
 
 class PubAckError(Exception):
     pass
+
+
+class NoStream(PubAckError):
+    """No JetStream stream takes the subject (503 no responders)."""
 
 
 async def publish_unacked(nc: NATS, items: Sequence[Item]) -> int:
@@ -67,7 +72,7 @@ class BatchPublisher:
             return
         if not msg.data:  # a status message: 503 no responders (no stream takes the subject)
             status = (msg.headers or {}).get("Status", "") if msg.headers else ""
-            fut.set_exception(PubAckError(f"no JetStream stream answered ({status or 'no responders'})"))
+            fut.set_exception(NoStream(f"no JetStream stream answered ({status or 'no responders'})"))
             return
         try:
             ack = json.loads(msg.data)

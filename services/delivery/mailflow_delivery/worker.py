@@ -1,6 +1,9 @@
-"""The loop: fetch a batch of jobs -> deliver -> publish one result per job -> ack.
+"""The loop: fetch a batch of jobs -> deliver -> publish the batch's results in one message -> ack.
 
-A job is acknowledged only after its result is acknowledged by JetStream. If anything fails before
+A job is acknowledged only after its result is acknowledged by JetStream. The results of a batch go
+in one `DeliveryResults` message (delivery.result.v2; a very large batch in several). If the RESULTS
+stream does not take that subject (its configuration was last applied by a service that predates
+it), they go one `DeliveryResult` per job on delivery.result instead, as before. If anything fails before
 that (NATS away, an unexpected error), the whole batch is nak'ed and comes again; delivering it again
 is harmless (the store keeps one copy per idempotency key, the sent log stops a second SMTP send).
 Trace events are best effort (published without a PubAck): losing one never holds up mail.
@@ -8,13 +11,14 @@ Trace events are best effort (published without a PubAck): losing one never hold
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from nats.js import JetStreamContext
 
 from mailflow.contracts import subjects
-from mailflow.contracts.messages import TRACE_HEADER, DeliveryJob, DeliveryResult, TraceEvent
-from mailflow.jspub import BatchPublisher, publish_unacked
+from mailflow.contracts.messages import TRACE_HEADER, DeliveryJob, DeliveryResult, DeliveryResults, TraceEvent
+from mailflow.jspub import BatchPublisher, NoStream, publish_unacked
 from mailflow.quickstop import QuickStop
 from mailflow.worker import Done, Outcome, Retry, Worker, backoff
 from mailflow_delivery.routing import Deliveries
@@ -22,16 +26,41 @@ from mailflow_delivery.routing import Deliveries
 log = logging.getLogger(__name__)
 
 
+# A result is at most ~2 KB of JSON (diagnostic 1000 characters, an address up to 320): 256 of them stay
+# well below NATS's default max_payload of 1 MB.
+RESULTS_PER_MESSAGE = 256
+
+
 def result_msg_id(r: DeliveryResult) -> str:
     return f"{r.queue_id}/{r.rcpt.lower()}/{r.attempt}/{r.outcome}"
 
 
+def results_msg_id(results: list[DeliveryResult]) -> str:
+    """Same results, same id: a batch published again after a lost PubAck is dropped by JetStream."""
+    digest = hashlib.blake2b("\n".join(map(result_msg_id, results)).encode(), digest_size=16).hexdigest()
+    return f"results/{digest}"
+
+
+def batched(results: list[DeliveryResult]) -> list[tuple[str, bytes, dict[str, str]]]:
+    out = []
+    for k in range(0, len(results), RESULTS_PER_MESSAGE):
+        part = results[k : k + RESULTS_PER_MESSAGE]
+        out.append((subjects.DELIVERY_RESULTS, DeliveryResults(results=part).to_bytes(), {"Nats-Msg-Id": results_msg_id(part)}))
+    return out
+
+
+def one_by_one(results: list[DeliveryResult]) -> list[tuple[str, bytes, dict[str, str]]]:
+    return [(subjects.DELIVERY_RESULT, r.to_bytes(), {"Nats-Msg-Id": result_msg_id(r), TRACE_HEADER: r.trace_id}) for r in results]
+
+
 async def publish(pub: BatchPublisher, results: list[DeliveryResult], traces: list[TraceEvent]) -> None:
     """Results must be acknowledged (raises otherwise); traces follow, best effort, without PubAcks."""
-    items = [
-        (subjects.DELIVERY_RESULT, r.to_bytes(), {"Nats-Msg-Id": result_msg_id(r), TRACE_HEADER: r.trace_id}) for r in results
-    ]
-    await pub.publish_strict(items)
+    if results:
+        try:
+            await pub.publish_strict(batched(results))
+        except NoStream:
+            log.warning("stream RESULTS does not take %s yet: one message per result", subjects.DELIVERY_RESULTS)
+            await pub.publish_strict(one_by_one(results))
     lost = await publish_unacked(pub.nc, [(subjects.trace(t.queue_id), t.to_bytes(), None) for t in traces])
     if lost:
         log.warning("trace events lost", extra={"count": lost})

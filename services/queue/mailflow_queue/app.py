@@ -1,4 +1,4 @@
-"""Wiring: database (migrated at start), the streams, intake and results workers, the scheduler, HTTP.
+"""Wiring: database (migrated at start), the streams, intake and results workers (v1 and v2), the scheduler, HTTP.
 
 Startup fails loudly if the database cannot be migrated or NATS does not answer within its
 timeout; a process manager restarts us. On SIGTERM: intake and results stop fetching and finish
@@ -21,7 +21,7 @@ from mailflow_queue.db import Database, make_engine, migrate
 from mailflow_queue.outbox import JetStreamOutbox
 from mailflow_queue.scheduler import Scheduler
 from mailflow_queue.settings import Settings
-from mailflow_queue.workers import Intake, Results
+from mailflow_queue.workers import Intake, ResultBatches, Results
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     )
     intake = Intake(nc, js, database, outbox, policy, batch=settings.intake_batch)
     results = Results(nc, js, database, policy, scheduler.poke, batch=settings.results_batch)
+    result_batches = ResultBatches(nc, js, database, policy, scheduler.poke, batch=ResultBatches.batch)
 
     async def nats_ready() -> bool:
         return nc.is_connected
@@ -70,6 +71,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     tasks = [
         asyncio.create_task(intake.run(stop), name="intake"),
         asyncio.create_task(results.run(stop), name="results"),
+        asyncio.create_task(result_batches.run(stop), name="result-batches"),
         asyncio.create_task(scheduler.run(stop), name="scheduler"),
     ]
     log.info("queue ready", extra={"http": http.port, "database": engine.url.render_as_string(hide_password=True)})

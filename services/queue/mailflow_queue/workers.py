@@ -1,10 +1,12 @@
-"""The queue's two JetStream consumers: intake (MAIL -> database -> JOBS) and results (RESULTS -> states).
+"""The queue's JetStream consumers: intake (MAIL -> database -> JOBS) and results (RESULTS -> states).
 
 Intake acknowledges a batch of accepted messages only after their rows are committed and every job
 is acknowledged by JetStream; if either fails, the batch is nak'ed and comes again (recording is
 idempotent on the queue id, and a message recorded before returns its in-flight jobs to publish
 again). Results are acknowledged after their transaction commits; applying an answer twice changes
-nothing (a final recipient stays final). DSNs and body deletion follow in `Scheduler.finish`.
+nothing (a final recipient stays final). Results come one per message (delivery.result, from a
+delivery that predates batches) or a delivery batch's results in one message (delivery.result.v2);
+both are applied the same way. DSNs and body deletion follow in `Scheduler.finish`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from mailflow import log as mlog
-from mailflow.contracts.messages import DeliveryResult, QueuedMessage, TraceEvent
+from mailflow.contracts.messages import DeliveryResult, DeliveryResults, QueuedMessage, TraceEvent
 from mailflow.quickstop import QuickStop
 from mailflow.worker import Done, Outcome, Retry, Worker, backoff
 from mailflow_queue import ledger, metrics
@@ -103,6 +105,10 @@ class Results(QuickStop, Worker[DeliveryResult]):
         self.batch, self.unknown_tries = batch, unknown_tries
 
     async def handle_batch(self, items: list[tuple[DeliveryResult, int]]) -> list[Outcome]:
+        return await self.apply(items)
+
+    async def apply(self, items: list[tuple[DeliveryResult, int]]) -> list[Outcome]:
+        """Each (result, deliveries of the message that carried it) -> its outcome, in one transaction."""
         started = time.perf_counter()
         results = [r for r, _ in items]
         try:
@@ -130,6 +136,25 @@ class Results(QuickStop, Worker[DeliveryResult]):
                 if n in unknown:
                     metrics.RESULTS.labels("stale").inc()
                 out.append(Done())
+        return out
+
+
+class ResultBatches(Results):
+    """delivery.result.v2: each message holds a delivery batch's results. The results of all messages
+    fetched together are applied in one transaction. A message with a result whose queue message is not
+    recorded yet is asked for again whole (its other results, applied again, change nothing)."""
+
+    durable, model = "queue-result-batches", DeliveryResults
+    batch = 16  # messages per fetch, each with up to a delivery batch of results
+
+    async def handle_batch(self, items: list[tuple[DeliveryResults, int]]) -> list[Outcome]:
+        outcomes = await self.apply([(r, delivered) for b, delivered in items for r in b.results])
+        out: list[Outcome] = []
+        k = 0
+        for b, _ in items:
+            part = outcomes[k : k + len(b.results)]
+            k += len(b.results)
+            out.append(next((o for o in part if not isinstance(o, Done)), Done()))
         return out
 
 

@@ -128,6 +128,16 @@ class DeliveryResult(Contract):
     at: datetime = Field(default_factory=utcnow)
 
 
+class DeliveryResults(Contract):
+    """The results of one delivery batch in one message (subject delivery.result.v2): one JetStream write,
+    PubAck and ack for the whole batch instead of one per recipient. A queue that predates it never sees
+    it (its consumer takes delivery.result only): the message waits in stream RESULTS, durable, until a
+    queue that knows it takes it. Meanwhile the recipients stay in flight, never bounced."""
+
+    v: Literal[2] = 2
+    results: list[DeliveryResult]
+
+
 # --- delivery -> resolver (core NATS request/reply, subject dns.mx) ------------------------------
 
 

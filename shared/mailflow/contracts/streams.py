@@ -73,7 +73,7 @@ def stream_configs(t: Topology = Topology()) -> list[StreamConfig]:
         ),
         StreamConfig(
             name="RESULTS",
-            subjects=[subjects.DELIVERY_RESULT],
+            subjects=[subjects.DELIVERY_RESULT, subjects.DELIVERY_RESULTS],
             retention=RetentionPolicy.WORK_QUEUE,
             discard=DiscardPolicy.NEW,
             **common,
@@ -118,6 +118,7 @@ def consumer_configs(t: Topology = Topology()) -> list[tuple[str, ConsumerConfig
         # A remote SMTP transaction may take minutes; workers extend ack_wait with in_progress().
         ("JOBS", pull("delivery", subjects.DELIVERY_JOB, ack_wait=60.0, max_deliver=-1)),
         ("RESULTS", pull("queue-results", subjects.DELIVERY_RESULT, ack_wait=30.0, max_deliver=-1)),
+        ("RESULTS", pull("queue-result-batches", subjects.DELIVERY_RESULTS, ack_wait=30.0, max_deliver=-1)),
     ]
 
 
@@ -125,6 +126,7 @@ def consumer_configs(t: Topology = Topology()) -> list[tuple[str, ConsumerConfig
 QUEUE_INTAKE = ("MAIL", "queue")
 DELIVERY = ("JOBS", "delivery")
 QUEUE_RESULTS = ("RESULTS", "queue-results")
+QUEUE_RESULT_BATCHES = ("RESULTS", "queue-result-batches")
 
 _UPDATABLE = ("max_age", "duplicate_window", "allow_direct", "discard", "num_replicas", "subjects")
 

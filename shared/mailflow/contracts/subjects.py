@@ -3,7 +3,7 @@
     MUA/MTA --SMTP--> smtp-ingress --BODY, MAIL_QUEUED--> queue --DELIVERY_JOB--> delivery
     delivery --MX_LOOKUP--> resolver            (remote domains: "what is the MX of naver.test?")
     delivery --REST--> mailbox-store            (local domains)  |  delivery --SMTP--> remote MX
-    delivery --DELIVERY_RESULT--> queue         (retry later, bounce, or done)
+    delivery --DELIVERY_RESULTS--> queue        (retry later, bounce, or done; a batch's results together)
     mailbox-store --MAILBOX_EVENTS--> imap-pop3 (IDLE push, other sessions on the same mailbox)
     every hop --TRACE--> queue                  (`mailflow trace <queue-id>`)
 """
@@ -16,7 +16,8 @@ MAIL_DEAD = "mail.dead"  # DeadLetter: any worker -> the operator; stream DEAD
 
 # queue turns a message into one job per recipient; delivery reports each one back. JetStream.
 DELIVERY_JOB = "delivery.job"  # DeliveryJob: queue -> delivery; stream JOBS (work queue)
-DELIVERY_RESULT = "delivery.result"  # DeliveryResult: delivery -> queue; stream RESULTS (work queue)
+DELIVERY_RESULT = "delivery.result"  # DeliveryResult, one per job (v1, older delivery); stream RESULTS (work queue)
+DELIVERY_RESULTS = "delivery.result.v2"  # DeliveryResults, one per delivery batch: delivery -> queue; stream RESULTS
 
 # resolver answers DNS questions. Core NATS request/reply (a lost question is simply asked again).
 MX_LOOKUP = "dns.mx"  # MxRequest -> MxReply

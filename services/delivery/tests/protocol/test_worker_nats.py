@@ -1,5 +1,5 @@
-"""The delivery worker on a real nats-server: jobs in, one result per job out, then the ack; the
-sent log lives in JetStream, so a second process (or a restart) never sends a message twice."""
+"""The delivery worker on a real nats-server: jobs in, the batch's results out in one message, then the
+ack; the sent log lives in JetStream, so a second process (or a restart) never sends a message twice."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ from datetime import UTC, datetime
 from mailflow import tls
 from mailflow.bodies import JetStreamBodies
 from mailflow.contracts import subjects
-from mailflow.contracts.messages import DeliveryJob, DeliveryResult, MxHost, MxReply, Recipient
+from mailflow.contracts.messages import (
+    DeliveryJob,
+    DeliveryResult,
+    DeliveryResults,
+    MxHost,
+    MxReply,
+    Recipient,
+)
 from mailflow.store.memory import MemoryStore
 from mailflow_delivery import smtp_out
 from mailflow_delivery.routing import Deliveries, RemoteConfig
@@ -21,14 +28,21 @@ from tests.support import await_for
 BODY = b"Subject: hi\r\n\r\nHello\r\n"
 
 
-async def results(js, n):
-    sub = await js.pull_subscribe_bind(durable="queue-results", stream="RESULTS")
+async def results(js, n, messages=None):
+    """n results from delivery.result.v2 (and how many messages carried them, if `messages` is a list)."""
+    sub = await js.pull_subscribe_bind(durable="queue-result-batches", stream="RESULTS")
     out = []
     while len(out) < n:
-        for m in await sub.fetch(n - len(out), timeout=5):
+        for m in await sub.fetch(16, timeout=5):
             await m.ack()
-            out.append(DeliveryResult.from_bytes(m.data))
+            out += DeliveryResults.from_bytes(m.data).results
+            if messages is not None:
+                messages.append(m)
     return out
+
+
+def job(qid, rcpt):
+    return DeliveryJob(queue_id=qid, trace_id="t", attempt=1, mail_from="b@naver.test", rcpt=Recipient(address=rcpt), body_ref=f"inline:{qid}:22", body=BODY, size=len(BODY), received_at=datetime.now(UTC))
 
 
 async def test_worker_publishes_results_then_acks_and_never_sends_twice(js, tmp_path):
@@ -51,8 +65,10 @@ async def test_worker_publishes_results_then_acks_and_never_sends_twice(js, tmp_
             await js.publish(subjects.DELIVERY_JOB, j.to_bytes())
         sent = await KvSentLog.open(js, ttl_s=3600)
         assert await worker(sent).run_until_idle() == 2
-        got = {r.rcpt: (r.outcome, r.trace_id) for r in await results(js, 2)}
+        carried = []
+        got = {r.rcpt: (r.outcome, r.trace_id) for r in await results(js, 2, carried)}
         assert got == {"a@daum.test": ("delivered", "tw"), "z@naver.test": ("delivered", "tw")}
+        assert len(carried) == 1  # one message for the batch
         assert (await js.stream_info("JOBS")).state.messages == 0  # acknowledged
         # the remote job again (as after a crash before the ack), to a "new process" with a fresh handle
         await js.publish(subjects.DELIVERY_JOB, jobs[1].model_copy(update={"attempt": 2}).to_bytes())
@@ -109,3 +125,23 @@ async def test_stop_finishes_the_batch_in_hand(js):
         assert (await js.stream_info("JOBS")).state.messages == 0
     finally:
         await slow.stop()
+
+
+async def test_results_go_one_by_one_while_the_stream_does_not_take_batches(js):
+    """A RESULTS stream last configured by a service that predates delivery.result.v2: the worker falls
+    back to one DeliveryResult per job on delivery.result, which every queue reads."""
+    store = MemoryStore()
+    store.add_user("a@daum.test", "pw")
+    store.add_user("c@daum.test", "pw")
+    await js.delete_consumer("RESULTS", "queue-result-batches")
+    cfg = (await js.stream_info("RESULTS")).config
+    cfg.subjects = [subjects.DELIVERY_RESULT]
+    await js.update_stream(cfg)
+    for a in ("a@daum.test", "c@daum.test"):
+        await js.publish(subjects.DELIVERY_JOB, job("QO", a).to_bytes())
+    worker = DeliveryWorker(js._nc, js, Deliveries(store, store, JetStreamBodies(js), TableResolver({}), await KvSentLog.open(js, ttl_s=60)))
+    assert await worker.run_until_idle() == 2
+    sub = await js.pull_subscribe_bind(durable="queue-results", stream="RESULTS")
+    got = [DeliveryResult.from_bytes(m.data) for m in await sub.fetch(10, timeout=2)]
+    assert sorted((r.rcpt, r.outcome) for r in got) == [("a@daum.test", "delivered"), ("c@daum.test", "delivered")]
+    assert (await js.stream_info("JOBS")).state.messages == 0

@@ -9,7 +9,7 @@ from mailflow_queue import ledger
 from mailflow_queue.db import Database, make_engine, migrate
 from mailflow_queue.outbox import JetStreamOutbox
 from mailflow_queue.scheduler import Scheduler
-from mailflow_queue.workers import Intake, Results
+from mailflow_queue.workers import Intake, ResultBatches, Results
 
 
 class Clock:
@@ -34,6 +34,7 @@ class Parts:
         self.scheduler = Scheduler(self.db, self.outbox, self.bodies, self.policy, "mx.daum.test", clock=self.clock)
         self.intake = Intake(self.nc, js, self.db, self.outbox, self.policy, clock=self.clock)
         self.results = Results(self.nc, js, self.db, self.policy, self.scheduler.poke, clock=self.clock, unknown_tries=4)
+        self.result_batches = ResultBatches(self.nc, js, self.db, self.policy, self.scheduler.poke, clock=self.clock, unknown_tries=4)
         self._jobs = None
 
     async def jobs(self, expect: int | None = None):

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from mailflow.bodies import BodyMissing
 from mailflow.contracts import subjects
-from mailflow.contracts.messages import DeliveryResult, QueuedMessage, Recipient
+from mailflow.contracts.messages import DeliveryResult, DeliveryResults, QueuedMessage, Recipient
 from mailflow_queue import db
 from tests.support import await_for
 
@@ -35,6 +35,15 @@ async def submit(parts, qid, rcpts, mail_from="a@daum.test", **kw):
 async def answer(parts, qid, rcpt, outcome, status, attempt=1, diag=""):
     r = DeliveryResult(queue_id=qid, rcpt=rcpt, attempt=attempt, outcome=outcome, status=status, diagnostic=diag)
     await parts.js.publish(subjects.DELIVERY_RESULT, r.to_bytes())
+
+
+def result(qid, rcpt, outcome, status, attempt=1):
+    return DeliveryResult(queue_id=qid, rcpt=rcpt, attempt=attempt, outcome=outcome, status=status)
+
+
+async def answer_batch(parts, *results):
+    """What a delivery batch sends back: its results in one DeliveryResults message (delivery.result.v2)."""
+    await parts.js.publish(subjects.DELIVERY_RESULTS, DeliveryResults(results=list(results)).to_bytes())
 
 
 def rows(parts, qid):
@@ -279,3 +288,50 @@ async def test_an_operator_delete_takes_the_inline_body_along(parts):
     await parts.intake.run_until_idle()
     assert parts.db.call(admin.delete, "QI3") == ""  # nothing to purge in stream BODY
     assert kept_body(parts, "QI3") is None and message(parts, "QI3") is None
+
+
+async def test_a_delivery_batch_of_results_is_one_message_applied_at_once(parts):
+    await submit(parts, "QB1", ["a@naver.test", "b@naver.test"])
+    await submit(parts, "QB2", ["c@naver.test"])
+    await parts.intake.run_until_idle()
+    await parts.jobs(expect=3)
+    await answer_batch(
+        parts,
+        result("QB1", "a@naver.test", "delivered", "2.0.0"),
+        result("QB1", "b@naver.test", "deferred", "4.4.1"),
+        result("QB2", "c@naver.test", "bounced", "5.1.1"),
+    )
+    assert await parts.result_batches.run_until_idle() == 1
+    assert rows(parts, "QB1") == {"a@naver.test": ("delivered", 1, "2.0.0"), "b@naver.test": ("deferred", 1, "4.4.1")}
+    assert rows(parts, "QB2") == {"c@naver.test": ("bounced", 1, "5.1.1")}
+    assert (await parts.js.stream_info("RESULTS")).state.messages == 0  # acknowledged
+    # the same batch again (a redelivery): nothing changes
+    await answer_batch(parts, result("QB2", "c@naver.test", "delivered", "2.0.0"))
+    assert await parts.result_batches.run_until_idle() == 1
+    assert rows(parts, "QB2") == {"c@naver.test": ("bounced", 1, "5.1.1")}
+
+
+async def test_a_batch_whose_result_overtakes_its_message_comes_again_whole(parts):
+    import asyncio
+
+    await submit(parts, "QB3", ["a@naver.test"])
+    await parts.intake.run_until_idle()
+    parts.result_batches.unknown_tries = 40  # 2 s of asking again, as in production
+    await answer_batch(parts, result("QB3", "a@naver.test", "delivered", "2.0.0"), result("QB4", "z@naver.test", "delivered", "2.0.0"))
+    stop = asyncio.Event()
+    task = asyncio.create_task(parts.result_batches.run(stop))
+    try:
+        await asyncio.sleep(0.3)  # QB4 is not recorded: the batch is asked for again meanwhile
+        assert rows(parts, "QB3") == {"a@naver.test": ("delivered", 1, "2.0.0")}  # the known one is applied
+        await submit(parts, "QB4", ["z@naver.test"])
+        await parts.intake.run_until_idle()
+
+        async def applied():
+            return rows(parts, "QB4") == {"z@naver.test": ("delivered", 1, "2.0.0")}
+
+        await await_for(applied, timeout=5, what="the batch applied after the commit")
+        assert rows(parts, "QB3") == {"a@naver.test": ("delivered", 1, "2.0.0")}
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    assert (await parts.js.stream_info("RESULTS")).state.messages == 0
