@@ -59,6 +59,10 @@ def maildir_files(box: Path) -> list[Path]:
     return sorted(p for sub in ("new", "cur") for p in (box / sub).glob("*"))
 
 
+def subject_of(f: Path) -> bytes:
+    return f.read_bytes().split(b"Subject: ", 1)[1].split(b"\n", 1)[0].rstrip(b"\r")
+
+
 def test_mbsync_syncs_both_ways(stack, tmp_path):
     send(stack, "carol@example.test", "from smtp 1", "from smtp 2")
     wait_for(lambda: count(stack, "carol") == 2, timeout=20, what="2 messages for carol")
@@ -97,8 +101,8 @@ Sync All
     files = maildir_files(local / "INBOX")
     assert len(files) == 2 and (local / "Sent").is_dir() and (local / "Trash").is_dir()
 
-    # near -> far: a flag, a new message, a new folder
-    first = files[0]
+    # near -> far: a flag, a new message, a new folder (on "from smtp 1": the two may be stored in either order)
+    (first,) = [f for f in files if subject_of(f) == b"from smtp 1"]
     first.rename(local / "INBOX" / "cur" / (first.name.split(":2,")[0] + ":2,FS"))
     (local / "INBOX" / "new" / "local.1").write_bytes(
         make_message("written locally", to="carol@example.test")
@@ -126,9 +130,9 @@ Sync All
     wait_for(lambda: count(stack, "carol") == 3, timeout=20, what="3 messages for carol")
     run(mbsync, tmp_path)
     files = maildir_files(local / "INBOX")
-    texts = {f.read_bytes().split(b"Subject: ", 1)[1].split(b"\n", 1)[0].rstrip(b"\r"): f.name for f in files}
+    texts = {subject_of(f): f.name for f in files}
     assert set(texts) == {b"from smtp 1", b"from smtp 2", b"from smtp 3"}
-    assert texts[b"from smtp 2"].endswith(":2,R")
+    assert texts[b"from smtp 1"].endswith(":2,FS") and texts[b"from smtp 2"].endswith(":2,R")
 
 
 def test_fetchmail_downloads_and_removes(stack, tmp_path):
