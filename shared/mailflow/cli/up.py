@@ -75,6 +75,7 @@ def up(
     console.print(f"[bold]mailflow[/] starting in {data}")
     if external:
         console.print(f"using the NATS server already answering at {external}")
+        console.print("  (its own JetStream settings apply: --fsync only configures a server mailflow starts)")
     try:
         stack.start(timeout=90)
     except RuntimeError as exc:
