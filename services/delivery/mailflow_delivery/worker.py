@@ -1,5 +1,8 @@
 """The loop: fetch a batch of jobs -> deliver -> publish the batch's results in one message -> ack.
 
+Jobs come one per message (delivery.job, `DeliveryWorker`) or many per message (delivery.job.v2,
+`DeliveryBatchWorker`); each process runs lanes of both.
+
 A job is acknowledged only after its result is acknowledged by JetStream. The results of a batch go
 in one `DeliveryResults` message (delivery.result.v2; a very large batch in several). If the RESULTS
 stream does not take that subject (its configuration was last applied by a service that predates
@@ -17,7 +20,15 @@ import logging
 from nats.js import JetStreamContext
 
 from mailflow.contracts import subjects
-from mailflow.contracts.messages import TRACE_HEADER, DeliveryJob, DeliveryResult, DeliveryResults, TraceEvent
+from mailflow.contracts.messages import (
+    TRACE_HEADER,
+    DeliveryJob,
+    DeliveryJobs,
+    DeliveryResult,
+    DeliveryResults,
+    TraceEvent,
+)
+from mailflow.contracts.streams import DELIVERY_BATCHES, delivery_batches_consumer, ensure_consumer
 from mailflow.jspub import BatchPublisher, NoStream, publish_unacked
 from mailflow.quickstop import QuickStop
 from mailflow.worker import Done, Outcome, Retry, Worker, backoff
@@ -83,3 +94,22 @@ class DeliveryWorker(QuickStop, Worker[DeliveryJob]):
             log.exception("delivery batch failed; the jobs come again", extra={"jobs": len(items)})
             return [Retry(backoff(n)) for _, n in items]
         return [Done() for _ in items]
+
+
+class DeliveryBatchWorker(DeliveryWorker):
+    """delivery.job.v2: each message holds many jobs (`DeliveryJobs`). The jobs of all messages fetched
+    together are delivered as one batch; every message is acknowledged once all results are PubAck'ed,
+    or all come again. Binding creates the consumer: its activity tells the queue to send batches."""
+
+    durable, model = DELIVERY_BATCHES[1], DeliveryJobs
+
+    async def bind(self) -> None:
+        if self._sub is None:
+            await ensure_consumer(self.js, DELIVERY_BATCHES[0], delivery_batches_consumer())
+        await super().bind()
+
+    async def handle_batch(self, items: list[tuple[DeliveryJobs, int]]) -> list[Outcome]:
+        outcomes = await super().handle_batch([(job, n) for b, n in items for job in b.jobs])
+        if all(isinstance(o, Done) for o in outcomes):
+            return [Done() for _ in items]
+        return [Retry(backoff(n)) for _, n in items]

@@ -4,25 +4,96 @@ All publishes of one batch are awaited together. Trace events are best effort: p
 PubAck, never a reason to fail a batch. A job that JetStream does not acknowledge raises; the caller then acknowledges nothing (or leaves the recipients in flight), so the same
 work is published again later. Jobs carry Nats-Msg-Id `<queue_id>/<rcpt>/<attempt>` and messages
 Nats-Msg-Id `<queue_id>`, so a second publish inside the duplicate window is dropped by JetStream.
+
+While a delivery that reads delivery.job.v2 is live (`ReaderProbe`), jobs go many to a message
+(`DeliveryJobs`, up to JOBS_PER_MESSAGE jobs or JOBS_MESSAGE_BYTES): one JetStream write, PubAck
+and ack per message instead of per recipient. A message's Nats-Msg-Id is a digest of its jobs' ids;
+a job published again in another grouping may be delivered twice, which delivery makes harmless
+(the store's idempotency key, the sent log). If the JOBS stream does not take .v2 (configured last
+by an older service), the jobs go one by one on delivery.job.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import time
+from datetime import UTC, datetime
 from typing import Protocol
 
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from mailflow.bodies import BodyRef
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import TRACE_HEADER, DeliveryJob, QueuedMessage, TraceEvent
-from mailflow.jspub import BatchPublisher, publish_unacked
+from mailflow.contracts.streams import DELIVERY_BATCHES
+from mailflow.jspub import BatchPublisher, Item, NoStream, publish_unacked
+
+log = logging.getLogger(__name__)
 
 BODY_STREAM = "BODY"
+JOBS_PER_MESSAGE = 32  # small enough that several delivery processes share a burst
+JOBS_MESSAGE_BYTES = 512 * 1024  # NATS max_payload defaults to 1 MB; one inline body is at most ~350 KB of base64
 
 
 def job_msg_id(job: DeliveryJob) -> str:
     return f"{job.queue_id}/{job.rcpt.address.lower()}/{job.attempt}"
+
+
+def one_by_one(jobs: list[DeliveryJob]) -> list[Item]:
+    return [(subjects.DELIVERY_JOB, job.to_bytes(), {"Nats-Msg-Id": job_msg_id(job), TRACE_HEADER: job.trace_id}) for job in jobs]
+
+
+def batched(jobs: list[DeliveryJob]) -> list[Item]:
+    """DeliveryJobs messages, each job serialised once (the message is their JSON array in an envelope)."""
+    out: list[Item] = []
+    part: list[tuple[DeliveryJob, bytes]] = []
+    size = 0
+
+    def close() -> None:
+        digest = hashlib.blake2b("\n".join(job_msg_id(j) for j, _ in part).encode(), digest_size=16).hexdigest()
+        data = b'{"v":2,"jobs":[' + b",".join(d for _, d in part) + b"]}"
+        out.append((subjects.DELIVERY_JOBS, data, {"Nats-Msg-Id": f"jobs/{digest}"}))
+
+    for job in jobs:
+        data = job.to_bytes()
+        if part and (len(part) >= JOBS_PER_MESSAGE or size + len(data) > JOBS_MESSAGE_BYTES):
+            close()
+            part, size = [], 0
+        part.append((job, data))
+        size += len(data)
+    if part:
+        close()
+    return out
+
+
+class ReaderProbe:
+    """Is a delivery that reads delivery.job.v2 running? Yes while its consumer has a pull request
+    waiting or messages in hand, or delivered one within `recent` seconds. Asked at most every `ttl`
+    seconds; if NATS cannot say, the last answer stands."""
+
+    def __init__(self, js: JetStreamContext, ttl: float = 5.0, recent: float = 300.0):
+        self.js, self.ttl, self.recent = js, ttl, recent
+        self._live, self._until = False, 0.0
+
+    async def live(self) -> bool:
+        now = time.monotonic()
+        if now < self._until:
+            return self._live
+        self._until = now + self.ttl
+        try:
+            info = await self.js.consumer_info(*DELIVERY_BATCHES, timeout=2.0)
+        except NotFoundError:
+            self._live = False
+        except Exception as exc:
+            log.debug("cannot ask for the batch reader: %s", exc)
+        else:
+            last = info.delivered.last_active if info.delivered else None
+            lately = last is not None and (datetime.now(UTC) - last).total_seconds() < self.recent
+            self._live = bool(info.num_waiting or info.num_ack_pending or lately)
+        return self._live
 
 
 class Outbox(Protocol):
@@ -35,13 +106,17 @@ class JetStreamOutbox:
     def __init__(self, js: JetStreamContext, timeout: float = 10.0):
         self.js, self.timeout = js, timeout
         self.batch = BatchPublisher(js._nc, timeout)
+        self.reader = ReaderProbe(js)
 
     async def publish(self, jobs: list[DeliveryJob], traces: list[TraceEvent] = ()) -> None:
-        items = [
-            (subjects.DELIVERY_JOB, job.to_bytes(), {"Nats-Msg-Id": job_msg_id(job), TRACE_HEADER: job.trace_id})
-            for job in jobs
-        ]
-        await self.batch.publish_strict(items)
+        if jobs and await self.reader.live():
+            try:
+                await self.batch.publish_strict(batched(jobs))
+            except NoStream:
+                log.warning("stream JOBS does not take %s yet: one message per job", subjects.DELIVERY_JOBS)
+                await self.batch.publish_strict(one_by_one(jobs))
+        elif jobs:
+            await self.batch.publish_strict(one_by_one(jobs))
         if traces:
             await publish_unacked(self.js._nc, [(subjects.trace(t.queue_id), t.to_bytes(), {TRACE_HEADER: t.trace_id}) for t in traces])
 

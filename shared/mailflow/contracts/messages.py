@@ -112,6 +112,18 @@ class DeliveryJob(Contract):
         return f"{self.queue_id}/{self.rcpt.address.lower()}"
 
 
+class DeliveryJobs(Contract):
+    """Many jobs in one message (subject delivery.job.v2): one JetStream write, PubAck and ack for all of
+    them. The queue sends it only while a delivery that reads it is live (its consumer
+    `delivery-batches` has a pull request waiting, messages in hand, or took one in the last minutes);
+    otherwise one `DeliveryJob` per recipient on delivery.job, which every delivery reads. A batch left
+    behind by a delivery that went away waits in JOBS; its recipients stay in flight and the queue
+    publishes them again after its in-flight timeout."""
+
+    v: Literal[2] = 2
+    jobs: list[DeliveryJob]
+
+
 Outcome = Literal["delivered", "deferred", "bounced"]
 
 

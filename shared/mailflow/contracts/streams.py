@@ -66,7 +66,7 @@ def stream_configs(t: Topology = Topology()) -> list[StreamConfig]:
         ),
         StreamConfig(
             name="JOBS",
-            subjects=[subjects.DELIVERY_JOB],
+            subjects=[subjects.DELIVERY_JOB, subjects.DELIVERY_JOBS],
             retention=RetentionPolicy.WORK_QUEUE,
             discard=DiscardPolicy.NEW,
             **common,
@@ -100,19 +100,20 @@ def stream_configs(t: Topology = Topology()) -> list[StreamConfig]:
     ]
 
 
+def pull(durable: str, subject: str, ack_wait: float, max_deliver: int) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=durable,
+        filter_subject=subject,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=ack_wait,
+        max_deliver=max_deliver,
+        max_ack_pending=4096,
+    )
+
+
 # Durable pull consumers: (stream, config). Many processes may bind the same durable and share its work.
 def consumer_configs(t: Topology = Topology()) -> list[tuple[str, ConsumerConfig]]:
-    def pull(durable: str, subject: str, ack_wait: float, max_deliver: int) -> ConsumerConfig:
-        return ConsumerConfig(
-            durable_name=durable,
-            filter_subject=subject,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=ack_wait,
-            max_deliver=max_deliver,
-            max_ack_pending=4096,
-        )
-
     return [
         ("MAIL", pull("queue", subjects.MAIL_QUEUED, ack_wait=30.0, max_deliver=-1)),
         # A remote SMTP transaction may take minutes; workers extend ack_wait with in_progress().
@@ -127,6 +128,22 @@ QUEUE_INTAKE = ("MAIL", "queue")
 DELIVERY = ("JOBS", "delivery")
 QUEUE_RESULTS = ("RESULTS", "queue-results")
 QUEUE_RESULT_BATCHES = ("RESULTS", "queue-result-batches")
+DELIVERY_BATCHES = ("JOBS", "delivery-batches")
+
+
+def delivery_batches_consumer() -> ConsumerConfig:
+    """Created by delivery itself when it starts reading delivery.job.v2 (`ensure_consumer`), never by
+    `ensure_streams`: the queue takes its activity as the sign that a batch reader is running."""
+    return pull(DELIVERY_BATCHES[1], subjects.DELIVERY_JOBS, ack_wait=60.0, max_deliver=-1)
+
+
+async def ensure_consumer(js: JetStreamContext, stream: str, cfg: ConsumerConfig) -> None:
+    try:
+        await js.consumer_info(stream, cfg.durable_name)
+    except NotFoundError:
+        await js.add_consumer(stream, cfg)
+        log.info("consumer created", extra={"stream": stream, "consumer": cfg.durable_name})
+
 
 _UPDATABLE = ("max_age", "duplicate_window", "allow_direct", "discard", "num_replicas", "subjects")
 

@@ -1,6 +1,6 @@
 """Every NATS subject Mailflow uses, in the order a message meets them. The only file with subject strings.
 
-    MUA/MTA --SMTP--> smtp-ingress --BODY, MAIL_QUEUED--> queue --DELIVERY_JOB--> delivery
+    MUA/MTA --SMTP--> smtp-ingress --BODY, MAIL_QUEUED--> queue --DELIVERY_JOBS--> delivery
     delivery --MX_LOOKUP--> resolver            (remote domains: "what is the MX of naver.test?")
     delivery --REST--> mailbox-store            (local domains)  |  delivery --SMTP--> remote MX
     delivery --DELIVERY_RESULTS--> queue        (retry later, bounce, or done; a batch's results together)
@@ -15,7 +15,8 @@ MAIL_QUEUED = "mail.queued"  # QueuedMessage: smtp-ingress (and queue, for DSNs)
 MAIL_DEAD = "mail.dead"  # DeadLetter: any worker -> the operator; stream DEAD
 
 # queue turns a message into one job per recipient; delivery reports each one back. JetStream.
-DELIVERY_JOB = "delivery.job"  # DeliveryJob: queue -> delivery; stream JOBS (work queue)
+DELIVERY_JOB = "delivery.job"  # DeliveryJob, one per recipient (v1: no batch reader is live); stream JOBS (work queue)
+DELIVERY_JOBS = "delivery.job.v2"  # DeliveryJobs, many recipients' jobs per message: queue -> delivery; stream JOBS
 DELIVERY_RESULT = "delivery.result"  # DeliveryResult, one per job (v1, older delivery); stream RESULTS (work queue)
 DELIVERY_RESULTS = "delivery.result.v2"  # DeliveryResults, one per delivery batch: delivery -> queue; stream RESULTS
 

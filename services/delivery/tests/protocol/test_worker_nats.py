@@ -10,6 +10,7 @@ from mailflow.bodies import JetStreamBodies
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import (
     DeliveryJob,
+    DeliveryJobs,
     DeliveryResult,
     DeliveryResults,
     MxHost,
@@ -20,7 +21,7 @@ from mailflow.store.memory import MemoryStore
 from mailflow_delivery import smtp_out
 from mailflow_delivery.routing import Deliveries, RemoteConfig
 from mailflow_delivery.sentlog import KvSentLog
-from mailflow_delivery.worker import DeliveryWorker
+from mailflow_delivery.worker import DeliveryBatchWorker, DeliveryWorker
 from services.delivery.tests.protocol.test_routing import TableResolver
 from services.delivery.tests.support import RemoteMta
 from tests.support import await_for
@@ -145,3 +146,26 @@ async def test_results_go_one_by_one_while_the_stream_does_not_take_batches(js):
     got = [DeliveryResult.from_bytes(m.data) for m in await sub.fetch(10, timeout=2)]
     assert sorted((r.rcpt, r.outcome) for r in got) == [("a@daum.test", "delivered"), ("c@daum.test", "delivered")]
     assert (await js.stream_info("JOBS")).state.messages == 0
+
+
+async def test_a_message_of_many_jobs_is_delivered_as_one_batch(js):
+    store = MemoryStore()
+    store.add_user("a@daum.test", "pw")
+    store.add_user("c@daum.test", "pw")
+    worker = DeliveryBatchWorker(js._nc, js, Deliveries(store, store, JetStreamBodies(js), TableResolver({}), await KvSentLog.open(js, ttl_s=60)))
+    await worker.bind()  # creates the consumer of delivery.job.v2
+    batch = DeliveryJobs(jobs=[job("QB", "a@daum.test"), job("QB", "c@daum.test"), job("QC", "a@daum.test")])
+    await js.publish(subjects.DELIVERY_JOBS, batch.to_bytes())
+    assert await worker.run_until_idle() == 1
+    carried = []
+    got = sorted((r.queue_id, r.rcpt, r.outcome) for r in await results(js, 3, carried))
+    assert got == [("QB", "a@daum.test", "delivered"), ("QB", "c@daum.test", "delivered"), ("QC", "a@daum.test", "delivered")]
+    assert len(carried) == 1
+    assert (await js.stream_info("JOBS")).state.messages == 0  # acknowledged
+    # the same jobs again (a redelivery): stored once per recipient; the same results again are dropped
+    # by JetStream as a duplicate of the batch already answered (same Nats-Msg-Id)
+    await js.publish(subjects.DELIVERY_JOBS, batch.to_bytes(), headers={"Nats-Msg-Id": "again"})
+    assert await worker.run_until_idle() == 1
+    assert (await js.stream_info("RESULTS")).state.messages == 0
+    assert (await js.stream_info("JOBS")).state.messages == 0
+    assert sum(len(mb.messages) for a in ("a@daum.test", "c@daum.test") for mb in store.users[a].mailboxes.values()) == 3

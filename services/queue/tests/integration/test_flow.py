@@ -335,3 +335,44 @@ async def test_a_batch_whose_result_overtakes_its_message_comes_again_whole(part
         stop.set()
         await asyncio.wait_for(task, 5)
     assert (await parts.js.stream_info("RESULTS")).state.messages == 0
+
+
+async def test_jobs_go_many_to_a_message_while_a_batch_reader_is_live(parts):
+    """A delivery lane waits on the consumer of delivery.job.v2: intake sends one DeliveryJobs message
+    for the whole batch instead of one DeliveryJob per recipient."""
+    import asyncio
+
+    from mailflow.contracts.messages import DeliveryJobs
+    from mailflow.contracts.streams import DELIVERY_BATCHES, delivery_batches_consumer, ensure_consumer
+
+    await ensure_consumer(parts.js, DELIVERY_BATCHES[0], delivery_batches_consumer())
+    sub = await parts.js.pull_subscribe_bind(durable=DELIVERY_BATCHES[1], stream="JOBS")
+    waiting = asyncio.ensure_future(sub.fetch(1, timeout=5))  # a lane asking for work
+
+    async def reader_live():
+        return (await parts.js.consumer_info(*DELIVERY_BATCHES)).num_waiting > 0
+
+    await await_for(reader_live, timeout=5, what="a waiting pull request")
+    await submit(parts, "QJ1", ["a@naver.test", "b@naver.test"])
+    await submit(parts, "QJ2", ["c@naver.test"])
+    assert await parts.intake.run_until_idle() == 2
+    (m,) = await waiting
+    await m.ack()
+    jobs = DeliveryJobs.from_bytes(m.data).jobs
+    assert sorted((j.queue_id, j.rcpt.address, j.attempt) for j in jobs) == [
+        ("QJ1", "a@naver.test", 1),
+        ("QJ1", "b@naver.test", 1),
+        ("QJ2", "c@naver.test", 1),
+    ]
+    assert jobs[0].body_ref and m.headers["Nats-Msg-Id"].startswith("jobs/")
+    await parts.jobs(expect=0)  # nothing one by one
+
+
+async def test_jobs_go_one_by_one_without_a_live_batch_reader(parts):
+    from mailflow.contracts.streams import DELIVERY_BATCHES, delivery_batches_consumer, ensure_consumer
+
+    await ensure_consumer(parts.js, DELIVERY_BATCHES[0], delivery_batches_consumer())  # exists, but nobody asks
+    await submit(parts, "QJ3", ["a@naver.test", "b@naver.test"])
+    assert await parts.intake.run_until_idle() == 1
+    await parts.jobs(expect=2)
+    assert (await parts.js.consumer_info(*DELIVERY_BATCHES)).num_pending == 0
