@@ -7,6 +7,7 @@ socket typed at like telnet. Bytes read back must equal the bytes sent (after th
 from __future__ import annotations
 
 import imaplib
+import json
 import poplib
 import smtplib
 import socket
@@ -201,3 +202,35 @@ def test_wrong_password_is_refused_everywhere(stack, wrong):
         pop3(stack, "alice@example.test", wrong or "x")
     with imaplib.IMAP4(stack.ports.host, stack.ports.imap, timeout=30) as m, pytest.raises(imaplib.IMAP4.error):
         m.login("alice@example.test", wrong or "x")
+
+
+def test_mailflow_trace_shows_the_journey_of_a_real_message(stack):
+    """Issue 7's promise: `mailflow trace <queue-id>` follows one message through every service."""
+    raw = make_message("alice@example.test", "traced")
+    with smtplib.SMTP(stack.ports.host, stack.ports.smtp, timeout=30) as s:
+        s.ehlo("client.elsewhere.test")
+        s.mail("carol@elsewhere.test")
+        s.rcpt("alice@example.test")
+        code, text = s.data(raw)
+    assert code == 250
+    queue_id = text.decode().rsplit(" ", 1)[-1]
+    wait_for(lambda: pop3_count(stack, "alice@example.test", "alice-pw") >= 1, timeout=20, what="message in POP3")
+    p = pop3(stack, "alice@example.test", "alice-pw")
+    n = p.stat()[0]
+    assert b"Subject: traced" in b"\r\n".join(p.retr(n)[1])  # the first read: step "retrieved"
+    p.dele(n)
+    p.quit()
+    order = ["ingress", "queue", "resolver", "delivery", "mailbox", "retrieved"]
+
+    def journey():
+        events = json.loads(stack.cli("trace", queue_id, "--json").stdout)
+        steps = [e["step"] for e in events]
+        return events if set(order) <= set(steps) else None
+
+    events = wait_for(journey, timeout=20, what="six steps in mailflow trace")
+    assert len({e["trace_id"] for e in events}) == 1
+    firsts = [next(i for i, e in enumerate(events) if e["step"] == step) for step in order]
+    assert firsts == sorted(firsts), [e["step"] for e in events]
+    human = stack.cli("trace", queue_id).stdout
+    for step in order:
+        assert step in human

@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from mailflow import log as mlog
 from mailflow.bodies import Bodies, BodyMissing
@@ -117,10 +118,11 @@ class Deliveries:
         self._domain_slots: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(self.remote_cfg.max_per_domain))
 
     async def run(self, jobs: list[DeliveryJob]) -> tuple[list[DeliveryResult], list[TraceEvent]]:
-        started = time.perf_counter()
+        started, began = time.perf_counter(), datetime.now(UTC)  # events are stamped `began + duration`
         out: dict[int, DeliveryResult] = {}
         traces: list[TraceEvent] = []
         routes = await asyncio.gather(*(self.routes.is_local(j.rcpt.address) for j in jobs), return_exceptions=True)
+        routed_ms = (time.perf_counter() - started) * 1000
         local, remote = [], []
         for i, (job, is_local) in enumerate(zip(jobs, routes, strict=True)):
             if isinstance(is_local, BaseException):
@@ -130,6 +132,12 @@ class Deliveries:
                 local.append((i, job))
             else:
                 remote.append((i, job))
+        # The resolver step of a local recipient: the directory said the domain is ours, so no MX
+        # lookup (a remote one gets its step from the MX answer, in _domain).
+        for qid, trace_id, domain in dict.fromkeys((j.queue_id, j.trace_id, domain_of(j.rcpt.address)) for _, j in local):
+            traces.append(
+                TraceEvent(queue_id=qid, trace_id=trace_id, step="resolver", service=self.service, at=began + timedelta(milliseconds=routed_ms), duration_ms=routed_ms, detail=f"{domain}: local domain, to mailbox-store (no MX lookup)")
+            )
         local_res, remote_res = await asyncio.gather(self.local(local), self.remote(remote, traces))
         out.update(local_res)
         out.update(remote_res)
@@ -145,6 +153,7 @@ class Deliveries:
                     trace_id=job.trace_id,
                     step="delivery",
                     service=self.service,
+                    at=began + timedelta(milliseconds=took),
                     duration_ms=took,
                     detail=f"{r.outcome} <{r.rcpt}> {r.status} {r.diagnostic}".strip()[:500],
                 )

@@ -9,7 +9,7 @@ All routes need header X-Mailflow-Admin-Token. Paths (used by `mailflow queue ..
     POST   /queue/{queue_id}/hold          -> Changed | 404 (no more attempts until released)
     POST   /queue/{queue_id}/release       -> Changed | 404
     DELETE /queue/{queue_id}               -> 204 | 404 (silently: no DSN; the body goes too)
-    GET    /trace/{queue_id}               -> list[TraceEvent] in time order (stream TRACE)
+    GET    /trace/{queue_id}               -> list[TraceEvent] in the order the steps began (stream TRACE)
 A database or NATS failure is a 503 with a short reason; details go to the log.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
@@ -211,8 +211,14 @@ async def read_trace(js: JetStreamContext, queue_id: str, wait: float = 2.0) -> 
                 break
     finally:
         await sub.unsubscribe()
-    events.sort(key=lambda e: e.at)
+    events.sort(key=started)
     return events
+
+
+def started(e: TraceEvent) -> datetime:
+    """When a step began: an event is stamped (`at`) when its step ends. Steps overlap (the queue
+    hands out jobs while it commits), so the journey reads in the order the steps began."""
+    return e.at - timedelta(milliseconds=e.duration_ms)
 
 
 # --- routes -----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import secrets
 import time
+from datetime import UTC, datetime, timedelta
 
 from mailflow import ids
 from mailflow.contracts.messages import Recipient, TraceEvent
@@ -190,11 +191,15 @@ class IngressHandler:
                 "client": client.ip,
             },
         )
+        # stamped at the moment the step ended (the PubAck), however late this line runs under load:
+        # `mailflow trace` orders the steps by when they began (at - duration)
+        ended = datetime.now(UTC) - timedelta(seconds=time.perf_counter() - started - elapsed)
         await self.queue.trace(
             TraceEvent(
                 queue_id=queue_id,
                 trace_id=trace_id,
                 step="ingress",
+                at=ended,
                 service="smtp-ingress",
                 duration_ms=round(elapsed * 1000, 3),
                 detail=f"from=<{tx.mail_from}> rcpts={len(rcpts)} size={len(raw)} client={client.ip} "

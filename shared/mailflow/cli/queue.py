@@ -7,6 +7,8 @@ deferred recipient now), retry, hold, release, delete, counts. Each prints a ric
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import typer
 from rich.table import Table
 from rich.text import Text
@@ -124,9 +126,15 @@ def trace(queue_id: str, as_json: bool = JSON) -> None:
         raise typer.Exit(1)
     print_table(
         f"trace of {queue_id}",
-        ["at", "step", "service", "ms", "detail"],
-        [[e["at"][11:23], e["step"], e["service"], f"{e['duration_ms']:.1f}", e["detail"]] for e in events],
+        ["started", "step", "service", "ms", "detail"],
+        [[step_start(e), e["step"], e["service"], f"{e['duration_ms']:.1f}", e["detail"]] for e in events],
     )
+
+
+def step_start(event: dict) -> str:
+    """HH:MM:SS.mmm when a step began (an event's `at` is when it ended)."""
+    at = datetime.fromisoformat(event["at"]) - timedelta(milliseconds=event["duration_ms"])
+    return at.isoformat(timespec="milliseconds")[11:23]
 
 
 if __name__ == "__main__":

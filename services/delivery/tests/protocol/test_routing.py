@@ -3,7 +3,7 @@ memory, a resolver answering from a table, and a real SMTP server on loopback as
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -80,7 +80,10 @@ async def test_local_delivery_is_idempotent(world):
         ("nobody@daum.test", "bounced", "5.1.1"),
         ("small@daum.test", "bounced", "5.2.2"),  # bigger than the whole quota: never fits
     ]
-    assert [t.step for t in traces] == ["delivery"] * 3
+    # one resolver step for the message's local domain (no MX lookup), one delivery step per recipient
+    assert [t.step for t in traces] == ["resolver"] + ["delivery"] * 3
+    assert traces[0].detail == "daum.test: local domain, to mailbox-store (no MX lookup)"
+    assert all(t.at - timedelta(milliseconds=t.duration_ms) == traces[0].at - timedelta(milliseconds=traces[0].duration_ms) for t in traces)
     again, _ = await d.run(jobs[:1])  # a redelivered job
     assert again[0].outcome == "delivered"
     inbox = store.users["a@daum.test"].mailboxes["INBOX"]
