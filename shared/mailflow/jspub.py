@@ -11,6 +11,9 @@ stream takes the subject, `TimeoutError` when
 no PubAck came in time). `publish_strict` raises the first of them. A message without a PubAck may or
 may not be stored: publish it again with the same Nats-Msg-Id (deduplicated inside the window).
 
+`ReaderProbe` tells a writer whether a reader of a newer (batched) subject is running, so that it
+sends the older one-by-one form to older readers.
+
 `publish_unacked` is for what may be lost (trace events): no reply subject, so JetStream sends no
 PubAck and nobody waits; the messages leave in the client's next socket write. A NATS error is
 returned as a count of the messages not sent, never raised.
@@ -21,10 +24,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+log = logging.getLogger(__name__)
 
 
 class PubAckError(Exception):
@@ -119,3 +129,30 @@ class BatchPublisher:
             if isinstance(r, BaseException):
                 raise r
         return results  # type: ignore[return-value]
+
+
+class ReaderProbe:
+    """Is a reader of a durable consumer running? Yes while the consumer has a pull request waiting or
+    messages in hand, or delivered one within `recent` seconds; no if it does not exist. Asked at most
+    every `ttl` seconds; if NATS cannot say, the last answer stands (at first: no)."""
+
+    def __init__(self, js: JetStreamContext, stream: str, durable: str, ttl: float = 5.0, recent: float = 60.0):
+        self.js, self.stream, self.durable, self.ttl, self.recent = js, stream, durable, ttl, recent
+        self._live, self._until = False, 0.0
+
+    async def live(self) -> bool:
+        now = time.monotonic()
+        if now < self._until:
+            return self._live
+        self._until = now + self.ttl
+        try:
+            info = await self.js.consumer_info(self.stream, self.durable, timeout=2.0)
+        except NotFoundError:
+            self._live = False
+        except Exception as exc:
+            log.debug("cannot ask for %s/%s: %s", self.stream, self.durable, exc)
+        else:
+            last = info.delivered.last_active if info.delivered else None
+            lately = last is not None and (datetime.now(UTC) - last).total_seconds() < self.recent
+            self._live = bool(info.num_waiting or info.num_ack_pending or lately)
+        return self._live

@@ -21,7 +21,7 @@ from mailflow_queue.db import Database, make_engine, migrate
 from mailflow_queue.outbox import JetStreamOutbox
 from mailflow_queue.scheduler import Scheduler
 from mailflow_queue.settings import Settings
-from mailflow_queue.workers import Intake, ResultBatches, Results
+from mailflow_queue.workers import Intake, IntakeBatches, ResultBatches, Results
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         dsn_full_max=settings.dsn_full_max_bytes,
     )
     intake = Intake(nc, js, database, outbox, policy, batch=settings.intake_batch)
+    # envelope groups hold a few messages each under load: fetch fewer messages for about as many envelopes
+    intake_batches = IntakeBatches(nc, js, database, outbox, policy, batch=max(1, settings.intake_batch // 8))
     results = Results(nc, js, database, policy, scheduler.poke, batch=settings.results_batch)
     result_batches = ResultBatches(nc, js, database, policy, scheduler.poke, batch=ResultBatches.batch)
 
@@ -70,6 +72,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     http = await HttpServer(app, settings.http_listen).start()
     tasks = [
         asyncio.create_task(intake.run(stop), name="intake"),
+        asyncio.create_task(intake_batches.run(stop), name="intake-batches"),
         asyncio.create_task(results.run(stop), name="results"),
         asyncio.create_task(result_batches.run(stop), name="result-batches"),
         asyncio.create_task(scheduler.run(stop), name="scheduler"),

@@ -18,18 +18,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
-from datetime import UTC, datetime
 from typing import Protocol
 
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 
 from mailflow.bodies import BodyRef
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import TRACE_HEADER, DeliveryJob, QueuedMessage, TraceEvent
 from mailflow.contracts.streams import DELIVERY_BATCHES
-from mailflow.jspub import BatchPublisher, Item, NoStream, publish_unacked
+from mailflow.jspub import BatchPublisher, Item, NoStream, ReaderProbe, publish_unacked
 
 log = logging.getLogger(__name__)
 
@@ -69,33 +66,6 @@ def batched(jobs: list[DeliveryJob]) -> list[Item]:
     return out
 
 
-class ReaderProbe:
-    """Is a delivery that reads delivery.job.v2 running? Yes while its consumer has a pull request
-    waiting or messages in hand, or delivered one within `recent` seconds. Asked at most every `ttl`
-    seconds; if NATS cannot say, the last answer stands."""
-
-    def __init__(self, js: JetStreamContext, ttl: float = 5.0, recent: float = 300.0):
-        self.js, self.ttl, self.recent = js, ttl, recent
-        self._live, self._until = False, 0.0
-
-    async def live(self) -> bool:
-        now = time.monotonic()
-        if now < self._until:
-            return self._live
-        self._until = now + self.ttl
-        try:
-            info = await self.js.consumer_info(*DELIVERY_BATCHES, timeout=2.0)
-        except NotFoundError:
-            self._live = False
-        except Exception as exc:
-            log.debug("cannot ask for the batch reader: %s", exc)
-        else:
-            last = info.delivered.last_active if info.delivered else None
-            lately = last is not None and (datetime.now(UTC) - last).total_seconds() < self.recent
-            self._live = bool(info.num_waiting or info.num_ack_pending or lately)
-        return self._live
-
-
 class Outbox(Protocol):
     async def publish(self, jobs: list[DeliveryJob], traces: list[TraceEvent] = ()) -> None: ...
     async def inject(self, msg: QueuedMessage) -> None: ...
@@ -106,7 +76,9 @@ class JetStreamOutbox:
     def __init__(self, js: JetStreamContext, timeout: float = 10.0):
         self.js, self.timeout = js, timeout
         self.batch = BatchPublisher(js._nc, timeout)
-        self.reader = ReaderProbe(js)
+        # a delivery that reads delivery.job.v2 is running; a batch sent after it went away is published
+        # again (one by one) at the in-flight timeout, so "recently active" may be generous
+        self.reader = ReaderProbe(js, *DELIVERY_BATCHES, recent=300.0)
 
     async def publish(self, jobs: list[DeliveryJob], traces: list[TraceEvent] = ()) -> None:
         if jobs and await self.reader.live():

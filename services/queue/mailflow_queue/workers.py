@@ -17,7 +17,14 @@ import time
 from collections.abc import Callable
 
 from mailflow import log as mlog
-from mailflow.contracts.messages import DeliveryResult, DeliveryResults, QueuedMessage, TraceEvent
+from mailflow.contracts.messages import (
+    DeliveryResult,
+    DeliveryResults,
+    QueuedMessage,
+    QueuedMessages,
+    TraceEvent,
+)
+from mailflow.contracts.streams import QUEUE_INTAKE_BATCHES, ensure_consumer, queue_batches_consumer
 from mailflow.quickstop import QuickStop
 from mailflow.worker import Done, Outcome, Retry, Worker, backoff
 from mailflow_queue import ledger, metrics
@@ -83,6 +90,26 @@ class Intake(QuickStop, Worker[QueuedMessage]):
             with mlog.context(queue_id=q, trace_id=m.trace_id):
                 log.info("queued", extra={"from": m.mail_from, "nrcpt": len(m.rcpt_to), "size": m.size})
         return [Done() for _ in items]
+
+
+class IntakeBatches(Intake):
+    """mail.queued.v2: each message holds envelopes smtp-ingress accepted together (`QueuedMessages`).
+    The envelopes of all messages fetched together are recorded in one transaction, as Intake does;
+    every message is acknowledged once all are durable, or all come again. Binding creates the
+    consumer: its activity tells smtp-ingress to send groups."""
+
+    durable, model = QUEUE_INTAKE_BATCHES[1], QueuedMessages
+
+    async def bind(self) -> None:
+        if self._sub is None:
+            await ensure_consumer(self.js, QUEUE_INTAKE_BATCHES[0], queue_batches_consumer())
+        await super().bind()
+
+    async def handle_batch(self, items: list[tuple[QueuedMessages, int]]) -> list[Outcome]:
+        outcomes = await super().handle_batch([(m, n) for g, n in items for m in g.messages])
+        if all(isinstance(o, Done) for o in outcomes):
+            return [Done() for _ in items]
+        return [Retry(backoff(n)) for _, n in items]
 
 
 class Results(QuickStop, Worker[DeliveryResult]):

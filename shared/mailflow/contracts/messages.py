@@ -75,6 +75,17 @@ class QueuedMessage(Contract):
     smtputf8: bool = False  # SMTPUTF8 was given
 
 
+class QueuedMessages(Contract):
+    """Envelopes that concurrent SMTP sessions finished together, in one message (subject mail.queued.v2):
+    one JetStream write (and fsync) and one ack for all of them; each session answers 250 once this
+    message is PubAck'ed. smtp-ingress sends it only while a queue that reads it is live (consumer
+    `queue-batches` waiting, busy, or active within a minute); otherwise one QueuedMessage per message
+    on mail.queued, which every queue reads."""
+
+    v: Literal[2] = 2
+    messages: list[QueuedMessage]
+
+
 class DeadLetter(Contract):
     v: Literal[1] = 1
     subject: str  # where the message was read from

@@ -59,7 +59,7 @@ def stream_configs(t: Topology = Topology()) -> list[StreamConfig]:
         # Accepted envelopes, waiting for the queue to take them over.
         StreamConfig(
             name="MAIL",
-            subjects=[subjects.MAIL_QUEUED],
+            subjects=[subjects.MAIL_QUEUED, subjects.MAIL_QUEUED_BATCH],
             retention=RetentionPolicy.WORK_QUEUE,
             discard=DiscardPolicy.NEW,
             **common,
@@ -129,6 +129,13 @@ DELIVERY = ("JOBS", "delivery")
 QUEUE_RESULTS = ("RESULTS", "queue-results")
 QUEUE_RESULT_BATCHES = ("RESULTS", "queue-result-batches")
 DELIVERY_BATCHES = ("JOBS", "delivery-batches")
+QUEUE_INTAKE_BATCHES = ("MAIL", "queue-batches")
+
+
+def queue_batches_consumer() -> ConsumerConfig:
+    """Created by the queue itself when it starts reading mail.queued.v2, never by `ensure_streams`:
+    smtp-ingress takes its activity as the sign that a queue reads envelope groups."""
+    return pull(QUEUE_INTAKE_BATCHES[1], subjects.MAIL_QUEUED_BATCH, ack_wait=30.0, max_deliver=-1)
 
 
 def delivery_batches_consumer() -> ConsumerConfig:

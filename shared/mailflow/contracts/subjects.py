@@ -12,6 +12,7 @@
 BODY = "body.{queue_id}.{chunk}"  # raw RFC 5322 bytes, chunk 0..n-1; stream BODY
 BODY_ALL = "body.{queue_id}.>"  # purge filter once the message is done
 MAIL_QUEUED = "mail.queued"  # QueuedMessage: smtp-ingress (and queue, for DSNs) -> queue; stream MAIL
+MAIL_QUEUED_BATCH = "mail.queued.v2"  # QueuedMessages, envelopes accepted together: smtp-ingress -> queue; stream MAIL
 MAIL_DEAD = "mail.dead"  # DeadLetter: any worker -> the operator; stream DEAD
 
 # queue turns a message into one job per recipient; delivery reports each one back. JetStream.

@@ -376,3 +376,28 @@ async def test_jobs_go_one_by_one_without_a_live_batch_reader(parts):
     assert await parts.intake.run_until_idle() == 1
     await parts.jobs(expect=2)
     assert (await parts.js.consumer_info(*DELIVERY_BATCHES)).num_pending == 0
+
+
+async def test_envelope_groups_are_recorded_like_single_envelopes(parts):
+    """mail.queued.v2 (QueuedMessages from smtp-ingress): every envelope recorded, one job per recipient,
+    the group acknowledged; a redelivered group records nothing twice."""
+    from mailflow.contracts.messages import QueuedMessages
+    from mailflow_queue.workers import IntakeBatches
+
+    def envelope(qid, rcpts):
+        return QueuedMessage(
+            queue_id=qid, trace_id=f"trace-{qid}", mail_from="a@daum.test", rcpt_to=[Recipient(address=r) for r in rcpts],
+            body_ref=f"inline:{qid}:{len(BODY)}", body=BODY, size=len(BODY), received_at=datetime.fromtimestamp(parts.clock.now, UTC),
+        )
+
+    intake = IntakeBatches(parts.nc, parts.js, parts.db, parts.outbox, parts.policy, clock=parts.clock)
+    group = QueuedMessages(messages=[envelope("QG1", ["a@naver.test", "b@naver.test"]), envelope("QG2", ["c@naver.test"])])
+    await parts.js.publish(subjects.MAIL_QUEUED_BATCH, group.to_bytes())
+    assert await intake.run_until_idle() == 1
+    assert rows(parts, "QG1") == {"a@naver.test": ("inflight", 1, ""), "b@naver.test": ("inflight", 1, "")}
+    assert rows(parts, "QG2") == {"c@naver.test": ("inflight", 1, "")}
+    await parts.jobs(expect=3)
+    assert (await parts.js.stream_info("MAIL")).state.messages == 0
+    await parts.js.publish(subjects.MAIL_QUEUED_BATCH, group.to_bytes(), headers={"Nats-Msg-Id": "again"})
+    assert await intake.run_until_idle() == 1
+    assert len(rows(parts, "QG1")) == 2 and len(rows(parts, "QG2")) == 1

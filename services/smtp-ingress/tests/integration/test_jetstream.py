@@ -131,3 +131,60 @@ async def test_health_and_metrics(service):
     assert 'mailflow_smtp_messages_accepted_total{listener="mx"}' in text
     assert "mailflow_smtp_accept_duration_seconds_bucket" in text
     assert 'mailflow_smtp_sessions_total{listener="mx"}' in text
+
+
+async def test_envelopes_finished_together_go_in_one_group(js):
+    """Group commit: what is submitted while nothing is being sent yet leaves as one QueuedMessages
+    message (one write, one fsync); each submit returns once that message is PubAck'ed."""
+    from mailflow.contracts import subjects
+    from mailflow.contracts.messages import QueuedMessages, Recipient
+    from mailflow.contracts.streams import ensure_streams
+    from mailflow_smtp_ingress.queueing import EnvelopeGroups
+
+    await ensure_streams(js)
+    groups = EnvelopeGroups(js, timeout=5.0)
+    envelopes = [
+        QueuedMessage(queue_id=f"G{n}", trace_id="t", mail_from="", rcpt_to=[Recipient(address="a@example.test")], body_ref=f"inline:G{n}:2", size=2, body=b"hi")
+        for n in range(10)
+    ]
+    await asyncio.gather(*(groups.submit(e) for e in envelopes))
+    info = await js.stream_info("MAIL")
+    assert info.state.messages == 1
+    stored = await js.get_msg("MAIL", seq=1)
+    assert stored.subject == subjects.MAIL_QUEUED_BATCH
+    assert [m.queue_id for m in QueuedMessages.from_bytes(stored.data).messages] == [f"G{n}" for n in range(10)]
+    # the next envelope, with nothing in flight, leaves alone and at once
+    await groups.submit(envelopes[0].model_copy(update={"queue_id": "G10"}))
+    assert (await js.stream_info("MAIL")).state.messages == 2
+
+
+async def test_while_a_queue_reads_groups_the_250_comes_after_the_group_is_durable(nats_url, settings_factory, fake_directory, js):
+    from mailflow.contracts import subjects
+    from mailflow.contracts.messages import QueuedMessages
+    from mailflow.contracts.streams import QUEUE_INTAKE_BATCHES, ensure_streams, queue_batches_consumer
+    from mailflow.contracts.streams import ensure_consumer as ensure_reader
+
+    await ensure_streams(js)
+    await ensure_reader(js, QUEUE_INTAKE_BATCHES[0], queue_batches_consumer())
+    sub = await js.pull_subscribe_bind(durable=QUEUE_INTAKE_BATCHES[1], stream="MAIL")
+    waiting = asyncio.ensure_future(sub.fetch(1, timeout=20))  # the queue asking for groups
+
+    async def reader_live():
+        return (await js.consumer_info(*QUEUE_INTAKE_BATCHES)).num_waiting > 0
+
+    await await_for(reader_live, what="a waiting pull request")
+    settings = settings_factory(nats_url=nats_url, publish_timeout=2.0)
+    stop = asyncio.Event()
+    started = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(app.run(settings, stop, directory=fake_directory, started=started))
+    running = await asyncio.wait_for(started, 30)
+    try:
+        code, text = await asyncio.to_thread(send, running.smtp.port("mx"), b"Subject: grouped\r\n\r\nhi\r\n")
+        assert code == 250
+        queue_id = text.decode().rsplit(" ", 1)[1]
+        (m,) = await waiting
+        assert m.subject == subjects.MAIL_QUEUED_BATCH
+        assert [e.queue_id for e in QueuedMessages.from_bytes(m.data).messages] == [queue_id]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
