@@ -24,6 +24,7 @@ from email.message import EmailMessage
 
 import pytest
 
+from mailflow.contracts import streams
 from tests.deploy.support import COMPOSE_FILE, ROOT, SERVICES
 from tests.support import free_port, wait_for
 
@@ -241,16 +242,13 @@ def jetstream_consumers(stack: Compose) -> dict[tuple[str, str], dict]:
 
 
 def delivered_by(stack: Compose, index: int) -> float:
-    """Jobs this delivery container finished, from its own /metrics."""
+    """Recipients this delivery container delivered, from its own /metrics (a JOBS message may carry
+    several jobs, so recipients are counted, not messages)."""
     script = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8080/metrics').read().decode())"
     text = stack.exec("delivery", "python", "-c", script, index=index)
     total = 0.0
     for line in text.splitlines():
-        if (
-            line.startswith("mailflow_worker_messages_total{")
-            and 'outcome="done"' in line
-            and "delivery" in line
-        ):
+        if line.startswith("mailflow_delivery_recipients_total{") and 'outcome="delivered"' in line:
             total += float(line.rsplit(" ", 1)[1])
     return total
 
@@ -261,10 +259,11 @@ def test_scaled_delivery_shares_one_stream(stack):
     stack.wait_healthy(["delivery"], count={"delivery": 3}, timeout=120)
 
     consumers = jetstream_consumers(stack)
-    assert [key for key in consumers if key[0] == "JOBS"] == [("JOBS", "delivery")], (
-        "one durable on the stream"
-    )
-    assert consumers[("JOBS", "delivery")]["num_waiting"] >= 3, "pull requests from every container"
+    # the durables every delivery binds: job batches (delivery.job.v2) and single jobs (delivery.job)
+    jobs = {streams.DELIVERY, streams.DELIVERY_BATCHES}
+    assert {key for key in consumers if key[0] == "JOBS"} == jobs, "the same durables for all containers"
+    for key in jobs:
+        assert consumers[key]["num_waiting"] >= 3, f"pull requests from every container on {key}"
 
     counts_before = [delivered_by(stack, i) for i in (1, 2, 3)]
     with smtplib.SMTP("127.0.0.1", stack.ports["SMTP"], timeout=60) as smtp:
@@ -282,8 +281,9 @@ def test_scaled_delivery_shares_one_stream(stack):
     )
 
     handled = [delivered_by(stack, i) - counts_before[i - 1] for i in (1, 2, 3)]
-    print(f"\njobs per delivery container: {handled}")
+    print(f"\nrecipients delivered per delivery container: {handled}")
     assert sum(handled) == SCALED_MESSAGES
     assert all(h > 0 for h in handled), f"every container took jobs from the shared consumer: {handled}"
-    final = jetstream_consumers(stack)[("JOBS", "delivery")]
-    assert final["num_pending"] == 0 and final["num_ack_pending"] == 0
+    for key in jobs:
+        final = jetstream_consumers(stack)[key]
+        assert final["num_pending"] == 0 and final["num_ack_pending"] == 0

@@ -2,7 +2,7 @@
 Kubernetes schemas (kubernetes-validate, strict) or, for custom resources, against their CRD subset
 (crd_schemas.py), and the rendered objects agree with the code: each Deployment's environment is read by
 its Settings and builds it, listeners match container ports and probes, only the mail ports face the
-outside, KEDA watches the delivery consumer declared in contracts/streams.py (issue 7 §3).
+outside, KEDA watches the delivery consumers declared in contracts/streams.py (issue 7 §3).
 """
 
 from __future__ import annotations
@@ -258,14 +258,16 @@ def test_keda_scales_delivery_on_its_consumer(rendered):
     scaled = of_kind(objs, "ScaledObject")["delivery"]["spec"]
     assert scaled["scaleTargetRef"]["name"] == "delivery"
     assert scaled["minReplicaCount"] >= 1
-    (trigger,) = scaled["triggers"]
-    assert trigger["type"] == "nats-jetstream"
-    assert set(trigger["metadata"]) <= NATS_JETSTREAM_METADATA
-    assert (trigger["metadata"]["stream"], trigger["metadata"]["consumer"]) == streams.DELIVERY
-    host, _, port = trigger["metadata"]["natsServerMonitoringEndpoint"].partition(":")
+    triggers = scaled["triggers"]
+    # both consumers delivery reads: job batches (delivery.job.v2) and single jobs (delivery.job)
+    assert {(t["metadata"]["stream"], t["metadata"]["consumer"]) for t in triggers} == {streams.DELIVERY_BATCHES, streams.DELIVERY}
     namespace = of_kind(objs, "ScaledObject")["delivery"]["metadata"]["namespace"]
-    assert host == f"nats-headless.{namespace}.svc.cluster.local", "KEDA resolves it from its own namespace"
-    assert port == str(nats_values()["config"]["monitor"]["port"])
+    for trigger in triggers:
+        assert trigger["type"] == "nats-jetstream"
+        assert set(trigger["metadata"]) <= NATS_JETSTREAM_METADATA
+        host, _, port = trigger["metadata"]["natsServerMonitoringEndpoint"].partition(":")
+        assert host == f"nats-headless.{namespace}.svc.cluster.local", "KEDA resolves it from its own namespace"
+        assert port == str(nats_values()["config"]["monitor"]["port"])
 
 
 def test_postgres_cluster_matches_what_the_services_use(rendered):
