@@ -1,5 +1,5 @@
 """docker compose for real (issue 7 §1): the stack from images built here carries a message from SMTP
-to IMAP and POP3, then `up --scale delivery=3` runs three delivery containers on one JetStream consumer.
+to IMAP and POP3, then `up --scale delivery=3` runs three delivery containers on the same durable consumers of stream JOBS.
 
 Needs a Docker engine and the base images: `make test-compose` runs deploy/ci/local-images.sh first and
 sets MAILFLOW_TEST_COMPOSE=1; without it this module is skipped. The stack runs as its own compose
