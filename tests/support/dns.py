@@ -87,10 +87,22 @@ class DnsServer:
                 if out is not None:
                     self.request.sendall(len(out).to_bytes(2, "big") + out)
 
-        udp = socketserver.ThreadingUDPServer((self.host, self.port), Udp)
+        class TcpServer(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+
+        # UDP and TCP on one port number: with port 0 the kernel picks it for UDP, and the same number
+        # may already be in use for TCP (another test's connection): then pick again.
+        for attempt in range(20):
+            udp = socketserver.ThreadingUDPServer((self.host, self.port), Udp)
+            try:
+                tcp = TcpServer((self.host, udp.server_address[1]), Tcp)
+            except OSError:
+                udp.server_close()
+                if self.port or attempt == 19:
+                    raise
+                continue
+            break
         self.port = udp.server_address[1]
-        socketserver.ThreadingTCPServer.allow_reuse_address = True
-        tcp = socketserver.ThreadingTCPServer((self.host, self.port), Tcp)
         for srv in (udp, tcp):
             srv.daemon_threads = True
             threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
