@@ -14,8 +14,10 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import itertools
 import logging
 import quopri
+import threading
 from datetime import UTC, datetime
 
 import orjson
@@ -94,22 +96,59 @@ class _Sql:
         raise ValueError(f"unknown search key {k!r}")
 
 
+class HeaderCache:
+    """Header fields of bodies, by the body's SHA-256 (content-addressed: an entry never goes stale),
+    each as (name, casefolded value): what HEADER and TEXT compare against. A client that polls with
+    `UID SEARCH HEADER ...` would otherwise have every message's stored parse read, decompressed and
+    decoded on every poll. Bounded; the oldest entries go first. Shared by the store's threads."""
+
+    def __init__(self, max_entries: int = 20_000):
+        self.max_entries = max_entries
+        self._items: dict[bytes, tuple[tuple[str, str], ...]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, sha: bytes) -> tuple[tuple[str, str], ...] | None:
+        return self._items.get(sha)
+
+    def put(self, sha: bytes, headers: tuple[tuple[str, str], ...]) -> None:
+        if self.max_entries <= 0:
+            return
+        with self._lock:
+            if len(self._items) >= self.max_entries:
+                for old in list(itertools.islice(self._items, max(1, self.max_entries // 10))):
+                    del self._items[old]
+            self._items[sha] = headers
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+HEADERS = HeaderCache()
+
+
+def folded_headers(parsed: bytes) -> tuple[tuple[str, str], ...]:
+    flat = orjson.loads(unpack(parsed))[3]
+    return tuple((flat[i], flat[i + 1].casefold()) for i in range(0, len(flat), 2))
+
+
 class _Candidate:
-    """One message as the Python matcher sees it; the parse and the body are loaded on demand."""
+    """One message as the Python matcher sees it; the parse and the body are loaded on demand.
+    `parsed` is None when the search needs headers only and they are in `HEADERS` (or None)."""
 
     __slots__ = ("uid", "flags", "keywords", "modseq", "size", "internal_date", "sent_day", "_parsed", "_locator",
-                 "_blobs", "_headers", "_tree", "_raw")  # fmt: skip
+                 "_sha", "_blobs", "_headers", "_tree", "_raw")  # fmt: skip
 
-    def __init__(self, row, blobs):
+    def __init__(self, row, blobs, headers: tuple[tuple[str, str], ...] | None = None):
         (self.uid, self.flags, self.keywords, self.modseq, self.size, self.internal_date, self.sent_day,
-         self._parsed, self._locator) = row  # fmt: skip
+         self._parsed, self._locator, self._sha) = row  # fmt: skip
         self._blobs = blobs
-        self._headers = self._tree = self._raw = None
+        self._headers, self._tree, self._raw = headers, None, None
 
-    def headers(self) -> list[tuple[str, str]]:
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """(name, casefolded value) pairs."""
         if self._headers is None:
-            flat = orjson.loads(unpack(self._parsed))[3]
-            self._headers = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+            self._headers = folded_headers(self._parsed)
+            HEADERS.put(bytes(self._sha), self._headers)
         return self._headers
 
     def raw(self) -> bytes:
@@ -157,10 +196,10 @@ def _matches(k: s.SearchKey, c: _Candidate, kws: Keywords) -> bool:
             return c.sent_day < o if op == "before" else c.sent_day >= o if op == "since" else c.sent_day == o
         case s.Header(field=field, value=value):
             needle = value.casefold()
-            return any(name == field and needle in v.casefold() for name, v in c.headers())
+            return any(name == field and needle in v for name, v in c.headers())
         case s.Text(where=where, value=value):
             needle = value.casefold()
-            if where == "text" and any(needle in f"{n}: {v}".casefold() for n, v in c.headers()):
+            if where == "text" and any(needle in f"{n.casefold()}: {v}" for n, v in c.headers()):
                 return True
             try:
                 return any(needle in text.casefold() for text in body_texts(c.raw(), c.tree().body))
@@ -212,9 +251,37 @@ def search(tx: Tx, user_id: int, mailbox_id: int, key: s.SearchKey, blobs) -> li
             f"SELECT m.uid FROM messages m{join} WHERE m.mailbox_id = :mb AND {where} ORDER BY m.uid", params
         )
         return [r[0] for r in rows]
-    rows = tx.all(
-        "SELECT m.uid, m.flags, m.keywords, m.modseq, m.size, m.internal_date, b.sent_day, b.parsed, b.locator"
-        f" FROM messages m JOIN blobs b ON b.id = m.blob_id WHERE m.mailbox_id = :mb AND {where} ORDER BY m.uid",
-        params,
-    )
-    return [r[0] for r in rows if _matches(key, _Candidate(r, blobs), kws)]
+    cols = "m.uid, m.flags, m.keywords, m.modseq, m.size, m.internal_date, b.sent_day"
+    join = f" FROM messages m JOIN blobs b ON b.id = m.blob_id WHERE m.mailbox_id = :mb AND {where} ORDER BY m.uid"
+    if _needs_body(key):
+        rows = tx.all(f"SELECT {cols}, b.parsed, b.locator, b.sha256{join}", params)
+        return [r[0] for r in rows if _matches(key, _Candidate(r, blobs), kws)]
+    # headers only: the stored parse is read for the bodies whose headers are not cached yet
+    rows = tx.all(f"SELECT {cols}, NULL, b.locator, b.sha256, b.id{join}", params)
+    cached = [HEADERS.get(bytes(r[9])) for r in rows]
+    missing = list({r[10] for r, h in zip(rows, cached, strict=True) if h is None})
+    parsed: dict[int, bytes] = {}
+    for i in range(0, len(missing), 500):
+        part = {f"b{k}": v for k, v in enumerate(missing[i : i + 500])}
+        marks = ", ".join(f":{k}" for k in part)
+        parsed.update(tx.all(f"SELECT id, parsed FROM blobs WHERE id IN ({marks})", part))
+    out = []
+    for r, h in zip(rows, cached, strict=True):
+        row = (*r[:7], parsed.get(r[10]), r[8], bytes(r[9]))
+        if _matches(key, _Candidate(row, blobs, h), kws):
+            out.append(r[0])
+    return out
+
+
+def _needs_body(k: s.SearchKey) -> bool:
+    """Does matching `k` need a message's body (BODY/TEXT), beyond its header fields and columns?"""
+    match k:
+        case s.Text():
+            return True
+        case s.And(keys=keys):
+            return any(_needs_body(x) for x in keys)
+        case s.Or(a=a, b=b):
+            return _needs_body(a) or _needs_body(b)
+        case s.Not(key=key):
+            return _needs_body(key)
+    return False

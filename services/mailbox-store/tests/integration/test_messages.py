@@ -3,6 +3,7 @@ move with UIDPLUS data, changes(), events and the "retrieved" trace step."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 
 import pytest
@@ -284,3 +285,43 @@ async def test_sections_are_cut_in_the_store(client, people):
     assert fields[1] == b"Subject: parts\r\n\r\n"
     with pytest.raises(Invalid):
         await client.fetch_sections(alice, mb, [1], "NOT A SECTION")
+
+
+async def test_header_search_is_answered_from_the_header_cache(client, people):
+    """UID SEARCH HEADER polled by a client reads each body's stored parse once; later searches use the
+    cached (name, casefolded value) pairs, kept by the body's SHA-256 (content-addressed: never stale)."""
+    from mailflow.store import search as s
+    from mailflow_mailbox_store import search as store_search
+
+    alice, _ = people
+    raws = [message(f"cached {i}", extra=f"X-Bench-Id: Token-{i}\r\n") for i in range(3)]
+    for raw in raws:
+        await client.append(alice, "INBOX", raw)
+    mb = await inbox(client, alice)
+    uids = await client.search(alice, mb, s.All())
+    assert await client.search(alice, mb, s.Header("x-bench-id", "token-1")) == uids[-2:-1]
+    shas = [hashlib.sha256(raw).digest() for raw in raws]
+    assert all(store_search.HEADERS.get(sha) is not None for sha in shas)
+    # from now on the cache answers: a planted entry proves it (and is taken back)
+    kept = store_search.HEADERS.get(shas[0])
+    store_search.HEADERS.put(shas[0], (("x-bench-id", "token-1"),))
+    try:
+        assert await client.search(alice, mb, s.Header("x-bench-id", "token-1")) == [uids[-3], uids[-2]]
+    finally:
+        store_search.HEADERS.put(shas[0], kept)
+    assert await client.search(alice, mb, s.Header("x-bench-id", "token-1")) == uids[-2:-1]
+    assert await client.search(alice, mb, s.And((s.Header("x-bench-id", "TOKEN"), s.Not(s.Header("subject", "cached 2"))))) == uids[-3:-1]
+    assert await client.search(alice, mb, s.Or(s.Header("x-bench-id", "token-2"), s.Text("text", "x-bench-id: token-0"))) == [uids[-3], uids[-1]]
+
+
+def test_header_cache_is_bounded_and_drops_the_oldest():
+    from mailflow_mailbox_store.search import HeaderCache
+
+    cache = HeaderCache(max_entries=10)
+    for i in range(25):
+        cache.put(bytes([i]), (("subject", str(i)),))
+    assert len(cache) <= 10
+    assert cache.get(bytes([24])) == (("subject", "24"),) and cache.get(bytes([0])) is None
+    off = HeaderCache(max_entries=0)
+    off.put(b"x", ())
+    assert len(off) == 0
