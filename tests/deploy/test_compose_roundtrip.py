@@ -266,9 +266,18 @@ def test_scaled_delivery_shares_one_stream(stack):
         assert consumers[key]["num_waiting"] >= 3, f"pull requests from every container on {key}"
 
     counts_before = [delivered_by(stack, i) for i in (1, 2, 3)]
+    # One message at a time, each stored before the next is sent: every one is its own JOBS message
+    # (a burst would leave in batches of up to 32 jobs, and one container could take a whole burst),
+    # and JetStream hands them to the pull requests waiting from all three containers in turn.
     with smtplib.SMTP("127.0.0.1", stack.ports["SMTP"], timeout=60) as smtp:
         for n in range(SCALED_MESSAGES):
             smtp.sendmail("bob@remote.test", [USER], message(f"scaled {n}", f"message {n}\n"))
+            wait_for(
+                lambda n=n: len(imap_messages(stack.ports["IMAP"])) >= before + n + 1,
+                timeout=60,
+                interval=0.05,
+                what=f"scaled message {n} stored",
+            )
 
     wait_for(
         lambda: len(imap_messages(stack.ports["IMAP"])) >= before + SCALED_MESSAGES,
