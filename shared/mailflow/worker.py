@@ -9,6 +9,8 @@ A payload that does not decode is a Fail. An exception from `handle` is unclassi
 it is logged with a ref and the message is nak'ed with backoff. Many processes may run the same worker
 on the same durable consumer; JetStream gives each message to one of them at a time.
 On stop, intake stops, the batch in hand is finished and acknowledged, and `run` returns.
+A worker whose consumer is made by its reader, not by `ensure_streams`, names it in `own_consumer`;
+`carried` handles messages that each carry many items (the `.v2` batch subjects).
 """
 
 from __future__ import annotations
@@ -16,18 +18,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
 
 from mailflow import ids
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import DeadLetter
+from mailflow.contracts.streams import ensure_consumer
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +67,24 @@ class Fail:
 Outcome = Done | Retry | Fail
 
 
+async def carried(
+    items: list[tuple[Any, int]],
+    parts: Callable[[Any], Sequence[Any]],
+    handle: Callable[[list[tuple[Any, int]]], Awaitable[list[Outcome]]],
+) -> list[Outcome]:
+    """Messages that carry many items each: `handle` gets all their items at once (each with its
+    message's delivery count); a message is Done when all its items are, else it takes the first
+    other outcome among them (and comes again whole: handlers are idempotent)."""
+    outcomes = await handle([(x, n) for m, n in items for x in parts(m)])
+    out: list[Outcome] = []
+    k = 0
+    for m, _ in items:
+        size = len(parts(m))
+        out.append(next((o for o in outcomes[k : k + size] if not isinstance(o, Done)), Done()))
+        k += size
+    return out
+
+
 def backoff(attempt: int, first: float = 1.0, cap: float = 60.0) -> float:
     """Redelivery delay for infrastructure trouble (not the queue's mail retry schedule)."""
     return min(cap, first * 2 ** max(0, attempt - 1))
@@ -75,6 +98,7 @@ class Worker(Generic[T]):
     concurrency: ClassVar[int] = 128
     fetch_timeout: ClassVar[float] = 1.0
     heartbeat: ClassVar[float] = 15.0  # in_progress() for messages handled longer than this
+    own_consumer: ClassVar[Callable[[], ConsumerConfig] | None] = None  # created at bind, on `stream`
 
     def __init__(self, nc: NATS, js: JetStreamContext, service: str):
         self.nc, self.js, self.service = nc, js, service
@@ -111,6 +135,8 @@ class Worker(Generic[T]):
 
     async def bind(self) -> None:
         if self._sub is None:
+            if self.own_consumer is not None:
+                await ensure_consumer(self.js, self.stream, self.own_consumer())
             self._sub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -28,10 +28,10 @@ from mailflow.contracts.messages import (
     DeliveryResults,
     TraceEvent,
 )
-from mailflow.contracts.streams import DELIVERY_BATCHES, delivery_batches_consumer, ensure_consumer
+from mailflow.contracts.streams import DELIVERY_BATCHES, delivery_batches_consumer
 from mailflow.jspub import BatchPublisher, NoStream, publish_unacked
 from mailflow.quickstop import QuickStop
-from mailflow.worker import Done, Outcome, Retry, Worker, backoff
+from mailflow.worker import Done, Outcome, Retry, Worker, backoff, carried
 from mailflow_delivery.routing import Deliveries
 
 log = logging.getLogger(__name__)
@@ -102,14 +102,7 @@ class DeliveryBatchWorker(DeliveryWorker):
     or all come again. Binding creates the consumer: its activity tells the queue to send batches."""
 
     durable, model = DELIVERY_BATCHES[1], DeliveryJobs
-
-    async def bind(self) -> None:
-        if self._sub is None:
-            await ensure_consumer(self.js, DELIVERY_BATCHES[0], delivery_batches_consumer())
-        await super().bind()
+    own_consumer = staticmethod(delivery_batches_consumer)
 
     async def handle_batch(self, items: list[tuple[DeliveryJobs, int]]) -> list[Outcome]:
-        outcomes = await super().handle_batch([(job, n) for b, n in items for job in b.jobs])
-        if all(isinstance(o, Done) for o in outcomes):
-            return [Done() for _ in items]
-        return [Retry(backoff(n)) for _, n in items]
+        return await carried(items, lambda b: b.jobs, super().handle_batch)

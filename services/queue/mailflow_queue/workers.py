@@ -24,9 +24,9 @@ from mailflow.contracts.messages import (
     QueuedMessages,
     TraceEvent,
 )
-from mailflow.contracts.streams import QUEUE_INTAKE_BATCHES, ensure_consumer, queue_batches_consumer
+from mailflow.contracts.streams import QUEUE_INTAKE_BATCHES, queue_batches_consumer
 from mailflow.quickstop import QuickStop
-from mailflow.worker import Done, Outcome, Retry, Worker, backoff
+from mailflow.worker import Done, Outcome, Retry, Worker, backoff, carried
 from mailflow_queue import ledger, metrics
 from mailflow_queue.db import Database
 from mailflow_queue.outbox import Outbox
@@ -99,17 +99,10 @@ class IntakeBatches(Intake):
     consumer: its activity tells smtp-ingress to send groups."""
 
     durable, model = QUEUE_INTAKE_BATCHES[1], QueuedMessages
-
-    async def bind(self) -> None:
-        if self._sub is None:
-            await ensure_consumer(self.js, QUEUE_INTAKE_BATCHES[0], queue_batches_consumer())
-        await super().bind()
+    own_consumer = staticmethod(queue_batches_consumer)
 
     async def handle_batch(self, items: list[tuple[QueuedMessages, int]]) -> list[Outcome]:
-        outcomes = await super().handle_batch([(m, n) for g, n in items for m in g.messages])
-        if all(isinstance(o, Done) for o in outcomes):
-            return [Done() for _ in items]
-        return [Retry(backoff(n)) for _, n in items]
+        return await carried(items, lambda g: g.messages, super().handle_batch)
 
 
 class Results(QuickStop, Worker[DeliveryResult]):
@@ -175,14 +168,7 @@ class ResultBatches(Results):
     batch = 16  # messages per fetch, each with up to a delivery batch of results
 
     async def handle_batch(self, items: list[tuple[DeliveryResults, int]]) -> list[Outcome]:
-        outcomes = await self.apply([(r, delivered) for b, delivered in items for r in b.results])
-        out: list[Outcome] = []
-        k = 0
-        for b, _ in items:
-            part = outcomes[k : k + len(b.results)]
-            k += len(b.results)
-            out.append(next((o for o in part if not isinstance(o, Done)), Done()))
-        return out
+        return await carried(items, lambda b: b.results, self.apply)
 
 
 async def run_all(workers: list[Worker], stop: asyncio.Event) -> None:
