@@ -275,13 +275,4 @@ def search(tx: Tx, user_id: int, mailbox_id: int, key: s.SearchKey, blobs) -> li
 
 def _needs_body(k: s.SearchKey) -> bool:
     """Does matching `k` need a message's body (BODY/TEXT), beyond its header fields and columns?"""
-    match k:
-        case s.Text():
-            return True
-        case s.And(keys=keys):
-            return any(_needs_body(x) for x in keys)
-        case s.Or(a=a, b=b):
-            return _needs_body(a) or _needs_body(b)
-        case s.Not(key=key):
-            return _needs_body(key)
-    return False
+    return any(isinstance(x, s.Text) for x in s.leaves(k))

@@ -8,6 +8,7 @@ silent match-all.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from typing import Literal
@@ -76,6 +77,21 @@ class ModSeq:
 
 
 SearchKey = All | And | Or | Not | Uids | Flag | Header | Text | Date | Size | ModSeq
+
+
+def leaves(k: SearchKey) -> Iterator[SearchKey]:
+    """The criteria under And, Or and Not: what a reader checks to know which data a search needs."""
+    match k:
+        case And(keys=keys):
+            for x in keys:
+                yield from leaves(x)
+        case Or(a=a, b=b):
+            yield from leaves(a)
+            yield from leaves(b)
+        case Not(key=key):
+            yield from leaves(key)
+        case _:
+            yield k
 
 
 def to_obj(k: SearchKey) -> dict:

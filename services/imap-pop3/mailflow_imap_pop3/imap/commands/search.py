@@ -65,16 +65,7 @@ def resolve(key, view: MailboxView):
 
 def local(key) -> bool:
     """Can the view answer this without the store?"""
-    match key:
-        case sk.All() | sk.Uids() | sk.Flag():
-            return True
-        case sk.And(keys=keys):
-            return all(local(k) for k in keys)
-        case sk.Or(a=a, b=b):
-            return local(a) and local(b)
-        case sk.Not(key=inner):
-            return local(inner)
-    return False
+    return all(isinstance(k, sk.All | sk.Uids | sk.Flag) for k in sk.leaves(key))
 
 
 def _match(key, uid: int, flags: frozenset[str]) -> bool:
