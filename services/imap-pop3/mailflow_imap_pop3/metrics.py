@@ -26,3 +26,23 @@ PUSH_SECONDS = Histogram(
 )
 PROXY = Counter("mailflow_imap_proxy_headers_total", "PROXY protocol headers by outcome", ["result"])
 TLS = Counter("mailflow_imap_tls_handshakes_total", "TLS handshakes (STARTTLS, STLS, implicit)", ["result"])
+
+
+class CommandMetrics:
+    """COMMANDS and COMMAND_SECONDS for one protocol, their labelled children looked up once per
+    (command, result) — `labels()` on every command costs more than the counting."""
+
+    def __init__(self, protocol: str):
+        self.protocol = protocol
+        self._counters: dict[tuple[str, str], Counter] = {}
+        self._timers: dict[str, Histogram] = {}
+
+    def observe(self, cmd: str, result: str, seconds: float) -> None:
+        counter = self._counters.get((cmd, result))
+        if counter is None:
+            counter = self._counters[(cmd, result)] = COMMANDS.labels(self.protocol, cmd, result)
+        timer = self._timers.get(cmd)
+        if timer is None:
+            timer = self._timers[cmd] = COMMAND_SECONDS.labels(self.protocol, cmd)
+        counter.inc()
+        timer.observe(seconds)

@@ -109,20 +109,10 @@ _STATE_HINT = {
     State.SELECTED: "not allowed with a mailbox selected",
 }
 
-_metric_children: dict[tuple[str, str], object] = {}
+_COMMANDS = metrics.CommandMetrics("imap")
 _SESSIONS_TLS = metrics.SESSIONS.labels("imap", "tls")
 _SESSIONS_PLAIN = metrics.SESSIONS.labels("imap", "plain")
 _ACTIVE = metrics.SESSIONS_ACTIVE.labels("imap")
-
-
-def _observe(cmd: str, result: str, seconds: float) -> None:
-    key = (cmd, result)
-    counter = _metric_children.get(key)
-    if counter is None:
-        counter = _metric_children[key] = metrics.COMMANDS.labels("imap", cmd, result)
-        _metric_children[(cmd, "")] = metrics.COMMAND_SECONDS.labels("imap", cmd)
-    counter.inc()
-    _metric_children[(cmd, "")].observe(seconds)
 
 
 class Session:
@@ -362,7 +352,7 @@ class Session:
             self.write(Reply(exc.status, exc.text, exc.code).line(exc.tag))
             if exc.status == "BAD" and self._count_bad():
                 self.state = State.LOGOUT
-            _observe("unknown" if exc.text.startswith("Unknown command") else "syntax", exc.status.lower(),
+            _COMMANDS.observe("unknown" if exc.text.startswith("Unknown command") else "syntax", exc.status.lower(),
                      time.perf_counter() - started)  # fmt: skip
             return
         self._transcript(data, cmd)
@@ -374,7 +364,7 @@ class Session:
             try:
                 reply = await spec.handler(self, cmd) or Reply("OK", f"{cmd.name} completed")
                 if reply is rsp.ANSWERED:  # the handler wrote its own tagged reply (STARTTLS)
-                    _observe(cmd.name, "ok", time.perf_counter() - started)
+                    _COMMANDS.observe(cmd.name, "ok", time.perf_counter() - started)
                     return
             except asyncio.CancelledError:
                 raise
@@ -394,7 +384,7 @@ class Session:
                 self.state = State.LOGOUT
         else:
             self.bad_in_a_row = 0
-        _observe(cmd.name, reply.status.lower(), time.perf_counter() - started)
+        _COMMANDS.observe(cmd.name, reply.status.lower(), time.perf_counter() - started)
 
     def _transcript(self, data: bytes, cmd: Command | None) -> None:
         if not log.isEnabledFor(logging.DEBUG):

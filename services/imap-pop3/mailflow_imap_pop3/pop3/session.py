@@ -34,23 +34,13 @@ from mailflow_imap_pop3.pop3.maildrop import Maildrop
 
 log = logging.getLogger(__name__)
 
-_metric_children: dict[tuple[str, str], object] = {}
+_COMMANDS = metrics.CommandMetrics("pop3")
 _SESSIONS_TLS = metrics.SESSIONS.labels("pop3", "tls")
 _SESSIONS_PLAIN = metrics.SESSIONS.labels("pop3", "plain")
 _ACTIVE = metrics.SESSIONS_ACTIVE.labels("pop3")
 _RETRIEVED = metrics.MESSAGES.labels("pop3")
 _RETR_BYTES = metrics.BYTES.labels("pop3")
 _TOO_LONG = b"\x00"  # what an over-long line reads as
-
-
-def _observe(cmd: str, result: str, started: float) -> None:
-    key = (cmd, result)
-    counter = _metric_children.get(key)
-    if counter is None:
-        counter = _metric_children[key] = metrics.COMMANDS.labels("pop3", cmd, result)
-        _metric_children[(cmd, "")] = metrics.COMMAND_SECONDS.labels("pop3", cmd)
-    counter.inc()
-    _metric_children[(cmd, "")].observe(time.perf_counter() - started)
 
 
 class Pop3Protocol(asyncio.Protocol):
@@ -252,7 +242,7 @@ class Pop3Session:
         if line == _TOO_LONG:
             self.write(R.R_TOO_LONG)
             self._bad()
-            _observe("unknown", "err", started)
+            _COMMANDS.observe("unknown", "err", time.perf_counter() - started)
             return
         text = line.decode("utf-8", "replace")
         name, _, arg = text.partition(" ")
@@ -267,7 +257,7 @@ class Pop3Session:
         if spec is None:
             self.write(R.R_UNKNOWN)
             self._bad()
-            _observe("unknown", "err", started)
+            _COMMANDS.observe("unknown", "err", time.perf_counter() - started)
             return
         if self.state not in spec.allowed:
             self._answer(R.R_WRONG_STATE, name, started)
@@ -319,7 +309,7 @@ class Pop3Session:
         ok = not reply or reply.startswith(b"+OK")
         if ok:
             self.bad_in_a_row = 0
-        _observe(name, "ok" if ok else "err", started)
+        _COMMANDS.observe(name, "ok" if ok else "err", time.perf_counter() - started)
 
     def _bad(self) -> None:
         self.bad_in_a_row += 1
