@@ -11,6 +11,9 @@ stream takes the subject, `TimeoutError` when
 no PubAck came in time). `publish_strict` raises the first of them. A message without a PubAck may or
 may not be stored: publish it again with the same Nats-Msg-Id (deduplicated inside the window).
 
+`carrier` and `fits` build those batched (`.v2`) messages: many already-serialised items in one
+payload, with a Nats-Msg-Id derived from the items, so the same items published again are dropped.
+
 `ReaderProbe` tells a writer whether a reader of a newer (batched) subject is running, so that it
 sends the older one-by-one form to older readers.
 
@@ -22,6 +25,7 @@ returned as a count of the messages not sent, never raised.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import logging
@@ -35,6 +39,27 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 log = logging.getLogger(__name__)
+
+
+def fits(sizes: Sequence[int], max_count: int, max_bytes: int) -> int:
+    """How many of the leading items (of these sizes) go in one message: at least one, then while
+    both limits hold."""
+    n, total = 0, 0
+    for size in sizes:
+        if n and (n >= max_count or total + size > max_bytes):
+            break
+        n, total = n + 1, total + size
+    return n
+
+
+def group_msg_id(prefix: str, keys: Sequence[str]) -> str:
+    """`<prefix>/<digest of the items' keys>`: the Nats-Msg-Id of a message carrying those items."""
+    return f"{prefix}/{hashlib.blake2b(chr(10).join(keys).encode(), digest_size=16).hexdigest()}"
+
+
+def carrier(field: str, parts: Sequence[bytes], keys: Sequence[str], prefix: str) -> tuple[bytes, str]:
+    """(payload, Nats-Msg-Id) of a message carrying `parts` (each an item's JSON) as `{"v":2,"<field>":[...]}`."""
+    return b'{"v":2,"' + field.encode() + b'":[' + b",".join(parts) + b"]}", group_msg_id(prefix, keys)
 
 
 class PubAckError(Exception):

@@ -14,7 +14,6 @@ Trace events are best effort (published without a PubAck): losing one never hold
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 from nats.js import JetStreamContext
@@ -29,7 +28,7 @@ from mailflow.contracts.messages import (
     TraceEvent,
 )
 from mailflow.contracts.streams import DELIVERY_BATCHES, delivery_batches_consumer
-from mailflow.jspub import BatchPublisher, NoStream, publish_unacked
+from mailflow.jspub import BatchPublisher, NoStream, group_msg_id, publish_unacked
 from mailflow.quickstop import QuickStop
 from mailflow.worker import Done, Outcome, Retry, Worker, backoff, carried
 from mailflow_delivery.routing import Deliveries
@@ -48,8 +47,7 @@ def result_msg_id(r: DeliveryResult) -> str:
 
 def results_msg_id(results: list[DeliveryResult]) -> str:
     """Same results, same id: a batch published again after a lost PubAck is dropped by JetStream."""
-    digest = hashlib.blake2b("\n".join(map(result_msg_id, results)).encode(), digest_size=16).hexdigest()
-    return f"results/{digest}"
+    return group_msg_id("results", [result_msg_id(r) for r in results])
 
 
 def batched(results: list[DeliveryResult]) -> list[tuple[str, bytes, dict[str, str]]]:

@@ -15,7 +15,6 @@ by an older service), the jobs go one by one on delivery.job.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from typing import Protocol
@@ -26,7 +25,7 @@ from mailflow.bodies import BodyRef
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import TRACE_HEADER, DeliveryJob, QueuedMessage, TraceEvent
 from mailflow.contracts.streams import DELIVERY_BATCHES
-from mailflow.jspub import BatchPublisher, Item, NoStream, ReaderProbe, publish_unacked
+from mailflow.jspub import BatchPublisher, Item, NoStream, ReaderProbe, carrier, fits, publish_unacked
 
 log = logging.getLogger(__name__)
 
@@ -45,24 +44,14 @@ def one_by_one(jobs: list[DeliveryJob]) -> list[Item]:
 
 def batched(jobs: list[DeliveryJob]) -> list[Item]:
     """DeliveryJobs messages, each job serialised once (the message is their JSON array in an envelope)."""
+    datas = [job.to_bytes() for job in jobs]
     out: list[Item] = []
-    part: list[tuple[DeliveryJob, bytes]] = []
-    size = 0
-
-    def close() -> None:
-        digest = hashlib.blake2b("\n".join(job_msg_id(j) for j, _ in part).encode(), digest_size=16).hexdigest()
-        data = b'{"v":2,"jobs":[' + b",".join(d for _, d in part) + b"]}"
-        out.append((subjects.DELIVERY_JOBS, data, {"Nats-Msg-Id": f"jobs/{digest}"}))
-
-    for job in jobs:
-        data = job.to_bytes()
-        if part and (len(part) >= JOBS_PER_MESSAGE or size + len(data) > JOBS_MESSAGE_BYTES):
-            close()
-            part, size = [], 0
-        part.append((job, data))
-        size += len(data)
-    if part:
-        close()
+    k = 0
+    while k < len(jobs):
+        n = fits([len(d) for d in datas[k : k + JOBS_PER_MESSAGE]], JOBS_PER_MESSAGE, JOBS_MESSAGE_BYTES)
+        data, msg_id = carrier("jobs", datas[k : k + n], [job_msg_id(j) for j in jobs[k : k + n]], "jobs")
+        out.append((subjects.DELIVERY_JOBS, data, {"Nats-Msg-Id": msg_id}))
+        k += n
     return out
 
 

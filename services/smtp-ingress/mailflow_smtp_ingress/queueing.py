@@ -22,7 +22,6 @@ what is still waiting.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from typing import Any, Protocol
 
@@ -36,7 +35,7 @@ from mailflow.contracts import subjects
 from mailflow.contracts.messages import TRACE_HEADER, QueuedMessage, TraceEvent
 from mailflow.contracts.streams import QUEUE_INTAKE_BATCHES
 from mailflow.errors import ServiceUnavailable
-from mailflow.jspub import ReaderProbe
+from mailflow.jspub import ReaderProbe, carrier, fits
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +65,7 @@ class EnvelopeGroups:
         await fut
 
     def _take(self) -> list[tuple[str, bytes, asyncio.Future]]:
-        n, size = 0, 0
-        for _, data, _ in self._waiting:
-            if n and (n >= self.max_count or size + len(data) > self.max_bytes):
-                break
-            n, size = n + 1, size + len(data)
+        n = fits([len(d) for _, d, _ in self._waiting[: self.max_count]], self.max_count, self.max_bytes)
         group, self._waiting = self._waiting[:n], self._waiting[n:]
         return group
 
@@ -78,10 +73,9 @@ class EnvelopeGroups:
         try:
             while self._waiting:
                 group = self._take()
-                digest = hashlib.blake2b(" ".join(q for q, _, _ in group).encode(), digest_size=16).hexdigest()
-                data = b'{"v":2,"messages":[' + b",".join(d for _, d, _ in group) + b"]}"
+                data, msg_id = carrier("messages", [d for _, d, _ in group], [q for q, _, _ in group], "mail")
                 try:
-                    await self.js.publish(subjects.MAIL_QUEUED_BATCH, data, timeout=self.timeout, headers={"Nats-Msg-Id": f"mail/{digest}"})
+                    await self.js.publish(subjects.MAIL_QUEUED_BATCH, data, timeout=self.timeout, headers={"Nats-Msg-Id": msg_id})
                 except BaseException as exc:
                     for _, _, fut in group:
                         if not fut.done():
