@@ -258,7 +258,8 @@ def search(tx: Tx, user_id: int, mailbox_id: int, key: s.SearchKey, blobs) -> li
         return [r[0] for r in rows if _matches(key, _Candidate(r, blobs), kws)]
     # headers only: the stored parse is read for the bodies whose headers are not cached yet
     rows = tx.all(f"SELECT {cols}, NULL, b.locator, b.sha256, b.id{join}", params)
-    cached = [HEADERS.get(bytes(r[9])) for r in rows]
+    shas = [bytes(r[9]) for r in rows]
+    cached = [HEADERS.get(sha) for sha in shas]
     missing = list({r[10] for r, h in zip(rows, cached, strict=True) if h is None})
     parsed: dict[int, bytes] = {}
     for i in range(0, len(missing), 500):
@@ -266,8 +267,8 @@ def search(tx: Tx, user_id: int, mailbox_id: int, key: s.SearchKey, blobs) -> li
         marks = ", ".join(f":{k}" for k in part)
         parsed.update(tx.all(f"SELECT id, parsed FROM blobs WHERE id IN ({marks})", part))
     out = []
-    for r, h in zip(rows, cached, strict=True):
-        row = (*r[:7], parsed.get(r[10]), r[8], bytes(r[9]))
+    for r, sha, h in zip(rows, shas, cached, strict=True):
+        row = (*r[:7], parsed.get(r[10]), r[8], sha)
         if _matches(key, _Candidate(row, blobs, h), kws):
             out.append(r[0])
     return out
