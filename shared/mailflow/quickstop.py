@@ -28,8 +28,8 @@ class QuickStop(Worker):
             return msgs
         await asyncio.sleep(self.linger)
         try:
-            return msgs + await self._sub.fetch(self.batch - len(msgs), timeout=0.05)
-        except Exception:  # nothing more came (timeout), or NATS trouble: handle what we have
+            return msgs + await self._sub.fetch(self.batch - len(msgs), wait=None)
+        except Exception:  # NATS trouble: handle what we have
             return msgs
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -37,7 +37,7 @@ class QuickStop(Worker):
         stopper = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
-                fetch = asyncio.ensure_future(self._sub.fetch(self.batch, timeout=self.fetch_timeout))
+                fetch = asyncio.ensure_future(self._sub.fetch(self.batch, wait=self.fetch_timeout))
                 await asyncio.wait({fetch, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 if not fetch.done():
                     fetch.cancel()
@@ -46,13 +46,13 @@ class QuickStop(Worker):
                     break
                 try:
                     msgs = fetch.result()
-                except TimeoutError:
-                    continue
                 except Exception as exc:  # NATS away: wait and try again
                     if stop.is_set():
                         break
                     log.warning("fetch failed: %s", exc, extra={"worker": self.name})
                     await asyncio.sleep(0.5)
+                    continue
+                if not msgs:
                     continue
                 await self.process(await self._more(msgs))
         finally:

@@ -33,6 +33,7 @@ from mailflow import ids
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import DeadLetter
 from mailflow.contracts.streams import ensure_consumer
+from mailflow.pull import Puller
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class Worker(Generic[T]):
     def __init__(self, nc: NATS, js: JetStreamContext, service: str):
         self.nc, self.js, self.service = nc, js, service
         self.name = f"{service}/{self.durable}"
-        self._sub = None
+        self._sub: Puller | None = None
         self._sem = asyncio.Semaphore(self.concurrency)
         # labelled metric children, looked up once (labels() per message costs ~10% of a fast worker)
         self._handled = {o: HANDLED.labels(self.name, o) for o in ("done", "retry", "dead")}
@@ -137,7 +138,8 @@ class Worker(Generic[T]):
         if self._sub is None:
             if self.own_consumer is not None:
                 await ensure_consumer(self.js, self.stream, self.own_consumer())
-            self._sub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+            await self.js.consumer_info(self.stream, self.durable)  # raises NotFoundError: fail at start
+            self._sub = await Puller(self.nc, self.stream, self.durable).start()
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.bind()
@@ -159,11 +161,9 @@ class Worker(Generic[T]):
         return total
 
     async def poll_once(self, timeout: float | None = None) -> int:
-        try:
-            msgs = await self._sub.fetch(self.batch, timeout=timeout or self.fetch_timeout)
-        except TimeoutError:
-            return 0
-        await self.process(msgs)
+        msgs = await self._sub.fetch(self.batch, wait=timeout or self.fetch_timeout)
+        if msgs:
+            await self.process(msgs)
         return len(msgs)
 
     async def process(self, msgs: list[Msg]) -> None:
