@@ -4,7 +4,9 @@ A session `watch`es its user while it has a mailbox selected; the hub holds one 
 watched user, however many sessions that user has here, and drops it `linger` seconds after the last
 one left (the same users come back, and a new subscription costs a round trip to NATS). An event is
 only a hint ("look again"): sessions ask the store for the changes themselves, so a lost event costs
-latency (the next NOOP or command finds the change), never correctness. Without NATS (tests) the
+latency (the next NOOP or command finds the change), never correctness: NOOP and CHECK skip the store
+only while `heard_all` says no event can have been missed, and at least every `noop_store_check`
+seconds they ask anyway (core NATS delivers at most once). Without NATS (tests) the
 hub still dispatches events handed to `dispatch`, e.g. from MemoryStore.listeners.
 A malformed event is logged and dropped.
 """
@@ -38,6 +40,16 @@ class Hub:
 
     def subscribed(self, user_id: int) -> bool:
         return user_id in self._subs
+
+    def epoch(self) -> int:
+        """Changes whenever events may have been missed: each reconnection to NATS."""
+        return self.nc.stats["reconnects"] if self.nc is not None else 0
+
+    def heard_all(self, user_id: int, since_epoch: int) -> bool:
+        """Would every event for this user since `since_epoch` have reached us? (Subscribed, connected,
+        and no reconnection in between.)"""
+        nc = self.nc
+        return nc is not None and nc.is_connected and user_id in self._subs and self.epoch() == since_epoch
 
     async def watch(self, user_id: int, watcher: Watcher) -> None:
         self._watchers.setdefault(user_id, set()).add(watcher)

@@ -37,6 +37,9 @@ class Settings(ServiceSettings):
     idle_timeout: float = 1800.0  # RFC 3501 §5.4: the autologout timer is at least 30 minutes
     preauth_timeout: float = 60.0  # before authentication (RFC 3501 §5.4 allows shorter)
     fetch_batch: int = 250  # messages per store round trip in FETCH
+    # NOOP/CHECK ask the store for changes only if an event announced one, or events may have been
+    # missed (no subscription, a NATS reconnect), or the last look is older than this; 0: always ask.
+    noop_store_check: float = 1.0
 
     # POP3 limits
     pop3_timeout: float = 600.0  # RFC 1939 §3: the inactivity autologout timer is at least 10 minutes

@@ -214,17 +214,26 @@ class Session:
             view.dirty = True
             self.wake.set()
 
+    def quiet(self, view: MailboxView) -> bool:
+        """No event since we last asked the store, none can have been missed, and that was recently:
+        the store would answer "no changes" (a polling client costs no store round trip)."""
+        return (
+            time.monotonic() - view.asked_at < self.ctx.settings.noop_store_check
+            and self.ctx.hub.heard_all(self.principal.user_id, view.asked_epoch)
+        )
+
     async def sync(self, allow_expunge: bool, poll: bool = False) -> None:
         """Send the untagged responses for what changed in the selected mailbox since we last looked."""
         view = self.view
         if view is None or self.principal is None:
             return
-        if not (view.dirty or poll):
+        if not (view.dirty or (poll and not self.quiet(view))):
             if allow_expunge and view.pending_expunge:
                 for line in view.remove(list(view.pending_expunge)):
                     self.write(line)
             return
         view.dirty = False
+        asked_at, asked_epoch = time.monotonic(), self.ctx.hub.epoch()
         try:
             changes = await self.store.changes(self.principal, view.mailbox_id, view.highestmodseq)
         except NotFound:
@@ -240,6 +249,7 @@ class Session:
             view.dirty = True
             log.warning("changes of the selected mailbox unavailable: %s", exc)
             return
+        view.asked_at, view.asked_epoch = asked_at, asked_epoch
         for line in view.apply(changes, allow_expunge, self.condstore):
             self.write(line)
         if view.event_at is not None and self.idling:

@@ -36,6 +36,10 @@ class MailboxView:
         self.keywords: set[str] = set().union(*self.flags) - set(SYSTEM_FLAGS) if self.flags else set()
         self.dirty = False  # the store said something changed; look at the next allowed moment
         self.event_at: float | None = None  # when the first unseen change was announced (push latency)
+        self.asked_at = float("-inf")  # when the store last told us the changes (monotonic), and the
+        self.asked_epoch = -1  # hub's epoch then: see Session.sync
+        # SEARCH criteria about content only -> (highest UID searched, UIDs that matched): see search.py
+        self.searched: dict[object, tuple[int, frozenset[int]]] = {}
 
     # --- numbering ------------------------------------------------------------------------------------
 

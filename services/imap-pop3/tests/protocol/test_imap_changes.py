@@ -157,3 +157,25 @@ def test_an_expired_store_session_ends_the_imap_session(srv):
     assert c.closed()
     c = selected(srv)  # a new login works: the cached credentials were dropped, the store asked again
     assert b"* 2 EXISTS" in c.cmd("a2", "SELECT INBOX")
+
+
+def test_noop_trusts_events_while_they_flow_and_still_asks_the_store_now_and_then(tmp_path, store, nats_url):
+    """With NATS connected and the user's events subscribed, NOOP asks the store only when an event
+    announced a change; an event that never comes costs at most `noop_store_check` seconds."""
+    import time
+
+    from imaptest import Running, settings_for
+
+    srv = Running(settings_for(tmp_path, noop_store_check=0.5), store, nats_url=nats_url)
+    try:
+        c = selected(srv)
+        assert c.cmd("a1", "NOOP") == [b"a1 OK NOOP completed"]  # asks the store: nothing new
+        srv.deliver("alice@example.test", make_message("announced"))  # MemoryStore announces it
+        assert c.cmd("a2", "NOOP")[0] == b"* 1 EXISTS"
+        store.listeners.clear()  # from now on every event is lost
+        srv.deliver("alice@example.test", make_message("unannounced"))
+        assert c.cmd("a3", "NOOP") == [b"a3 OK NOOP completed"]  # nothing announced, asked just now
+        time.sleep(0.6)
+        assert c.cmd("a4", "NOOP")[0] == b"* 2 EXISTS"  # the periodic look finds it
+    finally:
+        srv.stop()

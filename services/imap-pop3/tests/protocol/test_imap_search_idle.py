@@ -127,6 +127,25 @@ def test_search_charset_utf8_and_uid_and_modseq(mailbox):
     assert line.startswith(b"* SEARCH 1 2 3 (MODSEQ ")
 
 
+def test_repeated_search_sees_arrivals_and_expunges_and_never_remembers_flags(mailbox):
+    """A content-only search is remembered (only newer messages go to the store again); the answer
+    must still follow new mail and expunges, and criteria about flags are asked afresh every time."""
+    c = selected(mailbox)
+    assert c.cmd("a1", "UID SEARCH HEADER X-Spam yes")[0] == b"* SEARCH 3"
+    mailbox.deliver("alice@example.test", make_message("later", X_Spam="yes"))
+    mailbox.deliver("alice@example.test", make_message("clean"))
+    c.cmd("a2", "NOOP")  # the new messages become known to the session (EXISTS)
+    assert c.cmd("a3", "UID SEARCH HEADER X-Spam yes")[0] == b"* SEARCH 3 4"
+    assert c.cmd("a4", "SEARCH OR SUBJECT later SUBJECT clean")[0] == b"* SEARCH 4 5"
+    c.cmd("a5", "UID STORE 3 +FLAGS.SILENT (\\Deleted)")
+    c.cmd("a6", "EXPUNGE")
+    assert c.cmd("a7", "UID SEARCH HEADER X-Spam yes")[0] == b"* SEARCH 4"
+    assert c.cmd("a8", "SEARCH HEADER X-Spam yes")[0] == b"* SEARCH 3"  # now message 3 of 4
+    assert c.cmd("a9", "UID SEARCH UNSEEN SUBJECT later")[0] == b"* SEARCH 4"
+    c.cmd("a10", "UID STORE 4 +FLAGS.SILENT (\\Seen)")
+    assert c.cmd("a11", "UID SEARCH UNSEEN SUBJECT later")[0] == b"* SEARCH"
+
+
 def wait_line(c: Raw, timeout: float = 2.0) -> bytes:
     c.sock.settimeout(timeout)
     try:

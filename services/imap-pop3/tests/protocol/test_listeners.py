@@ -60,6 +60,7 @@ def test_drain_says_bye_lets_commands_finish_and_stops_accepting(tmp_path, store
         pop.line()
         busy = Raw("127.0.0.1", running.port("imap"))
         busy.line()
+        running.deliver("bob@example.test", make_message("x"))  # a message to search: the store is asked
         busy.cmd("b1", "LOGIN bob@example.test bob-pw")
         busy.cmd("b2", "SELECT INBOX")
 
@@ -81,7 +82,7 @@ def test_drain_says_bye_lets_commands_finish_and_stops_accepting(tmp_path, store
         assert idler.line() == b"* BYE Server shutting down, please reconnect"
         assert waiting.line() == b"* BYE Server shutting down, please reconnect"
         assert pop.line() == b"-ERR [SYS/TEMP] Server shutting down, please reconnect"
-        assert busy.line() == b"* SEARCH"  # the running command finished...
+        assert busy.line() == b"* SEARCH 1"  # the running command finished...
         assert busy.line() == b"b3 OK SEARCH completed"
         assert busy.line() == b"* BYE Server shutting down, please reconnect"  # ...then BYE
         for c in (idler, waiting, pop, busy):

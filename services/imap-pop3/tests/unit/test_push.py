@@ -22,6 +22,9 @@ async def test_hub_over_real_nats(nats_url):
         await hub.watch(7, got_b.append)
         await hub.watch(8, got_a.append)
         assert hub.subscribed(7) and hub.subscribed(8)
+        epoch = hub.epoch()
+        assert hub.heard_all(7, epoch) and not hub.heard_all(9, epoch)  # 9: not subscribed
+        assert not hub.heard_all(7, epoch - 1)  # a reconnection since: events may be lost
         event = MailboxEvent(user_id=7, mailbox_id=3, mailbox="INBOX", kind="appended", uids=[5], modseq=9)
         await pub.publish(subjects.mailbox_events(7), event.to_bytes())
         await pub.publish(subjects.mailbox_events(7), b"not json")
@@ -45,6 +48,7 @@ def test_hub_without_nats_dispatches_what_it_is_given():
     hub = Hub(None)
     got = []
     asyncio.run(hub.watch(1, got.append))
+    assert not hub.heard_all(1, hub.epoch())  # no NATS: NOOP always asks the store
     hub.dispatch(MailboxEvent(user_id=2, mailbox_id=1, mailbox="INBOX", kind="flags"))
     hub.dispatch(MailboxEvent(user_id=1, mailbox_id=1, mailbox="INBOX", kind="flags"))
     assert [e.user_id for e in got] == [1]

@@ -4,6 +4,9 @@ Sequence numbers, `*`, RECENT/NEW/OLD are resolved here against the session's vi
 ranges, so the store only ever sees UIDs. Criteria the view can answer alone (flags, sets) are
 evaluated here without a store round trip; everything else (headers, text, dates, sizes) is the
 store's search. Results are limited to messages the client knows (new mail shows up as EXISTS first).
+A message's content, size and dates never change, so criteria about only those are remembered per
+selected mailbox with the UIDs they matched: the same search again (a client polling for a header)
+asks the store only about messages that arrived since; expunged ones drop out by UID.
 An unknown charset is NO [BADCHARSET]; a bad key is BAD (both from the parser).
 """
 
@@ -68,6 +71,29 @@ def local(key) -> bool:
     return all(isinstance(k, sk.All | sk.Uids | sk.Flag) for k in sk.leaves(key))
 
 
+REMEMBERED = 16  # searches remembered per selected mailbox
+
+
+def immutable(key) -> bool:
+    """Does the answer for a message depend only on what never changes (content, size, dates)?"""
+    return all(isinstance(k, sk.All | sk.Header | sk.Text | sk.Size | sk.Date) for k in sk.leaves(key))
+
+
+async def _store_search(s: Session, view: MailboxView, key) -> set[int] | frozenset[int]:
+    """UIDs (of messages the view knows) that match `key` in the store."""
+    top = view.uids[-1] if view.uids else 0
+    if not immutable(key):
+        return set(await s.store.search(s.principal, view.mailbox_id, key))
+    upto, matched = view.searched.pop(key, (0, frozenset()))
+    if top > upto:  # UIDs are never reused: only the messages above `upto` are new to this search
+        newer = sk.And((key, sk.Uids(((upto + 1, top),))))
+        matched = matched | frozenset(await s.store.search(s.principal, view.mailbox_id, newer))
+    if len(view.searched) >= REMEMBERED:
+        del view.searched[next(iter(view.searched))]
+    view.searched[key] = (max(top, upto), matched)  # most recently used last
+    return matched
+
+
 def _match(key, uid: int, flags: frozenset[str]) -> bool:
     match key:
         case sk.All():
@@ -94,7 +120,7 @@ async def _search(s: Session, cmd: Command, uid: bool) -> Reply | None:
     if local(key):
         hits = [i for i, u in enumerate(view.uids) if _match(key, u, view.flags[i])]
     else:
-        found = await s.store.search(s.principal, view.mailbox_id, key)
+        found = await _store_search(s, view, key)
         hits = sorted(i for u in found if (i := view.index_of(u)) is not None)
     numbers = [view.uids[i] for i in hits] if uid else [i + 1 for i in hits]
     line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
