@@ -85,3 +85,35 @@ async def test_worker_stops_on_event(js):
     await asyncio.sleep(0.05)
     stop.set()
     await asyncio.wait_for(task, 3)
+
+
+async def test_puller_hands_over_a_message_at_once_after_idle_rounds(js):
+    """A message that arrives while a fetch waits comes back at once, not at the end of the wait, also
+    after many empty rounds whose ends (408s) could be taken for a later request's answer."""
+    from mailflow.pull import Puller
+
+    nc = js._nc
+    puller = await Puller(nc, "RESULTS", "queue-results").start()
+    for _ in range(5):
+        assert await puller.fetch(16, wait=0.05) == []
+    assert await puller.fetch(16, wait=None) == []  # nothing there, no waiting
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    fetch = asyncio.ensure_future(puller.fetch(16, wait=5.0))
+    await asyncio.sleep(0.2)
+    result = DeliveryResult(queue_id="Q9", rcpt="a@b.test", attempt=1, outcome="delivered", status="2.0.0")
+    await js.publish(subjects.DELIVERY_RESULT, result.to_bytes())
+    msgs = await fetch
+    assert len(msgs) == 1 and DeliveryResult.from_bytes(msgs[0].data).queue_id == "Q9"
+    assert loop.time() - started < 2.0  # the wait was 5 s
+    await msgs[0].ack()
+    await puller.stop()
+
+
+async def test_puller_says_why_a_consumer_cannot_be_pulled(js):
+    from mailflow.pull import Puller, PullRefused
+
+    puller = await Puller(js._nc, "RESULTS", "no-such-consumer").start()
+    with pytest.raises(PullRefused):
+        await puller.fetch(1, wait=0.5)
+    await puller.stop()
