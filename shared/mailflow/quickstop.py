@@ -28,7 +28,7 @@ class QuickStop(Worker):
             return msgs
         await asyncio.sleep(self.linger)
         try:
-            return msgs + await self._sub.fetch(self.batch - len(msgs), wait=None)
+            return msgs + await self._sub.fetch(self.batch - len(msgs), wait=self.linger)
         except Exception:  # NATS trouble: handle what we have
             return msgs
 
