@@ -46,4 +46,4 @@ class Settings(ServiceSettings):
     max_batch_items: int = 1_000  # items in one deliver or fetch call
     # SELECT listings of big mailboxes kept in memory (per process); smaller ones are scanned every time.
     listing_cache_bytes: int = 128 * 1024 * 1024
-    listing_cache_min_messages: int = 2_000
+    listing_cache_min_messages: int = 2_000  # mailboxes with fewer messages are not cached

@@ -49,7 +49,7 @@ class Settings(ServiceSettings):
     directory_timeout: float = 5.0  # then 451 4.4.3
     directory_cache_ttl: float = 30.0  # local recipients
     directory_negative_ttl: float = 5.0  # unknown users and non-local domains
-    directory_cache_size: int = 100_000
+    directory_cache_size: int = 100_000  # recipients remembered (known and unknown together)
 
     publish_timeout: float = 10.0  # JetStream PubAck wait per publish; then 451 4.3.0
     # A body up to this size travels inside the envelope on mail.queued (one JetStream write, not a
