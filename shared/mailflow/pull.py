@@ -21,6 +21,7 @@ import json
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js.client import DEFAULT_JS_SUB_PENDING_BYTES_LIMIT, DEFAULT_JS_SUB_PENDING_MSGS_LIMIT
 
 STATUS = "Status"
 DONE = {"404", "408"}  # no (more) messages for this request / it expired
@@ -42,7 +43,11 @@ class Puller:
 
     async def start(self) -> Puller:
         if self._sub is None:
-            self._sub = await self.nc.subscribe(self._prefix + ".*", pending_msgs_limit=1_000_000)
+            self._sub = await self.nc.subscribe(  # the limits nats-py gives its own pull subscriptions
+                self._prefix + ".*",
+                pending_msgs_limit=DEFAULT_JS_SUB_PENDING_MSGS_LIMIT,
+                pending_bytes_limit=DEFAULT_JS_SUB_PENDING_BYTES_LIMIT,
+            )
         return self
 
     async def fetch(self, batch: int, wait: float | None) -> list[Msg]:
