@@ -66,9 +66,13 @@ def resolve(key, view: MailboxView):
     return key
 
 
+def _only(key, kinds) -> bool:
+    return all(isinstance(k, kinds) for k in sk.leaves(key))
+
+
 def local(key) -> bool:
     """Can the view answer this without the store?"""
-    return all(isinstance(k, sk.All | sk.Uids | sk.Flag) for k in sk.leaves(key))
+    return _only(key, sk.All | sk.Uids | sk.Flag)
 
 
 REMEMBERED = 16  # searches remembered per selected mailbox
@@ -76,7 +80,7 @@ REMEMBERED = 16  # searches remembered per selected mailbox
 
 def immutable(key) -> bool:
     """Does the answer for a message depend only on what never changes (content, size, dates)?"""
-    return all(isinstance(k, sk.All | sk.Header | sk.Text | sk.Size | sk.Date) for k in sk.leaves(key))
+    return _only(key, sk.All | sk.Header | sk.Text | sk.Size | sk.Date)
 
 
 async def _store_search(s: Session, view: MailboxView, key) -> set[int] | frozenset[int]:
