@@ -63,3 +63,17 @@ def db_url(request, tmp_path):
     with engine.begin() as conn:
         conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
     engine.dispose()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test that had whole stacks running also reports which of their processes had died
+    (exit code and log tail): a refused connection then says why, even on a CI machine long gone."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        from mailflow.stack import Stack
+
+        text = Stack.post_mortem()
+        if text:
+            report.sections.append(("stack processes that had exited", text))

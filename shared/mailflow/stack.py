@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import urllib.request
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -113,6 +114,9 @@ class Proc:
 
 
 class Stack:
+    # Stacks between start and stop, so a failing test can say which of their processes died.
+    _running: weakref.WeakSet[Stack] = weakref.WeakSet()
+
     def __init__(
         self,
         data_dir: Path,
@@ -235,6 +239,7 @@ class Stack:
 
     def start(self, timeout: float = 60.0) -> Stack:
         self.prepare()
+        Stack._running.add(self)
         try:
             self.start_nats()
             for service in self.services:
@@ -341,9 +346,22 @@ class Stack:
                 self.nats.stop()
         finally:
             self._stopping = False
+            Stack._running.discard(self)
 
     def dead(self) -> list[Proc]:
         return [p for p in self.procs.values() if p.popen.poll() is not None]
+
+    @classmethod
+    def post_mortem(cls, chars: int = 2000) -> str:
+        """For a failed test: every process of a running stack that has exited, its code and log tail."""
+        out = []
+        for st in list(cls._running):
+            for proc in st.dead():
+                name = proc.service if proc.index == 0 else f"{proc.service}-{proc.index}"
+                out.append(f"{st.data_dir}: {name} exited with {proc.popen.returncode}\n{st.log_tail(proc, chars)}")
+            if st.nats is not None and st.nats.proc is not None and st.nats.proc.poll() is not None:
+                out.append(f"{st.data_dir}: nats-server exited with {st.nats.proc.returncode}")
+        return "\n".join(out)
 
 
 def _tee(stream, logf, name: str) -> None:
