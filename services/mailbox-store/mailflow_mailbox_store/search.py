@@ -18,6 +18,7 @@ import itertools
 import logging
 import quopri
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import orjson
@@ -98,29 +99,49 @@ class _Sql:
 
 class HeaderCache:
     """Header fields of bodies, by the body's SHA-256 (content-addressed: an entry never goes stale),
-    each as (name, casefolded value): what HEADER and TEXT compare against. A client that polls with
+    each as (name, casefolded value): what HEADER and TEXT compare against, and the same values by
+    field name (a HEADER criterion looks at its field only). A client that polls with
     `UID SEARCH HEADER ...` would otherwise have every message's stored parse read, decompressed and
     decoded on every poll. Bounded; the oldest entries go first. Shared by the store's threads."""
 
     def __init__(self, max_entries: int = 20_000):
         self.max_entries = max_entries
-        self._items: dict[bytes, tuple[tuple[str, str], ...]] = {}
+        self._items: dict[bytes, Fields] = {}
         self._lock = threading.Lock()
 
     def get(self, sha: bytes) -> tuple[tuple[str, str], ...] | None:
+        entry = self._items.get(sha)
+        return None if entry is None else entry.pairs
+
+    def entry(self, sha: bytes) -> Fields | None:
         return self._items.get(sha)
 
-    def put(self, sha: bytes, headers: tuple[tuple[str, str], ...]) -> None:
+    def put(self, sha: bytes, headers: tuple[tuple[str, str], ...]) -> Fields:
+        entry = Fields(headers)
         if self.max_entries <= 0:
-            return
+            return entry
         with self._lock:
             if len(self._items) >= self.max_entries:
                 for old in list(itertools.islice(self._items, max(1, self.max_entries // 10))):
                     del self._items[old]
-            self._items[sha] = headers
+            self._items[sha] = entry
+        return entry
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class Fields:
+    """One body's header fields: `pairs` in order, and `by_name` (name -> its values)."""
+
+    __slots__ = ("pairs", "by_name")
+
+    def __init__(self, pairs: tuple[tuple[str, str], ...]):
+        self.pairs = pairs
+        by_name: dict[str, tuple[str, ...]] = {}
+        for name, value in pairs:
+            by_name[name] = (*by_name.get(name, ()), value)
+        self.by_name = by_name
 
 
 HEADERS = HeaderCache()
@@ -136,20 +157,22 @@ class _Candidate:
     `parsed` is None when the search needs headers only and they are in `HEADERS` (or None)."""
 
     __slots__ = ("uid", "flags", "keywords", "modseq", "size", "internal_date", "sent_day", "_parsed", "_locator",
-                 "_sha", "_blobs", "_headers", "_tree", "_raw")  # fmt: skip
+                 "_sha", "_blobs", "_fields", "_tree", "_raw")  # fmt: skip
 
-    def __init__(self, row, blobs, headers: tuple[tuple[str, str], ...] | None = None):
+    def __init__(self, row, blobs, fields: Fields | None = None):
         (self.uid, self.flags, self.keywords, self.modseq, self.size, self.internal_date, self.sent_day,
          self._parsed, self._locator, self._sha) = row  # fmt: skip
         self._blobs = blobs
-        self._headers, self._tree, self._raw = headers, None, None
+        self._fields, self._tree, self._raw = fields, None, None
+
+    def fields(self) -> Fields:
+        if self._fields is None:
+            self._fields = HEADERS.put(bytes(self._sha), folded_headers(self._parsed))
+        return self._fields
 
     def headers(self) -> tuple[tuple[str, str], ...]:
         """(name, casefolded value) pairs."""
-        if self._headers is None:
-            self._headers = folded_headers(self._parsed)
-            HEADERS.put(bytes(self._sha), self._headers)
-        return self._headers
+        return self.fields().pairs
 
     def raw(self) -> bytes:
         if self._raw is None:
@@ -162,50 +185,83 @@ class _Candidate:
         return self._tree
 
 
-def _matches(k: s.SearchKey, c: _Candidate, kws: Keywords) -> bool:
+Matcher = Callable[[_Candidate], bool]
+
+
+def _compile(k: s.SearchKey, kws: Keywords) -> Matcher:
+    """The criteria tree as one function of a candidate, built once per search (not walked per message)."""
     match k:
         case s.All():
-            return True
+            return lambda c: True
         case s.And(keys=keys):
-            return all(_matches(x, c, kws) for x in keys)
+            fs = tuple(_compile(x, kws) for x in keys if not isinstance(x, s.All))
+            if not fs:
+                return lambda c: True
+            if len(fs) == 1:
+                return fs[0]
+            if len(fs) == 2:
+                f1, f2 = fs
+                return lambda c: f1(c) and f2(c)
+            return lambda c: all(f(c) for f in fs)
         case s.Or(a=a, b=b):
-            return _matches(a, c, kws) or _matches(b, c, kws)
+            fa, fb = _compile(a, kws), _compile(b, kws)
+            return lambda c: fa(c) or fb(c)
         case s.Not(key=key):
-            return not _matches(key, c, kws)
+            f = _compile(key, kws)
+            return lambda c: not f(c)
         case s.Uids(ranges=ranges):
-            return c.uid in UidSet(ranges)
+            u = UidSet(ranges)
+            return lambda c: c.uid in u
         case s.Flag(flag=flag, present=present):
             sysflag = names.system_flag(flag)
             if sysflag is not None:
-                has = bool(c.flags & names.FLAG_BITS[sysflag])
-            else:
-                bit = kws.by_lower.get(flag.lower())
-                has = bit is not None and bool(c.keywords & (1 << bit))
-            return has == present
+                mask = names.FLAG_BITS[sysflag]
+                return lambda c: bool(c.flags & mask) == present
+            bit = kws.by_lower.get(flag.lower())
+            if bit is None:
+                return lambda c: not present
+            kmask = 1 << bit
+            return lambda c: bool(c.keywords & kmask) == present
         case s.Size(op=op, n=n):
-            return c.size > n if op == "larger" else c.size < n
+            return (lambda c: c.size > n) if op == "larger" else (lambda c: c.size < n)
         case s.ModSeq(n=n):
-            return c.modseq >= n
+            return lambda c: c.modseq >= n
         case s.Date(which="internal", op=op, day=day):
-            d = datetime.fromtimestamp(c.internal_date, UTC).date()
-            return d < day if op == "before" else d >= day if op == "since" else d == day
+
+            def internal(c: _Candidate) -> bool:
+                d = datetime.fromtimestamp(c.internal_date, UTC).date()
+                return d < day if op == "before" else d >= day if op == "since" else d == day
+
+            return internal
         case s.Date(which="sent", op=op, day=day):
-            if c.sent_day is None:
-                return False
             o = day.toordinal()
-            return c.sent_day < o if op == "before" else c.sent_day >= o if op == "since" else c.sent_day == o
+
+            def sent(c: _Candidate) -> bool:
+                if c.sent_day is None:
+                    return False
+                return c.sent_day < o if op == "before" else c.sent_day >= o if op == "since" else c.sent_day == o
+
+            return sent
         case s.Header(field=field, value=value):
             needle = value.casefold()
-            return any(name == field and needle in v for name, v in c.headers())
+
+            def header(c: _Candidate) -> bool:
+                return any(needle in v for v in c.fields().by_name.get(field, ()))
+
+            return header
         case s.Text(where=where, value=value):
             needle = value.casefold()
-            if where == "text" and any(needle in f"{n.casefold()}: {v}" for n, v in c.headers()):
-                return True
-            try:
-                return any(needle in text.casefold() for text in body_texts(c.raw(), c.tree().body))
-            except Exception:
-                log.warning("body not searchable", exc_info=True, extra={"uid": c.uid})
-                return False
+
+            def text(c: _Candidate) -> bool:
+                if where == "text" and any(needle in f"{n.casefold()}: {v}" for n, v in c.headers()):
+                    return True
+                try:
+                    return any(needle in t.casefold() for t in body_texts(c.raw(), c.tree().body))
+                except Exception:
+                    log.warning("body not searchable", exc_info=True, extra={"uid": c.uid})
+                    return False
+
+            return text
     raise ValueError(f"unknown search key {k!r}")
 
 
@@ -251,15 +307,18 @@ def search(tx: Tx, user_id: int, mailbox_id: int, key: s.SearchKey, blobs) -> li
             f"SELECT m.uid FROM messages m{join} WHERE m.mailbox_id = :mb AND {where} ORDER BY m.uid", params
         )
         return [r[0] for r in rows]
+    match = _compile(key, kws)
     cols = "m.uid, m.flags, m.keywords, m.modseq, m.size, m.internal_date, b.sent_day"
     join = f" FROM messages m JOIN blobs b ON b.id = m.blob_id WHERE m.mailbox_id = :mb AND {where} ORDER BY m.uid"
     if _needs_body(key):
         rows = tx.all(f"SELECT {cols}, b.parsed, b.locator, b.sha256{join}", params)
-        return [r[0] for r in rows if _matches(key, _Candidate(r, blobs), kws)]
+        return [r[0] for r in rows if match(_Candidate(r, blobs))]
     # headers only: the stored parse is read for the bodies whose headers are not cached yet
-    rows = tx.all(f"SELECT {cols}, NULL, b.locator, b.sha256, b.id{join}", params)
-    shas = [bytes(r[9]) for r in rows]
-    cached = [HEADERS.get(sha) for sha in shas]
+    if all(isinstance(x, s.Header) for x in s.leaves(key)):  # nothing but header fields: fewer columns
+        cols = "m.uid, 0, 0, 0, 0, 0, NULL"
+    rows = tx.all(f"SELECT {cols}, NULL, NULL, b.sha256, b.id{join}", params)
+    entry = HEADERS.entry
+    cached = [entry(bytes(r[9])) for r in rows]
     missing = list({r[10] for r, h in zip(rows, cached, strict=True) if h is None})
     parsed: dict[int, bytes] = {}
     for i in range(0, len(missing), 500):
@@ -267,9 +326,8 @@ def search(tx: Tx, user_id: int, mailbox_id: int, key: s.SearchKey, blobs) -> li
         marks = ", ".join(f":{k}" for k in part)
         parsed.update(tx.all(f"SELECT id, parsed FROM blobs WHERE id IN ({marks})", part))
     out = []
-    for r, sha, h in zip(rows, shas, cached, strict=True):
-        row = (*r[:7], parsed.get(r[10]), r[8], sha)
-        if _matches(key, _Candidate(row, blobs, h), kws):
+    for r, h in zip(rows, cached, strict=True):
+        if match(_Candidate(r[:10] if h is not None else (*r[:7], parsed.get(r[10]), None, r[9]), blobs, h)):
             out.append(r[0])
     return out
 

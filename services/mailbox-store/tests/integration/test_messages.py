@@ -325,3 +325,23 @@ def test_header_cache_is_bounded_and_drops_the_oldest():
     off = HeaderCache(max_entries=0)
     off.put(b"x", ())
     assert len(off) == 0
+
+
+async def test_header_search_looks_at_every_value_of_its_field_and_no_other(client, people):
+    """HEADER compares against each occurrence of the named field (a repeated field, such as Received,
+    matches on any of them), and never against another field's value."""
+    from mailflow.store import search as s
+
+    alice, _ = people
+    raw = message("repeated fields", extra="Received: from first.test\r\nReceived: from Second.Test\r\nX-Other: needle\r\n")
+    await client.append(alice, "INBOX", raw)
+    mb = await inbox(client, alice)
+    (uid,) = await client.search(alice, mb, s.Header("subject", "repeated fields"))
+    assert uid in await client.search(alice, mb, s.Header("received", "second.test"))
+    assert uid in await client.search(alice, mb, s.Header("received", "FIRST"))
+    assert uid not in await client.search(alice, mb, s.Header("received", "needle"))
+    assert uid in await client.search(alice, mb, s.Header("x-other", ""))
+    assert uid not in await client.search(alice, mb, s.Header("x-missing", ""))
+    both = s.And((s.Header("received", "first"), s.Header("x-other", "needle"), s.All()))
+    assert uid in await client.search(alice, mb, both)
+    assert uid not in await client.search(alice, mb, s.And((both, s.Not(s.Header("received", "second")))))
