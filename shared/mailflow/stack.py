@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import secrets
 import signal
 import socket
@@ -55,10 +56,38 @@ def module(service: str) -> str:
     return "mailflow_" + service.replace("-", "_")
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+_handed_out: set[tuple[str, int]] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that nothing holds now, outside the kernel's ephemeral range (and never the same twice
+    in this process). A port from that range, which is what binding port 0 gives, can be taken at any
+    moment as the local end of some outgoing connection, between this choice and the server's bind."""
+    low, high = _ephemeral_range()
+    candidates = range(15000, low) if low > 16000 else range(high + 1, 65536)
+    for _ in range(200):
+        port = random.choice(candidates) if len(candidates) else 0
+        if (host, port) in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            port = s.getsockname()[1]
+        _handed_out.add((host, port))
+        return port
+    raise RuntimeError(f"no free port on {host}")
+
+
 
 
 @dataclass
@@ -79,7 +108,7 @@ class Ports:
     @classmethod
     def free(cls, host: str = "127.0.0.1") -> Ports:
         names = ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s", "nats")
-        return cls(host=host, **{n: _free_port(host) for n in names}, http={s: _free_port(host) for s in SERVICES})
+        return cls(host=host, **{n: free_port(host) for n in names}, http={s: free_port(host) for s in SERVICES})
 
 
 def load_secrets(data_dir: Path) -> dict[str, str]:
@@ -256,7 +285,7 @@ class Stack:
             port = self.ports.http[service]
         else:
             old = self.procs.get((service, index))
-            port = old.http_port if old else _free_port(self.ports.host)
+            port = old.http_port if old else free_port(self.ports.host)
         name = service if index == 0 else f"{service}-{index}"
         log_path = self.data_dir / "logs" / f"{name}.log"
         env = self.environment(service, port)
