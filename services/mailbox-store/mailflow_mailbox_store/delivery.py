@@ -175,6 +175,7 @@ def _insert(tx: Tx, placed: list[Placed]) -> list[Change]:
     rows, pending, changes = [], [], []
     for mailbox_id, group in by_mailbox.items():
         first, modseq = allocate(tx, mailbox_id, len(group))
+        flag_lists = []
         for i, p in enumerate(group):
             p.uid = first + i
             kw = 0
@@ -183,6 +184,9 @@ def _insert(tx: Tx, placed: list[Placed]) -> list[Change]:
                 if kws is None:
                     kws = kw_cache[p.user_id] = keywords.ensure(tx, p.user_id, p.item.keywords)
                 kw = kws.mask(p.item.keywords)
+                flag_lists.append(sorted(kws.flags(p.item.flag_bits, kw)))
+            else:
+                flag_lists.append(names.flag_list(p.item.flag_bits))
             item = p.item
             rows.append(
                 (mailbox_id, p.uid, modseq, item.flag_bits, kw, item.body.size, item.internal_date,
@@ -191,8 +195,9 @@ def _insert(tx: Tx, placed: list[Placed]) -> list[Change]:
             if item.queue_id:
                 pending.append((mailbox_id, p.uid, item.queue_id, item.trace_id))
         changes.append(
-            Change(group[0].user_id, mailbox_id, group[0].mailbox, "appended", [p.uid for p in group], modseq)
-        )
+            Change(group[0].user_id, mailbox_id, group[0].mailbox, "appended", [p.uid for p in group], modseq,
+                   flag_lists, modseq - 1)
+        )  # fmt: skip
     tx.insert(*INSERT_MESSAGE, rows)
     tx.insert(*INSERT_PENDING, pending)
     return changes

@@ -388,7 +388,8 @@ def append(
         [(row.id, uid, modseq, bits, kws.mask(kw_names), body.size, internal_date, blob_id, None)],
     )
     usage.flush()
-    return (row.uidvalidity, uid), [Change(user_id, row.id, row.name, "appended", [uid], modseq)]
+    flags_now = sorted(kws.flags(bits, kws.mask(kw_names)))
+    return (row.uidvalidity, uid), [Change(user_id, row.id, row.name, "appended", [uid], modseq, [flags_now], modseq - 1)]
 
 
 def rename_inbox(tx: Tx, user_id: int, new: str) -> list[Change]:

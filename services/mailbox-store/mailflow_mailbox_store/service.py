@@ -72,6 +72,8 @@ class StoreCore:
                     uids=c.uids,
                     modseq=c.modseq,
                     origin=origin,
+                    flags=c.flags,
+                    since=c.since,
                 )
             )
 

@@ -27,6 +27,8 @@ class Change:
     kind: str
     uids: list[int] = field(default_factory=list)
     modseq: int = 0
+    flags: list[list[str]] | None = None  # "appended": each new message's flags, in `uids` order
+    since: int = 0  # "appended": HIGHESTMODSEQ before the change (allocate() adds one)
 
 
 def allocate(tx: Tx, mailbox_id: int, n: int) -> tuple[int, int]:

@@ -203,6 +203,11 @@ class MailboxEvent(Contract):
     uids: list[int] = []
     modseq: int = 0  # the mailbox's HIGHESTMODSEQ after the change
     origin: str | None = None  # an id of the session that made the change, so it can skip its own echo
+    # "appended" events whose writer knows them: each new message's flags (in `uids` order) and the
+    # mailbox's HIGHESTMODSEQ just before the change (the new messages all have `modseq`). A session
+    # whose view stands exactly at `since` can add the messages without asking the store.
+    flags: list[list[str]] | None = None
+    since: int = 0
 
 
 # --- every hop -> TRACE (subject trace.<queue_id>) ----------------------------------------------

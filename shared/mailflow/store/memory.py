@@ -202,7 +202,8 @@ class MemoryStore:
                 return mb
         raise NotFound(f"no mailbox {mailbox_id}")
 
-    def _emit(self, user: _User, mb: _Mailbox, kind: str, uids: list[int] | None = None) -> None:
+    def _emit(self, user: _User, mb: _Mailbox, kind: str, uids: list[int] | None = None, added=None) -> None:
+        """`added`: the one message an "appended" event announces, whose flags it then carries."""
         event = MailboxEvent(
             user_id=user.id,
             mailbox_id=mb.id,
@@ -210,6 +211,8 @@ class MemoryStore:
             kind=kind,
             uids=uids or [],
             modseq=mb.highestmodseq,
+            flags=[sorted(added.flags)] if added is not None else None,
+            since=added.modseq - 1 if added is not None else 0,
         )
         for listener in list(self.listeners):
             listener(event)
@@ -318,7 +321,7 @@ class MemoryStore:
                 )
                 user.delivered.add(item.key)
                 stored.append(user.address)
-                self._emit(user, mb, "appended", [msg.uid])
+                self._emit(user, mb, "appended", [msg.uid], added=msg)
             if stored:
                 results.append(DeliverResult(item.key, "stored", users=tuple(stored)))
             elif over is not None:
@@ -555,7 +558,7 @@ class MemoryStore:
         mb = self._by_name(user, name)
         self._check_quota(user, len(body))
         msg = self._add(mb, body, flags, internal_date)
-        self._emit(user, mb, "appended", [msg.uid])
+        self._emit(user, mb, "appended", [msg.uid], added=msg)
         return AppendResult(mb.uidvalidity, msg.uid)
 
     async def search(self, p: Principal, mailbox_id: int, key: sk.SearchKey) -> list[int]:

@@ -211,7 +211,7 @@ class Session:
         if view is not None and event.mailbox_id == view.mailbox_id:
             if not view.dirty:
                 view.event_at = time.perf_counter()
-            view.dirty = True
+            view.announce(event)
             self.wake.set()
 
     def quiet(self, view: MailboxView) -> bool:
@@ -232,7 +232,11 @@ class Session:
                 for line in view.remove(list(view.pending_expunge)):
                     self.write(line)
             return
-        view.dirty = False
+        announced = view.announced_changes() if view.dirty and (not poll or self.quiet(view)) else None
+        view.dirty, view.announced = False, []
+        if announced is not None:  # new messages the events described in full: no store round trip
+            self.tell(view, view.apply(announced, allow_expunge, self.condstore))
+            return
         asked_at, asked_epoch = time.monotonic(), self.ctx.hub.epoch()
         try:
             changes = await self.store.changes(self.principal, view.mailbox_id, view.highestmodseq)
@@ -246,11 +250,14 @@ class Session:
             self.state = State.LOGOUT
             return
         except Exception as exc:  # not this command's fault: look again at the next chance
-            view.dirty = True
+            view.look_again()
             log.warning("changes of the selected mailbox unavailable: %s", exc)
             return
         view.asked_at, view.asked_epoch = asked_at, asked_epoch
-        for line in view.apply(changes, allow_expunge, self.condstore):
+        self.tell(view, view.apply(changes, allow_expunge, self.condstore))
+
+    def tell(self, view: MailboxView, lines: list[bytes]) -> None:
+        for line in lines:
             self.write(line)
         if view.event_at is not None and self.idling:
             metrics.PUSH_SECONDS.observe(time.perf_counter() - view.event_at)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-from mailflow.store.api import SEEN, SYSTEM_FLAGS, Changes, MessageMeta, Selected
+from mailflow.contracts.messages import MailboxEvent
+from mailflow.store.api import SEEN, SYSTEM_FLAGS, Changes, MailboxStatus, MessageMeta, Selected
 from mailflow_imap_pop3.imap import responses as rsp
 from mailflow_imap_pop3.imap.syntax import SeqSet
 
@@ -35,6 +36,8 @@ class MailboxView:
         self.pending_expunge: set[int] = set()  # gone in the store, still numbered for the client
         self.keywords: set[str] = set().union(*self.flags) - set(SYSTEM_FLAGS) if self.flags else set()
         self.dirty = False  # the store said something changed; look at the next allowed moment
+        # While dirty: the "appended" events that announced it, if nothing else did (None: ask the store)
+        self.announced: list[MailboxEvent] | None = []
         self.event_at: float | None = None  # when the first unseen change was announced (push latency)
         self.asked_at = float("-inf")  # when the store last told us the changes (monotonic), and the
         self.asked_epoch = -1  # hub's epoch then: see Session.sync
@@ -94,6 +97,44 @@ class MailboxView:
         return [*SYSTEM_FLAGS, *sorted(self.keywords)]
 
     # --- changes ----------------------------------------------------------------------------------------
+
+    def announce(self, event: MailboxEvent) -> None:
+        """A mailbox event for this mailbox: look again at the next allowed moment. An "appended" event
+        that carries the new messages' flags is kept, so that moment may need no store call."""
+        if not self.dirty:
+            self.announced = []
+        self.dirty = True
+        if self.announced is not None:
+            usable = event.kind == "appended" and event.flags is not None and len(event.flags) == len(event.uids)
+            if usable and event.since > 0:
+                self.announced.append(event)
+            else:
+                self.announced = None
+
+    def look_again(self) -> None:
+        """Something changed that only the store can tell: ask it at the next allowed moment."""
+        self.dirty = True
+        self.announced = None
+
+    def announced_changes(self) -> Changes | None:
+        """What the kept "appended" events add, if they continue this view's HIGHESTMODSEQ exactly (each
+        starts where the one before ended, the first where the view stands): then nothing else can have
+        changed in between, and they are all there is to tell. Otherwise None: ask the store."""
+        events = self.announced
+        if not events:
+            return None
+        modseq = self.highestmodseq
+        added: list[MessageMeta] = []
+        for ev in sorted(events, key=lambda e: e.since):
+            if ev.since != modseq or ev.modseq != modseq + 1:
+                return None
+            added += (MessageMeta(u, frozenset(f), ev.modseq) for u, f in zip(ev.uids, ev.flags, strict=True))
+            modseq = ev.modseq
+        if not added:
+            return None
+        uidnext = max(self.uidnext, max(m.uid for m in added) + 1)
+        status = MailboxStatus(self.mailbox_id, self.name, self.uidvalidity, uidnext, 0, 0, 0, modseq)
+        return Changes(status=status, updated=sorted(added, key=lambda m: m.uid), expunged=[])
 
     def update_flags(self, metas: list[MessageMeta]) -> list[str]:
         """Our own STORE's result; returns keywords that are new to the mailbox."""

@@ -179,3 +179,89 @@ def test_noop_trusts_events_while_they_flow_and_still_asks_the_store_now_and_the
         assert c.cmd("a4", "NOOP")[0] == b"* 2 EXISTS"  # the periodic look finds it
     finally:
         srv.stop()
+
+
+def _counting_changes(store) -> list[int]:
+    """Count the store's `changes` calls from now on (the round trip an announced append saves)."""
+    calls: list[int] = []
+    real = store.changes
+
+    async def changes(p, mailbox_id, since_modseq):
+        calls.append(since_modseq)
+        return await real(p, mailbox_id, since_modseq)
+
+    store.changes = changes
+    return calls
+
+
+def test_announced_messages_are_shown_without_asking_the_store(tmp_path, store, nats_url):
+    """An "appended" event that carries the new messages' flags and continues the view's MODSEQ is
+    applied as it is: EXISTS, RECENT, new keywords in FLAGS, the flags in FETCH, all without a store
+    call. Anything else — a flag change, an expunge, a gap in the MODSEQs — makes the session ask."""
+    from imaptest import Running, settings_for
+
+    srv = Running(settings_for(tmp_path, noop_store_check=30), store, nats_url=nats_url)
+    try:
+        fill(srv, 1)
+        c, other = selected(srv), selected(srv)
+        assert c.cmd("a1", "NOOP") == [b"a1 OK NOOP completed"]
+        calls = _counting_changes(store)
+        srv.deliver("alice@example.test", make_message("flagged"), flags=("\\Flagged", "$Label"))
+        lines = c.cmd("a2", "NOOP")
+        assert lines[:3] == [b"* FLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft $Label)", b"* 2 EXISTS", b"* 2 RECENT"]
+        srv.deliver("alice@example.test", make_message("two"))
+        srv.deliver("alice@example.test", make_message("three"))
+        assert c.cmd("a3", "NOOP")[:2] == [b"* 4 EXISTS", b"* 4 RECENT"]
+        assert calls == []  # three messages, no store round trip
+        fetched = c.cmd("a4", "FETCH 2:4 (UID FLAGS MODSEQ)")
+        assert fetched[0].startswith(b"* 2 FETCH (UID 2 FLAGS (\\Flagged $Label \\Recent) MODSEQ (")
+        ours = [int(x) for x in re.findall(rb"MODSEQ \((\d+)\)", b"".join(fetched))]
+        other.cmd("o0", "NOOP")  # the other session asks the store
+        theirs = [int(x) for x in re.findall(rb"MODSEQ \((\d+)\)", b"".join(other.cmd("o1", "FETCH 2:4 (MODSEQ)")))]
+        assert ours == theirs and ours == sorted(ours)  # what the store itself says
+        # another session changes a flag, then a message arrives: the flag event breaks the chain
+        other.cmd("o2", "STORE 1 +FLAGS.SILENT (\\Seen)")
+        srv.deliver("alice@example.test", make_message("after the flag"))
+        n = len(calls)
+        lines = c.cmd("a5", "NOOP")
+        assert b"* 5 EXISTS" in lines and lines[0].startswith(b"* 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) MODSEQ (")
+        assert len(calls) == n + 1
+        # an expunge, then a delivery
+        other.cmd("o3", "STORE 1 +FLAGS.SILENT (\\Deleted)")
+        other.cmd("o4", "EXPUNGE")
+        srv.deliver("alice@example.test", make_message("after the expunge"))
+        n = len(calls)
+        lines = c.cmd("a6", "NOOP")
+        assert b"* 1 EXPUNGE" in lines and b"* 5 EXISTS" in lines
+        assert len(calls) == n + 1
+        # a gap: an event lost on the way (the listener is bypassed for one delivery)
+        hub_dispatch = store.listeners.pop()
+        srv.deliver("alice@example.test", make_message("unannounced"))
+        store.listeners.append(hub_dispatch)
+        srv.deliver("alice@example.test", make_message("announced after a gap"))
+        n = len(calls)
+        lines = c.cmd("a7", "NOOP")
+        assert b"* 7 EXISTS" in lines and len(calls) == n + 1
+        other.cmd("o5", "NOOP")
+        assert c.cmd("a8", "UID SEARCH ALL")[0] == other.cmd("o6", "UID SEARCH ALL")[0] == b"* SEARCH 2 3 4 5 6 7 8"
+    finally:
+        srv.stop()
+
+
+def test_idle_shows_an_announced_message_without_asking_the_store(tmp_path, store, nats_url):
+    from imaptest import Running, settings_for
+
+    srv = Running(settings_for(tmp_path), store, nats_url=nats_url)
+    try:
+        c = selected(srv)
+        calls = _counting_changes(store)
+        c.send("i1 IDLE")
+        assert c.line().startswith(b"+")
+        srv.deliver("alice@example.test", make_message("pushed"))
+        assert c.line() == b"* 1 EXISTS"
+        assert c.line() == b"* 1 RECENT"
+        c.send("DONE")
+        assert c.line() == b"i1 OK IDLE terminated"
+        assert calls == []
+    finally:
+        srv.stop()

@@ -98,6 +98,9 @@ async def test_deliver_is_durable_and_idempotent(client, n, service):
     assert len(await inbox_rows(service, n.alice)) == 2
     assert [e.kind for e in service.publisher.events] == ["appended"]
     assert service.publisher.events[0].uids == [1, 2]
+    # the event says everything a session needs to show the two messages: flags, MODSEQ before and after
+    ev = service.publisher.events[0]
+    assert ev.flags == [[], ["\\Seen"]] and ev.since == ev.modseq - 1
     assert [t.step for t in service.publisher.traces] == ["mailbox"]
     assert service.publisher.traces[0].queue_id == "Q1" and service.publisher.traces[0].trace_id == "T1"
 

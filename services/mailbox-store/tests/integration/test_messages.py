@@ -169,7 +169,10 @@ async def test_keywords_survive_and_are_listed(client, people):
 
 async def test_events_carry_the_origin(client, people, service):
     alice, _ = people
-    await client.append(alice, "INBOX", message())
+    await client.append(alice, "INBOX", message(), flags=frozenset({"$Later", "\\Flagged"}))
+    appended = service.publisher.events[0]
+    (meta,) = await client.fetch_meta(alice, await inbox(client, alice), [1])
+    assert appended.flags == [sorted(meta.flags)] and appended.modseq == meta.modseq == appended.since + 1
     mb = await inbox(client, alice)
     await client.store_flags(alice, mb, [1], "add", frozenset({"\\Deleted"}))
     await client.expunge(alice, mb)

@@ -74,7 +74,7 @@ async def _copy(s: Session, cmd: Command, uid: bool, move: bool) -> Reply | None
     except NotFound:
         return errors.R_TRYCREATE
     if args.mailbox == view.name:
-        view.dirty = True
+        view.look_again()
     code = None
     if res.source_uids:
         code = f"COPYUID {res.uidvalidity} {rsp.uid_set(res.source_uids)} {rsp.uid_set(res.dest_uids)}"
