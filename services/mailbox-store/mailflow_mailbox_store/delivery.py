@@ -181,7 +181,8 @@ def _insert(tx: Tx, placed: list[Placed]) -> list[Change]:
             kw = 0
             if p.item.keywords:
                 kws = kw_cache.get(p.user_id)
-                if kws is None:
+                if kws is None or any(k.lower() not in kws.by_lower for k in p.item.keywords):
+                    # the user's first item in this group, or one with a keyword the group has not added yet
                     kws = kw_cache[p.user_id] = keywords.ensure(tx, p.user_id, p.item.keywords)
                 kw = kws.mask(p.item.keywords)
                 flag_lists.append(sorted(kws.flags(p.item.flag_bits, kw)))

@@ -105,6 +105,21 @@ async def test_deliver_is_durable_and_idempotent(client, n, service):
     assert service.publisher.traces[0].queue_id == "Q1" and service.publisher.traces[0].trace_id == "T1"
 
 
+async def test_each_item_keeps_its_keywords_in_one_write_group(client, n, service):
+    """Two messages for one user in one call, each with a keyword the user never had: both kept (the
+    group's keyword table used to be loaded for the user's first item only)."""
+    items = [
+        DeliverItem(f"KW1/{n.bob}", n.bob, message("first"), flags=("$One",)),
+        DeliverItem(f"KW2/{n.bob}", n.bob, message("second"), flags=("$Two", "\\Flagged")),
+    ]
+    assert [r.status for r in await client.deliver(items)] == ["stored", "stored"]
+    bob = await client.authenticate(n.bob, "bob-pw")
+    sel = await client.select(bob, "INBOX")
+    metas = await client.fetch_meta(bob, sel.status.id, list(sel.uids)[-2:])
+    assert [sorted(m.flags) for m in metas] == [["$One"], ["$Two", "\\Flagged"]]
+    assert service.publisher.events[-1].flags == [["$One"], ["$Two", "\\Flagged"]]
+
+
 async def test_alias_delivery_stores_one_body_for_many_users(client, n, service):
     raw = message(f"to the team of {n.d}")
     [r] = await client.deliver([DeliverItem(f"Q9/team@{n.d}", f"team@{n.d}", raw)])
