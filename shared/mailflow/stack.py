@@ -88,8 +88,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError(f"no free port on {host}")
 
 
-
-
 @dataclass
 class Ports:
     """Development ports are the standard ports + 2000."""
