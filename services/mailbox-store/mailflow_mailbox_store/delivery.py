@@ -163,6 +163,9 @@ def _known_keys(tx: Tx, items: list[Item]) -> set[tuple[int, str]]:
     return known
 
 
+NO_KEYWORDS = keywords.Keywords(())  # names the system flags of items that carry no keyword
+
+
 def _insert(tx: Tx, placed: list[Placed]) -> list[Change]:
     by_mailbox: dict[int, list[Placed]] = defaultdict(list)
     for p in placed:
@@ -178,16 +181,14 @@ def _insert(tx: Tx, placed: list[Placed]) -> list[Change]:
         flag_lists = []
         for i, p in enumerate(group):
             p.uid = first + i
-            kw = 0
+            kw, kws = 0, NO_KEYWORDS
             if p.item.keywords:
                 kws = kw_cache.get(p.user_id)
                 if kws is None or any(k.lower() not in kws.by_lower for k in p.item.keywords):
                     # the user's first item in this group, or one with a keyword the group has not added yet
                     kws = kw_cache[p.user_id] = keywords.ensure(tx, p.user_id, p.item.keywords)
                 kw = kws.mask(p.item.keywords)
-                flag_lists.append(sorted(kws.flags(p.item.flag_bits, kw)))
-            else:
-                flag_lists.append(names.flag_list(p.item.flag_bits))
+            flag_lists.append(sorted(kws.flags(p.item.flag_bits, kw)))
             item = p.item
             rows.append(
                 (mailbox_id, p.uid, modseq, item.flag_bits, kw, item.body.size, item.internal_date,

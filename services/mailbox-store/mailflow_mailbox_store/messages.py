@@ -383,12 +383,10 @@ def append(
     kws = keywords.ensure(tx, user_id, kw_names)
     blob_id = reference_blob(tx, body)
     uid, modseq = allocate(tx, row.id, 1)
-    tx.insert(
-        *INSERT_MESSAGE,
-        [(row.id, uid, modseq, bits, kws.mask(kw_names), body.size, internal_date, blob_id, None)],
-    )
+    kw = kws.mask(kw_names)
+    tx.insert(*INSERT_MESSAGE, [(row.id, uid, modseq, bits, kw, body.size, internal_date, blob_id, None)])
     usage.flush()
-    flags_now = sorted(kws.flags(bits, kws.mask(kw_names)))
+    flags_now = sorted(kws.flags(bits, kw))
     return (row.uidvalidity, uid), [Change(user_id, row.id, row.name, "appended", [uid], modseq, [flags_now], modseq - 1)]
 
 

@@ -101,11 +101,6 @@ def parents(name: str) -> list[str]:
     return [DELIMITER.join(parts[:i]) for i in range(1, len(parts))]
 
 
-def flag_list(bits: int) -> list[str]:
-    """The system flags set in `bits`, sorted."""
-    return sorted(name for bit, name in BIT_FLAGS if bits & bit)
-
-
 def system_flag(flag: str) -> str | None:
     """The canonical spelling of a system flag, or None for a keyword."""
     return _FLAG_BY_LOWER.get(flag.lower())
