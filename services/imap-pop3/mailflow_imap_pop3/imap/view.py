@@ -126,7 +126,7 @@ class MailboxView:
         modseq = self.highestmodseq
         added: list[MessageMeta] = []
         for ev in sorted(events, key=lambda e: e.since):
-            if ev.since != modseq or ev.modseq != modseq + 1:
+            if ev.since != modseq:
                 return None
             added += (MessageMeta(u, frozenset(f), ev.modseq) for u, f in zip(ev.uids, ev.flags, strict=True))
             modseq = ev.modseq
