@@ -139,6 +139,15 @@ class Proc:
     http_port: int
     log_path: Path
 
+    @property
+    def name(self) -> str:
+        """The instance name: its log file, MAILFLOW_INSTANCE."""
+        return instance_name(self.service, self.index)
+
+
+def instance_name(service: str, index: int) -> str:
+    return service if index == 0 else f"{service}-{index}"
+
 
 class Stack:
     # Stacks between start and stop, so a failing test can say which of their processes died.
@@ -284,7 +293,7 @@ class Stack:
         else:
             old = self.procs.get((service, index))
             port = old.http_port if old else free_port(self.ports.host)
-        name = service if index == 0 else f"{service}-{index}"
+        name = instance_name(service, index)
         log_path = self.data_dir / "logs" / f"{name}.log"
         env = self.environment(service, port)
         env["MAILFLOW_INSTANCE"] = name
@@ -384,8 +393,7 @@ class Stack:
         out = []
         for st in list(cls._running):
             for proc in st.dead():
-                name = proc.service if proc.index == 0 else f"{proc.service}-{proc.index}"
-                out.append(f"{st.data_dir}: {name} exited with {proc.popen.returncode}\n{st.log_tail(proc, chars)}")
+                out.append(f"{st.data_dir}: {proc.name} exited with {proc.popen.returncode}\n{st.log_tail(proc, chars)}")
             if st.nats is not None and st.nats.proc is not None and st.nats.proc.poll() is not None:
                 out.append(f"{st.data_dir}: nats-server exited with {st.nats.proc.returncode}")
         return "\n".join(out)

@@ -6,12 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A free port below the ephemeral range (see mailflow.stack.free_port)."""
-    from mailflow.stack import free_port as pick
-
-    return pick(host)
+from mailflow.stack import free_port  # noqa: F401 (tests import it from here)
 
 
 def wait_for(pred: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> object:

@@ -202,7 +202,9 @@ class MemoryStore:
                 return mb
         raise NotFound(f"no mailbox {mailbox_id}")
 
-    def _emit(self, user: _User, mb: _Mailbox, kind: str, uids: list[int] | None = None, added=None) -> None:
+    def _emit(
+        self, user: _User, mb: _Mailbox, kind: str, uids: list[int] | None = None, added: _Message | None = None
+    ) -> None:
         """`added`: the one message an "appended" event announces, whose flags it then carries."""
         event = MailboxEvent(
             user_id=user.id,
