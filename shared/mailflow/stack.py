@@ -110,7 +110,8 @@ class Ports:
 
 
 def load_secrets(data_dir: Path) -> dict[str, str]:
-    """MAILFLOW_SERVICE_TOKEN and MAILFLOW_ADMIN_TOKEN, generated on first use, kept in secrets.env (0600)."""
+    """MAILFLOW_SERVICE_TOKEN, MAILFLOW_ADMIN_TOKEN and MAILFLOW_SESSION_KEY, generated on first use (each one
+    that is missing), kept in secrets.env (0600)."""
     path = Path(data_dir) / "secrets.env"
     values: dict[str, str] = {}
     if path.exists():
@@ -119,7 +120,7 @@ def load_secrets(data_dir: Path) -> dict[str, str]:
             if sep:
                 values[k.strip()] = v.strip()
     changed = False
-    for k in ("MAILFLOW_SERVICE_TOKEN", "MAILFLOW_ADMIN_TOKEN"):
+    for k in ("MAILFLOW_SERVICE_TOKEN", "MAILFLOW_ADMIN_TOKEN", "MAILFLOW_SESSION_KEY"):
         if not values.get(k):
             values[k] = secrets.token_urlsafe(32)
             changed = True

@@ -2,7 +2,8 @@
 
 Each function takes a transaction; the writers run in the group-commit writer, so they are atomic.
 NotFound / Conflict / Invalid carry the text the admin sees. Deleting a user deletes its mail: the
-message rows go and their bodies lose a reference (maintenance removes unreferenced bodies later).
+message rows go and their bodies lose a reference (maintenance removes unreferenced bodies later); its id
+is never given again (models.py). Password changes and disables move the user's generation on (sessions.py).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def create_domain(tx: Tx, name: str) -> DomainPublic:
     return DomainPublic(name=d, created_at=_when(now), users=0)
 
 
-def delete_domain(tx: Tx, name: str, force: bool) -> None:
+def delete_domain(tx: Tx, name: str, force: bool) -> list[int]:
+    """Returns the ids of the users deleted with it."""
     d = names.domain(name)
     row = tx.one("SELECT id FROM domains WHERE name = :n", {"n": d})
     if row is None:
@@ -57,20 +59,22 @@ def delete_domain(tx: Tx, name: str, force: bool) -> None:
     users = [r[0] for r in tx.all("SELECT address FROM users WHERE domain_id = :d", {"d": row[0]})]
     if users and not force:
         raise Conflict(f"domain {d} still has {len(users)} users (force=true deletes them with their mail)")
-    for address in users:
-        delete_user(tx, address)
+    gone = [delete_user(tx, address) for address in users]
     tx.run("DELETE FROM aliases WHERE domain_id = :d", {"d": row[0]})
     tx.run("DELETE FROM domains WHERE id = :d", {"d": row[0]})
+    return gone
 
 
 # --- users ------------------------------------------------------------------------------------------
 
-_USER_COLUMNS = "address, quota_bytes, used_bytes, messages, created_at"
+_USER_COLUMNS = "address, quota_bytes, used_bytes, messages, created_at, disabled"
 
 
 def _user(row) -> UserPublic:
-    a, q, used, msgs, c = row
-    return UserPublic(address=a, quota_bytes=q, used_bytes=used, messages=msgs, created_at=_when(c))
+    a, q, used, msgs, c, disabled = row
+    return UserPublic(
+        address=a, quota_bytes=q, used_bytes=used, messages=msgs, created_at=_when(c), disabled=bool(disabled)
+    )
 
 
 def list_users(tx: Tx, domain: str | None, offset: int, limit: int) -> tuple[list[UserPublic], int]:
@@ -113,13 +117,44 @@ def create_user(tx: Tx, address: str, password_hash: str, quota_bytes: int | Non
     return UserPublic(address=a, quota_bytes=quota_bytes, created_at=_when(now))
 
 
-def set_password(tx: Tx, address: str, password_hash: str) -> None:
-    tx.run(
-        "UPDATE users SET password_hash = :h WHERE address = :a",
+def set_password(tx: Tx, address: str, password_hash: str) -> tuple[int, int]:
+    """A new password: the generation moves on, so every session of the old one is refused.
+    Returns (user id, new generation)."""
+    row = tx.one(
+        "UPDATE users SET password_hash = :h, generation = generation + 1 WHERE address = :a"
+        " RETURNING id, generation",
         {"h": password_hash, "a": names.address(address)},
     )
-    if tx.rowcount == 0:
+    if row is None:
         raise NotFound(f"no user {address}")
+    return row[0], row[1]
+
+
+def rehash(tx: Tx, login: str, old_hash: str, new_hash: str) -> None:
+    """The same password under current argon2 parameters: no new generation (nothing was revoked).
+    Only if the hash is still the one verified, so a password change meanwhile is never undone."""
+    tx.run(
+        "UPDATE users SET password_hash = :n WHERE address = :a AND password_hash = :o",
+        {"n": new_hash, "a": login, "o": old_hash},
+    )
+
+
+def set_disabled(tx: Tx, address: str, disabled: bool) -> tuple[int, int, bool]:
+    """Disable (the generation moves on: every session ends, logins are refused; mail still arrives)
+    or enable a user. Returns (user id, generation, whether anything changed)."""
+    a = names.address(address)
+    row = tx.one("SELECT id, generation, disabled FROM users WHERE address = :a", {"a": a})
+    if row is None:
+        raise NotFound(f"no user {address}")
+    user_id, generation, was = row[0], row[1], bool(row[2])
+    if was == disabled:
+        return user_id, generation, False
+    generation += 1 if disabled else 0
+    tx.run(
+        "UPDATE users SET disabled = :d, generation = :g WHERE id = :u",
+        {"d": disabled, "g": generation, "u": user_id},
+    )
+    return user_id, generation, True
 
 
 def set_quota(tx: Tx, address: str, quota_bytes: int | None) -> None:

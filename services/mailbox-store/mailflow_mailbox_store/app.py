@@ -33,11 +33,7 @@ async def open_store(settings: Settings, publisher: Publisher) -> Store:
     db = Database(settings.database_url, blobs, settings.db_readers, settings.write_batch_max)
     await asyncio.to_thread(db.migrate)
     db.start()
-    key = (
-        settings.session_key.get_secret_value().encode()
-        if settings.session_key
-        else derive_key(settings.service_token.get_secret_value())
-    )
+    key = derive_key(settings.session_key.get_secret_value())
     return Store(
         db,
         blobs,
@@ -53,6 +49,7 @@ async def open_store(settings: Settings, publisher: Publisher) -> Store:
         recipient_delimiter=settings.recipient_delimiter,
         max_message_bytes=settings.max_message_bytes,
         pop3_lock_ttl=settings.pop3_lock_ttl,
+        session_check_interval=settings.session_check_interval,
         listing_cache_bytes=settings.listing_cache_bytes,
         listing_cache_min_messages=settings.listing_cache_min_messages,
     )

@@ -172,9 +172,9 @@ class Database:
 
     # --- lifecycle --------------------------------------------------------------------------------
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest revision (Alembic). PostgreSQL: under an advisory lock, so
-        several store processes starting together migrate once."""
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to the newest revision (Alembic; tests name an older one). PostgreSQL: under
+        an advisory lock, so several store processes starting together migrate once."""
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
         engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
@@ -186,7 +186,7 @@ class Database:
                 if self.postgres:
                     conn.exec_driver_sql("SELECT pg_advisory_xact_lock(5124)")
                 cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
+                command.upgrade(cfg, revision)
         finally:
             engine.dispose()
         if not self.postgres:
@@ -406,7 +406,12 @@ def _psycopg_operational() -> tuple[type, ...]:
 
 
 def _sqlite_migration_connect(dbapi_conn, record) -> None:
+    """Foreign keys off while migrating: rebuilding a parent table (migration 0004) drops it for a moment,
+    which SQLite would refuse (or cascade) with them on. A migration that rebuilds checks them itself."""
     _sqlite_pragmas(dbapi_conn, record)
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=OFF")
+    cur.close()
     dbapi_conn.isolation_level = None
 
 

@@ -1,4 +1,5 @@
-"""What the store tells others: MailboxEvents (core NATS, a hint to look) and TraceEvents (stream TRACE).
+"""What the store tells others: MailboxEvents (core NATS, a hint to look), UserRevoked (core NATS: end
+these sessions now) and TraceEvents (stream TRACE).
 
 Both are published after COMMIT and are best effort: if NATS is away, the change is still stored and
 sessions see it at their next NOOP/changes() call; nats-py buffers while it reconnects. A publish that
@@ -13,7 +14,7 @@ from typing import Protocol
 
 from mailflow import natsconn
 from mailflow.contracts import subjects
-from mailflow.contracts.messages import TRACE_HEADER, MailboxEvent, TraceEvent
+from mailflow.contracts.messages import TRACE_HEADER, MailboxEvent, TraceEvent, UserRevoked
 from mailflow_mailbox_store import metrics
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 class Publisher(Protocol):
     async def mailbox(self, event: MailboxEvent) -> None: ...
+    async def revoked(self, event: UserRevoked) -> None: ...
     async def trace(self, event: TraceEvent) -> None: ...
 
 
@@ -61,6 +63,10 @@ class NatsPublisher:
         if await self._publish(subjects.mailbox_events(event.user_id), event.to_bytes()):
             metrics.EVENTS.labels(event.kind).inc()
 
+    async def revoked(self, event: UserRevoked) -> None:
+        if await self._publish(subjects.USER_REVOKED, event.to_bytes()):
+            metrics.EVENTS.labels("revoked").inc()
+
     async def trace(self, event: TraceEvent) -> None:
         headers = {TRACE_HEADER: event.trace_id} if event.trace_id else None
         if await self._publish(subjects.trace(event.queue_id), event.to_bytes(), headers):
@@ -77,10 +83,14 @@ class MemoryPublisher:
 
     def __init__(self) -> None:
         self.events: list[MailboxEvent] = []
+        self.revocations: list[UserRevoked] = []
         self.traces: list[TraceEvent] = []
 
     async def mailbox(self, event: MailboxEvent) -> None:
         self.events.append(event)
+
+    async def revoked(self, event: UserRevoked) -> None:
+        self.revocations.append(event)
 
     async def trace(self, event: TraceEvent) -> None:
         self.traces.append(event)

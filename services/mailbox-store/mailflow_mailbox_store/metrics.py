@@ -20,7 +20,14 @@ LOGINS = Counter(
     "mailflow_mailbox_store_logins_total", "Authentications by result (ok, cached, failed)", ["result"]
 )
 EVENTS = Counter(
-    "mailflow_mailbox_store_events_published_total", "MailboxEvents published, by kind", ["kind"]
+    "mailflow_mailbox_store_events_published_total",
+    "MailboxEvents published, by kind (and UserRevoked as kind revoked)",
+    ["kind"],
+)
+SESSIONS_REFUSED = Counter(
+    "mailflow_mailbox_store_sessions_refused_total",
+    "Access calls refused by their session token (bad: forged or expired; revoked: old generation)",
+    ["why"],
 )
 TRACES = Counter("mailflow_mailbox_store_traces_published_total", "TraceEvents published, by step", ["step"])
 WRITE_GROUP_SIZE = Histogram(

@@ -3,8 +3,12 @@
 Times are Unix seconds (BIGINT). Queries on the hot paths are plain SQL over these tables (see db.py);
 this module is what the migrations and the schema test compare against.
 
-- domains, users (argon2 hash, quota, used bytes and message count kept up to date by every change),
-  aliases (address or "@domain" catch-all -> newline-separated targets), keywords (a user's IMAP
+- Ids of domains, users, aliases, mailboxes and blobs are never reused (SQLite: AUTOINCREMENT, migration
+  0004; PostgreSQL: sequences): sessions, cached logins, events and listings name users and mailboxes by
+  id, so a new user must never answer to a deleted one's id.
+- domains, users (argon2 hash, quota, used bytes and message count kept up to date by every change;
+  `generation` moves on at every password change and disable, and session tokens carry it; a
+  `disabled` user cannot log in but still receives mail), aliases (address or "@domain" catch-all -> newline-separated targets), keywords (a user's IMAP
   keywords, each a bit 0..62 of messages.keywords).
 - mailboxes: one row per mailbox and user; UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ live here and move
   only forward. first_recent_uid: messages from this UID on are \\Recent to the next session to claim them.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    false,
     Boolean,
     ForeignKey,
     Index,
@@ -38,8 +43,12 @@ class Base(DeclarativeBase):
     pass
 
 
+NEVER_REUSED = {"sqlite_autoincrement": True}  # PostgreSQL's sequences never give an id twice anyway
+
+
 class Domain(Base):
     __tablename__ = "domains"
+    __table_args__ = (NEVER_REUSED,)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(253), unique=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
@@ -56,6 +65,9 @@ class User(Base):
     messages: Mapped[int] = mapped_column(BigInteger, default=0)
     next_uidvalidity: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[int] = mapped_column(BigInteger)
+    generation: Mapped[int] = mapped_column(BigInteger, server_default="1")  # credential version, in tokens
+    disabled: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    __table_args__ = (NEVER_REUSED,)
 
 
 class Alias(Base):
@@ -65,6 +77,7 @@ class Alias(Base):
     address: Mapped[str] = mapped_column(String(254), unique=True)
     targets: Mapped[str] = mapped_column(Text)
     created_at: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (NEVER_REUSED,)
 
 
 class Keyword(Base):
@@ -87,7 +100,7 @@ class Mailbox(Base):
     first_recent_uid: Mapped[int] = mapped_column(BigInteger, default=1)
     selectable: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
-    __table_args__ = (UniqueConstraint("user_id", "name", name="uq_mailboxes_user_name"),)
+    __table_args__ = (UniqueConstraint("user_id", "name", name="uq_mailboxes_user_name"), NEVER_REUSED)
 
 
 class Subscription(Base):
@@ -107,6 +120,7 @@ class Blob(Base):
     sent_day: Mapped[int | None] = mapped_column(Integer)  # date.toordinal() of the Date: header, in its zone
     __table_args__ = (
         Index("ix_blobs_refs_zero", "refs", postgresql_where="refs <= 0", sqlite_where="refs <= 0"),
+        NEVER_REUSED,
     )
 
 

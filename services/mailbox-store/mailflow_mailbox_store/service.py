@@ -4,6 +4,9 @@ the database, the blob store, password hashing, session tokens and the event pub
 HTTP routes only translate to and from these calls. Errors: NotFound, Conflict, Invalid, QuotaExceeded
 (for the client to see), ServiceUnavailable (the database or the disk failed: temporary). Events and
 trace records are published after the change committed; a failed publish never fails the change.
+A password change, disable or delete revokes the user's sessions: from the commit on, this process
+refuses their tokens (sessions.Generations), other store processes within `session_check_interval`,
+and a UserRevoked event asks imap-pop3 to end them at once.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from mailflow.contracts.messages import MailboxEvent, TraceEvent
+from mailflow.contracts.messages import MailboxEvent, RevokeReason, TraceEvent, UserRevoked
 from mailflow.errors import Invalid
 from mailflow.store.api import DeliverItem, DeliverResult, Principal, Resolution
 from mailflow_mailbox_store import admin, delivery, directory, metrics, names
@@ -22,7 +25,7 @@ from mailflow_mailbox_store.db import Database, Tx
 from mailflow_mailbox_store.events import Publisher
 from mailflow_mailbox_store.parsing import prepare
 from mailflow_mailbox_store.passwords import Passwords
-from mailflow_mailbox_store.sessions import Session, Sessions
+from mailflow_mailbox_store.sessions import Generations, Session, Sessions
 from mailflow_mailbox_store.storage import Change
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,7 @@ class StoreCore:
         recipient_delimiter: str = "+",
         max_message_bytes: int = 64 * 1024 * 1024,
         pop3_lock_ttl: int = 1800,
+        session_check_interval: float = 1.0,
     ):
         self.db = db
         self.blobs = blobs
@@ -54,6 +58,9 @@ class StoreCore:
         self.pop3_lock_ttl = pop3_lock_ttl
         self.cpu = ThreadPoolExecutor(2, thread_name_prefix="store-cpu")  # argon2, MIME parsing
         self._verifying: dict[tuple, asyncio.Future] = {}
+        self.generations = Generations(
+            lambda ids: self.db.read(directory.generations, ids), session_check_interval
+        )
 
     async def close(self) -> None:
         self.cpu.shutdown(wait=True)
@@ -82,6 +89,9 @@ class StoreCore:
     async def resolve(self, address: str) -> Resolution:
         return await self.db.read(directory.resolve, address, self.delimiter)
 
+    async def is_local_domain(self, domain: str) -> bool:
+        return await self.db.read(directory.is_local_domain, domain)
+
     async def authenticate(self, username: str, password: str, service: str = "imap") -> Principal | None:
         try:
             login = names.address(username)
@@ -93,7 +103,11 @@ class StoreCore:
             row = directory.user_row(tx, login)
             return row, (directory.addresses_of(tx, row[0], row[1]) if row else ())
 
+        started, revision = time.monotonic(), self.generations.revision
         row, addresses = await self.db.read(look)
+        if row is not None and row[4]:  # disabled: refused like a wrong password, at the same cost
+            log.info("login refused: user disabled", extra={"user": login, "via": service})
+            row = None
         if row is not None and self.passwords.cached(login, row[2], password):
             metrics.LOGINS.labels("cached").inc()
         else:
@@ -104,9 +118,13 @@ class StoreCore:
                 return None
             metrics.LOGINS.labels("ok").inc()
             if new_hash:
-                await self.db.write(admin.set_password, login, new_hash)
-        token, _ = self.sessions.issue(row[0])
-        return Principal(user_id=row[0], address=row[1], addresses=addresses, token=token)
+                await self.db.write(admin.rehash, login, row[2], new_hash)
+        user_id, generation = row[0], row[3]
+        self.generations.remember({user_id: generation}, started, revision)
+        token, _ = self.sessions.issue(user_id, generation)
+        return Principal(
+            user_id=user_id, address=row[1], addresses=addresses, token=token, generation=generation
+        )
 
     async def _verify(self, login: str, stored_hash: str | None, password: str) -> tuple[bool, str | None]:
         """argon2 in a thread; concurrent logins with the same credentials share one check."""
@@ -127,8 +145,31 @@ class StoreCore:
         finally:
             del self._verifying[key]
 
-    def session(self, token: str) -> Session | None:
-        return self.sessions.check(token)
+    async def session(self, token: str) -> Session | None:
+        """The session of a token that is genuine, unexpired and of the user's current generation."""
+        s = self.sessions.check(token)
+        if s is None:
+            metrics.SESSIONS_REFUSED.labels("bad").inc()
+            return None
+        if not await self.generations.valid(s):
+            metrics.SESSIONS_REFUSED.labels("revoked").inc()
+            return None
+        return s
+
+    async def expired_sessions(self, tokens: list[str]) -> list[int]:
+        """Which of these tokens are refused now (their indexes): imap-pop3's periodic check, for
+        sessions that make no calls (IDLE) in case a UserRevoked event was lost."""
+        checked = [self.sessions.check(t) for t in tokens]
+        current = await self.generations.current_many(s.user_id for s in checked if s is not None)
+        return [
+            i for i, s in enumerate(checked) if s is None or current.get(s.user_id) != s.generation
+        ]
+
+    async def _revoke(self, user_id: int, generation: int | None, reason: RevokeReason) -> None:
+        """After the commit: refuse the old tokens here at once, and tell imap-pop3 to end the sessions."""
+        self.generations.changed(user_id, generation)
+        await self.publisher.revoked(UserRevoked(user_id=user_id, generation=generation, reason=reason))
+        log.info("sessions revoked", extra={"user_id": user_id, "reason": reason})
 
     # --- delivery -----------------------------------------------------------------------------------
 
@@ -216,7 +257,8 @@ class StoreCore:
         return await self.db.write(admin.create_domain, name)
 
     async def delete_domain(self, name: str, force: bool) -> None:
-        await self.db.write(admin.delete_domain, name, force)
+        for user_id in await self.db.write(admin.delete_domain, name, force):
+            await self._revoke(user_id, None, "deleted")
 
     async def list_users(self, domain: str | None, offset: int, limit: int):
         return await self.db.read(admin.list_users, domain, offset, limit)
@@ -232,15 +274,25 @@ class StoreCore:
 
     async def set_password(self, address: str, password: str) -> None:
         password_hash = await self._cpu(self.passwords.hash, password)
-        await self.db.write(admin.set_password, address, password_hash)
+        user_id, generation = await self.db.write(admin.set_password, address, password_hash)
         self.passwords.forget(names.address(address))
+        await self._revoke(user_id, generation, "password")
+
+    async def set_disabled(self, address: str, disabled: bool) -> None:
+        user_id, generation, changed = await self.db.write(admin.set_disabled, address, disabled)
+        self.passwords.forget(names.address(address))
+        if changed and disabled:
+            await self._revoke(user_id, generation, "disabled")
+        elif changed:
+            self.generations.changed(user_id, generation)
 
     async def set_quota(self, address: str, quota_bytes: int | None) -> None:
         await self.db.write(admin.set_quota, address, quota_bytes)
 
     async def delete_user(self, address: str) -> None:
-        await self.db.write(admin.delete_user, address)
+        user_id = await self.db.write(admin.delete_user, address)
         self.passwords.forget(names.address(address))
+        await self._revoke(user_id, None, "deleted")
 
     async def list_aliases(self, domain: str | None, offset: int, limit: int):
         return await self.db.read(admin.list_aliases, domain, offset, limit)

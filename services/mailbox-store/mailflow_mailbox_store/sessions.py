@@ -1,20 +1,28 @@
 """Session tokens: what `authenticate` hands imap-pop3, and what every access call must carry.
 
-A token is "<payload>.<mac>" in base64url: payload = JSON [user_id, expires (Unix s), session id],
-mac = HMAC-SHA256(key, payload) truncated to 16 bytes. The key is the session_key setting or, by
-default, derived from the service token, so every store process accepts the tokens of the others.
-A bad, altered or expired token is refused (401); the store never trusts the user id from anywhere else.
+A token is "<payload>.<mac>" in base64url: payload = JSON [user_id, expires (Unix s), session id,
+generation], mac = HMAC-SHA256(key, payload) truncated to 16 bytes. The key is derived from the
+session_key secret (MAILFLOW_SESSION_KEY), which every store process shares and nothing else needs:
+the service token, which every service holds, cannot mint sessions.
+
+A token proves a login, not that the login still stands: users.generation moves on at every password
+change and disable (and a deleted user's id never comes back, see models.py), so every access call
+also asks `Generations` whether the token's generation is still the user's. A bad, altered, expired
+or revoked token is refused (401); the store never trusts the user id from anywhere else.
 The session id is also the `origin` of the MailboxEvents the session causes, so it can skip its echo
 (mailflow.store.client.session_origin reads it out of a token).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import secrets
 import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import orjson
@@ -25,6 +33,7 @@ class Session:
     user_id: int
     sid: str
     expires: int
+    generation: int
 
 
 def _b64(data: bytes) -> str:
@@ -35,13 +44,13 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def derive_key(service_token: str) -> bytes:
-    return hmac.new(
-        service_token.encode(), b"mailflow mailbox-store session tokens v1", hashlib.sha256
-    ).digest()
+def derive_key(secret: str) -> bytes:
+    return hmac.new(secret.encode(), b"mailflow mailbox-store session tokens v2", hashlib.sha256).digest()
 
 
 class Sessions:
+    """Signs and checks tokens (signature and expiry only; `Generations` says whether they still stand)."""
+
     def __init__(self, key: bytes, ttl: int):
         self.key = key
         self.ttl = ttl
@@ -49,9 +58,9 @@ class Sessions:
     def _mac(self, payload: bytes) -> bytes:
         return hmac.new(self.key, payload, hashlib.sha256).digest()[:16]
 
-    def issue(self, user_id: int) -> tuple[str, Session]:
-        s = Session(user_id, secrets.token_hex(8), int(time.time()) + self.ttl)
-        payload = orjson.dumps([s.user_id, s.expires, s.sid])
+    def issue(self, user_id: int, generation: int) -> tuple[str, Session]:
+        s = Session(user_id, secrets.token_hex(8), int(time.time()) + self.ttl, generation)
+        payload = orjson.dumps([s.user_id, s.expires, s.sid, s.generation])
         return f"{_b64(payload)}.{_b64(self._mac(payload))}", s
 
     def check(self, token: str) -> Session | None:
@@ -60,9 +69,95 @@ class Sessions:
             payload = _unb64(p)
             if not hmac.compare_digest(_unb64(m), self._mac(payload)):
                 return None
-            user_id, expires, sid = orjson.loads(payload)
+            user_id, expires, sid, generation = orjson.loads(payload)
         except (ValueError, TypeError):
             return None
-        if not isinstance(user_id, int) or not isinstance(expires, int) or expires < time.time():
+        if not all(isinstance(x, int) for x in (user_id, expires, generation)) or expires < time.time():
             return None
-        return Session(user_id, str(sid), expires)
+        return Session(user_id, str(sid), expires, generation)
+
+
+# user ids -> {user id: the generation a token must carry, or None (gone or disabled: none may)}
+Reader = Callable[[list[int]], Awaitable[dict[int, int | None]]]
+
+
+class Generations:
+    """Each user's current generation, read from the database and trusted for `ttl` seconds.
+
+    Every access call asks, so the answer comes from memory: a dictionary lookup, and one primary-key
+    read per active user per `ttl`. This process's own changes (password, disable, delete) replace
+    the entry at once (`changed`); another store process's changes reach it when the entry is
+    `ttl` old, which is what bounds "a revoked token stops working" with several store processes on
+    one PostgreSQL (1 s by default). A read that overlapped a change of this process is used but not
+    remembered, so it cannot put back what `changed` just replaced. A failed read raises (the call
+    gets 503: can't check is not revoked).
+    """
+
+    def __init__(
+        self, read: Reader, ttl: float = 1.0, size: int = 100_000, clock: Callable[[], float] = time.monotonic
+    ):
+        self.read, self.ttl, self.size, self.clock = read, ttl, size, clock
+        self._entries: OrderedDict[int, tuple[int | None, float]] = OrderedDict()
+        self._inflight: dict[int, asyncio.Future] = {}
+        self.revision = 0  # moves on at every `changed`: a read begun before one is not remembered
+
+    def _fresh(self, user_id: int, now: float) -> tuple[int | None] | None:
+        hit = self._entries.get(user_id)
+        return (hit[0],) if hit is not None and hit[1] > now else None
+
+    def remember(self, found: dict[int, int | None], started: float, revision: int) -> None:
+        if revision != self.revision or self.ttl <= 0:
+            return
+        for user_id, gen in found.items():
+            self._entries[user_id] = (gen, started + self.ttl)
+            self._entries.move_to_end(user_id)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def changed(self, user_id: int, generation: int | None) -> None:
+        """This process changed the user's credentials (committed): tokens of other generations are
+        refused from now on."""
+        self.revision += 1
+        self._entries[user_id] = (generation, self.clock() + self.ttl)
+        self._entries.move_to_end(user_id)
+
+    async def current(self, user_id: int) -> int | None:
+        hit = self._fresh(user_id, self.clock())
+        if hit is not None:
+            return hit[0]
+        pending = self._inflight.get(user_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut = asyncio.get_running_loop().create_future()
+        self._inflight[user_id] = fut
+        try:
+            found = await self.current_many([user_id])
+            fut.set_result(found[user_id])
+            return found[user_id]
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: waiters re-raise it
+            raise
+        finally:
+            del self._inflight[user_id]
+
+    async def current_many(self, user_ids: Iterable[int]) -> dict[int, int | None]:
+        now = self.clock()
+        out: dict[int, int | None] = {}
+        missing = []
+        for user_id in dict.fromkeys(user_ids):
+            hit = self._fresh(user_id, now)
+            if hit is None:
+                missing.append(user_id)
+            else:
+                out[user_id] = hit[0]
+        if missing:
+            revision = self.revision
+            found = await self.read(missing)
+            found = {u: found.get(u) for u in missing}
+            self.remember(found, now, revision)
+            out.update(found)
+        return out
+
+    async def valid(self, s: Session) -> bool:
+        return await self.current(s.user_id) == s.generation

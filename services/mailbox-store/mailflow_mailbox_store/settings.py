@@ -1,4 +1,5 @@
-"""All of mailbox-store's settings (environment prefix MAILFLOW_STORE_; the admin token is MAILFLOW_ADMIN_TOKEN).
+"""All of mailbox-store's settings (environment prefix MAILFLOW_STORE_; the secrets are MAILFLOW_ADMIN_TOKEN,
+MAILFLOW_SERVICE_TOKEN and MAILFLOW_SESSION_KEY).
 
 A missing secret or a malformed value fails at startup with a pydantic error naming the variable.
 """
@@ -27,10 +28,13 @@ class Settings(ServiceSettings):
     max_message_bytes: int = 64 * 1024 * 1024  # larger deliveries and APPENDs are refused (Invalid)
 
     # Sessions and logins
-    session_key: SecretStr | None = (
-        None  # HMAC key of session tokens; default: derived from the service token
-    )
+    # MAILFLOW_SESSION_KEY: the secret session tokens are signed with (HMAC key derived from it); every
+    # store process needs the same one, nothing else needs it. No default: the local runner generates one.
+    session_key: SecretStr = common("session_key")
     session_ttl: int = 7 * 86_400  # seconds a session token stays valid (an IMAP session may IDLE for days)
+    # A token stops working at once in the store process that revoked it (password change, disable,
+    # delete), and within this many seconds in the others (each re-reads a user's generation this often).
+    session_check_interval: float = 1.0
     login_cache_ttl: float = 300.0  # seconds a verified password is remembered (HMAC, per process); 0: off
     argon2_time_cost: int = 3  # RFC 9106 §4 second recommended option (argon2-cffi's defaults)
     argon2_memory_kib: int = 65_536

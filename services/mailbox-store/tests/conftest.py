@@ -34,6 +34,7 @@ def make_settings(tmp_path, db_url: str, **kw) -> Settings:
     values = dict(
         service_token=SERVICE_TOKEN,
         admin_token=ADMIN_TOKEN,
+        session_key="session-key-for-tests",
         database_url=db_url,
         blob_dir=str(tmp_path / "blobs"),
         http_listen="127.0.0.1:0",

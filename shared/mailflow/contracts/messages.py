@@ -210,6 +210,21 @@ class MailboxEvent(Contract):
     since: int = 0
 
 
+# --- mailbox-store -> imap-pop3 (core NATS, subject user.revoked) -------------------------------
+
+RevokeReason = Literal["password", "disabled", "deleted"]
+
+
+class UserRevoked(Contract):
+    """End the user's sessions and forget its cached logins: those of a generation below `generation`,
+    or all of them when `generation` is None (the user is deleted; its id is never given again)."""
+
+    v: Literal[1] = 1
+    user_id: int
+    generation: int | None = None
+    reason: RevokeReason
+
+
 # --- every hop -> TRACE (subject trace.<queue_id>) ----------------------------------------------
 
 TraceStep = Literal["ingress", "queue", "resolver", "delivery", "mailbox", "retrieved", "bounce", "relay"]

@@ -7,9 +7,11 @@ mailbox-store, admin group (header X-Mailflow-Admin-Token), used by `mailflow do
     GET    /admin/users?domain=&offset=&limit=    -> Page[UserPublic]
     POST   /admin/users              UserCreate   -> 201 UserPublic | 404 unknown domain | 409 exists
     GET    /admin/users/{address}                 -> UserPublic | 404
-    PUT    /admin/users/{address}/password  PasswordChange -> 204 | 404
+    PUT    /admin/users/{address}/password  PasswordChange -> 204 | 404 (the old password's sessions end)
     PUT    /admin/users/{address}/quota     QuotaChange    -> 204 | 404
-    DELETE /admin/users/{address}                 -> 204 | 404 (mail and mailboxes go with the user)
+    POST   /admin/users/{address}/disable         -> 204 | 404 (sessions end; mail still arrives)
+    POST   /admin/users/{address}/enable          -> 204 | 404
+    DELETE /admin/users/{address}                 -> 204 | 404 (mail, mailboxes and sessions go with the user)
     GET    /admin/aliases?domain=&offset=&limit=  -> Page[AliasPublic]
     POST   /admin/aliases            AliasCreate  -> 201 AliasPublic | 404 unknown domain | 409
     DELETE /admin/aliases/{address}               -> 204 | 404
@@ -64,6 +66,7 @@ class UserPublic(Schema):
     used_bytes: int = 0
     messages: int = 0
     created_at: datetime | None = None
+    disabled: bool = False  # cannot log in (IMAP, POP3, SMTP AUTH); mail is still delivered
 
 
 class PasswordChange(Schema):

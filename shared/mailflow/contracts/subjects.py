@@ -5,6 +5,7 @@
     delivery --REST--> mailbox-store            (local domains)  |  delivery --SMTP--> remote MX
     delivery --DELIVERY_RESULTS--> queue        (retry later, bounce, or done; a batch's results together)
     mailbox-store --MAILBOX_EVENTS--> imap-pop3 (IDLE push, other sessions on the same mailbox)
+    mailbox-store --USER_REVOKED--> imap-pop3   (a password change, disable or delete ends the user's sessions)
     every hop --TRACE--> queue                  (`mailflow trace <queue-id>`)
 """
 
@@ -27,6 +28,9 @@ MX_LOOKUP = "dns.mx"  # MxRequest -> MxReply
 # mailbox-store announces every change of a user's mail. Core NATS: a hint to look, never the data.
 MAILBOX_EVENTS = "mailbox.events.{user_id}"  # MailboxEvent; user_id is the store's numeric user id
 MAILBOX_EVENTS_ALL = "mailbox.events.>"
+# A user's sessions must end now (password changed, disabled, deleted). Core NATS: a lost one is made up
+# for by the store refusing the stale token (401) and imap-pop3's periodic check of its sessions.
+USER_REVOKED = "user.revoked"  # UserRevoked
 
 # Each hop records what it did with a message. JetStream, kept a week.
 TRACE = "trace.{queue_id}"  # TraceEvent

@@ -40,10 +40,11 @@ SpecialUse = Literal["\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive", "\\
 class Principal:
     """An authenticated user. `token` is opaque and proves the authentication to the store."""
 
-    user_id: int
+    user_id: int  # never reused: a deleted user's id is never given to another
     address: str  # the login, e.g. "alice@example.test"
     addresses: tuple[str, ...] = ()  # every address the user may send as (own address and its aliases)
     token: str = ""
+    generation: int = 0  # the user's credential version the token carries (see UserRevoked)
 
 
 RecipientStatus = Literal["local", "unknown_user", "not_local"]
@@ -59,10 +60,22 @@ class Resolution:
 
 
 class Directory(Protocol):
-    async def resolve(self, address: str) -> Resolution: ...
+    async def resolve(self, address: str) -> Resolution:
+        """An address in a local domain is never "not_local", even one whose local part is unusable."""
+        ...
+
+    async def is_local_domain(self, domain: str) -> bool:
+        """Is mail for this domain ours? Locality is the domain's: ask by domain, cache by domain."""
+        ...
 
     async def authenticate(self, username: str, password: str, service: str = "imap") -> Principal | None:
-        """None for a wrong user or password (the caller cannot tell which). `service` is for the log."""
+        """None for a wrong user or password, or a disabled user (the caller cannot tell which).
+        `service` is for the log."""
+        ...
+
+    async def expired_sessions(self, tokens: list[str]) -> set[str]:
+        """Those of these Principal tokens the store no longer accepts: the password changed, the user
+        was disabled or deleted, or the token expired. Their sessions must end."""
         ...
 
 

@@ -53,7 +53,8 @@ TRACE_HEADER = "X-Mailflow-Trace"
 
 
 class SessionExpired(Invalid):
-    """The session token is no longer accepted (expired, or the store's key changed): log in again."""
+    """The session token is no longer accepted (expired, revoked by a password change, disable or delete,
+    or the store's key changed): log in again."""
 
 
 def session_origin(p: Principal | str) -> str:
@@ -173,8 +174,23 @@ class StoreClient:
         if not p:
             return None
         return Principal(
-            user_id=p["user_id"], address=p["address"], addresses=tuple(p["addresses"]), token=p["token"]
+            user_id=p["user_id"],
+            address=p["address"],
+            addresses=tuple(p["addresses"]),
+            token=p["token"],
+            generation=p["generation"],
         )
+
+    async def is_local_domain(self, domain: str) -> bool:
+        return (await self._json("GET", "/internal/domain", params={"name": domain}))["local"]
+
+    async def expired_sessions(self, tokens: list[str]) -> set[str]:
+        out: set[str] = set()
+        for i in range(0, len(tokens), 1000):
+            chunk = tokens[i : i + 1000]
+            d = await self._json("POST", "/internal/sessions/check", json={"tokens": chunk})
+            out.update(chunk[k] for k in d["expired"])
+        return out
 
     # --- Deliverer ------------------------------------------------------------------------------------
 

@@ -114,10 +114,11 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
         dependencies=[Depends(require_token(SERVICE_TOKEN_HEADER, service_token))],
     )
 
-    def session(request: Request) -> Session:
+    async def session(request: Request) -> Session:
+        """The caller's session; 401 "session" for a forged, expired or revoked token."""
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
-        s = store.session(token.strip()) if scheme.lower() == "bearer" else None
+        s = await store.session(token.strip()) if scheme.lower() == "bearer" else None
         if s is None:
             raise HTTPException(status_code=401, detail="session")
         return s
@@ -128,39 +129,39 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
     @r.post("/mailboxes/list")
     async def list_mailboxes(request: Request):
         """[[id, name, special_use, subscribed, has_children, selectable], ...] with INBOX first."""
-        boxes = await store.list_mailboxes(session(request))
+        boxes = await store.list_mailboxes(await session(request))
         return _json(
             [[b.id, b.name, b.special_use, b.subscribed, b.has_children, b.selectable] for b in boxes]
         )
 
     @r.post("/mailboxes/create")
     async def create_mailbox(request: Request, body: Create):
-        b = await store.create_mailbox(session(request), body.name, body.special_use)
+        b = await store.create_mailbox(await session(request), body.name, body.special_use)
         return _json([b.id, b.name, b.special_use, b.subscribed, b.has_children, b.selectable])
 
     @r.post("/mailboxes/delete")
     async def delete_mailbox(request: Request, body: Name):
-        await store.delete_mailbox(session(request), body.name)
+        await store.delete_mailbox(await session(request), body.name)
         return _json({})
 
     @r.post("/mailboxes/rename")
     async def rename_mailbox(request: Request, body: Rename):
-        await store.rename_mailbox(session(request), body.old, body.new)
+        await store.rename_mailbox(await session(request), body.old, body.new)
         return _json({})
 
     @r.post("/mailboxes/subscribe")
     async def subscribe(request: Request, body: Subscribe):
-        await store.subscribe(session(request), body.name, body.subscribed)
+        await store.subscribe(await session(request), body.name, body.subscribed)
         return _json({})
 
     @r.post("/status")
     async def status(request: Request, body: Name):
-        return _json(status_obj(await store.status(session(request), body.name)))
+        return _json(status_obj(await store.status(await session(request), body.name)))
 
     @r.post("/select", responses=FRAME_OUT)
     async def select(request: Request, body: Select):
         """The mailbox's status and every message's UID, flags and MODSEQ (see the module docstring)."""
-        sel = await store.select(session(request), body.name, body.claim_recent)
+        sel = await store.select(await session(request), body.name, body.claim_recent)
         lst = sel.listing
         head = {
             "status": status_obj(sel.status),
@@ -174,7 +175,7 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
 
     @r.post("/changes")
     async def changes(request: Request, body: Since):
-        c = await store.changes(session(request), body.mailbox_id, body.since)
+        c = await store.changes(await session(request), body.mailbox_id, body.since)
         return _json(
             {
                 "status": status_obj(c.status),
@@ -185,12 +186,12 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
 
     @r.post("/meta")
     async def fetch_meta(request: Request, body: Uids):
-        metas = await store.fetch_meta(session(request), body.mailbox_id, uidset(body.uids))
+        metas = await store.fetch_meta(await session(request), body.mailbox_id, uidset(body.uids))
         return _json(metas.to_obj())
 
     @r.post("/parsed", responses=FRAME_OUT)
     async def fetch_parsed(request: Request, body: Uids):
-        rows = await store.fetch_parsed(session(request), body.mailbox_id, uidset(body.uids))
+        rows = await store.fetch_parsed(await session(request), body.mailbox_id, uidset(body.uids))
         return Response(
             wire.encode({"uids": [u for u, _ in rows]}, [p for _, p in rows]), media_type=wire.CONTENT_TYPE
         )
@@ -198,7 +199,7 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
     @r.post("/bodies", responses=FRAME_OUT)
     async def fetch_bodies(request: Request, body: Uids):
         """Raw messages, streamed: read from the blob store a few MiB at a time while being sent."""
-        rows = await store.body_locators(session(request), body.mailbox_id, uidset(body.uids))
+        rows = await store.body_locators(await session(request), body.mailbox_id, uidset(body.uids))
         if len(rows) > max_items:
             raise Invalid(f"at most {max_items} bodies per call")
         head = {"uids": [u for u, _, _ in rows]}
@@ -226,7 +227,7 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
     @r.post("/sections", responses=FRAME_OUT)
     async def fetch_sections(request: Request, body: Section):
         """BODY[<spec>] of many messages, cut in the store: header {uids}, one part per message."""
-        rows = await store.fetch_sections(session(request), body.mailbox_id, uidset(body.uids), body.spec)
+        rows = await store.fetch_sections(await session(request), body.mailbox_id, uidset(body.uids), body.spec)
         if len(rows) > max_items:
             raise Invalid(f"at most {max_items} messages per call")
         return Response(
@@ -236,17 +237,17 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
     @r.post("/flags")
     async def store_flags(request: Request, body: Flags):
         updated, modified = await store.store_flags(
-            session(request), body.mailbox_id, uidset(body.uids), body.op, body.flags, body.unchanged_since
+            await session(request), body.mailbox_id, uidset(body.uids), body.op, body.flags, body.unchanged_since
         )
         return _json({"updated": updated.to_obj(), "modified": modified})
 
     @r.post("/expunge")
     async def expunge(request: Request, body: Expunge):
         uids = None if body.uids is None else uidset(body.uids)
-        return _json({"uids": await store.expunge(session(request), body.mailbox_id, uids)})
+        return _json({"uids": await store.expunge(await session(request), body.mailbox_id, uids)})
 
     async def _copy(request: Request, body: Copy, move: bool) -> Response:
-        res = await store.copy(session(request), body.mailbox_id, uidset(body.uids), body.dest, move)
+        res = await store.copy(await session(request), body.mailbox_id, uidset(body.uids), body.dest, move)
         return _json(
             {"uidvalidity": res.uidvalidity, "source_uids": res.source_uids, "dest_uids": res.dest_uids}
         )
@@ -261,7 +262,7 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
 
     @r.post("/append", openapi_extra=FRAME_IN)
     async def append(request: Request):
-        s = session(request)
+        s = await session(request)
         try:
             head, parts = wire.decode(await request.body())
             name, flags = str(head["name"]), [str(f) for f in head.get("flags") or []]
@@ -278,15 +279,15 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
             key = search_keys.from_obj(body.key)
         except ValueError as exc:
             raise Invalid(str(exc)) from exc
-        return _json({"uids": await store.search(session(request), body.mailbox_id, key)})
+        return _json({"uids": await store.search(await session(request), body.mailbox_id, key)})
 
     @r.post("/pop3/lock")
     async def pop3_lock(request: Request):
-        return _json({"token": await store.pop3_lock(session(request))})
+        return _json({"token": await store.pop3_lock(await session(request))})
 
     @r.post("/pop3/unlock")
     async def pop3_unlock(request: Request, body: Unlock):
-        await store.pop3_unlock(session(request), body.token)
+        await store.pop3_unlock(await session(request), body.token)
         return _json({})
 
     return r

@@ -65,6 +65,17 @@ def router(store, admin_token: str) -> APIRouter:
         await store.set_quota(address, body.quota_bytes)
         return Response(status_code=204)
 
+    @r.post("/users/{address}/disable", status_code=204)
+    async def disable_user(address: str):
+        """The user's sessions end and it cannot log in (IMAP, POP3, SMTP AUTH); mail is still delivered."""
+        await store.set_disabled(address, True)
+        return Response(status_code=204)
+
+    @r.post("/users/{address}/enable", status_code=204)
+    async def enable_user(address: str):
+        await store.set_disabled(address, False)
+        return Response(status_code=204)
+
     @r.delete("/users/{address}", status_code=204)
     async def delete_user(address: str):
         await store.delete_user(address)

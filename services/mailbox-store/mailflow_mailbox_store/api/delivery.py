@@ -1,4 +1,4 @@
-"""Directory and delivery group (header X-Mailflow-Token): resolve, authenticate, deliver.
+"""Directory and delivery group (header X-Mailflow-Token): resolve, domain, authenticate, sessions, deliver.
 
 POST /internal/deliver takes a mailflow.store.wire frame: header {"items": [{key, recipient, mailbox,
 flags, internal_date, queue_id, trace_id}]} and one part per item with the raw message. It answers
@@ -21,6 +21,10 @@ from mailflow.store.api import DeliverItem
 from mailflow.web import require_token
 
 FRAME = {"requestBody": {"content": {wire.CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+class Tokens(BaseModel):
+    tokens: list[str] = Field(max_length=1000)
 
 
 class Login(BaseModel):
@@ -73,9 +77,20 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
         res = await store.resolve(address)
         return _json({"address": res.address, "status": res.status, "users": list(res.users)})
 
+    @r.get("/domain")
+    async def domain(name: str):
+        """{"local": true} if mail for domain `name` is ours: decided by the domain, never by an address."""
+        return _json({"local": await store.is_local_domain(name)})
+
+    @r.post("/sessions/check")
+    async def check_sessions(body: Tokens):
+        """{"expired": [i, ...]}: the indexes of the tokens no longer accepted (revoked, expired, forged)."""
+        return _json({"expired": await store.expired_sessions(body.tokens)})
+
     @r.post("/authenticate")
     async def authenticate(body: Login):
-        """{"principal": {user_id, address, addresses, token}} or {"principal": null} for a wrong login."""
+        """{"principal": {user_id, address, addresses, token, generation}} or {"principal": null} for a
+        wrong login or a disabled user."""
         p = await store.authenticate(body.username, body.password, body.service)
         if p is None:
             return _json({"principal": None})
@@ -86,6 +101,7 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
                     "address": p.address,
                     "addresses": list(p.addresses),
                     "token": p.token,
+                    "generation": p.generation,
                 }
             }
         )

@@ -36,7 +36,7 @@ async def test_compaction_keeps_live_bodies_and_frees_dead_segments(small_segmen
     before = store.blobs.segments()
     assert len(before) >= 3
     p = await store.authenticate("alice@example.test", "pw")
-    s = store.session(p.token)
+    s = await store.session(p.token)
     mb = (await store.status(s, "INBOX")).id
     doomed = [u for u in range(1, 13) if u % 4]  # keep 4, 8, 12
     await store.store_flags(s, mb, UidSet.of(doomed), "add", ["\\Deleted"], None)
@@ -58,7 +58,7 @@ async def test_old_keys_and_stale_locks_are_removed(small_segments):
     await store.deliver([DeliverItem("old", "alice@example.test", body(1))])
     await store.db.write(lambda tx: tx.run("UPDATE delivery_keys SET created_at = 0"))
     user_id = await store.db.read(lambda tx: tx.value("SELECT id FROM users"))
-    await store.pop3_lock(Session(user_id, "sid", 0))
+    await store.pop3_lock(Session(user_id, "sid", 0, 1))
     await store.db.write(lambda tx: tx.run("UPDATE pop3_locks SET expires_at = 0"))
     done = await maintenance.run_once(store, key_days=30)
     assert done["keys"] == 1 and done["locks"] == 1

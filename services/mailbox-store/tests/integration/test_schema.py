@@ -23,4 +23,4 @@ def test_migrations_match_the_models(tmp_path, db_url):
     engine.dispose()
     db.close()
     assert diff == []
-    assert version == "0003"
+    assert version == "0004"

@@ -88,16 +88,16 @@ def test_frames():
 
 
 def test_session_tokens():
-    sessions = Sessions(derive_key("service-token"), ttl=60)
-    token, s = sessions.issue(42)
-    assert sessions.check(token) == s and s.user_id == 42
+    sessions = Sessions(derive_key("session-key"), ttl=60)
+    token, s = sessions.issue(42, 3)
+    assert sessions.check(token) == s and s.user_id == 42 and s.generation == 3
     assert session_origin(token) == s.sid
     assert Sessions(derive_key("another"), ttl=60).check(token) is None
     payload, _, mac = token.partition(".")
-    other, _ = sessions.issue(7)
+    other, _ = sessions.issue(7, 1)
     assert sessions.check(other.partition(".")[0] + "." + mac) is None
     assert sessions.check("garbage") is None and sessions.check("") is None
-    expired, _ = Sessions(derive_key("service-token"), ttl=-5).issue(1)
+    expired, _ = Sessions(derive_key("session-key"), ttl=-5).issue(1, 1)
     assert sessions.check(expired) is None
 
 
