@@ -132,4 +132,5 @@ async def domain(admin, service):
     assert r.status_code == 201, r.text
     service.publisher.events.clear()
     service.publisher.traces.clear()
+    service.publisher.revocations.clear()
     return name
