@@ -1,4 +1,5 @@
-"""Wiring: the store client, NATS (push), the four listeners, the HTTP side, and the drain on SIGTERM.
+"""Wiring: the store client, NATS (push, revocations), the four listeners, the HTTP side, and the drain on
+SIGTERM.
 
 `Server` runs the listeners over any `Mailboxes` (tests hand it a MemoryStore); `run` builds the real
 parts from Settings and serves until `stop` is set. The drain (issue 7): stop accepting, send `* BYE`
@@ -24,6 +25,7 @@ from mailflow_imap_pop3.imap.session import Session
 from mailflow_imap_pop3.listener import Connection, Listener
 from mailflow_imap_pop3.pop3.session import Pop3Protocol
 from mailflow_imap_pop3.push import Hub
+from mailflow_imap_pop3.revoke import Revoker
 from mailflow_imap_pop3.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class Server:
             settings.default_domain,
         )
         self.ctx = Context(settings, store, auth, Hub(nc), tls)
+        self.revoker = Revoker(self.ctx, nc, settings.revocation_check)
         self.listeners: dict[str, Listener] = {}
 
     async def _imap(self, conn: Connection) -> None:
@@ -83,6 +86,7 @@ class Server:
             for listener in self.listeners.values():
                 listener.stop_accepting()
             raise
+        await self.revoker.start()
         return self
 
     def port(self, name: str) -> int:
@@ -93,6 +97,7 @@ class Server:
         for listener in self.listeners.values():
             listener.stop_accepting()
         self.ctx.stopping = True
+        await self.revoker.close()
         sessions = list(self.ctx.sessions)
         for session in sessions:
             session.shutdown()

@@ -8,7 +8,10 @@ the store, so guessing costs the guesser, not us). A store that does not answer 
 
 The cache keys on HMAC-SHA256(per-process random key, user NUL password), never the password itself;
 it only spares a store round trip (and its argon2 check) for the same user logging in again within
-`ttl` seconds. The store's hash is untouched. A changed password reaches us after at most `ttl`.
+`ttl` seconds. The store's hash is untouched. A password change, disable or delete (UserRevoked, see
+revoke.py) drops the user's entries at once, and the revocation is remembered for a while, so a login
+that the store answered just before it cannot put a stale principal back; if the event was lost, the
+periodic sweep drops entries whose tokens the store refuses.
 """
 
 from __future__ import annotations
@@ -120,36 +123,70 @@ class AuthCache:
         self.ttl, self.size, self.clock = ttl, size, clock
         self._key = os.urandom(32)
         self._entries: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
+        self._by_user: dict[int, set[bytes]] = {}
+        # user id -> (the generation a principal needs from now on, None: none will do; until when)
+        self._revoked: OrderedDict[int, tuple[int | None, float]] = OrderedDict()
 
     def _digest(self, user: str, password: str) -> bytes:
         return hmac.new(
             self._key, user.lower().encode() + b"\x00" + password.encode(), hashlib.sha256
         ).digest()
 
+    def _drop(self, key: bytes) -> None:
+        hit = self._entries.pop(key, None)
+        if hit is not None:
+            keys = self._by_user.get(hit[1].user_id)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_user[hit[1].user_id]
+
     def get(self, user: str, password: str) -> Principal | None:
         if self.ttl <= 0:
             return None
-        hit = self._entries.get(self._digest(user, password))
+        key = self._digest(user, password)
+        hit = self._entries.get(key)
         if hit is None:
             return None
-        if hit[0] < self.clock():
-            self._entries.pop(self._digest(user, password), None)
+        if hit[0] < self.clock() or self.stale(hit[1]):
+            self._drop(key)
             return None
         return hit[1]
 
     def put(self, user: str, password: str, principal: Principal) -> None:
-        if self.ttl <= 0:
+        if self.ttl <= 0 or self.stale(principal):
             return
         key = self._digest(user, password)
+        self._drop(key)
         self._entries[key] = (self.clock() + self.ttl, principal)
-        self._entries.move_to_end(key)
+        self._by_user.setdefault(principal.user_id, set()).add(key)
         while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+            self._drop(next(iter(self._entries)))
 
     def forget(self, principal: Principal) -> None:
-        """Drop every entry of this principal (the store refused its token)."""
-        for key in [k for k, (_, p) in self._entries.items() if p.user_id == principal.user_id]:
-            del self._entries[key]
+        """Drop every entry of this principal's user (the store refused its token)."""
+        for key in list(self._by_user.get(principal.user_id, ())):
+            self._drop(key)
+
+    def revoke(self, user_id: int, generation: int | None) -> None:
+        """The store revoked the user's credentials below `generation` (None: all, the user is gone):
+        drop those entries, and refuse such principals from now on (a login answered just before)."""
+        for key in list(self._by_user.get(user_id, ())):
+            if generation is None or self._entries[key][1].generation < generation:
+                self._drop(key)
+        now = self.clock()
+        self._revoked[user_id] = (generation, now + max(self.ttl, 60.0))
+        self._revoked.move_to_end(user_id)
+        while self._revoked and (len(self._revoked) > self.size or next(iter(self._revoked.values()))[1] < now):
+            self._revoked.popitem(last=False)
+
+    def stale(self, principal: Principal) -> bool:
+        """Revoked since the store issued it (as far as we have heard)."""
+        hit = self._revoked.get(principal.user_id)
+        return hit is not None and (hit[0] is None or principal.generation < hit[0])
+
+    def principals(self) -> list[Principal]:
+        return [p for _, p in self._entries.values()]
 
 
 class Authenticator:
@@ -187,6 +224,10 @@ class Authenticator:
                 principal = None
             if principal is None:
                 principal = await self.directory.authenticate(user, password, service)
+                if principal is not None and self.cache.stale(principal):  # revoked while we asked
+                    principal = await self.directory.authenticate(user, password, service)
+                if principal is not None and self.cache.stale(principal):
+                    principal = None
                 if principal is not None:
                     self.cache.put(user, password, principal)
         if principal is None:

@@ -25,6 +25,6 @@ class Context:
     auth: Authenticator
     hub: Hub
     tls: ssl.SSLContext | None = None  # for STARTTLS/STLS and the implicit-TLS listeners; None: no TLS
-    sessions: set = field(default_factory=set)  # live sessions (IMAP and POP3), for the drain
+    sessions: set = field(default_factory=set)  # live sessions (IMAP and POP3): the drain, revocations
     stopping: bool = False
     pop3_tokens: set = field(default_factory=set)  # store session tokens of live POP3 sessions here

@@ -19,6 +19,10 @@ LOGINS = Counter(
 MESSAGES = Counter("mailflow_imap_messages_sent_total", "Message bodies (or parts) sent", ["protocol"])
 BYTES = Counter("mailflow_imap_body_bytes_sent_total", "Octets of message bodies sent", ["protocol"])
 EVENTS = Counter("mailflow_imap_events_total", "Mailbox events received from the store", ["kind"])
+REVOKED = Counter(
+    "mailflow_imap_sessions_revoked_total",
+    "Sessions ended because the store revoked the user's credentials (password, disable, delete)",
+)
 PUSH_SECONDS = Histogram(
     "mailflow_imap_push_latency_seconds",
     "From a mailbox event received to the untagged response written to an IDLE client",

@@ -56,6 +56,10 @@ class Settings(ServiceSettings):
     # Verified credentials are remembered this long (HMAC under a per-process key; 0 disables).
     auth_cache_ttl: float = 30.0
     auth_cache_size: int = 10_000
+    # A password change, disable or delete ends the user's sessions at once (UserRevoked over NATS).
+    # In case that event was lost, every this many seconds (and after a NATS reconnection) the store is
+    # asked which of our sessions' and cached logins' tokens it refuses now. 0: never.
+    revocation_check: float = 30.0
 
     # PROXY protocol (v1 and v2) in front of every listener, from these peers only (comma-separated
     # CIDRs). A connection from elsewhere, or without a header, is closed.

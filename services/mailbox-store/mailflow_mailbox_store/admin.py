@@ -127,7 +127,13 @@ def set_password(tx: Tx, address: str, password_hash: str) -> tuple[int, int]:
     )
     if row is None:
         raise NotFound(f"no user {address}")
+    _end_sessions(tx, row[0])
     return row[0], row[1]
+
+
+def _end_sessions(tx: Tx, user_id: int) -> None:
+    """What revoked sessions held: the POP3 maildrop lock (its holder can no longer release it)."""
+    tx.run("DELETE FROM pop3_locks WHERE user_id = :u", {"u": user_id})
 
 
 def rehash(tx: Tx, login: str, old_hash: str, new_hash: str) -> None:
@@ -154,6 +160,8 @@ def set_disabled(tx: Tx, address: str, disabled: bool) -> tuple[int, int, bool]:
         "UPDATE users SET disabled = :d, generation = :g WHERE id = :u",
         {"d": disabled, "g": generation, "u": user_id},
     )
+    if disabled:
+        _end_sessions(tx, user_id)
     return user_id, generation, True
 
 

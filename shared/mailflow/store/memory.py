@@ -276,6 +276,12 @@ class MemoryStore:
             return Resolution(address, "local", self.aliases["@" + domain])
         return Resolution(address, "unknown_user")
 
+    async def is_local_domain(self, domain: str) -> bool:
+        return domain.strip().rstrip(".").lower() in self.domains
+
+    async def expired_sessions(self, tokens: list[str]) -> set[str]:
+        return {t for t in tokens if self._tokens.get(t) not in self._by_id}
+
     async def authenticate(self, username: str, password: str, service: str = "imap") -> Principal | None:
         user = self.users.get(username.strip().lower())
         if user is None or not hmac.compare_digest(_hash(password, user.salt), user.hash):

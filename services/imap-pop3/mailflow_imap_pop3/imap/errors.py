@@ -30,6 +30,7 @@ R_READ_ONLY = Reply("NO", "Mailbox is read-only", "READ-ONLY")
 R_EXPUNGED = Reply("NO", "Some of the requested messages no longer exist", "EXPUNGEISSUED")
 R_INTERNAL = Reply("NO", "Internal error", "SERVERBUG")
 R_EXPIRED = Reply("BYE", "Session expired, please log in again")
+R_REVOKED = Reply("BYE", "Session ended: the account's password or status changed")
 
 
 class ImapError(ProtocolError):

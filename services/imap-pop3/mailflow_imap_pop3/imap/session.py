@@ -5,7 +5,8 @@ checks the table (`COMMANDS`: handler and the states it runs in), runs the handl
 command allows it, tells the client what changed in the selected mailbox meanwhile, and finally writes
 the tagged reply. Every exception of a handler becomes a reply in `errors.to_reply`; the connection
 is only dropped for LOGOUT, a fatal framing error (an oversized LITERAL+), too many BADs in a row,
-the autologout timer, or the service's drain (`* BYE` first whenever the client can still read it).
+the autologout timer, the service's drain, or a revocation of the user's credentials (revoke.py; a
+store call refused with 401 too) — `* BYE` first whenever the client can still read it.
 Output is collected and flushed once per batch of pipelined commands.
 """
 
@@ -129,8 +130,9 @@ class Session:
         self.bad_in_a_row = 0
         self.busy = False
         self.idling = False
-        self.stopping = False
-        self.wake = asyncio.Event()  # an event for the selected mailbox, or the drain
+        self.stopping = False  # the drain or a revocation: BYE with `self.bye` as soon as we can
+        self.bye = ""
+        self.wake = asyncio.Event()  # an event for the selected mailbox, the drain, a revocation
         self.client_id: str | None = None
         self.started = time.monotonic()
 
@@ -346,7 +348,7 @@ class Session:
                 self.busy = False
                 self.timer.touch()
             if self.stopping and self.state != State.LOGOUT:
-                self.write(rsp.untagged("BYE Server shutting down, please reconnect"))
+                self.write(rsp.untagged(f"BYE {self.bye}"))
                 break
         try:
             await self.conn.flush()
@@ -412,12 +414,24 @@ class Session:
             text = data[:200].decode("utf-8", "replace")
         log.debug("C: %s", text)
 
-    # --- drain ------------------------------------------------------------------------------------------
+    # --- the end: drain, revocation ---------------------------------------------------------------------
 
-    def shutdown(self) -> None:
-        """The service is stopping: BYE now if we wait for the client, else after the running command."""
-        self.stopping = True
+    def end(self, text: str) -> None:
+        """BYE now if we wait for the client (IDLE is woken to say it), else after the running command."""
+        if self.stopping:
+            return
+        self.stopping, self.bye = True, text
         self.wake.set()
         if not self.busy and not self.idling:
-            self.conn.send_now(rsp.untagged("BYE Server shutting down, please reconnect"))
+            self.conn.send_now(rsp.untagged(f"BYE {text}"))
             self.conn.close()
+
+    def shutdown(self) -> None:
+        """The service is stopping."""
+        self.end("Server shutting down, please reconnect")
+
+    def revoke(self) -> None:
+        """The user's password changed, or it was disabled or deleted: this session ends now."""
+        if self.principal is not None:
+            self.ctx.auth.cache.forget(self.principal)
+        self.end(errors.R_REVOKED.text)

@@ -40,6 +40,7 @@ R_AUTH_CANCELLED = b"-ERR Authentication cancelled\r\n"
 R_BAD_SASL = b"-ERR [AUTH] Invalid SASL response\r\n"
 R_MECHANISM = b"-ERR Unsupported authentication mechanism\r\n"
 R_EXPIRED = b"-ERR [SYS/TEMP] Session expired, please log in again\r\n"
+R_REVOKED = b"-ERR [AUTH] Session ended: the account's password or status changed\r\n"
 R_UPDATE_FAILED = b"-ERR [SYS/TEMP] Some deleted messages were not removed, try again\r\n"
 
 

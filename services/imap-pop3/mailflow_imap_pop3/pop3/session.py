@@ -99,7 +99,8 @@ class Pop3Session:
         self.task: asyncio.Task | None = None  # the command that waits for the store or the client
         self.waiter: asyncio.Future | None = None  # a handler waiting for a line (AUTH continuation)
         self.waiter_limit = 0
-        self.stopping = False
+        self.stopping = False  # the drain or a revocation: `end_reply`, then close, as soon as we can
+        self.end_reply = R.R_SHUTDOWN
         self.closing = False
         self.finished = False
         self.retrieved = self.retrieved_bytes = 0  # counted into the metrics once, at the end
@@ -192,13 +193,24 @@ class Pop3Session:
         self.closing = True
         self.finish()
 
-    def shutdown(self) -> None:
-        """The service is stopping: close now if we wait for the client, else after the command."""
-        self.stopping = True
+    def end(self, reply: bytes) -> None:
+        """Close with `reply` now if we wait for the client, else right after the running command. The
+        maildrop is left as it was: deletions only ever happen after QUIT (RFC 1939 §6)."""
+        if self.stopping or self.finished:
+            return
+        self.stopping, self.end_reply = True, reply
         if self.task is None:
-            self.conn.send_now(R.R_SHUTDOWN)
+            self.conn.send_now(reply)
             self.closing = True
             self.finish()
+
+    def shutdown(self) -> None:
+        """The service is stopping."""
+        self.end(R.R_SHUTDOWN)
+
+    def revoke(self) -> None:
+        """The user's password changed, or it was disabled or deleted: this session ends now."""
+        self.end(R.R_REVOKED)
 
     def finish(self) -> None:
         """The session is over: account for it, close, and release the maildrop lock (in a task)."""
@@ -282,7 +294,7 @@ class Pop3Session:
                     reply = self._fault(exc)
                 self._answer(reply, name, started)
                 if self.stopping and not self.closing:
-                    self.write(R.R_SHUTDOWN)
+                    self.write(self.end_reply)
                     self.closing = True
                 if not self.conn.closed:
                     await self.conn.flush()  # waits while the client does not read

@@ -4,64 +4,11 @@ IMAP and POP3 through StoreClient, and push: a delivery shows up in an IDLE sess
 from __future__ import annotations
 
 import imaplib
-import os
 import poplib
 import time
-import uuid
 
-import httpx
 import pytest
-from imaptest import Raw, Running, make_message, settings_for
-
-from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
-from mailflow.stack import Ports, Stack
-from mailflow.store.client import StoreClient
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def stack(request, tmp_path_factory):
-    """nats-server and mailbox-store as processes, once per module and database (PostgreSQL when
-    MAILFLOW_TEST_POSTGRES_URL is set: a schema of its own, dropped afterwards)."""
-    tmp = tmp_path_factory.mktemp("store")
-    env = {"MAILFLOW_STORE_ARGON2_TIME_COST": "1", "MAILFLOW_STORE_ARGON2_MEMORY_KIB": "1024"}
-    schema = engine = None
-    if request.param == "postgres":
-        base = os.environ.get("MAILFLOW_TEST_POSTGRES_URL")
-        if not base:
-            pytest.skip("MAILFLOW_TEST_POSTGRES_URL is not set")
-        import sqlalchemy as sa
-
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        engine = sa.create_engine(base)
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        env["MAILFLOW_STORE_DATABASE_URL"] = (
-            f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-        )
-    st = Stack(tmp / "stack", Ports.free(), services=("mailbox-store",), env=env).start()
-    try:
-        with httpx.Client(
-            base_url=st.http_url("mailbox-store"), headers={ADMIN_TOKEN_HEADER: st.admin_token}
-        ) as c:
-            assert c.post("/admin/domains", json={"name": "example.test"}).status_code == 201
-            for user in ("alice", "bob", "carol"):
-                r = c.post("/admin/users", json={"address": f"{user}@example.test", "password": f"{user}-pw"})
-                assert r.status_code == 201, r.text
-        yield st
-    finally:
-        st.stop()
-        if engine is not None:
-            with engine.begin() as conn:
-                conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-            engine.dispose()
-
-
-@pytest.fixture
-def srv(tmp_path, stack):
-    store = StoreClient(stack.http_url("mailbox-store"), stack.service_token)
-    running = Running(settings_for(tmp_path), store, nats_url=stack.nats_url)
-    yield running
-    running.stop()
+from imaptest import Raw, make_message
 
 
 def test_imap_over_the_real_store(srv):

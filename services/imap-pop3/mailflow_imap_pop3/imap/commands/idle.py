@@ -3,7 +3,8 @@
 The session wakes on a MailboxEvent for its mailbox (push.Hub), asks the store what changed and sends
 it at once; nothing waits for a timer. Every `keepalive` seconds an `* OK Still here` keeps NATs and
 proxies from dropping the quiet connection. The autologout timer still runs (RFC 3501 §5.4: clients
-re-IDLE before 30 minutes). The drain ends IDLE with `* BYE`. Anything but DONE ends IDLE with BAD.
+re-IDLE before 30 minutes). The drain and a revocation of the user's credentials end IDLE with `* BYE`
+at once; so does a store that refuses the session. Anything but DONE ends IDLE with BAD.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ async def cmd_idle(s: Session, cmd: Command) -> Reply | None:
     try:
         await s.sync(allow_expunge=True)
         await s.conn.flush()
+        if s.state == State.LOGOUT:
+            return rsp.ANSWERED
         while True:
             try:
                 line = s.framer.next_line()
@@ -42,7 +45,7 @@ async def cmd_idle(s: Session, cmd: Command) -> Reply | None:
                     return Reply("OK", "IDLE terminated")
                 return Reply("BAD", "Expected DONE")
             if s.stopping:
-                return Reply("BYE", "Server shutting down, please reconnect")
+                return Reply("BYE", s.bye)
             if read_task is None:
                 read_task = asyncio.ensure_future(s.conn.read())
             wake = asyncio.ensure_future(s.wake.wait())
@@ -62,8 +65,12 @@ async def cmd_idle(s: Session, cmd: Command) -> Reply | None:
                 continue
             if s.wake.is_set():
                 s.wake.clear()
+                if s.stopping:
+                    return Reply("BYE", s.bye)
                 await s.sync(allow_expunge=True)
                 await s.conn.flush()
+                if s.state == State.LOGOUT:  # sync said BYE (mailbox deleted, session refused)
+                    return rsp.ANSWERED
                 continue
             if loop.time() >= deadline:
                 return Reply("BYE", "Autologout; idle for too long")
