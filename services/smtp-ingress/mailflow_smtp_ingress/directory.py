@@ -3,8 +3,8 @@
 Local recipients are remembered for `ttl` seconds, unknown users and non-local domains for the
 shorter `negative_ttl` (a user created a moment ago gets mail within seconds). Concurrent lookups
 of one address share a single call. Failures are never cached: a lookup that raises (store down,
-timeout) raises to every waiter, and the session answers 451 4.4.3. `authenticate` is passed
-through untouched: passwords are never cached.
+timeout) raises to every waiter, and the session answers 451 4.4.3. `authenticate` and
+`expired_sessions` are passed through untouched: passwords and logins are never cached here.
 """
 
 from __future__ import annotations
@@ -80,6 +80,12 @@ class CachedDirectory:
             return await asyncio.wait_for(self.inner.authenticate(username, password, service), self.timeout)
         except TimeoutError as exc:
             raise ServiceUnavailable("authentication timed out") from exc
+
+    async def expired_sessions(self, tokens: list[str]) -> set[str]:
+        try:
+            return await asyncio.wait_for(self.inner.expired_sessions(tokens), self.timeout)
+        except TimeoutError as exc:
+            raise ServiceUnavailable("session check timed out") from exc
 
     def forget(self) -> None:
         self._cache.clear()

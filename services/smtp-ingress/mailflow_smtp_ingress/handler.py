@@ -5,6 +5,9 @@ constant from replies.py. Failure rules:
   - a recipient the directory cannot check (store down, timeout, anything unexpected) is 451 4.4.3,
     never 550 ("can't check" is not "doesn't exist");
   - an AUTH the directory cannot check is 454 4.7.0;
+  - an authenticated session's login is confirmed with the store again at MAIL FROM (when the last
+    confirmation is older than auth_recheck_interval): revoked (password changed, user disabled or
+    deleted) is 530 5.7.0 and the session is no longer authenticated; can't check is 451 4.4.3;
   - a message that is not durable in JetStream (any failure before both PubAcks) is 451 4.3.0:
     the client keeps it and retries, nothing is half-accepted.
 No open relay: without AUTH a recipient must resolve to a local mailbox; percent-hack, bang paths
@@ -64,6 +67,10 @@ class IngressHandler:
     # --- MAIL ------------------------------------------------------------------------------------------
 
     async def handle_MAIL(self, client: Client, sender: Address | None, params: MailParams) -> R.Reply:
+        if client.principal is not None:
+            revoked = await self._still_authenticated(client)
+            if revoked is not None:
+                return revoked
         if client.submission and client.principal is None:
             _rejected("mail", "auth_required").inc()
             return R.R530_AUTH_REQUIRED
@@ -72,6 +79,26 @@ class IngressHandler:
             log.info("sender not owned", extra={"user": client.principal.address, "sender": sender.address})
             return R.R553_SENDER_NOT_OWNED
         return R.R250_SENDER_OK
+
+    async def _still_authenticated(self, client: Client) -> R.Reply | None:
+        """None if the login still stands (or was confirmed a moment ago), else the reply to give."""
+        now = time.monotonic()
+        if now - client.auth_checked < self.settings.auth_recheck_interval:
+            return None
+        principal = client.principal
+        try:
+            expired = await self.directory.expired_sessions([principal.token])
+        except Exception as exc:
+            _rejected("mail", "auth_unchecked").inc()
+            log.warning("login check unavailable: %s: %s", type(exc).__name__, exc)
+            return R.R451_AUTH_UNCHECKED
+        if principal.token in expired:
+            client.principal = None
+            _rejected("mail", "auth_revoked").inc()
+            log.info("login revoked: authenticate again", extra={"user": principal.address})
+            return R.R530_AUTH_REVOKED
+        client.auth_checked = now
+        return None
 
     # --- RCPT ------------------------------------------------------------------------------------------
 
@@ -128,7 +155,7 @@ class IngressHandler:
             if self.settings.auth_failure_delay > 0:
                 await asyncio.sleep(self.settings.auth_failure_delay)
             return R.R535_AUTH_FAILED
-        client.principal = principal
+        client.principal, client.auth_checked = principal, time.monotonic()
         metrics.AUTH.labels(mechanism, "ok").inc()
         log.info("authenticated", extra={"user": principal.address})
         return R.R235_AUTH_OK

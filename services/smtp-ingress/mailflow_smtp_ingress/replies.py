@@ -79,6 +79,7 @@ R451_INTERNAL = Reply(451, "4.3.0", "Internal error, try again later")  # with_t
 R451_DIRECTORY_DOWN = Reply(451, "4.4.3", "Directory unavailable, cannot check recipient; try again later")
 R452_TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")  # RFC 5321 §4.5.3.1.10
 R454_AUTH_TEMP = Reply(454, "4.7.0", "Temporary authentication failure, try again later")
+R451_AUTH_UNCHECKED = Reply(451, "4.4.3", "Cannot check your login right now; try again later")
 R454_AUTH_THROTTLED = Reply(
     454, "4.7.0", "Too many failed authentications from your address, try again later"
 )
@@ -114,6 +115,7 @@ R503_MIXED_DATA_BDAT = Reply(503, "5.5.1", "DATA and BDAT cannot be mixed in one
 R503_BDAT_FAILED = Reply(503, "5.5.1", "Earlier chunk failed; send RSET")
 R504_AUTH_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication type")
 R530_AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
+R530_AUTH_REVOKED = Reply(530, "5.7.0", "Authentication required: your password or account status changed")
 R530_STARTTLS_FIRST = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
 R535_AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
 R538_ENCRYPTION_REQUIRED = Reply(538, "5.7.11", "Encryption required for requested authentication mechanism")

@@ -44,6 +44,9 @@ class Settings(ServiceSettings):
     auth_failure_delay: float = 1.0  # seconds before a 535 answer (slows guessing)
     require_tls_for_auth: bool = True  # RFC 8314: never take a password in clear text
     mx_auth: bool = False  # offer AUTH on the MX listener too (after STARTTLS)
+    # An authenticated session asks the store at MAIL FROM whether its login still stands when it was
+    # last confirmed longer ago than this: a password change, disable or delete stops its mail within it.
+    auth_recheck_interval: float = 1.0
 
     # Recipient lookups (mailbox-store) are cached: a REST call per RCPT would cap the throughput.
     directory_timeout: float = 5.0  # then 451 4.4.3

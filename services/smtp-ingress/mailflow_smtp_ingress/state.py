@@ -23,6 +23,7 @@ class Client:
     esmtp: bool = False
     tls: str | None = None  # "TLSv1.3 TLS_AES_256_GCM_SHA384" once TLS is up
     principal: Principal | None = None  # set by a successful AUTH
+    auth_checked: float = 0.0  # time.monotonic() when the store last confirmed `principal`
 
     @property
     def submission(self) -> bool:

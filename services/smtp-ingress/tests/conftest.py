@@ -41,6 +41,7 @@ class FakeDirectory:
         self.catch_all: dict[str, str] = {}  # domain -> user
         self.down = False
         self.resolves: list[str] = []
+        self.revoked: set[str] = set()  # logins whose sessions the store refuses now
 
     async def resolve(self, address: str) -> Resolution:
         self.resolves.append(address)
@@ -66,7 +67,12 @@ class FakeDirectory:
         if self.users.get(user) != password:
             return None
         own = (user,) + tuple(a for a, targets in self.aliases.items() if user in targets)
-        return Principal(user_id=1, address=user, addresses=own, token="t")
+        return Principal(user_id=1, address=user, addresses=own, token=f"t-{user}")
+
+    async def expired_sessions(self, tokens: list[str]) -> set[str]:
+        if self.down:
+            raise ServiceUnavailable("store down")
+        return {t for t in tokens if t.removeprefix("t-") in self.revoked}
 
 
 class ServerThread:
