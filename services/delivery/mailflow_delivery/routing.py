@@ -65,8 +65,11 @@ def domain_of(address: str) -> str:
 
 class DomainRoutes:
     """Is a recipient's domain ours? One directory lookup per domain per `ttl`, shared by every
-    concurrent job (a REST call per recipient would cost the throughput target). For a local domain
-    the store itself decides per recipient (aliases, unknown users) when it is handed the message.
+    concurrent job (a REST call per recipient would cost the throughput target). The store is asked
+    about the domain itself, never about the address: a verdict cached per domain must come from the
+    domain, or one odd address (a quoted local part the store cannot take) would send the whole domain's
+    mail to its public MX. For a local domain the store itself decides per recipient (aliases, unknown
+    users) when it is handed the message.
     A failed lookup is not remembered: the jobs are deferred ("can't check" is not "doesn't exist")."""
 
     def __init__(self, directory: Directory, ttl: float = 30.0, remote_ttl: float = 5.0):
@@ -86,8 +89,7 @@ class DomainRoutes:
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._inflight[domain] = fut
         try:
-            res = await self.directory.resolve(address)
-            local = res.status != "not_local"
+            local = await self.directory.is_local_domain(domain)
             self.items[domain] = (time.monotonic() + (self.ttl if local else self.remote_ttl), local)
             fut.set_result(local)
             return local

@@ -88,6 +88,20 @@ def user_quota(address: str, quota_bytes: int = typer.Argument(..., help="Bytes;
     console.print(f"quota of {address} set")
 
 
+@user_app.command("disable")
+def user_disable(address: str) -> None:
+    """End ADDRESS's sessions and refuse its logins (IMAP, POP3, SMTP AUTH); its mail is still delivered."""
+    Api.store().post(f"/admin/users/{_q(address)}/disable")
+    console.print(f"user {address} disabled")
+
+
+@user_app.command("enable")
+def user_enable(address: str) -> None:
+    """Let ADDRESS log in again."""
+    Api.store().post(f"/admin/users/{_q(address)}/enable")
+    console.print(f"user {address} enabled")
+
+
 @user_app.command("del")
 def user_del(address: str, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask.")) -> None:
     """Delete the user with all of its mail."""

@@ -62,15 +62,27 @@ def test_ids_and_domains():
 
 
 class CountingDirectory:
+    """daum.test is ours. Asked about an address, it answers like the store did before issue 12 item 3:
+    "not_local" for a local part it cannot take."""
+
     def __init__(self, fail=False):
-        self.calls, self.fail = 0, fail
+        self.calls, self.fail, self.asked = 0, fail, []
 
     async def resolve(self, address):
         self.calls += 1
         if self.fail:
             raise ServiceUnavailable("down")
-        status = "not_local" if address.endswith("@naver.test") else "unknown_user"
-        return Resolution(address, status)
+        local, _, domain = address.rpartition("@")
+        if domain != "daum.test" or " " in local:
+            return Resolution(address, "not_local")
+        return Resolution(address, "unknown_user")
+
+    async def is_local_domain(self, domain):
+        self.calls += 1
+        self.asked.append(domain)
+        if self.fail:
+            raise ServiceUnavailable("down")
+        return domain == "daum.test"
 
 
 async def test_domain_routes_ask_once_per_domain():
@@ -81,6 +93,16 @@ async def test_domain_routes_ask_once_per_domain():
     got = await asyncio.gather(*(routes.is_local(a) for a in ["x@daum.test", "y@daum.test", "z@naver.test", "w@NAVER.test"]))
     assert got == [True, True, False, False] and d.calls == 2
     assert await routes.is_local("q@daum.test") and d.calls == 2
+
+
+async def test_domain_verdict_comes_from_the_domain_not_from_the_first_address():
+    """Issue 12 item 3: the first address seen in daum.test has a quoted local part with a space.
+    The cached verdict must still be "ours", or the next local mail goes to daum's public MX."""
+    d = CountingDirectory()
+    routes = DomainRoutes(d, ttl=60)
+    assert await routes.is_local('"john doe"@daum.test')
+    assert await routes.is_local("a@daum.test") and await routes.is_local("b@Daum.Test.")
+    assert d.asked == ["daum.test"]
 
 
 async def test_domain_routes_do_not_remember_failures():
