@@ -54,6 +54,7 @@ class Compose:
             "COMPOSE_PROJECT_NAME": self.project,
             "MAILFLOW_SERVICE_TOKEN": secrets.token_hex(32),
             "MAILFLOW_ADMIN_TOKEN": secrets.token_hex(32),
+            "MAILFLOW_SESSION_KEY": secrets.token_hex(32),
             "MAILFLOW_POSTGRES_PASSWORD": secrets.token_hex(16),
             "MAILFLOW_RESOLVER_NAMESERVERS": "127.0.0.1",
             **{f"MAILFLOW_PUBLISH_{name}": str(port) for name, port in self.ports.items()},

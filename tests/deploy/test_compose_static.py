@@ -33,6 +33,7 @@ from tests.deploy.support import (
 SECRETS = {
     "MAILFLOW_SERVICE_TOKEN": "service-token-for-tests",
     "MAILFLOW_ADMIN_TOKEN": "admin-token-for-tests",
+    "MAILFLOW_SESSION_KEY": "session-key-for-tests",
     "MAILFLOW_POSTGRES_PASSWORD": "pg-password-for-tests",
 }
 # Inside containers every listener uses its standard port (issue 7 §2); HTTP is 8080 everywhere.

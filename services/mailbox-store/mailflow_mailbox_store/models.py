@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
-    false,
     Boolean,
     ForeignKey,
     Index,
@@ -35,6 +34,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 

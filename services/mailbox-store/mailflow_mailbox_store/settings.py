@@ -28,10 +28,10 @@ class Settings(ServiceSettings):
     max_message_bytes: int = 64 * 1024 * 1024  # larger deliveries and APPENDs are refused (Invalid)
 
     # Sessions and logins
-    # MAILFLOW_SESSION_KEY: the secret session tokens are signed with (HMAC key derived from it); every
-    # store process needs the same one, nothing else needs it. No default: the local runner generates one.
-    session_key: SecretStr = common("session_key")
     session_ttl: int = 7 * 86_400  # seconds a session token stays valid (an IMAP session may IDLE for days)
+    # The secret session tokens are signed with (an HMAC key is derived from it); every store process
+    # needs the same one and nothing else needs it. No default: the local runner generates one.
+    session_key: SecretStr = common("session_key")
     # A token stops working at once in the store process that revoked it (password change, disable,
     # delete), and within this many seconds in the others (each re-reads a user's generation this often).
     session_check_interval: float = 1.0

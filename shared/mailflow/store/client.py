@@ -15,6 +15,8 @@ Errors, as store/api.py promises: a store that does not answer, times out, or fa
 the session must log in again).
 MailboxEvent.origin of a change is `session_origin(p)` of the session that made it.
 deliver(): an item larger than the store's max_message_bytes comes back "failed" with permanent=True.
+is_local_domain(domain) and expired_sessions(tokens) (the tokens refused now: revoked or expired, in
+calls of at most 1000) are Directory calls too.
 Beyond the Protocol: fetch_sections(p, mailbox_id, uids, spec) -> uid: BODY[spec], cut in the store.
 """
 

@@ -115,6 +115,46 @@ def test_auth_cache_expires_and_never_keys_on_the_password():
     assert c.get("a@x.test", "pw") is None
 
 
+def test_auth_cache_forgets_a_revoked_user_and_refuses_its_stale_principals():
+    """UserRevoked(user 1, generation 3): entries below 3 go, and a principal below 3 that a login
+    brings back afterwards (the store answered just before the change) is not cached; 3 and newer are."""
+    clock = Clock()
+    c = AuthCache(ttl=10, clock=clock)
+    old, other = Principal(1, "a@x.test", token="t1", generation=2), Principal(2, "b@x.test", token="t2")
+    c.put("a@x.test", "old-pw", old)
+    c.put("b@x.test", "pw", other)
+    c.revoke(1, 3)
+    assert c.get("a@x.test", "old-pw") is None and c.get("b@x.test", "pw") is other
+    assert c.stale(old) and not c.stale(other)
+    c.put("a@x.test", "old-pw", old)
+    assert c.get("a@x.test", "old-pw") is None
+    new = Principal(1, "a@x.test", token="t3", generation=3)
+    c.put("a@x.test", "new-pw", new)
+    assert c.get("a@x.test", "new-pw") is new and c.principals() == [other, new]
+    c.revoke(1, None)  # deleted: every generation
+    assert c.get("a@x.test", "new-pw") is None and c.stale(new)
+
+
+async def test_login_asks_again_when_the_answer_was_revoked_meanwhile():
+    from mailflow_imap_pop3.auth import Authenticator, LoginFailed
+
+    cache = AuthCache(ttl=10)
+
+    class Store:  # answers with the old generation once, as if the change committed meanwhile
+        answers = [Principal(1, "a@x.test", token="old", generation=1), Principal(1, "a@x.test", token="new", generation=2)]
+
+        async def authenticate(self, user, password, service):
+            cache.revoke(1, 2)  # the UserRevoked event arrives while the store answers
+            return self.answers.pop(0)
+
+    auth = Authenticator(Store(), LoginThrottle(), cache)
+    assert (await auth.login("a@x.test", "pw", "192.0.2.1", "imap")).token == "new"
+    Store.answers = [Principal(1, "a@x.test", token="old", generation=1)] * 2
+    cache.revoke(1, 2)
+    with pytest.raises(LoginFailed):
+        await auth.login("b@x.test", "pw", "192.0.2.1", "imap")
+
+
 @pytest.mark.parametrize(
     "raw, expected",
     [(b"\x00alice\x00pw", ("alice", "pw")), (b"alice\x00alice\x00p w", ("alice", "p w"))],
