@@ -160,4 +160,7 @@ class Generations:
         return out
 
     async def valid(self, s: Session) -> bool:
+        hit = self._entries.get(s.user_id)  # the common case, without a coroutine more
+        if hit is not None and hit[1] > self.clock():
+            return hit[0] == s.generation
         return await self.current(s.user_id) == s.generation
