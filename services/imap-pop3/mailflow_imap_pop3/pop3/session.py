@@ -209,7 +209,9 @@ class Pop3Session:
         self.end(R.R_SHUTDOWN)
 
     def revoke(self) -> None:
-        """The user's password changed, or it was disabled or deleted: this session ends now."""
+        """The user's password changed, or it was disabled or deleted: this session ends now. The store
+        dropped its maildrop lock with the revocation (and would refuse the unlock)."""
+        self.lock_token = None
         self.end(R.R_REVOKED)
 
     def finish(self) -> None:
