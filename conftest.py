@@ -7,7 +7,7 @@ import os
 import pytest
 
 from mailflow.natsserver import NatsServer
-from tests.support import free_port
+from tests.support import free_port, postgres_schema
 
 
 @pytest.fixture
@@ -50,19 +50,8 @@ def db_url(request, tmp_path):
     base = postgres_url()
     if not base:
         pytest.skip("MAILFLOW_TEST_POSTGRES_URL is not set")
-    import uuid
-
-    import sqlalchemy as sa
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(base)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in base else "?"
-    yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    engine.dispose()
+    with postgres_schema(base) as url:
+        yield url
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -13,7 +13,6 @@ import contextlib
 import inspect
 import itertools
 import os
-import uuid
 
 import httpx
 import pytest
@@ -24,6 +23,7 @@ from mailflow.store.client import StoreClient
 from mailflow_mailbox_store import app
 from mailflow_mailbox_store.events import MemoryPublisher
 from mailflow_mailbox_store.settings import Settings
+from tests.support import postgres_schema
 
 SERVICE_TOKEN = "service-token-for-tests"
 ADMIN_TOKEN = "admin-token-for-tests"
@@ -66,17 +66,8 @@ def module_db_url(request, tmp_path_factory):
     base = os.environ.get("MAILFLOW_TEST_POSTGRES_URL")
     if not base:
         pytest.skip("MAILFLOW_TEST_POSTGRES_URL is not set")
-    import sqlalchemy as sa
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(base)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in base else "?"
-    yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    engine.dispose()
+    with postgres_schema(base) as url:
+        yield url
 
 
 class Running:

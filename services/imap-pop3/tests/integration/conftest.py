@@ -5,8 +5,8 @@ in the test's process over a StoreClient, with a NATS connection of its own (pus
 
 from __future__ import annotations
 
+import contextlib
 import os
-import uuid
 
 import httpx
 import pytest
@@ -15,6 +15,7 @@ from imaptest import Running, settings_for
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 from mailflow.stack import Ports, Stack
 from mailflow.store.client import StoreClient
+from tests.support import postgres_schema
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -23,22 +24,15 @@ def stack(request, tmp_path_factory):
     MAILFLOW_TEST_POSTGRES_URL is set: a schema of its own, dropped afterwards)."""
     tmp = tmp_path_factory.mktemp("store")
     env = {"MAILFLOW_STORE_ARGON2_TIME_COST": "1", "MAILFLOW_STORE_ARGON2_MEMORY_KIB": "1024"}
-    schema = engine = None
-    if request.param == "postgres":
-        base = os.environ.get("MAILFLOW_TEST_POSTGRES_URL")
-        if not base:
-            pytest.skip("MAILFLOW_TEST_POSTGRES_URL is not set")
-        import sqlalchemy as sa
-
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        engine = sa.create_engine(base)
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        env["MAILFLOW_STORE_DATABASE_URL"] = (
-            f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-        )
-    st = Stack(tmp / "stack", Ports.free(), services=("mailbox-store",), env=env).start()
-    try:
+    with contextlib.ExitStack() as cleanup:
+        if request.param == "postgres":
+            base = os.environ.get("MAILFLOW_TEST_POSTGRES_URL")
+            if not base:
+                pytest.skip("MAILFLOW_TEST_POSTGRES_URL is not set")
+            env["MAILFLOW_STORE_DATABASE_URL"] = cleanup.enter_context(postgres_schema(base))
+        st = Stack(tmp / "stack", Ports.free(), services=("mailbox-store",), env=env)
+        cleanup.callback(st.stop)
+        st.start()
         with httpx.Client(
             base_url=st.http_url("mailbox-store"), headers={ADMIN_TOKEN_HEADER: st.admin_token}
         ) as c:
@@ -47,12 +41,6 @@ def stack(request, tmp_path_factory):
                 r = c.post("/admin/users", json={"address": f"{user}@example.test", "password": f"{user}-pw"})
                 assert r.status_code == 201, r.text
         yield st
-    finally:
-        st.stop()
-        if engine is not None:
-            with engine.begin() as conn:
-                conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-            engine.dispose()
 
 
 @pytest.fixture
