@@ -31,10 +31,15 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	$(PYTEST) -q
 
-# make bench            every benchmark (tests/bench/bench_*.py), results in bench-results/
-# make bench ONLY=smtp   just tests/bench/bench_smtp.py
+# make bench            every benchmark (tests/bench/bench_*.py): Mailflow, then Postfix + Dovecot with the
+#                        same load tools (tests/bench/load), one table side by side, results in bench-results/;
+#                        installs Debian's postfix, dovecot-imapd and dovecot-pop3d first if missing
+# make bench ONLY=smtp   just tests/bench/bench_smtp.py (or e2e, imap, store)
+# make bench PEERS=0     Mailflow alone
+PEERS ?= 1
 bench: $(STAMP)
-	$(BIN)/python -m tests.bench.run_all $(ONLY)
+	@if [ "$(PEERS)" != 0 ] && [ "$(ONLY)" != store ]; then bash tests/bench/peers/install.sh; fi
+	MAILFLOW_BENCH_PEERS=$(PEERS) $(BIN)/python -m tests.bench.run_all $(ONLY)
 
 lint: $(STAMP)
 	$(BIN)/ruff check shared services tests

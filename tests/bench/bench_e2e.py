@@ -1,14 +1,18 @@
 """End-to-end benchmark (issue 4 §7): SMTP accepted -> stored in the mailbox, and 250 -> visible over IMAP.
 
 For 1 and 2 delivery processes, a fresh stack each (users user0..user99@bench.test, password pw):
-  throughput   /work/shared/bench/smtp_load.py (N x 4 KiB, 20 connections), then the time until the
+  throughput   smtp_ingest (N x 4 KiB, 20 connections), then the time until the
                queue has every recipient delivered (= stored, the store confirmed it): msg/s end to end
   stage rates  counters sampled during that run: accepted by smtp-ingress, recorded by queue, stored by
                delivery; each stage's rate over the time it was busy
   drains       delivery stopped, M messages queued, delivery started: how fast it drains M jobs alone;
                the same for the queue (M messages waiting in MAIL): each stage's capacity with a backlog
-  latency      e2e_latency.py --mode poll (t0 = MAIL FROM, until UID SEARCH finds it), p50/p99: at light
+  latency      e2e_latency --mode poll (t0 = MAIL FROM, until UID SEARCH finds it), p50/p99: at light
                load first (after a warm-up), and again at the end, when user99's INBOX holds ~150 messages
+Then the peers (tests/bench/peers, unless MAILFLOW_BENCH_PEERS=0): Postfix delivering into the Maildirs
+Dovecot serves, the same warm-up, light-load latency, throughput (until every accepted message is a
+file in its Maildir, which is when Dovecot shows it) and latency with the fuller mailbox; the drains
+have no counterpart there.
 Figures print as a table and as `BENCH {json}` lines (see tests/bench/run_all.py). Bounded: every step
 has a timeout; only loopback is used. `python -m tests.bench.bench_e2e --quick` for a short run;
 `--sync-off` repeats the 1-process run with JetStream's fsync off (docs/durability.md).
@@ -27,14 +31,16 @@ import httpx
 
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 from mailflow.stack import Ports, Stack
-from tests.bench.common import bench_users, report, run_tool
+from tests.bench.common import PEERS_NAME, bench_users, compare, millis, peers, rate, report, run_tool
 
-# The peer tools log in as "user99" (no domain), as with Dovecot; per-message INFO logs off, as for the peers.
+# The load tools log in as "user99" (no domain), as with Dovecot; per-message INFO logs off, as for the peers.
 ENV = {"MAILFLOW_IMAP_DEFAULT_DOMAIN": "bench.test", "MAILFLOW_LOG_LEVEL": "WARNING"}
 
 
 def delivered(st: Stack) -> int:
-    r = httpx.get(st.http_url("queue") + "/queue/counts", headers={ADMIN_TOKEN_HEADER: st.admin_token}, timeout=10)
+    r = httpx.get(
+        st.http_url("queue") + "/queue/counts", headers={ADMIN_TOKEN_HEADER: st.admin_token}, timeout=10
+    )
     return r.json()["states"]["delivered"]
 
 
@@ -54,7 +60,11 @@ def stage_counts(st: Stack) -> dict[str, float]:
     accepted = counter(metrics("smtp-ingress"), "mailflow_smtp_messages_accepted_total")
     recorded = counter(metrics("queue"), "mailflow_queue_messages_total", 'result="recorded"')
     stored = sum(
-        counter(metrics("delivery", p.http_port), "mailflow_delivery_recipients_total", 'outcome="delivered",route="local"')
+        counter(
+            metrics("delivery", p.http_port),
+            "mailflow_delivery_recipients_total",
+            'outcome="delivered",route="local"',
+        )
         for (s, _), p in st.procs.items()
         if s == "delivery" and p.popen.poll() is None
     )
@@ -87,25 +97,29 @@ def rates(samples: list[tuple[float, dict[str, float]]]) -> dict[str, float]:
     return out
 
 
-def latency(st: Stack, n: int) -> dict:
-    return run_tool(
-        "e2e_latency.py", "--port", str(st.ports.smtp), "--imap-port", str(st.ports.imap), "-n", str(n), "--mode", "poll", "--interval", "0.002"
-    )
+def latency(smtp_port: int, imap_port: int, n: int) -> dict:
+    return run_tool("e2e_latency", "--port", str(smtp_port), "--imap-port", str(imap_port), "-n", str(n), "--mode", "poll",
+                    "--interval", "0.002")  # fmt: skip
 
 
 def run_config(instances: int, n: int, m: int, latency_n: int, sync_always: bool, quick: bool) -> dict:
     tag = f"{instances}x delivery" + ("" if sync_always else ", fsync off")
-    with tempfile.TemporaryDirectory(prefix="mailflow-bench-") as tmp, Stack(
-        Path(tmp), Ports.free(), delivery_instances=instances, sync_always=sync_always, env=ENV
-    ) as st:
+    with (
+        tempfile.TemporaryDirectory(prefix="mailflow-bench-") as tmp,
+        Stack(Path(tmp), Ports.free(), delivery_instances=instances, sync_always=sync_always, env=ENV) as st,
+    ):
         bench_users(st)
         smtp = ["--port", str(st.ports.smtp), "--size", "4096", "--users", "100"]
-        run_tool("smtp_load.py", *smtp, "-n", "300", "-c", "20")  # warm-up: connections, caches
+        run_tool("smtp_ingest", *smtp, "-n", "300", "-c", "20")  # warm-up: connections, caches
         wait_delivered(st, 300, 60)
         figures: dict = {"config": tag}
         if not quick or instances == 1:  # light load: one message at a time, user99's INBOX nearly empty
-            lat = latency(st, latency_n)
-            figures.update(latency_p50_ms=round(lat["p50_s"] * 1000, 1), latency_p99_ms=round(lat["p99_s"] * 1000, 1), latency_errors=lat["errors"])
+            lat = latency(st.ports.smtp, st.ports.imap, latency_n)
+            figures.update(
+                latency_p50_ms=round(lat["p50_s"] * 1000, 1),
+                latency_p99_ms=round(lat["p99_s"] * 1000, 1),
+                latency_errors=lat["errors"],
+            )
         base = delivered(st)
         samples = [(time.perf_counter(), stage_counts(st))]
         sampling = threading.Event()
@@ -117,7 +131,7 @@ def run_config(instances: int, n: int, m: int, latency_n: int, sync_always: bool
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         t0 = time.perf_counter()
-        load = run_tool("smtp_load.py", *smtp, "-n", str(n), "-c", "20")
+        load = run_tool("smtp_ingest", *smtp, "-n", str(n), "-c", "20")
         sampling.set()
         sampler.join()
         t_end = wait_delivered(st, base + load["accepted"], 600, samples)
@@ -131,10 +145,10 @@ def run_config(instances: int, n: int, m: int, latency_n: int, sync_always: bool
             "stage_rates": rates(samples),
         }
         # the delivery stage alone: jobs pile up while delivery is stopped, then drain
-        for (s, i) in [k for k in st.procs if k[0] == "delivery"]:
+        for s, i in [k for k in st.procs if k[0] == "delivery"]:
             st.stop_service(s, i)
         base = delivered(st)
-        run_tool("smtp_load.py", *smtp, "-n", str(m), "-c", "20")
+        run_tool("smtp_ingest", *smtp, "-n", str(m), "-c", "20")
         time.sleep(1.0)
         procs = [st.start_service("delivery", i, wait=False) for i in range(instances)]
         st.wait_ready(60, procs)  # a delivery process is ready before its lanes start fetching
@@ -143,19 +157,22 @@ def run_config(instances: int, n: int, m: int, latency_n: int, sync_always: bool
         figures["delivery_drain_msgs_per_s"] = round(m / (t_end - t0), 1)
         # the queue stage alone: accepted messages pile up in MAIL while the queue is stopped, then drain
         st.stop_service("queue")
-        run_tool("smtp_load.py", *smtp, "-n", str(m), "-c", "20")
+        run_tool("smtp_ingest", *smtp, "-n", str(m), "-c", "20")
         time.sleep(1.0)
         st.start_service("queue")  # ready before intake starts fetching
         t0 = time.perf_counter()
         deadline = t0 + 600
-        while stage_counts(st)["recorded"] < m and time.perf_counter() < deadline:  # a new process counts from 0
+        while (
+            stage_counts(st)["recorded"] < m and time.perf_counter() < deadline
+        ):  # a new process counts from 0
             time.sleep(0.05)
         figures["queue_drain_msgs_per_s"] = round(m / (time.perf_counter() - t0), 1)
         wait_delivered(st, base + 2 * m, 600)
         if not quick or instances == 1:
-            lat = latency(st, latency_n)
+            lat = latency(st.ports.smtp, st.ports.imap, latency_n)
             figures.update(
-                latency_full_mailbox_p50_ms=round(lat["p50_s"] * 1000, 1), latency_full_mailbox_p99_ms=round(lat["p99_s"] * 1000, 1)
+                latency_full_mailbox_p50_ms=round(lat["p50_s"] * 1000, 1),
+                latency_full_mailbox_p99_ms=round(lat["p99_s"] * 1000, 1),
             )
         return figures
 
@@ -166,7 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--drain", type=int, default=3000, help="messages for the delivery-alone stage")
     p.add_argument("--latency-messages", type=int, default=200)
     p.add_argument("--instances", default="1,2")
-    p.add_argument("--sync-off", action="store_true", help="also run 1 delivery process with JetStream fsync off")
+    p.add_argument(
+        "--sync-off", action="store_true", help="also run 1 delivery process with JetStream fsync off"
+    )
     p.add_argument("--quick", action="store_true", help="2000 messages, 1000 to drain, 100 for latency")
     a = p.parse_args(argv)
     if a.quick:
@@ -179,13 +198,76 @@ def main(argv: list[str] | None = None) -> None:
         f = run_config(instances, a.messages, a.drain, a.latency_messages, sync, a.quick)
         report("e2e", **f)
         rows.append(f)
-    print(f"\n{'config':<24} {'accepted/s':>10} {'e2e/s':>7} {'queue drain/s':>13} {'delivery drain/s':>16} {'p50 ms':>7} {'p99 ms':>7} {'p50 full':>8}  stage rates (msg/s)")
-    for f in rows:
+    peer = run_peers(a.messages, a.latency_messages)
+    print(
+        f"\n{'config':<24} {'accepted/s':>10} {'e2e/s':>7} {'queue drain/s':>13} {'delivery drain/s':>16} {'p50 ms':>7} {'p99 ms':>7} {'p50 full':>8}  stage rates (msg/s)"
+    )
+    for f in rows + ([peer] if peer else []):
         print(
-            f"{f['config']:<24} {f['accepted_msgs_per_s']:>10} {f['e2e_msgs_per_s']:>7} {f['queue_drain_msgs_per_s']:>13} {f['delivery_drain_msgs_per_s']:>16} "
-            f"{f.get('latency_p50_ms', '-'):>7} {f.get('latency_p99_ms', '-'):>7} {f.get('latency_full_mailbox_p50_ms', '-'):>7}  {f['stage_rates']}"
+            f"{f['config']:<24} {f['accepted_msgs_per_s']:>10} {f['e2e_msgs_per_s']:>7} {f.get('queue_drain_msgs_per_s', '-'):>13} {f.get('delivery_drain_msgs_per_s', '-'):>16} "
+            f"{f.get('latency_p50_ms', '-'):>7} {f.get('latency_p99_ms', '-'):>7} {f.get('latency_full_mailbox_p50_ms', '-'):>7}  {f.get('stage_rates', '')}"
         )
-    print("targets: >= 500 msg/s end to end, p50 <= 15 ms (Postfix + Dovecot in ../shared/bench/RESULTS.md, not measured here: 514 msg/s, 12.9 / 20.5 ms)")
+    print("targets: >= 500 msg/s end to end, p50 <= 15 ms at light load")
+    first = rows[0]
+    others = ", ".join(f"{rate(f['e2e_msgs_per_s'])} ({f['config']})" for f in rows[1:])
+    compare(
+        "end to end, SMTP → in the mailbox, 20 connections, 4 KiB",
+        f"{rate(first['e2e_msgs_per_s'])} ({first['config']})" + (f"; {others}" if others else ""),
+        rate(peer["e2e_msgs_per_s"]) if peer else None,
+    )
+    if "latency_p50_ms" in first:
+        compare(
+            "MAIL FROM → visible over IMAP (polling), p50 / p99 at light load",
+            f"{millis(first['latency_p50_ms'])} / {millis(first['latency_p99_ms'])}",
+            f"{millis(peer['latency_p50_ms'])} / {millis(peer['latency_p99_ms'])}" if peer else None,
+        )
+        compare(
+            "the same, INBOX fuller (after the throughput run), p50 / p99",
+            f"{millis(first['latency_full_mailbox_p50_ms'])} / {millis(first['latency_full_mailbox_p99_ms'])}",
+            f"{millis(peer['latency_full_mailbox_p50_ms'])} / {millis(peer['latency_full_mailbox_p99_ms'])}"
+            if peer
+            else None,
+        )
+
+
+def run_peers(n: int, latency_n: int) -> dict | None:
+    """Postfix + Dovecot: warm-up, light-load latency, throughput until every message is in its
+    Maildir (visible to Dovecot), latency again with the fuller mailbox."""
+    with peers() as p:
+        if p is None:
+            return None
+        smtp = ["--port", str(p.ports.smtp), "--size", "4096", "--users", "100", "-c", "20"]
+        warm = run_tool("smtp_ingest", *smtp, "-n", "300")
+        wait_until_delivered(p, warm["accepted"])
+        lat = latency(p.ports.smtp, p.ports.imap, latency_n)
+        base = p.delivered()
+        t0 = time.perf_counter()
+        load = run_tool("smtp_ingest", *smtp, "-n", str(n))
+        e2e = load["accepted"] / (wait_until_delivered(p, base + load["accepted"]) - t0)
+        full = latency(p.ports.smtp, p.ports.imap, latency_n)
+    figures = {
+        "config": PEERS_NAME,
+        "accepted_msgs_per_s": load["msgs_per_sec"],
+        "accept_p50_ms": load["p50_ms"],
+        "accept_p99_ms": load["p99_ms"],
+        "e2e_msgs_per_s": round(e2e, 1),
+        "errors": load["errors"] + lat["errors"] + full["errors"],
+        "latency_p50_ms": round(lat["p50_s"] * 1000, 1),
+        "latency_p99_ms": round(lat["p99_s"] * 1000, 1),
+        "latency_full_mailbox_p50_ms": round(full["p50_s"] * 1000, 1),
+        "latency_full_mailbox_p99_ms": round(full["p99_s"] * 1000, 1),
+    }
+    report("e2e_peers", **figures)
+    return figures
+
+
+def wait_until_delivered(p, target: int, timeout: float = 600) -> float:
+    deadline = time.monotonic() + timeout
+    while p.delivered() < target:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Postfix delivered {p.delivered()} of {target} in {timeout} s")
+        time.sleep(0.02)
+    return time.perf_counter()
 
 
 if __name__ == "__main__":

@@ -1,11 +1,17 @@
-"""SMTP ingest benchmark (issue 3 §8): the peer workload against the whole local stack.
+"""SMTP ingest benchmark (issue 3 §8): Mailflow's whole stack, then Postfix, the same workload.
 
 Starts all six services and nats-server (`Stack`, free ports, JetStream fsync on every write), makes
-user0..user99@bench.test (password pw), warms up briefly, then runs the team's `smtp_load.py` with the
-workload of ../shared/bench/RESULTS.md: 20,000 messages of 4 KiB over 20 reused connections. It reports
-durable-accepted messages/s (every 250 came after JetStream's PubAck) and p50/p99 latency from the end
-of DATA to the 250, plus the CPU each process used during the run and the machine's load.
-Target: >= 600 msg/s, p99 < 50 ms. `MAILFLOW_BENCH_SMTP_N` overrides N for a quick look.
+user0..user99@bench.test (password pw), warms up with 1,000 messages, then runs our smtp_ingest tool
+with the workload of the peer baseline: 20,000 messages of 4 KiB over 20 reused connections (RSET
+between messages). It reports durable-accepted messages/s (every 250 came after JetStream's PubAck)
+and p50/p99 latency from the end of DATA to the 250, plus the CPU each process used during the run
+and the machine's load. Target: >= 600 msg/s, p99 < 50 ms. `MAILFLOW_BENCH_SMTP_N` overrides N.
+
+Then the same against the peers' Postfix (tests/bench/peers, unless MAILFLOW_BENCH_PEERS=0): the same
+warm-up and run, and the time until every accepted message is a file in its Maildir (Postfix
+delivers as it accepts), with the CPU of Postfix's whole process tree. Last, the load tool's own
+ceiling on this machine: the same run against Postfix's `smtp-sink` (C, answers 250 and stores
+nothing; skipped if it is not installed): a server near that figure is measured by the tool's limit.
 
 The figure that counts is with JetStream fsyncing every write (the stack's default: a 250 survives power
 loss). A second run with `--sync-off` too (or only it) shows the same stack with nats-server's default
@@ -17,7 +23,7 @@ loss). A second run with `--sync-off` too (or only it) shows the same stack with
 from __future__ import annotations
 
 import os
-import socket
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,21 +31,28 @@ import time
 from pathlib import Path
 
 from mailflow.stack import Ports, Stack
-from tests.bench.common import bench_users, peer_bench_dir, report, run_tool
+from tests.bench.common import (
+    PEERS_NAME,
+    bench_users,
+    compare,
+    cpu_seconds,
+    millis,
+    peers,
+    rate,
+    report,
+    run_tool,
+    tree_cpu,
+)
+from tests.bench.peers.process import greets
 from tests.support import free_port, wait_for
 
 TARGET_MSGS_PER_SEC = 600
 TARGET_P99_MS = 50
-# quoted from ../shared/bench/RESULTS.md (the peer team's machine), not measured by this benchmark
-PEERS = {"Postfix, RESULTS.md (accepted)": 514, "aiosmtpd sink, RESULTS.md": 1879}
+WORKLOAD = ["-c", "20", "--size", "4096", "--users", "100"]
 
 
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
+def messages() -> int:
+    return int(os.environ.get("MAILFLOW_BENCH_SMTP_N", "20000"))
 
 
 def process_cpu(stack: Stack) -> dict[str, float]:
@@ -56,74 +69,69 @@ def load_average() -> str:
         return "?"
 
 
-def calibrate(n: int = 5000) -> float | None:
-    """The peers' reference on this machine right now: aiosmtpd answering 250 to everything (RESULTS.md
-    measured 1,879 msg/s on a quiet machine). A much lower figure means the machine is busy and every
-    number below is depressed by about as much."""
-    sink = peer_bench_dir() / "aiosmtpd_sink.py"
-    if not sink.exists():
+def tool_ceiling(n: int = 5000) -> float | None:
+    """smtp_ingest against Postfix's smtp-sink (stores nothing): the load tool's own limit here, now."""
+    sink = shutil.which("smtp-sink")
+    if sink is None or os.geteuid() != 0:  # it drops privileges to the postfix user
         return None
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(sink), str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    proc = subprocess.Popen([sink, "-u", "postfix", "-h", "sink.localdomain", f"127.0.0.1:{port}", "256"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        wait_for(lambda: _answers(port), timeout=10, what="the aiosmtpd sink")
-        result = run_tool("smtp_load.py", "--port", str(port), "-c", "20", "--size", "4096", "-n", str(n))
-        return result["msgs_per_sec"]
+        wait_for(lambda: greets("127.0.0.1", port, b"220"), timeout=10, what="smtp-sink")
+        return run_tool("smtp_ingest", "--port", str(port), *WORKLOAD, "-n", str(n))["msgs_per_sec"]
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def main() -> None:
     modes = {"--sync-off": [False], "--both": [True, False]}.get(
         sys.argv[1] if len(sys.argv) > 1 else "", [True]
     )
-    reference = calibrate()
+    ours = {sync: run(sync) for sync in modes}
+    theirs = run_peers()
+    ceiling = tool_ceiling()
     print(
-        f"calibration: aiosmtpd sink (stores nothing) {reference} msg/s now; 1879 in RESULTS.md (quiet machine)"
+        f"smtp_ingest's own ceiling here now (against Postfix's smtp-sink, which stores nothing): {ceiling} msg/s"
     )
-    report(
-        "smtp_calibration_aiosmtpd_sink", msgs_per_sec=reference, results_md=1879, load_average=load_average()
-    )
-    for sync in modes:
-        run(sync, reference)
+    report("smtp_load_ceiling", msgs_per_sec=ceiling, load_average=load_average())
+    for sync, result in ours.items():
+        peer = theirs if sync else None
+        compare(
+            "SMTP ingest, 20 connections, 4 KiB"
+            + (", fsync on every write" if sync else ", JetStream fsync off"),
+            f"{rate(result['msgs_per_sec'])}, p99 {millis(result['p99_ms'])}",
+            f"{rate(peer['msgs_per_sec'])}, p99 {millis(peer['p99_ms'])}" if peer else None,
+        )
+    if ceiling:
+        report(
+            "note",
+            text=f"smtp_ingest's ceiling on this machine (Postfix smtp-sink, stores nothing): {rate(ceiling)}",
+        )
 
 
-def run(sync: bool, reference: float | None = None) -> None:
-    n = int(os.environ.get("MAILFLOW_BENCH_SMTP_N", "20000"))
+def run(sync: bool) -> dict:
+    n = messages()
     with tempfile.TemporaryDirectory(prefix="bench-smtp-") as tmp:
         with Stack(Path(tmp), Ports.free(), sync_always=sync) as stack:
             bench_users(stack, 100)
             port = str(stack.ports.smtp)
-            common = ["--port", port, "-c", "20", "--size", "4096", "--users", "100"]
-            run_tool("smtp_load.py", *common, "-n", "1000")  # warm-up: connections, caches, JIT-free Python
+            run_tool("smtp_ingest", "--port", port, *WORKLOAD, "-n", "1000")  # warm-up: connections, caches
             load_before = load_average()
             cpu_before = process_cpu(stack)
             started = time.monotonic()
-            result = run_tool("smtp_load.py", *common, "-n", str(n))
+            result = run_tool("smtp_ingest", "--port", port, *WORKLOAD, "-n", str(n))
             wall = time.monotonic() - started
             cpu_after = process_cpu(stack)
             load_after = load_average()
     cpu = {name: round(cpu_after.get(name, 0) - before, 2) for name, before in cpu_before.items()}
-    rate, p50, p99 = result["msgs_per_sec"], result["p50_ms"], result["p99_ms"]
+    msgs, p50, p99 = result["msgs_per_sec"], result["p50_ms"], result["p99_ms"]
     fsync = "JetStream fsync on every write" if sync else "JetStream fsync every 2 min (nats default)"
-    print(f"\nSMTP ingest, whole stack, {fsync}: {n} x 4 KiB, 20 connections (smtp_load.py)")
+    print(f"\nSMTP ingest, whole stack, {fsync}: {n} x 4 KiB, 20 connections (smtp_ingest)")
     print(f"{'':32} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
-    print(f"{'Mailflow smtp-ingress':32} {rate:>8} {p50:>8} {p99:>8}")
+    print(f"{'Mailflow smtp-ingress':32} {msgs:>8} {p50:>8} {p99:>8}")
     print(f"{'target':32} {'>=' + str(TARGET_MSGS_PER_SEC):>8} {'':>8} {'<' + str(TARGET_P99_MS):>8}")
-    for name, value in PEERS.items():
-        print(f"{name:32} {value:>8}")
-    print(f"{'aiosmtpd sink, measured now':32} {reference!s:>8}")
     print(
         f"accepted {result['accepted']}, errors {result['errors']}, load average {load_before} -> {load_after}"
     )
@@ -134,7 +142,7 @@ def run(sync: bool, reference: float | None = None) -> None:
     print(f"(wall {wall:.1f} s)")
     report(
         "smtp_ingest" if sync else "smtp_ingest_sync_off",
-        msgs_per_sec=rate,
+        msgs_per_sec=msgs,
         p50_ms=p50,
         p99_ms=p99,
         messages=n,
@@ -142,12 +150,56 @@ def run(sync: bool, reference: float | None = None) -> None:
         errors=result["errors"],
         target_msgs_per_sec=TARGET_MSGS_PER_SEC,
         target_p99_ms=TARGET_P99_MS,
-        meets_target=bool(rate >= TARGET_MSGS_PER_SEC and p99 is not None and p99 < TARGET_P99_MS),
+        meets_target=bool(msgs >= TARGET_MSGS_PER_SEC and p99 is not None and p99 < TARGET_P99_MS),
         fsync_every_write=sync,
         load_average_before=load_before,
-        aiosmtpd_sink_now=reference,
         cpu_seconds=cpu,
+        cpu_ms_per_msg=round(sum(cpu.values()) * 1000 / max(1, result["accepted"]), 2),
     )
+    return result
+
+
+def run_peers() -> dict | None:
+    """The same warm-up and run against Postfix; then until every accepted message is in its Maildir."""
+    n = messages()
+    with peers() as p:
+        if p is None:
+            return None
+        port = str(p.ports.smtp)
+        warm = run_tool("smtp_ingest", "--port", port, *WORKLOAD, "-n", "1000")
+        wait_for(
+            lambda: p.delivered() >= warm["accepted"], timeout=300, interval=0.05, what="Postfix's warm-up"
+        )
+        base, cpu_before, load_before = p.delivered(), tree_cpu(p.postfix.pid), load_average()
+        started = time.perf_counter()
+        result = run_tool("smtp_ingest", "--port", port, *WORKLOAD, "-n", str(n))
+        wait_for(
+            lambda: p.delivered() >= base + result["accepted"],
+            timeout=600,
+            interval=0.02,
+            what="Postfix's delivery",
+        )
+        delivered_s = time.perf_counter() - started
+        cpu = round(tree_cpu(p.postfix.pid) - cpu_before, 2)
+    print(f"\n{PEERS_NAME}: Postfix, the same {n} x 4 KiB over 20 connections")
+    print(f"accepted {result['msgs_per_sec']} msg/s, p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms; "
+          f"all in Maildirs after {delivered_s:.1f} s ({result['accepted'] / delivered_s:.1f} msg/s); "
+          f"Postfix CPU {cpu} s")  # fmt: skip
+    report(
+        "smtp_ingest_peers",
+        server="postfix",
+        msgs_per_sec=result["msgs_per_sec"],
+        p50_ms=result["p50_ms"],
+        p99_ms=result["p99_ms"],
+        messages=n,
+        accepted=result["accepted"],
+        errors=result["errors"],
+        delivered_per_sec=round(result["accepted"] / delivered_s, 1),
+        load_average_before=load_before,
+        cpu_seconds=cpu,
+        cpu_ms_per_msg=round(cpu * 1000 / max(1, result["accepted"]), 2),
+    )
+    return result
 
 
 if __name__ == "__main__":

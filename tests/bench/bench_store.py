@@ -32,7 +32,7 @@ from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 from mailflow.stack import Ports, Stack
 from mailflow.store.api import DeliverItem
 from mailflow.store.client import StoreClient
-from tests.bench.common import report
+from tests.bench.common import compare, rate, report
 
 
 def body(i: int, size: int) -> bytes:
@@ -205,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
         print(" | ".join(str(r.get(c, "")) for c in cols))
     for r in rows:
         report("store", **r)
+    # no counterpart among the peers: Dovecot's storage is not a service of its own
+    compare("mailbox-store append (REST, batches of 50, 4 callers)",
+            ", ".join(f"{rate(r['append_msg_s'])} {r['db']}" for r in rows), None)  # fmt: skip
     sys.stdout.flush()
 
 

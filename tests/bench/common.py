@@ -1,22 +1,23 @@
-"""What every benchmark shares: where the peer tools are, a stack with bench users, reporting."""
+"""What every benchmark shares: our load tools, a stack with bench users, the peers, reporting.
+
+The load tools are tests/bench/load/*.py (`run_tool` runs one and returns its JSON line); the peers
+are a throwaway Postfix + Dovecot (tests/bench/peers), measured with the same tools right after
+Mailflow unless MAILFLOW_BENCH_PEERS=0 (`make bench PEERS=0`). A tool that fails raises RuntimeError
+with its stderr; peers that cannot run here stop the benchmark with what is missing.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-def peer_bench_dir() -> Path:
-    """The team's load tools (../shared/bench beside the checkout, or MAILFLOW_PEER_BENCH)."""
-    path = Path(os.environ.get("MAILFLOW_PEER_BENCH") or ROOT.parent / "shared" / "bench")
-    if not (path / "smtp_load.py").exists():
-        sys.exit(f"peer bench tools not found in {path}; set MAILFLOW_PEER_BENCH")
-    return path
+PEERS_NAME = "Postfix + Dovecot"
 
 
 def report(name: str, **figures) -> None:
@@ -24,20 +25,86 @@ def report(name: str, **figures) -> None:
     print("BENCH " + json.dumps({"bench": name, **figures}), flush=True)
 
 
+def compare(workload: str, mailflow: str, peers: str | None) -> None:
+    """One row of the side-by-side table run_all prints at the end."""
+    report("compare", workload=workload, mailflow=mailflow, peers=peers if peers is not None else "—")
+
+
 def run_tool(tool: str, *args: str, timeout: float = 1800) -> dict:
-    """Run a peer tool (it prints one JSON line) and return that JSON."""
-    cmd = [sys.executable, str(peer_bench_dir() / tool), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    """Run tests/bench/load/<tool>.py (it prints one JSON line) and return that JSON."""
+    cmd = [sys.executable, "-m", f"tests.bench.load.{tool}", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"{tool} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     for line in reversed(proc.stdout.strip().splitlines()):
-        line = line.strip()
         if line.startswith("{"):
             return json.loads(line)
     raise RuntimeError(f"{tool} printed no JSON:\n{proc.stdout[-2000:]}")
 
 
-def bench_users(stack, n: int = 100, domain: str = "bench.test", password: str = "pw", first: int = 0) -> None:
+def peers_wanted() -> bool:
+    return os.environ.get("MAILFLOW_BENCH_PEERS", "1") != "0"
+
+
+@contextlib.contextmanager
+def peers(**options) -> Iterator:
+    """A running tests.bench.peers.Peers, stopped afterwards; None when the peers are switched off."""
+    if not peers_wanted():
+        yield None
+        return
+    from tests.bench.peers import Peers, missing
+
+    if lacking := missing():
+        sys.exit(
+            f"{PEERS_NAME} need {', '.join(lacking)}: `make bench` installs the packages "
+            "(tests/bench/peers/install.sh); `make bench PEERS=0` measures Mailflow alone"
+        )
+    with Peers(**options) as running:
+        yield running
+
+
+def rate(value: float | None, unit: str = "msg/s") -> str:
+    return "-" if value is None else f"{value:,.0f} {unit}"
+
+
+def millis(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """CPU seconds a process used; with `children`, also those of its children it has reaped (how a
+    Postfix or Dovecot master accounts for its short-lived workers)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(root_pid: int) -> float:
+    """CPU seconds of a daemon's whole process tree: the master, its reaped children, and the live
+    descendants (their CPU so far)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    total, todo = cpu_seconds(root_pid, children=True), [root_pid]
+    while todo:
+        parent = todo.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent:
+                total += cpu_seconds(pid, children=True)
+                todo.append(pid)
+    return total
+
+
+def bench_users(
+    stack, n: int = 100, domain: str = "bench.test", password: str = "pw", first: int = 0
+) -> None:
     """user<first>..user<first+n-1>@bench.test with password pw, through the admin REST API."""
     import httpx
 
