@@ -23,28 +23,38 @@ class ReplyError(Exception):
 FAILURES = (OSError, TimeoutError, ReplyError, asyncio.IncompleteReadError, asyncio.LimitOverrunError)
 
 
-async def _open(host: str, port: int, op_timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.wait_for(asyncio.open_connection(host, port, limit=LINE_LIMIT), op_timeout)
-
-
 def _shown(line: bytes) -> str:
     return line[:200].decode("ascii", "replace").strip()
 
 
-class SmtpClient:
+class Connection:
+    """One connection: `open` connects and waits for the greeting (`greet`), closing it on failure."""
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, op_timeout: float):
         self.reader, self.writer, self.op_timeout = reader, writer, op_timeout
 
     @classmethod
-    async def open(cls, host: str, port: int, op_timeout: float = 30) -> SmtpClient:
-        client = cls(*await _open(host, port, op_timeout), op_timeout)
+    async def open(cls, host: str, port: int, op_timeout: float = 30):
+        streams = await asyncio.wait_for(asyncio.open_connection(host, port, limit=LINE_LIMIT), op_timeout)
+        client = cls(*streams, op_timeout)
         try:
-            await client.expect(220)
-            await client.command(f"EHLO {HELO}", 250)
+            await client.greet()
         except BaseException:
             client.abort()
             raise
         return client
+
+    async def greet(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        self.writer.close()
+
+
+class SmtpClient(Connection):
+    async def greet(self) -> None:
+        await self.expect(220)
+        await self.command(f"EHLO {HELO}", 250)
 
     async def reply(self) -> tuple[int, bytes]:
         """One reply, all its lines: (code, last line)."""
@@ -89,9 +99,6 @@ class SmtpClient:
             pass
         self.abort()
 
-    def abort(self) -> None:
-        self.writer.close()
-
 
 def wire(message: bytes) -> bytes:
     """A CRLF message as DATA sends it: lines starting with '.' doubled, then the final '.' line."""
@@ -108,23 +115,13 @@ def quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class ImapClient:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, op_timeout: float):
-        self.reader, self.writer, self.op_timeout = reader, writer, op_timeout
-        self.tags = 0
+class ImapClient(Connection):
+    tags = 0
 
-    @classmethod
-    async def open(cls, host: str, port: int, op_timeout: float = 30) -> ImapClient:
-        client = cls(*await _open(host, port, op_timeout), op_timeout)
-        try:
-            greeting = await client.response()
-        except BaseException:
-            client.abort()
-            raise
+    async def greet(self) -> None:
+        greeting = await self.response()
         if not greeting.startswith(b"* OK"):
-            client.abort()
             raise ReplyError(f"greeting: {_shown(greeting)}")
-        return client
 
     async def response(self) -> bytes:
         """One response line, any literals in it read whole and kept inline ({n}CRLF + n bytes)."""
@@ -196,23 +193,10 @@ class ImapClient:
             pass
         self.abort()
 
-    def abort(self) -> None:
-        self.writer.close()
 
-
-class Pop3Client:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, op_timeout: float):
-        self.reader, self.writer, self.op_timeout = reader, writer, op_timeout
-
-    @classmethod
-    async def open(cls, host: str, port: int, op_timeout: float = 30) -> Pop3Client:
-        client = cls(*await _open(host, port, op_timeout), op_timeout)
-        try:
-            await client.status()
-        except BaseException:
-            client.abort()
-            raise
-        return client
+class Pop3Client(Connection):
+    async def greet(self) -> None:
+        await self.status()
 
     async def status(self) -> bytes:
         line = await asyncio.wait_for(self.reader.readline(), self.op_timeout)
@@ -247,6 +231,3 @@ class Pop3Client:
         except (OSError, TimeoutError, ReplyError):
             pass
         self.abort()
-
-    def abort(self) -> None:
-        self.writer.close()
