@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
+ORDER = ["smtp", "e2e", "imap", "store"]  # the way mail flows; any other benchmark after these
 ROOT = HERE.parent.parent
 
 
@@ -35,7 +36,8 @@ def main(argv: list[str]) -> int:
     if "--no-peers" in argv:
         argv = [a for a in argv if a != "--no-peers"]
         os.environ["MAILFLOW_BENCH_PEERS"] = "0"
-    names = argv or sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
+    found = sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
+    names = argv or sorted(found, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
     out_dir = ROOT / "bench-results"
     out_dir.mkdir(exist_ok=True)
     out = out_dir / time.strftime("%Y%m%d-%H%M%S.jsonl")
