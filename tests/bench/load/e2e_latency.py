@@ -1,8 +1,9 @@
 """End-to-end latency: M messages, one at a time, each timed from MAIL FROM until it is visible over IMAP.
 
 One SMTP connection sends to <user>@<domain>; one IMAP session of that user has INBOX selected. For
-each message t0 is taken just before MAIL FROM is written, and the message carries a fresh token in
-its X-Bench-Id header. "Visible" depends on --mode:
+each message t0 is taken just before MAIL FROM is written; the transaction ends with the 250 after
+DATA and a RSET (as the peer baseline's tool did, so its figures compare), and the message carries a
+fresh token in its X-Bench-Id header. "Visible" depends on --mode:
   poll  NOOP and UID SEARCH HEADER X-Bench-Id <token>, written together, every --interval seconds
         after the 250 (the first poll right away), until the search returns a UID (whichever of
         the two commands' completions it arrives before);
@@ -64,7 +65,7 @@ async def run(a) -> dict:
                 if not (await imap.response()).startswith(b"+"):
                     raise ReplyError("IDLE refused")
             t0 = time.perf_counter()
-            accepts.append(await smtp.send(a.sender, rcpt, data, rset=False))
+            accepts.append(await smtp.send(a.sender, rcpt, data))
             if a.mode == "idle":
                 exists = await asyncio.wait_for(visible_by_idle(imap, exists), a.op_timeout)
                 latencies.append(time.perf_counter() - t0)

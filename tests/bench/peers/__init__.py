@@ -120,7 +120,8 @@ class Peers:
             shutil.rmtree(self.root, ignore_errors=True)
 
     def delivered(self) -> int:
-        """Messages Postfix has delivered: files in every user's Maildir/new and Maildir/cur."""
+        """Messages in the Maildirs: files in every user's new/ and cur/ (what Postfix delivered, and any
+        message APPENDed over IMAP)."""
         n = 0
         for user in self.users:
             for sub in ("new", "cur"):
