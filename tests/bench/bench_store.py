@@ -33,6 +33,7 @@ from mailflow.stack import Ports, Stack
 from mailflow.store.api import DeliverItem
 from mailflow.store.client import StoreClient
 from tests.bench.common import compare, rate, report
+from tests.support import postgres_schema
 
 
 def body(i: int, size: int) -> bytes:
@@ -166,23 +167,6 @@ def run(label: str, quick: bool, db_url: str | None) -> dict:
             return asyncio.run(scenario(stack, label, quick, db_url))
 
 
-def postgres_schema(base: str) -> tuple[str, callable]:
-    import sqlalchemy as sa
-
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(base)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-
-    def drop():
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
-
-    sep = "&" if "?" in base else "?"
-    return f"{base}{sep}options=-csearch_path%3D{schema}", drop
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -193,11 +177,8 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(run("sqlite", args.quick, None))
     pg = os.environ.get("MAILFLOW_TEST_POSTGRES_URL")
     if pg and args.only != "sqlite":
-        url, drop = postgres_schema(pg)
-        try:
+        with postgres_schema(pg) as url:
             rows.append(run("postgres", args.quick, url))
-        finally:
-            drop()
     cols = ["db", "append_msg_s", "append_single_msg_s", "select_cold_ms", "select_ms", "fetch_msg_s", "flag_10k_ms", "logins_s",
             "overhead_bytes_per_msg"]  # fmt: skip
     print(" | ".join(cols))
