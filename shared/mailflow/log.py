@@ -5,6 +5,12 @@ the queue id of the message being handled, the trace id) lives in context variab
 by a filter, so call sites just write `log.info("delivered", extra={"rcpt": ...})`.
 A failure to format a record never raises into the caller (the logging module prints it instead).
 
+Client text reaches the log (a LOGIN name, a HELO argument, an address), so the formatters escape
+control characters in the message and in every field, once, here: no call site can forget. CR and LF
+become `\\r` and `\\n`, other C0 and C1 controls, DEL and the Unicode line/paragraph separators
+`\\xNN`/`\\uNNNN`, so one record is always one line and a terminal shows no escape sequences. A
+traceback keeps its own line breaks (it is our text, not the client's).
+
 Lines are written in batches (`BatchedHandler`): a line waits at most `flush_delay` seconds (50 ms) for
 others to share its write(2), so a busy service makes one system call per batch, not one per message.
 WARNING and above, a full buffer, and the process's normal exit (logging.shutdown) write at once. The
@@ -67,6 +73,22 @@ def _fields(record: logging.LogRecord) -> dict:
     return {k: v for k, v in record.__dict__.items() if v is not None and k not in _STANDARD}
 
 
+def _escape_table() -> dict[int, str]:
+    table = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+    table |= {0x0D: "\\r", 0x0A: "\\n", 0x09: "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+    return table
+
+
+_TEXT_ESCAPES = _escape_table()
+
+
+def escape(text: str) -> str:
+    """`text` with no control character in it (the text format's escaping, see the module docstring)."""
+    if text.isprintable():
+        return text  # the common case costs one scan in C
+    return text.translate(_TEXT_ESCAPES)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out = {
@@ -78,7 +100,7 @@ class JsonFormatter(logging.Formatter):
         out.update(_fields(record))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+        return json.dumps(out, default=str)  # ensure_ascii: every control character comes out as \\u....
 
 
 class TextFormatter(logging.Formatter):
@@ -93,8 +115,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = _fields(record)
         service = fields.pop("service", "-")
-        extra = " ".join(f"{k}={v}" for k, v in fields.items())
-        line = f"{self._clock(record.created)}.{int(record.msecs):03d} {record.levelname[0]} {service} {record.name}: {record.getMessage()}"
+        extra = " ".join(f"{escape(str(k))}={escape(str(v))}" for k, v in fields.items())
+        line = f"{self._clock(record.created)}.{int(record.msecs):03d} {record.levelname[0]} {service} {record.name}: {escape(record.getMessage())}"
         if extra:
             line += f"  [{extra}]"
         if record.exc_info:

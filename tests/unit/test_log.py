@@ -85,3 +85,40 @@ def test_json_lines_carry_the_context():
 
     rec = json.loads(out.getvalue())
     assert rec["msg"] == "delivered" and rec["queue_id"] == "Q9" and rec["trace_id"] == "t9" and rec["rcpt"] == "a@b.test"
+
+
+# --- client text cannot forge lines (issue 12.7) -------------------------------------------------------
+
+FORGED = "x\r\n12:00:00.000 I imap-pop3 mailflow_imap_pop3.imap.session: login  [user=admin]\x1b[2J\x7f\x85\u2028"
+
+
+def _one_record(formatter: logging.Formatter) -> str:
+    out = io.StringIO()
+    handler = mlog.BatchedHandler(out, delay=0)
+    lg = logger_with(handler)
+    handler.setFormatter(formatter)
+    lg.info("login failed for %s", FORGED, extra={"user": FORGED, FORGED: 1})
+    return out.getvalue()
+
+
+def test_text_lines_escape_control_characters_in_the_message_and_every_field():
+    text = _one_record(mlog.TextFormatter())
+    assert text.count("\n") == 1 and text.endswith("\n")
+    assert not any(ch in text[:-1] for ch in "\r\x1b\x7f\x85\u2028")
+    assert "x\\r\\n12:00:00.000 I imap-pop3" in text and "\\x1b[2J\\x7f\\x85\\u2028" in text
+    assert text.count("\\r\\n12:00:00.000") == 3  # the message, the value and the field's name
+
+
+def test_json_lines_escape_control_characters_and_keep_the_values():
+    import json
+
+    text = _one_record(mlog.JsonFormatter())
+    assert text.count("\n") == 1
+    assert not any(ch in text[:-1] for ch in "\r\x1b\x7f\x85\u2028")
+    rec = json.loads(text)
+    assert rec["user"] == FORGED and rec["msg"] == f"login failed for {FORGED}"  # escaped, not altered
+
+
+def test_plain_text_is_left_as_it_is():
+    assert mlog.escape("Grüße, bob@example.test [ok]") == "Grüße, bob@example.test [ok]"
+    assert mlog.escape("a\tb\x00c") == "a\\tb\\x00c"
