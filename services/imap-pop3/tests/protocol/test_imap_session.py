@@ -4,11 +4,15 @@ STARTTLS, implicit TLS, LOGINDISABLED off loopback, states, throttling, ID/ENABL
 from __future__ import annotations
 
 import base64
+import contextlib
 import imaplib
+import io
+import logging
 
 import pytest
 from imaptest import Raw, Running, client_tls, settings_for
 
+from mailflow import log as mlog
 from mailflow.proxy_protocol import encode_v2
 
 
@@ -229,3 +233,38 @@ def test_junk_gets_bad_never_a_fault_or_a_dropped_connection(srv):
         assert b"SERVERBUG" not in reply and b"Internal" not in reply, (line, reply)
         c.cmd(f"k{n}", "NOOP")  # a BAD budget of 20 in a row is never reached this way
     assert c.cmd("z", "NOOP")[-1] == b"z OK NOOP completed"
+
+
+@contextlib.contextmanager
+def log_lines(fmt: logging.Formatter):
+    """What the service logs meanwhile, as the production handler writes it."""
+    out = io.StringIO()
+    handler = mlog.BatchedHandler(out, delay=0)
+    handler.setFormatter(fmt)
+    handler.addFilter(mlog._ContextFilter())
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield out
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+@pytest.mark.parametrize("fmt", [mlog.TextFormatter(), mlog.JsonFormatter()], ids=["text", "json"])
+def test_a_login_name_with_crlf_cannot_forge_a_log_line(srv, fmt):
+    forged = b"mallory\r\n12:00:00.000 I imap-pop3 mailflow_imap_pop3.imap.session: login  [user=admin@example.test]"
+    c = Raw("127.0.0.1", srv.port("imap"))
+    c.line()
+    with log_lines(fmt) as out:
+        c.send(b"a1 LOGIN {%d}" % len(forged))
+        assert c.line().startswith(b"+")
+        c.send(forged + b" wrong-pw")
+        assert c.until("a1")[-1].startswith(b"a1 NO [AUTHENTICATIONFAILED]")
+        c.cmd("a2", "LOGOUT")
+    lines = out.getvalue().splitlines()
+    failed = [ln for ln in lines if "login failed" in ln]
+    assert len(failed) == 1 and "mallory" in failed[0]
+    assert not any(ln.startswith("12:00:00.000") for ln in lines)
