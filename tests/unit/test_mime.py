@@ -769,6 +769,6 @@ simple_address = st.one_of(
 @given(st.lists(simple_address, min_size=1, max_size=4), st.sampled_from([",", ", ", " ,\t"]))
 def test_property_fast_address_path_agrees_with_the_tokenizer(items, sep):
     value = sep.join(items)
-    fast = mime._simple_addresses(value)
+    fast = mime._simple_addresses(value, mime._Budget())
     assert fast is not None
-    assert fast == mime._parse_addresses(value)
+    assert fast == mime._parse_addresses(value, mime._Budget())
