@@ -36,6 +36,9 @@ _DATE_TIME = re.compile(rb'" ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\
 _MONTHS = {m: i for i, m in enumerate(b"JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split(), 1)}
 _SYSTEM_FLAGS = {f.upper(): f for f in (SEEN, ANSWERED, FLAGGED, DELETED, DRAFT)}
 MAX_NUMBER = 2**63 - 1  # mod-sequence-value's range; numbers and UIDs are 32-bit (checked separately)
+# Ranges written in one sequence set. A 64 KiB line holds at most 32,768 ("1,1,..."); the bound holds
+# if the line limit is raised. The parser merges them (16,000 copies of "1:*" are one range).
+MAX_SEQ_RANGES = 32_768
 
 
 class Reader:
@@ -160,6 +163,8 @@ class Reader:
     def seqset(self) -> SeqSet:
         ranges = []
         while True:
+            if len(ranges) == MAX_SEQ_RANGES:
+                raise ParseError(f"Too many ranges in a sequence set (the limit is {MAX_SEQ_RANGES})", self.tag)
             m = self.match(_SEQ, "sequence set")
             a = STAR if m.group(1) == b"*" else int(m.group(1))
             b = a if m.group(2) is None else STAR if m.group(2) == b"*" else int(m.group(2))
@@ -173,7 +178,7 @@ class Reader:
                 raise self.error("sequence number from 1 to 4294967295")
             ranges.append((a, b))
             if not self.maybe(b","):
-                return SeqSet(tuple(ranges))
+                return SeqSet.of(ranges)
 
     def paren(self, item, allow_empty: bool = False) -> list:
         self.expect(b"(")

@@ -1,9 +1,9 @@
 """What an IMAP command means once parsed: one frozen dataclass per argument shape.
 
 `parser.py` builds these from bytes; the handlers in `commands/` read them. Nothing here does I/O or
-knows about the session. Sequence sets keep `*` as 0 (valid numbers start at 1); the session resolves
-them against the selected mailbox. SEARCH criteria reuse `mailflow.store.search` for what the store
-evaluates, plus three keys only the session can resolve (sequence numbers, UID sets with `*`, \\Recent).
+knows about the session. Sequence sets keep `*` as 0 (valid numbers start at 1), are normalised when
+parsed (`SeqSet.of`), and the session resolves them against the selected mailbox. SEARCH criteria
+reuse `mailflow.store.search` for what the store evaluates, plus three keys only the session can resolve (sequence numbers, UID sets with `*`, \\Recent).
 """
 
 from __future__ import annotations
@@ -14,18 +14,41 @@ from datetime import datetime
 STAR = 0  # "*" in a sequence set
 
 
+def _merged(ranges) -> list[tuple[int, int]]:
+    """Ascending (lo, hi) ranges with overlapping and adjacent ones joined."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted((a, b) if a <= b else (b, a) for a, b in ranges):
+        if out and lo <= out[-1][1] + 1:
+            if hi > out[-1][1]:
+                out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class SeqSet:
-    ranges: tuple[tuple[int, int], ...]  # (a, b) as written; 0 is "*"; a range may run backwards
+    ranges: tuple[tuple[int, int], ...]  # (a, b); 0 is "*"; a range may run backwards
+
+    @classmethod
+    def of(cls, written: list[tuple[int, int]]) -> SeqSet:
+        """The set as few ranges (issue 12.5: 16,000 copies of `1:*` are one): explicit ranges merged,
+        and the ranges with `*` reduced to `lo:*` and `hi:*` for the smallest and largest number written
+        with one. Whatever `*` turns out to be, every `n:*` contains it, so their union is what those
+        two name together; a lone `*` stays only if no `n:*` does."""
+        explicit = _merged((a, b) for a, b in written if a != STAR and b != STAR)
+        ends = [b if a == STAR else a for a, b in written if (a == STAR) != (b == STAR)]
+        if ends:
+            lo, hi = min(ends), max(ends)
+            starred = [(lo, STAR)] if lo == hi else [(lo, STAR), (hi, STAR)]
+        else:
+            starred = [(STAR, STAR)] if any(a == STAR for a, _ in written) else []
+        return cls(tuple(explicit + starred))
 
     def resolve(self, largest: int) -> list[tuple[int, int]]:
-        """Ranges as ascending (lo, hi) with `*` replaced by `largest` (RFC 3501 §9 seq-range)."""
-        out = []
-        for a, b in self.ranges:
-            a = largest if a == STAR else a
-            b = largest if b == STAR else b
-            out.append((a, b) if a <= b else (b, a))
-        return out
+        """Ranges with `*` replaced by `largest` (RFC 3501 §9 seq-range), ascending, none overlapping
+        or adjacent: the numbers they name, each once."""
+        return _merged((largest if a == STAR else a, largest if b == STAR else b) for a, b in self.ranges)
 
 
 @dataclass(frozen=True, slots=True)

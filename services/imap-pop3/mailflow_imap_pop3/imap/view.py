@@ -60,15 +60,15 @@ class MailboxView:
         n = len(self.uids)
         if n == 0:
             raise ValueError("No messages in the mailbox")
-        ranges = seqset.resolve(n)
-        if any(hi > n for _, hi in ranges):
+        ranges = seqset.resolve(n)  # ascending and disjoint: the indexes come out sorted, each once
+        if ranges[-1][1] > n:
             raise ValueError("Sequence number out of range")
         if len(ranges) == 1:
             return list(range(ranges[0][0] - 1, ranges[0][1]))
-        out: set[int] = set()
+        out: list[int] = []
         for lo, hi in ranges:
-            out.update(range(lo - 1, hi))
-        return sorted(out)
+            out.extend(range(lo - 1, hi))
+        return out
 
     def by_uid(self, seqset: SeqSet) -> list[int]:
         """Indexes of the messages whose UIDs are in the set; UIDs with no message are skipped silently,
@@ -77,10 +77,8 @@ class MailboxView:
         if not uids:
             return []
         out: list[int] = []
-        for lo, hi in seqset.resolve(uids[-1]):
+        for lo, hi in seqset.resolve(uids[-1]):  # ascending and disjoint: sorted, each index once
             out.extend(range(bisect_left(uids, lo), bisect_left(uids, hi + 1)))
-        if len(seqset.ranges) > 1:
-            out = sorted(set(out))
         return out
 
     def first_unseen(self) -> int | None:

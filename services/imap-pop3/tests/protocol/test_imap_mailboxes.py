@@ -79,6 +79,19 @@ def test_subscribe_and_lsub(srv):
     assert c.cmd("a6", "SUBSCRIBE nothere")[-1].startswith(b"a6 NO [NONEXISTENT]")
 
 
+def test_list_patterns_with_many_wildcards_answer_at_once_and_block_no_one(srv):
+    """14 wildcards against one name took a regular expression a minute, every session waiting."""
+    c, other = session(srv), session(srv)
+    assert c.cmd("a1", "CREATE " + "a" * 40)[-1].startswith(b"a1 OK")
+    c.cmd("a2", "SUBSCRIBE " + "a" * 40)
+    c.send("a3 LIST \"\" " + "*a" * 14 + "b")
+    c.send("a4 LSUB \"\" " + "%a" * 14 + "b")
+    assert other.cmd("b1", "NOOP")[-1] == b"b1 OK NOOP completed"
+    assert c.until("a3") == [b"a3 OK LIST completed"]
+    assert c.until("a4") == [b"a4 OK LSUB completed"]
+    assert names(c.cmd("a5", 'LIST "" ' + "*a" * 14 + "%")) == [b'"' + b"a" * 40 + b'"']
+
+
 def test_list_extended_and_status_return(srv):
     srv.deliver("alice@example.test", make_message("one"))
     c = session(srv)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailflow.store.api import Changes, MailboxStatus, MessageMeta, Principal, Selected
 from mailflow_imap_pop3.auth import AuthCache, LoginThrottle, SaslError, address_key, decode_plain
@@ -185,3 +187,39 @@ def test_top():
     assert top(raw, 2) == b"A: 1\r\nB: 2\r\n\r\nl1\r\nl2\r\n"
     assert top(raw, 99) == raw
     assert top(b"only header\r\n", 3) == b"only header\r\n"
+
+
+# --- sequence sets, normalised when parsed (issue 12.5) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "ranges"),
+    [
+        ([(1, 0)] * 16_000, ((1, 0),)),
+        ([(3, 1), (2, 5), (7, 7), (6, 6), (9, 10)], ((1, 7), (9, 10))),  # overlapping and adjacent
+        ([(5, 0), (0, 2), (9, 0), (0, 0)], ((2, 0), (9, 0))),  # 2:* and 9:* name all that these do
+        ([(0, 0), (0, 0)], ((0, 0),)),
+        ([(4, 4), (0, 0)], ((4, 4), (0, 0))),
+    ],
+)
+def test_seqsets_are_normalised(written, ranges):
+    assert SeqSet.of(written).ranges == ranges
+
+
+def numbers(written, largest: int) -> set[int]:
+    out = set()
+    for a, b in written:
+        a, b = a or largest, b or largest
+        out.update(range(min(a, b), max(a, b) + 1))
+    return out
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), min_size=1, max_size=12),
+    st.integers(1, 40),
+)
+def test_property_a_normalised_set_names_what_was_written(written, largest):
+    resolved = SeqSet.of(written).resolve(largest)
+    assert resolved == sorted(resolved)
+    assert all(lo <= hi and (i == 0 or lo > resolved[i - 1][1] + 1) for i, (lo, hi) in enumerate(resolved))
+    assert {n for lo, hi in resolved for n in range(lo, hi + 1)} == numbers(written, largest)

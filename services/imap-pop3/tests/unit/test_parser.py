@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mailflow.store import search as sk
 from mailflow_imap_pop3.imap.framing import CONTINUE, FrameError, Framer
-from mailflow_imap_pop3.imap.lexer import ParseError
+from mailflow_imap_pop3.imap.lexer import MAX_SEQ_RANGES, ParseError
 from mailflow_imap_pop3.imap.parser import parse
 from mailflow_imap_pop3.imap.syntax import (
     Append,
@@ -100,14 +100,14 @@ TABLE = [
     (b"a1 APPEND INBOX {3+}\r\nx\r\n", Command("a1", "APPEND", Append("INBOX", (), None, b"x\r\n"))),
     (b"a1 CHECK", Command("a1", "CHECK")),
     (b"a1 EXPUNGE", Command("a1", "EXPUNGE")),
-    (b"a1 UID EXPUNGE 3:1", Command("a1", "UID EXPUNGE", SeqArg(SeqSet(((3, 1),))))),
+    (b"a1 UID EXPUNGE 3:1", Command("a1", "UID EXPUNGE", SeqArg(SeqSet(((1, 3),))))),  # sets come normalised
     (
         b'a1 FETCH 1:*,7 (FLAGS BODY.PEEK[HEADER.FIELDS (From "To")]<0.100>)',
         Command(
             "a1",
             "FETCH",
             Fetch(
-                SeqSet(((1, 0), (7, 7))),
+                SeqSet(((7, 7), (1, 0))),  # explicit ranges first, then those with `*`
                 (
                     FetchAtt("FLAGS"),
                     FetchAtt("BODY[]", Section((), "HEADER.FIELDS", ("FROM", "TO")), True, (0, 100)),
@@ -283,6 +283,7 @@ def test_sync_literal_asks_to_continue_and_literal_plus_does_not():
         (b"a1 STATUS INBOX (BOGUS)", "Unknown STATUS item"),
         (b'a1 ID ("a")', "ID takes"),
         (b"a1 SEARCH " + b"NOT " * 200 + b"ALL", "nested too deeply"),
+        (b"a1 FETCH " + b"1," * MAX_SEQ_RANGES + b"1 FLAGS", "Too many ranges"),
     ],
 )
 def test_bad_syntax(wire, error):

@@ -9,7 +9,6 @@ session in the authenticated state (RFC 3501 §6.3.1), even when a mailbox was s
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from mailflow.errors import NotFound
@@ -17,6 +16,7 @@ from mailflow.store.api import DELIMITER, MailboxInfo, MailboxStatus
 from mailflow_imap_pop3.imap import errors
 from mailflow_imap_pop3.imap import responses as rsp
 from mailflow_imap_pop3.imap.lexer import normalize_mailbox
+from mailflow_imap_pop3.imap.patterns import MailboxPattern
 from mailflow_imap_pop3.imap.responses import Reply
 from mailflow_imap_pop3.imap.syntax import Append, Command, ListCmd, MailboxArg, Rename, Select, Status
 from mailflow_imap_pop3.imap.view import MailboxView
@@ -122,14 +122,6 @@ async def cmd_unsubscribe(s: Session, cmd: Command) -> Reply | None:
 # --- LIST / LSUB ----------------------------------------------------------------------------------------
 
 
-def pattern_regex(pattern: str) -> re.Pattern:
-    """RFC 3501 §6.3.8: `*` matches anything, `%` anything but the hierarchy delimiter."""
-    out = []
-    for ch in pattern:
-        out.append(".*" if ch == "*" else "[^/]*" if ch == "%" else re.escape(ch))
-    return re.compile("".join(out), re.S)
-
-
 def _ancestors(name: str) -> list[str]:
     parts = name.split(DELIMITER)
     return [DELIMITER.join(parts[:i]) for i in range(1, len(parts))]
@@ -160,15 +152,15 @@ async def cmd_list(s: Session, cmd: Command) -> Reply | None:
         s.write(b'* LIST (\\Noselect) "/" ""\r\n')  # the delimiter and the root (RFC 3501 §6.3.8)
         return None
     boxes = {m.name: m for m in await s.store.list_mailboxes(s.principal)}
-    regexes = [
-        pattern_regex(normalize_mailbox(args.reference + p)) for p in args.patterns if p or args.reference
+    patterns = [
+        MailboxPattern(normalize_mailbox(args.reference + p)) for p in args.patterns if p or args.reference
     ]
     subscribed_only = "SUBSCRIBED" in args.select_opts
     special_only = "SPECIAL-USE" in args.select_opts
     recursive = "RECURSIVEMATCH" in args.select_opts
 
     def matches(name: str) -> bool:
-        return any(rx.fullmatch(name) for rx in regexes)
+        return any(p.matches(name) for p in patterns)
 
     candidates: dict[str, MailboxInfo | None] = {n: m for n, m in boxes.items() if matches(n)}
     for name in boxes:  # names that exist only as the parent of others (RFC 5258 \NonExistent)
@@ -218,17 +210,17 @@ async def cmd_lsub(s: Session, cmd: Command) -> Reply | None:
     if not pattern:
         s.write(b'* LSUB (\\Noselect) "/" ""\r\n')
         return None
-    rx = pattern_regex(pattern)
+    wanted = MailboxPattern(pattern)
     boxes = {m.name: m for m in await s.store.list_mailboxes(s.principal)}
     out: dict[str, list[str]] = {}
     for name, info in boxes.items():
         if not info.subscribed:
             continue
-        if rx.fullmatch(name):
+        if wanted.matches(name):
             out[name] = [] if info.selectable else ["\\Noselect"]
         elif "%" in pattern:  # RFC 3501 §6.3.9: a subscribed child makes a matching parent \Noselect
             for parent in _ancestors(name):
-                if rx.fullmatch(parent) and parent not in out:
+                if wanted.matches(parent) and parent not in out:
                     sub = boxes.get(parent)
                     out[parent] = (
                         [] if sub is not None and sub.subscribed and sub.selectable else ["\\Noselect"]

@@ -45,10 +45,10 @@ def resolve(key, view: MailboxView):
     match key:
         case SeqKey(seqset=seqset):
             n = view.exists
-            indexes: set[int] = set()
-            for lo, hi in seqset.resolve(n):
-                indexes.update(range(lo - 1, min(hi, n)))
-            return _uid_ranges(view, sorted(indexes))
+            indexes: list[int] = []
+            for lo, hi in seqset.resolve(n):  # ascending and disjoint
+                indexes.extend(range(lo - 1, min(hi, n)))
+            return _uid_ranges(view, indexes)
         case UidKey(seqset=seqset):
             if not view.uids:
                 return NOTHING
