@@ -6,6 +6,11 @@ before a byte is answered. Implicit TLS (993/995) is a handshake right after the
 header; a failed handshake closes the connection. `Connection.write` collects output and `flush` sends
 it in one write, so a FETCH of many messages costs few syscalls; `drain` applies back-pressure.
 `stop_accepting` closes the listening socket only; sessions finish on their own terms (see app.py).
+
+STARTTLS/STLS: `start_tls` discards every octet the client sent before the switch that no one has used
+yet (RFC 3207 §4.2's rule, RFC 2595 §4, RFC 3501 §6.2.1): commands pipelined in the clear never run
+inside TLS. Input is read in small pieces until the session says `authenticated` (at most
+2 x PREAUTH_READ_SIZE buffered before reading pauses), then in READ_SIZE pieces.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from mailflow_imap_pop3 import metrics
 log = logging.getLogger(__name__)
 
 READ_SIZE = 256 * 1024
+PREAUTH_READ_SIZE = 16 * 1024  # before authentication: the stream pauses reading past twice this
 FLUSH_AT = 256 * 1024  # octets collected before a FETCH sends what it has
 
 
@@ -41,6 +47,7 @@ class Connection:
         "_size",
         "closed",
         "_loopback",
+        "_read_size",
     )
 
     def __init__(
@@ -55,6 +62,7 @@ class Connection:
         self._size = 0
         self.closed = False
         self._loopback: bool | None = None
+        self._read_size = PREAUTH_READ_SIZE
 
     @property
     def ip(self) -> str:
@@ -109,14 +117,28 @@ class Connection:
             self.writer.write(out)
 
     async def read(self) -> bytes:
-        return await self.reader.read(READ_SIZE)
+        return await self.reader.read(self._read_size)
 
-    def unread_bytes(self) -> int:
-        """Octets the stream holds that no one has read yet (pipelined in front of STARTTLS)."""
-        return len(getattr(self.reader, "_buffer", b""))
+    def authenticated(self) -> None:
+        """The client logged in: read (and buffer) in large pieces from now on."""
+        self._read_size = READ_SIZE
+        self.reader._limit = READ_SIZE  # StreamReader pauses the transport past 2 x _limit
 
-    async def start_tls(self, ctx: ssl.SSLContext, handshake_timeout: float = 15.0) -> None:
+    def discard_unread(self) -> int:
+        """Drop what the stream holds that no one has read yet; returns how many octets."""
+        buffer = self.reader._buffer
+        n = len(buffer)
+        buffer.clear()
+        return n
+
+    async def start_tls(self, ctx: ssl.SSLContext, go_ahead: bytes, handshake_timeout: float = 15.0) -> int:
+        """Send `go_ahead` (the reply that starts the handshake) and switch to TLS. Returns how many
+        octets the client had sent that were dropped unused. Earlier replies are flushed first (that
+        may wait for the client); from the drop to the switch nothing awaits, so no plaintext octet
+        gets in between. StreamWriter.start_tls's own drain does not wait: the buffer was just drained."""
         await self.flush()
+        dropped = self.discard_unread()
+        self.writer.write(go_ahead)
         try:
             await self.writer.start_tls(ctx, ssl_handshake_timeout=handshake_timeout)
         except Exception:
@@ -124,6 +146,7 @@ class Connection:
             raise
         metrics.TLS.labels("ok").inc()
         self.tls = tls.describe(self.writer.get_extra_info("ssl_object"))
+        return dropped
 
     def close(self) -> None:
         if not self.closed:
@@ -179,6 +202,10 @@ class TransportConnection:
         if self._writable is not None and not self.closed:
             await self._writable.wait()
 
+    @property
+    def writing_paused(self) -> bool:
+        return self._writable is not None
+
     def pause_writing(self) -> None:
         if self._writable is None:
             self._writable = asyncio.Event()
@@ -192,8 +219,11 @@ class TransportConnection:
         self._out.append(data)
         self.flush_now()
 
-    async def start_tls(self, ctx: ssl.SSLContext, handshake_timeout: float = 15.0) -> None:
-        self.flush_now()  # nothing may come between the last plaintext reply and the TLS layer taking over
+    async def start_tls(self, ctx: ssl.SSLContext, go_ahead: bytes, handshake_timeout: float = 15.0) -> None:
+        """Send `go_ahead` and switch to TLS. Input arrives through the protocol: the session drops
+        what it holds right before calling this, and nothing awaits until the TLS layer owns the
+        transport, so no plaintext octet gets in between."""
+        self.send_now(go_ahead)  # nothing may come between the last plaintext reply and the TLS layer
         loop = asyncio.get_running_loop()
         try:
             self.transport = await loop.start_tls(
@@ -333,7 +363,8 @@ class Listener:
                     self._track(asyncio.current_task())
                     await self._serve(reader, writer, peer)
 
-                protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=READ_SIZE), connected)
+                reader = asyncio.StreamReader(limit=PREAUTH_READ_SIZE)
+                protocol = asyncio.StreamReaderProtocol(reader, connected)
             await loop.connect_accepted_socket(
                 lambda: protocol,
                 conn,

@@ -33,6 +33,11 @@ class Settings(ServiceSettings):
     max_line_bytes: int = 65_536  # one command line without its literals; RFC 7162 §4 asks >= 8192
     max_literal_bytes: int = 65_536  # a literal in any command but APPEND (search strings, passwords)
     max_append_bytes: int = 50 * 1024 * 1024  # one APPEND message, advertised as APPENDLIMIT (RFC 7889)
+    # Before authentication only CAPABILITY, NOOP, LOGOUT, ID, STARTTLS, LOGIN and AUTHENTICATE are
+    # allowed (RFC 3501 §6.1-6.2): a line or a literal (a user name, a password) of a few KiB is plenty;
+    # APPEND's literal gets this limit too, so nothing large is read from a client no one knows.
+    preauth_max_line_bytes: int = 8192  # RFC 2971 lets ID values be 1024 octets each (rarely sent)
+    preauth_max_literal_bytes: int = 8192
     max_bad_commands: int = 20  # BAD replies in a row before "* BYE"
     idle_timeout: float = 1800.0  # RFC 3501 §5.4: the autologout timer is at least 30 minutes
     preauth_timeout: float = 60.0  # before authentication (RFC 3501 §5.4 allows shorter)
@@ -44,6 +49,7 @@ class Settings(ServiceSettings):
     # POP3 limits
     pop3_timeout: float = 600.0  # RFC 1939 §3: the inactivity autologout timer is at least 10 minutes
     pop3_max_line: int = 255  # RFC 2449 §4: a command line is at most 255 octets with CRLF
+    pop3_max_pipelined_bytes: int = 8192  # commands held while one runs (RFC 2449 PIPELINING), then pause
     pop3_max_bad_commands: int = 10
     pop3_prefetch_bytes: int = 2 * 1024 * 1024  # RETR reads ahead this much of the next messages
 

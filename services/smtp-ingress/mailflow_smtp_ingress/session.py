@@ -358,6 +358,7 @@ class Session(asyncio.Protocol):
         self.flush()
         # RFC 3207 §4.2: nothing the client sent before the handshake counts (CVE-2011-0411 class).
         self.buf.clear()
+        self.discarding = False
         try:
             # Awaited directly, not through wait_for: a task would start a loop iteration later, and the
             # ClientHello arriving meanwhile would land in our plaintext buffer (and the handshake hang).

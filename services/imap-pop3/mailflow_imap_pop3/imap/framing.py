@@ -4,6 +4,10 @@ No I/O. The limits apply *before* reading: a synchronizing literal that is too l
 of being asked for (`FrameError`; the client never sends it); a LITERAL+ one that is too large is fatal
 (the client sends it anyway, RFC 7888 §4: the session says `* BYE` and closes); an over-long line is
 skipped up to its end and answered `BAD`. Nothing here raises for any input.
+
+The session sets the limits per state (`limit`): small before authentication, where only LOGIN and
+AUTHENTICATE need a literal and APPEND is not allowed (`max_append` None: its literal is one like any
+other, so a 50 MB APPEND before login is refused before a byte of it is read).
 """
 
 from __future__ import annotations
@@ -45,8 +49,10 @@ def _head(line: bytes) -> tuple[str, str]:
 
 
 class Framer:
-    def __init__(self, max_line: int = 65_536, max_literal: int = 65_536, max_append: int = 50 * 1024 * 1024):
-        self.max_line, self.max_literal, self.max_append = max_line, max_literal, max_append
+    def __init__(
+        self, max_line: int = 65_536, max_literal: int = 65_536, max_append: int | None = 50 * 1024 * 1024
+    ):
+        self.limit(max_line, max_literal, max_append)
         self._buf = bytearray()
         self._scan = 0  # the next LF is searched for from here
         self._cmd = bytearray()  # the command so far: whole lines and literals
@@ -54,6 +60,10 @@ class Framer:
         self._literals = 0
         self._skipping = False  # dropping an over-long line up to its end
         self._tag, self._name = "*", ""
+
+    def limit(self, max_line: int, max_literal: int, max_append: int | None) -> None:
+        """The limits from the next command on (the session calls this when the state changes)."""
+        self.max_line, self.max_literal, self.max_append = max_line, max_literal, max_append
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -145,7 +155,7 @@ class Framer:
                 self._reset()
                 return data
             size, plus = int(m.group(1)), bool(m.group(2))
-            append = self._name == "APPEND"
+            append = self._name == "APPEND" and self.max_append is not None
             limit = self.max_append if append else self.max_literal
             total = len(self._cmd) + len(line) + size
             self._literals += 1

@@ -124,7 +124,7 @@ class Session:
         self.state = State.NOT_AUTH
         self.principal: Principal | None = None
         self.view: MailboxView | None = None
-        self.framer = Framer(s.max_line_bytes, s.max_literal_bytes, s.max_append_bytes)
+        self.framer = Framer(s.preauth_max_line_bytes, s.preauth_max_literal_bytes, None)
         self.enabled: set[str] = set()
         self.condstore = False
         self.bad_in_a_row = 0
@@ -168,7 +168,10 @@ class Session:
     async def logged_in(self, principal: Principal) -> None:
         self.principal = principal
         self.state = State.AUTH
-        self.timer.set_timeout(self.ctx.settings.idle_timeout)
+        s = self.ctx.settings
+        self.framer.limit(s.max_line_bytes, s.max_literal_bytes, s.max_append_bytes)
+        self.conn.authenticated()
+        self.timer.set_timeout(s.idle_timeout)
         mlog.session_var.set(self.id)
         log.info("login", extra={"user": principal.address, "peer": self.conn.ip, "tls": bool(self.conn.tls)})
 

@@ -114,10 +114,9 @@ async def cmd_stls(s: Pop3Session, arg: str) -> bytes:
         return R.R_TLS_ACTIVE
     if s.ctx.tls is None:
         return R.R_NO_TLS
-    if s.buf:
-        s.buf.clear()  # plaintext pipelined after STLS never counts (RFC 2595 §4)
-    s.write(R.R_STLS)
-    await s.conn.start_tls(s.ctx.tls, s.settings.tls_handshake_timeout)
+    if s.discard_input():  # plaintext pipelined after STLS never counts (RFC 2595 §4)
+        log.warning("plaintext pipelined after STLS was discarded")
+    await s.conn.start_tls(s.ctx.tls, R.R_STLS, s.settings.tls_handshake_timeout)
     return b""
 
 

@@ -12,6 +12,11 @@ its handler can answer without waiting (a RETR of a message already read ahead i
 in a task when it has to wait for the store; lines that arrive meanwhile (RFC 2449 PIPELINING) wait
 their turn. Replies are flushed together, and the transport's flow control pauses reading while the
 client does not keep up.
+
+Input is bounded (issue 12.5): a command line is at most `pop3_max_line` octets with its CRLF (RFC 2449
+§4: 255); a longer one is answered -ERR and skipped, and a client that sends more than that with no
+line end at all is answered -ERR and cut off. Commands waiting behind a running one are held up to
+`pop3_max_pipelined_bytes`; past that, reading pauses until they are answered.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ _ACTIVE = metrics.SESSIONS_ACTIVE.labels("pop3")
 _RETRIEVED = metrics.MESSAGES.labels("pop3")
 _RETR_BYTES = metrics.BYTES.labels("pop3")
 _TOO_LONG = b"\x00"  # what an over-long line reads as
+_CUT_OFF = b"\x01"  # what input with no line end past the limit reads as: answered, then closed
 
 
 class Pop3Protocol(asyncio.Protocol):
@@ -75,7 +81,8 @@ class Pop3Protocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.conn.resume_writing()
-        self.conn.transport.resume_reading()
+        if not self.session.input_full:
+            self.conn.transport.resume_reading()
 
     def abort(self) -> None:
         if self.conn is not None:
@@ -94,7 +101,7 @@ class Pop3Session:
         self.lock_token: str | None = None
         self.drop: Maildrop | None = None
         self.buf = bytearray()
-        self.skipping = False  # dropping an over-long line up to its end
+        self.input_full = False  # reading paused: pop3_max_pipelined_bytes wait to be answered
         self.bad_in_a_row = 0
         self.task: asyncio.Task | None = None  # the command that waits for the store or the client
         self.waiter: asyncio.Future | None = None  # a handler waiting for a line (AUTH continuation)
@@ -118,25 +125,42 @@ class Pop3Session:
         self.conn.write(data)
 
     def next_line(self, limit: int) -> bytes | None:
-        """The next whole line without CRLF, or None. A line longer than `limit` (CRLF included) is
-        dropped and read as b"\\0"."""
+        """The next whole line without CRLF, or None. A line longer than `limit` (CRLF included) reads
+        as _TOO_LONG; more than `limit` octets with no line end read as _CUT_OFF (and are dropped)."""
         buf = self.buf
-        i = buf.find(b"\n")
+        i = buf.find(b"\n", 0, limit + 1)
         if i < 0:
-            if len(buf) > limit:
+            if len(buf) <= limit:
+                return None
+            if buf.find(b"\n") < 0:
                 buf.clear()
-                self.skipping = True
-            return None
+                return _CUT_OFF
+            i = buf.find(b"\n")
         line = bytes(buf[:i])
         del buf[: i + 1]
-        if self.skipping or i + 1 > limit:
-            self.skipping = False
+        if i + 1 > limit:
             return _TOO_LONG
         return line[:-1] if line.endswith(b"\r") else line
 
+    def discard_input(self) -> int:
+        """Drop every octet received and not yet answered (STLS); returns how many."""
+        n = len(self.buf)
+        self.buf.clear()
+        self._resume_input()
+        return n
+
+    def _resume_input(self) -> None:
+        if self.input_full and len(self.buf) <= self.settings.pop3_max_pipelined_bytes:
+            self.input_full = False
+            if not self.conn.writing_paused and not self.conn.closed:
+                self.conn.transport.resume_reading()
+
     async def read_line(self, limit: int) -> bytes | None:
-        """A line for a handler (AUTH's continuation); None when the connection ends first."""
+        """A line for a handler (AUTH's continuation); None when the connection ends first (or the
+        client sent more than `limit` with no line end: then it is answered and closed)."""
         line = self.next_line(limit)
+        if line is _CUT_OFF:
+            return self._cut_off()
         if line is not None:
             return line
         self.conn.flush_now()
@@ -163,10 +187,21 @@ class Pop3Session:
         self.buf += data
         if self.waiter is not None:
             line = self.next_line(self.waiter_limit)
-            if line is not None and not self.waiter.done():
+            if line is _CUT_OFF:
+                line = self._cut_off()
+            if (line is not None or self.closing) and not self.waiter.done():
                 self.waiter.set_result(line)
         elif self.task is None:
             self.pump()
+        elif len(self.buf) > self.settings.pop3_max_pipelined_bytes and not self.input_full:
+            self.input_full = True  # a command is running: hold the rest, but no more than this
+            self.conn.transport.pause_reading()
+
+    def _cut_off(self) -> None:
+        """More than a line's worth with no line end: answer and close (Dovecot does the same)."""
+        self.write(R.R_TOO_LONG)
+        self.closing = True
+        log.info("input line too long: connection closed", extra={"session": self.id})
 
     def pump(self) -> None:
         """Answer every whole line there is, until one has to wait (then a task goes on from there)."""
@@ -175,7 +210,11 @@ class Pop3Session:
             line = self.next_line(limit)
             if line is None:
                 break
+            if line is _CUT_OFF:
+                self._cut_off()
+                break
             self.execute(line)
+        self._resume_input()
         if self.task is None:
             self.conn.flush_now()
             if self.closing:

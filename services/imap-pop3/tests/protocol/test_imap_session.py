@@ -268,3 +268,39 @@ def test_a_login_name_with_crlf_cannot_forge_a_log_line(srv, fmt):
     failed = [ln for ln in lines if "login failed" in ln]
     assert len(failed) == 1 and "mallory" in failed[0]
     assert not any(ln.startswith("12:00:00.000") for ln in lines)
+
+
+# --- input before authentication is small (issue 12.5) --------------------------------------------------
+
+
+def test_a_large_append_before_login_is_refused_before_it_is_read(srv):
+    c = Raw("127.0.0.1", srv.port("imap"))
+    c.line()
+    c.send("a1 APPEND INBOX {52428800}")  # 50 MB: the limit after login, not before
+    assert c.line() == b"a1 BAD [TOOBIG] Literal too big (the limit is 8192 octets)"
+    c.send("a2 LOGIN {9000}")
+    assert c.line() == b"a2 BAD [TOOBIG] Literal too big (the limit is 8192 octets)"
+    c.send(b"a3 APPEND INBOX {5+}\r\nhello")  # small enough to read, then refused by state
+    assert c.line() == b"a3 NO [CLIENTBUG] APPEND not allowed now: log in first"
+    assert c.cmd("a4", "LOGIN alice@example.test alice-pw")[-1].startswith(b"a4 OK")
+    c.send("a5 APPEND INBOX {52428800}")  # logged in: the APPEND limit holds
+    assert c.line().startswith(b"+ ")
+
+
+def test_a_large_literal_plus_before_login_closes_the_connection(srv):
+    """RFC 7888 §4: the client sends a LITERAL+ literal anyway, so refusing it means closing."""
+    c = Raw("127.0.0.1", srv.port("imap"))
+    c.line()
+    c.send("a1 APPEND INBOX {52428800+}")
+    assert c.line() == b"a1 BAD [TOOBIG] Literal too big"
+    assert c.line().startswith(b"* BYE")
+    assert c.closed()
+
+
+def test_a_long_line_before_login_is_refused(srv):
+    c = Raw("127.0.0.1", srv.port("imap"))
+    c.line()
+    c.send("a1 LOGIN " + "x" * 9000 + " y")
+    assert c.line() == b"a1 BAD Command line too long"
+    assert c.cmd("a2", "LOGIN alice@example.test alice-pw")[-1].startswith(b"a2 OK")
+    assert c.cmd("a3", "SELECT " + "x" * 9000)[-1].startswith(b"a3 NO ")  # read whole: 64 KiB after login

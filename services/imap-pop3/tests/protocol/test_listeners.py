@@ -132,3 +132,39 @@ def test_metrics_count_sessions_commands_logins(srv):
         REGISTRY.get_sample_value("mailflow_imap_sessions_total", {"protocol": "imap", "listener": "plain"})
         >= 1
     )
+
+
+def test_start_tls_drops_what_the_stream_holds_unread(tmp_path):
+    """Octets pipelined behind STARTTLS and already in the stream's buffer (here: left there by a
+    readline) must not be read after the switch as if the client had sent them inside TLS."""
+    from imaptest import client_tls, new_loop, tls_pair
+
+    from mailflow import tls
+    from mailflow_imap_pop3.listener import Listener
+
+    ctx = tls.server_context(*tls_pair(tmp_path))
+    got: list[bytes] = []
+
+    async def handler(conn):
+        assert await conn.reader.readline() == b"a1 STARTTLS\r\n"
+        dropped = await conn.start_tls(ctx, b"a1 OK Begin TLS negotiation now\r\n")
+        got.append(b"dropped %d" % dropped)
+        got.append(await conn.read())
+
+    loop = new_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        listener = asyncio.run_coroutine_threadsafe(
+            Listener("imap", "127.0.0.1:0", handler).start(), loop
+        ).result(10)
+        c = Raw("127.0.0.1", listener.port)
+        c.send_raw(b"a1 STARTTLS\r\na2 LOGIN alice@example.test alice-pw\r\n")
+        assert c.line() == b"a1 OK Begin TLS negotiation now"
+        sock = client_tls().wrap_socket(c.sock)
+        sock.sendall(b"a3 CAPABILITY\r\n")
+        sock.recv(1)  # the handler closes the connection once it has read
+        assert got == [b"dropped 38", b"a3 CAPABILITY\r\n"]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)

@@ -3,14 +3,17 @@ byte-stuffing, the maildrop lock, UIDL stable across sessions, deletions only at
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import poplib
 import socket
+import threading
 
 import pytest
 from imaptest import Raw, Running, client_tls, make_message, settings_for
 
 from mailflow.proxy_protocol import encode_v2
+from mailflow.store.memory import MemoryStore
 from tests.support import wait_for
 
 DOTTY = b"From: a@x.test\r\nSubject: dots\r\n\r\n.leading dot\r\n..two dots\r\n.\r\nlast\r\n"
@@ -264,3 +267,96 @@ def test_every_poplib_command(srv):
     assert p.quit().startswith(b"+OK")
     with pytest.raises(poplib.error_proto):
         poplib.POP3("127.0.0.1", srv.port("pop3")).apop("alice@example.test", "alice-pw")
+
+
+# --- input limits (issue 12.5) -------------------------------------------------------------------------
+
+
+class HeldLogins(MemoryStore):
+    """authenticate() waits until the test lets it go: a PASS that takes as long as the test needs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_user("alice@example.test", "alice-pw")
+        self.release = threading.Event()
+
+    async def authenticate(self, *args, **kw):
+        await asyncio.get_running_loop().run_in_executor(None, self.release.wait)
+        return await super().authenticate(*args, **kw)
+
+
+@pytest.fixture
+def held(tmp_path):
+    store = HeldLogins()
+    running = Running(settings_for(tmp_path), store)
+    yield running, store
+    store.release.set()
+    running.stop()
+
+
+def flood(c: Raw, chunk: bytes, limit: int = 64 << 20) -> int:
+    """Send `chunk` until the server stops taking it (3 s without progress) or `limit` octets went."""
+    c.sock.settimeout(3)
+    sent = 0
+    try:
+        while sent < limit:
+            c.sock.sendall(chunk)
+            sent += len(chunk)
+    except TimeoutError:
+        pass
+    return sent
+
+
+def buffered(srv) -> int:
+    async def biggest() -> int:
+        return max(len(s.buf) for s in srv.server.ctx.sessions)
+
+    return srv.call(biggest())
+
+
+def test_input_while_pass_is_pending_is_bounded_and_an_endless_line_is_cut_off(held):
+    srv, store = held
+    c = Raw("127.0.0.1", srv.port("pop3"))
+    c.line()
+    c.send("USER alice@example.test")
+    c.line()
+    c.send("PASS alice-pw")  # held: the store does not answer yet
+    sent = flood(c, b"x" * (1 << 20))  # no line end at all: 400 MiB went in 1.5 s here before
+    assert sent < 32 << 20  # what the kernel buffers hold; the server stopped reading
+    assert buffered(srv) <= srv.settings.pop3_max_pipelined_bytes + (1 << 20)
+    store.release.set()
+    c.sock.settimeout(10)
+    assert c.line().startswith(b"+OK Logged in")
+    assert c.line() == b"-ERR Line too long"
+    assert c.closed()
+
+
+def test_pipelined_commands_while_pass_is_pending_pause_reading(held):
+    srv, store = held
+    c = Raw("127.0.0.1", srv.port("pop3"))
+    c.line()
+    c.send("USER alice@example.test")
+    c.line()
+    c.send("PASS alice-pw")
+    sent = flood(c, b"NOOP\r\n" * 100_000)
+    assert sent < 32 << 20
+    assert buffered(srv) <= srv.settings.pop3_max_pipelined_bytes + (1 << 20)
+
+
+def test_a_line_without_end_past_the_limit_is_answered_and_closed(srv):
+    c = Raw("127.0.0.1", srv.port("pop3"))
+    c.line()
+    c.send_raw(b"NOOP " + b"x" * 300)  # RFC 2449 §4: 255 octets with the CRLF
+    assert c.line() == b"-ERR Line too long"
+    assert c.closed()
+
+
+def test_stls_drops_commands_pipelined_in_the_clear(srv):
+    """RFC 2595 §4: USER/PASS sent in the clear right behind STLS must not log in inside TLS."""
+    c = Raw("127.0.0.1", srv.port("pop3"))
+    c.line()
+    c.send_raw(b"STLS\r\nUSER alice@example.test\r\nPASS alice-pw\r\n")
+    assert c.line() == b"+OK Begin TLS negotiation"
+    c.sock = client_tls().wrap_socket(c.sock)
+    c.send("STAT")
+    assert c.line() == b"-ERR Command not valid in this state"

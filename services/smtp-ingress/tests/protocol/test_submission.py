@@ -206,9 +206,10 @@ def test_tls_1_1_is_refused(srv):
             s.noop()
 
 
-def test_starttls_discards_plaintext_sent_after_it(raw, client_tls):
+@pytest.mark.parametrize("listener", ["mx", "submission"])
+def test_starttls_discards_plaintext_sent_after_it(raw, client_tls, listener):
     """CVE-2011-0411 class: commands pipelined after STARTTLS in clear must not run inside TLS."""
-    c = raw("submission")
+    c = raw(listener)
     c.cmd("EHLO laptop.example.test", "250 ")
     c.send_raw(b"STARTTLS\r\nNOOP\r\nRSET\r\n")
     c.expect("220 2.0.0")

@@ -56,11 +56,14 @@ async def cmd_starttls(s: Session, cmd: Command) -> Reply | None:
         return Reply("BAD", "TLS is already active")
     if s.ctx.tls is None:
         return Reply("NO", "TLS is not available")
-    # RFC 3501 §6.2.1 / RFC 7817: anything the client pipelined after STARTTLS in the clear is dropped.
-    if s.framer.discard():
-        log.warning("plaintext pipelined after STARTTLS was discarded")
-    s.write(rsp.tagged(cmd.tag, "OK", "Begin TLS negotiation now"))
-    await s.conn.start_tls(s.ctx.tls, s.ctx.settings.tls_handshake_timeout)
+    # RFC 3501 §6.2.1 / RFC 7817: anything the client pipelined after STARTTLS in the clear is dropped,
+    # from the framer here and from the stream at the switch.
+    dropped = s.framer.discard()
+    dropped += await s.conn.start_tls(
+        s.ctx.tls, rsp.tagged(cmd.tag, "OK", "Begin TLS negotiation now"), s.ctx.settings.tls_handshake_timeout
+    )
+    if dropped:
+        log.warning("plaintext pipelined after STARTTLS was discarded", extra={"octets": dropped})
     return rsp.ANSWERED
 
 
