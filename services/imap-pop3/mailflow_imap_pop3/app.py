@@ -16,19 +16,25 @@ import ssl
 
 from mailflow import natsconn
 from mailflow import tls as mtls
+from mailflow.connections import ConnectionLimiter
 from mailflow.lifecycle import Stopper
 from mailflow.store.api import Mailboxes
 from mailflow.web import HttpServer, service_app
 from mailflow_imap_pop3.auth import AuthCache, Authenticator, LoginThrottle
 from mailflow_imap_pop3.context import Context
+from mailflow_imap_pop3.imap import responses as rsp
 from mailflow_imap_pop3.imap.session import Session
 from mailflow_imap_pop3.listener import Connection, Listener
+from mailflow_imap_pop3.pop3 import replies as pop3_replies
 from mailflow_imap_pop3.pop3.session import Pop3Protocol
 from mailflow_imap_pop3.push import Hub
 from mailflow_imap_pop3.revoke import Revoker
 from mailflow_imap_pop3.settings import Settings
 
 log = logging.getLogger(__name__)
+
+_IMAP_REFUSALS = {"per_ip": rsp.BYE_TOO_MANY_CONNECTIONS, "total": rsp.BYE_SERVER_BUSY}
+_POP3_REFUSALS = {"per_ip": pop3_replies.R_TOO_MANY_CONNECTIONS, "total": pop3_replies.R_SERVER_BUSY}
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -54,6 +60,7 @@ class Server:
         )
         self.ctx = Context(settings, store, auth, Hub(nc), tls)
         self.revoker = Revoker(self.ctx, nc, settings.revocation_check)
+        self.limiter = ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip)
         self.listeners: dict[str, Listener] = {}
 
     async def _imap(self, conn: Connection) -> None:
@@ -78,10 +85,11 @@ class Server:
                 if name.endswith("s") and implicit is None:
                     log.warning("%s listener not started: no TLS certificate configured", name)
                     continue
-                protocol = self._pop3 if name.startswith("pop3") else None
+                pop3 = name.startswith("pop3")
                 self.listeners[name] = await Listener(
-                    name, listen, handler, implicit, proxy, s.proxy_timeout, s.tls_handshake_timeout, protocol
-                ).start()
+                    name, listen, handler, implicit, proxy, s.proxy_timeout, s.tls_handshake_timeout,
+                    self._pop3 if pop3 else None, self.limiter, _POP3_REFUSALS if pop3 else _IMAP_REFUSALS,
+                ).start()  # fmt: skip
         except BaseException:
             for listener in self.listeners.values():
                 listener.stop_accepting()

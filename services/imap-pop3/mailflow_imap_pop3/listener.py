@@ -2,7 +2,10 @@
 
 `Listener` accepts connections and hands each one, as a `Connection`, to a session factory. With PROXY
 protocol on, a peer outside the trusted networks, a missing header or a bad one closes the connection
-before a byte is answered. Implicit TLS (993/995) is a handshake right after the (optional) PROXY
+before a byte is answered. Then the connection counts against the service's caps (mailflow.connections,
+by the real client after PROXY): over one, the client gets the listener's refusal (`* BYE`, POP3
+`-ERR [SYS/TEMP]`) and is closed; on an implicit-TLS listener that takes a handshake, so at most
+MAX_REFUSING of those run at once and past that a refused connection is closed without a word. Implicit TLS (993/995) is a handshake right after the (optional) PROXY
 header; a failed handshake closes the connection. `Connection.write` collects output and `flush` sends
 it in one write, so a FETCH of many messages costs few syscalls; `drain` applies back-pressure.
 `stop_accepting` closes the listening socket only; sessions finish on their own terms (see app.py).
@@ -24,6 +27,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 from mailflow import tls
+from mailflow.connections import ConnectionLimiter, Refusal
 from mailflow.proxy_protocol import ProxyError, read_header_from_socket
 from mailflow.settings import split_hostport
 from mailflow_imap_pop3 import metrics
@@ -33,6 +37,7 @@ log = logging.getLogger(__name__)
 READ_SIZE = 256 * 1024
 PREAUTH_READ_SIZE = 16 * 1024  # before authentication: the stream pauses reading past twice this
 FLUSH_AT = 256 * 1024  # octets collected before a FETCH sends what it has
+MAX_REFUSING = 64  # refusals on implicit-TLS listeners handshaking at once
 
 
 class Connection:
@@ -275,6 +280,17 @@ class IdleTimer:
 Handler = Callable[[Connection], Awaitable[None]]
 
 
+class _Refusal(asyncio.Protocol):
+    """Says `text` as soon as the connection is up (after the TLS handshake), then closes."""
+
+    def __init__(self, text: bytes):
+        self.text = text
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self.text)  # type: ignore[attr-defined]
+        transport.close()
+
+
 class Listener:
     """Accepts on its own socket so that nothing reads a connection before it is ready: the PROXY header
     is read from the raw socket, and only then does an asyncio transport (TLS first, for 993/995) own
@@ -291,8 +307,13 @@ class Listener:
         proxy_timeout: float = 5.0,
         handshake_timeout: float = 15.0,
         protocol: Callable[[tuple, str], asyncio.Protocol] | None = None,
+        limiter: ConnectionLimiter | None = None,
+        refusals: dict[Refusal, bytes] | None = None,  # what to say over each cap
     ):
         self.name, self.listen, self.handler = name, listen, handler
+        self.limiter = limiter or ConnectionLimiter(0, 0)
+        self.refusals = refusals or {}
+        self.refusing = 0
         self.protocol = (
             protocol  # (peer, listener name) -> a Protocol with a `.done` future, instead of handler
         )
@@ -348,12 +369,23 @@ class Listener:
     async def _setup(self, conn: socket.socket, peer: tuple) -> None:
         loop = asyncio.get_running_loop()
         protocol = None
+        counted: list[str] = []  # the client address while the limiter counts this connection
+
+        def release() -> None:  # exactly once, whichever way the connection ends
+            if counted:
+                self.limiter.release(counted.pop())
+
         try:
             if self.proxy_trusted is not None:
                 peer = await self._proxy(conn, peer)
                 if peer is None:
                     conn.close()
                     return
+            refusal = self.limiter.acquire(str(peer[0]))
+            if refusal is not None:
+                await self._refuse(conn, peer, refusal)
+                return
+            counted.append(str(peer[0]))
 
             if self.protocol is not None:
                 protocol = self.protocol(peer, self.name)
@@ -361,7 +393,10 @@ class Listener:
 
                 async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
                     self._track(asyncio.current_task())
-                    await self._serve(reader, writer, peer)
+                    try:
+                        await self._serve(reader, writer, peer)
+                    finally:
+                        release()
 
                 reader = asyncio.StreamReader(limit=PREAUTH_READ_SIZE)
                 protocol = asyncio.StreamReaderProtocol(reader, connected)
@@ -375,15 +410,43 @@ class Listener:
                 metrics.TLS.labels("ok").inc()
             if self.protocol is not None:
                 await protocol.done  # this task stands for the connection until it ends (the drain waits)
+                release()
         except asyncio.CancelledError:
             if self.protocol is not None and protocol is not None:
                 protocol.abort()  # the drain cut it
             conn.close()
+            release()
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
             if self.implicit_tls is not None:
                 metrics.TLS.labels("failed").inc()
             log.info("connection setup failed: %s", exc or type(exc).__name__, extra={"peer": str(peer[0])})
             conn.close()
+            release()
+
+    async def _refuse(self, conn: socket.socket, peer: tuple, refusal: Refusal) -> None:
+        """Over a cap: say so (in TLS on an implicit-TLS listener, while few such handshakes run) and
+        close. Nothing is read from the client."""
+        metrics.REFUSED.labels(self.name, refusal).inc()
+        log.info("connection refused: too many %s", "from this client" if refusal == "per_ip" else "in total",
+                 extra={"peer": str(peer[0]), "listener": self.name})  # fmt: skip
+        text = self.refusals.get(refusal, b"")
+        if self.implicit_tls is None or not text:
+            with contextlib.suppress(OSError):
+                conn.send(text)  # a fresh socket takes a line without blocking
+            conn.close()
+            return
+        if self.refusing >= MAX_REFUSING:
+            conn.close()
+            return
+        self.refusing += 1
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: _Refusal(text), conn, ssl=self.implicit_tls, ssl_handshake_timeout=self.handshake_timeout
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError):
+            conn.close()
+        finally:
+            self.refusing -= 1
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: tuple) -> None:
         try:

@@ -30,6 +30,9 @@ PUSH_SECONDS = Histogram(
 )
 PROXY = Counter("mailflow_imap_proxy_headers_total", "PROXY protocol headers by outcome", ["result"])
 TLS = Counter("mailflow_imap_tls_handshakes_total", "TLS handshakes (STARTTLS, STLS, implicit)", ["result"])
+REFUSED = Counter(
+    "mailflow_imap_connections_refused_total", "Connections refused over a cap", ["listener", "reason"]
+)
 
 
 class CommandMetrics:

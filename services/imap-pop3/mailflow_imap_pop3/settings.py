@@ -23,6 +23,13 @@ class Settings(ServiceSettings):
     pop3s_listen: str = "127.0.0.1:2995"  # POP3 over implicit TLS (RFC 8314)
     http_listen: str = "127.0.0.1:10086"  # /healthz, /readyz, /metrics
 
+    # Open connections, all four listeners together, counted by the real client (after PROXY; IPv6 by
+    # /64). Over a cap IMAP says `* BYE`, POP3 `-ERR [SYS/TEMP]` (RFC 3206), and the connection closes.
+    # Mail clients keep a few connections each (Thunderbird up to 5 per account, IDLE holds one): raise
+    # the per-client cap when many users share one address (NAT). 0 turns a cap off.
+    max_connections: int = 4000
+    max_connections_per_ip: int = 100
+
     # Plaintext LOGIN/USER/AUTH PLAIN without TLS: refused (LOGINDISABLED, RFC 3501 §6.2.3) unless the
     # client is on loopback or this is set.
     allow_plaintext_auth: bool = False

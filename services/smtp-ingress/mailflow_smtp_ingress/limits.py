@@ -1,4 +1,5 @@
-"""Per-client-address limits shared by all sessions of one process: open connections, failed AUTHs.
+"""Per-client-address limits shared by all sessions of one process: failed AUTHs (open connections:
+mailflow.connections, shared with imap-pop3).
 
 Counted by the client address after PROXY protocol (the real client, not the load balancer).
 Nothing here raises; memory is bounded (the oldest addresses are forgotten first). The limits are
@@ -10,34 +11,6 @@ from __future__ import annotations
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-
-from mailflow_smtp_ingress import replies as R
-
-
-class ConnectionLimiter:
-    def __init__(self, max_total: int, max_per_ip: int):
-        self.max_total, self.max_per_ip = max_total, max_per_ip
-        self.total = 0
-        self.per_ip: dict[str, int] = {}
-
-    def acquire(self, ip: str) -> R.Reply | None:
-        """None if the connection may go on (and is counted); else the 421 to send before closing."""
-        if self.max_total and self.total >= self.max_total:
-            return R.R421_SERVER_BUSY
-        n = self.per_ip.get(ip, 0)
-        if self.max_per_ip and n >= self.max_per_ip:
-            return R.R421_TOO_MANY_CONNECTIONS
-        self.per_ip[ip] = n + 1
-        self.total += 1
-        return None
-
-    def release(self, ip: str) -> None:
-        n = self.per_ip.get(ip, 0)
-        if n <= 1:
-            self.per_ip.pop(ip, None)
-        else:
-            self.per_ip[ip] = n - 1
-        self.total = max(0, self.total - 1)
 
 
 class AuthThrottle:

@@ -13,11 +13,11 @@ import logging
 import ssl
 import time
 
+from mailflow.connections import ConnectionLimiter
 from mailflow.settings import split_hostport
 from mailflow_smtp_ingress import metrics, proxy
 from mailflow_smtp_ingress import replies as R
 from mailflow_smtp_ingress.handler import IngressHandler
-from mailflow_smtp_ingress.limits import ConnectionLimiter
 from mailflow_smtp_ingress.session import Session
 from mailflow_smtp_ingress.settings import Settings
 from mailflow_smtp_ingress.state import Listener
@@ -104,11 +104,11 @@ class SmtpServer:
         refusal = self.limiter.acquire(session.client.ip)
         if refusal is None:
             session.counted_ip = session.client.ip
-        else:
-            reason = "per_ip_limit" if refusal is R.R421_TOO_MANY_CONNECTIONS else "server_busy"
-            metrics.REJECTED.labels("connect", reason).inc()
-            log.info("connection refused: %s", reason)
-        return refusal
+            return None
+        reason = "per_ip_limit" if refusal == "per_ip" else "server_busy"
+        metrics.REJECTED.labels("connect", reason).inc()
+        log.info("connection refused: %s", reason)
+        return R.R421_TOO_MANY_CONNECTIONS if refusal == "per_ip" else R.R421_SERVER_BUSY
 
     async def read_proxy(self, session: Session) -> bool:
         return await proxy.read_proxy(session, self.proxy_trusted, self.settings.proxy_timeout)

@@ -47,6 +47,11 @@ def untagged(text: str) -> bytes:
     return b"* " + text.encode("utf-8", "replace") + CRLF
 
 
+# In place of the greeting, over a connection cap (RFC 3501 §7.1.5: BYE at connection refuses it).
+BYE_TOO_MANY_CONNECTIONS = untagged("BYE Too many connections from your address, try again later")
+BYE_SERVER_BUSY = untagged("BYE Too many connections, try again later")
+
+
 def ok_code(code: str, text: str) -> bytes:
     return b"* OK [" + code.encode() + b"] " + text.encode() + CRLF
 

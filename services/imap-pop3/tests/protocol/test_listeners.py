@@ -168,3 +168,63 @@ def test_start_tls_drops_what_the_stream_holds_unread(tmp_path):
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+# --- connection caps (issue 12.5) ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def capped(tmp_path, store):
+    running = Running(settings_for(tmp_path, max_connections_per_ip=2, max_connections=3), store)
+    yield running
+    running.stop()
+
+
+def test_connections_per_client_are_capped_on_every_listener(capped):
+    from imaptest import client_tls
+
+    from tests.support import wait_for
+
+    first = Raw("127.0.0.1", capped.port("imap"))
+    assert first.line().startswith(b"* OK")
+    second = Raw("127.0.0.1", capped.port("pop3"))
+    assert second.line() == b"+OK Mailflow POP3 ready"
+    third = Raw("127.0.0.1", capped.port("imap"))
+    assert third.line() == b"* BYE Too many connections from your address, try again later"
+    assert third.closed()
+    third = Raw("127.0.0.1", capped.port("pop3"))
+    assert third.line() == b"-ERR [SYS/TEMP] Too many connections from your address, try again later"
+    assert third.closed()
+    third = Raw("127.0.0.1", capped.port("imaps"), context=client_tls())
+    assert third.line() == b"* BYE Too many connections from your address, try again later"
+    assert third.closed()
+    third = Raw("127.0.0.1", capped.port("pop3s"), context=client_tls())
+    assert third.line().startswith(b"-ERR [SYS/TEMP] Too many connections from your address")
+    first.cmd("a1", "LOGOUT")
+    wait_for(lambda: capped.server.limiter.total == 1, what="the closed connection to be released")
+    again = Raw("127.0.0.1", capped.port("imaps"), context=client_tls())
+    assert again.line().startswith(b"* OK")
+
+
+def test_caps_count_the_client_behind_the_proxy_and_the_total(tmp_path, store):
+    running = Running(
+        settings_for(tmp_path, proxy_protocol=True, max_connections_per_ip=1, max_connections=2), store
+    )
+    try:
+        def via_proxy(ip: str, name: str = "imap") -> Raw:
+            c = Raw("127.0.0.1", running.port(name))
+            c.send_raw(encode_v2((ip, 40000), ("198.51.100.1", 143)))
+            return c
+
+        first = via_proxy("192.0.2.1")
+        assert first.line().startswith(b"* OK")
+        refused = via_proxy("192.0.2.1")  # the proxy's address is the same for all: the client counts
+        assert refused.line() == b"* BYE Too many connections from your address, try again later"
+        second = via_proxy("192.0.2.2", "pop3")
+        assert second.line() == b"+OK Mailflow POP3 ready"
+        busy = via_proxy("192.0.2.3")
+        assert busy.line() == b"* BYE Too many connections, try again later"
+        busy = via_proxy("192.0.2.3", "pop3")
+        assert busy.line() == b"-ERR [SYS/TEMP] Too many connections, try again later"
+    finally:
+        running.stop()

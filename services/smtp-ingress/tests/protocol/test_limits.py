@@ -129,6 +129,19 @@ def test_max_connections_per_client_address(make_server, raw):
     b.cmd("NOOP", "250 2.0.0")
 
 
+def test_the_per_client_cap_counts_every_listener_together(make_server, raw, client_tls):
+    s = make_server(max_connections_per_ip=2)
+    mx, submission = raw("mx", server=s), raw("submission", server=s)
+    for listener in ("mx", "submission", "smtps"):
+        third = raw(listener, server=s, greet=False)
+        if listener == "smtps":
+            third.sock = client_tls.wrap_socket(third.sock, server_hostname="mx.example.test")
+        third.expect("421 4.7.0")
+        assert third.closed()
+    mx.cmd("NOOP", "250 2.0.0")
+    submission.cmd("NOOP", "250 2.0.0")
+
+
 def test_max_connections_in_total(make_server, raw):
     s = make_server(max_connections=1, max_connections_per_ip=10)
     raw(server=s)

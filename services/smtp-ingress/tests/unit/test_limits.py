@@ -1,22 +1,8 @@
-"""Connection counting and the failed-AUTH throttle (pure, with a fake clock)."""
+"""The failed-AUTH throttle (pure, with a fake clock); connection counting is tests/unit/test_connections.py."""
 
 from __future__ import annotations
 
-from mailflow_smtp_ingress import replies as R
-from mailflow_smtp_ingress.limits import AuthThrottle, ConnectionLimiter
-
-
-def test_connection_limiter_per_ip_and_total():
-    lim = ConnectionLimiter(max_total=3, max_per_ip=2)
-    assert lim.acquire("a") is None and lim.acquire("a") is None
-    assert lim.acquire("a") is R.R421_TOO_MANY_CONNECTIONS
-    assert lim.acquire("b") is None
-    assert lim.acquire("c") is R.R421_SERVER_BUSY
-    lim.release("a")
-    assert lim.acquire("c") is None
-    for ip in ("a", "b", "c"):
-        lim.release(ip)
-    assert lim.per_ip == {} and lim.total == 0
+from mailflow_smtp_ingress.limits import AuthThrottle
 
 
 def test_auth_throttle_window():

@@ -1,0 +1,59 @@
+"""Open connections counted per client and in total, across all the listeners of one service.
+
+Every service that accepts clients (smtp-ingress: MX, submission, SMTPS; imap-pop3: IMAP, IMAPS,
+POP3, POP3S) caps both counts; over a cap the listener answers its protocol's "busy" (SMTP 421,
+IMAP `* BYE`, POP3 `-ERR [SYS/TEMP]`, RFC 3206) and closes. The client is the real one, after the
+PROXY header. An IPv6 client counts by its /64: one host usually owns a whole /64, so counting its
+addresses one by one would be no limit at all (an IPv4-mapped address counts as the IPv4 one).
+The caps are per process: with N replicas a client may open N times as many. Nothing here raises.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+
+Refusal = Literal["total", "per_ip"]
+
+
+def client_key(ip: str) -> str:
+    """What one client is: the IPv4 address, or the /64 of an IPv6 address."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if addr.version == 6:
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return ip
+
+
+class ConnectionLimiter:
+    def __init__(self, max_total: int, max_per_ip: int):
+        """0 turns a cap off."""
+        self.max_total, self.max_per_ip = max_total, max_per_ip
+        self.total = 0
+        self.per_ip: dict[str, int] = {}
+
+    def acquire(self, ip: str) -> Refusal | None:
+        """None if the connection may go on (it is counted: `release` it when it ends), or the cap
+        that refuses it."""
+        if self.max_total and self.total >= self.max_total:
+            return "total"
+        key = client_key(ip)
+        n = self.per_ip.get(key, 0)
+        if self.max_per_ip and n >= self.max_per_ip:
+            return "per_ip"
+        self.per_ip[key] = n + 1
+        self.total += 1
+        return None
+
+    def release(self, ip: str) -> None:
+        key = client_key(ip)
+        n = self.per_ip.get(key, 0)
+        if n <= 1:
+            self.per_ip.pop(key, None)
+        else:
+            self.per_ip[key] = n - 1
+        self.total = max(0, self.total - 1)
