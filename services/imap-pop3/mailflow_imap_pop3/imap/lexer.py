@@ -26,8 +26,8 @@ ATOM = re.compile(rb"[^\x00-\x20\x7f(){%*\"\\\]]+")
 _ASTRING_ATOM = re.compile(rb"[^\x00-\x20\x7f(){%*\"\\]+")
 _LIST_ATOM = re.compile(rb"[^\x00-\x20\x7f(){\"\\]+")
 _NUMBER = re.compile(rb"\d+")
-_SEQ = re.compile(rb"(\d+|\*)(?::(\d+|\*))?")
-_QUOTED = re.compile(rb'"((?:[^"\\\r\n]|\\["\\])*)"')
+_SEQSET = re.compile(rb"[0-9*:,]+")  # checked item by item in Reader.seqset
+_QUOTED = re.compile(rb'"([^"\\\r\n]*+(?:\\["\\][^"\\\r\n]*+)*+)"')  # possessive: one pass
 _LITERAL = re.compile(rb"~?\{(\d+)\+?\}\r\n")
 FETCH_NAME = re.compile(rb"[A-Za-z0-9.]+")
 BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
@@ -39,6 +39,7 @@ MAX_NUMBER = 2**63 - 1  # mod-sequence-value's range; numbers and UIDs are 32-bi
 # Ranges written in one sequence set. A 64 KiB line holds at most 32,768 ("1,1,..."); the bound holds
 # if the line limit is raised. The parser merges them (16,000 copies of "1:*" are one range).
 MAX_SEQ_RANGES = 32_768
+MAX_LIST_ITEMS = 1000  # in one parenthesized list (FETCH items, flags, header names, ID pairs)
 
 
 class Reader:
@@ -161,24 +162,23 @@ class Reader:
             raise ParseError(f"Bad mailbox pattern: {exc}", self.tag) from None
 
     def seqset(self) -> SeqSet:
+        """RFC 3501 §9 sequence-set, taken as one token and split in C (16,000 ranges in a few ms)."""
+        items = self.match(_SEQSET, "sequence set").group().split(b",")
+        if len(items) > MAX_SEQ_RANGES:
+            raise ParseError(f"Too many ranges in a sequence set (the limit is {MAX_SEQ_RANGES})", self.tag)
         ranges = []
-        while True:
-            if len(ranges) == MAX_SEQ_RANGES:
-                raise ParseError(f"Too many ranges in a sequence set (the limit is {MAX_SEQ_RANGES})", self.tag)
-            m = self.match(_SEQ, "sequence set")
-            a = STAR if m.group(1) == b"*" else int(m.group(1))
-            b = a if m.group(2) is None else STAR if m.group(2) == b"*" else int(m.group(2))
-            if (
-                a == 0
-                and m.group(1) != b"*"
-                or b == 0
-                and m.group(2) not in (None, b"*")
-                or max(a, b) > 0xFFFFFFFF
-            ):
-                raise self.error("sequence number from 1 to 4294967295")
-            ranges.append((a, b))
-            if not self.maybe(b","):
-                return SeqSet.of(ranges)
+        for item in items:
+            a, colon, b = item.partition(b":")
+            first = self._seq_number(a)
+            ranges.append((first, self._seq_number(b) if colon else first))
+        return SeqSet.of(ranges)
+
+    def _seq_number(self, text: bytes) -> int:
+        if text == b"*":
+            return STAR
+        if not text.isdigit() or len(text) > 10 or not 0 < int(text) <= 0xFFFFFFFF:
+            raise self.error("sequence number from 1 to 4294967295")
+        return int(text)
 
     def paren(self, item, allow_empty: bool = False) -> list:
         self.expect(b"(")
@@ -188,6 +188,8 @@ class Reader:
                 return out
             raise self.error("list item")
         while True:
+            if len(out) == MAX_LIST_ITEMS:
+                raise ParseError(f"Too many items in a list (the limit is {MAX_LIST_ITEMS})", self.tag)
             out.append(item())
             if self.maybe(b")"):
                 return out

@@ -225,6 +225,7 @@ _SIMPLE_ATTS = {
     "BODYSTRUCTURE", "UID", "MODSEQ",
 }  # fmt: skip
 _SECTION_TEXT = {"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"}
+MAX_SECTION_PARTS = 100  # numbers in a section's part path; messages nest at most 50 deep (mailflow.mime)
 
 
 def _section(r: Reader) -> Section:
@@ -235,6 +236,8 @@ def _section(r: Reader) -> Section:
     if r.peek().isdigit():
         part.append(r.nz_number())
         while r.peek(2)[:1] == b"." and r.peek(2)[1:].isdigit():
+            if len(part) == MAX_SECTION_PARTS:
+                raise ParseError(f"Section part numbers nested too deeply (the limit is {MAX_SECTION_PARTS})", r.tag)
             r.pos += 1
             part.append(r.nz_number())
         if r.maybe(b"."):
@@ -362,11 +365,13 @@ CHARSETS = {"UTF-8": "utf-8", "US-ASCII": "ascii"}
 _ARG_KEYS = {*_HEADER_KEYS, *_DATE_KEYS, "BODY", "TEXT", "HEADER", "KEYWORD", "UNKEYWORD", "LARGER", "SMALLER",
              "NOT", "OR", "UID", "MODSEQ"}  # fmt: skip
 MAX_SEARCH_DEPTH = 100
+MAX_SEARCH_KEYS = 1000  # in one SEARCH: each is work for the store; a 64 KiB line holds 16,000 "ALL"
 
 
 class _SearchParser:
     def __init__(self, r: Reader, charset: str):
         self.r, self.charset, self.depth, self.modseq = r, charset, 0, False
+        self.count = 0
 
     def string(self) -> str:
         raw = self.r.astring()
@@ -386,8 +391,11 @@ class _SearchParser:
     def key(self) -> object:
         r = self.r
         self.depth += 1
+        self.count += 1
         if self.depth > MAX_SEARCH_DEPTH:
             raise ParseError("Search criteria nested too deeply", r.tag)
+        if self.count > MAX_SEARCH_KEYS:
+            raise ParseError(f"Too many search keys (the limit is {MAX_SEARCH_KEYS})", r.tag)
         try:
             c = r.peek()
             if c == b"(":

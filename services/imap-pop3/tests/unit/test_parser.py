@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from mailflow.store import search as sk
 from mailflow_imap_pop3.imap.framing import CONTINUE, FrameError, Framer
-from mailflow_imap_pop3.imap.lexer import MAX_SEQ_RANGES, ParseError
-from mailflow_imap_pop3.imap.parser import parse
+from mailflow_imap_pop3.imap.lexer import MAX_LIST_ITEMS, MAX_SEQ_RANGES, ParseError
+from mailflow_imap_pop3.imap.parser import MAX_SEARCH_KEYS, parse
 from mailflow_imap_pop3.imap.syntax import (
     Append,
     Authenticate,
@@ -284,6 +284,9 @@ def test_sync_literal_asks_to_continue_and_literal_plus_does_not():
         (b'a1 ID ("a")', "ID takes"),
         (b"a1 SEARCH " + b"NOT " * 200 + b"ALL", "nested too deeply"),
         (b"a1 FETCH " + b"1," * MAX_SEQ_RANGES + b"1 FLAGS", "Too many ranges"),
+        (b"a1 SEARCH " + b"ALL " * MAX_SEARCH_KEYS + b"ALL", "Too many search keys"),
+        (b"a1 FETCH 1 (" + b"UID " * MAX_LIST_ITEMS + b"UID)", "Too many items"),
+        (b"a1 FETCH 1 BODY[1" + b".1" * 100 + b"]", "nested too deeply"),
     ],
 )
 def test_bad_syntax(wire, error):
