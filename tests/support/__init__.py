@@ -23,6 +23,17 @@ def wait_for(pred: Callable[[], object], timeout: float = 10.0, interval: float 
         time.sleep(interval)
 
 
+def cpu_seconds(fn: Callable[..., object], *args: object, runs: int = 3) -> float:
+    """The least CPU time of this thread that `fn(*args)` took in `runs` calls: what a parse costs,
+    nearly whatever else the machine is busy with (for the parsers' budget tests)."""
+    best = float("inf")
+    for _ in range(runs):
+        started = time.thread_time()
+        fn(*args)
+        best = min(best, time.thread_time() - started)
+    return best
+
+
 async def await_for(
     pred: Callable[[], Awaitable[object]], timeout: float = 10.0, interval: float = 0.02, what: str = ""
 ) -> object:

@@ -11,25 +11,15 @@ parse costs here (a few ms) and far below any superlinear case.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailflow import mime
+from tests.support import cpu_seconds
 
 SIZE = 64 * 1024
 BOUND = 0.1  # seconds of CPU for SIZE octets of input (a parse here costs 1-25 ms)
-
-
-def cpu_seconds(fn, *args) -> float:
-    best = float("inf")
-    for _ in range(3):
-        started = time.thread_time()
-        fn(*args)
-        best = min(best, time.thread_time() - started)
-    return best
 
 
 def header(field: bytes) -> bytes:

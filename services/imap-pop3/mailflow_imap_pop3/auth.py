@@ -21,12 +21,12 @@ import base64
 import binascii
 import hashlib
 import hmac
-import ipaddress
 import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from mailflow.connections import client_key as address_key  # the throttling bucket: IPv6 by /64
 from mailflow.store.api import Directory, Principal
 
 
@@ -56,19 +56,6 @@ def decode_plain(b64: bytes) -> tuple[str, str]:
     if authz and authz.lower() != user.lower():
         raise SaslError("authorization identity differs from the user")
     return user, password
-
-
-def address_key(ip: str) -> str:
-    """Throttling bucket: the IPv4 address, or the /64 of an IPv6 one (one host usually owns a /64)."""
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip
-    if addr.version == 6:
-        if addr.ipv4_mapped is not None:
-            return str(addr.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
-    return str(addr)
 
 
 class LoginThrottle:

@@ -314,13 +314,19 @@ def buffered(srv) -> int:
     return srv.call(biggest())
 
 
-def test_input_while_pass_is_pending_is_bounded_and_an_endless_line_is_cut_off(held):
-    srv, store = held
+def pass_held(srv) -> Raw:
+    """A session whose PASS the store holds: nothing it sends meanwhile is answered."""
     c = Raw("127.0.0.1", srv.port("pop3"))
     c.line()
     c.send("USER alice@example.test")
     c.line()
-    c.send("PASS alice-pw")  # held: the store does not answer yet
+    c.send("PASS alice-pw")
+    return c
+
+
+def test_input_while_pass_is_pending_is_bounded_and_an_endless_line_is_cut_off(held):
+    srv, store = held
+    c = pass_held(srv)
     sent = flood(c, b"x" * (1 << 20))  # no line end at all: 400 MiB went in 1.5 s here before
     assert sent < 32 << 20  # what the kernel buffers hold; the server stopped reading
     assert buffered(srv) <= srv.settings.pop3_max_pipelined_bytes + (1 << 20)
@@ -332,12 +338,8 @@ def test_input_while_pass_is_pending_is_bounded_and_an_endless_line_is_cut_off(h
 
 
 def test_pipelined_commands_while_pass_is_pending_pause_reading(held):
-    srv, store = held
-    c = Raw("127.0.0.1", srv.port("pop3"))
-    c.line()
-    c.send("USER alice@example.test")
-    c.line()
-    c.send("PASS alice-pw")
+    srv, _ = held
+    c = pass_held(srv)
     sent = flood(c, b"NOOP\r\n" * 100_000)
     assert sent < 32 << 20
     assert buffered(srv) <= srv.settings.pop3_max_pipelined_bytes + (1 << 20)

@@ -9,8 +9,6 @@ minute; the parser's own worst line costs a few ms now.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,18 +17,10 @@ from mailflow_imap_pop3.imap.framing import Framer
 from mailflow_imap_pop3.imap.lexer import ParseError
 from mailflow_imap_pop3.imap.parser import parse
 from mailflow_imap_pop3.imap.patterns import MailboxPattern
+from tests.support import cpu_seconds
 
 SIZE = 64 * 1024
 BOUND = 0.1  # seconds of CPU for one command line of SIZE octets
-
-
-def cpu_seconds(fn, *args) -> float:
-    best = float("inf")
-    for _ in range(3):
-        started = time.thread_time()
-        fn(*args)
-        best = min(best, time.thread_time() - started)
-    return best
 
 
 def parse_quietly(line: bytes) -> None:
