@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: run test test-slow test-all bench lint setup clean
+.PHONY: run test test-slow test-all test-attack test-chaos fuzz bench lint setup clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Mailflow needs Python 3.11 or newer")'
@@ -21,12 +21,30 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/mailflow up
 
+# The attack suites and the chaos run are tiers of their own (below): neither `test` nor `test-slow` runs them.
+OWN_TIERS := attack or chaos
+
 test: $(STAMP)
-	$(PYTEST) -m "not slow" -q
+	$(PYTEST) -m "not slow and not ($(OWN_TIERS))" -q
 
 # Exit status 5 means "no test selected": not a failure for a tier that may be empty.
 test-slow: $(STAMP)
-	$(PYTEST) -m "slow" -q; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
+	$(PYTEST) -m "slow and not ($(OWN_TIERS))" -q; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
+
+# Attacks (issue 12): fuzzing (kept corpus, Hypothesis, a short Atheris run), connection floods and
+# slowloris, faults (disk full, PostgreSQL restarted, NATS down). Prints the figures it measures.
+test-attack: $(STAMP)
+	$(PYTEST) -m attack -q -s tests/fuzz tests/attack
+
+# Chaos: mail under load while every service and nats-server are SIGKILLed in turn; then exactly once.
+# MAILFLOW_CHAOS_MESSAGES (default 3000) and MAILFLOW_CHAOS_SECONDS (sending time, default 150) scale it.
+test-chaos: $(STAMP)
+	$(PYTEST) -m chaos -q -s tests/chaos
+
+# Coverage-guided fuzzing (Atheris) of every parser that sees client bytes, MAILFLOW_FUZZ_SECONDS (default
+# 60) per target; new coverage is merged into tests/fuzz/corpus/. `make fuzz TARGETS="mime imap-parser"`.
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz.run --keep $(TARGETS)
 
 test-all: $(STAMP)
 	$(PYTEST) -q

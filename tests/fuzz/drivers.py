@@ -1,0 +1,219 @@
+"""Protocol sessions driven in this process, bytes in and bytes out, for fuzzing whole dialogues.
+
+The real `Session` classes of smtp-ingress and POP3 run unchanged on an event loop with a `Transport`
+that is a list of written bytes instead of a socket (no port, no thread: thousands of dialogues a
+second). Behind them are real in-memory parts: smtp-ingress's IngressHandler with a small directory and
+its MemoryQueue; POP3 over a MemoryStore with a user and three messages, made new for every dialogue so
+no input depends on the ones before it.
+
+A dialogue ends when the input is used up: the client half-closes and the session may answer what it
+has; then the connection is dropped. `Dialogue.output` is everything the server wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+
+from mailflow.store.api import DeliverItem, Principal, Resolution
+
+LOCAL_DOMAIN = "example.test"
+USER, PASSWORD = "alice@example.test", "alice-pw"
+MESSAGES = (
+    b"From: a@b.test\r\nSubject: one\r\n\r\nfirst\r\n",
+    b"From: a@b.test\r\nSubject: two\r\n\r\n.dot line\r\n\r\nsecond\r\n",
+    b"Subject: three\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n\r\npart\r\n--x--\r\n",
+)
+_SETTLE_ROUNDS = 200  # loop iterations a session gets to react to one chunk (all parts are in memory)
+
+
+class FakeTransport(asyncio.Transport):
+    """What a socket would have been sent; close() reports connection_lost on the next loop turn."""
+
+    def __init__(self, protocol: asyncio.Protocol, peer: str = "127.0.0.1"):
+        super().__init__()
+        self.protocol = protocol
+        self.output = bytearray()
+        self.closing = False
+        self.extra = {"peername": (peer, 40000), "sockname": ("127.0.0.1", 25), "ssl_object": None}
+
+    def get_extra_info(self, name, default=None):
+        return self.extra.get(name, default)
+
+    def write(self, data) -> None:
+        if not self.closing:
+            self.output += data
+
+    def writelines(self, list_of_data) -> None:
+        for data in list_of_data:
+            self.write(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def chunks(data: bytes) -> list[bytes]:
+    """The input cut at places that depend only on it: a parser must not care where reads end."""
+    rng = random.Random(len(data) * 7919 + (data[0] if data else 0))
+    out, i = [], 0
+    while i < len(data):
+        n = rng.choice((1, 2, 7, 64, 512, 4096))
+        out.append(data[i : i + n])
+        i += n
+    return out
+
+
+async def _settle(done) -> None:
+    for _ in range(_SETTLE_ROUNDS):
+        if done():
+            return
+        await asyncio.sleep(0)
+
+
+@dataclass
+class Dialogue:
+    output: bytes
+    closed: bool
+    queued: list = field(default_factory=list)  # smtp: (QueuedMessage, raw) accepted
+
+
+# --- smtp-ingress ----------------------------------------------------------------------------------------
+
+
+class _Directory:
+    """Every address at example.test is a user; alice authenticates with her password."""
+
+    async def resolve(self, address: str) -> Resolution:
+        local, _, domain = address.rpartition("@")
+        if domain.lower() != LOCAL_DOMAIN:
+            return Resolution(address, "not_local")
+        if local.lower().startswith("nobody"):
+            return Resolution(address, "unknown_user")
+        return Resolution(address, "local", (address.lower(),))
+
+    async def authenticate(self, username: str, password: str, service: str = "smtp") -> Principal | None:
+        if username.lower() != USER or password != PASSWORD:
+            return None
+        return Principal(user_id=1, address=USER, addresses=(USER,), token="t")
+
+
+class SmtpDriver:
+    """smtp-ingress's Session with the MX listener's policy (AUTH offered without TLS, so the SASL
+    decoding is reachable); `proxy=True` puts a PROXY header reader in front, as behind a balancer."""
+
+    def __init__(self, proxy: bool = False, max_message_bytes: int = 64 * 1024):
+        from mailflow_smtp_ingress.directory import CachedDirectory
+        from mailflow_smtp_ingress.handler import IngressHandler
+        from mailflow_smtp_ingress.queueing import MemoryQueue
+        from mailflow_smtp_ingress.server import SmtpServer
+        from mailflow_smtp_ingress.settings import Settings
+
+        self.settings = Settings(
+            service_token="fuzz",
+            hostname="mx.example.test",
+            auth_failure_delay=0.0,
+            require_tls_for_auth=False,
+            mx_auth=True,
+            max_message_bytes=max_message_bytes,
+            max_recipients=20,
+            proxy_protocol=proxy,
+            max_auth_failures=1000,
+            auth_failures_per_ip=10**9,
+        )
+        self.queue = MemoryQueue()
+        directory = CachedDirectory(_Directory(), timeout=5.0)
+        self.handler = IngressHandler(self.settings, directory, self.queue)
+        self.server = SmtpServer(self.settings, self.handler, None)
+
+    async def run(self, data: bytes) -> Dialogue:
+        from mailflow_smtp_ingress.session import Session
+
+        self.queue.messages.clear()
+        session = Session(self.server, "mx")
+        transport = FakeTransport(session)
+        session.connection_made(transport)
+
+        def idle() -> bool:
+            return session.task.done() or (session.waiter is not None and not session.waiter.done())
+
+        await _settle(idle)
+        for piece in chunks(data):
+            if session.closed:
+                break
+            session.data_received(piece)
+            await _settle(idle)
+        if not session.closed:
+            session.eof_received()
+            await _settle(lambda: session.task.done())
+        transport.close()
+        await _settle(lambda: session.task.done())
+        if not session.task.done():
+            session.task.cancel()
+            raise AssertionError("the SMTP session did not end after its connection was closed")
+        return Dialogue(bytes(transport.output), session.closed, list(self.queue.messages))
+
+
+# --- POP3 ------------------------------------------------------------------------------------------------
+
+
+class Pop3Driver:
+    """The POP3 session of imap-pop3 over a fresh MemoryStore per dialogue (alice, three messages)."""
+
+    def __init__(self):
+        from mailflow_imap_pop3.settings import Settings
+
+        self.settings = Settings(service_token="fuzz", login_max_delay=0.0, pop3_max_bad_commands=1000)
+
+    async def run(self, data: bytes) -> Dialogue:
+        from mailflow.store.memory import MemoryStore
+        from mailflow_imap_pop3.app import Server
+        from mailflow_imap_pop3.pop3.session import Pop3Protocol
+
+        store = MemoryStore()
+        store.add_user(USER, PASSWORD)
+        await store.deliver([DeliverItem(key=f"k{i}", recipient=USER, body=m) for i, m in enumerate(MESSAGES)])
+        ctx = Server(self.settings, store).ctx
+        proto = Pop3Protocol(ctx, ("127.0.0.1", 40000), "pop3")
+        transport = FakeTransport(proto)
+        proto.connection_made(transport)
+        session = proto.session
+
+        def idle() -> bool:
+            return session.finished or (session.task is None and session.waiter is None) or (
+                session.waiter is not None and not session.waiter.done()
+            )
+
+        await _settle(idle)
+        for piece in chunks(data):
+            if session.finished:
+                break
+            proto.data_received(piece)
+            await _settle(idle)
+        transport.close()
+        await _settle(lambda: proto.done.done())
+        if not proto.done.done():
+            raise AssertionError("the POP3 session did not end after its connection was closed")
+        if store.users[USER].pop3_lock is not None:
+            raise AssertionError("the maildrop lock outlived the session")
+        return Dialogue(bytes(transport.output), session.finished)

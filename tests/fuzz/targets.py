@@ -1,0 +1,492 @@
+"""Every parser that sees a client's bytes, as a fuzz target: bytes in, and a check that fails only on a
+finding. The same targets serve the Hypothesis tests (test_fuzz.py), the coverage-guided Atheris runs
+(`make fuzz`, run.py) and the replay of the kept corpus (corpus/<target>/).
+
+A finding is any of:
+- an exception other than the parser's documented error (`PermFailure` for SMTP syntax, `ParseError`
+  for IMAP, `ProxyError`, `SaslError`, `ValueError` for a FETCH section-spec), or a session that answers
+  with its internal-error reply (which is what an unexpected exception inside a session becomes);
+- an answer that breaks its own protocol: an SMTP reply line that is not `ddd[ -]text`, a BODYSTRUCTURE
+  or ENVELOPE that is not one well-formed IMAP list (an injected CRLF, a literal with a wrong count);
+- an inconsistent result: MIME part offsets outside the message or outside their parent, a parse that
+  does not survive the store's JSON form, an address that does not parse back to itself;
+- time: an input that takes longer than `budget(len)` (a constant plus a bound per KiB) three times in a
+  row. A quadratic loop or a backtracking regex shows up here long before it would hang a server.
+
+`Stats` keeps, per target, the executions and the slowest input per KiB, which `make fuzz` prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mailflow import mime
+from mailflow.errors import PermFailure
+from mailflow.proxy_protocol import ProxyError, encode_v1, parse_v1, parse_v2, read_header
+
+# The time budget: BUDGET_BASE_S plus BUDGET_PER_KIB_S for each KiB of input. Generous on purpose: the
+# machine is shared with other test runs (2 cores), and under Atheris the code is instrumented (slower by
+# BUDGET_INSTRUMENTED). A quadratic parser exceeds it by orders of magnitude at a few KiB.
+BUDGET_BASE_S = float(os.environ.get("MAILFLOW_FUZZ_BUDGET_BASE_S", "0.25"))
+BUDGET_PER_KIB_S = float(os.environ.get("MAILFLOW_FUZZ_BUDGET_PER_KIB_S", "0.02"))
+BUDGET_INSTRUMENTED = 5.0
+
+
+class Finding(AssertionError):
+    """What a target raises for a bug; everything else a target raises is a bug too."""
+
+
+class TooSlow(Finding):
+    pass
+
+
+@dataclass
+class Stats:
+    executions: int = 0
+    slowest_ms_per_kib: float = 0.0
+    slowest_len: int = 0
+    slowest_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    check: Callable[[bytes], None]
+    what: str  # the parser(s) it reaches
+    max_len: int = 4096
+    tokens: tuple[bytes, ...] = ()  # a dictionary for mutations (libFuzzer -dict, Hypothesis splices)
+    stats: Stats = field(default_factory=Stats, compare=False)
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def run_async(coro):
+    """One event loop for every async target in this process (a loop per input would cost more than most
+    inputs)."""
+    global _loop
+    if _loop is None:
+        _loop = asyncio.new_event_loop()
+    return _loop.run_until_complete(coro)
+
+
+def budget(n: int, instrumented: bool = False) -> float:
+    seconds = BUDGET_BASE_S + BUDGET_PER_KIB_S * n / 1024
+    return seconds * (BUDGET_INSTRUMENTED if instrumented else 1.0)
+
+
+def execute(target: Target, data: bytes, instrumented: bool = False) -> float:
+    """Run one input through `target.check` within the time budget; returns the seconds it took. An input
+    that takes over 10 ms is run twice more and counts with its fastest time: on a shared machine a
+    scheduler hiccup is no slow input, and a slow parser stays slow."""
+    limit = budget(len(data), instrumented)
+    best = None
+    for _ in range(3):
+        t0 = time.perf_counter()
+        target.check(data)
+        took = time.perf_counter() - t0
+        best = took if best is None else min(best, took)
+        if best <= 0.01:
+            break
+    s = target.stats
+    s.executions += 1
+    per_kib = best * 1000 / max(len(data) / 1024, 1.0)  # under 1 KiB counts as 1 KiB
+    if per_kib > s.slowest_ms_per_kib:
+        s.slowest_ms_per_kib, s.slowest_len, s.slowest_ms = per_kib, len(data), best * 1000
+    if best > limit:
+        raise TooSlow(f"{target.name}: {len(data)} bytes took {best * 1000:.0f} ms (budget {limit * 1000:.0f} ms)")
+    return best
+
+
+# --- SMTP: commands, DATA, SASL, PROXY, DSN parameters -----------------------------------------------------
+
+_REPLY_LINE = re.compile(rb"[2-5]\d\d(?:[ -][\x20-\x7e\x80-\xff]*)?\Z")
+_drivers: dict[str, object] = {}
+
+
+def _smtp(proxy: bool = False):
+    key = f"smtp-proxy={proxy}"
+    if key not in _drivers:
+        from tests.fuzz.drivers import SmtpDriver
+
+        _drivers[key] = SmtpDriver(proxy=proxy)
+    return _drivers[key]
+
+
+def check_smtp_output(output: bytes) -> None:
+    """Every line is a reply line; no reply is the session's internal error (an unexpected exception)."""
+    for line in output.split(b"\r\n")[:-1]:
+        if not _REPLY_LINE.match(line):
+            raise Finding(f"not an SMTP reply line: {line[:200]!r}")
+    if b"4.3.0 Internal error" in output:
+        raise Finding(f"internal error in the SMTP session: {output[-300:]!r}")
+    if output and not output.endswith(b"\r\n"):
+        raise Finding(f"SMTP output ends inside a line: {output[-100:]!r}")
+
+
+def smtp_session(data: bytes) -> None:
+    check_smtp_output(run_async(_smtp().run(data)).output)
+
+
+_DATA_PREFIX = b"EHLO fuzz.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<user@example.test>\r\nDATA\r\n"
+
+
+def smtp_data(data: bytes) -> None:
+    """The DATA path: whatever the body, the reply is 250 with exactly the unstuffed body queued, or a
+    refusal with nothing queued."""
+    from mailflow_smtp_ingress import parser
+
+    sent = data if b"\r\n.\r\n" in data else data + b"\r\n.\r\n"
+    body = b"" if sent.startswith(b".\r\n") else sent[: sent.find(b"\r\n.\r\n") + 2]
+    d = run_async(_smtp().run(_DATA_PREFIX + sent + b"QUIT\r\n"))
+    check_smtp_output(d.output)
+    replies = [line for line in d.output.split(b"\r\n") if line[:3].isdigit() and line[3:4] != b"-"]
+    final = replies[5] if len(replies) > 5 else b""  # 220, EHLO, MAIL, RCPT, 354, then the DATA reply
+    if final.startswith(b"250"):
+        if len(d.queued) != 1:
+            raise Finding(f"250 after DATA but {len(d.queued)} messages queued")
+        expected = parser.unstuff(body)
+        if not d.queued[0][1].endswith(expected):
+            raise Finding(f"queued body differs from what was sent: {d.queued[0][1][-80:]!r} vs {expected[-80:]!r}")
+    elif d.queued:
+        raise Finding(f"a message was queued but the reply was {final!r}")
+
+
+def smtp_parser(data: bytes) -> None:
+    """MAIL/RCPT arguments: paths, addresses, ESMTP and DSN parameters (RFC 3461 NOTIFY, ORCPT, ENVID,
+    RET, xtext). A parsed address must parse back to itself from its own formatted form."""
+    from mailflow_smtp_ingress import parser
+
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    for utf8 in (False, True):
+        try:
+            path, rest = parser.split_path(text)
+            params = parser.parse_params(rest)
+        except PermFailure:
+            continue
+        for fn, arg in ((parser.mail_params, 10**6), (parser.rcpt_params, None)):
+            try:
+                fn(params, arg) if arg else fn(params)
+            except PermFailure:
+                pass
+        try:
+            addr = parser.parse_address(path, utf8=utf8, allow_postmaster=True)
+        except PermFailure:
+            continue
+        if addr.domain:
+            again = parser.parse_address(addr.address, utf8=utf8)
+            if (again.local, again.domain) != (addr.local, addr.domain):
+                raise Finding(f"{path!r} -> {addr.address!r} -> {again.address!r}")
+    try:
+        parser.xtext_decode(text)
+    except PermFailure:
+        pass
+
+
+def sasl(data: bytes) -> None:
+    """SASL PLAIN and LOGIN as IMAP/POP3 (decode_plain) and SMTP (AUTH) decode them, from the raw
+    client text and from the base64 of arbitrary bytes (which reaches past the base64 layer)."""
+    from mailflow_imap_pop3.auth import SaslError, decode_plain
+
+    encoded = base64.b64encode(data)
+    for b64 in (data, encoded):
+        try:
+            user, _password = decode_plain(b64)
+        except SaslError:
+            continue
+        if not user:
+            raise Finding(f"decode_plain accepted an empty user from {b64[:80]!r}")
+    line = data.split(b"\r\n", 1)[0][:4000]
+    dialogue = (
+        b"EHLO fuzz.test\r\nAUTH PLAIN " + encoded + b"\r\nAUTH PLAIN\r\n" + line + b"\r\n"
+        + b"AUTH LOGIN\r\n" + encoded + b"\r\n" + line + b"\r\nAUTH LOGIN " + line + b"\r\n" + encoded + b"\r\n"
+    )  # fmt: skip
+    check_smtp_output(run_async(_smtp().run(dialogue)).output)
+
+
+def proxy(data: bytes) -> None:
+    """PROXY v1/v2 as imap-pop3 reads it (mailflow.proxy_protocol) and as smtp-ingress reads it
+    (aiosmtpd's parser over the session buffer): ProxyError only, a v1 result that encodes back to
+    itself, and an SMTP session that either closes or greets."""
+    info = None
+    try:
+        info = parse_v1(data) if data.startswith(b"PROXY") else parse_v2(data)
+    except ProxyError:
+        pass
+    if info is not None and info.version == 1 and info.source is not None:
+        again = parse_v1(encode_v1(info.source, info.dest))
+        if again != info:
+            raise Finding(f"v1 round trip: {info} -> {again}")
+
+    async def stream() -> None:
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        try:
+            await read_header(reader)
+        except ProxyError:
+            pass
+
+    run_async(stream())
+    d = run_async(_smtp(proxy=True).run(data + b"\r\nQUIT\r\n"))
+    check_smtp_output(d.output)
+
+
+# --- IMAP ---------------------------------------------------------------------------------------------------
+
+
+def imap_parser(data: bytes) -> None:
+    """The Framer cuts the bytes (in odd chunks) into commands; every command parses or raises
+    ParseError. A command once framed parses the same way whatever the chunking was."""
+    from mailflow_imap_pop3.imap.framing import Continue, FrameError, Framer
+    from mailflow_imap_pop3.imap.lexer import ParseError
+    from mailflow_imap_pop3.imap.parser import parse
+    from tests.fuzz.drivers import chunks
+
+    framer = Framer(max_line=1024, max_literal=2048, max_append=4096)
+    for piece in chunks(data) + [b"\r\n"]:
+        framer.feed(piece)
+        while True:
+            item = framer.next()
+            if item is None:
+                break
+            if isinstance(item, Continue):
+                continue
+            if isinstance(item, FrameError):
+                if item.fatal:
+                    return
+                continue
+            try:
+                parse(item)
+            except ParseError:
+                pass
+
+
+# --- POP3 ---------------------------------------------------------------------------------------------------
+
+_pop3_driver = None
+
+
+def pop3_session(data: bytes) -> None:
+    """A whole POP3 dialogue; the session never answers with its internal error, never leaves the
+    maildrop locked, and every line it sends ends in CRLF."""
+    global _pop3_driver
+    if _pop3_driver is None:
+        from tests.fuzz.drivers import Pop3Driver
+
+        _pop3_driver = Pop3Driver()
+    out = run_async(_pop3_driver.run(data)).output
+    if b"Internal error" in out:
+        raise Finding(f"internal error in the POP3 session: {out[-300:]!r}")
+    if out and not out.endswith(b"\r\n"):
+        raise Finding(f"POP3 output ends inside a line: {out[-100:]!r}")
+
+
+# --- MIME, BODYSTRUCTURE ----------------------------------------------------------------------------------------
+
+
+class _Failures(logging.Handler):
+    """mime.parse logs a bug in its walk and falls back to one text part: for the fuzzer, a finding."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+_mime_failures = _Failures()
+logging.getLogger(mime.__name__).addHandler(_mime_failures)
+
+
+def _walk(part: mime.BodyPart, n: int, lo: int, hi: int, path: str) -> None:
+    if not (lo <= part.start <= part.body_start <= part.end <= hi):
+        raise Finding(f"part {path or 'top'} offsets {part.start},{part.body_start},{part.end} outside {lo}..{hi} of {n}")
+    if part.size != part.end - part.body_start:
+        raise Finding(f"part {path or 'top'} size {part.size} is not end - body_start")
+    for i, child in enumerate(part.parts, 1):
+        _walk(child, n, part.body_start, part.end, f"{path}.{i}" if path else str(i))
+
+
+_ATOMIC = re.compile(rb'NIL|\d+|"(?:[^"\\\r\n]|\\["\\])*"')
+
+
+def check_imap_list(text: bytes) -> None:
+    """`text` is exactly one parenthesized IMAP list of NIL, numbers, quoted strings, literals and lists."""
+    depth, pos, n = 0, 0, len(text)
+    while pos < n:
+        c = text[pos : pos + 1]
+        if c == b"(":
+            depth += 1
+            pos += 1
+        elif c == b")":
+            depth -= 1
+            pos += 1
+            if depth < 0:
+                raise Finding(f"unbalanced ')' at {pos} in {text[:200]!r}")
+            if depth == 0 and pos != n:
+                raise Finding(f"text after the list: {text[pos : pos + 80]!r}")
+        elif c == b" " and depth > 0:
+            pos += 1
+        elif c == b"{":
+            m = re.match(rb"\{(\d+)\}\r\n", text[pos:])
+            if m is None:
+                raise Finding(f"bad literal at {pos}: {text[pos : pos + 40]!r}")
+            pos += m.end() + int(m.group(1))
+            if pos > n:
+                raise Finding("literal runs past the end")
+        else:
+            m = _ATOMIC.match(text, pos)
+            if m is None or depth == 0:
+                raise Finding(f"bad item at {pos}: {text[pos : pos + 60]!r}")
+            pos = m.end()
+    if depth != 0:
+        raise Finding(f"unclosed list: {text[-100:]!r}")
+
+
+_SPECS = ("", "HEADER", "TEXT", "1", "1.MIME", "2", "1.1", "2.HEADER", "1.TEXT", "HEADER.FIELDS (SUBJECT FROM)")
+
+
+def mime_parse(data: bytes) -> None:
+    """mime.parse never raises and never falls back on a bug; offsets nest; the store's JSON form gives the
+    same parse back; BODYSTRUCTURE, BODY and ENVELOPE render as well-formed IMAP lists; sections slice."""
+    from mailflow_imap_pop3.imap import responses
+
+    _mime_failures.records.clear()
+    p = mime.parse(data)
+    if _mime_failures.records:
+        r = _mime_failures.records[0]
+        raise Finding(f"mime walk failed: {r.getMessage()} {r.exc_info[1]!r}" if r.exc_info else r.getMessage())
+    _walk(p.body, len(data), 0, len(data), "")
+    if mime.from_json(mime.to_json(p)) != p:
+        raise Finding("the parse does not survive to_json/from_json")
+    check_imap_list(responses.body_structure(p.body, True))
+    check_imap_list(responses.body_structure(p.body, False))
+    check_imap_list(responses.envelope(p.envelope))
+    for spec in _SPECS:
+        out = mime.section(data, p, spec)
+        if not isinstance(out, bytes) or len(out) > len(data):
+            raise Finding(f"section {spec!r} gave {type(out).__name__} of {len(out)}")
+
+
+def mime_section(data: bytes) -> None:
+    """FETCH BODY[<section-spec>] as the client writes it: ValueError for bad syntax, else bytes."""
+    spec, _, message = data.partition(b"\n")
+    try:
+        text = spec.decode("ascii")
+    except UnicodeDecodeError:
+        return
+    p = mime.parse(message)
+    try:
+        mime.section(message, p, text)
+    except ValueError:
+        pass
+
+
+# --- DSN ----------------------------------------------------------------------------------------------------------
+
+
+def dsn(data: bytes) -> None:
+    """The DSN path end to end: MAIL/RCPT DSN parameters as a client sends them (PermFailure only), and
+    the DSN built from what they parsed to plus an arbitrary original message: ASCII notification parts,
+    no header line from the client, a multipart/report that our own MIME parser reads as such."""
+    from mailflow_queue import dsn as dsnmod
+    from mailflow_queue.ledger import NoticeRecipient, NoticeWork
+    from mailflow_smtp_ingress import parser
+
+    fields = data.split(b"\n", 4) + [b""] * 4
+    mail_text, rcpt_text, diag, remote = (f.decode("utf-8", "replace") for f in fields[:4])
+    original = fields[4]
+    envid = ret = orcpt = None
+    try:
+        mp = parser.mail_params(parser.parse_params(mail_text), 10**6)
+        envid, ret = mp.envid, mp.ret
+    except PermFailure:
+        pass
+    try:
+        orcpt = parser.rcpt_params(parser.parse_params(rcpt_text)).orcpt
+    except PermFailure:
+        pass
+    kind = ("failure", "delay", "success")[len(data) % 3]
+    rcpt = NoticeRecipient("user@example.test", orcpt, "bounced", diag[:10], diag, remote or None, 1.7e9)
+    work = NoticeWork(1, kind, "Q1", "Q0", "t", "sender@example.test", "mem:Q0", False, len(original),
+                      1.7e9, envid, ret, 1.7e9 + 86400, [rcpt])  # fmt: skip
+    raw = dsnmod.build(work, original or None, "mx.example.test", 1.7e9)
+    head_and_report = raw.split(b"Content-Description: Undelivered Message", 1)[0].split(
+        b"Content-Description: Message Headers", 1
+    )[0]
+    if not head_and_report.isascii():
+        raise Finding("non-ASCII in the DSN's own parts")
+    header = raw.split(b"\r\n\r\n", 1)[0]
+    if len(header.split(b"\r\n")) != 8 + (original is None or not original):
+        raise Finding(f"the DSN header has extra lines: {header[:400]!r}")
+    p = mime.parse(raw)
+    if (p.body.type, p.body.subtype) != ("MULTIPART", "REPORT") or len(p.body.parts) < 2:
+        raise Finding(f"the DSN does not parse as multipart/report: {p.body.type}/{p.body.subtype}")
+    report = p.body.parts[1]
+    if (report.type, report.subtype) != ("MESSAGE", "DELIVERY-STATUS"):
+        raise Finding(f"second part is {report.type}/{report.subtype}")
+    text = raw[report.body_start : report.end]
+    if b"Final-Recipient: rfc822; user@example.test" not in text or text.count(b"\r\n\r\n") != 1:
+        raise Finding(f"delivery-status fields were split or injected: {text[:500]!r}")
+
+
+# --- the registry --------------------------------------------------------------------------------------------------
+
+_SMTP_TOKENS = (
+    b"EHLO ", b"HELO ", b"MAIL FROM:", b"RCPT TO:", b"DATA\r\n", b"BDAT ", b" LAST", b"RSET\r\n",
+    b"AUTH PLAIN ", b"AUTH LOGIN", b"STARTTLS\r\n", b"QUIT\r\n", b"NOOP\r\n", b"VRFY ", b"\r\n.\r\n",
+    b"<user@example.test>", b"<a@b.test>", b" SIZE=", b" BODY=8BITMIME", b" SMTPUTF8", b" RET=HDRS",
+    b" ENVID=", b" NOTIFY=SUCCESS,FAILURE", b" ORCPT=rfc822;", b"+2B", b"\"q\"@", b"@a,@b:", b"[IPv6:::1]",
+    b"[127.0.0.1]", b"\r\n", b"\n", b"\r", b"\x00", b"=", b"*\r\n",
+)  # fmt: skip
+_IMAP_TOKENS = (
+    b"a1 ", b"LOGIN ", b"SELECT ", b"FETCH ", b"UID ", b"STORE ", b"SEARCH ", b"APPEND ", b"LIST ",
+    b"STATUS ", b"COPY ", b"MOVE ", b"ID ", b"ENABLE ", b"AUTHENTICATE ", b"IDLE", b"{5}\r\n", b"{3+}\r\n",
+    b"~{2}\r\n", b"(", b")", b"[", b"]", b"<", b">", b"\"", b"\\", b"*", b"%", b"1:*", b"BODY[", b"BODY.PEEK[",
+    b"HEADER.FIELDS", b"CHARSET ", b"UTF-8", b"SINCE 1-Jan-2020", b"\\Seen", b"+FLAGS", b"(CONDSTORE)",
+    b"MODSEQ", b"CHANGEDSINCE", b"VANISHED", b"RETURN (", b"&AOQ-", b"NIL", b"\r\n",
+)  # fmt: skip
+_POP3_TOKENS = (
+    b"USER alice@example.test\r\n", b"PASS alice-pw\r\n", b"AUTH PLAIN ", b"AUTH PLAIN\r\n", b"STAT\r\n",
+    b"LIST ", b"RETR ", b"TOP ", b"DELE ", b"UIDL", b"RSET\r\n", b"NOOP\r\n", b"QUIT\r\n", b"CAPA\r\n",
+    b"STLS\r\n", b"APOP ", b"1", b"2", b"3", b"0", b"4294967296", b"\r\n", b"\n", b"*\r\n",
+)  # fmt: skip
+_MIME_TOKENS = (
+    b"Content-Type: ", b"multipart/mixed; boundary=", b"message/rfc822", b"text/plain; charset=",
+    b"Content-Transfer-Encoding: base64", b"quoted-printable", b"Content-Disposition: attachment; filename*0*=",
+    b"\r\n--", b"--\r\n", b"\r\n\r\n", b"=?utf-8?B?", b"=?iso-8859-1?Q?", b"?=", b"From: ", b"To: ", b"Cc: ",
+    b"Subject: ", b"Message-ID: <", b"In-Reply-To: ", b"Date: ", b"Content-Language: ", b"Content-Location: ",
+    b"<a@b>", b"group: a@b, c@d;", b"\"quoted\" <x@y>", b"(comment)", b"\r\n\t", b"multipart/digest",
+)  # fmt: skip
+_PROXY_TOKENS = (
+    b"PROXY TCP4 ", b"PROXY TCP6 ", b"PROXY UNKNOWN", b"192.0.2.1 ", b"::1 ", b"65535", b"\r\n",
+    b"\r\n\r\n\x00\r\nQUIT\n", b"\x21\x11", b"\x21\x21", b"\x20\x00", b"\x21\x31", b"\x00\x0c",
+)  # fmt: skip
+
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in (
+        Target("smtp-session", smtp_session, "smtp-ingress session: commands, pipelining, DATA, BDAT, AUTH", 4096, _SMTP_TOKENS),
+        Target("smtp-data", smtp_data, "smtp-ingress DATA: dot-stuffing, bare CR/LF, line length, size", 16384, _SMTP_TOKENS),
+        Target("smtp-parser", smtp_parser, "smtp-ingress parser.py: paths, addresses, ESMTP parameters, xtext", 1024, _SMTP_TOKENS),
+        Target("dsn", dsn, "RFC 3461 parameters (NOTIFY, ORCPT, ENVID, RET) and the DSN built from them", 8192, _SMTP_TOKENS + _MIME_TOKENS),
+        Target("sasl", sasl, "SASL PLAIN/LOGIN: imap-pop3 decode_plain and smtp-ingress AUTH", 2048, (b"\x00", b"=", b"*", b"alice@example.test", b"alice-pw")),
+        Target("proxy", proxy, "PROXY v1/v2: mailflow.proxy_protocol and smtp-ingress (aiosmtpd)", 1024, _PROXY_TOKENS),
+        Target("imap-parser", imap_parser, "IMAP framing (literals, limits), lexer and command parser", 4096, _IMAP_TOKENS),
+        Target("pop3-session", pop3_session, "POP3 session: commands, AUTH PLAIN, states, pipelining", 2048, _POP3_TOKENS),
+        Target("mime", mime_parse, "mime.parse, BODYSTRUCTURE/BODY/ENVELOPE rendering, JSON form, section()", 16384, _MIME_TOKENS),
+        Target("mime-section", mime_section, "FETCH BODY[section-spec] parsing and slicing", 4096, _MIME_TOKENS + (b"HEADER.FIELDS.NOT (", b".MIME", b".TEXT", b"1.2.3")),
+    )
+}
