@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 MAX_REPLY_LINE = 2048
 MAX_REPLY_LINES = 100
-_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)")
+_ENHANCED = re.compile(r"^([245])\.([0-9]{1,3})\.([0-9]{1,3})(?:\s|$)")  # ASCII digits: \d takes any Unicode digit
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
@@ -122,7 +122,7 @@ class Connection:
                     if len(raw) > MAX_REPLY_LINE or len(lines) >= MAX_REPLY_LINES:
                         raise Unreachable("reply too long")
                     line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                    if len(line) < 3 or not line[:3].isdigit():
+                    if len(line) < 3 or not (line[:3].isascii() and line[:3].isdigit()):
                         raise Unreachable(f"malformed reply {line[:80]!r}")
                     lines.append(line[4:])
                     if len(line) == 3 or line[3] == " ":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -29,10 +30,22 @@ def test_wire_data(raw, wire):
 
 @pytest.mark.parametrize(
     "code,text,status",
-    [(550, "5.1.1 no such user", "5.1.1"), (451, "try later", "4.0.0"), (250, "4.1.1 wrong class", "2.0.0"), (552, "5.2.2 full", "5.2.2")],
+    [(550, "5.1.1 no such user", "5.1.1"), (451, "try later", "4.0.0"), (250, "4.1.1 wrong class", "2.0.0"), (552, "5.2.2 full", "5.2.2"),
+     # found by the dsn fuzz target: Unicode digits are no status code (the Status: field of a DSN is ASCII)
+     (550, "5.1.\u0661 no such user", "5.0.0"), (451, "4.\u0664.1 later", "4.0.0")],
 )
 def test_reply_status(code, text, status):
     assert smtp_out.Reply(code, (text,)).status == status
+
+
+@pytest.mark.parametrize("wire", [b"\xd9\xa5\xd9\xa5\xd9\xa0 5.0.0 no\r\n", b"55\xc2\xb2 x\r\n"])
+async def test_reply_code_in_other_digits_is_malformed(wire):
+    """A reply code is three ASCII digits: '٥٥٠' or '55²' are not 550 (found by fuzzing DSN inputs)."""
+    reader = asyncio.StreamReader()
+    reader.feed_data(wire)
+    reader.feed_eof()
+    with pytest.raises(smtp_out.Unreachable, match="malformed"):
+        await smtp_out.Connection(reader, None, smtp_out.Timeouts()).reply(5)
 
 
 JOB = DeliveryJob(queue_id="Q", trace_id="t", attempt=3, mail_from="a@b.test", rcpt=Recipient(address="Z@X.test"), body_ref="nats:Q:1:1", size=1, received_at=datetime.now(UTC))
