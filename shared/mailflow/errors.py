@@ -27,6 +27,11 @@ class ServiceUnavailable(Exception):
     """A dependency (NATS, mailbox-store, the database) did not answer. Always temporary."""
 
 
+class InsufficientStorage(ServiceUnavailable):
+    """The server's own disk is full (ENOSPC, a database that cannot grow): not a user's quota. Temporary:
+    delivery defers with 452 4.3.1 (RFC 3463 §3.4, mail system full) and retries once space is back."""
+
+
 class NotFound(Exception):
     """The thing asked for does not exist (for this user). Never says whether it exists for another."""
 

@@ -3,7 +3,8 @@
 `Deliveries.run(jobs)` returns one `DeliveryResult` per job (same order) and the trace events to
 publish; it never raises for a single recipient's trouble. Mapping (STYLE §5):
   store stored/duplicate -> delivered; unknown_user -> bounced 5.1.1; quota -> 4.2.2 or 5.2.2;
-  store unreachable or "failed" -> deferred 4.3.0;  body gone -> bounced 5.3.0
+  store unreachable or "failed" -> deferred 4.3.0; store's disk full -> deferred 452 4.3.1;
+  body gone -> bounced 5.3.0
   MX nxdomain/no_mail_host -> bounced 5.1.2; null MX -> bounced 5.1.10 (RFC 7505); DNS trouble -> 4.4.3
   SMTP per recipient: 2xx delivered, 4xx and 552 deferred, 5xx bounced; no MX reachable -> 4.4.1
   "can't check" (directory unreachable, sent log unreadable) -> deferred, never bounced.
@@ -24,6 +25,7 @@ from mailflow import log as mlog
 from mailflow.bodies import Bodies, BodyMissing
 from mailflow.contracts.messages import DeliveryJob, DeliveryResult, MxReply, TraceEvent
 from mailflow.dns import Resolver
+from mailflow.errors import InsufficientStorage
 from mailflow.store.api import Deliverer, DeliverItem, DeliverResult, Directory
 from mailflow_delivery import metrics, smtp_out
 from mailflow_delivery.sentlog import SentLog
@@ -197,6 +199,11 @@ class Deliveries:
         chunks = [todo[k : k + self.store_batch] for k in range(0, len(todo), self.store_batch)]
         answers = await asyncio.gather(*(self.deliverer.deliver([t[2] for t in c]) for c in chunks), return_exceptions=True)
         for chunk, answer in zip(chunks, answers, strict=True):
+            if isinstance(answer, InsufficientStorage):
+                log.warning("mailbox store is out of disk space: %s", answer)
+                for i, job, _ in chunk:
+                    out[i] = result(job, "deferred", "4.3.1", "452 4.3.1 mailbox store out of disk space, will retry")
+                continue
             if isinstance(answer, BaseException):
                 log.warning("mailbox store did not take a batch: %s", answer)
                 for i, job, _ in chunk:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import queue
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -32,7 +34,14 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from mailflow.errors import Conflict, Invalid, NotFound, QuotaExceeded, ServiceUnavailable
+from mailflow.errors import (
+    Conflict,
+    InsufficientStorage,
+    Invalid,
+    NotFound,
+    QuotaExceeded,
+    ServiceUnavailable,
+)
 from mailflow_mailbox_store import metrics
 from mailflow_mailbox_store.blobs import BlobStore
 
@@ -314,7 +323,10 @@ class Database:
                 with contextlib.suppress(Exception):
                     self._wconn.invalidate()
                 self._wconn = None
-            failure = ServiceUnavailable(f"database: {type(exc).__name__}")
+            if disk_full(exc):
+                failure: ServiceUnavailable = InsufficientStorage(f"storage full: {type(exc).__name__}")
+            else:
+                failure = ServiceUnavailable(f"database: {type(exc).__name__}")
             results = [(op, False, failure) for op in group]
         metrics.WRITE_GROUP_SIZE.observe(len(group))
         metrics.WRITE_SECONDS.observe(time.monotonic() - started)
@@ -328,7 +340,7 @@ class Database:
         except Exception as exc:
             tx.run("ROLLBACK TO SAVEPOINT op")
             tx.run("RELEASE SAVEPOINT op")
-            if _is_disconnect(exc):
+            if _is_disconnect(exc) or disk_full(exc):
                 raise
             if not isinstance(exc, EXPECTED):
                 log.exception("write operation failed", extra={"op": op.fn.__name__})
@@ -348,7 +360,7 @@ class Database:
         except Exception as exc:
             tx.run("ROLLBACK TO SAVEPOINT merged")
             tx.run("RELEASE SAVEPOINT merged")
-            if _is_disconnect(exc):
+            if _is_disconnect(exc) or disk_full(exc):
                 raise
             return False
         tx.run("RELEASE SAVEPOINT merged")
@@ -413,6 +425,21 @@ def _sqlite_migration_connect(dbapi_conn, record) -> None:
     cur.execute("PRAGMA foreign_keys=OFF")
     cur.close()
     dbapi_conn.isolation_level = None
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """The disk under the blobs or the database is full: ENOSPC/EDQUOT from a write, SQLite's
+    SQLITE_FULL, PostgreSQL's disk_full (SQLSTATE 53100), or any of these as the cause of `exc`."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc):
+            return True
+        if getattr(exc, "sqlstate", None) == "53100":
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _is_disconnect(exc: BaseException) -> bool:

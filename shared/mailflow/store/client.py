@@ -31,7 +31,14 @@ from urllib.parse import urlencode
 import orjson
 
 from mailflow.contracts.rest import SERVICE_TOKEN_HEADER
-from mailflow.errors import Conflict, Invalid, NotFound, QuotaExceeded, ServiceUnavailable
+from mailflow.errors import (
+    Conflict,
+    InsufficientStorage,
+    Invalid,
+    NotFound,
+    QuotaExceeded,
+    ServiceUnavailable,
+)
 from mailflow.store import wire
 from mailflow.store.api import (
     AppendResult,
@@ -413,6 +420,8 @@ def _raise(r: Response) -> None:
         raise QuotaExceeded(detail, permanent=bool(body.get("permanent", False)))
     if s == 401 and detail == "session":
         raise SessionExpired("session expired, log in again")
+    if s == 503 and isinstance(body, dict) and body.get("storage") == "full":
+        raise InsufficientStorage(f"mailbox-store: {detail}")
     raise ServiceUnavailable(f"mailbox-store answered {s}: {detail}")
 
 

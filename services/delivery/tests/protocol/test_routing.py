@@ -10,7 +10,7 @@ import pytest
 from mailflow import tls
 from mailflow.bodies import MemoryBodies
 from mailflow.contracts.messages import DeliveryJob, MxHost, MxReply, Recipient
-from mailflow.errors import ServiceUnavailable
+from mailflow.errors import InsufficientStorage, ServiceUnavailable
 from mailflow.store.memory import MemoryStore
 from mailflow_delivery import smtp_out
 from mailflow_delivery.routing import Deliveries, RemoteConfig
@@ -32,6 +32,11 @@ class TableResolver:
 class DownStore(MemoryStore):
     async def deliver(self, items):
         raise ServiceUnavailable("store down")
+
+
+class FullStore(MemoryStore):
+    async def deliver(self, items):
+        raise InsufficientStorage("storage full")
 
 
 @pytest.fixture
@@ -102,6 +107,15 @@ async def test_store_down_defers_and_body_gone_bounces(world):
     await bodies.delete(jobs[0].body_ref)
     results, _ = await Deliveries(store, store, bodies, resolver, sent).run(jobs)
     assert outcomes(results) == [("a@daum.test", "bounced", "5.3.0")]
+
+
+async def test_store_disk_full_defers_with_452_4_3_1(world):
+    _, bodies, resolver, sent, _, _ = world
+    full = Deliveries(FullStore(), FullStore(), bodies, resolver, sent)
+    full.routes.directory.add_user("a@daum.test", "pw")
+    results, _ = await full.run(await jobs_for(bodies, "Q5", ["a@daum.test"]))
+    assert outcomes(results) == [("a@daum.test", "deferred", "4.3.1")]
+    assert results[0].diagnostic.startswith("452 4.3.1")
 
 
 async def test_remote_delivery_per_recipient_and_never_twice(world):

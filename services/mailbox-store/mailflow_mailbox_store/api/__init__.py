@@ -2,7 +2,8 @@
 
 Errors become HTTP answers here and only here, as {"detail": ...}:
   NotFound 404, Conflict 409, Invalid 422, QuotaExceeded 507 (+ "permanent"), missing or bad token 401
-  (a bad session token says {"detail": "session", ...}), ServiceUnavailable 503, anything else 500 with a
+  (a bad session token says {"detail": "session", ...}), ServiceUnavailable 503 (InsufficientStorage, a
+  full disk: 503 with "storage": "full"), anything else 500 with a
   ref (the traceback goes to the log under the same ref, never to the client).
 """
 
@@ -16,7 +17,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from mailflow import ids
-from mailflow.errors import Conflict, Invalid, NotFound, QuotaExceeded, ServiceUnavailable
+from mailflow.errors import (
+    Conflict,
+    InsufficientStorage,
+    Invalid,
+    NotFound,
+    QuotaExceeded,
+    ServiceUnavailable,
+)
 from mailflow.web import Check, service_app
 from mailflow_mailbox_store import metrics
 from mailflow_mailbox_store.api import access, admin, delivery
@@ -49,6 +57,11 @@ def install_errors(app: FastAPI) -> None:
     @app.exception_handler(QuotaExceeded)
     async def quota(_r: Request, exc: QuotaExceeded) -> Response:
         return _error(507, str(exc), permanent=exc.permanent)
+
+    @app.exception_handler(InsufficientStorage)
+    async def full(_r: Request, exc: InsufficientStorage) -> Response:
+        log.warning("storage full: %s", exc)
+        return _error(503, "storage full", storage="full")
 
     @app.exception_handler(ServiceUnavailable)
     async def unavailable(_r: Request, exc: ServiceUnavailable) -> Response:
