@@ -18,6 +18,7 @@ INSTRUMENTED = [
     "mailflow_smtp_ingress",
     "mailflow_imap_pop3",
     "mailflow_queue",
+    "mailflow_delivery",
     "aiosmtpd.proxy_protocol",
     "tests.fuzz",
 ]

@@ -310,7 +310,15 @@ _mime_failures = _Failures()
 logging.getLogger(mime.__name__).addHandler(_mime_failures)
 
 
+def _known_mime_bug(part: mime.BodyPart, hi: int) -> bool:
+    """Known, routed, and pinned by an xfail test (tests/unit/test_mime_fuzz_regressions.py): an empty part
+    after a last inner boundary line starts just past its parent's end. Drop this once bounds' fix lands."""
+    return part.start == part.body_start == part.end and hi < part.start <= hi + 2
+
+
 def _walk(part: mime.BodyPart, n: int, lo: int, hi: int, path: str) -> None:
+    if _known_mime_bug(part, hi):
+        return
     if not (lo <= part.start <= part.body_start <= part.end <= hi):
         raise Finding(f"part {path or 'top'} offsets {part.start},{part.body_start},{part.end} outside {lo}..{hi} of {n}")
     if part.size != part.end - part.body_start:
@@ -419,7 +427,13 @@ def dsn(data: bytes) -> None:
     except PermFailure:
         pass
     kind = ("failure", "delay", "success")[len(data) % 3]
-    rcpt = NoticeRecipient("user@example.test", orcpt, "bounced", diag[:10], diag, remote or None, 1.7e9)
+    # The remote MX's reply as delivery reads it (code, enhanced status) becomes the DSN's Status: and
+    # Diagnostic-Code:; delivery's reply reader checks the code is three ASCII digits first.
+    from mailflow_delivery.smtp_out import Reply
+
+    code = int(diag[:3]) if diag[:3].isascii() and diag[:3].isdigit() else 554
+    reply = Reply(code, (diag[4:],))
+    rcpt = NoticeRecipient("user@example.test", orcpt, "bounced", reply.status, str(reply), remote or None, 1.7e9)
     work = NoticeWork(1, kind, "Q1", "Q0", "t", "sender@example.test", "mem:Q0", False, len(original),
                       1.7e9, envid, ret, 1.7e9 + 86400, [rcpt])  # fmt: skip
     raw = dsnmod.build(work, original or None, "mx.example.test", 1.7e9)
@@ -429,7 +443,7 @@ def dsn(data: bytes) -> None:
     if not head_and_report.isascii():
         raise Finding("non-ASCII in the DSN's own parts")
     header = raw.split(b"\r\n\r\n", 1)[0]
-    if len(header.split(b"\r\n")) != 8 + (original is None or not original):
+    if len(header.split(b"\r\n")) != 8 + (not original):
         raise Finding(f"the DSN header has extra lines: {header[:400]!r}")
     p = mime.parse(raw)
     if (p.body.type, p.body.subtype) != ("MULTIPART", "REPORT") or len(p.body.parts) < 2:
@@ -481,7 +495,7 @@ TARGETS: dict[str, Target] = {
         Target("smtp-session", smtp_session, "smtp-ingress session: commands, pipelining, DATA, BDAT, AUTH", 4096, _SMTP_TOKENS),
         Target("smtp-data", smtp_data, "smtp-ingress DATA: dot-stuffing, bare CR/LF, line length, size", 16384, _SMTP_TOKENS),
         Target("smtp-parser", smtp_parser, "smtp-ingress parser.py: paths, addresses, ESMTP parameters, xtext", 1024, _SMTP_TOKENS),
-        Target("dsn", dsn, "RFC 3461 parameters (NOTIFY, ORCPT, ENVID, RET) and the DSN built from them", 8192, _SMTP_TOKENS + _MIME_TOKENS),
+        Target("dsn", dsn, "RFC 3461 parameters (NOTIFY, ORCPT, ENVID, RET), a remote reply, and the DSN built from them", 8192, _SMTP_TOKENS + _MIME_TOKENS),
         Target("sasl", sasl, "SASL PLAIN/LOGIN: imap-pop3 decode_plain and smtp-ingress AUTH", 2048, (b"\x00", b"=", b"*", b"alice@example.test", b"alice-pw")),
         Target("proxy", proxy, "PROXY v1/v2: mailflow.proxy_protocol and smtp-ingress (aiosmtpd)", 1024, _PROXY_TOKENS),
         Target("imap-parser", imap_parser, "IMAP framing (literals, limits), lexer and command parser", 4096, _IMAP_TOKENS),
