@@ -91,9 +91,15 @@ class Refused(Exception):
 
 
 class Sender:
-    def __init__(self, st: Stack, total: int, seconds: float, users: int, domain: str, threads: int = 8):
+    def __init__(
+        self, st: Stack, total: int, seconds: float, users: int, domain: str, threads: int = 8, rate: float = 0.0
+    ):
+        """Up to `total` messages within `seconds`; with `rate`, at most that many per second in all
+        (spread over the time instead of as fast as the stack takes them). `stop()` ends it early."""
         self.st, self.total, self.deadline = st, total, time.monotonic() + seconds
-        self.users, self.domain = users, domain
+        self.users, self.domain, self.rate = users, domain, rate
+        self.t0 = time.monotonic()
+        self.stopping = threading.Event()
         self.ids = itertools.count()
         self.lock = threading.Lock()
         self.outcome: dict[str, str] = {}  # Message-ID -> acked | refused | ambiguous | unsent
@@ -104,6 +110,9 @@ class Sender:
         for t in self.threads:
             t.start()
         return self
+
+    def stop(self) -> None:
+        self.stopping.set()
 
     def done(self) -> bool:
         return not any(t.is_alive() for t in self.threads)
@@ -121,7 +130,7 @@ class Sender:
     def _connect(self) -> SmtpClient | None:
         """A session that has said 220 and 250 to EHLO; None when the time is up. While smtp-ingress is
         down (killed) this keeps trying: no message is taken before a session is there to send it."""
-        while time.monotonic() < self.deadline:
+        while time.monotonic() < self.deadline and not self.stopping.is_set():
             try:
                 return SmtpClient(self.st.ports.host, self.st.ports.smtp)
             except (OSError, Lost, Refused):
@@ -130,12 +139,15 @@ class Sender:
 
     def _run(self) -> None:
         conn: SmtpClient | None = None
-        while time.monotonic() < self.deadline:
+        while time.monotonic() < self.deadline and not self.stopping.is_set():
             if conn is None and (conn := self._connect()) is None:
                 break
             n = next(self.ids)
             if n >= self.total:
                 break
+            if self.rate and (wait := self.t0 + n / self.rate - time.monotonic()) > 0:
+                if self.stopping.wait(wait):
+                    break
             mid = f"msg-{n}"
             rcpt = f"user{n % self.users}@{self.domain}"
             message = (

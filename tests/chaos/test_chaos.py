@@ -16,8 +16,8 @@ nats-server (its JetStream files kept) in turn, each back after a moment. At the
 (every consumer of MAIL, JOBS and RESULTS with nothing pending or unacknowledged, no recipient in the
 queue ledger that is not final), every mailbox is read over IMAP and the Message-IDs are counted.
 
-Size: MAILFLOW_CHAOS_MESSAGES (default 3000) attempts within MAILFLOW_CHAOS_SECONDS (default 150) of
-sending; the run prints the figures either way.
+Size: MAILFLOW_CHAOS_MESSAGES (default 3000) spread over MAILFLOW_CHAOS_SECONDS (default 120), while
+every victim is killed MAILFLOW_CHAOS_ROUNDS (default 3) times; the run prints the figures either way.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from tests.support import wait_for
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(1800)]
 
 MESSAGES = int(os.environ.get("MAILFLOW_CHAOS_MESSAGES", "3000"))
-SECONDS = float(os.environ.get("MAILFLOW_CHAOS_SECONDS", "150"))
+SECONDS = float(os.environ.get("MAILFLOW_CHAOS_SECONDS", "120"))
+ROUNDS = int(os.environ.get("MAILFLOW_CHAOS_ROUNDS", "3"))  # every victim is killed this many times
 SENDERS = 8
 USERS = 10
 DOMAIN = "chaos.test"
@@ -53,9 +54,11 @@ class Killer:
         self.kills: Counter[str] = Counter()
         self.errors: list[str] = []
 
-    def run(self, until) -> None:
-        for victim in itertools.cycle(VICTIMS):
-            deadline = time.monotonic() + self.interval
+    def run(self, rounds: int, until) -> None:
+        """Kill number k is due at k * interval from the start (at once when restarts made it late)."""
+        t0 = time.monotonic()
+        for k, victim in enumerate(itertools.chain.from_iterable(itertools.repeat(VICTIMS, rounds)), 1):
+            deadline = t0 + k * self.interval
             while time.monotonic() < deadline:
                 if until():
                     return
@@ -82,13 +85,16 @@ def test_kill_9_everything_under_load_loses_and_duplicates_nothing(tmp_path):
     }
     started = time.monotonic()
     with Stack(tmp_path, Ports.free(), env=env) as st:
-        st.cli("domain", "add", DOMAIN)
         add_users(st, USERS, DOMAIN)
 
         send_started = time.monotonic()
-        sender = Sender(st, MESSAGES, SECONDS, users=USERS, domain=DOMAIN, threads=SENDERS).start()
-        killer = Killer(st, interval=1.5)
-        killer.run(until=sender.done)
+        # MESSAGES/SECONDS a second while the killer goes ROUNDS times through the victims; sending stops
+        # when the killer is through (later than SECONDS when restarts were slow: the load goes on).
+        sender = Sender(st, 3 * MESSAGES, 3 * SECONDS, users=USERS, domain=DOMAIN, threads=SENDERS, rate=MESSAGES / SECONDS)
+        sender.start()
+        killer = Killer(st, interval=SECONDS / (ROUNDS * len(VICTIMS) + 1))
+        killer.run(ROUNDS, until=sender.done)
+        sender.stop()
         sender.join()
         sent_at = time.monotonic()
 
@@ -129,7 +135,7 @@ def test_kill_9_everything_under_load_loses_and_duplicates_nothing(tmp_path):
         f"total {drained_at - started:.0f} s; streams {state}"
     )
     assert not killer.errors, killer.errors
-    assert all(killer.kills[v] >= 1 for v in VICTIMS), f"not every process was killed: {dict(killer.kills)}"
+    assert all(killer.kills[v] == ROUNDS for v in VICTIMS), f"not every process was killed {ROUNDS} times: {dict(killer.kills)}"
     assert not dead, f"died without being killed: {dead}"
     assert not lost, f"acknowledged but not stored: {lost[:20]}"
     assert not duplicated, f"stored more than once: {dict(list(duplicated.items())[:20])}"
