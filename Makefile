@@ -44,7 +44,7 @@ test-chaos: $(STAMP)
 # Coverage-guided fuzzing (Atheris) of every parser that sees client bytes, MAILFLOW_FUZZ_SECONDS (default
 # 60) per target; new coverage is merged into tests/fuzz/corpus/. `make fuzz TARGETS="mime imap-parser"`.
 fuzz: $(STAMP)
-	$(BIN)/python -m tests.fuzz.run --keep $(TARGETS)
+	$(BIN)/python -m tests.fuzz.run --keep --jobs 2 $(TARGETS)
 
 test-all: $(STAMP)
 	$(PYTEST) -q

@@ -1,8 +1,8 @@
 """The fuzz tier (`make test-attack`, in CI): every target of targets.py
 - replays its kept corpus (tests/fuzz/corpus/<target>/): each input passes, within its time budget;
 - runs Hypothesis: arbitrary bytes, and corpus inputs mutated by splicing, cutting, repeating and the
-  target's own tokens (MAILFLOW_FUZZ_EXAMPLES examples per target, 150 by default);
-- runs Atheris, coverage-guided, for MAILFLOW_FUZZ_CI_SECONDS per target (4 by default; `make fuzz` is the
+  target's own tokens (MAILFLOW_FUZZ_EXAMPLES examples per target, 100 by default);
+- runs Atheris, coverage-guided, for MAILFLOW_FUZZ_CI_SECONDS per target (3 by default; `make fuzz` is the
   long run), and fails on any finding it writes.
 A finding's input is shown by Hypothesis (shrunk) or left by Atheris in fuzz-findings/<target>/.
 """
@@ -21,8 +21,8 @@ from tests.fuzz.targets import TARGETS, Target, execute
 pytestmark = [pytest.mark.attack, pytest.mark.timeout(600)]
 
 CORPUS = Path(__file__).parent / "corpus"
-EXAMPLES = int(os.environ.get("MAILFLOW_FUZZ_EXAMPLES", "150"))
-ATHERIS_SECONDS = int(os.environ.get("MAILFLOW_FUZZ_CI_SECONDS", "4"))
+EXAMPLES = int(os.environ.get("MAILFLOW_FUZZ_EXAMPLES", "100"))
+ATHERIS_SECONDS = int(os.environ.get("MAILFLOW_FUZZ_CI_SECONDS", "3"))
 
 
 def corpus(target: Target) -> list[bytes]:
@@ -77,7 +77,7 @@ def test_atheris_finds_nothing_new(capsys):
     pytest.importorskip("atheris", reason="Atheris has wheels for Linux x86-64 only")
     from tests.fuzz import run
 
-    code = run.main(["--seconds", str(ATHERIS_SECONDS)])
+    code = run.main(["--seconds", str(ATHERIS_SECONDS), "--jobs", "2"])
     out = capsys.readouterr().out
     with capsys.disabled():
         print("\n" + out)
