@@ -143,8 +143,13 @@ def smtp_data(data: bytes) -> None:
     refusal with nothing queued."""
     from mailflow_smtp_ingress import parser
 
-    sent = data if b"\r\n.\r\n" in data else data + b"\r\n.\r\n"
-    body = b"" if sent.startswith(b".\r\n") else sent[: sent.find(b"\r\n.\r\n") + 2]
+    # One message: the data, a terminator after it, and nothing past the first end of data.
+    sent = data + b"\r\n.\r\n"
+    if sent.startswith(b".\r\n"):
+        sent, body = b".\r\n", b""
+    else:
+        end = sent.find(b"\r\n.\r\n")
+        sent, body = sent[: end + 5], sent[: end + 2]
     d = run_async(_smtp().run(_DATA_PREFIX + sent + b"QUIT\r\n"))
     check_smtp_output(d.output)
     replies = [line for line in d.output.split(b"\r\n") if line[:3].isdigit() and line[3:4] != b"-"]
