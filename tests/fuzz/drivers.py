@@ -112,10 +112,16 @@ class _Directory:
             return Resolution(address, "unknown_user")
         return Resolution(address, "local", (address.lower(),))
 
+    async def is_local_domain(self, domain: str) -> bool:
+        return domain.lower() == LOCAL_DOMAIN
+
     async def authenticate(self, username: str, password: str, service: str = "smtp") -> Principal | None:
         if username.lower() != USER or password != PASSWORD:
             return None
         return Principal(user_id=1, address=USER, addresses=(USER,), token="t")
+
+    async def expired_sessions(self, tokens: list[str]) -> set[str]:
+        return set()
 
 
 class SmtpDriver:
