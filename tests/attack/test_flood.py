@@ -57,14 +57,18 @@ def raise_nofile(need: int) -> None:
         pytest.skip(f"RLIMIT_NOFILE {soft} < {need} needed for the flood")
 
 
+def add_alice(st: Stack) -> None:
+    st.cli("domain", "add", "example.test")
+    with httpx.Client(base_url=st.http_url("mailbox-store"), headers={ADMIN_TOKEN_HEADER: st.admin_token}) as c:
+        c.post("/admin/users", json={"address": "alice@example.test", "password": "alice-pw"}).raise_for_status()
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     raise_nofile(3 * PER_SERVICE + 1000)
     st = Stack(tmp_path_factory.mktemp("flood"), Ports.free()).start()
     try:
-        st.cli("domain", "add", "example.test")
-        with httpx.Client(base_url=st.http_url("mailbox-store"), headers={ADMIN_TOKEN_HEADER: st.admin_token}) as c:
-            c.post("/admin/users", json={"address": "alice@example.test", "password": "alice-pw"}).raise_for_status()
+        add_alice(st)
         yield st
     finally:
         st.stop()
@@ -251,9 +255,7 @@ def low_fd_stack(tmp_path_factory):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     raise_nofile(3 * FD_LIMIT + 1000)
     try:
-        st.cli("domain", "add", "example.test")
-        with httpx.Client(base_url=st.http_url("mailbox-store"), headers={ADMIN_TOKEN_HEADER: st.admin_token}) as c:
-            c.post("/admin/users", json={"address": "alice@example.test", "password": "alice-pw"}).raise_for_status()
+        add_alice(st)
         yield st
     finally:
         st.stop()

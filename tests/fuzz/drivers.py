@@ -91,6 +91,16 @@ async def _settle(done) -> None:
         await asyncio.sleep(0)
 
 
+async def _feed(data: bytes, receive, ended, idle) -> None:
+    """The input in chunks, each once the session has reacted to the one before; stops when it ended."""
+    await _settle(idle)
+    for piece in chunks(data):
+        if ended():
+            break
+        receive(piece)
+        await _settle(idle)
+
+
 @dataclass
 class Dialogue:
     output: bytes
@@ -163,12 +173,7 @@ class SmtpDriver:
         def idle() -> bool:
             return session.task.done() or (session.waiter is not None and not session.waiter.done())
 
-        await _settle(idle)
-        for piece in chunks(data):
-            if session.closed:
-                break
-            session.data_received(piece)
-            await _settle(idle)
+        await _feed(data, session.data_received, lambda: session.closed, idle)
         if not session.closed:
             session.eof_received()
             await _settle(lambda: session.task.done())
@@ -210,12 +215,7 @@ class Pop3Driver:
                 session.waiter is not None and not session.waiter.done()
             )
 
-        await _settle(idle)
-        for piece in chunks(data):
-            if session.finished:
-                break
-            proto.data_received(piece)
-            await _settle(idle)
+        await _feed(data, proto.data_received, lambda: session.finished, idle)
         transport.close()
         await _settle(lambda: proto.done.done())
         if not proto.done.done():
