@@ -6,16 +6,14 @@ sends every message of a batch with its own reply subject under one inbox subscr
 all PubAcks with a single timeout: about a third of the CPU per message.
 
 Errors are per message: `publish` returns, in order, the PubAck (a dict: stream, seq, duplicate) or
-the exception for that message (`PubAckError` for a JetStream error, its subclass `NoStream` when no
-stream takes the subject, `TimeoutError` when
-no PubAck came in time). `publish_strict` raises the first of them. A message without a PubAck may or
-may not be stored: publish it again with the same Nats-Msg-Id (deduplicated inside the window).
+the exception for that message (`PubAckError` for a JetStream error or when no stream takes the
+subject, `TimeoutError` when no PubAck came in time). `publish_strict` raises the first of them. A
+message without a PubAck may or may not be stored: publish it again with the same Nats-Msg-Id
+(deduplicated inside the window).
 
-`carrier` and `fits` build those batched (`.v2`) messages: many already-serialised items in one
-payload, with a Nats-Msg-Id derived from the items, so the same items published again are dropped.
-
-`ReaderProbe` tells a writer whether a reader of a newer (batched) subject is running, so that it
-sends the older one-by-one form to older readers.
+`fits` and `group_msg_id` cut the batch messages of the JetStream hops (mailflow.contracts.messages):
+how many items go in one message, and a Nats-Msg-Id derived from the items, so the same items
+published again together are dropped.
 
 `publish_unacked` is for what may be lost (trace events): no reply subject, so JetStream sends no
 PubAck and nobody waits; the messages leave in the client's next socket write. A NATS error is
@@ -29,14 +27,10 @@ import hashlib
 import itertools
 import json
 import logging
-import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -52,22 +46,24 @@ def fits(sizes: Sequence[int], max_count: int, max_bytes: int) -> int:
     return n
 
 
+def json_bound(body: bytes | None, fields: int) -> int:
+    """An item's JSON size for `fits`, without serialising it: its body as base64 (RFC 4648, 4 characters
+    per 3 bytes) plus `fields` bytes, the caller's bound for everything else (addresses and the like,
+    bounded by smtp-ingress's line limits). Batch limits are half of NATS's max_payload (1 MB): what a
+    bound misses still fits."""
+    return 4 * ((len(body) + 2) // 3) + fields if body else fields
+
+
 def group_msg_id(prefix: str, keys: Sequence[str]) -> str:
-    """`<prefix>/<digest of the items' keys>`: the Nats-Msg-Id of a message carrying those items."""
+    """The Nats-Msg-Id of a message carrying the items with these keys: the key itself for one item,
+    else `<prefix>/<digest of the keys>`."""
+    if len(keys) == 1:
+        return keys[0]
     return f"{prefix}/{hashlib.blake2b(chr(10).join(keys).encode(), digest_size=16).hexdigest()}"
-
-
-def carrier(field: str, parts: Sequence[bytes], keys: Sequence[str], prefix: str) -> tuple[bytes, str]:
-    """(payload, Nats-Msg-Id) of a message carrying `parts` (each an item's JSON) as `{"v":2,"<field>":[...]}`."""
-    return b'{"v":2,"' + field.encode() + b'":[' + b",".join(parts) + b"]}", group_msg_id(prefix, keys)
 
 
 class PubAckError(Exception):
     pass
-
-
-class NoStream(PubAckError):
-    """No JetStream stream takes the subject (503 no responders)."""
 
 
 async def publish_unacked(nc: NATS, items: Sequence[Item]) -> int:
@@ -107,7 +103,7 @@ class BatchPublisher:
             return
         if not msg.data:  # a status message: 503 no responders (no stream takes the subject)
             status = (msg.headers or {}).get("Status", "") if msg.headers else ""
-            fut.set_exception(NoStream(f"no JetStream stream answered ({status or 'no responders'})"))
+            fut.set_exception(PubAckError(f"no JetStream stream answered ({status or 'no responders'})"))
             return
         try:
             ack = json.loads(msg.data)
@@ -154,30 +150,3 @@ class BatchPublisher:
             if isinstance(r, BaseException):
                 raise r
         return results  # type: ignore[return-value]
-
-
-class ReaderProbe:
-    """Is a reader of a durable consumer running? Yes while the consumer has a pull request waiting or
-    messages in hand, or delivered one within `recent` seconds; no if it does not exist. Asked at most
-    every `ttl` seconds; if NATS cannot say, the last answer stands (at first: no)."""
-
-    def __init__(self, js: JetStreamContext, stream: str, durable: str, ttl: float = 5.0, recent: float = 60.0):
-        self.js, self.stream, self.durable, self.ttl, self.recent = js, stream, durable, ttl, recent
-        self._live, self._until = False, 0.0
-
-    async def live(self) -> bool:
-        now = time.monotonic()
-        if now < self._until:
-            return self._live
-        self._until = now + self.ttl
-        try:
-            info = await self.js.consumer_info(self.stream, self.durable, timeout=2.0)
-        except NotFoundError:
-            self._live = False
-        except Exception as exc:
-            log.debug("cannot ask for %s/%s: %s", self.stream, self.durable, exc)
-        else:
-            last = info.delivered.last_active if info.delivered else None
-            lately = last is not None and (datetime.now(UTC) - last).total_seconds() < self.recent
-            self._live = bool(info.num_waiting or info.num_ack_pending or lately)
-        return self._live

@@ -1,16 +1,21 @@
-"""The JetStream worker loop every consuming service uses: fetch -> decode -> handle -> ack | nak | term.
+"""The JetStream worker loop every consuming service uses: fetch -> decode -> handle -> ack | nak | dead.
 
-A subclass names its stream, durable consumer and payload model and implements `handle` (or
+A subclass names its durable consumer (`streams.py`) and payload model and implements `handle` (or
 `handle_batch`, to do one database transaction for many messages). Outcomes:
-  Done()            -> ack: the effect is durable.
-  Retry(delay)      -> nak with a delay: JetStream redelivers the same message later.
-  Fail(reason)      -> the message can never succeed: it goes to `mail.dead` with the reason, then term.
-A payload that does not decode is a Fail. An exception from `handle` is unclassified, hence temporary:
-it is logged with a ref and the message is nak'ed with backoff. Many processes may run the same worker
-on the same durable consumer; JetStream gives each message to one of them at a time.
-On stop, intake stops, the batch in hand is finished and acknowledged, and `run` returns.
-A worker whose consumer is made by its reader, not by `ensure_streams`, names it in `own_consumer`;
-`carried` handles messages that each carry many items (the `.v2` batch subjects).
+  Done()                -> ack: the effect is durable.
+  Retry(delay, reason)  -> nak with a delay: JetStream redelivers the same message later.
+  Fail(reason)          -> the message can never succeed: it goes to `mail.dead` with the reason, then term.
+A payload that does not decode is a Fail. An exception from the handler is unclassified, hence
+temporary: its traceback is logged under a ref and the message is nak'ed with backoff (1, 2, 4 ... 60 s).
+When a batch raises, each of its messages is handled again alone at once, so a message that fails for
+itself holds up no other.
+Poison messages end: after `streams.MAX_ATTEMPTS` attempts a message that still fails goes to DEAD
+with the last reason (the exception's text and ref, never a traceback) instead of being nak'ed again.
+The consumer's max_deliver keeps one delivery in reserve: a message whose last attempt never settled
+(the process died) comes once more and goes to DEAD without another attempt, so nothing stays behind
+in a work queue that JetStream no longer redelivers. If DEAD cannot be written, the message is nak'ed.
+Many processes may run the same worker on the same durable consumer; JetStream gives each message to
+one of them at a time. On stop, intake stops, the batch in hand is finished and settled, and `run` returns.
 """
 
 from __future__ import annotations
@@ -18,21 +23,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
 
 from mailflow import ids
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import DeadLetter
-from mailflow.contracts.streams import ensure_consumer
+from mailflow.contracts.streams import attempts
 from mailflow.pull import Puller
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,7 @@ class Done:
 @dataclass(frozen=True)
 class Retry:
     delay: float
+    reason: str = ""  # what went wrong, for DEAD should this have been the last attempt
 
 
 @dataclass(frozen=True)
@@ -66,24 +70,6 @@ class Fail:
 
 
 Outcome = Done | Retry | Fail
-
-
-async def carried(
-    items: list[tuple[Any, int]],
-    parts: Callable[[Any], Sequence[Any]],
-    handle: Callable[[list[tuple[Any, int]]], Awaitable[list[Outcome]]],
-) -> list[Outcome]:
-    """Messages that carry many items each: `handle` gets all their items at once (each with its
-    message's delivery count); a message is Done when all its items are, else it takes the first
-    other outcome among them (and comes again whole: handlers are idempotent)."""
-    outcomes = await handle([(x, n) for m, n in items for x in parts(m)])
-    out: list[Outcome] = []
-    k = 0
-    for m, _ in items:
-        size = len(parts(m))
-        out.append(next((o for o in outcomes[k : k + size] if not isinstance(o, Done)), Done()))
-        k += size
-    return out
 
 
 def backoff(attempt: int, first: float = 1.0, cap: float = 60.0) -> float:
@@ -99,12 +85,14 @@ class Worker(Generic[T]):
     concurrency: ClassVar[int] = 128
     fetch_timeout: ClassVar[float] = 1.0
     heartbeat: ClassVar[float] = 15.0  # in_progress() for messages handled longer than this
-    own_consumer: ClassVar[Callable[[], ConsumerConfig] | None] = None  # created at bind, on `stream`
+    retry_first: float = 1.0  # backoff after a failed attempt: retry_first, doubling, at most retry_cap
+    retry_cap: float = 60.0
 
     def __init__(self, nc: NATS, js: JetStreamContext, service: str):
         self.nc, self.js, self.service = nc, js, service
         self.name = f"{service}/{self.durable}"
         self._sub: Puller | None = None
+        self.attempts = 0  # from the consumer's max_deliver at bind (streams.MAX_ATTEMPTS); 0: unbounded
         self._sem = asyncio.Semaphore(self.concurrency)
         # labelled metric children, looked up once (labels() per message costs ~10% of a fast worker)
         self._handled = {o: HANDLED.labels(self.name, o) for o in ("done", "retry", "dead")}
@@ -129,16 +117,30 @@ class Worker(Generic[T]):
     async def _guarded(self, payload: T, attempt: int) -> Outcome:
         try:
             return await self.handle(payload, attempt)
-        except Exception:
-            ref = ids.ref()
-            log.exception("handler failed; will retry", extra={"ref": ref, "worker": self.name})
-            return Retry(backoff(attempt))
+        except Exception as exc:
+            return self._failed(exc, attempt)
+
+    def _failed(self, exc: Exception, attempt: int) -> Retry:
+        """An unclassified exception (call it in the `except` block): temporary. The traceback goes to
+        the log under a ref; the reason (for DEAD, should this be the last attempt) names the ref."""
+        ref = ids.ref()
+        log.exception("handler failed, ref %s; attempt %d", ref, attempt, extra={"ref": ref, "worker": self.name})
+        return Retry(backoff(attempt, self.retry_first, self.retry_cap), f"{type(exc).__name__}: {exc}"[:500] + f" (ref {ref})")
+
+    async def _outcomes(self, items: list[tuple[T, int]]) -> list[Outcome]:
+        """`handle_batch`; if it raises, each message alone, so that one bad message fails by itself."""
+        try:
+            return await self.handle_batch(items)
+        except Exception as exc:
+            if len(items) == 1:
+                return [self._failed(exc, items[0][1])]
+            log.warning("a batch of %d failed (%s: %s): each message alone", len(items), type(exc).__name__, exc, extra={"worker": self.name})
+        return [o for one in await asyncio.gather(*(self._outcomes([it]) for it in items)) for o in one]
 
     async def bind(self) -> None:
         if self._sub is None:
-            if self.own_consumer is not None:
-                await ensure_consumer(self.js, self.stream, self.own_consumer())
-            await self.js.consumer_info(self.stream, self.durable)  # raises NotFoundError: fail at start
+            info = await self.js.consumer_info(self.stream, self.durable)  # raises NotFoundError: fail at start
+            self.attempts = attempts(info.config.max_deliver)
             self._sub = await Puller(self.nc, self.stream, self.durable).start()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -170,25 +172,29 @@ class Worker(Generic[T]):
         items: list[tuple[T, int]] = []
         live: list[Msg] = []
         for m in msgs:
+            delivered = m.metadata.num_delivered
+            if self.attempts and delivered > self.attempts:
+                await self._dead(m, f"no outcome after {self.attempts} attempts (the worker stopped during each)", delivered)
+                continue
             try:
                 payload = self.model.model_validate_json(m.data)
             except ValidationError as exc:
-                await self._dead(m, f"undecodable payload: {exc.errors(include_url=False)[:3]}")
+                await self._dead(m, f"undecodable payload: {exc.errors(include_url=False)[:3]}", delivered)
                 continue
-            items.append((payload, m.metadata.num_delivered))
+            items.append((payload, delivered))
             live.append(m)
         if not items:
             return
         started = time.perf_counter()
         ticker = asyncio.create_task(self._keep_alive(live))
         try:
-            outcomes = await self.handle_batch(items)
+            outcomes = await self._outcomes(items)
         finally:
             ticker.cancel()
         per = (time.perf_counter() - started) / len(items)
-        for m, outcome in zip(live, outcomes, strict=True):
+        for m, (_, delivered), outcome in zip(live, items, outcomes, strict=True):
             self._handle_seconds.observe(per)
-            await self._settle(m, outcome)
+            await self._settle(m, delivered, outcome)
 
     async def _keep_alive(self, msgs: list[Msg]) -> None:
         while True:
@@ -199,29 +205,40 @@ class Worker(Generic[T]):
                 except Exception:
                     pass
 
-    async def _settle(self, m: Msg, outcome: Outcome) -> None:
+    async def _settle(self, m: Msg, delivered: int, outcome: Outcome) -> None:
         try:
             match outcome:
                 case Done():
                     await m.ack()
                     self._handled["done"].inc()
+                case Retry(reason=reason) if self.attempts and delivered >= self.attempts:
+                    await self._dead(m, f"failed {delivered} attempts; the last: {reason or 'retry asked for'}", delivered)
                 case Retry(delay=delay):
                     await m.nak(delay=delay)
                     self._handled["retry"].inc()
                 case Fail(reason=reason):
-                    await self._dead(m, reason)
+                    await self._dead(m, reason, delivered)
         except Exception as exc:  # the ack is lost: JetStream redelivers, handlers are idempotent
             log.warning("could not settle message: %s", exc, extra={"worker": self.name})
 
-    async def _dead(self, m: Msg, reason: str) -> None:
+    async def _dead(self, m: Msg, reason: str, delivered: int) -> None:
+        """To DEAD, then term. Nats-Msg-Id: the message's place in its stream, so a letter published
+        again (the term was lost and the message came back) is dropped as a duplicate."""
         letter = DeadLetter(
             subject=m.subject,
             service=self.service,
             reason=reason,
             payload=m.data,
             headers={k: v for k, v in (m.headers or {}).items()},
+            delivered=delivered,
         )
-        await self.js.publish(subjects.MAIL_DEAD, letter.to_bytes())
+        msg_id = f"{m.metadata.stream}/{m.metadata.sequence.stream}"
+        try:
+            await self.js.publish(subjects.MAIL_DEAD, letter.to_bytes(), headers={"Nats-Msg-Id": msg_id})
+        except Exception as exc:  # not set aside: it comes again (unless that was its last delivery)
+            log.error("could not write to DEAD (%s); message %s stays", exc, msg_id, extra={"worker": self.name})
+            await m.nak(delay=backoff(delivered, self.retry_first, self.retry_cap))
+            return
         await m.term()
         self._handled["dead"].inc()
-        log.error("message sent to %s: %s", subjects.MAIL_DEAD, reason, extra={"worker": self.name})
+        log.error("message %s sent to %s: %s", msg_id, subjects.MAIL_DEAD, reason, extra={"worker": self.name})

@@ -261,8 +261,8 @@ def test_scaled_delivery_shares_one_stream(stack):
     stack.wait_healthy(["delivery"], count={"delivery": 3}, timeout=120)
 
     consumers = jetstream_consumers(stack)
-    # the durables every delivery binds: job batches (delivery.job.v2) and single jobs (delivery.job)
-    jobs = {streams.DELIVERY, streams.DELIVERY_BATCHES}
+    # the durable every delivery binds: job batches (delivery.job)
+    jobs = {streams.DELIVERY}
     assert {key for key in consumers if key[0] == "JOBS"} == jobs, "the same durables for all containers"
     for key in jobs:
         assert consumers[key]["num_waiting"] >= 3, f"pull requests from every container on {key}"

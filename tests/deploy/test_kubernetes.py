@@ -259,8 +259,8 @@ def test_keda_scales_delivery_on_its_consumer(rendered):
     assert scaled["scaleTargetRef"]["name"] == "delivery"
     assert scaled["minReplicaCount"] >= 1
     triggers = scaled["triggers"]
-    # both consumers delivery reads: job batches (delivery.job.v2) and single jobs (delivery.job)
-    assert {(t["metadata"]["stream"], t["metadata"]["consumer"]) for t in triggers} == {streams.DELIVERY_BATCHES, streams.DELIVERY}
+    # the one consumer delivery reads: job batches (delivery.job)
+    assert [(t["metadata"]["stream"], t["metadata"]["consumer"]) for t in triggers] == [streams.DELIVERY]
     namespace = of_kind(objs, "ScaledObject")["delivery"]["metadata"]["namespace"]
     for trigger in triggers:
         assert trigger["type"] == "nats-jetstream"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 
@@ -117,3 +118,88 @@ async def test_puller_says_why_a_consumer_cannot_be_pulled(js):
     with pytest.raises(PullRefused):
         await puller.fetch(1, wait=0.5)
     await puller.stop()
+
+
+# --- poison messages end in DEAD --------------------------------------------------------------
+
+
+class Batches(Worker[DeliveryResult]):
+    """Handles a fetch in one go, like the queue's and delivery's workers; a result for queue id
+    "POISON" makes the whole batch raise."""
+
+    stream, durable, model = "RESULTS", "queue-results", DeliveryResult
+    retry_first, retry_cap = 0.01, 0.02
+
+    def __init__(self, *a):
+        super().__init__(*a)
+        self.calls: list[list[tuple[str, int]]] = []
+
+    async def handle_batch(self, items):
+        self.calls.append([(r.queue_id, n) for r, n in items])
+        if any(r.queue_id == "POISON" for r, _ in items):
+            raise RuntimeError("cannot handle POISON")
+        return [Done() for _ in items]
+
+
+async def dead_letters(js, n: int, durable: str = "t") -> list[DeadLetter]:
+    sub = await js.pull_subscribe(subjects.MAIL_DEAD, durable=durable, stream="DEAD")
+    return [DeadLetter.from_bytes(m.data) for m in await sub.fetch(n, timeout=2)]
+
+
+def result_of(qid: str) -> bytes:
+    return DeliveryResult(queue_id=qid, rcpt="a@b.test", attempt=1, outcome="delivered", status="2.0.0", at=datetime(2026, 1, 1, tzinfo=UTC)).to_bytes()
+
+
+async def test_a_failing_batch_is_handled_message_by_message_and_the_poison_ends_in_dead(js):
+    from mailflow.contracts.streams import MAX_ATTEMPTS
+
+    for qid in ("Q1", "Q2", "POISON", "Q3"):
+        await js.publish(subjects.DELIVERY_RESULT, result_of(qid), headers={"Nats-Msg-Id": qid})
+    w = Batches(js._nc, js, "test")
+    await w.run_until_idle()
+    # the batch failed, then each alone: the others are done at their first delivery
+    assert w.calls[0] == [("Q1", 1), ("Q2", 1), ("POISON", 1), ("Q3", 1)]
+    assert sorted(c[0] for c in w.calls[1:5]) == [("POISON", 1), ("Q1", 1), ("Q2", 1), ("Q3", 1)]
+    assert [c for c in w.calls[5:]] == [[("POISON", n)] for n in range(2, MAX_ATTEMPTS + 1)]
+    (letter,) = await dead_letters(js, 1)
+    assert letter.subject == subjects.DELIVERY_RESULT and letter.service == "test" and letter.delivered == MAX_ATTEMPTS
+    assert letter.payload == result_of("POISON") and letter.headers["Nats-Msg-Id"] == "POISON"
+    assert letter.reason.startswith(f"failed {MAX_ATTEMPTS} attempts; the last: RuntimeError: cannot handle POISON (ref ")
+    assert "Traceback" not in letter.reason
+    assert (await js.stream_info("RESULTS")).state.messages == 0  # nothing stays behind in the work queue
+
+
+async def test_a_message_whose_last_attempt_never_settled_goes_to_dead_unhandled(js):
+    """The process died during each attempt (here: nak'ed by hand, as a crash's redelivery counts): the
+    delivery kept in reserve moves it to DEAD without trying it again."""
+    from mailflow.contracts.streams import MAX_ATTEMPTS
+
+    await js.publish(subjects.DELIVERY_RESULT, result_of("CRASHER"))
+    sub = await js.pull_subscribe_bind(durable="queue-results", stream="RESULTS")
+    for _ in range(MAX_ATTEMPTS):
+        (m,) = await sub.fetch(1, timeout=2)
+        await m.nak()
+    w = Batches(js._nc, js, "test")
+    assert await w.run_until_idle() == 1
+    assert w.calls == []
+    (letter,) = await dead_letters(js, 1)
+    assert letter.reason.startswith(f"no outcome after {MAX_ATTEMPTS} attempts") and letter.delivered == MAX_ATTEMPTS + 1
+    assert (await js.stream_info("RESULTS")).state.messages == 0
+
+
+async def test_streams_bound_the_deliveries_of_a_durable_made_before(js):
+    """A consumer made with unbounded max_deliver (as before poison messages ended in DEAD) is brought up
+    to date; applying again changes nothing."""
+    from nats.js.api import ConsumerConfig
+
+    from mailflow.contracts.streams import MAX_ATTEMPTS, consumer_configs
+
+    await js.delete_consumer("RESULTS", "queue-results")
+    await js.add_consumer("RESULTS", ConsumerConfig(durable_name="queue-results", filter_subject=subjects.DELIVERY_RESULT, ack_policy="explicit", max_deliver=-1))
+    await ensure_streams(js)
+    await ensure_streams(js)
+    assert (await js.consumer_info("RESULTS", "queue-results")).config.max_deliver == MAX_ATTEMPTS + 1
+    declared = {(stream, c.durable_name, c.filter_subject) for stream, c in consumer_configs()}
+    assert declared == {("MAIL", "queue", "mail.queued"), ("JOBS", "delivery", "delivery.job"), ("RESULTS", "queue-results", "delivery.result")}
+    for stream, durable, _ in declared:
+        assert (await js.consumer_info(stream, durable)).config.max_deliver == MAX_ATTEMPTS + 1

@@ -20,7 +20,7 @@ from mailflow_delivery import smtp_out
 from mailflow_delivery.routing import Deliveries, RemoteConfig
 from mailflow_delivery.sentlog import KvSentLog
 from mailflow_delivery.settings import Settings
-from mailflow_delivery.worker import DeliveryBatchWorker, DeliveryWorker
+from mailflow_delivery.worker import DeliveryWorker
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         directory_ttl=settings.directory_cache_s,
         store_batch=settings.store_batch,
     )
-    # Lanes for one job per message (from a queue that sends no batches) and for messages of up to 32
-    # jobs each (batch/16 messages per fetch: at most twice `batch` jobs in hand per lane).
-    lanes = [DeliveryWorker(nc, js, deliveries, settings.batch) for _ in range(max(1, settings.lanes))]
-    lanes += [DeliveryBatchWorker(nc, js, deliveries, max(1, settings.batch // 16)) for _ in range(max(1, settings.lanes))]
+    # Messages of up to 32 jobs each: batch/16 messages per fetch, at most twice `batch` jobs in hand per lane.
+    lanes = [DeliveryWorker(nc, js, deliveries, max(1, settings.batch // 16)) for _ in range(max(1, settings.lanes))]
 
     async def nats_ready() -> bool:
         return nc.is_connected

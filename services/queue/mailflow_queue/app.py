@@ -1,4 +1,4 @@
-"""Wiring: database (migrated at start), the streams, intake and results workers (v1 and v2), the scheduler, HTTP.
+"""Wiring: database (migrated at start), the streams, the intake and results workers, the scheduler, HTTP.
 
 Startup fails loudly if the database cannot be migrated or NATS does not answer within its
 timeout; a process manager restarts us. On SIGTERM: intake and results stop fetching and finish
@@ -16,12 +16,12 @@ from mailflow.bodies import JetStreamBodies
 from mailflow.contracts.streams import Topology, ensure_streams
 from mailflow.lifecycle import Stopper
 from mailflow.web import HttpServer, service_app
-from mailflow_queue import admin, ledger
+from mailflow_queue import admin, dead, ledger
 from mailflow_queue.db import Database, make_engine, migrate
 from mailflow_queue.outbox import JetStreamOutbox
 from mailflow_queue.scheduler import Scheduler
 from mailflow_queue.settings import Settings
-from mailflow_queue.workers import Intake, IntakeBatches, ResultBatches, Results
+from mailflow_queue.workers import Intake, Results
 
 log = logging.getLogger(__name__)
 
@@ -58,23 +58,21 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         retain_done_s=settings.retain_done_s,
         dsn_full_max=settings.dsn_full_max_bytes,
     )
-    intake = Intake(nc, js, database, outbox, policy, batch=settings.intake_batch)
-    # envelope groups hold a few messages each under load: fetch fewer messages for about as many envelopes
-    intake_batches = IntakeBatches(nc, js, database, outbox, policy, batch=max(1, settings.intake_batch // 8))
-    results = Results(nc, js, database, policy, scheduler.poke, batch=settings.results_batch)
-    result_batches = ResultBatches(nc, js, database, policy, scheduler.poke, batch=ResultBatches.batch)
+    # envelope groups hold several envelopes each under load, a results message a delivery batch's results:
+    # fetch fewer messages for about as many envelopes and results per transaction
+    intake = Intake(nc, js, database, outbox, policy, batch=max(1, settings.intake_batch // 8))
+    results = Results(nc, js, database, policy, scheduler.poke, batch=max(1, settings.results_batch // 16))
 
     async def nats_ready() -> bool:
         return nc.is_connected
 
     app = service_app("queue", {"nats": nats_ready, "database": database.ping})
     app.include_router(admin.router(database, js, bodies, settings.admin_token.get_secret_value(), scheduler.poke))
+    app.include_router(dead.router(js, settings.admin_token.get_secret_value()))
     http = await HttpServer(app, settings.http_listen).start()
     tasks = [
         asyncio.create_task(intake.run(stop), name="intake"),
-        asyncio.create_task(intake_batches.run(stop), name="intake-batches"),
         asyncio.create_task(results.run(stop), name="results"),
-        asyncio.create_task(result_batches.run(stop), name="result-batches"),
         asyncio.create_task(scheduler.run(stop), name="scheduler"),
     ]
     log.info("queue ready", extra={"http": http.port, "database": engine.url.render_as_string(hide_password=True)})

@@ -14,6 +14,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import SimpleNamespace as Row  # a table row not loaded through the ORM: the same attribute names
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -71,15 +72,15 @@ def wants(notify: str, kind: str) -> bool:
     return kind in given
 
 
-def job_for(m: Message, r: Recipient, body: bytes | None = None) -> DeliveryJob:
-    """The job for a recipient; `body` is the message's inline body (None: it is in stream BODY)."""
-    notify = [n for n in r.notify.split(",") if n]
+def job_for(m: Message | Row, r: Recipient | Row, body: bytes | None) -> DeliveryJob:
+    """The one place a job is made: from a messages row and a recipients row (loaded, or the rows
+    `record` inserts) and the message's inline body (None: the body is in stream BODY)."""
     return DeliveryJob(
         queue_id=m.queue_id,
         trace_id=m.trace_id,
         attempt=r.attempts,
         mail_from=m.mail_from,
-        rcpt=Rcpt(address=r.address, notify=notify, orcpt=r.orcpt),
+        rcpt=Rcpt(address=r.address, notify=[n for n in r.notify.split(",") if n], orcpt=r.orcpt),
         body_ref=m.body_ref,
         size=m.size,
         body=body,
@@ -101,24 +102,6 @@ class Recorded:
     duplicates: list[str]  # queue ids known already (a redelivery after a crash)
 
 
-def _job(qm: QueuedMessage, rc: Rcpt, attempt: int) -> DeliveryJob:
-    return DeliveryJob(
-        queue_id=qm.queue_id,
-        trace_id=qm.trace_id,
-        attempt=attempt,
-        mail_from=qm.mail_from,
-        rcpt=rc,
-        body_ref=qm.body_ref,
-        size=qm.size,
-        body=qm.body,
-        received_at=qm.received_at,
-        envid=qm.envid,
-        ret=qm.ret,
-        body_8bit=qm.body_8bit,
-        smtputf8=qm.smtputf8,
-    )
-
-
 def unique_rcpts(qm: QueuedMessage) -> list[Rcpt]:
     """The envelope's recipients, each once (the same address twice in one envelope gets one copy)."""
     seen: dict[str, Rcpt] = {}
@@ -127,20 +110,11 @@ def unique_rcpts(qm: QueuedMessage) -> list[Rcpt]:
     return list(seen.values())
 
 
-def first_jobs(msgs: list[QueuedMessage]) -> list[DeliveryJob]:
-    """The attempt-1 jobs `record` makes for new messages, computed from the envelopes alone."""
-    out, seen = [], set()
-    for qm in msgs:
-        if qm.queue_id not in seen:
-            seen.add(qm.queue_id)
-            out += [_job(qm, rc, 1) for rc in unique_rcpts(qm)]
-    return out
-
-
 def record(s: Session, msgs: list[QueuedMessage], now: float, p: Policy) -> Recorded:
-    """Record new messages with every recipient in flight (attempt 1) and return their jobs. A message
-    known already returns the jobs of its recipients still in flight, to publish again. An inline body
-    is kept in table bodies until the message is final.
+    """Record new messages with every recipient in flight (attempt 1) and return their jobs, to publish
+    once this transaction is committed (a result never arrives for a message not recorded yet). A
+    message known already returns the jobs of its recipients still in flight, to publish again. An
+    inline body is kept in table bodies until the message is final.
     Plain multi-row INSERTs (no ORM unit of work): this is the hot path."""
     qids = list(dict.fromkeys(m.queue_id for m in msgs))
     known = set(s.scalars(sa.select(Message.queue_id).where(Message.queue_id.in_(qids))))
@@ -155,44 +129,41 @@ def record(s: Session, msgs: list[QueuedMessage], now: float, p: Policy) -> Reco
             out.duplicates.append(qm.queue_id)
             continue
         keys = unique_rcpts(qm)
-        for rc in keys:
-            key = rc.address.lower()
-            r_rows.append(
-                dict(
-                    queue_id=qm.queue_id,
-                    address=rc.address,
-                    address_key=key,
-                    notify=",".join(rc.notify),
-                    orcpt=rc.orcpt,
-                    state=INFLIGHT,
-                    attempts=1,
-                    next_attempt_at=now + p.inflight_timeout_s,
-                    last_status="",
-                    last_error="",
-                    remote_mta=None,
-                    updated_at=now,
-                    delay_notified=False,
-                )
-            )
-            out.jobs.append(_job(qm, rc, 1))
-        m_rows.append(
-            dict(
-                queue_id=qm.queue_id,
-                trace_id=qm.trace_id,
-                mail_from=qm.mail_from,
-                body_ref=qm.body_ref,
-                size=qm.size,
-                received_at=qm.received_at.timestamp(),
-                envid=qm.envid,
-                ret=qm.ret,
-                body_8bit=qm.body_8bit,
-                smtputf8=qm.smtputf8,
-                client_ip=qm.client.ip if qm.client else None,
-                auth_user=qm.client.auth_user if qm.client else None,
-                body_deleted=False,
-                done_at=None if keys else now,
-            )
+        m_row = Row(
+            queue_id=qm.queue_id,
+            trace_id=qm.trace_id,
+            mail_from=qm.mail_from,
+            body_ref=qm.body_ref,
+            size=qm.size,
+            received_at=qm.received_at.timestamp(),
+            envid=qm.envid,
+            ret=qm.ret,
+            body_8bit=qm.body_8bit,
+            smtputf8=qm.smtputf8,
+            client_ip=qm.client.ip if qm.client else None,
+            auth_user=qm.client.auth_user if qm.client else None,
+            body_deleted=False,
+            done_at=None if keys else now,
         )
+        m_rows.append(vars(m_row))
+        for rc in keys:
+            r_row = Row(
+                queue_id=qm.queue_id,
+                address=rc.address,
+                address_key=rc.address.lower(),
+                notify=",".join(rc.notify),
+                orcpt=rc.orcpt,
+                state=INFLIGHT,
+                attempts=1,
+                next_attempt_at=now + p.inflight_timeout_s,
+                last_status="",
+                last_error="",
+                remote_mta=None,
+                updated_at=now,
+                delay_notified=False,
+            )
+            r_rows.append(vars(r_row))
+            out.jobs.append(job_for(m_row, r_row, qm.body))
         if qm.body is not None:
             b_rows.append(dict(queue_id=qm.queue_id, data=qm.body))
         out.new.append(qm.queue_id)
@@ -221,7 +192,7 @@ class Applied:
     counts: dict[str, int]
     notices: int  # DSNs to make (see pending_notices)
     done: int  # messages now final
-    unknown: list[int] = field(default_factory=list)  # indexes of results whose message is not recorded (yet)
+    stale: list[int] = field(default_factory=list)  # indexes of results that changed nothing
 
 
 @dataclass
@@ -236,12 +207,15 @@ class _Row:
 
 
 def apply_results(s: Session, results: list[DeliveryResult], now: float, p: Policy) -> Applied:
-    """One SELECT for the rows concerned, one executemany UPDATE: this is the hot path."""
+    """One SELECT for the rows concerned, one executemany UPDATE: this is the hot path.
+    DSNs: a failure one for bounced recipients that want it; a success one (NOTIFY=SUCCESS) only if the
+    message came from an authenticated submission. Anyone can put any sender and NOTIFY=SUCCESS on mail
+    to our MX: a success DSN for it would go to a forged sender (backscatter), so it is never made."""
     qids = list({r.queue_id for r in results})
     msgs = {
-        q: (mail_from, received_at)
-        for q, mail_from, received_at in s.execute(
-            sa.select(Message.queue_id, Message.mail_from, Message.received_at).where(Message.queue_id.in_(qids))
+        q: (mail_from, received_at, auth_user)
+        for q, mail_from, received_at, auth_user in s.execute(
+            sa.select(Message.queue_id, Message.mail_from, Message.received_at, Message.auth_user).where(Message.queue_id.in_(qids))
         )
     }
     cols = (Recipient.id, Recipient.queue_id, Recipient.address_key, Recipient.notify, Recipient.state, Recipient.attempts, Recipient.remote_mta)
@@ -250,17 +224,15 @@ def apply_results(s: Session, results: list[DeliveryResult], now: float, p: Poli
     bounced: dict[str, list[_Row]] = defaultdict(list)
     delivered: dict[str, list[_Row]] = defaultdict(list)
     updates: dict[int, dict] = {}
-    unknown: list[int] = []
+    stale: list[int] = []
     for n, res in enumerate(results):
-        if res.queue_id not in msgs:
-            unknown.append(n)  # not committed yet (intake publishes jobs while it commits), or deleted
-            continue
-        r = rows.get((res.queue_id, res.rcpt.lower()))
+        # The message is recorded before its jobs go out (`record`): unknown means deleted meanwhile.
+        r = rows.get((res.queue_id, res.rcpt.lower())) if res.queue_id in msgs else None
         if r is None or r.state in FINAL:
-            counts["stale"] += 1  # deleted meanwhile, or an old attempt's answer
+            stale.append(n)  # deleted meanwhile, or an old attempt's answer
             continue
         if res.outcome == "deferred" and r.state == INFLIGHT and res.attempt < r.attempts:
-            counts["stale"] += 1  # a newer attempt is out already
+            stale.append(n)  # a newer attempt is out already
             continue
         status, error, nxt = res.status, res.diagnostic[:2000], None
         if res.outcome == "delivered":
@@ -306,9 +278,12 @@ def apply_results(s: Session, results: list[DeliveryResult], now: float, p: Poli
     for qid, rs in bounced.items():
         notices += _notice(s, qid, msgs[qid][0], [r.id for r in rs if wants(r.notify, "FAILURE")], "failure", now)
     for qid, rs in delivered.items():
-        notices += _notice(s, qid, msgs[qid][0], [r.id for r in rs if wants(r.notify, "SUCCESS")], "success", now)
+        if msgs[qid][2] is not None:  # success DSNs for authenticated submissions only: no backscatter
+            notices += _notice(s, qid, msgs[qid][0], [r.id for r in rs if wants(r.notify, "SUCCESS")], "success", now)
     done = _mark_done(s, set(bounced) | set(delivered), now)
-    return Applied(dict(counts), notices, done, unknown)
+    if stale:
+        counts["stale"] = len(stale)
+    return Applied(dict(counts), notices, done, stale)
 
 
 def _notice(s: Session, queue_id: str, mail_from: str, recipient_ids: list[int], kind: str, now: float) -> int:

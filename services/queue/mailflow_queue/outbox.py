@@ -1,16 +1,16 @@
 """Publishing what the queue decided: delivery jobs, DSNs (as new messages) and trace events.
 
 All publishes of one batch are awaited together. Trace events are best effort: published without a
-PubAck, never a reason to fail a batch. A job that JetStream does not acknowledge raises; the caller then acknowledges nothing (or leaves the recipients in flight), so the same
-work is published again later. Jobs carry Nats-Msg-Id `<queue_id>/<rcpt>/<attempt>` and messages
-Nats-Msg-Id `<queue_id>`, so a second publish inside the duplicate window is dropped by JetStream.
+PubAck, never a reason to fail a batch. A job that JetStream does not acknowledge raises; the caller
+then acknowledges nothing (or leaves the recipients in flight), so the same work is published again
+later.
 
-While a delivery that reads delivery.job.v2 is live (`ReaderProbe`), jobs go many to a message
-(`DeliveryJobs`, up to JOBS_PER_MESSAGE jobs or JOBS_MESSAGE_BYTES): one JetStream write, PubAck
-and ack per message instead of per recipient. A message's Nats-Msg-Id is a digest of its jobs' ids;
-a job published again in another grouping may be delivered twice, which delivery makes harmless
-(the store's idempotency key, the sent log). If the JOBS stream does not take .v2 (configured last
-by an older service), the jobs go one by one on delivery.job.
+Jobs go many to a message (`DeliveryJobs` on delivery.job, up to JOBS_PER_MESSAGE jobs or
+JOBS_MESSAGE_BYTES): one JetStream write, PubAck and ack per message instead of per recipient. A
+message of one job has Nats-Msg-Id `<queue_id>/<rcpt>/<attempt>`, of several a digest of those, so a
+second publish inside the duplicate window is dropped by JetStream; a job published again in another
+grouping may be delivered twice, which delivery makes harmless (the store's idempotency key, the sent
+log). A DSN enters like any message: a group of one on mail.queued, Nats-Msg-Id its queue id.
 """
 
 from __future__ import annotations
@@ -23,9 +23,15 @@ from nats.js import JetStreamContext
 
 from mailflow.bodies import BodyRef
 from mailflow.contracts import subjects
-from mailflow.contracts.messages import TRACE_HEADER, DeliveryJob, QueuedMessage, TraceEvent
-from mailflow.contracts.streams import DELIVERY_BATCHES
-from mailflow.jspub import BatchPublisher, Item, NoStream, ReaderProbe, carrier, fits, publish_unacked
+from mailflow.contracts.messages import (
+    TRACE_HEADER,
+    DeliveryJob,
+    DeliveryJobs,
+    QueuedMessage,
+    QueuedMessages,
+    TraceEvent,
+)
+from mailflow.jspub import BatchPublisher, Item, fits, group_msg_id, json_bound, publish_unacked
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +44,15 @@ def job_msg_id(job: DeliveryJob) -> str:
     return f"{job.queue_id}/{job.rcpt.address.lower()}/{job.attempt}"
 
 
-def one_by_one(jobs: list[DeliveryJob]) -> list[Item]:
-    return [(subjects.DELIVERY_JOB, job.to_bytes(), {"Nats-Msg-Id": job_msg_id(job), TRACE_HEADER: job.trace_id}) for job in jobs]
-
-
 def batched(jobs: list[DeliveryJob]) -> list[Item]:
-    """DeliveryJobs messages, each job serialised once (the message is their JSON array in an envelope)."""
-    datas = [job.to_bytes() for job in jobs]
+    """The DeliveryJobs messages that carry these jobs, in order."""
+    sizes = [json_bound(job.body, 2048) for job in jobs]  # addresses, ORCPT, ENVID: SMTP-bounded
     out: list[Item] = []
     k = 0
     while k < len(jobs):
-        n = fits([len(d) for d in datas[k : k + JOBS_PER_MESSAGE]], JOBS_PER_MESSAGE, JOBS_MESSAGE_BYTES)
-        data, msg_id = carrier("jobs", datas[k : k + n], [job_msg_id(j) for j in jobs[k : k + n]], "jobs")
-        out.append((subjects.DELIVERY_JOBS, data, {"Nats-Msg-Id": msg_id}))
+        n = fits(sizes[k : k + JOBS_PER_MESSAGE], JOBS_PER_MESSAGE, JOBS_MESSAGE_BYTES)
+        part = jobs[k : k + n]
+        out.append((subjects.DELIVERY_JOB, DeliveryJobs(jobs=part).to_bytes(), {"Nats-Msg-Id": group_msg_id("jobs", [job_msg_id(j) for j in part])}))
         k += n
     return out
 
@@ -65,19 +67,10 @@ class JetStreamOutbox:
     def __init__(self, js: JetStreamContext, timeout: float = 10.0):
         self.js, self.timeout = js, timeout
         self.batch = BatchPublisher(js._nc, timeout)
-        # a delivery that reads delivery.job.v2 is running; a batch sent after it went away is published
-        # again (one by one) at the in-flight timeout, so "recently active" may be generous
-        self.reader = ReaderProbe(js, *DELIVERY_BATCHES, recent=300.0)
 
     async def publish(self, jobs: list[DeliveryJob], traces: list[TraceEvent] = ()) -> None:
-        if jobs and await self.reader.live():
-            try:
-                await self.batch.publish_strict(batched(jobs))
-            except NoStream:
-                log.warning("stream JOBS does not take %s yet: one message per job", subjects.DELIVERY_JOBS)
-                await self.batch.publish_strict(one_by_one(jobs))
-        elif jobs:
-            await self.batch.publish_strict(one_by_one(jobs))
+        if jobs:
+            await self.batch.publish_strict(batched(jobs))
         if traces:
             await publish_unacked(self.js._nc, [(subjects.trace(t.queue_id), t.to_bytes(), {TRACE_HEADER: t.trace_id}) for t in traces])
 
@@ -91,9 +84,6 @@ class JetStreamOutbox:
         return [a if isinstance(a, BaseException) else None for a in await self.batch.publish(items)]
 
     async def inject(self, msg: QueuedMessage) -> None:
-        await self.js.publish(
-            subjects.MAIL_QUEUED,
-            msg.to_bytes(),
-            timeout=self.timeout,
-            headers={"Nats-Msg-Id": msg.queue_id, TRACE_HEADER: msg.trace_id},
-        )
+        """A message the queue made (a DSN) into MAIL, as smtp-ingress's envelopes go."""
+        data = QueuedMessages(messages=[msg]).to_bytes()
+        await self.js.publish(subjects.MAIL_QUEUED, data, timeout=self.timeout, headers={"Nats-Msg-Id": group_msg_id("mail", [msg.queue_id])})

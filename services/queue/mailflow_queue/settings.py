@@ -30,6 +30,6 @@ class Settings(ServiceSettings):
     retain_done_s: float = DAY  # finished messages stay visible in `queue list --state delivered` this long
     # RET not given: return the whole message in a failure DSN up to this size, else headers only.
     dsn_full_max_bytes: int = 1024 * 1024
-    intake_batch: int = 256  # messages per fetch, one transaction each
-    results_batch: int = 256
+    intake_batch: int = 256  # envelopes per transaction, about: a fetch takes intake_batch/8 envelope groups
+    results_batch: int = 256  # results per transaction, about: a fetch takes results_batch/16 delivery batches
     stream_replicas: int = 1  # 3 on Kubernetes (R3 streams)

@@ -7,16 +7,14 @@ queue never sees an envelope whose body is not there yet); only then does the se
 Any NATS error or timeout raises `ServiceUnavailable`, which the client sees as 451 4.3.0: the
 client keeps the message and retries, so nothing is lost. A body stored without its envelope (we
 failed between the two) is never referenced and expires with the BODY stream's max_age.
-The envelope carries `Nats-Msg-Id: <queue_id>`, so a re-publish inside the duplicate window is
-dropped by JetStream.
-Group commit: while a queue that reads mail.queued.v2 is live (`ReaderProbe`), envelopes go through
-`EnvelopeGroups`: the envelopes that sessions finish while the previous group is being written go
-together in one `QueuedMessages` message, one write and fsync for all (at light load a group holds
-one envelope and leaves at once). Each session answers 250 only when its group is PubAck'ed; if the
-group fails, every session in it answers 451. If the MAIL stream does not take .v2 (configured last
-by an older service), the envelope goes alone on mail.queued. Trace events are fire-and-forget (core NATS into stream TRACE), gathered for
-`trace_delay` seconds so that one socket write carries the events of many messages; `close()` sends
-what is still waiting.
+Group commit (`EnvelopeGroups`): the envelopes that sessions finish while the previous group is being
+written go together in one `QueuedMessages` message on mail.queued, one write and fsync for all (at
+light load a group holds one envelope and leaves at once). Each session answers 250 only when its
+group is PubAck'ed; if the group fails, every session in it answers 451. A group's Nats-Msg-Id is
+the queue id of its one envelope, else a digest of its queue ids, so a re-publish inside the
+duplicate window is dropped by JetStream.
+Trace events are fire-and-forget (core NATS into stream TRACE), gathered for `trace_delay` seconds so
+that one socket write carries the events of many messages; `close()` sends what is still waiting.
 """
 
 from __future__ import annotations
@@ -26,16 +24,14 @@ import logging
 from typing import Any, Protocol
 
 import nats.errors
-import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from mailflow.bodies import INLINE_MAX, Bodies, inline_ref, should_inline
 from mailflow.contracts import subjects
-from mailflow.contracts.messages import TRACE_HEADER, QueuedMessage, TraceEvent
-from mailflow.contracts.streams import QUEUE_INTAKE_BATCHES
+from mailflow.contracts.messages import TRACE_HEADER, QueuedMessage, QueuedMessages, TraceEvent
 from mailflow.errors import ServiceUnavailable
-from mailflow.jspub import ReaderProbe, carrier, fits
+from mailflow.jspub import fits, group_msg_id, json_bound
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +44,30 @@ class MessageQueue(Protocol):
     async def trace(self, event: TraceEvent) -> None: ...
 
 
+def envelope_bound(msg: QueuedMessage) -> int:
+    """Its JSON size for `fits`: the inline body, 2 KiB for the envelope's fields and 1 KiB per
+    recipient (address, ORCPT and NOTIFY are bounded by the SMTP line limits)."""
+    return json_bound(msg.body, 2048 + 1024 * len(msg.rcpt_to))
+
+
 class EnvelopeGroups:
     """One publish in flight at a time; what arrives meanwhile leaves together next (up to `max_count`
     envelopes or `max_bytes`). `submit` returns when the envelope's group is PubAck'ed, or raises."""
 
     def __init__(self, js: JetStreamContext, timeout: float, max_count: int = 64, max_bytes: int = 512 * 1024):
         self.js, self.timeout, self.max_count, self.max_bytes = js, timeout, max_count, max_bytes
-        self._waiting: list[tuple[str, bytes, asyncio.Future]] = []
+        self._waiting: list[tuple[QueuedMessage, asyncio.Future]] = []
         self._sender: asyncio.Task | None = None
 
     async def submit(self, msg: QueuedMessage) -> None:
         fut = asyncio.get_running_loop().create_future()
-        self._waiting.append((msg.queue_id, msg.to_bytes(), fut))
+        self._waiting.append((msg, fut))
         if self._sender is None:
             self._sender = asyncio.create_task(self._send())
         await fut
 
-    def _take(self) -> list[tuple[str, bytes, asyncio.Future]]:
-        n = fits([len(d) for _, d, _ in self._waiting[: self.max_count]], self.max_count, self.max_bytes)
+    def _take(self) -> list[tuple[QueuedMessage, asyncio.Future]]:
+        n = fits([envelope_bound(m) for m, _ in self._waiting[: self.max_count]], self.max_count, self.max_bytes)
         group, self._waiting = self._waiting[:n], self._waiting[n:]
         return group
 
@@ -73,22 +75,23 @@ class EnvelopeGroups:
         try:
             while self._waiting:
                 group = self._take()
-                data, msg_id = carrier("messages", [d for _, d, _ in group], [q for q, _, _ in group], "mail")
+                msgs = [m for m, _ in group]
+                data, msg_id = QueuedMessages(messages=msgs).to_bytes(), group_msg_id("mail", [m.queue_id for m in msgs])
                 try:
-                    await self.js.publish(subjects.MAIL_QUEUED_BATCH, data, timeout=self.timeout, headers={"Nats-Msg-Id": msg_id})
+                    await self.js.publish(subjects.MAIL_QUEUED, data, timeout=self.timeout, headers={"Nats-Msg-Id": msg_id})
                 except BaseException as exc:
-                    for _, _, fut in group:
+                    for _, fut in group:
                         if not fut.done():
                             fut.set_exception(exc)
                     if isinstance(exc, asyncio.CancelledError):
                         raise
                 else:
-                    for _, _, fut in group:
+                    for _, fut in group:
                         if not fut.done():
                             fut.set_result(None)
         finally:
             self._sender = None
-            for _, _, fut in self._waiting:  # cancelled: nobody sends these
+            for _, fut in self._waiting:  # cancelled: nobody sends these
                 if not fut.done():
                     fut.set_exception(TimeoutError("envelope group not sent"))
             self._waiting = []
@@ -103,14 +106,11 @@ class JetStreamQueue:
         timeout: float = 10.0,
         trace_delay: float = 0.02,
         inline_max: int = INLINE_MAX,
-        groups: bool = True,
     ):
         self.nc, self.js, self.bodies, self.timeout = nc, js, bodies, timeout
         self.trace_delay, self.inline_max = trace_delay, inline_max
         self._traces: list[TraceEvent] = []
         self._trace_task: asyncio.Task | None = None
-        # a queue reads mail.queued.v2; a group sent after it went away waits in MAIL for the next one
-        self.reader = ReaderProbe(js, *QUEUE_INTAKE_BATCHES, recent=60.0) if groups else None
         self.groups = EnvelopeGroups(js, timeout)
 
     async def enqueue(self, raw: bytes, fields: dict[str, Any]) -> QueuedMessage:
@@ -120,14 +120,7 @@ class JetStreamQueue:
                 msg = QueuedMessage(body_ref=inline_ref(queue_id, len(raw)), body=raw, **fields)
             else:
                 msg = QueuedMessage(body_ref=await self.bodies.put(queue_id, raw), **fields)
-            if self.reader is not None and await self.reader.live():
-                try:
-                    await self.groups.submit(msg)
-                    return msg
-                except nats.js.errors.NoStreamResponseError:
-                    log.warning("stream MAIL does not take %s yet: one message per envelope", subjects.MAIL_QUEUED_BATCH)
-            headers = {"Nats-Msg-Id": queue_id, TRACE_HEADER: msg.trace_id}
-            await self.js.publish(subjects.MAIL_QUEUED, msg.to_bytes(), timeout=self.timeout, headers=headers)
+            await self.groups.submit(msg)
         except (TimeoutError, nats.errors.Error) as exc:
             raise ServiceUnavailable(
                 f"JetStream did not take {queue_id}: {type(exc).__name__}: {exc}"

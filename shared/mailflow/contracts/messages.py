@@ -29,7 +29,7 @@ class Contract(BaseModel):
         return cls.model_validate_json(data)
 
 
-# --- smtp-ingress -> queue (stream MAIL, subject mail.queued) -----------------------------------
+# --- smtp-ingress -> queue (stream MAIL, subject mail.queued: QueuedMessages) ---------------------
 
 Notify = Literal["SUCCESS", "FAILURE", "DELAY", "NEVER"]
 
@@ -59,8 +59,7 @@ _INLINE = ConfigDict(frozen=True, extra="ignore", ser_json_bytes="base64", val_j
 class QueuedMessage(Contract):
     model_config = _INLINE
 
-    v: Literal[1] = 1
-    queue_id: str  # also the Nats-Msg-Id header, so JetStream drops re-publishes
+    queue_id: str  # the Nats-Msg-Id of a batch of one, so JetStream drops re-publishes
     trace_id: str  # travels in the Mailflow-Trace header of every later hop
     mail_from: str  # "" is the null reverse-path (bounces); never bounce a bounce
     rcpt_to: list[Recipient]
@@ -76,33 +75,34 @@ class QueuedMessage(Contract):
 
 
 class QueuedMessages(Contract):
-    """Envelopes that concurrent SMTP sessions finished together, in one message (subject mail.queued.v2):
+    """Envelopes that concurrent SMTP sessions finished together, in one message (subject mail.queued):
     one JetStream write (and fsync) and one ack for all of them; each session answers 250 once this
-    message is PubAck'ed. smtp-ingress sends it only while a queue that reads it is live (consumer
-    `queue-batches` waiting, busy, or active within a minute); otherwise one QueuedMessage per message
-    on mail.queued, which every queue reads."""
+    message is PubAck'ed. At light load a group holds one envelope; a DSN is a group of one too."""
 
-    v: Literal[2] = 2
+    v: Literal[1] = 1
     messages: list[QueuedMessage]
 
 
 class DeadLetter(Contract):
+    """A message a worker gave up on (subject mail.dead, stream DEAD): `mailflow dead list|show|retry|delete`.
+    A retry publishes `payload` again on `subject`."""
+
     v: Literal[1] = 1
     subject: str  # where the message was read from
     service: str
-    reason: str
+    reason: str  # why: the validation error, or the last attempt's exception text and log ref
     payload: bytes  # the original bytes, base64 in JSON
     headers: dict[str, str] = {}
+    delivered: int = 0  # how often JetStream had handed it out
     at: datetime = Field(default_factory=utcnow)
 
 
-# --- queue -> delivery (stream JOBS) and back (stream RESULTS) ----------------------------------
+# --- queue -> delivery (stream JOBS: DeliveryJobs) and back (stream RESULTS: DeliveryResults) -----
 
 
 class DeliveryJob(Contract):
     model_config = _INLINE
 
-    v: Literal[1] = 1
     queue_id: str
     trace_id: str
     attempt: int  # 1 for the first try; the queue counts
@@ -124,14 +124,10 @@ class DeliveryJob(Contract):
 
 
 class DeliveryJobs(Contract):
-    """Many jobs in one message (subject delivery.job.v2): one JetStream write, PubAck and ack for all of
-    them. The queue sends it only while a delivery that reads it is live (its consumer
-    `delivery-batches` has a pull request waiting, messages in hand, or took one in the last minutes);
-    otherwise one `DeliveryJob` per recipient on delivery.job, which every delivery reads. A batch left
-    behind by a delivery that went away waits in JOBS; its recipients stay in flight and the queue
-    publishes them again after its in-flight timeout."""
+    """Many jobs in one message (subject delivery.job): one JetStream write, PubAck and ack for all of
+    them (up to 32, so that several delivery processes share a burst)."""
 
-    v: Literal[2] = 2
+    v: Literal[1] = 1
     jobs: list[DeliveryJob]
 
 
@@ -139,7 +135,6 @@ Outcome = Literal["delivered", "deferred", "bounced"]
 
 
 class DeliveryResult(Contract):
-    v: Literal[1] = 1
     queue_id: str
     trace_id: str = ""
     rcpt: str
@@ -152,12 +147,10 @@ class DeliveryResult(Contract):
 
 
 class DeliveryResults(Contract):
-    """The results of one delivery batch in one message (subject delivery.result.v2): one JetStream write,
-    PubAck and ack for the whole batch instead of one per recipient. A queue that predates it never sees
-    it (its consumer takes delivery.result only): the message waits in stream RESULTS, durable, until a
-    queue that knows it takes it. Meanwhile the recipients stay in flight, never bounced."""
+    """The results of one delivery batch in one message (subject delivery.result): one JetStream write,
+    PubAck and ack for the whole batch instead of one per recipient."""
 
-    v: Literal[2] = 2
+    v: Literal[1] = 1
     results: list[DeliveryResult]
 
 

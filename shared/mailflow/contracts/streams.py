@@ -59,25 +59,27 @@ def stream_configs(t: Topology = Topology()) -> list[StreamConfig]:
         # Accepted envelopes, waiting for the queue to take them over.
         StreamConfig(
             name="MAIL",
-            subjects=[subjects.MAIL_QUEUED, subjects.MAIL_QUEUED_BATCH],
+            subjects=[subjects.MAIL_QUEUED],
             retention=RetentionPolicy.WORK_QUEUE,
             discard=DiscardPolicy.NEW,
             **common,
         ),
+        # Delivery jobs, waiting for a delivery process; their results, waiting for the queue.
         StreamConfig(
             name="JOBS",
-            subjects=[subjects.DELIVERY_JOB, subjects.DELIVERY_JOBS],
+            subjects=[subjects.DELIVERY_JOB],
             retention=RetentionPolicy.WORK_QUEUE,
             discard=DiscardPolicy.NEW,
             **common,
         ),
         StreamConfig(
             name="RESULTS",
-            subjects=[subjects.DELIVERY_RESULT, subjects.DELIVERY_RESULTS],
+            subjects=[subjects.DELIVERY_RESULT],
             retention=RetentionPolicy.WORK_QUEUE,
             discard=DiscardPolicy.NEW,
             **common,
         ),
+        # What workers gave up on, with the reason, for an operator (`mailflow dead`); a retry removes it.
         StreamConfig(
             name="DEAD",
             subjects=[subjects.MAIL_DEAD],
@@ -100,59 +102,52 @@ def stream_configs(t: Topology = Topology()) -> list[StreamConfig]:
     ]
 
 
-def pull(durable: str, subject: str, ack_wait: float, max_deliver: int) -> ConsumerConfig:
+# --- durable consumers: one per hop, (stream, durable name) ---------------------------------------
+QUEUE_INTAKE = ("MAIL", "queue")  # mail.queued: smtp-ingress (and the queue's own DSNs) -> queue
+DELIVERY = ("JOBS", "delivery")  # delivery.job: queue -> delivery
+QUEUE_RESULTS = ("RESULTS", "queue-results")  # delivery.result: delivery -> queue
+
+# How many times a worker tries a message before it moves it to DEAD with the last reason
+# (mailflow.worker). A failure is retried after 1, 2, 4 ... 60 s, so 30 attempts span about 25 minutes:
+# longer than a database failover, a NATS leader election or a store restart (then every message fails,
+# and then all go through again), short enough that a message that fails for itself (a poison message)
+# is set aside within half an hour instead of being retried forever. A crash of the process counts as an
+# attempt too. Each consumer allows one delivery more (`max_deliver`): a message whose last attempt never
+# settled (the process died) comes once more, straight to DEAD, and never stays behind in its work
+# queue, which JetStream stops redelivering at max_deliver.
+MAX_ATTEMPTS = 30
+
+
+def pull(durable: str, subject: str, ack_wait: float) -> ConsumerConfig:
     return ConsumerConfig(
         durable_name=durable,
         filter_subject=subject,
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=ack_wait,
-        max_deliver=max_deliver,
+        max_deliver=MAX_ATTEMPTS + 1,
         max_ack_pending=4096,
     )
 
 
-# Durable pull consumers: (stream, config). Many processes may bind the same durable and share its work.
+def attempts(max_deliver: int | None) -> int:
+    """The attempts a worker makes on a consumer with this max_deliver; 0: unbounded."""
+    return max(0, (max_deliver or 0) - 1)
+
+
+# Every durable consumer: (stream, config), created (or brought up to date) by `ensure_streams`. Many
+# processes may bind the same durable and share its work.
 def consumer_configs(t: Topology = Topology()) -> list[tuple[str, ConsumerConfig]]:
     return [
-        ("MAIL", pull("queue", subjects.MAIL_QUEUED, ack_wait=30.0, max_deliver=-1)),
+        (QUEUE_INTAKE[0], pull(QUEUE_INTAKE[1], subjects.MAIL_QUEUED, ack_wait=30.0)),
         # A remote SMTP transaction may take minutes; workers extend ack_wait with in_progress().
-        ("JOBS", pull("delivery", subjects.DELIVERY_JOB, ack_wait=60.0, max_deliver=-1)),
-        ("RESULTS", pull("queue-results", subjects.DELIVERY_RESULT, ack_wait=30.0, max_deliver=-1)),
-        ("RESULTS", pull("queue-result-batches", subjects.DELIVERY_RESULTS, ack_wait=30.0, max_deliver=-1)),
+        (DELIVERY[0], pull(DELIVERY[1], subjects.DELIVERY_JOB, ack_wait=60.0)),
+        (QUEUE_RESULTS[0], pull(QUEUE_RESULTS[1], subjects.DELIVERY_RESULT, ack_wait=30.0)),
     ]
 
 
-# Durable names, for code that binds to them.
-QUEUE_INTAKE = ("MAIL", "queue")
-DELIVERY = ("JOBS", "delivery")
-QUEUE_RESULTS = ("RESULTS", "queue-results")
-QUEUE_RESULT_BATCHES = ("RESULTS", "queue-result-batches")
-DELIVERY_BATCHES = ("JOBS", "delivery-batches")
-QUEUE_INTAKE_BATCHES = ("MAIL", "queue-batches")
-
-
-def queue_batches_consumer() -> ConsumerConfig:
-    """Created by the queue itself when it starts reading mail.queued.v2, never by `ensure_streams`:
-    smtp-ingress takes its activity as the sign that a queue reads envelope groups."""
-    return pull(QUEUE_INTAKE_BATCHES[1], subjects.MAIL_QUEUED_BATCH, ack_wait=30.0, max_deliver=-1)
-
-
-def delivery_batches_consumer() -> ConsumerConfig:
-    """Created by delivery itself when it starts reading delivery.job.v2 (`ensure_consumer`), never by
-    `ensure_streams`: the queue takes its activity as the sign that a batch reader is running."""
-    return pull(DELIVERY_BATCHES[1], subjects.DELIVERY_JOBS, ack_wait=60.0, max_deliver=-1)
-
-
-async def ensure_consumer(js: JetStreamContext, stream: str, cfg: ConsumerConfig) -> None:
-    try:
-        await js.consumer_info(stream, cfg.durable_name)
-    except NotFoundError:
-        await js.add_consumer(stream, cfg)
-        log.info("consumer created", extra={"stream": stream, "consumer": cfg.durable_name})
-
-
 _UPDATABLE = ("max_age", "duplicate_window", "allow_direct", "discard", "num_replicas", "subjects")
+_CONSUMER_UPDATABLE = ("filter_subject", "ack_wait", "max_deliver", "max_ack_pending")
 
 
 async def ensure_streams(js: JetStreamContext, t: Topology = Topology()) -> None:
@@ -177,7 +172,14 @@ async def ensure_streams(js: JetStreamContext, t: Topology = Topology()) -> None
                 log.warning("stream not updated: %s", exc, extra={"stream": cfg.name})
     for stream, ccfg in consumer_configs(t):
         try:
-            await js.consumer_info(stream, ccfg.durable_name)
+            have = (await js.consumer_info(stream, ccfg.durable_name)).config
         except NotFoundError:
             await js.add_consumer(stream, ccfg)
             log.info("consumer created", extra={"stream": stream, "consumer": ccfg.durable_name})
+            continue
+        if any(getattr(have, f) != getattr(ccfg, f) for f in _CONSUMER_UPDATABLE):
+            try:
+                await js.add_consumer(stream, ccfg)  # create-or-update of a durable
+                log.info("consumer updated", extra={"stream": stream, "consumer": ccfg.durable_name})
+            except Exception as exc:
+                log.warning("consumer not updated: %s", exc, extra={"stream": stream, "consumer": ccfg.durable_name})

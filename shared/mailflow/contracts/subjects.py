@@ -1,26 +1,30 @@
 """Every NATS subject Mailflow uses, in the order a message meets them. The only file with subject strings.
 
-    MUA/MTA --SMTP--> smtp-ingress --BODY, MAIL_QUEUED--> queue --DELIVERY_JOBS--> delivery
+    MUA/MTA --SMTP--> smtp-ingress --BODY, MAIL_QUEUED--> queue --DELIVERY_JOB--> delivery
     delivery --MX_LOOKUP--> resolver            (remote domains: "what is the MX of naver.test?")
     delivery --REST--> mailbox-store            (local domains)  |  delivery --SMTP--> remote MX
-    delivery --DELIVERY_RESULTS--> queue        (retry later, bounce, or done; a batch's results together)
+    delivery --DELIVERY_RESULT--> queue         (retry later, bounce, or done; a batch's results together)
+    queue --MAIL_QUEUED--> queue                (DSNs enter like any message)
     mailbox-store --MAILBOX_EVENTS--> imap-pop3 (IDLE push, other sessions on the same mailbox)
     mailbox-store --USER_REVOKED--> imap-pop3   (a password change, disable or delete ends the user's sessions)
+    queue, delivery --MAIL_DEAD--> DEAD         (what a worker gave up on; `mailflow dead`, the queue's REST)
     every hop --TRACE--> queue                  (`mailflow trace <queue-id>`)
+
+Each JetStream hop has one subject and one payload model, always a batch (`messages.py`): a batch of
+one is the same form. Mailflow has no deployed older version to stay compatible with; should a payload
+ever change incompatibly, it is versioned inside the same subject (a union on its `v` field), readers
+upgraded before writers.
 """
 
 # smtp-ingress stores the raw message in chunks, then announces the envelope. JetStream.
 BODY = "body.{queue_id}.{chunk}"  # raw RFC 5322 bytes, chunk 0..n-1; stream BODY
 BODY_ALL = "body.{queue_id}.>"  # purge filter once the message is done
-MAIL_QUEUED = "mail.queued"  # QueuedMessage: smtp-ingress (and queue, for DSNs) -> queue; stream MAIL
-MAIL_QUEUED_BATCH = "mail.queued.v2"  # QueuedMessages, envelopes accepted together: smtp-ingress -> queue; stream MAIL
+MAIL_QUEUED = "mail.queued"  # QueuedMessages, envelopes accepted together: smtp-ingress (and queue: DSNs) -> queue; stream MAIL
 MAIL_DEAD = "mail.dead"  # DeadLetter: any worker -> the operator; stream DEAD
 
 # queue turns a message into one job per recipient; delivery reports each one back. JetStream.
-DELIVERY_JOB = "delivery.job"  # DeliveryJob, one per recipient (v1: no batch reader is live); stream JOBS (work queue)
-DELIVERY_JOBS = "delivery.job.v2"  # DeliveryJobs, many recipients' jobs per message: queue -> delivery; stream JOBS
-DELIVERY_RESULT = "delivery.result"  # DeliveryResult, one per job (v1, older delivery); stream RESULTS (work queue)
-DELIVERY_RESULTS = "delivery.result.v2"  # DeliveryResults, one per delivery batch: delivery -> queue; stream RESULTS
+DELIVERY_JOB = "delivery.job"  # DeliveryJobs, many recipients' jobs: queue -> delivery; stream JOBS (work queue)
+DELIVERY_RESULT = "delivery.result"  # DeliveryResults, one delivery batch's: delivery -> queue; stream RESULTS (work queue)
 
 # resolver answers DNS questions. Core NATS request/reply (a lost question is simply asked again).
 MX_LOOKUP = "dns.mx"  # MxRequest -> MxReply

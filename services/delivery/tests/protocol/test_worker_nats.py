@@ -11,7 +11,6 @@ from mailflow.contracts import subjects
 from mailflow.contracts.messages import (
     DeliveryJob,
     DeliveryJobs,
-    DeliveryResult,
     DeliveryResults,
     MxHost,
     MxReply,
@@ -21,7 +20,7 @@ from mailflow.store.memory import MemoryStore
 from mailflow_delivery import smtp_out
 from mailflow_delivery.routing import Deliveries, RemoteConfig
 from mailflow_delivery.sentlog import KvSentLog
-from mailflow_delivery.worker import DeliveryBatchWorker, DeliveryWorker
+from mailflow_delivery.worker import DeliveryWorker
 from services.delivery.tests.protocol.test_routing import TableResolver
 from services.delivery.tests.support import RemoteMta
 from tests.support import await_for
@@ -30,8 +29,8 @@ BODY = b"Subject: hi\r\n\r\nHello\r\n"
 
 
 async def results(js, n, messages=None):
-    """n results from delivery.result.v2 (and how many messages carried them, if `messages` is a list)."""
-    sub = await js.pull_subscribe_bind(durable="queue-result-batches", stream="RESULTS")
+    """n results from delivery.result (and the messages that carried them, if `messages` is a list)."""
+    sub = await js.pull_subscribe_bind(durable="queue-results", stream="RESULTS")
     out = []
     while len(out) < n:
         for m in await sub.fetch(16, timeout=5):
@@ -40,6 +39,11 @@ async def results(js, n, messages=None):
             if messages is not None:
                 messages.append(m)
     return out
+
+
+def jobs_of(*jobs: DeliveryJob) -> bytes:
+    """What the queue publishes on delivery.job: the jobs of one batch."""
+    return DeliveryJobs(jobs=list(jobs)).to_bytes()
 
 
 def job(qid, rcpt):
@@ -63,7 +67,7 @@ async def test_worker_publishes_results_then_acks_and_never_sends_twice(js, tmp_
             for a in ("a@daum.test", "z@naver.test")
         ]
         for j in jobs:
-            await js.publish(subjects.DELIVERY_JOB, j.to_bytes())
+            await js.publish(subjects.DELIVERY_JOB, jobs_of(j))
         sent = await KvSentLog.open(js, ttl_s=3600)
         assert await worker(sent).run_until_idle() == 2
         carried = []
@@ -72,7 +76,7 @@ async def test_worker_publishes_results_then_acks_and_never_sends_twice(js, tmp_
         assert len(carried) == 1  # one message for the batch
         assert (await js.stream_info("JOBS")).state.messages == 0  # acknowledged
         # the remote job again (as after a crash before the ack), to a "new process" with a fresh handle
-        await js.publish(subjects.DELIVERY_JOB, jobs[1].model_copy(update={"attempt": 2}).to_bytes())
+        await js.publish(subjects.DELIVERY_JOB, jobs_of(jobs[1].model_copy(update={"attempt": 2})))
         assert await worker(await KvSentLog.open(js, ttl_s=3600)).run_until_idle() == 1
         (again,) = await results(js, 1)
         assert again.outcome == "delivered" and again.attempt == 2
@@ -90,7 +94,7 @@ async def test_results_do_not_wait_for_trace_events(js):
     store.add_user("a@daum.test", "pw")
     await js.delete_stream("TRACE")
     job = DeliveryJob(queue_id="QN", trace_id="tn", attempt=1, mail_from="b@naver.test", rcpt=Recipient(address="a@daum.test"), body_ref="inline:QN:22", body=BODY, size=len(BODY), received_at=datetime.now(UTC))
-    await js.publish(subjects.DELIVERY_JOB, job.to_bytes())
+    await js.publish(subjects.DELIVERY_JOB, jobs_of(job))
     worker = DeliveryWorker(js._nc, js, Deliveries(store, store, JetStreamBodies(js), TableResolver({}), await KvSentLog.open(js, ttl_s=60)))
     assert await worker.run_until_idle() == 1
     (res,) = await results(js, 1)
@@ -114,7 +118,7 @@ async def test_stop_finishes_the_batch_in_hand(js):
         remote = RemoteConfig(port=slow.port, tls=smtp_out.TlsPolicy("none"), timeouts=smtp_out.Timeouts(5, 5, 5, 5, 5))
         worker = DeliveryWorker(js._nc, js, Deliveries(store, store, bodies, resolver, await KvSentLog.open(js, ttl_s=60), remote))
         job = DeliveryJob(queue_id="QS", trace_id="ts", attempt=1, mail_from="a@daum.test", rcpt=Recipient(address="z@slow.test"), body_ref=ref, size=len(BODY), received_at=datetime.now(UTC))
-        await js.publish(subjects.DELIVERY_JOB, job.to_bytes())
+        await js.publish(subjects.DELIVERY_JOB, jobs_of(job))
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop))
         while not any(line.startswith(b"MAIL FROM") for line in slow.lines):
@@ -128,34 +132,13 @@ async def test_stop_finishes_the_batch_in_hand(js):
         await slow.stop()
 
 
-async def test_results_go_one_by_one_while_the_stream_does_not_take_batches(js):
-    """A RESULTS stream last configured by a service that predates delivery.result.v2: the worker falls
-    back to one DeliveryResult per job on delivery.result, which every queue reads."""
-    store = MemoryStore()
-    store.add_user("a@daum.test", "pw")
-    store.add_user("c@daum.test", "pw")
-    await js.delete_consumer("RESULTS", "queue-result-batches")
-    cfg = (await js.stream_info("RESULTS")).config
-    cfg.subjects = [subjects.DELIVERY_RESULT]
-    await js.update_stream(cfg)
-    for a in ("a@daum.test", "c@daum.test"):
-        await js.publish(subjects.DELIVERY_JOB, job("QO", a).to_bytes())
-    worker = DeliveryWorker(js._nc, js, Deliveries(store, store, JetStreamBodies(js), TableResolver({}), await KvSentLog.open(js, ttl_s=60)))
-    assert await worker.run_until_idle() == 2
-    sub = await js.pull_subscribe_bind(durable="queue-results", stream="RESULTS")
-    got = [DeliveryResult.from_bytes(m.data) for m in await sub.fetch(10, timeout=2)]
-    assert sorted((r.rcpt, r.outcome) for r in got) == [("a@daum.test", "delivered"), ("c@daum.test", "delivered")]
-    assert (await js.stream_info("JOBS")).state.messages == 0
-
-
 async def test_a_message_of_many_jobs_is_delivered_as_one_batch(js):
     store = MemoryStore()
     store.add_user("a@daum.test", "pw")
     store.add_user("c@daum.test", "pw")
-    worker = DeliveryBatchWorker(js._nc, js, Deliveries(store, store, JetStreamBodies(js), TableResolver({}), await KvSentLog.open(js, ttl_s=60)))
-    await worker.bind()  # creates the consumer of delivery.job.v2
-    batch = DeliveryJobs(jobs=[job("QB", "a@daum.test"), job("QB", "c@daum.test"), job("QC", "a@daum.test")])
-    await js.publish(subjects.DELIVERY_JOBS, batch.to_bytes())
+    worker = DeliveryWorker(js._nc, js, Deliveries(store, store, JetStreamBodies(js), TableResolver({}), await KvSentLog.open(js, ttl_s=60)))
+    batch = jobs_of(job("QB", "a@daum.test"), job("QB", "c@daum.test"), job("QC", "a@daum.test"))
+    await js.publish(subjects.DELIVERY_JOB, batch)
     assert await worker.run_until_idle() == 1
     carried = []
     got = sorted((r.queue_id, r.rcpt, r.outcome) for r in await results(js, 3, carried))
@@ -164,7 +147,7 @@ async def test_a_message_of_many_jobs_is_delivered_as_one_batch(js):
     assert (await js.stream_info("JOBS")).state.messages == 0  # acknowledged
     # the same jobs again (a redelivery): stored once per recipient; the same results again are dropped
     # by JetStream as a duplicate of the batch already answered (same Nats-Msg-Id)
-    await js.publish(subjects.DELIVERY_JOBS, batch.to_bytes(), headers={"Nats-Msg-Id": "again"})
+    await js.publish(subjects.DELIVERY_JOB, batch, headers={"Nats-Msg-Id": "again"})
     assert await worker.run_until_idle() == 1
     assert (await js.stream_info("RESULTS")).state.messages == 0
     assert (await js.stream_info("JOBS")).state.messages == 0

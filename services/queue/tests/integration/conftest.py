@@ -9,7 +9,7 @@ from mailflow_queue import ledger
 from mailflow_queue.db import Database, make_engine, migrate
 from mailflow_queue.outbox import JetStreamOutbox
 from mailflow_queue.scheduler import Scheduler
-from mailflow_queue.workers import Intake, ResultBatches, Results
+from mailflow_queue.workers import Intake, Results
 
 
 class Clock:
@@ -33,13 +33,13 @@ class Parts:
         self.policy = ledger.Policy(jitter=0.0, delay_notice_s=4 * 3600, max_lifetime_s=5 * 86400)
         self.scheduler = Scheduler(self.db, self.outbox, self.bodies, self.policy, "mx.daum.test", clock=self.clock)
         self.intake = Intake(self.nc, js, self.db, self.outbox, self.policy, clock=self.clock)
-        self.results = Results(self.nc, js, self.db, self.policy, self.scheduler.poke, clock=self.clock, unknown_tries=4)
-        self.result_batches = ResultBatches(self.nc, js, self.db, self.policy, self.scheduler.poke, clock=self.clock, unknown_tries=4)
+        self.results = Results(self.nc, js, self.db, self.policy, self.scheduler.poke, clock=self.clock)
         self._jobs = None
 
-    async def jobs(self, expect: int | None = None):
-        """Jobs waiting in JOBS, taken with the delivery consumer (and acknowledged)."""
-        from mailflow.contracts.messages import DeliveryJob
+    async def jobs(self, expect: int | None = None, messages: list | None = None):
+        """Jobs waiting in JOBS, taken with the delivery consumer (and acknowledged): (job, Nats-Msg-Id of
+        the message that carried it). `messages` collects the messages' DeliveryJobs."""
+        from mailflow.contracts.messages import DeliveryJobs
 
         if self._jobs is None:
             self._jobs = await self.js.pull_subscribe_bind(durable="delivery", stream="JOBS")
@@ -49,7 +49,10 @@ class Parts:
                 batch = await self._jobs.fetch(100, timeout=0.5)
                 for m in batch:
                     await m.ack()
-                    out.append((DeliveryJob.from_bytes(m.data), m.headers.get("Nats-Msg-Id")))
+                    jobs = DeliveryJobs.from_bytes(m.data)
+                    out += [(job, m.headers.get("Nats-Msg-Id")) for job in jobs.jobs]
+                    if messages is not None:
+                        messages.append(jobs)
         except TimeoutError:
             pass
         if expect is not None:

@@ -11,7 +11,13 @@ from typer.testing import CliRunner
 from mailflow.bodies import JetStreamBodies
 from mailflow.cli.main import app as cli
 from mailflow.contracts import subjects
-from mailflow.contracts.messages import DeliveryResult, QueuedMessage, Recipient
+from mailflow.contracts.messages import (
+    DeliveryResult,
+    DeliveryResults,
+    QueuedMessage,
+    QueuedMessages,
+    Recipient,
+)
 from mailflow_queue import app
 from mailflow_queue.settings import Settings
 from tests.support import await_for, free_port
@@ -48,14 +54,14 @@ async def test_queue_commands(js, tmp_path):
         await await_for(ready, what="queue ready")
         ref = await JetStreamBodies(js).put("QCLI", b"Subject: x\r\n\r\nx\r\n")
         msg = QueuedMessage(queue_id="QCLI", trace_id="tr", mail_from="a@daum.test", rcpt_to=[Recipient(address="z@naver.test")], body_ref=ref, size=17)
-        await js.publish(subjects.MAIL_QUEUED, msg.to_bytes(), headers={"Nats-Msg-Id": "QCLI"})
+        await js.publish(subjects.MAIL_QUEUED, QueuedMessages(messages=[msg]).to_bytes(), headers={"Nats-Msg-Id": "QCLI"})
         r = DeliveryResult(queue_id="QCLI", rcpt="z@naver.test", attempt=1, outcome="deferred", status="4.4.1", diagnostic="451 4.4.1 [127.0.0.3] refused")
 
         async def recorded():
             return "QCLI" in await run("queue", "list", "--json")
 
         await await_for(recorded, what="listed")
-        await js.publish(subjects.DELIVERY_RESULT, r.to_bytes())
+        await js.publish(subjects.DELIVERY_RESULT, DeliveryResults(results=[r]).to_bytes())
 
         async def deferred():
             return json.loads(await run("queue", "counts", "--json"))["states"]["deferred"] == 1

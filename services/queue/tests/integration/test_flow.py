@@ -9,7 +9,15 @@ import sqlalchemy as sa
 
 from mailflow.bodies import BodyMissing
 from mailflow.contracts import subjects
-from mailflow.contracts.messages import DeliveryResult, DeliveryResults, QueuedMessage, Recipient
+from mailflow.contracts.messages import (
+    ClientInfo,
+    DeliveryResult,
+    DeliveryResults,
+    QueuedMessage,
+    QueuedMessages,
+    Recipient,
+)
+from mailflow.jspub import group_msg_id
 from mailflow_queue import db
 from tests.support import await_for
 
@@ -28,13 +36,18 @@ async def submit(parts, qid, rcpts, mail_from="a@daum.test", **kw):
         received_at=datetime.fromtimestamp(parts.clock.now, UTC),
         **kw,
     )
-    await parts.js.publish(subjects.MAIL_QUEUED, msg.to_bytes(), headers={"Nats-Msg-Id": qid})
+    await parts.js.publish(subjects.MAIL_QUEUED, group(msg), headers={"Nats-Msg-Id": qid})
     return msg
+
+
+def group(*msgs: QueuedMessage) -> bytes:
+    """What smtp-ingress publishes on mail.queued: the envelopes accepted together."""
+    return QueuedMessages(messages=list(msgs)).to_bytes()
 
 
 async def answer(parts, qid, rcpt, outcome, status, attempt=1, diag=""):
     r = DeliveryResult(queue_id=qid, rcpt=rcpt, attempt=attempt, outcome=outcome, status=status, diagnostic=diag)
-    await parts.js.publish(subjects.DELIVERY_RESULT, r.to_bytes())
+    await answer_batch(parts, r)
 
 
 def result(qid, rcpt, outcome, status, attempt=1):
@@ -42,8 +55,8 @@ def result(qid, rcpt, outcome, status, attempt=1):
 
 
 async def answer_batch(parts, *results):
-    """What a delivery batch sends back: its results in one DeliveryResults message (delivery.result.v2)."""
-    await parts.js.publish(subjects.DELIVERY_RESULTS, DeliveryResults(results=list(results)).to_bytes())
+    """What a delivery batch sends back: its results in one DeliveryResults message (delivery.result)."""
+    await parts.js.publish(subjects.DELIVERY_RESULT, DeliveryResults(results=list(results)).to_bytes())
 
 
 def rows(parts, qid):
@@ -61,12 +74,14 @@ async def test_intake_records_and_publishes_one_job_per_recipient(parts):
     msg = await submit(parts, "Q1", ["z@naver.test", "Y@naver.test", "y@NAVER.test"])
     assert await parts.intake.run_until_idle() == 1
     assert rows(parts, "Q1") == {"z@naver.test": ("inflight", 1, ""), "Y@naver.test": ("inflight", 1, "")}
-    jobs = await parts.jobs(expect=2)
-    assert {msg_id for _, msg_id in jobs} == {"Q1/z@naver.test/1", "Q1/y@naver.test/1"}
+    carried = []
+    jobs = await parts.jobs(expect=2, messages=carried)
+    assert len(carried) == 1  # the jobs of a batch go many to a message
+    assert {msg_id for _, msg_id in jobs} == {group_msg_id("jobs", ["Q1/z@naver.test/1", "Q1/y@naver.test/1"])}
     job = jobs[0][0]
     assert job.body_ref == msg.body_ref and job.trace_id == "trace-Q1" and job.attempt == 1
     # the same message again (a redelivery after a crash): recorded once, jobs deduplicated by JetStream
-    await parts.js.publish(subjects.MAIL_QUEUED, msg.to_bytes())
+    await parts.js.publish(subjects.MAIL_QUEUED, group(msg))
     assert await parts.intake.run_until_idle() == 1
     await parts.jobs(expect=0)
     assert len(rows(parts, "Q1")) == 2
@@ -158,8 +173,11 @@ async def test_expiry_bounces_and_null_sender_gets_no_dsn(parts):
     assert notices == [("Q4", "failure")]
 
 
+SUBMISSION = ClientInfo(ip="127.0.0.1", listener="submission", auth_user="a@daum.test")
+
+
 async def test_delay_notice_once_and_success_notice_on_request(parts):
-    await submit(parts, "Q6", [Recipient(address="z@naver.test"), Recipient(address="x@naver.test", notify=["SUCCESS"])])
+    await submit(parts, "Q6", [Recipient(address="z@naver.test"), Recipient(address="x@naver.test", notify=["SUCCESS"])], client=SUBMISSION)
     await parts.intake.run_until_idle()
     await answer(parts, "Q6", "z@naver.test", "deferred", "4.4.1", diag="connection refused")
     await answer(parts, "Q6", "x@naver.test", "delivered", "2.0.0")
@@ -171,27 +189,58 @@ async def test_delay_notice_once_and_success_notice_on_request(parts):
     assert kinds == [("delay", True), ("success", True)]
 
 
-async def test_a_result_that_overtakes_its_message_is_applied_once_recorded(parts):
+async def test_success_notices_only_for_authenticated_submissions(parts):
+    """Backscatter: anyone may send to our MX with a forged sender and NOTIFY=SUCCESS. A success DSN goes
+    only to a sender who authenticated; failure DSNs (and delay ones) are unchanged."""
+    mx = ClientInfo(ip="192.0.2.7", listener="mx")
+    await submit(parts, "QS1", [Recipient(address="x@naver.test", notify=["SUCCESS", "FAILURE"]), Recipient(address="y@naver.test", notify=["SUCCESS", "FAILURE"])], client=mx)
+    await submit(parts, "QS2", [Recipient(address="x@naver.test", notify=["SUCCESS"])], client=SUBMISSION)
+    await submit(parts, "QS3", [Recipient(address="x@naver.test", notify=["SUCCESS"])])  # no client: made by Mailflow
+    await parts.intake.run_until_idle()
+    await answer(parts, "QS1", "x@naver.test", "delivered", "2.0.0")
+    await answer(parts, "QS1", "y@naver.test", "bounced", "5.1.1")
+    await answer(parts, "QS2", "x@naver.test", "delivered", "2.0.0")
+    await answer(parts, "QS3", "x@naver.test", "delivered", "2.0.0")
+    await parts.results.run_until_idle()
+    await parts.scheduler.tick()
+    notices = parts.db.call(lambda s: sorted((n.queue_id, n.kind, n.sent) for n in s.scalars(sa.select(db.Notice))))
+    assert notices == [("QS1", "failure", True), ("QS2", "success", True)]
+
+
+async def test_jobs_go_out_only_after_their_messages_are_committed(parts):
+    """Intake publishes a message's jobs once its rows are committed, never while committing: a result
+    can then never arrive for a message the database does not know yet. A commit that fails (slowly)
+    leaves nothing in JOBS; the envelope comes again, and then its jobs go out."""
     import asyncio
 
-    parts.results.unknown_tries = 40  # 2 s of asking again, as in production
-    await answer(parts, "Q7", "z@naver.test", "delivered", "2.0.0")  # before intake committed Q7
-    stop = asyncio.Event()
-    task = asyncio.create_task(parts.results.run(stop))
-    try:
-        await asyncio.sleep(0.3)  # the result is asked for again and again meanwhile
-        await submit(parts, "Q7", ["z@naver.test"])
-        await parts.intake.run_until_idle()
+    class SlowFailingCommit:
+        def __init__(self, real):
+            self.real, self.fail = real, True
 
-        async def delivered():
-            return rows(parts, "Q7") == {"z@naver.test": ("delivered", 1, "2.0.0")}
+        async def run(self, fn, *args):
+            if fn.__name__ == "record" and self.fail:
+                await asyncio.sleep(0.3)  # while a publish started alongside would be done
+                raise RuntimeError("commit failed")
+            return await self.real.run(fn, *args)
 
-        from tests.support import await_for
+    parts.intake.db = SlowFailingCommit(parts.db)
+    await submit(parts, "Q7", ["z@naver.test"])
+    assert await parts.intake.run_until_idle() == 1  # nak'ed: again in a second
+    await parts.jobs(expect=0)
+    assert rows(parts, "Q7") == {}
+    parts.intake.db.fail = False
+    assert await parts.intake.run_until_idle(idle=3.0) == 1
+    ((job, _),) = await parts.jobs(expect=1)
+    assert job.queue_id == "Q7" and rows(parts, "Q7") == {"z@naver.test": ("inflight", 1, "")}
 
-        await await_for(delivered, timeout=5, what="result applied after the commit")
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 5)
+
+async def test_a_result_for_a_message_the_queue_does_not_know_is_acknowledged_at_once(parts):
+    """No message is unknown because its commit is still running (jobs go out after it): an unknown
+    queue id was deleted (`queue delete`, or purged), so its result is stale, never asked for again."""
+    await answer_batch(parts, result("GONE", "z@naver.test", "delivered", "2.0.0"))
+    assert await parts.results.run_until_idle() == 1
+    assert (await parts.js.stream_info("RESULTS")).state.messages == 0
+    assert (await parts.js.consumer_info("RESULTS", "queue-results")).num_redelivered == 0
 
 
 async def test_retries_whose_publish_failed_are_due_again_soon(parts):
@@ -232,7 +281,7 @@ async def submit_inline(parts, qid, rcpts, mail_from="a@daum.test", body=BODY, *
         received_at=datetime.fromtimestamp(parts.clock.now, UTC),
         **kw,
     )
-    await parts.js.publish(subjects.MAIL_QUEUED, msg.to_bytes(), headers={"Nats-Msg-Id": qid})
+    await parts.js.publish(subjects.MAIL_QUEUED, group(msg), headers={"Nats-Msg-Id": qid})
     return msg
 
 
@@ -248,7 +297,7 @@ async def test_an_inline_body_is_kept_until_final_and_goes_with_every_job(parts)
     jobs = [j for j, _ in await parts.jobs(expect=2)]
     assert all(j.body == body and j.body_ref == msg.body_ref for j in jobs)
     # the redelivered envelope (a crash before its ack) re-publishes the in-flight jobs, body included
-    await parts.js.publish(subjects.MAIL_QUEUED, msg.to_bytes())
+    await parts.js.publish(subjects.MAIL_QUEUED, group(msg))
     parts.intake.batch = 1
     assert await parts.intake.run_until_idle() == 1
     await answer(parts, "QI1", "z@naver.test", "delivered", "2.0.0")
@@ -301,88 +350,54 @@ async def test_a_delivery_batch_of_results_is_one_message_applied_at_once(parts)
         result("QB1", "b@naver.test", "deferred", "4.4.1"),
         result("QB2", "c@naver.test", "bounced", "5.1.1"),
     )
-    assert await parts.result_batches.run_until_idle() == 1
+    assert await parts.results.run_until_idle() == 1
     assert rows(parts, "QB1") == {"a@naver.test": ("delivered", 1, "2.0.0"), "b@naver.test": ("deferred", 1, "4.4.1")}
     assert rows(parts, "QB2") == {"c@naver.test": ("bounced", 1, "5.1.1")}
     assert (await parts.js.stream_info("RESULTS")).state.messages == 0  # acknowledged
     # the same batch again (a redelivery): nothing changes
     await answer_batch(parts, result("QB2", "c@naver.test", "delivered", "2.0.0"))
-    assert await parts.result_batches.run_until_idle() == 1
+    assert await parts.results.run_until_idle() == 1
     assert rows(parts, "QB2") == {"c@naver.test": ("bounced", 1, "5.1.1")}
 
 
-async def test_a_batch_whose_result_overtakes_its_message_comes_again_whole(parts):
-    import asyncio
+async def test_a_batch_with_a_deleted_message_applies_the_others(parts):
+    from mailflow_queue import admin
 
     await submit(parts, "QB3", ["a@naver.test"])
+    await submit(parts, "QB4", ["z@naver.test"])
     await parts.intake.run_until_idle()
-    parts.result_batches.unknown_tries = 40  # 2 s of asking again, as in production
+    assert parts.db.call(admin.delete, "QB4")  # by an operator, while its job was out
     await answer_batch(parts, result("QB3", "a@naver.test", "delivered", "2.0.0"), result("QB4", "z@naver.test", "delivered", "2.0.0"))
-    stop = asyncio.Event()
-    task = asyncio.create_task(parts.result_batches.run(stop))
-    try:
-        await asyncio.sleep(0.3)  # QB4 is not recorded: the batch is asked for again meanwhile
-        assert rows(parts, "QB3") == {"a@naver.test": ("delivered", 1, "2.0.0")}  # the known one is applied
-        await submit(parts, "QB4", ["z@naver.test"])
-        await parts.intake.run_until_idle()
-
-        async def applied():
-            return rows(parts, "QB4") == {"z@naver.test": ("delivered", 1, "2.0.0")}
-
-        await await_for(applied, timeout=5, what="the batch applied after the commit")
-        assert rows(parts, "QB3") == {"a@naver.test": ("delivered", 1, "2.0.0")}
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 5)
+    assert await parts.results.run_until_idle() == 1
+    assert rows(parts, "QB3") == {"a@naver.test": ("delivered", 1, "2.0.0")}
     assert (await parts.js.stream_info("RESULTS")).state.messages == 0
+    assert message(parts, "QB4") is None
 
 
-async def test_jobs_go_many_to_a_message_while_a_batch_reader_is_live(parts):
-    """A delivery lane waits on the consumer of delivery.job.v2: intake sends one DeliveryJobs message
-    for the whole batch instead of one DeliveryJob per recipient."""
-    import asyncio
+async def test_a_batch_of_jobs_is_cut_by_count_and_by_bytes():
+    """Up to 32 jobs, and about 512 KiB, per DeliveryJobs message; each message decodes whole."""
+    from mailflow.contracts.messages import DeliveryJob, DeliveryJobs
+    from mailflow_queue.outbox import JOBS_MESSAGE_BYTES, JOBS_PER_MESSAGE, batched
 
-    from mailflow.contracts.messages import DeliveryJobs
-    from mailflow.contracts.streams import DELIVERY_BATCHES, delivery_batches_consumer, ensure_consumer
+    def job(n, body=None):
+        return DeliveryJob(
+            queue_id=f"QC{n}", trace_id="t", attempt=1, mail_from="a@daum.test", rcpt=Recipient(address=f"u{n}@naver.test"),
+            body_ref=f"inline:QC{n}:{len(body or b'')}", size=len(body or b""), body=body, received_at=datetime.now(UTC),
+        )
 
-    await ensure_consumer(parts.js, DELIVERY_BATCHES[0], delivery_batches_consumer())
-    sub = await parts.js.pull_subscribe_bind(durable=DELIVERY_BATCHES[1], stream="JOBS")
-    waiting = asyncio.ensure_future(sub.fetch(1, timeout=5))  # a lane asking for work
-
-    async def reader_live():
-        return (await parts.js.consumer_info(*DELIVERY_BATCHES)).num_waiting > 0
-
-    await await_for(reader_live, timeout=5, what="a waiting pull request")
-    await submit(parts, "QJ1", ["a@naver.test", "b@naver.test"])
-    await submit(parts, "QJ2", ["c@naver.test"])
-    assert await parts.intake.run_until_idle() == 2
-    (m,) = await waiting
-    await m.ack()
-    jobs = DeliveryJobs.from_bytes(m.data).jobs
-    assert sorted((j.queue_id, j.rcpt.address, j.attempt) for j in jobs) == [
-        ("QJ1", "a@naver.test", 1),
-        ("QJ1", "b@naver.test", 1),
-        ("QJ2", "c@naver.test", 1),
-    ]
-    assert jobs[0].body_ref and m.headers["Nats-Msg-Id"].startswith("jobs/")
-    await parts.jobs(expect=0)  # nothing one by one
-
-
-async def test_jobs_go_one_by_one_without_a_live_batch_reader(parts):
-    from mailflow.contracts.streams import DELIVERY_BATCHES, delivery_batches_consumer, ensure_consumer
-
-    await ensure_consumer(parts.js, DELIVERY_BATCHES[0], delivery_batches_consumer())  # exists, but nobody asks
-    await submit(parts, "QJ3", ["a@naver.test", "b@naver.test"])
-    assert await parts.intake.run_until_idle() == 1
-    await parts.jobs(expect=2)
-    assert (await parts.js.consumer_info(*DELIVERY_BATCHES)).num_pending == 0
+    messages = batched([job(n) for n in range(70)])
+    assert [len(DeliveryJobs.from_bytes(data).jobs) for _, data, _ in messages] == [JOBS_PER_MESSAGE, JOBS_PER_MESSAGE, 6]
+    assert all(subject == subjects.DELIVERY_JOB for subject, _, _ in messages)
+    big = bytes(range(256)) * 800  # 200 KiB inline: 267 KiB of base64
+    messages = batched([job(n, big) for n in range(5)])
+    assert [len(DeliveryJobs.from_bytes(data).jobs) for _, data, _ in messages] == [1, 1, 1, 1, 1]
+    assert all(len(data) <= JOBS_MESSAGE_BYTES for _, data, _ in messages)
+    assert messages[0][2]["Nats-Msg-Id"] == "QC0/u0@naver.test/1"  # a message of one job: the job's id
 
 
 async def test_envelope_groups_are_recorded_like_single_envelopes(parts):
-    """mail.queued.v2 (QueuedMessages from smtp-ingress): every envelope recorded, one job per recipient,
-    the group acknowledged; a redelivered group records nothing twice."""
-    from mailflow.contracts.messages import QueuedMessages
-    from mailflow_queue.workers import IntakeBatches
+    """An envelope group (QueuedMessages from smtp-ingress): every envelope recorded, one job per
+    recipient, the group acknowledged; a redelivered group records nothing twice."""
 
     def envelope(qid, rcpts):
         return QueuedMessage(
@@ -390,14 +405,14 @@ async def test_envelope_groups_are_recorded_like_single_envelopes(parts):
             body_ref=f"inline:{qid}:{len(BODY)}", body=BODY, size=len(BODY), received_at=datetime.fromtimestamp(parts.clock.now, UTC),
         )
 
-    intake = IntakeBatches(parts.nc, parts.js, parts.db, parts.outbox, parts.policy, clock=parts.clock)
-    group = QueuedMessages(messages=[envelope("QG1", ["a@naver.test", "b@naver.test"]), envelope("QG2", ["c@naver.test"])])
-    await parts.js.publish(subjects.MAIL_QUEUED_BATCH, group.to_bytes())
+    intake = parts.intake
+    data = group(envelope("QG1", ["a@naver.test", "b@naver.test"]), envelope("QG2", ["c@naver.test"]))
+    await parts.js.publish(subjects.MAIL_QUEUED, data)
     assert await intake.run_until_idle() == 1
     assert rows(parts, "QG1") == {"a@naver.test": ("inflight", 1, ""), "b@naver.test": ("inflight", 1, "")}
     assert rows(parts, "QG2") == {"c@naver.test": ("inflight", 1, "")}
     await parts.jobs(expect=3)
     assert (await parts.js.stream_info("MAIL")).state.messages == 0
-    await parts.js.publish(subjects.MAIL_QUEUED_BATCH, group.to_bytes(), headers={"Nats-Msg-Id": "again"})
+    await parts.js.publish(subjects.MAIL_QUEUED, data, headers={"Nats-Msg-Id": "again"})
     assert await intake.run_until_idle() == 1
     assert len(rows(parts, "QG1")) == 2 and len(rows(parts, "QG2")) == 1

@@ -8,7 +8,14 @@ import httpx
 
 from mailflow.bodies import JetStreamBodies
 from mailflow.contracts import subjects
-from mailflow.contracts.messages import DeliveryResult, QueuedMessage, Recipient, TraceEvent
+from mailflow.contracts.messages import (
+    DeliveryResult,
+    DeliveryResults,
+    QueuedMessage,
+    QueuedMessages,
+    Recipient,
+    TraceEvent,
+)
 from mailflow_queue import app
 from mailflow_queue.settings import Settings
 from tests.support import await_for, free_port
@@ -48,7 +55,7 @@ async def test_admin_rest_and_trace(js, db_url):
                 body_ref=ref,
                 size=17,
             )
-            await js.publish(subjects.MAIL_QUEUED, msg.to_bytes(), headers={"Nats-Msg-Id": "QA"})
+            await js.publish(subjects.MAIL_QUEUED, QueuedMessages(messages=[msg]).to_bytes(), headers={"Nats-Msg-Id": "QA"})
 
             async def listed():
                 page = (await http.get("/queue")).json()
@@ -59,7 +66,7 @@ async def test_admin_rest_and_trace(js, db_url):
             assert {r["state"] for r in page["items"][0]["recipients"]} == {"inflight"}
             for rcpt in ("z@naver.test", "y@naver.test"):
                 r = DeliveryResult(queue_id="QA", rcpt=rcpt, attempt=1, outcome="deferred", status="4.4.1", diagnostic="refused")
-                await js.publish(subjects.DELIVERY_RESULT, r.to_bytes())
+                await js.publish(subjects.DELIVERY_RESULT, DeliveryResults(results=[r]).to_bytes())
 
             async def deferred():
                 return (await http.get("/queue/counts")).json()["states"]["deferred"] == 2

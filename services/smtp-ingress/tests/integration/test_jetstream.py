@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from mailflow.bodies import JetStreamBodies
-from mailflow.contracts.messages import TRACE_HEADER, QueuedMessage, TraceEvent
+from mailflow.contracts.messages import QueuedMessage, QueuedMessages, TraceEvent
 from mailflow_smtp_ingress import app
 from tests.support import await_for
 
@@ -51,9 +51,9 @@ async def test_accepted_message_is_in_jetstream(service, js):
     queue_id = text.decode().rsplit(" ", 1)[1]
 
     stored = await js.get_msg("MAIL", seq=1)
-    assert stored.headers["Nats-Msg-Id"] == queue_id
-    msg = QueuedMessage.from_bytes(stored.data)
-    assert msg.queue_id == queue_id and stored.headers[TRACE_HEADER] == msg.trace_id
+    assert stored.headers["Nats-Msg-Id"] == queue_id  # a group of one envelope: JetStream drops a re-publish
+    (msg,) = QueuedMessages.from_bytes(stored.data).messages
+    assert msg.queue_id == queue_id and len(msg.trace_id) == 32
     assert msg.mail_from == "carol@elsewhere.test" and msg.rcpt_to[0].address == "alice@example.test"
     # a small body travels inside the envelope: one JetStream write, nothing in stream BODY
     body = msg.body
@@ -80,7 +80,7 @@ async def test_a_body_above_the_inline_limit_goes_to_stream_body_first(nats_url,
         for raw in (small, large):
             code, _ = await asyncio.to_thread(send, running.smtp.port("mx"), raw)
             assert code == 250
-        first, second = [QueuedMessage.from_bytes((await js.get_msg("MAIL", seq=n)).data) for n in (1, 2)]
+        ((first,), (second,)) = [QueuedMessages.from_bytes((await js.get_msg("MAIL", seq=n)).data).messages for n in (1, 2)]
         assert first.body is not None and first.body.endswith(small)
         assert second.body is None and second.body_ref.startswith("nats:")
         body = await JetStreamBodies(js).get(second.body_ref)
@@ -99,7 +99,7 @@ async def test_25_mib_message_goes_through_in_chunks(service, js):
     raw = head + line * (room // len(line))
     code, text = await asyncio.to_thread(send, server.port("mx"), raw)
     assert code == 250, text
-    msg = QueuedMessage.from_bytes((await js.get_msg("MAIL", seq=1)).data)
+    (msg,) = QueuedMessages.from_bytes((await js.get_msg("MAIL", seq=1)).data).messages
     assert int(msg.body_ref.split(":")[2]) > 40  # many chunks below NATS's max_payload
     body = await JetStreamBodies(js).get(msg.body_ref)
     assert body.endswith(raw) and len(body) == msg.size
@@ -137,7 +137,7 @@ async def test_envelopes_finished_together_go_in_one_group(js):
     """Group commit: what is submitted while nothing is being sent yet leaves as one QueuedMessages
     message (one write, one fsync); each submit returns once that message is PubAck'ed."""
     from mailflow.contracts import subjects
-    from mailflow.contracts.messages import QueuedMessages, Recipient
+    from mailflow.contracts.messages import Recipient
     from mailflow.contracts.streams import ensure_streams
     from mailflow_smtp_ingress.queueing import EnvelopeGroups
 
@@ -151,26 +151,47 @@ async def test_envelopes_finished_together_go_in_one_group(js):
     info = await js.stream_info("MAIL")
     assert info.state.messages == 1
     stored = await js.get_msg("MAIL", seq=1)
-    assert stored.subject == subjects.MAIL_QUEUED_BATCH
+    assert stored.subject == subjects.MAIL_QUEUED
     assert [m.queue_id for m in QueuedMessages.from_bytes(stored.data).messages] == [f"G{n}" for n in range(10)]
+    assert stored.headers["Nats-Msg-Id"].startswith("mail/")  # a digest of the ten queue ids
     # the next envelope, with nothing in flight, leaves alone and at once
     await groups.submit(envelopes[0].model_copy(update={"queue_id": "G10"}))
     assert (await js.stream_info("MAIL")).state.messages == 2
 
 
-async def test_while_a_queue_reads_groups_the_250_comes_after_the_group_is_durable(nats_url, settings_factory, fake_directory, js):
-    from mailflow.contracts import subjects
-    from mailflow.contracts.messages import QueuedMessages
-    from mailflow.contracts.streams import QUEUE_INTAKE_BATCHES, ensure_streams, queue_batches_consumer
-    from mailflow.contracts.streams import ensure_consumer as ensure_reader
+async def test_a_group_stays_below_its_byte_limit(js):
+    """Big inline bodies (base64 in JSON) leave in groups of at most max_bytes, far below NATS's 1 MB."""
+    from mailflow.contracts.messages import Recipient
+    from mailflow.contracts.streams import ensure_streams
+    from mailflow_smtp_ingress.queueing import EnvelopeGroups
 
     await ensure_streams(js)
-    await ensure_reader(js, QUEUE_INTAKE_BATCHES[0], queue_batches_consumer())
-    sub = await js.pull_subscribe_bind(durable=QUEUE_INTAKE_BATCHES[1], stream="MAIL")
-    waiting = asyncio.ensure_future(sub.fetch(1, timeout=20))  # the queue asking for groups
+    groups = EnvelopeGroups(js, timeout=5.0)
+    body = bytes(range(256)) * 800  # 200 KiB: 267 KiB of base64
+    envelopes = [
+        QueuedMessage(queue_id=f"B{n}", trace_id="t", mail_from="", rcpt_to=[Recipient(address="a@example.test")], body_ref=f"inline:B{n}:{len(body)}", size=len(body), body=body)
+        for n in range(4)
+    ]
+    await asyncio.gather(*(groups.submit(e) for e in envelopes))
+    sizes = []
+    for seq in range(1, (await js.stream_info("MAIL")).state.messages + 1):
+        stored = await js.get_msg("MAIL", seq=seq)
+        sizes.append((len(QueuedMessages.from_bytes(stored.data).messages), len(stored.data)))
+    assert [n for n, _ in sizes] == [1, 1, 1, 1] and all(size <= groups.max_bytes for _, size in sizes)
+
+
+async def test_the_250_comes_after_the_group_is_durable(nats_url, settings_factory, fake_directory, js):
+    """The queue waits for envelopes (a pull request on its durable): the message arrives as a group on
+    mail.queued, and it is there when the client has its 250."""
+    from mailflow.contracts import subjects
+    from mailflow.contracts.streams import QUEUE_INTAKE, ensure_streams
+
+    await ensure_streams(js)
+    sub = await js.pull_subscribe_bind(durable=QUEUE_INTAKE[1], stream=QUEUE_INTAKE[0])
+    waiting = asyncio.ensure_future(sub.fetch(1, timeout=20))  # the queue asking for envelopes
 
     async def reader_live():
-        return (await js.consumer_info(*QUEUE_INTAKE_BATCHES)).num_waiting > 0
+        return (await js.consumer_info(*QUEUE_INTAKE)).num_waiting > 0
 
     await await_for(reader_live, what="a waiting pull request")
     settings = settings_factory(nats_url=nats_url, publish_timeout=2.0)
@@ -183,7 +204,7 @@ async def test_while_a_queue_reads_groups_the_250_comes_after_the_group_is_durab
         assert code == 250
         queue_id = text.decode().rsplit(" ", 1)[1]
         (m,) = await waiting
-        assert m.subject == subjects.MAIL_QUEUED_BATCH
+        assert m.subject == subjects.MAIL_QUEUED
         assert [e.queue_id for e in QueuedMessages.from_bytes(m.data).messages] == [queue_id]
     finally:
         stop.set()

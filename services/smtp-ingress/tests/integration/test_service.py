@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from mailflow import natsconn, tls
-from mailflow.contracts.messages import QueuedMessage
+from mailflow.contracts.messages import QueuedMessage, QueuedMessages
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 from mailflow.stack import Ports, Stack
 from tests.support import wait_for
@@ -59,7 +59,7 @@ def queued(stack: Stack) -> list[QueuedMessage]:
             out = []
             for seq in range(info.state.first_seq, info.state.last_seq + 1):
                 try:
-                    out.append(QueuedMessage.from_bytes((await js.get_msg("MAIL", seq=seq)).data))
+                    out += QueuedMessages.from_bytes((await js.get_msg("MAIL", seq=seq)).data).messages
                 except Exception:
                     pass
             return out
