@@ -7,8 +7,10 @@ A subclass names its durable consumer (`streams.py`) and payload model and imple
   Fail(reason)          -> the message can never succeed: it goes to `mail.dead` with the reason, then term.
 A payload that does not decode is a Fail. An exception from the handler is unclassified, hence
 temporary: its traceback is logged under a ref and the message is nak'ed with backoff (1, 2, 4 ... 60 s).
-When a batch raises, each of its messages is handled again alone at once, so a message that fails for
-itself holds up no other.
+When a batch raises, each of its messages is handled again alone at once; a message that still fails
+and carries several items (`items`: a group of envelopes, of jobs, of results) is split: each item is
+published again as a message of its own and the original acknowledged. So an item that fails for
+itself holds up no other, and ends in DEAD alone.
 Poison messages end: after `streams.MAX_ATTEMPTS` attempts a message that still fails goes to DEAD
 with the last reason (the exception's text and ref, never a traceback) instead of being nak'ed again.
 The consumer's max_deliver keeps one delivery in reserve: a message whose last attempt never settled
@@ -85,6 +87,7 @@ class Worker(Generic[T]):
     concurrency: ClassVar[int] = 128
     fetch_timeout: ClassVar[float] = 1.0
     heartbeat: ClassVar[float] = 15.0  # in_progress() for messages handled longer than this
+    items: ClassVar[str | None] = None  # the payload's list field, when a message carries many items
     retry_first: float = 1.0  # backoff after a failed attempt: retry_first, doubling, at most retry_cap
     retry_cap: float = 60.0
 
@@ -95,7 +98,7 @@ class Worker(Generic[T]):
         self.attempts = 0  # from the consumer's max_deliver at bind (streams.MAX_ATTEMPTS); 0: unbounded
         self._sem = asyncio.Semaphore(self.concurrency)
         # labelled metric children, looked up once (labels() per message costs ~10% of a fast worker)
-        self._handled = {o: HANDLED.labels(self.name, o) for o in ("done", "retry", "dead")}
+        self._handled = {o: HANDLED.labels(self.name, o) for o in ("done", "retry", "split", "dead")}
         self._handle_seconds = HANDLE_SECONDS.labels(self.name)
 
     # --- to implement -------------------------------------------------------------------------
@@ -192,8 +195,10 @@ class Worker(Generic[T]):
         finally:
             ticker.cancel()
         per = (time.perf_counter() - started) / len(items)
-        for m, (_, delivered), outcome in zip(live, items, outcomes, strict=True):
+        for m, (payload, delivered), outcome in zip(live, items, outcomes, strict=True):
             self._handle_seconds.observe(per)
+            if isinstance(outcome, Retry) and (parts := self._parts(payload)) and await self._split(m, parts):
+                continue
             await self._settle(m, delivered, outcome)
 
     async def _keep_alive(self, msgs: list[Msg]) -> None:
@@ -220,6 +225,28 @@ class Worker(Generic[T]):
                     await self._dead(m, reason, delivered)
         except Exception as exc:  # the ack is lost: JetStream redelivers, handlers are idempotent
             log.warning("could not settle message: %s", exc, extra={"worker": self.name})
+
+    def _parts(self, payload: T) -> list[BaseModel]:
+        """A payload of several items as payloads of one item each; [] if it has one."""
+        items = getattr(payload, self.items) if self.items else []
+        return [payload.model_copy(update={self.items: [item]}) for item in items] if len(items) > 1 else []
+
+    async def _split(self, m: Msg, parts: list[BaseModel]) -> bool:
+        """Publish each part as a message of its own on the same subject, then ack the original. Their
+        Nats-Msg-Ids name the original's place and the part, so splitting it again publishes nothing
+        new. False (and nothing acknowledged) if a publish failed."""
+        where = f"{m.metadata.stream}/{m.metadata.sequence.stream}"
+        headers = {k: v for k, v in (m.headers or {}).items() if not k.lower().startswith("nats-")}
+        try:
+            for n, part in enumerate(parts):
+                await self.js.publish(m.subject, part.to_bytes(), headers={**headers, "Nats-Msg-Id": f"split/{where}/{n}"})
+            await m.ack()
+        except Exception as exc:
+            log.warning("could not split message %s: %s", where, exc, extra={"worker": self.name})
+            return False
+        self._handled["split"].inc()
+        log.warning("message %s failed alone: split into %d messages of one item", where, len(parts), extra={"worker": self.name})
+        return True
 
     async def _dead(self, m: Msg, reason: str, delivered: int) -> None:
         """To DEAD, then term. Nats-Msg-Id: the message's place in its stream, so a letter published

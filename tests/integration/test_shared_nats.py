@@ -9,7 +9,7 @@ import pytest
 
 from mailflow.bodies import BodyMissing, JetStreamBodies
 from mailflow.contracts import subjects
-from mailflow.contracts.messages import DeadLetter, DeliveryResult
+from mailflow.contracts.messages import DeadLetter, DeliveryResult, DeliveryResults
 from mailflow.contracts.streams import ensure_streams
 from mailflow.worker import Done, Fail, Retry, Worker
 
@@ -203,3 +203,31 @@ async def test_streams_bound_the_deliveries_of_a_durable_made_before(js):
     assert declared == {("MAIL", "queue", "mail.queued"), ("JOBS", "delivery", "delivery.job"), ("RESULTS", "queue-results", "delivery.result")}
     for stream, durable, _ in declared:
         assert (await js.consumer_info(stream, durable)).config.max_deliver == MAX_ATTEMPTS + 1
+
+
+class ResultBatches(Batches):
+    """Messages of many results, like the queue's results worker."""
+
+    model, items = DeliveryResults, "results"
+
+    async def handle_batch(self, items):
+        self.calls.append([(r.queue_id, n) for b, n in items for r in b.results])
+        if any(r.queue_id == "POISON" for b, _ in items for r in b.results):
+            raise RuntimeError("cannot handle POISON")
+        return [Done() for _ in items]
+
+
+async def test_a_message_of_many_items_that_fails_alone_is_split_and_only_the_poison_ends_in_dead(js):
+    results = [DeliveryResult.from_bytes(result_of(q)) for q in ("Q1", "POISON", "Q2")]
+    await js.publish(subjects.DELIVERY_RESULT, DeliveryResults(results=results).to_bytes(), headers={"Nats-Msg-Id": "three"})
+    w = ResultBatches(js._nc, js, "test")
+    await w.run_until_idle()
+    from mailflow.contracts.streams import MAX_ATTEMPTS
+
+    assert w.calls[0] == [("Q1", 1), ("POISON", 1), ("Q2", 1)]  # alone already: split into three messages
+    singles = [c for c in w.calls[1:] if len(c) == 1]
+    assert singles.count([("Q1", 1)]) == 1 and singles.count([("Q2", 1)]) == 1  # done at once
+    assert [c for c in singles if c[0][0] == "POISON"] == [[("POISON", n)] for n in range(1, MAX_ATTEMPTS + 1)]
+    (letter,) = await dead_letters(js, 1)
+    assert [r.queue_id for r in DeliveryResults.from_bytes(letter.payload).results] == ["POISON"]
+    assert (await js.stream_info("RESULTS")).state.messages == 0

@@ -4,8 +4,8 @@ Jobs come many to a message (`DeliveryJobs` on delivery.job); the jobs of every 
 together are delivered as one batch. A message is acknowledged only after the results of its jobs
 are acknowledged by JetStream: they go in one `DeliveryResults` message on delivery.result (a very
 large batch in several). If anything fails before that (NATS away, an unexpected error), the
-exception goes to the worker base: each message is tried again alone, then nak'ed, and one that
-keeps failing ends in DEAD. Delivering a job again is harmless (the store keeps one copy per
+exception goes to the worker base: each message is tried again alone, one that still fails is split
+into messages of one job and nak'ed, and a job that keeps failing ends in DEAD alone. Delivering a job again is harmless (the store keeps one copy per
 idempotency key, the sent log stops a second SMTP send).
 Trace events are best effort (published without a PubAck): losing one never holds up mail.
 """
@@ -57,7 +57,7 @@ async def publish(pub: BatchPublisher, results: list[DeliveryResult], traces: li
 
 class DeliveryWorker(QuickStop, Worker[DeliveryJobs]):
     stream, durable = streams.DELIVERY
-    model = DeliveryJobs
+    model, items = DeliveryJobs, "jobs"
 
     def __init__(self, nc, js: JetStreamContext, deliveries: Deliveries, batch: int = 8):
         super().__init__(nc, js, "delivery")

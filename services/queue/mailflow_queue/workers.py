@@ -4,11 +4,11 @@ Intake takes envelope groups (`QueuedMessages` on mail.queued) and records the e
 group fetched together in one transaction; only once it is committed are their jobs published (so a
 result can never arrive for a message the database does not know), and only once JetStream has
 acknowledged every job are the groups acknowledged. If either fails, the exception goes to the worker
-base: each group is tried again alone, then nak'ed (recording is idempotent on the queue id, and a
-message recorded before returns its in-flight jobs to publish again); one that keeps failing ends in
-DEAD. Results come a delivery batch to a message (`DeliveryResults` on delivery.result) and are
-acknowledged after their transaction commits; applying an answer twice changes nothing (a final
-recipient stays final). DSNs and body deletion follow in `Scheduler.finish`.
+base: each group is tried again alone, a group that still fails is split into groups of one envelope,
+nak'ed (recording is idempotent on the queue id, and a message recorded before returns its in-flight
+jobs to publish again), and an envelope that keeps failing ends in DEAD alone. Results come a delivery batch to a message (`DeliveryResults` on delivery.result) and are
+acknowledged after their transaction commits (failures: as for intake); applying an answer twice
+changes nothing (a final recipient stays final). DSNs and body deletion follow in `Scheduler.finish`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 class Intake(QuickStop, Worker[QueuedMessages]):
     stream, durable = streams.QUEUE_INTAKE
-    model = QueuedMessages
+    model, items = QueuedMessages, "messages"
 
     def __init__(self, nc, js, db: Database, outbox: Outbox, policy: ledger.Policy, clock: Callable[[], float] = time.time, batch: int = 32):
         super().__init__(nc, js, "queue")
@@ -69,7 +69,7 @@ class Intake(QuickStop, Worker[QueuedMessages]):
 
 class Results(QuickStop, Worker[DeliveryResults]):
     stream, durable = streams.QUEUE_RESULTS
-    model = DeliveryResults
+    model, items = DeliveryResults, "results"
     linger = 0.05  # results are off the latency path: gather them into fewer transactions
 
     def __init__(
