@@ -234,7 +234,8 @@ def apply_results(s: Session, results: list[DeliveryResult], now: float, p: Poli
         if res.outcome == "deferred" and r.state == INFLIGHT and res.attempt < r.attempts:
             stale.append(n)  # a newer attempt is out already
             continue
-        status, error, nxt = res.status, res.diagnostic[:2000], None
+        # a remote server's reply may hold NUL, which PostgreSQL text refuses: the whole batch would fail
+        status, error, nxt = res.status.replace("\0", ""), res.diagnostic.replace("\0", "")[:2000], None
         if res.outcome == "delivered":
             r.state = DELIVERED
             delivered[r.queue_id].append(r)
@@ -246,8 +247,8 @@ def apply_results(s: Session, results: list[DeliveryResult], now: float, p: Poli
         else:
             expires = msgs[r.queue_id][1] + p.max_lifetime_s
             if now >= expires:
+                error = f"gave up after {r.attempts} attempts: {status} {error}"[:2000]
                 r.state, status = BOUNCED, EXPIRED_STATUS
-                error = f"gave up after {r.attempts} attempts: {res.status} {res.diagnostic}"[:2000]
                 bounced[r.queue_id].append(r)
                 counts["expired"] += 1
             else:

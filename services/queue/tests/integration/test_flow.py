@@ -159,6 +159,21 @@ async def test_stale_and_repeated_results_change_nothing(parts):
     assert parts.db.call(lambda s: s.scalar(sa.select(sa.func.count()).select_from(db.Notice))) == 0
 
 
+async def test_a_reply_with_nul_in_it_is_recorded_without(parts):
+    """A remote server's reply may hold NUL bytes; PostgreSQL text refuses them, which would make the
+    results batch fail over and over (and end in DEAD): they are left out."""
+    await submit(parts, "QZ", ["z@naver.test", "y@naver.test"])
+    await parts.intake.run_until_idle()
+    await answer_batch(
+        parts,
+        DeliveryResult(queue_id="QZ", rcpt="z@naver.test", attempt=1, outcome="bounced", status="5.1.1", diagnostic="550 5.1.1 no\0 such user"),
+        DeliveryResult(queue_id="QZ", rcpt="y@naver.test", attempt=1, outcome="deferred", status="4.\x004.1", diagnostic="451 \0\0"),
+    )
+    assert await parts.results.run_until_idle() == 1
+    assert rows(parts, "QZ") == {"z@naver.test": ("bounced", 1, "5.1.1"), "y@naver.test": ("deferred", 1, "4.4.1")}
+    assert parts.db.call(lambda s: {r.last_error for r in s.scalars(sa.select(db.Recipient))}) == {"550 5.1.1 no such user", "451 "}
+
+
 async def test_expiry_bounces_and_null_sender_gets_no_dsn(parts):
     await submit(parts, "Q4", ["z@naver.test"])
     await submit(parts, "Q5", ["z@naver.test"], mail_from="")
