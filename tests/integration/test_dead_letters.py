@@ -4,7 +4,8 @@ them and brings them back.
 The queue's intake and results workers and a delivery worker run against a real nats-server, a real
 database and the in-memory mailbox store; the queue's admin REST runs on a real socket and the CLI
 talks to it. Each stage gets one message whose handling raises:
-  intake   an envelope whose size no database integer column holds (a real poison: it validates)
+  intake   an envelope whose size no database integer column holds (a real poison: it validates); its
+           job went out while its first commit ran, so it is delivered once, though never recorded
   delivery a job for poison-delivery@daum.test: test-only hook around Deliveries (below, not in the runtime)
   results  a result for poison-results@daum.test: test-only hook around the results' database (below)
 Retries are quick here (the workers' backoff is set to milliseconds); the number of attempts is the real one.
@@ -34,7 +35,7 @@ from mailflow_queue import db, dead, ledger
 from mailflow_queue.db import Database, make_engine, migrate
 from mailflow_queue.outbox import JetStreamOutbox
 from mailflow_queue.scheduler import Scheduler
-from mailflow_queue.workers import Intake, Results
+from mailflow_queue.workers import Commits, Intake, Results
 from services.delivery.tests.protocol.test_routing import TableResolver
 from tests.support import await_for
 
@@ -88,14 +89,15 @@ async def stack(js, db_url):
     policy = ledger.Policy(jitter=0.0)
     scheduler = Scheduler(database, outbox, JetStreamBodies(js), policy, "mx.daum.test")
     store = MemoryStore()
-    for user in ("alice@daum.test", POISON_DELIVERY, POISON_RESULTS):
+    for user in ("alice@daum.test", "bob@daum.test", POISON_DELIVERY, POISON_RESULTS):
         store.add_user(user, "pw")
     deliveries = PoisonedDeliveries(Deliveries(store, store, JetStreamBodies(js), TableResolver({}), await KvSentLog.open(js, ttl_s=60)))
     results_db = PoisonedResultsDb(database)
+    commits = Commits(failed_ttl=0.5)  # results of the intake poison: asked for again briefly, then stale
     workers = [
-        Intake(js._nc, js, database, outbox, policy),
+        Intake(js._nc, js, database, outbox, policy, commits=commits),
         DeliveryWorker(js._nc, js, deliveries),
-        Results(js._nc, js, results_db, policy, scheduler.poke),
+        Results(js._nc, js, results_db, policy, scheduler.poke, commits=commits),
     ]
     for w in workers:
         w.retry_first, w.retry_cap = 0.005, 0.02
@@ -125,7 +127,7 @@ async def test_a_poison_message_per_stage_ends_in_dead_and_the_rest_flows(js, st
     (deliveries, results_db, store), database, mailflow = stack
     # traffic: 30 messages, in groups as smtp-ingress sends them, the three poisons among them
     normal = [envelope(f"QN{n:02}", "alice@daum.test") for n in range(30)]
-    poisons = [envelope("QPI", "alice@daum.test", size=2**64), envelope("QPD", POISON_DELIVERY), envelope("QPR", POISON_RESULTS)]
+    poisons = [envelope("QPI", "bob@daum.test", size=2**64), envelope("QPD", POISON_DELIVERY), envelope("QPR", POISON_RESULTS)]
     groups = [normal[0:5] + [poisons[0]], normal[5:10], [poisons[1]] + normal[10:20], normal[20:25] + [poisons[2]], normal[25:]]
     for n, group in enumerate(groups):
         await js.publish(subjects.MAIL_QUEUED, QueuedMessages(messages=group).to_bytes(), headers={"Nats-Msg-Id": f"g{n}"})
@@ -141,6 +143,7 @@ async def test_a_poison_message_per_stage_ends_in_dead_and_the_rest_flows(js, st
 
     s = await await_for(flowed, timeout=30, what="the other messages delivered")
     assert len(store.users["alice@daum.test"].mailboxes["INBOX"].messages) == 30
+    assert len(store.users["bob@daum.test"].mailboxes["INBOX"].messages) == 1  # the intake poison, once
     assert "QPI" not in s and s["QPD"] == "inflight" and s["QPR"] == "inflight"
 
     page = json.loads(await mailflow("dead", "list", "--json"))

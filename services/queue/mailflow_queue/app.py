@@ -21,7 +21,7 @@ from mailflow_queue.db import Database, make_engine, migrate
 from mailflow_queue.outbox import JetStreamOutbox
 from mailflow_queue.scheduler import Scheduler
 from mailflow_queue.settings import Settings
-from mailflow_queue.workers import Intake, Results
+from mailflow_queue.workers import Commits, Intake, Results
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,9 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     )
     # envelope groups hold several envelopes each under load, a results message a delivery batch's results:
     # fetch fewer messages for about as many envelopes and results per transaction
-    intake = Intake(nc, js, database, outbox, policy, batch=max(1, settings.intake_batch // 8))
-    results = Results(nc, js, database, policy, scheduler.poke, batch=max(1, settings.results_batch // 16))
+    commits = Commits()  # a result that overtakes its message's intake commit waits for it
+    intake = Intake(nc, js, database, outbox, policy, batch=max(1, settings.intake_batch // 8), commits=commits)
+    results = Results(nc, js, database, policy, scheduler.poke, batch=max(1, settings.results_batch // 16), commits=commits)
 
     async def nats_ready() -> bool:
         return nc.is_connected

@@ -110,11 +110,62 @@ def unique_rcpts(qm: QueuedMessage) -> list[Rcpt]:
     return list(seen.values())
 
 
+def new_rows(qm: QueuedMessage, now: float, p: Policy) -> tuple[Row, list[Row]]:
+    """The messages row and the recipients rows a new message gets: every recipient in flight, attempt 1."""
+    rcpts = unique_rcpts(qm)
+    m = Row(
+        queue_id=qm.queue_id,
+        trace_id=qm.trace_id,
+        mail_from=qm.mail_from,
+        body_ref=qm.body_ref,
+        size=qm.size,
+        received_at=qm.received_at.timestamp(),
+        envid=qm.envid,
+        ret=qm.ret,
+        body_8bit=qm.body_8bit,
+        smtputf8=qm.smtputf8,
+        client_ip=qm.client.ip if qm.client else None,
+        auth_user=qm.client.auth_user if qm.client else None,
+        body_deleted=False,
+        done_at=None if rcpts else now,
+    )
+    rs = [
+        Row(
+            queue_id=qm.queue_id,
+            address=rc.address,
+            address_key=rc.address.lower(),
+            notify=",".join(rc.notify),
+            orcpt=rc.orcpt,
+            state=INFLIGHT,
+            attempts=1,
+            next_attempt_at=now + p.inflight_timeout_s,
+            last_status="",
+            last_error="",
+            remote_mta=None,
+            updated_at=now,
+            delay_notified=False,
+        )
+        for rc in rcpts
+    ]
+    return m, rs
+
+
+def first_jobs(msgs: list[QueuedMessage], now: float, p: Policy) -> list[DeliveryJob]:
+    """The jobs `record` makes for new messages, from the same rows but without the database: intake
+    publishes them while the transaction commits."""
+    out, seen = [], set()
+    for qm in msgs:
+        if qm.queue_id not in seen:
+            seen.add(qm.queue_id)
+            m, rs = new_rows(qm, now, p)
+            out += [job_for(m, r, qm.body) for r in rs]
+    return out
+
+
 def record(s: Session, msgs: list[QueuedMessage], now: float, p: Policy) -> Recorded:
-    """Record new messages with every recipient in flight (attempt 1) and return their jobs, to publish
-    once this transaction is committed (a result never arrives for a message not recorded yet). A
-    message known already returns the jobs of its recipients still in flight, to publish again. An
-    inline body is kept in table bodies until the message is final.
+    """Record new messages with every recipient in flight (attempt 1) and return their jobs. A message
+    known already returns the jobs of its recipients still in flight, to publish again. An inline body
+    is kept in table bodies until the message is final.
     Plain multi-row INSERTs (no ORM unit of work): this is the hot path."""
     qids = list(dict.fromkeys(m.queue_id for m in msgs))
     known = set(s.scalars(sa.select(Message.queue_id).where(Message.queue_id.in_(qids))))
@@ -128,42 +179,10 @@ def record(s: Session, msgs: list[QueuedMessage], now: float, p: Policy) -> Reco
         if qm.queue_id in known:
             out.duplicates.append(qm.queue_id)
             continue
-        keys = unique_rcpts(qm)
-        m_row = Row(
-            queue_id=qm.queue_id,
-            trace_id=qm.trace_id,
-            mail_from=qm.mail_from,
-            body_ref=qm.body_ref,
-            size=qm.size,
-            received_at=qm.received_at.timestamp(),
-            envid=qm.envid,
-            ret=qm.ret,
-            body_8bit=qm.body_8bit,
-            smtputf8=qm.smtputf8,
-            client_ip=qm.client.ip if qm.client else None,
-            auth_user=qm.client.auth_user if qm.client else None,
-            body_deleted=False,
-            done_at=None if keys else now,
-        )
-        m_rows.append(vars(m_row))
-        for rc in keys:
-            r_row = Row(
-                queue_id=qm.queue_id,
-                address=rc.address,
-                address_key=rc.address.lower(),
-                notify=",".join(rc.notify),
-                orcpt=rc.orcpt,
-                state=INFLIGHT,
-                attempts=1,
-                next_attempt_at=now + p.inflight_timeout_s,
-                last_status="",
-                last_error="",
-                remote_mta=None,
-                updated_at=now,
-                delay_notified=False,
-            )
-            r_rows.append(vars(r_row))
-            out.jobs.append(job_for(m_row, r_row, qm.body))
+        m, rs = new_rows(qm, now, p)
+        m_rows.append(vars(m))
+        r_rows += [vars(r) for r in rs]
+        out.jobs += [job_for(m, r, qm.body) for r in rs]
         if qm.body is not None:
             b_rows.append(dict(queue_id=qm.queue_id, data=qm.body))
         out.new.append(qm.queue_id)
@@ -226,7 +245,7 @@ def apply_results(s: Session, results: list[DeliveryResult], now: float, p: Poli
     updates: dict[int, dict] = {}
     stale: list[int] = []
     for n, res in enumerate(results):
-        # The message is recorded before its jobs go out (`record`): unknown means deleted meanwhile.
+        # A result waits for its message's intake commit (workers.Commits): unknown means deleted meanwhile.
         r = rows.get((res.queue_id, res.rcpt.lower())) if res.queue_id in msgs else None
         if r is None or r.state in FINAL:
             stale.append(n)  # deleted meanwhile, or an old attempt's answer

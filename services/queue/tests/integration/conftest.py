@@ -9,7 +9,7 @@ from mailflow_queue import ledger
 from mailflow_queue.db import Database, make_engine, migrate
 from mailflow_queue.outbox import JetStreamOutbox
 from mailflow_queue.scheduler import Scheduler
-from mailflow_queue.workers import Intake, Results
+from mailflow_queue.workers import Commits, Intake, Results
 
 
 class Clock:
@@ -32,8 +32,9 @@ class Parts:
         self.outbox = JetStreamOutbox(js)
         self.policy = ledger.Policy(jitter=0.0, delay_notice_s=4 * 3600, max_lifetime_s=5 * 86400)
         self.scheduler = Scheduler(self.db, self.outbox, self.bodies, self.policy, "mx.daum.test", clock=self.clock)
-        self.intake = Intake(self.nc, js, self.db, self.outbox, self.policy, clock=self.clock)
-        self.results = Results(self.nc, js, self.db, self.policy, self.scheduler.poke, clock=self.clock)
+        commits = Commits()
+        self.intake = Intake(self.nc, js, self.db, self.outbox, self.policy, clock=self.clock, commits=commits)
+        self.results = Results(self.nc, js, self.db, self.policy, self.scheduler.poke, clock=self.clock, commits=commits)
         self._jobs = None
 
     async def jobs(self, expect: int | None = None, messages: list | None = None):

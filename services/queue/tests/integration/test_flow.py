@@ -18,7 +18,7 @@ from mailflow.contracts.messages import (
     Recipient,
 )
 from mailflow.jspub import group_msg_id
-from mailflow_queue import db
+from mailflow_queue import db, ledger
 from tests.support import await_for
 
 BODY = b"From: a@daum.test\r\nTo: z@naver.test\r\nSubject: hello\r\n\r\nHi Z.\r\n"
@@ -222,31 +222,62 @@ async def test_success_notices_only_for_authenticated_submissions(parts):
     assert notices == [("QS1", "failure", True), ("QS2", "success", True)]
 
 
-async def test_jobs_go_out_only_after_their_messages_are_committed(parts):
-    """Intake publishes a message's jobs once its rows are committed, never while committing: a result
-    can then never arrive for a message the database does not know yet. A commit that fails (slowly)
-    leaves nothing in JOBS; the envelope comes again, and then its jobs go out."""
+class SlowCommit:
+    """The queue's database, with an intake transaction that takes `delay` seconds (and fails, `fail` times)."""
+
+    def __init__(self, real, delay: float, fail: int = 0):
+        self.real, self.delay, self.fail = real, delay, fail
+
+    async def run(self, fn, *args):
+        import asyncio
+
+        if fn is ledger.record:
+            await asyncio.sleep(self.delay)
+            if self.fail:
+                self.fail -= 1
+                raise RuntimeError("commit failed")
+        return await self.real.run(fn, *args)
+
+
+async def test_a_result_that_overtakes_its_messages_commit_waits_for_it_and_is_never_asked_for_again(parts):
+    """A new message's jobs go out while its intake transaction commits (the two fsyncs side by side):
+    a result can come back first. It waits for that commit, in this process, then is applied: no nak,
+    no redelivery."""
     import asyncio
 
-    class SlowFailingCommit:
-        def __init__(self, real):
-            self.real, self.fail = real, True
-
-        async def run(self, fn, *args):
-            if fn.__name__ == "record" and self.fail:
-                await asyncio.sleep(0.3)  # while a publish started alongside would be done
-                raise RuntimeError("commit failed")
-            return await self.real.run(fn, *args)
-
-    parts.intake.db = SlowFailingCommit(parts.db)
+    parts.intake.db = SlowCommit(parts.db, delay=2.0)
     await submit(parts, "Q7", ["z@naver.test"])
-    assert await parts.intake.run_until_idle() == 1  # nak'ed: again in a second
-    await parts.jobs(expect=0)
-    assert rows(parts, "Q7") == {}
-    parts.intake.db.fail = False
-    assert await parts.intake.run_until_idle(idle=3.0) == 1
-    ((job, _),) = await parts.jobs(expect=1)
-    assert job.queue_id == "Q7" and rows(parts, "Q7") == {"z@naver.test": ("inflight", 1, "")}
+    intake = asyncio.create_task(parts.intake.run_until_idle())
+    ((job, _),) = await parts.jobs(expect=1)  # out before the commit
+    assert job.queue_id == "Q7" and not intake.done() and rows(parts, "Q7") == {}
+    await answer(parts, "Q7", "z@naver.test", "delivered", "2.0.0")
+    assert await parts.results.run_until_idle() == 1
+    assert await intake == 1
+    assert rows(parts, "Q7") == {"z@naver.test": ("delivered", 1, "2.0.0")}
+    info = await parts.js.consumer_info("RESULTS", "queue-results")
+    assert info.num_redelivered == 0 and info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_a_result_whose_messages_commit_failed_comes_again_until_it_is_recorded(parts):
+    import asyncio
+
+    parts.intake.db = SlowCommit(parts.db, delay=0.5, fail=1)
+    await submit(parts, "Q8", ["z@naver.test"])
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(w.run(stop)) for w in (parts.intake, parts.results)]
+    try:
+        ((job, _),) = await parts.jobs(expect=1)  # out before the commit that failed
+        await answer(parts, "Q8", "z@naver.test", "delivered", "2.0.0")
+
+        async def applied():
+            return rows(parts, "Q8") == {"z@naver.test": ("delivered", 1, "2.0.0")}
+
+        await await_for(applied, timeout=15, what="the result applied once the message is recorded")
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    await parts.jobs(expect=0)  # the jobs published again after the commit were the same message: dropped
+    assert (await parts.js.stream_info("DEAD")).state.messages == 0
 
 
 async def test_a_result_for_a_message_the_queue_does_not_know_is_acknowledged_at_once(parts):
