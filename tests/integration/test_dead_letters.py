@@ -19,10 +19,8 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
-from typer.testing import CliRunner
 
 from mailflow.bodies import JetStreamBodies
-from mailflow.cli.main import app as cli
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import DeadLetter, QueuedMessage, QueuedMessages, Recipient
 from mailflow.contracts.streams import MAX_ATTEMPTS
@@ -37,7 +35,7 @@ from mailflow_queue.outbox import JetStreamOutbox
 from mailflow_queue.scheduler import Scheduler
 from mailflow_queue.workers import Commits, Intake, Results
 from services.delivery.tests.protocol.test_routing import TableResolver
-from tests.support import await_for
+from tests.support import await_for, mailflow_cli
 
 BODY = b"From: a@daum.test\r\nSubject: hi\r\n\r\nhello\r\n"
 POISON_DELIVERY = "poison-delivery@daum.test"
@@ -105,13 +103,7 @@ async def stack(js, db_url):
     app.include_router(dead.router(js, "adm1n"))
     http = await HttpServer(app, "127.0.0.1:0").start()
     env = {"MAILFLOW_QUEUE_URL": f"http://127.0.0.1:{http.port}", "MAILFLOW_ADMIN_TOKEN": "adm1n", "COLUMNS": "160"}
-    runner = CliRunner()
-
-    async def mailflow(*args: str, code: int = 0) -> str:
-        res = await asyncio.to_thread(runner.invoke, cli, list(args), env=env)
-        assert res.exit_code == code, (args, res.output)
-        return res.output
-
+    mailflow = mailflow_cli(env)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(w.run(stop)) for w in workers]
     try:
@@ -190,6 +182,8 @@ async def test_a_poison_message_per_stage_ends_in_dead_and_the_rest_flows(js, st
     assert "no dead letter" in await mailflow("dead", "show", str(by_qid["QPI"]["seq"]), code=1)
     assert "deleted" in await mailflow("dead", "delete", str(again["seq"]))
     assert json.loads(await mailflow("dead", "list", "--json"))["total"] == 0
+    assert "published again: 0 letter(s)" in await mailflow("dead", "retry", "--all")
+    assert "name letter numbers, or --all" in await mailflow("dead", "retry", code=2)
     assert (await js.stream_info("MAIL")).state.messages == 0
     assert (await js.stream_info("JOBS")).state.messages == 0
     assert (await js.stream_info("RESULTS")).state.messages == 0

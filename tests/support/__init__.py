@@ -63,3 +63,20 @@ def postgres_schema(base: str) -> Iterator[str]:
         with engine.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
+
+
+def mailflow_cli(env: dict[str, str]) -> Callable[..., Awaitable[str]]:
+    """`await mailflow("queue", "list", code=0)`: the `mailflow` command (typer's runner, in a thread, so
+    the services under test keep running in the loop) with `env`; asserts the exit code, returns the output."""
+    from typer.testing import CliRunner
+
+    from mailflow.cli.main import app
+
+    runner = CliRunner()
+
+    async def mailflow(*args: str, code: int = 0) -> str:
+        res = await asyncio.to_thread(runner.invoke, app, list(args), env=env)
+        assert res.exit_code == code, (args, res.output)
+        return res.output
+
+    return mailflow

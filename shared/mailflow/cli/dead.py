@@ -15,15 +15,9 @@ from rich.table import Table
 from rich.text import Text
 
 from mailflow.cli.common import Api, console, err, print_json
+from mailflow.cli.queue import JSON, when
 
 app = typer.Typer(help="Messages the services gave up on (stream DEAD): list, show, retry, delete.", no_args_is_help=True)
-
-JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
-
-
-def _when(value: str | None) -> str:
-    return (value or "")[:19].replace("T", " ")
-
 
 @app.command("list")
 def list_(
@@ -42,7 +36,7 @@ def list_(
     table.add_column("queue ids / reason", overflow="fold", ratio=1)
     for d in page["items"]:
         ids = ", ".join(d["queue_ids"][:5]) + (f" (+{len(d['queue_ids']) - 5})" if len(d["queue_ids"]) > 5 else "")
-        table.add_row(str(d["seq"]), _when(d["at"]), f"{d['service']}\n{d['subject']}", Text(f"{ids}\n{d['reason']}" if ids else d["reason"]))
+        table.add_row(str(d["seq"]), when(d["at"]), f"{d['service']}\n{d['subject']}", Text(f"{ids}\n{d['reason']}" if ids else d["reason"]))
     console.print(table)
     if page["next"] is not None:
         console.print(f"more: mailflow dead list --after {page['next']}")
@@ -54,7 +48,7 @@ def show(seq: int, as_json: bool = JSON) -> None:
     d = Api.queue().get(f"/dead/{seq}")
     if as_json:
         return print_json(d)
-    console.print(f"[bold]dead letter {d['seq']}[/]  {_when(d['at'])}  from {d['service']}  on {d['subject']}  ({d['size']} bytes, delivered {d['delivered']} times)")
+    console.print(f"[bold]dead letter {d['seq']}[/]  {when(d['at'])}  from {d['service']}  on {d['subject']}  ({d['size']} bytes, delivered {d['delivered']} times)")
     console.print(Text(f"reason: {d['reason']}"))
     for k, v in d["headers"].items():
         console.print(Text(f"{k}: {v}"))

@@ -21,7 +21,8 @@ JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
 STATES = ("queued", "inflight", "deferred", "held", "delivered", "bounced")
 
 
-def _when(value: str | None) -> str:
+def when(value: str | None) -> str:
+    """An ISO time from the API as `YYYY-MM-DD HH:MM:SS`."""
     return (value or "")[:19].replace("T", " ")
 
 
@@ -47,11 +48,11 @@ def list_(
             if state and r["state"] != state:
                 continue
             tries = f"{r['attempts']} tr{'y' if r['attempts'] == 1 else 'ies'}"
-            nxt = f", next {_when(r['next_attempt_at'])[11:]}" if r["next_attempt_at"] and r["state"] != "held" else ""
+            nxt = f", next {when(r['next_attempt_at'])[11:]}" if r["next_attempt_at"] and r["state"] != "held" else ""
             lines.append(f"  {r['address']}  [{r['state']}] {tries}{nxt}")
             if r["last_error"] and r["state"] not in ("delivered",):
                 lines.append(f"    {r['last_error'][:200]}")
-        table.add_row(m["queue_id"], str(m["size"]), _when(m["received_at"])[5:], Text("\n".join(lines)))
+        table.add_row(m["queue_id"], str(m["size"]), when(m["received_at"])[5:], Text("\n".join(lines)))
     console.print(table)
 
 
@@ -61,13 +62,13 @@ def show(queue_id: str, as_json: bool = JSON) -> None:
     m = Api.queue().get(f"/queue/{queue_id}")
     if as_json:
         return print_json(m)
-    console.print(f"[bold]{m['queue_id']}[/]  from <{m['mail_from']}>  {m['size']} bytes  received {_when(m['received_at'])}")
+    console.print(f"[bold]{m['queue_id']}[/]  from <{m['mail_from']}>  {m['size']} bytes  received {when(m['received_at'])}")
     console.print(f"trace {m['trace_id']}" + (f"  envid {m['envid']}" if m.get("envid") else "") + (f"  client {m['client_ip']}" if m.get("client_ip") else ""))
     table = Table(title="recipients", title_justify="left")
     for col in ("to", "state", "tries", "next try", "status", "remote", "last reply or error"):
         table.add_column(col, overflow="fold", ratio=1 if col.startswith("last") else None)
     for r in m["recipients"]:
-        cells = [r["address"], r["state"], r["attempts"], _when(r["next_attempt_at"]), r["last_status"], r.get("remote_mta"), r["last_error"]]
+        cells = [r["address"], r["state"], r["attempts"], when(r["next_attempt_at"]), r["last_status"], r.get("remote_mta"), r["last_error"]]
         table.add_row(*(Text("" if v is None else str(v)) for v in cells))
     console.print(table)
 

@@ -6,10 +6,8 @@ import asyncio
 import json
 
 import httpx
-from typer.testing import CliRunner
 
 from mailflow.bodies import JetStreamBodies
-from mailflow.cli.main import app as cli
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import (
     DeliveryResult,
@@ -20,7 +18,7 @@ from mailflow.contracts.messages import (
 )
 from mailflow_queue import app
 from mailflow_queue.settings import Settings
-from tests.support import await_for, free_port
+from tests.support import await_for, free_port, mailflow_cli
 
 
 async def test_queue_commands(js, tmp_path):
@@ -34,12 +32,7 @@ async def test_queue_commands(js, tmp_path):
         scan_interval_s=0.2,
     )
     env = {"MAILFLOW_QUEUE_URL": f"http://127.0.0.1:{port}", "MAILFLOW_ADMIN_TOKEN": "adm1n", "COLUMNS": "100"}
-    runner = CliRunner()
-
-    async def run(*args: str, code: int = 0) -> str:
-        res = await asyncio.to_thread(runner.invoke, cli, list(args), env=env)
-        assert res.exit_code == code, (args, res.output)
-        return res.output
+    run = mailflow_cli(env)
 
     stop = asyncio.Event()
     task = asyncio.create_task(app.run(settings, stop))
@@ -79,9 +72,7 @@ async def test_queue_commands(js, tmp_path):
         assert "no message NOPE" in await run("queue", "show", "NOPE", code=1)
         assert "deleted" in await run("queue", "delete", "QCLI")
         assert json.loads(await run("queue", "list", "--json"))["total"] == 0
-        bad = dict(env, MAILFLOW_ADMIN_TOKEN="wrong")
-        res = await asyncio.to_thread(runner.invoke, cli, ["queue", "counts"], env=bad)
-        assert res.exit_code == 1 and "401" in res.output
+        assert "401" in await mailflow_cli(dict(env, MAILFLOW_ADMIN_TOKEN="wrong"))("queue", "counts", code=1)
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
