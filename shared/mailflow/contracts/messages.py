@@ -1,7 +1,12 @@
 """One pydantic model per NATS payload, named after what it says. JSON on the wire.
 
-Readers ignore fields they do not know (`extra="ignore"`), so a writer may add an optional field
-at any time. A breaking change is a new model and a new subject with a `.v2` suffix; `v` says which.
+The JetStream hops carry batches only: `QueuedMessages`, `DeliveryJobs` and `DeliveryResults` are the
+payloads of mail.queued, delivery.job and delivery.result; a batch of one is the same form. Their
+items (`QueuedMessage`, `DeliveryJob`, `DeliveryResult`) never travel alone. Writers serialise the
+batch model itself (one `to_bytes`), never JSON put together by hand.
+Readers ignore fields they do not know (`extra="ignore"`), so a writer may add an optional field at
+any time. A breaking change would be a second model on the same subject, told apart by `v` (a
+discriminated union), with readers upgraded first: there is no deployed older version to keep.
 A payload that does not validate is a poison message: the worker sends it to `mail.dead` with the
 validation error and acknowledges it, so it never blocks the stream.
 """
@@ -60,7 +65,7 @@ class QueuedMessage(Contract):
     model_config = _INLINE
 
     queue_id: str  # the Nats-Msg-Id of a batch of one, so JetStream drops re-publishes
-    trace_id: str  # travels in the Mailflow-Trace header of every later hop
+    trace_id: str  # travels with the message: in its jobs, results and every trace event
     mail_from: str  # "" is the null reverse-path (bounces); never bounce a bounce
     rcpt_to: list[Recipient]
     body_ref: str  # where the raw bytes are, see mailflow.bodies (NATS max_payload defaults to 1 MB)

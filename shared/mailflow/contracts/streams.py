@@ -1,8 +1,10 @@
-"""JetStream streams and consumers, declared in code.
+"""JetStream streams and durable consumers, every one of them declared here, in code.
 
 The queue service applies them at startup (`ensure_streams`), and so does every other service that
-publishes, so the order in which services start never matters; applying them again is harmless.
-A stream that exists with another configuration is updated in place where JetStream allows it.
+publishes, so the order in which services start never matters; applying them again is harmless. No
+reader makes a consumer of its own. A stream or durable that exists with another configuration is
+updated in place where JetStream allows it (a durable's subject, ack_wait, max_deliver); if it cannot
+be, the one that exists is kept and a warning logged.
 """
 
 from __future__ import annotations
