@@ -1,8 +1,9 @@
 """Issue 12 items 3 and 6 through the whole stack (six processes, nats-server, a DNS server that knows
 no domain at all, so a wrong "remote" verdict ends in "domain does not exist" at once):
 
-- one unauthenticated message from a quoted local part with a space, asking NOTIFY=SUCCESS, must not
-  make the local domain look remote to delivery (its success DSN goes to that odd address);
+- one unauthenticated message from a quoted local part with a space, bounced (too big for the
+  recipient's quota), must not make the local domain look remote to delivery (its failure DSN goes to
+  that odd address; a success DSN would go only to an authenticated sender: no backscatter);
 - `mailflow user passwd` and `mailflow user disable` take effect at once on SMTP AUTH (new logins and an
   authenticated session's next MAIL FROM), IMAP (an IDLE session ends) and POP3; a disabled user still
   receives mail and reads it after `mailflow user enable`.
@@ -104,18 +105,19 @@ def inbox_subjects(st: Stack, user: str, password: str) -> list[bytes]:
         return [d[1].strip() for d in data if isinstance(d, tuple)]
 
 
-def test_an_odd_sender_asking_for_a_success_dsn_does_not_make_the_domain_remote(stack):
-    """The success DSN goes to '"john doe"@other.test', the first address in other.test delivery sees.
+def test_an_odd_sender_getting_a_dsn_does_not_make_the_domain_remote(stack):
+    """The failure DSN goes to '"john doe"@other.test', the first address in other.test delivery sees.
     Asked about that address, the store used to say "not local"; delivery kept that for the domain, and
     dave@other.test's next message bounced: "domain other.test does not exist"."""
     odd = '"john doe"@other.test'  # the store cannot take this local part; the domain is still ours
+    stack.cli("user", "add", "erin@example.test", "--password", "erin-pw", "--quota", "100")
     with smtplib.SMTP(stack.ports.host, stack.ports.smtp, timeout=30) as s:
         s.ehlo("client.elsewhere.test")
         assert s.mail(odd)[0] == 250
-        assert s.rcpt("carol@example.test", ["NOTIFY=SUCCESS"])[0] == 250
-        assert s.data(message("carol@example.test", "first", sender=odd))[0] == 250
+        assert s.rcpt("erin@example.test")[0] == 250
+        assert s.data(message("erin@example.test", "first", sender=odd))[0] == 250  # larger than her quota
     log = stack.data_dir / "logs" / "delivery.log"
-    # delivery has routed the success DSN to the odd address (and cached its verdict on other.test)
+    # delivery has routed the failure DSN to the odd address (and cached its verdict on other.test)
     wait_for(lambda: f"rcpt={odd}" in log.read_text(errors="replace"), timeout=30, what="the DSN routed")
     with smtplib.SMTP(stack.ports.host, stack.ports.smtp, timeout=30) as s:
         s.ehlo("client.elsewhere.test")
