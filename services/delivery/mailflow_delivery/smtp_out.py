@@ -4,12 +4,24 @@ RFC 5321 client: EHLO (HELO if refused), STARTTLS when offered (RFC 3207; opport
 unverified as RFC 7435 allows, or required by setting), PIPELINING (RFC 2920), SIZE (RFC 1870),
 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531). Failures and where they lead:
   connection refused/timeout, TLS failure, no 220 greeting, EHLO and HELO refused,
+  a reply line over 2048 octets, over 100 lines or malformed,
   connection lost before the end of DATA              -> `Unreachable`: try the next MX address
   MAIL 4xx / 5xx                                       -> every recipient deferred / bounced
   RCPT 2xx / 4xx (and 552) / 5xx                       -> per recipient: go on / deferred / bounced
   final DATA reply 2xx / 4xx / 5xx                     -> accepted recipients delivered / deferred / bounced
   connection lost after the final dot                  -> deferred (the remote may have it: RFC 1047)
-Every read has a timeout (RFC 5321 §4.5.3.2, settings); a reply line is capped at 2048 octets.
+Every read has a timeout of its phase (RFC 5321 §4.5.3.2, settings). The remote MX is untrusted input:
+nothing it sends is buffered past one capped reply line.
+
+Why not aiosmtplib (5.1.3, read and measured): it has no PIPELINING. Its protocol awaits each reply
+under a lock and drops bytes that arrive with no command waiting, so MAIL, every RCPT and DATA cost a
+round trip each. Delivering to a sink 10 ms away, a 10-recipient message took 215 ms against 57 ms
+here, and 20 concurrent sessions moved 32 msg/s against 124; on loopback it used twice the CPU per
+10-recipient message (2.7 ms against 1.4 ms) and the same for one recipient. Its `data()` raises the
+same SMTPServerDisconnected whether the connection died before the 354 or after the final dot, which
+must be told apart (the next MX, or a deferral: RFC 1047), and has one timeout for both replies where
+§4.5.3.2 wants 2 and 10 minutes. Its reply caps (8 KiB a line, 32 KiB a reply) are module constants.
+What it would have saved is the ~150 lines of `Connection`; the transaction logic stays either way.
 """
 
 from __future__ import annotations
@@ -104,7 +116,7 @@ class Connection:
     async def open(cls, address: str, port: int, timeouts: Timeouts, source: str | None = None) -> Connection:
         try:
             r, w = await asyncio.wait_for(
-                asyncio.open_connection(address, port, local_addr=(source, 0) if source else None, limit=1 << 16),
+                asyncio.open_connection(address, port, local_addr=(source, 0) if source else None, limit=MAX_REPLY_LINE),
                 timeouts.connect,
             )
         except (OSError, TimeoutError) as exc:
@@ -116,7 +128,10 @@ class Connection:
         try:
             async with asyncio.timeout(within):
                 while True:
-                    raw = await self.r.readline()
+                    try:
+                        raw = await self.r.readline()
+                    except ValueError as exc:  # no end of line within the reader's limit (MAX_REPLY_LINE)
+                        raise Unreachable("reply too long") from exc
                     if not raw:
                         raise Unreachable("connection closed by the remote")
                     if len(raw) > MAX_REPLY_LINE or len(lines) >= MAX_REPLY_LINES:
@@ -315,6 +330,7 @@ async def deliver(
                 return out
             except Unreachable as exc:
                 errors.append(f"{host.host}[{address}]: {exc}")
+            finally:
                 if conn is not None:
                     conn.close()
     raise Unreachable("; ".join(errors) or "no MX address to try")

@@ -79,9 +79,10 @@ class RemoteMta:
 
 @dataclass
 class Scripted:
-    """A raw SMTP server answering from a table: command prefix -> reply. Records what it read."""
+    """A raw SMTP server answering from a table: command prefix -> reply (None: no answer). Records
+    what it read."""
 
-    replies: dict[str, str]
+    replies: dict[str, str | None]
     greeting: str = "220 scripted ESMTP"
     ehlo: tuple[str, ...] = ("250-scripted", "250-PIPELINING", "250 SIZE 100000")
     drop_after_data: bool = False
@@ -133,6 +134,8 @@ class Scripted:
                         return
                     else:
                         reply = next((v for k, v in self.replies.items() if cmd.startswith(k)), "250 2.0.0 ok")
+                        if reply is None:  # a remote that hangs: no answer at all
+                            continue
                         w.write(reply.encode() + b"\r\n")
                         if cmd.startswith("DATA") and reply.startswith("354"):
                             in_data = True

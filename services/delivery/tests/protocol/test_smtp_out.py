@@ -109,3 +109,41 @@ async def test_size_limit_and_lock_step_without_pipelining():
         assert all(c.count(b"\r\n") == 1 for c in s.reads if c.startswith((b"MAIL", b"RCPT")))
     finally:
         await s.stop()
+
+
+# --- a hostile or broken remote: the MX is untrusted input --------------------------------------------
+
+
+async def deliver_to(s: Scripted, *rcpts: str) -> smtp_out.Outcome:
+    hosts = [MxHost(preference=0, host="scripted.test", addresses=["127.0.0.1"])]
+    return await smtp_out.deliver(hosts, s.port, env(*rcpts), "h", smtp_out.TlsPolicy("none"), FAST)
+
+
+@pytest.mark.parametrize(
+    "greeting, ehlo, error",
+    [
+        ("220 " + "x" * 70_000, ("250 ok",), "reply too long"),  # past the reader's buffer, no end of line
+        ("220 " + "x" * 3_000, ("250 ok",), "reply too long"),  # past MAX_REPLY_LINE
+        ("220 ok", ("250-x",) * smtp_out.MAX_REPLY_LINES + ("250 ok",), "reply too long"),  # endless continuation
+        ("hello there", ("250 ok",), "malformed reply"),
+        ("220 ok", ("25",), "malformed reply"),
+    ],
+    ids=["line-past-the-buffer", "line-past-the-cap", "endless-continuation", "no-code", "short-code"],
+)
+async def test_a_hostile_reply_makes_the_host_unreachable(greeting, ehlo, error):
+    s = await Scripted(replies={}, greeting=greeting, ehlo=ehlo).start()
+    try:
+        with pytest.raises(smtp_out.Unreachable, match=error):
+            await deliver_to(s, "a@x.test")
+    finally:
+        await s.stop()
+
+
+async def test_a_silent_remote_times_out_per_phase():
+    """No reply to RCPT within the command timeout: this host is unreachable, the next one is tried."""
+    s = await Scripted(replies={"RCPT": None}, ehlo=("250 no pipelining",)).start()
+    try:
+        with pytest.raises(smtp_out.Unreachable, match="no reply within 2s"):
+            await deliver_to(s, "a@x.test")
+    finally:
+        await s.stop()
