@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 from mailflow import log as mlog
 from mailflow.bodies import Bodies, BodyMissing
+from mailflow.cache import Cache, SingleFlight
 from mailflow.contracts.messages import DeliveryJob, DeliveryResult, MxReply, TraceEvent
 from mailflow.dns import Resolver
 from mailflow.errors import InsufficientStorage
@@ -72,35 +73,33 @@ class DomainRoutes:
     domain, or one odd address (a quoted local part the store cannot take) would send the whole domain's
     mail to its public MX. For a local domain the store itself decides per recipient (aliases, unknown
     users) when it is handed the message.
-    A failed lookup is not remembered: the jobs are deferred ("can't check" is not "doesn't exist")."""
+    A failed lookup is not remembered: the jobs are deferred ("can't check" is not "doesn't exist").
+    At most `size` domains are remembered, the least recently used going first."""
 
-    def __init__(self, directory: Directory, ttl: float = 30.0, remote_ttl: float = 5.0):
+    def __init__(
+        self,
+        directory: Directory,
+        ttl: float = 30.0,
+        remote_ttl: float = 5.0,
+        size: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         # "not ours" is remembered briefly: a domain just added must not be sent out to its MX for long
         self.directory, self.ttl, self.remote_ttl = directory, ttl, min(ttl, remote_ttl)
-        self.items: dict[str, tuple[float, bool]] = {}
-        self._inflight: dict[str, asyncio.Future[bool]] = {}
+        self.items: Cache[str, bool] = Cache(size, clock)
+        self._flights: SingleFlight[str, bool] = SingleFlight()
 
     async def is_local(self, address: str) -> bool:
         domain = domain_of(address)
-        now = time.monotonic()
         hit = self.items.get(domain)
-        if hit and hit[0] > now:
-            return hit[1]
-        if domain in self._inflight:
-            return await asyncio.shield(self._inflight[domain])
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._inflight[domain] = fut
-        try:
-            local = await self.directory.is_local_domain(domain)
-            self.items[domain] = (time.monotonic() + (self.ttl if local else self.remote_ttl), local)
-            fut.set_result(local)
-            return local
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: waiters get it, no warning if there are none
-            raise
-        finally:
-            self._inflight.pop(domain, None)
+        if hit is not None:
+            return hit
+        return await self._flights.run(domain, lambda: self._ask(domain))
+
+    async def _ask(self, domain: str) -> bool:
+        local = await self.directory.is_local_domain(domain)
+        self.items.put(domain, local, self.ttl if local else self.remote_ttl)
+        return local
 
 
 class Deliveries:

@@ -26,6 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from mailflow.cache import Cache
 from mailflow.connections import client_key as address_key  # the throttling bucket: IPv6 by /64
 from mailflow.store.api import Directory, Principal
 
@@ -106,27 +107,26 @@ class LoginThrottle:
 
 
 class AuthCache:
+    """Verified logins by HMAC of (user, password). Dropping a user's entries is a note, checked when
+    an entry is read: `revoke` notes the generation a principal needs from now on (remembered at least
+    a minute: a login answered just before cannot put an older one back), `forget` when the store
+    refused one of the user's tokens (entries put before it are out)."""
+
     def __init__(self, ttl: float = 30.0, size: int = 10_000, clock: Callable[[], float] = time.monotonic):
-        self.ttl, self.size, self.clock = ttl, size, clock
+        self.ttl = ttl
         self._key = os.urandom(32)
-        self._entries: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
-        self._by_user: dict[int, set[bytes]] = {}
-        # user id -> (the generation a principal needs from now on, None: none will do; until when)
-        self._revoked: OrderedDict[int, tuple[int | None, float]] = OrderedDict()
+        self._entries: Cache[bytes, tuple[Principal, int]] = Cache(size, clock)  # -> (principal, put as n-th)
+        self._revoked: Cache[int, int | None] = Cache(size, clock)  # user id -> generation needed (None: gone)
+        self._forgotten: Cache[int, int] = Cache(size, clock)  # user id -> forgotten as n-th
+        self._n = 0  # puts and forgets so far: orders them
 
     def _digest(self, user: str, password: str) -> bytes:
         return hmac.new(
             self._key, user.lower().encode() + b"\x00" + password.encode(), hashlib.sha256
         ).digest()
 
-    def _drop(self, key: bytes) -> None:
-        hit = self._entries.pop(key, None)
-        if hit is not None:
-            keys = self._by_user.get(hit[1].user_id)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self._by_user[hit[1].user_id]
+    def _live(self, principal: Principal, n: int) -> bool:
+        return not self.stale(principal) and self._forgotten.get(principal.user_id, -1) < n
 
     def get(self, user: str, password: str) -> Principal | None:
         if self.ttl <= 0:
@@ -135,45 +135,34 @@ class AuthCache:
         hit = self._entries.get(key)
         if hit is None:
             return None
-        if hit[0] < self.clock() or self.stale(hit[1]):
-            self._drop(key)
+        if not self._live(*hit):
+            self._entries.pop(key)
             return None
-        return hit[1]
+        return hit[0]
 
     def put(self, user: str, password: str, principal: Principal) -> None:
         if self.ttl <= 0 or self.stale(principal):
             return
-        key = self._digest(user, password)
-        self._drop(key)
-        self._entries[key] = (self.clock() + self.ttl, principal)
-        self._by_user.setdefault(principal.user_id, set()).add(key)
-        while len(self._entries) > self.size:
-            self._drop(next(iter(self._entries)))
+        self._n += 1
+        self._entries.put(self._digest(user, password), (principal, self._n), self.ttl)
 
     def forget(self, principal: Principal) -> None:
         """Drop every entry of this principal's user (the store refused its token)."""
-        for key in list(self._by_user.get(principal.user_id, ())):
-            self._drop(key)
+        self._n += 1
+        self._forgotten.put(principal.user_id, self._n, self.ttl)
 
     def revoke(self, user_id: int, generation: int | None) -> None:
         """The store revoked the user's credentials below `generation` (None: all, the user is gone):
         drop those entries, and refuse such principals from now on (a login answered just before)."""
-        for key in list(self._by_user.get(user_id, ())):
-            if generation is None or self._entries[key][1].generation < generation:
-                self._drop(key)
-        now = self.clock()
-        self._revoked[user_id] = (generation, now + max(self.ttl, 60.0))
-        self._revoked.move_to_end(user_id)
-        while self._revoked and (len(self._revoked) > self.size or next(iter(self._revoked.values()))[1] < now):
-            self._revoked.popitem(last=False)
+        self._revoked.put(user_id, generation, max(self.ttl, 60.0))
 
     def stale(self, principal: Principal) -> bool:
         """Revoked since the store issued it (as far as we have heard)."""
-        hit = self._revoked.get(principal.user_id)
-        return hit is not None and (hit[0] is None or principal.generation < hit[0])
+        needed = self._revoked.get(principal.user_id, -1)  # -1: not revoked (below every generation)
+        return needed is None or principal.generation < needed
 
     def principals(self) -> list[Principal]:
-        return [p for _, p in self._entries.values()]
+        return [p for _, (p, n) in self._entries.items() if self._live(p, n)]
 
 
 class Authenticator:

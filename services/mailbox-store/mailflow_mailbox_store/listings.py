@@ -14,9 +14,10 @@ from __future__ import annotations
 import threading
 from array import array
 from bisect import bisect_left
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass
 
+from mailflow.cache import Cache
 from mailflow.store.api import MailboxStatus
 from mailflow_mailbox_store.keywords import Keywords
 from mailflow_mailbox_store.names import SEEN_BIT
@@ -138,11 +139,12 @@ def refresh(
 
 
 class ListingCache:
+    """Each mailbox's latest listing, bounded in bytes (the least recently used go first), for mailboxes
+    of at least `min_messages` messages. Shared by the store's threads."""
+
     def __init__(self, max_bytes: int = 128 * 1024 * 1024, min_messages: int = 2_000):
-        self.max_bytes = max_bytes
         self.min_messages = min_messages
-        self._items: OrderedDict[int, Listing] = OrderedDict()  # mailbox id -> its latest listing
-        self._bytes = 0
+        self._items: Cache[int, Listing] = Cache(max_bytes)  # mailbox id -> its latest listing; cost: bytes
         self._lock = threading.Lock()
 
     def latest(self, mailbox_id: int) -> Listing | None:
@@ -151,22 +153,10 @@ class ListingCache:
             return self._items.get(mailbox_id)
 
     def get(self, key: tuple) -> Listing | None:
-        with self._lock:
-            hit = self._items.get(key[1])
-            if hit is None or hit.key != key:
-                return None
-            self._items.move_to_end(key[1])
-            return hit
+        hit = self.latest(key[1])
+        return hit if hit is not None and hit.key == key else None
 
     def put(self, listing: Listing) -> None:
-        if len(listing.uids) < self.min_messages or listing.nbytes > self.max_bytes:
-            return
-        with self._lock:
-            old = self._items.pop(listing.mailbox_id, None)
-            if old is not None:
-                self._bytes -= old.nbytes
-            self._items[listing.mailbox_id] = listing
-            self._bytes += listing.nbytes
-            while self._bytes > self.max_bytes and self._items:
-                _, gone = self._items.popitem(last=False)
-                self._bytes -= gone.nbytes
+        if len(listing.uids) >= self.min_messages:
+            with self._lock:
+                self._items.put(listing.mailbox_id, listing, cost=listing.nbytes)

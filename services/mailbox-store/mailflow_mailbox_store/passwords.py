@@ -16,10 +16,12 @@ import hmac
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections.abc import Callable
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from mailflow.cache import Cache
 
 
 class Passwords:
@@ -30,15 +32,15 @@ class Passwords:
         parallelism: int = 4,
         cache_ttl: float = 300.0,
         cache_size: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.hasher = argon2.PasswordHasher(
             time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism
         )
         self.cache_ttl = cache_ttl
-        self.cache_size = cache_size
         self._key = secrets.token_bytes(32)
-        self._cache: OrderedDict[str, tuple[str, bytes, float]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: Cache[str, tuple[str, bytes]] = Cache(cache_size, clock)  # login -> (stored hash, mac)
+        self._lock = threading.Lock()  # argon2 runs in threads
         self._dummy: str | None = None
 
     def hash(self, password: str) -> str:
@@ -49,16 +51,9 @@ class Passwords:
 
     def cached(self, login: str, stored_hash: str, password: str) -> bool:
         """True if this exact password was verified against this exact hash a moment ago."""
-        if self.cache_ttl <= 0:
-            return False
         with self._lock:
             hit = self._cache.get(login)
-        if hit is None:
-            return False
-        h, mac, expires = hit
-        return (
-            h == stored_hash and expires > time.monotonic() and hmac.compare_digest(mac, self.mac(password))
-        )
+        return hit is not None and hit[0] == stored_hash and hmac.compare_digest(hit[1], self.mac(password))
 
     def verify(self, login: str, stored_hash: str | None, password: str) -> tuple[bool, str | None]:
         """(ok, new_hash): new_hash is set when the stored hash should be upgraded to current parameters.
@@ -82,13 +77,9 @@ class Passwords:
         return True, new_hash
 
     def remember(self, login: str, stored_hash: str, password: str) -> None:
-        if self.cache_ttl <= 0:
-            return
+        entry = (stored_hash, self.mac(password))
         with self._lock:
-            self._cache[login] = (stored_hash, self.mac(password), time.monotonic() + self.cache_ttl)
-            self._cache.move_to_end(login)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            self._cache.put(login, entry, self.cache_ttl)
 
     def forget(self, login: str) -> None:
         with self._lock:

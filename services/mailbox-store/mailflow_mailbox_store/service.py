@@ -16,6 +16,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from mailflow.cache import SingleFlight
 from mailflow.contracts.messages import MailboxEvent, RevokeReason, TraceEvent, UserRevoked
 from mailflow.errors import Invalid
 from mailflow.store.api import DeliverItem, DeliverResult, Principal, Resolution
@@ -57,7 +58,7 @@ class StoreCore:
         self.max_message_bytes = max_message_bytes
         self.pop3_lock_ttl = pop3_lock_ttl
         self.cpu = ThreadPoolExecutor(2, thread_name_prefix="store-cpu")  # argon2, MIME parsing
-        self._verifying: dict[tuple, asyncio.Future] = {}
+        self._verifying: SingleFlight[tuple, tuple[bool, str | None]] = SingleFlight()
         self.generations = Generations(
             lambda ids: self.db.read(directory.generations, ids), session_check_interval
         )
@@ -129,21 +130,7 @@ class StoreCore:
     async def _verify(self, login: str, stored_hash: str | None, password: str) -> tuple[bool, str | None]:
         """argon2 in a thread; concurrent logins with the same credentials share one check."""
         key = (login, stored_hash, self.passwords.mac(password))
-        pending = self._verifying.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        fut = asyncio.get_running_loop().create_future()
-        self._verifying[key] = fut
-        try:
-            result = await self._cpu(self.passwords.verify, login, stored_hash, password)
-            fut.set_result(result)
-            return result
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: the waiters (if any) re-raise it
-            raise
-        finally:
-            del self._verifying[key]
+        return await self._verifying.run(key, lambda: self._cpu(self.passwords.verify, login, stored_hash, password))
 
     async def session(self, token: str) -> Session | None:
         """The session of a token that is genuine, unexpired and of the user's current generation."""

@@ -15,17 +15,17 @@ The session id is also the `origin` of the MailboxEvents the session causes, so 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import orjson
+
+from mailflow.cache import Cache, SingleFlight
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,71 +96,56 @@ class Generations:
     def __init__(
         self, read: Reader, ttl: float = 1.0, size: int = 100_000, clock: Callable[[], float] = time.monotonic
     ):
-        self.read, self.ttl, self.size, self.clock = read, ttl, size, clock
-        self._entries: OrderedDict[int, tuple[int | None, float]] = OrderedDict()
-        self._inflight: dict[int, asyncio.Future] = {}
+        self.read, self.ttl, self.clock = read, ttl, clock
+        self._entries: Cache[int, int | None] = Cache(size, clock)
+        self._flights: SingleFlight[int, int | None] = SingleFlight()
         self.revision = 0  # moves on at every `changed`: a read begun before one is not remembered
 
-    def _fresh(self, user_id: int, now: float) -> tuple[int | None] | None:
-        hit = self._entries.get(user_id)
-        return (hit[0],) if hit is not None and hit[1] > now else None
-
     def remember(self, found: dict[int, int | None], started: float, revision: int) -> None:
-        if revision != self.revision or self.ttl <= 0:
+        if revision != self.revision:
             return
+        ttl = started + self.ttl - self.clock()  # trusted for `ttl` from when the read began
         for user_id, gen in found.items():
-            self._entries[user_id] = (gen, started + self.ttl)
-            self._entries.move_to_end(user_id)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+            self._entries.put(user_id, gen, ttl)
 
     def changed(self, user_id: int, generation: int | None) -> None:
         """This process changed the user's credentials (committed): tokens of other generations are
         refused from now on."""
         self.revision += 1
-        self._entries[user_id] = (generation, self.clock() + self.ttl)
-        self._entries.move_to_end(user_id)
+        self._entries.put(user_id, generation, self.ttl)
 
     async def current(self, user_id: int) -> int | None:
-        hit = self._fresh(user_id, self.clock())
-        if hit is not None:
-            return hit[0]
-        pending = self._inflight.get(user_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        fut = asyncio.get_running_loop().create_future()
-        self._inflight[user_id] = fut
-        try:
-            found = await self.current_many([user_id])
-            fut.set_result(found[user_id])
-            return found[user_id]
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: waiters re-raise it
-            raise
-        finally:
-            del self._inflight[user_id]
+        hit = self._entries.get(user_id, _MISSING)
+        if hit is not _MISSING:
+            return hit
+        return await self._flights.run(user_id, lambda: self._read_one(user_id))
+
+    async def _read_one(self, user_id: int) -> int | None:
+        return (await self.current_many([user_id]))[user_id]
 
     async def current_many(self, user_ids: Iterable[int]) -> dict[int, int | None]:
-        now = self.clock()
+        started = self.clock()
         out: dict[int, int | None] = {}
         missing = []
         for user_id in dict.fromkeys(user_ids):
-            hit = self._fresh(user_id, now)
-            if hit is None:
+            hit = self._entries.get(user_id, _MISSING)
+            if hit is _MISSING:
                 missing.append(user_id)
             else:
-                out[user_id] = hit[0]
+                out[user_id] = hit
         if missing:
             revision = self.revision
             found = await self.read(missing)
             found = {u: found.get(u) for u in missing}
-            self.remember(found, now, revision)
+            self.remember(found, started, revision)
             out.update(found)
         return out
 
     async def valid(self, s: Session) -> bool:
-        hit = self._entries.get(s.user_id)  # the common case, without a coroutine more
-        if hit is not None and hit[1] > self.clock():
-            return hit[0] == s.generation
-        return await self.current(s.user_id) == s.generation
+        hit = self._entries.get(s.user_id, _MISSING)  # the common case, without a coroutine more
+        if hit is _MISSING:
+            hit = await self.current(s.user_id)
+        return hit == s.generation
+
+
+_MISSING = object()  # a generation of None is an answer: the user is gone or disabled

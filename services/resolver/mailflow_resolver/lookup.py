@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 import dns.asyncresolver
@@ -24,6 +23,7 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
+from mailflow.cache import Cache, SingleFlight
 from mailflow.contracts.messages import MxHost, MxReply
 from mailflow_resolver import metrics
 
@@ -84,56 +84,33 @@ class MxResolver:
         clock: Callable[[], float] = time.monotonic,
     ):
         self.dns = dns_resolver
-        self.cache: OrderedDict[str, tuple[float, MxReply]] = OrderedDict()
-        self.cache_size = cache_size
+        self.cache: Cache[str, tuple[MxReply, float]] = Cache(cache_size, clock)  # name -> (reply, expires)
         self.max_ttl, self.negative_ttl, self.ipv6 = max_ttl, negative_ttl, ipv6
         self.clock = clock
-        self._inflight: dict[str, asyncio.Future[MxReply]] = {}
+        self._flights: SingleFlight[str, MxReply] = SingleFlight()
 
     async def lookup(self, domain: str) -> MxReply:
         try:
             name = normalize(domain)
         except ValueError as exc:
             return MxReply(domain=domain, status="nxdomain", error=str(exc))
-        now = self.clock()
         hit = self.cache.get(name)
-        if hit and hit[0] > now:
-            self.cache.move_to_end(name)
+        if hit is not None:
             metrics.CACHE.labels("hit").inc()
-            reply = hit[1].model_copy(update={"ttl": int(hit[0] - now), "cached": True})
-            return _reshuffle(reply)
+            reply, expires = hit
+            return _reshuffle(reply.model_copy(update={"ttl": int(expires - self.clock()), "cached": True}))
         metrics.CACHE.labels("miss").inc()
         # One query in flight per domain: concurrent deliveries to the same domain share it.
-        if name in self._inflight:
-            return await asyncio.shield(self._inflight[name])
-        fut: asyncio.Future[MxReply] = asyncio.get_running_loop().create_future()
-        self._inflight[name] = fut
-        try:
-            with metrics.LOOKUP_SECONDS.time():
-                reply = await self._lookup(name)
-            metrics.LOOKUPS.labels(reply.status).inc()
-            if reply.status != "temp_fail":
-                ttl = min(reply.ttl, self.max_ttl if reply.status == "ok" else self.negative_ttl)
-                self._remember(name, reply, ttl)
-            fut.set_result(reply)
-            return reply
-        except BaseException as exc:
-            fut.set_exception(exc)
-            raise
-        finally:
-            self._inflight.pop(name, None)
-            if not fut.done():
-                fut.cancel()
-            elif fut.exception() is not None:
-                fut.exception()  # retrieved: no "never retrieved" warning
+        return await self._flights.run(name, lambda: self._fetch(name))
 
-    def _remember(self, name: str, reply: MxReply, ttl: int) -> None:
-        if ttl <= 0:
-            return
-        self.cache[name] = (self.clock() + ttl, reply)
-        self.cache.move_to_end(name)
-        while len(self.cache) > self.cache_size:
-            self.cache.popitem(last=False)
+    async def _fetch(self, name: str) -> MxReply:
+        with metrics.LOOKUP_SECONDS.time():
+            reply = await self._lookup(name)
+        metrics.LOOKUPS.labels(reply.status).inc()
+        if reply.status != "temp_fail":
+            ttl = min(reply.ttl, self.max_ttl if reply.status == "ok" else self.negative_ttl)
+            self.cache.put(name, (reply, self.clock() + ttl), ttl)
+        return reply
 
     async def _query(self, name: str, rdtype: str) -> tuple[list, int]:
         """(records, ttl); ([], negative ttl) when the name exists without such records."""

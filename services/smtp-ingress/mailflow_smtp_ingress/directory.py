@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
+from mailflow.cache import Cache, SingleFlight
 from mailflow.errors import ServiceUnavailable
 from mailflow.store.api import Directory, Principal, Resolution
 from mailflow_smtp_ingress import metrics
@@ -30,50 +30,33 @@ class CachedDirectory:
         clock: Callable[[], float] = time.monotonic,
     ):
         self.inner = inner
-        self.ttl, self.negative_ttl, self.size, self.timeout = ttl, negative_ttl, size, timeout
-        self.clock = clock
-        self._cache: OrderedDict[str, tuple[float, Resolution]] = OrderedDict()
-        self._inflight: dict[str, asyncio.Future[Resolution]] = {}
+        self.ttl, self.negative_ttl, self.timeout = ttl, negative_ttl, timeout
+        self._cache: Cache[str, Resolution] = Cache(size, clock)
+        self._flights: SingleFlight[str, Resolution] = SingleFlight()
         self._hit = metrics.DIRECTORY_CACHE.labels("hit")
         self._miss = metrics.DIRECTORY_CACHE.labels("miss")
 
     def cached(self, address: str) -> Resolution | None:
         """The cached answer, without awaiting (the hot path of RCPT)."""
-        hit = self._cache.get(address)
-        if hit is not None and hit[0] > self.clock():
+        found = self._cache.get(address)
+        if found is not None:
             self._hit.inc()
-            return hit[1]
-        return None
+        return found
 
     async def resolve(self, address: str) -> Resolution:
         found = self.cached(address)
         if found is not None:
             return found
-        pending = self._inflight.get(address)
-        if pending is not None:
-            return await asyncio.shield(pending)
+        return await self._flights.run(address, lambda: self._lookup(address))
+
+    async def _lookup(self, address: str) -> Resolution:
         self._miss.inc()
-        fut: asyncio.Future[Resolution] = asyncio.get_running_loop().create_future()
-        self._inflight[address] = fut
         try:
-            try:
-                res = await asyncio.wait_for(self.inner.resolve(address), self.timeout)
-            except TimeoutError as exc:
-                raise ServiceUnavailable("directory lookup timed out") from exc
-            ttl = self.ttl if res.status == "local" else self.negative_ttl
-            if ttl > 0:
-                self._cache[address] = (self.clock() + ttl, res)
-                self._cache.move_to_end(address)
-                while len(self._cache) > self.size:
-                    self._cache.popitem(last=False)
-            fut.set_result(res)
-            return res
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: no warning when nobody else waited
-            raise
-        finally:
-            del self._inflight[address]
+            res = await asyncio.wait_for(self.inner.resolve(address), self.timeout)
+        except TimeoutError as exc:
+            raise ServiceUnavailable("directory lookup timed out") from exc
+        self._cache.put(address, res, self.ttl if res.status == "local" else self.negative_ttl)
+        return res
 
     async def authenticate(self, username: str, password: str, service: str = "smtp") -> Principal | None:
         try:

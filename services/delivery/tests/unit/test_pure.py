@@ -125,3 +125,15 @@ async def test_domain_routes_do_not_remember_failures():
         with pytest.raises(ServiceUnavailable):
             await routes.is_local("x@daum.test")
     assert d.calls == 2
+
+
+async def test_domain_routes_remember_not_ours_briefly_and_are_bounded():
+    now = [0.0]
+    d = CountingDirectory()
+    routes = DomainRoutes(d, ttl=30, remote_ttl=5, size=2, clock=lambda: now[0])
+    assert await routes.is_local("a@daum.test") and not await routes.is_local("a@naver.test")
+    now[0] = 6  # "not ours" is out of date, "ours" is not
+    assert await routes.is_local("b@daum.test") and not await routes.is_local("b@naver.test")
+    assert d.asked == ["daum.test", "naver.test", "naver.test"]
+    await routes.is_local("a@kakao.test")  # a third domain: the least recently used (daum) goes
+    assert await routes.is_local("c@daum.test") and d.asked[-1] == "daum.test" and len(routes.items) == 2

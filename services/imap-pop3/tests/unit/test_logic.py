@@ -112,7 +112,7 @@ def test_auth_cache_expires_and_never_keys_on_the_password():
     c.put("A@x.test", "pw", p)
     assert c.get("a@x.test", "pw") is p
     assert c.get("a@x.test", "other") is None
-    assert all(b"pw" not in k for k in c._entries)
+    assert all(b"pw" not in k for k, _ in c._entries.items())
     clock.t += 11
     assert c.get("a@x.test", "pw") is None
 
@@ -135,6 +135,27 @@ def test_auth_cache_forgets_a_revoked_user_and_refuses_its_stale_principals():
     assert c.get("a@x.test", "new-pw") is new and c.principals() == [other, new]
     c.revoke(1, None)  # deleted: every generation
     assert c.get("a@x.test", "new-pw") is None and c.stale(new)
+
+
+def test_auth_cache_forget_drops_what_was_cached_before_it_and_the_cache_is_bounded():
+    """The store refused a token of user 1: every entry of user 1 cached so far goes, a login after it
+    is cached again; other users keep theirs. At most `size` entries, the least recently used first out."""
+    clock = Clock()
+    c = AuthCache(ttl=10, size=2, clock=clock)
+    a1, a2, b = Principal(1, "a@x.test", token="t1"), Principal(1, "a@x.test", token="t2"), Principal(2, "b@x.test", token="t3")
+    c.put("a@x.test", "pw", a1)
+    c.put("alias@x.test", "pw", a1)
+    c.forget(a1)
+    assert c.get("a@x.test", "pw") is None and c.get("alias@x.test", "pw") is None and c.principals() == []
+    c.put("a@x.test", "pw", a2)
+    assert c.get("a@x.test", "pw") is a2
+    c.put("b@x.test", "pw", b)
+    assert c.get("a@x.test", "pw") is a2  # a is now the most recently used: b goes first
+    c.put("c@x.test", "pw", Principal(3, "c@x.test", token="t4"))
+    assert c.get("b@x.test", "pw") is None and c.get("a@x.test", "pw") is a2
+    clock.t += 11  # past the ttl: the note of the forget is gone with what it dropped
+    c.put("a@x.test", "pw", a2)
+    assert c.get("a@x.test", "pw") is a2
 
 
 async def test_login_asks_again_when_the_answer_was_revoked_meanwhile():

@@ -174,3 +174,16 @@ async def test_locality_is_decided_by_the_domain(client, domain, admin):
     assert (await client.resolve('"john doe"@elsewhere.test')).status == "not_local"
     [r] = await client.deliver([DeliverItem("odd", f'"john doe"@{domain}', message("odd"))])
     assert (r.status, r.permanent, r.detail) == ("unknown_user", True, "no such user")
+
+
+async def test_concurrent_checks_of_one_password_share_one_argon2_run(service):
+    store = service.store
+    stored = store.passwords.hash("pw")
+    calls, real = [], store.passwords.verify
+    store.passwords.verify = lambda *a: calls.append(a) or real(*a)
+    try:
+        got = await asyncio.gather(*(store._verify("c@x.test", stored, "pw") for _ in range(5)))
+        wrong = await asyncio.gather(*(store._verify("c@x.test", stored, "nope") for _ in range(3)))
+    finally:
+        del store.passwords.verify
+    assert got == [(True, None)] * 5 and wrong == [(False, None)] * 3 and len(calls) == 2

@@ -117,3 +117,18 @@ def test_login_cache_is_bound_to_the_stored_hash():
     weak = Passwords(time_cost=1, memory_kib=1024, parallelism=1).hash("pw")
     ok, new_hash = Passwords(time_cost=2, memory_kib=2048, parallelism=1).verify("u", weak, "pw")
     assert ok and new_hash and new_hash != weak  # upgraded to the current parameters
+
+
+def test_login_cache_expires_and_is_bounded():
+    now = [0.0]
+    pw = Passwords(time_cost=1, memory_kib=1024, parallelism=1, cache_ttl=60, cache_size=2, clock=lambda: now[0])
+    for login in ("a@x.test", "b@x.test"):
+        pw.remember(login, "$hash", "secret")
+    assert pw.cached("a@x.test", "$hash", "secret")  # a is now the most recently used: b goes next
+    pw.remember("c@x.test", "$hash", "secret")
+    assert not pw.cached("b@x.test", "$hash", "secret") and pw.cached("a@x.test", "$hash", "secret")
+    now[0] = 60
+    assert not pw.cached("a@x.test", "$hash", "secret") and not pw.cached("c@x.test", "$hash", "secret")
+    off = Passwords(time_cost=1, memory_kib=1024, parallelism=1, cache_ttl=0)
+    off.remember("a@x.test", "$hash", "secret")
+    assert not off.cached("a@x.test", "$hash", "secret")

@@ -64,3 +64,14 @@ async def test_a_hanging_store_is_a_timeout():
     d = CachedDirectory(inner, timeout=0.05)
     with pytest.raises(ServiceUnavailable):
         await d.resolve("alice@x")
+
+
+async def test_the_cache_is_bounded_and_forget_empties_it():
+    inner = Slow()
+    d = CachedDirectory(inner, size=2)
+    for a in ("alice1@x", "alice2@x", "alice1@x", "alice3@x"):  # alice1 used again: alice2 goes
+        await d.resolve(a)
+    assert inner.calls == 3
+    assert d.cached("alice1@x") and d.cached("alice3@x") and d.cached("alice2@x") is None
+    d.forget()
+    assert d.cached("alice1@x") is None
