@@ -14,16 +14,16 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
-import itertools
 import logging
 import quopri
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 import orjson
 
 from mailflow import mime
+from mailflow.cache import Cache
 from mailflow.store import search as s
 from mailflow_mailbox_store import folders, keywords, names
 from mailflow_mailbox_store.db import Tx
@@ -102,29 +102,24 @@ class HeaderCache:
     each as (name, casefolded value): what HEADER and TEXT compare against, and the same values by
     field name (a HEADER criterion looks at its field only). A client that polls with
     `UID SEARCH HEADER ...` would otherwise have every message's stored parse read, decompressed and
-    decoded on every poll. Bounded; the oldest entries go first. Shared by the store's threads."""
+    decoded on every poll. Bounded, the least recently used first out; shared by the store's threads."""
 
     def __init__(self, max_entries: int = 20_000):
-        self.max_entries = max_entries
-        self._items: dict[bytes, Fields] = {}
+        self._items: Cache[bytes, Fields] = Cache(max_entries)
         self._lock = threading.Lock()
 
     def get(self, sha: bytes) -> tuple[tuple[str, str], ...] | None:
-        entry = self._items.get(sha)
+        [entry] = self.entries([sha])
         return None if entry is None else entry.pairs
 
-    def entry(self, sha: bytes) -> Fields | None:
-        return self._items.get(sha)
+    def entries(self, shas: Iterable[bytes]) -> list[Fields | None]:
+        with self._lock:
+            return [self._items.get(sha) for sha in shas]
 
     def put(self, sha: bytes, headers: tuple[tuple[str, str], ...]) -> Fields:
         entry = Fields(headers)
-        if self.max_entries <= 0:
-            return entry
         with self._lock:
-            if len(self._items) >= self.max_entries:
-                for old in list(itertools.islice(self._items, max(1, self.max_entries // 10))):
-                    del self._items[old]
-            self._items[sha] = entry
+            self._items.put(sha, entry)
         return entry
 
     def __len__(self) -> int:
@@ -317,8 +312,7 @@ def search(tx: Tx, user_id: int, mailbox_id: int, key: s.SearchKey, blobs) -> li
     if all(isinstance(x, s.Header) for x in s.leaves(key)):  # nothing but header fields: fewer columns
         cols = "m.uid, 0, 0, 0, 0, 0, NULL"
     rows = tx.all(f"SELECT {cols}, NULL, NULL, b.sha256, b.id{join}", params)
-    entry = HEADERS.entry
-    cached = [entry(bytes(r[9])) for r in rows]
+    cached = HEADERS.entries([bytes(r[9]) for r in rows])
     missing = list({r[10] for r, h in zip(rows, cached, strict=True) if h is None})
     parsed: dict[int, bytes] = {}
     for i in range(0, len(missing), 500):
