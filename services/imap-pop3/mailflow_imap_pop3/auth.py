@@ -107,18 +107,18 @@ class LoginThrottle:
 
 
 class AuthCache:
-    """Verified logins by HMAC of (user, password). Dropping a user's entries is a note, checked when
-    an entry is read: `revoke` notes the generation a principal needs from now on (remembered at least
-    a minute: a login answered just before cannot put an older one back), `forget` when the store
-    refused one of the user's tokens (entries put before it are out)."""
+    """Verified logins by HMAC of (user, password). Dropping a user's entries is a note about the user,
+    checked when an entry is read: `revoke` notes the generation a principal needs from now on (so a
+    login answered just before cannot put an older one back), `forget` that the store refused one of
+    the user's tokens (entries put before it are out). A note outlives what it drops (max(ttl, 60 s))."""
 
     def __init__(self, ttl: float = 30.0, size: int = 10_000, clock: Callable[[], float] = time.monotonic):
         self.ttl = ttl
         self._key = os.urandom(32)
         self._entries: Cache[bytes, tuple[Principal, int]] = Cache(size, clock)  # -> (principal, put as n-th)
-        self._revoked: Cache[int, int | None] = Cache(size, clock)  # user id -> generation needed (None: gone)
-        self._forgotten: Cache[int, int] = Cache(size, clock)  # user id -> forgotten as n-th
-        self._n = 0  # puts and forgets so far: orders them
+        # user id -> (the generation needed, None: none will do; forgotten as n-th)
+        self._notes: Cache[int, tuple[int | None, int]] = Cache(size, clock)
+        self._n = 0  # puts and forgets so far: which came first
 
     def _digest(self, user: str, password: str) -> bytes:
         return hmac.new(
@@ -126,7 +126,11 @@ class AuthCache:
         ).digest()
 
     def _live(self, principal: Principal, n: int) -> bool:
-        return not self.stale(principal) and self._forgotten.get(principal.user_id, -1) < n
+        note = self._notes.get(principal.user_id)
+        return note is None or (note[0] is not None and principal.generation >= note[0] and n > note[1])
+
+    def _note(self, user_id: int, needed: int | None, forgotten: int) -> None:
+        self._notes.put(user_id, (needed, forgotten), max(self.ttl, 60.0))
 
     def get(self, user: str, password: str) -> Principal | None:
         if self.ttl <= 0:
@@ -149,16 +153,16 @@ class AuthCache:
     def forget(self, principal: Principal) -> None:
         """Drop every entry of this principal's user (the store refused its token)."""
         self._n += 1
-        self._forgotten.put(principal.user_id, self._n, self.ttl)
+        self._note(principal.user_id, self._notes.get(principal.user_id, (-1, 0))[0], self._n)
 
     def revoke(self, user_id: int, generation: int | None) -> None:
         """The store revoked the user's credentials below `generation` (None: all, the user is gone):
         drop those entries, and refuse such principals from now on (a login answered just before)."""
-        self._revoked.put(user_id, generation, max(self.ttl, 60.0))
+        self._note(user_id, generation, self._notes.get(user_id, (-1, 0))[1])
 
     def stale(self, principal: Principal) -> bool:
         """Revoked since the store issued it (as far as we have heard)."""
-        needed = self._revoked.get(principal.user_id, -1)  # -1: not revoked (below every generation)
+        needed = self._notes.get(principal.user_id, (-1, 0))[0]  # -1: below every generation
         return needed is None or principal.generation < needed
 
     def principals(self) -> list[Principal]:

@@ -153,9 +153,44 @@ def test_auth_cache_forget_drops_what_was_cached_before_it_and_the_cache_is_boun
     assert c.get("a@x.test", "pw") is a2  # a is now the most recently used: b goes first
     c.put("c@x.test", "pw", Principal(3, "c@x.test", token="t4"))
     assert c.get("b@x.test", "pw") is None and c.get("a@x.test", "pw") is a2
-    clock.t += 11  # past the ttl: the note of the forget is gone with what it dropped
+    clock.t += 11  # what was cached has expired; a login now is cached as ever
     c.put("a@x.test", "pw", a2)
     assert c.get("a@x.test", "pw") is a2
+
+
+@given(st.lists(st.tuples(st.sampled_from(["put", "get", "forget", "revoke", "delete", "tick"]), st.integers(0, 2), st.integers(0, 3))))
+def test_auth_cache_never_answers_what_was_dropped(ops):
+    """Against a model that drops entries at once: whatever the cache answers, the model still holds
+    (a forget, revoke or expiry is never undone)."""
+    clock = Clock()
+    c = AuthCache(ttl=10, size=1000, clock=clock)
+    model: dict[tuple[int, str], tuple[Principal, float]] = {}
+    revoked: dict[int, tuple[int | None, float]] = {}
+    for op, user, n in ops:
+        name, password = f"u{user}@x.test", f"pw{n % 2}"
+        if op == "put":
+            p = Principal(user, name, token=f"t{n}", generation=n)
+            needed, until = revoked.get(user, (-1, 0.0))
+            if until <= clock.t or (needed is not None and p.generation >= needed):
+                model[(user, password)] = (p, clock.t + 10)
+            c.put(name, password, p)
+        elif op == "get":
+            got = c.get(name, password)
+            if got is not None:
+                assert (user, password) in model and model[(user, password)][0] is got
+                assert model[(user, password)][1] > clock.t
+        elif op == "forget":
+            model = {k: v for k, v in model.items() if k[0] != user}
+            c.forget(Principal(user, name))
+        elif op in ("revoke", "delete"):
+            needed = None if op == "delete" else n
+            model = {k: v for k, v in model.items() if k[0] != user or (needed is not None and v[0].generation >= needed)}
+            revoked[user] = (needed, clock.t + 60)
+            c.revoke(user, needed)
+        else:
+            clock.t += n * 5
+        live = {id(p) for p, until in model.values() if until > clock.t}
+        assert all(id(p) in live for p in c.principals())
 
 
 async def test_login_asks_again_when_the_answer_was_revoked_meanwhile():
