@@ -135,7 +135,10 @@ async def test_a_failure_reaches_every_waiter_and_is_not_remembered():
     assert await flight.run("k", ok) == "fine"
 
 
-async def test_the_caller_that_made_the_call_is_cancelled_the_others_go_on():
+@pytest.mark.parametrize("cancelled", ["the caller that made the call", "a waiter"])
+async def test_a_cancellation_ends_only_the_cancelled_caller(cancelled):
+    """The caller whose call is under way is cancelled: the waiter makes the call again itself (it
+    was not cancelled). A waiter is cancelled: the call goes on for the others."""
     calls = []
     gate = asyncio.Event()
 
@@ -149,28 +152,10 @@ async def test_the_caller_that_made_the_call_is_cancelled_the_others_go_on():
     await asyncio.sleep(0)
     second = asyncio.create_task(flight.run("k", fetch))
     await asyncio.sleep(0)
-    first.cancel()
+    gone, kept = (second, first) if cancelled == "a waiter" else (first, second)
+    gone.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await first
+        await gone
     await asyncio.sleep(0)
     gate.set()
-    assert await second == 2  # it called again itself, and was not cancelled
-
-
-async def test_a_cancelled_waiter_does_not_cancel_the_call():
-    gate = asyncio.Event()
-
-    async def fetch():
-        await gate.wait()
-        return "answer"
-
-    flight: SingleFlight[str, str] = SingleFlight()
-    first = asyncio.create_task(flight.run("k", fetch))
-    await asyncio.sleep(0)
-    second = asyncio.create_task(flight.run("k", fetch))
-    await asyncio.sleep(0)
-    second.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await second
-    gate.set()
-    assert await first == "answer"
+    assert await kept == len(calls) == (1 if cancelled == "a waiter" else 2)
