@@ -158,7 +158,10 @@ class AuthCache:
     def revoke(self, user_id: int, generation: int | None) -> None:
         """The store revoked the user's credentials below `generation` (None: all, the user is gone):
         drop those entries, and refuse such principals from now on (a login answered just before)."""
-        self._note(user_id, generation, self._notes.get(user_id, (-1, 0))[1])
+        needed, forgotten = self._notes.get(user_id, (-1, 0))
+        if needed is not None and generation is not None:
+            needed = max(needed, generation)  # generations only move on: an event that arrives late changes nothing
+        self._note(user_id, None if generation is None else needed, forgotten)
 
     def stale(self, principal: Principal) -> bool:
         """Revoked since the store issued it (as far as we have heard)."""
