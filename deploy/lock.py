@@ -3,8 +3,9 @@
     .venv/bin/python deploy/lock.py            # rewrites deploy/requirements.lock
     .venv/bin/python deploy/lock.py --check    # exits 1 if the file is out of date (used by the tests)
 
-The lock holds the runtime closure of the `mailflow` distribution's requirements (its extras such as
-`uvicorn[standard]` followed, the `test` extra not), each pinned to the version installed in this venv,
+The lock holds the runtime closure of Mailflow's distribution (found as the one that installs the
+`mailflow` command, `mailflow.distribution`; pyproject.toml names it): its requirements, their extras
+such as `uvicorn[standard]` followed, the `test` extra not, each pinned to the version installed in this venv,
 so an image gets exactly what the tests ran with. Images install it with `pip install --no-deps`, so a
 missing entry fails the build instead of pulling an unpinned package. Markers are evaluated for this
 interpreter (Linux, CPython 3.11, like the images). Fails with a message naming a requirement that is
@@ -22,6 +23,8 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from mailflow import distribution
+
 LOCK = Path(__file__).with_name("requirements.lock")
 HEADER = (
     "# Runtime dependencies of the Mailflow images, pinned to what the tests ran with.\n"
@@ -29,8 +32,9 @@ HEADER = (
 )
 
 
-def closure(root: str = "mailflow") -> dict[str, str]:
-    """{canonical name: version} of everything `root` needs at run time."""
+def closure(root: str | None = None) -> dict[str, str]:
+    """{canonical name: version} of everything `root` (default: Mailflow's distribution) needs at run time."""
+    root = root or canonicalize_name(distribution.name())
     env = default_environment()
     pinned: dict[str, str] = {}
     todo: list[tuple[str, frozenset[str]]] = [(root, frozenset())]

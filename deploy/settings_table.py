@@ -12,16 +12,16 @@ and fails if the markers are missing.
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
 import re
 import sys
 from pathlib import Path
 
-from mailflow.settings import ServiceSettings
-from mailflow.stack import SERVICES, module
 from pydantic import AliasChoices, SecretStr
 from pydantic_core import PydanticUndefined
+
+from mailflow.services import SERVICES, settings_class
+from mailflow.settings import ServiceSettings
 
 README = Path(__file__).with_name("README.md")
 BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
@@ -89,7 +89,7 @@ def render() -> str:
         )
     ]
     for service in SERVICES:
-        cls = importlib.import_module(f"{module(service)}.settings").Settings
+        cls = settings_class(service)
         text = {**base_comments, **comments(cls)}
         rows = [
             (env_var(cls, f, i), default(i), text.get(f, ""))

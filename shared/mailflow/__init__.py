@@ -1,3 +1,1 @@
 """Mailflow's common code: settings, contracts, logging, NATS and HTTP plumbing shared by the six services."""
-
-__version__ = "0.1.0"

@@ -1,15 +1,24 @@
-"""Typed settings read from the environment.
+"""Typed settings read from the environment and, under it, the configuration file.
 
-Every service has one `Settings` class (in its own `settings.py`) deriving from `ServiceSettings`.
-The fields here are common to all services and are read from unprefixed `MAILFLOW_*` names, so one
-environment serves the whole stack. A missing secret or a malformed value fails at startup with a
-pydantic error naming the variable; nothing starts half-configured.
+Every service has one `Settings` class (in its own `settings.py`) deriving from `ServiceSettings`,
+with its `env_prefix` and listen defaults from its row in `mailflow.services`. The fields here are
+common to all services and are read from unprefixed `MAILFLOW_*` names, so one environment serves the
+whole stack. Sources, first wins: arguments, the environment, the TOML file MAILFLOW_CONFIG names
+(`mailflow.configfile`: the same names), the defaults. A missing secret or a malformed value fails at
+startup with a pydantic error naming the variable; an unreadable or malformed file with ConfigError
+naming the file; nothing starts half-configured.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
+
+from mailflow import configfile
+from mailflow.services import LOCAL_HOST, MAILBOX_STORE, NATS_PORT, QUEUE
 
 
 def common(name: str, **kw):
@@ -29,19 +38,51 @@ def split_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, in
     return host, int(port)
 
 
+WILDCARDS = {"0.0.0.0", "::", ""}
+
+
+def http_url(listen: str) -> str:
+    """The URL a client on this host uses for an HTTP listen address: a wildcard bind address is asked
+    on 127.0.0.1, an IPv6 address is bracketed. ValueError for a malformed address."""
+    host, port = split_hostport(listen)
+    if host in WILDCARDS:
+        host = LOCAL_HOST
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+class ConfigFileSource(EnvSettingsSource):
+    """The configuration file, read exactly as the environment is (names, prefixes, aliases, parsing)."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(configfile.values(), self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
-    nats_url: str = common("nats_url", default="nats://127.0.0.1:4222")
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, ConfigFileSource(settings_cls), file_secret_settings
+
+    nats_url: str = common("nats_url", default=f"nats://{LOCAL_HOST}:{NATS_PORT}")
     log_level: str = common("log_level", default="INFO")
     log_format: str = common("log_format", default="text")  # "json" in containers
     # Shared secret every internal REST call carries (header X-Mailflow-Token). No default: the local
     # runner generates one on first start; containers get it from a Secret.
     service_token: SecretStr = common("service_token")
     # Where mailbox-store's REST API answers.
-    store_url: str = common("store_url", default="http://127.0.0.1:10085")
+    store_url: str = common("store_url", default=MAILBOX_STORE.url)
     # Where queue's REST API answers (admin and tracing).
-    queue_url: str = common("queue_url", default="http://127.0.0.1:10082")
+    queue_url: str = common("queue_url", default=QUEUE.url)
     # The name this host gives itself in SMTP greetings and Received: headers.
     hostname: str = common("hostname", default="localhost")
     # TLS certificate chain and key (PEM). The local runner makes a self-signed pair on first start.
@@ -56,3 +97,20 @@ class ServiceSettings(BaseSettings):
         if v not in ("text", "json"):
             raise ValueError("log_format must be 'text' or 'json'")
         return v
+
+
+def env_names(cls: type[BaseSettings]) -> dict[str, str]:
+    """{environment variable: field name} that a Settings class reads; the file uses the same names."""
+    prefix = cls.model_config.get("env_prefix", "")
+    names: dict[str, str] = {}
+    for fname, info in cls.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            for choice in alias.choices:
+                if isinstance(choice, str):
+                    names[choice.upper()] = fname
+        elif isinstance(alias, str):
+            names[alias.upper()] = fname
+        else:
+            names[(prefix + fname).upper()] = fname
+    return names

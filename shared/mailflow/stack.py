@@ -29,32 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from mailflow import tls
+from mailflow import configfile, tls
 from mailflow.natsserver import NatsServer, answers, die_with_parent
-
-# Start order: the store first (everyone asks it), smtp-ingress and imap-pop3 last (they face users).
-SERVICES = ("mailbox-store", "resolver", "queue", "delivery", "smtp-ingress", "imap-pop3")
-PREFIX = {
-    "mailbox-store": "MAILFLOW_STORE_",
-    "resolver": "MAILFLOW_RESOLVER_",
-    "queue": "MAILFLOW_QUEUE_",
-    "delivery": "MAILFLOW_DELIVERY_",
-    "smtp-ingress": "MAILFLOW_SMTP_",
-    "imap-pop3": "MAILFLOW_IMAP_",
-}
-DEFAULT_HTTP = {
-    "smtp-ingress": 10081,
-    "queue": 10082,
-    "resolver": 10083,
-    "delivery": 10084,
-    "mailbox-store": 10085,
-    "imap-pop3": 10086,
-}
-
-
-def module(service: str) -> str:
-    return "mailflow_" + service.replace("-", "_")
-
+from mailflow.services import LISTENERS, LOCAL_HOST, NATS_PORT, SERVICES
 
 _handed_out: set[tuple[str, int]] = set()
 
@@ -67,7 +44,7 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def free_port(host: str = LOCAL_HOST) -> int:
     """A port that nothing holds now, outside the kernel's ephemeral range (and never the same twice
     in this process). A port from that range, which is what binding port 0 gives, can be taken at any
     moment as the local end of some outgoing connection, between this choice and the server's bind."""
@@ -88,25 +65,33 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError(f"no free port on {host}")
 
 
+def _dev_port(listener: str) -> int:
+    return LISTENERS[listener][1].dev_port
+
+
 @dataclass
 class Ports:
-    """Development ports are the standard ports + 2000."""
+    """Where a local stack listens: the development ports of `mailflow.services` unless moved. The mail
+    listeners are fields named as in that table (a test holds them to it)."""
 
-    host: str = "127.0.0.1"
-    smtp: int = 2025
-    submission: int = 2587
-    smtps: int = 2465
-    imap: int = 2143
-    imaps: int = 2993
-    pop3: int = 2110
-    pop3s: int = 2995
-    nats: int = 4222
-    http: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_HTTP))
+    host: str = LOCAL_HOST
+    smtp: int = _dev_port("smtp")
+    submission: int = _dev_port("submission")
+    smtps: int = _dev_port("smtps")
+    imap: int = _dev_port("imap")
+    imaps: int = _dev_port("imaps")
+    pop3: int = _dev_port("pop3")
+    pop3s: int = _dev_port("pop3s")
+    nats: int = NATS_PORT
+    http: dict[str, int] = field(default_factory=lambda: {name: s.http_port for name, s in SERVICES.items()})
 
     @classmethod
-    def free(cls, host: str = "127.0.0.1") -> Ports:
-        names = ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s", "nats")
-        return cls(host=host, **{n: free_port(host) for n in names}, http={s: free_port(host) for s in SERVICES})
+    def free(cls, host: str = LOCAL_HOST) -> Ports:
+        return cls(
+            host=host,
+            **{name: free_port(host) for name in (*LISTENERS, "nats")},
+            http={name: free_port(host) for name in SERVICES},
+        )
 
 
 def load_secrets(data_dir: Path) -> dict[str, str]:
@@ -164,7 +149,7 @@ class Stack:
         delivery_instances: int = 1,
         console: bool = False,
         hostname: str = "localhost",
-        services: tuple[str, ...] = SERVICES,
+        services: tuple[str, ...] = tuple(SERVICES),
     ):
         self.data_dir = Path(data_dir).resolve()
         self.ports = ports or Ports()
@@ -204,8 +189,7 @@ class Stack:
         return {
             "MAILFLOW_DATA_DIR": str(d),
             "MAILFLOW_NATS_URL": self.nats_url,
-            "MAILFLOW_STORE_URL": self.http_url("mailbox-store"),
-            "MAILFLOW_QUEUE_URL": self.http_url("queue"),
+            **{row.url_var: self.http_url(name) for name, row in SERVICES.items()},
             "MAILFLOW_TLS_CERT": str(d / "tls" / "cert.pem"),
             "MAILFLOW_TLS_KEY": str(d / "tls" / "key.pem"),
             "MAILFLOW_HOSTNAME": self.hostname,
@@ -213,26 +197,21 @@ class Stack:
         }
 
     def environment(self, service: str, http_port: int | None = None) -> dict[str, str]:
-        p, d, pre = self.ports, self.data_dir, PREFIX[service]
+        p, d, row = self.ports, self.data_dir, SERVICES[service]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAILFLOW_")}
         env.update(self.common_env())
-        env[pre + "HTTP_LISTEN"] = f"{p.host}:{http_port or p.http[service]}"
+        env[row.var("http_listen")] = f"{p.host}:{http_port or p.http[service]}"
+        for listener in row.listeners:
+            env[row.var(listener.setting)] = f"{p.host}:{getattr(p, listener.name)}"
         if service == "mailbox-store":
-            env[pre + "DATABASE_URL"] = f"sqlite:///{d / 'mailbox-store.db'}"
-            env[pre + "BLOB_DIR"] = str(d / "blobs")
+            env[row.var("database_url")] = f"sqlite:///{d / 'mailbox-store.db'}"
+            env[row.var("blob_dir")] = str(d / "blobs")
         elif service == "queue":
-            env[pre + "DATABASE_URL"] = f"sqlite:///{d / 'queue.db'}"
-        elif service == "smtp-ingress":
-            env[pre + "LISTEN"] = f"{p.host}:{p.smtp}"
-            env[pre + "SUBMISSION_LISTEN"] = f"{p.host}:{p.submission}"
-            env[pre + "SMTPS_LISTEN"] = f"{p.host}:{p.smtps}"
-        elif service == "imap-pop3":
-            env[pre + "LISTEN"] = f"{p.host}:{p.imap}"
-            env[pre + "IMAPS_LISTEN"] = f"{p.host}:{p.imaps}"
-            env[pre + "POP3_LISTEN"] = f"{p.host}:{p.pop3}"
-            env[pre + "POP3S_LISTEN"] = f"{p.host}:{p.pop3s}"
-        # Settings given by the caller (and MAILFLOW_* from the caller's environment) win.
-        env.update({k: v for k, v in os.environ.items() if k.startswith("MAILFLOW_") and k not in self.secrets})
+            env[row.var("database_url")] = f"sqlite:///{d / 'queue.db'}"
+        # Settings given by the caller win: its configuration file, then MAILFLOW_* from its environment
+        # (the runner's secrets excepted: they must agree across services).
+        given = {**configfile.values(), **{k: v for k, v in os.environ.items() if k.startswith("MAILFLOW_")}}
+        env.update({k: v for k, v in given.items() if k not in self.secrets})
         env.update(self.extra_env)
         return env
 
@@ -300,7 +279,7 @@ class Stack:
         env["MAILFLOW_INSTANCE"] = name
         logf = open(log_path, "ab")
         popen = subprocess.Popen(
-            [sys.executable, "-m", module(service)],
+            [sys.executable, "-m", SERVICES[service].module],
             env=env,
             cwd=self.data_dir,
             stdin=subprocess.DEVNULL,
@@ -412,4 +391,4 @@ def _tee(stream, logf, name: str) -> None:
 
 def nats_already_running(url: str) -> bool:
     u = urlparse(url.split(",")[0])
-    return answers(u.hostname or "127.0.0.1", u.port or 4222)
+    return answers(u.hostname or LOCAL_HOST, u.port or NATS_PORT)

@@ -1,6 +1,7 @@
 """The HTTP side of every service: /healthz, /readyz, /metrics, and the service's own REST routes.
 
-Convention: `/healthz` answers 200 while the process runs its event loop (liveness); `/readyz`
+Convention: `/healthz` answers 200 while the process runs its event loop (liveness), with the service's
+name and the installed version (what `mailflow status` shows); `/readyz`
 answers 200 only when every readiness check passes and 503 with the failing names otherwise
 (readiness: NATS connected, database reachable...). `/metrics` is Prometheus text. Checks are
 small async callables returning True/False; one that raises counts as not ready.
@@ -20,6 +21,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from mailflow.distribution import version
 from mailflow.settings import split_hostport
 
 log = logging.getLogger(__name__)
@@ -30,10 +32,11 @@ Check = Callable[[], Awaitable[bool]]
 def health_router(service: str, checks: dict[str, Check] | None = None) -> APIRouter:
     checks = checks if checks is not None else {}
     router = APIRouter(tags=["health"])
+    running = version()
 
     @router.get("/healthz")
     async def healthz() -> dict:
-        return {"service": service, "status": "ok"}
+        return {"service": service, "status": "ok", "version": running}
 
     @router.get("/readyz")
     async def readyz() -> Response:

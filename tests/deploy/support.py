@@ -7,7 +7,6 @@ continuation lines joined, per build stage. A malformed file raises ValueError n
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import shlex
@@ -15,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from pydantic import AliasChoices
 
-from mailflow.stack import PREFIX, SERVICES, module
+from mailflow.services import SERVICES, settings_class
+from mailflow.settings import env_names as _env_names
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
 
 _VAR = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*)|(:?\?)([^}]*))?\})")
 
@@ -159,33 +159,17 @@ def parse_dockerfile(path: Path) -> list[Stage]:
     return stages
 
 
-def dockerfile(service: str) -> Path:
-    return ROOT / "services" / service / "Dockerfile"
+def image_env() -> dict[str, str]:
+    """The environment the image gives every container (its final stage's ENV)."""
+    return parse_dockerfile(DOCKERFILE)[-1].env()
 
 
 # --- settings --------------------------------------------------------------------------------------
 
 
-def settings_class(service: str):
-    return importlib.import_module(f"{module(service)}.settings").Settings
-
-
 def env_names(service: str) -> dict[str, str]:
     """{environment variable: field name} that the service's Settings reads."""
-    cls = settings_class(service)
-    prefix = cls.model_config.get("env_prefix", "")
-    names: dict[str, str] = {}
-    for fname, info in cls.model_fields.items():
-        alias = info.validation_alias
-        if isinstance(alias, AliasChoices):
-            for choice in alias.choices:
-                if isinstance(choice, str):
-                    names[choice.upper()] = fname
-        elif isinstance(alias, str):
-            names[alias.upper()] = fname
-        else:
-            names[(prefix + fname).upper()] = fname
-    return names
+    return _env_names(settings_class(service))
 
 
 def required_env(service: str) -> set[str]:
@@ -196,4 +180,11 @@ def required_env(service: str) -> set[str]:
     return {var for var, f in names.items() if f in required}
 
 
-__all__ = ["PREFIX", "SERVICES", "module"]
+def read_by_someone(service: str) -> set[str]:
+    """Variables a container of `service` may set: its Settings' and the `mailflow` command's."""
+    from mailflow.cli.common import CLI_VARIABLES
+
+    return set(env_names(service)) | set(CLI_VARIABLES)
+
+
+__all__ = ["SERVICES", "settings_class"]

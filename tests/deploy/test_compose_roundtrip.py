@@ -1,5 +1,7 @@
-"""docker compose for real (issue 7 §1): the stack from images built here carries a message from SMTP
-to IMAP and POP3, then `up --scale delivery=3` runs three delivery containers on the same durable consumers of stream JOBS.
+"""docker compose for real (issue 7 §1, issue 13 §6): the stack from the one image built here (each
+service healthy by the image's own HEALTHCHECK) carries a message from SMTP to IMAP and POP3;
+`mailflow status` and `mailflow config check` inside a container see it all well; then
+`up --scale delivery=3` runs three delivery containers on the same durable consumers of stream JOBS.
 
 Needs a Docker engine and the base images: `make test-compose` runs deploy/ci/local-images.sh first and
 sets MAILFLOW_TEST_COMPOSE=1; without it this module is skipped. The stack runs as its own compose
@@ -200,6 +202,19 @@ def test_services_run_as_the_unprivileged_user(stack):
     """...while smtp-ingress and imap-pop3 still listen on the standard ports (25, 143...)."""
     for service in SERVICES:
         assert stack.exec(service, "id", "-u").strip() == "10001", service
+
+
+def test_status_and_config_check_inside_a_container(stack):
+    report = json.loads(stack.exec("queue", "mailflow", "status", "--json"))
+    assert report["ok"], report
+    versions = {s["version"] for s in report["services"].values()}
+    assert len(versions) == 1 and None not in versions, "one image, one version"
+    assert report["nats"]["jetstream"] and report["databases"] == {"mailbox-store": True, "queue": True}
+    assert set(report["queue"]["states"]) >= {"queued", "deferred"}
+    for service in SERVICES:
+        checked = stack.run("exec", "-T", service, "mailflow", "config", "check", "--service", service, check=False)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert "no errors" in checked.stdout and "****" in checked.stdout, "settings shown, secrets masked"
 
 
 def test_mail_round_trip_through_the_published_ports(stack):

@@ -1,9 +1,11 @@
-"""docker-compose.yml, checked statically against the code it runs (issue 2 §7).
+"""docker-compose.yml, checked statically against the code it runs (issue 2 §7, issue 13 §6).
 
-Every compose service builds from a Dockerfile that exists; every MAILFLOW_* variable it sets is one
-its Settings class reads; every required setting is given; the settings build from the container's
-environment; listeners bind the standard ports inside the container and exactly those are published;
-internal URLs point at the right service and port. Settings are imported, never copied.
+Every Mailflow service runs the one image, built from ./Dockerfile, with `mailflow serve <service>`;
+every MAILFLOW_* variable a container gets (the image's ENV, then compose's environment) is one its
+Settings class or the `mailflow` command reads; every required setting is given; the settings build
+from the container's environment; listeners bind the standard ports inside the container and exactly
+those are published; the health probe asks the service's own HTTP port; internal URLs point at the
+right service and port. Settings are imported, never copied.
 """
 
 from __future__ import annotations
@@ -14,18 +16,19 @@ from urllib.parse import urlparse
 
 import pytest
 
+from mailflow import healthcheck
 from mailflow.settings import split_hostport
 from tests.deploy.support import (
     COMPOSE_FILE,
+    DOCKERFILE,
     ROOT,
     SERVICES,
-    dockerfile,
-    env_names,
     environment,
+    image_env,
     load_compose,
-    module,
     parse_dockerfile,
     ports,
+    read_by_someone,
     required_env,
     settings_class,
 )
@@ -57,8 +60,11 @@ def compose() -> dict:
 
 def container_env(compose: dict, service: str) -> dict[str, str]:
     """What the container sees: the image's ENV, overridden by compose's environment."""
-    final = parse_dockerfile(dockerfile(service))[-1]
-    return {**final.env(), **environment(compose["services"][service])}
+    return {**image_env(), **environment(compose["services"][service])}
+
+
+def spec_command(compose: dict, service: str) -> list[str]:
+    return compose["services"][service]["command"]
 
 
 def listen_fields(service: str) -> list[str]:
@@ -77,15 +83,15 @@ def build_settings(monkeypatch, service: str, env: dict[str, str]):
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_service_builds_from_its_own_dockerfile(compose, service):
+def test_service_runs_the_one_image_with_its_command(compose, service):
     spec = compose["services"][service]
     build = spec["build"]
     assert (ROOT / build["context"]).resolve() == ROOT
-    assert (ROOT / build["dockerfile"]).resolve() == dockerfile(service)
-    assert dockerfile(service).is_file()
-    assert spec["image"].startswith(f"mailflow/{service}:")
-    final = parse_dockerfile(dockerfile(service))[-1]
-    assert final.exec_form("ENTRYPOINT") == ["python", "-m", module(service)]
+    assert (ROOT / build["dockerfile"]).resolve() == DOCKERFILE
+    assert spec["image"] == compose["services"]["tls-init"]["image"]
+    assert spec["image"].startswith("mailflow:")
+    assert spec["command"] == ["mailflow", "serve", service]
+    assert "entrypoint" not in spec
 
 
 def test_every_built_service_names_an_existing_dockerfile(compose):
@@ -97,10 +103,24 @@ def test_every_built_service_names_an_existing_dockerfile(compose):
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_every_variable_set_is_read_by_the_settings(compose, service):
-    known = env_names(service)
-    env = container_env(compose, service)
+    """(The image's ENV, which serves all six, is checked in test_images.py.)"""
+    known = read_by_someone(service)
+    env = environment(compose["services"][service])
     unknown = sorted(k for k in env if k.startswith("MAILFLOW_") and k not in known)
-    assert not unknown, f"{service} sets variables its Settings does not read: {unknown}"
+    assert not unknown, f"{service} sets variables nothing in its container reads: {unknown}"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_command_reaches_every_service_from_any_container(compose, service, monkeypatch):
+    """`docker compose exec <any> mailflow status` asks each service at its compose name and HTTP port."""
+    from mailflow.cli.common import service_url
+
+    build_settings(monkeypatch, service, container_env(compose, service))
+    for target in SERVICES:
+        target_settings = build_settings(monkeypatch, target, container_env(compose, target))
+        build_settings(monkeypatch, service, container_env(compose, service))
+        u = urlparse(service_url(target))
+        assert (u.hostname, u.port) == (target, split_hostport(target_settings.http_listen)[1])
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -126,7 +146,7 @@ def test_settings_build_from_the_container_environment(compose, service, monkeyp
 @pytest.mark.parametrize("service", SERVICES)
 def test_listen_ports_match_published_exposed_and_probed_ports(compose, service, monkeypatch):
     settings = build_settings(monkeypatch, service, container_env(compose, service))
-    final = parse_dockerfile(dockerfile(service))[-1]
+    final = parse_dockerfile(DOCKERFILE)[-1]
     exposed = {int(p.split("/")[0]) for ins in final.all("EXPOSE") for p in ins.args.split()}
     published = {m.container_port for m in ports(compose["services"][service])}
     listening = {
@@ -139,8 +159,11 @@ def test_listen_ports_match_published_exposed_and_probed_ports(compose, service,
     assert 8080 in exposed and 8080 not in published, (
         "internal HTTP is exposed to the network, never published"
     )
-    http_var = next(var for var, f in env_names(service).items() if f == "http_listen")
-    assert final.exec_form("HEALTHCHECK")[:4] == ["python", "-m", "mailflow.healthcheck", http_var]
+    # the image's probe, run in this container, asks this service's HTTP port
+    probe = final.exec_form("HEALTHCHECK")
+    assert probe[:3] == ["python", "-m", "mailflow.healthcheck"] and "--path" not in probe
+    assert healthcheck.service_of(spec_command(compose, service)) == service
+    assert healthcheck.url_for(service, "/readyz") == "http://127.0.0.1:8080/readyz"
 
     assert set(listening.values()) == published, f"{service}: listeners {listening} vs published {published}"
     assert published <= exposed
@@ -222,7 +245,9 @@ def test_volumes_hold_tls_blobs_and_data(compose, service, monkeypatch):
         assert vols.get(settings.blob_dir) == "blobs"
     init = compose["services"]["tls-init"]
     assert mounts(init).get(tls_dir) == "tls"
-    assert environment(init)["MAILFLOW_TLS_CERT"] == settings.tls_cert
+    init_env = {**image_env(), **environment(init)}
+    assert (init_env["MAILFLOW_TLS_CERT"], init_env["MAILFLOW_TLS_KEY"]) == (settings.tls_cert, settings.tls_key)
+    assert init["command"] == ["python", "-m", "mailflow.tlsinit"]
     declared = set(compose["volumes"])
     assert {"tls", "blobs", "nats-data", "postgres-data"} <= declared
     assert mounts(compose["services"]["nats"])["/data"] == "nats-data"

@@ -1,9 +1,11 @@
-"""The images' Dockerfiles, their pinned dependencies, and the two helpers they run (issue 7 §2).
+"""The image's Dockerfile, its pinned dependencies, and the two helpers it runs (issue 7 §2, issue 13 §6).
 
-hadolint-clean (every finding fails, .hadolint.yaml); non-root numeric user; exec-form entry point and
-health check; bases are the public names deploy/ci/local-images.sh provides; the dependency stages are
-the same in all six files so Docker builds them once; the lock agrees with pyproject.toml.
-The health probe and tlsinit run against real sockets and files.
+One Dockerfile for the six services, hadolint-clean (every finding fails, .hadolint.yaml); non-root
+numeric user; exec-form command and health check; the service is chosen by the command, so the
+image names none; every port a service listens on in a container is set by the image's ENV and
+EXPOSEd once; the bases are the public names deploy/ci/local-images.sh provides; the lock agrees with
+pyproject.toml. The health probe (including how it finds the service a container runs) and tlsinit
+run against real sockets, processes and files.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from pathlib import Path
 import pytest
 
 from mailflow import healthcheck, tlsinit
-from tests.deploy.support import ROOT, SERVICES, dockerfile, parse_dockerfile
+from mailflow.services import SERVICES
+from mailflow.settings import split_hostport
+from tests.deploy.support import DOCKERFILE, ROOT, image_env, parse_dockerfile
 
 STANDINS = sorted((ROOT / "deploy/ci/standins").glob("*/Dockerfile"))
-ALL_DOCKERFILES = [dockerfile(s) for s in SERVICES] + STANDINS
+ALL_DOCKERFILES = [DOCKERFILE, *STANDINS]
 LOCAL_IMAGES = (ROOT / "deploy/ci/local-images.sh").read_text()
 HADOLINT = Path(sys.executable).with_name("hadolint")
+CONTAINER_HTTP = 8080
 
 
 @pytest.mark.parametrize("path", ALL_DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -39,17 +44,47 @@ def test_hadolint_finds_nothing(path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_runtime_stage_is_non_root_with_exec_forms(service):
-    stages = parse_dockerfile(dockerfile(service))
-    final = stages[-1]
+def test_one_dockerfile_for_every_service():
+    found = sorted(p.relative_to(ROOT) for p in ROOT.glob("**/Dockerfile") if ".venv" not in p.parts)
+    assert found == sorted(p.relative_to(ROOT) for p in ALL_DOCKERFILES), "the services share ./Dockerfile"
+
+
+def test_runtime_stage_is_non_root_with_exec_forms_and_names_no_service():
+    final = parse_dockerfile(DOCKERFILE)[-1]
     user = final.all("USER")[-1].args
     uid, _, gid = user.partition(":")
     assert uid.isdigit() and int(uid) > 0 and gid.isdigit(), "numeric non-root USER (Kubernetes runAsNonRoot)"
-    assert final.exec_form("ENTRYPOINT")[:2] == ["python", "-m"]
+    assert not final.all("ENTRYPOINT"), "the command chooses the service: `mailflow serve <service>`"
+    assert final.exec_form("CMD")[0] == "mailflow"
     assert final.exec_form("HEALTHCHECK")[:3] == ["python", "-m", "mailflow.healthcheck"]
+    assert not any(a in SERVICES or a.startswith("MAILFLOW_") for a in final.exec_form("HEALTHCHECK")), (
+        "the probe finds the service it checks"
+    )
+    assert not final.all("VOLUME"), "a VOLUME would give every service's container an anonymous volume"
     for ins in final.all("RUN") + final.all("COPY"):
         assert "pip" not in ins.args and "/opt/build" not in ins.args, "no build tools in the runtime stage"
+
+
+def test_every_listener_binds_its_standard_port_and_is_exposed_once():
+    final = parse_dockerfile(DOCKERFILE)[-1]
+    exposed = [int(p.split("/")[0]) for ins in final.all("EXPOSE") for p in ins.args.split()]
+    env = image_env()
+    wanted = {CONTAINER_HTTP}
+    for row in SERVICES.values():
+        assert split_hostport(env[row.var("http_listen")]) == ("0.0.0.0", CONTAINER_HTTP), row.name
+        for listener in row.listeners:
+            assert split_hostport(env[row.var(listener.setting)]) == ("0.0.0.0", listener.port), listener.name
+            wanted.add(listener.port)
+    assert sorted(exposed) == sorted(wanted) and len(set(exposed)) == len(exposed)
+
+
+def test_every_variable_the_image_sets_is_read_by_a_service():
+    from mailflow.services import settings_class
+    from mailflow.settings import env_names
+
+    known = {var for name in SERVICES for var in env_names(settings_class(name))}
+    unknown = sorted(k for k in image_env() if k.startswith("MAILFLOW_") and k not in known)
+    assert not unknown, f"the image sets variables no service reads: {unknown}"
 
 
 @pytest.mark.parametrize("path", ALL_DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -65,22 +100,8 @@ def test_bases_are_the_names_local_images_provides(path):
 def test_compose_images_are_made_by_local_images():
     compose = (ROOT / "docker-compose.yml").read_text()
     for image in re.findall(r"^\s+image:\s+(\S+)$", compose, re.M):
-        if not image.startswith("mailflow/"):
+        if not image.startswith("mailflow:"):
             assert re.search(rf"build_standin {re.escape(image)} ", LOCAL_IMAGES), image
-
-
-def test_dependency_stages_are_identical_in_every_dockerfile():
-    """Docker's layer cache then builds the pinned venv and the wheel once for all six images."""
-    shared = None
-    for service in SERVICES:
-        stages = parse_dockerfile(dockerfile(service))
-        assert [s.name for s in stages[:2]] == ["deps", "app"]
-        text = [(s.base, [(i.keyword, i.args) for i in s.instructions]) for s in stages[:2]]
-        runtime_head = [
-            (i.keyword, i.args) for i in stages[-1].instructions if i.keyword in ("FROM", "RUN", "COPY")
-        ]
-        shared = shared or (text, runtime_head)
-        assert (text, runtime_head) == shared, f"{service}'s shared stages differ from the others'"
 
 
 def lock_pins(path: Path) -> dict[str, str]:
@@ -131,14 +152,12 @@ def test_dockerignore_sends_sources_but_never_secrets():
     text = (ROOT / ".dockerignore").read_text().splitlines()
     assert text[[i for i, line in enumerate(text) if line and not line.startswith("#")][0]] == "*"
     allowed = {line[1:].rstrip("/") for line in text if line.startswith("!")}
-    for service in SERVICES:
-        final_and_builders = parse_dockerfile(dockerfile(service))
-        for stage in final_and_builders:
-            for ins in stage.all("COPY"):
-                if ins.args.startswith("--from"):
-                    continue
-                for src in ins.args.split()[:-1]:
-                    assert src.rstrip("/") in allowed, f"COPY {src} is not in the build context"
+    for stage in parse_dockerfile(DOCKERFILE):
+        for ins in stage.all("COPY"):
+            if ins.args.startswith("--from"):
+                continue
+            for src in ins.args.split()[:-1]:
+                assert src.rstrip("/") in allowed, f"COPY {src} is not in the build context"
 
 
 # --- the health probe ------------------------------------------------------------------------------
@@ -192,6 +211,67 @@ def test_probe_fails_on_not_ready_refused_and_unset(http_server, monkeypatch, ca
 def test_probe_brackets_ipv6():
     assert healthcheck.url_for("[::1]:8080", "/healthz") == "http://[::1]:8080/healthz"
     assert healthcheck.url_for("[::]:8080", "/readyz") == "http://127.0.0.1:8080/readyz"
+
+
+@pytest.mark.parametrize(
+    ("argv", "service"),
+    [
+        (["/opt/mailflow/bin/python", "-m", "mailflow_smtp_ingress"], "smtp-ingress"),
+        (["/opt/mailflow/bin/python", "/opt/mailflow/bin/mailflow", "serve", "imap-pop3"], "imap-pop3"),
+        (["mailflow", "--config", "/etc/m.toml", "serve", "queue"], "queue"),
+        (["python", "-m", "mailflow.healthcheck"], None),
+        (["python", "-m", "mailflow_nothing"], None),
+        (["mailflow", "serve"], None),
+        (["/usr/bin/serve", "queue"], None),
+        (["mailflow", "domain", "add", "serve"], None),
+    ],
+)
+def test_probe_recognises_a_service_by_its_command(argv, service):
+    assert healthcheck.service_of(argv) == service
+
+
+def fake_proc(root: Path, *commands: list[str]) -> Path:
+    for pid, argv in enumerate(commands, 1):
+        (root / str(pid)).mkdir(parents=True)
+        (root / str(pid) / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    (root / "self").mkdir()
+    return root
+
+
+def test_probe_asks_the_service_running_in_the_container_at_its_setting(http_server, monkeypatch, tmp_path):
+    port = http_server.server_address[1]
+    proc = fake_proc(tmp_path / "one", ["mailflow", "serve", "resolver"], ["python", "-m", "mailflow.healthcheck"])
+    monkeypatch.setenv("MAILFLOW_RESOLVER_HTTP_LISTEN", f"0.0.0.0:{port}")
+    assert healthcheck.url_for(None, "/readyz", proc) == f"http://127.0.0.1:{port}/readyz"
+    monkeypatch.delenv("MAILFLOW_RESOLVER_HTTP_LISTEN")
+    assert healthcheck.url_for(None, "/readyz", proc) == f"{SERVICES['resolver'].url}/readyz", "its default"
+    config = tmp_path / "mailflow.toml"
+    config.write_text(f'[resolver]\nhttp_listen = "127.0.0.1:{port}"\n')
+    monkeypatch.setenv("MAILFLOW_CONFIG", str(config))
+    assert healthcheck.url_for(None, "/readyz", proc) == f"http://127.0.0.1:{port}/readyz", "the file"
+    monkeypatch.setattr(healthcheck, "PROC", proc)
+    assert healthcheck.main([]) == 0
+    assert healthcheck.main(["resolver"]) == 0
+
+
+def test_probe_needs_exactly_one_service(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(healthcheck, "PROC", fake_proc(tmp_path / "none", ["sh"]))
+    assert healthcheck.main([]) == 1
+    assert "no Mailflow service runs here" in capsys.readouterr().err
+    two = fake_proc(tmp_path / "two", ["python", "-m", "mailflow_queue"], ["python", "-m", "mailflow_delivery"])
+    monkeypatch.setattr(healthcheck, "PROC", two)
+    assert healthcheck.main([]) == 1
+    assert "several services run here (delivery, queue)" in capsys.readouterr().err
+
+
+def test_probe_finds_a_real_process_by_its_command_line():
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()", "-m", "mailflow_delivery"], stdin=subprocess.PIPE
+    )
+    try:
+        assert "delivery" in healthcheck.running_services()
+    finally:
+        child.communicate(timeout=10)
 
 
 # --- tlsinit --------------------------------------------------------------------------------------

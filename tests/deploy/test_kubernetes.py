@@ -1,8 +1,9 @@
 """deploy/k8s: both overlays render with `kubectl kustomize`, every object validates against the
 Kubernetes schemas (kubernetes-validate, strict) or, for custom resources, against their CRD subset
 (crd_schemas.py), and the rendered objects agree with the code: each Deployment's environment is read by
-its Settings and builds it, listeners match container ports and probes, only the mail ports face the
-outside, KEDA watches the delivery consumers declared in contracts/streams.py (issue 7 §3).
+its Settings (or the `mailflow` command) and, over the image's ENV, builds it; every Deployment runs the
+one image with `mailflow serve <service>`; listeners match container ports and probes, only the mail
+ports face the outside, KEDA watches the delivery consumers declared in contracts/streams.py (issue 7 §3).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import yaml
 from mailflow.contracts import streams
 from mailflow.settings import split_hostport
 from tests.deploy.crd_schemas import NATS_JETSTREAM_METADATA, SCHEMAS
-from tests.deploy.support import ROOT, SERVICES, env_names, required_env, settings_class
+from tests.deploy.support import ROOT, SERVICES, image_env, read_by_someone, required_env, settings_class
 
 K8S = ROOT / "deploy/k8s"
 OVERLAYS = ("dev", "prod")
@@ -87,11 +88,12 @@ def container(deploy: dict) -> dict:
     return deploy["spec"]["template"]["spec"]["containers"][0]
 
 
-def pod_env(objs: list[dict], deploy: dict) -> dict[str, str]:
-    """The environment the container would see, secrets replaced by stand-ins, $(VAR) expanded."""
+def pod_env(objs: list[dict], deploy: dict, image: bool = True) -> dict[str, str]:
+    """The environment the container would see (the image's ENV unless image=False, then the pod's),
+    secrets replaced by stand-ins, $(VAR) expanded."""
     configmaps = of_kind(objs, "ConfigMap")
     c = container(deploy)
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(image_env()) if image else {}
     for src in c.get("envFrom", []):
         env.update(configmaps[src["configMapRef"]["name"]]["data"])
     for item in c.get("env", []):
@@ -128,17 +130,18 @@ def test_one_deployment_per_service_with_probes_resources_and_no_root(rendered):
         assert c["securityContext"]["allowPrivilegeEscalation"] is False
         assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
         image, _, tag = c["image"].partition(":")
-        assert image == f"mailflow/{name}" and tag and tag != "latest"
+        assert image == "mailflow" and tag and tag != "latest", "one image for all six"
+        assert c["command"] == ["mailflow", "serve", name] and "args" not in c
         assert pod["terminationGracePeriodSeconds"] >= 30, "time to drain on SIGTERM"
 
 
 def test_environment_is_read_by_the_settings_and_builds_them(rendered, monkeypatch):
     _, objs = rendered
     for name, deploy in of_kind(objs, "Deployment").items():
+        known = read_by_someone(name)
+        unknown = sorted(k for k in pod_env(objs, deploy, image=False) if k.startswith("MAILFLOW_") and k not in known)
+        assert not unknown, f"{name} sets variables nothing in its container reads: {unknown}"
         env = pod_env(objs, deploy)
-        known = env_names(name)
-        unknown = sorted(k for k in env if k.startswith("MAILFLOW_") and k not in known)
-        assert not unknown, f"{name} sets variables its Settings does not read: {unknown}"
         missing = sorted(v for v in required_env(name) if not env.get(v))
         assert not missing, f"{name} would not start: {missing}"
         settings = build_settings(monkeypatch, name, env)

@@ -6,15 +6,16 @@ from typing import Literal
 
 from pydantic_settings import SettingsConfigDict
 
+from mailflow.services import DELIVERY
 from mailflow.settings import ServiceSettings
 
 DAY = 24 * 3600.0
 
 
 class Settings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="MAILFLOW_DELIVERY_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix=DELIVERY.prefix, extra="ignore", populate_by_name=True)
 
-    http_listen: str = "127.0.0.1:10084"  # /healthz, /readyz, /metrics
+    http_listen: str = DELIVERY.http_listen  # /healthz, /readyz, /metrics
     lanes: int = 4  # pull loops per process on the JOBS consumer: a slow remote MX holds up one lane only
     batch: int = 128  # jobs per fetch
     store_batch: int = 64  # messages per call to the mailbox store

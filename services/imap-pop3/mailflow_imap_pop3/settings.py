@@ -10,18 +10,19 @@ import ipaddress
 from pydantic import field_validator
 from pydantic_settings import SettingsConfigDict
 
+from mailflow.services import IMAP_POP3
 from mailflow.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="MAILFLOW_IMAP_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix=IMAP_POP3.prefix, extra="ignore", populate_by_name=True)
 
     # Listeners (dev ports = standard + 2000). "" disables one.
-    listen: str = "127.0.0.1:2143"  # IMAP, STARTTLS
-    imaps_listen: str = "127.0.0.1:2993"  # IMAP over implicit TLS (RFC 8314)
-    pop3_listen: str = "127.0.0.1:2110"  # POP3, STLS
-    pop3s_listen: str = "127.0.0.1:2995"  # POP3 over implicit TLS (RFC 8314)
-    http_listen: str = "127.0.0.1:10086"  # /healthz, /readyz, /metrics
+    listen: str = IMAP_POP3.listen("listen")  # IMAP, STARTTLS
+    imaps_listen: str = IMAP_POP3.listen("imaps_listen")  # IMAP over implicit TLS (RFC 8314)
+    pop3_listen: str = IMAP_POP3.listen("pop3_listen")  # POP3, STLS
+    pop3s_listen: str = IMAP_POP3.listen("pop3s_listen")  # POP3 over implicit TLS (RFC 8314)
+    http_listen: str = IMAP_POP3.http_listen  # /healthz, /readyz, /metrics
 
     # Open connections, all four listeners together, counted by the real client (after PROXY; IPv6 by
     # /64). Over a cap IMAP says `* BYE`, POP3 `-ERR [SYS/TEMP]` (RFC 3206), and the connection closes.

@@ -9,13 +9,14 @@ from __future__ import annotations
 from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from mailflow.services import MAILBOX_STORE
 from mailflow.settings import ServiceSettings, common
 
 
 class Settings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="MAILFLOW_STORE_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix=MAILBOX_STORE.prefix, extra="ignore", populate_by_name=True)
 
-    http_listen: str = "127.0.0.1:10085"  # REST (admin, delivery, access), /healthz, /readyz, /metrics, /docs
+    http_listen: str = MAILBOX_STORE.http_listen  # REST (admin, delivery, access), /healthz, /readyz, /metrics, /docs
     # SQLite by default (WAL, synchronous=FULL); PostgreSQL with "postgresql+psycopg://user@host/db".
     database_url: str = "sqlite:///./data/mailbox-store.db"
     blob_dir: str = "./data/blobs"  # message bodies, content-addressed, in append-only segment files

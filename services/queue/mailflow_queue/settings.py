@@ -5,15 +5,16 @@ from __future__ import annotations
 from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from mailflow.services import QUEUE
 from mailflow.settings import ServiceSettings, common
 
 DAY = 24 * 3600.0
 
 
 class Settings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="MAILFLOW_QUEUE_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix=QUEUE.prefix, extra="ignore", populate_by_name=True)
 
-    http_listen: str = "127.0.0.1:10082"  # /healthz, /readyz, /metrics, admin REST, /trace/{queue_id}
+    http_listen: str = QUEUE.http_listen  # /healthz, /readyz, /metrics, admin REST, /trace/{queue_id}
     database_url: str = "sqlite:///./data/queue.db"  # or postgresql+psycopg://...
     # Header X-Mailflow-Admin-Token of every admin call (the CLI's `mailflow queue ...`). A secret.
     admin_token: SecretStr = common("admin_token")

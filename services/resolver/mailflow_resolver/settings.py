@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pydantic_settings import SettingsConfigDict
 
+from mailflow.services import RESOLVER
 from mailflow.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="MAILFLOW_RESOLVER_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix=RESOLVER.prefix, extra="ignore", populate_by_name=True)
 
-    http_listen: str = "127.0.0.1:10083"  # /healthz, /readyz, /metrics, GET /mx/{domain}
+    http_listen: str = RESOLVER.http_listen  # /healthz, /readyz, /metrics, GET /mx/{domain}
     # Comma-separated "host" or "host:port"; empty = the machine's /etc/resolv.conf.
     nameservers: str = ""
     timeout: float = 3.0  # per query to one nameserver

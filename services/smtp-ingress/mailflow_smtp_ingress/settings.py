@@ -9,16 +9,17 @@ from __future__ import annotations
 
 from pydantic_settings import SettingsConfigDict
 
+from mailflow.services import SMTP_INGRESS
 from mailflow.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="MAILFLOW_SMTP_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix=SMTP_INGRESS.prefix, extra="ignore", populate_by_name=True)
 
-    http_listen: str = "127.0.0.1:10081"  # /healthz, /readyz, /metrics
-    listen: str = "127.0.0.1:2025"  # inbound MX (port 25 in containers)
-    submission_listen: str = "127.0.0.1:2587"  # RFC 6409 submission: STARTTLS, then AUTH (587)
-    smtps_listen: str = "127.0.0.1:2465"  # RFC 8314 implicit TLS submission (465)
+    http_listen: str = SMTP_INGRESS.http_listen  # /healthz, /readyz, /metrics
+    listen: str = SMTP_INGRESS.listen("listen")  # inbound MX (port 25 in containers)
+    submission_listen: str = SMTP_INGRESS.listen("submission_listen")  # RFC 6409 submission: STARTTLS, then AUTH (587)
+    smtps_listen: str = SMTP_INGRESS.listen("smtps_listen")  # RFC 8314 implicit TLS submission (465)
     backlog: int = 512
 
     # PROXY protocol v1/v2 (HAProxy) in front of every listener, e.g. behind a Kubernetes load balancer.

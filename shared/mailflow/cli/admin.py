@@ -1,4 +1,6 @@
-"""`mailflow domain|user|alias ...`: administer mailbox-store over its admin REST API."""
+"""`mailflow domain|user|alias ...`: administer mailbox-store over its admin REST API.
+
+Deleting asks for confirmation unless `--yes` (see `mailflow.cli.common.confirm`)."""
 
 from __future__ import annotations
 
@@ -6,13 +8,14 @@ from urllib.parse import quote
 
 import typer
 
-from mailflow.cli.common import Api, console, print_json, print_table
+from mailflow.cli.common import JSON, YES, Api, confirm, console, print_json, print_table
 
 domain_app = typer.Typer(help="Mail domains this server receives mail for.", no_args_is_help=True)
 user_app = typer.Typer(help="Users (mailboxes) and their passwords and quotas.", no_args_is_help=True)
 alias_app = typer.Typer(help="Aliases and catch-alls (@domain) that forward to users.", no_args_is_help=True)
 
-JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
+DOMAIN = typer.Argument(..., help="A domain name, e.g. example.com.", show_default=False)
+ADDRESS = typer.Argument(..., help="A user's address, e.g. alice@example.com.", show_default=False)
 
 
 def _q(s: str) -> str:
@@ -30,7 +33,7 @@ def _all(api: Api, path: str, **params) -> list[dict]:
 
 
 @domain_app.command("add")
-def domain_add(name: str) -> None:
+def domain_add(name: str = DOMAIN) -> None:
     """Receive mail for NAME."""
     Api.store().post("/admin/domains", {"name": name})
     console.print(f"domain {name} added")
@@ -38,6 +41,7 @@ def domain_add(name: str) -> None:
 
 @domain_app.command("list")
 def domain_list(as_json: bool = JSON) -> None:
+    """The domains this server receives mail for, with their number of users."""
     items = _all(Api.store(), "/admin/domains")
     if as_json:
         return print_json(items)
@@ -45,7 +49,13 @@ def domain_list(as_json: bool = JSON) -> None:
 
 
 @domain_app.command("del")
-def domain_del(name: str, force: bool = typer.Option(False, help="Also delete its users and their mail.")) -> None:
+def domain_del(
+    name: str = DOMAIN,
+    force: bool = typer.Option(False, help="Also delete its users and their mail."),
+    yes: bool = YES,
+) -> None:
+    """Stop receiving mail for NAME (refused while it has users, unless --force)."""
+    confirm(f"Delete domain {name}" + (" with all of its users and their mail?" if force else "?"), yes)
     Api.store().delete(f"/admin/domains/{_q(name)}", force=str(force).lower() if force else None)
     console.print(f"domain {name} deleted")
 
@@ -58,7 +68,7 @@ def _password(given: str | None, confirm: bool = True) -> str:
 
 @user_app.command("add")
 def user_add(
-    address: str,
+    address: str = ADDRESS,
     password: str | None = typer.Option(None, help="The password; asked for if not given."),
     quota: int | None = typer.Option(None, help="Storage quota in bytes (default: the server's)."),
 ) -> None:
@@ -69,6 +79,7 @@ def user_add(
 
 @user_app.command("list")
 def user_list(domain: str | None = typer.Option(None, help="Only this domain."), as_json: bool = JSON) -> None:
+    """Users with their message count, storage used and quota."""
     items = _all(Api.store(), "/admin/users", domain=domain)
     if as_json:
         return print_json(items)
@@ -77,13 +88,21 @@ def user_list(domain: str | None = typer.Option(None, help="Only this domain."),
 
 
 @user_app.command("passwd")
-def user_passwd(address: str, password: str | None = typer.Option(None, help="The new password.")) -> None:
+def user_passwd(
+    address: str = ADDRESS,
+    password: str | None = typer.Option(None, help="The new password; asked for if not given."),
+) -> None:
+    """Set a user's password."""
     Api.store().put(f"/admin/users/{_q(address)}/password", {"password": _password(password)})
     console.print(f"password of {address} changed")
 
 
 @user_app.command("quota")
-def user_quota(address: str, quota_bytes: int = typer.Argument(..., help="Bytes; 0 for unlimited.")) -> None:
+def user_quota(
+    address: str = ADDRESS,
+    quota_bytes: int = typer.Argument(..., help="Bytes; 0 for unlimited.", show_default=False),
+) -> None:
+    """Set a user's storage quota."""
     Api.store().put(f"/admin/users/{_q(address)}/quota", {"quota_bytes": quota_bytes or None})
     console.print(f"quota of {address} set")
 
@@ -103,23 +122,26 @@ def user_enable(address: str) -> None:
 
 
 @user_app.command("del")
-def user_del(address: str, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask.")) -> None:
+def user_del(address: str = ADDRESS, yes: bool = YES) -> None:
     """Delete the user with all of its mail."""
-    if not yes and not typer.confirm(f"Delete {address} and all of its mail?"):
-        raise typer.Exit(1)
+    confirm(f"Delete {address} and all of its mail?", yes)
     Api.store().delete(f"/admin/users/{_q(address)}")
     console.print(f"user {address} deleted")
 
 
 @alias_app.command("add")
-def alias_add(address: str, targets: list[str]) -> None:
+def alias_add(
+    address: str = typer.Argument(..., help="The alias, or @domain for a catch-all.", show_default=False),
+    targets: list[str] = typer.Argument(..., help="Addresses it forwards to.", show_default=False),
+) -> None:
     """Mail to ADDRESS (or, for @domain, to any unknown address there) goes to TARGETS."""
     Api.store().post("/admin/aliases", {"address": address, "targets": targets})
     console.print(f"alias {address} -> {', '.join(targets)} added")
 
 
 @alias_app.command("list")
-def alias_list(domain: str | None = typer.Option(None), as_json: bool = JSON) -> None:
+def alias_list(domain: str | None = typer.Option(None, help="Only this domain."), as_json: bool = JSON) -> None:
+    """Aliases and catch-alls with their targets."""
     items = _all(Api.store(), "/admin/aliases", domain=domain)
     if as_json:
         return print_json(items)
@@ -127,6 +149,11 @@ def alias_list(domain: str | None = typer.Option(None), as_json: bool = JSON) ->
 
 
 @alias_app.command("del")
-def alias_del(address: str) -> None:
+def alias_del(
+    address: str = typer.Argument(..., help="The alias, or @domain for a catch-all.", show_default=False),
+    yes: bool = YES,
+) -> None:
+    """Delete an alias: mail to it is refused from then on (unless a catch-all takes it)."""
+    confirm(f"Delete alias {address}?", yes)
     Api.store().delete(f"/admin/aliases/{_q(address)}")
     console.print(f"alias {address} deleted")

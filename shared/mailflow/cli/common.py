@@ -1,35 +1,46 @@
 """What every `mailflow` sub-command needs: where the services are, the admin token, output helpers.
 
-The store and queue URLs come from MAILFLOW_STORE_URL / MAILFLOW_QUEUE_URL (defaults: the local
-runner's ports). The admin token comes from MAILFLOW_ADMIN_TOKEN or, for a local run, from
-`<data>/secrets.env` (data = MAILFLOW_DATA_DIR or ./data). An HTTP error prints the server's
-`detail` and exits 1; a service that does not answer exits 2 with a hint.
+Settings are read as the services read theirs: the environment, then the configuration file
+(MAILFLOW_CONFIG or `mailflow --config`), then the local runner's defaults. Where a service answers:
+MAILFLOW_<X>_URL (MAILFLOW_STORE_URL, MAILFLOW_QUEUE_URL, MAILFLOW_SMTP_URL...; containers set them),
+else its MAILFLOW_<X>_HTTP_LISTEN, else its development port. The admin token comes from
+MAILFLOW_ADMIN_TOKEN or, for a local run, from `<data>/secrets.env` (data = MAILFLOW_DATA_DIR or
+./data). An HTTP error prints the server's `detail` and exits 1; a service that does not answer exits 2
+with a hint; a destructive command asked at a terminal and not confirmed exits 1.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+import click
 import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from mailflow.configfile import lookup
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
+from mailflow.services import SERVICES
+from mailflow.settings import http_url
 
 console = Console()
 err = Console(stderr=True)
 
+JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
+YES = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
+# Variables the command reads beyond the services' own settings (`mailflow config check` knows them).
+CLI_VARIABLES = ("MAILFLOW_DATA_DIR", "MAILFLOW_BIND", *(s.url_var for s in SERVICES.values()))
+
 
 def data_dir() -> Path:
-    return Path(os.environ.get("MAILFLOW_DATA_DIR") or "data")
+    return Path(lookup("MAILFLOW_DATA_DIR") or "data")
 
 
-def admin_token() -> str:
-    token = os.environ.get("MAILFLOW_ADMIN_TOKEN")
+def admin_token(required: bool = True) -> str | None:
+    token = lookup("MAILFLOW_ADMIN_TOKEN")
     if token:
         return token
     path = data_dir() / "secrets.env"
@@ -38,8 +49,33 @@ def admin_token() -> str:
             k, _, v = line.partition("=")
             if k.strip() == "MAILFLOW_ADMIN_TOKEN":
                 return v.strip()
+    if not required:
+        return None
     err.print("[red]no admin token[/]: set MAILFLOW_ADMIN_TOKEN (a local `mailflow up` keeps it in data/secrets.env)")
     raise typer.Exit(2)
+
+
+def service_url(service: str) -> str:
+    """Where a service's HTTP answers, for this command (see the module docstring)."""
+    row = SERVICES[service]
+    url = lookup(row.url_var)
+    if url:
+        return url.rstrip("/")
+    listen = lookup(row.var("http_listen"))
+    return http_url(listen) if listen else row.url
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask before destroying something, unless --yes; no answer (end of input) is a no: exit 1."""
+    if yes:
+        return
+    try:
+        ok = typer.confirm(question, default=False, err=True)
+    except click.exceptions.Abort:
+        ok = False
+    if not ok:
+        err.print("nothing done (--yes skips this question)")
+        raise typer.Exit(1)
 
 
 class Api:
@@ -50,11 +86,11 @@ class Api:
 
     @classmethod
     def store(cls) -> Api:
-        return cls(os.environ.get("MAILFLOW_STORE_URL", "http://127.0.0.1:10085"), "mailbox-store")
+        return cls(service_url("mailbox-store"), "mailbox-store")
 
     @classmethod
     def queue(cls) -> Api:
-        return cls(os.environ.get("MAILFLOW_QUEUE_URL", "http://127.0.0.1:10082"), "queue")
+        return cls(service_url("queue"), "queue")
 
     def request(self, method: str, path: str, body: Any = None, params: dict | None = None) -> Any:
         try:

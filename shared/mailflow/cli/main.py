@@ -1,24 +1,62 @@
-"""The `mailflow` command."""
+"""The `mailflow` command: `mailflow --help` lists everything, `mailflow <command> --help` explains one.
+
+Shell completion: `mailflow --install-completion` (bash, zsh, fish, PowerShell; then open a new shell),
+or `mailflow --show-completion` to see the script. `--config PATH` reads settings from a TOML file
+(the same as MAILFLOW_CONFIG=PATH; see `mailflow.configfile`), for this command and the services it
+starts.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import typer
 
-from mailflow.cli import dead, queue
+from mailflow import configfile, distribution
+from mailflow.cli import config, dead, queue
 from mailflow.cli.admin import alias_app, domain_app, user_app
-from mailflow.cli.up import up
+from mailflow.cli.status import status
+from mailflow.cli.up import serve, up
 
-app = typer.Typer(
-    help="Mailflow: run a mail system locally and administer it.", no_args_is_help=True, add_completion=False
-)
+app = typer.Typer(help="Mailflow: run a mail system and administer it.", no_args_is_help=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mailflow {distribution.version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    config_file: Path | None = typer.Option(
+        None,
+        "--config",
+        help=f"A TOML settings file, the same as {configfile.ENV_VAR}=PATH (the environment wins over it).",
+        exists=True,
+        dir_okay=False,
+        show_default=False,
+    ),
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_version, is_eager=True
+    ),
+) -> None:
+    """Mailflow: run a mail system and administer it."""
+    if config_file is not None:
+        os.environ[configfile.ENV_VAR] = str(config_file.resolve())
+
+
 app.command("up")(up)
+app.command("serve")(serve)
+app.command("status")(status)
+app.add_typer(config.app, name="config")
 app.add_typer(domain_app, name="domain")
 app.add_typer(user_app, name="user")
 app.add_typer(alias_app, name="alias")
 app.add_typer(queue.app, name="queue")
 app.add_typer(dead.app, name="dead")
-if hasattr(queue, "trace"):
-    app.command("trace", help="Show one message's journey through the six services.")(queue.trace)
+app.command("trace")(queue.trace)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """`mailflow queue ...` and `mailflow trace ...`: the mail queue over the queue service's admin REST API.
 
 In the spirit of mailq / postqueue / postsuper: list (what waits, and why), show, flush (retry every
-deferred recipient now), retry, hold, release, delete, counts. Each prints a rich table, or JSON with
-`--json`. Errors: see `mailflow.cli.common` (exit 1 with the server's detail, 2 if it does not answer).
+deferred recipient now), retry, hold, release, delete (asks first, unless --yes), counts. Each prints a
+rich table, or JSON with `--json`. Errors: see `mailflow.cli.common` (exit 1 with the server's detail,
+2 if it does not answer).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from mailflow.cli.common import Api, console, print_json, print_table
+from mailflow.cli.common import JSON, YES, Api, confirm, console, print_json, print_table
 
 app = typer.Typer(help="Inspect and steer the mail queue (like mailq / postqueue / postsuper).", no_args_is_help=True)
 
-JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
+QUEUE_ID = typer.Argument(..., help="The queue id (from the 250 reply, the log or `queue list`).", show_default=False)
 STATES = ("queued", "inflight", "deferred", "held", "delivered", "bounced")
 
 
@@ -30,14 +31,18 @@ def when(value: str | None) -> str:
 def list_(
     state: str = typer.Option(None, "--state", help="Only messages with a recipient in this state: " + ", ".join(STATES)),
     limit: int = typer.Option(100, help="At most this many messages."),
+    offset: int = typer.Option(0, help="Skip this many messages first (the next page: --offset 100)."),
     as_json: bool = JSON,
 ) -> None:
     """Messages still in the queue (like mailq), oldest first."""
-    page = Api.queue().get("/queue", state=state, limit=limit)
+    page = Api.queue().get("/queue", state=state, offset=offset, limit=limit)
     if as_json:
         return print_json(page)
     # like mailq: one row per message, its recipients (state, tries, next try, last error) inside
-    table = Table(title=f"queue: {page['total']} message(s)" + (f" with {state} recipients" if state else ""), title_justify="left")
+    title = f"queue: {page['total']} message(s)" + (f" with {state} recipients" if state else "")
+    if offset or len(page["items"]) < page["total"]:
+        title += f", {offset + 1 if page['items'] else offset}-{offset + len(page['items'])} shown"
+    table = Table(title=title, title_justify="left")
     table.add_column("queue id", no_wrap=True, style="bold")
     table.add_column("size", justify="right", no_wrap=True)
     table.add_column("received", no_wrap=True)
@@ -57,7 +62,7 @@ def list_(
 
 
 @app.command("show")
-def show(queue_id: str, as_json: bool = JSON) -> None:
+def show(queue_id: str = QUEUE_ID, as_json: bool = JSON) -> None:
     """One message: envelope and every recipient's state, attempts and last error."""
     m = Api.queue().get(f"/queue/{queue_id}")
     if as_json:
@@ -84,26 +89,27 @@ def flush() -> None:
 
 
 @app.command("retry")
-def retry(queue_id: str) -> None:
+def retry(queue_id: str = QUEUE_ID) -> None:
     """Retry this message's deferred and held recipients now (like postqueue -i)."""
     _changed(f"{queue_id} due now", Api.queue().post(f"/queue/{queue_id}/retry"))
 
 
 @app.command("hold")
-def hold(queue_id: str) -> None:
+def hold(queue_id: str = QUEUE_ID) -> None:
     """Stop trying this message until released (like postsuper -h)."""
     _changed(f"{queue_id} held", Api.queue().post(f"/queue/{queue_id}/hold"))
 
 
 @app.command("release")
-def release(queue_id: str) -> None:
+def release(queue_id: str = QUEUE_ID) -> None:
     """Try a held message again, now (like postsuper -H)."""
     _changed(f"{queue_id} released", Api.queue().post(f"/queue/{queue_id}/release"))
 
 
 @app.command("delete")
-def delete(queue_id: str) -> None:
+def delete(queue_id: str = QUEUE_ID, yes: bool = YES) -> None:
     """Remove a message from the queue without a bounce (like postsuper -d)."""
+    confirm(f"Delete {queue_id} from the queue, with no bounce to its sender?", yes)
     Api.queue().delete(f"/queue/{queue_id}")
     console.print(f"{queue_id} deleted")
 
@@ -117,7 +123,7 @@ def counts(as_json: bool = JSON) -> None:
     print_table(f"queue: {c['messages']} message(s) not final", ["state", "recipients"], [[s, c["states"].get(s, 0)] for s in STATES])
 
 
-def trace(queue_id: str, as_json: bool = JSON) -> None:
+def trace(queue_id: str = QUEUE_ID, as_json: bool = JSON) -> None:
     """Show one message's journey through the six services (from the TRACE stream)."""
     events = Api.queue().get(f"/trace/{queue_id}")
     if as_json:

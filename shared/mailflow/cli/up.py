@@ -1,51 +1,57 @@
-"""`mailflow up`: the whole stack on this machine, in the foreground, until Ctrl-C or SIGTERM.
+"""`mailflow up` and `mailflow serve`: run Mailflow in the foreground, until Ctrl-C or SIGTERM.
 
-Starts nats-server with JetStream (unless one already answers at MAILFLOW_NATS_URL), then the six
-services as separate processes, waits until each says it is ready, prints the endpoints, and
-restarts a service that dies (a few times, then gives up and stops everything). Ctrl-C or SIGTERM
-stops the services (SIGTERM, then SIGKILL after a grace period) and the nats-server it started.
+`up` is the whole stack on this machine: nats-server with JetStream (unless one already answers at
+MAILFLOW_NATS_URL), then the six services as separate processes; it waits until each says it is
+ready, prints the endpoints, and restarts a service that dies (a few times, then gives up and stops
+everything). Ctrl-C or SIGTERM stops the services (SIGTERM, then SIGKILL after a grace period) and the
+nats-server it started. `serve <service>` is one service, as a container runs it: this process becomes
+`python -m mailflow_<service>` (same PID, so signals reach the service).
 """
 
 from __future__ import annotations
 
+import enum
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
 import typer
 
 from mailflow.cli.common import console, data_dir
+from mailflow.configfile import lookup
+from mailflow.services import LISTENERS, LOCAL_HOST, SERVICES
 from mailflow.settings import split_hostport
 from mailflow.stack import Ports, Stack, nats_already_running
 
+ServiceName = enum.Enum("ServiceName", {name: name for name in SERVICES}, type=str)
 
-def _env_port(name: str, default: int) -> int:
-    value = os.environ.get(name)
+
+def _port(name: str, default: int) -> int:
+    value = lookup(name)
     return split_hostport(value)[1] if value else default
 
 
-def ports_from_env() -> Ports:
-    """Every port can be moved with the same variables the services read."""
-    p = Ports(host=os.environ.get("MAILFLOW_BIND", "127.0.0.1"))
-    p.smtp = _env_port("MAILFLOW_SMTP_LISTEN", p.smtp)
-    p.submission = _env_port("MAILFLOW_SMTP_SUBMISSION_LISTEN", p.submission)
-    p.smtps = _env_port("MAILFLOW_SMTP_SMTPS_LISTEN", p.smtps)
-    p.imap = _env_port("MAILFLOW_IMAP_LISTEN", p.imap)
-    p.imaps = _env_port("MAILFLOW_IMAP_IMAPS_LISTEN", p.imaps)
-    p.pop3 = _env_port("MAILFLOW_IMAP_POP3_LISTEN", p.pop3)
-    p.pop3s = _env_port("MAILFLOW_IMAP_POP3S_LISTEN", p.pop3s)
-    prefixes = {
-        "smtp-ingress": "SMTP",
-        "queue": "QUEUE",
-        "resolver": "RESOLVER",
-        "delivery": "DELIVERY",
-        "mailbox-store": "STORE",
-        "imap-pop3": "IMAP",
-    }
-    for service, pre in prefixes.items():
-        p.http[service] = _env_port(f"MAILFLOW_{pre}_HTTP_LISTEN", p.http[service])
+def configured_ports() -> Ports:
+    """Every port can be moved with the variables the services read (or the configuration file), the
+    address with MAILFLOW_BIND."""
+    p = Ports(host=lookup("MAILFLOW_BIND") or LOCAL_HOST)
+    for name, (row, listener) in LISTENERS.items():
+        setattr(p, name, _port(row.var(listener.setting), getattr(p, name)))
+    for name, row in SERVICES.items():
+        p.http[name] = _port(row.var("http_listen"), p.http[name])
     return p
+
+
+def serve(
+    service: ServiceName = typer.Argument(..., help="The service to run.", show_default=False),
+) -> None:
+    """Run one service in the foreground, as a container does (the same as `python -m mailflow_<service>`)."""
+    module = SERVICES[service.value].module
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", module])
 
 
 def up(
@@ -55,8 +61,8 @@ def up(
 ) -> None:
     """Run the whole stack locally: nats-server and the six services."""
     data = (data or data_dir()).resolve()
-    ports = ports_from_env()
-    nats_url = os.environ.get("MAILFLOW_NATS_URL")
+    ports = configured_ports()
+    nats_url = lookup("MAILFLOW_NATS_URL")
     external = None
     if nats_url and nats_already_running(nats_url):
         external = nats_url
@@ -87,7 +93,7 @@ def up(
         while not stop["now"]:
             time.sleep(0.2)
             for proc in stack.dead():
-                name = proc.service if proc.index == 0 else f"{proc.service}-{proc.index}"
+                name = proc.name
                 n = restarts[name] = restarts.get(name, 0) + 1
                 if n > 5:
                     console.print(f"[red]{name} keeps dying[/] (see {proc.log_path}); stopping")
@@ -108,16 +114,12 @@ def up(
 def _banner(stack: Stack, data: Path) -> None:
     p = stack.ports
     h = p.host
+    plain = {"smtp", "imap", "pop3"}  # the ones to try by hand
     lines = [
-        ("SMTP (MX)", f"{h}:{p.smtp}", "telnet " + f"{h} {p.smtp}"),
-        ("Submission (STARTTLS, AUTH)", f"{h}:{p.submission}", ""),
-        ("SMTPS (implicit TLS)", f"{h}:{p.smtps}", ""),
-        ("IMAP", f"{h}:{p.imap}", f"telnet {h} {p.imap}"),
-        ("IMAPS", f"{h}:{p.imaps}", ""),
-        ("POP3", f"{h}:{p.pop3}", f"telnet {h} {p.pop3}"),
-        ("POP3S", f"{h}:{p.pop3s}", ""),
-        ("NATS", stack.nats_url, ""),
+        (li.label, f"{h}:{getattr(p, name)}", f"telnet {h} {getattr(p, name)}" if name in plain else "")
+        for name, (_, li) in LISTENERS.items()
     ]
+    lines.append(("NATS", stack.nats_url, ""))
     lines += [(f"{s} (HTTP)", stack.http_url(s), "") for s in p.http]
     # Plain lines (no wrapping at the terminal's width): they are meant to be copied.
     typer.echo("\nmailflow is up")

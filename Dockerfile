@@ -1,6 +1,10 @@
-# The delivery image: `python -m mailflow_delivery`, configured only by the environment.
-# Build from the repository root: docker build -f services/delivery/Dockerfile .
-# The first two stages are the same in every service's Dockerfile, so Docker builds them once for all six.
+# The Mailflow image: all six services in one image, the service chosen by the command.
+#   docker build -t mailflow:dev .
+#   docker run mailflow:dev mailflow serve smtp-ingress      # or: python -m mailflow_smtp_ingress
+#   docker run mailflow:dev mailflow --help                  # the admin command is in it too
+# Configured by the environment (and/or a TOML file named by MAILFLOW_CONFIG). Inside the container
+# every service listens on the standard ports and answers HTTP (/healthz, /readyz, /metrics, REST) on
+# 8080; each reads only its own MAILFLOW_<SERVICE>_* variables, so the ENV below serves all six.
 
 # --- dependencies: the pinned runtime closure (deploy/requirements.lock) in /opt/mailflow ----------------
 FROM python:3.11-slim-bookworm AS deps
@@ -36,15 +40,28 @@ ENV PATH=/opt/mailflow/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     MAILFLOW_LOG_FORMAT=json \
     MAILFLOW_TLS_CERT=/etc/mailflow/tls/cert.pem \
-    MAILFLOW_TLS_KEY=/etc/mailflow/tls/key.pem
+    MAILFLOW_TLS_KEY=/etc/mailflow/tls/key.pem \
+    MAILFLOW_STORE_HTTP_LISTEN=0.0.0.0:8080 \
+    MAILFLOW_STORE_BLOB_DIR=/var/lib/mailflow/blobs \
+    MAILFLOW_RESOLVER_HTTP_LISTEN=0.0.0.0:8080 \
+    MAILFLOW_QUEUE_HTTP_LISTEN=0.0.0.0:8080 \
+    MAILFLOW_DELIVERY_HTTP_LISTEN=0.0.0.0:8080 \
+    MAILFLOW_SMTP_HTTP_LISTEN=0.0.0.0:8080 \
+    MAILFLOW_SMTP_LISTEN=0.0.0.0:25 \
+    MAILFLOW_SMTP_SUBMISSION_LISTEN=0.0.0.0:587 \
+    MAILFLOW_SMTP_SMTPS_LISTEN=0.0.0.0:465 \
+    MAILFLOW_IMAP_HTTP_LISTEN=0.0.0.0:8080 \
+    MAILFLOW_IMAP_LISTEN=0.0.0.0:143 \
+    MAILFLOW_IMAP_IMAPS_LISTEN=0.0.0.0:993 \
+    MAILFLOW_IMAP_POP3_LISTEN=0.0.0.0:110 \
+    MAILFLOW_IMAP_POP3S_LISTEN=0.0.0.0:995
 WORKDIR /var/lib/mailflow
 USER 10001:10001
-
-# --- this service ---
-ENV MAILFLOW_DELIVERY_HTTP_LISTEN=0.0.0.0:8080
-# HTTP 8080 (/healthz, /readyz, /metrics)
-EXPOSE 8080
+# HTTP 8080 (every service); SMTP 25, submission 587, SMTPS 465 (smtp-ingress);
+# IMAP 143, IMAPS 993, POP3 110, POP3S 995 (imap-pop3)
+EXPOSE 8080 25 587 465 143 993 110 995
+# Finds the service this container runs and asks its /readyz on its HTTP port (mailflow.healthcheck).
 HEALTHCHECK --interval=10s --timeout=10s --start-period=30s --retries=5 \
-    CMD ["python", "-m", "mailflow.healthcheck", "MAILFLOW_DELIVERY_HTTP_LISTEN", "--timeout", "8"]
+    CMD ["python", "-m", "mailflow.healthcheck", "--timeout", "8"]
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["python", "-m", "mailflow_delivery"]
+CMD ["mailflow", "--help"]
