@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import click
 import httpx
 import typer
 from rich.console import Console
@@ -71,7 +70,7 @@ def confirm(question: str, yes: bool) -> None:
         return
     try:
         ok = typer.confirm(question, default=False, err=True)
-    except click.exceptions.Abort:
+    except typer.Abort:
         ok = False
     if not ok:
         err.print("nothing done (--yes skips this question)")

@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 import httpx
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from mailflow.cli.common import JSON, admin_token, console, print_json, service_url
@@ -95,8 +96,8 @@ def _state(s: dict) -> str:
     if s["ready"]:
         return "[green]ready[/]"
     if s["alive"]:
-        return f"[yellow]not ready[/] ({', '.join(s['failing'])})"
-    return f"[red]down[/] ({s['error']})" if s["error"] else "[red]down[/]"
+        return f"[yellow]not ready[/] ({escape(', '.join(s['failing']))})"
+    return f"[red]down[/] ({escape(s['error'])})" if s["error"] else "[red]down[/]"
 
 
 def status(
@@ -112,25 +113,25 @@ def status(
     for column in ("service", "state", "version", "url"):
         table.add_column(column, overflow="fold")
     for name, s in report["services"].items():
-        table.add_row(name, _state(s), s["version"] or "", s["url"])
+        table.add_row(name, _state(s), escape(s["version"] or ""), escape(s["url"]))
     console.print(table)
     nats = report["nats"]
     if nats["reachable"]:
         js = "JetStream on" if nats["jetstream"] else "[red]JetStream off[/]"
-        console.print(f"NATS       [green]reachable[/] at {nats['url']} (nats-server {nats['version']}, {js})")
+        console.print(f"NATS       [green]reachable[/] at {escape(nats['url'])} (nats-server {nats['version']}, {js})", soft_wrap=True)
     else:
-        console.print(f"NATS       [red]unreachable[/] at {nats['url']} ({nats['error']})")
+        console.print(f"NATS       [red]unreachable[/] at {escape(nats['url'])} ({escape(nats['error'])})", soft_wrap=True)
     dbs = ", ".join(
         f"{name} " + ("[green]ok[/]" if up else "[red]down[/]" if up is False else "unknown (service down)")
         for name, up in report["databases"].items()
     )
-    console.print(f"databases  {dbs}")
+    console.print(f"databases  {dbs}", soft_wrap=True)
     depth = report["queue"]
     if depth is None:
-        console.print("queue      depth unknown: no admin token (MAILFLOW_ADMIN_TOKEN)")
+        console.print("queue      depth unknown: no admin token (MAILFLOW_ADMIN_TOKEN)", soft_wrap=True)
     elif "error" in depth:
-        console.print(f"queue      depth unknown: {depth['error']}")
+        console.print(f"queue      depth unknown: {escape(depth['error'])}", soft_wrap=True)
     else:
         states = ", ".join(f"{state} {n}" for state, n in depth["states"].items())
-        console.print(f"queue      {depth['messages']} message(s) not final; recipients: {states}")
+        console.print(f"queue      {depth['messages']} message(s) not final; recipients: {states}", soft_wrap=True)
     raise typer.Exit(0 if report["ok"] else 1)

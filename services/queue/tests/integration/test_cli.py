@@ -70,7 +70,8 @@ async def test_queue_commands(js, tmp_path):
         assert "deferred" in await run("queue", "counts")
         assert "queue" in await run("trace", "QCLI")
         assert "no message NOPE" in await run("queue", "show", "NOPE", code=1)
-        assert "deleted" in await run("queue", "delete", "QCLI")
+        assert "nothing done" in await run("queue", "delete", "QCLI", code=1)  # no answer is a no
+        assert "deleted" in await run("queue", "delete", "QCLI", "--yes")
         assert json.loads(await run("queue", "list", "--json"))["total"] == 0
         assert "401" in await mailflow_cli(dict(env, MAILFLOW_ADMIN_TOKEN="wrong"))("queue", "counts", code=1)
     finally:
