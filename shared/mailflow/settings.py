@@ -26,7 +26,7 @@ def common(name: str, **kw):
     return Field(validation_alias=AliasChoices(f"MAILFLOW_{name.upper()}"), **kw)
 
 
-def split_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+def split_hostport(value: str, default_host: str = LOCAL_HOST) -> tuple[str, int]:
     """'127.0.0.1:2025' -> ('127.0.0.1', 2025); ':2025' and '2025' bind the default host; '[::1]:25' works."""
     value = value.strip()
     if value.isdigit():
@@ -62,17 +62,6 @@ class ConfigFileSource(EnvSettingsSource):
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, ConfigFileSource(settings_cls), file_secret_settings
-
     nats_url: str = common("nats_url", default=f"nats://{LOCAL_HOST}:{NATS_PORT}")
     log_level: str = common("log_level", default="INFO")
     log_format: str = common("log_format", default="text")  # "json" in containers
@@ -89,7 +78,7 @@ class ServiceSettings(BaseSettings):
     tls_cert: str = common("tls_cert", default="")
     tls_key: str = common("tls_key", default="")
     # Each service answers /healthz, /readyz and /metrics here (and its REST API, if it has one).
-    http_listen: str = "127.0.0.1:0"
+    http_listen: str = f"{LOCAL_HOST}:0"
 
     @field_validator("log_format")
     @classmethod
@@ -97,6 +86,18 @@ class ServiceSettings(BaseSettings):
         if v not in ("text", "json"):
             raise ValueError("log_format must be 'text' or 'json'")
         return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment, then the configuration file, then the defaults."""
+        return init_settings, env_settings, ConfigFileSource(settings_cls), file_secret_settings
 
 
 def env_names(cls: type[BaseSettings]) -> dict[str, str]:

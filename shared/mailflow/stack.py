@@ -209,10 +209,12 @@ class Stack:
         elif service == "queue":
             env[row.var("database_url")] = f"sqlite:///{d / 'queue.db'}"
         # Settings given by the caller win: its configuration file, then MAILFLOW_* from its environment
-        # (the runner's secrets excepted: they must agree across services).
+        # (secrets are settled in prepare(): every service gets the same).
         given = {**configfile.values(), **{k: v for k, v in os.environ.items() if k.startswith("MAILFLOW_")}}
         env.update({k: v for k, v in given.items() if k not in self.secrets})
         env.update(self.extra_env)
+        if env.get(configfile.ENV_VAR):  # the services run in the data folder
+            env[configfile.ENV_VAR] = str(Path(env[configfile.ENV_VAR]).resolve())
         return env
 
     def cli_env(self) -> dict[str, str]:
@@ -244,6 +246,8 @@ class Stack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
         self.secrets = load_secrets(self.data_dir)
+        for name in self.secrets:  # one the caller gives (environment or configuration file) wins
+            self.secrets[name] = configfile.lookup(name) or self.secrets[name]
         tls.ensure_self_signed(self.data_dir / "tls" / "cert.pem", self.data_dir / "tls" / "key.pem", self.hostname)
 
     def start_nats(self) -> None:

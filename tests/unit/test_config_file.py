@@ -165,3 +165,25 @@ def test_config_check_lists_every_error_at_once(tmp_path, clean_env):
     assert report["settings"]["smtp-ingress"]["MAILFLOW_SMTP_MAX_RECIPIENTS"]["value"] == "(error)"
     code, out = check("--config", str(path), "config", "check")
     assert code == 1 and "6 error(s)" in out and "[smpt]" in out
+
+
+def test_the_local_runner_follows_the_file(config, clean_env, tmp_path):
+    """`mailflow --config FILE up`: its ports and settings reach the services, and so do its secrets."""
+    from mailflow.cli.up import configured_ports
+    from mailflow.stack import Stack
+
+    config.write_text(
+        FILE + '\n[imap]\npop3_listen = "127.0.0.1:3110"\nhttp_listen = "127.0.0.1:3086"\n'
+        + '\n[queue]\ndatabase_url = "sqlite:////srv/queue.db"\n'
+    )
+    clean_env.setenv("MAILFLOW_IMAP_LISTEN", "127.0.0.1:3143")
+    ports = configured_ports()
+    assert (ports.smtp, ports.pop3, ports.imap, ports.http["imap-pop3"]) == (2525, 3110, 3143, 3086)
+    assert ports.imaps == SERVICES["imap-pop3"].listeners[1].dev_port
+    stack = Stack(tmp_path / "data", ports)
+    stack.prepare()
+    assert stack.service_token == "token-from-file"
+    env = stack.environment("queue")
+    assert env["MAILFLOW_QUEUE_DATABASE_URL"] == "sqlite:////srv/queue.db"
+    assert env["MAILFLOW_SERVICE_TOKEN"] == "token-from-file" and env["MAILFLOW_CONFIG"] == str(config)
+    assert stack.environment("imap-pop3")["MAILFLOW_IMAP_POP3_LISTEN"] == "127.0.0.1:3110"
