@@ -189,3 +189,10 @@ def test_the_local_runner_follows_the_file(config, clean_env, tmp_path):
     assert env["MAILFLOW_QUEUE_DATABASE_URL"] == "sqlite:////srv/queue.db"
     assert env["MAILFLOW_SERVICE_TOKEN"] == "token-from-file" and env["MAILFLOW_CONFIG"] == str(config)
     assert stack.environment("imap-pop3")["MAILFLOW_IMAP_POP3_LISTEN"] == "127.0.0.1:3110"
+
+
+def test_other_commands_stop_on_a_faulty_file(tmp_path, clean_env):
+    path = tmp_path / "bad.toml"
+    path.write_text("[smpt]\nx = 1\n")
+    code, out = check("--config", str(path), "domain", "list")
+    assert code == 2 and "[smpt] is no service's table" in out

@@ -12,10 +12,12 @@ import os
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from mailflow import configfile, distribution
 from mailflow.cli import config, dead, queue
 from mailflow.cli.admin import alias_app, domain_app, user_app
+from mailflow.cli.common import err
 from mailflow.cli.status import status
 from mailflow.cli.up import serve, up
 
@@ -30,6 +32,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     config_file: Path | None = typer.Option(
         None,
         "--config",
@@ -45,6 +48,12 @@ def main(
     """Mailflow: run a mail system and administer it."""
     if config_file is not None:
         os.environ[configfile.ENV_VAR] = str(config_file.resolve())
+    if ctx.invoked_subcommand != "config":  # which lists a faulty file's problems with the rest
+        try:
+            configfile.values()
+        except configfile.ConfigError as exc:
+            err.print(f"[red]configuration file[/]: {escape(str(exc))}")
+            raise typer.Exit(2) from None
 
 
 app.command("up")(up)
