@@ -128,4 +128,5 @@ def _banner(stack: Stack, data: Path) -> None:
     typer.echo(f"  data: {data}   logs: {data / 'logs'}")
     typer.echo("  next: .venv/bin/mailflow domain add example.test")
     typer.echo("        .venv/bin/mailflow user add alice@example.test --password secret")
+    typer.echo("        .venv/bin/mailflow status")
     typer.echo("  Ctrl-C stops everything.\n")
