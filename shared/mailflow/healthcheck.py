@@ -20,8 +20,8 @@ import urllib.request
 from pathlib import Path
 
 from mailflow.configfile import lookup
+from mailflow.hostport import http_url
 from mailflow.services import BY_MODULE, SERVICES
-from mailflow.settings import http_url
 
 PROC = Path("/proc")
 

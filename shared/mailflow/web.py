@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mailflow.distribution import version
-from mailflow.settings import split_hostport
+from mailflow.hostport import split_hostport
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import pytest
 
 from mailflow import healthcheck
-from mailflow.settings import split_hostport
+from mailflow.hostport import split_hostport
 from tests.deploy.support import (
     COMPOSE_FILE,
     DOCKERFILE,

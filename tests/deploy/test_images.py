@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from mailflow import healthcheck, tlsinit
+from mailflow.hostport import split_hostport
 from mailflow.services import SERVICES
-from mailflow.settings import split_hostport
 from tests.deploy.support import DOCKERFILE, ROOT, image_env, parse_dockerfile
 
 STANDINS = sorted((ROOT / "deploy/ci/standins").glob("*/Dockerfile"))

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from mailflow.contracts import streams
-from mailflow.settings import split_hostport
+from mailflow.hostport import split_hostport
 from tests.deploy.crd_schemas import NATS_JETSTREAM_METADATA, SCHEMAS
 from tests.deploy.support import ROOT, SERVICES, image_env, read_by_someone, required_env, settings_class
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from mailflow.hostport import split_hostport
 from mailflow.services import DEV_OFFSET, LISTENERS, SERVICES, settings_class
-from mailflow.settings import split_hostport
 from mailflow.stack import Ports, Stack
 
 ROOT = Path(__file__).resolve().parents[2]

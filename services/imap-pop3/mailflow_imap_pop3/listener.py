@@ -28,8 +28,8 @@ from collections.abc import Awaitable, Callable
 
 from mailflow import tls
 from mailflow.connections import ConnectionLimiter, Refusal
+from mailflow.hostport import split_hostport
 from mailflow.proxy_protocol import ProxyError, read_header_from_socket
-from mailflow.settings import split_hostport
 from mailflow_imap_pop3 import metrics
 
 log = logging.getLogger(__name__)

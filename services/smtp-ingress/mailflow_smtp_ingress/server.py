@@ -14,7 +14,7 @@ import ssl
 import time
 
 from mailflow.connections import ConnectionLimiter
-from mailflow.settings import split_hostport
+from mailflow.hostport import split_hostport
 from mailflow_smtp_ingress import metrics, proxy
 from mailflow_smtp_ingress import replies as R
 from mailflow_smtp_ingress.handler import IngressHandler

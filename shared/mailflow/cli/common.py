@@ -22,8 +22,8 @@ from rich.table import Table
 
 from mailflow.configfile import lookup
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
+from mailflow.hostport import http_url
 from mailflow.services import SERVICES
-from mailflow.settings import http_url
 
 console = Console()
 err = Console(stderr=True)
