@@ -21,7 +21,7 @@ from mailflow.cli.common import err
 from mailflow.cli.status import status
 from mailflow.cli.up import serve, up
 
-app = typer.Typer(help="Mailflow: run a mail system and administer it.", no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True)
 
 
 def _version(value: bool) -> None:
