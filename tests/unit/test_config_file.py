@@ -83,7 +83,7 @@ def test_the_environment_wins_over_the_file_which_wins_over_the_defaults(config,
     s = smtp()
     assert (s.max_recipients, s.hostname, s.listen) == (7, "mail.env.test", "0.0.0.0:2525")
     assert smtp(max_recipients=3).max_recipients == 3, "arguments (tests) win over both"
-    store = settings_class("mailbox-store")(admin_token="a")
+    store = settings_class("mailbox-store")(admin_token="a", session_key="k")
     assert store.database_url.endswith("@db:5432/mailflow_store") and store.hostname == "mail.env.test"
 
 
@@ -115,6 +115,7 @@ def check(*args: str) -> tuple[int, str]:
 
 def test_config_check_shows_effective_settings_with_their_origin_and_masks_secrets(config, clean_env):
     clean_env.setenv("MAILFLOW_ADMIN_TOKEN", "admin-from-env")
+    clean_env.setenv("MAILFLOW_SESSION_KEY", "session-key-from-env")
     clean_env.setenv("MAILFLOW_SMTP_MAX_RECIPIENTS", "7")
     code, out = check("config", "check")
     assert code == 0, out
@@ -125,7 +126,8 @@ def test_config_check_shows_effective_settings_with_their_origin_and_masks_secre
     assert "default" in lines["MAILFLOW_SMTP_BACKLOG"]
     assert "****" in lines["MAILFLOW_SERVICE_TOKEN"] and "****" in lines["MAILFLOW_ADMIN_TOKEN"]
     assert "mailflow:****@db:5432" in lines["MAILFLOW_STORE_DATABASE_URL"]
-    for secret in ("token-from-file", "admin-from-env", "pg-secret"):
+    assert "****" in lines["MAILFLOW_SESSION_KEY"]
+    for secret in ("token-from-file", "admin-from-env", "session-key-from-env", "pg-secret"):
         assert secret not in out
     code, out = check("config", "check", "--json")
     report = json.loads(out)
@@ -136,6 +138,7 @@ def test_config_check_shows_effective_settings_with_their_origin_and_masks_secre
 
 
 def test_config_check_for_one_service_shows_the_common_settings_too(config, clean_env):
+    """(The resolver needs no secret but the service token, which the file gives.)"""
     code, out = check("config", "check", "--service", "resolver", "--json")
     report = json.loads(out)
     assert code == 0, out
@@ -160,13 +163,14 @@ def test_config_check_lists_every_error_at_once(tmp_path, clean_env):
     assert "MAILFLOW_IMAP_IDLE_TIMEOUT: Input should be a valid number" in errors
     assert "MAILFLOW_SERVICE_TOKEN: Field required [mailbox-store, resolver, queue, delivery, smtp-ingress, imap-pop3]" in errors
     assert "MAILFLOW_ADMIN_TOKEN: Field required [mailbox-store, queue]" in errors
-    assert len(report["errors"]) == 6, report["errors"]
+    assert "MAILFLOW_SESSION_KEY: Field required [mailbox-store]" in errors
+    assert len(report["errors"]) == 7, report["errors"]
     assert any("MAILFLOW_SMTP_LISTN is set but no setting reads it" in w for w in report["warnings"])
     # the good part of the faulty file still counts, and so do the other services' settings
     assert report["settings"]["queue"]["MAILFLOW_QUEUE_FIRST_RETRY_S"] == {"value": 60.0, "from": "file"}
     assert report["settings"]["smtp-ingress"]["MAILFLOW_SMTP_MAX_RECIPIENTS"]["value"] == "(error)"
     code, out = check("--config", str(path), "config", "check")
-    assert code == 1 and "6 error(s)" in out and "[smpt]" in out
+    assert code == 1 and "7 error(s)" in out and "[smpt]" in out
 
 
 def test_the_local_runner_follows_the_file(config, clean_env, tmp_path):

@@ -35,14 +35,15 @@ def test_settings_take_prefix_and_listen_defaults_from_the_table(service, monkey
         monkeypatch.delenv(key)
     row, cls = SERVICES[service], settings_class(service)
     assert cls.model_config["env_prefix"] == row.prefix
-    settings = cls(service_token="t", admin_token="a")
+    secrets = {"service_token": "t", "admin_token": "a", "session_key": "k"}  # those a service does not read are ignored
+    settings = cls(**secrets)
     listens = {f for f in cls.model_fields if f.endswith("listen")}
     assert listens == {"http_listen", *(li.setting for li in row.listeners)}, "every listener is in the table"
     assert split_hostport(settings.http_listen)[1] == row.http_port
     for li in row.listeners:
         assert split_hostport(getattr(settings, li.setting)) == ("127.0.0.1", li.dev_port)
         monkeypatch.setenv(row.var(li.setting), "127.0.0.9:1")
-        assert cls(service_token="t", admin_token="a").model_dump()[li.setting] == "127.0.0.9:1"
+        assert cls(**secrets).model_dump()[li.setting] == "127.0.0.9:1"
 
 
 def test_the_runner_ports_and_environment_come_from_the_table(tmp_path):

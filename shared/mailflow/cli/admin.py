@@ -108,14 +108,14 @@ def user_quota(
 
 
 @user_app.command("disable")
-def user_disable(address: str) -> None:
+def user_disable(address: str = ADDRESS) -> None:
     """End ADDRESS's sessions and refuse its logins (IMAP, POP3, SMTP AUTH); its mail is still delivered."""
     Api.store().post(f"/admin/users/{_q(address)}/disable")
     console.print(f"user {address} disabled")
 
 
 @user_app.command("enable")
-def user_enable(address: str) -> None:
+def user_enable(address: str = ADDRESS) -> None:
     """Let ADDRESS log in again."""
     Api.store().post(f"/admin/users/{_q(address)}/enable")
     console.print(f"user {address} enabled")
