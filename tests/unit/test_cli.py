@@ -75,7 +75,7 @@ def test_serve_names_the_services_it_knows():
 
 @pytest.mark.parametrize(
     "args",
-    [["domain", "del", "example.test"], ["user", "del", "a@example.test"], ["alias", "del", "b@example.test"], ["queue", "delete", "Q1"]],
+    [["domain", "del", "example.test"], ["user", "del", "a@example.test"], ["alias", "del", "b@example.test"], ["queue", "delete", "Q1"], ["dead", "delete", "7"]],
 )
 def test_destructive_commands_ask_and_do_nothing_without_a_yes(args):
     """The services are not even asked: their addresses answer nothing (a request would exit 2)."""

@@ -14,8 +14,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from mailflow.cli.common import Api, console, err, print_json
-from mailflow.cli.queue import JSON, when
+from mailflow.cli.common import JSON, YES, Api, confirm, console, err, print_json
+from mailflow.cli.queue import when
 
 app = typer.Typer(help="Messages the services gave up on (stream DEAD): list, show, retry, delete.", no_args_is_help=True)
 
@@ -43,7 +43,10 @@ def list_(
 
 
 @app.command("show")
-def show(seq: int, as_json: bool = JSON) -> None:
+def show(
+    seq: int = typer.Argument(..., help="The letter's number (from `mailflow dead list`).", show_default=False),
+    as_json: bool = JSON,
+) -> None:
     """One dead letter: reason, service, subject, time, headers and the original payload, decoded."""
     d = Api.queue().get(f"/dead/{seq}")
     if as_json:
@@ -74,8 +77,9 @@ def retry(
 
 
 @app.command("delete")
-def delete(seqs: list[int] = typer.Argument(..., help="Letter numbers.")) -> None:
-    """Remove letters from DEAD for good."""
+def delete(seqs: list[int] = typer.Argument(..., help="Letter numbers."), yes: bool = YES) -> None:
+    """Remove letters from DEAD for good (asks first, unless --yes)."""
+    confirm(f"Delete dead letter(s) {', '.join(map(str, seqs))} for good?", yes)
     for seq in seqs:
         Api.queue().delete(f"/dead/{seq}")
         console.print(f"{seq} deleted")
