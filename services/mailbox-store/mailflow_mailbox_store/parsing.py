@@ -1,5 +1,5 @@
 """A body's parse, done once when it is stored: mailflow.mime's JSON (compressed when that is smaller),
-its SHA-256, and the day of its Date: header for SENTBEFORE/SENTON/SENTSINCE.
+its SHA-256, and the day of its Date: header for SENTBEFORE/SENTON/SENTSINCE (search.sent_day).
 
 mime.parse never raises (bad input becomes the best structure it can make), so neither does prepare.
 Stored parses start with "[" (plain JSON), 0x78 (zlib) or 0x01 (raw deflate with the DICT_V1 preset
@@ -11,10 +11,9 @@ from __future__ import annotations
 import hashlib
 import zlib
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
-from functools import lru_cache
 
 from mailflow import mime
+from mailflow.store.search import sent_day
 
 DICT_V1 = (
     b'["received","from","to","subject","date","message-id","mime-version","1.0","content-type",'
@@ -54,16 +53,6 @@ def unpack(stored: bytes) -> bytes:
         d = zlib.decompressobj(-15, zdict=DICT_V1)
         return d.decompress(stored[1:]) + d.flush()
     return zlib.decompress(stored)
-
-
-@lru_cache(maxsize=4096)
-def sent_day(date_header: str | None) -> int | None:
-    if not date_header:
-        return None
-    try:
-        return parsedate_to_datetime(date_header).date().toordinal()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
 
 
 def prepare(body: bytes) -> Prepared:

@@ -1,17 +1,44 @@
-"""IMAP SEARCH criteria as a small tree the store can turn into SQL.
+"""IMAP SEARCH: the criteria as a small tree, and the one place that says what each criterion means.
 
-The IMAP parser builds it; sequence numbers, `*`, RECENT/NEW/OLD and `$` are resolved by the session
+The IMAP parser builds the tree; sequence numbers, `*`, RECENT/NEW/OLD and `$` are resolved by the session
 into `Uids` before it reaches the store. Every key serialises to a JSON-able dict (`to_obj`) and back
 (`from_obj`), which raises `ValueError` for anything unknown, so a malformed request is a 422, never a
 silent match-all.
+
+`matcher(key)` is the evaluator, RFC 3501 §6.4.4 (RFC 9051 §6.4.4 says the same) and RFC 7162 MODSEQ:
+  flags and keywords  compare case-insensitively (RFC 3501 §9 note 6): KEYWORD $label finds $Label
+  HEADER / BODY / TEXT  case-insensitive substring (`fold`) of the decoded text: header values with their
+                      RFC 2047 words decoded, body text parts decoded from their transfer encoding and
+                      charset (`body_texts`). HEADER looks at every occurrence of its field and no other;
+                      HEADER x "" matches a message that has the field. TEXT also sees "name: value".
+  BEFORE / ON / SINCE  the internal date's day, "disregarding time and timezone": the store keeps the
+                      instant, so its UTC day (the day FETCH INTERNALDATE shows, in +0000)
+  SENTBEFORE / SENTON / SENTSINCE  the Date: header's day in the header's own zone (`sent_day`);
+                      a message without a readable Date: matches none of them
+  LARGER / SMALLER    RFC822.SIZE strictly greater / smaller
+A body that cannot be read makes its message not match BODY/TEXT (logged); it never fails the search.
+mailbox-store runs it over the candidates its SQL selects (`date_range` is the same rule for both),
+and imap-pop3 over its view when a search names only flags and UIDs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import base64
+import binascii
+import codecs
+import logging
+import quopri
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date
-from typing import Literal
+from datetime import UTC, date, datetime
+from email.utils import parsedate_to_datetime
+from functools import lru_cache
+from typing import Literal, Protocol
+
+from mailflow import mime
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -158,3 +185,210 @@ def from_obj(o: dict) -> SearchKey:
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed search key: {exc}") from exc
     raise ValueError(f"unknown search key {o.get('k')!r}")
+
+
+# --- what each criterion means: the one evaluator ---------------------------------------------------
+
+DAY_SECONDS = 86_400
+
+
+def fold(text: str) -> str:
+    """How SEARCH compares text: case-insensitively, beyond ASCII too ("STRASSE" finds "Straße")."""
+    return text.casefold()
+
+
+@lru_cache(maxsize=4096)
+def sent_day(date_header: str | None) -> int | None:
+    """The day of a Date: header in the header's own zone, as a proleptic ordinal (what SENT* compare);
+    None when there is no header or it cannot be read."""
+    if not date_header:
+        return None
+    try:
+        return parsedate_to_datetime(date_header).date().toordinal()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def date_range(k: Date) -> tuple[int | None, int | None]:
+    """The message dates `k` selects, as [low, high) with None for no bound: Unix seconds of the internal
+    date (its UTC day) for BEFORE/ON/SINCE, `sent_day` ordinals for SENTBEFORE/SENTON/SENTSINCE."""
+    if k.which == "internal":
+        first, width = int(datetime(k.day.year, k.day.month, k.day.day, tzinfo=UTC).timestamp()), DAY_SECONDS
+    else:
+        first, width = k.day.toordinal(), 1
+    if k.op == "before":
+        return None, first
+    if k.op == "since":
+        return first, None
+    return first, first + width
+
+
+class Fields:
+    """A message's header fields as HEADER and TEXT compare them: `pairs` (lower-case name, folded value)
+    in order, and `by_name` (name -> its folded values, every occurrence)."""
+
+    __slots__ = ("pairs", "by_name")
+
+    def __init__(self, pairs: tuple[tuple[str, str], ...]):
+        self.pairs = pairs
+        by_name: dict[str, tuple[str, ...]] = {}
+        for name, value in pairs:
+            by_name[name] = (*by_name.get(name, ()), value)
+        self.by_name = by_name
+
+    @classmethod
+    def of(cls, headers: Iterable[tuple[str, str]]) -> Fields:
+        """From mailflow.mime's ParsedMessage.headers (names in lower case, RFC 2047 words decoded)."""
+        return cls(tuple((name, fold(value)) for name, value in headers))
+
+
+def _decode(raw: bytes, part: mime.BodyPart) -> str:
+    data = raw[part.body_start : part.end]
+    enc = part.encoding.upper()
+    try:
+        if enc == "BASE64":
+            data = base64.b64decode(b"".join(data.split()), validate=False)
+        elif enc == "QUOTED-PRINTABLE":
+            data = quopri.decodestring(data)
+    except (binascii.Error, ValueError):
+        pass
+    charset = dict(part.params).get("CHARSET", "us-ascii")
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        charset = "latin-1"
+    return data.decode(charset, errors="replace")
+
+
+def body_texts(raw: bytes, part: mime.BodyPart) -> Iterator[str]:
+    """What BODY looks in: the decoded text of every text/* leaf part (and attached messages as text)."""
+    if part.parts:
+        for child in part.parts:
+            yield from body_texts(raw, child)
+        return
+    if part.type == "TEXT":
+        yield _decode(raw, part)
+    elif part.type == "MESSAGE":
+        yield raw[part.body_start : part.end].decode("utf-8", errors="replace")
+
+
+class Message(Protocol):
+    """What the evaluator reads of one message. A reader fills in only what its criteria need: imap-pop3's
+    view has UIDs and flags, so it evaluates only criteria made of All, Uids and Flag (`flags_only`)."""
+
+    uid: int
+    flags: frozenset[str]
+    modseq: int
+    size: int
+    internal_date: int  # Unix seconds
+    sent_day: int | None  # see sent_day()
+
+    def fields(self) -> Fields: ...
+
+    def texts(self) -> Iterable[str]:
+        """body_texts() of the message; may raise if the body cannot be read."""
+        ...
+
+
+Matcher = Callable[[Message], bool]
+
+
+def flags_only(k: SearchKey) -> bool:
+    """Does `k` name only flags and UIDs (what a session's view of a mailbox knows)?"""
+    return all(isinstance(x, All | Uids | Flag) for x in leaves(k))
+
+
+def _in_ranges(ranges: tuple[tuple[int, int], ...]) -> Callable[[int], bool]:
+    if len(ranges) <= 4:
+        return lambda u: any(lo <= u <= hi for lo, hi in ranges)
+    merged: list[list[int]] = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    lows, highs = [r[0] for r in merged], [r[1] for r in merged]
+
+    def contains(u: int) -> bool:
+        i = bisect_right(lows, u) - 1
+        return i >= 0 and u <= highs[i]
+
+    return contains
+
+
+def _has_flag(flag: str) -> Callable[[frozenset[str]], bool]:
+    """Case-insensitive membership, remembered per flag set (a mailbox has few distinct ones)."""
+    want = flag.lower()
+    seen: dict[frozenset[str], bool] = {}
+
+    def has(flags: frozenset[str]) -> bool:
+        found = seen.get(flags)
+        if found is None:
+            found = seen[flags] = flag in flags or any(f.lower() == want for f in flags)
+        return found
+
+    return has
+
+
+def _between(low: int | None, high: int | None) -> Callable[[int | None], bool]:
+    if low is None:
+        return lambda v: v is not None and v < high
+    if high is None:
+        return lambda v: v is not None and v >= low
+    return lambda v: v is not None and low <= v < high
+
+
+def matcher(k: SearchKey) -> Matcher:
+    """`k` as one function of a message, built once per search (not walked again for every message)."""
+    match k:
+        case All():
+            return lambda m: True
+        case And(keys=keys):
+            fs = tuple(matcher(x) for x in keys if not isinstance(x, All))
+            if not fs:
+                return lambda m: True
+            if len(fs) == 1:
+                return fs[0]
+            if len(fs) == 2:
+                f1, f2 = fs
+                return lambda m: f1(m) and f2(m)
+            return lambda m: all(f(m) for f in fs)
+        case Or(a=a, b=b):
+            fa, fb = matcher(a), matcher(b)
+            return lambda m: fa(m) or fb(m)
+        case Not(key=key):
+            f = matcher(key)
+            return lambda m: not f(m)
+        case Uids(ranges=ranges):
+            inside = _in_ranges(ranges)
+            return lambda m: inside(m.uid)
+        case Flag(flag=flag, present=present):
+            has = _has_flag(flag)
+            return (lambda m: has(m.flags)) if present else (lambda m: not has(m.flags))
+        case Size(op=op, n=n):
+            return (lambda m: m.size > n) if op == "larger" else (lambda m: m.size < n)
+        case ModSeq(n=n):
+            return lambda m: m.modseq >= n
+        case Date(which="internal"):
+            within = _between(*date_range(k))
+            return lambda m: within(m.internal_date)
+        case Date(which="sent"):
+            within = _between(*date_range(k))
+            return lambda m: within(m.sent_day)
+        case Header(field=field, value=value):
+            needle = fold(value)
+            return lambda m: any(needle in v for v in m.fields().by_name.get(field, ()))
+        case Text(where=where, value=value):
+            needle = fold(value)
+
+            def text(m: Message) -> bool:
+                if where == "text" and any(needle in f"{fold(n)}: {v}" for n, v in m.fields().pairs):
+                    return True
+                try:
+                    return any(needle in fold(t) for t in m.texts())
+                except Exception:
+                    log.warning("body not searchable", exc_info=True, extra={"uid": m.uid})
+                    return False
+
+            return text
+    raise ValueError(f"unknown search key {k!r}")

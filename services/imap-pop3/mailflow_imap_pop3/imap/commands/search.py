@@ -2,7 +2,8 @@
 
 Sequence numbers, `*`, RECENT/NEW/OLD are resolved here against the session's view and become UID
 ranges, so the store only ever sees UIDs. Criteria the view can answer alone (flags, sets) are
-evaluated here without a store round trip; everything else (headers, text, dates, sizes) is the
+evaluated here without a store round trip, by the store's own evaluator (mailflow.store.search.matcher)
+over the flags this client was last told; everything else (headers, text, dates, sizes) is the
 store's search. Results are limited to messages the client knows (new mail shows up as EXISTS first).
 A message's content, size and dates never change, so criteria about only those are remembered per
 selected mailbox with the UIDs they matched: the same search again (a client polling for a header)
@@ -72,7 +73,7 @@ def _only(key, kinds) -> bool:
 
 def local(key) -> bool:
     """Can the view answer this without the store?"""
-    return _only(key, sk.All | sk.Uids | sk.Flag)
+    return sk.flags_only(key)
 
 
 REMEMBERED = 16  # searches remembered per selected mailbox
@@ -98,21 +99,21 @@ async def _store_search(s: Session, view: MailboxView, key) -> set[int] | frozen
     return matched
 
 
-def _match(key, uid: int, flags: frozenset[str]) -> bool:
-    match key:
-        case sk.All():
-            return True
-        case sk.Uids(ranges=ranges):
-            return any(lo <= uid <= hi for lo, hi in ranges)
-        case sk.Flag(flag=flag, present=present):
-            return (flag in flags) == present
-        case sk.And(keys=keys):
-            return all(_match(k, uid, flags) for k in keys)
-        case sk.Or(a=a, b=b):
-            return _match(a, uid, flags) or _match(b, uid, flags)
-        case sk.Not(key=inner):
-            return not _match(inner, uid, flags)
-    raise ValueError(f"not a local key: {key!r}")
+class _Row:
+    """One message of the view as the evaluator reads it (UID and flags: all `local` keys need)."""
+
+    __slots__ = ("uid", "flags")
+
+
+def _local_hits(key, view: MailboxView) -> list[int]:
+    match = sk.matcher(key)
+    row = _Row()
+    hits = []
+    for i, (uid, flags) in enumerate(zip(view.uids, view.flags, strict=True)):
+        row.uid, row.flags = uid, flags
+        if match(row):
+            hits.append(i)
+    return hits
 
 
 async def _search(s: Session, cmd: Command, uid: bool) -> Reply | None:
@@ -122,7 +123,7 @@ async def _search(s: Session, cmd: Command, uid: bool) -> Reply | None:
         s.condstore = True
     key = resolve(args.key, view)
     if local(key):
-        hits = [i for i, u in enumerate(view.uids) if _match(key, u, view.flags[i])]
+        hits = _local_hits(key, view)
     else:
         found = await _store_search(s, view, key)
         hits = sorted(i for u in found if (i := view.index_of(u)) is not None)
