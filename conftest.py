@@ -1,4 +1,5 @@
-"""Fixtures every test folder can use: a real nats-server with JetStream, databases, free ports."""
+"""Fixtures every test folder can use: a real nats-server with JetStream, databases, the real
+mailbox-store in this process (`store`), free ports."""
 
 from __future__ import annotations
 
@@ -52,6 +53,21 @@ def db_url(request, tmp_path):
         pytest.skip("MAILFLOW_TEST_POSTGRES_URL is not set")
     with postgres_schema(base) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def local_store():
+    """mailbox-store's real code in this process, started once per session (tests/support/store.py)."""
+    from tests.support.store import LocalStore
+
+    with LocalStore.running() as s:
+        yield s
+
+
+@pytest.fixture
+def store(local_store):
+    """An empty real mailbox-store and a StoreClient to it (`TestStore`: add_user, messages, ...)."""
+    return local_store.fresh()
 
 
 @pytest.hookimpl(hookwrapper=True)

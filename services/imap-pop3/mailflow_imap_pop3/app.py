@@ -1,7 +1,7 @@
 """Wiring: the store client, NATS (push, revocations), the four listeners, the HTTP side, and the drain on
 SIGTERM.
 
-`Server` runs the listeners over any `Mailboxes` (tests hand it a MemoryStore); `run` builds the real
+`Server` runs the listeners over any `Mailboxes` (tests hand it the real store in-process); `run` builds the real
 parts from Settings and serves until `stop` is set. The drain (issue 7): stop accepting, send `* BYE`
 to every IMAP client that waits (IDLE included) and close idle POP3 sessions, let running commands
 finish for up to `drain_timeout`, cut what is left, then drain NATS. A listener whose address is

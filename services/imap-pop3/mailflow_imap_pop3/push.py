@@ -7,7 +7,7 @@ only a hint ("look again"): sessions ask the store for the changes themselves, s
 latency (the next NOOP or command finds the change), never correctness: NOOP and CHECK skip the store
 only while `heard_all` says no event can have been missed, and at least every `noop_store_check`
 seconds they ask anyway (core NATS delivers at most once). Without NATS (tests) the
-hub still dispatches events handed to `dispatch`, e.g. from MemoryStore.listeners.
+hub still dispatches events handed to `dispatch`.
 A malformed event is logged and dropped.
 """
 

@@ -1,5 +1,6 @@
-"""Fixtures for imap-pop3's tests: `srv` is the real server over a MemoryStore with alice and bob.
-Helpers (Raw, make_message, Running...) live in imaptest.py beside this file."""
+"""Fixtures for imap-pop3's tests: `srv` is the real server over the real mailbox-store (in this process,
+see tests/support/store.py) with alice and bob. Helpers (Raw, make_message, Running...) live in
+imaptest.py beside this file."""
 
 from __future__ import annotations
 
@@ -8,16 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from mailflow.store.memory import MemoryStore
-
 sys.path.insert(0, str(Path(__file__).parent))
 
 from imaptest import Running, settings_for  # noqa: E402
 
 
 @pytest.fixture
-def store() -> MemoryStore:
-    s = MemoryStore()
+def store(local_store):
+    s = local_store.fresh()
     s.add_user("alice@example.test", "alice-pw")
     s.add_user("bob@example.test", "bob-pw")
     return s

@@ -1,5 +1,5 @@
-"""Test helpers for imap-pop3: the real server on 127.0.0.1 (port 0) over a MemoryStore, in a thread of
-its own so blocking clients (imaplib, poplib, real programs) can talk to it; a raw line client."""
+"""Test helpers for imap-pop3: the real server on 127.0.0.1 (port 0) over a store (the real one), in a
+thread of its own so blocking clients (imaplib, poplib, real programs) can talk to it; a raw line client."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 from mailflow import tls
 from mailflow.store.api import DeliverItem
-from mailflow.store.memory import MemoryStore
 from mailflow_imap_pop3.app import Server
 from mailflow_imap_pop3.settings import Settings
+from tests.support.store import TestStore
 
 _keys = itertools.count(1)
 
@@ -72,8 +72,11 @@ class Running:
         if with_tls and settings.tls_cert:
             ctx = tls.server_context(settings.tls_cert, settings.tls_key)
         self.server: Server = self.call(self._start(ctx))
-        if isinstance(store, MemoryStore):
-            store.listeners.append(self.server.ctx.hub.dispatch)
+        self.listener = None
+        if isinstance(store, TestStore):  # the store's events, as NATS would bring them to the hub
+            hub, loop = self.server.ctx.hub, self.loop
+            self.listener = lambda event: loop.call_soon_threadsafe(hub.dispatch, event)
+            store.listeners.append(self.listener)
 
     async def _start(self, ctx) -> Server:
         if self.nats_url:
@@ -94,6 +97,8 @@ class Running:
         assert res[0].status == "stored", res
 
     def stop(self, grace: float = 2.0) -> None:
+        if self.listener is not None and self.listener in self.store.listeners:
+            self.store.listeners.remove(self.listener)
         try:
             self.call(self.server.drain(grace))
             if self.nc is not None:

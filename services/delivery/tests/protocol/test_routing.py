@@ -1,4 +1,4 @@
-"""Deliveries end to end inside one process: the store contract in memory (MemoryStore), bodies in
+"""Deliveries end to end inside one process: the real mailbox-store (tests/support/store.py), bodies in
 memory, a resolver answering from a table, and a real SMTP server on loopback as the remote MX."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from mailflow import tls
 from mailflow.bodies import MemoryBodies
 from mailflow.contracts.messages import DeliveryJob, MxHost, MxReply, Recipient
 from mailflow.errors import InsufficientStorage, ServiceUnavailable
-from mailflow.store.memory import MemoryStore
 from mailflow_delivery import smtp_out
 from mailflow_delivery.routing import Deliveries, RemoteConfig
 from mailflow_delivery.sentlog import MemorySentLog
 from services.delivery.tests.support import RemoteMta
+from tests.support.store import TestStore
 
 BODY = b"From: a@daum.test\r\nTo: z@naver.test\r\nSubject: hi\r\n\r\nHello\r\n"
 
@@ -29,19 +29,18 @@ class TableResolver:
         return self.replies.get(domain) or MxReply(domain=domain, status="nxdomain")
 
 
-class DownStore(MemoryStore):
+class DownStore(TestStore):
     async def deliver(self, items):
         raise ServiceUnavailable("store down")
 
 
-class FullStore(MemoryStore):
+class FullStore(TestStore):
     async def deliver(self, items):
         raise InsufficientStorage("storage full")
 
 
 @pytest.fixture
-async def world(tmp_path):
-    store = MemoryStore()
+async def world(tmp_path, store):
     store.add_domain("daum.test")
     store.add_user("a@daum.test", "pw")
     store.add_user("small@daum.test", "pw", quota_bytes=10)
@@ -91,16 +90,14 @@ async def test_local_delivery_is_idempotent(world):
     assert all(t.at - timedelta(milliseconds=t.duration_ms) == traces[0].at - timedelta(milliseconds=traces[0].duration_ms) for t in traces)
     again, _ = await d.run(jobs[:1])  # a redelivered job
     assert again[0].outcome == "delivered"
-    inbox = store.users["a@daum.test"].mailboxes["INBOX"]
-    (msg,) = inbox.messages.values()
-    assert msg.body == b"Return-Path: <a@daum.test>\r\n" + BODY  # as accepted, under the Return-Path line
+    (body,) = store.messages("a@daum.test")
+    assert body == b"Return-Path: <a@daum.test>\r\n" + BODY  # as accepted, under the Return-Path line
 
 
 async def test_store_down_defers_and_body_gone_bounces(world):
     store, bodies, resolver, sent, _, _ = world
-    down = Deliveries(DownStore(), DownStore(), bodies, resolver, sent)
-    for u in ("a@daum.test",):
-        down.routes.directory.add_user(u, "pw")
+    down_store = DownStore(store.local)  # the same store (a@daum.test is a user), whose deliver() fails
+    down = Deliveries(down_store, down_store, bodies, resolver, sent)
     results, _ = await down.run(await jobs_for(bodies, "Q2", ["a@daum.test"]))
     assert outcomes(results) == [("a@daum.test", "deferred", "4.3.0")]
     jobs = await jobs_for(bodies, "Q3", ["a@daum.test"])
@@ -110,9 +107,9 @@ async def test_store_down_defers_and_body_gone_bounces(world):
 
 
 async def test_store_disk_full_defers_with_452_4_3_1(world):
-    _, bodies, resolver, sent, _, _ = world
-    full = Deliveries(FullStore(), FullStore(), bodies, resolver, sent)
-    full.routes.directory.add_user("a@daum.test", "pw")
+    store, bodies, resolver, sent, _, _ = world
+    full_store = FullStore(store.local)  # the same store (a@daum.test is a user), whose disk is full
+    full = Deliveries(full_store, full_store, bodies, resolver, sent)
     results, _ = await full.run(await jobs_for(bodies, "Q5", ["a@daum.test"]))
     assert outcomes(results) == [("a@daum.test", "deferred", "4.3.1")]
     assert results[0].diagnostic.startswith("452 4.3.1")
@@ -166,8 +163,8 @@ async def test_an_inline_body_needs_no_body_store_locally_or_remotely(world):
     d.bodies = MemoryBodies()  # empty: a read would fail the message
     results, _ = await d.run(inline_jobs("QI", ["a@daum.test", "z@naver.test"]))
     assert outcomes(results) == [("a@daum.test", "delivered", "2.0.0"), ("z@naver.test", "delivered", "2.0.0")]
-    (msg,) = store.users["a@daum.test"].mailboxes["INBOX"].messages.values()
-    assert msg.body == b"Return-Path: <a@daum.test>\r\n" + BODY
+    (body,) = store.messages("a@daum.test")
+    assert body == b"Return-Path: <a@daum.test>\r\n" + BODY
     assert mta.messages[0].rcpts == ["z@naver.test"] and mta.messages[0].data.endswith(b"Hello\r\n")
 
 

@@ -16,7 +16,6 @@ from mailflow.contracts.messages import (
     MxReply,
     Recipient,
 )
-from mailflow.store.memory import MemoryStore
 from mailflow_delivery import smtp_out
 from mailflow_delivery.routing import Deliveries, RemoteConfig
 from mailflow_delivery.sentlog import KvSentLog
@@ -50,8 +49,7 @@ def job(qid, rcpt):
     return DeliveryJob(queue_id=qid, trace_id="t", attempt=1, mail_from="b@naver.test", rcpt=Recipient(address=rcpt), body_ref=f"inline:{qid}:22", body=BODY, size=len(BODY), received_at=datetime.now(UTC))
 
 
-async def test_worker_publishes_results_then_acks_and_never_sends_twice(js, tmp_path):
-    store = MemoryStore()
+async def test_worker_publishes_results_then_acks_and_never_sends_twice(js, tmp_path, store):
     store.add_user("a@daum.test", "pw")
     bodies = JetStreamBodies(js)
     ref = await bodies.put("QW", BODY)
@@ -88,9 +86,8 @@ async def test_worker_publishes_results_then_acks_and_never_sends_twice(js, tmp_
     await await_for(traces, timeout=5, what="trace events")
 
 
-async def test_results_do_not_wait_for_trace_events(js):
+async def test_results_do_not_wait_for_trace_events(js, store):
     """Without a TRACE stream, the result is still published and the job acknowledged."""
-    store = MemoryStore()
     store.add_user("a@daum.test", "pw")
     await js.delete_stream("TRACE")
     job = DeliveryJob(queue_id="QN", trace_id="tn", attempt=1, mail_from="b@naver.test", rcpt=Recipient(address="a@daum.test"), body_ref="inline:QN:22", body=BODY, size=len(BODY), received_at=datetime.now(UTC))
@@ -102,14 +99,13 @@ async def test_results_do_not_wait_for_trace_events(js):
     assert (await js.stream_info("JOBS")).state.messages == 0
 
 
-async def test_stop_finishes_the_batch_in_hand(js):
+async def test_stop_finishes_the_batch_in_hand(js, store):
     """SIGTERM while a remote transaction is under way: the worker finishes it, publishes the result,
     acknowledges the job, then returns (issue 7: stop intake, finish in-flight work, drain)."""
     import asyncio
 
     from services.delivery.tests.support import Scripted
 
-    store = MemoryStore()
     bodies = JetStreamBodies(js)
     ref = await bodies.put("QS", BODY)
     slow = await Scripted(replies={"DATA": "354 go"}, dot_delay=1.0).start()
@@ -132,8 +128,7 @@ async def test_stop_finishes_the_batch_in_hand(js):
         await slow.stop()
 
 
-async def test_a_message_of_many_jobs_is_delivered_as_one_batch(js):
-    store = MemoryStore()
+async def test_a_message_of_many_jobs_is_delivered_as_one_batch(js, store):
     store.add_user("a@daum.test", "pw")
     store.add_user("c@daum.test", "pw")
     worker = DeliveryWorker(js._nc, js, Deliveries(store, store, JetStreamBodies(js), TableResolver({}), await KvSentLog.open(js, ttl_s=60)))
@@ -151,4 +146,4 @@ async def test_a_message_of_many_jobs_is_delivered_as_one_batch(js):
     assert await worker.run_until_idle() == 1
     assert (await js.stream_info("RESULTS")).state.messages == 0
     assert (await js.stream_info("JOBS")).state.messages == 0
-    assert sum(len(mb.messages) for a in ("a@daum.test", "c@daum.test") for mb in store.users[a].mailboxes.values()) == 3
+    assert sum(len(store.messages(a, mailbox=None)) for a in ("a@daum.test", "c@daum.test")) == 3

@@ -170,7 +170,7 @@ def test_noop_trusts_events_while_they_flow_and_still_asks_the_store_now_and_the
     try:
         c = selected(srv)
         assert c.cmd("a1", "NOOP") == [b"a1 OK NOOP completed"]  # asks the store: nothing new
-        srv.deliver("alice@example.test", make_message("announced"))  # MemoryStore announces it
+        srv.deliver("alice@example.test", make_message("announced"))  # the store announces it
         assert c.cmd("a2", "NOOP")[0] == b"* 1 EXISTS"
         store.listeners.clear()  # from now on every event is lost
         srv.deliver("alice@example.test", make_message("unannounced"))

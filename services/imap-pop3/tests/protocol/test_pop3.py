@@ -13,8 +13,8 @@ import pytest
 from imaptest import Raw, Running, client_tls, make_message, settings_for
 
 from mailflow.proxy_protocol import encode_v2
-from mailflow.store.memory import MemoryStore
 from tests.support import wait_for
+from tests.support.store import TestStore
 
 DOTTY = b"From: a@x.test\r\nSubject: dots\r\n\r\n.leading dot\r\n..two dots\r\n.\r\nlast\r\n"
 
@@ -93,7 +93,7 @@ def test_deletions_happen_only_at_quit_and_rset_undoes(srv):
     p.dele(2)
     p.sock.shutdown(socket.SHUT_RDWR)  # connection lost without QUIT: nothing is deleted
     p.close()
-    wait_for(lambda: srv.store.users["alice@example.test"].pop3_lock is None, what="lock released")
+    wait_for(lambda: not srv.store.pop3_locked("alice@example.test"), what="lock released")
     p = pop(srv)
     assert p.stat()[0] == 3
     p.dele(2)
@@ -272,12 +272,11 @@ def test_every_poplib_command(srv):
 # --- input limits (issue 12.5) -------------------------------------------------------------------------
 
 
-class HeldLogins(MemoryStore):
+class HeldLogins(TestStore):
     """authenticate() waits until the test lets it go: a PASS that takes as long as the test needs."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_user("alice@example.test", "alice-pw")
+    def __init__(self, local) -> None:
+        super().__init__(local)
         self.release = threading.Event()
 
     async def authenticate(self, *args, **kw):
@@ -286,8 +285,8 @@ class HeldLogins(MemoryStore):
 
 
 @pytest.fixture
-def held(tmp_path):
-    store = HeldLogins()
+def held(tmp_path, store):
+    store = HeldLogins(store.local)
     running = Running(settings_for(tmp_path), store)
     yield running, store
     store.release.set()

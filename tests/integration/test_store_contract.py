@@ -1,4 +1,5 @@
-"""MemoryStore keeps the documented semantics of the store contract (mailflow.store.api)."""
+"""The store contract (mailflow.store.api) as the other services see it: the real mailbox-store through
+StoreClient (tests/support/store.py), which is what imap-pop3's and delivery's protocol tests run on."""
 
 from __future__ import annotations
 
@@ -9,14 +10,13 @@ import pytest
 from mailflow.errors import Conflict, Invalid, NotFound, QuotaExceeded
 from mailflow.store import search as sk
 from mailflow.store.api import DELETED, SEEN, DeliverItem
-from mailflow.store.memory import MemoryStore
 
 MSG = b"From: a@x.test\r\nTo: b@y.test\r\nSubject: Hello there\r\nDate: Fri, 27 Nov 2026 10:00:00 +0000\r\n\r\nbody text\r\n"
 
 
 @pytest.fixture
-async def store():
-    s = MemoryStore()
+def store(local_store):
+    s = local_store.fresh()
     s.add_user("alice@example.test", "pw")
     s.add_user("bob@example.test", "pw")
     return s
