@@ -146,6 +146,83 @@ def test_repeated_search_sees_arrivals_and_expunges_and_never_remembers_flags(ma
     assert c.cmd("a11", "UID SEARCH UNSEEN SUBJECT later")[0] == b"* SEARCH"
 
 
+def test_the_view_and_the_store_answer_flag_criteria_alike(srv):
+    """Flags-only criteria are answered from the session's view, others by the store: one evaluator
+    (mailflow.store.search.matcher) either way, so keywords compare case-insensitively in both."""
+    srv.deliver("alice@example.test", make_message("one"), flags=("$Label", "\\Seen"))
+    srv.deliver("alice@example.test", make_message("two"))
+    c = selected(srv)
+    for criteria, expected in [
+        ("KEYWORD $label", b"* SEARCH 1"),
+        ("KEYWORD $LABEL", b"* SEARCH 1"),
+        ("UNKEYWORD $label", b"* SEARCH 2"),
+        ("NOT KEYWORD $lAbEl", b"* SEARCH 2"),
+        ("OR KEYWORD $label UNSEEN", b"* SEARCH 1 2"),
+        ("KEYWORD $label SEEN UID 1:*", b"* SEARCH 1"),
+    ]:
+        assert c.cmd("a1", f"UID SEARCH {criteria}")[0] == expected, criteria  # the view answers
+        assert c.cmd("a2", f"UID SEARCH {criteria} SMALLER 1000000")[0] == expected, criteria  # the store
+
+
+QP_MESSAGE = (
+    b"From: Carol <carol@elsewhere.test>\r\nTo: alice@example.test\r\n"
+    b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?= aus =?iso-8859-1?q?K=F6ln?=\r\n"
+    b"Date: Thu, 5 Nov 2020 00:30:00 +0100\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+    b"Sch=C3=B6ne Gr=C3=BC=C3=9Fe vom Rhein\r\n"
+)
+B64_MESSAGE = (
+    b"From: Carol <carol@elsewhere.test>\r\nTo: alice@example.test\r\nSubject: encoded\r\n"
+    b"Date: Fri, 6 Nov 2020 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    b"--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"bmVlZGxlIGluIGEgaGF5c3RhY2s=\r\n--b--\r\n"
+)
+
+
+def test_text_criteria_match_the_decoded_text_only(srv):
+    """HEADER, BODY and TEXT compare with the decoded text: RFC 2047 words in headers, quoted-printable
+    and base64 in body parts; never with the encoded bytes."""
+    srv.deliver("alice@example.test", QP_MESSAGE)
+    srv.deliver("alice@example.test", B64_MESSAGE)
+    c = selected(srv)
+    for criteria, expected in [
+        ("CHARSET UTF-8 SUBJECT grüße", b"* SEARCH 1"),
+        ("CHARSET UTF-8 SUBJECT köln", b"* SEARCH 1"),
+        ("CHARSET UTF-8 TEXT GRÜSSE", b"* SEARCH 1"),  # case-insensitive beyond ASCII: ß is ss
+        ("CHARSET UTF-8 BODY schöne", b"* SEARCH 1"),
+        ("BODY needle", b"* SEARCH 2"),
+        ("TEXT haystack", b"* SEARCH 2"),
+        ("BODY C3", b"* SEARCH"),  # the quoted-printable form is not the text
+        ('TEXT "=?utf-8?"', b"* SEARCH"),
+        ("BODY bmVlZGxl", b"* SEARCH"),  # nor is the base64
+    ]:
+        assert c.cmd("a1", f"SEARCH {criteria}")[0] == expected, criteria
+
+
+def test_date_criteria_use_the_days_the_client_is_shown(srv):
+    """BEFORE/ON/SINCE: the internal date's day as FETCH INTERNALDATE shows it (+0000); SENTBEFORE/
+    SENTON/SENTSINCE: the Date: header's day in its own zone (RFC 3501 §6.4.4: time and zone ignored)."""
+    c = selected(srv)
+    c.send(f'a1 APPEND INBOX "05-Nov-2020 00:30:00 +0100" {{{len(QP_MESSAGE)}+}}')
+    c.send_raw(QP_MESSAGE + b"\r\n")
+    assert c.until("a1")[-1].startswith(b"a1 OK")
+    c.cmd("a2", "NOOP")
+    assert b'INTERNALDATE "04-Nov-2020 23:30:00 +0000"' in c.cmd("a3", "FETCH 1 (INTERNALDATE)")[0]
+    for criteria, expected in [
+        ("ON 4-Nov-2020", b"* SEARCH 1"),
+        ("ON 5-Nov-2020", b"* SEARCH"),
+        ("BEFORE 5-Nov-2020", b"* SEARCH 1"),
+        ("SINCE 5-Nov-2020", b"* SEARCH"),
+        ("SENTON 5-Nov-2020", b"* SEARCH 1"),
+        ("SENTON 4-Nov-2020", b"* SEARCH"),
+        ("SENTSINCE 5-Nov-2020", b"* SEARCH 1"),
+        ("SENTBEFORE 5-Nov-2020", b"* SEARCH"),
+        ("NOT SENTBEFORE 5-Nov-2020", b"* SEARCH 1"),
+    ]:
+        assert c.cmd("a4", f"SEARCH {criteria}")[0] == expected, criteria
+
+
 def wait_line(c: Raw, timeout: float = 2.0) -> bytes:
     c.sock.settimeout(timeout)
     try:
