@@ -165,7 +165,8 @@ class TestStore(StoreClient):
         self.local.call(self.local.core.set_quota(address, quota_bytes))
 
     def user_id(self, address: str) -> int:
-        return self.local.read(lambda tx: tx.value("SELECT id FROM users WHERE address = :a", {"a": address.lower()}))
+        sql = "SELECT id FROM users WHERE address = :a"
+        return self.local.read(lambda tx: tx.value(sql, {"a": address.lower()}))
 
     def expire_sessions(self) -> None:
         """Every principal issued so far stops working, as when the store's session key changes."""
@@ -178,7 +179,8 @@ class TestStore(StoreClient):
             "SELECT 1 FROM pop3_locks l JOIN users u ON u.id = l.user_id"
             " WHERE u.address = :a AND l.expires_at >= :now"
         )
-        return bool(self.local.read(lambda tx: tx.value(sql, {"a": address.lower(), "now": int(time.time())})))
+        now = int(time.time())
+        return bool(self.local.read(lambda tx: tx.value(sql, {"a": address.lower(), "now": now})))
 
     def messages(self, address: str, mailbox: str | None = "INBOX") -> list[bytes]:
         """The stored bodies in a user's mailbox (every mailbox for None), in UID order."""

@@ -191,7 +191,8 @@ def search(tx: Tx, user_id: int, mailbox_id: int, key: s.SearchKey, blobs) -> li
         parsed.update(tx.all(f"SELECT id, parsed FROM blobs WHERE id IN ({marks})", part))
     out = []
     for r, h in zip(rows, cached, strict=True):
-        if match(_Candidate(r[:10] if h is not None else (*r[:7], parsed.get(r[10]), None, r[9]), blobs, kws, h)):
+        row = r[:10] if h is not None else (*r[:7], parsed.get(r[10]), None, r[9])
+        if match(_Candidate(row, blobs, kws, h)):
             out.append(r[0])
     return out
 

@@ -299,8 +299,9 @@ def flags_only(k: SearchKey) -> bool:
 
 
 def _in_ranges(ranges: tuple[tuple[int, int], ...]) -> Callable[[int], bool]:
-    if len(ranges) <= 4:
-        return lambda u: any(lo <= u <= hi for lo, hi in ranges)
+    if len(ranges) == 1:
+        ((low, high),) = ranges
+        return lambda u: low <= u <= high
     merged: list[list[int]] = []
     for lo, hi in sorted(ranges):
         if merged and lo <= merged[-1][1] + 1:

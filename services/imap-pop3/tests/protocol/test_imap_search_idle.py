@@ -159,6 +159,12 @@ def test_the_view_and_the_store_answer_flag_criteria_alike(srv):
         ("NOT KEYWORD $lAbEl", b"* SEARCH 2"),
         ("OR KEYWORD $label UNSEEN", b"* SEARCH 1 2"),
         ("KEYWORD $label SEEN UID 1:*", b"* SEARCH 1"),
+        ("UID 2:9 UNKEYWORD $label", b"* SEARCH 2"),
+        ("UID 2:9 UID 1", b"* SEARCH"),
+        ("UID 3:9", b"* SEARCH"),
+        ("2:* ALL", b"* SEARCH 2"),
+        ("1 NOT 2", b"* SEARCH 1"),
+        ("OR UID 2 KEYWORD $label", b"* SEARCH 1 2"),
     ]:
         assert c.cmd("a1", f"UID SEARCH {criteria}")[0] == expected, criteria  # the view answers
         assert c.cmd("a2", f"UID SEARCH {criteria} SMALLER 1000000")[0] == expected, criteria  # the store

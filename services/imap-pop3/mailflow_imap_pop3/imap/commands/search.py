@@ -13,6 +13,7 @@ An unknown charset is NO [BADCHARSET]; a bad key is BAD (both from the parser).
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING
 
 from mailflow.store import search as sk
@@ -105,12 +106,27 @@ class _Row:
     __slots__ = ("uid", "flags")
 
 
+def _span(key) -> tuple[int, int]:
+    """The UIDs a key can match at most: a UID set at its top (alone or in an And) bounds them."""
+    low, high = 1, 2**63
+    for k in key.keys if isinstance(key, sk.And) else (key,):
+        if isinstance(k, sk.Uids):
+            low = max(low, min((lo for lo, _ in k.ranges), default=high))
+            high = min(high, max((hi for _, hi in k.ranges), default=0))
+    return low, high
+
+
 def _local_hits(key, view: MailboxView) -> list[int]:
+    """Indexes of the view's messages that match `key` (flags and UIDs only), in order."""
+    low, high = _span(key)
+    first, last = bisect_left(view.uids, low), bisect_right(view.uids, high)
+    if isinstance(key, sk.All):
+        return list(range(first, last))
     match = sk.matcher(key)
     row = _Row()
     hits = []
-    for i, (uid, flags) in enumerate(zip(view.uids, view.flags, strict=True)):
-        row.uid, row.flags = uid, flags
+    for i in range(first, last):
+        row.uid, row.flags = view.uids[i], view.flags[i]
         if match(row):
             hits.append(i)
     return hits
