@@ -15,17 +15,35 @@ mailbox-store, admin group (header X-Mailflow-Admin-Token), used by `mailflow do
     GET    /admin/aliases?domain=&offset=&limit=  -> Page[AliasPublic]
     POST   /admin/aliases            AliasCreate  -> 201 AliasPublic | 404 unknown domain | 409
     DELETE /admin/aliases/{address}               -> 204 | 404
-mailbox-store, internal group (header X-Mailflow-Token): see mailflow.store.client.
+mailbox-store, internal group (header X-Mailflow-Token), used through mailflow.store.client.StoreClient:
+    GET    /internal/resolve?address=            -> Resolved
+    GET    /internal/domain?name=                -> DomainLocal
+    POST   /internal/authenticate    Login        -> Authenticated (principal null: wrong login or disabled)
+    POST   /internal/sessions/check  SessionCheck -> SessionsExpired
+    POST   /internal/deliver   frame(DeliverRequest, one part per item: the message) -> DeliverResponse
+           one result per item, in order, once all are durable; idempotent per (key, user); a full
+           mailbox is a result (quota_exceeded, `permanent` when the message can never fit), not an error
+mailbox-store, access group (imap-pop3): see the store's api/access.py.
 queue (header X-Mailflow-Admin-Token), used by `mailflow queue ...` and `mailflow trace`: see the queue service.
 Errors: {"detail": "..."} with the HTTP status; the CLI prints the detail.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from mailflow.store.api import (
+    DeliverItem,
+    DeliverResult,
+    DeliverStatus,
+    Principal,
+    RecipientStatus,
+    Resolution,
+)
 
 T = TypeVar("T")
 
@@ -85,3 +103,142 @@ class AliasCreate(Schema):
 class AliasPublic(Schema):
     address: str
     targets: list[str]
+
+
+# --- mailbox-store, internal group: the directory ----------------------------------------------------
+
+
+class Resolved(Schema):
+    address: str
+    status: RecipientStatus
+    users: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, r: Resolution) -> Resolved:
+        return cls(address=r.address, status=r.status, users=list(r.users))
+
+    def resolution(self) -> Resolution:
+        return Resolution(self.address, self.status, tuple(self.users))
+
+
+class DomainLocal(Schema):
+    local: bool  # mail for the domain is ours: decided by the domain, never by an address
+
+
+class Login(Schema):
+    username: str = Field(max_length=1024)
+    password: str = Field(max_length=1024)
+    service: str = Field("imap", max_length=32)  # for the log
+
+
+class PrincipalOut(Schema):
+    user_id: int
+    address: str
+    addresses: list[str]
+    token: str
+    generation: int
+
+    @classmethod
+    def of(cls, p: Principal) -> PrincipalOut:
+        return cls(
+            user_id=p.user_id,
+            address=p.address,
+            addresses=list(p.addresses),
+            token=p.token,
+            generation=p.generation,
+        )
+
+    def principal(self) -> Principal:
+        return Principal(self.user_id, self.address, tuple(self.addresses), self.token, self.generation)
+
+
+class Authenticated(Schema):
+    principal: PrincipalOut | None
+
+
+class SessionCheck(Schema):
+    tokens: list[str] = Field(max_length=1000)
+
+
+class SessionsExpired(Schema):
+    expired: list[int]  # indexes into SessionCheck.tokens of those no longer accepted
+
+
+# --- mailbox-store, internal group: delivery (the MDA's batched append) ------------------------------
+
+
+class DeliverItemHead(Schema):
+    """One message of a deliver call; its bytes are the frame part at the same index."""
+
+    key: str  # idempotency key, e.g. "<queue_id>/<recipient>": stored once per (key, user)
+    recipient: str  # the envelope recipient; the store resolves aliases itself
+    mailbox: str | None = "INBOX"  # None or "": INBOX
+    flags: list[str] = Field(default_factory=list)
+    internal_date: datetime | None = None  # None: when it is stored
+    queue_id: str = ""
+    trace_id: str = ""
+
+
+class DeliverRequest(Schema):
+    items: list[DeliverItemHead]
+
+    @classmethod
+    def of(cls, items: Sequence[DeliverItem]) -> DeliverRequest:
+        return cls(
+            items=[
+                DeliverItemHead(
+                    key=it.key,
+                    recipient=it.recipient,
+                    mailbox=it.mailbox,
+                    flags=list(it.flags),
+                    internal_date=it.internal_date,
+                    queue_id=it.queue_id,
+                    trace_id=it.trace_id,
+                )
+                for it in items
+            ]
+        )
+
+    def with_bodies(self, bodies: Sequence[bytes]) -> list[DeliverItem]:
+        """The items, each with its body. ValueError if there are not as many bodies as items."""
+        if len(bodies) != len(self.items):
+            raise ValueError("items and bodies differ in number")
+        return [
+            DeliverItem(
+                key=h.key,
+                recipient=h.recipient,
+                body=body,
+                mailbox=h.mailbox or "INBOX",
+                flags=tuple(h.flags),
+                internal_date=h.internal_date,
+                queue_id=h.queue_id,
+                trace_id=h.trace_id,
+            )
+            for h, body in zip(self.items, bodies, strict=True)
+        ]
+
+
+class DeliverOutcome(Schema):
+    key: str
+    status: DeliverStatus  # stored/duplicate: done; unknown_user: bounce; quota_exceeded: see permanent
+    permanent: bool = False  # quota: 552 5.2.2 if true, else 452 4.2.2 (try later); failed: never retry
+    detail: str = ""
+    users: list[str] = Field(default_factory=list)  # who received it (an alias may reach several users)
+
+
+class DeliverResponse(Schema):
+    results: list[DeliverOutcome]
+
+    @classmethod
+    def of(cls, results: Sequence[DeliverResult]) -> DeliverResponse:
+        return cls(
+            results=[
+                DeliverOutcome(
+                    key=r.key, status=r.status, permanent=r.permanent, detail=r.detail, users=list(r.users)
+                )
+                for r in results
+            ]
+        )
+
+    def deliver_results(self) -> list[DeliverResult]:
+        return [DeliverResult(r.key, r.status, r.permanent, r.detail, tuple(r.users)) for r in self.results]

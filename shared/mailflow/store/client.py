@@ -25,12 +25,23 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import orjson
+from pydantic import BaseModel, ValidationError
 
-from mailflow.contracts.rest import SERVICE_TOKEN_HEADER
+from mailflow.contracts.rest import (
+    SERVICE_TOKEN_HEADER,
+    Authenticated,
+    DeliverRequest,
+    DeliverResponse,
+    DomainLocal,
+    Login,
+    Resolved,
+    SessionCheck,
+    SessionsExpired,
+)
 from mailflow.errors import (
     Conflict,
     InsufficientStorage,
@@ -59,6 +70,7 @@ from mailflow.store.search import SearchKey, to_obj
 from mailflow.store.transport import Http, Response, TransportError
 
 TRACE_HEADER = "X-Mailflow-Trace"
+M = TypeVar("M", bound=BaseModel)
 
 
 class SessionExpired(Invalid):
@@ -170,35 +182,25 @@ class StoreClient:
     # --- Directory ------------------------------------------------------------------------------------
 
     async def resolve(self, address: str) -> Resolution:
-        d = await self._json("GET", "/internal/resolve", params={"address": address})
-        return Resolution(address=d["address"], status=d["status"], users=tuple(d["users"]))
+        r = await self._call("GET", "/internal/resolve", params={"address": address})
+        return _model(Resolved, r).resolution()
 
     async def authenticate(self, username: str, password: str, service: str = "imap") -> Principal | None:
-        d = await self._json(
-            "POST",
-            "/internal/authenticate",
-            json={"username": username, "password": password, "service": service},
-        )
-        p = d.get("principal")
-        if not p:
-            return None
-        return Principal(
-            user_id=p["user_id"],
-            address=p["address"],
-            addresses=tuple(p["addresses"]),
-            token=p["token"],
-            generation=p["generation"],
-        )
+        login = Login.model_construct(username=username, password=password, service=service)  # the store checks
+        r = await self._call("POST", "/internal/authenticate", json=login.model_dump())
+        p = _model(Authenticated, r).principal
+        return None if p is None else p.principal()
 
     async def is_local_domain(self, domain: str) -> bool:
-        return (await self._json("GET", "/internal/domain", params={"name": domain}))["local"]
+        return _model(DomainLocal, await self._call("GET", "/internal/domain", params={"name": domain})).local
 
     async def expired_sessions(self, tokens: list[str]) -> set[str]:
         out: set[str] = set()
         for i in range(0, len(tokens), 1000):
             chunk = tokens[i : i + 1000]
-            d = await self._json("POST", "/internal/sessions/check", json={"tokens": chunk})
-            out.update(chunk[k] for k in d["expired"])
+            check = SessionCheck.model_construct(tokens=chunk)
+            r = await self._call("POST", "/internal/sessions/check", json=check.model_dump())
+            out.update(chunk[k] for k in _model(SessionsExpired, r).expired)
         return out
 
     # --- Deliverer ------------------------------------------------------------------------------------
@@ -206,37 +208,15 @@ class StoreClient:
     async def deliver(self, items: list[DeliverItem]) -> list[DeliverResult]:
         if not items:
             return []
-        head = {
-            "items": [
-                {
-                    "key": it.key,
-                    "recipient": it.recipient,
-                    "mailbox": it.mailbox,
-                    "flags": list(it.flags),
-                    "internal_date": it.internal_date.isoformat() if it.internal_date else None,
-                    "queue_id": it.queue_id,
-                    "trace_id": it.trace_id,
-                }
-                for it in items
-            ]
-        }
+        head = DeliverRequest.of(items).model_dump(mode="json")
         traces = {it.trace_id for it in items}
-        d = await self._json(
+        r = await self._call(
             "POST",
             "/internal/deliver",
             content=wire.encode(head, [it.body for it in items]),
             trace=traces.pop() if len(traces) == 1 else None,
         )
-        return [
-            DeliverResult(
-                key=x["key"],
-                status=x["status"],
-                permanent=x["permanent"],
-                detail=x["detail"],
-                users=tuple(x["users"]),
-            )
-            for x in d["results"]
-        ]
+        return _model(DeliverResponse, r).deliver_results()
 
     # --- Mailboxes ------------------------------------------------------------------------------------
 
@@ -399,6 +379,16 @@ class StoreClient:
 
     async def pop3_unlock(self, p: Principal, token: str) -> None:
         await self._json("POST", "/access/pop3/unlock", json={"token": token}, p=p)
+
+
+def _model(cls: type[M], r: Response) -> M:
+    """A response body as its contract model; one that does not fit is the store failing (temporary)."""
+    try:
+        return cls.model_validate_json(r.content)
+    except ValidationError as exc:
+        raise ServiceUnavailable(
+            f"mailbox-store sent a malformed {cls.__name__}: {exc.error_count()} errors"
+        ) from exc
 
 
 def _raise(r: Response) -> None:

@@ -166,6 +166,28 @@ async def test_internal_calls_need_the_service_token(service, n):
     await bad.close()
 
 
+async def test_a_deliver_frame_that_breaks_the_contract_is_refused_and_nothing_is_stored(service, n):
+    """The frame's header is a DeliverRequest (mailflow.contracts.rest): anything else is a 422."""
+    from mailflow.contracts.rest import SERVICE_TOKEN_HEADER
+    from mailflow.store import wire
+
+    from ..conftest import SERVICE_TOKEN
+
+    broken = [
+        ({"items": [{"recipient": n.alice}]}, [b"x"]),  # no idempotency key
+        ({"items": [{"key": "k1", "recipient": n.alice}]}, []),  # a body short
+        ({"items": [{"key": "k2", "recipient": n.alice, "flags": "\\Seen"}]}, [b"x"]),  # flags not a list
+        ({"items": [{"key": "k3", "recipient": n.alice, "internal_date": "yesterday"}]}, [b"x"]),
+        ({"deliveries": []}, []),
+    ]
+    headers = {SERVICE_TOKEN_HEADER: SERVICE_TOKEN, "Content-Type": wire.CONTENT_TYPE}
+    async with httpx.AsyncClient(base_url=service.url, headers=headers) as c:
+        for head, parts in broken:
+            r = await c.post("/internal/deliver", content=wire.encode(head, parts))
+            assert r.status_code == 422 and r.json()["detail"].startswith("bad deliver frame"), head
+    assert await inbox_rows(service, n.alice) == []
+
+
 async def test_a_store_that_does_not_answer_is_unavailable():
     c = StoreClient(f"http://127.0.0.1:{free_port()}", "x", timeout=2)
     with pytest.raises(ServiceUnavailable):
