@@ -8,7 +8,9 @@ import os
 import pytest
 
 from mailflow.natsserver import NatsServer
-from tests.support import free_port, postgres_schema
+from tests.support import free_port, postgres_schema, stacks
+
+stacks.track()
 
 
 @pytest.fixture
@@ -77,8 +79,6 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.failed:
-        from mailflow.stack import Stack
-
-        text = Stack.post_mortem()
+        text = stacks.post_mortem()
         if text:
             report.sections.append(("stack processes that had exited", text))

@@ -117,25 +117,3 @@ class JetStreamBodies:
     async def delete(self, ref: str) -> None:
         r = BodyRef.parse(ref)
         await self.js.purge_stream("BODY", subject=subjects.body_all(r.queue_id))
-
-
-class MemoryBodies:
-    """For unit and protocol tests of code that takes `Bodies`."""
-
-    def __init__(self) -> None:
-        self.items: dict[str, bytes] = {}
-
-    async def put(self, queue_id: str, data: bytes) -> str:
-        ref = str(BodyRef(queue_id, 1, len(data)))
-        self.items[ref] = data
-        return ref
-
-    async def get(self, ref: str) -> bytes:
-        BodyRef.parse(ref)  # what JetStreamBodies refuses (an inline ref), this refuses too
-        try:
-            return self.items[ref]
-        except KeyError:
-            raise BodyMissing(ref) from None
-
-    async def delete(self, ref: str) -> None:
-        self.items.pop(ref, None)

@@ -24,7 +24,6 @@ import sys
 import threading
 import time
 import urllib.request
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -136,9 +135,6 @@ def instance_name(service: str, index: int) -> str:
 
 
 class Stack:
-    # Stacks between start and stop, so a failing test can say which of their processes died.
-    _running: weakref.WeakSet[Stack] = weakref.WeakSet()
-
     def __init__(
         self,
         data_dir: Path,
@@ -259,7 +255,6 @@ class Stack:
 
     def start(self, timeout: float = 60.0) -> Stack:
         self.prepare()
-        Stack._running.add(self)
         try:
             self.start_nats()
             for service in self.services:
@@ -366,21 +361,9 @@ class Stack:
                 self.nats.stop()
         finally:
             self._stopping = False
-            Stack._running.discard(self)
 
     def dead(self) -> list[Proc]:
         return [p for p in self.procs.values() if p.popen.poll() is not None]
-
-    @classmethod
-    def post_mortem(cls, chars: int = 2000) -> str:
-        """For a failed test: every process of a running stack that has exited, its code and log tail."""
-        out = []
-        for st in list(cls._running):
-            for proc in st.dead():
-                out.append(f"{st.data_dir}: {proc.name} exited with {proc.popen.returncode}\n{st.log_tail(proc, chars)}")
-            if st.nats is not None and st.nats.proc is not None and st.nats.proc.poll() is not None:
-                out.append(f"{st.data_dir}: nats-server exited with {st.nats.proc.returncode}")
-        return "\n".join(out)
 
 
 def _tee(stream, logf, name: str) -> None:

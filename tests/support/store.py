@@ -7,7 +7,7 @@ mail and aliases; ids are never reused, so nothing of an earlier test can show t
 `TestStore`: the real `StoreClient` to it, which is what imap-pop3 and delivery use in production, plus
 what a test needs to arrange and inspect the store, which the Protocols of mailflow.store.api leave out.
 
-Events: the store's Publisher here is `Tap`, which hands each MailboxEvent to `TestStore.listeners`
+Events: the store's Publisher here is `MemoryPublisher`, which hands each MailboxEvent to `TestStore.listeners`
 in the store's thread, after the commit and before the answer, as the NATS publisher would send it.
 A test drops events by taking its listener out. The folder is in /dev/shm when there is one: the
 store fsyncs every commit, and the tests need speed there, not durability.
@@ -36,27 +36,37 @@ from mailflow_mailbox_store.settings import Settings
 SERVICE_TOKEN = "service-token-for-tests"
 
 
-class Tap:
-    """The store's Publisher: MailboxEvents to the listeners (a listener that fails is left out of it)."""
+class MemoryPublisher:
+    """The store's Publisher in tests: keeps what would be published, and hands each MailboxEvent to the
+    listeners as it goes (a listener that raises misses that event, as a NATS subscriber might)."""
 
     def __init__(self) -> None:
+        self.events: list[MailboxEvent] = []
+        self.revocations: list[UserRevoked] = []
+        self.traces: list[TraceEvent] = []
         self.listeners: list[Callable[[MailboxEvent], None]] = []
 
+    def clear(self) -> None:
+        self.events.clear()
+        self.revocations.clear()
+        self.traces.clear()
+
     async def mailbox(self, event: MailboxEvent) -> None:
+        self.events.append(event)
         for listener in list(self.listeners):
             with contextlib.suppress(Exception):
                 listener(event)
 
     async def revoked(self, event: UserRevoked) -> None:
-        pass
+        self.revocations.append(event)
 
     async def trace(self, event: TraceEvent) -> None:
-        pass
+        self.traces.append(event)
 
 
 class LocalStore:
     def __init__(self, folder: Path):
-        self.tap = Tap()
+        self.publisher = MemoryPublisher()
         self.settings = Settings(
             service_token=SERVICE_TOKEN,
             admin_token="admin-token-for-tests",
@@ -90,7 +100,7 @@ class LocalStore:
 
     async def _start(self) -> None:
         self._stop, ready, holder = asyncio.Event(), asyncio.Event(), {}
-        self._task = asyncio.create_task(app.run(self.settings, self._stop, ready, self.tap, holder))
+        self._task = asyncio.create_task(app.run(self.settings, self._stop, ready, self.publisher, holder))
         waiter = asyncio.create_task(ready.wait())
         await asyncio.wait({self._task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if not ready.is_set():
@@ -121,7 +131,8 @@ class LocalStore:
 
     def fresh(self) -> TestStore:
         """An empty store: no domains, users, aliases or listeners; sessions of earlier tests end."""
-        self.tap.listeners.clear()
+        self.publisher.listeners.clear()
+        self.publisher.clear()
 
         async def empty() -> None:
             domains, _ = await self.core.list_domains(0, 1000)
@@ -144,7 +155,7 @@ class TestStore(StoreClient):
 
     @property
     def listeners(self) -> list[Callable[[MailboxEvent], None]]:
-        return self.local.tap.listeners
+        return self.local.publisher.listeners
 
     def add_domain(self, name: str) -> None:
         with contextlib.suppress(Conflict):

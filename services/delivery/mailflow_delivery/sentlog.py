@@ -55,14 +55,3 @@ class KvSentLog:
 
     async def put(self, key: str, result: DeliveryResult) -> None:
         await self.kv.put(_key(key), result.to_bytes())
-
-
-class MemorySentLog:
-    def __init__(self) -> None:
-        self.items: dict[str, DeliveryResult] = {}
-
-    async def get(self, key: str) -> DeliveryResult | None:
-        return self.items.get(key)
-
-    async def put(self, key: str, result: DeliveryResult) -> None:
-        self.items[key] = result

@@ -76,21 +76,3 @@ class NatsPublisher:
         if self._task is not None and not self._task.done():
             self._task.cancel()
         await natsconn.close(self.nc)
-
-
-class MemoryPublisher:
-    """Collects what would be published (tests)."""
-
-    def __init__(self) -> None:
-        self.events: list[MailboxEvent] = []
-        self.revocations: list[UserRevoked] = []
-        self.traces: list[TraceEvent] = []
-
-    async def mailbox(self, event: MailboxEvent) -> None:
-        self.events.append(event)
-
-    async def revoked(self, event: UserRevoked) -> None:
-        self.revocations.append(event)
-
-    async def trace(self, event: TraceEvent) -> None:
-        self.traces.append(event)

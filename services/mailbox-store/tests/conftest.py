@@ -21,9 +21,9 @@ import pytest_asyncio
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 from mailflow.store.client import StoreClient
 from mailflow_mailbox_store import app
-from mailflow_mailbox_store.events import MemoryPublisher
 from mailflow_mailbox_store.settings import Settings
 from tests.support import postgres_schema
+from tests.support.store import MemoryPublisher
 
 SERVICE_TOKEN = "service-token-for-tests"
 ADMIN_TOKEN = "admin-token-for-tests"

@@ -156,25 +156,3 @@ class JetStreamQueue:
                 await task
             except asyncio.CancelledError:
                 pass
-
-
-class MemoryQueue:
-    """For protocol tests: keeps what was queued; `fail` makes the next enqueues raise."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[QueuedMessage, bytes]] = []
-        self.traces: list[TraceEvent] = []
-        self.fail: Exception | None = None
-        self.delay: float = 0.0
-
-    async def enqueue(self, raw: bytes, fields: dict[str, Any]) -> QueuedMessage:
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        if self.fail is not None:
-            raise self.fail
-        msg = QueuedMessage(body_ref=f"mem:{fields['queue_id']}", **fields)
-        self.messages.append((msg, raw))
-        return msg
-
-    async def trace(self, event: TraceEvent) -> None:
-        self.traces.append(event)

@@ -79,10 +79,3 @@ def uid_ranges(uids: Sequence[int]) -> list[list[int]]:
         else:
             out.append([u, u])
     return out
-
-
-def expand_ranges(ranges) -> list[int]:
-    out: list[int] = []
-    for lo, hi in ranges:
-        out.extend(range(int(lo), int(hi) + 1))
-    return out

@@ -8,13 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from mailflow import tls
-from mailflow.bodies import MemoryBodies
 from mailflow.contracts.messages import DeliveryJob, MxHost, MxReply, Recipient
 from mailflow.errors import InsufficientStorage, ServiceUnavailable
 from mailflow_delivery import smtp_out
 from mailflow_delivery.routing import Deliveries, RemoteConfig
-from mailflow_delivery.sentlog import MemorySentLog
-from services.delivery.tests.support import RemoteMta
+from services.delivery.tests.support import MemoryBodies, MemorySentLog, RemoteMta
 from tests.support.store import TestStore
 
 BODY = b"From: a@daum.test\r\nTo: z@naver.test\r\nSubject: hi\r\n\r\nHello\r\n"

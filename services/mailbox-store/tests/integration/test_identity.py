@@ -13,7 +13,7 @@ from mailflow.errors import NotFound
 from mailflow.store.api import DeliverItem
 from mailflow.store.client import SessionExpired
 from mailflow_mailbox_store import app
-from mailflow_mailbox_store.events import MemoryPublisher
+from tests.support.store import MemoryPublisher
 
 from .conftest import message
 

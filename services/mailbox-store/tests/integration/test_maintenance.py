@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from mailflow_mailbox_store import app, maintenance
-from mailflow_mailbox_store.events import MemoryPublisher
 from mailflow_mailbox_store.sessions import Session
 from mailflow_mailbox_store.uidset import UidSet
+from tests.support.store import MemoryPublisher
 
 
 @pytest.fixture
