@@ -2,9 +2,10 @@
 
 The real `Session` classes of smtp-ingress and POP3 run unchanged on an event loop with a `Transport`
 that is a list of written bytes instead of a socket (no port, no thread: thousands of dialogues a
-second). Behind them are real in-memory parts: smtp-ingress's IngressHandler with a small directory and
-its MemoryQueue; POP3 over a MemoryStore with a user and three messages, made new for every dialogue so
-no input depends on the ones before it.
+second). Behind them are in-memory parts: smtp-ingress's IngressHandler with a small directory and a
+MemoryQueue; POP3 over `_Maildrop`, one user's three messages made new for every dialogue so no input
+depends on the ones before it. `_Maildrop` is no store: it answers the few calls a POP3 session makes
+without any I/O, which the real store (what the protocol tests use) cannot do thousands of times a second.
 
 A dialogue ends when the input is used up: the client half-closes and the session may answer what it
 has; then the connection is dropped. `Dialogue.output` is everything the server wrote.
@@ -16,7 +17,16 @@ import asyncio
 import random
 from dataclasses import dataclass, field
 
-from mailflow.store.api import DeliverItem, Principal, Resolution
+from mailflow.errors import Conflict
+from mailflow.store.api import (
+    DELETED,
+    MailboxStatus,
+    MessageMeta,
+    Principal,
+    Resolution,
+    Selected,
+    StoreResult,
+)
 
 LOCAL_DOMAIN = "example.test"
 USER, PASSWORD = "alice@example.test", "alice-pw"
@@ -141,9 +151,9 @@ class SmtpDriver:
     def __init__(self, proxy: bool = False, max_message_bytes: int = 64 * 1024):
         from mailflow_smtp_ingress.directory import CachedDirectory
         from mailflow_smtp_ingress.handler import IngressHandler
-        from mailflow_smtp_ingress.queueing import MemoryQueue
         from mailflow_smtp_ingress.server import SmtpServer
         from mailflow_smtp_ingress.settings import Settings
+        from tests.support.doubles import MemoryQueue
 
         self.settings = Settings(
             service_token="fuzz",
@@ -188,8 +198,60 @@ class SmtpDriver:
 # --- POP3 ------------------------------------------------------------------------------------------------
 
 
+class _Maildrop:
+    """What a POP3 session asks of the store (mailflow.store.api.Mailboxes), for alice's INBOX of
+    MESSAGES, in memory: login, the maildrop lock, the listing, bodies, and deletion at UPDATE."""
+
+    def __init__(self) -> None:
+        self.messages = dict(enumerate(MESSAGES, 1))  # uid -> body
+        self.deleted: set[int] = set()
+        self.lock: str | None = None
+
+    async def authenticate(self, username: str, password: str, service: str = "imap") -> Principal | None:
+        ok = username.strip().lower() == USER and password == PASSWORD
+        return Principal(user_id=1, address=USER, addresses=(USER,), token="t") if ok else None
+
+    async def expired_sessions(self, tokens: list[str]) -> set[str]:
+        return set()
+
+    async def pop3_lock(self, p: Principal) -> str:
+        if self.lock is not None:
+            raise Conflict("maildrop is locked by another session")
+        self.lock = "lock"
+        return self.lock
+
+    async def pop3_unlock(self, p: Principal, token: str) -> None:
+        if token == self.lock:
+            self.lock = None
+
+    async def select(self, p: Principal, name: str, claim_recent: bool = True) -> Selected:
+        uids = sorted(self.messages)
+        flags = [frozenset({DELETED}) if u in self.deleted else frozenset() for u in uids]
+        size = sum(map(len, self.messages.values()))
+        status = MailboxStatus(1, "INBOX", 1, len(MESSAGES) + 1, len(uids), len(uids), 0, 1, size)
+        return Selected(status, uids, flags, [1] * len(uids))
+
+    async def fetch_meta(self, p: Principal, mailbox_id: int, uids: list[int]) -> list[MessageMeta]:
+        return [MessageMeta(u, frozenset(), 1, len(self.messages[u])) for u in sorted(set(uids)) if u in self.messages]
+
+    async def fetch_bodies(self, p: Principal, mailbox_id: int, uids: list[int]) -> dict[int, bytes]:
+        return {u: self.messages[u] for u in uids if u in self.messages}
+
+    async def store_flags(self, p, mailbox_id, uids, op, flags, unchanged_since=None) -> StoreResult:
+        if DELETED in flags and op == "add":
+            self.deleted.update(u for u in uids if u in self.messages)
+        return StoreResult([])
+
+    async def expunge(self, p: Principal, mailbox_id: int, uids: list[int] | None = None) -> list[int]:
+        gone = sorted(u for u in self.deleted if uids is None or u in uids)
+        for u in gone:
+            del self.messages[u]
+        self.deleted -= set(gone)
+        return gone
+
+
 class Pop3Driver:
-    """The POP3 session of imap-pop3 over a fresh MemoryStore per dialogue (alice, three messages)."""
+    """The POP3 session of imap-pop3 over a fresh `_Maildrop` per dialogue (alice, three messages)."""
 
     def __init__(self):
         from mailflow_imap_pop3.settings import Settings
@@ -197,13 +259,10 @@ class Pop3Driver:
         self.settings = Settings(service_token="fuzz", login_max_delay=0.0, pop3_max_bad_commands=1000)
 
     async def run(self, data: bytes) -> Dialogue:
-        from mailflow.store.memory import MemoryStore
         from mailflow_imap_pop3.app import Server
         from mailflow_imap_pop3.pop3.session import Pop3Protocol
 
-        store = MemoryStore()
-        store.add_user(USER, PASSWORD)
-        await store.deliver([DeliverItem(key=f"k{i}", recipient=USER, body=m) for i, m in enumerate(MESSAGES)])
+        store = _Maildrop()
         ctx = Server(self.settings, store).ctx
         proto = Pop3Protocol(ctx, ("127.0.0.1", 40000), "pop3")
         transport = FakeTransport(proto)
@@ -220,6 +279,6 @@ class Pop3Driver:
         await _settle(lambda: proto.done.done())
         if not proto.done.done():
             raise AssertionError("the POP3 session did not end after its connection was closed")
-        if store.users[USER].pop3_lock is not None:
+        if store.lock is not None:
             raise AssertionError("the maildrop lock outlived the session")
         return Dialogue(bytes(transport.output), session.finished)

@@ -2,7 +2,7 @@
 them and brings them back.
 
 The queue's intake and results workers and a delivery worker run against a real nats-server, a real
-database and the in-memory mailbox store; the queue's admin REST runs on a real socket and the CLI
+database and the real mailbox-store in this process; the queue's admin REST runs on a real socket and the CLI
 talks to it. Each stage gets one message whose handling raises:
   intake   an envelope whose size no database integer column holds (a real poison: it validates); its
            job went out while its first commit ran, so it is delivered once, though never recorded
@@ -24,7 +24,6 @@ from mailflow.bodies import JetStreamBodies
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import DeadLetter, QueuedMessage, QueuedMessages, Recipient
 from mailflow.contracts.streams import MAX_ATTEMPTS
-from mailflow.store.memory import MemoryStore
 from mailflow.web import HttpServer, service_app
 from mailflow_delivery.routing import Deliveries
 from mailflow_delivery.sentlog import KvSentLog
@@ -78,7 +77,7 @@ def states(database: Database) -> dict[str, str]:
 
 
 @pytest.fixture
-async def stack(js, db_url):
+async def stack(js, db_url, store):
     """The three workers running, the admin REST on a free port; yields (hooks, database, cli runner)."""
     engine = make_engine(db_url)
     migrate(engine)
@@ -86,7 +85,6 @@ async def stack(js, db_url):
     outbox = JetStreamOutbox(js)
     policy = ledger.Policy(jitter=0.0)
     scheduler = Scheduler(database, outbox, JetStreamBodies(js), policy, "mx.daum.test")
-    store = MemoryStore()
     for user in ("alice@daum.test", "bob@daum.test", POISON_DELIVERY, POISON_RESULTS):
         store.add_user(user, "pw")
     deliveries = PoisonedDeliveries(Deliveries(store, store, JetStreamBodies(js), TableResolver({}), await KvSentLog.open(js, ttl_s=60)))
@@ -134,8 +132,8 @@ async def test_a_poison_message_per_stage_ends_in_dead_and_the_rest_flows(js, st
         return all(s.get(m.queue_id) == "delivered" for m in normal) and s
 
     s = await await_for(flowed, timeout=30, what="the other messages delivered")
-    assert len(store.users["alice@daum.test"].mailboxes["INBOX"].messages) == 30
-    assert len(store.users["bob@daum.test"].mailboxes["INBOX"].messages) == 1  # the intake poison, once
+    assert len(store.messages("alice@daum.test")) == 30
+    assert len(store.messages("bob@daum.test")) == 1  # the intake poison, once
     assert "QPI" not in s and s["QPD"] == "inflight" and s["QPR"] == "inflight"
 
     page = json.loads(await mailflow("dead", "list", "--json"))
@@ -169,7 +167,7 @@ async def test_a_poison_message_per_stage_ends_in_dead_and_the_rest_flows(js, st
         return s["QPD"] == "delivered" and s["QPR"] == "delivered"
 
     await await_for(poisons_delivered, timeout=30, what="the retried job and result")
-    assert len(store.users[POISON_DELIVERY].mailboxes["INBOX"].messages) == 1
+    assert len(store.messages(POISON_DELIVERY)) == 1
     # the intake poison still is one: back in MAIL, it fails again and comes back to DEAD
     await mailflow("dead", "retry", str(by_qid["QPI"]["seq"]))
 

@@ -1,5 +1,4 @@
-"""Remote MTAs for delivery's tests (a real aiosmtpd server with STARTTLS, and a scripted one), and the
-body store and sent log in memory."""
+"""Remote MTAs for delivery's tests: a real aiosmtpd server with STARTTLS, and a scripted one."""
 
 from __future__ import annotations
 
@@ -10,8 +9,6 @@ from dataclasses import dataclass, field
 from aiosmtpd.controller import Controller
 
 from mailflow import tls
-from mailflow.bodies import BodyMissing, BodyRef
-from mailflow.contracts.messages import DeliveryResult
 from tests.support import free_port
 
 
@@ -145,38 +142,3 @@ class Scripted:
                 await w.drain()
         except (ConnectionError, ssl.SSLError):
             return
-
-
-class MemoryBodies:
-    """`Bodies` in memory, for tests of code that takes them."""
-
-    def __init__(self) -> None:
-        self.items: dict[str, bytes] = {}
-
-    async def put(self, queue_id: str, data: bytes) -> str:
-        ref = str(BodyRef(queue_id, 1, len(data)))
-        self.items[ref] = data
-        return ref
-
-    async def get(self, ref: str) -> bytes:
-        BodyRef.parse(ref)  # what JetStreamBodies refuses (an inline ref), this refuses too
-        try:
-            return self.items[ref]
-        except KeyError:
-            raise BodyMissing(ref) from None
-
-    async def delete(self, ref: str) -> None:
-        self.items.pop(ref, None)
-
-
-class MemorySentLog:
-    """`SentLog` in memory."""
-
-    def __init__(self) -> None:
-        self.items: dict[str, DeliveryResult] = {}
-
-    async def get(self, key: str) -> DeliveryResult | None:
-        return self.items.get(key)
-
-    async def put(self, key: str, result: DeliveryResult) -> None:
-        self.items[key] = result

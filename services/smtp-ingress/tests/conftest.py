@@ -10,19 +10,18 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import uvloop
 
 from mailflow import tls
-from mailflow.contracts.messages import QueuedMessage, TraceEvent
 from mailflow.errors import ServiceUnavailable
 from mailflow.store.api import Principal, Resolution
 from mailflow_smtp_ingress.directory import CachedDirectory
 from mailflow_smtp_ingress.handler import IngressHandler
 from mailflow_smtp_ingress.server import SmtpServer
 from mailflow_smtp_ingress.settings import Settings
+from tests.support.doubles import MemoryQueue
 
 USERS = {
     "alice@example.test": "alice-pw",
@@ -74,28 +73,6 @@ class FakeDirectory:
         if self.down:
             raise ServiceUnavailable("store down")
         return {t for t in tokens if t.removeprefix("t-") in self.revoked}
-
-
-class MemoryQueue:
-    """The MessageQueue in memory: keeps what was queued; `fail` makes the next enqueues raise."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[QueuedMessage, bytes]] = []
-        self.traces: list[TraceEvent] = []
-        self.fail: Exception | None = None
-        self.delay: float = 0.0
-
-    async def enqueue(self, raw: bytes, fields: dict[str, Any]) -> QueuedMessage:
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        if self.fail is not None:
-            raise self.fail
-        msg = QueuedMessage(body_ref=f"mem:{fields['queue_id']}", **fields)
-        self.messages.append((msg, raw))
-        return msg
-
-    async def trace(self, event: TraceEvent) -> None:
-        self.traces.append(event)
 
 
 class ServerThread:

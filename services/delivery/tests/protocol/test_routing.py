@@ -12,7 +12,8 @@ from mailflow.contracts.messages import DeliveryJob, MxHost, MxReply, Recipient
 from mailflow.errors import InsufficientStorage, ServiceUnavailable
 from mailflow_delivery import smtp_out
 from mailflow_delivery.routing import Deliveries, RemoteConfig
-from services.delivery.tests.support import MemoryBodies, MemorySentLog, RemoteMta
+from services.delivery.tests.support import RemoteMta
+from tests.support.doubles import MemoryBodies, MemorySentLog
 from tests.support.store import TestStore
 
 BODY = b"From: a@daum.test\r\nTo: z@naver.test\r\nSubject: hi\r\n\r\nHello\r\n"

@@ -1,0 +1,71 @@
+"""In-memory stand-ins for the parts a protocol test puts behind a service and does not test itself: the
+body store (`Bodies`), delivery's sent log (`SentLog`) and smtp-ingress's queue (`MessageQueue`).
+
+They live here, not in the runtime package every image installs. The mailbox-store has no stand-in:
+tests run on the real one (store.py beside this file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from mailflow.bodies import BodyMissing, BodyRef
+from mailflow.contracts.messages import DeliveryResult, QueuedMessage, TraceEvent
+
+
+class MemoryQueue:
+    """The MessageQueue in memory: keeps what was queued; `fail` makes the next enqueues raise."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[QueuedMessage, bytes]] = []
+        self.traces: list[TraceEvent] = []
+        self.fail: Exception | None = None
+        self.delay: float = 0.0
+
+    async def enqueue(self, raw: bytes, fields: dict[str, Any]) -> QueuedMessage:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail is not None:
+            raise self.fail
+        msg = QueuedMessage(body_ref=f"mem:{fields['queue_id']}", **fields)
+        self.messages.append((msg, raw))
+        return msg
+
+    async def trace(self, event: TraceEvent) -> None:
+        self.traces.append(event)
+
+
+class MemoryBodies:
+    """`Bodies` in memory, for tests of code that takes them."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, bytes] = {}
+
+    async def put(self, queue_id: str, data: bytes) -> str:
+        ref = str(BodyRef(queue_id, 1, len(data)))
+        self.items[ref] = data
+        return ref
+
+    async def get(self, ref: str) -> bytes:
+        BodyRef.parse(ref)  # what JetStreamBodies refuses (an inline ref), this refuses too
+        try:
+            return self.items[ref]
+        except KeyError:
+            raise BodyMissing(ref) from None
+
+    async def delete(self, ref: str) -> None:
+        self.items.pop(ref, None)
+
+
+class MemorySentLog:
+    """`SentLog` in memory."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, DeliveryResult] = {}
+
+    async def get(self, key: str) -> DeliveryResult | None:
+        return self.items.get(key)
+
+    async def put(self, key: str, result: DeliveryResult) -> None:
+        self.items[key] = result
