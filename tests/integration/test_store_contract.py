@@ -16,10 +16,7 @@ MSG = b"From: a@x.test\r\nTo: b@y.test\r\nSubject: Hello there\r\nDate: Fri, 27 
 
 @pytest.fixture
 def store(local_store):
-    s = local_store.fresh()
-    s.add_user("alice@example.test", "pw")
-    s.add_user("bob@example.test", "pw")
-    return s
+    return local_store.fresh(("alice@example.test", "pw"), ("bob@example.test", "pw"))
 
 
 async def login(s, who="alice@example.test"):

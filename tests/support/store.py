@@ -129,8 +129,9 @@ class LocalStore:
             self.thread.join(10)
             self.loop.close()
 
-    def fresh(self) -> TestStore:
-        """An empty store: no domains, users, aliases or listeners; sessions of earlier tests end."""
+    def fresh(self, *users: tuple[str, str]) -> TestStore:
+        """An empty store (no domains, aliases or listeners; sessions of earlier tests end) but for these
+        (address, password) users."""
         self.publisher.listeners.clear()
         self.publisher.clear()
 
@@ -140,7 +141,10 @@ class LocalStore:
                 await self.core.delete_domain(d.name, force=True)
 
         self.call(empty())
-        return TestStore(self)
+        store = TestStore(self)
+        for address, password in users:
+            store.add_user(address, password)
+        return store
 
 
 class TestStore(StoreClient):

@@ -16,10 +16,7 @@ from imaptest import Running, settings_for  # noqa: E402
 
 @pytest.fixture
 def store(local_store):
-    s = local_store.fresh()
-    s.add_user("alice@example.test", "alice-pw")
-    s.add_user("bob@example.test", "bob-pw")
-    return s
+    return local_store.fresh(("alice@example.test", "alice-pw"), ("bob@example.test", "bob-pw"))
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ Errors: {"detail": "..."} with the HTTP status; the CLI prints the detail.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -108,6 +109,11 @@ class AliasPublic(Schema):
 # --- mailbox-store, internal group: the directory ----------------------------------------------------
 
 
+def _fields(obj, skip: str = "") -> dict:
+    """A dataclass's fields by name (shallow: a body is not copied), for a contract model of the same names."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name != skip}
+
+
 class Resolved(Schema):
     address: str
     status: RecipientStatus
@@ -115,7 +121,7 @@ class Resolved(Schema):
 
     @classmethod
     def of(cls, r: Resolution) -> Resolved:
-        return cls(address=r.address, status=r.status, users=list(r.users))
+        return cls.model_validate(_fields(r))
 
     def resolution(self) -> Resolution:
         return Resolution(self.address, self.status, tuple(self.users))
@@ -140,16 +146,10 @@ class PrincipalOut(Schema):
 
     @classmethod
     def of(cls, p: Principal) -> PrincipalOut:
-        return cls(
-            user_id=p.user_id,
-            address=p.address,
-            addresses=list(p.addresses),
-            token=p.token,
-            generation=p.generation,
-        )
+        return cls.model_validate(_fields(p))
 
     def principal(self) -> Principal:
-        return Principal(self.user_id, self.address, tuple(self.addresses), self.token, self.generation)
+        return Principal(**{**dict(self), "addresses": tuple(self.addresses)})
 
 
 class Authenticated(Schema):
@@ -184,36 +184,14 @@ class DeliverRequest(Schema):
 
     @classmethod
     def of(cls, items: Sequence[DeliverItem]) -> DeliverRequest:
-        return cls(
-            items=[
-                DeliverItemHead(
-                    key=it.key,
-                    recipient=it.recipient,
-                    mailbox=it.mailbox,
-                    flags=list(it.flags),
-                    internal_date=it.internal_date,
-                    queue_id=it.queue_id,
-                    trace_id=it.trace_id,
-                )
-                for it in items
-            ]
-        )
+        return cls(items=[DeliverItemHead.model_validate(_fields(it, skip="body")) for it in items])
 
     def with_bodies(self, bodies: Sequence[bytes]) -> list[DeliverItem]:
         """The items, each with its body. ValueError if there are not as many bodies as items."""
         if len(bodies) != len(self.items):
             raise ValueError("items and bodies differ in number")
         return [
-            DeliverItem(
-                key=h.key,
-                recipient=h.recipient,
-                body=body,
-                mailbox=h.mailbox or "INBOX",
-                flags=tuple(h.flags),
-                internal_date=h.internal_date,
-                queue_id=h.queue_id,
-                trace_id=h.trace_id,
-            )
+            DeliverItem(**{**dict(h), "mailbox": h.mailbox or "INBOX", "flags": tuple(h.flags)}, body=body)
             for h, body in zip(self.items, bodies, strict=True)
         ]
 
@@ -231,14 +209,7 @@ class DeliverResponse(Schema):
 
     @classmethod
     def of(cls, results: Sequence[DeliverResult]) -> DeliverResponse:
-        return cls(
-            results=[
-                DeliverOutcome(
-                    key=r.key, status=r.status, permanent=r.permanent, detail=r.detail, users=list(r.users)
-                )
-                for r in results
-            ]
-        )
+        return cls(results=[DeliverOutcome.model_validate(_fields(r)) for r in results])
 
     def deliver_results(self) -> list[DeliverResult]:
-        return [DeliverResult(r.key, r.status, r.permanent, r.detail, tuple(r.users)) for r in self.results]
+        return [DeliverResult(**{**dict(r), "users": tuple(r.users)}) for r in self.results]
