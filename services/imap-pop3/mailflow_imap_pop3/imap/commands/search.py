@@ -124,12 +124,20 @@ def _local_hits(key, view: MailboxView) -> list[int]:
         return list(range(first, last))
     match = sk.matcher(key)
     row = _Row()
-    hits = []
-    for i in range(first, last):
-        row.uid, row.flags = view.uids[i], view.flags[i]
-        if match(row):
-            hits.append(i)
-    return hits
+    uids, flags = view.uids, view.flags
+    if any(isinstance(k, sk.Uids) for k in sk.leaves(key)):
+        hits = []
+        for i in range(first, last):
+            row.uid, row.flags = uids[i], flags[i]
+            if match(row):
+                hits.append(i)
+        return hits
+    # flags alone decide: the evaluator is asked once per distinct flag set (a mailbox has few)
+    verdicts: dict[frozenset[str], bool] = {}
+    for f in set(flags[first:last]):
+        row.uid, row.flags = 0, f
+        verdicts[f] = match(row)
+    return [i for i in range(first, last) if verdicts[flags[i]]]
 
 
 async def _search(s: Session, cmd: Command, uid: bool) -> Reply | None:
