@@ -1,15 +1,20 @@
-"""The PROXY protocol header (HAProxy, versions 1 and 2) in front of a TCP connection.
+"""The PROXY protocol header (HAProxy, versions 1 and 2) in front of a TCP connection: the one parser
+and the one trust rule of every listener that takes it (smtp-ingress: MX, submission, SMTPS;
+imap-pop3: IMAP, IMAPS, POP3, POP3S).
 
 A load balancer that terminates nothing but forwards TCP (a Kubernetes Service behind HAProxy, an AWS
-NLB...) prepends one header with the real client address. `read_header(reader)` reads exactly that
-header from an asyncio stream, never a byte more, so the protocol that follows (IMAP, POP3, TLS) starts
-clean. `read_header_from_socket(sock)` does the same on an accepted socket before any transport owns
-it: the way to go when TLS starts right after the header (a stream would already have buffered the
-ClientHello, which TLS then never sees). `encode_v1`/`encode_v2` build headers (for tests and for clients that sit behind us).
+NLB...) prepends one header with the real client address. `read_client(sock, peer, trusted, timeout)`
+is what a listener does with an accepted socket before any transport owns it: the peer must be inside
+`trusted` (`is_trusted`: the configured networks; none configured means nobody), then `read_header`
+takes exactly the header from the socket, never a byte more, so what follows (SMTP, IMAP, POP3, a TLS
+ClientHello) starts clean. `trusted_networks` and `check_settings` read the services' settings
+(`MAILFLOW_SMTP_PROXY_*`, `MAILFLOW_IMAP_PROXY_*`): PROXY on with no trusted network fails at startup.
+`encode_v1`/`encode_v2` build headers (for tests and for clients that sit behind us).
 
-Failure: a missing, malformed or truncated header raises `ProxyError`; a stream that stays silent
-raises TimeoutError in the caller's `asyncio.timeout()`. Either way the caller closes the connection: a listener set up
-for PROXY must never guess the client address from a connection that did not send one.
+Failure: an untrusted peer raises `ProxyUntrusted`; a missing, malformed, truncated or over-long header
+(v1 over 107 octets, a v2 address block over V2_MAX_BLOCK) or silence past the timeout raises
+`ProxyError`. Either way the caller closes the connection without a word: a listener set up for PROXY
+never guesses the client address from a connection that did not send one.
 A v2 LOCAL command (health checks of the proxy itself) and v1 UNKNOWN carry no address: `source` is
 None and the caller uses the socket's own peer address.
 """
@@ -22,13 +27,20 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 V1_MAX = 107  # bytes, CRLF included (spec §2.1)
+V2_MAX_BLOCK = 4096  # the address block and its TLVs: a few hundred octets in practice (spec §2.2)
 _FAMILIES = {0x1: socket.AF_INET, 0x2: socket.AF_INET6}
 
 
 class ProxyError(Exception):
     pass
+
+
+class ProxyUntrusted(ProxyError):
+    """The peer is not inside the trusted networks: it may not say who the client is."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,8 @@ def parse_v2(header: bytes) -> ProxyInfo:
     ver_cmd, fam, length = header[12], header[13], struct.unpack("!H", header[14:16])[0]
     if ver_cmd >> 4 != 2:
         raise ProxyError(f"PROXY v2 header with version {ver_cmd >> 4}")
+    if length > V2_MAX_BLOCK:
+        raise ProxyError(f"PROXY v2 header longer than {V2_MAX_BLOCK} octets")
     if len(header) != 16 + length:
         raise ProxyError("PROXY v2 header length mismatch")
     command = ver_cmd & 0xF
@@ -108,31 +122,19 @@ def _tlvs(data: bytes) -> dict[int, bytes]:
     return out
 
 
-async def read_header(reader: asyncio.StreamReader) -> ProxyInfo:
-    """Read one PROXY header (v1 or v2, whichever comes) and nothing after it. Callers bound the wait:
-    `async with asyncio.timeout(5): info = await read_header(reader)`."""
+async def read_header(sock: socket.socket, timeout: float) -> ProxyInfo:
+    """One PROXY header (v1 or v2, whichever comes) from a non-blocking accepted socket, before any
+    transport owns it, and not one byte past it: what follows (SMTP, IMAP, POP3, a TLS ClientHello)
+    stays in the socket. ProxyError for a missing, malformed, truncated or over-long header, and for
+    one that does not arrive whole within `timeout` seconds."""
     try:
-        head = await reader.readexactly(5)
-        if head == b"PROXY":
-            rest = b""
-            while not rest.endswith(b"\r\n"):
-                if len(head) + len(rest) >= V1_MAX:
-                    raise ProxyError("PROXY v1 line too long")
-                rest += await reader.readexactly(1)
-            return parse_v1(head + rest)
-        if head == V2_SIGNATURE[:5]:
-            fixed = head + await reader.readexactly(11)
-            if not fixed.startswith(V2_SIGNATURE):
-                raise ProxyError("not a PROXY v2 header")
-            length = struct.unpack("!H", fixed[14:16])[0]
-            return parse_v2(fixed + await reader.readexactly(length))
-    except asyncio.IncompleteReadError as exc:
-        raise ProxyError("connection closed inside the PROXY header") from exc
-    raise ProxyError("connection did not start with a PROXY header")
+        async with asyncio.timeout(timeout):
+            return await _read(sock)
+    except TimeoutError:
+        raise ProxyError(f"no PROXY header within {timeout:g} s") from None
 
 
-async def read_header_from_socket(sock: socket.socket) -> ProxyInfo:
-    """`read_header` for a non-blocking accepted socket: exact reads, nothing after the header consumed."""
+async def _read(sock: socket.socket) -> ProxyInfo:
     loop = asyncio.get_running_loop()
 
     async def exactly(n: int) -> bytes:
@@ -147,18 +149,79 @@ async def read_header_from_socket(sock: socket.socket) -> ProxyInfo:
     head = await exactly(5)
     if head == b"PROXY":
         line = head
-        while not line.endswith(b"\r\n"):
+        while not line.endswith(b"\n"):
             if len(line) >= V1_MAX:
                 raise ProxyError("PROXY v1 line too long")
-            line += await exactly(1)  # a v1 line has no length field: one byte at a time, never past it
+            # A v1 line has no length field: take what has arrived up to its first LF (a peek, so
+            # never past it), or one byte when nothing is there yet.
+            try:
+                ahead = sock.recv(V1_MAX - len(line), socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                ahead = b""
+            lf = ahead.find(b"\n")
+            line += await exactly(lf + 1 if lf >= 0 else max(len(ahead), 1))
         return parse_v1(line)
     if head == V2_SIGNATURE[:5]:
         fixed = head + await exactly(11)
         if not fixed.startswith(V2_SIGNATURE):
             raise ProxyError("not a PROXY v2 header")
         length = struct.unpack("!H", fixed[14:16])[0]
+        if length > V2_MAX_BLOCK:
+            raise ProxyError(f"PROXY v2 header longer than {V2_MAX_BLOCK} octets")
         return parse_v2(fixed + (await exactly(length) if length else b""))
     raise ProxyError("connection did not start with a PROXY header")
+
+
+# --- who may send one ---------------------------------------------------------------------------------
+
+
+def trusted_networks(spec: str) -> tuple[Network, ...]:
+    """'10.0.0.0/8, 2001:db8::/32' -> the networks; "" -> none. ValueError names a bad item."""
+    nets = []
+    for item in (x.strip() for x in spec.split(",")):
+        if item:
+            try:
+                nets.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP network (CIDR)") from None
+    return tuple(nets)
+
+
+def check_settings(enabled: bool, trusted: str, prefix: str) -> None:
+    """The settings' rule, for every service's Settings: PROXY on with no trusted network would refuse
+    every connection, so the service does not start (ValueError naming both variables)."""
+    nets = trusted_networks(trusted)
+    if enabled and not nets:
+        raise ValueError(
+            f"{prefix}PROXY_PROTOCOL is on but {prefix}PROXY_TRUSTED is empty: no peer may send a PROXY "
+            f"header, so every connection would be refused. Set {prefix}PROXY_TRUSTED to the networks "
+            "(CIDRs) of your load balancers, or turn PROXY_PROTOCOL off."
+        )
+
+
+def is_trusted(ip: str, trusted: tuple[Network, ...]) -> bool:
+    """The one trust rule: the peer is inside a configured network. None configured: nobody is.
+    An IPv4-mapped IPv6 peer (a dual-stack socket) is judged as its IPv4 address."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr in net for net in trusted)
+
+
+async def read_client(
+    sock: socket.socket, peer: tuple[str, int], trusted: tuple[Network, ...], timeout: float
+) -> tuple[str, int]:
+    """What every PROXY listener does first: the rule, then the header. Returns the real client's
+    (address, port): the header's source, or `peer` for LOCAL/UNKNOWN (the balancer's own health
+    check). `ProxyUntrusted` for a peer outside `trusted` (nothing is read from it), ProxyError for
+    a bad or missing header; the caller closes the connection without a word either way."""
+    if not is_trusted(peer[0], trusted):
+        raise ProxyUntrusted(f"{peer[0]} is not a trusted proxy")
+    info = await read_header(sock, timeout)
+    return info.source or peer
 
 
 def encode_v1(source: tuple[str, int], dest: tuple[str, int]) -> bytes:

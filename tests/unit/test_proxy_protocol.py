@@ -1,28 +1,28 @@
-"""PROXY protocol v1/v2 headers: parsed exactly, nothing read past them, junk refused."""
+"""PROXY protocol v1/v2 headers: parsed exactly, nothing read past them, junk refused; and the one
+trust rule (only configured networks may send one; none configured means nobody)."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
 from mailflow.proxy_protocol import (
+    V2_MAX_BLOCK,
     V2_SIGNATURE,
     ProxyError,
+    ProxyUntrusted,
+    check_settings,
     encode_v1,
     encode_v2,
+    is_trusted,
     parse_v1,
     parse_v2,
+    read_client,
     read_header,
+    trusted_networks,
 )
-
-
-def reader_with(data: bytes, eof: bool = True) -> asyncio.StreamReader:
-    r = asyncio.StreamReader()
-    r.feed_data(data)
-    if eof:
-        r.feed_eof()
-    return r
 
 
 @pytest.mark.parametrize(
@@ -84,51 +84,126 @@ def test_v2_junk(header):
         parse_v2(header)
 
 
-async def test_read_header_reads_exactly_the_header():
-    r = reader_with(encode_v2(("192.0.2.7", 40000), ("198.51.100.1", 143)) + b"a1 CAPABILITY\r\n")
-    info = await read_header(r)
-    assert info.source == ("192.0.2.7", 40000)
-    assert await r.read() == b"a1 CAPABILITY\r\n"
-    r = reader_with(encode_v1(("192.0.2.9", 5), ("192.0.2.1", 110)) + b"USER x\r\n")
-    assert (await read_header(r)).source == ("192.0.2.9", 5)
-    assert await r.read() == b"USER x\r\n"
+def connected(data: bytes, close: bool = True) -> tuple[socket.socket, socket.socket]:
+    """(server side, non-blocking, with `data` waiting in it; the client side, closed after it if `close`)."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.sendall(data)
+    if close:
+        b.shutdown(socket.SHUT_WR)
+    return a, b
 
 
 @pytest.mark.parametrize(
-    "data", [b"a1 LOGIN x y\r\n", b"PROXY TCP4 1.2.3.4", b"\r\n\r\n\x00\r\nQUI", b"", b"PROXY " + b"x" * 200]
+    "header, source",
+    [
+        (encode_v2(("192.0.2.7", 40000), ("198.51.100.1", 993)), ("192.0.2.7", 40000)),
+        (encode_v2(("2001:db8::7", 40000), ("2001:db8::1", 993), {0x04: b"x" * 200}), ("2001:db8::7", 40000)),
+        (encode_v1(("192.0.2.8", 1), ("192.0.2.1", 2)), ("192.0.2.8", 1)),
+        (encode_v1(("2001:db8::8", 1), ("2001:db8::1", 2)), ("2001:db8::8", 1)),
+    ],
 )
-async def test_read_header_refuses_a_connection_without_one(data):
-    with pytest.raises(ProxyError):
-        await read_header(reader_with(data))
+async def test_read_header_reads_exactly_the_header(header, source):
+    a, b = connected(header + b"\x16\x03\x01 ClientHello...", close=False)
+    info = await read_header(a, 5)
+    assert info.source == source
+    assert a.recv(100) == b"\x16\x03\x01 ClientHello..."
+    a.close()
+    b.close()
 
 
-async def test_read_header_times_out_on_silence():
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.05):
-            await read_header(reader_with(b"", eof=False))
-
-
-async def test_read_header_from_socket_leaves_the_rest_unread():
-    import socket
-
-    from mailflow.proxy_protocol import read_header_from_socket
-
-    for header in (
-        encode_v2(("192.0.2.7", 40000), ("198.51.100.1", 993)),
-        encode_v1(("192.0.2.8", 1), ("192.0.2.1", 2)),
-    ):
-        a, b = socket.socketpair()
-        a.setblocking(False)
-        b.sendall(header + b"\x16\x03\x01 ClientHello...")
-        info = await read_header_from_socket(a)
-        assert info.source[0] in ("192.0.2.7", "192.0.2.8")
-        assert a.recv(100) == b"\x16\x03\x01 ClientHello..."
-        a.close()
-        b.close()
+async def test_read_header_takes_a_v1_line_that_comes_in_pieces():
     a, b = socket.socketpair()
     a.setblocking(False)
-    b.sendall(b"GET / HTTP/1.1\r\n")
-    with pytest.raises(ProxyError):
-        await read_header_from_socket(a)
-    b.close()
+    line = encode_v1(("192.0.2.8", 1), ("192.0.2.1", 2))
+
+    async def dribble() -> None:
+        for i in range(0, len(line), 7):
+            b.sendall(line[i : i + 7])
+            await asyncio.sleep(0)
+        b.sendall(b"EHLO x\r\n")
+
+    task = asyncio.create_task(dribble())
+    assert (await read_header(a, 5)).source == ("192.0.2.8", 1)
+    await task
+    assert a.recv(100) == b"EHLO x\r\n"
     a.close()
+    b.close()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"a1 LOGIN x y\r\n",
+        b"GET / HTTP/1.1\r\n",
+        b"PROXY TCP4 1.2.3.4",  # closed inside the line
+        b"\r\n\r\n\x00\r\nQUI",
+        b"",
+        b"PROXY " + b"x" * 200,  # no end within 107 octets
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 1 143\n",  # LF without CR
+        V2_SIGNATURE + bytes([0x21, 0x11]) + (V2_MAX_BLOCK + 1).to_bytes(2, "big") + b"\x00" * 8,  # too long
+    ],
+)
+async def test_read_header_refuses_a_connection_without_one(data):
+    a, b = connected(data)
+    with pytest.raises(ProxyError):
+        await read_header(a, 5)
+    a.close()
+    b.close()
+
+
+async def test_read_header_times_out_on_silence_and_on_half_a_header():
+    for data in (b"", b"PROXY TCP4 192.0.2.7"):
+        a, b = connected(data, close=False)
+        with pytest.raises(ProxyError, match="within"):
+            await read_header(a, 0.05)
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize(
+    "ip, spec, trusted",
+    [
+        ("10.1.2.3", "10.0.0.0/8", True),
+        ("10.1.2.3", "10.0.0.0/8, 192.168.0.0/16", True),
+        ("192.168.7.7", " 10.0.0.0/8 ,192.168.0.0/16 ", True),
+        ("172.16.0.1", "10.0.0.0/8", False),
+        ("10.1.2.3", "", False),  # nothing configured: nobody is trusted
+        ("127.0.0.1", "", False),
+        ("::ffff:10.1.2.3", "10.0.0.0/8", True),  # IPv4-mapped (a dual-stack socket) counts as IPv4
+        ("2001:db8::5", "2001:db8::/32", True),
+        ("2001:db9::5", "2001:db8::/32", False),
+        ("2001:db8::5", "10.0.0.0/8", False),
+        ("not an address", "0.0.0.0/0", False),
+    ],
+)
+def test_the_trust_rule(ip, spec, trusted):
+    assert is_trusted(ip, trusted_networks(spec)) is trusted
+
+
+def test_settings_rule_empty_trusts_none_and_proxy_on_needs_networks():
+    assert trusted_networks("") == trusted_networks(" , ") == ()
+    check_settings(False, "", "MAILFLOW_SMTP_")  # off: nothing to trust
+    check_settings(True, "10.0.0.0/8", "MAILFLOW_SMTP_")
+    with pytest.raises(ValueError, match="MAILFLOW_IMAP_PROXY_TRUSTED is empty"):
+        check_settings(True, "", "MAILFLOW_IMAP_")
+    with pytest.raises(ValueError, match="'10.0.0.300/8' is not an IP network"):
+        trusted_networks("10.0.0.0/8,10.0.0.300/8")
+
+
+async def test_read_client_reads_nothing_from_an_untrusted_peer():
+    header = encode_v2(("192.0.2.7", 40000), ("198.51.100.1", 25))
+    a, b = connected(header + b"EHLO x\r\n", close=False)
+    with pytest.raises(ProxyUntrusted):
+        await read_client(a, ("127.0.0.1", 5000), trusted_networks("10.0.0.0/8"), 5)
+    assert a.recv(100) == header + b"EHLO x\r\n"  # not a byte taken
+    a.close()
+    b.close()
+    a, b = connected(header, close=False)
+    assert await read_client(a, ("127.0.0.1", 5000), trusted_networks("127.0.0.0/8"), 5) == ("192.0.2.7", 40000)
+    a.close()
+    b.close()
+    a, b = connected(encode_v2(None), close=False)  # LOCAL: the balancer's own health check
+    assert await read_client(a, ("127.0.0.1", 5000), trusted_networks("127.0.0.0/8"), 5) == ("127.0.0.1", 5000)
+    a.close()
+    b.close()

@@ -18,9 +18,11 @@ from mailflow import natsconn
 from mailflow import tls as mtls
 from mailflow.connections import ConnectionLimiter
 from mailflow.lifecycle import Stopper
+from mailflow.proxy_protocol import trusted_networks
 from mailflow.store.api import Mailboxes
+from mailflow.throttle import LoginThrottle
 from mailflow.web import HttpServer, service_app
-from mailflow_imap_pop3.auth import AuthCache, Authenticator, LoginThrottle
+from mailflow_imap_pop3.auth import AuthCache, Authenticator
 from mailflow_imap_pop3.context import Context
 from mailflow_imap_pop3.imap import responses as rsp
 from mailflow_imap_pop3.imap.session import Session
@@ -47,10 +49,10 @@ class Server:
     def __init__(self, settings: Settings, store: Mailboxes, nc=None, tls: ssl.SSLContext | None = None):
         self.settings = settings
         throttle = LoginThrottle(
-            settings.login_failures_free,
             settings.login_failures_max,
             settings.login_failure_window,
-            settings.login_max_delay,
+            free=settings.login_failures_free,
+            max_delay=settings.login_max_delay,
         )
         auth = Authenticator(
             store,
@@ -71,7 +73,7 @@ class Server:
 
     async def start(self) -> Server:
         s = self.settings
-        proxy = s.trusted_proxies() if s.proxy_protocol else None
+        proxy = trusted_networks(s.proxy_trusted) if s.proxy_protocol else None
         plan = [
             ("imap", s.listen, self._imap, None),
             ("imaps", s.imaps_listen, self._imap, self.ctx.tls),

@@ -1,7 +1,8 @@
-"""Logins for IMAP and POP3: throttling per client address, a short cache of verified credentials, SASL PLAIN.
+"""Logins for IMAP and POP3: the throttle per client (mailflow.throttle, shared with smtp-ingress) and a
+short cache of verified credentials. SASL PLAIN is mailflow.sasl's.
 
 `Authenticator.login` returns a `Principal` or raises `LoginFailed` (wrong user or password: the
-client cannot tell which) or `Throttled` (too many failures from that address: refused without asking
+client cannot tell which) or `Throttled` (too many failures from that client: refused without asking
 the store, so guessing costs the guesser, not us). A store that does not answer raises
 `ServiceUnavailable`, which is temporary and no failure of the client's. A failure waits
 2^(n - free) seconds (capped) before it is answered: a tarpit that slows guessing down.
@@ -17,18 +18,15 @@ periodic sweep drops entries whose tokens the store refuses.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import hmac
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from mailflow.cache import Cache
-from mailflow.connections import client_key as address_key  # the throttling bucket: IPv6 by /64
 from mailflow.store.api import Directory, Principal
+from mailflow.throttle import LoginThrottle
 
 
 class LoginFailed(Exception):
@@ -37,73 +35,6 @@ class LoginFailed(Exception):
 
 class Throttled(Exception):
     pass
-
-
-class SaslError(ValueError):
-    pass
-
-
-def decode_plain(b64: bytes) -> tuple[str, str]:
-    """RFC 4616 PLAIN: base64("authzid NUL authcid NUL passwd") -> (user, password). SaslError if bad.
-    An authzid other than empty or the user itself is refused (no proxy logins)."""
-    try:
-        raw = base64.b64decode(b64, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise SaslError("bad base64") from exc
-    parts = raw.split(b"\x00")
-    if len(parts) != 3 or not parts[1]:
-        raise SaslError("malformed PLAIN response")
-    authz, user, password = (p.decode("utf-8", "replace") for p in parts)
-    if authz and authz.lower() != user.lower():
-        raise SaslError("authorization identity differs from the user")
-    return user, password
-
-
-class LoginThrottle:
-    def __init__(
-        self,
-        free: int = 3,
-        max_failures: int = 20,
-        window: float = 900.0,
-        max_delay: float = 15.0,
-        clock: Callable[[], float] = time.monotonic,
-        max_entries: int = 100_000,
-    ):
-        self.free, self.max_failures, self.window, self.max_delay = free, max_failures, window, max_delay
-        self.clock = clock
-        self.max_entries = max_entries
-        self._failures: OrderedDict[str, list[float]] = OrderedDict()
-
-    def _recent(self, key: str) -> list[float]:
-        times = self._failures.get(key)
-        if not times:
-            return []
-        cutoff = self.clock() - self.window
-        while times and times[0] < cutoff:
-            times.pop(0)
-        if not times:
-            del self._failures[key]
-        return times
-
-    def check(self, ip: str) -> None:
-        """Throttled if this address is over the limit; then nobody from it may log in for a while."""
-        if len(self._recent(address_key(ip))) >= self.max_failures:
-            raise Throttled(ip)
-
-    def failed(self, ip: str) -> float:
-        """Count a failure; returns how long to wait before answering it."""
-        key = address_key(ip)
-        times = self._recent(key)
-        times.append(self.clock())
-        self._failures[key] = times
-        self._failures.move_to_end(key)
-        while len(self._failures) > self.max_entries:
-            self._failures.popitem(last=False)
-        over = len(times) - self.free
-        return 0.0 if over <= 0 else min(self.max_delay, 2.0 ** (over - 1))
-
-    def failures(self, ip: str) -> int:
-        return len(self._recent(address_key(ip)))
 
 
 class AuthCache:
@@ -197,7 +128,8 @@ class Authenticator:
         """A cached principal whose token is in `taken` is not handed out again: the store asks for a
         session of its own (POP3: the maildrop lock belongs to the store session, and two connections
         must never share one)."""
-        self.throttle.check(ip)
+        if self.throttle.blocked(ip):
+            raise Throttled(ip)
         user = self.username(user)
         if not user or not password or len(user) > 320 or len(password) > 1024:
             principal = None

@@ -1,8 +1,8 @@
 """TCP listeners for IMAP and POP3: PROXY protocol, implicit TLS, STARTTLS, buffered writes, drain.
 
 `Listener` accepts connections and hands each one, as a `Connection`, to a session factory. With PROXY
-protocol on, a peer outside the trusted networks, a missing header or a bad one closes the connection
-before a byte is answered. Then the connection counts against the service's caps (mailflow.connections,
+protocol on, a peer outside the trusted networks (none configured: every peer), a missing header or a
+bad one closes the connection before a byte is answered (mailflow.proxy_protocol.read_client). Then the connection counts against the service's caps (mailflow.connections,
 by the real client after PROXY): over one, the client gets the listener's refusal (`* BYE`, POP3
 `-ERR [SYS/TEMP]`) and is closed; on an implicit-TLS listener that takes a handshake, so at most
 MAX_REFUSING of those run at once and past that a refused connection is closed without a word. Implicit TLS (993/995) is a handshake right after the (optional) PROXY
@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from mailflow import tls
 from mailflow.connections import ConnectionLimiter, Refusal
 from mailflow.hostport import split_hostport
-from mailflow.proxy_protocol import ProxyError, read_header_from_socket
+from mailflow.proxy_protocol import Network, ProxyError, ProxyUntrusted, read_client
 from mailflow_imap_pop3 import metrics
 
 log = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ class Listener:
         listen: str,
         handler: Handler,
         implicit_tls: ssl.SSLContext | None = None,
-        proxy_trusted: list | None = None,  # networks; None: no PROXY protocol
+        proxy_trusted: tuple[Network, ...] | None = None,  # None: no PROXY protocol; (): nobody trusted
         proxy_timeout: float = 5.0,
         handshake_timeout: float = 15.0,
         protocol: Callable[[tuple, str], asyncio.Protocol] | None = None,
@@ -463,19 +463,14 @@ class Listener:
 
     async def _proxy(self, conn: socket.socket, peer: tuple) -> tuple | None:
         try:
-            ip = ipaddress.ip_address(peer[0])
-        except ValueError:
-            ip = None
-        if ip is None or not any(ip in net for net in self.proxy_trusted or ()):
+            client = await read_client(conn, peer, self.proxy_trusted or (), self.proxy_timeout)
+        except ProxyUntrusted:
             metrics.PROXY.labels("untrusted").inc()
             log.warning("connection from %s, not a trusted proxy: closed", peer[0])
-            return None
-        try:
-            async with asyncio.timeout(self.proxy_timeout):
-                info = await read_header_from_socket(conn)
-        except (ProxyError, TimeoutError, OSError) as exc:
+        except (ProxyError, OSError) as exc:
             metrics.PROXY.labels("bad").inc()
-            log.warning("bad or missing PROXY header from %s: %s", peer[0], exc or "timeout")
-            return None
-        metrics.PROXY.labels("ok").inc()
-        return info.source or peer
+            log.warning("bad or missing PROXY header from %s: %s", peer[0], exc)
+        else:
+            metrics.PROXY.labels("ok").inc()
+            return client
+        return None

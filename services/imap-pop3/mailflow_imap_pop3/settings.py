@@ -5,11 +5,10 @@ Every limit names the RFC that sets its floor. A listener set to "" is not start
 
 from __future__ import annotations
 
-import ipaddress
-
-from pydantic import field_validator
+from pydantic import model_validator
 from pydantic_settings import SettingsConfigDict
 
+from mailflow import proxy_protocol
 from mailflow.services import IMAP_POP3
 from mailflow.settings import ServiceSettings
 
@@ -75,25 +74,20 @@ class Settings(ServiceSettings):
     # asked which of our sessions' and cached logins' tokens it refuses now. 0: never.
     revocation_check: float = 30.0
 
-    # PROXY protocol (v1 and v2) in front of every listener, from these peers only (comma-separated
-    # CIDRs). A connection from elsewhere, or without a header, is closed.
+    # PROXY protocol v1/v2 (HAProxy) in front of every listener, e.g. behind a Kubernetes load balancer.
+    # The address it carries is the client's for logs, throttling and the connection caps.
     proxy_protocol: bool = False
-    proxy_trusted: str = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
-    proxy_timeout: float = 5.0
+    # comma-separated CIDRs of the load balancers allowed to send a PROXY header; empty: none (then
+    # PROXY_PROTOCOL on fails at startup). Any other peer, or a connection without a header, is closed.
+    proxy_trusted: str = ""
+    proxy_timeout: float = 5.0  # seconds to wait for the header
 
     # SIGTERM: how long running commands may take before the connections are cut.
     drain_timeout: float = 20.0
     store_timeout: float = 30.0  # one store REST call
     tls_handshake_timeout: float = 15.0
 
-    @field_validator("proxy_trusted")
-    @classmethod
-    def _cidrs(cls, v: str) -> str:
-        for item in filter(None, (x.strip() for x in v.split(","))):
-            ipaddress.ip_network(item, strict=False)
-        return v
-
-    def trusted_proxies(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        return [
-            ipaddress.ip_network(x.strip(), strict=False) for x in self.proxy_trusted.split(",") if x.strip()
-        ]
+    @model_validator(mode="after")
+    def _proxy(self) -> Settings:
+        proxy_protocol.check_settings(self.proxy_protocol, self.proxy_trusted, IMAP_POP3.prefix)
+        return self

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mailflow_imap_pop3.auth import SaslError, decode_plain
+from mailflow.sasl import SaslError, decode_plain
 from mailflow_imap_pop3.pop3 import replies as R
 from mailflow_imap_pop3.pop3.maildrop import dot_stuffed, stuffed, top
 
@@ -103,7 +103,7 @@ async def cmd_auth(s: Pop3Session, arg: str) -> bytes:
     if response == b"*":
         return R.R_AUTH_CANCELLED
     try:
-        user, password = decode_plain(b"" if response == b"=" else response)
+        user, password = decode_plain(response)
     except SaslError:
         return R.R_BAD_SASL
     return await s.login(user, password)

@@ -125,7 +125,8 @@ def test_implicit_tls(srv):
 @pytest.fixture
 def proxied(tmp_path, store):
     running = Running(
-        settings_for(tmp_path, proxy_protocol=True, login_failures_free=1, login_failures_max=3), store
+        settings_for(tmp_path, proxy_protocol=True, proxy_trusted="127.0.0.0/8", login_failures_free=1, login_failures_max=3),
+        store,
     )
     yield running
     running.stop()

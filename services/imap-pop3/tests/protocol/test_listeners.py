@@ -17,7 +17,7 @@ from mailflow.proxy_protocol import encode_v1, encode_v2
 
 @pytest.fixture
 def proxied(tmp_path, store):
-    running = Running(settings_for(tmp_path, proxy_protocol=True), store)
+    running = Running(settings_for(tmp_path, proxy_protocol=True, proxy_trusted="127.0.0.0/8"), store)
     yield running
     running.stop()
 
@@ -42,6 +42,22 @@ def test_proxy_from_an_untrusted_peer_is_closed(tmp_path, store):
         assert c.closed() and c.buf == b""
     finally:
         running.stop()
+
+
+def test_no_proxy_is_trusted_unless_configured(tmp_path, monkeypatch):
+    """Issue 12.8 / 13.4: no private range is trusted by default; PROXY on with none configured would
+    refuse every connection, so the service does not start and says which variable to set."""
+    from mailflow_imap_pop3.settings import Settings
+
+    assert Settings(service_token="t").proxy_trusted == ""
+    monkeypatch.setenv("MAILFLOW_IMAP_PROXY_PROTOCOL", "true")
+    with pytest.raises(ValueError, match="MAILFLOW_IMAP_PROXY_TRUSTED is empty"):
+        Settings(service_token="t")
+    monkeypatch.setenv("MAILFLOW_IMAP_PROXY_TRUSTED", "10.0.0.0/8,not-a-net")
+    with pytest.raises(ValueError, match="'not-a-net' is not an IP network"):
+        Settings(service_token="t")
+    monkeypatch.setenv("MAILFLOW_IMAP_PROXY_TRUSTED", "10.0.0.0/8, fd00::/8")
+    assert Settings(service_token="t").proxy_trusted == "10.0.0.0/8, fd00::/8"
 
 
 def test_drain_says_bye_lets_commands_finish_and_stops_accepting(tmp_path, store):
@@ -208,7 +224,10 @@ def test_connections_per_client_are_capped_on_every_listener(capped):
 
 def test_caps_count_the_client_behind_the_proxy_and_the_total(tmp_path, store):
     running = Running(
-        settings_for(tmp_path, proxy_protocol=True, max_connections_per_ip=1, max_connections=2), store
+        settings_for(
+            tmp_path, proxy_protocol=True, proxy_trusted="127.0.0.0/8", max_connections_per_ip=1, max_connections=2
+        ),
+        store,
     )
     try:
         def via_proxy(ip: str, name: str = "imap") -> Raw:

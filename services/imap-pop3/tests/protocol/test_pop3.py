@@ -204,7 +204,7 @@ def test_stls_and_pop3s(srv):
 
 
 def test_plaintext_refused_off_loopback_without_tls(tmp_path, store):
-    running = Running(settings_for(tmp_path, proxy_protocol=True), store)
+    running = Running(settings_for(tmp_path, proxy_protocol=True, proxy_trusted="127.0.0.0/8"), store)
     try:
         c = Raw("127.0.0.1", running.port("pop3"))
         c.send_raw(encode_v2(("203.0.113.9", 1234), ("198.51.100.1", 110)))

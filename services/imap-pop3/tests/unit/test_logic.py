@@ -1,16 +1,15 @@
-"""Pure logic without sockets: the selected-mailbox view, login throttling and cache, SASL PLAIN,
-POP3 byte-stuffing and TOP."""
+"""Pure logic without sockets: the selected-mailbox view, login throttling and cache, POP3 byte-stuffing
+and TOP. (SASL PLAIN is mailflow.sasl's: tests/unit/test_sasl.py.)"""
 
 from __future__ import annotations
-
-import base64
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailflow.store.api import Changes, MailboxStatus, MessageMeta, Principal, Selected
-from mailflow_imap_pop3.auth import AuthCache, LoginThrottle, SaslError, address_key, decode_plain
+from mailflow.throttle import LoginThrottle
+from mailflow_imap_pop3.auth import AuthCache
 from mailflow_imap_pop3.imap.syntax import SeqSet
 from mailflow_imap_pop3.imap.view import MailboxView
 from mailflow_imap_pop3.pop3.maildrop import crlf, dot_stuffed, top
@@ -87,22 +86,45 @@ class Clock:
 
 
 def test_throttle_delays_then_blocks_then_forgets():
+    """imap-pop3's configuration of the shared throttle (app.py): free failures, then a doubling tarpit."""
     clock = Clock()
     t = LoginThrottle(free=2, max_failures=5, window=60, max_delay=4, clock=clock)
     delays = [t.failed("192.0.2.1") for _ in range(4)]
     assert delays == [0, 0, 1, 2]
-    t.check("192.0.2.1")
+    assert not t.blocked("192.0.2.1")
     assert t.failed("192.0.2.1") == 4
-    with pytest.raises(Exception, match="192.0.2.1"):
-        t.check("192.0.2.1")
-    t.check("192.0.2.2")  # another address is not affected
+    assert t.blocked("192.0.2.1")
+    assert not t.blocked("192.0.2.2")  # another address is not affected
     clock.t += 61
-    t.check("192.0.2.1")
+    assert not t.blocked("192.0.2.1")
+
+
+async def test_a_throttled_address_is_refused_without_asking_the_store():
+    from mailflow_imap_pop3.auth import Authenticator, Throttled
+
+    class Store:
+        asked = 0
+
+        async def authenticate(self, user, password, service):
+            Store.asked += 1
+            return None
+
+    throttle = LoginThrottle(max_failures=1, window=60, free=1)
+    auth = Authenticator(Store(), throttle, AuthCache(ttl=10))
+    with pytest.raises(Exception, match="a@x.test"):
+        await auth.login("a@x.test", "wrong", "192.0.2.1", "imap")
+    with pytest.raises(Throttled, match="192.0.2.1"):
+        await auth.login("a@x.test", "pw", "192.0.2.1", "imap")
+    assert Store.asked == 1
 
 
 def test_ipv6_addresses_share_their_64():
-    assert address_key("2001:db8::1") == address_key("2001:db8::ffff") == "2001:db8::/64"
-    assert address_key("::ffff:192.0.2.1") == "192.0.2.1"
+    t = LoginThrottle(max_failures=2, window=60)
+    t.failed("2001:db8::1")
+    t.failed("2001:db8::ffff")
+    assert t.blocked("2001:db8::5") and not t.blocked("2001:db8:0:1::1")
+    t.failed("::ffff:192.0.2.1")
+    assert t.failures("192.0.2.1") == 1
 
 
 def test_auth_cache_expires_and_never_keys_on_the_password():
@@ -207,28 +229,12 @@ async def test_login_asks_again_when_the_answer_was_revoked_meanwhile():
             cache.revoke(1, 2)  # the UserRevoked event arrives while the store answers
             return self.answers.pop(0)
 
-    auth = Authenticator(Store(), LoginThrottle(), cache)
+    auth = Authenticator(Store(), LoginThrottle(max_failures=20, window=900), cache)
     assert (await auth.login("a@x.test", "pw", "192.0.2.1", "imap")).token == "new"
     Store.answers = [Principal(1, "a@x.test", token="old", generation=1)] * 2
     cache.revoke(1, 2)
     with pytest.raises(LoginFailed):
         await auth.login("b@x.test", "pw", "192.0.2.1", "imap")
-
-
-@pytest.mark.parametrize(
-    "raw, expected",
-    [(b"\x00alice\x00pw", ("alice", "pw")), (b"alice\x00alice\x00p w", ("alice", "p w"))],
-)
-def test_sasl_plain(raw, expected):
-    assert decode_plain(base64.b64encode(raw)) == expected
-
-
-@pytest.mark.parametrize("raw", [b"alice\x00pw", b"bob\x00alice\x00pw", b"\x00\x00pw"])
-def test_sasl_plain_refuses(raw):
-    with pytest.raises(SaslError):
-        decode_plain(base64.b64encode(raw))
-    with pytest.raises(SaslError):
-        decode_plain(b"!!notbase64")
 
 
 def test_byte_stuffing_and_line_ends():

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from mailflow.sasl import SaslError, decode_plain
 from mailflow_imap_pop3 import metrics
-from mailflow_imap_pop3.auth import LoginFailed, SaslError, Throttled, decode_plain
+from mailflow_imap_pop3.auth import LoginFailed, Throttled
 from mailflow_imap_pop3.imap import errors
 from mailflow_imap_pop3.imap import responses as rsp
 from mailflow_imap_pop3.imap.responses import Reply
@@ -108,7 +109,7 @@ async def cmd_authenticate(s: Session, cmd: Command) -> Reply | None:
     if response.strip() == b"*":
         return Reply("BAD", "Authentication cancelled")
     try:
-        user, password = decode_plain(b"" if response == b"=" else response.strip())
+        user, password = decode_plain(response)
     except SaslError as exc:
         metrics.LOGINS.labels("imap", "failed").inc()
         return Reply("BAD", f"Invalid SASL PLAIN response: {exc}")
