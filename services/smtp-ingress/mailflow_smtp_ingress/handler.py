@@ -8,8 +8,11 @@ constant from replies.py. Failure rules:
   - an authenticated session's login is confirmed with the store again at MAIL FROM (when the last
     confirmation is older than auth_recheck_interval): revoked (password changed, user disabled or
     deleted) is 530 5.7.0 and the session is no longer authenticated; can't check is 451 4.4.3;
-  - a message that is not durable in JetStream (any failure before both PubAcks) is 451 4.3.0:
-    the client keeps it and retries, nothing is half-accepted.
+  - a message that is not durable in JetStream (any failure before both PubAcks) raises, and the
+    session answers 451 4.3.0 (replies.to_reply): the client keeps it and retries, nothing is
+    half-accepted.
+  - failed AUTHs are counted per client (mailflow.throttle, shared with imap-pop3): each waits
+    auth_failure_delay before its 535; auth_failures_per_ip within the window and AUTH is 454 4.7.0.
 No open relay: without AUTH a recipient must resolve to a local mailbox; percent-hack, bang paths
 and quoted "@" in a local part are refused outright, so a catch-all cannot turn them into relays.
 """
@@ -25,10 +28,10 @@ from datetime import UTC, datetime, timedelta
 from mailflow import ids
 from mailflow.contracts.messages import Recipient, TraceEvent
 from mailflow.store.api import Principal, Resolution
+from mailflow.throttle import LoginThrottle
 from mailflow_smtp_ingress import headers, metrics
 from mailflow_smtp_ingress import replies as R
 from mailflow_smtp_ingress.directory import CachedDirectory
-from mailflow_smtp_ingress.limits import AuthThrottle
 from mailflow_smtp_ingress.parser import Address, MailParams, RcptParams
 from mailflow_smtp_ingress.queueing import MessageQueue
 from mailflow_smtp_ingress.settings import Settings
@@ -49,13 +52,18 @@ class IngressHandler:
         settings: Settings,
         directory: CachedDirectory,
         queue: MessageQueue,
-        throttle: AuthThrottle | None = None,
+        throttle: LoginThrottle | None = None,
     ):
         self.settings = settings
         self.hostname = settings.hostname
         self.directory = directory
         self.queue = queue
-        self.throttle = throttle or AuthThrottle(settings.auth_failures_per_ip, settings.auth_failure_window)
+        # auth_failures_per_ip failures in the window block a client (454); each failure waits a flat
+        # auth_failure_delay before its 535
+        delay = settings.auth_failure_delay
+        self.throttle = throttle or LoginThrottle(
+            settings.auth_failures_per_ip, settings.auth_failure_window, delay=delay, max_delay=delay
+        )
         self._accepted = {name: metrics.ACCEPTED.labels(name) for name in metrics.LISTENERS}
         self._accepted_bytes = {name: metrics.ACCEPTED_BYTES.labels(name) for name in metrics.LISTENERS}
         self._r_unknown = _rejected("rcpt", "unknown_user")
@@ -149,11 +157,14 @@ class IngressHandler:
             log.warning("authentication unavailable: %s: %s", type(exc).__name__, exc)
             return R.R454_AUTH_TEMP
         if principal is None:
-            failures = self.throttle.failed(client.ip)
+            delay = self.throttle.failed(client.ip)
             metrics.AUTH.labels(mechanism, "failed").inc()
-            log.info("authentication failed", extra={"user": username[:100], "failures": failures})
-            if self.settings.auth_failure_delay > 0:
-                await asyncio.sleep(self.settings.auth_failure_delay)
+            log.info(
+                "authentication failed",
+                extra={"user": username[:100], "failures": self.throttle.failures(client.ip)},
+            )
+            if delay > 0:
+                await asyncio.sleep(delay)
             return R.R535_AUTH_FAILED
         client.principal, client.auth_checked = principal, time.monotonic()
         metrics.AUTH.labels(mechanism, "ok").inc()
@@ -198,10 +209,9 @@ class IngressHandler:
         )
         try:
             await self.queue.enqueue(raw, fields)
-        except Exception as exc:
+        except Exception:  # ServiceUnavailable, or unclassified: 451 4.3.0 either way (replies.to_reply)
             self._r_queue.inc()
-            reply = R.to_reply(exc, ids.ref())
-            return reply if reply.code == 451 else R.R451_TRY_LATER
+            raise
         elapsed = time.perf_counter() - started
         metrics.ACCEPT_SECONDS.observe(elapsed)
         metrics.MESSAGE_BYTES.observe(len(raw))

@@ -3,16 +3,17 @@
 Replies carry an RFC 3463 enhanced status code (RFC 2034: on every reply but the greeting, the answer
 to EHLO/HELO, the 354 go-ahead of DATA and the 334 AUTH challenges, whose text is fixed by the
 protocols). Reply text never holds tracebacks, host names of other machines, SQL or configuration:
-an unexpected error is logged with a short ref and the client only sees that ref.
+an unexpected error is logged with a short ref and the client only sees that ref (`to_reply`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 
 from mailflow.errors import ProtocolError, ServiceUnavailable
+from mailflow.sasl import SaslError
+from mailflow_smtp_ingress import metrics
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ R501_BAD_ADDRESS = Reply(501, "5.1.3", "Bad address syntax")
 R501_BAD_SENDER = Reply(501, "5.1.7", "Bad sender address syntax")
 R501_NO_ARGUMENTS = Reply(501, "5.5.4", "No arguments allowed")
 R501_AUTH_CANCELLED = Reply(501, "5.7.0", "Authentication cancelled")
-R501_AUTH_BAD_BASE64 = Reply(501, "5.5.2", "Cannot decode the response")
+R501_AUTH_RESPONSE = Reply(501, "5.5.2", "Cannot decode the response")  # with_text(the reason)
 R502_NOT_IMPLEMENTED = Reply(502, "5.5.1", "Command not implemented")
 R503_HELO_FIRST = Reply(503, "5.5.1", "Send EHLO/HELO first")
 R503_NESTED_MAIL = Reply(503, "5.5.1", "Sender already given")
@@ -130,7 +131,6 @@ R552_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message s
 R554_NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")
 R550_BARE_LF_DATA = Reply(550, "5.6.0", "Message contains bare CR or LF; lines must end with CRLF")
 R550_NUL_DATA = Reply(550, "5.6.0", "Message contains NUL characters")
-R554_PROXY_REQUIRED = Reply(554, "5.7.0", "PROXY protocol header missing or invalid")
 
 
 def to_reply(exc: BaseException, ref: str) -> Reply:
@@ -138,9 +138,18 @@ def to_reply(exc: BaseException, ref: str) -> Reply:
     match exc:
         case ProtocolError():
             return exc.reply
-        case ServiceUnavailable() | TimeoutError() | asyncio.TimeoutError() | ConnectionError() | OSError():
+        case SaslError():  # a response AUTH cannot decode (mailflow.sasl says why)
+            return R501_AUTH_RESPONSE.with_text(f"Cannot decode the response: {exc}")
+        case ServiceUnavailable() | TimeoutError() | OSError():
             log.warning("temporary failure: %s", exc, extra={"ref": ref})
             return R451_TRY_LATER
         case _:
+            metrics.INTERNAL_ERRORS.inc()
             log.error("internal error", exc_info=exc, extra={"ref": ref})
             return R451_INTERNAL.with_text(f"Internal error, try again later (ref {ref})")
+
+
+def closing(reply: Reply) -> Reply:
+    """`reply` as the last word before the session closes: 421 with its enhanced code and text."""
+    status = reply.status if reply.status.startswith("4") else "4.3.0"
+    return Reply(421, status, f"{reply.text}; closing connection")

@@ -1,6 +1,10 @@
 """The listeners (MX, submission, implicit-TLS submission) and everything sessions share.
 
-`start` binds every configured listener or raises (port in use, no certificate for SMTPS).
+`start` binds every configured listener or raises (port in use); without a certificate SMTPS stays off.
+Each listener accepts on its own socket; with PROXY_PROTOCOL on, the header is read from the socket
+first (mailflow.proxy_protocol: only from PROXY_TRUSTED networks; none configured fails at startup),
+then the session's connection (TLS first, on SMTPS) takes over. `admit` counts the client (after
+PROXY) against the connection caps.
 `drain` is the SIGTERM path: stop accepting, answer 421 to sessions waiting between transactions,
 let sessions inside a transaction finish it (they get 421 right after their reply), and after
 `drain_timeout` close whatever is left with 421. A session never outlives `drain`.
@@ -9,13 +13,16 @@ let sessions inside a transaction finish it (they get 421 right after their repl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import ssl
 import time
 
 from mailflow.connections import ConnectionLimiter
 from mailflow.hostport import split_hostport
-from mailflow_smtp_ingress import metrics, proxy
+from mailflow.proxy_protocol import ProxyError, ProxyUntrusted, read_client, trusted_networks
+from mailflow_smtp_ingress import metrics
 from mailflow_smtp_ingress import replies as R
 from mailflow_smtp_ingress.handler import IngressHandler
 from mailflow_smtp_ingress.session import Session
@@ -31,10 +38,11 @@ class SmtpServer:
         self.handler = handler
         self.tls_context = tls_context
         self.limiter = ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip)
-        self.proxy_trusted = proxy.trusted_networks(settings.proxy_trusted)
+        self.proxy_trusted = trusted_networks(settings.proxy_trusted) if settings.proxy_protocol else None
         self.buffer_limit = settings.max_message_bytes + (1 << 20)
         self.sessions: set[Session] = set()
-        self.servers: dict[Listener, asyncio.base_events.Server] = {}
+        self.sockets: dict[Listener, socket.socket] = {}
+        self.accepting: set[asyncio.Task] = set()  # accept loops and connections being set up
         self.draining = False
         self._active = {name: metrics.SESSIONS_ACTIVE.labels(name) for name in metrics.LISTENERS}
         self._opened = {name: metrics.SESSIONS.labels(name) for name in metrics.LISTENERS}
@@ -44,7 +52,6 @@ class SmtpServer:
     # --- listeners -------------------------------------------------------------------------------------------
 
     async def start(self) -> SmtpServer:
-        loop = asyncio.get_running_loop()
         s = self.settings
         wanted: list[tuple[Listener, str]] = [
             ("mx", s.listen),
@@ -59,27 +66,89 @@ class SmtpServer:
                     log.warning("no TLS certificate: the SMTPS listener stays off")
                     continue
                 host, port = split_hostport(listen)
-                self.servers[name] = await loop.create_server(
-                    lambda name=name: Session(self, name),
-                    host,
-                    port,
-                    ssl=self.tls_context if name == "smtps" else None,
-                    ssl_handshake_timeout=s.tls_handshake_timeout if name == "smtps" else None,
-                    backlog=s.backlog,
-                    reuse_address=True,
-                )
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                sock = socket.create_server((host, port), family=family, backlog=s.backlog)
+                sock.setblocking(False)
+                self.sockets[name] = sock
+                self._track(asyncio.create_task(self._accept(name, sock)))
         except BaseException:
             self.close_listeners()
             raise
-        log.info("listening", extra={name: self.port(name) for name in self.servers})
+        log.info("listening", extra={name: self.port(name) for name in self.sockets})
         return self
 
     def port(self, listener: Listener) -> int:
-        return self.servers[listener].sockets[0].getsockname()[1]
+        return self.sockets[listener].getsockname()[1]
 
     def close_listeners(self) -> None:
-        for srv in self.servers.values():
-            srv.close()
+        for task in list(self.accepting):
+            task.cancel()
+        for sock in self.sockets.values():
+            sock.close()
+
+    def _track(self, task: asyncio.Task) -> None:
+        self.accepting.add(task)
+        task.add_done_callback(self.accepting.discard)
+
+    async def _accept(self, name: Listener, sock: socket.socket) -> None:
+        """Accept on our own socket, so that the PROXY header can be read before any transport (and
+        its TLS layer, on SMTPS) owns the connection: a transport set up earlier would buffer the
+        client's first bytes (a ClientHello) where TLS never sees them."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, addr = await loop.sock_accept(sock)
+            except OSError as exc:  # EMFILE and friends: wait a little rather than spin
+                if sock.fileno() < 0:
+                    return
+                log.warning("accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            conn.setblocking(False)
+            with contextlib.suppress(OSError):  # replies are whole: never wait for Nagle
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            peer = (str(addr[0]), int(addr[1]))
+            if self.proxy_trusted is None:
+                self._track(asyncio.create_task(self._connect(name, conn, peer)))
+            else:
+                self._track(asyncio.create_task(self._proxied(name, conn, peer)))
+
+    async def _proxied(self, name: Listener, conn: socket.socket, peer: tuple[str, int]) -> None:
+        """PROXY protocol: the trust rule and the header (mailflow.proxy_protocol); a peer outside
+        `proxy_trusted`, a missing or bad header, or silence past `proxy_timeout` closes the
+        connection without a word. The header's address is the client's from then on."""
+        try:
+            client = await read_client(conn, peer, self.proxy_trusted, self.settings.proxy_timeout)
+        except asyncio.CancelledError:  # the drain
+            conn.close()
+            raise
+        except ProxyUntrusted:
+            metrics.REJECTED.labels("connect", "proxy_untrusted").inc()
+            log.warning("PROXY header from an untrusted peer refused", extra={"peer": peer[0]})
+        except (ProxyError, OSError) as exc:
+            metrics.REJECTED.labels("connect", "proxy_invalid").inc()
+            log.info("bad or missing PROXY header: %s", exc, extra={"peer": peer[0]})
+        else:
+            return await self._connect(name, conn, client)
+        conn.close()
+
+    async def _connect(self, name: Listener, conn: socket.socket, peer: tuple[str, int]) -> None:
+        smtps = name == "smtps"
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: Session(self, name, peer).conn,
+                conn,
+                ssl=self.tls_context if smtps else None,
+                ssl_handshake_timeout=self.settings.tls_handshake_timeout if smtps else None,
+            )
+        except asyncio.CancelledError:  # the drain, during a TLS handshake
+            conn.close()
+            raise
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            if smtps:
+                metrics.TLS.labels("failed").inc()
+            log.info("connection setup failed: %s", exc or type(exc).__name__, extra={"peer": peer[0]})
+            conn.close()
 
     # --- sessions ----------------------------------------------------------------------------------------------
 
@@ -110,9 +179,6 @@ class SmtpServer:
         log.info("connection refused: %s", reason)
         return R.R421_TOO_MANY_CONNECTIONS if refusal == "per_ip" else R.R421_SERVER_BUSY
 
-    async def read_proxy(self, session: Session) -> bool:
-        return await proxy.read_proxy(session, self.proxy_trusted, self.settings.proxy_timeout)
-
     # --- shutdown ---------------------------------------------------------------------------------------------
 
     async def drain(self, within: float | None = None) -> None:
@@ -122,7 +188,7 @@ class SmtpServer:
         self.close_listeners()
         open_tx = 0
         for session in list(self.sessions):
-            if session.tx is None and session.waiter is not None:
+            if not session.in_transaction and session.conn.waiting:
                 session.close(R.R421_SHUTTING_DOWN)
             else:
                 open_tx += 1
@@ -139,11 +205,5 @@ class SmtpServer:
                 await asyncio.wait_for(self._empty.wait(), 2.0)
             except TimeoutError:
                 for session in list(self.sessions):
-                    if session.transport is not None:
-                        session.transport.abort()
-        for srv in self.servers.values():
-            try:
-                await asyncio.wait_for(srv.wait_closed(), 1.0)
-            except Exception:
-                pass
+                    session.conn.abort()
         log.info("drained", extra={"seconds": round(time.monotonic() - started, 3)})

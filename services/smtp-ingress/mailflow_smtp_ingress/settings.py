@@ -7,8 +7,10 @@ they are empty a self-signed pair is made under MAILFLOW_DATA_DIR/tls (local run
 
 from __future__ import annotations
 
+from pydantic import model_validator
 from pydantic_settings import SettingsConfigDict
 
+from mailflow import proxy_protocol
 from mailflow.services import SMTP_INGRESS
 from mailflow.settings import ServiceSettings
 
@@ -25,7 +27,9 @@ class Settings(ServiceSettings):
     # PROXY protocol v1/v2 (HAProxy) in front of every listener, e.g. behind a Kubernetes load balancer.
     # The address it carries is the client's for relay checks, limits and the Received: header.
     proxy_protocol: bool = False
-    proxy_trusted: str = ""  # comma-separated CIDRs allowed to send a PROXY header; empty = any peer
+    # comma-separated CIDRs of the load balancers allowed to send a PROXY header; empty: none (then
+    # PROXY_PROTOCOL on fails at startup). Any other peer, or a connection without a header, is closed.
+    proxy_trusted: str = ""
     proxy_timeout: float = 5.0  # seconds to wait for the header
 
     # Limits, with the RFC minimum or default each comes from.
@@ -60,3 +64,8 @@ class Settings(ServiceSettings):
     # body in stream BODY plus the envelope); 0: always stream BODY. See mailflow.bodies.
     inline_max_bytes: int = 256 * 1024
     drain_timeout: float = 25.0  # SIGTERM: open transactions may finish within this, then 421
+
+    @model_validator(mode="after")
+    def _proxy(self) -> Settings:
+        proxy_protocol.check_settings(self.proxy_protocol, self.proxy_trusted, SMTP_INGRESS.prefix)
+        return self

@@ -1,7 +1,9 @@
-"""What a session knows about its client and its current mail transaction (plain data, no I/O)."""
+"""What a session knows: where the dialogue is (`State`), who the client is (`Client`) and the mail
+transaction under way (`Transaction`). Plain data, no I/O."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -11,6 +13,21 @@ from mailflow_smtp_ingress.parser import MailParams
 from mailflow_smtp_ingress.replies import Reply
 
 Listener = Literal["mx", "submission", "smtps"]
+
+
+class State(enum.Flag):
+    """Where the dialogue is (RFC 5321 §4.1.4). Authentication is `Client.principal`, apart from it."""
+
+    GREETED = enum.auto()  # 220 sent (or TLS just started): HELO/EHLO first
+    READY = enum.auto()  # HELO/EHLO said, no transaction
+    MAIL = enum.auto()  # MAIL FROM taken, no recipient yet
+    RCPT = enum.auto()  # one recipient or more taken
+    BDAT = enum.auto()  # chunks of the message coming (RFC 3030)
+    DATA = enum.auto()  # message octets being read (after 354, or a BDAT's): no command now
+
+
+ANY = State.GREETED | State.READY | State.MAIL | State.RCPT | State.BDAT
+TRANSACTION = State.MAIL | State.RCPT | State.BDAT | State.DATA
 
 
 @dataclass
@@ -52,7 +69,6 @@ class Transaction:
     mail_from: str  # "" is the null reverse-path
     params: MailParams
     rcpts: list[Recipient] = field(default_factory=list)
-    mode: Literal["", "data", "bdat"] = ""
     chunks: list[bytes] = field(default_factory=list)  # BDAT
     size: int = 0  # BDAT bytes so far
     failed: Reply | None = None  # BDAT: an earlier chunk failed; the rest is read and dropped

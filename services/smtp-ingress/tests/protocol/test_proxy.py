@@ -1,31 +1,31 @@
 """PROXY protocol v2 (and v1) in front of the listeners: the address in the header is the client's,
-for the Received: header, the per-address connection limit and the AUTH throttle."""
+for the Received: header, the per-address connection limit and the AUTH throttle. Only a peer inside
+PROXY_TRUSTED may send one (mailflow.proxy_protocol); none configured means nobody, and then PROXY on
+does not start."""
 
 from __future__ import annotations
 
 import base64
-import ipaddress
-import struct
 
-V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+import pytest
+
+from mailflow.proxy_protocol import encode_v1, encode_v2
+
+LOOPBACK = "127.0.0.0/8"  # the tests' "load balancer" is this machine
 
 
 def v2_header(
     src: str, sport: int = 40000, dst: str = "192.0.2.10", dport: int = 25, local: bool = False
 ) -> bytes:
-    if local:
-        return V2_SIGNATURE + bytes([0x20, 0x00]) + struct.pack("!H", 0)
-    s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
-    if s.version == 4:
-        fam, addrs = 0x11, s.packed + d.packed
-    else:
-        fam, addrs = 0x21, s.packed + d.packed
-    tail = addrs + struct.pack("!HH", sport, dport)
-    return V2_SIGNATURE + bytes([0x21, fam]) + struct.pack("!H", len(tail)) + tail
+    return encode_v2(None if local else (src, sport), (dst if ":" not in src else "2001:db8::1", dport))
+
+
+def proxied(make_server, **overrides):
+    return make_server(proxy_protocol=True, proxy_trusted=LOOPBACK, **overrides)
 
 
 def test_v2_address_goes_into_received_and_envelope(make_server, raw):
-    s = make_server(proxy_protocol=True)
+    s = proxied(make_server)
     c = raw(server=s, greet=False)
     c.send_raw(v2_header("203.0.113.7", 51000))
     c.expect("220 ")
@@ -42,9 +42,9 @@ def test_v2_address_goes_into_received_and_envelope(make_server, raw):
 
 
 def test_v2_ipv6_and_v1(make_server, raw):
-    s = make_server(proxy_protocol=True)
+    s = proxied(make_server)
     c = raw(server=s, greet=False)
-    c.send_raw(v2_header("2001:db8::5", dst="2001:db8::1"))
+    c.send_raw(v2_header("2001:db8::5"))
     c.expect("220 ")
     c.cmd("EHLO client.example.test", "250 ")
     d = raw(server=s, greet=False)
@@ -56,7 +56,7 @@ def test_v2_ipv6_and_v1(make_server, raw):
 
 
 def test_per_address_limit_counts_the_real_client(make_server, raw):
-    s = make_server(proxy_protocol=True, max_connections_per_ip=1)
+    s = proxied(make_server, max_connections_per_ip=1)
     a = raw(server=s, greet=False)
     a.send_raw(v2_header("203.0.113.1"))
     a.expect("220 ")
@@ -69,7 +69,7 @@ def test_per_address_limit_counts_the_real_client(make_server, raw):
 
 
 def test_auth_throttle_counts_the_real_client(make_server, raw, client_tls):
-    s = make_server(proxy_protocol=True, auth_failures_per_ip=1)
+    s = proxied(make_server, auth_failures_per_ip=1)
     plain = base64.b64encode(b"\0alice@example.test\0wrong").decode()
     good = base64.b64encode(b"\0alice@example.test\0alice-pw").decode()
 
@@ -90,7 +90,7 @@ def test_auth_throttle_counts_the_real_client(make_server, raw, client_tls):
 
 
 def test_local_command_keeps_the_socket_address(make_server, raw):
-    s = make_server(proxy_protocol=True)
+    s = proxied(make_server)
     c = raw(server=s, greet=False)
     c.send_raw(v2_header("", local=True))
     c.expect("220 ")
@@ -99,7 +99,7 @@ def test_local_command_keeps_the_socket_address(make_server, raw):
 
 
 def test_missing_or_bad_header_closes_without_greeting(make_server, raw):
-    s = make_server(proxy_protocol=True, proxy_timeout=0.3)
+    s = proxied(make_server, proxy_timeout=0.3)
     silent = raw(server=s, greet=False)
     assert silent.closed() and silent.buf == b""
     talker = raw(server=s, greet=False)
@@ -116,3 +116,62 @@ def test_untrusted_peer_may_not_send_a_header(make_server, raw):
     d = raw(server=t, greet=False)
     d.send_raw(v2_header("203.0.113.7"))
     d.expect("220 ")
+
+
+def test_an_empty_trusted_setting_trusts_nobody(settings_factory, monkeypatch):
+    """Issue 13.4 / 12.8: before, an empty MAILFLOW_SMTP_PROXY_TRUSTED let every peer send a header
+    (and so pick any client address: relay checks, throttles and Received: all trust it). Now empty
+    means none, and PROXY on with none configured does not start, naming the variable to set."""
+    from mailflow_smtp_ingress.settings import Settings
+
+    assert settings_factory().proxy_trusted == ""
+    with pytest.raises(ValueError, match="MAILFLOW_SMTP_PROXY_TRUSTED is empty"):
+        settings_factory(proxy_protocol=True)
+    with pytest.raises(ValueError, match="MAILFLOW_SMTP_PROXY_TRUSTED is empty"):
+        settings_factory(proxy_protocol=True, proxy_trusted=" , ")
+    with pytest.raises(ValueError, match="'10.0.0.0/33' is not an IP network"):
+        settings_factory(proxy_protocol=True, proxy_trusted="10.0.0.0/33")
+    monkeypatch.setenv("MAILFLOW_SMTP_PROXY_PROTOCOL", "1")
+    with pytest.raises(ValueError, match="MAILFLOW_SMTP_PROXY_TRUSTED is empty"):
+        Settings(service_token="t")
+    monkeypatch.setenv("MAILFLOW_SMTP_PROXY_TRUSTED", "10.0.0.0/8, fd00::/8")
+    assert Settings(service_token="t").proxy_trusted == "10.0.0.0/8, fd00::/8"
+
+
+def test_v1_ipv6_and_unknown(make_server, raw):
+    s = proxied(make_server)
+    c = raw(server=s, greet=False)
+    c.send_raw(encode_v1(("2001:db8::77", 40002), ("2001:db8::1", 25)))
+    c.expect("220 ")
+    c.cmd("EHLO v6.example.test", "250 ")
+    d = raw(server=s, greet=False)
+    d.send_raw(b"PROXY UNKNOWN\r\n")  # v1's LOCAL: the socket's address counts
+    d.expect("220 ")
+    d.cmd("NOOP", "250 2.0.0")
+    assert sorted(x.client.ip for x in s.server.sessions) == ["127.0.0.1", "2001:db8::77"]
+
+
+def test_smtps_reads_the_header_before_the_tls_handshake(make_server, raw, client_tls):
+    """The balancer's header comes before the client's ClientHello, in the clear: it is read from the
+    socket before TLS starts (before, the SMTPS listener fed it to the TLS layer and failed)."""
+    s = proxied(make_server)
+    c = raw("smtps", server=s, greet=False)
+    c.send_raw(v2_header("203.0.113.44", dport=465))
+    c.sock = client_tls.wrap_socket(c.sock, server_hostname="mx.example.test")
+    c.expect("220 ")
+    c.cmd("EHLO laptop.example.test", "250 ")
+    assert [x.client.ip for x in s.server.sessions] == ["203.0.113.44"]
+    assert [x.client.tls is not None for x in s.server.sessions] == [True]
+
+
+def test_a_header_split_over_many_writes_and_pipelined_commands_after_it(make_server, raw):
+    s = proxied(make_server)
+    c = raw(server=s, greet=False)
+    header = encode_v1(("198.51.100.3", 4000), ("192.0.2.10", 25))
+    for i in range(0, len(header), 5):
+        c.send_raw(header[i : i + 5])
+    c.send_raw(b"EHLO a.example.test\r\nNOOP\r\n")
+    c.expect("220 ")
+    c.expect("250 ")
+    c.expect("250 2.0.0")
+    assert [x.client.ip for x in s.server.sessions] == ["198.51.100.3"]
