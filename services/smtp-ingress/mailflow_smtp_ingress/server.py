@@ -42,6 +42,7 @@ class SmtpServer:
         self.buffer_limit = settings.max_message_bytes + (1 << 20)
         self.sessions: set[Session] = set()
         self.sockets: dict[Listener, socket.socket] = {}
+        self.servers: list[asyncio.Server] = []  # without PROXY, the loop accepts
         self.accepting: set[asyncio.Task] = set()  # accept loops and connections being set up
         self.draining = False
         self._active = {name: metrics.SESSIONS_ACTIVE.labels(name) for name in metrics.LISTENERS}
@@ -70,7 +71,19 @@ class SmtpServer:
                 sock = socket.create_server((host, port), family=family, backlog=s.backlog)
                 sock.setblocking(False)
                 self.sockets[name] = sock
-                self._track(asyncio.create_task(self._accept(name, sock)))
+                if self.proxy_trusted is None:  # the loop accepts (uvloop: in C), TLS first on SMTPS
+                    smtps = name == "smtps"
+                    self.servers.append(
+                        await asyncio.get_running_loop().create_server(
+                            lambda name=name: Session(self, name).conn,
+                            sock=sock,
+                            ssl=self.tls_context if smtps else None,
+                            ssl_handshake_timeout=s.tls_handshake_timeout if smtps else None,
+                            backlog=s.backlog,
+                        )
+                    )
+                else:  # PROXY: we accept, to read the header before any transport exists
+                    self._track(asyncio.create_task(self._accept(name, sock)))
         except BaseException:
             self.close_listeners()
             raise
@@ -81,6 +94,8 @@ class SmtpServer:
         return self.sockets[listener].getsockname()[1]
 
     def close_listeners(self) -> None:
+        for server in self.servers:
+            server.close()
         for task in list(self.accepting):
             task.cancel()
         for sock in self.sockets.values():
@@ -91,9 +106,9 @@ class SmtpServer:
         task.add_done_callback(self.accepting.discard)
 
     async def _accept(self, name: Listener, sock: socket.socket) -> None:
-        """Accept on our own socket, so that the PROXY header can be read before any transport (and
-        its TLS layer, on SMTPS) owns the connection: a transport set up earlier would buffer the
-        client's first bytes (a ClientHello) where TLS never sees them."""
+        """With PROXY: accept ourselves, so that the header is read before any transport (and its TLS
+        layer, on SMTPS) owns the connection: a transport set up earlier would buffer the client's
+        first bytes (a ClientHello) where TLS never sees them."""
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -107,11 +122,7 @@ class SmtpServer:
             conn.setblocking(False)
             with contextlib.suppress(OSError):  # replies are whole: never wait for Nagle
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            peer = (str(addr[0]), int(addr[1]))
-            if self.proxy_trusted is None:
-                self._track(asyncio.create_task(self._connect(name, conn, peer)))
-            else:
-                self._track(asyncio.create_task(self._proxied(name, conn, peer)))
+            self._track(asyncio.create_task(self._proxied(name, conn, (str(addr[0]), int(addr[1])))))
 
     async def _proxied(self, name: Listener, conn: socket.socket, peer: tuple[str, int]) -> None:
         """PROXY protocol: the trust rule and the header (mailflow.proxy_protocol); a peer outside
