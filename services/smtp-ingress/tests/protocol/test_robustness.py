@@ -113,3 +113,41 @@ def test_a_client_that_half_closes_still_gets_its_replies(srv):
             got += chunk
     assert b"250 2.0.0 Ok: queued as" in got and got.endswith(b"221 2.0.0 Bye\r\n")
     assert len(srv.messages) == 1
+
+
+def test_an_unexpected_error_in_a_command_is_451_with_a_ref_and_the_session_goes_on(srv, raw, monkeypatch):
+    """replies.to_reply is where every failure of a handler becomes a reply: unclassified is temporary,
+    the client sees a ref and no detail, the metric counts it, and the next command works."""
+    from mailflow_smtp_ingress import parser
+
+    def broken(text: str) -> str:
+        raise KeyError("secret-host.internal:5432")
+
+    monkeypatch.setattr(parser, "sanitize_helo", broken)
+    before = internal_errors()
+    c = raw()
+    reply = c.cmd("EHLO client.example.test", "451 4.3.0")
+    assert "ref " in reply and "secret" not in reply and "KeyError" not in reply
+    assert internal_errors() == before + 1
+    c.cmd("NOOP", "250 2.0.0")
+    c.cmd("MAIL FROM:<a@b.test>", "503 5.5.1")  # the failed EHLO did not count
+
+
+def test_an_unexpected_error_inside_a_message_closes_the_connection(srv, raw, monkeypatch):
+    """While message octets are read (State.DATA) the rest of the stream cannot be told from commands:
+    after an internal error there the session says 421 and closes; nothing is queued."""
+    from mailflow_smtp_ingress import parser
+
+    def broken(data: bytes, max_line: int):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(parser, "check_text", broken)
+    c = raw()
+    c.cmd("EHLO client.example.test", "250 ")
+    c.cmd("MAIL FROM:<a@b.test>", "250 2.1.0")
+    c.cmd("RCPT TO:<alice@example.test>", "250 2.1.5")
+    c.cmd("DATA", "354 ")
+    c.send_raw(b"Subject: x\r\n\r\nbody\r\n.\r\nNOOP\r\n")
+    reply = c.expect("421 4.3.0")
+    assert "ref " in reply and "closing connection" in reply
+    assert c.closed() and srv.messages == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mailflow.errors import PermFailure, ServiceUnavailable, TempFailure
+from mailflow.sasl import AuthzidRefused, SaslError
+from mailflow_smtp_ingress import metrics
 from mailflow_smtp_ingress import replies as R
 
 
@@ -25,14 +27,26 @@ def test_wire_format():
         (TimeoutError(), R.R451_TRY_LATER),
         (ConnectionResetError(), R.R451_TRY_LATER),
         (OSError("disk"), R.R451_TRY_LATER),
+        (PermFailure(R.R501_BAD_ADDRESS, "bad domain"), R.R501_BAD_ADDRESS),
+        (SaslError("response is not base64"), R.R501_AUTH_RESPONSE.with_text("Cannot decode the response: response is not base64")),
+        (AuthzidRefused("authorization identity differs"), R.R501_AUTH_RESPONSE.with_text("Cannot decode the response: authorization identity differs")),
     ],
 )
 def test_to_reply_table(exc, reply):
     assert R.to_reply(exc, "ref1") == reply
 
 
+def test_closing_keeps_the_reason_and_says_421():
+    assert R.closing(R.R451_TRY_LATER) == R.Reply(
+        421, "4.3.0", "Mail system temporarily unavailable, try again later; closing connection"
+    )
+    assert R.closing(R.R550_NO_SUCH_USER).status == "4.3.0"  # 421 never carries a 5.x.x code
+
+
 def test_unclassified_error_is_temporary_and_shows_only_a_ref():
+    before = metrics.INTERNAL_ERRORS._value.get()
     r = R.to_reply(KeyError("secret-host.internal:5432"), "abcd1234")
+    assert metrics.INTERNAL_ERRORS._value.get() == before + 1
     assert r.code == 451 and r.status == "4.3.0"
     assert "abcd1234" in r.text and "secret" not in r.text and "KeyError" not in r.text
 
