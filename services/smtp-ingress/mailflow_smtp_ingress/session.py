@@ -100,8 +100,8 @@ class Session:
 
     def opened(self) -> None:
         conn = self.conn
-        ip, port = self.peer or conn.transport.get_extra_info("peername") or ("0.0.0.0", 0)
-        self.client = Client(secrets.token_hex(4), self.listener, str(ip), int(port), tls=conn.tls)
+        peer = self.peer or conn.transport.get_extra_info("peername") or ("0.0.0.0", 0)  # IPv6: 4 items
+        self.client = Client(secrets.token_hex(4), self.listener, str(peer[0]), int(peer[1]), tls=conn.tls)
         self.server.session_started(self)
         self.task = conn.loop.create_task(self.run())
 
