@@ -6,12 +6,23 @@ IMAP `* BYE`, POP3 `-ERR [SYS/TEMP]`, RFC 3206) and closes. The client is the re
 PROXY header. An IPv6 client counts by its /64: one host usually owns a whole /64, so counting its
 addresses one by one would be no limit at all (an IPv4-mapped address counts as the IPv4 one).
 The caps are per process: with N replicas a client may open N times as many. Nothing here raises.
+
+`accept` is the accept loop of a listener that takes its connections itself (a PROXY header, or
+TLS, must come off the raw socket before any transport exists): imap-pop3's, and smtp-ingress's
+with PROXY on.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
+import logging
+import socket
+from collections.abc import Callable
 from typing import Literal
+
+log = logging.getLogger(__name__)
 
 Refusal = Literal["total", "per_ip"]
 
@@ -57,3 +68,23 @@ class ConnectionLimiter:
         else:
             self.per_ip[key] = n - 1
         self.total = max(0, self.total - 1)
+
+
+async def accept(sock: socket.socket, take: Callable[[socket.socket, tuple[str, int]], object]) -> None:
+    """Accept on a listening non-blocking socket until it is closed (or the task cancelled); each
+    connection, non-blocking and with TCP_NODELAY (replies are whole: never wait for Nagle), goes to
+    `take(conn, (ip, port))`, which must not block. EMFILE and friends: wait a little, never spin."""
+    loop = asyncio.get_running_loop()
+    while sock.fileno() >= 0:
+        try:
+            conn, addr = await loop.sock_accept(sock)
+        except OSError as exc:
+            if sock.fileno() < 0:
+                return
+            log.warning("accept failed: %s", exc)
+            await asyncio.sleep(0.1)
+            continue
+        conn.setblocking(False)
+        with contextlib.suppress(OSError):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        take(conn, (str(addr[0]), int(addr[1])))

@@ -27,7 +27,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 from mailflow import tls
-from mailflow.connections import ConnectionLimiter, Refusal
+from mailflow.connections import ConnectionLimiter, Refusal, accept
 from mailflow.hostport import split_hostport
 from mailflow.proxy_protocol import Network, ProxyError, ProxyUntrusted, read_client
 from mailflow_imap_pop3 import metrics
@@ -330,7 +330,7 @@ class Listener:
         self.sock = socket.create_server((host, port), family=family, backlog=1024)
         self.sock.setblocking(False)
         self._port = self.sock.getsockname()[1]
-        self._accepting = asyncio.create_task(self._accept_loop())
+        self._accepting = asyncio.create_task(accept(self.sock, self._take))
         return self
 
     @property
@@ -350,21 +350,8 @@ class Listener:
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
-    async def _accept_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self.sock is not None:
-            try:
-                conn, addr = await loop.sock_accept(self.sock)
-            except asyncio.CancelledError:
-                return
-            except OSError as exc:  # EMFILE and friends: wait a little rather than spin
-                log.warning("accept failed: %s", exc)
-                await asyncio.sleep(0.1)
-                continue
-            conn.setblocking(False)
-            with contextlib.suppress(OSError):  # replies are whole: never wait for Nagle
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._track(asyncio.create_task(self._setup(conn, (str(addr[0]), addr[1]))))
+    def _take(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        self._track(asyncio.create_task(self._setup(conn, peer)))
 
     async def _setup(self, conn: socket.socket, peer: tuple) -> None:
         loop = asyncio.get_running_loop()

@@ -13,13 +13,13 @@ let sessions inside a transaction finish it (they get 421 right after their repl
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import socket
 import ssl
 import time
 
-from mailflow.connections import ConnectionLimiter
+from mailflow.connections import ConnectionLimiter, accept
 from mailflow.hostport import split_hostport
 from mailflow.proxy_protocol import ProxyError, ProxyUntrusted, read_client, trusted_networks
 from mailflow_smtp_ingress import metrics
@@ -82,8 +82,8 @@ class SmtpServer:
                             backlog=s.backlog,
                         )
                     )
-                else:  # PROXY: we accept, to read the header before any transport exists
-                    self._track(asyncio.create_task(self._accept(name, sock)))
+                else:  # PROXY: we accept, to read the header before any transport (or TLS) exists
+                    self._track(asyncio.create_task(accept(sock, functools.partial(self._take, name))))
         except BaseException:
             self.close_listeners()
             raise
@@ -105,24 +105,8 @@ class SmtpServer:
         self.accepting.add(task)
         task.add_done_callback(self.accepting.discard)
 
-    async def _accept(self, name: Listener, sock: socket.socket) -> None:
-        """With PROXY: accept ourselves, so that the header is read before any transport (and its TLS
-        layer, on SMTPS) owns the connection: a transport set up earlier would buffer the client's
-        first bytes (a ClientHello) where TLS never sees them."""
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                conn, addr = await loop.sock_accept(sock)
-            except OSError as exc:  # EMFILE and friends: wait a little rather than spin
-                if sock.fileno() < 0:
-                    return
-                log.warning("accept failed: %s", exc)
-                await asyncio.sleep(0.1)
-                continue
-            conn.setblocking(False)
-            with contextlib.suppress(OSError):  # replies are whole: never wait for Nagle
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._track(asyncio.create_task(self._proxied(name, conn, (str(addr[0]), int(addr[1])))))
+    def _take(self, name: Listener, conn: socket.socket, peer: tuple[str, int]) -> None:
+        self._track(asyncio.create_task(self._proxied(name, conn, peer)))
 
     async def _proxied(self, name: Listener, conn: socket.socket, peer: tuple[str, int]) -> None:
         """PROXY protocol: the trust rule and the header (mailflow.proxy_protocol); a peer outside
