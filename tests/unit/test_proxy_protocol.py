@@ -191,6 +191,27 @@ def test_settings_rule_empty_trusts_none_and_proxy_on_needs_networks():
         trusted_networks("10.0.0.0/8,10.0.0.300/8")
 
 
+@pytest.mark.parametrize(
+    "module, prefix", [("mailflow_smtp_ingress.settings", "MAILFLOW_SMTP_"), ("mailflow_imap_pop3.settings", "MAILFLOW_IMAP_")]
+)
+def test_every_service_trusts_no_network_unless_configured(module, prefix, monkeypatch):
+    """Issue 12.8 / 13.4: no default trusts anyone (imap-pop3 trusted every private range, smtp-ingress
+    every peer when empty); PROXY on with none configured would refuse every connection, so the service
+    does not start and says which variable to set. The variables are named alike in every service."""
+    import importlib
+
+    settings = importlib.import_module(module).Settings
+    assert settings(service_token="t").proxy_trusted == ""
+    monkeypatch.setenv(f"{prefix}PROXY_PROTOCOL", "true")
+    with pytest.raises(ValueError, match=f"{prefix}PROXY_TRUSTED is empty"):
+        settings(service_token="t")
+    monkeypatch.setenv(f"{prefix}PROXY_TRUSTED", "10.0.0.0/8,not-a-net")
+    with pytest.raises(ValueError, match="'not-a-net' is not an IP network"):
+        settings(service_token="t")
+    monkeypatch.setenv(f"{prefix}PROXY_TRUSTED", "10.0.0.0/8, fd00::/8")
+    assert settings(service_token="t").proxy_trusted == "10.0.0.0/8, fd00::/8"
+
+
 async def test_read_client_reads_nothing_from_an_untrusted_peer():
     header = encode_v2(("192.0.2.7", 40000), ("198.51.100.1", 25))
     a, b = connected(header + b"EHLO x\r\n", close=False)

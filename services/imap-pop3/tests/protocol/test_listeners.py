@@ -44,22 +44,6 @@ def test_proxy_from_an_untrusted_peer_is_closed(tmp_path, store):
         running.stop()
 
 
-def test_no_proxy_is_trusted_unless_configured(tmp_path, monkeypatch):
-    """Issue 12.8 / 13.4: no private range is trusted by default; PROXY on with none configured would
-    refuse every connection, so the service does not start and says which variable to set."""
-    from mailflow_imap_pop3.settings import Settings
-
-    assert Settings(service_token="t").proxy_trusted == ""
-    monkeypatch.setenv("MAILFLOW_IMAP_PROXY_PROTOCOL", "true")
-    with pytest.raises(ValueError, match="MAILFLOW_IMAP_PROXY_TRUSTED is empty"):
-        Settings(service_token="t")
-    monkeypatch.setenv("MAILFLOW_IMAP_PROXY_TRUSTED", "10.0.0.0/8,not-a-net")
-    with pytest.raises(ValueError, match="'not-a-net' is not an IP network"):
-        Settings(service_token="t")
-    monkeypatch.setenv("MAILFLOW_IMAP_PROXY_TRUSTED", "10.0.0.0/8, fd00::/8")
-    assert Settings(service_token="t").proxy_trusted == "10.0.0.0/8, fd00::/8"
-
-
 def test_drain_says_bye_lets_commands_finish_and_stops_accepting(tmp_path, store):
     running = Running(settings_for(tmp_path), store)
     try:
