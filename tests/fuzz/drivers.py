@@ -146,7 +146,8 @@ class _Directory:
 
 class SmtpDriver:
     """smtp-ingress's Session with the MX listener's policy (AUTH offered without TLS, so the SASL
-    decoding is reachable); `proxy=True` puts a PROXY header reader in front, as behind a balancer."""
+    decoding is reachable); `proxy=True` reads a PROXY header first, as the listener does behind a
+    balancer (mailflow.proxy_protocol.read_client, from a trusted peer), and the session gets the rest."""
 
     def __init__(self, proxy: bool = False, max_message_bytes: int = 64 * 1024):
         from mailflow_smtp_ingress.directory import CachedDirectory
@@ -164,6 +165,7 @@ class SmtpDriver:
             max_message_bytes=max_message_bytes,
             max_recipients=20,
             proxy_protocol=proxy,
+            proxy_trusted="127.0.0.0/8" if proxy else "",
             max_auth_failures=1000,
             auth_failures_per_ip=10**9,
         )
@@ -176,23 +178,52 @@ class SmtpDriver:
         from mailflow_smtp_ingress.session import Session
 
         self.queue.messages.clear()
-        session = Session(self.server, "mx")
-        transport = FakeTransport(session)
-        session.connection_made(transport)
+        peer = None
+        if self.settings.proxy_protocol:
+            peer, data = await self._proxy(data)
+            if peer is None:  # the listener closes such a connection without a word
+                return Dialogue(b"", True, [])
+        session = Session(self.server, "mx", peer)
+        conn = session.conn
+        transport = FakeTransport(conn)
+        conn.connection_made(transport)
 
         def idle() -> bool:
-            return session.task.done() or (session.waiter is not None and not session.waiter.done())
+            return session.task.done() or (conn.waiter is not None and not conn.waiter.done())
 
-        await _feed(data, session.data_received, lambda: session.closed, idle)
-        if not session.closed:
-            session.eof_received()
+        await _feed(data, conn.data_received, lambda: conn.closed, idle)
+        if not conn.closed:
+            conn.eof_received()
             await _settle(lambda: session.task.done())
         transport.close()
         await _settle(lambda: session.task.done())
         if not session.task.done():
             session.task.cancel()
             raise AssertionError("the SMTP session did not end after its connection was closed")
-        return Dialogue(bytes(transport.output), session.closed, list(self.queue.messages))
+        return Dialogue(bytes(transport.output), conn.closed, list(self.queue.messages))
+
+    async def _proxy(self, data: bytes) -> tuple[tuple[str, int] | None, bytes]:
+        """The PROXY header off a socket as the listener reads it: (the client, what follows it)."""
+        import socket
+
+        from mailflow.proxy_protocol import ProxyError, read_client
+
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        try:
+            b.sendall(data)
+            b.shutdown(socket.SHUT_WR)
+            try:
+                peer = await read_client(a, ("127.0.0.1", 40000), self.server.proxy_trusted, 0.5)
+            except ProxyError:
+                return None, b""
+            rest = b""
+            while chunk := await asyncio.get_running_loop().sock_recv(a, 65536):
+                rest += chunk
+            return peer, rest
+        finally:
+            a.close()
+            b.close()
 
 
 # --- POP3 ------------------------------------------------------------------------------------------------

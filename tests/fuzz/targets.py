@@ -201,7 +201,7 @@ def smtp_parser(data: bytes) -> None:
 def sasl(data: bytes) -> None:
     """SASL PLAIN and LOGIN as IMAP/POP3 (decode_plain) and SMTP (AUTH) decode them, from the raw
     client text and from the base64 of arbitrary bytes (which reaches past the base64 layer)."""
-    from mailflow_imap_pop3.auth import SaslError, decode_plain
+    from mailflow.sasl import SaslError, decode_plain
 
     encoded = base64.b64encode(data)
     for b64 in (data, encoded):
@@ -220,9 +220,8 @@ def sasl(data: bytes) -> None:
 
 
 def proxy(data: bytes) -> None:
-    """PROXY v1/v2 as imap-pop3 reads it (mailflow.proxy_protocol) and as smtp-ingress reads it
-    (aiosmtpd's parser over the session buffer): ProxyError only, a v1 result that encodes back to
-    itself, and an SMTP session that either closes or greets."""
+    """PROXY v1/v2 as every listener reads it (mailflow.proxy_protocol, from the socket): ProxyError
+    only, a v1 result that encodes back to itself, and an SMTP session that either closes or greets."""
     info = None
     try:
         info = parse_v1(data) if data.startswith(b"PROXY") else parse_v2(data)
@@ -233,16 +232,23 @@ def proxy(data: bytes) -> None:
         if again != info:
             raise Finding(f"v1 round trip: {info} -> {again}")
 
-    async def stream() -> None:
-        reader = asyncio.StreamReader()
-        reader.feed_data(data)
-        reader.feed_eof()
-        try:
-            await read_header(reader)
-        except ProxyError:
-            pass
+    async def from_socket() -> None:
+        import socket
 
-    run_async(stream())
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        try:
+            b.sendall(data)
+            b.shutdown(socket.SHUT_WR)
+            try:
+                await read_header(a, 0.5)
+            except ProxyError:
+                pass
+        finally:
+            a.close()
+            b.close()
+
+    run_async(from_socket())
     d = run_async(_smtp(proxy=True).run(data + b"\r\nQUIT\r\n"))
     check_smtp_output(d.output)
 
