@@ -25,6 +25,10 @@ class State(enum.Flag):
     BDAT = enum.auto()  # chunks of the message coming (RFC 3030)
     DATA = enum.auto()  # message octets being read (after 354, or a BDAT's): no command now
 
+    # Members are singletons: hash them by identity, in C (Enum's own hash runs Python code on every
+    # lookup of the state in a Spec's `allowed`, once per command).
+    __hash__ = object.__hash__
+
 
 ANY = State.GREETED | State.READY | State.MAIL | State.RCPT | State.BDAT
 TRANSACTION = State.MAIL | State.RCPT | State.BDAT | State.DATA
