@@ -39,7 +39,7 @@ from mailflow_smtp_ingress.state import Client, Transaction
 
 log = logging.getLogger(__name__)
 
-_RELAY_TRICK_CHARS = ("%", "!", "@")  # user%other@local, other!user@local, "user@other"@local
+_RELAY_TRICK_CHARS = frozenset("%!@")  # user%other@local, other!user@local, "user@other"@local
 
 
 def _rejected(stage: str, reason: str):
@@ -117,7 +117,7 @@ class IngressHandler:
         if not rcpt.domain:  # <postmaster> without a domain (RFC 5321 §4.5.1)
             rcpt = Address(rcpt.local, self.hostname.lower())
         if not authenticated:
-            if any(c in rcpt.local for c in _RELAY_TRICK_CHARS) or rcpt.domain.startswith("["):
+            if not _RELAY_TRICK_CHARS.isdisjoint(rcpt.local) or rcpt.domain.startswith("["):
                 self._r_trick.inc()
                 return R.R550_RELAY_DENIED
         address = rcpt.address
