@@ -11,7 +11,7 @@ ACCEPTED = Counter(
 )
 ACCEPTED_BYTES = Counter("mailflow_smtp_accepted_bytes_total", "Bytes of accepted messages", ["listener"])
 ACCEPTED_RECIPIENTS = Counter("mailflow_smtp_accepted_recipients_total", "Recipients of accepted messages")
-# stage: connect, helo, mail, rcpt, data, auth, command. reason: see the REASON_* names in session.py.
+# stage: connect, mail, rcpt, data, auth, command. reason: a short word, e.g. proxy_untrusted, relay_denied.
 REJECTED = Counter(
     "mailflow_smtp_rejected_total",
     "Connections, commands, recipients and messages refused",
