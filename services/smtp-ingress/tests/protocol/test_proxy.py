@@ -89,6 +89,27 @@ def test_auth_throttle_counts_the_real_client(make_server, raw, client_tls):
     )  # another one behind the same balancer is not
 
 
+def test_auth_throttle_counts_an_ipv6_client_by_its_64(make_server, raw, client_tls):
+    """The one login throttle (mailflow.throttle, as imap-pop3's): a client is an IPv6 /64, so a host
+    cannot step around the limit by changing addresses inside its own /64."""
+    s = proxied(make_server, auth_failures_per_ip=1)
+    wrong = base64.b64encode(b"\0alice@example.test\0wrong").decode()
+    good = base64.b64encode(b"\0alice@example.test\0alice-pw").decode()
+
+    def session(src: str):
+        c = raw("submission", server=s, greet=False)
+        c.send_raw(v2_header(src, dport=587))
+        c.expect("220 ")
+        c.cmd("STARTTLS", "220 2.0.0")
+        c.sock = client_tls.wrap_socket(c.sock, server_hostname="mx.example.test")
+        c.cmd("EHLO laptop.example.test", "250 ")
+        return c
+
+    session("2001:db8:1:2::1").cmd("AUTH PLAIN " + wrong, "535 5.7.8")
+    session("2001:db8:1:2::ffff").cmd("AUTH PLAIN " + good, "454 4.7.0")  # the same /64
+    session("2001:db8:1:3::1").cmd("AUTH PLAIN " + good, "235 2.7.0")  # another one
+
+
 def test_local_command_keeps_the_socket_address(make_server, raw):
     s = proxied(make_server)
     c = raw(server=s, greet=False)
