@@ -7,9 +7,9 @@ import asyncio
 
 from mailflow_smtp_ingress.directory import CachedDirectory
 from mailflow_smtp_ingress.handler import IngressHandler
-from mailflow_smtp_ingress.queueing import MemoryQueue
 from mailflow_smtp_ingress.server import SmtpServer
 from mailflow_smtp_ingress.session import Session
+from tests.support.doubles import MemoryQueue
 
 
 class Transport(asyncio.Transport):
