@@ -125,11 +125,13 @@ def view(seq: int, letter: DeadLetter) -> DeadView:
 
 
 async def page(js: JetStreamContext, after: int, limit: int) -> DeadPage:
+    # The count first: a letter that lands while the page is read shows in the items, never in a total
+    # whose items are missing.
+    total = (await js.stream_info(STREAM)).state.messages
     items: list[DeadSummary] = []
     while len(items) < limit and (found := await read(js, after, after=True)) is not None:
         after = found[0]
         items.append(summary(*found))
-    total = (await js.stream_info(STREAM)).state.messages
     return DeadPage(items=items, total=total, next=after if len(items) == limit else None)
 
 
