@@ -9,11 +9,13 @@ PYTEST := $(BIN)/python -m pytest
 
 .PHONY: run test test-slow test-all test-attack test-chaos fuzz bench lint setup clean
 
-$(STAMP): pyproject.toml
+# The venv gets the images' pinned runtime versions (deploy/requirements.lock, as constraints), so the
+# tests run what the images ship; to upgrade, install without them and rewrite it with deploy/lock.py.
+$(STAMP): pyproject.toml deploy/requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Mailflow needs Python 3.11 or newer")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --constraint deploy/requirements.lock -e '.[test]'
 	touch $(STAMP)
 
 setup: $(STAMP)

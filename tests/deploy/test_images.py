@@ -24,6 +24,7 @@ from mailflow import healthcheck, tlsinit
 from mailflow.hostport import split_hostport
 from mailflow.services import SERVICES
 from tests.deploy.support import DOCKERFILE, ROOT, image_env, parse_dockerfile
+from tests.support import wait_for
 
 STANDINS = sorted((ROOT / "deploy/ci/standins").glob("*/Dockerfile"))
 ALL_DOCKERFILES = [DOCKERFILE, *STANDINS]
@@ -269,7 +270,8 @@ def test_probe_finds_a_real_process_by_its_command_line():
         [sys.executable, "-c", "import sys; sys.stdin.read()", "-m", "mailflow_delivery"], stdin=subprocess.PIPE
     )
     try:
-        assert "delivery" in healthcheck.running_services()
+        # Between fork and exec the child's command line is still pytest's: wait for the exec.
+        wait_for(lambda: "delivery" in healthcheck.running_services(), what="the child's command line")
     finally:
         child.communicate(timeout=10)
 
