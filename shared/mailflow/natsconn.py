@@ -3,6 +3,14 @@
 If NATS is away at startup, `connect` retries with backoff until `initial_timeout` passes, then raises
 `ServiceUnavailable`. Afterwards nats-py reconnects on its own and buffers what is published meanwhile;
 JetStream publishes that cannot be acknowledged raise, and callers answer 4xx (nothing is lost).
+
+`reconnect_buffer=False` is for a publisher whose PubAck decides a client's answer (smtp-ingress: 250
+or 451). nats-py sends after a reconnect both what was published while disconnected and what was still
+unsent in its write buffer when the connection dropped; such a message would be stored after its
+client was told 451, and the client's retry would store it twice. Without the buffer a publish while
+disconnected raises `OutboundBufferLimitError` at once, and what is unsent at a disconnect is dropped
+(its PubAck never comes: the publisher times out and answers 4xx). What nats-py had handed to the
+socket before may still be stored: the ambiguous case of RFC 1047.
 """
 
 from __future__ import annotations
@@ -18,12 +26,18 @@ from mailflow.errors import ServiceUnavailable
 log = logging.getLogger(__name__)
 
 
-async def connect(url: str, name: str, initial_timeout: float = 30.0) -> NATS:
+async def connect(url: str, name: str, initial_timeout: float = 30.0, reconnect_buffer: bool = True) -> NATS:
+    client: list[NATS] = []  # the connection, for disconnected_cb
+
     async def error_cb(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
 
     async def disconnected_cb() -> None:
         log.warning("nats disconnected")
+        if not reconnect_buffer and client:
+            # nats-py calls this after closing the socket and before reconnecting: nothing unsent goes
+            # out later. It has no public call for this.
+            client[0]._pending, client[0]._pending_data_size = [], 0
 
     async def reconnected_cb() -> None:
         log.info("nats reconnected")
@@ -33,7 +47,7 @@ async def connect(url: str, name: str, initial_timeout: float = 30.0) -> NATS:
     delay = 0.1
     while True:
         try:
-            return await nats.connect(
+            nc = await nats.connect(
                 servers=url.split(","),
                 name=name,
                 allow_reconnect=True,
@@ -42,11 +56,13 @@ async def connect(url: str, name: str, initial_timeout: float = 30.0) -> NATS:
                 connect_timeout=2,
                 ping_interval=10,
                 max_outstanding_pings=3,
-                pending_size=64 * 1024 * 1024,
+                pending_size=64 * 1024 * 1024 if reconnect_buffer else 0,
                 error_cb=error_cb,
                 disconnected_cb=disconnected_cb,
                 reconnected_cb=reconnected_cb,
             )
+            client.append(nc)
+            return nc
         except Exception as exc:
             if loop.time() + delay > deadline:
                 raise ServiceUnavailable(f"NATS at {url} did not answer: {exc}") from exc

@@ -67,7 +67,7 @@ async def run(
     (tests); `started` receives a `Running` once every listener is up."""
     stop = stop or Stopper().install()
     ctx = tls_context(settings)
-    nc = await natsconn.connect(settings.nats_url, "smtp-ingress")
+    nc = await natsconn.connect(settings.nats_url, "smtp-ingress", reconnect_buffer=False)
     js = nc.jetstream(timeout=settings.publish_timeout)
     await ensure_streams(js)
     inner = directory or store_directory(settings)

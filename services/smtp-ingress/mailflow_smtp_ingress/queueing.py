@@ -7,6 +7,11 @@ queue never sees an envelope whose body is not there yet); only then does the se
 Any NATS error or timeout raises `ServiceUnavailable`, which the client sees as 451 4.3.0: the
 client keeps the message and retries, so nothing is lost. A body stored without its envelope (we
 failed between the two) is never referenced and expires with the BODY stream's max_age.
+A message answered 451 must never be stored later (the client's retry would be a second copy): while
+the connection is down `enqueue` refuses at once and publishes nothing, and the connection has no
+reconnect buffer (mailflow.natsconn, `reconnect_buffer=False`), so a publish while disconnected raises
+and what was unsent when the connection dropped is never sent. Only a message handed to the socket
+before the 451 may still be stored (no PubAck in time): RFC 1047's ambiguous case.
 Group commit (`EnvelopeGroups`): the envelopes that sessions finish while the previous group is being
 written go together in one `QueuedMessages` message on mail.queued, one write and fsync for all (at
 light load a group holds one envelope and leaves at once). Each session answers 250 only when its
@@ -115,6 +120,8 @@ class JetStreamQueue:
 
     async def enqueue(self, raw: bytes, fields: dict[str, Any]) -> QueuedMessage:
         queue_id = fields["queue_id"]
+        if not self.nc.is_connected:
+            raise ServiceUnavailable(f"NATS is not connected, {queue_id} not queued")
         try:
             if should_inline(len(raw), len(fields["rcpt_to"]), self.inline_max):
                 msg = QueuedMessage(body_ref=inline_ref(queue_id, len(raw)), body=raw, **fields)

@@ -7,7 +7,9 @@ test_store.py. Clients are real smtplib sessions, run in a thread while the serv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import smtplib
+import time
 
 import httpx
 import pytest
@@ -18,17 +20,24 @@ from mailflow_smtp_ingress import app
 from tests.support import await_for
 
 
-@pytest.fixture
-async def service(nats_url, settings_factory, fake_directory):
-    """The whole service (app.run) on free ports; yields (server, settings)."""
-    settings = settings_factory(nats_url=nats_url, publish_timeout=2.0)
+@contextlib.asynccontextmanager
+async def serving(settings, directory):
+    """The whole service (app.run) until the block ends; yields its `Running` (smtp, http_port)."""
     stop = asyncio.Event()
     started = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(app.run(settings, stop, directory=fake_directory, started=started))
-    running = await asyncio.wait_for(started, 30)
-    yield running.smtp, running.http_port
-    stop.set()
-    await asyncio.wait_for(task, 30)
+    task = asyncio.create_task(app.run(settings, stop, directory=directory, started=started))
+    try:
+        yield await asyncio.wait_for(started, 30)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+async def service(nats_url, settings_factory, fake_directory):
+    """The whole service on free ports; yields (server, http_port)."""
+    async with serving(settings_factory(nats_url=nats_url, publish_timeout=2.0), fake_directory) as running:
+        yield running.smtp, running.http_port
 
 
 def send(
@@ -71,11 +80,7 @@ async def test_accepted_message_is_in_jetstream(service, js):
 
 async def test_a_body_above_the_inline_limit_goes_to_stream_body_first(nats_url, settings_factory, fake_directory, js):
     settings = settings_factory(nats_url=nats_url, publish_timeout=2.0, inline_max_bytes=1000)
-    stop = asyncio.Event()
-    started = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(app.run(settings, stop, directory=fake_directory, started=started))
-    running = await asyncio.wait_for(started, 30)
-    try:
+    async with serving(settings, fake_directory) as running:
         small, large = b"Subject: small\r\n\r\nhi\r\n", b"Subject: large\r\n\r\n" + b"x" * 998 + b"\r\n"
         for raw in (small, large):
             code, _ = await asyncio.to_thread(send, running.smtp.port("mx"), raw)
@@ -85,9 +90,6 @@ async def test_a_body_above_the_inline_limit_goes_to_stream_body_first(nats_url,
         assert second.body is None and second.body_ref.startswith("nats:")
         body = await JetStreamBodies(js).get(second.body_ref)
         assert body.endswith(large) and len(body) == second.size
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 async def test_25_mib_message_goes_through_in_chunks(service, js):
@@ -114,11 +116,34 @@ async def test_oversized_message_is_552_and_not_queued(service, js):
     assert (await js.stream_info("MAIL")).state.messages == 0
 
 
-async def test_nats_gone_means_451_never_250(nats_server, service, js):
-    server, _ = service
-    nats_server.stop()
-    code, text = await asyncio.to_thread(send, server.port("mx"), b"Subject: x\r\n\r\nbody\r\n")
-    assert code == 451 and text.startswith(b"4.3.0")
+async def test_nats_gone_is_451_at_once_and_that_message_is_never_stored(nats_server, settings_factory, fake_directory, js):
+    """NATS crashes: the next message is refused with 451 4.3.0 at once (not after publish_timeout) and
+    nothing of it waits in a buffer: once NATS is back, only the message sent then is in MAIL."""
+    settings = settings_factory(nats_url=nats_server.url, publish_timeout=20.0)
+    async with serving(settings, fake_directory) as running:
+        port = running.smtp.port("mx")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.http_port}") as http:
+
+            async def nats_ready() -> bool:
+                return (await http.get("/readyz")).json()["ready"] and js._nc.is_connected
+
+            async def nats_gone() -> bool:
+                return not await nats_ready()
+
+            nats_server.kill()
+            await await_for(nats_gone, what="smtp-ingress saw NATS go")
+            t0 = time.monotonic()
+            code, text = await asyncio.to_thread(send, port, b"Subject: refused\r\n\r\nbody\r\n")
+            assert code == 451 and text.startswith(b"4.3.0")
+            assert time.monotonic() - t0 < settings.publish_timeout / 2
+            nats_server.start()
+            await await_for(nats_ready, timeout=30, what="smtp-ingress reconnected")
+        code, text = await asyncio.to_thread(send, port, b"Subject: accepted\r\n\r\nbody\r\n")
+        assert code == 250
+        queue_id = text.decode().rsplit(" ", 1)[1]
+    assert (await js.stream_info("MAIL")).state.messages == 1
+    (msg,) = QueuedMessages.from_bytes((await js.get_msg("MAIL", seq=1)).data).messages
+    assert msg.queue_id == queue_id
 
 
 async def test_health_and_metrics(service):
@@ -195,17 +220,10 @@ async def test_the_250_comes_after_the_group_is_durable(nats_url, settings_facto
 
     await await_for(reader_live, what="a waiting pull request")
     settings = settings_factory(nats_url=nats_url, publish_timeout=2.0)
-    stop = asyncio.Event()
-    started = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(app.run(settings, stop, directory=fake_directory, started=started))
-    running = await asyncio.wait_for(started, 30)
-    try:
+    async with serving(settings, fake_directory) as running:
         code, text = await asyncio.to_thread(send, running.smtp.port("mx"), b"Subject: grouped\r\n\r\nhi\r\n")
         assert code == 250
         queue_id = text.decode().rsplit(" ", 1)[1]
         (m,) = await waiting
         assert m.subject == subjects.MAIL_QUEUED
         assert [e.queue_id for e in QueuedMessages.from_bytes(m.data).messages] == [queue_id]
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
