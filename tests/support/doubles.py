@@ -2,7 +2,8 @@
 body store (`Bodies`), delivery's sent log (`SentLog`) and smtp-ingress's queue (`MessageQueue`).
 
 They live here, not in the runtime package every image installs. The mailbox-store has no stand-in:
-tests run on the real one (store.py beside this file).
+tests run on the real one (store.py beside this file); `SwitchableDirectory` only puts a switch in
+front of it, to make it fail as a store that does not answer.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 from mailflow.bodies import BodyMissing, BodyRef
 from mailflow.contracts.messages import DeliveryResult, QueuedMessage, TraceEvent
+from mailflow.errors import ServiceUnavailable
+from mailflow.store.api import Directory, Principal, Resolution
 
 
 class MemoryQueue:
@@ -69,3 +72,34 @@ class MemorySentLog:
 
     async def put(self, key: str, result: DeliveryResult) -> None:
         self.items[key] = result
+
+
+class SwitchableDirectory:
+    """A `Directory` (in tests: the real store's client) with a switch: while `down`, every call raises
+    ServiceUnavailable without reaching it. `resolves` lists the addresses that were asked."""
+
+    def __init__(self, inner: Directory) -> None:
+        self.inner = inner
+        self.down = False
+        self.resolves: list[str] = []
+
+    def _check(self) -> None:
+        if self.down:
+            raise ServiceUnavailable("store down")
+
+    async def resolve(self, address: str) -> Resolution:
+        self.resolves.append(address)
+        self._check()
+        return await self.inner.resolve(address)
+
+    async def is_local_domain(self, domain: str) -> bool:
+        self._check()
+        return await self.inner.is_local_domain(domain)
+
+    async def authenticate(self, username: str, password: str, service: str = "imap") -> Principal | None:
+        self._check()
+        return await self.inner.authenticate(username, password, service)
+
+    async def expired_sessions(self, tokens: list[str]) -> set[str]:
+        self._check()
+        return await self.inner.expired_sessions(tokens)

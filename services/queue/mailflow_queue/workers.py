@@ -157,7 +157,6 @@ class Intake(QuickStop, Worker[QueuedMessages]):
                 log.info("queued", extra={"from": m.mail_from, "nrcpt": len(m.rcpt_to), "size": m.size})
         return [Done() for _ in items]
 
-
     @staticmethod
     async def _done(publish: asyncio.Future) -> bool:
         """Whether the early publish succeeded (its jobs are out), once it ended."""

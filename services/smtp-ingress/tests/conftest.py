@@ -1,6 +1,7 @@
 """Fixtures for smtp-ingress tests: the real SMTP server on 127.0.0.1 port 0, run by its own event loop
-in a thread (so tests can use blocking smtplib and raw sockets), with an in-memory Directory and an
-in-memory queue behind it; and a raw line client for transcripts."""
+in a thread (so tests can use blocking smtplib and raw sockets), with the real mailbox-store as its
+directory (tests/support/store.py, behind a switch that can make it fail) and an in-memory queue behind
+it; and a raw line client for transcripts."""
 
 from __future__ import annotations
 
@@ -15,70 +16,39 @@ import pytest
 import uvloop
 
 from mailflow import tls
-from mailflow.errors import ServiceUnavailable
-from mailflow.store.api import Principal, Resolution
 from mailflow_smtp_ingress.directory import CachedDirectory
 from mailflow_smtp_ingress.handler import IngressHandler
 from mailflow_smtp_ingress.server import SmtpServer
 from mailflow_smtp_ingress.settings import Settings
-from tests.support.doubles import MemoryQueue
+from tests.support.doubles import MemoryQueue, SwitchableDirectory
+from tests.support.store import TestStore
 
-USERS = {
-    "alice@example.test": "alice-pw",
-    "bob@example.test": "bob-pw",
-    "user%other@example.test": "x",  # a real mailbox with a '%' must still not become a relay
-}
-ALIASES = {"sales@example.test": ("alice@example.test",)}
+USERS = (
+    ("alice@example.test", "alice-pw"),
+    ("bob@example.test", "bob-pw"),
+    ("user%other@example.test", "x"),  # a real mailbox with a '%' must still not become a relay
+)
 
 
-class FakeDirectory:
-    """The Directory Protocol in memory: domains, users, aliases, catch-all and +tag addressing."""
+@pytest.fixture
+def store(local_store) -> TestStore:
+    """The real mailbox-store, emptied, with USERS, the alias sales@example.test -> alice and a second
+    local domain other.example.test."""
+    s = local_store.fresh(*USERS)
+    s.add_alias("sales@example.test", ["alice@example.test"])
+    s.add_domain("other.example.test")
+    return s
 
-    def __init__(self) -> None:
-        self.domains = {"example.test", "other.example.test"}
-        self.users = dict(USERS)
-        self.aliases = dict(ALIASES)
-        self.catch_all: dict[str, str] = {}  # domain -> user
-        self.down = False
-        self.resolves: list[str] = []
-        self.revoked: set[str] = set()  # logins whose sessions the store refuses now
 
-    async def resolve(self, address: str) -> Resolution:
-        self.resolves.append(address)
-        if self.down:
-            raise ServiceUnavailable("store down")
-        local, _, domain = address.rpartition("@")
-        domain = domain.lower()
-        if domain not in self.domains:
-            return Resolution(address, "not_local")
-        for candidate in (f"{local}@{domain}".lower(), f"{local.split('+', 1)[0]}@{domain}".lower()):
-            if candidate in self.users:
-                return Resolution(address, "local", (candidate,))
-            if candidate in self.aliases:
-                return Resolution(address, "local", self.aliases[candidate])
-        if domain in self.catch_all:
-            return Resolution(address, "local", (self.catch_all[domain],))
-        return Resolution(address, "unknown_user")
-
-    async def authenticate(self, username: str, password: str, service: str = "imap") -> Principal | None:
-        if self.down:
-            raise ServiceUnavailable("store down")
-        user = username.lower()
-        if self.users.get(user) != password:
-            return None
-        own = (user,) + tuple(a for a, targets in self.aliases.items() if user in targets)
-        return Principal(user_id=1, address=user, addresses=own, token=f"t-{user}")
-
-    async def expired_sessions(self, tokens: list[str]) -> set[str]:
-        if self.down:
-            raise ServiceUnavailable("store down")
-        return {t for t in tokens if t.removeprefix("t-") in self.revoked}
+@pytest.fixture
+def directory(store) -> SwitchableDirectory:
+    return SwitchableDirectory(store)
 
 
 class ServerThread:
     """SmtpServer in a thread with its own (uv)loop. `call(coro)` runs a coroutine there."""
 
-    def __init__(self, settings: Settings, directory: FakeDirectory, tls_context: ssl.SSLContext | None):
+    def __init__(self, settings: Settings, directory: SwitchableDirectory, tls_context: ssl.SSLContext | None):
         self.settings = settings
         self.directory = directory
         self.queue = MemoryQueue()
@@ -145,14 +115,14 @@ def settings_for(tls_files, **overrides) -> Settings:
 
 
 @pytest.fixture
-def make_server(tls_files) -> Callable[..., ServerThread]:
-    """make_server(**settings) -> a running ServerThread; stopped after the test."""
+def make_server(tls_files, directory) -> Callable[..., ServerThread]:
+    """make_server(**settings) -> a running ServerThread over the `directory` fixture; stopped after the test."""
     started: list[ServerThread] = []
 
-    def make(directory: FakeDirectory | None = None, **overrides) -> ServerThread:
+    def make(**overrides) -> ServerThread:
         settings = settings_for(tls_files, **overrides)
         ctx = tls.server_context(settings.tls_cert, settings.tls_key)
-        st = ServerThread(settings, directory or FakeDirectory(), ctx).start()
+        st = ServerThread(settings, directory, ctx).start()
         started.append(st)
         return st
 
@@ -247,11 +217,6 @@ def raw(srv) -> Callable[..., Raw]:
     yield connect
     for c in opened:
         c.close()
-
-
-@pytest.fixture
-def fake_directory() -> FakeDirectory:
-    return FakeDirectory()
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """smtp-ingress against a real nats-server with JetStream: 250 only once body and envelope are durable.
 
-The directory is the in-memory fake (tests/conftest.py); the store's real client is exercised in
-test_store.py. Clients are real smtplib sessions, run in a thread while the service runs in the loop.
+The directory is the real mailbox-store in this process (the `directory` fixture, tests/conftest.py).
+Clients are real smtplib sessions, run in a thread while the service runs in the loop.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ async def serving(settings, directory):
 
 
 @pytest.fixture
-async def service(nats_url, settings_factory, fake_directory):
+async def service(nats_url, settings_factory, directory):
     """The whole service on free ports; yields (server, http_port)."""
-    async with serving(settings_factory(nats_url=nats_url, publish_timeout=2.0), fake_directory) as running:
+    async with serving(settings_factory(nats_url=nats_url, publish_timeout=2.0), directory) as running:
         yield running.smtp, running.http_port
 
 
@@ -78,9 +78,9 @@ async def test_accepted_message_is_in_jetstream(service, js):
     assert trace.step == "ingress" and trace.queue_id == queue_id and trace.trace_id == msg.trace_id
 
 
-async def test_a_body_above_the_inline_limit_goes_to_stream_body_first(nats_url, settings_factory, fake_directory, js):
+async def test_a_body_above_the_inline_limit_goes_to_stream_body_first(nats_url, settings_factory, directory, js):
     settings = settings_factory(nats_url=nats_url, publish_timeout=2.0, inline_max_bytes=1000)
-    async with serving(settings, fake_directory) as running:
+    async with serving(settings, directory) as running:
         small, large = b"Subject: small\r\n\r\nhi\r\n", b"Subject: large\r\n\r\n" + b"x" * 998 + b"\r\n"
         for raw in (small, large):
             code, _ = await asyncio.to_thread(send, running.smtp.port("mx"), raw)
@@ -116,11 +116,11 @@ async def test_oversized_message_is_552_and_not_queued(service, js):
     assert (await js.stream_info("MAIL")).state.messages == 0
 
 
-async def test_nats_gone_is_451_at_once_and_that_message_is_never_stored(nats_server, settings_factory, fake_directory, js):
+async def test_nats_gone_is_451_at_once_and_that_message_is_never_stored(nats_server, settings_factory, directory, js):
     """NATS crashes: the next message is refused with 451 4.3.0 at once (not after publish_timeout) and
     nothing of it waits in a buffer: once NATS is back, only the message sent then is in MAIL."""
     settings = settings_factory(nats_url=nats_server.url, publish_timeout=20.0)
-    async with serving(settings, fake_directory) as running:
+    async with serving(settings, directory) as running:
         port = running.smtp.port("mx")
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.http_port}") as http:
 
@@ -205,7 +205,7 @@ async def test_a_group_stays_below_its_byte_limit(js):
     assert [n for n, _ in sizes] == [1, 1, 1, 1] and all(size <= groups.max_bytes for _, size in sizes)
 
 
-async def test_the_250_comes_after_the_group_is_durable(nats_url, settings_factory, fake_directory, js):
+async def test_the_250_comes_after_the_group_is_durable(nats_url, settings_factory, directory, js):
     """The queue waits for envelopes (a pull request on its durable): the message arrives as a group on
     mail.queued, and it is there when the client has its 250."""
     from mailflow.contracts import subjects
@@ -220,7 +220,7 @@ async def test_the_250_comes_after_the_group_is_durable(nats_url, settings_facto
 
     await await_for(reader_live, what="a waiting pull request")
     settings = settings_factory(nats_url=nats_url, publish_timeout=2.0)
-    async with serving(settings, fake_directory) as running:
+    async with serving(settings, directory) as running:
         code, text = await asyncio.to_thread(send, running.smtp.port("mx"), b"Subject: grouped\r\n\r\nhi\r\n")
         assert code == 250
         queue_id = text.decode().rsplit(" ", 1)[1]

@@ -34,10 +34,10 @@ TRICKS = [
 
 
 @pytest.mark.parametrize("catch_all", [False, True], ids=["plain", "with-catch-all"])
-def test_every_relay_trick_is_refused(make_server, raw, fake_directory, catch_all):
+def test_every_relay_trick_is_refused(make_server, raw, store, catch_all):
     if catch_all:
-        fake_directory.catch_all["example.test"] = "alice@example.test"
-    s = make_server(fake_directory, max_errors=100)  # more tricks than the default error budget
+        store.add_alias("@example.test", ["alice@example.test"])
+    s = make_server(max_errors=100)  # more tricks than the default error budget
     c = raw(server=s)
     c.cmd("EHLO attacker.test", "250 ")
     c.cmd("MAIL FROM:<spam@attacker.test>", "250 2.1.0")

@@ -108,41 +108,40 @@ def test_failed_auth_is_throttled_per_client_address(make_server, raw, client_tl
     c.cmd("AUTH PLAIN " + b64("\0alice@example.test\0alice-pw"), "454 4.7.0")  # even the right one, for now
 
 
-def test_directory_down_during_auth_is_454(make_server, raw, client_tls, fake_directory):
-    fake_directory.down = True
-    s = make_server(fake_directory)
+def test_directory_down_during_auth_is_454(make_server, raw, client_tls, directory):
+    directory.down = True
+    s = make_server()
     c = tls_raw(raw("submission", server=s), client_tls)
     c.cmd("EHLO laptop.example.test", "250 ")
     c.cmd("AUTH PLAIN " + b64("\0alice@example.test\0alice-pw"), "454 4.7.0")
 
 
-def test_a_revoked_login_sends_no_more_mail(make_server, raw, client_tls, fake_directory):
+def test_a_revoked_login_sends_no_more_mail(make_server, raw, client_tls, directory, store):
     """Issue 12 item 6: the password changed (or the user was disabled or deleted) after AUTH: the
     next MAIL FROM asks the store, gets 530, and the session must authenticate again."""
-    s = make_server(fake_directory, auth_recheck_interval=0)
+    s = make_server(auth_recheck_interval=0)
     c = tls_raw(raw("submission", server=s), client_tls)
     c.cmd("EHLO laptop.example.test", "250 ")
     c.cmd("AUTH PLAIN " + b64("\0alice@example.test\0alice-pw"), "235 2.7.0")
     c.cmd("MAIL FROM:<alice@example.test>", "250 2.1.0")
     c.cmd("RSET", "250 ")
-    fake_directory.down = True  # can't check is not revoked
+    directory.down = True  # can't check is not revoked
     c.cmd("MAIL FROM:<alice@example.test>", "451 4.4.3")
-    fake_directory.down = False
-    fake_directory.revoked.add("alice@example.test")
-    fake_directory.users["alice@example.test"] = "new-pw"
+    directory.down = False
+    store.set_password("alice@example.test", "new-pw")
     c.cmd("MAIL FROM:<alice@example.test>", "530 5.7.0")
     c.cmd("MAIL FROM:<alice@example.test>", "530 5.7.0")  # no longer authenticated
     c.cmd("AUTH PLAIN " + b64("\0alice@example.test\0alice-pw"), "535 5.7.8")  # the old password
     c.cmd("AUTH PLAIN " + b64("\0alice@example.test\0new-pw"), "235 2.7.0")
 
 
-def test_a_fresh_login_is_not_asked_about_again(make_server, raw, client_tls, fake_directory):
+def test_a_fresh_login_is_not_asked_about_again(make_server, raw, client_tls, directory):
     """Within auth_recheck_interval (1 s by default) of AUTH or of the last check, MAIL costs no store call."""
-    s = make_server(fake_directory, auth_recheck_interval=3600)
+    s = make_server(auth_recheck_interval=3600)
     c = tls_raw(raw("submission", server=s), client_tls)
     c.cmd("EHLO laptop.example.test", "250 ")
     c.cmd("AUTH PLAIN " + b64("\0alice@example.test\0alice-pw"), "235 2.7.0")
-    fake_directory.down = True  # not asked: the login is a moment old
+    directory.down = True  # not asked: the login is a moment old
     c.cmd("MAIL FROM:<alice@example.test>", "250 2.1.0")
 
 

@@ -205,9 +205,9 @@ def test_at_most_100_recipients(raw, srv):
     assert len(srv.messages[0][0].rcpt_to) == 100
 
 
-def test_plus_addressing_catch_all_and_unknown_user(make_server, raw, fake_directory):
-    fake_directory.catch_all["other.example.test"] = "bob@example.test"
-    s = make_server(fake_directory)
+def test_plus_addressing_catch_all_and_unknown_user(make_server, raw, store):
+    store.add_alias("@other.example.test", ["bob@example.test"])
+    s = make_server()
     c = raw(server=s)
     begin(c, "carol@elsewhere.test")
     c.cmd("RCPT TO:<alice+news@example.test>", "250 2.1.5")
@@ -218,14 +218,14 @@ def test_plus_addressing_catch_all_and_unknown_user(make_server, raw, fake_direc
     c.cmd("RCPT TO:<postmaster>", "550 5.7.1")  # postmaster@<hostname>: not a local domain here
 
 
-def test_directory_down_is_451_443_never_550(make_server, raw, fake_directory):
-    fake_directory.down = True
-    s = make_server(fake_directory)
+def test_directory_down_is_451_443_never_550(make_server, raw, directory):
+    directory.down = True
+    s = make_server()
     c = raw(server=s)
     begin(c, "carol@elsewhere.test")
     c.cmd("RCPT TO:<alice@example.test>", "451 4.4.3")
     c.cmd("RCPT TO:<nobody@example.test>", "451 4.4.3")
-    fake_directory.down = False
+    directory.down = False
     c.cmd("RCPT TO:<alice@example.test>", "250 2.1.5")  # failures are never cached
 
 
