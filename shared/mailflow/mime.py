@@ -790,7 +790,9 @@ class _Walker:
             children.append(self.implicit(body_start, preamble_end))
         if hit is not None and hit[2] == own:  # close delimiter: the epilogue runs to the parent's next
             hit = self.scan(hit[1], bounds[:-1])
-        return tuple(children), self.end_before(hit, body_start), hit
+        # Not before the last part's end: an empty part after a last delimiter line starts right at the
+        # parent's boundary line, so the CRLF before that line ends the delimiter line and stays inside.
+        return tuple(children), self.end_before(hit, children[-1].end), hit
 
 
 def _fallback(raw: bytes) -> ParsedMessage:

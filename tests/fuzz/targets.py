@@ -321,15 +321,7 @@ _mime_failures = _Failures()
 logging.getLogger(mime.__name__).addHandler(_mime_failures)
 
 
-def _known_mime_bug(part: mime.BodyPart, hi: int) -> bool:
-    """Known, routed, and pinned by an xfail test (tests/unit/test_mime_fuzz_regressions.py): an empty part
-    after a last inner boundary line starts just past its parent's end. Drop this once bounds' fix lands."""
-    return part.start == part.body_start == part.end and hi < part.start <= hi + 2
-
-
 def _walk(part: mime.BodyPart, n: int, lo: int, hi: int, path: str) -> None:
-    if _known_mime_bug(part, hi):
-        return
     if not (lo <= part.start <= part.body_start <= part.end <= hi):
         raise Finding(f"part {path or 'top'} offsets {part.start},{part.body_start},{part.end} outside {lo}..{hi} of {n}")
     if part.size != part.end - part.body_start:

@@ -3,8 +3,6 @@ lies inside its parent: start <= body_start <= end, within the parent's body."""
 
 from __future__ import annotations
 
-import pytest
-
 from mailflow import mime
 
 
@@ -17,16 +15,23 @@ def _nested(part: mime.BodyPart, lo: int, hi: int) -> list[str]:
     return bad
 
 
-# An inner boundary line right before the outer one: the inner multipart ends before the CRLF of the
-# outer boundary, but the empty part after "--innerjunk" started after that CRLF, past its parent's end
-# (BODY[1.2] would be bytes outside BODY[1]).
+# An inner boundary line right before the outer one: the inner multipart ended before the CRLF of the
+# outer boundary, but the empty part after "--innerjunk" starts after that CRLF, past its parent's end
+# (BODY[1.2] was bytes outside BODY[1]). Now the inner multipart keeps that CRLF: it ends the
+# "--innerjunk" line.
 INNER_BOUNDARY_THEN_OUTER = (
     b"Content-Type: multipart/mixed; boundary=outer\r\n\r\n--outer\r\n"
     b"Content-Type: multipart/alternative; boundary=inner\r\n\r\n--inner\r\n\r\nx\r\n--innerjunk\r\n--outer--\r\n"
 )
 
 
-@pytest.mark.xfail(strict=True, reason="mime: an empty part after a last inner boundary line starts past its parent's end — fixed on branch bounds")
 def test_inner_boundary_then_outer_boundary_keeps_parts_nested():
     p = mime.parse(INNER_BOUNDARY_THEN_OUTER)
     assert _nested(p.body, 0, len(INNER_BOUNDARY_THEN_OUTER)) == []
+
+
+def test_inner_boundary_then_outer_boundary_sections_stay_inside():
+    p = mime.parse(INNER_BOUNDARY_THEN_OUTER)
+    inner = p.body.parts[0]
+    assert INNER_BOUNDARY_THEN_OUTER[inner.body_start : inner.end].endswith(b"--innerjunk\r\n")
+    assert (inner.parts[1].start, inner.parts[1].end) == (inner.end, inner.end)
