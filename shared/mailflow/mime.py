@@ -2,8 +2,9 @@
 
 `parse(raw)` walks the raw bytes (never decoding the whole message) and returns a `ParsedMessage`: the
 RFC 3501 ENVELOPE, the BODYSTRUCTURE tree with the byte offsets of every MIME part, and the top-level
-header fields decoded for SEARCH. The mailbox store keeps `to_json(parsed)` beside the message; the IMAP
-server answers FETCH ENVELOPE/BODYSTRUCTURE/BODY[section] by slicing the raw bytes with `section()`.
+header fields decoded for SEARCH. The mailbox store keeps `to_json(parsed)` beside the message and cuts
+BODY[section] with its offsets (mailflow_mailbox_store.sections); imap-pop3 reads the same JSON from the
+store for ENVELOPE and BODYSTRUCTURE.
 
 Conventions. Types, subtypes, parameter names, encodings and disposition types are upper case ("TEXT",
 "PLAIN", "CHARSET", "BASE64", "ATTACHMENT"); parameter values keep their case. A text/* part without a
@@ -32,7 +33,6 @@ Bad input never raises; the walk makes the best structure it can:
   are further parameters; past MAX_ADDRESS_TOKENS an address list keeps the addresses read whole so
   far, and past MAX_WORDS encoded words the rest of the header values stay encoded.
 A bug in the walk itself is logged and gives a one-part TEXT/PLAIN structure: delivery never fails here.
-`section()` raises ValueError only for a syntactically bad section-spec.
 
 The standard library's `email` quotes local parts and splits RFC 2231 values here. Why not for words,
 addresses and parameters too (Python 3.11, CPU per KiB of one hostile header value; ours stays linear,
@@ -146,8 +146,7 @@ class _Budget:
 # One field: name (no whitespace, no colon), optional WSP, colon, value with its continuation lines.
 # Possessive (*+, ++): each piece stops where the next must begin, so giving back never helps, and a
 # match costs one pass (8x faster than the backtracking form on a long header).
-_FIELD = re.compile(rb"([^\s:]++)[ \t]*+:([^\n]*+(?:\n[ \t][^\n]*+)*+)(?:\n|\Z)")
-_FIELDS = re.compile(rb"([^\s:]++)[ \t]*+:([^\n]*+(?:\n[ \t][^\n]*+)*+)")  # findall within a header block
+FIELD = re.compile(rb"([^\s:]++)[ \t]*+:([^\n]*+(?:\n[ \t][^\n]*+)*+)")  # also the store's HEADER.FIELDS
 _HEADER_BLOCK = re.compile(rb"(?:[^\s:]++[ \t]*+:[^\n]*+(?:\n[ \t][^\n]*+)*+(?:\n|\Z))*+")
 
 _ENVELOPE_FIELDS = {
@@ -168,23 +167,6 @@ def _value(v: bytes) -> bytes:
     if b"\n" in v:
         v = v.replace(b"\r\n", b"").replace(b"\n", b"")
     return v.strip()
-
-
-def header_fields(raw_header: bytes, names: set[str], exclude: bool) -> bytes:
-    """The fields of `raw_header` named in `names` (or, with `exclude`, all others), folded lines and all,
-    followed by the header's own blank line when it has one (RFC 3501 HEADER.FIELDS[.NOT])."""
-    want = {n.lower() for n in names}
-    out = []
-    pos = 0
-    while m := _FIELD.match(raw_header, pos):
-        if (m.group(1).decode("latin-1").lower() in want) != exclude:
-            out.append(m.group(0))
-        pos = m.end()
-    if raw_header.startswith(b"\r\n", pos):
-        out.append(b"\r\n")
-    elif raw_header.startswith(b"\n", pos):
-        out.append(b"\n")
-    return b"".join(out)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -682,7 +664,7 @@ class _Walker:
                 pos = _HEADER_BLOCK.match(raw, pos, piece).end()
                 if pos < piece or q < 0 or self.boundary_at(piece, bounds):
                     break
-        found = _FIELDS.findall(raw, start, pos)  # C speed, and at most MAX_HEADER_BYTES of them
+        found = FIELD.findall(raw, start, pos)  # C speed, and at most MAX_HEADER_BYTES of them
         if len(found) > self.budget.fields:
             found = found[: max(self.budget.fields, 0)]
         self.budget.fields -= len(found)
@@ -832,80 +814,6 @@ def _parse(raw: bytes) -> ParsedMessage:
         for name, value in texts[:MAX_HEADERS]
     ])  # fmt: skip
     return ParsedMessage(envelope, body, headers)
-
-
-# ---------------------------------------------------------------------------------------------------
-# FETCH BODY[section] (RFC 3501 §6.4.5)
-
-_PART_NUMBERS = re.compile(r"[1-9][0-9]*(?:\.[1-9][0-9]*)*")
-_FIELDS_SPEC = re.compile(r"HEADER\.FIELDS(\.NOT)? \((.*)\)", re.S)
-_FIELD_NAME = re.compile(r' *(?:"([^"\\]*+(?:\\.[^"\\]*+)*+)"|([^\s()"]+))', re.S)
-
-
-def _child(node: BodyPart, n: int, message_body: bool) -> BodyPart | None:
-    if node.type == "MULTIPART":
-        return node.parts[n - 1] if n <= len(node.parts) else None
-    if message_body:  # a non-multipart message has exactly one part: its body
-        return node if n == 1 else None
-    if node.envelope is not None and node.parts:
-        return _child(node.parts[0], n, True)
-    return None
-
-
-def _field_names(text: str) -> set[str]:
-    names, pos = set(), 0
-    while pos < len(text):
-        m = _FIELD_NAME.match(text, pos)
-        if m is None or m.end() == pos:
-            raise ValueError(f"bad header-list: {text!r}")
-        names.add(_ESCAPE.sub(_KEEP, m.group(1)) if m.group(1) is not None else m.group(2))
-        pos = m.end()
-    if not names or text != text.strip():
-        raise ValueError(f"bad header-list: {text!r}")
-    return names
-
-
-def section(raw: bytes, p: ParsedMessage, spec: str) -> bytes:
-    """The bytes of BODY[spec]; b"" for a part that does not exist. ValueError for a bad spec."""
-    nums: list[int] = []
-    text = spec
-    if m := _PART_NUMBERS.match(spec):
-        # a number too long to be a part index simply names no part
-        nums = [int(x) if len(x) < 10 else 10**9 for x in m.group().split(".")]
-        text = spec[m.end() :]
-        if text:
-            if not text.startswith(".") or len(text) == 1:
-                raise ValueError(f"bad section-spec: {spec!r}")
-            text = text[1:]
-    word = text.upper()
-    fields = None
-    if word not in ("", "HEADER", "TEXT", "MIME"):
-        if (fm := _FIELDS_SPEC.fullmatch(word)) is None:
-            raise ValueError(f"bad section-spec: {spec!r}")
-        fields = (_field_names(fm.group(2)), fm.group(1) is not None)
-    if word == "MIME" and not nums:
-        raise ValueError(f"bad section-spec: {spec!r}")
-
-    message = p.body  # the body of the message whose HEADER/TEXT the spec means
-    if nums:
-        node = p.body
-        for i, n in enumerate(nums):
-            node = _child(node, n, i == 0)
-            if node is None:
-                return b""
-        if word == "":
-            return raw[node.body_start : node.end]
-        if word == "MIME":
-            return raw[node.start : node.body_start]
-        if node.envelope is None or not node.parts:
-            return b""  # HEADER and TEXT need a message/rfc822 part
-        message = node.parts[0]
-    elif word == "":
-        return raw
-    if word == "TEXT":
-        return raw[message.body_start : message.end]
-    head = raw[message.start : message.body_start]
-    return head if fields is None else header_fields(head, fields[0], fields[1])
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -373,6 +373,7 @@ def mime_parse(data: bytes) -> None:
     """mime.parse never raises and never falls back on a bug; offsets nest; the store's JSON form gives the
     same parse back; BODYSTRUCTURE, BODY and ENVELOPE render as well-formed IMAP lists; sections slice."""
     from mailflow_imap_pop3.imap import responses
+    from mailflow_mailbox_store.sections import section
 
     _mime_failures.records.clear()
     p = mime.parse(data)
@@ -386,21 +387,33 @@ def mime_parse(data: bytes) -> None:
     check_imap_list(responses.body_structure(p.body, False))
     check_imap_list(responses.envelope(p.envelope))
     for spec in _SPECS:
-        out = mime.section(data, p, spec)
+        out = section(data, p, spec)
         if not isinstance(out, bytes) or len(out) > len(data):
             raise Finding(f"section {spec!r} gave {type(out).__name__} of {len(out)}")
 
 
 def mime_section(data: bytes) -> None:
-    """FETCH BODY[<section-spec>] as the client writes it: ValueError for bad syntax, else bytes."""
+    """FETCH BODY[<section-spec>] as the client writes it: imap-pop3's parser takes it or raises ParseError,
+    and the store cuts every section that parser takes (a ValueError there would be a client's valid FETCH
+    refused); the store's own spec reader (its REST input) raises only ValueError on any text."""
+    from mailflow_imap_pop3.imap.lexer import ParseError
+    from mailflow_imap_pop3.imap.parser import parse
+    from mailflow_mailbox_store.sections import section
+
     spec, _, message = data.partition(b"\n")
-    try:
-        text = spec.decode("ascii")
-    except UnicodeDecodeError:
-        return
     p = mime.parse(message)
     try:
-        mime.section(message, p, text)
+        cmd = parse(b"a1 FETCH 1 BODY.PEEK[" + spec + b"]")
+    except ParseError:
+        cmd = None
+    if cmd is not None:
+        text = cmd.args.atts[0].section.spec()
+        try:
+            section(message, p, text)
+        except ValueError as exc:
+            raise Finding(f"the store refuses {text!r}, parsed by imap-pop3 from {spec!r}: {exc}") from exc
+    try:
+        section(message, p, spec.decode("latin-1"))
     except ValueError:
         pass
 
@@ -503,7 +516,7 @@ TARGETS: dict[str, Target] = {
         Target("proxy", proxy, "PROXY v1/v2: mailflow.proxy_protocol and smtp-ingress (aiosmtpd)", 1024, _PROXY_TOKENS),
         Target("imap-parser", imap_parser, "IMAP framing (literals, limits), lexer and command parser", 4096, _IMAP_TOKENS),
         Target("pop3-session", pop3_session, "POP3 session: commands, AUTH PLAIN, states, pipelining", 2048, _POP3_TOKENS),
-        Target("mime", mime_parse, "mime.parse, BODYSTRUCTURE/BODY/ENVELOPE rendering, JSON form, section()", 16384, _MIME_TOKENS),
-        Target("mime-section", mime_section, "FETCH BODY[section-spec] parsing and slicing", 4096, _MIME_TOKENS + (b"HEADER.FIELDS.NOT (", b".MIME", b".TEXT", b"1.2.3")),
+        Target("mime", mime_parse, "mime.parse, BODYSTRUCTURE/BODY/ENVELOPE rendering, JSON form, the store's sections", 16384, _MIME_TOKENS),
+        Target("mime-section", mime_section, "FETCH BODY[section-spec]: imap-pop3's parser, the store's spec reader and slicing", 4096, _MIME_TOKENS + (b"HEADER.FIELDS.NOT (", b".MIME", b".TEXT", b"1.2.3")),
     )
 }

@@ -1,4 +1,5 @@
-"""mailflow.mime: envelope, body structure, part offsets and BODY[section] from raw bytes.
+"""mailflow.mime: envelope, body structure and part offsets from raw bytes, and BODY[section] as the store
+cuts it with them (mailflow_mailbox_store.sections).
 
 Messages are written out line by line, so every expected offset and slice can be checked by eye.
 """
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from mailflow import mime
 from mailflow.mime import Address, BodyPart
+from mailflow_mailbox_store.sections import header_fields, section
 
 CRLF = b"\r\n"
 
@@ -83,24 +85,24 @@ def test_plain_text_envelope_and_headers():
 def test_plain_text_sections():
     p = mime.parse(PLAIN)
     body = b"Noon at the usual place?\r\n\r\n-- \r\nAlice\r\n"
-    assert mime.section(PLAIN, p, "") == PLAIN
-    assert mime.section(PLAIN, p, "HEADER") == PLAIN_HEADER
-    assert mime.section(PLAIN, p, "TEXT") == body
-    assert mime.section(PLAIN, p, "1") == body  # part 1 of a non-multipart message is its body
-    assert mime.section(PLAIN, p, "1.MIME") == PLAIN_HEADER
-    assert mime.section(PLAIN, p, "2") == b""
-    assert mime.section(PLAIN, p, "1.1") == b""
-    assert mime.section(PLAIN, p, "1.HEADER") == b""  # only a message/rfc822 part has a HEADER
-    assert mime.section(PLAIN, p, "HEADER.FIELDS (SUBJECT FROM)") == msg(
+    assert section(PLAIN, p, "") == PLAIN
+    assert section(PLAIN, p, "HEADER") == PLAIN_HEADER
+    assert section(PLAIN, p, "TEXT") == body
+    assert section(PLAIN, p, "1") == body  # part 1 of a non-multipart message is its body
+    assert section(PLAIN, p, "1.MIME") == PLAIN_HEADER
+    assert section(PLAIN, p, "2") == b""
+    assert section(PLAIN, p, "1.1") == b""
+    assert section(PLAIN, p, "1.HEADER") == b""  # only a message/rfc822 part has a HEADER
+    assert section(PLAIN, p, "HEADER.FIELDS (SUBJECT FROM)") == msg(
         b"From: Alice Example <alice@example.org>", b"Subject: Lunch", b""
     )
-    assert mime.section(PLAIN, p, "HEADER.FIELDS (RECEIVED)") == msg(
+    assert section(PLAIN, p, "HEADER.FIELDS (RECEIVED)") == msg(
         b"Received: from mail.example.org by mx.example.com;", b"\tMon, 1 Jan 2024 10:00:00 +0000", b""
     )
-    assert mime.section(PLAIN, p, "HEADER.FIELDS.NOT (RETURN-PATH RECEIVED MESSAGE-ID DATE)") == msg(
+    assert section(PLAIN, p, "HEADER.FIELDS.NOT (RETURN-PATH RECEIVED MESSAGE-ID DATE)") == msg(
         b"From: Alice Example <alice@example.org>", b"To: Bob <bob@example.com>", b"Subject: Lunch", b""
     )
-    assert mime.section(PLAIN, p, "HEADER.FIELDS (X-NOT-THERE)") == CRLF
+    assert section(PLAIN, p, "HEADER.FIELDS (X-NOT-THERE)") == CRLF
 
 
 ALT_HEADER = msg(
@@ -142,12 +144,12 @@ def test_multipart_alternative():
         "7BIT",
         2,
     )
-    assert mime.section(ALT, p, "1") == b"Caf\xc3\xa9 at noon."
-    assert mime.section(ALT, p, "2") == b"<p>Caf&eacute;</p>\r\n<p>at noon.</p>"
-    assert mime.section(ALT, p, "1.MIME") == ALT_PART1_HEADER
-    assert mime.section(ALT, p, "2.MIME") == ALT_PART2_HEADER
-    assert mime.section(ALT, p, "TEXT") == ALT[len(ALT_HEADER) :]
-    assert mime.section(ALT, p, "3") == b""
+    assert section(ALT, p, "1") == b"Caf\xc3\xa9 at noon."
+    assert section(ALT, p, "2") == b"<p>Caf&eacute;</p>\r\n<p>at noon.</p>"
+    assert section(ALT, p, "1.MIME") == ALT_PART1_HEADER
+    assert section(ALT, p, "2.MIME") == ALT_PART2_HEADER
+    assert section(ALT, p, "TEXT") == ALT[len(ALT_HEADER) :]
+    assert section(ALT, p, "3") == b""
 
 
 PDF = b"%PDF-1.4 fake\n" * 10
@@ -183,7 +185,7 @@ def test_multipart_mixed_with_attachment():
     p = mime.parse(MIXED)
     text, pdf = p.body.parts
     assert text.params == (("CHARSET", "us-ascii"),)  # text/* without charset: RFC 2045 default
-    assert mime.section(MIXED, p, "1") == b"See attached."
+    assert section(MIXED, p, "1") == b"See attached."
     assert (pdf.type, pdf.subtype, pdf.encoding) == ("APPLICATION", "PDF", "BASE64")
     # RFC 2231: continuations joined; an extended piece keeps the name "NAME*" and %-encodes the rest
     assert pdf.params == (("NAME*", "utf-8''r%C3%A9sum%C3%A9%202024.pdf"),)
@@ -191,9 +193,9 @@ def test_multipart_mixed_with_attachment():
     assert (pdf.id, pdf.description, pdf.md5) == ("<pdf1@example.org>", "CV", "Q2hlY2sgSW50ZWdyaXR5IQ==")
     assert (pdf.language, pdf.location) == (("en", "fr"), "https://example.org/cv.pdf")
     assert pdf.lines is None  # only text/* and message/rfc822 have lines
-    assert mime.section(MIXED, p, "2") == PDF_B64[:-2]  # the last CRLF belongs to the close delimiter
+    assert section(MIXED, p, "2") == PDF_B64[:-2]  # the last CRLF belongs to the close delimiter
     assert pdf.size == len(PDF_B64) - 2
-    assert base64.b64decode(mime.section(MIXED, p, "2")) == PDF
+    assert base64.b64decode(section(MIXED, p, "2")) == PDF
     assert pdf.end == len(MIXED) - len(b"\r\n--b-mixed--\r\n")
     assert p.body.end == len(MIXED)
 
@@ -237,21 +239,21 @@ def test_nested_multipart():
     alt, png = p.body.parts
     assert (alt.type, alt.subtype) == ("MULTIPART", "ALTERNATIVE")
     assert [(c.type, c.subtype) for c in alt.parts] == [("TEXT", "PLAIN"), ("TEXT", "HTML")]
-    assert mime.section(NESTED, p, "1.1") == b"plain body"
-    assert mime.section(NESTED, p, "1.1.MIME") == CRLF  # an empty header: just the blank line
-    assert mime.section(NESTED, p, "1.2") == b"<b>html body</b>"
+    assert section(NESTED, p, "1.1") == b"plain body"
+    assert section(NESTED, p, "1.1.MIME") == CRLF  # an empty header: just the blank line
+    assert section(NESTED, p, "1.2") == b"<b>html body</b>"
     # a multipart's body runs from its first boundary to the end of its epilogue
-    assert mime.section(NESTED, p, "1") == msg(
+    assert section(NESTED, p, "1") == msg(
         b"--inner", b"", b"plain body", b"--inner", b"Content-Type: text/html", b"", b"<b>html body</b>",
         b"--inner--",
     )  # fmt: skip
-    assert mime.section(NESTED, p, "1.MIME") == msg(
+    assert section(NESTED, p, "1.MIME") == msg(
         b"Content-Type: multipart/alternative; boundary=inner", b""
     )
-    assert mime.section(NESTED, p, "2") == b"PNGDATA"
+    assert section(NESTED, p, "2") == b"PNGDATA"
     assert png.disposition == ("INLINE", ())
-    assert mime.section(NESTED, p, "1.3") == b"" and mime.section(NESTED, p, "3") == b""
-    assert mime.section(NESTED, p, "2.1") == b""
+    assert section(NESTED, p, "1.3") == b"" and section(NESTED, p, "3") == b""
+    assert section(NESTED, p, "2.1") == b""
 
 
 INNER_MESSAGE = msg(
@@ -308,16 +310,16 @@ def test_message_rfc822_attachment_with_its_own_multipart():
         fwd.end,
     )
     inner_header = INNER_MESSAGE[: INNER_MESSAGE.index(b"--enc")]
-    assert mime.section(FORWARD, p, "2") == INNER_MESSAGE[:-2]
-    assert mime.section(FORWARD, p, "2.HEADER") == inner_header
-    assert mime.section(FORWARD, p, "2.TEXT") == INNER_MESSAGE[len(inner_header) : -2]
-    assert mime.section(FORWARD, p, "2.HEADER.FIELDS (SUBJECT)") == msg(b"Subject: Original", b"")
-    assert mime.section(FORWARD, p, "2.MIME") == msg(b"Content-Type: message/rfc822", b"")
-    assert mime.section(FORWARD, p, "2.1") == b"inner text"
-    assert mime.section(FORWARD, p, "2.2") == b"\x00\x01\x02"
-    assert mime.section(FORWARD, p, "2.1.MIME") == CRLF
-    assert mime.section(FORWARD, p, "1.HEADER") == b""
-    assert mime.section(FORWARD, p, "2.3") == b""
+    assert section(FORWARD, p, "2") == INNER_MESSAGE[:-2]
+    assert section(FORWARD, p, "2.HEADER") == inner_header
+    assert section(FORWARD, p, "2.TEXT") == INNER_MESSAGE[len(inner_header) : -2]
+    assert section(FORWARD, p, "2.HEADER.FIELDS (SUBJECT)") == msg(b"Subject: Original", b"")
+    assert section(FORWARD, p, "2.MIME") == msg(b"Content-Type: message/rfc822", b"")
+    assert section(FORWARD, p, "2.1") == b"inner text"
+    assert section(FORWARD, p, "2.2") == b"\x00\x01\x02"
+    assert section(FORWARD, p, "2.1.MIME") == CRLF
+    assert section(FORWARD, p, "1.HEADER") == b""
+    assert section(FORWARD, p, "2.3") == b""
 
 
 def test_message_rfc822_with_a_plain_body_has_part_1():
@@ -325,9 +327,9 @@ def test_message_rfc822_with_a_plain_body_has_part_1():
     raw = msg(b"Content-Type: multipart/mixed; boundary=x", b"", b"--x", b"Content-Type: message/rfc822", b"")
     raw += inner + msg(b"--x--")
     p = mime.parse(raw)
-    assert mime.section(raw, p, "1.1") == b"just text"  # the encapsulated message's only part
-    assert mime.section(raw, p, "1.1.MIME") == msg(b"Subject: hi", b"")
-    assert mime.section(raw, p, "1.2") == b""
+    assert section(raw, p, "1.1") == b"just text"  # the encapsulated message's only part
+    assert section(raw, p, "1.1.MIME") == msg(b"Subject: hi", b"")
+    assert section(raw, p, "1.2") == b""
     assert p.body.parts[0].lines == 3
 
 
@@ -492,8 +494,8 @@ def test_no_closing_boundary_ends_at_end_of_message():
     raw = msg(b"Content-Type: multipart/mixed; boundary=b", b"", b"--b", b"", b"one", b"--b", b"", b"two")
     p = mime.parse(raw)
     one, two = p.body.parts
-    assert mime.section(raw, p, "1") == b"one"
-    assert mime.section(raw, p, "2") == b"two\r\n"  # no boundary follows, so its CRLF is the part's
+    assert section(raw, p, "1") == b"one"
+    assert section(raw, p, "2") == b"two\r\n"  # no boundary follows, so its CRLF is the part's
     assert two.end == p.body.end == len(raw)
 
 
@@ -504,15 +506,15 @@ def test_boundary_never_appearing_gives_one_implicit_part():
     (only,) = p.body.parts
     assert (only.type, only.subtype, only.params) == ("TEXT", "PLAIN", (("CHARSET", "us-ascii"),))
     assert (only.start, only.body_start, only.end) == (len(header), len(header), len(raw))
-    assert mime.section(raw, p, "1") == msg(b"just some text", b"--other")
-    assert mime.section(raw, p, "1.MIME") == b""
+    assert section(raw, p, "1") == msg(b"just some text", b"--other")
+    assert section(raw, p, "1.MIME") == b""
 
 
 def test_multipart_without_boundary_parameter():
     raw = msg(b"Content-Type: multipart/mixed", b"", b"text")
     p = mime.parse(raw)
     assert p.body.type == "MULTIPART" and len(p.body.parts) == 1
-    assert mime.section(raw, p, "1") == msg(b"text")
+    assert section(raw, p, "1") == msg(b"text")
 
 
 def test_missing_inner_close_ends_at_the_outer_boundary():
@@ -523,8 +525,8 @@ def test_missing_inner_close_ends_at_the_outer_boundary():
     )  # fmt: skip
     p = mime.parse(raw)
     alt, second = p.body.parts
-    assert len(alt.parts) == 1 and mime.section(raw, p, "1.1") == b"inner"
-    assert mime.section(raw, p, "2") == b"second"
+    assert len(alt.parts) == 1 and section(raw, p, "1.1") == b"inner"
+    assert section(raw, p, "2") == b"second"
 
 
 def test_longest_boundary_wins_when_one_is_a_prefix_of_another():
@@ -535,7 +537,7 @@ def test_longest_boundary_wins_when_one_is_a_prefix_of_another():
     )  # fmt: skip
     p = mime.parse(raw)
     assert [len(c.parts) for c in p.body.parts] == [2, 0]
-    assert [mime.section(raw, p, s) for s in ("1.1", "1.2", "2")] == [b"one", b"two", b"three"]
+    assert [section(raw, p, s) for s in ("1.1", "1.2", "2")] == [b"one", b"two", b"three"]
 
 
 def test_a_boundary_line_ends_a_header_even_if_it_looks_like_a_field():
@@ -544,7 +546,7 @@ def test_a_boundary_line_ends_a_header_even_if_it_looks_like_a_field():
         b"second", b"--a:b--",
     )  # fmt: skip
     p = mime.parse(raw)
-    assert [mime.section(raw, p, s) for s in ("1.MIME", "1", "2")] == [b"X-Field: 1\r\n", b"", b"second"]
+    assert [section(raw, p, s) for s in ("1.MIME", "1", "2")] == [b"X-Field: 1\r\n", b"", b"second"]
 
 
 def test_longest_boundary_wins_even_when_it_is_the_outer_one():
@@ -554,7 +556,7 @@ def test_longest_boundary_wins_even_when_it_is_the_outer_one():
         b"--abcdef", b"", b"two", b"--abcdef--",
     )  # fmt: skip
     p = mime.parse(raw)
-    assert [mime.section(raw, p, s) for s in ("1.1", "2")] == [b"one", b"two"]
+    assert [section(raw, p, s) for s in ("1.1", "2")] == [b"one", b"two"]
 
 
 def test_no_blank_line_at_all_is_all_header():
@@ -562,16 +564,16 @@ def test_no_blank_line_at_all_is_all_header():
     p = mime.parse(raw)
     assert (p.body.body_start, p.body.end, p.body.size, p.body.lines) == (len(raw), len(raw), 0, 0)
     assert p.envelope.subject == "no body"
-    assert mime.section(raw, p, "HEADER") == raw
-    assert mime.section(raw, p, "TEXT") == b""
-    assert mime.section(raw, p, "HEADER.FIELDS (SUBJECT)") == b"Subject: no body"  # no blank line to add
+    assert section(raw, p, "HEADER") == raw
+    assert section(raw, p, "TEXT") == b""
+    assert section(raw, p, "HEADER.FIELDS (SUBJECT)") == b"Subject: no body"  # no blank line to add
 
 
 def test_a_line_that_is_not_a_field_starts_the_body():
     raw = msg(b"Subject: oops", b"This line should have been the body", b"second")
     p = mime.parse(raw)
     assert p.body.body_start == len(b"Subject: oops\r\n")
-    assert mime.section(raw, p, "TEXT") == msg(b"This line should have been the body", b"second")
+    assert section(raw, p, "TEXT") == msg(b"This line should have been the body", b"second")
     assert p.headers == (("subject", "oops"),)
 
 
@@ -582,10 +584,10 @@ def test_bare_lf_line_endings():
     p = mime.parse(raw)
     one, html = p.body.parts
     assert p.body.body_start == len(header)
-    assert mime.section(raw, p, "1") == b"one\ntwo" and one.lines == 2
-    assert mime.section(raw, p, "2") == b"<i>" and html.subtype == "HTML"
-    assert mime.section(raw, p, "2.MIME") == b"Content-Type: text/html\n\n"
-    assert mime.section(raw, p, "HEADER.FIELDS (SUBJECT)") == b"Subject: lf\n\n"
+    assert section(raw, p, "1") == b"one\ntwo" and one.lines == 2
+    assert section(raw, p, "2") == b"<i>" and html.subtype == "HTML"
+    assert section(raw, p, "2.MIME") == b"Content-Type: text/html\n\n"
+    assert section(raw, p, "HEADER.FIELDS (SUBJECT)") == b"Subject: lf\n\n"
 
 
 def test_eight_bit_and_nul_bytes_in_header():
@@ -594,14 +596,14 @@ def test_eight_bit_and_nul_bytes_in_header():
     assert p.envelope.from_ == (addr("Jörg", "j", "x.test"),)
     assert p.envelope.subject == "a\x00b ÿþ"
     assert p.headers[2] == ("x-é", "y")
-    assert mime.section(raw, p, "TEXT") == msg(b"body \x00\xff")
+    assert section(raw, p, "TEXT") == msg(b"body \x00\xff")
 
 
 def test_empty_message():
     p = mime.parse(b"")
     assert (p.body.start, p.body.body_start, p.body.end, p.body.size, p.body.lines) == (0, 0, 0, 0, 0)
     assert p.headers == ()
-    assert mime.section(b"", p, "") == b"" and mime.section(b"", p, "1") == b""
+    assert section(b"", p, "") == b"" and section(b"", p, "1") == b""
 
 
 def test_huge_number_of_parts_is_capped():
@@ -614,7 +616,7 @@ def test_huge_number_of_parts_is_capped():
     p = mime.parse(raw)
     parts = p.body.parts
     assert len(parts) == mime.MAX_PARTS - 1  # the top level counts too
-    assert mime.section(raw, p, str(len(parts))) == b"x"
+    assert section(raw, p, str(len(parts))) == b"x"
     assert p.body.end == len(raw)  # the parts left out stay in the epilogue
 
 
@@ -623,7 +625,7 @@ def test_parts_over_the_cap_end_at_their_own_close_delimiter():
     raw = msg(b"Content-Type: multipart/mixed; boundary=out", b"", b"--out") + inner
     raw += msg(b"--in--", b"--out", b"", b"after", b"--out--")
     p = mime.parse(raw)
-    assert mime.section(raw, p, "1").endswith(b"\r\n--in--")  # not swallowing the parent's boundary
+    assert section(raw, p, "1").endswith(b"\r\n--in--")  # not swallowing the parent's boundary
     assert len(p.body.parts) == 1  # "after" is over the cap too: it stays in the parent's epilogue
     assert p.body.end == len(raw)
 
@@ -639,11 +641,11 @@ def test_deep_nesting_is_capped():
     while node.type == "MULTIPART":
         node, levels = node.parts[0], levels + 1
     assert levels == mime.MAX_DEPTH + 1  # the last multipart keeps its body as one implicit part
-    assert mime.section(raw, p, ".".join(["1"] * levels)).endswith(b"deep\r\n")
+    assert section(raw, p, ".".join(["1"] * levels)).endswith(b"deep\r\n")
 
 
 # ---------------------------------------------------------------------------------------------------
-# section() syntax and header_fields()
+# section() syntax and header_fields() (mailbox-store)
 
 
 @pytest.mark.parametrize(
@@ -653,23 +655,23 @@ def test_deep_nesting_is_capped():
 )  # fmt: skip
 def test_bad_section_spec_raises(spec):
     with pytest.raises(ValueError):
-        mime.section(PLAIN, mime.parse(PLAIN), spec)
+        section(PLAIN, mime.parse(PLAIN), spec)
 
 
 def test_section_accepts_quoted_field_names_and_huge_part_numbers():
     p = mime.parse(PLAIN)
-    assert mime.section(PLAIN, p, 'HEADER.FIELDS ("Subject" TO)') == msg(
+    assert section(PLAIN, p, 'HEADER.FIELDS ("Subject" TO)') == msg(
         b"To: Bob <bob@example.com>", b"Subject: Lunch", b""
     )
-    assert mime.section(PLAIN, p, "1" * 40) == b""
+    assert section(PLAIN, p, "1" * 40) == b""
 
 
 def test_header_fields():
     header = msg(b"Subject: one", b"To: a@b.c,", b"  d@e.f", b"subject: two", b"")
-    assert mime.header_fields(header, {"SUBJECT"}, False) == msg(b"Subject: one", b"subject: two", b"")
-    assert mime.header_fields(header, {"subject"}, True) == msg(b"To: a@b.c,", b"  d@e.f", b"")
-    assert mime.header_fields(header, set(), True) == header
-    assert mime.header_fields(b"", {"TO"}, False) == b""
+    assert header_fields(header, {"SUBJECT"}, False) == msg(b"Subject: one", b"subject: two", b"")
+    assert header_fields(header, {"subject"}, True) == msg(b"To: a@b.c,", b"  d@e.f", b"")
+    assert header_fields(header, set(), True) == header
+    assert header_fields(b"", {"TO"}, False) == b""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -744,10 +746,10 @@ def test_property_parse_never_raises_and_offsets_nest(raw):
         for a, b in zip(kids, kids[1:], strict=False):
             assert a.end <= b.start
     assert mime.from_json(mime.to_json(p)) == p
-    assert mime.section(raw, p, "HEADER") + mime.section(raw, p, "TEXT") == raw
+    assert section(raw, p, "HEADER") + section(raw, p, "TEXT") == raw
     for number, part in part_paths(p.body, "", True):
-        assert mime.section(raw, p, number) == raw[part.body_start : part.end]
-        assert mime.section(raw, p, number + ".MIME") == raw[part.start : part.body_start]
+        assert section(raw, p, number) == raw[part.body_start : part.end]
+        assert section(raw, p, number + ".MIME") == raw[part.start : part.body_start]
 
 
 @given(st.binary(max_size=300))

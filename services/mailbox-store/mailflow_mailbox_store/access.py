@@ -24,7 +24,7 @@ from mailflow.store.api import (
     MailboxStatus,
 )
 from mailflow.store.search import SearchKey
-from mailflow_mailbox_store import folders, messages, metrics, names
+from mailflow_mailbox_store import folders, messages, metrics, names, sections
 from mailflow_mailbox_store.listings import Listing, ListingCache
 from mailflow_mailbox_store.messages import ChangeSet, Metas
 from mailflow_mailbox_store.parsing import prepare, unpack
@@ -142,7 +142,7 @@ class Store(StoreCore):
             for uid, locator, parsed in rows:
                 raw = self.blobs.get(locator)
                 try:
-                    out.append((uid, mime.section(raw, mime.from_json(unpack(parsed)), spec)))
+                    out.append((uid, sections.section(raw, mime.from_json(unpack(parsed)), spec)))
                 except ValueError as exc:
                     raise Invalid(f"bad section {spec!r}: {exc}") from exc
             return out

@@ -212,6 +212,11 @@ class Mailboxes(Directory, Protocol):
         """uid -> the raw message. Missing UIDs (expunged meanwhile) are absent from the result."""
         ...
 
+    async def fetch_sections(self, p: Principal, mailbox_id: int, uids: list[int], spec: str) -> dict[int, bytes]:
+        """uid -> BODY[<spec>] (RFC 3501 §6.4.5), cut in the store: headers and parts travel without their
+        whole bodies. Invalid for a section-spec that can never be right; missing UIDs are absent."""
+        ...
+
     async def store_flags(
         self,
         p: Principal,

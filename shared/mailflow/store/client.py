@@ -17,7 +17,6 @@ MailboxEvent.origin of a change is `session_origin(p)` of the session that made 
 deliver(): an item larger than the store's max_message_bytes comes back "failed" with permanent=True.
 is_local_domain(domain) and expired_sessions(tokens) (the tokens refused now: revoked or expired, in
 calls of at most 1000) are Directory calls too.
-Beyond the Protocol: fetch_sections(p, mailbox_id, uids, spec) -> uid: BODY[spec], cut in the store.
 """
 
 from __future__ import annotations
@@ -295,8 +294,7 @@ class StoreClient:
     async def fetch_sections(
         self, p: Principal, mailbox_id: int, uids: list[int], spec: str
     ) -> dict[int, bytes]:
-        """uid -> BODY[<spec>] (RFC 3501 §6.4.5), cut in the store. Not in the Mailboxes Protocol: an extra
-        of this client for FETCH of headers or parts of many messages without moving whole bodies."""
+        """uid -> BODY[<spec>] (RFC 3501 §6.4.5), cut in the store."""
         if not uids:
             return {}
         head, parts = await self._frame(

@@ -134,7 +134,7 @@ class Section:
     fields: tuple[str, ...] = ()
 
     def spec(self) -> str:
-        """The section-spec as `mailflow.mime.section` takes it and as the response echoes it."""
+        """The section-spec as the store's fetch_sections takes it and as the response echoes it."""
         part = ".".join(str(n) for n in self.part)
         text = self.text
         if self.fields:

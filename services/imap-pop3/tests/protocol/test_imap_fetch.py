@@ -100,6 +100,12 @@ def test_body_sections_and_partials(srv):
     bs = c.cmd("b4", "FETCH 1 BODYSTRUCTURE")[0]
     assert b'("MESSAGE" "RFC822" NIL NIL NIL "7BIT" 36 (NIL "inner" NIL NIL NIL NIL NIL NIL NIL NIL)' in bs
     assert bs.endswith(b' "MIXED" ("BOUNDARY" "XX") NIL NIL NIL))')
+    # the whole message and parts in one FETCH: the message as it is, the parts cut by the store
+    line = c.cmd("b5", "FETCH 1 (BODY.PEEK[] BODY.PEEK[1] BODY.PEEK[2.HEADER])")[0]
+    assert line == (
+        b"* 1 FETCH (BODY[] {%d}\r\n%s BODY[1] {10}\r\nfirst part BODY[2.HEADER] {26}\r\nSubject: inner\r\nX-A: 1\r\n\r\n)"
+        % (len(MULTI), MULTI)
+    )
 
 
 def test_peek_keeps_unseen_body_sets_seen(srv):

@@ -1,7 +1,8 @@
 """FETCH and UID FETCH: every RFC 3501 §6.4.5 data item, BODY.PEEK, partials, MODSEQ and CHANGEDSINCE.
 
 Messages go in batches (`fetch_batch`): one store round trip per batch for each kind of data the items
-need (metadata, parsed structure, raw bodies), fetched concurrently, and the next batch is requested
+need (metadata, parsed structure, whole messages, each distinct section: the store cuts sections, so
+headers and parts travel without their bodies), fetched concurrently, and the next batch is requested
 while this one is written. Items that only need the view (UID, FLAGS, MODSEQ) cost no round trip.
 A non-PEEK body fetch sets \\Seen (not in a read-only mailbox) and reports the new FLAGS.
 Messages that vanished from the store meanwhile are left out and the command ends NO [EXPUNGEISSUED]
@@ -40,21 +41,16 @@ def _section_of(att: FetchAtt) -> Section | None:
 
 
 class Plan:
-    """What a FETCH needs from the store, worked out once per command. With a store that cuts sections
-    itself (StoreClient.fetch_sections), headers and parts travel alone instead of whole bodies."""
+    """What a FETCH needs from the store, worked out once per command: whole messages for BODY[] and
+    RFC822, one fetch_sections call per other distinct section."""
 
-    def __init__(self, atts: tuple[FetchAtt, ...], readonly: bool, cuts_sections: bool = False):
+    def __init__(self, atts: tuple[FetchAtt, ...], readonly: bool):
         self.atts = atts
         sections = [sec for a in atts if (sec := _section_of(a)) is not None]
-        whole = any(not sec.part and not sec.text for sec in sections)
-        self.specs: tuple[str, ...] = ()
-        if cuts_sections and sections and not whole:
-            self.specs = tuple(dict.fromkeys(sec.spec() for sec in sections))
+        self.specs = tuple(dict.fromkeys(sec.spec() for sec in sections if sec.part or sec.text))
         self.meta = any(a.name in _META for a in atts)
-        self.parsed = any(a.name in _PARSED for a in atts) or (
-            not self.specs and any(sec.part or sec.text for sec in sections)
-        )
-        self.raw = bool(sections) and not self.specs
+        self.parsed = any(a.name in _PARSED for a in atts)
+        self.raw = any(not sec.part and not sec.text for sec in sections)
         self.sets_seen = not readonly and any(
             (a.section is not None and not a.peek) or a.name in _SETS_SEEN for a in atts
         )
@@ -95,15 +91,10 @@ async def _load(s: Session, plan: Plan, uids: list[int]) -> Loaded:
     return out
 
 
-def _body_item(att: FetchAtt, u: int, raw: bytes | None, parsed, loaded: Loaded) -> tuple[bytes, bytes]:
+def _body_item(att: FetchAtt, u: int, raw: bytes | None, loaded: Loaded) -> tuple[bytes, bytes]:
     """(label and literal length, data) of a body item, kept apart so the data is never copied here."""
     section = _section_of(att)
-    if loaded.sections is not None:
-        data = loaded.sections[section.spec()][u]
-    elif not section.part and not section.text:
-        data = raw
-    else:
-        data = mime.section(raw, parsed, section.spec())
+    data = loaded.sections[section.spec()][u] if section.part or section.text else raw
     if att.name in _RAW_NAMES:
         return _RAW_NAMES[att.name][0] + b" {%d}\r\n" % len(data), data
     label = b"BODY[" + section.spec().encode() + b"]"
@@ -128,7 +119,7 @@ async def _fetch(s: Session, cmd: Command, uid: bool) -> Reply | None:
     indexes = s.targets(args.seqset, uid)
     if args.changed_since is not None:
         indexes = [i for i in indexes if view.modseqs[i] > args.changed_since]
-    plan = Plan(atts, view.readonly, hasattr(s.store, "fetch_sections"))
+    plan = Plan(atts, view.readonly)
     batch = max(1, s.ctx.settings.fetch_batch)
     missing = False
     chunks = [indexes[k : k + batch] for k in range(0, len(indexes), batch)]
@@ -218,7 +209,7 @@ async def _write_batch(s: Session, plan: Plan, chunk: list[int], loaded: Loaded)
             elif name == "BODY":
                 small.append(b"BODY " + rsp.body_structure(parsed.body, False))
             else:
-                head, data = _body_item(att, u, raw, parsed, loaded)
+                head, data = _body_item(att, u, raw, loaded)
                 small.append(head)
                 # the literal's data ends this run of items; the next item starts after a space
                 piece = lead + b" ".join(small)
