@@ -35,3 +35,18 @@ def test_inner_boundary_then_outer_boundary_sections_stay_inside():
     inner = p.body.parts[0]
     assert INNER_BOUNDARY_THEN_OUTER[inner.body_start : inner.end].endswith(b"--innerjunk\r\n")
     assert (inner.parts[1].start, inner.parts[1].end) == (inner.end, inner.end)
+
+
+# The same end, found by the budget test's deep nesting: a part with a header and no body, right before
+# the outer boundary of a multipart left unclosed. The part's blank line is the CRLF before that boundary
+# line; the inner multipart ended before it, the part after it.
+EMPTY_PART_THEN_OUTER = (
+    b"Content-Type: multipart/mixed; boundary=outer\r\n\r\n--outer\r\n"
+    b"Content-Type: multipart/mixed; boundary=inner\r\n\r\n--inner\r\n"
+    b"Content-Type: text/plain\r\n\r\n--outer--\r\n"
+)
+
+
+def test_empty_part_then_outer_boundary_keeps_parts_nested():
+    p = mime.parse(EMPTY_PART_THEN_OUTER)
+    assert _nested(p.body, 0, len(EMPTY_PART_THEN_OUTER)) == []
