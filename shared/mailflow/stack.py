@@ -6,7 +6,10 @@
 
 Each service is `python -m mailflow_<service>` in its own process group, configured only through
 the environment built here (the same variables a container gets). Secrets are generated once into
-`<data>/secrets.env`; a self-signed TLS pair into `<data>/tls/`. A service that does not become
+`<data>/secrets.env`; a self-signed TLS pair into `<data>/tls/`. NATS: the stack's own nats-server
+(JetStream in `<data>/nats`) with the installation's account, each service logged in as its own user
+with its own password (`mailflow.natsauth`; a service gets only its own); or, with `nats_url`, a server
+someone else runs, which must have that account (`<data>/nats-accounts.conf` is written for it). A service that does not become
 ready within the timeout makes `start` raise RuntimeError with the tail of its log, after stopping
 everything it started. `stop` sends SIGTERM, waits, then SIGKILLs whatever is left: no orphans.
 """
@@ -28,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from mailflow import configfile, tls
+from mailflow import configfile, natsauth, tls
 from mailflow.natsserver import NatsServer, answers, die_with_parent
-from mailflow.services import LISTENERS, LOCAL_HOST, NATS_PORT, SERVICES
+from mailflow.services import LISTENERS, LOCAL_HOST, NATS_PORT, NATS_STANDARD_PORT, SERVICES
 
 _handed_out: set[tuple[str, int]] = set()
 
@@ -93,9 +96,12 @@ class Ports:
         )
 
 
+NATS_PASSWORDS = {natsauth.password_var(s): s for s in SERVICES}  # {variable: service}
+
+
 def load_secrets(data_dir: Path) -> dict[str, str]:
-    """MAILFLOW_SERVICE_TOKEN, MAILFLOW_ADMIN_TOKEN and MAILFLOW_SESSION_KEY, generated on first use (each one
-    that is missing), kept in secrets.env (0600)."""
+    """MAILFLOW_SERVICE_TOKEN, MAILFLOW_ADMIN_TOKEN, MAILFLOW_SESSION_KEY and each service's NATS password
+    (`natsauth.password_var`), generated on first use (each one that is missing), kept in secrets.env (0600)."""
     path = Path(data_dir) / "secrets.env"
     values: dict[str, str] = {}
     if path.exists():
@@ -104,9 +110,9 @@ def load_secrets(data_dir: Path) -> dict[str, str]:
             if sep:
                 values[k.strip()] = v.strip()
     changed = False
-    for k in ("MAILFLOW_SERVICE_TOKEN", "MAILFLOW_ADMIN_TOKEN", "MAILFLOW_SESSION_KEY"):
+    for k in ("MAILFLOW_SERVICE_TOKEN", "MAILFLOW_ADMIN_TOKEN", "MAILFLOW_SESSION_KEY", *NATS_PASSWORDS):
         if not values.get(k):
-            values[k] = secrets.token_urlsafe(32)
+            values[k] = natsauth.new_password() if k in NATS_PASSWORDS else secrets.token_urlsafe(32)
             changed = True
     if changed:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,6 +152,7 @@ class Stack:
         console: bool = False,
         hostname: str = "localhost",
         services: tuple[str, ...] = tuple(SERVICES),
+        installation: str = natsauth.DEFAULT_INSTALLATION,
     ):
         self.data_dir = Path(data_dir).resolve()
         self.ports = ports or Ports()
@@ -158,7 +165,9 @@ class Stack:
         self.services = services
         self.nats: NatsServer | None = None
         self.procs: dict[tuple[str, int], Proc] = {}
-        self.secrets: dict[str, str] = {}
+        self.installation = installation
+        self.secrets: dict[str, str] = {}  # every service's
+        self.nats_passwords: dict[str, str] = {}  # {service: its NATS password}, each for its own eyes
         self._stopping = False
 
     # --- addresses --------------------------------------------------------------------------------
@@ -208,6 +217,8 @@ class Stack:
         # (secrets are settled in prepare(): every service gets the same).
         given = {**configfile.values(), **{k: v for k, v in os.environ.items() if k.startswith("MAILFLOW_")}}
         env.update({k: v for k, v in given.items() if k not in self.secrets})
+        login = self.nats_login(service)
+        env["MAILFLOW_NATS_USER"], env["MAILFLOW_NATS_PASSWORD"] = login["user"], login["password"]
         env.update(self.extra_env)
         if env.get(configfile.ENV_VAR):  # the services run in the data folder
             env[configfile.ENV_VAR] = str(Path(env[configfile.ENV_VAR]).resolve())
@@ -242,15 +253,33 @@ class Stack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
         self.secrets = load_secrets(self.data_dir)
+        self.nats_passwords = {service: self.secrets.pop(var) for var, service in NATS_PASSWORDS.items()}
         for name in self.secrets:  # one the caller gives (environment or configuration file) wins
             self.secrets[name] = configfile.lookup(name) or self.secrets[name]
+        if self.external_nats:  # what its operator adds to that server's configuration
+            path = self.data_dir / "nats-accounts.conf"
+            path.unlink(missing_ok=True)
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+                f.write(natsauth.top_level(self.nats_auth()))
         tls.ensure_self_signed(self.data_dir / "tls" / "cert.pem", self.data_dir / "tls" / "key.pem", self.hostname)
+
+    def nats_login(self, service: str) -> dict[str, str]:
+        """natsconn.connect's `user` and `password` for `service` (tests act as one; name it the same)."""
+        return {"user": natsauth.user_name(self.installation, service), "password": self.nats_passwords[service]}
+
+    def nats_auth(self) -> dict:
+        """This installation's NATS account, its users and their passwords."""
+        return natsauth.accounts(self.installation, self.nats_passwords)
 
     def start_nats(self) -> None:
         if self.external_nats:
             return
         self.nats = NatsServer(
-            self.data_dir / "nats", host=self.ports.host, port=self.ports.nats, sync_always=self.sync_always
+            self.data_dir / "nats",
+            host=self.ports.host,
+            port=self.ports.nats,
+            sync_always=self.sync_always,
+            auth=self.nats_auth(),
         ).start()
 
     def start(self, timeout: float = 60.0) -> Stack:
@@ -378,4 +407,4 @@ def _tee(stream, logf, name: str) -> None:
 
 def nats_already_running(url: str) -> bool:
     u = urlparse(url.split(",")[0])
-    return answers(u.hostname or LOCAL_HOST, u.port or NATS_PORT)
+    return answers(u.hostname or LOCAL_HOST, u.port or NATS_STANDARD_PORT)

@@ -177,11 +177,11 @@ class Sender:
         return sum(1 for v in self.outcome.values() if v == what)
 
 
-async def _stream_state(url: str) -> dict[str, dict[str, tuple[int, int]]]:
-    """{stream: {consumer: (num_pending, num_ack_pending)}} for every consumer of the streams."""
+async def _stream_state(url: str, login: dict[str, str]) -> dict[str, dict[str, tuple[int, int]]]:
+    """{stream: {consumer: (num_pending, num_ack_pending)}} for every consumer of the streams (read as the queue)."""
     from mailflow import natsconn
 
-    nc = await natsconn.connect(url, "chaos-check")
+    nc = await natsconn.connect(url, "queue", **login)
     try:
         js = nc.jetstream()
         out: dict[str, dict[str, tuple[int, int]]] = {}
@@ -193,7 +193,7 @@ async def _stream_state(url: str) -> dict[str, dict[str, tuple[int, int]]]:
 
 
 def stream_state(st: Stack) -> dict[str, dict[str, tuple[int, int]]]:
-    return asyncio.run(_stream_state(st.nats_url))
+    return asyncio.run(_stream_state(st.nats_url, st.nats_login("queue")))
 
 
 def stranded(state: dict[str, dict[str, tuple[int, int]]]) -> dict[str, tuple[int, int]]:

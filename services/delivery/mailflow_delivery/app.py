@@ -12,7 +12,7 @@ import logging
 
 from mailflow import natsconn, tls
 from mailflow.bodies import JetStreamBodies
-from mailflow.contracts.streams import Topology, ensure_streams
+from mailflow.contracts import streams
 from mailflow.dns import MxClient
 from mailflow.lifecycle import Stopper
 from mailflow.web import HttpServer, service_app
@@ -43,9 +43,9 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     from mailflow.store.client import StoreClient  # written by the mailbox-store service's engineer
 
     stop = stop or Stopper().install()
-    nc = await natsconn.connect(settings.nats_url, "delivery")
+    nc = await natsconn.connect(settings.nats_url, "delivery", **settings.nats_login())
     js = nc.jetstream()
-    await ensure_streams(js, Topology(replicas=settings.stream_replicas))
+    await streams.wait_for(js, ("BODY", "JOBS", "RESULTS", "DEAD"), (streams.DELIVERY,))  # the queue creates them
     sent = await KvSentLog.open(js, settings.sent_log_ttl_s, settings.stream_replicas)
     store = StoreClient(settings.store_url, settings.service_token.get_secret_value())
     deliveries = Deliveries(

@@ -19,8 +19,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 
 from mailflow.contracts.messages import DeliveryResult
-
-BUCKET = "DELIVERY_SENT"
+from mailflow.contracts.streams import SENT_LOG_BUCKET as BUCKET
 
 
 def _key(idempotency_key: str) -> str:

@@ -131,7 +131,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None, store: Mail
         store = StoreClient(
             settings.store_url, settings.service_token.get_secret_value(), timeout=settings.store_timeout
         )
-    nc = await natsconn.connect(settings.nats_url, "imap-pop3")
+    nc = await natsconn.connect(settings.nats_url, "imap-pop3", **settings.nats_login())
     server = await Server(settings, store, nc, tls_context(settings)).start()
 
     async def nats_ready() -> bool:

@@ -72,7 +72,7 @@ async def run(
     stop = stop or Stopper().install()
     nats = None
     if publisher is None:
-        publisher = nats = NatsPublisher(settings.nats_url)
+        publisher = nats = NatsPublisher(settings.nats_url, login=settings.nats_login())
         nats.start()
     store = await open_store(settings, publisher)
     if holder is not None:

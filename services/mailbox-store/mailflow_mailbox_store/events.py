@@ -29,8 +29,8 @@ class Publisher(Protocol):
 class NatsPublisher:
     """Connects in the background (the store serves without NATS; events wait for it)."""
 
-    def __init__(self, url: str, name: str = "mailbox-store"):
-        self.url, self.name = url, name
+    def __init__(self, url: str, name: str = "mailbox-store", login: dict[str, str] | None = None):
+        self.url, self.name, self.login = url, name, login or {}
         self.nc = None
         self._task: asyncio.Task | None = None
 
@@ -40,7 +40,7 @@ class NatsPublisher:
     async def _connect(self) -> None:
         while self.nc is None:
             try:
-                self.nc = await natsconn.connect(self.url, self.name, initial_timeout=3600)
+                self.nc = await natsconn.connect(self.url, self.name, initial_timeout=3600, **self.login)
             except Exception as exc:  # keep trying: the store works without NATS meanwhile
                 log.warning("NATS not reachable yet: %s", exc)
                 await asyncio.sleep(1)

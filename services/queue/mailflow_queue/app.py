@@ -42,7 +42,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     engine = make_engine(settings.database_url)
     await asyncio.to_thread(migrate, engine)
     database = Database(engine)
-    nc = await natsconn.connect(settings.nats_url, "queue")
+    nc = await natsconn.connect(settings.nats_url, "queue", **settings.nats_login())
     js = nc.jetstream()
     await ensure_streams(js, Topology(replicas=settings.stream_replicas, queue_lifetime_s=settings.max_lifetime_s))
     bodies = JetStreamBodies(js)

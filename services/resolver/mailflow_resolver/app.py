@@ -56,7 +56,7 @@ async def answer(resolver: MxResolver, data: bytes) -> MxReply:
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     stop = stop or Stopper().install()
     resolver = build_resolver(settings)
-    nc = await natsconn.connect(settings.nats_url, "resolver")
+    nc = await natsconn.connect(settings.nats_url, "resolver", **settings.nats_login())
 
     async def on_request(msg) -> None:
         reply = await answer(resolver, msg.data)

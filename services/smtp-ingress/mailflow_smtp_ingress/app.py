@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mailflow import natsconn, tls
 from mailflow.bodies import JetStreamBodies
-from mailflow.contracts.streams import ensure_streams
+from mailflow.contracts import streams
 from mailflow.lifecycle import Stopper
 from mailflow.store.api import Directory
 from mailflow.web import HttpServer, service_app
@@ -67,9 +67,9 @@ async def run(
     (tests); `started` receives a `Running` once every listener is up."""
     stop = stop or Stopper().install()
     ctx = tls_context(settings)
-    nc = await natsconn.connect(settings.nats_url, "smtp-ingress", reconnect_buffer=False)
+    nc = await natsconn.connect(settings.nats_url, "smtp-ingress", reconnect_buffer=False, **settings.nats_login())
     js = nc.jetstream(timeout=settings.publish_timeout)
-    await ensure_streams(js)
+    await streams.wait_for(js, ("BODY", "MAIL"))  # the queue creates them
     inner = directory or store_directory(settings)
     cached = CachedDirectory(
         inner,

@@ -22,7 +22,7 @@ from rich.table import Table
 from mailflow.cli.common import JSON, admin_token, console, print_json, service_url
 from mailflow.configfile import lookup
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
-from mailflow.services import LOCAL_HOST, NATS_PORT, SERVICES
+from mailflow.services import LOCAL_HOST, NATS_STANDARD_PORT, SERVICES
 from mailflow.settings import ServiceSettings
 
 DATABASES = ("mailbox-store", "queue")  # their readiness check "database" is their database
@@ -47,7 +47,7 @@ async def _service(client: httpx.AsyncClient, name: str) -> dict:
 async def _nats(url: str, timeout: float) -> dict:
     """Reachable when the server's INFO line arrives (before any authentication)."""
     first = urlparse(url.split(",")[0].strip())
-    host, port = first.hostname or LOCAL_HOST, first.port or NATS_PORT
+    host, port = first.hostname or LOCAL_HOST, first.port or NATS_STANDARD_PORT
     out: dict = {"url": url, "reachable": False, "version": None, "jetstream": None, "error": None}
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)

@@ -1,7 +1,9 @@
 """JetStream streams and durable consumers, every one of them declared here, in code.
 
-The queue service applies them at startup (`ensure_streams`), and so does every other service that
-publishes, so the order in which services start never matters; applying them again is harmless. No
+Only the queue service applies them (`ensure_streams`, at startup; applying them again is harmless):
+its NATS user is the only one allowed to (`permissions.py`). Every other service waits at startup
+until the streams and the durable it uses exist (`wait_for`), so the order in which services start
+still never matters: a service started before the queue is simply not ready until the queue is. No
 reader makes a consumer of its own. A stream or durable that exists with another configuration is
 updated in place where JetStream allows it (a durable's subject, ack_wait, max_deliver); if it cannot
 be, the one that exists is kept and a warning logged.
@@ -9,6 +11,7 @@ be, the one that exists is kept and a warning logged.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -109,6 +112,9 @@ QUEUE_INTAKE = ("MAIL", "queue")  # mail.queued: smtp-ingress (and the queue's o
 DELIVERY = ("JOBS", "delivery")  # delivery.job: queue -> delivery
 QUEUE_RESULTS = ("RESULTS", "queue-results")  # delivery.result: delivery -> queue
 
+# delivery's sent log (a key-value bucket): delivery creates it and is the only one to read or write it.
+SENT_LOG_BUCKET = "DELIVERY_SENT"
+
 # How many times a worker tries a message before it moves it to DEAD with the last reason
 # (mailflow.worker). A failure is retried after 1, 2, 4 ... 60 s, so 30 attempts span about 25 minutes:
 # longer than a database failover, a NATS leader election or a store restart (then every message fails,
@@ -185,3 +191,25 @@ async def ensure_streams(js: JetStreamContext, t: Topology = Topology()) -> None
                 log.info("consumer updated", extra={"stream": stream, "consumer": ccfg.durable_name})
             except Exception as exc:
                 log.warning("consumer not updated: %s", exc, extra={"stream": stream, "consumer": ccfg.durable_name})
+
+
+async def wait_for(js: JetStreamContext, names: tuple[str, ...], consumers: tuple[tuple[str, str], ...] = ()) -> None:
+    """Return once every stream in `names` and every (stream, durable) in `consumers` exists: the queue
+    creates them. Waits as long as it takes (a process manager or readiness probe sees a service that
+    is not ready), saying what it waits for every 30 s; a server that refuses the question (a missing
+    permission) is waited for the same way, its answer in the log."""
+    loop = asyncio.get_running_loop()
+    delay, said = 0.1, -1e9
+    while True:
+        try:
+            for name in names:
+                await js.stream_info(name)
+            for stream, durable in consumers:
+                await js.consumer_info(stream, durable)
+            return
+        except Exception as exc:  # NotFoundError until the queue has run; a timeout while NATS is away
+            if loop.time() - said >= 30:
+                log.info("waiting for the queue to create the streams: %s", exc or type(exc).__name__)
+                said = loop.time()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)

@@ -17,6 +17,7 @@ import pytest
 from mailflow import natsconn, tls
 from mailflow.contracts.messages import QueuedMessage, QueuedMessages
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
+from mailflow.contracts.streams import ensure_streams
 from mailflow.stack import Ports, Stack
 from tests.support import wait_for
 
@@ -26,11 +27,13 @@ def st(tmp_path_factory):
     stack = Stack(
         tmp_path_factory.mktemp("smtp-stack"),
         Ports.free(),
-        services=("mailbox-store", "smtp-ingress"),
+        services=("mailbox-store",),
         env={"MAILFLOW_SMTP_AUTH_FAILURE_DELAY": "0.1"},
     )
     stack.start()
     try:
+        asyncio.run(apply_streams(stack))  # no queue runs here: smtp-ingress waits for it to make them
+        stack.start_service("smtp-ingress")
         with httpx.Client(
             base_url=stack.http_url("mailbox-store"), headers={ADMIN_TOKEN_HEADER: stack.admin_token}
         ) as c:
@@ -48,11 +51,19 @@ def st(tmp_path_factory):
         stack.stop()
 
 
+async def apply_streams(stack: Stack) -> None:
+    nc = await natsconn.connect(stack.nats_url, "queue", initial_timeout=5, **stack.nats_login("queue"))
+    try:
+        await ensure_streams(nc.jetstream())
+    finally:
+        await natsconn.close(nc)
+
+
 def queued(stack: Stack) -> list[QueuedMessage]:
     """Every envelope in stream MAIL (no queue service runs here, so they stay)."""
 
     async def read() -> list[QueuedMessage]:
-        nc = await natsconn.connect(stack.nats_url, "test", initial_timeout=5)
+        nc = await natsconn.connect(stack.nats_url, "queue", initial_timeout=5, **stack.nats_login("queue"))
         try:
             js = nc.jetstream()
             info = await js.stream_info("MAIL")
