@@ -31,7 +31,7 @@ err = Console(stderr=True)
 JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
 YES = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
 # Variables the command reads beyond the services' own settings (`mailflow config check` knows them).
-CLI_VARIABLES = ("MAILFLOW_DATA_DIR", "MAILFLOW_BIND", *(s.url_var for s in SERVICES.values()))
+CLI_VARIABLES = ("MAILFLOW_DATA_DIR", "MAILFLOW_BIND", "MAILFLOW_INSTALLATION", *(s.url_var for s in SERVICES.values()))
 
 
 def data_dir() -> Path:

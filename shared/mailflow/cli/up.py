@@ -1,8 +1,11 @@
 """`mailflow up` and `mailflow serve`: run Mailflow in the foreground, until Ctrl-C or SIGTERM.
 
-`up` is the whole stack on this machine: nats-server with JetStream (unless one already answers at
-MAILFLOW_NATS_URL), then the six services as separate processes; it waits until each says it is
-ready, prints the endpoints, and restarts a service that dies (a few times, then gives up and stops
+`up` is the whole stack on this machine: its own nats-server with JetStream (on 127.0.0.1:14222,
+never a server that merely happens to answer somewhere), unless MAILFLOW_NATS_URL names one (then that
+one, which must answer: if it does not, `up` says so and exits 1), then the six services as separate
+processes. The installation is a NATS account of its own (MAILFLOW_INSTALLATION, default "mailflow"),
+so two installations on one server never see each other's streams or subjects. It waits until each
+service says it is ready, prints the endpoints, and restarts a service that dies (a few times, then gives up and stops
 everything). Ctrl-C or SIGTERM stops the services (SIGTERM, then SIGKILL after a grace period) and the
 nats-server it started. `serve <service>` is one service, as a container runs it: this process becomes
 `python -m mailflow_<service>` (same PID, so signals reach the service).
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import signal
 import sys
 import time
@@ -19,10 +23,11 @@ from pathlib import Path
 
 import typer
 
-from mailflow.cli.common import console, data_dir
+from mailflow.cli.common import console, data_dir, err
 from mailflow.configfile import lookup
 from mailflow.hostport import split_hostport
 from mailflow.services import LISTENERS, LOCAL_HOST, SERVICES
+from mailflow.natsauth import DEFAULT_INSTALLATION
 from mailflow.stack import Ports, Stack, nats_already_running
 
 ServiceName = enum.Enum("ServiceName", {name: name for name in SERVICES}, type=str)
@@ -62,15 +67,19 @@ def up(
     """Run the whole stack locally: nats-server and the six services."""
     data = (data or data_dir()).resolve()
     ports = configured_ports()
-    nats_url = lookup("MAILFLOW_NATS_URL")
-    external = None
-    if nats_url and nats_already_running(nats_url):
-        external = nats_url
-    elif not nats_url:
-        default = f"nats://{ports.host}:{ports.nats}"
-        if nats_already_running(default):
-            external = default
-    stack = Stack(data, ports, nats_url=external, sync_always=fsync, delivery_instances=delivery, console=True)
+    external = lookup("MAILFLOW_NATS_URL") or None
+    installation = lookup("MAILFLOW_INSTALLATION") or DEFAULT_INSTALLATION
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,39}", installation):
+        err.print(f"[red]MAILFLOW_INSTALLATION={installation!r}[/]: lower-case letters, digits and '-', at most 40")
+        raise typer.Exit(2)
+    if external and not nats_already_running(external):
+        err.print(f"[red]no NATS server answers at {external}[/] (MAILFLOW_NATS_URL names it): start it, or unset")
+        err.print("MAILFLOW_NATS_URL and mailflow runs a nats-server of its own")
+        raise typer.Exit(1)
+    stack = Stack(
+        data, ports, nats_url=external, sync_always=fsync, delivery_instances=delivery, console=True,
+        installation=installation,
+    )  # fmt: skip
     stop = {"now": False}
 
     def on_signal(signum, frame):
@@ -80,8 +89,9 @@ def up(
     signal.signal(signal.SIGINT, on_signal)
     console.print(f"[bold]mailflow[/] starting in {data}")
     if external:
-        console.print(f"using the NATS server already answering at {external}")
-        console.print("  (its own JetStream settings apply: --fsync only configures a server mailflow starts)")
+        console.print(f"using the NATS server at {external} (MAILFLOW_NATS_URL) as account {installation!r}:")
+        console.print(f"  it needs the users in {data / 'nats-accounts.conf'} (include it in its configuration);")
+        console.print("  its own JetStream settings apply: --fsync only configures a server mailflow starts")
     try:
         stack.start(timeout=90)
     except RuntimeError as exc:
