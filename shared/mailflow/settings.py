@@ -37,10 +37,10 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     nats_url: str = common("nats_url", default=f"nats://{LOCAL_HOST}:{NATS_PORT}")
-    # This service's own NATS user and password: what it may publish and subscribe to is in
-    # contracts/permissions.py. Empty: no credentials (a nats-server without authorization, as in tests).
+    # This service's own NATS user (what it may publish and subscribe to: contracts/permissions.py).
+    # Empty: no credentials, for a nats-server without authorization (as in tests).
     nats_user: str = common("nats_user", default="")
-    nats_password: SecretStr = common("nats_password", default=SecretStr(""))
+    nats_password: SecretStr = common("nats_password", default=SecretStr(""))  # that user's password
     log_level: str = common("log_level", default="INFO")
     log_format: str = common("log_format", default="text")  # "json" in containers
     # Shared secret every internal REST call carries (header X-Mailflow-Token). No default: the local

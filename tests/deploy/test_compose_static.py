@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from mailflow import healthcheck
+from mailflow import healthcheck, natsauth
 from mailflow.hostport import split_hostport
 from tests.deploy.support import (
     COMPOSE_FILE,
@@ -38,6 +38,7 @@ SECRETS = {
     "MAILFLOW_ADMIN_TOKEN": "admin-token-for-tests",
     "MAILFLOW_SESSION_KEY": "session-key-for-tests",
     "MAILFLOW_POSTGRES_PASSWORD": "pg-password-for-tests",
+    **{natsauth.password_var(s): f"nats-password-of-{s}" for s in SERVICES},
 }
 # Inside containers every listener uses its standard port (issue 7 §2); HTTP is 8080 everywhere.
 STANDARD_PORTS = {
@@ -195,6 +196,16 @@ def test_internal_urls_point_at_the_right_service_and_port(compose, service, mon
     u = urlparse(settings.nats_url)
     assert (u.scheme, u.hostname, u.port) == ("nats", "nats", 4222)
     assert "port: 4222" in (ROOT / "deploy/compose/nats.conf").read_text()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_logs_in_to_nats_as_its_own_user(compose, service, monkeypatch):
+    """The user and password the service sends are the ones deploy/compose/nats.conf gives that user."""
+    settings = build_settings(monkeypatch, service, container_env(compose, service))
+    assert settings.nats_user == natsauth.user_name(natsauth.DEFAULT_INSTALLATION, service)
+    var = natsauth.password_var(service)
+    assert settings.nats_password.get_secret_value() == compose["services"]["nats"]["environment"][var] == SECRETS[var]
+    assert f'"user": "{settings.nats_user}"\n        "password": ${var}\n' in (ROOT / "deploy/compose/nats.conf").read_text()
 
 
 @pytest.mark.parametrize("service", ["mailbox-store", "queue"])

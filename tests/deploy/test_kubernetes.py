@@ -19,6 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from mailflow import natsauth
 from mailflow.contracts import streams
 from mailflow.hostport import split_hostport
 from tests.deploy.crd_schemas import NATS_JETSTREAM_METADATA, SCHEMAS
@@ -31,7 +32,7 @@ MAIL_PORTS = {"smtp-ingress": {25, 587, 465}, "imap-pop3": {143, 993, 110, 995}}
 # Secrets the overlay does not render: made by an operator or by the person deploying (deploy/README.md).
 EXTERNAL_SECRETS = {
     "dev": {"mailflow-db-app"},
-    "prod": {"mailflow-db-app", "mailflow-secrets", "mailflow-tls", "mailflow-backup-s3"},
+    "prod": {"mailflow-db-app", "mailflow-secrets", "mailflow-nats", "mailflow-tls", "mailflow-backup-s3"},
 }
 
 
@@ -310,3 +311,22 @@ def test_nats_values_give_a_three_server_jetstream_cluster():
     assert js["merge"]["sync_interval"] == "always"
     base = (K8S / "base/kustomization.yaml").read_text()
     assert "MAILFLOW_NATS_URL=nats://nats:4222" in base, "the Helm release is named nats"
+
+
+def test_each_service_logs_in_to_nats_as_its_own_user(rendered):
+    """Each Deployment sends the user and the Secret key that auth-values.yaml gives the NATS release."""
+    overlay, objs = rendered
+    auth = yaml.safe_load((K8S / "nats/auth-values.yaml").read_text())
+    users = {u["user"]: u["password"] for u in auth["config"]["merge"]["accounts"][natsauth.DEFAULT_INSTALLATION]["users"]}
+    nats_env = auth["container"]["env"]
+    for name, deploy in of_kind(objs, "Deployment").items():
+        (container,) = [c for c in deploy["spec"]["template"]["spec"]["containers"] if c["name"] == name]
+        env = {e["name"]: e for e in container["env"]}
+        user = env["MAILFLOW_NATS_USER"]["value"]
+        assert user == natsauth.user_name(natsauth.DEFAULT_INSTALLATION, name)
+        var = natsauth.password_var(name)
+        assert users[user] == f"<< ${var} >>"
+        ref = env["MAILFLOW_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref == nats_env[var]["valueFrom"]["secretKeyRef"] == {"name": natsauth.K8S_SECRET, "key": name}
+    if overlay == "dev":  # generated here, under the exact name the Helm release reads
+        assert set(of_kind(objs, "Secret")[natsauth.K8S_SECRET]["data"]) == set(SERVICES)
