@@ -87,7 +87,7 @@ async def stack(js, db_url, store):
     scheduler = Scheduler(database, outbox, JetStreamBodies(js), policy, "mx.daum.test")
     for user in ("alice@daum.test", "bob@daum.test", POISON_DELIVERY, POISON_RESULTS):
         store.add_user(user, "pw")
-    deliveries = PoisonedDeliveries(Deliveries(store, store, JetStreamBodies(js), TableResolver({}), await KvSentLog.open(js, ttl_s=60)))
+    deliveries = PoisonedDeliveries(Deliveries(store, store, JetStreamBodies(js), TableResolver({}), await KvSentLog.open(js)))
     results_db = PoisonedResultsDb(database)
     commits = Commits(failed_ttl=0.5)  # results of the intake poison: asked for again briefly, then stale
     workers = [

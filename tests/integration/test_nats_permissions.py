@@ -126,16 +126,15 @@ async def test_queue_takes_mail_and_hands_jobs_to_delivery(queue, login):
 
 
 async def test_delivery_reads_bodies_and_keeps_its_sent_log(queue, login):
-    from mailflow_delivery.sentlog import KvSentLog
-
     from mailflow.contracts.messages import DeliveryResult
+    from mailflow_delivery.sentlog import KvSentLog
 
     smtp = await login("smtp-ingress")
     ref = await JetStreamBodies(smtp.jetstream()).put("Q2", b"body")
     delivery = await login("delivery")
     djs = delivery.jetstream()
     assert await JetStreamBodies(djs).get(ref) == b"body"
-    sent = await KvSentLog.open(djs, ttl_s=3600)
+    sent = await KvSentLog.open(djs)
     result = DeliveryResult(queue_id="Q2", rcpt="a@b.test", attempt=1, outcome="delivered", status="2.0.0")
     await sent.put("Q2/a@b.test", result)
     assert await sent.get("Q2/a@b.test") == result

@@ -45,8 +45,9 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     stop = stop or Stopper().install()
     nc = await natsconn.connect(settings.nats_url, "delivery", **settings.nats_login())
     js = nc.jetstream()
-    await streams.wait_for(js, ("BODY", "JOBS", "RESULTS", "DEAD"), (streams.DELIVERY,))  # the queue creates them
-    sent = await KvSentLog.open(js, settings.sent_log_ttl_s, settings.stream_replicas)
+    # the queue creates them, and the sent-log bucket
+    await streams.wait_for(js, ("BODY", "JOBS", "RESULTS", "DEAD", f"KV_{streams.SENT_LOG_BUCKET}"), (streams.DELIVERY,))
+    sent = await KvSentLog.open(js)
     store = StoreClient(settings.store_url, settings.service_token.get_secret_value())
     deliveries = Deliveries(
         directory=store,

@@ -4,7 +4,7 @@ Written right after the remote's 2xx to the final dot, before the result is publ
 acknowledged; read before every remote attempt. A redelivered job (crash, lost ack) whose recipient
 is in the log is answered from the log and never sent again. Kept in a JetStream key-value bucket
 (file storage, the streams' replicas) for the queue lifetime plus two days, shared by every delivery
-process. If the bucket cannot be read the attempt is deferred (never sent blind); if it cannot be
+process; the queue creates it with the streams (`streams.sent_log_config`). If the bucket cannot be read the attempt is deferred (never sent blind); if it cannot be
 written the result is still published (the window is the same one every MTA has between "250" and
 its own bookkeeping).
 """
@@ -15,8 +15,7 @@ import hashlib
 from typing import Protocol
 
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import KeyNotFoundError
 
 from mailflow.contracts.messages import DeliveryResult
 from mailflow.contracts.streams import SENT_LOG_BUCKET as BUCKET
@@ -36,14 +35,9 @@ class KvSentLog:
         self.kv = kv
 
     @classmethod
-    async def open(cls, js: JetStreamContext, ttl_s: float, replicas: int = 1) -> KvSentLog:
-        try:
-            kv = await js.key_value(BUCKET)
-        except BucketNotFoundError:
-            kv = await js.create_key_value(
-                KeyValueConfig(bucket=BUCKET, history=1, ttl=ttl_s, storage=StorageType.FILE, replicas=replicas)
-            )
-        return cls(kv)
+    async def open(cls, js: JetStreamContext) -> KvSentLog:
+        """The bucket the queue made (BucketNotFoundError before that: `streams.wait_for` first)."""
+        return cls(await js.key_value(BUCKET))
 
     async def get(self, key: str) -> DeliveryResult | None:
         try:

@@ -9,8 +9,6 @@ from pydantic_settings import SettingsConfigDict
 from mailflow.services import DELIVERY
 from mailflow.settings import ServiceSettings
 
-DAY = 24 * 3600.0
-
 
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix=DELIVERY.prefix, extra="ignore", populate_by_name=True)
@@ -35,6 +33,3 @@ class Settings(ServiceSettings):
     data_start_timeout: float = 120.0
     data_end_timeout: float = 600.0
     mx_timeout: float = 10.0  # waiting for the resolver service
-    # The sent log (no double sends after a crash) must outlive the longest a message may stay queued.
-    sent_log_ttl_s: float = 7 * DAY
-    stream_replicas: int = 1

@@ -26,8 +26,8 @@ import typer
 from mailflow.cli.common import console, data_dir, err
 from mailflow.configfile import lookup
 from mailflow.hostport import split_hostport
-from mailflow.services import LISTENERS, LOCAL_HOST, SERVICES
 from mailflow.natsauth import DEFAULT_INSTALLATION
+from mailflow.services import LISTENERS, LOCAL_HOST, SERVICES
 from mailflow.stack import Ports, Stack, nats_already_running
 
 ServiceName = enum.Enum("ServiceName", {name: name for name in SERVICES}, type=str)

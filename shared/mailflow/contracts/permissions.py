@@ -10,8 +10,8 @@ Violation"): a publish that needs a PubAck fails (the caller answers 4xx), a sub
 
 What a compromised service can still do is what its row allows: smtp-ingress can queue mail (that is
 its job) but cannot publish delivery jobs, read the queue, or touch a stream's configuration;
-imap-pop3 can only listen for mailbox hints. Only the queue manages streams and durables
-(`streams.ensure_streams`); delivery owns its sent-log bucket (nobody else reads it).
+imap-pop3 can only listen for mailbox hints. Only the queue manages streams, durables and the sent-log
+bucket (`streams.ensure_streams`); only delivery reads and writes that bucket.
 
 Replies: each service's inbox is `_INBOX.<service>.>` (natsconn passes it as nats-py's inbox_prefix),
 so no service can subscribe to the replies another one gets (JetStream hands pulled messages to the
@@ -73,10 +73,9 @@ def manage(stream: str) -> tuple[str, ...]:
 
 
 def kv(bucket: str) -> tuple[str, ...]:
-    """One key-value bucket: create it, read and write its keys."""
+    """One key-value bucket: read and write its keys."""
     stream = f"KV_{bucket}"
     return (
-        f"$JS.API.STREAM.CREATE.{stream}",
         *stream_info(stream),
         f"$JS.API.STREAM.MSG.GET.{stream}",
         *direct_get(stream),
@@ -110,6 +109,8 @@ GRANTS: dict[str, Grant] = {
             "$JS.API.STREAM.NAMES",
             "$JS.API.STREAM.LIST",
             *(s for name in ADMIN_STREAMS for s in manage(name)),
+            f"$JS.API.STREAM.CREATE.KV_{streams.SENT_LOG_BUCKET}",
+            *stream_info(f"KV_{streams.SENT_LOG_BUCKET}"),
         ),
     ),
     "delivery": Grant(

@@ -22,11 +22,12 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
+    KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from mailflow.contracts import subjects
 
@@ -112,8 +113,15 @@ QUEUE_INTAKE = ("MAIL", "queue")  # mail.queued: smtp-ingress (and the queue's o
 DELIVERY = ("JOBS", "delivery")  # delivery.job: queue -> delivery
 QUEUE_RESULTS = ("RESULTS", "queue-results")  # delivery.result: delivery -> queue
 
-# delivery's sent log (a key-value bucket): delivery creates it and is the only one to read or write it.
+# delivery's sent log (a key-value bucket; mailflow_delivery.sentlog): only delivery reads and writes it.
 SENT_LOG_BUCKET = "DELIVERY_SENT"
+
+
+def sent_log_config(t: Topology = Topology()) -> KeyValueConfig:
+    """Kept as long as a body (queue lifetime + 2 days): a job can come again as long as its message lives."""
+    return KeyValueConfig(
+        bucket=SENT_LOG_BUCKET, history=1, ttl=t.queue_lifetime_s + 2 * DAY, storage=StorageType.FILE, replicas=t.replicas
+    )
 
 # How many times a worker tries a message before it moves it to DEAD with the last reason
 # (mailflow.worker). A failure is retried after 1, 2, 4 ... 60 s, so 30 attempts span about 25 minutes:
@@ -159,7 +167,8 @@ _CONSUMER_UPDATABLE = ("filter_subject", "ack_wait", "max_deliver", "max_ack_pen
 
 
 async def ensure_streams(js: JetStreamContext, t: Topology = Topology()) -> None:
-    """Create or update every stream and durable consumer. Safe to call from every service, at any time."""
+    """Create or update every stream and durable consumer, and create the sent-log bucket. Safe to call
+    again at any time."""
     for cfg in stream_configs(t):
         try:
             info = await js.stream_info(cfg.name)
@@ -191,6 +200,11 @@ async def ensure_streams(js: JetStreamContext, t: Topology = Topology()) -> None
                 log.info("consumer updated", extra={"stream": stream, "consumer": ccfg.durable_name})
             except Exception as exc:
                 log.warning("consumer not updated: %s", exc, extra={"stream": stream, "consumer": ccfg.durable_name})
+    try:
+        await js.key_value(SENT_LOG_BUCKET)
+    except BucketNotFoundError:
+        await js.create_key_value(sent_log_config(t))
+        log.info("bucket created", extra={"bucket": SENT_LOG_BUCKET})
 
 
 async def wait_for(js: JetStreamContext, names: tuple[str, ...], consumers: tuple[tuple[str, str], ...] = ()) -> None:

@@ -66,7 +66,7 @@ async def test_worker_publishes_results_then_acks_and_never_sends_twice(js, tmp_
         ]
         for j in jobs:
             await js.publish(subjects.DELIVERY_JOB, jobs_of(j))
-        sent = await KvSentLog.open(js, ttl_s=3600)
+        sent = await KvSentLog.open(js)
         assert await worker(sent).run_until_idle() == 2
         carried = []
         got = {r.rcpt: (r.outcome, r.trace_id) for r in await results(js, 2, carried)}
@@ -75,7 +75,7 @@ async def test_worker_publishes_results_then_acks_and_never_sends_twice(js, tmp_
         assert (await js.stream_info("JOBS")).state.messages == 0  # acknowledged
         # the remote job again (as after a crash before the ack), to a "new process" with a fresh handle
         await js.publish(subjects.DELIVERY_JOB, jobs_of(jobs[1].model_copy(update={"attempt": 2})))
-        assert await worker(await KvSentLog.open(js, ttl_s=3600)).run_until_idle() == 1
+        assert await worker(await KvSentLog.open(js)).run_until_idle() == 1
         (again,) = await results(js, 1)
         assert again.outcome == "delivered" and again.attempt == 2
         assert len(mta.messages) == 1
@@ -92,7 +92,7 @@ async def test_results_do_not_wait_for_trace_events(js, store):
     await js.delete_stream("TRACE")
     job = DeliveryJob(queue_id="QN", trace_id="tn", attempt=1, mail_from="b@naver.test", rcpt=Recipient(address="a@daum.test"), body_ref="inline:QN:22", body=BODY, size=len(BODY), received_at=datetime.now(UTC))
     await js.publish(subjects.DELIVERY_JOB, jobs_of(job))
-    worker = DeliveryWorker(js._nc, js, Deliveries(store, store, JetStreamBodies(js), TableResolver({}), await KvSentLog.open(js, ttl_s=60)))
+    worker = DeliveryWorker(js._nc, js, Deliveries(store, store, JetStreamBodies(js), TableResolver({}), await KvSentLog.open(js)))
     assert await worker.run_until_idle() == 1
     (res,) = await results(js, 1)
     assert res.outcome == "delivered"
@@ -112,7 +112,7 @@ async def test_stop_finishes_the_batch_in_hand(js, store):
     try:
         resolver = TableResolver({"slow.test": MxReply(domain="slow.test", status="ok", hosts=[MxHost(preference=1, host="mx.slow.test", addresses=["127.0.0.1"])])})
         remote = RemoteConfig(port=slow.port, tls=smtp_out.TlsPolicy("none"), timeouts=smtp_out.Timeouts(5, 5, 5, 5, 5))
-        worker = DeliveryWorker(js._nc, js, Deliveries(store, store, bodies, resolver, await KvSentLog.open(js, ttl_s=60), remote))
+        worker = DeliveryWorker(js._nc, js, Deliveries(store, store, bodies, resolver, await KvSentLog.open(js), remote))
         job = DeliveryJob(queue_id="QS", trace_id="ts", attempt=1, mail_from="a@daum.test", rcpt=Recipient(address="z@slow.test"), body_ref=ref, size=len(BODY), received_at=datetime.now(UTC))
         await js.publish(subjects.DELIVERY_JOB, jobs_of(job))
         stop = asyncio.Event()
@@ -131,7 +131,7 @@ async def test_stop_finishes_the_batch_in_hand(js, store):
 async def test_a_message_of_many_jobs_is_delivered_as_one_batch(js, store):
     store.add_user("a@daum.test", "pw")
     store.add_user("c@daum.test", "pw")
-    worker = DeliveryWorker(js._nc, js, Deliveries(store, store, JetStreamBodies(js), TableResolver({}), await KvSentLog.open(js, ttl_s=60)))
+    worker = DeliveryWorker(js._nc, js, Deliveries(store, store, JetStreamBodies(js), TableResolver({}), await KvSentLog.open(js)))
     batch = jobs_of(job("QB", "a@daum.test"), job("QB", "c@daum.test"), job("QC", "a@daum.test"))
     await js.publish(subjects.DELIVERY_JOB, batch)
     assert await worker.run_until_idle() == 1

@@ -34,8 +34,8 @@ async def serving(settings, directory):
 
 
 @pytest.fixture
-async def service(nats_url, settings_factory, directory):
-    """The whole service on free ports; yields (server, http_port)."""
+async def service(nats_url, js, settings_factory, directory):
+    """The whole service on free ports, the streams made (by `js`, as the queue would); yields (server, http_port)."""
     async with serving(settings_factory(nats_url=nats_url, publish_timeout=2.0), directory) as running:
         yield running.smtp, running.http_port
 
