@@ -61,9 +61,12 @@ def new_loop() -> asyncio.AbstractEventLoop:
 class Running:
     """A Server in its own thread and event loop. `call(coro)` runs a coroutine there."""
 
-    def __init__(self, settings: Settings, store, with_tls: bool = True, nats_url: str | None = None):
+    def __init__(
+        self, settings: Settings, store, with_tls: bool = True, nats_url: str | None = None, nats_login: dict | None = None
+    ):
+        """`nats_login`: imap-pop3's NATS user and password on a server that asks (Stack.nats_login)."""
         self.settings, self.store = settings, store
-        self.nats_url = nats_url
+        self.nats_url, self.nats_login = nats_url, nats_login or {}
         self.nc = None
         self.loop = new_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -82,7 +85,7 @@ class Running:
         if self.nats_url:
             from mailflow import natsconn
 
-            self.nc = await natsconn.connect(self.nats_url, "imap-pop3-test")
+            self.nc = await natsconn.connect(self.nats_url, "imap-pop3", **self.nats_login)
         return await Server(self.settings, self.store, self.nc, ctx).start()
 
     def call(self, coro, timeout: float = 30):

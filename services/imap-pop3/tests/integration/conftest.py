@@ -46,6 +46,6 @@ def stack(request, tmp_path_factory):
 @pytest.fixture
 def srv(tmp_path, stack):
     store = StoreClient(stack.http_url("mailbox-store"), stack.service_token)
-    running = Running(settings_for(tmp_path), store, nats_url=stack.nats_url)
+    running = Running(settings_for(tmp_path), store, nats_url=stack.nats_url, nats_login=stack.nats_login("imap-pop3"))
     yield running
     running.stop()

@@ -7,9 +7,9 @@ import asyncio
 import sqlite3
 
 import httpx
-import nats
 import pytest
 
+from mailflow import natsconn
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import MailboxEvent
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
@@ -72,7 +72,7 @@ def test_events_reach_nats(tmp_path):
 
         async def run():
             await setup_user(st)
-            nc = await nats.connect(st.nats_url)
+            nc = await natsconn.connect(st.nats_url, "imap-pop3", **st.nats_login("imap-pop3"))  # who listens
             got: asyncio.Queue = asyncio.Queue()
             c = StoreClient(st.http_url("mailbox-store"), st.service_token)
             p = await c.authenticate("alice@example.test", "pw")
@@ -92,6 +92,6 @@ def test_events_reach_nats(tmp_path):
             event = MailboxEvent.from_bytes(data)
             assert event.kind == "appended" and event.mailbox == "INBOX" and event.user_id == p.user_id
             await c.close()
-            await nc.close()
+            await natsconn.close(nc)
 
         asyncio.run(run())
