@@ -217,8 +217,9 @@ class Stack:
         # (secrets are settled in prepare(): every service gets the same).
         given = {**configfile.values(), **{k: v for k, v in os.environ.items() if k.startswith("MAILFLOW_")}}
         env.update({k: v for k, v in given.items() if k not in self.secrets})
-        login = self.nats_login(service)
-        env["MAILFLOW_NATS_USER"], env["MAILFLOW_NATS_PASSWORD"] = login["user"], login["password"]
+        if self.nats_passwords:  # settled in prepare(), like the other secrets
+            login = self.nats_login(service)
+            env["MAILFLOW_NATS_USER"], env["MAILFLOW_NATS_PASSWORD"] = login["user"], login["password"]
         env.update(self.extra_env)
         if env.get(configfile.ENV_VAR):  # the services run in the data folder
             env[configfile.ENV_VAR] = str(Path(env[configfile.ENV_VAR]).resolve())
