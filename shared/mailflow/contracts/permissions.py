@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from mailflow.contracts import streams, subjects
 
-ADMIN_STREAMS = ("BODY", "MAIL", "JOBS", "RESULTS", "DEAD", "TRACE")  # every stream `ensure_streams` applies
+STREAMS = tuple(c.name for c in streams.stream_configs())  # every stream `ensure_streams` applies
 
 
 def wild(subject: str) -> str:
@@ -108,7 +108,7 @@ GRANTS: dict[str, Grant] = {
             "$JS.API.INFO",
             "$JS.API.STREAM.NAMES",
             "$JS.API.STREAM.LIST",
-            *(s for name in ADMIN_STREAMS for s in manage(name)),
+            *(s for name in STREAMS for s in manage(name)),
             f"$JS.API.STREAM.CREATE.KV_{streams.SENT_LOG_BUCKET}",
             *stream_info(f"KV_{streams.SENT_LOG_BUCKET}"),
         ),
