@@ -49,12 +49,11 @@ async def connect(
     async def reconnected_cb() -> None:
         log.info("nats reconnected")
 
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + initial_timeout
-    delay = 0.1
-    while True:
-        try:
-            nc = await nats.connect(
+    # nats-py retries a first connect by itself, forever when reconnecting is allowed (and after an
+    # authorization error too): `initial_timeout` bounds the whole attempt.
+    try:
+        nc = await asyncio.wait_for(
+            nats.connect(
                 servers=url.split(","),
                 name=name,
                 user=user or None,
@@ -70,15 +69,13 @@ async def connect(
                 error_cb=error_cb,
                 disconnected_cb=disconnected_cb,
                 reconnected_cb=reconnected_cb,
-            )
-            client.append(nc)
-            return nc
-        except Exception as exc:
-            if loop.time() + delay > deadline:
-                raise ServiceUnavailable(f"NATS at {url} did not answer: {exc}") from exc
-            log.info("waiting for NATS at %s: %s", url, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            ),
+            initial_timeout,
+        )
+    except Exception as exc:  # asyncio.TimeoutError included
+        raise ServiceUnavailable(f"NATS at {url} did not answer within {initial_timeout:g} s: {exc!r}") from exc
+    client.append(nc)
+    return nc
 
 
 async def close(nc: NATS | None) -> None:

@@ -12,7 +12,8 @@ import pytest
 
 from mailflow import natsconn
 from mailflow.contracts import subjects
-from tests.support import await_for
+from mailflow.errors import ServiceUnavailable
+from tests.support import await_for, free_port
 
 CHUNK = 512 * 1024
 
@@ -67,3 +68,14 @@ async def test_what_was_unsent_when_the_connection_dropped(nats_server, js, reco
         assert (await stored(js) > 0) == reconnect_buffer
     finally:
         await natsconn.close(nc)
+
+
+async def test_a_server_that_never_answers_is_reported_after_initial_timeout():
+    """nats-py retries its first connect forever when reconnecting is allowed: `initial_timeout` bounds it,
+    so a service told the wrong address or password stops with a clear error instead of hanging."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ServiceUnavailable, match="did not answer"):
+        await natsconn.connect(f"nats://127.0.0.1:{free_port()}", "publisher", initial_timeout=1.5)
+    assert loop.time() - started < 5
+
