@@ -16,7 +16,7 @@ import ssl
 
 from mailflow import natsconn
 from mailflow import tls as mtls
-from mailflow.connections import ConnectionLimiter
+from mailflow.connections import ConnectionLimiter, Slot
 from mailflow.lifecycle import Stopper
 from mailflow.proxy_protocol import trusted_networks
 from mailflow.store.api import Mailboxes
@@ -68,8 +68,8 @@ class Server:
     async def _imap(self, conn: Connection) -> None:
         await Session(conn, self.ctx).run()
 
-    def _pop3(self, peer: tuple, listener: str) -> Pop3Protocol:
-        return Pop3Protocol(self.ctx, peer, listener)
+    def _pop3(self, peer: tuple, listener: str, slot: Slot) -> Pop3Protocol:
+        return Pop3Protocol(self.ctx, peer, listener, slot)
 
     async def start(self) -> Server:
         s = self.settings

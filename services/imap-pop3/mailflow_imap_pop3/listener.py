@@ -3,8 +3,9 @@
 `Listener` accepts connections and hands each one, as a `Connection`, to a session factory. With PROXY
 protocol on, a peer outside the trusted networks (none configured: every peer), a missing header or a
 bad one closes the connection before a byte is answered (mailflow.proxy_protocol.read_client). Then the connection counts against the service's caps (mailflow.connections,
-by the real client after PROXY): over one, the client gets the listener's refusal (`* BYE`, POP3
-`-ERR [SYS/TEMP]`) and is closed; on an implicit-TLS listener that takes a handshake, so at most
+by the real client after PROXY, as a `Slot` its session holds: a session that has not logged in lets
+the limiter evict it when the service is full): over one, the client gets the listener's refusal
+(`* BYE`, POP3 `-ERR [SYS/TEMP]`) and is closed; on an implicit-TLS listener that takes a handshake, so at most
 MAX_REFUSING of those run at once and past that a refused connection is closed without a word. Implicit TLS (993/995) is a handshake right after the (optional) PROXY
 header; a failed handshake closes the connection. `Connection.write` collects output and `flush` sends
 it in one write, so a FETCH of many messages costs few syscalls; `drain` applies back-pressure.
@@ -27,7 +28,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 from mailflow import tls
-from mailflow.connections import ConnectionLimiter, Refusal, accept
+from mailflow.connections import ConnectionLimiter, Refusal, Slot, accept
 from mailflow.hostport import split_hostport
 from mailflow.proxy_protocol import Network, ProxyError, ProxyUntrusted, read_client
 from mailflow_imap_pop3 import metrics
@@ -53,12 +54,19 @@ class Connection:
         "closed",
         "_loopback",
         "_read_size",
+        "slot",
     )
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: tuple, listener: str
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: tuple,
+        listener: str,
+        slot: Slot | None = None,
     ):
         self.reader, self.writer = reader, writer
+        self.slot = slot  # the limiter's count of this connection
         self.peer = peer  # (ip, port) of the real client (after PROXY)
         self.local = writer.get_extra_info("sockname") or ("", 0)
         self.listener = listener  # "imap", "imaps", "pop3", "pop3s"
@@ -171,8 +179,16 @@ class TransportConnection:
     (POP3): `write`/`write_many` collect, `flush_now` hands them to the transport, `flush` also waits
     while the transport says its buffer is full."""
 
-    def __init__(self, transport: asyncio.Transport, protocol: asyncio.Protocol, peer: tuple, listener: str):
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        protocol: asyncio.Protocol,
+        peer: tuple,
+        listener: str,
+        slot: Slot | None = None,
+    ):
         self.transport, self.protocol = transport, protocol
+        self.slot = slot
         self.peer = peer
         self.local = transport.get_extra_info("sockname") or ("", 0)
         self.listener = listener
@@ -247,36 +263,6 @@ class TransportConnection:
                 self.transport.close()
 
 
-class IdleTimer:
-    """Calls `expired()` once the client has been quiet for `timeout` seconds (the autologout timer).
-    `touch()` on every read is one attribute write; the timer itself wakes only when it may be due,
-    and while `busy()` (a command running, IDLE) it waits."""
-
-    def __init__(self, timeout: float, expired: Callable[[], None], busy: Callable[[], bool] = lambda: False):
-        self.loop = asyncio.get_running_loop()
-        self.timeout, self.expired, self.busy = timeout, expired, busy
-        self.last = self.loop.time()
-        self.handle = self.loop.call_at(self.last + timeout, self._check)
-
-    def touch(self) -> None:
-        self.last = self.loop.time()
-
-    def set_timeout(self, timeout: float) -> None:
-        self.timeout = timeout
-        self.handle.cancel()
-        self.handle = self.loop.call_at(self.last + timeout, self._check)
-
-    def _check(self) -> None:
-        now, due = self.loop.time(), self.last + self.timeout
-        if now < due or self.busy():
-            self.handle = self.loop.call_at(max(due, now + 1.0), self._check)
-            return
-        self.expired()
-
-    def cancel(self) -> None:
-        self.handle.cancel()
-
-
 Handler = Callable[[Connection], Awaitable[None]]
 
 
@@ -306,7 +292,7 @@ class Listener:
         proxy_trusted: tuple[Network, ...] | None = None,  # None: no PROXY protocol; (): nobody trusted
         proxy_timeout: float = 5.0,
         handshake_timeout: float = 15.0,
-        protocol: Callable[[tuple, str], asyncio.Protocol] | None = None,
+        protocol: Callable[[tuple, str, Slot], asyncio.Protocol] | None = None,
         limiter: ConnectionLimiter | None = None,
         refusals: dict[Refusal, bytes] | None = None,  # what to say over each cap
     ):
@@ -315,7 +301,7 @@ class Listener:
         self.refusals = refusals or {}
         self.refusing = 0
         self.protocol = (
-            protocol  # (peer, listener name) -> a Protocol with a `.done` future, instead of handler
+            protocol  # (peer, listener name, slot) -> a Protocol with a `.done` future, instead of handler
         )
         self.implicit_tls = implicit_tls
         self.proxy_trusted = proxy_trusted
@@ -356,11 +342,10 @@ class Listener:
     async def _setup(self, conn: socket.socket, peer: tuple) -> None:
         loop = asyncio.get_running_loop()
         protocol = None
-        counted: list[str] = []  # the client address while the limiter counts this connection
+        slot = Slot(str(peer[0]))  # the PROXY header's client replaces it below
 
-        def release() -> None:  # exactly once, whichever way the connection ends
-            if counted:
-                self.limiter.release(counted.pop())
+        def release() -> None:  # whichever way the connection ends (uncounted or again: nothing happens)
+            self.limiter.release(slot)
 
         try:
             if self.proxy_trusted is not None:
@@ -368,20 +353,20 @@ class Listener:
                 if peer is None:
                     conn.close()
                     return
-            refusal = self.limiter.acquire(str(peer[0]))
+                slot = Slot(str(peer[0]))
+            refusal = self.limiter.acquire(slot)
             if refusal is not None:
                 await self._refuse(conn, peer, refusal)
                 return
-            counted.append(str(peer[0]))
 
             if self.protocol is not None:
-                protocol = self.protocol(peer, self.name)
+                protocol = self.protocol(peer, self.name, slot)
             else:
 
                 async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
                     self._track(asyncio.current_task())
                     try:
-                        await self._serve(reader, writer, peer)
+                        await self._serve(reader, writer, peer, slot)
                     finally:
                         release()
 
@@ -428,16 +413,21 @@ class Listener:
         self.refusing += 1
         try:
             await asyncio.get_running_loop().connect_accepted_socket(
-                lambda: _Refusal(text), conn, ssl=self.implicit_tls, ssl_handshake_timeout=self.handshake_timeout
+                lambda: _Refusal(text),
+                conn,
+                ssl=self.implicit_tls,
+                ssl_handshake_timeout=self.handshake_timeout,
             )
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError):
             conn.close()
         finally:
             self.refusing -= 1
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: tuple) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: tuple, slot: Slot
+    ) -> None:
         try:
-            await self.handler(Connection(reader, writer, peer, self.name))
+            await self.handler(Connection(reader, writer, peer, self.name, slot))
         except (ConnectionError, TimeoutError) as exc:
             log.debug("connection ended: %s", exc)
         except asyncio.CancelledError:  # the drain cut this connection; nothing left to do

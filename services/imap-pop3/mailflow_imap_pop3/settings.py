@@ -24,7 +24,9 @@ class Settings(ServiceSettings):
     http_listen: str = IMAP_POP3.http_listen  # /healthz, /readyz, /metrics
 
     # Open connections, all four listeners together, counted by the real client (after PROXY; IPv6 by
-    # /64). Over a cap IMAP says `* BYE`, POP3 `-ERR [SYS/TEMP]` (RFC 3206), and the connection closes.
+    # /64). The total is never above RLIMIT_NOFILE (raised to its hard limit) minus a reserve; at it
+    # the oldest session that has not logged in and waits for the client is evicted to make room.
+    # Over a cap IMAP says `* BYE`, POP3 `-ERR [SYS/TEMP]` (RFC 3206), and the connection closes.
     # Mail clients keep a few connections each (Thunderbird up to 5 per account, IDLE holds one): raise
     # the per-client cap when many users share one address (NAT). 0 turns a cap off.
     max_connections: int = 4000
@@ -35,6 +37,15 @@ class Settings(ServiceSettings):
     allow_plaintext_auth: bool = False
     # A login without "@" gets "@<default_domain>" (like Dovecot's auth_default_realm); "" keeps it as is.
     default_domain: str = ""
+
+    # Slowloris (mailflow.connections.InputDeadline), IMAP and POP3: a command (with its literals) must
+    # be in within preauth_timeout of the reply before it (logged in: idle_timeout, pop3_timeout);
+    # dribbled bytes do not extend that, only one more second per min_input_rate octets does (an
+    # APPEND of 50 MB over a slow link). Before login a session lasts at most login_timeout, whatever
+    # it sends (Dovecot's login processes allow 3 minutes).
+    preauth_timeout: float = 60.0  # RFC 3501 §5.4 allows shorter before authentication
+    min_input_rate: float = 500.0  # octets per second
+    login_timeout: float = 180.0
 
     # IMAP limits
     max_line_bytes: int = 65_536  # one command line without its literals; RFC 7162 §4 asks >= 8192
@@ -47,7 +58,6 @@ class Settings(ServiceSettings):
     preauth_max_literal_bytes: int = 8192
     max_bad_commands: int = 20  # BAD replies in a row before "* BYE"
     idle_timeout: float = 1800.0  # RFC 3501 §5.4: the autologout timer is at least 30 minutes
-    preauth_timeout: float = 60.0  # before authentication (RFC 3501 §5.4 allows shorter)
     fetch_batch: int = 250  # messages per store round trip in FETCH
     # NOOP/CHECK ask the store for changes only if an event announced one, or events may have been
     # missed (no subscription, a NATS reconnect), or the last look is older than this; 0: always ask.

@@ -10,8 +10,10 @@ Reading: `more()` waits for input; the readers (`read_line`, `read_body`, `read_
 the framer has the whole piece. Past `buffer_limit` octets held, reading pauses until the session
 catches up. Writing: `write` collects, and what was collected goes out in one write when the session
 needs more input (RFC 2920: the replies of a pipelined group leave together); while the transport's
-buffer is full the session stops reading commands. The idle timer (`idle_timeout`) fires
-`session.idle()` only while the session waits for the client.
+buffer is full the session stops reading commands. The input deadline (mailflow.connections.
+InputDeadline: `idle_timeout` for each command, plus a second per `min_input_rate` octets of it, and
+`session_lifetime` until AUTH) fires `session.idle()` only while the session waits for the client;
+the session restarts its clock (`deadline.begin()`) after each command.
 Failures: the client going away (or `close`) makes every wait raise ConnectionLost, which ends the
 session quietly; a failed TLS handshake aborts the connection and raises ConnectionLost too.
 """
@@ -24,6 +26,7 @@ import ssl
 from typing import Protocol
 
 from mailflow import tls as mftls
+from mailflow.connections import InputDeadline
 from mailflow_smtp_ingress import metrics
 from mailflow_smtp_ingress.framing import Framer
 
@@ -43,9 +46,12 @@ class Owner(Protocol):
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, session: Owner, idle_timeout: float, buffer_limit: int):
+    def __init__(
+        self, session: Owner, idle_timeout: float, min_rate: float, lifetime: float, buffer_limit: int
+    ):
         self.session = session
-        self.idle_timeout, self.buffer_limit = idle_timeout, buffer_limit
+        self.idle_timeout, self.min_rate, self.lifetime = idle_timeout, min_rate, lifetime
+        self.buffer_limit = buffer_limit
         self.loop = asyncio.get_event_loop()
         self.transport: asyncio.Transport | None = None
         self.framer = Framer()
@@ -56,8 +62,7 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.eof = False  # the client half-closed: what is buffered is still answered
         self.reading_paused = False
-        self.last_activity = 0.0
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline: InputDeadline | None = None
 
     # --- asyncio.Protocol ---------------------------------------------------------------------------------
 
@@ -67,14 +72,15 @@ class Connection(asyncio.Protocol):
         if ssl_object is not None:  # implicit TLS (SMTPS): the handshake is behind us
             self.tls = mftls.describe(ssl_object)
             metrics.TLS.labels("ok").inc()
-        self.last_activity = self.loop.time()
-        self.timer = self.loop.call_later(self.idle_timeout, self._check_idle)
+        self.deadline = InputDeadline(
+            self.idle_timeout, self.min_rate, self._expired, lambda: self.waiter is None, self.lifetime
+        )
         self.session.opened()
 
     def data_received(self, data: bytes) -> None:
         framer = self.framer
         framer.buf += data
-        self.last_activity = self.loop.time()
+        self.deadline.received(len(data))
         if len(framer.buf) > self.buffer_limit and not self.reading_paused and self.transport:
             self.transport.pause_reading()
             self.reading_paused = True
@@ -91,8 +97,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.timer is not None:
-            self.timer.cancel()
+        if self.deadline is not None:
+            self.deadline.cancel()
         self._wake()
         if self.write_ready is not None and not self.write_ready.done():
             self.write_ready.set_result(None)
@@ -200,14 +206,6 @@ class Connection(asyncio.Protocol):
         if w is not None and not w.done():
             w.set_result(None)
 
-    def _check_idle(self) -> None:
-        if self.closed:
-            return
-        timeout = self.idle_timeout
-        idle = self.loop.time() - self.last_activity
-        if self.waiter is not None and idle >= timeout:  # only while waiting for the client
+    def _expired(self) -> None:
+        if not self.closed:
             self.session.idle()
-            return
-        self.timer = self.loop.call_later(
-            max(timeout - idle, 0.05) if self.waiter else timeout, self._check_idle
-        )

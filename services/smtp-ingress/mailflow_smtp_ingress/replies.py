@@ -70,10 +70,11 @@ R354_GO_AHEAD = Reply(354, "", "End data with <CR><LF>.<CR><LF>")  # RFC 2034: n
 
 # --- 4xx: try again later ------------------------------------------------------------------------------
 R421_SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, closing connection")
-R421_IDLE_TIMEOUT = Reply(421, "4.4.2", "Idle timeout, closing connection")  # RFC 5321 §4.5.3.2.7
+R421_TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded, closing connection")  # RFC 5321 §4.5.3.2.7
 R421_TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
 R421_TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections from your address, try again later")
 R421_SERVER_BUSY = Reply(421, "4.3.2", "Too many connections, try again later")
+R421_EVICTED = Reply(421, "4.3.2", "Too many connections, closing an idle one, try again later")
 R421_AUTH_FAILURES = Reply(421, "4.7.0", "Too many authentication failures, closing connection")
 R451_TRY_LATER = Reply(451, "4.3.0", "Mail system temporarily unavailable, try again later")
 R451_INTERNAL = Reply(451, "4.3.0", "Internal error, try again later")  # with_text(f"... ref {ref}")

@@ -19,7 +19,7 @@ import socket
 import ssl
 import time
 
-from mailflow.connections import ConnectionLimiter, accept
+from mailflow.connections import ConnectionLimiter, Slot, accept
 from mailflow.hostport import split_hostport
 from mailflow.proxy_protocol import ProxyError, ProxyUntrusted, read_client, trusted_networks
 from mailflow_smtp_ingress import metrics
@@ -157,17 +157,20 @@ class SmtpServer:
         if session in self.sessions:
             self.sessions.discard(session)
             self._active[session.listener].dec()
-        if session.counted_ip is not None:
-            self.limiter.release(session.counted_ip)
-            session.counted_ip = None
+        if session.slot is not None:
+            self.limiter.release(session.slot)
+            session.slot = None
         if not self.sessions:
             self._empty.set()
 
     def admit(self, session: Session) -> R.Reply | None:
-        """Count the connection against the per-address and total limits (after PROXY)."""
-        refusal = self.limiter.acquire(session.client.ip)
+        """Count the connection against the per-address and total limits (after PROXY); at the total
+        cap the oldest evictable session (Session.evict) makes room."""
+        slot = Slot(session.client.ip)
+        refusal = self.limiter.acquire(slot)
         if refusal is None:
-            session.counted_ip = session.client.ip
+            slot.evict = session.evict
+            session.slot = slot
             return None
         reason = "per_ip_limit" if refusal == "per_ip" else "server_busy"
         metrics.REJECTED.labels("connect", reason).inc()

@@ -9,8 +9,11 @@ and the session goes on; only while message octets are being read (State.DATA) d
 since the rest of the stream cannot be told from commands. Replies are collected and written once
 the session needs more input, so a pipelined group (RFC 2920) gets its replies in one write.
 The session ends at QUIT, at `max_errors` 5xx replies, at `max_auth_failures` failed AUTHs, at the
-idle timeout (421 4.4.2), at a bad BDAT size, when the client goes away, or at the service's drain
-(421 4.3.2 between transactions; a transaction under way finishes first).
+input deadline (421 4.4.2: a command, with its message, late by the slowloris rule of
+mailflow.connections, or an unauthenticated session older than `session_lifetime`), at a bad BDAT
+size, when the client goes away, at an eviction (421 4.3.2: the server is full, this session had not
+authenticated and was waiting between transactions), or at the service's drain (421 4.3.2 between
+transactions; a transaction under way finishes first).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from mailflow import ids
 from mailflow import log as mflog
+from mailflow.connections import Slot
 from mailflow_smtp_ingress import metrics
 from mailflow_smtp_ingress import replies as R
 from mailflow_smtp_ingress.commands import auth, basic, transaction
@@ -84,7 +88,9 @@ class Session:
         self.handler = server.handler
         self.listener = listener
         self.peer = peer
-        self.conn = Connection(self, s.idle_timeout, server.buffer_limit)
+        self.conn = Connection(
+            self, s.idle_timeout, s.min_input_rate, s.session_lifetime, server.buffer_limit
+        )
         self.state = State.GREETED
         self.client: Client | None = None
         self.tx: Transaction | None = None
@@ -92,7 +98,7 @@ class Session:
         self.commands = COMMANDS if self.auth_listener else COMMANDS_NO_AUTH
         self.errors = 0
         self.auth_failures = 0
-        self.counted_ip: str | None = None  # the address the connection limiter counted
+        self.slot: Slot | None = None  # while the connection limiter counts this session
         self.task = None
         self.debug = log.isEnabledFor(logging.DEBUG)
 
@@ -109,8 +115,21 @@ class Session:
         self.server.session_ended(self)
 
     def idle(self) -> None:
-        log.info("idle timeout", extra={"session": self.client.session_id, "peer": self.client.ip})
-        self.close(R.R421_IDLE_TIMEOUT)
+        log.info("input deadline passed", extra={"session": self.client.session_id, "peer": self.client.ip})
+        metrics.REJECTED.labels("command", "timeout").inc()
+        self.close(R.R421_TIMEOUT)
+
+    def evict(self) -> bool:
+        """The server is full: end this session if it has not authenticated and waits between
+        transactions (the connection limiter asks, oldest first)."""
+        if self.client.principal is not None or self.in_transaction or not self.conn.waiting:
+            return False
+        log.info(
+            "evicted: the server is full", extra={"session": self.client.session_id, "peer": self.client.ip}
+        )
+        metrics.REJECTED.labels("connect", "evicted").inc()
+        self.close(R.R421_EVICTED)
+        return True
 
     # --- what handlers use ---------------------------------------------------------------------------------
 
@@ -187,6 +206,7 @@ class Session:
                         await conn.more()
                         continue
                     await self.execute(line)
+                    conn.deadline.begin()
                     if server.draining and not self.in_transaction and not conn.closed:
                         self.close(R.R421_SHUTTING_DOWN)
             except ConnectionLost:

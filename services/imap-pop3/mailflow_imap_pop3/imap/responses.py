@@ -50,6 +50,8 @@ def untagged(text: str) -> bytes:
 # In place of the greeting, over a connection cap (RFC 3501 §7.1.5: BYE at connection refuses it).
 BYE_TOO_MANY_CONNECTIONS = untagged("BYE Too many connections from your address, try again later")
 BYE_SERVER_BUSY = untagged("BYE Too many connections, try again later")
+# To a session that has not logged in, evicted to make room for a new one (the service is full).
+BYE_EVICTED = untagged("BYE [UNAVAILABLE] Too many connections, closing an idle one, try again later")
 
 
 def ok_code(code: str, text: str) -> bytes:

@@ -5,8 +5,12 @@ checks the table (`COMMANDS`: handler and the states it runs in), runs the handl
 command allows it, tells the client what changed in the selected mailbox meanwhile, and finally writes
 the tagged reply. Every exception of a handler becomes a reply in `errors.to_reply`; the connection
 is only dropped for LOGOUT, a fatal framing error (an oversized LITERAL+), too many BADs in a row,
-the autologout timer, the service's drain, or a revocation of the user's credentials (revoke.py; a
-store call refused with 401 too) — `* BYE` first whenever the client can still read it.
+the autologout timer, the service's drain, a revocation of the user's credentials (revoke.py; a
+store call refused with 401 too), or an eviction (the service is full and this session, not logged
+in, waits for the client) — `* BYE` first whenever the client can still read it.
+The autologout timer is the slowloris rule of mailflow.connections.InputDeadline: a command, with its
+literals, must be in within `preauth_timeout` (logged in: `idle_timeout`) of the reply before it, plus
+a second per `min_input_rate` octets; before login the session lasts at most `login_timeout`.
 Output is collected and flushed once per batch of pipelined commands.
 """
 
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 
 from mailflow import ids
 from mailflow import log as mlog
+from mailflow.connections import InputDeadline
 from mailflow.contracts.messages import MailboxEvent
 from mailflow.errors import NotFound
 from mailflow.store.api import Principal
@@ -36,7 +41,7 @@ from mailflow_imap_pop3.imap.parser import parse
 from mailflow_imap_pop3.imap.responses import Reply
 from mailflow_imap_pop3.imap.syntax import Command
 from mailflow_imap_pop3.imap.view import MailboxView
-from mailflow_imap_pop3.listener import Connection, IdleTimer
+from mailflow_imap_pop3.listener import Connection
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +134,7 @@ class Session:
         self.condstore = False
         self.bad_in_a_row = 0
         self.busy = False
+        self.reading = False  # a command (AUTHENTICATE) waits for the client: the deadline runs
         self.idling = False
         self.stopping = False  # the drain or a revocation: BYE with `self.bye` as soon as we can
         self.bye = ""
@@ -171,7 +177,9 @@ class Session:
         s = self.ctx.settings
         self.framer.limit(s.max_line_bytes, s.max_literal_bytes, s.max_append_bytes)
         self.conn.authenticated()
-        self.timer.set_timeout(s.idle_timeout)
+        self.timer.authenticated(s.idle_timeout)
+        if self.conn.slot is not None:
+            self.conn.slot.evict = None
         mlog.session_var.set(self.id)
         log.info("login", extra={"user": principal.address, "peer": self.conn.ip, "tls": bool(self.conn.tls)})
 
@@ -286,9 +294,13 @@ class Session:
         (_SESSIONS_TLS if self.conn.tls else _SESSIONS_PLAIN).inc()
         _ACTIVE.inc()
         self.ctx.sessions.add(self)
-        self.timer = IdleTimer(
-            self.ctx.settings.preauth_timeout, self._autologout, lambda: self.busy or self.idling
-        )
+        s = self.ctx.settings
+        self.timer = InputDeadline(
+            s.preauth_timeout, s.min_input_rate, self._autologout,
+            lambda: (self.busy and not self.reading) or self.idling, s.login_timeout,
+        )  # fmt: skip
+        if self.conn.slot is not None:
+            self.conn.slot.evict = self.evict
         try:
             with mlog.context(session=self.id, peer=self.conn.ip):
                 self.write(rsp.untagged(f"OK [CAPABILITY {self.capabilities()}] Mailflow IMAP4rev1 ready"))
@@ -311,19 +323,33 @@ class Session:
         await self.conn.flush()
         if self.stopping or self.state == State.LOGOUT:
             return False
+        self.reading = True
         try:
             data = await self.conn.read()
         except (ConnectionError, OSError):
             return False
+        finally:
+            self.reading = False
         if not data:
             return False
-        self.timer.touch()
+        self.timer.received(len(data))
         self.framer.feed(data)
         return True
 
     def _autologout(self) -> None:
+        log.info("input deadline passed", extra={"peer": self.conn.ip, "session": self.id})
         self.conn.send_now(rsp.untagged("BYE Autologout; idle for too long"))
         self.conn.close()
+
+    def evict(self) -> bool:
+        """The service is full: end this session if it has not logged in and waits for the client."""
+        if self.state != State.NOT_AUTH or (self.busy and not self.reading) or self.stopping:
+            return False
+        log.info("evicted: the service is full", extra={"peer": self.conn.ip, "session": self.id})
+        self.stopping = True
+        self.conn.send_now(rsp.BYE_EVICTED)
+        self.conn.close()
+        return True
 
     async def _loop(self) -> None:
         while self.state != State.LOGOUT:
@@ -335,6 +361,7 @@ class Session:
             if isinstance(item, Continue):
                 self.write(rsp.continuation("Ready for literal data"))
                 await self.conn.flush()
+                self.timer.begin()
                 continue
             if isinstance(item, FrameError):
                 self.write(rsp.tagged(item.tag, item.status, item.text))
@@ -349,7 +376,7 @@ class Session:
                 await self.execute(item)
             finally:
                 self.busy = False
-                self.timer.touch()
+                self.timer.begin()
             if self.stopping and self.state != State.LOGOUT:
                 self.write(rsp.untagged(f"BYE {self.bye}"))
                 break

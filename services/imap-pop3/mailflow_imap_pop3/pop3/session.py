@@ -17,6 +17,10 @@ Input is bounded (issue 12.5): a command line is at most `pop3_max_line` octets 
 §4: 255); a longer one is answered -ERR and skipped, and a client that sends more than that with no
 line end at all is answered -ERR and cut off. Commands waiting behind a running one are held up to
 `pop3_max_pipelined_bytes`; past that, reading pauses until they are answered.
+Input is bounded in time too (the slowloris rule of mailflow.connections.InputDeadline): a command
+line must be in within `preauth_timeout` (logged in: `pop3_timeout`) of the reply before it, plus a
+second per `min_input_rate` octets; before login the session lasts at most `login_timeout`. A session
+that has not logged in and waits for the client may be evicted when the service is full.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ import time
 
 from mailflow import ids
 from mailflow import log as mlog
+from mailflow.connections import InputDeadline, Slot
 from mailflow.errors import Conflict
 from mailflow.store.api import Principal
 from mailflow_imap_pop3 import metrics
 from mailflow_imap_pop3.auth import LoginFailed, Throttled
 from mailflow_imap_pop3.context import Context, session_id
-from mailflow_imap_pop3.listener import IdleTimer, TransportConnection
+from mailflow_imap_pop3.listener import TransportConnection
 from mailflow_imap_pop3.pop3 import replies as R
 from mailflow_imap_pop3.pop3.commands import COMMANDS, State
 from mailflow_imap_pop3.pop3.maildrop import Maildrop
@@ -52,14 +57,14 @@ _CUT_OFF = b"\x01"  # what input with no line end past the limit reads as: answe
 class Pop3Protocol(asyncio.Protocol):
     """The transport's side of a session. `done` resolves when the session has ended (lock released)."""
 
-    def __init__(self, ctx: Context, peer: tuple, listener: str):
-        self.ctx, self.peer, self.listener = ctx, peer, listener
+    def __init__(self, ctx: Context, peer: tuple, listener: str, slot: Slot | None = None):
+        self.ctx, self.peer, self.listener, self.slot = ctx, peer, listener, slot
         self.done: asyncio.Future = asyncio.get_running_loop().create_future()
         self.session: Pop3Session | None = None
         self.conn: TransportConnection | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:
-        self.conn = TransportConnection(transport, self, self.peer, self.listener)
+        self.conn = TransportConnection(transport, self, self.peer, self.listener, self.slot)
         self.session = Pop3Session(self.conn, self.ctx, self.done)
         self.session.start()
 
@@ -177,13 +182,19 @@ class Pop3Session:
         (_SESSIONS_TLS if self.conn.tls else _SESSIONS_PLAIN).inc()
         _ACTIVE.inc()
         self.ctx.sessions.add(self)
-        self.timer = IdleTimer(self.settings.pop3_timeout, self._autologout, lambda: self.busy)
+        s = self.settings
+        self.timer = InputDeadline(
+            s.preauth_timeout, s.min_input_rate, self._autologout,
+            lambda: self.busy and self.waiter is None, s.login_timeout,
+        )  # fmt: skip
+        if self.conn.slot is not None:
+            self.conn.slot.evict = self.evict
         self.conn.send_now(R.GREETING)
 
     def feed(self, data: bytes) -> None:
         if self.finished:
             return
-        self.timer.touch()
+        self.timer.received(len(data))
         self.buf += data
         if self.waiter is not None:
             line = self.next_line(self.waiter_limit)
@@ -214,6 +225,7 @@ class Pop3Session:
                 self._cut_off()
                 break
             self.execute(line)
+            self.timer.begin()
         self._resume_input()
         if self.task is None:
             self.conn.flush_now()
@@ -228,9 +240,20 @@ class Pop3Session:
             self.finish()
 
     def _autologout(self) -> None:
+        log.info("input deadline passed", extra={"peer": self.conn.ip, "session": self.id})
         self.conn.send_now(R.R_TIMEOUT)
         self.closing = True
         self.finish()
+
+    def evict(self) -> bool:
+        """The service is full: end this session if it has not logged in and waits for the client."""
+        if self.state != State.AUTHORIZATION or (self.busy and self.waiter is None) or self.finished:
+            return False
+        log.info("evicted: the service is full", extra={"peer": self.conn.ip, "session": self.id})
+        self.conn.send_now(R.R_EVICTED)
+        self.closing = True
+        self.finish()  # a handler waiting for a line (AUTH) gets None when the connection is lost
+        return True
 
     def end(self, reply: bytes) -> None:
         """Close with `reply` now if we wait for the client, else right after the running command. The
@@ -341,7 +364,7 @@ class Pop3Session:
                     await self.conn.flush()  # waits while the client does not read
         finally:
             self.task = None
-            self.timer.touch()
+            self.timer.begin()
         if self.conn.closed:
             self.finish()
         else:
@@ -420,6 +443,9 @@ class Pop3Session:
             self.settings.pop3_prefetch_bytes,
         )  # fmt: skip
         self.state = State.TRANSACTION
+        self.timer.authenticated(self.settings.pop3_timeout)
+        if self.conn.slot is not None:
+            self.conn.slot.evict = None
         log.info(
             "login",
             extra={

@@ -207,13 +207,17 @@ def test_connections_per_client_are_capped_on_every_listener(capped):
 
 
 def test_caps_count_the_client_behind_the_proxy_and_the_total(tmp_path, store):
+    """At the total cap the oldest session that has not logged in is evicted for the new one; once
+    every session has logged in, the new one is refused."""
     running = Running(
         settings_for(
-            tmp_path, proxy_protocol=True, proxy_trusted="127.0.0.0/8", max_connections_per_ip=1, max_connections=2
+            tmp_path, proxy_protocol=True, proxy_trusted="127.0.0.0/8", max_connections_per_ip=1, max_connections=2,
+            allow_plaintext_auth=True,
         ),
         store,
-    )
+    )  # fmt: skip
     try:
+
         def via_proxy(ip: str, name: str = "imap") -> Raw:
             c = Raw("127.0.0.1", running.port(name))
             c.send_raw(encode_v2((ip, 40000), ("198.51.100.1", 143)))
@@ -225,9 +229,23 @@ def test_caps_count_the_client_behind_the_proxy_and_the_total(tmp_path, store):
         assert refused.line() == b"* BYE Too many connections from your address, try again later"
         second = via_proxy("192.0.2.2", "pop3")
         assert second.line() == b"+OK Mailflow POP3 ready"
-        busy = via_proxy("192.0.2.3")
+        third = via_proxy("192.0.2.3")
+        assert third.line().startswith(b"* OK")
+        assert (
+            first.line() == b"* BYE [UNAVAILABLE] Too many connections, closing an idle one, try again later"
+        )
+        assert first.closed()
+        assert third.cmd("a1", "LOGIN alice@example.test alice-pw")[-1].startswith(b"a1 OK")
+        fourth = via_proxy("192.0.2.4", "pop3")
+        assert fourth.line() == b"+OK Mailflow POP3 ready"
+        assert second.line() == b"-ERR [SYS/TEMP] Too many connections, closing an idle one, try again later"
+        fourth.send("USER alice@example.test")
+        assert fourth.line().startswith(b"+OK")
+        fourth.send("PASS alice-pw")
+        assert fourth.line().startswith(b"+OK")
+        busy = via_proxy("192.0.2.5")
         assert busy.line() == b"* BYE Too many connections, try again later"
-        busy = via_proxy("192.0.2.3", "pop3")
+        busy = via_proxy("192.0.2.5", "pop3")
         assert busy.line() == b"-ERR [SYS/TEMP] Too many connections, try again later"
     finally:
         running.stop()

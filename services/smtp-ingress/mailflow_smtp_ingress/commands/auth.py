@@ -62,6 +62,8 @@ async def cmd_auth(s: Session, arg: str) -> None:
     if result.code == 535:
         return failed(s, result)
     s.reply(result)
+    if c.principal is not None:  # no lifetime bound and no eviction from now on
+        s.conn.deadline.authenticated(s.settings.idle_timeout)
 
 
 def failed(s: Session, reply: R.Reply) -> None:

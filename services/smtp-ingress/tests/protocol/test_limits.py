@@ -142,11 +142,21 @@ def test_the_per_client_cap_counts_every_listener_together(make_server, raw, cli
     submission.cmd("NOOP", "250 2.0.0")
 
 
-def test_max_connections_in_total(make_server, raw):
-    s = make_server(max_connections=1, max_connections_per_ip=10)
-    raw(server=s)
-    second = raw(server=s, greet=False)
-    second.expect("421 4.3.2")
+def test_at_the_total_cap_the_oldest_idle_session_makes_room_else_421(make_server, raw):
+    """A session that has not authenticated and waits between transactions is evicted for a new one,
+    oldest first; one inside a transaction never is; when none can go, the new one is refused."""
+    s = make_server(max_connections=2, max_connections_per_ip=10)
+    idle, busy = raw(server=s), raw(server=s)
+    begin(busy)
+    third = raw(server=s)  # greeted with 220: the idle one made room
+    idle.expect("421 4.3.2")
+    assert idle.closed()
+    begin(third)
+    fourth = raw(server=s, greet=False)
+    fourth.expect("421 4.3.2")
+    assert fourth.closed()
+    busy.cmd("RSET", "250 2.0.0")
+    third.cmd("NOOP", "250 2.0.0")
 
 
 def test_max_errors_per_session_then_421(make_server, raw):
