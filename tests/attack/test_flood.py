@@ -16,7 +16,6 @@ ones are refused, and a client from another address is still served.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import imaplib
 import os
 import poplib
@@ -30,6 +29,7 @@ import pytest
 
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 from mailflow.stack import Ports, Stack
+from tests.support.drip import dribble
 
 pytestmark = [pytest.mark.attack, pytest.mark.timeout(600)]
 
@@ -108,15 +108,7 @@ class Flood:
         self.writers.append(writer)
         self.opened[proto] = self.opened.get(proto, 0) + 1
         if slow:
-            self.tasks.append(asyncio.create_task(self._drip(writer, SLOW[proto])))
-
-    async def _drip(self, writer: asyncio.StreamWriter, start: bytes) -> None:
-        with contextlib.suppress(OSError, ConnectionError):
-            writer.write(start)
-            while True:
-                await asyncio.sleep(DRIP_S)
-                writer.write(b"x")
-                await writer.drain()
+            self.tasks.append(asyncio.create_task(dribble(reader, writer, SLOW[proto], DRIP_S)))
 
     async def open(self, per_service: int) -> None:
         p = self.st.ports
@@ -255,6 +247,12 @@ def test_per_address_cap_refuses_the_excess_and_still_serves_others(stack):
 FD_LIMIT = 512
 
 
+def metric(st: Stack, service: str, name: str) -> float:
+    """The sum of a counter's samples whose line starts with `name` on the service's /metrics."""
+    text = httpx.get(st.http_url(service) + "/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
 def open_files(pid: int) -> tuple[int, int]:
     for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
         if line.startswith("Max open files"):
@@ -302,8 +300,16 @@ async def test_a_flood_past_the_services_own_fd_limit_still_serves_others(low_fd
         took = time.monotonic() - t0
     finally:
         await flood.close()
+    evicted = {
+        "smtp-ingress": metric(
+            st, "smtp-ingress", 'mailflow_smtp_rejected_total{reason="evicted",stage="connect"}'
+        ),
+        "imap-pop3": metric(st, "imap-pop3", "mailflow_imap_connections_evicted_total"),
+    }
     print(
-        f"\nfd limit {FD_LIMIT}: {flood.opened} served, {flood.failed} refused/failed; probes {errors or 'ok'} in {took:.1f} s"
+        f"\nfd limit {FD_LIMIT}: {flood.opened} served, {flood.failed} refused/failed, evicted {evicted}; "
+        f"probes {errors or 'ok'} in {took:.1f} s"
     )
     assert not st.dead(), [p.name for p in st.dead()]
+    assert all(evicted.values()), "the flood never reached the cap under the descriptor limit"
     assert not errors and took <= 3 * PROBE_LIMIT_S, errors

@@ -33,6 +33,11 @@ TLS = Counter("mailflow_imap_tls_handshakes_total", "TLS handshakes (STARTTLS, S
 REFUSED = Counter(
     "mailflow_imap_connections_refused_total", "Connections refused over a cap", ["listener", "reason"]
 )
+EVICTED = Counter(
+    "mailflow_imap_connections_evicted_total",
+    "Sessions not logged in, ended to make room at the total cap",
+    ["listener"],
+)
 
 
 class CommandMetrics:

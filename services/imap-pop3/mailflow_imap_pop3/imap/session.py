@@ -346,6 +346,7 @@ class Session:
         if self.state != State.NOT_AUTH or (self.busy and not self.reading) or self.stopping:
             return False
         log.info("evicted: the service is full", extra={"peer": self.conn.ip, "session": self.id})
+        metrics.EVICTED.labels(self.conn.listener).inc()
         self.stopping = True
         self.conn.send_now(rsp.BYE_EVICTED)
         self.conn.close()

@@ -250,6 +250,7 @@ class Pop3Session:
         if self.state != State.AUTHORIZATION or (self.busy and self.waiter is None) or self.finished:
             return False
         log.info("evicted: the service is full", extra={"peer": self.conn.ip, "session": self.id})
+        metrics.EVICTED.labels(self.conn.listener).inc()
         self.conn.send_now(R.R_EVICTED)
         self.closing = True
         self.finish()  # a handler waiting for a line (AUTH) gets None when the connection is lost
