@@ -38,14 +38,10 @@ class Settings(ServiceSettings):
     # A login without "@" gets "@<default_domain>" (like Dovecot's auth_default_realm); "" keeps it as is.
     default_domain: str = ""
 
-    # Slowloris (mailflow.connections.InputDeadline), IMAP and POP3: a command (with its literals) must
-    # be in within preauth_timeout of the reply before it (logged in: idle_timeout, pop3_timeout);
-    # dribbled bytes do not extend that, only one more second per min_input_rate octets does (an
-    # APPEND of 50 MB over a slow link). Before login a session lasts at most login_timeout, whatever
-    # it sends (Dovecot's login processes allow 3 minutes).
-    preauth_timeout: float = 60.0  # RFC 3501 §5.4 allows shorter before authentication
-    min_input_rate: float = 500.0  # octets per second
-    login_timeout: float = 180.0
+    # Slow clients (slowloris; mailflow.connections.InputDeadline), IMAP and POP3: bytes dribbled in extend no deadline.
+    preauth_timeout: float = 60.0  # before login a command (with its literals) must be in within this of the reply before it (RFC 3501 §5.4 allows shorter); logged in: idle_timeout, pop3_timeout
+    min_input_rate: float = 500.0  # octets/s: a command gets 1 s more per this many octets (an APPEND of 50 MB over a slow link)
+    login_timeout: float = 180.0  # before login a session ends after this, whatever it sends (Dovecot's login processes: 3 minutes)
 
     # IMAP limits
     max_line_bytes: int = 65_536  # one command line without its literals; RFC 7162 §4 asks >= 8192

@@ -20,9 +20,7 @@ class Settings(ServiceSettings):
 
     http_listen: str = SMTP_INGRESS.http_listen  # /healthz, /readyz, /metrics
     listen: str = SMTP_INGRESS.listen("listen")  # inbound MX (port 25 in containers)
-    submission_listen: str = SMTP_INGRESS.listen(
-        "submission_listen"
-    )  # RFC 6409 submission: STARTTLS, then AUTH (587)
+    submission_listen: str = SMTP_INGRESS.listen("submission_listen")  # RFC 6409 submission: STARTTLS, then AUTH (587)
     smtps_listen: str = SMTP_INGRESS.listen("smtps_listen")  # RFC 8314 implicit TLS submission (465)
     backlog: int = 512
 
@@ -41,16 +39,11 @@ class Settings(ServiceSettings):
     max_text_line: int = 1000  # octets with CRLF, RFC 5321 §4.5.3.1.6
     max_auth_line: int = 12288  # RFC 4954 §4: AUTH lines may be longer
     tls_handshake_timeout: float = 30.0
-    # Slowloris (mailflow.connections.InputDeadline): a command must be in within idle_timeout of the
-    # reply before it (RFC 5321 §4.5.3.2.7: 5 minutes), dribbled bytes do not extend that; a message
-    # gets one more second per min_input_rate octets (Postfix's smtpd_min_data_rate: 500/s). A session
-    # that has not authenticated (every MX session) lasts at most session_lifetime.
-    idle_timeout: float = 300.0
-    min_input_rate: float = 500.0
-    session_lifetime: float = 1800.0
-    # In total (and never more than RLIMIT_NOFILE, raised to its hard limit, minus a reserve): beyond it
-    # the oldest unauthenticated session waiting between transactions is evicted, or 421 4.3.2.
-    max_connections: int = 2000
+    # Slow clients (slowloris; mailflow.connections.InputDeadline): bytes dribbled in extend no deadline.
+    idle_timeout: float = 300.0  # RFC 5321 §4.5.3.2.7: a command (with its message) must be in within this of the reply before it
+    min_input_rate: float = 500.0  # octets/s: a command or message gets 1 s more per this many octets (Postfix's smtpd_min_data_rate)
+    session_lifetime: float = 1800.0  # a session that has not authenticated (every MX session) ends after this, 421 4.4.2
+    max_connections: int = 2000  # in total, and never above RLIMIT_NOFILE (raised to hard) - 128; then the oldest session not authenticated and between transactions is evicted, or 421 4.3.2
     max_connections_per_ip: int = 50  # per client address; 421 4.7.0 beyond
     max_errors: int = 20  # 4xx/5xx replies in one session, then 421 4.7.0 and close
     max_auth_failures: int = 3  # per session, then 421 4.7.0 and close
