@@ -126,7 +126,7 @@ async def test_dribbled_bytes_do_not_extend_the_deadline():
             d.received(1)
 
     took = await _expiry(dict(timeout=0.4, min_rate=500), dribble)
-    assert 0.4 <= took < 1.0
+    assert 0.4 <= took < 2.0  # dribbling on, it would never end
 
 
 async def test_a_piece_arriving_at_the_minimum_rate_gets_the_time_its_size_asks_for():
@@ -136,7 +136,7 @@ async def test_a_piece_arriving_at_the_minimum_rate_gets_the_time_its_size_asks_
             d.received(100)
 
     took = await _expiry(dict(timeout=0.2, min_rate=500, lifetime=1.0), steady)
-    assert 1.0 <= took < 1.6  # only the lifetime ended it
+    assert 1.0 <= took < 2.5  # only the lifetime ended it
 
 
 async def test_each_reply_starts_a_new_piece_and_busy_holds_the_deadline():
