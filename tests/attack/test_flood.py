@@ -16,19 +16,16 @@ ones are refused, and a client from another address is still served.
 from __future__ import annotations
 
 import asyncio
-import imaplib
 import os
-import poplib
 import resource
-import smtplib
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 from mailflow.stack import Ports, Stack
+from tests.attack.clients import PROBES, add_alice, probe_smtp
 from tests.support.drip import dribble
 
 pytestmark = [pytest.mark.attack, pytest.mark.timeout(600)]
@@ -55,16 +52,6 @@ def raise_nofile(need: int) -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < need:
         pytest.skip(f"RLIMIT_NOFILE {soft} < {need} needed for the flood")
-
-
-def add_alice(st: Stack) -> None:
-    st.cli("domain", "add", "example.test")
-    with httpx.Client(
-        base_url=st.http_url("mailbox-store"), headers={ADMIN_TOKEN_HEADER: st.admin_token}
-    ) as c:
-        c.post(
-            "/admin/users", json={"address": "alice@example.test", "password": "alice-pw"}
-        ).raise_for_status()
 
 
 @pytest.fixture(scope="module")
@@ -126,35 +113,6 @@ class Flood:
         await asyncio.sleep(0)
 
 
-# --- probes: a normal client of each protocol ------------------------------------------------------------------
-
-
-def probe_smtp(st: Stack) -> None:
-    with smtplib.SMTP(st.ports.host, st.ports.smtp, timeout=5) as s:
-        s.ehlo("probe.example.test")
-        assert s.noop()[0] == 250
-
-
-def probe_imap(st: Stack) -> None:
-    with imaplib.IMAP4(st.ports.host, st.ports.imap, timeout=5) as m:
-        m.login("alice@example.test", "alice-pw")
-        m.select("INBOX")
-        m.logout()
-
-
-def probe_pop3(st: Stack) -> None:
-    p = poplib.POP3(st.ports.host, st.ports.pop3, timeout=5)
-    try:
-        p.user("alice@example.test")
-        p.pass_("alice-pw")
-        p.stat()
-    finally:
-        p.quit()
-
-
-PROBES = {"smtp": probe_smtp, "imap": probe_imap, "pop3": probe_pop3}
-
-
 async def timed_probes(st: Stack, until: float) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {k: [] for k in PROBES}
     while time.monotonic() < until:
@@ -188,18 +146,14 @@ async def test_thousands_of_idle_and_slow_connections_cost_bounded_memory_and_st
     opened = flood.opened
     per_conn = {
         "smtp-ingress": (peak["smtp-ingress"] - base["smtp-ingress"]) / max(opened.get("smtp", 0), 1),
-        "imap-pop3": (peak["imap-pop3"] - base["imap-pop3"])
-        / max(opened.get("imap", 0) + opened.get("pop3", 0), 1),
+        "imap-pop3": (peak["imap-pop3"] - base["imap-pop3"]) / max(opened.get("imap", 0) + opened.get("pop3", 0), 1),
     }
     slowest = {k: max(v) for k, v in times.items()}
     print(
         f"\nflood: {sum(opened.values())} connections open {opened} (refused/failed {flood.failed}) in "
         f"{opened_in:.1f} s, half of them slowloris\n"
         f"flood: RSS before -> during: "
-        + ", ".join(
-            f"{s} {base[s] / 2**20:.0f} -> {peak[s] / 2**20:.0f} MiB ({per_conn[s] / 1024:.1f} KiB/connection)"
-            for s in base
-        )
+        + ", ".join(f"{s} {base[s] / 2**20:.0f} -> {peak[s] / 2**20:.0f} MiB ({per_conn[s] / 1024:.1f} KiB/connection)" for s in base)
         + f"\nflood: normal clients during the flood, slowest of {len(times['smtp'])} each: "
         + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in slowest.items())
     )
@@ -221,9 +175,7 @@ def test_per_address_cap_refuses_the_excess_and_still_serves_others(stack):
     held, refused = [], 0
     try:
         for _ in range(cap + 20):
-            s = socket.create_connection(
-                (st.ports.host, st.ports.smtp), timeout=5, source_address=("127.0.0.3", 0)
-            )
+            s = socket.create_connection((st.ports.host, st.ports.smtp), timeout=5, source_address=("127.0.0.3", 0))
             greeting = s.recv(512)
             if greeting.startswith(b"421"):
                 refused += 1
@@ -237,9 +189,7 @@ def test_per_address_cap_refuses_the_excess_and_still_serves_others(stack):
     finally:
         for s in held:
             s.close()
-    print(
-        f"\ncap: {len(held)} held from one address, {refused} refused; another address served in {took * 1000:.0f} ms"
-    )
+    print(f"\ncap: {len(held)} held from one address, {refused} refused; another address served in {took * 1000:.0f} ms")
     assert len(held) == cap and refused == 20
     assert took <= PROBE_LIMIT_S
 
@@ -301,9 +251,7 @@ async def test_a_flood_past_the_services_own_fd_limit_still_serves_others(low_fd
     finally:
         await flood.close()
     evicted = {
-        "smtp-ingress": metric(
-            st, "smtp-ingress", 'mailflow_smtp_rejected_total{reason="evicted",stage="connect"}'
-        ),
+        "smtp-ingress": metric(st, "smtp-ingress", 'mailflow_smtp_rejected_total{reason="evicted",stage="connect"}'),
         "imap-pop3": metric(st, "imap-pop3", "mailflow_imap_connections_evicted_total"),
     }
     print(

@@ -11,17 +11,13 @@ second per 500 octets, nothing for a dribble), and a session that has not logged
 from __future__ import annotations
 
 import asyncio
-import imaplib
-import poplib
-import smtplib
 import ssl
 import time
 
-import httpx
 import pytest
 
-from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 from mailflow.stack import Ports, Stack
+from tests.attack.clients import PROBES, add_alice
 from tests.support.drip import dribble
 
 pytestmark = [pytest.mark.attack, pytest.mark.timeout(300)]
@@ -47,13 +43,7 @@ ENV = {
 def stack(tmp_path_factory):
     st = Stack(tmp_path_factory.mktemp("slowloris"), Ports.free(), env=ENV).start()
     try:
-        st.cli("domain", "add", "example.test")
-        with httpx.Client(
-            base_url=st.http_url("mailbox-store"), headers={ADMIN_TOKEN_HEADER: st.admin_token}
-        ) as c:
-            c.post(
-                "/admin/users", json={"address": "alice@example.test", "password": "alice-pw"}
-            ).raise_for_status()
+        add_alice(st)
         yield st
     finally:
         st.stop()
@@ -84,33 +74,6 @@ async def say(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: 
         assert reply, f"closed before {until!r}"
 
 
-# --- normal clients -------------------------------------------------------------------------------------
-
-
-def probe_smtp(st: Stack) -> None:
-    with smtplib.SMTP(st.ports.host, st.ports.smtp, timeout=5) as s:
-        s.ehlo("probe.example.test")
-        assert s.noop()[0] == 250
-
-
-def probe_imap(st: Stack) -> None:
-    with imaplib.IMAP4(st.ports.host, st.ports.imap, timeout=5) as m:
-        m.login("alice@example.test", "alice-pw")
-        m.select("INBOX")
-        m.logout()
-
-
-def probe_pop3(st: Stack) -> None:
-    p = poplib.POP3(st.ports.host, st.ports.pop3, timeout=5)
-    try:
-        p.user("alice@example.test")
-        p.pass_("alice-pw")
-        p.stat()
-    finally:
-        p.quit()
-
-
-PROBES = {"smtp": probe_smtp, "imap": probe_imap, "pop3": probe_pop3}
 FAMILY = {
     "smtp": "smtp",
     "submission": "smtp",
