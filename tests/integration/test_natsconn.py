@@ -22,6 +22,12 @@ async def stored(js) -> int:
     return (await js.stream_info("BODY")).state.messages
 
 
+def stopped(pid: int) -> bool:
+    """The process is stopped by a signal (state T in /proc/PID/stat, after the command in parentheses)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
 def now(check):
     """`check` as the awaitable predicate of await_for."""
 
@@ -54,6 +60,8 @@ async def test_what_was_unsent_when_the_connection_dropped(nats_server, js, reco
     nc = await natsconn.connect(nats_server.url, "publisher", reconnect_buffer=reconnect_buffer)
     try:
         os.kill(nats_server.proc.pid, signal.SIGSTOP)
+        # The signal is only queued: the server may still read and store a publish until it has stopped.
+        await await_for(now(lambda: stopped(nats_server.proc.pid)), what="the server stopped")
         n = 0
         while nc.pending_data_size < 4 * CHUNK:  # reached only once the flusher is stuck
             await nc.publish(subjects.body("Q1", n), b"x" * CHUNK)
