@@ -61,6 +61,7 @@ def delete_domain(tx: Tx, name: str, force: bool) -> list[int]:
         raise Conflict(f"domain {d} still has {len(users)} users (force=true deletes them with their mail)")
     gone = [delete_user(tx, address) for address in users]
     tx.run("DELETE FROM aliases WHERE domain_id = :d", {"d": row[0]})
+    tx.run("DELETE FROM dkim_keys WHERE domain_id = :d", {"d": row[0]})
     tx.run("DELETE FROM domains WHERE id = :d", {"d": row[0]})
     return gone
 

@@ -20,6 +20,9 @@ this module is what the migrations and the schema test compare against.
 - pending_retrievals: delivered messages whose body nobody fetched yet (for the "retrieved" trace step).
 - delivery_keys: idempotency keys of deliveries, per user; forgotten after delivery_key_days.
 - pop3_locks: the RFC 1939 maildrop lock, one per user, with an expiry.
+- dkim_keys: a domain's DKIM key sets (RSA 2048 and Ed25519, private keys as PKCS#8 PEM, public keys as
+  the base64 of the DNS record), one per selector; state pending -> active (at most one per domain, the
+  one delivery signs with) -> retired (still published for verifiers until removed). Migration 0005.
 """
 
 from __future__ import annotations
@@ -169,3 +172,18 @@ class Pop3Lock(Base):
     token: Mapped[str] = mapped_column(String(64))
     holder: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class DkimKey(Base):
+    __tablename__ = "dkim_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id"))
+    selector: Mapped[str] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(8))  # pending | active | retired
+    rsa_private: Mapped[str] = mapped_column(Text)
+    rsa_public: Mapped[str] = mapped_column(Text)
+    ed25519_private: Mapped[str] = mapped_column(Text)
+    ed25519_public: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    activated_at: Mapped[int | None] = mapped_column(BigInteger)
+    __table_args__ = (UniqueConstraint("domain_id", "selector", name="uq_dkim_keys_domain_selector"), NEVER_REUSED)

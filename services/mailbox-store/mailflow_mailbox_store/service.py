@@ -20,7 +20,7 @@ from mailflow.cache import SingleFlight
 from mailflow.contracts.messages import MailboxEvent, RevokeReason, TraceEvent, UserRevoked
 from mailflow.errors import Invalid
 from mailflow.store.api import DeliverItem, DeliverResult, Principal, Resolution
-from mailflow_mailbox_store import admin, delivery, directory, metrics, names
+from mailflow_mailbox_store import admin, delivery, directory, dkim, metrics, names
 from mailflow_mailbox_store.blobs import BlobStore
 from mailflow_mailbox_store.db import Database, Tx
 from mailflow_mailbox_store.events import Publisher
@@ -142,6 +142,9 @@ class StoreCore:
             metrics.SESSIONS_REFUSED.labels("revoked").inc()
             return None
         return s
+
+    async def dkim_signing_key(self, domain: str):
+        return await self.db.read(dkim.signing_key, domain)
 
     async def expired_sessions(self, tokens: list[str]) -> list[int]:
         """Which of these tokens are refused now (their indexes): imap-pop3's periodic check, for
@@ -289,3 +292,23 @@ class StoreCore:
 
     async def delete_alias(self, address: str) -> None:
         await self.db.write(admin.delete_alias, address)
+
+    async def list_dkim_keys(self, domain: str | None):
+        return await self.db.read(dkim.list_keys, domain)
+
+    async def create_dkim_key(self, domain: str, selector: str | None):
+        if selector:
+            dkim.selector(selector)  # refuse a bad selector before making keys for it
+        keys = await self._cpu(dkim.new_keys)
+        created = await self.db.write(dkim.create, domain, selector, keys)
+        log.info("dkim key made", extra={"domain": created.domain, "selector": created.selector})
+        return created
+
+    async def activate_dkim_key(self, domain: str, selector: str):
+        key = await self.db.write(dkim.activate, domain, selector)
+        log.info("dkim key active", extra={"domain": key.domain, "selector": key.selector})
+        return key
+
+    async def remove_dkim_key(self, domain: str, selector: str, force: bool) -> None:
+        await self.db.write(dkim.remove, domain, selector, force)
+        log.info("dkim key removed", extra={"domain": domain, "selector": selector})

@@ -15,11 +15,17 @@ mailbox-store, admin group (header X-Mailflow-Admin-Token), used by `mailflow do
     GET    /admin/aliases?domain=&offset=&limit=  -> Page[AliasPublic]
     POST   /admin/aliases            AliasCreate  -> 201 AliasPublic | 404 unknown domain | 409
     DELETE /admin/aliases/{address}               -> 204 | 404
+    GET    /admin/dkim?domain=                    -> list[DkimKeyPublic] (public parts only)
+    POST   /admin/dkim               DkimKeyCreate -> 201 DkimKeyPublic, state "pending" | 404 domain | 409 selector
+    POST   /admin/dkim/{domain}/{selector}/activate -> DkimKeyPublic (it signs from now; the one before is "retired")
+    DELETE /admin/dkim/{domain}/{selector}        -> 204 | 404 | 409 the signing key (unless ?force=true)
 mailbox-store, internal group (header X-Mailflow-Token), used through mailflow.store.client.StoreClient:
     GET    /internal/resolve?address=            -> Resolved
     GET    /internal/domain?name=                -> DomainLocal
     POST   /internal/authenticate    Login        -> Authenticated (principal null: wrong login or disabled)
     POST   /internal/sessions/check  SessionCheck -> SessionsExpired
+    GET    /internal/dkim?domain=                 -> DkimSigning: the active key of the domain or of its
+           nearest parent that has one (delivery signs with it), or null
     POST   /internal/deliver   frame(DeliverRequest, one part per item: the message) -> DeliverResponse
            one result per item, in order, once all are durable; idempotent per (key, user); a full
            mailbox is a result (quota_exceeded, `permanent` when the message can never fit), not an error
@@ -33,9 +39,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
 
 from mailflow.store.api import (
     DeliverItem,
@@ -104,6 +110,64 @@ class AliasCreate(Schema):
 class AliasPublic(Schema):
     address: str
     targets: list[str]
+
+
+# --- mailbox-store: DKIM keys (RFC 6376, RFC 8463) -----------------------------------------------------
+
+DkimState = Literal["pending", "active", "retired"]  # made (publish it) -> signing -> kept for verifiers
+DkimAlgorithm = Literal["rsa-sha256", "ed25519-sha256"]
+# A key set signs with both; each public key has its DNS selector "<selector>-<kind>".
+DKIM_KINDS: dict[str, DkimAlgorithm] = {"rsa": "rsa-sha256", "ed25519": "ed25519-sha256"}
+
+
+def dkim_selector(selector: str, kind: str) -> str:
+    """The DNS selector of one key of a set: "2026a" and "rsa" -> "2026a-rsa" (2026a-rsa._domainkey.DOMAIN)."""
+    return f"{selector}-{kind}"
+
+
+class DkimKeyCreate(Schema):
+    domain: str = Field(min_length=1, max_length=253)
+    selector: str | None = Field(None, max_length=40)  # None: the store picks "mf<YYYYMMDD>", then a b, c...
+
+
+class DkimRecord(Schema):
+    """One public key as DNS publishes it: TXT at <selector>._domainkey.<domain>."""
+
+    selector: str  # the DNS selector, "<key selector>-<kind>"
+    algorithm: DkimAlgorithm
+    public_key: str  # base64: p= (RSA: SubjectPublicKeyInfo DER; Ed25519: the 32 raw octets, RFC 8463 §4.2)
+
+    def txt(self) -> str:
+        return f"v=DKIM1; k={self.algorithm.split('-')[0]}; p={self.public_key}"
+
+
+class DkimKeyPublic(Schema):
+    """A key set without its private keys: what listings and the CLI see."""
+
+    domain: str
+    selector: str
+    state: DkimState
+    created_at: datetime | None = None
+    activated_at: datetime | None = None
+    records: list[DkimRecord]
+
+
+class DkimSigningKey(Schema):
+    """The private keys of a domain's active set (PKCS#8 PEM), for delivery only (service token). They are
+    SecretStr: a repr, a log line or an error shows "**********"; only the JSON on the wire carries them."""
+
+    domain: str  # d=: the From domain or the parent domain whose key this is
+    selector: str
+    rsa_private: SecretStr
+    ed25519_private: SecretStr
+
+    @field_serializer("rsa_private", "ed25519_private", when_used="json")
+    def _reveal(self, value: SecretStr) -> str:
+        return value.get_secret_value()
+
+
+class DkimSigning(Schema):
+    key: DkimSigningKey | None = None  # None: neither the domain nor a parent of it has an active key
 
 
 # --- mailbox-store, internal group: the directory ----------------------------------------------------

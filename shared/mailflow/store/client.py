@@ -16,7 +16,7 @@ the session must log in again).
 MailboxEvent.origin of a change is `session_origin(p)` of the session that made it.
 deliver(): an item larger than the store's max_message_bytes comes back "failed" with permanent=True.
 is_local_domain(domain) and expired_sessions(tokens) (the tokens refused now: revoked or expired, in
-calls of at most 1000) are Directory calls too.
+calls of at most 1000) are Directory calls too; dkim_signing_key(domain) is delivery's.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from mailflow.contracts.rest import (
     Authenticated,
     DeliverRequest,
     DeliverResponse,
+    DkimSigning,
+    DkimSigningKey,
     DomainLocal,
     Login,
     Resolved,
@@ -192,6 +194,10 @@ class StoreClient:
 
     async def is_local_domain(self, domain: str) -> bool:
         return _model(DomainLocal, await self._call("GET", "/internal/domain", params={"name": domain})).local
+
+    async def dkim_signing_key(self, domain: str) -> DkimSigningKey | None:
+        """The active DKIM key set of `domain` or of its nearest parent (private keys as SecretStr), or None."""
+        return _model(DkimSigning, await self._call("GET", "/internal/dkim", params={"domain": domain})).key
 
     async def expired_sessions(self, tokens: list[str]) -> set[str]:
         out: set[str] = set()

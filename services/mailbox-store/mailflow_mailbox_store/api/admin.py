@@ -8,6 +8,8 @@ from mailflow.contracts.rest import (
     ADMIN_TOKEN_HEADER,
     AliasCreate,
     AliasPublic,
+    DkimKeyCreate,
+    DkimKeyPublic,
     DomainCreate,
     DomainPublic,
     Page,
@@ -93,6 +95,26 @@ def router(store, admin_token: str) -> APIRouter:
     @r.delete("/aliases/{address}", status_code=204)
     async def delete_alias(address: str):
         await store.delete_alias(address)
+        return Response(status_code=204)
+
+    @r.get("/dkim", response_model=list[DkimKeyPublic])
+    async def list_dkim_keys(domain: str | None = None):
+        """Every DKIM key set (of one domain), public parts only."""
+        return await store.list_dkim_keys(domain)
+
+    @r.post("/dkim", status_code=201, response_model=DkimKeyPublic)
+    async def create_dkim_key(body: DkimKeyCreate):
+        """A new RSA 2048 + Ed25519 set, pending: publish its records, then activate it."""
+        return await store.create_dkim_key(body.domain, body.selector)
+
+    @r.post("/dkim/{domain}/{selector}/activate", response_model=DkimKeyPublic)
+    async def activate_dkim_key(domain: str, selector: str):
+        """Sign the domain's mail with this set from now on; the one before is retired (still listed)."""
+        return await store.activate_dkim_key(domain, selector)
+
+    @r.delete("/dkim/{domain}/{selector}", status_code=204)
+    async def remove_dkim_key(domain: str, selector: str, force: bool = False):
+        await store.remove_dkim_key(domain, selector, force)
         return Response(status_code=204)
 
     return r

@@ -1,4 +1,4 @@
-"""Directory and delivery group (header X-Mailflow-Token): resolve, domain, authenticate, sessions, deliver.
+"""Directory and delivery group (header X-Mailflow-Token): resolve, domain, authenticate, sessions, deliver, dkim.
 
 The shapes are the contract models of mailflow.contracts.rest (StoreClient uses the same ones).
 POST /internal/deliver takes a mailflow.store.wire frame: header DeliverRequest, one part per item with
@@ -16,6 +16,7 @@ from mailflow.contracts.rest import (
     Authenticated,
     DeliverRequest,
     DeliverResponse,
+    DkimSigning,
     DomainLocal,
     Login,
     PrincipalOut,
@@ -61,6 +62,11 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
     async def domain(name: str):
         """Is mail for domain `name` ours? Decided by the domain, never by an address."""
         return _json(DomainLocal(local=await store.is_local_domain(name)))
+
+    @r.get("/dkim", response_model=DkimSigning)
+    async def dkim(domain: str):
+        """The key set delivery signs mail from `domain` with: its own active one or its nearest parent's."""
+        return _json(DkimSigning(key=await store.dkim_signing_key(domain)))
 
     @r.post("/sessions/check", response_model=SessionsExpired)
     async def check_sessions(body: SessionCheck):
