@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mailflow.contracts.messages import MailboxEvent, TraceEvent, UserRevoked
+from mailflow.contracts.rest import DkimKeyPublic
 from mailflow.errors import Conflict
 from mailflow.store.client import StoreClient
 from mailflow_mailbox_store import app
@@ -172,6 +173,12 @@ class TestStore(StoreClient):
 
     def add_alias(self, address: str, targets: list[str]) -> None:
         self.local.call(self.local.core.create_alias(address, targets))
+
+    def add_dkim(self, domain: str, selector: str) -> DkimKeyPublic:
+        """A DKIM key set for `domain` (added if need be), made and activated: it signs from now on."""
+        self.add_domain(domain)
+        self.local.call(self.local.core.create_dkim_key(domain, selector))
+        return self.local.call(self.local.core.activate_dkim_key(domain, selector))
 
     def set_password(self, address: str, password: str) -> None:
         self.local.call(self.local.core.set_password(address, password))

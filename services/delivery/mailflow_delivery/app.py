@@ -17,6 +17,7 @@ from mailflow.dns import MxClient
 from mailflow.lifecycle import Stopper
 from mailflow.web import HttpServer, service_app
 from mailflow_delivery import smtp_out
+from mailflow_delivery.dkim import Signer
 from mailflow_delivery.routing import Deliveries, RemoteConfig
 from mailflow_delivery.sentlog import KvSentLog
 from mailflow_delivery.settings import Settings
@@ -58,6 +59,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         remote=remote_config(settings),
         directory_ttl=settings.directory_cache_s,
         store_batch=settings.store_batch,
+        signer=Signer(store, settings.dkim_cache_s),
     )
     # Messages of up to 32 jobs each: batch/16 messages per fetch, at most twice `batch` jobs in hand per lane.
     lanes = [DeliveryWorker(nc, js, deliveries, max(1, settings.batch // 16)) for _ in range(max(1, settings.lanes))]

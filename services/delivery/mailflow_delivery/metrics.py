@@ -18,3 +18,8 @@ MX_SECONDS = Histogram(
     "Time to get an MX answer from the resolver",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+DKIM = Counter(
+    "mailflow_delivery_dkim_messages_total",
+    "Remote messages that could be signed: signed, unsigned (no key for the From domain), deferred (store away)",
+    ["result"],
+)

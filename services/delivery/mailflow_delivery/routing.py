@@ -7,6 +7,7 @@ publish; it never raises for a single recipient's trouble. Mapping (STYLE §5):
   body gone -> bounced 5.3.0
   MX nxdomain/no_mail_host -> bounced 5.1.2; null MX -> bounced 5.1.10 (RFC 7505); DNS trouble -> 4.4.3
   SMTP per recipient: 2xx delivered, 4xx and 552 deferred, 5xx bounced; no MX reachable -> 4.4.1
+  a job marked `dkim` whose signing key the store cannot give -> deferred 4.3.0 (dkim.py)
   "can't check" (directory unreachable, sent log unreadable) -> deferred, never bounced.
 The caller publishes the results and only then acknowledges the jobs.
 """
@@ -29,6 +30,7 @@ from mailflow.dns import Resolver
 from mailflow.errors import InsufficientStorage
 from mailflow.store.api import Deliverer, DeliverItem, DeliverResult, Directory
 from mailflow_delivery import metrics, smtp_out
+from mailflow_delivery.dkim import KeysUnavailable, Signer
 from mailflow_delivery.sentlog import SentLog
 
 log = logging.getLogger(__name__)
@@ -114,10 +116,12 @@ class Deliveries:
         directory_ttl: float = 30.0,
         store_batch: int = 64,
         service: str = "delivery",
+        signer: Signer | None = None,  # None: nothing is signed
     ):
         self.routes = DomainRoutes(directory, directory_ttl)
         self.deliverer, self.bodies, self.resolver, self.sent = deliverer, bodies, resolver, sent
         self.remote_cfg, self.store_batch, self.service = remote, store_batch, service
+        self.signer = signer
         self._domain_slots: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(self.remote_cfg.max_per_domain))
 
     async def run(self, jobs: list[DeliveryJob]) -> tuple[list[DeliveryResult], list[TraceEvent]]:
@@ -282,6 +286,14 @@ class Deliveries:
             return {i: result(j, "bounced", "5.3.0", "554 5.3.0 message body is gone from the queue") for i, j in group}
         except Exception:
             return {i: result(j, "deferred", "4.3.0", "451 4.3.0 message body unavailable, will retry") for i, j in group}
+        if first.dkim and self.signer is not None:
+            try:
+                body, keys = await self.signer.sign(body)
+            except KeysUnavailable as exc:
+                metrics.DKIM.labels("deferred").inc()
+                log.warning("%s", exc, extra={"queue_id": first.queue_id})
+                return {i: result(j, "deferred", "4.3.0", "451 4.3.0 DKIM signing key unavailable, will retry") for i, j in group}
+            metrics.DKIM.labels("signed" if keys else "unsigned").inc()
         env = smtp_out.Envelope(
             mail_from=first.mail_from,
             rcpts=[j.rcpt.address for _, j in group],

@@ -89,7 +89,14 @@ def job_for(m: Message | Row, r: Recipient | Row, body: bytes | None) -> Deliver
         ret=m.ret,
         body_8bit=m.body_8bit,
         smtputf8=m.smtputf8,
+        dkim=signs(m),
     )
+
+
+def signs(m: Message | Row) -> bool:
+    """Mail leaves DKIM-signed when a user submitted it after AUTH, or Mailflow made it (a DSN: no
+    client); mail relayed for anyone else (an MX client) is never signed with our keys."""
+    return m.auth_user is not None or m.client_ip is None
 
 
 # --- intake -----------------------------------------------------------------------------------

@@ -121,6 +121,7 @@ class DeliveryJob(Contract):
     ret: Literal["FULL", "HDRS"] | None = None
     body_8bit: bool = False
     smtputf8: bool = False
+    dkim: bool = False  # sign on the way to another domain: an authenticated user's message, or a DSN
 
     @property
     def idempotency_key(self) -> str:

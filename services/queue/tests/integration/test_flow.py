@@ -222,6 +222,26 @@ async def test_success_notices_only_for_authenticated_submissions(parts):
     assert notices == [("QS1", "failure", True), ("QS2", "success", True)]
 
 
+async def test_jobs_say_which_mail_leaves_dkim_signed(parts):
+    """Signed on the way out: an authenticated submission and a DSN (no client), also when retried; mail
+    that came in on the MX without AUTH never."""
+    mx = ClientInfo(ip="192.0.2.7", listener="mx")
+    await submit(parts, "QK1", ["x@naver.test"], client=SUBMISSION)
+    await submit(parts, "QK2", ["x@naver.test"], client=mx)
+    await parts.intake.run_until_idle()
+    first = {j.queue_id: j.dkim for j, _ in await parts.jobs(expect=2)}
+    assert first == {"QK1": True, "QK2": False}
+    await answer(parts, "QK1", "x@naver.test", "deferred", "4.4.1")
+    await answer(parts, "QK2", "x@naver.test", "bounced", "5.1.1")
+    await parts.results.run_until_idle()
+    parts.clock.now += 61
+    await parts.scheduler.tick()  # the retry of QK1, and the DSN about QK2 into mail.queued
+    assert await parts.intake.run_until_idle() == 1
+    later = {j.queue_id: (j.mail_from, j.dkim) for j, _ in await parts.jobs(expect=2)}
+    assert later.pop("QK1") == ("a@daum.test", True)
+    assert list(later.values()) == [("", True)]  # the DSN
+
+
 class SlowCommit:
     """The queue's database, with an intake transaction that takes `delay` seconds (and fails, `fail` times)."""
 
