@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from mailflow import configfile, distribution
-from mailflow.cli import config, dead, queue
+from mailflow.cli import config, dead, dkim, dns, queue
 from mailflow.cli.admin import alias_app, domain_app, user_app
 from mailflow.cli.common import err
 from mailflow.cli.status import status
@@ -63,6 +63,8 @@ app.add_typer(config.app, name="config")
 app.add_typer(domain_app, name="domain")
 app.add_typer(user_app, name="user")
 app.add_typer(alias_app, name="alias")
+app.add_typer(dkim.app, name="dkim")
+app.add_typer(dns.app, name="dns")
 app.add_typer(queue.app, name="queue")
 app.add_typer(dead.app, name="dead")
 app.command("trace")(queue.trace)
