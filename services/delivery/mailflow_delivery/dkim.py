@@ -10,13 +10,15 @@ answers are cached per From domain for `ttl` seconds, so a rotation reaches ever
 within that time. Private keys live in cryptography key objects and SecretStr; no log line, repr or
 error here carries them.
 
-Why not dkimpy's signer (1.1.8, measured on this machine): it signs RSA in pure Python (`pow` without
-CRT): 6.6 ms for a 4 KiB message against 0.29 ms for the signature bytes from `cryptography`; its
-Ed25519 needs PyNaCl, one more dependency; and it canonicalizes the whole body in single regular
-expression calls, which hold the GIL for a 25 MiB body at a stretch (63 ms for 1 MiB). Here the body
-is canonicalized in slices of whole lines (`SLICE`), in a worker thread above `THREAD_ABOVE` octets, so
-the event loop keeps running; the signature bytes come from `cryptography`. dkimpy verifies what this
-signs in the tests, and so does OpenDKIM (`opendkim-testmsg`).
+Why not dkimpy's signer (1.1.8, measured on this 2-core machine, median of repeated signings): it
+signs RSA in pure Python (`pow` without CRT), 7.0 ms for a 4 KiB message with RSA alone, against
+0.37 ms here for both signatures (the signature bytes from `cryptography`: 0.29 ms RSA-2048, 0.03 ms
+Ed25519); 64 ms against 6.6 ms for 1 MiB. Its Ed25519 needs PyNaCl, one more runtime dependency. And
+it canonicalizes the whole body in single regular expression calls, which hold the GIL for a 25 MiB
+body at a stretch. Here the body is canonicalized in slices of whole lines (`SLICE`), in a worker
+thread above `THREAD_ABOVE` octets: a 25 MiB message signs in ~150 ms and the event loop never waited
+longer than ~20 ms meanwhile. dkimpy verifies what this signs in the tests, and so does OpenDKIM
+(`opendkim-testmsg`).
 """
 
 from __future__ import annotations
@@ -52,8 +54,10 @@ SLICE = 1 << 20  # body octets canonicalized per step (cut at the next line end)
 THREAD_ABOVE = 256 * 1024  # bodies larger than this are hashed in a worker thread
 MAX_HEADER = 1 << 20  # a header block longer than this is not signed (smtp-ingress never accepts one)
 
-_WSP_RUN = re.compile(rb"[ \t]+")
-_LINE_END = re.compile(rb" ?\r?\n")  # after _WSP_RUN: at most one space before a line end
+# Only what changes is matched (a lone space is left alone): a substitution per word or per line would
+# cost 5x the time on a typical body. No pattern here can backtrack over a long run.
+_WSP_RUN = re.compile(rb"\t[ \t]*| [ \t]+")  # -> one space
+_LINE_END = re.compile(rb" \r?\n|(?<!\r)\n")  # after _WSP_RUN: a space before a line end, or a bare LF -> CRLF
 _FOLD = re.compile(rb"\r?\n")
 
 
@@ -90,7 +94,7 @@ def split(message: bytes) -> tuple[list[tuple[bytes, bytes]], int] | None:
 
 
 def relaxed_header(name: bytes, value: bytes) -> bytes:
-    value = _WSP_RUN.sub(b" ", _FOLD.sub(b"", value)).strip(b" ")
+    value = _WSP_RUN.sub(b" ", _FOLD.sub(b"", value)).strip(b" ")  # unfolded, WSP runs one space, trimmed
     return name.strip(b" \t").lower() + b":" + value
 
 
@@ -103,7 +107,7 @@ def body_hash(message: bytes, start: int = 0) -> bytes:
     while start < n:
         cut = message.find(b"\n", start + SLICE) if start + SLICE < n else -1
         stop = n if cut < 0 else cut + 1
-        chunk = _LINE_END.sub(b"\r\n", _WSP_RUN.sub(b" ", message[start:stop]))
+        chunk = _canonical_lines(message[start:stop])
         if stop == n and not chunk.endswith(b"\r\n"):
             chunk = chunk.removesuffix(b" ") + b"\r\n"  # a non-empty body ends with CRLF
         end = _content_end(chunk)
@@ -114,6 +118,17 @@ def body_hash(message: bytes, start: int = 0) -> bytes:
         held += (len(chunk) - end) // 2
         start = stop
     return h.digest()
+
+
+def _canonical_lines(chunk: bytes) -> bytes:
+    """Whole lines, relaxed (§3.4.4 a): WSP runs one space, none at a line end, CRLF line ends. The
+    substitutions run only where `in` and `count` (C speed) find something to change: most bodies have
+    nothing, and a regular expression scan of 1 MiB costs ~10 ms."""
+    if b"\t" in chunk or b"  " in chunk:
+        chunk = _WSP_RUN.sub(b" ", chunk)
+    if b" \n" in chunk or b" \r\n" in chunk or chunk.count(b"\n") != chunk.count(b"\r\n"):
+        chunk = _LINE_END.sub(b"\r\n", chunk)
+    return chunk
 
 
 def _content_end(chunk: bytes) -> int:
