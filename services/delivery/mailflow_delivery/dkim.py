@@ -228,9 +228,10 @@ def signatures(fields: list[tuple[bytes, bytes]], bh: bytes, keys: Keys, now: in
     return b"".join(out)
 
 
-async def sign_with(message: bytes, keys: Keys, now: int) -> bytes:
-    """`message` with the signatures of `keys` on top (unchanged if its header block is too long)."""
-    parsed = split(message)
+async def sign_with(message: bytes, keys: Keys, now: int, parsed: tuple[list[tuple[bytes, bytes]], int] | None = None) -> bytes:
+    """`message` with the signatures of `keys` on top (unchanged if its header block is too long).
+    `parsed` is `split(message)` when the caller has it already."""
+    parsed = parsed or split(message)
     if parsed is None:
         return message
     fields, body_at = parsed
@@ -276,4 +277,4 @@ class Signer:
         keys = await self.keys_for(domain)
         if keys is None:
             return message, None
-        return await sign_with(message, keys, int(time.time())), keys
+        return await sign_with(message, keys, int(time.time()), parsed), keys

@@ -18,8 +18,9 @@ class Settings(ServiceSettings):
     batch: int = 128  # jobs per fetch
     store_batch: int = 64  # messages per call to the mailbox store
     directory_cache_s: float = 30.0  # how long "this domain is (not) ours" is reused
-    dkim_cache_s: float = 60.0  # how long a From domain's DKIM key (or that it has none) is reused: a key
-    # activated or removed with `mailflow dkim` signs (or stops) in every delivery process within this time
+    # How long a From domain's DKIM key (or that it has none) is reused: a key set activated or removed
+    # with `mailflow dkim` signs (or stops signing) in every delivery process within this time.
+    dkim_cache_s: float = 60.0
     # Outgoing SMTP
     remote_port: int = 25  # tests and the local stack deliver to dev ports on 127.0.0.x
     helo_name: str = ""  # empty: MAILFLOW_HOSTNAME
