@@ -30,7 +30,7 @@ def _made(key: dict) -> None:
     d, s = key["domain"], key["selector"]
     console.print(f"DKIM key set {s} for {d} made (pending: it does not sign yet). Publish:")
     for r in key["records"]:
-        console.print(f"  {r['selector']}._domainkey.{d}  TXT  v=DKIM1; k={r['algorithm'].split('-')[0]}; p=…", highlight=False)
+        console.print(f"  {r['selector']}._domainkey.{d}  TXT  ({r['algorithm']})", highlight=False)
     console.print(f"as `mailflow dns records {d}` prints them, then: mailflow dkim activate {d} {s}", highlight=False)
 
 

@@ -16,6 +16,7 @@ import typer
 
 from mailflow.cli.common import Api, err
 from mailflow.configfile import lookup
+from mailflow.contracts.rest import DkimKeyPublic
 from mailflow.services import DELIVERY, LISTENERS
 
 app = typer.Typer(help="The DNS records our domains need.", no_args_is_help=True)
@@ -46,7 +47,7 @@ def spf(source_address: str) -> str:
     return " ".join([*terms, "-all"])
 
 
-def records(domain: str, hostname: str, keys: list[dict], dmarc_policy: str, source_address: str = "") -> list[str]:
+def records(domain: str, hostname: str, keys: list[DkimKeyPublic], dmarc_policy: str, source_address: str = "") -> list[str]:
     """The zone-file lines (comments start with ';')."""
     d, host = domain.rstrip(".").lower() + ".", hostname.rstrip(".").lower() + "."
     out = [
@@ -55,12 +56,11 @@ def records(domain: str, hostname: str, keys: list[dict], dmarc_policy: str, sou
         f"{d}\t{TTL}\tIN\tMX\t10 {host}",
         f"{d}\t{TTL}\tIN\tTXT\t{txt(spf(source_address))}",
     ]
+    note = {"pending": "publish, then `mailflow dkim activate`", "active": "signs now", "retired": "no longer signs; keep until removed"}
     for key in keys:
-        note = {"pending": "publish, then `mailflow dkim activate`", "active": "signs now", "retired": "no longer signs; keep until removed"}
-        out.append(f"; DKIM key set {key['selector']}: {key['state']} ({note.get(key['state'], '')})")
-        for r in key["records"]:
-            value = f"v=DKIM1; k={r['algorithm'].split('-')[0]}; p={r['public_key']}"
-            out.append(f"{r['selector']}._domainkey.{d}\t{TTL}\tIN\tTXT\t{txt(value)}")
+        out.append(f"; DKIM key set {key.selector}: {key.state} ({note[key.state]})")
+        for r in key.records:
+            out.append(f"{r.selector}._domainkey.{d}\t{TTL}\tIN\tTXT\t{txt(r.txt())}")
     if not keys:
         out.append(f"; no DKIM key: `mailflow dkim keygen {domain}` makes one")
     out.append(f"_dmarc.{d}\t{TTL}\tIN\tTXT\t{txt(f'v=DMARC1; p={dmarc_policy}; adkim=r; aspf=r')}")
@@ -82,7 +82,7 @@ def dns_records(
     host = hostname or lookup("MAILFLOW_HOSTNAME") or "localhost"
     if host == "localhost":
         err.print("[yellow]MAILFLOW_HOSTNAME is not set[/]: the records name localhost (give --hostname)")
-    keys = Api.store().get("/admin/dkim", domain=domain)  # 404 for a domain that is not ours
+    keys = [DkimKeyPublic.model_validate(k) for k in Api.store().get("/admin/dkim", domain=domain)]  # 404: not ours
     source = lookup(DELIVERY.var("source_address")) or ""
     for line in records(domain, host, keys, dmarc, source):
         typer.echo(line)
