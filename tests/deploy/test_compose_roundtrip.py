@@ -21,8 +21,10 @@ import shutil
 import smtplib
 import ssl
 import subprocess
+import tempfile
 import time
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +46,14 @@ SCALED_MESSAGES = 30
 SCALED_MAX = 150
 
 
+def made_secrets() -> dict[str, str]:
+    """The secrets as an operator makes them (deploy/compose/secrets.sh), for this project alone."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env_file = Path(tmp) / ".env"
+        subprocess.run(["bash", str(ROOT / "deploy/compose/secrets.sh"), str(env_file)], check=True, capture_output=True)
+        return dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+
+
 class Compose:
     """docker-compose (v1) or `docker compose` (v2) for one project with its own environment."""
 
@@ -54,10 +64,7 @@ class Compose:
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/root"),
             "COMPOSE_PROJECT_NAME": self.project,
-            "MAILFLOW_SERVICE_TOKEN": secrets.token_hex(32),
-            "MAILFLOW_ADMIN_TOKEN": secrets.token_hex(32),
-            "MAILFLOW_SESSION_KEY": secrets.token_hex(32),
-            "MAILFLOW_POSTGRES_PASSWORD": secrets.token_hex(16),
+            **made_secrets(),
             "MAILFLOW_RESOLVER_NAMESERVERS": "127.0.0.1",
             **{f"MAILFLOW_PUBLISH_{name}": str(port) for name, port in self.ports.items()},
         }
