@@ -8,7 +8,8 @@ a typo does not). With `max_failures` failures in the window the client is `bloc
 refused without asking the store until the oldest failure leaves the window. A success wipes
 nothing: one valid account must not reset the guessing budget for others.
 
-Memory is bounded: past `max_entries` clients the one that failed least recently is forgotten.
+Memory is bounded: past `max_entries` clients the one that failed least recently is forgotten, and
+per client no more failures are kept than decide anything.
 Nothing here raises. The counts are per process: with N replicas a client gets N times the budget.
 """
 
@@ -64,10 +65,12 @@ class LoginThrottle:
         key = client_key(ip)
         times = self._recent(key)
         if times is None:
-            times = self._failures[key] = deque()
+            # No more failures are kept than decide anything: enough to block, and enough for the delay
+            # to reach max_delay (at 2^63 x delay it has).
+            times = self._failures[key] = deque(maxlen=max(self.max_failures, self.free + 64))
         times.append(self.clock())
         self._failures.move_to_end(key)
         while len(self._failures) > self.max_entries:
             self._failures.popitem(last=False)
         over = len(times) - self.free
-        return 0.0 if over <= 0 else min(self.max_delay, self.delay * 2.0 ** (over - 1))
+        return 0.0 if over <= 0 else min(self.max_delay, self.delay * 2.0 ** min(over - 1, 63))

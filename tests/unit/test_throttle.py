@@ -3,6 +3,7 @@ with a fake clock. Each service's own configuration is tested in its unit tests 
 
 from __future__ import annotations
 
+from mailflow.connections import client_key
 from mailflow.throttle import LoginThrottle
 
 
@@ -55,3 +56,15 @@ def test_memory_is_bounded_oldest_first():
     for i in range(100):
         t.failed(f"10.0.0.{i}")
     assert len(t._failures) == 10 and t.blocked("10.0.0.99") and not t.blocked("10.0.0.0")
+
+
+def test_thousands_of_failures_never_raise_and_keep_little():
+    """The fuzzer's find: past ~1,024 failures in the window 2^(n-1) overflowed a float, and smtp-ingress
+    answered AUTH with an internal error; and each failure was kept, however many."""
+    t = LoginThrottle(max_failures=0, window=600, free=3, delay=1.0, max_delay=15, clock=Clock())
+    assert {t.failed("192.0.2.1") for _ in range(5000)} == {0, 1, 2, 4, 8, 15}
+    assert len(t._failures[client_key("192.0.2.1")]) <= 3 + 64
+    blocking = LoginThrottle(max_failures=5000, window=600, clock=Clock())
+    for _ in range(5000):
+        blocking.failed("192.0.2.1")
+    assert blocking.blocked("192.0.2.1")
