@@ -256,7 +256,14 @@ _ATOKEN = re.compile(
 )
 _COMMENT_STOP = re.compile(r"\\.|[()]", re.S)
 _ESCAPE = re.compile(r"\\(.)", re.S)
-_KEEP = operator.itemgetter(1)  # _ESCAPE.sub(_KEEP, s) unquotes; 5x faster than the template r"\1"
+_KEEP = operator.itemgetter(1)  # 5x faster than the template r"\1"
+
+
+def unescape(quoted: str) -> str:
+    """The text of a quoted-string's inside: each backslash pair stands for its second character."""
+    return _ESCAPE.sub(_KEEP, quoted)
+
+
 _DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _GROUP_END = Address(None, None, None, None)
 
@@ -301,7 +308,7 @@ def _tokens(s: str, budget: _Budget) -> tuple[list[_Token], bool]:
             space = True
             continue
         if kind == 2:
-            toks.append(("q", _ESCAPE.sub(_KEEP, m.group(2)), space))
+            toks.append(("q", unescape(m.group(2)), space))
         elif kind == 4:
             toks.append(("d", "[" + m.group(4) + "]", space))
         elif kind == 5:
@@ -353,7 +360,7 @@ def _mailbox(toks: list[_Token]) -> Address | None:
     lt = next((i for i, t in enumerate(toks) if t[:2] == ("s", "<")), None)
     if lt is None:  # bare addr-spec; a comment is the only name it has: "root (Cron Daemon)"
         mailbox, host = _addr_spec(words)
-        name = _ESCAPE.sub(_KEEP, comments[-1]) if comments else None
+        name = unescape(comments[-1]) if comments else None
         return Address(name, None, mailbox, host)
     gt = next((i for i in range(lt + 1, len(toks)) if toks[i][:2] == ("s", ">")), len(toks))
     inner = [t for t in toks[lt + 1 : gt] if t[0] != "c"]
@@ -390,7 +397,7 @@ def _simple_addresses(value: str, budget: _Budget) -> tuple[Address, ...] | None
             out.append(Address(None, None, bare, bare_host))
         else:
             if quoted is not None:
-                name = _ESCAPE.sub(_KEEP, quoted).strip() or None
+                name = unescape(quoted).strip() or None
             else:
                 name = " ".join(phrase.split()) if phrase else None
             out.append(Address(name, None, mailbox, host))
@@ -509,7 +516,7 @@ def _params(s: str, pos: int, budget: _Budget) -> list[tuple[str, str]]:
             pos = j
             continue
         pos = m.end()
-        value = _ESCAPE.sub(_KEEP, m.group(2)) if m.group(2) is not None else m.group(3)
+        value = unescape(m.group(2)) if m.group(2) is not None else m.group(3)
         if m.group(3) is not None:
             value = _without_trailing_comment(value)
         parts = _PARAM_NAME.fullmatch(m.group(1))

@@ -15,7 +15,6 @@ from mailflow import mime
 _FIELD = re.compile(mime.FIELD.pattern + rb"(?:\n|\Z)")  # one field with its line end
 _PART_NUMBERS = re.compile(r"[1-9][0-9]*(?:\.[1-9][0-9]*)*")
 _FIELDS_SPEC = re.compile(r"HEADER\.FIELDS(\.NOT)? \((.*)\)", re.S)
-_ESCAPE = re.compile(r"\\(.)", re.S)
 _FIELD_NAME = re.compile(r' *(?:"([^"\\]*+(?:\\.[^"\\]*+)*+)"|([^\s()"]+))', re.S)
 
 
@@ -35,7 +34,7 @@ def _field_names(text: str) -> set[str]:
         m = _FIELD_NAME.match(text, pos)
         if m is None or m.end() == pos:
             raise ValueError(f"bad header-list: {text!r}")
-        names.add(_ESCAPE.sub(r"\1", m.group(1)) if m.group(1) is not None else m.group(2))
+        names.add(mime.unescape(m.group(1)) if m.group(1) is not None else m.group(2))
         pos = m.end()
     if not names or text != text.strip():
         raise ValueError(f"bad header-list: {text!r}")
