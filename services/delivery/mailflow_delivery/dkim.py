@@ -30,12 +30,12 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from email.utils import getaddresses
 from typing import Protocol
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
+from mailflow import mime
 from mailflow.cache import Cache, SingleFlight
 from mailflow.contracts.rest import DKIM_KINDS, DkimSigningKey, dkim_selector
 
@@ -171,10 +171,10 @@ def from_domain(fields: list[tuple[bytes, bytes]]) -> str | None:
     values = [v for n, v in fields if n.strip(b" \t").lower() == b"from"]
     if len(values) != 1:
         return None
-    addresses = getaddresses([_FOLD.sub(b"", values[0]).decode("utf-8", "replace")])
-    if len(addresses) != 1 or "@" not in addresses[0][1]:
-        return None
-    domain = addresses[0][1].rpartition("@")[2].strip().rstrip(".").lower()
+    addresses = mime.parse_addresses(_FOLD.sub(b"", values[0]).decode("utf-8", "replace"))
+    if len(addresses) != 1 or not addresses[0].mailbox or not addresses[0].host:
+        return None  # none, several, or a group
+    domain = addresses[0].host.strip().rstrip(".").lower()
     try:
         return domain.encode("idna").decode("ascii") if domain else None
     except UnicodeError:
