@@ -188,6 +188,36 @@ class MxReply(Contract):
     cached: bool = False
 
 
+# --- smtp-ingress (mail authentication) and the CLI -> resolver (core NATS request/reply, dns.query) ---
+
+DnsType = Literal["TXT", "A", "AAAA", "MX", "PTR"]
+DnsStatus = Literal["ok", "nxdomain", "nodata", "temp_fail"]
+
+
+class DnsQuery(Contract):
+    v: Literal[1] = 1
+    name: str
+    type: DnsType
+
+
+class DnsAnswer(Contract):
+    """One DNS question's answer, as the checks of `mailflow.authn` read it. `records` as text:
+    TXT: each record's character-strings joined without a separator (RFC 7208 §3.3, RFC 6376 §3.6.2.2),
+    UTF-8 with undecodable octets replaced; A/AAAA: the address; MX: "preference host"; PTR: the name.
+    Host names are lower case without the final dot. nxdomain and nodata are answers (cached for the
+    SOA's negative TTL); temp_fail is none (SERVFAIL, timeout, an answer over the size limit) and is
+    never cached."""
+
+    v: Literal[1] = 1
+    name: str
+    type: DnsType
+    status: DnsStatus
+    records: list[str] = []
+    ttl: int = 0
+    error: str | None = None
+    cached: bool = False
+
+
 # --- mailbox-store -> watchers (core NATS, subject mailbox.events.<user_id>) --------------------
 
 MailboxEventKind = Literal["appended", "flags", "expunged", "mailbox_created", "mailbox_deleted", "mailbox_renamed"]

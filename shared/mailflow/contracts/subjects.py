@@ -28,6 +28,7 @@ DELIVERY_RESULT = "delivery.result"  # DeliveryResults, one delivery batch's: de
 
 # resolver answers DNS questions. Core NATS request/reply (a lost question is simply asked again).
 MX_LOOKUP = "dns.mx"  # MxRequest -> MxReply
+DNS_QUERY = "dns.query"  # DnsQuery -> DnsAnswer: the TXT, A, AAAA, MX and PTR questions of mail authentication
 
 # mailbox-store announces every change of a user's mail. Core NATS: a hint to look, never the data.
 MAILBOX_EVENTS = "mailbox.events.{user_id}"  # MailboxEvent; user_id is the store's numeric user id
