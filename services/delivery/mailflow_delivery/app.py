@@ -16,7 +16,7 @@ from mailflow.contracts import streams
 from mailflow.dns import MxClient
 from mailflow.lifecycle import Stopper
 from mailflow.web import HttpServer, service_app
-from mailflow_delivery import smtp_out
+from mailflow_delivery import nexthop, smtp_out
 from mailflow_delivery.dkim import Signer
 from mailflow_delivery.routing import Deliveries, RemoteConfig
 from mailflow_delivery.sentlog import KvSentLog
@@ -24,6 +24,18 @@ from mailflow_delivery.settings import Settings
 from mailflow_delivery.worker import DeliveryWorker
 
 log = logging.getLogger(__name__)
+
+
+def relay(s: Settings) -> nexthop.NextHop | None:
+    """The smarthost as a next hop: its TLS policy (verified by default) and login."""
+    if not s.relay_host:
+        return None
+    host, _ = nexthop.parse_host(s.relay_host)
+    mode = {"starttls": "require", "tls": "implicit", "none": "none"}[s.relay_tls]
+    ctx = tls.client_context(verify=s.relay_tls_verify, cafile=s.relay_tls_ca_file or None) if mode != "none" else None
+    auth = smtp_out.Credentials(s.relay_user, s.relay_password, s.relay_auth_in_clear) if s.relay_user else None
+    policy = smtp_out.TlsPolicy(mode, ctx, s.relay_tls_name or host)
+    return nexthop.NextHop("relay", host, s.relay_port, lookup_mx=False, tls=policy, auth=auth)
 
 
 def remote_config(s: Settings) -> RemoteConfig:
@@ -37,6 +49,7 @@ def remote_config(s: Settings) -> RemoteConfig:
         timeouts=smtp_out.Timeouts(s.connect_timeout, s.greeting_timeout, s.command_timeout, s.data_start_timeout, s.data_end_timeout),
         max_per_domain=s.max_connections_per_domain,
         source_address=s.source_address or None,
+        router=nexthop.Router(nexthop.parse_routes(s.routes), relay(s)),
     )
 
 
@@ -70,7 +83,9 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     app = service_app("delivery", {"nats": nats_ready})
     http = await HttpServer(app, settings.http_listen).start()
     tasks = [asyncio.create_task(lane.run(stop), name=f"lane-{n}") for n, lane in enumerate(lanes)]
-    log.info("delivery ready", extra={"http": http.port, "lanes": len(lanes), "remote_port": settings.remote_port})
+    hop = deliveries.remote_cfg.router.relay
+    routes = len(deliveries.remote_cfg.router.routes)
+    log.info("delivery ready", extra={"http": http.port, "lanes": len(lanes), "remote_port": settings.remote_port, "relay": str(hop or ""), "routes": routes})
     try:
         await stop.wait()
         await asyncio.wait(tasks, timeout=60)

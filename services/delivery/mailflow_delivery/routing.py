@@ -5,8 +5,13 @@ publish; it never raises for a single recipient's trouble. Mapping (STYLE §5):
   store stored/duplicate -> delivered; unknown_user -> bounced 5.1.1; quota -> 4.2.2 or 5.2.2;
   store unreachable or "failed" -> deferred 4.3.0; store's disk full -> deferred 452 4.3.1;
   body gone -> bounced 5.3.0
+  remote: the next hop (nexthop.py: transport map, relay, or the domain's MX) decides where to go
   MX nxdomain/no_mail_host -> bounced 5.1.2; null MX -> bounced 5.1.10 (RFC 7505); DNS trouble -> 4.4.3
-  SMTP per recipient: 2xx delivered, 4xx and 552 deferred, 5xx bounced; no MX reachable -> 4.4.1
+  a transport map host whose MX lookup fails in any way -> deferred 4.4.3 (the map is the operator's)
+  SMTP per recipient: 2xx delivered, 4xx and 552 deferred, 5xx bounced (from a relay too)
+  no host took the message -> deferred with smtp_out's status: 4.4.1 network, 4.7.4 STARTTLS missing,
+  4.7.5 TLS failed, 4.7.x AUTH refused (a relay's 535 5.7.8 -> 4.7.8: a wrong relay password is the
+  operator's to fix, so users' mail waits in the queue instead of bouncing; a WARNING says so)
   a job marked `dkim` whose signing key the store cannot give -> deferred 4.3.0 (dkim.py)
   "can't check" (directory unreachable, sent log unreadable) -> deferred, never bounced.
 The caller publishes the results and only then acknowledges the jobs.
@@ -25,12 +30,13 @@ from datetime import UTC, datetime, timedelta
 from mailflow import log as mlog
 from mailflow.bodies import Bodies, BodyMissing
 from mailflow.cache import Cache, SingleFlight
-from mailflow.contracts.messages import DeliveryJob, DeliveryResult, MxReply, TraceEvent
+from mailflow.contracts.messages import DeliveryJob, DeliveryResult, MxHost, TraceEvent
 from mailflow.dns import Resolver
 from mailflow.errors import InsufficientStorage
 from mailflow.store.api import Deliverer, DeliverItem, DeliverResult, Directory
 from mailflow_delivery import metrics, smtp_out
 from mailflow_delivery.dkim import KeysUnavailable, Signer
+from mailflow_delivery.nexthop import NextHop, Router
 from mailflow_delivery.sentlog import SentLog
 
 log = logging.getLogger(__name__)
@@ -42,8 +48,9 @@ class RemoteConfig:
     helo: str = "localhost"
     tls: smtp_out.TlsPolicy = field(default_factory=smtp_out.TlsPolicy)
     timeouts: smtp_out.Timeouts = field(default_factory=smtp_out.Timeouts)
-    max_per_domain: int = 10
+    max_per_domain: int = 10  # connections per next hop: a recipient domain's MX, a map host, the relay
     source_address: str | None = None
+    router: Router = field(default_factory=Router)  # transport map and relay; none: every domain's own MX
 
 
 def return_path(mail_from: str) -> bytes:
@@ -122,7 +129,7 @@ class Deliveries:
         self.deliverer, self.bodies, self.resolver, self.sent = deliverer, bodies, resolver, sent
         self.remote_cfg, self.store_batch, self.service = remote, store_batch, service
         self.signer = signer
-        self._domain_slots: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(self.remote_cfg.max_per_domain))
+        self._slots: dict[NextHop, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(self.remote_cfg.max_per_domain))
 
     async def run(self, jobs: list[DeliveryJob]) -> tuple[list[DeliveryResult], list[TraceEvent]]:
         started, began = time.perf_counter(), datetime.now(UTC)  # events are stamped `began + duration`
@@ -145,7 +152,8 @@ class Deliveries:
             traces.append(
                 TraceEvent(queue_id=qid, trace_id=trace_id, step="resolver", service=self.service, at=began + timedelta(milliseconds=routed_ms), duration_ms=routed_ms, detail=f"{domain}: local domain, to mailbox-store (no MX lookup)")
             )
-        local_res, remote_res = await asyncio.gather(self.local(local), self.remote(remote, traces))
+        via: dict[int, NextHop] = {}
+        local_res, remote_res = await asyncio.gather(self.local(local), self.remote(remote, traces, via))
         out.update(local_res)
         out.update(remote_res)
         results = [out[i] for i in range(len(jobs))]
@@ -154,6 +162,7 @@ class Deliveries:
         for i, (job, r) in enumerate(zip(jobs, results, strict=True)):
             route = "local" if i in local_ids else "remote"
             metrics.RECIPIENTS.labels(route, r.outcome).inc()
+            hop = via.get(i)
             traces.append(
                 TraceEvent(
                     queue_id=job.queue_id,
@@ -162,11 +171,14 @@ class Deliveries:
                     service=self.service,
                     at=began + timedelta(milliseconds=took),
                     duration_ms=took,
-                    detail=f"{r.outcome} <{r.rcpt}> {r.status} {r.diagnostic}".strip()[:500],
+                    detail=(f"{r.outcome} <{r.rcpt}> {r.status} " + (f"via {hop}: " if hop else "") + r.diagnostic).strip()[:500],
                 )
             )
             with mlog.context(queue_id=job.queue_id, trace_id=job.trace_id):
-                log.info(r.outcome, extra={"rcpt": r.rcpt, "route": route, "status": r.status, "attempt": job.attempt, "remote": r.remote_mta})
+                extra = {"rcpt": r.rcpt, "route": hop.kind if hop else route, "status": r.status, "attempt": job.attempt, "remote": r.remote_mta}
+                if hop is not None and hop.kind != "mx":
+                    extra["next_hop"] = hop.target()
+                log.info(r.outcome, extra=extra)
         return results, traces
 
     # --- local: the mailbox store ---------------------------------------------------------------
@@ -233,12 +245,14 @@ class Deliveries:
 
     # --- remote: MX and SMTP ----------------------------------------------------------------------
 
-    async def remote(self, items: list[tuple[int, DeliveryJob]], traces: list[TraceEvent]) -> dict[int, DeliveryResult]:
+    async def remote(self, items: list[tuple[int, DeliveryJob]], traces: list[TraceEvent], via: dict[int, NextHop]) -> dict[int, DeliveryResult]:
+        """Remote recipients, grouped by next hop (`via` gets each one's): a relay takes a message for
+        many domains in one transaction."""
         if not items:
             return {}
         out: dict[int, DeliveryResult] = {}
         done = await asyncio.gather(*(self.sent.get(j.idempotency_key) for _, j in items), return_exceptions=True)
-        todo: dict[str, list[tuple[int, DeliveryJob]]] = defaultdict(list)
+        todo: dict[NextHop, list[tuple[int, DeliveryJob]]] = defaultdict(list)
         for (i, job), prev in zip(items, done, strict=True):
             if isinstance(prev, BaseException):
                 out[i] = result(job, "deferred", "4.3.0", "451 4.3.0 delivery log unavailable, will retry")
@@ -246,39 +260,56 @@ class Deliveries:
                 out[i] = prev.model_copy(update={"attempt": job.attempt})
                 metrics.DUPLICATES.inc()
             else:
-                todo[domain_of(job.rcpt.address)].append((i, job))
-        per_domain = await asyncio.gather(*(self._domain(d, js, traces) for d, js in todo.items()))
-        for part in per_domain:
+                via[i] = self.remote_cfg.router.next_hop(domain_of(job.rcpt.address))
+                todo[via[i]].append((i, job))
+        per_hop = await asyncio.gather(*(self._hop(hop, js, traces) for hop, js in todo.items()))
+        for part in per_hop:
             out.update(part)
         return out
 
-    async def _domain(self, domain: str, items: list[tuple[int, DeliveryJob]], traces: list[TraceEvent]) -> dict[int, DeliveryResult]:
-        started = time.perf_counter()
-        mx: MxReply = await self.resolver.lookup(domain)
-        took = (time.perf_counter() - started) * 1000
-        metrics.MX_SECONDS.observe(took / 1000)
-        for qid, trace_id in {(j.queue_id, j.trace_id) for _, j in items}:
-            hosts = ", ".join(f"{h.preference} {h.host}" for h in mx.hosts)
-            traces.append(
-                TraceEvent(queue_id=qid, trace_id=trace_id, step="resolver", service=self.service, duration_ms=took, detail=f"{domain}: {mx.status} {hosts}".strip())
-            )
-        if mx.status != "ok":
-            bad = {
-                "nxdomain": ("bounced", "5.1.2", f"550 5.1.2 domain {domain} does not exist"),
-                "no_mail_host": ("bounced", "5.1.2", f"550 5.1.2 domain {domain} has no mail host"),
-                "null_mx": ("bounced", "5.1.10", f"556 5.1.10 domain {domain} accepts no mail (null MX)"),
-            }.get(mx.status, ("deferred", "4.4.3", f"451 4.4.3 MX lookup for {domain} failed: {mx.error or 'temporary'}"))
-            return {i: result(job, *bad) for i, job in items}
+    async def _hop(self, hop: NextHop, items: list[tuple[int, DeliveryJob]], traces: list[TraceEvent]) -> dict[int, DeliveryResult]:
+        """The hop's hosts (its MX, unless the hop is a host itself), then one transaction per message.
+        The resolver step of the trace names the route of each recipient domain."""
+        domains = {(j.queue_id, j.trace_id, domain_of(j.rcpt.address)) for _, j in items}
+        if not hop.lookup_mx:
+            for qid, trace_id, domain in domains:
+                traces.append(TraceEvent(queue_id=qid, trace_id=trace_id, step="resolver", service=self.service, duration_ms=0, detail=f"{domain}: via {hop} (no MX lookup)"))
+            hosts = [MxHost(preference=0, host=hop.host, addresses=[hop.host])]
+        else:
+            started = time.perf_counter()
+            mx = await self.resolver.lookup(hop.host)
+            took = (time.perf_counter() - started) * 1000
+            metrics.MX_SECONDS.observe(took / 1000)
+            found = f"{mx.status} " + ", ".join(f"{h.preference} {h.host}" for h in mx.hosts)
+            for qid, trace_id, domain in domains:
+                detail = f"{domain}: {found}" if hop.kind == "mx" else f"{domain}: via {hop}: {found}"
+                traces.append(TraceEvent(queue_id=qid, trace_id=trace_id, step="resolver", service=self.service, duration_ms=took, detail=detail.strip()))
+            if mx.status != "ok":
+                return {i: result(job, *self._no_hosts(hop, mx.status, mx.error)) for i, job in items}
+            hosts = mx.hosts
         by_message: dict[str, list[tuple[int, DeliveryJob]]] = defaultdict(list)
         for i, job in items:
             by_message[job.queue_id].append((i, job))
-        parts = await asyncio.gather(*(self._send(domain, mx, group) for group in by_message.values()))
+        parts = await asyncio.gather(*(self._send(hop, hosts, group) for group in by_message.values()))
         out: dict[int, DeliveryResult] = {}
         for part in parts:
             out.update(part)
         return out
 
-    async def _send(self, domain: str, mx: MxReply, group: list[tuple[int, DeliveryJob]]) -> dict[int, DeliveryResult]:
+    @staticmethod
+    def _no_hosts(hop: NextHop, status: str, error: str | None) -> tuple[str, str, str]:
+        """A failed MX lookup: permanent answers bounce for a recipient domain's own MX only; a map
+        host that does not resolve is a configuration mistake, never the sender's."""
+        domain = hop.host
+        if hop.kind != "mx":
+            return "deferred", "4.4.3", f"451 4.4.3 MX lookup for {domain} ({hop}) failed: {error or status}"
+        return {
+            "nxdomain": ("bounced", "5.1.2", f"550 5.1.2 domain {domain} does not exist"),
+            "no_mail_host": ("bounced", "5.1.2", f"550 5.1.2 domain {domain} has no mail host"),
+            "null_mx": ("bounced", "5.1.10", f"556 5.1.10 domain {domain} accepts no mail (null MX)"),
+        }.get(status, ("deferred", "4.4.3", f"451 4.4.3 MX lookup for {domain} failed: {error or 'temporary'}"))
+
+    async def _send(self, hop: NextHop, hosts: list[MxHost], group: list[tuple[int, DeliveryJob]]) -> dict[int, DeliveryResult]:
         first = group[0][1]
         try:
             body = first.body if first.body is not None else await self.bodies.get(first.body_ref)
@@ -303,13 +334,17 @@ class Deliveries:
         )
         cfg = self.remote_cfg
         started = time.perf_counter()
-        async with self._domain_slots[domain]:
+        async with self._slots[hop]:
             metrics.CONNECTIONS.inc()
             try:
-                outcome = await smtp_out.deliver(mx.hosts, cfg.port, env, cfg.helo, cfg.tls, cfg.timeouts, cfg.source_address)
+                outcome = await smtp_out.deliver(hosts, hop.port or cfg.port, env, cfg.helo, hop.tls or cfg.tls, cfg.timeouts, cfg.source_address, hop.auth)
             except smtp_out.Unreachable as exc:
                 metrics.SESSIONS.labels("unreachable").inc()
-                return {i: result(j, "deferred", "4.4.1", f"451 4.4.1 no MX of {domain} took the message: {exc}") for i, j in group}
+                if hop.kind == "mx":
+                    return {i: result(j, "deferred", exc.status, f"451 {exc.status} no MX of {hop.host} took the message: {exc}") for i, j in group}
+                if hop.kind == "relay" and exc.status.startswith("4.7."):
+                    log.warning("the relay refused TLS or our login; check MAILFLOW_DELIVERY_RELAY_*: %s", exc, extra={"queue_id": first.queue_id})
+                return {i: result(j, "deferred", exc.status, f"451 {exc.status} {hop} did not take the message: {exc}", hop.host) for i, j in group}
             finally:
                 metrics.CONNECTIONS.dec()
         metrics.SESSIONS.labels("ok").inc()

@@ -1,11 +1,16 @@
 """Outgoing SMTP: one transaction to the first MX host that takes it, with per-recipient results.
 
 RFC 5321 client: EHLO (HELO if refused), STARTTLS when offered (RFC 3207; opportunistic by default,
-unverified as RFC 7435 allows, or required by setting), PIPELINING (RFC 2920), SIZE (RFC 1870),
-8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531). Failures and where they lead:
-  connection refused/timeout, TLS failure, no 220 greeting, EHLO and HELO refused,
+unverified as RFC 7435 allows, or required by setting) or TLS from the first octet (RFC 8314, a relay
+on 465), AUTH PLAIN or LOGIN (RFC 4954, a relay's login: only inside TLS unless explicitly allowed),
+PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531). Failures and where
+they lead (`Unreachable.status`, the enhanced code the deferral carries):
+  connection refused/timeout, no 220 greeting, EHLO and HELO refused,
   a reply line over 2048 octets, over 100 lines or malformed,
-  connection lost before the end of DATA              -> `Unreachable`: try the next MX address
+  connection lost before the end of DATA              -> `Unreachable` 4.4.1: try the next MX address
+  STARTTLS required and not offered or refused        -> `Unreachable` 4.7.4 (nothing else is sent)
+  TLS handshake or certificate verification failed    -> `Unreachable` 4.7.5
+  AUTH: no PLAIN/LOGIN offered, or refused (535 too)  -> `Unreachable` 4.7.x: the refusal's code as 4xx
   MAIL 4xx / 5xx                                       -> every recipient deferred / bounced
   RCPT 2xx / 4xx (and 552) / 5xx                       -> per recipient: go on / deferred / bounced
   final DATA reply 2xx / 4xx / 5xx                     -> accepted recipients delivered / deferred / bounced
@@ -27,10 +32,13 @@ What it would have saved is the ~150 lines of `Connection`; the transaction logi
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 import ssl
 from dataclasses import dataclass, field
+
+from pydantic import SecretStr
 
 from mailflow.contracts.messages import MxHost
 
@@ -43,7 +51,12 @@ _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 class Unreachable(Exception):
-    """This host (address) could not take the message: try the next one."""
+    """This host (address) could not take the message: try the next one. `status`: the enhanced
+    code (RFC 3463) of the deferral, 4.4.1 unless TLS or AUTH was the reason."""
+
+    def __init__(self, message: str, status: str = "4.4.1"):
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -113,12 +126,19 @@ class Connection:
         self.extensions: dict[str, str] = {}
 
     @classmethod
-    async def open(cls, address: str, port: int, timeouts: Timeouts, source: str | None = None) -> Connection:
+    async def open(
+        cls, address: str, port: int, timeouts: Timeouts, source: str | None = None, tls: ssl.SSLContext | None = None, server_name: str | None = None
+    ) -> Connection:
+        """Connected (with `tls`: TLS from the first octet, RFC 8314, checked against `server_name`)."""
         try:
             r, w = await asyncio.wait_for(
-                asyncio.open_connection(address, port, local_addr=(source, 0) if source else None, limit=MAX_REPLY_LINE),
+                asyncio.open_connection(
+                    address, port, local_addr=(source, 0) if source else None, limit=MAX_REPLY_LINE, ssl=tls, server_hostname=server_name if tls else None
+                ),
                 timeouts.connect,
             )
+        except ssl.SSLError as exc:  # before OSError: it is one
+            raise Unreachable(f"TLS handshake with {address}:{port} failed: {type(exc).__name__} {exc}", "4.7.5") from exc
         except (OSError, TimeoutError) as exc:
             raise Unreachable(f"connect to {address}:{port}: {type(exc).__name__} {exc}".strip()) from exc
         return cls(r, w, timeouts)
@@ -150,14 +170,15 @@ class Connection:
         except (OSError, ssl.SSLError) as exc:
             raise Unreachable(f"connection lost: {type(exc).__name__}") from exc
 
-    def send(self, *lines: str) -> None:
+    def send(self, *lines: str, shown: str | None = None) -> None:
+        """`shown`: what the DEBUG transcript says instead of the line (AUTH: `AUTH PLAIN ****`)."""
         if log.isEnabledFor(logging.DEBUG):
             for line in lines:
-                log.debug(">> %s", line)
+                log.debug(">> %s", line if shown is None else shown)
         self.w.write("".join(f"{line}\r\n" for line in lines).encode())
 
-    async def command(self, line: str, within: float | None = None) -> Reply:
-        self.send(line)
+    async def command(self, line: str, within: float | None = None, shown: str | None = None) -> Reply:
+        self.send(line, shown=shown)
         return await self.reply(within or self.t.command)
 
     async def hello(self, name: str) -> Reply:
@@ -175,11 +196,34 @@ class Connection:
     async def starttls(self, ctx: ssl.SSLContext, server_hostname: str) -> None:
         rep = await self.command("STARTTLS")
         if rep.code != 220:
-            raise Unreachable(f"STARTTLS refused: {rep}")
+            raise Unreachable(f"STARTTLS refused: {rep}", "4.7.4")
         try:
             await asyncio.wait_for(self.w.start_tls(ctx, server_hostname=server_hostname), self.t.command)
         except (OSError, ssl.SSLError, TimeoutError) as exc:
-            raise Unreachable(f"TLS handshake failed: {type(exc).__name__} {exc}") from exc
+            raise Unreachable(f"TLS handshake failed: {type(exc).__name__} {exc}", "4.7.5") from exc
+
+    async def authenticate(self, auth: Credentials) -> None:
+        """AUTH PLAIN (preferred) or LOGIN, whichever the server offers (RFC 4954, RFC 4616). Never in
+        clear text unless `auth.in_clear`. Any refusal raises Unreachable with the reply's code made
+        temporary (535 5.7.8 -> 4.7.8): a wrong password is the operator's to fix, not the sender's."""
+        if self.tls_description() is None and not auth.in_clear:
+            raise Unreachable("refusing to send the relay login without TLS", "4.7.10")
+        offered = set(self.extensions.get("AUTH", "").upper().split())
+        user, password = auth.user, auth.password.get_secret_value()
+        if "PLAIN" in offered:
+            token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+            rep = await self.command(f"AUTH PLAIN {token}", shown="AUTH PLAIN ****")
+        elif "LOGIN" in offered:
+            rep = await self.command("AUTH LOGIN")
+            for value in (user, password):
+                if rep.code != 334:
+                    break
+                rep = await self.command(base64.b64encode(value.encode()).decode(), shown="****")
+        else:
+            raise Unreachable(f"no AUTH PLAIN or LOGIN offered (AUTH {' '.join(sorted(offered)) or 'not offered'})", "4.7.0")
+        if rep.code != 235:
+            status = "4" + rep.status[1:] if rep.code >= 500 else rep.status
+            raise Unreachable(f"AUTH as {user} refused: {rep}", status if status.startswith("4") else "4.7.0")
 
     def tls_description(self) -> str | None:
         obj = self.w.get_extra_info("ssl_object")
@@ -289,8 +333,18 @@ async def transaction(conn: Connection, env: Envelope, out: Outcome) -> None:
 
 @dataclass(frozen=True)
 class TlsPolicy:
-    mode: str = "opportunistic"  # "none" | "opportunistic" | "require"
+    mode: str = "opportunistic"  # "none" | "opportunistic" | "require" (STARTTLS) | "implicit" (RFC 8314)
     context: ssl.SSLContext | None = None
+    server_name: str | None = None  # the name the certificate must carry; None: the host's name
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A relay's login (RFC 4954). The password never reaches a log line, a repr or an error."""
+
+    user: str
+    password: SecretStr
+    in_clear: bool = False  # may be sent without TLS (only ever by explicit setting)
 
 
 async def deliver(
@@ -301,36 +355,46 @@ async def deliver(
     tls: TlsPolicy,
     timeouts: Timeouts,
     source: str | None = None,
+    auth: Credentials | None = None,
 ) -> Outcome:
     """Try each MX address in order until one takes the transaction. Raises Unreachable (with every
-    host's error) if none did."""
+    host's error, and the last one's status) if none did. With `auth`, no transaction starts without
+    a successful AUTH."""
     errors: list[str] = []
+    status = "4.4.1"
     for host in hosts:
         for address in host.addresses:
             out = Outcome(host=host.host)
             conn = None
+            name = tls.server_name or host.host
             try:
-                conn = await Connection.open(address, port, timeouts, source)
+                implicit = tls.context if tls.mode == "implicit" else None
+                conn = await Connection.open(address, port, timeouts, source, implicit, name)
                 greet = await conn.reply(timeouts.greeting)
                 if greet.code != 220:
                     raise Unreachable(f"greeting {greet}")
                 rep = await conn.hello(helo)
                 if rep.code != 250:
                     raise Unreachable(f"HELO refused: {rep}")
-                if tls.mode != "none" and "STARTTLS" in conn.extensions and tls.context is not None:
-                    await conn.starttls(tls.context, host.host)
+                if implicit is not None:
+                    out.tls = conn.tls_description()
+                elif tls.mode != "none" and "STARTTLS" in conn.extensions and tls.context is not None:
+                    await conn.starttls(tls.context, name)
                     out.tls = conn.tls_description()
                     rep = await conn.hello(helo)
                     if rep.code != 250:
                         raise Unreachable(f"EHLO after STARTTLS refused: {rep}")
                 elif tls.mode == "require":
-                    raise Unreachable("STARTTLS required by policy but not offered")
+                    raise Unreachable("STARTTLS required by policy but not offered", "4.7.4")
+                if auth is not None:
+                    await conn.authenticate(auth)
                 await transaction(conn, env, out)
                 await conn.quit()
                 return out
             except Unreachable as exc:
                 errors.append(f"{host.host}[{address}]: {exc}")
+                status = exc.status
             finally:
                 if conn is not None:
                     conn.close()
-    raise Unreachable("; ".join(errors) or "no MX address to try")
+    raise Unreachable("; ".join(errors) or "no MX address to try", status)
