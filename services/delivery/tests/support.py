@@ -1,4 +1,5 @@
-"""Remote MTAs for delivery's tests: a real aiosmtpd server with STARTTLS, and a scripted one."""
+"""Remote MTAs for delivery's tests: a real aiosmtpd server with STARTTLS, a scripted one, and
+Mailflow's own smtp-ingress as a provider's relay (submission with STARTTLS and AUTH, and SMTPS)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,17 @@ import asyncio
 import ssl
 from dataclasses import dataclass, field
 
+import dkim as dkimpy
 from aiosmtpd.controller import Controller
 
 from mailflow import tls
+from mailflow_smtp_ingress.directory import CachedDirectory
+from mailflow_smtp_ingress.handler import IngressHandler
+from mailflow_smtp_ingress.server import SmtpServer
+from mailflow_smtp_ingress.settings import Settings as IngressSettings
 from tests.support import free_port
+from tests.support.doubles import MemoryQueue
+from tests.support.store import TestStore
 
 
 @dataclass
@@ -142,3 +150,57 @@ class Scripted:
                 await w.drain()
         except (ConnectionError, ssl.SSLError):
             return
+
+
+class Relay:
+    """A provider's relay: Mailflow's smtp-ingress on `host`, submission (STARTTLS, then AUTH: the
+    users of `store`, its own mailbox-store) and SMTPS, with a certificate for `name` (a CA of its
+    own: `cert` is the file a client verifies it with). What it accepted is in `messages`."""
+
+    def __init__(self, tmp_path, store: TestStore, host: str = "127.0.0.5", name: str = "smtp.relay.test"):
+        self.cert, self.key = tmp_path / "relay-cert.pem", tmp_path / "relay-key.pem"
+        tls.ensure_self_signed(self.cert, self.key, name)
+        self.host, self.store, self.queue = host, store, MemoryQueue()
+        self.settings = IngressSettings(
+            service_token="relay-token",
+            hostname=name,
+            listen="",
+            submission_listen=f"{host}:0",
+            smtps_listen=f"{host}:0",
+            http_listen=f"{host}:0",
+            tls_cert=str(self.cert),
+            tls_key=str(self.key),
+            auth_failure_delay=0.0,
+            nats_url="nats://127.0.0.1:1",
+        )
+
+    async def __aenter__(self) -> Relay:
+        handler = IngressHandler(self.settings, CachedDirectory(self.store, ttl=30, negative_ttl=0, timeout=5), self.queue)
+        ctx = tls.server_context(str(self.cert), str(self.key))
+        self.server = await SmtpServer(self.settings, handler, ctx).start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.server.drain(0.5)
+
+    def port(self, listener: str = "submission") -> int:
+        return self.server.port(listener)
+
+    @property
+    def messages(self):
+        """(QueuedMessage, raw bytes) for each message the relay took."""
+        return self.queue.messages
+
+
+def dkim_verdicts(data: bytes, dns: dict) -> list[tuple[bytes, bool]]:
+    """dkimpy's verdict on each signature, top first (a body hash mismatch is False, not an exception)."""
+    d = dkimpy.DKIM(data)
+    sigs = [dkimpy.util.parse_tag_value(v) for n, v in d.headers if n.lower() == b"dkim-signature"]
+    out = []
+    for i, s in enumerate(sigs):
+        try:
+            ok = d.verify(idx=i, dnsfunc=lambda name, timeout=5: dns.get(name))
+        except dkimpy.ValidationError:
+            ok = False
+        out.append((s[b"a"], ok))
+    return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import dkim as dkimpy
 import pytest
 
 from mailflow.contracts.messages import DeliveryJob, MxHost, MxReply, Recipient
@@ -14,6 +13,7 @@ from mailflow_delivery import smtp_out
 from mailflow_delivery.dkim import Signer
 from mailflow_delivery.routing import Deliveries, RemoteConfig
 from services.delivery.tests.support import RemoteMta
+from services.delivery.tests.support import dkim_verdicts as verdicts
 from tests.support.doubles import MemoryBodies, MemorySentLog
 from tests.support.store import TestStore
 
@@ -44,20 +44,6 @@ async def job(bodies, qid, sender, signed, rcpt="z@naver.test"):
     body = f"From: {sender}\r\nTo: {rcpt}\r\nSubject: hi\r\n\r\nHello\r\n".encode()
     ref = await bodies.put(qid, body)
     return DeliveryJob(queue_id=qid, trace_id="t", attempt=1, mail_from=sender, rcpt=Recipient(address=rcpt), body_ref=ref, size=len(body), received_at=datetime.now(UTC), dkim=signed)
-
-
-def verdicts(data: bytes, dns: dict) -> list[tuple[bytes, bool]]:
-    """dkimpy's verdict on each signature, top first (a body hash mismatch is False, not an exception)."""
-    d = dkimpy.DKIM(data)
-    sigs = [dkimpy.util.parse_tag_value(v) for n, v in d.headers if n.lower() == b"dkim-signature"]
-    out = []
-    for i, s in enumerate(sigs):
-        try:
-            ok = d.verify(idx=i, dnsfunc=lambda name, timeout=5: dns.get(name))
-        except dkimpy.ValidationError:
-            ok = False
-        out.append((s[b"a"], ok))
-    return out
 
 
 async def test_signed_when_marked_and_ours_only(world):
