@@ -152,6 +152,17 @@ async def test_a_relay_that_cannot_be_trusted_or_reached_defers(world, settings,
     assert relay.messages == []
 
 
+async def test_a_map_host_is_looked_up_as_an_mx_and_a_missing_one_defers(world):
+    """`domain=host:port` takes host's MX (here naver.test's); a host that does not exist is the
+    operator's mistake: deferred 4.4.3, where the recipient domain's own NXDOMAIN would bounce."""
+    make, _, mta, _, _ = world
+    d = make(routes=f"viamx.test=naver.test:{mta.port} gone.test=nohost.test")
+    results, _ = await d.run(jobs("R7", "v@viamx.test", "g@gone.test"))
+    assert outcomes(results) == [("v@viamx.test", "delivered", "2.0.0", "mx.naver.test"), ("g@gone.test", "deferred", "4.4.3", None)]
+    assert "MX lookup for nohost.test (map nohost.test) failed" in results[1].diagnostic
+    assert [m.rcpts for m in mta.messages] == [["v@viamx.test"]]
+
+
 async def test_the_transport_map_sends_one_domain_to_a_host_and_another_to_its_mx(world):
     make, relay, mta, dns, _ = world
     d = make(routes=f"partner.test=[127.0.0.1]:{mta.port}, direct.test=mx")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import logging
+from dataclasses import replace
+
 import pytest
+from pydantic import SecretStr
 
 from mailflow import tls
 from mailflow.contracts.messages import MxHost
@@ -147,3 +152,28 @@ async def test_a_silent_remote_times_out_per_phase():
             await deliver_to(s, "a@x.test")
     finally:
         await s.stop()
+
+
+# --- AUTH (a relay's login, RFC 4954) ------------------------------------------------------------------
+
+
+async def test_auth_login_when_plain_is_not_offered_and_never_in_clear_unless_allowed(caplog):
+    user, password = base64.b64encode(b"relay-user").decode(), base64.b64encode(b"s3cret-pw").decode()
+    s = await Scripted(
+        replies={"AUTH LOGIN": "334 VXNlcm5hbWU6", user.upper(): "334 UGFzc3dvcmQ6", password.upper(): "235 2.7.0 ok"},
+        ehlo=("250-relay", "250 AUTH LOGIN"),
+    ).start()
+    hosts = [MxHost(preference=0, host="relay.test", addresses=["127.0.0.1"])]
+    login = smtp_out.Credentials("relay-user", SecretStr("s3cret-pw"))
+    try:
+        with pytest.raises(smtp_out.Unreachable, match="without TLS") as err:
+            await smtp_out.deliver(hosts, s.port, env("a@x.test"), "h", smtp_out.TlsPolicy("none"), FAST, auth=login)
+        assert err.value.status == "4.7.10" and s.lines == [b"EHLO h"]
+        s.lines.clear()
+        with caplog.at_level(logging.DEBUG, logger="mailflow_delivery.smtp_out"):
+            out = await smtp_out.deliver(hosts, s.port, env("a@x.test"), "h", smtp_out.TlsPolicy("none"), FAST, auth=replace(login, in_clear=True))
+    finally:
+        await s.stop()
+    assert out.replies["a@x.test"].code == 250
+    assert s.lines[:4] == [b"EHLO h", b"AUTH LOGIN", user.encode(), password.encode()]
+    assert ">> AUTH LOGIN" in caplog.text and ">> ****" in caplog.text and user not in caplog.text and password not in caplog.text
