@@ -1,15 +1,15 @@
 """All of delivery's settings (environment prefix MAILFLOW_DELIVERY_).
 
-A malformed transport map (ROUTES), relay host, or a relay login that could never be used (a user
-without a password, AUTH in clear text not explicitly allowed) stops delivery at startup with an
-error naming the variable: a mistake here would otherwise defer every remote message.
+A malformed value fails at startup with pydantic's error naming the setting. So do a malformed
+transport map (ROUTES) or relay host, and a relay login that could never be used (a user without a
+password, AUTH in clear text not explicitly allowed): a mistake there would defer every remote message.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from mailflow.services import DELIVERY
@@ -50,7 +50,7 @@ class Settings(ServiceSettings):
     # Outbound relay (smarthost): every remote domain's mail goes to this one host, with no MX lookup
     # (a provider that blocks port 25, a company's outbound gateway). Empty: each domain's own MX.
     relay_host: str = ""  # a name, an IP address or [IPv6]; a name is resolved by the system when connecting
-    relay_port: int = 587  # RFC 6409 submission; 465 with relay_tls=tls (RFC 8314); 25 for an MTA
+    relay_port: int = Field(587, gt=0, lt=65536)  # RFC 6409 submission; 465 with relay_tls=tls (RFC 8314); 25 for an MTA
     # starttls: STARTTLS required (RFC 3207), no mail and no login without it; tls: TLS from the first
     # octet (RFC 8314, port 465); none: plain text, only when chosen here.
     relay_tls: Literal["starttls", "tls", "none"] = "starttls"
@@ -65,24 +65,33 @@ class Settings(ServiceSettings):
     # MX lookup); `*.example.com=...` for every subdomain. Checked at startup.
     routes: str = ""
 
-    @model_validator(mode="after")
-    def _routing(self) -> Settings:
-        try:
-            nexthop.parse_routes(self.routes)
-        except ValueError as exc:
-            raise ValueError(f"{P}ROUTES: {exc}") from None
-        if self.relay_host:
-            try:
-                nexthop.parse_host(self.relay_host)
-            except ValueError as exc:
-                raise ValueError(f"{P}RELAY_HOST: {exc}") from None
-        if not 0 < self.relay_port < 65536:
-            raise ValueError(f"{P}RELAY_PORT: {self.relay_port} is not a port (1-65535)")
-        if bool(self.relay_user) != bool(self.relay_password.get_secret_value()):
+    # Each rule on the field it is about, so the error names that variable (pydantic, `mailflow config check`).
+    @field_validator("routes")
+    @classmethod
+    def _routes(cls, v: str) -> str:
+        nexthop.parse_routes(v)
+        return v
+
+    @field_validator("relay_host")
+    @classmethod
+    def _relay_host(cls, v: str) -> str:
+        if v:
+            nexthop.parse_host(v)
+        return v
+
+    @field_validator("relay_password")
+    @classmethod
+    def _login_pair(cls, v: SecretStr, info: ValidationInfo) -> SecretStr:
+        if bool(info.data.get("relay_user")) != bool(v.get_secret_value()):
             raise ValueError(f"{P}RELAY_USER and {P}RELAY_PASSWORD go together: set both or neither")
-        if self.relay_user and self.relay_tls == "none" and not self.relay_auth_in_clear:
+        return v
+
+    @field_validator("relay_auth_in_clear")
+    @classmethod
+    def _login_in_clear(cls, v: bool, info: ValidationInfo) -> bool:
+        if info.data.get("relay_user") and info.data.get("relay_tls") == "none" and not v:
             raise ValueError(
                 f"{P}RELAY_TLS=none would send {P}RELAY_USER's password in clear text: use starttls or tls, "
                 f"or set {P}RELAY_AUTH_IN_CLEAR=true if the path to the relay is private"
             )
-        return self
+        return v

@@ -362,13 +362,16 @@ async def deliver(
     a successful AUTH."""
     errors: list[str] = []
     status = "4.4.1"
+    ctx = tls.context
+    if ctx is None and tls.mode in ("require", "implicit"):  # required TLS is never skipped for want of a context
+        ctx = ssl.create_default_context()
     for host in hosts:
         for address in host.addresses:
             out = Outcome(host=host.host)
             conn = None
             name = tls.server_name or host.host
             try:
-                implicit = tls.context if tls.mode == "implicit" else None
+                implicit = ctx if tls.mode == "implicit" else None
                 conn = await Connection.open(address, port, timeouts, source, implicit, name)
                 greet = await conn.reply(timeouts.greeting)
                 if greet.code != 220:
@@ -378,8 +381,8 @@ async def deliver(
                     raise Unreachable(f"HELO refused: {rep}")
                 if implicit is not None:
                     out.tls = conn.tls_description()
-                elif tls.mode != "none" and "STARTTLS" in conn.extensions and tls.context is not None:
-                    await conn.starttls(tls.context, name)
+                elif tls.mode != "none" and "STARTTLS" in conn.extensions and ctx is not None:
+                    await conn.starttls(ctx, name)
                     out.tls = conn.tls_description()
                     rep = await conn.hello(helo)
                     if rep.code != 250:

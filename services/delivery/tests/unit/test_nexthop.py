@@ -3,11 +3,15 @@ errors that name the variable."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 
 import pytest
 from pydantic import ValidationError
+from typer.testing import CliRunner
 
+from mailflow.cli.main import app
 from mailflow_delivery.nexthop import NextHop, Router, parse_routes
 from mailflow_delivery.settings import Settings
 
@@ -73,11 +77,11 @@ def settings(**kw) -> Settings:
 @pytest.mark.parametrize(
     "kw, error",
     [
-        ({"routes": "partner.test=[gw:x]"}, "MAILFLOW_DELIVERY_ROUTES: entry 'partner.test=[gw:x]'"),
-        ({"relay_host": "smtp provider"}, "MAILFLOW_DELIVERY_RELAY_HOST: 'smtp provider' is not a domain name"),
+        ({"routes": "partner.test=[gw:x]"}, "routes\n  Value error, entry 'partner.test=[gw:x]'"),
+        ({"relay_host": "smtp provider"}, "relay_host\n  Value error, 'smtp provider' is not a domain name"),
         ({"relay_host": "smtp.p.test", "relay_user": "u"}, "RELAY_USER and MAILFLOW_DELIVERY_RELAY_PASSWORD go together"),
         ({"relay_host": "smtp.p.test", "relay_user": "u", "relay_password": "hunter2", "relay_tls": "none"}, "RELAY_AUTH_IN_CLEAR=true"),
-        ({"relay_port": 0}, "MAILFLOW_DELIVERY_RELAY_PORT"),
+        ({"relay_port": 0}, "relay_port\n  Input should be greater than 0"),
     ],
 )
 def test_settings_refuse_a_relay_or_map_that_cannot_work(kw, error):
@@ -91,3 +95,22 @@ def test_relay_defaults_are_strict():
     assert (s.relay_port, s.relay_tls, s.relay_tls_verify, s.relay_auth_in_clear) == (587, "starttls", True, False)
     assert "hunter2" not in repr(s)
     settings(relay_host="[127.0.0.1]", relay_tls="none", relay_user="u", relay_password="p", relay_auth_in_clear=True)
+
+
+def test_config_check_names_a_bad_map_entry_and_masks_the_relay_password(monkeypatch):
+    for key in [k for k in os.environ if k.startswith("MAILFLOW_")]:
+        monkeypatch.delenv(key)
+    env = {
+        "MAILFLOW_SERVICE_TOKEN": "t",
+        "MAILFLOW_DELIVERY_RELAY_HOST": "smtp.provider.test",
+        "MAILFLOW_DELIVERY_RELAY_USER": "mailflow",
+        "MAILFLOW_DELIVERY_RELAY_PASSWORD": "relay-secret",
+        "MAILFLOW_DELIVERY_ROUTES": "partner.test=[gw.partner.test]:25, broken.test=[gw",
+    }
+    result = CliRunner().invoke(app, ["config", "check", "--service", "delivery", "--json"], env=env)
+    report = json.loads(result.output)
+    assert result.exit_code == 1
+    assert report["errors"] == ["MAILFLOW_DELIVERY_ROUTES: Value error, entry 'broken.test=[gw': '[gw': '[' without ']' (given: 'partner.test=[gw.partner.test]:25, broken.test=[gw') [delivery]"]
+    shown = report["settings"]["delivery"]
+    assert shown["MAILFLOW_DELIVERY_RELAY_PASSWORD"] == {"value": "****", "from": "env"} and "relay-secret" not in result.output
+    assert shown["MAILFLOW_DELIVERY_RELAY_TLS"]["value"] == "starttls" and shown["MAILFLOW_DELIVERY_RELAY_PORT"]["value"] == 587
