@@ -16,7 +16,7 @@ from mailflow_smtp_ingress.handler import IngressHandler
 from mailflow_smtp_ingress.server import SmtpServer
 from mailflow_smtp_ingress.settings import Settings as IngressSettings
 from tests.support import free_port
-from tests.support.doubles import MemoryQueue
+from tests.support.doubles import MemoryQueue, SwitchableDirectory
 from tests.support.store import TestStore
 
 
@@ -154,13 +154,14 @@ class Scripted:
 
 class Relay:
     """A provider's relay: Mailflow's smtp-ingress on `host`, submission (STARTTLS, then AUTH: the
-    users of `store`, its own mailbox-store) and SMTPS, with a certificate for `name` (a CA of its
-    own: `cert` is the file a client verifies it with). What it accepted is in `messages`."""
+    users of `store`, its own mailbox-store, behind a switch: `directory.down`) and SMTPS, with a
+    certificate for `name` (a CA of its own: `cert` is the file a client verifies it with). What it
+    accepted is in `messages`."""
 
     def __init__(self, tmp_path, store: TestStore, host: str = "127.0.0.5", name: str = "smtp.relay.test"):
         self.cert, self.key = tmp_path / "relay-cert.pem", tmp_path / "relay-key.pem"
         tls.ensure_self_signed(self.cert, self.key, name)
-        self.host, self.store, self.queue = host, store, MemoryQueue()
+        self.host, self.directory, self.queue = host, SwitchableDirectory(store), MemoryQueue()
         self.settings = IngressSettings(
             service_token="relay-token",
             hostname=name,
@@ -175,7 +176,7 @@ class Relay:
         )
 
     async def __aenter__(self) -> Relay:
-        handler = IngressHandler(self.settings, CachedDirectory(self.store, ttl=30, negative_ttl=0, timeout=5), self.queue)
+        handler = IngressHandler(self.settings, CachedDirectory(self.directory, ttl=30, negative_ttl=0, timeout=5), self.queue)
         ctx = tls.server_context(str(self.cert), str(self.key))
         self.server = await SmtpServer(self.settings, handler, ctx).start()
         return self

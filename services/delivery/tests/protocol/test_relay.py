@@ -123,6 +123,14 @@ async def test_a_wrong_relay_password_defers_and_never_shows_it(world, caplog):
     assert ">> AUTH PLAIN ****" in caplog.text and PASSWORD not in caplog.text
 
 
+async def test_a_relay_that_cannot_check_our_login_defers(world):
+    make, relay, _, _, _ = world
+    relay.directory.down = True  # the provider's own store does not answer: 454 4.7.0 to AUTH
+    (r,), _ = await make().run(jobs("R8", "z@naver.test"))
+    assert (r.outcome, r.status) == ("deferred", "4.7.0") and "refused: 454 4.7.0" in r.diagnostic
+    assert relay.messages == []
+
+
 async def test_a_relay_that_does_not_offer_starttls_gets_nothing_in_clear(world):
     """STARTTLS stripped on the way (or never offered): not even the login leaves, let alone mail."""
     make, _, _, _, _ = world
