@@ -146,15 +146,16 @@ async def test_a_relay_that_does_not_offer_starttls_gets_nothing_in_clear(world)
 @pytest.mark.parametrize(
     "settings, status, why",
     [
-        ({"relay_tls_name": "other.relay.test"}, "4.7.5", "certificate verify failed"),  # not the name it was given
-        ({"relay_tls_ca_file": ""}, "4.7.5", "certificate verify failed"),  # signed by no CA the system knows
-        ({"relay_port": free_port("127.0.0.5")}, "4.4.1", "connect to 127.0.0.5"),
+        (lambda relay: {"relay_tls_name": "other.relay.test"}, "4.7.5", "certificate verify failed"),  # not the name it was given
+        (lambda relay: {"relay_tls_ca_file": ""}, "4.7.5", "certificate verify failed"),  # signed by no CA the system knows
+        (lambda relay: {"relay_tls": "tls", "relay_port": relay.port("smtps"), "relay_tls_name": "other.relay.test"}, "4.7.5", "certificate verify failed"),
+        (lambda relay: {"relay_port": free_port(relay.host)}, "4.4.1", "connect to 127.0.0.5"),
     ],
-    ids=["wrong-name", "unknown-ca", "nothing-listening"],
+    ids=["wrong-name", "unknown-ca", "implicit-tls-wrong-name", "nothing-listening"],
 )
 async def test_a_relay_that_cannot_be_trusted_or_reached_defers(world, settings, status, why):
     make, relay, _, _, _ = world
-    (r,), _ = await make(**settings).run(jobs("R5", "z@naver.test"))
+    (r,), _ = await make(**settings(relay)).run(jobs("R5", "z@naver.test"))
     assert (r.outcome, r.status) == ("deferred", status) and why in r.diagnostic
     assert r.diagnostic.startswith(f"451 {status} relay [127.0.0.5]:")
     assert relay.messages == []
