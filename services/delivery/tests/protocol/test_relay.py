@@ -104,10 +104,15 @@ async def test_remote_mail_goes_through_the_relay_signed_encrypted_and_logged_in
     assert [(r.route, r.next_hop, r.remote) for r in lines] == [("relay", f"[127.0.0.5]:{port}", "127.0.0.5")] * 2
 
 
-async def test_the_relays_reply_per_recipient_delivers_and_bounces(world):
+async def test_the_relays_reply_per_recipient_delivers_defers_and_bounces(world):
     make, relay, _, _, _ = world
-    results, _ = await make().run(jobs("R2", "z@naver.test", "nobody@relay.test"))
-    assert outcomes(results) == [("z@naver.test", "delivered", "2.0.0", "127.0.0.5"), ("nobody@relay.test", "bounced", "5.1.1", "127.0.0.5")]
+    relay.settings.max_recipients = 1  # the provider takes one recipient per transaction
+    results, _ = await make().run(jobs("R2", "nobody@relay.test", "z@naver.test", "y@other.test"))
+    assert outcomes(results) == [
+        ("nobody@relay.test", "bounced", "5.1.1", "127.0.0.5"),  # 550 5.1.1 from the relay
+        ("z@naver.test", "delivered", "2.0.0", "127.0.0.5"),
+        ("y@other.test", "deferred", "4.5.3", "127.0.0.5"),  # 452 4.5.3 too many recipients: next time
+    ]
     assert [r.address for r in relay.messages[0][0].rcpt_to] == ["z@naver.test"]
 
 
