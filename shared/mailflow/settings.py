@@ -34,7 +34,9 @@ class ConfigFileSource(EnvSettingsSource):
 
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    # hide_input_in_errors (inherited by every service's Settings): a startup error names the variable
+    # and the rule, never the values given (a password, a token, the session key)
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, hide_input_in_errors=True)
 
     nats_url: str = common("nats_url", default=f"nats://{LOCAL_HOST}:{NATS_PORT}")
     # This service's own NATS user (what it may publish and subscribe to: contracts/permissions.py).

@@ -20,8 +20,7 @@ P = DELIVERY.prefix
 
 
 class Settings(ServiceSettings):
-    # hide_input_in_errors: a startup error must not print the other values (the relay password, the token)
-    model_config = SettingsConfigDict(env_prefix=DELIVERY.prefix, extra="ignore", populate_by_name=True, hide_input_in_errors=True)
+    model_config = SettingsConfigDict(env_prefix=DELIVERY.prefix, extra="ignore", populate_by_name=True)
 
     http_listen: str = DELIVERY.http_listen  # /healthz, /readyz, /metrics
     lanes: int = 4  # pull loops per process on the JOBS consumer: a slow remote MX holds up one lane only
