@@ -15,7 +15,7 @@ import pytest
 from mailflow import natsauth, natsconn
 from mailflow.bodies import JetStreamBodies
 from mailflow.contracts import streams, subjects
-from mailflow.contracts.messages import MxReply, MxRequest
+from mailflow.contracts.messages import DnsAnswer, DnsQuery, MxReply, MxRequest
 from mailflow.contracts.permissions import GRANTS
 from mailflow.natsserver import NatsServer
 from mailflow.pull import Puller
@@ -153,6 +153,18 @@ async def test_delivery_asks_the_resolver(login):
     assert MxReply.from_bytes(reply.data).domain == "b.test"
 
 
+async def test_smtp_ingress_asks_the_resolver_dns_questions(login):
+    resolver, smtp = await login("resolver"), await login("smtp-ingress")
+
+    async def answer(msg):
+        await msg.respond(DnsAnswer(name="b.test", type="TXT", status="ok", records=["v=spf1 -all"]).to_bytes())
+
+    await resolver.subscribe(subjects.DNS_QUERY, queue="resolver", cb=answer)
+    await resolver.flush()
+    reply = await smtp.request(subjects.DNS_QUERY, DnsQuery(name="b.test", type="TXT").to_bytes(), timeout=5)
+    assert DnsAnswer.from_bytes(reply.data).records == ["v=spf1 -all"]
+
+
 async def test_the_store_tells_imap_pop3(login):
     store, imap = await login("mailbox-store"), await login("imap-pop3")
     events = await imap.subscribe(subjects.mailbox_events(7))
@@ -200,6 +212,8 @@ async def test_imap_pop3_cannot_publish_mail_or_events(queue, login, violations)
     await violations(f'publish to "{subjects.MAIL_QUEUED}"')
     await imap.publish(subjects.USER_REVOKED, b"forged")
     await violations(f'publish to "{subjects.USER_REVOKED}"')
+    await imap.publish(subjects.DNS_QUERY, b"forged")  # only smtp-ingress asks DNS questions
+    await violations(f'publish to "{subjects.DNS_QUERY}"')
     assert await messages(queue, "MAIL") == 0
 
 

@@ -9,7 +9,9 @@
 Names not in the records get NXDOMAIN; names with records of other types get an empty NOERROR
 answer; both carry an SOA (minimum `negative_ttl`) so negative caching can be tested. Names in
 `servfail` are answered SERVFAIL, names in `drop` are never answered (a timeout). Every question
-is recorded in `queries` as (name, type), so a test can see what the cache spared.
+is recorded in `queries` as (name, type), so a test can see what the cache spared, and those that
+came over TCP in `tcp` too. A UDP answer longer than the asker takes (512 octets, or its EDNS payload
+size) goes out truncated (TC, no records), as a real server's would: the asker retries over TCP.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class DnsServer:
         self.servfail: set[str] = set()
         self.drop: set[str] = set()
         self.queries: list[tuple[str, str]] = []
+        self.tcp: list[tuple[str, str]] = []
         self._servers: list[socketserver.BaseServer] = []
 
     @property
@@ -37,12 +40,14 @@ class DnsServer:
     def add(self, zone: str) -> None:
         self.records += RR.fromZone(zone)
 
-    def answer(self, data: bytes) -> bytes | None:
+    def answer(self, data: bytes, tcp: bool = False) -> bytes | None:
         request = DNSRecord.parse(data)
         q = request.q
         name = str(q.qname).rstrip(".").lower()
         qtype = QTYPE[q.qtype]
         self.queries.append((name, qtype))
+        if tcp:
+            self.tcp.append((name, qtype))
         reply = request.reply()
         if name in self.drop:
             return None
@@ -59,7 +64,13 @@ class DnsServer:
             zone = DNSLabel(".".join(name.split(".")[-1:]) or ".")
             soa = SOA("ns.test.", "hostmaster.test.", (1, 3600, 600, 86400, self.negative_ttl))
             reply.add_auth(RR(zone, QTYPE.SOA, rdata=soa, ttl=self.negative_ttl))
-        return reply.pack()
+        out = reply.pack()
+        limit = max([512, *(rr.rclass for rr in request.ar if rr.rtype == QTYPE.OPT)])  # RFC 6891 §6.2.5
+        if not tcp and len(out) > limit:
+            short = request.reply()
+            short.header.tc = 1
+            return short.pack()
+        return out
 
     def __enter__(self) -> DnsServer:
         return self.start()
@@ -83,7 +94,7 @@ class DnsServer:
                 if len(head) < 2:
                     return
                 data = self.request.recv(int.from_bytes(head, "big"))
-                out = outer.answer(data)
+                out = outer.answer(data, tcp=True)
                 if out is not None:
                     self.request.sendall(len(out).to_bytes(2, "big") + out)
 

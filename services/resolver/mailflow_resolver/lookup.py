@@ -1,12 +1,22 @@
-"""MX lookup with RFC 5321 §5.1 semantics, RFC 7505 null MX, and a TTL cache with negative caching.
+"""DNS for the other services: delivery's mail hosts (`MxResolver`, `dns.mx`) and the single questions of
+mail authentication (`QueryResolver`, `dns.query`), each with a TTL cache and negative caching. `ask` is
+the one place that asks dnspython and sorts its errors: records, "no such name" (`NoSuchName`, with the
+SOA's negative TTL, RFC 2308) or a temporary failure (`TempFail`).
 
-Outcomes (MxReply.status):
+MX lookups have RFC 5321 §5.1 semantics and RFC 7505 null MX. Outcomes (MxReply.status):
   ok            hosts sorted by preference, equal preferences shuffled, each with its A/AAAA addresses
   nxdomain      the domain does not exist                          -> permanent (bounce)
   null_mx       "MX 0 ." : the domain accepts no mail (RFC 7505)   -> permanent
   no_mail_host  no MX and no A/AAAA, or no MX host has an address  -> permanent
   temp_fail     SERVFAIL, timeout, no nameserver answered          -> temporary (retry); never cached
 Permanent and positive answers are cached for their TTL (capped); a temp_fail never is.
+
+Single questions (DnsAnswer.status, records as text: see `DnsAnswer`):
+  ok            the records (TXT, A, AAAA, MX, PTR), CNAMEs followed    cached for their TTL (capped)
+  nodata        the name exists without records of the type             cached for the SOA's negative TTL
+  nxdomain      the name does not exist, or cannot be a DNS name        (capped); a bad name never asks
+  temp_fail     SERVFAIL, timeout, an answer over `max_answer_records`   never cached
+                or `max_answer_chars` (DNS caps a message at 64 KiB)
 """
 
 from __future__ import annotations
@@ -24,8 +34,11 @@ import dns.rdatatype
 import dns.resolver
 
 from mailflow.cache import Cache, SingleFlight
-from mailflow.contracts.messages import MxHost, MxReply
+from mailflow.contracts.messages import DnsAnswer, DnsType, MxHost, MxReply
+from mailflow.dns import query_name
 from mailflow_resolver import metrics
+
+EDNS_PAYLOAD = 1232  # octets a UDP answer may have (DNS Flag Day 2020); a bigger one comes truncated, then by TCP
 
 
 class TempFail(Exception):
@@ -57,20 +70,48 @@ def make_dns_resolver(nameservers: str, timeout: float, lifetime: float) -> dns.
         r.nameservers = servers
     r.timeout = timeout
     r.lifetime = lifetime
-    r.cache = None  # our own cache below knows about negative answers and the MX semantics
+    r.use_edns(0, 0, EDNS_PAYLOAD)  # SPF and DKIM TXT answers are often over the 512 octets of plain DNS
+    r.cache = None  # our own caches below know about negative answers and the MX semantics
     return r
 
 
 def normalize(domain: str) -> str:
-    """Lower-case, no trailing dot, IDNA (A-label) form. ValueError if it cannot be a domain."""
-    d = domain.strip().rstrip(".").lower()
-    if not d or len(d) > 253 or any(c in d for c in " @[]\\\"/") or ".." in d:
+    """A mail domain: lower-case, no trailing dot, IDNA (A-label) form. ValueError if it cannot be one."""
+    d = domain.strip().rstrip(".")
+    if any(c in d for c in "@[]\\\"/"):
         raise ValueError(f"not a domain: {domain!r}")
     try:
-        d = dns.name.from_unicode(d).to_text(omit_final_dot=True)
-    except Exception as exc:
+        return query_name(d)
+    except ValueError as exc:
         raise ValueError(f"not a domain: {domain!r}") from exc
-    return d
+
+
+def _negative_ttl(response) -> int:
+    """RFC 2308: the SOA in the authority section bounds how long a negative answer may be cached."""
+    if response is None:
+        return 60
+    for rrset in response.authority:
+        if rrset.rdtype == dns.rdatatype.SOA:
+            return min(rrset.ttl, rrset[0].minimum)
+    return 60
+
+
+async def ask(resolver: dns.asyncresolver.Resolver, name: str, rdtype: str) -> tuple[list, int]:
+    """(records, ttl) of `name` (a `query_name`); ([], the negative ttl) when the name exists without
+    such records. NoSuchName (with the negative ttl) when it does not exist; TempFail for the rest:
+    SERVFAIL, REFUSED, a timeout, no nameserver that answered, a malformed answer."""
+    qname = dns.name.Name([label.encode() for label in name.split(".")] + [b""])
+    try:
+        answer = await resolver.resolve(qname, rdtype, search=False, raise_on_no_answer=False)
+    except dns.resolver.NXDOMAIN as exc:
+        raise NoSuchName(_negative_ttl(exc.response(exc.qnames()[0]) if exc.qnames() else None)) from exc
+    except (dns.resolver.NoNameservers, dns.exception.Timeout, dns.resolver.LifetimeTimeout) as exc:
+        raise TempFail(f"{rdtype} {name}: {type(exc).__name__}") from exc
+    except dns.exception.DNSException as exc:
+        raise TempFail(f"{rdtype} {name}: {exc}") from exc
+    if answer.rrset is None:
+        return [], _negative_ttl(answer.response)
+    return list(answer.rrset), answer.rrset.ttl
 
 
 class MxResolver:
@@ -96,39 +137,25 @@ class MxResolver:
             return MxReply(domain=domain, status="nxdomain", error=str(exc))
         hit = self.cache.get(name)
         if hit is not None:
-            metrics.CACHE.labels("hit").inc()
+            metrics.CACHE.labels("mail-hosts", "hit").inc()
             reply, expires = hit
             return _reshuffle(reply.model_copy(update={"ttl": int(expires - self.clock()), "cached": True}))
-        metrics.CACHE.labels("miss").inc()
+        metrics.CACHE.labels("mail-hosts", "miss").inc()
         # One query in flight per domain: concurrent deliveries to the same domain share it.
         return await self._flights.run(name, lambda: self._fetch(name))
 
     async def _fetch(self, name: str) -> MxReply:
         with metrics.LOOKUP_SECONDS.time():
             reply = await self._lookup(name)
-        metrics.LOOKUPS.labels(reply.status).inc()
+        metrics.LOOKUPS.labels("mail-hosts", reply.status).inc()
         if reply.status != "temp_fail":
             ttl = min(reply.ttl, self.max_ttl if reply.status == "ok" else self.negative_ttl)
             self.cache.put(name, (reply, self.clock() + ttl), ttl)
         return reply
 
-    async def _query(self, name: str, rdtype: str) -> tuple[list, int]:
-        """(records, ttl); ([], negative ttl) when the name exists without such records."""
-        try:
-            answer = await self.dns.resolve(name, rdtype, search=False, raise_on_no_answer=False)
-        except dns.resolver.NXDOMAIN as exc:
-            raise NoSuchName(_negative_ttl(exc.response(exc.qnames()[0]) if exc.qnames() else None)) from exc
-        except (dns.resolver.NoNameservers, dns.exception.Timeout, dns.resolver.LifetimeTimeout) as exc:
-            raise TempFail(f"{rdtype} {name}: {type(exc).__name__}") from exc
-        except dns.exception.DNSException as exc:
-            raise TempFail(f"{rdtype} {name}: {exc}") from exc
-        if answer.rrset is None:
-            return [], _negative_ttl(answer.response)
-        return list(answer.rrset), answer.rrset.ttl
-
     async def _addresses(self, host: str) -> tuple[list[str], int]:
         kinds = ["A", "AAAA"] if self.ipv6 else ["A"]
-        results = await asyncio.gather(*(self._query(host, k) for k in kinds), return_exceptions=True)
+        results = await asyncio.gather(*(ask(self.dns, host, k) for k in kinds), return_exceptions=True)
         addrs: list[str] = []
         ttls = []
         temp = None
@@ -149,7 +176,7 @@ class MxResolver:
 
     async def _lookup(self, name: str) -> MxReply:
         try:
-            records, ttl = await self._query(name, "MX")
+            records, ttl = await ask(self.dns, name, "MX")
         except NoSuchName as exc:
             return MxReply(domain=name, status="nxdomain", error="domain does not exist", ttl=exc.ttl)
         except TempFail as exc:
@@ -202,11 +229,83 @@ def _reshuffle(reply: MxReply) -> MxReply:
     return reply.model_copy(update={"hosts": [h for _, _, h in keyed]})
 
 
-def _negative_ttl(response) -> int:
-    """RFC 2308: the SOA in the authority section bounds how long a negative answer may be cached."""
-    if response is None:
-        return 60
-    for rrset in response.authority:
-        if rrset.rdtype == dns.rdatatype.SOA:
-            return min(rrset.ttl, rrset[0].minimum)
-    return 60
+
+def _text(rr, rdtype: str) -> str:
+    """One record as `DnsAnswer.records` has it."""
+    match rdtype:
+        case "TXT":
+            return b"".join(rr.strings).decode("utf-8", "replace")
+        case "A" | "AAAA":
+            return rr.address
+        case "MX":
+            return f"{rr.preference} {rr.exchange.to_text(omit_final_dot=True).lower()}"
+        case _:  # PTR
+            return rr.target.to_text(omit_final_dot=True).lower()
+
+
+class QueryResolver:
+    """`dns.query`: one name and type, its records as text (`mailflow.authn.DnsLookup`). The cache holds
+    answers up to `cache_chars` characters of records in all (each answer costs its text plus 64), so
+    its memory stays bounded whatever the answers' size."""
+
+    def __init__(
+        self,
+        dns_resolver: dns.asyncresolver.Resolver,
+        cache_chars: int = 32 * 1024 * 1024,
+        max_ttl: int = 86_400,
+        negative_ttl: int = 300,
+        max_answer_records: int = 1_000,
+        max_answer_chars: int = 65_535,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.dns = dns_resolver
+        self.cache: Cache[tuple[str, str], tuple[DnsAnswer, float]] = Cache(cache_chars, clock)
+        self.max_ttl, self.negative_ttl = max_ttl, negative_ttl
+        self.max_answer_records, self.max_answer_chars = max_answer_records, max_answer_chars
+        self.clock = clock
+        self._flights: SingleFlight[tuple[str, str], DnsAnswer] = SingleFlight()
+
+    async def query(self, name: str, rdtype: DnsType) -> DnsAnswer:
+        try:
+            qname = query_name(name)
+        except ValueError as exc:  # DNS cannot hold it, so no such name exists; nothing is asked
+            return DnsAnswer(name=name[:255], type=rdtype, status="nxdomain", error=str(exc))
+        key = (qname, rdtype)
+        hit = self.cache.get(key)
+        if hit is not None:
+            metrics.CACHE.labels(rdtype, "hit").inc()
+            answer, expires = hit
+            return answer.model_copy(update={"ttl": max(0, int(expires - self.clock())), "cached": True})
+        metrics.CACHE.labels(rdtype, "miss").inc()
+        return await self._flights.run(key, lambda: self._fetch(qname, rdtype))
+
+    async def _fetch(self, name: str, rdtype: DnsType) -> DnsAnswer:
+        with metrics.LOOKUP_SECONDS.time():
+            answer = await self._ask(name, rdtype)
+        metrics.LOOKUPS.labels(rdtype, answer.status).inc()
+        if answer.status != "temp_fail":
+            ttl = min(answer.ttl, self.max_ttl if answer.status == "ok" else self.negative_ttl)
+            answer = answer.model_copy(update={"ttl": ttl})
+            cost = 64 + sum(len(r) for r in answer.records)
+            self.cache.put((name, rdtype), (answer, self.clock() + ttl), ttl, cost)
+        return answer
+
+    async def _ask(self, name: str, rdtype: DnsType) -> DnsAnswer:
+        try:
+            records, ttl = await ask(self.dns, name, rdtype)
+        except NoSuchName as exc:
+            return DnsAnswer(name=name, type=rdtype, status="nxdomain", ttl=exc.ttl)
+        except TempFail as exc:
+            return DnsAnswer(name=name, type=rdtype, status="temp_fail", error=str(exc))
+        if not records:
+            return DnsAnswer(name=name, type=rdtype, status="nodata", ttl=ttl)
+        if len(records) > self.max_answer_records:
+            return self._too_large(name, rdtype, f"{len(records)} records")
+        texts = [_text(rr, rdtype) for rr in records]
+        if (chars := sum(len(t) for t in texts)) > self.max_answer_chars:
+            return self._too_large(name, rdtype, f"{chars} characters")
+        return DnsAnswer(name=name, type=rdtype, status="ok", records=texts, ttl=ttl)
+
+    def _too_large(self, name: str, rdtype: DnsType, size: str) -> DnsAnswer:
+        limits = f"{self.max_answer_records} records, {self.max_answer_chars} characters"
+        return DnsAnswer(name=name, type=rdtype, status="temp_fail", error=f"{rdtype} {name}: answer too large ({size}; limits {limits})")

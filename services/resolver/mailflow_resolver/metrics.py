@@ -1,10 +1,11 @@
-"""All of resolver's metrics."""
+"""All of resolver's metrics. `type` is "mail-hosts" for delivery's MX lookups (`dns.mx`: MX, then the
+hosts' addresses), else the type of a single question (`dns.query`: TXT, A, AAAA, MX, PTR)."""
 
 from prometheus_client import Counter, Histogram
 
-LOOKUPS = Counter("mailflow_resolver_lookups_total", "MX lookups that went to DNS, by outcome", ["status"])
-CACHE = Counter("mailflow_resolver_cache_total", "MX questions answered from the cache or not", ["result"])
-REQUESTS = Counter("mailflow_resolver_requests_total", "MX questions received over NATS", ["result"])
+LOOKUPS = Counter("mailflow_resolver_lookups_total", "Lookups that went to DNS, by type and outcome", ["type", "status"])
+CACHE = Counter("mailflow_resolver_cache_total", "Questions answered from the cache or not", ["type", "result"])
+REQUESTS = Counter("mailflow_resolver_requests_total", "Questions received over NATS, by subject", ["subject", "result"])
 LOOKUP_SECONDS = Histogram(
     "mailflow_resolver_lookup_duration_seconds",
     "Time for a lookup that went to DNS",

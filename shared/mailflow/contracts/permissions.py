@@ -94,7 +94,7 @@ TRACE = subjects.TRACE_ALL  # every hop records what it did
 
 GRANTS: dict[str, Grant] = {
     "smtp-ingress": Grant(
-        publish=(wild(subjects.BODY), subjects.MAIL_QUEUED, TRACE, *stream_info("BODY", "MAIL")),
+        publish=(wild(subjects.BODY), subjects.MAIL_QUEUED, subjects.DNS_QUERY, TRACE, *stream_info("BODY", "MAIL")),
         subscribe=(),
     ),
     "queue": Grant(
@@ -126,7 +126,7 @@ GRANTS: dict[str, Grant] = {
             *kv(streams.SENT_LOG_BUCKET),
         ),
     ),
-    "resolver": Grant(subscribe=(subjects.MX_LOOKUP,), responds=True),
+    "resolver": Grant(subscribe=(subjects.MX_LOOKUP, subjects.DNS_QUERY), responds=True),
     "mailbox-store": Grant(publish=(wild(subjects.MAILBOX_EVENTS), subjects.USER_REVOKED, TRACE)),
     "imap-pop3": Grant(subscribe=(wild(subjects.MAILBOX_EVENTS), subjects.USER_REVOKED)),
 }

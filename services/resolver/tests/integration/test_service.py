@@ -1,4 +1,4 @@
-"""The resolver service as a whole: NATS request/reply and its REST debug endpoint."""
+"""The resolver service as a whole: NATS request/reply (`dns.mx`, `dns.query`) and its REST debug endpoints."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import httpx
 
 from mailflow import natsconn
-from mailflow.dns import MxClient
+from mailflow.dns import DnsClient, MxClient
 from mailflow_resolver import app
 from mailflow_resolver.settings import Settings
 from tests.support import await_for, free_port
@@ -15,6 +15,7 @@ from tests.support.dns import DnsServer
 
 ZONE = """
 naver.test.     300 IN MX 10 mx.naver.test.
+naver.test.     300 IN TXT "v=spf1 mx -all"
 mx.naver.test.  300 IN A 127.0.0.3
 """
 
@@ -43,11 +44,22 @@ async def test_request_reply_and_rest(nats_url):
                 assert (await http.get("/mx/naver.test")).status_code == 401
                 r = await http.get("/mx/naver.test", headers={"X-Mailflow-Token": "s3cret"})
                 assert r.json()["hosts"][0]["host"] == "mx.naver.test"
+                txt = await DnsClient(nc, timeout=5).query("naver.test", "TXT")
+                assert (txt.status, txt.records, txt.cached) == ("ok", ["v=spf1 mx -all"], False)
+                assert (await DnsClient(nc, timeout=5).query("naver.test", "TXT")).cached
+                assert (await http.get("/query/TXT/naver.test")).status_code == 401
+                r = await http.get("/query/MX/naver.test", headers={"X-Mailflow-Token": "s3cret"})
+                assert r.json()["records"] == ["10 mx.naver.test"]
+                r = await http.get("/query/SOA/naver.test", headers={"X-Mailflow-Token": "s3cret"})
+                assert r.status_code == 422  # only the types of DnsType
                 metrics = (await http.get("/metrics")).text
-                assert 'mailflow_resolver_requests_total{result="answered"}' in metrics
-            # malformed request: a temp_fail answer, never silence
-            raw = await nc.request("dns.mx", b"not json", timeout=5)
-            assert b"temp_fail" in raw.data
+                assert 'mailflow_resolver_requests_total{result="answered",subject="dns.mx"}' in metrics
+                assert 'mailflow_resolver_requests_total{result="answered",subject="dns.query"}' in metrics
+                assert 'mailflow_resolver_cache_total{result="hit",type="TXT"}' in metrics
+            # malformed requests: a temp_fail answer, never silence
+            for subject in ("dns.mx", "dns.query"):
+                raw = await nc.request(subject, b"not json", timeout=5)
+                assert b"temp_fail" in raw.data
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)
@@ -59,5 +71,8 @@ async def test_no_resolver_running_is_temp_fail(nats_url):
     try:
         reply = await MxClient(nc, timeout=0.5).lookup("naver.test")
         assert reply.status == "temp_fail"
+        answer = await DnsClient(nc, timeout=0.5).query("naver.test", "TXT")
+        assert (answer.status, answer.name, answer.type) == ("temp_fail", "naver.test", "TXT")
+        assert answer.error.startswith("resolver")
     finally:
         await natsconn.close(nc)
