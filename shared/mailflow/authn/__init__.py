@@ -34,6 +34,7 @@ class Spf:
     identity: Literal["mailfrom", "helo"]
     domain: str  # the domain checked: the MAIL FROM domain (postmaster@HELO for <>), or the HELO name
     reason: str = ""  # why, for the log and the Authentication-Results comment (no client text beyond the domain)
+    explanation: str = ""  # a fail's exp= text from the domain (RFC 7208 §6.2), for the 550 reply; printable ASCII
 
 
 @dataclass(frozen=True)
