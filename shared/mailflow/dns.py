@@ -40,7 +40,7 @@ def query_name(name: str) -> str:
     text = text.lower()
     if not 0 < len(text) <= 253 or any(not 0 < len(label) <= 63 for label in text.split(".")):
         raise ValueError(f"not a domain name: {name[:80]!r}")
-    if not all("!" <= c <= "~" for c in text):
+    if not text.isprintable() or " " in text:  # ASCII by now: printable is " " to "~"
         raise ValueError(f"not a domain name: {name[:80]!r}")
     return text
 

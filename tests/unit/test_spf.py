@@ -359,6 +359,7 @@ async def test_a_domain_that_cannot_have_a_record_is_none_without_asking(domain)
         "v=spf1 ip4:192.0.2.1/33",
         "v=spf1 ip4:192.0.2.1/024",
         "v=spf1 ip4:192.0.2.1/",
+        "v=spf1 ip4:192.0.2.1/" + "1" * 5000,  # more digits than Python's int() takes
         "v=spf1 ip6:2001:db8::/129",
         "v=spf1 ip6:fe80::1%eth0",
         "v=spf1 ip6:192.0.2.1",
@@ -396,6 +397,7 @@ async def test_syntax_errors_are_permerror(record):
     "record,result",
     [
         ("v=spf1 moo.cow-far_out=man:dog/cat ip4:192.0.2.1 -all", "pass"),  # unknown modifiers are ignored
+        ("v=spf1 x-note=%{c}%{r}%{t} ip4:192.0.2.1 -all", "pass"),
         ("v=spf1 a:%{d} -all", "fail"),  # a domain-spec may end in a macro
         ("v=spf1 a:example.com. -all", "fail"),  # and in a dot
         ("v=spf1 ip4:192.0.2.0/24 ip4:0.0.0.0/0 -all", "pass"),

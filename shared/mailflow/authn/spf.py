@@ -110,8 +110,9 @@ def parse_record(txt: str) -> Record:
         name_end = _modifier_name_end(term)
         if name_end:
             name = term[:name_end].lower()
-            value = parse_macro_string(term[name_end + 1 :], exp=False, what=term)
-            if name in ("redirect", "exp"):
+            known = name in ("redirect", "exp")  # an unknown one may hold any macro letter (§7.1 ABNF)
+            value = parse_macro_string(term[name_end + 1 :], exp=not known, what=term)
+            if known:
                 if name in modifiers:
                     raise PermError(f"{name}= given twice")
                 modifiers[name] = _domain_spec(value, term)
@@ -172,7 +173,9 @@ def _mechanism(term: str) -> Mechanism:
 
 def _cidr(digits: str, most: int, term: str) -> int:
     """A CIDR length as the ABNF has it: "0", or no leading zero; at most `most` (§5.6)."""
-    if not digits.isdigit() or not digits.isascii() or (len(digits) > 1 and digits[0] == "0") or int(digits) > most:
+    if not digits.isdigit() or not digits.isascii() or len(digits) > 3 or (len(digits) > 1 and digits[0] == "0"):
+        raise PermError(f"bad CIDR length in {_printable(term)}")
+    if int(digits) > most:
         raise PermError(f"bad CIDR length in {_printable(term)}")
     return int(digits)
 
@@ -207,7 +210,7 @@ def _network(kind: str, spec: str, term: str) -> ipaddress.IPv4Network | ipaddre
     except ValueError:
         raise PermError(f"bad address in {_printable(term)}") from None
     bits = _cidr(length, ip.max_prefixlen, term) if slash else ip.max_prefixlen
-    return ipaddress.ip_network(f"{ip}/{bits}", strict=False)
+    return ipaddress.ip_network((ip, bits), strict=False)
 
 
 def parse_macro_string(text: str, exp: bool, what: str = "") -> MacroString:
@@ -284,6 +287,8 @@ def _toplabel(label: str) -> bool:
 def _printable(text: str, most: int = 80) -> str:
     """`text` as a reason may hold it, fit for a header comment: printable ASCII, brackets for
     parentheses, "/" for a backslash, other characters "?"; at most `most` characters."""
+    if len(text) <= most and text.isascii() and text.isprintable() and not any(c in text for c in SAFE):
+        return text  # the usual case, without a look at each character
     out = "".join(SAFE.get(c, c) if " " <= c <= "~" else "?" for c in text[:most])
     return out + ("..." if len(text) > most else "")
 
