@@ -6,7 +6,8 @@ MAILFLOW_<X>_URL (MAILFLOW_STORE_URL, MAILFLOW_QUEUE_URL, MAILFLOW_SMTP_URL...; 
 else its MAILFLOW_<X>_HTTP_LISTEN, else its development port. The admin token comes from
 MAILFLOW_ADMIN_TOKEN or, for a local run, from `<data>/secrets.env` (data = MAILFLOW_DATA_DIR or
 ./data). An HTTP error prints the server's `detail` and exits 1; a service that does not answer exits 2
-with a hint; a destructive command asked at a terminal and not confirmed exits 1.
+with a hint; a destructive command asked at a terminal and not confirmed exits 1. The resolver's debugging
+routes take the service token instead (MAILFLOW_SERVICE_TOKEN, found the same way).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mailflow.configfile import lookup
-from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
+from mailflow.contracts.rest import ADMIN_TOKEN_HEADER, SERVICE_TOKEN_HEADER
 from mailflow.hostport import http_url
 from mailflow.services import SERVICES
 
@@ -38,20 +39,25 @@ def data_dir() -> Path:
     return Path(lookup("MAILFLOW_DATA_DIR") or "data")
 
 
-def admin_token(required: bool = True) -> str | None:
-    token = lookup("MAILFLOW_ADMIN_TOKEN")
-    if token:
-        return token
+def token(var: str = "MAILFLOW_ADMIN_TOKEN", required: bool = True) -> str | None:
+    """A token from `var`, else from a local run's secrets.env; exit 2 if there is none and it is required."""
+    value = lookup(var)
+    if value:
+        return value
     path = data_dir() / "secrets.env"
     if path.exists():
         for line in path.read_text().splitlines():
             k, _, v = line.partition("=")
-            if k.strip() == "MAILFLOW_ADMIN_TOKEN":
+            if k.strip() == var:
                 return v.strip()
     if not required:
         return None
-    err.print("[red]no admin token[/]: set MAILFLOW_ADMIN_TOKEN (a local `mailflow up` keeps it in data/secrets.env)")
+    err.print(f"[red]no token[/]: set {var} (a local `mailflow up` keeps it in data/secrets.env)")
     raise typer.Exit(2)
+
+
+def admin_token(required: bool = True) -> str | None:
+    return token("MAILFLOW_ADMIN_TOKEN", required)
 
 
 def service_url(service: str) -> str:
@@ -80,8 +86,9 @@ def confirm(question: str, yes: bool) -> None:
 class Api:
     """A small admin REST client: `Api.store().post("/admin/domains", {...})`."""
 
-    def __init__(self, base_url: str, name: str):
+    def __init__(self, base_url: str, name: str, header: str = ADMIN_TOKEN_HEADER, token_var: str = "MAILFLOW_ADMIN_TOKEN"):
         self.base_url, self.name = base_url.rstrip("/"), name
+        self.header, self.token_var = header, token_var
 
     @classmethod
     def store(cls) -> Api:
@@ -91,6 +98,10 @@ class Api:
     def queue(cls) -> Api:
         return cls(service_url("queue"), "queue")
 
+    @classmethod
+    def resolver(cls) -> Api:
+        return cls(service_url("resolver"), "resolver", SERVICE_TOKEN_HEADER, "MAILFLOW_SERVICE_TOKEN")
+
     def request(self, method: str, path: str, body: Any = None, params: dict | None = None) -> Any:
         try:
             r = httpx.request(
@@ -98,7 +109,7 @@ class Api:
                 self.base_url + path,
                 json=body,
                 params={k: v for k, v in (params or {}).items() if v is not None},
-                headers={ADMIN_TOKEN_HEADER: admin_token()},
+                headers={self.header: token(self.token_var)},
                 timeout=30,
             )
         except httpx.HTTPError as exc:

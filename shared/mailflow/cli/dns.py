@@ -1,4 +1,5 @@
-"""`mailflow dns records DOMAIN`: the DNS records a domain of ours needs, as zone-file lines to paste.
+"""`mailflow dns records DOMAIN`: the DNS records a domain of ours needs, as zone-file lines to paste;
+with `--check`, what DNS has of each of them.
 
 MX (to MAILFLOW_HOSTNAME), SPF (RFC 7208: the MX hosts, plus delivery's source address when one is
 set), the DKIM public keys of every key set the store keeps for the domain (pending ones to publish
@@ -6,16 +7,25 @@ before `mailflow dkim activate`, retired ones until they are removed; each TXT v
 of at most 255 octets, RFC 1035 §3.3.14), DMARC (RFC 7489) and the SRV records by which mail clients
 find the servers (RFC 6186, RFC 8314 §5.1 for submissions). MTA-STS and TLS-RPT are left out: Mailflow
 serves no MTA-STS policy yet. The A/AAAA records of the host itself are the operator's (a comment says so).
+
+`--check` asks the resolver service (`GET /query/{type}/{name}`, service token) about each record and
+prints one line each: ok, missing, wrong (with what DNS has), error (DNS could not answer: try again) or
+unchecked (SRV: the resolver answers TXT, A, AAAA, MX and PTR only); and whether the mail host has an
+address. It exits 1 unless every checked record is ok, 2 if the resolver does not answer.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
+from urllib.parse import quote
 
 import typer
 
+from mailflow.authn.spf import is_spf
 from mailflow.cli.common import Api, err
 from mailflow.configfile import lookup
+from mailflow.contracts.messages import DnsAnswer
 from mailflow.contracts.rest import DkimKeyPublic
 from mailflow.services import DELIVERY, LISTENERS
 
@@ -31,6 +41,20 @@ SRV = (
     ("_pop3s._tcp", "pop3s", 10),
     ("_pop3._tcp", "pop3", 10),
 )
+SHOWN = 100  # characters of what DNS has, in a "wrong" line
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """One record the domain needs: `value` is the MX/SRV data, or a TXT record's text (unquoted)."""
+
+    name: str  # with the final dot
+    type: str  # MX, TXT, SRV
+    value: str
+
+    def line(self) -> str:
+        data = txt(self.value) if self.type == "TXT" else self.value
+        return f"{self.name}\t{TTL}\tIN\t{self.type}\t{data}"
 
 
 def txt(value: str) -> str:
@@ -47,26 +71,86 @@ def spf(source_address: str) -> str:
     return " ".join([*terms, "-all"])
 
 
-def records(domain: str, hostname: str, keys: list[DkimKeyPublic], dmarc_policy: str, source_address: str = "") -> list[str]:
-    """The zone-file lines (comments start with ';')."""
+def entries(domain: str, hostname: str, keys: list[DkimKeyPublic], dmarc_policy: str, source_address: str = "") -> list[str | Wanted]:
+    """The records, with comment lines (';') where they help."""
     d, host = domain.rstrip(".").lower() + ".", hostname.rstrip(".").lower() + "."
-    out = [
+    out: list[str | Wanted] = [
         f"; {domain}: the records Mailflow needs (mailflow dns records). {host} needs its own A/AAAA records.",
         "; MTA-STS and TLS-RPT: not configured, none printed.",
-        f"{d}\t{TTL}\tIN\tMX\t10 {host}",
-        f"{d}\t{TTL}\tIN\tTXT\t{txt(spf(source_address))}",
+        Wanted(d, "MX", f"10 {host}"),
+        Wanted(d, "TXT", spf(source_address)),
     ]
     note = {"pending": "publish, then `mailflow dkim activate`", "active": "signs now", "retired": "no longer signs; keep until removed"}
     for key in keys:
         out.append(f"; DKIM key set {key.selector}: {key.state} ({note[key.state]})")
-        for r in key.records:
-            out.append(f"{r.selector}._domainkey.{d}\t{TTL}\tIN\tTXT\t{txt(r.txt())}")
+        out += [Wanted(f"{r.selector}._domainkey.{d}", "TXT", r.txt()) for r in key.records]
     if not keys:
         out.append(f"; no DKIM key: `mailflow dkim keygen {domain}` makes one")
-    out.append(f"_dmarc.{d}\t{TTL}\tIN\tTXT\t{txt(f'v=DMARC1; p={dmarc_policy}; adkim=r; aspf=r')}")
+    out.append(Wanted(f"_dmarc.{d}", "TXT", f"v=DMARC1; p={dmarc_policy}; adkim=r; aspf=r"))
     for name, listener, priority in SRV:
-        out.append(f"{name}.{d}\t{TTL}\tIN\tSRV\t{priority} 1 {LISTENERS[listener][1].port} {host}")
+        out.append(Wanted(f"{name}.{d}", "SRV", f"{priority} 1 {LISTENERS[listener][1].port} {host}"))
     return out
+
+
+def records(domain: str, hostname: str, keys: list[DkimKeyPublic], dmarc_policy: str, source_address: str = "") -> list[str]:
+    """The zone-file lines (comments start with ';')."""
+    return [e if isinstance(e, str) else e.line() for e in entries(domain, hostname, keys, dmarc_policy, source_address)]
+
+
+def _flat(text: str) -> str:
+    return "".join(text.split())
+
+
+def verdict(wanted: Wanted, answer: DnsAnswer) -> tuple[str, str]:
+    """(ok | missing | wrong | error, what DNS has when wrong) of one record against DNS's answer. MX:
+    ok when our host is among the MX hosts. TXT: the records of the same kind (SPF: `is_spf`; DMARC:
+    "v=DMARC1"; DKIM: all at the name) compared without whitespace; two SPF records are wrong (RFC 7208
+    §4.5 makes that a permerror)."""
+    if answer.status == "temp_fail":
+        return "error", answer.error or "DNS did not answer"
+    have = answer.records if answer.status == "ok" else []
+    if wanted.type == "MX":
+        host = wanted.value.split()[1].rstrip(".")
+        same = [r for r in have if r.partition(" ")[2] == host]
+    else:
+        if is_spf(wanted.value):
+            have = [r for r in have if is_spf(r)]
+        elif wanted.value.startswith("v=DMARC1"):
+            have = [r for r in have if r.startswith("v=DMARC1")]
+        same = [r for r in have if _flat(r) == _flat(wanted.value)]
+        if is_spf(wanted.value) and len(have) > 1:
+            same = []
+    if not have:
+        return "missing", ""
+    if same:
+        return "ok", ""
+    shown = " | ".join(have)
+    return "wrong", shown if len(shown) <= SHOWN else shown[: SHOWN - 3] + "..."
+
+
+def check(found: list[Wanted], hostname: str, resolver: Api) -> int:
+    """Ask the resolver about each record, print a line for each; the number not ok."""
+    bad = 0
+
+    def ask(rdtype: str, name: str) -> DnsAnswer:
+        return DnsAnswer.model_validate(resolver.get(f"/query/{rdtype}/{quote(name.rstrip('.'), safe='')}"))
+
+    for w in found:
+        if w.type == "SRV":
+            typer.echo(f"unchecked  {w.name} SRV (the resolver answers TXT, A, AAAA, MX and PTR)")
+            continue
+        status, detail = verdict(w, ask(w.type, w.name))
+        bad += status != "ok"
+        typer.echo(f"{status:<9}  {w.name} {w.type}" + (f": DNS has {detail}" if status == "wrong" else f": {detail}" if detail else ""))
+    host = hostname.rstrip(".").lower() + "."
+    answers = [ask(t, host) for t in ("A", "AAAA")]
+    if any(a.status == "ok" for a in answers):
+        typer.echo(f"ok         {host} A/AAAA: {' '.join(r for a in answers for r in a.records)}")
+    else:
+        error = next((a.error for a in answers if a.status == "temp_fail"), None)
+        bad += 1
+        typer.echo(f"error      {host} A/AAAA: {error}" if error else f"missing    {host} A/AAAA (the mail host has no address)")
+    return bad
 
 
 @app.command("records")
@@ -74,6 +158,7 @@ def dns_records(
     domain: str = typer.Argument(..., help="One of our domains.", show_default=False),
     hostname: str | None = typer.Option(None, help="The mail host's public name (default: MAILFLOW_HOSTNAME)."),
     dmarc: str = typer.Option("quarantine", help="DMARC policy: none, quarantine or reject."),
+    check_dns: bool = typer.Option(False, "--check", help="Ask DNS (through the resolver) which records are missing or wrong; exit 1 if any is."),
 ) -> None:
     """Print DOMAIN's MX, SPF, DKIM, DMARC and SRV records as zone-file lines, ready to paste."""
     if dmarc not in ("none", "quarantine", "reject"):
@@ -84,5 +169,10 @@ def dns_records(
         err.print("[yellow]MAILFLOW_HOSTNAME is not set[/]: the records name localhost (give --hostname)")
     keys = [DkimKeyPublic.model_validate(k) for k in Api.store().get("/admin/dkim", domain=domain)]  # 404: not ours
     source = lookup(DELIVERY.var("source_address")) or ""
-    for line in records(domain, host, keys, dmarc, source):
-        typer.echo(line)
+    found = entries(domain, host, keys, dmarc, source)
+    if not check_dns:
+        for e in found:
+            typer.echo(e if isinstance(e, str) else e.line())
+        return
+    if check([e for e in found if isinstance(e, Wanted)], host, Api.resolver()):
+        raise typer.Exit(1)

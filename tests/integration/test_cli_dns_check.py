@@ -1,0 +1,72 @@
+"""`mailflow dns records DOMAIN --check` against a real mailbox-store and a real resolver whose DNS is a
+server the test starts: what `mailflow dns records` prints, published as printed, checks ok; a domain
+published wrong, partly or behind a failing server gets a line for each record that says so, and exit 1."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from mailflow.cli.main import app
+from mailflow.stack import Ports, Stack
+from tests.support.dns import DnsServer
+
+HOST = "mx.good.test"
+
+
+@pytest.fixture(scope="module")
+def dns():
+    with DnsServer(f"{HOST}. 3600 IN A 127.0.0.1") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory, dns):
+    resolver_env = {"MAILFLOW_RESOLVER_NAMESERVERS": dns.address, "MAILFLOW_RESOLVER_TIMEOUT": "0.3", "MAILFLOW_RESOLVER_LIFETIME": "0.8"}
+    ports = Ports.free()
+    with Stack(tmp_path_factory.mktemp("stack"), ports, services=("mailbox-store", "resolver"), env=resolver_env) as st:
+        env = {**st.cli_env(), "COLUMNS": "250", "MAILFLOW_HOSTNAME": HOST}
+
+        def run(*args: str, code: int = 0) -> list[str]:
+            result = CliRunner().invoke(app, list(args), env=env)
+            assert result.exit_code == code, (args, result.output)
+            return result.output.splitlines()
+
+        for domain in ("good.test", "bad.test"):
+            run("domain", "add", domain)
+            run("dkim", "keygen", domain, "--selector", "s1")
+        yield run
+
+
+def test_records_published_as_printed_check_ok(cli, dns):
+    dns.add("\n".join(line for line in cli("dns", "records", "good.test") if not line.startswith(";")))
+    lines = cli("dns", "records", "good.test", "--check")
+    assert lines[:5] == [
+        "ok         good.test. MX",
+        "ok         good.test. TXT",
+        "ok         s1-rsa._domainkey.good.test. TXT",
+        "ok         s1-ed25519._domainkey.good.test. TXT",
+        "ok         _dmarc.good.test. TXT",
+    ]
+    assert lines[5] == "unchecked  _submissions._tcp.good.test. SRV (the resolver answers TXT, A, AAAA, MX and PTR)"
+    assert lines[-1] == f"ok         {HOST}. A/AAAA: 127.0.0.1"
+
+
+def test_missing_and_wrong_records_are_named_and_exit_1(cli, dns):
+    printed = [line for line in cli("dns", "records", "bad.test") if not line.startswith(";")]
+    rsa = next(line for line in printed if line.startswith("s1-rsa."))
+    dns.add("\n".join([
+        "bad.test. 3600 IN MX 10 mx.elsewhere.test.",
+        'bad.test. 3600 IN TXT "v=spf1 -all"',
+        'bad.test. 3600 IN TXT "site-verification=abc"',
+        rsa,
+    ]))  # fmt: skip
+    dns.servfail.add("_dmarc.bad.test")
+    lines = cli("dns", "records", "bad.test", "--check", code=1)
+    assert lines[:5] == [
+        "wrong      bad.test. MX: DNS has 10 mx.elsewhere.test",
+        "wrong      bad.test. TXT: DNS has v=spf1 -all",
+        "ok         s1-rsa._domainkey.bad.test. TXT",
+        "missing    s1-ed25519._domainkey.bad.test. TXT",
+        "error      _dmarc.bad.test. TXT: TXT _dmarc.bad.test: NoNameservers",
+    ]
