@@ -203,10 +203,12 @@ class DnsQuery(Contract):
 class DnsAnswer(Contract):
     """One DNS question's answer, as the checks of `mailflow.authn` read it. `records` as text:
     TXT: each record's character-strings joined without a separator (RFC 7208 §3.3, RFC 6376 §3.6.2.2),
-    UTF-8 with undecodable octets replaced; A/AAAA: the address; MX: "preference host"; PTR: the name.
-    Host names are lower case without the final dot. nxdomain and nodata are answers (cached for the
-    SOA's negative TTL); temp_fail is none (SERVFAIL, timeout, an answer over the size limit) and is
-    never cached."""
+    UTF-8 with undecodable octets replaced; A/AAAA: the address; MX: "preference host" ("0 ." for a
+    null MX, RFC 7505); PTR: the name. `name` and host names are lower case without the final dot
+    (A-labels). nxdomain and nodata are answers (cached for the SOA's negative TTL); nxdomain is also
+    the answer, with `error` saying so, for a name DNS cannot hold (`mailflow.dns.query_name`), which
+    is never asked. temp_fail is none (SERVFAIL, timeout, an answer over the resolver's size limits, no
+    resolver) and is never cached. `ttl`: seconds left; `cached`: from the resolver's cache."""
 
     v: Literal[1] = 1
     name: str
