@@ -29,8 +29,8 @@ class Resolver(Protocol):
 def query_name(name: str) -> str:
     """`name` as it is asked and cached: lower case, without the final dot, non-ASCII labels as A-labels
     (IDNA 2003, as dnspython). ValueError unless DNS can hold it: labels of 1 to 63 octets, 253 in all
-    (RFC 1035 §2.3.4), each octet printable ASCII other than space (what a mail domain or an SPF macro
-    expansion can be; RFC 7208 §7.1 macro-literal)."""
+    (RFC 1035 §2.3.4), each octet printable ASCII or a space (what a mail domain or an SPF macro
+    expansion can be: RFC 7208 §7.1 macro-literals, and "%_" is a space); no control character."""
     text = name[:-1] if name.endswith(".") else name
     if not text.isascii():
         try:
@@ -40,7 +40,7 @@ def query_name(name: str) -> str:
     text = text.lower()
     if not 0 < len(text) <= 253 or any(not 0 < len(label) <= 63 for label in text.split(".")):
         raise ValueError(f"not a domain name: {name[:80]!r}")
-    if not text.isprintable() or " " in text:  # ASCII by now: printable is " " to "~"
+    if not text.isprintable():  # ASCII by now: printable is " " to "~"
         raise ValueError(f"not a domain name: {name[:80]!r}")
     return text
 

@@ -577,3 +577,9 @@ def test_any_record_text_parses_or_is_a_permerror(text):
         parse_record("v=spf1 " + text)
     except PermError:
         pass
+
+
+async def test_macro_escapes_make_names_with_spaces_and_percents():
+    zone = Zone("esc.test TXT v=spf1 a:macro%%percent%_space%-url.example.com -all")
+    zone.records[("macro%percent space%20url.example.com", "A")] = ["192.0.2.1"]
+    assert (await spf(zone, "192.0.2.1", "esc.test")).result == "pass"

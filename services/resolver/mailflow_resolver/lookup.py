@@ -78,7 +78,7 @@ def make_dns_resolver(nameservers: str, timeout: float, lifetime: float) -> dns.
 def normalize(domain: str) -> str:
     """A mail domain: lower-case, no trailing dot, IDNA (A-label) form. ValueError if it cannot be one."""
     d = domain.strip().rstrip(".")
-    if any(c in d for c in "@[]\\\"/"):
+    if any(c in d for c in " @[]\\\"/"):
         raise ValueError(f"not a domain: {domain!r}")
     try:
         return query_name(d)

@@ -131,7 +131,7 @@ async def test_answers_over_the_limits_are_temp_fail_and_not_cached(dns, limits,
     assert not (await r.query(name, rdtype)).cached
 
 
-@pytest.mark.parametrize("name", ["", ".", "a..b.test", "a b.test", "x" * 64 + ".test", "a." * 127 + "test", "tab\t.test"])
+@pytest.mark.parametrize("name", ["", ".", "a..b.test", "x" * 64 + ".test", "a." * 127 + "test", "tab\t.test"])
 async def test_a_name_that_cannot_be_in_dns_is_nxdomain_without_asking(dns, name):
     answer = await resolver(dns).query(name, "TXT")
     assert answer.status == "nxdomain" and answer.error.startswith("not a domain name")
