@@ -108,7 +108,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         """For debugging: what the resolver answers delivery about `domain`."""
         return await mx.lookup(domain)
 
-    @app.get("/query/{rdtype}/{name}", dependencies=[Depends(guard)])
+    @app.get("/query/{rdtype}/{name:path}", dependencies=[Depends(guard)])  # a name may hold a "/"
     async def query_route(rdtype: DnsType, name: str) -> DnsAnswer:
         """What the resolver answers `dns.query` about `name` and `rdtype` (TXT, A, AAAA, MX, PTR); for
         debugging and for `mailflow dns records --check`."""

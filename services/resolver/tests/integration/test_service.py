@@ -50,6 +50,8 @@ async def test_request_reply_and_rest(nats_url):
                 assert (await http.get("/query/TXT/naver.test")).status_code == 401
                 r = await http.get("/query/MX/naver.test", headers={"X-Mailflow-Token": "s3cret"})
                 assert r.json()["records"] == ["10 mx.naver.test"]
+                r = await http.get("/query/TXT/a%2Fb.naver.test", headers={"X-Mailflow-Token": "s3cret"})
+                assert (r.json()["name"], r.json()["status"]) == ("a/b.naver.test", "nxdomain")  # asked DNS
                 r = await http.get("/query/SOA/naver.test", headers={"X-Mailflow-Token": "s3cret"})
                 assert r.status_code == 422  # only the types of DnsType
                 metrics = (await http.get("/metrics")).text
