@@ -21,6 +21,15 @@ Authentication-Results comment (printable ASCII, no parentheses, at most `MAX_RE
 
 Records are read by a hand-written tokenizer in one pass (no regular expressions), macros (§7) by
 another; each term and macro is checked against the ABNF before anything is evaluated.
+
+Checked against the openspf RFC 7208 test suite (release 2014.04, as pyspf 2.0.14 ships it): 202 of
+its 203 cases agree; the other expects %{i}'s IPv6 nibbles in the case the client's address was
+written in, where ours are lower case (DNS does not mind; only an explanation's text differs).
+Why not pyspf: it asks DNS itself, synchronously, through a module-level hook, so it could use
+neither the resolver service nor its cache without blocking the event loop.
+Cost, measured on the 2-core development machine: a check through an include and a redirect (three
+records, four questions) takes ~72 us of CPU here; each question through `DnsClient` adds a NATS round
+trip (~1 ms wall, ~0.3 ms CPU for both ends, answered from the resolver's cache).
 """
 
 from __future__ import annotations
