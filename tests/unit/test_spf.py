@@ -583,3 +583,18 @@ async def test_macro_escapes_make_names_with_spaces_and_percents():
     zone = Zone("esc.test TXT v=spf1 a:macro%%percent%_space%-url.example.com -all")
     zone.records[("macro%percent space%20url.example.com", "A")] = ["192.0.2.1"]
     assert (await spf(zone, "192.0.2.1", "esc.test")).result == "pass"
+
+
+@pytest.mark.parametrize(
+    "spec,asked",
+    [  # §7.3: a name over 253 characters loses labels on the left until it fits
+        ("x." + ".".join(["a" * 62] * 4), "x." + ".".join(["a" * 62] * 4)),  # 253: fits
+        ("xx." + ".".join(["a" * 62] * 4), ".".join(["a" * 62] * 4)),
+        ("%{s}." * 5000 + "example.com", "test." + "postmaster@sender.test." * 10 + "example.com"),  # 120 KiB -> 246
+    ],
+    ids=["253", "254", "120KiB"],
+)
+async def test_long_names_are_cut_from_the_left(spec, asked):
+    zone = Zone(f"long.test TXT v=spf1 exists:{spec} -all")
+    await check_host(zone, "192.0.2.1", "long.test", "postmaster@sender.test", now=NOW)
+    assert zone.asked[1] == (asked, "A") and len(asked) <= 253

@@ -482,36 +482,45 @@ class Evaluation:
         return self._ptr
 
     async def _target(self, spec: MacroString, domain: str) -> str:
-        """A domain-spec expanded (the current domain if none), cut to 253 characters from the left
-        (§7.3), as the resolver asks it; "" when DNS cannot hold it (then nothing is asked: no match)."""
+        """A domain-spec expanded (the current domain if none), its left labels dropped until it has at
+        most 253 characters (§7.3), as the resolver asks it; "" when DNS cannot hold it (then nothing is
+        asked: no match). Only the right end survives the cut, so only it is expanded."""
         if not spec:
             return domain
-        name = await self._expand(spec, domain)
-        while len(name.rstrip(".")) > 253 and "." in name:
-            name = name.split(".", 1)[1]
+        name = await self._expand(spec, domain, most=255, right=True)
+        name = name[:-1] if name.endswith(".") else name
+        if len(name) > 253:
+            cut = name.find(".", len(name) - 254)  # the first dot whose right side fits
+            name = name[cut + 1 :] if cut >= 0 else name
         try:
             return query_name(name)
         except ValueError:
             return ""
 
-    async def _expand(self, spec: MacroString, domain: str) -> str:
+    async def _expand(self, spec: MacroString, domain: str, most: int = 0, right: bool = False) -> str:
+        """The macro-string with its macros replaced (§7.3). With `most`, expansion stops once that many
+        characters are had, counted from the left, or from the right with `right`: a record full of
+        macros costs no more than the part of its expansion that is used."""
         out: list[str] = []
-        for part in spec:
-            if isinstance(part, str):
-                out.append(part)
-                continue
-            if part.letter in "%_-":
-                out.append({"%": "%", "_": " ", "-": "%20"}[part.letter])
-                continue
-            value = await self._value(part.letter, domain)
-            parts = _split(value, part.delimiters)
-            if part.reverse:
-                parts.reverse()
-            if part.keep:
-                parts = parts[-part.keep :]
-            text = ".".join(parts)
-            out.append(urllib.parse.quote(text, safe="-._~") if part.escape else text)
-        return "".join(out)
+        had = 0
+        for part in reversed(spec) if right else spec:
+            text = part if isinstance(part, str) else await self._macro(part, domain)
+            out.append(text)
+            had += len(text)
+            if most and had >= most:
+                break
+        return "".join(reversed(out) if right else out)
+
+    async def _macro(self, macro: Macro, domain: str) -> str:
+        if macro.letter in "%_-":
+            return {"%": "%", "_": " ", "-": "%20"}[macro.letter]
+        parts = _split(await self._value(macro.letter, domain), macro.delimiters)
+        if macro.reverse:
+            parts.reverse()
+        if macro.keep:
+            parts = parts[-macro.keep :]
+        text = ".".join(parts)
+        return urllib.parse.quote(text, safe="-._~") if macro.escape else text
 
     async def _value(self, letter: str, domain: str) -> str:
         match letter:
@@ -549,7 +558,7 @@ class Evaluation:
             answer = await self.dns.query(name, "TXT") if name else None
             if answer is None or answer.status != "ok" or len(answer.records) != 1:
                 return ""
-            text = await self._expand(parse_macro_string(answer.records[0], exp=True), domain)
+            text = await self._expand(parse_macro_string(answer.records[0], exp=True), domain, most=4 * MAX_EXPLANATION)
         except PermError:
             return ""
         clean = "".join(c for c in text if " " <= c <= "~")
