@@ -473,7 +473,7 @@ class Evaluation:
         """§5.5: the names of ip's PTR records (the first 10) whose addresses include ip; once per check
         (the ptr mechanism and the p macro share it). A DNS failure here is no match, never an error."""
         if self._ptr is None:
-            answer = await self.dns.query(_reverse_name(self.ip), "PTR")
+            answer = await self.dns.query(self.ip.reverse_pointer, "PTR")
             names = list(dict.fromkeys(answer.records))[:MAX_NAMES] if answer.status == "ok" else []
             rdtype = "A" if self.v4 else "AAAA"
             found = await asyncio.gather(*(self.dns.query(n, rdtype) for n in names))
@@ -533,7 +533,7 @@ class Evaluation:
             case "d":
                 return domain
             case "i":
-                return str(self.ip) if self.v4 else ".".join(f"{self.ip.packed.hex():0>32}")
+                return str(self.ip) if self.v4 else ".".join(self.ip.packed.hex())  # 32 nibbles, dotted
             case "v":
                 return "in-addr" if self.v4 else "ip6"
             case "h":
@@ -587,10 +587,6 @@ def _addresses(records: list[str], version: int) -> set[str]:
         if address.version == version:
             out.add(str(address))
     return out
-
-
-def _reverse_name(ip: IP) -> str:
-    return ip.reverse_pointer
 
 
 def _loop(chain: list[str]) -> str:
