@@ -11,6 +11,16 @@ from collections.abc import Awaitable, Callable, Iterator
 from mailflow.stack import free_port  # noqa: F401 (tests import it from here)
 
 
+class Clock:
+    """A clock a test moves by hand (`clock.now += 61`), for code that takes `clock=`."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def wait_for(pred: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> object:
     """Poll `pred` until it returns something truthy; AssertionError after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mailflow_resolver.lookup import MxResolver, make_dns_resolver
+from tests.support import Clock
 from tests.support.dns import DnsServer
 
 ZONE = """
@@ -26,14 +27,6 @@ dangling.test.    300 IN MX 10 nowhere.dangling.test.
 def dns():
     with DnsServer(ZONE) as server:
         yield server
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 def resolver(dns, clock=None, **kw):

@@ -9,6 +9,7 @@ import pytest
 from dnslib import QTYPE, RR, TXT
 
 from mailflow_resolver.lookup import QueryResolver, make_dns_resolver
+from tests.support import Clock
 from tests.support.dns import DnsServer
 
 LONG = " ".join(f'"{c * 255}"' for c in "abcdefghijklmnopqrstuvwxyz" * 2)  # 52 strings: 13,260 octets
@@ -31,14 +32,6 @@ def dns():
     with DnsServer(ZONE, negative_ttl=30) as server:
         server.records.append(RR("utf8.test", QTYPE.TXT, rdata=TXT([b"caf\xc3\xa9 \xff"]), ttl=300))
         yield server
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 def resolver(dns, **kw) -> QueryResolver:
