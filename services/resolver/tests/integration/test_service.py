@@ -46,7 +46,9 @@ async def test_request_reply_and_rest(nats_url):
                 assert r.json()["hosts"][0]["host"] == "mx.naver.test"
                 txt = await DnsClient(nc, timeout=5).query("naver.test", "TXT")
                 assert (txt.status, txt.records, txt.cached) == ("ok", ["v=spf1 mx -all"], False)
-                assert (await DnsClient(nc, timeout=5).query("naver.test", "TXT")).cached
+                assert (await DnsClient(nc, timeout=5).query("naver.test", "TXT")).cached  # the resolver's cache
+                near = DnsClient(nc, timeout=0.5)
+                await near.query("naver.test", "MX")
                 assert (await http.get("/query/TXT/naver.test")).status_code == 401
                 r = await http.get("/query/MX/naver.test", headers={"X-Mailflow-Token": "s3cret"})
                 assert r.json()["records"] == ["10 mx.naver.test"]
@@ -62,6 +64,13 @@ async def test_request_reply_and_rest(nats_url):
             for subject in ("dns.mx", "dns.query"):
                 raw = await nc.request(subject, b"not json", timeout=5)
                 assert b"temp_fail" in raw.data
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            # the resolver is gone: the client's own copy answers for the record's TTL; what it never had is temp_fail
+            mx = await near.query("naver.test", "MX")
+            assert (mx.status, mx.records, mx.cached) == ("ok", ["10 mx.naver.test"], True)
+            assert (await near.query("daum.test", "MX")).status == "temp_fail"
+            assert (await near.query("daum.test", "MX")).status == "temp_fail"  # asked again, not remembered
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)
