@@ -15,7 +15,7 @@ from mailflow_delivery.app import remote_config
 from mailflow_delivery.dkim import Signer
 from mailflow_delivery.routing import Deliveries
 from mailflow_delivery.settings import Settings
-from mailflow_resolver.app import build_resolver
+from mailflow_resolver.app import build_resolvers
 from mailflow_resolver.settings import Settings as ResolverSettings
 from services.delivery.tests.support import Relay, RemoteMta, Scripted, dkim_verdicts
 from tests.support import free_port
@@ -49,7 +49,7 @@ async def world(tmp_path, store, provider_store):
     provider.add_domain("relay.test")
     with DnsServer(ZONE) as dns, RemoteMta(tmp_path) as mta:
         async with Relay(tmp_path, provider) as relay:
-            resolver = build_resolver(ResolverSettings(service_token="t", nameservers=dns.address, timeout=2, lifetime=4))
+            resolver, _ = build_resolvers(ResolverSettings(service_token="t", nameservers=dns.address, timeout=2, lifetime=4))
 
             def make(**kw) -> Deliveries:
                 values = dict(
