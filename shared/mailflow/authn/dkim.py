@@ -583,7 +583,7 @@ async def check_signature(
     """The checks of §6.1.2-6.1.3 for a well-formed signature: key, body hash, signature. Returns the
     reason of a pass ("" or what l= left unsigned); raises Invalid."""
     key = await public_key(dns, sig.s, sig.d, sig.a)
-    if key.strict and sig.auid.rpartition("@")[2].lower() != sig.d:
+    if key.strict and sig.auid and sig.auid.rpartition("@")[2].lower() != sig.d:
         raise Invalid("permerror", f"the key has t=s and i= is a subdomain of d={sig.d}")
     bh, covered = await bodies.hash(sig.simple_body, sig.length)
     if sig.length is not None and covered < sig.length:
