@@ -22,6 +22,7 @@ import dkim as dkimpy
 from mailflow.authn.arc import seal, verify_chain
 from mailflow.authn.dkim import Keys, sign_with, verify
 from tests.support.dkim import TableDns, ed25519_key, rsa_key
+from tests.support.loop import watch
 from tests.support.opendkim import only_signature
 
 LINE = (
@@ -42,27 +43,6 @@ async def median_ms(runs: int, call) -> float:
         await call()
         times.append(time.perf_counter() - started)
     return statistics.median(times) * 1000
-
-
-async def longest_pause_ms(call) -> tuple[float, float]:
-    gaps, stop = [], asyncio.Event()
-
-    async def tick():
-        last = time.perf_counter()
-        while not stop.is_set():
-            await asyncio.sleep(0.001)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    ticker = asyncio.create_task(tick())
-    await asyncio.sleep(0.01)
-    started = time.perf_counter()
-    await call()
-    took = time.perf_counter() - started
-    stop.set()
-    await ticker
-    return took * 1000, max(gaps) * 1000
 
 
 async def main(runs: int) -> None:
@@ -87,8 +67,8 @@ async def main(runs: int) -> None:
 
         out = f"{label:>11}: ours, both signatures {ours:8.2f} ms; dkimpy, RSA alone {await median_ms(min(n, 5), theirs):8.2f} ms"
         if size > 1 << 20:
-            took, pause = await longest_pause_ms(lambda s=signed: verify(s, dns, now))
-            out += f"; one verify with a ticking loop {took:.0f} ms, longest loop pause {pause:.1f} ms"
+            watched = await watch(verify(signed, dns, now))
+            out += f"; one verify with a ticking loop {watched.took * 1000:.0f} ms, longest loop pause {watched.longest * 1000:.1f} ms"
         print(out, flush=True)
     fwd = TableDns(dns.table | {"s1-rsa._domainkey.fwd.test": [r.txt]})
     small = b"Authentication-Results: mx.a.test; spf=pass\r\n" + message(4096)
