@@ -500,6 +500,58 @@ _MIME_TOKENS = (
     b"Subject: ", b"Message-ID: <", b"In-Reply-To: ", b"Date: ", b"Content-Language: ", b"Content-Location: ",
     b"<a@b>", b"group: a@b, c@d;", b"\"quoted\" <x@y>", b"(comment)", b"\r\n\t", b"multipart/digest",
 )  # fmt: skip
+# --- DKIM and ARC verification (mailflow.authn): what a port-25 client sends in its header block -----------
+
+# Keys every selector of fuzz.test has: a fixed Ed25519 key (the corpus is signed with it) and a small RSA
+# key (the RSA paths run; no corpus signature verifies with it). Made on first use.
+FUZZ_ED25519_SEED = bytes(range(32))
+_dkim_dns: list[object] = []
+
+
+def _dkim_table():
+    if not _dkim_dns:
+        from cryptography.hazmat.primitives import serialization as ser
+        from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+        from tests.support.dkim import TEMP_FAIL, TableDns
+
+        ed = ed25519.Ed25519PrivateKey.from_private_bytes(FUZZ_ED25519_SEED).public_key().public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw)
+        spki = rsa.generate_private_key(65537, 1024).public_key().public_bytes(ser.Encoding.DER, ser.PublicFormat.SubjectPublicKeyInfo)
+        table = {f"{s}._domainkey.fuzz.test": [f"v=DKIM1; k=ed25519; p={base64.b64encode(ed).decode()}"] for s in ("e", "s1-ed25519")}
+        table |= {f"{s}._domainkey.fuzz.test": [f"v=DKIM1; p={base64.b64encode(spki).decode()}"] for s in ("r", "s1-rsa")}
+        table |= {"t._domainkey.fuzz.test": TEMP_FAIL, "two._domainkey.fuzz.test": ["p=", "p="]}
+        _dkim_dns.append(TableDns(table))
+    return _dkim_dns[0]
+
+
+def dkim(data: bytes) -> None:
+    """DKIM verify and ARC verify_chain never raise, give one result per DKIM-Signature field, and each
+    result is one RFC 8601 allows."""
+    from typing import get_args
+
+    from mailflow.authn import ArcResult, DkimResult
+    from mailflow.authn.arc import verify_chain
+    from mailflow.authn.dkim import field_name, split, verify
+
+    dns, now = _dkim_table(), 1_800_000_000
+    results = run_async(verify(data, dns, now))
+    parsed = split(data)
+    expected = 1 if parsed is None else sum(1 for n, _ in parsed[0] if field_name(n) == b"dkim-signature")
+    if len(results) != expected:
+        raise Finding(f"{len(results)} DKIM results for {expected} signatures")
+    if any(r.result not in get_args(DkimResult) for r in results):
+        raise Finding(f"a DKIM result outside RFC 8601: {results}")
+    chain = run_async(verify_chain(data, dns, now))
+    if chain.result not in get_args(ArcResult) or not 0 <= chain.instances <= 50:
+        raise Finding(f"an ARC result outside RFC 8617: {chain}")
+
+
+_DKIM_TOKENS = (
+    b"DKIM-Signature: ", b"v=1; ", b"a=rsa-sha256; ", b"a=ed25519-sha256; ", b"a=rsa-sha1; ", b"c=relaxed/simple; ",
+    b"d=fuzz.test; ", b"s=e; ", b"s=r; ", b"s=t; ", b"s=two; ", b"h=from:to:from; ", b"bh=", b"b=", b"l=3; ", b"i=@fuzz.test; ",
+    b"t=1; x=2; ", b"q=dns/txt; ", b"ARC-Seal: i=1; cv=none; ", b"ARC-Message-Signature: i=1; ", b"ARC-Authentication-Results: i=1; ",
+    b"i=2; cv=pass; ", b"From: a@fuzz.test\r\n", b"\r\n\t", b"\r\n\r\n", b";", b"=",
+)  # fmt: skip
 _PROXY_TOKENS = (
     b"PROXY TCP4 ", b"PROXY TCP6 ", b"PROXY UNKNOWN", b"192.0.2.1 ", b"::1 ", b"65535", b"\r\n",
     b"\r\n\r\n\x00\r\nQUIT\n", b"\x21\x11", b"\x21\x21", b"\x20\x00", b"\x21\x31", b"\x00\x0c",
@@ -517,6 +569,7 @@ TARGETS: dict[str, Target] = {
         Target("imap-parser", imap_parser, "IMAP framing (literals, limits), lexer and command parser", 4096, _IMAP_TOKENS),
         Target("pop3-session", pop3_session, "POP3 session: commands, AUTH PLAIN, states, pipelining", 2048, _POP3_TOKENS),
         Target("mime", mime_parse, "mime.parse, BODYSTRUCTURE/BODY/ENVELOPE rendering, JSON form, the store's sections", 16384, _MIME_TOKENS),
+        Target("dkim", dkim, "DKIM verify and ARC verify_chain (mailflow.authn): tag lists, canonicalization, keys, chains", 8192, _DKIM_TOKENS),
         Target("mime-section", mime_section, "FETCH BODY[section-spec]: imap-pop3's parser, the store's spec reader and slicing", 4096, _MIME_TOKENS + (b"HEADER.FIELDS.NOT (", b".MIME", b".TEXT", b"1.2.3")),
     )
 }
