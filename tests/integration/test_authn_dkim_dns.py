@@ -1,58 +1,28 @@
-"""DKIM and ARC verification asking a real DNS server (tests/support/dns.py) over UDP/TCP on loopback:
-dkimpy's RSA and Ed25519 signatures pass with the keys as a zone publishes them (the RSA record split
-into 255-octet strings, joined by the lookup); SERVFAIL and silence are temperror, a missing key a
-permerror; an ARC chain dkimpy starts and we seal passes."""
+"""DKIM and ARC verification through the real resolver service: `verify` asks `DnsClient`, which asks
+the resolver over a real nats-server, which asks a DNS server the test starts on loopback. dkimpy's RSA
+and Ed25519 signatures pass with the keys as the zone publishes them (the RSA record split into 255-octet
+strings, joined on the way); SERVFAIL and silence are temperror, a missing key a permerror; an ARC chain
+dkimpy starts and we seal passes."""
 
 from __future__ import annotations
 
 import time
 
 import dkim as dkimpy
-import dns.asyncresolver
-import dns.exception
-import dns.nameserver
-import dns.resolver
 import pytest
 
 from mailflow.authn import Arc
 from mailflow.authn.arc import seal, verify_chain
 from mailflow.authn.dkim import Keys, verify
-from mailflow.contracts.messages import DnsAnswer
 from tests.support.dkim import ed25519_key, rsa_key
 from tests.support.dns import DnsServer
+from tests.support.resolver import resolver_service
 
 NOW = int(time.time())
 MESSAGE = (
     b"Authentication-Results: mx.a.test; spf=pass smtp.mailfrom=alice@a.test\r\n"
     b"From: Alice <alice@a.test>\r\nTo: bob@b.test\r\nSubject: hello\r\n\r\nHello\r\n"
 )
-
-
-class DirectLookup:
-    """DnsLookup straight to one DNS server with dnspython (the resolver service's dns.query does the
-    same with a cache in front): TXT strings joined, as RFC 6376 §3.6.2.2 reads them."""
-
-    def __init__(self, address: str, lifetime: float = 2.0):
-        host, port = address.rsplit(":", 1)
-        self.r = dns.asyncresolver.Resolver(configure=False)
-        self.r.nameservers = [dns.nameserver.Do53Nameserver(host, int(port))]
-        self.r.lifetime = lifetime
-
-    async def query(self, name: str, rdtype) -> DnsAnswer:
-        try:
-            answer = await self.r.resolve(name, rdtype)
-        except dns.resolver.NXDOMAIN:
-            return DnsAnswer(name=name, type=rdtype, status="nxdomain")
-        except dns.resolver.NoAnswer:
-            return DnsAnswer(name=name, type=rdtype, status="nodata")
-        except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
-            return DnsAnswer(name=name, type=rdtype, status="temp_fail", error=type(exc).__name__)
-        return DnsAnswer(
-            name=name,
-            type=rdtype,
-            status="ok",
-            records=[b"".join(rr.strings).decode("utf-8", "replace") for rr in answer],
-        )
 
 
 def txt(name: str, value: str) -> str:
@@ -62,22 +32,21 @@ def txt(name: str, value: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def world():
+def keys():
     r, e, fwd = rsa_key(), ed25519_key(), rsa_key()
-    zone = (
-        txt("r._domainkey.a.test", r.txt)
-        + txt("e._domainkey.a.test", e.txt)
-        + txt("k1-rsa._domainkey.fwd.test", fwd.txt)
-    )
+    return {"r": r, "e": e, "fwd": fwd}
+
+
+@pytest.fixture
+async def world(nats_url, keys):
+    """(the DNS server, a DnsClient to a resolver service that asks it, the keys, our sealing keys)."""
+    zone = txt("r._domainkey.a.test", keys["r"].txt) + txt("e._domainkey.a.test", keys["e"].txt)
+    zone += txt("k1-rsa._domainkey.fwd.test", keys["fwd"].txt)
     with DnsServer(zone) as server:
         server.servfail.add("broken._domainkey.a.test")
         server.drop.add("silent._domainkey.a.test")
-        yield (
-            server,
-            DirectLookup(server.address),
-            {"r": r, "e": e},
-            Keys("fwd.test", "k1", fwd.private, e.private),
-        )
+        async with resolver_service(nats_url, server, probe=("e._domainkey.a.test", "TXT")) as client:
+            yield server, client, keys, Keys("fwd.test", "k1", keys["fwd"].private, keys["e"].private)
 
 
 async def test_dkimpys_signatures_pass_with_the_published_keys(world):

@@ -3,17 +3,11 @@ real nats-server, which asks a DNS server the test starts on loopback (UDP, and 
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from mailflow import natsconn
 from mailflow.authn.spf import check, check_host
-from mailflow.dns import DnsClient
-from mailflow_resolver import app
-from mailflow_resolver.settings import Settings
-from tests.support import await_for, free_port
 from tests.support.dns import DnsServer
+from tests.support.resolver import resolver_service
 
 NOW = 1_700_000_000.0
 NOISE = " ".join(f'"{c * 255}"' for c in "abcdefghijklmnopqrstuvwxyz" * 2)  # 13,260 octets of TXT
@@ -40,27 +34,8 @@ async def dns_and_client(nats_url):
     """(the DNS server, a DnsClient to a resolver service that asks it)."""
     with DnsServer(ZONE) as server:
         server.drop.add("dropped.silent.test")
-        port = free_port()
-        settings = Settings(
-            nats_url=nats_url, service_token="s3cret", http_listen=f"127.0.0.1:{port}", nameservers=server.address,
-            timeout=0.3, lifetime=0.8, max_answer_chars=20_000,
-        )  # fmt: skip
-        stop = asyncio.Event()
-        task = asyncio.create_task(app.run(settings, stop))
-        nc = await natsconn.connect(nats_url, "test")
-        client = DnsClient(nc, timeout=5)
-
-        async def answering() -> bool:
-            return (await client.query("mail.sender.test", "A")).status == "ok"
-
-        await await_for(answering, what="the resolver answers dns.query")
-        server.queries.clear()
-        try:
+        async with resolver_service(nats_url, server, probe=("mail.sender.test", "A"), max_answer_chars=20_000) as client:
             yield server, client
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 10)
-            await natsconn.close(nc)
 
 
 async def spf(client, domain: str, ip: str = "127.0.0.5"):

@@ -21,11 +21,7 @@ from mailflow.contracts.rest import DkimSigningKey
 from mailflow_delivery.dkim import KeysUnavailable, Signer
 from tests.support.loop import watch
 
-PEM = dict(
-    encoding=serialization.Encoding.PEM,
-    format=serialization.PrivateFormat.PKCS8,
-    encryption_algorithm=serialization.NoEncryption(),
-)
+PEM = dict(encoding=serialization.Encoding.PEM, format=serialization.PrivateFormat.PKCS8, encryption_algorithm=serialization.NoEncryption())
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +34,9 @@ def monkeypatch_module():
 def key_set():
     r, e = rsa.generate_private_key(65537, 2048), ed25519.Ed25519PrivateKey.generate()
     signing = DkimSigningKey(
-        domain="example.test",
-        selector="s1",
-        rsa_private=r.private_bytes(**PEM).decode(),
-        ed25519_private=e.private_bytes(**PEM).decode(),
+        domain="example.test", selector="s1", rsa_private=r.private_bytes(**PEM).decode(), ed25519_private=e.private_bytes(**PEM).decode()
     )
-    spki = r.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    spki = r.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     raw = e.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     dns = {
         b"s1-rsa._domainkey.example.test.": b"v=DKIM1; k=rsa; p=" + base64.b64encode(spki),
@@ -122,18 +113,7 @@ def test_relaxed_changes_still_verify(key_set, change):
 
 @pytest.mark.parametrize(
     "body",
-    [
-        b"",
-        b"\r\n",
-        b"\r\n\r\n",
-        b"x",
-        b"x \t",
-        b"a\n\nb\n\n\n",
-        b"x\r\r\n",
-        b"x\r\n\r\r\n\r\n",
-        b"  \r\n \r\n",
-        b"\r\rx\r\n \r\n",
-    ],
+    [b"", b"\r\n", b"\r\n\r\n", b"x", b"x \t", b"a\n\nb\n\n\n", b"x\r\r\n", b"x\r\n\r\r\n\r\n", b"  \r\n \r\n", b"\r\rx\r\n \r\n"],
 )
 def test_body_hash_is_dkimpys(body):
     from dkim.canonicalization import Relaxed
@@ -165,9 +145,7 @@ def test_split_finds_the_body():
 
 def test_keys_never_show_their_secrets(key_set):
     keys = Keys.load(key_set[0])
-    assert (
-        "PRIVATE" not in repr(keys) and "PRIVATE" not in repr(key_set[0]) and "PRIVATE" not in str(key_set[0])
-    )
+    assert "PRIVATE" not in repr(keys) and "PRIVATE" not in repr(key_set[0]) and "PRIVATE" not in str(key_set[0])
     assert "s1" in repr(keys)
 
 
@@ -217,12 +195,7 @@ def test_a_25_mib_message_signs_without_holding_the_loop(key_set):
 
 
 @settings(max_examples=400, deadline=None)
-@given(
-    body=st.lists(st.sampled_from([b"a", b"b", b" ", b"\t", b"\r", b"\n", b"\r\n", b"  "]), max_size=60).map(
-        b"".join
-    ),
-    slice_at=st.integers(1, 12),
-)
+@given(body=st.lists(st.sampled_from([b"a", b"b", b" ", b"\t", b"\r", b"\n", b"\r\n", b"  "]), max_size=60).map(b"".join), slice_at=st.integers(1, 12))
 def test_body_hash_matches_dkimpy_on_what_is_sent(body, slice_at, monkeypatch_module):
     """Any body, cut into any slices: the hash of what we sign is dkimpy's hash of what is sent
     (smtp_out.wire_data: bare LF -> CRLF, a CRLF at the end)."""
