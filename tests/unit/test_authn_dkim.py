@@ -123,6 +123,15 @@ def test_relaxed_forgives_refolding_and_simple_does_not(keys, dns):
     ]  # unsigned fields, empty lines at the end
 
 
+def test_fields_are_taken_from_the_bottom_up(keys, dns):
+    """§5.4.2: h=x-hop signs the lowest X-Hop field; one added on top changes nothing."""
+    two = b"X-Hop: by hop2\r\nX-Hop: by hop1\r\n" + MESSAGE
+    signed = sign(two, keys["e"], b"e", include_headers=[b"from", b"x-hop"])
+    assert results(b"X-Hop: by hop3\r\n" + signed, dns) == [("pass", "")]
+    assert results(signed.replace(b"by hop1", b"by evil"), dns) == [("fail", "signature does not verify")]
+    assert results(signed.replace(b"by hop2", b"by evil"), dns) == [("pass", "")]
+
+
 # --- malformed signatures: permerror before any DNS question (§3.2, §3.5, §6.1.1) ----------------------
 
 BASE = "v=1; a=rsa-sha256; c=relaxed/relaxed; d=a.test; s=r; t=1000; h=from:to; bh=AAAA; b=AAAA"
