@@ -23,8 +23,6 @@ loss). A second run with `--sync-off` too (or only it) shows the same stack with
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,9 +39,9 @@ from tests.bench.common import (
     rate,
     report,
     run_tool,
+    smtp_sink,
     tree_cpu,
 )
-from tests.bench.peers.process import greets
 from tests.support import free_port, wait_for
 
 TARGET_MSGS_PER_SEC = 600
@@ -71,18 +69,11 @@ def load_average() -> str:
 
 def tool_ceiling(n: int = 5000) -> float | None:
     """smtp_ingest against Postfix's smtp-sink (stores nothing): the load tool's own limit here, now."""
-    sink = shutil.which("smtp-sink")
-    if sink is None or os.geteuid() != 0:  # it drops privileges to the postfix user
-        return None
     port = free_port()
-    proc = subprocess.Popen([sink, "-u", "postfix", "-h", "sink.localdomain", f"127.0.0.1:{port}", "256"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        wait_for(lambda: greets("127.0.0.1", port, b"220"), timeout=10, what="smtp-sink")
+    with smtp_sink("127.0.0.1", port) as running:
+        if not running:
+            return None
         return run_tool("smtp_ingest", "--port", str(port), *WORKLOAD, "-n", str(n))["msgs_per_sec"]
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def main() -> None:

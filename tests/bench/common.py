@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -119,3 +120,25 @@ def bench_users(
             r = c.post("/admin/users", json={"address": f"user{i}@{domain}", "password": password})
             if r.status_code not in (201, 409):
                 r.raise_for_status()
+
+
+@contextlib.contextmanager
+def smtp_sink(host: str, port: int) -> Iterator[bool]:
+    """Postfix's `smtp-sink` (C: answers 250 to everything and stores nothing) on host:port while the
+    block runs; yields False when it cannot run here (not installed, or not root: it drops privileges to
+    the postfix user)."""
+    from tests.bench.peers.process import greets
+    from tests.support import wait_for
+
+    sink = shutil.which("smtp-sink")
+    if sink is None or os.geteuid() != 0:
+        yield False
+        return
+    proc = subprocess.Popen([sink, "-u", "postfix", "-h", "sink.localdomain", f"{host}:{port}", "256"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for(lambda: greets(host, port, b"220"), timeout=10, what="smtp-sink")
+        yield True
+    finally:
+        proc.terminate()
+        proc.wait(10)

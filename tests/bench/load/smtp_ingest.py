@@ -38,7 +38,10 @@ async def run(a) -> dict:
                 break
             u = i % a.users
             try:
-                client = client or await SmtpClient.open(a.host, a.port, a.op_timeout)
+                if client is None:
+                    client = await SmtpClient.open(a.host, a.port, a.op_timeout)
+                    if a.login:
+                        await client.login(*a.login.split(":", 1))
                 latencies.append(
                     await client.send(a.sender, f"user{u}@{a.rcpt_domain}", prepared[u], not a.no_rset)
                 )
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rcpt-domain", default="bench.test")
     p.add_argument("--sender", default=SENDER)
     p.add_argument("--no-rset", action="store_true", help="no RSET between messages")
+    p.add_argument("--login", help="USER:PASSWORD: STARTTLS and AUTH PLAIN on each connection first (submission)")
     p.add_argument("--max-errors", type=int, default=100, help="stop after this many errors")
     emit(**asyncio.run(run(p.parse_args(argv))))
 
