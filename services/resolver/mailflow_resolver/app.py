@@ -110,7 +110,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
 
     @app.get("/query/{rdtype}/{name:path}", dependencies=[Depends(guard)])  # a name may hold a "/"
     async def query_route(rdtype: DnsType, name: str) -> DnsAnswer:
-        """What the resolver answers `dns.query` about `name` and `rdtype` (TXT, A, AAAA, MX, PTR); for
+        """What the resolver answers `dns.query` about `name` and `rdtype` (TXT, A, AAAA, MX, PTR, SRV); for
         debugging and for `mailflow dns records --check`."""
         return await queries.query(name, rdtype)
 

@@ -12,7 +12,7 @@ MX lookups have RFC 5321 §5.1 semantics and RFC 7505 null MX. Outcomes (MxReply
 Permanent and positive answers are cached for their TTL (capped); a temp_fail never is.
 
 Single questions (DnsAnswer.status, records as text: see `DnsAnswer`):
-  ok            the records (TXT, A, AAAA, MX, PTR), CNAMEs followed    cached for their TTL (capped)
+  ok            the records (TXT, A, AAAA, MX, PTR, SRV), CNAMEs followed    cached for their TTL (capped)
   nodata        the name exists without records of the type             cached for the SOA's negative TTL
   nxdomain      the name does not exist, or cannot be a DNS name        (capped); a bad name never asks
   temp_fail     SERVFAIL, timeout, an answer over `max_answer_records`   never cached
@@ -239,6 +239,8 @@ def _text(rr, rdtype: str) -> str:
             return rr.address
         case "MX":
             return f"{rr.preference} {rr.exchange.to_text(omit_final_dot=True).lower()}"
+        case "SRV":
+            return f"{rr.priority} {rr.weight} {rr.port} {rr.target.to_text(omit_final_dot=True).lower()}"
         case _:  # PTR
             return rr.target.to_text(omit_final_dot=True).lower()
 

@@ -20,7 +20,7 @@ class Settings(ServiceSettings):
     max_ttl: int = 86_400  # cap on positive answers' TTL (seconds)
     negative_ttl: int = 300  # cap on NXDOMAIN / no-record answers (RFC 2308 lets the SOA lower it)
     ipv6: bool = True  # look up AAAA as well as A for mail hosts
-    # dns.query (single TXT, A, AAAA, MX, PTR questions): the cache holds this many characters of records
+    # dns.query (single TXT, A, AAAA, MX, PTR, SRV questions): the cache holds this many characters of records
     # in all (each answer counts its text plus 64), so its memory is bounded whatever the answers hold.
     query_cache_chars: int = 32 * 1024 * 1024
     # An answer with more records, or more characters of records, is a temp_fail (never cached): DNS caps

@@ -9,9 +9,9 @@ find the servers (RFC 6186, RFC 8314 §5.1 for submissions). MTA-STS and TLS-RPT
 serves no MTA-STS policy yet. The A/AAAA records of the host itself are the operator's (a comment says so).
 
 `--check` asks the resolver service (`GET /query/{type}/{name}`, service token) about each record and
-prints one line each: ok, missing, wrong (with what DNS has), error (DNS could not answer: try again) or
-unchecked (SRV: the resolver answers TXT, A, AAAA, MX and PTR only); and whether the mail host has an
-address. It exits 1 unless every checked record is ok, 2 if the resolver does not answer.
+prints one line each: ok, missing, wrong (with what DNS has) or error (DNS could not answer: try again);
+and whether the mail host has an address. An SRV record is ok when DNS has one with the same port and
+target (priority and weight are the operator's to choose). It exits 1 unless every checked record is ok, 2 if the resolver does not answer.
 """
 
 from __future__ import annotations
@@ -112,6 +112,9 @@ def verdict(wanted: Wanted, answer: DnsAnswer) -> tuple[str, str]:
     if wanted.type == "MX":
         host = wanted.value.split()[1].rstrip(".")
         same = [r for r in have if r.partition(" ")[2] == host]
+    elif wanted.type == "SRV":  # priority weight port target: the same port and host (RFC 6186)
+        port, host = wanted.value.split()[2:4]
+        same = [r for r in have if r.split()[2:4] == [port, host.rstrip(".")]]
     else:
         if is_spf(wanted.value):
             have = [r for r in have if is_spf(r)]
@@ -136,9 +139,6 @@ def check(found: list[Wanted], hostname: str, resolver: Api) -> int:
         return DnsAnswer.model_validate(resolver.get(f"/query/{rdtype}/{quote(name.rstrip('.'), safe='')}"))
 
     for w in found:
-        if w.type == "SRV":
-            typer.echo(f"unchecked  {w.name} SRV (the resolver answers TXT, A, AAAA, MX and PTR)")
-            continue
         status, detail = verdict(w, ask(w.type, w.name))
         bad += status != "ok"
         typer.echo(f"{status:<9}  {w.name} {w.type}" + (f": DNS has {detail}" if status == "wrong" else f": {detail}" if detail else ""))

@@ -190,7 +190,7 @@ class MxReply(Contract):
 
 # --- smtp-ingress (mail authentication) and the CLI -> resolver (core NATS request/reply, dns.query) ---
 
-DnsType = Literal["TXT", "A", "AAAA", "MX", "PTR"]
+DnsType = Literal["TXT", "A", "AAAA", "MX", "PTR", "SRV"]
 DnsStatus = Literal["ok", "nxdomain", "nodata", "temp_fail"]
 
 
