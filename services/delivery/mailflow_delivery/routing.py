@@ -14,6 +14,8 @@ publish; it never raises for a single recipient's trouble. Mapping (STYLE §5):
   operator's to fix, so users' mail waits in the queue instead of bouncing; a WARNING says so)
   a job marked `dkim` whose signing key the store cannot give -> deferred 4.3.0 (dkim.py)
   "can't check" (directory unreachable, sent log unreadable) -> deferred, never bounced.
+A job marked `junk` (DMARC p=quarantine at smtp-ingress) goes to each local user's \\Junk mailbox (the
+store picks it); a remote recipient's copy leaves as any other.
 The caller publishes the results and only then acknowledges the jobs.
 """
 
@@ -209,7 +211,7 @@ class Deliveries:
                 # Final delivery: the accepted bytes (Received: lines included) under a Return-Path:
                 # line with the envelope sender (RFC 5321 §4.4), as every MDA writes it.
                 body = return_path(job.mail_from) + body
-                item = DeliverItem(key=job.idempotency_key, recipient=job.rcpt.address, body=body, queue_id=job.queue_id, trace_id=job.trace_id)
+                item = DeliverItem(key=job.idempotency_key, recipient=job.rcpt.address, body=body, queue_id=job.queue_id, trace_id=job.trace_id, junk=job.junk)
                 todo.append((i, job, item))
         chunks = [todo[k : k + self.store_batch] for k in range(0, len(todo), self.store_batch)]
         answers = await asyncio.gather(*(self.deliverer.deliver([t[2] for t in c]) for c in chunks), return_exceptions=True)

@@ -4,7 +4,9 @@ Per item and per user the recipient resolves to (aliases can give several):
   1. the key (item.key, user) was stored before -> "duplicate" for that user (nothing stored again);
   2. the user's quota would be exceeded -> "quota_exceeded" (permanent if the message alone is larger
      than the quota); the users that did get it keep it, and a retry of the item is a duplicate for them;
-  3. otherwise the message goes to item.mailbox (INBOX if that mailbox does not exist).
+  3. otherwise the message goes to item.mailbox (INBOX if that mailbox does not exist); an item marked
+     `junk` (DMARC p=quarantine) goes to the user's \\Junk mailbox instead, which is made as "Junk"
+     (with \\Junk) when the user has none (folders.special_use), in the same transaction.
 An item's result: "quota_exceeded" if any user refused it, else "stored" if any user got it now, else
 "duplicate". "unknown_user" items never reach this module. The whole batch commits together; when the
 writer reports success, every stored message is durable (body fsynced before COMMIT).
@@ -16,6 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
 from mailflow.errors import Invalid, NotFound, QuotaExceeded
+from mailflow.store.api import SpecialUse
 from mailflow_mailbox_store import folders, keywords, names
 from mailflow_mailbox_store.db import Tx
 from mailflow_mailbox_store.parsing import Prepared
@@ -27,6 +30,8 @@ from mailflow_mailbox_store.storage import (
     allocate,
     reference_blobs,
 )
+
+JUNK: SpecialUse = "\\Junk"
 
 
 @dataclass
@@ -41,6 +46,7 @@ class Item:
     internal_date: int
     queue_id: str
     trace_id: str
+    junk: bool = False  # into the user's \Junk mailbox, not `mailbox`
 
 
 @dataclass
@@ -63,14 +69,19 @@ class Placed:
     uid: int = 0
 
 
-def _mailbox_for(tx: Tx, cache: dict, user_id: int, wanted: str) -> tuple[int, str]:
-    key = (user_id, wanted)
+def _mailbox_for(tx: Tx, cache: dict, user_id: int, item: Item, made: list[Change]) -> tuple[int, str]:
+    key = (user_id, JUNK if item.junk else item.mailbox)
     hit = cache.get(key)
     if hit is None:
-        try:
-            row = folders.by_name(tx, user_id, wanted)
-        except (NotFound, Invalid):
-            row = folders.by_name(tx, user_id, "INBOX")
+        if item.junk:
+            row, new = folders.special_use(tx, user_id, JUNK, "Junk")
+            if new:
+                made.append(Change(user_id, row.id, row.name, "mailbox_created"))
+        else:
+            try:
+                row = folders.by_name(tx, user_id, item.mailbox)
+            except (NotFound, Invalid):
+                row = folders.by_name(tx, user_id, "INBOX")
         hit = cache[key] = (row.id, row.name)
     return hit
 
@@ -82,6 +93,7 @@ def deliver(tx: Tx, items: list[Item], now: int) -> tuple[list[Outcome], list[Ch
     placed: list[Placed] = []
     keys: list[dict] = []
     batch_keys = _known_keys(tx, items)  # grows as this batch stores: a key twice in one batch is stored once
+    made: list[Change] = []  # mailboxes made for junk
     for item in items:
         out = Outcome(item.index, "duplicate")
         refused: list[QuotaExceeded] = []
@@ -94,7 +106,7 @@ def deliver(tx: Tx, items: list[Item], now: int) -> tuple[list[Outcome], list[Ch
             except QuotaExceeded as exc:
                 refused.append(exc)
                 continue
-            mailbox_id, mailbox = _mailbox_for(tx, mailboxes, user_id, item.mailbox)
+            mailbox_id, mailbox = _mailbox_for(tx, mailboxes, user_id, item, made)
             placed.append(Placed(item, user_id, login, mailbox_id, mailbox))
             keys.append({"u": user_id, "k": item.key, "c": now})
             batch_keys.add((user_id, item.key))
@@ -106,7 +118,7 @@ def deliver(tx: Tx, items: list[Item], now: int) -> tuple[list[Outcome], list[Ch
             out.detail = str(refused[0])
         outcomes.append(out)
 
-    changes = _insert(tx, placed)
+    changes = made + _insert(tx, placed)
     usage.flush()
     tx.insert(
         "INSERT INTO delivery_keys (user_id, ikey, created_at)",

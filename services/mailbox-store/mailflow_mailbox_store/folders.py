@@ -151,6 +151,24 @@ def create_mailbox(tx: Tx, user_id: int, name: str, special_use: str | None = No
     return MailboxInfo(id=mailbox_id, name=name, special_use=special_use, has_children=False)
 
 
+def special_use(tx: Tx, user_id: int, use: str, name: str) -> tuple[Row, bool]:
+    """The user's selectable mailbox with special use `use` (the oldest, if several), else the one
+    called `name`, else `name` made with that use: (its row, whether it was made now)."""
+    r = tx.one(
+        f"SELECT {_MAILBOX} FROM mailboxes WHERE user_id = :u AND special_use = :s AND selectable = :t"
+        " ORDER BY id LIMIT 1",
+        {"u": user_id, "s": use, "t": True},
+    )
+    if r is not None:
+        return Row(r), False
+    try:
+        return by_name(tx, user_id, name), False
+    except NotFound:
+        pass
+    create_mailbox(tx, user_id, name, use)
+    return by_name(tx, user_id, name), True
+
+
 def release_bodies(tx: Tx, mailbox_id: int, where: str = "", params: dict | None = None) -> None:
     """Take one body reference off per message selected (call before deleting the message rows)."""
     tx.run(

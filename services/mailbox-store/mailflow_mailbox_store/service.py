@@ -192,7 +192,8 @@ class StoreCore:
                 when = int(it.internal_date.timestamp()) if it.internal_date else now
                 plan.append(
                     delivery.Item(
-                        i, it.key, ids, body, it.mailbox or "INBOX", bits, kws, when, it.queue_id, it.trace_id
+                        i, it.key, ids, body, it.mailbox or "INBOX", bits, kws, when, it.queue_id, it.trace_id,
+                        it.junk,
                     )
                 )
             outcomes, changes = await self.db.write(

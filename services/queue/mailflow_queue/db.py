@@ -48,6 +48,7 @@ class Message(Base):
     client_ip: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     auth_user: Mapped[str | None] = mapped_column(sa.String(320), nullable=True)
     body_deleted: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    junk: Mapped[bool] = mapped_column(sa.Boolean, default=False)  # QueuedMessage.junk, for every job and retry
     done_at: Mapped[float | None] = mapped_column(sa.Float, nullable=True, index=True)
 
 

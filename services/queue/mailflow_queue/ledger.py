@@ -90,6 +90,7 @@ def job_for(m: Message | Row, r: Recipient | Row, body: bytes | None) -> Deliver
         body_8bit=m.body_8bit,
         smtputf8=m.smtputf8,
         dkim=signs(m),
+        junk=m.junk,
     )
 
 
@@ -134,6 +135,7 @@ def new_rows(qm: QueuedMessage, now: float, p: Policy) -> tuple[Row, list[Row]]:
         client_ip=qm.client.ip if qm.client else None,
         auth_user=qm.client.auth_user if qm.client else None,
         body_deleted=False,
+        junk=qm.junk,
         done_at=None if rcpts else now,
     )
     rs = [

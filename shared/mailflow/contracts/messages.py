@@ -77,6 +77,7 @@ class QueuedMessage(Contract):
     ret: Literal["FULL", "HDRS"] | None = None  # RFC 3461 RET
     body_8bit: bool = False  # BODY=8BITMIME was given
     smtputf8: bool = False  # SMTPUTF8 was given
+    junk: bool = False  # DMARC p=quarantine failed at smtp-ingress: local recipients get it in their \Junk mailbox
 
 
 class QueuedMessages(Contract):
@@ -122,6 +123,7 @@ class DeliveryJob(Contract):
     body_8bit: bool = False
     smtputf8: bool = False
     dkim: bool = False  # sign on the way to another domain: an authenticated user's message, or a DSN
+    junk: bool = False  # QueuedMessage.junk: a local recipient gets it in the \Junk mailbox; remote ones ignore it
 
     @property
     def idempotency_key(self) -> str:

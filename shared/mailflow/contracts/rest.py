@@ -237,6 +237,7 @@ class DeliverItemHead(Schema):
     key: str  # idempotency key, e.g. "<queue_id>/<recipient>": stored once per (key, user)
     recipient: str  # the envelope recipient; the store resolves aliases itself
     mailbox: str | None = "INBOX"  # None or "": INBOX
+    junk: bool = False  # into the user's \Junk mailbox instead of `mailbox` (made as "Junk" if none)
     flags: list[str] = Field(default_factory=list)
     internal_date: datetime | None = None  # None: when it is stored
     queue_id: str = ""

@@ -92,6 +92,7 @@ class DeliverItem:
     internal_date: datetime | None = None  # default: now
     queue_id: str = ""
     trace_id: str = ""
+    junk: bool = False  # into each user's \Junk mailbox instead (made as "Junk" if the user has none)
 
 
 DeliverStatus = Literal["stored", "duplicate", "unknown_user", "quota_exceeded", "failed"]

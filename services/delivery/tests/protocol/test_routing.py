@@ -93,6 +93,16 @@ async def test_local_delivery_is_idempotent(world):
     assert body == b"Return-Path: <a@daum.test>\r\n" + BODY  # as accepted, under the Return-Path line
 
 
+async def test_junk_lands_in_the_local_users_junk_and_leaves_unchanged_for_remote_ones(world):
+    store, bodies, _, _, mta, d = world
+    jobs = [j.model_copy(update={"junk": True}) for j in await jobs_for(bodies, "QJ", ["a@daum.test", "z@naver.test"])]
+    results, _ = await d.run(jobs)
+    assert outcomes(results) == [("a@daum.test", "delivered", "2.0.0"), ("z@naver.test", "delivered", "2.0.0")]
+    assert store.messages("a@daum.test", "Junk") == [b"Return-Path: <a@daum.test>\r\n" + BODY]
+    assert store.messages("a@daum.test") == []  # nothing in INBOX
+    assert len(mta.messages) == 1 and mta.messages[0].rcpts == ["z@naver.test"]
+
+
 async def test_store_down_defers_and_body_gone_bounces(world):
     store, bodies, resolver, sent, _, _ = world
     down_store = DownStore(store.local)  # the same store (a@daum.test is a user), whose deliver() fails

@@ -157,6 +157,40 @@ async def test_deliver_into_a_named_mailbox_falls_back_to_inbox(client, n, servi
     assert {e.mailbox for e in service.publisher.events} == {"Junk", "INBOX"}
 
 
+async def placed(service, login: str) -> list[tuple[str, str | None]]:
+    """(mailbox, its special use) of each of the user's messages, sorted."""
+
+    def q(tx):
+        return tx.all(
+            "SELECT x.name, x.special_use FROM messages m JOIN mailboxes x ON x.id = m.mailbox_id"
+            " JOIN users u ON u.id = x.user_id WHERE u.address = :a",
+            {"a": login},
+        )
+
+    return sorted(tuple(r) for r in await service.store.db.read(q))
+
+
+async def test_junk_goes_to_each_users_junk_mailbox_made_if_missing(client, n, service):
+    """DMARC p=quarantine: every user an address reaches gets the message in their \\Junk mailbox,
+    whatever it is called; a user without one gets "Junk" made (with \\Junk, and an event saying so)."""
+    alice = await client.authenticate(n.alice, "alice-pw")
+    bob = await client.authenticate(n.bob, "bob-pw")
+    await client.rename_mailbox(alice, "Junk", "Spam")
+    await client.delete_mailbox(bob, "Junk")
+    service.publisher.events.clear()
+    items = [
+        DeliverItem(f"J1/team@{n.d}", f"team@{n.d}", message("forged"), junk=True),
+        DeliverItem(f"J2/{n.bob}", n.bob, message("fine")),
+        DeliverItem(f"J3/{n.bob}", n.bob, message("forged again"), junk=True, mailbox="Archive"),
+    ]
+    assert [r.status for r in await client.deliver(items)] == ["stored", "stored", "stored"]
+    assert await placed(service, n.alice) == [("Spam", "\\Junk")]
+    assert await placed(service, n.bob) == [("INBOX", None), ("Junk", "\\Junk"), ("Junk", "\\Junk")]
+    made = [(e.kind, e.mailbox) for e in service.publisher.events if e.kind == "mailbox_created"]
+    assert made == [("mailbox_created", "Junk")]
+    assert "Junk" in {m.name for m in await client.list_mailboxes(bob) if m.special_use == "\\Junk"}
+
+
 async def test_internal_calls_need_the_service_token(service, n):
     async with httpx.AsyncClient(base_url=service.url) as c:
         assert (await c.get("/internal/resolve", params={"address": n.alice})).status_code == 401

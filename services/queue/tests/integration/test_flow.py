@@ -242,6 +242,21 @@ async def test_jobs_say_which_mail_leaves_dkim_signed(parts):
     assert list(later.values()) == [("", True)]  # the DSN
 
 
+async def test_junk_goes_with_every_job_and_retry(parts):
+    """smtp-ingress marks a message that failed DMARC with p=quarantine; each recipient's job says so,
+    the first and every retry (the ledger keeps it)."""
+    await submit(parts, "QJ1", ["x@naver.test", "y@naver.test"], junk=True)
+    await submit(parts, "QJ2", ["x@naver.test"])
+    await parts.intake.run_until_idle()
+    first = sorted((j.queue_id, j.rcpt.address, j.junk) for j, _ in await parts.jobs(expect=3))
+    assert first == [("QJ1", "x@naver.test", True), ("QJ1", "y@naver.test", True), ("QJ2", "x@naver.test", False)]
+    await answer(parts, "QJ1", "x@naver.test", "deferred", "4.2.2")
+    await parts.results.run_until_idle()
+    parts.clock.now += 61
+    await parts.scheduler.tick()
+    assert [(j.queue_id, j.attempt, j.junk) for j, _ in await parts.jobs(expect=1)] == [("QJ1", 2, True)]
+
+
 class SlowCommit:
     """The queue's database, with an intake transaction that takes `delay` seconds (and fails, `fail` times)."""
 
