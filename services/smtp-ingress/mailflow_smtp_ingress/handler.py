@@ -11,6 +11,10 @@ constant from replies.py. Failure rules:
   - a message that is not durable in JetStream (any failure before both PubAcks) raises, and the
     session answers 451 4.3.0 (replies.to_reply): the client keeps it and retries, nothing is
     half-accepted.
+  - mail on the MX listener from a client that has not authenticated goes through the sender
+    authentication checks first (checks.py: SPF, DKIM, ARC, DMARC): their verdict may refuse it
+    (550 5.7.x; 451 4.7.x when DNS could not tell), send it to the recipients' Junk, and it gives
+    the Authentication-Results header that goes on top;
   - failed AUTHs are counted per client (mailflow.throttle, shared with imap-pop3): each waits
     auth_failure_delay before its 535; auth_failures_per_ip within the window and AUTH is 454 4.7.0.
 No open relay: without AUTH a recipient must resolve to a local mailbox; percent-hack, bang paths
@@ -31,6 +35,7 @@ from mailflow.store.api import Principal, Resolution
 from mailflow.throttle import LoginThrottle
 from mailflow_smtp_ingress import headers, metrics
 from mailflow_smtp_ingress import replies as R
+from mailflow_smtp_ingress.checks import Checks, Verdict
 from mailflow_smtp_ingress.directory import CachedDirectory
 from mailflow_smtp_ingress.parser import Address, MailParams, RcptParams
 from mailflow_smtp_ingress.queueing import MessageQueue
@@ -53,8 +58,10 @@ class IngressHandler:
         directory: CachedDirectory,
         queue: MessageQueue,
         throttle: LoginThrottle | None = None,
+        checks: Checks | None = None,  # None: no sender authentication (every check off)
     ):
         self.settings = settings
+        self.checks = checks
         self.hostname = settings.hostname
         self.directory = directory
         self.queue = queue
@@ -181,6 +188,13 @@ class IngressHandler:
             body = headers.add_missing_id_and_date(
                 body, f"<{queue_id}.{secrets.token_hex(4)}@{self.hostname}>", headers.rfc5322_date()
             )
+        verdict = await self.authenticate(client, tx, body)
+        if verdict is not None:
+            if verdict.reply is not None:
+                _rejected("data", verdict.reason).inc()
+                log.info("refused: sender authentication", extra={"reason": verdict.reason, "from": tx.mail_from, "client": client.ip})
+                return verdict.reply
+            body = verdict.message
         params = tx.params
         rcpts = tx.rcpts
         trace = headers.received(
@@ -194,7 +208,8 @@ class IngressHandler:
             tls=client.tls,
             rcpt=rcpts[0].address if len(rcpts) == 1 else None,
         )
-        raw = trace + body
+        raw = trace + body if verdict is None else verdict.header + trace + body
+        junk = verdict is not None and verdict.junk
         fields = dict(
             queue_id=queue_id,
             trace_id=trace_id,
@@ -206,6 +221,7 @@ class IngressHandler:
             ret=params.ret,
             body_8bit=params.body_8bit,
             smtputf8=params.smtputf8,
+            junk=junk,
         )
         try:
             await self.queue.enqueue(raw, fields)
@@ -218,6 +234,8 @@ class IngressHandler:
         metrics.ACCEPTED_RECIPIENTS.inc(len(rcpts))
         self._accepted[client.listener].inc()
         self._accepted_bytes[client.listener].inc(len(raw))
+        if junk:
+            metrics.JUNKED.inc()
         log.info(
             "queued",
             extra={
@@ -226,6 +244,7 @@ class IngressHandler:
                 "rcpts": len(rcpts),
                 "size": len(raw),
                 "client": client.ip,
+                **({"junk": verdict.reason} if junk else {}),
             },
         )
         # stamped at the moment the step ended (the PubAck), however late this line runs under load:
@@ -244,6 +263,14 @@ class IngressHandler:
             )
         )
         return R.R250_QUEUED.with_text(f"Ok: queued as {queue_id}")
+
+
+    async def authenticate(self, client: Client, tx: Transaction, body: bytes) -> Verdict | None:
+        """The sender authentication checks' verdict on a message from the MX listener without AUTH;
+        None for every other message (submission, AUTH on the MX listener) or with every check off."""
+        if self.checks is None or client.listener != "mx" or client.principal is not None:
+            return None
+        return await self.checks.run(client.ip, client.helo, tx.mail_from, body)
 
 
 def owns(principal: Principal, address: str) -> bool:

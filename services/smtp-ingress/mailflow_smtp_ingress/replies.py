@@ -86,6 +86,12 @@ R454_AUTH_THROTTLED = Reply(
     454, "4.7.0", "Too many failed authentications from your address, try again later"
 )
 R454_TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available")
+# Inbound authentication (checks.py) could not be done where its verdict counts: RFC 7372 codes where
+# they exist (X.7.24 SPF validation error, X.7.20 no passing DKIM signature); DMARC has none: X.7.1.
+R451_SPF_TEMP = Reply(451, "4.7.24", "SPF validation error (DNS), try again later")
+R451_DKIM_TEMP = Reply(451, "4.7.20", "Cannot verify the DKIM signatures now (DNS), try again later")
+R451_ARC_TEMP = Reply(451, "4.7.29", "Cannot verify the ARC chain now (DNS), try again later")
+R451_DMARC_TEMP = Reply(451, "4.7.1", "Cannot check the DMARC policy of the From domain now, try again later")
 
 # --- 5xx: syntax and sequence -------------------------------------------------------------------------
 R500_UNKNOWN_COMMAND = Reply(500, "5.5.1", "Command unrecognized")
@@ -132,6 +138,11 @@ R552_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message s
 R554_NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")
 R550_BARE_LF_DATA = Reply(550, "5.6.0", "Message contains bare CR or LF; lines must end with CRLF")
 R550_NUL_DATA = Reply(550, "5.6.0", "Message contains NUL characters")
+# Inbound authentication failed where it is enforced (RFC 7372, RFC 8617 §10.3; DMARC: RFC 7489 §6.7).
+R550_SPF_FAIL = Reply(550, "5.7.23", "SPF validation failed")  # with_text(...: the domain's explanation)
+R550_DKIM_FAIL = Reply(550, "5.7.20", "No passing DKIM signature found")
+R550_ARC_FAIL = Reply(550, "5.7.29", "ARC validation failure")
+R550_DMARC_REJECT = Reply(550, "5.7.1", "Rejected by the DMARC policy of the From domain")
 
 
 def to_reply(exc: BaseException, ref: str) -> Reply:

@@ -7,12 +7,17 @@ they are empty a self-signed pair is made under MAILFLOW_DATA_DIR/tls (local run
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import model_validator
 from pydantic_settings import SettingsConfigDict
 
 from mailflow import proxy_protocol
 from mailflow.services import SMTP_INGRESS
 from mailflow.settings import ServiceSettings
+
+
+CheckMode = Literal["enforce", "report", "off"]
 
 
 class Settings(ServiceSettings):
@@ -68,7 +73,27 @@ class Settings(ServiceSettings):
     inline_max_bytes: int = 256 * 1024
     drain_timeout: float = 25.0  # SIGTERM: open transactions may finish within this, then 421
 
+    # Inbound mail authentication (checks.py): mail on the MX listener from a client that has not
+    # authenticated. enforce: the check's verdict can refuse the message (550, or 451 when the check
+    # could not be done); report: it only goes into the Authentication-Results header; off: not run.
+    # DMARC needs SPF or DKIM on (its alignment takes their results; RFC 7489 §4.2).
+    check_spf: CheckMode = "report"  # RFC 7208; enforce: a fail (HELO or MAIL FROM) is 550 5.7.23
+    check_dkim: CheckMode = "report"  # RFC 6376; enforce: signed, none passes, one fails: 550 5.7.20
+    check_arc: CheckMode = "report"  # RFC 8617; enforce: a failed chain is 550 5.7.29
+    check_dmarc: CheckMode = "enforce"  # RFC 7489: p=reject is 550 5.7.1, p=quarantine the Junk folder
+    check_timeout: float = 20.0  # all checks of a message together (RFC 7208 §4.6.4: SPF at least 20 s); a check still running is then a temperror
+    dns_timeout: float = 10.0  # one DNS question to the resolver service (it gives up after its own 8 s lifetime)
+
     @model_validator(mode="after")
     def _proxy(self) -> Settings:
         proxy_protocol.check_settings(self.proxy_protocol, self.proxy_trusted, SMTP_INGRESS.prefix)
+        return self
+
+    @model_validator(mode="after")
+    def _dmarc_inputs(self) -> Settings:
+        if self.check_dmarc != "off" and self.check_spf == "off" and self.check_dkim == "off":
+            raise ValueError(
+                f"{SMTP_INGRESS.prefix}CHECK_DMARC needs CHECK_SPF or CHECK_DKIM on: without them every "
+                "message would fail DMARC"
+            )
         return self

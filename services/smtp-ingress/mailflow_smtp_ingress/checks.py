@@ -1,0 +1,233 @@
+"""Inbound mail authentication (issue 14): SPF, DKIM, ARC and DMARC of a message that came in on the
+MX listener from a client that has not authenticated, one Authentication-Results header (RFC 8601),
+and what becomes of the message. `decide` is the one place where results become a reply.
+
+    checks = Checks.over(settings, dns)          # app.py, once; None when every check is off
+    verdict = await checks.run(ip, helo, mail_from, message)
+    verdict.reply     None: take the message; else refuse it with this reply at the end of DATA
+    verdict.junk      DMARC p=quarantine failed: into each local recipient's \\Junk mailbox
+    verdict.header    our Authentication-Results field, to put on top of the message
+    verdict.message   the message without the incoming Authentication-Results fields in our name
+
+Each check is `enforce` (its verdict can refuse the message), `report` (its result only goes into
+the header) or `off` (not run). DMARC takes the results of SPF and DKIM that ran (with SPF off it can
+pass through DKIM only; settings.py refuses DMARC with both off), and its `enforce` gives: p=reject ->
+550 5.7.1; p=quarantine -> junk; p=none -> delivered. DMARC's record lookups run while SPF and DKIM do.
+SPF enforce: a fail (HELO or MAIL FROM) -> 550 5.7.23; DKIM enforce: signatures, none passes, one
+fails -> 550 5.7.20; ARC enforce: a failed chain -> 550 5.7.29.
+
+Failure rules: a check that could not be done (temperror: DNS) refuses nothing permanently: where
+its verdict counts (enforce) the message gets 451 4.7.x and the sender tries again; where it does
+not, it is reported. All checks of a message share one deadline (`check_timeout`): a check still
+running then is cancelled and counts as a temperror. A check that raises (a bug) counts as a
+temperror too, logged with a ref. A permanent refusal (5xx) of one enforced check wins over a
+temporary one (4xx) of another; DMARC's comes first. The checks never see client text beyond the
+domains they report; what goes into the header is quoted there (mailflow.authn.results).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+
+from mailflow import ids
+from mailflow.authn import Arc, Dkim, Dmarc, DnsLookup, Spf, arc, dkim, dmarc, results, spf
+from mailflow_smtp_ingress import metrics
+from mailflow_smtp_ingress import replies as R
+from mailflow_smtp_ingress.settings import CheckMode, Settings
+
+log = logging.getLogger(__name__)
+
+SpfCheck = Callable[[str, str, str], Awaitable[Sequence[Spf]]]  # (client IP, MAIL FROM, HELO) -> both identities
+DkimCheck = Callable[[bytes], Awaitable[Sequence[Dkim]]]  # the message -> one result per signature
+ArcCheck = Callable[[bytes], Awaitable[Arc]]
+TEMPORARY = "(DNS)"  # how an Arc "fail" says it is one DNS could not decide (RFC 8617 has no temperror)
+
+
+@dataclass(frozen=True)
+class Modes:
+    spf: CheckMode = "report"
+    dkim: CheckMode = "report"
+    arc: CheckMode = "report"
+    dmarc: CheckMode = "enforce"
+    timeout: float = 20.0
+
+    @classmethod
+    def of(cls, s: Settings) -> Modes:
+        return cls(s.check_spf, s.check_dkim, s.check_arc, s.check_dmarc, s.check_timeout)
+
+    @property
+    def any(self) -> bool:
+        return (self.spf, self.dkim, self.arc, self.dmarc) != ("off",) * 4
+
+
+@dataclass(frozen=True)
+class Results:
+    spf: tuple[Spf, ...] = ()  # empty: not run
+    dkim: tuple[Dkim, ...] | None = None  # None: not run; empty: no signature
+    arc: Arc | None = None
+    dmarc: Dmarc | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    results: Results
+    reply: R.Reply | None = None  # None: take the message
+    reason: str = ""  # why refused or junked, a metrics label: spf_fail, dmarc_reject, dmarc_quarantine...
+    junk: bool = False
+    header: bytes = b""
+    message: bytes = b""
+
+
+def decide(modes: Modes, r: Results) -> Verdict:
+    """The one place results become what happens to the message (see the module's docstring)."""
+    refuse: list[tuple[R.Reply, str]] = []  # permanent, in order of precedence
+    defer: list[tuple[R.Reply, str]] = []
+    d = r.dmarc
+    if modes.dmarc == "enforce" and d is not None:
+        if d.policy == "reject":
+            shown = f" ({d.domain})" if d.domain else f": {d.reason}"
+            refuse.append((R.R550_DMARC_REJECT.with_text(R.R550_DMARC_REJECT.text + shown), "dmarc_reject"))
+        elif d.result == "temperror" and d.published != "none":
+            defer.append((R.R451_DMARC_TEMP, "dmarc_temperror"))
+    if modes.spf == "enforce":
+        failed = next((s for s in r.spf if s.result == "fail"), None)
+        if failed is not None:
+            refuse.append((R.R550_SPF_FAIL.with_text(_spf_text(failed)), "spf_fail"))
+        elif any(s.result == "temperror" for s in r.spf):
+            defer.append((R.R451_SPF_TEMP, "spf_temperror"))
+    if modes.dkim == "enforce" and r.dkim and not any(s.result == "pass" for s in r.dkim):
+        if any(s.result == "temperror" for s in r.dkim):
+            defer.append((R.R451_DKIM_TEMP, "dkim_temperror"))
+        elif any(s.result == "fail" for s in r.dkim):
+            refuse.append((R.R550_DKIM_FAIL, "dkim_fail"))
+    if modes.arc == "enforce" and r.arc is not None and r.arc.result == "fail":
+        if r.arc.reason.endswith(TEMPORARY):
+            defer.append((R.R451_ARC_TEMP, "arc_temperror"))
+        else:
+            refuse.append((R.R550_ARC_FAIL, "arc_fail"))
+    if refuse or defer:
+        reply, reason = (refuse or defer)[0]
+        return Verdict(r, reply, reason)
+    if modes.dmarc == "enforce" and d is not None and d.policy == "quarantine":
+        return Verdict(r, None, "dmarc_quarantine", junk=True)
+    return Verdict(r)
+
+
+def _spf_text(s: Spf) -> str:
+    """The 550's text: the domain, and its own explanation (exp=, printable ASCII) if it gave one."""
+    what = "HELO" if s.identity == "helo" else "MAIL FROM"
+    text = f"SPF validation failed for {what} domain {s.domain[:255]}"
+    return f"{text}: {s.explanation}" if s.explanation else text
+
+
+class Checks:
+    def __init__(
+        self,
+        modes: Modes,
+        hostname: str,
+        dns: DnsLookup,
+        spf_check: SpfCheck,
+        dkim_check: DkimCheck,
+        arc_check: ArcCheck,
+        rng: Callable[[], float] = random.random,
+    ):
+        self.modes, self.hostname, self.dns, self.rng = modes, hostname, dns, rng
+        self.spf_check, self.dkim_check, self.arc_check = spf_check, dkim_check, arc_check
+
+    @classmethod
+    def over(cls, settings: Settings, dns: DnsLookup) -> Checks | None:
+        """The checks of mailflow.authn over `dns`, as the settings say; None when all are off."""
+        modes = Modes.of(settings)
+        if not modes.any:
+            return None
+        hostname = settings.hostname
+
+        async def spf_check(ip: str, mail_from: str, helo: str) -> Sequence[Spf]:
+            return await spf.check(dns, ip, mail_from, helo, hostname, now=time.time())
+
+        async def dkim_check(message: bytes) -> Sequence[Dkim]:
+            return await dkim.verify(message, dns, int(time.time()))
+
+        async def arc_check(message: bytes) -> Arc:
+            return await arc.verify_chain(message, dns, int(time.time()))
+
+        return cls(modes, hostname, dns, spf_check, dkim_check, arc_check)
+
+    async def run(self, ip: str, helo: str, mail_from: str, message: bytes) -> Verdict:
+        started = time.perf_counter()
+        m = self.modes
+        tasks: dict[str, asyncio.Task] = {}
+        if m.spf != "off":
+            tasks["spf"] = asyncio.create_task(self.spf_check(ip, mail_from, helo))
+        if m.dkim != "off":
+            tasks["dkim"] = asyncio.create_task(self.dkim_check(message))
+        if m.arc != "off":
+            tasks["arc"] = asyncio.create_task(self.arc_check(message))
+        domains: list[str] | Dmarc | None = None
+        if m.dmarc != "off":
+            domains = _author_domains(message)
+            if not isinstance(domains, Dmarc):  # the record lookups run while SPF and DKIM do
+                tasks["dmarc"] = asyncio.create_task(dmarc.lookup(self.dns, domains))
+        if tasks:
+            _, late = await asyncio.wait(tasks.values(), timeout=m.timeout)
+            for t in late:
+                t.cancel()
+        undone = _undone(helo, mail_from.rpartition("@")[2] or helo)
+        got = {name: _outcome(t, undone[name], name) for name, t in tasks.items()}
+        spfs = tuple(got.get("spf", ()))
+        dkims = None if "dkim" not in got else tuple(got["dkim"])
+        found = got.get("dmarc", domains)
+        if isinstance(found, list):
+            found = dmarc.verdict(found, spfs, dkims or (), self.rng)
+        verdict = decide(m, Results(spfs, dkims, got.get("arc"), found))
+        r = verdict.results
+        _count(r)
+        metrics.AUTHN_SECONDS.observe(time.perf_counter() - started)
+        header = results.header(self.hostname, r.spf, r.dkim, r.arc, r.dmarc)
+        return replace(verdict, header=header, message=results.remove_ours(message, self.hostname))
+
+
+def _author_domains(message: bytes) -> list[str] | Dmarc:
+    """The From domains (dmarc.author_domains); a header block too long to read is refused by a
+    DMARC that enforces (a From could hide past what is read)."""
+    parsed = dkim.split(message)
+    if parsed is None:
+        return Dmarc("permerror", policy="reject", reason=f"header block over {dkim.MAX_HEADER} octets")
+    return dmarc.author_domains([v for n, v in parsed[0] if dkim.field_name(n) == b"from"])
+
+
+def _undone(helo: str, mail_from_domain: str) -> dict[str, Callable[[str], object]]:
+    """What each check counts as when it did not finish in time or raised: a temperror."""
+    return {
+        "spf": lambda why: (Spf("temperror", "helo", helo, why), Spf("temperror", "mailfrom", mail_from_domain, why)),
+        "dkim": lambda why: (Dkim("temperror", reason=why),),
+        "arc": lambda why: Arc("fail", reason=f"{why} {TEMPORARY}"),
+        "dmarc": lambda why: Dmarc("temperror", reason=why),
+    }
+
+
+def _outcome(task: asyncio.Task, undone: Callable[[str], object], name: str):
+    if task.cancelled():
+        return undone("not done in time")
+    exc = task.exception()
+    if exc is None:
+        return task.result()
+    ref = ids.ref()
+    log.error("%s check failed", name, exc_info=exc, extra={"ref": ref})
+    return undone(f"internal error, ref {ref}")
+
+
+def _count(r: Results) -> None:
+    for s in r.spf:
+        metrics.AUTHN_RESULTS.labels(f"spf_{s.identity}", s.result).inc()
+    for d in r.dkim or ():
+        metrics.AUTHN_RESULTS.labels("dkim", d.result).inc()
+    if r.arc is not None:
+        metrics.AUTHN_RESULTS.labels("arc", r.arc.result).inc()
+    if r.dmarc is not None:
+        metrics.AUTHN_RESULTS.labels("dmarc", r.dmarc.result).inc()
