@@ -212,7 +212,7 @@ def _undone(helo: str, mail_from_domain: str) -> dict[str, Callable[[str], objec
 
 
 def _outcome(task: asyncio.Task, undone: Callable[[str], object], name: str):
-    if task.cancelled():
+    if not task.done() or task.cancelled():  # cancelled at the deadline (it ends at its next await)
         return undone("not done in time")
     exc = task.exception()
     if exc is None:
