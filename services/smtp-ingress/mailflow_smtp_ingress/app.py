@@ -1,4 +1,5 @@
-"""Wiring: NATS and JetStream, the store's Directory (cached), the SMTP listeners, the HTTP side.
+"""Wiring: NATS and JetStream, the store's Directory (cached), the sender authentication checks (DNS
+through the resolver service), the SMTP listeners, the HTTP side.
 
 Startup fails loudly (NATS unreachable after its retry window, a listener port in use, an
 unreadable certificate). SIGTERM: readiness turns false, listeners close, open transactions get
@@ -18,9 +19,11 @@ from pathlib import Path
 from mailflow import natsconn, tls
 from mailflow.bodies import JetStreamBodies
 from mailflow.contracts import streams
+from mailflow.dns import DnsClient
 from mailflow.lifecycle import Stopper
 from mailflow.store.api import Directory
 from mailflow.web import HttpServer, service_app
+from mailflow_smtp_ingress.checks import Checks
 from mailflow_smtp_ingress.directory import CachedDirectory
 from mailflow_smtp_ingress.handler import IngressHandler
 from mailflow_smtp_ingress.queueing import JetStreamQueue
@@ -85,7 +88,10 @@ async def run(
         settings.publish_timeout,
         inline_max=settings.inline_max_bytes,
     )
-    server = await SmtpServer(settings, IngressHandler(settings, cached, queue), ctx).start()
+    # sender authentication on the MX listener; DNS through the resolver service (its cache is shared)
+    checks = Checks.over(settings, DnsClient(nc, timeout=settings.dns_timeout))
+    handler = IngressHandler(settings, cached, queue, checks=checks)
+    server = await SmtpServer(settings, handler, ctx).start()
 
     async def nats_ready() -> bool:
         return nc.is_connected

@@ -16,7 +16,6 @@ from mailflow import proxy_protocol
 from mailflow.services import SMTP_INGRESS
 from mailflow.settings import ServiceSettings
 
-
 CheckMode = Literal["enforce", "report", "off"]
 
 

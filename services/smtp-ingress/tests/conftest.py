@@ -1,7 +1,9 @@
 """Fixtures for smtp-ingress tests: the real SMTP server on 127.0.0.1 port 0, run by its own event loop
 in a thread (so tests can use blocking smtplib and raw sockets), with the real mailbox-store as its
 directory (tests/support/store.py, behind a switch that can make it fail) and an in-memory queue behind
-it; and a raw line client for transcripts."""
+it; and a raw line client for transcripts. With `dns=` (a DnsServer the test started) the server runs the
+sender authentication checks (checks.py) over the resolver service's own lookup code (QueryResolver)
+asking that DNS server."""
 
 from __future__ import annotations
 
@@ -16,10 +18,13 @@ import pytest
 import uvloop
 
 from mailflow import tls
+from mailflow_resolver.lookup import QueryResolver, make_dns_resolver
+from mailflow_smtp_ingress.checks import Checks
 from mailflow_smtp_ingress.directory import CachedDirectory
 from mailflow_smtp_ingress.handler import IngressHandler
 from mailflow_smtp_ingress.server import SmtpServer
 from mailflow_smtp_ingress.settings import Settings
+from tests.support.dns import DnsServer
 from tests.support.doubles import MemoryQueue, SwitchableDirectory
 from tests.support.store import TestStore
 
@@ -48,8 +53,15 @@ def directory(store) -> SwitchableDirectory:
 class ServerThread:
     """SmtpServer in a thread with its own (uv)loop. `call(coro)` runs a coroutine there."""
 
-    def __init__(self, settings: Settings, directory: SwitchableDirectory, tls_context: ssl.SSLContext | None):
+    def __init__(
+        self,
+        settings: Settings,
+        directory: SwitchableDirectory,
+        tls_context: ssl.SSLContext | None,
+        dns: DnsServer | None = None,
+    ):
         self.settings = settings
+        self.dns = dns
         self.directory = directory
         self.queue = MemoryQueue()
         self.tls_context = tls_context
@@ -64,7 +76,11 @@ class ServerThread:
             cached = CachedDirectory(
                 self.directory, ttl=30, negative_ttl=0, timeout=self.settings.directory_timeout
             )
-            handler = IngressHandler(self.settings, cached, self.queue)
+            checks = None
+            if self.dns is not None:  # short DNS timeouts: a dropped question is a temp_fail in 0.5 s
+                lookup = QueryResolver(make_dns_resolver(self.dns.address, timeout=0.2, lifetime=0.5))
+                checks = Checks.over(self.settings, lookup)
+            handler = IngressHandler(self.settings, cached, self.queue, checks=checks)
             return await SmtpServer(self.settings, handler, self.tls_context).start()
 
         self.server = self.call(boot())
@@ -116,13 +132,14 @@ def settings_for(tls_files, **overrides) -> Settings:
 
 @pytest.fixture
 def make_server(tls_files, directory) -> Callable[..., ServerThread]:
-    """make_server(**settings) -> a running ServerThread over the `directory` fixture; stopped after the test."""
+    """make_server(dns=None, **settings) -> a running ServerThread over the `directory` fixture (with the
+    authentication checks over `dns`, a DnsServer, if given); stopped after the test."""
     started: list[ServerThread] = []
 
-    def make(**overrides) -> ServerThread:
+    def make(dns: DnsServer | None = None, **overrides) -> ServerThread:
         settings = settings_for(tls_files, **overrides)
         ctx = tls.server_context(settings.tls_cert, settings.tls_key)
-        st = ServerThread(settings, directory, ctx).start()
+        st = ServerThread(settings, directory, ctx, dns).start()
         started.append(st)
         return st
 

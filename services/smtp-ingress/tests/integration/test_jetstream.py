@@ -19,6 +19,10 @@ from mailflow.contracts.messages import QueuedMessage, QueuedMessages, TraceEven
 from mailflow_smtp_ingress import app
 from tests.support import await_for
 
+# No resolver service runs here: the sender authentication checks would get no DNS answer (451). They
+# have tests of their own (tests/protocol/test_authentication.py, and through the resolver below).
+NO_CHECKS = dict(check_spf="off", check_dkim="off", check_arc="off", check_dmarc="off")
+
 
 @contextlib.asynccontextmanager
 async def serving(settings, directory):
@@ -36,7 +40,7 @@ async def serving(settings, directory):
 @pytest.fixture
 async def service(nats_url, js, settings_factory, directory):
     """The whole service on free ports, the streams made (by `js`, as the queue would); yields (server, http_port)."""
-    async with serving(settings_factory(nats_url=nats_url, publish_timeout=2.0), directory) as running:
+    async with serving(settings_factory(nats_url=nats_url, publish_timeout=2.0, **NO_CHECKS), directory) as running:
         yield running.smtp, running.http_port
 
 
@@ -79,7 +83,7 @@ async def test_accepted_message_is_in_jetstream(service, js):
 
 
 async def test_a_body_above_the_inline_limit_goes_to_stream_body_first(nats_url, settings_factory, directory, js):
-    settings = settings_factory(nats_url=nats_url, publish_timeout=2.0, inline_max_bytes=1000)
+    settings = settings_factory(nats_url=nats_url, publish_timeout=2.0, inline_max_bytes=1000, **NO_CHECKS)
     async with serving(settings, directory) as running:
         small, large = b"Subject: small\r\n\r\nhi\r\n", b"Subject: large\r\n\r\n" + b"x" * 998 + b"\r\n"
         for raw in (small, large):
@@ -119,7 +123,7 @@ async def test_oversized_message_is_552_and_not_queued(service, js):
 async def test_nats_gone_is_451_at_once_and_that_message_is_never_stored(nats_server, settings_factory, directory, js):
     """NATS crashes: the next message is refused with 451 4.3.0 at once (not after publish_timeout) and
     nothing of it waits in a buffer: once NATS is back, only the message sent then is in MAIL."""
-    settings = settings_factory(nats_url=nats_server.url, publish_timeout=20.0)
+    settings = settings_factory(nats_url=nats_server.url, publish_timeout=20.0, **NO_CHECKS)
     async with serving(settings, directory) as running:
         port = running.smtp.port("mx")
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.http_port}") as http:
@@ -219,7 +223,7 @@ async def test_the_250_comes_after_the_group_is_durable(nats_url, settings_facto
         return (await js.consumer_info(*QUEUE_INTAKE)).num_waiting > 0
 
     await await_for(reader_live, what="a waiting pull request")
-    settings = settings_factory(nats_url=nats_url, publish_timeout=2.0)
+    settings = settings_factory(nats_url=nats_url, publish_timeout=2.0, **NO_CHECKS)
     async with serving(settings, directory) as running:
         code, text = await asyncio.to_thread(send, running.smtp.port("mx"), b"Subject: grouped\r\n\r\nhi\r\n")
         assert code == 250
@@ -227,3 +231,34 @@ async def test_the_250_comes_after_the_group_is_durable(nats_url, settings_facto
         (m,) = await waiting
         assert m.subject == subjects.MAIL_QUEUED
         assert [e.queue_id for e in QueuedMessages.from_bytes(m.data).messages] == [queue_id]
+
+
+async def test_sender_authentication_asks_dns_through_the_resolver_service(nats_url, settings_factory, directory, js):
+    """The wiring of app.py with the checks on (the defaults: DMARC enforced): DNS questions go to the
+    resolver service over NATS, which asks the DNS server the test started."""
+    from mailflow_resolver import app as resolver_app
+    from mailflow_resolver.settings import Settings as ResolverSettings
+    from tests.support import free_port
+    from tests.support.dns import DnsServer
+
+    zone = 'daum.test. 300 IN TXT "v=spf1 ip4:127.0.0.1 -all"\n_dmarc.daum.test. 300 IN TXT "v=DMARC1; p=reject"\n'
+    with DnsServer(zone) as dns:
+        rs = ResolverSettings(
+            nats_url=nats_url, service_token="t", http_listen=f"127.0.0.1:{free_port()}", nameservers=dns.address
+        )
+        stop = asyncio.Event()
+        resolver = asyncio.create_task(resolver_app.run(rs, stop))
+        try:
+            async with serving(settings_factory(nats_url=nats_url, publish_timeout=2.0), directory) as running:
+                port = running.smtp.port("mx")
+                forged = b"From: boss@daum.test\r\nSubject: pay this\r\n\r\nNow.\r\n"
+                code, text = await asyncio.to_thread(send, port, forged, sender="x@elsewhere.test")
+                assert (code, text) == (550, b"5.7.1 Rejected by the DMARC policy of the From domain (daum.test)")
+                code, _ = await asyncio.to_thread(send, port, forged, sender="boss@daum.test")
+                assert code == 250
+            (msg,) = QueuedMessages.from_bytes((await js.get_msg("MAIL", seq=1)).data).messages
+            assert b"\tdmarc=pass (p=reject dis=none)" in msg.body and msg.body.startswith(b"Authentication-Results: ")
+            assert ("_dmarc.daum.test", "TXT") in dns.queries
+        finally:
+            stop.set()
+            await asyncio.wait_for(resolver, 30)

@@ -10,7 +10,6 @@ import pytest
 
 from mailflow.authn import Arc, Dkim, Dmarc, Spf
 from mailflow.contracts.messages import DnsAnswer
-from mailflow_smtp_ingress import replies as R
 from mailflow_smtp_ingress.checks import Checks, Modes, Results, decide
 
 ENFORCE_ALL = Modes("enforce", "enforce", "enforce", "enforce")
