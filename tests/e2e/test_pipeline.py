@@ -37,11 +37,11 @@ def send(stack, rcpt: str, raw: bytes) -> None:
 
 
 def strip_trace(raw: bytes) -> bytes:
-    """Drop the trace lines the pipeline prepends: Return-Path: (final delivery) and Received:
-    (smtp-ingress), folded continuation lines included."""
+    """Drop the trace lines the pipeline prepends: Return-Path: (final delivery), Received: and
+    Authentication-Results: (smtp-ingress), folded continuation lines included."""
     lines = raw.split(b"\r\n")
     i = 0
-    trace = (b"return-path:", b"received:")
+    trace = (b"return-path:", b"received:", b"authentication-results:")
     while i < len(lines) and (lines[i].lower().startswith(trace) or (i and lines[i][:1] in (b" ", b"\t"))):
         i += 1
     return b"\r\n".join(lines[i:])

@@ -6,7 +6,7 @@ and what becomes of the message. `decide` is the one place where results become 
     verdict = await checks.run(ip, helo, mail_from, message)
     verdict.reply     None: take the message; else refuse it with this reply at the end of DATA
     verdict.junk      DMARC p=quarantine failed: into each local recipient's \\Junk mailbox
-    verdict.header    our Authentication-Results field, to put on top of the message
+    verdict.header    our Authentication-Results field, to go under our Received: line
     verdict.message   the message without the incoming Authentication-Results fields in our name
 
 Each check is `enforce` (its verdict can refuse the message), `report` (its result only goes into

@@ -14,7 +14,7 @@ constant from replies.py. Failure rules:
   - mail on the MX listener from a client that has not authenticated goes through the sender
     authentication checks first (checks.py: SPF, DKIM, ARC, DMARC): their verdict may refuse it
     (550 5.7.x; 451 4.7.x when DNS could not tell), send it to the recipients' Junk, and it gives
-    the Authentication-Results header that goes on top;
+    the Authentication-Results header that goes under our Received: line;
   - failed AUTHs are counted per client (mailflow.throttle, shared with imap-pop3): each waits
     auth_failure_delay before its 535; auth_failures_per_ip within the window and AUTH is 454 4.7.0.
 No open relay: without AUTH a recipient must resolve to a local mailbox; percent-hack, bang paths
@@ -208,7 +208,7 @@ class IngressHandler:
             tls=client.tls,
             rcpt=rcpts[0].address if len(rcpts) == 1 else None,
         )
-        raw = trace + body if verdict is None else verdict.header + trace + body
+        raw = trace + body if verdict is None else trace + verdict.header + body  # as Gmail and Postfix do
         junk = verdict is not None and verdict.junk
         fields = dict(
             queue_id=queue_id,

@@ -257,7 +257,8 @@ async def test_sender_authentication_asks_dns_through_the_resolver_service(nats_
                 code, _ = await asyncio.to_thread(send, port, forged, sender="boss@daum.test")
                 assert code == 250
             (msg,) = QueuedMessages.from_bytes((await js.get_msg("MAIL", seq=1)).data).messages
-            assert b"\tdmarc=pass (p=reject dis=none)" in msg.body and msg.body.startswith(b"Authentication-Results: ")
+            assert b"\r\nAuthentication-Results: mx.example.test;\r\n" in msg.body
+            assert b"\tdmarc=pass (p=reject dis=none)" in msg.body
             assert ("_dmarc.daum.test", "TXT") in dns.queries
         finally:
             stop.set()
