@@ -12,24 +12,28 @@ as it is.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from mailflow.authn import Arc, Dkim, Dmarc, Spf
 
 MAX_REASON = 200  # characters of a reason kept in the header
 _TSPECIALS = frozenset('()<>@,;:\\"/[]?=')
+_TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")  # RFC 2045: CHARs but SPACE, CTLs, tspecials (one class: linear)
 _NAME = b"authentication-results"
 
 
 def value(text: str) -> str:
     """RFC 2045 `value`: the text as a token when it is one, else as a quoted-string."""
-    if text and text.isascii() and all(32 < ord(c) < 127 and c not in _TSPECIALS for c in text):
+    if _TOKEN.fullmatch(text):
         return text
     return quoted(text)
 
 
 def quoted(text: str) -> str:
-    safe = "".join(c if 32 <= ord(c) < 127 else "?" for c in text[:MAX_REASON])
+    safe = text[:MAX_REASON]
+    if not (safe.isascii() and safe.isprintable()):  # the common case needs no pass of its own
+        safe = "".join(c if 32 <= ord(c) < 127 else "?" for c in safe)
     return '"' + safe.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

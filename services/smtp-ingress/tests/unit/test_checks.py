@@ -10,7 +10,7 @@ import pytest
 
 from mailflow.authn import Arc, Dkim, Dmarc, Spf
 from mailflow.contracts.messages import DnsAnswer
-from mailflow_smtp_ingress.checks import Checks, Modes, Results, decide
+from mailflow_smtp_ingress.checks import AnswerCache, Checks, Modes, Results, decide
 
 ENFORCE_ALL = Modes("enforce", "enforce", "enforce", "enforce")
 DEFAULTS = Modes()
@@ -141,3 +141,28 @@ def test_checks_that_are_off_do_not_run():
     v = asyncio.run(c.run("192.0.2.1", "h.daum.test", "a@daum.test", MESSAGE))
     assert v.results == Results(dkim=())
     assert v.header == b"Authentication-Results: mx.naver.test;\r\n\tdkim=none\r\n"
+
+
+def test_answers_are_kept_for_their_ttl_at_most_the_cap_and_failures_never():
+    class Counting:
+        def __init__(self):
+            self.asked = []
+
+        async def query(self, name, rdtype):
+            self.asked.append(name)
+            status = "temp_fail" if name.startswith("down") else "ok"
+            return DnsAnswer(name=name, type=rdtype, status=status, records=["v=spf1 -all"], ttl=300)
+
+    now = [0.0]
+    inner = Counting()
+    cache = AnswerCache(inner, max_ttl=60, clock=lambda: now[0])
+
+    async def ask(*names):
+        for n in names:
+            await cache.query(n, "TXT")
+
+    asyncio.run(ask("a.test", "A.test.", "down.test", "down.test"))
+    assert inner.asked == ["a.test", "down.test", "down.test"]
+    now[0] = 61  # the answer's TTL is 300, the cap 60
+    asyncio.run(ask("a.test"))
+    assert inner.asked[-1] == "a.test" and len(inner.asked) == 4
