@@ -17,11 +17,19 @@ The figure that counts is with JetStream fsyncing every write (the stack's defau
 loss). A second run with `--sync-off` too (or only it) shows the same stack with nats-server's default
 2-minute fsync (a 250 survives any process crash, not a power cut), i.e. how much of the cost is the disk.
 
+Sender authentication (issue 14): the runs above have smtp-ingress's checks off, as Postfix here checks
+nothing. One more run has them on (the defaults: SPF, DKIM, ARC reported, DMARC enforced) with the same
+workload: a DNS server the benchmark starts publishes SPF, the DKIM key and DMARC p=reject for the load
+tool's sender domain, and every message is DKIM-signed once, up front (dkimpy); after the warm-up the
+resolver service has every answer cached. Its row says what share of the checks-off figure it keeps
+(target: >= 80 %). Every run asks only that DNS server (no internet DNS).
+
     python -m tests.bench.bench_smtp [--sync-off | --both]
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import sys
 import tempfile
@@ -42,11 +50,16 @@ from tests.bench.common import (
     smtp_sink,
     tree_cpu,
 )
+from tests.bench.load.harness import SENDER
 from tests.support import free_port, wait_for
+from tests.support.dns import DnsServer, txt
 
 TARGET_MSGS_PER_SEC = 600
 TARGET_P99_MS = 50
 WORKLOAD = ["-c", "20", "--size", "4096", "--users", "100"]
+TARGET_CHECKS_SHARE = 80  # % of the checks-off rate with SPF + DKIM + DMARC on (issue 14)
+CHECKS_OFF = {f"MAILFLOW_SMTP_CHECK_{c}": "off" for c in ("SPF", "DKIM", "ARC", "DMARC")}
+SELECTOR = "bench"
 
 
 def messages() -> int:
@@ -81,6 +94,7 @@ def main() -> None:
         sys.argv[1] if len(sys.argv) > 1 else "", [True]
     )
     ours = {sync: run(sync) for sync in modes}
+    checked = run(True, checks=True) if True in modes else None
     theirs = run_peers()
     ceiling = tool_ceiling()
     print(
@@ -95,6 +109,15 @@ def main() -> None:
             f"{rate(result['msgs_per_sec'])}, p99 {millis(result['p99_ms'])}",
             f"{rate(peer['msgs_per_sec'])}, p99 {millis(peer['p99_ms'])}" if peer else None,
         )
+    if checked is not None:
+        base = ours[True]["msgs_per_sec"] or 0
+        share = round(100 * checked["msgs_per_sec"] / base) if base else None
+        compare(
+            "SMTP ingest as above, sender authentication on (SPF + DKIM + DMARC, signed, DNS cached)",
+            f"{rate(checked['msgs_per_sec'])}, p99 {millis(checked['p99_ms'])}, {share} % of checks off "
+            f"(target >= {TARGET_CHECKS_SHARE} %)",
+            None,
+        )
     if ceiling:
         report(
             "note",
@@ -102,24 +125,48 @@ def main() -> None:
         )
 
 
-def run(sync: bool) -> dict:
+def sender_zone(key_file: Path) -> str:
+    """SPF, the DKIM key (written to `key_file` for the load tool) and DMARC p=reject of the load tool's
+    sender domain."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, pkcs8, serialization.NoEncryption()))
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    public = base64.b64encode(key.public_key().public_bytes(serialization.Encoding.DER, spki)).decode()
+    domain = SENDER.rpartition("@")[2]
+    return (
+        f'{domain}. 300 IN TXT "v=spf1 ip4:127.0.0.0/8 -all"\n'
+        f"{SELECTOR}._domainkey.{domain}. 300 IN TXT {txt('v=DKIM1; k=rsa; p=' + public)}\n"
+        f'_dmarc.{domain}. 300 IN TXT "v=DMARC1; p=reject"\n'
+    )
+
+
+def run(sync: bool, checks: bool = False) -> dict:
     n = messages()
     with tempfile.TemporaryDirectory(prefix="bench-smtp-") as tmp:
-        with Stack(Path(tmp), Ports.free(), sync_always=sync) as stack:
-            bench_users(stack, 100)
-            port = str(stack.ports.smtp)
-            run_tool("smtp_ingest", "--port", port, *WORKLOAD, "-n", "1000")  # warm-up: connections, caches
-            load_before = load_average()
-            cpu_before = process_cpu(stack)
-            started = time.monotonic()
-            result = run_tool("smtp_ingest", "--port", port, *WORKLOAD, "-n", str(n))
-            wall = time.monotonic() - started
-            cpu_after = process_cpu(stack)
-            load_after = load_average()
+        key_file = Path(tmp) / "dkim.pem"
+        with DnsServer(sender_zone(key_file)) as dns:
+            env = {"MAILFLOW_RESOLVER_NAMESERVERS": dns.address, **({} if checks else CHECKS_OFF)}
+            signing = ["--dkim-key", str(key_file), "--dkim-selector", SELECTOR]
+            with Stack(Path(tmp) / "stack", Ports.free(), sync_always=sync, env=env) as stack:
+                bench_users(stack, 100)
+                port = str(stack.ports.smtp)
+                run_tool("smtp_ingest", "--port", port, *WORKLOAD, *signing, "-n", "1000")  # warm-up: connections, caches
+                load_before = load_average()
+                cpu_before = process_cpu(stack)
+                started = time.monotonic()
+                result = run_tool("smtp_ingest", "--port", port, *WORKLOAD, *signing, "-n", str(n))
+                wall = time.monotonic() - started
+                cpu_after = process_cpu(stack)
+                load_after = load_average()
     cpu = {name: round(cpu_after.get(name, 0) - before, 2) for name, before in cpu_before.items()}
     msgs, p50, p99 = result["msgs_per_sec"], result["p50_ms"], result["p99_ms"]
     fsync = "JetStream fsync on every write" if sync else "JetStream fsync every 2 min (nats default)"
-    print(f"\nSMTP ingest, whole stack, {fsync}: {n} x 4 KiB, 20 connections (smtp_ingest)")
+    authn = "sender authentication on (SPF, DKIM, DMARC)" if checks else "sender authentication off"
+    print(f"\nSMTP ingest, whole stack, {fsync}, {authn}: {n} x 4 KiB DKIM-signed, 20 connections (smtp_ingest)")
     print(f"{'':32} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
     print(f"{'Mailflow smtp-ingress':32} {msgs:>8} {p50:>8} {p99:>8}")
     print(f"{'target':32} {'>=' + str(TARGET_MSGS_PER_SEC):>8} {'':>8} {'<' + str(TARGET_P99_MS):>8}")
@@ -132,7 +179,7 @@ def run(sync: bool) -> dict:
     )
     print(f"(wall {wall:.1f} s)")
     report(
-        "smtp_ingest" if sync else "smtp_ingest_sync_off",
+        ("smtp_ingest" if sync else "smtp_ingest_sync_off") + ("_checks_on" if checks else ""),
         msgs_per_sec=msgs,
         p50_ms=p50,
         p99_ms=p99,
@@ -143,6 +190,7 @@ def run(sync: bool) -> dict:
         target_p99_ms=TARGET_P99_MS,
         meets_target=bool(msgs >= TARGET_MSGS_PER_SEC and p99 is not None and p99 < TARGET_P99_MS),
         fsync_every_write=sync,
+        sender_authentication=checks,
         load_average_before=load_before,
         cpu_seconds=cpu,
         cpu_ms_per_msg=round(sum(cpu.values()) * 1000 / max(1, result["accepted"]), 2),

@@ -11,18 +11,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.support.dns import DnsServer
+from tests.support.dns import DnsServer, txt
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 PRIVATE = KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 PUBLIC = base64.b64encode(
     KEY.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 ).decode()
-
-
-def txt(text: str) -> str:
-    """A zone file TXT value: character-strings of at most 255 octets."""
-    return " ".join(f'"{text[i : i + 255]}"' for i in range(0, len(text), 255))
 
 
 ZONE = f"""
