@@ -24,6 +24,12 @@ running then is cancelled and counts as a temperror. A check that raises (a bug)
 temperror too, logged with a ref. A permanent refusal (5xx) of one enforced check wins over a
 temporary one (4xx) of another; DMARC's comes first. The checks never see client text beyond the
 domains they report; what goes into the header is quoted there (mailflow.authn.results).
+
+Why SPF does not start at MAIL FROM, to overlap with DATA: a client could then make us ask DNS (up to
+~20 questions per SPF check) for every MAIL/RSET it sends, without a recipient or a message, and the
+lookups would outlive the transaction; started at the end of DATA they cost only mail a client really
+sent to a local recipient. With the answers cached (AnswerCache, the resolver) the overlap would save
+nothing but the first lookup of a domain.
 """
 
 from __future__ import annotations
