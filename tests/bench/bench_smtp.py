@@ -29,13 +29,13 @@ resolver service has every answer cached. Its row says what share of the checks-
 
 from __future__ import annotations
 
-import base64
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from mailflow.cli.dns import txt
 from mailflow.stack import Ports, Stack
 from tests.bench.common import (
     PEERS_NAME,
@@ -52,7 +52,8 @@ from tests.bench.common import (
 )
 from tests.bench.load.harness import SENDER
 from tests.support import free_port, wait_for
-from tests.support.dns import DnsServer, txt
+from tests.support.dkim import rsa_key
+from tests.support.dns import DnsServer
 
 TARGET_MSGS_PER_SEC = 600
 TARGET_P99_MS = 50
@@ -128,18 +129,12 @@ def main() -> None:
 def sender_zone(key_file: Path) -> str:
     """SPF, the DKIM key (written to `key_file` for the load tool) and DMARC p=reject of the load tool's
     sender domain."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pkcs8 = serialization.PrivateFormat.PKCS8
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, pkcs8, serialization.NoEncryption()))
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    public = base64.b64encode(key.public_key().public_bytes(serialization.Encoding.DER, spki)).decode()
+    key = rsa_key()
+    key_file.write_bytes(key.dkimpy)
     domain = SENDER.rpartition("@")[2]
     return (
         f'{domain}. 300 IN TXT "v=spf1 ip4:127.0.0.0/8 -all"\n'
-        f"{SELECTOR}._domainkey.{domain}. 300 IN TXT {txt('v=DKIM1; k=rsa; p=' + public)}\n"
+        f"{SELECTOR}._domainkey.{domain}. 300 IN TXT {txt(key.txt)}\n"
         f'_dmarc.{domain}. 300 IN TXT "v=DMARC1; p=reject"\n'
     )
 

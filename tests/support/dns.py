@@ -22,11 +22,6 @@ import threading
 from dnslib import QTYPE, RCODE, RR, SOA, DNSLabel, DNSRecord
 
 
-def txt(text: str) -> str:
-    """A zone file TXT value: `text` as character-strings of at most 255 octets (a DKIM key is longer)."""
-    return " ".join(f'"{text[i : i + 255]}"' for i in range(0, len(text), 255))
-
-
 class DnsServer:
     def __init__(self, zone: str = "", host: str = "127.0.0.1", port: int = 0, negative_ttl: int = 60):
         self.records: list[RR] = RR.fromZone(zone) if zone.strip() else []

@@ -1,7 +1,7 @@
 """DMARC (mailflow.authn.dmarc): From domains, record discovery and tags, alignment, pct, sp.
 
-DNS is a table here (a fake of our own DnsLookup Protocol); the protocol tests of smtp-ingress ask a
-DNS server the test starts."""
+DNS is a table here (tests.support.dkim.TableDns, a fake of our own DnsLookup Protocol); the protocol
+tests of smtp-ingress ask a DNS server the test starts."""
 
 from __future__ import annotations
 
@@ -10,23 +10,7 @@ import asyncio
 import pytest
 
 from mailflow.authn import Dkim, Dmarc, Spf, dmarc
-from mailflow.contracts.messages import DnsAnswer
-
-
-class TableDns:
-    """name -> TXT records; a name in `failing` is a temp_fail; every other name is nxdomain."""
-
-    def __init__(self, records: dict[str, list[str]], failing: tuple[str, ...] = ()):
-        self.records, self.failing = records, failing
-        self.asked: list[str] = []
-
-    async def query(self, name: str, rdtype: str) -> DnsAnswer:
-        self.asked.append(name)
-        if name in self.failing:
-            return DnsAnswer(name=name, type=rdtype, status="temp_fail", error="timeout")
-        if name in self.records:
-            return DnsAnswer(name=name, type=rdtype, status="ok", records=self.records[name])
-        return DnsAnswer(name=name, type=rdtype, status="nxdomain")
+from tests.support.dkim import TEMP_FAIL, TableDns
 
 
 def run(dns, from_header: str | list[str], spf=None, dkims=(), rng=lambda: 0.5) -> Dmarc:
@@ -109,7 +93,7 @@ def test_spf_of_the_helo_identity_is_not_used():
 def test_subdomain_without_record_uses_the_organizational_domains_sp():
     dns = TableDns({"_dmarc.example.co.uk": ["v=DMARC1; p=reject; sp=quarantine"]})
     got = run(dns, "a@mail.example.co.uk")
-    assert dns.asked == ["_dmarc.mail.example.co.uk", "_dmarc.example.co.uk"]
+    assert dns.queries == ["_dmarc.mail.example.co.uk", "_dmarc.example.co.uk"]
     assert (got.result, got.policy, got.published) == ("fail", "quarantine", "quarantine")
     assert run(dns, "a@example.co.uk").policy == "reject"  # the org domain itself: p
 
@@ -158,10 +142,10 @@ def test_report_tags_are_parsed_but_nothing_is_sent():
 
 
 def test_dns_failure_is_temperror_never_fail():
-    dns = TableDns({}, failing=("_dmarc.example.co.uk",))
+    dns = TableDns({"_dmarc.example.co.uk": TEMP_FAIL})
     got = run(dns, "a@mail.example.co.uk")
     assert (got.result, got.published) == ("temperror", None)
-    assert run(TableDns({}, failing=("_dmarc.mail.example.co.uk",)), "a@mail.example.co.uk").result == "temperror"
+    assert run(TableDns({"_dmarc.mail.example.co.uk": TEMP_FAIL}), "a@mail.example.co.uk").result == "temperror"
 
 
 def test_a_temporary_spf_or_dkim_error_turns_fail_into_temperror():

@@ -2,8 +2,7 @@
 MX listener from a client that has not authenticated, one Authentication-Results header (RFC 8601),
 and what becomes of the message. `decide` is the one place where results become a reply.
 
-    checks = Checks.over(settings, dns)          # app.py, once; None when every check is off (DNS answers
-                                                 # are kept a while here: AnswerCache)
+    checks = Checks.over(settings, dns)          # app.py, once; None when every check is off
     verdict = await checks.run(ip, helo, mail_from, message)
     verdict.reply     None: take the message; else refuse it with this reply at the end of DATA
     verdict.junk      DMARC p=quarantine failed: into each local recipient's \\Junk mailbox
@@ -28,7 +27,7 @@ domains they report; what goes into the header is quoted there (mailflow.authn.r
 Why SPF does not start at MAIL FROM, to overlap with DATA: a client could then make us ask DNS (up to
 ~20 questions per SPF check) for every MAIL/RSET it sends, without a recipient or a message, and the
 lookups would outlive the transaction; started at the end of DATA they cost only mail a client really
-sent to a local recipient. With the answers cached (AnswerCache, the resolver) the overlap would save
+sent to a local recipient. With the answers cached (DnsClient, the resolver) the overlap would save
 nothing but the first lookup of a domain.
 """
 
@@ -43,8 +42,6 @@ from dataclasses import dataclass, replace
 
 from mailflow import ids
 from mailflow.authn import Arc, Dkim, Dmarc, DnsLookup, Spf, arc, dkim, dmarc, results, spf
-from mailflow.cache import Cache, SingleFlight
-from mailflow.contracts.messages import DnsAnswer, DnsType
 from mailflow_smtp_ingress import metrics
 from mailflow_smtp_ingress import replies as R
 from mailflow_smtp_ingress.settings import CheckMode, Settings
@@ -134,34 +131,6 @@ def _spf_text(s: Spf) -> str:
     return f"{text}: {s.explanation}" if s.explanation else text
 
 
-class AnswerCache:
-    """A DnsLookup that keeps the answers of another (the resolver service, over NATS) for their TTL,
-    at most `max_ttl` seconds: the resolver's cache is the one all services share, but asking it costs
-    a NATS round trip per question, four or five per message (measured: that took ~0.25 ms of
-    smtp-ingress's CPU per message and as much again in the resolver and nats-server, a fifth of the
-    ingest rate). A temp_fail is never kept. Entries cost their records' characters plus 64; the cache
-    holds `size` of that in all. Concurrent misses of one question share one ask."""
-
-    def __init__(self, inner: DnsLookup, size: int = 4 << 20, max_ttl: float = 60.0, clock=time.monotonic):
-        self.inner, self.max_ttl = inner, max_ttl
-        self.answers: Cache[tuple[str, str], DnsAnswer] = Cache(size, clock)
-        self._flights: SingleFlight[tuple[str, str], DnsAnswer] = SingleFlight()
-
-    async def query(self, name: str, rdtype: DnsType) -> DnsAnswer:
-        key = (name.lower().rstrip("."), rdtype)
-        hit = self.answers.get(key)
-        if hit is not None:
-            return hit
-        return await self._flights.run(key, lambda: self._ask(key, name, rdtype))
-
-    async def _ask(self, key: tuple[str, str], name: str, rdtype: DnsType) -> DnsAnswer:
-        answer = await self.inner.query(name, rdtype)
-        if answer.status != "temp_fail":
-            cost = 64 + sum(len(r) for r in answer.records)
-            self.answers.put(key, answer, min(answer.ttl, self.max_ttl), cost)
-        return answer
-
-
 class Checks:
     def __init__(
         self,
@@ -183,7 +152,6 @@ class Checks:
         if not modes.any:
             return None
         hostname = settings.hostname
-        dns = AnswerCache(dns, settings.dns_cache_chars, settings.dns_cache_ttl)
 
         async def spf_check(ip: str, mail_from: str, helo: str) -> Sequence[Spf]:
             return await spf.check(dns, ip, mail_from, helo, hostname, now=time.time())

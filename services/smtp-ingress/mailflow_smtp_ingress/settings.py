@@ -82,8 +82,6 @@ class Settings(ServiceSettings):
     check_dmarc: CheckMode = "enforce"  # RFC 7489: p=reject is 550 5.7.1, p=quarantine the Junk folder
     check_timeout: float = 20.0  # all checks of a message together (RFC 7208 §4.6.4: SPF at least 20 s); a check still running is then a temperror
     dns_timeout: float = 10.0  # one DNS question to the resolver service (it gives up after its own 8 s lifetime)
-    dns_cache_ttl: float = 60.0  # answers are kept here for their TTL, at most this (the resolver keeps them longer)
-    dns_cache_chars: int = 4 * 1024 * 1024  # of records kept here in all (64 more per answer)
 
     @model_validator(mode="after")
     def _proxy(self) -> Settings:

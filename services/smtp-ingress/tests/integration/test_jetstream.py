@@ -18,6 +18,8 @@ from mailflow.bodies import JetStreamBodies
 from mailflow.contracts.messages import QueuedMessage, QueuedMessages, TraceEvent
 from mailflow_smtp_ingress import app
 from tests.support import await_for
+from tests.support.dns import DnsServer
+from tests.support.resolver import resolver_service
 
 # No resolver service runs here: the sender authentication checks would get no DNS answer (451). They
 # have tests of their own (tests/protocol/test_authentication.py, and through the resolver below).
@@ -236,19 +238,9 @@ async def test_the_250_comes_after_the_group_is_durable(nats_url, settings_facto
 async def test_sender_authentication_asks_dns_through_the_resolver_service(nats_url, settings_factory, directory, js):
     """The wiring of app.py with the checks on (the defaults: DMARC enforced): DNS questions go to the
     resolver service over NATS, which asks the DNS server the test started."""
-    from mailflow_resolver import app as resolver_app
-    from mailflow_resolver.settings import Settings as ResolverSettings
-    from tests.support import free_port
-    from tests.support.dns import DnsServer
-
     zone = 'daum.test. 300 IN TXT "v=spf1 ip4:127.0.0.1 -all"\n_dmarc.daum.test. 300 IN TXT "v=DMARC1; p=reject"\n'
     with DnsServer(zone) as dns:
-        rs = ResolverSettings(
-            nats_url=nats_url, service_token="t", http_listen=f"127.0.0.1:{free_port()}", nameservers=dns.address
-        )
-        stop = asyncio.Event()
-        resolver = asyncio.create_task(resolver_app.run(rs, stop))
-        try:
+        async with resolver_service(nats_url, dns, probe=("daum.test", "TXT")):
             async with serving(settings_factory(nats_url=nats_url, publish_timeout=2.0), directory) as running:
                 port = running.smtp.port("mx")
                 forged = b"From: boss@daum.test\r\nSubject: pay this\r\n\r\nNow.\r\n"
@@ -256,10 +248,7 @@ async def test_sender_authentication_asks_dns_through_the_resolver_service(nats_
                 assert (code, text) == (550, b"5.7.1 Rejected by the DMARC policy of the From domain (daum.test)")
                 code, _ = await asyncio.to_thread(send, port, forged, sender="boss@daum.test")
                 assert code == 250
-            (msg,) = QueuedMessages.from_bytes((await js.get_msg("MAIL", seq=1)).data).messages
-            assert b"\r\nAuthentication-Results: mx.example.test;\r\n" in msg.body
-            assert b"\tdmarc=pass (p=reject dis=none)" in msg.body
-            assert ("_dmarc.daum.test", "TXT") in dns.queries
-        finally:
-            stop.set()
-            await asyncio.wait_for(resolver, 30)
+    (msg,) = QueuedMessages.from_bytes((await js.get_msg("MAIL", seq=1)).data).messages
+    assert b"\r\nAuthentication-Results: mx.example.test;\r\n" in msg.body
+    assert b"\tdmarc=pass (p=reject dis=none)" in msg.body
+    assert ("_dmarc.daum.test", "TXT") in dns.queries

@@ -4,26 +4,20 @@ hears at the end of DATA."""
 
 from __future__ import annotations
 
-import base64
-
 import dkim as dkimpy
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.support.dns import DnsServer, txt
+from mailflow.cli.dns import txt
+from tests.support.dkim import rsa_key
+from tests.support.dns import DnsServer
 
-KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-PRIVATE = KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-PUBLIC = base64.b64encode(
-    KEY.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-).decode()
+KEY = rsa_key()
 
 
 ZONE = f"""
 daum.test.                    300 IN TXT "v=spf1 ip4:127.0.0.0/8 -all"
 mail.daum.test.               300 IN TXT "v=spf1 ip4:127.0.0.1 -all"
-mf1._domainkey.daum.test.     300 IN TXT {txt("v=DKIM1; k=rsa; p=" + PUBLIC)}
+mf1._domainkey.daum.test.     300 IN TXT {txt(KEY.txt)}
 _dmarc.daum.test.             300 IN TXT "v=DMARC1; p=reject; rua=mailto:dmarc@daum.test"
 quarantine.test.              300 IN TXT "v=spf1 -all"
 _dmarc.quarantine.test.       300 IN TXT "v=DMARC1; p=quarantine"
@@ -49,7 +43,7 @@ def message(sender: str = "Boss <boss@daum.test>", extra: bytes = b"", sign: boo
         "Date: Mon, 07 Dec 2026 05:00:00 +0000\r\nMessage-ID: <q4@daum.test>\r\n"
     ).encode() + extra + b"\r\nPlease see the figures.\r\n"
     if sign:
-        msg = dkimpy.sign(msg, b"mf1", b"daum.test", PRIVATE, include_headers=[b"from", b"to", b"subject", b"date"]) + msg
+        msg = dkimpy.sign(msg, b"mf1", b"daum.test", KEY.dkimpy, include_headers=[b"from", b"to", b"subject", b"date"]) + msg
     return msg
 
 

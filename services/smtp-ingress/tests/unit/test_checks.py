@@ -9,8 +9,8 @@ import asyncio
 import pytest
 
 from mailflow.authn import Arc, Dkim, Dmarc, Spf
-from mailflow.contracts.messages import DnsAnswer
-from mailflow_smtp_ingress.checks import AnswerCache, Checks, Modes, Results, decide
+from mailflow_smtp_ingress.checks import Checks, Modes, Results, decide
+from tests.support.dkim import TableDns
 
 ENFORCE_ALL = Modes("enforce", "enforce", "enforce", "enforce")
 DEFAULTS = Modes()
@@ -80,11 +80,6 @@ def test_reply_texts_name_the_domain_and_its_explanation():
 # --- the pipeline, with fakes of our own check functions ----------------------------------------------
 
 
-class NoDns:
-    async def query(self, name, rdtype):
-        return DnsAnswer(name=name, type=rdtype, status="nxdomain")
-
-
 MESSAGE = b"From: a@daum.test\r\nAuthentication-Results: mx.naver.test; dmarc=pass\r\nSubject: x\r\n\r\nhi\r\n"
 
 
@@ -98,7 +93,7 @@ def checks(modes=DEFAULTS, spf_check=None, dkim_check=None, arc_check=None, dns=
     async def no_arc(message):
         return Arc("none")
 
-    return Checks(modes, "mx.naver.test", dns or NoDns(), spf_check or spf_ok, dkim_check or no_sigs, arc_check or no_arc)
+    return Checks(modes, "mx.naver.test", dns or TableDns({}), spf_check or spf_ok, dkim_check or no_sigs, arc_check or no_arc)
 
 
 def test_a_check_past_the_deadline_is_a_temperror():
@@ -142,27 +137,3 @@ def test_checks_that_are_off_do_not_run():
     assert v.results == Results(dkim=())
     assert v.header == b"Authentication-Results: mx.naver.test;\r\n\tdkim=none\r\n"
 
-
-def test_answers_are_kept_for_their_ttl_at_most_the_cap_and_failures_never():
-    class Counting:
-        def __init__(self):
-            self.asked = []
-
-        async def query(self, name, rdtype):
-            self.asked.append(name)
-            status = "temp_fail" if name.startswith("down") else "ok"
-            return DnsAnswer(name=name, type=rdtype, status=status, records=["v=spf1 -all"], ttl=300)
-
-    now = [0.0]
-    inner = Counting()
-    cache = AnswerCache(inner, max_ttl=60, clock=lambda: now[0])
-
-    async def ask(*names):
-        for n in names:
-            await cache.query(n, "TXT")
-
-    asyncio.run(ask("a.test", "A.test.", "down.test", "down.test"))
-    assert inner.asked == ["a.test", "down.test", "down.test"]
-    now[0] = 61  # the answer's TTL is 300, the cap 60
-    asyncio.run(ask("a.test"))
-    assert inner.asked[-1] == "a.test" and len(inner.asked) == 4
