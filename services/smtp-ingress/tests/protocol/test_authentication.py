@@ -160,3 +160,14 @@ def test_every_check_off_adds_nothing(raw, make_server, dns):
     assert send(raw, server, "bulk@elsewhere.test", message()).startswith("250")
     assert b"Authentication-Results" not in server.messages[0][1]
     assert dns.queries == []
+
+
+def test_a_signature_broken_on_the_way_is_reported_or_refused_when_dkim_is_enforced(raw, make_server, dns):
+    tampered = message(sign=True).replace(b"Please see the figures.", b"Please wire the money.")
+    server = make_server(dns=dns)
+    assert send(raw, server, "boss@daum.test", tampered).startswith("250")  # SPF still aligns: DMARC passes
+    lines = header_of(server.messages[0][1])
+    assert lines[3].startswith('dkim=fail reason="body hash') and lines[-1].startswith("dmarc=pass")
+    enforcing = make_server(dns=dns, check_dkim="enforce")
+    assert send(raw, enforcing, "boss@daum.test", tampered) == "550 5.7.20 No passing DKIM signature found"
+    assert send(raw, enforcing, "boss@daum.test", message()).startswith("250")  # unsigned is not refused
