@@ -179,9 +179,11 @@ class Checks:
             domains = _author_domains(message)
             if not isinstance(domains, Dmarc):  # the record lookups run while SPF and DKIM do
                 tasks["dmarc"] = asyncio.create_task(dmarc.lookup(self.dns, domains))
-        if tasks:
-            _, late = await asyncio.wait(tasks.values(), timeout=m.timeout)
-            for t in late:
+        try:
+            if tasks:
+                await asyncio.wait(tasks.values(), timeout=m.timeout)
+        finally:  # the deadline, or the session itself cancelled (its client gone, the drain's end)
+            for t in tasks.values():
                 t.cancel()
         undone = _undone(helo, mail_from.rpartition("@")[2] or helo)
         got = {name: _outcome(t, undone[name], name) for name, t in tasks.items()}
