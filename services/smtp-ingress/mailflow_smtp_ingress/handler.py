@@ -208,7 +208,7 @@ class IngressHandler:
             tls=client.tls,
             rcpt=rcpts[0].address if len(rcpts) == 1 else None,
         )
-        raw = trace + body if verdict is None else trace + verdict.header + body  # as Gmail and Postfix do
+        raw = trace + body if verdict is None else trace + verdict.header + body  # A-R under our Received:
         junk = verdict is not None and verdict.junk
         fields = dict(
             queue_id=queue_id,
@@ -263,7 +263,6 @@ class IngressHandler:
             )
         )
         return R.R250_QUEUED.with_text(f"Ok: queued as {queue_id}")
-
 
     async def authenticate(self, client: Client, tx: Transaction, body: bytes) -> Verdict | None:
         """The sender authentication checks' verdict on a message from the MX listener without AUTH;
