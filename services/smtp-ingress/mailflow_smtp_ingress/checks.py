@@ -151,6 +151,8 @@ class Checks:
         modes = Modes.of(settings)
         if not modes.any:
             return None
+        if modes.dmarc != "off":
+            dmarc.organizational_domain("example.com")  # loads the public suffix list now (~60 ms), not at a message
         hostname = settings.hostname
 
         async def spf_check(ip: str, mail_from: str, helo: str) -> Sequence[Spf]:
