@@ -31,10 +31,20 @@ import httpx
 
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 from mailflow.stack import Ports, Stack
-from tests.bench.common import PEERS_NAME, bench_users, compare, millis, peers, rate, report, run_tool
+from tests.bench.common import (
+    CHECKS_OFF,
+    PEERS_NAME,
+    bench_users,
+    compare,
+    millis,
+    peers,
+    rate,
+    report,
+    run_tool,
+)
 
 # The load tools log in as "user99" (no domain), as with Dovecot; per-message INFO logs off, as for the peers.
-ENV = {"MAILFLOW_IMAP_DEFAULT_DOMAIN": "bench.test", "MAILFLOW_LOG_LEVEL": "WARNING"}
+ENV = {"MAILFLOW_IMAP_DEFAULT_DOMAIN": "bench.test", "MAILFLOW_LOG_LEVEL": "WARNING", **CHECKS_OFF}
 
 
 def delivered(st: Stack) -> int:

@@ -36,6 +36,7 @@ from mailflow.stack import Ports, Stack
 from mailflow.store.api import DeliverItem
 from mailflow.store.client import StoreClient
 from tests.bench.common import (
+    CHECKS_OFF,
     bench_users,
     compare,
     cpu_seconds,
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--big", type=int, default=100_000, help="messages in the SELECT mailbox")
     a = p.parse_args(argv)
     rounds, login_rounds, idle_n = (5, 20, 20) if a.quick else (20, 100, 40)
-    env = {"MAILFLOW_IMAP_DEFAULT_DOMAIN": "bench.test", "MAILFLOW_LOG_LEVEL": "WARNING"}
+    env = {"MAILFLOW_IMAP_DEFAULT_DOMAIN": "bench.test", "MAILFLOW_LOG_LEVEL": "WARNING", **CHECKS_OFF}
     with (
         tempfile.TemporaryDirectory(prefix="mailflow-bench-") as tmp,
         Stack(Path(tmp), Ports.free(), env=env) as st,

@@ -38,6 +38,7 @@ from pathlib import Path
 from mailflow.cli.dns import txt
 from mailflow.stack import Ports, Stack
 from tests.bench.common import (
+    CHECKS_OFF,
     PEERS_NAME,
     bench_users,
     compare,
@@ -59,7 +60,6 @@ TARGET_MSGS_PER_SEC = 600
 TARGET_P99_MS = 50
 WORKLOAD = ["-c", "20", "--size", "4096", "--users", "100"]
 TARGET_CHECKS_SHARE = 80  # % of the checks-off rate with SPF + DKIM + DMARC on (issue 14)
-CHECKS_OFF = {f"MAILFLOW_SMTP_CHECK_{c}": "off" for c in ("SPF", "DKIM", "ARC", "DMARC")}
 SELECTOR = "bench"
 
 

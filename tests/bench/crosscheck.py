@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from mailflow.stack import Ports, Stack
-from tests.bench.common import PEERS_NAME, ROOT, bench_users, peers, report, run_tool
+from tests.bench.common import CHECKS_OFF, PEERS_NAME, ROOT, bench_users, peers, report, run_tool
 
 
 def workloads(quick: bool) -> list[tuple[str, str, list[str], str, list[str], str, float]]:
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (a.tools / "smtp_load.py").exists():
         sys.exit(f"no smtp_load.py in {a.tools}: --tools names the folder of the other tools")
     started = time.strftime("%Y-%m-%d %H:%M")
-    env = {"MAILFLOW_IMAP_DEFAULT_DOMAIN": "bench.test", "MAILFLOW_LOG_LEVEL": "WARNING"}
+    env = {"MAILFLOW_IMAP_DEFAULT_DOMAIN": "bench.test", "MAILFLOW_LOG_LEVEL": "WARNING", **CHECKS_OFF}
     with (
         tempfile.TemporaryDirectory(prefix="mailflow-crosscheck-") as tmp,
         Stack(Path(tmp), Ports.free(), env=env) as st,
