@@ -96,10 +96,10 @@ def imap(st: Stack, user: str, password: str) -> imaplib.IMAP4:
     return m
 
 
-def imap_find(st: Stack, user: str, password: str, needle: str) -> list[bytes]:
-    """Bodies of INBOX messages that contain `needle` (read with BODY.PEEK[], nothing marked seen)."""
+def imap_find(st: Stack, user: str, password: str, needle: str, mailbox: str = "INBOX") -> list[bytes]:
+    """Bodies of `mailbox`'s messages that contain `needle` (read with BODY.PEEK[], nothing marked seen)."""
     with imap(st, user, password) as m:
-        m.select("INBOX")
+        m.select(mailbox)
         _, data = m.uid("SEARCH", None, "ALL")
         out = []
         for uid in data[0].split():

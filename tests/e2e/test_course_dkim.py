@@ -6,7 +6,8 @@ reaches naver with an RSA-SHA256 and an Ed25519-SHA256 signature, d=daum.test; O
 `opendkim-testmsg` (an independent verifier) checks each of them against those records, and dkimpy
 checks them too; a changed body fails both. A DSN daum sends to a naver sender is signed; mail from a
 domain of daum's without a key leaves unsigned; mail that reaches daum's MX unauthenticated and stays
-there is never signed.
+there is never signed (as from daum.test itself, unsigned and from an address its SPF does not name, it
+fails DMARC and lands in Junk: daum's records say p=quarantine).
 """
 
 from __future__ import annotations
@@ -110,5 +111,6 @@ def test_unauthenticated_inbound_mail_is_never_signed(course):
     subject = f"dkim inbound {uuid.uuid4().hex[:8]}"
     with smtplib.SMTP(c.daum.ports.host, c.daum.ports.smtp, timeout=30) as s:  # daum's MX, no AUTH
         s.sendmail(A, [A], message(A, subject))
-    (got,) = wait_for(lambda: imap_find(c.daum, A, A_PW, subject), timeout=30, what="A has it")
+    (got,) = wait_for(lambda: imap_find(c.daum, A, A_PW, subject, "Junk"), timeout=30, what="A has it")
     assert b"From: <a@daum.test>" in got and signatures(got) == []
+    assert b"dmarc=fail (p=quarantine dis=quarantine)" in got
