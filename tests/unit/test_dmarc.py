@@ -155,6 +155,10 @@ def test_a_temporary_spf_or_dkim_error_turns_fail_into_temperror():
     got = run(dns, "a@example.co.uk", None, [Dkim("temperror", "example.co.uk", "s")])
     assert got.result == "temperror"
     assert run(dns, "a@example.co.uk", Spf("temperror", "mailfrom", "x.test"), [dkim_pass("example.co.uk")]).result == "pass"
+    # one that could never have aligned changes nothing: a forger's signature of a domain DNS can't answer
+    got = run(dns, "a@example.co.uk", Spf("temperror", "mailfrom", "x.test"), [Dkim("temperror", "unanswered.test", "s")])
+    assert (got.result, got.policy) == ("fail", "reject")
+    assert run(dns, "a@example.co.uk", None, [Dkim("temperror", reason="not done in time")]).result == "temperror"
 
 
 # --- pct ------------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@
 
 Failure rules (never an exception for anything a message or DNS can hold):
   - a DNS answer that could not be had (temp_fail) is `temperror`, and so is a `fail` that a passing
-    SPF or DKIM check might have turned into a pass had it not ended in temperror itself: a DNS
+    SPF or DKIM check might have turned into a pass had it not ended in temperror itself (one of an
+    aligned domain: a signature of another domain that DNS could not check changes nothing): a DNS
     failure never leads to a rejection, the sender tries again (the caller answers 451 4.7.1);
   - no From field, or one without an address (an empty group), is `permerror` with policy none:
     no domain claims the message, so there is no policy to apply (§6.6.1, RFC 5322 §3.6 wants one);
@@ -245,7 +246,10 @@ def evaluate(found: Record | Dmarc, spfs: Sequence[Spf], dkims: Sequence[Dkim], 
     for d in dkims:
         if d.result == "pass" and aligned(d.domain, rec.domain, rec.adkim):
             return Dmarc("pass", rec.domain, "none", published, f"DKIM aligned ({d.domain})")
-    if (spf is not None and spf.result == "temperror") or any(d.result == "temperror" for d in dkims):
+    undecided = [(s.domain, rec.aspf) for s in (spf,) if s is not None and s.result == "temperror"]
+    undecided += [(d.domain, rec.adkim) for d in dkims if d.result == "temperror"]
+    # a check that could not be done matters if it could have aligned (one that timed out names no domain)
+    if any(not domain or aligned(domain, rec.domain, mode) for domain, mode in undecided):
         return Dmarc("temperror", rec.domain, "none", published, "SPF or DKIM could not be checked")
     policy = published
     if rec.pct < 100 and rng() * 100 >= rec.pct:  # not sampled: the next policy down (§6.6.4)
