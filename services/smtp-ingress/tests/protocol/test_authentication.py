@@ -171,3 +171,10 @@ def test_a_signature_broken_on_the_way_is_reported_or_refused_when_dkim_is_enfor
     enforcing = make_server(dns=dns, check_dkim="enforce")
     assert send(raw, enforcing, "boss@daum.test", tampered) == "550 5.7.20 No passing DKIM signature found"
     assert send(raw, enforcing, "boss@daum.test", message()).startswith("250")  # unsigned is not refused
+
+
+def test_an_arc_chain_sealed_by_an_intermediary_is_verified(raw, mx):
+    msg = b"Authentication-Results: relay.daum.test; dkim=pass header.d=daum.test\r\n" + message(sign=True)
+    sealed = b"".join(dkimpy.arc_sign(msg, b"mf1", b"daum.test", KEY.dkimpy, b"relay.daum.test")) + msg
+    assert send(raw, mx, "boss@daum.test", sealed).startswith("250")
+    assert "arc=pass (i=1);" in header_of(mx.messages[0][1])
