@@ -546,6 +546,41 @@ def dkim(data: bytes) -> None:
         raise Finding(f"an ARC result outside RFC 8617: {chain}")
 
 
+def authn(data: bytes) -> None:
+    """What smtp-ingress's checks read from a message besides DKIM and ARC: Authentication-Results
+    fields in our name removed (whole fields only, nothing else changed, none of ours left), the From
+    domains and a DMARC record (mailflow.authn.dmarc), and a header written with the text in a reason
+    (one field: every further line folded)."""
+    from mailflow.authn import Dmarc, Spf, dmarc, results
+    from mailflow.authn.dkim import field_name, split
+
+    ours = "mx.fuzz.test"
+    out = results.remove_ours(data, ours)
+    if len(out) > len(data) or (out is not data and results.remove_ours(out, ours) != out):
+        raise Finding("remove_ours left a field of ours, or added bytes")
+    parsed = split(data)
+    if parsed is not None:
+        froms = [v for n, v in parsed[0] if field_name(n) == b"from"]
+        domains = dmarc.author_domains(froms)
+        if not isinstance(domains, Dmarc) and not (0 < len(domains) <= dmarc.MAX_FROM_DOMAINS):
+            raise Finding(f"author_domains gave {len(domains)} domains")
+    text = data[:2048].decode("utf-8", "replace")
+    if dmarc.is_dmarc(text):
+        try:
+            dmarc.parse_record(text, "fuzz.test", "fuzz.test")
+        except dmarc.Invalid:
+            pass
+    header = results.header(ours, [Spf("fail", "mailfrom", text[:255], reason=text)])
+    if header.count(b"\r\n") != 2 or not header.split(b"\r\n")[1].startswith(b"\t"):
+        raise Finding("a reason broke the Authentication-Results field")
+
+
+_AUTHN_TOKENS = (
+    b"Authentication-Results: ", b"authentication-results :", b"mx.fuzz.test", b"MX.FUZZ.TEST", b'"mx.fuzz.test"',
+    b"(comment (nested) \\) ", b"; spf=pass", b"\r\n\t", b"\r\n ", b"\r\n\r\n", b"From: ", b"a@fuzz.test",
+    b"<b@sub.fuzz.co.uk>", b"group: x@y.test;", b", ", b"v=DMARC1; ", b"p=reject; ", b"sp=quarantine; ", b"pct=50; ",
+    b"rua=mailto:r@fuzz.test; ", b"adkim=s; ",
+)  # fmt: skip
 _DKIM_TOKENS = (
     b"DKIM-Signature: ", b"v=1; ", b"a=rsa-sha256; ", b"a=ed25519-sha256; ", b"a=rsa-sha1; ", b"c=relaxed/simple; ",
     b"d=fuzz.test; ", b"s=e; ", b"s=r; ", b"s=t; ", b"s=two; ", b"h=from:to:from; ", b"bh=", b"b=", b"l=3; ", b"i=@fuzz.test; ",
@@ -570,6 +605,7 @@ TARGETS: dict[str, Target] = {
         Target("pop3-session", pop3_session, "POP3 session: commands, AUTH PLAIN, states, pipelining", 2048, _POP3_TOKENS),
         Target("mime", mime_parse, "mime.parse, BODYSTRUCTURE/BODY/ENVELOPE rendering, JSON form, the store's sections", 16384, _MIME_TOKENS),
         Target("dkim", dkim, "DKIM verify and ARC verify_chain (mailflow.authn): tag lists, canonicalization, keys, chains", 8192, _DKIM_TOKENS),
+        Target("authn", authn, "Authentication-Results (removal of ours, the header), From domains, DMARC records (mailflow.authn)", 8192, _AUTHN_TOKENS),
         Target("mime-section", mime_section, "FETCH BODY[section-spec]: imap-pop3's parser, the store's spec reader and slicing", 4096, _MIME_TOKENS + (b"HEADER.FIELDS.NOT (", b".MIME", b".TEXT", b"1.2.3")),
     )
 }
