@@ -1,5 +1,10 @@
 """Fixtures every test folder can use: a real nats-server with JetStream, databases, the real
-mailbox-store in this process (`store`), free ports."""
+mailbox-store in this process (`store`), free ports.
+
+No test asks the machine's DNS (it is not on loopback, and the internet's DNS is not the tests'): for
+the whole session, MAILFLOW_RESOLVER_NAMESERVERS points at a DNS server of the tests' own that knows
+no name (NXDOMAIN for all: an inbound message's sender checks come out "none"), unless the run sets it.
+Every resolver a Stack starts inherits it; a test that needs records starts its own server and says so."""
 
 from __future__ import annotations
 
@@ -11,6 +16,21 @@ from mailflow.natsserver import NatsServer
 from tests.support import free_port, postgres_schema, stacks
 
 stacks.track()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_machine_dns():
+    if os.environ.get("MAILFLOW_RESOLVER_NAMESERVERS"):
+        yield
+        return
+    from tests.support.dns import DnsServer
+
+    with DnsServer("") as dns:
+        os.environ["MAILFLOW_RESOLVER_NAMESERVERS"] = dns.address
+        try:
+            yield
+        finally:
+            del os.environ["MAILFLOW_RESOLVER_NAMESERVERS"]
 
 
 @pytest.fixture
