@@ -86,6 +86,18 @@ def local_store():
         yield s
 
 
+@pytest.fixture(scope="session")
+def rspamd():
+    """A real rspamd with its own Redis, started once per session (tests/support/rspamd.py)."""
+    from tests.support import rspamd as support
+
+    why = support.available()
+    if why:
+        pytest.skip(why)
+    with support.Rspamd.running() as r:
+        yield r
+
+
 @pytest.fixture
 def store(local_store):
     """An empty real mailbox-store and a StoreClient to it (`TestStore`: add_user, messages, ...)."""

@@ -27,6 +27,7 @@ from mailflow_smtp_ingress.checks import Checks
 from mailflow_smtp_ingress.directory import CachedDirectory
 from mailflow_smtp_ingress.handler import IngressHandler
 from mailflow_smtp_ingress.queueing import JetStreamQueue
+from mailflow_smtp_ingress.rspamd import SpamFilter
 from mailflow_smtp_ingress.server import SmtpServer
 from mailflow_smtp_ingress.settings import Settings
 
@@ -90,7 +91,8 @@ async def run(
     )
     # sender authentication on the MX listener; DNS through the resolver service (its cache is shared)
     checks = Checks.over(settings, DnsClient(nc, timeout=settings.dns_timeout))
-    handler = IngressHandler(settings, cached, queue, checks=checks)
+    spam = SpamFilter(settings) if settings.rspamd_url else None  # rspamd, when a URL is set
+    handler = IngressHandler(settings, cached, queue, checks=checks, spam=spam)
     server = await SmtpServer(settings, handler, ctx).start()
 
     async def nats_ready() -> bool:
@@ -110,6 +112,8 @@ async def run(
     finally:
         await server.drain()
         await queue.close()
+        if spam is not None:
+            await spam.close()
         await http.stop()
         close = getattr(inner, "close", None)
         if close is not None:

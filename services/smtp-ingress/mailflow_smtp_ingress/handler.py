@@ -15,6 +15,8 @@ constant from replies.py. Failure rules:
     authentication checks first (checks.py: SPF, DKIM, ARC, DMARC): their verdict may refuse it
     (550 5.7.x; 451 4.7.x when DNS could not tell), send it to the recipients' Junk, and it gives
     the Authentication-Results header that goes under our Received: line;
+  - then, with rspamd_url set, rspamd scans it (rspamd.py): 550 5.7.1, 451 4.7.1, or X-Spam and Junk;
+    rspamd away: accepted unscanned (or 451 4.7.1 with rspamd_fail_open off), never lost;
   - failed AUTHs are counted per client (mailflow.throttle, shared with imap-pop3): each waits
     auth_failure_delay before its 535; auth_failures_per_ip within the window and AUTH is 454 4.7.0.
 No open relay: without AUTH a recipient must resolve to a local mailbox; percent-hack, bang paths
@@ -39,6 +41,7 @@ from mailflow_smtp_ingress.checks import Checks, Verdict
 from mailflow_smtp_ingress.directory import CachedDirectory
 from mailflow_smtp_ingress.parser import Address, MailParams, RcptParams
 from mailflow_smtp_ingress.queueing import MessageQueue
+from mailflow_smtp_ingress.rspamd import SpamFilter
 from mailflow_smtp_ingress.settings import Settings
 from mailflow_smtp_ingress.state import Client, Transaction
 
@@ -59,9 +62,11 @@ class IngressHandler:
         queue: MessageQueue,
         throttle: LoginThrottle | None = None,
         checks: Checks | None = None,  # None: no sender authentication (every check off)
+        spam: SpamFilter | None = None,  # None: no spam filtering (rspamd_url empty)
     ):
         self.settings = settings
         self.checks = checks
+        self.spam = spam
         self.hostname = settings.hostname
         self.directory = directory
         self.queue = queue
@@ -78,6 +83,8 @@ class IngressHandler:
         self._r_trick = _rejected("rcpt", "relay_trick")
         self._r_dir = _rejected("rcpt", "directory_unavailable")
         self._r_queue = _rejected("data", "queue_unavailable")
+        self._r_spam = _rejected("data", "spam")
+        self._r_spam_later = _rejected("data", "spam_deferred")
 
     # --- MAIL ------------------------------------------------------------------------------------------
 
@@ -208,8 +215,18 @@ class IngressHandler:
             tls=client.tls,
             rcpt=rcpts[0].address if len(rcpts) == 1 else None,
         )
-        raw = trace + body if verdict is None else trace + verdict.header + body  # A-R under our Received:
-        junk = verdict is not None and verdict.junk
+        ours = trace if verdict is None else trace + verdict.header  # A-R under our Received:
+        raw = ours + body
+        junk = verdict.reason if verdict is not None and verdict.junk else None  # why it goes to Junk
+        if self.spam is not None:  # rspamd sees our Received: and Authentication-Results: too
+            decision = await self.spam.check(client, tx, raw, queue_id)
+            if decision.reply is not None:
+                (self._r_spam if decision.reply.code >= 500 else self._r_spam_later).inc()
+                return decision.reply
+            if decision.add_headers or decision.remove_headers:
+                raw = ours + decision.header_block() + headers.remove_fields(body, decision.remove_headers)
+            if decision.junk and junk is None:
+                junk = "spam"
         fields = dict(
             queue_id=queue_id,
             trace_id=trace_id,
@@ -221,7 +238,7 @@ class IngressHandler:
             ret=params.ret,
             body_8bit=params.body_8bit,
             smtputf8=params.smtputf8,
-            junk=junk,
+            junk=junk is not None,
         )
         try:
             await self.queue.enqueue(raw, fields)
@@ -244,7 +261,7 @@ class IngressHandler:
                 "rcpts": len(rcpts),
                 "size": len(raw),
                 "client": client.ip,
-                **({"junk": verdict.reason} if junk else {}),
+                **({"junk": junk} if junk else {}),
             },
         )
         # stamped at the moment the step ended (the PubAck), however late this line runs under load:

@@ -87,3 +87,30 @@ def add_missing_id_and_date(message: bytes, message_id: str, date: str) -> bytes
     if head and not head.endswith(b"\r\n"):
         head += b"\r\n"
     return head + extra + message[head_end:]
+
+
+def remove_fields(message: bytes, names: tuple[str, ...]) -> bytes:
+    """The message without the header fields called `names` (any case), with their folded lines.
+    One pass over the header block's lines; the body is never looked at."""
+    if not names:
+        return message
+    drop = {n.lower().encode("ascii", "replace") for n in names}
+    sep = -2 if message.startswith(b"\r\n") else message.find(b"\r\n\r\n")
+    head_end = len(message) if sep == -1 else sep + 2
+    out: list[bytes] = []
+    skipping, pos, removed = False, 0, False
+    while pos < head_end:
+        nl = message.find(b"\r\n", pos, head_end)
+        end = head_end if nl < 0 else nl + 2
+        line = message[pos:end]
+        if line[:1] in (b" ", b"\t"):  # a continuation belongs to the field before it
+            if not skipping:
+                out.append(line)
+        else:
+            colon = line.find(b":")
+            skipping = colon > 0 and line[:colon].rstrip(b" \t").lower() in drop
+            removed |= skipping
+            if not skipping:
+                out.append(line)
+        pos = end
+    return b"".join(out) + message[head_end:] if removed else message

@@ -43,3 +43,12 @@ AUTHN_SECONDS = Histogram(
 )
 JUNKED = Counter("mailflow_smtp_junked_total", "Messages accepted for the recipients' Junk (DMARC p=quarantine)")
 INTERNAL_ERRORS = Counter("mailflow_smtp_internal_errors_total", "Unexpected exceptions answered 451")
+# rspamd (rspamd.py). result: scanned, too_big (over rspamd_max_bytes, not scanned), unavailable (down,
+# slow, error status, malformed answer). action: rspamd's actions (mailflow.rspamd.ACTIONS).
+RSPAMD_CHECKS = Counter("mailflow_smtp_rspamd_checks_total", "Messages given to rspamd, by result", ["result"])
+RSPAMD_ACTIONS = Counter("mailflow_smtp_rspamd_actions_total", "rspamd's answers, by action", ["action"])
+RSPAMD_SECONDS = Histogram(
+    "mailflow_smtp_rspamd_check_duration_seconds",
+    "From the request to rspamd's answer (answered checks only)",
+    buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)

@@ -92,6 +92,9 @@ R451_SPF_TEMP = Reply(451, "4.7.24", "SPF validation error (DNS), try again late
 R451_DKIM_TEMP = Reply(451, "4.7.20", "Cannot verify the DKIM signatures now (DNS), try again later")
 R451_ARC_TEMP = Reply(451, "4.7.29", "Cannot verify the ARC chain now (DNS), try again later")
 R451_DMARC_TEMP = Reply(451, "4.7.1", "Cannot check the DMARC policy of the From domain now, try again later")
+# rspamd (rspamd.py): its soft reject or greylist; or it could not be asked and rspamd_fail_open is off
+R451_SPAM_TRY_LATER = Reply(451, "4.7.1", "Message deferred by the spam filter, try again later")
+R451_SPAM_CHECK_UNAVAILABLE = Reply(451, "4.7.1", "Spam filter unavailable, try again later")
 
 # --- 5xx: syntax and sequence -------------------------------------------------------------------------
 R500_UNKNOWN_COMMAND = Reply(500, "5.5.1", "Command unrecognized")
@@ -133,6 +136,7 @@ R553_NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
 # --- 5xx: policy ---------------------------------------------------------------------------------------
 R550_NO_SUCH_USER = Reply(550, "5.1.1", "Recipient address rejected: user unknown")
 R550_RELAY_DENIED = Reply(550, "5.7.1", "Relay access denied")
+R550_SPAM = Reply(550, "5.7.1", "Message rejected as spam")  # rspamd's action "reject" (rspamd.py)
 R553_SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address not owned by authenticated user")
 R552_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 R554_NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")

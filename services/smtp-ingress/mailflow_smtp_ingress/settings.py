@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from mailflow import proxy_protocol
@@ -82,6 +82,24 @@ class Settings(ServiceSettings):
     check_dmarc: CheckMode = "enforce"  # RFC 7489: p=reject is 550 5.7.1, p=quarantine the Junk folder
     check_timeout: float = 20.0  # all checks of a message together (RFC 7208 §4.6.4: SPF at least 20 s); a check still running is then a temperror
     dns_timeout: float = 10.0  # one DNS question to the resolver service (it gives up after its own 8 s lifetime)
+
+    # Spam filtering with rspamd at the end of DATA (rspamd.py). Its normal worker's URL, e.g.
+    # http://rspamd:11333; empty: off (the default, so a local run needs no rspamd).
+    rspamd_url: str = ""
+    # rspamd's own task_timeout is 8 s; an SMTP client waits 10 minutes for the reply (RFC 5321 §4.5.3.2.6)
+    rspamd_timeout: float = 10.0
+    # Larger messages are not scanned (counted too_big): spam is small, scanning big attachments is CPU
+    # for nothing (SpamAssassin's spamc stops at 500 KB, Postfix setups with rspamd commonly at a few MB).
+    rspamd_max_bytes: int = 2 * 1024 * 1024
+    # rspamd down, slow or answering nonsense: accept unscanned (true) or defer with 451 4.7.1 (false).
+    rspamd_fail_open: bool = True
+    # Scan authenticated submission too. Off: the sender is a known user; scanning their mail mostly
+    # catches a stolen password, and a false "reject" of a user's own mail is worse than none (Haraka's
+    # check.authenticated and Mailu/mailcow's defaults do the same). On: reject/defer as for MX mail,
+    # add-header adds X-Spam but never Junk (the recipients are elsewhere).
+    rspamd_submission: bool = False
+    # rspamd's `Password` header, if its worker asks for one (a controller or a password-protected proxy).
+    rspamd_password: SecretStr = SecretStr("")
 
     @model_validator(mode="after")
     def _proxy(self) -> Settings:

@@ -22,6 +22,7 @@ from mailflow_resolver.lookup import QueryResolver, make_dns_resolver
 from mailflow_smtp_ingress.checks import Checks
 from mailflow_smtp_ingress.directory import CachedDirectory
 from mailflow_smtp_ingress.handler import IngressHandler
+from mailflow_smtp_ingress.rspamd import SpamFilter
 from mailflow_smtp_ingress.server import SmtpServer
 from mailflow_smtp_ingress.settings import Settings
 from tests.support.dns import DnsServer
@@ -68,6 +69,7 @@ class ServerThread:
         self.loop = uvloop.new_event_loop()  # what production runs
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: SmtpServer | None = None
+        self.spam: SpamFilter | None = None
 
     def start(self) -> ServerThread:
         self.thread.start()
@@ -80,7 +82,8 @@ class ServerThread:
             if self.dns is not None:  # short DNS timeouts: a dropped question is a temp_fail in 0.5 s
                 lookup = QueryResolver(make_dns_resolver(self.dns.address, timeout=0.2, lifetime=0.5))
                 checks = Checks.over(self.settings, lookup)
-            handler = IngressHandler(self.settings, cached, self.queue, checks=checks)
+            self.spam = SpamFilter(self.settings) if self.settings.rspamd_url else None
+            handler = IngressHandler(self.settings, cached, self.queue, checks=checks, spam=self.spam)
             return await SmtpServer(self.settings, handler, self.tls_context).start()
 
         self.server = self.call(boot())
@@ -99,6 +102,8 @@ class ServerThread:
     def stop(self) -> None:
         if self.server is not None:
             self.call(self.server.drain(0.5))
+        if self.spam is not None:
+            self.call(self.spam.close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()

@@ -77,7 +77,7 @@ class QueuedMessage(Contract):
     ret: Literal["FULL", "HDRS"] | None = None  # RFC 3461 RET
     body_8bit: bool = False  # BODY=8BITMIME was given
     smtputf8: bool = False  # SMTPUTF8 was given
-    junk: bool = False  # DMARC p=quarantine failed at smtp-ingress: local recipients get it in their \Junk mailbox
+    junk: bool = False  # DMARC p=quarantine failed or rspamd said "add header" at smtp-ingress: local recipients get it in their \Junk mailbox
 
 
 class QueuedMessages(Contract):
