@@ -86,3 +86,18 @@ def test_missing_message_id_and_date_are_added():
 )
 def test_headers_only_where_missing(msg, expected):
     assert headers.add_missing_id_and_date(msg, "<id@h>", "DATE") == expected
+
+
+@pytest.mark.parametrize(
+    "message,left",
+    [
+        (b"X-Spam: No\r\nSubject: s\r\n\r\nbody\r\n", b"Subject: s\r\n\r\nbody\r\n"),
+        (b"Subject: s\r\nx-spam : yes\r\n\tfolded on\r\n more\r\nTo: a\r\n\r\n", b"Subject: s\r\nTo: a\r\n\r\n"),
+        (b"Subject: s\r\n\r\nX-Spam: in the body stays\r\n", b"Subject: s\r\n\r\nX-Spam: in the body stays\r\n"),
+        (b"\r\nX-Spam: no header block at all\r\n", b"\r\nX-Spam: no header block at all\r\n"),
+        (b"X-Spammer: not the same field\r\n\r\n", b"X-Spammer: not the same field\r\n\r\n"),
+        (b"X-Spam: only headers, no body", b""),
+    ],
+)
+def test_remove_fields_drops_every_instance_with_its_folded_lines(message, left):
+    assert headers.remove_fields(message, ("X-Spam",)) == left
