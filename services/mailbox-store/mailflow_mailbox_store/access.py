@@ -25,6 +25,7 @@ from mailflow.store.api import (
 )
 from mailflow.store.search import SearchKey
 from mailflow_mailbox_store import folders, messages, metrics, names, sections
+from mailflow_mailbox_store.learning import Learner
 from mailflow_mailbox_store.listings import Listing, ListingCache
 from mailflow_mailbox_store.messages import ChangeSet, Metas
 from mailflow_mailbox_store.parsing import prepare, unpack
@@ -56,10 +57,13 @@ class Store(StoreCore):
         super().__init__(*args, **kw)
         self.listings = ListingCache(listing_cache_bytes, listing_cache_min_messages)
         self._background: set[asyncio.Task] = set()
+        self.learner: Learner | None = None  # rspamd training; open_store sets it when configured
 
     async def close(self) -> None:
         if self._background:
             await asyncio.wait(self._background, timeout=10)
+        if self.learner is not None:
+            await self.learner.close()
         await super().close()
 
     # --- mailboxes ----------------------------------------------------------------------------------
@@ -199,6 +203,14 @@ class Store(StoreCore):
     ) -> CopyResult:
         result, changes = await self.db.write(messages.copy, s.user_id, mailbox_id, uids, dest, move)
         await self.publish(changes, s.sid)
+        if self.learner is not None and result.dest_uids:
+            try:  # into Junk or out of it: rspamd learns, in the background (learning.py)
+                spam, bodies = await self.db.read(messages.training, s.user_id, mailbox_id, dest, result.dest_uids)
+            except Exception:
+                log.warning("could not look up what to learn from a copy", exc_info=True)
+            else:
+                if spam is not None:
+                    self.learner.moved(spam, bodies)
         return result
 
     async def append(

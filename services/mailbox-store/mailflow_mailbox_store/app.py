@@ -13,6 +13,7 @@ import gc
 import logging
 
 from mailflow.lifecycle import Stopper
+from mailflow.rspamd import RspamdClient
 from mailflow.web import HttpServer
 from mailflow_mailbox_store import maintenance
 from mailflow_mailbox_store.access import Store
@@ -20,6 +21,7 @@ from mailflow_mailbox_store.api import build_app
 from mailflow_mailbox_store.blobs import SegmentBlobs
 from mailflow_mailbox_store.db import Database
 from mailflow_mailbox_store.events import NatsPublisher, Publisher
+from mailflow_mailbox_store.learning import Learner
 from mailflow_mailbox_store.passwords import Passwords
 from mailflow_mailbox_store.sessions import Sessions, derive_key
 from mailflow_mailbox_store.settings import Settings
@@ -34,7 +36,7 @@ async def open_store(settings: Settings, publisher: Publisher) -> Store:
     await asyncio.to_thread(db.migrate)
     db.start()
     key = derive_key(settings.session_key.get_secret_value())
-    return Store(
+    store = Store(
         db,
         blobs,
         publisher,
@@ -53,6 +55,14 @@ async def open_store(settings: Settings, publisher: Publisher) -> Store:
         listing_cache_bytes=settings.listing_cache_bytes,
         listing_cache_min_messages=settings.listing_cache_min_messages,
     )
+    if settings.rspamd_url:
+        controller = RspamdClient(
+            settings.rspamd_url, settings.rspamd_timeout, settings.rspamd_password.get_secret_value(), max_connections=4
+        )
+        store.learner = Learner(
+            controller, store.read_bodies, settings.rspamd_learn_queue, settings.rspamd_learn_max_bytes
+        )
+    return store
 
 
 async def close_store(store: Store) -> None:

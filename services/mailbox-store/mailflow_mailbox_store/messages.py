@@ -361,6 +361,27 @@ def copy(
     return CopyResult(uidvalidity=dst.uidvalidity, source_uids=old_uids, dest_uids=new_uids), changes
 
 
+def training(
+    tx: Tx, user_id: int, src_id: int, dest: str, uids: list[int]
+) -> tuple[bool | None, list[tuple[str, int]]]:
+    """What copying from mailbox `src_id` into `dest` teaches the spam filter (learning.py): True (into
+    \\Junk: spam), False (out of \\Junk, not into \\Trash: ham) or None; and the (locator, size) of
+    the bodies of the copies, `uids` in `dest` (none when it teaches nothing)."""
+    src, dst = folders.by_id(tx, user_id, src_id), folders.by_name(tx, user_id, dest)
+    if dst.special_use == "\\Junk" and src.special_use != "\\Junk":
+        spam = True
+    elif src.special_use == "\\Junk" and dst.special_use not in ("\\Junk", "\\Trash"):
+        spam = False
+    else:
+        return None, []
+    clause, params = UidSet.of(uids).sql("m.uid")
+    rows = tx.all(
+        f"SELECT b.locator, b.size FROM messages m JOIN blobs b ON b.id = m.blob_id WHERE m.mailbox_id = :m{clause}",
+        {"m": dst.id, **params},
+    )
+    return spam, [(r[0], r[1]) for r in rows]
+
+
 def _move_pending(tx: Tx, src: int, dst: int, mapping: dict[int, int]) -> None:
     clause, params = UidSet.of(mapping).sql()
     rows = tx.all(

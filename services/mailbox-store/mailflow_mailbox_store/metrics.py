@@ -60,3 +60,8 @@ LISTINGS = Counter(
     ["how"],
 )
 SEGMENT_BYTES = Gauge("mailflow_mailbox_store_segment_bytes", "Bytes in blob segment files")
+# kind: spam (moved into Junk), ham (moved out of it). result: learned, ignored (rspamd knew it already),
+# failed (rspamd down/slow/refusing, body unreadable), dropped (queue full), too_big (over the size limit).
+RSPAMD_LEARN = Counter(
+    "mailflow_mailbox_store_rspamd_learn_total", "Messages given to rspamd to learn, by kind and result", ["kind", "result"]
+)

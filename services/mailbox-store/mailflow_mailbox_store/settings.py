@@ -52,3 +52,12 @@ class Settings(ServiceSettings):
     # SELECT listings of big mailboxes kept in memory (per process); smaller ones are scanned every time.
     listing_cache_bytes: int = 128 * 1024 * 1024
     listing_cache_min_messages: int = 2_000  # mailboxes with fewer messages are not cached
+
+    # Spam training (learning.py): a message moved into \\Junk is learned by rspamd as spam, out of it
+    # as ham. rspamd's controller, e.g. http://rspamd:11334; empty: off (the default).
+    rspamd_url: str = ""
+    # The controller's password (rspamd's `Password` header): a secret, never logged.
+    rspamd_password: SecretStr = SecretStr("")
+    rspamd_timeout: float = 10.0  # per learn call; the user's move never waits for it
+    rspamd_learn_queue: int = 1000  # messages waiting to be learned; more are dropped (counted)
+    rspamd_learn_max_bytes: int = 2 * 1024 * 1024  # larger ones are not learned (as smtp-ingress scans)
