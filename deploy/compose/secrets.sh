@@ -7,7 +7,7 @@ set -euo pipefail
 env_file="${1:-.env}"
 touch "$env_file"
 chmod 600 "$env_file"
-for name in MAILFLOW_SERVICE_TOKEN MAILFLOW_ADMIN_TOKEN MAILFLOW_SESSION_KEY MAILFLOW_POSTGRES_PASSWORD; do
+for name in MAILFLOW_SERVICE_TOKEN MAILFLOW_ADMIN_TOKEN MAILFLOW_SESSION_KEY MAILFLOW_POSTGRES_PASSWORD MAILFLOW_RSPAMD_PASSWORD; do
     if ! grep -q "^${name}=." "$env_file"; then
         printf '%s=%s\n' "$name" "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$env_file"
     fi

@@ -27,7 +27,8 @@ from tests.deploy.support import DOCKERFILE, ROOT, image_env, parse_dockerfile
 from tests.support import wait_for
 
 STANDINS = sorted((ROOT / "deploy/ci/standins").glob("*/Dockerfile"))
-ALL_DOCKERFILES = [DOCKERFILE, *STANDINS]
+RSPAMD = ROOT / "deploy/rspamd"
+ALL_DOCKERFILES = [DOCKERFILE, *STANDINS, RSPAMD / "Dockerfile"]
 LOCAL_IMAGES = (ROOT / "deploy/ci/local-images.sh").read_text()
 HADOLINT = Path(sys.executable).with_name("hadolint")
 CONTAINER_HTTP = 8080
@@ -101,7 +102,7 @@ def test_bases_are_the_names_local_images_provides(path):
 def test_compose_images_are_made_by_local_images():
     compose = (ROOT / "docker-compose.yml").read_text()
     for image in re.findall(r"^\s+image:\s+(\S+)$", compose, re.M):
-        if not image.startswith("mailflow:"):
+        if not image.startswith(("mailflow:", "mailflow-rspamd:")):  # built by compose itself
             assert re.search(rf"build_standin {re.escape(image)} ", LOCAL_IMAGES), image
 
 
@@ -298,3 +299,28 @@ def test_tlsinit_writes_once_and_keeps_a_real_pair(tmp_path, monkeypatch, capsys
 def test_tlsinit_refuses_without_paths(monkeypatch):
     monkeypatch.delenv("MAILFLOW_TLS_CERT", raising=False)
     assert tlsinit.main() == 1
+
+
+def test_rspamd_image_runs_non_root_with_the_repos_configuration():
+    (stage,) = parse_dockerfile(RSPAMD / "Dockerfile")
+    uid, _, gid = stage.all("USER")[-1].args.partition(":")
+    assert uid.isdigit() and int(uid) > 0 and gid.isdigit(), "numeric non-root USER (Kubernetes runAsNonRoot)"
+    copied = " ".join(ins.args for ins in stage.all("COPY"))
+    for folder in ("local.d", "override.d"):
+        for f in (RSPAMD / folder).iterdir():
+            assert f"{folder}/" in copied, f"{folder}/{f.name} is not in the image"
+    assert stage.exec_form("ENTRYPOINT") == ["rspamd-entrypoint"]
+    assert stage.exec_form("CMD")[:2] == ["rspamd", "-f"]
+
+
+def test_rspamd_entrypoint_refuses_an_empty_controller_password():
+    script = str(RSPAMD / "entrypoint.sh")
+    env = {"PATH": "/usr/bin:/bin"}
+    refused = subprocess.run(["sh", script, "rspamd", "-f"], env=env, capture_output=True, text=True, timeout=10)
+    assert refused.returncode == 1 and "RSPAMD_CONTROLLER_PASSWORD is empty" in refused.stderr
+    ran = subprocess.run(["sh", script, "echo", "redis"], env=env, capture_output=True, text=True, timeout=10)
+    assert (ran.returncode, ran.stdout) == (0, "redis\n")  # other commands run as given
+    given = subprocess.run(
+        ["sh", script, "true"], env={**env, "RSPAMD_CONTROLLER_PASSWORD": "x"}, capture_output=True, timeout=10
+    )
+    assert given.returncode == 0

@@ -330,3 +330,64 @@ def test_each_service_logs_in_to_nats_as_its_own_user(rendered):
         assert ref == nats_env[var]["valueFrom"]["secretKeyRef"] == {"name": natsauth.K8S_SECRET, "key": name}
     if overlay == "dev":  # generated here, under the exact name the Helm release reads
         assert set(of_kind(objs, "Secret")[natsauth.K8S_SECRET]["data"]) == set(SERVICES)
+
+
+def rspamd_conf(path: str, key: str) -> str:
+    for line in (ROOT / "deploy/rspamd" / path).read_text().splitlines():
+        name, eq, value = line.partition("=")
+        if eq and name.strip() == key:
+            return value.strip().rstrip(";").strip('"')
+    raise AssertionError(f"{key} not in deploy/rspamd/{path}")
+
+
+def test_rspamd_and_redis_run_the_local_image_non_root_with_their_secret(rendered):
+    overlay, objs = rendered
+    sets, secrets = of_kind(objs, "StatefulSet"), set(of_kind(objs, "Secret")) | EXTERNAL_SECRETS[overlay]
+    mailflow_tag = container(of_kind(objs, "Deployment")["queue"])["image"].partition(":")[2]
+    pdbs = of_kind(objs, "PodDisruptionBudget")
+    for name in ("rspamd", "redis"):
+        pod = sets[name]["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        assert c["image"] == f"mailflow-rspamd:{mailflow_tag}", "built from deploy/rspamd, tagged as the release"
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 11333
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+        assert c["resources"]["requests"]["cpu"] and c["resources"]["limits"]["memory"]
+        assert c["readinessProbe"] and c["livenessProbe"]
+        assert pdbs[name]["spec"]["maxUnavailable"] == 1
+    (rspamd,) = sets["rspamd"]["spec"]["template"]["spec"]["containers"]
+    (password,) = [e for e in rspamd["env"] if e["name"] == "RSPAMD_CONTROLLER_PASSWORD"]
+    ref = password["valueFrom"]["secretKeyRef"]
+    assert ref["name"] in secrets
+    store_env = {e["name"]: e for e in container(of_kind(objs, "Deployment")["mailbox-store"])["env"]}
+    assert store_env["MAILFLOW_STORE_RSPAMD_PASSWORD"]["valueFrom"]["secretKeyRef"] == ref
+
+
+def test_smtp_ingress_and_the_store_reach_rspamd_and_rspamd_reaches_redis(rendered, monkeypatch):
+    _, objs = rendered
+    services, deployments = of_kind(objs, "Service"), of_kind(objs, "Deployment")
+    sets = of_kind(objs, "StatefulSet")
+
+    def target(url: str) -> int:
+        """The container port a URL's Service port leads to."""
+        u = urlparse(url)
+        (port,) = [p for p in services[u.hostname]["spec"]["ports"] if p["port"] == u.port]
+        (c,) = sets[u.hostname]["spec"]["template"]["spec"]["containers"]
+        return {p["name"]: p["containerPort"] for p in c["ports"]}[port["targetPort"]]
+
+    smtp = build_settings(monkeypatch, "smtp-ingress", pod_env(objs, deployments["smtp-ingress"]))
+    assert target(smtp.rspamd_url) == int(rspamd_conf("override.d/worker-normal.inc", "bind_socket").split(":")[1])
+    store = build_settings(monkeypatch, "mailbox-store", pod_env(objs, deployments["mailbox-store"]))
+    assert target(store.rspamd_url) == int(rspamd_conf("override.d/worker-controller.inc", "bind_socket").split(":")[1])
+    host, port = rspamd_conf("local.d/redis.conf", "servers").split(":")
+    assert target(f"redis://{host}:{port}") == 6379
+    # and only they: the network policies admit exactly these peers on these ports
+    policies = of_kind(objs, "NetworkPolicy")
+    admitted = {
+        (name, peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"], p["port"])
+        for name in ("rspamd", "redis")
+        for rule in policies[name]["spec"]["ingress"]
+        for peer in rule["from"]
+        for p in rule["ports"]
+    }
+    assert admitted == {("rspamd", "smtp-ingress", 11333), ("rspamd", "mailbox-store", 11334), ("redis", "rspamd", 6379)}
