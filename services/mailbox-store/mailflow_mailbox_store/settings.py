@@ -53,7 +53,7 @@ class Settings(ServiceSettings):
     listing_cache_bytes: int = 128 * 1024 * 1024
     listing_cache_min_messages: int = 2_000  # mailboxes with fewer messages are not cached
 
-    # Spam training (learning.py): a message moved into \\Junk is learned by rspamd as spam, out of it
+    # Spam training (learning.py): a message moved into Junk is learned by rspamd as spam, out of it
     # as ham. rspamd's controller, e.g. http://rspamd:11334; empty: off (the default).
     rspamd_url: str = ""
     # The controller's password (rspamd's `Password` header): a secret, never logged.

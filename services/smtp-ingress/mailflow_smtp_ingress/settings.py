@@ -89,13 +89,13 @@ class Settings(ServiceSettings):
     # rspamd's own task_timeout is 8 s; an SMTP client waits 10 minutes for the reply (RFC 5321 §4.5.3.2.6)
     rspamd_timeout: float = 10.0
     # Larger messages are not scanned (counted too_big): spam is small, scanning big attachments is CPU
-    # for nothing (SpamAssassin's spamc stops at 500 KB, Postfix setups with rspamd commonly at a few MB).
+    # for nothing (SpamAssassin's spamc skips messages over 500 KB by default).
     rspamd_max_bytes: int = 2 * 1024 * 1024
     # rspamd down, slow or answering nonsense: accept unscanned (true) or defer with 451 4.7.1 (false).
     rspamd_fail_open: bool = True
     # Scan authenticated submission too. Off: the sender is a known user; scanning their mail mostly
     # catches a stolen password, and a false "reject" of a user's own mail is worse than none (Haraka's
-    # check.authenticated and Mailu/mailcow's defaults do the same). On: reject/defer as for MX mail,
+    # rspamd plugin skips authenticated senders by default too). On: reject/defer as for MX mail,
     # add-header adds X-Spam but never Junk (the recipients are elsewhere).
     rspamd_submission: bool = False
     # rspamd's `Password` header, if its worker asks for one (a controller or a password-protected proxy).
