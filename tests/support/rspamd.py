@@ -13,7 +13,8 @@ deploy/rspamd (what the containers run), in which override.d is changed for the 
     services (fuzzy storage, RBLs, phishing feeds, redirector resolution) are off;
   - greylisting is off (a test's second attempt would pass anyway; it is rspamd's own logic);
   - a regexp rule MAILFLOW_TEST_JUNK scores 8 for a Subject with "MAILFLOW-TEST-JUNK": between
-    rspamd's add-header (6) and reject (15) thresholds, so that message gets "add header".
+    rspamd's add-header (6) and reject (15) thresholds, so that message gets "add header"; and
+    MAILFLOW_TEST_LATER 5 for "MAILFLOW-TEST-LATER", between greylist (4) and add header: "greylist".
 Redis runs with no persistence in a temporary directory. rspamd compiles its Hyperscan regexps on its
 first start (a minute or more on a busy machine); they are kept in ~/.cache/mailflow-tests/rspamd-hs so
 later starts take seconds. Failure to start raises with the tail of rspamd's log.
@@ -130,6 +131,8 @@ class Rspamd:
         (over / "regexp.conf").write_text(
             'MAILFLOW_TEST_JUNK { re = "Subject=/MAILFLOW-TEST-JUNK/H"; score = 8.0; '
             'description = "Mailflow tests: a message rspamd gives add header"; }\n'
+            'MAILFLOW_TEST_LATER { re = "Subject=/MAILFLOW-TEST-LATER/H"; score = 5.0; '
+            'description = "Mailflow tests: a message rspamd gives greylist"; }\n'
         )
         return conf
 

@@ -89,17 +89,13 @@ class SpamFilter:
         metrics.RSPAMD_SECONDS.observe(time.perf_counter() - started)
         metrics.RSPAMD_CHECKS.labels("scanned").inc()
         metrics.RSPAMD_ACTIONS.labels(verdict.action).inc()
-        log.info(
-            "rspamd: %s",
-            verdict.action,
-            extra={"queue_id": queue_id, "score": verdict.score, "required": verdict.required},
-        )
+        about = {"queue_id": queue_id, "action": verdict.action, "score": verdict.score, "client": client.ip}
         match verdict.action:
-            case "reject":
-                return Decision(R.R550_SPAM)
-            case "soft reject" | "greylist":
-                return Decision(R.R451_SPAM_TRY_LATER)
+            case "reject" | "soft reject" | "greylist":  # the message's one INFO line: it is not queued
+                log.info("refused by rspamd", extra={**about, "from": tx.mail_from, "why": verdict.message})
+                return Decision(R.R550_SPAM if verdict.action == "reject" else R.R451_SPAM_TRY_LATER)
             case "add header" | "rewrite subject":
+                log.debug("rspamd: spam, into Junk", extra=about)
                 extra = tuple((n, v) for n, v in verdict.add_headers if n.lower() not in _OURS)
                 return Decision(
                     add_headers=(SPAM_HEADER, *extra),
@@ -107,6 +103,7 @@ class SpamFilter:
                     junk=principal is None,
                 )
             case _:  # no action
+                log.debug("rspamd: not spam", extra=about)
                 return Decision(remove_headers=("X-Spam", *verdict.remove_headers))
 
     async def close(self) -> None:

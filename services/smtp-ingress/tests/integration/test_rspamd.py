@@ -66,6 +66,12 @@ def test_add_header_goes_to_junk_with_x_spam_and_rspamds_headers(scanned, raw):
     assert data.startswith(b"Received: ")
 
 
+def test_greylist_is_a_451_and_not_queued(scanned, raw):
+    reply = send(raw(server=scanned), message("MAILFLOW-TEST-LATER hello"), "451 4.7.1")
+    assert reply == "451 4.7.1 Message deferred by the spam filter, try again later"
+    assert scanned.messages == []
+
+
 def test_rspamd_down_accepts_unscanned_by_default(make_server, raw):
     srv = make_server(rspamd_url=f"http://127.0.0.1:{closed_port()}")
     before = count("unavailable")
