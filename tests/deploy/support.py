@@ -188,3 +188,12 @@ def read_by_someone(service: str) -> set[str]:
 
 
 __all__ = ["SERVICES", "settings_class"]
+
+
+def rspamd_conf(path: str, key: str) -> str:
+    """`key = "value";` from a file of deploy/rspamd (the configuration the rspamd image copies)."""
+    for line in (ROOT / "deploy/rspamd" / path).read_text().splitlines():
+        name, eq, value = line.partition("=")
+        if eq and name.strip() == key:
+            return value.strip().rstrip(";").strip('"')
+    raise AssertionError(f"{key} not in deploy/rspamd/{path}")

@@ -30,6 +30,7 @@ from tests.deploy.support import (
     ports,
     read_by_someone,
     required_env,
+    rspamd_conf,
     settings_class,
 )
 
@@ -291,15 +292,6 @@ def test_compose_v1_reads_the_file():
     assert proc.returncode == 0, proc.stderr
 
 
-def conf_value(path: str, key: str) -> str:
-    """`key = "value";` from a file of deploy/rspamd (the configuration the rspamd image copies)."""
-    for line in (ROOT / "deploy/rspamd" / path).read_text().splitlines():
-        name, eq, value = line.partition("=")
-        if eq and name.strip() == key:
-            return value.strip().rstrip(";").strip('"')
-    raise AssertionError(f"{key} not in deploy/rspamd/{path}")
-
-
 def test_rspamd_and_redis_are_built_here_and_not_published(compose):
     rspamd, redis = compose["services"]["rspamd"], compose["services"]["redis"]
     assert (ROOT / rspamd["build"]["context"] / rspamd["build"]["dockerfile"]).resolve() == ROOT / "deploy/rspamd/Dockerfile"
@@ -308,7 +300,7 @@ def test_rspamd_and_redis_are_built_here_and_not_published(compose):
     assert rspamd["depends_on"]["redis"]["condition"] == "service_healthy"
     assert {"rspamd-data", "redis-data"} <= set(compose["volumes"])
     assert mounts(rspamd)["/var/lib/rspamd"] == "rspamd-data" and mounts(redis)["/data"] == "redis-data"
-    host, port = conf_value("local.d/redis.conf", "servers").split(":")
+    host, port = rspamd_conf("local.d/redis.conf", "servers").split(":")
     assert host == "redis" and redis["command"][0] == "redis-server" and "--port" not in redis["command"]
     assert port == "6379"  # redis-server's default port
 
@@ -318,12 +310,12 @@ def test_smtp_ingress_scans_with_rspamd_and_the_store_trains_it(compose, monkeyp
     controller is given (override.d/worker-controller.inc reads RSPAMD_CONTROLLER_PASSWORD)."""
     smtp = build_settings(monkeypatch, "smtp-ingress", container_env(compose, "smtp-ingress"))
     u = urlparse(smtp.rspamd_url)
-    assert (u.hostname, u.port) == ("rspamd", int(conf_value("override.d/worker-normal.inc", "bind_socket").split(":")[1]))
+    assert (u.hostname, u.port) == ("rspamd", int(rspamd_conf("override.d/worker-normal.inc", "bind_socket").split(":")[1]))
     assert smtp.rspamd_fail_open and not smtp.rspamd_submission
     store = build_settings(monkeypatch, "mailbox-store", container_env(compose, "mailbox-store"))
     u = urlparse(store.rspamd_url)
-    controller = conf_value("override.d/worker-controller.inc", "bind_socket")
+    controller = rspamd_conf("override.d/worker-controller.inc", "bind_socket")
     assert (u.hostname, u.port) == ("rspamd", int(controller.split(":")[1]))
-    assert conf_value("override.d/worker-controller.inc", "password") == "{= env.CONTROLLER_PASSWORD =}"
+    assert rspamd_conf("override.d/worker-controller.inc", "password") == "{= env.CONTROLLER_PASSWORD =}"
     password = compose["services"]["rspamd"]["environment"]["RSPAMD_CONTROLLER_PASSWORD"]
     assert store.rspamd_password.get_secret_value() == password == SECRETS["MAILFLOW_RSPAMD_PASSWORD"]

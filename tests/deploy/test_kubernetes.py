@@ -23,7 +23,15 @@ from mailflow import natsauth
 from mailflow.contracts import streams
 from mailflow.hostport import split_hostport
 from tests.deploy.crd_schemas import NATS_JETSTREAM_METADATA, SCHEMAS
-from tests.deploy.support import ROOT, SERVICES, image_env, read_by_someone, required_env, settings_class
+from tests.deploy.support import (
+    ROOT,
+    SERVICES,
+    image_env,
+    read_by_someone,
+    required_env,
+    rspamd_conf,
+    settings_class,
+)
 
 K8S = ROOT / "deploy/k8s"
 OVERLAYS = ("dev", "prod")
@@ -330,14 +338,6 @@ def test_each_service_logs_in_to_nats_as_its_own_user(rendered):
         assert ref == nats_env[var]["valueFrom"]["secretKeyRef"] == {"name": natsauth.K8S_SECRET, "key": name}
     if overlay == "dev":  # generated here, under the exact name the Helm release reads
         assert set(of_kind(objs, "Secret")[natsauth.K8S_SECRET]["data"]) == set(SERVICES)
-
-
-def rspamd_conf(path: str, key: str) -> str:
-    for line in (ROOT / "deploy/rspamd" / path).read_text().splitlines():
-        name, eq, value = line.partition("=")
-        if eq and name.strip() == key:
-            return value.strip().rstrip(";").strip('"')
-    raise AssertionError(f"{key} not in deploy/rspamd/{path}")
 
 
 def test_rspamd_and_redis_run_the_local_image_non_root_with_their_secret(rendered):
