@@ -13,6 +13,7 @@ characters and values are refolded, so a broken answer can never inject a line i
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 
@@ -127,7 +128,7 @@ class RspamdClient:
     """One connection pool to one rspamd worker (normal for `check`, controller for `learn`)."""
 
     def __init__(self, url: str, timeout: float, password: str = "", max_connections: int = 100):
-        self.url = url.rstrip("/")
+        self.url, self.timeout = url.rstrip("/"), timeout
         self._auth = [("Password", password)] if password else []
         self.http = httpx.AsyncClient(
             timeout=timeout,
@@ -135,18 +136,22 @@ class RspamdClient:
         )
 
     async def _post(self, path: str, message: bytes, headers: list[tuple[str, str]]) -> tuple[int, bytes]:
+        """Status and body, within `timeout` in all (httpx's own timeouts are per read: an answer
+        dribbled a byte at a time would never end). Values go as UTF-8 (SMTPUTF8 addresses)."""
+        wire = [(name, value.encode("utf-8", "replace")) for name, value in headers + self._auth]
         try:
-            async with self.http.stream(
-                "POST", self.url + path, content=message, headers=headers + self._auth
-            ) as resp:
-                body = bytearray()
-                async for chunk in resp.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_ANSWER:
-                        raise RspamdUnavailable(f"answer over {MAX_ANSWER} bytes")
-                return resp.status_code, bytes(body)
+            async with asyncio.timeout(self.timeout):
+                async with self.http.stream("POST", self.url + path, content=message, headers=wire) as resp:
+                    body = bytearray()
+                    async for chunk in resp.aiter_bytes():
+                        body += chunk
+                        if len(body) > MAX_ANSWER:
+                            raise RspamdUnavailable(f"answer over {MAX_ANSWER} bytes")
+                    return resp.status_code, bytes(body)
         except httpx.HTTPError as exc:
             raise RspamdUnavailable(f"{type(exc).__name__}: {exc}") from None
+        except TimeoutError:
+            raise RspamdUnavailable(f"no answer within {self.timeout} s") from None
 
     async def check(self, message: bytes, env: Envelope) -> Verdict:
         status, body = await self._post("/checkv2", message, request_headers(env))

@@ -66,6 +66,16 @@ def test_add_header_goes_to_junk_with_x_spam_and_rspamds_headers(scanned, raw):
     assert data.startswith(b"Received: ")
 
 
+def test_an_smtputf8_envelope_is_scanned(scanned, raw):
+    c = raw(server=scanned)
+    c.cmd("EHLO client.elsewhere.test", "250 ")
+    c.cmd("MAIL FROM:<josé@elsewhere.test> SMTPUTF8", "250 2.1.0")
+    c.cmd("RCPT TO:<alice@example.test>", "250 2.1.5")
+    c.cmd("DATA", "354 ")
+    c.send_raw(message("gtube from josé", GTUBE) + b".\r\n")
+    c.expect("550 5.7.1")
+
+
 def test_greylist_is_a_451_and_not_queued(scanned, raw):
     reply = send(raw(server=scanned), message("MAILFLOW-TEST-LATER hello"), "451 4.7.1")
     assert reply == "451 4.7.1 Message deferred by the spam filter, try again later"
@@ -92,6 +102,13 @@ def test_rspamd_that_never_answers_times_out_then_fails_open(make_server, raw):
         srv = make_server(rspamd_url=f"http://127.0.0.1:{port}", rspamd_timeout=0.5)
         send(raw(server=srv), message("gtube while slow", GTUBE), "250 2.0.0")
     assert len(srv.messages) == 1
+
+
+def test_rspamd_that_dribbles_its_answer_times_out_too(make_server, raw):
+    with silent_server(drip=True) as port:
+        srv = make_server(rspamd_url=f"http://127.0.0.1:{port}", rspamd_timeout=0.5, rspamd_fail_open=False)
+        send(raw(server=srv), message("lunch"), "451 4.7.1")
+    assert srv.messages == []
 
 
 def test_an_error_status_is_unavailable_too(make_server, raw, rspamd):
@@ -136,7 +153,12 @@ def closed_port() -> int:
 
 
 class silent_server:
-    """A TCP server that accepts connections and never answers (rspamd stuck)."""
+    """A TCP server that accepts connections and never answers (rspamd stuck), or with `drip` answers
+    200 and then a byte of its body now and then, never finishing."""
+
+    def __init__(self, drip: bool = False):
+        self.drip = drip
+        self.stop = threading.Event()
 
     def __enter__(self) -> int:
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -152,8 +174,20 @@ class silent_server:
             except OSError:
                 return
             self.conns.append(conn)
+            if self.drip:
+                threading.Thread(target=self._dribble, args=(conn,), daemon=True).start()
+
+    def _dribble(self, conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n{")
+            while not self.stop.wait(0.05):
+                conn.sendall(b" ")
+        except OSError:
+            return
 
     def __exit__(self, *exc) -> None:
+        self.stop.set()
         self.sock.close()
         for c in self.conns:
             c.close()
