@@ -148,15 +148,17 @@ class Rspamd:
         _wait(lambda: _redis_pong(self.redis_port), 30, "redis-server", redis, self.base / "redis.log")
         conf = self._configure()
         env = dict(os.environ, RSPAMD_CONTROLLER_PASSWORD=self.password)
-        proc = subprocess.Popen(
-            ["rspamd", "-f", "-i", "-c", "/etc/rspamd/rspamd.conf",
-             "--var", f"LOCAL_CONFDIR={conf}", "--var", f"DBDIR={self.base / 'db'}",
-             "--var", f"RUNDIR={self.base / 'run'}", "--var", f"LOGDIR={self.base}"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.base / "rspamd.stderr", "wb"),  # noqa: SIM115 (closed with the process)
-            start_new_session=True,
-        )  # fmt: skip
+        # -f: in the foreground; -i: run the workers even as root (CI runs as root; rspamd refuses otherwise)
+        with open(self.base / "rspamd.stderr", "wb") as stderr:
+            proc = subprocess.Popen(
+                ["rspamd", "-f", "-i", "-c", "/etc/rspamd/rspamd.conf",
+                 "--var", f"LOCAL_CONFDIR={conf}", "--var", f"DBDIR={self.base / 'db'}",
+                 "--var", f"RUNDIR={self.base / 'run'}", "--var", f"LOGDIR={self.base}"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+            )  # fmt: skip
         self.procs.append(proc)
         _wait(
             lambda: _answers(f"{self.url}/ping") and _answers(f"{self.controller_url}/ping"),
