@@ -46,11 +46,9 @@ class Envelope:
 class Verdict:
     action: str  # one of ACTIONS
     score: float = 0.0
-    required: float = 0.0
     message: str = ""  # rspamd's smtp_message, if it gave one (never shown to clients verbatim)
     add_headers: list[tuple[str, str]] = field(default_factory=list)  # checked and refolded
     remove_headers: list[str] = field(default_factory=list)
-    subject: str | None = None  # "rewrite subject": the subject rspamd proposes
 
 
 def request_headers(env: Envelope) -> list[tuple[str, str]]:
@@ -107,20 +105,13 @@ def parse_answer(body: bytes) -> Verdict:
     added, removed = _milter(answer)
     messages = answer.get("messages")
     message = messages.get("smtp_message") if isinstance(messages, dict) else None
-    subject = answer.get("subject")
-
-    def number(key: str) -> float:
-        v = answer.get(key)
-        return float(v) if isinstance(v, int | float) else 0.0
-
+    score = answer.get("score")
     return Verdict(
         action=answer["action"],
-        score=number("score"),
-        required=number("required_score"),
+        score=float(score) if isinstance(score, int | float) else 0.0,
         message=message[:200] if isinstance(message, str) else "",
         add_headers=added,
         remove_headers=removed,
-        subject=_value(subject) if isinstance(subject, str) else None,
     )
 
 
