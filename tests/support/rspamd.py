@@ -14,7 +14,9 @@ deploy/rspamd (what the containers run), in which override.d is changed for the 
   - greylisting is off (a test's second attempt would pass anyway; it is rspamd's own logic);
   - a regexp rule MAILFLOW_TEST_JUNK scores 8 for a Subject with "MAILFLOW-TEST-JUNK": between
     rspamd's add-header (6) and reject (15) thresholds, so that message gets "add header"; and
-    MAILFLOW_TEST_LATER 5 for "MAILFLOW-TEST-LATER", between greylist (4) and add header: "greylist".
+    MAILFLOW_TEST_LATER 5 for "MAILFLOW-TEST-LATER", between greylist (4) and add header: "greylist";
+    MAILFLOW_TEST_SUBJECT 11 for "MAILFLOW-TEST-SUBJECT", over a rewrite-subject threshold of 10 the
+    test adds: "rewrite subject".
 Redis runs with no persistence in a temporary directory. rspamd compiles its Hyperscan regexps on its
 first start (a minute or more on a busy machine); they are kept in ~/.cache/mailflow-tests/rspamd-hs so
 later starts take seconds. Failure to start raises with the tail of rspamd's log.
@@ -133,7 +135,10 @@ class Rspamd:
             'description = "Mailflow tests: a message rspamd gives add header"; }\n'
             'MAILFLOW_TEST_LATER { re = "Subject=/MAILFLOW-TEST-LATER/H"; score = 5.0; '
             'description = "Mailflow tests: a message rspamd gives greylist"; }\n'
+            'MAILFLOW_TEST_SUBJECT { re = "Subject=/MAILFLOW-TEST-SUBJECT/H"; score = 11.0; '
+            'description = "Mailflow tests: a message rspamd gives rewrite subject"; }\n'
         )
+        (over / "actions.conf").write_text("rewrite_subject = 10;\n")  # with Debian's reject 15, add_header 6, greylist 4
         return conf
 
     def start(self) -> Rspamd:

@@ -76,6 +76,13 @@ def test_an_smtputf8_envelope_is_scanned(scanned, raw):
     c.expect("550 5.7.1")
 
 
+def test_rewrite_subject_goes_to_junk_too_with_the_subject_as_sent(scanned, raw):
+    send(raw(server=scanned), message("MAILFLOW-TEST-SUBJECT prize"), "250 2.0.0")
+    ((msg, data),) = scanned.messages
+    assert msg.junk and b"\r\nX-Spam: Yes\r\n" in data
+    assert b"\r\nSubject: MAILFLOW-TEST-SUBJECT prize\r\n" in data  # Junk is the mark; the text is the sender's
+
+
 def test_greylist_is_a_451_and_not_queued(scanned, raw):
     reply = send(raw(server=scanned), message("MAILFLOW-TEST-LATER hello"), "451 4.7.1")
     assert reply == "451 4.7.1 Message deferred by the spam filter, try again later"
