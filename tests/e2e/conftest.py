@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mailflow.stack import Ports, Stack
 from tests.support.dns import DnsServer
+from tests.support.stacks import example_test
 
 
 @pytest.fixture(scope="module")
@@ -14,11 +14,5 @@ def stack(tmp_path_factory):
     'alice-pw' / 'bob-pw'). Its resolver asks a DNS server of the test's that knows no name (smtp-ingress
     checks every inbound message's sender: no record of any kind is "none", delivered)."""
     with DnsServer("") as dns:
-        st = Stack(tmp_path_factory.mktemp("stack"), Ports.free(), env={"MAILFLOW_RESOLVER_NAMESERVERS": dns.address}).start()
-        try:
-            st.cli("domain", "add", "example.test")
-            st.cli("user", "add", "alice@example.test", "--password", "alice-pw")
-            st.cli("user", "add", "bob@example.test", "--password", "bob-pw")
+        with example_test(tmp_path_factory.mktemp("stack"), {"MAILFLOW_RESOLVER_NAMESERVERS": dns.address}) as st:
             yield st
-        finally:
-            st.stop()

@@ -10,8 +10,9 @@ import uuid
 
 import pytest
 
-from mailflow.stack import Ports, Stack
+from mailflow.stack import Stack
 from tests.support import wait_for
+from tests.support.stacks import example_test
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
@@ -23,13 +24,8 @@ def stack(tmp_path_factory, rspamd):
         "MAILFLOW_STORE_RSPAMD_URL": rspamd.controller_url,
         "MAILFLOW_STORE_RSPAMD_PASSWORD": rspamd.password,
     }
-    st = Stack(tmp_path_factory.mktemp("stack"), Ports.free(), env=env).start()
-    try:
-        st.cli("domain", "add", "example.test")
-        st.cli("user", "add", "alice@example.test", "--password", "alice-pw")
+    with example_test(tmp_path_factory.mktemp("stack"), env, users=("alice",)) as st:
         yield st
-    finally:
-        st.stop()
 
 
 def message(subject: str, body: str) -> bytes:

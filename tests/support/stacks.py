@@ -1,4 +1,5 @@
-"""Which processes of the running stacks have died: for the report of a failing test (see conftest.py).
+"""Which processes of the running stacks have died: for the report of a failing test (see conftest.py);
+and `example_test`, the whole stack most end-to-end tests start.
 
 `track()` wraps Stack.start and Stack.stop once, so every Stack between the two is known here without
 the runtime class keeping a registry for tests; `post_mortem()` lists each exited process of those
@@ -7,10 +8,13 @@ stacks with its exit code and the tail of its log (a refused connection then say
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import weakref
+from collections.abc import Iterator
+from pathlib import Path
 
-from mailflow.stack import Stack
+from mailflow.stack import Ports, Stack
 
 _running: weakref.WeakSet[Stack] = weakref.WeakSet()
 
@@ -45,3 +49,17 @@ def post_mortem(chars: int = 2000) -> str:
         if st.nats is not None and st.nats.proc is not None and st.nats.proc.poll() is not None:
             out.append(f"{st.data_dir}: nats-server exited with {st.nats.proc.returncode}")
     return "\n".join(out)
+
+
+@contextlib.contextmanager
+def example_test(data_dir: Path, env: dict[str, str] | None = None, users: tuple[str, ...] = ("alice", "bob")) -> Iterator[Stack]:
+    """The six services and nats-server as processes on free ports, with the domain example.test and
+    the users <name>@example.test (password "<name>-pw"); stopped on leaving."""
+    st = Stack(data_dir, Ports.free(), env=env).start()
+    try:
+        st.cli("domain", "add", "example.test")
+        for user in users:
+            st.cli("user", "add", f"{user}@example.test", "--password", f"{user}-pw")
+        yield st
+    finally:
+        st.stop()
