@@ -41,7 +41,7 @@ AUTHN_SECONDS = Histogram(
     "SPF, DKIM, ARC and DMARC of one message together, from the end of DATA",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20),
 )
-JUNKED = Counter("mailflow_smtp_junked_total", "Messages accepted for the recipients' Junk (DMARC p=quarantine)")
+JUNKED = Counter("mailflow_smtp_junked_total", "Messages accepted for the recipients' Junk (DMARC p=quarantine, rspamd's add header)")
 INTERNAL_ERRORS = Counter("mailflow_smtp_internal_errors_total", "Unexpected exceptions answered 451")
 # rspamd (rspamd.py). result: scanned, too_big (over rspamd_max_bytes, not scanned), unavailable (down,
 # slow, error status, malformed answer). action: rspamd's actions (mailflow.rspamd.ACTIONS).
