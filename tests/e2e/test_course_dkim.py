@@ -37,8 +37,9 @@ def course(tmp_path_factory):
         d.cli("domain", "add", "nokey.test")
         d.cli("user", "add", "b@nokey.test", "--password", "b-pw")
         d.cli("user", "add", "small@daum.test", "--password", "s-pw", "--quota", "10")
-        zone = d.cli("dns", "records", "daum.test").stdout
+        zone = d.cli("dns", "records", "daum.test", "--dmarc", "reject").stdout
         c.dns.add(zone)  # the DNS serves what the operator was told to publish
+        c.dns.add(d.cli("dns", "records", "nokey.test", "--dmarc", "quarantine").stdout)
         yield c, zone
 
 
@@ -83,6 +84,52 @@ def test_submitted_mail_leaves_signed_and_opendkim_verifies_it(course):
     assert_opendkim_verifies(got, zone)
 
 
+def authentication_results(data: bytes) -> list[bytes]:
+    """The values of the message's Authentication-Results fields, unfolded."""
+    head = data.split(b"\r\n\r\n", 1)[0].replace(b"\r\n ", b" ").replace(b"\r\n\t", b" ")
+    return [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n") if line.lower().startswith(b"authentication-results:")]
+
+
+def has(results: bytes, verdict: bytes, prop: bytes) -> int:
+    """How many of the header's results say `verdict` (e.g. b"spf=pass") about `prop` (b"smtp.mailfrom=daum.test")."""
+    return sum(1 for part in results.split(b"; ") if part.startswith(verdict + b" ") and prop in part.split(b" "))
+
+
+def test_naver_verifies_daums_mail_spf_dkim_dmarc_pass(course):
+    c, _ = course
+    subject = f"trusted {uuid.uuid4().hex[:8]}"
+    submit(c.daum, A, A_PW, [Z], message(Z, subject))
+    (got,) = wait_for(lambda: imap_find(c.naver, Z, Z_PW, subject), timeout=30, what="Z has it")
+    (results,) = authentication_results(got)
+    assert results.startswith(b"mx.naver.test;"), results
+    assert has(results, b"spf=pass", b"smtp.mailfrom=daum.test") == 1, results
+    assert has(results, b"dkim=pass", b"header.d=daum.test") == 2, results  # RSA and Ed25519
+    assert has(results, b"dmarc=pass", b"header.from=daum.test") == 1, results
+
+
+def test_a_forgery_in_daums_name_straight_to_navers_mx_is_refused(course):
+    c, _ = course
+    subject = f"forged reject {uuid.uuid4().hex[:8]}"
+    with smtplib.SMTP(c.naver.ports.host, c.naver.ports.smtp, timeout=30) as s:  # from 127.0.0.1: not daum's MX
+        s.ehlo("mx.daum.test")
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            s.sendmail(A, [Z], message(Z, subject))
+    assert refused.value.smtp_code == 550 and refused.value.smtp_error.startswith(b"5.7.1"), refused.value
+    assert imap_find(c.naver, Z, Z_PW, subject) == [] and imap_find(c.naver, Z, Z_PW, subject, "Junk") == []
+
+
+def test_a_forgery_in_a_quarantine_domains_name_lands_in_junk(course):
+    c, _ = course
+    subject = f"forged quarantine {uuid.uuid4().hex[:8]}"
+    with smtplib.SMTP(c.naver.ports.host, c.naver.ports.smtp, timeout=30) as s:
+        s.sendmail("b@nokey.test", [Z], message(Z, subject, sender="b@nokey.test"))
+    (got,) = wait_for(lambda: imap_find(c.naver, Z, Z_PW, subject, "Junk"), timeout=30, what="Z's Junk has it")
+    (results,) = authentication_results(got)
+    assert has(results, b"spf=fail", b"smtp.mailfrom=nokey.test") == 1, results
+    assert has(results, b"dmarc=fail", b"header.from=nokey.test") == 1, results
+    assert imap_find(c.naver, Z, Z_PW, subject) == []
+
+
 def test_a_dsn_to_a_remote_sender_is_signed(course):
     c, zone = course
     subject = f"dkim dsn {uuid.uuid4().hex[:8]}"
@@ -109,8 +156,9 @@ def test_mail_from_a_domain_without_a_key_leaves_unsigned(course):
 def test_unauthenticated_inbound_mail_is_never_signed(course):
     c, _ = course
     subject = f"dkim inbound {uuid.uuid4().hex[:8]}"
+    outsider = "someone@elsewhere.test"  # no records at all: spf=none dmarc=none, delivered
     with smtplib.SMTP(c.daum.ports.host, c.daum.ports.smtp, timeout=30) as s:  # daum's MX, no AUTH
-        s.sendmail(A, [A], message(A, subject))
-    (got,) = wait_for(lambda: imap_find(c.daum, A, A_PW, subject, "Junk"), timeout=30, what="A has it")
-    assert b"From: <a@daum.test>" in got and signatures(got) == []
-    assert b"dmarc=fail (p=quarantine dis=quarantine)" in got
+        s.sendmail(outsider, [A], message(A, subject, sender=outsider))
+    (got,) = wait_for(lambda: imap_find(c.daum, A, A_PW, subject), timeout=30, what="A has it")
+    assert f"From: <{outsider}>".encode() in got and signatures(got) == []
+    assert b"dmarc=none" in got
