@@ -48,9 +48,10 @@ from mailflow_smtp_ingress.settings import CheckMode, Settings
 
 log = logging.getLogger(__name__)
 
+Parsed = tuple[dkim.Fields, int] | None  # dkim.split(message): read once, for every check
 SpfCheck = Callable[[str, str, str], Awaitable[Sequence[Spf]]]  # (client IP, MAIL FROM, HELO) -> both identities
-DkimCheck = Callable[[bytes], Awaitable[Sequence[Dkim]]]  # the message -> one result per signature
-ArcCheck = Callable[[bytes], Awaitable[Arc]]
+DkimCheck = Callable[[bytes, Parsed], Awaitable[Sequence[Dkim]]]  # the message -> one result per signature
+ArcCheck = Callable[[bytes, Parsed], Awaitable[Arc]]
 TEMPORARY = "(DNS)"  # how an Arc "fail" says it is one DNS could not decide (RFC 8617 has no temperror)
 
 
@@ -158,11 +159,11 @@ class Checks:
         async def spf_check(ip: str, mail_from: str, helo: str) -> Sequence[Spf]:
             return await spf.check(dns, ip, mail_from, helo, hostname, now=time.time())
 
-        async def dkim_check(message: bytes) -> Sequence[Dkim]:
-            return await dkim.verify(message, dns, int(time.time()))
+        async def dkim_check(message: bytes, parsed: Parsed) -> Sequence[Dkim]:
+            return await dkim.verify(message, dns, int(time.time()), parsed=parsed)
 
-        async def arc_check(message: bytes) -> Arc:
-            return await arc.verify_chain(message, dns, int(time.time()))
+        async def arc_check(message: bytes, parsed: Parsed) -> Arc:
+            return await arc.verify_chain(message, dns, int(time.time()), parsed=parsed)
 
         return cls(modes, hostname, dns, spf_check, dkim_check, arc_check)
 
@@ -170,15 +171,16 @@ class Checks:
         started = time.perf_counter()
         m = self.modes
         tasks: dict[str, asyncio.Task] = {}
+        parsed = dkim.split(message) if (m.dkim, m.arc, m.dmarc) != ("off",) * 3 else None
         if m.spf != "off":
             tasks["spf"] = asyncio.create_task(self.spf_check(ip, mail_from, helo))
         if m.dkim != "off":
-            tasks["dkim"] = asyncio.create_task(self.dkim_check(message))
+            tasks["dkim"] = asyncio.create_task(self.dkim_check(message, parsed))
         if m.arc != "off":
-            tasks["arc"] = asyncio.create_task(self.arc_check(message))
+            tasks["arc"] = asyncio.create_task(self.arc_check(message, parsed))
         domains: list[str] | Dmarc | None = None
         if m.dmarc != "off":
-            domains = _author_domains(message)
+            domains = _author_domains(parsed)
             if not isinstance(domains, Dmarc):  # the record lookups run while SPF and DKIM do
                 tasks["dmarc"] = asyncio.create_task(dmarc.lookup(self.dns, domains))
         try:
@@ -202,10 +204,9 @@ class Checks:
         return replace(verdict, header=header, message=results.remove_ours(message, self.hostname))
 
 
-def _author_domains(message: bytes) -> list[str] | Dmarc:
+def _author_domains(parsed: Parsed) -> list[str] | Dmarc:
     """The From domains (dmarc.author_domains); a header block too long to read is refused by a
     DMARC that enforces (a From could hide past what is read)."""
-    parsed = dkim.split(message)
     if parsed is None:
         return Dmarc("permerror", policy="reject", reason=f"header block over {dkim.MAX_HEADER} octets")
     return dmarc.author_domains([v for n, v in parsed[0] if dkim.field_name(n) == b"from"])

@@ -113,9 +113,10 @@ def seal_data(sets: Sets, upto: int, own_only: bool = False) -> bytes:
     return b"".join(out)
 
 
-async def verify_chain(message: bytes, dns: DnsLookup, now: int) -> Arc:
-    """The chain's result (§5.2); `now` is the Unix time (x= of the ARC-Message-Signature)."""
-    parsed = split(message)
+async def verify_chain(message: bytes, dns: DnsLookup, now: int, parsed: tuple[Fields, int] | None = None) -> Arc:
+    """The chain's result (§5.2); `now` is the Unix time (x= of the ARC-Message-Signature). `parsed` is
+    `dkim.split(message)` when the caller has it already."""
+    parsed = parsed or split(message)
     if parsed is None:
         return Arc("fail", reason=f"header block over {MAX_HEADER} octets: not verified")
     fields, body_at = parsed

@@ -87,10 +87,10 @@ def checks(modes=DEFAULTS, spf_check=None, dkim_check=None, arc_check=None, dns=
     async def spf_ok(ip, mail_from, helo):
         return (spf("none", "helo"), spf("pass"))
 
-    async def no_sigs(message):
+    async def no_sigs(message, parsed):
         return ()
 
-    async def no_arc(message):
+    async def no_arc(message, parsed):
         return Arc("none")
 
     return Checks(modes, "mx.naver.test", dns or TableDns({}), spf_check or spf_ok, dkim_check or no_sigs, arc_check or no_arc)
@@ -111,7 +111,7 @@ def test_a_check_past_the_deadline_is_a_temperror():
 
 
 def test_a_check_that_raises_is_a_temperror_with_a_ref(caplog):
-    async def broken(message):
+    async def broken(message, parsed):
         raise KeyError("bug")
 
     v = asyncio.run(checks(dkim_check=broken).run("192.0.2.1", "h.daum.test", "a@daum.test", MESSAGE))
