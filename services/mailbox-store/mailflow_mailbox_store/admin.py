@@ -1,5 +1,9 @@
 """The admin operations behind /admin/*: domains, users, aliases, quotas (database side, no HTTP).
 
+Aliases: targets are addresses, in a local domain (users or other aliases) or in any other (forwards,
+delivered remotely); at most MAX_TARGETS per alias, and an alias that would lead back to itself (a
+loop) or reach more than directory.MAX_FORWARDS external targets is refused (Invalid).
+
 Each function takes a transaction; the writers run in the group-commit writer, so they are atomic.
 NotFound / Conflict / Invalid carry the text the admin sees. Deleting a user deletes its mail: the
 message rows go and their bodies lose a reference (maintenance removes unreferenced bodies later); its id
@@ -13,7 +17,7 @@ from datetime import UTC, datetime
 
 from mailflow.contracts.rest import AliasPublic, DomainPublic, UserPublic
 from mailflow.errors import Conflict, Invalid, NotFound
-from mailflow_mailbox_store import names
+from mailflow_mailbox_store import directory, names
 from mailflow_mailbox_store.db import Tx
 from mailflow_mailbox_store.folders import create_default_mailboxes, drop_mailbox_contents
 
@@ -209,28 +213,40 @@ def list_aliases(tx: Tx, domain: str | None, offset: int, limit: int) -> tuple[l
     return [AliasPublic(address=a, targets=[t for t in ts.split("\n") if t]) for a, ts in rows], total
 
 
+MAX_TARGETS = 100  # per alias; more is a mailing list's job
+
+
 def create_alias(tx: Tx, address: str, targets: list[str]) -> AliasPublic:
     a = names.alias_address(address)
     dom = a[1:] if a.startswith("@") else names.split(a)[1]
     domain_id = tx.value("SELECT id FROM domains WHERE name = :d", {"d": dom})
     if domain_id is None:
         raise NotFound(f"no domain {dom}: add it first")
-    canon: list[str] = []
-    for t in targets:
-        c = names.address(t)
-        if tx.one("SELECT 1 FROM domains WHERE name = :d", {"d": names.split(c)[1]}) is None:
-            raise Invalid(f"alias target {c} is not in a local domain")
-        if c not in canon:
-            canon.append(c)
+    canon = list(dict.fromkeys(names.address(t) for t in targets))
     if not canon:
         raise Invalid("an alias needs at least one target")
+    if len(canon) > MAX_TARGETS:
+        raise Invalid(f"an alias has at most {MAX_TARGETS} targets")
     if tx.one("SELECT 1 FROM aliases WHERE address = :a", {"a": a}):
         raise Conflict(f"alias {a} exists")
+    _check_expansion(tx, a, canon)
     tx.run(
         "INSERT INTO aliases (domain_id, address, targets, created_at) VALUES (:d, :a, :t, :c)",
         {"d": domain_id, "a": a, "t": "\n".join(canon), "c": int(time.time())},
     )
     return AliasPublic(address=a, targets=canon)
+
+
+def _check_expansion(tx: Tx, alias: str, targets: list[str]) -> None:
+    """Refuse a loop (a target leads back to the alias) and a fan-out past directory.MAX_FORWARDS.
+    Aliases are only ever added whole, so a loop is always closed by the alias that completes it."""
+    out = directory.Expansion()
+    for t in targets:
+        directory.expand(tx, t, out)
+    if alias in out.seen:
+        raise Invalid(f"alias loop: {alias} would lead back to itself")
+    if out.dropped:
+        raise Invalid(f"alias {alias} would reach more than {directory.MAX_FORWARDS} external addresses")
 
 
 def delete_alias(tx: Tx, address: str) -> None:

@@ -6,21 +6,31 @@ resolve(address):
      we cannot take (a quoted local part with a space) is "unknown_user", never "not_local", or one odd
      sender would send the domain's mail to its public MX (delivery caches the verdict per domain);
   2. a user with that address -> that user; an alias -> its targets, expanded (aliases of aliases too,
-     at most MAX_DEPTH deep, cycles ignored; a target that is no user or alias is skipped);
+     at most MAX_DEPTH deep, cycles ignored; a target in a local domain that is no user or alias is
+     skipped; a target in another domain is a forward, at most MAX_FORWARDS of them, the rest dropped
+     with a warning: admin.create_alias refuses an alias that reaches more);
   3. "user+tag@domain" (delimiter setting) -> the same for "user@domain";
   4. the domain's catch-all alias "@domain";
   5. nothing: "unknown_user" (so SMTP answers 550 5.1.1). A database failure raises ServiceUnavailable,
      never "unknown_user": can't check is not doesn't exist.
+"local" means local users, forwards or both: `Resolution.users` and `Resolution.forward`. The store
+delivers only to the users; smtp-ingress queues each forward as a recipient of its own.
 """
 
 from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
 
 from mailflow.errors import Invalid
 from mailflow.store.api import Resolution
 from mailflow_mailbox_store import names
 from mailflow_mailbox_store.db import Tx
 
+log = logging.getLogger(__name__)
+
 MAX_DEPTH = 8
+MAX_FORWARDS = 100  # external targets one address may reach (a copy and a remote delivery each)
 
 
 def user_row(tx: Tx, address: str) -> tuple[int, str, str, int, bool] | None:
@@ -51,19 +61,48 @@ def is_local_domain(tx: Tx, name: str) -> bool:
     return tx.one("SELECT 1 FROM domains WHERE name = :d", {"d": d}) is not None
 
 
-def _expand(tx: Tx, address: str, out: dict[str, int], seen: set[str], depth: int) -> None:
-    if address in seen or depth > MAX_DEPTH:
+@dataclass
+class Expansion:
+    """What an address leads to: local users (login -> id) and external targets, each once, in order."""
+
+    users: dict[str, int] = field(default_factory=dict)
+    forward: list[str] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+    dropped: int = 0  # external targets past MAX_FORWARDS
+    local_domains: dict[str, bool] = field(default_factory=dict)
+
+    def is_local(self, tx: Tx, domain: str) -> bool:
+        hit = self.local_domains.get(domain)
+        if hit is None:
+            hit = self.local_domains[domain] = is_local_domain(tx, domain)
+        return hit
+
+    def __bool__(self) -> bool:
+        return bool(self.users or self.forward)
+
+
+def expand(tx: Tx, address: str, out: Expansion, depth: int = 0) -> None:
+    """Follow `address` through aliases into `out` (canonical addresses; cycles and depth bounded)."""
+    if address in out.seen or depth > MAX_DEPTH:
         return
-    seen.add(address)
+    out.seen.add(address)
+    local, _, domain = address.rpartition("@")
+    if local and not out.is_local(tx, domain):
+        if len(out.forward) < MAX_FORWARDS:
+            out.forward.append(address)
+        else:
+            out.dropped += 1
+            log.warning("alias expansion past %d external targets: %s dropped", MAX_FORWARDS, address)
+        return
     row = tx.one("SELECT id FROM users WHERE address = :a", {"a": address})
     if row is not None:
-        out.setdefault(address, row[0])
+        out.users.setdefault(address, row[0])
         return
     targets = tx.value("SELECT targets FROM aliases WHERE address = :a", {"a": address})
     if targets:
         for target in targets.split("\n"):
             if target:
-                _expand(tx, target, out, seen, depth + 1)
+                expand(tx, target, out, depth + 1)
 
 
 def resolve_ids(tx: Tx, address: str, delimiter: str = "+") -> tuple[Resolution, dict[str, int]]:
@@ -75,17 +114,18 @@ def resolve_ids(tx: Tx, address: str, delimiter: str = "+") -> tuple[Resolution,
     except Invalid:  # ours, but no local part we could ever have given a user or alias
         return Resolution(address=address, status="unknown_user"), {}
     local, dom = names.split(canon)
-    found: dict[str, int] = {}
-    _expand(tx, canon, found, set(), 0)
+    found = Expansion(local_domains={dom: True})
+    expand(tx, canon, found)
     if not found and delimiter and delimiter in local:
         base = local.split(delimiter, 1)[0]
         if base:
-            _expand(tx, f"{base}@{dom}", found, set(), 0)
+            expand(tx, f"{base}@{dom}", found)
     if not found:
-        _expand(tx, f"@{dom}", found, set(), 0)
+        expand(tx, f"@{dom}", found)
     if not found:
         return Resolution(address=canon, status="unknown_user"), {}
-    return Resolution(address=canon, status="local", users=tuple(found)), found
+    res = Resolution(address=canon, status="local", users=tuple(found.users), forward=tuple(found.forward))
+    return res, found.users
 
 
 def resolve(tx: Tx, address: str, delimiter: str = "+") -> Resolution:

@@ -175,9 +175,11 @@ class StoreCore:
         todo: list[tuple[int, DeliverItem, dict[str, int]]] = []
         for i, it in enumerate(items):
             resolution, ids = resolved[it.recipient]
-            if resolution.status != "local":
-                detail = "no such user" if resolution.status == "unknown_user" else "not a local domain"
-                results[i] = DeliverResult(it.key, "unknown_user", permanent=True, detail=detail)
+            if not ids:  # no local user: unknown, not ours, or an alias whose targets are all elsewhere
+                detail = {"not_local": "not a local domain", "local": "no local user (forwarded only)"}
+                results[i] = DeliverResult(
+                    it.key, "unknown_user", permanent=True, detail=detail.get(resolution.status, "no such user")
+                )
             elif len(it.body) > self.max_message_bytes:
                 detail = f"message larger than {self.max_message_bytes} bytes"
                 results[i] = DeliverResult(it.key, "failed", permanent=True, detail=detail)

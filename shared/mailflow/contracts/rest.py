@@ -182,13 +182,14 @@ class Resolved(Schema):
     address: str
     status: RecipientStatus
     users: list[str] = Field(default_factory=list)
+    forward: list[str] = Field(default_factory=list)  # external targets of aliases (Resolution.forward)
 
     @classmethod
     def of(cls, r: Resolution) -> Resolved:
         return cls.model_validate(_fields(r))
 
     def resolution(self) -> Resolution:
-        return Resolution(self.address, self.status, tuple(self.users))
+        return Resolution(self.address, self.status, tuple(self.users), tuple(self.forward))
 
 
 class DomainLocal(Schema):

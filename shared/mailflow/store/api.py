@@ -55,8 +55,11 @@ class Resolution:
     """Where mail to an address goes, after aliases, catch-all and plus-addressing."""
 
     address: str
-    status: RecipientStatus  # local: deliver to `users`; unknown_user: 550 5.1.1; not_local: relay or 550 5.7.1
+    status: RecipientStatus  # local: deliver to `users` and `forward`; unknown_user: 550 5.1.1; not_local: relay or 550 5.7.1
     users: tuple[str, ...] = ()  # login addresses of the local users that receive it
+    # addresses in other domains that aliases send copies to: smtp-ingress queues each as a recipient of
+    # its own (a remote delivery with its own result, retries and DSN); the store never delivers them
+    forward: tuple[str, ...] = ()
 
 
 class Directory(Protocol):

@@ -90,3 +90,34 @@ async def test_pagination(admin):
     assert seen == sorted(f"u{i}@{d}" for i in range(7))
     assert (await admin.get("/admin/users", params={"limit": 0})).status_code == 422
     assert (await admin.get("/admin/domains", params={"offset": -1})).status_code == 422
+
+
+async def test_alias_targets_elsewhere_are_forwards_with_limits_and_no_loops(admin):
+    d = fresh()
+    await admin.post("/admin/domains", json={"name": d})
+    await admin.post("/admin/users", json={"address": f"bob@{d}", "password": "pw"})
+
+    async def add(address: str, *targets: str) -> httpx.Response:
+        return await admin.post("/admin/aliases", json={"address": address, "targets": list(targets)})
+
+    r = await add(f"team@{d}", f"bob@{d}", "Carol@Naver.TEST", "carol@naver.test")
+    assert r.status_code == 201 and r.json()["targets"] == [f"bob@{d}", "carol@naver.test"]
+    r = await add(f"x@{d}", "not an address")
+    assert r.status_code == 422 and "not an address" in r.json()["detail"]
+    r = await add(f"x@{d}", "carol@[127.0.0.1]")  # a target is a name: no address literals
+    assert r.status_code == 422
+    r = await add(f"x@{d}", *(f"u{i}@naver.test" for i in range(101)))
+    assert r.status_code == 422 and "at most 100 targets" in r.json()["detail"]
+
+    assert (await add(f"self@{d}", f"self@{d}")).status_code == 422
+    assert (await add(f"a@{d}", f"b@{d}")).status_code == 201
+    assert (await add(f"b@{d}", f"c@{d}", "dave@naver.test")).status_code == 201
+    r = await add(f"c@{d}", f"a@{d}")  # c -> a -> b -> c
+    assert r.status_code == 422 and r.json()["detail"] == f"alias loop: c@{d} would lead back to itself"
+    assert (await add(f"c@{d}", f"team@{d}")).status_code == 201  # no loop: team leads to bob and carol
+
+    # 100 targets each are fine, but not 150 external addresses reached through two of them
+    assert (await add(f"l1@{d}", *(f"a{i}@naver.test" for i in range(100)))).status_code == 201
+    assert (await add(f"l2@{d}", *(f"b{i}@naver.test" for i in range(50)))).status_code == 201
+    r = await add(f"both@{d}", f"l1@{d}", f"l2@{d}")
+    assert r.status_code == 422 and "more than 100 external addresses" in r.json()["detail"]

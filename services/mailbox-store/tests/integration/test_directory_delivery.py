@@ -20,11 +20,14 @@ def message(subject: str = "hello", size: int = 0) -> bytes:
 
 
 class Names:
-    """This test's addresses: alice, bob and tiny (1000-byte quota) in `d`; `o`'s catch-all goes to bob."""
+    """This test's addresses: alice, bob and tiny (1000-byte quota) in `d`; `o`'s catch-all goes to bob;
+    aliases mixed (alice, carol), away (carol) and all (mixed, away, dave, bob) reach carol and dave
+    in another domain."""
 
     def __init__(self, d: str):
         self.d, self.o = d, "o" + d
         self.alice, self.bob, self.tiny = f"alice@{d}", f"bob@{d}", f"tiny@{d}"
+        self.carol, self.dave = "carol@naver.test", "dave@naver.test"  # elsewhere: aliases forward to them
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -37,6 +40,9 @@ async def n(admin, domain):
     await admin.post("/admin/aliases", json={"address": f"team@{n.d}", "targets": [n.alice, n.bob]})
     await admin.post("/admin/aliases", json={"address": f"boss@{n.d}", "targets": [f"team@{n.d}"]})
     await admin.post("/admin/aliases", json={"address": f"@{n.o}", "targets": [n.bob]})
+    await admin.post("/admin/aliases", json={"address": f"mixed@{n.d}", "targets": [n.alice, n.carol]})
+    await admin.post("/admin/aliases", json={"address": f"away@{n.d}", "targets": [n.carol]})
+    await admin.post("/admin/aliases", json={"address": f"all@{n.d}", "targets": [f"mixed@{n.d}", f"away@{n.d}", n.dave, n.bob]})
     return n
 
 
@@ -128,6 +134,26 @@ async def test_alias_delivery_stores_one_body_for_many_users(client, n, service)
     assert len(a) == len(b) == 1 and a[0][5] == 2  # one blob, two references
     [r] = await client.deliver([DeliverItem(f"Q9/team@{n.d}", f"team@{n.d}", raw)])
     assert r.status == "duplicate"
+
+
+async def test_resolve_forwards(client, n):
+    r = await client.resolve(f"mixed@{n.d}")
+    assert (r.status, r.users, r.forward) == ("local", (n.alice,), (n.carol,))
+    r = await client.resolve(f"away+tag@{n.d}")
+    assert (r.status, r.users, r.forward) == ("local", (), (n.carol,))
+    r = await client.resolve(f"all@{n.d}")  # each once, in the order the aliases name them
+    assert (r.users, r.forward) == ((n.alice, n.bob), (n.carol, n.dave))
+    assert (await client.resolve(n.alice)).forward == ()
+
+
+async def test_the_store_delivers_only_to_local_users_of_a_forwarding_alias(client, n, service):
+    raw = message("forwarded")
+    mixed, away = await client.deliver(
+        [DeliverItem(f"QF/mixed@{n.d}", f"mixed@{n.d}", raw), DeliverItem(f"QF/away@{n.d}", f"away@{n.d}", raw)]
+    )
+    assert (mixed.status, mixed.users) == ("stored", (n.alice,))
+    # smtp-ingress queues no job for an alias with no local user; one that comes anyway is refused
+    assert (away.status, away.permanent, away.detail) == ("unknown_user", True, "no local user (forwarded only)")
 
 
 async def test_quota(client, n, admin):
