@@ -19,8 +19,10 @@ constant from replies.py. Failure rules:
     rspamd away: accepted unscanned (or 451 4.7.1 with rspamd_fail_open off), never lost;
   - failed AUTHs are counted per client (mailflow.throttle, shared with imap-pop3): each waits
     auth_failure_delay before its 535; auth_failures_per_ip within the window and AUTH is 454 4.7.0.
-No open relay: without AUTH a recipient must resolve to a local mailbox; percent-hack, bang paths
-and quoted "@" in a local part are refused outright, so a catch-all cannot turn them into relays.
+No open relay: without AUTH a recipient must resolve to a local mailbox or alias; percent-hack, bang
+paths and quoted "@" in a local part are refused outright, so a catch-all cannot turn them into relays.
+An alias's targets in other domains (forwards) are queued as recipients of their own, taken from the
+store's answer and never from the client: an outside sender reaches those fixed addresses and no other.
 """
 
 from __future__ import annotations
@@ -145,7 +147,24 @@ class IngressHandler:
                     "recipient lookup failed: %s: %s", type(exc).__name__, exc, extra={"rcpt": address}
                 )
                 return R.R451_DIRECTORY_DOWN
-        return self._decide(res, address, authenticated)
+        reply = self._decide(res, address, authenticated)
+        if res.forward and reply.code == 250:
+            return self._forward(tx, res, rcpt.address, params)
+        return reply
+
+    def _forward(self, tx: Transaction, res: Resolution, given: str, params: RcptParams) -> R.Reply:
+        """An alias with targets in other domains: each target becomes a recipient of its own (own job,
+        result, retries and DSN to the envelope sender), with the alias as ORCPT unless the client gave
+        one. The targets are the store's, never the client's: the MX relays to nothing else."""
+        if len(tx.rcpts) + len(tx.forwards) + 1 + len(res.forward) > self.settings.max_expanded_recipients:
+            _rejected("rcpt", "too_many_forwards").inc()
+            return R.R452_TOO_MANY_RECIPIENTS
+        orcpt = params.orcpt or f"rfc822;{res.address}"
+        notify = list(params.notify)
+        tx.forwards += [Recipient(address=t, notify=notify, orcpt=orcpt, forwarded_for=res.address) for t in res.forward]
+        if not res.users:
+            tx.forward_only.add(given.lower())
+        return R.R250_RCPT_OK
 
     def _decide(self, res: Resolution, address: str, authenticated: bool) -> R.Reply:
         if res.status == "local":
@@ -203,7 +222,7 @@ class IngressHandler:
                 return verdict.reply
             body = verdict.message
         params = tx.params
-        rcpts = tx.rcpts
+        rcpts = tx.rcpts  # as the client gave them; the queue gets tx.queued_rcpts()
         trace = headers.received(
             helo=client.helo or "unknown",
             ip=client.ip,
@@ -231,7 +250,7 @@ class IngressHandler:
             queue_id=queue_id,
             trace_id=trace_id,
             mail_from=tx.mail_from,
-            rcpt_to=rcpts,
+            rcpt_to=tx.queued_rcpts(),
             size=len(raw),
             client=client.info(),
             envid=params.envid,

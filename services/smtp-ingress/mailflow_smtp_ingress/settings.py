@@ -39,6 +39,9 @@ class Settings(ServiceSettings):
     # Limits, with the RFC minimum or default each comes from.
     max_message_bytes: int = 25 * 1024 * 1024  # advertised as SIZE (RFC 1870); 552 5.3.4 beyond
     max_recipients: int = 100  # RFC 5321 §4.5.3.1.8 minimum; 452 4.5.3 beyond
+    # recipients one transaction may queue once aliases' external targets are added (each is a remote
+    # delivery); the RCPT that would pass it gets 452 4.5.3 and the client sends it again later
+    max_expanded_recipients: int = 1000
     max_command_line: int = 512  # octets with CRLF, RFC 5321 §4.5.3.1.4
     max_text_line: int = 1000  # octets with CRLF, RFC 5321 §4.5.3.1.6
     max_auth_line: int = 12288  # RFC 4954 §4: AUTH lines may be longer

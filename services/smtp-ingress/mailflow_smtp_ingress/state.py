@@ -76,3 +76,11 @@ class Transaction:
     chunks: list[bytes] = field(default_factory=list)  # BDAT
     size: int = 0  # BDAT bytes so far
     failed: Reply | None = None  # BDAT: an earlier chunk failed; the rest is read and dropped
+    forwards: list[Recipient] = field(default_factory=list)  # accepted aliases' targets in other domains
+    forward_only: set[str] = field(default_factory=set)  # accepted aliases (lower case) with no local user
+
+    def queued_rcpts(self) -> list[Recipient]:
+        """The recipients queued: the client's own, but an alias with no local user (its copies are its
+        forwards), then the forwards; the queue keeps the first of an address given twice."""
+        own = [r for r in self.rcpts if r.address.lower() not in self.forward_only] if self.forward_only else self.rcpts
+        return own + self.forwards if self.forwards else own

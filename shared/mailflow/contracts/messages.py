@@ -43,6 +43,9 @@ class Recipient(Contract):
     address: str  # the envelope recipient as given in RCPT TO (after source-route stripping)
     notify: list[Notify] = []  # RFC 3461 NOTIFY; empty = not given (then: failures only)
     orcpt: str | None = None  # RFC 3461 ORCPT, e.g. "rfc822;bob@example.test"
+    # the local alias this external target was expanded from (smtp-ingress, from Resolution.forward):
+    # the copy is forwarded mail, ARC-sealed on its way out with the alias domain's key (delivery)
+    forwarded_for: str | None = None
 
 
 class ClientInfo(Contract):

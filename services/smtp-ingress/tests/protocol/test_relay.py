@@ -61,3 +61,38 @@ def test_local_recipients_still_work_next_to_the_tricks(raw, srv):
     c.send_raw(b"Subject: hi\r\n\r\nx\r\n.\r\n")
     c.expect("250 2.0.0")
     assert [r.address for r in srv.messages[0][0].rcpt_to] == ["alice@example.test", "alice@example.test"]
+
+
+def test_an_alias_forwards_only_to_its_own_targets_elsewhere(raw, srv, store):
+    """team -> alice and carol elsewhere; away -> dave elsewhere only. An outside client reaches carol
+    and dave through the aliases, and neither of them (nor anyone else there) by naming them."""
+    store.add_alias("team@example.test", ["alice@example.test", "carol@elsewhere.test"])
+    store.add_alias("away@example.test", ["dave@elsewhere.test"])
+    c = raw()
+    c.cmd("EHLO friend.test", "250 ")
+    c.cmd("MAIL FROM:<friend@friend.test>", "250 2.1.0")
+    c.cmd("RCPT TO:<carol@elsewhere.test>", "550 5.7.1")
+    c.cmd("RCPT TO:<team@example.test> NOTIFY=FAILURE,DELAY", "250 2.1.5")
+    c.cmd("RCPT TO:<away@example.test> ORCPT=rfc822;away@example.test", "250 2.1.5")
+    c.cmd("RCPT TO:<dave%evil.test@elsewhere.test>", "550 5.7.1")
+    c.cmd("DATA", "354 ")
+    c.send_raw(b"Subject: hi\r\n\r\nx\r\n.\r\n")
+    c.expect("250 2.0.0")
+    [(qm, _)] = srv.messages
+    got = [(r.address, r.notify, r.orcpt, r.forwarded_for) for r in qm.rcpt_to]
+    assert got == [
+        ("team@example.test", ["FAILURE", "DELAY"], None, None),  # the store gives alice her copy
+        ("carol@elsewhere.test", ["FAILURE", "DELAY"], "rfc822;team@example.test", "team@example.test"),
+        ("dave@elsewhere.test", [], "rfc822;away@example.test", "away@example.test"),
+    ]  # away@example.test has no local user: no job of its own
+
+
+def test_forwards_count_against_a_bound_per_transaction(make_server, raw, store):
+    store.add_alias("list@example.test", [f"u{i}@elsewhere.test" for i in range(3)])
+    s = make_server(max_expanded_recipients=5)
+    c = raw(server=s)
+    c.cmd("EHLO friend.test", "250 ")
+    c.cmd("MAIL FROM:<friend@friend.test>", "250 2.1.0")
+    c.cmd("RCPT TO:<list@example.test>", "250 2.1.5")  # 1 + 3 forwards
+    c.cmd("RCPT TO:<sales@example.test>", "250 2.1.5")  # 5
+    c.cmd("RCPT TO:<list@example.test>", "452 4.5.3")  # 9: the client sends it again later
