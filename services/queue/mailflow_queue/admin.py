@@ -48,6 +48,7 @@ class RecipientView(BaseModel):
     remote_mta: str | None = None
     notify: list[str] = []
     orcpt: str | None = None
+    forwarded_for: str | None = None  # the local alias this external target came from
     updated_at: datetime | None = None
 
 
@@ -106,6 +107,7 @@ def _view(m: Message, rs: list[Recipient]) -> MessageView:
                 remote_mta=r.remote_mta,
                 notify=[n for n in r.notify.split(",") if n],
                 orcpt=r.orcpt,
+                forwarded_for=r.forwarded_for,
                 updated_at=ts_to_dt(r.updated_at),
             )
             for r in rs

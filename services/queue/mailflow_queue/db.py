@@ -65,6 +65,8 @@ class Recipient(Base):
     address_key: Mapped[str] = mapped_column(sa.String(512))  # lower case: the idempotency key's half
     notify: Mapped[str] = mapped_column(sa.String(64), default="")  # "FAILURE,DELAY"; "" = not given
     orcpt: Mapped[str | None] = mapped_column(sa.String(600), nullable=True)
+    # the local alias an external target came from: its jobs are forwarded copies (ARC-sealed)
+    forwarded_for: Mapped[str | None] = mapped_column(sa.String(320), nullable=True)
     state: Mapped[str] = mapped_column(sa.String(16))
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
     next_attempt_at: Mapped[float | None] = mapped_column(sa.Float, nullable=True)

@@ -80,7 +80,9 @@ def job_for(m: Message | Row, r: Recipient | Row, body: bytes | None) -> Deliver
         trace_id=m.trace_id,
         attempt=r.attempts,
         mail_from=m.mail_from,
-        rcpt=Rcpt(address=r.address, notify=[n for n in r.notify.split(",") if n], orcpt=r.orcpt),
+        rcpt=Rcpt(
+            address=r.address, notify=[n for n in r.notify.split(",") if n], orcpt=r.orcpt, forwarded_for=r.forwarded_for
+        ),
         body_ref=m.body_ref,
         size=m.size,
         body=body,
@@ -145,6 +147,7 @@ def new_rows(qm: QueuedMessage, now: float, p: Policy) -> tuple[Row, list[Row]]:
             address_key=rc.address.lower(),
             notify=",".join(rc.notify),
             orcpt=rc.orcpt,
+            forwarded_for=rc.forwarded_for,
             state=INFLIGHT,
             attempts=1,
             next_attempt_at=now + p.inflight_timeout_s,

@@ -497,3 +497,27 @@ async def test_envelope_groups_are_recorded_like_single_envelopes(parts):
     await parts.js.publish(subjects.MAIL_QUEUED, data, headers={"Nats-Msg-Id": "again"})
     assert await intake.run_until_idle() == 1
     assert len(rows(parts, "QG1")) == 2 and len(rows(parts, "QG2")) == 1
+
+
+async def test_a_forwarded_recipient_keeps_its_alias_through_retries_and_its_bounce_goes_to_the_sender(parts):
+    """smtp-ingress expanded team@daum.test: carol elsewhere is a recipient of her own, marked forwarded."""
+    carol = Recipient(address="carol@naver.test", orcpt="rfc822;team@daum.test", forwarded_for="team@daum.test")
+    await submit(parts, "QF", ["team@daum.test", carol], mail_from="x@outside.test")
+    await parts.intake.run_until_idle()
+    jobs = {j.rcpt.address: j for j, _ in await parts.jobs(expect=2)}
+    assert jobs["carol@naver.test"].rcpt.forwarded_for == "team@daum.test"
+    assert jobs["team@daum.test"].rcpt.forwarded_for is None
+    await answer_batch(parts, result("QF", "team@daum.test", "delivered", "2.0.0"), result("QF", "carol@naver.test", "deferred", "4.4.1"))
+    await parts.results.run_until_idle()
+    parts.clock.now += 120
+    await parts.scheduler.tick()
+    ((job, _),) = await parts.jobs(expect=1)  # the retry is made from the database row
+    assert (job.attempt, job.rcpt.forwarded_for, job.rcpt.orcpt) == (2, "team@daum.test", "rfc822;team@daum.test")
+    await answer(parts, "QF", "carol@naver.test", "bounced", "5.1.1", attempt=2, diag="550 5.1.1 no such user")
+    await parts.results.run_until_idle()
+    await parts.scheduler.tick()
+    assert await parts.intake.run_until_idle() == 1
+    ((dsn, _),) = await parts.jobs(expect=1)
+    assert dsn.mail_from == "" and dsn.rcpt.address == "x@outside.test"  # to the original sender
+    assert b"Final-Recipient: rfc822; carol@naver.test" in dsn.body
+    assert b"Original-Recipient: rfc822;team@daum.test" in dsn.body
