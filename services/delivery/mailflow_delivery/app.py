@@ -18,6 +18,7 @@ from mailflow.lifecycle import Stopper
 from mailflow.web import HttpServer, service_app
 from mailflow_delivery import nexthop, smtp_out
 from mailflow_delivery.dkim import Signer
+from mailflow_delivery.forwarding import Forwarder
 from mailflow_delivery.routing import Deliveries, RemoteConfig
 from mailflow_delivery.sentlog import KvSentLog
 from mailflow_delivery.settings import Settings
@@ -63,6 +64,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     await streams.wait_for(js, ("BODY", "JOBS", "RESULTS", "DEAD", f"KV_{streams.SENT_LOG_BUCKET}"), (streams.DELIVERY,))
     sent = await KvSentLog.open(js)
     store = StoreClient(settings.store_url, settings.service_token.get_secret_value())
+    signer = Signer(store, settings.dkim_cache_s)
     deliveries = Deliveries(
         directory=store,
         deliverer=store,
@@ -72,7 +74,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         remote=remote_config(settings),
         directory_ttl=settings.directory_cache_s,
         store_batch=settings.store_batch,
-        signer=Signer(store, settings.dkim_cache_s),
+        signer=signer,
+        forwarder=Forwarder(signer, settings.hostname),  # our authserv-id is our hostname (RFC 8601 §2.5)
     )
     # Messages of up to 32 jobs each: batch/16 messages per fetch, at most twice `batch` jobs in hand per lane.
     lanes = [DeliveryWorker(nc, js, deliveries, max(1, settings.batch // 16)) for _ in range(max(1, settings.lanes))]

@@ -13,6 +13,8 @@ publish; it never raises for a single recipient's trouble. Mapping (STYLE §5):
   4.7.5 TLS failed, 4.7.x AUTH refused (a relay's 535 5.7.8 -> 4.7.8: a wrong relay password is the
   operator's to fix, so users' mail waits in the queue instead of bouncing; a WARNING says so)
   a job marked `dkim` whose signing key the store cannot give -> deferred 4.3.0 (dkim.py)
+  a forwarded copy (an alias's external target, forwarding.py): past MAX_HOPS Received: -> bounced
+  5.4.6; its alias domain's key set unavailable for the ARC seal -> deferred 4.3.0
   "can't check" (directory unreachable, sent log unreadable) -> deferred, never bounced.
 A job marked `junk` (DMARC p=quarantine at smtp-ingress) goes to each local user's \\Junk mailbox (the
 store picks it); a remote recipient's copy leaves as any other.
@@ -38,6 +40,7 @@ from mailflow.errors import InsufficientStorage
 from mailflow.store.api import Deliverer, DeliverItem, DeliverResult, Directory
 from mailflow_delivery import metrics, smtp_out
 from mailflow_delivery.dkim import KeysUnavailable, Signer
+from mailflow_delivery.forwarding import Forwarder, LoopDetected, transaction_key
 from mailflow_delivery.nexthop import NextHop, Router
 from mailflow_delivery.sentlog import SentLog
 
@@ -126,11 +129,13 @@ class Deliveries:
         store_batch: int = 64,
         service: str = "delivery",
         signer: Signer | None = None,  # None: nothing is signed
+        forwarder: Forwarder | None = None,  # forwarded copies; None: sent as they are, unsealed
     ):
         self.routes = DomainRoutes(directory, directory_ttl)
         self.deliverer, self.bodies, self.resolver, self.sent = deliverer, bodies, resolver, sent
         self.remote_cfg, self.store_batch, self.service = remote, store_batch, service
         self.signer = signer
+        self.forwarder = forwarder or Forwarder(None, "")
         self._slots: dict[NextHop, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(self.remote_cfg.max_per_domain))
 
     async def run(self, jobs: list[DeliveryJob]) -> tuple[list[DeliveryResult], list[TraceEvent]]:
@@ -289,9 +294,9 @@ class Deliveries:
             if mx.status != "ok":
                 return {i: result(job, *self._no_hosts(hop, mx.status, mx.error)) for i, job in items}
             hosts = mx.hosts
-        by_message: dict[str, list[tuple[int, DeliveryJob]]] = defaultdict(list)
+        by_message: dict[tuple[str, str], list[tuple[int, DeliveryJob]]] = defaultdict(list)
         for i, job in items:
-            by_message[job.queue_id].append((i, job))
+            by_message[transaction_key(job)].append((i, job))
         parts = await asyncio.gather(*(self._send(hop, hosts, group) for group in by_message.values()))
         out: dict[int, DeliveryResult] = {}
         for part in parts:
@@ -327,6 +332,11 @@ class Deliveries:
                 log.warning("%s", exc, extra={"queue_id": first.queue_id})
                 return {i: result(j, "deferred", "4.3.0", "451 4.3.0 DKIM signing key unavailable, will retry") for i, j in group}
             metrics.DKIM.labels("signed" if keys else "unsigned").inc()
+        if first.rcpt.forwarded_for:
+            sent = await self._forwarded(group, body)
+            if isinstance(sent, dict):  # refused: the group's results
+                return sent
+            body = sent
         env = smtp_out.Envelope(
             mail_from=first.mail_from,
             rcpts=[j.rcpt.address for _, j in group],
@@ -364,6 +374,17 @@ class Deliveries:
                 out[i] = result(job, "deferred", status, diag, outcome.host)
         await self._remember([(job, out[i]) for i, job in group if out[i].outcome == "delivered"])
         return out
+
+    async def _forwarded(self, group: list[tuple[int, DeliveryJob]], body: bytes) -> bytes | dict[int, DeliveryResult]:
+        """A forwarded copy as it leaves (forwarding.py), or the results of the group that cannot leave."""
+        first = group[0][1]
+        try:
+            return await self.forwarder.prepare(first, body)
+        except LoopDetected as exc:
+            return {i: result(j, "bounced", "5.4.6", f"554 5.4.6 forwarding loop: {exc}") for i, j in group}
+        except KeysUnavailable as exc:
+            log.warning("%s", exc, extra={"queue_id": first.queue_id})
+            return {i: result(j, "deferred", "4.3.0", "451 4.3.0 ARC sealing key unavailable, will retry") for i, j in group}
 
     async def _remember(self, sent: list[tuple[DeliveryJob, DeliveryResult]]) -> None:
         got = await asyncio.gather(*(self.sent.put(j.idempotency_key, r) for j, r in sent), return_exceptions=True)

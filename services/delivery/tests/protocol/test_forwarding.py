@@ -1,0 +1,72 @@
+"""Forwarded copies (an alias's targets in other domains) where they leave: the real mailbox-store, an
+SMTP server on loopback as the remote MX, the jobs as the queue makes them for an expanded alias."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from mailflow.contracts.messages import DeliveryJob, MxHost, MxReply, Recipient
+from mailflow_delivery import smtp_out
+from mailflow_delivery.dkim import Signer
+from mailflow_delivery.forwarding import Forwarder
+from mailflow_delivery.routing import Deliveries, RemoteConfig
+from services.delivery.tests.support import RemoteMta
+from tests.support.doubles import MemoryBodies, MemorySentLog
+
+HOST = "mx.daum.test"  # our hostname: the authserv-id of our Authentication-Results:
+MESSAGE = (
+    b"Received: from out.example.test by mx.daum.test; Mon, 7 Dec 2026 05:00:00 +0000\r\n"
+    b"Authentication-Results: mx.daum.test; spf=pass smtp.mailfrom=x@example.test\r\n"
+    b"From: X <x@example.test>\r\nTo: team@daum.test\r\nSubject: hi\r\n"
+    b"Date: Mon, 7 Dec 2026 05:00:00 +0000\r\nMessage-ID: <1@example.test>\r\n\r\nHello team\r\n"
+)
+
+
+class Resolver:
+    async def lookup(self, domain: str) -> MxReply:
+        return MxReply(domain=domain, status="ok", hosts=[MxHost(preference=10, host="mx." + domain, addresses=["127.0.0.1"])])
+
+
+@pytest.fixture
+async def world(tmp_path, store):
+    published = store.add_dkim("daum.test", "k1")
+    dns = {f"{r.selector}._domainkey.daum.test.".encode(): r.txt().encode() for r in published.records}
+    with RemoteMta(tmp_path, starttls=False) as mta:
+        remote = RemoteConfig(port=mta.port, helo=HOST, tls=smtp_out.TlsPolicy("none"), timeouts=smtp_out.Timeouts(2, 2, 2, 2, 2))
+        signer = Signer(store)
+        bodies, sent = MemoryBodies(), MemorySentLog()
+        d = Deliveries(store, store, bodies, Resolver(), sent, remote, signer=signer, forwarder=Forwarder(signer, HOST))
+        yield d, bodies, mta, dns
+
+
+async def jobs(bodies, qid: str, rcpts: list[Recipient], body: bytes = MESSAGE) -> list[DeliveryJob]:
+    ref = await bodies.put(qid, body)
+    return [
+        DeliveryJob(queue_id=qid, trace_id="t", attempt=1, mail_from="x@example.test", rcpt=r, body_ref=ref, size=len(body), received_at=datetime.now(UTC))
+        for r in rcpts
+    ]
+
+
+def forwarded(address: str, alias: str = "team@daum.test") -> Recipient:
+    return Recipient(address=address, orcpt=f"rfc822;{alias}", forwarded_for=alias)
+
+
+async def test_a_forwarded_copy_leaves_in_its_own_transaction_with_the_original_sender_once(world):
+    d, bodies, mta, _ = world
+    batch = await jobs(bodies, "F1", [Recipient(address="z@naver.test"), forwarded("carol@naver.test"), forwarded("dave@naver.test")])
+    results, _ = await d.run(batch)
+    assert [(r.rcpt, r.outcome) for r in results] == [(a, "delivered") for a in ("z@naver.test", "carol@naver.test", "dave@naver.test")]
+    got = sorted((m.rcpts, m.mail_from) for m in mta.messages)
+    assert got == [(["carol@naver.test", "dave@naver.test"], "x@example.test"), (["z@naver.test"], "x@example.test")]
+    again, _ = await d.run(batch)  # JetStream redelivered the jobs after a crash: the sent log answers
+    assert [r.outcome for r in again] == ["delivered"] * 3 and len(mta.messages) == 2
+
+
+async def test_a_copy_that_went_round_too_often_bounces(world):
+    d, bodies, mta, _ = world
+    looped = b"Received: from a by b; Mon, 7 Dec 2026 05:00:00 +0000\r\n" * 101 + MESSAGE
+    (r,), _ = await d.run(await jobs(bodies, "F2", [forwarded("carol@naver.test")], looped))
+    assert (r.outcome, r.status) == ("bounced", "5.4.6") and "loop" in r.diagnostic
+    assert mta.messages == []
