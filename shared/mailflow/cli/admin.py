@@ -12,7 +12,9 @@ from mailflow.cli.common import JSON, YES, Api, confirm, console, print_json, pr
 
 domain_app = typer.Typer(help="Mail domains this server receives mail for.", no_args_is_help=True)
 user_app = typer.Typer(help="Users (mailboxes) and their passwords and quotas.", no_args_is_help=True)
-alias_app = typer.Typer(help="Aliases and catch-alls (@domain) that forward to users.", no_args_is_help=True)
+alias_app = typer.Typer(
+    help="Aliases and catch-alls (@domain) that forward to users, other aliases or addresses elsewhere.", no_args_is_help=True
+)
 
 DOMAIN = typer.Argument(..., help="A domain name, e.g. example.com.", show_default=False)
 ADDRESS = typer.Argument(..., help="A user's address, e.g. alice@example.com.", show_default=False)
@@ -129,10 +131,15 @@ def user_del(address: str = ADDRESS, yes: bool = YES) -> None:
     console.print(f"user {address} deleted")
 
 
-@alias_app.command("add")
+@alias_app.command(
+    "add",
+    epilog="A target in a local domain is a user or another alias. A target in any other domain gets a remote "
+    "delivery of its own, with the original envelope sender (its bounces go to the sender) and an ARC seal made "
+    "with the alias domain's DKIM key (mailflow dkim). An alias that would lead back to itself is refused.",
+)
 def alias_add(
     address: str = typer.Argument(..., help="The alias, or @domain for a catch-all.", show_default=False),
-    targets: list[str] = typer.Argument(..., help="Addresses it forwards to.", show_default=False),
+    targets: list[str] = typer.Argument(..., help="Addresses it forwards to (at most 100).", show_default=False),
 ) -> None:
     """Mail to ADDRESS (or, for @domain, to any unknown address there) goes to TARGETS."""
     Api.store().post("/admin/aliases", {"address": address, "targets": targets})
