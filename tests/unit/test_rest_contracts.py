@@ -52,7 +52,7 @@ def test_deliver_results_round_trip_and_an_unknown_status_is_refused():
 
 
 def test_directory_answers_round_trip():
-    res = Resolution("team@x.test", "local", ("a@x.test", "b@x.test"))
+    res = Resolution("team@x.test", "local", ("a@x.test", "b@x.test"), ("c@elsewhere.test",))
     assert Resolved.model_validate_json(Resolved.of(res).model_dump_json()).resolution() == res
     p = Principal(7, "a@x.test", ("a@x.test", "sales@x.test"), "tok", 3)
     out = Authenticated(principal=PrincipalOut.of(p)).model_dump_json()
