@@ -4,7 +4,8 @@ daum's operator runs `mailflow alias add team@daum.test a@daum.test z@naver.test
 (a client on daum's port 25, no AUTH) to team@daum.test lands once in A's mailbox at daum and once in
 Z's at naver, with the original envelope sender; naming z@naver.test itself is still relaying (550
 5.7.1). A forwarded copy naver refuses bounces to the original sender, saying which alias it came
-through. Killing daum's delivery with SIGKILL while forwarded copies leave, then starting it again,
+through. Z's copy carries daum's ARC seal (made with daum's DKIM key), which dkimpy's arc_verify
+accepts against the records `mailflow dns records daum.test` printed. Killing daum's delivery with SIGKILL while forwarded copies leave, then starting it again,
 still gives each copy exactly once.
 """
 
@@ -15,7 +16,9 @@ import smtplib
 import threading
 import uuid
 
+import dkim as dkimpy
 import pytest
+from dnslib import QTYPE, RR
 
 from tests.e2e.course import USERS, imap_find, message, start_course, states, submit
 from tests.support import wait_for
@@ -31,6 +34,11 @@ OUTSIDE = "x@outside.test"
 def course(tmp_path_factory):
     es, c = start_course(tmp_path_factory)
     with es:
+        c.daum.cli("dkim", "keygen", "daum.test", "--selector", "k1")
+        c.daum.cli("dkim", "activate", "daum.test", "k1")
+        zone = c.daum.cli("dns", "records", "daum.test").stdout
+        c.dns.add(zone)  # what daum's operator publishes
+        c.txt = {str(rr.rname).encode(): b"".join(rr.rdata.data) for rr in RR.fromZone(zone) if rr.rtype == QTYPE.TXT}
         c.daum.cli("alias", "add", "team@daum.test", A, Z)
         c.daum.cli("alias", "add", "away@daum.test", "nobody@naver.test", Z)
         yield c
@@ -62,6 +70,10 @@ def test_mail_from_outside_reaches_the_local_and_the_forwarded_target_once(cours
     (at_a,) = imap_find(c.daum, A, A_PW, subject)
     assert at_z.startswith(b"Return-Path: <x@outside.test>\r\n")  # the original envelope sender
     assert at_a.startswith(b"Return-Path: <x@outside.test>\r\n")
+    # sealed by daum with its DKIM key on the way out; dkimpy checks the seal against the DNS the test serves
+    assert b"ARC-Seal: i=1; a=rsa-sha256; cv=none; d=daum.test;" in at_z and b"ARC-" not in at_a
+    cv, _, reason = dkimpy.arc_verify(at_z, dnsfunc=lambda name, timeout=5: c.txt.get(name))
+    assert (cv, reason) == (b"pass", "success")
 
 
 def test_a_refused_forwarded_copy_bounces_to_the_original_sender(course):

@@ -23,3 +23,8 @@ DKIM = Counter(
     "Remote messages that could be signed: signed, unsigned (no key for the From domain), deferred (store away)",
     ["result"],
 )
+ARC = Counter(
+    "mailflow_delivery_arc_messages_total",
+    "Forwarded copies (aliases' external targets): sealed, unsealed (no key set for the alias domain, or a chain we did not judge)",
+    ["result"],
+)

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import dkim as dkimpy
 import pytest
 
 from mailflow.contracts.messages import DeliveryJob, MxHost, MxReply, Recipient
+from mailflow.errors import ServiceUnavailable
 from mailflow_delivery import smtp_out
 from mailflow_delivery.dkim import Signer
 from mailflow_delivery.forwarding import Forwarder
 from mailflow_delivery.routing import Deliveries, RemoteConfig
 from services.delivery.tests.support import RemoteMta
 from tests.support.doubles import MemoryBodies, MemorySentLog
+from tests.support.store import TestStore
 
 HOST = "mx.daum.test"  # our hostname: the authserv-id of our Authentication-Results:
 MESSAGE = (
@@ -27,6 +30,11 @@ MESSAGE = (
 class Resolver:
     async def lookup(self, domain: str) -> MxReply:
         return MxReply(domain=domain, status="ok", hosts=[MxHost(preference=10, host="mx." + domain, addresses=["127.0.0.1"])])
+
+
+class KeylessStore(TestStore):
+    async def dkim_signing_key(self, domain):
+        raise ServiceUnavailable("store down")
 
 
 @pytest.fixture
@@ -70,3 +78,46 @@ async def test_a_copy_that_went_round_too_often_bounces(world):
     (r,), _ = await d.run(await jobs(bodies, "F2", [forwarded("carol@naver.test")], looped))
     assert (r.outcome, r.status) == ("bounced", "5.4.6") and "loop" in r.diagnostic
     assert mta.messages == []
+
+
+def arc_verdict(data: bytes, dns: dict) -> tuple[str, str]:
+    """dkimpy's arc_verify (an independent verifier): (cv, reason)."""
+    cv, _, reason = dkimpy.arc_verify(data, dnsfunc=lambda name, timeout=5: dns.get(name))
+    return cv.decode(), reason
+
+
+async def test_a_forwarded_copy_is_arc_sealed_with_the_alias_domain_key_and_carries_our_results(world):
+    d, bodies, mta, dns = world
+    batch = await jobs(bodies, "F3", [Recipient(address="z@naver.test"), forwarded("carol@naver.test")])
+    await d.run(batch)
+    got = {m.rcpts[0]: m.data for m in mta.messages}
+    sealed = got["carol@naver.test"]
+    assert arc_verdict(sealed, dns) == ("pass", "success")
+    assert sealed.startswith(b"ARC-Seal: i=1; a=rsa-sha256; cv=none; d=daum.test;")
+    aar = sealed.split(b"ARC-Authentication-Results:", 1)[1].split(b"\r\nReceived:", 1)[0]
+    assert aar == b" i=1; mx.daum.test;\r\n\tspf=pass smtp.mailfrom=x@example.test"
+    assert b"ARC-" not in got["z@naver.test"]  # the client named z itself: no forwarding, no seal
+    tampered = sealed.replace(b"Hello team", b"Hello tean")
+    assert arc_verdict(tampered, dns)[0] == "fail"
+
+
+async def test_a_copy_of_a_domain_without_keys_or_of_a_chain_we_did_not_judge_leaves_unsealed(world, store):
+    d, bodies, mta, _ = world
+    store.add_domain("nokey.test")
+    foreign = b"ARC-Seal: i=1; a=rsa-sha256; cv=none; d=x.test; s=s; b=AAAA\r\n" + MESSAGE
+    batch = await jobs(bodies, "F4", [forwarded("carol@naver.test", "list@nokey.test")])
+    batch += await jobs(bodies, "F5", [forwarded("dave@naver.test")], foreign)
+    results, _ = await d.run(batch)
+    assert [r.outcome for r in results] == ["delivered", "delivered"]
+    assert [m.data.startswith(b"ARC-Seal") for m in mta.messages] == [False, True]  # F5: the foreign seal only
+    assert all(m.data.count(b"ARC-Seal:") <= 1 for m in mta.messages)
+
+
+async def test_the_store_unable_to_give_the_key_defers(world, store):
+    d, bodies, mta, _ = world
+    down = KeylessStore(store.local)
+    d.forwarder = Forwarder(Signer(down), HOST)
+    (r,), _ = await d.run(await jobs(bodies, "F6", [forwarded("carol@naver.test")]))
+    assert (r.outcome, r.status) == ("deferred", "4.3.0") and "ARC" in r.diagnostic
+    assert mta.messages == []
+    await down.close()
