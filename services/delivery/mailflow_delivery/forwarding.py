@@ -26,8 +26,10 @@ import logging
 import time
 
 from mailflow.authn import Arc, arc
+from mailflow.authn.dkim import Fields, split
 from mailflow.contracts.messages import DeliveryJob
-from mailflow_delivery import dkim, metrics
+from mailflow_delivery import metrics
+from mailflow_delivery.dkim import Signer
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +38,6 @@ MAX_HOPS = 100  # RFC 5321 §6.3: a threshold of "at least 100 Received entries"
 
 class LoopDetected(Exception):
     """The copy went round too often: bounce it (5.4.6)."""
-
-
-Fields = list[tuple[bytes, bytes]]
 
 
 def _named(fields: Fields, *names: bytes) -> list[bytes]:
@@ -90,13 +89,13 @@ def transaction_key(job: DeliveryJob) -> tuple[str, str]:
 
 
 class Forwarder:
-    def __init__(self, signer: dkim.Signer | None, authserv_id: str):
+    def __init__(self, signer: Signer | None, authserv_id: str):
         self.signer, self.authserv_id = signer, authserv_id
 
     async def prepare(self, job: DeliveryJob, message: bytes) -> bytes:
         """The forwarded copy as it leaves. Raises LoopDetected, or KeysUnavailable (try later)."""
-        parsed = dkim.split(message)
-        if parsed is None:  # a header block over dkim.MAX_HEADER: smtp-ingress never accepts one
+        parsed = split(message)
+        if parsed is None:  # a header block over authn.dkim.MAX_HEADER: smtp-ingress never accepts one
             return message
         fields = parsed[0]
         if received_count(fields) > MAX_HOPS:
