@@ -11,6 +11,8 @@ import dkim as dkimpy
 from aiosmtpd.controller import Controller
 
 from mailflow import tls
+from mailflow.contracts.messages import MxHost, MxReply
+from mailflow.errors import ServiceUnavailable
 from mailflow_smtp_ingress.directory import CachedDirectory
 from mailflow_smtp_ingress.handler import IngressHandler
 from mailflow_smtp_ingress.server import SmtpServer
@@ -18,6 +20,20 @@ from mailflow_smtp_ingress.settings import Settings as IngressSettings
 from tests.support import free_port
 from tests.support.doubles import MemoryQueue, SwitchableDirectory
 from tests.support.store import TestStore
+
+
+class LoopbackMx:
+    """A resolver for which every domain's MX is mx.<domain> on 127.0.0.1."""
+
+    async def lookup(self, domain: str) -> MxReply:
+        return MxReply(domain=domain, status="ok", hosts=[MxHost(preference=10, host="mx." + domain, addresses=["127.0.0.1"])])
+
+
+class KeylessStore(TestStore):
+    """The store, but unable to give a DKIM key set (it is away)."""
+
+    async def dkim_signing_key(self, domain):
+        raise ServiceUnavailable("store down")
 
 
 @dataclass

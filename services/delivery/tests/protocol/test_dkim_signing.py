@@ -7,25 +7,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mailflow.contracts.messages import DeliveryJob, MxHost, MxReply, Recipient
-from mailflow.errors import ServiceUnavailable
+from mailflow.contracts.messages import DeliveryJob, Recipient
 from mailflow_delivery import smtp_out
 from mailflow_delivery.dkim import Signer
 from mailflow_delivery.routing import Deliveries, RemoteConfig
-from services.delivery.tests.support import RemoteMta
+from services.delivery.tests.support import KeylessStore, LoopbackMx, RemoteMta
 from services.delivery.tests.support import dkim_verdicts as verdicts
 from tests.support.doubles import MemoryBodies, MemorySentLog
-from tests.support.store import TestStore
-
-
-class Resolver:
-    async def lookup(self, domain: str) -> MxReply:
-        return MxReply(domain=domain, status="ok", hosts=[MxHost(preference=10, host="mx." + domain, addresses=["127.0.0.1"])])
-
-
-class KeylessStore(TestStore):
-    async def dkim_signing_key(self, domain):
-        raise ServiceUnavailable("store down")
 
 
 @pytest.fixture
@@ -36,7 +24,7 @@ async def world(tmp_path, store):
     with RemoteMta(tmp_path, starttls=False) as mta:
         remote = RemoteConfig(port=mta.port, helo="mx.daum.test", tls=smtp_out.TlsPolicy("none"), timeouts=smtp_out.Timeouts(2, 2, 2, 2, 2))
         bodies = MemoryBodies()
-        d = Deliveries(store, store, bodies, Resolver(), MemorySentLog(), remote, signer=Signer(store))
+        d = Deliveries(store, store, bodies, LoopbackMx(), MemorySentLog(), remote, signer=Signer(store))
         yield d, bodies, mta, dns
 
 

@@ -8,15 +8,13 @@ from datetime import UTC, datetime
 import dkim as dkimpy
 import pytest
 
-from mailflow.contracts.messages import DeliveryJob, MxHost, MxReply, Recipient
-from mailflow.errors import ServiceUnavailable
+from mailflow.contracts.messages import DeliveryJob, Recipient
 from mailflow_delivery import smtp_out
 from mailflow_delivery.dkim import Signer
 from mailflow_delivery.forwarding import Forwarder
 from mailflow_delivery.routing import Deliveries, RemoteConfig
-from services.delivery.tests.support import RemoteMta
+from services.delivery.tests.support import KeylessStore, LoopbackMx, RemoteMta
 from tests.support.doubles import MemoryBodies, MemorySentLog
-from tests.support.store import TestStore
 
 HOST = "mx.daum.test"  # our hostname: the authserv-id of our Authentication-Results:
 MESSAGE = (
@@ -27,16 +25,6 @@ MESSAGE = (
 )
 
 
-class Resolver:
-    async def lookup(self, domain: str) -> MxReply:
-        return MxReply(domain=domain, status="ok", hosts=[MxHost(preference=10, host="mx." + domain, addresses=["127.0.0.1"])])
-
-
-class KeylessStore(TestStore):
-    async def dkim_signing_key(self, domain):
-        raise ServiceUnavailable("store down")
-
-
 @pytest.fixture
 async def world(tmp_path, store):
     published = store.add_dkim("daum.test", "k1")
@@ -45,7 +33,7 @@ async def world(tmp_path, store):
         remote = RemoteConfig(port=mta.port, helo=HOST, tls=smtp_out.TlsPolicy("none"), timeouts=smtp_out.Timeouts(2, 2, 2, 2, 2))
         signer = Signer(store)
         bodies, sent = MemoryBodies(), MemorySentLog()
-        d = Deliveries(store, store, bodies, Resolver(), sent, remote, signer=signer, forwarder=Forwarder(signer, HOST))
+        d = Deliveries(store, store, bodies, LoopbackMx(), sent, remote, signer=signer, forwarder=Forwarder(signer, HOST))
         yield d, bodies, mta, dns
 
 
