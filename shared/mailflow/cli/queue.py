@@ -73,7 +73,8 @@ def show(queue_id: str = QUEUE_ID, as_json: bool = JSON) -> None:
     for col in ("to", "state", "tries", "next try", "status", "remote", "last reply or error"):
         table.add_column(col, overflow="fold", ratio=1 if col.startswith("last") else None)
     for r in m["recipients"]:
-        cells = [r["address"], r["state"], r["attempts"], when(r["next_attempt_at"]), r["last_status"], r.get("remote_mta"), r["last_error"]]
+        to = r["address"] + (f" (forwarded for {r['forwarded_for']})" if r.get("forwarded_for") else "")
+        cells = [to, r["state"], r["attempts"], when(r["next_attempt_at"]), r["last_status"], r.get("remote_mta"), r["last_error"]]
         table.add_row(*(Text("" if v is None else str(v)) for v in cells))
     console.print(table)
 
