@@ -4,8 +4,9 @@ daum's operator runs `mailflow alias add team@daum.test a@daum.test z@naver.test
 (a client on daum's port 25, no AUTH) to team@daum.test lands once in A's mailbox at daum and once in
 Z's at naver, with the original envelope sender; naming z@naver.test itself is still relaying (550
 5.7.1). A forwarded copy naver refuses bounces to the original sender, saying which alias it came
-through. Z's copy carries daum's ARC seal (made with daum's DKIM key), which dkimpy's arc_verify
-accepts against the records `mailflow dns records daum.test` printed. Killing daum's delivery with
+through. Z's copy carries daum's ARC seal (made with daum's DKIM key, with what daum's smtp-ingress
+found), which naver's smtp-ingress verifies (arc=pass) and dkimpy's arc_verify accepts against the
+records `mailflow dns records daum.test` printed. Killing daum's delivery with
 SIGKILL while forwarded copies leave, then starting it again, loses none: A's copies arrive exactly
 once, Z's at least once (see that test for the window).
 """
@@ -76,6 +77,10 @@ def test_mail_from_outside_reaches_the_local_and_the_forwarded_target_once(cours
     assert b"ARC-Seal: i=1; a=rsa-sha256; cv=none; d=daum.test;" in at_z and b"ARC-" not in at_a
     cv, _, reason = dkimpy.arc_verify(at_z, dnsfunc=lambda name, timeout=5: c.txt.get(name))
     assert (cv, reason) == (b"pass", "success")
+    naver_said, sealed = at_z.split(b"ARC-Seal:", 1)
+    assert b"Authentication-Results: mx.naver.test;" in naver_said and b"\tarc=pass (i=1);" in naver_said
+    aar = sealed.split(b"ARC-Authentication-Results:", 1)[1].split(b"\r\nReceived:", 1)[0]
+    assert aar.startswith(b" i=1; mx.daum.test;\r\n\tspf=none") and b";\r\n\tarc=none;\r\n\t" in aar  # daum's findings
 
 
 def test_a_refused_forwarded_copy_bounces_to_the_original_sender(course):

@@ -10,7 +10,7 @@ import dkim as dkimpy
 import pytest
 
 from mailflow.authn import Arc
-from mailflow.authn.arc import AS, MAX_INSTANCES, arc_sets, seal, seal_data, verify_chain
+from mailflow.authn.arc import AS, MAX_INSTANCES, arc_sets, fold_results, seal, seal_data, verify_chain
 from mailflow.authn.dkim import Keys, b64, parse_key, split, tags
 from mailflow.authn.dkim import check as check_signature
 from tests.support.dkim import TEMP_FAIL, TableDns, ed25519_key, rsa_key
@@ -66,6 +66,29 @@ def test_dkimpys_chains_pass(keys, dns, chain2):
     assert check(MESSAGE, dns) == Arc("none")
     assert check(dkimpy_seal(MESSAGE, keys["r"]), dns) == Arc("pass", 1)
     assert check(chain2, dns) == Arc("pass", 2)
+
+
+@pytest.mark.parametrize(
+    ("authres", "folded"),
+    [
+        ("spf=pass smtp.mailfrom=a.test", "spf=pass smtp.mailfrom=a.test"),
+        ("spf=pass smtp.mailfrom=a.test; dkim=none;arc=none", "spf=pass smtp.mailfrom=a.test;\r\n\tdkim=none;\r\n\tarc=none"),
+        ('dkim=fail reason="bad; \\"really\\"; bad" header.d=a.test; arc=none', 'dkim=fail reason="bad; \\"really\\"; bad" header.d=a.test;\r\n\tarc=none'),
+        ("", ""),
+    ],
+)
+def test_results_are_folded_one_a_line_never_inside_a_reason(authres, folded):
+    assert fold_results(authres) == folded
+
+
+def test_a_long_list_of_results_is_sealed_in_lines_rfc_5322_allows(keys, dns, ours):
+    """What a forwarder carries over from an Authentication-Results with five DKIM signatures and long
+    reasons: unfolded on one line it would be over 998 octets."""
+    authres = "; ".join(f'dkim=fail reason="{"x" * 190}" header.d=d{n}.test header.s=s' for n in range(5))
+    sealed = asyncio.run(seal(MESSAGE, authres, ours, "mx.fwd.test", NOW, Arc("none")))
+    assert max(len(line) for line in sealed.split(b"\r\n")) < 998
+    assert dkimpy_check(sealed, dns) == (b"pass", "success")
+    assert check(sealed, dns) == Arc("pass", 1)
 
 
 def test_our_seal_verifies_with_dkimpy_and_ours(keys, dns, ours, chain2):

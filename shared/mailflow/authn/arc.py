@@ -180,11 +180,31 @@ async def _check_seal(sets: Sets, i: int, t: dict[str, str], dns: DnsLookup) -> 
         return f"ARC-Seal i={i}: {e.reason}" + (" (DNS)" if e.result == "temperror" else "")
 
 
+def fold_results(authres: str) -> str:
+    """One result a line, as our Authentication-Results is written: the ";" between results (never one
+    inside a quoted reason) followed by CRLF TAB, so a long list never makes a line over RFC 5322's 998
+    octets (the seal covers the field as written; relaxed canonicalization unfolds it)."""
+    parts, start, quoted, escaped = [], 0, False, False
+    for at, ch in enumerate(authres):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == ";" and not quoted:
+            parts.append(authres[start:at].strip())
+            start = at + 1
+    parts.append(authres[start:].strip())
+    return ";\r\n\t".join(p for p in parts if p)
+
+
 async def seal(message: bytes, authres: str, keys: Keys, authserv_id: str, now: int, chain: Arc) -> bytes:
     """`message` with ARC set N+1 on top (see the module's docstring). `authres` is what this host
     found, the results part of its Authentication-Results (RFC 8601 §2.2, after "authserv-id;"):
     e.g. "spf=pass smtp.mailfrom=a.test; dkim=pass header.d=a.test; arc=none"; empty says "none".
-    `chain` is `verify_chain`'s result for this message; `now` the Unix time."""
+    `chain` is `verify_chain`'s result for this message; `now` the Unix time. The results are written
+    one a line (`fold_results`)."""
     if "\r" in authres or "\n" in authres or "\r" in authserv_id or "\n" in authserv_id:
         raise ValueError("authres and authserv_id are one line each")
     parsed = split(message)
@@ -206,7 +226,7 @@ async def seal(message: bytes, authres: str, keys: Keys, authserv_id: str, now: 
         return message
     i, cv = n + 1, "none" if n == 0 else ("pass" if chain.result == "pass" else "fail")
     selector = dkim_selector(keys.selector, "rsa")
-    aar = f" i={i}; {authserv_id};\r\n\t{authres.strip() or 'none'}".encode()
+    aar = f" i={i}; {authserv_id};\r\n\t{fold_results(authres) or 'none'}".encode()
     bh, _ = await hash_body(message, body_at)
     names = signed_names(fields)
     ams = (
