@@ -22,13 +22,16 @@ nothing. One more run has them on (the defaults: SPF, DKIM, ARC reported, DMARC 
 workload: a DNS server the benchmark starts publishes SPF, the DKIM key and DMARC p=reject for the load
 tool's sender domain, and every message is DKIM-signed once, up front (dkimpy); after the warm-up the
 resolver service has every answer cached. Its row says what share of the checks-off figure it keeps
-(target: >= 80 %). Every run asks only that DNS server (no internet DNS).
+(target: >= 80 %). Then, when Debian's rspamd and redis-server are installed, the same with smtp-ingress
+asking a real rspamd (tests/support/rspamd.py) about every message: its figure, and rspamd's share of
+the CPU every process of the run used. Every run asks only DNS servers it started (no internet DNS).
 
     python -m tests.bench.bench_smtp [--sync-off | --both]
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -55,6 +58,8 @@ from tests.bench.load.harness import SENDER
 from tests.support import free_port, wait_for
 from tests.support.dkim import rsa_key
 from tests.support.dns import DnsServer
+from tests.support.rspamd import Rspamd
+from tests.support.rspamd import available as rspamd_available
 
 TARGET_MSGS_PER_SEC = 600
 TARGET_P99_MS = 50
@@ -67,10 +72,13 @@ def messages() -> int:
     return int(os.environ.get("MAILFLOW_BENCH_SMTP_N", "20000"))
 
 
-def process_cpu(stack: Stack) -> dict[str, float]:
+def process_cpu(stack: Stack, spamd: Rspamd | None = None) -> dict[str, float]:
     out = {name: cpu_seconds(proc.popen.pid) for (name, i), proc in stack.procs.items() if i == 0}
     if stack.nats is not None and stack.nats.proc is not None:
         out["nats-server"] = cpu_seconds(stack.nats.proc.pid)
+    if spamd is not None:  # redis-server, then rspamd's main process and its workers
+        out["redis"] = tree_cpu(spamd.procs[0].pid)
+        out["rspamd"] = tree_cpu(spamd.procs[1].pid)
     return out
 
 
@@ -96,6 +104,7 @@ def main() -> None:
     )
     ours = {sync: run(sync) for sync in modes}
     checked = run(True, checks=True) if True in modes else None
+    filtered = run(True, checks=True, spam_filter=True) if True in modes and rspamd_available() is None else None
     theirs = run_peers()
     ceiling = tool_ceiling()
     print(
@@ -119,6 +128,15 @@ def main() -> None:
             f"(target >= {TARGET_CHECKS_SHARE} %)",
             None,
         )
+    if filtered is not None:
+        cpu = filtered["cpu"]
+        share = round(100 * cpu["rspamd"] / max(1e-9, sum(cpu.values())))
+        compare(
+            "SMTP ingest as above, sender authentication and rspamd on",
+            f"{rate(filtered['msgs_per_sec'])}, p99 {millis(filtered['p99_ms'])}; rspamd {share} % of all CPU "
+            f"({cpu['rspamd'] * 1000 / max(1, filtered['accepted']):.1f} ms per message)",
+            None,
+        )
     if ceiling:
         report(
             "note",
@@ -139,28 +157,35 @@ def sender_zone(key_file: Path) -> str:
     )
 
 
-def run(sync: bool, checks: bool = False) -> dict:
+def run(sync: bool, checks: bool = False, spam_filter: bool = False) -> dict:
+    """One stack, warm-up, then the timed run; with `spam_filter`, smtp-ingress asks a real rspamd
+    (tests/support/rspamd.py: Debian's, the repo's configuration, its modules that reach the internet
+    off) about every message, and the figures include rspamd's CPU and its share of all."""
     n = messages()
-    with tempfile.TemporaryDirectory(prefix="bench-smtp-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-smtp-") as tmp, contextlib.ExitStack() as es:
         key_file = Path(tmp) / "dkim.pem"
+        spamd = es.enter_context(Rspamd.running()) if spam_filter else None
         with DnsServer(sender_zone(key_file)) as dns:
             env = {"MAILFLOW_RESOLVER_NAMESERVERS": dns.address, **({} if checks else CHECKS_OFF)}
+            if spamd is not None:
+                env["MAILFLOW_SMTP_RSPAMD_URL"] = spamd.url
             signing = ["--dkim-key", str(key_file), "--dkim-selector", SELECTOR]
             with Stack(Path(tmp) / "stack", Ports.free(), sync_always=sync, env=env) as stack:
                 bench_users(stack, 100)
                 port = str(stack.ports.smtp)
                 run_tool("smtp_ingest", "--port", port, *WORKLOAD, *signing, "-n", "1000")  # warm-up: connections, caches
                 load_before = load_average()
-                cpu_before = process_cpu(stack)
+                cpu_before = process_cpu(stack, spamd)
                 started = time.monotonic()
                 result = run_tool("smtp_ingest", "--port", port, *WORKLOAD, *signing, "-n", str(n))
                 wall = time.monotonic() - started
-                cpu_after = process_cpu(stack)
+                cpu_after = process_cpu(stack, spamd)
                 load_after = load_average()
     cpu = {name: round(cpu_after.get(name, 0) - before, 2) for name, before in cpu_before.items()}
     msgs, p50, p99 = result["msgs_per_sec"], result["p50_ms"], result["p99_ms"]
     fsync = "JetStream fsync on every write" if sync else "JetStream fsync every 2 min (nats default)"
     authn = "sender authentication on (SPF, DKIM, DMARC)" if checks else "sender authentication off"
+    authn += ", rspamd on" if spam_filter else ""
     print(f"\nSMTP ingest, whole stack, {fsync}, {authn}: {n} x 4 KiB DKIM-signed, 20 connections (smtp_ingest)")
     print(f"{'':32} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
     print(f"{'Mailflow smtp-ingress':32} {msgs:>8} {p50:>8} {p99:>8}")
@@ -174,7 +199,7 @@ def run(sync: bool, checks: bool = False) -> dict:
     )
     print(f"(wall {wall:.1f} s)")
     report(
-        ("smtp_ingest" if sync else "smtp_ingest_sync_off") + ("_checks_on" if checks else ""),
+        ("smtp_ingest" if sync else "smtp_ingest_sync_off") + ("_checks_on" if checks else "") + ("_rspamd" if spam_filter else ""),
         msgs_per_sec=msgs,
         p50_ms=p50,
         p99_ms=p99,
@@ -189,7 +214,9 @@ def run(sync: bool, checks: bool = False) -> dict:
         load_average_before=load_before,
         cpu_seconds=cpu,
         cpu_ms_per_msg=round(sum(cpu.values()) * 1000 / max(1, result["accepted"]), 2),
+        rspamd_cpu_share=round(cpu["rspamd"] / max(1e-9, sum(cpu.values())), 3) if spam_filter else None,
     )
+    result["cpu"] = cpu
     return result
 
 

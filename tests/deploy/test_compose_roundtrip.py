@@ -32,6 +32,8 @@ from mailflow.contracts import streams
 from tests.deploy.support import COMPOSE_FILE, ROOT, SERVICES
 from tests.support import free_port, wait_for
 
+TEST_DNS_FILE = Path(__file__).with_name("compose-test-dns.yml")  # the resolver's DNS: NXDOMAIN to all, nothing else asked
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(900),
@@ -65,7 +67,7 @@ class Compose:
             "HOME": os.environ.get("HOME", "/root"),
             "COMPOSE_PROJECT_NAME": self.project,
             **made_secrets(),
-            "MAILFLOW_RESOLVER_NAMESERVERS": "127.0.0.1",
+            "MAILFLOW_RESOLVER_NAMESERVERS": "127.0.0.1:5353",  # compose-test-dns.yml: NXDOMAIN to all
             **{f"MAILFLOW_PUBLISH_{name}": str(port) for name, port in self.ports.items()},
         }
         if shutil.which("docker-compose"):
@@ -75,7 +77,7 @@ class Compose:
 
     def run(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run(
-            [*self.cmd, "-f", str(COMPOSE_FILE), "-p", self.project, *args],
+            [*self.cmd, "-f", str(COMPOSE_FILE), "-f", str(TEST_DNS_FILE), "-p", self.project, *args],
             cwd=ROOT,
             env=self.env,
             capture_output=True,
