@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from mailflow import ids
+from mailflow.cache import Cache
 from mailflow.authn import Arc, Dkim, Dmarc, DnsLookup, Spf, arc, dkim, dmarc, results, spf
 from mailflow_smtp_ingress import metrics
 from mailflow_smtp_ingress import replies as R
@@ -156,8 +157,17 @@ class Checks:
             dmarc.organizational_domain("example.com")  # loads the public suffix list now (~60 ms), not at a message
         hostname = settings.hostname
 
+        verdicts: Cache[tuple[str, str, str], Sequence[Spf]] = Cache(settings.check_spf_cache_size)
+
         async def spf_check(ip: str, mail_from: str, helo: str) -> Sequence[Spf]:
-            return await spf.check(dns, ip, mail_from, helo, hostname, now=time.time())
+            key = (ip, mail_from, helo)
+            hit = verdicts.get(key)
+            if hit is not None:
+                return hit
+            got = await spf.check(dns, ip, mail_from, helo, hostname, now=time.time())
+            if all(s.result != "temperror" for s in got):
+                verdicts.put(key, got, settings.check_spf_cache_s)
+            return got
 
         async def dkim_check(message: bytes, parsed: Parsed) -> Sequence[Dkim]:
             return await dkim.verify(message, dns, int(time.time()), parsed=parsed)

@@ -137,3 +137,23 @@ def test_checks_that_are_off_do_not_run():
     assert v.results == Results(dkim=())
     assert v.header == b"Authentication-Results: mx.naver.test;\r\n\tdkim=none\r\n"
 
+
+
+def test_an_spf_verdict_is_kept_for_the_same_client_sender_and_helo_but_a_temperror_never():
+    from mailflow_smtp_ingress.settings import Settings
+    from tests.support.dkim import TEMP_FAIL
+
+    dns = TableDns({"daum.test": ["v=spf1 ip4:192.0.2.0/24 -all"], "h.daum.test": [], "late.test": TEMP_FAIL})
+    c = Checks.over(Settings(service_token="t", hostname="mx.naver.test", check_dmarc="off"), dns)
+
+    def spf_results(mail_from, ip="192.0.2.1"):
+        v = asyncio.run(c.run(ip, "h.daum.test", mail_from, MESSAGE))
+        return [s.result for s in v.results.spf]
+
+    assert spf_results("a@daum.test") == ["none", "pass"]
+    asked = len(dns.queries)
+    assert spf_results("a@daum.test") == ["none", "pass"] and len(dns.queries) == asked  # kept: nothing asked
+    assert spf_results("a@daum.test", ip="198.51.100.7") == ["none", "fail"] and len(dns.queries) > asked  # another client
+    asked = len(dns.queries)
+    assert spf_results("b@late.test")[1] == "temperror"
+    assert spf_results("b@late.test")[1] == "temperror" and len(dns.queries) > asked + 1  # asked again
