@@ -41,8 +41,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from mailflow import ids
-from mailflow.cache import Cache
 from mailflow.authn import Arc, Dkim, Dmarc, DnsLookup, Spf, arc, dkim, dmarc, results, spf
+from mailflow.cache import Cache
 from mailflow_smtp_ingress import metrics
 from mailflow_smtp_ingress import replies as R
 from mailflow_smtp_ingress.settings import CheckMode, Settings
