@@ -12,8 +12,7 @@ and what becomes of the message. `decide` is the one place where results become 
 Each check is `enforce` (its verdict can refuse the message), `report` (its result only goes into
 the header) or `off` (not run). DMARC takes the results of SPF and DKIM that ran (with SPF off it can
 pass through DKIM only; settings.py refuses DMARC with both off), and its `enforce` gives: p=reject ->
-550 5.7.1; p=quarantine -> junk; p=none -> delivered. DMARC's record lookups run while SPF and DKIM do.
-SPF enforce: a fail (HELO or MAIL FROM) -> 550 5.7.23; DKIM enforce: signatures, none passes, one
+550 5.7.1; p=quarantine -> junk; p=none -> delivered. SPF enforce: a fail (HELO or MAIL FROM) -> 550 5.7.23; DKIM enforce: signatures, none passes, one
 fails -> 550 5.7.20; ARC enforce: a failed chain -> 550 5.7.29.
 
 Failure rules: a check that could not be done (temperror: DNS) refuses nothing permanently: where
@@ -180,27 +179,39 @@ class Checks:
     async def run(self, ip: str, helo: str, mail_from: str, message: bytes) -> Verdict:
         started = time.perf_counter()
         m = self.modes
-        tasks: dict[str, asyncio.Task] = {}
         parsed = dkim.split(message) if (m.dkim, m.arc, m.dmarc) != ("off",) * 3 else None
-        if m.spf != "off":
-            tasks["spf"] = asyncio.create_task(self.spf_check(ip, mail_from, helo))
+        jobs: dict[str, Callable[[], Awaitable[object]]] = {}
         if m.dkim != "off":
-            tasks["dkim"] = asyncio.create_task(self.dkim_check(message, parsed))
+            jobs["dkim"] = lambda: self.dkim_check(message, parsed)
         if m.arc != "off":
-            tasks["arc"] = asyncio.create_task(self.arc_check(message, parsed))
+            jobs["arc"] = lambda: self.arc_check(message, parsed)
         domains: list[str] | Dmarc | None = None
         if m.dmarc != "off":
             domains = _author_domains(parsed)
-            if not isinstance(domains, Dmarc):  # the record lookups run while SPF and DKIM do
-                tasks["dmarc"] = asyncio.create_task(dmarc.lookup(self.dns, domains))
-        try:
-            if tasks:
-                await asyncio.wait(tasks.values(), timeout=m.timeout)
-        finally:  # the deadline, or the session itself cancelled (its client gone, the drain's end)
-            for t in tasks.values():
-                t.cancel()
+            if not isinstance(domains, Dmarc):
+                jobs["dmarc"] = lambda: dmarc.lookup(self.dns, domains)
+        if m.spf != "off":  # last: it may ask the most (up to ~20 questions), the others at most a few
+            jobs["spf"] = lambda: self.spf_check(ip, mail_from, helo)
         undone = _undone(helo, mail_from.rpartition("@")[2] or helo)
-        got = {name: _outcome(t, undone[name], name) for name, t in tasks.items()}
+        got: dict[str, object] = {}
+        # One check after the other, awaited, not as tasks: with the DNS answers cached (the usual case)
+        # none of them suspends, so a message's checks take no turn of the event loop. As tasks, each
+        # message waited two or three turns behind every other session's work: a median 10 ms for
+        # 0.26 ms of CPU, and ingest over 20 connections fell to 61 % of the checks-off figure. A check
+        # that must ask DNS now waits for its answers before the next one starts (a new sender's first
+        # message waits for the sum of a few round trips to the resolver), all within the one deadline;
+        # SPF, which may ask the most, goes last, so a slow SPF leaves the others their results.
+        try:
+            async with asyncio.timeout(m.timeout):
+                for name, job in jobs.items():
+                    try:
+                        got[name] = await job()
+                    except Exception as exc:  # a bug in a check: a temperror, logged with a ref
+                        got[name] = _failed(name, exc, undone[name])
+        except TimeoutError:  # the deadline: the check under way was cancelled, the rest never ran
+            pass
+        for name in jobs:
+            got.setdefault(name, undone[name]("not done in time"))
         spfs = tuple(got.get("spf", ()))
         dkims = None if "dkim" not in got else tuple(got["dkim"])
         found = got.get("dmarc", domains)
@@ -232,12 +243,7 @@ def _undone(helo: str, mail_from_domain: str) -> dict[str, Callable[[str], objec
     }
 
 
-def _outcome(task: asyncio.Task, undone: Callable[[str], object], name: str):
-    if not task.done() or task.cancelled():  # cancelled at the deadline (it ends at its next await)
-        return undone("not done in time")
-    exc = task.exception()
-    if exc is None:
-        return task.result()
+def _failed(name: str, exc: Exception, undone: Callable[[str], object]) -> object:
     ref = ids.ref()
     log.error("%s check failed", name, exc_info=exc, extra={"ref": ref})
     return undone(f"internal error, ref {ref}")

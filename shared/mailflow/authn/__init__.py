@@ -15,8 +15,10 @@ a table. A DNS answer that could not be had is a `temperror` result, never an ex
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from mailflow.contracts.messages import DnsAnswer, DnsType
 
@@ -69,3 +71,17 @@ class DnsLookup(Protocol):
     a `temp_fail` answer."""
 
     async def query(self, name: str, rdtype: DnsType) -> DnsAnswer: ...
+
+
+T = TypeVar("T")
+
+
+async def together(*awaitables: Awaitable[T]) -> list[T]:
+    """Their results, in order. One is awaited directly: with its DNS answers cached it does not suspend,
+    so it costs no turn of the event loop; several go through asyncio.gather, so their questions are
+    asked at once. (A task per check made each inbound message wait two or three turns of a loop busy
+    with every other session: a median 10 ms for 0.26 ms of CPU, and with 20 connections ingest fell to
+    61 % of the checks-off figure.)"""
+    if len(awaitables) == 1:
+        return [await awaitables[0]]
+    return list(await asyncio.gather(*awaitables))

@@ -23,10 +23,9 @@ ValueError for a `chain` that is not this message's (another N) or an `authres` 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 
-from mailflow.authn import Arc, DnsLookup
+from mailflow.authn import Arc, DnsLookup, together
 from mailflow.authn.dkim import (
     MAX_HEADER,
     Bodies,
@@ -140,7 +139,7 @@ async def verify_chain(message: bytes, dns: DnsLookup, now: int, parsed: tuple[F
         return Arc("fail", n, e.reason)
     checks = [_check_ams(sets[n][AMS], fields, Bodies(message, body_at), dns, now, n)]
     checks += [_check_seal(sets, i, seals[i], dns) for i in range(n, 0, -1)]
-    for reason in await asyncio.gather(*checks):
+    for reason in await together(*checks):
         if reason:
             return Arc("fail", n, reason)
     return Arc("pass", n)

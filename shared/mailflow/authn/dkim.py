@@ -62,7 +62,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from mailflow import mime
-from mailflow.authn import Dkim, DkimResult, DnsLookup
+from mailflow.authn import Dkim, DkimResult, DnsLookup, together
 from mailflow.contracts.rest import DKIM_KINDS, DkimSigningKey, dkim_selector
 
 # RFC 6376 §5.4.1: the fields that SHOULD be signed, where present; From is signed once more than it
@@ -579,11 +579,16 @@ class Bodies:
 
     def __init__(self, message: bytes, start: int):
         self.message, self.start = message, start
+        self._done: dict[tuple[bool, int | None], tuple[bytes, int]] = {}
         self._tasks: dict[tuple[bool, int | None], asyncio.Task[tuple[bytes, int]]] = {}
 
     async def hash(self, simple: bool, limit: int | None) -> tuple[bytes, int]:
         key = (simple, limit)
-        if key not in self._tasks:
+        if len(self.message) - self.start <= THREAD_ABOVE:  # here and now: no task, no turn of the event loop
+            if key not in self._done:
+                self._done[key] = _body_hash(self.message, self.start, simple, limit)
+            return self._done[key]
+        if key not in self._tasks:  # in a worker thread, shared by the signatures that ask for it
             self._tasks[key] = asyncio.ensure_future(hash_body(self.message, self.start, simple, limit))
         return await self._tasks[key]
 
@@ -621,7 +626,7 @@ async def verify(
     fields, body_at = parsed
     found = [(n, v) for n, v in fields if field_name(n) == b"dkim-signature"]
     bodies = Bodies(message, body_at)
-    verified = await asyncio.gather(*(_verify_one(n, v, fields, bodies, dns, now) for n, v in found[:limit]))
+    verified = await together(*(_verify_one(n, v, fields, bodies, dns, now) for n, v in found[:limit]))
     rest = [
         _result("neutral", v, f"not verified: only the first {limit} signatures are")
         for _, v in found[limit:]

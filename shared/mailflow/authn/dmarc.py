@@ -29,7 +29,6 @@ ICANN and private sections, as RFC 7489 §3.2 uses the list), loaded once per pr
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import random
 from collections.abc import Callable, Sequence
@@ -39,7 +38,7 @@ from typing import Literal
 from publicsuffixlist import PublicSuffixList
 
 from mailflow import mime
-from mailflow.authn import Dkim, Dmarc, DmarcPolicy, DnsLookup, Spf
+from mailflow.authn import Dkim, Dmarc, DmarcPolicy, DnsLookup, Spf, together
 
 MAX_FROM_DOMAINS = 4  # distinct From domains evaluated; a message claiming more is refused
 MAX_TAGS = 32  # tags read from one record (RFC 7489 defines 11); the rest is ignored
@@ -228,7 +227,7 @@ async def discover(dns: DnsLookup, domain: str) -> Record | Dmarc:
 
 
 async def lookup(dns: DnsLookup, domains: list[str]) -> list[Record | Dmarc]:
-    return list(await asyncio.gather(*(discover(dns, d) for d in domains)))
+    return await together(*(discover(dns, d) for d in domains))
 
 
 # --- evaluation (§6.6.2, §6.6.4) ------------------------------------------------------------------

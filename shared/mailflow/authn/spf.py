@@ -40,7 +40,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mailflow.authn import DnsLookup, Spf, SpfResult
+from mailflow.authn import DnsLookup, Spf, SpfResult, together
 from mailflow.dns import query_name
 
 MAX_DNS_TERMS = 10  # RFC 7208 §4.6.4: include, a, mx, ptr, exists and redirect in all, includes included
@@ -461,7 +461,7 @@ class Evaluation:
         if len(hosts) > MAX_NAMES:
             raise PermError(f"{domain}: {m.text}: {len(hosts)} MX names, more than {MAX_NAMES}")  # §4.6.4
         rdtype = "A" if self.v4 else "AAAA"
-        answers = await asyncio.gather(*(self.dns.query(h, rdtype) for h in hosts))
+        answers = await together(*(self.dns.query(h, rdtype) for h in hosts))
         for host, answer in zip(hosts, answers, strict=True):  # in order, as if asked one after another
             if answer.status == "temp_fail":
                 raise TempError(f"{domain}: {m.text}: DNS: {answer.error or host}")
@@ -476,7 +476,7 @@ class Evaluation:
             answer = await self.dns.query(self.ip.reverse_pointer, "PTR")
             names = list(dict.fromkeys(answer.records))[:MAX_NAMES] if answer.status == "ok" else []
             rdtype = "A" if self.v4 else "AAAA"
-            found = await asyncio.gather(*(self.dns.query(n, rdtype) for n in names))
+            found = await together(*(self.dns.query(n, rdtype) for n in names))
             valid = [n for n, a in zip(names, found, strict=True) if str(self.ip) in _addresses(a.records, self.ip.version)]
             self._ptr = valid, answer.status in ("nxdomain", "nodata")
         return self._ptr
