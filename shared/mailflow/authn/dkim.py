@@ -628,7 +628,7 @@ async def verify(
     bodies = Bodies(message, body_at)
     verified = await together(*(_verify_one(n, v, fields, bodies, dns, now) for n, v in found[:limit]))
     rest = [
-        _result("neutral", v, f"not verified: only the first {limit} signatures are")
+        _result("neutral", _tags_or_none(v), f"not verified: only the first {limit} signatures are")
         for _, v in found[limit:]
     ]
     return list(verified) + rest
@@ -637,21 +637,27 @@ async def verify(
 async def _verify_one(
     name: bytes, value: bytes, fields: Fields, bodies: Bodies, dns: DnsLookup, now: int
 ) -> Dkim:
+    t: dict[str, str] = {}
     try:
         if not value.isascii():
             raise Invalid("permerror", "DKIM-Signature is not ASCII")
-        sig = signature(tags(value), now)
-        return _result("pass", value, await check_signature(sig, name, value, fields, bodies, dns))
-    except Invalid as e:
-        return _result(e.result, value, e.reason)
-
-
-def _result(result: DkimResult, value: bytes, reason: str) -> Dkim:
-    """A Dkim result naming d=, s=, a= and b= as far as the field has them."""
-    try:
         t = tags(value)
+        sig = signature(t, now)
+        return _result("pass", t, await check_signature(sig, name, value, fields, bodies, dns))
+    except Invalid as e:
+        return _result(e.result, t, e.reason)
+
+
+def _tags_or_none(value: bytes) -> dict[str, str]:
+    try:
+        return tags(value) if value.isascii() else {}
     except Invalid:
-        t = {}
+        return {}
+
+
+def _result(result: DkimResult, t: dict[str, str], reason: str) -> Dkim:
+    """A Dkim result naming d=, s=, a= and b= as far as the field's tags (`t`; none when they did not
+    parse) have them."""
     return Dkim(
         result,
         t.get("d", "")[:253].lower(),
