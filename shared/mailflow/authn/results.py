@@ -37,28 +37,32 @@ def quoted(text: str) -> str:
     return '"' + safe.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _reason(text: str) -> str:
-    return f" reason={quoted(text)}" if text else ""
+def _reason(result: str, text: str) -> str:
+    """` reason="..."` for an SPF, DKIM or ARC result that needs one: a pass or a none says it all, and
+    every octet of the header travels with the message through every hop (the ~160 of those reasons
+    cost ~4 % of ingest). DMARC's always has its reason: which identifier aligned, or why none did."""
+    return f" reason={quoted(text)}" if text and result not in ("pass", "none") else ""
 
 
 def spf_result(s: Spf) -> str:
     ptype = "smtp.mailfrom" if s.identity == "mailfrom" else "smtp.helo"
-    return f"spf={s.result}{_reason(s.reason)} {ptype}={value(s.domain)}"
+    return f"spf={s.result}{_reason(s.result, s.reason)} {ptype}={value(s.domain)}"
 
 
 def dkim_result(d: Dkim) -> str:
     props = [("header.d", d.domain), ("header.s", d.selector), ("header.a", d.algorithm), ("header.b", d.b)]
-    return f"dkim={d.result}{_reason(d.reason)}" + "".join(f" {k}={value(v)}" for k, v in props if v)
+    return f"dkim={d.result}{_reason(d.result, d.reason)}" + "".join(f" {k}={value(v)}" for k, v in props if v)
 
 
 def arc_result(a: Arc) -> str:
     comment = f" (i={a.instances})" if a.instances else ""
-    return f"arc={a.result}{comment}{_reason(a.reason)}"
+    return f"arc={a.result}{comment}{_reason(a.result, a.reason)}"
 
 
 def dmarc_result(d: Dmarc) -> str:
     comment = f" (p={d.published} dis={d.policy})" if d.published else ""
-    return f"dmarc={d.result}{comment}{_reason(d.reason)}" + (f" header.from={value(d.domain)}" if d.domain else "")
+    reason = f" reason={quoted(d.reason)}" if d.reason else ""
+    return f"dmarc={d.result}{comment}{reason}" + (f" header.from={value(d.domain)}" if d.domain else "")
 
 
 def header(

@@ -80,8 +80,8 @@ def test_signed_mail_from_an_authorised_host_passes_everything(raw, mx):
     assert data.split(b"\r\n")[3].startswith(b"Authentication-Results: mx.example.test;")
     lines = header_of(data)
     assert lines[1:] == [
-        'spf=pass reason="mail.daum.test: 127.0.0.1 matched ip4:127.0.0.1 in mail.daum.test" smtp.helo=mail.daum.test;',
-        'spf=pass reason="daum.test: 127.0.0.1 matched ip4:127.0.0.0/8 in daum.test" smtp.mailfrom=daum.test;',
+        "spf=pass smtp.helo=mail.daum.test;",
+        "spf=pass smtp.mailfrom=daum.test;",
         lines[3],
         "arc=none;",
         'dmarc=pass (p=reject dis=none) reason="SPF aligned (daum.test)" header.from=daum.test',
