@@ -128,8 +128,13 @@ def field_name(name: bytes) -> bytes:
 
 
 def relaxed_header(name: bytes, value: bytes) -> bytes:
-    value = _WSP_RUN.sub(b" ", _FOLD.sub(b"", value)).strip(b" ")  # unfolded, WSP runs one space, trimmed
-    return field_name(name) + b":" + value
+    """Unfolded, WSP runs one space, trimmed (§3.4.2); each substitution only where the value has
+    something for it to change (most fields have neither)."""
+    if b"\n" in value:
+        value = _FOLD.sub(b"", value)
+    if b"\t" in value or b"  " in value:
+        value = _WSP_RUN.sub(b" ", value)
+    return field_name(name) + b":" + value.strip(b" ")
 
 
 def _header(name: bytes, value: bytes, simple: bool) -> bytes:
