@@ -1,5 +1,6 @@
-"""In-memory caches: `Cache`, a bounded map whose entries expire, and `SingleFlight`, one call at a
-time per key. Every cache of the services is one of these.
+"""In-memory caches: `Cache`, a bounded map whose entries expire, `SingleFlight`, one call at a time
+per key, and `memo`, a function's results kept in a `Cache` by their text arguments. Every cache of the
+services is one of these.
 
 `Cache` drops the least recently used entry once the entries' cost (1 each, or what `put` says, e.g.
 bytes) passes `size`, and each entry is gone `ttl` seconds after it was put (each its own: a DNS
@@ -18,6 +19,7 @@ to say an entry's TTL at `put` but a function of (key, value, now), and no singl
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from collections import OrderedDict
@@ -105,3 +107,25 @@ class SingleFlight(Generic[K, V]):
             del self._calls[key]
         fut.set_result(value)
         return value
+
+
+def memo(chars: int) -> Callable[[Callable[..., V]], Callable[..., V]]:
+    """A pure function of strings (positional), its results kept by its arguments in a `Cache` whose
+    entries cost their arguments' length: at most `chars` characters of arguments in all, however long
+    the texts a client chooses (a DNS record can be 64 KiB; functools.lru_cache bounds only the count).
+    A call that raises is not kept."""
+
+    def wrap(f: Callable[..., V]) -> Callable[..., V]:
+        kept: Cache[tuple[str, ...], tuple[V]] = Cache(chars)
+
+        @functools.wraps(f)
+        def cached(*args: str) -> V:
+            hit = kept.get(args)
+            if hit is None:
+                hit = (f(*args),)
+                kept.put(args, hit, cost=sum(map(len, args)))
+            return hit[0]
+
+        return cached
+
+    return wrap

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailflow.cache import Cache, SingleFlight
+from mailflow.cache import Cache, SingleFlight, memo
 
 
 class Clock:
@@ -159,3 +159,28 @@ async def test_a_cancellation_ends_only_the_cancelled_caller(cancelled):
     await asyncio.sleep(0)
     gate.set()
     assert await kept == len(calls) == (1 if cancelled == "a waiter" else 2)
+
+
+def test_memo_keeps_results_by_their_text_within_a_budget_of_characters():
+    calls = []
+
+    @memo(100)
+    def parse(text: str, name: str) -> str:
+        calls.append(text)
+        if text.startswith("bad"):
+            raise ValueError(text)
+        return text.upper()
+
+    assert parse("abc", "n") == parse("abc", "n") == "ABC"
+    assert calls == ["abc"]  # the second call was a hit
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            parse("bad", "n")
+    assert calls == ["abc", "bad", "bad"]  # a call that raised is not kept
+    big = "x" * 99
+    assert parse(big, "n") == big.upper()  # 100 characters: it fits, alone
+    parse("abc", "n")
+    assert calls[-1] == "abc"  # pushed out: what is kept never passes 100 characters
+    assert parse("y" * 200, "n") and parse("y" * 200, "n")
+    assert calls[-2:] == ["y" * 200] * 2  # over the whole budget: never kept
+    assert parse.__name__ == "parse"
