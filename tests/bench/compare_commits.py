@@ -25,46 +25,33 @@ import math
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from tests.bench.common import CHECKS_OFF, bench_users, cpu_seconds, run_tool
+
 ROOT = Path(__file__).resolve().parent.parent.parent
-CHECKS_OFF = {f"MAILFLOW_SMTP_CHECK_{c}": "off" for c in ("SPF", "DKIM", "ARC", "DMARC")}  # unknown to old commits: ignored
-ENV = {"MAILFLOW_LOG_LEVEL": "WARNING", **CHECKS_OFF}
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+ENV = {"MAILFLOW_LOG_LEVEL": "WARNING", **CHECKS_OFF}  # settings an old commit does not know are ignored
 
 
 def child(a: argparse.Namespace) -> None:
-    """One run, in a process whose `mailflow` is the commit under test."""
+    """One run, in a process whose `mailflow` is the commit under test (`tests` is this checkout's: the
+    child runs from it, and the commit's trees hold no top-level `tests` before it)."""
     import httpx
 
     from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
     from mailflow.stack import Ports, Stack
 
     def ingest(port: int, n: int) -> dict:
-        cmd = [a.tool_python, "-m", "tests.bench.load.smtp_ingest", "--port", str(port), "-c", str(a.concurrency),
-               "--size", "4096", "--users", "100", "-n", str(n)]  # fmt: skip
-        out = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-                             text=True, timeout=1800, check=True)  # fmt: skip
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        workload = ["-c", str(a.concurrency), "--size", "4096", "--users", "100", "-n", str(n)]
+        return run_tool("smtp_ingest", "--port", str(port), *workload)
 
     with tempfile.TemporaryDirectory(prefix="compare-") as tmp, Stack(
         Path(tmp), Ports.free(), delivery_instances=a.delivery, env=ENV
     ) as st:
         headers = {ADMIN_TOKEN_HEADER: st.admin_token}
-        with httpx.Client(base_url=st.http_url("mailbox-store"), headers=headers, timeout=60) as c:
-            c.post("/admin/domains", json={"name": "bench.test"}).raise_for_status()
-            for i in range(100):
-                c.post("/admin/users", json={"address": f"user{i}@bench.test", "password": "pw"}).raise_for_status()
+        bench_users(st, 100)
 
         def delivered() -> int:
             r = httpx.get(st.http_url("queue") + "/queue/counts", headers=headers, timeout=10)
@@ -101,11 +88,11 @@ def checkout(rev: str, into: Path) -> Path:
 def run_one(tree: Path, a: argparse.Namespace) -> dict:
     python = tree / ".venv/bin/python"
     python = python if python.exists() else ROOT / ".venv/bin/python"
-    paths = [tree, tree / "shared", *sorted(p for p in (tree / "services").iterdir() if p.is_dir())]
+    paths = [tree / "shared", *sorted(p for p in (tree / "services").iterdir() if p.is_dir())]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, paths))}
-    cmd = [str(python), str(Path(__file__).resolve()), "--child", "--tool-python", sys.executable,
+    cmd = [str(python), "-m", "tests.bench.compare_commits", "--child",
            "-n", str(a.messages), "-c", str(a.concurrency), "--delivery", str(a.delivery)]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
     if proc.returncode != 0:
         raise RuntimeError(f"the run of {tree.name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -130,7 +117,6 @@ def main() -> None:
     p.add_argument("--concurrency", "-c", type=int, default=20)
     p.add_argument("--delivery", type=int, default=2, help="delivery processes")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--tool-python", default=sys.executable, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
         child(a)
