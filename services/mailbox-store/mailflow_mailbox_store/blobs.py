@@ -7,7 +7,9 @@ Bodies are never changed in place: removing one is the database's business (its 
 space is taken back by `compact` rewriting a mostly-dead segment elsewhere (see maintenance.py).
 
 Segment files are `seg-<n>.pack` in blob_dir; a locator is "<n>:<offset>:<length>". A crash in the
-middle of a write leaves bytes no locator points at (the database commits only after the fsync).
+middle of a write leaves bytes no locator points at (the database commits only after the fsync). Writes
+are positioned (pwrite at the end of what has been stored), never appends: a write that fails half-way
+(ENOSPC, EFBIG) leaves a tail that the next write overwrites, so every locator still points at its body.
 Failures: OSError from the disk reaches the caller (the writer turns it into ServiceUnavailable);
 a locator that points past the end of its segment raises BlobMissing.
 """
@@ -82,7 +84,7 @@ class SegmentBlobs:
             os.close(self._fd)
         path = self.path(seg)
         created = not path.exists()
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         self._seg = seg
         self._size = os.fstat(self._fd).st_size
         if created:
@@ -101,11 +103,12 @@ class SegmentBlobs:
             for body in bodies:
                 locators.append(f"{self._seg}:{offset}:{len(body)}")
                 offset += len(body)
-            data = b"".join(bodies)
-            view = memoryview(data)
+            view = memoryview(b"".join(bodies))
+            at = self._size
             while view:
-                n = os.write(self._fd, view)
+                n = os.pwrite(self._fd, view, at)
                 view = view[n:]
+                at += n
             os.fdatasync(self._fd)
             self._size = offset
             return locators

@@ -1,0 +1,41 @@
+"""Segment files keep every locator right when a write fails half-way (the disk-full fault: ENOSPC after
+part of a batch went down). The failure is real: a child process under RLIMIT_FSIZE, where the kernel
+writes what fits and then refuses (EFBIG), as a full disk does."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+CHILD = textwrap.dedent(
+    """
+    import resource, signal, sys
+    from mailflow_mailbox_store.blobs import SegmentBlobs
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG as an error, not a signal that kills
+    blobs = SegmentBlobs(sys.argv[1])
+    first = blobs.put_many([b"a" * 600])[0]
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))  # room for 400 of the next 600 bytes
+    try:
+        blobs.put_many([b"b" * 600])
+    except OSError as exc:
+        print("refused", exc.errno)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # space is back
+    later = blobs.put_many([b"c" * 300, b"d" * 300])
+    assert blobs.get(first) == b"a" * 600
+    assert [blobs.get(x) for x in later] == [b"c" * 300, b"d" * 300], [blobs.get(x)[:8] for x in later]
+    blobs.close()
+    reopened = SegmentBlobs(sys.argv[1])  # a restart reads the same bodies and appends after them
+    assert [reopened.get(x) for x in [first, *later]] == [b"a" * 600, b"c" * 300, b"d" * 300]
+    assert reopened.get(reopened.put_many([b"e" * 10])[0]) == b"e" * 10
+    print("ok")
+    """
+)
+
+
+def test_a_write_cut_short_by_a_full_disk_leaves_every_locator_right(tmp_path):
+    r = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["refused", "27", "ok"], r.stdout  # 27: EFBIG, after a short write
