@@ -57,6 +57,8 @@ class ServiceSettings(BaseSettings):
     # TLS certificate chain and key (PEM). The local runner makes a self-signed pair on first start.
     tls_cert: str = common("tls_cert", default="")
     tls_key: str = common("tls_key", default="")
+    # How often the TLS listeners look at those files and load a new pair (seconds; 0: never, only at start).
+    tls_reload_s: float = common("tls_reload_s", default=5.0, ge=0)
     # Each service answers /healthz, /readyz and /metrics here (and its REST API, if it has one).
     http_listen: str = f"{LOCAL_HOST}:0"
 

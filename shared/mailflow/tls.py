@@ -1,17 +1,28 @@
-"""TLS for every listener: contexts with TLS 1.2 as the floor, and a self-signed pair for local runs.
+"""TLS for every listener: contexts with TLS 1.2 as the floor, certificates picked up again when their
+files change, and a self-signed pair for local runs.
 
 `server_context` raises FileNotFoundError/ssl.SSLError at startup when the certificate or key is
 missing or unreadable, so a service never starts advertising STARTTLS it cannot do.
+`Certificates` keeps a listener's pair current without a restart: the context the listeners hand to
+every handshake (STARTTLS and implicit TLS alike) switches each new connection, while its ClientHello is
+read, to the context of the newest pair that loaded (`SSLObject.context`); connections already open keep
+the certificate they began with. `watch` looks at the files (inode, size, mtime: a renamed-in file, a
+Kubernetes Secret's symlink swap, an ACME renewal, `cp` over them) every few seconds; a pair that does not
+load (a key that does not match, a half-written file) is logged once and the previous one stays in use.
 `ensure_self_signed` writes a new pair only when none exists (the key file is mode 0600).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
+import logging
 import os
 import ssl
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def server_context(cert: str, key: str) -> ssl.SSLContext:
@@ -20,6 +31,58 @@ def server_context(cert: str, key: str) -> ssl.SSLContext:
     ctx.load_cert_chain(cert, key)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     return ctx
+
+
+class Certificates:
+    """A certificate chain and key from files, for every listener of a service; reloaded by `watch`."""
+
+    def __init__(self, cert: str, key: str):
+        self.cert, self.key = cert, key
+        self._seen = self._stamp()
+        self.current = server_context(cert, key)  # the newest pair that loaded
+        # what listeners are given: it picks `current` for each new connection during its handshake
+        self.context = server_context(cert, key)
+        self.context.sni_callback = self._pick
+        self._refused: tuple | None = None  # the files' stamp whose pair did not load (logged once)
+
+    def _pick(self, ssl_object: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+        ssl_object.context = self.current  # OpenSSL runs this for every ClientHello, SNI or not
+
+    def _stamp(self) -> tuple:
+        out = []
+        for path in (self.cert, self.key):
+            try:
+                st = os.stat(path)
+            except OSError:
+                out.append(None)
+            else:
+                out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(out)
+
+    def refresh(self) -> bool:
+        """Load the pair again if its files changed; True if new connections now get a new one."""
+        stamp = self._stamp()
+        if stamp == self._seen or stamp == self._refused:
+            return False
+        try:
+            ctx = server_context(self.cert, self.key)
+        except (OSError, ssl.SSLError, ValueError) as exc:  # mid-write, or a key for another certificate
+            self._refused = stamp
+            extra = {"cert": self.cert, "error": repr(exc)}
+            log.warning("new TLS certificate not loaded; keeping the current one", extra=extra)
+            return False
+        self._seen, self._refused, self.current = stamp, None, ctx
+        log.info("TLS certificate reloaded", extra={"cert": self.cert})
+        return True
+
+    async def watch(self, interval: float) -> None:
+        """Refresh every `interval` seconds, until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.refresh()
+            except Exception:  # never let a reload bug take TLS down: the current pair stays
+                log.exception("TLS certificate reload failed")
 
 
 def client_context(verify: bool = True, cafile: str | None = None) -> ssl.SSLContext:

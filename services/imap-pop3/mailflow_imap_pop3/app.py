@@ -39,10 +39,10 @@ _IMAP_REFUSALS = {"per_ip": rsp.BYE_TOO_MANY_CONNECTIONS, "total": rsp.BYE_SERVE
 _POP3_REFUSALS = {"per_ip": pop3_replies.R_TOO_MANY_CONNECTIONS, "total": pop3_replies.R_SERVER_BUSY}
 
 
-def tls_context(settings: Settings) -> ssl.SSLContext | None:
+def certificates(settings: Settings) -> mtls.Certificates | None:
     if not (settings.tls_cert and settings.tls_key):
         return None
-    return mtls.server_context(settings.tls_cert, settings.tls_key)
+    return mtls.Certificates(settings.tls_cert, settings.tls_key)
 
 
 class Server:
@@ -132,7 +132,11 @@ async def run(settings: Settings, stop: asyncio.Event | None = None, store: Mail
             settings.store_url, settings.service_token.get_secret_value(), timeout=settings.store_timeout
         )
     nc = await natsconn.connect(settings.nats_url, "imap-pop3", **settings.nats_login())
-    server = await Server(settings, store, nc, tls_context(settings)).start()
+    certs = certificates(settings)
+    server = await Server(settings, store, nc, certs.context if certs else None).start()
+    reload = None
+    if certs is not None and settings.tls_reload_s:
+        reload = asyncio.create_task(certs.watch(settings.tls_reload_s))
 
     async def nats_ready() -> bool:
         return nc.is_connected
@@ -150,6 +154,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None, store: Mail
     try:
         await stop.wait()
     finally:
+        if reload is not None:
+            reload.cancel()
         await server.drain()
         await server.ctx.hub.close()
         await http.stop()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +41,7 @@ class Running:
     http_port: int
 
 
-def tls_context(settings: Settings) -> ssl.SSLContext:
+def certificates(settings: Settings) -> tls.Certificates:
     """From MAILFLOW_TLS_CERT/KEY; without them (local runs) a self-signed pair under the data dir."""
     cert, key = settings.tls_cert, settings.tls_key
     if not cert or not key:
@@ -50,7 +49,7 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
         cert, key = str(base / "cert.pem"), str(base / "key.pem")
         if tls.ensure_self_signed(Path(cert), Path(key), settings.hostname):
             log.warning("no TLS certificate configured: made a self-signed one", extra={"cert": cert})
-    return tls.server_context(cert, key)
+    return tls.Certificates(cert, key)
 
 
 def store_directory(settings: Settings) -> Directory:
@@ -70,7 +69,7 @@ async def run(
     """Run until `stop` is set (SIGTERM/SIGINT by default). `directory` replaces the store client
     (tests); `started` receives a `Running` once every listener is up."""
     stop = stop or Stopper().install()
-    ctx = tls_context(settings)
+    certs = certificates(settings)
     nc = await natsconn.connect(settings.nats_url, "smtp-ingress", reconnect_buffer=False, **settings.nats_login())
     js = nc.jetstream(timeout=settings.publish_timeout)
     await streams.wait_for(js, ("BODY", "MAIL"))  # the queue creates them
@@ -93,7 +92,8 @@ async def run(
     checks = Checks.over(settings, DnsClient(nc, timeout=settings.dns_timeout))
     spam = SpamFilter(settings) if settings.rspamd_url else None  # rspamd, when a URL is set
     handler = IngressHandler(settings, cached, queue, checks=checks, spam=spam)
-    server = await SmtpServer(settings, handler, ctx).start()
+    server = await SmtpServer(settings, handler, certs.context).start()
+    reload = asyncio.create_task(certs.watch(settings.tls_reload_s)) if settings.tls_reload_s else None
 
     async def nats_ready() -> bool:
         return nc.is_connected
@@ -110,6 +110,8 @@ async def run(
     try:
         await stop.wait()
     finally:
+        if reload is not None:
+            reload.cancel()
         await server.drain()
         await queue.close()
         if spam is not None:

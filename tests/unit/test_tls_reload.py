@@ -1,0 +1,125 @@
+"""Certificates picked up without a restart (issue 15): `mailflow.tls.Certificates` over real TLS handshakes
+on loopback. A new pair in the files is what the next handshake gets; a connection made before keeps
+working; a pair that does not load (a key of another certificate, a half-written file) leaves the
+previous one in use, and the complete pair that follows is taken."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import ssl
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from mailflow import tls
+
+
+def pair(directory: Path, name: str) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    tls.ensure_self_signed(cert, key, name)
+    return cert, key
+
+
+def client() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    return ctx
+
+
+async def served_name(port: int, sni: str | None = "mail.example.test") -> str:
+    """The common name of the certificate a new TLS connection gets."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client(), server_hostname=sni)
+    der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    writer.close()
+    cert = x509.load_der_x509_certificate(der)
+    return cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+
+
+def put(src: tuple[Path, Path], cert: Path, key: Path) -> None:
+    """Install a pair as a renewer does: each file written beside and renamed over the old one."""
+    for s, d in zip(src, (cert, key), strict=True):
+        shutil.copyfile(s, d.with_suffix(".new"))
+        os.replace(d.with_suffix(".new"), d)
+
+
+async def test_new_pair_on_the_next_handshake_old_connections_kept(tmp_path):
+    cert, key = pair(tmp_path / "live", "old.example.test")
+    new = pair(tmp_path / "b", "new.example.test")
+    certs = tls.Certificates(str(cert), str(key))
+
+    async def echo(reader, writer):
+        while line := await reader.readline():
+            writer.write(line)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=certs.context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert await served_name(port) == "old.example.test"
+        assert certs.refresh() is False  # nothing changed
+        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=client(), server_hostname="x.test")
+
+        put(new, cert, key)
+        assert certs.refresh() is True
+        assert await served_name(port) == "new.example.test"
+        assert await served_name(port, sni=None) == "new.example.test"  # without SNI as well
+        w.write(b"still here\n")  # the connection made before the change goes on, on its old certificate
+        assert await asyncio.wait_for(r.readline(), 5) == b"still here\n"
+        old = x509.load_der_x509_certificate(w.get_extra_info("ssl_object").getpeercert(binary_form=True))
+        assert old.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "old.example.test"
+        w.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_pair_that_does_not_load_keeps_the_current_one(tmp_path, caplog):
+    cert, key = pair(tmp_path / "live", "one.example.test")
+    two = pair(tmp_path / "two", "two.example.test")
+    certs = tls.Certificates(str(cert), str(key))
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0, ssl=certs.context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        put((two[0], key), cert, key)  # the new certificate is in, its key not yet: they do not match
+        assert certs.refresh() is False
+        assert await served_name(port) == "one.example.test"
+        assert "new TLS certificate not loaded" in caplog.text
+        caplog.clear()
+        assert certs.refresh() is False and "not loaded" not in caplog.text  # said once, not every poll
+
+        key.write_bytes(two[1].read_bytes()[:40])  # a key file cut short
+        assert certs.refresh() is False
+        assert await served_name(port) == "one.example.test"
+
+        put(two, cert, key)  # the whole new pair
+        assert certs.refresh() is True
+        assert await served_name(port) == "two.example.test"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_watch_reloads_within_its_interval(tmp_path):
+    cert, key = pair(tmp_path / "live", "before.example.test")
+    after = pair(tmp_path / "after", "after.example.test")
+    certs = tls.Certificates(str(cert), str(key))
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0, ssl=certs.context)
+    port = server.sockets[0].getsockname()[1]
+    watcher = asyncio.create_task(certs.watch(0.05))
+    try:
+        cert.write_bytes(after[0].read_bytes())  # written in place (cp over it), key too
+        key.write_bytes(after[1].read_bytes())
+        for _ in range(100):
+            if await served_name(port) == "after.example.test":
+                break
+            await asyncio.sleep(0.05)
+        assert await served_name(port) == "after.example.test"
+    finally:
+        watcher.cancel()
+        server.close()
+        await server.wait_closed()
