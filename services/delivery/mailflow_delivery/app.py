@@ -51,6 +51,7 @@ def remote_config(s: Settings) -> RemoteConfig:
         max_per_domain=s.max_connections_per_domain,
         source_address=s.source_address or None,
         router=nexthop.Router(nexthop.parse_routes(s.routes), relay(s)),
+        verified=tls.client_context(verify=True, cafile=s.tls_ca_file or None),
     )
 
 

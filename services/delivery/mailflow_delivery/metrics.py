@@ -5,6 +5,8 @@ from prometheus_client import Counter, Gauge, Histogram
 RECIPIENTS = Counter("mailflow_delivery_recipients_total", "Recipients handled, by route and outcome", ["route", "outcome"])
 # route: local|remote; outcome: delivered|deferred|bounced
 SESSIONS = Counter("mailflow_delivery_smtp_sessions_total", "Outgoing SMTP transactions", ["result"])  # ok|unreachable
+# REQUIRETLS messages (RFC 8689) bounced because no hop could take them over authenticated TLS
+REQUIRETLS = Counter("mailflow_delivery_requiretls_total", "REQUIRETLS messages by what became of them", ["result"])  # refused
 CONNECTIONS = Gauge("mailflow_delivery_smtp_connections", "Outgoing SMTP connections open now")
 DUPLICATES = Counter("mailflow_delivery_redelivered_sent_total", "Redelivered jobs answered from the sent log, not sent again")
 BATCH_SECONDS = Histogram(

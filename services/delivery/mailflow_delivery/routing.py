@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from mailflow import log as mlog
+from mailflow import tls as mftls
 from mailflow.bodies import Bodies, BodyMissing
 from mailflow.cache import Cache, SingleFlight
 from mailflow.contracts.messages import DeliveryJob, DeliveryResult, MxHost, TraceEvent
@@ -56,6 +58,9 @@ class RemoteConfig:
     max_per_domain: int = 10  # connections per next hop: a recipient domain's MX, a map host, the relay
     source_address: str | None = None
     router: Router = field(default_factory=Router)  # transport map and relay; none: every domain's own MX
+    # certificates checked against the system's CAs (and MAILFLOW_DELIVERY_TLS_CA_FILE), for hops whose
+    # TLS must be authenticated (REQUIRETLS)
+    verified: ssl.SSLContext = field(default_factory=lambda: mftls.client_context(verify=True))
 
 
 def return_path(mail_from: str) -> bytes:
@@ -324,6 +329,12 @@ class Deliveries:
             return {i: result(j, "bounced", "5.3.0", "554 5.3.0 message body is gone from the queue") for i, j in group}
         except Exception:
             return {i: result(j, "deferred", "4.3.0", "451 4.3.0 message body unavailable, will retry") for i, j in group}
+        policy = hop.tls or self.remote_cfg.tls
+        if first.requiretls:
+            policy = requiretls_policy(hop, self.remote_cfg)
+            if isinstance(policy, str):
+                metrics.REQUIRETLS.labels("refused").inc()
+                return {i: result(j, "bounced", "5.7.10", f"550 5.7.10 REQUIRETLS: {policy}") for i, j in group}
         if first.dkim and self.signer is not None:
             try:
                 body, keys = await self.signer.sign(body)
@@ -343,15 +354,20 @@ class Deliveries:
             data=body,
             body_8bit=first.body_8bit,
             smtputf8=first.smtputf8,
+            requiretls=first.requiretls,
         )
         cfg = self.remote_cfg
         started = time.perf_counter()
         async with self._slots[hop]:
             metrics.CONNECTIONS.inc()
             try:
-                outcome = await smtp_out.deliver(hosts, hop.port or cfg.port, env, cfg.helo, hop.tls or cfg.tls, cfg.timeouts, cfg.source_address, hop.auth)
+                outcome = await smtp_out.deliver(hosts, hop.port or cfg.port, env, cfg.helo, policy, cfg.timeouts, cfg.source_address, hop.auth)
             except smtp_out.Unreachable as exc:
                 metrics.SESSIONS.labels("unreachable").inc()
+                if first.requiretls and exc.status[1:4] == ".7.":  # no hop met RFC 8689's terms: never deferred to try in clear
+                    metrics.REQUIRETLS.labels("refused").inc()
+                    status = "5.7.30" if exc.status == "5.7.30" else "5.7.10"
+                    return {i: result(j, "bounced", status, f"550 {status} REQUIRETLS: {hop} could not take it over authenticated TLS: {exc}", hop.host) for i, j in group}
                 if hop.kind == "mx":
                     return {i: result(j, "deferred", exc.status, f"451 {exc.status} no MX of {hop.host} took the message: {exc}") for i, j in group}
                 if hop.kind == "relay" and exc.status.startswith("4.7."):
@@ -391,6 +407,22 @@ class Deliveries:
         for (job, _), g in zip(sent, got, strict=True):
             if isinstance(g, BaseException):
                 log.error("could not record a sent message: %s", g, extra={"queue_id": job.queue_id})
+
+
+def requiretls_policy(hop: NextHop, cfg: RemoteConfig) -> smtp_out.TlsPolicy | str:
+    """How a REQUIRETLS message (RFC 8689 §4.2.1) may take `hop`: STARTTLS (or the relay's implicit TLS)
+    with a certificate that verifies for the host's name, from a host that offers REQUIRETLS; or why it
+    cannot. A host named by the operator (the relay, a transport map entry without MX lookup) is verified
+    by that name. A name from an MX lookup must be validated too, by DNSSEC or an MTA-STS policy: Mailflow
+    has neither yet, so a REQUIRETLS message to another domain's MX bounces rather than trust the name."""
+    if hop.lookup_mx:
+        return f"the MX names of {hop.host} cannot be validated (neither DNSSEC nor MTA-STS here)"
+    if hop.tls is None:  # a map entry: the remote policy, verified by the entry's name
+        return smtp_out.TlsPolicy("require", cfg.verified, hop.host)
+    ctx = hop.tls.context
+    if hop.tls.mode not in ("require", "implicit") or ctx is None or ctx.verify_mode != ssl.CERT_REQUIRED:
+        return f"{hop} is not set to TLS with a verified certificate"
+    return hop.tls
 
 
 Publish = Callable[[list[DeliveryResult], list[TraceEvent]], Awaitable[None]]

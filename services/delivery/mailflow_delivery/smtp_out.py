@@ -96,6 +96,7 @@ class Envelope:
     data: bytes  # the message as stored (CRLF or LF line ends; dot-stuffing is done here)
     body_8bit: bool = False
     smtputf8: bool = False
+    requiretls: bool = False  # RFC 8689: the host must offer REQUIRETLS over TLS; MAIL FROM passes it on
 
 
 @dataclass
@@ -256,6 +257,8 @@ def _mail_params(conn: Connection, env: Envelope, size: int) -> list[str]:
         params.append("BODY=8BITMIME")
     if env.smtputf8 and "SMTPUTF8" in conn.extensions:
         params.append("SMTPUTF8")
+    if env.requiretls:  # offered: deliver() checked
+        params.append("REQUIRETLS")
     return params
 
 
@@ -389,6 +392,8 @@ async def deliver(
                         raise Unreachable(f"EHLO after STARTTLS refused: {rep}")
                 elif tls.mode == "require":
                     raise Unreachable("STARTTLS required by policy but not offered", "4.7.4")
+                if env.requiretls and "REQUIRETLS" not in conn.extensions:  # RFC 8689 §4.2.1
+                    raise Unreachable("REQUIRETLS not offered after STARTTLS", "5.7.30")
                 if auth is not None:
                     await conn.authenticate(auth)
                 await transaction(conn, env, out)

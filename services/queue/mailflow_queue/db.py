@@ -49,6 +49,7 @@ class Message(Base):
     auth_user: Mapped[str | None] = mapped_column(sa.String(320), nullable=True)
     body_deleted: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     junk: Mapped[bool] = mapped_column(sa.Boolean, default=False)  # QueuedMessage.junk, for every job and retry
+    requiretls: Mapped[bool] = mapped_column(sa.Boolean, default=False)  # QueuedMessage.requiretls (RFC 8689)
     done_at: Mapped[float | None] = mapped_column(sa.Float, nullable=True, index=True)
 
 

@@ -91,6 +91,7 @@ def job_for(m: Message | Row, r: Recipient | Row, body: bytes | None) -> Deliver
         ret=m.ret,
         body_8bit=m.body_8bit,
         smtputf8=m.smtputf8,
+        requiretls=m.requiretls,
         dkim=signs(m),
         junk=m.junk,
     )
@@ -138,6 +139,7 @@ def new_rows(qm: QueuedMessage, now: float, p: Policy) -> tuple[Row, list[Row]]:
         auth_user=qm.client.auth_user if qm.client else None,
         body_deleted=False,
         junk=qm.junk,
+        requiretls=qm.requiretls,
         done_at=None if rcpts else now,
     )
     rs = [
@@ -468,7 +470,8 @@ def pending_notices(s: Session, p: Policy, limit: int = 100) -> list[NoticeWork]
                 size=m.size,
                 received_at=m.received_at,
                 envid=m.envid,
-                ret=m.ret,
+                # RFC 8689 §5: the notice may travel where TLS is not required; it never carries the body
+                ret="HDRS" if m.requiretls else m.ret,
                 will_retry_until=m.received_at + p.max_lifetime_s,
                 recipients=[
                     NoticeRecipient(r.address, r.orcpt, r.state, r.last_status, r.last_error, r.remote_mta, r.updated_at)

@@ -257,6 +257,7 @@ class IngressHandler:
             ret=params.ret,
             body_8bit=params.body_8bit,
             smtputf8=params.smtputf8,
+            requiretls=params.requiretls,
             junk=junk is not None,
         )
         try:

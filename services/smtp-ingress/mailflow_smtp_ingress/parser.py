@@ -214,6 +214,7 @@ class MailParams:
     ret: str | None = None  # RFC 3461 RET=FULL|HDRS
     envid: str | None = None  # RFC 3461 ENVID=, decoded
     auth: str | None = None  # RFC 4954 AUTH=, kept for the log only
+    requiretls: bool = False  # RFC 8689 REQUIRETLS: every later hop over authenticated TLS, or a bounce
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +230,7 @@ def _need_value(key: str, value: str | None) -> str:
 
 
 def mail_params(params: dict[str, str | None], max_size: int) -> MailParams:
-    size = body_8bit = smtputf8 = ret = envid = auth = None
+    size = body_8bit = smtputf8 = ret = envid = auth = requiretls = None
     for key, value in params.items():
         if key == "SIZE":
             v = _need_value(key, value)
@@ -258,9 +259,13 @@ def mail_params(params: dict[str, str | None], max_size: int) -> MailParams:
                 raise PermFailure(R.R501_SYNTAX.with_text("ENVID too long"), "long ENVID")
         elif key == "AUTH":
             auth = xtext_decode(_need_value(key, value))
+        elif key == "REQUIRETLS":
+            if value is not None:
+                raise PermFailure(R.R501_SYNTAX.with_text("REQUIRETLS takes no value"), "bad REQUIRETLS")
+            requiretls = True
         else:
             raise PermFailure(R.R555_UNKNOWN_PARAMETER.with_text(f"Unsupported parameter {key[:20]}"), key)
-    return MailParams(size, bool(body_8bit), bool(smtputf8), ret, envid, auth)
+    return MailParams(size, bool(body_8bit), bool(smtputf8), ret, envid, auth, bool(requiretls))
 
 
 _NOTIFY = ("SUCCESS", "FAILURE", "DELAY")

@@ -128,6 +128,7 @@ R504_AUTH_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication type")
 R530_AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
 R530_AUTH_REVOKED = Reply(530, "5.7.0", "Authentication required: your password or account status changed")
 R530_STARTTLS_FIRST = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
+R530_REQUIRETLS_WITHOUT_TLS = Reply(530, "5.7.10", "REQUIRETLS needs a TLS session: STARTTLS first")  # RFC 8689
 R535_AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
 R538_ENCRYPTION_REQUIRED = Reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
 R555_UNKNOWN_PARAMETER = Reply(555, "5.5.4", "Unsupported parameter")

@@ -80,6 +80,9 @@ class QueuedMessage(Contract):
     ret: Literal["FULL", "HDRS"] | None = None  # RFC 3461 RET
     body_8bit: bool = False  # BODY=8BITMIME was given
     smtputf8: bool = False  # SMTPUTF8 was given
+    # RFC 8689 REQUIRETLS was given: each onward hop must be TLS with a verified certificate of a validated
+    # MX that offers REQUIRETLS too (delivery's smtp_out), or the message bounces; its DSN returns headers only
+    requiretls: bool = False
     junk: bool = False  # DMARC p=quarantine failed or rspamd said "add header" at smtp-ingress: local recipients get it in their \Junk mailbox
 
 
@@ -125,6 +128,7 @@ class DeliveryJob(Contract):
     ret: Literal["FULL", "HDRS"] | None = None
     body_8bit: bool = False
     smtputf8: bool = False
+    requiretls: bool = False  # QueuedMessage.requiretls
     dkim: bool = False  # sign on the way to another domain: an authenticated user's message, or a DSN
     junk: bool = False  # QueuedMessage.junk: a local recipient gets it in the \Junk mailbox; remote ones ignore it
 

@@ -194,3 +194,51 @@ async def test_the_transport_map_sends_one_domain_to_a_host_and_another_to_its_m
         f"partner.test: via map [127.0.0.1]:{mta.port} (no MX lookup)",
         "direct.test: ok 10 mx.direct.test",
     }
+
+
+# --- REQUIRETLS (RFC 8689 §4.2.1): authenticated TLS to a host that offers REQUIRETLS, or a bounce -----
+
+
+def marked(qid: str, *rcpts: str) -> list[DeliveryJob]:
+    return [j.model_copy(update={"requiretls": True}) for j in jobs(qid, *rcpts)]
+
+
+@pytest.mark.parametrize("mode, listener", [("starttls", "submission"), ("tls", "smtps")])
+async def test_requiretls_through_a_verified_relay_that_offers_it(world, mode, listener):
+    make, relay, _, _, _ = world
+    (r,), _ = await make(relay_tls=mode, relay_port=relay.port(listener)).run(marked("Q1", "z@naver.test"))
+    assert (r.outcome, r.status) == ("delivered", "2.0.0")
+    ((msg, _),) = relay.messages
+    assert msg.requiretls is True  # passed on: MAIL FROM:<...> REQUIRETLS
+
+
+async def test_requiretls_never_takes_a_relay_whose_certificate_is_not_checked(world):
+    make, relay, _, _, _ = world
+    (r,), _ = await make(relay_tls_verify=False).run(marked("Q2", "z@naver.test"))
+    assert (r.outcome, r.status) == ("bounced", "5.7.10") and "not set to TLS with a verified certificate" in r.diagnostic
+    assert relay.messages == []
+
+
+async def test_requiretls_to_a_host_that_does_not_offer_it_bounces_5_7_30(world, tmp_path):
+    """aiosmtpd does STARTTLS with a certificate we trust, for the name we asked, but has no REQUIRETLS."""
+    make, _, mta, _, _ = world
+    d = make(routes=f"partner.test=[127.0.0.1]:{mta.port}", tls_ca_file=str(tmp_path / "remote-cert.pem"))
+    (r,), _ = await d.run(marked("Q3", "p@partner.test"))
+    assert (r.outcome, r.status) == ("bounced", "5.7.30") and "REQUIRETLS not offered" in r.diagnostic
+    assert mta.messages == []
+    (plain,), _ = await d.run(jobs("Q4", "p@partner.test"))  # the same host takes unmarked mail
+    assert plain.outcome == "delivered"
+
+
+async def test_requiretls_to_a_host_whose_certificate_does_not_verify_bounces(world):
+    make, _, mta, _, _ = world
+    (r,), _ = await make(routes=f"partner.test=[127.0.0.1]:{mta.port}").run(marked("Q5", "p@partner.test"))
+    assert (r.outcome, r.status) == ("bounced", "5.7.10") and "certificate verify failed" in r.diagnostic
+    assert mta.messages == []
+
+
+async def test_requiretls_to_an_mx_that_cannot_be_validated_bounces_before_connecting(world):
+    make, _, mta, dns, _ = world
+    (r,), _ = await make(routes="direct.test=mx").run(marked("Q6", "x@direct.test"))
+    assert (r.outcome, r.status) == ("bounced", "5.7.10") and "cannot be validated" in r.diagnostic
+    assert mta.messages == []

@@ -521,3 +521,21 @@ async def test_a_forwarded_recipient_keeps_its_alias_through_retries_and_its_bou
     assert dsn.mail_from == "" and dsn.rcpt.address == "x@outside.test"  # to the original sender
     assert b"Final-Recipient: rfc822; carol@naver.test" in dsn.body
     assert b"Original-Recipient: rfc822;team@daum.test" in dsn.body
+
+
+async def test_requiretls_goes_with_every_job_and_its_failure_dsn_returns_headers_only(parts):
+    """RFC 8689: the mark travels to every job (delivery holds the hops to it); the notice of a failure
+    may travel where TLS is not required, so it never carries the body (RFC 8689 §5), RET=FULL or not."""
+    await submit_inline(parts, "QR1", ["bad@naver.test", "y@naver.test"], requiretls=True, ret="FULL")
+    await parts.intake.run_until_idle()
+    first = sorted((j.rcpt.address, j.requiretls) for j, _ in await parts.jobs(expect=2))
+    assert first == [("bad@naver.test", True), ("y@naver.test", True)]
+    await answer(parts, "QR1", "bad@naver.test", "bounced", "5.7.10", diag="550 5.7.10 REQUIRETLS: no way")
+    await answer(parts, "QR1", "y@naver.test", "delivered", "2.0.0")
+    await parts.results.run_until_idle()
+    await parts.scheduler.tick()
+    assert await parts.intake.run_until_idle() == 1
+    ((dsn, _),) = await parts.jobs(expect=1)
+    assert dsn.mail_from == "" and dsn.requiretls is False
+    assert b"Final-Recipient: rfc822; bad@naver.test" in dsn.body and b"text/rfc822-headers" in dsn.body
+    assert b"Hi Z." not in dsn.body  # the original's body stays out

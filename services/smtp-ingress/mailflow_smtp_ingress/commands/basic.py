@@ -30,6 +30,8 @@ def ehlo_lines(s: Session) -> list[str]:
     ]
     if s.server.tls_context is not None and client.tls is None:
         lines.append("STARTTLS")
+    if client.tls is not None:  # RFC 8689: the parameter is only ever given over TLS
+        lines.append("REQUIRETLS")
     if s.auth_listener and (client.tls is not None or not settings.require_tls_for_auth):
         lines.append("AUTH PLAIN LOGIN")
     return lines

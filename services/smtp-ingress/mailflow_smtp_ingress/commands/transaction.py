@@ -35,8 +35,11 @@ async def cmd_mail(s: Session, arg: str) -> None:
         return s.reply(R.R501_MAIL_SYNTAX)
     path, rest = parser.split_path(arg[5:])
     params = parser.mail_params(parser.parse_params(rest), s.settings.max_message_bytes)
-    if (params.smtputf8 or params.body_8bit) and not c.esmtp:
+    if (params.smtputf8 or params.body_8bit or params.requiretls) and not c.esmtp:
         return s.reply(R.R555_UNKNOWN_PARAMETER)
+    if params.requiretls and c.tls is None:  # RFC 8689 §4.1: the session itself must be TLS
+        metrics.REJECTED.labels("mail", "requiretls_without_tls").inc()
+        return s.reply(R.R530_REQUIRETLS_WITHOUT_TLS)
     sender = None
     if path:
         try:
