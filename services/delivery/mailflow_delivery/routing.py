@@ -36,7 +36,7 @@ from mailflow import log as mlog
 from mailflow import tls as mftls
 from mailflow.bodies import Bodies, BodyMissing
 from mailflow.cache import Cache, SingleFlight
-from mailflow.contracts.messages import DeliveryJob, DeliveryResult, MxHost, TraceEvent
+from mailflow.contracts.messages import DeliveryJob, DeliveryResult, MxHost, TlsSession, TraceEvent
 from mailflow.dns import Resolver
 from mailflow.errors import InsufficientStorage
 from mailflow.store.api import Deliverer, DeliverItem, DeliverResult, Directory
@@ -358,21 +358,14 @@ class Deliveries:
         )
         cfg = self.remote_cfg
         started = time.perf_counter()
+        attempts: list[smtp_out.TlsAttempt] | None = [] if hop.kind == "mx" else None  # TLS-RPT: the domain's own MX
         async with self._slots[hop]:
             metrics.CONNECTIONS.inc()
             try:
-                outcome = await smtp_out.deliver(hosts, hop.port or cfg.port, env, cfg.helo, policy, cfg.timeouts, cfg.source_address, hop.auth)
+                outcome = await smtp_out.deliver(hosts, hop.port or cfg.port, env, cfg.helo, policy, cfg.timeouts, cfg.source_address, hop.auth, attempts)
             except smtp_out.Unreachable as exc:
                 metrics.SESSIONS.labels("unreachable").inc()
-                if first.requiretls and exc.status[1:4] == ".7.":  # no hop met RFC 8689's terms: never deferred to try in clear
-                    metrics.REQUIRETLS.labels("refused").inc()
-                    status = "5.7.30" if exc.status == "5.7.30" else "5.7.10"
-                    return {i: result(j, "bounced", status, f"550 {status} REQUIRETLS: {hop} could not take it over authenticated TLS: {exc}", hop.host) for i, j in group}
-                if hop.kind == "mx":
-                    return {i: result(j, "deferred", exc.status, f"451 {exc.status} no MX of {hop.host} took the message: {exc}") for i, j in group}
-                if hop.kind == "relay" and exc.status.startswith("4.7."):
-                    log.warning("the relay refused TLS or our login; check MAILFLOW_DELIVERY_RELAY_*: %s", exc, extra={"queue_id": first.queue_id})
-                return {i: result(j, "deferred", exc.status, f"451 {exc.status} {hop} did not take the message: {exc}", hop.host) for i, j in group}
+                return reported(unreachable(hop, group, exc), group, hop, attempts)
             finally:
                 metrics.CONNECTIONS.dec()
         metrics.SESSIONS.labels("ok").inc()
@@ -389,7 +382,7 @@ class Deliveries:
                 status = rep.status if rep.status.startswith("4") else "4.2.2"
                 out[i] = result(job, "deferred", status, diag, outcome.host)
         await self._remember([(job, out[i]) for i, job in group if out[i].outcome == "delivered"])
-        return out
+        return reported(out, group, hop, attempts)  # after _remember: a redelivered job never counts them again
 
     async def _forwarded(self, group: list[tuple[int, DeliveryJob]], body: bytes) -> bytes | dict[int, DeliveryResult]:
         """A forwarded copy as it leaves (forwarding.py), or the results of the group that cannot leave."""
@@ -407,6 +400,34 @@ class Deliveries:
         for (job, _), g in zip(sent, got, strict=True):
             if isinstance(g, BaseException):
                 log.error("could not record a sent message: %s", g, extra={"queue_id": job.queue_id})
+
+
+def unreachable(hop: NextHop, group: list[tuple[int, DeliveryJob]], exc: smtp_out.Unreachable) -> dict[int, DeliveryResult]:
+    """The group's results when no host of `hop` took the transaction."""
+    first = group[0][1]
+    if first.requiretls and exc.status[1:4] == ".7.":  # no hop met RFC 8689's terms: never deferred to try in clear
+        metrics.REQUIRETLS.labels("refused").inc()
+        status = "5.7.30" if exc.status == "5.7.30" else "5.7.10"
+        return {i: result(j, "bounced", status, f"550 {status} REQUIRETLS: {hop} could not take it over authenticated TLS: {exc}", hop.host) for i, j in group}
+    if hop.kind == "mx":
+        return {i: result(j, "deferred", exc.status, f"451 {exc.status} no MX of {hop.host} took the message: {exc}") for i, j in group}
+    if hop.kind == "relay" and exc.status.startswith("4.7."):
+        log.warning("the relay refused TLS or our login; check MAILFLOW_DELIVERY_RELAY_*: %s", exc, extra={"queue_id": first.queue_id})
+    return {i: result(j, "deferred", exc.status, f"451 {exc.status} {hop} did not take the message: {exc}", hop.host) for i, j in group}
+
+
+def reported(
+    out: dict[int, DeliveryResult], group: list[tuple[int, DeliveryJob]], hop: NextHop, attempts: list[smtp_out.TlsAttempt] | None
+) -> dict[int, DeliveryResult]:
+    """The transaction's TLS sessions on the group's first result (RFC 8460 counts sessions, not recipients)."""
+    if attempts:
+        i = group[0][0]
+        sessions = [
+            TlsSession(policy_domain=hop.host, mx_host=a.mx_host, sending_ip=a.sending_ip, receiving_ip=a.receiving_ip, result=a.result, detail=a.detail)
+            for a in attempts
+        ]
+        out[i] = out[i].model_copy(update={"tls": sessions})
+    return out
 
 
 def requiretls_policy(hop: NextHop, cfg: RemoteConfig) -> smtp_out.TlsPolicy | str:

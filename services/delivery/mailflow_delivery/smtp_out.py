@@ -99,6 +99,41 @@ class Envelope:
     requiretls: bool = False  # RFC 8689: the host must offer REQUIRETLS over TLS; MAIL FROM passes it on
 
 
+@dataclass(frozen=True)
+class TlsAttempt:
+    """What TLS became of one session with a host that greeted us: what RFC 8460 (TLS-RPT) counts."""
+
+    mx_host: str
+    receiving_ip: str
+    sending_ip: str
+    result: str  # "success" or an RFC 8460 §4.3 result-type
+    detail: str = ""
+
+
+# OpenSSL's X509_V_ERR_* codes -> RFC 8460 §4.3.3 result types; any other failure is validation-failure
+_VERIFY_RESULTS = {
+    10: "certificate-expired",
+    62: "certificate-host-mismatch",
+    2: "certificate-not-trusted",
+    18: "certificate-not-trusted",
+    19: "certificate-not-trusted",
+    20: "certificate-not-trusted",
+    21: "certificate-not-trusted",
+}
+
+
+def tls_result(conn: Connection, tls_made: str | None, exc: Unreachable | None) -> tuple[str, str]:
+    """(result-type, detail) of a session that reached EHLO: success once TLS was made, else why not."""
+    if tls_made is not None:
+        return "success", ""
+    cause = exc.__cause__ if exc is not None else None
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return _VERIFY_RESULTS.get(cause.verify_code, "validation-failure"), str(cause.verify_message)[:200]
+    if exc is not None and exc.status == "4.7.5":  # the handshake failed for another reason
+        return "validation-failure", str(exc)[:200]
+    return "starttls-not-supported", "" if "STARTTLS" not in conn.extensions else "STARTTLS refused"
+
+
 @dataclass
 class Outcome:
     """What the remote said about each recipient (None: not attempted, e.g. SMTPUTF8 impossible)."""
@@ -125,6 +160,7 @@ class Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeouts: Timeouts):
         self.r, self.w, self.t = reader, writer, timeouts
         self.extensions: dict[str, str] = {}
+        self.local_ip = ""  # our end of the connection, for TLS-RPT's sending-mta-ip (open() sets it)
 
     @classmethod
     async def open(
@@ -142,7 +178,10 @@ class Connection:
             raise Unreachable(f"TLS handshake with {address}:{port} failed: {type(exc).__name__} {exc}", "4.7.5") from exc
         except (OSError, TimeoutError) as exc:
             raise Unreachable(f"connect to {address}:{port}: {type(exc).__name__} {exc}".strip()) from exc
-        return cls(r, w, timeouts)
+        conn = cls(r, w, timeouts)
+        local = w.get_extra_info("sockname")
+        conn.local_ip = str(local[0]) if local else ""
+        return conn
 
     async def reply(self, within: float) -> Reply:
         lines: list[str] = []
@@ -359,10 +398,11 @@ async def deliver(
     timeouts: Timeouts,
     source: str | None = None,
     auth: Credentials | None = None,
+    attempts: list[TlsAttempt] | None = None,
 ) -> Outcome:
     """Try each MX address in order until one takes the transaction. Raises Unreachable (with every
     host's error, and the last one's status) if none did. With `auth`, no transaction starts without
-    a successful AUTH."""
+    a successful AUTH. `attempts` gets what TLS became of each session with a host that greeted us."""
     errors: list[str] = []
     status = "4.4.1"
     ctx = tls.context
@@ -372,6 +412,7 @@ async def deliver(
         for address in host.addresses:
             out = Outcome(host=host.host)
             conn = None
+            greeted, failure = False, None
             name = tls.server_name or host.host
             try:
                 implicit = ctx if tls.mode == "implicit" else None
@@ -382,6 +423,7 @@ async def deliver(
                 rep = await conn.hello(helo)
                 if rep.code != 250:
                     raise Unreachable(f"HELO refused: {rep}")
+                greeted = True
                 if implicit is not None:
                     out.tls = conn.tls_description()
                 elif tls.mode != "none" and "STARTTLS" in conn.extensions and ctx is not None:
@@ -401,8 +443,11 @@ async def deliver(
                 return out
             except Unreachable as exc:
                 errors.append(f"{host.host}[{address}]: {exc}")
-                status = exc.status
+                status, failure = exc.status, exc
             finally:
                 if conn is not None:
+                    if attempts is not None and greeted and tls.mode != "none":
+                        result, detail = tls_result(conn, out.tls, failure)
+                        attempts.append(TlsAttempt(host.host, address, conn.local_ip, result, detail))
                     conn.close()
     raise Unreachable("; ".join(errors) or "no MX address to try", status)

@@ -14,12 +14,13 @@ import logging
 from mailflow import natsconn
 from mailflow.bodies import JetStreamBodies
 from mailflow.contracts.streams import Topology, ensure_streams
+from mailflow.dns import DnsClient
 from mailflow.lifecycle import Stopper
 from mailflow.web import HttpServer, service_app
 from mailflow_queue import admin, dead, ledger
 from mailflow_queue.db import Database, make_engine, migrate
 from mailflow_queue.outbox import JetStreamOutbox
-from mailflow_queue.scheduler import Scheduler
+from mailflow_queue.scheduler import Scheduler, TlsReporting
 from mailflow_queue.settings import Settings
 from mailflow_queue.workers import Commits, Intake, Results
 
@@ -48,6 +49,10 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     bodies = JetStreamBodies(js)
     outbox = JetStreamOutbox(js)
     policy = policy_from(settings)
+    reporting = None
+    if settings.tls_reports:
+        sender = settings.tls_report_from or f"tlsrpt-noreply@{settings.hostname}"
+        reporting = TlsReporting(DnsClient(nc), sender, settings.tls_report_organization or settings.hostname)
     scheduler = Scheduler(
         database,
         outbox,
@@ -57,6 +62,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         interval=settings.scan_interval_s,
         retain_done_s=settings.retain_done_s,
         dsn_full_max=settings.dsn_full_max_bytes,
+        tls_reports=reporting,
     )
     # envelope groups hold several envelopes each under load, a results message a delivery batch's results:
     # fetch fewer messages for about as many envelopes and results per transaction

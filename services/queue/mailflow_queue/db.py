@@ -103,6 +103,39 @@ class Notice(Base):
     created_at: Mapped[float] = mapped_column(sa.Float)
 
 
+class TlsCount(Base):
+    """TLS-RPT (RFC 8460): sessions with a domain's MX on one UTC day, by policy, hosts and result
+    (added up from DeliveryResult.tls in the results transaction; tlsrpt.py makes the report)."""
+
+    __tablename__ = "tls_counts"
+    __table_args__ = (sa.Index("ix_tls_counts_day", "day", "policy_domain"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    day: Mapped[str] = mapped_column(sa.String(10))  # YYYY-MM-DD, UTC
+    policy_domain: Mapped[str] = mapped_column(sa.String(255))
+    policy_type: Mapped[str] = mapped_column(sa.String(16))
+    policy_string: Mapped[str] = mapped_column(sa.Text, default="")
+    mx_host: Mapped[str] = mapped_column(sa.String(255), default="")
+    sending_ip: Mapped[str] = mapped_column(sa.String(64), default="")
+    receiving_ip: Mapped[str] = mapped_column(sa.String(64), default="")
+    result: Mapped[str] = mapped_column(sa.String(40))
+    detail: Mapped[str] = mapped_column(sa.String(200), default="")
+    sessions: Mapped[int] = mapped_column(sa.Integer, default=0)
+
+
+class TlsReport(Base):
+    """A day's report for a domain, once decided: sent (to whom), or why not (no record, gave up)."""
+
+    __tablename__ = "tls_reports"
+    __table_args__ = (sa.UniqueConstraint("day", "policy_domain", name="uq_tls_report"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    day: Mapped[str] = mapped_column(sa.String(10))
+    policy_domain: Mapped[str] = mapped_column(sa.String(255))
+    outcome: Mapped[str] = mapped_column(sa.String(255))  # "sent to a@x, b@y" | "no record" | "gave up: ..."
+    at: Mapped[float] = mapped_column(sa.Float)
+
+
 def make_engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]

@@ -23,7 +23,7 @@ from mailflow import ids
 from mailflow.bodies import is_inline
 from mailflow.contracts.messages import DeliveryJob, DeliveryResult, QueuedMessage
 from mailflow.contracts.messages import Recipient as Rcpt
-from mailflow_queue import db
+from mailflow_queue import db, tls_counts
 from mailflow_queue.db import (
     ACTIVE,
     BOUNCED,
@@ -226,6 +226,7 @@ class Applied:
     notices: int  # DSNs to make (see pending_notices)
     done: int  # messages now final
     stale: list[int] = field(default_factory=list)  # indexes of results that changed nothing
+    tls_sessions: int = 0  # TLS-RPT sessions counted
 
 
 @dataclass
@@ -258,6 +259,7 @@ def apply_results(s: Session, results: list[DeliveryResult], now: float, p: Poli
     delivered: dict[str, list[_Row]] = defaultdict(list)
     updates: dict[int, dict] = {}
     stale: list[int] = []
+    with_tls: list[DeliveryResult] = []  # TLS-RPT: sessions of results that are news, not of stale ones
     for n, res in enumerate(results):
         # A result waits for its message's intake commit (workers.Commits): unknown means deleted meanwhile.
         r = rows.get((res.queue_id, res.rcpt.lower())) if res.queue_id in msgs else None
@@ -267,6 +269,8 @@ def apply_results(s: Session, results: list[DeliveryResult], now: float, p: Poli
         if res.outcome == "deferred" and r.state == INFLIGHT and res.attempt < r.attempts:
             stale.append(n)  # a newer attempt is out already
             continue
+        if res.tls:
+            with_tls.append(res)
         # a remote server's reply may hold NUL, which PostgreSQL text refuses: the whole batch would fail
         status, error, nxt = res.status.replace("\0", ""), res.diagnostic.replace("\0", "")[:2000], None
         if res.outcome == "delivered":
@@ -315,9 +319,10 @@ def apply_results(s: Session, results: list[DeliveryResult], now: float, p: Poli
         if msgs[qid][2] is not None:  # success DSNs for authenticated submissions only: no backscatter
             notices += _notice(s, qid, msgs[qid][0], [r.id for r in rs if wants(r.notify, "SUCCESS")], "success", now)
     done = _mark_done(s, set(bounced) | set(delivered), now)
+    sessions = tls_counts.count(s, with_tls) if with_tls else 0
     if stale:
         counts["stale"] = len(stale)
-    return Applied(dict(counts), notices, done, stale)
+    return Applied(dict(counts), notices, done, stale, sessions)
 
 
 def _notice(s: Session, queue_id: str, mail_from: str, recipient_ids: list[int], kind: str, now: float) -> int:

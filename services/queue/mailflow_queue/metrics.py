@@ -5,6 +5,8 @@ from prometheus_client import Counter, Gauge, Histogram
 MESSAGES = Counter("mailflow_queue_messages_total", "Messages taken over from MAIL", ["result"])  # recorded|duplicate
 JOBS = Counter("mailflow_queue_jobs_published_total", "Delivery jobs published", ["kind"])  # first|retry|republish
 RESULTS = Counter("mailflow_queue_results_total", "Delivery results applied", ["outcome"])
+TLS_SESSIONS = Counter("mailflow_queue_tls_sessions_total", "Sessions with remote MXs counted for TLS-RPT (RFC 8460)")
+TLS_REPORTS = Counter("mailflow_queue_tls_reports_total", "TLS-RPT daily reports by outcome", ["outcome"])  # sent|no_record|gave_up
 # outcome: delivered|deferred|bounced|expired|stale
 DSNS = Counter("mailflow_queue_dsn_total", "Delivery status notifications made", ["kind"])  # failure|delay|success
 BODIES_DELETED = Counter("mailflow_queue_bodies_deleted_total", "Bodies removed from BODY once final")

@@ -1,4 +1,5 @@
-"""The queue's clock-driven work: due retries, delay notices, DSNs, body deletion, purging.
+"""The queue's clock-driven work: due retries, delay notices, DSNs, body deletion, purging, and the
+daily TLS-RPT reports (RFC 8460: tlsrpt.py, tls_counts.py).
 
 Each pass is a few short transactions. A failure (database or NATS away) is logged and the pass
 is tried again at the next tick; nothing is lost because every step is re-derived from the
@@ -14,15 +15,30 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
 from mailflow import ids
+from mailflow.authn import DnsLookup
 from mailflow.bodies import Bodies, BodyMissing, inline_ref, is_inline, should_inline
 from mailflow.contracts.messages import QueuedMessage, Recipient, TraceEvent
-from mailflow_queue import dsn, ledger, metrics
+from mailflow_queue import dsn, ledger, metrics, tls_counts, tlsrpt
 from mailflow_queue.db import Database
 from mailflow_queue.outbox import Outbox
 
 log = logging.getLogger(__name__)
+
+TLS_REPORT_CHECK_S = 600.0  # how often the scheduler looks for TLS-RPT reports due
+TLS_REPORT_GIVE_UP_DAYS = 2  # a domain whose record DNS cannot tell gets no report for a day this old
+
+
+@dataclass(frozen=True)
+class TlsReporting:
+    """TLS-RPT reports: who sends them (From: and contact-info), in whose name, asking DNS how."""
+
+    dns: DnsLookup
+    sender: str  # the From: address, also the report's contact-info
+    organization: str
 
 
 class Scheduler:
@@ -37,10 +53,12 @@ class Scheduler:
         retain_done_s: float = 86400.0,
         dsn_full_max: int = 1 << 20,
         clock: Callable[[], float] = time.time,
+        tls_reports: TlsReporting | None = None,
     ):
         self.db, self.outbox, self.bodies, self.policy = db, outbox, bodies, policy
         self.hostname, self.interval, self.retain_done_s, self.dsn_full_max = hostname, interval, retain_done_s, dsn_full_max
-        self.clock = clock
+        self.clock, self.tls_reports = clock, tls_reports
+        self._next_tls_check = 0.0
         self.wake = asyncio.Event()
         self._last_gauge = 0.0
         self._last_delay_scan = 0.0
@@ -83,6 +101,9 @@ class Scheduler:
             self._last_delay_scan = now
             await self.db.run(ledger.make_delay_notices, now, self.policy)
         await self.finish()
+        if self.tls_reports is not None and now >= self._next_tls_check:
+            self._next_tls_check = now + TLS_REPORT_CHECK_S
+            await self.send_tls_reports(now)
         if now - self._last_gauge >= 10:
             self._last_gauge = now
             await self.db.run(ledger.purge_done, now - self.retain_done_s)
@@ -111,6 +132,43 @@ class Scheduler:
             if len(gone) < len(done):
                 log.warning("could not delete some bodies; will try again", extra={"failed": len(done) - len(gone)})
                 break
+
+    async def send_tls_reports(self, now: float) -> None:
+        """Each finished day's report to each domain that asks for one (RFC 8460 §3: the `_smtp._tls` TXT
+        record's mailto: addresses), once: sent, or decided against (no record), or given up on when DNS
+        has not answered for days. At least once: a crash after the send and before the record sends again."""
+        assert self.tls_reports is not None
+        rep = self.tls_reports
+        today = tls_counts.utc_day(now)
+        for day, domain in await self.db.run(tls_counts.due, today):
+            answer = await rep.dns.query(f"_smtp._tls.{domain}", "TXT")
+            if answer.status == "temp_fail":
+                if (today - date.fromisoformat(day)).days > TLS_REPORT_GIVE_UP_DAYS:
+                    await self.db.run(tls_counts.decide, day, domain, f"gave up: {answer.error or 'DNS did not answer'}", now)
+                    metrics.TLS_REPORTS.labels("gave_up").inc()
+                continue  # try again at the next check
+            addresses = tlsrpt.parse_record(answer.records) if answer.status == "ok" else None
+            if not addresses:
+                await self.db.run(tls_counts.decide, day, domain, "no record" if addresses is None else "no mailto: address", now)
+                metrics.TLS_REPORTS.labels("no_record").inc()
+                continue
+            counts = await self.db.run(tls_counts.rows, day, domain)
+            report_id = f"{day}.{domain}.{ids.ref()}@{self.hostname}"
+            body = tlsrpt.report(counts, date.fromisoformat(day), domain, rep.organization, f"mailto:{rep.sender}", report_id)
+            for to in addresses:
+                qid = ids.queue_id()
+                raw = tlsrpt.message(body, date.fromisoformat(day), domain, self.hostname, rep.sender, to, f"{qid}@{self.hostname}", datetime.now(UTC))
+                if should_inline(len(raw), 1):
+                    ref, inline = inline_ref(qid, len(raw)), raw
+                else:
+                    ref, inline = await self.bodies.put(qid, raw), None
+                # the null sender, as a DSN's: a report that cannot be delivered is never bounced back
+                msg = QueuedMessage(queue_id=qid, trace_id=ids.trace_id(), mail_from="", rcpt_to=[Recipient(address=to)], body_ref=ref, size=len(raw), body=inline)
+                await self.outbox.inject(msg)
+            await self.db.run(tls_counts.decide, day, domain, "sent to " + ", ".join(addresses), now)
+            metrics.TLS_REPORTS.labels("sent").inc()
+            log.info("tls report sent", extra={"day": day, "domain": domain, "to": addresses, "report_id": report_id})
+        await self.db.run(tls_counts.purge, today)
 
     async def send_notice(self, work: ledger.NoticeWork) -> None:
         started = time.perf_counter()

@@ -34,3 +34,9 @@ class Settings(ServiceSettings):
     intake_batch: int = 256  # envelopes per transaction, about: a fetch takes intake_batch/8 envelope groups
     results_batch: int = 256  # results per transaction, about: a fetch takes results_batch/16 delivery batches
     stream_replicas: int = 1  # 3 on Kubernetes (R3 streams)
+    # TLS-RPT (RFC 8460): each day's report of the TLS sessions with a domain's MX, to the addresses of the
+    # domain's `_smtp._tls` TXT record. Its From: and contact address (empty: tlsrpt-noreply@<hostname>):
+    # best an address of a domain with DKIM keys (`mailflow dkim keygen`), which delivery signs with.
+    tls_reports: bool = True
+    tls_report_from: str = ""
+    tls_report_organization: str = ""  # the report's organization-name (empty: the hostname)

@@ -199,6 +199,8 @@ class Results(QuickStop, Worker[DeliveryResults]):
             metrics.RESULTS.labels("early").inc(early)
         for outcome, n in applied.counts.items():
             metrics.RESULTS.labels(outcome).inc(n)
+        if applied.tls_sessions:
+            metrics.TLS_SESSIONS.inc(applied.tls_sessions)
         metrics.BATCH_SECONDS.labels("results").observe(time.perf_counter() - started)
         stale = set(applied.stale)
         for n, r in enumerate(results):

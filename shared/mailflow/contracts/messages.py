@@ -149,6 +149,23 @@ class DeliveryJobs(Contract):
 Outcome = Literal["delivered", "deferred", "bounced"]
 
 
+class TlsSession(Contract):
+    """One SMTP session delivery opened to a recipient domain's MX, as RFC 8460 (TLS-RPT) counts them:
+    `result` "success" (TLS made, by the domain's policy) or the failure's result-type (§4.3:
+    starttls-not-supported, certificate-host-mismatch, certificate-expired, certificate-not-trusted,
+    validation-failure, and the policy ones of MTA-STS and DANE). The queue adds them up per day and
+    sends each domain that asks (`_smtp._tls` TXT) its daily report."""
+
+    policy_domain: str  # the recipient domain
+    policy_type: Literal["sts", "tlsa", "no-policy-found"] = "no-policy-found"
+    policy_strings: list[str] = []  # the policy's text, a line each (RFC 8460 §4.4 policy-string)
+    mx_host: str = ""
+    sending_ip: str = ""  # our end of the connection
+    receiving_ip: str = ""
+    result: str = "success"
+    detail: str = ""  # the failure's reason, for the report's additional-information
+
+
 class DeliveryResult(Contract):
     queue_id: str
     trace_id: str = ""
@@ -159,6 +176,7 @@ class DeliveryResult(Contract):
     diagnostic: str = ""  # the remote server's reply or our reason, for the DSN and `queue show`
     remote_mta: str | None = None  # the host that answered, for DSN Remote-MTA
     at: datetime = Field(default_factory=utcnow)
+    tls: list[TlsSession] = []  # the sessions opened for it (only on the first result of a transaction)
 
 
 class DeliveryResults(Contract):

@@ -104,6 +104,7 @@ GRANTS: dict[str, Grant] = {
             subjects.DELIVERY_JOB,
             subjects.DELIVERY_RESULT,  # a retried dead letter; a result split in parts
             subjects.MAIL_DEAD,
+            subjects.DNS_QUERY,  # TLS-RPT: a domain's _smtp._tls record
             TRACE,
             "$JS.API.INFO",
             "$JS.API.STREAM.NAMES",

@@ -242,3 +242,39 @@ async def test_requiretls_to_an_mx_that_cannot_be_validated_bounces_before_conne
     (r,), _ = await make(routes="direct.test=mx").run(marked("Q6", "x@direct.test"))
     assert (r.outcome, r.status) == ("bounced", "5.7.10") and "cannot be validated" in r.diagnostic
     assert mta.messages == []
+
+
+# --- TLS-RPT (RFC 8460): what TLS became of each session with a recipient domain's MX ---------------
+
+
+def sessions(r):
+    return [(s.policy_domain, s.policy_type, s.mx_host, s.receiving_ip, s.sending_ip, s.result) for s in r.tls]
+
+
+async def test_tls_sessions_with_a_domains_mx_are_reported_once_per_transaction(world):
+    make, _, mta, _, _ = world
+    results, _ = await make(routes="direct.test=mx").run(jobs("T1", "x@direct.test", "y@direct.test"))
+    assert [r.outcome for r in results] == ["delivered", "delivered"]
+    assert sessions(results[0]) == [("direct.test", "no-policy-found", "mx.direct.test", "127.0.0.1", "127.0.0.1", "success")]
+    assert results[1].tls == []  # one session, counted once
+    (r,), _ = await make().run(jobs("T2", "z@naver.test"))  # through the relay: not the domain's MX, not reported
+    assert r.outcome == "delivered" and r.tls == []
+
+
+async def test_an_mx_without_starttls_is_reported_as_such(world):
+    make, _, _, _, _ = world
+    plain = await Scripted(replies={"DATA": "354 go"}).start()
+    try:
+        (r,), _ = await make(routes="direct.test=mx", remote_port=plain.port).run(jobs("T3", "x@direct.test"))
+    finally:
+        await plain.stop()
+    assert r.outcome == "delivered"  # opportunistic TLS: in clear, as before, but the report says so
+    assert [s.result for s in r.tls] == ["starttls-not-supported"]
+
+
+async def test_a_certificate_that_does_not_verify_is_reported_with_its_reason(world):
+    """With MAILFLOW_DELIVERY_TLS_VERIFY the MX's certificate must verify; aiosmtpd's is self-signed."""
+    make, _, _, _, _ = world
+    (r,), _ = await make(routes="direct.test=mx", tls="require", tls_verify=True).run(jobs("T4", "x@direct.test"))
+    assert r.outcome == "deferred" and r.status == "4.7.5"
+    assert [s.result for s in r.tls] == ["certificate-not-trusted"] and "self-signed" in r.tls[0].detail

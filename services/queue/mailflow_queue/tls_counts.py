@@ -1,0 +1,74 @@
+"""TLS-RPT's database side: sessions added up per day (in the results transaction), the days and
+domains whose report is due, and what became of each report. tlsrpt.py makes the report itself."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from mailflow.contracts.messages import DeliveryResult
+from mailflow_queue.db import TlsCount, TlsReport
+from mailflow_queue.tlsrpt import Count
+
+KEEP_DAYS = 7  # counts older than this are deleted, reported or not
+
+_KEY = ("day", "policy_domain", "policy_type", "policy_string", "mx_host", "sending_ip", "receiving_ip", "result", "detail")
+
+
+def count(s: Session, results: list[DeliveryResult]) -> int:
+    """Add the results' sessions to their day's rows (one process writes: the queue is alone on its
+    database); the number of sessions counted."""
+    sessions: Counter[tuple] = Counter()
+    for res in results:
+        day = res.at.astimezone(UTC).date().isoformat()
+        for t in res.tls:
+            key = (day, t.policy_domain[:255], t.policy_type, "\n".join(t.policy_strings), t.mx_host[:255], t.sending_ip[:64], t.receiving_ip[:64], t.result[:40], t.detail[:200])
+            sessions[key] += 1
+    for key, n in sessions.items():
+        where = [getattr(TlsCount, c) == v for c, v in zip(_KEY, key, strict=True)]
+        done = s.execute(sa.update(TlsCount).where(*where).values(sessions=TlsCount.sessions + n))
+        if not done.rowcount:
+            s.add(TlsCount(**dict(zip(_KEY, key, strict=True)), sessions=n))
+    return sum(sessions.values())
+
+
+def due(s: Session, today: date, limit: int = 100) -> list[tuple[str, str]]:
+    """(day, domain) pairs before `today` with sessions and no report decided yet."""
+    decided = sa.select(TlsReport.id).where(TlsReport.day == TlsCount.day, TlsReport.policy_domain == TlsCount.policy_domain)
+    q = (
+        sa.select(TlsCount.day, TlsCount.policy_domain)
+        .where(TlsCount.day < today.isoformat(), ~decided.exists())
+        .group_by(TlsCount.day, TlsCount.policy_domain)
+        .order_by(TlsCount.day, TlsCount.policy_domain)
+        .limit(limit)
+    )
+    return [(d, p) for d, p in s.execute(q)]
+
+
+def rows(s: Session, day: str, domain: str) -> list[Count]:
+    q = sa.select(TlsCount).where(TlsCount.day == day, TlsCount.policy_domain == domain).order_by(TlsCount.id)
+    return [
+        Count(c.policy_type, c.policy_string, c.mx_host, c.sending_ip, c.receiving_ip, c.result, c.detail, c.sessions)
+        for c in s.scalars(q)
+    ]
+
+
+def decide(s: Session, day: str, domain: str, outcome: str, now: float) -> None:
+    s.add(TlsReport(day=day, policy_domain=domain, outcome=outcome[:255], at=now))
+
+
+def outcomes(s: Session) -> dict[tuple[str, str], str]:
+    return {(r.day, r.policy_domain): r.outcome for r in s.scalars(sa.select(TlsReport))}
+
+
+def purge(s: Session, today: date) -> None:
+    before = (today - timedelta(days=KEEP_DAYS)).isoformat()
+    s.execute(sa.delete(TlsCount).where(TlsCount.day < before))
+    s.execute(sa.delete(TlsReport).where(TlsReport.day < before))
+
+
+def utc_day(ts: float) -> date:
+    return datetime.fromtimestamp(ts, UTC).date()
