@@ -33,11 +33,28 @@ class ConfigFileSource(EnvSettingsSource):
         return parse_env_vars(configfile.values(), self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
 
 
-class ServiceSettings(BaseSettings):
-    # hide_input_in_errors (inherited by every service's Settings): a startup error names the variable
+class FileSettings(BaseSettings):
+    """Settings read from the arguments, the environment, the configuration file, the defaults (in that
+    order): every service's and the certificate renewer's (`mailflow.certs`)."""
+
+    # hide_input_in_errors (inherited by every Settings): a startup error names the variable
     # and the rule, never the values given (a password, a token, the session key)
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, hide_input_in_errors=True)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment, then the configuration file, then the defaults."""
+        return init_settings, env_settings, ConfigFileSource(settings_cls), file_secret_settings
+
+
+class ServiceSettings(FileSettings):
     nats_url: str = common("nats_url", default=f"nats://{LOCAL_HOST}:{NATS_PORT}")
     # This service's own NATS user (what it may publish and subscribe to: contracts/permissions.py).
     # Empty: no credentials, for a nats-server without authorization (as in tests).
@@ -72,18 +89,6 @@ class ServiceSettings(BaseSettings):
         if v not in ("text", "json"):
             raise ValueError("log_format must be 'text' or 'json'")
         return v
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Arguments, then the environment, then the configuration file, then the defaults."""
-        return init_settings, env_settings, ConfigFileSource(settings_cls), file_secret_settings
 
 
 def env_names(cls: type[BaseSettings]) -> dict[str, str]:
