@@ -97,7 +97,21 @@ def render() -> str:
             if f not in common_fields or f in cls.__annotations__
         ]
         parts.append(table(f"{service} (`{cls.model_config.get('env_prefix')}*`)", rows))
+    parts.append(renewer_table())
     return "\n".join(parts)
+
+
+def renewer_table() -> str:
+    """The certificate renewer (`python -m mailflow.certs`), which is no service but reads the same way."""
+    from mailflow.certs.settings import Settings
+
+    text = {**comments(ServiceSettings), **comments(Settings)}
+    rows = [
+        (env_var(Settings, f, i), default(i), text.get(f, ""))
+        for f, i in Settings.model_fields.items()
+        if not isinstance(i.validation_alias, AliasChoices)  # the common ones are in the first table
+    ]
+    return table(f"certificate renewer, `python -m mailflow.certs` (`{Settings.model_config.get('env_prefix')}*`)", rows)
 
 
 def main(argv: list[str] | None = None) -> int:

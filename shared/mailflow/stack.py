@@ -12,6 +12,12 @@ with its own password (`mailflow.natsauth`; a service gets only its own); or, wi
 someone else runs, which must have that account (`<data>/nats-accounts.conf` is written for it). A service that does not become
 ready within the timeout makes `start` raise RuntimeError with the tail of its log, after stopping
 everything it started. `stop` sends SIGTERM, waits, then SIGKILLs whatever is left: no orphans.
+
+With MAILFLOW_ACME_DIRECTORY set (environment, configuration file or `env`), the certificate renewer
+`python -m mailflow.certs` runs too, started before the services (log `logs/certs.log`, no secrets in its
+environment): it replaces the self-signed pair in `<data>/tls/` with one from the ACME server and renews
+it. It has no /readyz; `start` raises RuntimeError if it has exited by the time the services are ready
+(a port it cannot bind, no names).
 """
 
 from __future__ import annotations
@@ -169,6 +175,7 @@ class Stack:
         self.secrets: dict[str, str] = {}  # every service's
         self.nats_passwords: dict[str, str] = {}  # {service: its NATS password}, each for its own eyes
         self._stopping = False
+        self.renewer: subprocess.Popen | None = None  # python -m mailflow.certs, when ACME is configured
 
     # --- addresses --------------------------------------------------------------------------------
 
@@ -224,6 +231,25 @@ class Stack:
         if env.get(configfile.ENV_VAR):  # the services run in the data folder
             env[configfile.ENV_VAR] = str(Path(env[configfile.ENV_VAR]).resolve())
         return env
+
+    def renewer_environment(self) -> dict[str, str]:
+        """The certificate renewer's environment: the TLS paths and hostname, the caller's MAILFLOW_*
+        settings (file, environment, `env`); none of the stack's secrets, which it does not use."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAILFLOW_")}
+        env.update(self.common_env())
+        given = {**configfile.values(), **{k: v for k, v in os.environ.items() if k.startswith("MAILFLOW_")}}
+        env.update(given)
+        env.update(self.extra_env)
+        for name in (*self.secrets, *NATS_PASSWORDS, "MAILFLOW_NATS_PASSWORD"):
+            env.pop(name, None)
+        if env.get(configfile.ENV_VAR):
+            env[configfile.ENV_VAR] = str(Path(env[configfile.ENV_VAR]).resolve())
+        return env
+
+    @property
+    def acme(self) -> bool:
+        """Whether this stack runs the certificate renewer (MAILFLOW_ACME_DIRECTORY is set)."""
+        return bool(self.renewer_environment().get("MAILFLOW_ACME_DIRECTORY", "").strip())
 
     def cli_env(self) -> dict[str, str]:
         """Environment for running the `mailflow` CLI against this stack."""
@@ -287,10 +313,14 @@ class Stack:
         self.prepare()
         try:
             self.start_nats()
+            if self.acme:
+                self.start_renewer()
             for service in self.services:
                 for i in range(self.delivery_instances if service == "delivery" else 1):
                     self.start_service(service, i, wait=False)
             self.wait_ready(timeout)
+            if self.renewer is not None and self.renewer.poll() is not None:
+                raise RuntimeError(f"the certificate renewer exited with {self.renewer.returncode}:\n{self.renewer_log()}")
         except BaseException:
             self.stop()
             raise
@@ -326,6 +356,47 @@ class Stack:
         if wait:
             self.wait_ready(timeout, [proc])
         return proc
+
+    @property
+    def renewer_log_path(self) -> Path:
+        return self.data_dir / "logs" / "certs.log"
+
+    def renewer_log(self, chars: int = 3000) -> str:
+        try:
+            return self.renewer_log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def start_renewer(self) -> subprocess.Popen:
+        """python -m mailflow.certs, its own process group, logging to logs/certs.log."""
+        logf = open(self.renewer_log_path, "ab")
+        self.renewer = subprocess.Popen(
+            [sys.executable, "-m", "mailflow.certs"],
+            env=self.renewer_environment(),
+            cwd=self.data_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if self.console else logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        if self.console:
+            threading.Thread(target=_tee, args=(self.renewer.stdout, logf, "certs"), daemon=True).start()
+        else:
+            logf.close()
+        return self.renewer
+
+    def stop_renewer(self, timeout: float = 15.0) -> None:
+        if self.renewer is None or self.renewer.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.renewer.pid, signal.SIGTERM)
+        try:
+            self.renewer.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.renewer.pid, signal.SIGKILL)
+            self.renewer.wait()
 
     def ready(self, proc: Proc) -> bool:
         try:
@@ -383,6 +454,7 @@ class Stack:
             return
         self._stopping = True
         try:
+            self.stop_renewer()
             for service in reversed(SERVICES):
                 for (s, i) in sorted(self.procs, reverse=True):
                     if s == service:

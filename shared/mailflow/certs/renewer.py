@@ -100,13 +100,14 @@ class Renewer:
         return Outcome.INSTALLED
 
     def next_check(self) -> float:
-        """Seconds until the next check: the renew window's opening or the check interval, sooner first."""
+        """Seconds until the next check: the renew window's opening or the check interval, sooner first.
+        A certificate inside its window already (a window longer than the lifetime) waits the interval."""
         interval = self.settings.check_interval_seconds
         have = files.installed(self.cert)
         if have is None:
             return interval
         until = (have.renew_at(self.settings.renew_before_days) - self.now()).total_seconds()
-        return max(1.0, min(interval, until))
+        return interval if until <= 0 else max(1.0, min(interval, until))
 
     def retry_delay(self, failures: int) -> float:
         return min(self.settings.retry_seconds * 2 ** min(failures - 1, 30), self.settings.check_interval_seconds)

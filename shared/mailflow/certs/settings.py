@@ -40,12 +40,12 @@ class Settings(FileSettings):
     # that lives less than 90 days.
     renew_before_days: float | None = None
     # How often the certificate on disk is looked at (and renewed when due).
-    check_interval_seconds: float = 12 * 3600
+    check_interval_seconds: float = 12 * 3600.0
     # After a failed order: the first retry after this, doubling each time up to check_interval_seconds.
     retry_seconds: float = 60.0
-    # Each HTTP request to the ACME server; an order (challenges validated, certificate issued) gets at
-    # most order_timeout_seconds in all.
+    # Each HTTP request to the ACME server.
     request_timeout_seconds: float = 30.0
+    # A whole order, from the challenges answered to the certificate issued.
     order_timeout_seconds: float = 120.0
     # The account key (PEM, 0600), kept beside the TLS key; empty: acme-account.key in MAILFLOW_TLS_KEY's folder.
     account_key: str = ""

@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mailflow import configfile
+from mailflow.certs.settings import Settings as RenewerSettings  # read by `python -m mailflow.certs`
 from mailflow.cli.common import CLI_VARIABLES, JSON, console, print_json
 from mailflow.cli.up import ServiceName
 from mailflow.services import SERVICES, settings_class
@@ -140,7 +141,7 @@ def check(
     """Print the effective settings (secrets masked) and every error, then exit 1 if there was one."""
     file_values, problems = configfile.read()
     classes = {name: settings_class(name) for name in SERVICES}
-    names = {var for cls in classes.values() for var in env_names(cls)} | set(OTHERS)
+    names = {var for cls in (*classes.values(), RenewerSettings) for var in env_names(cls)} | set(OTHERS)
     unknown, warnings = _unknown(names, file_values)
     problems += unknown
 

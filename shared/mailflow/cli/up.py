@@ -131,6 +131,8 @@ def _banner(stack: Stack, data: Path) -> None:
     ]
     lines.append(("NATS", stack.nats_url, ""))
     lines += [(f"{s} (HTTP)", stack.http_url(s), "") for s in p.http]
+    if stack.renewer is not None:
+        lines.append(("ACME certificates", "python -m mailflow.certs", f"log: {stack.renewer_log_path}"))
     # Plain lines (no wrapping at the terminal's width): they are meant to be copied.
     typer.echo("\nmailflow is up")
     for name, where, hint in lines:
