@@ -10,6 +10,7 @@ right service and port. Settings are imported, never copied.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from urllib.parse import urlparse
@@ -319,3 +320,32 @@ def test_smtp_ingress_scans_with_rspamd_and_the_store_trains_it(compose, monkeyp
     assert rspamd_conf("override.d/worker-controller.inc", "password") == "{= env.CONTROLLER_PASSWORD =}"
     password = compose["services"]["rspamd"]["environment"]["RSPAMD_CONTROLLER_PASSWORD"]
     assert store.rspamd_password.get_secret_value() == password == SECRETS["MAILFLOW_RSPAMD_PASSWORD"]
+
+
+def test_the_certificate_renewer_is_one_service_behind_a_profile(compose, monkeypatch):
+    """`certs` (python -m mailflow.certs) runs only with --profile acme, from the one image, after tls-init,
+    writing into the tls volume at the paths every service reads; its variables are the renewer's; its
+    challenge listeners bind the standard ports, published on loopback development ports by default."""
+    from mailflow.certs.settings import Settings as RenewerSettings
+    from mailflow.settings import env_names
+
+    spec = compose["services"]["certs"]
+    assert spec["profiles"] == ["acme"]
+    assert spec["image"] == compose["services"]["tls-init"]["image"]
+    assert spec["command"] == ["python", "-m", "mailflow.certs"]
+    assert spec["depends_on"]["tls-init"]["condition"] == "service_completed_successfully"
+    env = {**image_env(), **environment(spec)}
+    assert not sorted(k for k in environment(spec) if k.startswith("MAILFLOW_") and k not in env_names(RenewerSettings))
+    for key in [k for k in os.environ if k.startswith("MAILFLOW_")]:
+        monkeypatch.delenv(key)
+    for key, value in {**env, "MAILFLOW_ACME_DIRECTORY": "https://acme.example/directory"}.items():
+        monkeypatch.setenv(key, value)
+    settings = RenewerSettings()
+    smtp = build_settings(monkeypatch, "smtp-ingress", container_env(compose, "smtp-ingress"))
+    assert (settings.tls_cert, settings.tls_key) == (smtp.tls_cert, smtp.tls_key)
+    tls_dir = settings.tls_cert.rpartition("/")[0]
+    assert f"tls:{tls_dir}" in spec["volumes"]  # read-write: it is the one that writes
+    assert split_hostport(settings.http_listen) == ("0.0.0.0", 80)
+    assert split_hostport(settings.tls_listen) == ("0.0.0.0", 443)
+    published = {(p.host_ip, p.host_port, p.container_port) for p in ports(spec)}
+    assert published == {("127.0.0.1", "2080", 80), ("127.0.0.1", "2443", 443)}
