@@ -152,7 +152,7 @@ class Responders:
         ctx = self.tls.get((server_name or "").lower())
         if ctx is None:
             log.info("tls-alpn-01: refused a handshake for a name not being proven")
-            return ssl.ALERTDESCRIPTION_UNRECOGNIZED_NAME
+            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
         sslobj.context = ctx
         return None
 

@@ -114,6 +114,14 @@ def up(
                     stack.start_service(proc.service, proc.index)
                 except RuntimeError as exc:
                     console.print(f"[red]{exc}[/]")
+            if stack.renewer is not None and stack.renewer.poll() is not None and not stop["now"]:
+                n = restarts["certs"] = restarts.get("certs", 0) + 1
+                if n > 5:
+                    console.print(f"[red]the certificate renewer keeps dying[/] (see {stack.renewer_log_path}); stopping")
+                    stop["now"] = True
+                    break
+                console.print(f"[yellow]certs exited ({stack.renewer.returncode}); restarting ({n}/5)[/]")
+                stack.start_renewer()
     finally:
         console.print("stopping...")
         signal.signal(signal.SIGINT, signal.SIG_IGN)
