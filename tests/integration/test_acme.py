@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from mailflow import tls
 from mailflow.certs import files
@@ -196,13 +195,3 @@ def test_the_process_once(acme, tmp_path):
     )
     assert run.returncode == 1, run.stdout + run.stderr
     assert "certificate order failed" in run.stdout + run.stderr
-
-
-def test_settings_name_the_certificate():
-    s = Settings(hostname="Mail.Example.Test", _env_file=None)
-    assert s.names() == ["mail.example.test"]
-    s = Settings(hostnames="a.test, B.test.,a.test", contact="me@a.test")
-    assert s.names() == ["a.test", "b.test"] and s.contact_url() == "mailto:me@a.test"
-    with pytest.raises(ValueError):
-        Settings(challenge="dns-01")
-    assert isinstance(files.new_key(), ec.EllipticCurvePrivateKey)

@@ -140,6 +140,18 @@ def test_a_foreign_account_key_is_refused_and_kept(tmp_path):
     assert path.read_bytes() == pem
 
 
+def test_settings_name_the_certificate():
+    s = Settings(hostname="Mail.Example.Test")
+    assert s.names() == ["mail.example.test"]
+    assert Settings(hostnames="mail.bücher.example").names() == ["mail.xn--bcher-kva.example"]
+    with pytest.raises(ValueError):
+        Settings(hostnames="a..b.example").names()
+    s = Settings(hostnames="a.test, B.test.,a.test", contact="me@a.test")
+    assert s.names() == ["a.test", "b.test"] and s.contact_url() == "mailto:me@a.test"
+    with pytest.raises(ValueError):
+        Settings(challenge="dns-01")
+
+
 # --- the loop's timing -----------------------------------------------------------------------------
 
 

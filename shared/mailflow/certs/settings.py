@@ -76,9 +76,10 @@ class Settings(FileSettings):
         return bool(self.directory.strip())
 
     def names(self) -> list[str]:
-        """The certificate's names, lower case, without duplicates, in the order given."""
+        """The certificate's names, lower case, internationalized ones as A-labels (xn--), without
+        duplicates, in the order given. UnicodeError (a ValueError) for a name that is no DNS name."""
         given = [n.strip().lower().rstrip(".") for n in (self.hostnames or self.hostname).split(",")]
-        return list(dict.fromkeys(n for n in given if n))
+        return list(dict.fromkeys(n.encode("idna").decode("ascii") for n in given if n))
 
     def contact_url(self) -> str:
         c = self.contact.strip()
