@@ -293,3 +293,19 @@ def test_an_oversized_answer_from_the_acme_server_fails_the_order(tmp_path, huge
     s = settings(tmp_path).model_copy(update={"directory": huge_directory, "request_timeout_seconds": 5})
     with pytest.raises(order.OrderFailed, match="answered more than 1048576 bytes"):
         order.obtain(s, tmp_path / "acme-account.key", Responders())
+
+
+def test_a_second_renewer_on_the_same_folder_skips_its_turn(tmp_path):
+    import fcntl
+    import os
+
+    from mailflow.certs.renewer import Outcome
+
+    r = Renewer(settings(tmp_path))  # no certificate: it would order (from an address that does not exist)
+    fd = os.open(tmp_path / ".acme.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the other renewer, at work
+        assert r.check() is Outcome.BUSY
+    finally:
+        os.close(fd)
+    assert not (tmp_path / "cert.pem").exists()
