@@ -12,6 +12,13 @@ publish; it never raises for a single recipient's trouble. Mapping (STYLE §5):
   no host took the message -> deferred with smtp_out's status: 4.4.1 network, 4.7.4 STARTTLS missing,
   4.7.5 TLS failed, 4.7.x AUTH refused (a relay's 535 5.7.8 -> 4.7.8: a wrong relay password is the
   operator's to fix, so users' mail waits in the queue instead of bouncing; a WARNING says so)
+  MTA-STS (mtasts.py; a recipient domain's own MX only, never the relay or a transport map host):
+  policy enforce -> only MX hosts its mx patterns match, each over STARTTLS with a certificate that
+  verifies for the MX name; none of them usable -> deferred 4.7.4 (STARTTLS missing) or 4.7.5
+  (certificate, or no MX in the policy: 4.7.0) "MTA-STS policy of <domain> (enforce) ...", which the
+  bounce carries when the queue gives up; testing -> delivered as without a policy, the failures
+  reported. Every remote-MX result carries `tls`, the TlsReport (RFC 8460 terms), also counted in
+  metrics.STS_SESSIONS and logged with the delivery line
   a job marked `dkim` whose signing key the store cannot give -> deferred 4.3.0 (dkim.py)
   a forwarded copy (an alias's external target, forwarding.py): past MAX_HOPS Received: -> bounced
   5.4.6; its alias domain's key set unavailable for the ARC seal -> deferred 4.3.0
@@ -24,6 +31,7 @@ The caller publishes the results and only then acknowledges the jobs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import defaultdict
@@ -34,13 +42,21 @@ from datetime import UTC, datetime, timedelta
 from mailflow import log as mlog
 from mailflow.bodies import Bodies, BodyMissing
 from mailflow.cache import Cache, SingleFlight
-from mailflow.contracts.messages import DeliveryJob, DeliveryResult, MxHost, TraceEvent
+from mailflow.contracts.messages import (
+    DeliveryJob,
+    DeliveryResult,
+    MxHost,
+    TlsFailureDetail,
+    TlsReport,
+    TraceEvent,
+)
 from mailflow.dns import Resolver
 from mailflow.errors import InsufficientStorage
 from mailflow.store.api import Deliverer, DeliverItem, DeliverResult, Directory
 from mailflow_delivery import metrics, smtp_out
 from mailflow_delivery.dkim import KeysUnavailable, Signer
 from mailflow_delivery.forwarding import Forwarder, LoopDetected, transaction_key
+from mailflow_delivery.mtasts import Policies, Verdict
 from mailflow_delivery.nexthop import NextHop, Router
 from mailflow_delivery.sentlog import SentLog
 
@@ -56,6 +72,41 @@ class RemoteConfig:
     max_per_domain: int = 10  # connections per next hop: a recipient domain's MX, a map host, the relay
     source_address: str | None = None
     router: Router = field(default_factory=Router)  # transport map and relay; none: every domain's own MX
+    sts_tls: smtp_out.TlsPolicy = field(default_factory=lambda: smtp_out.TlsPolicy("require"))  # MTA-STS: verified STARTTLS
+
+
+@dataclass(frozen=True)
+class StsPlan:
+    """What a domain's MTA-STS verdict makes of its MX hosts: the hosts to try, the TLS policy, and
+    the hosts left out (failures before any connection)."""
+
+    verdict: Verdict
+    hosts: list[MxHost]
+    tls: smtp_out.TlsPolicy | None  # None: the configured one (no policy, or mode none)
+    skipped: list[TlsFailureDetail]
+
+    @classmethod
+    def of(cls, verdict: Verdict, hosts: list[MxHost], required: smtp_out.TlsPolicy, usual: smtp_out.TlsPolicy) -> StsPlan:
+        policy = verdict.policy
+        if policy is None or policy.mode == "none":
+            return cls(verdict, hosts, None, [])
+        out = [h for h in hosts if not policy.allows(h.host)]
+        skipped = [TlsFailureDetail(result_type="validation-failure", receiving_mx_hostname=h.host, detail="MX host not in the policy") for h in out]
+        if policy.mode == "enforce":
+            return cls(verdict, [h for h in hosts if policy.allows(h.host)], required, skipped)
+        return cls(verdict, hosts, dataclasses.replace(required, fallback=usual), skipped)
+
+    def report(self, outcome: smtp_out.Outcome | None, failures: list[smtp_out.TlsFailure]) -> TlsReport:
+        found = [*self.skipped, *(TlsFailureDetail(result_type=f.result, receiving_mx_hostname=f.host, receiving_ip=f.address, detail=f.detail[:300]) for f in failures)]
+        policy = self.verdict.policy
+        success = outcome is not None and (policy is None or policy.mode == "none" or (
+            policy.allows(outcome.host) and not outcome.fallback))
+        report = self.verdict.report(success, found)
+        if self.tls is not None:
+            metrics.STS_SESSIONS.labels(self.verdict.mode, "success" if report.success else "failure").inc()
+            for f in report.failures:
+                metrics.STS_SESSIONS.labels(self.verdict.mode, f.result_type).inc()
+        return report
 
 
 def return_path(mail_from: str) -> bytes:
@@ -63,7 +114,7 @@ def return_path(mail_from: str) -> bytes:
     return b"Return-Path: <" + mail_from.encode() + b">\r\n"
 
 
-def result(job: DeliveryJob, outcome: str, status: str, diagnostic: str = "", remote_mta: str | None = None) -> DeliveryResult:
+def result(job: DeliveryJob, outcome: str, status: str, diagnostic: str = "", remote_mta: str | None = None, tls: TlsReport | None = None) -> DeliveryResult:
     return DeliveryResult(
         queue_id=job.queue_id,
         trace_id=job.trace_id,
@@ -73,6 +124,7 @@ def result(job: DeliveryJob, outcome: str, status: str, diagnostic: str = "", re
         status=status,
         diagnostic=diagnostic[:1000],
         remote_mta=remote_mta,
+        tls=tls,
     )
 
 
@@ -130,11 +182,12 @@ class Deliveries:
         service: str = "delivery",
         signer: Signer | None = None,  # None: nothing is signed
         forwarder: Forwarder | None = None,  # forwarded copies; None: sent as they are, unsealed
+        policies: Policies | None = None,  # recipient domains' MTA-STS policies; None: not looked up
     ):
         self.routes = DomainRoutes(directory, directory_ttl)
         self.deliverer, self.bodies, self.resolver, self.sent = deliverer, bodies, resolver, sent
         self.remote_cfg, self.store_batch, self.service = remote, store_batch, service
-        self.signer = signer
+        self.signer, self.policies = signer, policies
         self.forwarder = forwarder or Forwarder(None, "")
         self._slots: dict[NextHop, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(self.remote_cfg.max_per_domain))
 
@@ -183,6 +236,8 @@ class Deliveries:
             )
             with mlog.context(queue_id=job.queue_id, trace_id=job.trace_id):
                 extra = {"rcpt": r.rcpt, "route": hop.kind if hop else route, "status": r.status, "attempt": job.attempt, "remote": r.remote_mta}
+                if r.tls is not None and r.tls.policy_type == "sts":
+                    extra["mta_sts"] = f"{r.tls.policy_mode} {'ok' if r.tls.success else 'failed'}"
                 if hop is not None and hop.kind != "mx":
                     extra["next_hop"] = hop.target()
                 log.info(r.outcome, extra=extra)
@@ -294,10 +349,20 @@ class Deliveries:
             if mx.status != "ok":
                 return {i: result(job, *self._no_hosts(hop, mx.status, mx.error)) for i, job in items}
             hosts = mx.hosts
+        sts = None
+        if hop.kind == "mx" and self.policies is not None:
+            verdict = await self.policies.get(hop.host)
+            sts = StsPlan.of(verdict, hosts, self.remote_cfg.sts_tls, self.remote_cfg.tls)
+            if sts.tls is not None and not sts.hosts:
+                report = sts.report(None, [])
+                mxs = ", ".join(h.host for h in hosts)
+                text = f"451 4.7.0 MTA-STS policy of {hop.host} (enforce, id {verdict.id}) allows none of its MX hosts ({mxs}): not delivered"
+                log.warning("%s", text, extra={"domain": hop.host})
+                return {i: result(job, "deferred", "4.7.0", text, tls=report) for i, job in items}
         by_message: dict[tuple[str, str], list[tuple[int, DeliveryJob]]] = defaultdict(list)
         for i, job in items:
             by_message[transaction_key(job)].append((i, job))
-        parts = await asyncio.gather(*(self._send(hop, hosts, group) for group in by_message.values()))
+        parts = await asyncio.gather(*(self._send(hop, hosts, group, sts) for group in by_message.values()))
         out: dict[int, DeliveryResult] = {}
         for part in parts:
             out.update(part)
@@ -316,7 +381,7 @@ class Deliveries:
             "null_mx": ("bounced", "5.1.10", f"556 5.1.10 domain {domain} accepts no mail (null MX)"),
         }.get(status, ("deferred", "4.4.3", f"451 4.4.3 MX lookup for {domain} failed: {error or 'temporary'}"))
 
-    async def _send(self, hop: NextHop, hosts: list[MxHost], group: list[tuple[int, DeliveryJob]]) -> dict[int, DeliveryResult]:
+    async def _send(self, hop: NextHop, hosts: list[MxHost], group: list[tuple[int, DeliveryJob]], sts: StsPlan | None = None) -> dict[int, DeliveryResult]:
         first = group[0][1]
         try:
             body = first.body if first.body is not None else await self.bodies.get(first.body_ref)
@@ -346,14 +411,23 @@ class Deliveries:
         )
         cfg = self.remote_cfg
         started = time.perf_counter()
+        tls = hop.tls or cfg.tls
+        if sts is not None:
+            hosts, tls = sts.hosts, sts.tls or tls
         async with self._slots[hop]:
             metrics.CONNECTIONS.inc()
             try:
-                outcome = await smtp_out.deliver(hosts, hop.port or cfg.port, env, cfg.helo, hop.tls or cfg.tls, cfg.timeouts, cfg.source_address, hop.auth)
+                outcome = await smtp_out.deliver(hosts, hop.port or cfg.port, env, cfg.helo, tls, cfg.timeouts, cfg.source_address, hop.auth)
             except smtp_out.Unreachable as exc:
                 metrics.SESSIONS.labels("unreachable").inc()
                 if hop.kind == "mx":
-                    return {i: result(j, "deferred", exc.status, f"451 {exc.status} no MX of {hop.host} took the message: {exc}") for i, j in group}
+                    report = sts.report(None, exc.failures) if sts is not None else None
+                    if sts is not None and sts.tls is not None and sts.verdict.mode == "enforce" and exc.failures:
+                        status = "4.7.4" if all(f.result == "starttls-not-supported" for f in exc.failures) else "4.7.5"
+                        text = f"451 {status} MTA-STS policy of {hop.host} (enforce, id {sts.verdict.id}): no MX host could be used over verified TLS: {exc}"
+                        log.warning("%s", text[:500], extra={"queue_id": first.queue_id, "domain": hop.host})
+                        return {i: result(j, "deferred", status, text, tls=report) for i, j in group}
+                    return {i: result(j, "deferred", exc.status, f"451 {exc.status} no MX of {hop.host} took the message: {exc}", tls=report) for i, j in group}
                 if hop.kind == "relay" and exc.status.startswith("4.7."):
                     log.warning("the relay refused TLS or our login; check MAILFLOW_DELIVERY_RELAY_*: %s", exc, extra={"queue_id": first.queue_id})
                 return {i: result(j, "deferred", exc.status, f"451 {exc.status} {hop} did not take the message: {exc}", hop.host) for i, j in group}
@@ -361,17 +435,23 @@ class Deliveries:
                 metrics.CONNECTIONS.dec()
         metrics.SESSIONS.labels("ok").inc()
         metrics.BATCH_SECONDS.labels("remote").observe(time.perf_counter() - started)
+        report = sts.report(outcome, outcome.tls_failures) if sts is not None else None
+        if report is not None and report.failures and sts is not None and sts.tls is not None:
+            log.warning(
+                "MTA-STS policy of %s (%s) not met: %s", hop.host, report.policy_mode, "; ".join(f"{f.receiving_mx_hostname or hop.host}: {f.result_type}" for f in report.failures),
+                extra={"queue_id": first.queue_id, "domain": hop.host},
+            )
         out: dict[int, DeliveryResult] = {}
         for i, job in group:
             rep = outcome.replies.get(job.rcpt.address) or smtp_out.Reply(451, ("4.4.2 no reply for this recipient",))
             diag = f"{rep}" + (f" (via {outcome.tls})" if outcome.tls and rep.code < 300 else "")
             if 200 <= rep.code < 300:
-                out[i] = result(job, "delivered", rep.status, diag, outcome.host)
+                out[i] = result(job, "delivered", rep.status, diag, outcome.host, report)
             elif rep.code >= 500 and rep.code != 552:
-                out[i] = result(job, "bounced", rep.status, diag, outcome.host)
+                out[i] = result(job, "bounced", rep.status, diag, outcome.host, report)
             else:  # 4xx, and 552 at RCPT (RFC 5321 §4.5.3.1.10)
                 status = rep.status if rep.status.startswith("4") else "4.2.2"
-                out[i] = result(job, "deferred", status, diag, outcome.host)
+                out[i] = result(job, "deferred", status, diag, outcome.host, report)
         await self._remember([(job, out[i]) for i, job in group if out[i].outcome == "delivered"])
         return out
 

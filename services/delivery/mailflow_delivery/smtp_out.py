@@ -10,6 +10,10 @@ they lead (`Unreachable.status`, the enhanced code the deferral carries):
   connection lost before the end of DATA              -> `Unreachable` 4.4.1: try the next MX address
   STARTTLS required and not offered or refused        -> `Unreachable` 4.7.4 (nothing else is sent)
   TLS handshake or certificate verification failed    -> `Unreachable` 4.7.5
+  (these two also carry `tls_failure`, the RFC 8460 result type: starttls-not-supported,
+  certificate-expired, certificate-host-mismatch, certificate-not-trusted, validation-failure; a
+  policy with a `fallback` (MTA-STS testing mode) notes the failure in `Outcome.tls_failures` and
+  tries the same address again under the fallback, opportunistic TLS)
   AUTH: no PLAIN/LOGIN offered, or refused (535 too)  -> `Unreachable` 4.7.x: the refusal's code as 4xx
   MAIL 4xx / 5xx                                       -> every recipient deferred / bounced
   RCPT 2xx / 4xx (and 552) / 5xx                       -> per recipient: go on / deferred / bounced
@@ -52,11 +56,39 @@ _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 class Unreachable(Exception):
     """This host (address) could not take the message: try the next one. `status`: the enhanced
-    code (RFC 3463) of the deferral, 4.4.1 unless TLS or AUTH was the reason."""
+    code (RFC 3463) of the deferral, 4.4.1 unless TLS or AUTH was the reason; `tls_failure`: the RFC
+    8460 result type when required TLS failed. Raised by `deliver` when no host took it, with the
+    TLS failures of every host tried in `failures`."""
 
-    def __init__(self, message: str, status: str = "4.4.1"):
+    def __init__(self, message: str, status: str = "4.4.1", tls_failure: str | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.tls_failure = status, tls_failure
+        self.failures: list[TlsFailure] = []
+
+
+# OpenSSL's X509_V_ERR_* codes (x509_vfy.h) -> RFC 8460 §4.3.2.2 result types
+_VERIFY_RESULTS = {
+    10: "certificate-expired",  # CERT_HAS_EXPIRED
+    62: "certificate-host-mismatch",  # HOSTNAME_MISMATCH
+    **dict.fromkeys((2, 18, 19, 20, 21, 27, 28), "certificate-not-trusted"),  # unknown issuer, self-signed, untrusted...
+}
+
+
+def tls_result(exc: BaseException) -> str:
+    """The RFC 8460 result type of a failed TLS handshake."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return _VERIFY_RESULTS.get(exc.verify_code, "validation-failure")
+    return "validation-failure"
+
+
+@dataclass(frozen=True)
+class TlsFailure:
+    """One MX address where required TLS failed (RFC 8460 names: `result`)."""
+
+    host: str
+    address: str
+    result: str
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -106,6 +138,8 @@ class Outcome:
     replies: dict[str, Reply] = field(default_factory=dict)  # rcpt -> the reply that decides it
     deferred_all: Reply | None = None
     tls: str | None = None
+    tls_failures: list[TlsFailure] = field(default_factory=list)  # hosts tried before, or this one's (testing)
+    fallback: bool = False  # the session that decided was made under the policy's fallback, not the policy
 
 
 def wire_data(data: bytes) -> bytes:
@@ -138,7 +172,7 @@ class Connection:
                 timeouts.connect,
             )
         except ssl.SSLError as exc:  # before OSError: it is one
-            raise Unreachable(f"TLS handshake with {address}:{port} failed: {type(exc).__name__} {exc}", "4.7.5") from exc
+            raise Unreachable(f"TLS handshake with {address}:{port} failed: {type(exc).__name__} {exc}", "4.7.5", tls_result(exc)) from exc
         except (OSError, TimeoutError) as exc:
             raise Unreachable(f"connect to {address}:{port}: {type(exc).__name__} {exc}".strip()) from exc
         return cls(r, w, timeouts)
@@ -196,11 +230,11 @@ class Connection:
     async def starttls(self, ctx: ssl.SSLContext, server_hostname: str) -> None:
         rep = await self.command("STARTTLS")
         if rep.code != 220:
-            raise Unreachable(f"STARTTLS refused: {rep}", "4.7.4")
+            raise Unreachable(f"STARTTLS refused: {rep}", "4.7.4", "starttls-not-supported")
         try:
             await asyncio.wait_for(self.w.start_tls(ctx, server_hostname=server_hostname), self.t.command)
         except (OSError, ssl.SSLError, TimeoutError) as exc:
-            raise Unreachable(f"TLS handshake failed: {type(exc).__name__} {exc}", "4.7.5") from exc
+            raise Unreachable(f"TLS handshake failed: {type(exc).__name__} {exc}", "4.7.5", tls_result(exc)) from exc
 
     async def authenticate(self, auth: Credentials) -> None:
         """AUTH PLAIN (preferred) or LOGIN, whichever the server offers (RFC 4954, RFC 4616). Never in
@@ -336,6 +370,9 @@ class TlsPolicy:
     mode: str = "opportunistic"  # "none" | "opportunistic" | "require" (STARTTLS) | "implicit" (RFC 8314)
     context: ssl.SSLContext | None = None
     server_name: str | None = None  # the name the certificate must carry; None: the host's name
+    # When required TLS fails at an address: note it (Outcome.tls_failures) and try that address again
+    # under this policy (MTA-STS testing mode, RFC 8461 §5: report, deliver anyway). None: the next MX.
+    fallback: TlsPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -361,43 +398,73 @@ async def deliver(
     host's error, and the last one's status) if none did. With `auth`, no transaction starts without
     a successful AUTH."""
     errors: list[str] = []
+    failures: list[TlsFailure] = []
     status = "4.4.1"
-    ctx = tls.context
-    if ctx is None and tls.mode in ("require", "implicit"):  # required TLS is never skipped for want of a context
-        ctx = ssl.create_default_context()
     for host in hosts:
         for address in host.addresses:
-            out = Outcome(host=host.host)
-            conn = None
-            name = tls.server_name or host.host
             try:
-                implicit = ctx if tls.mode == "implicit" else None
-                conn = await Connection.open(address, port, timeouts, source, implicit, name)
-                greet = await conn.reply(timeouts.greeting)
-                if greet.code != 220:
-                    raise Unreachable(f"greeting {greet}")
-                rep = await conn.hello(helo)
-                if rep.code != 250:
-                    raise Unreachable(f"HELO refused: {rep}")
-                if implicit is not None:
-                    out.tls = conn.tls_description()
-                elif tls.mode != "none" and "STARTTLS" in conn.extensions and ctx is not None:
-                    await conn.starttls(ctx, name)
-                    out.tls = conn.tls_description()
-                    rep = await conn.hello(helo)
-                    if rep.code != 250:
-                        raise Unreachable(f"EHLO after STARTTLS refused: {rep}")
-                elif tls.mode == "require":
-                    raise Unreachable("STARTTLS required by policy but not offered", "4.7.4")
-                if auth is not None:
-                    await conn.authenticate(auth)
-                await transaction(conn, env, out)
-                await conn.quit()
+                try:
+                    out = await _attempt(host.host, address, port, env, helo, tls, timeouts, source, auth)
+                except Unreachable as exc:
+                    if exc.tls_failure is None or tls.fallback is None:
+                        raise
+                    failures.append(TlsFailure(host.host, address, exc.tls_failure, str(exc)))
+                    out = await _attempt(host.host, address, port, env, helo, tls.fallback, timeouts, source, auth)
+                    out.fallback = True
+                out.tls_failures = failures
                 return out
             except Unreachable as exc:
                 errors.append(f"{host.host}[{address}]: {exc}")
                 status = exc.status
-            finally:
-                if conn is not None:
-                    conn.close()
-    raise Unreachable("; ".join(errors) or "no MX address to try", status)
+                if exc.tls_failure is not None and tls.fallback is None:
+                    failures.append(TlsFailure(host.host, address, exc.tls_failure, str(exc)))
+    exc = Unreachable("; ".join(errors) or "no MX address to try", status)
+    exc.failures = failures
+    raise exc
+
+
+async def _attempt(
+    host: str,
+    address: str,
+    port: int,
+    env: Envelope,
+    helo: str,
+    tls: TlsPolicy,
+    timeouts: Timeouts,
+    source: str | None,
+    auth: Credentials | None,
+) -> Outcome:
+    """One session with one address: the transaction's outcome, or Unreachable."""
+    ctx = tls.context
+    if ctx is None and tls.mode in ("require", "implicit"):  # required TLS is never skipped for want of a context
+        ctx = ssl.create_default_context()
+    out = Outcome(host=host)
+    conn = None
+    name = tls.server_name or host
+    try:
+        implicit = ctx if tls.mode == "implicit" else None
+        conn = await Connection.open(address, port, timeouts, source, implicit, name)
+        greet = await conn.reply(timeouts.greeting)
+        if greet.code != 220:
+            raise Unreachable(f"greeting {greet}")
+        rep = await conn.hello(helo)
+        if rep.code != 250:
+            raise Unreachable(f"HELO refused: {rep}")
+        if implicit is not None:
+            out.tls = conn.tls_description()
+        elif tls.mode != "none" and "STARTTLS" in conn.extensions and ctx is not None:
+            await conn.starttls(ctx, name)
+            out.tls = conn.tls_description()
+            rep = await conn.hello(helo)
+            if rep.code != 250:
+                raise Unreachable(f"EHLO after STARTTLS refused: {rep}")
+        elif tls.mode == "require":
+            raise Unreachable("STARTTLS required by policy but not offered", "4.7.4", "starttls-not-supported")
+        if auth is not None:
+            await conn.authenticate(auth)
+        await transaction(conn, env, out)
+        await conn.quit()
+        return out
+    finally:
+        if conn is not None:
+            conn.close()

@@ -145,6 +145,32 @@ class DeliveryJobs(Contract):
 Outcome = Literal["delivered", "deferred", "bounced"]
 
 
+class TlsFailureDetail(Contract):
+    """One MX address where the recipient domain's TLS policy was not met (RFC 8460 §4.3 names)."""
+
+    result_type: str  # starttls-not-supported, certificate-host-mismatch, certificate-expired,
+    # certificate-not-trusted, validation-failure (the MX is not in the policy), sts-policy-invalid,
+    # sts-policy-fetch-error (the policy could not be had: then on no MX)
+    receiving_mx_hostname: str = ""
+    receiving_ip: str = ""
+    detail: str = ""
+
+
+class TlsReport(Contract):
+    """What the recipient domain's MTA-STS policy (RFC 8461) made of one delivery attempt, in the
+    terms of a TLS-RPT report (RFC 8460 §4.3): `policy_type` sts or no-policy-found, the policy
+    (`policy_mode`, `policy_id`, `mx`), `success` (the session was made as the policy requires; with
+    no policy: true) and the failures seen on the way, each counted once per attempt."""
+
+    policy_domain: str
+    policy_type: Literal["sts", "no-policy-found"]
+    policy_mode: Literal["enforce", "testing", "none"] | None = None
+    policy_id: str = ""
+    mx: list[str] = []
+    success: bool = True
+    failures: list[TlsFailureDetail] = []
+
+
 class DeliveryResult(Contract):
     queue_id: str
     trace_id: str = ""
@@ -155,6 +181,7 @@ class DeliveryResult(Contract):
     diagnostic: str = ""  # the remote server's reply or our reason, for the DSN and `queue show`
     remote_mta: str | None = None  # the host that answered, for DSN Remote-MTA
     at: datetime = Field(default_factory=utcnow)
+    tls: TlsReport | None = None  # a remote domain's MTA-STS verdict (None: not looked up: local, relay, map)
 
 
 class DeliveryResults(Contract):
