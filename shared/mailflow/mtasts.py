@@ -151,3 +151,11 @@ def parse_policy(body: bytes) -> Policy:
     if mode not in MODES:
         raise PolicyError(f"mode {mode[:40] or '(missing)'!r}: enforce, testing or none")
     return make(mode, mx, min(int(age), MAX_AGE_LIMIT))
+
+
+def published(mode: str, mx: str, max_age: int, hostname: str) -> Policy:
+    """The policy Mailflow publishes for every domain of ours, from smtp-ingress's settings
+    (MAILFLOW_SMTP_MTA_STS_MODE, _MX: comma- or space-separated patterns, empty: our `hostname`,
+    _MAX_AGE). smtp-ingress serves it and `mailflow dns records` prints its TXT record, from this one
+    function. PolicyError names what is wrong."""
+    return make(mode, mx.replace(",", " ").split() or [hostname], max_age)

@@ -16,16 +16,18 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailflow import natsconn, tls
+from mailflow import mtasts, natsconn, tls
 from mailflow.bodies import JetStreamBodies
 from mailflow.contracts import streams
 from mailflow.dns import DnsClient
+from mailflow.hostport import LOCAL_HOST, split_hostport
 from mailflow.lifecycle import Stopper
 from mailflow.store.api import Directory
 from mailflow.web import HttpServer, service_app
 from mailflow_smtp_ingress.checks import Checks
 from mailflow_smtp_ingress.directory import CachedDirectory
 from mailflow_smtp_ingress.handler import IngressHandler
+from mailflow_smtp_ingress.mtasts import LocalDomains, policy_app
 from mailflow_smtp_ingress.queueing import JetStreamQueue
 from mailflow_smtp_ingress.rspamd import SpamFilter
 from mailflow_smtp_ingress.server import SmtpServer
@@ -40,17 +42,37 @@ class Running:
 
     smtp: SmtpServer
     http_port: int
+    mta_sts_port: int | None = None  # the MTA-STS policy's HTTPS listener, when on
 
 
-def tls_context(settings: Settings) -> ssl.SSLContext:
-    """From MAILFLOW_TLS_CERT/KEY; without them (local runs) a self-signed pair under the data dir."""
+def tls_files(settings: Settings) -> tuple[str, str]:
+    """MAILFLOW_TLS_CERT/KEY; without them (local runs) a self-signed pair under the data dir."""
     cert, key = settings.tls_cert, settings.tls_key
     if not cert or not key:
         base = Path(os.environ.get("MAILFLOW_DATA_DIR", "./data")) / "tls"
         cert, key = str(base / "cert.pem"), str(base / "key.pem")
         if tls.ensure_self_signed(Path(cert), Path(key), settings.hostname):
             log.warning("no TLS certificate configured: made a self-signed one", extra={"cert": cert})
-    return tls.server_context(cert, key)
+    return cert, key
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    return tls.server_context(*tls_files(settings))
+
+
+async def mta_sts_server(settings: Settings, directory: Directory) -> HttpServer | None:
+    """Our MTA-STS policy over HTTPS (mtasts.py) on the MX listener's address, when
+    MAILFLOW_SMTP_MTA_STS_PORT is set."""
+    if not settings.mta_sts_port:
+        return None
+    host = split_hostport(settings.listen)[0] if settings.listen else LOCAL_HOST
+    listen = f"[{host}]:{settings.mta_sts_port}" if ":" in host else f"{host}:{settings.mta_sts_port}"
+    policy = mtasts.published(settings.mta_sts_mode, settings.mta_sts_mx, settings.mta_sts_max_age, settings.hostname)
+    cert, key = tls_files(settings)
+    app = policy_app(policy, LocalDomains(directory.is_local_domain))
+    server = await HttpServer(app, listen, ssl_certfile=cert, ssl_keyfile=key).start()
+    log.info("MTA-STS policy served", extra={"port": server.port, "mode": policy.mode, "id": policy.id()})
+    return server
 
 
 def store_directory(settings: Settings) -> Directory:
@@ -104,9 +126,10 @@ async def run(
     http = await HttpServer(
         service_app("smtp-ingress", {"nats": nats_ready, "listeners": accepting}), settings.http_listen
     ).start()
+    sts = await mta_sts_server(settings, inner)
     log.info("smtp-ingress ready", extra={"http": http.port})
     if started is not None and not started.done():
-        started.set_result(Running(server, http.port))
+        started.set_result(Running(server, http.port, sts.port if sts else None))
     try:
         await stop.wait()
     finally:
@@ -115,6 +138,8 @@ async def run(
         if spam is not None:
             await spam.close()
         await http.stop()
+        if sts is not None:
+            await sts.stop()
         close = getattr(inner, "close", None)
         if close is not None:
             try:

@@ -13,19 +13,25 @@ from datetime import UTC, datetime
 import pytest
 from aiosmtpd.controller import Controller
 
-from mailflow import natsconn, tls
+from mailflow import mtasts, natsconn, tls
 from mailflow.contracts.messages import DeliveryJob, Recipient
 from mailflow.dns import MxClient
 from mailflow_delivery.app import policies, remote_config
 from mailflow_delivery.mtasts import KvPolicyStore
 from mailflow_delivery.routing import Deliveries
 from mailflow_delivery.settings import Settings
+from mailflow_smtp_ingress.app import mta_sts_server
+from mailflow_smtp_ingress.directory import CachedDirectory
+from mailflow_smtp_ingress.handler import IngressHandler
+from mailflow_smtp_ingress.server import SmtpServer
+from mailflow_smtp_ingress.settings import Settings as IngressSettings
 from services.delivery.tests.support import Handler
 from tests.support import free_port
 from tests.support.dns import DnsServer
-from tests.support.doubles import MemoryBodies, MemorySentLog
+from tests.support.doubles import MemoryBodies, MemoryQueue, MemorySentLog
 from tests.support.pki import TestCa
 from tests.support.resolver import resolver_service
+from tests.support.store import LocalStore
 
 GOOD, NOTLS, WRONG, EXPIRED = "127.0.0.21", "127.0.0.22", "127.0.0.23", "127.0.0.24"
 
@@ -140,7 +146,7 @@ async def world(tmp_path, nats_url, js, store):
                     s = Settings(**values)
                     return Deliveries(store, store, MemoryBodies(), MxClient(nc, 5), MemorySentLog(), remote_config(s), policies=policies(s, client, kv))
 
-                make.dns = dns
+                make.dns, make.port, make.ca = dns, port, ca
                 yield make, web, mtas
     finally:
         await natsconn.close(nc)
@@ -290,3 +296,41 @@ async def test_a_new_txt_id_fetches_again_and_a_failed_refresh_keeps_the_cached_
     assert (r.outcome, r.tls.policy_id, r.tls.policy_mode) == ("delivered", "e2", "testing")
     assert [f.result_type for f in r.tls.failures] == ["certificate-expired"]
     assert mtas[EXPIRED].rcpts == ["a@expired.test"]
+
+
+@pytest.fixture(scope="module")
+def receiver_store():
+    """The receiving installation's own mailbox-store: it hosts daum.test."""
+    with LocalStore.running() as s:
+        yield s
+
+
+async def test_a_second_mailflow_publishes_its_policy_and_takes_mail_under_it(world, receiver_store):
+    """Both sides: the receiving Mailflow's smtp-ingress on 127.0.0.25 (MX with STARTTLS, and its
+    MTA-STS policy over HTTPS, one certificate from the test's CA for both names), its TXT record as
+    `mailflow dns records` makes it; the sending delivery finds, fetches and enforces that policy."""
+    make, web, _ = world
+    store = receiver_store.fresh(("b@daum.test", "pw-b-1"))
+    cert, key = make.ca.issue("mx.daum.test", "mta-sts.daum.test")
+    settings = IngressSettings(
+        service_token="t", hostname="mx.daum.test", listen=f"127.0.0.25:{make.port}", submission_listen="", smtps_listen="", http_listen="127.0.0.25:0",
+        tls_cert=str(cert), tls_key=str(key), mta_sts_port=web.port, mta_sts_mode="enforce", check_spf="off", check_dkim="off", check_arc="off", check_dmarc="off", nats_url="nats://127.0.0.1:1",
+    )
+    queue = MemoryQueue()
+    handler = IngressHandler(settings, CachedDirectory(store, ttl=30, negative_ttl=0, timeout=5), queue)
+    smtp = await SmtpServer(settings, handler, tls.server_context(str(cert), str(key))).start()
+    sts = await mta_sts_server(settings, store)
+    try:
+        published = mtasts.published("enforce", "", 604800, "mx.daum.test")
+        make.dns.add("daum.test. 300 IN MX 10 mx.daum.test.\nmx.daum.test. 300 IN A 127.0.0.25\nmta-sts.daum.test. 300 IN A 127.0.0.25")
+        make.dns.add(f'_mta-sts.daum.test. 300 IN TXT "v=STSv1; id={published.id()}"')
+        d = make()
+        (r,), _ = await d.run(jobs("D1", "b@daum.test"))
+        assert (r.outcome, r.remote_mta) == ("delivered", "mx.daum.test"), r.diagnostic
+        assert (r.tls.policy_type, r.tls.policy_mode, r.tls.policy_id, r.tls.mx, r.tls.success) == ("sts", "enforce", published.id(), ["mx.daum.test"], True)
+        ((msg, _),) = queue.messages
+        assert [x.address for x in msg.rcpt_to] == ["b@daum.test"] and msg.client.tls.startswith("TLSv1.")
+    finally:
+        await sts.stop()
+        await smtp.drain(0.5)
+        await store.close()
