@@ -33,7 +33,8 @@ STS_SESSIONS = Counter(
     "Remote deliveries under a domain's MTA-STS policy (RFC 8461): success, or each failure by its RFC 8460 result type",
     ["mode", "result"],
 )
-# mode: enforce|testing; result: success|starttls-not-supported|certificate-host-mismatch|certificate-expired|
+# mode: enforce|testing; result: success|failure (one of the two per transaction tried), and each failure
+# seen on the way by its RFC 8460 type: starttls-not-supported|certificate-host-mismatch|certificate-expired|
 # certificate-not-trusted|validation-failure|sts-policy-fetch-error|sts-policy-invalid|sts-webpki-invalid
 STS_FETCHES = Counter(
     "mailflow_delivery_mta_sts_policy_fetches_total",
