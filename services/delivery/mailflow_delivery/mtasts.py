@@ -78,6 +78,17 @@ async def _get(address: str, port: int, host: str, ctx: ssl.SSLContext) -> bytes
         raise FetchError(f"{host}[{address}]:{port}: {type(exc).__name__} {exc}") from exc
     try:
         w.write(f"GET {mtasts.WELL_KNOWN} HTTP/1.0\r\nHost: {host}\r\nAccept: text/plain\r\nUser-Agent: mailflow\r\nConnection: close\r\n\r\n".encode())
+        return await read_response(r, host)
+    except (OSError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
+        raise FetchError(f"{host}: {type(exc).__name__} {exc}") from exc
+    finally:
+        w.close()
+
+
+async def read_response(r: asyncio.StreamReader, host: str) -> bytes:
+    """The body of an HTTP/1.x response that must be `200`, text/plain, at most 64 KiB, not chunked;
+    FetchError otherwise. `r`'s limit bounds each status and header line (MAX_HEADER_LINE)."""
+    try:
         status = (await r.readline()).decode("latin-1").rstrip("\r\n")
         version, _, rest = status.partition(" ")
         code = rest[:3]
@@ -85,7 +96,7 @@ async def _get(address: str, port: int, host: str, ctx: ssl.SSLContext) -> bytes
             raise FetchError(f"{host}: not an HTTP response: {status[:80]!r}")
         if code != "200":
             why = " (redirects are not followed, RFC 8461 §3.3)" if code.startswith("3") else ""
-            raise FetchError(f"{host}: HTTP {status[len(version) + 1 :][:80]}{why}")
+            raise FetchError(f"{host}: HTTP {rest[:80]}{why}")
         headers: dict[str, str] = {}
         for _ in range(MAX_HEADERS + 1):
             line = (await r.readline()).decode("latin-1").rstrip("\r\n")
@@ -95,30 +106,26 @@ async def _get(address: str, port: int, host: str, ctx: ssl.SSLContext) -> bytes
             headers[name.strip().lower()] = value.strip()
         else:
             raise FetchError(f"{host}: more than {MAX_HEADERS} header lines")
-        ctype = headers.get("content-type", "").partition(";")[0].strip().lower()
-        if ctype != "text/plain":
-            raise FetchError(f"{host}: Content-Type {ctype or '(none)'!r}, not text/plain", "sts-policy-invalid")
-        if "transfer-encoding" in headers:
-            raise FetchError(f"{host}: Transfer-Encoding in an HTTP/1.0 response")
-        length = headers.get("content-length")
-        if length is not None and not (length.isascii() and length.isdigit()):
-            raise FetchError(f"{host}: Content-Length {length[:20]!r}")
-        if length is not None and int(length) > mtasts.MAX_POLICY_BYTES:
-            raise FetchError(f"{host}: policy of {length} bytes: at most {mtasts.MAX_POLICY_BYTES}", "sts-policy-invalid")
-        body = b""
-        while chunk := await r.read(mtasts.MAX_POLICY_BYTES + 1 - len(body)):
-            body += chunk
-            if len(body) > mtasts.MAX_POLICY_BYTES:
-                raise FetchError(f"{host}: policy over {mtasts.MAX_POLICY_BYTES} bytes", "sts-policy-invalid")
-        if length is not None and len(body) != int(length):
-            raise FetchError(f"{host}: {len(body)} of {length} bytes before the connection closed")
-        return body
-    except ValueError as exc:  # a header line over the reader's limit
-        raise FetchError(f"{host}: header line over {MAX_HEADER_LINE} bytes") from exc
-    except (OSError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
-        raise FetchError(f"{host}: {type(exc).__name__} {exc}") from exc
-    finally:
-        w.close()
+    except ValueError as exc:  # a line over the reader's limit
+        raise FetchError(f"{host}: a status or header line over {MAX_HEADER_LINE} bytes") from exc
+    ctype = headers.get("content-type", "").partition(";")[0].strip().lower()
+    if ctype != "text/plain":
+        raise FetchError(f"{host}: Content-Type {ctype[:40] or '(none)'!r}, not text/plain", "sts-policy-invalid")
+    if "transfer-encoding" in headers:
+        raise FetchError(f"{host}: Transfer-Encoding in an HTTP/1.0 response")
+    length = headers.get("content-length")
+    if length is not None and not (length.isascii() and length.isdigit() and len(length) <= 12):
+        raise FetchError(f"{host}: Content-Length {length[:20]!r}")
+    if length is not None and int(length) > mtasts.MAX_POLICY_BYTES:
+        raise FetchError(f"{host}: policy of {length} bytes: at most {mtasts.MAX_POLICY_BYTES}", "sts-policy-invalid")
+    body = b""
+    while chunk := await r.read(mtasts.MAX_POLICY_BYTES + 1 - len(body)):
+        body += chunk
+        if len(body) > mtasts.MAX_POLICY_BYTES:
+            raise FetchError(f"{host}: policy over {mtasts.MAX_POLICY_BYTES} bytes", "sts-policy-invalid")
+    if length is not None and len(body) != int(length):
+        raise FetchError(f"{host}: {len(body)} of {length} bytes before the connection closed")
+    return body
 
 
 async def fetch(domain: str, dns: DnsLookup, ctx: ssl.SSLContext, port: int = 443, timeout: float = 10.0) -> bytes:
