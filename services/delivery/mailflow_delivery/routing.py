@@ -223,6 +223,9 @@ class Deliveries:
             route = "local" if i in local_ids else "remote"
             metrics.RECIPIENTS.labels(route, r.outcome).inc()
             hop = via.get(i)
+            sts = ""
+            if r.tls is not None and r.tls.policy_type == "sts":
+                sts = f"MTA-STS {r.tls.policy_mode} {'met' if r.tls.success else 'not met'}: "
             traces.append(
                 TraceEvent(
                     queue_id=job.queue_id,
@@ -231,7 +234,7 @@ class Deliveries:
                     service=self.service,
                     at=began + timedelta(milliseconds=took),
                     duration_ms=took,
-                    detail=(f"{r.outcome} <{r.rcpt}> {r.status} " + (f"via {hop}: " if hop else "") + r.diagnostic).strip()[:500],
+                    detail=(f"{r.outcome} <{r.rcpt}> {r.status} " + (f"via {hop}: " if hop else "") + sts + r.diagnostic).strip()[:500],
                 )
             )
             with mlog.context(queue_id=job.queue_id, trace_id=job.trace_id):

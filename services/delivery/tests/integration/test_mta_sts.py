@@ -169,8 +169,9 @@ def failures(r) -> list[tuple[str, str]]:
 
 async def test_enforce_delivers_over_verified_tls_to_a_listed_mx(world):
     make, web, mtas = world
-    (r,), _ = await make().run(jobs("S1", "a@good.test"))
+    (r,), traces = await make().run(jobs("S1", "a@good.test"))
     assert (r.outcome, r.status, r.remote_mta) == ("delivered", "2.0.0", "mx.good.test")
+    assert [t.detail.split(": 250")[0] for t in traces if t.step == "delivery"] == ["delivered <a@good.test> 2.0.0 via mx: MTA-STS enforce met"]
     assert (r.tls.policy_type, r.tls.policy_mode, r.tls.policy_id, r.tls.mx, r.tls.success, r.tls.failures) == ("sts", "enforce", "g1", ["*.good.test"], True, [])
     assert mtas[GOOD].rcpts == ["a@good.test"] and mtas[GOOD].handler.messages[0].tls
 
