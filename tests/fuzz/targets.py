@@ -587,10 +587,49 @@ _DKIM_TOKENS = (
     b"t=1; x=2; ", b"q=dns/txt; ", b"ARC-Seal: i=1; cv=none; ", b"ARC-Message-Signature: i=1; ", b"ARC-Authentication-Results: i=1; ",
     b"i=2; cv=pass; ", b"From: a@fuzz.test\r\n", b"\r\n\t", b"\r\n\r\n", b";", b"=",
 )  # fmt: skip
+_MTA_STS_TOKENS = (
+    b"HTTP/1.1 200 OK\r\n", b"Content-Type: text/plain\r\n", b"Content-Length: ", b"\r\n\r\n", b"version: STSv1\n",
+    b"mode: enforce\n", b"mode: testing\r\n", b"mx: *.fuzz.test\n", b"mx: mx.fuzz.test\n", b"max_age: 86400\n", b"v=STSv1; id=", b";",
+)  # fmt: skip
 _PROXY_TOKENS = (
     b"PROXY TCP4 ", b"PROXY TCP6 ", b"PROXY UNKNOWN", b"192.0.2.1 ", b"::1 ", b"65535", b"\r\n",
     b"\r\n\r\n\x00\r\nQUIT\n", b"\x21\x11", b"\x21\x21", b"\x20\x00", b"\x21\x31", b"\x00\x0c",
 )  # fmt: skip
+
+# --- MTA-STS ------------------------------------------------------------------------------------------------
+
+
+def mta_sts(data: bytes) -> None:
+    """What a recipient domain's servers send delivery for MTA-STS (RFC 8461): the HTTP response of the
+    policy fetch (mailflow_delivery.mtasts.read_response: FetchError only), the policy file and TXT
+    records (mailflow.mtasts: PolicyError only); a parsed policy survives its own text form."""
+    from mailflow import mtasts
+    from mailflow_delivery.mtasts import MAX_HEADER_LINE, FetchError, read_response
+
+    async def response() -> bytes | None:
+        r = asyncio.StreamReader(limit=MAX_HEADER_LINE)
+        r.feed_data(data)
+        r.feed_eof()
+        try:
+            return await read_response(r, "mta-sts.fuzz.test")
+        except FetchError:
+            return None
+
+    body = run_async(response())
+    for text in (data, body or b""):
+        try:
+            policy = mtasts.parse_policy(text)
+        except mtasts.PolicyError:
+            continue
+        if mtasts.parse_policy(policy.text().encode()) != policy:
+            raise Finding(f"policy round trip: {policy}")
+        for host in ("mx.fuzz.test", *policy.mx):
+            policy.allows(host)
+    try:
+        mtasts.parse_txt(data.decode("utf-8", "replace").split("\n"))
+    except mtasts.PolicyError:
+        pass
+
 
 TARGETS: dict[str, Target] = {
     t.name: t
@@ -606,6 +645,7 @@ TARGETS: dict[str, Target] = {
         Target("mime", mime_parse, "mime.parse, BODYSTRUCTURE/BODY/ENVELOPE rendering, JSON form, the store's sections", 16384, _MIME_TOKENS),
         Target("dkim", dkim, "DKIM verify and ARC verify_chain (mailflow.authn): tag lists, canonicalization, keys, chains", 8192, _DKIM_TOKENS),
         Target("authn", authn, "Authentication-Results (removal of ours, the header), From domains, DMARC records (mailflow.authn)", 8192, _AUTHN_TOKENS),
+        Target("mta-sts", mta_sts, "MTA-STS: the policy fetch's HTTP response, the policy file and TXT records (delivery, mailflow.mtasts)", 8192, _MTA_STS_TOKENS),
         Target("mime-section", mime_section, "FETCH BODY[section-spec]: imap-pop3's parser, the store's spec reader and slicing", 4096, _MIME_TOKENS + (b"HEADER.FIELDS.NOT (", b".MIME", b".TEXT", b"1.2.3")),
     )
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
+from mailflow import mtasts
 from mailflow.cli.main import app
 from mailflow.stack import Ports, Stack
 from tests.support.dns import DnsServer
@@ -27,8 +28,8 @@ def cli(tmp_path_factory, dns):
     with Stack(tmp_path_factory.mktemp("stack"), ports, services=("mailbox-store", "resolver"), env=resolver_env) as st:
         env = {**st.cli_env(), "COLUMNS": "250", "MAILFLOW_HOSTNAME": HOST}
 
-        def run(*args: str, code: int = 0) -> list[str]:
-            result = CliRunner().invoke(app, list(args), env=env)
+        def run(*args: str, code: int = 0, more: dict[str, str] | None = None) -> list[str]:
+            result = CliRunner().invoke(app, list(args), env={**env, **(more or {})})
             assert result.exit_code == code, (args, result.output)
             return result.output.splitlines()
 
@@ -75,3 +76,21 @@ def test_missing_and_wrong_records_are_named_and_exit_1(cli, dns):
     ]
     assert "wrong      _imaps._tcp.bad.test. SRV: DNS has 0 1 994 mx.good.test" in lines
     assert "missing    _imap._tcp.bad.test. SRV" in lines
+
+
+def test_the_mta_sts_record_is_printed_and_checked_when_the_policy_is_served(cli, dns):
+    """Its id is the served policy's (smtp-ingress's settings), so a change of policy shows as wrong."""
+    sts = {"MAILFLOW_SMTP_MTA_STS_PORT": "443", "MAILFLOW_SMTP_MTA_STS_MODE": "enforce"}
+    policy = mtasts.published("enforce", "", 604800, HOST)
+    assert not any("_mta-sts" in line for line in cli("dns", "records", "good.test"))  # not served: not printed
+    printed = cli("dns", "records", "good.test", more=sts)
+    assert f'_mta-sts.good.test.\t3600\tIN\tTXT\t"v=STSv1; id={policy.id()}"' in printed
+    assert any(line.startswith(f"; MTA-STS (mode enforce, mx {HOST}): https://mta-sts.good.test/.well-known/mta-sts.txt") for line in printed)
+    lines = cli("dns", "records", "bad.test", "--check", more=sts, code=1)
+    assert "missing    _mta-sts.bad.test. TXT" in lines
+    assert lines[-1] == "missing    mta-sts.bad.test. A/AAAA (the MTA-STS policy's host has no address)"
+    dns.add(f'_mta-sts.good.test. 3600 IN TXT "v=STSv1; id={policy.id()};"\nmta-sts.good.test. 3600 IN A 127.0.0.1')
+    lines = cli("dns", "records", "good.test", "--check", more=sts)
+    assert "ok         _mta-sts.good.test. TXT" in lines and lines[-1] == "ok         mta-sts.good.test. A/AAAA: 127.0.0.1"
+    lines = cli("dns", "records", "good.test", "--check", more={**sts, "MAILFLOW_SMTP_MTA_STS_MODE": "testing"}, code=1)
+    assert f"wrong      _mta-sts.good.test. TXT: DNS has v=STSv1; id={policy.id()};" in lines

@@ -141,6 +141,23 @@ async def test_delivery_reads_bodies_and_keeps_its_sent_log(queue, login):
     await JetStreamBodies(queue.jetstream()).delete(ref)  # the queue purges what is done
 
 
+async def test_delivery_keeps_mta_sts_policies_and_asks_their_dns_questions(queue, login):
+    from mailflow_delivery.mtasts import KvPolicyStore
+
+    resolver, delivery = await login("resolver"), await login("delivery")
+    policies = await KvPolicyStore.open(delivery.jetstream())
+    await policies.put("b.test", b'{"id": "1"}')
+    assert await policies.get("b.test") == b'{"id": "1"}'
+
+    async def answer(msg):
+        await msg.respond(DnsAnswer(name="_mta-sts.b.test", type="TXT", status="ok", records=["v=STSv1; id=1"]).to_bytes())
+
+    await resolver.subscribe(subjects.DNS_QUERY, queue="resolver", cb=answer)
+    await resolver.flush()
+    reply = await delivery.request(subjects.DNS_QUERY, DnsQuery(name="_mta-sts.b.test", type="TXT").to_bytes(), timeout=5)
+    assert DnsAnswer.from_bytes(reply.data).records == ["v=STSv1; id=1"]
+
+
 async def test_delivery_asks_the_resolver(login):
     resolver, delivery = await login("resolver"), await login("delivery")
 

@@ -13,12 +13,13 @@ import logging
 from mailflow import natsconn, tls
 from mailflow.bodies import JetStreamBodies
 from mailflow.contracts import streams
-from mailflow.dns import MxClient
+from mailflow.dns import DnsClient, MxClient
 from mailflow.lifecycle import Stopper
 from mailflow.web import HttpServer, service_app
 from mailflow_delivery import nexthop, smtp_out
 from mailflow_delivery.dkim import Signer
 from mailflow_delivery.forwarding import Forwarder
+from mailflow_delivery.mtasts import KvPolicyStore, Policies, verifying_context
 from mailflow_delivery.routing import Deliveries, RemoteConfig
 from mailflow_delivery.sentlog import KvSentLog
 from mailflow_delivery.settings import Settings
@@ -51,8 +52,16 @@ def remote_config(s: Settings) -> RemoteConfig:
         max_per_domain=s.max_connections_per_domain,
         source_address=s.source_address or None,
         router=nexthop.Router(nexthop.parse_routes(s.routes), relay(s)),
-        verified=tls.client_context(verify=True, cafile=s.tls_ca_file or None),
+        sts_tls=smtp_out.TlsPolicy("require", verifying_context(s.tls_ca_file or None)),
     )
+
+
+def policies(s: Settings, dns, store) -> Policies | None:
+    """Recipient domains' MTA-STS policies (None: MAILFLOW_DELIVERY_MTA_STS=false)."""
+    if not s.mta_sts:
+        return None
+    ctx = verifying_context(s.tls_ca_file or None)
+    return Policies(dns, store, ctx, s.mta_sts_port, s.mta_sts_timeout, s.mta_sts_retry_s)
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -62,7 +71,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     nc = await natsconn.connect(settings.nats_url, "delivery", **settings.nats_login())
     js = nc.jetstream()
     # the queue creates them, and the sent-log bucket
-    await streams.wait_for(js, ("BODY", "JOBS", "RESULTS", "DEAD", f"KV_{streams.SENT_LOG_BUCKET}"), (streams.DELIVERY,))
+    buckets = tuple(f"KV_{b}" for b, _ in streams.BUCKETS)
+    await streams.wait_for(js, ("BODY", "JOBS", "RESULTS", "DEAD", *buckets), (streams.DELIVERY,))
     sent = await KvSentLog.open(js)
     store = StoreClient(settings.store_url, settings.service_token.get_secret_value())
     signer = Signer(store, settings.dkim_cache_s)
@@ -77,6 +87,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         store_batch=settings.store_batch,
         signer=signer,
         forwarder=Forwarder(signer, settings.hostname),  # our authserv-id is our hostname (RFC 8601 §2.5)
+        policies=policies(settings, DnsClient(nc, timeout=settings.mx_timeout), await KvPolicyStore.open(js)),
     )
     # Messages of up to 32 jobs each: batch/16 messages per fetch, at most twice `batch` jobs in hand per lane.
     lanes = [DeliveryWorker(nc, js, deliveries, max(1, settings.batch // 16)) for _ in range(max(1, settings.lanes))]

@@ -30,3 +30,16 @@ ARC = Counter(
     "Forwarded copies (aliases' external targets): sealed, unsealed (no key set for the alias domain, or a chain we did not judge)",
     ["result"],
 )
+STS_SESSIONS = Counter(
+    "mailflow_delivery_mta_sts_results_total",
+    "Remote deliveries under a domain's MTA-STS policy (RFC 8461): success, or each failure by its RFC 8460 result type",
+    ["mode", "result"],
+)
+# mode: enforce|testing; result: success|failure (one of the two per transaction tried), and each failure
+# seen on the way by its RFC 8460 type: starttls-not-supported|certificate-host-mismatch|certificate-expired|
+# certificate-not-trusted|validation-failure|sts-policy-fetch-error|sts-policy-invalid|sts-webpki-invalid
+STS_FETCHES = Counter(
+    "mailflow_delivery_mta_sts_policy_fetches_total",
+    "MTA-STS policy fetches: ok, or the RFC 8460 result type of the failure",
+    ["result"],
+)

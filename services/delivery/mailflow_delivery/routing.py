@@ -12,6 +12,13 @@ publish; it never raises for a single recipient's trouble. Mapping (STYLE §5):
   no host took the message -> deferred with smtp_out's status: 4.4.1 network, 4.7.4 STARTTLS missing,
   4.7.5 TLS failed, 4.7.x AUTH refused (a relay's 535 5.7.8 -> 4.7.8: a wrong relay password is the
   operator's to fix, so users' mail waits in the queue instead of bouncing; a WARNING says so)
+  MTA-STS (mtasts.py; a recipient domain's own MX only, never the relay or a transport map host):
+  policy enforce -> only MX hosts its mx patterns match, each over STARTTLS with a certificate that
+  verifies for the MX name; none of them usable -> deferred 4.7.4 (STARTTLS missing) or 4.7.5
+  (certificate, or no MX in the policy: 4.7.0) "MTA-STS policy of <domain> (enforce) ...", which the
+  bounce carries when the queue gives up; testing -> delivered as without a policy, the failures
+  reported. Every remote-MX result carries `tls`, the TlsReport (RFC 8460 terms), also counted in
+  metrics.STS_SESSIONS and logged with the delivery line
   a job marked `dkim` whose signing key the store cannot give -> deferred 4.3.0 (dkim.py)
   a forwarded copy (an alias's external target, forwarding.py): past MAX_HOPS Received: -> bounced
   5.4.6; its alias domain's key set unavailable for the ARC seal -> deferred 4.3.0
@@ -24,6 +31,7 @@ The caller publishes the results and only then acknowledges the jobs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 import time
@@ -33,16 +41,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from mailflow import log as mlog
-from mailflow import tls as mftls
 from mailflow.bodies import Bodies, BodyMissing
 from mailflow.cache import Cache, SingleFlight
-from mailflow.contracts.messages import DeliveryJob, DeliveryResult, MxHost, TlsSession, TraceEvent
+from mailflow.contracts.messages import (
+    DeliveryJob,
+    DeliveryResult,
+    MxHost,
+    TlsFailureDetail,
+    TlsReport,
+    TraceEvent,
+)
 from mailflow.dns import Resolver
 from mailflow.errors import InsufficientStorage
 from mailflow.store.api import Deliverer, DeliverItem, DeliverResult, Directory
 from mailflow_delivery import metrics, smtp_out
 from mailflow_delivery.dkim import KeysUnavailable, Signer
 from mailflow_delivery.forwarding import Forwarder, LoopDetected, transaction_key
+from mailflow_delivery.mtasts import Policies, Verdict
 from mailflow_delivery.nexthop import NextHop, Router
 from mailflow_delivery.sentlog import SentLog
 
@@ -58,9 +73,43 @@ class RemoteConfig:
     max_per_domain: int = 10  # connections per next hop: a recipient domain's MX, a map host, the relay
     source_address: str | None = None
     router: Router = field(default_factory=Router)  # transport map and relay; none: every domain's own MX
-    # certificates checked against the system's CAs (and MAILFLOW_DELIVERY_TLS_CA_FILE), for hops whose
-    # TLS must be authenticated (REQUIRETLS)
-    verified: ssl.SSLContext = field(default_factory=lambda: mftls.client_context(verify=True))
+    sts_tls: smtp_out.TlsPolicy = field(default_factory=lambda: smtp_out.TlsPolicy("require"))  # MTA-STS: verified STARTTLS
+
+
+@dataclass(frozen=True)
+class StsPlan:
+    """What a domain's MTA-STS verdict makes of its MX hosts: the hosts to try, the TLS policy, and
+    the hosts left out (failures before any connection)."""
+
+    verdict: Verdict
+    hosts: list[MxHost]
+    tls: smtp_out.TlsPolicy | None  # None: the configured one (no policy, or mode none)
+    skipped: list[TlsFailureDetail]
+
+    @classmethod
+    def of(cls, verdict: Verdict, hosts: list[MxHost], required: smtp_out.TlsPolicy, usual: smtp_out.TlsPolicy) -> StsPlan:
+        policy = verdict.policy
+        if policy is None or policy.mode == "none":
+            return cls(verdict, hosts, None, [])
+        out = [h for h in hosts if not policy.allows(h.host)]
+        skipped = [TlsFailureDetail(result_type="validation-failure", receiving_mx_hostname=h.host, detail="MX host not in the policy") for h in out]
+        if policy.mode == "enforce":
+            return cls(verdict, [h for h in hosts if policy.allows(h.host)], required, skipped)
+        return cls(verdict, hosts, dataclasses.replace(required, fallback=usual), skipped)
+
+    def report(self, outcome: smtp_out.Outcome | None, failures: list[smtp_out.TlsFailure]) -> TlsReport:
+        found = [*self.skipped, *(TlsFailureDetail(result_type=f.result, receiving_mx_hostname=f.host, receiving_ip=f.address, detail=f.detail[:300]) for f in failures)]
+        policy = self.verdict.policy
+        enforced = policy is not None and policy.mode != "none"
+        if outcome is not None and outcome.tls is None and not enforced:  # in clear: RFC 8460 §4.3.1 says so
+            found.append(TlsFailureDetail(result_type="starttls-not-supported", receiving_mx_hostname=outcome.host, receiving_ip=outcome.address))
+        success = outcome is not None and outcome.tls is not None and (not enforced or (policy.allows(outcome.host) and not outcome.fallback))
+        report = self.verdict.report(success, found)
+        if self.tls is not None:
+            metrics.STS_SESSIONS.labels(self.verdict.mode, "success" if report.success else "failure").inc()
+            for f in report.failures:
+                metrics.STS_SESSIONS.labels(self.verdict.mode, f.result_type).inc()
+        return report
 
 
 def return_path(mail_from: str) -> bytes:
@@ -68,7 +117,7 @@ def return_path(mail_from: str) -> bytes:
     return b"Return-Path: <" + mail_from.encode() + b">\r\n"
 
 
-def result(job: DeliveryJob, outcome: str, status: str, diagnostic: str = "", remote_mta: str | None = None) -> DeliveryResult:
+def result(job: DeliveryJob, outcome: str, status: str, diagnostic: str = "", remote_mta: str | None = None, tls: TlsReport | None = None) -> DeliveryResult:
     return DeliveryResult(
         queue_id=job.queue_id,
         trace_id=job.trace_id,
@@ -78,6 +127,7 @@ def result(job: DeliveryJob, outcome: str, status: str, diagnostic: str = "", re
         status=status,
         diagnostic=diagnostic[:1000],
         remote_mta=remote_mta,
+        tls=tls,
     )
 
 
@@ -135,11 +185,12 @@ class Deliveries:
         service: str = "delivery",
         signer: Signer | None = None,  # None: nothing is signed
         forwarder: Forwarder | None = None,  # forwarded copies; None: sent as they are, unsealed
+        policies: Policies | None = None,  # recipient domains' MTA-STS policies; None: not looked up
     ):
         self.routes = DomainRoutes(directory, directory_ttl)
         self.deliverer, self.bodies, self.resolver, self.sent = deliverer, bodies, resolver, sent
         self.remote_cfg, self.store_batch, self.service = remote, store_batch, service
-        self.signer = signer
+        self.signer, self.policies = signer, policies
         self.forwarder = forwarder or Forwarder(None, "")
         self._slots: dict[NextHop, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(self.remote_cfg.max_per_domain))
 
@@ -175,6 +226,9 @@ class Deliveries:
             route = "local" if i in local_ids else "remote"
             metrics.RECIPIENTS.labels(route, r.outcome).inc()
             hop = via.get(i)
+            sts = ""
+            if r.tls is not None and r.tls.policy_type == "sts":
+                sts = f"MTA-STS {r.tls.policy_mode} {'met' if r.tls.success else 'not met'}: "
             traces.append(
                 TraceEvent(
                     queue_id=job.queue_id,
@@ -183,11 +237,13 @@ class Deliveries:
                     service=self.service,
                     at=began + timedelta(milliseconds=took),
                     duration_ms=took,
-                    detail=(f"{r.outcome} <{r.rcpt}> {r.status} " + (f"via {hop}: " if hop else "") + r.diagnostic).strip()[:500],
+                    detail=(f"{r.outcome} <{r.rcpt}> {r.status} " + (f"via {hop}: " if hop else "") + sts + r.diagnostic).strip()[:500],
                 )
             )
             with mlog.context(queue_id=job.queue_id, trace_id=job.trace_id):
                 extra = {"rcpt": r.rcpt, "route": hop.kind if hop else route, "status": r.status, "attempt": job.attempt, "remote": r.remote_mta}
+                if r.tls is not None and r.tls.policy_type == "sts":
+                    extra["mta_sts"] = f"{r.tls.policy_mode} {'ok' if r.tls.success else 'failed'}"
                 if hop is not None and hop.kind != "mx":
                     extra["next_hop"] = hop.target()
                 log.info(r.outcome, extra=extra)
@@ -302,8 +358,20 @@ class Deliveries:
         by_message: dict[tuple[str, str], list[tuple[int, DeliveryJob]]] = defaultdict(list)
         for i, job in items:
             by_message[transaction_key(job)].append((i, job))
-        parts = await asyncio.gather(*(self._send(hop, hosts, group) for group in by_message.values()))
-        out: dict[int, DeliveryResult] = {}
+        sts = None
+        if hop.kind == "mx":  # the domain's own MX: its MTA-STS policy applies, and TLS-RPT counts
+            verdict = await self.policies.get(hop.host) if self.policies is not None else Verdict(hop.host)
+            sts = StsPlan.of(verdict, hosts, self.remote_cfg.sts_tls, self.remote_cfg.tls)
+            if sts.tls is not None and not sts.hosts:
+                mxs = ", ".join(h.host for h in hosts)
+                text = f"451 4.7.0 MTA-STS policy of {hop.host} (enforce, id {verdict.id}) allows none of its MX hosts ({mxs}): not delivered"
+                log.warning("%s", text, extra={"domain": hop.host})
+                out: dict[int, DeliveryResult] = {}
+                for group in by_message.values():
+                    out.update(first_carries({i: result(job, "deferred", "4.7.0", text) for i, job in group}, group, sts.report(None, [])))
+                return out
+        parts = await asyncio.gather(*(self._send(hop, hosts, group, sts) for group in by_message.values()))
+        out = {}
         for part in parts:
             out.update(part)
         return out
@@ -321,20 +389,24 @@ class Deliveries:
             "null_mx": ("bounced", "5.1.10", f"556 5.1.10 domain {domain} accepts no mail (null MX)"),
         }.get(status, ("deferred", "4.4.3", f"451 4.4.3 MX lookup for {domain} failed: {error or 'temporary'}"))
 
-    async def _send(self, hop: NextHop, hosts: list[MxHost], group: list[tuple[int, DeliveryJob]]) -> dict[int, DeliveryResult]:
+    async def _send(self, hop: NextHop, hosts: list[MxHost], group: list[tuple[int, DeliveryJob]], sts: StsPlan | None = None) -> dict[int, DeliveryResult]:
         first = group[0][1]
+        cfg = self.remote_cfg
+        tls = hop.tls or cfg.tls
+        if sts is not None:
+            hosts, tls = sts.hosts, sts.tls or tls
+        if first.requiretls:
+            route = requiretls_route(hop, hosts, cfg, sts)
+            if isinstance(route, str):
+                metrics.REQUIRETLS.labels("refused").inc()
+                return {i: result(j, "bounced", "5.7.10", f"550 5.7.10 REQUIRETLS: {route}") for i, j in group}
+            hosts, tls = route
         try:
             body = first.body if first.body is not None else await self.bodies.get(first.body_ref)
         except BodyMissing:
             return {i: result(j, "bounced", "5.3.0", "554 5.3.0 message body is gone from the queue") for i, j in group}
         except Exception:
             return {i: result(j, "deferred", "4.3.0", "451 4.3.0 message body unavailable, will retry") for i, j in group}
-        policy = hop.tls or self.remote_cfg.tls
-        if first.requiretls:
-            policy = requiretls_policy(hop, self.remote_cfg)
-            if isinstance(policy, str):
-                metrics.REQUIRETLS.labels("refused").inc()
-                return {i: result(j, "bounced", "5.7.10", f"550 5.7.10 REQUIRETLS: {policy}") for i, j in group}
         if first.dkim and self.signer is not None:
             try:
                 body, keys = await self.signer.sign(body)
@@ -356,20 +428,25 @@ class Deliveries:
             smtputf8=first.smtputf8,
             requiretls=first.requiretls,
         )
-        cfg = self.remote_cfg
         started = time.perf_counter()
-        attempts: list[smtp_out.TlsAttempt] | None = [] if hop.kind == "mx" else None  # TLS-RPT: the domain's own MX
         async with self._slots[hop]:
             metrics.CONNECTIONS.inc()
             try:
-                outcome = await smtp_out.deliver(hosts, hop.port or cfg.port, env, cfg.helo, policy, cfg.timeouts, cfg.source_address, hop.auth, attempts)
+                outcome = await smtp_out.deliver(hosts, hop.port or cfg.port, env, cfg.helo, tls, cfg.timeouts, cfg.source_address, hop.auth)
             except smtp_out.Unreachable as exc:
                 metrics.SESSIONS.labels("unreachable").inc()
-                return reported(unreachable(hop, group, exc), group, hop, attempts)
+                report = sts.report(None, exc.failures) if sts is not None else None
+                return first_carries(unreachable(hop, group, exc, sts), group, report)
             finally:
                 metrics.CONNECTIONS.dec()
         metrics.SESSIONS.labels("ok").inc()
         metrics.BATCH_SECONDS.labels("remote").observe(time.perf_counter() - started)
+        report = sts.report(outcome, outcome.tls_failures) if sts is not None else None
+        if report is not None and report.failures and sts is not None and sts.tls is not None:
+            log.warning(
+                "MTA-STS policy of %s (%s) not met: %s", hop.host, report.policy_mode, "; ".join(f"{f.receiving_mx_hostname or hop.host}: {f.result_type}" for f in report.failures),
+                extra={"queue_id": first.queue_id, "domain": hop.host},
+            )
         out: dict[int, DeliveryResult] = {}
         for i, job in group:
             rep = outcome.replies.get(job.rcpt.address) or smtp_out.Reply(451, ("4.4.2 no reply for this recipient",))
@@ -382,7 +459,7 @@ class Deliveries:
                 status = rep.status if rep.status.startswith("4") else "4.2.2"
                 out[i] = result(job, "deferred", status, diag, outcome.host)
         await self._remember([(job, out[i]) for i, job in group if out[i].outcome == "delivered"])
-        return reported(out, group, hop, attempts)  # after _remember: a redelivered job never counts them again
+        return first_carries(out, group, report)  # after _remember: a redelivered job never counts it again
 
     async def _forwarded(self, group: list[tuple[int, DeliveryJob]], body: bytes) -> bytes | dict[int, DeliveryResult]:
         """A forwarded copy as it leaves (forwarding.py), or the results of the group that cannot leave."""
@@ -402,48 +479,54 @@ class Deliveries:
                 log.error("could not record a sent message: %s", g, extra={"queue_id": job.queue_id})
 
 
-def unreachable(hop: NextHop, group: list[tuple[int, DeliveryJob]], exc: smtp_out.Unreachable) -> dict[int, DeliveryResult]:
+def unreachable(hop: NextHop, group: list[tuple[int, DeliveryJob]], exc: smtp_out.Unreachable, sts: StsPlan | None) -> dict[int, DeliveryResult]:
     """The group's results when no host of `hop` took the transaction."""
     first = group[0][1]
-    if first.requiretls and exc.status[1:4] == ".7.":  # no hop met RFC 8689's terms: never deferred to try in clear
+    if first.requiretls and exc.status[1:4] == ".7.":  # no host met RFC 8689's terms: never deferred to try in clear
         metrics.REQUIRETLS.labels("refused").inc()
         status = "5.7.30" if exc.status == "5.7.30" else "5.7.10"
         return {i: result(j, "bounced", status, f"550 {status} REQUIRETLS: {hop} could not take it over authenticated TLS: {exc}", hop.host) for i, j in group}
     if hop.kind == "mx":
+        if sts is not None and sts.tls is not None and sts.verdict.mode == "enforce" and exc.failures:
+            status = "4.7.4" if all(f.result == "starttls-not-supported" for f in exc.failures) else "4.7.5"
+            text = f"451 {status} MTA-STS policy of {hop.host} (enforce, id {sts.verdict.id}): no MX host could be used over verified TLS: {exc}"
+            log.warning("%s", text[:500], extra={"queue_id": first.queue_id, "domain": hop.host})
+            return {i: result(j, "deferred", status, text) for i, j in group}
         return {i: result(j, "deferred", exc.status, f"451 {exc.status} no MX of {hop.host} took the message: {exc}") for i, j in group}
     if hop.kind == "relay" and exc.status.startswith("4.7."):
         log.warning("the relay refused TLS or our login; check MAILFLOW_DELIVERY_RELAY_*: %s", exc, extra={"queue_id": first.queue_id})
     return {i: result(j, "deferred", exc.status, f"451 {exc.status} {hop} did not take the message: {exc}", hop.host) for i, j in group}
 
 
-def reported(
-    out: dict[int, DeliveryResult], group: list[tuple[int, DeliveryJob]], hop: NextHop, attempts: list[smtp_out.TlsAttempt] | None
-) -> dict[int, DeliveryResult]:
-    """The transaction's TLS sessions on the group's first result (RFC 8460 counts sessions, not recipients)."""
-    if attempts:
+def first_carries(out: dict[int, DeliveryResult], group: list[tuple[int, DeliveryJob]], report: TlsReport | None) -> dict[int, DeliveryResult]:
+    """The transaction's TLS report on the group's first result only: TLS-RPT counts sessions, not recipients."""
+    if report is not None:
         i = group[0][0]
-        sessions = [
-            TlsSession(policy_domain=hop.host, mx_host=a.mx_host, sending_ip=a.sending_ip, receiving_ip=a.receiving_ip, result=a.result, detail=a.detail)
-            for a in attempts
-        ]
-        out[i] = out[i].model_copy(update={"tls": sessions})
+        out[i] = out[i].model_copy(update={"tls": report})
     return out
 
 
-def requiretls_policy(hop: NextHop, cfg: RemoteConfig) -> smtp_out.TlsPolicy | str:
-    """How a REQUIRETLS message (RFC 8689 §4.2.1) may take `hop`: STARTTLS (or the relay's implicit TLS)
-    with a certificate that verifies for the host's name, from a host that offers REQUIRETLS; or why it
-    cannot. A host named by the operator (the relay, a transport map entry without MX lookup) is verified
-    by that name. A name from an MX lookup must be validated too, by DNSSEC or an MTA-STS policy: Mailflow
-    has neither yet, so a REQUIRETLS message to another domain's MX bounces rather than trust the name."""
+def requiretls_route(hop: NextHop, hosts: list[MxHost], cfg: RemoteConfig, sts: StsPlan | None) -> tuple[list[MxHost], smtp_out.TlsPolicy] | str:
+    """Where and how a REQUIRETLS message (RFC 8689 §4.2.1) may go over `hop`: STARTTLS (or the relay's
+    implicit TLS) with a certificate that verifies for the host's name, to a host that offers REQUIRETLS
+    (smtp_out checks); or why it cannot. A host the operator named (the relay, a transport map entry
+    without MX lookup) is verified by that name. Names from an MX lookup must be validated too: by the
+    domain's MTA-STS policy (its mx patterns; either mode) — DNSSEC is not asked, so without a policy
+    the message bounces rather than trust the names."""
     if hop.lookup_mx:
-        return f"the MX names of {hop.host} cannot be validated (neither DNSSEC nor MTA-STS here)"
-    if hop.tls is None:  # a map entry: the remote policy, verified by the entry's name
-        return smtp_out.TlsPolicy("require", cfg.verified, hop.host)
+        policy = sts.verdict.policy if sts is not None else None
+        if hop.kind != "mx" or policy is None or policy.mode == "none":
+            return f"the MX names of {hop.host} cannot be validated (no MTA-STS policy; DNSSEC is not used)"
+        allowed = [h for h in hosts if policy.allows(h.host)]
+        if not allowed:
+            return f"no MX host of {hop.host} is in its MTA-STS policy"
+        return allowed, dataclasses.replace(cfg.sts_tls, fallback=None)
+    if hop.tls is None:  # a map entry: verified by the entry's name
+        return hosts, smtp_out.TlsPolicy("require", cfg.sts_tls.context, hop.host)
     ctx = hop.tls.context
     if hop.tls.mode not in ("require", "implicit") or ctx is None or ctx.verify_mode != ssl.CERT_REQUIRED:
         return f"{hop} is not set to TLS with a verified certificate"
-    return hop.tls
+    return hosts, hop.tls
 
 
 Publish = Callable[[list[DeliveryResult], list[TraceEvent]], Awaitable[None]]

@@ -36,7 +36,14 @@ class Settings(ServiceSettings):
     source_address: str = ""  # bind outgoing connections to this address (empty: the system's choice)
     tls: Literal["none", "opportunistic", "require"] = "opportunistic"  # RFC 3207 / RFC 7435
     tls_verify: bool = False  # verify the MX's certificate (opportunistic TLS does not, RFC 7435)
-    tls_ca_file: str = ""  # extra CA bundle for verification
+    tls_ca_file: str = ""  # extra CA bundle for verification (with MTA-STS: besides the system's CAs)
+    # MTA-STS (RFC 8461): a recipient domain's published policy is looked up before delivering to its MX
+    # (not for the relay or a transport map host: their own TLS settings govern). enforce mode: only its
+    # MX hosts, verified TLS, or deferred 4.7.x; testing mode: reported, delivered as without it.
+    mta_sts: bool = True
+    mta_sts_port: int = Field(443, gt=0, lt=65536)  # of https://mta-sts.<domain>/ (tests use another)
+    mta_sts_timeout: float = 10.0  # seconds for the whole policy fetch (RFC 8461 §3.3: a short one)
+    mta_sts_retry_s: float = 300.0  # a failed fetch of a domain's policy is not tried again sooner
     max_connections_per_domain: int = 10  # per process
     # RFC 5321 §4.5.3.2 timeouts
     connect_timeout: float = 30.0

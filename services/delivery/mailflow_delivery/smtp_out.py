@@ -10,6 +10,10 @@ they lead (`Unreachable.status`, the enhanced code the deferral carries):
   connection lost before the end of DATA              -> `Unreachable` 4.4.1: try the next MX address
   STARTTLS required and not offered or refused        -> `Unreachable` 4.7.4 (nothing else is sent)
   TLS handshake or certificate verification failed    -> `Unreachable` 4.7.5
+  (these two also carry `tls_failure`, the RFC 8460 result type: starttls-not-supported,
+  certificate-expired, certificate-host-mismatch, certificate-not-trusted, validation-failure; a
+  policy with a `fallback` (MTA-STS testing mode) notes the failure in `Outcome.tls_failures` and
+  tries the same address again under the fallback, opportunistic TLS)
   AUTH: no PLAIN/LOGIN offered, or refused (535 too)  -> `Unreachable` 4.7.x: the refusal's code as 4xx
   MAIL 4xx / 5xx                                       -> every recipient deferred / bounced
   RCPT 2xx / 4xx (and 552) / 5xx                       -> per recipient: go on / deferred / bounced
@@ -52,11 +56,39 @@ _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 class Unreachable(Exception):
     """This host (address) could not take the message: try the next one. `status`: the enhanced
-    code (RFC 3463) of the deferral, 4.4.1 unless TLS or AUTH was the reason."""
+    code (RFC 3463) of the deferral, 4.4.1 unless TLS or AUTH was the reason; `tls_failure`: the RFC
+    8460 result type when required TLS failed. Raised by `deliver` when no host took it, with the
+    TLS failures of every host tried in `failures`."""
 
-    def __init__(self, message: str, status: str = "4.4.1"):
+    def __init__(self, message: str, status: str = "4.4.1", tls_failure: str | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.tls_failure = status, tls_failure
+        self.failures: list[TlsFailure] = []
+
+
+# OpenSSL's X509_V_ERR_* codes (x509_vfy.h) -> RFC 8460 §4.3.2.2 result types
+_VERIFY_RESULTS = {
+    10: "certificate-expired",  # CERT_HAS_EXPIRED
+    62: "certificate-host-mismatch",  # HOSTNAME_MISMATCH
+    **dict.fromkeys((2, 18, 19, 20, 21, 27, 28), "certificate-not-trusted"),  # unknown issuer, self-signed, untrusted...
+}
+
+
+def tls_result(exc: BaseException) -> str:
+    """The RFC 8460 result type of a failed TLS handshake."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return _VERIFY_RESULTS.get(exc.verify_code, "validation-failure")
+    return "validation-failure"
+
+
+@dataclass(frozen=True)
+class TlsFailure:
+    """One MX address where required TLS failed (RFC 8460 names: `result`)."""
+
+    host: str
+    address: str
+    result: str
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -99,49 +131,17 @@ class Envelope:
     requiretls: bool = False  # RFC 8689: the host must offer REQUIRETLS over TLS; MAIL FROM passes it on
 
 
-@dataclass(frozen=True)
-class TlsAttempt:
-    """What TLS became of one session with a host that greeted us: what RFC 8460 (TLS-RPT) counts."""
-
-    mx_host: str
-    receiving_ip: str
-    sending_ip: str
-    result: str  # "success" or an RFC 8460 §4.3 result-type
-    detail: str = ""
-
-
-# OpenSSL's X509_V_ERR_* codes -> RFC 8460 §4.3.3 result types; any other failure is validation-failure
-_VERIFY_RESULTS = {
-    10: "certificate-expired",
-    62: "certificate-host-mismatch",
-    2: "certificate-not-trusted",
-    18: "certificate-not-trusted",
-    19: "certificate-not-trusted",
-    20: "certificate-not-trusted",
-    21: "certificate-not-trusted",
-}
-
-
-def tls_result(conn: Connection, tls_made: str | None, exc: Unreachable | None) -> tuple[str, str]:
-    """(result-type, detail) of a session that reached EHLO: success once TLS was made, else why not."""
-    if tls_made is not None:
-        return "success", ""
-    cause = exc.__cause__ if exc is not None else None
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        return _VERIFY_RESULTS.get(cause.verify_code, "validation-failure"), str(cause.verify_message)[:200]
-    if exc is not None and exc.status == "4.7.5":  # the handshake failed for another reason
-        return "validation-failure", str(exc)[:200]
-    return "starttls-not-supported", "" if "STARTTLS" not in conn.extensions else "STARTTLS refused"
-
-
 @dataclass
 class Outcome:
     """What the remote said about each recipient (None: not attempted, e.g. SMTPUTF8 impossible)."""
 
     host: str
+    address: str = ""  # the address of `host` that answered
     replies: dict[str, Reply] = field(default_factory=dict)  # rcpt -> the reply that decides it
     deferred_all: Reply | None = None
     tls: str | None = None
+    tls_failures: list[TlsFailure] = field(default_factory=list)  # hosts tried before, or this one's (testing)
+    fallback: bool = False  # the session that decided was made under the policy's fallback, not the policy
 
 
 def wire_data(data: bytes) -> bytes:
@@ -160,7 +160,6 @@ class Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeouts: Timeouts):
         self.r, self.w, self.t = reader, writer, timeouts
         self.extensions: dict[str, str] = {}
-        self.local_ip = ""  # our end of the connection, for TLS-RPT's sending-mta-ip (open() sets it)
 
     @classmethod
     async def open(
@@ -175,13 +174,10 @@ class Connection:
                 timeouts.connect,
             )
         except ssl.SSLError as exc:  # before OSError: it is one
-            raise Unreachable(f"TLS handshake with {address}:{port} failed: {type(exc).__name__} {exc}", "4.7.5") from exc
+            raise Unreachable(f"TLS handshake with {address}:{port} failed: {type(exc).__name__} {exc}", "4.7.5", tls_result(exc)) from exc
         except (OSError, TimeoutError) as exc:
             raise Unreachable(f"connect to {address}:{port}: {type(exc).__name__} {exc}".strip()) from exc
-        conn = cls(r, w, timeouts)
-        local = w.get_extra_info("sockname")
-        conn.local_ip = str(local[0]) if local else ""
-        return conn
+        return cls(r, w, timeouts)
 
     async def reply(self, within: float) -> Reply:
         lines: list[str] = []
@@ -236,11 +232,11 @@ class Connection:
     async def starttls(self, ctx: ssl.SSLContext, server_hostname: str) -> None:
         rep = await self.command("STARTTLS")
         if rep.code != 220:
-            raise Unreachable(f"STARTTLS refused: {rep}", "4.7.4")
+            raise Unreachable(f"STARTTLS refused: {rep}", "4.7.4", "starttls-not-supported")
         try:
             await asyncio.wait_for(self.w.start_tls(ctx, server_hostname=server_hostname), self.t.command)
         except (OSError, ssl.SSLError, TimeoutError) as exc:
-            raise Unreachable(f"TLS handshake failed: {type(exc).__name__} {exc}", "4.7.5") from exc
+            raise Unreachable(f"TLS handshake failed: {type(exc).__name__} {exc}", "4.7.5", tls_result(exc)) from exc
 
     async def authenticate(self, auth: Credentials) -> None:
         """AUTH PLAIN (preferred) or LOGIN, whichever the server offers (RFC 4954, RFC 4616). Never in
@@ -296,7 +292,7 @@ def _mail_params(conn: Connection, env: Envelope, size: int) -> list[str]:
         params.append("BODY=8BITMIME")
     if env.smtputf8 and "SMTPUTF8" in conn.extensions:
         params.append("SMTPUTF8")
-    if env.requiretls:  # offered: deliver() checked
+    if env.requiretls:  # offered: _attempt checked
         params.append("REQUIRETLS")
     return params
 
@@ -378,6 +374,9 @@ class TlsPolicy:
     mode: str = "opportunistic"  # "none" | "opportunistic" | "require" (STARTTLS) | "implicit" (RFC 8314)
     context: ssl.SSLContext | None = None
     server_name: str | None = None  # the name the certificate must carry; None: the host's name
+    # When required TLS fails at an address: note it (Outcome.tls_failures) and try that address again
+    # under this policy (MTA-STS testing mode, RFC 8461 §5: report, deliver anyway). None: the next MX.
+    fallback: TlsPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -398,56 +397,80 @@ async def deliver(
     timeouts: Timeouts,
     source: str | None = None,
     auth: Credentials | None = None,
-    attempts: list[TlsAttempt] | None = None,
 ) -> Outcome:
     """Try each MX address in order until one takes the transaction. Raises Unreachable (with every
     host's error, and the last one's status) if none did. With `auth`, no transaction starts without
-    a successful AUTH. `attempts` gets what TLS became of each session with a host that greeted us."""
+    a successful AUTH."""
     errors: list[str] = []
+    failures: list[TlsFailure] = []
     status = "4.4.1"
-    ctx = tls.context
-    if ctx is None and tls.mode in ("require", "implicit"):  # required TLS is never skipped for want of a context
-        ctx = ssl.create_default_context()
     for host in hosts:
         for address in host.addresses:
-            out = Outcome(host=host.host)
-            conn = None
-            greeted, failure = False, None
-            name = tls.server_name or host.host
             try:
-                implicit = ctx if tls.mode == "implicit" else None
-                conn = await Connection.open(address, port, timeouts, source, implicit, name)
-                greet = await conn.reply(timeouts.greeting)
-                if greet.code != 220:
-                    raise Unreachable(f"greeting {greet}")
-                rep = await conn.hello(helo)
-                if rep.code != 250:
-                    raise Unreachable(f"HELO refused: {rep}")
-                greeted = True
-                if implicit is not None:
-                    out.tls = conn.tls_description()
-                elif tls.mode != "none" and "STARTTLS" in conn.extensions and ctx is not None:
-                    await conn.starttls(ctx, name)
-                    out.tls = conn.tls_description()
-                    rep = await conn.hello(helo)
-                    if rep.code != 250:
-                        raise Unreachable(f"EHLO after STARTTLS refused: {rep}")
-                elif tls.mode == "require":
-                    raise Unreachable("STARTTLS required by policy but not offered", "4.7.4")
-                if env.requiretls and "REQUIRETLS" not in conn.extensions:  # RFC 8689 §4.2.1
-                    raise Unreachable("REQUIRETLS not offered after STARTTLS", "5.7.30")
-                if auth is not None:
-                    await conn.authenticate(auth)
-                await transaction(conn, env, out)
-                await conn.quit()
+                try:
+                    out = await _attempt(host.host, address, port, env, helo, tls, timeouts, source, auth)
+                except Unreachable as exc:
+                    if exc.tls_failure is None or tls.fallback is None:
+                        raise
+                    failures.append(TlsFailure(host.host, address, exc.tls_failure, str(exc)))
+                    out = await _attempt(host.host, address, port, env, helo, tls.fallback, timeouts, source, auth)
+                    out.fallback = True
+                out.tls_failures = failures
                 return out
             except Unreachable as exc:
                 errors.append(f"{host.host}[{address}]: {exc}")
-                status, failure = exc.status, exc
-            finally:
-                if conn is not None:
-                    if attempts is not None and greeted and tls.mode != "none":
-                        result, detail = tls_result(conn, out.tls, failure)
-                        attempts.append(TlsAttempt(host.host, address, conn.local_ip, result, detail))
-                    conn.close()
-    raise Unreachable("; ".join(errors) or "no MX address to try", status)
+                status = exc.status
+                if exc.tls_failure is not None and tls.fallback is None:
+                    failures.append(TlsFailure(host.host, address, exc.tls_failure, str(exc)))
+    exc = Unreachable("; ".join(errors) or "no MX address to try", status)
+    exc.failures = failures
+    raise exc
+
+
+async def _attempt(
+    host: str,
+    address: str,
+    port: int,
+    env: Envelope,
+    helo: str,
+    tls: TlsPolicy,
+    timeouts: Timeouts,
+    source: str | None,
+    auth: Credentials | None,
+) -> Outcome:
+    """One session with one address: the transaction's outcome, or Unreachable."""
+    ctx = tls.context
+    if ctx is None and tls.mode in ("require", "implicit"):  # required TLS is never skipped for want of a context
+        ctx = ssl.create_default_context()
+    out = Outcome(host=host, address=address)
+    conn = None
+    name = tls.server_name or host
+    try:
+        implicit = ctx if tls.mode == "implicit" else None
+        conn = await Connection.open(address, port, timeouts, source, implicit, name)
+        greet = await conn.reply(timeouts.greeting)
+        if greet.code != 220:
+            raise Unreachable(f"greeting {greet}")
+        rep = await conn.hello(helo)
+        if rep.code != 250:
+            raise Unreachable(f"HELO refused: {rep}")
+        if implicit is not None:
+            out.tls = conn.tls_description()
+        elif tls.mode != "none" and "STARTTLS" in conn.extensions and ctx is not None:
+            await conn.starttls(ctx, name)
+            out.tls = conn.tls_description()
+            rep = await conn.hello(helo)
+            if rep.code != 250:
+                raise Unreachable(f"EHLO after STARTTLS refused: {rep}")
+        elif tls.mode == "require":
+            raise Unreachable("STARTTLS required by policy but not offered", "4.7.4", "starttls-not-supported")
+        if env.requiretls and "REQUIRETLS" not in conn.extensions:  # RFC 8689 §4.2.1
+            raise Unreachable("REQUIRETLS not offered after STARTTLS", "5.7.30")
+        if auth is not None:
+            await conn.authenticate(auth)
+        await transaction(conn, env, out)
+        await conn.quit()
+        return out
+    finally:
+        if conn is not None:
+            conn.close()

@@ -123,7 +123,7 @@ class TlsCount(Base):
     sessions: Mapped[int] = mapped_column(sa.Integer, default=0)
 
 
-class TlsReport(Base):
+class TlsDecision(Base):
     """A day's report for a domain, once decided: sent (to whom), or why not (no record, gave up)."""
 
     __tablename__ = "tls_reports"

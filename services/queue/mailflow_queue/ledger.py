@@ -269,7 +269,7 @@ def apply_results(s: Session, results: list[DeliveryResult], now: float, p: Poli
         if res.outcome == "deferred" and r.state == INFLIGHT and res.attempt < r.attempts:
             stale.append(n)  # a newer attempt is out already
             continue
-        if res.tls:
+        if res.tls is not None:
             with_tls.append(res)
         # a remote server's reply may hold NUL, which PostgreSQL text refuses: the whole batch would fail
         status, error, nxt = res.status.replace("\0", ""), res.diagnostic.replace("\0", "")[:2000], None

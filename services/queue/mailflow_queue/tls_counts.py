@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from mailflow.contracts.messages import DeliveryResult
-from mailflow_queue.db import TlsCount, TlsReport
+from mailflow_queue.db import TlsCount, TlsDecision
 from mailflow_queue.tlsrpt import Count
 
 KEEP_DAYS = 7  # counts older than this are deleted, reported or not
@@ -19,14 +19,20 @@ _KEY = ("day", "policy_domain", "policy_type", "policy_string", "mx_host", "send
 
 
 def count(s: Session, results: list[DeliveryResult]) -> int:
-    """Add the results' sessions to their day's rows (one process writes: the queue is alone on its
-    database); the number of sessions counted."""
+    """Add the results' TLS reports to their day's rows (one process writes: the queue is alone on its
+    database): a success is one session of its policy, each failure one failed session with its hosts;
+    the number of sessions counted."""
     sessions: Counter[tuple] = Counter()
     for res in results:
+        t = res.tls
+        if t is None:
+            continue
         day = res.at.astimezone(UTC).date().isoformat()
-        for t in res.tls:
-            key = (day, t.policy_domain[:255], t.policy_type, "\n".join(t.policy_strings), t.mx_host[:255], t.sending_ip[:64], t.receiving_ip[:64], t.result[:40], t.detail[:200])
-            sessions[key] += 1
+        policy = (day, t.policy_domain[:255], t.policy_type, "\n".join(t.policy_strings))
+        if t.success:
+            sessions[(*policy, "", "", "", "success", "")] += 1
+        for f in t.failures:
+            sessions[(*policy, f.receiving_mx_hostname[:255], "", f.receiving_ip[:64], f.result_type[:40], f.detail[:200])] += 1
     for key, n in sessions.items():
         where = [getattr(TlsCount, c) == v for c, v in zip(_KEY, key, strict=True)]
         done = s.execute(sa.update(TlsCount).where(*where).values(sessions=TlsCount.sessions + n))
@@ -37,7 +43,7 @@ def count(s: Session, results: list[DeliveryResult]) -> int:
 
 def due(s: Session, today: date, limit: int = 100) -> list[tuple[str, str]]:
     """(day, domain) pairs before `today` with sessions and no report decided yet."""
-    decided = sa.select(TlsReport.id).where(TlsReport.day == TlsCount.day, TlsReport.policy_domain == TlsCount.policy_domain)
+    decided = sa.select(TlsDecision.id).where(TlsDecision.day == TlsCount.day, TlsDecision.policy_domain == TlsCount.policy_domain)
     q = (
         sa.select(TlsCount.day, TlsCount.policy_domain)
         .where(TlsCount.day < today.isoformat(), ~decided.exists())
@@ -57,17 +63,13 @@ def rows(s: Session, day: str, domain: str) -> list[Count]:
 
 
 def decide(s: Session, day: str, domain: str, outcome: str, now: float) -> None:
-    s.add(TlsReport(day=day, policy_domain=domain, outcome=outcome[:255], at=now))
-
-
-def outcomes(s: Session) -> dict[tuple[str, str], str]:
-    return {(r.day, r.policy_domain): r.outcome for r in s.scalars(sa.select(TlsReport))}
+    s.add(TlsDecision(day=day, policy_domain=domain, outcome=outcome[:255], at=now))
 
 
 def purge(s: Session, today: date) -> None:
     before = (today - timedelta(days=KEEP_DAYS)).isoformat()
     s.execute(sa.delete(TlsCount).where(TlsCount.day < before))
-    s.execute(sa.delete(TlsReport).where(TlsReport.day < before))
+    s.execute(sa.delete(TlsDecision).where(TlsDecision.day < before))
 
 
 def utc_day(ts: float) -> date:

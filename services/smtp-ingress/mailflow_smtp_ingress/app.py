@@ -15,16 +15,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailflow import natsconn, tls
+from mailflow import mtasts, natsconn, tls
 from mailflow.bodies import JetStreamBodies
 from mailflow.contracts import streams
 from mailflow.dns import DnsClient
+from mailflow.hostport import LOCAL_HOST, split_hostport
 from mailflow.lifecycle import Stopper
 from mailflow.store.api import Directory
 from mailflow.web import HttpServer, service_app
 from mailflow_smtp_ingress.checks import Checks
 from mailflow_smtp_ingress.directory import CachedDirectory
 from mailflow_smtp_ingress.handler import IngressHandler
+from mailflow_smtp_ingress.mtasts import LocalDomains, policy_app
 from mailflow_smtp_ingress.queueing import JetStreamQueue
 from mailflow_smtp_ingress.rspamd import SpamFilter
 from mailflow_smtp_ingress.server import SmtpServer
@@ -39,10 +41,12 @@ class Running:
 
     smtp: SmtpServer
     http_port: int
+    mta_sts_port: int | None = None  # the MTA-STS policy's HTTPS listener, when on
 
 
 def certificates(settings: Settings) -> tls.Certificates:
-    """From MAILFLOW_TLS_CERT/KEY; without them (local runs) a self-signed pair under the data dir."""
+    """MAILFLOW_TLS_CERT/KEY, reloaded when they change; without them (local runs) a self-signed pair
+    under the data dir."""
     cert, key = settings.tls_cert, settings.tls_key
     if not cert or not key:
         base = Path(os.environ.get("MAILFLOW_DATA_DIR", "./data")) / "tls"
@@ -50,6 +54,21 @@ def certificates(settings: Settings) -> tls.Certificates:
         if tls.ensure_self_signed(Path(cert), Path(key), settings.hostname):
             log.warning("no TLS certificate configured: made a self-signed one", extra={"cert": cert})
     return tls.Certificates(cert, key)
+
+
+async def mta_sts_server(settings: Settings, directory: Directory, certs: tls.Certificates) -> HttpServer | None:
+    """Our MTA-STS policy over HTTPS (mtasts.py) on the MX listener's address, when
+    MAILFLOW_SMTP_MTA_STS_PORT is set."""
+    if not settings.mta_sts_port:
+        return None
+    host = split_hostport(settings.listen)[0] if settings.listen else LOCAL_HOST
+    listen = f"[{host}]:{settings.mta_sts_port}" if ":" in host else f"{host}:{settings.mta_sts_port}"
+    policy = mtasts.published(settings.mta_sts_mode, settings.mta_sts_mx, settings.mta_sts_max_age, settings.hostname)
+    app = policy_app(policy, LocalDomains(directory.is_local_domain))
+    # the mail listeners' certificate, and its reloads (Certificates.context picks the newest pair)
+    server = await HttpServer(app, listen, ssl_context_factory=lambda _config, _default: certs.context).start()
+    log.info("MTA-STS policy served", extra={"port": server.port, "mode": policy.mode, "id": policy.id()})
+    return server
 
 
 def store_directory(settings: Settings) -> Directory:
@@ -104,9 +123,10 @@ async def run(
     http = await HttpServer(
         service_app("smtp-ingress", {"nats": nats_ready, "listeners": accepting}), settings.http_listen
     ).start()
+    sts = await mta_sts_server(settings, inner, certs)
     log.info("smtp-ingress ready", extra={"http": http.port})
     if started is not None and not started.done():
-        started.set_result(Running(server, http.port))
+        started.set_result(Running(server, http.port, sts.port if sts else None))
     try:
         await stop.wait()
     finally:
@@ -117,6 +137,8 @@ async def run(
         if spam is not None:
             await spam.close()
         await http.stop()
+        if sts is not None:
+            await sts.stop()
         close = getattr(inner, "close", None)
         if close is not None:
             try:

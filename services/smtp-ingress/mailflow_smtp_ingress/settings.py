@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from mailflow import proxy_protocol
+from mailflow import mtasts, proxy_protocol
 from mailflow.services import SMTP_INGRESS
 from mailflow.settings import ServiceSettings
 
@@ -108,6 +108,23 @@ class Settings(ServiceSettings):
     rspamd_submission: bool = False
     # rspamd's `Password` header, if its worker asks for one (a controller or a password-protected proxy).
     rspamd_password: SecretStr = SecretStr("")
+
+    # MTA-STS (RFC 8461), our policy for every domain of ours (mtasts.py): served over HTTPS at
+    # https://mta-sts.<domain>/.well-known/mta-sts.txt with MAILFLOW_TLS_CERT/KEY (which must then name
+    # mta-sts.<domain> too), its TXT record printed by `mailflow dns records`. The HTTPS port, on the MX
+    # listener's address; 0: not served (the default; 443 where that port is published).
+    mta_sts_port: int = Field(0, ge=0, lt=65536)
+    mta_sts_mode: Literal["enforce", "testing", "none"] = "testing"  # RFC 8461 §5; start with testing, then enforce
+    mta_sts_mx: str = ""  # the MX patterns senders may use, comma-separated (*.example.com: one label); empty: MAILFLOW_HOSTNAME
+    mta_sts_max_age: int = 604_800  # seconds senders keep the policy (RFC 8461 §3.2: at most 31557600)
+
+    @model_validator(mode="after")
+    def _mta_sts(self) -> Settings:
+        try:
+            mtasts.published(self.mta_sts_mode, self.mta_sts_mx, self.mta_sts_max_age, self.hostname)
+        except mtasts.PolicyError as exc:
+            raise ValueError(f"{SMTP_INGRESS.prefix}MTA_STS_*: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _proxy(self) -> Settings:

@@ -5,12 +5,16 @@ MX (to MAILFLOW_HOSTNAME), SPF (RFC 7208: the MX hosts, plus delivery's source a
 set), the DKIM public keys of every key set the store keeps for the domain (pending ones to publish
 before `mailflow dkim activate`, retired ones until they are removed; each TXT value cut into strings
 of at most 255 octets, RFC 1035 §3.3.14), DMARC (RFC 7489) and the SRV records by which mail clients
-find the servers (RFC 6186, RFC 8314 §5.1 for submissions). MTA-STS and TLS-RPT are left out: Mailflow
-serves no MTA-STS policy yet. The A/AAAA records of the host itself are the operator's (a comment says so).
+find the servers (RFC 6186, RFC 8314 §5.1 for submissions), and, when smtp-ingress serves our MTA-STS
+policy (MAILFLOW_SMTP_MTA_STS_PORT set), its `_mta-sts` TXT record (RFC 8461 §3.1) with the id of the
+policy the MAILFLOW_SMTP_MTA_STS_* settings make (`mailflow.mtasts.published`: it changes when the policy
+does) and a comment on the mta-sts.<domain> host name. TLS-RPT is left out. The A/AAAA records of the
+host itself, and of mta-sts.<domain>, are the operator's (comments say so).
 
 `--check` asks the resolver service (`GET /query/{type}/{name}`, service token) about each record and
 prints one line each: ok, missing, wrong (with what DNS has) or error (DNS could not answer: try again);
-and whether the mail host has an address. An SRV record is ok when DNS has one with the same port and
+and whether the mail host (and mta-sts.<domain>, with MTA-STS) has an address. The MTA-STS TXT record
+is ok when DNS has exactly one v=STSv1 record with our id. An SRV record is ok when DNS has one with the same port and
 target (priority and weight are the operator's to choose). It exits 1 unless every checked record is ok, 2 if the resolver does not answer.
 """
 
@@ -22,12 +26,13 @@ from urllib.parse import quote
 
 import typer
 
+from mailflow import mtasts
 from mailflow.authn.spf import is_spf
 from mailflow.cli.common import Api, err
 from mailflow.configfile import lookup
 from mailflow.contracts.messages import DnsAnswer
 from mailflow.contracts.rest import DkimKeyPublic
-from mailflow.services import DELIVERY, LISTENERS
+from mailflow.services import DELIVERY, LISTENERS, SMTP_INGRESS
 
 app = typer.Typer(help="The DNS records our domains need.", no_args_is_help=True)
 
@@ -71,12 +76,13 @@ def spf(source_address: str) -> str:
     return " ".join([*terms, "-all"])
 
 
-def entries(domain: str, hostname: str, keys: list[DkimKeyPublic], dmarc_policy: str, source_address: str = "") -> list[str | Wanted]:
-    """The records, with comment lines (';') where they help."""
+def entries(
+    domain: str, hostname: str, keys: list[DkimKeyPublic], dmarc_policy: str, source_address: str = "", sts: mtasts.Policy | None = None
+) -> list[str | Wanted]:
+    """The records, with comment lines (';') where they help. `sts`: the MTA-STS policy we serve."""
     d, host = domain.rstrip(".").lower() + ".", hostname.rstrip(".").lower() + "."
     out: list[str | Wanted] = [
         f"; {domain}: the records Mailflow needs (mailflow dns records). {host} needs its own A/AAAA records.",
-        "; MTA-STS and TLS-RPT: not configured, none printed.",
         Wanted(d, "MX", f"10 {host}"),
         Wanted(d, "TXT", spf(source_address)),
     ]
@@ -89,12 +95,20 @@ def entries(domain: str, hostname: str, keys: list[DkimKeyPublic], dmarc_policy:
     out.append(Wanted(f"_dmarc.{d}", "TXT", f"v=DMARC1; p={dmarc_policy}; adkim=r; aspf=r"))
     for name, listener, priority in SRV:
         out.append(Wanted(f"{name}.{d}", "SRV", f"{priority} 1 {LISTENERS[listener][1].port} {host}"))
+    if sts is None:
+        out.append(f"; MTA-STS: not served ({SMTP_INGRESS.var('mta_sts_port')} is 0), no record printed. TLS-RPT: none.")
+    else:
+        out.append(
+            f"; MTA-STS (mode {sts.mode}, mx {' '.join(sts.mx) or '-'}): https://mta-sts.{d.rstrip('.')}/.well-known/mta-sts.txt is served by "
+            f"smtp-ingress; mta-sts.{d} needs an A/AAAA record (or a CNAME) to it, and its certificate must name mta-sts.{d.rstrip('.')}"
+        )
+        out.append(Wanted(f"_mta-sts.{d}", "TXT", f"v=STSv1; id={sts.id()}"))
     return out
 
 
-def records(domain: str, hostname: str, keys: list[DkimKeyPublic], dmarc_policy: str, source_address: str = "") -> list[str]:
+def records(domain: str, hostname: str, keys: list[DkimKeyPublic], dmarc_policy: str, source_address: str = "", sts: mtasts.Policy | None = None) -> list[str]:
     """The zone-file lines (comments start with ';')."""
-    return [e if isinstance(e, str) else e.line() for e in entries(domain, hostname, keys, dmarc_policy, source_address)]
+    return [e if isinstance(e, str) else e.line() for e in entries(domain, hostname, keys, dmarc_policy, source_address, sts)]
 
 
 def _flat(text: str) -> str:
@@ -105,7 +119,7 @@ def verdict(wanted: Wanted, answer: DnsAnswer) -> tuple[str, str]:
     """(ok | missing | wrong | error, what DNS has when wrong) of one record against DNS's answer. MX:
     ok when our host is among the MX hosts. TXT: the records of the same kind (SPF: `is_spf`; DMARC:
     "v=DMARC1"; DKIM: all at the name) compared without whitespace; two SPF records are wrong (RFC 7208
-    §4.5 makes that a permerror)."""
+    §4.5 makes that a permerror); MTA-STS: exactly one v=STSv1 record, with our id."""
     if answer.status == "temp_fail":
         return "error", answer.error or "DNS did not answer"
     have = answer.records if answer.status == "ok" else []
@@ -120,7 +134,14 @@ def verdict(wanted: Wanted, answer: DnsAnswer) -> tuple[str, str]:
             have = [r for r in have if is_spf(r)]
         elif wanted.value.startswith("v=DMARC1"):
             have = [r for r in have if r.startswith("v=DMARC1")]
-        same = [r for r in have if _flat(r) == _flat(wanted.value)]
+        elif wanted.value.startswith("v=STSv1"):  # the same id, in the one v=STSv1 record (RFC 8461 §3.1)
+            have = [r for r in have if r.startswith("v=STSv1")]
+            try:
+                same = have if mtasts.parse_txt(have) == mtasts.parse_txt([wanted.value]) else []
+            except mtasts.PolicyError:
+                same = []
+        if not wanted.value.startswith("v=STSv1"):
+            same = [r for r in have if _flat(r) == _flat(wanted.value)]
         if is_spf(wanted.value) and len(have) > 1:
             same = []
     if not have:
@@ -131,8 +152,9 @@ def verdict(wanted: Wanted, answer: DnsAnswer) -> tuple[str, str]:
     return "wrong", shown if len(shown) <= SHOWN else shown[: SHOWN - 3] + "..."
 
 
-def check(found: list[Wanted], hostname: str, resolver: Api) -> int:
-    """Ask the resolver about each record, print a line for each; the number not ok."""
+def check(found: list[Wanted], hostname: str, resolver: Api, sts_host: str | None = None) -> int:
+    """Ask the resolver about each record, print a line for each; the number not ok. `sts_host`:
+    mta-sts.<domain>, which must have an address too."""
     bad = 0
 
     def ask(rdtype: str, name: str) -> DnsAnswer:
@@ -142,15 +164,27 @@ def check(found: list[Wanted], hostname: str, resolver: Api) -> int:
         status, detail = verdict(w, ask(w.type, w.name))
         bad += status != "ok"
         typer.echo(f"{status:<9}  {w.name} {w.type}" + (f": DNS has {detail}" if status == "wrong" else f": {detail}" if detail else ""))
-    host = hostname.rstrip(".").lower() + "."
-    answers = [ask(t, host) for t in ("A", "AAAA")]
-    if any(a.status == "ok" for a in answers):
-        typer.echo(f"ok         {host} A/AAAA: {' '.join(r for a in answers for r in a.records)}")
-    else:
-        error = next((a.error for a in answers if a.status == "temp_fail"), None)
-        bad += 1
-        typer.echo(f"error      {host} A/AAAA: {error}" if error else f"missing    {host} A/AAAA (the mail host has no address)")
+    for host, what in ((hostname.rstrip(".").lower() + ".", "the mail host"), *([(sts_host, "the MTA-STS policy's host")] if sts_host else [])):
+        answers = [ask(t, host) for t in ("A", "AAAA")]
+        if any(a.status == "ok" for a in answers):
+            typer.echo(f"ok         {host} A/AAAA: {' '.join(r for a in answers for r in a.records)}")
+        else:
+            error = next((a.error for a in answers if a.status == "temp_fail"), None)
+            bad += 1
+            typer.echo(f"error      {host} A/AAAA: {error}" if error else f"missing    {host} A/AAAA ({what} has no address)")
     return bad
+
+
+def served_policy(hostname: str) -> mtasts.Policy | None:
+    """The MTA-STS policy smtp-ingress serves, from the same settings (None: not served)."""
+    if (lookup(SMTP_INGRESS.var("mta_sts_port")) or "0") == "0":
+        return None
+    age = lookup(SMTP_INGRESS.var("mta_sts_max_age")) or "604800"
+    try:
+        return mtasts.published(lookup(SMTP_INGRESS.var("mta_sts_mode")) or "testing", lookup(SMTP_INGRESS.var("mta_sts_mx")) or "", int(age), hostname)
+    except (ValueError, mtasts.PolicyError) as exc:
+        err.print(f"[red]{SMTP_INGRESS.var('mta_sts_*')}[/]: {exc}")
+        raise typer.Exit(2) from None
 
 
 @app.command("records")
@@ -160,7 +194,7 @@ def dns_records(
     dmarc: str = typer.Option("quarantine", help="DMARC policy: none, quarantine or reject."),
     check_dns: bool = typer.Option(False, "--check", help="Ask DNS (through the resolver) which records are missing or wrong; exit 1 if any is."),
 ) -> None:
-    """Print DOMAIN's MX, SPF, DKIM, DMARC and SRV records as zone-file lines, ready to paste."""
+    """Print DOMAIN's MX, SPF, DKIM, DMARC, SRV (and MTA-STS) records as zone-file lines, ready to paste."""
     if dmarc not in ("none", "quarantine", "reject"):
         err.print("[red]--dmarc[/] must be none, quarantine or reject")
         raise typer.Exit(2)
@@ -169,10 +203,12 @@ def dns_records(
         err.print("[yellow]MAILFLOW_HOSTNAME is not set[/]: the records name localhost (give --hostname)")
     keys = [DkimKeyPublic.model_validate(k) for k in Api.store().get("/admin/dkim", domain=domain)]  # 404: not ours
     source = lookup(DELIVERY.var("source_address")) or ""
-    found = entries(domain, host, keys, dmarc, source)
+    sts = served_policy(host)
+    found = entries(domain, host, keys, dmarc, source, sts)
     if not check_dns:
         for e in found:
             typer.echo(e if isinstance(e, str) else e.line())
         return
-    if check([e for e in found if isinstance(e, Wanted)], host, Api.resolver()):
+    sts_host = f"mta-sts.{domain.rstrip('.').lower()}." if sts else None
+    if check([e for e in found if isinstance(e, Wanted)], host, Api.resolver(), sts_host):
         raise typer.Exit(1)

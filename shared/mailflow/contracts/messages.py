@@ -149,21 +149,33 @@ class DeliveryJobs(Contract):
 Outcome = Literal["delivered", "deferred", "bounced"]
 
 
-class TlsSession(Contract):
-    """One SMTP session delivery opened to a recipient domain's MX, as RFC 8460 (TLS-RPT) counts them:
-    `result` "success" (TLS made, by the domain's policy) or the failure's result-type (§4.3:
-    starttls-not-supported, certificate-host-mismatch, certificate-expired, certificate-not-trusted,
-    validation-failure, and the policy ones of MTA-STS and DANE). The queue adds them up per day and
-    sends each domain that asks (`_smtp._tls` TXT) its daily report."""
+class TlsFailureDetail(Contract):
+    """One MX address where the recipient domain's TLS policy was not met (RFC 8460 §4.3 names)."""
 
-    policy_domain: str  # the recipient domain
-    policy_type: Literal["sts", "tlsa", "no-policy-found"] = "no-policy-found"
-    policy_strings: list[str] = []  # the policy's text, a line each (RFC 8460 §4.4 policy-string)
-    mx_host: str = ""
-    sending_ip: str = ""  # our end of the connection
+    result_type: str  # starttls-not-supported, certificate-host-mismatch, certificate-expired,
+    # certificate-not-trusted, validation-failure (the MX is not in the policy), sts-policy-invalid,
+    # sts-policy-fetch-error (the policy could not be had: then on no MX)
+    receiving_mx_hostname: str = ""
     receiving_ip: str = ""
-    result: str = "success"
-    detail: str = ""  # the failure's reason, for the report's additional-information
+    detail: str = ""
+
+
+class TlsReport(Contract):
+    """What the recipient domain's TLS policy (MTA-STS, RFC 8461) made of one delivery attempt, in the
+    terms of a TLS-RPT report (RFC 8460 §4.3): `policy_type` sts or no-policy-found, the policy
+    (`policy_mode`, `policy_id`, `mx`, its text a line each in `policy_strings`), `success` (the
+    session that took the message was made as the policy requires; with no policy: over TLS) and the
+    failures seen on the way. Only the first result of a transaction carries it: the queue adds the
+    attempts up per day and domain and sends each domain that asks (`_smtp._tls`) its daily report."""
+
+    policy_domain: str
+    policy_type: Literal["sts", "no-policy-found"]
+    policy_mode: Literal["enforce", "testing", "none"] | None = None
+    policy_id: str = ""
+    mx: list[str] = []
+    policy_strings: list[str] = []
+    success: bool = True
+    failures: list[TlsFailureDetail] = []
 
 
 class DeliveryResult(Contract):
@@ -176,7 +188,7 @@ class DeliveryResult(Contract):
     diagnostic: str = ""  # the remote server's reply or our reason, for the DSN and `queue show`
     remote_mta: str | None = None  # the host that answered, for DSN Remote-MTA
     at: datetime = Field(default_factory=utcnow)
-    tls: list[TlsSession] = []  # the sessions opened for it (only on the first result of a transaction)
+    tls: TlsReport | None = None  # a remote domain's TLS verdict on the transaction's first result (None: local, relay, map)
 
 
 class DeliveryResults(Contract):

@@ -10,8 +10,8 @@ Violation"): a publish that needs a PubAck fails (the caller answers 4xx), a sub
 
 What a compromised service can still do is what its row allows: smtp-ingress can queue mail (that is
 its job) but cannot publish delivery jobs, read the queue, or touch a stream's configuration;
-imap-pop3 can only listen for mailbox hints. Only the queue manages streams, durables and the sent-log
-bucket (`streams.ensure_streams`); only delivery reads and writes that bucket.
+imap-pop3 can only listen for mailbox hints. Only the queue manages streams, durables and the key-value
+buckets (`streams.ensure_streams`); only delivery reads and writes that bucket.
 
 Replies: each service's inbox is `_INBOX.<service>.>` (natsconn passes it as nats-py's inbox_prefix),
 so no service can subscribe to the replies another one gets (JetStream hands pulled messages to the
@@ -110,8 +110,8 @@ GRANTS: dict[str, Grant] = {
             "$JS.API.STREAM.NAMES",
             "$JS.API.STREAM.LIST",
             *(s for name in STREAMS for s in manage(name)),
-            f"$JS.API.STREAM.CREATE.KV_{streams.SENT_LOG_BUCKET}",
-            *stream_info(f"KV_{streams.SENT_LOG_BUCKET}"),
+            *(f"$JS.API.STREAM.CREATE.KV_{bucket}" for bucket, _ in streams.BUCKETS),
+            *stream_info(*(f"KV_{bucket}" for bucket, _ in streams.BUCKETS)),
         ),
     ),
     "delivery": Grant(
@@ -120,11 +120,13 @@ GRANTS: dict[str, Grant] = {
             subjects.DELIVERY_RESULT,
             subjects.MAIL_DEAD,
             subjects.MX_LOOKUP,
+            subjects.DNS_QUERY,  # MTA-STS: _mta-sts TXT, mta-sts.<domain> A/AAAA
             TRACE,
             *stream_info("JOBS", "RESULTS", "DEAD", "BODY"),
             *consume(streams.DELIVERY),
             *direct_get("BODY"),
             *kv(streams.SENT_LOG_BUCKET),
+            *kv(streams.STS_POLICY_BUCKET),
         ),
     ),
     "resolver": Grant(subscribe=(subjects.MX_LOOKUP, subjects.DNS_QUERY), responds=True),

@@ -123,6 +123,19 @@ def sent_log_config(t: Topology = Topology()) -> KeyValueConfig:
         bucket=SENT_LOG_BUCKET, history=1, ttl=t.queue_lifetime_s + 2 * DAY, storage=StorageType.FILE, replicas=t.replicas
     )
 
+# delivery's MTA-STS policy cache (RFC 8461 §5.1; mailflow_delivery.mtasts): a recipient domain's
+# policy as fetched, kept across restarts; only delivery reads and writes it. An entry lives at most
+# the longest max_age a policy may have (§3.2).
+STS_POLICY_BUCKET = "DELIVERY_MTA_STS"
+
+
+def sts_policy_config(t: Topology = Topology()) -> KeyValueConfig:
+    return KeyValueConfig(bucket=STS_POLICY_BUCKET, history=1, ttl=31_557_600, storage=StorageType.FILE, replicas=t.replicas)
+
+
+BUCKETS = ((SENT_LOG_BUCKET, sent_log_config), (STS_POLICY_BUCKET, sts_policy_config))
+
+
 # How many times a worker tries a message before it moves it to DEAD with the last reason
 # (mailflow.worker). A failure is retried after 1, 2, 4 ... 60 s, so 30 attempts span about 25 minutes:
 # longer than a database failover, a NATS leader election or a store restart (then every message fails,
@@ -167,7 +180,7 @@ _CONSUMER_UPDATABLE = ("filter_subject", "ack_wait", "max_deliver", "max_ack_pen
 
 
 async def ensure_streams(js: JetStreamContext, t: Topology = Topology()) -> None:
-    """Create or update every stream and durable consumer, and create the sent-log bucket. Safe to call
+    """Create or update every stream and durable consumer, and create the key-value buckets. Safe to call
     again at any time."""
     for cfg in stream_configs(t):
         try:
@@ -200,11 +213,12 @@ async def ensure_streams(js: JetStreamContext, t: Topology = Topology()) -> None
                 log.info("consumer updated", extra={"stream": stream, "consumer": ccfg.durable_name})
             except Exception as exc:
                 log.warning("consumer not updated: %s", exc, extra={"stream": stream, "consumer": ccfg.durable_name})
-    try:
-        await js.key_value(SENT_LOG_BUCKET)
-    except BucketNotFoundError:
-        await js.create_key_value(sent_log_config(t))
-        log.info("bucket created", extra={"bucket": SENT_LOG_BUCKET})
+    for bucket, config in BUCKETS:
+        try:
+            await js.key_value(bucket)
+        except BucketNotFoundError:
+            await js.create_key_value(config(t))
+            log.info("bucket created", extra={"bucket": bucket})
 
 
 async def wait_for(js: JetStreamContext, names: tuple[str, ...], consumers: tuple[tuple[str, str], ...] = ()) -> None:

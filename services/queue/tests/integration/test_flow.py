@@ -539,3 +539,20 @@ async def test_requiretls_goes_with_every_job_and_its_failure_dsn_returns_header
     assert dsn.mail_from == "" and dsn.requiretls is False
     assert b"Final-Recipient: rfc822; bad@naver.test" in dsn.body and b"text/rfc822-headers" in dsn.body
     assert b"Hi Z." not in dsn.body  # the original's body stays out
+
+
+async def test_a_recipient_deferred_by_mta_sts_until_the_end_bounces_with_that_reason(parts):
+    """Delivery defers while the recipient domain's MTA-STS policy (enforce) cannot be met; when the
+    queue gives up, the sender's DSN says why."""
+    why = "451 4.7.5 MTA-STS policy of naver.test (enforce, id g1): no MX host could be used over verified TLS: mx.naver.test[192.0.2.1]: TLS handshake failed: certificate has expired"
+    await submit(parts, "QT", ["z@naver.test"])
+    await parts.intake.run_until_idle()
+    parts.clock.now += 5 * 86400 + 1
+    await answer(parts, "QT", "z@naver.test", "deferred", "4.7.5", diag=why)
+    await parts.results.run_until_idle()
+    assert rows(parts, "QT") == {"z@naver.test": ("bounced", 1, "4.4.7")}
+    await parts.scheduler.tick()
+    assert await parts.intake.run_until_idle() == 1
+    (dsn,) = parts.db.call(lambda s: list(s.scalars(sa.select(db.Message).where(db.Message.mail_from == ""))))
+    raw = parts.db.call(lambda s: s.get(db.Body, dsn.queue_id).data).decode()
+    assert "Diagnostic-Code: smtp; gave up after 1 attempts: 4.7.5 451 4.7.5 MTA-STS policy of naver.test (enforce" in " ".join(raw.split())

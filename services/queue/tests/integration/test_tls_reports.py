@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from mailflow.contracts.messages import DeliveryResult, TlsSession
-from mailflow_queue.db import TlsReport
+from mailflow.contracts.messages import DeliveryResult, TlsFailureDetail, TlsReport
+from mailflow_queue.db import TlsDecision
 from mailflow_queue.scheduler import TLS_REPORT_CHECK_S, TlsReporting
 from mailflow_resolver.app import build_resolvers
 from mailflow_resolver.settings import Settings as ResolverSettings
@@ -25,9 +25,9 @@ from tests.support.dns import DnsServer
 ZONE = '_smtp._tls.naver.test. 300 IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@reports.test"\n'
 
 
-def done(parts, qid: str, rcpt: str, *sessions: TlsSession) -> DeliveryResult:
+def done(parts, qid: str, rcpt: str, tls: TlsReport | None = None) -> DeliveryResult:
     at = datetime.fromtimestamp(parts.clock.now, UTC)
-    return DeliveryResult(queue_id=qid, rcpt=rcpt, attempt=1, outcome="delivered", status="2.0.0", at=at, tls=list(sessions))
+    return DeliveryResult(queue_id=qid, rcpt=rcpt, attempt=1, outcome="delivered", status="2.0.0", at=at, tls=tls)
 
 
 async def test_sessions_are_counted_once_and_reported_the_next_day(parts):
@@ -35,10 +35,11 @@ async def test_sessions_are_counted_once_and_reported_the_next_day(parts):
     await submit(parts, "QT2", ["c@other.test"])
     await parts.intake.run_until_idle()
     await parts.jobs(expect=3)
-    ok = TlsSession(policy_domain="naver.test", mx_host="mx.naver.test", sending_ip="127.0.0.2", receiving_ip="127.0.0.3")
-    plain = ok.model_copy(update={"mx_host": "mx2.naver.test", "receiving_ip": "127.0.0.4", "result": "starttls-not-supported"})
-    first = done(parts, "QT1", "a@naver.test", plain, ok)  # mx2 had no STARTTLS; mx took it over TLS
-    await answer_batch(parts, first, done(parts, "QT1", "b@naver.test"), done(parts, "QT2", "c@other.test", TlsSession(policy_domain="other.test")))
+    plain = TlsFailureDetail(result_type="starttls-not-supported", receiving_mx_hostname="mx2.naver.test", receiving_ip="127.0.0.4")
+    report = TlsReport(policy_domain="naver.test", policy_type="no-policy-found", success=True, failures=[plain])
+    first = done(parts, "QT1", "a@naver.test", report)  # mx2 had no STARTTLS; mx took it over TLS
+    other = TlsReport(policy_domain="other.test", policy_type="no-policy-found")
+    await answer_batch(parts, first, done(parts, "QT1", "b@naver.test"), done(parts, "QT2", "c@other.test", other))
     await parts.results.run_until_idle()
     await answer_batch(parts, first)  # the same result again (a redelivery): stale, not counted
     await parts.results.run_until_idle()
@@ -63,9 +64,9 @@ async def test_sessions_are_counted_once_and_reported_the_next_day(parts):
         assert policy["policy"] == {"policy-type": "no-policy-found", "policy-domain": "naver.test"}
         assert policy["summary"] == {"total-successful-session-count": 1, "total-failure-session-count": 1}
         assert policy["failure-details"] == [
-            {"result-type": "starttls-not-supported", "failed-session-count": 1, "sending-mta-ip": "127.0.0.2", "receiving-mx-hostname": "mx2.naver.test", "receiving-ip": "127.0.0.4"}
+            {"result-type": "starttls-not-supported", "failed-session-count": 1, "receiving-mx-hostname": "mx2.naver.test", "receiving-ip": "127.0.0.4"}
         ]
-        decided = parts.db.call(lambda s: {r.policy_domain: r.outcome for r in s.scalars(sa.select(TlsReport))})
+        decided = parts.db.call(lambda s: {r.policy_domain: r.outcome for r in s.scalars(sa.select(TlsDecision))})
         assert decided == {"naver.test": "sent to tlsrpt@reports.test", "other.test": "no record"}
 
         asked = len(dns.queries)
