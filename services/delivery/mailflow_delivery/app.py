@@ -13,10 +13,11 @@ import logging
 from mailflow import natsconn, tls
 from mailflow.bodies import JetStreamBodies
 from mailflow.contracts import streams
-from mailflow.dns import MxClient
+from mailflow.dns import DnsClient, MxClient
 from mailflow.lifecycle import Stopper
 from mailflow.web import HttpServer, service_app
 from mailflow_delivery import nexthop, smtp_out
+from mailflow_delivery.dane import Dane
 from mailflow_delivery.dkim import Signer
 from mailflow_delivery.forwarding import Forwarder
 from mailflow_delivery.routing import Deliveries, RemoteConfig
@@ -77,6 +78,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         store_batch=settings.store_batch,
         signer=signer,
         forwarder=Forwarder(signer, settings.hostname),  # our authserv-id is our hostname (RFC 8601 §2.5)
+        # DANE: in effect only when the resolver trusts a validating upstream (MAILFLOW_RESOLVER_DNSSEC_TRUST_AD)
+        dane=Dane(DnsClient(nc, timeout=settings.mx_timeout)),
     )
     # Messages of up to 32 jobs each: batch/16 messages per fetch, at most twice `batch` jobs in hand per lane.
     lanes = [DeliveryWorker(nc, js, deliveries, max(1, settings.batch // 16)) for _ in range(max(1, settings.lanes))]

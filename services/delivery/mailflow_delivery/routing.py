@@ -10,7 +10,8 @@ publish; it never raises for a single recipient's trouble. Mapping (STYLE §5):
   a transport map host whose MX lookup fails in any way -> deferred 4.4.3 (the map is the operator's)
   SMTP per recipient: 2xx delivered, 4xx and 552 deferred, 5xx bounced (from a relay too)
   no host took the message -> deferred with smtp_out's status: 4.4.1 network, 4.7.4 STARTTLS missing,
-  4.7.5 TLS failed, 4.7.x AUTH refused (a relay's 535 5.7.8 -> 4.7.8: a wrong relay password is the
+  4.7.5 TLS failed or no MX host met its DANE TLSA records (dane.py: never sent in clear instead),
+  4.7.x AUTH refused (a relay's 535 5.7.8 -> 4.7.8: a wrong relay password is the
   operator's to fix, so users' mail waits in the queue instead of bouncing; a WARNING says so)
   a job marked `dkim` whose signing key the store cannot give -> deferred 4.3.0 (dkim.py)
   a forwarded copy (an alias's external target, forwarding.py): past MAX_HOPS Received: -> bounced
@@ -41,6 +42,7 @@ from mailflow.dns import Resolver
 from mailflow.errors import InsufficientStorage
 from mailflow.store.api import Deliverer, DeliverItem, DeliverResult, Directory
 from mailflow_delivery import metrics, smtp_out
+from mailflow_delivery.dane import Dane
 from mailflow_delivery.dkim import KeysUnavailable, Signer
 from mailflow_delivery.forwarding import Forwarder, LoopDetected, transaction_key
 from mailflow_delivery.nexthop import NextHop, Router
@@ -135,11 +137,12 @@ class Deliveries:
         service: str = "delivery",
         signer: Signer | None = None,  # None: nothing is signed
         forwarder: Forwarder | None = None,  # forwarded copies; None: sent as they are, unsealed
+        dane: Dane | None = None,  # TLSA records of MX hosts with secure DNS (RFC 7672); None: not looked at
     ):
         self.routes = DomainRoutes(directory, directory_ttl)
         self.deliverer, self.bodies, self.resolver, self.sent = deliverer, bodies, resolver, sent
         self.remote_cfg, self.store_batch, self.service = remote, store_batch, service
-        self.signer = signer
+        self.signer, self.dane = signer, dane
         self.forwarder = forwarder or Forwarder(None, "")
         self._slots: dict[NextHop, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(self.remote_cfg.max_per_domain))
 
@@ -358,10 +361,12 @@ class Deliveries:
         )
         cfg = self.remote_cfg
         started = time.perf_counter()
+        # DANE (dane.py): only hosts from an MX lookup can be secure; a relay or `[host]` never is
+        host_tls = await self.dane.rules(hop.host, hosts, hop.port or cfg.port) if self.dane is not None else None
         async with self._slots[hop]:
             metrics.CONNECTIONS.inc()
             try:
-                outcome = await smtp_out.deliver(hosts, hop.port or cfg.port, env, cfg.helo, policy, cfg.timeouts, cfg.source_address, hop.auth)
+                outcome = await smtp_out.deliver(hosts, hop.port or cfg.port, env, cfg.helo, policy, cfg.timeouts, cfg.source_address, hop.auth, host_tls)
             except smtp_out.Unreachable as exc:
                 metrics.SESSIONS.labels("unreachable").inc()
                 if first.requiretls and exc.status[1:4] == ".7.":  # no hop met RFC 8689's terms: never deferred to try in clear

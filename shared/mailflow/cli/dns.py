@@ -5,19 +5,24 @@ MX (to MAILFLOW_HOSTNAME), SPF (RFC 7208: the MX hosts, plus delivery's source a
 set), the DKIM public keys of every key set the store keeps for the domain (pending ones to publish
 before `mailflow dkim activate`, retired ones until they are removed; each TXT value cut into strings
 of at most 255 octets, RFC 1035 §3.3.14), DMARC (RFC 7489) and the SRV records by which mail clients
-find the servers (RFC 6186, RFC 8314 §5.1 for submissions). MTA-STS and TLS-RPT are left out: Mailflow
+find the servers (RFC 6186, RFC 8314 §5.1 for submissions), and the DANE TLSA record of the mail host
+(RFC 7672: `_25._tcp.<host> TLSA 3 1 1 <SHA-256 of the certificate's public key>`, from MAILFLOW_TLS_CERT;
+a comment instead when that file is not set or cannot be read). MTA-STS and TLS-RPT are left out: Mailflow
 serves no MTA-STS policy yet. The A/AAAA records of the host itself are the operator's (a comment says so).
 
 `--check` asks the resolver service (`GET /query/{type}/{name}`, service token) about each record and
 prints one line each: ok, missing, wrong (with what DNS has) or error (DNS could not answer: try again);
 and whether the mail host has an address. An SRV record is ok when DNS has one with the same port and
-target (priority and weight are the operator's to choose). It exits 1 unless every checked record is ok, 2 if the resolver does not answer.
+target (priority and weight are the operator's to choose); a TLSA record when DNS has it among others
+(a key rollover publishes the next key's record beside the current one). It exits 1 unless every checked record is ok, 2 if the resolver does not answer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote
 
 import typer
@@ -49,7 +54,7 @@ class Wanted:
     """One record the domain needs: `value` is the MX/SRV data, or a TXT record's text (unquoted)."""
 
     name: str  # with the final dot
-    type: str  # MX, TXT, SRV
+    type: str  # MX, TXT, SRV, TLSA
     value: str
 
     def line(self) -> str:
@@ -90,6 +95,33 @@ def entries(domain: str, hostname: str, keys: list[DkimKeyPublic], dmarc_policy:
     for name, listener, priority in SRV:
         out.append(Wanted(f"{name}.{d}", "SRV", f"{priority} 1 {LISTENERS[listener][1].port} {host}"))
     return out
+
+
+def tlsa(cert_file: str) -> str:
+    """DANE-EE, SPKI, SHA-256 (RFC 7672 §3.1.1, "3 1 1"): the record of the first certificate in the
+    PEM file (the server's own; a chain follows it). It stays valid across renewals that keep the key.
+    OSError or ValueError if the file cannot be read or holds no certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return f"3 1 1 {hashlib.sha256(spki).hexdigest()}"
+
+
+def dane(hostname: str, cert_file: str) -> list[str | Wanted]:
+    """The mail host's TLSA record (port 25: what other MTAs connect to), with the comments it needs."""
+    host = hostname.rstrip(".").lower() + "."
+    if not cert_file:
+        return ["; DANE: no TLSA record (MAILFLOW_TLS_CERT is not set)"]
+    try:
+        value = tlsa(cert_file)
+    except (OSError, ValueError) as exc:
+        return [f"; DANE: no TLSA record ({cert_file} not read: {type(exc).__name__})"]
+    return [
+        "; DANE (RFC 7672): publish only in a DNSSEC-signed zone; before changing the key, publish the new key's record beside this one",
+        Wanted(f"_25._tcp.{host}", "TLSA", value),
+    ]
 
 
 def records(domain: str, hostname: str, keys: list[DkimKeyPublic], dmarc_policy: str, source_address: str = "") -> list[str]:
@@ -169,7 +201,7 @@ def dns_records(
         err.print("[yellow]MAILFLOW_HOSTNAME is not set[/]: the records name localhost (give --hostname)")
     keys = [DkimKeyPublic.model_validate(k) for k in Api.store().get("/admin/dkim", domain=domain)]  # 404: not ours
     source = lookup(DELIVERY.var("source_address")) or ""
-    found = entries(domain, host, keys, dmarc, source)
+    found = entries(domain, host, keys, dmarc, source) + dane(host, lookup("MAILFLOW_TLS_CERT") or "")
     if not check_dns:
         for e in found:
             typer.echo(e if isinstance(e, str) else e.line())
