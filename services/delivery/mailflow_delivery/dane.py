@@ -35,7 +35,6 @@ import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 from mailflow import tls
 from mailflow.authn import DnsLookup
@@ -44,9 +43,10 @@ from mailflow_delivery import metrics, smtp_out
 
 log = logging.getLogger(__name__)
 
-Result = Literal["success", "tlsa-invalid", "dnssec-invalid", "starttls-not-supported", "validation-failure"]
+# RFC 8460 §4.3 result types (and "success"): the closed set of DaneResult.result and the metric's label
+RESULTS = ("success", "tlsa-invalid", "dnssec-invalid", "starttls-not-supported", "validation-failure")
 DIGEST_LENGTH = {0: None, 1: 32, 2: 64}  # matching type -> octets of the data (0: any, the data itself)
-MAX_DER = 64 * 1024  # a certificate longer than this is not read (a TLS record holds at most 16 KiB)
+MAX_DER = 64 * 1024  # a leaf certificate is a few KiB: a longer one is refused, never hashed
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class DaneResult:
     domain: str  # the policy domain: the one whose MX was looked up
     host: str  # receiving-mx-hostname
     address: str | None  # receiving-ip; None when the host was not tried (its TLSA lookup failed)
-    result: Result
+    result: str  # one of RESULTS
     detail: str = ""
 
 
@@ -198,16 +198,17 @@ class Dane:
         refused: list[str] = []
         for text in texts:
             record = parse(text)
-            why = record if isinstance(record, str) else unusable(record)
-            if why is None:
-                usable.append(record)  # type: ignore[arg-type]
-            else:
+            if isinstance(record, str):
+                refused.append(record)
+            elif (why := unusable(record)) is not None:
                 refused.append(why)
+            else:
+                usable.append(record)
 
         def record(address: str, result: str, detail: str) -> None:
             if result == "success" and not usable:
                 result, detail = "tlsa-invalid", f"no usable TLSA record ({'; '.join(refused)[:300]}): sent encrypted, not authenticated"
-            self.record(DaneResult(domain, host, address, result, detail))  # type: ignore[arg-type]
+            self.record(DaneResult(domain, host, address, result, detail))
 
         def verify(cert: bytes | None) -> tuple[str, str] | None:
             if not usable:

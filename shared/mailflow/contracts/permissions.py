@@ -119,6 +119,7 @@ GRANTS: dict[str, Grant] = {
             subjects.DELIVERY_RESULT,
             subjects.MAIL_DEAD,
             subjects.MX_LOOKUP,
+            subjects.DNS_QUERY,  # the TLSA records of MX hosts (DANE, dane.py)
             TRACE,
             *stream_info("JOBS", "RESULTS", "DEAD", "BODY"),
             *consume(streams.DELIVERY),

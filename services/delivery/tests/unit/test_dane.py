@@ -1,5 +1,6 @@
-"""DANE's pure parts (dane.py): TLSA records as the resolver gives them, which are usable, the
-SubjectPublicKeyInfo read from a certificate's DER, and the match of a certificate against records."""
+"""DANE (dane.py): TLSA records as the resolver gives them, which are usable, the
+SubjectPublicKeyInfo read from a certificate's DER, the match of a certificate against records, and the
+rule each TLSA answer makes (a DnsLookup answering from a table)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from mailflow_delivery.dane import Tlsa, matches, parse, spki, unusable
+from mailflow.contracts.messages import DnsAnswer, MxHost
+from mailflow_delivery.dane import Dane, DaneResult, Tlsa, matches, parse, spki, unusable
 
 
 def certificate(key=None) -> tuple[bytes, bytes]:
@@ -104,3 +106,54 @@ def test_each_selector_and_matching_type_matches_and_nothing_else_does():
     assert matches([wrong], der) is None
     assert matches([good[4]], b"not a certificate") is None  # no SPKI to select
     assert matches([Tlsa(3, 0, 0, b"not a certificate")], b"not a certificate") is not None  # selector 0 compares octets
+
+
+class Table:
+    """A DnsLookup answering from a dict (name -> DnsAnswer); what it was asked, in `asked`."""
+
+    def __init__(self, answers: dict[str, DnsAnswer]):
+        self.answers, self.asked = answers, []
+
+    async def query(self, name: str, rdtype: str) -> DnsAnswer:
+        self.asked.append((name, rdtype))
+        return self.answers.get(name) or DnsAnswer(name=name, type=rdtype, status="nxdomain", secure=True)
+
+
+SPKI_HASH = "3 1 1 " + "ab" * 32
+
+
+@pytest.mark.parametrize(
+    "answer, rule",
+    [
+        (DnsAnswer(name="t", type="TLSA", status="ok", records=[SPKI_HASH], secure=True), "verify"),
+        (DnsAnswer(name="t", type="TLSA", status="ok", records=["2 0 1 " + "ab" * 32], secure=True), "encrypt"),
+        (DnsAnswer(name="t", type="TLSA", status="ok", records=[SPKI_HASH], secure=False), None),  # insecure TLSA: ignored
+        (DnsAnswer(name="t", type="TLSA", status="nodata", secure=True), None),
+        (DnsAnswer(name="t", type="TLSA", status="nxdomain", secure=False), None),
+        (DnsAnswer(name="t", type="TLSA", status="temp_fail", error="SERVFAIL"), "skip"),
+    ],
+)
+async def test_the_rule_for_each_tlsa_answer(answer, rule):
+    seen = []
+    dane = Dane(Table({"_25._tcp.mx.a.test": answer}), record=seen.append)
+    rules = await dane.rules("a.test", [MxHost(preference=10, host="mx.a.test", addresses=["127.0.0.1"], secure=True)], 25)
+    got = rules.get("mx.a.test")
+    kind = None if got is None else "skip" if got.skip else "verify" if got.note == "DANE-EE verified" else "encrypt"
+    assert kind == rule
+    if rule == "skip":
+        assert seen == [DaneResult("a.test", "mx.a.test", None, "dnssec-invalid", got.skip)] and "SERVFAIL" in got.skip
+    if rule == "encrypt":
+        assert got.verify(None) is None  # nothing to authenticate: any certificate, or none
+        got.record("127.0.0.1", "success", "")
+        assert seen[-1].result == "tlsa-invalid" and "usage 2 not supported" in seen[-1].detail
+    if rule == "verify":
+        assert got.verify(None) == ("validation-failure", "DANE: the server showed no certificate")
+        der, _ = certificate()
+        assert got.verify(der)[0] == "validation-failure"
+
+
+async def test_insecure_hosts_ask_nothing():
+    table = Table({})
+    hosts = [MxHost(preference=10, host="mx.a.test", addresses=["127.0.0.1"]), MxHost(preference=20, host="mx2.a.test", addresses=["127.0.0.2"], secure=True)]
+    rules = await Dane(table).rules("a.test", hosts, 2525)
+    assert rules == {} and table.asked == [("_2525._tcp.mx2.a.test", "TLSA")]
