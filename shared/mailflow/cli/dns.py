@@ -136,7 +136,7 @@ def _flat(text: str) -> str:
 def verdict(wanted: Wanted, answer: DnsAnswer) -> tuple[str, str]:
     """(ok | missing | wrong | error, what DNS has when wrong) of one record against DNS's answer. MX:
     ok when our host is among the MX hosts. TXT: the records of the same kind (SPF: `is_spf`; DMARC:
-    "v=DMARC1"; DKIM: all at the name) compared without whitespace; two SPF records are wrong (RFC 7208
+    "v=DMARC1"; DKIM and TLSA: all at the name) compared without whitespace; two SPF records are wrong (RFC 7208
     §4.5 makes that a permerror)."""
     if answer.status == "temp_fail":
         return "error", answer.error or "DNS did not answer"
@@ -192,7 +192,7 @@ def dns_records(
     dmarc: str = typer.Option("quarantine", help="DMARC policy: none, quarantine or reject."),
     check_dns: bool = typer.Option(False, "--check", help="Ask DNS (through the resolver) which records are missing or wrong; exit 1 if any is."),
 ) -> None:
-    """Print DOMAIN's MX, SPF, DKIM, DMARC and SRV records as zone-file lines, ready to paste."""
+    """Print DOMAIN's MX, SPF, DKIM, DMARC and SRV records, and the mail host's TLSA (DANE), as zone-file lines, ready to paste."""
     if dmarc not in ("none", "quarantine", "reject"):
         err.print("[red]--dmarc[/] must be none, quarantine or reject")
         raise typer.Exit(2)
