@@ -1,13 +1,16 @@
 """`mailflow dns records DOMAIN --check` against a real mailbox-store and a real resolver whose DNS is a
 server the test starts: what `mailflow dns records` prints, published as printed, checks ok; a domain
-published wrong, partly or behind a failing server gets a line for each record that says so, and exit 1."""
+published wrong, partly or behind a failing server gets a line for each record that says so, and exit 1.
+The mail host's TLSA record (DANE) comes from MAILFLOW_TLS_CERT: a certificate the test makes."""
 
 from __future__ import annotations
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from typer.testing import CliRunner
 
-from mailflow import mtasts
+from mailflow import mtasts, tls
 from mailflow.cli.main import app
 from mailflow.stack import Ports, Stack
 from tests.support.dns import DnsServer
@@ -22,11 +25,22 @@ def dns():
 
 
 @pytest.fixture(scope="module")
-def cli(tmp_path_factory, dns):
+def cert(tmp_path_factory):
+    """(our certificate's file, the SHA-256 of its public key in hex, as `openssl pkey -pubout | sha256` gives it)."""
+    d = tmp_path_factory.mktemp("tls")
+    tls.ensure_self_signed(d / "cert.pem", d / "key.pem", HOST)
+    key = x509.load_pem_x509_certificate((d / "cert.pem").read_bytes()).public_key()
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return d / "cert.pem", digest.finalize().hex()
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory, dns, cert):
     resolver_env = {"MAILFLOW_RESOLVER_NAMESERVERS": dns.address, "MAILFLOW_RESOLVER_TIMEOUT": "0.3", "MAILFLOW_RESOLVER_LIFETIME": "0.8"}
     ports = Ports.free()
     with Stack(tmp_path_factory.mktemp("stack"), ports, services=("mailbox-store", "resolver"), env=resolver_env) as st:
-        env = {**st.cli_env(), "COLUMNS": "250", "MAILFLOW_HOSTNAME": HOST}
+        env = {**st.cli_env(), "COLUMNS": "250", "MAILFLOW_HOSTNAME": HOST, "MAILFLOW_TLS_CERT": str(cert[0])}
 
         def run(*args: str, code: int = 0, more: dict[str, str] | None = None) -> list[str]:
             result = CliRunner().invoke(app, list(args), env={**env, **(more or {})})
@@ -39,8 +53,10 @@ def cli(tmp_path_factory, dns):
         yield run
 
 
-def test_records_published_as_printed_check_ok(cli, dns):
-    dns.add("\n".join(line for line in cli("dns", "records", "good.test") if not line.startswith(";")))
+def test_records_published_as_printed_check_ok(cli, dns, cert):
+    printed = cli("dns", "records", "good.test")
+    assert f"_25._tcp.{HOST}.\t3600\tIN\tTLSA\t3 1 1 {cert[1]}" in printed
+    dns.add("\n".join(line for line in printed if not line.startswith(";")))
     lines = cli("dns", "records", "good.test", "--check")
     assert lines[:5] == [
         "ok         good.test. MX",
@@ -49,7 +65,8 @@ def test_records_published_as_printed_check_ok(cli, dns):
         "ok         s1-ed25519._domainkey.good.test. TXT",
         "ok         _dmarc.good.test. TXT",
     ]
-    assert all(line.startswith("ok ") and line.endswith(" SRV") for line in lines[5:-1]), lines
+    assert all(line.startswith("ok ") and line.endswith(" SRV") for line in lines[5:-2]), lines
+    assert lines[-2] == f"ok         _25._tcp.{HOST}. TLSA"
     assert "ok         _submissions._tcp.good.test. SRV" in lines
     assert lines[-1] == f"ok         {HOST}. A/AAAA: 127.0.0.1"
 
@@ -94,3 +111,15 @@ def test_the_mta_sts_record_is_printed_and_checked_when_the_policy_is_served(cli
     assert "ok         _mta-sts.good.test. TXT" in lines and lines[-1] == "ok         mta-sts.good.test. A/AAAA: 127.0.0.1"
     lines = cli("dns", "records", "good.test", "--check", more={**sts, "MAILFLOW_SMTP_MTA_STS_MODE": "testing"}, code=1)
     assert f"wrong      _mta-sts.good.test. TXT: DNS has v=STSv1; id={policy.id()};" in lines
+
+
+def test_tlsa_wrong_or_without_a_certificate(cli, dns):
+    wrong = "3 1 1 " + "00" * 32
+    dns.add(f"_25._tcp.mx2.good.test. 3600 IN TLSA {wrong}")
+    lines = cli("dns", "records", "good.test", "--check", "--hostname", "mx2.good.test", code=1)
+    assert f"wrong      _25._tcp.mx2.good.test. TLSA: DNS has {wrong}" in lines
+    lines = cli("dns", "records", "good.test", "--check", "--hostname", "mx3.good.test", code=1)
+    assert "missing    _25._tcp.mx3.good.test. TLSA" in lines
+    printed = cli("dns", "records", "good.test", more={"MAILFLOW_TLS_CERT": "/nonexistent/cert.pem"})
+    assert "; DANE: no TLSA record (/nonexistent/cert.pem not read: FileNotFoundError)" in printed
+    assert not [line for line in printed if "TLSA" in line and not line.startswith(";")]

@@ -170,6 +170,18 @@ async def test_delivery_asks_the_resolver(login):
     assert MxReply.from_bytes(reply.data).domain == "b.test"
 
 
+async def test_delivery_asks_the_resolver_for_tlsa_records(login):
+    resolver, delivery = await login("resolver"), await login("delivery")
+
+    async def answer(msg):
+        await msg.respond(DnsAnswer(name="_25._tcp.mx.b.test", type="TLSA", status="ok", records=["3 1 1 " + "ab" * 32], secure=True).to_bytes())
+
+    await resolver.subscribe(subjects.DNS_QUERY, queue="resolver", cb=answer)
+    await resolver.flush()
+    reply = await delivery.request(subjects.DNS_QUERY, DnsQuery(name="_25._tcp.mx.b.test", type="TLSA").to_bytes(), timeout=5)
+    assert DnsAnswer.from_bytes(reply.data).secure
+
+
 async def test_smtp_ingress_asks_the_resolver_dns_questions(login):
     resolver, smtp = await login("resolver"), await login("smtp-ingress")
 

@@ -12,6 +12,12 @@ answer; both carry an SOA (minimum `negative_ttl`) so negative caching can be te
 is recorded in `queries` as (name, type), so a test can see what the cache spared, and those that
 came over TCP in `tcp` too. A UDP answer longer than the asker takes (512 octets, or its EDNS payload
 size) goes out truncated (TC, no records), as a real server's would: the asker retries over TCP.
+
+DNSSEC, as a validating resolver reports it (RFC 4035 §3.2.3, RFC 6840 §5.7): answers about a name in
+one of the zones of `signed` (the zone itself or a name under it) carry the AD bit when the question
+asked for it (AD or DO set); with `ad_unasked` they carry it whatever the question said (an upstream
+that must not be believed blindly). No RRSIG is ever sent: the asker trusts the bit, not signatures.
+TLSA records come from zone text as any other (`_25._tcp.mx.naver.test. 300 IN TLSA 3 1 1 <hex>`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ class DnsServer:
         self.negative_ttl = negative_ttl
         self.servfail: set[str] = set()
         self.drop: set[str] = set()
+        self.signed: set[str] = set()
+        self.ad_unasked = False
         self.queries: list[tuple[str, str]] = []
         self.tcp: list[tuple[str, str]] = []
         self._servers: list[socketserver.BaseServer] = []
@@ -40,6 +48,13 @@ class DnsServer:
     def add(self, zone: str) -> None:
         self.records += RR.fromZone(zone)
 
+    def authenticated(self, name: str, request: DNSRecord) -> bool:
+        """The AD bit for an answer about `name`."""
+        if not any(name == zone or name.endswith("." + zone) for zone in self.signed):
+            return False
+        asked = bool(request.header.ad) or any(rr.rtype == QTYPE.OPT and rr.ttl & 0x8000 for rr in request.ar)
+        return asked or self.ad_unasked
+
     def answer(self, data: bytes, tcp: bool = False) -> bytes | None:
         request = DNSRecord.parse(data)
         q = request.q
@@ -49,6 +64,7 @@ class DnsServer:
         if tcp:
             self.tcp.append((name, qtype))
         reply = request.reply()
+        reply.header.ad = 0
         if name in self.drop:
             return None
         if name in self.servfail:
@@ -64,6 +80,7 @@ class DnsServer:
             zone = DNSLabel(".".join(name.split(".")[-1:]) or ".")
             soa = SOA("ns.test.", "hostmaster.test.", (1, 3600, 600, 86400, self.negative_ttl))
             reply.add_auth(RR(zone, QTYPE.SOA, rdata=soa, ttl=self.negative_ttl))
+        reply.header.ad = int(self.authenticated(name, request))
         out = reply.pack()
         limit = max([512, *(rr.rclass for rr in request.ar if rr.rtype == QTYPE.OPT)])  # RFC 6891 §6.2.5
         if not tcp and len(out) > limit:

@@ -17,6 +17,7 @@ from mailflow.dns import DnsClient, MxClient
 from mailflow.lifecycle import Stopper
 from mailflow.web import HttpServer, service_app
 from mailflow_delivery import nexthop, smtp_out
+from mailflow_delivery.dane import Dane
 from mailflow_delivery.dkim import Signer
 from mailflow_delivery.forwarding import Forwarder
 from mailflow_delivery.mtasts import KvPolicyStore, Policies, verifying_context
@@ -76,6 +77,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     sent = await KvSentLog.open(js)
     store = StoreClient(settings.store_url, settings.service_token.get_secret_value())
     signer = Signer(store, settings.dkim_cache_s)
+    dns = DnsClient(nc, timeout=settings.mx_timeout)  # MTA-STS's and DANE's questions, through the resolver
     deliveries = Deliveries(
         directory=store,
         deliverer=store,
@@ -87,7 +89,9 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         store_batch=settings.store_batch,
         signer=signer,
         forwarder=Forwarder(signer, settings.hostname),  # our authserv-id is our hostname (RFC 8601 §2.5)
-        policies=policies(settings, DnsClient(nc, timeout=settings.mx_timeout), await KvPolicyStore.open(js)),
+        policies=policies(settings, dns, await KvPolicyStore.open(js)),
+        # DANE: in effect only when the resolver trusts a validating upstream (MAILFLOW_RESOLVER_DNSSEC_TRUST_AD)
+        dane=Dane(dns),
     )
     # Messages of up to 32 jobs each: batch/16 messages per fetch, at most twice `batch` jobs in hand per lane.
     lanes = [DeliveryWorker(nc, js, deliveries, max(1, settings.batch // 16)) for _ in range(max(1, settings.lanes))]

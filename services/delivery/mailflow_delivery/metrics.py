@@ -7,6 +7,10 @@ RECIPIENTS = Counter("mailflow_delivery_recipients_total", "Recipients handled, 
 SESSIONS = Counter("mailflow_delivery_smtp_sessions_total", "Outgoing SMTP transactions", ["result"])  # ok|unreachable
 # REQUIRETLS messages (RFC 8689) bounced because no hop could take them over authenticated TLS
 REQUIRETLS = Counter("mailflow_delivery_requiretls_total", "REQUIRETLS messages by what became of them", ["result"])  # refused
+# DANE (RFC 7672, dane.py): each attempt at an MX host whose TLSA records apply, by RFC 8460 result type:
+# success, tlsa-invalid (no usable record: sent encrypted only), dnssec-invalid (TLSA lookup failed: host
+# skipped), starttls-not-supported, validation-failure (handshake failed or certificate matched no record)
+DANE = Counter("mailflow_delivery_dane_total", "MX host attempts under DANE, by RFC 8460 result type", ["result"])
 CONNECTIONS = Gauge("mailflow_delivery_smtp_connections", "Outgoing SMTP connections open now")
 DUPLICATES = Counter("mailflow_delivery_redelivered_sent_total", "Redelivered jobs answered from the sent log, not sent again")
 BATCH_SECONDS = Histogram(

@@ -10,7 +10,8 @@ publish; it never raises for a single recipient's trouble. Mapping (STYLE §5):
   a transport map host whose MX lookup fails in any way -> deferred 4.4.3 (the map is the operator's)
   SMTP per recipient: 2xx delivered, 4xx and 552 deferred, 5xx bounced (from a relay too)
   no host took the message -> deferred with smtp_out's status: 4.4.1 network, 4.7.4 STARTTLS missing,
-  4.7.5 TLS failed, 4.7.x AUTH refused (a relay's 535 5.7.8 -> 4.7.8: a wrong relay password is the
+  4.7.5 TLS failed or no MX host met its DANE TLSA records (dane.py: never sent in clear instead),
+  4.7.x AUTH refused (a relay's 535 5.7.8 -> 4.7.8: a wrong relay password is the
   operator's to fix, so users' mail waits in the queue instead of bouncing; a WARNING says so)
   MTA-STS (mtasts.py; a recipient domain's own MX only, never the relay or a transport map host):
   policy enforce -> only MX hosts its mx patterns match, each over STARTTLS with a certificate that
@@ -55,6 +56,7 @@ from mailflow.dns import Resolver
 from mailflow.errors import InsufficientStorage
 from mailflow.store.api import Deliverer, DeliverItem, DeliverResult, Directory
 from mailflow_delivery import metrics, smtp_out
+from mailflow_delivery.dane import Dane
 from mailflow_delivery.dkim import KeysUnavailable, Signer
 from mailflow_delivery.forwarding import Forwarder, LoopDetected, transaction_key
 from mailflow_delivery.mtasts import Policies, Verdict
@@ -186,11 +188,12 @@ class Deliveries:
         signer: Signer | None = None,  # None: nothing is signed
         forwarder: Forwarder | None = None,  # forwarded copies; None: sent as they are, unsealed
         policies: Policies | None = None,  # recipient domains' MTA-STS policies; None: not looked up
+        dane: Dane | None = None,  # TLSA records of MX hosts with secure DNS (RFC 7672); None: not looked at
     ):
         self.routes = DomainRoutes(directory, directory_ttl)
         self.deliverer, self.bodies, self.resolver, self.sent = deliverer, bodies, resolver, sent
         self.remote_cfg, self.store_batch, self.service = remote, store_batch, service
-        self.signer, self.policies = signer, policies
+        self.signer, self.policies, self.dane = signer, policies, dane
         self.forwarder = forwarder or Forwarder(None, "")
         self._slots: dict[NextHop, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(self.remote_cfg.max_per_domain))
 
@@ -429,10 +432,12 @@ class Deliveries:
             requiretls=first.requiretls,
         )
         started = time.perf_counter()
+        # DANE (dane.py): only hosts from an MX lookup can be secure; a relay or `[host]` never is
+        host_tls = await self.dane.rules(hop.host, hosts, hop.port or cfg.port) if self.dane is not None else None
         async with self._slots[hop]:
             metrics.CONNECTIONS.inc()
             try:
-                outcome = await smtp_out.deliver(hosts, hop.port or cfg.port, env, cfg.helo, tls, cfg.timeouts, cfg.source_address, hop.auth)
+                outcome = await smtp_out.deliver(hosts, hop.port or cfg.port, env, cfg.helo, tls, cfg.timeouts, cfg.source_address, hop.auth, host_tls)
             except smtp_out.Unreachable as exc:
                 metrics.SESSIONS.labels("unreachable").inc()
                 report = sts.report(None, exc.failures) if sts is not None else None

@@ -14,6 +14,8 @@ they lead (`Unreachable.status`, the enhanced code the deferral carries):
   certificate-expired, certificate-host-mismatch, certificate-not-trusted, validation-failure; a
   policy with a `fallback` (MTA-STS testing mode) notes the failure in `Outcome.tls_failures` and
   tries the same address again under the fallback, opportunistic TLS)
+  a host's own terms (`HostTls`, DANE: dane.py): skip -> that host is not tried, 4.7.5; STARTTLS not
+  offered -> 4.7.4; handshake failed or certificate refused -> 4.7.5; never mail in clear to it
   AUTH: no PLAIN/LOGIN offered, or refused (535 too)  -> `Unreachable` 4.7.x: the refusal's code as 4xx
   MAIL 4xx / 5xx                                       -> every recipient deferred / bounced
   RCPT 2xx / 4xx (and 552) / 5xx                       -> per recipient: go on / deferred / bounced
@@ -40,6 +42,7 @@ import base64
 import logging
 import re
 import ssl
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from pydantic import SecretStr
@@ -380,6 +383,36 @@ class TlsPolicy:
 
 
 @dataclass(frozen=True)
+class HostTls:
+    """One host's own TLS terms, decided before connecting (DANE: dane.py), in place of `TlsPolicy`.
+    `skip`: why the host must not be tried at all. Otherwise STARTTLS is mandatory with `context` (the
+    SNI is the host's name), and `verify(the leaf certificate, DER)`, after the handshake and before the
+    second EHLO, says None or (RFC 8460 result type, why) it is refused. `record(address, result type,
+    detail)` hears each attempt's TLS outcome ("success" included). `note` is added to `Outcome.tls`."""
+
+    skip: str | None = None
+    note: str = ""
+    context: ssl.SSLContext | None = None
+    verify: Callable[[bytes | None], tuple[str, str] | None] = lambda cert: None
+    record: Callable[[str, str, str], None] = lambda address, result, detail: None
+
+
+async def _host_tls(conn: Connection, rule: HostTls, name: str) -> None:
+    """STARTTLS on `rule`'s terms; Unreachable (with its result type) if they are not met."""
+    if "STARTTLS" not in conn.extensions or rule.context is None:
+        raise Unreachable("STARTTLS required (DANE) but not offered", "4.7.4", "starttls-not-supported")
+    try:
+        await conn.starttls(rule.context, name)
+    except Unreachable as exc:
+        exc.tls_failure = "starttls-not-supported" if exc.status == "4.7.4" else "validation-failure"
+        raise
+    obj = conn.w.get_extra_info("ssl_object")
+    refused = rule.verify(obj.getpeercert(binary_form=True) if obj is not None else None)
+    if refused is not None:
+        raise Unreachable(refused[1], "4.7.5", refused[0])
+
+
+@dataclass(frozen=True)
 class Credentials:
     """A relay's login (RFC 4954). The password never reaches a log line, a repr or an error."""
 
@@ -397,20 +430,27 @@ async def deliver(
     timeouts: Timeouts,
     source: str | None = None,
     auth: Credentials | None = None,
+    host_tls: Mapping[str, HostTls] | None = None,
 ) -> Outcome:
     """Try each MX address in order until one takes the transaction. Raises Unreachable (with every
     host's error, and the last one's status) if none did. With `auth`, no transaction starts without
-    a successful AUTH."""
+    a successful AUTH. `host_tls`: host name -> that host's own TLS terms (DANE), in place of `tls`
+    and never with its fallback."""
     errors: list[str] = []
     failures: list[TlsFailure] = []
     status = "4.4.1"
     for host in hosts:
+        rule = host_tls.get(host.host) if host_tls else None
+        if rule is not None and rule.skip:
+            errors.append(f"{host.host}: {rule.skip}")
+            status = "4.7.5"
+            continue
         for address in host.addresses:
             try:
                 try:
-                    out = await _attempt(host.host, address, port, env, helo, tls, timeouts, source, auth)
+                    out = await _attempt(host.host, address, port, env, helo, tls, timeouts, source, auth, rule)
                 except Unreachable as exc:
-                    if exc.tls_failure is None or tls.fallback is None:
+                    if exc.tls_failure is None or tls.fallback is None or rule is not None:
                         raise
                     failures.append(TlsFailure(host.host, address, exc.tls_failure, str(exc)))
                     out = await _attempt(host.host, address, port, env, helo, tls.fallback, timeouts, source, auth)
@@ -420,7 +460,9 @@ async def deliver(
             except Unreachable as exc:
                 errors.append(f"{host.host}[{address}]: {exc}")
                 status = exc.status
-                if exc.tls_failure is not None and tls.fallback is None:
+                if rule is not None and exc.tls_failure is not None:
+                    rule.record(address, exc.tls_failure, str(exc))
+                if exc.tls_failure is not None and (tls.fallback is None or rule is not None):
                     failures.append(TlsFailure(host.host, address, exc.tls_failure, str(exc)))
     exc = Unreachable("; ".join(errors) or "no MX address to try", status)
     exc.failures = failures
@@ -437,6 +479,7 @@ async def _attempt(
     timeouts: Timeouts,
     source: str | None,
     auth: Credentials | None,
+    rule: HostTls | None = None,
 ) -> Outcome:
     """One session with one address: the transaction's outcome, or Unreachable."""
     ctx = tls.context
@@ -456,6 +499,13 @@ async def _attempt(
             raise Unreachable(f"HELO refused: {rep}")
         if implicit is not None:
             out.tls = conn.tls_description()
+        elif rule is not None:
+            await _host_tls(conn, rule, host)
+            rule.record(address, "success", "")
+            out.tls = f"{conn.tls_description()}, {rule.note}" if rule.note else conn.tls_description()
+            rep = await conn.hello(helo)
+            if rep.code != 250:
+                raise Unreachable(f"EHLO after STARTTLS refused: {rep}")
         elif tls.mode != "none" and "STARTTLS" in conn.extensions and ctx is not None:
             await conn.starttls(ctx, name)
             out.tls = conn.tls_description()

@@ -72,11 +72,12 @@ class Handler:
 class RemoteMta:
     """aiosmtpd on 127.0.0.1 (or another loopback address), STARTTLS with a self-signed pair."""
 
-    def __init__(self, tmp_path, host: str = "127.0.0.1", starttls: bool = True):
-        cert, key = tmp_path / "remote-cert.pem", tmp_path / "remote-key.pem"
+    def __init__(self, tmp_path, host: str = "127.0.0.1", starttls: bool = True, port: int | None = None):
+        self.cert, key = tmp_path / "remote-cert.pem", tmp_path / "remote-key.pem"
+        cert = self.cert
         tls.ensure_self_signed(cert, key, "mx.remote.test")
         self.handler = Handler()
-        self.port = free_port(host)
+        self.port = port or free_port(host)
         ctx = tls.server_context(str(cert), str(key)) if starttls else None
         self.controller = Controller(
             self.handler,

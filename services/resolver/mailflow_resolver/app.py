@@ -32,7 +32,7 @@ Rep = TypeVar("Rep", bound=Contract)
 
 
 def build_resolvers(settings: Settings) -> tuple[MxResolver, QueryResolver]:
-    dns = make_dns_resolver(settings.nameservers, settings.timeout, settings.lifetime)
+    dns = make_dns_resolver(settings.nameservers, settings.timeout, settings.lifetime, settings.dnssec_trust_ad)
     mx = MxResolver(dns, settings.cache_size, settings.max_ttl, settings.negative_ttl, settings.ipv6)
     queries = QueryResolver(
         dns,
@@ -110,12 +110,12 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
 
     @app.get("/query/{rdtype}/{name:path}", dependencies=[Depends(guard)])  # a name may hold a "/"
     async def query_route(rdtype: DnsType, name: str) -> DnsAnswer:
-        """What the resolver answers `dns.query` about `name` and `rdtype` (TXT, A, AAAA, MX, PTR, SRV); for
+        """What the resolver answers `dns.query` about `name` and `rdtype` (TXT, A, AAAA, MX, PTR, SRV, TLSA); for
         debugging and for `mailflow dns records --check`."""
         return await queries.query(name, rdtype)
 
     http = await HttpServer(app, settings.http_listen).start()
-    log.info("resolver ready", extra={"http": http.port, "nameservers": settings.nameservers or "system"})
+    log.info("resolver ready", extra={"http": http.port, "nameservers": settings.nameservers or "system", "dnssec_trust_ad": settings.dnssec_trust_ad})
     await stop.wait()
     for sub in subs:
         await sub.drain()

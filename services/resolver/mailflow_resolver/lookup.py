@@ -12,11 +12,19 @@ MX lookups have RFC 5321 §5.1 semantics and RFC 7505 null MX. Outcomes (MxReply
 Permanent and positive answers are cached for their TTL (capped); a temp_fail never is.
 
 Single questions (DnsAnswer.status, records as text: see `DnsAnswer`):
-  ok            the records (TXT, A, AAAA, MX, PTR, SRV), CNAMEs followed    cached for their TTL (capped)
+  ok            the records (TXT, A, AAAA, MX, PTR, SRV, TLSA), CNAMEs followed  cached for their TTL (capped)
   nodata        the name exists without records of the type             cached for the SOA's negative TTL
   nxdomain      the name does not exist, or cannot be a DNS name        (capped); a bad name never asks
   temp_fail     SERVFAIL, timeout, an answer over `max_answer_records`   never cached
                 or `max_answer_chars` (DNS caps a message at 64 KiB)
+
+DNSSEC: this resolver does not validate; it passes on the validation of its upstream. With `dnssec`
+(MAILFLOW_RESOLVER_DNSSEC_TRUST_AD) every query carries the AD and DO bits (RFC 6840 §5.7, RFC 3225),
+and an answer whose response has the AD bit is `secure` (DnsAnswer.secure; MxReply.secure and
+MxHost.secure for the mail hosts). The AD bit is only as trustworthy as the path to the upstream: turn
+it on only for a validating resolver on loopback or a network no one else can write to (RFC 6698
+§A.3, RFC 7672 §2.1.1). Off, nothing is ever `secure`, whatever the upstream says, and DANE never
+applies. The flag is cached with the answer it belongs to.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from collections.abc import Callable
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.name
 import dns.nameserver
 import dns.rdatatype
@@ -46,12 +55,13 @@ class TempFail(Exception):
 
 
 class NoSuchName(Exception):
-    def __init__(self, ttl: int):
-        self.ttl = ttl
+    def __init__(self, ttl: int, secure: bool = False):
+        self.ttl, self.secure = ttl, secure
 
 
-def make_dns_resolver(nameservers: str, timeout: float, lifetime: float) -> dns.asyncresolver.Resolver:
-    """A dnspython resolver for "host[:port],..." or, if empty, the system configuration."""
+def make_dns_resolver(nameservers: str, timeout: float, lifetime: float, dnssec: bool = False) -> dns.asyncresolver.Resolver:
+    """A dnspython resolver for "host[:port],..." or, if empty, the system configuration. `dnssec`: ask
+    for the upstream's validation (AD and DO bits) and believe its AD bit (see the module's docstring)."""
     if not nameservers.strip():
         r = dns.asyncresolver.Resolver()
     else:
@@ -70,7 +80,10 @@ def make_dns_resolver(nameservers: str, timeout: float, lifetime: float) -> dns.
         r.nameservers = servers
     r.timeout = timeout
     r.lifetime = lifetime
-    r.use_edns(0, 0, EDNS_PAYLOAD)  # SPF and DKIM TXT answers are often over the 512 octets of plain DNS
+    # SPF and DKIM TXT answers are often over the 512 octets of plain DNS
+    r.use_edns(0, dns.flags.DO if dnssec else 0, EDNS_PAYLOAD)
+    if dnssec:  # AD in a query asks for AD in the answer (RFC 6840 §5.7); DO for resolvers that want it
+        r.set_flags(dns.flags.RD | dns.flags.AD)
     r.cache = None  # our own caches below know about negative answers and the MX semantics
     return r
 
@@ -96,22 +109,32 @@ def _negative_ttl(response) -> int:
     return 60
 
 
-async def ask(resolver: dns.asyncresolver.Resolver, name: str, rdtype: str) -> tuple[list, int]:
-    """(records, ttl) of `name` (a `query_name`); ([], the negative ttl) when the name exists without
-    such records. NoSuchName (with the negative ttl) when it does not exist; TempFail for the rest:
-    SERVFAIL, REFUSED, a timeout, no nameserver that answered, a malformed answer."""
+def _secure(resolver: dns.asyncresolver.Resolver, response) -> bool:
+    """The response was authenticated by a validating upstream that we were told to trust: the AD bit
+    counts only when we asked for it (`make_dns_resolver(dnssec=True)`)."""
+    asked = resolver.flags is not None and bool(resolver.flags & dns.flags.AD)
+    return asked and response is not None and bool(response.flags & dns.flags.AD)
+
+
+async def ask(resolver: dns.asyncresolver.Resolver, name: str, rdtype: str) -> tuple[list, int, bool]:
+    """(records, ttl, secure) of `name` (a `query_name`); ([], the negative ttl, secure) when the name
+    exists without such records. NoSuchName (with the negative ttl and `secure`) when it does not exist;
+    TempFail for the rest: SERVFAIL (which is also what a validating upstream answers for data that fails
+    validation), REFUSED, a timeout, no nameserver that answered, a malformed answer."""
     qname = dns.name.Name([label.encode() for label in name.split(".")] + [b""])
     try:
         answer = await resolver.resolve(qname, rdtype, search=False, raise_on_no_answer=False)
     except dns.resolver.NXDOMAIN as exc:
-        raise NoSuchName(_negative_ttl(exc.response(exc.qnames()[0]) if exc.qnames() else None)) from exc
+        response = exc.response(exc.qnames()[0]) if exc.qnames() else None
+        raise NoSuchName(_negative_ttl(response), _secure(resolver, response)) from exc
     except (dns.resolver.NoNameservers, dns.exception.Timeout, dns.resolver.LifetimeTimeout) as exc:
         raise TempFail(f"{rdtype} {name}: {type(exc).__name__}") from exc
     except dns.exception.DNSException as exc:
         raise TempFail(f"{rdtype} {name}: {exc}") from exc
+    secure = _secure(resolver, answer.response)
     if answer.rrset is None:
-        return [], _negative_ttl(answer.response)
-    return list(answer.rrset), answer.rrset.ttl
+        return [], _negative_ttl(answer.response), secure
+    return list(answer.rrset), answer.rrset.ttl, secure
 
 
 class MxResolver:
@@ -153,45 +176,51 @@ class MxResolver:
             self.cache.put(name, (reply, self.clock() + ttl), ttl)
         return reply
 
-    async def _addresses(self, host: str) -> tuple[list[str], int]:
+    async def _addresses(self, host: str) -> tuple[list[str], int, bool]:
+        """(addresses, ttl, secure): secure when every answer that was had (A, AAAA, positive or not)
+        was authenticated; one that failed gives no addresses and is left out."""
         kinds = ["A", "AAAA"] if self.ipv6 else ["A"]
         results = await asyncio.gather(*(ask(self.dns, host, k) for k in kinds), return_exceptions=True)
         addrs: list[str] = []
         ttls = []
         temp = None
+        secure = True
         for r in results:
             if isinstance(r, TempFail):
                 temp = r
             elif isinstance(r, NoSuchName):
                 ttls.append(r.ttl)
+                secure = secure and r.secure
             elif isinstance(r, BaseException):
                 raise r
             else:
-                records, ttl = r
+                records, ttl, authenticated = r
                 addrs += [rr.address for rr in records]
                 ttls.append(ttl)
+                secure = secure and authenticated
         if not addrs and temp is not None:
             raise temp
-        return addrs, min(ttls) if ttls else 0
+        return addrs, min(ttls) if ttls else 0, secure and bool(ttls)
 
     async def _lookup(self, name: str) -> MxReply:
         try:
-            records, ttl = await ask(self.dns, name, "MX")
+            records, ttl, secure = await ask(self.dns, name, "MX")
         except NoSuchName as exc:
             return MxReply(domain=name, status="nxdomain", error="domain does not exist", ttl=exc.ttl)
         except TempFail as exc:
             return MxReply(domain=name, status="temp_fail", error=str(exc))
         if not records:  # RFC 5321 §5.1: no MX -> the domain itself is the mail host
             try:
-                addrs, attl = await self._addresses(name)
+                addrs, attl, asecure = await self._addresses(name)
             except TempFail as exc:
                 return MxReply(domain=name, status="temp_fail", error=str(exc))
             except NoSuchName as exc:
                 return MxReply(domain=name, status="nxdomain", error="domain does not exist", ttl=exc.ttl)
             if not addrs:
                 return MxReply(domain=name, status="no_mail_host", error="no MX and no address", ttl=min(ttl, attl))
-            hosts = [MxHost(preference=0, host=name, addresses=addrs)]
-            return MxReply(domain=name, status="ok", hosts=hosts, implicit=True, ttl=attl)
+            secure = secure and asecure
+            hosts = [MxHost(preference=0, host=name, addresses=addrs, secure=secure)]
+            return MxReply(domain=name, status="ok", hosts=hosts, implicit=True, ttl=attl, secure=secure)
         # RFC 7505: a null MX ("0 .") means the domain takes no mail at all.
         if any(rr.exchange == dns.name.root for rr in records):
             return MxReply(domain=name, status="null_mx", error="domain accepts no mail (null MX)", ttl=ttl)
@@ -210,13 +239,13 @@ class MxResolver:
             elif isinstance(res, BaseException):
                 raise res
             else:
-                hosts.append(MxHost(preference=pref, host=host, addresses=res[0]))
+                hosts.append(MxHost(preference=pref, host=host, addresses=res[0], secure=secure and res[2]))
                 ttls.append(res[1])
         if not any(h.addresses for h in hosts):
             if temp is not None:
                 return MxReply(domain=name, status="temp_fail", error=str(temp))
             return MxReply(domain=name, status="no_mail_host", error="no MX host has an address", ttl=ttl)
-        reply = MxReply(domain=name, status="ok", hosts=hosts, ttl=min(ttls))
+        reply = MxReply(domain=name, status="ok", hosts=hosts, ttl=min(ttls), secure=secure)
         return _reshuffle(reply)
 
 
@@ -241,6 +270,8 @@ def _text(rr, rdtype: str) -> str:
             return f"{rr.preference} {rr.exchange.to_text(omit_final_dot=True).lower()}"
         case "SRV":
             return f"{rr.priority} {rr.weight} {rr.port} {rr.target.to_text(omit_final_dot=True).lower()}"
+        case "TLSA":  # RFC 6698 §2.2 presentation form, the data in lower-case hex
+            return f"{rr.usage} {rr.selector} {rr.mtype} {rr.cert.hex()}"
         case _:  # PTR
             return rr.target.to_text(omit_final_dot=True).lower()
 
@@ -294,19 +325,19 @@ class QueryResolver:
 
     async def _ask(self, name: str, rdtype: DnsType) -> DnsAnswer:
         try:
-            records, ttl = await ask(self.dns, name, rdtype)
+            records, ttl, secure = await ask(self.dns, name, rdtype)
         except NoSuchName as exc:
-            return DnsAnswer(name=name, type=rdtype, status="nxdomain", ttl=exc.ttl)
+            return DnsAnswer(name=name, type=rdtype, status="nxdomain", ttl=exc.ttl, secure=exc.secure)
         except TempFail as exc:
             return DnsAnswer(name=name, type=rdtype, status="temp_fail", error=str(exc))
         if not records:
-            return DnsAnswer(name=name, type=rdtype, status="nodata", ttl=ttl)
+            return DnsAnswer(name=name, type=rdtype, status="nodata", ttl=ttl, secure=secure)
         if len(records) > self.max_answer_records:
             return self._too_large(name, rdtype, f"{len(records)} records")
         texts = [_text(rr, rdtype) for rr in records]
         if (chars := sum(len(t) for t in texts)) > self.max_answer_chars:
             return self._too_large(name, rdtype, f"{chars} characters")
-        return DnsAnswer(name=name, type=rdtype, status="ok", records=texts, ttl=ttl)
+        return DnsAnswer(name=name, type=rdtype, status="ok", records=texts, ttl=ttl, secure=secure)
 
     def _too_large(self, name: str, rdtype: DnsType, size: str) -> DnsAnswer:
         limits = f"{self.max_answer_records} records, {self.max_answer_chars} characters"

@@ -1,5 +1,5 @@
 """All of resolver's metrics. `type` is "mail-hosts" for delivery's MX lookups (`dns.mx`: MX, then the
-hosts' addresses), else the type of a single question (`dns.query`: TXT, A, AAAA, MX, PTR, SRV)."""
+hosts' addresses), else the type of a single question (`dns.query`: TXT, A, AAAA, MX, PTR, SRV, TLSA)."""
 
 from prometheus_client import Counter, Histogram
 

@@ -20,7 +20,13 @@ class Settings(ServiceSettings):
     max_ttl: int = 86_400  # cap on positive answers' TTL (seconds)
     negative_ttl: int = 300  # cap on NXDOMAIN / no-record answers (RFC 2308 lets the SOA lower it)
     ipv6: bool = True  # look up AAAA as well as A for mail hosts
-    # dns.query (single TXT, A, AAAA, MX, PTR, SRV questions): the cache holds this many characters of records
+    # DNSSEC: ask the nameservers for their validation (AD and DO bits) and mark answers with the AD bit
+    # `secure`; delivery then enforces the TLSA records (DANE, RFC 7672) of mail hosts whose DNS is
+    # secure. This resolver does not validate itself: turn it on only when `nameservers` is a validating
+    # resolver (unbound, BIND, Knot Resolver) on loopback or a network no one else can write to, since the
+    # AD bit travels unprotected. Off: nothing is `secure` and DANE never applies.
+    dnssec_trust_ad: bool = False
+    # dns.query (single TXT, A, AAAA, MX, PTR, SRV, TLSA questions): the cache holds this many characters of records
     # in all (each answer counts its text plus 64), so its memory is bounded whatever the answers hold.
     query_cache_chars: int = 32 * 1024 * 1024
     # An answer with more records, or more characters of records, is a temp_fail (never cached): DNS caps

@@ -5,23 +5,29 @@ MX (to MAILFLOW_HOSTNAME), SPF (RFC 7208: the MX hosts, plus delivery's source a
 set), the DKIM public keys of every key set the store keeps for the domain (pending ones to publish
 before `mailflow dkim activate`, retired ones until they are removed; each TXT value cut into strings
 of at most 255 octets, RFC 1035 §3.3.14), DMARC (RFC 7489) and the SRV records by which mail clients
-find the servers (RFC 6186, RFC 8314 §5.1 for submissions), and, when smtp-ingress serves our MTA-STS
+find the servers (RFC 6186, RFC 8314 §5.1 for submissions), when smtp-ingress serves our MTA-STS
 policy (MAILFLOW_SMTP_MTA_STS_PORT set), its `_mta-sts` TXT record (RFC 8461 §3.1) with the id of the
 policy the MAILFLOW_SMTP_MTA_STS_* settings make (`mailflow.mtasts.published`: it changes when the policy
-does) and a comment on the mta-sts.<domain> host name. TLS-RPT is left out. The A/AAAA records of the
-host itself, and of mta-sts.<domain>, are the operator's (comments say so).
+does) and a comment on the mta-sts.<domain> host name, and the DANE TLSA record of the mail host
+(RFC 7672: `_25._tcp.<host> TLSA 3 1 1 <SHA-256 of the certificate's public key>`, from MAILFLOW_TLS_CERT;
+a comment instead when that file is not set or cannot be read). TLS-RPT is left out. The A/AAAA records
+of the host itself, and of mta-sts.<domain>, are the operator's (comments say so).
 
 `--check` asks the resolver service (`GET /query/{type}/{name}`, service token) about each record and
 prints one line each: ok, missing, wrong (with what DNS has) or error (DNS could not answer: try again);
 and whether the mail host (and mta-sts.<domain>, with MTA-STS) has an address. The MTA-STS TXT record
-is ok when DNS has exactly one v=STSv1 record with our id. An SRV record is ok when DNS has one with the same port and
-target (priority and weight are the operator's to choose). It exits 1 unless every checked record is ok, 2 if the resolver does not answer.
+is ok when DNS has exactly one v=STSv1 record with our id. An SRV record is ok when DNS has one with the
+same port and target (priority and weight are the operator's to choose); a TLSA record when DNS has it
+among others (a key rollover publishes the next key's record beside the current one). It exits 1 unless
+every checked record is ok, 2 if the resolver does not answer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote
 
 import typer
@@ -54,7 +60,7 @@ class Wanted:
     """One record the domain needs: `value` is the MX/SRV data, or a TXT record's text (unquoted)."""
 
     name: str  # with the final dot
-    type: str  # MX, TXT, SRV
+    type: str  # MX, TXT, SRV, TLSA
     value: str
 
     def line(self) -> str:
@@ -106,6 +112,33 @@ def entries(
     return out
 
 
+def tlsa(cert_file: str) -> str:
+    """DANE-EE, SPKI, SHA-256 (RFC 7672 §3.1.1, "3 1 1"): the record of the first certificate in the
+    PEM file (the server's own; a chain follows it). It stays valid across renewals that keep the key.
+    OSError or ValueError if the file cannot be read or holds no certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return f"3 1 1 {hashlib.sha256(spki).hexdigest()}"
+
+
+def dane(hostname: str, cert_file: str) -> list[str | Wanted]:
+    """The mail host's TLSA record (port 25: what other MTAs connect to), with the comments it needs."""
+    host = hostname.rstrip(".").lower() + "."
+    if not cert_file:
+        return ["; DANE: no TLSA record (MAILFLOW_TLS_CERT is not set)"]
+    try:
+        value = tlsa(cert_file)
+    except (OSError, ValueError) as exc:
+        return [f"; DANE: no TLSA record ({cert_file} not read: {type(exc).__name__})"]
+    return [
+        "; DANE (RFC 7672): publish only in a DNSSEC-signed zone; before changing the key, publish the new key's record beside this one",
+        Wanted(f"_25._tcp.{host}", "TLSA", value),
+    ]
+
+
 def records(domain: str, hostname: str, keys: list[DkimKeyPublic], dmarc_policy: str, source_address: str = "", sts: mtasts.Policy | None = None) -> list[str]:
     """The zone-file lines (comments start with ';')."""
     return [e if isinstance(e, str) else e.line() for e in entries(domain, hostname, keys, dmarc_policy, source_address, sts)]
@@ -118,7 +151,7 @@ def _flat(text: str) -> str:
 def verdict(wanted: Wanted, answer: DnsAnswer) -> tuple[str, str]:
     """(ok | missing | wrong | error, what DNS has when wrong) of one record against DNS's answer. MX:
     ok when our host is among the MX hosts. TXT: the records of the same kind (SPF: `is_spf`; DMARC:
-    "v=DMARC1"; DKIM: all at the name) compared without whitespace; two SPF records are wrong (RFC 7208
+    "v=DMARC1"; DKIM and TLSA: all at the name) compared without whitespace; two SPF records are wrong (RFC 7208
     §4.5 makes that a permerror); MTA-STS: exactly one v=STSv1 record, with our id."""
     if answer.status == "temp_fail":
         return "error", answer.error or "DNS did not answer"
@@ -194,7 +227,7 @@ def dns_records(
     dmarc: str = typer.Option("quarantine", help="DMARC policy: none, quarantine or reject."),
     check_dns: bool = typer.Option(False, "--check", help="Ask DNS (through the resolver) which records are missing or wrong; exit 1 if any is."),
 ) -> None:
-    """Print DOMAIN's MX, SPF, DKIM, DMARC, SRV (and MTA-STS) records as zone-file lines, ready to paste."""
+    """Print DOMAIN's MX, SPF, DKIM, DMARC, SRV (and MTA-STS) records, and the mail host's TLSA (DANE), as zone-file lines, ready to paste."""
     if dmarc not in ("none", "quarantine", "reject"):
         err.print("[red]--dmarc[/] must be none, quarantine or reject")
         raise typer.Exit(2)
@@ -204,7 +237,7 @@ def dns_records(
     keys = [DkimKeyPublic.model_validate(k) for k in Api.store().get("/admin/dkim", domain=domain)]  # 404: not ours
     source = lookup(DELIVERY.var("source_address")) or ""
     sts = served_policy(host)
-    found = entries(domain, host, keys, dmarc, source, sts)
+    found = entries(domain, host, keys, dmarc, source, sts) + dane(host, lookup("MAILFLOW_TLS_CERT") or "")
     if not check_dns:
         for e in found:
             typer.echo(e if isinstance(e, str) else e.line())

@@ -211,6 +211,10 @@ class MxHost(Contract):
     preference: int
     host: str
     addresses: list[str] = []  # IPv4 and IPv6, as text
+    # DNSSEC (RFC 7672 §2.2): the MX answer and this host's address answers were all authenticated (AD
+    # from a resolver the resolver service trusts, MAILFLOW_RESOLVER_DNSSEC_TRUST_AD); only then does
+    # delivery look up the host's TLSA records (DANE). Always False unless that setting is on.
+    secure: bool = False
 
 
 MxStatus = Literal["ok", "nxdomain", "null_mx", "no_mail_host", "temp_fail"]
@@ -225,11 +229,12 @@ class MxReply(Contract):
     error: str | None = None
     ttl: int = 0
     cached: bool = False
+    secure: bool = False  # the MX answer (implicit: the no-MX answer and the addresses) was DNSSEC-authenticated
 
 
 # --- smtp-ingress (mail authentication) and the CLI -> resolver (core NATS request/reply, dns.query) ---
 
-DnsType = Literal["TXT", "A", "AAAA", "MX", "PTR", "SRV"]
+DnsType = Literal["TXT", "A", "AAAA", "MX", "PTR", "SRV", "TLSA"]
 DnsStatus = Literal["ok", "nxdomain", "nodata", "temp_fail"]
 
 
@@ -243,11 +248,14 @@ class DnsAnswer(Contract):
     """One DNS question's answer, as the checks of `mailflow.authn` read it. `records` as text:
     TXT: each record's character-strings joined without a separator (RFC 7208 §3.3, RFC 6376 §3.6.2.2),
     UTF-8 with undecodable octets replaced; A/AAAA: the address; MX: "preference host" ("0 ." for a
-    null MX, RFC 7505); PTR: the name. `name` and host names are lower case without the final dot
+    null MX, RFC 7505); PTR: the name; SRV: "priority weight port target"; TLSA (RFC 6698): "usage selector
+    matching-type data", three decimal numbers and the data in lower-case hex. `name` and host names are lower case without the final dot
     (A-labels). nxdomain and nodata are answers (cached for the SOA's negative TTL); nxdomain is also
     the answer, with `error` saying so, for a name DNS cannot hold (`mailflow.dns.query_name`), which
     is never asked. temp_fail is none (SERVFAIL, timeout, an answer over the resolver's size limits, no
-    resolver) and is never cached. `ttl`: seconds left; `cached`: from the resolver's cache."""
+    resolver) and is never cached. `ttl`: seconds left; `cached`: from the resolver's cache. `secure`: the
+    answer (positive or negative) was DNSSEC-authenticated: the AD bit from a resolver the resolver
+    service trusts (MAILFLOW_RESOLVER_DNSSEC_TRUST_AD); always False unless that setting is on."""
 
     v: Literal[1] = 1
     name: str
@@ -257,6 +265,7 @@ class DnsAnswer(Contract):
     ttl: int = 0
     error: str | None = None
     cached: bool = False
+    secure: bool = False
 
 
 # --- mailbox-store -> watchers (core NATS, subject mailbox.events.<user_id>) --------------------

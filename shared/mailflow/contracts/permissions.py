@@ -120,7 +120,7 @@ GRANTS: dict[str, Grant] = {
             subjects.DELIVERY_RESULT,
             subjects.MAIL_DEAD,
             subjects.MX_LOOKUP,
-            subjects.DNS_QUERY,  # MTA-STS: _mta-sts TXT, mta-sts.<domain> A/AAAA
+            subjects.DNS_QUERY,  # MTA-STS (_mta-sts TXT, mta-sts.<domain> A/AAAA), DANE (the MX hosts' TLSA)
             TRACE,
             *stream_info("JOBS", "RESULTS", "DEAD", "BODY"),
             *consume(streams.DELIVERY),

@@ -1,7 +1,7 @@
 """Every NATS subject Mailflow uses, in the order a message meets them. The only file with subject strings.
 
     MUA/MTA --SMTP--> smtp-ingress --BODY, MAIL_QUEUED--> queue --DELIVERY_JOB--> delivery
-    delivery --MX_LOOKUP--> resolver            (remote domains: "what is the MX of naver.test?")
+    delivery --MX_LOOKUP--> resolver            (remote domains: "what is the MX of naver.test?"; DNS_QUERY: its TLSA)
     delivery --REST--> mailbox-store            (local domains)  |  delivery --SMTP--> remote MX
     delivery --DELIVERY_RESULT--> queue         (retry later, bounce, or done; a batch's results together)
     queue --MAIL_QUEUED--> queue                (DSNs enter like any message)
@@ -28,7 +28,7 @@ DELIVERY_RESULT = "delivery.result"  # DeliveryResults, one delivery batch's: de
 
 # resolver answers DNS questions. Core NATS request/reply (a lost question is simply asked again).
 MX_LOOKUP = "dns.mx"  # MxRequest -> MxReply
-DNS_QUERY = "dns.query"  # DnsQuery -> DnsAnswer: the TXT, A, AAAA, MX and PTR questions of mail authentication
+DNS_QUERY = "dns.query"  # DnsQuery -> DnsAnswer: the TXT, A, AAAA, MX and PTR questions of mail authentication; delivery's TLSA (DANE)
 
 # mailbox-store announces every change of a user's mail. Core NATS: a hint to look, never the data.
 MAILBOX_EVENTS = "mailbox.events.{user_id}"  # MailboxEvent; user_id is the store's numeric user id

@@ -1,0 +1,224 @@
+"""DANE for SMTP (RFC 7672): the TLSA records of an MX host, and whether its certificate matches them.
+
+Before a next hop's hosts are tried, `Dane.rules` decides each host's TLS terms (RFC 7672 §2.2):
+  host not secure (MxHost.secure False: the MX answer   -> no rule: opportunistic TLS as always
+  or the host's addresses not DNSSEC-authenticated)
+  TLSA `_<port>._tcp.<host>` temp_fail (SERVFAIL: what  -> the host is skipped, never tried in clear
+  a validating resolver answers for bogus data too)       (dnssec-invalid); none left: deferred 4.7.5
+  TLSA nxdomain or nodata, or an answer not secure      -> no rule: opportunistic TLS
+  secure TLSA with usable records                       -> STARTTLS mandatory (not offered: 4.7.4,
+                                                           starttls-not-supported); the certificate must
+                                                           match a record (else 4.7.5, validation-failure)
+  secure TLSA with no usable record                     -> STARTTLS mandatory, not authenticated
+                                                           (RFC 7672 §2.2; recorded as tlsa-invalid)
+A host that fails its rule is left for the next MX host; when none takes the message it is deferred and
+the queue bounces it at its normal lifetime. The rule knows nothing of the host's name or of CAs: the
+TLS context does no PKIX check and no host name check (DANE-EE ignores both, RFC 7672 §3.1.1); the
+match is checked after the handshake, before the second EHLO and before any MAIL.
+
+Usable records (RFC 7672 §3.1): DANE-EE (usage 3) with selector 0 (the whole certificate) or 1 (its
+SubjectPublicKeyInfo) and matching type 0 (exact), 1 (SHA-256, 32 octets) or 2 (SHA-512, 64 octets).
+Not usable: DANE-TA (2), because Python's ssl (3.11) gives the client only the server's leaf
+certificate (`getpeercert(binary_form=True)`), never the chain it sent, so a trust anchor in the chain
+cannot be checked; PKIX-TA and PKIX-EE (0, 1), which RFC 7672 §3.1.3 says SMTP clients do not use;
+other selectors and matching types; a record that does not parse or whose digest has the wrong length.
+
+Each attempt's outcome goes to `record` as a `DaneResult` named as RFC 8460 (TLS-RPT) names result
+types, and to the metric mailflow_delivery_dane_total{result}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mailflow import tls
+from mailflow.authn import DnsLookup
+from mailflow.contracts.messages import MxHost
+from mailflow_delivery import metrics, smtp_out
+
+log = logging.getLogger(__name__)
+
+# RFC 8460 §4.3 result types (and "success"): the closed set of DaneResult.result and the metric's label
+RESULTS = ("success", "tlsa-invalid", "dnssec-invalid", "starttls-not-supported", "validation-failure")
+DIGEST_LENGTH = {0: None, 1: 32, 2: 64}  # matching type -> octets of the data (0: any, the data itself)
+MAX_DER = 64 * 1024  # a leaf certificate is a few KiB: a longer one is refused, never hashed
+
+
+@dataclass(frozen=True)
+class Tlsa:
+    usage: int
+    selector: int
+    mtype: int
+    data: bytes
+
+    def __str__(self) -> str:
+        return f"{self.usage} {self.selector} {self.mtype} {self.data.hex()[:16]}{'...' if len(self.data) > 8 else ''}"
+
+
+@dataclass(frozen=True)
+class DaneResult:
+    """One attempt's DANE outcome, as TLS-RPT reports it (RFC 8460 §4.3)."""
+
+    domain: str  # the policy domain: the one whose MX was looked up
+    host: str  # receiving-mx-hostname
+    address: str | None  # receiving-ip; None when the host was not tried (its TLSA lookup failed)
+    result: str  # one of RESULTS
+    detail: str = ""
+
+
+def parse(text: str) -> Tlsa | str:
+    """A TLSA record as `DnsAnswer.records` has it ("3 1 1 <hex>"), or why it cannot be one."""
+    fields = text.split()
+    if len(fields) != 4:
+        return f"not a TLSA record: {text[:40]!r}"
+    numbers = fields[:3]
+    if not all(f.isascii() and f.isdigit() and len(f) <= 3 and int(f) < 256 for f in numbers):
+        return f"TLSA fields not numbers 0-255: {' '.join(numbers)[:20]!r}"
+    try:
+        data = bytes.fromhex(fields[3])
+    except ValueError:
+        return f"TLSA data not hex: {fields[3][:20]!r}"
+    return Tlsa(int(numbers[0]), int(numbers[1]), int(numbers[2]), data)
+
+
+def unusable(record: Tlsa) -> str | None:
+    """Why Mailflow cannot use `record` (see the module's docstring), or None."""
+    if record.usage != 3:
+        return f"usage {record.usage} not supported (DANE-EE, 3, only)"
+    if record.selector not in (0, 1):
+        return f"selector {record.selector} unknown"
+    if record.mtype not in DIGEST_LENGTH:
+        return f"matching type {record.mtype} unknown"
+    length = DIGEST_LENGTH[record.mtype]
+    if (length is not None and len(record.data) != length) or not record.data:
+        return f"data of {len(record.data)} octets for matching type {record.mtype}"
+    return None
+
+
+def _der(data: bytes, at: int) -> tuple[int, int, int]:
+    """(tag, start of content, end) of the DER element at `at`. ValueError if it does not fit."""
+    if at + 2 > len(data):
+        raise ValueError("truncated")
+    tag, first = data[at], data[at + 1]
+    at += 2
+    if first < 0x80:
+        length = first
+    else:
+        count = first & 0x7F
+        if not 1 <= count <= 3 or at + count > len(data):
+            raise ValueError("bad length")
+        length = int.from_bytes(data[at : at + count], "big")
+        at += count
+    if at + length > len(data):
+        raise ValueError("truncated")
+    return tag, at, at + length
+
+
+def spki(cert: bytes) -> bytes:
+    """The SubjectPublicKeyInfo of a DER certificate, its octets as they are (RFC 5280 §4.1: the 7th
+    field of TBSCertificate, 6th without the optional [0] version). ValueError if it is not there."""
+    tag, start, _ = _der(cert, 0)  # Certificate SEQUENCE
+    if tag != 0x30:
+        raise ValueError("not a certificate")
+    tag, at, end = _der(cert, start)  # TBSCertificate SEQUENCE
+    if tag != 0x30:
+        raise ValueError("not a certificate")
+    fields = []
+    while at < end and len(fields) < 7:
+        t, s, e = _der(cert, at)
+        fields.append((t, at, e))
+        at = e
+    if fields and fields[0][0] == 0xA0:  # version
+        fields = fields[1:]
+    if len(fields) < 6 or fields[5][0] != 0x30:
+        raise ValueError("no SubjectPublicKeyInfo")
+    _, begin, finish = fields[5]
+    return cert[begin:finish]
+
+
+def matches(records: list[Tlsa], cert: bytes) -> Tlsa | None:
+    """The first usable record `cert` (DER) matches, or None."""
+    try:
+        key = spki(cert)
+    except ValueError:
+        key = None
+    for r in records:
+        selected = cert if r.selector == 0 else key
+        if selected is None:
+            continue
+        digest = selected if r.mtype == 0 else hashlib.sha256(selected).digest() if r.mtype == 1 else hashlib.sha512(selected).digest()
+        if hmac.compare_digest(digest, r.data):
+            return r
+    return None
+
+
+def tlsa_name(port: int, host: str) -> str:
+    return f"_{port}._tcp.{host}"  # RFC 7672 §2.3: the TLSA base domain is the MX host name
+
+
+class Dane:
+    """The per-host rules of a next hop's hosts. `dns`: the resolver service (`mailflow.dns.DnsClient`);
+    `record`: hears every `DaneResult` (TLS-RPT will aggregate them)."""
+
+    def __init__(self, dns: DnsLookup, record: Callable[[DaneResult], None] | None = None):
+        self.dns = dns
+        self.sink = record
+        self.context = tls.client_context(verify=False)  # no PKIX, no name: the TLSA match decides
+
+    def record(self, result: DaneResult) -> None:
+        metrics.DANE.labels(result.result).inc()
+        if result.result != "success":
+            log.warning("DANE %s: %s", result.result, result.detail, extra={"mx": result.host, "address": result.address, "domain": result.domain})
+        if self.sink is not None:
+            self.sink(result)
+
+    async def rules(self, domain: str, hosts: list[MxHost], port: int) -> dict[str, smtp_out.HostTls]:
+        """Host name -> its TLS terms, for the hosts DANE applies to (see the module's docstring)."""
+        secure = [h.host for h in hosts if h.secure]
+        if not secure:
+            return {}
+        answers = await asyncio.gather(*(self.dns.query(tlsa_name(port, h), "TLSA") for h in secure))
+        out: dict[str, smtp_out.HostTls] = {}
+        for host, answer in zip(secure, answers, strict=True):
+            if answer.status == "temp_fail":
+                why = f"DANE: TLSA lookup for {tlsa_name(port, host)} failed ({answer.error or 'temporary'}); not tried without it"
+                self.record(DaneResult(domain, host, None, "dnssec-invalid", why))
+                out[host] = smtp_out.HostTls(skip=why)
+            elif answer.status == "ok" and answer.secure:
+                out[host] = self._rule(domain, host, answer.records)
+        return out
+
+    def _rule(self, domain: str, host: str, texts: list[str]) -> smtp_out.HostTls:
+        usable: list[Tlsa] = []
+        refused: list[str] = []
+        for text in texts:
+            record = parse(text)
+            if isinstance(record, str):
+                refused.append(record)
+            elif (why := unusable(record)) is not None:
+                refused.append(why)
+            else:
+                usable.append(record)
+
+        def record(address: str, result: str, detail: str) -> None:
+            if result == "success" and not usable:
+                result, detail = "tlsa-invalid", f"no usable TLSA record ({'; '.join(refused)[:300]}): sent encrypted, not authenticated"
+            self.record(DaneResult(domain, host, address, result, detail))
+
+        def verify(cert: bytes | None) -> tuple[str, str] | None:
+            if not usable:
+                return None
+            if cert is None or len(cert) > MAX_DER:
+                return "validation-failure", "DANE: the server showed no certificate"
+            if matches(usable, cert) is None:
+                shown = ", ".join(str(r) for r in usable[:4])
+                return "validation-failure", f"DANE: the certificate of {host} matches none of its TLSA records ({shown})"
+            return None
+
+        note = "DANE-EE verified" if usable else "DANE: encrypted, not authenticated (no usable TLSA record)"
+        return smtp_out.HostTls(context=self.context, verify=verify, record=record, note=note)
