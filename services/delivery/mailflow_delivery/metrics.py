@@ -6,7 +6,7 @@ RECIPIENTS = Counter("mailflow_delivery_recipients_total", "Recipients handled, 
 # route: local|remote; outcome: delivered|deferred|bounced
 SESSIONS = Counter("mailflow_delivery_smtp_sessions_total", "Outgoing SMTP transactions", ["result"])  # ok|unreachable
 # REQUIRETLS messages (RFC 8689) bounced because no hop could take them over authenticated TLS
-REQUIRETLS = Counter("mailflow_delivery_requiretls_total", "REQUIRETLS messages by what became of them", ["result"])  # refused
+REQUIRETLS = Counter("mailflow_delivery_requiretls_total", "RFC 8689: REQUIRETLS messages refused, and messages that said TLS-Required: No", ["result"])  # refused|tls_required_no
 # DANE (RFC 7672, dane.py): each attempt at an MX host whose TLSA records apply, by RFC 8460 result type:
 # success, tlsa-invalid (no usable record: sent encrypted only), dnssec-invalid (TLSA lookup failed: host
 # skipped), starttls-not-supported, validation-failure (handshake failed or certificate matched no record)

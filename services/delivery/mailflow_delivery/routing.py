@@ -365,16 +365,8 @@ class Deliveries:
         if hop.kind == "mx":  # the domain's own MX: its MTA-STS policy applies, and TLS-RPT counts
             verdict = await self.policies.get(hop.host) if self.policies is not None else Verdict(hop.host)
             sts = StsPlan.of(verdict, hosts, self.remote_cfg.sts_tls, self.remote_cfg.tls)
-            if sts.tls is not None and not sts.hosts:
-                mxs = ", ".join(h.host for h in hosts)
-                text = f"451 4.7.0 MTA-STS policy of {hop.host} (enforce, id {verdict.id}) allows none of its MX hosts ({mxs}): not delivered"
-                log.warning("%s", text, extra={"domain": hop.host})
-                out: dict[int, DeliveryResult] = {}
-                for group in by_message.values():
-                    out.update(first_carries({i: result(job, "deferred", "4.7.0", text) for i, job in group}, group, sts.report(None, [])))
-                return out
         parts = await asyncio.gather(*(self._send(hop, hosts, group, sts) for group in by_message.values()))
-        out = {}
+        out: dict[int, DeliveryResult] = {}
         for part in parts:
             out.update(part)
         return out
@@ -394,8 +386,24 @@ class Deliveries:
 
     async def _send(self, hop: NextHop, hosts: list[MxHost], group: list[tuple[int, DeliveryJob]], sts: StsPlan | None = None) -> dict[int, DeliveryResult]:
         first = group[0][1]
+        try:
+            body = first.body if first.body is not None else await self.bodies.get(first.body_ref)
+        except BodyMissing:
+            return {i: result(j, "bounced", "5.3.0", "554 5.3.0 message body is gone from the queue") for i, j in group}
+        except Exception:
+            return {i: result(j, "deferred", "4.3.0", "451 4.3.0 message body unavailable, will retry") for i, j in group}
         cfg = self.remote_cfg
         tls = hop.tls or cfg.tls
+        # RFC 8689 §5: "TLS-Required: No" asks that the domain's TLS policies be ignored (not REQUIRETLS)
+        relaxed = not first.requiretls and tls_not_required(body)
+        if relaxed:
+            metrics.REQUIRETLS.labels("tls_required_no").inc()
+            sts = None
+        if sts is not None and sts.tls is not None and not sts.hosts:
+            mxs = ", ".join(h.host for h in hosts)
+            text = f"451 4.7.0 MTA-STS policy of {hop.host} (enforce, id {sts.verdict.id}) allows none of its MX hosts ({mxs}): not delivered"
+            log.warning("%s", text, extra={"queue_id": first.queue_id, "domain": hop.host})
+            return first_carries({i: result(j, "deferred", "4.7.0", text) for i, j in group}, group, sts.report(None, []))
         if sts is not None:
             hosts, tls = sts.hosts, sts.tls or tls
         if first.requiretls:
@@ -404,12 +412,6 @@ class Deliveries:
                 metrics.REQUIRETLS.labels("refused").inc()
                 return {i: result(j, "bounced", "5.7.10", f"550 5.7.10 REQUIRETLS: {route}") for i, j in group}
             hosts, tls = route
-        try:
-            body = first.body if first.body is not None else await self.bodies.get(first.body_ref)
-        except BodyMissing:
-            return {i: result(j, "bounced", "5.3.0", "554 5.3.0 message body is gone from the queue") for i, j in group}
-        except Exception:
-            return {i: result(j, "deferred", "4.3.0", "451 4.3.0 message body unavailable, will retry") for i, j in group}
         if first.dkim and self.signer is not None:
             try:
                 body, keys = await self.signer.sign(body)
@@ -433,7 +435,7 @@ class Deliveries:
         )
         started = time.perf_counter()
         # DANE (dane.py): only hosts from an MX lookup can be secure; a relay or `[host]` never is
-        host_tls = await self.dane.rules(hop.host, hosts, hop.port or cfg.port) if self.dane is not None else None
+        host_tls = await self.dane.rules(hop.host, hosts, hop.port or cfg.port) if self.dane is not None and not relaxed else None
         async with self._slots[hop]:
             metrics.CONNECTIONS.inc()
             try:
@@ -509,6 +511,19 @@ def first_carries(out: dict[int, DeliveryResult], group: list[tuple[int, Deliver
         i = group[0][0]
         out[i] = out[i].model_copy(update={"tls": report})
     return out
+
+
+def tls_not_required(message: bytes, limit: int = 64 * 1024) -> bool:
+    """The message's header says `TLS-Required: No` (RFC 8689 §5; the field name in any case, the value
+    "No" in any case, folded or not). Only the first `limit` octets of the header are read."""
+    head = message[:limit]
+    end = head.find(b"\r\n\r\n")
+    lines = (head if end < 0 else head[:end]).replace(b"\r\n ", b" ").replace(b"\r\n\t", b" ").split(b"\r\n")
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() == b"tls-required":
+            return value.strip().lower() == b"no"
+    return False
 
 
 def requiretls_route(hop: NextHop, hosts: list[MxHost], cfg: RemoteConfig, sts: StsPlan | None) -> tuple[list[MxHost], smtp_out.TlsPolicy] | str:

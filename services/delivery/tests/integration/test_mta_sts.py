@@ -334,7 +334,43 @@ async def test_a_second_mailflow_publishes_its_policy_and_takes_mail_under_it(wo
         assert (r.tls.policy_type, r.tls.policy_mode, r.tls.policy_id, r.tls.mx, r.tls.success) == ("sts", "enforce", published.id(), ["mx.daum.test"], True)
         ((msg, _),) = queue.messages
         assert [x.address for x in msg.rcpt_to] == ["b@daum.test"] and msg.client.tls.startswith("TLSv1.")
+        # REQUIRETLS (RFC 8689): the MX name validated by the policy, verified TLS, and Mailflow offers it
+        (r,), _ = await d.run([job.model_copy(update={"requiretls": True}) for job in jobs("D2", "b@daum.test")])
+        assert (r.outcome, r.remote_mta) == ("delivered", "mx.daum.test"), r.diagnostic
+        assert queue.messages[1][0].requiretls is True
     finally:
         await sts.stop()
         await smtp.drain(0.5)
         await store.close()
+
+
+def relaxed(qid: str, rcpt: str) -> list[DeliveryJob]:
+    """A message whose sender wrote `TLS-Required: No` (RFC 8689 §5): policies are to be ignored."""
+    (job,) = jobs(qid, rcpt)
+    body = b"TLS-Required: No\r\n" + job.body
+    return [job.model_copy(update={"body": body, "size": len(body)})]
+
+
+@pytest.mark.parametrize("rcpt", ["a@expired.test", "a@unlisted.test"], ids=["expired", "mx-not-in-policy"])
+async def test_tls_required_no_delivers_where_the_policy_would_defer(world, rcpt):
+    make, _, mtas = world
+    (r,), _ = await make().run(relaxed("S9", rcpt))
+    assert r.outcome == "delivered", r.diagnostic
+    assert r.tls is None  # the policy was not applied, so not reported either
+    (held,), _ = await make().run(jobs("S10", rcpt))  # the same without the field: deferred as before
+    assert held.outcome == "deferred"
+    assert sum(len(m.rcpts) for m in mtas.values()) == 1
+
+
+async def test_requiretls_takes_a_listed_mx_over_verified_tls_and_refuses_one_that_fails(world):
+    """RFC 8689 §4.2.1 through MTA-STS: the MX name is validated by the policy; aiosmtpd offers no
+    REQUIRETLS, so even the good host is refused (5.7.30) and the expired one fails its TLS (5.7.10)."""
+    make, _, mtas = world
+    good, expired = [job.model_copy(update={"requiretls": True}) for job in jobs("S11", "a@good.test") + jobs("S12", "a@expired.test")]
+    (r,), _ = await make().run([good])
+    assert (r.outcome, r.status) == ("bounced", "5.7.30") and "REQUIRETLS not offered" in r.diagnostic
+    (r,), _ = await make().run([expired])
+    assert (r.outcome, r.status) == ("bounced", "5.7.10") and "certificate has expired" in r.diagnostic
+    (r,), _ = await make().run([job.model_copy(update={"requiretls": True}) for job in jobs("S13", "a@nopolicy.test")])
+    assert (r.outcome, r.status) == ("bounced", "5.7.10") and "cannot be validated" in r.diagnostic
+    assert all(m.rcpts == [] for m in mtas.values())

@@ -137,3 +137,21 @@ async def test_domain_routes_remember_not_ours_briefly_and_are_bounded():
     assert d.asked == ["daum.test", "naver.test", "naver.test"]
     await routes.is_local("a@kakao.test")  # a third domain: the least recently used (daum) goes
     assert await routes.is_local("c@daum.test") and d.asked[-1] == "daum.test" and len(routes.items) == 2
+
+
+@pytest.mark.parametrize(
+    "message, relaxed",
+    [
+        (b"From: a@b.test\r\nTLS-Required: No\r\n\r\nbody\r\n", True),
+        (b"tls-required:no\r\nSubject: x\r\n\r\n", True),
+        (b"TLS-Required:\r\n  NO\r\n\r\n", True),  # folded
+        (b"TLS-Required: Yes\r\n\r\n", False),
+        (b"Subject: x\r\n\r\nTLS-Required: No\r\n", False),  # in the body, not the header
+        (b"X-TLS-Required: No\r\n\r\n", False),
+        (b"", False),
+    ],
+)
+def test_tls_required_no_is_read_from_the_header_only(message, relaxed):
+    from mailflow_delivery.routing import tls_not_required
+
+    assert tls_not_required(message) is relaxed
