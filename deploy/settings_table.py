@@ -21,7 +21,7 @@ from pydantic import AliasChoices, SecretStr
 from pydantic_core import PydanticUndefined
 
 from mailflow.services import SERVICES, settings_class
-from mailflow.settings import ServiceSettings
+from mailflow.settings import FileSettings, ServiceSettings
 
 README = Path(__file__).with_name("README.md")
 BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
@@ -77,7 +77,7 @@ def table(title: str, rows: list[tuple[str, str, str]]) -> str:
 
 def render() -> str:
     common_fields = set(ServiceSettings.model_fields)
-    base_comments = comments(ServiceSettings)
+    base_comments = {**comments(FileSettings), **comments(ServiceSettings)}
     parts = [
         table(
             "Every service (unprefixed)",
@@ -105,7 +105,7 @@ def renewer_table() -> str:
     """The certificate renewer (`python -m mailflow.certs`), which is no service but reads the same way."""
     from mailflow.certs.settings import Settings
 
-    text = {**comments(ServiceSettings), **comments(Settings)}
+    text = {**comments(FileSettings), **comments(ServiceSettings), **comments(Settings)}
     rows = [
         (env_var(Settings, f, i), default(i), text.get(f, ""))
         for f, i in Settings.model_fields.items()

@@ -41,6 +41,16 @@ class FileSettings(BaseSettings):
     # and the rule, never the values given (a password, a token, the session key)
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, hide_input_in_errors=True)
 
+    log_level: str = common("log_level", default="INFO")  # DEBUG, INFO, WARNING, ERROR
+    log_format: str = common("log_format", default="text")  # "json" in containers
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_format(cls, v: str) -> str:
+        if v not in ("text", "json"):
+            raise ValueError("log_format must be 'text' or 'json'")
+        return v
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -60,8 +70,6 @@ class ServiceSettings(FileSettings):
     # Empty: no credentials, for a nats-server without authorization (as in tests).
     nats_user: str = common("nats_user", default="")
     nats_password: SecretStr = common("nats_password", default=SecretStr(""))  # that user's password
-    log_level: str = common("log_level", default="INFO")
-    log_format: str = common("log_format", default="text")  # "json" in containers
     # Shared secret every internal REST call carries (header X-Mailflow-Token). No default: the local
     # runner generates one on first start; containers get it from a Secret.
     service_token: SecretStr = common("service_token")
@@ -82,13 +90,6 @@ class ServiceSettings(FileSettings):
     def nats_login(self) -> dict[str, str]:
         """natsconn.connect's `user` and `password`."""
         return {"user": self.nats_user, "password": self.nats_password.get_secret_value()}
-
-    @field_validator("log_format")
-    @classmethod
-    def _known_format(cls, v: str) -> str:
-        if v not in ("text", "json"):
-            raise ValueError("log_format must be 'text' or 'json'")
-        return v
 
 
 def env_names(cls: type[BaseSettings]) -> dict[str, str]:

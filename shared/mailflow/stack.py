@@ -336,21 +336,7 @@ class Stack:
         log_path = self.data_dir / "logs" / f"{name}.log"
         env = self.environment(service, port)
         env["MAILFLOW_INSTANCE"] = name
-        logf = open(log_path, "ab")
-        popen = subprocess.Popen(
-            [sys.executable, "-m", SERVICES[service].module],
-            env=env,
-            cwd=self.data_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if self.console else logf,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
-        if self.console:
-            threading.Thread(target=_tee, args=(popen.stdout, logf, name), daemon=True).start()
-        else:
-            logf.close()
+        popen = self._spawn(SERVICES[service].module, env, log_path, name)
         proc = Proc(service, index, popen, port, log_path)
         self.procs[(service, index)] = proc
         if wait:
@@ -369,10 +355,15 @@ class Stack:
 
     def start_renewer(self) -> subprocess.Popen:
         """python -m mailflow.certs, its own process group, logging to logs/certs.log."""
-        logf = open(self.renewer_log_path, "ab")
-        self.renewer = subprocess.Popen(
-            [sys.executable, "-m", "mailflow.certs"],
-            env=self.renewer_environment(),
+        self.renewer = self._spawn("mailflow.certs", self.renewer_environment(), self.renewer_log_path, "certs")
+        return self.renewer
+
+    def _spawn(self, module: str, env: dict[str, str], log_path: Path, name: str) -> subprocess.Popen:
+        """`python -m module` in its own process group, its output to `log_path` (and the console)."""
+        logf = open(log_path, "ab")
+        popen = subprocess.Popen(
+            [sys.executable, "-m", module],
+            env=env,
             cwd=self.data_dir,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if self.console else logf,
@@ -381,10 +372,10 @@ class Stack:
             preexec_fn=die_with_parent,
         )
         if self.console:
-            threading.Thread(target=_tee, args=(self.renewer.stdout, logf, "certs"), daemon=True).start()
+            threading.Thread(target=_tee, args=(popen.stdout, logf, name), daemon=True).start()
         else:
             logf.close()
-        return self.renewer
+        return popen
 
     def stop_renewer(self, timeout: float = 15.0) -> None:
         if self.renewer is None or self.renewer.poll() is not None:

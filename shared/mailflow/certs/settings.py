@@ -53,8 +53,6 @@ class Settings(FileSettings):
     hostname: str = common("hostname", default="localhost")
     tls_cert: str = common("tls_cert", default="")
     tls_key: str = common("tls_key", default="")
-    log_level: str = common("log_level", default="INFO")
-    log_format: str = common("log_format", default="text")
 
     @field_validator("challenge")
     @classmethod
@@ -62,13 +60,6 @@ class Settings(FileSettings):
         v = v.strip().lower()
         if v not in CHALLENGES:
             raise ValueError(f"challenge must be one of {', '.join(CHALLENGES)}")
-        return v
-
-    @field_validator("log_format")
-    @classmethod
-    def _known_format(cls, v: str) -> str:
-        if v not in ("text", "json"):
-            raise ValueError("log_format must be 'text' or 'json'")
         return v
 
     @property
