@@ -7,6 +7,7 @@ is refused by the server, reported as a permissions violation, and leaves the st
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import nats
@@ -72,6 +73,29 @@ def violations(caplog):
         await await_for(seen, timeout=5, what=f"a permissions violation for {what}")
 
     return refused
+
+
+async def ask(nc, subject: str, data: bytes):
+    """A request, asked again while the server says no responders: now and then (a few runs in ten of
+    this module, never alone) the first request after the responder's subscribe+flush finds none yet."""
+    for _ in range(50):
+        try:
+            return await nc.request(subject, data, timeout=5)
+        except nats.errors.NoRespondersError:
+            await asyncio.sleep(0.1)
+    return await nc.request(subject, data, timeout=5)
+
+
+async def heard(sub, publish) -> bytes:
+    """The next message on `sub`, published again every 0.2 s until one comes (as `ask`, for the same
+    rare first message that finds no subscriber yet)."""
+    for _ in range(25):
+        await publish()
+        try:
+            return (await sub.next_msg(timeout=0.2)).data
+        except nats.errors.TimeoutError:
+            continue
+    raise AssertionError(f"nothing came on {sub.subject}")
 
 
 async def messages(queue_nc, stream: str) -> int:
@@ -154,7 +178,7 @@ async def test_delivery_keeps_mta_sts_policies_and_asks_their_dns_questions(queu
 
     await resolver.subscribe(subjects.DNS_QUERY, queue="resolver", cb=answer)
     await resolver.flush()
-    reply = await delivery.request(subjects.DNS_QUERY, DnsQuery(name="_mta-sts.b.test", type="TXT").to_bytes(), timeout=5)
+    reply = await ask(delivery, subjects.DNS_QUERY, DnsQuery(name="_mta-sts.b.test", type="TXT").to_bytes())
     assert DnsAnswer.from_bytes(reply.data).records == ["v=STSv1; id=1"]
 
 
@@ -166,7 +190,7 @@ async def test_delivery_asks_the_resolver(login):
 
     await resolver.subscribe(subjects.MX_LOOKUP, queue="resolver", cb=answer)
     await resolver.flush()
-    reply = await delivery.request(subjects.MX_LOOKUP, MxRequest(domain="b.test").to_bytes(), timeout=5)
+    reply = await ask(delivery, subjects.MX_LOOKUP, MxRequest(domain="b.test").to_bytes())
     assert MxReply.from_bytes(reply.data).domain == "b.test"
 
 
@@ -178,7 +202,7 @@ async def test_delivery_asks_the_resolver_for_tlsa_records(login):
 
     await resolver.subscribe(subjects.DNS_QUERY, queue="resolver", cb=answer)
     await resolver.flush()
-    reply = await delivery.request(subjects.DNS_QUERY, DnsQuery(name="_25._tcp.mx.b.test", type="TLSA").to_bytes(), timeout=5)
+    reply = await ask(delivery, subjects.DNS_QUERY, DnsQuery(name="_25._tcp.mx.b.test", type="TLSA").to_bytes())
     assert DnsAnswer.from_bytes(reply.data).secure
 
 
@@ -190,7 +214,7 @@ async def test_smtp_ingress_asks_the_resolver_dns_questions(login):
 
     await resolver.subscribe(subjects.DNS_QUERY, queue="resolver", cb=answer)
     await resolver.flush()
-    reply = await smtp.request(subjects.DNS_QUERY, DnsQuery(name="b.test", type="TXT").to_bytes(), timeout=5)
+    reply = await ask(smtp, subjects.DNS_QUERY, DnsQuery(name="b.test", type="TXT").to_bytes())
     assert DnsAnswer.from_bytes(reply.data).records == ["v=spf1 -all"]
 
 
@@ -199,11 +223,9 @@ async def test_the_store_tells_imap_pop3(login):
     events = await imap.subscribe(subjects.mailbox_events(7))
     revoked = await imap.subscribe(subjects.USER_REVOKED)
     await imap.flush()
-    await store.publish(subjects.mailbox_events(7), b"changed")
-    await store.publish(subjects.USER_REVOKED, b"user 7")
     await store.publish(subjects.trace("Q3"), b"{}")
-    assert (await events.next_msg(timeout=5)).data == b"changed"
-    assert (await revoked.next_msg(timeout=5)).data == b"user 7"
+    assert await heard(events, lambda: store.publish(subjects.mailbox_events(7), b"changed")) == b"changed"
+    assert await heard(revoked, lambda: store.publish(subjects.USER_REVOKED, b"user 7")) == b"user 7"
 
 
 # --- and nothing else -----------------------------------------------------------------------------
