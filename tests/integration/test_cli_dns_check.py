@@ -42,9 +42,10 @@ def cli(tmp_path_factory, dns, cert):
     with Stack(tmp_path_factory.mktemp("stack"), ports, services=("mailbox-store", "resolver"), env=resolver_env) as st:
         env = {**st.cli_env(), "COLUMNS": "250", "MAILFLOW_HOSTNAME": HOST, "MAILFLOW_TLS_CERT": str(cert[0])}
 
-        def run(*args: str, code: int = 0, more: dict[str, str] | None = None) -> list[str]:
+        def run(*args: str, code: int | None = 0, more: dict[str, str] | None = None) -> list[str]:
+            """The output's lines; the exit status must be `code` (None: any, when other tests' records decide it)."""
             result = CliRunner().invoke(app, list(args), env={**env, **(more or {})})
-            assert result.exit_code == code, (args, result.output)
+            assert code is None or result.exit_code == code, (args, result.output)
             return result.output.splitlines()
 
         for domain in ("good.test", "bad.test"):
@@ -123,3 +124,19 @@ def test_tlsa_wrong_or_without_a_certificate(cli, dns):
     printed = cli("dns", "records", "good.test", more={"MAILFLOW_TLS_CERT": "/nonexistent/cert.pem"})
     assert "; DANE: no TLSA record (/nonexistent/cert.pem not read: FileNotFoundError)" in printed
     assert not [line for line in printed if "TLSA" in line and not line.startswith(";")]
+
+
+def test_the_tls_rpt_record_is_printed_and_checked_when_asked_for(cli, dns):
+    """RFC 8460 §3: one v=TLSRPTv1 record with the address given."""
+    assert any(line.startswith("; TLS-RPT (RFC 8460): give --tls-reports-to") for line in cli("dns", "records", "good.test"))
+    printed = cli("dns", "records", "good.test", "--tls-reports-to", "tls-reports@good.test")
+    assert '_smtp._tls.good.test.\t3600\tIN\tTXT\t"v=TLSRPTv1; rua=mailto:tls-reports@good.test"' in printed
+    lines = cli("dns", "records", "bad.test", "--check", "--tls-reports-to", "tls-reports@bad.test", code=1)
+    assert "missing    _smtp._tls.bad.test. TXT" in lines
+    dns.add('_smtp._tls.good.test. 3600 IN TXT "v=TLSRPTv1;rua=mailto:tls-reports@good.test"')
+    lines = cli("dns", "records", "good.test", "--check", "--tls-reports-to", "tls-reports@good.test", code=None)
+    assert "ok         _smtp._tls.good.test. TXT" in lines
+    lines = cli("dns", "records", "good.test", "--check", "--tls-reports-to", "other@good.test", code=1)
+    assert "wrong      _smtp._tls.good.test. TXT: DNS has v=TLSRPTv1;rua=mailto:tls-reports@good.test" in lines
+    for bad in ("no-at-sign", "a@b.test; rua=mailto:x@evil.test", "a b@c.test"):
+        cli("dns", "records", "good.test", "--tls-reports-to", bad, code=2)

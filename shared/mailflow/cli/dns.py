@@ -10,7 +10,8 @@ policy (MAILFLOW_SMTP_MTA_STS_PORT set), its `_mta-sts` TXT record (RFC 8461 §3
 policy the MAILFLOW_SMTP_MTA_STS_* settings make (`mailflow.mtasts.published`: it changes when the policy
 does) and a comment on the mta-sts.<domain> host name, and the DANE TLSA record of the mail host
 (RFC 7672: `_25._tcp.<host> TLSA 3 1 1 <SHA-256 of the certificate's public key>`, from MAILFLOW_TLS_CERT;
-a comment instead when that file is not set or cannot be read). TLS-RPT is left out. The A/AAAA records
+a comment instead when that file is not set or cannot be read), and with --tls-reports-to the
+`_smtp._tls` TXT record asking other servers for daily TLS reports (RFC 8460 §3). The A/AAAA records
 of the host itself, and of mta-sts.<domain>, are the operator's (comments say so).
 
 `--check` asks the resolver service (`GET /query/{type}/{name}`, service token) about each record and
@@ -102,7 +103,7 @@ def entries(
     for name, listener, priority in SRV:
         out.append(Wanted(f"{name}.{d}", "SRV", f"{priority} 1 {LISTENERS[listener][1].port} {host}"))
     if sts is None:
-        out.append(f"; MTA-STS: not served ({SMTP_INGRESS.var('mta_sts_port')} is 0), no record printed. TLS-RPT: none.")
+        out.append(f"; MTA-STS: not served ({SMTP_INGRESS.var('mta_sts_port')} is 0), no record printed.")
     else:
         out.append(
             f"; MTA-STS (mode {sts.mode}, mx {' '.join(sts.mx) or '-'}): https://mta-sts.{d.rstrip('.')}/.well-known/mta-sts.txt is served by "
@@ -110,6 +111,15 @@ def entries(
         )
         out.append(Wanted(f"_mta-sts.{d}", "TXT", f"v=STSv1; id={sts.id()}"))
     return out
+
+
+def tls_reports(domain: str, to: str) -> list[str | Wanted]:
+    """The `_smtp._tls` record asking other mail servers for their daily TLS reports (RFC 8460 §3) at
+    `to`, or a comment saying how to have one."""
+    d = domain.rstrip(".").lower() + "."
+    if not to:
+        return ["; TLS-RPT (RFC 8460): give --tls-reports-to ADDRESS for the record asking other servers for daily TLS reports"]
+    return [Wanted(f"_smtp._tls.{d}", "TXT", f"v=TLSRPTv1; rua=mailto:{to}")]
 
 
 def tlsa(cert_file: str) -> str:
@@ -167,6 +177,8 @@ def verdict(wanted: Wanted, answer: DnsAnswer) -> tuple[str, str]:
             have = [r for r in have if is_spf(r)]
         elif wanted.value.startswith("v=DMARC1"):
             have = [r for r in have if r.startswith("v=DMARC1")]
+        elif wanted.value.startswith("v=TLSRPTv1"):
+            have = [r for r in have if _flat(r).startswith("v=TLSRPTv1;")]
         elif wanted.value.startswith("v=STSv1"):  # the same id, in the one v=STSv1 record (RFC 8461 §3.1)
             have = [r for r in have if r.startswith("v=STSv1")]
             try:
@@ -175,8 +187,8 @@ def verdict(wanted: Wanted, answer: DnsAnswer) -> tuple[str, str]:
                 same = []
         if not wanted.value.startswith("v=STSv1"):
             same = [r for r in have if _flat(r) == _flat(wanted.value)]
-        if is_spf(wanted.value) and len(have) > 1:
-            same = []
+        if (is_spf(wanted.value) or wanted.value.startswith("v=TLSRPTv1")) and len(have) > 1:
+            same = []  # two SPF or two TLS-RPT records count as none (RFC 7208 §4.5, RFC 8460 §3)
     if not have:
         return "missing", ""
     if same:
@@ -226,18 +238,24 @@ def dns_records(
     hostname: str | None = typer.Option(None, help="The mail host's public name (default: MAILFLOW_HOSTNAME)."),
     dmarc: str = typer.Option("quarantine", help="DMARC policy: none, quarantine or reject."),
     check_dns: bool = typer.Option(False, "--check", help="Ask DNS (through the resolver) which records are missing or wrong; exit 1 if any is."),
+    tls_reports_to: str = typer.Option("", "--tls-reports-to", help="An address for other servers' daily TLS reports (RFC 8460): adds the _smtp._tls record."),
 ) -> None:
-    """Print DOMAIN's MX, SPF, DKIM, DMARC, SRV (and MTA-STS) records, and the mail host's TLSA (DANE), as zone-file lines, ready to paste."""
+    """Print DOMAIN's MX, SPF, DKIM, DMARC, SRV (and MTA-STS, TLS-RPT) records, and the mail host's TLSA (DANE), as zone-file lines, ready to paste."""
     if dmarc not in ("none", "quarantine", "reject"):
         err.print("[red]--dmarc[/] must be none, quarantine or reject")
         raise typer.Exit(2)
     host = hostname or lookup("MAILFLOW_HOSTNAME") or "localhost"
     if host == "localhost":
         err.print("[yellow]MAILFLOW_HOSTNAME is not set[/]: the records name localhost (give --hostname)")
+    to = tls_reports_to.strip()
+    local, at, mail_domain = to.rpartition("@")
+    if to and (not (at and local and mail_domain) or not (to.isascii() and to.isprintable()) or any(c in to for c in ' ;,"<>\\')):
+        err.print("[red]--tls-reports-to[/] must be a plain mail address (local@domain)")
+        raise typer.Exit(2)
     keys = [DkimKeyPublic.model_validate(k) for k in Api.store().get("/admin/dkim", domain=domain)]  # 404: not ours
     source = lookup(DELIVERY.var("source_address")) or ""
     sts = served_policy(host)
-    found = entries(domain, host, keys, dmarc, source, sts) + dane(host, lookup("MAILFLOW_TLS_CERT") or "")
+    found = entries(domain, host, keys, dmarc, source, sts) + tls_reports(domain, to) + dane(host, lookup("MAILFLOW_TLS_CERT") or "")
     if not check_dns:
         for e in found:
             typer.echo(e if isinstance(e, str) else e.line())
