@@ -128,6 +128,18 @@ def load_secrets(data_dir: Path) -> dict[str, str]:
     return values
 
 
+
+def _end(popen: subprocess.Popen, sig: int, timeout: float) -> None:
+    """`sig` to the process group, then SIGKILL if it has not exited within `timeout`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(popen.pid, sig)
+    try:
+        popen.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait()
+
 @dataclass
 class Proc:
     service: str
@@ -378,16 +390,8 @@ class Stack:
         return popen
 
     def stop_renewer(self, timeout: float = 15.0) -> None:
-        if self.renewer is None or self.renewer.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.renewer.pid, signal.SIGTERM)
-        try:
-            self.renewer.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.renewer.pid, signal.SIGKILL)
-            self.renewer.wait()
+        if self.renewer is not None and self.renewer.poll() is None:
+            _end(self.renewer, signal.SIGTERM, timeout)
 
     def ready(self, proc: Proc) -> bool:
         try:
@@ -422,15 +426,7 @@ class Stack:
         proc = self.procs.get((service, index))
         if proc is None or proc.popen.poll() is not None:
             return
-        sig = signal.SIGKILL if kill else signal.SIGTERM
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.popen.pid, sig)
-        try:
-            proc.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.popen.pid, signal.SIGKILL)
-            proc.popen.wait()
+        _end(proc.popen, signal.SIGKILL if kill else signal.SIGTERM, timeout)
 
     def kill(self, service: str, index: int = 0) -> None:
         """SIGKILL, as a crash would."""
