@@ -25,6 +25,7 @@ from nats.js.errors import NotFoundError
 
 from mailflow.contracts import subjects
 from mailflow.errors import ServiceUnavailable
+from mailflow.jspub import publish_until_acked
 
 DEFAULT_CHUNK = 512 * 1024
 INLINE_MAX = 256 * 1024  # a body up to this size travels in the envelope, not in stream BODY
@@ -84,12 +85,7 @@ class JetStreamBodies:
         try:
             await asyncio.gather(
                 *(
-                    self.js.publish(
-                        subjects.body(queue_id, n),
-                        bytes(part),
-                        timeout=self.timeout,
-                        headers={"Nats-Msg-Id": f"{queue_id}.{n}"},
-                    )
+                    publish_until_acked(self.js, subjects.body(queue_id, n), bytes(part), f"{queue_id}.{n}", self.timeout)
                     for n, part in enumerate(parts)
                 )
             )

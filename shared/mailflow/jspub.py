@@ -15,6 +15,11 @@ message without a PubAck may or may not be stored: publish it again with the sam
 how many items go in one message, and a Nats-Msg-Id derived from the items, so the same items
 published again together are dropped.
 
+`publish_until_acked` publishes one message and, while no PubAck comes (its NATS server died, the
+stream's leader is being elected in a cluster), publishes it again with the same Nats-Msg-Id, each
+attempt waiting a short while, until a PubAck or the overall timeout: a lost PubAck costs one attempt
+(2 s), not the whole timeout.
+
 `publish_unacked` is for what may be lost (trace events): no reply subject, so JetStream sends no
 PubAck and nobody waits; the messages leave in the client's next socket write. A NATS error is
 returned as a count of the messages not sent, never raised.
@@ -29,10 +34,48 @@ import json
 import logging
 from collections.abc import Sequence
 
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
 
 log = logging.getLogger(__name__)
+
+
+# What a publish can meet while a server or a stream leader is away: worth one more try.
+TRANSIENT = (
+    TimeoutError,  # nats.errors.TimeoutError too: no PubAck in time
+    nats.errors.NoRespondersError,
+    nats.js.errors.NoStreamResponseError,  # no stream leader (yet)
+    nats.errors.OutboundBufferLimitError,  # disconnected, and the connection keeps no reconnect buffer
+    nats.errors.ConnectionReconnectingError,
+)
+
+
+async def publish_until_acked(
+    js: JetStreamContext,
+    subject: str,
+    data: bytes,
+    msg_id: str,
+    timeout: float,
+    attempt: float = 2.0,
+    pause: float = 0.2,
+) -> PubAck:
+    """`js.publish` with Nats-Msg-Id `msg_id`, again after `pause` s while it fails with a TRANSIENT error,
+    each attempt waiting at most `attempt` s, until `timeout` s in all; then the last error is raised. A
+    JetStream error (the stream refused the message) is raised at once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        left = deadline - loop.time()
+        try:
+            return await js.publish(subject, data, timeout=min(attempt, left), headers={"Nats-Msg-Id": msg_id})
+        except TRANSIENT:
+            if deadline - loop.time() <= pause:
+                raise
+        await asyncio.sleep(pause)
 
 
 def fits(sizes: Sequence[int], max_count: int, max_bytes: int) -> int:

@@ -38,7 +38,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from mailflow import configfile, natsauth, tls
-from mailflow.natsserver import NatsServer, answers, die_with_parent
+from mailflow.natsserver import NatsCluster, NatsServer, answers, die_with_parent
 from mailflow.services import LISTENERS, LOCAL_HOST, NATS_PORT, NATS_STANDARD_PORT, SERVICES
 
 _handed_out: set[tuple[str, int]] = set()
@@ -171,6 +171,7 @@ class Stack:
         hostname: str = "localhost",
         services: tuple[str, ...] = tuple(SERVICES),
         installation: str = natsauth.DEFAULT_INSTALLATION,
+        nats_nodes: int = 1,
     ):
         self.data_dir = Path(data_dir).resolve()
         self.ports = ports or Ports()
@@ -181,7 +182,14 @@ class Stack:
         self.console = console
         self.hostname = hostname
         self.services = services
-        self.nats: NatsServer | None = None
+        self.nats: NatsServer | NatsCluster | None = None
+        # With nats_nodes > 1: a JetStream cluster on loopback, the first node on ports.nats, and the
+        # queue makes its streams with that many replicas (at most 3).
+        self.nats_nodes = nats_nodes
+        self.nats_cluster_ports: list[tuple[int, int, int]] = []  # each node's (client, route, HTTP)
+        if nats_nodes > 1:
+            self.nats_cluster_ports = [(self.ports.nats, free_port(), free_port())]
+            self.nats_cluster_ports += [(free_port(), free_port(), free_port()) for _ in range(nats_nodes - 1)]
         self.procs: dict[tuple[str, int], Proc] = {}
         self.installation = installation
         self.secrets: dict[str, str] = {}  # every service's
@@ -193,7 +201,10 @@ class Stack:
 
     @property
     def nats_url(self) -> str:
-        return self.external_nats or f"nats://{self.ports.host}:{self.ports.nats}"
+        if self.external_nats:
+            return self.external_nats
+        clients = [c for c, _, _ in self.nats_cluster_ports] or [self.ports.nats]
+        return ",".join(f"nats://{self.ports.host}:{c}" for c in clients)
 
     def http_url(self, service: str) -> str:
         return f"http://{self.ports.host}:{self.ports.http[service]}"
@@ -232,6 +243,8 @@ class Stack:
             env[row.var("blob_dir")] = str(d / "blobs")
         elif service == "queue":
             env[row.var("database_url")] = f"sqlite:///{d / 'queue.db'}"
+            if self.nats_nodes > 1:
+                env[row.var("stream_replicas")] = str(min(3, self.nats_nodes))
         # Settings given by the caller win: its configuration file, then MAILFLOW_* from its environment
         # (secrets are settled in prepare(): every service gets the same).
         given = {**configfile.values(), **{k: v for k, v in os.environ.items() if k.startswith("MAILFLOW_")}}
@@ -312,6 +325,15 @@ class Stack:
 
     def start_nats(self) -> None:
         if self.external_nats:
+            return
+        if self.nats_nodes > 1:
+            self.nats = NatsCluster(
+                self.data_dir / "nats",
+                self.nats_cluster_ports,
+                host=self.ports.host,
+                sync_always=self.sync_always,
+                auth=self.nats_auth(),
+            ).start()
             return
         self.nats = NatsServer(
             self.data_dir / "nats",

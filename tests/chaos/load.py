@@ -15,11 +15,13 @@ import socket
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 import httpx
 
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 from mailflow.stack import Stack
+from tests.support import wait_for
 
 STREAMS = ("MAIL", "JOBS", "RESULTS")
 
@@ -103,6 +105,7 @@ class Sender:
         self.ids = itertools.count()
         self.lock = threading.Lock()
         self.outcome: dict[str, str] = {}  # Message-ID -> acked | refused | ambiguous | unsent
+        self.acked_at: list[float] = []  # time.monotonic() of each 250 after the final dot
         self.codes: Counter[int] = Counter()
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
@@ -124,6 +127,8 @@ class Sender:
     def _record(self, mid: str, what: str, code: int | None = None) -> None:
         with self.lock:
             self.outcome[mid] = what
+            if what == "acked":
+                self.acked_at.append(time.monotonic())
             if code is not None:
                 self.codes[code] += 1
 
@@ -175,6 +180,88 @@ class Sender:
 
     def count(self, what: str) -> int:
         return sum(1 for v in self.outcome.values() if v == what)
+
+    def longest_gap(self, start: float, end: float) -> float:
+        """The longest time without a 250 between `start` and `end` (monotonic): how long the stack took no
+        mail around an event in that window."""
+        times = [start, *sorted(t for t in self.acked_at if start < t < end), end]
+        return max(b - a for a, b in zip(times, times[1:], strict=False))
+
+
+class Prober:
+    """Calls `probe` (e.g. a new SMTP session: greeting, EHLO, QUIT) every `interval` seconds in a thread
+    and notes when it failed; `longest_outage` says for how long in a row, within a window."""
+
+    def __init__(self, probe, interval: float = 0.2):
+        self.probe, self.interval = probe, interval
+        self.failed: list[tuple[float, float]] = []  # (tried at, failed at) of each failed probe
+        self.tries = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Prober:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            tried = time.monotonic()
+            self.tries += 1
+            try:
+                self.probe()
+            except Exception:
+                self.failed.append((tried, time.monotonic()))
+
+    def longest_outage(self, start: float, end: float) -> float:
+        """From the first to the end of the last of a run of failed probes in [start, end]: 0 if none failed."""
+        longest, run_start, last_end = 0.0, None, None
+        for tried, failed in sorted(f for f in self.failed if start <= f[0] <= end):
+            if run_start is None or tried - last_end > 2 * self.interval + 1.0:
+                run_start = tried
+            last_end = failed
+            longest = max(longest, last_end - run_start)
+        return longest
+
+
+@dataclass
+class Account:
+    """What became of the messages a Sender sent, against the Message-IDs found in the mailboxes."""
+
+    by: dict[str, set[str]]  # acked | refused | ambiguous | unsent -> Message-IDs
+    lost: list[str]  # acked, never stored
+    duplicated: dict[str, int]  # stored more than once
+    phantom: list[str]  # stored although never (completely) sent
+
+    @classmethod
+    def of(cls, outcome: dict[str, str], seen: Counter[str]) -> Account:
+        by = {k: {m for m, v in outcome.items() if v == k} for k in ("acked", "refused", "ambiguous", "unsent")}
+        return cls(
+            by,
+            sorted(by["acked"] - set(seen)),
+            {m: n for m, n in seen.items() if n > 1},
+            sorted(m for m in seen if m not in outcome or outcome[m] == "unsent"),
+        )
+
+    def check(self) -> None:
+        assert not self.lost, f"acknowledged but not stored: {self.lost[:20]}"
+        assert not self.duplicated, f"stored more than once: {dict(list(self.duplicated.items())[:20])}"
+        assert not self.phantom, f"stored although never (completely) sent: {self.phantom[:20]}"
+
+
+def wait_drained(st: Stack, timeout: float = 300) -> None:
+    """Until every consumer of MAIL, JOBS and RESULTS has nothing pending and the ledger nothing open."""
+
+    def drained() -> bool:
+        try:
+            return not stranded(stream_state(st)) and ledger_open(st) == 0
+        except Exception:
+            return False
+
+    wait_for(drained, timeout=timeout, interval=1.0, what="queue drained (streams and ledger)")
 
 
 async def _stream_state(url: str, login: dict[str, str]) -> dict[str, dict[str, tuple[int, int]]]:

@@ -16,6 +16,7 @@ import subprocess
 from urllib.parse import urlparse
 
 import pytest
+import yaml
 
 from mailflow import healthcheck, natsauth
 from mailflow.hostport import split_hostport
@@ -349,3 +350,51 @@ def test_the_certificate_renewer_is_one_service_behind_a_profile(compose, monkey
     assert split_hostport(settings.tls_listen) == ("0.0.0.0", 443)
     published = {(p.host_ip, p.host_port, p.container_port) for p in ports(spec)}
     assert published == {("127.0.0.1", "2080", 80), ("127.0.0.1", "2443", 443)}
+
+
+HA_FILE = ROOT / "deploy/compose/ha.yml"
+
+
+@pytest.fixture(scope="module")
+def ha() -> dict:
+    """docker-compose.yml with deploy/compose/ha.yml over it, as docker-compose (v1) merges them."""
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose (v1) is not installed")
+    proc = subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE_FILE), "-f", str(HA_FILE), "config"],
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", **SECRETS},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return yaml.safe_load(proc.stdout)
+
+
+def test_ha_runs_three_nats_servers_as_one_cluster(ha):
+    nodes = {name: s for name, s in ha["services"].items() if s.get("image", "").startswith("nats:")}
+    assert set(nodes) == {"nats", "nats-2", "nats-3"}
+    names, stores = set(), set()
+    for name, node in nodes.items():
+        cmd = node["command"]
+        flags = dict(zip(cmd[::2], cmd[1::2], strict=True))
+        assert flags["--config"] == "/etc/nats/nats.conf"  # the same accounts and users on every node
+        assert flags["--cluster_name"] == "mailflow"
+        assert urlparse(flags["--cluster"]).port == 6222
+        assert {urlparse(r).hostname for r in flags["--routes"].split(",")} == set(nodes) - {name}
+        names.add(flags["--server_name"])
+        stores |= {v.split(":")[0] for v in node["volumes"] if v.split(":")[1] == "/data"}
+        assert environment(node).keys() == environment(ha["services"]["nats"]).keys()  # every user's password
+        assert node["healthcheck"]["test"] == ha["services"]["nats"]["healthcheck"]["test"]
+    assert len(names) == 3, "JetStream clustering needs a name per server"
+    assert len(stores) == 3, "each node keeps its own JetStream store"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_ha_services_know_every_node(ha, service, monkeypatch):
+    env = {**image_env(), **environment(ha["services"][service])}
+    settings = build_settings(monkeypatch, service, env)
+    assert {urlparse(u).hostname for u in settings.nats_url.split(",")} == {"nats", "nats-2", "nats-3"}
+    if service == "queue":
+        assert settings.stream_replicas == 3

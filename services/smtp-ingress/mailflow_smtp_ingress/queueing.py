@@ -17,7 +17,9 @@ written go together in one `QueuedMessages` message on mail.queued, one write an
 light load a group holds one envelope and leaves at once). Each session answers 250 only when its
 group is PubAck'ed; if the group fails, every session in it answers 451. A group's Nats-Msg-Id is
 the queue id of its one envelope, else a digest of its queue ids, so a re-publish inside the
-duplicate window is dropped by JetStream.
+duplicate window is dropped by JetStream: a group whose PubAck does not come within 2 s (its NATS
+server died, the stream leader is being elected) is published again until the publish timeout
+(mailflow.jspub.publish_until_acked), and its sessions get the 250 once a copy is acknowledged.
 Trace events are fire-and-forget (core NATS into stream TRACE), gathered for `trace_delay` seconds so
 that one socket write carries the events of many messages; `close()` sends what is still waiting.
 """
@@ -36,7 +38,7 @@ from mailflow.bodies import INLINE_MAX, Bodies, inline_ref, should_inline
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import TRACE_HEADER, QueuedMessage, QueuedMessages, TraceEvent
 from mailflow.errors import ServiceUnavailable
-from mailflow.jspub import fits, group_msg_id, json_bound
+from mailflow.jspub import fits, group_msg_id, json_bound, publish_until_acked
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ class EnvelopeGroups:
                 msgs = [m for m, _ in group]
                 data, msg_id = QueuedMessages(messages=msgs).to_bytes(), group_msg_id("mail", [m.queue_id for m in msgs])
                 try:
-                    await self.js.publish(subjects.MAIL_QUEUED, data, timeout=self.timeout, headers={"Nats-Msg-Id": msg_id})
+                    await publish_until_acked(self.js, subjects.MAIL_QUEUED, data, msg_id, self.timeout)
                 except BaseException as exc:
                     for _, fut in group:
                         if not fut.done():
