@@ -13,6 +13,12 @@ someone else runs, which must have that account (`<data>/nats-accounts.conf` is 
 ready within the timeout makes `start` raise RuntimeError with the tail of its log, after stopping
 everything it started. `stop` sends SIGTERM, waits, then SIGKILLs whatever is left: no orphans.
 
+Several replicas (issue 16): `Stack(replicas=2)` or `replicas={"smtp-ingress": 2, ...}` runs that many
+processes of a service, each on ports of its own, behind a `mailflow.balancer.Balancer` on each of the
+stack's ports (mail and HTTP), as a Kubernetes Service is; `nats_nodes=3` runs NATS as a three-node
+JetStream cluster (mailflow.natsserver.NatsCluster) and the queue makes its streams R3. A store or queue
+with two replicas needs what they share (PostgreSQL: MAILFLOW_STORE_DATABASE_URL, ..._QUEUE_...).
+
 With MAILFLOW_ACME_DIRECTORY set (environment, configuration file or `env`), the certificate renewer
 `python -m mailflow.certs` runs too, started before the services (log `logs/certs.log`, no secrets in its
 environment): it replaces the self-signed pair in `<data>/tls/` with one from the ACME server and renews
@@ -38,6 +44,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from mailflow import configfile, natsauth, tls
+from mailflow.balancer import Balancer
 from mailflow.natsserver import NatsCluster, NatsServer, answers, die_with_parent
 from mailflow.services import LISTENERS, LOCAL_HOST, NATS_PORT, NATS_STANDARD_PORT, SERVICES
 
@@ -172,6 +179,7 @@ class Stack:
         services: tuple[str, ...] = tuple(SERVICES),
         installation: str = natsauth.DEFAULT_INSTALLATION,
         nats_nodes: int = 1,
+        replicas: int | dict[str, int] = 1,
     ):
         self.data_dir = Path(data_dir).resolve()
         self.ports = ports or Ports()
@@ -186,6 +194,12 @@ class Stack:
         # With nats_nodes > 1: a JetStream cluster on loopback, the first node on ports.nats, and the
         # queue makes its streams with that many replicas (at most 3).
         self.nats_nodes = nats_nodes
+        # With replicas > 1 (for every service, or {service: n}) a service runs that many processes (delivery
+        # at least delivery_instances), each on ports of its own, behind a Balancer on each of the stack's
+        # ports (mailflow.balancer).
+        self.replicas = replicas
+        self.instance_ports: dict[tuple[str, int], dict[str, int]] = {}  # {listener name or "http": port}
+        self.balancers: list[Balancer] = []
         self.nats_cluster_ports: list[tuple[int, int, int]] = []  # each node's (client, route, HTTP)
         if nats_nodes > 1:
             self.nats_cluster_ports = [(self.ports.nats, free_port(), free_port())]
@@ -231,13 +245,16 @@ class Stack:
             **self.secrets,
         }
 
-    def environment(self, service: str, http_port: int | None = None) -> dict[str, str]:
+    def environment(self, service: str, http_port: int | None = None, listeners: dict[str, int] | None = None) -> dict[str, str]:
+        """A service's environment; `listeners` ({listener name: port}) moves its mail listeners off the
+        stack's ports (a replica behind a Balancer)."""
         p, d, row = self.ports, self.data_dir, SERVICES[service]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAILFLOW_")}
         env.update(self.common_env())
         env[row.var("http_listen")] = f"{p.host}:{http_port or p.http[service]}"
         for listener in row.listeners:
-            env[row.var(listener.setting)] = f"{p.host}:{getattr(p, listener.name)}"
+            port = (listeners or {}).get(listener.name) or getattr(p, listener.name)
+            env[row.var(listener.setting)] = f"{p.host}:{port}"
         if service == "mailbox-store":
             env[row.var("database_url")] = f"sqlite:///{d / 'mailbox-store.db'}"
             env[row.var("blob_dir")] = str(d / "blobs")
@@ -349,8 +366,9 @@ class Stack:
             self.start_nats()
             if self.acme:
                 self.start_renewer()
+            self.start_balancers()
             for service in self.services:
-                for i in range(self.delivery_instances if service == "delivery" else 1):
+                for i in range(self.instances(service)):
                     self.start_service(service, i, wait=False)
             self.wait_ready(timeout)
             if self.renewer is not None and self.renewer.poll() is not None:
@@ -360,15 +378,42 @@ class Stack:
             raise
         return self
 
+    def instances(self, service: str) -> int:
+        n = self.replicas.get(service, 1) if isinstance(self.replicas, dict) else self.replicas
+        return max(n, self.delivery_instances) if service == "delivery" else n
+
+    def balanced(self, service: str) -> bool:
+        """Whether the service's replicas sit behind balancers (a second delivery alone needs none: it
+        has no mail port, and nobody calls its HTTP API)."""
+        n = self.replicas.get(service, 1) if isinstance(self.replicas, dict) else self.replicas
+        return n > 1
+
+    def ports_of(self, service: str, index: int) -> dict[str, int]:
+        """Where instance `index` listens ({listener name or "http": port}): the stack's own ports for
+        the only instance; behind balancers, or for a second delivery, ports of its own, kept across
+        restarts."""
+        if index == 0 and not self.balanced(service):
+            return {"http": self.ports.http[service]}
+        key = (service, index)
+        if key not in self.instance_ports:
+            names = ["http"] + ([li.name for li in SERVICES[service].listeners] if self.balanced(service) else [])
+            self.instance_ports[key] = {name: free_port(self.ports.host) for name in names}
+        return self.instance_ports[key]
+
+    def start_balancers(self) -> None:
+        """One Balancer on each of the stack's ports (mail and HTTP) before that port's instances."""
+        for service in filter(self.balanced, self.services):
+            backends = [self.ports_of(service, i) for i in range(self.instances(service))]
+            fronts = {"http": self.ports.http[service]} | {li.name: getattr(self.ports, li.name) for li in SERVICES[service].listeners}
+            for name, port in fronts.items():
+                self.balancers.append(Balancer(self.ports.host, port, [b[name] for b in backends]).start())
+
     def start_service(self, service: str, index: int = 0, wait: bool = True, timeout: float = 30.0) -> Proc:
-        if index == 0:
-            port = self.ports.http[service]
-        else:
-            old = self.procs.get((service, index))
-            port = old.http_port if old else free_port(self.ports.host)
+        own = self.ports_of(service, index)
+        port = own["http"]
         name = instance_name(service, index)
         log_path = self.data_dir / "logs" / f"{name}.log"
-        env = self.environment(service, port)
+        env = self.environment(service, port, own)
         env["MAILFLOW_INSTANCE"] = name
         popen = self._spawn(SERVICES[service].module, env, log_path, name)
         proc = Proc(service, index, popen, port, log_path)
@@ -468,6 +513,9 @@ class Stack:
                 for (s, i) in sorted(self.procs, reverse=True):
                     if s == service:
                         self.stop_service(s, i)
+            for balancer in self.balancers:
+                balancer.stop()
+            self.balancers = []
             if self.nats is not None:
                 self.nats.stop()
         finally:
