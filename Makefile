@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: run test test-slow test-all test-attack test-chaos fuzz bench lint setup clean
+.PHONY: run test test-slow test-all test-attack test-chaos test-ha fuzz bench lint setup clean
 
 # The venv gets the images' pinned runtime versions (deploy/requirements.lock, as constraints), so the
 # tests run what the images ship; to upgrade, install without them and rewrite it with deploy/lock.py.
@@ -23,8 +23,9 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/mailflow up
 
-# The attack suites and the chaos run are tiers of their own (below): neither `test` nor `test-slow` runs them.
-OWN_TIERS := attack or chaos
+# The attack suites, the chaos run and the failover runs are tiers of their own (below): neither `test` nor
+# `test-slow` runs them.
+OWN_TIERS := attack or chaos or ha
 
 test: $(STAMP)
 	$(PYTEST) -m "not slow and not ($(OWN_TIERS))" -q
@@ -42,6 +43,12 @@ test-attack: $(STAMP)
 # MAILFLOW_CHAOS_MESSAGES (default 3000) and MAILFLOW_CHAOS_SECONDS (sending time, default 150) scale it.
 test-chaos: $(STAMP)
 	$(PYTEST) -m chaos -q -s tests/chaos
+
+# No single point of failure (issue 16): NATS as a three-node cluster, two replicas of every service on
+# PostgreSQL (MAILFLOW_TEST_POSTGRES_URL), one of each and one NATS node SIGKILLed under load; prints the
+# failover time per service.
+test-ha: $(STAMP)
+	$(PYTEST) -m ha -q -s tests/ha
 
 # Coverage-guided fuzzing (Atheris) of every parser that sees client bytes, MAILFLOW_FUZZ_SECONDS (default
 # 60) per target; new coverage is merged into tests/fuzz/corpus/. `make fuzz TARGETS="mime imap-parser"`.

@@ -18,7 +18,7 @@ published again together are dropped.
 `publish_until_acked` publishes one message and, while no PubAck comes (its NATS server died, the
 stream's leader is being elected in a cluster), publishes it again with the same Nats-Msg-Id, each
 attempt waiting a short while, until a PubAck or the overall timeout: a lost PubAck costs one attempt
-(2 s), not the whole timeout.
+(1 s), not the whole timeout.
 
 `publish_unacked` is for what may be lost (trace events): no reply subject, so JetStream sends no
 PubAck and nobody waits; the messages leave in the client's next socket write. A NATS error is
@@ -60,7 +60,7 @@ async def publish_until_acked(
     data: bytes,
     msg_id: str,
     timeout: float,
-    attempt: float = 2.0,
+    attempt: float = 1.0,
     pause: float = 0.2,
 ) -> PubAck:
     """`js.publish` with Nats-Msg-Id `msg_id`, again after `pause` s while it fails with a TRANSIENT error,

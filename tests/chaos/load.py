@@ -183,7 +183,8 @@ class Sender:
 
     def longest_gap(self, start: float, end: float) -> float:
         """The longest time without a 250 between `start` and `end` (monotonic): how long the stack took no
-        mail around an event in that window."""
+        mail around an event in that window. The window ends at the latest when sending did."""
+        end = min(end, self.deadline)
         times = [start, *sorted(t for t in self.acked_at if start < t < end), end]
         return max(b - a for a, b in zip(times, times[1:], strict=False))
 

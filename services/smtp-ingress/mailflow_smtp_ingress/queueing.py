@@ -17,7 +17,7 @@ written go together in one `QueuedMessages` message on mail.queued, one write an
 light load a group holds one envelope and leaves at once). Each session answers 250 only when its
 group is PubAck'ed; if the group fails, every session in it answers 451. A group's Nats-Msg-Id is
 the queue id of its one envelope, else a digest of its queue ids, so a re-publish inside the
-duplicate window is dropped by JetStream: a group whose PubAck does not come within 2 s (its NATS
+duplicate window is dropped by JetStream: a group whose PubAck does not come within 1 s (its NATS
 server died, the stream leader is being elected) is published again until the publish timeout
 (mailflow.jspub.publish_until_acked), and its sessions get the 250 once a copy is acknowledged.
 Trace events are fire-and-forget (core NATS into stream TRACE), gathered for `trace_delay` seconds so
