@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from mailflow import log as mlog
+from mailflow.authn.dkim import field_name, split
 from mailflow.bodies import Bodies, BodyMissing
 from mailflow.cache import Cache, SingleFlight
 from mailflow.contracts.messages import (
@@ -513,16 +514,15 @@ def first_carries(out: dict[int, DeliveryResult], group: list[tuple[int, Deliver
     return out
 
 
-def tls_not_required(message: bytes, limit: int = 64 * 1024) -> bool:
-    """The message's header says `TLS-Required: No` (RFC 8689 §5; the field name in any case, the value
-    "No" in any case, folded or not). Only the first `limit` octets of the header are read."""
-    head = message[:limit]
-    end = head.find(b"\r\n\r\n")
-    lines = (head if end < 0 else head[:end]).replace(b"\r\n ", b" ").replace(b"\r\n\t", b" ").split(b"\r\n")
-    for line in lines:
-        name, colon, value = line.partition(b":")
-        if colon and name.strip().lower() == b"tls-required":
-            return value.strip().lower() == b"no"
+def tls_not_required(message: bytes) -> bool:
+    """The message's header says `TLS-Required: No` (RFC 8689 §5): the first TLS-Required field (its name
+    in any case) decides, its value unfolded, whitespace trimmed, "No" in any case. The header section is
+    read as DKIM reads it (`dkim.split`: bare LF line ends too; a header over its MAX_HEADER octets is
+    not looked into and says nothing)."""
+    parsed = split(message)
+    for name, value in parsed[0] if parsed is not None else []:
+        if field_name(name) == b"tls-required":
+            return value.replace(b"\r\n", b"").strip(b" \t").lower() == b"no"
     return False
 
 
