@@ -3,8 +3,8 @@
 Before a next hop's hosts are tried, `Dane.rules` decides each host's TLS terms (RFC 7672 §2.2):
   host not secure (MxHost.secure False: the MX answer   -> no rule: opportunistic TLS as always
   or the host's addresses not DNSSEC-authenticated)
-  TLSA `_<port>._tcp.<host>` temp_fail (SERVFAIL: what  -> the host is skipped, never tried in clear
-  a validating resolver answers for bogus data too)       (dnssec-invalid); none left: deferred 4.7.5
+  TLSA `_<port>._tcp.<host>` temp_fail (SERVFAIL: what  -> the host is skipped when its turn comes, never
+  a validating resolver answers for bogus data too)       tried in clear (dnssec-invalid); none left: 4.7.5
   TLSA nxdomain or nodata, or an answer not secure      -> no rule: opportunistic TLS
   secure TLSA with usable records                       -> STARTTLS mandatory (not offered: 4.7.4,
                                                            starttls-not-supported); the certificate must
@@ -26,16 +26,19 @@ What a selector and matching type make of the certificate is `mailflow.tlsa`'s, 
 `mailflow dns records` prints our own record by; a certificate whose SubjectPublicKeyInfo it cannot
 read matches no selector-1 record, and the failure says why.
 
-Each attempt's outcome goes to `record` as a `DaneResult` named as RFC 8460 (TLS-RPT) names result
-types, and to the metric mailflow_delivery_dane_total{result}.
+Each outcome, named as RFC 8460 (TLS-RPT) names result types (a skipped host, each attempt: `HostTls`
+says what smtp_out calls back), is counted in mailflow_delivery_dane_total{result} and logged when it
+is not a success. Its one record is smtp_out's: the failures (tlsa-invalid aside, a session that went
+out over TLS as RFC 7672 asks) are failure details of the attempt's TLS report (DeliveryResult.tls),
+which the queue adds up for TLS-RPT.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailflow import tls, tlsa
@@ -45,7 +48,7 @@ from mailflow_delivery import metrics, smtp_out
 
 log = logging.getLogger(__name__)
 
-# RFC 8460 §4.3 result types (and "success"): the closed set of DaneResult.result and the metric's label
+# RFC 8460 §4.3 result types (and "success"): the closed set of the metric's label
 RESULTS = ("success", "tlsa-invalid", "dnssec-invalid", "starttls-not-supported", "validation-failure")
 DIGEST_LENGTH = {0: None} | {t: d().digest_size for t, d in tlsa.DIGESTS.items()}  # matching type -> octets of the data (0: any)
 MAX_DER = 64 * 1024  # a leaf certificate is a few KiB: a longer one is refused, never hashed
@@ -60,17 +63,6 @@ class Tlsa:
 
     def __str__(self) -> str:
         return f"{self.usage} {self.selector} {self.mtype} {self.data.hex()[:16]}{'...' if len(self.data) > 8 else ''}"
-
-
-@dataclass(frozen=True)
-class DaneResult:
-    """One attempt's DANE outcome, as TLS-RPT reports it (RFC 8460 §4.3)."""
-
-    domain: str  # the policy domain: the one whose MX was looked up
-    host: str  # receiving-mx-hostname
-    address: str | None  # receiving-ip; None when the host was not tried (its TLSA lookup failed)
-    result: str  # one of RESULTS
-    detail: str = ""
 
 
 def parse(text: str) -> Tlsa | str:
@@ -123,20 +115,18 @@ def tlsa_name(port: int, host: str) -> str:
 
 
 class Dane:
-    """The per-host rules of a next hop's hosts. `dns`: the resolver service (`mailflow.dns.DnsClient`);
-    `record`: hears every `DaneResult` (TLS-RPT will aggregate them)."""
+    """The per-host rules of a next hop's hosts. `dns`: the resolver service (`mailflow.dns.DnsClient`)."""
 
-    def __init__(self, dns: DnsLookup, record: Callable[[DaneResult], None] | None = None):
+    def __init__(self, dns: DnsLookup):
         self.dns = dns
-        self.sink = record
         self.context = tls.client_context(verify=False)  # no PKIX, no name: the TLSA match decides
 
-    def record(self, result: DaneResult) -> None:
-        metrics.DANE.labels(result.result).inc()
-        if result.result != "success":
-            log.warning("DANE %s: %s", result.result, result.detail, extra={"mx": result.host, "address": result.address, "domain": result.domain})
-        if self.sink is not None:
-            self.sink(result)
+    @staticmethod
+    def count(domain: str, host: str, address: str, result: str, detail: str) -> None:
+        """One outcome (`address` "" for a host not tried) in the metric, and the log when not a success."""
+        metrics.DANE.labels(result).inc()
+        if result != "success":
+            log.warning("DANE %s: %s", result, detail, extra={"mx": host, "address": address, "domain": domain})
 
     async def rules(self, domain: str, hosts: list[MxHost], port: int) -> dict[str, smtp_out.HostTls]:
         """Host name -> its TLS terms, for the hosts DANE applies to (see the module's docstring)."""
@@ -148,8 +138,7 @@ class Dane:
         for host, answer in zip(secure, answers, strict=True):
             if answer.status == "temp_fail":
                 why = f"DANE: TLSA lookup for {tlsa_name(port, host)} failed ({answer.error or 'temporary'}); not tried without it"
-                self.record(DaneResult(domain, host, None, "dnssec-invalid", why))
-                out[host] = smtp_out.HostTls(skip=why)
+                out[host] = smtp_out.HostTls(skip=("dnssec-invalid", why), record=functools.partial(self.count, domain, host))
             elif answer.status == "ok" and answer.secure:
                 out[host] = self._rule(domain, host, answer.records)
         return out
@@ -169,7 +158,7 @@ class Dane:
         def record(address: str, result: str, detail: str) -> None:
             if result == "success" and not usable:
                 result, detail = "tlsa-invalid", f"no usable TLSA record ({'; '.join(refused)[:300]}): sent encrypted, not authenticated"
-            self.record(DaneResult(domain, host, address, result, detail))
+            self.count(domain, host, address, result, detail)
 
         def verify(cert: bytes | None) -> tuple[str, str] | None:
             if not usable:
