@@ -3,8 +3,8 @@
 Before a next hop's hosts are tried, `Dane.rules` decides each host's TLS terms (RFC 7672 §2.2):
   host not secure (MxHost.secure False: the MX answer   -> no rule: opportunistic TLS as always
   or the host's addresses not DNSSEC-authenticated)
-  TLSA `_<port>._tcp.<host>` temp_fail (SERVFAIL: what  -> the host is skipped, never tried in clear
-  a validating resolver answers for bogus data too)       (dnssec-invalid); none left: deferred 4.7.5
+  TLSA `_<port>._tcp.<host>` temp_fail (SERVFAIL: what  -> the host is skipped when its turn comes, never
+  a validating resolver answers for bogus data too)       tried in clear (dnssec-invalid); none left: 4.7.5
   TLSA nxdomain or nodata, or an answer not secure      -> no rule: opportunistic TLS
   secure TLSA with usable records                       -> STARTTLS mandatory (not offered: 4.7.4,
                                                            starttls-not-supported); the certificate must
@@ -22,30 +22,35 @@ Not usable: DANE-TA (2), because Python's ssl (3.11) gives the client only the s
 certificate (`getpeercert(binary_form=True)`), never the chain it sent, so a trust anchor in the chain
 cannot be checked; PKIX-TA and PKIX-EE (0, 1), which RFC 7672 §3.1.3 says SMTP clients do not use;
 other selectors and matching types; a record that does not parse or whose digest has the wrong length.
+What a selector and matching type make of the certificate is `mailflow.tlsa`'s, the same rule
+`mailflow dns records` prints our own record by; a certificate whose SubjectPublicKeyInfo it cannot
+read matches no selector-1 record, and the failure says why.
 
-Each attempt's outcome goes to `record` as a `DaneResult` named as RFC 8460 (TLS-RPT) names result
-types, and to the metric mailflow_delivery_dane_total{result}.
+Each outcome, named as RFC 8460 (TLS-RPT) names result types (a skipped host, each attempt: `HostTls`
+says what smtp_out calls back), is counted in mailflow_delivery_dane_total{result} and logged when it
+is not a success. Its one record is smtp_out's: the failures (tlsa-invalid aside, a session that went
+out over TLS as RFC 7672 asks) are failure details of the attempt's TLS report (DeliveryResult.tls),
+which the queue adds up for TLS-RPT.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import functools
 import hmac
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from mailflow import tls
+from mailflow import tls, tlsa
 from mailflow.authn import DnsLookup
 from mailflow.contracts.messages import MxHost
 from mailflow_delivery import metrics, smtp_out
 
 log = logging.getLogger(__name__)
 
-# RFC 8460 §4.3 result types (and "success"): the closed set of DaneResult.result and the metric's label
+# RFC 8460 §4.3 result types (and "success"): the closed set of the metric's label
 RESULTS = ("success", "tlsa-invalid", "dnssec-invalid", "starttls-not-supported", "validation-failure")
-DIGEST_LENGTH = {0: None, 1: 32, 2: 64}  # matching type -> octets of the data (0: any, the data itself)
+DIGEST_LENGTH = {0: None} | {t: d().digest_size for t, d in tlsa.DIGESTS.items()}  # matching type -> octets of the data (0: any)
 MAX_DER = 64 * 1024  # a leaf certificate is a few KiB: a longer one is refused, never hashed
 
 
@@ -58,17 +63,6 @@ class Tlsa:
 
     def __str__(self) -> str:
         return f"{self.usage} {self.selector} {self.mtype} {self.data.hex()[:16]}{'...' if len(self.data) > 8 else ''}"
-
-
-@dataclass(frozen=True)
-class DaneResult:
-    """One attempt's DANE outcome, as TLS-RPT reports it (RFC 8460 §4.3)."""
-
-    domain: str  # the policy domain: the one whose MX was looked up
-    host: str  # receiving-mx-hostname
-    address: str | None  # receiving-ip; None when the host was not tried (its TLSA lookup failed)
-    result: str  # one of RESULTS
-    detail: str = ""
 
 
 def parse(text: str) -> Tlsa | str:
@@ -100,61 +94,20 @@ def unusable(record: Tlsa) -> str | None:
     return None
 
 
-def _der(data: bytes, at: int) -> tuple[int, int, int]:
-    """(tag, start of content, end) of the DER element at `at`. ValueError if it does not fit."""
-    if at + 2 > len(data):
-        raise ValueError("truncated")
-    tag, first = data[at], data[at + 1]
-    at += 2
-    if first < 0x80:
-        length = first
-    else:
-        count = first & 0x7F
-        if not 1 <= count <= 3 or at + count > len(data):
-            raise ValueError("bad length")
-        length = int.from_bytes(data[at : at + count], "big")
-        at += count
-    if at + length > len(data):
-        raise ValueError("truncated")
-    return tag, at, at + length
-
-
-def spki(cert: bytes) -> bytes:
-    """The SubjectPublicKeyInfo of a DER certificate, its octets as they are (RFC 5280 §4.1: the 7th
-    field of TBSCertificate, 6th without the optional [0] version). ValueError if it is not there."""
-    tag, start, _ = _der(cert, 0)  # Certificate SEQUENCE
-    if tag != 0x30:
-        raise ValueError("not a certificate")
-    tag, at, end = _der(cert, start)  # TBSCertificate SEQUENCE
-    if tag != 0x30:
-        raise ValueError("not a certificate")
-    fields = []
-    while at < end and len(fields) < 7:
-        t, s, e = _der(cert, at)
-        fields.append((t, at, e))
-        at = e
-    if fields and fields[0][0] == 0xA0:  # version
-        fields = fields[1:]
-    if len(fields) < 6 or fields[5][0] != 0x30:
-        raise ValueError("no SubjectPublicKeyInfo")
-    _, begin, finish = fields[5]
-    return cert[begin:finish]
-
-
-def matches(records: list[Tlsa], cert: bytes) -> Tlsa | None:
-    """The first usable record `cert` (DER) matches, or None."""
-    try:
-        key = spki(cert)
-    except ValueError:
-        key = None
+def matches(records: list[Tlsa], cert: bytes) -> Tlsa | str:
+    """The first of the usable `records` that `cert` (DER) matches, or why none does."""
+    selected: dict[int, bytes | str] = {}  # selector -> the octets it takes, or why it takes none
     for r in records:
-        selected = cert if r.selector == 0 else key
-        if selected is None:
-            continue
-        digest = selected if r.mtype == 0 else hashlib.sha256(selected).digest() if r.mtype == 1 else hashlib.sha512(selected).digest()
-        if hmac.compare_digest(digest, r.data):
+        if r.selector not in selected:
+            try:
+                selected[r.selector] = tlsa.select(cert, r.selector)
+            except tlsa.BadCertificate as exc:
+                selected[r.selector] = f"its SubjectPublicKeyInfo could not be read: {exc}"
+        octets = selected[r.selector]
+        if isinstance(octets, bytes) and hmac.compare_digest(tlsa.digest(octets, r.mtype), r.data):
             return r
-    return None
+    unread = [why for why in selected.values() if isinstance(why, str)]
+    return f"matches none of its TLSA records{''.join(f'; {why}' for why in unread)}"
 
 
 def tlsa_name(port: int, host: str) -> str:
@@ -162,20 +115,18 @@ def tlsa_name(port: int, host: str) -> str:
 
 
 class Dane:
-    """The per-host rules of a next hop's hosts. `dns`: the resolver service (`mailflow.dns.DnsClient`);
-    `record`: hears every `DaneResult` (TLS-RPT will aggregate them)."""
+    """The per-host rules of a next hop's hosts. `dns`: the resolver service (`mailflow.dns.DnsClient`)."""
 
-    def __init__(self, dns: DnsLookup, record: Callable[[DaneResult], None] | None = None):
+    def __init__(self, dns: DnsLookup):
         self.dns = dns
-        self.sink = record
         self.context = tls.client_context(verify=False)  # no PKIX, no name: the TLSA match decides
 
-    def record(self, result: DaneResult) -> None:
-        metrics.DANE.labels(result.result).inc()
-        if result.result != "success":
-            log.warning("DANE %s: %s", result.result, result.detail, extra={"mx": result.host, "address": result.address, "domain": result.domain})
-        if self.sink is not None:
-            self.sink(result)
+    @staticmethod
+    def count(domain: str, host: str, address: str, result: str, detail: str) -> None:
+        """One outcome (`address` "" for a host not tried) in the metric, and the log when not a success."""
+        metrics.DANE.labels(result).inc()
+        if result != "success":
+            log.warning("DANE %s: %s", result, detail, extra={"mx": host, "address": address, "domain": domain})
 
     async def rules(self, domain: str, hosts: list[MxHost], port: int) -> dict[str, smtp_out.HostTls]:
         """Host name -> its TLS terms, for the hosts DANE applies to (see the module's docstring)."""
@@ -187,8 +138,7 @@ class Dane:
         for host, answer in zip(secure, answers, strict=True):
             if answer.status == "temp_fail":
                 why = f"DANE: TLSA lookup for {tlsa_name(port, host)} failed ({answer.error or 'temporary'}); not tried without it"
-                self.record(DaneResult(domain, host, None, "dnssec-invalid", why))
-                out[host] = smtp_out.HostTls(skip=why)
+                out[host] = smtp_out.HostTls(skip=("dnssec-invalid", why), record=functools.partial(self.count, domain, host))
             elif answer.status == "ok" and answer.secure:
                 out[host] = self._rule(domain, host, answer.records)
         return out
@@ -208,16 +158,17 @@ class Dane:
         def record(address: str, result: str, detail: str) -> None:
             if result == "success" and not usable:
                 result, detail = "tlsa-invalid", f"no usable TLSA record ({'; '.join(refused)[:300]}): sent encrypted, not authenticated"
-            self.record(DaneResult(domain, host, address, result, detail))
+            self.count(domain, host, address, result, detail)
 
         def verify(cert: bytes | None) -> tuple[str, str] | None:
             if not usable:
                 return None
             if cert is None or len(cert) > MAX_DER:
                 return "validation-failure", "DANE: the server showed no certificate"
-            if matches(usable, cert) is None:
+            found = matches(usable, cert)
+            if isinstance(found, str):
                 shown = ", ".join(str(r) for r in usable[:4])
-                return "validation-failure", f"DANE: the certificate of {host} matches none of its TLSA records ({shown})"
+                return "validation-failure", f"DANE: the certificate of {host} {found} ({shown})"[:500]
             return None
 
         note = "DANE-EE verified" if usable else "DANE: encrypted, not authenticated (no usable TLSA record)"

@@ -20,6 +20,9 @@ publish; it never raises for a single recipient's trouble. Mapping (STYLE §5):
   bounce carries when the queue gives up; testing -> delivered as without a policy, the failures
   reported. Every remote-MX result carries `tls`, the TlsReport (RFC 8460 terms), also counted in
   metrics.STS_SESSIONS and logged with the delivery line
+  REQUIRETLS (RFC 8689, `requiretls_route`): no route over authenticated TLS -> bounced 5.7.10, decided
+  from the route alone before the body is read; no host that took it over such TLS -> bounced 5.7.10
+  (or 5.7.30: REQUIRETLS not offered), never deferred to be tried in clear
   a job marked `dkim` whose signing key the store cannot give -> deferred 4.3.0 (dkim.py)
   a forwarded copy (an alias's external target, forwarding.py): past MAX_HOPS Received: -> bounced
   5.4.6; its alias domain's key set unavailable for the ARC seal -> deferred 4.3.0
@@ -42,6 +45,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from mailflow import log as mlog
+from mailflow.authn.dkim import field_name, split
 from mailflow.bodies import Bodies, BodyMissing
 from mailflow.cache import Cache, SingleFlight
 from mailflow.contracts.messages import (
@@ -386,6 +390,10 @@ class Deliveries:
 
     async def _send(self, hop: NextHop, hosts: list[MxHost], group: list[tuple[int, DeliveryJob]], sts: StsPlan | None = None) -> dict[int, DeliveryResult]:
         first = group[0][1]
+        # REQUIRETLS: the route alone decides (TLS-Required: No does not count), before the body is read
+        route = self._route(hop, hosts, group, sts) if first.requiretls else None
+        if isinstance(route, dict):
+            return route
         try:
             body = first.body if first.body is not None else await self.bodies.get(first.body_ref)
         except BodyMissing:
@@ -393,25 +401,16 @@ class Deliveries:
         except Exception:
             return {i: result(j, "deferred", "4.3.0", "451 4.3.0 message body unavailable, will retry") for i, j in group}
         cfg = self.remote_cfg
-        tls = hop.tls or cfg.tls
         # RFC 8689 §5: "TLS-Required: No" asks that the domain's TLS policies be ignored (not REQUIRETLS)
         relaxed = not first.requiretls and tls_not_required(body)
         if relaxed:
             metrics.REQUIRETLS.labels("tls_required_no").inc()
             sts = None
-        if sts is not None and sts.tls is not None and not sts.hosts:
-            mxs = ", ".join(h.host for h in hosts)
-            text = f"451 4.7.0 MTA-STS policy of {hop.host} (enforce, id {sts.verdict.id}) allows none of its MX hosts ({mxs}): not delivered"
-            log.warning("%s", text, extra={"queue_id": first.queue_id, "domain": hop.host})
-            return first_carries({i: result(j, "deferred", "4.7.0", text) for i, j in group}, group, sts.report(None, []))
-        if sts is not None:
-            hosts, tls = sts.hosts, sts.tls or tls
-        if first.requiretls:
-            route = requiretls_route(hop, hosts, cfg, sts)
-            if isinstance(route, str):
-                metrics.REQUIRETLS.labels("refused").inc()
-                return {i: result(j, "bounced", "5.7.10", f"550 5.7.10 REQUIRETLS: {route}") for i, j in group}
-            hosts, tls = route
+        if route is None:
+            route = self._route(hop, hosts, group, sts)
+            if isinstance(route, dict):
+                return route
+        hosts, tls = route
         if first.dkim and self.signer is not None:
             try:
                 body, keys = await self.signer.sign(body)
@@ -468,6 +467,27 @@ class Deliveries:
         await self._remember([(job, out[i]) for i, job in group if out[i].outcome == "delivered"])
         return first_carries(out, group, report)  # after _remember: a redelivered job never counts it again
 
+    def _route(self, hop: NextHop, hosts: list[MxHost], group: list[tuple[int, DeliveryJob]], sts: StsPlan | None) -> tuple[list[MxHost], smtp_out.TlsPolicy] | dict[int, DeliveryResult]:
+        """The hosts to try and the TLS policy; or, when none may be tried, the group's results: an
+        enforced MTA-STS policy that allows none of the MX hosts (deferred 4.7.0), a REQUIRETLS message
+        with no authenticated route (bounced 5.7.10). Needs no body."""
+        first = group[0][1]
+        tls = hop.tls or self.remote_cfg.tls
+        if sts is not None and sts.tls is not None and not sts.hosts:
+            mxs = ", ".join(h.host for h in hosts)
+            text = f"451 4.7.0 MTA-STS policy of {hop.host} (enforce, id {sts.verdict.id}) allows none of its MX hosts ({mxs}): not delivered"
+            log.warning("%s", text, extra={"queue_id": first.queue_id, "domain": hop.host})
+            return first_carries({i: result(j, "deferred", "4.7.0", text) for i, j in group}, group, sts.report(None, []))
+        if sts is not None:
+            hosts, tls = sts.hosts, sts.tls or tls
+        if first.requiretls:
+            route = requiretls_route(hop, hosts, self.remote_cfg, sts)
+            if isinstance(route, str):
+                metrics.REQUIRETLS.labels("refused").inc()
+                return {i: result(j, "bounced", "5.7.10", f"550 5.7.10 REQUIRETLS: {route}") for i, j in group}
+            return route
+        return hosts, tls
+
     async def _forwarded(self, group: list[tuple[int, DeliveryJob]], body: bytes) -> bytes | dict[int, DeliveryResult]:
         """A forwarded copy as it leaves (forwarding.py), or the results of the group that cannot leave."""
         first = group[0][1]
@@ -513,16 +533,15 @@ def first_carries(out: dict[int, DeliveryResult], group: list[tuple[int, Deliver
     return out
 
 
-def tls_not_required(message: bytes, limit: int = 64 * 1024) -> bool:
-    """The message's header says `TLS-Required: No` (RFC 8689 §5; the field name in any case, the value
-    "No" in any case, folded or not). Only the first `limit` octets of the header are read."""
-    head = message[:limit]
-    end = head.find(b"\r\n\r\n")
-    lines = (head if end < 0 else head[:end]).replace(b"\r\n ", b" ").replace(b"\r\n\t", b" ").split(b"\r\n")
-    for line in lines:
-        name, colon, value = line.partition(b":")
-        if colon and name.strip().lower() == b"tls-required":
-            return value.strip().lower() == b"no"
+def tls_not_required(message: bytes) -> bool:
+    """The message's header says `TLS-Required: No` (RFC 8689 §5): the first TLS-Required field (its name
+    in any case) decides, its value unfolded, whitespace trimmed, "No" in any case. The header section is
+    read as DKIM reads it (`dkim.split`: bare LF line ends too; a header over its MAX_HEADER octets is
+    not looked into and says nothing)."""
+    parsed = split(message)
+    for name, value in parsed[0] if parsed is not None else []:
+        if field_name(name) == b"tls-required":
+            return value.replace(b"\r\n", b"").strip(b" \t").lower() == b"no"
     return False
 
 

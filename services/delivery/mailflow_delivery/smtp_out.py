@@ -14,8 +14,9 @@ they lead (`Unreachable.status`, the enhanced code the deferral carries):
   certificate-expired, certificate-host-mismatch, certificate-not-trusted, validation-failure; a
   policy with a `fallback` (MTA-STS testing mode) notes the failure in `Outcome.tls_failures` and
   tries the same address again under the fallback, opportunistic TLS)
-  a host's own terms (`HostTls`, DANE: dane.py): skip -> that host is not tried, 4.7.5; STARTTLS not
-  offered -> 4.7.4; handshake failed or certificate refused -> 4.7.5; never mail in clear to it
+  a host's own terms (`HostTls`, DANE: dane.py): skip -> that host is not tried, 4.7.5 (a TLS failure
+  with the skip's result type); STARTTLS not offered -> 4.7.4; handshake failed or certificate refused
+  -> 4.7.5; never mail in clear to it
   AUTH: no PLAIN/LOGIN offered, or refused (535 too)  -> `Unreachable` 4.7.x: the refusal's code as 4xx
   MAIL 4xx / 5xx                                       -> every recipient deferred / bounced
   RCPT 2xx / 4xx (and 552) / 5xx                       -> per recipient: go on / deferred / bounced
@@ -385,12 +386,13 @@ class TlsPolicy:
 @dataclass(frozen=True)
 class HostTls:
     """One host's own TLS terms, decided before connecting (DANE: dane.py), in place of `TlsPolicy`.
-    `skip`: why the host must not be tried at all. Otherwise STARTTLS is mandatory with `context` (the
+    `skip`: (RFC 8460 result type, why) the host must not be tried at all. Otherwise STARTTLS is mandatory with `context` (the
     SNI is the host's name), and `verify(the leaf certificate, DER)`, after the handshake and before the
     second EHLO, says None or (RFC 8460 result type, why) it is refused. `record(address, result type,
-    detail)` hears each attempt's TLS outcome ("success" included). `note` is added to `Outcome.tls`."""
+    detail)` hears each attempt's TLS outcome ("success" included; address "" for a skipped host).
+    `note` is added to `Outcome.tls`."""
 
-    skip: str | None = None
+    skip: tuple[str, str] | None = None
     note: str = ""
     context: ssl.SSLContext | None = None
     verify: Callable[[bytes | None], tuple[str, str] | None] = lambda cert: None
@@ -442,8 +444,11 @@ async def deliver(
     for host in hosts:
         rule = host_tls.get(host.host) if host_tls else None
         if rule is not None and rule.skip:
-            errors.append(f"{host.host}: {rule.skip}")
+            result, why = rule.skip
+            errors.append(f"{host.host}: {why}")
             status = "4.7.5"
+            rule.record("", result, why)
+            failures.append(TlsFailure(host.host, "", result, why))
             continue
         for address in host.addresses:
             try:

@@ -12,19 +12,49 @@ are positioned (pwrite at the end of what has been stored), never appends: a wri
 (ENOSPC, EFBIG) leaves a tail that the next write overwrites, so every locator still points at its body.
 Failures: OSError from the disk reaches the caller (the writer turns it into ServiceUnavailable);
 a locator that points past the end of its segment raises BlobMissing.
+
+`get` does not hash what it reads: `intact` (the body against the SHA-256 the database keeps beside its
+locator) is run where bodies are copied on, by compaction, which leaves a body that fails it where it is
+(so its segment stays) rather than carry changed octets to a new place under the old digest. Why not on
+every read (measured 7 Dec 2026, SQLite, this 2-core machine at load average 9, medians of 60 calls
+through StoreClient): SHA-256 runs at ~1.8 GB/s here (SHA-NI), 3 µs for 4 KiB against a 1.1-1.6 ms round
+trip (0.2-0.4 %), but 0.6 ms for 1 MiB against 5.4 ms for the body (15 %) and 1.4 ms for its header
+(42 %: a section is cut from the whole body read), and 2.9 ms for 50 bodies of 100 KiB against 10.4 ms
+for the bodies (29 %) and 4.2 ms for their headers (71 %), the header listing every mail client does.
+A pread of the same bodies from the page cache costs 2 µs and 36 µs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from mailflow_mailbox_store import metrics
+
+log = logging.getLogger(__name__)
+
 
 class BlobMissing(Exception):
     pass
+
+
+def intact(locator: str, data: bytes, sha256: bytes) -> bool:
+    """Whether `data`, read at `locator`, is the body whose SHA-256 the database keeps. When it is not:
+    an ERROR line with the locator and both digests (never the content) and metrics.BLOB_CORRUPT."""
+    got = hashlib.sha256(data).digest()
+    if got == sha256:
+        return True
+    metrics.BLOB_CORRUPT.inc()
+    log.error(
+        "body does not match its SHA-256: changed on disk",
+        extra={"locator": locator, "expected": sha256.hex(), "found": got.hex(), "size": len(data)},
+    )
+    return False
 
 
 class BlobStore(Protocol):

@@ -13,6 +13,7 @@ import logging
 import time
 
 from mailflow_mailbox_store import metrics
+from mailflow_mailbox_store.blobs import intact
 from mailflow_mailbox_store.db import Tx
 
 log = logging.getLogger(__name__)
@@ -65,9 +66,22 @@ def relocate(tx: Tx, moves: list[tuple[int, str, str]]) -> int:
     return len(moves)
 
 
+def _intact_bodies(blobs, rows: list) -> list[tuple[tuple, bytes]]:
+    """(row, body) for the rows (id, locator, sha256) whose bodies are intact; reads and hashes, so it
+    runs in a thread."""
+    out = []
+    for row in rows:
+        data = blobs.get(row[1])
+        if intact(row[1], data, bytes(row[2])):
+            out.append((row, data))
+    return out
+
+
 async def compact(store, min_live_ratio: float = 0.5, grace: float = 60.0) -> int:
     """Copy the live bodies out of segments that are mostly dead, then delete those segments once
-    readers that looked up an old locator just before the switch are done (after `grace` seconds)."""
+    readers that looked up an old locator just before the switch are done (after `grace` seconds).
+    A body that no longer matches its SHA-256 (`blobs.intact`: logged, counted) is not copied: it keeps
+    its locator, so its segment is kept too."""
     blobs = store.blobs
     if not hasattr(blobs, "segments"):
         return 0
@@ -82,15 +96,15 @@ async def compact(store, min_live_ratio: float = 0.5, grace: float = 60.0) -> in
     for seg in candidates:
         rows = await store.db.read(
             lambda tx, seg=seg: tx.all(
-                "SELECT id, locator FROM blobs WHERE locator LIKE :p", {"p": f"{seg}:%"}
+                "SELECT id, locator, sha256 FROM blobs WHERE locator LIKE :p", {"p": f"{seg}:%"}
             )
         )
         moves = []
         for i in range(0, len(rows), 256):
             chunk = rows[i : i + 256]
-            data = await asyncio.to_thread(lambda chunk=chunk: [blobs.get(loc) for _, loc in chunk])
-            new = await asyncio.to_thread(blobs.put_many, data)
-            moves += [(blob_id, old, loc) for (blob_id, old), loc in zip(chunk, new, strict=True)]
+            good = await asyncio.to_thread(_intact_bodies, blobs, chunk)
+            new = await asyncio.to_thread(blobs.put_many, [data for _, data in good]) if good else []
+            moves += [(r[0], r[1], loc) for (r, _), loc in zip(good, new, strict=True)]
         await store.db.write(relocate, moves)
         left = await store.db.read(
             lambda tx, seg=seg: tx.value(

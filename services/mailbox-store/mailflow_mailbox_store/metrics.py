@@ -60,6 +60,10 @@ LISTINGS = Counter(
     ["how"],
 )
 SEGMENT_BYTES = Gauge("mailflow_mailbox_store_segment_bytes", "Bytes in blob segment files")
+BLOB_CORRUPT = Counter(
+    "mailflow_mailbox_store_blob_corrupt_total",
+    "Bodies read back whose SHA-256 is not the one stored for them (checked by compaction; blobs.intact)",
+)
 # kind: spam (moved into Junk), ham (moved out of it). result: learned, ignored (rspamd knew it already),
 # failed (rspamd down/slow/refusing, body unreadable), dropped (queue full), too_big (over the size limit).
 RSPAMD_LEARN = Counter(

@@ -116,6 +116,8 @@ class TlsCount(Base):
     policy_type: Mapped[str] = mapped_column(sa.String(16))
     policy_string: Mapped[str] = mapped_column(sa.Text, default="")
     mx_host: Mapped[str] = mapped_column(sa.String(255), default="")
+    # RFC 8460's sending-mta-ip, never filled (delivery does not say which of its addresses a session
+    # left from): kept, always "", because migration 0006 made it NOT NULL and is released
     sending_ip: Mapped[str] = mapped_column(sa.String(64), default="")
     receiving_ip: Mapped[str] = mapped_column(sa.String(64), default="")
     result: Mapped[str] = mapped_column(sa.String(40))

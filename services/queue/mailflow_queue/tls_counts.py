@@ -15,7 +15,7 @@ from mailflow_queue.tlsrpt import Count
 
 KEEP_DAYS = 7  # counts older than this are deleted, reported or not
 
-_KEY = ("day", "policy_domain", "policy_type", "policy_string", "mx_host", "sending_ip", "receiving_ip", "result", "detail")
+_KEY = ("day", "policy_domain", "policy_type", "policy_string", "mx_host", "receiving_ip", "result", "detail")
 
 
 def count(s: Session, results: list[DeliveryResult]) -> int:
@@ -30,9 +30,9 @@ def count(s: Session, results: list[DeliveryResult]) -> int:
         day = res.at.astimezone(UTC).date().isoformat()
         policy = (day, t.policy_domain[:255], t.policy_type, "\n".join(t.policy_strings))
         if t.success:
-            sessions[(*policy, "", "", "", "success", "")] += 1
+            sessions[(*policy, "", "", "success", "")] += 1
         for f in t.failures:
-            sessions[(*policy, f.receiving_mx_hostname[:255], "", f.receiving_ip[:64], f.result_type[:40], f.detail[:200])] += 1
+            sessions[(*policy, f.receiving_mx_hostname[:255], f.receiving_ip[:64], f.result_type[:40], f.detail[:200])] += 1
     for key, n in sessions.items():
         where = [getattr(TlsCount, c) == v for c, v in zip(_KEY, key, strict=True)]
         done = s.execute(sa.update(TlsCount).where(*where).values(sessions=TlsCount.sessions + n))
@@ -57,7 +57,7 @@ def due(s: Session, today: date, limit: int = 100) -> list[tuple[str, str]]:
 def rows(s: Session, day: str, domain: str) -> list[Count]:
     q = sa.select(TlsCount).where(TlsCount.day == day, TlsCount.policy_domain == domain).order_by(TlsCount.id)
     return [
-        Count(c.policy_type, c.policy_string, c.mx_host, c.sending_ip, c.receiving_ip, c.result, c.detail, c.sessions)
+        Count(c.policy_type, c.policy_string, c.mx_host, c.receiving_ip, c.result, c.detail, c.sessions)
         for c in s.scalars(q)
     ]
 

@@ -30,7 +30,6 @@ class Count:
     policy_type: str
     policy_string: str  # the policy's lines joined by "\n"; "" when none
     mx_host: str
-    sending_ip: str
     receiving_ip: str
     result: str
     detail: str
@@ -116,8 +115,6 @@ def report(counts: list[Count], day: date, domain: str, organization: str, conta
 
 def _failure(c: Count) -> dict:
     out = {"result-type": c.result, "failed-session-count": c.sessions}
-    if c.sending_ip:
-        out["sending-mta-ip"] = c.sending_ip
     if c.mx_host:
         out["receiving-mx-hostname"] = c.mx_host
     if c.receiving_ip:

@@ -25,7 +25,6 @@ every checked record is ok, 2 if the resolver does not answer.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from urllib.parse import quote
 
 import typer
 
-from mailflow import mtasts
+from mailflow import mtasts, tlsa
 from mailflow.authn.spf import is_spf
 from mailflow.cli.common import Api, err
 from mailflow.configfile import lookup
@@ -122,16 +121,15 @@ def tls_reports(domain: str, to: str) -> list[str | Wanted]:
     return [Wanted(f"_smtp._tls.{d}", "TXT", f"v=TLSRPTv1; rua=mailto:{to}")]
 
 
-def tlsa(cert_file: str) -> str:
-    """DANE-EE, SPKI, SHA-256 (RFC 7672 §3.1.1, "3 1 1"): the record of the first certificate in the
-    PEM file (the server's own; a chain follows it). It stays valid across renewals that keep the key.
-    OSError or ValueError if the file cannot be read or holds no certificate."""
+def tlsa_record(cert_file: str) -> str:
+    """DANE-EE, SPKI, SHA-256 (RFC 7672 §3.1.1, "3 1 1"; `mailflow.tlsa`): the record of the first
+    certificate in the PEM file (the server's own; a chain follows it). It stays valid across renewals
+    that keep the key. OSError or ValueError if the file cannot be read or holds no usable certificate."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
     cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
-    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return f"3 1 1 {hashlib.sha256(spki).hexdigest()}"
+    return tlsa.dane_ee(cert.public_bytes(serialization.Encoding.DER))
 
 
 def dane(hostname: str, cert_file: str) -> list[str | Wanted]:
@@ -140,7 +138,9 @@ def dane(hostname: str, cert_file: str) -> list[str | Wanted]:
     if not cert_file:
         return ["; DANE: no TLSA record (MAILFLOW_TLS_CERT is not set)"]
     try:
-        value = tlsa(cert_file)
+        value = tlsa_record(cert_file)
+    except tlsa.BadCertificate as exc:
+        return [f"; DANE: no TLSA record ({cert_file}: {exc})"]
     except (OSError, ValueError) as exc:
         return [f"; DANE: no TLSA record ({cert_file} not read: {type(exc).__name__})"]
     return [

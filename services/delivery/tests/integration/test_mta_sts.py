@@ -374,3 +374,18 @@ async def test_requiretls_takes_a_listed_mx_over_verified_tls_and_refuses_one_th
     (r,), _ = await make().run([job.model_copy(update={"requiretls": True}) for job in jobs("S13", "a@nopolicy.test")])
     assert (r.outcome, r.status) == ("bounced", "5.7.10") and "cannot be validated" in r.diagnostic
     assert all(m.rcpts == [] for m in mtas.values())
+
+
+async def test_requiretls_without_an_authenticated_route_bounces_before_the_body_is_read(world):
+    """The route alone decides (RFC 8689 §4.2.1; TLS-Required: No does not count with REQUIRETLS), so a
+    message with no route bounces for that even when its body could not be read (gone, or the queue
+    unreachable): 5.7.10, never 5.3.0 or a 4.3.0 deferral; an enforced policy that allows none of the
+    MX hosts defers it as it defers any message (4.7.0). A message with a route still needs its body."""
+    make, _, mtas = world
+    unread = [job.model_copy(update={"requiretls": True, "body": None, "body_ref": "nats:S14:1:60"}) for job in jobs("S14", "a@nopolicy.test", "a@unlisted.test")]
+    results, _ = await make().run(unread)
+    assert [(r.outcome, r.status) for r in results] == [("bounced", "5.7.10"), ("deferred", "4.7.0")]
+    assert "cannot be validated" in results[0].diagnostic and "allows none of its MX hosts" in results[1].diagnostic
+    (r,), _ = await make().run([job.model_copy(update={"requiretls": True, "body": None, "body_ref": "nats:S15:1:60"}) for job in jobs("S15", "a@good.test")])
+    assert (r.outcome, r.status) == ("bounced", "5.3.0")  # a route: then the body is read (and is gone)
+    assert all(m.rcpts == [] for m in mtas.values())

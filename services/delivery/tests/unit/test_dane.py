@@ -1,6 +1,6 @@
-"""DANE (dane.py): TLSA records as the resolver gives them, which are usable, the
-SubjectPublicKeyInfo read from a certificate's DER, the match of a certificate against records, and the
-rule each TLSA answer makes (a DnsLookup answering from a table)."""
+"""DANE (dane.py): TLSA records as the resolver gives them, which are usable, the match of a certificate
+against records (what a selector takes is mailflow.tlsa's: tests/unit/test_tlsa.py), and the rule each
+TLSA answer makes (a DnsLookup answering from a table)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
+from mailflow import tlsa
 from mailflow.contracts.messages import DnsAnswer, MxHost
-from mailflow_delivery.dane import Dane, DaneResult, Tlsa, matches, parse, spki, unusable
+from mailflow_delivery.dane import Dane, Tlsa, matches, parse, unusable
 
 
 def certificate(key=None) -> tuple[bytes, bytes]:
@@ -75,18 +76,6 @@ def test_usable_records(record, why):
     assert unusable(record) == why
 
 
-@pytest.mark.parametrize("key", [ec.generate_private_key(ec.SECP384R1()), rsa.generate_private_key(65537, 2048), ed25519.Ed25519PrivateKey.generate()], ids=["ec", "rsa", "ed25519"])
-def test_spki_is_the_certificates_own_octets(key):
-    der, public = certificate(key)
-    assert spki(der) == public
-
-
-@pytest.mark.parametrize("bad", [b"", b"\x30", b"\x30\x84\x00\x00\x00\x01", b"\x31\x00", b"\x30\x02\x30\x00", b"\x30\x05\x30\x03\x02\x01\x01"])
-def test_spki_of_garbage_is_a_clear_error(bad):
-    with pytest.raises(ValueError):
-        spki(bad)
-
-
 def test_each_selector_and_matching_type_matches_and_nothing_else_does():
     der, public = certificate()
     other, other_public = certificate()
@@ -100,12 +89,23 @@ def test_each_selector_and_matching_type_matches_and_nothing_else_does():
     ]
     for record in good:
         assert matches([record], der) == record
-        assert matches([record], other) is None
+        assert matches([record], other) == "matches none of its TLSA records"
     wrong = Tlsa(3, 1, 1, hashlib.sha256(other_public).digest())
     assert matches([wrong, good[4]], der) == good[4]  # any one record of the set is enough
-    assert matches([wrong], der) is None
-    assert matches([good[4]], b"not a certificate") is None  # no SPKI to select
-    assert matches([Tlsa(3, 0, 0, b"not a certificate")], b"not a certificate") is not None  # selector 0 compares octets
+    assert matches([wrong], der) == "matches none of its TLSA records"
+    assert matches([Tlsa(3, 0, 0, b"not a certificate")], b"not a certificate") == Tlsa(3, 0, 0, b"not a certificate")  # selector 0 compares octets
+
+
+def test_the_record_mailflow_dns_records_prints_is_the_one_dane_matches():
+    der, _ = certificate(rsa.generate_private_key(65537, 2048))
+    assert matches([parse(tlsa.dane_ee(der))], der) == parse(tlsa.dane_ee(der))
+
+
+def test_a_certificate_without_a_readable_key_fails_with_the_reason():
+    records = [Tlsa(3, 1, 1, b"\x01" * 32), Tlsa(3, 1, 2, b"\x01" * 64)]
+    why = matches(records, b"\x30\x03\x02\x01\x07")
+    assert why.startswith("matches none of its TLSA records; its SubjectPublicKeyInfo could not be read: not a DER certificate")
+    assert why.count("could not be read") == 1  # read once, however many records ask for it
 
 
 class Table:
@@ -133,23 +133,25 @@ SPKI_HASH = "3 1 1 " + "ab" * 32
         (DnsAnswer(name="t", type="TLSA", status="temp_fail", error="SERVFAIL"), "skip"),
     ],
 )
-async def test_the_rule_for_each_tlsa_answer(answer, rule):
-    seen = []
-    dane = Dane(Table({"_25._tcp.mx.a.test": answer}), record=seen.append)
+async def test_the_rule_for_each_tlsa_answer(answer, rule, caplog):
+    dane = Dane(Table({"_25._tcp.mx.a.test": answer}))
     rules = await dane.rules("a.test", [MxHost(preference=10, host="mx.a.test", addresses=["127.0.0.1"], secure=True)], 25)
     got = rules.get("mx.a.test")
     kind = None if got is None else "skip" if got.skip else "verify" if got.note == "DANE-EE verified" else "encrypt"
     assert kind == rule
     if rule == "skip":
-        assert seen == [DaneResult("a.test", "mx.a.test", None, "dnssec-invalid", got.skip)] and "SERVFAIL" in got.skip
+        assert got.skip[0] == "dnssec-invalid" and "SERVFAIL" in got.skip[1]
     if rule == "encrypt":
         assert got.verify(None) is None  # nothing to authenticate: any certificate, or none
-        got.record("127.0.0.1", "success", "")
-        assert seen[-1].result == "tlsa-invalid" and "usage 2 not supported" in seen[-1].detail
+        got.record("127.0.0.1", "success", "")  # a success without a usable record is logged as tlsa-invalid
+        (line,) = [r for r in caplog.records if r.name == "mailflow_delivery.dane"]
+        assert line.getMessage().startswith("DANE tlsa-invalid: no usable TLSA record (usage 2 not supported")
     if rule == "verify":
         assert got.verify(None) == ("validation-failure", "DANE: the server showed no certificate")
         der, _ = certificate()
-        assert got.verify(der)[0] == "validation-failure"
+        assert got.verify(der) == ("validation-failure", "DANE: the certificate of mx.a.test matches none of its TLSA records (3 1 1 abababababababab...)")
+        result, detail = got.verify(b"\x30\x00")
+        assert result == "validation-failure" and "SubjectPublicKeyInfo could not be read: not a DER certificate" in detail
 
 
 async def test_insecure_hosts_ask_nothing():

@@ -149,7 +149,16 @@ async def test_domain_routes_remember_not_ours_briefly_and_are_bounded():
         (b"Subject: x\r\n\r\nTLS-Required: No\r\n", False),  # in the body, not the header
         (b"X-TLS-Required: No\r\n\r\n", False),
         (b"", False),
+        (b"\r\nTLS-Required: No\r\n", False),  # no header at all: the empty first line starts the body
+        (b"Subject: x\nTLS-Required: No\n\nbody\n", True),  # bare LF line ends, as DKIM and the store read them
+        (b"TLS-Required: N\r\n o\r\n\r\n", False),  # unfolding joins "N" and " o": not "No"
+        (b"TLS-Required: No thanks\r\n\r\n", False),
+        (b"TLS-Required: No\r\nTLS-Required: Yes\r\n\r\n", True),  # the first one counts
+        (b"Subject: x\r\n\r\n" + b"TLS-Required: No\r\n" * 10, False),
+        (b"X-Filler: " + b"x" * 70_000 + b"\r\nTLS-Required: No\r\n\r\n", True),  # long headers are headers too
+        (b"X-Filler: " + b"x" * (1 << 20) + b"\r\nTLS-Required: No\r\n\r\n", False),  # past the header bound: not looked at
     ],
+    ids=lambda v: v[:40] if isinstance(v, bytes) else str(v),
 )
 def test_tls_required_no_is_read_from_the_header_only(message, relaxed):
     from mailflow_delivery.routing import tls_not_required

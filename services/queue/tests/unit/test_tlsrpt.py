@@ -39,10 +39,10 @@ STS = "version: STSv1\nmode: enforce\nmx: *.mx.x.test\nmax_age: 86400"
 
 def test_the_report_counts_sessions_per_policy_and_failures_by_hosts():
     counts = [
-        Count("no-policy-found", "", "mx1.x.test", "192.0.2.1", "198.51.100.7", "success", "", 40),
-        Count("no-policy-found", "", "mx2.x.test", "192.0.2.1", "198.51.100.8", "starttls-not-supported", "", 3),
-        Count("sts", STS, "a.mx.x.test", "192.0.2.1", "198.51.100.9", "success", "", 7),
-        Count("sts", STS, "a.mx.x.test", "192.0.2.1", "198.51.100.9", "certificate-expired", "certificate has expired", 2),
+        Count("no-policy-found", "", "mx1.x.test", "198.51.100.7", "success", "", 40),
+        Count("no-policy-found", "", "mx2.x.test", "198.51.100.8", "starttls-not-supported", "", 3),
+        Count("sts", STS, "a.mx.x.test", "198.51.100.9", "success", "", 7),
+        Count("sts", STS, "a.mx.x.test", "198.51.100.9", "certificate-expired", "certificate has expired", 2),
     ]
     got = report(counts, date(2026, 12, 6), "x.test", "Mailflow at mx.daum.test", "mailto:tls@daum.test", "rid-1")
     assert got["date-range"] == {"start-datetime": "2026-12-06T00:00:00Z", "end-datetime": "2026-12-06T23:59:59Z"}
@@ -51,7 +51,7 @@ def test_the_report_counts_sessions_per_policy_and_failures_by_hosts():
     assert none["policy"] == {"policy-type": "no-policy-found", "policy-domain": "x.test"}
     assert none["summary"] == {"total-successful-session-count": 40, "total-failure-session-count": 3}
     assert none["failure-details"] == [
-        {"result-type": "starttls-not-supported", "failed-session-count": 3, "sending-mta-ip": "192.0.2.1", "receiving-mx-hostname": "mx2.x.test", "receiving-ip": "198.51.100.8"}
+        {"result-type": "starttls-not-supported", "failed-session-count": 3, "receiving-mx-hostname": "mx2.x.test", "receiving-ip": "198.51.100.8"}
     ]
     assert sts["policy"] == {"policy-type": "sts", "policy-domain": "x.test", "policy-string": STS.split("\n"), "mx-host": ["*.mx.x.test"]}
     assert sts["summary"] == {"total-successful-session-count": 7, "total-failure-session-count": 2}
@@ -60,7 +60,7 @@ def test_the_report_counts_sessions_per_policy_and_failures_by_hosts():
 
 
 def test_the_mail_is_a_multipart_report_with_the_gzipped_json():
-    body = report([Count("no-policy-found", "", "mx.x.test", "", "", "success", "", 1)], date(2026, 12, 6), "x.test", "org", "mailto:t@d.test", "rid-2")
+    body = report([Count("no-policy-found", "", "mx.x.test", "", "success", "", 1)], date(2026, 12, 6), "x.test", "org", "mailto:t@d.test", "rid-2")
     raw = message(body, date(2026, 12, 6), "x.test", "mx.daum.test", "t@daum.test", "tls@x.test", "Q1@mx.daum.test", datetime(2026, 12, 7, 1, tzinfo=UTC))
     assert raw.isascii() and b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")
     m = email.message_from_bytes(raw)
