@@ -46,6 +46,7 @@ from tests.bench.common import (
     PEERS_NAME,
     bench_users,
     compare,
+    load_average,
     millis,
     peers,
     rate,
@@ -79,13 +80,6 @@ def process_cpu(stack: Stack, spamd: Rspamd | None = None) -> dict[str, float]:
         out["redis"] = tree_cpu(spamd.procs[0].pid)
         out["rspamd"] = tree_cpu(spamd.procs[1].pid)
     return out
-
-
-def load_average() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
 
 
 def tool_ceiling(n: int = 5000) -> float | None:

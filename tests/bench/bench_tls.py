@@ -58,6 +58,7 @@ from tests.bench.common import (
     bench_users,
     counter,
     delivered,
+    load_average,
     metrics_text,
     rate,
     report,
@@ -213,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
                 bench_users(st, 1)
                 for mode in MODES:  # warm-up: the policy fetched, the resolver's and delivery's caches, connections
                     one_round(st, sink, mode, 300)
+                load_before = load_average()
                 figures: dict[str, list[float]] = {mode: [] for mode in MODES}
                 sent: collections.Counter[str] = collections.Counter()
                 used: dict[str, collections.Counter[str]] = {mode: collections.Counter() for mode in MODES}
@@ -222,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
                         figures[mode].append(round(figure, 1))
                         sent[mode] += got
                         used[mode].update(spent)
+                load_after = load_average()
                 fetches = counter(metrics_text(st, "delivery"), STS_FETCHES)
                 fetched_ok = counter(metrics_text(st, "delivery"), STS_FETCHES, 'result="ok"')
             ciphers = dict(sink.tls_sessions())
@@ -238,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     for mode, share in shares.items():
         print(f"{mode} {rate(medians[mode])} vs none {rate(medians['none'])}: {share:.0%} (target >= {TARGET_SHARE:.0%}); "
               f"Mailflow's CPU per message {ours[mode]} vs {ours['none']} µs: {cpu_shares[mode]:.0%}")  # fmt: skip
-    print("the policy fetched once, in the warm-up; the receiver's TLS sessions: " + ", ".join(f"{k} ({v})" for k, v in ciphers.items()))
+    print(f"load average {load_before} -> {load_after}; the policy fetched once, in the warm-up; the receiver's TLS sessions: " + ", ".join(f"{k} ({v})" for k, v in ciphers.items()))
     print(f"\nCPU microseconds per message, measured rounds\n{'process':34}" + "".join(f"{m:>10}" for m in MODES))
     for proc in sorted(cpu_us["none"], key=lambda q: -cpu_us["none"][q]):
         print(f"{proc:34}" + "".join(f"{cpu_us[m].get(proc, 0):>10}" for m in MODES))
@@ -248,7 +251,8 @@ def main(argv: list[str] | None = None) -> None:
            dane_msgs_per_s=medians["dane"], mta_sts_share=round(shares["mta-sts"], 3),
            dane_share=round(shares["dane"], 3), rounds=figures, target=TARGET_SHARE,
            mta_sts_cpu_share=round(cpu_shares["mta-sts"], 3), dane_cpu_share=round(cpu_shares["dane"], 3),
-           cpu_us_per_msg=cpu_us, receiver_tls=ciphers)  # fmt: skip
+           cpu_us_per_msg=cpu_us, receiver_tls=ciphers, load_average_before=load_before,
+           load_average_after=load_after)  # fmt: skip
 
 
 if __name__ == "__main__":

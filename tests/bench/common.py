@@ -88,6 +88,14 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages, as /proc/loadavg has them."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
 def stack_cpu(stack) -> dict[str, float]:
     """CPU seconds so far of each service's first instance (by service name) and of the stack's nats-server."""
     out = {name: cpu_seconds(proc.popen.pid) for (name, i), proc in stack.procs.items() if i == 0}
