@@ -17,8 +17,9 @@ each message costs a full TLS handshake on both sides; what differs is what deli
            (MAILFLOW_RESOLVER_DNSSEC_TRUST_AD, on for the whole stack); `_<port>._tcp.mx.dane.test`
            TLSA 3 1 1 of the receiver's key: STARTTLS is mandatory and the certificate must match
 Each round sends N messages to one domain and times submission start -> the queue reporting every one
-of them delivered; after a warm-up round each, three rounds of each mode, alternated, so the machine's
-drift hits all alike. Target: the median rounds of mta-sts and of dane each >= 90 % of none's.
+of them delivered; after a warm-up round each, three rounds of each mode, alternated and rotated (none,
+mta-sts, dane; then mta-sts, dane, none; ...: in three rounds each mode comes first, second and third
+once), so neither the machine's drift nor the stack's growing data favour one. Target: the median rounds of mta-sts and of dane each >= 90 % of none's.
 
 The run measures what it says, or fails: after each round, delivery's metrics must have counted
 exactly N successful enforce-mode MTA-STS sessions (mailflow_delivery_mta_sts_results_total) in the
@@ -218,8 +219,9 @@ def main(argv: list[str] | None = None) -> None:
                 figures: dict[str, list[float]] = {mode: [] for mode in MODES}
                 sent: collections.Counter[str] = collections.Counter()
                 used: dict[str, collections.Counter[str]] = {mode: collections.Counter() for mode in MODES}
-                for _ in range(a.rounds):
-                    for mode in MODES:
+                for r in range(a.rounds):
+                    order = list(MODES)[r % len(MODES) :] + list(MODES)[: r % len(MODES)]
+                    for mode in order:
                         figure, got, spent = one_round(st, sink, mode, a.messages)
                         figures[mode].append(round(figure, 1))
                         sent[mode] += got
