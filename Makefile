@@ -61,7 +61,7 @@ test-all: $(STAMP)
 # make bench            every benchmark (tests/bench/bench_*.py): Mailflow, then Postfix + Dovecot with the
 #                        same load tools (tests/bench/load), one table side by side, results in bench-results/;
 #                        installs Debian's postfix, dovecot-imapd and dovecot-pop3d first if missing
-# make bench ONLY=smtp   just tests/bench/bench_smtp.py (or e2e, imap, store)
+# make bench ONLY=smtp   just tests/bench/bench_smtp.py (or e2e, imap, store, auth, tls)
 # make bench PEERS=0     Mailflow alone
 PEERS ?= 1
 bench: $(STAMP)

@@ -27,7 +27,16 @@ import httpx
 
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 from mailflow.stack import Ports, Stack
-from tests.bench.common import rate, report, run_tool, smtp_sink
+from tests.bench.common import (
+    counter,
+    delivered,
+    metrics_text,
+    rate,
+    report,
+    run_tool,
+    smtp_sink,
+    wait_delivered,
+)
 from tests.support import free_port
 from tests.support.dns import DnsServer
 
@@ -35,30 +44,10 @@ TARGET_SIGNED_SHARE = 0.90
 SENDERS = {"unsigned": ("unsigned@plain.test", "plain-pw"), "signed": ("signed@keyed.test", "keyed-pw")}
 
 
-def delivered(st: Stack) -> int:
-    with httpx.Client(base_url=st.http_url("queue"), headers={ADMIN_TOKEN_HEADER: st.admin_token}, timeout=10) as c:
-        return c.get("/queue/counts").json()["states"]["delivered"]
-
-
-def wait_delivered(st: Stack, target: int, timeout: float = 600) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if delivered(st) >= target:
-            return time.perf_counter()
-        time.sleep(0.05)
-    raise TimeoutError(f"only {delivered(st)} of {target} delivered after {timeout} s")
-
-
 def dkim_counts(st: Stack) -> dict[str, float]:
     """delivery's mailflow_delivery_dkim_messages_total by result: the run must sign what it says it does."""
-    port = st.procs[("delivery", 0)].http_port
-    text = httpx.get(f"http://{st.ports.host}:{port}/metrics", timeout=10).text
-    out = {}
-    for line in text.splitlines():
-        if line.startswith('mailflow_delivery_dkim_messages_total{result="'):
-            label, value = line.split('"')[1], line.rsplit(" ", 1)[1]
-            out[label] = float(value)
-    return out
+    text = metrics_text(st, "delivery")
+    return {r: counter(text, "mailflow_delivery_dkim_messages_total", f'result="{r}"') for r in ("signed", "unsigned", "deferred")}
 
 
 def users(st: Stack) -> None:

@@ -21,7 +21,6 @@ has a timeout; only loopback is used. `python -m tests.bench.bench_e2e --quick` 
 from __future__ import annotations
 
 import argparse
-import re
 import tempfile
 import threading
 import time
@@ -29,13 +28,14 @@ from pathlib import Path
 
 import httpx
 
-from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 from mailflow.stack import Ports, Stack
 from tests.bench.common import (
     CHECKS_OFF,
     PEERS_NAME,
     bench_users,
     compare,
+    counter,
+    delivered,
     millis,
     peers,
     rate,
@@ -45,18 +45,6 @@ from tests.bench.common import (
 
 # The load tools log in as "user99" (no domain), as with Dovecot; per-message INFO logs off, as for the peers.
 ENV = {"MAILFLOW_IMAP_DEFAULT_DOMAIN": "bench.test", "MAILFLOW_LOG_LEVEL": "WARNING", **CHECKS_OFF}
-
-
-def delivered(st: Stack) -> int:
-    r = httpx.get(
-        st.http_url("queue") + "/queue/counts", headers={ADMIN_TOKEN_HEADER: st.admin_token}, timeout=10
-    )
-    return r.json()["states"]["delivered"]
-
-
-def counter(text: str, name: str, labels: str = "") -> float:
-    pat = re.escape(name) + (r"\{" + labels + r"\}" if labels else r"(?:\{[^}]*\})?") + r" ([0-9.e+]+)"
-    return sum(float(v) for v in re.findall(pat, text))
 
 
 def stage_counts(st: Stack) -> dict[str, float]:

@@ -46,13 +46,14 @@ from tests.bench.common import (
     PEERS_NAME,
     bench_users,
     compare,
-    cpu_seconds,
+    load_average,
     millis,
     peers,
     rate,
     report,
     run_tool,
     smtp_sink,
+    stack_cpu,
     tree_cpu,
 )
 from tests.bench.load.harness import SENDER
@@ -74,20 +75,11 @@ def messages() -> int:
 
 
 def process_cpu(stack: Stack, spamd: Rspamd | None = None) -> dict[str, float]:
-    out = {name: cpu_seconds(proc.popen.pid) for (name, i), proc in stack.procs.items() if i == 0}
-    if stack.nats is not None and stack.nats.proc is not None:
-        out["nats-server"] = cpu_seconds(stack.nats.proc.pid)
+    out = stack_cpu(stack)
     if spamd is not None:  # redis-server, then rspamd's main process and its workers
         out["redis"] = tree_cpu(spamd.procs[0].pid)
         out["rspamd"] = tree_cpu(spamd.procs[1].pid)
     return out
-
-
-def load_average() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
 
 
 def tool_ceiling(n: int = 5000) -> float | None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,6 +88,22 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages, as /proc/loadavg has them."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def stack_cpu(stack) -> dict[str, float]:
+    """CPU seconds so far of each service's first instance (by service name) and of the stack's nats-server."""
+    out = {name: cpu_seconds(proc.popen.pid) for (name, i), proc in stack.procs.items() if i == 0}
+    if stack.nats is not None and stack.nats.proc is not None:
+        out["nats-server"] = cpu_seconds(stack.nats.proc.pid)
+    return out
+
+
 def tree_cpu(root_pid: int) -> float:
     """CPU seconds of a daemon's whole process tree: the master, its reaped children, and the live
     descendants (their CPU so far)."""
@@ -123,6 +141,40 @@ def bench_users(
             r = c.post("/admin/users", json={"address": f"user{i}@{domain}", "password": password})
             if r.status_code not in (201, 409):
                 r.raise_for_status()
+
+
+def delivered(stack) -> int:
+    """Recipients the stack's queue counts delivered (its admin REST API)."""
+    import httpx
+
+    from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
+
+    r = httpx.get(stack.http_url("queue") + "/queue/counts", headers={ADMIN_TOKEN_HEADER: stack.admin_token}, timeout=10)
+    return r.json()["states"]["delivered"]
+
+
+def wait_delivered(stack, target: int, timeout: float = 600) -> float:
+    """time.perf_counter() once the queue counts `target` recipients delivered; TimeoutError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if delivered(stack) >= target:
+            return time.perf_counter()
+        time.sleep(0.05)
+    raise TimeoutError(f"only {delivered(stack)} of {target} delivered after {timeout} s")
+
+
+def metrics_text(stack, service: str, index: int = 0) -> str:
+    """The /metrics page of one instance of a service of the stack."""
+    import httpx
+
+    return httpx.get(f"http://{stack.ports.host}:{stack.procs[(service, index)].http_port}/metrics", timeout=10).text
+
+
+def counter(text: str, name: str, labels: str = "") -> float:
+    """The value of metric `name` in a /metrics page: the sample with exactly `labels` (as written there,
+    e.g. 'mode="enforce",result="success"'), or with no `labels` the sum of all its samples."""
+    pat = re.escape(name) + (r"\{" + re.escape(labels) + r"\}" if labels else r"(?:\{[^}]*\})?") + r" ([0-9.e+]+)"
+    return sum(float(v) for v in re.findall(pat, text))
 
 
 @contextlib.contextmanager
