@@ -80,4 +80,4 @@ clean:
 .PHONY: test-compose
 test-compose: $(STAMP)
 	bash deploy/ci/local-images.sh
-	MAILFLOW_TEST_COMPOSE=1 $(PYTEST) tests/deploy/test_compose_roundtrip.py -q
+	MAILFLOW_TEST_COMPOSE=1 $(PYTEST) tests/deploy/test_compose_roundtrip.py tests/deploy/test_compose_acme.py -q

@@ -17,22 +17,15 @@ import os
 import poplib
 import re
 import secrets
-import shutil
 import smtplib
 import ssl
-import subprocess
-import tempfile
-import time
 from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
 
 from mailflow.contracts import streams
-from tests.deploy.support import COMPOSE_FILE, ROOT, SERVICES
-from tests.support import free_port, wait_for
-
-TEST_DNS_FILE = Path(__file__).with_name("compose-test-dns.yml")  # the resolver's DNS: NXDOMAIN to all, nothing else asked
+from tests.deploy.support import SERVICES, Compose
+from tests.support import wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -43,104 +36,8 @@ pytestmark = [
 DOMAIN = "example.test"
 USER = f"alice@{DOMAIN}"
 PASSWORD = "correct horse battery staple"
-PUBLISHED = ("SMTP", "SUBMISSION", "SMTPS", "IMAP", "IMAPS", "POP3", "POP3S")
 SCALED_MESSAGES = 30
 SCALED_MAX = 150
-
-
-def made_secrets() -> dict[str, str]:
-    """The secrets as an operator makes them (deploy/compose/secrets.sh), for this project alone."""
-    with tempfile.TemporaryDirectory() as tmp:
-        env_file = Path(tmp) / ".env"
-        subprocess.run(["bash", str(ROOT / "deploy/compose/secrets.sh"), str(env_file)], check=True, capture_output=True)
-        return dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
-
-
-class Compose:
-    """docker-compose (v1) or `docker compose` (v2) for one project with its own environment."""
-
-    def __init__(self):
-        self.project = f"mailflowtest{secrets.token_hex(3)}"
-        self.ports = {name: free_port() for name in PUBLISHED}
-        self.env = {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "HOME": os.environ.get("HOME", "/root"),
-            "COMPOSE_PROJECT_NAME": self.project,
-            **made_secrets(),
-            "MAILFLOW_RESOLVER_NAMESERVERS": "127.0.0.1:5353",  # compose-test-dns.yml: NXDOMAIN to all
-            **{f"MAILFLOW_PUBLISH_{name}": str(port) for name, port in self.ports.items()},
-        }
-        if shutil.which("docker-compose"):
-            self.cmd = ["docker-compose"]
-        else:
-            self.cmd = ["docker", "compose"]
-
-    def run(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            [*self.cmd, "-f", str(COMPOSE_FILE), "-f", str(TEST_DNS_FILE), "-p", self.project, *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"compose {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-            )
-        return proc
-
-    def containers(self, service: str) -> list[str]:
-        out = self.run("ps", "-q", service).stdout.split()
-        return sorted(out)
-
-    def health(self, container: str) -> str:
-        proc = subprocess.run(
-            [
-                "docker",
-                "inspect",
-                "--format",
-                "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
-                container,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        return proc.stdout.strip()
-
-    def wait_healthy(self, services, timeout: float = 240, count: dict[str, int] | None = None) -> None:
-        count = count or {}
-
-        def all_healthy():
-            for service in services:
-                ids = self.containers(service)
-                if len(ids) != count.get(service, 1):
-                    return False
-                for cid in ids:
-                    state = self.health(cid)
-                    if state.startswith(("exited", "dead")) or "unhealthy" in state:
-                        raise AssertionError(f"{service} {cid[:12]} is {state}:\n{self.logs(service)}")
-                    if state != "running healthy":
-                        return False
-            return True
-
-        wait_for(all_healthy, timeout=timeout, interval=1.0, what=f"healthy {', '.join(services)}")
-
-    def exec(self, service: str, *args: str, index: int = 1) -> str:
-        return self.run("exec", "-T", "--index", str(index), service, *args, timeout=120).stdout
-
-    def logs(self, service: str = "", tail: int = 60) -> str:
-        proc = self.run(
-            "logs",
-            "--no-color",
-            "--tail",
-            str(tail),
-            *([service] if service else []),
-            check=False,
-            timeout=120,
-        )
-        return proc.stdout[-20000:]
 
 
 def tls_client() -> ssl.SSLContext:
@@ -152,22 +49,8 @@ def tls_client() -> ssl.SSLContext:
 
 @pytest.fixture(scope="module")
 def stack(request):
-    compose = Compose()
-    started = time.monotonic()
-    try:
-        compose.run("build", timeout=900)
-        built = time.monotonic()
-        compose.run("up", "-d", timeout=600)
-        compose.wait_healthy(["nats", "postgres", *SERVICES])
-        print(f"\ncompose: built in {built - started:.0f}s, healthy {time.monotonic() - built:.0f}s later")
+    with Compose().running(request, healthy=["nats", "postgres", *SERVICES]) as compose:
         yield compose
-    except BaseException:
-        print(compose.logs())
-        raise
-    finally:
-        if request.session.testsfailed:
-            print(compose.logs())
-        compose.run("down", "--volumes", "--remove-orphans", "--timeout", "20", check=False, timeout=300)
 
 
 def message(subject: str, body: str) -> bytes:

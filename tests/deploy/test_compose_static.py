@@ -350,6 +350,9 @@ def test_the_certificate_renewer_is_one_service_behind_a_profile(compose, monkey
     assert split_hostport(settings.tls_listen) == ("0.0.0.0", 443)
     published = {(p.host_ip, p.host_port, p.container_port) for p in ports(spec)}
     assert published == {("127.0.0.1", "2080", 80), ("127.0.0.1", "2443", 443)}
+    assert settings.ca_file == ""  # the image's public CAs unless .env names a private ACME server's
+    given = load_compose({**SECRETS, "MAILFLOW_ACME_CA_FILE": "/etc/mailflow/acme-ca.pem"})["services"]["certs"]
+    assert environment(given)["MAILFLOW_ACME_CA_FILE"] == "/etc/mailflow/acme-ca.pem"
 
 
 HA_FILE = ROOT / "deploy/compose/ha.yml"

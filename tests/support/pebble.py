@@ -10,6 +10,9 @@ name (never the internet's DNS). Its own HTTPS certificate is made here, from a 
 `ca_file` (the Debian package ships no test certificate). Nonces are never rejected and validation does
 not sleep, so an order takes well under a second. `start` raises RuntimeError with pebble's output if
 it does not answer within the timeout; `stop` kills it.
+
+`prepare` writes the same configuration, HTTPS pair and environment (pebble.env) for a pebble that runs
+elsewhere, such as a container (tests/deploy/test_compose_acme.py).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from cryptography.x509.oid import NameOID
 from mailflow.stack import free_port
 
 PEBBLE = shutil.which("pebble") or "/usr/bin/pebble"
+# No sleeping before a validation, no nonces rejected at random: orders in well under a second.
+ENVIRONMENT = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
 
 
 def available() -> bool:
@@ -43,8 +48,8 @@ def _pem_key(key) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
-def _https_pair(folder: Path) -> Path:
-    """A CA and a certificate for localhost/127.0.0.1 signed by it; returns the CA's path."""
+def _https_pair(folder: Path, names: tuple[str, ...]) -> Path:
+    """A CA and a certificate for 127.0.0.1 and `names` signed by it; returns the CA's path."""
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailflow test CA for pebble")])
@@ -60,7 +65,7 @@ def _https_pair(folder: Path) -> Path:
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
-    alt = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    alt = [*(x509.DNSName(n) for n in names), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
@@ -76,6 +81,46 @@ def _https_pair(folder: Path) -> Path:
     (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (folder / "key.pem").write_bytes(_pem_key(key))
     return folder / "ca.pem"
+
+
+def prepare(
+    folder: Path, listen: str, management: str, http_port: int, tls_port: int, names: tuple[str, ...] = ("localhost",),
+    paths: Path | None = None,
+) -> Path:
+    """pebble.json, its HTTPS pair (for `names` and 127.0.0.1, from a throw-away CA: ca.pem) and pebble.env
+    (ENVIRONMENT) in `folder`; pebble.json names the pair under `paths` (default: `folder`), where pebble
+    will see the folder. Returns pebble.json's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _https_pair(folder, names)
+    seen = paths or folder
+    config = {
+        "pebble": {
+            "listenAddress": listen,
+            "managementListenAddress": management,
+            "certificate": str(seen / "cert.pem"),
+            "privateKey": str(seen / "key.pem"),
+            "httpPort": http_port,
+            "tlsPort": tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+        }
+    }
+    (folder / "pebble.json").write_text(json.dumps(config))
+    (folder / "pebble.env").write_text("".join(f"{k}={v}\n" for k, v in ENVIRONMENT.items()))
+    return folder / "pebble.json"
+
+
+def get(url: str, ca_file: Path) -> bytes:
+    """GET from pebble's HTTPS (its certificate checked against `ca_file`)."""
+    ctx = ssl.create_default_context(cafile=str(ca_file))
+    with urllib.request.urlopen(url, context=ctx, timeout=5) as r:
+        return r.read()
+
+
+def root(management: str, ca_file: Path) -> bytes:
+    """The root certificate (PEM) of the pebble whose management API is at `management` (https://host:port);
+    pebble makes a new one each time it starts."""
+    return get(f"{management}/roots/0", ca_file)
 
 
 class Pebble:
@@ -102,25 +147,13 @@ class Pebble:
         self.stop()
 
     def start(self, timeout: float = 20.0) -> Pebble:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        _https_pair(self.folder)
-        config = {
-            "pebble": {
-                "listenAddress": f"{self.host}:{self.port}",
-                "managementListenAddress": f"{self.host}:{self.management_port}",
-                "certificate": str(self.folder / "cert.pem"),
-                "privateKey": str(self.folder / "key.pem"),
-                "httpPort": self.http_port,
-                "tlsPort": self.tls_port,
-                "ocspResponderURL": "",
-                "externalAccountBindingRequired": False,
-            }
-        }
-        (self.folder / "pebble.json").write_text(json.dumps(config))
-        env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
+        config = prepare(
+            self.folder, f"{self.host}:{self.port}", f"{self.host}:{self.management_port}", self.http_port, self.tls_port
+        )
+        env = {**os.environ, **ENVIRONMENT}
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [PEBBLE, "-config", str(self.folder / "pebble.json"), "-dnsserver", self.dns],
+                [PEBBLE, "-config", str(config), "-dnsserver", self.dns],
                 env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         deadline = time.monotonic() + timeout
@@ -135,13 +168,11 @@ class Pebble:
                 time.sleep(0.1)
 
     def get(self, url: str) -> bytes:
-        ctx = ssl.create_default_context(cafile=str(self.ca_file))
-        with urllib.request.urlopen(url, context=ctx, timeout=5) as r:
-            return r.read()
+        return get(url, self.ca_file)
 
     def root(self) -> bytes:
         """Pebble's root certificate (PEM), made anew each time pebble starts."""
-        return self.get(f"https://{self.host}:{self.management_port}/roots/0")
+        return root(f"https://{self.host}:{self.management_port}", self.ca_file)
 
     def output(self) -> str:
         try:
