@@ -61,6 +61,7 @@ class Settings(ServiceSettings):
 
     # POP3 limits
     pop3_timeout: float = 600.0  # RFC 1939 §3: the inactivity autologout timer is at least 10 minutes
+    pop3_lock_renew_s: float = 5.0  # a POP3 session renews its maildrop lock this often (the store's lasts MAILFLOW_STORE_POP3_LOCK_TTL, 15 s)
     pop3_max_line: int = 255  # RFC 2449 §4: a command line is at most 255 octets with CRLF
     pop3_max_pipelined_bytes: int = 8192  # commands held while one runs (RFC 2449 PIPELINING), then pause
     pop3_max_bad_commands: int = 10

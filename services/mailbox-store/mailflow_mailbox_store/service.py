@@ -45,7 +45,7 @@ class StoreCore:
         default_quota: int | None = None,
         recipient_delimiter: str = "+",
         max_message_bytes: int = 64 * 1024 * 1024,
-        pop3_lock_ttl: int = 1800,
+        pop3_lock_ttl: int = 15,
         session_check_interval: float = 1.0,
     ):
         self.db = db

@@ -40,7 +40,7 @@ class Settings(ServiceSettings):
     argon2_time_cost: int = 3  # RFC 9106 §4 second recommended option (argon2-cffi's defaults)
     argon2_memory_kib: int = 65_536
     argon2_parallelism: int = 4
-    pop3_lock_ttl: int = 1_800  # seconds before a POP3 maildrop lock left by a crashed session expires
+    pop3_lock_ttl: int = 15  # seconds a POP3 maildrop lock lasts unless its session renews it (imap-pop3 does, every 5 s): how long a crashed replica's maildrop stays locked
 
     # Database and storage tuning
     db_readers: int = 8  # threads (and connections) answering reads; writes go through one writer

@@ -4,8 +4,9 @@ States: AUTHORIZATION (USER/PASS, AUTH PLAIN, STLS, CAPA, QUIT), TRANSACTION (ST
 NOOP, RSET, TOP, UIDL, CAPA, QUIT), UPDATE (after QUIT: the marked messages are deleted). Every
 command in the wrong state or with wrong arguments gets -ERR; unknown commands too, and after
 `pop3_max_bad_commands` of those in a row the connection is closed. A successful login takes the
-store's maildrop lock (a second session gets -ERR [IN-USE]); the lock is released however the session
-ends, and deletions only ever happen after QUIT.
+store's maildrop lock (a second session gets -ERR [IN-USE]), renewed every `pop3_lock_renew_s` while the
+session lives (the store's lock lasts pop3_lock_ttl, 15 s: a replica that crashes leaves it locked no
+longer); the lock is released however the session ends, and deletions only ever happen after QUIT.
 
 The session is driven by the bytes that arrive (`feed`): each whole line is answered right there when
 its handler can answer without waiting (a RETR of a message already read ahead is the common case), and
@@ -104,6 +105,7 @@ class Pop3Session:
         self.user: str | None = None
         self.principal: Principal | None = None
         self.lock_token: str | None = None
+        self.renewing: asyncio.Task | None = None  # keeps the maildrop lock while the session lives
         self.drop: Maildrop | None = None
         self.buf = bytearray()
         self.input_full = False  # reading paused: pop3_max_pipelined_bytes wait to be answered
@@ -283,6 +285,8 @@ class Pop3Session:
             return
         self.finished = True
         self.timer.cancel()
+        if self.renewing is not None:
+            self.renewing.cancel()
         self.ctx.sessions.discard(self)
         _ACTIVE.dec()
         if self.retrieved:
@@ -294,6 +298,22 @@ class Pop3Session:
         self.conn.flush_now()
         self.conn.close()
         asyncio.ensure_future(self._released())
+
+    async def _keep_lock(self, principal: Principal) -> None:
+        """Renew the maildrop lock every pop3_lock_renew_s (the store's lasts pop3_lock_ttl): a session of a
+        replica that crashed stops renewing, and the user can log in again elsewhere once it expires. A
+        lock found taken by another session ends this one; a store that does not answer is tried again."""
+        while True:
+            await asyncio.sleep(self.settings.pop3_lock_renew_s)
+            try:
+                await self.store.pop3_lock(principal)
+            except Conflict:
+                log.warning("maildrop lock lost", extra={"user": principal.address, "session": self.id})
+                self.lock_token = None
+                self.end(R.R_IN_USE)
+                return
+            except Exception as exc:
+                log.warning("maildrop lock not renewed (tried again): %s", exc, extra={"session": self.id})
 
     async def _released(self) -> None:
         try:
@@ -433,6 +453,7 @@ class Pop3Session:
                 return R.R_IN_USE
             raise
         self.lock_token = token
+        self.renewing = asyncio.create_task(self._keep_lock(principal))
         try:
             sel = await self.store.select(principal, "INBOX", claim_recent=False)
         except BaseException:
