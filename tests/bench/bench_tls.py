@@ -53,7 +53,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from mailflow import tls
-from mailflow.cli.dns import tlsa
+from mailflow.cli.dns import tlsa_record
 from mailflow.stack import Ports, Stack
 from tests.bench.common import (
     bench_users,
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         with (
             TlsSink("127.0.0.1", port, free_port(), list(MODES.values()), cert, key) as sink,
             PolicyServer(*ca.issue("mta-sts.sts.test")) as web,
-            DnsServer(zone(port, tlsa(str(cert))), negative_ttl=3600) as dns,
+            DnsServer(zone(port, tlsa_record(str(cert))), negative_ttl=3600) as dns,
         ):
             dns.signed = {"dane.test"}
             env = {
