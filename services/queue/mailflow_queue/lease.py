@@ -128,20 +128,27 @@ class DbLease:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Take or renew the lease every renew_s until `stop`; then give it up."""
-        loop = asyncio.get_running_loop()
         try:
             while not stop.is_set():
-                await self._renew(loop)
+                await self.renew()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.renew_s)
         finally:
-            await loop.run_in_executor(self._pool, self._release)
+            if self._token is not None:
+                self._token, self._until = None, 0.0
+                metrics.SCHEDULER_ACTIVE.set(0)
+                try:
+                    await asyncio.get_running_loop().run_in_executor(self._pool, self._release)
+                    log.info("scheduler lease released", extra={"holder": self.holder})
+                except Exception as exc:
+                    log.warning("could not release the scheduler lease (it expires by itself): %s", exc)
             self._pool.shutdown(wait=False)
 
-    async def _renew(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def renew(self) -> None:
+        """One try: renew the lease if this process holds it, take it if it has expired."""
         started = time.monotonic()  # the database's expiry is at least ttl_s after this
         try:
-            token = await loop.run_in_executor(self._pool, self._take)
+            token = await asyncio.get_running_loop().run_in_executor(self._pool, self._take)
         except Exception as exc:
             if not self._failing:
                 log.warning("could not renew or take the scheduler lease: %s", exc)
@@ -181,14 +188,6 @@ class DbLease:
 
     def _release(self) -> None:
         """A clean stop: the lease expires now, so a standby takes it at its next try."""
-        if self._token is None:
-            return
-        self._token, self._until = None, 0.0
-        metrics.SCHEDULER_ACTIVE.set(0)
         t = SchedulerLease.__table__
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(sa.update(t).where(t.c.name == NAME, t.c.holder == self.holder).values(expires_at=sa.func.clock_timestamp()))
-            log.info("scheduler lease released", extra={"holder": self.holder})
-        except Exception as exc:
-            log.warning("could not release the scheduler lease (it expires by itself): %s", exc)
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(t).where(t.c.name == NAME, t.c.holder == self.holder).values(expires_at=sa.func.clock_timestamp()))

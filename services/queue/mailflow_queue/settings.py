@@ -28,11 +28,11 @@ class Settings(ServiceSettings):
     # A job not answered for this long is published again (delivery is idempotent).
     inflight_timeout_s: float = 1800.0
     scan_interval_s: float = 1.0  # how often the scheduler looks for due retries
-    # Replicas on one PostgreSQL database: one runs the scheduler, holding a lease it renews every
-    # scheduler_renew_s for scheduler_lease_s ahead; another takes over between lease - renew and
-    # lease + renew seconds after the holder died. The lease must outlast two renewals. (SQLite: one queue.)
+    # Replicas on one PostgreSQL database: one runs the scheduler, holding a lease for this long ahead;
+    # another takes over between lease - renew and lease + renew seconds after the holder died. More
+    # than twice scheduler_renew_s. (SQLite: one queue process, always the scheduler.)
     scheduler_lease_s: float = Field(3.0, gt=0)
-    scheduler_renew_s: float = Field(1.0, gt=0)
+    scheduler_renew_s: float = Field(1.0, gt=0)  # how often the holder renews the lease and a standby tries to take it
     retain_done_s: float = DAY  # finished messages stay visible in `queue list --state delivered` this long
     # RET not given: return the whole message in a failure DSN up to this size, else headers only.
     dsn_full_max_bytes: int = 1024 * 1024
