@@ -124,12 +124,12 @@ class Scheduler:
         started = time.perf_counter()
         now = self.clock()
         while True:
-            jobs, retries = await self.decide(term, ledger.take_due, now, self.policy, now + self.claim_s)
+            jobs, retries = await self.decide(term, ledger.take_due, now, self.policy, self.clock() + self.claim_s)
             if not jobs:
                 break
             self.act(term)
             await self.outbox.publish(jobs)  # if this fails, the claim lapses: due again in claim_s
-            await self.db.run(ledger.published, jobs, now + self.policy.inflight_timeout_s)
+            await self.db.run(ledger.published, jobs, self.clock() + self.policy.inflight_timeout_s)
             metrics.JOBS.labels("retry").inc(retries)
             metrics.JOBS.labels("republish").inc(len(jobs) - retries)
             log.info("published due jobs", extra={"jobs": len(jobs), "retries": retries})
