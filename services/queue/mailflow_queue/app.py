@@ -2,8 +2,9 @@
 
 Startup fails loudly if the database cannot be migrated or NATS does not answer within its
 timeout; a process manager restarts us. On SIGTERM: intake and results stop fetching and finish
-the batch in hand, the scheduler finishes its pass, HTTP stops, NATS drains, the database closes.
-Run one queue process per database (the scheduler assumes it is alone).
+the batch in hand, the scheduler finishes its pass and gives up the lease, HTTP stops, NATS drains,
+the database closes. With PostgreSQL, any number of queue processes may share the database (and the
+durable consumers): the holder of the scheduler lease runs the scheduler (lease.py). With SQLite, one.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from mailflow.lifecycle import Stopper
 from mailflow.web import HttpServer, service_app
 from mailflow_queue import admin, dead, ledger
 from mailflow_queue.db import Database, make_engine, migrate
+from mailflow_queue.lease import DbLease, SoleLease, holder_id
 from mailflow_queue.outbox import JetStreamOutbox
 from mailflow_queue.scheduler import Scheduler, TlsReporting
 from mailflow_queue.settings import Settings
@@ -53,6 +55,10 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     if settings.tls_reports:
         sender = settings.tls_report_from or f"tlsrpt-noreply@{settings.hostname}"
         reporting = TlsReporting(DnsClient(nc), sender, settings.tls_report_organization or settings.hostname)
+    if engine.dialect.name == "sqlite":
+        lease: DbLease | SoleLease = SoleLease()
+    else:
+        lease = DbLease(engine, holder_id(), settings.scheduler_lease_s, settings.scheduler_renew_s)
     scheduler = Scheduler(
         database,
         outbox,
@@ -63,7 +69,10 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         retain_done_s=settings.retain_done_s,
         dsn_full_max=settings.dsn_full_max_bytes,
         tls_reports=reporting,
+        lease=lease,
     )
+    if isinstance(lease, DbLease):
+        lease.on_acquired = scheduler.poke  # a new holder's first pass at once
     # envelope groups hold several envelopes each under load, a results message a delivery batch's results:
     # fetch fewer messages for about as many envelopes and results per transaction
     commits = Commits()  # a result that overtakes its message's intake commit waits for it
@@ -77,6 +86,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     app.include_router(admin.router(database, js, bodies, settings.admin_token.get_secret_value(), scheduler.poke))
     app.include_router(dead.router(js, settings.admin_token.get_secret_value()))
     http = await HttpServer(app, settings.http_listen).start()
+    give_up = asyncio.Event()  # set after the scheduler's last pass: the lease outlives it
+    leasing = asyncio.create_task(lease.run(give_up), name="lease")
     tasks = [
         asyncio.create_task(intake.run(stop), name="intake"),
         asyncio.create_task(results.run(stop), name="results"),
@@ -91,6 +102,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         stop.set()
         await asyncio.wait(tasks, timeout=30)
     finally:
+        give_up.set()
+        await asyncio.wait([leasing], timeout=10)
         await http.stop()
         await natsconn.close(nc)
         await asyncio.to_thread(database.close)

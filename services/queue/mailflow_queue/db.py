@@ -1,9 +1,14 @@
 """The queue's own database: tables, the engine, migrations, and one thread that talks to it.
 
-SQLite (WAL, synchronous=FULL: a commit survives power loss) by default, PostgreSQL by URL. Every
-call runs in one worker thread, one transaction each, so the event loop never blocks and SQLite
-never sees two writers. A failed transaction is rolled back and its exception re-raised to the
-caller (who retries: nothing was acknowledged yet). Times are seconds since the epoch (float).
+SQLite (WAL, synchronous=FULL: a commit survives power loss) by default, for one queue process;
+PostgreSQL by URL, for one or several (replicas share it: see lease.py). Every call runs in one worker
+thread, one transaction each, so the event loop never blocks and SQLite never sees two writers. A
+failed transaction is rolled back and its exception re-raised to the caller (who retries: nothing was
+acknowledged yet). Times are seconds since the epoch (float), except the lease's (the database's clock).
+On PostgreSQL a session that sits idle inside a transaction for IDLE_IN_TRANSACTION_S is ended by the
+server: a replica stopped mid-transaction (SIGSTOP, a frozen VM) would otherwise hold its row locks and
+stall the others' transactions on those rows until it woke up. Replicas starting together migrate one
+after the other (an advisory lock), the later ones finding nothing to do.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,6 +26,9 @@ from alembic.config import Config
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 T = TypeVar("T")
+
+IDLE_IN_TRANSACTION_S = 5  # PostgreSQL ends a session idle this long inside a transaction (its locks go)
+MIGRATION_LOCK = 0x6D66_7175  # pg_advisory_xact_lock key of the queue's migrations ("mfqu")
 
 # Recipient states. "queued": due now, waiting for the scheduler; "inflight": a job is out.
 QUEUED, INFLIGHT, DEFERRED, HELD, DELIVERED, BOUNCED = "queued", "inflight", "deferred", "held", "delivered", "bounced"
@@ -138,6 +147,18 @@ class TlsDecision(Base):
     at: Mapped[float] = mapped_column(sa.Float)
 
 
+class SchedulerLease(Base):
+    """Which queue process runs the scheduler (lease.py): one row, taken when expired. `token` goes up
+    by one at each change of holder: the fencing token of a term. Times are the database's clock."""
+
+    __tablename__ = "scheduler_lease"
+
+    name: Mapped[str] = mapped_column(sa.String(32), primary_key=True)  # "scheduler"
+    holder: Mapped[str] = mapped_column(sa.String(200), default="")  # host/pid/random of the process
+    token: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    expires_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
 def make_engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -155,14 +176,25 @@ def make_engine(url: str) -> sa.Engine:
             cur.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=4)
+    engine = sa.create_engine(url, pool_pre_ping=True, pool_size=4)
+
+    @sa.event.listens_for(engine, "connect")
+    def _session(dbapi_conn, _record):
+        with dbapi_conn.cursor() as cur:
+            cur.execute(f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_S * 1000}")
+        dbapi_conn.commit()
+
+    return engine
 
 
 def migrate(engine: sa.Engine) -> None:
-    """Bring the schema to the newest revision (Alembic, scripts inside this package)."""
+    """Bring the schema to the newest revision (Alembic, scripts inside this package); on PostgreSQL
+    one process at a time (replicas starting together), in one transaction."""
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

@@ -220,6 +220,11 @@ def record(s: Session, msgs: list[QueuedMessage], now: float, p: Policy) -> Reco
 # --- results ----------------------------------------------------------------------------------
 
 
+class NotRecorded(Exception):
+    """A first attempt's result for a message that is not recorded (yet): its intake transaction is
+    still running in another queue process, or failed there after its jobs went out. Try it later."""
+
+
 @dataclass
 class Applied:
     counts: dict[str, int]
@@ -240,8 +245,12 @@ class _Row:
     remote_mta: str | None
 
 
-def apply_results(s: Session, results: list[DeliveryResult], now: float, p: Policy) -> Applied:
+def apply_results(s: Session, results: list[DeliveryResult], now: float, p: Policy, unrecorded_s: float = 120.0) -> Applied:
     """One SELECT for the rows concerned, one executemany UPDATE: this is the hot path.
+    A message's first jobs go out while its intake transaction commits, in whichever queue process
+    took it: a first attempt's result made less than `unrecorded_s` ago for a message not recorded
+    raises NotRecorded (nothing applied); any other result for an unknown message is stale (deleted
+    meanwhile, or its commit never came).
     DSNs: a failure one for bounced recipients that want it; a success one (NOTIFY=SUCCESS) only if the
     message came from an authenticated submission. Anyone can put any sender and NOTIFY=SUCCESS on mail
     to our MX: a success DSN for it would go to a forged sender (backscatter), so it is never made."""
@@ -252,6 +261,8 @@ def apply_results(s: Session, results: list[DeliveryResult], now: float, p: Poli
             sa.select(Message.queue_id, Message.mail_from, Message.received_at, Message.auth_user).where(Message.queue_id.in_(qids))
         )
     }
+    if early := sorted({r.queue_id for r in results if r.queue_id not in msgs and r.attempt == 1 and abs(now - r.at.timestamp()) < unrecorded_s}):
+        raise NotRecorded(f"not recorded (yet): {', '.join(early[:3])}")
     cols = (Recipient.id, Recipient.queue_id, Recipient.address_key, Recipient.notify, Recipient.state, Recipient.attempts, Recipient.remote_mta)
     rows = {(r.queue_id, r.address_key): r for r in (_Row(*t) for t in s.execute(sa.select(*cols).where(Recipient.queue_id.in_(qids))))}
     counts: dict[str, int] = defaultdict(int)
@@ -261,7 +272,6 @@ def apply_results(s: Session, results: list[DeliveryResult], now: float, p: Poli
     stale: list[int] = []
     with_tls: list[DeliveryResult] = []  # TLS-RPT: sessions of results that are news, not of stale ones
     for n, res in enumerate(results):
-        # A result waits for its message's intake commit (workers.Commits): unknown means deleted meanwhile.
         r = rows.get((res.queue_id, res.rcpt.lower())) if res.queue_id in msgs else None
         if r is None or r.state in FINAL:
             stale.append(n)  # deleted meanwhile, or an old attempt's answer
@@ -310,7 +320,7 @@ def apply_results(s: Session, results: list[DeliveryResult], now: float, p: Poli
                 remote_mta=sa.bindparam("remote_mta"),
                 updated_at=sa.bindparam("updated_at"),
             ),
-            list(updates.values()),
+            sorted(updates.values(), key=lambda u: u["rid"]),  # one lock order for every replica
         )
     notices = 0
     for qid, rs in bounced.items():
@@ -369,8 +379,11 @@ def _mark_done(s: Session, qids: set[str], now: float) -> int:
 # --- scheduler --------------------------------------------------------------------------------
 
 
-def take_due(s: Session, now: float, p: Policy, limit: int = 500) -> tuple[list[DeliveryJob], int]:
-    """Due retries (and jobs unanswered past the in-flight timeout) -> in flight. Returns (jobs, retries)."""
+def take_due(s: Session, now: float, p: Policy, claim_until: float, limit: int = 500) -> tuple[list[DeliveryJob], int]:
+    """Due retries (and jobs unanswered past the in-flight timeout) -> in flight, claimed until
+    `claim_until`: the caller publishes them and then calls `published`; if it never does (its publish
+    failed, it died, it lost the scheduler lease), they are due again then, with the same attempt.
+    SKIP LOCKED: a row another scheduler is claiming at this moment is left to it. Returns (jobs, retries)."""
     rows = s.execute(
         sa.select(Message, Recipient, Body.data)
         .join(Recipient, Recipient.queue_id == Message.queue_id)
@@ -378,26 +391,28 @@ def take_due(s: Session, now: float, p: Policy, limit: int = 500) -> tuple[list[
         .where(Recipient.state.in_((QUEUED, DEFERRED, INFLIGHT)), Recipient.next_attempt_at <= now)
         .order_by(Recipient.next_attempt_at)
         .limit(limit)
+        .with_for_update(skip_locked=True, of=Recipient)
     ).all()
     jobs, retries = [], 0
     for m, r, body in rows:
         if r.state != INFLIGHT:
             r.attempts += 1
             retries += 1
-        r.state, r.next_attempt_at, r.updated_at = INFLIGHT, now + p.inflight_timeout_s, now
+        r.state, r.next_attempt_at, r.updated_at = INFLIGHT, claim_until, now
         jobs.append(job_for(m, r, body))
     return jobs, retries
 
 
-def soon_again(s: Session, jobs: list[DeliveryJob], at: float) -> None:
-    """Jobs taken by `take_due` whose publish failed: still in flight, but due again at `at` (not only
-    after the in-flight timeout), when `take_due` publishes them again with the same attempt number."""
+def published(s: Session, jobs: list[DeliveryJob], at: float) -> None:
+    """Jobs taken by `take_due` are out (PubAck'ed): still in flight, due again only at `at` (the
+    in-flight timeout) unless answered first. A recipient answered meanwhile, or taken again by a later
+    attempt, is left alone."""
     t = Recipient.__table__
     s.execute(
         sa.update(t)
-        .where(t.c.queue_id == sa.bindparam("q"), t.c.address_key == sa.bindparam("k"), t.c.state == INFLIGHT)
+        .where(t.c.queue_id == sa.bindparam("q"), t.c.address_key == sa.bindparam("k"), t.c.state == INFLIGHT, t.c.attempts == sa.bindparam("a"))
         .values(next_attempt_at=at),
-        [{"q": j.queue_id, "k": j.rcpt.address.lower()} for j in jobs],
+        [{"q": j.queue_id, "k": j.rcpt.address.lower(), "a": j.attempt} for j in jobs],
     )
 
 
@@ -414,6 +429,7 @@ def make_delay_notices(s: Session, now: float, p: Policy, limit: int = 500) -> i
             Message.received_at <= now - p.delay_notice_s,
         )
         .limit(limit)
+        .with_for_update(skip_locked=True, of=Recipient)  # a recipient gets one delay notice
     ).all()
     per: dict[str, tuple[Message, list[Recipient]]] = {}
     for m, r in rows:

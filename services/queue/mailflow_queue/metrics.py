@@ -10,7 +10,9 @@ TLS_REPORTS = Counter("mailflow_queue_tls_reports_total", "TLS-RPT daily reports
 # outcome: delivered|deferred|bounced|expired|stale
 DSNS = Counter("mailflow_queue_dsn_total", "Delivery status notifications made", ["kind"])  # failure|delay|success
 BODIES_DELETED = Counter("mailflow_queue_bodies_deleted_total", "Bodies removed from BODY once final")
+# set by the replica that runs the scheduler (mailflow_queue_scheduler_active 1); a standby's are stale
 RECIPIENTS = Gauge("mailflow_queue_recipients", "Recipients in the queue database by state", ["state"])
+SCHEDULER_ACTIVE = Gauge("mailflow_queue_scheduler_active", "1 while this process holds the scheduler lease")
 BATCH_SECONDS = Histogram(
     "mailflow_queue_batch_duration_seconds",
     "Time to handle one batch",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from mailflow.services import QUEUE
@@ -28,6 +28,11 @@ class Settings(ServiceSettings):
     # A job not answered for this long is published again (delivery is idempotent).
     inflight_timeout_s: float = 1800.0
     scan_interval_s: float = 1.0  # how often the scheduler looks for due retries
+    # Replicas on one PostgreSQL database: one runs the scheduler, holding a lease for this long ahead;
+    # another takes over between lease - renew and lease + renew seconds after the holder died. More
+    # than twice scheduler_renew_s. (SQLite: one queue process, always the scheduler.)
+    scheduler_lease_s: float = Field(3.0, gt=0)
+    scheduler_renew_s: float = Field(1.0, gt=0)  # how often the holder renews the lease and a standby tries to take it
     retain_done_s: float = DAY  # finished messages stay visible in `queue list --state delivered` this long
     # RET not given: return the whole message in a failure DSN up to this size, else headers only.
     dsn_full_max_bytes: int = 1024 * 1024
@@ -40,3 +45,9 @@ class Settings(ServiceSettings):
     tls_reports: bool = True
     tls_report_from: str = ""
     tls_report_organization: str = ""  # the report's organization-name (empty: the hostname)
+
+    @model_validator(mode="after")
+    def _lease_outlasts_renewals(self) -> Settings:
+        if self.scheduler_lease_s <= 2 * self.scheduler_renew_s:
+            raise ValueError("scheduler_lease_s must be more than twice scheduler_renew_s")
+        return self

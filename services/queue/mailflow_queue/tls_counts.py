@@ -19,9 +19,9 @@ _KEY = ("day", "policy_domain", "policy_type", "policy_string", "mx_host", "rece
 
 
 def count(s: Session, results: list[DeliveryResult]) -> int:
-    """Add the results' TLS reports to their day's rows (one process writes: the queue is alone on its
-    database): a success is one session of its policy, each failure one failed session with its hosts;
-    the number of sessions counted."""
+    """Add the results' TLS reports to their day's rows: a success is one session of its policy, each
+    failure one failed session with its hosts; the number of sessions counted. Two queue processes
+    adding a new key at once both insert it: `rows` adds such twins up."""
     sessions: Counter[tuple] = Counter()
     for res in results:
         t = res.tls
@@ -33,7 +33,7 @@ def count(s: Session, results: list[DeliveryResult]) -> int:
             sessions[(*policy, "", "", "success", "")] += 1
         for f in t.failures:
             sessions[(*policy, f.receiving_mx_hostname[:255], f.receiving_ip[:64], f.result_type[:40], f.detail[:200])] += 1
-    for key, n in sessions.items():
+    for key, n in sorted(sessions.items()):  # one lock order for every replica
         where = [getattr(TlsCount, c) == v for c, v in zip(_KEY, key, strict=True)]
         done = s.execute(sa.update(TlsCount).where(*where).values(sessions=TlsCount.sessions + n))
         if not done.rowcount:
@@ -55,11 +55,14 @@ def due(s: Session, today: date, limit: int = 100) -> list[tuple[str, str]]:
 
 
 def rows(s: Session, day: str, domain: str) -> list[Count]:
-    q = sa.select(TlsCount).where(TlsCount.day == day, TlsCount.policy_domain == domain).order_by(TlsCount.id)
-    return [
-        Count(c.policy_type, c.policy_string, c.mx_host, c.receiving_ip, c.result, c.detail, c.sessions)
-        for c in s.scalars(q)
-    ]
+    cols = [TlsCount.policy_type, TlsCount.policy_string, TlsCount.mx_host, TlsCount.receiving_ip, TlsCount.result, TlsCount.detail]
+    q = (
+        sa.select(*cols, sa.func.sum(TlsCount.sessions))
+        .where(TlsCount.day == day, TlsCount.policy_domain == domain)
+        .group_by(*cols)
+        .order_by(sa.func.min(TlsCount.id))
+    )
+    return [Count(*row[:-1], int(row[-1])) for row in s.execute(q)]
 
 
 def decide(s: Session, day: str, domain: str, outcome: str, now: float) -> None:

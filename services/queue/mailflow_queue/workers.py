@@ -4,9 +4,12 @@ Intake takes envelope groups (`QueuedMessages` on mail.queued) and records the e
 group fetched together in one transaction. A message seen for the first time has its jobs published
 at once, built from its envelope, while the transaction commits (two fsyncs side by side, not one
 after the other, on the way to the mailbox); the groups are acknowledged when both are durable.
-Results may thus arrive before their message's commit ends: `Commits` makes them wait for it, in
-this process (one queue process per database), so the order never matters and nothing is asked for
-again. A redelivered message waits for the database to say which of its jobs are still in flight.
+Results may thus arrive before their message's commit ends. In the process that runs the commit,
+`Commits` makes them wait for it; in another queue process (replicas share the durable consumers), or
+after the commit failed, the first attempt's result finds no message and comes again a little later
+(`ledger.NotRecorded`), so the order never matters. A redelivered message waits for the database to
+say which of its jobs are still in flight (a message whose commit failed in another replica has its
+first jobs published again: the same Nats-Msg-Ids, and delivery is idempotent).
 A failure goes to the worker base: each group is tried again alone, a group that still fails is
 split into groups of one envelope, nak'ed (recording is idempotent on the queue id, and a message
 recorded before returns its in-flight jobs to publish again), and an envelope that keeps failing ends
@@ -27,7 +30,7 @@ from mailflow import log as mlog
 from mailflow.contracts import streams
 from mailflow.contracts.messages import DeliveryResults, QueuedMessages, TraceEvent
 from mailflow.quickstop import QuickStop
-from mailflow.worker import Done, Outcome, Worker
+from mailflow.worker import Done, Outcome, Retry, Worker, backoff
 from mailflow_queue import ledger, metrics
 from mailflow_queue.db import Database
 from mailflow_queue.outbox import Outbox
@@ -35,19 +38,15 @@ from mailflow_queue.outbox import Outbox
 log = logging.getLogger(__name__)
 
 
-class NotCommitted(Exception):
-    """A result's message had its jobs published, but its intake transaction failed: try it later."""
-
-
 class Commits:
-    """New messages whose jobs go out while their intake transaction runs, in this process (one queue
-    process per database). Intake registers them before it publishes their jobs, so a result is for a
-    message that is committed, committing (the result waits), whose commit failed after its jobs went
-    out, or that is not recorded at all (deleted since: the result is stale).
-    A failed commit is remembered for `failed_ttl` seconds: meanwhile the message's results come again
-    later (NotCommitted), and intake, trying the message again, neither publishes its jobs again nor
-    after the commit (the same attempt-1 jobs are in JOBS already). A message that can never be
-    recorded ends in DEAD; its results are stale after the ttl."""
+    """New messages whose jobs go out while their intake transaction runs in this process. Intake
+    registers them before it publishes their jobs, so a result handled here for such a message waits
+    for its commit instead of coming again later.
+    A failed commit is remembered for `failed_ttl` seconds: intake, trying the message again, neither
+    publishes its jobs again nor after the commit (the same attempt-1 jobs are in JOBS already); its
+    results come again later meanwhile (ledger.NotRecorded, for as long: `failed_ttl` is also the
+    results' `unrecorded_s`). A message that can never be recorded ends in DEAD; its results are stale
+    after the ttl."""
 
     def __init__(self, failed_ttl: float = 120.0, failed_kept: int = 100_000):
         self.failed_ttl, self.failed_kept = failed_ttl, failed_kept
@@ -82,14 +81,10 @@ class Commits:
                 self._failed.pop(q, None)
 
     async def wait(self, qids: Iterable[str]) -> int:
-        """Wait for the commits of these queue ids still running; how many ids waited. Raises
-        NotCommitted for an id whose jobs went out and that is not recorded yet."""
-        qids = set(qids)
-        running = {q: f for q in qids if (f := self._running.get(q)) is not None}
+        """Wait for the commits of these queue ids still running here; how many ids waited."""
+        running = {q: f for q in set(qids) if (f := self._running.get(q)) is not None}
         for fut in set(running.values()):
             await asyncio.shield(fut)
-        if failed := sorted(q for q in qids if self.jobs_out(q)):
-            raise NotCommitted(f"the intake of {', '.join(failed[:3])} did not commit (yet)")
         return len(running)
 
 
@@ -129,7 +124,7 @@ class Intake(QuickStop, Worker[QueuedMessages]):
             self.commits.end(running, early, committed=False, jobs_out=published)
             raise
         self.commits.end(running, early, committed=True)
-        self.commits.recorded(rec.new + rec.duplicates)  # their results that came too early may go on
+        self.commits.recorded(rec.new + rec.duplicates)  # a failed commit of theirs is forgotten
         if publish is not None:
             await publish
         by_id = {m.queue_id: m for m in msgs}
@@ -194,7 +189,12 @@ class Results(QuickStop, Worker[DeliveryResults]):
         started = time.perf_counter()
         results = [r for batch, _ in items for r in batch.results]
         early = await self.commits.wait({r.queue_id for r in results})
-        applied = await self.db.run(ledger.apply_results, results, self.clock(), self.policy)
+        try:
+            applied = await self.db.run(ledger.apply_results, results, self.clock(), self.policy, self.commits.failed_ttl)
+        except ledger.NotRecorded as exc:
+            if len(items) > 1:
+                raise  # the worker tries each message alone: the others are applied now
+            return [Retry(backoff(items[0][1], self.retry_first, self.retry_cap), str(exc))]
         if early:
             metrics.RESULTS.labels("early").inc(early)
         for outcome, n in applied.counts.items():

@@ -19,6 +19,7 @@ from mailflow.contracts.messages import (
 )
 from mailflow.jspub import group_msg_id
 from mailflow_queue import db, ledger
+from mailflow_queue.scheduler import CLAIM_S
 from tests.support import await_for
 
 BODY = b"From: a@daum.test\r\nTo: z@naver.test\r\nSubject: hello\r\n\r\nHi Z.\r\n"
@@ -46,7 +47,9 @@ def group(*msgs: QueuedMessage) -> bytes:
 
 
 async def answer(parts, qid, rcpt, outcome, status, attempt=1, diag=""):
-    r = DeliveryResult(queue_id=qid, rcpt=rcpt, attempt=attempt, outcome=outcome, status=status, diagnostic=diag)
+    """A delivery result made now, by the queue's clock."""
+    at = datetime.fromtimestamp(parts.clock.now, UTC)
+    r = DeliveryResult(queue_id=qid, rcpt=rcpt, attempt=attempt, outcome=outcome, status=status, diagnostic=diag, at=at)
     await answer_batch(parts, r)
 
 
@@ -315,13 +318,22 @@ async def test_a_result_whose_messages_commit_failed_comes_again_until_it_is_rec
     assert (await parts.js.stream_info("DEAD")).state.messages == 0
 
 
-async def test_a_result_for_a_message_the_queue_does_not_know_is_acknowledged_at_once(parts):
-    """No message is unknown because its commit is still running (jobs go out after it): an unknown
-    queue id was deleted (`queue delete`, or purged), so its result is stale, never asked for again."""
-    await answer_batch(parts, result("GONE", "z@naver.test", "delivered", "2.0.0"))
-    assert await parts.results.run_until_idle() == 1
+async def test_a_result_for_a_message_the_queue_does_not_know(parts):
+    """A retry's result, or a first attempt's made longer ago than a commit may take: the message was
+    deleted (`queue delete`, or purged), the result is stale, never asked for again. A first attempt's
+    result made just now may be for a message whose intake commit is still running in another queue
+    process: it comes again."""
+    old = datetime.fromtimestamp(parts.clock.now - 121, UTC)
+    await answer_batch(parts, result("GONE", "z@naver.test", "delivered", "2.0.0", attempt=2))
+    await answer_batch(parts, DeliveryResult(queue_id="GONE", rcpt="y@naver.test", attempt=1, outcome="delivered", status="2.0.0", at=old))
+    assert await parts.results.run_until_idle() == 2
     assert (await parts.js.stream_info("RESULTS")).state.messages == 0
     assert (await parts.js.consumer_info("RESULTS", "queue-results")).num_redelivered == 0
+    await answer(parts, "ELSEWHERE", "z@naver.test", "delivered", "2.0.0")
+    parts.results.retry_first = 0.05
+    assert await parts.results.run_until_idle(idle=1.0) >= 2  # asked for again
+    assert rows(parts, "ELSEWHERE") == {}
+    assert (await parts.js.consumer_info("RESULTS", "queue-results")).num_redelivered == 1
 
 
 async def test_retries_whose_publish_failed_are_due_again_soon(parts):
@@ -341,10 +353,16 @@ async def test_retries_whose_publish_failed_are_due_again_soon(parts):
         await parts.scheduler.tick()
     assert rows(parts, "Q8") == {"z@naver.test": ("inflight", 2, "4.4.1")}
     parts.scheduler.outbox = real
-    parts.clock.now += 11  # not the 30 minutes of the in-flight timeout
+    parts.clock.now += CLAIM_S - 1  # still claimed by the pass whose publish failed
+    await parts.scheduler.tick()
+    await parts.jobs(expect=0)
+    parts.clock.now += 1  # the claim lapsed: due again, not only after the 30 minutes of the in-flight timeout
     await parts.scheduler.tick()
     ((job, msg_id),) = await parts.jobs(expect=1)
     assert job.attempt == 2 and msg_id == "Q8/z@naver.test/2"
+    # out and PubAck'ed: in flight until the in-flight timeout, no longer only claimed
+    due = parts.db.call(lambda s: s.scalar(sa.select(db.Recipient.next_attempt_at).where(db.Recipient.queue_id == "Q8")))
+    assert due == parts.clock.now + parts.policy.inflight_timeout_s
 
 
 # --- bodies that travel inline (mailflow.bodies.INLINE_MAX) ------------------------------------

@@ -99,6 +99,7 @@ async def test_admin_rest_and_trace(js, db_url):
             assert (await http.delete("/queue/QA")).status_code == 404
             metrics = (await http.get("/metrics")).text
             assert 'mailflow_queue_messages_total{result="recorded"}' in metrics
+            assert "mailflow_queue_scheduler_active 1.0" in metrics  # alone on its database: it runs the scheduler
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from mailflow.contracts.messages import DeliveryResult, TlsFailureDetail, TlsReport
-from mailflow_queue.db import TlsDecision
+from mailflow_queue import tls_counts
+from mailflow_queue.db import TlsCount, TlsDecision
 from mailflow_queue.scheduler import TLS_REPORT_CHECK_S, TlsReporting
 from mailflow_resolver.app import build_resolvers
 from mailflow_resolver.settings import Settings as ResolverSettings
@@ -73,3 +74,16 @@ async def test_sessions_are_counted_once_and_reported_the_next_day(parts):
         parts.clock.now += TLS_REPORT_CHECK_S + 1
         await parts.scheduler.tick()  # decided: never again
         assert len(dns.queries) == asked and await parts.intake.run_until_idle() == 0
+
+
+def test_twin_rows_of_two_queue_processes_are_added_up(parts):
+    """Two replicas' results transactions adding the same new key at once both insert it."""
+    key = dict(day="2027-01-14", policy_domain="naver.test", policy_type="sts", policy_string="version: STSv1", mx_host="", sending_ip="", receiving_ip="", detail="")
+
+    def insert(s):
+        s.add_all([TlsCount(**key, result="success", sessions=2), TlsCount(**key, result="success", sessions=3)])
+        s.add(TlsCount(**key, result="certificate-expired", sessions=1))
+
+    parts.db.call(insert)
+    counts = parts.db.call(tls_counts.rows, "2027-01-14", "naver.test")
+    assert [(c.result, c.sessions) for c in counts] == [("success", 5), ("certificate-expired", 1)]
