@@ -301,10 +301,14 @@ def test_prod_runs_more_than_one_of_each_front_service(rendered):
     if overlay != "prod":
         pytest.skip("prod only")
     deployments = of_kind(objs, "Deployment")
-    for name in ("smtp-ingress", "imap-pop3", "resolver"):
+    for name in ("smtp-ingress", "imap-pop3", "resolver", "queue"):
         assert deployments[name]["spec"]["replicas"] >= 2
-    for name in ("queue", "mailbox-store"):
-        assert deployments[name]["spec"]["strategy"]["type"] == "Recreate", "single writer, never two at once"
+        spread = deployments[name]["spec"]["template"]["spec"]["topologySpreadConstraints"][0]
+        assert (spread["topologyKey"], spread["whenUnsatisfiable"]) == ("kubernetes.io/hostname", "DoNotSchedule")
+    for name in ("smtp-ingress", "imap-pop3", "resolver", "queue", "delivery"):
+        strategy = deployments[name]["spec"]["strategy"]
+        assert strategy["type"] == "RollingUpdate" and strategy["rollingUpdate"]["maxUnavailable"] == 0, name
+    assert deployments["mailbox-store"]["spec"]["strategy"]["type"] == "Recreate", "segment files: one writer"
 
 
 def nats_values() -> dict:
