@@ -41,6 +41,7 @@ from tests.bench.common import (
     rate,
     report,
     run_tool,
+    stack_cpu,
 )
 
 # The load tools log in as "user99" (no domain), as with Dovecot; per-message INFO logs off, as for the peers.
@@ -128,12 +129,17 @@ def run_config(instances: int, n: int, m: int, latency_n: int, sync_always: bool
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
+        cpu0 = stack_cpu(st)
         t0 = time.perf_counter()
         load = run_tool("smtp_ingest", *smtp, "-n", str(n), "-c", "20")
         sampling.set()
         sampler.join()
         t_end = wait_delivered(st, base + load["accepted"], 600, samples)
         e2e = load["accepted"] / (t_end - t0)
+        cpu1 = stack_cpu(st)
+        figures["cpu_us_per_msg"] = {
+            name: round((cpu1[name] - cpu0.get(name, 0.0)) / max(load["accepted"], 1) * 1e6) for name in cpu1
+        }  # each service's CPU (all its processes) from the first message in until the last is stored
         figures |= {
             "accepted_msgs_per_s": load["msgs_per_sec"],
             "accept_p50_ms": load["p50_ms"],

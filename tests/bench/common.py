@@ -97,10 +97,15 @@ def load_average() -> str:
 
 
 def stack_cpu(stack) -> dict[str, float]:
-    """CPU seconds so far of each service's first instance (by service name) and of the stack's nats-server."""
-    out = {name: cpu_seconds(proc.popen.pid) for (name, i), proc in stack.procs.items() if i == 0}
-    if stack.nats is not None and stack.nats.proc is not None:
-        out["nats-server"] = cpu_seconds(stack.nats.proc.pid)
+    """CPU seconds so far of each service (all its instances, by service name) and of the stack's
+    nats-server(s)."""
+    out: dict[str, float] = {}
+    for (name, _), proc in stack.procs.items():
+        out[name] = out.get(name, 0.0) + cpu_seconds(proc.popen.pid)
+    nodes = getattr(stack.nats, "nodes", [stack.nats])  # a NatsCluster's, or the one server
+    pids = [n.proc.pid for n in nodes if n is not None and n.proc is not None]
+    if pids:
+        out["nats-server"] = sum(cpu_seconds(pid) for pid in pids)
     return out
 
 
