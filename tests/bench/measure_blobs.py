@@ -5,7 +5,7 @@ part of `make bench`.
 
 For bodies of 4 KiB (mail text) and 1 MiB (a base64 attachment, what big mail mostly is), each body new
 (random), durable on return as the store's writer needs it:
-  segments   SegmentBlobs.put_many (one pwrite + fdatasync per batch) and get (pread)
+  segments   SegmentBlobs.append (one pwrite + fdatasync per batch) and get (pread)
   pg-*       one INSERT of the batch into a bytea table + COMMIT (synchronous_commit as the server has
              it), and SELECT by id; pglz (PostgreSQL's default TOAST compression), lz4, and EXTERNAL
              (stored uncompressed). In the store the INSERT joins the group's own transaction, so its
@@ -91,12 +91,12 @@ def measure_segments(folder: Path, size: int, runs: int, per_batch: int, rng: ra
     one, batch, get, locs, stored = [], [], [], [], 0
     for _ in range(runs):
         data = bodies(size, 1, rng)
-        t, got = timed(blobs.put_many, data)
+        t, got = timed(blobs.append, data)
         one.append(t)
         locs += got
         stored += size
         data = bodies(size, per_batch, rng)
-        t, got = timed(blobs.put_many, data)
+        t, got = timed(blobs.append, data)
         batch.append(t)
         locs += got
         stored += size * per_batch
@@ -149,6 +149,10 @@ def measure_pg(url: str, kind: str, size: int, runs: int, per_batch: int, rng: r
     report(f"pg-{kind}", label(size), one, batch, per_batch, gets, f"space {total / stored:.3f} x")
 
 
+def files_bytes(folder: Path, name: str) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and name in str(f))
+
+
 async def measure_jetstream(url: str, store_dir: Path, size: int, runs: int, per_batch: int, rng: random.Random) -> None:
     nc = await nats.connect(url)
     js = nc.jetstream(timeout=30)
@@ -177,7 +181,7 @@ async def measure_jetstream(url: str, store_dir: Path, size: int, runs: int, per
         gets.append(time.perf_counter() - started)
         assert len(res.data) == size
     info = await js.stream_info(f"OBJ_{bucket}")
-    on_disk = sum(f.stat().st_size for f in store_dir.rglob("*") if f.is_file() and bucket in str(f))
+    on_disk = await asyncio.to_thread(files_bytes, store_dir, bucket)
     await js.delete_object_store(bucket)
     await nc.close()
     space = f"space {info.state.bytes / stored:.3f} x (stream), {on_disk / stored:.3f} x (files)"

@@ -25,6 +25,7 @@ from mailflow.store.api import (
 )
 from mailflow.store.search import SearchKey
 from mailflow_mailbox_store import folders, messages, metrics, names, sections
+from mailflow_mailbox_store.blobs import in_batches
 from mailflow_mailbox_store.learning import Learner
 from mailflow_mailbox_store.listings import Listing, ListingCache
 from mailflow_mailbox_store.messages import ChangeSet, Metas
@@ -143,19 +144,20 @@ class Store(StoreCore):
 
         def cut() -> list[tuple[int, bytes]]:
             out = []
-            for uid, locator, parsed in rows:
-                raw = self.blobs.get(locator)
-                try:
-                    out.append((uid, sections.section(raw, mime.from_json(unpack(parsed)), spec)))
-                except ValueError as exc:
-                    raise Invalid(f"bad section {spec!r}: {exc}") from exc
+            for batch in in_batches(rows, lambda r: r[3]):
+                raws = self.blobs.get_many([r[1] for r in batch])
+                for (uid, _, parsed, _), raw in zip(batch, raws, strict=True):
+                    try:
+                        out.append((uid, sections.section(raw, mime.from_json(unpack(parsed)), spec)))
+                    except ValueError as exc:
+                        raise Invalid(f"bad section {spec!r}: {exc}") from exc
             return out
 
         return await asyncio.get_running_loop().run_in_executor(self.db.readers, cut)
 
     async def read_bodies(self, locators: list[str]) -> list[bytes]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.db.readers, lambda: [self.blobs.get(x) for x in locators])
+        return await loop.run_in_executor(self.db.readers, self.blobs.get_many, locators)
 
     async def _retrieved(self, mailbox_id: int, pending: list, started: float) -> None:
         try:
