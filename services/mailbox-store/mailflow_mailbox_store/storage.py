@@ -5,7 +5,9 @@ row until COMMIT: two transactions (or two store processes on PostgreSQL) can ne
 UIDs, and uidnext never goes back, so a UID is never reused. Every change of a mailbox takes the next
 MODSEQ the same way. All messages changed by one operation share its MODSEQ (RFC 7162 allows it).
 Quota: `charge` refuses a message that would take the user past its quota; permanently when the
-message alone is larger than the whole quota (it can never fit), temporarily otherwise.
+message alone is larger than the whole quota (it can never fit), temporarily otherwise. On PostgreSQL
+the user's row is read FOR UPDATE, so the check of another store process waits for this transaction's
+usage instead of passing on the same old figure (SQLite has a single writer: nothing to wait for).
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ class Usage:
         u = self.users.get(user_id)
         if u is None:
             quota, used = self.tx.one(
-                "SELECT quota_bytes, used_bytes FROM users WHERE id = :u", {"u": user_id}
+                "SELECT quota_bytes, used_bytes FROM users WHERE id = :u" + (" FOR UPDATE" if self.tx.postgres else ""),
+                {"u": user_id},
             )
             u = self.users[user_id] = [quota, used, 0, 0]
         return u
