@@ -57,11 +57,12 @@ def reference_blob(tx: Tx, p: Prepared, count: int = 1) -> int:
 
 def reference_blobs(tx: Tx, bodies: dict[bytes, tuple[Prepared, int]]) -> dict[bytes, int]:
     """Blob ids of many bodies (sha256 -> (prepared, references to add)) in one upsert: new bodies get
-    the locator the writer stored them at, known ones gain references."""
+    the locator the writer stored them at, known ones gain references. In SHA-256 order, so that two
+    store processes lock rows of the same bodies in the same order."""
     rows = tx.insert(
         "INSERT INTO blobs (sha256, size, locator, refs, parsed, sent_day)",
         ("bytea", "int8", "text", "int4", "bytea", "int4"),
-        [(sha, p.size, tx.new_blobs.get(sha, ""), n, p.parsed, p.sent_day) for sha, (p, n) in bodies.items()],
+        [(sha, p.size, tx.new_blobs.get(sha, ""), n, p.parsed, p.sent_day) for sha, (p, n) in sorted(bodies.items())],
         " ON CONFLICT (sha256) DO UPDATE SET refs = blobs.refs + excluded.refs RETURNING id, sha256, locator",
     )
     ids: dict[bytes, int] = {}
@@ -78,6 +79,19 @@ class Usage:
     def __init__(self, tx: Tx):
         self.tx = tx
         self.users: dict[int, list] = {}  # user_id -> [quota, used, added bytes, added messages]
+
+    def load(self, user_ids: list[int]) -> None:
+        """Read (and on PostgreSQL lock) these users' rows at once, in id order: two store processes
+        delivering to the same users then lock them in the same order, not into a deadlock."""
+        for i in range(0, len(user_ids), 500):
+            clause, params = self.tx.among("id", "u", sorted(user_ids)[i : i + 500], "int4")
+            rows = self.tx.all(
+                f"SELECT id, quota_bytes, used_bytes FROM users WHERE {clause} ORDER BY id"
+                + (" FOR UPDATE" if self.tx.postgres else ""),
+                params,
+            )
+            for user_id, quota, used in rows:
+                self.users.setdefault(user_id, [quota, used, 0, 0])
 
     def _get(self, user_id: int) -> list:
         u = self.users.get(user_id)
