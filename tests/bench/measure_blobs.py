@@ -14,7 +14,8 @@ For bodies of 4 KiB (mail text) and 1 MiB (a base64 attachment, what big mail mo
              always, R1: a cluster's R3 adds a round trip to the replicas), put one body at a time or a
              batch concurrently, get by name.
 Median latency of one put of 1 body, of a batch of 32 (4 KiB) or 4 (1 MiB) and its cost per body, of one
-get, and the space each takes per byte stored (PostgreSQL: pg_total_relation_size, heap + TOAST + index;
+get, of getting such a batch at once (PostgreSQL: one SELECT ... = ANY, as the store reads a FETCH's
+bodies; JetStream: concurrent gets) per body, and the space each takes per byte stored (PostgreSQL: pg_total_relation_size, heap + TOAST + index;
 JetStream: the stream's bytes and the files on disk). Runs in a schema of its own, dropped at the end.
 """
 
@@ -71,11 +72,13 @@ def median_ms(times: list[float]) -> float:
     return statistics.median(times) * 1000
 
 
-def report(name: str, label: str, one: list[float], batch: list[float], per_batch: int, get: list[float], space: str) -> None:
+def report(name: str, label: str, one: list[float], batch: list[float], per_batch: int, get: list[float],
+           get_batch: list[float], space: str) -> None:  # fmt: skip
     b = median_ms(batch)
     print(
         f"{name:>13} {label:>6}: put 1 {median_ms(one):7.2f} ms | put {per_batch:>2} {b:7.2f} ms"
-        f" ({b / per_batch:6.2f} ms/body) | get {median_ms(get):6.2f} ms | {space}",
+        f" ({b / per_batch:6.2f} ms/body) | get {median_ms(get):6.2f} ms"
+        f" | get {per_batch:>2} {median_ms(get_batch) / per_batch:6.3f} ms/body | {space}",
         flush=True,
     )
 
@@ -103,9 +106,10 @@ def measure_segments(folder: Path, size: int, runs: int, per_batch: int, rng: ra
     for loc in rng.sample(locs, min(len(locs), runs * 2)):
         t, _ = timed(blobs.get, loc)
         get.append(t)
+    get_batch = [timed(blobs.get_many, rng.sample(locs, per_batch))[0] for _ in range(runs)]
     on_disk = sum(blobs.segments().values())
     blobs.close()
-    report("segments", label(size), one, batch, per_batch, get, f"space {on_disk / stored:.3f} x")
+    report("segments", label(size), one, batch, per_batch, get, get_batch, f"space {on_disk / stored:.3f} x")
 
 
 def label(size: int) -> str:
@@ -143,10 +147,15 @@ def measure_pg(url: str, kind: str, size: int, runs: int, per_batch: int, rng: r
             t, body = timed(get, i)
             assert len(body) == size
             gets.append(t)
+
+        def get_many(wanted: list[int]) -> list[bytes]:
+            return [r[0] for r in conn.execute("SELECT body FROM measure_blobs WHERE id = ANY(%s)", [wanted])]
+
+        get_batch = [timed(get_many, rng.sample(ids, per_batch))[0] for _ in range(runs)]
         conn.execute("VACUUM measure_blobs")
         total = conn.execute("SELECT pg_total_relation_size('measure_blobs')").fetchone()[0]
         conn.execute("DROP TABLE measure_blobs")
-    report(f"pg-{kind}", label(size), one, batch, per_batch, gets, f"space {total / stored:.3f} x")
+    report(f"pg-{kind}", label(size), one, batch, per_batch, gets, get_batch, f"space {total / stored:.3f} x")
 
 
 def files_bytes(folder: Path, name: str) -> int:
@@ -180,12 +189,17 @@ async def measure_jetstream(url: str, store_dir: Path, size: int, runs: int, per
         res = await obs.get(name)
         gets.append(time.perf_counter() - started)
         assert len(res.data) == size
+    get_batch = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        await asyncio.gather(*(obs.get(name) for name in rng.sample(names, per_batch)))
+        get_batch.append(time.perf_counter() - started)
     info = await js.stream_info(f"OBJ_{bucket}")
     on_disk = await asyncio.to_thread(files_bytes, store_dir, bucket)
     await js.delete_object_store(bucket)
     await nc.close()
     space = f"space {info.state.bytes / stored:.3f} x (stream), {on_disk / stored:.3f} x (files)"
-    report("jetstream", label(size), one, batch, per_batch, gets, space)
+    report("jetstream", label(size), one, batch, per_batch, gets, get_batch, space)
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from mailflow_mailbox_store.db import Database, Tx
@@ -76,7 +76,9 @@ class BlobStore(Protocol):
         """One body; `tx` is the read transaction the caller is in, if any."""
         ...
 
-    def get_many(self, locators: Sequence[str]) -> list[bytes]: ...
+    def get_many(self, locators: Sequence[str], tx: Tx | None = None) -> list[bytes]:
+        """Bodies in the order asked (PostgreSQL: one query); `tx` as for get."""
+        ...
 
     def close(self) -> None: ...
 
@@ -182,7 +184,7 @@ class SegmentBlobs:
                     self._readers[seg] = fd
         return fd
 
-    def get_many(self, locators: Sequence[str]) -> list[bytes]:
+    def get_many(self, locators: Sequence[str], tx: Tx | None = None) -> list[bytes]:
         return [self.get(x) for x in locators]
 
     def get(self, locator: str, tx: Tx | None = None) -> bytes:
@@ -256,22 +258,17 @@ class PostgresBlobs:
 
     def _read(self, tx: Tx, ids: list[int]) -> dict[int, bytes]:
         clause, params = tx.among("id", "i", ids, "int8")
-        return {i: bytes(b) for i, b in tx.all(f"SELECT id, body FROM blob_bodies WHERE {clause}", params)}
+        return {i: b for i, b in tx.all(f"SELECT id, body FROM blob_bodies WHERE {clause}", params, binary=True)}
 
     def get(self, locator: str, tx: Tx | None = None) -> bytes:
-        if tx is None:
-            return self.get_many([locator])[0]
-        i = _body_id(locator)
-        found = self._read(tx, [i])
-        if i not in found:
-            raise BlobMissing(f"{locator}: no such body")
-        return found[i]
+        return self.get_many([locator], tx)[0]
 
-    def get_many(self, locators: Sequence[str]) -> list[bytes]:
+    def get_many(self, locators: Sequence[str], tx: Tx | None = None) -> list[bytes]:
         ids = [_body_id(x) for x in locators]
         if not ids:
             return []
-        found: dict[int, Any] = self.db.read_sync(self._read, (list(set(ids)),))
+        wanted = list(set(ids))
+        found: dict[int, bytes] = self._read(tx, wanted) if tx is not None else self.db.read_sync(self._read, (wanted,))
         missing = [x for x, i in zip(locators, ids, strict=True) if i not in found]
         if missing:
             raise BlobMissing(f"{missing[0]}: no such body")

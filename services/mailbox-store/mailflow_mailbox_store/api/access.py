@@ -200,13 +200,12 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
     @r.post("/bodies", responses=FRAME_OUT)
     async def fetch_bodies(request: Request, body: Uids):
         """Raw messages, streamed: read from the blob store a few MiB at a time while being sent."""
-        rows = await store.body_locators(await session(request), body.mailbox_id, uidset(body.uids))
+        rows, data = await store.bodies(await session(request), body.mailbox_id, uidset(body.uids), READ_BATCH_BYTES)
         if len(rows) > max_items:
             raise Invalid(f"at most {max_items} bodies per call")
         head = {"uids": [u for u, _, _ in rows]}
         sizes = [z for _, _, z in rows]
-        if sum(sizes) <= READ_BATCH_BYTES:
-            data = await store.read_bodies([loc for _, loc, _ in rows])
+        if data is not None:
             return Response(wire.encode(head, data), media_type=wire.CONTENT_TYPE)
 
         async def chunks() -> Iterator[bytes]:

@@ -75,7 +75,8 @@ async def test_a_body_is_a_row_while_a_message_uses_it(store):
 
     alice, bob = await session(store, "alice"), await session(store, "bob")
     mb = (await store.status(alice, "INBOX")).id
-    got = await store.body_locators(alice, mb, UidSet([(1, 2)]))
+    got, data = await store.bodies(alice, mb, UidSet([(1, 2)]), 1 << 20)
+    assert data == [shared, own]  # read in the same transaction
     assert await store.read_bodies([loc for _, loc, _ in got]) == [shared, own]
     assert await store.fetch_sections(alice, mb, UidSet([(1, 2)]), "HEADER.FIELDS (SUBJECT)") == [
         (1, b"Subject: shared\r\n\r\n"),

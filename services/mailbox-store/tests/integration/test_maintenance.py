@@ -46,7 +46,7 @@ async def test_compaction_keeps_live_bodies_and_frees_dead_segments(small_segmen
     assert compacted >= 1
     after = store.blobs.segments()
     assert sum(after.values()) < sum(before.values())
-    locs = await store.body_locators(s, mb, UidSet([(1, 12)]))
+    locs, _ = await store.bodies(s, mb, UidSet([(1, 12)]), 0)
     assert [u for u, _, _ in locs] == [4, 8, 12]
     assert await store.read_bodies([loc for _, loc, _ in locs]) == [body(3), body(7), body(11)]
 

@@ -34,7 +34,7 @@ async def inbox(store, user: str) -> tuple[list[bytes], list[str]]:
     p = await store.authenticate(f"{user}@example.test", "pw")
     s = await store.session(p.token)
     mb = (await store.status(s, "INBOX")).id
-    rows = await store.body_locators(s, mb, UidSet([(1, 1000)]))
+    rows, _ = await store.bodies(s, mb, UidSet([(1, 1000)]), 0)
     return await store.read_bodies([loc for _, loc, _ in rows]), [loc for _, loc, _ in rows]
 
 
