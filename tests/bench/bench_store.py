@@ -1,6 +1,7 @@
 """mailbox-store benchmark (issue 5 §8): the store as its own process, driven through StoreClient (REST).
 
-    python -m tests.bench.bench_store            # SQLite, then PostgreSQL if MAILFLOW_TEST_POSTGRES_URL is set
+    python -m tests.bench.bench_store            # SQLite, then PostgreSQL if MAILFLOW_TEST_POSTGRES_URL is set,
+                                                 # there with bodies in segment files and in the database
     python -m tests.bench.bench_store --quick    # smaller numbers, for a smoke run
 
 Figures:
@@ -10,8 +11,11 @@ Figures:
               (scanned from the database, "cold") and the median of 4 more (the listing kept in memory)
   fetch       1,000 bodies in batches of 100 (msg/s)
   flags       \\Seen set on 10,000 messages in one call (ms)
-  overhead    bytes on disk (database + WAL + blob segments) per message beyond the body
-Targets: append >= 1,500 msg/s, select < 300 ms, overhead < 1 KiB; PostgreSQL within 2x.
+  overhead    bytes on disk (database + WAL + blob segments) per message beyond the body (with the bodies
+              in PostgreSQL, lz4 in TOAST shrinks this benchmark's repetitive text: the figure can be < 0)
+Targets: append >= 1,500 msg/s, select < 300 ms, overhead < 1 KiB; PostgreSQL within 2x; bodies in
+PostgreSQL ("postgres+bodies", MAILFLOW_STORE_BLOBS=postgres, what several store replicas need) at most
+20 % slower than segment files on the same PostgreSQL (issue 16).
 """
 
 from __future__ import annotations
@@ -157,9 +161,9 @@ async def scenario(stack: Stack, label: str, quick: bool, db_url: str | None) ->
     return out
 
 
-def run(label: str, quick: bool, db_url: str | None) -> dict:
+def run(label: str, quick: bool, db_url: str | None, blobs: str = "segments") -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
-        env = {"MAILFLOW_LOG_LEVEL": "WARNING"}
+        env = {"MAILFLOW_LOG_LEVEL": "WARNING", "MAILFLOW_STORE_BLOBS": blobs}
         if db_url:
             env["MAILFLOW_STORE_DATABASE_URL"] = db_url
         stack = Stack(Path(tmp), Ports.free(), services=("mailbox-store",), env=env)
@@ -170,7 +174,7 @@ def run(label: str, quick: bool, db_url: str | None) -> dict:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", choices=("sqlite", "postgres"))
+    ap.add_argument("--only", choices=("sqlite", "postgres"))  # postgres: both ways of keeping bodies
     args = ap.parse_args(argv)
     rows = []
     if args.only != "postgres":
@@ -179,6 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     if pg and args.only != "sqlite":
         with postgres_schema(pg) as url:
             rows.append(run("postgres", args.quick, url))
+        with postgres_schema(pg) as url:
+            rows.append(run("postgres+bodies", args.quick, url, blobs="postgres"))
     cols = ["db", "append_msg_s", "append_single_msg_s", "select_cold_ms", "select_ms", "fetch_msg_s", "flag_10k_ms", "logins_s",
             "overhead_bytes_per_msg"]  # fmt: skip
     print(" | ".join(cols))

@@ -25,6 +25,7 @@ from mailflow.store.api import (
 )
 from mailflow.store.search import SearchKey
 from mailflow_mailbox_store import folders, messages, metrics, names, sections
+from mailflow_mailbox_store.blobs import in_batches
 from mailflow_mailbox_store.learning import Learner
 from mailflow_mailbox_store.listings import Listing, ListingCache
 from mailflow_mailbox_store.messages import ChangeSet, Metas
@@ -118,44 +119,58 @@ class Store(StoreCore):
         rows = await self.db.read(messages.fetch_parsed, s.user_id, mailbox_id, uids)
         return [(uid, unpack(p)) for uid, p in rows]
 
-    async def body_locators(self, s: Session, mailbox_id: int, uids: UidSet) -> list[tuple[int, str, int]]:
-        """(uid, locator, size) of the bodies; records the first retrieval of delivered messages."""
+    async def bodies(
+        self, s: Session, mailbox_id: int, uids: UidSet, at_most: int
+    ) -> tuple[list[tuple[int, str, int]], list[bytes] | None]:
+        """(uid, locator, size) of the bodies, and the bodies themselves, read in the same transaction,
+        when they add up to at most `at_most` bytes (else None: read them in batches, `read_bodies`).
+        Records the first retrieval of delivered messages."""
         started = time.monotonic()
-        rows, pending = await self.db.read(messages.body_locators, s.user_id, mailbox_id, uids)
-        if pending:  # recorded after the answer, off the FETCH path; kept referenced until done
-            task = asyncio.create_task(self._retrieved(mailbox_id, pending, started))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-        return rows
+
+        def read(tx):
+            rows, pending = messages.body_locators(tx, s.user_id, mailbox_id, uids)
+            small = sum(r[2] for r in rows) <= at_most
+            return rows, pending, self.blobs.get_many([r[1] for r in rows], tx) if small else None
+
+        rows, pending, data = await self.db.read(read)
+        self._retrieved_later(mailbox_id, pending, started)
+        return rows, data
 
     async def fetch_sections(
         self, s: Session, mailbox_id: int, uids: UidSet, spec: str
     ) -> list[tuple[int, bytes]]:
-        """BODY[<spec>] of each message, cut from the stored body with its stored parse (RFC 3501 §6.4.5).
-        Invalid for a section-spec that can never be right. A spec that reaches into the body (anything
-        but the header) counts as retrieving it."""
+        """BODY[<spec>] of each message, cut from the stored body with its stored parse (RFC 3501 §6.4.5),
+        in one read transaction. Invalid for a section-spec that can never be right. A spec that reaches
+        into the body (anything but the header) counts as retrieving it."""
         started = time.monotonic()
-        rows, pending = await self.db.read(messages.section_sources, s.user_id, mailbox_id, uids)
-        if pending and not spec.upper().startswith("HEADER") and not spec.upper().endswith("MIME"):
-            task = asyncio.create_task(self._retrieved(mailbox_id, pending, started))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
 
-        def cut() -> list[tuple[int, bytes]]:
+        def cut(tx) -> tuple[list[tuple[int, bytes]], list]:
+            rows, pending = messages.section_sources(tx, s.user_id, mailbox_id, uids)
             out = []
-            for uid, locator, parsed in rows:
-                raw = self.blobs.get(locator)
-                try:
-                    out.append((uid, sections.section(raw, mime.from_json(unpack(parsed)), spec)))
-                except ValueError as exc:
-                    raise Invalid(f"bad section {spec!r}: {exc}") from exc
-            return out
+            for batch in in_batches(rows, lambda r: r[3]):
+                raws = self.blobs.get_many([r[1] for r in batch], tx)
+                for (uid, _, parsed, _), raw in zip(batch, raws, strict=True):
+                    try:
+                        out.append((uid, sections.section(raw, mime.from_json(unpack(parsed)), spec)))
+                    except ValueError as exc:
+                        raise Invalid(f"bad section {spec!r}: {exc}") from exc
+            return out, pending
 
-        return await asyncio.get_running_loop().run_in_executor(self.db.readers, cut)
+        out, pending = await self.db.read(cut)
+        if not spec.upper().startswith("HEADER") and not spec.upper().endswith("MIME"):
+            self._retrieved_later(mailbox_id, pending, started)
+        return out
 
     async def read_bodies(self, locators: list[str]) -> list[bytes]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.db.readers, lambda: [self.blobs.get(x) for x in locators])
+        return await loop.run_in_executor(self.db.readers, self.blobs.get_many, locators)
+
+    def _retrieved_later(self, mailbox_id: int, pending: list, started: float) -> None:
+        """Record first retrievals after the answer, off the FETCH path; the task is kept until done."""
+        if pending:
+            task = asyncio.create_task(self._retrieved(mailbox_id, pending, started))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _retrieved(self, mailbox_id: int, pending: list, started: float) -> None:
         try:

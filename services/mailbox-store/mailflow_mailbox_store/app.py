@@ -1,7 +1,7 @@
 """Wiring: blob store, database (migrated at startup), publisher, the store, the HTTP server, maintenance.
 
 Startup fails (and the process exits non-zero) if the database cannot be migrated or the blob directory
-cannot be written. NATS is optional at runtime: the store serves without it and publishes once connected.
+cannot be written (blobs=segments). NATS is optional at runtime: the store serves without it and publishes once connected.
 SIGTERM: stop accepting HTTP, let requests in flight finish, let the writer commit what is queued, exit.
 """
 
@@ -31,14 +31,14 @@ log = logging.getLogger(__name__)
 
 async def open_store(settings: Settings, publisher: Publisher) -> Store:
     """Everything but HTTP: what tests use to drive the store directly. Call `close_store` after."""
-    blobs = SegmentBlobs(settings.blob_dir, settings.segment_bytes)
-    db = Database(settings.database_url, blobs, settings.db_readers, settings.write_batch_max)
+    segments = SegmentBlobs(settings.blob_dir, settings.segment_bytes) if settings.blobs == "segments" else None
+    db = Database(settings.database_url, segments, settings.db_readers, settings.write_batch_max)
     await asyncio.to_thread(db.migrate)
     db.start()
     key = derive_key(settings.session_key.get_secret_value())
     store = Store(
         db,
-        blobs,
+        db.blobs,
         publisher,
         Passwords(
             settings.argon2_time_cost,

@@ -5,9 +5,18 @@ run on the DB-API cursor (`Tx`), because the per-row cost of anything richer sho
 Connections run in autocommit mode and transactions are begun explicitly:
   reads   SQLite "BEGIN" (a WAL snapshot), PostgreSQL "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
   writes  one writer thread takes every queued write operation (up to write_batch_max), stores the
-          bodies they bring in the blob store with one fsync, then runs them in ONE transaction, each
-          inside its own SAVEPOINT (group commit). An operation that raises is rolled back alone and
-          its caller gets the exception; the others commit. When COMMIT returns, everything is durable.
+          bodies they bring in the blob store (segments: one fsync; PostgreSQL: in the transaction),
+          then runs them in ONE transaction, each inside its own SAVEPOINT (group commit). An operation
+          that raises is rolled back alone and its caller gets the exception; the others commit. When
+          COMMIT returns, everything is durable. New bodies that no operation ended up using (it failed,
+          or another store process stored the same body first) are discarded before the COMMIT.
+Several store processes on one PostgreSQL: each has its own writer, and their transactions meet on
+row locks (a mailbox's UIDNEXT, a body's refs) and unique keys. An operation that fails on a unique
+violation is run once more in the same transaction: another process committed the same thing first
+(a delivery key, a keyword bit, a mailbox name), and the second run sees it and answers as if it had
+come second (a duplicate, the next bit, Conflict). A group chosen as a deadlock's victim (the groups
+of two processes locking rows in different orders) or failing serialization is rolled back and run
+again whole, up to GROUP_RETRIES times.
 Failure: a broken connection or a failed BEGIN/COMMIT gives ServiceUnavailable to every operation of
 the group (nothing of it was committed) and the connection is thrown away; the next group reconnects.
 """
@@ -43,7 +52,7 @@ from mailflow.errors import (
     ServiceUnavailable,
 )
 from mailflow_mailbox_store import metrics
-from mailflow_mailbox_store.blobs import BlobStore
+from mailflow_mailbox_store.blobs import BlobStore, PostgresBlobs
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +62,9 @@ T = TypeVar("T")
 EXPECTED = (NotFound, Conflict, Invalid, QuotaExceeded)
 
 _STOP = object()  # tells the writer thread to finish
+GROUP_RETRIES = 3  # a group that lost a deadlock or a serialization check is run again this often
+RETRY_GROUP = ("40P01", "40001")  # PostgreSQL: deadlock_detected, serialization_failure
+UNIQUE_VIOLATION = "23505"
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _BINARY = re.compile(r":@([A-Za-z_]\w*)")
 
@@ -78,8 +90,13 @@ class Tx:
             self._cache[sql] = out
         return out
 
-    def run(self, sql: str, params: dict | None = None):
-        self.cur.execute(self._sql(sql), params or {})
+    def run(self, sql: str, params: dict | None = None, binary: bool = False):
+        """`binary`: PostgreSQL sends the results in binary (bytea as it is, not as hex text to decode:
+        2.4 x faster for 100 bodies of 4 KiB)."""
+        if binary and self.postgres:
+            self.cur.execute(self._sql(sql), params or {}, binary=True)
+        else:
+            self.cur.execute(self._sql(sql), params or {})
         return self.cur
 
     def many(self, sql: str, rows: Sequence[dict]) -> None:
@@ -118,8 +135,8 @@ class Tx:
                 out += self.cur.fetchall()
         return out
 
-    def all(self, sql: str, params: dict | None = None) -> list[tuple]:
-        return self.run(sql, params).fetchall()
+    def all(self, sql: str, params: dict | None = None, binary: bool = False) -> list[tuple]:
+        return self.run(sql, params, binary).fetchall()
 
     def one(self, sql: str, params: dict | None = None) -> tuple | None:
         return self.run(sql, params).fetchone()
@@ -156,10 +173,13 @@ def sha256(data: bytes) -> bytes:
 
 
 class Database:
-    def __init__(self, url: str, blobs: BlobStore, readers: int = 8, write_batch_max: int = 256):
+    def __init__(self, url: str, blobs: BlobStore | None, readers: int = 8, write_batch_max: int = 256):
+        """`blobs` None: the bodies go in this database's blob_bodies table (PostgresBlobs)."""
         self.url = url
-        self.blobs = blobs
         self.postgres = url.startswith("postgresql")
+        if blobs is None and not self.postgres:
+            raise ValueError("bodies in the database need PostgreSQL (blobs=postgres with a sqlite URL)")
+        self.blobs: BlobStore = blobs if blobs is not None else PostgresBlobs(self)
         self.write_batch_max = write_batch_max
         if not self.postgres:
             path = sa.engine.make_url(url).database
@@ -289,51 +309,64 @@ class Database:
 
     def _run_group(self, group: list[WriteOp]) -> None:
         started = time.monotonic()
-        results: list[tuple[WriteOp, bool, Any]] = []
-        try:
-            conn = self._connection()
-            cur = conn.cursor()
-            tx = Tx(cur, self.postgres, self._sql_cache)
-            tx.run("BEGIN" if self.postgres else "BEGIN IMMEDIATE")
+        for attempt in range(GROUP_RETRIES + 1):
             try:
-                self._store_bodies(tx, group)
-                i = 0
-                while i < len(group):
-                    j = i + 1
-                    if getattr(group[i].fn, "merge", None) is not None:
-                        while j < len(group) and group[j].fn is group[i].fn:
-                            j += 1
-                    if j - i > 1 and self._run_merged(tx, group[i:j], results):
-                        i = j
-                        continue
-                    for op in group[i:j]:
-                        self._run_one(tx, op, results)
-                    i = j
-                tx.run("COMMIT")
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    cur.execute("ROLLBACK")
-                raise
-            finally:
-                cur.close()
-        except Exception as exc:
-            metrics.DB_ERRORS.labels("write").inc()
-            log.warning("write group failed", extra={"ops": len(group), "error": repr(exc)})
-            if self._wconn is not None:
-                with contextlib.suppress(Exception):
-                    self._wconn.invalidate()
-                self._wconn = None
-            if disk_full(exc):
-                failure: ServiceUnavailable = InsufficientStorage(f"storage full: {type(exc).__name__}")
-            else:
-                failure = ServiceUnavailable(f"database: {type(exc).__name__}")
-            results = [(op, False, failure) for op in group]
+                results = self._try_group(group)
+                break
+            except Exception as exc:
+                if _sqlstate(exc) in RETRY_GROUP and attempt < GROUP_RETRIES:
+                    metrics.WRITE_RETRIES.labels("group").inc()
+                    log.info("write group rolled back; running it again", extra={"error": repr(exc)})
+                    continue
+                metrics.DB_ERRORS.labels("write").inc()
+                log.warning("write group failed", extra={"ops": len(group), "error": repr(exc)})
+                if self._wconn is not None:
+                    with contextlib.suppress(Exception):
+                        self._wconn.invalidate()
+                    self._wconn = None
+                if disk_full(exc):
+                    failure: ServiceUnavailable = InsufficientStorage(f"storage full: {type(exc).__name__}")
+                else:
+                    failure = ServiceUnavailable(f"database: {type(exc).__name__}")
+                results = [(op, False, failure) for op in group]
+                break
         metrics.WRITE_GROUP_SIZE.observe(len(group))
         metrics.WRITE_SECONDS.observe(time.monotonic() - started)
         for op, ok, value in results:
             op.loop.call_soon_threadsafe(_settle, op.future, ok, value)
 
-    def _run_one(self, tx: Tx, op: WriteOp, results: list) -> None:
+    def _try_group(self, group: list[WriteOp]) -> list[tuple[WriteOp, bool, Any]]:
+        """One transaction for the group: (op, ok, result or exception) each, or raises (rolled back)."""
+        results: list[tuple[WriteOp, bool, Any]] = []
+        conn = self._connection()
+        cur = conn.cursor()
+        tx = Tx(cur, self.postgres, self._sql_cache)
+        tx.run("BEGIN" if self.postgres else "BEGIN IMMEDIATE")
+        try:
+            self._store_bodies(tx, group)
+            i = 0
+            while i < len(group):
+                j = i + 1
+                if getattr(group[i].fn, "merge", None) is not None:
+                    while j < len(group) and group[j].fn is group[i].fn:
+                        j += 1
+                if j - i > 1 and self._run_merged(tx, group[i:j], results):
+                    i = j
+                    continue
+                for op in group[i:j]:
+                    self._run_one(tx, op, results)
+                i = j
+            self._discard_unused(tx)
+            tx.run("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                cur.execute("ROLLBACK")
+            raise
+        finally:
+            cur.close()
+        return results
+
+    def _run_one(self, tx: Tx, op: WriteOp, results: list, again: bool = True) -> None:
         tx.run("SAVEPOINT op")
         try:
             value = op.fn(tx, *op.args)
@@ -342,6 +375,10 @@ class Database:
             tx.run("RELEASE SAVEPOINT op")
             if _is_disconnect(exc) or disk_full(exc):
                 raise
+            if again and self.postgres and _sqlstate(exc) == UNIQUE_VIOLATION:
+                metrics.WRITE_RETRIES.labels("operation").inc()
+                self._run_one(tx, op, results, again=False)
+                return
             if not isinstance(exc, EXPECTED):
                 log.exception("write operation failed", extra={"op": op.fn.__name__})
             results.append((op, False, exc))
@@ -384,9 +421,24 @@ class Database:
             known.update(bytes(r[0]) for r in tx.all(f"SELECT sha256 FROM blobs WHERE {clause}", params))
         new = [s for s in shas if s not in known]
         if new:
-            locators = self.blobs.put_many([wanted[s] for s in new])
+            locators = self.blobs.put_many(tx, [wanted[s] for s in new])
             tx.new_blobs = dict(zip(new, locators, strict=True))
             metrics.BLOB_BYTES.inc(sum(len(wanted[s]) for s in new))
+
+    def _discard_unused(self, tx: Tx) -> None:
+        """Bodies stored for this group that no `blobs` row points at: their operation failed or stored
+        nothing (a duplicate, over quota), or another store process stored the same body first."""
+        if not tx.new_blobs or not self.blobs.transactional:
+            return
+        shas = list(tx.new_blobs)
+        used: dict[bytes, str] = {}
+        for i in range(0, len(shas), 500):
+            clause, params = tx.among("sha256", "s", shas[i : i + 500], "bytea")
+            used.update((bytes(r[0]), r[1]) for r in tx.all(f"SELECT sha256, locator FROM blobs WHERE {clause}", params))
+        unused = [loc for sha, loc in tx.new_blobs.items() if used.get(sha) != loc]
+        if unused:
+            self.blobs.discard(tx, unused)
+        tx.new_blobs = {}
 
 
 def _settle(fut: asyncio.Future, ok: bool, value: Any) -> None:
@@ -442,8 +494,14 @@ def disk_full(exc: BaseException | None) -> bool:
     return False
 
 
+def _sqlstate(exc: BaseException) -> str | None:
+    """PostgreSQL's SQLSTATE of a psycopg error (None for anything else)."""
+    return getattr(exc, "sqlstate", None) if type(exc).__module__.startswith("psycopg") else None
+
+
 def _is_disconnect(exc: BaseException) -> bool:
-    """A lost connection or a database that cannot be used right now (locked, shut down)."""
+    """A lost connection or a database that cannot be used right now (locked, shut down); also a deadlock
+    or serialization failure, which roll the whole transaction back (the writer runs the group again)."""
     name = type(exc).__name__
     module = type(exc).__module__
     if module.startswith("psycopg"):

@@ -10,6 +10,9 @@ Per item and per user the recipient resolves to (aliases can give several):
 An item's result: "quota_exceeded" if any user refused it, else "stored" if any user got it now, else
 "duplicate". "unknown_user" items never reach this module. The whole batch commits together; when the
 writer reports success, every stored message is durable (body fsynced before COMMIT).
+Rows are locked users first (by id), then bodies (by SHA-256), then mailboxes (by id), so two store
+processes delivering to the same users on one PostgreSQL wait for each other instead of deadlocking
+(a group that still loses a deadlock, with an APPEND in it say, is run again: db.py).
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ def _mailbox_for(tx: Tx, cache: dict, user_id: int, item: Item, made: list[Chang
 
 def deliver(tx: Tx, items: list[Item], now: int) -> tuple[list[Outcome], list[Change]]:
     usage = Usage(tx)
+    usage.load(list({user_id for item in items for user_id in item.users.values()}))
     mailboxes: dict = {}
     outcomes: list[Outcome] = []
     placed: list[Placed] = []
@@ -188,7 +192,7 @@ def _insert(tx: Tx, placed: list[Placed]) -> list[Change]:
     blob_ids = reference_blobs(tx, {sha: (body, n) for sha, (body, n) in refs.items()}) if refs else {}
     kw_cache: dict[int, keywords.Keywords] = {}
     rows, pending, changes = [], [], []
-    for mailbox_id, group in by_mailbox.items():
+    for mailbox_id, group in sorted(by_mailbox.items()):  # mailbox rows locked in id order (as users)
         first, modseq = allocate(tx, mailbox_id, len(group))
         flag_lists = []
         for i, p in enumerate(group):

@@ -3,7 +3,10 @@ and compact blob segments that are mostly dead space.
 
 Each chore is its own write operation; one that fails is logged and tried again next round. Removing
 an unreferenced body runs as an exclusive write (never in a group with a delivery that might be about
-to reference the same body again).
+to reference the same body again); with bodies in PostgreSQL the body goes in that same transaction.
+Every store process runs these chores: on one PostgreSQL they overlap harmlessly (a row that another
+process removed first is simply not there any more; a body that another process's delivery referenced
+again meanwhile has refs > 0 when the DELETE gets to its row, and stays).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 import time
 
 from mailflow_mailbox_store import metrics
-from mailflow_mailbox_store.blobs import intact
+from mailflow_mailbox_store.blobs import BlobStore, intact
 from mailflow_mailbox_store.db import Tx
 
 log = logging.getLogger(__name__)
@@ -29,9 +32,11 @@ def purge_locks(tx: Tx, now: int) -> int:
     return max(tx.rowcount, 0)
 
 
-def purge_blobs(tx: Tx) -> int:
-    tx.run("DELETE FROM blobs WHERE refs <= 0")
-    return max(tx.rowcount, 0)
+def purge_blobs(tx: Tx, blobs: BlobStore) -> int:
+    gone = [r[0] for r in tx.all("DELETE FROM blobs WHERE refs <= 0 RETURNING locator")]
+    if gone:
+        blobs.discard(tx, gone)
+    return len(gone)
 
 
 async def run_once(store, key_days: int) -> dict[str, int]:
@@ -39,7 +44,7 @@ async def run_once(store, key_days: int) -> dict[str, int]:
     done = {
         "keys": await store.db.write(purge_keys, now - key_days * 86_400),
         "locks": await store.db.write(purge_locks, now),
-        "blobs": await store.db.write(purge_blobs, exclusive=True),
+        "blobs": await store.db.write(purge_blobs, store.blobs, exclusive=True),
     }
     done["segments"] = await compact(store)
     for what, n in done.items():
@@ -103,7 +108,7 @@ async def compact(store, min_live_ratio: float = 0.5, grace: float = 60.0) -> in
         for i in range(0, len(rows), 256):
             chunk = rows[i : i + 256]
             good = await asyncio.to_thread(_intact_bodies, blobs, chunk)
-            new = await asyncio.to_thread(blobs.put_many, [data for _, data in good]) if good else []
+            new = await asyncio.to_thread(blobs.append, [data for _, data in good]) if good else []
             moves += [(r[0], r[1], loc) for (r, _), loc in zip(good, new, strict=True)]
         await store.db.write(relocate, moves)
         left = await store.db.read(

@@ -180,12 +180,12 @@ def body_locators(
 
 def section_sources(
     tx: Tx, user_id: int, mailbox_id: int, uids: UidSet
-) -> tuple[list[tuple[int, str, bytes]], list]:
-    """[(uid, locator, stored parse)] in UID order, and the never-fetched ones (see body_locators)."""
+) -> tuple[list[tuple[int, str, bytes, int]], list]:
+    """[(uid, locator, stored parse, size)] in UID order, and the never-fetched ones (see body_locators)."""
     folders.by_id(tx, user_id, mailbox_id)
     clause, params = uids.sql("m.uid")
     rows = tx.all(
-        "SELECT m.uid, b.locator, b.parsed FROM messages m JOIN blobs b ON b.id = m.blob_id"
+        "SELECT m.uid, b.locator, b.parsed, b.size FROM messages m JOIN blobs b ON b.id = m.blob_id"
         f" WHERE m.mailbox_id = :m{clause} ORDER BY m.uid",
         {"m": mailbox_id, **params},
     )

@@ -49,6 +49,11 @@ BLOB_BYTES = Counter(
 DB_ERRORS = Counter(
     "mailflow_mailbox_store_db_errors_total", "Database failures by side (read, write)", ["side"]
 )
+# what: operation (a unique violation: another store process stored the same first), group (a deadlock
+# between two store processes' transactions). Both only with several store processes on PostgreSQL.
+WRITE_RETRIES = Counter(
+    "mailflow_mailbox_store_write_retries_total", "Write operations and groups run again, by what", ["what"]
+)
 MAINTENANCE = Counter(
     "mailflow_mailbox_store_maintenance_removed_total",
     "Things removed by maintenance (keys, blobs, segments, locks)",

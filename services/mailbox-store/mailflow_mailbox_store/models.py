@@ -17,6 +17,8 @@ this module is what the migrations and the schema test compare against.
 - expunged: tombstones (mailbox_id, modseq, uid) so changes() and QRESYNC VANISHED can answer.
 - blobs: one row per distinct body (SHA-256), with the parsed structure (mailflow.mime JSON, zlib'd when
   that is smaller) and the locator of the bytes in the blob store; refs counts the messages using it.
+- blob_bodies: the bodies themselves when they are kept in the database (MAILFLOW_STORE_BLOBS=postgres,
+  blobs.PostgresBlobs; locator "pg:<id>"); empty with segment files. Migration 0006.
 - pending_retrievals: delivered messages whose body nobody fetched yet (for the "retrieved" trace step).
 - delivery_keys: idempotency keys of deliveries, per user; forgotten after delivery_key_days.
 - pop3_locks: the RFC 1939 maildrop lock, one per user, with an expiry.
@@ -125,6 +127,13 @@ class Blob(Base):
         Index("ix_blobs_refs_zero", "refs", postgresql_where="refs <= 0", sqlite_where="refs <= 0"),
         NEVER_REUSED,
     )
+
+
+class BlobBody(Base):
+    __tablename__ = "blob_bodies"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    __table_args__ = (NEVER_REUSED,)
 
 
 class Message(Base):

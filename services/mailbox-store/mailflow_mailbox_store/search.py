@@ -5,15 +5,17 @@ Flags, keywords, UIDs, sizes, internal and sent dates and MODSEQ are columns: th
 (dates through search.date_range, the rule the evaluator uses). HEADER and BODY/TEXT need the message:
 in SQL they become TRUE, so the SQL selects a superset (a NOT over such a key also becomes TRUE), and
 the candidates are then checked by the evaluator against the stored parse (header fields, decoded,
-cached per body in HEADERS) and, for BODY/TEXT, the body itself. A body that cannot be read makes its
-message not match (logged); it never fails the whole search.
+cached per body in HEADERS) and, for BODY/TEXT, the body itself, read in the search's own transaction
+(PostgresBlobs) or from its segment. A body that is missing (BlobMissing) makes its message not match
+(logged); it never fails the whole search. A failure of the database or the disk while reading one
+does: the answer would be wrong, not short of one message.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import orjson
 
@@ -21,6 +23,7 @@ from mailflow import mime
 from mailflow.cache import Cache
 from mailflow.store import search as s
 from mailflow_mailbox_store import folders, keywords, names
+from mailflow_mailbox_store.blobs import BlobMissing, BlobStore
 from mailflow_mailbox_store.db import Tx
 from mailflow_mailbox_store.keywords import Keywords
 from mailflow_mailbox_store.parsing import unpack
@@ -134,12 +137,12 @@ class _Candidate:
     `parsed` is None when the search needs headers only and they are in `HEADERS` (or None)."""
 
     __slots__ = ("uid", "_bits", "_kw", "modseq", "size", "internal_date", "sent_day", "_parsed", "_locator",
-                 "_sha", "_blobs", "_kws", "_fields", "_tree", "_raw")  # fmt: skip
+                 "_sha", "_read", "_kws", "_fields", "_tree", "_raw")  # fmt: skip
 
-    def __init__(self, row, blobs, kws: Keywords, fields: s.Fields | None = None):
+    def __init__(self, row, read: Callable[[str], bytes], kws: Keywords, fields: s.Fields | None = None):
         (self.uid, self._bits, self._kw, self.modseq, self.size, self.internal_date, self.sent_day,
          self._parsed, self._locator, self._sha) = row  # fmt: skip
-        self._blobs, self._kws, self._fields = blobs, kws, fields
+        self._read, self._kws, self._fields = read, kws, fields
         self._tree: mime.ParsedMessage | None = None
         self._raw: bytes | None = None
 
@@ -156,13 +159,24 @@ class _Candidate:
         if self._tree is None:
             self._tree = mime.from_json(unpack(self._parsed))
         if self._raw is None:
-            self._raw = self._blobs.get(self._locator)
+            self._raw = self._read(self._locator)
         return s.body_texts(self._raw, self._tree.body)
 
 
-def search(tx: Tx, user_id: int, mailbox_id: int, key: s.SearchKey, blobs) -> list[int]:
+def search(tx: Tx, user_id: int, mailbox_id: int, key: s.SearchKey, blobs: BlobStore) -> list[int]:
     folders.by_id(tx, user_id, mailbox_id)
     kws = keywords.load(tx, user_id)
+    failures: list[Exception] = []
+
+    def read(locator: str) -> bytes:
+        try:
+            return blobs.get(locator, tx)
+        except BlobMissing:
+            raise
+        except Exception as exc:
+            failures.append(exc)
+            raise
+
     q = _Sql(kws)
     where, exact = q.build(key)
     params = {"mb": mailbox_id, **q.params}
@@ -177,7 +191,10 @@ def search(tx: Tx, user_id: int, mailbox_id: int, key: s.SearchKey, blobs) -> li
     join = f" FROM messages m JOIN blobs b ON b.id = m.blob_id WHERE m.mailbox_id = :mb AND {where} ORDER BY m.uid"
     if _needs_body(key):
         rows = tx.all(f"SELECT {cols}, b.parsed, b.locator, b.sha256{join}", params)
-        return [r[0] for r in rows if match(_Candidate(r, blobs, kws))]
+        found = [r[0] for r in rows if match(_Candidate(r, read, kws))]
+        if failures:
+            raise failures[0]
+        return found
     # headers only: the stored parse is read for the bodies whose headers are not cached yet
     if all(isinstance(x, s.Header) for x in s.leaves(key)):  # nothing but header fields: fewer columns
         cols = "m.uid, 0, 0, 0, 0, 0, NULL"
@@ -192,7 +209,7 @@ def search(tx: Tx, user_id: int, mailbox_id: int, key: s.SearchKey, blobs) -> li
     out = []
     for r, h in zip(rows, cached, strict=True):
         row = r[:10] if h is not None else (*r[:7], parsed.get(r[10]), None, r[9])
-        if match(_Candidate(row, blobs, kws, h)):
+        if match(_Candidate(row, read, kws, h)):
             out.append(r[0])
     return out
 

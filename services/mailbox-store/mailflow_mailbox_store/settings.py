@@ -6,7 +6,9 @@ A missing secret or a malformed value fails at startup with a pydantic error nam
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from typing import Literal
+
+from pydantic import SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from mailflow.services import MAILBOX_STORE
@@ -19,7 +21,11 @@ class Settings(ServiceSettings):
     http_listen: str = MAILBOX_STORE.http_listen  # REST (admin, delivery, access), /healthz, /readyz, /metrics, /docs
     # SQLite by default (WAL, synchronous=FULL); PostgreSQL with "postgresql+psycopg://user@host/db".
     database_url: str = "sqlite:///./data/mailbox-store.db"
-    blob_dir: str = "./data/blobs"  # message bodies, content-addressed, in append-only segment files
+    # Where message bodies go: "segments", append-only files in blob_dir (one store process per folder);
+    # "postgres", the table blob_bodies of database_url, shared by every store process on it (the choice
+    # for several replicas: services/mailbox-store/README.md, "Where bodies go").
+    blobs: Literal["segments", "postgres"] = "segments"
+    blob_dir: str = "./data/blobs"  # with blobs=segments: message bodies, content-addressed, in segment files
     # Header X-Mailflow-Admin-Token of the admin group. No default: the local runner generates one.
     admin_token: SecretStr = common("admin_token")
 
@@ -61,3 +67,9 @@ class Settings(ServiceSettings):
     rspamd_timeout: float = 10.0  # per learn call; the user's move never waits for it
     rspamd_learn_queue: int = 1000  # messages waiting to be learned; more are dropped (counted)
     rspamd_learn_max_bytes: int = 2 * 1024 * 1024  # larger ones are not learned (as smtp-ingress scans)
+
+    @model_validator(mode="after")
+    def _bodies_need_postgres(self) -> Settings:
+        if self.blobs == "postgres" and not self.database_url.startswith("postgresql"):
+            raise ValueError(f"{MAILBOX_STORE.var('blobs')}=postgres needs a PostgreSQL {MAILBOX_STORE.var('database_url')}")
+        return self

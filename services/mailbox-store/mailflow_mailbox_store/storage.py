@@ -5,7 +5,9 @@ row until COMMIT: two transactions (or two store processes on PostgreSQL) can ne
 UIDs, and uidnext never goes back, so a UID is never reused. Every change of a mailbox takes the next
 MODSEQ the same way. All messages changed by one operation share its MODSEQ (RFC 7162 allows it).
 Quota: `charge` refuses a message that would take the user past its quota; permanently when the
-message alone is larger than the whole quota (it can never fit), temporarily otherwise.
+message alone is larger than the whole quota (it can never fit), temporarily otherwise. On PostgreSQL
+the user's row is read FOR UPDATE, so the check of another store process waits for this transaction's
+usage instead of passing on the same old figure (SQLite has a single writer: nothing to wait for).
 """
 
 from __future__ import annotations
@@ -55,11 +57,12 @@ def reference_blob(tx: Tx, p: Prepared, count: int = 1) -> int:
 
 def reference_blobs(tx: Tx, bodies: dict[bytes, tuple[Prepared, int]]) -> dict[bytes, int]:
     """Blob ids of many bodies (sha256 -> (prepared, references to add)) in one upsert: new bodies get
-    the locator the writer stored them at, known ones gain references."""
+    the locator the writer stored them at, known ones gain references. In SHA-256 order, so that two
+    store processes lock rows of the same bodies in the same order."""
     rows = tx.insert(
         "INSERT INTO blobs (sha256, size, locator, refs, parsed, sent_day)",
         ("bytea", "int8", "text", "int4", "bytea", "int4"),
-        [(sha, p.size, tx.new_blobs.get(sha, ""), n, p.parsed, p.sent_day) for sha, (p, n) in bodies.items()],
+        [(sha, p.size, tx.new_blobs.get(sha, ""), n, p.parsed, p.sent_day) for sha, (p, n) in sorted(bodies.items())],
         " ON CONFLICT (sha256) DO UPDATE SET refs = blobs.refs + excluded.refs RETURNING id, sha256, locator",
     )
     ids: dict[bytes, int] = {}
@@ -77,11 +80,25 @@ class Usage:
         self.tx = tx
         self.users: dict[int, list] = {}  # user_id -> [quota, used, added bytes, added messages]
 
+    def load(self, user_ids: list[int]) -> None:
+        """Read (and on PostgreSQL lock) these users' rows at once, in id order: two store processes
+        delivering to the same users then lock them in the same order, not into a deadlock."""
+        for i in range(0, len(user_ids), 500):
+            clause, params = self.tx.among("id", "u", sorted(user_ids)[i : i + 500], "int4")
+            rows = self.tx.all(
+                f"SELECT id, quota_bytes, used_bytes FROM users WHERE {clause} ORDER BY id"
+                + (" FOR UPDATE" if self.tx.postgres else ""),
+                params,
+            )
+            for user_id, quota, used in rows:
+                self.users.setdefault(user_id, [quota, used, 0, 0])
+
     def _get(self, user_id: int) -> list:
         u = self.users.get(user_id)
         if u is None:
             quota, used = self.tx.one(
-                "SELECT quota_bytes, used_bytes FROM users WHERE id = :u", {"u": user_id}
+                "SELECT quota_bytes, used_bytes FROM users WHERE id = :u" + (" FOR UPDATE" if self.tx.postgres else ""),
+                {"u": user_id},
             )
             u = self.users[user_id] = [quota, used, 0, 0]
         return u

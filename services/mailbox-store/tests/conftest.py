@@ -2,7 +2,7 @@
 
 `service` is the real service (HTTP on a free port, in the test module's event loop) on a fresh
 database per test module: SQLite, and PostgreSQL when MAILFLOW_TEST_POSTGRES_URL is set (a schema of its
-own). Tests share it and stay apart by working in a domain of their own (`domain` fixture), which is
+own), there once with bodies in segment files and once with bodies in the database (blobs=postgres). Tests share it and stay apart by working in a domain of their own (`domain` fixture), which is
 how the store keeps users apart anyway. `client` is a StoreClient and `admin` an admin HTTP client for it.
 """
 
@@ -30,8 +30,9 @@ ADMIN_TOKEN = "admin-token-for-tests"
 _domains = itertools.count(1)
 
 
-def make_settings(tmp_path, db_url: str, **kw) -> Settings:
+def make_settings(tmp_path, db_url: str, blobs: str = "segments", **kw) -> Settings:
     values = dict(
+        blobs=blobs,
         service_token=SERVICE_TOKEN,
         admin_token=ADMIN_TOKEN,
         session_key="session-key-for-tests",
@@ -58,16 +59,17 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.asyncio(loop_scope="module"), append=False)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def module_db_url(request, tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "postgres-bodies"])
+def module_db(request, tmp_path_factory) -> tuple[str, str]:
+    """(database URL, blobs setting) of the module's store."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'store.db'}"
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'store.db'}", "segments"
         return
     base = os.environ.get("MAILFLOW_TEST_POSTGRES_URL")
     if not base:
         pytest.skip("MAILFLOW_TEST_POSTGRES_URL is not set")
     with postgres_schema(base) as url:
-        yield url
+        yield url, ("postgres" if request.param == "postgres-bodies" else "segments")
 
 
 class Running:
@@ -82,9 +84,9 @@ class Running:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def service(module_db_url, tmp_path_factory):
+async def service(module_db, tmp_path_factory):
     """The real service: `.url`, `.publisher` (what it would publish), `.store` (the store inside)."""
-    settings = make_settings(tmp_path_factory.mktemp("store"), module_db_url)
+    settings = make_settings(tmp_path_factory.mktemp("store"), *module_db)
     stop, ready = asyncio.Event(), asyncio.Event()
     publisher = MemoryPublisher()
     holder: dict = {}

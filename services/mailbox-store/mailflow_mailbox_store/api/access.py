@@ -26,6 +26,7 @@ from mailflow.store import search as search_keys
 from mailflow.store import wire
 from mailflow.store.api import MailboxStatus
 from mailflow.web import require_token
+from mailflow_mailbox_store.blobs import READ_BATCH_BYTES, in_batches
 from mailflow_mailbox_store.sessions import Session
 from mailflow_mailbox_store.uidset import UidSet
 
@@ -199,27 +200,18 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
     @r.post("/bodies", responses=FRAME_OUT)
     async def fetch_bodies(request: Request, body: Uids):
         """Raw messages, streamed: read from the blob store a few MiB at a time while being sent."""
-        rows = await store.body_locators(await session(request), body.mailbox_id, uidset(body.uids))
+        rows, data = await store.bodies(await session(request), body.mailbox_id, uidset(body.uids), READ_BATCH_BYTES)
         if len(rows) > max_items:
             raise Invalid(f"at most {max_items} bodies per call")
         head = {"uids": [u for u, _, _ in rows]}
         sizes = [z for _, _, z in rows]
-        if sum(sizes) <= 4 * 1024 * 1024:
-            data = await store.read_bodies([loc for _, loc, _ in rows])
+        if data is not None:
             return Response(wire.encode(head, data), media_type=wire.CONTENT_TYPE)
 
         async def chunks() -> Iterator[bytes]:
             yield wire.header(head, sizes)
-            batch, batch_bytes = [], 0
-            for _, loc, size in rows:
-                batch.append(loc)
-                batch_bytes += size
-                if batch_bytes >= 4 * 1024 * 1024:
-                    for part in await store.read_bodies(batch):
-                        yield part
-                    batch, batch_bytes = [], 0
-            if batch:
-                for part in await store.read_bodies(batch):
+            for batch in in_batches(rows, lambda r: r[2]):
+                for part in await store.read_bodies([loc for _, loc, _ in batch]):
                     yield part
 
         return StreamingResponse(chunks(), media_type=wire.CONTENT_TYPE)

@@ -139,7 +139,7 @@ async def test_deleting_a_domain_revokes_its_users(admin, client, domain, servic
 
 
 async def test_another_store_process_refuses_a_revoked_token_within_a_second(
-    admin, client, domain, service, module_db_url, tmp_path
+    admin, client, domain, service, module_db, tmp_path
 ):
     """Two store processes on one database: the one that did not make the change stops accepting
     the old token once its remembered generation is older than session_check_interval (1 s)."""
@@ -147,7 +147,7 @@ async def test_another_store_process_refuses_a_revoked_token_within_a_second(
 
     await add_user(admin, f"a@{domain}", "pw")
     p = await client.authenticate(f"a@{domain}", "pw")
-    other = await app.open_store(make_settings(tmp_path, module_db_url), MemoryPublisher())
+    other = await app.open_store(make_settings(tmp_path, *module_db), MemoryPublisher())
     try:
         s = await other.session(p.token)
         assert s is not None and await other.list_mailboxes(s)  # remembered by `other` from now on

@@ -43,12 +43,12 @@ async def test_compaction_keeps_live_bodies_and_frees_dead_segments(small_segmen
     doomed = [u for u in range(1, 13) if u % 4]  # keep 4, 8, 12
     await store.store_flags(s, mb, UidSet.of(doomed), "add", ["\\Deleted"], None)
     await store.expunge(s, mb, None)
-    assert await store.db.write(maintenance.purge_blobs, exclusive=True) == len(doomed)
+    assert await store.db.write(maintenance.purge_blobs, store.blobs, exclusive=True) == len(doomed)
     compacted = await maintenance.compact(store, grace=0)
     assert compacted >= 1
     after = store.blobs.segments()
     assert sum(after.values()) < sum(before.values())
-    locs = await store.body_locators(s, mb, UidSet([(1, 12)]))
+    locs, _ = await store.bodies(s, mb, UidSet([(1, 12)]), 0)
     assert [u for u, _, _ in locs] == [4, 8, 12]
     assert await store.read_bodies([loc for _, loc, _ in locs]) == [body(3), body(7), body(11)]
 

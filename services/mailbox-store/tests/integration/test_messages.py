@@ -42,6 +42,18 @@ async def test_append_and_fetch_bodies_bytes_match(client, people):
     assert await client.fetch_bodies(alice, mb, []) == {}
 
 
+async def test_bodies_past_4_mib_are_streamed_in_batches_and_arrive_whole(client, people):
+    """Over READ_BATCH_BYTES in one call: the answer is streamed, the bodies read a batch at a time."""
+    alice, _ = people
+    raws = [message(f"big{i}", body=(f"{i}" * 99 + "\r\n") * 20_000) for i in range(3)]  # ~2 MiB each
+    for raw in raws:
+        await client.append(alice, "INBOX", raw)
+    mb = await inbox(client, alice)
+    uids = (await client.select(alice, "INBOX")).uids
+    got = await client.fetch_bodies(alice, mb, uids)
+    assert [got[u] for u in uids[-3:]] == raws
+
+
 async def test_append_errors(client, people, admin):
     alice, _ = people
     with pytest.raises(NotFound):

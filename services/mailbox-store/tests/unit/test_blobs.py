@@ -15,21 +15,21 @@ CHILD = textwrap.dedent(
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG as an error, not a signal that kills
     blobs = SegmentBlobs(sys.argv[1])
-    first = blobs.put_many([b"a" * 600])[0]
+    first = blobs.append([b"a" * 600])[0]
     hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
     resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))  # room for 400 of the next 600 bytes
     try:
-        blobs.put_many([b"b" * 600])
+        blobs.append([b"b" * 600])
     except OSError as exc:
         print("refused", exc.errno)
     resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # space is back
-    later = blobs.put_many([b"c" * 300, b"d" * 300])
+    later = blobs.append([b"c" * 300, b"d" * 300])
     assert blobs.get(first) == b"a" * 600
     assert [blobs.get(x) for x in later] == [b"c" * 300, b"d" * 300], [blobs.get(x)[:8] for x in later]
     blobs.close()
     reopened = SegmentBlobs(sys.argv[1])  # a restart reads the same bodies and appends after them
     assert [reopened.get(x) for x in [first, *later]] == [b"a" * 600, b"c" * 300, b"d" * 300]
-    assert reopened.get(reopened.put_many([b"e" * 10])[0]) == b"e" * 10
+    assert reopened.get(reopened.append([b"e" * 10])[0]) == b"e" * 10
     print("ok")
     """
 )
