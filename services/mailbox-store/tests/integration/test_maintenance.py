@@ -83,7 +83,7 @@ async def test_compaction_leaves_a_body_that_no_longer_matches_its_sha256_where_
     mb = (await store.status(s, "INBOX")).id
     await store.store_flags(s, mb, UidSet.of([u for u in range(1, 13) if u % 4]), "add", ["\\Deleted"], None)
     await store.expunge(s, mb, None)
-    await store.db.write(maintenance.purge_blobs, exclusive=True)
+    await store.db.write(maintenance.purge_blobs, store.blobs, exclusive=True)
     before = await store.body_locators(s, mb, UidSet([(1, 12)]))
     _, rotten, _ = before[0]  # uid 4, in a segment that is mostly dead now
     seg, off, length = parse_locator(rotten)
