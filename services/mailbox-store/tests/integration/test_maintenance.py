@@ -84,7 +84,7 @@ async def test_compaction_leaves_a_body_that_no_longer_matches_its_sha256_where_
     await store.store_flags(s, mb, UidSet.of([u for u in range(1, 13) if u % 4]), "add", ["\\Deleted"], None)
     await store.expunge(s, mb, None)
     await store.db.write(maintenance.purge_blobs, store.blobs, exclusive=True)
-    before = await store.body_locators(s, mb, UidSet([(1, 12)]))
+    before = (await store.bodies(s, mb, UidSet([(1, 12)]), 0))[0]
     _, rotten, _ = before[0]  # uid 4, in a segment that is mostly dead now
     seg, off, length = parse_locator(rotten)
     fd = os.open(store.blobs.path(seg), os.O_WRONLY)
@@ -92,7 +92,7 @@ async def test_compaction_leaves_a_body_that_no_longer_matches_its_sha256_where_
     os.close(fd)
     counted = REGISTRY.get_sample_value("mailflow_mailbox_store_blob_corrupt_total") or 0.0
     await maintenance.compact(store, grace=0)
-    after = await store.body_locators(s, mb, UidSet([(1, 12)]))
+    after = (await store.bodies(s, mb, UidSet([(1, 12)]), 0))[0]
     assert after[0][1] == rotten and store.blobs.path(seg).exists()  # left where it is, its segment kept
     assert [loc for _, loc, _ in after[1:]] != [loc for _, loc, _ in before[1:]]  # the good ones moved on
     assert await store.read_bodies([loc for _, loc, _ in after[1:]]) == [body(7), body(11)]
