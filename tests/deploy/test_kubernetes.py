@@ -296,19 +296,22 @@ def test_postgres_cluster_matches_what_the_services_use(rendered):
         )
 
 
-def test_prod_runs_more_than_one_of_each_front_service(rendered):
+def test_prod_runs_every_service_as_replicas_that_keep_no_state(rendered):
     overlay, objs = rendered
     if overlay != "prod":
         pytest.skip("prod only")
     deployments = of_kind(objs, "Deployment")
-    for name in ("smtp-ingress", "imap-pop3", "resolver", "queue"):
+    for name in ("smtp-ingress", "imap-pop3", "resolver", "queue", "mailbox-store"):
         assert deployments[name]["spec"]["replicas"] >= 2
         spread = deployments[name]["spec"]["template"]["spec"]["topologySpreadConstraints"][0]
         assert (spread["topologyKey"], spread["whenUnsatisfiable"]) == ("kubernetes.io/hostname", "DoNotSchedule")
-    for name in ("smtp-ingress", "imap-pop3", "resolver", "queue", "delivery"):
-        strategy = deployments[name]["spec"]["strategy"]
+    for name, deploy in deployments.items():
+        strategy = deploy["spec"]["strategy"]
         assert strategy["type"] == "RollingUpdate" and strategy["rollingUpdate"]["maxUnavailable"] == 0, name
-    assert deployments["mailbox-store"]["spec"]["strategy"]["type"] == "Recreate", "segment files: one writer"
+        volumes = deploy["spec"]["template"]["spec"].get("volumes", [])
+        assert not [v for v in volumes if "persistentVolumeClaim" in v], f"{name} keeps state of its own"
+    store = {e["name"]: e.get("value") for e in container(deployments["mailbox-store"])["env"]}
+    assert store["MAILFLOW_STORE_BLOBS"] == "postgres", "bodies where every replica reads them"
 
 
 def nats_values() -> dict:
