@@ -191,6 +191,7 @@ def test_kill_one_replica_of_each_service_and_a_nats_node_under_load(tmp_path, d
     store_db, queue_db = databases
     env = {
         "MAILFLOW_STORE_DATABASE_URL": store_db,
+        "MAILFLOW_STORE_BLOBS": "postgres",  # every store replica reads every body
         "MAILFLOW_QUEUE_DATABASE_URL": queue_db,
         "MAILFLOW_QUEUE_SCAN_INTERVAL_S": "0.5",
         "MAILFLOW_QUEUE_FIRST_RETRY_S": "2",

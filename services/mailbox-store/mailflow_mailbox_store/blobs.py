@@ -36,6 +36,7 @@ A pread of the same bodies from the page cache costs 2 µs and 36 µs.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -56,6 +57,10 @@ READ_BATCH_BYTES = 4 * 1024 * 1024  # bodies read together (one query with Postg
 
 
 class BlobMissing(Exception):
+    pass
+
+
+class BlobFolderInUse(RuntimeError):
     pass
 
 
@@ -128,6 +133,18 @@ class SegmentBlobs:
     def __init__(self, directory: str | os.PathLike, segment_bytes: int = 64 * 1024 * 1024):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
+        # One writer per folder: a second store process (a replica given the same volume) would append at
+        # offsets the first believes are its own. An exclusive lock on the folder's lock file refuses it
+        # at startup; the kernel drops the lock with the process, however it ends.
+        self._owner = os.open(self.dir / "store.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._owner)
+            raise BlobFolderInUse(
+                f"{self.dir} is in use by another mailbox-store process: segment files have one writer "
+                "(for several store replicas keep the bodies in PostgreSQL, MAILFLOW_STORE_BLOBS=postgres)"
+            ) from None
         self.segment_bytes = segment_bytes
         self._lock = threading.Lock()
         self._readers: dict[int, int] = {}
@@ -247,6 +264,9 @@ class SegmentBlobs:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+            if self._owner >= 0:
+                os.close(self._owner)  # and with it the folder's lock
+                self._owner = -1
         with self._readers_lock:
             for fd in [*self._readers.values(), *self._retired]:
                 os.close(fd)

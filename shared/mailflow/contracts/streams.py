@@ -16,6 +16,8 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
+import nats.errors
+import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -179,9 +181,24 @@ _UPDATABLE = ("max_age", "duplicate_window", "allow_direct", "discard", "num_rep
 _CONSUMER_UPDATABLE = ("filter_subject", "ack_wait", "max_deliver", "max_ack_pending")
 
 
-async def ensure_streams(js: JetStreamContext, t: Topology = Topology()) -> None:
+async def ensure_streams(js: JetStreamContext, t: Topology = Topology(), within: float = 60.0) -> None:
     """Create or update every stream and durable consumer, and create the key-value buckets. Safe to call
-    again at any time."""
+    again at any time, also by several processes at once. In a cluster an R3 stream takes the meta
+    leader a while to place, and replicas starting together ask at the same moment: an answer that did
+    not come in time, or JetStream saying it is not ready yet (503), is asked again for up to `within`
+    seconds before the error is raised."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            return await _ensure(js, t)
+        except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError) as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("streams not ready, asking again: %s", exc)
+            await asyncio.sleep(1.0)
+
+
+async def _ensure(js: JetStreamContext, t: Topology) -> None:
     for cfg in stream_configs(t):
         try:
             info = await js.stream_info(cfg.name)

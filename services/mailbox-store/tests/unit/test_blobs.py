@@ -8,6 +8,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+from mailflow_mailbox_store.blobs import BlobFolderInUse, SegmentBlobs
+
 CHILD = textwrap.dedent(
     """
     import resource, signal, sys
@@ -39,3 +43,20 @@ def test_a_write_cut_short_by_a_full_disk_leaves_every_locator_right(tmp_path):
     r = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["refused", "27", "ok"], r.stdout  # 27: EFBIG, after a short write
+
+
+def test_a_second_store_process_on_the_same_folder_is_refused(tmp_path):
+    """Segment files have one writer: a second SegmentBlobs on the folder (another process, or a replica
+    given the same volume) fails at once with a clear error; once the first is closed the folder is free."""
+    first = SegmentBlobs(tmp_path)
+    child = subprocess.run(
+        [sys.executable, "-c", "import sys; from mailflow_mailbox_store.blobs import SegmentBlobs; SegmentBlobs(sys.argv[1])", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode != 0 and "BlobFolderInUse" in child.stderr and "MAILFLOW_STORE_BLOBS=postgres" in child.stderr
+    with pytest.raises(BlobFolderInUse):
+        SegmentBlobs(tmp_path)  # in this process too: the lock is the open file's, not the process's
+    first.close()
+    SegmentBlobs(tmp_path).close()
