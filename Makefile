@@ -76,8 +76,9 @@ clean:
 
 # --- containers: docker compose for real (owner: deploy/) -------------------------------------------
 # Starts dockerd if needed, builds the base images (debootstrap) and NATS/PostgreSQL stand-ins once,
-# then brings the compose stack up from images built here: mail round trip, then delivery scaled to 3.
+# then brings the compose stack up from images built here: mail round trip, delivery scaled to 3, a
+# certificate from pebble (ACME), and NATS as three containers (deploy/compose/ha.yml) with one killed.
 .PHONY: test-compose
 test-compose: $(STAMP)
 	bash deploy/ci/local-images.sh
-	MAILFLOW_TEST_COMPOSE=1 $(PYTEST) tests/deploy/test_compose_roundtrip.py tests/deploy/test_compose_acme.py -q
+	MAILFLOW_TEST_COMPOSE=1 $(PYTEST) tests/deploy/test_compose_roundtrip.py tests/deploy/test_compose_acme.py tests/deploy/test_compose_ha.py -q

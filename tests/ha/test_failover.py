@@ -40,7 +40,7 @@ from tests.support import postgres_schema, wait_for
 
 pytestmark = [pytest.mark.ha, pytest.mark.timeout(1200)]
 
-RATE = float(os.environ.get("MAILFLOW_HA_RATE", "25"))  # messages a second
+RATE = float(os.environ.get("MAILFLOW_HA_RATE", "45"))  # messages a second: ~3,200 in all
 INTERVAL = float(os.environ.get("MAILFLOW_HA_INTERVAL", "8"))  # seconds between kills
 DOWN = 2.0  # seconds a killed replica stays dead
 FAILOVER_LIMIT = 5.0
