@@ -11,6 +11,7 @@ import asyncio
 import imaplib
 import itertools
 import re
+import smtplib
 import socket
 import threading
 import time
@@ -226,6 +227,23 @@ class Prober:
             last_end = failed
             longest = max(longest, last_end - run_start)
         return longest
+
+
+def session_probers(st: Stack, imap_user: str, password: str = "pw") -> dict[str, Prober]:
+    """Two running Probers: "smtp" opens a new SMTP session (greeting, EHLO), "imap" a new IMAP one
+    (LOGIN as `imap_user`, SELECT INBOX), each every 0.2 s, through the stack's ports."""
+
+    def smtp_session() -> None:
+        with smtplib.SMTP(st.ports.host, st.ports.smtp, timeout=5) as s:
+            s.ehlo("probe.test")
+
+    def imap_session() -> None:
+        with imaplib.IMAP4(st.ports.host, st.ports.imap, timeout=5) as m:
+            m.login(imap_user, password)
+            m.select("INBOX", readonly=True)
+            m.logout()
+
+    return {"smtp": Prober(smtp_session).start(), "imap": Prober(imap_session).start()}
 
 
 @dataclass

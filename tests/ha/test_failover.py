@@ -19,12 +19,10 @@ At the end the stack drains, and:
 
 from __future__ import annotations
 
-import imaplib
 import os
 import poplib
 import re
 import select
-import smtplib
 import socket
 import threading
 import time
@@ -35,7 +33,7 @@ import pytest
 
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
 from mailflow.stack import Ports, Stack
-from tests.chaos.load import Account, Prober, Sender, add_users, stored_ids, wait_drained
+from tests.chaos.load import Account, Sender, add_users, session_probers, stored_ids, wait_drained
 from tests.support import postgres_schema, wait_for
 
 pytestmark = [pytest.mark.ha, pytest.mark.timeout(1200)]
@@ -204,17 +202,7 @@ def test_kill_one_replica_of_each_service_and_a_nats_node_under_load(tmp_path, d
             idler.start()
         wait_for(lambda: all(i.idling.is_set() for i in idlers), timeout=15, what="IDLE clients in IDLE")
 
-        def smtp_session() -> None:
-            with smtplib.SMTP(st.ports.host, st.ports.smtp, timeout=5) as s:
-                s.ehlo("probe.test")
-
-        def imap_session() -> None:
-            with imaplib.IMAP4(st.ports.host, st.ports.imap, timeout=5) as m:
-                m.login(f"user{USERS - 1}@{DOMAIN}", "pw")
-                m.select("INBOX", readonly=True)
-                m.logout()
-
-        probers = {"smtp": Prober(smtp_session).start(), "imap": Prober(imap_session).start()}
+        probers = session_probers(st, f"user{USERS - 1}@{DOMAIN}")
         stored = Stored(st).start()
         seconds = INTERVAL * (len(VICTIMS) + 2)  # the last victim's window ends before sending does
         sender = Sender(st, int(RATE * seconds * 2), seconds, users=USERS, domain=DOMAIN, threads=6, rate=RATE).start()

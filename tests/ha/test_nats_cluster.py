@@ -18,9 +18,7 @@ the sender tries again later, as RFC 5321 has it. The test prints, per kill, the
 from __future__ import annotations
 
 import asyncio
-import imaplib
 import os
-import smtplib
 import time
 from collections import Counter
 
@@ -29,7 +27,7 @@ import pytest
 from mailflow import natsconn
 from mailflow.contracts.streams import QUEUE_INTAKE
 from mailflow.stack import Ports, Stack
-from tests.chaos.load import Account, Prober, Sender, add_users, stored_ids, wait_drained
+from tests.chaos.load import Account, Sender, add_users, session_probers, stored_ids, wait_drained
 
 pytestmark = [pytest.mark.ha, pytest.mark.timeout(900)]
 
@@ -61,17 +59,7 @@ def test_stack_on_a_three_node_cluster_survives_each_node_killed(tmp_path):
         assert all(n == NODES for n in replicas.values()), f"every stream and bucket R{NODES}: {replicas}"
         add_users(st, USERS, DOMAIN)
 
-        def smtp_session() -> None:
-            with smtplib.SMTP(st.ports.host, st.ports.smtp, timeout=5) as s:
-                s.ehlo("probe.test")
-
-        def imap_session() -> None:
-            with imaplib.IMAP4(st.ports.host, st.ports.imap, timeout=5) as m:
-                m.login(f"user0@{DOMAIN}", "pw")
-                m.select("INBOX", readonly=True)
-                m.logout()
-
-        probers = {"smtp": Prober(smtp_session).start(), "imap": Prober(imap_session).start()}
+        probers = session_probers(st, f"user0@{DOMAIN}")
         seconds = INTERVAL * (NODES + 2)  # the last kill's window ends before sending does
         sender = Sender(st, int(RATE * seconds * 2), seconds, users=USERS, domain=DOMAIN, threads=4, rate=RATE).start()
         kills: list[tuple[int, float, float]] = []  # (node, killed at, back at)

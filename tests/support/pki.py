@@ -5,6 +5,7 @@ expired or not yet valid, written as PEM files a server loads and a client trust
     cert, key = ca.issue("mx.naver.test")                   # valid now, signed by the CA
     cert, key = ca.issue("mx.naver.test", expired=True)      # ended yesterday
     settings.tls_ca_file = str(ca.cert)                      # the client trusts the CA
+    der, spki = self_signed(key, expired=True)               # DER, for DANE: a certificate and its key's SPKI
 """
 
 from __future__ import annotations
@@ -14,8 +15,27 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+def self_signed(key=None, expired: bool = False, cn: str = "mx.dane.test") -> tuple[bytes, bytes]:
+    """A self-signed certificate for `key` (a new P-256 key when None), valid now or ended yesterday, as
+    (DER certificate, DER SubjectPublicKeyInfo as cryptography encodes it)."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
+        .public_key(key.public_key())
+        .serial_number(7)
+        .not_valid_before(now - datetime.timedelta(days=400 if expired else 1))
+        .not_valid_after(now + datetime.timedelta(days=-1 if expired else 1))
+        .sign(key, None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
+    )
+    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return cert.public_bytes(serialization.Encoding.DER), spki
 
 
 def _name(cn: str) -> x509.Name:

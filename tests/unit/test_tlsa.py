@@ -4,36 +4,21 @@ not a certificate, a key type cryptography does not know, or an SPKI it would en
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import random
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import NameOID
 
 from mailflow import tlsa
+from tests.support.pki import self_signed
 
 
 def certificate(key=None) -> tuple[bytes, bytes]:
     """(DER certificate, DER SubjectPublicKeyInfo as cryptography encodes it)."""
-    key = key or ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx.dane.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(7)
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
-    )
-    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return cert.public_bytes(serialization.Encoding.DER), public
+    return self_signed(key)
 
 
 def _der(tag: int, content: bytes) -> bytes:

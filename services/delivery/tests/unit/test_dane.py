@@ -4,37 +4,20 @@ TLSA answer makes (a DnsLookup answering from a table)."""
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailflow import tlsa
 from mailflow.contracts.messages import DnsAnswer, MxHost
 from mailflow_delivery.dane import Dane, Tlsa, matches, parse, unusable
+from tests.support.pki import self_signed
 
 
 def certificate(key=None) -> tuple[bytes, bytes]:
-    """(DER certificate, DER SubjectPublicKeyInfo as cryptography encodes it)."""
-    key = key or ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx.dane.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(7)
-        .not_valid_before(now - datetime.timedelta(days=400))
-        .not_valid_after(now - datetime.timedelta(days=1))  # expired: DANE-EE does not care (RFC 7672 §3.1.1)
-        .sign(key, None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
-    )
-    der = cert.public_bytes(serialization.Encoding.DER)
-    return der, key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    """(DER certificate, DER SubjectPublicKeyInfo as cryptography encodes it), expired: DANE-EE does not care (RFC 7672 §3.1.1)."""
+    return self_signed(key, expired=True)
 
 
 @pytest.mark.parametrize(
