@@ -77,6 +77,17 @@ def db_url(request, tmp_path):
         yield url
 
 
+@pytest.fixture
+def pg_url():
+    """A fresh PostgreSQL schema's URL (see db_url); skips the test when MAILFLOW_TEST_POSTGRES_URL is not
+    set: for what only PostgreSQL does (several processes on one database, pg_dump)."""
+    base = postgres_url()
+    if not base:
+        pytest.skip("MAILFLOW_TEST_POSTGRES_URL is not set")
+    with postgres_schema(base) as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def local_store():
     """mailbox-store's real code in this process, started once per session (tests/support/store.py)."""

@@ -10,7 +10,6 @@ again and IMAP reads every message, byte for byte, with its flags, and takes new
 from __future__ import annotations
 
 import imaplib
-import os
 import shutil
 import smtplib
 import subprocess
@@ -20,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from mailflow.stack import Ports, Stack
-from tests.support import postgres_schema, wait_for
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -56,14 +55,10 @@ def mailbox(st: Stack) -> dict[bytes, tuple[bytes, bytes]]:
 
 
 @pytest.fixture
-def store_db():
-    base = os.environ.get("MAILFLOW_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip("MAILFLOW_TEST_POSTGRES_URL is not set")
+def store_db(pg_url):
     if not (shutil.which("pg_dump") and shutil.which("pg_restore")):
         pytest.skip("pg_dump/pg_restore (postgresql-client) not installed")
-    with postgres_schema(base) as url:
-        yield url
+    return pg_url
 
 
 def test_pg_dump_wipe_pg_restore_and_every_message_reads_back(tmp_path, store_db):

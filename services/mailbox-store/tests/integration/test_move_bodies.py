@@ -4,26 +4,14 @@ stops the move and is left where it was."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from mailflow.store.api import DeliverItem
 from mailflow_mailbox_store import app, move_bodies
 from mailflow_mailbox_store.uidset import UidSet
-from tests.support import postgres_schema
 from tests.support.store import MemoryPublisher
 
 from ..conftest import make_settings
-
-
-@pytest.fixture
-def pg_url():
-    base = os.environ.get("MAILFLOW_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip("MAILFLOW_TEST_POSTGRES_URL is not set")
-    with postgres_schema(base) as url:
-        yield url
 
 
 def body(i: int) -> bytes:

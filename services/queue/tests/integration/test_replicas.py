@@ -41,20 +41,12 @@ from mailflow.natsserver import die_with_parent
 from mailflow_queue import db
 from mailflow_queue.db import make_engine, migrate
 from mailflow_queue.lease import DbLease, LeaseLost, Term
-from tests.support import await_for, free_port, postgres_schema
+from tests.support import await_for, free_port
 
 HERE = Path(__file__).parent
 ADMIN = "adm1n"
 BODY = b"From: a@daum.test\r\nTo: z@naver.test\r\nSubject: hello\r\n\r\nHi.\r\n"
 
-
-@pytest.fixture
-def pg_url():
-    base = os.environ.get("MAILFLOW_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip("MAILFLOW_TEST_POSTGRES_URL is not set: replicas need PostgreSQL")
-    with postgres_schema(base) as url:
-        yield url
 
 
 @pytest.fixture
@@ -149,16 +141,12 @@ def queues(tmp_path, nats_url, pg_url):
 
 
 async def eventually(pred, timeout: float = 20.0, what: str = ""):
-    """Poll a plain predicate (processes, files, the database) while the event loop runs the test's
-    NATS subscriptions."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or pred}")
-        await asyncio.sleep(0.02)
+    """await_for with a plain predicate (processes, files, the database)."""
+
+    async def check():
+        return pred()
+
+    return await await_for(check, timeout, what=what)
 
 
 def holder(database) -> int | None:
