@@ -285,8 +285,6 @@ class Pop3Session:
             return
         self.finished = True
         self.timer.cancel()
-        if self.renewing is not None:
-            self.renewing.cancel()
         self.ctx.sessions.discard(self)
         _ACTIVE.dec()
         if self.retrieved:
@@ -323,6 +321,9 @@ class Pop3Session:
                 self.done.set_result(None)
 
     async def release(self) -> None:
+        if self.renewing is not None:  # a lock released is not renewed (a login whose SELECT failed)
+            self.renewing.cancel()
+            self.renewing = None
         if self.lock_token is not None and self.principal is not None:
             token, self.lock_token = self.lock_token, None
             try:
