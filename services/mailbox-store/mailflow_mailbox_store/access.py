@@ -20,11 +20,13 @@ from mailflow.errors import Invalid
 from mailflow.store.api import (
     AppendResult,
     CopyResult,
+    DeletedUse,
     MailboxInfo,
     MailboxStatus,
+    QuotaUse,
 )
 from mailflow.store.search import SearchKey
-from mailflow_mailbox_store import folders, messages, metrics, names, sections
+from mailflow_mailbox_store import directory, folders, messages, metrics, names, sections
 from mailflow_mailbox_store.blobs import in_batches
 from mailflow_mailbox_store.learning import Learner
 from mailflow_mailbox_store.listings import Listing, ListingCache
@@ -94,6 +96,12 @@ class Store(StoreCore):
 
     async def status(self, s: Session, name: str) -> MailboxStatus:
         return await self.db.read(folders.status, s.user_id, name, self.listings)
+
+    async def quota(self, s: Session) -> QuotaUse:
+        return await self.db.read(directory.quota_use, s.user_id)
+
+    async def deleted(self, s: Session, name: str) -> DeletedUse:
+        return await self.db.read(folders.deleted_use, s.user_id, name)
 
     async def select(self, s: Session, name: str, claim_recent: bool = True) -> Selection:
         """The listing, the status, and the UID from which messages are \\Recent for this session

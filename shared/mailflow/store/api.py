@@ -143,6 +143,24 @@ class MailboxStatus:
 
 
 @dataclass(frozen=True)
+class QuotaUse:
+    """A user's storage against their quota (IMAP QUOTA, RFC 9208: one quota root per user)."""
+
+    used_bytes: int  # octets of every message in every mailbox of the user
+    messages: int
+    limit_bytes: int | None  # None: no limit
+
+
+@dataclass(frozen=True)
+class DeletedUse:
+    """The messages of one mailbox flagged \\Deleted: what EXPUNGE would remove (STATUS DELETED and
+    DELETED-STORAGE, RFC 9051 §6.3.11 and RFC 9208 §4.4)."""
+
+    messages: int
+    size: int  # octets
+
+
+@dataclass(frozen=True)
 class MessageMeta:
     uid: int
     flags: frozenset[str]
@@ -205,6 +223,11 @@ class Mailboxes(Directory, Protocol):
     async def subscribe(self, p: Principal, name: str, subscribed: bool) -> None: ...
     async def status(self, p: Principal, name: str) -> MailboxStatus: ...
     async def select(self, p: Principal, name: str, claim_recent: bool = True) -> Selected: ...
+    async def quota(self, p: Principal) -> QuotaUse: ...
+    async def deleted(self, p: Principal, name: str) -> DeletedUse:
+        """NotFound for a mailbox that does not exist."""
+        ...
+
     async def changes(self, p: Principal, mailbox_id: int, since_modseq: int) -> Changes: ...
 
     async def fetch_meta(self, p: Principal, mailbox_id: int, uids: list[int]) -> list[MessageMeta]: ...

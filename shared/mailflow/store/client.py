@@ -56,6 +56,7 @@ from mailflow.store.api import (
     AppendResult,
     Changes,
     CopyResult,
+    DeletedUse,
     DeliverItem,
     DeliverResult,
     FlagOp,
@@ -63,6 +64,7 @@ from mailflow.store.api import (
     MailboxStatus,
     MessageMeta,
     Principal,
+    QuotaUse,
     Resolution,
     Selected,
     StoreResult,
@@ -248,6 +250,12 @@ class StoreClient:
 
     async def status(self, p: Principal, name: str) -> MailboxStatus:
         return _status(await self._json("POST", "/access/status", json={"name": name}, p=p))
+
+    async def quota(self, p: Principal) -> QuotaUse:
+        return QuotaUse(**await self._json("POST", "/access/quota", json={}, p=p))
+
+    async def deleted(self, p: Principal, name: str) -> DeletedUse:
+        return DeletedUse(**await self._json("POST", "/access/deleted", json={"name": name}, p=p))
 
     async def select(self, p: Principal, name: str, claim_recent: bool = True) -> Selected:
         head, (uids_b, index_b, modseqs_b) = await self._frame(

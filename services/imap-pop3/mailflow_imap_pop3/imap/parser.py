@@ -24,6 +24,7 @@ from mailflow_imap_pop3.imap.syntax import (
     ListCmd,
     Login,
     MailboxArg,
+    QuotaRootArg,
     RecentKey,
     Rename,
     Search,
@@ -103,6 +104,11 @@ def _mailbox_arg(r: Reader) -> MailboxArg:
     return MailboxArg(r.mailbox())
 
 
+def _quota_root(r: Reader) -> QuotaRootArg:
+    r.sp()
+    return QuotaRootArg(r.text())
+
+
 def _rename(r: Reader) -> Rename:
     r.sp()
     old = r.mailbox()
@@ -112,7 +118,10 @@ def _rename(r: Reader) -> Rename:
 
 _LIST_SELECT = {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"}
 _LIST_RETURN = {"SUBSCRIBED", "CHILDREN", "SPECIAL-USE"}
-STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ", "SIZE"}
+STATUS_ITEMS = {
+    "MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ", "SIZE",
+    "DELETED", "DELETED-STORAGE",  # RFC 9051 §6.3.11, RFC 9208 §4.4 (QUOTA=RES-STORAGE)
+}  # fmt: skip
 
 
 def _status_items(r: Reader) -> tuple[str, ...]:
@@ -481,6 +490,7 @@ ARGUMENTS = {
     "STATUS": _status, "APPEND": _append, "CHECK": _none, "CLOSE": _none, "EXPUNGE": _none,
     "SEARCH": _search, "FETCH": _fetch, "STORE": _store, "COPY": _copy, "MOVE": _copy, "UNSELECT": _none,
     "IDLE": _none, "NAMESPACE": _none, "ID": _id, "ENABLE": _enable,
+    "GETQUOTA": _quota_root, "GETQUOTAROOT": _mailbox_arg,
     "UID COPY": _copy, "UID MOVE": _copy, "UID FETCH": _fetch, "UID SEARCH": _search, "UID STORE": _store,
     "UID EXPUNGE": _seq_arg,
 }  # fmt: skip

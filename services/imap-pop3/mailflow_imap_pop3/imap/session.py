@@ -34,7 +34,7 @@ from mailflow_imap_pop3 import metrics
 from mailflow_imap_pop3.context import Context, session_id
 from mailflow_imap_pop3.imap import errors
 from mailflow_imap_pop3.imap import responses as rsp
-from mailflow_imap_pop3.imap.commands import auth, fetch, idle, mailbox, search, selected, store
+from mailflow_imap_pop3.imap.commands import auth, fetch, idle, mailbox, quota, search, selected, store
 from mailflow_imap_pop3.imap.framing import Continue, FrameError, Framer
 from mailflow_imap_pop3.imap.lexer import ParseError
 from mailflow_imap_pop3.imap.parser import parse
@@ -91,6 +91,8 @@ COMMANDS: dict[str, Spec] = {
     "LIST": Spec(mailbox.cmd_list, AUTHED),
     "LSUB": Spec(mailbox.cmd_lsub, AUTHED),
     "STATUS": Spec(mailbox.cmd_status, AUTHED),
+    "GETQUOTA": Spec(quota.cmd_getquota, AUTHED),
+    "GETQUOTAROOT": Spec(quota.cmd_getquotaroot, AUTHED),
     "APPEND": Spec(mailbox.cmd_append, AUTHED),
     "IDLE": Spec(idle.cmd_idle, AUTHED),
     "CHECK": Spec(selected.cmd_check, State.SELECTED, poll=True),
@@ -166,7 +168,7 @@ class Session:
         else:
             caps += [
                 "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE",
-                "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "STATUS=SIZE",
+                "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE",
                 f"APPENDLIMIT={self.ctx.settings.max_append_bytes}",
             ]  # fmt: skip
         return " ".join(caps)

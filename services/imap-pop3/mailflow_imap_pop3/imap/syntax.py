@@ -80,7 +80,12 @@ class Select:
 
 
 @dataclass(frozen=True, slots=True)
-class MailboxArg:  # CREATE, DELETE, SUBSCRIBE, UNSUBSCRIBE
+class QuotaRootArg:  # GETQUOTA (RFC 9208 §4.2)
+    root: str
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxArg:  # CREATE, DELETE, SUBSCRIBE, UNSUBSCRIBE, GETQUOTAROOT
     mailbox: str
     special_use: str | None = None  # CREATE ... (USE (\Drafts)), RFC 6154 §3
 

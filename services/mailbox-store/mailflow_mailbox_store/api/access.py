@@ -155,6 +155,18 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
         await store.subscribe(await session(request), body.name, body.subscribed)
         return _json({})
 
+    @r.post("/quota")
+    async def quota(request: Request):
+        """The user's storage against their quota: {used_bytes, messages, limit_bytes (null: none)}."""
+        q = await store.quota(await session(request))
+        return _json({"used_bytes": q.used_bytes, "messages": q.messages, "limit_bytes": q.limit_bytes})
+
+    @r.post("/deleted")
+    async def deleted(request: Request, body: Name):
+        """The mailbox's messages flagged \\Deleted: {messages, size}."""
+        d = await store.deleted(await session(request), body.name)
+        return _json({"messages": d.messages, "size": d.size})
+
     @r.post("/status")
     async def status(request: Request, body: Name):
         return _json(status_obj(await store.status(await session(request), body.name)))
