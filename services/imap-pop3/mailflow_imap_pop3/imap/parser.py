@@ -16,6 +16,7 @@ from mailflow_imap_pop3.imap.syntax import (
     Append,
     Authenticate,
     Command,
+    Compress,
     CopyMove,
     Enable,
     Fetch,
@@ -348,6 +349,11 @@ def _id(r: Reader) -> Id:
     return Id(tuple(pairs))
 
 
+def _compress(r: Reader) -> Compress:
+    r.sp()
+    return Compress(r.keyword())
+
+
 def _enable(r: Reader) -> Enable:
     caps = []
     while r.maybe(b" "):
@@ -490,7 +496,7 @@ ARGUMENTS = {
     "STATUS": _status, "APPEND": _append, "CHECK": _none, "CLOSE": _none, "EXPUNGE": _none,
     "SEARCH": _search, "FETCH": _fetch, "STORE": _store, "COPY": _copy, "MOVE": _copy, "UNSELECT": _none,
     "IDLE": _none, "NAMESPACE": _none, "ID": _id, "ENABLE": _enable,
-    "GETQUOTA": _quota_root, "GETQUOTAROOT": _mailbox_arg,
+    "GETQUOTA": _quota_root, "GETQUOTAROOT": _mailbox_arg, "COMPRESS": _compress,
     "UID COPY": _copy, "UID MOVE": _copy, "UID FETCH": _fetch, "UID SEARCH": _search, "UID STORE": _store,
     "UID EXPUNGE": _seq_arg,
 }  # fmt: skip

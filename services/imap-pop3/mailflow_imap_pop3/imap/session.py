@@ -80,6 +80,7 @@ COMMANDS: dict[str, Spec] = {
     "AUTHENTICATE": Spec(auth.cmd_authenticate, State.NOT_AUTH),
     "LOGIN": Spec(auth.cmd_login, State.NOT_AUTH),
     "ENABLE": Spec(auth.cmd_enable, State.AUTH),
+    "COMPRESS": Spec(auth.cmd_compress, AUTHED),
     "NAMESPACE": Spec(auth.cmd_namespace, AUTHED),
     "SELECT": Spec(mailbox.cmd_select, AUTHED),
     "EXAMINE": Spec(mailbox.cmd_examine, AUTHED),
@@ -171,6 +172,8 @@ class Session:
                 "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE",
                 f"APPENDLIMIT={self.ctx.settings.max_append_bytes}",
             ]  # fmt: skip
+            if not self.conn.compressed:  # RFC 4978 §3: not offered again once on
+                caps.append("COMPRESS=DEFLATE")
         return " ".join(caps)
 
     async def logged_in(self, principal: Principal) -> None:

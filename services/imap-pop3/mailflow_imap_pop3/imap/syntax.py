@@ -204,5 +204,10 @@ class Id:
 
 
 @dataclass(frozen=True, slots=True)
+class Compress:  # RFC 4978
+    mechanism: str
+
+
+@dataclass(frozen=True, slots=True)
 class Enable:
     capabilities: tuple[str, ...]
