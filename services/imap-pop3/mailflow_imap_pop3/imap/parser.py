@@ -266,17 +266,40 @@ def _section(r: Reader) -> Section:
     return Section(tuple(part), text, fields)
 
 
+def _section_binary(r: Reader) -> Section:
+    """RFC 3516 section-binary: "[" [section-part] "]", part numbers only."""
+    r.expect(b"[")
+    part: list[int] = []
+    if r.peek() != b"]":
+        part.append(r.nz_number())
+        while r.maybe(b"."):
+            if len(part) == MAX_SECTION_PARTS:
+                raise ParseError(f"Section part numbers nested too deeply (the limit is {MAX_SECTION_PARTS})", r.tag)
+            part.append(r.nz_number())
+    r.expect(b"]")
+    return Section(tuple(part))
+
+
+def _partial(r: Reader) -> tuple[int, int] | None:
+    if not r.maybe(b"<"):
+        return None
+    offset = r.number()
+    r.expect(b".")
+    partial = (offset, r.nz_number())
+    r.expect(b">")
+    return partial
+
+
 def _fetch_att(r: Reader) -> FetchAtt:
     name = r.match(FETCH_NAME, "fetch attribute").group().decode().upper()
     if name in ("BODY", "BODY.PEEK") and r.peek() == b"[":
         section = _section(r)
-        partial = None
-        if r.maybe(b"<"):
-            offset = r.number()
-            r.expect(b".")
-            partial = (offset, r.nz_number())
-            r.expect(b">")
-        return FetchAtt("BODY[]", section, name == "BODY.PEEK", partial)
+        return FetchAtt("BODY[]", section, name == "BODY.PEEK", _partial(r))
+    if name in ("BINARY", "BINARY.PEEK"):  # RFC 3516
+        section = _section_binary(r)
+        return FetchAtt("BINARY[]", section, name == "BINARY.PEEK", _partial(r))
+    if name == "BINARY.SIZE":
+        return FetchAtt("BINARY.SIZE", _section_binary(r), peek=True)  # reading a size sets no \Seen
     if name not in _SIMPLE_ATTS:
         raise ParseError(f"Unknown FETCH attribute {name}", r.tag)
     return FetchAtt(name)

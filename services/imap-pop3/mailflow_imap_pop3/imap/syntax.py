@@ -150,7 +150,8 @@ class Section:
 @dataclass(frozen=True, slots=True)
 class FetchAtt:
     name: str  # FLAGS UID INTERNALDATE RFC822.SIZE ENVELOPE BODY BODYSTRUCTURE MODSEQ RFC822
-    # RFC822.HEADER RFC822.TEXT, or BODY[] for every BODY[section] / BODY.PEEK[section]
+    # RFC822.HEADER RFC822.TEXT, BODY[] for every BODY[section] / BODY.PEEK[section], BINARY[] for every
+    # BINARY[part] / BINARY.PEEK[part] and BINARY.SIZE (RFC 3516: the section is part numbers only)
     section: Section | None = None
     peek: bool = False
     partial: tuple[int, int] | None = None  # <offset.count>
