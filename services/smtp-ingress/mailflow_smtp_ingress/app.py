@@ -23,6 +23,7 @@ from mailflow.hostport import LOCAL_HOST, split_hostport
 from mailflow.lifecycle import Stopper
 from mailflow.store.api import Directory
 from mailflow.web import HttpServer, service_app
+from mailflow_smtp_ingress import metrics
 from mailflow_smtp_ingress.checks import Checks
 from mailflow_smtp_ingress.directory import CachedDirectory
 from mailflow_smtp_ingress.handler import IngressHandler
@@ -53,7 +54,7 @@ def certificates(settings: Settings) -> tls.Certificates:
         cert, key = str(base / "cert.pem"), str(base / "key.pem")
         if tls.ensure_self_signed(Path(cert), Path(key), settings.hostname):
             log.warning("no TLS certificate configured: made a self-signed one", extra={"cert": cert})
-    return tls.Certificates(cert, key)
+    return tls.Certificates(cert, key, expiry=metrics.TLS_CERT_EXPIRY)
 
 
 async def mta_sts_server(settings: Settings, directory: Directory, certs: tls.Certificates) -> HttpServer | None:
