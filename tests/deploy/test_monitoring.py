@@ -17,6 +17,7 @@ import importlib
 import json
 import pkgutil
 import re
+import shutil
 import subprocess
 from functools import cache
 
@@ -283,3 +284,111 @@ def test_prod_takes_the_component_and_dev_does_not(prod):
     assert set(of_kind(prod, "PrometheusRule")) == {"mailflow"}
     dev = (K8S / "overlays/dev/kustomization.yaml").read_text()
     assert "components/monitoring" not in dev, "dev clusters rarely run the Prometheus Operator"
+
+
+# --- PromQL as Prometheus parses and evaluates it (promtool, Debian's package prometheus) ----------------
+
+
+def promtool() -> str:
+    tool = shutil.which("promtool")
+    if tool is None:
+        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
+    return tool
+
+
+def run_promtool(*args: str, cwd) -> None:
+    proc = subprocess.run([promtool(), *args], capture_output=True, text=True, timeout=60, cwd=cwd)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_promtool_parses_the_rules_and_every_dashboard_query(tmp_path):
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(component("PrometheusRule")["spec"]))
+    queries = [t["expr"] for p in panels(dashboard()) for t in p.get("targets", [])]
+    panel_rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:query{n}", "expr": q.replace("$__rate_interval", "5m").replace("$namespace", "mailflow")}
+        for n, q in enumerate(queries)
+    ]}]}  # fmt: skip
+    (tmp_path / "panels.yaml").write_text(yaml.safe_dump(panel_rules))
+    run_promtool("check", "rules", "rules.yaml", "panels.yaml", cwd=tmp_path)
+
+
+ALERT_TESTS = """
+rule_files: [rules.yaml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      # a certificate with 10 days left at t=0, then 2 days (a renewal that never came)
+      - series: 'mailflow_smtp_tls_certificate_expiry_timestamp_seconds{namespace="mailflow", job="smtp-ingress", pod="s-1"}'
+        values: '864000x120'
+      - series: 'mailflow_imap_tls_certificate_expiry_timestamp_seconds{namespace="mailflow", job="imap-pop3", pod="i-1"}'
+        values: '172800x120'
+      # queue: the scheduler's replica counts ever more deferred recipients; the standby's gauge is stale
+      - series: 'mailflow_queue_scheduler_active{namespace="mailflow", job="queue", pod="q-1"}'
+        values: '1x120'
+      - series: 'mailflow_queue_scheduler_active{namespace="mailflow", job="queue", pod="q-2"}'
+        values: '0x120'
+      - series: 'mailflow_queue_recipients{namespace="mailflow", job="queue", pod="q-1", state="deferred"}'
+        values: '600+10x120'
+      - series: 'mailflow_queue_recipients{namespace="mailflow", job="queue", pod="q-2", state="deferred"}'
+        values: '100000x120'
+      # delivery: 1 recipient a second delivered, 1 a second bounced
+      - series: 'mailflow_delivery_recipients_total{namespace="mailflow", job="delivery", pod="d-1", route="remote", outcome="delivered"}'
+        values: '0+60x120'
+      - series: 'mailflow_delivery_recipients_total{namespace="mailflow", job="delivery", pod="d-1", route="remote", outcome="bounced"}'
+        values: '0+60x120'
+      # the resolver's only pod stops answering at minute 10; there is no mailbox-store target at all
+      - series: 'up{namespace="mailflow", job="resolver", pod="r-1"}'
+        values: '1x10 0x110'
+      - series: 'up{namespace="mailflow", job="smtp-ingress", pod="s-1"}'
+        values: '1x120'
+      - series: 'up{namespace="mailflow", job="queue", pod="q-1"}'
+        values: '1x120'
+      - series: 'up{namespace="mailflow", job="delivery", pod="d-1"}'
+        values: '1x120'
+      - series: 'up{namespace="mailflow", job="imap-pop3", pod="i-1"}'
+        values: '1x120'
+    alert_rule_test:
+      - eval_time: 90m
+        alertname: MailflowCertificateExpiresSoon
+        exp_alerts:
+          - exp_labels: {severity: warning, namespace: mailflow, job: smtp-ingress}
+          - exp_labels: {severity: warning, namespace: mailflow, job: imap-pop3}
+      - eval_time: 90m
+        alertname: MailflowCertificateExpiresVerySoon
+        exp_alerts:
+          - exp_labels: {severity: critical, namespace: mailflow, job: imap-pop3}
+      - eval_time: 100m
+        alertname: MailflowQueueGrowing
+        exp_alerts:
+          - exp_labels: {severity: warning, namespace: mailflow}
+      - eval_time: 100m
+        alertname: MailflowQueueSchedulerMissing
+        exp_alerts: []
+      - eval_time: 40m
+        alertname: MailflowDeliveryFailures
+        exp_alerts:
+          - exp_labels: {severity: warning, namespace: mailflow}
+      - eval_time: 30m
+        alertname: MailflowServiceDown
+        exp_alerts:
+          - exp_labels: {severity: critical, namespace: mailflow, job: resolver}
+          - exp_labels: {severity: critical, job: mailbox-store}
+      - eval_time: 30m
+        alertname: MailflowTargetDown
+        exp_alerts:
+          - exp_labels: {severity: warning, namespace: mailflow, job: resolver, pod: r-1}
+"""
+
+
+def test_promtool_fires_the_alerts_on_made_up_series(tmp_path):
+    """The alerts evaluated by Prometheus's own engine: each fires on series that should make it fire,
+    and not on the others (promtool compares the whole set of firing alerts of each name). Annotations are
+    left out (promtool would compare their rendered text too; `check rules` parses their templates)."""
+    spec = component("PrometheusRule")["spec"]
+    for group in spec["groups"]:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "tests.yaml").write_text(ALERT_TESTS)
+    run_promtool("test", "rules", "tests.yaml", cwd=tmp_path)
