@@ -648,7 +648,13 @@ def autodiscover(data: bytes) -> None:
     address as LoginName and a Thunderbird file for its domain."""
     import xml.etree.ElementTree as ET
 
-    from mailflow_smtp_ingress.autoconfig import OUTLOOK_NS, BadRequest, ClientConfig, address_domain, parse_request
+    from mailflow_smtp_ingress.autoconfig import (
+        OUTLOOK_NS,
+        BadRequest,
+        ClientConfig,
+        address_domain,
+        parse_request,
+    )
 
     config = ClientConfig("mx.fuzz.test")
     try:
