@@ -23,7 +23,8 @@ that is not well-formed XML, carries a DTD (entity declarations, hence "billion 
 the DOCTYPE, before any is read: expat, never expanding anything), nests deeper than MAX_DEPTH or holds
 more than MAX_ELEMENTS elements, or lacks the address: 400; a request for another response schema (the
 mobile sync one) an Autodiscover `Error` 600, status 200 as Autodiscover servers answer it; the store not
-answering 503 (the client tries its next method).
+answering 503 (the client tries its next method). Each answer is counted by client and result
+(`mailflow_smtp_autoconfig_requests_total`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from mailflow.clientconfig import ENDPOINTS, Endpoint
+from mailflow_smtp_ingress import metrics
 from mailflow_smtp_ingress.mtasts import IsLocalDomain
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,10 @@ class BadRequest(ValueError):
     def __init__(self, status: int, text: str):
         super().__init__(text)
         self.status = status
+
+    @property
+    def result(self) -> str:
+        return {413: "too_large", 503: "unavailable"}.get(self.status, "bad_request")
 
 
 def host_name(name: str) -> str | None:
@@ -228,20 +234,27 @@ def router(config: ClientConfig, is_local: IsLocalDomain) -> APIRouter:
                 host = request.headers.get("host", "").partition(":")[0].lower()
                 domain = host_name(host.removeprefix("autoconfig.")) or ""
             if not domain or not await ours(domain):
+                metrics.AUTOCONFIG.labels("thunderbird", "not_ours").inc()
                 return PlainTextResponse("no configuration for this domain\n", status_code=404)
         except BadRequest as exc:
+            metrics.AUTOCONFIG.labels("thunderbird", exc.result).inc()
             return PlainTextResponse(f"{exc}\n", status_code=exc.status)
+        metrics.AUTOCONFIG.labels("thunderbird", "ok").inc()
         return Response(config.thunderbird(domain), media_type=XML)
 
     async def autodiscover(request: Request) -> Response:
         try:
             address, schema = parse_request(await read_body(request))
             if schema != OUTLOOK_NS:  # e.g. ActiveSync's mobilesync schema: a provider we are not
+                metrics.AUTOCONFIG.labels("outlook", "other_schema").inc()
                 return Response(autodiscover_error(600, "Invalid Request"), media_type=XML)
             if not await ours(address_domain(address)):
+                metrics.AUTOCONFIG.labels("outlook", "not_ours").inc()
                 return PlainTextResponse("no configuration for this domain\n", status_code=404)
         except BadRequest as exc:
+            metrics.AUTOCONFIG.labels("outlook", exc.result).inc()
             return PlainTextResponse(f"{exc}\n", status_code=exc.status)
+        metrics.AUTOCONFIG.labels("outlook", "ok").inc()
         return Response(config.autodiscover(address), media_type=XML)
 
     for path in THUNDERBIRD_PATHS:

@@ -265,3 +265,18 @@ async def test_a_huge_body_is_refused_before_it_is_read(web):
     padded = outlook_request("alice@example.test").replace(b"<Request>", b"<Request>" + b" " * (MAX_BODY_BYTES - 1000))
     status, _, body = await call("POST", "autodiscover.example.test", "/autodiscover/autodiscover.xml", padded)
     assert status == 200 and read_autodiscover(body, "alice@example.test")
+
+
+async def test_each_answer_is_counted_by_client_and_result(web):
+    from prometheus_client import REGISTRY
+
+    def count(client: str, result: str) -> float:
+        return REGISTRY.get_sample_value("mailflow_smtp_autoconfig_requests_total", {"client": client, "result": result}) or 0.0
+
+    call, _ = web
+    before = {k: count(*k) for k in (("thunderbird", "ok"), ("thunderbird", "not_ours"), ("outlook", "bad_request"), ("outlook", "too_large"))}
+    await call("GET", "autoconfig.example.test", "/mail/config-v1.1.xml?emailaddress=alice@example.test")
+    await call("GET", "autoconfig.example.test", "/mail/config-v1.1.xml?emailaddress=eve@theirs.test")
+    await call("POST", "autodiscover.example.test", "/autodiscover/autodiscover.xml", BILLION_LAUGHS)
+    await call("POST", "autodiscover.example.test", "/autodiscover/autodiscover.xml", b"x", {"Content-Length": str(1 << 20)})
+    assert {k: count(*k) - v for k, v in before.items()} == dict.fromkeys(before, 1.0)
