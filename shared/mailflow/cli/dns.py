@@ -97,7 +97,7 @@ def entries(
     for e in ENDPOINTS:  # RFC 6186 §3 (and RFC 8314 §5.1); IMAP before POP3 (priority 0 against 10)
         out.append(Wanted(f"{e.srv}.{d}", "SRV", f"{e.priority} 1 {e.port} {host}"))
     if sts is None:
-        out.append(f"; MTA-STS: not served ({SMTP_INGRESS.var('https_port')} is 0), no record printed.")
+        out.append(f"; MTA-STS and client autoconfiguration: not served ({SMTP_INGRESS.var('https_port')} is 0), no record printed.")
     else:
         out.append(
             f"; MTA-STS (mode {sts.mode}, mx {' '.join(sts.mx) or '-'}): https://mta-sts.{d.rstrip('.')}/.well-known/mta-sts.txt is served by "
