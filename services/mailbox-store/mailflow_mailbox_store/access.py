@@ -237,18 +237,24 @@ class Store(StoreCore):
         return result
 
     async def append(
-        self, s: Session, name: str, body: bytes, flags: list[str], internal_date: datetime | None
+        self, s: Session, name: str, items: list[tuple[bytes, list[str], datetime | None]]
     ) -> AppendResult:
-        if len(body) > self.max_message_bytes:
-            raise Invalid(f"message larger than {self.max_message_bytes} bytes")
-        prepared = await self._cpu(prepare, body)
-        when = int(internal_date.timestamp()) if internal_date else int(time.time())
-        (uidvalidity, uid), changes = await self.db.write(
-            messages.append, s.user_id, name, prepared, flags, when, bodies=[body]
+        """APPEND (one item) and MULTIAPPEND: all the messages, with consecutive UIDs, or none."""
+        if not items:
+            raise Invalid("nothing to append")
+        for body, _, _ in items:
+            if len(body) > self.max_message_bytes:
+                raise Invalid(f"message larger than {self.max_message_bytes} bytes")
+        now = int(time.time())
+        prepared = [
+            (await self._cpu(prepare, body), flags, int(when.timestamp()) if when else now) for body, flags, when in items
+        ]
+        (uidvalidity, uids), changes = await self.db.write(
+            messages.append, s.user_id, name, prepared, bodies=[body for body, _, _ in items]
         )
-        metrics.APPENDED_BYTES.inc(len(body))
+        metrics.APPENDED_BYTES.inc(sum(len(body) for body, _, _ in items))
         await self.publish(changes, s.sid)
-        return AppendResult(uidvalidity=uidvalidity, uid=uid)
+        return AppendResult(uidvalidity=uidvalidity, uids=uids)
 
     async def search(self, s: Session, mailbox_id: int, key: SearchKey) -> list[int]:
         return await self.db.read(run_search, s.user_id, mailbox_id, key, self.blobs)

@@ -206,7 +206,12 @@ class CopyResult:
 @dataclass(frozen=True)
 class AppendResult:
     uidvalidity: int
-    uid: int
+    uids: list[int]  # one per message appended, consecutive
+
+    @property
+    def uid(self) -> int:
+        """The UID of a single APPEND."""
+        return self.uids[0]
 
 
 FlagOp = Literal["add", "remove", "replace"]
@@ -267,7 +272,16 @@ class Mailboxes(Directory, Protocol):
         body: bytes,
         flags: frozenset[str] = frozenset(),
         internal_date: datetime | None = None,
-    ) -> AppendResult: ...
+    ) -> AppendResult:
+        """One message: append_many with one item."""
+        ...
+
+    async def append_many(
+        self, p: Principal, name: str, items: list[tuple[bytes, frozenset[str], datetime | None]]
+    ) -> AppendResult:
+        """MULTIAPPEND (RFC 3502): every (message, flags, internal date), with consecutive UIDs, or none
+        (the first failure is raised, nothing is stored)."""
+        ...
 
     async def search(self, p: Principal, mailbox_id: int, key: SearchKey) -> list[int]:
         """UIDs matching `key`, ascending. Sequence numbers, \\Recent and '*' are resolved by the caller."""

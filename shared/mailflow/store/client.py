@@ -372,13 +372,19 @@ class StoreClient:
         flags: frozenset[str] = frozenset(),
         internal_date: datetime | None = None,
     ) -> AppendResult:
+        return await self.append_many(p, name, [(body, flags, internal_date)])
+
+    async def append_many(
+        self, p: Principal, name: str, items: list[tuple[bytes, frozenset[str], datetime | None]]
+    ) -> AppendResult:
         head = {
             "name": name,
-            "flags": sorted(flags),
-            "internal_date": internal_date.isoformat() if internal_date else None,
+            "items": [
+                {"flags": sorted(flags), "internal_date": when.isoformat() if when else None} for _, flags, when in items
+            ],
         }
-        d = await self._json("POST", "/access/append", content=wire.encode(head, [body]), p=p)
-        return AppendResult(uidvalidity=d["uidvalidity"], uid=d["uid"])
+        d = await self._json("POST", "/access/append", content=wire.encode(head, [body for body, _, _ in items]), p=p)
+        return AppendResult(uidvalidity=d["uidvalidity"], uids=d["uids"])
 
     async def search(self, p: Principal, mailbox_id: int, key: SearchKey) -> list[int]:
         d = await self._json(

@@ -14,6 +14,7 @@ from mailflow_imap_pop3.imap import mutf7
 from mailflow_imap_pop3.imap.lexer import ATOM, BASE64, FETCH_NAME, MAX_NUMBER, TAG, ParseError, Reader
 from mailflow_imap_pop3.imap.syntax import (
     Append,
+    AppendItem,
     Authenticate,
     Command,
     Compress,
@@ -195,10 +196,7 @@ def _status(r: Reader) -> Status:
     return Status(mailbox, _status_items(r))
 
 
-def _append(r: Reader) -> Append:
-    r.sp()
-    mailbox = r.mailbox()
-    r.sp()
+def _append_item(r: Reader) -> AppendItem:
     flags: tuple[str, ...] = ()
     when = None
     if r.peek() == b"(":
@@ -209,8 +207,19 @@ def _append(r: Reader) -> Append:
         r.sp()
     if r.peek() not in (b"{", b"~"):
         raise r.error("message literal")
-    message = r.literal()
-    return Append(mailbox, flags, when, message)
+    return AppendItem(flags, when, r.literal())
+
+
+def _append(r: Reader) -> Append:
+    """APPEND mailbox [flags] [date] literal, then more of [flags] [date] literal (MULTIAPPEND, RFC 3502);
+    how many and how large the framer bounds (every literal of one command counts against APPENDLIMIT)."""
+    r.sp()
+    mailbox = r.mailbox()
+    r.sp()
+    items = [_append_item(r)]
+    while r.maybe(b" "):
+        items.append(_append_item(r))
+    return Append(mailbox, tuple(items))
 
 
 def _copy(r: Reader) -> CopyMove:

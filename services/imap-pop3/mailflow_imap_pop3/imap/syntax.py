@@ -114,11 +114,16 @@ class Status:
 
 
 @dataclass(frozen=True, slots=True)
-class Append:
-    mailbox: str
+class AppendItem:
     flags: tuple[str, ...]
     date: datetime | None
     message: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Append:  # one message, or several: MULTIAPPEND (RFC 3502)
+    mailbox: str
+    items: tuple[AppendItem, ...]
 
 
 @dataclass(frozen=True, slots=True)

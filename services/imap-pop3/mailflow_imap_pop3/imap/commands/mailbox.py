@@ -252,12 +252,14 @@ async def cmd_status(s: Session, cmd: Command) -> Reply | None:
 
 async def cmd_append(s: Session, cmd: Command) -> Reply | None:
     args: Append = cmd.args
-    if not args.message:
+    if any(not item.message for item in args.items):
         return Reply("NO", "Cannot append an empty message", "CANNOT")
+    items = [(item.message, frozenset(item.flags), item.date) for item in args.items]
     try:
-        res = await s.store.append(s.principal, args.mailbox, args.message, frozenset(args.flags), args.date)
+        res = await s.store.append_many(s.principal, args.mailbox, items)
     except NotFound:
         return errors.R_TRYCREATE
     if s.view is not None and s.view.name == args.mailbox:
         s.view.dirty = True  # tell the client about its new message (EXISTS) at the end of this command
-    return Reply("OK", "APPEND completed", f"APPENDUID {res.uidvalidity} {res.uid}")
+    uids = rsp.uid_set(res.uids)  # RFC 4315 §3 and RFC 3502: one UID, or the set of a MULTIAPPEND
+    return Reply("OK", "APPEND completed", f"APPENDUID {res.uidvalidity} {uids}")
