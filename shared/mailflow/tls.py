@@ -10,6 +10,10 @@ the certificate they began with. `watch` looks at the files (inode, size, mtime:
 Kubernetes Secret's symlink swap, an ACME renewal, `cp` over them) every few seconds; a pair that does not
 load (a key that does not match, a half-written file) is logged once and the previous one stays in use.
 `ensure_self_signed` writes a new pair only when none exists (the key file is mode 0600).
+`channel_bindings` gives what SCRAM-SHA-256-PLUS can bind to on a connection (RFC 5929): the
+`tls-server-end-point` hash of the certificate that connection was served (each context from
+`server_context` carries its own, so a reload never mixes them up) and `tls-unique` on TLS 1.2 only (it
+is undefined for TLS 1.3, RFC 9266 §1; `tls-exporter` itself is beyond Python's ssl module).
 """
 
 from __future__ import annotations
@@ -30,7 +34,39 @@ def server_context(cert: str, key: str) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.mailflow_end_point = end_point_hash(Path(cert).read_bytes())  # type: ignore[attr-defined]
     return ctx
+
+
+def end_point_hash(chain_pem: bytes) -> bytes:
+    """RFC 5929 §4.1 tls-server-end-point: the hash of the (first, the server's) certificate's DER with
+    the hash function of its signature, SHA-256 where that is MD5 or SHA-1, or where the signature has
+    no separate hash (Ed25519: RFC 5929 does not say; SHA-256 is what other servers use)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    certificate = x509.load_pem_x509_certificate(chain_pem)
+    algorithm = certificate.signature_hash_algorithm
+    if algorithm is None or isinstance(algorithm, (hashes.MD5, hashes.SHA1)):
+        algorithm = hashes.SHA256()
+    digest = hashes.Hash(algorithm)
+    digest.update(certificate.public_bytes(serialization.Encoding.DER))
+    return digest.finalize()
+
+
+def channel_bindings(ssl_object) -> dict[str, bytes]:
+    """The channel binding data a connection can give SCRAM-SHA-256-PLUS, by type (none without TLS)."""
+    if ssl_object is None:
+        return {}
+    out: dict[str, bytes] = {}
+    end_point = getattr(ssl_object.context, "mailflow_end_point", None)
+    if end_point is not None:
+        out["tls-server-end-point"] = end_point
+    if ssl_object.version() == "TLSv1.2":
+        unique = ssl_object.get_channel_binding("tls-unique")
+        if unique:
+            out["tls-unique"] = unique
+    return out
 
 
 class Certificates:

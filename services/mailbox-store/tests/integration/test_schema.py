@@ -25,7 +25,7 @@ def test_migrations_match_the_models(tmp_path, db_url):
     engine.dispose()
     db.close()
     assert diff == []
-    assert version == "0006"
+    assert version == "0007"
 
 
 TABLES = ("domains", "users", "aliases", "keywords", "mailboxes", "subscriptions", "blobs", "messages")
@@ -105,7 +105,7 @@ def test_migration_0004_keeps_every_row_and_ids_are_never_reused_after_it(tmp_pa
 
     async def cycle() -> int:
         await db.write(admin.delete_user, "cy@b.test")
-        await db.write(admin.create_user, "dee@b.test", "h", None)
+        await db.write(admin.create_user, "dee@b.test", "h", None, None)
         return await db.read(lambda tx: tx.value("SELECT id FROM users WHERE address = 'dee@b.test'"))
 
     try:
