@@ -11,8 +11,8 @@ the store learns a password (`Verifier.make`) and never leaves the store.
 Failures. Every problem with a client message raises `ScramError` (a `mailflow.sasl.SaslError`), whose
 `code` is the RFC 5802 §7 server-error-value (`invalid-encoding`, `extensions-not-supported`,
 `channel-bindings-dont-match`, `unsupported-channel-binding-type`, `server-does-support-channel-binding`,
-`invalid-username-encoding`, `other-error`, ...) and whose text is fit for the client (it never echoes
-the message). An authorization identity other than the user's own raises `AuthzidRefused`, as PLAIN
+`invalid-username-encoding`, `other-error`, ...) and whose text ("e=<code>: why") is fit for the client
+(it never echoes the message). An authorization identity other than the user's own raises `AuthzidRefused`, as PLAIN
 does: a failed login, not a syntax error. Messages are bounded (`MAX_MESSAGE` octets) and split on ","
 and "=" only: no regular expression ever sees client input.
 Channel binding (RFC 5929): `tls-server-end-point` and, on TLS 1.2 only, `tls-unique`; the protocol
@@ -50,7 +50,7 @@ class ScramError(SaslError):
     """A SCRAM message cannot be accepted; `code` is the RFC 5802 §7 server-error-value."""
 
     def __init__(self, code: str, text: str):
-        super().__init__(text)
+        super().__init__(f"e={code}: {text}")
         self.code = code
 
 

@@ -18,10 +18,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from mailflow.scram import ScramError, ServerExchange, server_final
+from mailflow.sasl import SaslError
+from mailflow.scram import MECHANISM, MECHANISM_PLUS, ScramError, ServerExchange, server_final
 from mailflow.store.api import Principal
 
 Ask = Callable[[bytes], Awaitable[bytes]]  # send a challenge (raw octets), return the decoded answer
+
+
+class Cancelled(SaslError):
+    """The client answered a challenge with "*" (RFC 4954 §4, RFC 5034 §4, RFC 3501 §6.2.2)."""
+
+
+def mechanisms(bindings: dict[str, bytes]) -> list[str]:
+    """The SCRAM mechanisms to advertise on a connection: -PLUS only where it can bind (TLS)."""
+    return [MECHANISM, MECHANISM_PLUS] if bindings else [MECHANISM]
 
 
 class ScramDirectory(Protocol):
