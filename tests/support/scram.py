@@ -42,11 +42,12 @@ class Client:
         self.c.set_server_final(unb64(server_final))
 
     def authobject(self):
-        """For imaplib.authenticate / smtplib.auth: raw challenges in, raw responses out."""
+        """For imaplib.authenticate / smtplib.auth: decoded challenges in, text responses out."""
         steps = iter((self.c.get_client_first, self._final, self._check))
 
-        def answer(challenge: bytes | None = None) -> bytes:
-            return next(steps)(challenge).encode() if challenge else next(steps)().encode()
+        def answer(challenge: bytes | None = None) -> str:
+            step = next(steps)
+            return step(challenge) if challenge else step()
 
         return answer
 
