@@ -71,7 +71,7 @@ def _populate_0003(conn) -> None:
 def _contents(conn) -> dict[str, list[tuple]]:
     out = {}
     for t in TABLES:
-        cols = [c for c in sa.inspect(conn).get_columns(t) if c["name"] not in ("generation", "disabled")]
+        cols = [c for c in sa.inspect(conn).get_columns(t) if c["name"] not in ("generation", "disabled", "scram_verifier")]
         names = ", ".join(c["name"] for c in cols)
         out[t] = sorted(tuple(r) for r in conn.exec_driver_sql(f"SELECT {names} FROM {t}"))
     return out
