@@ -2,7 +2,8 @@
 files change, and a self-signed pair for local runs.
 
 `server_context` raises FileNotFoundError/ssl.SSLError at startup when the certificate or key is
-missing or unreadable, so a service never starts advertising STARTTLS it cannot do.
+missing or unreadable, so a service never starts advertising STARTTLS it cannot do (and ValueError when
+the certificate file is replaced while it loads: `Certificates` tries again at the next look).
 `Certificates` keeps a listener's pair current without a restart: the context the listeners hand to
 every handshake (STARTTLS and implicit TLS alike) switches each new connection, while its ClientHello is
 read, to the context of the newest pair that loaded (`SSLObject.context`); connections already open keep
@@ -32,9 +33,15 @@ log = logging.getLogger(__name__)
 def server_context(cert: str, key: str) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    pem = Path(cert).read_bytes()
     ctx.load_cert_chain(cert, key)
+    if Path(cert).read_bytes() != pem:  # replaced while loading: the hash would not be the served one's
+        raise ValueError("the certificate file changed while it was loaded")
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    ctx.mailflow_end_point = end_point_hash(Path(cert).read_bytes())  # type: ignore[attr-defined]
+    try:
+        ctx.mailflow_end_point = end_point_hash(pem)  # type: ignore[attr-defined]
+    except ValueError as exc:  # OpenSSL took it, cryptography did not: no tls-server-end-point then
+        log.warning("no tls-server-end-point channel binding for this certificate", extra={"error": repr(exc)})
     return ctx
 
 
