@@ -176,10 +176,11 @@ def test_end_point_hash_follows_the_signature_hash():
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "h.test")])
     now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+    base = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
         .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
     )  # fmt: skip
+    builder = base.public_key(key.public_key())
     for algorithm, expected in ((hashes.SHA384(), hashlib.sha384), (hashes.SHA512(), hashlib.sha512),
                                 (hashes.SHA256(), hashlib.sha256)):  # fmt: skip
         certificate = builder.sign(key, algorithm)
@@ -189,6 +190,6 @@ def test_end_point_hash_follows_the_signature_hash():
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
     ed = ed25519.Ed25519PrivateKey.generate()  # no separate hash in the signature: SHA-256
-    certificate = builder.public_key(ed.public_key()).sign(ed, None)
+    certificate = base.public_key(ed.public_key()).sign(ed, None)
     der = certificate.public_bytes(serialization.Encoding.DER)
     assert tls.end_point_hash(certificate.public_bytes(serialization.Encoding.PEM)) == hashlib.sha256(der).digest()
