@@ -241,3 +241,21 @@ def test_pop3_wrong_password_and_no_verifier(srv, store):
     assert p.pass_("bob-pw").startswith(b"+OK")
     p.quit()
     assert pop3_scram(c, Client("bob@example.test", "bob-pw")).startswith(b"+OK")
+
+
+def test_plus_after_starttls_and_stls(srv):
+    m = imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=10)
+    assert "AUTH=SCRAM-SHA-256-PLUS" not in m.capabilities
+    m.starttls(client_tls())
+    assert "AUTH=SCRAM-SHA-256-PLUS" in m.capabilities  # imaplib asked again after the switch
+    client = Client("alice@example.test", "alice-pw", end_point(m.sock))
+    assert m.authenticate("SCRAM-SHA-256-PLUS", client.authobject())[0] == "OK"
+    m.logout()
+    c = Raw("127.0.0.1", srv.port("pop3"))
+    c.line()
+    c.send("STLS")
+    assert c.line().startswith(b"+OK")
+    c.sock = client_tls().wrap_socket(c.sock)
+    c.send("CAPA")
+    assert b"SASL PLAIN SCRAM-SHA-256 SCRAM-SHA-256-PLUS" in multiline(c)
+    assert pop3_scram(c, Client("alice@example.test", "alice-pw", end_point(c.sock)), initial=False).startswith(b"+OK")
