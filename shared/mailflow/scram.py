@@ -256,7 +256,7 @@ def parse_client_first(data: bytes) -> ClientFirst:
     user = decode_saslname(_attribute(parts[2], "n"))
     nonce = _nonce(_attribute(parts[3], "r"))
     for extension in parts[4:]:  # optional extensions are ignored (RFC 5802 §7), but must be attributes
-        if len(extension) < 2 or extension[1] != "=" or not extension[0].isalpha():
+        if len(extension) < 2 or extension[1] != "=" or not (extension[0].isascii() and extension[0].isalpha()):
             raise ScramError("invalid-encoding", "bad attribute")
     if not user:
         raise ScramError("invalid-username-encoding", "empty user name")
@@ -285,7 +285,7 @@ def parse_client_final(data: bytes) -> ClientFinal:
     nonce = _nonce(_attribute(parts[1], "r"))
     proof = _unb64(_attribute(parts[-1], "p"), "invalid-proof")
     for extension in parts[2:-1]:
-        if len(extension) < 2 or extension[1] != "=" or not extension[0].isalpha():
+        if len(extension) < 2 or extension[1] != "=" or not (extension[0].isascii() and extension[0].isalpha()):
             raise ScramError("invalid-encoding", "bad attribute")
     return ClientFinal(binding, nonce, proof, text[: len(text) - len(parts[-1]) - 1])
 
