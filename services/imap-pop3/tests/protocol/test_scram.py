@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import base64
 import imaplib
+import os
 import poplib
+import shutil
 import ssl
+import subprocess
 
 import pytest
 from imaptest import Raw, Running, client_tls, settings_for
@@ -259,3 +262,24 @@ def test_plus_after_starttls_and_stls(srv):
     c.send("CAPA")
     assert b"SASL PLAIN SCRAM-SHA-256 SCRAM-SHA-256-PLUS" in multiline(c)
     assert pop3_scram(c, Client("alice@example.test", "alice-pw", end_point(c.sock)), initial=False).startswith(b"+OK")
+
+
+@pytest.mark.skipif(not shutil.which("mbsync"), reason="needs Debian's isync (mbsync, over Cyrus SASL)")
+def test_mbsync_logs_in_with_scram(srv, tmp_path):
+    """A real client's SCRAM (Cyrus SASL's, which has no -PLUS), over IMAPS where -PLUS is offered too;
+    it lists the folders once logged in."""
+    mechanism = "SCRAM-SHA-256"
+    rc = tmp_path / "mbsyncrc"
+    rc.write_text(
+        f"IMAPAccount a\nHost localhost\nPort {srv.port('imaps')}\nUser alice@example.test\nPass alice-pw\n"
+        f"SSLType IMAPS\nCertificateFile {srv.settings.tls_cert}\nAuthMechs {mechanism}\n\n"
+        f"IMAPStore remote\nAccount a\n\nMaildirStore local\nPath {tmp_path}/mail/\nInbox {tmp_path}/mail/INBOX\n\n"
+        "Channel ch\nFar :remote:\nNear :local:\nPatterns *\n"
+    )
+    (tmp_path / "mail").mkdir()
+    env = dict(os.environ, HOME=str(tmp_path))
+    proc = subprocess.run(
+        ["mbsync", "-c", str(rc), "-V", "-l", "ch"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert proc.returncode == 0 and "INBOX" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"Authenticating with SASL mechanism {mechanism}" in proc.stdout + proc.stderr
