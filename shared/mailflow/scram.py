@@ -12,9 +12,11 @@ Failures. Every problem with a client message raises `ScramError` (a `mailflow.s
 `code` is the RFC 5802 §7 server-error-value (`invalid-encoding`, `extensions-not-supported`,
 `channel-bindings-dont-match`, `unsupported-channel-binding-type`, `server-does-support-channel-binding`,
 `invalid-username-encoding`, `other-error`, ...) and whose text ("e=<code>: why") is fit for the client
-(it never echoes the message). An authorization identity other than the user's own raises `AuthzidRefused`, as PLAIN
-does: a failed login, not a syntax error. Messages are bounded (`MAX_MESSAGE` octets) and split on ","
-and "=" only: no regular expression ever sees client input.
+(it never echoes the message). The protocols put it in their failure reply rather than in a
+server-final "e=" message (SASL lets a failure carry no additional data; the client learns the code
+one round trip sooner). An authorization identity other than the user's own raises `AuthzidRefused`,
+as PLAIN does: a failed login, not a syntax error. Messages are bounded (`MAX_MESSAGE` octets) and
+split on "," and "=" only: no regular expression ever sees client input.
 Channel binding (RFC 5929): `tls-server-end-point` and, on TLS 1.2 only, `tls-unique`; the protocol
 says which it can give per connection (`mailflow.tls.channel_bindings`). `tls-exporter` (RFC 9266) is
 not available from Python's ssl module.
@@ -36,13 +38,11 @@ from mailflow.sasl import MAX_IDENTITY, AuthzidRefused, SaslError, decode_base64
 MECHANISM = "SCRAM-SHA-256"
 MECHANISM_PLUS = "SCRAM-SHA-256-PLUS"
 MIN_ITERATIONS = 4096  # RFC 7677 §4: at least 4096
-MAX_ITERATIONS = 10_000_000  # what a client is asked to spend, at most
 SALT_BYTES = 16
 NONCE_BYTES = 18  # 24 base64 characters of our own, after the client's
 MAX_NONCE = 256  # the client's part, in characters
 MAX_MESSAGE = 4096  # octets of one decoded SCRAM message; a base64 response is at most 4/3 of it
 MAX_ENCODED = 4 * ((MAX_MESSAGE + 2) // 3)
-CHANNEL_BINDINGS = ("tls-server-end-point", "tls-unique")  # what we can ever give, best first
 PREFIX = "SCRAM-SHA-256$"  # the verifier's stored form: SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>
 
 
@@ -213,10 +213,6 @@ def decode_saslname(text: str) -> str:
     return "".join(out)
 
 
-def encode_saslname(text: str) -> str:
-    return text.replace("=", "=3D").replace(",", "=2C")
-
-
 def _nonce(text: str) -> str:
     if not text:
         raise ScramError("invalid-encoding", "empty nonce")
@@ -296,10 +292,6 @@ def server_first(nonce: str, salt: bytes, iterations: int) -> bytes:
 
 def server_final(signature: bytes) -> bytes:
     return f"v={_b64(signature)}".encode("ascii")
-
-
-def server_error(code: str) -> bytes:
-    return f"e={code}".encode("ascii")
 
 
 # --- one exchange, server side -----------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from mailflow.scram import (
     ServerExchange,
     Verifier,
     decode_saslname,
-    encode_saslname,
     fake_salt,
     parse_client_final,
     parse_client_first,
@@ -141,7 +140,7 @@ def test_client_final_refused(raw, code):
 
 @given(st.text(max_size=50))
 def test_saslname_round_trips(name):
-    assert decode_saslname(encode_saslname(name)) == name
+    assert decode_saslname(name.replace("=", "=3D").replace(",", "=2C")) == name
 
 
 @given(st.binary(max_size=300))
