@@ -102,7 +102,9 @@ def get_user(tx: Tx, address: str) -> UserPublic:
     return _user(row)
 
 
-def create_user(tx: Tx, address: str, password_hash: str, quota_bytes: int | None) -> UserPublic:
+def create_user(
+    tx: Tx, address: str, password_hash: str, verifier: str | None, quota_bytes: int | None
+) -> UserPublic:
     a = names.address(address)
     _, dom = names.split(a)
     if quota_bytes is not None and quota_bytes < 0:
@@ -114,21 +116,21 @@ def create_user(tx: Tx, address: str, password_hash: str, quota_bytes: int | Non
         raise Conflict(f"user {a} exists")
     now = int(time.time())
     user_id = tx.value(
-        "INSERT INTO users (domain_id, address, password_hash, quota_bytes, used_bytes, messages,"
-        " next_uidvalidity, created_at) VALUES (:d, :a, :h, :q, 0, 0, :v, :c) RETURNING id",
-        {"d": domain_id, "a": a, "h": password_hash, "q": quota_bytes, "v": now, "c": now},
+        "INSERT INTO users (domain_id, address, password_hash, scram_verifier, quota_bytes, used_bytes,"
+        " messages, next_uidvalidity, created_at) VALUES (:d, :a, :h, :s, :q, 0, 0, :v, :c) RETURNING id",
+        {"d": domain_id, "a": a, "h": password_hash, "s": verifier, "q": quota_bytes, "v": now, "c": now},
     )
     create_default_mailboxes(tx, user_id)
     return UserPublic(address=a, quota_bytes=quota_bytes, created_at=_when(now))
 
 
-def set_password(tx: Tx, address: str, password_hash: str) -> tuple[int, int]:
+def set_password(tx: Tx, address: str, password_hash: str, verifier: str) -> tuple[int, int]:
     """A new password: the generation moves on, so every session of the old one is refused.
     Returns (user id, new generation)."""
     row = tx.one(
-        "UPDATE users SET password_hash = :h, generation = generation + 1 WHERE address = :a"
-        " RETURNING id, generation",
-        {"h": password_hash, "a": names.address(address)},
+        "UPDATE users SET password_hash = :h, scram_verifier = :s, generation = generation + 1"
+        " WHERE address = :a RETURNING id, generation",
+        {"h": password_hash, "s": verifier, "a": names.address(address)},
     )
     if row is None:
         raise NotFound(f"no user {address}")
@@ -147,6 +149,15 @@ def rehash(tx: Tx, login: str, old_hash: str, new_hash: str) -> None:
     tx.run(
         "UPDATE users SET password_hash = :n WHERE address = :a AND password_hash = :o",
         {"n": new_hash, "a": login, "o": old_hash},
+    )
+
+
+def set_verifier(tx: Tx, login: str, password_hash: str, verifier: str) -> None:
+    """The SCRAM verifier of the password just verified against `password_hash`: only if that is still
+    the user's hash, so a password changed meanwhile never gets the old password's verifier."""
+    tx.run(
+        "UPDATE users SET scram_verifier = :s WHERE address = :a AND password_hash = :h",
+        {"s": verifier, "a": login, "h": password_hash},
     )
 
 

@@ -65,6 +65,7 @@ class User(Base):
     domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id"), index=True)
     address: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
+    scram_verifier: Mapped[str | None] = mapped_column(String(255))  # mailflow.scram.Verifier; migration 0007
     quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
     used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     messages: Mapped[int] = mapped_column(BigInteger, default=0)

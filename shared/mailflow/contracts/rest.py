@@ -221,6 +221,29 @@ class Authenticated(Schema):
     principal: PrincipalOut | None
 
 
+class ScramStart(Schema):
+    username: str = Field(max_length=1024)
+
+
+class ScramSalt(Schema):
+    salt: str  # base64; a stable made-up one for a user with no verifier (the finish then fails)
+    iterations: int
+
+
+class ScramFinish(Schema):
+    """RFC 5802 §3: the AuthMessage the protocol service built, and the client's proof (base64)."""
+
+    username: str = Field(max_length=1024)
+    auth_message: str = Field(max_length=3 * 4096 + 2)  # three SCRAM messages of at most 4096 octets
+    client_proof: str = Field(max_length=128)
+    service: str = Field("imap", max_length=32)  # for the log
+
+
+class ScramDone(Schema):
+    principal: PrincipalOut | None  # null: a wrong proof, an unknown or disabled user, no verifier yet
+    server_signature: str | None = None  # base64, for the server-final message
+
+
 class SessionCheck(Schema):
     tokens: list[str] = Field(max_length=1000)
 

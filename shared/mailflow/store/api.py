@@ -76,6 +76,17 @@ class Directory(Protocol):
         `service` is for the log."""
         ...
 
+    async def scram_start(self, username: str) -> tuple[bytes, int]:
+        """SCRAM-SHA-256 (mailflow.scram_auth): the user's (salt, iterations); for an unknown or disabled
+        user, or one with no verifier yet, made-up values that stay the same."""
+        ...
+
+    async def scram_finish(
+        self, username: str, auth_message: bytes, client_proof: bytes, service: str = "imap"
+    ) -> tuple[Principal, bytes] | None:
+        """(principal, server signature) when the proof checks out with the user's verifier, else None."""
+        ...
+
     async def expired_sessions(self, tokens: list[str]) -> set[str]:
         """Those of these Principal tokens the store no longer accepts: the password changed, the user
         was disabled or deleted, or the token expired. Their sessions must end."""

@@ -15,7 +15,8 @@ Errors, as store/api.py promises: a store that does not answer, times out, or fa
 the session must log in again).
 MailboxEvent.origin of a change is `session_origin(p)` of the session that made it.
 deliver(): an item larger than the store's max_message_bytes comes back "failed" with permanent=True.
-is_local_domain(domain) and expired_sessions(tokens) (the tokens refused now: revoked or expired, in
+scram_start(username) and scram_finish(username, auth_message, proof, service) are SCRAM-SHA-256's two
+store steps (mailflow.scram_auth); is_local_domain(domain) and expired_sessions(tokens) (the tokens refused now: revoked or expired, in
 calls of at most 1000) are Directory calls too; dkim_signing_key(domain) is delivery's.
 """
 
@@ -40,6 +41,9 @@ from mailflow.contracts.rest import (
     DomainLocal,
     Login,
     Resolved,
+    ScramDone,
+    ScramFinish,
+    ScramSalt,
     SessionCheck,
     SessionsExpired,
 )
@@ -193,6 +197,23 @@ class StoreClient:
         r = await self._call("POST", "/internal/authenticate", json=login.model_dump())
         p = _model(Authenticated, r).principal
         return None if p is None else p.principal()
+
+    async def scram_start(self, username: str) -> tuple[bytes, int]:
+        r = await self._call("POST", "/internal/scram/start", json={"username": username})
+        salt = _model(ScramSalt, r)
+        return base64.b64decode(salt.salt), salt.iterations
+
+    async def scram_finish(
+        self, username: str, auth_message: bytes, client_proof: bytes, service: str = "imap"
+    ) -> tuple[Principal, bytes] | None:
+        body = ScramFinish.model_construct(
+            username=username, auth_message=auth_message.decode("utf-8"),
+            client_proof=base64.b64encode(client_proof).decode(), service=service,
+        )  # fmt: skip
+        done = _model(ScramDone, await self._call("POST", "/internal/scram/finish", json=body.model_dump()))
+        if done.principal is None or done.server_signature is None:
+            return None
+        return done.principal.principal(), base64.b64decode(done.server_signature)
 
     async def is_local_domain(self, domain: str) -> bool:
         return _model(DomainLocal, await self._call("GET", "/internal/domain", params={"name": domain})).local

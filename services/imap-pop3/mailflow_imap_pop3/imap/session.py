@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from mailflow import ids
+from mailflow import ids, scram_auth
 from mailflow import log as mlog
 from mailflow.connections import InputDeadline
 from mailflow.contracts.messages import MailboxEvent
@@ -160,12 +160,19 @@ class Session:
     def plaintext_allowed(self) -> bool:
         return self.tls_active or self.conn.loopback or self.ctx.settings.allow_plaintext_auth
 
+    def mechanisms(self) -> list[str]:
+        """AUTHENTICATE's mechanisms: PLAIN and SCRAM-SHA-256, and -PLUS where TLS can bind it."""
+        return ["PLAIN", *scram_auth.mechanisms(self.conn.channel_bindings())]
+
     def capabilities(self) -> str:
         caps = ["IMAP4rev1", "SASL-IR", "ID", "ENABLE", "IDLE", "LITERAL+"]
         if self.state == State.NOT_AUTH:
             if not self.tls_active and self.ctx.tls is not None:
                 caps.append("STARTTLS")
-            caps.append("AUTH=PLAIN" if self.plaintext_allowed() else "LOGINDISABLED")
+            if self.plaintext_allowed():
+                caps += [f"AUTH={m}" for m in self.mechanisms()]
+            else:
+                caps.append("LOGINDISABLED")
         else:
             caps += [
                 "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE",
