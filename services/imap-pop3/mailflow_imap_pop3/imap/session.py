@@ -28,7 +28,7 @@ from mailflow import log as mlog
 from mailflow.connections import InputDeadline
 from mailflow.contracts.messages import MailboxEvent
 from mailflow.errors import NotFound
-from mailflow.store.api import Principal
+from mailflow.store.api import Changes, Principal
 from mailflow.store.client import SessionExpired
 from mailflow_imap_pop3 import metrics
 from mailflow_imap_pop3.context import Context, session_id
@@ -248,7 +248,8 @@ class Session:
         announced = view.announced_changes() if view.dirty and (not poll or self.quiet(view)) else None
         view.dirty, view.announced = False, []
         if announced is not None:  # new messages the events described in full: no store round trip
-            self.tell(view, view.apply(announced, allow_expunge, self.condstore))
+            recent_from = await self.recent_from(view, announced)
+            self.tell(view, view.apply(announced, allow_expunge, self.condstore, recent_from))
             return
         asked_at, asked_epoch = time.monotonic(), self.ctx.hub.epoch()
         try:
@@ -267,7 +268,21 @@ class Session:
             log.warning("changes of the selected mailbox unavailable: %s", exc)
             return
         view.asked_at, view.asked_epoch = asked_at, asked_epoch
-        self.tell(view, view.apply(changes, allow_expunge, self.condstore))
+        recent_from = await self.recent_from(view, changes)
+        self.tell(view, view.apply(changes, allow_expunge, self.condstore, recent_from))
+
+    async def recent_from(self, view: MailboxView, ch: Changes) -> int | None:
+        """From which UID the new messages in `ch` are \\Recent to this session: the store decides, so
+        that one session of all (on every replica) has each (RFC 3501 §2.3.2). One store round trip when
+        there are new messages, none otherwise. If the store cannot answer, none are \\Recent here."""
+        top = view.new_top(ch)
+        if not top:
+            return None
+        try:
+            return await self.store.claim_recent(self.principal, view.mailbox_id, top + 1, not view.readonly)
+        except Exception as exc:
+            log.warning("\\Recent of new messages unavailable: %s", exc)
+            return None
 
     def tell(self, view: MailboxView, lines: list[bytes]) -> None:
         for line in lines:
