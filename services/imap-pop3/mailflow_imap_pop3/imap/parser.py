@@ -3,7 +3,10 @@ typed arguments of `syntax.py`. No I/O.
 
 `parse(data)` takes one command as `framing.Framer` cut it and returns a `Command`. Anything that does
 not match the grammar raises `ParseError` (the session answers BAD, or NO [BADCHARSET] for an unknown
-SEARCH charset); nothing here raises anything else for any input.
+SEARCH charset); nothing here raises anything else for any input. A mailbox name that is not valid
+modified UTF-7 (RFC 3501 §5.1.3) in a command otherwise well formed is not syntax: the Command carries
+`invalid_name` and the session answers NO [NONEXISTENT] (NO [CANNOT] for a name CREATE or RENAME would
+make), once the command is allowed in the state; such a LIST/LSUB pattern or reference matches nothing.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ _SPECIAL_USE = {
 
 def _create(r: Reader) -> MailboxArg:
     r.sp()
-    mailbox = r.mailbox()
+    mailbox = r.mailbox(new=True)
     use = None
     if r.maybe(b" "):
         r.expect(b"(")
@@ -107,7 +110,7 @@ def _rename(r: Reader) -> Rename:
     r.sp()
     old = r.mailbox()
     r.sp()
-    return Rename(old, r.mailbox())
+    return Rename(old, r.mailbox(new=True))
 
 
 _LIST_SELECT = {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"}
@@ -135,16 +138,14 @@ def _list(r: Reader) -> ListCmd:
             raise ParseError("RECURSIVEMATCH needs another selection option", r.tag)
         extended = True
         r.sp()
-    try:
-        reference = mutf7.decode(r.astring())
-    except ValueError:
-        raise ParseError("Bad reference name", r.tag) from None
+    reference = _reference(r)
     r.sp()
     if r.peek() == b"(":
         patterns = tuple(r.paren(r.list_mailbox))
         extended = True
     else:
         patterns = (r.list_mailbox(),)
+    patterns = () if reference is None else tuple(p for p in patterns if p is not None)
     returns: set[str] = set()
     status: tuple[str, ...] = ()
     if r.maybe(b" "):
@@ -165,17 +166,25 @@ def _list(r: Reader) -> ListCmd:
         returns = set(r.paren(option, allow_empty=True))
     if "SUBSCRIBED" in select:
         returns.add("SUBSCRIBED")
-    return ListCmd(reference, patterns, select, frozenset(returns), status, False, extended)
+    return ListCmd(reference or "", patterns, select, frozenset(returns), status, False, extended)
+
+
+def _reference(r: Reader) -> str | None:
+    """A LIST/LSUB reference name; None when it is not modified UTF-7 (the command matches nothing)."""
+    try:
+        return mutf7.decode(r.astring())
+    except ValueError:
+        return None
 
 
 def _lsub(r: Reader) -> ListCmd:
+    """`patterns` is () when the reference or the pattern is not modified UTF-7: nothing matches."""
     r.sp()
-    try:
-        reference = mutf7.decode(r.astring())
-    except ValueError:
-        raise ParseError("Bad reference name", r.tag) from None
+    reference = _reference(r)
     r.sp()
-    return ListCmd(reference, (r.list_mailbox(),), lsub=True)
+    pattern = r.list_mailbox()
+    patterns = (pattern,) if reference is not None and pattern is not None else ()
+    return ListCmd(reference or "", patterns, lsub=True)
 
 
 def _status(r: Reader) -> Status:
@@ -506,4 +515,4 @@ def parse(data: bytes) -> Command:
         raise ParseError(f"Unknown command {name[:40]}", tag)
     args = fn(r)
     r.end()
-    return Command(tag, name, args)
+    return Command(tag, name, args, r.bad_name)

@@ -427,6 +427,8 @@ class Session:
             reply = Reply("NO", f"{cmd.name} not allowed now: {hint}", "CLIENTBUG")
         else:
             try:
+                if cmd.invalid_name is not None and cmd.name not in ("SELECT", "EXAMINE"):  # those close first
+                    raise errors.no(*cmd.invalid_name)
                 reply = await spec.handler(self, cmd) or Reply("OK", f"{cmd.name} completed")
                 if reply is rsp.ANSWERED:  # the handler wrote its own tagged reply (STARTTLS)
                     _COMMANDS.observe(cmd.name, "ok", time.perf_counter() - started)

@@ -56,6 +56,8 @@ class Command:
     tag: str
     name: str  # upper case; "UID FETCH" for the UID forms
     args: object = None
+    # (text, code) when a mailbox name in it is not modified UTF-7: the session answers NO with them
+    invalid_name: tuple[str, str] | None = None
 
 
 # --- arguments ---------------------------------------------------------------------------------------
