@@ -365,13 +365,13 @@ _FLAG_KEYS = {
     "UNDELETED": (DELETED, False), "UNDRAFT": (DRAFT, False), "UNFLAGGED": (FLAGGED, False),
     "UNSEEN": (SEEN, False),
 }  # fmt: skip
-_HEADER_KEYS = {"BCC": "bcc", "CC": "cc", "FROM": "from", "SUBJECT": "subject", "TO": "to"}
+_ADDRESS_KEYS = {"BCC": "bcc", "CC": "cc", "FROM": "from", "TO": "to"}
 _DATE_KEYS = {
     "BEFORE": ("internal", "before"), "ON": ("internal", "on"), "SINCE": ("internal", "since"),
     "SENTBEFORE": ("sent", "before"), "SENTON": ("sent", "on"), "SENTSINCE": ("sent", "since"),
 }  # fmt: skip
 CHARSETS = {"UTF-8": "utf-8", "US-ASCII": "ascii"}
-_ARG_KEYS = {*_HEADER_KEYS, *_DATE_KEYS, "BODY", "TEXT", "HEADER", "KEYWORD", "UNKEYWORD", "LARGER", "SMALLER",
+_ARG_KEYS = {*_ADDRESS_KEYS, "SUBJECT", *_DATE_KEYS, "BODY", "TEXT", "HEADER", "KEYWORD", "UNKEYWORD", "LARGER", "SMALLER",
              "NOT", "OR", "UID", "MODSEQ"}  # fmt: skip
 MAX_SEARCH_DEPTH = 100
 MAX_SEARCH_KEYS = 1000  # in one SEARCH: each is work for the store; a 64 KiB line holds 16,000 "ALL"
@@ -433,8 +433,10 @@ class _SearchParser:
         if name not in _ARG_KEYS:
             raise ParseError(f"Unknown search key {name[:40]}", r.tag)
         r.sp()
-        if name in _HEADER_KEYS:
-            return sk.Header(_HEADER_KEYS[name], self.string())
+        if name == "SUBJECT":
+            return sk.Header("subject", self.string())
+        if name in _ADDRESS_KEYS:  # the envelope's addresses too, not only the header's text
+            return sk.Address(_ADDRESS_KEYS[name], self.string())
         if name in _DATE_KEYS:
             which, op = _DATE_KEYS[name]
             return sk.Date(which, op, r.date())

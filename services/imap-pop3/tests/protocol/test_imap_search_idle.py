@@ -110,6 +110,43 @@ def test_search_keys(mailbox, criteria, expected):
     ]
 
 
+ADDRESSED = (
+    b'From: "Doe, \\"JD\\" John" <John.Doe@Example.TEST>\r\n'
+    b'To: =?utf-8?q?J=C3=B6rg_M=C3=BCller?= <joerg@muenchen.test>, "smith jr"@quoted.test,\r\n'
+    b"  Undisclosed: alice@a.test, bob@b.test;\r\n"
+    b"Cc: root@cron.test (Cron Daemon), Ann (the boss) Lee <ann@lee.test>\r\n"
+    b"Bcc: =?iso-8859-1?q?Fran=E7ois?= <f@fr.test>\r\nSubject: addresses\r\n\r\nbody\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "criteria, expected",
+    [
+        ('FROM "doe, \\"jd\\" john"', "2"),  # the display name, unquoted
+        ('FROM "John <john.doe@EXAMPLE.test>"', "2"),  # name <local@domain>
+        ("FROM carol", "1"),
+        ("TO {13+}\r\nj\xc3\xb6rg m\xc3\xbcller", "2"),  # RFC 2047 in the name; literal, UTF-8 by default
+        ('CHARSET UTF-8 TO "J\xc3\x96RG M\xc3\x9cLLER <joerg@"', "2"),
+        ('TO "smith jr@quoted.test"', "2"),  # a quoted local part
+        ("TO undisclosed", "2"),  # a group
+        ("TO bob@b.test", "2"),  # one of several addresses
+        ("TO alice@example.test", "1"),
+        ('CC "cron daemon"', "2"),  # a comment as the name
+        ('CC "ann lee"', "2"),  # a comment inside the name
+        ('BCC "fran\xc3\xa7ois <f@"', "2"),
+        ('HEADER FROM "doe, \\"jd\\" john"', ""),  # HEADER is the field's text only
+        ("OR FROM jd TO jd", "2"),
+        ("NOT TO bob", "1"),
+    ],
+)
+def test_search_addresses_in_every_form(srv, criteria, expected):
+    srv.deliver("alice@example.test", make_message("plain"))
+    srv.deliver("alice@example.test", ADDRESSED)
+    c = selected(srv)
+    c.send(f"a1 SEARCH {criteria}".encode("latin-1"))
+    assert c.until("a1") == [f"* SEARCH {expected}".rstrip().encode(), b"a1 OK SEARCH completed"]
+
+
 def test_search_charset_utf8_and_uid_and_modseq(mailbox):
     c = selected(mailbox)
     subject = "Grüße".encode()

@@ -167,7 +167,7 @@ TABLE = [
             Search(
                 sk.And(
                     (
-                        sk.Header("from", "jöe"),
+                        sk.Address("from", "jöe"),
                         sk.Date("internal", "since", date(2020, 2, 1)),
                         sk.Not(sk.Flag(SEEN)),
                     )

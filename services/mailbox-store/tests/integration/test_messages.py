@@ -345,26 +345,27 @@ async def test_header_search_is_answered_from_the_header_cache(client, people):
     assert all(store_search.HEADERS.get(sha) is not None for sha in shas)
     # from now on the cache answers: a planted entry proves it (and is taken back)
     kept = store_search.HEADERS.get(shas[0])
-    store_search.HEADERS.put(shas[0], (("x-bench-id", "token-1"),))
+    store_search.HEADERS.put(shas[0], s.Fields((("x-bench-id", "token-1"),)))
     try:
         assert await client.search(alice, mb, s.Header("x-bench-id", "token-1")) == [uids[-3], uids[-2]]
     finally:
-        store_search.HEADERS.put(shas[0], kept)
+        store_search.HEADERS.put(shas[0], s.Fields(kept))
     assert await client.search(alice, mb, s.Header("x-bench-id", "token-1")) == uids[-2:-1]
     assert await client.search(alice, mb, s.And((s.Header("x-bench-id", "TOKEN"), s.Not(s.Header("subject", "cached 2"))))) == uids[-3:-1]
     assert await client.search(alice, mb, s.Or(s.Header("x-bench-id", "token-2"), s.Text("text", "x-bench-id: token-0"))) == [uids[-3], uids[-1]]
 
 
 def test_header_cache_is_bounded_and_drops_the_oldest():
+    from mailflow.store import search as s
     from mailflow_mailbox_store.search import HeaderCache
 
     cache = HeaderCache(max_entries=10)
     for i in range(25):
-        cache.put(bytes([i]), (("subject", str(i)),))
+        cache.put(bytes([i]), s.Fields((("subject", str(i)),)))
     assert len(cache) <= 10
     assert cache.get(bytes([24])) == (("subject", "24"),) and cache.get(bytes([0])) is None
     off = HeaderCache(max_entries=0)
-    off.put(b"x", ())
+    off.put(b"x", s.Fields(()))
     assert len(off) == 0
 
 

@@ -82,7 +82,7 @@ REMEMBERED = 16  # searches remembered per selected mailbox
 
 def immutable(key) -> bool:
     """Does the answer for a message depend only on what never changes (content, size, dates)?"""
-    return _only(key, sk.All | sk.Header | sk.Text | sk.Size | sk.Date)
+    return _only(key, sk.All | sk.Header | sk.Address | sk.Text | sk.Size | sk.Date)
 
 
 async def _store_search(s: Session, view: MailboxView, key) -> set[int] | frozenset[int]:
