@@ -470,8 +470,18 @@ class _SearchParser:
         raise ParseError(f"Unknown search key {name}", r.tag)
 
 
+_SEARCH_RETURN = {"MIN", "MAX", "ALL", "COUNT"}  # RFC 4731 §3.1
+
+
 def _search(r: Reader) -> Search:
     r.sp()
+    returns = None
+    if r.peek(7).upper() == b"RETURN ":
+        r.pos += 7
+        returns = frozenset(r.paren(r.keyword, allow_empty=True)) or frozenset({"ALL"})
+        if returns - _SEARCH_RETURN:
+            raise ParseError(f"Unknown SEARCH return option {sorted(returns - _SEARCH_RETURN)[0]}", r.tag)
+        r.sp()
     charset = None
     if r.peek(8).upper() == b"CHARSET ":
         r.pos += 8
@@ -481,7 +491,7 @@ def _search(r: Reader) -> Search:
         r.sp()
     p = _SearchParser(r, CHARSETS.get(charset or "UTF-8", "utf-8"))
     key = p.keys()
-    return Search(key, charset, p.modseq)
+    return Search(key, charset, p.modseq, returns)
 
 
 # name -> argument parser; the session's COMMANDS table says who may run what, when.

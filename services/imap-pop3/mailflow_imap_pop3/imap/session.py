@@ -166,7 +166,7 @@ class Session:
         else:
             caps += [
                 "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE",
-                "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "STATUS=SIZE",
+                "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "STATUS=SIZE", "ESEARCH",
                 f"APPENDLIMIT={self.ctx.settings.max_append_bytes}",
             ]  # fmt: skip
         return " ".join(caps)

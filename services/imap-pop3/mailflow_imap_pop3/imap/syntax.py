@@ -193,6 +193,8 @@ class Search:
     key: object  # sk.SearchKey | SeqKey | UidKey | RecentKey, combined with sk.And/Or/Not
     charset: str | None = None
     uses_modseq: bool = False
+    # RFC 4731 ESEARCH: the RETURN options (MIN, MAX, ALL, COUNT; RETURN () is ALL); None: plain SEARCH
+    returns: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -159,6 +159,11 @@ TABLE = [
     (b"a1 UNSELECT", Command("a1", "UNSELECT")),
     (b"a1 NAMESPACE", Command("a1", "NAMESPACE")),
     (b"a1 SEARCH ALL", Command("a1", "SEARCH", Search(sk.All()))),
+    (b"a1 SEARCH RETURN () ALL", Command("a1", "SEARCH", Search(sk.All(), returns=frozenset({"ALL"})))),
+    (
+        b"a1 UID SEARCH RETURN (MIN count) CHARSET UTF-8 ALL",
+        Command("a1", "UID SEARCH", Search(sk.All(), "UTF-8", returns=frozenset({"MIN", "COUNT"}))),
+    ),
     (
         b"a1 SEARCH CHARSET UTF-8 FROM {4}\r\nj\xc3\xb6e SINCE 1-Feb-2020 NOT SEEN",
         Command(
@@ -276,6 +281,8 @@ def test_sync_literal_asks_to_continue_and_literal_plus_does_not():
         (b"a1 STORE 1 +FLAGS (\\Recent)", "Invalid system flag"),
         (b"a1 STORE 1 +FLAGS (\\Bogus)", "Invalid system flag"),
         (b"a1 SEARCH FOO", "Unknown search key"),
+        (b"a1 SEARCH RETURN (SAVE) ALL", "Unknown SEARCH return option"),
+        (b"a1 SEARCH RETURN (MIN)", "expected"),
         (b"a1 SEARCH SINCE 31-Feb-2020", "valid date"),
         (b"a1 SELECT &Jjo (BOGUS)", "Unknown SELECT parameter"),  # a bad name does not hide bad syntax
         (b"a1 LOGIN a b c", "end of command"),
