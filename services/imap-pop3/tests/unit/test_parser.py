@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from mailflow.store import search as sk
 from mailflow_imap_pop3.imap.framing import CONTINUE, FrameError, Framer
 from mailflow_imap_pop3.imap.lexer import MAX_LIST_ITEMS, MAX_SEQ_RANGES, ParseError
-from mailflow_imap_pop3.imap.parser import MAX_SEARCH_KEYS, parse
+from mailflow_imap_pop3.imap.parser import parse
+from mailflow_imap_pop3.imap.search_parser import MAX_SEARCH_KEYS
 from mailflow_imap_pop3.imap.syntax import (
     Append,
     Authenticate,
