@@ -111,10 +111,15 @@ class Store(StoreCore):
 
     async def claim_recent(self, s: Session, mailbox_id: int, upto: int, claim: bool) -> int | None:
         """For a session that learnt of new messages below `upto`: from which UID they are \\Recent to it
-        (messages.claim_recent; None: to none of them)."""
-        if claim:
-            return await self.db.write(messages.claim_recent, s.user_id, mailbox_id, upto)
-        return await self.db.read(messages.claim_recent, s.user_id, mailbox_id, upto, False)
+        (messages.claim_recent; None: to none of them). The mark is read first: when another session
+        has claimed them already (every session but one, when many have the mailbox selected), no
+        write transaction is spent on finding that out."""
+        mark = await self.db.read(messages.claim_recent, s.user_id, mailbox_id, upto, False)
+        if not claim:
+            return mark
+        if mark >= upto:
+            return None
+        return await self.db.write(messages.claim_recent, s.user_id, mailbox_id, upto)
 
     async def changes(self, s: Session, mailbox_id: int, since_modseq: int) -> ChangeSet:
         return await self.db.read(messages.changes, s.user_id, mailbox_id, since_modseq, self.listings)

@@ -224,8 +224,9 @@ def _counting_changes(store) -> list[int]:
 
 def test_announced_messages_are_shown_without_asking_the_store(tmp_path, store, nats_url):
     """An "appended" event that carries the new messages' flags and continues the view's MODSEQ is
-    applied as it is: EXISTS, RECENT, new keywords in FLAGS, the flags in FETCH, all without a store
-    call. Anything else — a flag change, an expunge, a gap in the MODSEQs — makes the session ask."""
+    applied as it is: EXISTS, RECENT, new keywords in FLAGS, the flags in FETCH, all without asking the
+    store for changes (only who has them \\Recent). Anything else — a flag change, an expunge, a gap
+    in the MODSEQs — makes the session ask."""
     from imaptest import Running, settings_for
 
     srv = Running(settings_for(tmp_path, noop_store_check=30), store, nats_url=nats_url)
