@@ -247,13 +247,12 @@ class Session:
             return
         announced = view.announced_changes() if view.dirty and (not poll or self.quiet(view)) else None
         view.dirty, view.announced = False, []
-        if announced is not None:  # new messages the events described in full: no store round trip
-            recent_from = await self.recent_from(view, announced)
-            self.tell(view, view.apply(announced, allow_expunge, self.condstore, recent_from))
-            return
         asked_at, asked_epoch = time.monotonic(), self.ctx.hub.epoch()
-        try:
-            changes = await self.store.changes(self.principal, view.mailbox_id, view.highestmodseq)
+        try:  # new messages the events described in full need no `changes` call
+            changes = announced if announced is not None else await self.store.changes(
+                self.principal, view.mailbox_id, view.highestmodseq
+            )
+            recent_from = await self.recent_from(view, changes)
         except NotFound:
             self.write(rsp.untagged("BYE Selected mailbox was deleted, have to disconnect"))
             self.state = State.LOGOUT
@@ -267,22 +266,19 @@ class Session:
             view.look_again()
             log.warning("changes of the selected mailbox unavailable: %s", exc)
             return
-        view.asked_at, view.asked_epoch = asked_at, asked_epoch
-        recent_from = await self.recent_from(view, changes)
+        if announced is None:
+            view.asked_at, view.asked_epoch = asked_at, asked_epoch
         self.tell(view, view.apply(changes, allow_expunge, self.condstore, recent_from))
 
     async def recent_from(self, view: MailboxView, ch: Changes) -> int | None:
         """From which UID the new messages in `ch` are \\Recent to this session: the store decides, so
-        that one session of all (on every replica) has each (RFC 3501 §2.3.2). One store round trip when
-        there are new messages, none otherwise. If the store cannot answer, none are \\Recent here."""
+        that one session of all (on every replica) has each (RFC 3501 §2.3.2). One store call when there
+        are new messages, none otherwise; its errors are those of `changes` (new messages wait for the
+        next look rather than be shown without knowing their \\Recent)."""
         top = view.new_top(ch)
         if not top:
             return None
-        try:
-            return await self.store.claim_recent(self.principal, view.mailbox_id, top + 1, not view.readonly)
-        except Exception as exc:
-            log.warning("\\Recent of new messages unavailable: %s", exc)
-            return None
+        return await self.store.claim_recent(self.principal, view.mailbox_id, top + 1, not view.readonly)
 
     def tell(self, view: MailboxView, lines: list[bytes]) -> None:
         for line in lines:

@@ -87,3 +87,32 @@ def test_idle_sessions_on_two_replicas_share_one_new_message(replicas):
     assert sorted(counts) == [b"* 0 RECENT"] * 3 + [b"* 1 RECENT"]
     for c in sessions:
         c.close()
+
+
+def test_new_messages_wait_while_the_store_cannot_say_who_has_them_recent(srv, store):
+    """A failed \\Recent claim is a failed look at the mailbox: the new message is shown at the next
+    one, \\Recent then; a session the store no longer accepts ends with BYE, as for `changes`."""
+    from mailflow.errors import ServiceUnavailable
+    from mailflow.store.client import SessionExpired
+
+    c = login(srv)
+    assert recent_line(c.cmd("s1", "SELECT INBOX")) == b"* 0 RECENT"
+    real = store.claim_recent
+    failures = [ServiceUnavailable("store down"), SessionExpired("session")]
+
+    async def failing(*args, **kw):
+        raise failures.pop(0)
+
+    store.claim_recent = failing
+    try:
+        srv.deliver("alice@example.test", make_message("one"))
+        assert c.cmd("n1", "NOOP") == [b"n1 OK NOOP completed"]  # not shown yet
+        store.claim_recent = real
+        assert c.cmd("n2", "NOOP") == [b"* 1 EXISTS", b"* 1 RECENT", b"n2 OK NOOP completed"]
+        store.claim_recent = failing
+        srv.deliver("alice@example.test", make_message("two"))
+        c.send("n3 NOOP")
+        assert c.line().startswith(b"* BYE ")
+    finally:
+        store.claim_recent = real
+    c.close()
