@@ -897,6 +897,50 @@ def _part_in(j: list) -> BodyPart:
     )  # fmt: skip
 
 
+def part_at(body: BodyPart, nums: list[int] | tuple[int, ...]) -> BodyPart | None:
+    """The part a section's part numbers name (RFC 3501 §6.4.5), or None: a multipart's children count
+    from 1, a non-multipart message has one part (its body), and a message/rfc822 part's numbers go on
+    into the message it carries."""
+    node: BodyPart | None = body
+    for i, n in enumerate(nums):
+        node = _child(node, n, i == 0)
+        if node is None:
+            return None
+    return node
+
+
+def _child(node: BodyPart, n: int, message_body: bool) -> BodyPart | None:
+    if node.type == "MULTIPART":
+        return node.parts[n - 1] if n <= len(node.parts) else None
+    if message_body:  # a non-multipart message has exactly one part: its body
+        return node if n == 1 else None
+    if node.envelope is not None and node.parts:
+        return _child(node.parts[0], n, True)
+    return None
+
+
+IDENTITY_ENCODINGS = frozenset({"7BIT", "8BIT", "BINARY"})
+
+
+def decode_transfer(data: bytes, encoding: str, strict: bool = False) -> bytes:
+    """A part's body without its Content-Transfer-Encoding (RFC 2045 §6). Base64 skips what is not of its
+    alphabet, as RFC 2045 §6.8 asks of a reader. An encoding we do not know raises ValueError; with
+    `strict`, so does base64 that does not decode (IMAP BINARY must not hand out a guess)."""
+    enc = encoding.upper()
+    if enc in IDENTITY_ENCODINGS:
+        return data
+    if enc == "BASE64":
+        try:
+            return binascii.a2b_base64(data, strict_mode=False)
+        except binascii.Error:
+            if strict:
+                raise ValueError("base64 that does not decode") from None
+            return data
+    if enc == "QUOTED-PRINTABLE":
+        return binascii.a2b_qp(data)
+    raise ValueError(f"unknown Content-Transfer-Encoding {encoding[:40]}")
+
+
 def to_json(p: ParsedMessage) -> bytes:
     """Compact JSON: [version, envelope, body, flat headers]. Envelope strings equal to a header's value
     are stored as that header's index."""

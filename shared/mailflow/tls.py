@@ -10,6 +10,10 @@ the certificate they began with. `watch` looks at the files (inode, size, mtime:
 Kubernetes Secret's symlink swap, an ACME renewal, `cp` over them) every few seconds; a pair that does not
 load (a key that does not match, a half-written file) is logged once and the previous one stays in use.
 `ensure_self_signed` writes a new pair only when none exists (the key file is mode 0600).
+Given a gauge (`expiry`, each listening service's `..._tls_certificate_expiry_timestamp_seconds`),
+`Certificates` sets it to the notAfter of the leaf it serves (Unix time) whenever a pair loads, so an
+alert sees a certificate nearing its end, renewed or not; a leaf whose date cannot be read (which a pair
+that loaded hardly has) sets it to 0, the already-expired value, rather than leaving an old date.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ import logging
 import os
 import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prometheus_client import Gauge
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +41,30 @@ def server_context(cert: str, key: str) -> ssl.SSLContext:
     return ctx
 
 
-class Certificates:
-    """A certificate chain and key from files, for every listener of a service; reloaded by `watch`."""
+MAX_PEM_BYTES = 1024 * 1024  # a certificate chain larger than this is not ours
 
-    def __init__(self, cert: str, key: str):
-        self.cert, self.key = cert, key
+
+def not_after(cert: str) -> float:
+    """The notAfter of the first certificate (the leaf) in a PEM file, as Unix time. OSError when the
+    file cannot be read, ValueError when it is too large or holds no PEM certificate."""
+    from cryptography import x509
+
+    with open(cert, "rb") as f:
+        data = f.read(MAX_PEM_BYTES + 1)
+    if len(data) > MAX_PEM_BYTES:
+        raise ValueError(f"{cert} is larger than {MAX_PEM_BYTES} bytes")
+    return x509.load_pem_x509_certificate(data).not_valid_after_utc.timestamp()
+
+
+class Certificates:
+    """A certificate chain and key from files, for every listener of a service; reloaded by `watch`.
+    `expiry`: a gauge set to the served leaf's notAfter (Unix time) at each load."""
+
+    def __init__(self, cert: str, key: str, expiry: Gauge | None = None):
+        self.cert, self.key, self.expiry = cert, key, expiry
         self._seen = self._stamp()
         self.current = server_context(cert, key)  # the newest pair that loaded
+        self._record_expiry()
         # what listeners are given: it picks `current` for each new connection during its handshake
         self.context = server_context(cert, key)
         self.context.sni_callback = self._pick
@@ -72,8 +97,18 @@ class Certificates:
             log.warning("new TLS certificate not loaded; keeping the current one", extra=extra)
             return False
         self._seen, self._refused, self.current = stamp, None, ctx
+        self._record_expiry()
         log.info("TLS certificate reloaded", extra={"cert": self.cert})
         return True
+
+    def _record_expiry(self) -> None:
+        if self.expiry is None:
+            return
+        try:
+            self.expiry.set(not_after(self.cert))
+        except (OSError, ValueError) as exc:  # the file changed again since it loaded: the next refresh reads it
+            log.warning("TLS certificate's expiry not read", extra={"cert": self.cert, "error": repr(exc)})
+            self.expiry.set(0)
 
     async def watch(self, interval: float) -> None:
         """Refresh every `interval` seconds, until cancelled."""

@@ -187,8 +187,8 @@ def smtp_sink(host: str, port: int) -> Iterator[bool]:
     """Postfix's `smtp-sink` (C: answers 250 to everything and stores nothing) on host:port while the
     block runs; yields False when it cannot run here (not installed, or not root: it drops privileges to
     the postfix user)."""
-    from tests.bench.peers.process import greets
     from tests.support import wait_for
+    from tests.support.daemons import greets
 
     sink = shutil.which("smtp-sink")
     if sink is None or os.geteuid() != 0:

@@ -21,8 +21,8 @@ import pytest
 
 from tests.bench.common import ROOT
 from tests.bench.peers import Peers, missing
-from tests.bench.peers.process import alive
 from tests.support import wait_for
+from tests.support.daemons import alive
 
 pytestmark = [
     pytest.mark.slow,

@@ -13,9 +13,9 @@ import ssl
 
 import pytest
 
-from tests.bench.peers.process import alive
 from tests.bench.tls_sink import TlsSink, available
 from tests.support import free_port, wait_for
+from tests.support.daemons import alive
 from tests.support.pki import TestCa
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs root and Debian's postfix (smtpd, smtp-sink)")

@@ -4,7 +4,8 @@ Each schema is the subset of the operator's CRD that our manifests touch, with `
 false` where we write, so a misspelt or misplaced field fails like it would at `kubectl apply` time.
 Field names and types follow the operators' API references: CloudNativePG postgresql.cnpg.io/v1
 (Cluster, ScheduledBackup), KEDA keda.sh/v1alpha1 (ScaledObject), cert-manager cert-manager.io/v1
-(Certificate).
+(Certificate), the Prometheus Operator monitoring.coreos.com/v1 (ServiceMonitor, PrometheusRule: the
+CRDs in its example/prometheus-operator-crd, operator 0.82).
 """
 
 from __future__ import annotations
@@ -222,6 +223,111 @@ CERTIFICATE = _resource(
     },
 )
 
+# Prometheus durations as the Prometheus Operator's CRDs check them (monitoring.coreos.com/v1 Duration)
+DURATION = {
+    "type": "string",
+    "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
+}
+LABEL_SELECTOR = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "matchLabels": STR_MAP,
+        "matchExpressions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["key", "operator"],
+                "properties": {
+                    "key": STR,
+                    "operator": {"enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+                    "values": {"type": "array", "items": STR},
+                },
+            },
+        },
+    },
+}
+
+SERVICE_MONITOR = _resource(
+    "monitoring.coreos.com/v1",
+    "ServiceMonitor",
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["selector"],
+        "properties": {
+            "jobLabel": STR,
+            "selector": LABEL_SELECTOR,
+            "namespaceSelector": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"any": BOOL, "matchNames": {"type": "array", "items": STR}},
+            },
+            "endpoints": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "port": STR,
+                        "targetPort": {"anyOf": [STR, INT]},
+                        "path": STR,
+                        "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
+                        "interval": DURATION,
+                        "scrapeTimeout": DURATION,
+                        "honorLabels": BOOL,
+                    },
+                },
+            },
+        },
+    },
+)
+
+PROMETHEUS_RULE = _resource(
+    "monitoring.coreos.com/v1",
+    "PrometheusRule",
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "groups": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1},
+                        "interval": DURATION,
+                        "limit": INT,
+                        "labels": STR_MAP,
+                        "rules": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["expr"],
+                                # only one of record and alert (the CRD says so in words; Prometheus refuses both)
+                                "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
+                                "properties": {
+                                    "alert": STR,
+                                    "record": STR,
+                                    "expr": {"anyOf": [INT, STR]},
+                                    "for": DURATION,
+                                    "keep_firing_for": {**DURATION, "minLength": 1},
+                                    "labels": STR_MAP,
+                                    "annotations": STR_MAP,
+                                },
+                            },
+                        },
+                    },
+                },
+            }
+        },
+    },
+)
+
 # The KEDA nats-jetstream scaler's metadata keys (keda.sh docs, scalers/nats-jetstream).
 NATS_JETSTREAM_METADATA = {
     "natsServerMonitoringEndpoint",
@@ -238,4 +344,6 @@ SCHEMAS = {
     ("postgresql.cnpg.io/v1", "ScheduledBackup"): CNPG_SCHEDULED_BACKUP,
     ("keda.sh/v1alpha1", "ScaledObject"): KEDA_SCALED_OBJECT,
     ("cert-manager.io/v1", "Certificate"): CERTIFICATE,
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
+    ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE,
 }

@@ -106,9 +106,12 @@ def test_kill_9_of_delivery_while_copies_leave_loses_none_and_repeats_only_those
     c = course
     run = uuid.uuid4().hex[:8]
     qids: list[str] = []
+    killed = threading.Event()
 
     def send() -> None:
         for i in range(40):
+            if i == 20:  # the second half only after the kill: the restarted process surely has copies to send
+                killed.wait(timeout=120)
             qids.append(from_outside(c, ["team@daum.test"], message("team@daum.test", f"fwd-kill-{run}-{i}", sender=OUTSIDE)))
 
     sender = threading.Thread(target=send, daemon=True)
@@ -116,6 +119,7 @@ def test_kill_9_of_delivery_while_copies_leave_loses_none_and_repeats_only_those
     # the first three forwarded (three REST calls a poll: the sender is still at work when it comes true)
     wait_for(lambda: len(qids) >= 3 and all(states(c.daum, q).get(Z) == "delivered" for q in qids[:3]), timeout=60, interval=0.02, what="forwarding under way")
     c.daum.kill("delivery")  # SIGKILL, with whatever batch it had in hand, while more mail comes in
+    killed.set()
     killed_at = sum(states(c.daum, q).get(Z) == "delivered" for q in list(qids))
     sender.join(timeout=120)
     assert len(qids) == 40 and killed_at < 40  # the restarted process has forwarded copies to send

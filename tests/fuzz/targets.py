@@ -631,6 +631,48 @@ def mta_sts(data: bytes) -> None:
         pass
 
 
+# --- autoconfiguration ----------------------------------------------------------------------------------------
+
+_AUTODISCOVER_NS = b"http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"
+_AUTODISCOVER_TOKENS = (
+    b'<Autodiscover xmlns="' + _AUTODISCOVER_NS + b'">', b"<Request>", b"</Request>", b"<EMailAddress>", b"</EMailAddress>",
+    b"<AcceptableResponseSchema>", b"</AcceptableResponseSchema>", b"</Autodiscover>", b"<!DOCTYPE a [", b'<!ENTITY x "', b"&x;",
+    b"&amp;", b"&#x40;", b"<![CDATA[", b"]]>", b"@example.test", b'<?xml version="1.0" encoding="utf-16"?>', b"\xef\xbb\xbf",
+)  # fmt: skip
+
+
+def autodiscover(data: bytes) -> None:
+    """smtp-ingress's autoconfiguration (autoconfig.py): an Autodiscover POX body (parse_request:
+    BadRequest only, never an entity expanded) and the address in it or in a Thunderbird query
+    (address_domain: BadRequest only); an address it accepts makes a response that parses back with that
+    address as LoginName and a Thunderbird file for its domain."""
+    import xml.etree.ElementTree as ET
+
+    from mailflow_smtp_ingress.autoconfig import (
+        OUTLOOK_NS,
+        BadRequest,
+        ClientConfig,
+        address_domain,
+        parse_request,
+    )
+
+    config = ClientConfig("mx.fuzz.test")
+    try:
+        address, _schema = parse_request(data)
+    except BadRequest:
+        address = data.decode("utf-8", "replace")
+    try:
+        domain = address_domain(address)
+    except BadRequest:
+        return
+    response = ET.fromstring(config.autodiscover(address))
+    logins = {e.text for e in response.iter(f"{{{OUTLOOK_NS}}}LoginName")}
+    if logins != {address}:
+        raise Finding(f"LoginName {logins!r} is not {address!r}")
+    if ET.fromstring(config.thunderbird(domain)).find("emailProvider").get("id") != domain:
+        raise Finding(f"clientConfig not for {domain!r}")
+
+
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
@@ -645,6 +687,7 @@ TARGETS: dict[str, Target] = {
         Target("mime", mime_parse, "mime.parse, BODYSTRUCTURE/BODY/ENVELOPE rendering, JSON form, the store's sections", 16384, _MIME_TOKENS),
         Target("dkim", dkim, "DKIM verify and ARC verify_chain (mailflow.authn): tag lists, canonicalization, keys, chains", 8192, _DKIM_TOKENS),
         Target("authn", authn, "Authentication-Results (removal of ours, the header), From domains, DMARC records (mailflow.authn)", 8192, _AUTHN_TOKENS),
+        Target("autodiscover", autodiscover, "autoconfiguration: Autodiscover POX bodies (expat, DTDs refused) and mail addresses (smtp-ingress)", 16384, _AUTODISCOVER_TOKENS),
         Target("mta-sts", mta_sts, "MTA-STS: the policy fetch's HTTP response, the policy file and TXT records (delivery, mailflow.mtasts)", 8192, _MTA_STS_TOKENS),
         Target("mime-section", mime_section, "FETCH BODY[section-spec]: imap-pop3's parser, the store's spec reader and slicing", 4096, _MIME_TOKENS + (b"HEADER.FIELDS.NOT (", b".MIME", b".TEXT", b"1.2.3")),
     )

@@ -98,7 +98,7 @@ def test_missing_and_wrong_records_are_named_and_exit_1(cli, dns):
 
 def test_the_mta_sts_record_is_printed_and_checked_when_the_policy_is_served(cli, dns):
     """Its id is the served policy's (smtp-ingress's settings), so a change of policy shows as wrong."""
-    sts = {"MAILFLOW_SMTP_MTA_STS_PORT": "443", "MAILFLOW_SMTP_MTA_STS_MODE": "enforce"}
+    sts = {"MAILFLOW_SMTP_HTTPS_PORT": "443", "MAILFLOW_SMTP_MTA_STS_MODE": "enforce"}
     policy = mtasts.published("enforce", "", 604800, HOST)
     assert not any("_mta-sts" in line for line in cli("dns", "records", "good.test"))  # not served: not printed
     printed = cli("dns", "records", "good.test", more=sts)
@@ -107,7 +107,10 @@ def test_the_mta_sts_record_is_printed_and_checked_when_the_policy_is_served(cli
     lines = cli("dns", "records", "bad.test", "--check", more=sts, code=1)
     assert "missing    _mta-sts.bad.test. TXT" in lines
     assert lines[-1] == "missing    mta-sts.bad.test. A/AAAA (the MTA-STS policy's host has no address)"
+    assert f"_autodiscover._tcp.good.test.\t3600\tIN\tSRV\t0 1 443 {HOST}." in printed  # Outlook's, same listener
+    assert "missing    _autodiscover._tcp.bad.test. SRV" in lines
     dns.add(f'_mta-sts.good.test. 3600 IN TXT "v=STSv1; id={policy.id()};"\nmta-sts.good.test. 3600 IN A 127.0.0.1')
+    dns.add(f"_autodiscover._tcp.good.test. 3600 IN SRV 0 0 443 {HOST}.")
     lines = cli("dns", "records", "good.test", "--check", more=sts)
     assert "ok         _mta-sts.good.test. TXT" in lines and lines[-1] == "ok         mta-sts.good.test. A/AAAA: 127.0.0.1"
     lines = cli("dns", "records", "good.test", "--check", more={**sts, "MAILFLOW_SMTP_MTA_STS_MODE": "testing"}, code=1)

@@ -9,6 +9,7 @@ import asyncio
 import os
 import shutil
 import ssl
+import time
 from pathlib import Path
 
 from cryptography import x509
@@ -123,3 +124,55 @@ async def test_watch_reloads_within_its_interval(tmp_path):
         watcher.cancel()
         server.close()
         await server.wait_closed()
+
+
+def test_the_expiry_gauge_follows_the_pair_that_loaded(tmp_path):
+    """`..._tls_certificate_expiry_timestamp_seconds` is the served leaf's notAfter: set at start, moved by
+    a reload, left alone by a pair that does not load (what is served did not change)."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    registry = CollectorRegistry()
+    gauge = Gauge("test_tls_certificate_expiry_timestamp_seconds", "x", registry=registry)
+
+    def value() -> float:
+        return registry.get_sample_value("test_tls_certificate_expiry_timestamp_seconds")
+
+    def leaf_not_after(path: Path) -> float:
+        return x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc.timestamp()
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    tls.ensure_self_signed(cert, key, "short.example.test", days=3)
+    longer = tmp_path / "b"
+    longer.mkdir()
+    tls.ensure_self_signed(longer / "cert.pem", longer / "key.pem", "long.example.test", days=90)
+    other = pair(tmp_path / "c", "other.example.test")
+
+    certs = tls.Certificates(str(cert), str(key), expiry=gauge)
+    first = leaf_not_after(cert)
+    assert value() == first and 2 * 86400 < first - time.time() < 4 * 86400
+    put((other[0], key), cert, key)  # a certificate without its key: not loaded, the gauge stays
+    assert certs.refresh() is False and value() == first
+    put((longer / "cert.pem", longer / "key.pem"), cert, key)
+    assert certs.refresh() is True
+    assert value() == leaf_not_after(cert) == leaf_not_after(longer / "cert.pem")
+    assert 89 * 86400 < value() - time.time() < 91 * 86400
+
+
+def test_both_listening_services_set_their_expiry_gauge(tmp_path):
+    """smtp-ingress and imap-pop3 hand their own gauge to the Certificates every TLS listener uses."""
+    from prometheus_client import REGISTRY
+
+    import mailflow_imap_pop3.app as imap_app
+    import mailflow_smtp_ingress.app as smtp_app
+    from mailflow_imap_pop3.settings import Settings as ImapSettings
+    from mailflow_smtp_ingress.settings import Settings as SmtpSettings
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    tls.ensure_self_signed(cert, key, "mail.example.test", days=10)
+    expected = x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after_utc.timestamp()
+    for module, settings, name in (
+        (smtp_app, SmtpSettings(service_token="t", tls_cert=str(cert), tls_key=str(key)), "mailflow_smtp"),
+        (imap_app, ImapSettings(service_token="t", tls_cert=str(cert), tls_key=str(key)), "mailflow_imap"),
+    ):
+        module.certificates(settings)
+        assert REGISTRY.get_sample_value(f"{name}_tls_certificate_expiry_timestamp_seconds") == expected

@@ -22,6 +22,7 @@ from mailflow.proxy_protocol import trusted_networks
 from mailflow.store.api import Mailboxes
 from mailflow.throttle import LoginThrottle
 from mailflow.web import HttpServer, service_app
+from mailflow_imap_pop3 import metrics
 from mailflow_imap_pop3.auth import AuthCache, Authenticator
 from mailflow_imap_pop3.context import Context
 from mailflow_imap_pop3.imap import responses as rsp
@@ -42,7 +43,7 @@ _POP3_REFUSALS = {"per_ip": pop3_replies.R_TOO_MANY_CONNECTIONS, "total": pop3_r
 def certificates(settings: Settings) -> mtls.Certificates | None:
     if not (settings.tls_cert and settings.tls_key):
         return None
-    return mtls.Certificates(settings.tls_cert, settings.tls_key)
+    return mtls.Certificates(settings.tls_cert, settings.tls_key, expiry=metrics.TLS_CERT_EXPIRY)
 
 
 class Server:

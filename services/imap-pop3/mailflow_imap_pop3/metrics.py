@@ -30,6 +30,11 @@ PUSH_SECONDS = Histogram(
 )
 PROXY = Counter("mailflow_imap_proxy_headers_total", "PROXY protocol headers by outcome", ["result"])
 TLS = Counter("mailflow_imap_tls_handshakes_total", "TLS handshakes (STARTTLS, STLS, implicit)", ["result"])
+# notAfter of the certificate new TLS connections get (mailflow.tls.Certificates, set at each load)
+TLS_CERT_EXPIRY = Gauge(
+    "mailflow_imap_tls_certificate_expiry_timestamp_seconds",
+    "notAfter of the TLS certificate served now (Unix time); alert on it minus time()",
+)
 REFUSED = Counter(
     "mailflow_imap_connections_refused_total", "Connections refused over a cap", ["listener", "reason"]
 )

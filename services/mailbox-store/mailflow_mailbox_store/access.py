@@ -20,11 +20,13 @@ from mailflow.errors import Invalid
 from mailflow.store.api import (
     AppendResult,
     CopyResult,
+    DeletedUse,
     MailboxInfo,
     MailboxStatus,
+    QuotaUse,
 )
 from mailflow.store.search import SearchKey
-from mailflow_mailbox_store import folders, messages, metrics, names, sections
+from mailflow_mailbox_store import directory, folders, messages, metrics, names, sections
 from mailflow_mailbox_store.blobs import in_batches
 from mailflow_mailbox_store.learning import Learner
 from mailflow_mailbox_store.listings import Listing, ListingCache
@@ -94,6 +96,12 @@ class Store(StoreCore):
 
     async def status(self, s: Session, name: str) -> MailboxStatus:
         return await self.db.read(folders.status, s.user_id, name, self.listings)
+
+    async def quota(self, s: Session) -> QuotaUse:
+        return await self.db.read(directory.quota_use, s.user_id)
+
+    async def deleted(self, s: Session, name: str) -> DeletedUse:
+        return await self.db.read(folders.deleted_use, s.user_id, name)
 
     async def select(self, s: Session, name: str, claim_recent: bool = True) -> Selection:
         """The listing, the status, and the UID from which the listed messages are \\Recent for this
@@ -243,18 +251,24 @@ class Store(StoreCore):
         return result
 
     async def append(
-        self, s: Session, name: str, body: bytes, flags: list[str], internal_date: datetime | None
+        self, s: Session, name: str, items: list[tuple[bytes, list[str], datetime | None]]
     ) -> AppendResult:
-        if len(body) > self.max_message_bytes:
-            raise Invalid(f"message larger than {self.max_message_bytes} bytes")
-        prepared = await self._cpu(prepare, body)
-        when = int(internal_date.timestamp()) if internal_date else int(time.time())
-        (uidvalidity, uid), changes = await self.db.write(
-            messages.append, s.user_id, name, prepared, flags, when, bodies=[body]
+        """APPEND (one item) and MULTIAPPEND: all the messages, with consecutive UIDs, or none."""
+        if not items:
+            raise Invalid("nothing to append")
+        for body, _, _ in items:
+            if len(body) > self.max_message_bytes:
+                raise Invalid(f"message larger than {self.max_message_bytes} bytes")
+        now = int(time.time())
+        prepared = [
+            (await self._cpu(prepare, body), flags, int(when.timestamp()) if when else now) for body, flags, when in items
+        ]
+        (uidvalidity, uids), changes = await self.db.write(
+            messages.append, s.user_id, name, prepared, bodies=[body for body, _, _ in items]
         )
-        metrics.APPENDED_BYTES.inc(len(body))
+        metrics.APPENDED_BYTES.inc(sum(len(body) for body, _, _ in items))
         await self.publish(changes, s.sid)
-        return AppendResult(uidvalidity=uidvalidity, uid=uid)
+        return AppendResult(uidvalidity=uidvalidity, uids=uids)
 
     async def search(self, s: Session, mailbox_id: int, key: SearchKey) -> list[int]:
         return await self.db.read(run_search, s.user_id, mailbox_id, key, self.blobs)

@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass, field
 
 from mailflow.errors import Invalid
-from mailflow.store.api import Resolution
+from mailflow.store.api import QuotaUse, Resolution
 from mailflow_mailbox_store import names
 from mailflow_mailbox_store.db import Tx
 
@@ -38,6 +38,12 @@ def user_row(tx: Tx, address: str) -> tuple[int, str, str, int, bool] | None:
     return tx.one(
         "SELECT id, address, password_hash, generation, disabled FROM users WHERE address = :a", {"a": address}
     )
+
+
+def quota_use(tx: Tx, user_id: int) -> QuotaUse:
+    """The user's kept totals (every change of a message updates them in its own transaction)."""
+    used, count, limit = tx.one("SELECT used_bytes, messages, quota_bytes FROM users WHERE id = :u", {"u": user_id})
+    return QuotaUse(used_bytes=int(used), messages=int(count), limit_bytes=None if limit is None else int(limit))
 
 
 def generations(tx: Tx, user_ids: list[int]) -> dict[int, int | None]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 
 from mailflow.errors import Conflict, Invalid, NotFound
-from mailflow.store.api import DELIMITER, MailboxInfo, MailboxStatus
+from mailflow.store.api import DELIMITER, DeletedUse, MailboxInfo, MailboxStatus
 from mailflow_mailbox_store import names
 from mailflow_mailbox_store.db import Tx
 
@@ -286,6 +286,16 @@ def status_of(tx: Tx, row: Row, cache=None, user_id: int = 0) -> MailboxStatus:
         highestmodseq=row.highestmodseq,
         size=size,
     )
+
+
+def deleted_use(tx: Tx, user_id: int, name: str) -> DeletedUse:
+    """How many messages of the mailbox are flagged \\Deleted, and their octets (one aggregate scan)."""
+    row = by_name(tx, user_id, name)
+    count, size = tx.one(
+        "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE mailbox_id = :m AND (flags & :d) <> 0",
+        {"m": row.id, "d": names.DELETED_BIT},
+    )
+    return DeletedUse(messages=int(count), size=int(size))
 
 
 def status(tx: Tx, user_id: int, name: str, cache=None) -> MailboxStatus:

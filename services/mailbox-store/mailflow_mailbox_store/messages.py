@@ -29,7 +29,7 @@ from mailflow_mailbox_store.storage import (
     Usage,
     allocate,
     next_modseq,
-    reference_blob,
+    reference_blobs,
 )
 from mailflow_mailbox_store.uidset import UidSet
 
@@ -405,20 +405,30 @@ def _move_pending(tx: Tx, src: int, dst: int, mapping: dict[int, int]) -> None:
 
 
 def append(
-    tx: Tx, user_id: int, name: str, body: Prepared, flags: list[str], internal_date: int
-) -> tuple[tuple[int, int], list[Change]]:
+    tx: Tx, user_id: int, name: str, items: list[tuple[Prepared, list[str], int]]
+) -> tuple[tuple[int, list[int]], list[Change]]:
+    """APPEND and MULTIAPPEND (RFC 3502): every (body, flags, internal date) into one mailbox, in order,
+    with consecutive UIDs, or none of them (the caller's operation fails whole)."""
     row = folders.by_name(tx, user_id, name)
-    bits, kw_names = names.split_flags(flags)
+    split = [names.split_flags(flags) for _, flags, _ in items]
     usage = Usage(tx)
-    usage.charge(user_id, body.size)
-    kws = keywords.ensure(tx, user_id, kw_names)
-    blob_id = reference_blob(tx, body)
-    uid, modseq = allocate(tx, row.id, 1)
-    kw = kws.mask(kw_names)
-    tx.insert(*INSERT_MESSAGE, [(row.id, uid, modseq, bits, kw, body.size, internal_date, blob_id, None)])
+    for body, _, _ in items:
+        usage.charge(user_id, body.size)
+    kws = keywords.ensure(tx, user_id, sorted({k for _, kw_names in split for k in kw_names}))
+    refs: dict[bytes, tuple[Prepared, int]] = {}
+    for body, _, _ in items:
+        refs[body.sha] = (body, refs.get(body.sha, (body, 0))[1] + 1)
+    blob_ids = reference_blobs(tx, refs)
+    first, modseq = allocate(tx, row.id, len(items))
+    rows, flags_now = [], []
+    for n, ((body, _, when), (bits, kw_names)) in enumerate(zip(items, split, strict=True)):
+        kw = kws.mask(kw_names)
+        rows.append((row.id, first + n, modseq, bits, kw, body.size, when, blob_ids[body.sha], None))
+        flags_now.append(sorted(kws.flags(bits, kw)))
+    tx.insert(*INSERT_MESSAGE, rows)
     usage.flush()
-    flags_now = sorted(kws.flags(bits, kw))
-    return (row.uidvalidity, uid), [Change(user_id, row.id, row.name, "appended", [uid], modseq, [flags_now], modseq - 1)]
+    uids = [first + n for n in range(len(items))]
+    return (row.uidvalidity, uids), [Change(user_id, row.id, row.name, "appended", uids, modseq, flags_now, modseq - 1)]
 
 
 def rename_inbox(tx: Tx, user_id: int, new: str) -> list[Change]:

@@ -18,16 +18,6 @@ _FIELDS_SPEC = re.compile(r"HEADER\.FIELDS(\.NOT)? \((.*)\)", re.S)
 _FIELD_NAME = re.compile(r' *(?:"([^"\\]*+(?:\\.[^"\\]*+)*+)"|([^\s()"]+))', re.S)
 
 
-def _child(node: mime.BodyPart, n: int, message_body: bool) -> mime.BodyPart | None:
-    if node.type == "MULTIPART":
-        return node.parts[n - 1] if n <= len(node.parts) else None
-    if message_body:  # a non-multipart message has exactly one part: its body
-        return node if n == 1 else None
-    if node.envelope is not None and node.parts:
-        return _child(node.parts[0], n, True)
-    return None
-
-
 def _field_names(text: str) -> set[str]:
     names, pos = set(), 0
     while pos < len(text):
@@ -64,11 +54,9 @@ def section(raw: bytes, p: mime.ParsedMessage, spec: str) -> bytes:
 
     message = p.body  # the body of the message whose HEADER/TEXT the spec means
     if nums:
-        node = p.body
-        for i, n in enumerate(nums):
-            node = _child(node, n, i == 0)
-            if node is None:
-                return b""
+        node = mime.part_at(p.body, nums)
+        if node is None:
+            return b""
         if word == "":
             return raw[node.body_start : node.end]
         if word == "MIME":

@@ -23,6 +23,7 @@ from mailflow.hostport import LOCAL_HOST, split_hostport
 from mailflow.lifecycle import Stopper
 from mailflow.store.api import Directory
 from mailflow.web import HttpServer, service_app
+from mailflow_smtp_ingress import autoconfig, metrics
 from mailflow_smtp_ingress.checks import Checks
 from mailflow_smtp_ingress.directory import CachedDirectory
 from mailflow_smtp_ingress.handler import IngressHandler
@@ -41,7 +42,7 @@ class Running:
 
     smtp: SmtpServer
     http_port: int
-    mta_sts_port: int | None = None  # the MTA-STS policy's HTTPS listener, when on
+    https_port: int | None = None  # the HTTPS listener (MTA-STS policy, autoconfiguration), when on
 
 
 def certificates(settings: Settings) -> tls.Certificates:
@@ -53,21 +54,24 @@ def certificates(settings: Settings) -> tls.Certificates:
         cert, key = str(base / "cert.pem"), str(base / "key.pem")
         if tls.ensure_self_signed(Path(cert), Path(key), settings.hostname):
             log.warning("no TLS certificate configured: made a self-signed one", extra={"cert": cert})
-    return tls.Certificates(cert, key)
+    return tls.Certificates(cert, key, expiry=metrics.TLS_CERT_EXPIRY)
 
 
-async def mta_sts_server(settings: Settings, directory: Directory, certs: tls.Certificates) -> HttpServer | None:
-    """Our MTA-STS policy over HTTPS (mtasts.py) on the MX listener's address, when
-    MAILFLOW_SMTP_MTA_STS_PORT is set."""
-    if not settings.mta_sts_port:
+async def https_server(settings: Settings, directory: Directory, certs: tls.Certificates) -> HttpServer | None:
+    """The HTTPS listener on the MX listener's address, when MAILFLOW_SMTP_HTTPS_PORT is set: our MTA-STS
+    policy (mtasts.py) and mail clients' autoconfiguration (autoconfig.py), one cached "is this domain
+    ours?" for both."""
+    if not settings.https_port:
         return None
     host = split_hostport(settings.listen)[0] if settings.listen else LOCAL_HOST
-    listen = f"[{host}]:{settings.mta_sts_port}" if ":" in host else f"{host}:{settings.mta_sts_port}"
+    listen = f"[{host}]:{settings.https_port}" if ":" in host else f"{host}:{settings.https_port}"
     policy = mtasts.published(settings.mta_sts_mode, settings.mta_sts_mx, settings.mta_sts_max_age, settings.hostname)
-    app = policy_app(policy, LocalDomains(directory.is_local_domain))
+    local = LocalDomains(directory.is_local_domain)
+    app = policy_app(policy, local)
+    app.include_router(autoconfig.router(autoconfig.ClientConfig(settings.hostname), local))
     # the mail listeners' certificate, and its reloads (Certificates.context picks the newest pair)
     server = await HttpServer(app, listen, ssl_context_factory=lambda _config, _default: certs.context).start()
-    log.info("MTA-STS policy served", extra={"port": server.port, "mode": policy.mode, "id": policy.id()})
+    log.info("HTTPS served: MTA-STS policy, autoconfiguration", extra={"port": server.port, "mode": policy.mode, "id": policy.id()})
     return server
 
 
@@ -123,10 +127,10 @@ async def run(
     http = await HttpServer(
         service_app("smtp-ingress", {"nats": nats_ready, "listeners": accepting}), settings.http_listen
     ).start()
-    sts = await mta_sts_server(settings, inner, certs)
+    web = await https_server(settings, inner, certs)
     log.info("smtp-ingress ready", extra={"http": http.port})
     if started is not None and not started.done():
-        started.set_result(Running(server, http.port, sts.port if sts else None))
+        started.set_result(Running(server, http.port, web.port if web else None))
     try:
         await stop.wait()
     finally:
@@ -137,8 +141,8 @@ async def run(
         if spam is not None:
             await spam.close()
         await http.stop()
-        if sts is not None:
-            await sts.stop()
+        if web is not None:
+            await web.stop()
         close = getattr(inner, "close", None)
         if close is not None:
             try:

@@ -29,6 +29,16 @@ MESSAGE_BYTES = Histogram(
 )
 AUTH = Counter("mailflow_smtp_auth_total", "AUTH attempts", ["mechanism", "result"])
 TLS = Counter("mailflow_smtp_tls_total", "TLS handshakes (STARTTLS and implicit)", ["result"])
+# autoconfig.py. client: thunderbird, outlook; result: ok, not_ours (404), bad_request (400), too_large
+# (413), unavailable (the store did not answer, 503), other_schema (an Autodiscover Error 600)
+AUTOCONFIG = Counter(
+    "mailflow_smtp_autoconfig_requests_total", "Mail client autoconfiguration requests, by client and result", ["client", "result"]
+)
+# notAfter of the certificate new TLS connections get (mailflow.tls.Certificates, set at each load)
+TLS_CERT_EXPIRY = Gauge(
+    "mailflow_smtp_tls_certificate_expiry_timestamp_seconds",
+    "notAfter of the TLS certificate served now (Unix time); alert on it minus time()",
+)
 DIRECTORY_CACHE = Counter(
     "mailflow_smtp_directory_cache_total", "Recipient lookups by cache result", ["result"]
 )

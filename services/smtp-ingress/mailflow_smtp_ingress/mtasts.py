@@ -3,15 +3,16 @@
 `GET /.well-known/mta-sts.txt` with `Host: mta-sts.<domain>` answers the policy built from
 MAILFLOW_SMTP_MTA_STS_* (`mailflow.mtasts.published`: the same text, and so the same id, that
 `mailflow dns records` prints in the TXT record) as text/plain, for every domain the mailbox-store
-knows as ours. Another host name, a domain that is not ours, or another path: 404 (so a name
-pointing here by mistake publishes no policy for someone else's domain). The store not answering:
+knows as ours. Another host name or a domain that is not ours: 404 (so a name pointing here by
+mistake publishes no policy for someone else's domain); the listener serves nothing but this and the
+autoconfiguration (autoconfig.py), whose routes app.py adds. The store not answering:
 503, which a sender treats as a failed fetch and keeps its cached policy (RFC 8461 §5.1).
 Redirects are never answered (senders must not follow them, §3.3).
 
 Why here: smtp-ingress already holds the mail listeners' certificate (MAILFLOW_TLS_CERT/KEY, which
 then also names mta-sts.<domain>), knows our hostname and asks the store which domains are ours;
 the policy describes its own MX listener. The listener is off unless a port is
-set (MAILFLOW_SMTP_MTA_STS_PORT, on the MX listener's address: 443 where that port is published; a
+set (MAILFLOW_SMTP_HTTPS_PORT, on the MX listener's address: 443 where that port is published; a
 reverse proxy may instead forward mta-sts.<domain> to it).
 """
 
@@ -53,7 +54,7 @@ class LocalDomains:
 
 
 def policy_app(policy: mtasts.Policy, is_local: IsLocalDomain) -> FastAPI:
-    """The HTTPS app: only the policy, no docs or OpenAPI schema."""
+    """The HTTPS app with the policy (app.py adds the autoconfiguration's routes); no docs or OpenAPI schema."""
     app = FastAPI(title="mailflow mta-sts", docs_url=None, redoc_url=None, openapi_url=None)
     text = policy.text()
 

@@ -109,11 +109,14 @@ class Settings(ServiceSettings):
     # rspamd's `Password` header, if its worker asks for one (a controller or a password-protected proxy).
     rspamd_password: SecretStr = SecretStr("")
 
-    # MTA-STS (RFC 8461), our policy for every domain of ours (mtasts.py): served over HTTPS at
-    # https://mta-sts.<domain>/.well-known/mta-sts.txt with MAILFLOW_TLS_CERT/KEY (which must then name
-    # mta-sts.<domain> too), its TXT record printed by `mailflow dns records`. The HTTPS port, on the MX
-    # listener's address; 0: not served (the default; 443 where that port is published).
-    mta_sts_port: int = Field(0, ge=0, lt=65536)
+    # smtp-ingress's HTTPS listener, on the MX listener's address, with MAILFLOW_TLS_CERT/KEY (which must
+    # then name the host names below too): for every domain of ours, the MTA-STS policy (RFC 8461,
+    # mtasts.py) at https://mta-sts.<domain>/.well-known/mta-sts.txt (its TXT record printed by `mailflow
+    # dns records`), and mail clients' autoconfiguration (autoconfig.py): Thunderbird's at
+    # https://autoconfig.<domain>/mail/config-v1.1.xml, Outlook's Autodiscover at
+    # https://autodiscover.<domain>/autodiscover/autodiscover.xml. The port; 0: not served (the default;
+    # 443 where that port is published).
+    https_port: int = Field(0, ge=0, lt=65536)
     mta_sts_mode: Literal["enforce", "testing", "none"] = "testing"  # RFC 8461 §5; start with testing, then enforce
     mta_sts_mx: str = ""  # the MX patterns senders may use, comma-separated (*.example.com: one label); empty: MAILFLOW_HOSTNAME
     mta_sts_max_age: int = 604_800  # seconds senders keep the policy (RFC 8461 §3.2: at most 31557600)

@@ -6,9 +6,11 @@ set), the DKIM public keys of every key set the store keeps for the domain (pend
 before `mailflow dkim activate`, retired ones until they are removed; each TXT value cut into strings
 of at most 255 octets, RFC 1035 §3.3.14), DMARC (RFC 7489) and the SRV records by which mail clients
 find the servers (RFC 6186, RFC 8314 §5.1 for submissions), when smtp-ingress serves our MTA-STS
-policy (MAILFLOW_SMTP_MTA_STS_PORT set), its `_mta-sts` TXT record (RFC 8461 §3.1) with the id of the
+policy (MAILFLOW_SMTP_HTTPS_PORT set), its `_mta-sts` TXT record (RFC 8461 §3.1) with the id of the
 policy the MAILFLOW_SMTP_MTA_STS_* settings make (`mailflow.mtasts.published`: it changes when the policy
-does) and a comment on the mta-sts.<domain> host name, and the DANE TLSA record of the mail host
+does) and a comment on the mta-sts.<domain> host name, and for mail clients' autoconfiguration served
+on the same HTTPS listener the `_autodiscover._tcp` SRV record (Outlook) with a comment on the
+autoconfig.<domain> and autodiscover.<domain> names (Thunderbird, Outlook), and the DANE TLSA record of the mail host
 (RFC 7672: `_25._tcp.<host> TLSA 3 1 1 <SHA-256 of the certificate's public key>`, from MAILFLOW_TLS_CERT;
 a comment instead when that file is not set or cannot be read), and with --tls-reports-to the
 `_smtp._tls` TXT record asking other servers for daily TLS reports (RFC 8460 §3). The A/AAAA records
@@ -35,23 +37,15 @@ import typer
 from mailflow import mtasts, tlsa
 from mailflow.authn.spf import is_spf
 from mailflow.cli.common import Api, err
+from mailflow.clientconfig import ENDPOINTS
 from mailflow.configfile import lookup
 from mailflow.contracts.messages import DnsAnswer
 from mailflow.contracts.rest import DkimKeyPublic
-from mailflow.services import DELIVERY, LISTENERS, SMTP_INGRESS
+from mailflow.services import DELIVERY, SMTP_INGRESS
 
 app = typer.Typer(help="The DNS records our domains need.", no_args_is_help=True)
 
 TTL = 3600
-# RFC 6186 §3 (and RFC 8314 §5.1): service, listener; IMAP before POP3 (priority 0 against 10)
-SRV = (
-    ("_submissions._tcp", "smtps", 0),
-    ("_submission._tcp", "submission", 0),
-    ("_imaps._tcp", "imaps", 0),
-    ("_imap._tcp", "imap", 0),
-    ("_pop3s._tcp", "pop3s", 10),
-    ("_pop3._tcp", "pop3", 10),
-)
 SHOWN = 100  # characters of what DNS has, in a "wrong" line
 
 
@@ -83,9 +77,10 @@ def spf(source_address: str) -> str:
 
 
 def entries(
-    domain: str, hostname: str, keys: list[DkimKeyPublic], dmarc_policy: str, source_address: str = "", sts: mtasts.Policy | None = None
+    domain: str, hostname: str, keys: list[DkimKeyPublic], dmarc_policy: str, source_address: str = "", sts: mtasts.Policy | None = None, https_port: int = 443
 ) -> list[str | Wanted]:
-    """The records, with comment lines (';') where they help. `sts`: the MTA-STS policy we serve."""
+    """The records, with comment lines (';') where they help. `sts`: the MTA-STS policy we serve (then
+    also the autoconfiguration, on the same HTTPS listener at `https_port`)."""
     d, host = domain.rstrip(".").lower() + ".", hostname.rstrip(".").lower() + "."
     out: list[str | Wanted] = [
         f"; {domain}: the records Mailflow needs (mailflow dns records). {host} needs its own A/AAAA records.",
@@ -99,16 +94,23 @@ def entries(
     if not keys:
         out.append(f"; no DKIM key: `mailflow dkim keygen {domain}` makes one")
     out.append(Wanted(f"_dmarc.{d}", "TXT", f"v=DMARC1; p={dmarc_policy}; adkim=r; aspf=r"))
-    for name, listener, priority in SRV:
-        out.append(Wanted(f"{name}.{d}", "SRV", f"{priority} 1 {LISTENERS[listener][1].port} {host}"))
+    for e in ENDPOINTS:  # RFC 6186 §3 (and RFC 8314 §5.1); IMAP before POP3 (priority 0 against 10)
+        out.append(Wanted(f"{e.srv}.{d}", "SRV", f"{e.priority} 1 {e.port} {host}"))
     if sts is None:
-        out.append(f"; MTA-STS: not served ({SMTP_INGRESS.var('mta_sts_port')} is 0), no record printed.")
+        out.append(f"; MTA-STS and client autoconfiguration: not served ({SMTP_INGRESS.var('https_port')} is 0), no record printed.")
     else:
         out.append(
             f"; MTA-STS (mode {sts.mode}, mx {' '.join(sts.mx) or '-'}): https://mta-sts.{d.rstrip('.')}/.well-known/mta-sts.txt is served by "
             f"smtp-ingress; mta-sts.{d} needs an A/AAAA record (or a CNAME) to it, and its certificate must name mta-sts.{d.rstrip('.')}"
         )
         out.append(Wanted(f"_mta-sts.{d}", "TXT", f"v=STSv1; id={sts.id()}"))
+        name = d.rstrip(".")
+        out.append(
+            f"; Autoconfiguration: smtp-ingress answers https://autoconfig.{name}/mail/config-v1.1.xml (Thunderbird) and "
+            f"https://autodiscover.{name}/autodiscover/autodiscover.xml (Outlook); give autoconfig.{d} and autodiscover.{d} "
+            f"A/AAAA records (or CNAMEs) to it and name them in its certificate, or rely on the SRV record below (Outlook only)"
+        )
+        out.append(Wanted(f"_autodiscover._tcp.{d}", "SRV", f"0 1 {https_port} {host}"))
     return out
 
 
@@ -222,7 +224,7 @@ def check(found: list[Wanted], hostname: str, resolver: Api, sts_host: str | Non
 
 def served_policy(hostname: str) -> mtasts.Policy | None:
     """The MTA-STS policy smtp-ingress serves, from the same settings (None: not served)."""
-    if (lookup(SMTP_INGRESS.var("mta_sts_port")) or "0") == "0":
+    if (lookup(SMTP_INGRESS.var("https_port")) or "0") == "0":
         return None
     age = lookup(SMTP_INGRESS.var("mta_sts_max_age")) or "604800"
     try:
@@ -255,7 +257,8 @@ def dns_records(
     keys = [DkimKeyPublic.model_validate(k) for k in Api.store().get("/admin/dkim", domain=domain)]  # 404: not ours
     source = lookup(DELIVERY.var("source_address")) or ""
     sts = served_policy(host)
-    found = entries(domain, host, keys, dmarc, source, sts) + tls_reports(domain, to) + dane(host, lookup("MAILFLOW_TLS_CERT") or "")
+    port = int(given) if (given := lookup(SMTP_INGRESS.var("https_port")) or "443").isdigit() else 443
+    found = entries(domain, host, keys, dmarc, source, sts, port) + tls_reports(domain, to) + dane(host, lookup("MAILFLOW_TLS_CERT") or "")
     if not check_dns:
         for e in found:
             typer.echo(e if isinstance(e, str) else e.line())

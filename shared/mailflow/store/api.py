@@ -143,6 +143,24 @@ class MailboxStatus:
 
 
 @dataclass(frozen=True)
+class QuotaUse:
+    """A user's storage against their quota (IMAP QUOTA, RFC 9208: one quota root per user)."""
+
+    used_bytes: int  # octets of every message in every mailbox of the user
+    messages: int
+    limit_bytes: int | None  # None: no limit
+
+
+@dataclass(frozen=True)
+class DeletedUse:
+    """The messages of one mailbox flagged \\Deleted: what EXPUNGE would remove (STATUS DELETED and
+    DELETED-STORAGE, RFC 9051 §6.3.11 and RFC 9208 §4.4)."""
+
+    messages: int
+    size: int  # octets
+
+
+@dataclass(frozen=True)
 class MessageMeta:
     uid: int
     flags: frozenset[str]
@@ -188,7 +206,12 @@ class CopyResult:
 @dataclass(frozen=True)
 class AppendResult:
     uidvalidity: int
-    uid: int
+    uids: list[int]  # one per message appended, consecutive
+
+    @property
+    def uid(self) -> int:
+        """The UID of a single APPEND."""
+        return self.uids[0]
 
 
 FlagOp = Literal["add", "remove", "replace"]
@@ -212,6 +235,11 @@ class Mailboxes(Directory, Protocol):
     async def claim_recent(self, p: Principal, mailbox_id: int, upto: int, claim: bool = True) -> int | None:
         """A session with the mailbox selected learnt of new messages below UID `upto`: those from the
         returned UID on are \\Recent to it (with `claim`, to it alone). None: none of them are."""
+        ...
+
+    async def quota(self, p: Principal) -> QuotaUse: ...
+    async def deleted(self, p: Principal, name: str) -> DeletedUse:
+        """NotFound for a mailbox that does not exist."""
         ...
 
     async def changes(self, p: Principal, mailbox_id: int, since_modseq: int) -> Changes: ...
@@ -253,7 +281,16 @@ class Mailboxes(Directory, Protocol):
         body: bytes,
         flags: frozenset[str] = frozenset(),
         internal_date: datetime | None = None,
-    ) -> AppendResult: ...
+    ) -> AppendResult:
+        """One message: append_many with one item."""
+        ...
+
+    async def append_many(
+        self, p: Principal, name: str, items: list[tuple[bytes, frozenset[str], datetime | None]]
+    ) -> AppendResult:
+        """MULTIAPPEND (RFC 3502): every (message, flags, internal date), with consecutive UIDs, or none
+        (the first failure is raised, nothing is stored)."""
+        ...
 
     async def search(self, p: Principal, mailbox_id: int, key: SearchKey) -> list[int]:
         """UIDs matching `key`, ascending. Sequence numbers, \\Recent and '*' are resolved by the caller."""

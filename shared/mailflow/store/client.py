@@ -56,6 +56,7 @@ from mailflow.store.api import (
     AppendResult,
     Changes,
     CopyResult,
+    DeletedUse,
     DeliverItem,
     DeliverResult,
     FlagOp,
@@ -63,6 +64,7 @@ from mailflow.store.api import (
     MailboxStatus,
     MessageMeta,
     Principal,
+    QuotaUse,
     Resolution,
     Selected,
     StoreResult,
@@ -249,6 +251,12 @@ class StoreClient:
     async def status(self, p: Principal, name: str) -> MailboxStatus:
         return _status(await self._json("POST", "/access/status", json={"name": name}, p=p))
 
+    async def quota(self, p: Principal) -> QuotaUse:
+        return QuotaUse(**await self._json("POST", "/access/quota", json={}, p=p))
+
+    async def deleted(self, p: Principal, name: str) -> DeletedUse:
+        return DeletedUse(**await self._json("POST", "/access/deleted", json={"name": name}, p=p))
+
     async def select(self, p: Principal, name: str, claim_recent: bool = True) -> Selected:
         head, (uids_b, index_b, modseqs_b) = await self._frame(
             "POST", "/access/select", json={"name": name, "claim_recent": claim_recent}, p=p
@@ -370,13 +378,19 @@ class StoreClient:
         flags: frozenset[str] = frozenset(),
         internal_date: datetime | None = None,
     ) -> AppendResult:
+        return await self.append_many(p, name, [(body, flags, internal_date)])
+
+    async def append_many(
+        self, p: Principal, name: str, items: list[tuple[bytes, frozenset[str], datetime | None]]
+    ) -> AppendResult:
         head = {
             "name": name,
-            "flags": sorted(flags),
-            "internal_date": internal_date.isoformat() if internal_date else None,
+            "items": [
+                {"flags": sorted(flags), "internal_date": when.isoformat() if when else None} for _, flags, when in items
+            ],
         }
-        d = await self._json("POST", "/access/append", content=wire.encode(head, [body]), p=p)
-        return AppendResult(uidvalidity=d["uidvalidity"], uid=d["uid"])
+        d = await self._json("POST", "/access/append", content=wire.encode(head, [body for body, _, _ in items]), p=p)
+        return AppendResult(uidvalidity=d["uidvalidity"], uids=d["uids"])
 
     async def search(self, p: Principal, mailbox_id: int, key: SearchKey) -> list[int]:
         d = await self._json(

@@ -27,11 +27,8 @@ and imap-pop3 over its view when a search names only flags and UIDs.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import codecs
 import logging
-import quopri
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -289,13 +286,9 @@ def address_texts(addresses: Iterable[mime.Address]) -> tuple[str, ...]:
 
 def _decode(raw: bytes, part: mime.BodyPart) -> str:
     data = raw[part.body_start : part.end]
-    enc = part.encoding.upper()
     try:
-        if enc == "BASE64":
-            data = base64.b64decode(b"".join(data.split()), validate=False)
-        elif enc == "QUOTED-PRINTABLE":
-            data = quopri.decodestring(data)
-    except (binascii.Error, ValueError):
+        data = mime.decode_transfer(data, part.encoding)
+    except ValueError:  # an encoding we do not know: searched as it is
         pass
     charset = dict(part.params).get("CHARSET", "us-ascii")
     try:

@@ -5,7 +5,7 @@ passwd-file users with a plaintext password, each with home <mail>/<user> and ma
 by the mail owner; no TLS (loopback only), plaintext LOGIN allowed. Login mode "stock" is Debian's
 default (one login process per connection); "performance" is Dovecot's high-performance mode (login
 processes serve many connections, one kept ready per core). Started by its own command with its
-standard streams detached (Dovecot keeps them open); stopped by its master's PID (process.py). If IMAP
+standard streams detached (Dovecot keeps them open); stopped by its master's PID (tests.support.daemons). If IMAP
 and POP3 do not greet within the timeout, `start` raises RuntimeError with the log's tail.
 """
 
@@ -16,7 +16,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.bench.peers.process import greets, read_pid, stop_pid, wait_until
+from tests.support.daemons import greets, read_pid, stop_pid, wait_until
 
 
 class Dovecot:

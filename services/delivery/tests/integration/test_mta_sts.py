@@ -20,7 +20,7 @@ from mailflow_delivery.app import policies, remote_config
 from mailflow_delivery.mtasts import KvPolicyStore
 from mailflow_delivery.routing import Deliveries
 from mailflow_delivery.settings import Settings
-from mailflow_smtp_ingress.app import mta_sts_server
+from mailflow_smtp_ingress.app import https_server
 from mailflow_smtp_ingress.directory import CachedDirectory
 from mailflow_smtp_ingress.handler import IngressHandler
 from mailflow_smtp_ingress.server import SmtpServer
@@ -317,13 +317,13 @@ async def test_a_second_mailflow_publishes_its_policy_and_takes_mail_under_it(wo
     cert, key = make.ca.issue("mx.daum.test", "mta-sts.daum.test")
     settings = IngressSettings(
         service_token="t", hostname="mx.daum.test", listen=f"127.0.0.25:{make.port}", submission_listen="", smtps_listen="", http_listen="127.0.0.25:0",
-        tls_cert=str(cert), tls_key=str(key), mta_sts_port=web.port, mta_sts_mode="enforce", check_spf="off", check_dkim="off", check_arc="off", check_dmarc="off", nats_url="nats://127.0.0.1:1",
+        tls_cert=str(cert), tls_key=str(key), https_port=web.port, mta_sts_mode="enforce", check_spf="off", check_dkim="off", check_arc="off", check_dmarc="off", nats_url="nats://127.0.0.1:1",
     )
     queue = MemoryQueue()
     handler = IngressHandler(settings, CachedDirectory(store, ttl=30, negative_ttl=0, timeout=5), queue)
     certs = tls.Certificates(str(cert), str(key))
     smtp = await SmtpServer(settings, handler, certs.context).start()
-    sts = await mta_sts_server(settings, store, certs)
+    sts = await https_server(settings, store, certs)
     try:
         published = mtasts.published("enforce", "", 604800, "mx.daum.test")
         make.dns.add("daum.test. 300 IN MX 10 mx.daum.test.\nmx.daum.test. 300 IN A 127.0.0.25\nmta-sts.daum.test. 300 IN A 127.0.0.25")

@@ -16,8 +16,10 @@ from mailflow_imap_pop3.imap.lexer import ATOM, BASE64, FETCH_NAME, MAX_NUMBER, 
 from mailflow_imap_pop3.imap.search_parser import search_args
 from mailflow_imap_pop3.imap.syntax import (
     Append,
+    AppendItem,
     Authenticate,
     Command,
+    Compress,
     CopyMove,
     Enable,
     Fetch,
@@ -26,6 +28,7 @@ from mailflow_imap_pop3.imap.syntax import (
     ListCmd,
     Login,
     MailboxArg,
+    QuotaRootArg,
     Rename,
     Section,
     Select,
@@ -101,6 +104,11 @@ def _mailbox_arg(r: Reader) -> MailboxArg:
     return MailboxArg(r.mailbox())
 
 
+def _quota_root(r: Reader) -> QuotaRootArg:
+    r.sp()
+    return QuotaRootArg(r.text())
+
+
 def _rename(r: Reader) -> Rename:
     r.sp()
     old = r.mailbox()
@@ -110,7 +118,10 @@ def _rename(r: Reader) -> Rename:
 
 _LIST_SELECT = {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"}
 _LIST_RETURN = {"SUBSCRIBED", "CHILDREN", "SPECIAL-USE"}
-STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ", "SIZE"}
+STATUS_ITEMS = {
+    "MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ", "SIZE",
+    "DELETED", "DELETED-STORAGE",  # RFC 9051 §6.3.11, RFC 9208 §4.4 (QUOTA=RES-STORAGE)
+}  # fmt: skip
 
 
 def _status_items(r: Reader) -> tuple[str, ...]:
@@ -189,10 +200,7 @@ def _status(r: Reader) -> Status:
     return Status(mailbox, _status_items(r))
 
 
-def _append(r: Reader) -> Append:
-    r.sp()
-    mailbox = r.mailbox()
-    r.sp()
+def _append_item(r: Reader) -> AppendItem:
     flags: tuple[str, ...] = ()
     when = None
     if r.peek() == b"(":
@@ -203,8 +211,19 @@ def _append(r: Reader) -> Append:
         r.sp()
     if r.peek() not in (b"{", b"~"):
         raise r.error("message literal")
-    message = r.literal()
-    return Append(mailbox, flags, when, message)
+    return AppendItem(flags, when, r.literal())
+
+
+def _append(r: Reader) -> Append:
+    """APPEND mailbox [flags] [date] literal, then more of [flags] [date] literal (MULTIAPPEND, RFC 3502);
+    how many and how large the framer bounds (every literal of one command counts against APPENDLIMIT)."""
+    r.sp()
+    mailbox = r.mailbox()
+    r.sp()
+    items = [_append_item(r)]
+    while r.maybe(b" "):
+        items.append(_append_item(r))
+    return Append(mailbox, tuple(items))
 
 
 def _copy(r: Reader) -> CopyMove:
@@ -260,17 +279,40 @@ def _section(r: Reader) -> Section:
     return Section(tuple(part), text, fields)
 
 
+def _section_binary(r: Reader) -> Section:
+    """RFC 3516 section-binary: "[" [section-part] "]", part numbers only."""
+    r.expect(b"[")
+    part: list[int] = []
+    if r.peek() != b"]":
+        part.append(r.nz_number())
+        while r.maybe(b"."):
+            if len(part) == MAX_SECTION_PARTS:
+                raise ParseError(f"Section part numbers nested too deeply (the limit is {MAX_SECTION_PARTS})", r.tag)
+            part.append(r.nz_number())
+    r.expect(b"]")
+    return Section(tuple(part))
+
+
+def _partial(r: Reader) -> tuple[int, int] | None:
+    if not r.maybe(b"<"):
+        return None
+    offset = r.number()
+    r.expect(b".")
+    partial = (offset, r.nz_number())
+    r.expect(b">")
+    return partial
+
+
 def _fetch_att(r: Reader) -> FetchAtt:
     name = r.match(FETCH_NAME, "fetch attribute").group().decode().upper()
     if name in ("BODY", "BODY.PEEK") and r.peek() == b"[":
         section = _section(r)
-        partial = None
-        if r.maybe(b"<"):
-            offset = r.number()
-            r.expect(b".")
-            partial = (offset, r.nz_number())
-            r.expect(b">")
-        return FetchAtt("BODY[]", section, name == "BODY.PEEK", partial)
+        return FetchAtt("BODY[]", section, name == "BODY.PEEK", _partial(r))
+    if name in ("BINARY", "BINARY.PEEK"):  # RFC 3516
+        section = _section_binary(r)
+        return FetchAtt("BINARY[]", section, name == "BINARY.PEEK", _partial(r))
+    if name == "BINARY.SIZE":
+        return FetchAtt("BINARY.SIZE", _section_binary(r), peek=True)  # reading a size sets no \Seen
     if name not in _SIMPLE_ATTS:
         raise ParseError(f"Unknown FETCH attribute {name}", r.tag)
     return FetchAtt(name)
@@ -343,6 +385,11 @@ def _id(r: Reader) -> Id:
     return Id(tuple(pairs))
 
 
+def _compress(r: Reader) -> Compress:
+    r.sp()
+    return Compress(r.keyword())
+
+
 def _enable(r: Reader) -> Enable:
     caps = []
     while r.maybe(b" "):
@@ -360,6 +407,7 @@ ARGUMENTS = {
     "STATUS": _status, "APPEND": _append, "CHECK": _none, "CLOSE": _none, "EXPUNGE": _none,
     "SEARCH": search_args, "FETCH": _fetch, "STORE": _store, "COPY": _copy, "MOVE": _copy, "UNSELECT": _none,
     "IDLE": _none, "NAMESPACE": _none, "ID": _id, "ENABLE": _enable,
+    "GETQUOTA": _quota_root, "GETQUOTAROOT": _mailbox_arg, "COMPRESS": _compress,
     "UID COPY": _copy, "UID MOVE": _copy, "UID FETCH": _fetch, "UID SEARCH": search_args, "UID STORE": _store,
     "UID EXPUNGE": _seq_arg,
 }  # fmt: skip

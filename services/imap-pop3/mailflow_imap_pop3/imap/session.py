@@ -34,7 +34,7 @@ from mailflow_imap_pop3 import metrics
 from mailflow_imap_pop3.context import Context, session_id
 from mailflow_imap_pop3.imap import errors
 from mailflow_imap_pop3.imap import responses as rsp
-from mailflow_imap_pop3.imap.commands import auth, fetch, idle, mailbox, search, selected, store
+from mailflow_imap_pop3.imap.commands import auth, fetch, idle, mailbox, quota, search, selected, store
 from mailflow_imap_pop3.imap.framing import Continue, FrameError, Framer
 from mailflow_imap_pop3.imap.lexer import ParseError
 from mailflow_imap_pop3.imap.parser import parse
@@ -80,6 +80,7 @@ COMMANDS: dict[str, Spec] = {
     "AUTHENTICATE": Spec(auth.cmd_authenticate, State.NOT_AUTH),
     "LOGIN": Spec(auth.cmd_login, State.NOT_AUTH),
     "ENABLE": Spec(auth.cmd_enable, State.AUTH),
+    "COMPRESS": Spec(auth.cmd_compress, AUTHED),
     "NAMESPACE": Spec(auth.cmd_namespace, AUTHED),
     "SELECT": Spec(mailbox.cmd_select, AUTHED),
     "EXAMINE": Spec(mailbox.cmd_examine, AUTHED),
@@ -91,6 +92,8 @@ COMMANDS: dict[str, Spec] = {
     "LIST": Spec(mailbox.cmd_list, AUTHED),
     "LSUB": Spec(mailbox.cmd_lsub, AUTHED),
     "STATUS": Spec(mailbox.cmd_status, AUTHED),
+    "GETQUOTA": Spec(quota.cmd_getquota, AUTHED),
+    "GETQUOTAROOT": Spec(quota.cmd_getquotaroot, AUTHED),
     "APPEND": Spec(mailbox.cmd_append, AUTHED),
     "IDLE": Spec(idle.cmd_idle, AUTHED),
     "CHECK": Spec(selected.cmd_check, State.SELECTED, poll=True),
@@ -166,9 +169,12 @@ class Session:
         else:
             caps += [
                 "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE",
-                "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "STATUS=SIZE", "ESEARCH",
+                "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE", "BINARY", "MULTIAPPEND",
+                "ESEARCH",
                 f"APPENDLIMIT={self.ctx.settings.max_append_bytes}",
             ]  # fmt: skip
+            if not self.conn.compressed:  # RFC 4978 §3: not offered again once on
+                caps.append("COMPRESS=DEFLATE")
         return " ".join(caps)
 
     async def logged_in(self, principal: Principal) -> None:

@@ -82,7 +82,12 @@ class Select:
 
 
 @dataclass(frozen=True, slots=True)
-class MailboxArg:  # CREATE, DELETE, SUBSCRIBE, UNSUBSCRIBE
+class QuotaRootArg:  # GETQUOTA (RFC 9208 §4.2)
+    root: str
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxArg:  # CREATE, DELETE, SUBSCRIBE, UNSUBSCRIBE, GETQUOTAROOT
     mailbox: str
     special_use: str | None = None  # CREATE ... (USE (\Drafts)), RFC 6154 §3
 
@@ -111,11 +116,16 @@ class Status:
 
 
 @dataclass(frozen=True, slots=True)
-class Append:
-    mailbox: str
+class AppendItem:
     flags: tuple[str, ...]
     date: datetime | None
     message: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Append:  # one message, or several: MULTIAPPEND (RFC 3502)
+    mailbox: str
+    items: tuple[AppendItem, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +157,8 @@ class Section:
 @dataclass(frozen=True, slots=True)
 class FetchAtt:
     name: str  # FLAGS UID INTERNALDATE RFC822.SIZE ENVELOPE BODY BODYSTRUCTURE MODSEQ RFC822
-    # RFC822.HEADER RFC822.TEXT, or BODY[] for every BODY[section] / BODY.PEEK[section]
+    # RFC822.HEADER RFC822.TEXT, BODY[] for every BODY[section] / BODY.PEEK[section], BINARY[] for every
+    # BINARY[part] / BINARY.PEEK[part] and BINARY.SIZE (RFC 3516: the section is part numbers only)
     section: Section | None = None
     peek: bool = False
     partial: tuple[int, int] | None = None  # <offset.count>
@@ -200,6 +211,11 @@ class Search:
 @dataclass(frozen=True, slots=True)
 class Id:
     params: tuple[tuple[str, str | None], ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Compress:  # RFC 4978
+    mechanism: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -186,14 +186,16 @@ def test_imaplib_round_trip(srv):
 
 def test_a_name_that_is_not_modified_utf7_is_no_not_bad(srv):
     """RFC 3501 §5.1.3: such a name is no mailbox (NO), not a syntax error (BAD); a LIST or LSUB pattern
-    or reference that is not modified UTF-7 matches nothing. Every command that takes a mailbox name."""
+    or reference that is not modified UTF-7 matches nothing. Every command that takes a mailbox name
+    (MULTIAPPEND and GETQUOTAROOT too)."""
     srv.deliver("alice@example.test", make_message("one"))
     c = session(srv)
     bad = ["&Jjo", '"a&AGE-b"', "&ZeVnLIqe", "&Zev/LIqe-", '"&"']
     for i, name in enumerate(bad):
         for j, text in enumerate(
             [f"SELECT {name}", f"EXAMINE {name}", f"DELETE {name}", f"RENAME {name} Other", f"SUBSCRIBE {name}",
-             f"UNSUBSCRIBE {name}", f"STATUS {name} (MESSAGES)", f"APPEND {name} {{5+}}\r\nhello"]
+             f"UNSUBSCRIBE {name}", f"STATUS {name} (MESSAGES)", f"APPEND {name} {{5+}}\r\nhello",
+             f"APPEND {name} {{1+}}\r\na {{1+}}\r\nb", f"GETQUOTAROOT {name}"]
         ):  # fmt: skip
             assert c.cmd(f"n{i}.{j}", text)[-1].startswith(f"n{i}.{j} NO [NONEXISTENT] Invalid mailbox name".encode())
         assert c.cmd(f"c{i}", f"CREATE {name}")[-1].startswith(f"c{i} NO [CANNOT] Invalid mailbox name".encode())

@@ -4,7 +4,7 @@ the Framer; the limits applied before reading; junk never raises anything but Pa
 from __future__ import annotations
 
 import random
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +17,7 @@ from mailflow_imap_pop3.imap.parser import parse
 from mailflow_imap_pop3.imap.search_parser import MAX_SEARCH_KEYS
 from mailflow_imap_pop3.imap.syntax import (
     Append,
+    AppendItem,
     Authenticate,
     Command,
     CopyMove,
@@ -92,13 +93,19 @@ TABLE = [
             "APPEND",
             Append(
                 "Drafts",
-                ("\\Draft", SEEN),
-                datetime(2020, 11, 5, 10, 0, tzinfo=timezone(timedelta(hours=1))),
-                b"hello",
+                (AppendItem(("\\Draft", SEEN), datetime(2020, 11, 5, 10, 0, tzinfo=timezone(timedelta(hours=1))), b"hello"),),
             ),
         ),
     ),
-    (b"a1 APPEND INBOX {3+}\r\nx\r\n", Command("a1", "APPEND", Append("INBOX", (), None, b"x\r\n"))),
+    (b"a1 APPEND INBOX {3+}\r\nx\r\n", Command("a1", "APPEND", Append("INBOX", (AppendItem((), None, b"x\r\n"),)))),
+    (  # MULTIAPPEND (RFC 3502): several messages, each with its own flags and date
+        b'a1 APPEND INBOX (\\Seen) {1+}\r\na " 1-Jan-2026 00:00:00 +0000" {1+}\r\nb ~{1+}\r\nc',
+        Command("a1", "APPEND", Append("INBOX", (
+            AppendItem((SEEN,), None, b"a"),
+            AppendItem((), datetime(2026, 1, 1, tzinfo=UTC), b"b"),
+            AppendItem((), None, b"c"),
+        ))),
+    ),  # fmt: skip
     (b"a1 CHECK", Command("a1", "CHECK")),
     (b"a1 EXPUNGE", Command("a1", "EXPUNGE")),
     (b"a1 UID EXPUNGE 3:1", Command("a1", "UID EXPUNGE", SeqArg(SeqSet(((1, 3),))))),  # sets come normalised

@@ -91,3 +91,24 @@ async def test_a_stale_pop3_lock_expires(client, people, service):
     await service.store.db.write(lambda tx: tx.run("UPDATE pop3_locks SET expires_at = 0"))
     other = await client.authenticate(alice.address, "alice-pw")
     assert await client.pop3_lock(other)
+
+
+async def test_quota_and_deleted_use_are_each_users_own(client, people, admin, domain):
+    alice, bob = people
+    r = await admin.put(f"/admin/users/alice@{domain}/quota", json={"quota_bytes": 50_000})
+    assert r.status_code == 204, r.text
+    before = await client.quota(alice)
+    assert before.limit_bytes == 50_000
+    await client.append(alice, "INBOX", message("kept", body="k" * 3000))
+    gone = await client.append(alice, "INBOX", message("gone", body="g" * 5000))
+    mb = (await client.status(alice, "INBOX")).id
+    await client.store_flags(alice, mb, [gone.uid], "add", frozenset({"\\Deleted"}))
+    after = await client.quota(alice)
+    assert after.messages == before.messages + 2 and after.used_bytes > before.used_bytes + 8000
+    deleted = await client.deleted(alice, "INBOX")
+    assert deleted.messages == 1 and 5000 < deleted.size < 6000
+    # Bob's figures are his own: nothing of Alice's shows, and her mailbox names reach only his.
+    assert (await client.deleted(bob, "INBOX")).messages == 0
+    assert (await client.quota(bob)).used_bytes == 0
+    with pytest.raises(NotFound):
+        await client.deleted(bob, "Nothere")

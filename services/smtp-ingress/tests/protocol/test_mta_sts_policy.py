@@ -9,7 +9,7 @@ import ssl
 import pytest
 
 from mailflow import mtasts, tls
-from mailflow_smtp_ingress.app import mta_sts_server
+from mailflow_smtp_ingress.app import https_server
 from mailflow_smtp_ingress.settings import Settings
 from tests.support import free_port
 from tests.support.doubles import SwitchableDirectory
@@ -23,10 +23,10 @@ async def endpoint(tmp_path, store):
     ca = TestCa(tmp_path)
     cert, key = ca.issue("mx.ours.test", "mta-sts.ours.test", "mta-sts.theirs.test", "www.ours.test")
     settings = Settings(
-        service_token="t", hostname="mx.ours.test", tls_cert=str(cert), tls_key=str(key), listen=f"127.0.0.1:{free_port()}", mta_sts_port=free_port(), mta_sts_mode="enforce", nats_url="nats://127.0.0.1:1"
+        service_token="t", hostname="mx.ours.test", tls_cert=str(cert), tls_key=str(key), listen=f"127.0.0.1:{free_port()}", https_port=free_port(), mta_sts_mode="enforce", nats_url="nats://127.0.0.1:1"
     )
     directory = SwitchableDirectory(store)
-    server = await mta_sts_server(settings, directory, tls.Certificates(str(cert), str(key)))
+    server = await https_server(settings, directory, tls.Certificates(str(cert), str(key)))
     client = ssl.create_default_context(cafile=str(ca.cert))
 
     async def get(host: str, path: str = mtasts.WELL_KNOWN) -> tuple[str, dict[str, str], bytes]:

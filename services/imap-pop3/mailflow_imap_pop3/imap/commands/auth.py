@@ -1,5 +1,5 @@
 """Any-state and login commands: CAPABILITY, NOOP, LOGOUT, ID, STARTTLS, AUTHENTICATE, LOGIN, ENABLE,
-NAMESPACE (RFC 3501 §6.1-6.2, RFC 2971, RFC 4959, RFC 5161, RFC 2342).
+NAMESPACE, COMPRESS (RFC 3501 §6.1-6.2, RFC 2971, RFC 4959, RFC 5161, RFC 2342, RFC 4978).
 
 A wrong password, an unknown user and a throttled address all end in NO without saying which user
 exists. Plaintext credentials without TLS are refused (NO [PRIVACYREQUIRED]) unless the client is on
@@ -18,7 +18,7 @@ from mailflow_imap_pop3.auth import LoginFailed, Throttled
 from mailflow_imap_pop3.imap import errors
 from mailflow_imap_pop3.imap import responses as rsp
 from mailflow_imap_pop3.imap.responses import Reply
-from mailflow_imap_pop3.imap.syntax import Authenticate, Command, Enable, Id, Login
+from mailflow_imap_pop3.imap.syntax import Authenticate, Command, Compress, Enable, Id, Login
 
 if TYPE_CHECKING:
     from mailflow_imap_pop3.imap.session import Session
@@ -65,6 +65,21 @@ async def cmd_starttls(s: Session, cmd: Command) -> Reply | None:
     )
     if dropped:
         log.warning("plaintext pipelined after STARTTLS was discarded", extra={"octets": dropped})
+    return rsp.ANSWERED
+
+
+async def cmd_compress(s: Session, cmd: Command) -> Reply | None:
+    """RFC 4978: DEFLATE both ways from the octet after our tagged OK. The client may send nothing after
+    COMPRESS until it has our answer (§3), so anything it did is dropped, as after STARTTLS."""
+    args: Compress = cmd.args
+    if args.mechanism != "DEFLATE":
+        return Reply("BAD", "Unknown compression mechanism (DEFLATE is the one offered)")
+    if s.conn.compressed:
+        return Reply("NO", "DEFLATE is already active", "COMPRESSIONACTIVE")
+    dropped = s.framer.discard()
+    dropped += await s.conn.start_compress(rsp.tagged(cmd.tag, "OK", "DEFLATE active"))
+    if dropped:
+        log.warning("input pipelined after COMPRESS was discarded", extra={"octets": dropped})
     return rsp.ANSWERED
 
 

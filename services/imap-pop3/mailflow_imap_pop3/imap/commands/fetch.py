@@ -5,6 +5,9 @@ need (metadata, parsed structure, whole messages, each distinct section: the sto
 headers and parts travel without their bodies), fetched concurrently, and the next batch is requested
 while this one is written. Items that only need the view (UID, FLAGS, MODSEQ) cost no round trip.
 A non-PEEK body fetch sets \\Seen (not in a read-only mailbox) and reports the new FLAGS.
+BINARY[part] and BINARY.SIZE[part] (RFC 3516) are the part's bytes without their Content-Transfer-Encoding
+(mailflow.mime.decode_transfer), sent as a literal8 (~{n}) when they hold a NUL; a part in an encoding we
+cannot undo, or base64 that does not decode, ends the command NO [UNKNOWN-CTE] (nothing is guessed).
 Messages that vanished from the store meanwhile are left out and the command ends NO [EXPUNGEISSUED]
 (RFC 2180 §4.1.2). No EXPUNGE is ever sent during FETCH.
 """
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 
 _META = {"INTERNALDATE", "RFC822.SIZE"}
 _PARSED = {"ENVELOPE", "BODY", "BODYSTRUCTURE"}
+_BINARY = {"BINARY[]", "BINARY.SIZE"}
 _RAW_NAMES = {"RFC822": (b"RFC822", Section()), "RFC822.HEADER": (b"RFC822.HEADER", Section((), "HEADER")),
               "RFC822.TEXT": (b"RFC822.TEXT", Section((), "TEXT"))}  # fmt: skip
 _SETS_SEEN = {"RFC822", "RFC822.TEXT"}
@@ -49,7 +53,7 @@ class Plan:
         sections = [sec for a in atts if (sec := _section_of(a)) is not None]
         self.specs = tuple(dict.fromkeys(sec.spec() for sec in sections if sec.part or sec.text))
         self.meta = any(a.name in _META for a in atts)
-        self.parsed = any(a.name in _PARSED for a in atts)
+        self.parsed = any(a.name in _PARSED or (a.name in _BINARY and a.section.part) for a in atts)
         self.raw = any(not sec.part and not sec.text for sec in sections)
         self.sets_seen = not readonly and any(
             (a.section is not None and not a.peek) or a.name in _SETS_SEEN for a in atts
@@ -103,6 +107,31 @@ def _body_item(att: FetchAtt, u: int, raw: bytes | None, loaded: Loaded) -> tupl
         data = data[offset : offset + count]
         label += b"<%d>" % offset
     return label + b" {%d}\r\n" % len(data), data
+
+
+def _binary(att: FetchAtt, u: int, raw: bytes | None, loaded: Loaded, parsed: mime.ParsedMessage | None) -> bytes:
+    """The decoded content of BINARY[part] (the whole message, as it is, for BINARY[])."""
+    part = att.section.part
+    if not part:
+        return raw
+    data = loaded.sections[att.section.spec()][u]
+    node = mime.part_at(parsed.body, part)
+    if node is None or node.parts or node.type == "MULTIPART":
+        return data  # no such part (empty), or a container: nothing to decode
+    try:
+        return mime.decode_transfer(data, node.encoding, strict=True)
+    except ValueError:
+        raise errors.no(f"Cannot decode part {att.section.spec()} ({node.encoding[:40]})", "UNKNOWN-CTE") from None
+
+
+def _binary_item(att: FetchAtt, data: bytes) -> tuple[bytes, bytes]:
+    label = b"BINARY[" + att.section.spec().encode() + b"]"
+    if att.partial is not None:
+        offset, count = att.partial
+        data = data[offset : offset + count]
+        label += b"<%d>" % offset
+    literal = b" ~{%d}\r\n" if b"\x00" in data else b" {%d}\r\n"  # RFC 3516 §4.2: NUL needs literal8
+    return label + literal % len(data), data
 
 
 async def _fetch(s: Session, cmd: Command, uid: bool) -> Reply | None:
@@ -208,8 +237,14 @@ async def _write_batch(s: Session, plan: Plan, chunk: list[int], loaded: Loaded)
                 small.append(b"BODYSTRUCTURE " + rsp.body_structure(parsed.body, True))
             elif name == "BODY":
                 small.append(b"BODY " + rsp.body_structure(parsed.body, False))
+            elif name == "BINARY.SIZE":
+                data = _binary(att, u, raw, loaded, parsed)
+                small.append(b"BINARY.SIZE[" + att.section.spec().encode() + b"] %d" % len(data))
             else:
-                head, data = _body_item(att, u, raw, loaded)
+                if name == "BINARY[]":
+                    head, data = _binary_item(att, _binary(att, u, raw, loaded, parsed))
+                else:
+                    head, data = _body_item(att, u, raw, loaded)
                 small.append(head)
                 # the literal's data ends this run of items; the next item starts after a space
                 piece = lead + b" ".join(small)

@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mailflow.errors import NotFound
-from mailflow.store.api import DELIMITER, MailboxInfo, MailboxStatus
+from mailflow.store.api import DELIMITER, MailboxInfo
 from mailflow_imap_pop3.imap import errors
 from mailflow_imap_pop3.imap import responses as rsp
+from mailflow_imap_pop3.imap.commands.quota import quota_units
 from mailflow_imap_pop3.imap.lexer import normalize_mailbox
 from mailflow_imap_pop3.imap.patterns import MailboxPattern
 from mailflow_imap_pop3.imap.responses import Reply
@@ -141,11 +142,19 @@ def _list_line(kind: str, attrs: list[str], name: str, extra: bytes = b"") -> by
     )
 
 
-def _status_line(st: MailboxStatus, items: tuple[str, ...]) -> bytes:
+_NEED_DELETED = frozenset({"DELETED", "DELETED-STORAGE"})  # a second question to the store, only when asked
+
+
+async def _status_line(s: Session, name: str, items: tuple[str, ...]) -> bytes:
+    st = await s.store.status(s.principal, name)
     values = {
         "MESSAGES": st.messages, "RECENT": st.recent, "UIDNEXT": st.uidnext, "UIDVALIDITY": st.uidvalidity,
         "UNSEEN": st.unseen, "HIGHESTMODSEQ": st.highestmodseq, "SIZE": st.size,
     }  # fmt: skip
+    if not _NEED_DELETED.isdisjoint(items):
+        d = await s.store.deleted(s.principal, name)
+        values["DELETED"] = d.messages
+        values["DELETED-STORAGE"] = quota_units(d.size)  # in units of 1024 octets, as STORAGE (RFC 9208)
     body = " ".join(f"{item} {values[item]}" for item in items)
     return b"* STATUS " + rsp.mailbox(st.name) + b" (" + body.encode() + b")\r\n"
 
@@ -200,7 +209,7 @@ async def cmd_list(s: Session, cmd: Command) -> Reply | None:
         lines.append(_list_line("LIST", attrs, name, extra))
         if statuses and statuses[-1] == name:
             try:
-                lines.append(_status_line(await s.store.status(s.principal, name), args.status_items))
+                lines.append(await _status_line(s, name, args.status_items))
             except NotFound:
                 pass
     for line in lines:
@@ -243,19 +252,20 @@ async def cmd_status(s: Session, cmd: Command) -> Reply | None:
     args: Status = cmd.args
     if "HIGHESTMODSEQ" in args.items:
         s.condstore = True
-    st = await s.store.status(s.principal, args.mailbox)
-    s.write(_status_line(st, args.items))
+    s.write(await _status_line(s, args.mailbox, args.items))
     return None
 
 
 async def cmd_append(s: Session, cmd: Command) -> Reply | None:
     args: Append = cmd.args
-    if not args.message:
+    if any(not item.message for item in args.items):
         return Reply("NO", "Cannot append an empty message", "CANNOT")
+    items = [(item.message, frozenset(item.flags), item.date) for item in args.items]
     try:
-        res = await s.store.append(s.principal, args.mailbox, args.message, frozenset(args.flags), args.date)
+        res = await s.store.append_many(s.principal, args.mailbox, items)
     except NotFound:
         return errors.R_TRYCREATE
     if s.view is not None and s.view.name == args.mailbox:
         s.view.dirty = True  # tell the client about its new message (EXISTS) at the end of this command
-    return Reply("OK", "APPEND completed", f"APPENDUID {res.uidvalidity} {res.uid}")
+    uids = rsp.uid_set(res.uids)  # RFC 4315 §3 and RFC 3502: one UID, or the set of a MULTIAPPEND
+    return Reply("OK", "APPEND completed", f"APPENDUID {res.uidvalidity} {uids}")
