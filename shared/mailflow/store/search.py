@@ -246,7 +246,9 @@ class Fields:
 
     __slots__ = ("pairs", "by_name", "addresses")
 
-    def __init__(self, pairs: tuple[tuple[str, str], ...], addresses: dict[str, tuple[str, ...]] | None = None):
+    def __init__(
+        self, pairs: tuple[tuple[str, str], ...], addresses: dict[str, tuple[str, ...]] | None = None
+    ):
         self.pairs = pairs
         by_name: dict[str, tuple[str, ...]] = {}
         for name, value in pairs:

@@ -45,6 +45,10 @@ from mailflow_imap_pop3.listener import Connection
 
 log = logging.getLogger(__name__)
 
+# A mailbox name that is not modified UTF-7 is NO before the handler runs, except for these: a failed
+# SELECT/EXAMINE closes the selected mailbox first (RFC 3501 §6.3.1), which mailbox._open does.
+_OPENS = frozenset({"SELECT", "EXAMINE"})
+
 
 class State(enum.Flag):
     NOT_AUTH = enum.auto()
@@ -255,9 +259,9 @@ class Session:
         view.dirty, view.announced = False, []
         asked_at, asked_epoch = time.monotonic(), self.ctx.hub.epoch()
         try:  # new messages the events described in full need no `changes` call
-            changes = announced if announced is not None else await self.store.changes(
-                self.principal, view.mailbox_id, view.highestmodseq
-            )
+            changes = announced
+            if changes is None:
+                changes = await self.store.changes(self.principal, view.mailbox_id, view.highestmodseq)
             recent_from = await self.recent_from(view, changes)
         except NotFound:
             self.write(rsp.untagged("BYE Selected mailbox was deleted, have to disconnect"))
@@ -429,7 +433,7 @@ class Session:
             reply = Reply("NO", f"{cmd.name} not allowed now: {hint}", "CLIENTBUG")
         else:
             try:
-                if cmd.invalid_name is not None and cmd.name not in ("SELECT", "EXAMINE"):  # those close first
+                if cmd.invalid_name is not None and cmd.name not in _OPENS:
                     raise errors.no(*cmd.invalid_name)
                 reply = await spec.handler(self, cmd) or Reply("OK", f"{cmd.name} completed")
                 if reply is rsp.ANSWERED:  # the handler wrote its own tagged reply (STARTTLS)

@@ -38,7 +38,10 @@ def test_recent_belongs_to_the_first_session_that_selects(replicas):
     assert x.cmd("s1", "STATUS INBOX (MESSAGES RECENT)")[0] == b'* STATUS "INBOX" (MESSAGES 2 RECENT 2)'
     # EXAMINE sees them \Recent and leaves them so
     assert recent_line(z.cmd("e1", "EXAMINE INBOX")) == b"* 2 RECENT"
-    assert z.cmd("e2", "FETCH 1:2 FLAGS")[:2] == [b"* 1 FETCH (FLAGS (\\Recent))", b"* 2 FETCH (FLAGS (\\Recent))"]
+    assert z.cmd("e2", "FETCH 1:2 FLAGS")[:2] == [
+        b"* 1 FETCH (FLAGS (\\Recent))",
+        b"* 2 FETCH (FLAGS (\\Recent))",
+    ]
     assert z.cmd("e3", "SEARCH RECENT")[0] == b"* SEARCH 1 2"
     assert y.cmd("s2", "STATUS INBOX (RECENT)")[0] == b'* STATUS "INBOX" (RECENT 2)'
     # the first SELECT (replica a) takes them; a SELECT after it (replica b) has none

@@ -155,7 +155,8 @@ async def _search(s: Session, cmd: Command, uid: bool) -> Reply | None:
         hits = sorted(i for u in found if (i := view.index_of(u)) is not None)
     numbers = [view.uids[i] for i in hits] if uid else [i + 1 for i in hits]
     if args.returns is not None:
-        s.write(_esearch(cmd.tag, uid, args.returns, numbers, hits, view, args.uses_modseq))
+        modseqs = [view.modseqs[i] for i in hits] if args.uses_modseq else None
+        s.write(_esearch(cmd.tag, uid, args.returns, numbers, modseqs))
         return None
     line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
     if args.uses_modseq and hits:
@@ -164,12 +165,10 @@ async def _search(s: Session, cmd: Command, uid: bool) -> Reply | None:
     return None
 
 
-def _esearch(
-    tag: str, uid: bool, returns: frozenset[str], numbers: list[int], hits: list[int], view: MailboxView, modseq: bool
-) -> bytes:
+def _esearch(tag: str, uid: bool, returns: frozenset[str], numbers: list[int], modseqs: list[int] | None) -> bytes:
     """RFC 4731 §3.1: `* ESEARCH (TAG "t") [UID] MIN n MAX n COUNT n ALL set`, always sent; MIN, MAX and
-    ALL left out when nothing matched. With MODSEQ in the criteria (RFC 4731 §3.2), the highest MODSEQ
-    of the messages it reports: all of them for ALL or COUNT, else those MIN and MAX name."""
+    ALL left out when nothing matched. `modseqs` (the matches' MODSEQs, when the criteria name MODSEQ,
+    RFC 4731 §3.2) adds the highest of the messages reported: all for ALL or COUNT, else MIN's and MAX's."""
     out = [b"* ESEARCH (TAG " + rsp.string(tag) + b")"]
     if uid:
         out.append(b"UID")
@@ -182,9 +181,12 @@ def _esearch(
         out.append(b"COUNT %d" % len(numbers))
     if numbers and "ALL" in returns:
         out.append(b"ALL " + rsp.uid_set(numbers).encode())
-    if modseq and hits:
-        named = hits if returns & {"ALL", "COUNT"} else [hits[0]] * ("MIN" in returns) + [hits[-1]] * ("MAX" in returns)
-        out.append(b"MODSEQ %d" % max(view.modseqs[i] for i in named))
+    if modseqs:
+        if returns & {"ALL", "COUNT"}:
+            reported = modseqs
+        else:
+            reported = ([modseqs[0]] if "MIN" in returns else []) + ([modseqs[-1]] if "MAX" in returns else [])
+        out.append(b"MODSEQ %d" % max(reported))
     return b" ".join(out) + b"\r\n"
 
 
