@@ -165,7 +165,9 @@ async def _search(s: Session, cmd: Command, uid: bool) -> Reply | None:
     return None
 
 
-def _esearch(tag: str, uid: bool, returns: frozenset[str], numbers: list[int], modseqs: list[int] | None) -> bytes:
+def _esearch(
+    tag: str, uid: bool, returns: frozenset[str], numbers: list[int], modseqs: list[int] | None
+) -> bytes:
     """RFC 4731 §3.1: `* ESEARCH (TAG "t") [UID] MIN n MAX n COUNT n ALL set`, always sent; MIN, MAX and
     ALL left out when nothing matched. `modseqs` (the matches' MODSEQs, when the criteria name MODSEQ,
     RFC 4731 §3.2) adds the highest of the messages reported: all for ALL or COUNT, else MIN's and MAX's."""
@@ -185,7 +187,9 @@ def _esearch(tag: str, uid: bool, returns: frozenset[str], numbers: list[int], m
         if returns & {"ALL", "COUNT"}:
             reported = modseqs
         else:
-            reported = ([modseqs[0]] if "MIN" in returns else []) + ([modseqs[-1]] if "MAX" in returns else [])
+            reported = [modseqs[0]] if "MIN" in returns else []
+            if "MAX" in returns:
+                reported.append(modseqs[-1])
         out.append(b"MODSEQ %d" % max(reported))
     return b" ".join(out) + b"\r\n"
 
