@@ -104,16 +104,30 @@ class Store(StoreCore):
         return await self.db.read(folders.deleted_use, s.user_id, name)
 
     async def select(self, s: Session, name: str, claim_recent: bool = True) -> Selection:
-        """The listing, the status, and the UID from which messages are \\Recent for this session
-        (None: none are). The first session to select claims them."""
+        """The listing, the status, and the UID from which the listed messages are \\Recent for this
+        session (None: none are). SELECT claims them (messages.claim_recent): the first session to select
+        after they arrived is the only one to see them \\Recent; EXAMINE (no claim) sees the unclaimed
+        ones and leaves them so. The status's RECENT counts what this session sees."""
         lst, row, keywords_full = await self.db.read(messages.listing, s.user_id, name, self.listings)
-        recent_from = None
-        if claim_recent and lst.uids and lst.uids[-1] >= row.first_recent_uid:
-            if await self.db.write(
-                messages.claim_recent, s.user_id, row.id, row.first_recent_uid, row.uidnext
-            ):
-                recent_from = row.first_recent_uid
-        return Selection(lst, lst.status(row.first_recent_uid, row.name), recent_from, not keywords_full)
+        recent_from: int | None = row.first_recent_uid
+        if claim_recent:
+            recent_from = None
+            if lst.uids and lst.uids[-1] >= row.first_recent_uid:
+                recent_from = await self.db.write(messages.claim_recent, s.user_id, row.id, row.uidnext)
+        status = lst.status(row.uidnext if recent_from is None else recent_from, row.name)
+        return Selection(lst, status, recent_from, not keywords_full)
+
+    async def claim_recent(self, s: Session, mailbox_id: int, upto: int, claim: bool) -> int | None:
+        """For a session that learnt of new messages below `upto`: from which UID they are \\Recent to it
+        (messages.claim_recent; None: to none of them). The mark is read first: when another session
+        has claimed them already (every session but one, when many have the mailbox selected), no
+        write transaction is spent on finding that out."""
+        mark = await self.db.read(messages.claim_recent, s.user_id, mailbox_id, upto, False)
+        if not claim:
+            return mark
+        if mark >= upto:
+            return None
+        return await self.db.write(messages.claim_recent, s.user_id, mailbox_id, upto)
 
     async def changes(self, s: Session, mailbox_id: int, since_modseq: int) -> ChangeSet:
         return await self.db.read(messages.changes, s.user_id, mailbox_id, since_modseq, self.listings)

@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from mailflow.errors import Conflict, Invalid
+from mailflow.errors import Conflict, Invalid, NotFound
 from mailflow.store.api import CopyResult, MailboxStatus
 from mailflow_mailbox_store import folders, keywords, metrics, names
 from mailflow_mailbox_store.db import Tx
@@ -110,13 +110,25 @@ def _refreshed(tx: Tx, cache: ListingCache, row: folders.Row, key: tuple, kws) -
     return lst
 
 
-def claim_recent(tx: Tx, user_id: int, mailbox_id: int, seen_from: int, upto: int) -> bool:
-    """Move the mailbox's \\Recent mark from `seen_from` to `upto`, unless another session did first."""
-    tx.run(
-        "UPDATE mailboxes SET first_recent_uid = :upto WHERE id = :m AND user_id = :u AND first_recent_uid = :f",
-        {"upto": upto, "m": mailbox_id, "u": user_id, "f": seen_from},
+def claim_recent(tx: Tx, user_id: int, mailbox_id: int, upto: int, claim: bool = True) -> int | None:
+    """\\Recent (RFC 3501 §2.3.2): the mailbox's mark is the first UID no session has been told of yet.
+    With `claim`, move the mark up to `upto` and return where it stood: the messages from there to
+    `upto` are \\Recent for the caller and for no one else (None: another session was first). The row
+    is read FOR UPDATE on PostgreSQL (SQLite's writer is alone), so two sessions on two imap-pop3 or
+    store processes never both get a message. Without `claim` (EXAMINE) the mark is only read."""
+    lock = " FOR UPDATE" if tx.postgres and claim else ""
+    mark = tx.value(
+        "SELECT first_recent_uid FROM mailboxes WHERE id = :m AND user_id = :u" + lock,
+        {"m": mailbox_id, "u": user_id},
     )
-    return tx.rowcount == 1
+    if mark is None:
+        raise NotFound("no such mailbox")
+    if not claim:
+        return int(mark)
+    if mark >= upto:
+        return None
+    tx.run("UPDATE mailboxes SET first_recent_uid = :upto WHERE id = :m", {"upto": upto, "m": mailbox_id})
+    return int(mark)
 
 
 def changes(
@@ -317,8 +329,6 @@ def copy(
 ) -> tuple[CopyResult, list[Change]]:
     src = folders.by_id(tx, user_id, mailbox_id)
     dst = folders.by_name(tx, user_id, dest)
-    if move and dst.id == src.id:
-        raise Invalid("source and destination are the same mailbox")
     clause, params = uids.sql()
     rows = uids.filter(
         tx.all(

@@ -89,14 +89,14 @@ class _Sql:
                 if high is not None:
                     terms.append(f"{column} < {self.p(high)}")
                 return "(" + " AND ".join(terms) + ")", True
-            case s.Header() | s.Text():
+            case s.Header() | s.Address() | s.Text():
                 return "1 = 1", False
         raise ValueError(f"unknown search key {k!r}")
 
 
 class HeaderCache:
     """Header fields of bodies, by the body's SHA-256 (content-addressed: an entry never goes stale), as
-    the search.Fields that HEADER and TEXT compare against. A client that polls with
+    the search.Fields that HEADER, FROM/TO/CC/BCC and TEXT compare against. A client that polls with
     `UID SEARCH HEADER ...` would otherwise have every message's stored parse read, decompressed and
     decoded on every poll. Bounded, the least recently used first out; shared by the store's threads."""
 
@@ -112,9 +112,7 @@ class HeaderCache:
         with self._lock:
             return [self._items.get(sha) for sha in shas]
 
-    def put(self, sha: bytes, headers: tuple[tuple[str, str], ...]) -> s.Fields:
-        """`headers`: (lower-case name, folded value) pairs."""
-        entry = s.Fields(headers)
+    def put(self, sha: bytes, entry: s.Fields) -> s.Fields:
         with self._lock:
             self._items.put(sha, entry)
         return entry
@@ -126,10 +124,18 @@ class HeaderCache:
 HEADERS = HeaderCache()
 
 
-def folded_headers(parsed: bytes) -> tuple[tuple[str, str], ...]:
-    """The stored parse's header fields as (name, folded value), read without building the whole parse."""
-    flat = orjson.loads(unpack(parsed))[3]
-    return tuple((flat[i], s.fold(flat[i + 1])) for i in range(0, len(flat), 2))
+def stored_fields(parsed: bytes) -> s.Fields:
+    """The stored parse's header fields (name, folded value) and the address texts of its envelope's
+    from, to, cc and bcc (search.address_texts), read without building the whole parse."""
+    _, env, _, flat = orjson.loads(unpack(parsed))
+    pairs = tuple((flat[i], s.fold(flat[i + 1])) for i in range(0, len(flat), 2))
+    lists = (env[2], env[5], env[6], env[7])  # mime.to_json's envelope: from, to, cc, bcc
+    addresses = {
+        field: s.address_texts(mime.Address(*a) for a in items)
+        for field, items in zip(s.ADDRESS_FIELDS, lists, strict=True)
+        if items
+    }
+    return s.Fields(pairs, addresses)
 
 
 class _Candidate:
@@ -152,7 +158,7 @@ class _Candidate:
 
     def fields(self) -> s.Fields:
         if self._fields is None:
-            self._fields = HEADERS.put(bytes(self._sha), folded_headers(self._parsed))
+            self._fields = HEADERS.put(bytes(self._sha), stored_fields(self._parsed))
         return self._fields
 
     def texts(self):
@@ -196,7 +202,7 @@ def search(tx: Tx, user_id: int, mailbox_id: int, key: s.SearchKey, blobs: BlobS
             raise failures[0]
         return found
     # headers only: the stored parse is read for the bodies whose headers are not cached yet
-    if all(isinstance(x, s.Header) for x in s.leaves(key)):  # nothing but header fields: fewer columns
+    if all(isinstance(x, s.Header | s.Address) for x in s.leaves(key)):  # header fields only: fewer columns
         cols = "m.uid, 0, 0, 0, 0, 0, NULL"
     rows = tx.all(f"SELECT {cols}, NULL, NULL, b.sha256, b.id{join}", params)
     cached = HEADERS.entries([bytes(r[9]) for r in rows])

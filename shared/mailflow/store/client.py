@@ -296,6 +296,12 @@ class StoreClient:
             permanent_keywords=head["permanent_keywords"],
         )
 
+    async def claim_recent(self, p: Principal, mailbox_id: int, upto: int, claim: bool = True) -> int | None:
+        d = await self._json(
+            "POST", "/access/recent", json={"mailbox_id": mailbox_id, "upto": upto, "claim": claim}, p=p
+        )
+        return d["recent_from"]
+
     async def changes(self, p: Principal, mailbox_id: int, since_modseq: int) -> Changes:
         d = await self._json(
             "POST", "/access/changes", json={"mailbox_id": mailbox_id, "since": since_modseq}, p=p

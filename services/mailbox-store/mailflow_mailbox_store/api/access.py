@@ -60,6 +60,12 @@ class Select(Name):
     claim_recent: bool = True
 
 
+class Recent(BaseModel):
+    mailbox_id: int
+    upto: int = Field(ge=1)
+    claim: bool = True
+
+
 class Since(BaseModel):
     mailbox_id: int
     since: int = 0
@@ -186,6 +192,12 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
         }
         parts = [wire.pack_array(lst.uids), wire.pack_array(lst.index), wire.pack_array(lst.modseqs)]
         return Response(wire.encode(head, parts), media_type=wire.CONTENT_TYPE)
+
+    @r.post("/recent")
+    async def recent(request: Request, body: Recent):
+        """{recent_from}: new messages from this UID up to `upto` are \\Recent to the caller (Store.claim_recent)."""
+        mark = await store.claim_recent(await session(request), body.mailbox_id, body.upto, body.claim)
+        return _json({"recent_from": mark})
 
     @r.post("/changes")
     async def changes(request: Request, body: Since):

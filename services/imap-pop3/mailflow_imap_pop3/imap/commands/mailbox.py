@@ -37,6 +37,10 @@ async def _open(s: Session, cmd: Command, readonly: bool) -> Reply:
     s.drop_view()  # from here on a failure leaves the session authenticated, nothing selected
     if had_view and s.condstore:
         s.write(b"* OK [CLOSED] Previous mailbox closed\r\n")
+    if cmd.invalid_name is not None:  # not modified UTF-7: no mailbox has that name
+        if had_view:
+            await s.unwatch()
+        raise errors.no(*cmd.invalid_name)
     if not had_view:
         await s.watch()  # subscribe before the snapshot: no change between the two goes unseen
     try:
@@ -215,6 +219,8 @@ async def cmd_list(s: Session, cmd: Command) -> Reply | None:
 
 async def cmd_lsub(s: Session, cmd: Command) -> Reply | None:
     args: ListCmd = cmd.args
+    if not args.patterns:  # not modified UTF-7: matches nothing
+        return None
     pattern = normalize_mailbox(args.reference + args.patterns[0])
     if not pattern:
         s.write(b'* LSUB (\\Noselect) "/" ""\r\n')
