@@ -33,26 +33,27 @@ from mailflow_mailbox_store.storage import (
 )
 from mailflow_mailbox_store.uidset import UidSet
 
-_META = f"uid, flags + keywords * {1 << KEYWORD_SHIFT}, modseq, size, internal_date"
+_META = f"uid, flags + keywords * {1 << KEYWORD_SHIFT}, modseq, size, internal_date, blob_id"
 _LOW = (1 << KEYWORD_SHIFT) - 1
 
 
 @dataclass
 class Metas:
-    """Messages' UID, flags, MODSEQ, size and internal date, kept as rows and sent as columns:
-    {"u": uids, "f": index into "fs" (the distinct flag sets), "m": modseqs, "z": sizes, "d": dates}."""
+    """Messages' UID, flags, MODSEQ, size, internal date and body id (EMAILID), kept as rows and sent as
+    columns: {"u": uids, "f": index into "fs" (the distinct flag sets), "m": modseqs, "z": sizes, "d": dates,
+    "e": body ids}."""
 
-    rows: list  # (uid, flags + keywords * 32, modseq, size, internal_date)
+    rows: list  # (uid, flags + keywords * 32, modseq, size, internal_date, blob_id)
     kws: keywords.Keywords
 
     def to_obj(self) -> dict:
         if not self.rows:
-            return {"u": [], "f": [], "fs": [], "m": [], "z": [], "d": []}
-        uids, combined, modseqs, sizes, dates = zip(*self.rows, strict=True)
+            return {"u": [], "f": [], "fs": [], "m": [], "z": [], "d": [], "e": []}
+        uids, combined, modseqs, sizes, dates, bodies = zip(*self.rows, strict=True)
         position: dict[int, int] = {}
         index = [position.setdefault(c, len(position)) for c in combined]
         sets = [sorted(self.kws.flags(c & _LOW, c >> KEYWORD_SHIFT)) for c in position]
-        return {"u": uids, "f": index, "fs": sets, "m": modseqs, "z": sizes, "d": dates}
+        return {"u": uids, "f": index, "fs": sets, "m": modseqs, "z": sizes, "d": dates, "e": bodies}
 
 
 @dataclass

@@ -76,6 +76,8 @@ class _Sql:
                 return f"m.size {'>' if op == 'larger' else '<'} {self.p(n)}", True
             case s.ModSeq(n=n):
                 return f"m.modseq >= {self.p(n)}", True
+            case s.EmailId(id=i):
+                return f"m.blob_id = {self.p(i)}", True
             case s.Date(which=which):
                 low, high = s.date_range(k)
                 if which == "internal":
@@ -143,11 +145,11 @@ class _Candidate:
     `parsed` is None when the search needs headers only and they are in `HEADERS` (or None)."""
 
     __slots__ = ("uid", "_bits", "_kw", "modseq", "size", "internal_date", "sent_day", "_parsed", "_locator",
-                 "_sha", "_read", "_kws", "_fields", "_tree", "_raw")  # fmt: skip
+                 "_sha", "email_id", "_read", "_kws", "_fields", "_tree", "_raw")  # fmt: skip
 
     def __init__(self, row, read: Callable[[str], bytes], kws: Keywords, fields: s.Fields | None = None):
         (self.uid, self._bits, self._kw, self.modseq, self.size, self.internal_date, self.sent_day,
-         self._parsed, self._locator, self._sha) = row  # fmt: skip
+         self._parsed, self._locator, self._sha, self.email_id) = row  # fmt: skip
         self._read, self._kws, self._fields = read, kws, fields
         self._tree: mime.ParsedMessage | None = None
         self._raw: bytes | None = None
@@ -196,7 +198,7 @@ def search(tx: Tx, user_id: int, mailbox_id: int, key: s.SearchKey, blobs: BlobS
     cols = "m.uid, m.flags, m.keywords, m.modseq, m.size, m.internal_date, b.sent_day"
     join = f" FROM messages m JOIN blobs b ON b.id = m.blob_id WHERE m.mailbox_id = :mb AND {where} ORDER BY m.uid"
     if _needs_body(key):
-        rows = tx.all(f"SELECT {cols}, b.parsed, b.locator, b.sha256{join}", params)
+        rows = tx.all(f"SELECT {cols}, b.parsed, b.locator, b.sha256, b.id{join}", params)
         found = [r[0] for r in rows if match(_Candidate(r, read, kws))]
         if failures:
             raise failures[0]
@@ -214,7 +216,7 @@ def search(tx: Tx, user_id: int, mailbox_id: int, key: s.SearchKey, blobs: BlobS
         parsed.update(tx.all(f"SELECT id, parsed FROM blobs WHERE id IN ({marks})", part))
     out = []
     for r, h in zip(rows, cached, strict=True):
-        row = r[:10] if h is not None else (*r[:7], parsed.get(r[10]), None, r[9])
+        row = r if h is not None else (*r[:7], parsed.get(r[10]), None, r[9], r[10])
         if match(_Candidate(row, read, kws, h)):
             out.append(r[0])
     return out

@@ -178,6 +178,7 @@ class MessageMeta:
     modseq: int
     size: int = 0
     internal_date: datetime | None = None
+    email_id: int = 0  # RFC 8474 EMAILID: the stored body's id (a COPY shares it)
 
 
 @dataclass

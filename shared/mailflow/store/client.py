@@ -116,15 +116,15 @@ def _first_at_least(uids: list[int], value: int) -> int:
 
 
 def _metas(d: dict) -> list[MessageMeta]:
-    """Columns {"u","f","fs","m","z","d"} -> MessageMeta per message."""
+    """Columns {"u","f","fs","m","z","d","e"} -> MessageMeta per message."""
     sets = [frozenset(f) for f in d["fs"]]
     dates: dict[int, datetime] = {}
     out = []
-    for uid, f, modseq, size, when in zip(d["u"], d["f"], d["m"], d["z"], d["d"], strict=True):
+    for uid, f, modseq, size, when, body in zip(d["u"], d["f"], d["m"], d["z"], d["d"], d["e"], strict=True):
         at = dates.get(when)
         if at is None:
             at = dates[when] = datetime.fromtimestamp(when, UTC)
-        out.append(MessageMeta(uid=uid, flags=sets[f], modseq=modseq, size=size, internal_date=at))
+        out.append(MessageMeta(uid=uid, flags=sets[f], modseq=modseq, size=size, internal_date=at, email_id=body))
     return out
 
 

@@ -113,7 +113,12 @@ class ModSeq:
     n: int  # RFC 7162: messages with modseq >= n
 
 
-SearchKey = All | And | Or | Not | Uids | Flag | Header | Address | Text | Date | Size | ModSeq
+@dataclass(frozen=True)
+class EmailId:
+    id: int  # RFC 8474 EMAILID: the message's content (its body's id in the store; copies share it)
+
+
+SearchKey = All | And | Or | Not | Uids | Flag | Header | Address | Text | Date | Size | ModSeq | EmailId
 
 
 def leaves(k: SearchKey) -> Iterator[SearchKey]:
@@ -157,6 +162,8 @@ def to_obj(k: SearchKey) -> dict:
             return {"k": "size", "op": op, "n": n}
         case ModSeq(n=n):
             return {"k": "modseq", "n": n}
+        case EmailId(id=i):
+            return {"k": "emailid", "id": i}
     raise ValueError(f"not a search key: {k!r}")
 
 
@@ -198,6 +205,8 @@ def from_obj(o: dict) -> SearchKey:
                 return Size(o["op"], int(o["n"]))
             case "modseq":
                 return ModSeq(int(o["n"]))
+            case "emailid":
+                return EmailId(int(o["id"]))
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed search key: {exc}") from exc
     raise ValueError(f"unknown search key {o.get('k')!r}")
@@ -322,6 +331,7 @@ class Message(Protocol):
     size: int
     internal_date: int  # Unix seconds
     sent_day: int | None  # see sent_day()
+    email_id: int  # EmailId compares it
 
     def fields(self) -> Fields: ...
 
@@ -410,6 +420,8 @@ def matcher(k: SearchKey) -> Matcher:
             return (lambda m: m.size > n) if op == "larger" else (lambda m: m.size < n)
         case ModSeq(n=n):
             return lambda m: m.modseq >= n
+        case EmailId(id=i):
+            return lambda m: m.email_id == i
         case Date(which="internal"):
             within = _between(*date_range(k))
             return lambda m: within(m.internal_date)

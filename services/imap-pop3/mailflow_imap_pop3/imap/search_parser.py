@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from mailflow.store import search as sk
 from mailflow.store.api import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN
+from mailflow_imap_pop3.imap import responses as rsp
 from mailflow_imap_pop3.imap.lexer import MAX_NUMBER, ParseError, Reader
 from mailflow_imap_pop3.imap.syntax import RecentKey, Search, SeqKey, UidKey
 
@@ -26,7 +27,7 @@ _DATE_KEYS = {
 }  # fmt: skip
 CHARSETS = {"UTF-8": "utf-8", "US-ASCII": "ascii"}
 _ARG_KEYS = {*_ADDRESS_KEYS, "SUBJECT", *_DATE_KEYS, "BODY", "TEXT", "HEADER", "KEYWORD", "UNKEYWORD", "LARGER", "SMALLER",
-             "NOT", "OR", "UID", "MODSEQ"}  # fmt: skip
+             "NOT", "OR", "UID", "MODSEQ", "EMAILID", "THREADID"}  # fmt: skip
 MAX_SEARCH_DEPTH = 100
 MAX_SEARCH_KEYS = 1000  # in one SEARCH: each is work for the store; a 64 KiB line holds 16,000 "ALL"
 
@@ -112,6 +113,10 @@ class _SearchParser:
             return sk.Or(a, self.key())
         if name == "UID":
             return UidKey(r.seqset())
+        if name in ("EMAILID", "THREADID"):  # RFC 8474 §6: an objectid; we give no THREADID, so none matches
+            text = r.atom().decode("latin-1")
+            number = rsp.email_id_number(text) if name == "EMAILID" else None
+            return sk.EmailId(number) if number is not None else sk.Not(sk.All())
         if name == "MODSEQ":
             self.modseq = True
             if r.peek() == b'"':  # entry-name entry-type-req: "/flags/\\seen" all|shared|priv

@@ -180,7 +180,7 @@ class Session:
         else:
             caps += [
                 "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE",
-                "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE", "BINARY", "MULTIAPPEND",
+                "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE", "BINARY", "MULTIAPPEND", "OBJECTID",
                 "ESEARCH",
                 f"APPENDLIMIT={self.ctx.settings.max_append_bytes}",
             ]  # fmt: skip

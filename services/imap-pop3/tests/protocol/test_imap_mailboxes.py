@@ -33,7 +33,8 @@ def test_list_shows_the_default_folders_with_special_use(srv):
 
 def test_create_hierarchy_and_wildcards(srv):
     c = session(srv)
-    assert c.cmd("a1", "CREATE Work/Projects/Alpha")[-1] == b"a1 OK CREATE completed"
+    created = c.cmd("a1", "CREATE Work/Projects/Alpha")[-1]
+    assert created.startswith(b"a1 OK [MAILBOXID (F") and created.endswith(b")] CREATE completed")
     assert c.cmd("a2", "CREATE Work/")[-1].startswith(b"a2 NO [ALREADYEXISTS]")
     assert c.cmd("a3", "CREATE inbox")[-1].startswith(b"a3 NO [ALREADYEXISTS]")
     assert names(c.cmd("a4", 'LIST "" Work/%')) == [b'"Work/Projects"']

@@ -63,6 +63,7 @@ async def _open(s: Session, cmd: Command, readonly: bool) -> Reply:
         b"* OK [UIDVALIDITY %d] UIDs valid\r\n* OK [UIDNEXT %d] Predicted next UID\r\n"
         b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % (view.uidvalidity, view.uidnext, view.highestmodseq)
     )
+    s.write(b"* OK [MAILBOXID (%s)] Ok\r\n" % rsp.mailbox_id(sel.status.id).encode())
     await s.select(view)
     return Reply("OK", f"{cmd.name} completed", "READ-ONLY" if readonly else "READ-WRITE")
 
@@ -85,8 +86,8 @@ async def cmd_create(s: Session, cmd: Command) -> Reply | None:
         return Reply("NO", "Invalid mailbox name", "CANNOT")
     if name == "INBOX":
         return errors.R_EXISTS
-    await s.store.create_mailbox(s.principal, name, args.special_use)
-    return None
+    info = await s.store.create_mailbox(s.principal, name, args.special_use)
+    return Reply("OK", "CREATE completed", f"MAILBOXID ({rsp.mailbox_id(info.id)})")
 
 
 async def cmd_delete(s: Session, cmd: Command) -> Reply | None:
@@ -150,6 +151,7 @@ async def _status_line(s: Session, name: str, items: tuple[str, ...]) -> bytes:
     values = {
         "MESSAGES": st.messages, "RECENT": st.recent, "UIDNEXT": st.uidnext, "UIDVALIDITY": st.uidvalidity,
         "UNSEEN": st.unseen, "HIGHESTMODSEQ": st.highestmodseq, "SIZE": st.size,
+        "MAILBOXID": f"({rsp.mailbox_id(st.id)})",
     }  # fmt: skip
     if not _NEED_DELETED.isdisjoint(items):
         d = await s.store.deleted(s.principal, name)
