@@ -1,7 +1,10 @@
 """Queue administration over REST, in the spirit of mailq / postqueue / postsuper, and message traces.
 
 All routes need header X-Mailflow-Admin-Token. Paths (used by `mailflow queue ...`, `mailflow trace`):
-    GET    /queue?state=&offset=&limit=   -> QueuePage (default: messages with recipients still queued)
+    GET    /queue?state=&sender=&recipient=&domain=&min_age=&max_age=&offset=&limit=
+                                           -> QueuePage (default: messages with recipients still queued);
+           sender and recipient match whole addresses and domain the recipients' domain (all without regard
+           to case, compared as text: no pattern from the client), ages are seconds since it was received
     GET    /queue/counts                   -> Counts (recipients per state, active messages)
     GET    /queue/{queue_id}               -> MessageView | 404
     POST   /queue/flush                    -> Changed (every deferred recipient is due now)
@@ -18,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -118,12 +122,36 @@ def _view(m: Message, rs: list[Recipient]) -> MessageView:
 # --- database operations (each one transaction) -----------------------------------------------
 
 
-def list_messages(s: Session, state: str | None, offset: int, limit: int) -> QueuePage:
+@dataclass(frozen=True)
+class Filters:
+    """What GET /queue narrows the list by; empty fields do not narrow it."""
+
+    sender: str = ""  # the whole envelope sender, any case ("<>" for the null sender)
+    recipient: str = ""  # one recipient's whole address, any case
+    domain: str = ""  # one recipient's domain, any case
+    min_age: float | None = None  # received at least this many seconds ago
+    max_age: float | None = None  # received at most this many seconds ago
+
+
+def list_messages(s: Session, state: str | None, offset: int, limit: int, f: Filters = Filters(), now: float = 0.0) -> QueuePage:
     states = (state,) if state else ACTIVE
-    having = sa.select(Recipient.queue_id).where(Recipient.state.in_(states)).distinct()
-    total = s.scalar(sa.select(sa.func.count()).select_from(having.subquery())) or 0
+    rcpt = [Recipient.state.in_(states)]
+    if f.recipient:
+        rcpt.append(Recipient.address_key == f.recipient.lower())
+    if f.domain:
+        # a suffix compared as text (LIKE with every wildcard of the input escaped): "@example.test"
+        rcpt.append(Recipient.address_key.endswith("@" + f.domain.lower().rstrip("."), autoescape=True))
+    having = sa.select(Recipient.queue_id).where(*rcpt).distinct()
+    where = [Message.queue_id.in_(having)]
+    if f.sender:
+        where.append(sa.func.lower(Message.mail_from) == ("" if f.sender == "<>" else f.sender.lower()))
+    if f.min_age is not None:
+        where.append(Message.received_at <= now - f.min_age)
+    if f.max_age is not None:
+        where.append(Message.received_at >= now - f.max_age)
+    total = s.scalar(sa.select(sa.func.count()).select_from(Message).where(*where)) or 0
     msgs = s.scalars(
-        sa.select(Message).where(Message.queue_id.in_(having)).order_by(Message.received_at, Message.queue_id).offset(offset).limit(limit)
+        sa.select(Message).where(*where).order_by(Message.received_at, Message.queue_id).offset(offset).limit(limit)
     ).all()
     by: dict[str, list[Recipient]] = {m.queue_id: [] for m in msgs}
     if by:
@@ -244,10 +272,16 @@ def router(database: Database, js: JetStreamContext, bodies: Bodies, admin_token
     @r.get("/queue")
     async def list_queue(
         state: str | None = Query(None, pattern="^(" + "|".join(STATES) + ")$"),
+        sender: str = Query("", max_length=512),
+        recipient: str = Query("", max_length=512),
+        domain: str = Query("", max_length=255),
+        min_age: float | None = Query(None, ge=0, le=10 * 365 * 86400),
+        max_age: float | None = Query(None, ge=0, le=10 * 365 * 86400),
         offset: int = Query(0, ge=0),
         limit: int = Query(100, ge=1, le=1000),
     ) -> QueuePage:
-        return await run(list_messages, state, offset, limit)
+        f = Filters(sender.strip(), recipient.strip(), domain.strip(), min_age, max_age)
+        return await run(list_messages, state, offset, limit, f, clock())
 
     @r.get("/queue/counts")
     async def get_counts() -> Counts:

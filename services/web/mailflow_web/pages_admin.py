@@ -23,7 +23,7 @@ from mailflow_web.backend import BackendError
 from mailflow_web.console import Console
 
 PAGE = 50
-QUEUE_STATES = ("", "queued", "deferred", "held", "inflight", "delivered", "bounced", "expired")
+QUEUE_STATES = ("", "queued", "deferred", "held", "inflight", "delivered", "bounced")
 QUEUE_ACTIONS = ("retry", "hold", "release", "delete")
 MAX_SELECTED = 500
 
@@ -207,7 +207,7 @@ def router(c: Console) -> APIRouter:
 
     def queue_filters(request: Request) -> dict[str, str]:
         p = request.query_params
-        f = {k: p.get(k, "")[:320].strip() for k in ("state", "domain", "sender", "recipient", "message_id", "min_age", "max_age")}
+        f = {k: p.get(k, "")[:320].strip() for k in ("state", "domain", "sender", "recipient", "min_age", "max_age")}
         if f["state"] not in QUEUE_STATES:
             f["state"] = ""
         for k in ("min_age", "max_age"):

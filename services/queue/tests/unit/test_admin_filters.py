@@ -1,0 +1,60 @@
+"""GET /queue's filters as the database sees them (mailflow_queue.admin.list_messages on SQLite).
+
+Sender and recipient match whole addresses without regard to case, domain the recipients' domain, as
+text: a `%` or `_` in the input is a character, never a wildcard; ages count back from `now`.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from mailflow_queue.admin import Filters, list_messages
+from mailflow_queue.db import Base, Message, Recipient
+
+NOW = 1_000_000.0
+
+
+def session() -> Session:
+    engine = sa.create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    s = Session(engine)
+    rows = [
+        ("Q1", "Ann@Example.test", ["bob@corp.test", "eve@other.test"], 10, "queued"),
+        ("Q2", "", ["BOB@corp.test"], 4000, "deferred"),
+        ("Q3", "ann@example.test", ["x@co_p.test"], 100, "held"),
+        ("Q4", "ann@example.test", ["bob@corp.test"], 50, "delivered"),
+    ]
+    for qid, sender, rcpts, age, state in rows:
+        s.add(Message(queue_id=qid, mail_from=sender, body_ref="inline:x", received_at=NOW - age))
+        for a in rcpts:
+            s.add(Recipient(queue_id=qid, address=a, address_key=a.lower(), state=state, updated_at=NOW))
+    s.commit()
+    return s
+
+
+def ids(s: Session, state: str | None = None, **f) -> list[str]:
+    return [m.queue_id for m in list_messages(s, state, 0, 100, Filters(**f), NOW).items]
+
+
+def test_each_filter_narrows_the_list():
+    s = session()
+    assert ids(s) == ["Q2", "Q3", "Q1"]  # not final, oldest first
+    assert ids(s, sender="ann@example.TEST") == ["Q3", "Q1"]
+    assert ids(s, sender="<>") == ["Q2"]
+    assert ids(s, recipient="Bob@Corp.test") == ["Q2", "Q1"]
+    assert ids(s, "delivered", recipient="bob@corp.test") == ["Q4"]
+    assert ids(s, domain="CORP.test") == ["Q2", "Q1"]
+    assert ids(s, domain="other.test", sender="ann@example.test") == ["Q1"]
+    assert ids(s, min_age=60) == ["Q2", "Q3"]
+    assert ids(s, max_age=60) == ["Q1"]
+    assert list_messages(s, None, 0, 1, Filters(domain="corp.test"), NOW).total == 2
+
+
+def test_wildcards_in_the_input_are_plain_characters():
+    s = session()
+    assert ids(s, domain="co_p.test") == ["Q3"]
+    assert ids(s, domain="c%") == []
+    assert ids(s, domain="co%p.test") == []
+    assert ids(s, domain="corp_test") == []
+    assert ids(s, recipient="%") == [] and ids(s, sender="%") == []
