@@ -2,7 +2,8 @@
 
 All routes need header X-Mailflow-Admin-Token. Paths (used by `mailflow queue ...`, `mailflow trace`):
     GET    /queue?state=&sender=&recipient=&domain=&min_age=&max_age=&offset=&limit=
-                                           -> QueuePage (default: messages with recipients still queued);
+                                           -> QueuePage (default: messages with recipients still queued,
+           state=any: every message the queue still keeps);
            sender and recipient match whole addresses and domain the recipients' domain (all without regard
            to case, compared as text: no pattern from the client), ages are seconds since it was received
     GET    /queue/counts                   -> Counts (recipients per state, active messages)
@@ -134,7 +135,7 @@ class Filters:
 
 
 def list_messages(s: Session, state: str | None, offset: int, limit: int, f: Filters = Filters(), now: float = 0.0) -> QueuePage:
-    states = (state,) if state else ACTIVE
+    states = STATES if state == "any" else (state,) if state else ACTIVE
     rcpt = [Recipient.state.in_(states)]
     if f.recipient:
         rcpt.append(Recipient.address_key == f.recipient.lower())
@@ -271,7 +272,7 @@ def router(database: Database, js: JetStreamContext, bodies: Bodies, admin_token
 
     @r.get("/queue")
     async def list_queue(
-        state: str | None = Query(None, pattern="^(" + "|".join(STATES) + ")$"),
+        state: str | None = Query(None, pattern="^(" + "|".join((*STATES, "any")) + ")$"),
         sender: str = Query("", max_length=512),
         recipient: str = Query("", max_length=512),
         domain: str = Query("", max_length=255),

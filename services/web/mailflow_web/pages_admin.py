@@ -21,6 +21,7 @@ from mailflow.services import DELIVERY
 from mailflow_web.auth import ADMIN
 from mailflow_web.backend import BackendError
 from mailflow_web.console import Console
+from mailflow_web.timeline import hops
 
 PAGE = 50
 QUEUE_STATES = ("", "queued", "deferred", "held", "inflight", "delivered", "bounced")
@@ -235,6 +236,8 @@ def router(c: Console) -> APIRouter:
         if action not in QUEUE_ACTIONS:
             raise HTTPException(400, "no such action")
         ids = form.getlist("id")[:MAX_SELECTED]
+        if form.get("from_message") and len(ids) == 1 and action != "delete":
+            back = f"/admin/message/{q(ids[0])}"
         if not ids:
             return c.redirect(request, back, "no message selected", True)
         done, refused = 0, []
@@ -251,6 +254,41 @@ def router(c: Console) -> APIRouter:
                 refused.append(f"{queue_id}: {exc.detail}")
         text = f"{action}: {done} message(s)" + (f"; refused {'; '.join(refused[:5])}" if refused else "")
         return c.redirect(request, back, text, bool(refused))
+
+    # --- follow one message ------------------------------------------------------------------------
+
+    @r.get("/message")
+    async def message_search(request: Request):
+        """By queue id (exact), or every message the queue keeps from or to an address."""
+        login = await c.require(request, ADMIN)
+        needle = request.query_params.get("q", "").strip()[:320]
+        found: list[dict] = []
+        if needle and "@" not in needle and needle.replace("-", "").isalnum() and len(needle) <= 32:
+            try:
+                await c.backend.queue.get(f"/queue/{needle}")
+                return c.redirect(request, f"/admin/message/{needle}")
+            except BackendError as exc:
+                if exc.status != 404:
+                    raise
+        elif needle:
+            seen = set()
+            for key in ("sender", "recipient"):
+                page = await c.backend.queue.get("/queue", state="any", limit=PAGE, **{key: needle})
+                for m in page["items"]:
+                    if m["queue_id"] not in seen:
+                        seen.add(m["queue_id"])
+                        found.append(m)
+            found.sort(key=lambda m: m["received_at"], reverse=True)
+        return c.page(request, "admin_search.html", login, needle=needle, found=found)
+
+    @r.get("/message/{queue_id}")
+    async def message(request: Request, queue_id: str):
+        login = await c.require(request, ADMIN)
+        if not queue_id.replace("-", "").isalnum() or len(queue_id) > 32:
+            raise HTTPException(404, "no such queue id")
+        m = await c.backend.queue.get(f"/queue/{queue_id}")
+        steps, span = hops(await c.backend.queue.get(f"/trace/{queue_id}"))
+        return c.page(request, "admin_message.html", login, m=m, hops=steps, span=span)
 
     # --- dead letters -----------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ def test_each_filter_narrows_the_list():
     assert ids(s, sender="<>") == ["Q2"]
     assert ids(s, recipient="Bob@Corp.test") == ["Q2", "Q1"]
     assert ids(s, "delivered", recipient="bob@corp.test") == ["Q4"]
+    assert ids(s, "any", recipient="bob@corp.test") == ["Q2", "Q4", "Q1"]
     assert ids(s, domain="CORP.test") == ["Q2", "Q1"]
     assert ids(s, domain="other.test", sender="ann@example.test") == ["Q1"]
     assert ids(s, min_age=60) == ["Q2", "Q3"]

@@ -80,6 +80,18 @@ class FakeStore:
 
 class FakeQueue:
     def __init__(self):
+        self.message = {
+            "queue_id": "QA1", "trace_id": "tr", "mail_from": "ann@example.test", "size": 1234,
+            "received_at": "2026-12-07T21:00:00.000+00:00", "recipients": [
+                {"address": "bob@remote.test", "state": "deferred", "attempts": 2, "last_status": "4.7.1",
+                 "last_error": "451 4.7.1 greylisted <script>", "remote_mta": "mx1.remote.test"}],
+        }  # fmt: skip
+        self.trace = [
+            {"step": "ingress", "service": "smtp-ingress", "at": "2026-12-07T21:00:00.010+00:00", "duration_ms": 10.0},
+            {"step": "delivery", "service": "delivery", "at": "2026-12-07T21:00:00.090+00:00", "duration_ms": 40.0,
+             "detail": "mx1.remote.test: 451 4.7.1 greylisted"},
+            {"step": "delivery", "service": "delivery", "at": "2026-12-07T21:00:01.010+00:00", "duration_ms": 10.0},
+        ]  # fmt: skip
         self.held: set[str] = set()
         self.calls: list[tuple[str, str]] = []
 
@@ -88,7 +100,12 @@ class FakeQueue:
         if path == "/queue/counts":
             return {"states": {"queued": 1, "held": len(self.held)}, "messages": 1}
         if path == "/queue":
-            return {"items": [], "total": 0, "offset": 0, "limit": 50}
+            items = [self.message] if params.get("sender") == self.message["mail_from"] else []
+            return {"items": items, "total": len(items), "offset": 0, "limit": 50}
+        if path == "/queue/" + self.message["queue_id"]:
+            return self.message
+        if path == "/trace/" + self.message["queue_id"]:
+            return self.trace
         raise BackendError(404, "not found")
 
     async def post(self, path: str, body=None, **params):

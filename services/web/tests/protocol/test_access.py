@@ -209,3 +209,16 @@ def test_admin_holds_and_releases_queued_messages(client, backend):
     assert r.status_code == 303 and backend.queue.held == {"Q1", "Q2"}
     r = client.post("/admin/queue", data={"csrf": token, "action": "bogus", "id": ["Q1"]})
     assert r.status_code == 400
+
+
+def test_following_a_message_draws_its_journey(client):
+    login(client, "alice@example.test", "alice-pw", admin=True)
+    r = client.get("/admin/message", params={"q": "QA1"})
+    assert r.status_code == 303 and r.headers["location"] == "/admin/message/QA1"
+    page = client.get("/admin/message/QA1").text
+    assert page.count('class="hop') == 3 and "again" in page  # the second delivery is a retry
+    assert "greylisted &lt;script&gt;" in page and "<script>" not in page.split("</head>")[1]
+    assert 'x="0.000"' in page and "1000.0 ms" in page
+    found = client.get("/admin/message", params={"q": "ann@example.test"}).text
+    assert "/admin/message/QA1" in found
+    assert client.get("/admin/message/not-an-id!").status_code == 404
