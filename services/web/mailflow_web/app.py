@@ -1,6 +1,8 @@
-"""Wiring: the console's pages on `listen`, its /healthz /readyz /metrics on `http_listen`.
+"""Wiring: the console's pages on `listen`, its /healthz /readyz /metrics on `http_listen`, NATS (trace
+events for the live pipeline, mailflow_web.pipeline).
 
-Ready when the store and the queue answer their /healthz. The console keeps nothing of its own: every
+Ready when the store and the queue answer their /healthz and NATS is connected; a NATS that does not
+answer within natsconn's initial timeout stops the start (a process manager starts it again). The console keeps nothing of its own: every
 page reads the services' REST APIs (mailflow_web.backend). On SIGTERM both servers stop (in-flight
 requests get 5 s) and the HTTP client closes.
 """
@@ -13,23 +15,26 @@ import logging
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from mailflow import natsconn
 from mailflow.lifecycle import Stopper
 from mailflow.web import HttpServer, service_app
-from mailflow_web import pages_admin, pages_user
+from mailflow_web import pages_admin, pages_pipeline, pages_user
 from mailflow_web.backend import Backend, BackendError
 from mailflow_web.console import HERE, Console, install_error_pages
+from mailflow_web.pipeline import Pipeline
 from mailflow_web.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def make_app(settings: Settings, backend: Backend) -> FastAPI:
+def make_app(settings: Settings, backend: Backend, pipeline: Pipeline | None = None) -> FastAPI:
     app = FastAPI(title="mailflow web console", docs_url=None, redoc_url=None, openapi_url=None)
     console = Console(settings, backend)
     app.state.console = console
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(pages_user.router(console))
     app.include_router(pages_admin.router(console))
+    app.include_router(pages_pipeline.router(console, pipeline or pipeline_of(settings, backend)))
     install_error_pages(app)
 
     @app.middleware("http")
@@ -46,6 +51,14 @@ def make_app(settings: Settings, backend: Backend) -> FastAPI:
         return response
 
     return app
+
+
+def pipeline_of(settings: Settings, backend: Backend) -> Pipeline:
+    urls = {
+        "smtp-ingress": settings.smtp_url, "queue": settings.queue_url, "resolver": settings.resolver_url,
+        "delivery": settings.delivery_url, "mailbox-store": settings.store_url, "imap-pop3": settings.imap_url,
+    }  # fmt: skip
+    return Pipeline({k: v.rstrip("/") for k, v in urls.items()}, backend.queue)
 
 
 def backend_of(settings: Settings) -> Backend:
@@ -69,13 +82,25 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         except BackendError:
             return False
 
-    health = service_app("web", {"store": lambda: answers(backend.store), "queue": lambda: answers(backend.queue)})
-    pages = await HttpServer(make_app(settings, backend), settings.listen, h11_max_incomplete_event_size=16 * 1024).start()
+    pipeline = pipeline_of(settings, backend)
+    nc = await natsconn.connect(settings.nats_url, "web", **settings.nats_login())
+    await pipeline.subscribe(nc)
+    checks = {
+        "store": lambda: answers(backend.store),
+        "queue": lambda: answers(backend.queue),
+        "nats": lambda: asyncio.sleep(0, nc.is_connected),
+    }
+    health = service_app("web", checks)
+    app = make_app(settings, backend, pipeline)
+    pages = await HttpServer(app, settings.listen, h11_max_incomplete_event_size=16 * 1024).start()
     http = await HttpServer(health, settings.http_listen).start()
+    polling = asyncio.create_task(pipeline.run(stop), name="pipeline")
     log.info("web console on %s", settings.listen)
     try:
         await stop.wait()
     finally:
         await pages.stop()
         await http.stop()
+        await asyncio.wait([polling], timeout=5)
+        await natsconn.close(nc)
         await backend.close()
