@@ -123,6 +123,9 @@ def _view(m: Message, rs: list[Recipient]) -> MessageView:
 # --- database operations (each one transaction) -----------------------------------------------
 
 
+FEW = 5000  # matches that list_messages fetches by id rather than in arrival order
+
+
 @dataclass(frozen=True)
 class Filters:
     """What GET /queue narrows the list by; empty fields do not narrow it."""
@@ -135,25 +138,38 @@ class Filters:
 
 
 def list_messages(s: Session, state: str | None, offset: int, limit: int, f: Filters = Filters(), now: float = 0.0) -> QueuePage:
-    states = STATES if state == "any" else (state,) if state else ACTIVE
-    rcpt = [Recipient.state.in_(states)]
+    rcpt = [] if state == "any" else [Recipient.state.in_((state,) if state else ACTIVE)]
     if f.recipient:
         rcpt.append(Recipient.address_key == f.recipient.lower())
     if f.domain:
         # a suffix compared as text (LIKE with every wildcard of the input escaped): "@example.test"
         rcpt.append(Recipient.address_key.endswith("@" + f.domain.lower().rstrip("."), autoescape=True))
-    having = sa.select(Recipient.queue_id).where(*rcpt).distinct()
-    where = [Message.queue_id.in_(having)]
+    where = []
     if f.sender:
         where.append(sa.func.lower(Message.mail_from) == ("" if f.sender == "<>" else f.sender.lower()))
     if f.min_age is not None:
         where.append(Message.received_at <= now - f.min_age)
     if f.max_age is not None:
         where.append(Message.received_at >= now - f.max_age)
-    total = s.scalar(sa.select(sa.func.count()).select_from(Message).where(*where)) or 0
-    msgs = s.scalars(
-        sa.select(Message).where(*where).order_by(Message.received_at, Message.queue_id).offset(offset).limit(limit)
-    ).all()
+    if rcpt and not where:
+        # Only recipients' conditions: counted on the recipients' index alone. A few matches are fetched
+        # by id (IN) and sorted; many by walking the messages in arrival order (EXISTS), which stops at the
+        # page (measured on SQLite with 100,000 messages: either way round is 5-10x slower).
+        total = s.scalar(sa.select(sa.func.count(sa.distinct(Recipient.queue_id))).where(*rcpt)) or 0
+        if total <= FEW:
+            where.append(Message.queue_id.in_(sa.select(Recipient.queue_id).where(*rcpt)))
+        else:
+            where.append(sa.exists().where(Recipient.queue_id == Message.queue_id, *rcpt))
+    else:
+        if rcpt:
+            where.append(Message.queue_id.in_(sa.select(Recipient.queue_id).where(*rcpt)))
+        total = s.scalar(sa.select(sa.func.count()).select_from(Message).where(*where)) or 0
+    q = sa.select(Message).where(*where)
+    if offset > total // 2:  # a page near the end is read from the end: an OFFSET costs what it skips
+        skip, take = max(0, total - offset - limit), max(0, min(limit, total - offset))
+        msgs = s.scalars(q.order_by(Message.received_at.desc(), Message.queue_id.desc()).offset(skip).limit(take)).all()[::-1]
+    else:
+        msgs = s.scalars(q.order_by(Message.received_at, Message.queue_id).offset(offset).limit(limit)).all()
     by: dict[str, list[Recipient]] = {m.queue_id: [] for m in msgs}
     if by:
         for r in s.scalars(sa.select(Recipient).where(Recipient.queue_id.in_(list(by))).order_by(Recipient.id)):

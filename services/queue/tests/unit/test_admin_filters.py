@@ -59,3 +59,22 @@ def test_wildcards_in_the_input_are_plain_characters():
     assert ids(s, domain="co%p.test") == []
     assert ids(s, domain="corp_test") == []
     assert ids(s, recipient="%") == [] and ids(s, sender="%") == []
+
+
+def test_many_matches_are_listed_alike(monkeypatch):
+    from mailflow_queue import admin
+
+    s = session()
+    few = [ids(s), ids(s, recipient="bob@corp.test"), ids(s, "any", domain="corp.test")]
+    monkeypatch.setattr(admin, "FEW", 0)  # every list now walks the messages in arrival order
+    assert [ids(s), ids(s, recipient="bob@corp.test"), ids(s, "any", domain="corp.test")] == few
+
+
+def test_a_page_near_the_end_is_the_same_page():
+    s = session()
+    whole = ids(s, "any")
+    assert len(whole) == 4
+    for offset in range(6):
+        for limit in (1, 2, 3):
+            page = [m.queue_id for m in list_messages(s, "any", offset, limit, Filters(), NOW).items]
+            assert page == whole[offset : offset + limit], (offset, limit)
