@@ -30,6 +30,8 @@ def router(c: Console, pipeline: Pipeline) -> APIRouter:
     @r.get("/pipeline")
     async def page(request: Request):
         login = await c.require(request, ADMIN)
+        if not pipeline.fresh():  # nobody watched lately: the figures are old, ask for them now
+            await pipeline.poll()
         return c.page(request, "admin_pipeline.html", login, snap=pipeline.snapshot())
 
     @r.get("/pipeline/events")

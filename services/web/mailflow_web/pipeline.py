@@ -102,6 +102,7 @@ class Pipeline:
         self.counts: dict = {"states": {}, "messages": 0}
         self.watched_at = 0.0
         self.polled_at = 0.0
+        self.client = httpx.AsyncClient(timeout=POLL_S)
 
     # --- NATS side ------------------------------------------------------------------------------
 
@@ -148,19 +149,24 @@ class Pipeline:
             h["up"] = h["ready"] = False
             log.debug("%s did not answer: %s", service, exc)
 
-    async def poll(self, client: httpx.AsyncClient) -> None:
-        await asyncio.gather(*(self._service(client, s) for s in self.health))
+    async def poll(self) -> None:
+        await asyncio.gather(*(self._service(self.client, s) for s in self.health))
         with contextlib.suppress(Exception):
             self.counts = await self.queue_api.get("/queue/counts")
         self.polled_at = self.clock()
 
+    def fresh(self) -> bool:
+        return self.clock() - self.polled_at < 2 * POLL_S
+
     async def run(self, stop: asyncio.Event) -> None:
-        async with httpx.AsyncClient(timeout=POLL_S) as client:
+        try:
             while not stop.is_set():
                 if self.clock() - self.watched_at < WATCH_S:
-                    await self.poll(client)
+                    await self.poll()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), POLL_S)
+        finally:
+            await self.client.aclose()
 
     # --- what the page shows --------------------------------------------------------------------
 

@@ -43,8 +43,18 @@
     }
     const depth = document.getElementById("depth");
     for (const [state, n] of Object.entries((s.counts || {}).states || {})) {
-      const b = depth.querySelector(`[data-state="${state}"]`);
-      if (b) b.textContent = n;
+      let b = depth.querySelector(`[data-state="${state}"]`);
+      if (!b) {
+        const a = document.createElement("a");
+        a.href = "/admin/queue?state=" + encodeURIComponent(state);
+        a.append(state + " ");
+        b = document.createElement("b");
+        b.dataset.state = state;
+        a.append(b);
+        depth.insertBefore(a, depth.firstChild);
+        depth.insertBefore(document.createTextNode(" "), a.nextSibling);
+      }
+      b.textContent = n;
     }
     document.getElementById("latency").textContent = s.latency_s === null ? "—" : s.latency_s;
     if (s.history) {
