@@ -146,7 +146,7 @@ def test_an_administrator_and_a_user_at_work(stack, browser):
 
     # Follow one message: mail to remote.test is deferred (nothing answers at its MX).
     queue_id = send(stack, "alice@example.test", "bob@remote.test", "to the remote", ("alice@example.test", "alice-pw"))
-    c.get("/admin/message?q=bob@remote.test")
+    c.get("/admin/message?q=<to.the.remote@example.test>")  # by its Message-ID
     c.submit(f'a[href="/admin/message/{queue_id}"]')
 
     def deferred():

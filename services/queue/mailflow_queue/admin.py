@@ -1,7 +1,7 @@
 """Queue administration over REST, in the spirit of mailq / postqueue / postsuper, and message traces.
 
 All routes need header X-Mailflow-Admin-Token. Paths (used by `mailflow queue ...`, `mailflow trace`):
-    GET    /queue?state=&sender=&recipient=&domain=&min_age=&max_age=&offset=&limit=
+    GET    /queue?state=&sender=&recipient=&domain=&message_id=&min_age=&max_age=&offset=&limit=
                                            -> QueuePage (default: messages with recipients still queued,
            state=any: every message the queue still keeps);
            sender and recipient match whole addresses and domain the recipients' domain (all without regard
@@ -65,6 +65,7 @@ class MessageView(BaseModel):
     received_at: datetime
     envid: str | None = None
     ret: str | None = None
+    message_id: str = ""
     client_ip: str | None = None
     auth_user: str | None = None
     done_at: datetime | None = None
@@ -97,6 +98,7 @@ def _view(m: Message, rs: list[Recipient]) -> MessageView:
         received_at=ts_to_dt(m.received_at),
         envid=m.envid,
         ret=m.ret,
+        message_id=m.message_id,
         client_ip=m.client_ip,
         auth_user=m.auth_user,
         done_at=ts_to_dt(m.done_at) if m.done_at else None,
@@ -131,6 +133,7 @@ class Filters:
     """What GET /queue narrows the list by; empty fields do not narrow it."""
 
     sender: str = ""  # the whole envelope sender, any case ("<>" for the null sender)
+    message_id: str = ""  # the Message-ID header's value, exactly (with or without its <>)
     recipient: str = ""  # one recipient's whole address, any case
     domain: str = ""  # one recipient's domain, any case
     min_age: float | None = None  # received at least this many seconds ago
@@ -147,6 +150,9 @@ def list_messages(s: Session, state: str | None, offset: int, limit: int, f: Fil
     where = []
     if f.sender:
         where.append(sa.func.lower(Message.mail_from) == ("" if f.sender == "<>" else f.sender.lower()))
+    if f.message_id:
+        bare = f.message_id.strip().removeprefix("<").removesuffix(">")
+        where.append(Message.message_id.in_((f"<{bare}>"[: db.MESSAGE_ID_CHARS], bare[: db.MESSAGE_ID_CHARS])))
     if f.min_age is not None:
         where.append(Message.received_at <= now - f.min_age)
     if f.max_age is not None:
@@ -292,12 +298,14 @@ def router(database: Database, js: JetStreamContext, bodies: Bodies, admin_token
         sender: str = Query("", max_length=512),
         recipient: str = Query("", max_length=512),
         domain: str = Query("", max_length=255),
+        message_id: str = Query("", max_length=1000),
         min_age: float | None = Query(None, ge=0, le=10 * 365 * 86400),
         max_age: float | None = Query(None, ge=0, le=10 * 365 * 86400),
         offset: int = Query(0, ge=0),
         limit: int = Query(100, ge=1, le=1000),
     ) -> QueuePage:
-        f = Filters(sender.strip(), recipient.strip(), domain.strip(), min_age, max_age)
+        f = Filters(sender=sender.strip(), message_id=message_id.strip(), recipient=recipient.strip(), domain=domain.strip(),
+                    min_age=min_age, max_age=max_age)  # fmt: skip
         return await run(list_messages, state, offset, limit, f, clock())
 
     @r.get("/queue/counts")

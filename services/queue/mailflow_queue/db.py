@@ -41,6 +41,11 @@ class Base(DeclarativeBase):
     pass
 
 
+# messages.message_id keeps this many characters (searched the same way): short enough for a PostgreSQL
+# btree entry whatever the characters (at most 4 bytes each); real Message-IDs are far shorter.
+MESSAGE_ID_CHARS = 255
+
+
 class Message(Base):
     __tablename__ = "messages"
 
@@ -59,6 +64,7 @@ class Message(Base):
     body_deleted: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     junk: Mapped[bool] = mapped_column(sa.Boolean, default=False)  # QueuedMessage.junk, for every job and retry
     requiretls: Mapped[bool] = mapped_column(sa.Boolean, default=False)  # QueuedMessage.requiretls (RFC 8689)
+    message_id: Mapped[str] = mapped_column(sa.String(MESSAGE_ID_CHARS), default="", server_default="", index=True)  # the header's, for the admin search
     done_at: Mapped[float | None] = mapped_column(sa.Float, nullable=True, index=True)
     __table_args__ = (
         sa.Index("ix_messages_received_at", "received_at"),

@@ -24,7 +24,7 @@ from mailflow_web.console import Console
 from mailflow_web.timeline import hops
 
 PAGE = 50
-QUEUE_STATES = ("", "queued", "deferred", "held", "inflight", "delivered", "bounced")
+QUEUE_STATES = ("", "queued", "deferred", "held", "inflight", "delivered", "bounced", "any")
 QUEUE_ACTIONS = ("retry", "hold", "release", "delete")
 MAX_SELECTED = 500
 
@@ -208,7 +208,7 @@ def router(c: Console) -> APIRouter:
 
     def queue_filters(request: Request) -> dict[str, str]:
         p = request.query_params
-        f = {k: p.get(k, "")[:320].strip() for k in ("state", "domain", "sender", "recipient", "min_age", "max_age")}
+        f = {k: p.get(k, "")[:320].strip() for k in ("state", "domain", "sender", "recipient", "message_id", "min_age", "max_age")}
         if f["state"] not in QUEUE_STATES:
             f["state"] = ""
         for k in ("min_age", "max_age"):
@@ -259,7 +259,8 @@ def router(c: Console) -> APIRouter:
 
     @r.get("/message")
     async def message_search(request: Request):
-        """By queue id (exact), or every message the queue keeps from or to an address."""
+        """By queue id (exact), Message-ID (exact, with or without <>), or every message the queue keeps from or
+        to an address."""
         login = await c.require(request, ADMIN)
         needle = request.query_params.get("q", "").strip()[:320]
         found: list[dict] = []
@@ -272,7 +273,8 @@ def router(c: Console) -> APIRouter:
                     raise
         elif needle:
             seen = set()
-            for key in ("sender", "recipient"):
+            keys = ("message_id",) if needle.startswith("<") else ("sender", "recipient", "message_id")
+            for key in keys:
                 page = await c.backend.queue.get("/queue", state="any", limit=PAGE, **{key: needle})
                 for m in page["items"]:
                     if m["queue_id"] not in seen:

@@ -33,7 +33,7 @@ def session() -> Session:
     return s
 
 
-def ids(s: Session, state: str | None = None, **f) -> list[str]:
+def ids(s: Session, state: str | None = None, **f: str | float) -> list[str]:
     return [m.queue_id for m in list_messages(s, state, 0, 100, Filters(**f), NOW).items]
 
 
@@ -78,3 +78,12 @@ def test_a_page_near_the_end_is_the_same_page():
         for limit in (1, 2, 3):
             page = [m.queue_id for m in list_messages(s, "any", offset, limit, Filters(), NOW).items]
             assert page == whole[offset : offset + limit], (offset, limit)
+
+
+def test_message_id_matches_with_or_without_its_brackets():
+    s = session()
+    s.get(Message, "Q3").message_id = "<abc.123@example.test>"
+    s.commit()
+    assert ids(s, message_id="<abc.123@example.test>") == ["Q3"]
+    assert ids(s, message_id="abc.123@example.test") == ["Q3"]
+    assert ids(s, message_id="abc") == [] and ids(s, message_id="%") == []
