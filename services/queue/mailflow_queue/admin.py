@@ -8,6 +8,7 @@ All routes need header X-Mailflow-Admin-Token. Paths (used by `mailflow queue ..
            to case, compared as text: no pattern from the client), ages are seconds since it was received
     GET    /queue/counts                   -> Counts (recipients per state, active messages)
     GET    /queue/{queue_id}               -> MessageView | 404
+    GET    /queue/{queue_id}/headers       -> Headers | 404 (its header fields, while the body is kept)
     POST   /queue/flush                    -> Changed (every deferred recipient is due now)
     POST   /queue/{queue_id}/retry         -> Changed | 404 (its deferred and held recipients are due now)
     POST   /queue/{queue_id}/hold          -> Changed | 404 (no more attempts until released)
@@ -31,7 +32,7 @@ from nats.js import JetStreamContext
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from mailflow.bodies import Bodies, is_inline
+from mailflow.bodies import Bodies, BodyMissing, is_inline
 from mailflow.contracts import subjects
 from mailflow.contracts.messages import TraceEvent
 from mailflow.contracts.rest import ADMIN_TOKEN_HEADER
@@ -242,6 +243,45 @@ def delete(s: Session, queue_id: str) -> str | None:
     return ref or ""
 
 
+MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_FIELDS = 500
+MAX_FIELD_CHARS = 4000
+
+
+class Headers(BaseModel):
+    fields: list[tuple[str, str]]  # (name, value unfolded), in order
+    kept: bool = True  # False: the body is gone (the message is final), so are its headers
+
+
+def body_of(s: Session, queue_id: str) -> tuple[str | None, bytes | None] | None:
+    """(body ref, inline bytes) of a known message; ref None once the body is gone; None if unknown."""
+    m = s.get(Message, queue_id)
+    if m is None:
+        return None
+    if m.body_deleted:
+        return (None, None)
+    row = s.get(db.Body, queue_id) if is_inline(m.body_ref) else None
+    if is_inline(m.body_ref) and row is None:
+        return (None, None)
+    return (m.body_ref, row.data if row is not None else None)
+
+
+def header_fields(data: bytes) -> list[tuple[str, str]]:
+    """The header block's fields, unfolded; at most MAX_HEADER_BYTES read, MAX_HEADER_FIELDS fields of
+    MAX_FIELD_CHARS characters (bytes that are not UTF-8 replaced). Line by line, no regex."""
+    head = data[:MAX_HEADER_BYTES]
+    end = head.find(b"\r\n\r\n")
+    head = b"" if head.startswith(b"\r\n") else head if end < 0 else head[: end + 2]
+    out: list[list[str]] = []
+    for line in head.decode("utf-8", "replace").split("\r\n"):
+        if line[:1] in (" ", "\t") and out:
+            out[-1][1] = (out[-1][1] + " " + line.strip())[:MAX_FIELD_CHARS]
+        elif ":" in line and len(out) < MAX_HEADER_FIELDS:
+            name, _, value = line.partition(":")
+            out.append([name.strip()[:200], value.strip()[:MAX_FIELD_CHARS]])
+    return [(n, v) for n, v in out]
+
+
 # --- traces -----------------------------------------------------------------------------------
 
 
@@ -321,6 +361,22 @@ def router(database: Database, js: JetStreamContext, bodies: Bodies, admin_token
     @r.get("/queue/{queue_id}")
     async def get_message(queue_id: str) -> MessageView:
         return found(await run(show, queue_id), queue_id)
+
+    @r.get("/queue/{queue_id}/headers")
+    async def get_headers(queue_id: str) -> Headers:
+        """The message's header fields while the queue keeps its body (until every recipient is final)."""
+        m = found(await run(body_of, queue_id), queue_id)
+        ref, inline = m
+        if ref is None:
+            return Headers(fields=[], kept=False)
+        try:
+            data = inline if inline is not None else await bodies.get(ref)
+        except BodyMissing:
+            return Headers(fields=[], kept=False)
+        except Exception as exc:
+            log.warning("body not read for its headers: %s", exc, extra={"queue_id": queue_id})
+            raise HTTPException(503, "message body store did not answer") from exc
+        return Headers(fields=header_fields(data))
 
     @r.post("/queue/{queue_id}/retry")
     async def post_retry(queue_id: str) -> Changed:

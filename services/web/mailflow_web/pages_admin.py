@@ -290,7 +290,8 @@ def router(c: Console) -> APIRouter:
             raise HTTPException(404, "no such queue id")
         m = await c.backend.queue.get(f"/queue/{queue_id}")
         steps, span = hops(await c.backend.queue.get(f"/trace/{queue_id}"))
-        return c.page(request, "admin_message.html", login, m=m, hops=steps, span=span)
+        headers = await c.backend.queue.get(f"/queue/{queue_id}/headers")
+        return c.page(request, "admin_message.html", login, m=m, hops=steps, span=span, headers=headers)
 
     # --- dead letters -----------------------------------------------------------------------------
 

@@ -81,6 +81,8 @@ async def test_admin_rest_and_trace(js, db_url):
             shown = (await http.get("/queue/QA")).json()
             assert shown["recipients"][0]["last_error"] == "refused" and shown["recipients"][0]["next_attempt_at"]
             assert (await http.get("/queue/NOPE")).status_code == 404
+            assert (await http.get("/queue/QA/headers")).json() == {"fields": [["Subject", "x"]], "kept": True}
+            assert (await http.get("/queue/NOPE/headers")).status_code == 404
             assert (await http.post("/queue/QA/hold")).json() == {"count": 2}
             assert (await http.post("/queue/flush")).json() == {"count": 0}  # held ones stay put
             assert (await http.post("/queue/QA/release")).json() == {"count": 2}

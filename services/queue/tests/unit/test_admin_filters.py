@@ -87,3 +87,13 @@ def test_message_id_matches_with_or_without_its_brackets():
     assert ids(s, message_id="<abc.123@example.test>") == ["Q3"]
     assert ids(s, message_id="abc.123@example.test") == ["Q3"]
     assert ids(s, message_id="abc") == [] and ids(s, message_id="%") == []
+
+
+def test_header_fields_are_unfolded_and_bounded():
+    from mailflow_queue.admin import MAX_HEADER_FIELDS, header_fields
+
+    raw = b"Subject: a\r\n long one\r\nFrom: <a@b.test>\r\nbroken line\r\n\r\nNot: a header\r\n"
+    assert header_fields(raw) == [("Subject", "a long one"), ("From", "<a@b.test>")]
+    assert header_fields(b"\r\nBody: only\r\n") == []
+    assert len(header_fields(b"X: 1\r\n" * 5000)) == MAX_HEADER_FIELDS
+    assert header_fields(b"Subject: \xff\r\n\r\n") == [("Subject", "\ufffd")]

@@ -106,6 +106,8 @@ class FakeQueue:
             return self.message
         if path == "/trace/" + self.message["queue_id"]:
             return self.trace
+        if path == "/queue/" + self.message["queue_id"] + "/headers":
+            return {"fields": [["Subject", "<b>hello</b>"], ["Message-ID", "<m1@example.test>"]], "kept": True}
         raise BackendError(404, "not found")
 
     async def post(self, path: str, body=None, **params):

@@ -219,6 +219,7 @@ def test_following_a_message_draws_its_journey(client):
     assert page.count('class="hop') == 3 and "again" in page  # the second delivery is a retry
     assert "greylisted &lt;script&gt;" in page and "<script>" not in page.split("</head>")[1]
     assert 'x="0.000"' in page and "1000.0 ms" in page
+    assert "&lt;b&gt;hello&lt;/b&gt;" in page and "&lt;m1@example.test&gt;" in page  # headers, escaped
     found = client.get("/admin/message", params={"q": "ann@example.test"}).text
     assert "/admin/message/QA1" in found
     assert client.get("/admin/message/not-an-id!").status_code == 404
