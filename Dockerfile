@@ -1,4 +1,4 @@
-# The Mailflow image: all six services in one image, the service chosen by the command.
+# The Mailflow image: all seven services in one image, the service chosen by the command.
 #   docker build -t mailflow:dev .
 #   docker run mailflow:dev mailflow serve smtp-ingress      # or: python -m mailflow_smtp_ingress
 #   docker run mailflow:dev mailflow --help                  # the admin command is in it too
