@@ -92,7 +92,14 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     }
     health = service_app("web", checks)
     app = make_app(settings, backend, pipeline)
-    pages = await HttpServer(app, settings.listen, h11_max_incomplete_event_size=16 * 1024).start()
+    proxies = [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]
+    pages = await HttpServer(
+        app,
+        settings.listen,
+        h11_max_incomplete_event_size=16 * 1024,  # request line and headers: at most 16 KiB
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
+    ).start()
     http = await HttpServer(health, settings.http_listen).start()
     polling = asyncio.create_task(pipeline.run(stop), name="pipeline")
     log.info("web console on %s", settings.listen)

@@ -31,6 +31,10 @@ class Settings(ServiceSettings):
     # Cookies get the Secure attribute on a request over https, and always with this on (a TLS proxy in
     # front of the console, whose requests arrive as http).
     secure_cookies: bool = False
+    # Comma-separated addresses of proxies in front of the console (an Ingress controller, a TLS proxy)
+    # whose X-Forwarded-For and X-Forwarded-Proto are believed: the client address then comes from them
+    # (login throttling counts per client) and so does https (Secure cookies). Empty: none is believed.
+    trusted_proxies: str = ""
     session_hours: float = 12.0  # a login lasts this long, then the console asks again
     max_request_bytes: int = 64 * 1024  # a form larger than this is refused (413)
     backend_timeout: float = 10.0  # seconds for one call to the store or the queue

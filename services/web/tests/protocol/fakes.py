@@ -106,6 +106,10 @@ class FakeQueue:
             return self.message
         if path == "/trace/" + self.message["queue_id"]:
             return self.trace
+        if path == "/dead":
+            letter = {"seq": 7, "service": "delivery", "subject": "delivery.job", "reason": "boom <x>", "size": 10,
+                      "queue_ids": ["QA1"], "at": "2026-12-07T21:00:00+00:00"}  # fmt: skip
+            return {"items": [letter], "total": 1, "next": None}
         if path == "/queue/" + self.message["queue_id"] + "/headers":
             return {"fields": [["Subject", "<b>hello</b>"], ["Message-ID", "<m1@example.test>"]], "kept": True}
         raise BackendError(404, "not found")

@@ -223,3 +223,14 @@ def test_following_a_message_draws_its_journey(client):
     found = client.get("/admin/message", params={"q": "ann@example.test"}).text
     assert "/admin/message/QA1" in found
     assert client.get("/admin/message/not-an-id!").status_code == 404
+
+
+def test_the_operate_pages_render(client):
+    login(client, "alice@example.test", "alice-pw", admin=True)
+    assert "example.test" in client.get("/admin/domains").text
+    assert "No aliases." in client.get("/admin/aliases").text
+    dkim = client.get("/admin/dkim", params={"domain": "example.test"}).text
+    assert "_dmarc.example.test." in dkim and "mailflow dkim keygen example.test" in dkim
+    dead = client.get("/admin/dead").text
+    assert "boom &lt;x&gt;" in dead and "/admin/message/QA1" in dead
+    assert "bob@example.test" in client.get("/admin/users").text
