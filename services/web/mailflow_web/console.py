@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -69,7 +70,7 @@ class Console:
             return None
         if kind == ADMIN:
             try:
-                user = await self.backend.store.get(f"/admin/users/{login.address}")
+                user = await self.backend.store.get(f"/admin/users/{quote(login.address, safe='@')}")
             except BackendError as exc:
                 if exc.status == 404:
                     return None
