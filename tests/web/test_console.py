@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 from mailflow.stack import free_port
 from tests.support import wait_for
@@ -73,7 +75,10 @@ class Console:
             box.send_keys(value)
 
     def submit(self, css: str) -> None:
+        """Click what leads to another page, and wait until the browser has left this one."""
+        old = self.d.find_element(By.TAG_NAME, "html")
         self.d.find_element(By.CSS_SELECTOR, css).click()
+        WebDriverWait(self.d, 15).until(expected_conditions.staleness_of(old))
 
     def shot(self, name: str) -> None:
         SHOTS.mkdir(parents=True, exist_ok=True)
@@ -140,6 +145,8 @@ def test_an_administrator_and_a_user_at_work(stack, browser):
     wait_for(lambda: stage(c, "ingress") > 0 and stage(c, "mailbox") > 0, timeout=20, what="pipeline counters moved")
     health = lambda: [e.text for e in browser.find_elements(By.CSS_SELECTOR, '[data-field="health-text"]')]  # noqa: E731
     wait_for(lambda: health() == ["ready"] * 6, timeout=10, what="every stage ready")
+    replicas = browser.find_elements(By.CSS_SELECTOR, '[data-field="replicas"] .replica.up')
+    assert len(replicas) == 6 and replicas[3].get_attribute("title").startswith("delivery")  # one replica each, named
     wait_for(lambda: "in/s max 0.00" not in c.text("#chart"), timeout=15, what="the chart shows the mail")
     assert int(c.text('#depth [data-state="delivered"]')) >= 100_000  # the queue's history counts too
     c.shot("pipeline")

@@ -5,8 +5,11 @@ Fed from two sides. NATS: every hop's TraceEvent (`trace.>`, core subscription) 
 per-second buckets (an hour of them, a fixed array: memory does not grow), and the time from a message's
 first hop to its delivery (step `mailbox` or `delivery`) is its latency (first hops remembered for at most
 FIRST_SEEN messages, the oldest forgotten first). HTTP: while someone watches (a snapshot asked for in the
-last WATCH_S seconds), every POLL_S seconds each service's /healthz and /metrics (errors: ERROR_METRICS,
-read at most MAX_METRICS_BYTES) and the queue's /queue/counts. A service that does not answer is shown
+last WATCH_S seconds), every POLL_S seconds each service's /healthz, /readyz and /metrics (errors:
+ERROR_METRICS, read at most MAX_METRICS_BYTES; with replicas, the counters of the one that answered) and
+the queue's /queue/counts. Each request is a new connection, so behind a balancer the polls reach the
+replicas in turn: every replica that answered in the last REPLICA_FORGET_S seconds is listed, by the
+instance name its health answer gives, as not seen once it has been silent REPLICA_STALE_S seconds. A service that does not answer is shown
 down with its last figures; an event that does not parse is skipped. Nothing here raises into a page.
 """
 
@@ -51,6 +54,9 @@ FIRST_SEEN = 100_000
 POLL_S = 2.0
 WATCH_S = 30.0
 MAX_METRICS_BYTES = 4 * 1024 * 1024
+REPLICA_STALE_S = 15.0  # a replica not heard from for this long is shown as not seen
+REPLICA_FORGET_S = 300.0  # and after this long no more
+MAX_REPLICAS = 50
 
 
 def errors_in(text: str, service: str) -> float:
@@ -102,7 +108,11 @@ class Pipeline:
         self.counts: dict = {"states": {}, "messages": 0}
         self.watched_at = 0.0
         self.polled_at = 0.0
-        self.client = httpx.AsyncClient(timeout=POLL_S)
+        # {service: {instance: {"up", "ready", "version", "seen"}}}: each replica that answered lately
+        self.replicas: dict[str, dict[str, dict]] = {s: {} for s in self.health}
+        # A new connection for every request: behind a balancer (a Kubernetes Service, `Stack(replicas=2)`)
+        # successive polls then reach the replicas in turn, and each one's health is seen.
+        self.client = httpx.AsyncClient(timeout=POLL_S, limits=httpx.Limits(max_keepalive_connections=0))
 
     # --- NATS side ------------------------------------------------------------------------------
 
@@ -137,7 +147,10 @@ class Pipeline:
         try:
             r = await client.get(base + "/healthz")
             h["up"], h["version"] = r.status_code == 200, r.json().get("version", "")
-            h["ready"] = (await client.get(base + "/readyz")).status_code == 200
+            self.seen(service, r.json(), up=h["up"])
+            r = await client.get(base + "/readyz")
+            h["ready"] = r.status_code == 200
+            self.seen(service, r.json(), ready=h["ready"])
             async with client.stream("GET", base + "/metrics") as resp:
                 body = bytearray()
                 async for chunk in resp.aiter_bytes():
@@ -148,6 +161,19 @@ class Pipeline:
         except (httpx.HTTPError, ValueError) as exc:
             h["up"] = h["ready"] = False
             log.debug("%s did not answer: %s", service, exc)
+
+    def seen(self, service: str, answer: dict, **state) -> None:
+        """Note what one replica said (its /healthz or /readyz answer names it); forget those gone for long."""
+        now = self.clock()
+        instance = str(answer.get("instance", ""))[:100] or "?"
+        known = self.replicas[service]
+        r = known.setdefault(instance, {"up": True, "ready": False, "version": ""})
+        r.update(state, seen=now)
+        r["version"] = str(answer.get("version", r["version"]))[:40]
+        for name in [n for n, v in known.items() if now - v["seen"] > REPLICA_FORGET_S]:
+            del known[name]
+        while len(known) > MAX_REPLICAS:
+            del known[min(known, key=lambda n: known[n]["seen"])]
 
     async def poll(self) -> None:
         await asyncio.gather(*(self._service(self.client, s) for s in self.health))
@@ -176,9 +202,14 @@ class Pipeline:
         stages = []
         for step, service, label in STAGES:
             n, _ = self.events[step].window(now, 5)
+            replicas = [
+                {"instance": name, "ready": r["ready"] and now - r["seen"] < REPLICA_STALE_S,
+                 "stale": now - r["seen"] >= REPLICA_STALE_S, "version": r["version"]}
+                for name, r in sorted(self.replicas[service].items())
+            ]  # fmt: skip
             stages.append({
                 "step": step, "service": service, "label": label, "rate": round(n / 5, 2),
-                "errors": self.errors[service], **self.health[service],
+                "errors": self.errors[service], **self.health[service], "replicas": replicas,
             })  # fmt: skip
         lat, lat_n = self.latency.window(now, 60)
         out = {

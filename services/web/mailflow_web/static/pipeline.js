@@ -40,6 +40,14 @@
       box.querySelector('[data-field="health"]').className = "replica" + (st.ready ? " up" : "");
       box.querySelector('[data-field="health-text"]').textContent = st.ready ? "ready" : st.up ? "up, not ready" : "down";
       box.querySelector('[data-field="version"]').textContent = st.version;
+      const reps = box.querySelector('[data-field="replicas"]');
+      reps.replaceChildren(...st.replicas.map((r) => {
+        const dot = document.createElement("span");
+        dot.className = "replica" + (r.ready ? " up" : "") + (r.stale ? " stale" : "");
+        dot.title = r.instance + (r.stale ? " (not heard from lately)" : r.ready ? " (ready)" : " (not ready)");
+        return dot;
+      }));
+      reps.prepend(document.createTextNode(st.replicas.length + " replica" + (st.replicas.length === 1 ? "" : "s") + " "));
     }
     const depth = document.getElementById("depth");
     for (const [state, n] of Object.entries((s.counts || {}).states || {})) {

@@ -67,3 +67,20 @@ def test_errors_are_read_from_the_services_metrics():
     assert errors_in(text, "delivery") == 5.0
     assert errors_in("# TYPE mailflow_smtp_internal_errors_total counter\nmailflow_smtp_internal_errors_total 4\n", "smtp-ingress") == 4.0
     assert errors_in("", "queue") == 0.0
+
+
+def test_each_replica_is_listed_by_the_instance_it_names():
+    clock = Clock()
+    pl = Pipeline({}, None, clock)
+    pl.seen("delivery", {"instance": "delivery", "version": "1.0"}, up=True)
+    pl.seen("delivery", {"instance": "delivery-1"}, ready=True)
+    pl.seen("delivery", {"instance": "delivery"}, ready=True)
+    reps = {s["service"]: s["replicas"] for s in pl.snapshot()["stages"]}["delivery"]
+    assert [(r["instance"], r["ready"], r["stale"]) for r in reps] == [("delivery", True, False), ("delivery-1", True, False)]
+    clock.now += p.REPLICA_STALE_S
+    pl.seen("delivery", {"instance": "delivery"}, ready=True)
+    reps = {s["service"]: s["replicas"] for s in pl.snapshot()["stages"]}["delivery"]
+    assert [(r["instance"], r["ready"], r["stale"]) for r in reps] == [("delivery", True, False), ("delivery-1", False, True)]
+    clock.now += p.REPLICA_FORGET_S
+    pl.seen("delivery", {"instance": "delivery"}, ready=True)
+    assert [r["instance"] for r in {s["service"]: s["replicas"] for s in pl.snapshot()["stages"]}["delivery"]] == ["delivery"]
