@@ -149,6 +149,9 @@ def test_an_administrator_and_a_user_at_work(stack, browser):
     assert len(replicas) == 6 and replicas[3].get_attribute("title").startswith("delivery")  # one replica each, named
     wait_for(lambda: "in/s max 0.00" not in c.text("#chart"), timeout=15, what="the chart shows the mail")
     assert int(c.text('#depth [data-state="delivered"]')) >= 100_000  # the queue's history counts too
+    for i in range(6):  # more, so that the picture shows them moving
+        send(stack, f"news{i}@elsewhere.test", "alice@example.test", f"pipeline again {i}")
+    wait_for(lambda: stage(c, "ingress") > 0 and stage(c, "mailbox") > 0, timeout=20, what="pipeline counters moved again")
     c.shot("pipeline")
 
     # Follow one message: mail to remote.test is deferred (nothing answers at its MX).
