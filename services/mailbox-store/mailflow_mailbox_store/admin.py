@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from mailflow.contracts.rest import AliasPublic, DomainPublic, UserPublic
+from mailflow.contracts.rest import ROLES, AliasPublic, DomainPublic, UserPublic
 from mailflow.errors import Conflict, Invalid, NotFound
 from mailflow_mailbox_store import directory, names
 from mailflow_mailbox_store.db import Tx
@@ -72,13 +72,14 @@ def delete_domain(tx: Tx, name: str, force: bool) -> list[int]:
 
 # --- users ------------------------------------------------------------------------------------------
 
-_USER_COLUMNS = "address, quota_bytes, used_bytes, messages, created_at, disabled"
+_USER_COLUMNS = "address, quota_bytes, used_bytes, messages, created_at, disabled, role"
 
 
 def _user(row) -> UserPublic:
-    a, q, used, msgs, c, disabled = row
+    a, q, used, msgs, c, disabled, role = row
     return UserPublic(
-        address=a, quota_bytes=q, used_bytes=used, messages=msgs, created_at=_when(c), disabled=bool(disabled)
+        address=a, quota_bytes=q, used_bytes=used, messages=msgs, created_at=_when(c), disabled=bool(disabled),
+        role=role,
     )
 
 
@@ -188,6 +189,15 @@ def set_quota(tx: Tx, address: str, quota_bytes: int | None) -> None:
         "UPDATE users SET quota_bytes = :q WHERE address = :a",
         {"q": quota_bytes, "a": names.address(address)},
     )
+    if tx.rowcount == 0:
+        raise NotFound(f"no user {address}")
+
+
+def set_role(tx: Tx, address: str, role: str) -> None:
+    """ROLES only; the web console reads it at every admin request, so a change takes effect at once."""
+    if role not in ROLES:
+        raise Invalid(f"role must be one of {', '.join(ROLES)}")
+    tx.run("UPDATE users SET role = :r WHERE address = :a", {"r": role, "a": names.address(address)})
     if tx.rowcount == 0:
         raise NotFound(f"no user {address}")
 

@@ -73,6 +73,7 @@ class User(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     generation: Mapped[int] = mapped_column(BigInteger, server_default="1")  # credential version, in tokens
     disabled: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    role: Mapped[str] = mapped_column(String(16), server_default="user")  # "user" | "admin" (web console)
     __table_args__ = (NEVER_REUSED,)
 
 

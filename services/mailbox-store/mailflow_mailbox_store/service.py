@@ -327,6 +327,9 @@ class StoreCore:
     async def set_quota(self, address: str, quota_bytes: int | None) -> None:
         await self.db.write(admin.set_quota, address, quota_bytes)
 
+    async def set_role(self, address: str, role: str) -> None:
+        await self.db.write(admin.set_role, address, role)
+
     async def delete_user(self, address: str) -> None:
         user_id = await self.db.write(admin.delete_user, address)
         self.passwords.forget(names.address(address))

@@ -290,6 +290,7 @@ class IngressHandler:
             smtputf8=params.smtputf8,
             requiretls=params.requiretls,
             junk=junk is not None,
+            message_id=headers.message_id(body),
         )
         try:
             await self.queue.enqueue(raw, fields)
