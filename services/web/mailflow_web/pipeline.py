@@ -1,11 +1,17 @@
 """The live pipeline: per stage, messages per second now, errors, health; queue depth by state; the last
 hour as per-minute points (rates and delivery latency).
 
-Fed from two sides. NATS: every hop's TraceEvent (`trace.>`, core subscription) counts for its stage in
-per-second buckets (an hour of them, a fixed array: memory does not grow), and the time from a message's
-first hop to its delivery (step `mailbox` or `delivery`) is its latency (first hops remembered for at most
-FIRST_SEEN messages, the oldest forgotten first). HTTP: while someone watches (a snapshot asked for in the
-last WATCH_S seconds), every POLL_S seconds each service's /healthz, /readyz and /metrics (errors:
+Fed from two sides, and only while someone watches (a snapshot asked for in the last WATCH_S seconds), so
+that a console nobody looks at costs the pipeline nothing but a few requests a minute. NATS: every hop's
+TraceEvent (`trace.>`, a core subscription made when watching begins and dropped when it ends) counts for
+its stage in per-second buckets (an hour of them, a fixed array: memory does not grow), and the time from
+a message's first hop to its delivery (step `mailbox` or `delivery`) is its latency (first hops
+remembered for at most FIRST_SEEN messages, the oldest forgotten first). Followed always, every TOTALS_S
+seconds: smtp-ingress's count of accepted messages and the queue's of delivered recipients, whose
+differences are the hour's per-minute rates (the latency of a minute is known only if it was watched).
+(Measured: following every trace event while nobody watched cost the web process ~77 us of CPU per
+message, 6 % of what the whole pipeline spends.) HTTP: while someone watches, every POLL_S seconds each
+service's /healthz, /readyz and /metrics (errors:
 ERROR_METRICS, read at most MAX_METRICS_BYTES; with replicas, the counters of the one that answered) and
 the queue's /queue/counts. Each request is a new connection, so behind a balancer the polls reach the
 replicas in turn: every replica that answered in the last REPLICA_FORGET_S seconds is listed, by the
@@ -17,9 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from datetime import datetime
 
 import httpx
@@ -53,10 +60,23 @@ HOUR = 3600
 FIRST_SEEN = 100_000
 POLL_S = 2.0
 WATCH_S = 30.0
+TOTALS_S = 60.0  # the per-minute history's step
+ACCEPTED = "mailflow_smtp_messages_accepted"
 MAX_METRICS_BYTES = 4 * 1024 * 1024
 REPLICA_STALE_S = 15.0  # a replica not heard from for this long is shown as not seen
 REPLICA_FORGET_S = 300.0  # and after this long no more
 MAX_REPLICAS = 50
+
+
+def total_of(text: str, family_name: str) -> float:
+    """The sum of a counter's samples in Prometheus text (0 when it is not there)."""
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == family_name
+        for s in family.samples
+        if s.name.endswith("_total")
+    )
 
 
 def errors_in(text: str, service: str) -> float:
@@ -106,8 +126,11 @@ class Pipeline:
         self.health: dict[str, dict] = {s: {"up": False, "ready": False, "version": ""} for _, s, _ in STAGES}
         self.errors: dict[str, float] = dict.fromkeys(self.health, 0.0)
         self.counts: dict = {"states": {}, "messages": 0}
-        self.watched_at = 0.0
+        self.watched_at = -WATCH_S
         self.polled_at = 0.0
+        self.totals: deque[tuple[float, float, float]] = deque(maxlen=HOUR // int(TOTALS_S) + 1)  # (t, in, delivered)
+        self.nc = None
+        self.sub = None
         # {service: {instance: {"up", "ready", "version", "seen"}}}: each replica that answered lately
         self.replicas: dict[str, dict[str, dict]] = {s: {} for s in self.health}
         # A new connection for every request: behind a balancer (a Kubernetes Service, `Stack(replicas=2)`)
@@ -137,7 +160,24 @@ class Pipeline:
             pass
 
     async def subscribe(self, nc) -> None:
-        await nc.subscribe(subjects.TRACE_ALL, cb=self.on_msg)
+        """Where to follow the trace events from, while watched (`run` subscribes and unsubscribes)."""
+        self.nc = nc
+
+    def watched(self) -> bool:
+        return self.clock() - self.watched_at < WATCH_S
+
+    async def _follow(self) -> None:
+        """Subscribed to the trace events exactly while the page is watched."""
+        if self.nc is None:
+            return
+        try:
+            if self.watched() and self.sub is None:
+                self.sub = await self.nc.subscribe(subjects.TRACE_ALL, cb=self.on_msg)
+            elif not self.watched() and self.sub is not None:
+                sub, self.sub = self.sub, None
+                await sub.unsubscribe()
+        except Exception as exc:  # NATS away: tried again at the next turn
+            log.debug("trace subscription not changed: %s", exc)
 
     # --- HTTP side ------------------------------------------------------------------------------
 
@@ -181,17 +221,35 @@ class Pipeline:
             self.counts = await self.queue_api.get("/queue/counts")
         self.polled_at = self.clock()
 
+    async def poll_totals(self) -> None:
+        """One point of the hour's history: messages accepted and recipients delivered so far."""
+        try:
+            r = await self.client.get(self.urls["smtp-ingress"] + "/metrics")
+            accepted = total_of(r.text[:MAX_METRICS_BYTES], ACCEPTED)
+            counts = await self.queue_api.get("/queue/counts")
+            delivered = float(counts["states"].get("delivered", 0))
+        except Exception as exc:  # a gap in the history, not an error on the page
+            log.debug("totals not read: %s", exc)
+            return
+        self.totals.append((self.clock(), accepted, delivered))
+
     def fresh(self) -> bool:
         return self.clock() - self.polled_at < 2 * POLL_S
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
             while not stop.is_set():
-                if self.clock() - self.watched_at < WATCH_S:
+                await self._follow()
+                if self.watched():
                     await self.poll()
+                if not self.totals or self.clock() - self.totals[-1][0] >= TOTALS_S:
+                    await self.poll_totals()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), POLL_S)
         finally:
+            if self.sub is not None:
+                with contextlib.suppress(Exception):
+                    await self.sub.unsubscribe()
             await self.client.aclose()
 
     # --- what the page shows --------------------------------------------------------------------
@@ -223,13 +281,14 @@ class Pipeline:
         return out
 
     def history(self, now: float) -> dict:
-        """Per minute for the last hour: messages in (ingress) and delivered per second, mean latency (s)."""
-        start = int(now) - HOUR + 60
+        """Per step of the last hour: messages in (accepted) and recipients delivered per second, from the
+        totals' differences, and the mean latency (s) of the step's messages, when it was watched."""
+        points = [(t, a, d) for t, a, d in self.totals if now - t <= HOUR]
         minutes = []
-        for m in range(60):
-            t = start + m * 60
-            inn, _ = self.events["ingress"].window(t, 60)
-            out = sum(self.events[s].window(t, 60)[0] for s in DELIVERED_STEPS)
-            lat, lat_n = self.latency.window(t, 60)
-            minutes.append([round(inn / 60, 3), round(out / 60, 3), round(lat / lat_n, 3) if lat_n else None])
+        for (t0, a0, d0), (t1, a1, d1) in itertools.pairwise(points):
+            span = max(t1 - t0, 1.0)
+            lat, lat_n = self.latency.window(t1, int(span))
+            minutes.append([
+                round(max(a1 - a0, 0) / span, 3), round(max(d1 - d0, 0) / span, 3), round(lat / lat_n, 3) if lat_n else None,
+            ])  # fmt: skip
         return {"minutes": minutes}

@@ -38,15 +38,55 @@ def test_rates_and_latency_from_trace_events():
     assert {s["step"]: s["rate"] for s in pl.snapshot()["stages"]}["ingress"] == 0.0
 
 
-def test_history_has_sixty_minutes_and_forgets_the_hour_before():
+def test_history_is_made_of_the_totals_differences_and_forgets_the_hour_before():
     clock = Clock()
     pl = Pipeline({}, None, clock)
-    for _ in range(120):
-        pl.record(event("Q", "ingress", T0))
+    for minute in range(70):  # 120 accepted and 60 delivered a minute, for 70 minutes
+        pl.totals.append((clock.now, minute * 120.0, minute * 60.0))
+        clock.now += 60
+    clock.now -= 60
     minutes = pl.snapshot(history=True)["history"]["minutes"]
-    assert len(minutes) == 60 and minutes[-1][0] == 2.0 and minutes[0][0] == 0.0
-    clock.now += p.HOUR
-    assert all(m[0] == 0.0 for m in pl.snapshot(history=True)["history"]["minutes"])
+    assert len(minutes) == 60 and all(m[:2] == [2.0, 1.0] for m in minutes)
+    assert all(m[2] is None for m in minutes)  # nobody watched: no latency known
+    pl.record(event("Q", "ingress", clock.now - 2))
+    pl.record(event("Q", "mailbox", clock.now))
+    assert pl.snapshot(history=True)["history"]["minutes"][-1][2] == 2.0
+    clock.now += p.HOUR + 60
+    assert pl.snapshot(history=True)["history"]["minutes"] == []
+
+
+async def test_trace_events_are_followed_only_while_the_page_is_watched(nats_url):
+    """A console nobody looks at subscribes to nothing: the pipeline pays for it only while it is watched."""
+    import asyncio
+
+    from mailflow import natsconn
+    from mailflow.contracts import subjects
+
+    clock = Clock()
+    pl = Pipeline({}, None, clock)
+    nc = await natsconn.connect(nats_url, "test")
+    try:
+        await pl.subscribe(nc)
+
+        async def publish(qid: str) -> None:
+            e = event(qid, "ingress", clock.now)
+            await nc.publish(subjects.TRACE_ALL.replace(">", "ingress"), e.model_dump_json().encode())
+            await nc.flush()
+            await asyncio.sleep(0.2)
+
+        await pl._follow()
+        await publish("Q-unwatched")
+        assert pl.sub is None and "Q-unwatched" not in pl.first
+        pl.snapshot()  # someone opens the page
+        await pl._follow()
+        await publish("Q-watched")
+        assert pl.sub is not None and "Q-watched" in pl.first
+        clock.now += p.WATCH_S + 1  # and leaves
+        await pl._follow()
+        await publish("Q-after")
+        assert pl.sub is None and "Q-after" not in pl.first
+    finally:
+        await natsconn.close(nc)
 
 
 def test_first_hops_are_bounded(monkeypatch):
