@@ -1,0 +1,34 @@
+"""sieve_scripts: each user's named Sieve scripts (RFC 5228), at most one of them active (ManageSieve,
+RFC 5804, uploads them; delivery runs the active one).
+
+Revision ID: 0007
+Revises: 0006
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "sieve_scripts",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("user_id", sa.Integer(), sa.ForeignKey("users.id"), nullable=False),
+        sa.Column("name", sa.String(255), nullable=False),
+        sa.Column("script", sa.LargeBinary(), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False, server_default=sa.false()),
+        sa.Column("updated_at", sa.BigInteger(), nullable=False),
+        sa.UniqueConstraint("user_id", "name", name="uq_sieve_scripts_user_name"),
+        sqlite_autoincrement=True,
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("sieve_scripts")
