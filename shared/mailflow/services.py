@@ -99,6 +99,7 @@ IMAP_POP3 = Service(
         Listener("imaps", "imaps_listen", 993, "IMAPS"),
         Listener("pop3", "pop3_listen", 110, "POP3"),
         Listener("pop3s", "pop3s_listen", 995, "POP3S"),
+        Listener("managesieve", "managesieve_listen", 4190, "ManageSieve (STARTTLS)"),
     ),
 )
 

@@ -36,7 +36,7 @@ from tests.deploy.support import (
 K8S = ROOT / "deploy/k8s"
 OVERLAYS = ("dev", "prod")
 KUBERNETES_VERSIONS = ("1.29", "1.37")  # oldest we support, newest the schemas know
-MAIL_PORTS = {"smtp-ingress": {25, 587, 465}, "imap-pop3": {143, 993, 110, 995}}
+MAIL_PORTS = {"smtp-ingress": {25, 587, 465}, "imap-pop3": {143, 993, 110, 995, 4190}}
 # Secrets the overlay does not render: made by an operator or by the person deploying (deploy/README.md).
 EXTERNAL_SECRETS = {
     "dev": {"mailflow-db-app"},
