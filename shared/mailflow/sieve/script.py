@@ -9,7 +9,8 @@ ManageSieve client. Refused:
   MAX_COMMANDS commands and tests;
 - a `require` of an extension not in SUPPORTED ("unsupported extension: vacation"), and the core
   `redirect` (not run yet: it would have to go through the queue);
-- `body :content` (only :raw and :text are run) and imap4flags' variable-name arguments (no variables).
+- `body :content` (only :raw and :text are run) and imap4flags' variable-name arguments (no variables:
+  a syntax error, see SetflagCommand).
 sievelib keeps the extensions a script loaded in a class attribute, so parsing is serialised here
 (`_LOCK`); parsing is synchronous and bounded by `max_bytes`.
 """
@@ -49,7 +50,31 @@ class MailboxexistsCommand(sc.TestCommand):
     extension = "mailbox"
 
 
-sc.add_commands(MailboxexistsCommand)
+_FLAGS = {"name": "list-of-flags", "type": ["string", "stringlist"], "required": True}
+
+
+# imap4flags without variables (RFC 5232 §3-4): one list of flags. sievelib's own classes also take a
+# variable name first and then file a lone argument as that name, or drop the name of `hasflag "v" "x"`;
+# these replace them (by name), so a variable name is a syntax error here.
+class SetflagCommand(sc.ActionCommand):
+    args_definition = [_FLAGS]
+    extension = "imap4flags"
+
+
+class AddflagCommand(SetflagCommand):
+    pass
+
+
+class RemoveflagCommand(SetflagCommand):
+    pass
+
+
+class HasflagCommand(sc.TestCommand):
+    args_definition = [sc.comparator, sc.match_type, _FLAGS]
+    extension = "imap4flags"
+
+
+sc.add_commands([MailboxexistsCommand, SetflagCommand, AddflagCommand, RemoveflagCommand, HasflagCommand])
 _LOCK = threading.Lock()
 
 # --- the tree -------------------------------------------------------------------------------------
@@ -278,10 +303,6 @@ class _Builder:
             case "fileinto":
                 return FileInto(string(a["mailbox"]), "copy" in a, "create" in a, self._flags(c))
             case "setflag" | "addflag" | "removeflag":
-                if "list-of-flags" not in a:  # sievelib files a lone argument as the variable name
-                    a = {"list-of-flags": a.get("variable-name", '""')}
-                elif "variable-name" in a:
-                    raise SieveError(f"{c.name}: variables are not supported")
                 return Flags(c.name[:-4], strings(a["list-of-flags"]))
             case "redirect":
                 raise SieveError("redirect is not supported")
@@ -328,8 +349,6 @@ class _Builder:
                     raise SieveError(f"body :{transform} is not supported")
                 return Body(strings(a["key-list"]), self._comparing(t), transform)
             case "hasflag":
-                if "variable-list" in a:
-                    raise SieveError("hasflag: variables are not supported")
                 return HasFlag(strings(a["list-of-flags"]), self._comparing(t))
             case "mailboxexists":
                 return MailboxExists(strings(a["mailbox-names"]))

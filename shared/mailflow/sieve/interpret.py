@@ -1,0 +1,275 @@
+"""Run a compiled Sieve script (mailflow.sieve.script) on one message: `run(script, message, envelope,
+mailboxes)` -> `Outcome`, the mailboxes the message goes into and with which flags.
+
+Pure: no I/O, no clock. Bounded: a script has no loops (each command runs at most once), at most
+MAX_ACTIONS keep/fileinto actions are taken (more raises `SieveRuntimeError`), and the message is read
+only as far as the tests need: headers from its header section (at most MAX_HEADER_BYTES), the body (for
+`body`) from its first MAX_BODY_BYTES. Semantics (RFC 5228 §2.10, RFC 5232, RFC 3894, RFC 5490):
+- `keep` files into INBOX; `fileinto` into its mailbox, with :create asking for it to be made when it is
+  missing (otherwise the store files into INBOX instead: RFC 5228 §4.1's "keep" when fileinto fails);
+- keep, fileinto (without :copy) and discard cancel the implicit keep; `stop` ends the script; when the
+  implicit keep is still on at the end the message goes to INBOX;
+- imap4flags: setflag/addflag/removeflag change the internal flags; keep and fileinto without :flags
+  (and the implicit keep) take the internal flags as they are at that moment; `hasflag` tests them;
+- one mailbox is filed into once (a second fileinto of it merges the flags);
+- header and address values are unfolded and RFC 2047-decoded; address parts come from
+  email.utils.getaddresses; `exists` is true when every named header is present.
+Any problem while running raises `SieveRuntimeError`; the caller keeps the message in INBOX.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import email.utils
+from dataclasses import dataclass, field
+from email.header import decode_header, make_header
+
+from mailflow.sieve import script as s
+from mailflow.sieve.match import compare
+
+MAX_ACTIONS = 64
+MAX_HEADER_BYTES = 256 * 1024
+MAX_BODY_BYTES = 4 * 1024 * 1024
+INBOX = "INBOX"
+SYSTEM_FLAGS = {f.lower(): f for f in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")}
+
+
+class SieveRuntimeError(RuntimeError):
+    pass
+
+
+@dataclass
+class Delivery:
+    mailbox: str
+    flags: tuple[str, ...] = ()
+    create: bool = False
+
+
+@dataclass
+class Outcome:
+    deliveries: list[Delivery] = field(default_factory=list)  # empty: discarded
+
+    @property
+    def discarded(self) -> bool:
+        return not self.deliveries
+
+
+@dataclass(frozen=True)
+class Envelope:
+    mail_from: str  # "" for the null reverse-path
+    rcpt_to: str
+
+
+class Message:
+    """The parts of a raw message tests look at, each parsed the first time it is asked for."""
+
+    def __init__(self, raw: bytes):
+        self.raw = raw
+        self.size = len(raw)
+        self._headers: list[tuple[str, str]] | None = None
+        self._text: str | None = None
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """(lower-case name, unfolded decoded value) in order."""
+        if self._headers is None:
+            self._headers = _headers(self._head())
+        return self._headers
+
+    def _head(self) -> bytes:
+        head = self.raw[:MAX_HEADER_BYTES]
+        for sep in (b"\r\n\r\n", b"\n\n"):
+            i = head.find(sep)
+            if i >= 0:
+                return head[:i]
+        return head
+
+    def values(self, name: str) -> list[str]:
+        n = name.lower()
+        return [v for k, v in self.headers if k == n]
+
+    def body(self, transform: str) -> str:
+        if transform == "raw":
+            head = self._head()
+            start = len(head) + (4 if self.raw[len(head) : len(head) + 4] == b"\r\n\r\n" else 2)
+            return self.raw[start : start + MAX_BODY_BYTES].decode("utf-8", "replace")
+        if self._text is None:
+            self._text = _text_parts(self.raw[:MAX_BODY_BYTES])
+        return self._text
+
+
+def _decode(value: str) -> str:
+    try:
+        return str(make_header(decode_header(value)))
+    except Exception:  # a broken encoded-word: the text as it came
+        return value
+
+
+def _headers(head: bytes) -> list[tuple[str, str]]:
+    text = head.decode("utf-8", "replace")
+    out: list[tuple[str, str]] = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if line[:1] in (" ", "\t") and out:
+            name, value = out[-1]
+            out[-1] = (name, value + " " + line.strip())
+            continue
+        name, colon, value = line.partition(":")
+        if colon and name and " " not in name:
+            out.append((name.strip().lower(), value.strip()))
+    return [(n, _decode(v)) for n, v in out]
+
+
+def _text_parts(raw: bytes) -> str:
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+        texts = []
+        for part in msg.walk():
+            if part.get_content_maintype() != "text" or part.is_multipart():
+                continue
+            payload = part.get_payload(decode=True) or b""
+            charset = part.get_content_charset() or "utf-8"
+            try:
+                texts.append(payload.decode(charset, "replace"))
+            except LookupError:
+                texts.append(payload.decode("utf-8", "replace"))
+        return "\n".join(texts)
+    except Exception:  # a message email cannot walk: its bytes as text
+        return raw.decode("utf-8", "replace")
+
+
+def _flag_list(values: tuple[str, ...]) -> list[str]:
+    """Flag strings (each may hold several, space-separated) as flag names, system flags spelled right."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for v in values:
+        for f in v.split():
+            f = SYSTEM_FLAGS.get(f.lower(), f)
+            if f.lower() == "\\recent" or f.lower() in seen:
+                continue
+            if f.startswith("\\") and f.lower() not in SYSTEM_FLAGS:
+                continue  # no such system flag: RFC 5232 §2 says ignore it
+            seen.add(f.lower())
+            out.append(f)
+    return out
+
+
+class _Stop(Exception):
+    pass
+
+
+class _Run:
+    def __init__(self, message: Message, envelope: Envelope, mailboxes: frozenset[str]):
+        self.msg, self.env, self.mailboxes = message, envelope, mailboxes
+        self.flags: list[str] = []
+        self.implicit_keep = True
+        self.deliveries: dict[str, Delivery] = {}
+        self.actions = 0
+
+    def file(self, mailbox: str, flags: tuple[str, ...] | None, create: bool = False, counted: bool = True) -> None:
+        self.actions += counted
+        if self.actions > MAX_ACTIONS:
+            raise SieveRuntimeError(f"more than {MAX_ACTIONS} actions")
+        key = INBOX if mailbox.upper() == INBOX else mailbox
+        chosen = list(self.flags) if flags is None else _flag_list(flags)
+        have = self.deliveries.get(key)
+        if have is None:
+            self.deliveries[key] = Delivery(key, tuple(chosen), create)
+        else:
+            have.flags = tuple(_flag_list(have.flags + tuple(chosen)))
+            have.create = have.create or create
+
+    def block(self, commands: tuple) -> None:
+        for c in commands:
+            match c:
+                case s.If(branches=branches):
+                    for test, body in branches:
+                        if test is None or self.test(test):
+                            self.block(body)
+                            break
+                case s.Keep(flags=flags):
+                    self.file(INBOX, flags)
+                    self.implicit_keep = False
+                case s.FileInto():
+                    self.file(c.mailbox, c.flags, c.create)
+                    if not c.copy:
+                        self.implicit_keep = False
+                case s.Discard():
+                    self.implicit_keep = False
+                case s.Stop():
+                    raise _Stop
+                case s.Flags(op=op, flags=flags):
+                    self.change_flags(op, _flag_list(flags))
+                case _:
+                    raise SieveRuntimeError(f"cannot run {type(c).__name__}")
+
+    def change_flags(self, op: str, flags: list[str]) -> None:
+        if op == "set":
+            self.flags = flags
+        elif op == "add":
+            self.flags = _flag_list(tuple(self.flags) + tuple(flags))
+        else:
+            gone = {f.lower() for f in flags}
+            self.flags = [f for f in self.flags if f.lower() not in gone]
+
+    def test(self, t) -> bool:
+        match t:
+            case s.Const(value=value):
+                return value
+            case s.Not(test=inner):
+                return not self.test(inner)
+            case s.AllOf(tests=tests):
+                return all(self.test(x) for x in tests)
+            case s.AnyOf(tests=tests):
+                return any(self.test(x) for x in tests)
+            case s.Header(names=names, keys=keys, match=m):
+                return any(compare(v, k, m) for n in names for v in self.msg.values(n) for k in keys)
+            case s.Address():
+                return any(compare(part, k, t.match) for part in self.address_parts(t) for k in t.keys)
+            case s.Exists(names=names):
+                return all(self.msg.values(n) for n in names)
+            case s.Size(over=over, limit=limit):
+                return self.msg.size > limit if over else self.msg.size < limit
+            case s.Body(keys=keys, match=m, transform=transform):
+                text = self.msg.body(transform)
+                return any(compare(text, k, m) for k in keys)
+            case s.HasFlag(flags=keys, match=m):
+                return any(compare(f, k, m) for f in self.flags for v in keys for k in v.split())
+            case s.MailboxExists(names=names):
+                return all((INBOX if n.upper() == INBOX else n) in self.mailboxes for n in names)
+            case _:
+                raise SieveRuntimeError(f"cannot test {type(t).__name__}")
+
+    def address_parts(self, t: s.Address) -> list[str]:
+        if t.envelope:
+            addrs = []
+            for n in t.names:
+                if n.lower() == "from":
+                    addrs.append(self.env.mail_from)
+                elif n.lower() == "to":
+                    addrs.append(self.env.rcpt_to)
+        else:
+            values = [v for n in t.names for v in self.msg.values(n)]
+            addrs = [a for _, a in email.utils.getaddresses(values) if a]
+        out = []
+        for a in addrs:
+            local, at, domain = a.rpartition("@")
+            if not at:
+                local, domain = a, ""
+            out.append({"localpart": local, "domain": domain}.get(t.part, a))
+        return out
+
+
+def run(script: s.Script, message: Message, envelope: Envelope, mailboxes: frozenset[str] = frozenset()) -> Outcome:
+    r = _Run(message, envelope, mailboxes)
+    try:
+        r.block(script.commands)
+    except _Stop:
+        pass
+    except SieveRuntimeError:
+        raise
+    except RecursionError as exc:
+        raise SieveRuntimeError("nested too deep") from exc
+    if r.implicit_keep:
+        r.file(INBOX, None, counted=False)
+    return Outcome(list(r.deliveries.values()))

@@ -1,0 +1,162 @@
+"""mailflow.sieve: a table of scripts x messages x expected deliveries, the glob matcher against a slow
+reference, the checks `compile` makes, and the bounds."""
+
+from __future__ import annotations
+
+import fnmatch
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailflow.sieve.interpret import MAX_ACTIONS, Envelope, Message, SieveRuntimeError, run
+from mailflow.sieve.match import glob
+from mailflow.sieve.script import MAX_NESTING, SieveError, compile
+
+REQ = b'require ["fileinto", "imap4flags", "copy", "mailbox", "body", "envelope"];\n'
+
+REPORT = (
+    b"Return-Path: <robot@reports.example>\r\n"
+    b"From: Report Robot <robot@Reports.Example>\r\n"
+    b"To: Alice <alice+lists@example.test>, bob@example.test\r\n"
+    b"Subject: =?utf-8?q?Weekly_r=C3=A9port?=\r\n"
+    b"List-Id: <weekly.reports.example>\r\n"
+    b"X-Spam: yes\r\n  folded\r\n"
+    b"\r\n"
+    b"The numbers are in.\r\nTotal: 42\r\n"
+)
+PLAIN = b"From: carol@elsewhere.test\r\nTo: alice@example.test\r\nSubject: lunch?\r\n\r\nSee you at noon.\r\n"
+MIME = (
+    b"From: carol@elsewhere.test\r\nSubject: pics\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    b"--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"U2VjcmV0IHBsYW4=\r\n--b\r\nContent-Type: image/png\r\n\r\nPNGDATA\r\n--b--\r\n"
+)
+ENV = Envelope("robot@reports.example", "alice+lists@example.test")
+
+
+def outcome(script: bytes, raw: bytes, mailboxes=("INBOX", "Lists")) -> list[tuple]:
+    res = run(compile(REQ + script), Message(raw), ENV, frozenset(mailboxes))
+    return [(d.mailbox, d.flags) + (("create",) if d.create else ()) for d in res.deliveries]
+
+
+INBOX = [("INBOX", ())]
+TABLE = [
+    # (script, message, expected deliveries)
+    (b"", REPORT, INBOX),  # implicit keep
+    (b"keep;", REPORT, INBOX),
+    (b"discard;", REPORT, []),
+    (b'fileinto "Lists";', REPORT, [("Lists", ())]),
+    (b'fileinto :copy "Lists";', REPORT, [("Lists", ()), ("INBOX", ())]),
+    (b'fileinto "Lists"; fileinto "Lists";', REPORT, [("Lists", ())]),
+    (b'fileinto :create "New/Box";', REPORT, [("New/Box", (), "create")]),
+    (b'discard; keep;', REPORT, INBOX),
+    (b'stop; fileinto "Lists";', REPORT, INBOX),
+    (b'fileinto "Lists"; stop; keep;', REPORT, [("Lists", ())]),
+    (b'if header :contains "subject" "WEEKLY r\xc3\xa9" { fileinto "Lists"; }', REPORT, [("Lists", ())]),  # RFC 2047 decoded
+    (b'if header :contains "subject" "R\xc3\xa9PORT" { fileinto "Lists"; }', REPORT, [("Lists", ())]),  # ascii-casemap folds A-Z
+    (b'if header :comparator "i;octet" :contains "subject" "Weekly" { fileinto "Lists"; }', REPORT, [("Lists", ())]),
+    (b'if header :comparator "i;octet" :contains "subject" "weekly" { fileinto "Lists"; }', REPORT, INBOX),
+    (b'if header :is "subject" "weekly r\xc3\xa9port" { fileinto "Lists"; }', REPORT, [("Lists", ())]),
+    (b'if header :is "subject" "weekly" { fileinto "Lists"; }', REPORT, INBOX),
+    (b'if header :matches "list-id" "<*.reports.example>" { fileinto "Lists"; }', REPORT, [("Lists", ())]),
+    (b'if header :matches "subject" "Weekly r?port" { fileinto "Lists"; }', REPORT, [("Lists", ())]),
+    (b'if header :is "x-spam" "yes folded" { discard; }', REPORT, []),  # unfolded
+    (b'if address :domain :is "from" "reports.example" { fileinto "Lists"; }', REPORT, [("Lists", ())]),
+    (b'if address :localpart :is "to" "bob" { fileinto "Lists"; }', REPORT, [("Lists", ())]),
+    (b'if address :all :is "to" "alice+lists@example.test" { fileinto "Lists"; }', REPORT, [("Lists", ())]),
+    (b'if address :all :is "from" "Report Robot" { fileinto "Lists"; }', REPORT, INBOX),  # the address, not the name
+    (b'if envelope :domain :is "from" "reports.example" { fileinto "Lists"; }', REPORT, [("Lists", ())]),
+    (b'if envelope :localpart :matches "to" "alice+*" { fileinto "Lists"; }', REPORT, [("Lists", ())]),
+    (b'if exists ["list-id", "x-spam"] { fileinto "Lists"; }', REPORT, [("Lists", ())]),
+    (b'if exists ["list-id", "x-nope"] { fileinto "Lists"; }', REPORT, INBOX),
+    (b'if size :over 100 { fileinto "Lists"; }', REPORT, [("Lists", ())]),
+    (b'if size :under 1K { fileinto "Lists"; }', REPORT, [("Lists", ())]),
+    (b'if size :over 1M { fileinto "Lists"; }', REPORT, INBOX),
+    (b'if allof (exists "list-id", not exists "x-nope") { fileinto "Lists"; }', REPORT, [("Lists", ())]),
+    (b'if anyof (false, header :contains "subject" "lunch") { fileinto "Lists"; }', PLAIN, [("Lists", ())]),
+    (b'if anyof (false, header :contains "subject" "lunch") { fileinto "Lists"; }', REPORT, INBOX),
+    (b'if true { fileinto "Lists"; } else { discard; }', REPORT, [("Lists", ())]),
+    (b'if false { fileinto "Lists"; } elsif true { discard; } else { keep; }', REPORT, []),
+    (b'if body :text :contains "total: 42" { fileinto "Lists"; }', REPORT, [("Lists", ())]),
+    (b'if body :contains "secret plan" { fileinto "Lists"; }', MIME, [("Lists", ())]),  # base64 decoded
+    (b'if body :raw :contains "secret plan" { fileinto "Lists"; }', MIME, INBOX),  # :raw is not decoded
+    (b'if body :text :contains "PNGDATA" { fileinto "Lists"; }', MIME, INBOX),  # not a text part
+    (b'if mailboxexists "Lists" { fileinto "Lists"; }', REPORT, [("Lists", ())]),
+    (b'if mailboxexists "Nope" { fileinto "Nope"; }', REPORT, INBOX),
+    # imap4flags
+    (b'addflag "\\\\Seen";', REPORT, [("INBOX", ("\\Seen",))]),
+    (b'addflag ["\\\\flagged", "$Work urgent"]; removeflag "urgent"; keep;', REPORT, [("INBOX", ("\\Flagged", "$Work"))]),
+    (b'setflag "a"; setflag "b"; fileinto "Lists";', REPORT, [("Lists", ("b",))]),
+    (b'fileinto :flags "\\\\Seen" "Lists"; keep;', REPORT, [("Lists", ("\\Seen",)), ("INBOX", ())]),
+    (b'addflag "x"; fileinto :copy "Lists"; removeflag "x";', REPORT, [("Lists", ("x",)), ("INBOX", ())]),
+    (b'addflag "\\\\Recent \\\\Bogus ok";', REPORT, [("INBOX", ("ok",))]),  # \Recent and unknown system flags dropped
+    (b'addflag "$Label1"; if hasflag :is "$label1" { fileinto "Lists"; }', REPORT, [("Lists", ("$Label1",))]),
+    (b'if hasflag "x" { fileinto "Lists"; }', REPORT, INBOX),
+]
+
+
+@pytest.mark.parametrize(("script", "raw", "expected"), TABLE)
+def test_table(script, raw, expected):
+    assert outcome(script, raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("script", "error"),
+    [
+        (b'require "vacation"; vacation "away";', "unsupported extension: vacation"),
+        (b'require ["reject"];', "unsupported extension: reject"),
+        (b'require "variables";', "unsupported extension: variables"),
+        (b'require "include";', "unsupported extension: include"),
+        (b'require "date";', "unsupported extension: date"),
+        (b'require "relational";', "unsupported extension: relational"),
+        (b'require "subaddress";', "unsupported extension: subaddress"),
+        (b'redirect "a@b.example";', "redirect is not supported"),
+        (b'fileinto "x";', "line 1: unknown command fileinto"),  # fileinto without require
+        (b'require "fileinto"; fileinto :copy "x";', "line 1: extension 'copy' not loaded"),
+        (b'if header :is "a" "b" {', "line 1: parsing error: end of script reached while right_cbracket expected"),
+        (b'require "body"; if body :content "text" :is "x" {keep;}', "body :content is not supported"),
+        (b'require "imap4flags"; if hasflag "v" "x" {keep;}', "line 1: parsing error: string found while left_cbracket expected near '\"'"),
+        (b'require "imap4flags"; addflag "v" "x";', "line 1: parsing error: unexpected token '\"x\"' found near '\"'"),
+        (b"keep;" + b"#" * 70_000, "script larger than 65536 octets"),
+        (b"\xff", "script is not UTF-8 (octet 0)"),
+    ],
+)
+def test_compile_refuses(script, error):
+    with pytest.raises(SieveError) as e:
+        compile(script)
+    assert str(e.value) == error
+
+
+def test_nesting_and_action_bounds():
+    deep = b"if true { " * (MAX_NESTING + 1) + b"keep;" + b" }" * (MAX_NESTING + 1)
+    with pytest.raises(SieveError, match="nested deeper"):
+        compile(deep)
+    many = REQ + b"".join(b'fileinto :copy "F%d";' % i for i in range(MAX_ACTIONS + 1))
+    with pytest.raises(SieveRuntimeError):
+        run(compile(many), Message(REPORT), ENV)
+    exactly = REQ + b"".join(b'fileinto :copy "F%d";' % i for i in range(MAX_ACTIONS))
+    assert len(run(compile(exactly), Message(REPORT), ENV).deliveries) == MAX_ACTIONS + 1  # and the implicit keep
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern", "expected"),
+    [
+        ("", "", True), ("", "*", True), ("a", "", False), ("abc", "a*c", True), ("abc", "a?c", True),
+        ("ac", "a?c", False), ("abcbc", "*bc", True), ("abc", "*b", False), ("a*c", "a\\*c", True),
+        ("abc", "a\\*c", False), ("a?c", "a\\?c", True), ("aXbXc", "*X*X*", True), ("aXb", "*X*X*", False),
+        ("ab", "a*b*", True), ("abab", "a*b", True),
+    ],
+)  # fmt: skip
+def test_glob(text, pattern, expected):
+    assert glob(text, pattern) is expected
+
+
+@given(st.text("ab*?", max_size=8), st.text("ab", max_size=12))
+def test_glob_agrees_with_fnmatch(pattern, text):
+    assert glob(text, pattern) == fnmatch.fnmatchcase(text, pattern.replace("[", "[[]"))
+
+
+def test_glob_is_not_exponential():
+    text = "a" * 50_000
+    assert glob(text, "*a*a*a*a*a*a*a*a*b") is False  # leftmost pieces: one pass each, no backtracking
