@@ -24,6 +24,7 @@ from mailflow_delivery.mtasts import KvPolicyStore, Policies, verifying_context
 from mailflow_delivery.routing import Deliveries, RemoteConfig
 from mailflow_delivery.sentlog import KvSentLog
 from mailflow_delivery.settings import Settings
+from mailflow_delivery.sieve import SieveFilter
 from mailflow_delivery.worker import DeliveryWorker
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         directory_ttl=settings.directory_cache_s,
         store_batch=settings.store_batch,
         signer=signer,
-        forwarder=Forwarder(signer, settings.hostname),  # our authserv-id is our hostname (RFC 8601 §2.5)
+        forwarder=Forwarder(signer, settings.hostname),
+        sieve=SieveFilter(store, store, settings.sieve_cache_s),  # our authserv-id is our hostname (RFC 8601 §2.5)
         policies=policies(settings, dns, await KvPolicyStore.open(js)),
         # DANE: in effect only when the resolver trusts a validating upstream (MAILFLOW_RESOLVER_DNSSEC_TRUST_AD)
         dane=Dane(dns),

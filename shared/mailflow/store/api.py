@@ -98,6 +98,7 @@ class DeliverItem:
     queue_id: str = ""
     trace_id: str = ""
     junk: bool = False  # into each user's \Junk mailbox instead (made as "Junk" if the user has none)
+    create: bool = False  # make `mailbox` when the user has none of that name (Sieve fileinto :create)
 
 
 DeliverStatus = Literal["stored", "duplicate", "unknown_user", "quota_exceeded", "failed"]

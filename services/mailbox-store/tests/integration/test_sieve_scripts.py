@@ -94,3 +94,21 @@ async def test_deleting_a_user_deletes_their_scripts(client, people, admin, doma
     assert r.status_code in (200, 204), r.text
     with pytest.raises(NotFound):
         await client.active_script(alice.address)
+
+
+async def test_deliver_makes_a_missing_mailbox_only_when_asked(client, people, domain):
+    from mailflow.store.api import DeliverItem
+
+    from .conftest import message
+
+    alice, _ = people
+    items = [
+        DeliverItem(key="k-no", recipient=alice.address, body=message("a"), mailbox="Filed/Away"),
+        DeliverItem(key="k-yes", recipient=alice.address, body=message("b"), mailbox="Filed/Here", create=True),
+        DeliverItem(key="k-bad", recipient=alice.address, body=message("c"), mailbox="Bad\x00Name", create=True),
+    ]
+    assert [r.status for r in await client.deliver(items)] == ["stored"] * 3
+    names = [m.name for m in await client.list_mailboxes(alice)]
+    assert "Filed/Here" in names and "Filed/Away" not in names
+    assert (await client.status(alice, "Filed/Here")).messages == 1
+    assert (await client.status(alice, "INBOX")).messages == 2  # the missing one, and the bad name
