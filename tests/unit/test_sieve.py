@@ -13,7 +13,7 @@ from mailflow.sieve.interpret import MAX_ACTIONS, Envelope, Message, SieveRuntim
 from mailflow.sieve.match import glob
 from mailflow.sieve.script import MAX_NESTING, SieveError, compile
 
-REQ = b'require ["fileinto", "imap4flags", "copy", "mailbox", "body", "envelope"];\n'
+REQ = b'require ["fileinto", "imap4flags", "copy", "mailbox", "body", "envelope", "subaddress"];\n'
 
 REPORT = (
     b"Return-Path: <robot@reports.example>\r\n"
@@ -68,6 +68,11 @@ TABLE = [
     (b'if address :all :is "from" "Report Robot" { fileinto "Lists"; }', REPORT, INBOX),  # the address, not the name
     (b'if envelope :domain :is "from" "reports.example" { fileinto "Lists"; }', REPORT, [("Lists", ())]),
     (b'if envelope :localpart :matches "to" "alice+*" { fileinto "Lists"; }', REPORT, [("Lists", ())]),
+    (b'if envelope :detail :is "to" "lists" { fileinto "Lists"; }', REPORT, [("Lists", ())]),
+    (b'if envelope :user :is "to" "alice" { fileinto "Lists"; }', REPORT, [("Lists", ())]),
+    (b'if address :detail :matches "to" "*" { fileinto "Lists"; }', REPORT, [("Lists", ())]),  # alice+lists
+    (b'if address :detail :matches "from" "*" { fileinto "Lists"; }', REPORT, INBOX),  # no "+": no detail
+    (b'if address :user :is "to" "bob" { fileinto "Lists"; }', REPORT, [("Lists", ())]),
     (b'if exists ["list-id", "x-spam"] { fileinto "Lists"; }', REPORT, [("Lists", ())]),
     (b'if exists ["list-id", "x-nope"] { fileinto "Lists"; }', REPORT, INBOX),
     (b'if size :over 100 { fileinto "Lists"; }', REPORT, [("Lists", ())]),
@@ -110,7 +115,7 @@ def test_table(script, raw, expected):
         (b'require "include";', "unsupported extension: include"),
         (b'require "date";', "unsupported extension: date"),
         (b'require "relational";', "unsupported extension: relational"),
-        (b'require "subaddress";', "unsupported extension: subaddress"),
+        (b'require "envelope"; if envelope :detail "to" "x" {keep;}', "line 1: extension 'subaddress' not loaded"),
         (b'redirect "a@b.example";', "redirect is not supported"),
         (b'fileinto "x";', "line 1: unknown command fileinto"),  # fileinto without require
         (b'require "fileinto"; fileinto :copy "x";', "line 1: extension 'copy' not loaded"),

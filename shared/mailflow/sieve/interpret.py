@@ -13,7 +13,9 @@ only as far as the tests need: headers from its header section (at most MAX_HEAD
   (and the implicit keep) take the internal flags as they are at that moment; `hasflag` tests them;
 - one mailbox is filed into once (a second fileinto of it merges the flags);
 - header and address values are unfolded and RFC 2047-decoded; address parts come from
-  email.utils.getaddresses; `exists` is true when every named header is present.
+  email.utils.getaddresses; `exists` is true when every named header is present;
+- subaddress (RFC 5233): :user is the local part before the first "+", :detail what follows it (an
+  address without "+" has no detail: it never matches a :detail test, not even "").
 Any problem while running raises `SieveRuntimeError`; the caller keeps the message in INBOX.
 """
 
@@ -32,6 +34,7 @@ MAX_ACTIONS = 64
 MAX_HEADER_BYTES = 256 * 1024
 MAX_BODY_BYTES = 4 * 1024 * 1024
 INBOX = "INBOX"
+SUBADDRESS_SEPARATOR = "+"  # RFC 5233 :user/:detail; the store's default recipient_delimiter
 SYSTEM_FLAGS = {f.lower(): f for f in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")}
 
 
@@ -256,7 +259,10 @@ class _Run:
             local, at, domain = a.rpartition("@")
             if not at:
                 local, domain = a, ""
-            out.append({"localpart": local, "domain": domain}.get(t.part, a))
+            user, plus, detail = local.partition(SUBADDRESS_SEPARATOR)
+            if t.part == "detail" and not plus:
+                continue  # RFC 5233 §4: no detail, the test is false for this address
+            out.append({"localpart": local, "domain": domain, "user": user, "detail": detail}.get(t.part, a))
         return out
 
 

@@ -31,6 +31,7 @@ SUPPORTED = (
     "body",  # RFC 5173 (:raw and :text)
     "copy",  # RFC 3894
     "mailbox",  # RFC 5490 §3: fileinto :create and the mailboxexists test
+    "subaddress",  # RFC 5233: :user and :detail address parts ("+" separates them)
     "comparator-i;octet",  # RFC 4790 §9.3, always available (RFC 5228 §2.7.3)
     "comparator-i;ascii-casemap",  # RFC 4790 §9.2, the default
 )
@@ -74,7 +75,30 @@ class HasflagCommand(sc.TestCommand):
     extension = "imap4flags"
 
 
-sc.add_commands([MailboxexistsCommand, SetflagCommand, AddflagCommand, RemoveflagCommand, HasflagCommand])
+# RFC 5233 address parts :user and :detail, which sievelib does not know, for address and envelope.
+_ADDRESS_PART = {**sc.address_part, "extension_values": {":user": "subaddress", ":detail": "subaddress"}}
+_ADDRESS_ARGS = [
+    sc.comparator,
+    _ADDRESS_PART,
+    sc.match_type,
+    {"name": "header-list", "type": ["string", "stringlist"], "required": True},
+    {"name": "key-list", "type": ["string", "stringlist"], "required": True},
+]
+
+
+class AddressCommand(sc.TestCommand):
+    args_definition = _ADDRESS_ARGS
+
+
+class EnvelopeCommand(sc.TestCommand):
+    args_definition = _ADDRESS_ARGS
+    extension = "envelope"
+
+
+sc.add_commands([
+    MailboxexistsCommand, SetflagCommand, AddflagCommand, RemoveflagCommand, HasflagCommand, AddressCommand,
+    EnvelopeCommand,
+])  # fmt: skip
 _LOCK = threading.Lock()
 
 # --- the tree -------------------------------------------------------------------------------------
@@ -100,7 +124,7 @@ class Address:
     names: tuple[str, ...]  # header names (address) or "from"/"to" (envelope)
     keys: tuple[str, ...]
     match: Match
-    part: str = "all"  # all | localpart | domain
+    part: str = "all"  # all | localpart | domain | user | detail
     envelope: bool = False
 
 
