@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, replace
 
 from mailflow.cache import Cache
@@ -107,7 +108,7 @@ class SieveFilter:
             try:
                 if isinstance(script.compiled, SieveError):
                     raise script.compiled
-                outcome = run(script.compiled, message, envelope, script.mailboxes)
+                outcome = run(script.compiled, message, envelope, script.mailboxes, time.time())
             except (SieveError, SieveRuntimeError) as exc:
                 metrics.SIEVE.labels("error").inc()
                 log.warning("sieve script failed, kept in INBOX: %s", exc, extra={"user": user, "queue_id": item.queue_id})

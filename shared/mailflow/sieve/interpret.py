@@ -1,10 +1,11 @@
 """Run a compiled Sieve script (mailflow.sieve.script) on one message: `run(script, message, envelope,
-mailboxes)` -> `Outcome`, the mailboxes the message goes into and with which flags.
+mailboxes, now)` -> `Outcome`, the mailboxes the message goes into and with which flags.
 
-Pure: no I/O, no clock. Bounded: a script has no loops (each command runs at most once), at most
-MAX_ACTIONS keep/fileinto actions are taken (more raises `SieveRuntimeError`), and the message is read
-only as far as the tests need: headers from its header section (at most MAX_HEADER_BYTES), the body (for
-`body`) from its first MAX_BODY_BYTES. Semantics (RFC 5228 §2.10, RFC 5232, RFC 3894, RFC 5490):
+Pure: no I/O, and the clock is the caller's `now` (currentdate). Bounded: a script has no loops (each
+command runs at most once), at most MAX_ACTIONS keep/fileinto actions are taken (more raises
+`SieveRuntimeError`), variables are bounded (variables.py), and the message is read only as far as the
+tests need: headers from its header section (at most MAX_HEADER_BYTES), the body (for `body`) from its
+first MAX_BODY_BYTES. Semantics (RFC 5228 §2.10, RFC 5232, RFC 3894, RFC 5490, RFC 5229, RFC 5231, RFC 5260):
 - `keep` files into INBOX; `fileinto` into its mailbox, with :create asking for it to be made when it is
   missing (otherwise the store files into INBOX instead: RFC 5228 §4.1's "keep" when fileinto fails);
 - keep, fileinto (without :copy) and discard cancel the implicit keep; `stop` ends the script; when the
@@ -15,7 +16,13 @@ only as far as the tests need: headers from its header section (at most MAX_HEAD
 - header and address values are unfolded and RFC 2047-decoded; address parts come from
   email.utils.getaddresses; `exists` is true when every named header is present;
 - subaddress (RFC 5233): :user is the local part before the first "+", :detail what follows it (an
-  address without "+" has no detail: it never matches a :detail test, not even "").
+  address without "+" has no detail: it never matches a :detail test, not even "");
+- variables: every string of a test or an action is expanded when the script requires "variables";
+  a :matches that succeeds sets ${0} (the value) and ${1}.. (what each wildcard took, leftmost-shortest);
+- relational: :value compares each value with each key in the comparator's order; :count compares the
+  number of values (addresses for address/envelope, non-empty strings for `string`) as a number string;
+- date: the first header of that name (after the last ";" for Received:), converted to :zone, kept in
+  its own zone with :originalzone, else to UTC (this server's local zone); currentdate uses `now`.
 Any problem while running raises `SieveRuntimeError`; the caller keeps the message in INBOX.
 """
 
@@ -24,17 +31,22 @@ from __future__ import annotations
 import email
 import email.policy
 import email.utils
+import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.header import decode_header, make_header
 
+from mailflow.sieve import dates
 from mailflow.sieve import script as s
-from mailflow.sieve.match import compare
+from mailflow.sieve.match import compare, matches, relate
+from mailflow.sieve.variables import VariableError, Variables, modify
 
 MAX_ACTIONS = 64
 MAX_HEADER_BYTES = 256 * 1024
 MAX_BODY_BYTES = 4 * 1024 * 1024
 INBOX = "INBOX"
 SUBADDRESS_SEPARATOR = "+"  # RFC 5233 :user/:detail; the store's default recipient_delimiter
+_ZONE = re.compile(r"[+-][0-9]{4}")
 SYSTEM_FLAGS = {f.lower(): f for f in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")}
 
 
@@ -162,19 +174,27 @@ class _Stop(Exception):
 
 
 class _Run:
-    def __init__(self, message: Message, envelope: Envelope, mailboxes: frozenset[str]):
-        self.msg, self.env, self.mailboxes = message, envelope, mailboxes
+    def __init__(self, script: s.Script, message: Message, envelope: Envelope, mailboxes: frozenset[str], now: float):
+        self.msg, self.env, self.mailboxes, self.now = message, envelope, mailboxes, now
+        self.vars = Variables() if script.variables else None
         self.flags: list[str] = []
         self.implicit_keep = True
         self.deliveries: dict[str, Delivery] = {}
         self.actions = 0
+
+    def x(self, text: str) -> str:
+        """A string of the script as it reads now: variables expanded when the script uses them."""
+        return text if self.vars is None else self.vars.expand(text)
+
+    def xs(self, texts: tuple[str, ...]) -> tuple[str, ...]:
+        return texts if self.vars is None else tuple(self.vars.expand(t) for t in texts)
 
     def file(self, mailbox: str, flags: tuple[str, ...] | None, create: bool = False, counted: bool = True) -> None:
         self.actions += counted
         if self.actions > MAX_ACTIONS:
             raise SieveRuntimeError(f"more than {MAX_ACTIONS} actions")
         key = INBOX if mailbox.upper() == INBOX else mailbox
-        chosen = list(self.flags) if flags is None else _flag_list(flags)
+        chosen = list(self.flags) if flags is None else _flag_list(self.xs(flags))
         have = self.deliveries.get(key)
         if have is None:
             self.deliveries[key] = Delivery(key, tuple(chosen), create)
@@ -194,7 +214,7 @@ class _Run:
                     self.file(INBOX, flags)
                     self.implicit_keep = False
                 case s.FileInto():
-                    self.file(c.mailbox, c.flags, c.create)
+                    self.file(self.x(c.mailbox), c.flags, c.create)
                     if not c.copy:
                         self.implicit_keep = False
                 case s.Discard():
@@ -202,7 +222,9 @@ class _Run:
                 case s.Stop():
                     raise _Stop
                 case s.Flags(op=op, flags=flags):
-                    self.change_flags(op, _flag_list(flags))
+                    self.change_flags(op, _flag_list(self.xs(flags)))
+                case s.Set(name=name, value=value, modifiers=mods) if self.vars is not None:
+                    self.vars.set(name, modify(self.x(value), mods))
                 case _:
                     raise SieveRuntimeError(f"cannot run {type(c).__name__}")
 
@@ -215,6 +237,23 @@ class _Run:
             gone = {f.lower() for f in flags}
             self.flags = [f for f in self.flags if f.lower() not in gone]
 
+    def check(self, values: list[str], keys: tuple[str, ...], m: s.Match) -> bool:
+        """Does any value match any key? :count compares how many values there are; a :matches that
+        succeeds sets the match variables (RFC 5229 §3.2)."""
+        keys = self.xs(keys)
+        if m.kind == "count":
+            return any(relate(str(len(values)), k, m) for k in keys)
+        if m.kind == "matches":
+            for v in values:
+                for k in keys:
+                    caught = matches(v, k, m.comparator)
+                    if caught is not None:
+                        if self.vars is not None:
+                            self.vars.matched = caught[:10]
+                        return True
+            return False
+        return any(compare(v, k, m) for v in values for k in keys)
+
     def test(self, t) -> bool:
         match t:
             case s.Const(value=value):
@@ -226,33 +265,60 @@ class _Run:
             case s.AnyOf(tests=tests):
                 return any(self.test(x) for x in tests)
             case s.Header(names=names, keys=keys, match=m):
-                return any(compare(v, k, m) for n in names for v in self.msg.values(n) for k in keys)
+                return self.check([v for n in self.xs(names) for v in self.msg.values(n)], keys, m)
             case s.Address():
-                return any(compare(part, k, t.match) for part in self.address_parts(t) for k in t.keys)
+                return self.check(self.address_parts(t), t.keys, t.match)
             case s.Exists(names=names):
-                return all(self.msg.values(n) for n in names)
+                return all(self.msg.values(n) for n in self.xs(names))
             case s.Size(over=over, limit=limit):
                 return self.msg.size > limit if over else self.msg.size < limit
             case s.Body(keys=keys, match=m, transform=transform):
-                text = self.msg.body(transform)
-                return any(compare(text, k, m) for k in keys)
+                return self.check([self.msg.body(transform)], keys, m)
             case s.HasFlag(flags=keys, match=m):
-                return any(compare(f, k, m) for f in self.flags for v in keys for k in v.split())
+                return self.check(list(self.flags), tuple(k for v in self.xs(keys) for k in v.split()), m)
             case s.MailboxExists(names=names):
-                return all((INBOX if n.upper() == INBOX else n) in self.mailboxes for n in names)
+                return all((INBOX if n.upper() == INBOX else n) in self.mailboxes for n in self.xs(names))
+            case s.String(sources=sources, keys=keys, match=m):
+                values = list(self.xs(sources))
+                if m.kind == "count":  # RFC 5229 §5: empty strings are not counted
+                    values = [v for v in values if v]
+                return self.check(values, keys, m)
+            case s.Date():
+                return self.check(self.date_parts(t), t.keys, t.match)
             case _:
                 raise SieveRuntimeError(f"cannot test {type(t).__name__}")
 
+    def date_parts(self, t: s.Date) -> list[str]:
+        if t.header is None:
+            when: datetime | None = datetime.fromtimestamp(self.now, UTC)
+        else:
+            found = self.msg.values(self.x(t.header))
+            when = dates.header_date(found[0]) if found else None  # the first one (RFC 5260 §4)
+            if when is None:
+                return []
+        zone = self.x(t.zone) if t.zone is not None else None
+        if zone is not None:
+            if not _ZONE.fullmatch(zone):
+                raise SieveRuntimeError(f"bad zone {zone[:20]!r}")
+            when = when.astimezone(dates.zone(zone))
+        elif not t.original:
+            when = when.astimezone(UTC)  # our local zone is UTC
+        value = dates.part(when, self.x(t.part).lower())
+        if value is None:
+            raise SieveRuntimeError(f"unknown date part {t.part[:20]!r}")
+        return [value]
+
     def address_parts(self, t: s.Address) -> list[str]:
+        names = self.xs(t.names)
         if t.envelope:
             addrs = []
-            for n in t.names:
+            for n in names:
                 if n.lower() == "from":
                     addrs.append(self.env.mail_from)
                 elif n.lower() == "to":
                     addrs.append(self.env.rcpt_to)
         else:
-            values = [v for n in t.names for v in self.msg.values(n)]
+            values = [v for n in names for v in self.msg.values(n)]
             addrs = [a for _, a in email.utils.getaddresses(values) if a]
         out = []
         for a in addrs:
@@ -266,14 +332,17 @@ class _Run:
         return out
 
 
-def run(script: s.Script, message: Message, envelope: Envelope, mailboxes: frozenset[str] = frozenset()) -> Outcome:
-    r = _Run(message, envelope, mailboxes)
+def run(
+    script: s.Script, message: Message, envelope: Envelope, mailboxes: frozenset[str] = frozenset(), now: float = 0.0
+) -> Outcome:
+    """`now`: Unix time of the delivery, for `currentdate`."""
+    r = _Run(script, message, envelope, mailboxes, now)
     try:
         r.block(script.commands)
     except _Stop:
         pass
-    except SieveRuntimeError:
-        raise
+    except VariableError as exc:
+        raise SieveRuntimeError(str(exc)) from exc
     except RecursionError as exc:
         raise SieveRuntimeError("nested too deep") from exc
     if r.implicit_keep:

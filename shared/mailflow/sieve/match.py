@@ -1,13 +1,16 @@
-"""Sieve comparisons (RFC 5228 §2.7): :is, :contains and :matches under i;octet and i;ascii-casemap.
+"""Sieve comparisons (RFC 5228 §2.7, RFC 5231): :is, :contains, :matches, :value and :count under
+i;octet, i;ascii-casemap and i;ascii-numeric.
 
 Pure, and linear in the message's text for a given key: no regular expression is built from a script.
 `:matches` is a glob (`*` any run, `?` one character, `\\` quotes the next) matched without backtracking:
 the key is cut at its unquoted `*`s; the first piece must match at the start, the last at the end, and
 each one between is found leftmost after the one before (leftmost is always right for a glob: it leaves
-the most text to the pieces after it). Pieces without `?` are found with str.find; a piece with `?` is
-tried at each position, so the worst case is (text length x piece length), never exponential.
-i;ascii-casemap folds A-Z only (RFC 4790 §9.2); `?` matches one character of the decoded text. Nothing
-here raises.
+the most text to the pieces after it, and it is the "shortest match" RFC 5229 §3.2 wants for the match
+variables). Pieces without `?` are found with str.find; a piece with `?` is tried at each position, so
+the worst case is (text length x piece length), never exponential.
+i;ascii-casemap folds A-Z only (RFC 4790 §9.2); `?` matches one character of the decoded text;
+i;ascii-numeric (§9.1) compares the leading digits as a number, a string without one being larger than
+every number (and equal to another such string). Nothing here raises.
 """
 
 from __future__ import annotations
@@ -16,19 +19,54 @@ from mailflow.sieve.script import Match
 
 _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 ANY = None  # a `?` in a piece
+_INFINITY = float("inf")
 
 
 def fold(text: str, comparator: str) -> str:
     return text if comparator == "i;octet" else text.translate(_ASCII_LOWER)
 
 
+def numeric(text: str) -> float:
+    n = 0
+    while n < len(text) and "0" <= text[n] <= "9":
+        n += 1
+    return int(text[:n]) if n else _INFINITY
+
+
+def order(a: str, b: str, comparator: str) -> int:
+    """-1, 0 or 1 as a sorts before, with or after b under the comparator."""
+    if comparator == "i;ascii-numeric":
+        x, y = numeric(a), numeric(b)
+    else:
+        x, y = fold(a, comparator), fold(b, comparator)  # type: ignore[assignment]
+    return (x > y) - (x < y)
+
+
+def relate(a: str, b: str, m: Match) -> bool:
+    c = order(a, b, m.comparator)
+    return {"gt": c > 0, "ge": c >= 0, "lt": c < 0, "le": c <= 0, "eq": c == 0, "ne": c != 0}[m.relation]
+
+
 def compare(value: str, key: str, m: Match) -> bool:
+    """:is, :contains or :value of one value against one key (:matches: `matches`; :count: the caller)."""
+    if m.kind == "value":
+        return relate(value, key, m)
+    if m.comparator == "i;ascii-numeric":
+        return order(value, key, m.comparator) == 0
     v, k = fold(value, m.comparator), fold(key, m.comparator)
-    if m.kind == "is":
-        return v == k
     if m.kind == "contains":
         return k in v
-    return glob(v, k)
+    if m.kind == "matches":
+        return glob(v, k) is not None
+    return v == k
+
+
+def matches(value: str, key: str, comparator: str) -> list[str] | None:
+    """The match variables of `value` :matches `key` ([whole, first wildcard's text, ...]), or None."""
+    caught = glob(fold(value, comparator), fold(key, comparator))
+    if caught is None:
+        return None
+    return [value] + [value[i:j] for i, j in caught]  # folding keeps every position
 
 
 def pieces(pattern: str) -> list[list[str | None]]:
@@ -63,20 +101,30 @@ def _find(text: str, piece: list[str | None], start: int, end: int) -> int:
     return -1
 
 
-def glob(text: str, pattern: str) -> bool:
+def _questions(piece: list[str | None], at: int) -> list[tuple[int, int]]:
+    return [(at + k, at + k + 1) for k, p in enumerate(piece) if p is ANY]
+
+
+def glob(text: str, pattern: str) -> list[tuple[int, int]] | None:
+    """None if `text` does not match; else the (start, end) of the text each wildcard took, in order."""
     parts = pieces(pattern)
     if len(parts) == 1:
-        return len(text) == len(parts[0]) and _at(text, 0, parts[0])
+        ok = len(text) == len(parts[0]) and _at(text, 0, parts[0])
+        return _questions(parts[0], 0) if ok else None
     first, last = parts[0], parts[-1]
     if len(text) < len(first) + len(last):
-        return False
+        return None
     end = len(text) - len(last)
     if not (_at(text, 0, first) and _at(text, end, last)):
-        return False
+        return None
+    caught = _questions(first, 0)
     pos = len(first)
     for piece in parts[1:-1]:
         i = _find(text, piece, pos, end)
         if i < 0:
-            return False
+            return None
+        caught.append((pos, i))  # the `*` before this piece
+        caught += _questions(piece, i)
         pos = i + len(piece)
-    return True
+    caught.append((pos, end))  # the last `*`
+    return caught + _questions(last, end)

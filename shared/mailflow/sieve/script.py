@@ -1,27 +1,31 @@
 """Sieve scripts (RFC 5228) checked and turned into a small tree of our own: `compile(data)` -> `Script`.
 
 sievelib parses (its lexer and grammar, with the checks it makes: unknown commands, arguments, and
-extensions used without `require`); this module then refuses what we do not run and builds the tree
-the interpreter (mailflow.sieve.interpret) walks. Pure: no I/O. Every problem raises `SieveError`,
-whose text says what and, when the parser knows it, on which line ("line 3: ..."), fit for a
-ManageSieve client. Refused:
+extensions used without `require`; grammar.py adds what it lacks); this module then refuses what we do
+not run and builds the tree the interpreter (mailflow.sieve.interpret) walks. Pure: no I/O. Every
+problem raises `SieveError`, whose text says what and, when the parser knows it, on which line
+("line 3: ..."), fit for a ManageSieve client. Refused:
 - a script larger than `max_bytes`, not UTF-8, or nested deeper than MAX_NESTING / with more than
   MAX_COMMANDS commands and tests;
 - a `require` of an extension not in SUPPORTED ("unsupported extension: vacation"), and the core
-  `redirect` (not run yet: it would have to go through the queue);
-- `body :content` (only :raw and :text are run) and imap4flags' variable-name arguments (no variables:
-  a syntax error, see SetflagCommand).
+  `redirect` (not run: it would have to go through the queue);
+- `body :content` (only :raw and :text are run), imap4flags' variable-name arguments (a syntax error:
+  grammar.py), i;ascii-numeric without its `require`, or with :contains/:matches (RFC 4790 §9.1: it has
+  no substring operation), a `set` name that is not an identifier, a relational operator or date part
+  or zone that can never be right (when it holds no variable to be expanded at run time).
 sievelib keeps the extensions a script loaded in a class attribute, so parsing is serialised here
 (`_LOCK`); parsing is synchronous and bounded by `max_bytes`.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass, field
 
-from sievelib import commands as sc
 from sievelib.parser import Parser
+
+from mailflow.sieve import grammar  # noqa: F401 (registers our commands with sievelib)
 
 # What `require` may name, and what ManageSieve's SIEVE capability lists (RFC 5804 §1.7).
 SUPPORTED = (
@@ -32,9 +36,16 @@ SUPPORTED = (
     "copy",  # RFC 3894
     "mailbox",  # RFC 5490 §3: fileinto :create and the mailboxexists test
     "subaddress",  # RFC 5233: :user and :detail address parts ("+" separates them)
+    "relational",  # RFC 5231: :count and :value
+    "variables",  # RFC 5229: set, string, ${name} and the match variables ${0}..${9}
+    "date",  # RFC 5260: date and currentdate
     "comparator-i;octet",  # RFC 4790 §9.3, always available (RFC 5228 §2.7.3)
     "comparator-i;ascii-casemap",  # RFC 4790 §9.2, the default
+    "comparator-i;ascii-numeric",  # RFC 4790 §9.1
 )
+RELATIONS = ("gt", "ge", "lt", "le", "eq", "ne")
+DATE_PARTS = ("year", "month", "day", "date", "julian", "hour", "minute", "second", "time", "iso8601", "std11",
+              "zone", "weekday")  # fmt: skip
 MAX_NESTING = 16  # blocks and tests inside one another
 MAX_COMMANDS = 2000  # commands and tests in one script
 DEFAULT_MAX_BYTES = 64 * 1024
@@ -44,62 +55,10 @@ class SieveError(ValueError):
     """The script cannot be run; str(exc) says why (and where, as "line N: ...")."""
 
 
-class MailboxexistsCommand(sc.TestCommand):
-    """RFC 5490 §3.1 `mailboxexists <mailbox-names: string-list>`, which sievelib does not know."""
-
-    args_definition = [{"name": "mailbox-names", "type": ["string", "stringlist"], "required": True}]
-    extension = "mailbox"
-
-
-_FLAGS = {"name": "list-of-flags", "type": ["string", "stringlist"], "required": True}
-
-
-# imap4flags without variables (RFC 5232 §3-4): one list of flags. sievelib's own classes also take a
-# variable name first and then file a lone argument as that name, or drop the name of `hasflag "v" "x"`;
-# these replace them (by name), so a variable name is a syntax error here.
-class SetflagCommand(sc.ActionCommand):
-    args_definition = [_FLAGS]
-    extension = "imap4flags"
-
-
-class AddflagCommand(SetflagCommand):
-    pass
-
-
-class RemoveflagCommand(SetflagCommand):
-    pass
-
-
-class HasflagCommand(sc.TestCommand):
-    args_definition = [sc.comparator, sc.match_type, _FLAGS]
-    extension = "imap4flags"
-
-
-# RFC 5233 address parts :user and :detail, which sievelib does not know, for address and envelope.
-_ADDRESS_PART = {**sc.address_part, "extension_values": {":user": "subaddress", ":detail": "subaddress"}}
-_ADDRESS_ARGS = [
-    sc.comparator,
-    _ADDRESS_PART,
-    sc.match_type,
-    {"name": "header-list", "type": ["string", "stringlist"], "required": True},
-    {"name": "key-list", "type": ["string", "stringlist"], "required": True},
-]
-
-
-class AddressCommand(sc.TestCommand):
-    args_definition = _ADDRESS_ARGS
-
-
-class EnvelopeCommand(sc.TestCommand):
-    args_definition = _ADDRESS_ARGS
-    extension = "envelope"
-
-
-sc.add_commands([
-    MailboxexistsCommand, SetflagCommand, AddflagCommand, RemoveflagCommand, HasflagCommand, AddressCommand,
-    EnvelopeCommand,
-])  # fmt: skip
 _LOCK = threading.Lock()
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_ZONE = re.compile(r"[+-][0-9]{4}")
+_MODIFIER_ORDER = ("lower", "upper", "lowerfirst", "upperfirst", "quotewildcard", "length")  # RFC 5229 §4
 
 # --- the tree -------------------------------------------------------------------------------------
 
@@ -108,8 +67,9 @@ _LOCK = threading.Lock()
 class Match:
     """How a test compares: :is/:contains/:matches under i;ascii-casemap or i;octet."""
 
-    kind: str = "is"  # is | contains | matches
-    comparator: str = "i;ascii-casemap"
+    kind: str = "is"  # is | contains | matches | count | value
+    comparator: str = "i;ascii-casemap"  # or i;octet, i;ascii-numeric
+    relation: str = ""  # with count and value: gt, ge, lt, le, eq, ne
 
 
 @dataclass(frozen=True)
@@ -155,6 +115,23 @@ class HasFlag:
 @dataclass(frozen=True)
 class MailboxExists:
     names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class String:
+    sources: tuple[str, ...]
+    keys: tuple[str, ...]
+    match: Match
+
+
+@dataclass(frozen=True)
+class Date:
+    header: str | None  # None: currentdate
+    part: str
+    keys: tuple[str, ...]
+    match: Match
+    zone: str | None = None  # "+hhmm"; None: UTC (our local zone)
+    original: bool = False  # :originalzone: the header's own zone
 
 
 @dataclass(frozen=True)
@@ -212,9 +189,21 @@ class Flags:
 
 
 @dataclass(frozen=True)
+class Set:
+    name: str  # lower case
+    value: str
+    modifiers: tuple[str, ...] = ()  # in the order they apply (RFC 5229 §4: by precedence)
+
+
+@dataclass(frozen=True)
 class Script:
     commands: tuple
     require: tuple[str, ...] = field(default=())
+
+    @property
+    def variables(self) -> bool:
+        """Strings hold ${...} references to expand (RFC 5229 §3: only when "variables" is required)."""
+        return "variables" in self.require
 
 
 # --- parsing ----------------------------------------------------------------------------------------
@@ -328,6 +317,14 @@ class _Builder:
                 return FileInto(string(a["mailbox"]), "copy" in a, "create" in a, self._flags(c))
             case "setflag" | "addflag" | "removeflag":
                 return Flags(c.name[:-4], strings(a["list-of-flags"]))
+            case "set":
+                name = string(a["name"])
+                if not _IDENTIFIER.fullmatch(name):
+                    raise SieveError(f"set: {name[:40]!r} is not a variable name")
+                mods = tuple(m for m in _MODIFIER_ORDER if m in a)
+                if len({m for m in mods if m in ("lower", "upper")}) > 1 or len({m for m in mods if m in ("lowerfirst", "upperfirst")}) > 1:
+                    raise SieveError("set: two modifiers of the same precedence")
+                return Set(name.lower(), string(a["value"]), mods)
             case "redirect":
                 raise SieveError("redirect is not supported")
             case _:
@@ -339,12 +336,6 @@ class _Builder:
             return None
         return strings(c.extra_arguments.get("flags", '""'))
 
-    @staticmethod
-    def _match(a: dict) -> Match:
-        kind = str(a.get("match-type", ":is"))[1:]
-        if kind not in ("is", "contains", "matches"):
-            raise SieveError(f"unsupported match type :{kind}")
-        return Match(kind)
 
     def test(self, t, depth: int):
         self._tick(depth)
@@ -376,16 +367,39 @@ class _Builder:
                 return HasFlag(strings(a["list-of-flags"]), self._comparing(t))
             case "mailboxexists":
                 return MailboxExists(strings(a["mailbox-names"]))
+            case "string":
+                return String(strings(a["source"]), strings(a["key-list"]), self._comparing(t))
+            case "date" | "currentdate":
+                zone = t.extra_arguments.get("zone")
+                zone = None if zone is None else string(zone)
+                if zone is not None and "${" not in zone and not _ZONE.fullmatch(zone):
+                    raise SieveError(f"{t.name}: bad zone {zone[:20]!r} (+hhmm or -hhmm)")
+                part = string(a["date-part"]).lower()
+                if part not in DATE_PARTS and "${" not in part:
+                    raise SieveError(f"{t.name}: unknown date part {part[:20]!r}")
+                header = string(a["header-name"]) if t.name == "date" else None
+                return Date(header, part, strings(a["key-list"]), self._comparing(t), zone,
+                            str(a.get("zone", "")) == ":originalzone")  # fmt: skip
             case _:
                 raise SieveError(f"unsupported test: {t.name}")
 
     def _comparing(self, t) -> Match:
-        """The match type and comparator; sievelib keeps the comparator's name as an extra argument."""
-        m = self._match(t.arguments)
-        cmp = t.extra_arguments.get("comparator")
-        if cmp is not None:
-            name = string(cmp)
-            if name not in ("i;octet", "i;ascii-casemap"):
-                raise SieveError(f"unsupported comparator {name}")
-            m = Match(m.kind, name)
-        return m
+        """The match type (with its relation) and comparator; sievelib keeps the comparator's name and
+        the relation as extra arguments."""
+        kind = str(t.arguments.get("match-type", ":is"))[1:].lower()
+        if kind not in ("is", "contains", "matches", "count", "value"):
+            raise SieveError(f"unsupported match type :{kind}")
+        relation = ""
+        if kind in ("count", "value"):
+            relation = string(t.extra_arguments.get("match-type", '""')).lower()
+            if relation not in RELATIONS:
+                raise SieveError(f":{kind}: bad relation {relation[:10]!r}")
+        comparator = "i;ascii-casemap"
+        if t.extra_arguments.get("comparator") is not None:
+            comparator = string(t.extra_arguments["comparator"])
+        if comparator == "i;ascii-numeric":
+            if "comparator-i;ascii-numeric" not in self.require:
+                raise SieveError('i;ascii-numeric needs require "comparator-i;ascii-numeric"')
+            if kind in ("contains", "matches"):
+                raise SieveError(f"i;ascii-numeric cannot do :{kind}")
+        return Match(kind, comparator, relation)
