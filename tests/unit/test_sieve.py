@@ -141,6 +141,16 @@ def test_compile_refuses(script, error):
     assert str(e.value) == error
 
 
+def test_a_run_of_line_breaks_is_refused_before_sievelib_backtracks_over_it():
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(SieveError, match="line-break characters in a row"):
+        compile(b'require "fileinto";\nif header :is "a" text:\n' + b"\n" * 60_000)
+    assert time.perf_counter() - started < 0.5  # sievelib would take seconds
+    assert compile(b"keep;" + b"\r\n" * 64).commands  # 64 empty lines are fine
+
+
 def test_nesting_and_action_bounds():
     deep = b"if true { " * (MAX_NESTING + 1) + b"keep;" + b" }" * (MAX_NESTING + 1)
     with pytest.raises(SieveError, match="nested deeper"):

@@ -64,6 +64,8 @@ async def cmd_starttls(s: Session, cmd: Command) -> Reply | None:
 
 
 async def cmd_authenticate(s: Session, cmd: Command) -> Reply | None:
+    from mailflow_imap_pop3.managesieve.session import State
+
     cmd.arity(1, 2)
     mechanism = cmd.string(0, "a mechanism").upper()
     if mechanism != "PLAIN":
@@ -75,6 +77,8 @@ async def cmd_authenticate(s: Session, cmd: Command) -> Reply | None:
     else:
         s.write(rsp.string("") + b"\r\n")  # the empty challenge of PLAIN (§2.1)
         answer = await s.read_command()
+        if s.state == State.LOGOUT:
+            return rsp.ANSWERED  # the session said BYE
         if answer is None or answer.name or len(answer.args) != 1:
             return Reply("NO", "Authentication response missing or not a string")
         response = answer.string(0, "the response")

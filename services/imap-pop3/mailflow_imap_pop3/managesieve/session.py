@@ -161,11 +161,16 @@ class Session:
 
     async def read_command(self) -> Command | None:
         """The client's next line as a Command (an AUTHENTICATE response); None at EOF, timeout, or on
-        input that cannot be read."""
+        input that cannot be read. A literal too big ends the session (BYE written, state LOGOUT): the
+        client sends it anyway, and its octets must never be read as commands."""
         while True:
             item = self.framer.next()
             if isinstance(item, Command):
                 return item
+            if isinstance(item, FrameError) and item.fatal:
+                self.write(Reply("BYE", item.text.capitalize()).line())
+                self.state = State.LOGOUT
+                return None
             if item is not None:
                 return None
             if not await self.read_more():

@@ -166,6 +166,12 @@ def test_limits_before_and_after_login(srv):
     c.send_raw(b'AUTHENTICATE "PLAIN" {%d+}\r\n' % big)
     assert c.line() == b'BYE "Literal too big (the limit is 8192 octets)"'
     assert c.closed()
+    c = connect(srv)
+    c.send('AUTHENTICATE "PLAIN"')
+    assert c.line() == b'""'
+    c.send_raw(b"{%d+}\r\n" % big)  # the response as a literal too big: never read as commands
+    assert c.line() == b'BYE "Literal too big (the limit is 8192 octets)"'
+    assert c.closed()
     c = login(srv)
     assert cmd(c, b'NOOP "' + b"x" * 1100 + b'"')[0].startswith(b'NO "quoted string longer than 1024')
     assert cmd(c, "FROB") == [b'NO "Unknown command FROB"']
