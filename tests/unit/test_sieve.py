@@ -111,7 +111,7 @@ def test_table(script, raw, expected):
     [
         (b'require "vacation"; vacation "away";', "unsupported extension: vacation"),
         (b'require ["reject"];', "unsupported extension: reject"),
-        (b'require "include";', "unsupported extension: include"),
+        (b'require "ereject";', "unsupported extension: ereject"),
         (b'require "envelope"; if envelope :detail "to" "x" {keep;}', "line 1: extension 'subaddress' not loaded"),
         (b'redirect "a@b.example";', "redirect is not supported"),
         (b'fileinto "x";', "line 1: unknown command fileinto"),  # fileinto without require
@@ -260,3 +260,61 @@ def test_match_variables_of_wildcards_in_order():
     ]
     assert matches("ABCDE", "a?c*e", "i;ascii-casemap") == ["ABCDE", "B", "D"]
     assert matches("abc", "x*", "i;octet") is None
+
+
+LIB = {
+    "lists": b'require ["fileinto", "variables", "include", "imap4flags"]; set "x" "lib"; if exists "list-id" { fileinto "Lists"; return; } addflag "not-here";',
+    "flagger": b'require "imap4flags"; addflag "$Included";',
+    "stopper": b"stop;",
+    "loop": b'require "include"; include "loop";',
+    "broken": b"if {",
+}
+
+
+def library() -> dict:
+    out = {}
+    for n, data in LIB.items():
+        try:
+            out[n] = compile(data)
+        except SieveError as exc:
+            out[n] = exc
+    return out
+
+
+INC = b'require ["include", "fileinto", "imap4flags", "variables"];\n'
+INCLUDES = [
+    (b'include "lists"; fileinto "after";', [("Lists", ()), ("after", ())]),  # return ends only "lists"
+    (b'set "x" "main"; include "lists"; if string :is "${x}" "main" { fileinto "own-vars"; }', [("Lists", ()), ("own-vars", ())]),
+    (b'include :personal "flagger"; keep;', [("INBOX", ("$Included",))]),
+    (b'include :once "flagger"; removeflag "$Included"; include :once "flagger";', INBOX),  # the second is skipped
+    (b'include "stopper"; fileinto "never";', INBOX),  # stop in an included script ends everything
+    (b'include :optional "nope"; fileinto "went-on";', [("went-on", ())]),
+    (b'return; fileinto "never";', INBOX),  # return in the main script is stop
+]
+
+
+@pytest.mark.parametrize(("script", "expected"), INCLUDES)
+def test_include(script, expected):
+    res = run(compile(INC + script), Message(LIST), ENV, frozenset(), NOW, library(), "main")
+    assert [(d.mailbox, d.flags) for d in res.deliveries] == expected
+
+
+@pytest.mark.parametrize(
+    ("script", "error"),
+    [
+        (b'include "nope";', "included script 'nope' does not exist"),
+        (b'include "loop";', "include loop through 'loop'"),
+        (b'include "main";', "include loop through 'main'"),
+        (b'include "broken";', "included script 'broken': line 1"),
+    ],
+)
+def test_include_failures_fail_the_script(script, error):
+    with pytest.raises(SieveRuntimeError, match=error):
+        run(compile(INC + script), Message(LIST), ENV, frozenset(), NOW, library(), "main")
+
+
+def test_include_global_is_refused():
+    with pytest.raises(SieveError, match="no global scripts"):
+        compile(b'require "include"; include :global "x";')
+    with pytest.raises(SieveError, match="unknown command global"):
+        compile(b'require ["include", "variables"]; global "x";')

@@ -43,6 +43,14 @@ class Loaded:
     name: str
     compiled: Script | SieveError
     mailboxes: frozenset[str]
+    library: dict[str, Script | SieveError]  # the user's other scripts, for include
+
+
+def _compiled(data: bytes) -> Script | SieveError:
+    try:
+        return compile(data, MAX_SCRIPT_BYTES)
+    except SieveError as exc:
+        return exc
 
 
 def error_header(name: str, exc: Exception) -> bytes:
@@ -83,11 +91,8 @@ class SieveFilter:
         active = await self.source.active_script(login)
         loaded = None
         if active is not None:
-            try:
-                compiled: Script | SieveError = compile(active.script, MAX_SCRIPT_BYTES)
-            except SieveError as exc:
-                compiled = exc
-            loaded = Loaded(active.name, compiled, frozenset(active.mailboxes))
+            library = {n: _compiled(data) for n, data in active.others}
+            loaded = Loaded(active.name, _compiled(active.script), frozenset(active.mailboxes), library)
         self._scripts.put(key, loaded, self.ttl)
         return loaded
 
@@ -108,7 +113,7 @@ class SieveFilter:
             try:
                 if isinstance(script.compiled, SieveError):
                     raise script.compiled
-                outcome = run(script.compiled, message, envelope, script.mailboxes, time.time())
+                outcome = run(script.compiled, message, envelope, script.mailboxes, time.time(), script.library, script.name)
             except (SieveError, SieveRuntimeError) as exc:
                 metrics.SIEVE.labels("error").inc()
                 log.warning("sieve script failed, kept in INBOX: %s", exc, extra={"user": user, "queue_id": item.queue_id})

@@ -287,5 +287,5 @@ class Store(StoreCore):
     async def rename_script(self, s: Session, old: str, new: str) -> None:
         await self.db.write(scripts.rename_script, s.user_id, old, new)
 
-    async def active_script(self, login: str) -> tuple[str, bytes, list[str]] | None:
+    async def active_script(self, login: str) -> tuple[str, bytes, list[str], list[tuple[str, bytes]]] | None:
         return await self.db.read(scripts.active_script, login)

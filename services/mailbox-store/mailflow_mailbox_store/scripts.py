@@ -101,9 +101,10 @@ def rename_script(tx: Tx, user_id: int, old: str, new: str) -> None:
     tx.run("UPDATE sieve_scripts SET name = :n WHERE id = :i", {"n": new, "i": script_id})
 
 
-def active_script(tx: Tx, login: str) -> tuple[str, bytes, list[str]] | None:
+def active_script(tx: Tx, login: str) -> tuple[str, bytes, list[str], list[tuple[str, bytes]]] | None:
     """The active script of the user with this login, with the names of the user's mailboxes (for the
-    Sieve `mailboxexists` test and fileinto), or None when the user has none active. NotFound for no user."""
+    Sieve `mailboxexists` test) and, when the script says "include" anywhere, the user's other scripts;
+    or None when the user has none active. NotFound for no user."""
     user_id = tx.value("SELECT id FROM users WHERE address = :a", {"a": names.address(login)})
     if user_id is None:
         raise NotFound("no such user")
@@ -113,4 +114,8 @@ def active_script(tx: Tx, login: str) -> tuple[str, bytes, list[str]] | None:
     if r is None:
         return None
     boxes = [n for (n,) in tx.all("SELECT name FROM mailboxes WHERE user_id = :u AND selectable = :t", {"u": user_id, "t": True})]
-    return r[0], bytes(r[1]), boxes
+    others: list[tuple[str, bytes]] = []
+    if b"include" in bytes(r[1]):
+        rows = tx.all("SELECT name, script FROM sieve_scripts WHERE user_id = :u AND name <> :n", {"u": user_id, "n": r[0]})
+        others = [(n, bytes(b)) for n, b in rows]
+    return r[0], bytes(r[1]), boxes, others

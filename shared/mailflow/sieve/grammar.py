@@ -9,7 +9,8 @@ before anything is parsed; nothing else here.
   and then file a lone argument as that name, or drop the name of `hasflag "v" "x"`;
 - `mailboxexists` (RFC 5490 §3.1), `string` (RFC 5229 §5), and `set` with its modifiers (RFC 5229 §4:
   sievelib's takes none);
-- date and currentdate (RFC 5260) with the comparator above.
+- date and currentdate (RFC 5260) with the comparator above;
+- include and return (RFC 6609), which sievelib does not know.
 """
 
 from __future__ import annotations
@@ -106,8 +107,23 @@ class CurrentdateCommand(sc.TestCommand):
     extension = "date"
 
 
+class IncludeCommand(sc.ControlCommand):
+    args_definition = [
+        {"name": "location", "type": ["tag"], "values": [":personal", ":global"], "required": False},
+        {"name": "once", "type": ["tag"], "values": [":once"], "required": False},
+        {"name": "optional", "type": ["tag"], "values": [":optional"], "required": False},
+        {"name": "script-name", "type": ["string"], "required": True},
+    ]
+    extension = "include"
+
+
+class ReturnCommand(sc.ControlCommand):
+    args_definition = []
+    extension = "include"
+
+
 sc.add_commands([
     HeaderCommand, AddressCommand, EnvelopeCommand, BodyCommand, SetflagCommand, AddflagCommand,
     RemoveflagCommand, HasflagCommand, MailboxexistsCommand, StringCommand, SetCommand, DateCommand,
-    CurrentdateCommand,
+    CurrentdateCommand, IncludeCommand, ReturnCommand,
 ])  # fmt: skip

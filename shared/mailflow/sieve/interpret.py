@@ -21,6 +21,9 @@ first MAX_BODY_BYTES. Semantics (RFC 5228 §2.10, RFC 5232, RFC 3894, RFC 5490, 
   a :matches that succeeds sets ${0} (the value) and ${1}.. (what each wildcard took, leftmost-shortest);
 - relational: :value compares each value with each key in the comparator's order; :count compares the
   number of values (addresses for address/envelope, non-empty strings for `string`) as a number string;
+- include: :personal scripts from `library` (the user's other scripts), each with its own variables;
+  a missing one fails the script unless :optional; :once runs one once; a loop fails; `return` ends
+  the included script (the main one: as stop);
 - date: the first header of that name (after the last ";" for Received:), converted to :zone, kept in
   its own zone with :originalzone, else to UTC (this server's local zone); currentdate uses `now`.
 Any problem while running raises `SieveRuntimeError`; the caller keeps the message in INBOX.
@@ -32,6 +35,7 @@ import email
 import email.policy
 import email.utils
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
@@ -42,6 +46,8 @@ from mailflow.sieve.match import compare, matches, relate
 from mailflow.sieve.variables import VariableError, Variables, modify
 
 MAX_ACTIONS = 64
+MAX_INCLUDES = 32  # include commands run, in all
+MAX_INCLUDE_DEPTH = 8
 MAX_HEADER_BYTES = 256 * 1024
 MAX_BODY_BYTES = 4 * 1024 * 1024
 INBOX = "INBOX"
@@ -173,9 +179,19 @@ class _Stop(Exception):
     pass
 
 
+class _Return(Exception):
+    pass
+
+
+Library = Mapping[str, "s.Script | s.SieveError"]  # the user's other scripts by name, for include
+
+
 class _Run:
-    def __init__(self, script: s.Script, message: Message, envelope: Envelope, mailboxes: frozenset[str], now: float):
+    def __init__(self, script: s.Script, message: Message, envelope: Envelope, mailboxes: frozenset[str], now: float,
+                 library: Library, name: str):  # fmt: skip
         self.msg, self.env, self.mailboxes, self.now = message, envelope, mailboxes, now
+        self.library, self.running, self.included = library, [name], 0
+        self.once: set[str] = set()
         self.vars = Variables() if script.variables else None
         self.flags: list[str] = []
         self.implicit_keep = True
@@ -225,8 +241,43 @@ class _Run:
                     self.change_flags(op, _flag_list(self.xs(flags)))
                 case s.Set(name=name, value=value, modifiers=mods) if self.vars is not None:
                     self.vars.set(name, modify(self.x(value), mods))
+                case s.Include():
+                    self.include(c)
+                case s.Return():
+                    raise _Return
                 case _:
                     raise SieveRuntimeError(f"cannot run {type(c).__name__}")
+
+    def include(self, c: s.Include) -> None:
+        """RFC 6609 §3.2: run another of the user's scripts here, with its own variables; its actions
+        count as this one's, its `stop` ends everything, its `return` only itself."""
+        name = self.x(c.name)
+        if c.once and name in self.once:
+            return
+        if name in self.running:
+            raise SieveRuntimeError(f"include loop through {name[:60]!r}")
+        found = self.library.get(name)
+        if found is None:
+            if c.optional:
+                return
+            raise SieveRuntimeError(f"included script {name[:60]!r} does not exist")
+        if isinstance(found, s.SieveError):
+            raise SieveRuntimeError(f"included script {name[:60]!r}: {found}")
+        self.included += 1
+        if len(self.running) > MAX_INCLUDE_DEPTH or self.included > MAX_INCLUDES:
+            raise SieveRuntimeError(f"more than {MAX_INCLUDES} includes, or nested deeper than {MAX_INCLUDE_DEPTH}")
+        if c.once:
+            self.once.add(name)
+        saved = self.vars
+        self.vars = Variables() if found.variables else None
+        self.running.append(name)
+        try:
+            self.block(found.commands)
+        except _Return:
+            pass
+        finally:
+            self.running.pop()
+            self.vars = saved
 
     def change_flags(self, op: str, flags: list[str]) -> None:
         if op == "set":
@@ -333,13 +384,15 @@ class _Run:
 
 
 def run(
-    script: s.Script, message: Message, envelope: Envelope, mailboxes: frozenset[str] = frozenset(), now: float = 0.0
+    script: s.Script, message: Message, envelope: Envelope, mailboxes: frozenset[str] = frozenset(), now: float = 0.0,
+    library: Library | None = None, name: str = "",
 ) -> Outcome:
-    """`now`: Unix time of the delivery, for `currentdate`."""
-    r = _Run(script, message, envelope, mailboxes, now)
+    """`now`: Unix time of the delivery, for `currentdate`; `library`: the user's scripts `include` may
+    name (compiled, or the SieveError they gave); `name`: the running script's own (an include loop)."""
+    r = _Run(script, message, envelope, mailboxes, now, library or {}, name)
     try:
         r.block(script.commands)
-    except _Stop:
+    except (_Stop, _Return):  # return in the main script is stop (RFC 6609 §3.2)
         pass
     except VariableError as exc:
         raise SieveRuntimeError(str(exc)) from exc

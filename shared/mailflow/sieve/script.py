@@ -12,7 +12,8 @@ problem raises `SieveError`, whose text says what and, when the parser knows it,
 - `body :content` (only :raw and :text are run), imap4flags' variable-name arguments (a syntax error:
   grammar.py), i;ascii-numeric without its `require`, or with :contains/:matches (RFC 4790 §9.1: it has
   no substring operation), a `set` name that is not an identifier, a relational operator or date part
-  or zone that can never be right (when it holds no variable to be expanded at run time).
+  or zone that can never be right (when it holds no variable to be expanded at run time), `include
+  :global` (there are no global scripts) and `global` (RFC 6609 §3.3: not run).
 sievelib keeps the extensions a script loaded in a class attribute, so parsing is serialised here
 (`_LOCK`); parsing is synchronous and bounded by `max_bytes`.
 """
@@ -39,6 +40,7 @@ SUPPORTED = (
     "relational",  # RFC 5231: :count and :value
     "variables",  # RFC 5229: set, string, ${name} and the match variables ${0}..${9}
     "date",  # RFC 5260: date and currentdate
+    "include",  # RFC 6609: include (:personal only) and return; no `global`
     "comparator-i;octet",  # RFC 4790 §9.3, always available (RFC 5228 §2.7.3)
     "comparator-i;ascii-casemap",  # RFC 4790 §9.2, the default
     "comparator-i;ascii-numeric",  # RFC 4790 §9.1
@@ -200,6 +202,18 @@ class Set:
 
 
 @dataclass(frozen=True)
+class Include:
+    name: str
+    once: bool = False
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Return:
+    pass
+
+
+@dataclass(frozen=True)
 class Script:
     commands: tuple
     require: tuple[str, ...] = field(default=())
@@ -331,6 +345,12 @@ class _Builder:
                 if len({m for m in mods if m in ("lower", "upper")}) > 1 or len({m for m in mods if m in ("lowerfirst", "upperfirst")}) > 1:
                     raise SieveError("set: two modifiers of the same precedence")
                 return Set(name.lower(), string(a["value"]), mods)
+            case "include":
+                if str(a.get("location", "")) == ":global":
+                    raise SieveError("include :global: there are no global scripts here")
+                return Include(string(a["script-name"]), "once" in a, "optional" in a)
+            case "return":
+                return Return()
             case "redirect":
                 raise SieveError("redirect is not supported")
             case _:

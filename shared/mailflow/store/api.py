@@ -295,6 +295,7 @@ class ActiveScript:
     name: str
     script: bytes
     mailboxes: tuple[str, ...] = ()
+    others: tuple[tuple[str, bytes], ...] = ()  # the user's other scripts (for include), when it says "include"
 
 
 class SieveScripts(Protocol):

@@ -423,7 +423,8 @@ class StoreClient:
         d = await self._json("POST", "/internal/sieve/active", json={"login": login})
         if d.get("script") is None:
             return None
-        return ActiveScript(name=d["name"], script=_unb64(d["script"]), mailboxes=tuple(d["mailboxes"]))
+        others = tuple((str(n), _unb64(b)) for n, b in (d.get("others") or {}).items())
+        return ActiveScript(name=d["name"], script=_unb64(d["script"]), mailboxes=tuple(d["mailboxes"]), others=others)
 
 
 def _unb64(text: str) -> bytes:

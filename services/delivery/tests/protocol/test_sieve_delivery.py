@@ -141,3 +141,17 @@ async def test_a_script_the_store_cannot_give_defers_the_job(world):
     res, _ = await deliver(bodies, d, "Q8", message("Weekly report"))
     assert res == [("a@daum.test", "deferred", "451 4.3.0 recipient's Sieve script unavailable, will retry")]
     assert store.messages("a@daum.test", None) == []
+
+
+async def test_an_included_script_of_the_user_runs(world):
+    store, a, bodies, d = world
+    await store.put_script(a, "reports", b'require ["fileinto"]; if header :contains "subject" "q3" { fileinto "Reports"; }')
+    await store.put_script(a, "top", b'require ["include", "imap4flags"]; addflag "$Top"; include "reports";')
+    await store.set_active(a, "top")
+    res, _ = await deliver(bodies, d, "Q10", message("Q3 numbers"))
+    assert res[0][1] == "delivered"
+    assert await flags_in(store, a, "Reports") == [{"$Top"}]
+    await store.put_script(a, "top", b'require "include"; include "missing";')
+    res, _ = await deliver(bodies, d, "Q11", message("Q3 again"))
+    (body,) = store.messages("a@daum.test")
+    assert b"X-Mailflow-Sieve-Error: script \"top\" failed (included script 'missing' does not exist)" in body

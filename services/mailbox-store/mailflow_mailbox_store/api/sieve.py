@@ -3,7 +3,7 @@
 /access/sieve/*: header X-Mailflow-Token and `Authorization: Bearer <session token>`, scoped to the
 session's user (another user's script is simply NotFound). Script bytes travel as base64 in JSON (scripts
 are small: sieve_max_script_bytes). /internal/sieve/active (service token only) answers the active script
-of a login, with the user's mailbox names, or {"script": null}. Errors as in api/__init__.py: NotFound 404,
+of a login, with the user's mailbox names and (for `include`) other scripts, or {"script": null}. Errors as in api/__init__.py: NotFound 404,
 Conflict 409 (deleting the active script, renaming onto a name in use), Invalid 422 (a bad name),
 QuotaExceeded 507 (text "maxsize: ..." or "maxscripts: ...").
 """
@@ -104,11 +104,14 @@ def router(store, service_token: str) -> APIRouter:
 
     @r.post("/internal/sieve/active")
     async def active_script(body: Login):
-        """The active script of a user: {name, script (base64), mailboxes}, or {"script": null}."""
+        """The active script of a user: {name, script (base64), mailboxes, others: {name: base64} (the
+        user's other scripts, when the active one may include them)}, or {"script": null}."""
         found = await store.active_script(body.login)
         if found is None:
             return _json({"script": None})
-        name, script, boxes = found
-        return _json({"name": name, "script": base64.b64encode(script).decode(), "mailboxes": boxes})
+        name, script, boxes, others = found
+        b64 = base64.b64encode
+        return _json({"name": name, "script": b64(script).decode(), "mailboxes": boxes,
+                      "others": {n: b64(s).decode() for n, s in others}})  # fmt: skip
 
     return r

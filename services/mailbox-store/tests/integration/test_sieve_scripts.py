@@ -22,6 +22,12 @@ async def test_put_list_activate_get_rename_delete(client, people):
     active = await client.active_script(alice.address)
     assert (active.name, active.script) == ("main", SCRIPT)
     assert "INBOX" in active.mailboxes and "Sent" in active.mailboxes
+    assert active.others == ()  # it includes nothing: the other scripts stay home
+    await client.put_script(alice, "inc", b'require "include"; include "other";')
+    await client.set_active(alice, "inc")
+    assert dict((await client.active_script(alice.address)).others) == {"main": SCRIPT, "other": b"keep;\r\n"}
+    await client.set_active(alice, "main")
+    await client.delete_script(alice, "inc")
     await client.set_active(alice, "other")  # one active at a time
     assert await client.list_scripts(alice) == [("main", False), ("other", True)]
     await client.put_script(alice, "other", b"discard;\r\n")  # replacing keeps it active
