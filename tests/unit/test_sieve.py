@@ -318,3 +318,17 @@ def test_include_global_is_refused():
         compile(b'require "include"; include :global "x";')
     with pytest.raises(SieveError, match="unknown command global"):
         compile(b'require ["include", "variables"]; global "x";')
+
+
+def test_a_script_cannot_make_one_message_cost_unbounded_cpu():
+    import time
+
+    body = b"From: a@b.example\r\nSubject: x\r\n\r\n" + b"a" * (3 * 1024 * 1024)
+    started = time.perf_counter()
+    many = REQ + b'if body :raw :contains [' + b",".join(b'"zz%d"' % i for i in range(2000)) + b'] { discard; }'
+    with pytest.raises(SieveRuntimeError, match="too much of the message"):
+        run(compile(many), Message(body), ENV)
+    slow = REQ + b'if body :raw :matches "*' + b"?a" * 2000 + b'b*" { discard; }'
+    with pytest.raises(SieveRuntimeError, match="too much of the message"):
+        run(compile(slow), Message(body), ENV)
+    assert time.perf_counter() - started < 5

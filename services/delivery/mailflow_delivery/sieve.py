@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from mailflow.cache import Cache
 from mailflow.sieve.interpret import Envelope, Message, SieveRuntimeError, run
 from mailflow.sieve.script import Script, SieveError, compile
-from mailflow.store.api import DeliverItem, Directory, SieveSource
+from mailflow.store.api import ActiveScript, DeliverItem, Directory, SieveSource
 from mailflow_delivery import metrics
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,11 @@ def _compiled(data: bytes) -> Script | SieveError:
         return compile(data, MAX_SCRIPT_BYTES)
     except SieveError as exc:
         return exc
+
+
+def _load(active: ActiveScript) -> Loaded:
+    library = {n: _compiled(data) for n, data in active.others}
+    return Loaded(active.name, _compiled(active.script), frozenset(active.mailboxes), library)
 
 
 def error_header(name: str, exc: Exception) -> bytes:
@@ -91,8 +96,7 @@ class SieveFilter:
         active = await self.source.active_script(login)
         loaded = None
         if active is not None:
-            library = {n: _compiled(data) for n, data in active.others}
-            loaded = Loaded(active.name, _compiled(active.script), frozenset(active.mailboxes), library)
+            loaded = await asyncio.to_thread(_load, active)
         self._scripts.put(key, loaded, self.ttl)
         return loaded
 
@@ -113,7 +117,9 @@ class SieveFilter:
             try:
                 if isinstance(script.compiled, SieveError):
                     raise script.compiled
-                outcome = run(script.compiled, message, envelope, script.mailboxes, time.time(), script.library, script.name)
+                outcome = await asyncio.to_thread(
+                    run, script.compiled, message, envelope, script.mailboxes, time.time(), script.library, script.name
+                )  # CPU (a body test parses MIME): off the event loop
             except (SieveError, SieveRuntimeError) as exc:
                 metrics.SIEVE.labels("error").inc()
                 log.warning("sieve script failed, kept in INBOX: %s", exc, extra={"user": user, "queue_id": item.queue_id})

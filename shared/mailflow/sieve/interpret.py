@@ -3,7 +3,8 @@ mailboxes, now)` -> `Outcome`, the mailboxes the message goes into and with whic
 
 Pure: no I/O, and the clock is the caller's `now` (currentdate). Bounded: a script has no loops (each
 command runs at most once), at most MAX_ACTIONS keep/fileinto actions are taken (more raises
-`SieveRuntimeError`), variables are bounded (variables.py), and the message is read only as far as the
+`SieveRuntimeError`), variables are bounded (variables.py), the comparisons of one run share one
+match.Budget (past it: SieveRuntimeError), and the message is read only as far as the
 tests need: headers from its header section (at most MAX_HEADER_BYTES), the body (for `body`) from its
 first MAX_BODY_BYTES. Semantics (RFC 5228 §2.10, RFC 5232, RFC 3894, RFC 5490, RFC 5229, RFC 5231, RFC 5260):
 - `keep` files into INBOX; `fileinto` into its mailbox, with :create asking for it to be made when it is
@@ -42,7 +43,7 @@ from email.header import decode_header, make_header
 
 from mailflow.sieve import dates
 from mailflow.sieve import script as s
-from mailflow.sieve.match import compare, matches, relate
+from mailflow.sieve.match import Budget, TooCostly, compare, matches, relate
 from mailflow.sieve.variables import VariableError, Variables, modify
 
 MAX_ACTIONS = 64
@@ -192,6 +193,7 @@ class _Run:
         self.msg, self.env, self.mailboxes, self.now = message, envelope, mailboxes, now
         self.library, self.running, self.included = library, [name], 0
         self.once: set[str] = set()
+        self.budget = Budget()
         self.vars = Variables() if script.variables else None
         self.flags: list[str] = []
         self.implicit_keep = True
@@ -297,13 +299,13 @@ class _Run:
         if m.kind == "matches":
             for v in values:
                 for k in keys:
-                    caught = matches(v, k, m.comparator)
+                    caught = matches(v, k, m.comparator, self.budget)
                     if caught is not None:
                         if self.vars is not None:
                             self.vars.matched = caught[:10]
                         return True
             return False
-        return any(compare(v, k, m) for v in values for k in keys)
+        return any(compare(v, k, m, self.budget) for v in values for k in keys)
 
     def test(self, t) -> bool:
         match t:
@@ -394,7 +396,7 @@ def run(
         r.block(script.commands)
     except (_Stop, _Return):  # return in the main script is stop (RFC 6609 §3.2)
         pass
-    except VariableError as exc:
+    except (VariableError, TooCostly) as exc:
         raise SieveRuntimeError(str(exc)) from exc
     except RecursionError as exc:
         raise SieveRuntimeError("nested too deep") from exc

@@ -7,16 +7,41 @@ the key is cut at its unquoted `*`s; the first piece must match at the start, th
 each one between is found leftmost after the one before (leftmost is always right for a glob: it leaves
 the most text to the pieces after it, and it is the "shortest match" RFC 5229 §3.2 wants for the match
 variables). Pieces without `?` are found with str.find; a piece with `?` is tried at each position, so
-the worst case is (text length x piece length), never exponential.
+the worst case is (text length x piece length), never exponential, and it is paid from a `Budget`.
+Budget: every comparison spends the length of what it compares, and a piece with `?` its worst case
+(positions x piece length) up front from a smaller allowance (it runs in Python, not in C); past either,
+`TooCostly` is raised (the interpreter fails the script: the message is kept), so no script can make
+one message cost more than a bounded amount of CPU (10K keys against a 4 MiB body, say).
 i;ascii-casemap folds A-Z only (RFC 4790 §9.2); `?` matches one character of the decoded text;
 i;ascii-numeric (§9.1) compares the leading digits as a number, a string without one being larger than
-every number (and equal to another such string). Nothing here raises.
+every number (and equal to another such string). Nothing here raises but TooCostly.
 """
 
 from __future__ import annotations
 
 from mailflow.sieve.script import Match
 
+
+class TooCostly(RuntimeError):
+    pass
+
+
+class Budget:
+    """What the comparisons of one script run may cost, in characters looked at."""
+
+    def __init__(self, fast: int = 256 * 1024 * 1024, slow: int = 4 * 1024 * 1024):
+        self.fast, self.slow = fast, slow
+
+    def spend(self, n: int, slow: bool = False) -> None:
+        if slow:
+            self.slow -= n
+        else:
+            self.fast -= n
+        if self.fast < 0 or self.slow < 0:
+            raise TooCostly("the script's tests would read too much of the message")
+
+
+UNBOUNDED = None  # no Budget: tests and one-off calls
 _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 ANY = None  # a `?` in a piece
 _INFINITY = float("inf")
@@ -47,8 +72,10 @@ def relate(a: str, b: str, m: Match) -> bool:
     return {"gt": c > 0, "ge": c >= 0, "lt": c < 0, "le": c <= 0, "eq": c == 0, "ne": c != 0}[m.relation]
 
 
-def compare(value: str, key: str, m: Match) -> bool:
+def compare(value: str, key: str, m: Match, budget: Budget | None = None) -> bool:
     """:is, :contains or :value of one value against one key (:matches: `matches`; :count: the caller)."""
+    if budget is not None:
+        budget.spend(len(value) + len(key))
     if m.kind == "value":
         return relate(value, key, m)
     if m.comparator == "i;ascii-numeric":
@@ -57,13 +84,15 @@ def compare(value: str, key: str, m: Match) -> bool:
     if m.kind == "contains":
         return k in v
     if m.kind == "matches":
-        return glob(v, k) is not None
+        return glob(v, k, budget) is not None
     return v == k
 
 
-def matches(value: str, key: str, comparator: str) -> list[str] | None:
+def matches(value: str, key: str, comparator: str, budget: Budget | None = None) -> list[str] | None:
     """The match variables of `value` :matches `key` ([whole, first wildcard's text, ...]), or None."""
-    caught = glob(fold(value, comparator), fold(key, comparator))
+    if budget is not None:
+        budget.spend(len(value) + len(key))
+    caught = glob(fold(value, comparator), fold(key, comparator), budget)
     if caught is None:
         return None
     return [value] + [value[i:j] for i, j in caught]  # folding keeps every position
@@ -91,10 +120,12 @@ def _at(text: str, i: int, piece: list[str | None]) -> bool:
     return all(p is ANY or text[i + k] == p for k, p in enumerate(piece))
 
 
-def _find(text: str, piece: list[str | None], start: int, end: int) -> int:
+def _find(text: str, piece: list[str | None], start: int, end: int, budget: Budget | None) -> int:
     """The leftmost i in [start, end - len(piece)] where `piece` matches, else -1."""
     if ANY not in piece:
         return text.find("".join(piece), start, end)  # type: ignore[arg-type]
+    if budget is not None:
+        budget.spend(max(0, end - start - len(piece) + 1) * len(piece), slow=True)
     for i in range(start, end - len(piece) + 1):
         if _at(text, i, piece):
             return i
@@ -105,7 +136,7 @@ def _questions(piece: list[str | None], at: int) -> list[tuple[int, int]]:
     return [(at + k, at + k + 1) for k, p in enumerate(piece) if p is ANY]
 
 
-def glob(text: str, pattern: str) -> list[tuple[int, int]] | None:
+def glob(text: str, pattern: str, budget: Budget | None = None) -> list[tuple[int, int]] | None:
     """None if `text` does not match; else the (start, end) of the text each wildcard took, in order."""
     parts = pieces(pattern)
     if len(parts) == 1:
@@ -120,7 +151,7 @@ def glob(text: str, pattern: str) -> list[tuple[int, int]] | None:
     caught = _questions(first, 0)
     pos = len(first)
     for piece in parts[1:-1]:
-        i = _find(text, piece, pos, end)
+        i = _find(text, piece, pos, end, budget)
         if i < 0:
             return None
         caught.append((pos, i))  # the `*` before this piece
