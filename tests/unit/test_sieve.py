@@ -109,11 +109,12 @@ def test_table(script, raw, expected):
 @pytest.mark.parametrize(
     ("script", "error"),
     [
-        (b'require "vacation"; vacation "away";', "unsupported extension: vacation"),
-        (b'require ["reject"];', "unsupported extension: reject"),
-        (b'require "ereject";', "unsupported extension: ereject"),
+        (b'require "notify";', "unsupported extension: notify"),
+        (b'require ["vacation", "vacation-seconds"];', "unsupported extension: vacation-seconds"),
+        (b'vacation "away";', "line 1: unknown command vacation"),  # without its require
+        (b'require "editheader";', "unsupported extension: editheader"),
         (b'require "envelope"; if envelope :detail "to" "x" {keep;}', "line 1: extension 'subaddress' not loaded"),
-        (b'redirect "a@b.example";', "redirect is not supported"),
+        (b'redirect "not an address";', "redirect: 'not an address' is not an address"),
         (b'fileinto "x";', "line 1: unknown command fileinto"),  # fileinto without require
         (b'require "fileinto"; fileinto :copy "x";', "line 1: extension 'copy' not loaded"),
         (b'if header :is "a" "b" {', "line 1: parsing error: end of script reached while right_cbracket expected"),
@@ -332,3 +333,87 @@ def test_a_script_cannot_make_one_message_cost_unbounded_cpu():
     with pytest.raises(SieveRuntimeError, match="too much of the message"):
         run(compile(slow), Message(body), ENV)
     assert time.perf_counter() - started < 5
+
+
+SEND = b'require ["fileinto", "reject", "ereject", "vacation", "copy", "variables"];\n'
+SENDS = [
+    # (script, deliveries, redirects, reject, vacation reason)
+    (b'redirect "bob@else.example";', [], ["bob@else.example"], None, None),
+    (b'redirect :copy "bob@else.example";', INBOX, ["bob@else.example"], None, None),
+    (b'redirect "b@x.example"; redirect "B@x.example"; redirect "c@x.example";', [], ["b@x.example", "c@x.example"], None, None),
+    (b'set "to" "dave"; redirect "${to}@x.example";', [], ["dave@x.example"], None, None),
+    (b'reject "no thanks";', [], [], "no thanks", None),
+    (b'ereject "no";', [], [], "no", None),
+    (b'vacation :days 3 "away";', INBOX, [], None, "away"),
+    (b'vacation "away"; fileinto "Lists";', [("Lists", ())], [], None, "away"),
+    (b'discard;', [], [], None, None),
+]
+
+
+@pytest.mark.parametrize(("script", "deliveries", "redirects", "reject", "vacation"), SENDS)
+def test_send_actions(script, deliveries, redirects, reject, vacation):
+    res = run(compile(SEND + script), Message(REPORT), ENV)
+    assert [(d.mailbox, d.flags) for d in res.deliveries] == deliveries
+    assert res.redirects == redirects and res.reject == reject
+    assert (res.vacation.reason if res.vacation else None) == vacation
+    assert res.discarded is (not deliveries and not redirects and reject is None)
+
+
+@pytest.mark.parametrize(
+    ("script", "error"),
+    [
+        (b'reject "a"; keep;', "reject cannot go with keep"),
+        (b'reject "a"; redirect "b@x.example";', "reject cannot go with"),
+        (b'reject "a"; vacation "b";', "reject cannot go with"),
+        (b'reject "a"; ereject "b";', "more than one reject"),
+        (b'vacation "a"; vacation "b";', "more than one vacation"),
+        (b''.join(b'redirect "r%d@x.example";' % i for i in range(5)), "more than 4 redirects"),
+        (b'set "to" "nobody"; redirect "${to}";', "not an address"),
+    ],
+)
+def test_send_action_errors(script, error):
+    with pytest.raises(SieveRuntimeError, match=error):
+        run(compile(SEND + script), Message(REPORT), ENV)
+
+
+def test_vacation_reply_rules():
+    from mailflow.sieve.replies import vacation_applies, vacation_reply
+    from mailflow.sieve.script import Vacation
+
+    v = Vacation("I am away.")
+    to_alice = b"From: carol@elsewhere.test\r\nTo: Alice <alice@example.test>\r\nSubject: hi\r\nMessage-ID: <m1@e>\r\n"
+    env = Envelope("carol@elsewhere.test", "alice@example.test")
+
+    def applies(head: bytes, envelope=env, vac=v) -> bool:
+        return vacation_applies(vac, Message(head + b"\r\nbody\r\n"), envelope, "alice@example.test")
+
+    assert applies(to_alice)
+    assert not applies(to_alice, Envelope("", "alice@example.test"))  # null sender
+    for sender in ("MAILER-DAEMON@x.example", "owner-list@x.example", "list-request@x.example", "listserv@x.example"):
+        assert not applies(to_alice, Envelope(sender, "alice@example.test")), sender
+    assert not applies(to_alice + b"Auto-Submitted: auto-replied\r\n")
+    assert applies(to_alice + b"Auto-Submitted: no\r\n")
+    assert not applies(to_alice + b"Precedence: bulk\r\n")
+    assert not applies(to_alice + b"List-Id: <x.example>\r\n")
+    assert not applies(to_alice, Envelope("alice@example.test", "alice@example.test"))  # herself
+    bcc = b"From: carol@elsewhere.test\r\nTo: team@example.test\r\n"
+    assert not applies(bcc)  # not addressed to her by name
+    assert applies(bcc, vac=Vacation("away", addresses=("team@example.test",)))
+    reply = vacation_reply(v, Message(to_alice + b"\r\nx\r\n"), env, "alice@example.test", "mx.example.test", 0.0)
+    assert b"\r\nTo: carol@elsewhere.test\r\n" in reply and b"\r\nSubject: Auto: hi\r\n" in reply
+    assert b"\r\nIn-Reply-To: <m1@e>\r\n" in reply and b"\r\nAuto-Submitted: auto-replied (vacation)\r\n" in reply
+    assert reply.endswith(b"\r\n\r\nI am away.\r\n")
+
+
+def test_rejection_and_redirected_copy():
+    from mailflow.sieve.replies import hops, redirected, rejection
+
+    raw = b"Return-Path: <carol@elsewhere.test>\r\nReceived: from a\r\nSubject: x\r\nMessage-ID: <m@e>\r\n\r\nbody\r\n"
+    env = Envelope("carol@elsewhere.test", "alice@example.test")
+    mdn = rejection(Message(raw), env, "no thanks", "alice@example.test", "mx.example.test", 0.0, "k" * 64)
+    assert b"Content-Type: multipart/report; report-type=disposition-notification;" in mdn
+    assert b"Disposition: automatic-action/MDN-sent-automatically; deleted" in mdn and b"no thanks" in mdn
+    assert rejection(Message(raw), Envelope("", "alice@example.test"), "x", "a@b.example", "h", 0.0, "k") is None
+    copy = redirected(raw, "mx.example.test", "bob@else.example", 0.0)
+    assert copy.startswith(b"Received: by mx.example.test (Mailflow Sieve redirect)\r\n\tfor <bob@else.example>;")
+    assert copy.endswith(raw[len(b"Return-Path: <carol@elsewhere.test>\r\n"):]) and hops(copy) == 2

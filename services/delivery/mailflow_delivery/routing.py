@@ -28,7 +28,7 @@ publish; it never raises for a single recipient's trouble. Mapping (STYLE §5):
   5.4.6; its alias domain's key set unavailable for the ARC seal -> deferred 4.3.0
   "can't check" (directory unreachable, sent log unreadable) -> deferred, never bounced.
 Sieve (sieve.py, when `sieve` is given): a local job's item becomes the items its users' active
-scripts make of it (several mailboxes, or none: discarded -> delivered); the job's result is the worst of
+scripts make of it (several mailboxes, or none: discarded, redirected or rejected -> delivered); the job's result is the worst of
 its items' (deferred, else bounced, else delivered); a script the store cannot give -> deferred 4.3.0.
 A job marked `junk` (DMARC p=quarantine at smtp-ingress) goes to each local user's \\Junk mailbox (the
 store picks it); a remote recipient's copy leaves as any other.
@@ -324,7 +324,7 @@ class Deliveries:
             elif items is None:
                 kept.append((i, job, item))
             elif not items:
-                out[i] = result(job, "delivered", "2.0.0", "250 2.0.0 discarded by the recipient's Sieve script")
+                out[i] = result(job, "delivered", "2.0.0", "250 2.0.0 not filed: the recipient's Sieve script discarded, redirected or rejected it")
             else:
                 kept += [(i, job, it) for it in items]
         return kept

@@ -287,5 +287,8 @@ class Store(StoreCore):
     async def rename_script(self, s: Session, old: str, new: str) -> None:
         await self.db.write(scripts.rename_script, s.user_id, old, new)
 
+    async def vacation_due(self, login: str, key: str, days: int) -> bool:
+        return await self.db.write(scripts.vacation_due, login, key, days, int(time.time()))
+
     async def active_script(self, login: str) -> tuple[str, bytes, list[str], list[tuple[str, bytes]]] | None:
         return await self.db.read(scripts.active_script, login)

@@ -8,7 +8,9 @@ up by (user_id, name): another user's script is simply NotFound. Rules (RFC 5804
 - the active script cannot be deleted (Conflict, §2.10: NO (ACTIVE)); renaming onto an existing name is
   Conflict (§2.11.1: NO (ALREADYEXISTS));
 - a script larger than max_bytes, or a new one past max_count, is QuotaExceeded (permanent) whose text
-  starts with "maxsize:" or "maxscripts:" (§1.3 QUOTA/MAXSIZE and QUOTA/MAXSCRIPTS).
+  starts with "maxsize:" or "maxscripts:" (§1.3 QUOTA/MAXSIZE and QUOTA/MAXSCRIPTS);
+- vacation_due remembers the replies sent, for delivery's vacation action (maintenance drops the
+  rows whose days are over).
 The store keeps the bytes as uploaded; checking that they parse is ManageSieve's (the Sieve parser).
 """
 
@@ -119,3 +121,20 @@ def active_script(tx: Tx, login: str) -> tuple[str, bytes, list[str], list[tuple
         rows = tx.all("SELECT name, script FROM sieve_scripts WHERE user_id = :u AND name <> :n", {"u": user_id, "n": r[0]})
         others = [(n, bytes(b)) for n, b in rows]
     return r[0], bytes(r[1]), boxes, others
+
+
+def vacation_due(tx: Tx, login: str, key: str, days: int, now: int) -> bool:
+    """May the vacation reply `key` (a digest of sender and handle) go now? True records that it does,
+    for `days` days (RFC 5230 §4.1); False while an earlier one's days are not over."""
+    user_id = tx.value("SELECT id FROM users WHERE address = :a", {"a": names.address(login)})
+    if user_id is None:
+        raise NotFound("no such user")
+    if len(key) != 64:
+        raise Invalid("a vacation key is a SHA-256 in hex")
+    expires = tx.value("SELECT expires_at FROM sieve_vacation WHERE user_id = :u AND vkey = :k", {"u": user_id, "k": key})
+    if expires is not None and int(expires) > now:
+        return False
+    params = {"u": user_id, "k": key, "e": now + max(1, days) * 86_400}
+    tx.run("DELETE FROM sieve_vacation WHERE user_id = :u AND vkey = :k", params)
+    tx.run("INSERT INTO sieve_vacation (user_id, vkey, expires_at) VALUES (:u, :k, :e)", params)
+    return True

@@ -10,7 +10,8 @@ before anything is parsed; nothing else here.
 - `mailboxexists` (RFC 5490 §3.1), `string` (RFC 5229 §5), and `set` with its modifiers (RFC 5229 §4:
   sievelib's takes none);
 - date and currentdate (RFC 5260) with the comparator above;
-- include and return (RFC 6609), which sievelib does not know.
+- include and return (RFC 6609) and ereject (RFC 5429), which sievelib does not know; vacation needs
+  its `require` (sievelib's does not).
 """
 
 from __future__ import annotations
@@ -117,6 +118,16 @@ class IncludeCommand(sc.ControlCommand):
     extension = "include"
 
 
+class ErejectCommand(sc.ActionCommand):
+    args_definition = [{"name": "text", "type": ["string"], "required": True}]
+    extension = "ereject"
+
+
+class VacationCommand(sc.ActionCommand):
+    args_definition = sc.VacationCommand.args_definition
+    extension = "vacation"  # sievelib's runs without its require
+
+
 class ReturnCommand(sc.ControlCommand):
     args_definition = []
     extension = "include"
@@ -125,5 +136,5 @@ class ReturnCommand(sc.ControlCommand):
 sc.add_commands([
     HeaderCommand, AddressCommand, EnvelopeCommand, BodyCommand, SetflagCommand, AddflagCommand,
     RemoveflagCommand, HasflagCommand, MailboxexistsCommand, StringCommand, SetCommand, DateCommand,
-    CurrentdateCommand, IncludeCommand, ReturnCommand,
+    CurrentdateCommand, IncludeCommand, ReturnCommand, ErejectCommand, VacationCommand,
 ])  # fmt: skip

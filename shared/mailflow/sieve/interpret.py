@@ -14,6 +14,10 @@ first MAX_BODY_BYTES. Semantics (RFC 5228 §2.10, RFC 5232, RFC 3894, RFC 5490, 
 - imap4flags: setflag/addflag/removeflag change the internal flags; keep and fileinto without :flags
   (and the implicit keep) take the internal flags as they are at that moment; `hasflag` tests them;
 - one mailbox is filed into once (a second fileinto of it merges the flags);
+- redirect (at most MAX_REDIRECTS addresses, each once) cancels the implicit keep unless :copy; reject
+  and ereject cancel it, at most one, never with keep, fileinto, redirect or vacation (RFC 5429 §2.1);
+  vacation (at most one) does not: the Outcome carries them, and mailflow.sieve.replies builds the
+  messages they send;
 - header and address values are unfolded and RFC 2047-decoded; address parts come from
   email.utils.getaddresses; `exists` is true when every named header is present;
 - subaddress (RFC 5233): :user is the local part before the first "+", :detail what follows it (an
@@ -37,7 +41,7 @@ import email.policy
 import email.utils
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
 
@@ -47,6 +51,7 @@ from mailflow.sieve.match import Budget, TooCostly, compare, matches, relate
 from mailflow.sieve.variables import VariableError, Variables, modify
 
 MAX_ACTIONS = 64
+MAX_REDIRECTS = 4  # RFC 5228 §4.2 lets a site limit them
 MAX_INCLUDES = 32  # include commands run, in all
 MAX_INCLUDE_DEPTH = 8
 MAX_HEADER_BYTES = 256 * 1024
@@ -70,11 +75,14 @@ class Delivery:
 
 @dataclass
 class Outcome:
-    deliveries: list[Delivery] = field(default_factory=list)  # empty: discarded
+    deliveries: list[Delivery] = field(default_factory=list)  # empty: not filed anywhere
+    redirects: list[str] = field(default_factory=list)  # addresses to resend the message to
+    reject: str | None = None  # the reason to tell the sender (RFC 5429), the message not filed
+    vacation: s.Vacation | None = None  # a reply to consider (its strings expanded): mailflow.sieve.replies
 
     @property
     def discarded(self) -> bool:
-        return not self.deliveries
+        return not (self.deliveries or self.redirects or self.reject is not None)
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,10 @@ class Message:
         if self._headers is None:
             self._headers = _headers(self._head())
         return self._headers
+
+    def head(self) -> bytes:
+        """The header section (up to MAX_HEADER_BYTES), without the blank line after it."""
+        return self._head()
 
     def _head(self) -> bytes:
         head = self.raw[:MAX_HEADER_BYTES]
@@ -199,6 +211,10 @@ class _Run:
         self.implicit_keep = True
         self.deliveries: dict[str, Delivery] = {}
         self.actions = 0
+        self.explicit = False  # keep or fileinto ran (reject may not go with them)
+        self.redirects: list[str] = []
+        self.reject: str | None = None
+        self.vacation: s.Vacation | None = None
 
     def x(self, text: str) -> str:
         """A string of the script as it reads now: variables expanded when the script uses them."""
@@ -230,11 +246,26 @@ class _Run:
                             break
                 case s.Keep(flags=flags):
                     self.file(INBOX, flags)
-                    self.implicit_keep = False
+                    self.implicit_keep, self.explicit = False, True
                 case s.FileInto():
                     self.file(self.x(c.mailbox), c.flags, c.create)
+                    self.explicit = True
                     if not c.copy:
                         self.implicit_keep = False
+                case s.Redirect(address=address, copy=copy):
+                    self.redirect(self.x(address))
+                    if not copy:
+                        self.implicit_keep = False
+                case s.Reject(reason=reason):
+                    if self.reject is not None:
+                        raise SieveRuntimeError("more than one reject")
+                    self.reject, self.implicit_keep = self.x(reason), False
+                case s.Vacation():
+                    if self.vacation is not None:
+                        raise SieveRuntimeError("more than one vacation")
+                    self.vacation = replace(c, reason=self.x(c.reason), subject=c.subject and self.x(c.subject),
+                                            from_=c.from_ and self.x(c.from_), addresses=self.xs(c.addresses),
+                                            handle=c.handle and self.x(c.handle))  # fmt: skip
                 case s.Discard():
                     self.implicit_keep = False
                 case s.Stop():
@@ -280,6 +311,15 @@ class _Run:
         finally:
             self.running.pop()
             self.vars = saved
+
+    def redirect(self, address: str) -> None:
+        local, at, domain = address.rpartition("@")
+        if not (at and local and domain) or any(c.isspace() or c in "<>,;" for c in address):
+            raise SieveRuntimeError(f"redirect to {address[:80]!r}: not an address")
+        if address.lower() not in (a.lower() for a in self.redirects):
+            if len(self.redirects) >= MAX_REDIRECTS:
+                raise SieveRuntimeError(f"more than {MAX_REDIRECTS} redirects")
+            self.redirects.append(address)
 
     def change_flags(self, op: str, flags: list[str]) -> None:
         if op == "set":
@@ -400,6 +440,8 @@ def run(
         raise SieveRuntimeError(str(exc)) from exc
     except RecursionError as exc:
         raise SieveRuntimeError("nested too deep") from exc
+    if r.reject is not None and (r.explicit or r.redirects or r.vacation is not None):
+        raise SieveRuntimeError("reject cannot go with keep, fileinto, redirect or vacation (RFC 5429 §2.1)")
     if r.implicit_keep:
         r.file(INBOX, None, counted=False)
-    return Outcome(list(r.deliveries.values()))
+    return Outcome(list(r.deliveries.values()), r.redirects, r.reject, r.vacation)

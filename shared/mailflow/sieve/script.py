@@ -7,8 +7,8 @@ problem raises `SieveError`, whose text says what and, when the parser knows it,
 ("line 3: ..."), fit for a ManageSieve client. Refused:
 - a script larger than `max_bytes`, not UTF-8, with more than MAX_BREAKS line-break characters in a
   row (see _BREAKS), or nested deeper than MAX_NESTING / with more than MAX_COMMANDS commands and tests;
-- a `require` of an extension not in SUPPORTED ("unsupported extension: vacation"), and the core
-  `redirect` (not run: it would have to go through the queue);
+- a `require` of an extension not in SUPPORTED ("unsupported extension: notify"), and a redirect to
+  something that is not an address;
 - `body :content` (only :raw and :text are run), imap4flags' variable-name arguments (a syntax error:
   grammar.py), i;ascii-numeric without its `require`, or with :contains/:matches (RFC 4790 §9.1: it has
   no substring operation), a `set` name that is not an identifier, a relational operator or date part
@@ -41,6 +41,9 @@ SUPPORTED = (
     "variables",  # RFC 5229: set, string, ${name} and the match variables ${0}..${9}
     "date",  # RFC 5260: date and currentdate
     "include",  # RFC 6609: include (:personal only) and return; no `global`
+    "reject",  # RFC 5429: reject (an MDN to the sender)
+    "ereject",  # RFC 5429: after acceptance the same as reject
+    "vacation",  # RFC 5230
     "comparator-i;octet",  # RFC 4790 §9.3, always available (RFC 5228 §2.7.3)
     "comparator-i;ascii-casemap",  # RFC 4790 §9.2, the default
     "comparator-i;ascii-numeric",  # RFC 4790 §9.1
@@ -48,6 +51,7 @@ SUPPORTED = (
 RELATIONS = ("gt", "ge", "lt", "le", "eq", "ne")
 DATE_PARTS = ("year", "month", "day", "date", "julian", "hour", "minute", "second", "time", "iso8601", "std11",
               "zone", "weekday")  # fmt: skip
+MAX_VACATION_DAYS = 365  # RFC 5230 §4.1 lets a site cap :days
 MAX_NESTING = 16  # blocks and tests inside one another
 MAX_COMMANDS = 2000  # commands and tests in one script
 DEFAULT_MAX_BYTES = 64 * 1024
@@ -214,6 +218,28 @@ class Return:
 
 
 @dataclass(frozen=True)
+class Redirect:
+    address: str
+    copy: bool = False
+
+
+@dataclass(frozen=True)
+class Reject:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Vacation:
+    reason: str
+    days: int = 7  # RFC 5230 §4.1: the default, and at least 1
+    subject: str | None = None
+    from_: str | None = None
+    addresses: tuple[str, ...] = ()
+    handle: str | None = None
+    mime: bool = False
+
+
+@dataclass(frozen=True)
 class Script:
     commands: tuple
     require: tuple[str, ...] = field(default=())
@@ -277,6 +303,11 @@ def strings(value) -> tuple[str, ...]:
     if isinstance(value, list):
         return tuple(string(v) for v in value)
     return (string(value),)
+
+
+def _address_ok(address: str) -> bool:
+    local, at, domain = address.rpartition("@")
+    return bool(at and local and "." in domain and not any(c.isspace() or c in "<>,;\"" for c in address))
 
 
 def _number(value) -> int:
@@ -352,9 +383,29 @@ class _Builder:
             case "return":
                 return Return()
             case "redirect":
-                raise SieveError("redirect is not supported")
+                address = string(a["address"])
+                if "${" not in address and not _address_ok(address):
+                    raise SieveError(f"redirect: {address[:80]!r} is not an address")
+                return Redirect(address, "copy" in a)
+            case "reject" | "ereject":
+                return Reject(string(a["text"]))
+            case "vacation":
+                return self.vacation(c)
             case _:
                 raise SieveError(f"unsupported command: {c.name}")
+
+    @staticmethod
+    def vacation(c) -> Vacation:
+        a, extra = c.arguments, c.extra_arguments
+        days = min(max(_number(extra["days"]), 1), MAX_VACATION_DAYS) if "days" in a else 7
+        return Vacation(
+            string(a["reason"]), days,
+            string(extra["subject"]) if "subject" in a else None,
+            string(extra["from"]) if "from" in a else None,
+            strings(extra["addresses"]) if "addresses" in a else (),
+            string(extra["handle"]) if "handle" in a else None,
+            "mime" in a,
+        )  # fmt: skip
 
     @staticmethod
     def _flags(c) -> tuple[str, ...] | None:

@@ -327,3 +327,8 @@ class SieveSource(Protocol):
     async def active_script(self, login: str) -> ActiveScript | None:
         """The active script of the local user `login` (a Resolution.users entry), or None."""
         ...
+
+    async def vacation_due(self, login: str, key: str, days: int) -> bool:
+        """May the vacation reply `key` (SHA-256 hex of sender and handle) go now? True records it for
+        `days` days (RFC 5230 §4.1)."""
+        ...

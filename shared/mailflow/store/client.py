@@ -426,6 +426,10 @@ class StoreClient:
         others = tuple((str(n), _unb64(b)) for n, b in (d.get("others") or {}).items())
         return ActiveScript(name=d["name"], script=_unb64(d["script"]), mailboxes=tuple(d["mailboxes"]), others=others)
 
+    async def vacation_due(self, login: str, key: str, days: int) -> bool:
+        d = await self._json("POST", "/internal/sieve/vacation", json={"login": login, "key": key, "days": days})
+        return bool(d["send"])
+
 
 def _unb64(text: str) -> bytes:
     try:

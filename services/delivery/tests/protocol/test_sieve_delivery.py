@@ -100,7 +100,7 @@ async def test_create_copy_discard_and_a_retry_stores_nothing_twice(world):
     assert again[0].outcome == "delivered"
     assert len(store.messages("a@daum.test", "Archive")) == 1 and len(store.messages("a@daum.test")) == 1
     res, _ = await deliver(bodies, d, "Q5", message("spam", extra="X-Spam: yes\r\n"))
-    assert res == [("a@daum.test", "delivered", "250 2.0.0 discarded by the recipient's Sieve script")]
+    assert res == [("a@daum.test", "delivered", "250 2.0.0 not filed: the recipient's Sieve script discarded, redirected or rejected it")]
     assert len(store.messages("a@daum.test")) == 1  # nothing more anywhere
     assert len(store.messages("a@daum.test", None)) == 3
 
@@ -155,3 +155,71 @@ async def test_an_included_script_of_the_user_runs(world):
     res, _ = await deliver(bodies, d, "Q11", message("Q3 again"))
     (body,) = store.messages("a@daum.test")
     assert b"X-Mailflow-Sieve-Error: script \"top\" failed (included script 'missing' does not exist)" in body
+
+
+class MemoryMailer:
+    """What SieveFilter queued, by queue id (a retry queuing the same message again leaves one)."""
+
+    def __init__(self):
+        self.sent: dict[str, tuple] = {}
+
+    async def send(self, msg, trace_id):
+        self.sent[msg.queue_id] = (msg.kind, msg.mail_from, msg.rcpt, msg.body)
+
+
+SENDER = b"""require ["reject", "vacation", "fileinto", "copy"];
+if header :is "x-action" "forward" { redirect "boss@elsewhere.test"; }
+if header :is "x-action" "copy" { redirect :copy "boss@elsewhere.test"; }
+if header :is "x-action" "reject" { reject "Not interested."; }
+if header :is "x-action" "away" { vacation :days 2 :subject "Away" "Back on Monday."; }
+"""
+
+
+@pytest.fixture
+async def sending(world):
+    store, a, bodies, _ = world
+    await store.put_script(a, "send", SENDER)
+    await store.set_active(a, "send")
+    mailer = MemoryMailer()
+    d = Deliveries(store, store, bodies, None, MemorySentLog(), sieve=SieveFilter(store, store, ttl=0, mailer=mailer, hostname="mx.daum.test"))
+    return store, a, bodies, d, mailer
+
+
+async def test_redirect_reject_and_vacation_are_queued(sending):
+    store, a, bodies, d, mailer = sending
+    res, jobs = await deliver(bodies, d, "S1", message("fwd", extra="X-Action: forward\r\n"))
+    assert res[0][1] == "delivered" and store.messages("a@daum.test", None) == []
+    ((kind, mail_from, rcpt, body),) = mailer.sent.values()
+    assert (kind, mail_from, rcpt) == ("redirect", "carol@elsewhere.test", "boss@elsewhere.test")
+    assert body.startswith(b"Received: by mx.daum.test (Mailflow Sieve redirect)\r\n\tfor <boss@elsewhere.test>;")
+    assert body.endswith(message("fwd", extra="X-Action: forward\r\n"))  # our Return-Path: line dropped
+    await d.run(jobs)  # the job again: the same queue id, one message
+    assert len(mailer.sent) == 1
+
+    await deliver(bodies, d, "S2", message("cc", extra="X-Action: copy\r\n"))
+    assert len(mailer.sent) == 2 and len(store.messages("a@daum.test")) == 1  # :copy keeps it too
+
+    await deliver(bodies, d, "S3", message("no", extra="X-Action: reject\r\n"))
+    (rejected,) = [v for v in mailer.sent.values() if v[0] == "reject"]
+    assert rejected[1:3] == ("", "carol@elsewhere.test") and b"Not interested." in rejected[3]
+    assert len(store.messages("a@daum.test")) == 1  # not filed
+
+    away = message("lunch?", extra="X-Action: away\r\n")
+    await deliver(bodies, d, "S4", away)
+    await deliver(bodies, d, "S5", away)  # within :days: no second reply
+    replies = [v for v in mailer.sent.values() if v[0] == "vacation"]
+    assert len(replies) == 1 and replies[0][1:3] == ("", "carol@elsewhere.test")
+    assert b"Subject: Away\r\n" in replies[0][3] and replies[0][3].endswith(b"Back on Monday.\r\n")
+    assert len(store.messages("a@daum.test")) == 3  # vacation keeps the message
+
+
+async def test_a_redirect_loop_is_kept_and_no_mailer_sends_nothing(sending, world):
+    store, a, bodies, d, mailer = sending
+    looped = b"".join(b"Received: from hop%d\r\n" % i for i in range(101)) + message("fwd", extra="X-Action: forward\r\n")
+    res, _ = await deliver(bodies, d, "S6", looped)
+    assert res[0][1] == "delivered" and mailer.sent == {}
+    (body,) = store.messages("a@daum.test")
+    assert b"X-Mailflow-Sieve-Error: script \"send\" failed (redirect refused: more than 100 Received: fields" in body
+    _, _, _, plain = world  # a filter without a mailer: the message is kept, nothing is lost
+    await deliver(bodies, plain, "S7", message("fwd", extra="X-Action: forward\r\n"))
+    assert len(store.messages("a@daum.test")) == 2

@@ -139,9 +139,9 @@ def test_a_bad_script_is_refused_with_the_parsers_message(srv):
     ]
     typo = b'require "fileinto";\r\nif headr :is "subject" "x" { keep; }\r\n'
     assert put(c, "typo", typo) == [b'NO "line 2: unknown command headr"']
-    vacation = b'require "vacation";\r\nvacation "away";\r\n'
-    assert put(c, "away", vacation) == [b'NO "unsupported extension: vacation"']
-    assert put(c, "fwd", b'redirect "a@elsewhere.test";\r\n') == [b'NO "redirect is not supported"']
+    notify = b'require "enotify";\r\nkeep;\r\n'
+    assert put(c, "notify", notify) == [b'NO "unsupported extension: enotify"']
+    assert put(c, "fwd", b'redirect "nowhere";\r\n') == [b'NO "redirect: \'nowhere\' is not an address"']
     c.send_raw(b"CHECKSCRIPT {%d+}\r\n" % len(broken) + broken + b"\r\n")
     assert until_ok(c)[0].startswith(b'NO "line 4:')
     c.send_raw(b"CHECKSCRIPT {%d+}\r\n" % len(GOOD) + GOOD + b"\r\n")

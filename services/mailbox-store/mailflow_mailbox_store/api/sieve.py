@@ -3,7 +3,8 @@
 /access/sieve/*: header X-Mailflow-Token and `Authorization: Bearer <session token>`, scoped to the
 session's user (another user's script is simply NotFound). Script bytes travel as base64 in JSON (scripts
 are small: sieve_max_script_bytes). /internal/sieve/active (service token only) answers the active script
-of a login, with the user's mailbox names and (for `include`) other scripts, or {"script": null}. Errors as in api/__init__.py: NotFound 404,
+of a login, with the user's mailbox names and (for `include`) other scripts, or {"script": null};
+/internal/sieve/vacation {login, key, days} says whether a vacation reply may go now, and if so records it. Errors as in api/__init__.py: NotFound 404,
 Conflict 409 (deleting the active script, renaming onto a name in use), Invalid 422 (a bad name),
 QuotaExceeded 507 (text "maxsize: ..." or "maxscripts: ...").
 """
@@ -44,6 +45,11 @@ class Rename(BaseModel):
 
 class Login(BaseModel):
     login: str = Field(max_length=320)
+
+
+class VacationSent(Login):
+    key: str = Field(min_length=64, max_length=64)
+    days: int = Field(ge=1, le=365)
 
 
 def _json(data) -> Response:
@@ -113,5 +119,10 @@ def router(store, service_token: str) -> APIRouter:
         b64 = base64.b64encode
         return _json({"name": name, "script": b64(script).decode(), "mailboxes": boxes,
                       "others": {n: b64(s).decode() for n, s in others}})  # fmt: skip
+
+    @r.post("/internal/sieve/vacation")
+    async def vacation_due(body: VacationSent):
+        """May this vacation reply go now (RFC 5230 :days)? {"send": true} records that it does."""
+        return _json({"send": await store.vacation_due(body.login, body.key, body.days)})
 
     return r

@@ -118,3 +118,18 @@ async def test_deliver_makes_a_missing_mailbox_only_when_asked(client, people, d
     assert "Filed/Here" in names and "Filed/Away" not in names
     assert (await client.status(alice, "Filed/Here")).messages == 1
     assert (await client.status(alice, "INBOX")).messages == 2  # the missing one, and the bad name
+
+
+async def test_vacation_memory_per_user_and_key(client, people, service):
+    alice, bob = people
+    key, other = "a" * 64, "b" * 64
+    assert await client.vacation_due(alice.address, key, 7) is True
+    assert await client.vacation_due(alice.address, key, 7) is False  # within its days
+    assert await client.vacation_due(alice.address, other, 7) is True  # another sender or handle
+    assert await client.vacation_due(bob.address, key, 7) is True  # another user
+    from mailflow_mailbox_store import maintenance, scripts
+
+    db = service.store.db
+    later = int(__import__("time").time()) + 8 * 86_400
+    assert await db.write(scripts.vacation_due, alice.address, key, 7, later) is True  # its days are over
+    assert await db.write(maintenance.purge_vacation, later + 30 * 86_400) >= 3

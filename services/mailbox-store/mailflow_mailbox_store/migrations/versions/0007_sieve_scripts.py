@@ -1,5 +1,6 @@
 """sieve_scripts: each user's named Sieve scripts (RFC 5228), at most one of them active (ManageSieve,
-RFC 5804, uploads them; delivery runs the active one).
+RFC 5804, uploads them; delivery runs the active one). sieve_vacation: the vacation replies sent (RFC
+5230 :days), one row per user and (sender, handle) digest until it expires.
 
 Revision ID: 0007
 Revises: 0006
@@ -28,7 +29,15 @@ def upgrade() -> None:
         sa.UniqueConstraint("user_id", "name", name="uq_sieve_scripts_user_name"),
         sqlite_autoincrement=True,
     )
+    op.create_table(
+        "sieve_vacation",
+        sa.Column("user_id", sa.Integer(), primary_key=True),
+        sa.Column("vkey", sa.String(64), primary_key=True),
+        sa.Column("expires_at", sa.BigInteger(), nullable=False),
+        sqlite_with_rowid=False,
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("sieve_vacation")
     op.drop_table("sieve_scripts")
