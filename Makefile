@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: run test test-slow test-all test-attack test-chaos test-ha fuzz bench lint setup clean
+.PHONY: run test test-slow test-all test-attack test-chaos test-ha test-web fuzz bench lint setup clean
 
 # The venv gets the images' pinned runtime versions (deploy/requirements.lock, as constraints), so the
 # tests run what the images ship; to upgrade, install without them and rewrite it with deploy/lock.py.
@@ -23,9 +23,9 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/mailflow up
 
-# The attack suites, the chaos run and the failover runs are tiers of their own (below): neither `test` nor
+# The attack suites, the chaos run, the failover runs and the browser tests are tiers of their own (below): neither `test` nor
 # `test-slow` runs them.
-OWN_TIERS := attack or chaos or ha
+OWN_TIERS := attack or chaos or ha or web
 
 test: $(STAMP)
 	$(PYTEST) -m "not slow and not ($(OWN_TIERS))" -q
@@ -49,6 +49,12 @@ test-chaos: $(STAMP)
 # failover time per service.
 test-ha: $(STAMP)
 	$(PYTEST) -m ha -q -s tests/ha
+
+# The web console in a real browser (issue 17): Debian's chromium and chromium-driver (/usr/bin/chromium,
+# /usr/bin/chromedriver; `apt-get install -y chromium chromium-driver`), headless, driven by Selenium,
+# against the whole stack; saves docs/screenshots/*.png and prints each page's render time.
+test-web: $(STAMP)
+	$(PYTEST) -m web -q -s tests/web
 
 # Coverage-guided fuzzing (Atheris) of every parser that sees client bytes, MAILFLOW_FUZZ_SECONDS (default
 # 60) per target; new coverage is merged into tests/fuzz/corpus/. `make fuzz TARGETS="mime imap-parser"`.

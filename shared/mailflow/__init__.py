@@ -1,1 +1,1 @@
-"""Mailflow's common code: settings, contracts, logging, NATS and HTTP plumbing shared by the six services."""
+"""Mailflow's common code: settings, contracts, logging, NATS and HTTP plumbing shared by the services."""

@@ -1,4 +1,4 @@
-"""The six services in one table: name, environment prefix, development HTTP port and mail listeners.
+"""The seven services in one table: name, environment prefix, development HTTP port and mail listeners.
 
 Every value here is written once. Each service's `Settings` takes its `env_prefix` and listen defaults
 from its row; the local runner (`mailflow.stack`), the `mailflow` command, the health probe and the
@@ -102,10 +102,13 @@ IMAP_POP3 = Service(
         Listener("managesieve", "managesieve_listen", 4190, "ManageSieve (STARTTLS)"),
     ),
 )
+# The web console: its pages on `listen` (port 80), its own /healthz /readyz /metrics on the HTTP port.
+WEB = Service("web", "MAILFLOW_WEB_", 10087, (Listener("web", "listen", 80, "Web console (HTTP)"),))
 
-# Start order: the store first (everyone asks it), smtp-ingress and imap-pop3 last (they face users).
+# Start order: the store first (everyone asks it), smtp-ingress and imap-pop3 last (they face users), the
+# web console after them (it reads everyone).
 SERVICES: dict[str, Service] = {
-    s.name: s for s in (MAILBOX_STORE, RESOLVER, QUEUE, DELIVERY, SMTP_INGRESS, IMAP_POP3)
+    s.name: s for s in (MAILBOX_STORE, RESOLVER, QUEUE, DELIVERY, SMTP_INGRESS, IMAP_POP3, WEB)
 }
 LISTENERS: dict[str, tuple[Service, Listener]] = {
     li.name: (s, li) for s in SERVICES.values() for li in s.listeners

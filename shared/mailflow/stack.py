@@ -1,6 +1,6 @@
 """The whole Mailflow stack as local processes: what `mailflow up` runs and what end-to-end tests start.
 
-    with Stack(tmp_path, Ports.free()) as stack:      # nats-server + the six services, all ready
+    with Stack(tmp_path, Ports.free()) as stack:      # nats-server + the seven services, all ready
         stack.cli("domain", "add", "example.test")
         smtplib.SMTP(stack.ports.host, stack.ports.smtp)
 
@@ -98,6 +98,7 @@ class Ports:
     pop3: int = _dev_port("pop3")
     pop3s: int = _dev_port("pop3s")
     managesieve: int = _dev_port("managesieve")
+    web: int = _dev_port("web")
     nats: int = NATS_PORT
     http: dict[str, int] = field(default_factory=lambda: {name: s.http_port for name, s in SERVICES.items()})
 
@@ -114,7 +115,7 @@ NATS_PASSWORDS = {natsauth.password_var(s): s for s in SERVICES}  # {variable: s
 
 
 def load_secrets(data_dir: Path) -> dict[str, str]:
-    """MAILFLOW_SERVICE_TOKEN, MAILFLOW_ADMIN_TOKEN, MAILFLOW_SESSION_KEY and each service's NATS password
+    """MAILFLOW_SERVICE_TOKEN, MAILFLOW_ADMIN_TOKEN, MAILFLOW_SESSION_KEY, MAILFLOW_WEB_SESSION_KEY and each service's NATS password
     (`natsauth.password_var`), generated on first use (each one that is missing), kept in secrets.env (0600)."""
     path = Path(data_dir) / "secrets.env"
     values: dict[str, str] = {}
@@ -124,7 +125,7 @@ def load_secrets(data_dir: Path) -> dict[str, str]:
             if sep:
                 values[k.strip()] = v.strip()
     changed = False
-    for k in ("MAILFLOW_SERVICE_TOKEN", "MAILFLOW_ADMIN_TOKEN", "MAILFLOW_SESSION_KEY", *NATS_PASSWORDS):
+    for k in ("MAILFLOW_SERVICE_TOKEN", "MAILFLOW_ADMIN_TOKEN", "MAILFLOW_SESSION_KEY", "MAILFLOW_WEB_SESSION_KEY", *NATS_PASSWORDS):
         if not values.get(k):
             values[k] = natsauth.new_password() if k in NATS_PASSWORDS else secrets.token_urlsafe(32)
             changed = True

@@ -2,7 +2,8 @@
 files change, and a self-signed pair for local runs.
 
 `server_context` raises FileNotFoundError/ssl.SSLError at startup when the certificate or key is
-missing or unreadable, so a service never starts advertising STARTTLS it cannot do.
+missing or unreadable, so a service never starts advertising STARTTLS it cannot do (and ValueError when
+the certificate file is replaced while it loads: `Certificates` tries again at the next look).
 `Certificates` keeps a listener's pair current without a restart: the context the listeners hand to
 every handshake (STARTTLS and implicit TLS alike) switches each new connection, while its ClientHello is
 read, to the context of the newest pair that loaded (`SSLObject.context`); connections already open keep
@@ -14,6 +15,10 @@ Given a gauge (`expiry`, each listening service's `..._tls_certificate_expiry_ti
 `Certificates` sets it to the notAfter of the leaf it serves (Unix time) whenever a pair loads, so an
 alert sees a certificate nearing its end, renewed or not; a leaf whose date cannot be read (which a pair
 that loaded hardly has) sets it to 0, the already-expired value, rather than leaving an old date.
+`channel_bindings` gives what SCRAM-SHA-256-PLUS can bind to on a connection (RFC 5929): the
+`tls-server-end-point` hash of the certificate that connection was served (each context from
+`server_context` carries its own, so a reload never mixes them up) and `tls-unique` on TLS 1.2 only (it
+is undefined for TLS 1.3, RFC 9266 §1; `tls-exporter` itself is beyond Python's ssl module).
 """
 
 from __future__ import annotations
@@ -36,12 +41,50 @@ log = logging.getLogger(__name__)
 def server_context(cert: str, key: str) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    pem = Path(cert).read_bytes()
     ctx.load_cert_chain(cert, key)
+    if Path(cert).read_bytes() != pem:  # replaced while loading: the hash would not be the served one's
+        raise ValueError("the certificate file changed while it was loaded")
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    try:
+        ctx.mailflow_end_point = end_point_hash(pem)  # type: ignore[attr-defined]
+    except ValueError as exc:  # OpenSSL took it, cryptography did not: no tls-server-end-point then
+        log.warning("no tls-server-end-point channel binding for this certificate", extra={"error": repr(exc)})
     return ctx
 
 
 MAX_PEM_BYTES = 1024 * 1024  # a certificate chain larger than this is not ours
+
+
+def end_point_hash(chain_pem: bytes) -> bytes:
+    """RFC 5929 §4.1 tls-server-end-point: the hash of the (first, the server's) certificate's DER with
+    the hash function of its signature, SHA-256 where that is MD5 or SHA-1, or where the signature has
+    no separate hash (Ed25519: RFC 5929 does not say; SHA-256 is what other servers use)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    certificate = x509.load_pem_x509_certificate(chain_pem)
+    algorithm = certificate.signature_hash_algorithm
+    if algorithm is None or isinstance(algorithm, (hashes.MD5, hashes.SHA1)):
+        algorithm = hashes.SHA256()
+    digest = hashes.Hash(algorithm)
+    digest.update(certificate.public_bytes(serialization.Encoding.DER))
+    return digest.finalize()
+
+
+def channel_bindings(ssl_object) -> dict[str, bytes]:
+    """The channel binding data a connection can give SCRAM-SHA-256-PLUS, by type (none without TLS)."""
+    if ssl_object is None:
+        return {}
+    out: dict[str, bytes] = {}
+    end_point = getattr(ssl_object.context, "mailflow_end_point", None)
+    if end_point is not None:
+        out["tls-server-end-point"] = end_point
+    if ssl_object.version() == "TLSv1.2":
+        unique = ssl_object.get_channel_binding("tls-unique")
+        if unique:
+            out["tls-unique"] = unique
+    return out
 
 
 def not_after(cert: str) -> float:

@@ -1,7 +1,8 @@
 """The HTTP side of every service: /healthz, /readyz, /metrics, and the service's own REST routes.
 
 Convention: `/healthz` answers 200 while the process runs its event loop (liveness), with the service's
-name and the installed version (what `mailflow status` shows); `/readyz`
+name, the installed version (what `mailflow status` shows) and the instance (MAILFLOW_INSTANCE, else the
+host name: a replica, a pod); `/readyz`
 answers 200 only when every readiness check passes and 503 with the failing names otherwise
 (readiness: NATS connected, database reachable...). `/metrics` is Prometheus text. Checks are
 small async callables returning True/False; one that raises counts as not ready.
@@ -14,6 +15,8 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable
 
 import uvicorn
@@ -33,10 +36,11 @@ def health_router(service: str, checks: dict[str, Check] | None = None) -> APIRo
     checks = checks if checks is not None else {}
     router = APIRouter(tags=["health"])
     running = version()
+    instance = os.environ.get("MAILFLOW_INSTANCE") or socket.gethostname()
 
     @router.get("/healthz")
     async def healthz() -> dict:
-        return {"service": service, "status": "ok", "version": running}
+        return {"service": service, "status": "ok", "version": running, "instance": instance}
 
     @router.get("/readyz")
     async def readyz() -> Response:
@@ -49,7 +53,8 @@ def health_router(service: str, checks: dict[str, Check] | None = None) -> APIRo
             if not ok:
                 failing.append(name)
         status = 503 if failing else 200
-        return JSONResponse({"service": service, "ready": not failing, "failing": failing}, status_code=status)
+        body = {"service": service, "ready": not failing, "failing": failing, "instance": instance, "version": running}
+        return JSONResponse(body, status_code=status)
 
     @router.get("/metrics")
     async def metrics() -> Response:

@@ -40,6 +40,7 @@ SECRETS = {
     "MAILFLOW_SERVICE_TOKEN": "service-token-for-tests",
     "MAILFLOW_ADMIN_TOKEN": "admin-token-for-tests",
     "MAILFLOW_SESSION_KEY": "session-key-for-tests",
+    "MAILFLOW_WEB_SESSION_KEY": "web-session-key-for-tests",
     "MAILFLOW_POSTGRES_PASSWORD": "pg-password-for-tests",
     "MAILFLOW_RSPAMD_PASSWORD": "rspamd-password-for-tests",
     **{natsauth.password_var(s): f"nats-password-of-{s}" for s in SERVICES},
@@ -53,6 +54,10 @@ STANDARD_PORTS = {
         "pop3_listen": 110,
         "pop3s_listen": 995,
         "managesieve_listen": 4190,
+        "http_listen": 8080,
+    },
+    "web": {
+        "listen": 80,
         "http_listen": 8080,
     },
 }

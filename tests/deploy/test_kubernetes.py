@@ -37,6 +37,8 @@ K8S = ROOT / "deploy/k8s"
 OVERLAYS = ("dev", "prod")
 KUBERNETES_VERSIONS = ("1.29", "1.37")  # oldest we support, newest the schemas know
 MAIL_PORTS = {"smtp-ingress": {25, 587, 465}, "imap-pop3": {143, 993, 110, 995, 4190}}
+# What the world reaches: the mail ports (LoadBalancers) and the web console's pages (for an Ingress).
+PUBLIC_PORTS = MAIL_PORTS | {"web": {80}}
 # Secrets the overlay does not render: made by an operator or by the person deploying (deploy/README.md).
 EXTERNAL_SECRETS = {
     "dev": {"mailflow-db-app"},
@@ -178,7 +180,7 @@ def test_listeners_match_container_ports_probes_and_services(rendered, monkeypat
                 listening[field] = port
         assert listening.pop("http_listen") == declared.pop("http") == 8080
         assert c["readinessProbe"]["httpGet"]["port"] == "http"
-        assert set(listening.values()) == set(declared.values()) == MAIL_PORTS.get(name, set())
+        assert set(listening.values()) == set(declared.values()) == PUBLIC_PORTS.get(name, set())
         internal = services[name]
         assert internal["spec"].get("type", "ClusterIP") == "ClusterIP"
         assert internal["spec"]["selector"] == {"app.kubernetes.io/name": name}
@@ -221,7 +223,7 @@ def test_network_policies_open_only_the_mail_ports_to_the_world(rendered):
         if not rule.get("from")
     ]
     assert [name for name, _ in everyone] == ["mail-from-anywhere"]
-    assert {p["port"] for p in everyone[0][1]["ports"]} == set().union(*MAIL_PORTS.values())
+    assert {p["port"] for p in everyone[0][1]["ports"]} == set().union(*PUBLIC_PORTS.values())
     for name, p in policies.items():
         for rule in p["spec"].get("ingress", []):
             for peer in rule.get("from", []):

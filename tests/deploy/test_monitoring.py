@@ -229,7 +229,7 @@ def test_the_service_monitor_scrapes_each_services_http_port(prod):
     selector = monitor["spec"]["selector"]["matchLabels"]
     services = of_kind(prod, "Service")
     selected = {n: s for n, s in services.items() if selector.items() <= s["metadata"].get("labels", {}).items()}
-    assert set(selected) == set(SERVICES), "the six internal Services, not the load balancers or rspamd"
+    assert set(selected) == set(SERVICES), "the internal Services of every service, not the load balancers or rspamd"
     deployments = of_kind(prod, "Deployment")
     for endpoint in monitor["spec"]["endpoints"]:
         assert endpoint["path"] == "/metrics"
@@ -347,6 +347,8 @@ tests:
       - series: 'up{namespace="mailflow", job="delivery", pod="d-1"}'
         values: '1x120'
       - series: 'up{namespace="mailflow", job="imap-pop3", pod="i-1"}'
+        values: '1x120'
+      - series: 'up{namespace="mailflow", job="web", pod="w-1"}'
         values: '1x120'
     alert_rule_test:
       - eval_time: 90m

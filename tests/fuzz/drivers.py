@@ -14,6 +14,7 @@ has; then the connection is dropped. `Dialogue.output` is everything the server 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from dataclasses import dataclass, field
 
@@ -140,8 +141,26 @@ class _Directory:
             return None
         return Principal(user_id=1, address=USER, addresses=(USER,), token="t")
 
+    async def scram_start(self, username: str) -> tuple[bytes, int]:
+        return b"fuzz-salt-16-oct", 4096
+
+    async def scram_finish(
+        self, username: str, auth_message: bytes, client_proof: bytes, service: str = "smtp"
+    ) -> tuple[Principal, bytes] | None:
+        verifier = _scram_verifier()
+        if username.lower() != USER or not verifier.check(auth_message, client_proof):
+            return None
+        return Principal(user_id=1, address=USER, addresses=(USER,), token="t"), verifier.signature(auth_message)
+
     async def expired_sessions(self, tokens: list[str]) -> set[str]:
         return set()
+
+
+@functools.cache
+def _scram_verifier():
+    from mailflow.scram import Verifier
+
+    return Verifier.make(PASSWORD, 4096, b"fuzz-salt-16-oct")
 
 
 class SmtpDriver:

@@ -219,6 +219,44 @@ def sasl(data: bytes) -> None:
     check_smtp_output(run_async(_smtp().run(dialogue)).output)
 
 
+def scram(data: bytes) -> None:
+    """SCRAM-SHA-256 (mailflow.scram): the client-first and client-final grammar on raw bytes (only
+    SaslError, and what parses reassembles to the input), a server exchange fed the input as both
+    messages, and smtp-ingress's AUTH SCRAM-SHA-256 dialogue with it as base64 and as raw text."""
+    from mailflow.sasl import SaslError
+    from mailflow.scram import MECHANISM, ServerExchange, parse_client_final, parse_client_first
+
+    first_line, _, rest = data.partition(b"\n")
+    try:
+        first = parse_client_first(first_line)
+    except SaslError:
+        first = None
+    if first is not None and (first.gs2_header + first.bare).encode() != first_line:
+        raise Finding(f"client-first does not reassemble: {first_line[:80]!r}")
+    if first is not None and "," in first.nonce:
+        raise Finding(f"a nonce with a comma: {first_line[:80]!r}")
+    try:
+        final = parse_client_final(rest)
+    except SaslError:
+        final = None
+    if final is not None and not rest.startswith(final.without_proof.encode() + b",p="):
+        raise Finding(f"client-final does not reassemble: {rest[:80]!r}")
+    server = ServerExchange(MECHANISM, {}, False)
+    try:
+        server.start(first_line)
+        server.challenge(b"salt", 4096)
+        server.finish(rest)
+    except SaslError:
+        pass
+    encoded = base64.b64encode(first_line[:3000])
+    line = rest.split(b"\r\n", 1)[0][:4000]
+    dialogue = (
+        b"EHLO fuzz.test\r\nAUTH SCRAM-SHA-256 " + encoded + b"\r\n" + base64.b64encode(line) + b"\r\n"
+        + b"\r\nAUTH SCRAM-SHA-256\r\n" + line + b"\r\n" + encoded + b"\r\n"
+    )  # fmt: skip
+    check_smtp_output(run_async(_smtp().run(dialogue)).output)
+
+
 def proxy(data: bytes) -> None:
     """PROXY v1/v2 as every listener reads it (mailflow.proxy_protocol, from the socket): ProxyError
     only, a v1 result that encodes back to itself, and an SMTP session that either closes or greets."""
@@ -681,6 +719,7 @@ TARGETS: dict[str, Target] = {
         Target("smtp-parser", smtp_parser, "smtp-ingress parser.py: paths, addresses, ESMTP parameters, xtext", 1024, _SMTP_TOKENS),
         Target("dsn", dsn, "RFC 3461 parameters (NOTIFY, ORCPT, ENVID, RET), a remote reply, and the DSN built from them", 8192, _SMTP_TOKENS + _MIME_TOKENS),
         Target("sasl", sasl, "SASL PLAIN/LOGIN: imap-pop3 decode_plain and smtp-ingress AUTH", 2048, (b"\x00", b"=", b"*", b"alice@example.test", b"alice-pw")),
+        Target("scram", scram, "SCRAM-SHA-256 grammar, server exchange and smtp-ingress AUTH SCRAM-SHA-256", 4096, (b"n,,", b"y,,", b"p=tls-unique,,", b"a=", b"n=", b"r=", b"c=biws,", b",p=", b"=2C", b"=3D", b"\n", b"alice@example.test")),
         Target("proxy", proxy, "PROXY v1/v2: mailflow.proxy_protocol and smtp-ingress (aiosmtpd)", 1024, _PROXY_TOKENS),
         Target("imap-parser", imap_parser, "IMAP framing (literals, limits), lexer and command parser", 4096, _IMAP_TOKENS),
         Target("pop3-session", pop3_session, "POP3 session: commands, AUTH PLAIN, states, pipelining", 2048, _POP3_TOKENS),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -96,7 +97,7 @@ def test_serve_becomes_the_service_configured_by_a_file(tmp_path, nats_url):
                 return None
 
         body = wait_for(health, timeout=30, interval=0.1, what="resolver /healthz")
-        assert body == {"service": "resolver", "status": "ok", "version": distribution.version()}
+        assert body == {"service": "resolver", "status": "ok", "version": distribution.version(), "instance": socket.gethostname()}
         argv = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
         assert b"-m" in argv and b"mailflow_resolver" in argv, "the same process became the service"
         proc.send_signal(signal.SIGTERM)

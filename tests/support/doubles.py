@@ -100,6 +100,16 @@ class SwitchableDirectory:
         self._check()
         return await self.inner.authenticate(username, password, service)
 
+    async def scram_start(self, username: str) -> tuple[bytes, int]:
+        self._check()
+        return await self.inner.scram_start(username)
+
+    async def scram_finish(
+        self, username: str, auth_message: bytes, client_proof: bytes, service: str = "imap"
+    ) -> tuple[Principal, bytes] | None:
+        self._check()
+        return await self.inner.scram_finish(username, auth_message, client_proof, service)
+
     async def expired_sessions(self, tokens: list[str]) -> set[str]:
         self._check()
         return await self.inner.expired_sessions(tokens)

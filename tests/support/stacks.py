@@ -53,7 +53,7 @@ def post_mortem(chars: int = 2000) -> str:
 
 @contextlib.contextmanager
 def example_test(data_dir: Path, env: dict[str, str] | None = None, users: tuple[str, ...] = ("alice", "bob")) -> Iterator[Stack]:
-    """The six services and nats-server as processes on free ports, with the domain example.test and
+    """The seven services and nats-server as processes on free ports, with the domain example.test and
     the users <name>@example.test (password "<name>-pw"); stopped on leaving."""
     st = Stack(data_dir, Ports.free(), env=env).start()
     try:

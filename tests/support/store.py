@@ -183,6 +183,15 @@ class TestStore(StoreClient):
     def set_password(self, address: str, password: str) -> None:
         self.local.call(self.local.core.set_password(address, password))
 
+    def drop_scram_verifier(self, address: str) -> None:
+        """The user as a store from before SCRAM left it: a password hash and no verifier."""
+        sql = "UPDATE users SET scram_verifier = NULL WHERE address = :a"
+        self.local.call(self.local.core.db.write(lambda tx: tx.run(sql, {"a": address.lower()})))
+
+    def scram_verifier(self, address: str) -> str | None:
+        sql = "SELECT scram_verifier FROM users WHERE address = :a"
+        return self.local.read(lambda tx: tx.value(sql, {"a": address.lower()}))
+
     def set_quota(self, address: str, quota_bytes: int | None) -> None:
         self.local.call(self.local.core.set_quota(address, quota_bytes))
 

@@ -59,13 +59,13 @@ def test_tables_and_keys_map_to_the_environment_names():
         "MAILFLOW_NUMBERS": "[1, 2]",
         "MAILFLOW_WHEN": "2026-01-02",
     }
-    assert {row.section for row in SERVICES.values()} == {"smtp", "queue", "resolver", "delivery", "store", "imap"}
+    assert {row.section for row in SERVICES.values()} == {"smtp", "queue", "resolver", "delivery", "store", "imap", "web"}
 
 
 def test_every_problem_of_a_file_is_named_at_once():
     _, problems = configfile.parse('[smpt]\nlisten = "x"\n[smtp.tls]\nx = 1\n[delivery]\nlanes = 2\n', "m.toml")
     assert problems == [
-        "m.toml: [smpt] is no service's table (they are [store], [resolver], [queue], [delivery], [smtp], [imap])",
+        "m.toml: [smpt] is no service's table (they are [store], [resolver], [queue], [delivery], [smtp], [imap], [web])",
         "m.toml: [smtp] tls: a table is not a setting (only one level of [table])",
     ]
     values, problems = configfile.parse('listen = "unclosed\n', "bad.toml")
@@ -116,6 +116,7 @@ def check(*args: str) -> tuple[int, str]:
 def test_config_check_shows_effective_settings_with_their_origin_and_masks_secrets(config, clean_env):
     clean_env.setenv("MAILFLOW_ADMIN_TOKEN", "admin-from-env")
     clean_env.setenv("MAILFLOW_SESSION_KEY", "session-key-from-env")
+    clean_env.setenv("MAILFLOW_WEB_SESSION_KEY", "web-session-key-from-env")
     clean_env.setenv("MAILFLOW_SMTP_MAX_RECIPIENTS", "7")
     code, out = check("config", "check")
     assert code == 0, out
@@ -161,16 +162,17 @@ def test_config_check_lists_every_error_at_once(tmp_path, clean_env):
     assert "[smtp] lisen: no setting reads MAILFLOW_SMTP_LISEN (did you mean [smtp] listen" in errors
     assert "MAILFLOW_SMTP_MAX_RECIPIENTS: Input should be a valid integer" in errors and "'many'" in errors
     assert "MAILFLOW_IMAP_IDLE_TIMEOUT: Input should be a valid number" in errors
-    assert "MAILFLOW_SERVICE_TOKEN: Field required [mailbox-store, resolver, queue, delivery, smtp-ingress, imap-pop3]" in errors
-    assert "MAILFLOW_ADMIN_TOKEN: Field required [mailbox-store, queue]" in errors
+    assert "MAILFLOW_SERVICE_TOKEN: Field required [mailbox-store, resolver, queue, delivery, smtp-ingress, imap-pop3, web]" in errors
+    assert "MAILFLOW_ADMIN_TOKEN: Field required [mailbox-store, queue, web]" in errors
     assert "MAILFLOW_SESSION_KEY: Field required [mailbox-store]" in errors
-    assert len(report["errors"]) == 7, report["errors"]
+    assert "MAILFLOW_WEB_SESSION_KEY: Field required [web]" in errors
+    assert len(report["errors"]) == 8, report["errors"]
     assert any("MAILFLOW_SMTP_LISTN is set but no setting reads it" in w for w in report["warnings"])
     # the good part of the faulty file still counts, and so do the other services' settings
     assert report["settings"]["queue"]["MAILFLOW_QUEUE_FIRST_RETRY_S"] == {"value": 60.0, "from": "file"}
     assert report["settings"]["smtp-ingress"]["MAILFLOW_SMTP_MAX_RECIPIENTS"]["value"] == "(error)"
     code, out = check("--config", str(path), "config", "check")
-    assert code == 1 and "7 error(s)" in out and "[smpt]" in out
+    assert code == 1 and "8 error(s)" in out and "[smpt]" in out
 
 
 def test_the_local_runner_follows_the_file(config, clean_env, tmp_path):

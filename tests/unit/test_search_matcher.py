@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
+from mailflow import mime
 from mailflow.store import search as s
 
 
@@ -65,3 +66,63 @@ def test_a_message_without_a_date_matches_no_sent_criterion_and_an_unreadable_bo
 def test_flags_only_is_what_a_view_can_answer():
     assert s.flags_only(s.And((s.Flag("\\Seen"), s.Or(s.Uids(((1, 2),)), s.Not(s.All())))))
     assert not s.flags_only(s.And((s.Flag("\\Seen"), s.Size("larger", 1))))
+
+
+ADDRESSED = (
+    b'From: "Doe, \\"JD\\" John" <John.Doe@Example.TEST>\r\n'
+    b'To: =?utf-8?q?J=C3=B6rg_M=C3=BCller?= <joerg@muenchen.test>, "smith jr"@quoted.test,\r\n'
+    b"  Undisclosed: alice@a.test, bob@b.test;\r\n"
+    b"Cc: root@cron.test (Cron Daemon), Ann (the boss)\r\n Lee <ann@lee.test>\r\n"
+    b"Bcc: =?iso-8859-1?q?Fran=E7ois?= <f@fr.test>\r\nSubject: addresses\r\n\r\nbody\r\n"
+)
+
+
+class Addressed(Msg):
+    def __init__(self):
+        super().__init__()
+        self.parsed = mime.parse(ADDRESSED)
+
+    def fields(self) -> s.Fields:
+        return s.Fields.of(self.parsed.headers, self.parsed.envelope)
+
+
+@pytest.mark.parametrize(
+    "field, needle, expected",
+    [
+        ("from", 'doe, "jd" john', True),  # the display name, unquoted and unescaped
+        ("from", '"JD" John <john.doe@example', True),  # name <local@domain>
+        ("from", "JOHN.DOE@example.test", True),
+        ("from", '\\"JD\\"', True),  # the header's own text too
+        ("from", "joerg", False),  # only its own field
+        ("to", "jörg müller", True),  # RFC 2047 in the display name
+        ("to", "JÖRG MÜLLER <joerg@", True),
+        ("to", "smith jr@quoted.test", True),  # a quoted local part, unquoted
+        ("to", '"smith jr"@quoted', True),  # and as written
+        ("to", "undisclosed", True),  # a group's name
+        ("to", "bob@b.test", True),  # every address of the field, groups' members too
+        ("to", "alice@b.test", False),
+        ("to", "john.doe", False),
+        ("cc", "cron daemon", True),  # a comment is the only name of a bare address
+        ("cc", "ann lee <ann@lee.test>", True),  # the comment inside the name is no part of it
+        ("cc", "the boss", True),  # but it is in the header's text
+        ("cc", "root@cron.test", True),
+        ("bcc", "françois", True),
+        ("bcc", "FRANÇOIS <f@fr", True),
+        ("bcc", "", True),
+        ("cc", "nobody", False),
+    ],
+)
+def test_address_criteria_match_every_form_an_address_takes(field, needle, expected):
+    msg = Addressed()
+    assert s.matcher(s.Address(field, needle))(msg) is expected
+    assert s.from_obj(s.to_obj(s.Address(field, needle))) == s.Address(field, needle)
+
+
+def test_header_from_stays_the_header_text():
+    """HEADER FROM is the text after the colon (RFC 3501 §6.4.4), not the parsed addresses."""
+    msg = Addressed()
+    assert s.matcher(s.Header("from", '\\"jd\\" john'))(msg)
+    assert not s.matcher(s.Header("from", '"jd" john <john.doe'))(msg)
+    assert not s.matcher(s.Address("to", "x"))(Msg())  # no such field: no match
+    with pytest.raises(ValueError):
+        s.from_obj({"k": "address", "field": "subject", "value": "x"})

@@ -1,5 +1,7 @@
 """Logins for IMAP and POP3: the throttle per client (mailflow.throttle, shared with smtp-ingress) and a
-short cache of verified credentials. SASL PLAIN is mailflow.sasl's.
+short cache of verified credentials. SASL PLAIN is mailflow.sasl's; SCRAM-SHA-256[-PLUS] logins
+(`Authenticator.scram`) run mailflow.scram_auth against the store, count in the same throttle, and are
+never cached (each proof is good for one exchange only).
 
 `Authenticator.login` returns a `Principal` or raises `LoginFailed` (wrong user or password: the
 client cannot tell which) or `Throttled` (too many failures from that client: refused without asking
@@ -24,13 +26,20 @@ import os
 import time
 from collections.abc import Callable
 
+from mailflow import scram_auth
 from mailflow.cache import Cache
+from mailflow.sasl import AuthzidRefused
+from mailflow.scram import ServerExchange
 from mailflow.store.api import Directory, Principal
 from mailflow.throttle import LoginThrottle
 
 
 class LoginFailed(Exception):
-    pass
+    """`scram_error`: the RFC 5802 server-error-value of a failed SCRAM login, for the client."""
+
+    def __init__(self, user: str, scram_error: str | None = None):
+        super().__init__(user)
+        self.scram_error = scram_error
 
 
 class Throttled(Exception):
@@ -150,4 +159,25 @@ class Authenticator:
             if delay:
                 await self.sleep(delay)
             raise LoginFailed(user)
+        return principal
+
+    async def scram(self, exchange: ServerExchange, client_first: bytes, ask: scram_auth.Ask, ip: str, service: str) -> Principal:
+        """One SCRAM login (mailflow.scram_auth): a ScramError for a client-first message that cannot be
+        used (the store is not asked), LoginFailed (with the SCRAM error) or Throttled as `login`."""
+        if self.throttle.blocked(ip):
+            raise Throttled(ip)
+        try:
+            outcome = await scram_auth.authenticate(
+                exchange, client_first, ask, self.directory, service, self.username
+            )
+        except AuthzidRefused:
+            outcome = scram_auth.Outcome("", error="other-error")
+        principal = outcome.principal
+        if principal is not None and self.cache.stale(principal):  # revoked while we asked
+            principal = None
+        if principal is None:
+            delay = self.throttle.failed(ip)
+            if delay:
+                await self.sleep(delay)
+            raise LoginFailed(outcome.user, outcome.error)
         return principal

@@ -214,6 +214,10 @@ class Connection:
         self.tls = tls.describe(self.writer.get_extra_info("ssl_object"))
         return dropped
 
+    def channel_bindings(self) -> dict[str, bytes]:
+        """What SCRAM-SHA-256-PLUS can bind to on this connection (mailflow.tls.channel_bindings)."""
+        return tls.channel_bindings(self.writer.get_extra_info("ssl_object"))
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
@@ -308,6 +312,10 @@ class TransportConnection:
             raise
         metrics.TLS.labels("ok").inc()
         self.tls = tls.describe(self.transport.get_extra_info("ssl_object"))
+
+    def channel_bindings(self) -> dict[str, bytes]:
+        """What SCRAM-SHA-256-PLUS can bind to on this connection (mailflow.tls.channel_bindings)."""
+        return tls.channel_bindings(self.transport.get_extra_info("ssl_object"))
 
     def close(self) -> None:
         if not self.closed:

@@ -107,16 +107,30 @@ class Store(StoreCore):
         return await self.db.read(folders.deleted_use, s.user_id, name)
 
     async def select(self, s: Session, name: str, claim_recent: bool = True) -> Selection:
-        """The listing, the status, and the UID from which messages are \\Recent for this session
-        (None: none are). The first session to select claims them."""
+        """The listing, the status, and the UID from which the listed messages are \\Recent for this
+        session (None: none are). SELECT claims them (messages.claim_recent): the first session to select
+        after they arrived is the only one to see them \\Recent; EXAMINE (no claim) sees the unclaimed
+        ones and leaves them so. The status's RECENT counts what this session sees."""
         lst, row, keywords_full = await self.db.read(messages.listing, s.user_id, name, self.listings)
-        recent_from = None
-        if claim_recent and lst.uids and lst.uids[-1] >= row.first_recent_uid:
-            if await self.db.write(
-                messages.claim_recent, s.user_id, row.id, row.first_recent_uid, row.uidnext
-            ):
-                recent_from = row.first_recent_uid
-        return Selection(lst, lst.status(row.first_recent_uid, row.name), recent_from, not keywords_full)
+        recent_from: int | None = row.first_recent_uid
+        if claim_recent:
+            recent_from = None
+            if lst.uids and lst.uids[-1] >= row.first_recent_uid:
+                recent_from = await self.db.write(messages.claim_recent, s.user_id, row.id, row.uidnext)
+        status = lst.status(row.uidnext if recent_from is None else recent_from, row.name)
+        return Selection(lst, status, recent_from, not keywords_full)
+
+    async def claim_recent(self, s: Session, mailbox_id: int, upto: int, claim: bool) -> int | None:
+        """For a session that learnt of new messages below `upto`: from which UID they are \\Recent to it
+        (messages.claim_recent; None: to none of them). The mark is read first: when another session
+        has claimed them already (every session but one, when many have the mailbox selected), no
+        write transaction is spent on finding that out."""
+        mark = await self.db.read(messages.claim_recent, s.user_id, mailbox_id, upto, False)
+        if not claim:
+            return mark
+        if mark >= upto:
+            return None
+        return await self.db.write(messages.claim_recent, s.user_id, mailbox_id, upto)
 
     async def changes(self, s: Session, mailbox_id: int, since_modseq: int) -> ChangeSet:
         return await self.db.read(messages.changes, s.user_id, mailbox_id, since_modseq, self.listings)
@@ -240,18 +254,24 @@ class Store(StoreCore):
         return result
 
     async def append(
-        self, s: Session, name: str, body: bytes, flags: list[str], internal_date: datetime | None
+        self, s: Session, name: str, items: list[tuple[bytes, list[str], datetime | None]]
     ) -> AppendResult:
-        if len(body) > self.max_message_bytes:
-            raise Invalid(f"message larger than {self.max_message_bytes} bytes")
-        prepared = await self._cpu(prepare, body)
-        when = int(internal_date.timestamp()) if internal_date else int(time.time())
-        (uidvalidity, uid), changes = await self.db.write(
-            messages.append, s.user_id, name, prepared, flags, when, bodies=[body]
+        """APPEND (one item) and MULTIAPPEND: all the messages, with consecutive UIDs, or none."""
+        if not items:
+            raise Invalid("nothing to append")
+        for body, _, _ in items:
+            if len(body) > self.max_message_bytes:
+                raise Invalid(f"message larger than {self.max_message_bytes} bytes")
+        now = int(time.time())
+        prepared = [
+            (await self._cpu(prepare, body), flags, int(when.timestamp()) if when else now) for body, flags, when in items
+        ]
+        (uidvalidity, uids), changes = await self.db.write(
+            messages.append, s.user_id, name, prepared, bodies=[body for body, _, _ in items]
         )
-        metrics.APPENDED_BYTES.inc(len(body))
+        metrics.APPENDED_BYTES.inc(sum(len(body) for body, _, _ in items))
         await self.publish(changes, s.sid)
-        return AppendResult(uidvalidity=uidvalidity, uid=uid)
+        return AppendResult(uidvalidity=uidvalidity, uids=uids)
 
     async def search(self, s: Session, mailbox_id: int, key: SearchKey) -> list[int]:
         return await self.db.read(run_search, s.user_id, mailbox_id, key, self.blobs)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from mailflow.contracts.rest import AliasPublic, DomainPublic, UserPublic
+from mailflow.contracts.rest import ROLES, AliasPublic, DomainPublic, UserPublic
 from mailflow.errors import Conflict, Invalid, NotFound
 from mailflow_mailbox_store import directory, names
 from mailflow_mailbox_store.db import Tx
@@ -72,13 +72,14 @@ def delete_domain(tx: Tx, name: str, force: bool) -> list[int]:
 
 # --- users ------------------------------------------------------------------------------------------
 
-_USER_COLUMNS = "address, quota_bytes, used_bytes, messages, created_at, disabled"
+_USER_COLUMNS = "address, quota_bytes, used_bytes, messages, created_at, disabled, role"
 
 
 def _user(row) -> UserPublic:
-    a, q, used, msgs, c, disabled = row
+    a, q, used, msgs, c, disabled, role = row
     return UserPublic(
-        address=a, quota_bytes=q, used_bytes=used, messages=msgs, created_at=_when(c), disabled=bool(disabled)
+        address=a, quota_bytes=q, used_bytes=used, messages=msgs, created_at=_when(c), disabled=bool(disabled),
+        role=role,
     )
 
 
@@ -102,7 +103,9 @@ def get_user(tx: Tx, address: str) -> UserPublic:
     return _user(row)
 
 
-def create_user(tx: Tx, address: str, password_hash: str, quota_bytes: int | None) -> UserPublic:
+def create_user(
+    tx: Tx, address: str, password_hash: str, verifier: str | None, quota_bytes: int | None
+) -> UserPublic:
     a = names.address(address)
     _, dom = names.split(a)
     if quota_bytes is not None and quota_bytes < 0:
@@ -114,21 +117,21 @@ def create_user(tx: Tx, address: str, password_hash: str, quota_bytes: int | Non
         raise Conflict(f"user {a} exists")
     now = int(time.time())
     user_id = tx.value(
-        "INSERT INTO users (domain_id, address, password_hash, quota_bytes, used_bytes, messages,"
-        " next_uidvalidity, created_at) VALUES (:d, :a, :h, :q, 0, 0, :v, :c) RETURNING id",
-        {"d": domain_id, "a": a, "h": password_hash, "q": quota_bytes, "v": now, "c": now},
+        "INSERT INTO users (domain_id, address, password_hash, scram_verifier, quota_bytes, used_bytes,"
+        " messages, next_uidvalidity, created_at) VALUES (:d, :a, :h, :s, :q, 0, 0, :v, :c) RETURNING id",
+        {"d": domain_id, "a": a, "h": password_hash, "s": verifier, "q": quota_bytes, "v": now, "c": now},
     )
     create_default_mailboxes(tx, user_id)
     return UserPublic(address=a, quota_bytes=quota_bytes, created_at=_when(now))
 
 
-def set_password(tx: Tx, address: str, password_hash: str) -> tuple[int, int]:
+def set_password(tx: Tx, address: str, password_hash: str, verifier: str) -> tuple[int, int]:
     """A new password: the generation moves on, so every session of the old one is refused.
     Returns (user id, new generation)."""
     row = tx.one(
-        "UPDATE users SET password_hash = :h, generation = generation + 1 WHERE address = :a"
-        " RETURNING id, generation",
-        {"h": password_hash, "a": names.address(address)},
+        "UPDATE users SET password_hash = :h, scram_verifier = :s, generation = generation + 1"
+        " WHERE address = :a RETURNING id, generation",
+        {"h": password_hash, "s": verifier, "a": names.address(address)},
     )
     if row is None:
         raise NotFound(f"no user {address}")
@@ -147,6 +150,15 @@ def rehash(tx: Tx, login: str, old_hash: str, new_hash: str) -> None:
     tx.run(
         "UPDATE users SET password_hash = :n WHERE address = :a AND password_hash = :o",
         {"n": new_hash, "a": login, "o": old_hash},
+    )
+
+
+def set_verifier(tx: Tx, login: str, password_hash: str, verifier: str) -> None:
+    """The SCRAM verifier of the password just verified against `password_hash`: only if that is still
+    the user's hash, so a password changed meanwhile never gets the old password's verifier."""
+    tx.run(
+        "UPDATE users SET scram_verifier = :s WHERE address = :a AND password_hash = :h",
+        {"s": verifier, "a": login, "h": password_hash},
     )
 
 
@@ -177,6 +189,15 @@ def set_quota(tx: Tx, address: str, quota_bytes: int | None) -> None:
         "UPDATE users SET quota_bytes = :q WHERE address = :a",
         {"q": quota_bytes, "a": names.address(address)},
     )
+    if tx.rowcount == 0:
+        raise NotFound(f"no user {address}")
+
+
+def set_role(tx: Tx, address: str, role: str) -> None:
+    """ROLES only; the web console reads it at every admin request, so a change takes effect at once."""
+    if role not in ROLES:
+        raise Invalid(f"role must be one of {', '.join(ROLES)}")
+    tx.run("UPDATE users SET role = :r WHERE address = :a", {"r": role, "a": names.address(address)})
     if tx.rowcount == 0:
         raise NotFound(f"no user {address}")
 

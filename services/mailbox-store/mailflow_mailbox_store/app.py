@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
+import hmac
 import logging
 
 from mailflow.lifecycle import Stopper
@@ -45,6 +47,8 @@ async def open_store(settings: Settings, publisher: Publisher) -> Store:
             settings.argon2_memory_kib,
             settings.argon2_parallelism,
             settings.login_cache_ttl,
+            scram_iterations=settings.scram_iterations,
+            scram_secret=hmac.new(key, b"mailflow scram fake salts", hashlib.sha256).digest(),
         ),
         Sessions(key, settings.session_ttl),
         default_quota=settings.default_quota_bytes,

@@ -33,10 +33,11 @@ MAX_DEPTH = 8
 MAX_FORWARDS = 100  # external targets one address may reach (a copy and a remote delivery each)
 
 
-def user_row(tx: Tx, address: str) -> tuple[int, str, str, int, bool] | None:
-    """(id, address, password_hash, generation, disabled) of a user, by canonical address."""
+def user_row(tx: Tx, address: str) -> tuple[int, str, str, int, bool, str | None] | None:
+    """(id, address, password_hash, generation, disabled, scram_verifier) of a user, by canonical address."""
     return tx.one(
-        "SELECT id, address, password_hash, generation, disabled FROM users WHERE address = :a", {"a": address}
+        "SELECT id, address, password_hash, generation, disabled, scram_verifier FROM users WHERE address = :a",
+        {"a": address},
     )
 
 

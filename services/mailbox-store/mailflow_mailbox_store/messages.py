@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from mailflow.errors import Conflict, Invalid
+from mailflow.errors import Conflict, Invalid, NotFound
 from mailflow.store.api import CopyResult, MailboxStatus
 from mailflow_mailbox_store import folders, keywords, metrics, names
 from mailflow_mailbox_store.db import Tx
@@ -29,30 +29,31 @@ from mailflow_mailbox_store.storage import (
     Usage,
     allocate,
     next_modseq,
-    reference_blob,
+    reference_blobs,
 )
 from mailflow_mailbox_store.uidset import UidSet
 
-_META = f"uid, flags + keywords * {1 << KEYWORD_SHIFT}, modseq, size, internal_date"
+_META = f"uid, flags + keywords * {1 << KEYWORD_SHIFT}, modseq, size, internal_date, blob_id"
 _LOW = (1 << KEYWORD_SHIFT) - 1
 
 
 @dataclass
 class Metas:
-    """Messages' UID, flags, MODSEQ, size and internal date, kept as rows and sent as columns:
-    {"u": uids, "f": index into "fs" (the distinct flag sets), "m": modseqs, "z": sizes, "d": dates}."""
+    """Messages' UID, flags, MODSEQ, size, internal date and body id (EMAILID), kept as rows and sent as
+    columns: {"u": uids, "f": index into "fs" (the distinct flag sets), "m": modseqs, "z": sizes, "d": dates,
+    "e": body ids}."""
 
-    rows: list  # (uid, flags + keywords * 32, modseq, size, internal_date)
+    rows: list  # (uid, flags + keywords * 32, modseq, size, internal_date, blob_id)
     kws: keywords.Keywords
 
     def to_obj(self) -> dict:
         if not self.rows:
-            return {"u": [], "f": [], "fs": [], "m": [], "z": [], "d": []}
-        uids, combined, modseqs, sizes, dates = zip(*self.rows, strict=True)
+            return {"u": [], "f": [], "fs": [], "m": [], "z": [], "d": [], "e": []}
+        uids, combined, modseqs, sizes, dates, bodies = zip(*self.rows, strict=True)
         position: dict[int, int] = {}
         index = [position.setdefault(c, len(position)) for c in combined]
         sets = [sorted(self.kws.flags(c & _LOW, c >> KEYWORD_SHIFT)) for c in position]
-        return {"u": uids, "f": index, "fs": sets, "m": modseqs, "z": sizes, "d": dates}
+        return {"u": uids, "f": index, "fs": sets, "m": modseqs, "z": sizes, "d": dates, "e": bodies}
 
 
 @dataclass
@@ -110,13 +111,25 @@ def _refreshed(tx: Tx, cache: ListingCache, row: folders.Row, key: tuple, kws) -
     return lst
 
 
-def claim_recent(tx: Tx, user_id: int, mailbox_id: int, seen_from: int, upto: int) -> bool:
-    """Move the mailbox's \\Recent mark from `seen_from` to `upto`, unless another session did first."""
-    tx.run(
-        "UPDATE mailboxes SET first_recent_uid = :upto WHERE id = :m AND user_id = :u AND first_recent_uid = :f",
-        {"upto": upto, "m": mailbox_id, "u": user_id, "f": seen_from},
+def claim_recent(tx: Tx, user_id: int, mailbox_id: int, upto: int, claim: bool = True) -> int | None:
+    """\\Recent (RFC 3501 §2.3.2): the mailbox's mark is the first UID no session has been told of yet.
+    With `claim`, move the mark up to `upto` and return where it stood: the messages from there to
+    `upto` are \\Recent for the caller and for no one else (None: another session was first). The row
+    is read FOR UPDATE on PostgreSQL (SQLite's writer is alone), so two sessions on two imap-pop3 or
+    store processes never both get a message. Without `claim` (EXAMINE) the mark is only read."""
+    lock = " FOR UPDATE" if tx.postgres and claim else ""
+    mark = tx.value(
+        "SELECT first_recent_uid FROM mailboxes WHERE id = :m AND user_id = :u" + lock,
+        {"m": mailbox_id, "u": user_id},
     )
-    return tx.rowcount == 1
+    if mark is None:
+        raise NotFound("no such mailbox")
+    if not claim:
+        return int(mark)
+    if mark >= upto:
+        return None
+    tx.run("UPDATE mailboxes SET first_recent_uid = :upto WHERE id = :m", {"upto": upto, "m": mailbox_id})
+    return int(mark)
 
 
 def changes(
@@ -317,8 +330,6 @@ def copy(
 ) -> tuple[CopyResult, list[Change]]:
     src = folders.by_id(tx, user_id, mailbox_id)
     dst = folders.by_name(tx, user_id, dest)
-    if move and dst.id == src.id:
-        raise Invalid("source and destination are the same mailbox")
     clause, params = uids.sql()
     rows = uids.filter(
         tx.all(
@@ -395,20 +406,30 @@ def _move_pending(tx: Tx, src: int, dst: int, mapping: dict[int, int]) -> None:
 
 
 def append(
-    tx: Tx, user_id: int, name: str, body: Prepared, flags: list[str], internal_date: int
-) -> tuple[tuple[int, int], list[Change]]:
+    tx: Tx, user_id: int, name: str, items: list[tuple[Prepared, list[str], int]]
+) -> tuple[tuple[int, list[int]], list[Change]]:
+    """APPEND and MULTIAPPEND (RFC 3502): every (body, flags, internal date) into one mailbox, in order,
+    with consecutive UIDs, or none of them (the caller's operation fails whole)."""
     row = folders.by_name(tx, user_id, name)
-    bits, kw_names = names.split_flags(flags)
+    split = [names.split_flags(flags) for _, flags, _ in items]
     usage = Usage(tx)
-    usage.charge(user_id, body.size)
-    kws = keywords.ensure(tx, user_id, kw_names)
-    blob_id = reference_blob(tx, body)
-    uid, modseq = allocate(tx, row.id, 1)
-    kw = kws.mask(kw_names)
-    tx.insert(*INSERT_MESSAGE, [(row.id, uid, modseq, bits, kw, body.size, internal_date, blob_id, None)])
+    for body, _, _ in items:
+        usage.charge(user_id, body.size)
+    kws = keywords.ensure(tx, user_id, sorted({k for _, kw_names in split for k in kw_names}))
+    refs: dict[bytes, tuple[Prepared, int]] = {}
+    for body, _, _ in items:
+        refs[body.sha] = (body, refs.get(body.sha, (body, 0))[1] + 1)
+    blob_ids = reference_blobs(tx, refs)
+    first, modseq = allocate(tx, row.id, len(items))
+    rows, flags_now = [], []
+    for n, ((body, _, when), (bits, kw_names)) in enumerate(zip(items, split, strict=True)):
+        kw = kws.mask(kw_names)
+        rows.append((row.id, first + n, modseq, bits, kw, body.size, when, blob_ids[body.sha], None))
+        flags_now.append(sorted(kws.flags(bits, kw)))
+    tx.insert(*INSERT_MESSAGE, rows)
     usage.flush()
-    flags_now = sorted(kws.flags(bits, kw))
-    return (row.uidvalidity, uid), [Change(user_id, row.id, row.name, "appended", [uid], modseq, [flags_now], modseq - 1)]
+    uids = [first + n for n in range(len(items))]
+    return (row.uidvalidity, uids), [Change(user_id, row.id, row.name, "appended", uids, modseq, flags_now, modseq - 1)]
 
 
 def rename_inbox(tx: Tx, user_id: int, new: str) -> list[Change]:

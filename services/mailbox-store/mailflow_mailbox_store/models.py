@@ -27,7 +27,7 @@ this module is what the migrations and the schema test compare against.
   one delivery signs with) -> retired (still published for verifiers until removed). Migration 0005.
 - sieve_scripts: a user's named Sieve scripts (the bytes as uploaded), at most one `active` (the one
   delivery runs); sieve_vacation: per user, the SHA-256 of (sender, handle) of each vacation reply sent,
-  until it may be sent again (RFC 5230 :days). Migration 0007.
+  until it may be sent again (RFC 5230 :days). Migration 0009.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ class User(Base):
     domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id"), index=True)
     address: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
+    scram_verifier: Mapped[str | None] = mapped_column(String(255))  # mailflow.scram.Verifier; migration 0007
     quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
     used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     messages: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -75,6 +76,7 @@ class User(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     generation: Mapped[int] = mapped_column(BigInteger, server_default="1")  # credential version, in tokens
     disabled: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    role: Mapped[str] = mapped_column(String(16), server_default="user")  # "user" | "admin" (web console)
     __table_args__ = (NEVER_REUSED,)
 
 

@@ -7,6 +7,11 @@ next login with the same password and the same stored hash is answered from memo
 changes the stored hash, so the entry stops matching at once (in every store process). The cache
 holds no password and nothing that outlives the process. Failed checks are never cached.
 Unknown users still cost one argon2 check against a dummy hash, so timing does not tell them apart.
+
+Beside the hash each user has a SCRAM-SHA-256 verifier (mailflow.scram.Verifier, `scram_iterations`
+rounds of PBKDF2), made wherever the store learns the password; `scram_secret` (shared by every store
+process) makes the stable fake salt answered for a user who has none, so SCRAM's first step does not
+tell who exists.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Callable
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from mailflow import scram
 from mailflow.cache import Cache
 
 
@@ -33,7 +39,13 @@ class Passwords:
         cache_ttl: float = 300.0,
         cache_size: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
+        scram_iterations: int = scram.MIN_ITERATIONS,
+        scram_secret: bytes | None = None,
     ):
+        if scram_iterations < scram.MIN_ITERATIONS:
+            raise ValueError(f"SCRAM needs at least {scram.MIN_ITERATIONS} iterations (RFC 7677 §4)")
+        self.scram_iterations = scram_iterations
+        self.scram_secret = scram_secret or secrets.token_bytes(32)
         self.hasher = argon2.PasswordHasher(
             time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism
         )
@@ -45,6 +57,32 @@ class Passwords:
 
     def hash(self, password: str) -> str:
         return self.hasher.hash(password)
+
+    def hash_both(self, password: str) -> tuple[str, str]:
+        """(argon2id hash, SCRAM verifier) of a new password. Blocking: call it from a thread."""
+        return self.hasher.hash(password), self.verifier(password)
+
+    def verifier(self, password: str) -> str:
+        return scram.Verifier.make(password, self.scram_iterations).encode()
+
+    def verifier_current(self, stored: str | None) -> bool:
+        """Is this stored verifier usable and made with the current parameters?"""
+        if stored is None:
+            return False
+        try:
+            return scram.Verifier.decode(stored).iterations == self.scram_iterations
+        except ValueError:
+            return False
+
+    def scram_parameters(self, login: str, stored: str | None) -> tuple[bytes, int]:
+        """(salt, iterations) for SCRAM's server-first message: the user's, or a stable fake one."""
+        if stored is not None:
+            try:
+                v = scram.Verifier.decode(stored)
+                return v.salt, v.iterations
+            except ValueError:
+                pass
+        return scram.fake_salt(self.scram_secret, login), self.scram_iterations
 
     def mac(self, password: str) -> bytes:
         return hmac.new(self._key, password.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()

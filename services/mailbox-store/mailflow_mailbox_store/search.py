@@ -76,6 +76,8 @@ class _Sql:
                 return f"m.size {'>' if op == 'larger' else '<'} {self.p(n)}", True
             case s.ModSeq(n=n):
                 return f"m.modseq >= {self.p(n)}", True
+            case s.EmailId(id=i):
+                return f"m.blob_id = {self.p(i)}", True
             case s.Date(which=which):
                 low, high = s.date_range(k)
                 if which == "internal":
@@ -89,14 +91,14 @@ class _Sql:
                 if high is not None:
                     terms.append(f"{column} < {self.p(high)}")
                 return "(" + " AND ".join(terms) + ")", True
-            case s.Header() | s.Text():
+            case s.Header() | s.Address() | s.Text():
                 return "1 = 1", False
         raise ValueError(f"unknown search key {k!r}")
 
 
 class HeaderCache:
     """Header fields of bodies, by the body's SHA-256 (content-addressed: an entry never goes stale), as
-    the search.Fields that HEADER and TEXT compare against. A client that polls with
+    the search.Fields that HEADER, FROM/TO/CC/BCC and TEXT compare against. A client that polls with
     `UID SEARCH HEADER ...` would otherwise have every message's stored parse read, decompressed and
     decoded on every poll. Bounded, the least recently used first out; shared by the store's threads."""
 
@@ -112,9 +114,7 @@ class HeaderCache:
         with self._lock:
             return [self._items.get(sha) for sha in shas]
 
-    def put(self, sha: bytes, headers: tuple[tuple[str, str], ...]) -> s.Fields:
-        """`headers`: (lower-case name, folded value) pairs."""
-        entry = s.Fields(headers)
+    def put(self, sha: bytes, entry: s.Fields) -> s.Fields:
         with self._lock:
             self._items.put(sha, entry)
         return entry
@@ -126,10 +126,18 @@ class HeaderCache:
 HEADERS = HeaderCache()
 
 
-def folded_headers(parsed: bytes) -> tuple[tuple[str, str], ...]:
-    """The stored parse's header fields as (name, folded value), read without building the whole parse."""
-    flat = orjson.loads(unpack(parsed))[3]
-    return tuple((flat[i], s.fold(flat[i + 1])) for i in range(0, len(flat), 2))
+def stored_fields(parsed: bytes) -> s.Fields:
+    """The stored parse's header fields (name, folded value) and the address texts of its envelope's
+    from, to, cc and bcc (search.address_texts), read without building the whole parse."""
+    _, env, _, flat = orjson.loads(unpack(parsed))
+    pairs = tuple((flat[i], s.fold(flat[i + 1])) for i in range(0, len(flat), 2))
+    lists = (env[2], env[5], env[6], env[7])  # mime.to_json's envelope: from, to, cc, bcc
+    addresses = {
+        field: s.address_texts(mime.Address(*a) for a in items)
+        for field, items in zip(s.ADDRESS_FIELDS, lists, strict=True)
+        if items
+    }
+    return s.Fields(pairs, addresses)
 
 
 class _Candidate:
@@ -137,11 +145,11 @@ class _Candidate:
     `parsed` is None when the search needs headers only and they are in `HEADERS` (or None)."""
 
     __slots__ = ("uid", "_bits", "_kw", "modseq", "size", "internal_date", "sent_day", "_parsed", "_locator",
-                 "_sha", "_read", "_kws", "_fields", "_tree", "_raw")  # fmt: skip
+                 "_sha", "email_id", "_read", "_kws", "_fields", "_tree", "_raw")  # fmt: skip
 
     def __init__(self, row, read: Callable[[str], bytes], kws: Keywords, fields: s.Fields | None = None):
         (self.uid, self._bits, self._kw, self.modseq, self.size, self.internal_date, self.sent_day,
-         self._parsed, self._locator, self._sha) = row  # fmt: skip
+         self._parsed, self._locator, self._sha, self.email_id) = row  # fmt: skip
         self._read, self._kws, self._fields = read, kws, fields
         self._tree: mime.ParsedMessage | None = None
         self._raw: bytes | None = None
@@ -152,7 +160,7 @@ class _Candidate:
 
     def fields(self) -> s.Fields:
         if self._fields is None:
-            self._fields = HEADERS.put(bytes(self._sha), folded_headers(self._parsed))
+            self._fields = HEADERS.put(bytes(self._sha), stored_fields(self._parsed))
         return self._fields
 
     def texts(self):
@@ -190,13 +198,13 @@ def search(tx: Tx, user_id: int, mailbox_id: int, key: s.SearchKey, blobs: BlobS
     cols = "m.uid, m.flags, m.keywords, m.modseq, m.size, m.internal_date, b.sent_day"
     join = f" FROM messages m JOIN blobs b ON b.id = m.blob_id WHERE m.mailbox_id = :mb AND {where} ORDER BY m.uid"
     if _needs_body(key):
-        rows = tx.all(f"SELECT {cols}, b.parsed, b.locator, b.sha256{join}", params)
+        rows = tx.all(f"SELECT {cols}, b.parsed, b.locator, b.sha256, b.id{join}", params)
         found = [r[0] for r in rows if match(_Candidate(r, read, kws))]
         if failures:
             raise failures[0]
         return found
     # headers only: the stored parse is read for the bodies whose headers are not cached yet
-    if all(isinstance(x, s.Header) for x in s.leaves(key)):  # nothing but header fields: fewer columns
+    if all(isinstance(x, s.Header | s.Address) for x in s.leaves(key)):  # header fields only: fewer columns
         cols = "m.uid, 0, 0, 0, 0, 0, NULL"
     rows = tx.all(f"SELECT {cols}, NULL, NULL, b.sha256, b.id{join}", params)
     cached = HEADERS.entries([bytes(r[9]) for r in rows])
@@ -208,7 +216,7 @@ def search(tx: Tx, user_id: int, mailbox_id: int, key: s.SearchKey, blobs: BlobS
         parsed.update(tx.all(f"SELECT id, parsed FROM blobs WHERE id IN ({marks})", part))
     out = []
     for r, h in zip(rows, cached, strict=True):
-        row = r[:10] if h is not None else (*r[:7], parsed.get(r[10]), None, r[9])
+        row = r if h is not None else (*r[:7], parsed.get(r[10]), None, r[9], r[10])
         if match(_Candidate(row, read, kws, h)):
             out.append(r[0])
     return out

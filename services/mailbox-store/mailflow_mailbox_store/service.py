@@ -16,6 +16,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from mailflow import scram
 from mailflow.cache import SingleFlight
 from mailflow.contracts.messages import MailboxEvent, RevokeReason, TraceEvent, UserRevoked
 from mailflow.errors import Invalid
@@ -99,13 +100,8 @@ class StoreCore:
         except Invalid:
             metrics.LOGINS.labels("failed").inc()
             return None
-
-        def look(tx: Tx):
-            row = directory.user_row(tx, login)
-            return row, (directory.addresses_of(tx, row[0], row[1]) if row else ())
-
         started, revision = time.monotonic(), self.generations.revision
-        row, addresses = await self.db.read(look)
+        row, addresses = await self.db.read(self._look, login)
         if row is not None and row[4]:  # disabled: refused like a wrong password, at the same cost
             log.info("login refused: user disabled", extra={"user": login, "via": service})
             row = None
@@ -120,12 +116,61 @@ class StoreCore:
             metrics.LOGINS.labels("ok").inc()
             if new_hash:
                 await self.db.write(admin.rehash, login, row[2], new_hash)
+                row = (*row[:2], new_hash, *row[3:])
+        if not self.passwords.verifier_current(row[5]):  # SCRAM can be used from the next login on
+            verifier = await self._cpu(self.passwords.verifier, password)
+            await self.db.write(admin.set_verifier, login, row[2], verifier)
+        return self._principal(row, addresses, started, revision)
+
+    @staticmethod
+    def _look(tx: Tx, login: str):
+        row = directory.user_row(tx, login)
+        return row, (directory.addresses_of(tx, row[0], row[1]) if row else ())
+
+    def _principal(self, row, addresses, started: float, revision: int) -> Principal:
         user_id, generation = row[0], row[3]
         self.generations.remember({user_id: generation}, started, revision)
         token, _ = self.sessions.issue(user_id, generation)
         return Principal(
             user_id=user_id, address=row[1], addresses=addresses, token=token, generation=generation
         )
+
+    async def scram_start(self, username: str) -> tuple[bytes, int]:
+        """SCRAM's first step: (salt, iterations) of the user's verifier; for an unknown or disabled user,
+        or one with no verifier yet, a fake salt that stays the same (the last step fails for them)."""
+        try:
+            login = names.address(username)
+        except Invalid:  # no such user can exist (and that the name is malformed tells nothing secret)
+            return self.passwords.scram_parameters(username[:320], None)
+        row = await self.db.read(directory.user_row, login)
+        stored = row[5] if row is not None and not row[4] else None
+        return self.passwords.scram_parameters(login, stored)
+
+    async def scram_finish(
+        self, username: str, auth_message: bytes, client_proof: bytes, service: str = "imap"
+    ) -> tuple[Principal, bytes] | None:
+        """SCRAM's last step: the principal and the server signature if the proof checks out with the
+        user's verifier; None for a wrong proof, an unknown or disabled user, or one with no verifier."""
+        try:
+            login = names.address(username)
+        except Invalid:
+            metrics.LOGINS.labels("failed").inc()
+            return None
+        started, revision = time.monotonic(), self.generations.revision
+        row, addresses = await self.db.read(self._look, login)
+        verifier = None
+        if row is not None and not row[4] and row[5] is not None:
+            try:
+                verifier = scram.Verifier.decode(row[5])
+            except ValueError:
+                log.warning("unreadable SCRAM verifier", extra={"user": login})
+        if verifier is None or not verifier.check(auth_message, client_proof):
+            metrics.LOGINS.labels("failed").inc()
+            reason = "no verifier yet" if row is not None and row[5] is None else "wrong proof or no such user"
+            log.info("login failed", extra={"user": login, "via": f"{service} scram", "reason": reason})
+            return None
+        metrics.LOGINS.labels("ok").inc()
+        return self._principal(row, addresses, started, revision), verifier.signature(auth_message)
 
     async def _verify(self, login: str, stored_hash: str | None, password: str) -> tuple[bool, str | None]:
         """argon2 in a thread; concurrent logins with the same credentials share one check."""
@@ -261,13 +306,13 @@ class StoreCore:
 
     async def create_user(self, address: str, password: str, quota_bytes: int | None):
         names.address(address)  # refuse a bad address before spending argon2 on it
-        password_hash = await self._cpu(self.passwords.hash, password)
+        password_hash, verifier = await self._cpu(self.passwords.hash_both, password)
         quota = self.default_quota if quota_bytes is None else quota_bytes
-        return await self.db.write(admin.create_user, address, password_hash, quota)
+        return await self.db.write(admin.create_user, address, password_hash, verifier, quota)
 
     async def set_password(self, address: str, password: str) -> None:
-        password_hash = await self._cpu(self.passwords.hash, password)
-        user_id, generation = await self.db.write(admin.set_password, address, password_hash)
+        password_hash, verifier = await self._cpu(self.passwords.hash_both, password)
+        user_id, generation = await self.db.write(admin.set_password, address, password_hash, verifier)
         self.passwords.forget(names.address(address))
         await self._revoke(user_id, generation, "password")
 
@@ -281,6 +326,9 @@ class StoreCore:
 
     async def set_quota(self, address: str, quota_bytes: int | None) -> None:
         await self.db.write(admin.set_quota, address, quota_bytes)
+
+    async def set_role(self, address: str, role: str) -> None:
+        await self.db.write(admin.set_role, address, role)
 
     async def delete_user(self, address: str) -> None:
         user_id = await self.db.write(admin.delete_user, address)

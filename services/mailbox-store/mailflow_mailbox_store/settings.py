@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from mailflow.services import MAILBOX_STORE
@@ -46,6 +46,9 @@ class Settings(ServiceSettings):
     argon2_time_cost: int = 3  # RFC 9106 §4 second recommended option (argon2-cffi's defaults)
     argon2_memory_kib: int = 65_536
     argon2_parallelism: int = 4
+    # PBKDF2 rounds of new SCRAM-SHA-256 verifiers (RFC 7677 §4: at least 4096); each client login
+    # spends them once. A user's verifier is made again with a new count at their next password login.
+    scram_iterations: int = Field(4096, ge=4096)
     pop3_lock_ttl: int = 15  # seconds a POP3 maildrop lock lasts unless its session renews it (imap-pop3 does, every 5 s): how long a crashed replica's maildrop stays locked
 
     # Sieve scripts (RFC 5228), uploaded with ManageSieve (RFC 5804)

@@ -41,6 +41,11 @@ class Base(DeclarativeBase):
     pass
 
 
+# messages.message_id keeps this many characters (searched the same way): short enough for a PostgreSQL
+# btree entry whatever the characters (at most 4 bytes each); real Message-IDs are far shorter.
+MESSAGE_ID_CHARS = 255
+
+
 class Message(Base):
     __tablename__ = "messages"
 
@@ -59,7 +64,12 @@ class Message(Base):
     body_deleted: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     junk: Mapped[bool] = mapped_column(sa.Boolean, default=False)  # QueuedMessage.junk, for every job and retry
     requiretls: Mapped[bool] = mapped_column(sa.Boolean, default=False)  # QueuedMessage.requiretls (RFC 8689)
+    message_id: Mapped[str] = mapped_column(sa.String(MESSAGE_ID_CHARS), default="", server_default="", index=True)  # the header's, for the admin search
     done_at: Mapped[float | None] = mapped_column(sa.Float, nullable=True, index=True)
+    __table_args__ = (
+        sa.Index("ix_messages_received_at", "received_at"),
+        sa.Index("ix_messages_sender", sa.func.lower(mail_from)),  # the admin search's sender filter
+    )
 
 
 class Recipient(Base):
@@ -67,6 +77,8 @@ class Recipient(Base):
     __table_args__ = (
         sa.UniqueConstraint("queue_id", "address_key", name="uq_recipient"),
         sa.Index("ix_recipient_due", "state", "next_attempt_at"),
+        sa.Index("ix_recipients_address_key", "address_key"),  # the admin search's recipient filter
+        sa.Index("ix_recipients_state_queue", "state", "queue_id"),  # the admin list by state, counted
     )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)

@@ -140,6 +140,7 @@ def new_rows(qm: QueuedMessage, now: float, p: Policy) -> tuple[Row, list[Row]]:
         body_deleted=False,
         junk=qm.junk,
         requiretls=qm.requiretls,
+        message_id=qm.message_id[: db.MESSAGE_ID_CHARS],
         done_at=None if rcpts else now,
     )
     rs = [

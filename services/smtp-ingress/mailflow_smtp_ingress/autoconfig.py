@@ -194,6 +194,10 @@ def parse_request(body: bytes) -> tuple[str, str]:
         parser.Parse(body, True)
     except expat.ExpatError as exc:
         raise BadRequest(400, f"malformed XML: {expat.ErrorString(exc.code)}") from None
+    except BadRequest:  # from the handlers above (a ValueError too)
+        raise
+    except (LookupError, ValueError):  # an encoding Python does not know, or a multi-byte one expat cannot take
+        raise BadRequest(400, "the XML declares an encoding that is not supported") from None
     address = "".join(wanted[(REQUEST_NS, "EMailAddress")]).strip()
     schema = "".join(wanted[(REQUEST_NS, "AcceptableResponseSchema")]).strip()
     if not address:

@@ -179,6 +179,12 @@ class Connection(asyncio.Protocol):
             await self.more()
         return data
 
+    def channel_bindings(self) -> dict[str, bytes]:
+        """What SCRAM-SHA-256-PLUS can bind to on this connection (mailflow.tls.channel_bindings)."""
+        if self.transport is None or self.tls is None:
+            return {}
+        return mftls.channel_bindings(self.transport.get_extra_info("ssl_object"))
+
     async def start_tls(self, ctx: ssl.SSLContext, handshake_timeout: float) -> None:
         """Switch to TLS (the go-ahead was written). Everything the client sent before is dropped
         (RFC 3207 §4.2, CVE-2011-0411 class). Raises ConnectionLost if the handshake fails."""

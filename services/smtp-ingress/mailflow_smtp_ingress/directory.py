@@ -3,8 +3,8 @@
 Local recipients are remembered for `ttl` seconds, unknown users and non-local domains for the
 shorter `negative_ttl` (a user created a moment ago gets mail within seconds). Concurrent lookups
 of one address share a single call. Failures are never cached: a lookup that raises (store down,
-timeout) raises to every waiter, and the session answers 451 4.4.3. `authenticate` and
-`expired_sessions` are passed through untouched: passwords and logins are never cached here.
+timeout) raises to every waiter, and the session answers 451 4.4.3. `authenticate`,
+`scram_start`, `scram_finish` and `expired_sessions` are passed through untouched: passwords and logins are never cached here.
 """
 
 from __future__ import annotations
@@ -61,6 +61,22 @@ class CachedDirectory:
     async def authenticate(self, username: str, password: str, service: str = "smtp") -> Principal | None:
         try:
             return await asyncio.wait_for(self.inner.authenticate(username, password, service), self.timeout)
+        except TimeoutError as exc:
+            raise ServiceUnavailable("authentication timed out") from exc
+
+    async def scram_start(self, username: str) -> tuple[bytes, int]:
+        try:
+            return await asyncio.wait_for(self.inner.scram_start(username), self.timeout)
+        except TimeoutError as exc:
+            raise ServiceUnavailable("authentication timed out") from exc
+
+    async def scram_finish(
+        self, username: str, auth_message: bytes, client_proof: bytes, service: str = "smtp"
+    ) -> tuple[Principal, bytes] | None:
+        try:
+            return await asyncio.wait_for(
+                self.inner.scram_finish(username, auth_message, client_proof, service), self.timeout
+            )
         except TimeoutError as exc:
             raise ServiceUnavailable("authentication timed out") from exc
 

@@ -33,8 +33,11 @@ import secrets
 import time
 from datetime import UTC, datetime, timedelta
 
-from mailflow import ids
+from mailflow import ids, scram_auth
 from mailflow.contracts.messages import Recipient, TraceEvent
+from mailflow.errors import ProtocolError
+from mailflow.sasl import AuthzidRefused, SaslError
+from mailflow.scram import ServerExchange
 from mailflow.store.api import Principal, Resolution
 from mailflow.throttle import LoginThrottle
 from mailflow_smtp_ingress import headers, metrics
@@ -189,15 +192,43 @@ class IngressHandler:
             metrics.AUTH.labels(mechanism, "unavailable").inc()
             log.warning("authentication unavailable: %s: %s", type(exc).__name__, exc)
             return R.R454_AUTH_TEMP
+        return await self._auth_outcome(client, mechanism, username, principal)
+
+    async def handle_SCRAM(
+        self, client: Client, exchange: ServerExchange, client_first: bytes, ask: scram_auth.Ask
+    ) -> R.Reply:
+        """SCRAM-SHA-256[-PLUS] (mailflow.scram_auth). A client-first message that cannot be used raises
+        (SaslError: 501), and so does a cancelled challenge (PermFailure), before the throttle counts."""
+        mechanism = exchange.mechanism
+        if self.throttle.blocked(client.ip):
+            metrics.AUTH.labels(mechanism, "throttled").inc()
+            return R.R454_AUTH_THROTTLED
+        try:
+            outcome = await scram_auth.authenticate(exchange, client_first, ask, self.directory, "smtp")
+        except AuthzidRefused:  # we let no user act as another
+            outcome = scram_auth.Outcome("", error="other-error")
+        except (SaslError, ProtocolError):
+            raise
+        except Exception as exc:
+            metrics.AUTH.labels(mechanism, "unavailable").inc()
+            log.warning("authentication unavailable: %s: %s", type(exc).__name__, exc)
+            return R.R454_AUTH_TEMP
+        return await self._auth_outcome(client, mechanism, outcome.user, outcome.principal, outcome.error)
+
+    async def _auth_outcome(
+        self, client: Client, mechanism: str, username: str, principal: Principal | None, scram_error: str | None = None
+    ) -> R.Reply:
         if principal is None:
             delay = self.throttle.failed(client.ip)
             metrics.AUTH.labels(mechanism, "failed").inc()
             log.info(
                 "authentication failed",
-                extra={"user": username[:100], "failures": self.throttle.failures(client.ip)},
+                extra={"user": username[:100], "failures": self.throttle.failures(client.ip), "scram": scram_error},
             )
             if delay > 0:
                 await asyncio.sleep(delay)
+            if scram_error is not None:
+                return R.R535_AUTH_FAILED.with_text(f"Authentication credentials invalid (SCRAM e={scram_error})")
             return R.R535_AUTH_FAILED
         client.principal, client.auth_checked = principal, time.monotonic()
         metrics.AUTH.labels(mechanism, "ok").inc()
@@ -259,6 +290,7 @@ class IngressHandler:
             smtputf8=params.smtputf8,
             requiretls=params.requiretls,
             junk=junk is not None,
+            message_id=headers.message_id(body),
         )
         try:
             await self.queue.enqueue(raw, fields)

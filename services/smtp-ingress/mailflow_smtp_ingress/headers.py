@@ -89,6 +89,34 @@ def add_missing_id_and_date(message: bytes, message_id: str, date: str) -> bytes
     return head + extra + message[head_end:]
 
 
+MAX_MESSAGE_ID = 998  # RFC 5322 §2.1.1: a line's limit
+
+
+def message_id(message: bytes) -> str:
+    """The Message-ID field's value (unfolded, trimmed, at most MAX_MESSAGE_ID characters; bytes that are
+    not UTF-8 replaced), or "" if the header block has none. One pass over the header lines, no regex."""
+    sep = -2 if message.startswith(b"\r\n") else message.find(b"\r\n\r\n")
+    head_end = len(message) if sep == -1 else sep + 2
+    pos, value = 0, None
+    while pos < head_end:
+        nl = message.find(b"\r\n", pos, head_end)
+        end = head_end if nl < 0 else nl + 2
+        line = message[pos:end]
+        pos = end
+        if value is not None:
+            if line[:1] in (b" ", b"\t"):
+                value += line
+                continue
+            break
+        name, colon, rest = line.partition(b":")
+        if colon and name.strip().lower() == b"message-id":
+            value = rest
+    if value is None:
+        return ""
+    text = " ".join(value.decode("utf-8", "replace").split())
+    return text[:MAX_MESSAGE_ID]
+
+
 def remove_fields(message: bytes, names: tuple[str, ...]) -> bytes:
     """The message without the header fields called `names` (any case), with their folded lines.
     One pass over the header block's lines; the body is never looked at."""

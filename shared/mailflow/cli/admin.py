@@ -109,6 +109,16 @@ def user_quota(
     console.print(f"quota of {address} set")
 
 
+@user_app.command("role")
+def user_role(
+    address: str = ADDRESS,
+    role: str = typer.Argument(..., help="admin (the web console's admin pages) or user.", show_default=False),
+) -> None:
+    """Make ADDRESS an administrator of the web console, or a plain user again."""
+    Api.store().put(f"/admin/users/{_q(address)}/role", {"role": role})
+    console.print(f"{address} is now {role}")
+
+
 @user_app.command("disable")
 def user_disable(address: str = ADDRESS) -> None:
     """End ADDRESS's sessions and refuse its logins (IMAP, POP3, SMTP AUTH); its mail is still delivered."""

@@ -125,7 +125,7 @@ def counts(as_json: bool = JSON) -> None:
 
 
 def trace(queue_id: str = QUEUE_ID, as_json: bool = JSON) -> None:
-    """Show one message's journey through the six services (from the TRACE stream)."""
+    """Show one message's journey through the services (from the TRACE stream)."""
     events = Api.queue().get(f"/trace/{queue_id}")
     if as_json:
         return print_json(events)

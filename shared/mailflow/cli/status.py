@@ -1,6 +1,6 @@
 """`mailflow status`: is everything up? One look at the whole system, like `postfix status` + `doveadm`.
 
-For each of the six services: `/healthz` (alive, and the version it runs) and `/readyz` (ready, or the
+For each of the seven services: `/healthz` (alive, and the version it runs) and `/readyz` (ready, or the
 checks that fail), at the address `mailflow.cli.common.service_url` gives. Then NATS (reachable: its
 INFO line, with the server's version and whether JetStream is on), the databases (as the store's and
 the queue's readiness report them) and the queue's depth by state (its admin REST; needs the admin

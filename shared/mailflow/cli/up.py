@@ -2,7 +2,7 @@
 
 `up` is the whole stack on this machine: its own nats-server with JetStream (on 127.0.0.1:14222,
 never a server that merely happens to answer somewhere), unless MAILFLOW_NATS_URL names one (then that
-one, which must answer: if it does not, `up` says so and exits 1), then the six services as separate
+one, which must answer: if it does not, `up` says so and exits 1), then the seven services as separate
 processes. The installation is a NATS account of its own (MAILFLOW_INSTALLATION, default "mailflow"),
 so two installations on one server never see each other's streams or subjects. It waits until each
 service says it is ready, prints the endpoints, and restarts a service that dies (a few times, then gives up and stops
@@ -64,7 +64,7 @@ def up(
     delivery: int = typer.Option(1, help="How many delivery processes to run."),
     fsync: bool = typer.Option(True, help="JetStream fsyncs every write (survives power loss)."),
 ) -> None:
-    """Run the whole stack locally: nats-server and the six services."""
+    """Run the whole stack locally: nats-server and the seven services."""
     data = (data or data_dir()).resolve()
     ports = configured_ports()
     external = lookup("MAILFLOW_NATS_URL") or None

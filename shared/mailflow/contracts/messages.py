@@ -84,6 +84,7 @@ class QueuedMessage(Contract):
     # MX that offers REQUIRETLS too (delivery's smtp_out), or the message bounces; its DSN returns headers only
     requiretls: bool = False
     junk: bool = False  # DMARC p=quarantine failed or rspamd said "add header" at smtp-ingress: local recipients get it in their \Junk mailbox
+    message_id: str = ""  # the header's Message-ID (smtp-ingress reads it, at most 998 characters; "" if none): the admin search's key
 
 
 class QueuedMessages(Contract):

@@ -135,6 +135,8 @@ GRANTS: dict[str, Grant] = {
     "resolver": Grant(subscribe=(subjects.MX_LOOKUP, subjects.DNS_QUERY), responds=True),
     "mailbox-store": Grant(publish=(wild(subjects.MAILBOX_EVENTS), subjects.USER_REVOKED, TRACE)),
     "imap-pop3": Grant(subscribe=(wild(subjects.MAILBOX_EVENTS), subjects.USER_REVOKED)),
+    # The web console only watches: every hop's trace event feeds its live pipeline; it publishes nothing.
+    "web": Grant(subscribe=(TRACE,)),
 }
 
 

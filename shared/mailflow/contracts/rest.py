@@ -9,6 +9,7 @@ mailbox-store, admin group (header X-Mailflow-Admin-Token), used by `mailflow do
     GET    /admin/users/{address}                 -> UserPublic | 404
     PUT    /admin/users/{address}/password  PasswordChange -> 204 | 404 (the old password's sessions end)
     PUT    /admin/users/{address}/quota     QuotaChange    -> 204 | 404
+    PUT    /admin/users/{address}/role      RoleChange     -> 204 | 404 ("admin": the web console's admin pages)
     POST   /admin/users/{address}/disable         -> 204 | 404 (sessions end; mail still arrives)
     POST   /admin/users/{address}/enable          -> 204 | 404
     DELETE /admin/users/{address}                 -> 204 | 404 (mail, mailboxes and sessions go with the user)
@@ -92,10 +93,18 @@ class UserPublic(Schema):
     messages: int = 0
     created_at: datetime | None = None
     disabled: bool = False  # cannot log in (IMAP, POP3, SMTP AUTH); mail is still delivered
+    role: str = "user"  # ROLES: "admin" may use the web console's admin pages
 
 
 class PasswordChange(Schema):
     password: str = Field(min_length=1, max_length=1024)
+
+
+ROLES = ("user", "admin")
+
+
+class RoleChange(Schema):
+    role: Literal["user", "admin"]
 
 
 class QuotaChange(Schema):
@@ -219,6 +228,29 @@ class PrincipalOut(Schema):
 
 class Authenticated(Schema):
     principal: PrincipalOut | None
+
+
+class ScramStart(Schema):
+    username: str = Field(max_length=1024)
+
+
+class ScramSalt(Schema):
+    salt: str  # base64; a stable made-up one for a user with no verifier (the finish then fails)
+    iterations: int
+
+
+class ScramFinish(Schema):
+    """RFC 5802 §3: the AuthMessage the protocol service built, and the client's proof (base64)."""
+
+    username: str = Field(max_length=1024)
+    auth_message: str = Field(max_length=3 * 4096 + 2)  # three SCRAM messages of at most 4096 octets
+    client_proof: str = Field(max_length=128)
+    service: str = Field("imap", max_length=32)  # for the log
+
+
+class ScramDone(Schema):
+    principal: PrincipalOut | None  # null: a wrong proof, an unknown or disabled user, no verifier yet
+    server_signature: str | None = None  # base64, for the server-final message
 
 
 class SessionCheck(Schema):

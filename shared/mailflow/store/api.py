@@ -78,6 +78,17 @@ class Directory(Protocol):
         `service` is for the log."""
         ...
 
+    async def scram_start(self, username: str) -> tuple[bytes, int]:
+        """SCRAM-SHA-256 (mailflow.scram_auth): the user's (salt, iterations); for an unknown or disabled
+        user, or one with no verifier yet, made-up values that stay the same."""
+        ...
+
+    async def scram_finish(
+        self, username: str, auth_message: bytes, client_proof: bytes, service: str = "imap"
+    ) -> tuple[Principal, bytes] | None:
+        """(principal, server signature) when the proof checks out with the user's verifier, else None."""
+        ...
+
     async def expired_sessions(self, tokens: list[str]) -> set[str]:
         """Those of these Principal tokens the store no longer accepts: the password changed, the user
         was disabled or deleted, or the token expired. Their sessions must end."""
@@ -170,6 +181,7 @@ class MessageMeta:
     modseq: int
     size: int = 0
     internal_date: datetime | None = None
+    email_id: int = 0  # RFC 8474 EMAILID: the stored body's id (a COPY shares it)
 
 
 @dataclass
@@ -209,7 +221,12 @@ class CopyResult:
 @dataclass(frozen=True)
 class AppendResult:
     uidvalidity: int
-    uid: int
+    uids: list[int]  # one per message appended, consecutive
+
+    @property
+    def uid(self) -> int:
+        """The UID of a single APPEND."""
+        return self.uids[0]
 
 
 FlagOp = Literal["add", "remove", "replace"]
@@ -225,7 +242,16 @@ class Mailboxes(Directory, Protocol):
 
     async def subscribe(self, p: Principal, name: str, subscribed: bool) -> None: ...
     async def status(self, p: Principal, name: str) -> MailboxStatus: ...
-    async def select(self, p: Principal, name: str, claim_recent: bool = True) -> Selected: ...
+    async def select(self, p: Principal, name: str, claim_recent: bool = True) -> Selected:
+        """SELECT claims the mailbox's \\Recent messages for this session alone (RFC 3501 §2.3.2); EXAMINE
+        (claim_recent=False) sees the unclaimed ones as \\Recent and leaves them so."""
+        ...
+
+    async def claim_recent(self, p: Principal, mailbox_id: int, upto: int, claim: bool = True) -> int | None:
+        """A session with the mailbox selected learnt of new messages below UID `upto`: those from the
+        returned UID on are \\Recent to it (with `claim`, to it alone). None: none of them are."""
+        ...
+
     async def quota(self, p: Principal) -> QuotaUse: ...
     async def deleted(self, p: Principal, name: str) -> DeletedUse:
         """NotFound for a mailbox that does not exist."""
@@ -270,7 +296,16 @@ class Mailboxes(Directory, Protocol):
         body: bytes,
         flags: frozenset[str] = frozenset(),
         internal_date: datetime | None = None,
-    ) -> AppendResult: ...
+    ) -> AppendResult:
+        """One message: append_many with one item."""
+        ...
+
+    async def append_many(
+        self, p: Principal, name: str, items: list[tuple[bytes, frozenset[str], datetime | None]]
+    ) -> AppendResult:
+        """MULTIAPPEND (RFC 3502): every (message, flags, internal date), with consecutive UIDs, or none
+        (the first failure is raised, nothing is stored)."""
+        ...
 
     async def search(self, p: Principal, mailbox_id: int, key: SearchKey) -> list[int]:
         """UIDs matching `key`, ascending. Sequence numbers, \\Recent and '*' are resolved by the caller."""

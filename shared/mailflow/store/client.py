@@ -16,7 +16,8 @@ Errors, as store/api.py promises: a store that does not answer, times out, or fa
 the session must log in again).
 MailboxEvent.origin of a change is `session_origin(p)` of the session that made it.
 deliver(): an item larger than the store's max_message_bytes comes back "failed" with permanent=True.
-is_local_domain(domain) and expired_sessions(tokens) (the tokens refused now: revoked or expired, in
+scram_start(username) and scram_finish(username, auth_message, proof, service) are SCRAM-SHA-256's two
+store steps (mailflow.scram_auth); is_local_domain(domain) and expired_sessions(tokens) (the tokens refused now: revoked or expired, in
 calls of at most 1000) are Directory calls too; dkim_signing_key(domain) is delivery's.
 """
 
@@ -42,6 +43,9 @@ from mailflow.contracts.rest import (
     DomainLocal,
     Login,
     Resolved,
+    ScramDone,
+    ScramFinish,
+    ScramSalt,
     SessionCheck,
     SessionsExpired,
 )
@@ -115,15 +119,15 @@ def _first_at_least(uids: list[int], value: int) -> int:
 
 
 def _metas(d: dict) -> list[MessageMeta]:
-    """Columns {"u","f","fs","m","z","d"} -> MessageMeta per message."""
+    """Columns {"u","f","fs","m","z","d","e"} -> MessageMeta per message."""
     sets = [frozenset(f) for f in d["fs"]]
     dates: dict[int, datetime] = {}
     out = []
-    for uid, f, modseq, size, when in zip(d["u"], d["f"], d["m"], d["z"], d["d"], strict=True):
+    for uid, f, modseq, size, when, body in zip(d["u"], d["f"], d["m"], d["z"], d["d"], d["e"], strict=True):
         at = dates.get(when)
         if at is None:
             at = dates[when] = datetime.fromtimestamp(when, UTC)
-        out.append(MessageMeta(uid=uid, flags=sets[f], modseq=modseq, size=size, internal_date=at))
+        out.append(MessageMeta(uid=uid, flags=sets[f], modseq=modseq, size=size, internal_date=at, email_id=body))
     return out
 
 
@@ -196,6 +200,23 @@ class StoreClient:
         r = await self._call("POST", "/internal/authenticate", json=login.model_dump())
         p = _model(Authenticated, r).principal
         return None if p is None else p.principal()
+
+    async def scram_start(self, username: str) -> tuple[bytes, int]:
+        r = await self._call("POST", "/internal/scram/start", json={"username": username})
+        salt = _model(ScramSalt, r)
+        return base64.b64decode(salt.salt), salt.iterations
+
+    async def scram_finish(
+        self, username: str, auth_message: bytes, client_proof: bytes, service: str = "imap"
+    ) -> tuple[Principal, bytes] | None:
+        body = ScramFinish.model_construct(
+            username=username, auth_message=auth_message.decode("utf-8"),
+            client_proof=base64.b64encode(client_proof).decode(), service=service,
+        )  # fmt: skip
+        done = _model(ScramDone, await self._call("POST", "/internal/scram/finish", json=body.model_dump()))
+        if done.principal is None or done.server_signature is None:
+            return None
+        return done.principal.principal(), base64.b64decode(done.server_signature)
 
     async def is_local_domain(self, domain: str) -> bool:
         return _model(DomainLocal, await self._call("GET", "/internal/domain", params={"name": domain})).local
@@ -277,6 +298,12 @@ class StoreClient:
             recent=recent,
             permanent_keywords=head["permanent_keywords"],
         )
+
+    async def claim_recent(self, p: Principal, mailbox_id: int, upto: int, claim: bool = True) -> int | None:
+        d = await self._json(
+            "POST", "/access/recent", json={"mailbox_id": mailbox_id, "upto": upto, "claim": claim}, p=p
+        )
+        return d["recent_from"]
 
     async def changes(self, p: Principal, mailbox_id: int, since_modseq: int) -> Changes:
         d = await self._json(
@@ -375,13 +402,19 @@ class StoreClient:
         flags: frozenset[str] = frozenset(),
         internal_date: datetime | None = None,
     ) -> AppendResult:
+        return await self.append_many(p, name, [(body, flags, internal_date)])
+
+    async def append_many(
+        self, p: Principal, name: str, items: list[tuple[bytes, frozenset[str], datetime | None]]
+    ) -> AppendResult:
         head = {
             "name": name,
-            "flags": sorted(flags),
-            "internal_date": internal_date.isoformat() if internal_date else None,
+            "items": [
+                {"flags": sorted(flags), "internal_date": when.isoformat() if when else None} for _, flags, when in items
+            ],
         }
-        d = await self._json("POST", "/access/append", content=wire.encode(head, [body]), p=p)
-        return AppendResult(uidvalidity=d["uidvalidity"], uid=d["uid"])
+        d = await self._json("POST", "/access/append", content=wire.encode(head, [body for body, _, _ in items]), p=p)
+        return AppendResult(uidvalidity=d["uidvalidity"], uids=d["uids"])
 
     async def search(self, p: Principal, mailbox_id: int, key: SearchKey) -> list[int]:
         d = await self._json(

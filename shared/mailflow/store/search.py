@@ -11,6 +11,10 @@ silent match-all.
                       RFC 2047 words decoded, body text parts decoded from their transfer encoding and
                       charset (`body_texts`). HEADER looks at every occurrence of its field and no other;
                       HEADER x "" matches a message that has the field. TEXT also sees "name: value".
+  FROM / TO / CC / BCC  "the envelope structure's FROM field": a case-insensitive substring of the
+                      field's decoded text (as HEADER) or of one of its addresses as parsed
+                      (`address_texts`): the display name (RFC 2047 decoded, quotes and comments gone),
+                      local@domain with the local part unquoted, "name <local@domain>", a group's name.
   BEFORE / ON / SINCE  the internal date's day, "disregarding time and timezone": the store keeps the
                       instant, so its UTC day (the day FETCH INTERNALDATE shows, in +0000)
   SENTBEFORE / SENTON / SENTSINCE  the Date: header's day in the header's own zone (`sent_day`);
@@ -77,6 +81,15 @@ class Header:
 
 
 @dataclass(frozen=True)
+class Address:
+    field: Literal["from", "to", "cc", "bcc"]
+    value: str  # case-insensitive substring of the field's text or of one of its addresses
+
+
+ADDRESS_FIELDS = ("from", "to", "cc", "bcc")
+
+
+@dataclass(frozen=True)
 class Text:
     where: Literal["body", "text"]  # BODY: the body only; TEXT: header and body
     value: str
@@ -100,7 +113,12 @@ class ModSeq:
     n: int  # RFC 7162: messages with modseq >= n
 
 
-SearchKey = All | And | Or | Not | Uids | Flag | Header | Text | Date | Size | ModSeq
+@dataclass(frozen=True)
+class EmailId:
+    id: int  # RFC 8474 EMAILID: the message's content (its body's id in the store; copies share it)
+
+
+SearchKey = All | And | Or | Not | Uids | Flag | Header | Address | Text | Date | Size | ModSeq | EmailId
 
 
 def leaves(k: SearchKey) -> Iterator[SearchKey]:
@@ -134,6 +152,8 @@ def to_obj(k: SearchKey) -> dict:
             return {"k": "flag", "flag": flag, "present": present}
         case Header(field=f, value=v):
             return {"k": "header", "field": f, "value": v}
+        case Address(field=f, value=v):
+            return {"k": "address", "field": f, "value": v}
         case Text(where=w, value=v):
             return {"k": "text", "where": w, "value": v}
         case Date(which=which, op=op, day=day):
@@ -142,6 +162,8 @@ def to_obj(k: SearchKey) -> dict:
             return {"k": "size", "op": op, "n": n}
         case ModSeq(n=n):
             return {"k": "modseq", "n": n}
+        case EmailId(id=i):
+            return {"k": "emailid", "id": i}
     raise ValueError(f"not a search key: {k!r}")
 
 
@@ -165,6 +187,10 @@ def from_obj(o: dict) -> SearchKey:
                 return Flag(str(o["flag"]), bool(o.get("present", True)))
             case "header":
                 return Header(str(o["field"]).lower(), str(o["value"]))
+            case "address":
+                if o["field"] not in ADDRESS_FIELDS:
+                    raise ValueError("bad address field")
+                return Address(o["field"], str(o["value"]))
             case "text":
                 if o["where"] not in ("body", "text"):
                     raise ValueError("bad text key")
@@ -179,6 +205,8 @@ def from_obj(o: dict) -> SearchKey:
                 return Size(o["op"], int(o["n"]))
             case "modseq":
                 return ModSeq(int(o["n"]))
+            case "emailid":
+                return EmailId(int(o["id"]))
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed search key: {exc}") from exc
     raise ValueError(f"unknown search key {o.get('k')!r}")
@@ -221,22 +249,50 @@ def date_range(k: Date) -> tuple[int | None, int | None]:
 
 
 class Fields:
-    """A message's header fields as HEADER and TEXT compare them: `pairs` (lower-case name, folded value)
-    in order, and `by_name` (name -> its folded values, every occurrence)."""
+    """A message's header fields as HEADER, TEXT and FROM/TO/CC/BCC compare them: `pairs` (lower-case
+    name, folded value) in order, `by_name` (name -> its folded values, every occurrence), and
+    `addresses` (from/to/cc/bcc -> the folded `address_texts` of the envelope's addresses)."""
 
-    __slots__ = ("pairs", "by_name")
+    __slots__ = ("pairs", "by_name", "addresses")
 
-    def __init__(self, pairs: tuple[tuple[str, str], ...]):
+    def __init__(
+        self, pairs: tuple[tuple[str, str], ...], addresses: dict[str, tuple[str, ...]] | None = None
+    ):
         self.pairs = pairs
         by_name: dict[str, tuple[str, ...]] = {}
         for name, value in pairs:
             by_name[name] = (*by_name.get(name, ()), value)
         self.by_name = by_name
+        self.addresses = addresses or {}
 
     @classmethod
-    def of(cls, headers: Iterable[tuple[str, str]]) -> Fields:
-        """From mailflow.mime's ParsedMessage.headers (names in lower case, RFC 2047 words decoded)."""
-        return cls(tuple((name, fold(value)) for name, value in headers))
+    def of(cls, headers: Iterable[tuple[str, str]], envelope: mime.Envelope | None = None) -> Fields:
+        """From mailflow.mime's ParsedMessage.headers (names in lower case, RFC 2047 words decoded) and
+        its envelope."""
+        addresses = {}
+        if envelope is not None:
+            lists = (envelope.from_, envelope.to, envelope.cc, envelope.bcc)
+            addresses = {f: address_texts(a) for f, a in zip(ADDRESS_FIELDS, lists, strict=True) if a}
+        return cls(tuple((name, fold(value)) for name, value in headers), addresses)
+
+
+def address_texts(addresses: Iterable[mime.Address]) -> tuple[str, ...]:
+    """What FROM/TO/CC/BCC look in besides the field's text, folded, for each address (RFC 3501 address
+    structures as mailflow.mime parsed them): its display name with RFC 2047 words decoded,
+    local@domain with the local part unquoted, and "name <local@domain>"; a group's name."""
+    out: list[str] = []
+    for a in addresses:
+        if a.host is None:  # a group's start (its name is in `mailbox`) or end
+            if a.mailbox:
+                out.append(fold(mime.decode_words(a.mailbox)))
+            continue
+        local = a.mailbox or ""
+        if len(local) > 1 and local[0] == local[-1] == '"':
+            local = mime.unescape(local[1:-1])
+        spec = f"{local}@{a.host}" if a.host else local
+        name = mime.decode_words(a.name) if a.name else ""
+        out += (fold(name), fold(spec), fold(f"{name} <{spec}>")) if name else (fold(spec),)
+    return tuple(out)
 
 
 def _decode(raw: bytes, part: mime.BodyPart) -> str:
@@ -275,6 +331,7 @@ class Message(Protocol):
     size: int
     internal_date: int  # Unix seconds
     sent_day: int | None  # see sent_day()
+    email_id: int  # EmailId compares it
 
     def fields(self) -> Fields: ...
 
@@ -363,6 +420,8 @@ def matcher(k: SearchKey) -> Matcher:
             return (lambda m: m.size > n) if op == "larger" else (lambda m: m.size < n)
         case ModSeq(n=n):
             return lambda m: m.modseq >= n
+        case EmailId(id=i):
+            return lambda m: m.email_id == i
         case Date(which="internal"):
             within = _between(*date_range(k))
             return lambda m: within(m.internal_date)
@@ -372,6 +431,16 @@ def matcher(k: SearchKey) -> Matcher:
         case Header(field=field, value=value):
             needle = fold(value)
             return lambda m: any(needle in v for v in m.fields().by_name.get(field, ()))
+        case Address(field=field, value=value):
+            needle = fold(value)
+
+            def address(m: Message) -> bool:
+                f = m.fields()
+                return any(needle in v for v in f.by_name.get(field, ())) or any(
+                    needle in v for v in f.addresses.get(field, ())
+                )
+
+            return address
         case Text(where=where, value=value):
             needle = fold(value)
 

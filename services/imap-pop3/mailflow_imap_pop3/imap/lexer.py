@@ -45,10 +45,13 @@ MAX_LIST_ITEMS = 1000  # in one parenthesized list (FETCH items, flags, header n
 class Reader:
     """A cursor over one framed command. Every method consumes what it returns or raises ParseError."""
 
-    __slots__ = ("data", "pos", "tag")
+    __slots__ = ("data", "pos", "tag", "bad_name")
 
     def __init__(self, data: bytes, pos: int = 0, tag: str = "*"):
         self.data, self.pos, self.tag = data, pos, tag
+        # The first mailbox name that is not modified UTF-7: (why, code). The command's syntax is
+        # still checked to its end, and the Command carries it (RFC 3501 §5.1.3: NO, not BAD).
+        self.bad_name: tuple[str, str] | None = None
 
     def error(self, what: str) -> ParseError:
         near = self.data[self.pos : self.pos + 20].decode("latin-1", "replace")
@@ -146,20 +149,25 @@ class Reader:
         """An astring as text (UTF-8; bytes that are not UTF-8 become U+FFFD, never an error)."""
         return self.astring().decode(charset, "replace")
 
-    def mailbox(self) -> str:
+    def mailbox(self, new: bool = False) -> str:
+        """A mailbox name, decoded. One that is not modified UTF-7 is noted in `bad_name` (code CANNOT
+        for a name to be created, `new`; else NONEXISTENT: no mailbox has it) and read as ""."""
         raw = self.astring()
         try:
             return normalize_mailbox(mutf7.decode(raw))
         except ValueError as exc:
-            raise ParseError(f"Bad mailbox name: {exc}", self.tag) from None
+            if self.bad_name is None:
+                self.bad_name = (f"Invalid mailbox name: {exc}", "CANNOT" if new else "NONEXISTENT")
+            return ""
 
-    def list_mailbox(self) -> str:
+    def list_mailbox(self) -> str | None:
+        """A LIST/LSUB pattern, decoded; None for one that is not modified UTF-7 (it matches nothing)."""
         c = self.peek()
         raw = self.string() if c in (b'"', b"{") else self.match(_LIST_ATOM, "mailbox pattern").group()
         try:
             return mutf7.decode(raw)
-        except ValueError as exc:
-            raise ParseError(f"Bad mailbox pattern: {exc}", self.tag) from None
+        except ValueError:
+            return None
 
     def seqset(self) -> SeqSet:
         """RFC 3501 §9 sequence-set, taken as one token and split in C (16,000 ranges in a few ms)."""

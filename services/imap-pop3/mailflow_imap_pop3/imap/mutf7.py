@@ -1,6 +1,6 @@
 """IMAP mailbox names on the wire: modified UTF-7 (RFC 3501 §5.1.3) to and from the store's UTF-8 names.
 
-`decode` raises ValueError for a name that is not valid modified UTF-7 (the caller answers BAD);
+`decode` raises ValueError for a name that is not valid modified UTF-7 (the caller answers NO, or matches nothing with a LIST pattern);
 `encode` never fails.
 """
 

@@ -3,17 +3,20 @@ typed arguments of `syntax.py`. No I/O.
 
 `parse(data)` takes one command as `framing.Framer` cut it and returns a `Command`. Anything that does
 not match the grammar raises `ParseError` (the session answers BAD, or NO [BADCHARSET] for an unknown
-SEARCH charset); nothing here raises anything else for any input.
+SEARCH charset); nothing here raises anything else for any input. A mailbox name that is not valid
+modified UTF-7 (RFC 3501 §5.1.3) in a command otherwise well formed is not syntax: the Command carries
+`invalid_name` and the session answers NO [NONEXISTENT] (NO [CANNOT] for a name CREATE or RENAME would
+make), once the command is allowed in the state; such a LIST/LSUB pattern or reference matches nothing.
 """
 
 from __future__ import annotations
 
-from mailflow.store import search as sk
-from mailflow.store.api import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN
 from mailflow_imap_pop3.imap import mutf7
 from mailflow_imap_pop3.imap.lexer import ATOM, BASE64, FETCH_NAME, MAX_NUMBER, TAG, ParseError, Reader
+from mailflow_imap_pop3.imap.search_parser import search_args
 from mailflow_imap_pop3.imap.syntax import (
     Append,
+    AppendItem,
     Authenticate,
     Command,
     Compress,
@@ -26,16 +29,12 @@ from mailflow_imap_pop3.imap.syntax import (
     Login,
     MailboxArg,
     QuotaRootArg,
-    RecentKey,
     Rename,
-    Search,
     Section,
     Select,
     SeqArg,
-    SeqKey,
     Status,
     Store,
-    UidKey,
 )
 
 
@@ -78,7 +77,7 @@ _SPECIAL_USE = {
 
 def _create(r: Reader) -> MailboxArg:
     r.sp()
-    mailbox = r.mailbox()
+    mailbox = r.mailbox(new=True)
     use = None
     if r.maybe(b" "):
         r.expect(b"(")
@@ -114,7 +113,7 @@ def _rename(r: Reader) -> Rename:
     r.sp()
     old = r.mailbox()
     r.sp()
-    return Rename(old, r.mailbox())
+    return Rename(old, r.mailbox(new=True))
 
 
 _LIST_SELECT = {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"}
@@ -122,6 +121,7 @@ _LIST_RETURN = {"SUBSCRIBED", "CHILDREN", "SPECIAL-USE"}
 STATUS_ITEMS = {
     "MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ", "SIZE",
     "DELETED", "DELETED-STORAGE",  # RFC 9051 §6.3.11, RFC 9208 §4.4 (QUOTA=RES-STORAGE)
+    "MAILBOXID",  # RFC 8474 §4
 }  # fmt: skip
 
 
@@ -145,16 +145,14 @@ def _list(r: Reader) -> ListCmd:
             raise ParseError("RECURSIVEMATCH needs another selection option", r.tag)
         extended = True
         r.sp()
-    try:
-        reference = mutf7.decode(r.astring())
-    except ValueError:
-        raise ParseError("Bad reference name", r.tag) from None
+    reference = _reference(r)
     r.sp()
     if r.peek() == b"(":
         patterns = tuple(r.paren(r.list_mailbox))
         extended = True
     else:
         patterns = (r.list_mailbox(),)
+    patterns = () if reference is None else tuple(p for p in patterns if p is not None)
     returns: set[str] = set()
     status: tuple[str, ...] = ()
     if r.maybe(b" "):
@@ -175,17 +173,25 @@ def _list(r: Reader) -> ListCmd:
         returns = set(r.paren(option, allow_empty=True))
     if "SUBSCRIBED" in select:
         returns.add("SUBSCRIBED")
-    return ListCmd(reference, patterns, select, frozenset(returns), status, False, extended)
+    return ListCmd(reference or "", patterns, select, frozenset(returns), status, False, extended)
+
+
+def _reference(r: Reader) -> str | None:
+    """A LIST/LSUB reference name; None when it is not modified UTF-7 (the command matches nothing)."""
+    try:
+        return mutf7.decode(r.astring())
+    except ValueError:
+        return None
 
 
 def _lsub(r: Reader) -> ListCmd:
+    """`patterns` is () when the reference or the pattern is not modified UTF-7: nothing matches."""
     r.sp()
-    try:
-        reference = mutf7.decode(r.astring())
-    except ValueError:
-        raise ParseError("Bad reference name", r.tag) from None
+    reference = _reference(r)
     r.sp()
-    return ListCmd(reference, (r.list_mailbox(),), lsub=True)
+    pattern = r.list_mailbox()
+    patterns = (pattern,) if reference is not None and pattern is not None else ()
+    return ListCmd(reference or "", patterns, lsub=True)
 
 
 def _status(r: Reader) -> Status:
@@ -195,10 +201,7 @@ def _status(r: Reader) -> Status:
     return Status(mailbox, _status_items(r))
 
 
-def _append(r: Reader) -> Append:
-    r.sp()
-    mailbox = r.mailbox()
-    r.sp()
+def _append_item(r: Reader) -> AppendItem:
     flags: tuple[str, ...] = ()
     when = None
     if r.peek() == b"(":
@@ -209,8 +212,19 @@ def _append(r: Reader) -> Append:
         r.sp()
     if r.peek() not in (b"{", b"~"):
         raise r.error("message literal")
-    message = r.literal()
-    return Append(mailbox, flags, when, message)
+    return AppendItem(flags, when, r.literal())
+
+
+def _append(r: Reader) -> Append:
+    """APPEND mailbox [flags] [date] literal, then more of [flags] [date] literal (MULTIAPPEND, RFC 3502);
+    how many and how large the framer bounds (every literal of one command counts against APPENDLIMIT)."""
+    r.sp()
+    mailbox = r.mailbox()
+    r.sp()
+    items = [_append_item(r)]
+    while r.maybe(b" "):
+        items.append(_append_item(r))
+    return Append(mailbox, tuple(items))
 
 
 def _copy(r: Reader) -> CopyMove:
@@ -232,7 +246,7 @@ _MACROS = {
 }
 _SIMPLE_ATTS = {
     "ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE", "RFC822.TEXT", "BODY",
-    "BODYSTRUCTURE", "UID", "MODSEQ",
+    "BODYSTRUCTURE", "UID", "MODSEQ", "EMAILID", "THREADID",
 }  # fmt: skip
 _SECTION_TEXT = {"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"}
 MAX_SECTION_PARTS = 100  # numbers in a section's part path; messages nest at most 50 deep (mailflow.mime)
@@ -386,141 +400,16 @@ def _enable(r: Reader) -> Enable:
     return Enable(tuple(caps))
 
 
-# --- SEARCH ------------------------------------------------------------------------------------------
-
-_FLAG_KEYS = {
-    "ANSWERED": (ANSWERED, True), "DELETED": (DELETED, True), "DRAFT": (DRAFT, True),
-    "FLAGGED": (FLAGGED, True), "SEEN": (SEEN, True), "UNANSWERED": (ANSWERED, False),
-    "UNDELETED": (DELETED, False), "UNDRAFT": (DRAFT, False), "UNFLAGGED": (FLAGGED, False),
-    "UNSEEN": (SEEN, False),
-}  # fmt: skip
-_HEADER_KEYS = {"BCC": "bcc", "CC": "cc", "FROM": "from", "SUBJECT": "subject", "TO": "to"}
-_DATE_KEYS = {
-    "BEFORE": ("internal", "before"), "ON": ("internal", "on"), "SINCE": ("internal", "since"),
-    "SENTBEFORE": ("sent", "before"), "SENTON": ("sent", "on"), "SENTSINCE": ("sent", "since"),
-}  # fmt: skip
-CHARSETS = {"UTF-8": "utf-8", "US-ASCII": "ascii"}
-_ARG_KEYS = {*_HEADER_KEYS, *_DATE_KEYS, "BODY", "TEXT", "HEADER", "KEYWORD", "UNKEYWORD", "LARGER", "SMALLER",
-             "NOT", "OR", "UID", "MODSEQ"}  # fmt: skip
-MAX_SEARCH_DEPTH = 100
-MAX_SEARCH_KEYS = 1000  # in one SEARCH: each is work for the store; a 64 KiB line holds 16,000 "ALL"
-
-
-class _SearchParser:
-    def __init__(self, r: Reader, charset: str):
-        self.r, self.charset, self.depth, self.modseq = r, charset, 0, False
-        self.count = 0
-
-    def string(self) -> str:
-        raw = self.r.astring()
-        try:
-            return raw.decode(self.charset)
-        except UnicodeDecodeError:
-            raise ParseError(f"Search string is not {self.charset}", self.r.tag) from None
-
-    def keys(self) -> object:
-        """One or more keys separated by spaces, up to the end of the command or a ')'."""
-        keys = [self.key()]
-        while self.r.peek() == b" ":
-            self.r.pos += 1
-            keys.append(self.key())
-        return keys[0] if len(keys) == 1 else sk.And(tuple(keys))
-
-    def key(self) -> object:
-        r = self.r
-        self.depth += 1
-        self.count += 1
-        if self.depth > MAX_SEARCH_DEPTH:
-            raise ParseError("Search criteria nested too deeply", r.tag)
-        if self.count > MAX_SEARCH_KEYS:
-            raise ParseError(f"Too many search keys (the limit is {MAX_SEARCH_KEYS})", r.tag)
-        try:
-            c = r.peek()
-            if c == b"(":
-                r.pos += 1
-                inner = self.keys()
-                r.expect(b")")
-                return inner
-            if c.isdigit() or c == b"*":
-                return SeqKey(r.seqset())
-            name = r.keyword()
-            return self.named(name)
-        finally:
-            self.depth -= 1
-
-    def named(self, name: str) -> object:
-        r = self.r
-        if name == "ALL":
-            return sk.All()
-        if name in _FLAG_KEYS:
-            flag, present = _FLAG_KEYS[name]
-            return sk.Flag(flag, present)
-        if name in ("RECENT", "OLD"):
-            return RecentKey(name == "RECENT")
-        if name == "NEW":
-            return sk.And((RecentKey(True), sk.Flag(SEEN, False)))
-        if name not in _ARG_KEYS:
-            raise ParseError(f"Unknown search key {name[:40]}", r.tag)
-        r.sp()
-        if name in _HEADER_KEYS:
-            return sk.Header(_HEADER_KEYS[name], self.string())
-        if name in _DATE_KEYS:
-            which, op = _DATE_KEYS[name]
-            return sk.Date(which, op, r.date())
-        if name in ("BODY", "TEXT"):
-            return sk.Text(name.lower(), self.string())
-        if name == "HEADER":
-            field = r.astring().decode("latin-1").lower()
-            r.sp()
-            return sk.Header(field, self.string())
-        if name in ("KEYWORD", "UNKEYWORD"):
-            return sk.Flag(r.atom().decode("latin-1"), name == "KEYWORD")
-        if name in ("LARGER", "SMALLER"):
-            return sk.Size(name.lower(), r.number())
-        if name == "NOT":
-            return sk.Not(self.key())
-        if name == "OR":
-            a = self.key()
-            r.sp()
-            return sk.Or(a, self.key())
-        if name == "UID":
-            return UidKey(r.seqset())
-        if name == "MODSEQ":
-            self.modseq = True
-            if r.peek() == b'"':  # entry-name entry-type-req: "/flags/\\seen" all|shared|priv
-                r.quoted()
-                r.sp()
-                if r.keyword() not in ("ALL", "SHARED", "PRIV"):
-                    raise r.error("entry type (all, shared, priv)")
-                r.sp()
-            return sk.ModSeq(r.number(MAX_NUMBER))
-        raise ParseError(f"Unknown search key {name}", r.tag)
-
-
-def _search(r: Reader) -> Search:
-    r.sp()
-    charset = None
-    if r.peek(8).upper() == b"CHARSET ":
-        r.pos += 8
-        charset = r.astring().decode("latin-1").upper()
-        if charset not in CHARSETS:
-            raise ParseError("Unsupported charset", r.tag, "NO", "BADCHARSET (UTF-8 US-ASCII)")
-        r.sp()
-    p = _SearchParser(r, CHARSETS.get(charset or "UTF-8", "utf-8"))
-    key = p.keys()
-    return Search(key, charset, p.modseq)
-
-
 # name -> argument parser; the session's COMMANDS table says who may run what, when.
 ARGUMENTS = {
     "CAPABILITY": _none, "NOOP": _none, "LOGOUT": _none, "STARTTLS": _none, "AUTHENTICATE": _authenticate,
     "LOGIN": _login, "SELECT": _select, "EXAMINE": _select, "CREATE": _create, "DELETE": _mailbox_arg,
     "RENAME": _rename, "SUBSCRIBE": _mailbox_arg, "UNSUBSCRIBE": _mailbox_arg, "LIST": _list, "LSUB": _lsub,
     "STATUS": _status, "APPEND": _append, "CHECK": _none, "CLOSE": _none, "EXPUNGE": _none,
-    "SEARCH": _search, "FETCH": _fetch, "STORE": _store, "COPY": _copy, "MOVE": _copy, "UNSELECT": _none,
+    "SEARCH": search_args, "FETCH": _fetch, "STORE": _store, "COPY": _copy, "MOVE": _copy, "UNSELECT": _none,
     "IDLE": _none, "NAMESPACE": _none, "ID": _id, "ENABLE": _enable,
     "GETQUOTA": _quota_root, "GETQUOTAROOT": _mailbox_arg, "COMPRESS": _compress,
-    "UID COPY": _copy, "UID MOVE": _copy, "UID FETCH": _fetch, "UID SEARCH": _search, "UID STORE": _store,
+    "UID COPY": _copy, "UID MOVE": _copy, "UID FETCH": _fetch, "UID SEARCH": search_args, "UID STORE": _store,
     "UID EXPUNGE": _seq_arg,
 }  # fmt: skip
 
@@ -545,4 +434,4 @@ def parse(data: bytes) -> Command:
         raise ParseError(f"Unknown command {name[:40]}", tag)
     args = fn(r)
     r.end()
-    return Command(tag, name, args)
+    return Command(tag, name, args, r.bad_name)

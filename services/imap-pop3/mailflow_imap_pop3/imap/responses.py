@@ -209,3 +209,24 @@ def uid_set(values) -> str:
     if start is not None:
         out.append(str(start) if start == prev else f"{start}:{prev}")
     return ",".join(out)
+
+
+# --- RFC 8474 object identifiers ----------------------------------------------------------------------
+# objectid = 1*255(ALPHA / DIGIT / "_" / "-"). A mailbox's MAILBOXID is its store id (never reused, kept
+# across RENAME); a message's EMAILID is its stored body's id (a COPY or MOVE shares it). No THREADID: NIL.
+
+
+def mailbox_id(n: int) -> str:
+    return f"F{n}"
+
+
+def email_id(n: int) -> str:
+    return f"M{n}"
+
+
+def email_id_number(text: str) -> int | None:
+    """The body id an EMAILID names, or None for one we never gave (which then matches nothing)."""
+    digits = text[1:]
+    if text[:1] != "M" or not digits.isascii() or not digits.isdigit() or len(digits) > 18:
+        return None
+    return int(digits)

@@ -23,12 +23,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from mailflow import ids
+from mailflow import ids, scram_auth
 from mailflow import log as mlog
 from mailflow.connections import InputDeadline
 from mailflow.contracts.messages import MailboxEvent
 from mailflow.errors import NotFound
-from mailflow.store.api import Principal
+from mailflow.store.api import Changes, Principal
 from mailflow.store.client import SessionExpired
 from mailflow_imap_pop3 import metrics
 from mailflow_imap_pop3.context import Context, session_id
@@ -44,6 +44,10 @@ from mailflow_imap_pop3.imap.view import MailboxView
 from mailflow_imap_pop3.listener import Connection
 
 log = logging.getLogger(__name__)
+
+# A mailbox name that is not modified UTF-7 is NO before the handler runs, except for these: a failed
+# SELECT/EXAMINE closes the selected mailbox first (RFC 3501 §6.3.1), which mailbox._open does.
+_OPENS = frozenset({"SELECT", "EXAMINE"})
 
 
 class State(enum.Flag):
@@ -160,16 +164,24 @@ class Session:
     def plaintext_allowed(self) -> bool:
         return self.tls_active or self.conn.loopback or self.ctx.settings.allow_plaintext_auth
 
+    def mechanisms(self) -> list[str]:
+        """AUTHENTICATE's mechanisms: PLAIN and SCRAM-SHA-256, and -PLUS where TLS can bind it."""
+        return ["PLAIN", *scram_auth.mechanisms(self.conn.channel_bindings())]
+
     def capabilities(self) -> str:
         caps = ["IMAP4rev1", "SASL-IR", "ID", "ENABLE", "IDLE", "LITERAL+"]
         if self.state == State.NOT_AUTH:
             if not self.tls_active and self.ctx.tls is not None:
                 caps.append("STARTTLS")
-            caps.append("AUTH=PLAIN" if self.plaintext_allowed() else "LOGINDISABLED")
+            if self.plaintext_allowed():
+                caps += [f"AUTH={m}" for m in self.mechanisms()]
+            else:
+                caps.append("LOGINDISABLED")
         else:
             caps += [
                 "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE",
-                "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE", "BINARY",
+                "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE", "BINARY", "MULTIAPPEND", "OBJECTID",
+                "ESEARCH",
                 f"APPENDLIMIT={self.ctx.settings.max_append_bytes}",
             ]  # fmt: skip
             if not self.conn.compressed:  # RFC 4978 §3: not offered again once on
@@ -252,12 +264,12 @@ class Session:
             return
         announced = view.announced_changes() if view.dirty and (not poll or self.quiet(view)) else None
         view.dirty, view.announced = False, []
-        if announced is not None:  # new messages the events described in full: no store round trip
-            self.tell(view, view.apply(announced, allow_expunge, self.condstore))
-            return
         asked_at, asked_epoch = time.monotonic(), self.ctx.hub.epoch()
-        try:
-            changes = await self.store.changes(self.principal, view.mailbox_id, view.highestmodseq)
+        try:  # new messages the events described in full need no `changes` call
+            changes = announced
+            if changes is None:
+                changes = await self.store.changes(self.principal, view.mailbox_id, view.highestmodseq)
+            recent_from = await self.recent_from(view, changes)
         except NotFound:
             self.write(rsp.untagged("BYE Selected mailbox was deleted, have to disconnect"))
             self.state = State.LOGOUT
@@ -271,8 +283,19 @@ class Session:
             view.look_again()
             log.warning("changes of the selected mailbox unavailable: %s", exc)
             return
-        view.asked_at, view.asked_epoch = asked_at, asked_epoch
-        self.tell(view, view.apply(changes, allow_expunge, self.condstore))
+        if announced is None:
+            view.asked_at, view.asked_epoch = asked_at, asked_epoch
+        self.tell(view, view.apply(changes, allow_expunge, self.condstore, recent_from))
+
+    async def recent_from(self, view: MailboxView, ch: Changes) -> int | None:
+        """From which UID the new messages in `ch` are \\Recent to this session: the store decides, so
+        that one session of all (on every replica) has each (RFC 3501 §2.3.2). One store call when there
+        are new messages, none otherwise; its errors are those of `changes` (new messages wait for the
+        next look rather than be shown without knowing their \\Recent)."""
+        top = view.new_top(ch)
+        if not top:
+            return None
+        return await self.store.claim_recent(self.principal, view.mailbox_id, top + 1, not view.readonly)
 
     def tell(self, view: MailboxView, lines: list[bytes]) -> None:
         for line in lines:
@@ -417,6 +440,8 @@ class Session:
             reply = Reply("NO", f"{cmd.name} not allowed now: {hint}", "CLIENTBUG")
         else:
             try:
+                if cmd.invalid_name is not None and cmd.name not in _OPENS:
+                    raise errors.no(*cmd.invalid_name)
                 reply = await spec.handler(self, cmd) or Reply("OK", f"{cmd.name} completed")
                 if reply is rsp.ANSWERED:  # the handler wrote its own tagged reply (STARTTLS)
                     _COMMANDS.observe(cmd.name, "ok", time.perf_counter() - started)

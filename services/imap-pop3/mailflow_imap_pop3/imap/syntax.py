@@ -56,6 +56,8 @@ class Command:
     tag: str
     name: str  # upper case; "UID FETCH" for the UID forms
     args: object = None
+    # (text, code) when a mailbox name in it is not modified UTF-7: the session answers NO with them
+    invalid_name: tuple[str, str] | None = None
 
 
 # --- arguments ---------------------------------------------------------------------------------------
@@ -114,11 +116,16 @@ class Status:
 
 
 @dataclass(frozen=True, slots=True)
-class Append:
-    mailbox: str
+class AppendItem:
     flags: tuple[str, ...]
     date: datetime | None
     message: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Append:  # one message, or several: MULTIAPPEND (RFC 3502)
+    mailbox: str
+    items: tuple[AppendItem, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +204,8 @@ class Search:
     key: object  # sk.SearchKey | SeqKey | UidKey | RecentKey, combined with sk.And/Or/Not
     charset: str | None = None
     uses_modseq: bool = False
+    # RFC 4731 ESEARCH: the RETURN options (MIN, MAX, ALL, COUNT; RETURN () is ALL); None: plain SEARCH
+    returns: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

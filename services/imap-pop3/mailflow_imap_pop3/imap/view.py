@@ -170,7 +170,14 @@ class MailboxView:
         self.recent -= gone
         return out
 
-    def apply(self, ch: Changes, allow_expunge: bool, condstore: bool) -> list[bytes]:
+    def new_top(self, ch: Changes) -> int:
+        """The highest UID `ch` adds to the view (0: it adds none)."""
+        last = self.uids[-1] if self.uids else 0
+        return max((m.uid for m in ch.updated if m.uid > last), default=0)
+
+    def apply(self, ch: Changes, allow_expunge: bool, condstore: bool, recent_from: int | None = None) -> list[bytes]:
+        """`recent_from`: the new messages from this UID on are \\Recent in this session (the store said so:
+        Mailboxes.claim_recent); None: none of them."""
         out: list[bytes] = []
         self.pending_expunge.update(u for u in ch.expunged if self.index_of(u) is not None)
         if allow_expunge and self.pending_expunge:
@@ -205,8 +212,8 @@ class MailboxView:
                 self.uids.append(meta.uid)
                 self.flags.append(meta.flags)
                 self.modseqs.append(meta.modseq)
-                if not self.readonly:
-                    self.recent.add(meta.uid)  # this session is the one that noticed it
+                if recent_from is not None and meta.uid >= recent_from:
+                    self.recent.add(meta.uid)
             out.append(b"* %d EXISTS\r\n" % len(self.uids))
             out.append(b"* %d RECENT\r\n" % len(self.recent))
         self.uidnext = max(self.uidnext, ch.status.uidnext)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from mailflow import ids
+from mailflow import ids, scram_auth
 from mailflow import log as mlog
 from mailflow.connections import InputDeadline
 from mailflow.errors import Invalid, NotFound, ProtocolError, QuotaExceeded, ServiceUnavailable
@@ -128,12 +128,16 @@ class Session:
     def plaintext_allowed(self) -> bool:
         return self.tls_active or self.conn.loopback or self.ctx.settings.allow_plaintext_auth
 
+    def mechanisms(self) -> list[str]:
+        """SASL mechanisms offered on this connection (SCRAM-SHA-256-PLUS over TLS only)."""
+        return ["PLAIN", *scram_auth.mechanisms(self.conn.channel_bindings())]
+
     def capabilities(self) -> bytes:
         """RFC 5804 §1.7: one line per capability, then OK."""
         s = rsp.string
         lines = [s("IMPLEMENTATION") + b" " + s("Mailflow"), s("SIEVE") + b" " + s(" ".join(SUPPORTED))]
         if self.state == State.NOT_AUTH:
-            lines.append(s("SASL") + b" " + s("PLAIN" if self.plaintext_allowed() else ""))
+            lines.append(s("SASL") + b" " + s(" ".join(self.mechanisms()) if self.plaintext_allowed() else ""))
             if not self.tls_active and self.ctx.tls is not None:
                 lines.append(s("STARTTLS"))
         lines += [s("UNAUTHENTICATE"), s("VERSION") + b" " + s("1.0")]

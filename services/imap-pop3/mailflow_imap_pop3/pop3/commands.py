@@ -1,4 +1,5 @@
-"""POP3 commands (RFC 1939, CAPA of RFC 2449, STLS of RFC 2595, AUTH PLAIN of RFC 5034) and their table.
+"""POP3 commands (RFC 1939, CAPA of RFC 2449, STLS of RFC 2595, AUTH of RFC 5034: PLAIN and
+SCRAM-SHA-256[-PLUS], whose success data is a last "+ " challenge answered by an empty line) and their table.
 
 A handler takes the session and the argument text and returns the reply (bytes, or a list of pieces
 sent without joining them), or a coroutine when it has to wait for the store or the client: the session
@@ -9,12 +10,14 @@ argument is -ERR; errors of the store become replies in `replies.to_reply`.
 
 from __future__ import annotations
 
+import base64
 import enum
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mailflow import scram, scram_auth
 from mailflow.sasl import SaslError, decode_plain
 from mailflow_imap_pop3.pop3 import replies as R
 from mailflow_imap_pop3.pop3.maildrop import dot_stuffed, stuffed, top
@@ -61,7 +64,7 @@ def cmd_capa(s: Pop3Session, arg: str) -> bytes:
         if s.conn.tls is None and s.ctx.tls is not None:
             caps.append("STLS")
         if s.plaintext_allowed():
-            caps += ["USER", "SASL PLAIN"]
+            caps += ["USER", "SASL " + " ".join(mechanisms(s))]
     return b"+OK Capability list follows\r\n" + "".join(c + "\r\n" for c in caps).encode() + b".\r\n"
 
 
@@ -81,14 +84,21 @@ def cmd_pass(s: Pop3Session, arg: str) -> bytes | Awaitable[bytes]:
     return s.login(user, arg)  # RFC 1939: the password may contain spaces
 
 
+def mechanisms(s: Pop3Session) -> list[str]:
+    return ["PLAIN", *scram_auth.mechanisms(s.conn.channel_bindings())]
+
+
 async def cmd_auth(s: Pop3Session, arg: str) -> bytes:
     parts = arg.split()
-    if not parts:
-        return b"+OK\r\nPLAIN\r\n.\r\n"  # the mechanisms, as pre-RFC 5034 clients ask for them
-    if parts[0].upper() != "PLAIN" or len(parts) > 2:
+    if not parts:  # the mechanisms, as pre-RFC 5034 clients ask for them
+        return b"+OK\r\n" + "".join(m + "\r\n" for m in mechanisms(s)).encode() + b".\r\n"
+    mechanism = parts[0].upper()
+    if mechanism not in mechanisms(s) or len(parts) > 2:
         return R.R_MECHANISM
     if not s.plaintext_allowed():
         return R.R_PLAINTEXT
+    if mechanism != "PLAIN":
+        return await auth_scram(s, mechanism, parts[1].encode() if len(parts) == 2 else None)
     if len(parts) == 2:
         response = parts[1].encode()
     else:
@@ -107,6 +117,32 @@ async def cmd_auth(s: Pop3Session, arg: str) -> bytes:
     except SaslError:
         return R.R_BAD_SASL
     return await s.login(user, password)
+
+
+async def auth_scram(s: Pop3Session, mechanism: str, initial: bytes | None) -> bytes:
+    async def ask(challenge: bytes) -> bytes:
+        s.write(b"+ " + base64.b64encode(challenge) + b"\r\n")
+        line = await s.read_line(scram.MAX_ENCODED + 2)
+        if line is None:  # the connection ended (or was cut off, and answered)
+            s.closing = True
+            raise scram_auth.Cancelled("connection ended")
+        if line == b"\x00":
+            raise SaslError("response missing")
+        if line.strip() == b"*":
+            raise scram_auth.Cancelled("Authentication cancelled")
+        return scram.decode_response(line)
+
+    bindings = s.conn.channel_bindings()
+    exchange = scram.ServerExchange(mechanism, bindings, scram.MECHANISM_PLUS in mechanisms(s))
+    try:
+        first = scram.decode_response(initial) if initial is not None else await ask(b"")
+        return await s.enter(s.ctx.auth.scram(exchange, first, ask, s.conn.ip, "pop3"))
+    except scram_auth.Cancelled:
+        return b"" if s.closing else R.R_AUTH_CANCELLED
+    except scram.ScramError as exc:
+        return R.err(f"[AUTH] Invalid SCRAM message: {exc}")
+    except SaslError:
+        return R.R_BAD_SASL
 
 
 async def cmd_stls(s: Pop3Session, arg: str) -> bytes:

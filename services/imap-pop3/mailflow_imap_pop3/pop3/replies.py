@@ -47,6 +47,10 @@ R_REVOKED = b"-ERR [AUTH] Session ended: the account's password or status change
 R_UPDATE_FAILED = b"-ERR [SYS/TEMP] Some deleted messages were not removed, try again\r\n"
 
 
+def scram_failed(code: str) -> bytes:
+    return f"-ERR [AUTH] Authentication failed (SCRAM e={code})\r\n".encode()
+
+
 def err(text: str) -> bytes:
     return b"-ERR " + text.encode() + b"\r\n"
 

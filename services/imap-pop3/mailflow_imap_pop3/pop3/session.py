@@ -29,11 +29,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 
 from mailflow import ids
 from mailflow import log as mlog
 from mailflow.connections import InputDeadline, Slot
 from mailflow.errors import Conflict
+from mailflow.sasl import SaslError
 from mailflow.store.api import Principal
 from mailflow_imap_pop3 import metrics
 from mailflow_imap_pop3.auth import LoginFailed, Throttled
@@ -430,15 +432,23 @@ class Pop3Session:
     # --- logging in ------------------------------------------------------------------------------------
 
     async def login(self, user: str, password: str) -> bytes:
+        return await self.enter(self.ctx.auth.login(user, password, self.conn.ip, "pop3", self.ctx.pop3_tokens))
+
+    async def enter(self, authenticating: Awaitable[Principal]) -> bytes:
+        """Log in with the principal `authenticating` gives (USER/PASS, AUTH PLAIN or SCRAM); a SASL
+        message that cannot be used (SaslError) is the caller's to answer."""
         try:
-            principal = await self.ctx.auth.login(user, password, self.conn.ip, "pop3", self.ctx.pop3_tokens)
+            principal = await authenticating
         except Throttled:
             metrics.LOGINS.labels("pop3", "throttled").inc()
             return R.R_THROTTLED
-        except LoginFailed:
+        except LoginFailed as exc:
             metrics.LOGINS.labels("pop3", "failed").inc()
-            log.info("login failed", extra={"user": user[:100], "peer": self.conn.ip})
-            return R.R_AUTH_FAILED
+            log.info("login failed", extra={"user": str(exc)[:100], "peer": self.conn.ip, "scram": exc.scram_error})
+            return R.R_AUTH_FAILED if exc.scram_error is None else R.scram_failed(exc.scram_error)
+        except SaslError:
+            metrics.LOGINS.labels("pop3", "failed").inc()
+            raise
         except Exception:
             metrics.LOGINS.labels("pop3", "unavailable").inc()
             raise

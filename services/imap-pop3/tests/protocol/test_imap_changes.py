@@ -147,6 +147,34 @@ def test_append_to_the_selected_mailbox_announces_it(srv):
     assert lines[0] == b"* 3 EXISTS"
 
 
+def test_copy_and_move_into_the_selected_mailbox_itself(srv):
+    """RFC 3501 §6.4.7 and RFC 6851 put no rule against the selected mailbox as the destination: the
+    copies get new UIDs (COPYUID) and come as EXISTS, \\Recent to this session; MOVE expunges the
+    originals (EXPUNGE after the untagged COPYUID), and the flags travel with them."""
+    fill(srv, 2)
+    c = selected(srv)
+    c.cmd("f0", "STORE 2 +FLAGS.SILENT (\\Flagged)")
+    lines = c.cmd("a1", "COPY 1:2 INBOX")
+    assert lines[:2] == [b"* 4 EXISTS", b"* 4 RECENT"]
+    assert re.fullmatch(rb"a1 OK \[COPYUID \d+ 1:2 3:4\] COPY completed", lines[-1])
+    lines = c.cmd("a2", "UID MOVE 2 INBOX")
+    assert re.fullmatch(rb"\* OK \[COPYUID \d+ 2 5\] Moved", lines[0])
+    assert lines[1:] == [b"* 2 EXPUNGE", b"* 4 EXISTS", b"* 4 RECENT", b"a2 OK UID MOVE completed"]
+    assert c.cmd("a3", "UID FETCH 1:* FLAGS")[:-1] == [
+        b"* 1 FETCH (UID 1 FLAGS (\\Recent))",
+        b"* 2 FETCH (UID 3 FLAGS (\\Recent))",
+        b"* 3 FETCH (UID 4 FLAGS (\\Flagged \\Recent))",
+        b"* 4 FETCH (UID 5 FLAGS (\\Flagged \\Recent))",
+    ]
+    lines = c.cmd("a4", "MOVE 1:4 INBOX")  # all of them: the mailbox holds four new ones after
+    assert re.fullmatch(rb"\* OK \[COPYUID \d+ 1,3:5 6:9\] Moved", lines[0])
+    assert lines[1:5] == [b"* 1 EXPUNGE"] * 4 and lines[5:7] == [b"* 4 EXISTS", b"* 4 RECENT"]
+    assert c.cmd("a5", "UID SEARCH ALL")[0] == b"* SEARCH 6 7 8 9"
+    other = selected(srv)
+    assert other.cmd("b1", "UID SEARCH ALL")[0] == b"* SEARCH 6 7 8 9"
+    assert other.cmd("b2", "STATUS INBOX (MESSAGES UIDNEXT)")[0] == b'* STATUS "INBOX" (MESSAGES 4 UIDNEXT 10)'
+
+
 def test_an_expired_store_session_ends_the_imap_session(srv):
     fill(srv, 1)
     c = selected(srv)
@@ -196,8 +224,9 @@ def _counting_changes(store) -> list[int]:
 
 def test_announced_messages_are_shown_without_asking_the_store(tmp_path, store, nats_url):
     """An "appended" event that carries the new messages' flags and continues the view's MODSEQ is
-    applied as it is: EXISTS, RECENT, new keywords in FLAGS, the flags in FETCH, all without a store
-    call. Anything else — a flag change, an expunge, a gap in the MODSEQs — makes the session ask."""
+    applied as it is: EXISTS, RECENT, new keywords in FLAGS, the flags in FETCH, all without asking the
+    store for changes (only who has them \\Recent). Anything else — a flag change, an expunge, a gap
+    in the MODSEQs — makes the session ask."""
     from imaptest import Running, settings_for
 
     srv = Running(settings_for(tmp_path, noop_store_check=30), store, nats_url=nats_url)

@@ -120,7 +120,8 @@ def test_peek_keeps_unseen_body_sets_seen(srv):
     srv.deliver("alice@example.test", make_message("y"))
     c2.cmd("n1", "NOOP")
     c2.cmd("a5", "FETCH 2 BODY[]")
-    assert c2.cmd("a6", "FETCH 2 FLAGS")[0] == b"* 2 FETCH (FLAGS ())"  # read-only: still unseen
+    # read-only: still unseen, and \Recent (no session has SELECTed since it came; EXAMINE leaves it so)
+    assert c2.cmd("a6", "FETCH 2 FLAGS")[0] == b"* 2 FETCH (FLAGS (\\Recent))"
 
 
 def test_uid_fetch_ranges_and_missing_uids(srv):

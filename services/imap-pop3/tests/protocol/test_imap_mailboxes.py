@@ -33,7 +33,8 @@ def test_list_shows_the_default_folders_with_special_use(srv):
 
 def test_create_hierarchy_and_wildcards(srv):
     c = session(srv)
-    assert c.cmd("a1", "CREATE Work/Projects/Alpha")[-1] == b"a1 OK CREATE completed"
+    created = c.cmd("a1", "CREATE Work/Projects/Alpha")[-1]
+    assert created.startswith(b"a1 OK [MAILBOXID (F") and created.endswith(b")] CREATE completed")
     assert c.cmd("a2", "CREATE Work/")[-1].startswith(b"a2 NO [ALREADYEXISTS]")
     assert c.cmd("a3", "CREATE inbox")[-1].startswith(b"a3 NO [ALREADYEXISTS]")
     assert names(c.cmd("a4", 'LIST "" Work/%')) == [b'"Work/Projects"']
@@ -182,3 +183,37 @@ def test_imaplib_round_trip(srv):
     assert m.rename("Projects", "Done")[0] == "OK"
     assert m.delete("Done")[0] == "OK"
     m.logout()
+
+
+def test_a_name_that_is_not_modified_utf7_is_no_not_bad(srv):
+    """RFC 3501 §5.1.3: such a name is no mailbox (NO), not a syntax error (BAD); a LIST or LSUB pattern
+    or reference that is not modified UTF-7 matches nothing. Every command that takes a mailbox name
+    (MULTIAPPEND and GETQUOTAROOT too)."""
+    srv.deliver("alice@example.test", make_message("one"))
+    c = session(srv)
+    bad = ["&Jjo", '"a&AGE-b"', "&ZeVnLIqe", "&Zev/LIqe-", '"&"']
+    for i, name in enumerate(bad):
+        for j, text in enumerate(
+            [f"SELECT {name}", f"EXAMINE {name}", f"DELETE {name}", f"RENAME {name} Other", f"SUBSCRIBE {name}",
+             f"UNSUBSCRIBE {name}", f"STATUS {name} (MESSAGES)", f"APPEND {name} {{5+}}\r\nhello",
+             f"APPEND {name} {{1+}}\r\na {{1+}}\r\nb", f"GETQUOTAROOT {name}"]
+        ):  # fmt: skip
+            assert c.cmd(f"n{i}.{j}", text)[-1].startswith(f"n{i}.{j} NO [NONEXISTENT] Invalid mailbox name".encode())
+        assert c.cmd(f"c{i}", f"CREATE {name}")[-1].startswith(f"c{i} NO [CANNOT] Invalid mailbox name".encode())
+        assert c.cmd(f"r{i}", f"RENAME Sent {name}")[-1].startswith(f"r{i} NO [CANNOT]".encode())
+        assert c.cmd(f"l{i}", f'LIST "" {name}') == [f"l{i} OK LIST completed".encode()]
+        assert c.cmd(f"k{i}", f"LIST {name} *") == [f"k{i} OK LIST completed".encode()]
+        assert c.cmd(f"s{i}", f'LSUB "" {name}') == [f"s{i} OK LSUB completed".encode()]
+    assert names(c.cmd("l9", 'LIST "" (&Jjo INBOX)')) == [b'"INBOX"']  # the good pattern still matches
+    assert c.cmd("x1", "SELECT INBOX")[-1].startswith(b"x1 OK")
+    for j, text in enumerate(["COPY 1 &Jjo", "MOVE 1 &Jjo", "UID COPY 1 &Jjo", "UID MOVE 1 &Jjo"]):
+        assert c.cmd(f"m{j}", text)[-1].startswith(f"m{j} NO [NONEXISTENT] Invalid mailbox name".encode())
+    assert c.cmd("x2", "FETCH 1 FLAGS")[-1] == b"x2 OK FETCH completed"  # still selected, still there
+    assert c.cmd("x3", "SELECT &Jjo")[-1].startswith(b"x3 NO [NONEXISTENT]")
+    assert c.cmd("x4", "FETCH 1 FLAGS")[-1].startswith(b"x4 NO [CLIENTBUG]")  # a failed SELECT closes (§6.3.1)
+    assert c.cmd("x5", "SELECT &Jjo (BOGUS)")[-1].startswith(b"x5 BAD")  # bad syntax stays BAD
+    assert names(c.cmd("x6", 'LIST "" *')) == [b'"INBOX"', b'"Archive"', b'"Drafts"', b'"Junk"', b'"Sent"', b'"Trash"']
+    c.close()
+    fresh = Raw("127.0.0.1", srv.port("imap"))
+    fresh.line()
+    assert fresh.cmd("y1", "SELECT &Jjo")[-1].startswith(b"y1 NO [CLIENTBUG]")  # the state comes first

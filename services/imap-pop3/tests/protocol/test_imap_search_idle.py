@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 
@@ -108,6 +109,43 @@ def test_search_keys(mailbox, criteria, expected):
         f"* SEARCH {expected}".rstrip().encode(),
         b"a1 OK SEARCH completed",
     ]
+
+
+ADDRESSED = (
+    b'From: "Doe, \\"JD\\" John" <John.Doe@Example.TEST>\r\n'
+    b'To: =?utf-8?q?J=C3=B6rg_M=C3=BCller?= <joerg@muenchen.test>, "smith jr"@quoted.test,\r\n'
+    b"  Undisclosed: alice@a.test, bob@b.test;\r\n"
+    b"Cc: root@cron.test (Cron Daemon), Ann (the boss) Lee <ann@lee.test>\r\n"
+    b"Bcc: =?iso-8859-1?q?Fran=E7ois?= <f@fr.test>\r\nSubject: addresses\r\n\r\nbody\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "criteria, expected",
+    [
+        ('FROM "doe, \\"jd\\" john"', "2"),  # the display name, unquoted
+        ('FROM "John <john.doe@EXAMPLE.test>"', "2"),  # name <local@domain>
+        ("FROM carol", "1"),
+        ("TO {13+}\r\nj\xc3\xb6rg m\xc3\xbcller", "2"),  # RFC 2047 in the name; literal, UTF-8 by default
+        ('CHARSET UTF-8 TO "J\xc3\x96RG M\xc3\x9cLLER <joerg@"', "2"),
+        ('TO "smith jr@quoted.test"', "2"),  # a quoted local part
+        ("TO undisclosed", "2"),  # a group
+        ("TO bob@b.test", "2"),  # one of several addresses
+        ("TO alice@example.test", "1"),
+        ('CC "cron daemon"', "2"),  # a comment as the name
+        ('CC "ann lee"', "2"),  # a comment inside the name
+        ('BCC "fran\xc3\xa7ois <f@"', "2"),
+        ('HEADER FROM "doe, \\"jd\\" john"', ""),  # HEADER is the field's text only
+        ("OR FROM jd TO jd", "2"),
+        ("NOT TO bob", "1"),
+    ],
+)
+def test_search_addresses_in_every_form(srv, criteria, expected):
+    srv.deliver("alice@example.test", make_message("plain"))
+    srv.deliver("alice@example.test", ADDRESSED)
+    c = selected(srv)
+    c.send(f"a1 SEARCH {criteria}".encode("latin-1"))
+    assert c.until("a1") == [f"* SEARCH {expected}".rstrip().encode(), b"a1 OK SEARCH completed"]
 
 
 def test_search_charset_utf8_and_uid_and_modseq(mailbox):
@@ -283,3 +321,29 @@ def test_selected_mailbox_deleted_by_another_session_says_bye(srv):
     lines = a.until("a1") if a.send("a1 NOOP") is None else []
     assert lines[0] == b"* BYE Selected mailbox was deleted, have to disconnect"
     assert a.closed()
+
+
+def test_esearch_return_options(mailbox):
+    """RFC 4731: SEARCH RETURN (MIN MAX COUNT ALL) and UID SEARCH answer with one ESEARCH line, sent even
+    when nothing matches (then without MIN, MAX and ALL); RETURN () is RETURN (ALL); advertised."""
+    c = selected(mailbox)
+    assert b" ESEARCH" in c.cmd("c1", "CAPABILITY")[0]
+    assert c.cmd("a1", "SEARCH RETURN (MIN MAX COUNT ALL) UNSEEN") == [
+        b'* ESEARCH (TAG "a1") MIN 2 MAX 3 COUNT 2 ALL 2:3',
+        b"a1 OK SEARCH completed",
+    ]
+    assert c.cmd("a2", "SEARCH RETURN () ALL")[0] == b'* ESEARCH (TAG "a2") ALL 1:3'
+    assert c.cmd("a3", "SEARCH RETURN (COUNT) CHARSET UTF-8 SUBJECT report")[0] == b'* ESEARCH (TAG "a3") COUNT 1'
+    assert c.cmd("a4", "SEARCH RETURN (MIN MAX ALL COUNT) SUBJECT nothing")[0] == b'* ESEARCH (TAG "a4") COUNT 0'
+    assert c.cmd("a5", "SEARCH RETURN (MAX) 1,3")[0] == b'* ESEARCH (TAG "a5") MAX 3'
+    assert c.cmd("a6", "SEARCH RETURN (ALL) OR SEEN DELETED")[0] == b'* ESEARCH (TAG "a6") ALL 1,3'
+    assert c.cmd("u1", "UID SEARCH RETURN (MIN ALL) NOT SEEN")[0] == b'* ESEARCH (TAG "u1") UID MIN 2 ALL 2:3'
+    assert c.cmd("u2", "UID SEARCH RETURN (MIN) FROM nobody") == [b'* ESEARCH (TAG "u2") UID', b"u2 OK UID SEARCH completed"]
+    assert c.cmd("b1", "SEARCH RETURN (FIRST) ALL")[-1].startswith(b"b1 BAD")
+    assert c.cmd("b2", "SEARCH RETURN MIN ALL")[-1].startswith(b"b2 BAD")
+    # with MODSEQ (RFC 4731 §3.2): the highest MODSEQ of the messages reported
+    c.cmd("f1", "STORE 1 +FLAGS.SILENT (\\Flagged)")
+    mod = {int(n): int(m) for n, m in re.findall(rb"\* (\d+) FETCH \(MODSEQ \((\d+)\)\)", b"".join(c.cmd("f2", "FETCH 1:3 (MODSEQ)")))}
+    assert c.cmd("m1", "SEARCH RETURN (MIN) MODSEQ 1")[0] == b'* ESEARCH (TAG "m1") MIN 1 MODSEQ %d' % mod[1]
+    assert c.cmd("m2", "SEARCH RETURN (COUNT) MODSEQ 1")[0] == b'* ESEARCH (TAG "m2") COUNT 3 MODSEQ %d' % max(mod.values())
+    assert c.cmd("m3", "SEARCH RETURN (MIN MAX) MODSEQ 1")[0] == b'* ESEARCH (TAG "m3") MIN 1 MAX 3 MODSEQ %d' % max(mod[1], mod[3])

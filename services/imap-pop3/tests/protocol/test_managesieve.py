@@ -58,7 +58,7 @@ def test_greeting_lists_the_capabilities(srv):
     assert lines == [
         b'"IMPLEMENTATION" "Mailflow"',
         b'"SIEVE" "' + " ".join(SUPPORTED).encode() + b'"',
-        b'"SASL" "PLAIN"',  # loopback: plaintext allowed
+        b'"SASL" "PLAIN SCRAM-SHA-256"',  # loopback: plaintext allowed; -PLUS needs TLS
         b'"STARTTLS"',
         b'"UNAUTHENTICATE"',
         b'"VERSION" "1.0"',
@@ -79,7 +79,7 @@ def test_starttls_sends_the_capabilities_again(srv):
     c.buf = b""
     lines = until_ok(c)
     assert b'"STARTTLS"' not in lines and lines[-1] == b'OK "TLS active"'
-    assert b'"SASL" "PLAIN"' in lines
+    assert b'"SASL" "PLAIN SCRAM-SHA-256 SCRAM-SHA-256-PLUS"' in lines
     assert cmd(c, "STARTTLS") == [b'NO "TLS is already active"']
     c.send(f'AUTHENTICATE "PLAIN" "{plain()}"')
     assert c.line() == b'OK "Logged in"'
@@ -101,7 +101,7 @@ def test_authenticate_with_a_continuation_and_failures(srv):
     c.send_raw(b"{%d+}\r\n" % len(token) + token + b"\r\n")  # the response as a literal
     assert c.line() == b'OK "Logged in"'
     lines = cmd(c, "CAPABILITY")
-    assert b'"SASL" "PLAIN"' not in lines and b'"STARTTLS"' not in lines
+    assert not any(line.startswith(b'"SASL"') for line in lines) and b'"STARTTLS"' not in lines
 
 
 def test_script_commands_transcript(srv):
@@ -213,3 +213,44 @@ def test_a_silent_client_is_logged_out(tmp_path, store):
         assert c.closed()
     finally:
         srv.stop()
+
+
+def test_scram_sha_256_with_and_without_an_initial_response(srv):
+    from tests.support.scram import Client, end_point
+
+    c = connect(srv)
+    client = Client("alice@example.test", "alice-pw")
+    c.send(f'AUTHENTICATE "SCRAM-SHA-256" "{client.first()}"')
+    challenge = c.line()  # server-first as a string of base64
+    c.send(b'"' + client.final(challenge.strip(b'"')).encode() + b'"')
+    ok = c.line()
+    assert ok.startswith(b'OK (SASL "') and ok.endswith(b'") "Logged in"')
+    client.check(ok.split(b'"')[1])  # the server proved it knows the verifier
+    assert cmd(c, "LISTSCRIPTS") == [b'OK "Listscripts completed"']
+
+    c = connect(srv)
+    wrong = Client("alice@example.test", "wrong")
+    c.send('AUTHENTICATE "SCRAM-SHA-256"')
+    assert c.line() == b'""'
+    c.send(f'"{wrong.first()}"')
+    challenge = c.line()
+    c.send(b'"' + wrong.final(challenge.strip(b'"')).encode() + b'"')
+    assert c.line() == b'NO "Authentication failed (SCRAM e=invalid-proof)"'
+    c.send('AUTHENTICATE "SCRAM-SHA-256"')
+    assert c.line() == b'""'
+    c.send('"*"')
+    assert c.line() == b'NO "Authentication cancelled"'
+
+    c = connect(srv)  # -PLUS over STARTTLS, bound to the certificate
+    c.send("STARTTLS")
+    assert c.line() == b'OK "Begin TLS negotiation now"'
+    c.sock = client_tls().wrap_socket(c.sock)
+    c.buf = b""
+    until_ok(c)
+    plus = Client("alice@example.test", "alice-pw", end_point(c.sock))
+    c.send(f'AUTHENTICATE "SCRAM-SHA-256-PLUS" "{plus.first()}"')
+    challenge = c.line()
+    c.send(b'"' + plus.final(challenge.strip(b'"')).encode() + b'"')
+    ok = c.line()
+    assert ok.startswith(b'OK (SASL "')
+    plus.check(ok.split(b'"')[1])

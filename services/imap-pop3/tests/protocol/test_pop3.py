@@ -168,7 +168,7 @@ def test_capa_pipelining_and_auth_plain(srv):
         b"TOP",
         b"UIDL",
         b"USER",
-        b"SASL PLAIN",
+        b"SASL PLAIN SCRAM-SHA-256",
         b"STLS",
         b"PIPELINING",
     } <= set(capa)

@@ -47,7 +47,7 @@ def test_apply_new_mail_flag_changes_and_expunges():
         [MessageMeta(4, SEEN, 7), MessageMeta(8, frozenset({"$Work"}), 8)],
         [2],
     )
-    out = v.apply(ch, allow_expunge=True, condstore=False)
+    out = v.apply(ch, allow_expunge=True, condstore=False, recent_from=8)  # the store gave us 8
     assert out == [
         b"* 1 EXPUNGE\r\n",
         b"* FLAGS (\\Seen \\Answered \\Flagged \\Deleted \\Draft $Work)\r\n",
@@ -56,6 +56,10 @@ def test_apply_new_mail_flag_changes_and_expunges():
         b"* 2 RECENT\r\n",
     ]
     assert v.uids == [4, 6, 8] and v.highestmodseq == 9 and v.uidnext == 10
+    assert v.new_top(Changes(status(), [MessageMeta(6, SEEN, 9), MessageMeta(11, SEEN, 10)], [])) == 11
+    out = v.apply(Changes(status(uidnext=12), [MessageMeta(11, SEEN, 10)], []), True, False, recent_from=None)
+    assert out[-2:] == [b"* 4 EXISTS\r\n", b"* 2 RECENT\r\n"]  # another session has 11
+    assert v.flags_of(3) == SEEN and v.flags_of(2) == {"$Work", "\\Recent"}
 
 
 def test_expunge_waits_while_not_allowed_and_numbers_stay():

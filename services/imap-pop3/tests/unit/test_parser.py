@@ -4,7 +4,7 @@ the Framer; the limits applied before reading; junk never raises anything but Pa
 from __future__ import annotations
 
 import random
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -13,9 +13,11 @@ from hypothesis import strategies as st
 from mailflow.store import search as sk
 from mailflow_imap_pop3.imap.framing import CONTINUE, FrameError, Framer
 from mailflow_imap_pop3.imap.lexer import MAX_LIST_ITEMS, MAX_SEQ_RANGES, ParseError
-from mailflow_imap_pop3.imap.parser import MAX_SEARCH_KEYS, parse
+from mailflow_imap_pop3.imap.parser import parse
+from mailflow_imap_pop3.imap.search_parser import MAX_SEARCH_KEYS
 from mailflow_imap_pop3.imap.syntax import (
     Append,
+    AppendItem,
     Authenticate,
     Command,
     CopyMove,
@@ -91,13 +93,19 @@ TABLE = [
             "APPEND",
             Append(
                 "Drafts",
-                ("\\Draft", SEEN),
-                datetime(2020, 11, 5, 10, 0, tzinfo=timezone(timedelta(hours=1))),
-                b"hello",
+                (AppendItem(("\\Draft", SEEN), datetime(2020, 11, 5, 10, 0, tzinfo=timezone(timedelta(hours=1))), b"hello"),),
             ),
         ),
     ),
-    (b"a1 APPEND INBOX {3+}\r\nx\r\n", Command("a1", "APPEND", Append("INBOX", (), None, b"x\r\n"))),
+    (b"a1 APPEND INBOX {3+}\r\nx\r\n", Command("a1", "APPEND", Append("INBOX", (AppendItem((), None, b"x\r\n"),)))),
+    (  # MULTIAPPEND (RFC 3502): several messages, each with its own flags and date
+        b'a1 APPEND INBOX (\\Seen) {1+}\r\na " 1-Jan-2026 00:00:00 +0000" {1+}\r\nb ~{1+}\r\nc',
+        Command("a1", "APPEND", Append("INBOX", (
+            AppendItem((SEEN,), None, b"a"),
+            AppendItem((), datetime(2026, 1, 1, tzinfo=UTC), b"b"),
+            AppendItem((), None, b"c"),
+        ))),
+    ),  # fmt: skip
     (b"a1 CHECK", Command("a1", "CHECK")),
     (b"a1 EXPUNGE", Command("a1", "EXPUNGE")),
     (b"a1 UID EXPUNGE 3:1", Command("a1", "UID EXPUNGE", SeqArg(SeqSet(((1, 3),))))),  # sets come normalised
@@ -159,6 +167,11 @@ TABLE = [
     (b"a1 UNSELECT", Command("a1", "UNSELECT")),
     (b"a1 NAMESPACE", Command("a1", "NAMESPACE")),
     (b"a1 SEARCH ALL", Command("a1", "SEARCH", Search(sk.All()))),
+    (b"a1 SEARCH RETURN () ALL", Command("a1", "SEARCH", Search(sk.All(), returns=frozenset({"ALL"})))),
+    (
+        b"a1 UID SEARCH RETURN (MIN count) CHARSET UTF-8 ALL",
+        Command("a1", "UID SEARCH", Search(sk.All(), "UTF-8", returns=frozenset({"MIN", "COUNT"}))),
+    ),
     (
         b"a1 SEARCH CHARSET UTF-8 FROM {4}\r\nj\xc3\xb6e SINCE 1-Feb-2020 NOT SEEN",
         Command(
@@ -167,7 +180,7 @@ TABLE = [
             Search(
                 sk.And(
                     (
-                        sk.Header("from", "jöe"),
+                        sk.Address("from", "jöe"),
                         sk.Date("internal", "since", date(2020, 2, 1)),
                         sk.Not(sk.Flag(SEEN)),
                     )
@@ -276,8 +289,10 @@ def test_sync_literal_asks_to_continue_and_literal_plus_does_not():
         (b"a1 STORE 1 +FLAGS (\\Recent)", "Invalid system flag"),
         (b"a1 STORE 1 +FLAGS (\\Bogus)", "Invalid system flag"),
         (b"a1 SEARCH FOO", "Unknown search key"),
+        (b"a1 SEARCH RETURN (SAVE) ALL", "Unknown SEARCH return option"),
+        (b"a1 SEARCH RETURN (MIN)", "expected"),
         (b"a1 SEARCH SINCE 31-Feb-2020", "valid date"),
-        (b"a1 SELECT &Jjo", "Bad mailbox name"),
+        (b"a1 SELECT &Jjo (BOGUS)", "Unknown SELECT parameter"),  # a bad name does not hide bad syntax
         (b"a1 LOGIN a b c", "end of command"),
         (b"a1 LOGIN {10}\r\nabc", "literal data"),
         (b"a1 STATUS INBOX (BOGUS)", "Unknown STATUS item"),
@@ -294,6 +309,36 @@ def test_bad_syntax(wire, error):
         parse(wire)
     assert error in info.value.text
     assert info.value.status == "BAD"
+
+
+@pytest.mark.parametrize(
+    "wire, code",
+    [
+        (b"a1 SELECT &Jjo", "NONEXISTENT"),
+        (b"a1 EXAMINE a&AGE-b", "NONEXISTENT"),
+        (b"a1 CREATE &ZeVnLIqe", "CANNOT"),
+        (b"a1 RENAME a &Zev/LIqe-", "CANNOT"),
+        (b"a1 RENAME & b", "NONEXISTENT"),
+        (b"a1 STATUS & (MESSAGES)", "NONEXISTENT"),
+        (b"a1 APPEND & {1+}\r\nx", "NONEXISTENT"),
+        (b"a1 UID MOVE 1 &-&", "NONEXISTENT"),
+        (b'a1 SELECT "\xff"', "NONEXISTENT"),
+    ],
+)
+def test_a_name_that_is_not_modified_utf7_is_carried_for_a_no(wire, code):
+    cmd = parse(wire)
+    assert cmd.invalid_name is not None and cmd.invalid_name[1] == code
+    assert cmd.invalid_name[0].startswith("Invalid mailbox name")
+    assert parse(b"a1 SELECT &ZeVnLIqe-").invalid_name is None
+
+
+def test_a_list_pattern_or_reference_that_is_not_modified_utf7_matches_nothing():
+    assert parse(b'a1 LIST "" &Jjo').args.patterns == ()
+    assert parse(b'a1 LIST "" (&Jjo INBOX)').args.patterns == ("INBOX",)
+    assert parse(b"a1 LIST &Jjo *").args.patterns == ()
+    assert parse(b'a1 LSUB "" a&AGE-*').args.patterns == ()
+    assert parse(b"a1 LSUB & *").args.patterns == ()
+    assert parse(b'a1 LSUB "" *').args.patterns == ("*",)
 
 
 def test_unknown_charset_is_no_badcharset():

@@ -7,7 +7,8 @@ UID lists travel as ranges [[low, high], ...]. Answers are JSON, except three fr
                   flag-set index per message (uint16), modseqs (int64)
   /access/parsed  header {uids}, one part per message: its mailflow.mime JSON
   /access/bodies  header {uids}, one part per message: the raw bytes (streamed as they are read)
-/access/append takes a frame: header {name, flags, internal_date}, one part: the message.
+/access/append takes a frame: header {name, items: [{flags, internal_date}, ...]}, one part per item: the
+message (APPEND is one item, MULTIAPPEND several: all stored or none).
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ class Subscribe(Name):
 
 class Select(Name):
     claim_recent: bool = True
+
+
+class Recent(BaseModel):
+    mailbox_id: int
+    upto: int = Field(ge=1)
+    claim: bool = True
 
 
 class Since(BaseModel):
@@ -186,6 +193,12 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
         parts = [wire.pack_array(lst.uids), wire.pack_array(lst.index), wire.pack_array(lst.modseqs)]
         return Response(wire.encode(head, parts), media_type=wire.CONTENT_TYPE)
 
+    @r.post("/recent")
+    async def recent(request: Request, body: Recent):
+        """{recent_from}: new messages from this UID up to `upto` are \\Recent to the caller (Store.claim_recent)."""
+        mark = await store.claim_recent(await session(request), body.mailbox_id, body.upto, body.claim)
+        return _json({"recent_from": mark})
+
     @r.post("/changes")
     async def changes(request: Request, body: Since):
         c = await store.changes(await session(request), body.mailbox_id, body.since)
@@ -269,13 +282,21 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
         s = await session(request)
         try:
             head, parts = wire.decode(await request.body())
-            name, flags = str(head["name"]), [str(f) for f in head.get("flags") or []]
-            when = datetime.fromisoformat(head["internal_date"]) if head.get("internal_date") else None
-            (raw,) = parts
-        except (ValueError, KeyError, TypeError) as exc:
+            name, heads = str(head["name"]), head["items"]
+            if not isinstance(heads, list) or len(heads) != len(parts) or not 1 <= len(parts) <= max_items:
+                raise ValueError(f"{len(parts)} messages for {len(heads)} items (1 to {max_items})")
+            items = [
+                (
+                    raw,
+                    [str(f) for f in h.get("flags") or []],
+                    datetime.fromisoformat(h["internal_date"]) if h.get("internal_date") else None,
+                )
+                for h, raw in zip(heads, parts, strict=True)
+            ]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise Invalid(f"bad append frame: {exc}") from exc
-        res = await store.append(s, name, raw, flags, when)
-        return _json({"uidvalidity": res.uidvalidity, "uid": res.uid})
+        res = await store.append(s, name, items)
+        return _json({"uidvalidity": res.uidvalidity, "uids": res.uids})
 
     @r.post("/search")
     async def search(request: Request, body: Search):

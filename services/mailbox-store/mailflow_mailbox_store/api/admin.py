@@ -15,6 +15,7 @@ from mailflow.contracts.rest import (
     Page,
     PasswordChange,
     QuotaChange,
+    RoleChange,
     UserCreate,
     UserPublic,
 )
@@ -65,6 +66,12 @@ def router(store, admin_token: str) -> APIRouter:
     @r.put("/users/{address}/quota", status_code=204)
     async def set_quota(address: str, body: QuotaChange):
         await store.set_quota(address, body.quota_bytes)
+        return Response(status_code=204)
+
+    @r.put("/users/{address}/role", status_code=204)
+    async def set_role(address: str, body: RoleChange):
+        """"admin" may log in to the web console's admin pages; "user" only to its own."""
+        await store.set_role(address, body.role)
         return Response(status_code=204)
 
     @r.post("/users/{address}/disable", status_code=204)

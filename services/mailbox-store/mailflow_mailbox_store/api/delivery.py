@@ -1,4 +1,5 @@
-"""Directory and delivery group (header X-Mailflow-Token): resolve, domain, authenticate, sessions, deliver, dkim.
+"""Directory and delivery group (header X-Mailflow-Token): resolve, domain, authenticate, scram, sessions,
+deliver, dkim.
 
 The shapes are the contract models of mailflow.contracts.rest (StoreClient uses the same ones).
 POST /internal/deliver takes a mailflow.store.wire frame: header DeliverRequest, one part per item with
@@ -6,6 +7,9 @@ the raw message; it answers DeliverResponse, one result per item in order, once 
 """
 
 from __future__ import annotations
+
+import base64
+import binascii
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -21,6 +25,10 @@ from mailflow.contracts.rest import (
     Login,
     PrincipalOut,
     Resolved,
+    ScramDone,
+    ScramFinish,
+    ScramSalt,
+    ScramStart,
     SessionCheck,
     SessionsExpired,
 )
@@ -78,6 +86,28 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
         """The principal, or null for a wrong login or a disabled user."""
         p = await store.authenticate(body.username, body.password, body.service)
         return _json(Authenticated(principal=None if p is None else PrincipalOut.of(p)))
+
+    @r.post("/scram/start", response_model=ScramSalt)
+    async def scram_start(body: ScramStart):
+        """SCRAM-SHA-256's salt and iteration count of a user (a stable made-up salt for one that has no
+        verifier, is unknown or disabled: the answer does not say which)."""
+        salt, iterations = await store.scram_start(body.username)
+        return _json(ScramSalt(salt=base64.b64encode(salt).decode(), iterations=iterations))
+
+    @r.post("/scram/finish", response_model=ScramDone)
+    async def scram_finish(body: ScramFinish):
+        """The principal and the server signature if the client's proof checks out, else null."""
+        try:
+            proof = base64.b64decode(body.client_proof, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise Invalid("client_proof is not base64") from exc
+        done = await store.scram_finish(body.username, body.auth_message.encode(), proof, body.service)
+        if done is None:
+            return _json(ScramDone(principal=None))
+        principal, signature = done
+        return _json(
+            ScramDone(principal=PrincipalOut.of(principal), server_signature=base64.b64encode(signature).decode())
+        )
 
     @r.post("/deliver", openapi_extra=FRAME, response_model=DeliverResponse)
     async def deliver(request: Request):

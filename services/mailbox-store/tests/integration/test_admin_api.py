@@ -121,3 +121,18 @@ async def test_alias_targets_elsewhere_are_forwards_with_limits_and_no_loops(adm
     assert (await add(f"l2@{d}", *(f"b{i}@naver.test" for i in range(50)))).status_code == 201
     r = await add(f"both@{d}", f"l1@{d}", f"l2@{d}")
     assert r.status_code == 422 and "more than 100 external addresses" in r.json()["detail"]
+
+
+async def test_a_users_role_is_user_until_an_admin_makes_it_admin(admin):
+    d = fresh()
+    await admin.post("/admin/domains", json={"name": d})
+    await admin.post("/admin/users", json={"address": f"root@{d}", "password": "pw"})
+    assert (await admin.get(f"/admin/users/root@{d}")).json()["role"] == "user"
+    assert (await admin.put(f"/admin/users/root@{d}/role", json={"role": "admin"})).status_code == 204
+    assert (await admin.get(f"/admin/users/root@{d}")).json()["role"] == "admin"
+    listed = (await admin.get("/admin/users", params={"domain": d})).json()["items"]
+    assert [u["role"] for u in listed] == ["admin"]
+    assert (await admin.put(f"/admin/users/root@{d}/role", json={"role": "root"})).status_code == 422
+    assert (await admin.put(f"/admin/users/nobody@{d}/role", json={"role": "admin"})).status_code == 404
+    assert (await admin.put(f"/admin/users/root@{d}/role", json={"role": "user"})).status_code == 204
+    assert (await admin.get(f"/admin/users/root@{d}")).json()["role"] == "user"

@@ -105,12 +105,12 @@ async def test_a_body_nobody_took_is_not_kept(store):
     assert await count(store, "blob_bodies") == 1
     alice = await session(store, "alice")
     with pytest.raises(NotFound):  # the operation fails after the writer stored its body
-        await store.append(alice, "No such mailbox", body("lost"), [], None)
+        await store.append(alice, "No such mailbox", [(body("lost"), [], None)])
     await store.set_quota("bob@example.test", 10)
     [r] = await store.deliver([DeliverItem("k2", "bob@example.test", body("too big for bob"))])
     assert r.status == "quota_exceeded"  # stored nothing: its body was not wanted
     with pytest.raises(QuotaExceeded):
-        await store.append(await session(store, "bob"), "INBOX", body("again too big"), [], None)
+        await store.append(await session(store, "bob"), "INBOX", [(body("again too big"), [], None)])
     [r] = await store.deliver([DeliverItem("k1", "alice@example.test", body("first, again"))])
     assert r.status == "duplicate"
     assert await count(store, "blob_bodies") == 1

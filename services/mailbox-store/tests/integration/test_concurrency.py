@@ -74,3 +74,31 @@ async def test_sessions_on_one_mailbox_agree(client, people):
     assert a.status.highestmodseq > max(m.modseq for m in a.updated)  # the expunge came last
     sel = await client.select(other, "INBOX")
     assert sel.uids == list(range(11, 21))
+
+
+async def test_each_message_is_recent_to_exactly_one_session(client, people):
+    """RFC 3501 §2.3.2: \\Recent for the first session that SELECTs after the message came, or that learns
+    of it with the mailbox selected; EXAMINE and STATUS see it and leave it. Many sessions at once."""
+    alice, _ = people
+    sessions = [alice] + [await client.authenticate(alice.address, "alice-pw") for _ in range(5)]
+    for i in range(3):
+        await client.append(alice, "INBOX", message(f"r{i}"))
+    assert (await client.status(alice, "INBOX")).recent == 3
+    examined = await client.select(sessions[1], "INBOX", claim_recent=False)
+    assert examined.recent == {1, 2, 3} and examined.status.recent == 3
+    assert (await client.status(alice, "INBOX")).recent == 3  # neither EXAMINE nor STATUS took them
+    selections = await asyncio.gather(*(client.select(p, "INBOX") for p in sessions))
+    assert sorted(len(s.recent) for s in selections) == [0, 0, 0, 0, 0, 3]
+    assert sorted(s.status.recent for s in selections) == [0, 0, 0, 0, 0, 3]
+    assert (await client.status(alice, "INBOX")).recent == 0
+    mb = selections[0].status.id
+    # new mail while all six have INBOX selected: each learns of it and asks; one gets each message
+    for round_ in range(4):
+        await client.append(alice, "INBOX", message(f"n{round_}"))
+        top = (await client.status(alice, "INBOX")).uidnext
+        marks = await asyncio.gather(*(client.claim_recent(p, mb, top) for p in sessions))
+        assert sorted(marks, key=lambda m: m is None) == [top - 1] + [None] * 5
+        assert await client.claim_recent(alice, mb, top, claim=False) == top  # EXAMINE: none left
+    await client.append(alice, "INBOX", message("last"))
+    assert await client.claim_recent(alice, mb, 100, claim=False) == 8  # a peek moves nothing
+    assert (await client.status(alice, "INBOX")).recent == 1

@@ -31,11 +31,14 @@ async def test_bob_cannot_touch_alice_mail_by_id(client, people):
         client.expunge(bob, mb, [1]),
         client.changes(bob, mb, 0),
         client.search(bob, mb, s.All()),
+        client.claim_recent(bob, mb, 100),
+        client.claim_recent(bob, mb, 100, claim=False),
     ]
     for call in attempts:
         with pytest.raises(NotFound):
             await call
-    # Alice's message is untouched, and Bob's own INBOX is not Alice's.
+    # Alice's message is untouched (still \\Recent), and Bob's own INBOX is not Alice's.
+    assert (await client.status(alice, "INBOX")).recent == 1
     assert await client.fetch_bodies(alice, mb, [1]) == {1: message("secret")}
     assert (await client.select(alice, "INBOX")).flags == [{"\\Deleted"}]
     assert (await client.select(bob, "INBOX")).uids == []

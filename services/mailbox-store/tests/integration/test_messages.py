@@ -153,6 +153,32 @@ async def test_copy_and_move_keep_uidplus_data(client, people):
     assert res.source_uids == [] and res.dest_uids == []
 
 
+async def test_copy_and_move_into_the_same_mailbox(client, people, admin):
+    """The source mailbox as the destination: new UIDs, bodies and flags kept, MOVE leaves tombstones
+    for the originals, the user's usage counts each copy once, and nothing of a body is lost."""
+    alice, _ = people
+    for i in range(2):
+        await client.append(alice, "INBOX", message(f"m{i}"), flags=frozenset({"\\Flagged"} if i else set()))
+    mb = await inbox(client, alice)
+    res = await client.copy(alice, mb, [1, 2], "INBOX")
+    assert (res.source_uids, res.dest_uids) == ([1, 2], [3, 4])
+    since = (await client.status(alice, "INBOX")).highestmodseq
+    res = await client.move(alice, mb, [2, 4], "INBOX")
+    assert (res.source_uids, res.dest_uids) == ([2, 4], [5, 6])
+    ch = await client.changes(alice, mb, since)
+    assert ch.expunged == [2, 4] and [(m.uid, m.flags) for m in ch.updated] == [(5, {"\\Flagged"}), (6, {"\\Flagged"})]
+    assert ch.status.messages == 4 and ch.status.uidnext == 7
+    assert await client.fetch_bodies(alice, mb, [1, 3, 5, 6]) == {
+        1: message("m0"), 3: message("m0"), 5: message("m1"), 6: message("m1"),
+    }  # fmt: skip
+    u = (await admin.get(f"/admin/users/{alice.address}")).json()
+    assert (u["messages"], u["used_bytes"]) == (4, 2 * len(message("m0")) + 2 * len(message("m1")))
+    await client.store_flags(alice, mb, [1, 3, 5, 6], "add", frozenset({"\\Deleted"}))
+    assert await client.expunge(alice, mb) == [1, 3, 5, 6]
+    u = (await admin.get(f"/admin/users/{alice.address}")).json()
+    assert (u["messages"], u["used_bytes"]) == (0, 0)
+
+
 async def test_usage_counts_follow_every_change(client, people, admin):
     alice, _ = people
     raw = message("sized")
@@ -319,26 +345,27 @@ async def test_header_search_is_answered_from_the_header_cache(client, people):
     assert all(store_search.HEADERS.get(sha) is not None for sha in shas)
     # from now on the cache answers: a planted entry proves it (and is taken back)
     kept = store_search.HEADERS.get(shas[0])
-    store_search.HEADERS.put(shas[0], (("x-bench-id", "token-1"),))
+    store_search.HEADERS.put(shas[0], s.Fields((("x-bench-id", "token-1"),)))
     try:
         assert await client.search(alice, mb, s.Header("x-bench-id", "token-1")) == [uids[-3], uids[-2]]
     finally:
-        store_search.HEADERS.put(shas[0], kept)
+        store_search.HEADERS.put(shas[0], s.Fields(kept))
     assert await client.search(alice, mb, s.Header("x-bench-id", "token-1")) == uids[-2:-1]
     assert await client.search(alice, mb, s.And((s.Header("x-bench-id", "TOKEN"), s.Not(s.Header("subject", "cached 2"))))) == uids[-3:-1]
     assert await client.search(alice, mb, s.Or(s.Header("x-bench-id", "token-2"), s.Text("text", "x-bench-id: token-0"))) == [uids[-3], uids[-1]]
 
 
 def test_header_cache_is_bounded_and_drops_the_oldest():
+    from mailflow.store import search as s
     from mailflow_mailbox_store.search import HeaderCache
 
     cache = HeaderCache(max_entries=10)
     for i in range(25):
-        cache.put(bytes([i]), (("subject", str(i)),))
+        cache.put(bytes([i]), s.Fields((("subject", str(i)),)))
     assert len(cache) <= 10
     assert cache.get(bytes([24])) == (("subject", "24"),) and cache.get(bytes([0])) is None
     off = HeaderCache(max_entries=0)
-    off.put(b"x", ())
+    off.put(b"x", s.Fields(()))
     assert len(off) == 0
 
 

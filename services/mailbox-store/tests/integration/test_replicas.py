@@ -15,6 +15,7 @@ import os
 import random
 import time
 from collections import Counter, defaultdict
+from itertools import pairwise
 
 import httpx
 import pytest
@@ -33,6 +34,7 @@ from tests.support import await_for, postgres_schema
 USERS = ("alice", "bob", "carol")
 DELIVERERS, BATCHES, ITEMS = 3, 8, 4  # per replica; every key is delivered on both replicas
 APPENDS = 15  # per replica, into alice's INBOX; the same bodies on both
+CLAIMERS, CLAIMS = 3, 12  # per replica: sessions claiming \Recent in alice's INBOX as mail comes
 QUOTA_FILLERS, QUOTA_ITEMS = 2, 8  # per replica, messages of 1,000 bytes to dora, whose quota takes 10
 
 
@@ -138,17 +140,37 @@ async def scenario(st: Stack, urls: list[str], db_url: str) -> None:
             for j in range(QUOTA_ITEMS)
         ]  # fmt: skip
 
+    claimed: list[tuple[int, int]] = []  # [from, upto) of each \Recent claim that won
+
+    async def claimer(r: int) -> None:
+        """A session on replica r that learns of new mail in alice's INBOX and claims its \\Recent."""
+        for _ in range(CLAIMS):
+            upto = (await retrying(lambda: clients[r].status(principals[r], "INBOX"))).uidnext
+            mark = await retrying(lambda upto=upto: clients[r].claim_recent(principals[r], inbox, upto))
+            if mark is not None:
+                claimed.append((mark, upto))
+
     work = [deliverer(r, n) for r in (0, 1) for n in range(DELIVERERS)]
     work += [appender(0), appender(1), flagger(0), flagger(1)]
     work += [quota_filler(r, n) for r in (0, 1) for n in range(QUOTA_FILLERS)]
+    work += [claimer(r) for r in (0, 1) for _ in range(CLAIMERS)]
     results = await asyncio.gather(*work)
     statuses = Counter(s for part in results[: 2 * DELIVERERS] for s in part)
     keys = DELIVERERS * BATCHES * ITEMS * len(USERS)
     assert statuses == {"stored": keys, "duplicate": keys}, statuses  # each key: stored on one, duplicate on the other
     appended = results[2 * DELIVERERS] + results[2 * DELIVERERS + 1]
     assert len(set(appended)) == 2 * APPENDS
-    filled = Counter(s for part in results[2 * DELIVERERS + 4 :] for s in part)
+    filled = Counter(s for part in results[2 * DELIVERERS + 4 : 2 * DELIVERERS + 4 + 2 * QUOTA_FILLERS] for s in part)
     assert filled == {"stored": 10, "quota_exceeded": 2 * QUOTA_FILLERS * QUOTA_ITEMS - 10}, filled  # never past the quota
+
+    # \Recent: each message of alice's INBOX went to exactly one session, whichever replica it was on
+    final = await clients[1].select(principals[1], "INBOX")
+    if final.recent:
+        claimed.append((min(final.recent), final.status.uidnext))
+    claimed.sort()
+    assert len(claimed) > 2 and all(a[1] <= b[0] for a, b in pairwise(claimed)), claimed  # never one message twice
+    covered = {u for lo, hi in claimed for u in range(lo, hi)}
+    assert set(final.uids) <= covered  # and none left unclaimed
 
     # every key exactly once per user, UIDs dense, both replicas agree and read every body
     wanted_keys = sorted(f"K{n}.{i}.{k}" for n in range(DELIVERERS) for i in range(BATCHES) for k in range(ITEMS))

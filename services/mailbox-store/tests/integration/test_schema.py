@@ -25,7 +25,7 @@ def test_migrations_match_the_models(tmp_path, db_url):
     engine.dispose()
     db.close()
     assert diff == []
-    assert version == "0007"
+    assert version == "0009"
 
 
 TABLES = ("domains", "users", "aliases", "keywords", "mailboxes", "subscriptions", "blobs", "messages")
@@ -71,7 +71,7 @@ def _populate_0003(conn) -> None:
 def _contents(conn) -> dict[str, list[tuple]]:
     out = {}
     for t in TABLES:
-        cols = [c for c in sa.inspect(conn).get_columns(t) if c["name"] not in ("generation", "disabled")]
+        cols = [c for c in sa.inspect(conn).get_columns(t) if c["name"] not in ("generation", "disabled", "scram_verifier")]
         names = ", ".join(c["name"] for c in cols)
         out[t] = sorted(tuple(r) for r in conn.exec_driver_sql(f"SELECT {names} FROM {t}"))
     return out
@@ -84,10 +84,12 @@ def test_migration_0004_keeps_every_row_and_ids_are_never_reused_after_it(tmp_pa
     with engine.begin() as conn:
         _populate_0003(conn)
         before = _contents(conn)
-    db.migrate()
+    db.migrate("0006")
     with engine.connect() as conn:
         assert _contents(conn) == before
-        assert conn.exec_driver_sql("SELECT DISTINCT generation, disabled FROM users").fetchall() == [(1, False)]
+    db.migrate()  # 0007, 0008: no verifier yet, every user so far a plain user
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT DISTINCT generation, disabled, role FROM users").fetchall() == [(1, False, "user")]
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         if conn.dialect.name == "sqlite":
             ddl = dict(conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())
@@ -105,7 +107,7 @@ def test_migration_0004_keeps_every_row_and_ids_are_never_reused_after_it(tmp_pa
 
     async def cycle() -> int:
         await db.write(admin.delete_user, "cy@b.test")
-        await db.write(admin.create_user, "dee@b.test", "h", None)
+        await db.write(admin.create_user, "dee@b.test", "h", None, None)
         return await db.read(lambda tx: tx.value("SELECT id FROM users WHERE address = 'dee@b.test'"))
 
     try:

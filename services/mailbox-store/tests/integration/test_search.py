@@ -63,14 +63,14 @@ class Facts:
     raw: bytes
 
     def fields(self) -> s.Fields:
-        return s.Fields.of(self.parsed.headers)
+        return s.Fields.of(self.parsed.headers, self.parsed.envelope)
 
     def texts(self):
         return s.body_texts(self.raw, self.parsed.body)
 
 
 def random_key(rng: random.Random, uids: list[int], depth: int = 0) -> s.SearchKey:
-    kind = rng.choice(["and", "or", "not"] * (depth < 3) + ["uids", "flag", "header", "text", "date", "size", "modseq", "all"] * 2)
+    kind = rng.choice(["and", "or", "not"] * (depth < 3) + ["uids", "flag", "header", "address", "text", "date", "size", "modseq", "all"] * 2)
     match kind:
         case "and":
             return s.And(tuple(random_key(rng, uids, depth + 1) for _ in range(rng.randint(0, 3))))
@@ -86,6 +86,8 @@ def random_key(rng: random.Random, uids: list[int], depth: int = 0) -> s.SearchK
             return s.Flag(rng.choice(FLAGS), rng.random() < 0.7)
         case "header":
             return s.Header(rng.choice(FIELDS), rng.choice(WORDS))
+        case "address":
+            return s.Address(rng.choice(s.ADDRESS_FIELDS), rng.choice([*WORDS, "carol@", "Dan <dan@", "example.test"]))
         case "text":
             return s.Text(rng.choice(["body", "text"]), rng.choice(WORDS))
         case "date":
@@ -118,3 +120,31 @@ async def test_the_store_and_the_evaluator_agree_on_every_criterion(client, peop
         key = random_key(rng, uids)
         expected = [f.uid for f in facts if s.matcher(key)(f)]
         assert await client.search(alice, mb, key) == expected, key
+
+
+async def test_from_to_cc_bcc_match_the_parsed_addresses(client, people):
+    """FROM/TO/CC/BCC through the stored parse (its envelope) and the header cache: display names with
+    RFC 2047 words, quoted local parts, groups, comments, several addresses in a field."""
+    alice, _ = people
+    raw = (
+        b'From: "Doe, \\"JD\\" John" <John.Doe@Example.TEST>\r\n'
+        b'To: =?utf-8?q?J=C3=B6rg_M=C3=BCller?= <joerg@muenchen.test>, "smith jr"@quoted.test,\r\n'
+        b"  Undisclosed: alice@a.test, bob@b.test;\r\n"
+        b"Cc: root@cron.test (Cron Daemon), Ann (the boss) Lee <ann@lee.test>\r\n"
+        b"Bcc: =?iso-8859-1?q?Fran=E7ois?= <f@fr.test>\r\nSubject: addresses\r\n\r\nbody\r\n"
+    )
+    await client.append(alice, "INBOX", message("plain"))
+    await client.append(alice, "INBOX", raw)
+    mb = (await client.status(alice, "INBOX")).id
+    plain, addressed = await client.search(alice, mb, s.All())
+    for _ in range(2):  # the second time from the header cache
+        for field, needle in [
+            ("from", 'doe, "jd" john'), ("from", '"JD" John <john.doe@example'), ("to", "jörg müller <joerg"),
+            ("to", "smith jr@quoted.test"), ("to", "undisclosed"), ("to", "BOB@B.TEST"), ("cc", "cron daemon"),
+            ("cc", "ann lee <ann@"), ("bcc", "françois"),
+        ]:  # fmt: skip
+            assert await client.search(alice, mb, s.Address(field, needle)) == [addressed], (field, needle)
+        assert await client.search(alice, mb, s.Address("from", "carol <carol@elsewhere")) == [plain]
+        assert await client.search(alice, mb, s.Address("to", "john.doe")) == []
+        assert await client.search(alice, mb, s.Header("from", 'doe, "jd" john')) == []  # HEADER: the text
+        assert await client.search(alice, mb, s.Not(s.Address("cc", "lee"))) == [plain]

@@ -132,3 +132,22 @@ def test_login_cache_expires_and_is_bounded():
     off = Passwords(time_cost=1, memory_kib=1024, parallelism=1, cache_ttl=0)
     off.remember("a@x.test", "$hash", "secret")
     assert not off.cached("a@x.test", "$hash", "secret")
+
+
+def test_scram_parameters_and_verifiers():
+    from mailflow.scram import Verifier
+
+    pw = Passwords(time_cost=1, memory_kib=1024, parallelism=1, scram_secret=b"deployment")
+    other_process = Passwords(time_cost=1, memory_kib=1024, parallelism=1, scram_secret=b"deployment")
+    stored = pw.verifier("pencil")
+    v = Verifier.decode(stored)
+    assert pw.scram_parameters("a@x.test", stored) == (v.salt, 4096)
+    fake = pw.scram_parameters("nobody@x.test", None)
+    assert fake == other_process.scram_parameters("nobody@x.test", None)  # every store process agrees
+    assert fake == pw.scram_parameters("nobody@x.test", "garbage") and fake[1] == 4096
+    assert pw.verifier_current(stored) and not pw.verifier_current(None) and not pw.verifier_current("garbage")
+    assert not Passwords(time_cost=1, memory_kib=1024, parallelism=1, scram_iterations=8192).verifier_current(stored)
+    with pytest.raises(ValueError, match="at least 4096"):
+        Passwords(scram_iterations=1000)
+    password_hash, verifier = pw.hash_both("pencil")
+    assert pw.verify("a@x.test", password_hash, "pencil")[0] and Verifier.decode(verifier).iterations == 4096

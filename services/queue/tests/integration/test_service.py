@@ -74,9 +74,15 @@ async def test_admin_rest_and_trace(js, db_url):
             await await_for(deferred, what="deferred")
             assert (await http.get("/queue", params={"state": "deferred"})).json()["total"] == 1
             assert (await http.get("/queue", params={"state": "bogus"})).status_code == 422
+            assert (await http.get("/queue", params={"state": "deferred", "domain": "Naver.test"})).json()["total"] == 1
+            assert (await http.get("/queue", params={"state": "deferred", "sender": "b@daum.test"})).json()["total"] == 0
+            assert (await http.get("/queue", params={"recipient": "x" * 513})).status_code == 422
+            assert (await http.get("/queue", params={"min_age": "-1"})).status_code == 422
             shown = (await http.get("/queue/QA")).json()
             assert shown["recipients"][0]["last_error"] == "refused" and shown["recipients"][0]["next_attempt_at"]
             assert (await http.get("/queue/NOPE")).status_code == 404
+            assert (await http.get("/queue/QA/headers")).json() == {"fields": [["Subject", "x"]], "kept": True}
+            assert (await http.get("/queue/NOPE/headers")).status_code == 404
             assert (await http.post("/queue/QA/hold")).json() == {"count": 2}
             assert (await http.post("/queue/flush")).json() == {"count": 0}  # held ones stay put
             assert (await http.post("/queue/QA/release")).json() == {"count": 2}

@@ -1,10 +1,13 @@
-"""AUTH PLAIN and LOGIN (RFC 4954; the responses are decoded by mailflow.sasl, RFC 4616).
+"""AUTH PLAIN, LOGIN (RFC 4954; the responses are decoded by mailflow.sasl, RFC 4616) and
+SCRAM-SHA-256[-PLUS] (RFC 7677, mailflow.scram_auth; -PLUS only inside TLS). SCRAM's success data (the
+server-final "v=") is a 334 challenge, answered by an empty line, then 235 (RFC 4954 §4).
 
 Only on the submission listeners (and MX with MX_AUTH), after HELO/EHLO, outside a transaction, once
 per session, and (by default) only inside TLS: in clear text it is 538 5.7.11 (RFC 8314). A response
 that cannot be decoded is 501 (replies.to_reply); "*" cancels (501 5.7.0). A wrong password, an
-unknown user, or PLAIN asking to act as another user is 535 5.7.8 after the throttle's delay (the
-client cannot tell which); `max_auth_failures` of them in a session close it with 421. A client
+unknown user, PLAIN or SCRAM asking to act as another user, a SCRAM proof, nonce or channel binding that
+does not match is 535 5.7.8 after the throttle's delay (the client cannot tell which; SCRAM's error code
+is in the text); a SCRAM message that cannot be used is 501 with its error code; `max_auth_failures` of them in a session close it with 421. A client
 over the throttle's limit gets 454 4.7.0 without the store being asked (handler.handle_AUTH).
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 import base64
 from typing import TYPE_CHECKING
 
+from mailflow import scram, scram_auth
 from mailflow.errors import PermFailure
 from mailflow.sasl import AuthzidRefused, decode_login, decode_plain
 from mailflow_smtp_ingress import metrics
@@ -56,9 +60,25 @@ async def cmd_auth(s: Session, arg: str) -> None:
     elif mechanism == "LOGIN":
         username = decode_login(initial.strip() or await response(s, _USERNAME))
         password = decode_login(await response(s, _PASSWORD), "password")
+    elif mechanism in scram_auth.mechanisms(bindings := s.conn.channel_bindings()):
+        return await auth_scram(s, mechanism, initial.strip(), bindings)
     else:
         return s.reply(R.R504_AUTH_MECHANISM)
     result = await s.handler.handle_AUTH(c, mechanism, username, password)
+    done(s, result)
+
+
+async def auth_scram(s: Session, mechanism: str, initial: str, bindings: dict[str, bytes]) -> None:
+    async def ask(challenge: bytes) -> bytes:
+        return scram.decode_response(await response(s, base64.b64encode(challenge).decode()))
+
+    exchange = scram.ServerExchange(mechanism, bindings, bool(bindings))
+    first = scram.decode_response(initial) if initial else await ask(b"")
+    done(s, await s.handler.handle_SCRAM(s.client, exchange, first, ask))
+
+
+def done(s: Session, result: R.Reply) -> None:
+    c = s.client
     if result.code == 535:
         return failed(s, result)
     s.reply(result)

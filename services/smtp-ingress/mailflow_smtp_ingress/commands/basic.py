@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mailflow import scram_auth
 from mailflow_smtp_ingress import parser
 from mailflow_smtp_ingress import replies as R
 
@@ -33,7 +34,7 @@ def ehlo_lines(s: Session) -> list[str]:
     if client.tls is not None:  # RFC 8689: the parameter is only ever given over TLS
         lines.append("REQUIRETLS")
     if s.auth_listener and (client.tls is not None or not settings.require_tls_for_auth):
-        lines.append("AUTH PLAIN LOGIN")
+        lines.append(" ".join(["AUTH PLAIN LOGIN", *scram_auth.mechanisms(s.conn.channel_bindings())]))
     return lines
 
 

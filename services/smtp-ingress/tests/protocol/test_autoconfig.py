@@ -241,8 +241,14 @@ async def test_autodiscover_answers_post_only(web):
         (b'<Autodiscover xmlns="urn:other"><Request><EMailAddress>alice@example.test</EMailAddress></Request></Autodiscover>', b"not an Autodiscover request"),
         (f'<Autodiscover xmlns="{REQUEST_NS}"><Request/></Autodiscover>'.encode(), b"no EMailAddress"),
         (outlook_request("no address"), b"not a mail address"),
+        # found by the fuzzer: an encoding Python does not know raised LookupError (a 500)
+        (outlook_request("a@example.test").replace(b"utf-8", b"utf-4"), b"encoding that is not supported"),
+        (outlook_request("a@example.test").replace(b"utf-8", b"cp932"), b"encoding that is not supported"),
     ],
-    ids=["billion-laughs", "external-entity", "truncated", "not-xml", "deep", "many", "other-namespace", "no-address", "bad-address"],
+    ids=[
+        "billion-laughs", "external-entity", "truncated", "not-xml", "deep", "many", "other-namespace", "no-address",
+        "bad-address", "unknown-encoding", "multibyte-encoding",
+    ],  # fmt: skip
 )
 async def test_hostile_or_broken_bodies_get_a_clear_400(web, body, text):
     call, _ = web

@@ -101,3 +101,15 @@ def test_headers_only_where_missing(msg, expected):
 )
 def test_remove_fields_drops_every_instance_with_its_folded_lines(message, left):
     assert headers.remove_fields(message, ("X-Spam",)) == left
+
+
+def test_message_id_is_read_from_the_header_block_only():
+    from mailflow_smtp_ingress.headers import MAX_MESSAGE_ID, message_id
+
+    assert message_id(b"From: a@b.test\r\nMessage-ID: <x.1@b.test>\r\nSubject: s\r\n\r\nbody\r\n") == "<x.1@b.test>"
+    assert message_id(b"message-id:\r\n <folded@b.test>\r\nTo: c\r\n\r\n") == "<folded@b.test>"
+    assert message_id(b"Subject: s\r\n\r\nMessage-ID: <in-body@b.test>\r\n") == ""
+    assert message_id(b"\r\nMessage-ID: <x>\r\n") == ""  # no header at all
+    assert message_id(b"Message-ID: <no-end@b.test>") == "<no-end@b.test>"
+    assert message_id(b"Message-ID: <\xff@b.test>\r\n\r\n") == "<\ufffd@b.test>"
+    assert len(message_id(b"Message-ID: <" + b"x" * 5000 + b">\r\n\r\n")) == MAX_MESSAGE_ID

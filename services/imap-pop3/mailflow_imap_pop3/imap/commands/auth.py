@@ -1,6 +1,12 @@
 """Any-state and login commands: CAPABILITY, NOOP, LOGOUT, ID, STARTTLS, AUTHENTICATE, LOGIN, ENABLE,
 NAMESPACE, COMPRESS (RFC 3501 §6.1-6.2, RFC 2971, RFC 4959, RFC 5161, RFC 2342, RFC 4978).
 
+AUTHENTICATE takes PLAIN (RFC 4616) and SCRAM-SHA-256[-PLUS] (RFC 7677, mailflow.scram_auth), each
+with an initial response (SASL-IR) or after an empty "+ " continuation. SCRAM's success data (the
+server-final "v=") is a last continuation, answered by an empty line, then OK (RFC 3501 §6.2.2).
+A SCRAM message that cannot be used is BAD with the SCRAM error; a failed proof, nonce or channel
+binding is NO [AUTHENTICATIONFAILED] with it, and counts in the throttle like a wrong password.
+
 A wrong password, an unknown user and a throttled address all end in NO without saying which user
 exists. Plaintext credentials without TLS are refused (NO [PRIVACYREQUIRED]) unless the client is on
 loopback or the settings allow them; LOGINDISABLED is advertised then. A store that does not answer
@@ -9,9 +15,11 @@ is NO [UNAVAILABLE] (via errors.to_reply), never "authentication failed".
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import TYPE_CHECKING
 
+from mailflow import scram, scram_auth
 from mailflow.sasl import SaslError, decode_plain
 from mailflow_imap_pop3 import metrics
 from mailflow_imap_pop3.auth import LoginFailed, Throttled
@@ -111,10 +119,12 @@ async def cmd_login(s: Session, cmd: Command) -> Reply | None:
 
 async def cmd_authenticate(s: Session, cmd: Command) -> Reply | None:
     args: Authenticate = cmd.args
-    if args.mechanism != "PLAIN":
+    if args.mechanism not in s.mechanisms():
         return Reply("NO", f"Unsupported authentication mechanism {args.mechanism[:20]}", "CANNOT")
     if not s.plaintext_allowed():
         return errors.R_PRIVACY
+    if args.mechanism != "PLAIN":
+        return await authenticate_scram(s, args)
     response = args.initial
     if response is None:
         s.write(b"+ \r\n")
@@ -129,6 +139,45 @@ async def cmd_authenticate(s: Session, cmd: Command) -> Reply | None:
         metrics.LOGINS.labels("imap", "failed").inc()
         return Reply("BAD", f"Invalid SASL PLAIN response: {exc}")
     return await login(s, user, password)
+
+
+async def authenticate_scram(s: Session, args: Authenticate) -> Reply:
+    async def ask(challenge: bytes) -> bytes:
+        s.write(b"+ " + base64.b64encode(challenge) + b"\r\n")
+        line = await s.read_line()
+        if line is None:
+            raise SaslError("Authentication response missing or too long")
+        if line.strip() == b"*":
+            raise scram_auth.Cancelled("Authentication cancelled")
+        return scram.decode_response(line)
+
+    bindings = s.conn.channel_bindings()
+    exchange = scram.ServerExchange(args.mechanism, bindings, scram.MECHANISM_PLUS in s.mechanisms())
+    try:
+        first = scram.decode_response(args.initial) if args.initial is not None else await ask(b"")
+        principal = await s.ctx.auth.scram(exchange, first, ask, s.conn.ip, "imap")
+    except Throttled:
+        metrics.LOGINS.labels("imap", "throttled").inc()
+        log.warning("login refused: too many failures", extra={"peer": s.conn.ip})
+        return errors.R_THROTTLED
+    except LoginFailed as exc:
+        metrics.LOGINS.labels("imap", "failed").inc()
+        log.info("login failed", extra={"user": str(exc)[:100], "peer": s.conn.ip, "scram": exc.scram_error})
+        return Reply("NO", f"Authentication failed (SCRAM e={exc.scram_error})", "AUTHENTICATIONFAILED")
+    except scram_auth.Cancelled:
+        return Reply("BAD", "Authentication cancelled")
+    except scram.ScramError as exc:
+        metrics.LOGINS.labels("imap", "failed").inc()
+        return Reply("BAD", f"Invalid SCRAM message: {exc}")
+    except SaslError as exc:
+        metrics.LOGINS.labels("imap", "failed").inc()
+        return Reply("BAD", f"Invalid SASL response: {exc}")
+    except Exception:
+        metrics.LOGINS.labels("imap", "unavailable").inc()
+        raise
+    metrics.LOGINS.labels("imap", "ok").inc()
+    await s.logged_in(principal)
+    return Reply("OK", "Logged in", f"CAPABILITY {s.capabilities()}")
 
 
 async def cmd_enable(s: Session, cmd: Command) -> Reply | None:

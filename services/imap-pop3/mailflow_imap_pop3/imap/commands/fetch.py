@@ -29,7 +29,7 @@ from mailflow_imap_pop3.listener import FLUSH_AT
 if TYPE_CHECKING:
     from mailflow_imap_pop3.imap.session import Session
 
-_META = {"INTERNALDATE", "RFC822.SIZE"}
+_META = {"INTERNALDATE", "RFC822.SIZE", "EMAILID"}
 _PARSED = {"ENVELOPE", "BODY", "BODYSTRUCTURE"}
 _BINARY = {"BINARY[]", "BINARY.SIZE"}
 _RAW_NAMES = {"RFC822": (b"RFC822", Section()), "RFC822.HEADER": (b"RFC822.HEADER", Section((), "HEADER")),
@@ -231,6 +231,10 @@ async def _write_batch(s: Session, plan: Plan, chunk: list[int], loaded: Loaded)
                 small.append(b"INTERNALDATE " + rsp.internaldate(meta.internal_date))
             elif name == "RFC822.SIZE":
                 small.append(b"RFC822.SIZE %d" % meta.size)
+            elif name == "EMAILID":
+                small.append(b"EMAILID (" + rsp.email_id(meta.email_id).encode() + b")")
+            elif name == "THREADID":
+                small.append(b"THREADID NIL")  # RFC 8474 §5.2: no threads are kept
             elif name == "ENVELOPE":
                 small.append(b"ENVELOPE " + rsp.envelope(parsed.envelope))
             elif name == "BODYSTRUCTURE":

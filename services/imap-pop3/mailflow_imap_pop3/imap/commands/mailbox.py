@@ -37,6 +37,10 @@ async def _open(s: Session, cmd: Command, readonly: bool) -> Reply:
     s.drop_view()  # from here on a failure leaves the session authenticated, nothing selected
     if had_view and s.condstore:
         s.write(b"* OK [CLOSED] Previous mailbox closed\r\n")
+    if cmd.invalid_name is not None:  # not modified UTF-7: no mailbox has that name
+        if had_view:
+            await s.unwatch()
+        raise errors.no(*cmd.invalid_name)
     if not had_view:
         await s.watch()  # subscribe before the snapshot: no change between the two goes unseen
     try:
@@ -59,6 +63,7 @@ async def _open(s: Session, cmd: Command, readonly: bool) -> Reply:
         b"* OK [UIDVALIDITY %d] UIDs valid\r\n* OK [UIDNEXT %d] Predicted next UID\r\n"
         b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % (view.uidvalidity, view.uidnext, view.highestmodseq)
     )
+    s.write(b"* OK [MAILBOXID (%s)] Ok\r\n" % rsp.mailbox_id(sel.status.id).encode())
     await s.select(view)
     return Reply("OK", f"{cmd.name} completed", "READ-ONLY" if readonly else "READ-WRITE")
 
@@ -81,8 +86,8 @@ async def cmd_create(s: Session, cmd: Command) -> Reply | None:
         return Reply("NO", "Invalid mailbox name", "CANNOT")
     if name == "INBOX":
         return errors.R_EXISTS
-    await s.store.create_mailbox(s.principal, name, args.special_use)
-    return None
+    info = await s.store.create_mailbox(s.principal, name, args.special_use)
+    return Reply("OK", "CREATE completed", f"MAILBOXID ({rsp.mailbox_id(info.id)})")
 
 
 async def cmd_delete(s: Session, cmd: Command) -> Reply | None:
@@ -146,6 +151,7 @@ async def _status_line(s: Session, name: str, items: tuple[str, ...]) -> bytes:
     values = {
         "MESSAGES": st.messages, "RECENT": st.recent, "UIDNEXT": st.uidnext, "UIDVALIDITY": st.uidvalidity,
         "UNSEEN": st.unseen, "HIGHESTMODSEQ": st.highestmodseq, "SIZE": st.size,
+        "MAILBOXID": f"({rsp.mailbox_id(st.id)})",
     }  # fmt: skip
     if not _NEED_DELETED.isdisjoint(items):
         d = await s.store.deleted(s.principal, name)
@@ -215,6 +221,8 @@ async def cmd_list(s: Session, cmd: Command) -> Reply | None:
 
 async def cmd_lsub(s: Session, cmd: Command) -> Reply | None:
     args: ListCmd = cmd.args
+    if not args.patterns:  # not modified UTF-7: matches nothing
+        return None
     pattern = normalize_mailbox(args.reference + args.patterns[0])
     if not pattern:
         s.write(b'* LSUB (\\Noselect) "/" ""\r\n')
@@ -252,12 +260,14 @@ async def cmd_status(s: Session, cmd: Command) -> Reply | None:
 
 async def cmd_append(s: Session, cmd: Command) -> Reply | None:
     args: Append = cmd.args
-    if not args.message:
+    if any(not item.message for item in args.items):
         return Reply("NO", "Cannot append an empty message", "CANNOT")
+    items = [(item.message, frozenset(item.flags), item.date) for item in args.items]
     try:
-        res = await s.store.append(s.principal, args.mailbox, args.message, frozenset(args.flags), args.date)
+        res = await s.store.append_many(s.principal, args.mailbox, items)
     except NotFound:
         return errors.R_TRYCREATE
     if s.view is not None and s.view.name == args.mailbox:
         s.view.dirty = True  # tell the client about its new message (EXISTS) at the end of this command
-    return Reply("OK", "APPEND completed", f"APPENDUID {res.uidvalidity} {res.uid}")
+    uids = rsp.uid_set(res.uids)  # RFC 4315 §3 and RFC 3502: one UID, or the set of a MULTIAPPEND
+    return Reply("OK", "APPEND completed", f"APPENDUID {res.uidvalidity} {uids}")

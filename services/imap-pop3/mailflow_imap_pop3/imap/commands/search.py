@@ -1,4 +1,5 @@
-"""SEARCH and UID SEARCH (RFC 3501 §6.4.4, CHARSET UTF-8 and US-ASCII; MODSEQ from RFC 7162).
+"""SEARCH and UID SEARCH (RFC 3501 §6.4.4, CHARSET UTF-8 and US-ASCII; MODSEQ from RFC 7162), and
+their RETURN (MIN MAX ALL COUNT) forms answered with ESEARCH (RFC 4731).
 
 Sequence numbers, `*`, RECENT/NEW/OLD are resolved here against the session's view and become UID
 ranges, so the store only ever sees UIDs. Criteria the view can answer alone (flags, sets) are
@@ -17,6 +18,7 @@ from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING
 
 from mailflow.store import search as sk
+from mailflow_imap_pop3.imap import responses as rsp
 from mailflow_imap_pop3.imap.responses import Reply
 from mailflow_imap_pop3.imap.syntax import Command, RecentKey, Search, SeqKey, UidKey
 from mailflow_imap_pop3.imap.view import MailboxView
@@ -82,7 +84,7 @@ REMEMBERED = 16  # searches remembered per selected mailbox
 
 def immutable(key) -> bool:
     """Does the answer for a message depend only on what never changes (content, size, dates)?"""
-    return _only(key, sk.All | sk.Header | sk.Text | sk.Size | sk.Date)
+    return _only(key, sk.All | sk.Header | sk.Address | sk.Text | sk.Size | sk.Date)
 
 
 async def _store_search(s: Session, view: MailboxView, key) -> set[int] | frozenset[int]:
@@ -152,11 +154,44 @@ async def _search(s: Session, cmd: Command, uid: bool) -> Reply | None:
         found = await _store_search(s, view, key)
         hits = sorted(i for u in found if (i := view.index_of(u)) is not None)
     numbers = [view.uids[i] for i in hits] if uid else [i + 1 for i in hits]
+    if args.returns is not None:
+        modseqs = [view.modseqs[i] for i in hits] if args.uses_modseq else None
+        s.write(_esearch(cmd.tag, uid, args.returns, numbers, modseqs))
+        return None
     line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
     if args.uses_modseq and hits:
         line += b" (MODSEQ %d)" % max(view.modseqs[i] for i in hits)
     s.write(line + b"\r\n")
     return None
+
+
+def _esearch(
+    tag: str, uid: bool, returns: frozenset[str], numbers: list[int], modseqs: list[int] | None
+) -> bytes:
+    """RFC 4731 §3.1: `* ESEARCH (TAG "t") [UID] MIN n MAX n COUNT n ALL set`, always sent; MIN, MAX and
+    ALL left out when nothing matched. `modseqs` (the matches' MODSEQs, when the criteria name MODSEQ,
+    RFC 4731 §3.2) adds the highest of the messages reported: all for ALL or COUNT, else MIN's and MAX's."""
+    out = [b"* ESEARCH (TAG " + rsp.string(tag) + b")"]
+    if uid:
+        out.append(b"UID")
+    if numbers:
+        if "MIN" in returns:
+            out.append(b"MIN %d" % numbers[0])
+        if "MAX" in returns:
+            out.append(b"MAX %d" % numbers[-1])
+    if "COUNT" in returns:
+        out.append(b"COUNT %d" % len(numbers))
+    if numbers and "ALL" in returns:
+        out.append(b"ALL " + rsp.uid_set(numbers).encode())
+    if modseqs:
+        if returns & {"ALL", "COUNT"}:
+            reported = modseqs
+        else:
+            reported = [modseqs[0]] if "MIN" in returns else []
+            if "MAX" in returns:
+                reported.append(modseqs[-1])
+        out.append(b"MODSEQ %d" % max(reported))
+    return b" ".join(out) + b"\r\n"
 
 
 async def cmd_search(s: Session, cmd: Command) -> Reply | None:

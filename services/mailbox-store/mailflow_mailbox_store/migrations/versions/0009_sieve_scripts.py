@@ -2,8 +2,8 @@
 RFC 5804, uploads them; delivery runs the active one). sieve_vacation: the vacation replies sent (RFC
 5230 :days), one row per user and (sender, handle) digest until it expires.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0009
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,154 @@
+"""The SEARCH grammar (RFC 3501 §6.4.4 and §9, RFC 7162 MODSEQ, RFC 4731 RETURN options) into the keys of
+mailflow.store.search, plus the keys only the session can resolve (SeqKey, UidKey, RecentKey). No I/O.
+
+`search_args` reads one SEARCH or UID SEARCH's arguments for `parser.py`. Anything that does not
+match the grammar raises `ParseError` (BAD); an unknown CHARSET is NO [BADCHARSET]. The nesting and
+the number of keys are bounded (MAX_SEARCH_DEPTH, MAX_SEARCH_KEYS).
+"""
+
+from __future__ import annotations
+
+from mailflow.store import search as sk
+from mailflow.store.api import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN
+from mailflow_imap_pop3.imap import responses as rsp
+from mailflow_imap_pop3.imap.lexer import MAX_NUMBER, ParseError, Reader
+from mailflow_imap_pop3.imap.syntax import RecentKey, Search, SeqKey, UidKey
+
+_FLAG_KEYS = {
+    "ANSWERED": (ANSWERED, True), "DELETED": (DELETED, True), "DRAFT": (DRAFT, True),
+    "FLAGGED": (FLAGGED, True), "SEEN": (SEEN, True), "UNANSWERED": (ANSWERED, False),
+    "UNDELETED": (DELETED, False), "UNDRAFT": (DRAFT, False), "UNFLAGGED": (FLAGGED, False),
+    "UNSEEN": (SEEN, False),
+}  # fmt: skip
+_ADDRESS_KEYS = {"BCC": "bcc", "CC": "cc", "FROM": "from", "TO": "to"}
+_DATE_KEYS = {
+    "BEFORE": ("internal", "before"), "ON": ("internal", "on"), "SINCE": ("internal", "since"),
+    "SENTBEFORE": ("sent", "before"), "SENTON": ("sent", "on"), "SENTSINCE": ("sent", "since"),
+}  # fmt: skip
+CHARSETS = {"UTF-8": "utf-8", "US-ASCII": "ascii"}
+_ARG_KEYS = {*_ADDRESS_KEYS, "SUBJECT", *_DATE_KEYS, "BODY", "TEXT", "HEADER", "KEYWORD", "UNKEYWORD", "LARGER", "SMALLER",
+             "NOT", "OR", "UID", "MODSEQ", "EMAILID", "THREADID"}  # fmt: skip
+MAX_SEARCH_DEPTH = 100
+MAX_SEARCH_KEYS = 1000  # in one SEARCH: each is work for the store; a 64 KiB line holds 16,000 "ALL"
+
+
+class _SearchParser:
+    def __init__(self, r: Reader, charset: str):
+        self.r, self.charset, self.depth, self.modseq = r, charset, 0, False
+        self.count = 0
+
+    def string(self) -> str:
+        raw = self.r.astring()
+        try:
+            return raw.decode(self.charset)
+        except UnicodeDecodeError:
+            raise ParseError(f"Search string is not {self.charset}", self.r.tag) from None
+
+    def keys(self) -> object:
+        """One or more keys separated by spaces, up to the end of the command or a ')'."""
+        keys = [self.key()]
+        while self.r.peek() == b" ":
+            self.r.pos += 1
+            keys.append(self.key())
+        return keys[0] if len(keys) == 1 else sk.And(tuple(keys))
+
+    def key(self) -> object:
+        r = self.r
+        self.depth += 1
+        self.count += 1
+        if self.depth > MAX_SEARCH_DEPTH:
+            raise ParseError("Search criteria nested too deeply", r.tag)
+        if self.count > MAX_SEARCH_KEYS:
+            raise ParseError(f"Too many search keys (the limit is {MAX_SEARCH_KEYS})", r.tag)
+        try:
+            c = r.peek()
+            if c == b"(":
+                r.pos += 1
+                inner = self.keys()
+                r.expect(b")")
+                return inner
+            if c.isdigit() or c == b"*":
+                return SeqKey(r.seqset())
+            name = r.keyword()
+            return self.named(name)
+        finally:
+            self.depth -= 1
+
+    def named(self, name: str) -> object:
+        r = self.r
+        if name == "ALL":
+            return sk.All()
+        if name in _FLAG_KEYS:
+            flag, present = _FLAG_KEYS[name]
+            return sk.Flag(flag, present)
+        if name in ("RECENT", "OLD"):
+            return RecentKey(name == "RECENT")
+        if name == "NEW":
+            return sk.And((RecentKey(True), sk.Flag(SEEN, False)))
+        if name not in _ARG_KEYS:
+            raise ParseError(f"Unknown search key {name[:40]}", r.tag)
+        r.sp()
+        if name == "SUBJECT":
+            return sk.Header("subject", self.string())
+        if name in _ADDRESS_KEYS:  # the envelope's addresses too, not only the header's text
+            return sk.Address(_ADDRESS_KEYS[name], self.string())
+        if name in _DATE_KEYS:
+            which, op = _DATE_KEYS[name]
+            return sk.Date(which, op, r.date())
+        if name in ("BODY", "TEXT"):
+            return sk.Text(name.lower(), self.string())
+        if name == "HEADER":
+            field = r.astring().decode("latin-1").lower()
+            r.sp()
+            return sk.Header(field, self.string())
+        if name in ("KEYWORD", "UNKEYWORD"):
+            return sk.Flag(r.atom().decode("latin-1"), name == "KEYWORD")
+        if name in ("LARGER", "SMALLER"):
+            return sk.Size(name.lower(), r.number())
+        if name == "NOT":
+            return sk.Not(self.key())
+        if name == "OR":
+            a = self.key()
+            r.sp()
+            return sk.Or(a, self.key())
+        if name == "UID":
+            return UidKey(r.seqset())
+        if name in ("EMAILID", "THREADID"):  # RFC 8474 §6: an objectid; we give no THREADID, so none matches
+            text = r.atom().decode("latin-1")
+            number = rsp.email_id_number(text) if name == "EMAILID" else None
+            return sk.EmailId(number) if number is not None else sk.Not(sk.All())
+        if name == "MODSEQ":
+            self.modseq = True
+            if r.peek() == b'"':  # entry-name entry-type-req: "/flags/\\seen" all|shared|priv
+                r.quoted()
+                r.sp()
+                if r.keyword() not in ("ALL", "SHARED", "PRIV"):
+                    raise r.error("entry type (all, shared, priv)")
+                r.sp()
+            return sk.ModSeq(r.number(MAX_NUMBER))
+        raise ParseError(f"Unknown search key {name}", r.tag)
+
+
+_SEARCH_RETURN = {"MIN", "MAX", "ALL", "COUNT"}  # RFC 4731 §3.1
+
+
+def search_args(r: Reader) -> Search:
+    """The arguments of SEARCH and UID SEARCH, after the command name."""
+    r.sp()
+    returns = None
+    if r.peek(7).upper() == b"RETURN ":
+        r.pos += 7
+        returns = frozenset(r.paren(r.keyword, allow_empty=True)) or frozenset({"ALL"})
+        if returns - _SEARCH_RETURN:
+            raise ParseError(f"Unknown SEARCH return option {sorted(returns - _SEARCH_RETURN)[0]}", r.tag)
+        r.sp()
+    charset = None
+    if r.peek(8).upper() == b"CHARSET ":
+        r.pos += 8
+        charset = r.astring().decode("latin-1").upper()
+        if charset not in CHARSETS:
+            raise ParseError("Unsupported charset", r.tag, "NO", "BADCHARSET (UTF-8 US-ASCII)")
+        r.sp()
+    p = _SearchParser(r, CHARSETS.get(charset or "UTF-8", "utf-8"))
+    key = p.keys()
+    return Search(key, charset, p.modseq, returns)
