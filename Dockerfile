@@ -55,13 +55,14 @@ ENV PATH=/opt/mailflow/bin:$PATH \
     MAILFLOW_IMAP_IMAPS_LISTEN=0.0.0.0:993 \
     MAILFLOW_IMAP_POP3_LISTEN=0.0.0.0:110 \
     MAILFLOW_IMAP_POP3S_LISTEN=0.0.0.0:995 \
+    MAILFLOW_IMAP_MANAGESIEVE_LISTEN=0.0.0.0:4190 \
     MAILFLOW_WEB_HTTP_LISTEN=0.0.0.0:8080 \
     MAILFLOW_WEB_LISTEN=0.0.0.0:80
 WORKDIR /var/lib/mailflow
 USER 10001:10001
 # HTTP 8080 (every service); SMTP 25, submission 587, SMTPS 465 (smtp-ingress);
-# IMAP 143, IMAPS 993, POP3 110, POP3S 995 (imap-pop3); the web console 80 (web)
-EXPOSE 8080 25 587 465 143 993 110 995 80
+# IMAP 143, IMAPS 993, POP3 110, POP3S 995, ManageSieve 4190 (imap-pop3); the web console 80 (web)
+EXPOSE 8080 25 587 465 143 993 110 995 4190 80
 # Finds the service this container runs and asks its /readyz on its HTTP port (mailflow.healthcheck).
 HEALTHCHECK --interval=10s --timeout=10s --start-period=30s --retries=5 \
     CMD ["python", "-m", "mailflow.healthcheck", "--timeout", "8"]

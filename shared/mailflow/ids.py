@@ -21,6 +21,14 @@ def queue_id() -> str:
     return _encode(int(time.time() * 1000), 9) + _encode(secrets.randbits(34), 7)
 
 
+def derived_queue_id(seed: str) -> str:
+    """A queue id that is always the same for the same `seed` (16 characters of its SHA-256, same
+    alphabet): a message made again after a retry (Sieve's redirect) is the same message to the queue."""
+    import hashlib
+
+    return _encode(int.from_bytes(hashlib.sha256(seed.encode()).digest()[:12], "big"), 16)
+
+
 def trace_id() -> str:
     return secrets.token_hex(16)
 

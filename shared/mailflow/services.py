@@ -99,6 +99,7 @@ IMAP_POP3 = Service(
         Listener("imaps", "imaps_listen", 993, "IMAPS"),
         Listener("pop3", "pop3_listen", 110, "POP3"),
         Listener("pop3s", "pop3s_listen", 995, "POP3S"),
+        Listener("managesieve", "managesieve_listen", 4190, "ManageSieve (STARTTLS)"),
     ),
 )
 # The web console: its pages on `listen` (port 80), its own /healthz /readyz /metrics on the HTTP port.

@@ -97,6 +97,7 @@ class Ports:
     imaps: int = _dev_port("imaps")
     pop3: int = _dev_port("pop3")
     pop3s: int = _dev_port("pop3s")
+    managesieve: int = _dev_port("managesieve")
     web: int = _dev_port("web")
     nats: int = NATS_PORT
     http: dict[str, int] = field(default_factory=lambda: {name: s.http_port for name, s in SERVICES.items()})

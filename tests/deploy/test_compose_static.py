@@ -53,6 +53,7 @@ STANDARD_PORTS = {
         "imaps_listen": 993,
         "pop3_listen": 110,
         "pop3s_listen": 995,
+        "managesieve_listen": 4190,
         "http_listen": 8080,
     },
     "web": {

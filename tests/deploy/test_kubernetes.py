@@ -36,7 +36,7 @@ from tests.deploy.support import (
 K8S = ROOT / "deploy/k8s"
 OVERLAYS = ("dev", "prod")
 KUBERNETES_VERSIONS = ("1.29", "1.37")  # oldest we support, newest the schemas know
-MAIL_PORTS = {"smtp-ingress": {25, 587, 465}, "imap-pop3": {143, 993, 110, 995}}
+MAIL_PORTS = {"smtp-ingress": {25, 587, 465}, "imap-pop3": {143, 993, 110, 995, 4190}}
 # What the world reaches: the mail ports (LoadBalancers) and the web console's pages (for an Ingress).
 PUBLIC_PORTS = MAIL_PORTS | {"web": {80}}
 # Secrets the overlay does not render: made by an operator or by the person deploying (deploy/README.md).

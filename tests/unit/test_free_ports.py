@@ -15,7 +15,7 @@ def test_free_ports_avoid_the_ephemeral_range_and_repeat_never():
     assert len(set(ports)) == len(ports)
     assert all(not (low <= p <= high) for p in ports)
     p = Ports.free(host="127.0.0.2")
-    every = [p.smtp, p.submission, p.smtps, p.imap, p.imaps, p.pop3, p.pop3s, p.nats, *p.http.values()]
+    every = [p.smtp, p.submission, p.smtps, p.imap, p.imaps, p.pop3, p.pop3s, p.managesieve, p.nats, *p.http.values()]
     assert len(set(every)) == len(every) and all(not (low <= x <= high) for x in every)
 
 

@@ -16,7 +16,7 @@ from mailflow.services import DEV_OFFSET, LISTENERS, SERVICES, settings_class
 from mailflow.stack import Ports, Stack
 
 ROOT = Path(__file__).resolve().parents[2]
-STANDARD = {"smtp": 25, "submission": 587, "smtps": 465, "imap": 143, "imaps": 993, "pop3": 110, "pop3s": 995, "web": 80}
+STANDARD = {"smtp": 25, "submission": 587, "smtps": 465, "imap": 143, "imaps": 993, "pop3": 110, "pop3s": 995, "managesieve": 4190, "web": 80}
 
 
 def test_the_table_has_the_standard_ports_and_nothing_twice():

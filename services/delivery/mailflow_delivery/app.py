@@ -24,6 +24,7 @@ from mailflow_delivery.mtasts import KvPolicyStore, Policies, verifying_context
 from mailflow_delivery.routing import Deliveries, RemoteConfig
 from mailflow_delivery.sentlog import KvSentLog
 from mailflow_delivery.settings import Settings
+from mailflow_delivery.sieve import JetStreamMailer, SieveFilter
 from mailflow_delivery.worker import DeliveryWorker
 
 log = logging.getLogger(__name__)
@@ -73,15 +74,16 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     js = nc.jetstream()
     # the queue creates them, and the sent-log bucket
     buckets = tuple(f"KV_{b}" for b, _ in streams.BUCKETS)
-    await streams.wait_for(js, ("BODY", "JOBS", "RESULTS", "DEAD", *buckets), (streams.DELIVERY,))
+    await streams.wait_for(js, ("BODY", "MAIL", "JOBS", "RESULTS", "DEAD", *buckets), (streams.DELIVERY,))
     sent = await KvSentLog.open(js)
     store = StoreClient(settings.store_url, settings.service_token.get_secret_value())
+    bodies = JetStreamBodies(js)
     signer = Signer(store, settings.dkim_cache_s)
     dns = DnsClient(nc, timeout=settings.mx_timeout)  # MTA-STS's and DANE's questions, through the resolver
     deliveries = Deliveries(
         directory=store,
         deliverer=store,
-        bodies=JetStreamBodies(js),
+        bodies=bodies,
         resolver=MxClient(nc, timeout=settings.mx_timeout),
         sent=sent,
         remote=remote_config(settings),
@@ -89,6 +91,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         store_batch=settings.store_batch,
         signer=signer,
         forwarder=Forwarder(signer, settings.hostname),  # our authserv-id is our hostname (RFC 8601 §2.5)
+        sieve=SieveFilter(store, store, settings.sieve_cache_s, mailer=JetStreamMailer(js, bodies), hostname=settings.hostname),
         policies=policies(settings, dns, await KvPolicyStore.open(js)),
         # DANE: in effect only when the resolver trusts a validating upstream (MAILFLOW_RESOLVER_DNSSEC_TRUST_AD)
         dane=Dane(dns),

@@ -11,6 +11,11 @@ REQUIRETLS = Counter("mailflow_delivery_requiretls_total", "RFC 8689: REQUIRETLS
 # success, tlsa-invalid (no usable record: sent encrypted only), dnssec-invalid (TLSA lookup failed: host
 # skipped), starttls-not-supported, validation-failure (handshake failed or certificate matched no record)
 DANE = Counter("mailflow_delivery_dane_total", "MX host attempts under DANE, by RFC 8460 result type", ["result"])
+# Sieve at delivery (sieve.py), per user a script ran for: filed (into one or more mailboxes), sent
+# (only redirected or rejected), discarded, error (did not compile or failed while running: kept in INBOX with a header saying why)
+SIEVE = Counter("mailflow_delivery_sieve_total", "Users' Sieve scripts run at delivery, by result", ["result"])
+# ... and the messages they queued: redirect, reject (an MDN to the sender), vacation (a reply)
+SIEVE_SENT = Counter("mailflow_delivery_sieve_sent_total", "Messages Sieve scripts queued, by kind", ["kind"])
 CONNECTIONS = Gauge("mailflow_delivery_smtp_connections", "Outgoing SMTP connections open now")
 DUPLICATES = Counter("mailflow_delivery_redelivered_sent_total", "Redelivered jobs answered from the sent log, not sent again")
 BATCH_SECONDS = Histogram(

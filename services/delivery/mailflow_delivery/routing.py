@@ -27,6 +27,9 @@ publish; it never raises for a single recipient's trouble. Mapping (STYLE §5):
   a forwarded copy (an alias's external target, forwarding.py): past MAX_HOPS Received: -> bounced
   5.4.6; its alias domain's key set unavailable for the ARC seal -> deferred 4.3.0
   "can't check" (directory unreachable, sent log unreadable) -> deferred, never bounced.
+Sieve (sieve.py, when `sieve` is given): a local job's item becomes the items its users' active
+scripts make of it (several mailboxes, or none: discarded, redirected or rejected -> delivered); the job's result is the worst of
+its items' (deferred, else bounced, else delivered); a script the store cannot give -> deferred 4.3.0.
 A job marked `junk` (DMARC p=quarantine at smtp-ingress) goes to each local user's \\Junk mailbox (the
 store picks it); a remote recipient's copy leaves as any other.
 The caller publishes the results and only then acknowledges the jobs.
@@ -66,6 +69,7 @@ from mailflow_delivery.forwarding import Forwarder, LoopDetected, transaction_ke
 from mailflow_delivery.mtasts import Policies, Verdict
 from mailflow_delivery.nexthop import NextHop, Router
 from mailflow_delivery.sentlog import SentLog
+from mailflow_delivery.sieve import SieveFilter
 
 log = logging.getLogger(__name__)
 
@@ -193,11 +197,13 @@ class Deliveries:
         forwarder: Forwarder | None = None,  # forwarded copies; None: sent as they are, unsealed
         policies: Policies | None = None,  # recipient domains' MTA-STS policies; None: not looked up
         dane: Dane | None = None,  # TLSA records of MX hosts with secure DNS (RFC 7672); None: not looked at
+        sieve: SieveFilter | None = None,  # users' Sieve scripts at local delivery; None: not run
     ):
         self.routes = DomainRoutes(directory, directory_ttl)
         self.deliverer, self.bodies, self.resolver, self.sent = deliverer, bodies, resolver, sent
         self.remote_cfg, self.store_batch, self.service = remote, store_batch, service
         self.signer, self.policies, self.dane = signer, policies, dane
+        self.sieve = sieve
         self.forwarder = forwarder or Forwarder(None, "")
         self._slots: dict[NextHop, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(self.remote_cfg.max_per_domain))
 
@@ -286,23 +292,42 @@ class Deliveries:
                 body = return_path(job.mail_from) + body
                 item = DeliverItem(key=job.idempotency_key, recipient=job.rcpt.address, body=body, queue_id=job.queue_id, trace_id=job.trace_id, junk=job.junk)
                 todo.append((i, job, item))
+        if self.sieve is not None:
+            todo = await self._filter(todo, out)
         chunks = [todo[k : k + self.store_batch] for k in range(0, len(todo), self.store_batch)]
         answers = await asyncio.gather(*(self.deliverer.deliver([t[2] for t in c]) for c in chunks), return_exceptions=True)
         for chunk, answer in zip(chunks, answers, strict=True):
             if isinstance(answer, InsufficientStorage):
                 log.warning("mailbox store is out of disk space: %s", answer)
                 for i, job, _ in chunk:
-                    out[i] = result(job, "deferred", "4.3.1", "452 4.3.1 mailbox store out of disk space, will retry")
+                    _worst(out, i, result(job, "deferred", "4.3.1", "452 4.3.1 mailbox store out of disk space, will retry"))
                 continue
             if isinstance(answer, BaseException):
                 log.warning("mailbox store did not take a batch: %s", answer)
                 for i, job, _ in chunk:
-                    out[i] = result(job, "deferred", "4.3.0", "451 4.3.0 mailbox store unavailable, will retry")
+                    _worst(out, i, result(job, "deferred", "4.3.0", "451 4.3.0 mailbox store unavailable, will retry"))
                 continue
             for (i, job, _), ans in zip(chunk, answer, strict=True):
-                out[i] = self._stored(job, ans)
+                _worst(out, i, self._stored(job, ans))
         metrics.BATCH_SECONDS.labels("local").observe(time.perf_counter() - started)
         return out
+
+    async def _filter(self, todo: list[tuple[int, DeliveryJob, DeliverItem]], out: dict[int, DeliveryResult]) -> list[tuple[int, DeliveryJob, DeliverItem]]:
+        """The items the recipients' Sieve scripts make of each job's item (mailflow_delivery.sieve). A job
+        whose scripts could not be read is deferred; one every script discarded is delivered (to nobody)."""
+        expanded = await asyncio.gather(*(self.sieve.expand(item, job.mail_from) for _, job, item in todo), return_exceptions=True)
+        kept: list[tuple[int, DeliveryJob, DeliverItem]] = []
+        for (i, job, item), items in zip(todo, expanded, strict=True):
+            if isinstance(items, BaseException):
+                log.warning("sieve script unavailable: %s", items, extra={"queue_id": job.queue_id})
+                out[i] = result(job, "deferred", "4.3.0", "451 4.3.0 recipient's Sieve script unavailable, will retry")
+            elif items is None:
+                kept.append((i, job, item))
+            elif not items:
+                out[i] = result(job, "delivered", "2.0.0", "250 2.0.0 not filed: the recipient's Sieve script discarded, redirected or rejected it")
+            else:
+                kept += [(i, job, it) for it in items]
+        return kept
 
     @staticmethod
     def _stored(job: DeliveryJob, ans: DeliverResult) -> DeliveryResult:
@@ -569,3 +594,14 @@ def requiretls_route(hop: NextHop, hosts: list[MxHost], cfg: RemoteConfig, sts: 
 
 
 Publish = Callable[[list[DeliveryResult], list[TraceEvent]], Awaitable[None]]
+
+
+_RANK = {"delivered": 0, "bounced": 1, "deferred": 2}
+
+
+def _worst(out: dict[int, DeliveryResult], i: int, r: DeliveryResult) -> None:
+    """A job Sieve made several items of has one result: deferred if any copy was, else bounced if any
+    was, else delivered (a retried job stores again only the copies that were not stored: their keys)."""
+    have = out.get(i)
+    if have is None or _RANK.get(r.outcome, 2) > _RANK.get(have.outcome, 2):
+        out[i] = r

@@ -26,6 +26,9 @@ class Settings(ServiceSettings):
     lanes: int = 4  # pull loops per process on the JOBS consumer: a slow remote MX holds up one lane only
     batch: int = 128  # jobs per fetch
     store_batch: int = 64  # messages per call to the mailbox store
+    # Users' Sieve scripts (and which users an address reaches) are remembered this long: an uploaded
+    # script applies to mail delivered this many seconds later at most.
+    sieve_cache_s: float = 10.0
     directory_cache_s: float = 30.0  # how long "this domain is (not) ours" is reused
     # How long a From domain's DKIM key (or that it has none) is reused: a key set activated or removed
     # with `mailflow dkim` signs (or stops signing) in every delivery process within this time.

@@ -1,5 +1,5 @@
-"""Wiring: the store client, NATS (push, revocations), the four listeners, the HTTP side, and the drain on
-SIGTERM.
+"""Wiring: the store client, NATS (push, revocations), the five listeners (IMAP, IMAPS, POP3, POP3S,
+ManageSieve), the HTTP side, and the drain on SIGTERM.
 
 `Server` runs the listeners over any `Mailboxes` (tests hand it the real store in-process); `run` builds the real
 parts from Settings and serves until `stop` is set. The drain (issue 7): stop accepting, send `* BYE`
@@ -28,6 +28,8 @@ from mailflow_imap_pop3.context import Context
 from mailflow_imap_pop3.imap import responses as rsp
 from mailflow_imap_pop3.imap.session import Session
 from mailflow_imap_pop3.listener import Connection, Listener
+from mailflow_imap_pop3.managesieve import responses as sieve_rsp
+from mailflow_imap_pop3.managesieve.session import Session as SieveSession
 from mailflow_imap_pop3.pop3 import replies as pop3_replies
 from mailflow_imap_pop3.pop3.session import Pop3Protocol
 from mailflow_imap_pop3.push import Hub
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 
 _IMAP_REFUSALS = {"per_ip": rsp.BYE_TOO_MANY_CONNECTIONS, "total": rsp.BYE_SERVER_BUSY}
 _POP3_REFUSALS = {"per_ip": pop3_replies.R_TOO_MANY_CONNECTIONS, "total": pop3_replies.R_SERVER_BUSY}
+_SIEVE_REFUSALS = {"per_ip": sieve_rsp.BYE_TOO_MANY_CONNECTIONS, "total": sieve_rsp.BYE_SERVER_BUSY}
 
 
 def certificates(settings: Settings) -> mtls.Certificates | None:
@@ -69,6 +72,9 @@ class Server:
     async def _imap(self, conn: Connection) -> None:
         await Session(conn, self.ctx).run()
 
+    async def _managesieve(self, conn: Connection) -> None:
+        await SieveSession(conn, self.ctx).run()
+
     def _pop3(self, peer: tuple, listener: str, slot: Slot) -> Pop3Protocol:
         return Pop3Protocol(self.ctx, peer, listener, slot)
 
@@ -80,18 +86,20 @@ class Server:
             ("imaps", s.imaps_listen, self._imap, self.ctx.tls),
             ("pop3", s.pop3_listen, None, None),
             ("pop3s", s.pop3s_listen, None, self.ctx.tls),
+            ("managesieve", s.managesieve_listen, self._managesieve, None),
         ]
         try:
             for name, listen, handler, implicit in plan:
                 if not listen:
                     continue
-                if name.endswith("s") and implicit is None:
+                if name in ("imaps", "pop3s") and implicit is None:
                     log.warning("%s listener not started: no TLS certificate configured", name)
                     continue
                 pop3 = name.startswith("pop3")
+                refusals = _POP3_REFUSALS if pop3 else _SIEVE_REFUSALS if name == "managesieve" else _IMAP_REFUSALS
                 self.listeners[name] = await Listener(
                     name, listen, handler, implicit, proxy, s.proxy_timeout, s.tls_handshake_timeout,
-                    self._pop3 if pop3 else None, self.limiter, _POP3_REFUSALS if pop3 else _IMAP_REFUSALS,
+                    self._pop3 if pop3 else None, self.limiter, refusals,
                 ).start()  # fmt: skip
         except BaseException:
             for listener in self.listeners.values():

@@ -1,4 +1,4 @@
-"""All of imap-pop3's metrics. Labels come from closed sets: protocol (imap, pop3), listener (plain,
+"""All of imap-pop3's metrics. Labels come from closed sets: protocol (imap, pop3, managesieve), listener (plain,
 tls), cmd (the command table's names, or "unknown"), result (ok, no, bad, error)."""
 
 from prometheus_client import Counter, Gauge, Histogram

@@ -21,9 +21,10 @@ class Settings(ServiceSettings):
     imaps_listen: str = IMAP_POP3.listen("imaps_listen")  # IMAP over implicit TLS (RFC 8314)
     pop3_listen: str = IMAP_POP3.listen("pop3_listen")  # POP3, STLS
     pop3s_listen: str = IMAP_POP3.listen("pop3s_listen")  # POP3 over implicit TLS (RFC 8314)
+    managesieve_listen: str = IMAP_POP3.listen("managesieve_listen")  # ManageSieve (RFC 5804), STARTTLS
     http_listen: str = IMAP_POP3.http_listen  # /healthz, /readyz, /metrics
 
-    # Open connections, all four listeners together, counted by the real client (after PROXY; IPv6 by
+    # Open connections, all five listeners together, counted by the real client (after PROXY; IPv6 by
     # /64). The total is never above RLIMIT_NOFILE (raised to its hard limit) minus a reserve; at it
     # the oldest session that has not logged in and waits for the client is evicted to make room.
     # Over a cap IMAP says `* BYE`, POP3 `-ERR [SYS/TEMP]` (RFC 3206), and the connection closes.
@@ -58,6 +59,9 @@ class Settings(ServiceSettings):
     # NOOP/CHECK ask the store for changes only if an event announced one, or events may have been
     # missed (no subscription, a NATS reconnect), or the last look is older than this; 0: always ask.
     noop_store_check: float = 1.0
+
+    # ManageSieve limits (lines and the preauth limits are IMAP's, above)
+    managesieve_max_script_bytes: int = 64 * 1024  # a script literal after login; the store has its own cap (MAILFLOW_STORE_SIEVE_MAX_SCRIPT_BYTES)
 
     # POP3 limits
     pop3_timeout: float = 600.0  # RFC 1939 §3: the inactivity autologout timer is at least 10 minutes

@@ -122,6 +122,7 @@ def settings_for(tmp: Path, **overrides) -> Settings:
         imaps_listen="127.0.0.1:0",
         pop3_listen="127.0.0.1:0",
         pop3s_listen="127.0.0.1:0",
+        managesieve_listen="127.0.0.1:0",
         tls_cert=cert,
         tls_key=key,
         login_max_delay=0.0,

@@ -26,7 +26,7 @@ from mailflow.store.api import (
     QuotaUse,
 )
 from mailflow.store.search import SearchKey
-from mailflow_mailbox_store import directory, folders, messages, metrics, names, sections
+from mailflow_mailbox_store import directory, folders, messages, metrics, names, scripts, sections
 from mailflow_mailbox_store.blobs import in_batches
 from mailflow_mailbox_store.learning import Learner
 from mailflow_mailbox_store.listings import Listing, ListingCache
@@ -55,10 +55,13 @@ class Store(StoreCore):
         *args,
         listing_cache_bytes: int = 128 * 1024 * 1024,
         listing_cache_min_messages: int = 2_000,
+        sieve_max_script_bytes: int = 64 * 1024,
+        sieve_max_scripts: int = 16,
         **kw,
     ):
         super().__init__(*args, **kw)
         self.listings = ListingCache(listing_cache_bytes, listing_cache_min_messages)
+        self.sieve_limits = (sieve_max_script_bytes, sieve_max_scripts)
         self._background: set[asyncio.Task] = set()
         self.learner: Learner | None = None  # rspamd training; open_store sets it when configured
 
@@ -280,3 +283,32 @@ class Store(StoreCore):
 
     async def pop3_unlock(self, s: Session, token: str) -> None:
         await self.db.write(messages.pop3_unlock, s.user_id, token)
+
+    # --- Sieve scripts (ManageSieve) ------------------------------------------------------------------
+
+    async def list_scripts(self, s: Session) -> list[tuple[str, bool]]:
+        return await self.db.read(scripts.list_scripts, s.user_id)
+
+    async def get_script(self, s: Session, name: str) -> bytes:
+        return await self.db.read(scripts.get_script, s.user_id, name)
+
+    async def have_space(self, s: Session, name: str, size: int) -> None:
+        await self.db.read(scripts.have_space, s.user_id, name, size, *self.sieve_limits)
+
+    async def put_script(self, s: Session, name: str, script: bytes) -> None:
+        await self.db.write(scripts.put_script, s.user_id, name, script, *self.sieve_limits)
+
+    async def set_active(self, s: Session, name: str) -> None:
+        await self.db.write(scripts.set_active, s.user_id, name)
+
+    async def delete_script(self, s: Session, name: str) -> None:
+        await self.db.write(scripts.delete_script, s.user_id, name)
+
+    async def rename_script(self, s: Session, old: str, new: str) -> None:
+        await self.db.write(scripts.rename_script, s.user_id, old, new)
+
+    async def vacation_due(self, login: str, key: str, days: int) -> bool:
+        return await self.db.write(scripts.vacation_due, login, key, days, int(time.time()))
+
+    async def active_script(self, login: str) -> tuple[str, bytes, list[str], list[tuple[str, bytes]]] | None:
+        return await self.db.read(scripts.active_script, login)

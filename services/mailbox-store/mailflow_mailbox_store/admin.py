@@ -212,7 +212,7 @@ def delete_user(tx: Tx, address: str) -> int:
         drop_mailbox_contents(tx, mailbox_id)
         tx.run("DELETE FROM expunged WHERE mailbox_id = :m", {"m": mailbox_id})
     p = {"u": user_id}
-    for table in ("mailboxes", "subscriptions", "keywords", "delivery_keys", "pop3_locks"):
+    for table in ("mailboxes", "subscriptions", "keywords", "delivery_keys", "pop3_locks", "sieve_scripts", "sieve_vacation"):
         tx.run(f"DELETE FROM {table} WHERE user_id = :u", p)
     tx.run("DELETE FROM users WHERE id = :u", p)
     return user_id

@@ -57,6 +57,8 @@ async def open_store(settings: Settings, publisher: Publisher) -> Store:
         pop3_lock_ttl=settings.pop3_lock_ttl,
         session_check_interval=settings.session_check_interval,
         listing_cache_bytes=settings.listing_cache_bytes,
+        sieve_max_script_bytes=settings.sieve_max_script_bytes,
+        sieve_max_scripts=settings.sieve_max_scripts,
         listing_cache_min_messages=settings.listing_cache_min_messages,
     )
     if settings.rspamd_url:

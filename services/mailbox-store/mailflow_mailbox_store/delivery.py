@@ -4,7 +4,9 @@ Per item and per user the recipient resolves to (aliases can give several):
   1. the key (item.key, user) was stored before -> "duplicate" for that user (nothing stored again);
   2. the user's quota would be exceeded -> "quota_exceeded" (permanent if the message alone is larger
      than the quota); the users that did get it keep it, and a retry of the item is a duplicate for them;
-  3. otherwise the message goes to item.mailbox (INBOX if that mailbox does not exist); an item marked
+  3. otherwise the message goes to item.mailbox (INBOX if that mailbox does not exist, unless the item
+     says `create`: then it is made, in the same transaction, and INBOX only if its name is invalid or
+     the user is at the mailbox limit); an item marked
      `junk` (DMARC p=quarantine) goes to the user's \\Junk mailbox instead, which is made as "Junk"
      (with \\Junk) when the user has none (folders.special_use), in the same transaction.
 An item's result: "quota_exceeded" if any user refused it, else "stored" if any user got it now, else
@@ -20,7 +22,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
-from mailflow.errors import Invalid, NotFound, QuotaExceeded
+from mailflow.errors import Conflict, Invalid, NotFound, QuotaExceeded
 from mailflow.store.api import SpecialUse
 from mailflow_mailbox_store import folders, keywords, names
 from mailflow_mailbox_store.db import Tx
@@ -50,6 +52,7 @@ class Item:
     queue_id: str
     trace_id: str
     junk: bool = False  # into the user's \Junk mailbox, not `mailbox`
+    create: bool = False  # make `mailbox` when the user has none of that name
 
 
 @dataclass
@@ -73,7 +76,7 @@ class Placed:
 
 
 def _mailbox_for(tx: Tx, cache: dict, user_id: int, item: Item, made: list[Change]) -> tuple[int, str]:
-    key = (user_id, JUNK if item.junk else item.mailbox)
+    key = (user_id, JUNK if item.junk else item.mailbox, item.create and not item.junk)
     hit = cache.get(key)
     if hit is None:
         if item.junk:
@@ -83,10 +86,25 @@ def _mailbox_for(tx: Tx, cache: dict, user_id: int, item: Item, made: list[Chang
         else:
             try:
                 row = folders.by_name(tx, user_id, item.mailbox)
-            except (NotFound, Invalid):
+            except NotFound:
+                row = _made(tx, user_id, item.mailbox, made) if item.create else None
+            except Invalid:
+                row = None
+            if row is None:
                 row = folders.by_name(tx, user_id, "INBOX")
         hit = cache[key] = (row.id, row.name)
     return hit
+
+
+def _made(tx: Tx, user_id: int, name: str, made: list[Change]) -> folders.Row | None:
+    """The mailbox `name` made now (it was missing), or None when it cannot be (a bad name, the limit,
+    a \\Noselect name): the message then goes to INBOX."""
+    try:
+        info = folders.create_mailbox(tx, user_id, name)
+    except (Invalid, Conflict, NotFound):
+        return None
+    made.append(Change(user_id, info.id, info.name, "mailbox_created"))
+    return folders.by_name(tx, user_id, info.name)
 
 
 def deliver(tx: Tx, items: list[Item], now: int) -> tuple[list[Outcome], list[Change]]:

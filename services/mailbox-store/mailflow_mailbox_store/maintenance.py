@@ -1,4 +1,5 @@
-"""Periodic clean-up: forget old delivery keys, drop expired POP3 locks, remove bodies no message uses,
+"""Periodic clean-up: forget old delivery keys, drop expired POP3 locks and Sieve vacation memories,
+remove bodies no message uses,
 and compact blob segments that are mostly dead space.
 
 Each chore is its own write operation; one that fails is logged and tried again next round. Removing
@@ -32,6 +33,11 @@ def purge_locks(tx: Tx, now: int) -> int:
     return max(tx.rowcount, 0)
 
 
+def purge_vacation(tx: Tx, now: int) -> int:
+    tx.run("DELETE FROM sieve_vacation WHERE expires_at < :n", {"n": now})
+    return max(tx.rowcount, 0)
+
+
 def purge_blobs(tx: Tx, blobs: BlobStore) -> int:
     gone = [r[0] for r in tx.all("DELETE FROM blobs WHERE refs <= 0 RETURNING locator")]
     if gone:
@@ -44,6 +50,7 @@ async def run_once(store, key_days: int) -> dict[str, int]:
     done = {
         "keys": await store.db.write(purge_keys, now - key_days * 86_400),
         "locks": await store.db.write(purge_locks, now),
+        "vacation": await store.db.write(purge_vacation, now),
         "blobs": await store.db.write(purge_blobs, store.blobs, exclusive=True),
     }
     done["segments"] = await compact(store)

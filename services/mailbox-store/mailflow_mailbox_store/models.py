@@ -25,6 +25,9 @@ this module is what the migrations and the schema test compare against.
 - dkim_keys: a domain's DKIM key sets (RSA 2048 and Ed25519, private keys as PKCS#8 PEM, public keys as
   the base64 of the DNS record), one per selector; state pending -> active (at most one per domain, the
   one delivery signs with) -> retired (still published for verifiers until removed). Migration 0005.
+- sieve_scripts: a user's named Sieve scripts (the bytes as uploaded), at most one `active` (the one
+  delivery runs); sieve_vacation: per user, the SHA-256 of (sender, handle) of each vacation reply sent,
+  until it may be sent again (RFC 5230 :days). Migration 0009.
 """
 
 from __future__ import annotations
@@ -198,3 +201,22 @@ class DkimKey(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     activated_at: Mapped[int | None] = mapped_column(BigInteger)
     __table_args__ = (UniqueConstraint("domain_id", "selector", name="uq_dkim_keys_domain_selector"), NEVER_REUSED)
+
+
+class SieveScript(Base):
+    __tablename__ = "sieve_scripts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    script: Mapped[bytes] = mapped_column(LargeBinary)
+    active: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (UniqueConstraint("user_id", "name", name="uq_sieve_scripts_user_name"), NEVER_REUSED)
+
+
+class SieveVacation(Base):
+    __tablename__ = "sieve_vacation"
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vkey: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = ({"sqlite_with_rowid": False},)

@@ -240,7 +240,7 @@ class StoreCore:
                 plan.append(
                     delivery.Item(
                         i, it.key, ids, body, it.mailbox or "INBOX", bits, kws, when, it.queue_id, it.trace_id,
-                        it.junk,
+                        it.junk, it.create,
                     )
                 )
             outcomes, changes = await self.db.write(

@@ -51,6 +51,10 @@ class Settings(ServiceSettings):
     scram_iterations: int = Field(4096, ge=4096)
     pop3_lock_ttl: int = 15  # seconds a POP3 maildrop lock lasts unless its session renews it (imap-pop3 does, every 5 s): how long a crashed replica's maildrop stays locked
 
+    # Sieve scripts (RFC 5228), uploaded with ManageSieve (RFC 5804)
+    sieve_max_script_bytes: int = 64 * 1024  # a larger script is refused (QUOTA/MAXSIZE)
+    sieve_max_scripts: int = 16  # scripts per user (QUOTA/MAXSCRIPTS)
+
     # Database and storage tuning
     db_readers: int = 8  # threads (and connections) answering reads; writes go through one writer
     write_batch_max: int = 256  # operations committed together in one transaction (group commit)

@@ -9,7 +9,8 @@ named MAIL, never meet. An operation a user may not do is refused by the server 
 Violation"): a publish that needs a PubAck fails (the caller answers 4xx), a subscription gets nothing.
 
 What a compromised service can still do is what its row allows: smtp-ingress can queue mail (that is
-its job) but cannot publish delivery jobs, read the queue, or touch a stream's configuration;
+its job) but cannot publish delivery jobs, read the queue, or touch a stream's configuration; delivery
+can queue mail too (what users' Sieve scripts send: redirect, reject, vacation);
 imap-pop3 can only listen for mailbox hints. Only the queue manages streams, durables and the key-value
 buckets (`streams.ensure_streams`); only delivery reads and writes that bucket.
 
@@ -121,8 +122,10 @@ GRANTS: dict[str, Grant] = {
             subjects.MAIL_DEAD,
             subjects.MX_LOOKUP,
             subjects.DNS_QUERY,  # MTA-STS (_mta-sts TXT, mta-sts.<domain> A/AAAA), DANE (the MX hosts' TLSA)
+            subjects.MAIL_QUEUED,  # messages Sieve sends (redirect, reject, vacation) enter like any message
+            wild(subjects.BODY),  # ... with their bodies when large
             TRACE,
-            *stream_info("JOBS", "RESULTS", "DEAD", "BODY"),
+            *stream_info("JOBS", "RESULTS", "DEAD", "BODY", "MAIL"),
             *consume(streams.DELIVERY),
             *direct_get("BODY"),
             *kv(streams.SENT_LOG_BUCKET),

@@ -271,6 +271,7 @@ class DeliverItemHead(Schema):
     recipient: str  # the envelope recipient; the store resolves aliases itself
     mailbox: str | None = "INBOX"  # None or "": INBOX
     junk: bool = False  # into the user's \Junk mailbox instead of `mailbox` (made as "Junk" if none)
+    create: bool = False  # make `mailbox` if the user has none of that name (Sieve fileinto :create)
     flags: list[str] = Field(default_factory=list)
     internal_date: datetime | None = None  # None: when it is stored
     queue_id: str = ""

@@ -1,16 +1,18 @@
 """The mailbox-store contract, seen from its users (smtp-ingress, delivery, imap-pop3).
 
-Three Protocols, one per kind of caller:
+Protocols, one per kind of caller:
   Directory  - "who is this address?", "is this password right?" (smtp-ingress, delivery, imap-pop3)
   Deliverer  - "put these messages into these users' mailboxes" (delivery, the MDA)
   Mailboxes  - everything IMAP and POP3 do with one user's mail (imap-pop3)
+  SieveScripts - a user's Sieve scripts (imap-pop3's ManageSieve); SieveSource - the active one (delivery)
 
 Errors, the same from every implementation:
   mailflow.errors.ServiceUnavailable  the store did not answer: temporary (451, NO [UNAVAILABLE], -ERR [SYS/TEMP])
   mailflow.errors.NotFound           no such mailbox or message *for this user* (never says if another user has it)
   mailflow.errors.Conflict           it exists already (CREATE), or the POP3 maildrop is locked
   mailflow.errors.Invalid            a name or argument that can never work (bad mailbox name, delete INBOX)
-  mailflow.errors.QuotaExceeded      the user's quota would be exceeded (APPEND/COPY: NO [OVERQUOTA])
+  mailflow.errors.QuotaExceeded      the user's quota would be exceeded (APPEND/COPY: NO [OVERQUOTA]); for
+                                     Sieve scripts its text starts "maxsize:" or "maxscripts:"
 Every Mailboxes call takes the `Principal` returned by `authenticate`; the store scopes every query
 to that principal's user, so a mailbox id or UID of another user is simply NotFound.
 Mailbox names are UTF-8 strings with "/" as the hierarchy delimiter; "INBOX" is case-insensitive.
@@ -107,6 +109,7 @@ class DeliverItem:
     queue_id: str = ""
     trace_id: str = ""
     junk: bool = False  # into each user's \Junk mailbox instead (made as "Junk" if the user has none)
+    create: bool = False  # make `mailbox` when the user has none of that name (Sieve fileinto :create)
 
 
 DeliverStatus = Literal["stored", "duplicate", "unknown_user", "quota_exceeded", "failed"]
@@ -313,3 +316,54 @@ class Mailboxes(Directory, Protocol):
         ...
 
     async def pop3_unlock(self, p: Principal, token: str) -> None: ...
+
+
+# --- Sieve scripts ------------------------------------------------------------------------------------
+
+SCRIPT_TOO_LARGE, TOO_MANY_SCRIPTS = "maxsize", "maxscripts"  # how a script's QuotaExceeded text starts
+
+
+@dataclass(frozen=True)
+class ActiveScript:
+    """A user's active Sieve script, with the names of the user's mailboxes when it was read."""
+
+    name: str
+    script: bytes
+    mailboxes: tuple[str, ...] = ()
+    others: tuple[tuple[str, bytes], ...] = ()  # the user's other scripts (for include), when it says "include"
+
+
+class SieveScripts(Protocol):
+    """One user's named scripts (RFC 5804), at most one active. NotFound for a name the user has not;
+    Conflict to delete the active script or rename onto a name in use; Invalid for a bad name."""
+
+    async def list_scripts(self, p: Principal) -> list[tuple[str, bool]]:
+        """(name, active) by name."""
+        ...
+
+    async def get_script(self, p: Principal, name: str) -> bytes: ...
+    async def have_space(self, p: Principal, name: str, size: int) -> None:
+        """QuotaExceeded unless a script `name` of `size` octets could be stored now."""
+        ...
+
+    async def put_script(self, p: Principal, name: str, script: bytes) -> None:
+        """Store (or replace) a script; it stays active if it was. The caller has checked its syntax."""
+        ...
+
+    async def set_active(self, p: Principal, name: str) -> None:
+        """"" leaves no script active."""
+        ...
+
+    async def delete_script(self, p: Principal, name: str) -> None: ...
+    async def rename_script(self, p: Principal, old: str, new: str) -> None: ...
+
+
+class SieveSource(Protocol):
+    async def active_script(self, login: str) -> ActiveScript | None:
+        """The active script of the local user `login` (a Resolution.users entry), or None."""
+        ...
+
+    async def vacation_due(self, login: str, key: str, days: int) -> bool:
+        """May the vacation reply `key` (SHA-256 hex of sender and handle) go now? True records it for
+        `days` days (RFC 5230 §4.1)."""
+        ...

@@ -1,4 +1,5 @@
-"""StoreClient: the mailbox-store over REST, implementing Directory, Deliverer and Mailboxes (store/api.py).
+"""StoreClient: the mailbox-store over REST, implementing Directory, Deliverer, Mailboxes, SieveScripts and
+SieveSource (store/api.py).
 
     store = StoreClient(settings.store_url, settings.service_token.get_secret_value())
     res = await store.resolve("bob+news@example.test")          # Resolution(status="local", users=(...))
@@ -23,6 +24,7 @@ calls of at most 1000) are Directory calls too; dkim_signing_key(domain) is deli
 from __future__ import annotations
 
 import base64
+import binascii
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -57,6 +59,7 @@ from mailflow.errors import (
 )
 from mailflow.store import wire
 from mailflow.store.api import (
+    ActiveScript,
     AppendResult,
     Changes,
     CopyResult,
@@ -424,6 +427,48 @@ class StoreClient:
 
     async def pop3_unlock(self, p: Principal, token: str) -> None:
         await self._json("POST", "/access/pop3/unlock", json={"token": token}, p=p)
+
+    # --- Sieve scripts ----------------------------------------------------------------------------
+
+    async def list_scripts(self, p: Principal) -> list[tuple[str, bool]]:
+        return [(str(n), bool(a)) for n, a in await self._json("POST", "/access/sieve/list", json={}, p=p)]
+
+    async def get_script(self, p: Principal, name: str) -> bytes:
+        return _unb64((await self._json("POST", "/access/sieve/get", json={"name": name}, p=p))["script"])
+
+    async def have_space(self, p: Principal, name: str, size: int) -> None:
+        await self._json("POST", "/access/sieve/space", json={"name": name, "size": size}, p=p)
+
+    async def put_script(self, p: Principal, name: str, script: bytes) -> None:
+        body = {"name": name, "script": base64.b64encode(script).decode()}
+        await self._json("POST", "/access/sieve/put", json=body, p=p)
+
+    async def set_active(self, p: Principal, name: str) -> None:
+        await self._json("POST", "/access/sieve/activate", json={"name": name}, p=p)
+
+    async def delete_script(self, p: Principal, name: str) -> None:
+        await self._json("POST", "/access/sieve/delete", json={"name": name}, p=p)
+
+    async def rename_script(self, p: Principal, old: str, new: str) -> None:
+        await self._json("POST", "/access/sieve/rename", json={"old": old, "new": new}, p=p)
+
+    async def active_script(self, login: str) -> ActiveScript | None:
+        d = await self._json("POST", "/internal/sieve/active", json={"login": login})
+        if d.get("script") is None:
+            return None
+        others = tuple((str(n), _unb64(b)) for n, b in (d.get("others") or {}).items())
+        return ActiveScript(name=d["name"], script=_unb64(d["script"]), mailboxes=tuple(d["mailboxes"]), others=others)
+
+    async def vacation_due(self, login: str, key: str, days: int) -> bool:
+        d = await self._json("POST", "/internal/sieve/vacation", json={"login": login, "key": key, "days": days})
+        return bool(d["send"])
+
+
+def _unb64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise ServiceUnavailable("mailbox-store sent a script that is not base64") from exc
 
 
 def _model(cls: type[M], r: Response) -> M:

@@ -27,7 +27,7 @@ from mailflow.errors import (
 )
 from mailflow.web import Check, service_app
 from mailflow_mailbox_store import metrics
-from mailflow_mailbox_store.api import access, admin, delivery
+from mailflow_mailbox_store.api import access, admin, delivery, sieve
 from mailflow_mailbox_store.service import SERVICE
 
 log = logging.getLogger(__name__)
@@ -112,5 +112,6 @@ def build_app(
     app.include_router(admin.router(store, admin_token))
     app.include_router(delivery.router(store, service_token, max_items))
     app.include_router(access.router(store, service_token, max_items))
+    app.include_router(sieve.router(store, service_token))
     app.add_middleware(Timing)
     return app
