@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from mailflow import natsconn
 from mailflow.lifecycle import Stopper
 from mailflow.web import HttpServer, service_app
-from mailflow_web import pages_admin, pages_pipeline, pages_user
+from mailflow_web import pages_admin, pages_pipeline, pages_sieve, pages_user
 from mailflow_web.backend import Backend, BackendError
 from mailflow_web.console import HERE, Console, install_error_pages
 from mailflow_web.pipeline import Pipeline
@@ -33,6 +33,7 @@ def make_app(settings: Settings, backend: Backend, pipeline: Pipeline | None = N
     app.state.console = console
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(pages_user.router(console))
+    app.include_router(pages_sieve.router(console))
     app.include_router(pages_admin.router(console))
     app.include_router(pages_pipeline.router(console, pipeline or pipeline_of(settings, backend)))
     install_error_pages(app)

@@ -1,7 +1,8 @@
 """The console's only way to the other services: their REST APIs (the same ones `mailflow` uses).
 
 `Backend.store` and `Backend.queue` carry the admin token, held here and never sent to a browser;
-`authenticate` and `session_expired` use the store's internal group with the service token. A call that
+`authenticate` and `session_expired` use the store's internal group with the service token; `sieve`
+calls the store's /access/sieve/* with the service token and the user's own session token. A call that
 gets an HTTP error raises `BackendError(status, detail)` with the server's detail (what the CLI prints);
 a service that does not answer raises it with status 503 and a short reason. The pages show the detail,
 never a traceback.
@@ -27,14 +28,16 @@ class Api:
     def __init__(self, client: httpx.AsyncClient, base_url: str, name: str, headers: dict[str, str]):
         self.client, self.base_url, self.name, self.headers = client, base_url.rstrip("/"), name, headers
 
-    async def request(self, method: str, path: str, body: Any = None, params: dict | None = None) -> Any:
+    async def request(
+        self, method: str, path: str, body: Any = None, params: dict | None = None, headers: dict | None = None
+    ) -> Any:
         try:
             r = await self.client.request(
                 method,
                 self.base_url + path,
                 json=body,
                 params={k: v for k, v in (params or {}).items() if v not in (None, "")},
-                headers=self.headers,
+                headers=self.headers | (headers or {}),
             )
         except httpx.HTTPError as exc:
             raise BackendError(503, f"{self.name} did not answer ({type(exc).__name__})") from None
@@ -79,6 +82,16 @@ class Backend:
     async def session_expired(self, token: str) -> bool:
         """Whether the store no longer accepts this login (password changed, user disabled or deleted)."""
         return bool((await self.internal.post("/internal/sessions/check", {"tokens": [token]}))["expired"])
+
+    async def sieve(self, token: str, op: str, body: dict) -> Any:
+        """/access/sieve/<op> as the user of the store session `token` (their own scripts only: the store
+        scopes every call to the session's user). A session the store no longer accepts is a 401."""
+        try:
+            return await self.internal.request("POST", f"/access/sieve/{op}", body, headers={"Authorization": f"Bearer {token}"})
+        except BackendError as exc:
+            if exc.status == 401:
+                raise BackendError(401, "your session has ended: log in again") from None
+            raise
 
     async def close(self) -> None:
         await self.client.aclose()

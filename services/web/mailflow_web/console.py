@@ -87,9 +87,10 @@ class Console:
             raise HTTPException(403, "this page is for administrators; you are logged in as a user")
         raise LoginRequired(kind)
 
-    async def form(self, request: Request, login: Login | None) -> FormData:
-        """The POSTed form, its CSRF token checked against the session (or the login form's cookie)."""
-        form = await read_form(request, self.settings.max_request_bytes)
+    async def form(self, request: Request, login: Login | None, max_bytes: int | None = None) -> FormData:
+        """The POSTed form, its CSRF token checked against the session (or the login form's cookie); at
+        most `max_bytes` (default: the max_request_bytes setting)."""
+        form = await read_form(request, max_bytes or self.settings.max_request_bytes)
         nonce = login.nonce if login else self.sessions.pre_nonce(request)
         if nonce is None or not self.signer.csrf_ok(nonce, form.get("csrf")):
             raise HTTPException(403, "the form's CSRF token is missing or wrong: reload the page and try again")
@@ -147,7 +148,7 @@ def install_error_pages(app) -> None:
 
     @app.exception_handler(BackendError)
     async def _backend(request: Request, exc: BackendError):
-        status = exc.status if exc.status in (400, 403, 404, 409, 413, 422, 503) else 502
+        status = exc.status if exc.status in (400, 401, 403, 404, 409, 413, 422, 503, 507) else 502
         return error_page(request, status, exc.detail)
 
     @app.exception_handler(404)
