@@ -105,7 +105,7 @@ def read(script: bytes) -> Settings | None:
     except SieveError:
         return None
     cmds = tree.commands
-    if not 1 <= len(cmds) <= 2 or not isinstance(cmds[0], Vacation):
+    if not 1 <= len(cmds) <= 2 or not isinstance(cmds[0], Vacation) or cmds[0].mime or cmds[0].from_ or cmds[0].handle:
         return None
     if len(cmds) == 2 and not (isinstance(cmds[1], Include) and not cmds[1].once and not cmds[1].optional):
         return None
