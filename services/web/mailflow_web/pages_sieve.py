@@ -58,14 +58,14 @@ def router(c: Console) -> APIRouter:
     async def scripts(login: Login) -> list[tuple[str, bool]]:
         return [(str(n), bool(a)) for n, a in await sieve(login, "list")]
 
+    async def script_of(login: Login, name: str) -> bytes:
+        return base64.b64decode((await sieve(login, "get", name=name))["script"])
+
     async def form_vacation(login: Login, listed: list[tuple[str, bool]]) -> vacation.Settings | None:
         """The settings of the user's vacation script if this form made it, else None."""
         if vacation.NAME not in dict(listed):
             return None
         return vacation.read(await script_of(login, vacation.NAME))
-
-    async def script_of(login: Login, name: str) -> bytes:
-        return base64.b64decode((await sieve(login, "get", name=name))["script"])
 
     def name_of(form) -> str:
         name = form.get("name", "")
@@ -161,6 +161,7 @@ def router(c: Console) -> APIRouter:
             # the filters the reply includes (on), or would include (off: the script active now)
             "other": current.include if on and current else (active if active != vacation.NAME else None),
             "active": active,
+            "names": [n for n, _ in listed],
             "script_name": vacation.NAME,
             "max_days": vacation.MAX_VACATION_DAYS,
         }
@@ -186,6 +187,8 @@ def router(c: Console) -> APIRouter:
             return c.redirect(request, "/me/vacation", "the vacation reply was not on")
         active = state["active"]
         include = state["settings"].include if active == vacation.NAME else active
+        if include not in state["names"]:  # deleted since (over ManageSieve): including it would fail
+            include = None
         try:
             wanted = vacation.parse_form(form.get("subject", ""), form.get("message", ""), form.get("days", ""),
                                          form.get("addresses", ""), include)  # fmt: skip

@@ -68,7 +68,8 @@ def flash(client: TestClient, path: str) -> str:
 
 
 def textarea(page: str, name: str) -> str:
-    m = re.search(rf'<textarea name="{name}"[^>]*>(.*?)</textarea>', page, re.S)
+    """The text a browser shows in the textarea (it drops one line break right after the start tag)."""
+    m = re.search(rf'<textarea name="{name}"[^>]*>\n(.*?)</textarea>', page, re.S)
     assert m, f"no textarea {name}"
     return html.unescape(m.group(1))
 
@@ -247,3 +248,18 @@ def test_a_vacation_script_the_form_did_not_write_is_left_alone(client, store):
     r = vacation_post(client, message="replace it")
     assert r.status_code == 409
     assert scripts_of(store, "bob@example.test", "bob-pw")["vacation"][0] == own.encode()
+
+
+def test_a_script_deleted_under_the_reply_is_no_longer_included(client, store):
+    login(client, "bob@example.test", "bob-pw")
+    put(client, "lists", FILTER)
+    post(client, "/me/filters/activate", name="lists", action="activate")
+    vacation_post(client, message="away")
+
+    async def delete_over_managesieve():  # the store lets an inactive script go, whoever includes it
+        await store.delete_script(await store.authenticate("bob@example.test", "bob-pw"), "lists")
+
+    asyncio.run(delete_over_managesieve())
+    assert vacation_post(client, message="still away").status_code == 303
+    script, active = scripts_of(store, "bob@example.test", "bob-pw")["vacation"]
+    assert active and len(compile(script).commands) == 1
