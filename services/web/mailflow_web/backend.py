@@ -86,12 +86,7 @@ class Backend:
     async def sieve(self, token: str, op: str, body: dict) -> Any:
         """/access/sieve/<op> as the user of the store session `token` (their own scripts only: the store
         scopes every call to the session's user). A session the store no longer accepts is a 401."""
-        try:
-            return await self.internal.request("POST", f"/access/sieve/{op}", body, headers={"Authorization": f"Bearer {token}"})
-        except BackendError as exc:
-            if exc.status == 401:
-                raise BackendError(401, "your session has ended: log in again") from None
-            raise
+        return await self.internal.request("POST", f"/access/sieve/{op}", body, headers={"Authorization": f"Bearer {token}"})
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -148,7 +148,7 @@ def install_error_pages(app) -> None:
 
     @app.exception_handler(BackendError)
     async def _backend(request: Request, exc: BackendError):
-        status = exc.status if exc.status in (400, 401, 403, 404, 409, 413, 422, 503, 507) else 502
+        status = exc.status if exc.status in (400, 403, 404, 409, 413, 422, 503, 507) else 502
         return error_page(request, status, exc.detail)
 
     @app.exception_handler(404)

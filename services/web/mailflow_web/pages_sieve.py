@@ -23,7 +23,7 @@ from mailflow.sieve.script import SieveError, compile
 from mailflow_web import vacation
 from mailflow_web.auth import USER, Login
 from mailflow_web.backend import BackendError
-from mailflow_web.console import Console
+from mailflow_web.console import Console, LoginRequired
 
 # A script of the store's default limit (64 KiB) URL-encoded (at most 3 octets per octet), plus the
 # other fields. The store's own limit decides what is kept.
@@ -53,7 +53,12 @@ def router(c: Console) -> APIRouter:
     r = APIRouter()
 
     async def sieve(login: Login, op: str, **body):
-        return await c.backend.sieve(login.store_token, op, body)
+        try:
+            return await c.backend.sieve(login.store_token, op, body)
+        except BackendError as exc:
+            if exc.status == 401:  # the store ended the session since c.require asked
+                raise LoginRequired(USER) from None
+            raise
 
     async def scripts(login: Login) -> list[tuple[str, bool]]:
         return [(str(n), bool(a)) for n, a in await sieve(login, "list")]
@@ -105,7 +110,7 @@ def router(c: Console) -> APIRouter:
         try:
             await sieve(login, "put", name=name, script=base64.b64encode(data).decode())
         except BackendError as exc:
-            if exc.status in (401, 503):
+            if exc.status == 503:
                 raise
             return again("not saved: " + store_refusal(exc), exc.status)
         return c.redirect(request, "/me/filters", f"script {name} saved")
@@ -201,7 +206,7 @@ def router(c: Console) -> APIRouter:
         try:
             await sieve(login, "put", name=vacation.NAME, script=base64.b64encode(script).decode())
         except BackendError as exc:
-            if exc.status in (401, 503):
+            if exc.status == 503:
                 raise
             return vacation_again(request, login, state, form, "not saved: " + store_refusal(exc))
         await sieve(login, "activate", name=vacation.NAME)

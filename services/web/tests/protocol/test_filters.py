@@ -263,3 +263,18 @@ def test_a_script_deleted_under_the_reply_is_no_longer_included(client, store):
     assert vacation_post(client, message="still away").status_code == 303
     script, active = scripts_of(store, "bob@example.test", "bob-pw")["vacation"]
     assert active and len(compile(script).commands) == 1
+
+
+def test_the_store_refuses_a_sieve_call_without_a_valid_session(local_store, store):
+    from mailflow_web.backend import BackendError
+
+    async def call():
+        backend = Backend(local_store.url, "http://127.0.0.1:9", "admin-token-for-tests", SERVICE_TOKEN)
+        try:
+            await backend.sieve("not-a-session", "list", {})
+        finally:
+            await backend.close()
+
+    with pytest.raises(BackendError) as refused:
+        asyncio.run(call())
+    assert refused.value.status == 401  # pages_sieve turns it into "log in again"
