@@ -17,6 +17,14 @@ before anything is parsed; nothing else here.
 from __future__ import annotations
 
 from sievelib import commands as sc
+from sievelib import parser as sp
+
+# RFC 5228 §2.4.2 multi-line strings. sievelib's lexer rule is `text:[^$]*?[\r\n]+\.$`: its `[^$]` makes
+# a text: string that holds a "$" unknown ("costs $5" in a vacation reply), and it backtracks over runs
+# of line breaks. This one reads the text line by line (a line cannot run past its own end, so the lazy
+# repeat tries "." once per line: linear) up to a line that is "." alone.
+MULTILINE = rb"text:[ \t]*(?:#[^\r\n]*)?\r?\n(?:[^\r\n]*\r?\n)*?\.\r?$"
+sp.Parser.lrules = [(name, MULTILINE if name == b"multiline" else rule) for name, rule in sp.Parser.lrules]
 
 COMPARATOR = {
     **sc.comparator,
