@@ -233,6 +233,7 @@ class Applied:
     done: int  # messages now final
     stale: list[int] = field(default_factory=list)  # indexes of results that changed nothing
     tls_sessions: int = 0  # TLS-RPT sessions counted
+    latencies: list[float] = field(default_factory=list)  # seconds from accepted to delivered, per recipient
 
 
 @dataclass
@@ -272,6 +273,7 @@ def apply_results(s: Session, results: list[DeliveryResult], now: float, p: Poli
     updates: dict[int, dict] = {}
     stale: list[int] = []
     with_tls: list[DeliveryResult] = []  # TLS-RPT: sessions of results that are news, not of stale ones
+    latencies: list[float] = []
     for n, res in enumerate(results):
         r = rows.get((res.queue_id, res.rcpt.lower())) if res.queue_id in msgs else None
         if r is None or r.state in FINAL:
@@ -288,6 +290,7 @@ def apply_results(s: Session, results: list[DeliveryResult], now: float, p: Poli
             r.state = DELIVERED
             delivered[r.queue_id].append(r)
             counts["delivered"] += 1
+            latencies.append(max(0.0, now - msgs[r.queue_id][1]))
         elif res.outcome == "bounced":
             r.state = BOUNCED
             bounced[r.queue_id].append(r)
@@ -333,7 +336,7 @@ def apply_results(s: Session, results: list[DeliveryResult], now: float, p: Poli
     sessions = tls_counts.count(s, with_tls) if with_tls else 0
     if stale:
         counts["stale"] = len(stale)
-    return Applied(dict(counts), notices, done, stale, sessions)
+    return Applied(dict(counts), notices, done, stale, sessions, latencies)
 
 
 def _notice(s: Session, queue_id: str, mail_from: str, recipient_ids: list[int], kind: str, now: float) -> int:

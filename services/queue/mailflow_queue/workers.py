@@ -201,6 +201,8 @@ class Results(QuickStop, Worker[DeliveryResults]):
             metrics.RESULTS.labels(outcome).inc(n)
         if applied.tls_sessions:
             metrics.TLS_SESSIONS.inc(applied.tls_sessions)
+        for seconds in applied.latencies:
+            metrics.DELIVERY_LATENCY.observe(seconds)
         metrics.BATCH_SECONDS.labels("results").observe(time.perf_counter() - started)
         stale = set(applied.stale)
         for n, r in enumerate(results):

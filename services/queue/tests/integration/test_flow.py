@@ -18,7 +18,7 @@ from mailflow.contracts.messages import (
     Recipient,
 )
 from mailflow.jspub import group_msg_id
-from mailflow_queue import db, ledger
+from mailflow_queue import db, ledger, metrics
 from mailflow_queue.scheduler import CLAIM_S
 from tests.support import await_for
 
@@ -140,8 +140,13 @@ async def test_results_retry_dsn_and_body_deletion(parts):
     await parts.scheduler.tick()
     ((job, msg_id),) = await parts.jobs(expect=1)
     assert job.attempt == 2 and msg_id == "Q2/later@naver.test/2"
+    timed = metrics.DELIVERY_LATENCY.collect()[0].samples
+    count0, sum0 = (next(x.value for x in timed if x.name.endswith(k)) for k in ("_count", "_sum"))
     await answer(parts, "Q2", "later@naver.test", "delivered", "2.0.0", attempt=2)
     await parts.results.run_until_idle()
+    timed = metrics.DELIVERY_LATENCY.collect()[0].samples  # the retried one: ~61 s after acceptance
+    count1, sum1 = (next(x.value for x in timed if x.name.endswith(k)) for k in ("_count", "_sum"))
+    assert count1 - count0 == 1 and 60 < sum1 - sum0 < 120
     await parts.scheduler.tick()
     m = message(parts, "Q2")
     assert m.done_at is not None and m.body_deleted

@@ -41,16 +41,18 @@ def test_rates_and_latency_from_trace_events():
 def test_history_is_made_of_the_totals_differences_and_forgets_the_hour_before():
     clock = Clock()
     pl = Pipeline({}, None, clock)
-    for minute in range(70):  # 120 accepted and 60 delivered a minute, for 70 minutes
-        pl.totals.append((clock.now, minute * 120.0, minute * 60.0))
+    for minute in range(70):  # 120 accepted and 60 delivered a minute, each delivery 0.5 s after acceptance
+        pl.totals.append((clock.now, minute * 120.0, minute * 60.0, minute * 30.0, minute * 60.0))
         clock.now += 60
     clock.now -= 60
     minutes = pl.snapshot(history=True)["history"]["minutes"]
-    assert len(minutes) == 60 and all(m[:2] == [2.0, 1.0] for m in minutes)
-    assert all(m[2] is None for m in minutes)  # nobody watched: no latency known
-    pl.record(event("Q", "ingress", clock.now - 2))
-    pl.record(event("Q", "mailbox", clock.now))
-    assert pl.snapshot(history=True)["history"]["minutes"][-1][2] == 2.0
+    assert len(minutes) == 60 and all(m == [2.0, 1.0, 0.5] for m in minutes)
+    pl.totals.append((clock.now + 60, 69 * 120.0, 69 * 60.0, 69 * 30.0, 69 * 60.0))  # a quiet minute
+    clock.now += 60
+    assert pl.snapshot(history=True)["history"]["minutes"][-1] == [0.0, 0.0, None]
+    pl.totals.append((clock.now + 60, 5.0, 2.0, 1.0, 2.0))  # the queue restarted: its totals begin again
+    clock.now += 60
+    assert pl.snapshot(history=True)["history"]["minutes"][-1] == [0.0, 0.0, None]
     clock.now += p.HOUR + 60
     assert pl.snapshot(history=True)["history"]["minutes"] == []
 
