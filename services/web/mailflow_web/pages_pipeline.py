@@ -31,6 +31,7 @@ def router(c: Console, pipeline: Pipeline) -> APIRouter:
     @r.get("/pipeline")
     async def page(request: Request):
         login = await c.require(request, ADMIN)
+        await pipeline.watch()
         if not pipeline.fresh():  # nobody watched lately: the figures are old, ask for them now
             await pipeline.poll()
         return c.page(request, "admin_pipeline.html", login, snap=pipeline.snapshot())
@@ -38,6 +39,7 @@ def router(c: Console, pipeline: Pipeline) -> APIRouter:
     @r.get("/pipeline/events")
     async def events(request: Request):
         await c.require(request, ADMIN)
+        await pipeline.watch()
         if streams[0] >= MAX_STREAMS:
             raise HTTPException(503, "too many live views open")
 

@@ -134,6 +134,7 @@ class Pipeline:
         self.totals: deque[tuple[float, float, float, float, float]] = deque(maxlen=HOUR // int(TOTALS_S) + 1)
         self.nc = None
         self.sub = None
+        self.live: dict[str, float] = {}  # accepted, delivered, spent, timed: as read by the last poll
         # {service: {instance: {"up", "ready", "version", "seen"}}}: each replica that answered lately
         self.replicas: dict[str, dict[str, dict]] = {s: {} for s in self.health}
         # A new connection for every request: behind a balancer (a Kubernetes Service, `Stack(replicas=2)`)
@@ -200,7 +201,12 @@ class Pipeline:
                     body += chunk
                     if len(body) > MAX_METRICS_BYTES:
                         raise ValueError("metrics too large")
-            self.errors[service] = errors_in(body.decode("utf-8", "replace"), service)
+            text = body.decode("utf-8", "replace")
+            self.errors[service] = errors_in(text, service)
+            if service == "smtp-ingress":  # the totals as of now: the chart's last, unfinished step
+                self.live["accepted"] = total_of(text, ACCEPTED)
+            elif service == "queue":
+                self.live["spent"], self.live["timed"] = total_of(text, LATENCY, "_sum"), total_of(text, LATENCY, "_count")
         except (httpx.HTTPError, ValueError) as exc:
             h["up"] = h["ready"] = False
             log.debug("%s did not answer: %s", service, exc)
@@ -222,7 +228,13 @@ class Pipeline:
         await asyncio.gather(*(self._service(self.client, s) for s in self.health))
         with contextlib.suppress(Exception):
             self.counts = await self.queue_api.get("/queue/counts")
+            self.live["delivered"] = float(self.counts["states"].get("delivered", 0))
         self.polled_at = self.clock()
+
+    async def watch(self) -> None:
+        """Someone opened the page: follow the trace events from now on, not from the next turn."""
+        self.watched_at = self.clock()
+        await self._follow()
 
     async def poll_totals(self) -> None:
         """One point of the hour's history: messages accepted and recipients delivered so far."""
@@ -290,6 +302,9 @@ class Pipeline:
         delivered per second, and their mean delivery latency (s; None for a step with no delivery). A
         replica restarted meanwhile counts from 0 again: a step that would go negative shows 0 / None."""
         points = [x for x in self.totals if now - x[0] <= HOUR]
+        live = self.live
+        if points and len(live) == 4 and self.polled_at - points[-1][0] >= 1:  # the step under way, while watched
+            points.append((self.polled_at, live["accepted"], live["delivered"], live["spent"], live["timed"]))
         minutes = []
         for (t0, a0, d0, s0, n0), (t1, a1, d1, s1, n1) in itertools.pairwise(points):
             span = max(t1 - t0, 1.0)

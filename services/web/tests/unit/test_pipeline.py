@@ -126,3 +126,14 @@ def test_each_replica_is_listed_by_the_instance_it_names():
     clock.now += p.REPLICA_FORGET_S
     pl.seen("delivery", {"instance": "delivery"}, ready=True)
     assert [r["instance"] for r in {s["service"]: s["replicas"] for s in pl.snapshot()["stages"]}["delivery"]] == ["delivery"]
+
+
+def test_the_step_under_way_is_drawn_from_the_last_poll_while_watched():
+    clock = Clock()
+    pl = Pipeline({}, None, clock)
+    pl.totals.append((clock.now, 100.0, 50.0, 10.0, 50.0))
+    clock.now += 10
+    assert pl.snapshot(history=True)["history"]["minutes"] == []  # nothing polled yet: no step
+    pl.live = {"accepted": 140.0, "delivered": 70.0, "spent": 14.0, "timed": 70.0}
+    pl.polled_at = clock.now
+    assert pl.snapshot(history=True)["history"]["minutes"] == [[4.0, 2.0, 0.2]]  # 40 in, 20 out in 10 s
