@@ -23,7 +23,9 @@ compiled once) are cached for `ttl` seconds, so a script uploaded now applies wi
   whose memory was recorded before the failure is not sent again (a reply lost, never mail);
 - a redirect of a message that already has more than forwarding.MAX_HOPS Received: fields (a loop of
   redirects and forwards) fails the script: kept in INBOX with the error header.
-Replies (reject, vacation) go from the null sender; a redirect keeps the original envelope sender.
+Replies (reject, vacation) go from the null sender; a redirect keeps the original envelope sender and is
+forwarded mail for the user (`Recipient.forwarded_for`): delivery ARC-seals it with the user's domain's
+keys on its way to another domain, as it does an alias's copy (forwarding.py).
 Quarantined items (`junk`, DMARC p=quarantine) are not filtered: they go to the user's Junk mailbox.
 """
 
@@ -98,6 +100,9 @@ class Outgoing:
     rcpt: str
     body: bytes
     kind: str  # redirect | reject | vacation
+    # a redirect is forwarded mail, as an alias's copy to another domain is (forwarding.py): the user it
+    # was redirected for, so delivery ARC-seals it with their domain's keys and counts its hops
+    forwarded_for: str | None = None
 
 
 class Mailer(Protocol):
@@ -119,7 +124,7 @@ class JetStreamMailer:
             inline = should_inline(size, 1)
             ref = inline_ref(msg.queue_id, size) if inline else await self.bodies.put(msg.queue_id, msg.body)
             qm = QueuedMessage(queue_id=msg.queue_id, trace_id=trace_id, mail_from=msg.mail_from,
-                               rcpt_to=[Recipient(address=msg.rcpt)], body_ref=ref, size=size,
+                               rcpt_to=[Recipient(address=msg.rcpt, forwarded_for=msg.forwarded_for)], body_ref=ref, size=size,
                                body=msg.body if inline else None)  # fmt: skip
             data = QueuedMessages(messages=[qm]).to_bytes()
             await publish_until_acked(self.js, subjects.MAIL_QUEUED, data, group_msg_id("mail", [msg.queue_id]), self.timeout)
@@ -218,7 +223,7 @@ class SieveFilter:
             raise SieveRuntimeError(f"redirect refused: more than {MAX_HOPS} Received: fields (a loop)")
         for target in outcome.redirects:
             body = replies.redirected(item.body, self.hostname, target, now)
-            out.append(Outgoing(ids.derived_queue_id(f"{seed}\0redirect\0{target.lower()}"), envelope.mail_from, target, body, "redirect"))
+            out.append(Outgoing(ids.derived_queue_id(f"{seed}\0redirect\0{target.lower()}"), envelope.mail_from, target, body, "redirect", user))
         if outcome.reject is not None:
             key = ids.derived_queue_id(f"{seed}\0reject")
             body = replies.rejection(message, envelope, outcome.reject, user, self.hostname, now, key.ljust(32, "0"))

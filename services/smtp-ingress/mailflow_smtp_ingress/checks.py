@@ -52,9 +52,7 @@ from mailflow_smtp_ingress.settings import CheckMode, Settings
 log = logging.getLogger(__name__)
 
 Parsed = tuple[dkim.Fields, int] | None  # dkim.split(message): read once, for every check
-SpfCheck = Callable[
-    [str, str, str], Awaitable[Sequence[Spf]]
-]  # (client IP, MAIL FROM, HELO) -> both identities
+SpfCheck = Callable[[str, str, str], Awaitable[Sequence[Spf]]]  # (client IP, MAIL FROM, HELO) -> both identities
 DkimCheck = Callable[[bytes, Parsed], Awaitable[Sequence[Dkim]]]  # the message -> one result per signature
 ArcCheck = Callable[[bytes, Parsed], Awaitable[Arc]]
 TEMPORARY = "(DNS)"  # how an Arc "fail" says it is one DNS could not decide (RFC 8617 has no temperror)
@@ -158,9 +156,7 @@ class Checks:
         if not modes.any:
             return None
         if modes.dmarc != "off":
-            dmarc.organizational_domain(
-                "example.com"
-            )  # loads the public suffix list now (~60 ms), not at a message
+            dmarc.organizational_domain("example.com")  # loads the public suffix list now (~60 ms), not at a message
         hostname = settings.hostname
 
         verdicts: Cache[tuple[str, str, str], Sequence[Spf]] = Cache(settings.check_spf_cache_size)

@@ -165,6 +165,7 @@ class MemoryMailer:
 
     async def send(self, msg, trace_id):
         self.sent[msg.queue_id] = (msg.kind, msg.mail_from, msg.rcpt, msg.body)
+        assert msg.forwarded_for == ("a@daum.test" if msg.kind == "redirect" else None)  # sealed as forwarded
 
 
 SENDER = b"""require ["reject", "vacation", "fileinto", "copy"];

@@ -14,7 +14,7 @@ async def test_small_and_large_messages_enter_mail_once(js):
     bodies = JetStreamBodies(js)
     mailer = JetStreamMailer(js, bodies)
     small = Outgoing("SMALLQUEUEID0001", "", "carol@elsewhere.test", b"Subject: away\r\n\r\nBack soon.\r\n", "vacation")
-    large = Outgoing("LARGEQUEUEID0001", "carol@elsewhere.test", "boss@elsewhere.test", b"Subject: big\r\n\r\n" + b"x" * 400_000, "redirect")
+    large = Outgoing("LARGEQUEUEID0001", "carol@elsewhere.test", "boss@elsewhere.test", b"Subject: big\r\n\r\n" + b"x" * 400_000, "redirect", "carol@daum.test")
     await mailer.send(small, "trace-1")
     await mailer.send(small, "trace-1")  # a retried job queues it again: dropped as a duplicate
     await mailer.send(large, "trace-1")
@@ -28,5 +28,6 @@ async def test_small_and_large_messages_enter_mail_once(js):
         ("SMALLQUEUEID0001", "", ["carol@elsewhere.test"]),
         ("LARGEQUEUEID0001", "carol@elsewhere.test", ["boss@elsewhere.test"]),
     ]
+    assert [r.forwarded_for for q in got for r in q.rcpt_to] == [None, "carol@daum.test"]  # ARC-sealed on its way
     assert got[0].body == small.body and got[0].body_ref.startswith("inline:")
     assert got[1].body is None and await bodies.get(got[1].body_ref) == large.body
