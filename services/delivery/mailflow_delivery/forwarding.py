@@ -1,5 +1,6 @@
 """Forwarded copies: the jobs of an alias's targets in other domains (`job.rcpt.forwarded_for` set by
-smtp-ingress from the store's answer; the queue keeps it for every retry).
+smtp-ingress from the store's answer) and of Sieve redirects (set by sieve.py to the user whose script
+redirected); the queue keeps it for every retry.
 
 Such a copy is delivered like any remote recipient (its own MX, result, retries and DSN), with two
 differences made here:
