@@ -62,7 +62,7 @@ WORKDIR /var/lib/mailflow
 USER 10001:10001
 # HTTP 8080 (every service); SMTP 25, submission 587, SMTPS 465 (smtp-ingress);
 # IMAP 143, IMAPS 993, POP3 110, POP3S 995, ManageSieve 4190 (imap-pop3); the web console 80 (web)
-EXPOSE 8080 25 587 465 143 993 110 995 4190 80
+EXPOSE 8080 25 587 465 443 143 993 110 995 4190 80
 # Finds the service this container runs and asks its /readyz on its HTTP port (mailflow.healthcheck).
 HEALTHCHECK --interval=10s --timeout=10s --start-period=30s --retries=5 \
     CMD ["python", "-m", "mailflow.healthcheck", "--timeout", "8"]

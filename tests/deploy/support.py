@@ -33,7 +33,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 TEST_DNS_FILE = Path(__file__).with_name("compose-test-dns.yml")  # the resolver's DNS: NXDOMAIN to all, nothing else asked
 # Every port docker-compose.yml publishes (MAILFLOW_PUBLISH_<name>); each Compose project gets free ones.
-PUBLISHED = ("SMTP", "SUBMISSION", "SMTPS", "IMAP", "IMAPS", "POP3", "POP3S", "ACME_HTTP", "ACME_TLS")
+PUBLISHED = ("SMTP", "SUBMISSION", "SMTPS", "HTTPS", "IMAP", "IMAPS", "POP3", "POP3S", "ACME_HTTP", "ACME_TLS")
 
 _VAR = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*)|(:?\?)([^}]*))?\})")
 

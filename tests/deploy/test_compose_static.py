@@ -47,7 +47,7 @@ SECRETS = {
 }
 # Inside containers every listener uses its standard port (issue 7 §2); HTTP is 8080 everywhere.
 STANDARD_PORTS = {
-    "smtp-ingress": {"listen": 25, "submission_listen": 587, "smtps_listen": 465, "http_listen": 8080},
+    "smtp-ingress": {"listen": 25, "submission_listen": 587, "smtps_listen": 465, "https_port": 443, "http_listen": 8080},
     "imap-pop3": {
         "listen": 143,
         "imaps_listen": 993,
@@ -79,7 +79,8 @@ def spec_command(compose: dict, service: str) -> list[str]:
 
 
 def listen_fields(service: str) -> list[str]:
-    return [f for f in settings_class(service).model_fields if f.endswith("listen")]
+    """The settings that open a listener: *_listen (host:port), and smtp-ingress's https_port."""
+    return [f for f in settings_class(service).model_fields if f.endswith("listen") or f == "https_port"]
 
 
 def build_settings(monkeypatch, service: str, env: dict[str, str]):
@@ -148,7 +149,7 @@ def test_settings_build_from_the_container_environment(compose, service, monkeyp
     assert settings.service_token.get_secret_value() == SECRETS["MAILFLOW_SERVICE_TOKEN"]
     for name in listen_fields(service):
         value = getattr(settings, name)
-        if not value:
+        if not value or isinstance(value, int):  # https_port: a port on the MX listener's address
             continue
         host, _ = split_hostport(value)
         assert host == "0.0.0.0", f"{service}.{name} must bind all interfaces inside the container"
@@ -161,7 +162,7 @@ def test_listen_ports_match_published_exposed_and_probed_ports(compose, service,
     exposed = {int(p.split("/")[0]) for ins in final.all("EXPOSE") for p in ins.args.split()}
     published = {m.container_port for m in ports(compose["services"][service])}
     listening = {
-        name: split_hostport(getattr(settings, name))[1]
+        name: value if isinstance(value := getattr(settings, name), int) else split_hostport(value)[1]
         for name in listen_fields(service)
         if getattr(settings, name)
     }
@@ -362,7 +363,7 @@ def test_the_certificate_renewer_is_one_service_behind_a_profile(compose, monkey
     assert split_hostport(settings.http_listen) == ("0.0.0.0", 80)
     assert split_hostport(settings.tls_listen) == ("0.0.0.0", 443)
     published = {(p.host_ip, p.host_port, p.container_port) for p in ports(spec)}
-    assert published == {("127.0.0.1", "2080", 80), ("127.0.0.1", "2443", 443)}
+    assert published == {("127.0.0.1", "2180", 80), ("127.0.0.1", "2543", 443)}  # web has 2080, HTTPS 2443
     assert settings.ca_file == ""  # the image's public CAs unless .env names a private ACME server's
     given = load_compose({**SECRETS, "MAILFLOW_ACME_CA_FILE": "/etc/mailflow/acme-ca.pem"})["services"]["certs"]
     assert environment(given)["MAILFLOW_ACME_CA_FILE"] == "/etc/mailflow/acme-ca.pem"

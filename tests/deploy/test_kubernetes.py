@@ -36,7 +36,7 @@ from tests.deploy.support import (
 K8S = ROOT / "deploy/k8s"
 OVERLAYS = ("dev", "prod")
 KUBERNETES_VERSIONS = ("1.29", "1.37")  # oldest we support, newest the schemas know
-MAIL_PORTS = {"smtp-ingress": {25, 587, 465}, "imap-pop3": {143, 993, 110, 995, 4190}}
+MAIL_PORTS = {"smtp-ingress": {25, 587, 465, 443}, "imap-pop3": {143, 993, 110, 995, 4190}}  # 443: MTA-STS, autoconfig
 # What the world reaches: the mail ports (LoadBalancers) and the web console's pages (for an Ingress).
 PUBLIC_PORTS = MAIL_PORTS | {"web": {80}}
 # Secrets the overlay does not render: made by an operator or by the person deploying (deploy/README.md).
@@ -178,6 +178,8 @@ def test_listeners_match_container_ports_probes_and_services(rendered, monkeypat
                 host, port = split_hostport(getattr(settings, field))
                 assert host == "0.0.0.0", f"{name}.{field}"
                 listening[field] = port
+        if getattr(settings, "https_port", 0):  # smtp-ingress's HTTPS, on the MX listener's address
+            listening["https_port"] = settings.https_port
         assert listening.pop("http_listen") == declared.pop("http") == 8080
         assert c["readinessProbe"]["httpGet"]["port"] == "http"
         assert set(listening.values()) == set(declared.values()) == PUBLIC_PORTS.get(name, set())
