@@ -13,7 +13,7 @@ message (APPEND is one item, MULTIAPPEND several: all stored or none).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 
 import orjson
@@ -115,21 +115,28 @@ def status_obj(st: MailboxStatus) -> dict:
     }  # fmt: skip
 
 
-def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
-    r = APIRouter(
-        prefix="/access",
-        tags=["access"],
-        dependencies=[Depends(require_token(SERVICE_TOKEN_HEADER, service_token))],
-    )
+def session_of(store) -> Callable[[Request], Awaitable[Session]]:
+    """The caller's session from `Authorization: Bearer <token>` (this group's and api/sieve.py's);
+    401 "session" for a forged, expired or revoked token."""
 
     async def session(request: Request) -> Session:
-        """The caller's session; 401 "session" for a forged, expired or revoked token."""
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         s = await store.session(token.strip()) if scheme.lower() == "bearer" else None
         if s is None:
             raise HTTPException(status_code=401, detail="session")
         return s
+
+    return session
+
+
+def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
+    r = APIRouter(
+        prefix="/access",
+        tags=["access"],
+        dependencies=[Depends(require_token(SERVICE_TOKEN_HEADER, service_token))],
+    )
+    session = session_of(store)
 
     def uidset(ranges: Ranges) -> UidSet:
         return UidSet(ranges)

@@ -14,14 +14,14 @@ from __future__ import annotations
 import base64
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from mailflow.contracts.rest import SERVICE_TOKEN_HEADER
 from mailflow.errors import Invalid
 from mailflow.web import require_token
-from mailflow_mailbox_store.sessions import Session
+from mailflow_mailbox_store.api.access import session_of
 
 NAME = Field(max_length=1024)
 
@@ -58,14 +58,7 @@ def _json(data) -> Response:
 
 def router(store, service_token: str) -> APIRouter:
     r = APIRouter(tags=["sieve"], dependencies=[Depends(require_token(SERVICE_TOKEN_HEADER, service_token))])
-
-    async def session(request: Request) -> Session:
-        auth = request.headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        s = await store.session(token.strip()) if scheme.lower() == "bearer" else None
-        if s is None:
-            raise HTTPException(status_code=401, detail="session")
-        return s
+    session = session_of(store)
 
     @r.post("/access/sieve/list")
     async def list_scripts(request: Request):
