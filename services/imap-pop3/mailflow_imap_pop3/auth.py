@@ -3,9 +3,10 @@ short cache of verified credentials. SASL PLAIN is mailflow.sasl's; SCRAM-SHA-25
 (`Authenticator.scram`) run mailflow.scram_auth against the store, count in the same throttle, and are
 never cached (each proof is good for one exchange only).
 
-`Authenticator.login` returns a `Principal` or raises `LoginFailed` (wrong user or password: the
-client cannot tell which) or `Throttled` (too many failures from that client: refused without asking
-the store, so guessing costs the guesser, not us). A store that does not answer raises
+`Authenticator.login` (and `.plain`, `.scram`) returns a `Principal` or raises `LoginFailed` (wrong
+user or password: the client cannot tell which) or `Throttled` (too many failures from that client:
+refused without asking the store, so guessing costs the guesser, not us). `counted` is where IMAP, POP3
+and ManageSieve count every outcome and log the refusals; each protocol only words its reply. A store that does not answer raises
 `ServiceUnavailable`, which is temporary and no failure of the client's. A failure waits
 2^(n - free) seconds (capped) before it is answered: a tarpit that slows guessing down.
 
@@ -22,16 +23,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from mailflow import scram_auth
 from mailflow.cache import Cache
-from mailflow.sasl import AuthzidRefused
+from mailflow.sasl import AuthzidRefused, SaslError, decode_plain
 from mailflow.scram import ServerExchange
 from mailflow.store.api import Directory, Principal
 from mailflow.throttle import LoginThrottle
+from mailflow_imap_pop3 import metrics
+
+log = logging.getLogger(__name__)
 
 
 class LoginFailed(Exception):
@@ -44,6 +49,34 @@ class LoginFailed(Exception):
 
 class Throttled(Exception):
     pass
+
+
+async def counted(service: str, ip: str, authenticating: Awaitable[Principal]) -> Principal:
+    """`authenticating`'s principal, every outcome counted (mailflow_imap_logins_total by service and
+    result) and every refusal logged, here for IMAP, POP3 and ManageSieve alike. The exceptions go on to
+    the protocol, which words the reply: Throttled, LoginFailed, a SaslError (a message that cannot be
+    used: failed; scram_auth.Cancelled, the client gave up: not counted), anything else (the store does
+    not answer: unavailable)."""
+    try:
+        principal = await authenticating
+    except Throttled:
+        metrics.LOGINS.labels(service, "throttled").inc()
+        log.warning("login refused: too many failures", extra={"peer": ip})
+        raise
+    except LoginFailed as exc:
+        metrics.LOGINS.labels(service, "failed").inc()
+        log.info("login failed", extra={"user": str(exc)[:100], "peer": ip, "scram": exc.scram_error})
+        raise
+    except scram_auth.Cancelled:
+        raise
+    except SaslError:
+        metrics.LOGINS.labels(service, "failed").inc()
+        raise
+    except Exception:
+        metrics.LOGINS.labels(service, "unavailable").inc()
+        raise
+    metrics.LOGINS.labels(service, "ok").inc()
+    return principal
 
 
 class AuthCache:
@@ -160,6 +193,13 @@ class Authenticator:
                 await self.sleep(delay)
             raise LoginFailed(user)
         return principal
+
+    async def plain(
+        self, response: bytes | str, ip: str, service: str, taken: set[str] | frozenset[str] = frozenset()
+    ) -> Principal:
+        """`login` with a SASL PLAIN response (RFC 4616); SaslError when it is not one."""
+        user, password = decode_plain(response)
+        return await self.login(user, password, ip, service, taken)
 
     async def scram(self, exchange: ServerExchange, client_first: bytes, ask: scram_auth.Ask, ip: str, service: str) -> Principal:
         """One SCRAM login (mailflow.scram_auth): a ScramError for a client-first message that cannot be

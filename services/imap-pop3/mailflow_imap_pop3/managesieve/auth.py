@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
 from mailflow import scram, scram_auth
-from mailflow.sasl import SaslError, decode_plain
-from mailflow_imap_pop3 import metrics
-from mailflow_imap_pop3.auth import LoginFailed, Throttled
+from mailflow.sasl import SaslError
+from mailflow.store.api import Principal
+from mailflow_imap_pop3.auth import LoginFailed, Throttled, counted
 from mailflow_imap_pop3.managesieve import responses as rsp
 from mailflow_imap_pop3.managesieve.parser import Command
 from mailflow_imap_pop3.managesieve.responses import Reply
@@ -91,31 +92,36 @@ async def cmd_authenticate(s: Session, cmd: Command) -> Reply | None:
         response = answer.string(0, "the response")
     if response == "*":
         return Reply("NO", "Authentication cancelled")
+    return await login(s, s.ctx.auth.plain(response, s.conn.ip, "managesieve"))
+
+
+async def login(s: Session, authenticating: Awaitable[Principal], final: Sequence[bytes] = ()) -> Reply:
+    """The answer to AUTHENTICATE: `authenticating` counted (auth.counted), then worded for ManageSieve;
+    `final` (filled while authenticating: SCRAM's server-final message) goes in the OK (SASL ...) (RFC
+    5804 §2.1)."""
     try:
-        user, password = decode_plain(response)
-    except SaslError as exc:
-        metrics.LOGINS.labels("managesieve", "failed").inc()
-        return Reply("NO", f"Invalid SASL PLAIN response: {exc}")
-    try:
-        principal = await s.ctx.auth.login(user, password, s.conn.ip, "managesieve")
+        principal = await counted("managesieve", s.conn.ip, authenticating)
+    except _Gone:
+        return rsp.ANSWERED
     except Throttled:
-        metrics.LOGINS.labels("managesieve", "throttled").inc()
-        log.warning("login refused: too many failures", extra={"peer": s.conn.ip})
         return rsp.R_THROTTLED
-    except LoginFailed:
-        metrics.LOGINS.labels("managesieve", "failed").inc()
-        log.info("login failed", extra={"user": user[:100], "peer": s.conn.ip})
-        return rsp.R_AUTH_FAILED
-    except Exception:
-        metrics.LOGINS.labels("managesieve", "unavailable").inc()
-        raise
-    metrics.LOGINS.labels("managesieve", "ok").inc()
+    except LoginFailed as exc:
+        if exc.scram_error is None:
+            return rsp.R_AUTH_FAILED
+        return Reply("NO", f"Authentication failed (SCRAM e={exc.scram_error})")
+    except scram_auth.Cancelled:
+        return Reply("NO", "Authentication cancelled")
+    except SaslError as exc:  # ScramError too
+        return Reply("NO", f"Invalid SASL response: {exc}")
     await s.logged_in(principal)
-    return Reply("OK", "Logged in")
+    return Reply("OK", "Logged in", "SASL " + rsp.string(base64.b64encode(final[0])).decode() if final else "")
 
 
-class _Gone(Exception):
-    """The session said BYE while waiting for an answer (a literal too big)."""
+class _Gone(scram_auth.Cancelled):
+    """The session said BYE while waiting for an answer (a literal too big): the client gave up."""
+
+    def __init__(self) -> None:
+        super().__init__("the session ended")
 
 
 async def authenticate_scram(s: Session, mechanism: str, initial: str | None) -> Reply:
@@ -138,33 +144,13 @@ async def authenticate_scram(s: Session, mechanism: str, initial: str | None) ->
             raise scram_auth.Cancelled("Authentication cancelled")
         return scram.decode_response(text)
 
-    bindings = s.conn.channel_bindings()
-    exchange = scram.ServerExchange(mechanism, bindings, scram.MECHANISM_PLUS in s.mechanisms())
-    try:
+    exchange = scram.ServerExchange(mechanism, s.conn.channel_bindings(), scram.MECHANISM_PLUS in s.mechanisms())
+
+    async def authenticating() -> Principal:
         first = scram.decode_response(initial) if initial is not None else await ask(b"")
-        principal = await s.ctx.auth.scram(exchange, first, ask, s.conn.ip, "managesieve")
-    except _Gone:
-        return rsp.ANSWERED
-    except Throttled:
-        metrics.LOGINS.labels("managesieve", "throttled").inc()
-        log.warning("login refused: too many failures", extra={"peer": s.conn.ip})
-        return rsp.R_THROTTLED
-    except LoginFailed as exc:
-        metrics.LOGINS.labels("managesieve", "failed").inc()
-        log.info("login failed", extra={"user": str(exc)[:100], "peer": s.conn.ip, "scram": exc.scram_error})
-        return Reply("NO", f"Authentication failed (SCRAM e={exc.scram_error})")
-    except scram_auth.Cancelled:
-        return Reply("NO", "Authentication cancelled")
-    except SaslError as exc:  # ScramError too
-        metrics.LOGINS.labels("managesieve", "failed").inc()
-        return Reply("NO", f"Invalid SASL response: {exc}")
-    except Exception:
-        metrics.LOGINS.labels("managesieve", "unavailable").inc()
-        raise
-    metrics.LOGINS.labels("managesieve", "ok").inc()
-    await s.logged_in(principal)
-    code = "SASL " + rsp.string(base64.b64encode(final[0])).decode() if final else ""
-    return Reply("OK", "Logged in", code)
+        return await s.ctx.auth.scram(exchange, first, ask, s.conn.ip, "managesieve")
+
+    return await login(s, authenticating(), final)
 
 
 async def cmd_unauthenticate(s: Session, cmd: Command) -> Reply | None:

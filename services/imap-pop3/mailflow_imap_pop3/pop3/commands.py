@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mailflow import scram, scram_auth
-from mailflow.sasl import SaslError, decode_plain
+from mailflow.sasl import SaslError
 from mailflow_imap_pop3.pop3 import replies as R
 from mailflow_imap_pop3.pop3.maildrop import dot_stuffed, stuffed, top
 
@@ -113,10 +113,9 @@ async def cmd_auth(s: Pop3Session, arg: str) -> bytes:
     if response == b"*":
         return R.R_AUTH_CANCELLED
     try:
-        user, password = decode_plain(response)
+        return await s.enter(s.ctx.auth.plain(response, s.conn.ip, "pop3", s.ctx.pop3_tokens))
     except SaslError:
         return R.R_BAD_SASL
-    return await s.login(user, password)
 
 
 async def auth_scram(s: Pop3Session, mechanism: str, initial: bytes | None) -> bytes:

@@ -35,10 +35,9 @@ from mailflow import ids
 from mailflow import log as mlog
 from mailflow.connections import InputDeadline, Slot
 from mailflow.errors import Conflict
-from mailflow.sasl import SaslError
 from mailflow.store.api import Principal
 from mailflow_imap_pop3 import metrics
-from mailflow_imap_pop3.auth import LoginFailed, Throttled
+from mailflow_imap_pop3.auth import LoginFailed, Throttled, counted
 from mailflow_imap_pop3.context import Context, session_id
 from mailflow_imap_pop3.listener import TransportConnection
 from mailflow_imap_pop3.pop3 import replies as R
@@ -438,21 +437,11 @@ class Pop3Session:
         """Log in with the principal `authenticating` gives (USER/PASS, AUTH PLAIN or SCRAM); a SASL
         message that cannot be used (SaslError) is the caller's to answer."""
         try:
-            principal = await authenticating
+            principal = await counted("pop3", self.conn.ip, authenticating)
         except Throttled:
-            metrics.LOGINS.labels("pop3", "throttled").inc()
             return R.R_THROTTLED
         except LoginFailed as exc:
-            metrics.LOGINS.labels("pop3", "failed").inc()
-            log.info("login failed", extra={"user": str(exc)[:100], "peer": self.conn.ip, "scram": exc.scram_error})
             return R.R_AUTH_FAILED if exc.scram_error is None else R.scram_failed(exc.scram_error)
-        except SaslError:
-            metrics.LOGINS.labels("pop3", "failed").inc()
-            raise
-        except Exception:
-            metrics.LOGINS.labels("pop3", "unavailable").inc()
-            raise
-        metrics.LOGINS.labels("pop3", "ok").inc()
         self.ctx.pop3_tokens.add(principal.token)  # before any await: no other POP3 session gets it now
         self.principal = principal
         try:

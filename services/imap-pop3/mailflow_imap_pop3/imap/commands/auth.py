@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from mailflow import scram, scram_auth
-from mailflow.sasl import SaslError, decode_plain
-from mailflow_imap_pop3 import metrics
-from mailflow_imap_pop3.auth import LoginFailed, Throttled
+from mailflow.sasl import SaslError
+from mailflow.store.api import Principal
+from mailflow_imap_pop3.auth import LoginFailed, Throttled, counted
 from mailflow_imap_pop3.imap import errors
 from mailflow_imap_pop3.imap import responses as rsp
 from mailflow_imap_pop3.imap.responses import Reply
@@ -91,21 +92,23 @@ async def cmd_compress(s: Session, cmd: Command) -> Reply | None:
     return rsp.ANSWERED
 
 
-async def login(s: Session, user: str, password: str) -> Reply:
+async def login(s: Session, authenticating: Awaitable[Principal]) -> Reply:
+    """The answer to LOGIN, AUTHENTICATE PLAIN or SCRAM: `authenticating` counted (auth.counted),
+    then worded for IMAP."""
     try:
-        principal = await s.ctx.auth.login(user, password, s.conn.ip, "imap")
+        principal = await counted("imap", s.conn.ip, authenticating)
     except Throttled:
-        metrics.LOGINS.labels("imap", "throttled").inc()
-        log.warning("login refused: too many failures", extra={"peer": s.conn.ip})
         return errors.R_THROTTLED
-    except LoginFailed:
-        metrics.LOGINS.labels("imap", "failed").inc()
-        log.info("login failed", extra={"user": user[:100], "peer": s.conn.ip})
-        return errors.R_AUTH_FAILED
-    except Exception:
-        metrics.LOGINS.labels("imap", "unavailable").inc()
-        raise
-    metrics.LOGINS.labels("imap", "ok").inc()
+    except LoginFailed as exc:
+        if exc.scram_error is None:
+            return errors.R_AUTH_FAILED
+        return Reply("NO", f"Authentication failed (SCRAM e={exc.scram_error})", "AUTHENTICATIONFAILED")
+    except scram_auth.Cancelled:
+        return Reply("BAD", "Authentication cancelled")
+    except scram.ScramError as exc:
+        return Reply("BAD", f"Invalid SCRAM message: {exc}")
+    except SaslError as exc:
+        return Reply("BAD", f"Invalid SASL response: {exc}")
     await s.logged_in(principal)
     return Reply("OK", "Logged in", f"CAPABILITY {s.capabilities()}")
 
@@ -114,7 +117,7 @@ async def cmd_login(s: Session, cmd: Command) -> Reply | None:
     if not s.plaintext_allowed():
         return errors.R_PRIVACY
     args: Login = cmd.args
-    return await login(s, args.user, args.password)
+    return await login(s, s.ctx.auth.login(args.user, args.password, s.conn.ip, "imap"))
 
 
 async def cmd_authenticate(s: Session, cmd: Command) -> Reply | None:
@@ -133,12 +136,7 @@ async def cmd_authenticate(s: Session, cmd: Command) -> Reply | None:
             return Reply("BAD", "Authentication response missing or too long")
     if response.strip() == b"*":
         return Reply("BAD", "Authentication cancelled")
-    try:
-        user, password = decode_plain(response)
-    except SaslError as exc:
-        metrics.LOGINS.labels("imap", "failed").inc()
-        return Reply("BAD", f"Invalid SASL PLAIN response: {exc}")
-    return await login(s, user, password)
+    return await login(s, s.ctx.auth.plain(response, s.conn.ip, "imap"))
 
 
 async def authenticate_scram(s: Session, args: Authenticate) -> Reply:
@@ -151,33 +149,13 @@ async def authenticate_scram(s: Session, args: Authenticate) -> Reply:
             raise scram_auth.Cancelled("Authentication cancelled")
         return scram.decode_response(line)
 
-    bindings = s.conn.channel_bindings()
-    exchange = scram.ServerExchange(args.mechanism, bindings, scram.MECHANISM_PLUS in s.mechanisms())
-    try:
+    exchange = scram.ServerExchange(args.mechanism, s.conn.channel_bindings(), scram.MECHANISM_PLUS in s.mechanisms())
+
+    async def authenticating() -> Principal:
         first = scram.decode_response(args.initial) if args.initial is not None else await ask(b"")
-        principal = await s.ctx.auth.scram(exchange, first, ask, s.conn.ip, "imap")
-    except Throttled:
-        metrics.LOGINS.labels("imap", "throttled").inc()
-        log.warning("login refused: too many failures", extra={"peer": s.conn.ip})
-        return errors.R_THROTTLED
-    except LoginFailed as exc:
-        metrics.LOGINS.labels("imap", "failed").inc()
-        log.info("login failed", extra={"user": str(exc)[:100], "peer": s.conn.ip, "scram": exc.scram_error})
-        return Reply("NO", f"Authentication failed (SCRAM e={exc.scram_error})", "AUTHENTICATIONFAILED")
-    except scram_auth.Cancelled:
-        return Reply("BAD", "Authentication cancelled")
-    except scram.ScramError as exc:
-        metrics.LOGINS.labels("imap", "failed").inc()
-        return Reply("BAD", f"Invalid SCRAM message: {exc}")
-    except SaslError as exc:
-        metrics.LOGINS.labels("imap", "failed").inc()
-        return Reply("BAD", f"Invalid SASL response: {exc}")
-    except Exception:
-        metrics.LOGINS.labels("imap", "unavailable").inc()
-        raise
-    metrics.LOGINS.labels("imap", "ok").inc()
-    await s.logged_in(principal)
-    return Reply("OK", "Logged in", f"CAPABILITY {s.capabilities()}")
+        return await s.ctx.auth.scram(exchange, first, ask, s.conn.ip, "imap")
+
+    return await login(s, authenticating())
 
 
 async def cmd_enable(s: Session, cmd: Command) -> Reply | None:
