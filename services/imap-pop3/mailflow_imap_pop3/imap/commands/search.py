@@ -142,6 +142,9 @@ def _local_hits(key, view: MailboxView) -> list[int]:
     return [i for i in range(first, last) if verdicts[flags[i]]]
 
 
+_ALL = frozenset({"ALL"})
+
+
 async def _search(s: Session, cmd: Command, uid: bool) -> Reply | None:
     args: Search = cmd.args
     view = s.view
@@ -154,9 +157,12 @@ async def _search(s: Session, cmd: Command, uid: bool) -> Reply | None:
         found = await _store_search(s, view, key)
         hits = sorted(i for u in found if (i := view.index_of(u)) is not None)
     numbers = [view.uids[i] for i in hits] if uid else [i + 1 for i in hits]
-    if args.returns is not None:
+    returns = args.returns
+    if returns is None and s.rev2:  # RFC 9051 §6.4.4: SEARCH without RETURN is RETURN (ALL), as ESEARCH
+        returns = _ALL
+    if returns is not None:
         modseqs = [view.modseqs[i] for i in hits] if args.uses_modseq else None
-        s.write(_esearch(cmd.tag, uid, args.returns, numbers, modseqs))
+        s.write(_esearch(cmd.tag, uid, returns, numbers, modseqs))
         return None
     line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
     if args.uses_modseq and hits:
