@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta, timezone
 
 from mailflow.store.api import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN
 from mailflow_imap_pop3.imap import mutf7
-from mailflow_imap_pop3.imap.syntax import STAR, SeqSet
+from mailflow_imap_pop3.imap.syntax import SAVED, STAR, SeqSet
 
 
 class ParseError(Exception):
@@ -172,7 +172,11 @@ class Reader:
             return None
 
     def seqset(self) -> SeqSet:
-        """RFC 3501 §9 sequence-set, taken as one token and split in C (16,000 ranges in a few ms)."""
+        """RFC 3501 §9 sequence-set, taken as one token and split in C (16,000 ranges in a few ms); or
+        "$", the saved search result (RFC 5182 §2.1)."""
+        if self.peek() == b"$":
+            self.pos += 1
+            return SAVED
         items = self.match(_SEQSET, "sequence set").group().split(b",")
         if len(items) > MAX_SEQ_RANGES:
             raise ParseError(f"Too many ranges in a sequence set (the limit is {MAX_SEQ_RANGES})", self.tag)

@@ -68,7 +68,7 @@ class _SearchParser:
                 inner = self.keys()
                 r.expect(b")")
                 return inner
-            if c.isdigit() or c == b"*":
+            if c.isdigit() or c == b"*" or c == b"$":
                 return SeqKey(r.seqset())
             name = r.keyword()
             return self.named(name)
@@ -132,7 +132,7 @@ class _SearchParser:
         raise ParseError(f"Unknown search key {name}", r.tag)
 
 
-_SEARCH_RETURN = {"MIN", "MAX", "ALL", "COUNT"}  # RFC 4731 §3.1
+_SEARCH_RETURN = {"MIN", "MAX", "ALL", "COUNT", "SAVE"}  # RFC 4731 §3.1, RFC 5182 §2.1
 
 
 def search_args(r: Reader) -> Search:

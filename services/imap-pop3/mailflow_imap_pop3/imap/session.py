@@ -201,7 +201,7 @@ class Session:
             caps += [
                 "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE",
                 "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE", "BINARY", "MULTIAPPEND", "OBJECTID",
-                "ESEARCH", "SAVEDATE",
+                "ESEARCH", "SEARCHRES", "SAVEDATE",
                 f"APPENDLIMIT={self.ctx.settings.max_append_bytes}",
             ]  # fmt: skip
             if not self.conn.compressed:  # RFC 4978 §3: not offered again once on
@@ -247,6 +247,8 @@ class Session:
         """Indexes into the view of the messages a sequence set names (BAD for a number out of range)."""
         view = self.view
         assert view is not None
+        if seqset.saved:  # "$" names the same messages in both forms (RFC 5182 §2.1)
+            return sorted(i for u in view.saved if (i := view.index_of(u)) is not None)
         if uid:
             return view.by_uid(seqset)
         if not view.uids and all(0 in r for r in seqset.ranges):

@@ -25,7 +25,8 @@ def test_capabilities_name_both_revisions_and_savedate(srv):
     greeting = c.line()
     assert b" IMAP4rev1 IMAP4rev2 " in greeting
     login = c.cmd("a0", "LOGIN alice@example.test alice-pw")[-1]
-    assert b" IMAP4rev2 " in login and b" SAVEDATE " in login and b" LIST-EXTENDED " in login
+    for cap in (b"IMAP4rev2", b"SAVEDATE", b"LIST-EXTENDED", b"SEARCHRES", b"ESEARCH"):
+        assert b" " + cap + b" " in login
     assert c.cmd("a1", "ENABLE IMAP4rev2 IMAP4rev2 X-UNKNOWN")[0] == b"* ENABLED IMAP4rev2"
     assert c.cmd("a2", "ENABLE IMAP4rev2")[0] == b"* ENABLED"  # once is enough
     # the answer is the same string every time (it is kept per state), and after login it differs
@@ -185,3 +186,36 @@ def test_savedate_fetch_and_search(srv, store):
     assert c.cmd("b8", "SEARCH SAVEDATESUPPORTED")[0] == b"* SEARCH 1 2"
     assert c.cmd("b9", "FETCH 1 SAVEDATE.PEEK")[-1].startswith(b"b9 BAD")
     c.close()
+
+
+def test_searchres_saves_a_result_for_later_commands(srv):
+    """RFC 5182 (part of IMAP4rev2): SEARCH RETURN (SAVE) keeps the matches as "$" for FETCH, STORE, COPY,
+    SEARCH and UID forms; MIN/MAX alone save only those; an expunge drops a message from it; a new
+    SELECT empties it."""
+    for i in range(4):
+        srv.deliver("alice@example.test", make_message(f"m{i}"), flags=("\\Seen",) if i % 2 else ())
+    c = session(srv, rev2=True)
+    c.cmd("a1", "SELECT INBOX")
+    assert c.cmd("a2", "FETCH $ UID") == [b"a2 OK FETCH completed"]  # nothing saved yet: empty
+    assert c.cmd("a3", "SEARCH RETURN (SAVE) UNSEEN") == [b"a3 OK SEARCH completed"]  # SAVE alone: no ESEARCH
+    assert c.cmd("a4", "FETCH $ UID")[:2] == [b"* 1 FETCH (UID 1)", b"* 3 FETCH (UID 3)"]
+    assert c.cmd("a5", "UID SEARCH $")[0] == b'* ESEARCH (TAG "a5") UID ALL 1,3'
+    assert c.cmd("a6", "SEARCH RETURN (SAVE COUNT) $ UID 3:*")[0] == b'* ESEARCH (TAG "a6") COUNT 1'
+    assert c.cmd("a7", "UID FETCH $ FLAGS")[0] == b"* 3 FETCH (UID 3 FLAGS ())"
+    assert c.cmd("a8", "SEARCH RETURN (SAVE MAX) ALL")[0] == b'* ESEARCH (TAG "a8") MAX 4'
+    assert c.cmd("a9", "STORE $ +FLAGS.SILENT (\\Deleted)") == [b"a9 OK STORE completed"]
+    assert c.cmd("b1", "COPY $ Trash")[-1].startswith(b"b1 OK [COPYUID ")
+    assert c.cmd("b2", "EXPUNGE")[0] == b"* 4 EXPUNGE"
+    assert c.cmd("b3", "FETCH $ UID") == [b"b3 OK FETCH completed"]  # the expunged message left "$"
+    c.cmd("b4", "SEARCH RETURN (SAVE) ALL")
+    c.cmd("b5", "EXAMINE INBOX")
+    assert c.cmd("b6", "SEARCH $") == [b'* ESEARCH (TAG "b6")', b"b6 OK SEARCH completed"]
+    # a rev1 session has it too, as an extension of its own
+    v1 = session(srv)
+    v1.cmd("c1", "SELECT INBOX")
+    v1.cmd("c2", "SEARCH RETURN (SAVE MIN) SEEN")
+    assert v1.cmd("c3", "FETCH $ UID")[0] == b"* 2 FETCH (UID 2)"
+    assert v1.cmd("c4", "SEARCH $")[0] == b"* SEARCH 2"
+    assert v1.cmd("c5", "FETCH $:4 UID")[-1].startswith(b"c5 BAD")
+    c.close()
+    v1.close()
