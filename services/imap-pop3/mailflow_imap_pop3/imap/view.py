@@ -35,7 +35,7 @@ class MailboxView:
         self.recent: set[int] = set(sel.recent)
         self.rev2 = False  # the session enabled IMAP4rev2: no \Recent, no RECENT response (RFC 9051)
         self.pending_expunge: set[int] = set()  # gone in the store, still numbered for the client
-        self.saved: set[int] = set()  # UIDs of "$", SEARCH RETURN (SAVE)'s result (RFC 5182): expunges leave it
+        self.saved: set[int] = set()  # UIDs of "$" (RFC 5182 SEARCH RETURN (SAVE)); expunged ones leave
         self.keywords: set[str] = set().union(*self.flags) - set(SYSTEM_FLAGS) if self.flags else set()
         self.dirty = False  # the store said something changed; look at the next allowed moment
         # While dirty: the "appended" events that announced it, if nothing else did (None: ask the store)
