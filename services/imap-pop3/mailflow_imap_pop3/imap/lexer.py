@@ -156,7 +156,7 @@ class Reader:
         for a name to be created, `new`; else NONEXISTENT: no mailbox has it) and read as ""."""
         raw = self.astring()
         try:
-            return normalize_mailbox(mutf7.decode_name(raw, self.rev2))
+            return normalize_mailbox(mutf7.decode_name(raw, self.rev2, new))
         except ValueError as exc:
             if self.bad_name is None:
                 self.bad_name = (f"Invalid mailbox name: {exc}", "CANNOT" if new else "NONEXISTENT")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import binascii
 import re
+import unicodedata
 
 _SHIFTED = re.compile(rb"&([^-]*)-")
 
@@ -84,5 +85,12 @@ def decode_utf8(data: bytes) -> str:
     return text
 
 
-def decode_name(data: bytes, utf8: bool) -> str:
-    return decode_utf8(data) if utf8 else decode(data)
+def decode_name(data: bytes, utf8: bool, new: bool = False) -> str:
+    """A name from the wire; `new`: one a rev2 client would create, which must also be in Unicode
+    normalization form C (Net-Unicode, RFC 5198; RFC 9051 §6.3.4: refuse it or convert it; we refuse)."""
+    if not utf8:
+        return decode(data)
+    text = decode_utf8(data)
+    if new and not unicodedata.is_normalized("NFC", text):
+        raise ValueError("not in Unicode normalization form C")
+    return text

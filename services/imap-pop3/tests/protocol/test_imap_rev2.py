@@ -86,6 +86,8 @@ def test_rev2_mailbox_names_are_utf8_on_the_wire(srv):
     assert v2.until("h1")[-1].startswith(b"h1 NO [CANNOT]")
     v2.send_raw(b"h2 CREATE {3+}\r\na\x01b\r\n")
     assert v2.until("h2")[-1].startswith(b"h2 NO [CANNOT]")
+    decomposed = "Entwu\u0308rfe2"  # not NFC: a rev2 client cannot create it (RFC 9051 §6.3.4, RFC 5198)
+    assert v2.cmd("h5", f'CREATE "{decomposed}"')[-1].startswith(b"h5 NO [CANNOT]")
     v2.send_raw(b'h3 LIST "" "\xc3("\r\n')
     assert v2.until("h3") == [b"h3 OK LIST completed"]
     v2.send_raw(b'h4 SELECT "\xed\xa0\x80"\r\n')  # an encoded surrogate is not UTF-8

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from mailflow.errors import NotFound
+from mailflow.errors import Invalid, NotFound
 from mailflow.store.api import DELIMITER, MailboxInfo
 from mailflow_imap_pop3.imap import errors
 from mailflow_imap_pop3.imap import responses as rsp
@@ -100,7 +100,13 @@ async def cmd_delete(s: Session, cmd: Command) -> Reply | None:
     args: MailboxArg = cmd.args
     if args.mailbox == "INBOX":
         return Reply("NO", "INBOX cannot be deleted", "CANNOT")
-    await s.store.delete_mailbox(s.principal, args.mailbox)
+    try:
+        await s.store.delete_mailbox(s.principal, args.mailbox)
+    except Invalid:  # RFC 9051 §6.3.5, §7.1: a \Noselect name with children stays, NO [HASCHILDREN]
+        info = next((m for m in await s.store.list_mailboxes(s.principal) if m.name == args.mailbox), None)
+        if info is not None and info.has_children and not info.selectable:
+            return Reply("NO", "Mailbox has child mailboxes and holds no messages", "HASCHILDREN")
+        raise
     if s.view is not None and s.view.name == args.mailbox:
         s.view.dirty = True  # the sync finds it gone and says BYE, as other sessions will hear
     return None
