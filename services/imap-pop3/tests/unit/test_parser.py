@@ -434,10 +434,28 @@ def test_junk_never_raises_anything_but_parse_error(data):
         if item is None:
             break
         if isinstance(item, bytes):
-            try:
-                parse(item)
-            except ParseError:
-                pass
+            for rev2 in (False, True):
+                try:
+                    parse(item, rev2)
+                except ParseError:
+                    pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([b"SELECT", b"CREATE", b"RENAME x", b'LIST (SUBSCRIBED) ""', b"STATUS"]), st.binary(max_size=40)
+)
+def test_any_name_bytes_in_a_rev2_session_parse_or_fail_cleanly(command, name):
+    """A rev2 client's names are UTF-8: whatever the bytes, a Command (maybe with invalid_name) or ParseError."""
+    tail = b" (MESSAGES)" if command == b"STATUS" else b""
+    wire = b"a1 " + command + b" {%d+}\r\n" % len(name) + name + tail
+    try:
+        cmd = parse(wire, rev2=True)
+    except ParseError:
+        return
+    if cmd.invalid_name is None and not command.startswith(b"LIST"):
+        text = name.decode("utf-8")  # accepted: valid UTF-8 without control characters
+        assert not any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in text)
 
 
 @settings(max_examples=200, deadline=None)
