@@ -443,10 +443,11 @@ def test_junk_never_raises_anything_but_parse_error(data):
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.sampled_from([b"SELECT", b"CREATE", b"RENAME x", b'LIST (SUBSCRIBED) ""', b"STATUS"]), st.binary(max_size=40)
+    st.sampled_from([b"SELECT", b"CREATE", b"RENAME x", b'LIST (SUBSCRIBED) ""', b"STATUS"]),
+    st.binary(max_size=40),
 )
 def test_any_name_bytes_in_a_rev2_session_parse_or_fail_cleanly(command, name):
-    """A rev2 client's names are UTF-8: whatever the bytes, a Command (maybe with invalid_name) or ParseError."""
+    """A rev2 client's names are UTF-8: any bytes give a Command (maybe with invalid_name) or ParseError."""
     tail = b" (MESSAGES)" if command == b"STATUS" else b""
     wire = b"a1 " + command + b" {%d+}\r\n" % len(name) + name + tail
     try:
