@@ -41,6 +41,8 @@ def test_rev2_and_rev1_sessions_side_by_side(srv):
     v2, v1 = session(srv, rev2=True), session(srv)
     lines = v2.cmd("s1", "SELECT INBOX")
     assert b"* 2 EXISTS" in lines and not any(b"RECENT" in ln for ln in lines)
+    assert b'* LIST (\\HasNoChildren) "/" "INBOX"' in lines  # RFC 9051 §6.3.2: the name as the server has it
+    assert not any(ln.startswith(b"* LIST") for ln in v1.cmd("t0", "EXAMINE INBOX"))
     # rev2 claimed no \Recent: the rev1 session selecting after it still has both
     assert b"* 2 RECENT" in v1.cmd("t1", "SELECT INBOX")
     assert v2.cmd("s2", "FETCH 1:2 FLAGS")[:2] == [b"* 1 FETCH (FLAGS ())", b"* 2 FETCH (FLAGS ())"]
@@ -80,7 +82,11 @@ def test_rev2_mailbox_names_are_utf8_on_the_wire(srv):
     assert v2.cmd("s3", "SELECT Entw&APw-rfe")[-1].startswith(b"s3 NO [NONEXISTENT]")
     assert v2.cmd("s4", 'CREATE "Ä&B"')[-1].startswith(b"s4 OK")
     assert v1.cmd("t2", 'LIST "" *&-B')[0] == b'* LIST (\\HasNoChildren) "/" "&AMQ-&-B"'
-    assert v2.cmd("s5", 'SELECT "Ä&B"')[-1].startswith(b"s5 OK [READ-WRITE]")
+    lines = v2.cmd("s5", 'SELECT "Ä&B"')
+    assert lines[-1].startswith(b"s5 OK [READ-WRITE]")
+    assert '* LIST (\\HasNoChildren) "/" {4}\r\nÄ&B'.encode() in lines
+    assert b'* LIST (\\HasNoChildren \\Sent) "/" "Sent"' in v2.cmd("s6", "EXAMINE Sent")
+    assert b'* LIST (\\HasNoChildren) "/" "INBOX"' in v2.cmd("s7", "EXAMINE inbox")
     # hostile names: not UTF-8, or with a control character, are refused; a pattern so matches nothing
     v2.send_raw(b'h1 CREATE "\xff\xfeX"\r\n')
     assert v2.until("h1")[-1].startswith(b"h1 NO [CANNOT]")

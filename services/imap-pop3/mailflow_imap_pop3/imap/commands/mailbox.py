@@ -46,7 +46,11 @@ async def _open(s: Session, cmd: Command, readonly: bool) -> Reply:
         await s.watch()  # subscribe before the snapshot: no change between the two goes unseen
     try:
         # a rev2 session has no \Recent: it claims none, so IMAP4rev1 sessions still see them
-        sel = await s.store.select(s.principal, args.mailbox, claim_recent=not readonly and not s.rev2)
+        selecting = s.store.select(s.principal, args.mailbox, claim_recent=not readonly and not s.rev2)
+        if s.rev2:  # RFC 9051 §6.3.2: the mailbox's LIST response too, so the listing is read alongside
+            sel, infos = await asyncio.gather(selecting, s.store.list_mailboxes(s.principal))
+        else:
+            sel = await selecting
     except BaseException:
         await s.unwatch()
         raise
@@ -62,6 +66,10 @@ async def _open(s: Session, cmd: Command, readonly: bool) -> Reply:
     s.write(b"* %d EXISTS\r\n" % view.exists)
     if not s.rev2:
         s.write(b"* %d RECENT\r\n" % len(view.recent))
+    else:
+        info = next((m for m in infos if m.id == sel.status.id), None)
+        if info is not None:
+            s.write(_list_line(s, "LIST", _attributes(info), info.name))
     unseen = view.first_unseen()
     if unseen is not None:
         s.write(b"* OK [UNSEEN %d] First unseen\r\n" % unseen)
@@ -149,6 +157,15 @@ def _order(name: str) -> tuple:
     return (name != "INBOX" and not name.startswith("INBOX/"), name)
 
 
+def _attributes(info: MailboxInfo) -> list[str]:
+    """The mailbox attributes of an existing mailbox, as LIST (and a rev2 SELECT) give them."""
+    attrs = [] if info.selectable else ["\\Noselect"]
+    attrs.append("\\HasChildren" if info.has_children else "\\HasNoChildren")
+    if info.special_use:
+        attrs.append(info.special_use)
+    return attrs
+
+
 def _list_line(s: Session, kind: str, attrs: list[str], name: str, extra: bytes = b"") -> bytes:
     head = f"* {kind} (".encode() + " ".join(attrs).encode() + b') "/" '
     return head + rsp.mailbox(name, s.rev2) + extra + rsp.CRLF
@@ -218,17 +235,10 @@ async def cmd_list(s: Session, cmd: Command) -> Reply | None:
             continue
         if special_only and (info is None or not info.special_use):
             continue
-        attrs: list[str] = []
         if info is None:
-            attrs.append("\\NonExistent")
-            if name in parents:
-                attrs.append("\\HasChildren")
+            attrs = ["\\NonExistent", "\\HasChildren"] if name in parents else ["\\NonExistent"]
         else:
-            if not info.selectable:
-                attrs.append("\\Noselect")
-            attrs.append("\\HasChildren" if info.has_children else "\\HasNoChildren")
-            if info.special_use:
-                attrs.append(info.special_use)
+            attrs = _attributes(info)
         if is_sub and "SUBSCRIBED" in args.return_opts:
             attrs.append("\\Subscribed")
         extra = b' ("CHILDINFO" ("SUBSCRIBED"))' if child_sub else b""
