@@ -97,6 +97,9 @@ class Store(StoreCore):
     async def subscribe(self, s: Session, name: str, subscribed: bool) -> None:
         await self.db.write(folders.subscribe, s.user_id, name, subscribed)
 
+    async def subscriptions(self, s: Session) -> list[str]:
+        return await self.db.read(folders.subscriptions, s.user_id)
+
     async def status(self, s: Session, name: str) -> MailboxStatus:
         return await self.db.read(folders.status, s.user_id, name, self.listings)
 
@@ -139,6 +142,10 @@ class Store(StoreCore):
 
     async def fetch_meta(self, s: Session, mailbox_id: int, uids: UidSet) -> Metas:
         return await self.db.read(messages.fetch_meta, s.user_id, mailbox_id, uids)
+
+    async def fetch_save_dates(self, s: Session, mailbox_id: int, uids: UidSet) -> list[tuple]:
+        """(uid, saved_at or None) per message: messages.save_dates."""
+        return await self.db.read(messages.save_dates, s.user_id, mailbox_id, uids)
 
     async def fetch_parsed(self, s: Session, mailbox_id: int, uids: UidSet) -> list[tuple[int, bytes]]:
         rows = await self.db.read(messages.fetch_parsed, s.user_id, mailbox_id, uids)

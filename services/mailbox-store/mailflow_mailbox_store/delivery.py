@@ -140,7 +140,7 @@ def deliver(tx: Tx, items: list[Item], now: int) -> tuple[list[Outcome], list[Ch
             out.detail = str(refused[0])
         outcomes.append(out)
 
-    changes = made + _insert(tx, placed)
+    changes = made + _insert(tx, placed, now)
     usage.flush()
     tx.insert(
         "INSERT INTO delivery_keys (user_id, ikey, created_at)",
@@ -200,7 +200,7 @@ def _known_keys(tx: Tx, items: list[Item]) -> set[tuple[int, str]]:
 NO_KEYWORDS = keywords.Keywords(())  # names the system flags of items that carry no keyword
 
 
-def _insert(tx: Tx, placed: list[Placed]) -> list[Change]:
+def _insert(tx: Tx, placed: list[Placed], saved_at: int) -> list[Change]:
     by_mailbox: dict[int, list[Placed]] = defaultdict(list)
     for p in placed:
         by_mailbox[p.mailbox_id].append(p)
@@ -226,7 +226,7 @@ def _insert(tx: Tx, placed: list[Placed]) -> list[Change]:
             item = p.item
             rows.append(
                 (mailbox_id, p.uid, modseq, item.flag_bits, kw, item.body.size, item.internal_date,
-                 blob_ids[item.body.sha], item.queue_id or None)
+                 blob_ids[item.body.sha], item.queue_id or None, saved_at)
             )  # fmt: skip
             if item.queue_id:
                 pending.append((mailbox_id, p.uid, item.queue_id, item.trace_id))

@@ -263,6 +263,11 @@ def subscribe(tx: Tx, user_id: int, name: str, subscribed: bool) -> None:
         tx.run("INSERT INTO subscriptions (user_id, name) VALUES (:u, :n)", p)
 
 
+def subscriptions(tx: Tx, user_id: int) -> list[str]:
+    """Every name the user subscribed to, sorted: a subscription outlives its mailbox (RFC 3501 §6.3.6)."""
+    return sorted(r[0] for r in tx.all("SELECT name FROM subscriptions WHERE user_id = :u", {"u": user_id}))
+
+
 def status_of(tx: Tx, row: Row, cache=None, user_id: int = 0) -> MailboxStatus:
     """The mailbox's counts: from a listing cached for exactly this state, else one aggregate scan."""
     if cache is not None:

@@ -161,6 +161,16 @@ def fetch_meta(tx: Tx, user_id: int, mailbox_id: int, uids: UidSet) -> Metas:
     return Metas(uids.filter(rows), keywords.load(tx, user_id))
 
 
+def save_dates(tx: Tx, user_id: int, mailbox_id: int, uids: UidSet) -> list[tuple[int, int | None]]:
+    """(uid, saved_at) of the messages named, by UID: RFC 8514 FETCH SAVEDATE (None: saved before the
+    store kept save dates, NIL)."""
+    folders.by_id(tx, user_id, mailbox_id)
+    clause, params = uids.sql()
+    sql = f"SELECT uid, saved_at FROM messages WHERE mailbox_id = :m{clause} ORDER BY uid"
+    rows = tx.all(sql, {"m": mailbox_id, **params})
+    return [(r[0], r[1]) for r in uids.filter(rows)]
+
+
 def fetch_parsed(tx: Tx, user_id: int, mailbox_id: int, uids: UidSet) -> list[tuple[int, bytes]]:
     folders.by_id(tx, user_id, mailbox_id)
     clause, params = uids.sql("m.uid")
@@ -346,10 +356,11 @@ def copy(
         usage.check(user_id, total)
     first, modseq = allocate(tx, dst.id, len(rows))
     new_uids = list(range(first, first + len(rows)))
+    now = int(time.time())
     tx.insert(
         *INSERT_MESSAGE,
         [
-            (dst.id, nu, modseq, f, k, z, d, b, q)
+            (dst.id, nu, modseq, f, k, z, d, b, q, now)
             for nu, (_, f, k, z, d, b, q) in zip(new_uids, rows, strict=True)
         ],
     )
@@ -422,9 +433,10 @@ def append(
     blob_ids = reference_blobs(tx, refs)
     first, modseq = allocate(tx, row.id, len(items))
     rows, flags_now = [], []
+    now = int(time.time())
     for n, ((body, _, when), (bits, kw_names)) in enumerate(zip(items, split, strict=True)):
         kw = kws.mask(kw_names)
-        rows.append((row.id, first + n, modseq, bits, kw, body.size, when, blob_ids[body.sha], None))
+        rows.append((row.id, first + n, modseq, bits, kw, body.size, when, blob_ids[body.sha], None, now))
         flags_now.append(sorted(kws.flags(bits, kw)))
     tx.insert(*INSERT_MESSAGE, rows)
     usage.flush()

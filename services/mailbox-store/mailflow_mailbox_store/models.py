@@ -152,6 +152,7 @@ class Message(Base):
     internal_date: Mapped[int] = mapped_column(BigInteger)
     blob_id: Mapped[int] = mapped_column(BigInteger)
     queue_id: Mapped[str | None] = mapped_column(String(64))
+    saved_at: Mapped[int | None] = mapped_column(BigInteger)  # RFC 8514 save date; NULL before 0010
     __table_args__ = (Index("ix_messages_modseq", "mailbox_id", "modseq"), {"sqlite_with_rowid": False})
 
 

@@ -83,6 +83,8 @@ class _Sql:
                 if which == "internal":
                     terms = []
                     column = "m.internal_date"
+                elif which == "saved":  # NULL (saved before the store kept save dates) matches none
+                    terms, column = ["m.saved_at IS NOT NULL"], "m.saved_at"
                 else:
                     self.needs_blob = True  # sent dates live in blobs
                     terms, column = ["b.sent_day IS NOT NULL"], "b.sent_day"
@@ -144,12 +146,12 @@ class _Candidate:
     """One row as the evaluator sees it (a search.Message); the parse and the body are loaded on demand.
     `parsed` is None when the search needs headers only and they are in `HEADERS` (or None)."""
 
-    __slots__ = ("uid", "_bits", "_kw", "modseq", "size", "internal_date", "sent_day", "_parsed", "_locator",
-                 "_sha", "email_id", "_read", "_kws", "_fields", "_tree", "_raw")  # fmt: skip
+    __slots__ = ("uid", "_bits", "_kw", "modseq", "size", "internal_date", "sent_day", "saved_at", "_parsed",
+                 "_locator", "_sha", "email_id", "_read", "_kws", "_fields", "_tree", "_raw")  # fmt: skip
 
     def __init__(self, row, read: Callable[[str], bytes], kws: Keywords, fields: s.Fields | None = None):
         (self.uid, self._bits, self._kw, self.modseq, self.size, self.internal_date, self.sent_day,
-         self._parsed, self._locator, self._sha, self.email_id) = row  # fmt: skip
+         self.saved_at, self._parsed, self._locator, self._sha, self.email_id) = row  # fmt: skip
         self._read, self._kws, self._fields = read, kws, fields
         self._tree: mime.ParsedMessage | None = None
         self._raw: bytes | None = None
@@ -195,7 +197,7 @@ def search(tx: Tx, user_id: int, mailbox_id: int, key: s.SearchKey, blobs: BlobS
         )
         return [r[0] for r in rows]
     match = s.matcher(key)
-    cols = "m.uid, m.flags, m.keywords, m.modseq, m.size, m.internal_date, b.sent_day"
+    cols = "m.uid, m.flags, m.keywords, m.modseq, m.size, m.internal_date, b.sent_day, m.saved_at"
     join = f" FROM messages m JOIN blobs b ON b.id = m.blob_id WHERE m.mailbox_id = :mb AND {where} ORDER BY m.uid"
     if _needs_body(key):
         rows = tx.all(f"SELECT {cols}, b.parsed, b.locator, b.sha256, b.id{join}", params)
@@ -205,10 +207,10 @@ def search(tx: Tx, user_id: int, mailbox_id: int, key: s.SearchKey, blobs: BlobS
         return found
     # headers only: the stored parse is read for the bodies whose headers are not cached yet
     if all(isinstance(x, s.Header | s.Address) for x in s.leaves(key)):  # header fields only: fewer columns
-        cols = "m.uid, 0, 0, 0, 0, 0, NULL"
+        cols = "m.uid, 0, 0, 0, 0, 0, NULL, NULL"
     rows = tx.all(f"SELECT {cols}, NULL, NULL, b.sha256, b.id{join}", params)
-    cached = HEADERS.entries([bytes(r[9]) for r in rows])
-    missing = list({r[10] for r, h in zip(rows, cached, strict=True) if h is None})
+    cached = HEADERS.entries([bytes(r[10]) for r in rows])
+    missing = list({r[11] for r, h in zip(rows, cached, strict=True) if h is None})
     parsed: dict[int, bytes] = {}
     for i in range(0, len(missing), 500):
         part = {f"b{k}": v for k, v in enumerate(missing[i : i + 500])}
@@ -216,7 +218,7 @@ def search(tx: Tx, user_id: int, mailbox_id: int, key: s.SearchKey, blobs: BlobS
         parsed.update(tx.all(f"SELECT id, parsed FROM blobs WHERE id IN ({marks})", part))
     out = []
     for r, h in zip(rows, cached, strict=True):
-        row = r if h is not None else (*r[:7], parsed.get(r[10]), None, r[9], r[10])
+        row = r if h is not None else (*r[:8], parsed.get(r[11]), None, r[10], r[11])
         if match(_Candidate(row, read, kws, h)):
             out.append(r[0])
     return out

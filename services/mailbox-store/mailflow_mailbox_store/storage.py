@@ -125,10 +125,13 @@ class Usage:
         self.users.clear()
 
 
-# Tx.insert(*INSERT_MESSAGE, rows): (mailbox_id, uid, modseq, flags, keywords, size, internal_date, blob_id, queue_id)
+# Tx.insert(*INSERT_MESSAGE, rows): (mailbox_id, uid, modseq, flags, keywords, size, internal_date, blob_id,
+# queue_id, saved_at): saved_at is when the row came into its mailbox (RFC 8514 save date; a copy or a move
+# gets its own)
 INSERT_MESSAGE = (
-    "INSERT INTO messages (mailbox_id, uid, modseq, flags, keywords, size, internal_date, blob_id, queue_id)",
-    ("int4", "int8", "int8", "int4", "int8", "int8", "int8", "int8", "text"),
+    "INSERT INTO messages (mailbox_id, uid, modseq, flags, keywords, size, internal_date, blob_id, queue_id,"
+    " saved_at)",
+    ("int4", "int8", "int8", "int4", "int8", "int8", "int8", "int8", "text", "int8"),
 )
 INSERT_PENDING = (
     "INSERT INTO pending_retrievals (mailbox_id, uid, queue_id, trace_id)",

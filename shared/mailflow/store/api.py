@@ -230,6 +230,7 @@ class AppendResult:
 
 
 FlagOp = Literal["add", "remove", "replace"]
+SaveDates = dict[int, datetime | None]  # uid -> RFC 8514 save date (None: not known)
 
 
 class Mailboxes(Directory, Protocol):
@@ -241,6 +242,11 @@ class Mailboxes(Directory, Protocol):
         ...
 
     async def subscribe(self, p: Principal, name: str, subscribed: bool) -> None: ...
+    async def subscriptions(self, p: Principal) -> list[str]:
+        """Every subscribed name, sorted, whether or not a mailbox has it now (DELETE keeps the
+        subscription, RFC 3501 §6.3.6; LIST (SUBSCRIBED) shows it \\NonExistent, RFC 5258)."""
+        ...
+
     async def status(self, p: Principal, name: str) -> MailboxStatus: ...
     async def select(self, p: Principal, name: str, claim_recent: bool = True) -> Selected:
         """SELECT claims the mailbox's \\Recent messages for this session alone (RFC 3501 §2.3.2); EXAMINE
@@ -260,6 +266,11 @@ class Mailboxes(Directory, Protocol):
     async def changes(self, p: Principal, mailbox_id: int, since_modseq: int) -> Changes: ...
 
     async def fetch_meta(self, p: Principal, mailbox_id: int, uids: list[int]) -> list[MessageMeta]: ...
+    async def fetch_save_dates(self, p: Principal, mailbox_id: int, uids: list[int]) -> SaveDates:
+        """uid -> when the message came into this mailbox (RFC 8514 save date); None for one stored before
+        the store kept save dates. Expunged UIDs are absent."""
+        ...
+
     async def fetch_parsed(self, p: Principal, mailbox_id: int, uids: list[int]) -> dict[int, bytes]:
         """uid -> mailflow.mime.to_json(...) of the message, parsed once when it was stored."""
         ...

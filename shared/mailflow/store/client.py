@@ -73,6 +73,7 @@ from mailflow.store.api import (
     Principal,
     QuotaUse,
     Resolution,
+    SaveDates,
     Selected,
     StoreResult,
 )
@@ -318,6 +319,17 @@ class StoreClient:
             "POST", "/access/meta", json={"mailbox_id": mailbox_id, "uids": ranges(uids)}, p=p
         )
         return _metas(d)
+
+    async def fetch_save_dates(self, p: Principal, mailbox_id: int, uids: list[int]) -> SaveDates:
+        if not uids:
+            return {}
+        d = await self._json(
+            "POST", "/access/savedates", json={"mailbox_id": mailbox_id, "uids": ranges(uids)}, p=p
+        )
+        return {uid: _ts(at) for uid, at in zip(d["u"], d["s"], strict=True)}
+
+    async def subscriptions(self, p: Principal) -> list[str]:
+        return await self._json("POST", "/access/mailboxes/subscriptions", p=p)
 
     async def fetch_parsed(self, p: Principal, mailbox_id: int, uids: list[int]) -> dict[int, bytes]:
         if not uids:

@@ -19,6 +19,8 @@ silent match-all.
                       instant, so its UTC day (the day FETCH INTERNALDATE shows, in +0000)
   SENTBEFORE / SENTON / SENTSINCE  the Date: header's day in the header's own zone (`sent_day`);
                       a message without a readable Date: matches none of them
+  SAVEDBEFORE / SAVEDON / SAVEDSINCE  RFC 8514: the save date's UTC day, as the internal date's; a
+                      message saved before the store kept save dates (FETCH SAVEDATE NIL) matches none
   LARGER / SMALLER    RFC822.SIZE strictly greater / smaller
 A body that cannot be read makes its message not match BODY/TEXT (logged); it never fails the search.
 mailbox-store runs it over the candidates its SQL selects (`date_range` is the same rule for both),
@@ -95,9 +97,12 @@ class Text:
     value: str
 
 
+DATE_KINDS = ("internal", "sent", "saved")
+
+
 @dataclass(frozen=True)
 class Date:
-    which: Literal["internal", "sent"]  # BEFORE/ON/SINCE vs SENTBEFORE/SENTON/SENTSINCE
+    which: Literal["internal", "sent", "saved"]  # BEFORE/ON/SINCE, SENTBEFORE/..., SAVEDBEFORE/... (RFC 8514)
     op: Literal["before", "on", "since"]
     day: date
 
@@ -196,7 +201,7 @@ def from_obj(o: dict) -> SearchKey:
                     raise ValueError("bad text key")
                 return Text(o["where"], str(o["value"]))
             case "date":
-                if o["which"] not in ("internal", "sent") or o["op"] not in ("before", "on", "since"):
+                if o["which"] not in DATE_KINDS or o["op"] not in ("before", "on", "since"):
                     raise ValueError("bad date key")
                 return Date(o["which"], o["op"], date.fromisoformat(o["day"]))
             case "size":
@@ -236,8 +241,9 @@ def sent_day(date_header: str | None) -> int | None:
 
 def date_range(k: Date) -> tuple[int | None, int | None]:
     """The message dates `k` selects, as [low, high) with None for no bound: Unix seconds of the internal
-    date (its UTC day) for BEFORE/ON/SINCE, `sent_day` ordinals for SENTBEFORE/SENTON/SENTSINCE."""
-    if k.which == "internal":
+    date or the save date (its UTC day) for BEFORE/ON/SINCE and SAVED*, `sent_day` ordinals for
+    SENTBEFORE/SENTON/SENTSINCE."""
+    if k.which != "sent":
         first, width = int(datetime(k.day.year, k.day.month, k.day.day, tzinfo=UTC).timestamp()), DAY_SECONDS
     else:
         first, width = k.day.toordinal(), 1
@@ -331,6 +337,7 @@ class Message(Protocol):
     size: int
     internal_date: int  # Unix seconds
     sent_day: int | None  # see sent_day()
+    saved_at: int | None  # Unix seconds; None for a message stored before save dates were kept
     email_id: int  # EmailId compares it
 
     def fields(self) -> Fields: ...
@@ -428,6 +435,9 @@ def matcher(k: SearchKey) -> Matcher:
         case Date(which="sent"):
             within = _between(*date_range(k))
             return lambda m: within(m.sent_day)
+        case Date(which="saved"):
+            within = _between(*date_range(k))
+            return lambda m: within(m.saved_at)
         case Header(field=field, value=value):
             needle = fold(value)
             return lambda m: any(needle in v for v in m.fields().by_name.get(field, ()))

@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta, timezone
 
 from mailflow.store.api import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN
 from mailflow_imap_pop3.imap import mutf7
-from mailflow_imap_pop3.imap.syntax import STAR, SeqSet
+from mailflow_imap_pop3.imap.syntax import SAVED, STAR, SeqSet
 
 
 class ParseError(Exception):
@@ -45,10 +45,12 @@ MAX_LIST_ITEMS = 1000  # in one parenthesized list (FETCH items, flags, header n
 class Reader:
     """A cursor over one framed command. Every method consumes what it returns or raises ParseError."""
 
-    __slots__ = ("data", "pos", "tag", "bad_name")
+    __slots__ = ("data", "pos", "tag", "bad_name", "rev2")
 
-    def __init__(self, data: bytes, pos: int = 0, tag: str = "*"):
+    def __init__(self, data: bytes, pos: int = 0, tag: str = "*", rev2: bool = False):
         self.data, self.pos, self.tag = data, pos, tag
+        # The session enabled IMAP4rev2: names are UTF-8, the \Recent grammar (RECENT, NEW, OLD) is gone.
+        self.rev2 = rev2
         # The first mailbox name that is not modified UTF-7: (why, code). The command's syntax is
         # still checked to its end, and the Command carries it (RFC 3501 §5.1.3: NO, not BAD).
         self.bad_name: tuple[str, str] | None = None
@@ -154,7 +156,7 @@ class Reader:
         for a name to be created, `new`; else NONEXISTENT: no mailbox has it) and read as ""."""
         raw = self.astring()
         try:
-            return normalize_mailbox(mutf7.decode(raw))
+            return normalize_mailbox(mutf7.decode_name(raw, self.rev2, new))
         except ValueError as exc:
             if self.bad_name is None:
                 self.bad_name = (f"Invalid mailbox name: {exc}", "CANNOT" if new else "NONEXISTENT")
@@ -165,12 +167,16 @@ class Reader:
         c = self.peek()
         raw = self.string() if c in (b'"', b"{") else self.match(_LIST_ATOM, "mailbox pattern").group()
         try:
-            return mutf7.decode(raw)
+            return mutf7.decode_name(raw, self.rev2)
         except ValueError:
             return None
 
     def seqset(self) -> SeqSet:
-        """RFC 3501 §9 sequence-set, taken as one token and split in C (16,000 ranges in a few ms)."""
+        """RFC 3501 §9 sequence-set, taken as one token and split in C (16,000 ranges in a few ms); or
+        "$", the saved search result (RFC 5182 §2.1)."""
+        if self.peek() == b"$":
+            self.pos += 1
+            return SAVED
         items = self.match(_SEQSET, "sequence set").group().split(b",")
         if len(items) > MAX_SEQ_RANGES:
             raise ParseError(f"Too many ranges in a sequence set (the limit is {MAX_SEQ_RANGES})", self.tag)

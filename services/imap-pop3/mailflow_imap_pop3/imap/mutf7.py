@@ -1,13 +1,16 @@
-"""IMAP mailbox names on the wire: modified UTF-7 (RFC 3501 §5.1.3) to and from the store's UTF-8 names.
+"""IMAP mailbox names on the wire: modified UTF-7 (RFC 3501 §5.1.3) to and from the store's UTF-8 names,
+or UTF-8 itself for a session that enabled IMAP4rev2 (RFC 9051 §5.1: there `&` is only an ampersand).
 
-`decode` raises ValueError for a name that is not valid modified UTF-7 (the caller answers NO, or matches nothing with a LIST pattern);
-`encode` never fails.
+The store keeps one form, the Unicode text; only the wire form depends on the session. `decode` and
+`decode_utf8` raise ValueError for a name that is not valid in their form (the caller answers NO, or
+matches nothing with a LIST pattern); `encode` never fails.
 """
 
 from __future__ import annotations
 
 import binascii
 import re
+import unicodedata
 
 _SHIFTED = re.compile(rb"&([^-]*)-")
 
@@ -67,3 +70,27 @@ def decode(data: bytes) -> str:
             out.append(text)
         pos = m.end()
     return "".join(out)
+
+
+def _control(ch: str) -> bool:
+    o = ord(ch)
+    return o < 0x20 or 0x7F <= o <= 0x9F
+
+
+def decode_utf8(data: bytes) -> str:
+    """A rev2 client's name: strict UTF-8 without control characters (RFC 9051 §5.1, Net-Unicode)."""
+    text = data.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    if any(_control(ch) for ch in text):
+        raise ValueError("control character in a mailbox name")
+    return text
+
+
+def decode_name(data: bytes, utf8: bool, new: bool = False) -> str:
+    """A name from the wire; `new`: one a rev2 client would create, which must also be in Unicode
+    normalization form C (Net-Unicode, RFC 5198; RFC 9051 §6.3.4: refuse it or convert it; we refuse)."""
+    if not utf8:
+        return decode(data)
+    text = decode_utf8(data)
+    if new and not unicodedata.is_normalized("NFC", text):
+        raise ValueError("not in Unicode normalization form C")
+    return text

@@ -128,9 +128,12 @@ STATUS_ITEMS = {
 def _status_items(r: Reader) -> tuple[str, ...]:
     items = tuple(r.paren(r.keyword))
     for item in items:
-        if item not in STATUS_ITEMS:
+        if item not in STATUS_ITEMS or (r.rev2 and item == "RECENT"):  # RFC 9051 has no \Recent
             raise ParseError(f"Unknown STATUS item {item}", r.tag)
     return items
+
+
+MAX_LIST_PATTERNS = 64  # RFC 5258 §3 allows several; each costs a pass over the user's names
 
 
 def _list(r: Reader) -> ListCmd:
@@ -149,6 +152,8 @@ def _list(r: Reader) -> ListCmd:
     r.sp()
     if r.peek() == b"(":
         patterns = tuple(r.paren(r.list_mailbox))
+        if len(patterns) > MAX_LIST_PATTERNS:  # each is matched against every name
+            raise ParseError(f"Too many LIST patterns (the limit is {MAX_LIST_PATTERNS})", r.tag)
         extended = True
     else:
         patterns = (r.list_mailbox(),)
@@ -179,7 +184,7 @@ def _list(r: Reader) -> ListCmd:
 def _reference(r: Reader) -> str | None:
     """A LIST/LSUB reference name; None when it is not modified UTF-7 (the command matches nothing)."""
     try:
-        return mutf7.decode(r.astring())
+        return mutf7.decode_name(r.astring(), r.rev2)
     except ValueError:
         return None
 
@@ -246,7 +251,7 @@ _MACROS = {
 }
 _SIMPLE_ATTS = {
     "ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE", "RFC822.TEXT", "BODY",
-    "BODYSTRUCTURE", "UID", "MODSEQ", "EMAILID", "THREADID",
+    "BODYSTRUCTURE", "UID", "MODSEQ", "EMAILID", "THREADID", "SAVEDATE",
 }  # fmt: skip
 _SECTION_TEXT = {"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"}
 MAX_SECTION_PARTS = 100  # numbers in a section's part path; messages nest at most 50 deep (mailflow.mime)
@@ -414,15 +419,16 @@ ARGUMENTS = {
 }  # fmt: skip
 
 
-def parse(data: bytes) -> Command:
-    """One framed command (see Framer) -> Command. ParseError (with the tag when there is one) otherwise."""
+def parse(data: bytes, rev2: bool = False) -> Command:
+    """One framed command (see Framer) -> Command. ParseError (with the tag when there is one) otherwise.
+    `rev2`: the session enabled IMAP4rev2 (mailbox names in UTF-8, no \\Recent grammar)."""
     m = TAG.match(data)
     if m is None or (m.end() < len(data) and data[m.end() : m.end() + 1] != b" "):
         raise ParseError("Missing or invalid tag", "*")
     tag = m.group().decode("latin-1")
     if m.end() == len(data):
         raise ParseError("Missing command", tag)
-    r = Reader(data, m.end() + 1, tag)
+    r = Reader(data, m.end() + 1, tag, rev2)
     name = r.keyword() if ATOM.match(data, r.pos) else ""
     if not name:
         raise ParseError("Missing command", tag)

@@ -83,9 +83,10 @@ def literal(data: bytes) -> bytes:
     return b"{%d}\r\n" % len(data) + data
 
 
-def mailbox(name: str) -> bytes:
-    """A mailbox name as the client sees it: modified UTF-7, quoted."""
-    return string(mutf7.encode(name))
+def mailbox(name: str, utf8: bool = False) -> bytes:
+    """A mailbox name as the client sees it: modified UTF-7, quoted; UTF-8 (a literal when not ASCII) for a
+    session that enabled IMAP4rev2 (RFC 9051 §5.1)."""
+    return string(name if utf8 else mutf7.encode(name))
 
 
 _FLAG_ORDER = {f: i for i, f in enumerate(("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"))}

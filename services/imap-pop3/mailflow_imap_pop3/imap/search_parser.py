@@ -24,7 +24,8 @@ _ADDRESS_KEYS = {"BCC": "bcc", "CC": "cc", "FROM": "from", "TO": "to"}
 _DATE_KEYS = {
     "BEFORE": ("internal", "before"), "ON": ("internal", "on"), "SINCE": ("internal", "since"),
     "SENTBEFORE": ("sent", "before"), "SENTON": ("sent", "on"), "SENTSINCE": ("sent", "since"),
-}  # fmt: skip
+    "SAVEDBEFORE": ("saved", "before"), "SAVEDON": ("saved", "on"), "SAVEDSINCE": ("saved", "since"),
+}  # SAVED*: RFC 8514 §4.2  # fmt: skip
 CHARSETS = {"UTF-8": "utf-8", "US-ASCII": "ascii"}
 _ARG_KEYS = {*_ADDRESS_KEYS, "SUBJECT", *_DATE_KEYS, "BODY", "TEXT", "HEADER", "KEYWORD", "UNKEYWORD", "LARGER", "SMALLER",
              "NOT", "OR", "UID", "MODSEQ", "EMAILID", "THREADID"}  # fmt: skip
@@ -67,7 +68,7 @@ class _SearchParser:
                 inner = self.keys()
                 r.expect(b")")
                 return inner
-            if c.isdigit() or c == b"*":
+            if c.isdigit() or c == b"*" or c == b"$":
                 return SeqKey(r.seqset())
             name = r.keyword()
             return self.named(name)
@@ -76,11 +77,13 @@ class _SearchParser:
 
     def named(self, name: str) -> object:
         r = self.r
-        if name == "ALL":
+        if name in ("ALL", "SAVEDATESUPPORTED"):  # RFC 8514 §4.2: every mailbox keeps save dates
             return sk.All()
         if name in _FLAG_KEYS:
             flag, present = _FLAG_KEYS[name]
             return sk.Flag(flag, present)
+        if r.rev2 and name in ("RECENT", "OLD", "NEW"):  # RFC 9051 removed them with \Recent
+            raise ParseError(f"Unknown search key {name} (no \\Recent in IMAP4rev2)", r.tag)
         if name in ("RECENT", "OLD"):
             return RecentKey(name == "RECENT")
         if name == "NEW":
@@ -129,7 +132,7 @@ class _SearchParser:
         raise ParseError(f"Unknown search key {name}", r.tag)
 
 
-_SEARCH_RETURN = {"MIN", "MAX", "ALL", "COUNT"}  # RFC 4731 §3.1
+_SEARCH_RETURN = {"MIN", "MAX", "ALL", "COUNT", "SAVE"}  # RFC 4731 §3.1, RFC 5182 §2.1
 
 
 def search_args(r: Reader) -> Search:

@@ -123,6 +123,7 @@ _STATE_HINT = {
 }
 
 _COMMANDS = metrics.CommandMetrics("imap")
+_CAPABILITIES: dict[tuple, str] = {}  # Session.capabilities: (logged in, then what the list depends on) -> it
 _SESSIONS_TLS = metrics.SESSIONS.labels("imap", "tls")
 _SESSIONS_PLAIN = metrics.SESSIONS.labels("imap", "plain")
 _ACTIVE = metrics.SESSIONS_ACTIVE.labels("imap")
@@ -139,6 +140,9 @@ class Session:
         self.framer = Framer(s.preauth_max_line_bytes, s.preauth_max_literal_bytes, None)
         self.enabled: set[str] = set()
         self.condstore = False
+        # ENABLE IMAP4rev2 (RFC 9051): this session's names are UTF-8, it has no \Recent, SEARCH answers
+        # ESEARCH; every other session, of this user too, keeps IMAP4rev1's behaviour.
+        self.rev2 = False
         self.bad_in_a_row = 0
         self.busy = False
         self.reading = False  # a command (AUTHENTICATE) waits for the client: the deadline runs
@@ -169,7 +173,23 @@ class Session:
         return ["PLAIN", *scram_auth.mechanisms(self.conn.channel_bindings())]
 
     def capabilities(self) -> str:
-        caps = ["IMAP4rev1", "SASL-IR", "ID", "ENABLE", "IDLE", "LITERAL+"]
+        """What this session may use now. Computed at every login, so the strings are kept per the facts
+        they depend on (`_CAPABILITIES`, a handful of keys per process); the key costs no more than a
+        lookup (the SASL mechanisms are asked for only before login, where they matter)."""
+        s = self.ctx.settings
+        if self.state == State.NOT_AUTH:
+            plain = self.plaintext_allowed()
+            key = (False, not self.tls_active and self.ctx.tls is not None, plain,
+                   tuple(self.mechanisms()) if plain else ())  # fmt: skip
+        else:
+            key = (True, self.conn.compressed, s.max_append_bytes)
+        caps = _CAPABILITIES.get(key)
+        if caps is None:
+            caps = _CAPABILITIES[key] = self._capabilities()
+        return caps
+
+    def _capabilities(self) -> str:
+        caps = ["IMAP4rev1", "IMAP4rev2", "SASL-IR", "ID", "ENABLE", "IDLE", "LITERAL+"]
         if self.state == State.NOT_AUTH:
             if not self.tls_active and self.ctx.tls is not None:
                 caps.append("STARTTLS")
@@ -181,7 +201,7 @@ class Session:
             caps += [
                 "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE",
                 "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE", "BINARY", "MULTIAPPEND", "OBJECTID",
-                "ESEARCH",
+                "ESEARCH", "SEARCHRES", "SAVEDATE",
                 f"APPENDLIMIT={self.ctx.settings.max_append_bytes}",
             ]  # fmt: skip
             if not self.conn.compressed:  # RFC 4978 §3: not offered again once on
@@ -227,6 +247,8 @@ class Session:
         """Indexes into the view of the messages a sequence set names (BAD for a number out of range)."""
         view = self.view
         assert view is not None
+        if seqset.saved:  # "$" names the same messages in both forms (RFC 5182 §2.1)
+            return sorted(i for u in view.saved if (i := view.index_of(u)) is not None)
         if uid:
             return view.by_uid(seqset)
         if not view.uids and all(0 in r for r in seqset.ranges):
@@ -293,7 +315,7 @@ class Session:
         are new messages, none otherwise; its errors are those of `changes` (new messages wait for the
         next look rather than be shown without knowing their \\Recent)."""
         top = view.new_top(ch)
-        if not top:
+        if not top or view.rev2:  # IMAP4rev2 has no \Recent: nothing to claim, no store call
             return None
         return await self.store.claim_recent(self.principal, view.mailbox_id, top + 1, not view.readonly)
 
@@ -424,7 +446,7 @@ class Session:
     async def execute(self, data: bytes) -> None:
         started = time.perf_counter()
         try:
-            cmd = parse(data)
+            cmd = parse(data, self.rev2)
         except ParseError as exc:
             self._transcript(data, None)
             self.write(Reply(exc.status, exc.text, exc.code).line(exc.tag))

@@ -29,6 +29,7 @@ def _merged(ranges) -> list[tuple[int, int]]:
 @dataclass(frozen=True, slots=True)
 class SeqSet:
     ranges: tuple[tuple[int, int], ...]  # (a, b); 0 is "*"; a range may run backwards
+    saved: bool = False  # "$": the messages the last SEARCH RETURN (SAVE) kept (RFC 5182), no ranges
 
     @classmethod
     def of(cls, written: list[tuple[int, int]]) -> SeqSet:
@@ -49,6 +50,9 @@ class SeqSet:
         """Ranges with `*` replaced by `largest` (RFC 3501 §9 seq-range), ascending, none overlapping
         or adjacent: the numbers they name, each once."""
         return _merged((largest if a == STAR else a, largest if b == STAR else b) for a, b in self.ranges)
+
+
+SAVED = SeqSet((), saved=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +208,8 @@ class Search:
     key: object  # sk.SearchKey | SeqKey | UidKey | RecentKey, combined with sk.And/Or/Not
     charset: str | None = None
     uses_modseq: bool = False
-    # RFC 4731 ESEARCH: the RETURN options (MIN, MAX, ALL, COUNT; RETURN () is ALL); None: plain SEARCH
+    # RFC 4731 ESEARCH: the RETURN options (MIN, MAX, ALL, COUNT, and SAVE of RFC 5182; RETURN () is ALL);
+    # None: plain SEARCH
     returns: frozenset[str] | None = None
 
 

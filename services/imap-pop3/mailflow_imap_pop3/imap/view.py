@@ -33,7 +33,9 @@ class MailboxView:
         self.flags: list[frozenset[str]] = list(sel.flags)
         self.modseqs: list[int] = list(sel.modseqs)
         self.recent: set[int] = set(sel.recent)
+        self.rev2 = False  # the session enabled IMAP4rev2: no \Recent, no RECENT response (RFC 9051)
         self.pending_expunge: set[int] = set()  # gone in the store, still numbered for the client
+        self.saved: set[int] = set()  # UIDs of "$" (RFC 5182 SEARCH RETURN (SAVE)); expunged ones leave
         self.keywords: set[str] = set().union(*self.flags) - set(SYSTEM_FLAGS) if self.flags else set()
         self.dirty = False  # the store said something changed; look at the next allowed moment
         # While dirty: the "appended" events that announced it, if nothing else did (None: ask the store)
@@ -168,6 +170,7 @@ class MailboxView:
                 keep_m.append(self.modseqs[i])
         self.uids, self.flags, self.modseqs = keep_u, keep_f, keep_m
         self.recent -= gone
+        self.saved -= gone
         return out
 
     def new_top(self, ch: Changes) -> int:
@@ -215,7 +218,8 @@ class MailboxView:
                 if recent_from is not None and meta.uid >= recent_from:
                     self.recent.add(meta.uid)
             out.append(b"* %d EXISTS\r\n" % len(self.uids))
-            out.append(b"* %d RECENT\r\n" % len(self.recent))
+            if not self.rev2:
+                out.append(b"* %d RECENT\r\n" % len(self.recent))
         self.uidnext = max(self.uidnext, ch.status.uidnext)
         self.highestmodseq = max(self.highestmodseq, ch.status.highestmodseq)
         return out

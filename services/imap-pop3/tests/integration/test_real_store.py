@@ -47,6 +47,26 @@ def test_imap_over_the_real_store(srv):
     m.logout()
 
 
+def test_imap4rev2_savedate_and_subscriptions_over_the_real_store(srv):
+    """The store's new columns and calls through a real process (migration 0010 ran at its start)."""
+    srv.deliver("alice@example.test", make_message("saved"))
+    c = Raw("127.0.0.1", srv.port("imap"))
+    c.line()
+    assert c.cmd("a0", "LOGIN alice@example.test alice-pw")[-1].startswith(b"a0 OK")
+    assert c.cmd("a1", "ENABLE IMAP4rev2")[0] == b"* ENABLED IMAP4rev2"
+    assert c.cmd("a2", 'CREATE "Größe/Ä"')[-1].startswith(b"a2 OK")
+    assert c.cmd("a3", 'SUBSCRIBE "Größe/Ä"')[-1].startswith(b"a3 OK")
+    assert c.cmd("a4", 'DELETE "Größe/Ä"')[-1].startswith(b"a4 OK")
+    lines = c.cmd("a5", 'LIST (SUBSCRIBED RECURSIVEMATCH) "" "Gr%"')
+    assert lines[0] == '* LIST (\\HasNoChildren) "/" {7}\r\nGröße ("CHILDINFO" ("SUBSCRIBED"))'.encode()
+    lines = c.cmd("a6", "SELECT INBOX")
+    assert b"* 1 EXISTS" in lines and not any(b"RECENT" in ln for ln in lines)
+    today = time.strftime("%d-%b-%Y", time.gmtime()).encode()
+    assert c.cmd("a7", "FETCH 1 (FLAGS SAVEDATE)")[0].startswith(b'* 1 FETCH (FLAGS () SAVEDATE "' + today)
+    assert c.cmd("a8", "SEARCH SAVEDON " + today.decode())[0] == b'* ESEARCH (TAG "a8") ALL 1'
+    c.close()
+
+
 def test_pop3_over_the_real_store(srv):
     msgs = [make_message(f"p{i}") for i in range(3)]
     for raw in msgs:

@@ -55,6 +55,7 @@ def test_delete_rules(srv):
     assert c.cmd("a4", "DELETE a")[-1] == b"a4 OK DELETE completed"  # has a child: stays as \Noselect
     assert b'* LIST (\\Noselect \\HasChildren) "/" "a"' in c.cmd("a5", 'LIST "" *')
     assert c.cmd("a6", "SELECT a")[-1].startswith(b"a6 NO [NONEXISTENT]")
+    assert c.cmd("a8", "DELETE a")[-1].startswith(b"a8 NO [HASCHILDREN]")  # \Noselect already (RFC 9051)
     assert c.cmd("a7", "DELETE a/b")[-1].startswith(b"a7 OK")
 
 

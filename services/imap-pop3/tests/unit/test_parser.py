@@ -16,6 +16,7 @@ from mailflow_imap_pop3.imap.lexer import MAX_LIST_ITEMS, MAX_SEQ_RANGES, ParseE
 from mailflow_imap_pop3.imap.parser import parse
 from mailflow_imap_pop3.imap.search_parser import MAX_SEARCH_KEYS
 from mailflow_imap_pop3.imap.syntax import (
+    SAVED,
     Append,
     AppendItem,
     Authenticate,
@@ -232,6 +233,24 @@ TABLE = [
         b'a1 SEARCH BODY hello TEXT "x y"',
         Command("a1", "SEARCH", Search(sk.And((sk.Text("body", "hello"), sk.Text("text", "x y"))))),
     ),
+    # RFC 8514 SAVEDATE, RFC 5182 SEARCHRES
+    (
+        b"a1 UID FETCH $ (UID SAVEDATE)",
+        Command("a1", "UID FETCH", Fetch(SAVED, (FetchAtt("UID"), FetchAtt("SAVEDATE")))),
+    ),
+    (
+        b"a1 SEARCH RETURN (SAVE MIN) SAVEDON 1-Feb-2020 $ UID $",
+        Command(
+            "a1",
+            "SEARCH",
+            Search(
+                sk.And((sk.Date("saved", "on", date(2020, 2, 1)), SeqKey(SAVED), UidKey(SAVED))),
+                returns=frozenset({"SAVE", "MIN"}),
+            ),
+        ),
+    ),
+    (b"a1 SEARCH SAVEDATESUPPORTED", Command("a1", "SEARCH", Search(sk.All()))),
+    (b"a1 MOVE $ Trash", Command("a1", "MOVE", CopyMove(SAVED, "Trash"))),
 ]
 
 
@@ -289,7 +308,7 @@ def test_sync_literal_asks_to_continue_and_literal_plus_does_not():
         (b"a1 STORE 1 +FLAGS (\\Recent)", "Invalid system flag"),
         (b"a1 STORE 1 +FLAGS (\\Bogus)", "Invalid system flag"),
         (b"a1 SEARCH FOO", "Unknown search key"),
-        (b"a1 SEARCH RETURN (SAVE) ALL", "Unknown SEARCH return option"),
+        (b"a1 SEARCH RETURN (PARTIAL) ALL", "Unknown SEARCH return option"),
         (b"a1 SEARCH RETURN (MIN)", "expected"),
         (b"a1 SEARCH SINCE 31-Feb-2020", "valid date"),
         (b"a1 SELECT &Jjo (BOGUS)", "Unknown SELECT parameter"),  # a bad name does not hide bad syntax
@@ -339,6 +358,29 @@ def test_a_list_pattern_or_reference_that_is_not_modified_utf7_matches_nothing()
     assert parse(b'a1 LSUB "" a&AGE-*').args.patterns == ()
     assert parse(b"a1 LSUB & *").args.patterns == ()
     assert parse(b'a1 LSUB "" *').args.patterns == ("*",)
+
+
+def test_rev2_names_are_utf8_and_recent_is_gone():
+    """ENABLE IMAP4rev2 (RFC 9051 §5.1): the same bytes mean another name; \\Recent's grammar is BAD."""
+    assert parse(b"a1 SELECT Entw&APw-rfe").args.mailbox == "Entwürfe"
+    assert parse(b"a1 SELECT Entw&APw-rfe", rev2=True).args.mailbox == "Entw&APw-rfe"
+    assert parse('a1 CREATE "Entwürfe"'.encode(), rev2=True).args.mailbox == "Entwürfe"
+    assert parse(b'a1 LIST "" "Entw*"', rev2=True).args.patterns == ("Entw*",)
+    assert parse(b"a1 SELECT inbox/x", rev2=True).args.mailbox == "INBOX/x"
+    for bad in (b'a1 CREATE "\xff"', b"a1 CREATE {3}\r\na\tb", b'a1 CREATE "a\xc2\x85b"'):  # C1 NEL too
+        assert parse(bad, rev2=True).invalid_name[1] == "CANNOT"
+    assert parse(b'a1 LIST "" "\xc3("', rev2=True).args.patterns == ()
+    for wire in (b"a1 SEARCH RECENT", b"a1 SEARCH NOT NEW", b"a1 SEARCH OLD", b"a1 STATUS INBOX (RECENT)",
+                 b'a1 LIST "" * RETURN (STATUS (MESSAGES RECENT))'):  # fmt: skip
+        parse(wire)
+        with pytest.raises(ParseError):
+            parse(wire, rev2=True)
+
+
+def test_list_patterns_are_bounded():
+    assert len(parse(b'a1 LIST "" (' + b" ".join(b"p%d" % i for i in range(64)) + b")").args.patterns) == 64
+    with pytest.raises(ParseError, match="Too many LIST patterns"):
+        parse(b'a1 LIST "" (' + b" ".join(b"p%d" % i for i in range(65)) + b")")
 
 
 def test_unknown_charset_is_no_badcharset():
@@ -392,10 +434,29 @@ def test_junk_never_raises_anything_but_parse_error(data):
         if item is None:
             break
         if isinstance(item, bytes):
-            try:
-                parse(item)
-            except ParseError:
-                pass
+            for rev2 in (False, True):
+                try:
+                    parse(item, rev2)
+                except ParseError:
+                    pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([b"SELECT", b"CREATE", b"RENAME x", b'LIST (SUBSCRIBED) ""', b"STATUS"]),
+    st.binary(max_size=40),
+)
+def test_any_name_bytes_in_a_rev2_session_parse_or_fail_cleanly(command, name):
+    """A rev2 client's names are UTF-8: any bytes give a Command (maybe with invalid_name) or ParseError."""
+    tail = b" (MESSAGES)" if command == b"STATUS" else b""
+    wire = b"a1 " + command + b" {%d+}\r\n" % len(name) + name + tail
+    try:
+        cmd = parse(wire, rev2=True)
+    except ParseError:
+        return
+    if cmd.invalid_name is None and not command.startswith(b"LIST"):
+        text = name.decode("utf-8")  # accepted: valid UTF-8 without control characters
+        assert not any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in text)
 
 
 @settings(max_examples=200, deadline=None)

@@ -164,6 +164,11 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
         await store.rename_mailbox(await session(request), body.old, body.new)
         return _json({})
 
+    @r.post("/mailboxes/subscriptions")
+    async def subscriptions(request: Request):
+        """[name, ...]: every subscribed name, existing or not."""
+        return _json(await store.subscriptions(await session(request)))
+
     @r.post("/mailboxes/subscribe")
     async def subscribe(request: Request, body: Subscribe):
         await store.subscribe(await session(request), body.name, body.subscribed)
@@ -221,6 +226,12 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
     async def fetch_meta(request: Request, body: Uids):
         metas = await store.fetch_meta(await session(request), body.mailbox_id, uidset(body.uids))
         return _json(metas.to_obj())
+
+    @r.post("/savedates")
+    async def fetch_save_dates(request: Request, body: Uids):
+        """{"u": [uid, ...], "s": [saved_at or null, ...]} (RFC 8514 save dates, Unix seconds)."""
+        rows = await store.fetch_save_dates(await session(request), body.mailbox_id, uidset(body.uids))
+        return _json({"u": [u for u, _ in rows], "s": [s for _, s in rows]})
 
     @r.post("/parsed", responses=FRAME_OUT)
     async def fetch_parsed(request: Request, body: Uids):

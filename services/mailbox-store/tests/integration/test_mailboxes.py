@@ -3,6 +3,9 @@ subscribe, status, select and \\Recent, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+
 import pytest
 
 from mailflow.errors import Conflict, Invalid, NotFound
@@ -129,6 +132,46 @@ async def test_subscribe(client, people):
     assert not {b.name: b for b in await client.list_mailboxes(alice)}["Lists"].subscribed
     with pytest.raises(NotFound):
         await client.subscribe(alice, "Nope", True)
+
+
+async def test_subscriptions_outlive_their_mailboxes(client, people, service):
+    """RFC 3501 §6.3.6: DELETE leaves the subscription; LIST (SUBSCRIBED) shows it \\NonExistent."""
+    alice, bob = people
+    await client.create_mailbox(alice, "Gone/Deep")
+    await client.subscribe(alice, "Gone/Deep", True)
+    await client.delete_mailbox(alice, "Gone/Deep")
+    await client.delete_mailbox(alice, "Gone")
+    assert "Gone/Deep" in await client.subscriptions(alice)
+    assert "Gone/Deep" not in [b.name for b in await client.list_mailboxes(alice)]
+    assert "Gone/Deep" not in await client.subscriptions(bob)  # per user
+    subs = await client.subscriptions(alice)
+    assert subs == sorted(subs) and {"INBOX", "Sent", "Trash"} <= set(subs)
+    await client.subscribe(alice, "Gone/Deep", False)  # a name with no mailbox can be unsubscribed
+    assert "Gone/Deep" not in await client.subscriptions(alice)
+
+
+async def test_save_dates_are_when_a_message_came_into_its_mailbox(client, people, service):
+    """RFC 8514: APPEND, COPY and MOVE save anew (the internal date stays); rows from before migration
+    0010 have none (None: NIL)."""
+    alice, _ = people
+    old = datetime(2001, 2, 3, tzinfo=UTC)
+    before = int(time.time())
+    uid = (await client.append(alice, "INBOX", message("a"), internal_date=old)).uid
+    inbox = (await client.status(alice, "INBOX")).id
+    saved = (await client.fetch_save_dates(alice, inbox, [uid]))[uid]
+    assert before <= saved.timestamp() <= time.time() + 1
+    sql = "UPDATE messages SET saved_at = NULL WHERE mailbox_id = :m"
+    await service.store.db.write(lambda tx: tx.run(sql, {"m": inbox}))
+    assert await client.fetch_save_dates(alice, inbox, [uid, uid + 5]) == {uid: None}  # unknown UIDs absent
+    copied = await client.copy(alice, inbox, [uid], "Trash")
+    moved = await client.move(alice, inbox, [uid], "Archive")
+    for name, res in (("Trash", copied), ("Archive", moved)):
+        mid = (await client.status(alice, name)).id
+        [(u, at)] = (await client.fetch_save_dates(alice, mid, res.dest_uids)).items()
+        assert before <= at.timestamp() <= time.time() + 1
+        [meta] = await client.fetch_meta(alice, mid, [u])
+        assert meta.internal_date == old
+    assert await client.fetch_save_dates(alice, inbox, []) == {}
 
 
 async def test_status_and_select(client, people):

@@ -158,14 +158,23 @@ async def authenticate_scram(s: Session, args: Authenticate) -> Reply:
     return await login(s, authenticating())
 
 
+_ENABLED_NAMES = {"IMAP4REV2": "IMAP4rev2"}  # as the capability is spelled
+
+
 async def cmd_enable(s: Session, cmd: Command) -> Reply | None:
     args: Enable = cmd.args
     enabled = []
-    for cap in args.capabilities:
-        if cap == "CONDSTORE" and "CONDSTORE" not in s.enabled:
-            s.enabled.add(cap)
+    for cap in args.capabilities:  # upper case; unknown ones are ignored (RFC 5161 §3.1)
+        if cap in s.enabled:
+            continue
+        if cap == "CONDSTORE":
             s.condstore = True
-            enabled.append(cap)
+        elif cap == "IMAP4REV2":  # RFC 9051 §6.3.1: this session only, from the next command on
+            s.rev2 = True
+        else:
+            continue
+        s.enabled.add(cap)
+        enabled.append(_ENABLED_NAMES.get(cap, cap))
     s.untagged("ENABLED" + "".join(" " + c for c in enabled))
     return None
 

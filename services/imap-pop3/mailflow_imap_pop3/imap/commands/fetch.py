@@ -4,7 +4,9 @@ Messages go in batches (`fetch_batch`): one store round trip per batch for each 
 need (metadata, parsed structure, whole messages, each distinct section: the store cuts sections, so
 headers and parts travel without their bodies), fetched concurrently, and the next batch is requested
 while this one is written. Items that only need the view (UID, FLAGS, MODSEQ) cost no round trip.
-A non-PEEK body fetch sets \\Seen (not in a read-only mailbox) and reports the new FLAGS.
+SAVEDATE (RFC 8514) is one more call per batch, only when asked: NIL for a message the store has no
+save date for (stored before it kept them). A non-PEEK body fetch sets \\Seen (not in a read-only
+mailbox) and reports the new FLAGS.
 BINARY[part] and BINARY.SIZE[part] (RFC 3516) are the part's bytes without their Content-Transfer-Encoding
 (mailflow.mime.decode_transfer), sent as a literal8 (~{n}) when they hold a NUL; a part in an encoding we
 cannot undo, or base64 that does not decode, ends the command NO [UNKNOWN-CTE] (nothing is guessed).
@@ -53,18 +55,20 @@ class Plan:
         sections = [sec for a in atts if (sec := _section_of(a)) is not None]
         self.specs = tuple(dict.fromkeys(sec.spec() for sec in sections if sec.part or sec.text))
         self.meta = any(a.name in _META for a in atts)
+        self.saved = any(a.name == "SAVEDATE" for a in atts)
         self.parsed = any(a.name in _PARSED or (a.name in _BINARY and a.section.part) for a in atts)
         self.raw = any(not sec.part and not sec.text for sec in sections)
         self.sets_seen = not readonly and any(
             (a.section is not None and not a.peek) or a.name in _SETS_SEEN for a in atts
         )
-        self.store_calls = self.meta or self.parsed or self.raw or bool(self.specs)
+        self.store_calls = self.meta or self.saved or self.parsed or self.raw or bool(self.specs)
 
 
 class Loaded:
-    __slots__ = ("metas", "parsed", "raws", "sections")
+    __slots__ = ("metas", "saved", "parsed", "raws", "sections")
 
     def __init__(self, metas=None, parsed=None, raws=None, sections=None):
+        self.saved: dict | None = None  # uid -> save date (None: not known)
         self.metas: dict | None = metas  # uid -> MessageMeta
         self.parsed: dict | None = parsed  # uid -> mime JSON
         self.raws: dict | None = raws  # uid -> whole message
@@ -76,6 +80,8 @@ async def _load(s: Session, plan: Plan, uids: list[int]) -> Loaded:
     calls = []
     if plan.meta:
         calls.append(store.fetch_meta(p, mid, uids))
+    if plan.saved:
+        calls.append(store.fetch_save_dates(p, mid, uids))
     if plan.parsed:
         calls.append(store.fetch_parsed(p, mid, uids))
     if plan.raw:
@@ -86,6 +92,8 @@ async def _load(s: Session, plan: Plan, uids: list[int]) -> Loaded:
     out = Loaded()
     if plan.meta:
         out.metas = {m.uid: m for m in results.pop(0)}
+    if plan.saved:
+        out.saved = results.pop(0)
     if plan.parsed:
         out.parsed = results.pop(0)
     if plan.raw:
@@ -206,6 +214,9 @@ async def _write_batch(s: Session, plan: Plan, chunk: list[int], loaded: Loaded)
             if meta is None:
                 missing = True
                 continue
+        if loaded.saved is not None and u not in loaded.saved:
+            missing = True
+            continue
         if parsed_json is not None:
             pj = parsed_json.get(u)
             if pj is None:
@@ -229,6 +240,9 @@ async def _write_batch(s: Session, plan: Plan, chunk: list[int], loaded: Loaded)
                 small.append(b"MODSEQ (%d)" % view.modseqs[i])
             elif name == "INTERNALDATE":
                 small.append(b"INTERNALDATE " + rsp.internaldate(meta.internal_date))
+            elif name == "SAVEDATE":
+                at = loaded.saved[u]
+                small.append(b"SAVEDATE " + (rsp.NIL if at is None else rsp.internaldate(at)))
             elif name == "RFC822.SIZE":
                 small.append(b"RFC822.SIZE %d" % meta.size)
             elif name == "EMAILID":

@@ -9,9 +9,10 @@ session in the authenticated state (RFC 3501 §6.3.1), even when a mailbox was s
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
-from mailflow.errors import NotFound
+from mailflow.errors import Invalid, NotFound
 from mailflow.store.api import DELIMITER, MailboxInfo
 from mailflow_imap_pop3.imap import errors
 from mailflow_imap_pop3.imap import responses as rsp
@@ -35,7 +36,7 @@ async def _open(s: Session, cmd: Command, readonly: bool) -> Reply:
         s.condstore = True
     had_view = s.view is not None
     s.drop_view()  # from here on a failure leaves the session authenticated, nothing selected
-    if had_view and s.condstore:
+    if had_view and (s.condstore or s.rev2):  # RFC 7162 §3.2.11, RFC 9051 §6.3.2
         s.write(b"* OK [CLOSED] Previous mailbox closed\r\n")
     if cmd.invalid_name is not None:  # not modified UTF-7: no mailbox has that name
         if had_view:
@@ -44,18 +45,31 @@ async def _open(s: Session, cmd: Command, readonly: bool) -> Reply:
     if not had_view:
         await s.watch()  # subscribe before the snapshot: no change between the two goes unseen
     try:
-        sel = await s.store.select(s.principal, args.mailbox, claim_recent=not readonly)
+        # a rev2 session has no \Recent: it claims none, so IMAP4rev1 sessions still see them
+        selecting = s.store.select(s.principal, args.mailbox, claim_recent=not readonly and not s.rev2)
+        if s.rev2:  # RFC 9051 §6.3.2: the mailbox's LIST response too, so the listing is read alongside
+            sel, infos = await asyncio.gather(selecting, s.store.list_mailboxes(s.principal))
+        else:
+            sel = await selecting
     except BaseException:
         await s.unwatch()
         raise
     view = MailboxView(sel.status.name, sel, readonly)
+    if s.rev2:
+        view.rev2, view.recent = True, set()
     s.write(b"* FLAGS " + rsp.flags(view.flag_names()) + b"\r\n")
     if readonly:
         s.write(b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n")
     else:
         perm = view.flag_names() + (["\\*"] if sel.permanent_keywords else [])
         s.write(b"* OK [PERMANENTFLAGS " + rsp.flags(perm) + b"] Flags permitted\r\n")
-    s.write(b"* %d EXISTS\r\n* %d RECENT\r\n" % (view.exists, len(view.recent)))
+    s.write(b"* %d EXISTS\r\n" % view.exists)
+    if not s.rev2:
+        s.write(b"* %d RECENT\r\n" % len(view.recent))
+    else:
+        info = next((m for m in infos if m.id == sel.status.id), None)
+        if info is not None:
+            s.write(_list_line(s, "LIST", _attributes(info), info.name))
     unseen = view.first_unseen()
     if unseen is not None:
         s.write(b"* OK [UNSEEN %d] First unseen\r\n" % unseen)
@@ -94,7 +108,13 @@ async def cmd_delete(s: Session, cmd: Command) -> Reply | None:
     args: MailboxArg = cmd.args
     if args.mailbox == "INBOX":
         return Reply("NO", "INBOX cannot be deleted", "CANNOT")
-    await s.store.delete_mailbox(s.principal, args.mailbox)
+    try:
+        await s.store.delete_mailbox(s.principal, args.mailbox)
+    except Invalid:  # RFC 9051 §6.3.5, §7.1: a \Noselect name with children stays, NO [HASCHILDREN]
+        info = next((m for m in await s.store.list_mailboxes(s.principal) if m.name == args.mailbox), None)
+        if info is not None and info.has_children and not info.selectable:
+            return Reply("NO", "Mailbox has child mailboxes and holds no messages", "HASCHILDREN")
+        raise
     if s.view is not None and s.view.name == args.mailbox:
         s.view.dirty = True  # the sync finds it gone and says BYE, as other sessions will hear
     return None
@@ -137,10 +157,18 @@ def _order(name: str) -> tuple:
     return (name != "INBOX" and not name.startswith("INBOX/"), name)
 
 
-def _list_line(kind: str, attrs: list[str], name: str, extra: bytes = b"") -> bytes:
-    return (
-        f"* {kind} (".encode() + " ".join(attrs).encode() + b') "/" ' + rsp.mailbox(name) + extra + rsp.CRLF
-    )
+def _attributes(info: MailboxInfo) -> list[str]:
+    """The mailbox attributes of an existing mailbox, as LIST (and a rev2 SELECT) give them."""
+    attrs = [] if info.selectable else ["\\Noselect"]
+    attrs.append("\\HasChildren" if info.has_children else "\\HasNoChildren")
+    if info.special_use:
+        attrs.append(info.special_use)
+    return attrs
+
+
+def _list_line(s: Session, kind: str, attrs: list[str], name: str, extra: bytes = b"") -> bytes:
+    head = f"* {kind} (".encode() + " ".join(attrs).encode() + b') "/" '
+    return head + rsp.mailbox(name, s.rev2) + extra + rsp.CRLF
 
 
 _NEED_DELETED = frozenset({"DELETED", "DELETED-STORAGE"})  # a second question to the store, only when asked
@@ -158,58 +186,64 @@ async def _status_line(s: Session, name: str, items: tuple[str, ...]) -> bytes:
         values["DELETED"] = d.messages
         values["DELETED-STORAGE"] = quota_units(d.size)  # in units of 1024 octets, as STORAGE (RFC 9208)
     body = " ".join(f"{item} {values[item]}" for item in items)
-    return b"* STATUS " + rsp.mailbox(st.name) + b" (" + body.encode() + b")\r\n"
+    return b"* STATUS " + rsp.mailbox(st.name, s.rev2) + b" (" + body.encode() + b")\r\n"
+
+
+async def _subscriptions(s: Session) -> tuple[dict[str, MailboxInfo], set[str]]:
+    """The mailboxes and every subscribed name, whether a mailbox has it or not (two reads at once)."""
+    p = s.principal
+    infos, subs = await asyncio.gather(s.store.list_mailboxes(p), s.store.subscriptions(p))
+    return {m.name: m for m in infos}, set(subs)
 
 
 async def cmd_list(s: Session, cmd: Command) -> Reply | None:
+    """RFC 5258: the selection options say which names are returned (SUBSCRIBED: the subscribed ones,
+    existing or not; RECURSIVEMATCH: also a matching name with a subscribed name below it, marked CHILDINFO;
+    SPECIAL-USE; REMOTE: we have no remote mailboxes), the return options what is said of each."""
     args: ListCmd = cmd.args
     if len(args.patterns) == 1 and args.patterns[0] == "" and not args.extended:
         s.write(b'* LIST (\\Noselect) "/" ""\r\n')  # the delimiter and the root (RFC 3501 §6.3.8)
         return None
-    boxes = {m.name: m for m in await s.store.list_mailboxes(s.principal)}
+    subscribed_only = "SUBSCRIBED" in args.select_opts
+    if subscribed_only:
+        boxes, subscribed = await _subscriptions(s)
+    else:
+        boxes = {m.name: m for m in await s.store.list_mailboxes(s.principal)}
+        subscribed = {n for n, m in boxes.items() if m.subscribed}
     patterns = [
         MailboxPattern(normalize_mailbox(args.reference + p)) for p in args.patterns if p or args.reference
     ]
-    subscribed_only = "SUBSCRIBED" in args.select_opts
     special_only = "SPECIAL-USE" in args.select_opts
-    recursive = "RECURSIVEMATCH" in args.select_opts
+    recursive = subscribed_only and "RECURSIVEMATCH" in args.select_opts
 
     def matches(name: str) -> bool:
         return any(p.matches(name) for p in patterns)
 
-    candidates: dict[str, MailboxInfo | None] = {n: m for n, m in boxes.items() if matches(n)}
-    for name in boxes:  # names that exist only as the parent of others (RFC 5258 \NonExistent)
-        for parent in _ancestors(name):
-            if parent not in boxes and parent not in candidates and matches(parent):
-                candidates[parent] = None
+    known = set(boxes) | subscribed if subscribed_only else set(boxes)
+    parents = {parent for name in boxes for parent in _ancestors(name)}  # names with a mailbox below
+    sub_parents = {parent for name in subscribed for parent in _ancestors(name)} if recursive else set()
+    candidates = [n for n in known if matches(n)]
+    for parent in (parents | sub_parents) - known:  # names that exist only above others (\NonExistent)
+        if matches(parent):
+            candidates.append(parent)
     lines: list[bytes] = []
-    statuses: list[str] = []
     for name in sorted(candidates, key=_order):
-        info = candidates[name]
-        attrs: list[str] = []
-        extra = b""
-        subscribed = info is not None and info.subscribed
-        if subscribed_only and not subscribed:
-            sub_children = [n for n, m in boxes.items() if n.startswith(name + DELIMITER) and m.subscribed]
-            if not (recursive and sub_children):
-                continue
-            extra = b' ("CHILDINFO" ("SUBSCRIBED"))'
+        info = boxes.get(name)
+        is_sub = name in subscribed
+        child_sub = name in sub_parents  # RECURSIVEMATCH: a subscribed name below this one
+        if subscribed_only and not is_sub and not child_sub:
+            continue
         if special_only and (info is None or not info.special_use):
             continue
         if info is None:
-            attrs += ["\\NonExistent", "\\HasChildren"]
+            attrs = ["\\NonExistent", "\\HasChildren"] if name in parents else ["\\NonExistent"]
         else:
-            if not info.selectable:
-                attrs.append("\\Noselect")
-            attrs.append("\\HasChildren" if info.has_children else "\\HasNoChildren")
-            if info.special_use:
-                attrs.append(info.special_use)
-            if subscribed and ("SUBSCRIBED" in args.return_opts):
-                attrs.append("\\Subscribed")
-            if info.selectable and "STATUS" in args.return_opts:
-                statuses.append(name)
-        lines.append(_list_line("LIST", attrs, name, extra))
-        if statuses and statuses[-1] == name:
+            attrs = _attributes(info)
+        if is_sub and "SUBSCRIBED" in args.return_opts:
+            attrs.append("\\Subscribed")
+        extra = b' ("CHILDINFO" ("SUBSCRIBED"))' if child_sub else b""
+        lines.append(_list_line(s, "LIST", attrs, name, extra))
+        if info is not None and info.selectable and "STATUS" in args.return_opts:
             try:
                 lines.append(await _status_line(s, name, args.status_items))
             except NotFound:
@@ -220,6 +254,7 @@ async def cmd_list(s: Session, cmd: Command) -> Reply | None:
 
 
 async def cmd_lsub(s: Session, cmd: Command) -> Reply | None:
+    """RFC 3501 §6.3.9: the subscription list, a name whose mailbox is gone too (\\Noselect)."""
     args: ListCmd = cmd.args
     if not args.patterns:  # not modified UTF-7: matches nothing
         return None
@@ -228,22 +263,22 @@ async def cmd_lsub(s: Session, cmd: Command) -> Reply | None:
         s.write(b'* LSUB (\\Noselect) "/" ""\r\n')
         return None
     wanted = MailboxPattern(pattern)
-    boxes = {m.name: m for m in await s.store.list_mailboxes(s.principal)}
+    boxes, subscribed = await _subscriptions(s)
+
+    def attrs(name: str) -> list[str]:
+        info = boxes.get(name)
+        return [] if name in subscribed and info is not None and info.selectable else ["\\Noselect"]
+
     out: dict[str, list[str]] = {}
-    for name, info in boxes.items():
-        if not info.subscribed:
-            continue
+    for name in subscribed:
         if wanted.matches(name):
-            out[name] = [] if info.selectable else ["\\Noselect"]
+            out[name] = attrs(name)
         elif "%" in pattern:  # RFC 3501 §6.3.9: a subscribed child makes a matching parent \Noselect
             for parent in _ancestors(name):
                 if wanted.matches(parent) and parent not in out:
-                    sub = boxes.get(parent)
-                    out[parent] = (
-                        [] if sub is not None and sub.subscribed and sub.selectable else ["\\Noselect"]
-                    )
+                    out[parent] = attrs(parent)
     for name in sorted(out, key=_order):
-        s.write(_list_line("LSUB", out[name], name))
+        s.write(_list_line(s, "LSUB", out[name], name))
     return None
 
 

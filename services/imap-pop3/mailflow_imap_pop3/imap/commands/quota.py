@@ -50,7 +50,7 @@ async def cmd_getquotaroot(s: Session, cmd: Command) -> Reply | None:
     await s.store.status(s.principal, args.mailbox)  # NotFound -> NO [NONEXISTENT]
     q = await s.store.quota(s.principal)
     roots = b"" if q.limit_bytes is None else b" " + rsp.string(ROOT)
-    s.write(b"* QUOTAROOT " + rsp.mailbox(args.mailbox) + roots + b"\r\n")
+    s.write(b"* QUOTAROOT " + rsp.mailbox(args.mailbox, s.rev2) + roots + b"\r\n")
     if q.limit_bytes is not None:
         s.write(quota_line(q))
     return None

@@ -47,6 +47,8 @@ def _uid_ranges(view: MailboxView, indexes: list[int]) -> sk.SearchKey:
 def resolve(key, view: MailboxView):
     """Replace the session-only keys by UID sets the store understands."""
     match key:
+        case SeqKey(seqset=seqset) | UidKey(seqset=seqset) if seqset.saved:  # "$", RFC 5182
+            return _uid_ranges(view, sorted(i for u in view.saved if (i := view.index_of(u)) is not None))
         case SeqKey(seqset=seqset):
             n = view.exists
             indexes: list[int] = []
@@ -142,21 +144,54 @@ def _local_hits(key, view: MailboxView) -> list[int]:
     return [i for i in range(first, last) if verdicts[flags[i]]]
 
 
+_ALL = frozenset({"ALL"})
+
+
+def _resolve_saved(key, view: MailboxView, saved: set[int]):
+    """resolve(), with "$" the result saved before this search emptied it (SEARCH RETURN (SAVE) $ ...)."""
+    view.saved = saved
+    try:
+        return resolve(key, view)
+    finally:
+        view.saved = set()
+
+
+def _to_save(view: MailboxView, returns: frozenset[str], hits: list[int]) -> set[int]:
+    """RFC 5182 §2.1: with MIN and/or MAX alone beside SAVE, only those messages; else every match."""
+    if not hits:
+        return set()
+    if returns & {"ALL", "COUNT"} or not returns & {"MIN", "MAX"}:
+        return {view.uids[i] for i in hits}
+    picked = ([hits[0]] if "MIN" in returns else []) + ([hits[-1]] if "MAX" in returns else [])
+    return {view.uids[i] for i in picked}
+
+
 async def _search(s: Session, cmd: Command, uid: bool) -> Reply | None:
     args: Search = cmd.args
     view = s.view
+    returns = args.returns
+    if returns is None and s.rev2:  # RFC 9051 §6.4.4: SEARCH without RETURN is RETURN (ALL), as ESEARCH
+        returns = _ALL
+    save = returns is not None and "SAVE" in returns
+    if save:  # RFC 5182 §2.1: a search that fails leaves "$" empty
+        saved, view.saved = view.saved, set()
     if args.uses_modseq:
         s.condstore = True
-    key = resolve(args.key, view)
+    key = resolve(args.key, view) if not save else _resolve_saved(args.key, view, saved)
     if local(key):
         hits = _local_hits(key, view)
     else:
         found = await _store_search(s, view, key)
         hits = sorted(i for u in found if (i := view.index_of(u)) is not None)
     numbers = [view.uids[i] for i in hits] if uid else [i + 1 for i in hits]
-    if args.returns is not None:
+    if save:
+        view.saved = _to_save(view, returns, hits)
+        returns = returns - {"SAVE"}
+        if not returns:  # SAVE alone: no ESEARCH response (RFC 5182 §2.1)
+            return None
+    if returns is not None:
         modseqs = [view.modseqs[i] for i in hits] if args.uses_modseq else None
-        s.write(_esearch(cmd.tag, uid, args.returns, numbers, modseqs))
+        s.write(_esearch(cmd.tag, uid, returns, numbers, modseqs))
         return None
     line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
     if args.uses_modseq and hits:
