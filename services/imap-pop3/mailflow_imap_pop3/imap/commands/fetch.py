@@ -71,6 +71,14 @@ class Loaded:
         self.sections: dict | None = sections  # spec -> uid -> section bytes
 
 
+def body_sections(store, p, mailbox_id: int, uids: list[int], spec: str):
+    """The store call for BODY[spec] of these messages (uid -> bytes, expunged ones absent): the whole
+    message for "", else the store's cut (FETCH here, CATENATE's URLs in catenate.py)."""
+    if spec:
+        return store.fetch_sections(p, mailbox_id, uids, spec)
+    return store.fetch_bodies(p, mailbox_id, uids)
+
+
 async def _load(s: Session, plan: Plan, uids: list[int]) -> Loaded:
     p, mid, store = s.principal, s.view.mailbox_id, s.store
     calls = []
@@ -79,9 +87,9 @@ async def _load(s: Session, plan: Plan, uids: list[int]) -> Loaded:
     if plan.parsed:
         calls.append(store.fetch_parsed(p, mid, uids))
     if plan.raw:
-        calls.append(store.fetch_bodies(p, mid, uids))
+        calls.append(body_sections(store, p, mid, uids, ""))
     for spec in plan.specs:
-        calls.append(store.fetch_sections(p, mid, uids, spec))
+        calls.append(body_sections(store, p, mid, uids, spec))
     results = list(await asyncio.gather(*calls)) if len(calls) > 1 else [await calls[0]]
     out = Loaded()
     if plan.meta:

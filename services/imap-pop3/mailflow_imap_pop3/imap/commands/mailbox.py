@@ -1,6 +1,7 @@
 """Authenticated-state commands on mailboxes: SELECT, EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE,
 UNSUBSCRIBE, LIST (with RFC 5258 LIST-EXTENDED, RFC 5819 LIST-STATUS, RFC 6154 SPECIAL-USE), LSUB,
-STATUS and APPEND (RFC 3501 §6.3, UIDPLUS APPENDUID, RFC 7889 APPENDLIMIT).
+STATUS and APPEND (RFC 3501 §6.3, UIDPLUS APPENDUID, RFC 7889 APPENDLIMIT, RFC 4469 CATENATE in
+catenate.py).
 
 A mailbox that does not exist is NO [NONEXISTENT] (NO [TRYCREATE] for APPEND, as RFC 3501 asks);
 the store's Conflict is NO [ALREADYEXISTS], its Invalid NO [CANNOT]. A failed SELECT leaves the
@@ -15,6 +16,7 @@ from mailflow.errors import NotFound
 from mailflow.store.api import DELIMITER, MailboxInfo
 from mailflow_imap_pop3.imap import errors
 from mailflow_imap_pop3.imap import responses as rsp
+from mailflow_imap_pop3.imap.commands import catenate
 from mailflow_imap_pop3.imap.commands.quota import quota_units
 from mailflow_imap_pop3.imap.lexer import normalize_mailbox
 from mailflow_imap_pop3.imap.patterns import MailboxPattern
@@ -260,9 +262,11 @@ async def cmd_status(s: Session, cmd: Command) -> Reply | None:
 
 async def cmd_append(s: Session, cmd: Command) -> Reply | None:
     args: Append = cmd.args
-    if any(not item.message for item in args.items):
+    if any(not item.message and item.parts is None for item in args.items):
         return Reply("NO", "Cannot append an empty message", "CANNOT")
-    items = [(item.message, frozenset(item.flags), item.date) for item in args.items]
+    items = await catenate.messages(s, args.items)  # CATENATE (RFC 4469) URLs and TEXT put together
+    if any(not message for message, _, _ in items):
+        return Reply("NO", "Cannot append an empty message", "CANNOT")
     try:
         res = await s.store.append_many(s.principal, args.mailbox, items)
     except NotFound:
