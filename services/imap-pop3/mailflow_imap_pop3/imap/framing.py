@@ -80,6 +80,11 @@ class Framer:
         """Octets received but not yet framed (pipelined commands, or the start of one)."""
         return len(self._buf)
 
+    @property
+    def between_commands(self) -> bool:
+        """Nothing of a next command has arrived (NOTIFY's news may go out now, RFC 5465 §1)."""
+        return not self._buf and not self._cmd and not self._literal and not self._skipping
+
     def discard(self) -> int:
         """Drop everything buffered (after STARTTLS: nothing sent in the clear may count). Returns how much."""
         n = len(self._buf)

@@ -156,6 +156,15 @@ async def _fetch(s: Session, cmd: Command, uid: bool) -> Reply | None:
     indexes = s.targets(args.seqset, uid)
     if args.changed_since is not None:
         indexes = [i for i in indexes if view.modseqs[i] > args.changed_since]
+    if await send(s, atts, indexes):
+        return errors.R_EXPUNGED
+    return None
+
+
+async def send(s: Session, atts: tuple[FetchAtt, ...], indexes: list[int]) -> bool:
+    """FETCH responses with `atts` for these messages of the view (FETCH, NOTIFY's MessageNew); True
+    when some of them vanished from the store meanwhile (left out)."""
+    view = s.view
     plan = Plan(atts, view.readonly)
     batch = max(1, s.ctx.settings.fetch_batch)
     missing = False
@@ -178,9 +187,7 @@ async def _fetch(s: Session, cmd: Command, uid: bool) -> Reply | None:
     finally:
         if pending is not None:
             pending.cancel()
-    if missing:
-        return errors.R_EXPUNGED
-    return None
+    return missing
 
 
 async def _write_batch(s: Session, plan: Plan, chunk: list[int], loaded: Loaded) -> bool:

@@ -139,7 +139,7 @@ def _order(name: str) -> tuple:
     return (name != "INBOX" and not name.startswith("INBOX/"), name)
 
 
-def _list_line(kind: str, attrs: list[str], name: str, extra: bytes = b"") -> bytes:
+def list_line(kind: str, attrs: list[str], name: str, extra: bytes = b"") -> bytes:
     return (
         f"* {kind} (".encode() + " ".join(attrs).encode() + b') "/" ' + rsp.mailbox(name) + extra + rsp.CRLF
     )
@@ -148,7 +148,7 @@ def _list_line(kind: str, attrs: list[str], name: str, extra: bytes = b"") -> by
 _NEED_DELETED = frozenset({"DELETED", "DELETED-STORAGE"})  # a second question to the store, only when asked
 
 
-async def _status_line(s: Session, name: str, items: tuple[str, ...]) -> bytes:
+async def status_line(s: Session, name: str, items: tuple[str, ...]) -> bytes:
     st = await s.store.status(s.principal, name)
     values = {
         "MESSAGES": st.messages, "RECENT": st.recent, "UIDNEXT": st.uidnext, "UIDVALIDITY": st.uidvalidity,
@@ -210,10 +210,10 @@ async def cmd_list(s: Session, cmd: Command) -> Reply | None:
                 attrs.append("\\Subscribed")
             if info.selectable and "STATUS" in args.return_opts:
                 statuses.append(name)
-        lines.append(_list_line("LIST", attrs, name, extra))
+        lines.append(list_line("LIST", attrs, name, extra))
         if statuses and statuses[-1] == name:
             try:
-                lines.append(await _status_line(s, name, args.status_items))
+                lines.append(await status_line(s, name, args.status_items))
             except NotFound:
                 pass
     for line in lines:
@@ -245,7 +245,7 @@ async def cmd_lsub(s: Session, cmd: Command) -> Reply | None:
                         [] if sub is not None and sub.subscribed and sub.selectable else ["\\Noselect"]
                     )
     for name in sorted(out, key=_order):
-        s.write(_list_line("LSUB", out[name], name))
+        s.write(list_line("LSUB", out[name], name))
     return None
 
 
@@ -256,7 +256,7 @@ async def cmd_status(s: Session, cmd: Command) -> Reply | None:
     args: Status = cmd.args
     if "HIGHESTMODSEQ" in args.items:
         s.condstore = True
-    s.write(await _status_line(s, args.mailbox, args.items))
+    s.write(await status_line(s, args.mailbox, args.items))
     return None
 
 
