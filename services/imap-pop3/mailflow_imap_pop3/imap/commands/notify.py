@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from mailflow.contracts.messages import MailboxEvent
 from mailflow.errors import NotFound
 from mailflow.store.api import DELIMITER
+from mailflow_imap_pop3.imap import errors
 from mailflow_imap_pop3.imap import responses as rsp
 from mailflow_imap_pop3.imap.commands import fetch
 from mailflow_imap_pop3.imap.commands.mailbox import list_line, status_line
@@ -69,26 +70,27 @@ class Notifier:
     def selected_wants(self, kind: str) -> bool:
         return self.selected is not None and _EVENT_OF.get(kind) in self.selected.events
 
-    def group_for(self, name: str, subscribed: set[str] | None) -> NotifyGroup | None:
-        """The first group naming this (not selected) mailbox. SUBSCRIBED matches while `subscribed` is
-        None (not looked up yet): the event is kept, and decided when it is told."""
+    def group_for(self, name: str, subscribed: set[str]) -> NotifyGroup | None:
+        """The first group naming this (not selected) mailbox (`subscribed`: the user's subscriptions,
+        looked up only when a SUBSCRIBED group is there)."""
+        return next((g for g in self.others if _names(g, name, subscribed)), None)
+
+    def wants(self, name: str, what: str) -> bool:
+        """Could the group of this (not selected) mailbox want this event? SUBSCRIBED groups are taken
+        to name it if they want the event, else passed over: subscriptions are looked up once, when the
+        news is told, and `deliver` decides then."""
         for g in self.others:
-            f = g.filter
-            if (
-                f == "PERSONAL"
-                or (f == "INBOXES" and name == "INBOX")
-                or (f == "SUBSCRIBED" and (subscribed is None or name in subscribed))
-                or (f == "MAILBOXES" and name in g.mailboxes)
-                or (f == "SUBTREE" and any(name == m or name.startswith(m + DELIMITER) for m in g.mailboxes))
-            ):
-                return g
-        return None
+            if g.filter == "SUBSCRIBED":
+                if what in g.events:
+                    return True
+            elif _names(g, name, set()):
+                return what in g.events
+        return False
 
     def add(self, event: MailboxEvent) -> bool:
         """An event for a mailbox that is not selected; True when it is to be told."""
         what = _EVENT_OF.get(event.kind)
-        g = self.group_for(event.mailbox, None)
-        if what is None or g is None or what not in g.events or self.overflow:
+        if what is None or self.overflow or not self.wants(event.mailbox, what):
             if what == "MailboxName":
                 self.renamed(event)
             return False
@@ -122,6 +124,17 @@ class Notifier:
         return old
 
 
+def _names(g: NotifyGroup, name: str, subscribed: set[str]) -> bool:
+    f = g.filter
+    return (
+        f == "PERSONAL"
+        or (f == "INBOXES" and name == "INBOX")
+        or (f == "SUBSCRIBED" and name in subscribed)
+        or (f == "MAILBOXES" and name in g.mailboxes)
+        or (f == "SUBTREE" and any(name == m or name.startswith(m + DELIMITER) for m in g.mailboxes))
+    )
+
+
 async def cmd_notify(s: Session, cmd: Command) -> Reply | None:
     args: Notify = cmd.args
     if args.groups is None:
@@ -134,6 +147,10 @@ async def cmd_notify(s: Session, cmd: Command) -> Reply | None:
         boxes = await s.store.list_mailboxes(s.principal)
         n.known = {m.id: m.name for m in boxes[:MAX_PENDING]}
     await s.set_notifier(n)
+    hub = s.ctx.hub
+    if hub.nc is not None and not hub.subscribed(s.principal.user_id):  # no events would come
+        await s.set_notifier(None)
+        return errors.R_UNAVAILABLE
     if args.status:
         subscribed = await _subscribed(s, n)
         for m in await s.store.list_mailboxes(s.principal):
@@ -145,7 +162,7 @@ async def cmd_notify(s: Session, cmd: Command) -> Reply | None:
     return None
 
 
-async def _subscribed(s: Session, n: Notifier) -> set[str] | None:
+async def _subscribed(s: Session, n: Notifier) -> set[str]:
     if not n.subscriptions:
         return set()
     return {m.name for m in await s.store.list_mailboxes(s.principal) if m.subscribed}
