@@ -143,8 +143,8 @@ async def cmd_notify(s: Session, cmd: Command) -> Reply | None:
     if any(e not in SUPPORTED for g in args.groups for e in g.events):
         return R_BADEVENT  # RFC 5465 §3.1: the NOTIFY SET fails as a whole, the one before stays
     n = Notifier(args.groups)
+    boxes = await s.store.list_mailboxes(s.principal) if n.names_wanted or args.status else []
     if n.names_wanted:
-        boxes = await s.store.list_mailboxes(s.principal)
         n.known = {m.id: m.name for m in boxes[:MAX_PENDING]}
     await s.set_notifier(n)
     hub = s.ctx.hub
@@ -152,8 +152,8 @@ async def cmd_notify(s: Session, cmd: Command) -> Reply | None:
         await s.set_notifier(None)
         return errors.R_UNAVAILABLE
     if args.status:
-        subscribed = await _subscribed(s, n)
-        for m in await s.store.list_mailboxes(s.principal):
+        subscribed = {m.name for m in boxes if m.subscribed}
+        for m in boxes:
             if not m.selectable or (s.view is not None and m.id == s.view.mailbox_id):
                 continue
             g = n.group_for(m.name, subscribed)
@@ -195,7 +195,10 @@ async def deliver(s: Session, idle: bool = False) -> None:
                 atts = n.selected.fetch
                 if not any(a.name == "UID" for a in atts):
                     atts = (FetchAtt("UID"), *atts)
-                await fetch.send(s, atts, new)
+                try:
+                    await fetch.send(s, atts, new)
+                except Exception as exc:  # the store did not answer: FETCH them yourself
+                    log.warning("MessageNew fetch not sent: %s", exc)
     if n.overflow:
         s.write(rsp.ok_code("NOTIFICATIONOVERFLOW", "Too many notifications: NOTIFY is off"))
         await s.set_notifier(None)
@@ -204,6 +207,13 @@ async def deliver(s: Session, idle: bool = False) -> None:
         return
     pending, names = n.pending, n.names
     n.pending, n.names = {}, []
+    try:
+        await _tell(s, n, pending, names)
+    except Exception as exc:  # the store did not answer: this news is lost (the next will ask again)
+        log.warning("notifications not sent: %s", exc)
+
+
+async def _tell(s: Session, n: Notifier, pending: dict, names: list[MailboxEvent]) -> None:
     subscribed = await _subscribed(s, n)
     for event in names:
         old = n.renamed(event)
@@ -233,10 +243,7 @@ async def read(s: Session) -> bytes:
     try:
         while (n := s.notifier) is not None and s.state != State.LOGOUT:
             if n.wake.is_set():
-                try:
-                    await deliver(s)
-                except Exception as exc:  # the store did not answer: this news is lost, not the session
-                    log.warning("notifications not sent: %s", exc)
+                await deliver(s)
                 await s.conn.flush()
                 continue
             wake = asyncio.ensure_future(n.wake.wait())
