@@ -455,10 +455,10 @@ def _notify_group(r: Reader) -> NotifyGroup:
     filt = r.keyword()
     if filt not in _NOTIFY_FILTERS:
         raise ParseError(f"Unknown NOTIFY mailbox filter {filt[:40]}", r.tag)
-    mailboxes: tuple[str, ...] = ()
+    mailboxes: frozenset[str] = frozenset()
     if filt in ("SUBTREE", "MAILBOXES"):
         r.sp()
-        mailboxes = tuple(r.paren(r.mailbox)) if r.peek() == b"(" else (r.mailbox(),)
+        mailboxes = frozenset(r.paren(r.mailbox) if r.peek() == b"(" else (r.mailbox(),))
     r.sp()
     events: list[str] = []
     fetch: list[FetchAtt] = []

@@ -244,7 +244,7 @@ class NotifyGroup:
     SUBSCRIBED, SUBTREE, MAILBOXES; the names for the last two) and which events (empty: NONE)."""
 
     filter: str
-    mailboxes: tuple[str, ...] = ()
+    mailboxes: frozenset[str] = frozenset()  # a set: an event's mailbox is looked up, not searched for
     events: tuple[str, ...] = ()  # names as NOTIFY_EVENTS spells them; others as written (BADEVENT)
     fetch: tuple[FetchAtt, ...] = ()  # MessageNew's fetch-att, for the selected mailbox
 

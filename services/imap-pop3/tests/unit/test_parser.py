@@ -249,10 +249,10 @@ TABLE = [
         b"a1 NOTIFY SET STATUS (selected (messagenew (UID BODY.PEEK[HEADER]) MessageExpunge flagchange))"
         b' (SUBTREE (INBOX "A b") NONE) (mailboxes Junk (MailboxName Other))',
         Command("a1", "NOTIFY", Notify((
-            NotifyGroup("SELECTED", (), ("MessageNew", "MessageExpunge", "FlagChange"),
+            NotifyGroup("SELECTED", frozenset(), ("MessageNew", "MessageExpunge", "FlagChange"),
                         (FetchAtt("UID"), FetchAtt("BODY[]", Section((), "HEADER"), peek=True))),
-            NotifyGroup("SUBTREE", ("INBOX", "A b")),
-            NotifyGroup("MAILBOXES", ("Junk",), ("MailboxName", "Other")),
+            NotifyGroup("SUBTREE", frozenset({"INBOX", "A b"})),
+            NotifyGroup("MAILBOXES", frozenset({"Junk"}), ("MailboxName", "Other")),
         ), status=True)),
     ),  # fmt: skip
 ]

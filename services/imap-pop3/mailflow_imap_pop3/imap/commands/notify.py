@@ -131,8 +131,18 @@ def _names(g: NotifyGroup, name: str, subscribed: set[str]) -> bool:
         or (f == "INBOXES" and name == "INBOX")
         or (f == "SUBSCRIBED" and name in subscribed)
         or (f == "MAILBOXES" and name in g.mailboxes)
-        or (f == "SUBTREE" and any(name == m or name.startswith(m + DELIMITER) for m in g.mailboxes))
+        or (f == "SUBTREE" and _in_subtree(name, g.mailboxes))
     )
+
+
+def _in_subtree(name: str, roots: frozenset[str]) -> bool:
+    """The name or one of its ancestors is among the roots: as many set lookups as the name has levels."""
+    while True:
+        if name in roots:
+            return True
+        name, sep, _ = name.rpartition(DELIMITER)
+        if not sep:
+            return False
 
 
 async def cmd_notify(s: Session, cmd: Command) -> Reply | None:
