@@ -11,6 +11,7 @@ from imaptest import Raw, make_message
 
 from mailflow.contracts.messages import MailboxEvent
 from mailflow_imap_pop3.imap.commands import notify
+from tests.support import wait_for
 
 
 def session(srv, user="alice") -> Raw:
@@ -40,6 +41,9 @@ def test_status_of_a_delivery_without_idle(srv):
     assert c.cmd("a3", "NOOP") == [b"a3 OK NOOP completed"]
     srv.deliver("alice@example.test", make_message("more"))
     assert re.fullmatch(status_re("INBOX", 2), c.line())
+    user_id = next(iter(srv.server.ctx.sessions)).principal.user_id
+    c.cmd("a4", "LOGOUT")
+    wait_for(lambda: srv.server.ctx.hub.watching(user_id) == 0, what="the ended session no longer watches")
 
 
 def test_selected_mailbox_and_another_sessions_changes(srv):
@@ -184,3 +188,19 @@ def test_hostile_notify_set(srv):
     srv.deliver("alice@example.test", make_message("excluded"))  # INBOX: the first group, NONE
     srv.deliver("alice@example.test", make_message("included"), mailbox="Archive")
     assert re.fullmatch(status_re("Archive", 1), c.line())
+
+
+def test_selecting_and_closing_mailboxes_keeps_notify_on(srv):
+    c = session(srv)
+    c.cmd("a1", "NOTIFY SET (PERSONAL (MessageNew MessageExpunge))")
+    c.cmd("a2", "SELECT Archive")
+    c.cmd("a3", "UNSELECT")  # the session stops watching for the selected mailbox, not for NOTIFY
+    c.cmd("a4", "EXAMINE Nowhere")  # a failed SELECT neither
+    srv.deliver("alice@example.test", make_message("still"))
+    assert re.fullmatch(status_re("INBOX", 1), c.line())
+    c.cmd("a5", "SELECT INBOX")
+    assert c.cmd("a6", "NOTIFY NONE") == [b"a6 OK NOTIFY completed"]  # the selected mailbox is still watched
+    srv.deliver("alice@example.test", make_message("at the next command"))
+    assert c.cmd("a7", "NOOP") == [b"* 2 EXISTS", b"* 2 RECENT", b"a7 OK NOOP completed"]
+    c.cmd("a8", "CLOSE")
+    assert srv.server.ctx.hub.watching(next(iter(srv.server.ctx.sessions)).principal.user_id) == 0
