@@ -426,15 +426,17 @@ def _enable(r: Reader) -> Enable:
 
 _NOTIFY_FILTERS = {"SELECTED", "SELECTED-DELAYED", "INBOXES", "PERSONAL", "SUBSCRIBED", "SUBTREE", "MAILBOXES"}
 _EVENT_NAMES = {e.upper(): e for e in NOTIFY_EVENTS}
+_MESSAGE_EVENTS = {"MessageNew", "MessageExpunge", "FlagChange", "AnnotationChange"}
 MAX_NOTIFY_GROUPS = 16  # event groups in one NOTIFY SET
 MAX_NOTIFY_FETCH = 16  # MessageNew's fetch-att: what a new message costs is bounded per message
 
 
 def _notify(r: Reader) -> Notify:
     """RFC 5465 §8: NOTIFY NONE / NOTIFY SET [STATUS] event-group *(SP event-group). BAD for what the
-    grammar or §5 forbid (MessageNew without MessageExpunge or the reverse, FlagChange without both,
-    fetch-att for mailboxes not selected, a fetch-att that would set \\Seen); an event we do not know
-    is kept for the handler, whose answer is NO [BADEVENT]."""
+    grammar, §5 and §6.1 forbid (MessageNew without MessageExpunge or the reverse, FlagChange without
+    both, fetch-att for mailboxes not selected, other than message events for SELECTED, SELECTED twice,
+    a fetch-att that would set \\Seen); an event we do not know is kept for the handler, whose answer
+    is NO [BADEVENT]."""
     r.sp()
     if r.maybe(b"NONE"):
         return Notify(None)
@@ -447,6 +449,8 @@ def _notify(r: Reader) -> Notify:
         groups.append(_notify_group(r))
     if not groups:
         raise r.error("event group")
+    if sum(g.filter.startswith("SELECTED") for g in groups) > 1:
+        raise ParseError("One of SELECTED and SELECTED-DELAYED, once (RFC 5465 §6.1)", r.tag)
     return Notify(tuple(groups), status)
 
 
@@ -478,6 +482,8 @@ def _notify_group(r: Reader) -> NotifyGroup:
         raise ParseError("MessageNew and MessageExpunge go together (RFC 5465 §5)", r.tag)
     if ("FlagChange" in events or "AnnotationChange" in events) and "MessageNew" not in events:
         raise ParseError("FlagChange needs MessageNew and MessageExpunge (RFC 5465 §5.1)", r.tag)
+    if filt.startswith("SELECTED") and set(events) - _MESSAGE_EVENTS:
+        raise ParseError("SELECTED takes message events only (RFC 5465 §6.1)", r.tag)
     if fetch and not filt.startswith("SELECTED"):
         raise ParseError("MessageNew fetch attributes only for the selected mailbox", r.tag)
     if len(fetch) > MAX_NOTIFY_FETCH:

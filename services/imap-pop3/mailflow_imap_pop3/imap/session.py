@@ -110,7 +110,7 @@ COMMANDS: dict[str, Spec] = {
     "GETQUOTAROOT": Spec(quota.cmd_getquotaroot, AUTHED),
     "APPEND": Spec(mailbox.cmd_append, AUTHED),
     "IDLE": Spec(idle.cmd_idle, AUTHED),
-    "NOTIFY": Spec(notify.cmd_notify, AUTHED),
+    "NOTIFY": Spec(notify.cmd_notify, AUTHED, poll=True),  # RFC 5465 §3.1: SET is an implicit NOOP
     "CHECK": Spec(selected.cmd_check, State.SELECTED, poll=True),
     "CLOSE": Spec(selected.cmd_close, State.SELECTED),
     "UNSELECT": Spec(selected.cmd_unselect, State.SELECTED),

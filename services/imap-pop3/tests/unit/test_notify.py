@@ -14,30 +14,34 @@ def event(name: str, kind: str = "appended", mailbox_id: int = 1) -> MailboxEven
     return MailboxEvent(user_id=1, mailbox_id=mailbox_id, mailbox=name, kind=kind, uids=[1])
 
 
-def test_the_first_group_that_names_a_mailbox_decides():
+def test_every_group_that_names_a_mailbox_counts():
     n = Notifier((
-        NotifyGroup("MAILBOXES", frozenset({"Junk"})),  # NONE: Junk is excluded from PERSONAL below
+        NotifyGroup("MAILBOXES", frozenset({"Junk"})),  # NONE, but PERSONAL below names Junk too
         NotifyGroup("SUBTREE", frozenset({"Lists", "A/b"}), NEW),
         NotifyGroup("PERSONAL", frozenset(), ("MailboxName",)),
     ))  # fmt: skip
-    assert not n.wants("Junk", "MessageNew")
+    assert n.events_for("Junk", set()) == {"MailboxName"}
+    assert n.events_for("Lists/python", set()) == {*NEW, "MailboxName"}
     assert n.wants("Lists", "MessageNew") and n.wants("Lists/python", "MessageExpunge")
     assert not n.wants("Listsx", "MessageNew") and n.wants("Listsx", "MailboxName")
-    assert not n.wants("Lists/python", "MailboxName")  # SUBTREE named it first, without MailboxName
     assert (
         n.wants("A/b/c/d", "MessageNew")
         and not n.wants("A", "MessageNew")
         and not n.wants("A/bc", "MessageNew")
     )
+    assert n.events_for("INBOX", set()) == {"MailboxName"}
+    n = Notifier((NotifyGroup("INBOXES", frozenset(), NEW),))  # §6.3: Sieve delivers anywhere
+    assert n.wants("Archive", "MessageNew") and not n.wants("Archive", "FlagChange")
 
 
 def test_subscribed_is_decided_when_told():
-    n = Notifier((NotifyGroup("SUBSCRIBED", frozenset(), ()), NotifyGroup("PERSONAL", frozenset(), NEW)))
-    assert n.wants("Anything", "MessageNew")  # perhaps not subscribed: PERSONAL's then
-    assert n.group_for("Anything", {"Other"}).filter == "PERSONAL"
-    assert n.group_for("Anything", {"Anything"}).filter == "SUBSCRIBED"  # subscribed: NONE wins
-    n = Notifier((NotifyGroup("SUBSCRIBED", frozenset(), NEW),))
-    assert n.wants("X", "MessageNew") and n.group_for("X", set()) is None
+    n = Notifier(
+        (NotifyGroup("SUBSCRIBED", frozenset(), NEW), NotifyGroup("MAILBOXES", frozenset({"X"}), NEW))
+    )
+    assert n.wants("Anything", "MessageNew") and not n.wants("Anything", "FlagChange")
+    assert n.events_for("Anything", {"Other"}) == set()
+    assert n.events_for("Anything", {"Anything"}) == set(NEW)
+    assert n.events_for("X", set()) == set(NEW)
 
 
 def test_backlog_is_bounded():

@@ -10,7 +10,8 @@ the METADATA events are not in the stream: NOTIFY SET naming one is NO [BADEVENT
   while the client sits between commands (RFC 5465 §1, not only in IDLE), then FETCH of MessageNew's
   fetch-att for the new messages (fetch.send, the FETCH path). SELECTED-DELAYED keeps EXPUNGEs for
   the end of a command that allows them.
-- Any other mailbox takes the first group that names it (INBOXES: INBOX; PERSONAL: all; SUBSCRIBED;
+- Any other mailbox gets what every group naming it asks for (§6; PERSONAL and INBOXES: all of the
+  user's, since Sieve's fileinto can deliver into any; SUBSCRIBED, looked up when the news is told;
   SUBTREE; MAILBOXES): a message event there is `* STATUS name (MESSAGES UIDNEXT UIDVALIDITY UNSEEN
   [HIGHESTMODSEQ])`, asked of the store when it is sent (so one line says a burst of changes); a
   MailboxName event a `* LIST`, with ("OLDNAME" (...)) after a rename. SET STATUS sends those STATUS
@@ -18,6 +19,10 @@ the METADATA events are not in the stream: NOTIFY SET naming one is NO [BADEVENT
 - Buffering is bounded: at most MAX_PENDING mailboxes and MAX_NAMES name changes wait to be told.
   Past that the session says `* OK [NOTIFICATIONOVERFLOW]` and NOTIFY is off (§5.8, as NOTIFY NONE).
   A mailbox that is gone by the time its STATUS would go is skipped (its MailboxName says why).
+- Not done: the selected mailbox's news at the end of commands stays as before even without a SELECTED
+  group (§3.1 would drop it: RFC 3501's sequence numbers need it); changes this session made itself
+  are told too (§5 SHOULD omit them: sessions of one login share a store token, so the event's origin
+  cannot tell them apart); a created or deleted mailbox's parent gets no LIST (§5.4).
 """
 
 from __future__ import annotations
@@ -70,22 +75,22 @@ class Notifier:
     def selected_wants(self, kind: str) -> bool:
         return self.selected is not None and _EVENT_OF.get(kind) in self.selected.events
 
-    def group_for(self, name: str, subscribed: set[str]) -> NotifyGroup | None:
-        """The first group naming this (not selected) mailbox (`subscribed`: the user's subscriptions,
-        looked up only when a SUBSCRIBED group is there)."""
-        return next((g for g in self.others if _names(g, name, subscribed)), None)
+    def events_for(self, name: str, subscribed: set[str]) -> set[str]:
+        """What the groups naming this (not selected) mailbox ask for, together (RFC 5465 §6: several
+        groups may apply to one mailbox). `subscribed`: the user's subscriptions, looked up only when a
+        SUBSCRIBED group is there."""
+        out: set[str] = set()
+        for g in self.others:
+            if _names(g, name, subscribed):
+                out.update(g.events)
+        return out
 
     def wants(self, name: str, what: str) -> bool:
-        """Could the group of this (not selected) mailbox want this event? SUBSCRIBED groups are taken
-        to name it if they want the event, else passed over: subscriptions are looked up once, when the
-        news is told, and `deliver` decides then."""
-        for g in self.others:
-            if g.filter == "SUBSCRIBED":
-                if what in g.events:
-                    return True
-            elif _names(g, name, set()):
-                return what in g.events
-        return False
+        """Could this event of this (not selected) mailbox be asked for? SUBSCRIBED groups are taken to
+        name it: subscriptions are looked up once, when the news is told, and `deliver` decides then."""
+        return any(
+            what in g.events and (g.filter == "SUBSCRIBED" or _names(g, name, set())) for g in self.others
+        )
 
     def add(self, event: MailboxEvent) -> bool:
         """An event for a mailbox that is not selected; True when it is to be told."""
@@ -127,8 +132,7 @@ class Notifier:
 def _names(g: NotifyGroup, name: str, subscribed: set[str]) -> bool:
     f = g.filter
     return (
-        f == "PERSONAL"
-        or (f == "INBOXES" and name == "INBOX")
+        f in ("PERSONAL", "INBOXES")  # §6.3: Sieve's fileinto delivers anywhere, so INBOXES is PERSONAL
         or (f == "SUBSCRIBED" and name in subscribed)
         or (f == "MAILBOXES" and name in g.mailboxes)
         or (f == "SUBTREE" and _in_subtree(name, g.mailboxes))
@@ -166,8 +170,7 @@ async def cmd_notify(s: Session, cmd: Command) -> Reply | None:
         for m in boxes:
             if not m.selectable or (s.view is not None and m.id == s.view.mailbox_id):
                 continue
-            g = n.group_for(m.name, subscribed)
-            if g is not None and {"MessageNew", "MessageExpunge", "FlagChange"} & set(g.events):
+            if {"MessageNew", "MessageExpunge", "FlagChange"} & n.events_for(m.name, subscribed):
                 await _status(s, m.name)
     return None
 
@@ -227,8 +230,7 @@ async def _tell(s: Session, n: Notifier, pending: dict, names: list[MailboxEvent
     subscribed = await _subscribed(s, n)
     for event in names:
         old = n.renamed(event)
-        g = n.group_for(event.mailbox, subscribed)
-        if g is None or "MailboxName" not in g.events:
+        if "MailboxName" not in n.events_for(event.mailbox, subscribed):
             continue
         if event.kind == "mailbox_deleted":
             s.write(list_line("LIST", ["\\NonExistent"], event.mailbox))
@@ -239,8 +241,7 @@ async def _tell(s: Session, n: Notifier, pending: dict, names: list[MailboxEvent
     for mailbox_id, (name, events) in pending.items():
         if s.view is not None and mailbox_id == s.view.mailbox_id:
             continue  # the selected mailbox speaks for itself
-        g = n.group_for(name, subscribed)
-        if g is not None and events & set(g.events):
+        if events & n.events_for(name, subscribed):
             await _status(s, name)
 
 
