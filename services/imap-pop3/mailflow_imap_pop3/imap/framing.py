@@ -48,6 +48,13 @@ def _head(line: bytes) -> tuple[str, str]:
     return m.group(1).decode("latin-1"), m.group(3).decode("latin-1").upper()
 
 
+def command_budget(max_append: int, max_line: int) -> int:
+    """Octets one APPEND command may bring in all (MULTIAPPEND, CATENATE): one message's worth plus a
+    few lines of flags and dates. The framer counts what the client sends against it, catenate.py what
+    the URLs add."""
+    return max_append + 4 * max_line
+
+
 class Framer:
     def __init__(
         self, max_line: int = 65_536, max_literal: int = 65_536, max_append: int | None = 50 * 1024 * 1024
@@ -72,6 +79,11 @@ class Framer:
     def buffered(self) -> int:
         """Octets received but not yet framed (pipelined commands, or the start of one)."""
         return len(self._buf)
+
+    @property
+    def between_commands(self) -> bool:
+        """Nothing of a next command has arrived (NOTIFY's news may go out now, RFC 5465 §1)."""
+        return not self._buf and not self._cmd and not self._literal and not self._skipping
 
     def discard(self) -> int:
         """Drop everything buffered (after STARTTLS: nothing sent in the clear may count). Returns how much."""
@@ -159,7 +171,7 @@ class Framer:
             limit = self.max_append if append else self.max_literal
             total = len(self._cmd) + len(line) + size
             self._literals += 1
-            if size > limit or total > limit + 4 * self.max_line or self._literals > MAX_LITERALS:
+            if size > limit or total > command_budget(limit, self.max_line) or self._literals > MAX_LITERALS:
                 tag = self._tag
                 self._reset()
                 if plus:

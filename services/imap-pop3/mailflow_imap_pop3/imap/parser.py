@@ -15,9 +15,11 @@ from mailflow_imap_pop3.imap import mutf7
 from mailflow_imap_pop3.imap.lexer import ATOM, BASE64, FETCH_NAME, MAX_NUMBER, TAG, ParseError, Reader
 from mailflow_imap_pop3.imap.search_parser import search_args
 from mailflow_imap_pop3.imap.syntax import (
+    NOTIFY_EVENTS,
     Append,
     AppendItem,
     Authenticate,
+    CatUrl,
     Command,
     Compress,
     CopyMove,
@@ -28,6 +30,8 @@ from mailflow_imap_pop3.imap.syntax import (
     ListCmd,
     Login,
     MailboxArg,
+    Notify,
+    NotifyGroup,
     QuotaRootArg,
     Rename,
     Section,
@@ -215,20 +219,41 @@ def _append_item(r: Reader) -> AppendItem:
     if r.peek() == b'"':
         when = r.date_time()
         r.sp()
+    if r.maybe(b"CATENATE "):
+        return AppendItem(flags, when, b"", tuple(r.paren(lambda: _cat_part(r))))
     if r.peek() not in (b"{", b"~"):
         raise r.error("message literal")
     return AppendItem(flags, when, r.literal())
 
 
+# URL parts in one APPEND (all its CATENATE items together): each costs a store round trip. TEXT parts
+# are literals, which the framer bounds (MAX_LITERALS).
+MAX_CATENATE_URLS = 64
+
+
+def _cat_part(r: Reader) -> bytes | CatUrl:
+    """RFC 4469 cat-part: TEXT SP literal (literal8 too, RFC 3516) / URL SP astring."""
+    if r.maybe(b"TEXT "):
+        if r.peek() not in (b"{", b"~"):
+            raise r.error("literal")
+        return r.literal()
+    r.expect(b"URL ")
+    return CatUrl(r.astring().decode("latin-1"))
+
+
 def _append(r: Reader) -> Append:
-    """APPEND mailbox [flags] [date] literal, then more of [flags] [date] literal (MULTIAPPEND, RFC 3502);
-    how many and how large the framer bounds (every literal of one command counts against APPENDLIMIT)."""
+    """APPEND mailbox [flags] [date] (literal / CATENATE (parts)), then more of those (MULTIAPPEND, RFC
+    3502); how many and how large the framer bounds (every literal of one command counts against
+    APPENDLIMIT), and at most MAX_CATENATE_URLS URL parts in all (NO [LIMIT] beyond)."""
     r.sp()
     mailbox = r.mailbox()
     r.sp()
     items = [_append_item(r)]
     while r.maybe(b" "):
         items.append(_append_item(r))
+    urls = sum(isinstance(p, CatUrl) for item in items for p in item.parts or ())
+    if urls > MAX_CATENATE_URLS:
+        raise ParseError(f"Too many CATENATE URLs (the limit is {MAX_CATENATE_URLS})", r.tag, "NO", "LIMIT")
     return Append(mailbox, tuple(items))
 
 
@@ -257,7 +282,8 @@ _SECTION_TEXT = {"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"}
 MAX_SECTION_PARTS = 100  # numbers in a section's part path; messages nest at most 50 deep (mailflow.mime)
 
 
-def _section(r: Reader) -> Section:
+def section(r: Reader) -> Section:
+    """RFC 3501 "[" [section-spec] "]", as FETCH BODY[...] and IMAP URLs' ;SECTION= (urls.py) write it."""
     r.expect(b"[")
     part: list[int] = []
     text = ""
@@ -312,11 +338,9 @@ def _partial(r: Reader) -> tuple[int, int] | None:
 def _fetch_att(r: Reader) -> FetchAtt:
     name = r.match(FETCH_NAME, "fetch attribute").group().decode().upper()
     if name in ("BODY", "BODY.PEEK") and r.peek() == b"[":
-        section = _section(r)
-        return FetchAtt("BODY[]", section, name == "BODY.PEEK", _partial(r))
+        return FetchAtt("BODY[]", section(r), name == "BODY.PEEK", _partial(r))
     if name in ("BINARY", "BINARY.PEEK"):  # RFC 3516
-        section = _section_binary(r)
-        return FetchAtt("BINARY[]", section, name == "BINARY.PEEK", _partial(r))
+        return FetchAtt("BINARY[]", _section_binary(r), name == "BINARY.PEEK", _partial(r))
     if name == "BINARY.SIZE":
         return FetchAtt("BINARY.SIZE", _section_binary(r), peek=True)  # reading a size sets no \Seen
     if name not in _SIMPLE_ATTS:
@@ -405,6 +429,75 @@ def _enable(r: Reader) -> Enable:
     return Enable(tuple(caps))
 
 
+_NOTIFY_FILTERS = {"SELECTED", "SELECTED-DELAYED", "INBOXES", "PERSONAL", "SUBSCRIBED", "SUBTREE", "MAILBOXES"}
+_EVENT_NAMES = {e.upper(): e for e in NOTIFY_EVENTS}
+_MESSAGE_EVENTS = {"MessageNew", "MessageExpunge", "FlagChange", "AnnotationChange"}
+MAX_NOTIFY_GROUPS = 16  # event groups in one NOTIFY SET
+MAX_NOTIFY_FETCH = 16  # MessageNew's fetch-att: what a new message costs is bounded per message
+
+
+def _notify(r: Reader) -> Notify:
+    """RFC 5465 §8: NOTIFY NONE / NOTIFY SET [STATUS] event-group *(SP event-group). BAD for what the
+    grammar, §5 and §6.1 forbid (MessageNew without MessageExpunge or the reverse, FlagChange without
+    both, fetch-att for mailboxes not selected, other than message events for SELECTED, SELECTED twice,
+    a fetch-att that would set \\Seen); an event we do not know is kept for the handler, whose answer
+    is NO [BADEVENT]."""
+    r.sp()
+    if r.maybe(b"NONE"):
+        return Notify(None)
+    r.expect(b"SET")
+    status = r.maybe(b" STATUS")
+    groups: list[NotifyGroup] = []
+    while r.maybe(b" "):
+        if len(groups) == MAX_NOTIFY_GROUPS:
+            raise ParseError(f"Too many NOTIFY event groups (the limit is {MAX_NOTIFY_GROUPS})", r.tag)
+        groups.append(_notify_group(r))
+    if not groups:
+        raise r.error("event group")
+    if sum(g.filter.startswith("SELECTED") for g in groups) > 1:
+        raise ParseError("One of SELECTED and SELECTED-DELAYED, once (RFC 5465 §6.1)", r.tag)
+    return Notify(tuple(groups), status)
+
+
+def _notify_group(r: Reader) -> NotifyGroup:
+    r.expect(b"(")
+    filt = r.keyword()
+    if filt not in _NOTIFY_FILTERS:
+        raise ParseError(f"Unknown NOTIFY mailbox filter {filt[:40]}", r.tag)
+    mailboxes: frozenset[str] = frozenset()
+    if filt in ("SUBTREE", "MAILBOXES"):
+        r.sp()
+        mailboxes = frozenset(r.paren(r.mailbox) if r.peek() == b"(" else (r.mailbox(),))
+    r.sp()
+    events: list[str] = []
+    fetch: list[FetchAtt] = []
+    if not r.maybe(b"NONE"):
+
+        def event() -> str:
+            name = r.atom().decode("latin-1")
+            canon = _EVENT_NAMES.get(name.upper(), name[:40])
+            if canon == "MessageNew" and r.peek(2) == b" (":
+                r.pos += 1
+                fetch.extend(r.paren(lambda: _fetch_att(r)))
+            return canon
+
+        events = r.paren(event)
+    r.expect(b")")
+    if ("MessageNew" in events) != ("MessageExpunge" in events):
+        raise ParseError("MessageNew and MessageExpunge go together (RFC 5465 §5)", r.tag)
+    if ("FlagChange" in events or "AnnotationChange" in events) and "MessageNew" not in events:
+        raise ParseError("FlagChange needs MessageNew and MessageExpunge (RFC 5465 §5.1)", r.tag)
+    if filt.startswith("SELECTED") and set(events) - _MESSAGE_EVENTS:
+        raise ParseError("SELECTED takes message events only (RFC 5465 §6.1)", r.tag)
+    if fetch and not filt.startswith("SELECTED"):
+        raise ParseError("MessageNew fetch attributes only for the selected mailbox", r.tag)
+    if len(fetch) > MAX_NOTIFY_FETCH:
+        raise ParseError(f"Too many MessageNew fetch attributes (the limit is {MAX_NOTIFY_FETCH})", r.tag)
+    if any((a.section is not None and not a.peek) or a.name in ("RFC822", "RFC822.TEXT") for a in fetch):
+        raise ParseError("MessageNew fetch attributes must not set \\Seen: use BODY.PEEK", r.tag)
+    return NotifyGroup(filt, mailboxes, tuple(dict.fromkeys(events)), tuple(fetch))
+
+
 # name -> argument parser; the session's COMMANDS table says who may run what, when.
 ARGUMENTS = {
     "CAPABILITY": _none, "NOOP": _none, "LOGOUT": _none, "STARTTLS": _none, "AUTHENTICATE": _authenticate,
@@ -415,7 +508,7 @@ ARGUMENTS = {
     "IDLE": _none, "NAMESPACE": _none, "ID": _id, "ENABLE": _enable,
     "GETQUOTA": _quota_root, "GETQUOTAROOT": _mailbox_arg, "COMPRESS": _compress,
     "UID COPY": _copy, "UID MOVE": _copy, "UID FETCH": _fetch, "UID SEARCH": search_args, "UID STORE": _store,
-    "UID EXPUNGE": _seq_arg,
+    "UID EXPUNGE": _seq_arg, "NOTIFY": _notify,
 }  # fmt: skip
 
 

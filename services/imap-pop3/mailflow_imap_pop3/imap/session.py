@@ -34,7 +34,17 @@ from mailflow_imap_pop3 import metrics
 from mailflow_imap_pop3.context import Context, session_id
 from mailflow_imap_pop3.imap import errors
 from mailflow_imap_pop3.imap import responses as rsp
-from mailflow_imap_pop3.imap.commands import auth, fetch, idle, mailbox, quota, search, selected, store
+from mailflow_imap_pop3.imap.commands import (
+    auth,
+    fetch,
+    idle,
+    mailbox,
+    notify,
+    quota,
+    search,
+    selected,
+    store,
+)
 from mailflow_imap_pop3.imap.framing import Continue, FrameError, Framer
 from mailflow_imap_pop3.imap.lexer import ParseError
 from mailflow_imap_pop3.imap.parser import parse
@@ -100,6 +110,7 @@ COMMANDS: dict[str, Spec] = {
     "GETQUOTAROOT": Spec(quota.cmd_getquotaroot, AUTHED),
     "APPEND": Spec(mailbox.cmd_append, AUTHED),
     "IDLE": Spec(idle.cmd_idle, AUTHED),
+    "NOTIFY": Spec(notify.cmd_notify, AUTHED, poll=True),  # RFC 5465 §3.1: SET is an implicit NOOP
     "CHECK": Spec(selected.cmd_check, State.SELECTED, poll=True),
     "CLOSE": Spec(selected.cmd_close, State.SELECTED),
     "UNSELECT": Spec(selected.cmd_unselect, State.SELECTED),
@@ -137,6 +148,7 @@ class Session:
         self.state = State.NOT_AUTH
         self.principal: Principal | None = None
         self.view: MailboxView | None = None
+        self.notifier: notify.Notifier | None = None  # NOTIFY SET (RFC 5465)
         self.framer = Framer(s.preauth_max_line_bytes, s.preauth_max_literal_bytes, None)
         self.enabled: set[str] = set()
         self.condstore = False
@@ -201,7 +213,7 @@ class Session:
             caps += [
                 "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE",
                 "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE", "BINARY", "MULTIAPPEND", "OBJECTID",
-                "ESEARCH", "SEARCHRES", "SAVEDATE",
+                "ESEARCH", "SEARCHRES", "SAVEDATE", "CATENATE", "NOTIFY",
                 f"APPENDLIMIT={self.ctx.settings.max_append_bytes}",
             ]  # fmt: skip
             if not self.conn.compressed:  # RFC 4978 §3: not offered again once on
@@ -240,8 +252,16 @@ class Session:
             await self.ctx.hub.watch(self.principal.user_id, self.on_event)
 
     async def unwatch(self) -> None:
-        if self.principal is not None:
+        if self.principal is not None and self.notifier is None:  # NOTIFY watches all the user's mailboxes
             await self.ctx.hub.unwatch(self.principal.user_id, self.on_event)
+
+    async def set_notifier(self, n: notify.Notifier | None) -> None:
+        """NOTIFY SET (the user's events are watched from now on) or NOTIFY NONE."""
+        old, self.notifier = self.notifier, n
+        if n is not None and old is None:
+            await self.watch()
+        elif n is None and old is not None and self.view is None:
+            await self.unwatch()
 
     def targets(self, seqset, uid: bool) -> list[int]:
         """Indexes into the view of the messages a sequence set names (BAD for a number out of range)."""
@@ -259,12 +279,17 @@ class Session:
             raise errors.bad(f"Invalid message sequence number: {exc}") from None
 
     def on_event(self, event: MailboxEvent) -> None:
-        view = self.view
+        view, n = self.view, self.notifier
         if view is not None and event.mailbox_id == view.mailbox_id:
             if not view.dirty:
                 view.event_at = time.perf_counter()
             view.announce(event)
             self.wake.set()
+            if n is not None and n.selected_wants(event.kind):
+                n.wake.set()
+        elif n is not None and n.add(event):
+            n.wake.set()
+            self.wake.set()  # IDLE tells it too
 
     def quiet(self, view: MailboxView) -> bool:
         """No event since we last asked the store, none can have been missed, and that was recently:
@@ -363,7 +388,10 @@ class Session:
                 log.info("logout", extra={"user": self.principal.address, "session": self.id,
                                           "seconds": round(time.monotonic() - self.started, 3)})  # fmt: skip
             try:
+                notifying, self.notifier = self.notifier is not None, None
                 await self.deselect()
+                if notifying:
+                    await self.unwatch()
             except Exception:
                 log.debug("deselect at the end failed", exc_info=True)
             self.conn.close()
@@ -375,7 +403,10 @@ class Session:
             return False
         self.reading = True
         try:
-            data = await self.conn.read()
+            if self.notifier is not None and not self.busy and self.framer.between_commands:
+                data = await notify.read(self)
+            else:
+                data = await self.conn.read()
         except (ConnectionError, OSError):
             return False
         finally:

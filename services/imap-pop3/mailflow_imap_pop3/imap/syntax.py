@@ -120,10 +120,19 @@ class Status:
 
 
 @dataclass(frozen=True, slots=True)
+class CatUrl:
+    """A CATENATE URL part (RFC 4469): an IMAP URL (RFC 5092) as the client wrote it; the session
+    resolves it (imap/urls.py), so a bad one is NO [BADURL], not a syntax error."""
+
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
 class AppendItem:
     flags: tuple[str, ...]
     date: datetime | None
-    message: bytes
+    message: bytes  # b"" for a CATENATE item
+    parts: tuple[bytes | CatUrl, ...] | None = None  # CATENATE (RFC 4469): TEXT literals and URLs, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,3 +235,26 @@ class Compress:  # RFC 4978
 @dataclass(frozen=True, slots=True)
 class Enable:
     capabilities: tuple[str, ...]
+
+
+# --- NOTIFY (RFC 5465) -------------------------------------------------------------------------------
+
+NOTIFY_EVENTS = ("MessageNew", "MessageExpunge", "FlagChange", "AnnotationChange", "MailboxName",
+                 "SubscriptionChange", "MailboxMetadataChange", "ServerMetadataChange")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyGroup:
+    """One event-group: which mailboxes (`filter`: SELECTED, SELECTED-DELAYED, INBOXES, PERSONAL,
+    SUBSCRIBED, SUBTREE, MAILBOXES; the names for the last two) and which events (empty: NONE)."""
+
+    filter: str
+    mailboxes: frozenset[str] = frozenset()  # a set: an event's mailbox is looked up, not searched for
+    events: tuple[str, ...] = ()  # names as NOTIFY_EVENTS spells them; others as written (BADEVENT)
+    fetch: tuple[FetchAtt, ...] = ()  # MessageNew's fetch-att, for the selected mailbox
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    groups: tuple[NotifyGroup, ...] | None  # None: NOTIFY NONE
+    status: bool = False  # SET STATUS: a STATUS now for every mailbox the groups name

@@ -17,6 +17,10 @@ from mailflow.store.api import SEEN, SYSTEM_FLAGS, Changes, MailboxStatus, Messa
 from mailflow_imap_pop3.imap import responses as rsp
 from mailflow_imap_pop3.imap.syntax import SeqSet
 
+# "appended" events kept while the view waits for its next look; beyond, that look asks the store (a
+# session that sits between commands for long, with mail pouring in, holds no more than this)
+MAX_ANNOUNCED = 256
+
 RECENT = "\\Recent"
 
 
@@ -106,8 +110,8 @@ class MailboxView:
         self.dirty = True
         if self.announced is not None:
             usable = event.kind == "appended" and event.flags is not None and len(event.flags) == len(event.uids)
-            if usable and event.since > 0:
-                self.announced.append(event)
+            if usable and event.since > 0 and len(self.announced) < MAX_ANNOUNCED:
+                self.announced.append(event)  # past MAX_ANNOUNCED: None, the store tells it all
             else:
                 self.announced = None
 

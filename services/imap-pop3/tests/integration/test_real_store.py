@@ -109,3 +109,26 @@ def test_idle_push_within_a_second(srv):
     c.sock.settimeout(10)
     c.send("DONE")
     assert c.until("a3")[-1] == b"a3 OK IDLE terminated"
+
+
+def test_notify_between_commands_over_nats(srv):
+    """NOTIFY (RFC 5465) over the real event stream: a delivery and another session's APPEND reach a
+    session that waits between commands (no IDLE, no NOOP) within a second, as STATUS and EXISTS."""
+    c = Raw("127.0.0.1", srv.port("imap"))
+    c.line()
+    c.cmd("a1", "LOGIN carol@example.test carol-pw")
+    exists = next(int(ln.split()[1]) for ln in c.cmd("a2", "SELECT INBOX") if ln.endswith(b" EXISTS"))
+    c.cmd("a3", "NOTIFY SET (SELECTED (MessageNew MessageExpunge)) (PERSONAL (MessageNew MessageExpunge))")
+    other = Raw("127.0.0.1", srv.port("imap"))
+    other.line()
+    other.cmd("b1", "LOGIN carol@example.test carol-pw")
+    c.sock.settimeout(1.0)
+    t0 = time.monotonic()
+    assert other.cmd("b2", "APPEND Drafts {5+}\r\nHello")[-1].startswith(b"b2 OK")
+    assert c.line().startswith(b'* STATUS "Drafts" (MESSAGES ')
+    srv.deliver("carol@example.test", make_message("notified"))
+    assert c.line() == b"* %d EXISTS" % (exists + 1)
+    assert time.monotonic() - t0 < 2.0
+    c.line()  # RECENT
+    c.sock.settimeout(10)
+    assert c.cmd("a4", "NOTIFY NONE") == [b"a4 OK NOTIFY completed"]

@@ -20,6 +20,7 @@ from mailflow_imap_pop3.imap.syntax import (
     Append,
     AppendItem,
     Authenticate,
+    CatUrl,
     Command,
     CopyMove,
     Enable,
@@ -29,6 +30,8 @@ from mailflow_imap_pop3.imap.syntax import (
     ListCmd,
     Login,
     MailboxArg,
+    Notify,
+    NotifyGroup,
     RecentKey,
     Rename,
     Search,
@@ -251,6 +254,26 @@ TABLE = [
     ),
     (b"a1 SEARCH SAVEDATESUPPORTED", Command("a1", "SEARCH", Search(sk.All()))),
     (b"a1 MOVE $ Trash", Command("a1", "MOVE", CopyMove(SAVED, "Trash"))),
+    (  # CATENATE (RFC 4469), with MULTIAPPEND; TEXT takes a literal or literal8, URL an astring
+        b'a1 APPEND Drafts (\\Draft) catenate (TEXT {2+}\r\nhi url "/INBOX/;UID=1" TEXT ~{1+}\r\n\x00)'
+        b" {1+}\r\nz CATENATE (URL /INBOX/;UID=2)",
+        Command("a1", "APPEND", Append("Drafts", (
+            AppendItem(("\\Draft",), None, b"", (b"hi", CatUrl("/INBOX/;UID=1"), b"\x00")),
+            AppendItem((), None, b"z"),
+            AppendItem((), None, b"", (CatUrl("/INBOX/;UID=2"),)),
+        ))),
+    ),  # fmt: skip
+    (b"a1 NOTIFY NONE", Command("a1", "NOTIFY", Notify(None))),
+    (  # NOTIFY (RFC 5465): event names are kept as the RFC spells them, whatever the case written
+        b"a1 NOTIFY SET STATUS (selected (messagenew (UID BODY.PEEK[HEADER]) MessageExpunge flagchange))"
+        b' (SUBTREE (INBOX "A b") NONE) (mailboxes Junk (MailboxName Other))',
+        Command("a1", "NOTIFY", Notify((
+            NotifyGroup("SELECTED", frozenset(), ("MessageNew", "MessageExpunge", "FlagChange"),
+                        (FetchAtt("UID"), FetchAtt("BODY[]", Section((), "HEADER"), peek=True))),
+            NotifyGroup("SUBTREE", frozenset({"INBOX", "A b"})),
+            NotifyGroup("MAILBOXES", frozenset({"Junk"}), ("MailboxName", "Other")),
+        ), status=True)),
+    ),  # fmt: skip
 ]
 
 

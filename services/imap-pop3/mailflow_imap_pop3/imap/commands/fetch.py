@@ -75,6 +75,14 @@ class Loaded:
         self.sections: dict | None = sections  # spec -> uid -> section bytes
 
 
+def body_sections(store, p, mailbox_id: int, uids: list[int], spec: str):
+    """The store call for BODY[spec] of these messages (uid -> bytes, expunged ones absent): the whole
+    message for "", else the store's cut (FETCH here, CATENATE's URLs in catenate.py)."""
+    if spec:
+        return store.fetch_sections(p, mailbox_id, uids, spec)
+    return store.fetch_bodies(p, mailbox_id, uids)
+
+
 async def _load(s: Session, plan: Plan, uids: list[int]) -> Loaded:
     p, mid, store = s.principal, s.view.mailbox_id, s.store
     calls = []
@@ -85,9 +93,9 @@ async def _load(s: Session, plan: Plan, uids: list[int]) -> Loaded:
     if plan.parsed:
         calls.append(store.fetch_parsed(p, mid, uids))
     if plan.raw:
-        calls.append(store.fetch_bodies(p, mid, uids))
+        calls.append(body_sections(store, p, mid, uids, ""))
     for spec in plan.specs:
-        calls.append(store.fetch_sections(p, mid, uids, spec))
+        calls.append(body_sections(store, p, mid, uids, spec))
     results = list(await asyncio.gather(*calls)) if len(calls) > 1 else [await calls[0]]
     out = Loaded()
     if plan.meta:
@@ -156,6 +164,15 @@ async def _fetch(s: Session, cmd: Command, uid: bool) -> Reply | None:
     indexes = s.targets(args.seqset, uid)
     if args.changed_since is not None:
         indexes = [i for i in indexes if view.modseqs[i] > args.changed_since]
+    if await send(s, atts, indexes):
+        return errors.R_EXPUNGED
+    return None
+
+
+async def send(s: Session, atts: tuple[FetchAtt, ...], indexes: list[int]) -> bool:
+    """FETCH responses with `atts` for these messages of the view (FETCH, NOTIFY's MessageNew); True
+    when some of them vanished from the store meanwhile (left out)."""
+    view = s.view
     plan = Plan(atts, view.readonly)
     batch = max(1, s.ctx.settings.fetch_batch)
     missing = False
@@ -178,9 +195,7 @@ async def _fetch(s: Session, cmd: Command, uid: bool) -> Reply | None:
     finally:
         if pending is not None:
             pending.cancel()
-    if missing:
-        return errors.R_EXPUNGED
-    return None
+    return missing
 
 
 async def _write_batch(s: Session, plan: Plan, chunk: list[int], loaded: Loaded) -> bool:

@@ -4,7 +4,8 @@ The session wakes on a MailboxEvent for its mailbox (push.Hub), asks the store w
 it at once; nothing waits for a timer. Every `keepalive` seconds an `* OK Still here` keeps NATs and
 proxies from dropping the quiet connection. The autologout timer still runs (RFC 3501 §5.4: clients
 re-IDLE before 30 minutes). The drain and a revocation of the user's credentials end IDLE with `* BYE`
-at once; so does a store that refuses the session. Anything but DONE ends IDLE with BAD.
+at once; so does a store that refuses the session. Anything but DONE ends IDLE with BAD. With NOTIFY
+(notify.py) IDLE also tells the other mailboxes' news, and MessageNew's FETCH, as they come.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from mailflow_imap_pop3.imap import responses as rsp
+from mailflow_imap_pop3.imap.commands import notify
 from mailflow_imap_pop3.imap.responses import Reply
 from mailflow_imap_pop3.imap.syntax import Command
 
@@ -31,7 +33,7 @@ async def cmd_idle(s: Session, cmd: Command) -> Reply | None:
     s.idling = True
     read_task: asyncio.Future | None = None
     try:
-        await s.sync(allow_expunge=True)
+        await notify.deliver(s, idle=True)
         await s.conn.flush()
         if s.state == State.LOGOUT:
             return rsp.ANSWERED
@@ -67,7 +69,7 @@ async def cmd_idle(s: Session, cmd: Command) -> Reply | None:
                 s.wake.clear()
                 if s.stopping:
                     return Reply("BYE", s.bye)
-                await s.sync(allow_expunge=True)
+                await notify.deliver(s, idle=True)
                 await s.conn.flush()
                 if s.state == State.LOGOUT:  # sync said BYE (mailbox deleted, session refused)
                     return rsp.ANSWERED

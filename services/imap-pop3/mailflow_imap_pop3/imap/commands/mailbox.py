@@ -1,6 +1,7 @@
 """Authenticated-state commands on mailboxes: SELECT, EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE,
 UNSUBSCRIBE, LIST (with RFC 5258 LIST-EXTENDED, RFC 5819 LIST-STATUS, RFC 6154 SPECIAL-USE), LSUB,
-STATUS and APPEND (RFC 3501 §6.3, UIDPLUS APPENDUID, RFC 7889 APPENDLIMIT).
+STATUS and APPEND (RFC 3501 §6.3, UIDPLUS APPENDUID, RFC 7889 APPENDLIMIT, RFC 4469 CATENATE in
+catenate.py).
 
 A mailbox that does not exist is NO [NONEXISTENT] (NO [TRYCREATE] for APPEND, as RFC 3501 asks);
 the store's Conflict is NO [ALREADYEXISTS], its Invalid NO [CANNOT]. A failed SELECT leaves the
@@ -16,6 +17,7 @@ from mailflow.errors import Invalid, NotFound
 from mailflow.store.api import DELIMITER, MailboxInfo
 from mailflow_imap_pop3.imap import errors
 from mailflow_imap_pop3.imap import responses as rsp
+from mailflow_imap_pop3.imap.commands import catenate
 from mailflow_imap_pop3.imap.commands.quota import quota_units
 from mailflow_imap_pop3.imap.lexer import normalize_mailbox
 from mailflow_imap_pop3.imap.patterns import MailboxPattern
@@ -69,7 +71,7 @@ async def _open(s: Session, cmd: Command, readonly: bool) -> Reply:
     else:
         info = next((m for m in infos if m.id == sel.status.id), None)
         if info is not None:
-            s.write(_list_line(s, "LIST", _attributes(info), info.name))
+            s.write(list_line(s, "LIST", _attributes(info), info.name))
     unseen = view.first_unseen()
     if unseen is not None:
         s.write(b"* OK [UNSEEN %d] First unseen\r\n" % unseen)
@@ -166,7 +168,7 @@ def _attributes(info: MailboxInfo) -> list[str]:
     return attrs
 
 
-def _list_line(s: Session, kind: str, attrs: list[str], name: str, extra: bytes = b"") -> bytes:
+def list_line(s: Session, kind: str, attrs: list[str], name: str, extra: bytes = b"") -> bytes:
     head = f"* {kind} (".encode() + " ".join(attrs).encode() + b') "/" '
     return head + rsp.mailbox(name, s.rev2) + extra + rsp.CRLF
 
@@ -174,7 +176,7 @@ def _list_line(s: Session, kind: str, attrs: list[str], name: str, extra: bytes 
 _NEED_DELETED = frozenset({"DELETED", "DELETED-STORAGE"})  # a second question to the store, only when asked
 
 
-async def _status_line(s: Session, name: str, items: tuple[str, ...]) -> bytes:
+async def status_line(s: Session, name: str, items: tuple[str, ...]) -> bytes:
     st = await s.store.status(s.principal, name)
     values = {
         "MESSAGES": st.messages, "RECENT": st.recent, "UIDNEXT": st.uidnext, "UIDVALIDITY": st.uidvalidity,
@@ -242,10 +244,10 @@ async def cmd_list(s: Session, cmd: Command) -> Reply | None:
         if is_sub and "SUBSCRIBED" in args.return_opts:
             attrs.append("\\Subscribed")
         extra = b' ("CHILDINFO" ("SUBSCRIBED"))' if child_sub else b""
-        lines.append(_list_line(s, "LIST", attrs, name, extra))
+        lines.append(list_line(s, "LIST", attrs, name, extra))
         if info is not None and info.selectable and "STATUS" in args.return_opts:
             try:
-                lines.append(await _status_line(s, name, args.status_items))
+                lines.append(await status_line(s, name, args.status_items))
             except NotFound:
                 pass
     for line in lines:
@@ -278,7 +280,7 @@ async def cmd_lsub(s: Session, cmd: Command) -> Reply | None:
                 if wanted.matches(parent) and parent not in out:
                     out[parent] = attrs(parent)
     for name in sorted(out, key=_order):
-        s.write(_list_line(s, "LSUB", out[name], name))
+        s.write(list_line(s, "LSUB", out[name], name))
     return None
 
 
@@ -289,15 +291,17 @@ async def cmd_status(s: Session, cmd: Command) -> Reply | None:
     args: Status = cmd.args
     if "HIGHESTMODSEQ" in args.items:
         s.condstore = True
-    s.write(await _status_line(s, args.mailbox, args.items))
+    s.write(await status_line(s, args.mailbox, args.items))
     return None
 
 
 async def cmd_append(s: Session, cmd: Command) -> Reply | None:
     args: Append = cmd.args
-    if any(not item.message for item in args.items):
+    if any(not item.message and item.parts is None for item in args.items):
         return Reply("NO", "Cannot append an empty message", "CANNOT")
-    items = [(item.message, frozenset(item.flags), item.date) for item in args.items]
+    items = await catenate.messages(s, args.items)  # CATENATE (RFC 4469) URLs and TEXT put together
+    if any(not message for message, _, _ in items):
+        return Reply("NO", "Cannot append an empty message", "CANNOT")
     try:
         res = await s.store.append_many(s.principal, args.mailbox, items)
     except NotFound:
