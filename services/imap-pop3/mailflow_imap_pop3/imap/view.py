@@ -2,8 +2,9 @@
 
 RFC 3501 numbers messages 1..n per session, and only the server's untagged responses may change that
 numbering. The view is that numbering. `apply(changes)` merges what the store reports since the last
-look and returns the untagged responses that tell the client: EXPUNGE (only when the command in
-progress allows it, RFC 3501 §7.4.1; otherwise the removal waits and the message keeps its number),
+look and returns the untagged responses that tell the client: EXPUNGE, or VANISHED once the session
+enabled QRESYNC (only when the command in progress allows it, RFC 3501 §7.4.1; otherwise the removal
+waits and the message keeps its number),
 EXISTS and RECENT for new mail, FETCH for flags that others changed, FLAGS when new keywords appear.
 No I/O here; a view with a bug in the store's data (an unknown UID) ignores the odd entry.
 """
@@ -15,15 +16,17 @@ from bisect import bisect_left
 from mailflow.contracts.messages import MailboxEvent
 from mailflow.store.api import SEEN, SYSTEM_FLAGS, Changes, MailboxStatus, MessageMeta, Selected
 from mailflow_imap_pop3.imap import responses as rsp
+from mailflow_imap_pop3.imap.qresync import as_ranges
 from mailflow_imap_pop3.imap.syntax import SeqSet
 
 RECENT = "\\Recent"
 
 
 class MailboxView:
-    def __init__(self, name: str, sel: Selected, readonly: bool):
+    def __init__(self, name: str, sel: Selected, readonly: bool, qresync: bool = False):
         st = sel.status
         self.name = name
+        self.qresync = qresync  # ENABLE QRESYNC: expunges are told as VANISHED (RFC 7162 §3.2.10)
         self.mailbox_id = st.id
         self.readonly = readonly
         self.uidvalidity = st.uidvalidity
@@ -150,17 +153,21 @@ class MailboxView:
         return new_keywords
 
     def remove(self, uids) -> list[bytes]:
-        """Drop messages now and return their EXPUNGE responses (numbers as the client counts them)."""
+        """Drop messages now and return their EXPUNGE responses (numbers as the client counts them), or
+        with QRESYNC one VANISHED of their UIDs."""
         gone = {u for u in uids if self.index_of(u) is not None}
         self.pending_expunge -= gone
         if not gone:
             return []
         out = []
+        if self.qresync:
+            out = rsp.vanished(as_ranges(sorted(gone)), earlier=False)
         removed = 0
         keep_u, keep_f, keep_m = [], [], []
         for i, u in enumerate(self.uids):
             if u in gone:
-                out.append(b"* %d EXPUNGE\r\n" % (i + 1 - removed))
+                if not self.qresync:
+                    out.append(b"* %d EXPUNGE\r\n" % (i + 1 - removed))
                 removed += 1
             else:
                 keep_u.append(u)
@@ -227,3 +234,4 @@ class MailboxView:
         if modseq:
             parts.append(b"MODSEQ (%d)" % self.modseqs[i])
         return b"* %d FETCH (%s)\r\n" % (i + 1, b" ".join(parts))
+

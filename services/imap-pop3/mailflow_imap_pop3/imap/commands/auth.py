@@ -184,9 +184,10 @@ async def cmd_enable(s: Session, cmd: Command) -> Reply | None:
     args: Enable = cmd.args
     enabled = []
     for cap in args.capabilities:
-        if cap == "CONDSTORE" and "CONDSTORE" not in s.enabled:
+        if cap in ("CONDSTORE", "QRESYNC") and cap not in s.enabled:
             s.enabled.add(cap)
-            s.condstore = True
+            s.condstore = True  # QRESYNC implies CONDSTORE (RFC 7162 §3.2.3)
+            s.qresync = s.qresync or cap == "QRESYNC"
             enabled.append(cap)
     s.untagged("ENABLED" + "".join(" " + c for c in enabled))
     return None
