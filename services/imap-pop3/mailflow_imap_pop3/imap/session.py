@@ -262,6 +262,8 @@ class Session:
             if allow_expunge and view.pending_expunge:
                 for line in view.remove(list(view.pending_expunge)):
                     self.write(line)
+            if self.condstore and (note := view.held_note()):
+                self.write(note)
             return
         announced = view.announced_changes() if view.dirty and (not poll or self.quiet(view)) else None
         view.dirty, view.announced = False, []
@@ -289,6 +291,8 @@ class Session:
         if announced is None:
             view.asked_at, view.asked_epoch = asked_at, asked_epoch
         self.tell(view, view.apply(changes, allow_expunge, self.condstore, recent_from))
+        if self.condstore and (note := view.held_note()):
+            self.write(note)
 
     async def absent(self, view: MailboxView) -> list[int]:
         """The view's UIDs the store no longer has: what `changes` cannot list when the store pruned the

@@ -37,6 +37,9 @@ class MailboxView:
         self.modseqs: list[int] = list(sel.modseqs)
         self.recent: set[int] = set(sel.recent)
         self.pending_expunge: set[int] = set()  # gone in the store, still numbered for the client
+        # While expunges are held back: a HIGHESTMODSEQ below all of them (RFC 7162 §3.2: MODSEQs sent
+        # meanwhile may be higher, and a client resyncing from those would never hear of the expunges)
+        self.held_below: int | None = None
         self.keywords: set[str] = set().union(*self.flags) - set(SYSTEM_FLAGS) if self.flags else set()
         self.dirty = False  # the store said something changed; look at the next allowed moment
         # While dirty: the "appended" events that announced it, if nothing else did (None: ask the store)
@@ -157,6 +160,8 @@ class MailboxView:
         with QRESYNC one VANISHED of their UIDs."""
         gone = {u for u in uids if self.index_of(u) is not None}
         self.pending_expunge -= gone
+        if not self.pending_expunge:
+            self.held_below = None
         if not gone:
             return []
         out = []
@@ -186,6 +191,8 @@ class MailboxView:
         """`recent_from`: the new messages from this UID on are \\Recent in this session (the store said so:
         Mailboxes.claim_recent); None: none of them."""
         out: list[bytes] = []
+        if not self.pending_expunge:
+            self.held_below = self.highestmodseq  # every change in `ch` has a higher MODSEQ
         self.pending_expunge.update(u for u in ch.expunged if self.index_of(u) is not None)
         if allow_expunge and self.pending_expunge:
             out += self.remove(list(self.pending_expunge))
@@ -225,7 +232,16 @@ class MailboxView:
             out.append(b"* %d RECENT\r\n" % len(self.recent))
         self.uidnext = max(self.uidnext, ch.status.uidnext)
         self.highestmodseq = max(self.highestmodseq, ch.status.highestmodseq)
+        if not self.pending_expunge:
+            self.held_below = None
         return out
+
+    def held_note(self) -> bytes:
+        """While expunges wait: `* OK [HIGHESTMODSEQ n]` with n below them, for a CONDSTORE client to
+        keep instead of the MODSEQs it saw (RFC 7162 §3.2, the example of its §6); else nothing."""
+        if not self.pending_expunge or self.held_below is None:
+            return b""
+        return b"* OK [HIGHESTMODSEQ %d] Expunges held back\r\n" % self.held_below
 
     def fetch_flags_line(self, i: int, uid: bool = False, modseq: bool = False) -> bytes:
         parts = [b"FLAGS " + rsp.flags(self.flags_of(i))]

@@ -1,8 +1,8 @@
 """QRESYNC (RFC 7162 §3.2) over a real socket: ENABLE QRESYNC, SELECT/EXAMINE (QRESYNC (...)) answered with
 VANISHED (EARLIER) and FETCH of what changed, UID FETCH (CHANGEDSINCE m VANISHED), VANISHED instead of
-EXPUNGE (EXPUNGE, UID EXPUNGE, MOVE, another session's expunge heard at NOOP and in IDLE), [CLOSED];
-the BADs; hostile parameters (huge or mismatched sets) answered quickly; and the answer when the
-store pruned the tombstones the client would need."""
+EXPUNGE (EXPUNGE, UID EXPUNGE, MOVE, another session's expunge heard at NOOP and in IDLE), [CLOSED],
+the HIGHESTMODSEQ sent while an expunge is held back; the BADs; hostile parameters (huge or mismatched
+sets) answered quickly; and the answer when the store pruned the tombstones the client would need."""
 
 from __future__ import annotations
 
@@ -212,3 +212,24 @@ def test_pruned_tombstones_report_every_known_uid_not_present(srv, local_store):
     assert (
         c.cmd("f", f"UID FETCH 1:6 (FLAGS) (CHANGEDSINCE {hm} VANISHED)")[0] == b"* VANISHED (EARLIER) 1,3,5"
     )
+
+
+def test_a_held_back_expunge_lowers_the_highestmodseq_the_client_keeps(srv):
+    """During FETCH an expunge waits (the message keeps its number) while a later flag change is shown
+    with its MODSEQ: `* OK [HIGHESTMODSEQ n]` below the expunge follows, so a client that resyncs from
+    n still hears of it (RFC 7162 §3.2)."""
+    fill(srv, 4)
+    c = login(srv)
+    uv, hm, _ = state(c)
+    b = login(srv, qresync=False)
+    b.cmd("b1", "SELECT INBOX")
+    b.cmd("b2", "UID STORE 3 +FLAGS.SILENT (\\Deleted)")
+    b.cmd("b3", "UID EXPUNGE 3")
+    b.cmd("b4", "UID STORE 4 +FLAGS.SILENT (\\Flagged)")
+    lines = c.cmd("c1", "FETCH 1 (FLAGS)")
+    assert b"VANISHED" not in b"".join(lines)
+    assert lines[-2:] == [b"* OK [HIGHESTMODSEQ %d] Expunges held back" % hm, b"c1 OK FETCH completed"]
+    assert any(x.startswith(b"* 4 FETCH (UID 4 FLAGS (\\Flagged") for x in lines)
+    assert c.cmd("c2", "NOOP") == [b"* VANISHED 3", b"c2 OK NOOP completed"]
+    d = login(srv)
+    assert resync_lines(state(d, f"EXAMINE INBOX (QRESYNC ({uv} {hm}))")[2])[0] == b"* VANISHED (EARLIER) 3"

@@ -97,7 +97,10 @@ def _resync(s: Session, view: MailboxView, q: Qresync, sel: Selected) -> None:
         else [(lo, min(hi, top)) for lo, hi in q.known_uids.ranges if lo <= top]
     )
     match = None if q.match is None else (list(q.match[0].ranges), list(q.match[1].ranges))
-    gone = vanished(view.uids, known, sel.vanished or [], sel.vanished_complete, match)
+    # a store that did not answer vanished_since (one older than this server) left the list out: then
+    # the tombstones count as incomplete, and every known UID not present is reported
+    complete = sel.vanished is not None and sel.vanished_complete
+    gone = vanished(view.uids, known, sel.vanished or [], complete, match)
     for line in rsp.vanished(gone, earlier=True):
         s.write(line)
     since = q.modseq
