@@ -233,3 +233,27 @@ def test_a_held_back_expunge_lowers_the_highestmodseq_the_client_keeps(srv):
     assert c.cmd("c2", "NOOP") == [b"* VANISHED 3", b"c2 OK NOOP completed"]
     d = login(srv)
     assert resync_lines(state(d, f"EXAMINE INBOX (QRESYNC ({uv} {hm}))")[2])[0] == b"* VANISHED (EARLIER) 3"
+
+
+def test_a_session_that_slept_through_pruned_tombstones_still_hears_every_expunge(srv, local_store):
+    """The store pruned tombstones past the view's MODSEQ: the session asks which of its UIDs are still
+    there and tells the rest (VANISHED here, EXPUNGE to a plain session)."""
+    fill(srv, 5)
+    c = login(srv)
+    c.cmd("s", "SELECT INBOX")
+    plain = login(srv, qresync=False)
+    plain.cmd("s", "SELECT INBOX")
+    b = login(srv, qresync=False)
+    b.cmd("b1", "SELECT INBOX")
+    b.cmd("b2", "UID STORE 1,2,4 +FLAGS.SILENT (\\Deleted)")
+    for u in (1, 2, 4):
+        b.cmd("b3", f"UID EXPUNGE {u}")
+    local_store.call(local_store.core.db.write(maintenance.purge_tombstones, 1))  # only 4's is left
+    assert c.cmd("c1", "NOOP") == [b"* VANISHED 1:2,4", b"c1 OK NOOP completed"]
+    assert plain.cmd("p1", "NOOP") == [
+        b"* 1 EXPUNGE",
+        b"* 1 EXPUNGE",
+        b"* 2 EXPUNGE",
+        b"p1 OK NOOP completed",
+    ]
+    assert c.cmd("c2", "UID SEARCH ALL")[0] == b"* SEARCH 3 5"
