@@ -301,7 +301,7 @@ class StoreClient:
         return Selected(
             status=_status(head["status"]),
             uids=uids,
-            flags=[sets[i] for i in index],
+            flags=list(map(sets.__getitem__, index)),
             modseqs=wire.unpack_array(modseqs_b, "q").tolist(),
             recent=recent,
             permanent_keywords=head["permanent_keywords"],

@@ -32,9 +32,10 @@ class MailboxView:
         self.uidvalidity = st.uidvalidity
         self.uidnext = st.uidnext
         self.highestmodseq = st.highestmodseq
-        self.uids: list[int] = list(sel.uids)
-        self.flags: list[frozenset[str]] = list(sel.flags)
-        self.modseqs: list[int] = list(sel.modseqs)
+        # The Selected's lists become the view's, not copied (100,000 messages: ~3 ms): it is made for one view
+        self.uids: list[int] = sel.uids
+        self.flags: list[frozenset[str]] = sel.flags
+        self.modseqs: list[int] = sel.modseqs
         self.recent: set[int] = set(sel.recent)
         self.pending_expunge: set[int] = set()  # gone in the store, still numbered for the client
         # While expunges are held back: a HIGHESTMODSEQ below all of them (RFC 7162 §3.2: MODSEQs sent
@@ -250,4 +251,3 @@ class MailboxView:
         if modseq:
             parts.append(b"MODSEQ (%d)" % self.modseqs[i])
         return b"* %d FETCH (%s)\r\n" % (i + 1, b" ".join(parts))
-
