@@ -30,6 +30,7 @@ from mailflow.contracts.messages import MailboxEvent
 from mailflow.errors import NotFound
 from mailflow.store.api import Changes, Principal
 from mailflow.store.client import SessionExpired
+from mailflow.store.search import All
 from mailflow_imap_pop3 import metrics
 from mailflow_imap_pop3.context import Context, session_id
 from mailflow_imap_pop3.imap import errors
@@ -296,8 +297,9 @@ class Session:
 
     async def absent(self, view: MailboxView) -> list[int]:
         """The view's UIDs the store no longer has: what `changes` cannot list when the store pruned the
-        tombstones since the view's MODSEQ (rare: a session that slept through `expunged_keep` expunges)."""
-        there = {m.uid for m in await self.store.fetch_meta(self.principal, view.mailbox_id, view.uids)}
+        tombstones since the view's MODSEQ (rare: a session that slept through `expunged_keep` expunges).
+        One search for the UIDs still there (UIDs only, whatever the mailbox's size)."""
+        there = set(await self.store.search(self.principal, view.mailbox_id, All()))
         return [u for u in view.uids if u not in there]
 
     async def recent_from(self, view: MailboxView, ch: Changes) -> int | None:
