@@ -67,3 +67,17 @@ async def test_pruned_tombstones_make_older_questions_incomplete_never_short(cli
     # Pruning again with room to spare changes nothing; the floor never goes down.
     assert await service.store.db.write(maintenance.purge_tombstones, 100) == 0
     assert not (await client.changes(bob, mb, start)).expunged_complete
+
+
+async def test_a_listing_cached_before_pruned_tombstones_is_scanned_afresh(client, people, service):
+    """The listing cache brings an old listing up to date from the tombstones since; once some of those
+    are pruned it must not (it would keep messages that are gone)."""
+    alice, _ = people
+    await client.create_mailbox(alice, "Cached")
+    mb = await _fill(client, alice, 6, "Cached")
+    assert (await client.select(alice, "Cached")).uids == [1, 2, 3, 4, 5, 6]  # cached at this state
+    for u in (1, 2, 3):
+        await client.store_flags(alice, mb, [u], "add", frozenset({"\\Deleted"}))
+        assert await client.expunge(alice, mb, [u]) == [u]
+    await service.store.db.write(maintenance.purge_tombstones, 1)  # only 3's tombstone is left
+    assert (await client.select(alice, "Cached")).uids == [4, 5, 6]
