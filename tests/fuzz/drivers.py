@@ -274,7 +274,9 @@ class _Maildrop:
         if token == self.lock:
             self.lock = None
 
-    async def select(self, p: Principal, name: str, claim_recent: bool = True) -> Selected:
+    async def select(
+        self, p: Principal, name: str, claim_recent: bool = True, vanished_since: int | None = None
+    ) -> Selected:
         uids = sorted(self.messages)
         flags = [frozenset({DELETED}) if u in self.deleted else frozenset() for u in uids]
         size = sum(map(len, self.messages.values()))

@@ -47,6 +47,7 @@ class Selection:
     status: MailboxStatus
     recent_from: int | None
     permanent_keywords: bool
+    vanished: tuple[list[int], bool] | None = None  # messages.vanished_since, when the SELECT asked
 
 
 class Store(StoreCore):
@@ -109,19 +110,24 @@ class Store(StoreCore):
     async def deleted(self, s: Session, name: str) -> DeletedUse:
         return await self.db.read(folders.deleted_use, s.user_id, name)
 
-    async def select(self, s: Session, name: str, claim_recent: bool = True) -> Selection:
+    async def select(
+        self, s: Session, name: str, claim_recent: bool = True, vanished_since: int | None = None
+    ) -> Selection:
         """The listing, the status, and the UID from which the listed messages are \\Recent for this
         session (None: none are). SELECT claims them (messages.claim_recent): the first session to select
         after they arrived is the only one to see them \\Recent; EXAMINE (no claim) sees the unclaimed
-        ones and leaves them so. The status's RECENT counts what this session sees."""
-        lst, row, keywords_full = await self.db.read(messages.listing, s.user_id, name, self.listings)
+        ones and leaves them so. The status's RECENT counts what this session sees. `vanished_since`
+        (QRESYNC): also the UIDs expunged after that MODSEQ, from the same snapshot as the listing."""
+        lst, row, keywords_full, vanished = await self.db.read(
+            messages.selection, s.user_id, name, self.listings, vanished_since
+        )
         recent_from: int | None = row.first_recent_uid
         if claim_recent:
             recent_from = None
             if lst.uids and lst.uids[-1] >= row.first_recent_uid:
                 recent_from = await self.db.write(messages.claim_recent, s.user_id, row.id, row.uidnext)
         status = lst.status(row.uidnext if recent_from is None else recent_from, row.name)
-        return Selection(lst, status, recent_from, not keywords_full)
+        return Selection(lst, status, recent_from, not keywords_full, vanished)
 
     async def claim_recent(self, s: Session, mailbox_id: int, upto: int, claim: bool) -> int | None:
         """For a session that learnt of new messages below `upto`: from which UID they are \\Recent to it

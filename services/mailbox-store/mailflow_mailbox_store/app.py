@@ -107,7 +107,9 @@ async def run(
     # Keep-alive longer than StoreClient keeps idle connections (30 s), so it never reuses a closed one.
     http = await HttpServer(app, settings.http_listen, timeout_keep_alive=75, backlog=4096).start()
     chores = asyncio.create_task(
-        maintenance.loop(store, settings.maintenance_interval, settings.delivery_key_days, stop)
+        maintenance.loop(
+            store, settings.maintenance_interval, settings.delivery_key_days, settings.expunged_keep, stop
+        )
     )
     # Everything made so far lives as long as the process: keep the cyclic GC from walking it again
     # and again while a 100k-row listing allocates its tuples.

@@ -20,7 +20,9 @@ from mailflow_mailbox_store import names
 from mailflow_mailbox_store.db import Tx
 
 MAX_MAILBOXES = 10_000
-_MAILBOX = "id, name, special_use, uidvalidity, uidnext, highestmodseq, first_recent_uid, selectable"
+_MAILBOX = (
+    "id, name, special_use, uidvalidity, uidnext, highestmodseq, first_recent_uid, selectable, vanished_floor"
+)
 
 
 class Row:
@@ -35,11 +37,12 @@ class Row:
         "highestmodseq",
         "first_recent_uid",
         "selectable",
+        "vanished_floor",
     )
 
     def __init__(self, r: tuple):
         (self.id, self.name, self.special_use, self.uidvalidity, self.uidnext, self.highestmodseq,
-         self.first_recent_uid, self.selectable) = r  # fmt: skip
+         self.first_recent_uid, self.selectable, self.vanished_floor) = r  # fmt: skip
         self.selectable = bool(self.selectable)
 
 

@@ -1,5 +1,5 @@
 """Periodic clean-up: forget old delivery keys, drop expired POP3 locks and Sieve vacation memories,
-remove bodies no message uses,
+prune expunge tombstones past the newest `expunged_keep` per mailbox, remove bodies no message uses,
 and compact blob segments that are mostly dead space.
 
 Each chore is its own write operation; one that fails is logged and tried again next round. Removing
@@ -38,6 +38,33 @@ def purge_vacation(tx: Tx, now: int) -> int:
     return max(tx.rowcount, 0)
 
 
+def purge_tombstones(tx: Tx, keep: int) -> int:
+    """Keep the newest `keep` tombstones of each mailbox (by MODSEQ; all of one expunge share theirs, so
+    a little fewer may stay) and raise the mailbox's vanished_floor to the highest MODSEQ dropped: from
+    then on a QRESYNC asking about an earlier MODSEQ is told complete=False (messages.vanished_since),
+    never a short list taken for the whole truth. The floor is raised before the rows go, in the same
+    transaction. One scan of the table per round finds the mailboxes over the limit."""
+    over = tx.all("SELECT mailbox_id FROM expunged GROUP BY mailbox_id HAVING COUNT(*) > :k", {"k": keep})
+    dropped = 0
+    for (mailbox_id,) in over:
+        p = {"m": mailbox_id, "k": keep}
+        cut = tx.value(
+            "SELECT modseq FROM expunged WHERE mailbox_id = :m ORDER BY modseq DESC, uid DESC LIMIT 1 OFFSET :k",
+            p,
+        )
+        if cut is None:
+            continue
+        p["c"] = cut
+        tx.run(
+            "UPDATE mailboxes SET vanished_floor = CASE WHEN vanished_floor > :c THEN vanished_floor ELSE :c END"
+            " WHERE id = :m",
+            p,
+        )
+        tx.run("DELETE FROM expunged WHERE mailbox_id = :m AND modseq <= :c", p)
+        dropped += max(tx.rowcount, 0)
+    return dropped
+
+
 def purge_blobs(tx: Tx, blobs: BlobStore) -> int:
     gone = [r[0] for r in tx.all("DELETE FROM blobs WHERE refs <= 0 RETURNING locator")]
     if gone:
@@ -45,12 +72,13 @@ def purge_blobs(tx: Tx, blobs: BlobStore) -> int:
     return len(gone)
 
 
-async def run_once(store, key_days: int) -> dict[str, int]:
+async def run_once(store, key_days: int, expunged_keep: int) -> dict[str, int]:
     now = int(time.time())
     done = {
         "keys": await store.db.write(purge_keys, now - key_days * 86_400),
         "locks": await store.db.write(purge_locks, now),
         "vacation": await store.db.write(purge_vacation, now),
+        "tombstones": await store.db.write(purge_tombstones, expunged_keep),
         "blobs": await store.db.write(purge_blobs, store.blobs, exclusive=True),
     }
     done["segments"] = await compact(store)
@@ -136,7 +164,7 @@ async def compact(store, min_live_ratio: float = 0.5, grace: float = 60.0) -> in
     return len(candidates)
 
 
-async def loop(store, interval: float, key_days: int, stop: asyncio.Event) -> None:
+async def loop(store, interval: float, key_days: int, expunged_keep: int, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), timeout=interval)
@@ -144,7 +172,7 @@ async def loop(store, interval: float, key_days: int, stop: asyncio.Event) -> No
         except TimeoutError:
             pass
         try:
-            done = await run_once(store, key_days)
+            done = await run_once(store, key_days, expunged_keep)
             if any(done.values()):
                 log.info("maintenance", extra=done)
         except Exception:

@@ -3,7 +3,9 @@
 Database side only. Every function starts from folders.by_id/by_name with the session's user id, so
 a mailbox (and therefore a UID) of another user is NotFound. Each change takes the mailbox's next
 MODSEQ (storage.py); expunged UIDs leave tombstones with that MODSEQ, which is what changes() and
-QRESYNC VANISHED read. Readers (select, changes, fetch_*) run in one snapshot; writers run in the
+QRESYNC VANISHED read (vanished_since). Maintenance prunes old tombstones (maintenance.purge_tombstones)
+and raises the mailbox's vanished_floor past them: a question about an earlier MODSEQ gets the
+tombstones that are left and `complete=False`, and the caller answers from the UIDs still present. Readers (select, changes, fetch_*) run in one snapshot; writers run in the
 group-commit writer. Quota: COPY and APPEND are refused past the quota (QuotaExceeded); MOVE is not
 (it adds nothing).
 """
@@ -61,6 +63,27 @@ class ChangeSet:
     status: MailboxStatus
     updated: Metas
     expunged: list[int]
+    complete: bool = True  # False: tombstones after `since` were pruned, `expunged` may lack some
+
+
+def vanished_since(tx: Tx, row: folders.Row, since: int) -> tuple[list[int], bool]:
+    """UIDs expunged from the mailbox after MODSEQ `since`, ascending, and whether that list is complete:
+    False when tombstones above `since` may have been pruned (since < vanished_floor)."""
+    if since >= row.highestmodseq:
+        return [], True
+    gone = tx.all(
+        "SELECT uid FROM expunged WHERE mailbox_id = :m AND modseq > :s ORDER BY uid",
+        {"m": row.id, "s": since},
+    )
+    return [r[0] for r in gone], since >= row.vanished_floor
+
+
+def selection(
+    tx: Tx, user_id: int, name: str, cache: ListingCache | None, vanished: int | None
+) -> tuple[Listing, folders.Row, bool, tuple[list[int], bool] | None]:
+    """listing(), plus vanished_since(`vanished`) when asked (QRESYNC SELECT), read in the same snapshot."""
+    lst, row, full = listing(tx, user_id, name, cache)
+    return lst, row, full, (None if vanished is None else vanished_since(tx, row, vanished))
 
 
 def listing(
@@ -92,6 +115,8 @@ def _refreshed(tx: Tx, cache: ListingCache, row: folders.Row, key: tuple, kws) -
     """The cached listing of an earlier state brought up to date with what changed since (or None)."""
     old = cache.latest(row.id)
     if old is None or old.key[:3] != key[:3] or old.highestmodseq > row.highestmodseq:
+        return None
+    if old.highestmodseq < row.vanished_floor:  # tombstones since then may be pruned: scan afresh
         return None
     p = {"m": row.id, "s": old.highestmodseq}
     changed = tx.all(
@@ -144,11 +169,8 @@ def changes(
         f"SELECT {_META} FROM messages WHERE mailbox_id = :m AND modseq > :s ORDER BY uid",
         {"m": mailbox_id, "s": since},
     )
-    gone = tx.all(
-        "SELECT uid FROM expunged WHERE mailbox_id = :m AND modseq > :s ORDER BY uid",
-        {"m": mailbox_id, "s": since},
-    )
-    return ChangeSet(status, Metas(rows, kws), [r[0] for r in gone])
+    gone, complete = vanished_since(tx, row, since)
+    return ChangeSet(status, Metas(rows, kws), gone, complete)
 
 
 def fetch_meta(tx: Tx, user_id: int, mailbox_id: int, uids: UidSet) -> Metas:

@@ -56,7 +56,7 @@ WRITE_RETRIES = Counter(
 )
 MAINTENANCE = Counter(
     "mailflow_mailbox_store_maintenance_removed_total",
-    "Things removed by maintenance (keys, blobs, segments, locks)",
+    "Things removed by maintenance (keys, blobs, segments, locks, tombstones)",
     ["what"],
 )
 LISTINGS = Counter(

@@ -14,7 +14,8 @@ this module is what the migrations and the schema test compare against.
   only forward. first_recent_uid: messages from this UID on are \\Recent to the next session to claim them.
 - messages: keyed by (mailbox_id, uid), so listing a mailbox is one range scan (SQLite: WITHOUT ROWID).
   flags holds the system flags as bits (\\Seen 1, \\Answered 2, \\Flagged 4, \\Deleted 8, \\Draft 16).
-- expunged: tombstones (mailbox_id, modseq, uid) so changes() and QRESYNC VANISHED can answer.
+- expunged: tombstones (mailbox_id, modseq, uid) so changes() and QRESYNC VANISHED can answer; the newest
+  `expunged_keep` per mailbox are kept, mailboxes.vanished_floor says up to which MODSEQ some may be gone.
 - blobs: one row per distinct body (SHA-256), with the parsed structure (mailflow.mime JSON, zlib'd when
   that is smaller) and the locator of the bytes in the blob store; refs counts the messages using it.
 - blob_bodies: the bodies themselves when they are kept in the database (MAILFLOW_STORE_BLOBS=postgres,
@@ -110,6 +111,8 @@ class Mailbox(Base):
     first_recent_uid: Mapped[int] = mapped_column(BigInteger, default=1)
     selectable: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
+    # highest MODSEQ whose tombstones may be pruned (0: none ever were); see maintenance.purge_tombstones
+    vanished_floor: Mapped[int] = mapped_column(BigInteger, server_default="0")
     __table_args__ = (UniqueConstraint("user_id", "name", name="uq_mailboxes_user_name"), NEVER_REUSED)
 
 

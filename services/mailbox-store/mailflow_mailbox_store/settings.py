@@ -60,6 +60,9 @@ class Settings(ServiceSettings):
     write_batch_max: int = 256  # operations committed together in one transaction (group commit)
     segment_bytes: int = 64 * 1024 * 1024  # a blob segment file is closed at this size
     delivery_key_days: int = 30  # idempotency keys older than this are forgotten
+    # Expunge tombstones (QRESYNC VANISHED, RFC 7162 §3.2) kept per mailbox: maintenance drops the oldest
+    # beyond this many; a client asking about a MODSEQ before them gets every known UID not present.
+    expunged_keep: int = Field(100_000, ge=1)
     maintenance_interval: float = 300.0  # seconds between clean-ups (old keys, unreferenced blobs, segments)
     max_batch_items: int = 1_000  # items in one deliver or fetch call
     # SELECT listings of big mailboxes kept in memory (per process); smaller ones are scanned every time.

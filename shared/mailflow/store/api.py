@@ -194,6 +194,10 @@ class Selected:
     modseqs: list[int]
     recent: set[int] = field(default_factory=set)  # UIDs this session is the first to see (\Recent)
     permanent_keywords: bool = True
+    # select(vanished_since=m), QRESYNC: UIDs expunged after MODSEQ m, ascending, from the listing's
+    # snapshot; vanished_complete False: the store pruned tombstones past m, the list may lack some
+    vanished: list[int] | None = None
+    vanished_complete: bool = True
 
 
 @dataclass
@@ -203,6 +207,9 @@ class Changes:
     status: MailboxStatus
     updated: list[MessageMeta]  # new messages and messages whose flags changed, in UID order
     expunged: list[int]  # UIDs removed after since_modseq, in UID order
+    # False: the store pruned tombstones past since_modseq (it keeps the newest per mailbox), so
+    # `expunged` may lack some: the caller must compare the UIDs it knows with those still there
+    expunged_complete: bool = True
 
 
 @dataclass(frozen=True)
@@ -248,9 +255,12 @@ class Mailboxes(Directory, Protocol):
         ...
 
     async def status(self, p: Principal, name: str) -> MailboxStatus: ...
-    async def select(self, p: Principal, name: str, claim_recent: bool = True) -> Selected:
+    async def select(
+        self, p: Principal, name: str, claim_recent: bool = True, vanished_since: int | None = None
+    ) -> Selected:
         """SELECT claims the mailbox's \\Recent messages for this session alone (RFC 3501 §2.3.2); EXAMINE
-        (claim_recent=False) sees the unclaimed ones as \\Recent and leaves them so."""
+        (claim_recent=False) sees the unclaimed ones as \\Recent and leaves them so. `vanished_since`
+        (QRESYNC, RFC 7162 §3.2.5): fill Selected.vanished with the UIDs expunged after that MODSEQ."""
         ...
 
     async def claim_recent(self, p: Principal, mailbox_id: int, upto: int, claim: bool = True) -> int | None:

@@ -113,6 +113,11 @@ def _info(r: list) -> MailboxInfo:
     )
 
 
+def _expand(uid_ranges: list[list[int]]) -> list[int]:
+    """[[lo, hi], ...] as the UIDs, ascending (the store sends them sorted and disjoint)."""
+    return [u for lo, hi in uid_ranges for u in range(lo, hi + 1)]
+
+
 def _first_at_least(uids: list[int], value: int) -> int:
     from bisect import bisect_left
 
@@ -282,10 +287,13 @@ class StoreClient:
     async def deleted(self, p: Principal, name: str) -> DeletedUse:
         return DeletedUse(**await self._json("POST", "/access/deleted", json={"name": name}, p=p))
 
-    async def select(self, p: Principal, name: str, claim_recent: bool = True) -> Selected:
-        head, (uids_b, index_b, modseqs_b) = await self._frame(
-            "POST", "/access/select", json={"name": name, "claim_recent": claim_recent}, p=p
-        )
+    async def select(
+        self, p: Principal, name: str, claim_recent: bool = True, vanished_since: int | None = None
+    ) -> Selected:
+        ask: dict[str, Any] = {"name": name, "claim_recent": claim_recent}
+        if vanished_since is not None:
+            ask["vanished_since"] = vanished_since
+        head, (uids_b, index_b, modseqs_b) = await self._frame("POST", "/access/select", json=ask, p=p)
         sets = [frozenset(f) for f in head["flagsets"]]
         uids = wire.unpack_array(uids_b, "I").tolist()
         index = wire.unpack_array(index_b, head["index"])
@@ -294,10 +302,12 @@ class StoreClient:
         return Selected(
             status=_status(head["status"]),
             uids=uids,
-            flags=[sets[i] for i in index],
+            flags=list(map(sets.__getitem__, index)),
             modseqs=wire.unpack_array(modseqs_b, "q").tolist(),
             recent=recent,
             permanent_keywords=head["permanent_keywords"],
+            vanished=_expand(head["vanished"]) if "vanished" in head else None,
+            vanished_complete=head.get("vanished_complete", True),
         )
 
     async def claim_recent(self, p: Principal, mailbox_id: int, upto: int, claim: bool = True) -> int | None:
@@ -310,7 +320,12 @@ class StoreClient:
         d = await self._json(
             "POST", "/access/changes", json={"mailbox_id": mailbox_id, "since": since_modseq}, p=p
         )
-        return Changes(status=_status(d["status"]), updated=_metas(d["updated"]), expunged=d["expunged"])
+        return Changes(
+            status=_status(d["status"]),
+            updated=_metas(d["updated"]),
+            expunged=d["expunged"],
+            expunged_complete=d.get("complete", True),
+        )
 
     async def fetch_meta(self, p: Principal, mailbox_id: int, uids: list[int]) -> list[MessageMeta]:
         if not uids:

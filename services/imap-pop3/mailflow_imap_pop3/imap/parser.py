@@ -16,6 +16,7 @@ from mailflow_imap_pop3.imap.lexer import ATOM, BASE64, FETCH_NAME, MAX_NUMBER, 
 from mailflow_imap_pop3.imap.search_parser import search_args
 from mailflow_imap_pop3.imap.syntax import (
     NOTIFY_EVENTS,
+    STAR,
     Append,
     AppendItem,
     Authenticate,
@@ -32,11 +33,13 @@ from mailflow_imap_pop3.imap.syntax import (
     MailboxArg,
     Notify,
     NotifyGroup,
+    Qresync,
     QuotaRootArg,
     Rename,
     Section,
     Select,
     SeqArg,
+    SeqSet,
     Status,
     Store,
 )
@@ -66,12 +69,60 @@ def _select(r: Reader) -> Select:
     r.sp()
     mailbox = r.mailbox()
     condstore = False
+    qresync = None
     if r.maybe(b" "):
-        for param in r.paren(r.keyword):
-            if param != "CONDSTORE":
-                raise ParseError(f"Unknown SELECT parameter {param}", r.tag)
-            condstore = True
-    return Select(mailbox, condstore)
+
+        def param() -> str:
+            nonlocal condstore, qresync
+            word = r.keyword()
+            if word == "CONDSTORE":
+                condstore = True
+            elif word == "QRESYNC" and qresync is None:
+                r.sp()
+                qresync = _qresync(r)
+            else:
+                raise ParseError(f"Unknown SELECT parameter {word}", r.tag)
+            return word
+
+        r.paren(param)
+    return Select(mailbox, condstore, qresync)
+
+
+def _qresync(r: Reader) -> Qresync:
+    """The QRESYNC parameter: uidvalidity, MODSEQ, known UIDs, match data (RFC 7162 §7). The
+    sets are bounded as every sequence set is (MAX_SEQ_RANGES), `*` in them is BAD, and so are match data
+    whose two sets do not name as many numbers (§3.2.5.2 pairs them one to one)."""
+    r.expect(b"(")
+    uidvalidity = r.nz_number()
+    r.sp()
+    modseq = r.number(MAX_NUMBER)
+    known = match = None
+    if r.maybe(b" "):
+        if r.peek() != b"(":
+            known = _no_star(r, r.seqset())
+            if r.maybe(b" "):
+                match = _seq_match(r)
+        else:
+            match = _seq_match(r)
+    r.expect(b")")
+    return Qresync(uidvalidity, modseq, known, match)
+
+
+def _seq_match(r: Reader) -> tuple[SeqSet, SeqSet]:
+    r.expect(b"(")
+    seqs = _no_star(r, r.seqset())
+    r.sp()
+    uids = _no_star(r, r.seqset())
+    r.expect(b")")
+    if seqs.count() != uids.count():
+        raise ParseError("QRESYNC: the sequence and UID sets name different numbers of messages", r.tag)
+    return seqs, uids
+
+
+def _no_star(r: Reader, seqset: SeqSet) -> SeqSet:
+    if any(STAR in pair for pair in seqset.ranges):
+        raise ParseError("QRESYNC: '*' is not allowed in known UIDs or sequence match data", r.tag)
+    return seqset
 
 
 _SPECIAL_USE = {
@@ -363,17 +414,25 @@ def _fetch(r: Reader) -> Fetch:
             r.pos = save
             atts = (_fetch_att(r),)
     changed_since = None
+    vanished = False
     if r.maybe(b" "):
 
-        def modifier() -> int:
-            nonlocal changed_since
-            r.expect(b"CHANGEDSINCE")
-            r.sp()
-            changed_since = r.number(MAX_NUMBER)
-            return changed_since
+        def modifier() -> str:
+            nonlocal changed_since, vanished
+            word = r.keyword()
+            if word == "CHANGEDSINCE" and changed_since is None:
+                r.sp()
+                changed_since = r.number(MAX_NUMBER)
+            elif word == "VANISHED" and not vanished:  # RFC 7162 §3.2.6
+                vanished = True
+            else:
+                raise ParseError(f"Unknown FETCH modifier {word}", r.tag)
+            return word
 
         r.paren(modifier)
-    return Fetch(seqset, atts, changed_since)
+        if vanished and changed_since is None:
+            raise ParseError("VANISHED needs CHANGEDSINCE (RFC 7162 §3.2.6)", r.tag)
+    return Fetch(seqset, atts, changed_since, vanished)
 
 
 def _store(r: Reader) -> Store:

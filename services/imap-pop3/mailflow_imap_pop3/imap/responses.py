@@ -212,6 +212,20 @@ def uid_set(values) -> str:
     return ",".join(out)
 
 
+VANISHED_RANGES_PER_LINE = 1000  # a long list goes as several responses (RFC 7162 §3.2.10 allows it)
+
+
+def vanished(ranges, earlier: bool) -> list[bytes]:
+    """`* VANISHED [(EARLIER)] <uid ranges>` (RFC 7162 §3.2.10), one line per 1000 ranges; none if empty."""
+    head = b"* VANISHED (EARLIER) " if earlier else b"* VANISHED "
+    out = []
+    for k in range(0, len(ranges), VANISHED_RANGES_PER_LINE):
+        chunk = ranges[k : k + VANISHED_RANGES_PER_LINE]
+        text = b",".join(b"%d" % lo if lo == hi else b"%d:%d" % (lo, hi) for lo, hi in chunk)
+        out.append(head + text + CRLF)
+    return out
+
+
 # --- RFC 8474 object identifiers ----------------------------------------------------------------------
 # objectid = 1*255(ALPHA / DIGIT / "_" / "-"). A mailbox's MAILBOXID is its store id (never reused, kept
 # across RENAME); a message's EMAILID is its stored body's id (a COPY or MOVE shares it). No THREADID: NIL.

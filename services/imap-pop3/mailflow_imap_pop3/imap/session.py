@@ -30,6 +30,7 @@ from mailflow.contracts.messages import MailboxEvent
 from mailflow.errors import NotFound
 from mailflow.store.api import Changes, Principal
 from mailflow.store.client import SessionExpired
+from mailflow.store.search import All
 from mailflow_imap_pop3 import metrics
 from mailflow_imap_pop3.context import Context, session_id
 from mailflow_imap_pop3.imap import errors
@@ -155,6 +156,7 @@ class Session:
         # ENABLE IMAP4rev2 (RFC 9051): this session's names are UTF-8, it has no \Recent, SEARCH answers
         # ESEARCH; every other session, of this user too, keeps IMAP4rev1's behaviour.
         self.rev2 = False
+        self.qresync = False  # ENABLE QRESYNC: VANISHED instead of EXPUNGE, SELECT (QRESYNC ...)
         self.bad_in_a_row = 0
         self.busy = False
         self.reading = False  # a command (AUTHENTICATE) waits for the client: the deadline runs
@@ -212,7 +214,7 @@ class Session:
         else:
             caps += [
                 "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE",
-                "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE", "BINARY", "MULTIAPPEND", "OBJECTID",
+                "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "QRESYNC", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE", "BINARY", "MULTIAPPEND", "OBJECTID",
                 "ESEARCH", "SEARCHRES", "SAVEDATE", "CATENATE", "NOTIFY",
                 f"APPENDLIMIT={self.ctx.settings.max_append_bytes}",
             ]  # fmt: skip
@@ -308,6 +310,8 @@ class Session:
             if allow_expunge and view.pending_expunge:
                 for line in view.remove(list(view.pending_expunge)):
                     self.write(line)
+            if self.condstore and (note := view.held_note()):
+                self.write(note)
             return
         announced = view.announced_changes() if view.dirty and (not poll or self.quiet(view)) else None
         view.dirty, view.announced = False, []
@@ -316,6 +320,8 @@ class Session:
             changes = announced
             if changes is None:
                 changes = await self.store.changes(self.principal, view.mailbox_id, view.highestmodseq)
+                if not changes.expunged_complete:
+                    changes.expunged = await self.absent(view)
             recent_from = await self.recent_from(view, changes)
         except NotFound:
             self.write(rsp.untagged("BYE Selected mailbox was deleted, have to disconnect"))
@@ -333,6 +339,15 @@ class Session:
         if announced is None:
             view.asked_at, view.asked_epoch = asked_at, asked_epoch
         self.tell(view, view.apply(changes, allow_expunge, self.condstore, recent_from))
+        if self.condstore and (note := view.held_note()):
+            self.write(note)
+
+    async def absent(self, view: MailboxView) -> list[int]:
+        """The view's UIDs the store no longer has: what `changes` cannot list when the store pruned the
+        tombstones since the view's MODSEQ (rare: a session that slept through `expunged_keep` expunges).
+        One search for the UIDs still there (UIDs only, whatever the mailbox's size)."""
+        there = set(await self.store.search(self.principal, view.mailbox_id, All()))
+        return [u for u in view.uids if u not in there]
 
     async def recent_from(self, view: MailboxView, ch: Changes) -> int | None:
         """From which UID the new messages in `ch` are \\Recent to this session: the store decides, so

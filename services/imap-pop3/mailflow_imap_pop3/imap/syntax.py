@@ -46,6 +46,10 @@ class SeqSet:
             starred = [(STAR, STAR)] if any(a == STAR for a, _ in written) else []
         return cls(tuple(explicit + starred))
 
+    def count(self) -> int:
+        """How many numbers the set names (for a set without `*`), without listing them."""
+        return sum(hi - lo + 1 for lo, hi in _merged(self.ranges))
+
     def resolve(self, largest: int) -> list[tuple[int, int]]:
         """Ranges with `*` replaced by `largest` (RFC 3501 §9 seq-range), ascending, none overlapping
         or adjacent: the numbers they name, each once."""
@@ -80,9 +84,22 @@ class Authenticate:
 
 
 @dataclass(frozen=True, slots=True)
+class Qresync:
+    """SELECT/EXAMINE (QRESYNC (uidvalidity modseq [known-uids] [(known-seqs known-uids)])), RFC 7162 §3.2.5.
+    The sets never hold `*` (the grammar forbids it); `match` pairs sequence numbers with UIDs by position,
+    both sets naming as many numbers (checked when parsed)."""
+
+    uidvalidity: int
+    modseq: int
+    known_uids: SeqSet | None = None
+    match: tuple[SeqSet, SeqSet] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Select:
     mailbox: str
     condstore: bool = False
+    qresync: Qresync | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +199,7 @@ class Fetch:
     seqset: SeqSet
     atts: tuple[FetchAtt, ...]
     changed_since: int | None = None  # RFC 7162 CHANGEDSINCE
+    vanished: bool = False  # RFC 7162 §3.2.6 VANISHED (UID FETCH, with CHANGEDSINCE, QRESYNC enabled)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,9 @@
 
 RFC 3501 numbers messages 1..n per session, and only the server's untagged responses may change that
 numbering. The view is that numbering. `apply(changes)` merges what the store reports since the last
-look and returns the untagged responses that tell the client: EXPUNGE (only when the command in
-progress allows it, RFC 3501 §7.4.1; otherwise the removal waits and the message keeps its number),
+look and returns the untagged responses that tell the client: EXPUNGE, or VANISHED once the session
+enabled QRESYNC (only when the command in progress allows it, RFC 3501 §7.4.1; otherwise the removal
+waits and the message keeps its number),
 EXISTS and RECENT for new mail, FETCH for flags that others changed, FLAGS when new keywords appear.
 No I/O here; a view with a bug in the store's data (an unknown UID) ignores the odd entry.
 """
@@ -15,6 +16,7 @@ from bisect import bisect_left
 from mailflow.contracts.messages import MailboxEvent
 from mailflow.store.api import SEEN, SYSTEM_FLAGS, Changes, MailboxStatus, MessageMeta, Selected
 from mailflow_imap_pop3.imap import responses as rsp
+from mailflow_imap_pop3.imap.qresync import as_ranges
 from mailflow_imap_pop3.imap.syntax import SeqSet
 
 # "appended" events kept while the view waits for its next look; beyond, that look asks the store (a
@@ -25,21 +27,26 @@ RECENT = "\\Recent"
 
 
 class MailboxView:
-    def __init__(self, name: str, sel: Selected, readonly: bool):
+    def __init__(self, name: str, sel: Selected, readonly: bool, qresync: bool = False):
         st = sel.status
         self.name = name
+        self.qresync = qresync  # ENABLE QRESYNC: expunges are told as VANISHED (RFC 7162 §3.2.10)
         self.mailbox_id = st.id
         self.readonly = readonly
         self.uidvalidity = st.uidvalidity
         self.uidnext = st.uidnext
         self.highestmodseq = st.highestmodseq
-        self.uids: list[int] = list(sel.uids)
-        self.flags: list[frozenset[str]] = list(sel.flags)
-        self.modseqs: list[int] = list(sel.modseqs)
+        # The Selected's lists become the view's, not copied (100,000 messages: ~3 ms): it is made for one view
+        self.uids: list[int] = sel.uids
+        self.flags: list[frozenset[str]] = sel.flags
+        self.modseqs: list[int] = sel.modseqs
         self.recent: set[int] = set(sel.recent)
         self.rev2 = False  # the session enabled IMAP4rev2: no \Recent, no RECENT response (RFC 9051)
         self.pending_expunge: set[int] = set()  # gone in the store, still numbered for the client
         self.saved: set[int] = set()  # UIDs of "$" (RFC 5182 SEARCH RETURN (SAVE)); expunged ones leave
+        # While expunges are held back: a HIGHESTMODSEQ below all of them (RFC 7162 §3.2: MODSEQs sent
+        # meanwhile may be higher, and a client resyncing from those would never hear of the expunges)
+        self.held_below: int | None = None
         self.keywords: set[str] = set().union(*self.flags) - set(SYSTEM_FLAGS) if self.flags else set()
         self.dirty = False  # the store said something changed; look at the next allowed moment
         # While dirty: the "appended" events that announced it, if nothing else did (None: ask the store)
@@ -156,17 +163,23 @@ class MailboxView:
         return new_keywords
 
     def remove(self, uids) -> list[bytes]:
-        """Drop messages now and return their EXPUNGE responses (numbers as the client counts them)."""
+        """Drop messages now and return their EXPUNGE responses (numbers as the client counts them), or
+        with QRESYNC one VANISHED of their UIDs."""
         gone = {u for u in uids if self.index_of(u) is not None}
         self.pending_expunge -= gone
+        if not self.pending_expunge:
+            self.held_below = None
         if not gone:
             return []
         out = []
+        if self.qresync:
+            out = rsp.vanished(as_ranges(sorted(gone)), earlier=False)
         removed = 0
         keep_u, keep_f, keep_m = [], [], []
         for i, u in enumerate(self.uids):
             if u in gone:
-                out.append(b"* %d EXPUNGE\r\n" % (i + 1 - removed))
+                if not self.qresync:
+                    out.append(b"* %d EXPUNGE\r\n" % (i + 1 - removed))
                 removed += 1
             else:
                 keep_u.append(u)
@@ -186,6 +199,8 @@ class MailboxView:
         """`recent_from`: the new messages from this UID on are \\Recent in this session (the store said so:
         Mailboxes.claim_recent); None: none of them."""
         out: list[bytes] = []
+        if not self.pending_expunge:
+            self.held_below = self.highestmodseq  # every change in `ch` has a higher MODSEQ
         self.pending_expunge.update(u for u in ch.expunged if self.index_of(u) is not None)
         if allow_expunge and self.pending_expunge:
             out += self.remove(list(self.pending_expunge))
@@ -226,7 +241,16 @@ class MailboxView:
                 out.append(b"* %d RECENT\r\n" % len(self.recent))
         self.uidnext = max(self.uidnext, ch.status.uidnext)
         self.highestmodseq = max(self.highestmodseq, ch.status.highestmodseq)
+        if not self.pending_expunge:
+            self.held_below = None
         return out
+
+    def held_note(self) -> bytes:
+        """While expunges wait: `* OK [HIGHESTMODSEQ n]` with n below them, for a CONDSTORE client to
+        keep instead of the MODSEQs it saw (RFC 7162 §3.2, the example of its §6); else nothing."""
+        if not self.pending_expunge or self.held_below is None:
+            return b""
+        return b"* OK [HIGHESTMODSEQ %d] Expunges held back\r\n" % self.held_below
 
     def fetch_flags_line(self, i: int, uid: bool = False, modseq: bool = False) -> bytes:
         parts = [b"FLAGS " + rsp.flags(self.flags_of(i))]

@@ -3,8 +3,9 @@
 Every call is POST with a small JSON body (mailbox names carry "/", so they are never in the path);
 UID lists travel as ranges [[low, high], ...]. Answers are JSON, except three frames
 (mailflow.store.wire) that carry bytes or bulk numbers:
-  /access/select  header {status, recent_from, flagsets, permanent_keywords}, parts: uids (uint32),
-                  flag-set index per message (uint16), modseqs (int64)
+  /access/select  header {status, recent_from, flagsets, permanent_keywords, and with vanished_since
+                  (QRESYNC) vanished (UID ranges expunged after it) and vanished_complete}, parts: uids
+                  (uint32), flag-set index per message (uint16), modseqs (int64)
   /access/parsed  header {uids}, one part per message: its mailflow.mime JSON
   /access/bodies  header {uids}, one part per message: the raw bytes (streamed as they are read)
 /access/append takes a frame: header {name, items: [{flags, internal_date}, ...]}, one part per item: the
@@ -58,6 +59,7 @@ class Subscribe(Name):
 
 class Select(Name):
     claim_recent: bool = True
+    vanished_since: int | None = Field(None, ge=0, le=2**63 - 1)  # QRESYNC: UIDs expunged after it too
 
 
 class Recent(BaseModel):
@@ -193,7 +195,7 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
     @r.post("/select", responses=FRAME_OUT)
     async def select(request: Request, body: Select):
         """The mailbox's status and every message's UID, flags and MODSEQ (see the module docstring)."""
-        sel = await store.select(await session(request), body.name, body.claim_recent)
+        sel = await store.select(await session(request), body.name, body.claim_recent, body.vanished_since)
         lst = sel.listing
         head = {
             "status": status_obj(sel.status),
@@ -202,6 +204,9 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
             "index": lst.index.typecode,
             "permanent_keywords": sel.permanent_keywords,
         }
+        if sel.vanished is not None:
+            head["vanished"] = wire.uid_ranges(sel.vanished[0])
+            head["vanished_complete"] = sel.vanished[1]
         parts = [wire.pack_array(lst.uids), wire.pack_array(lst.index), wire.pack_array(lst.modseqs)]
         return Response(wire.encode(head, parts), media_type=wire.CONTENT_TYPE)
 
@@ -219,6 +224,7 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
                 "status": status_obj(c.status),
                 "updated": c.updated.to_obj(),
                 "expunged": c.expunged,
+                "complete": c.complete,
             }
         )
 

@@ -25,7 +25,7 @@ def test_migrations_match_the_models(tmp_path, db_url):
     engine.dispose()
     db.close()
     assert diff == []
-    assert version == "0010"
+    assert version == "0011"
 
 
 TABLES = ("domains", "users", "aliases", "keywords", "mailboxes", "subscriptions", "blobs", "messages")
@@ -83,13 +83,19 @@ def test_migration_0004_keeps_every_row_and_ids_are_never_reused_after_it(tmp_pa
     engine = sa.create_engine(db_url)
     with engine.begin() as conn:
         _populate_0003(conn)
+        conn.exec_driver_sql("INSERT INTO expunged (mailbox_id, modseq, uid) VALUES (10, 3, 1), (20, 2, 1)")
         before = _contents(conn)
     db.migrate("0006")
     with engine.connect() as conn:
         assert _contents(conn) == before
-    db.migrate()  # 0007, 0008: no verifier yet, every user so far a plain user
+    db.migrate()  # 0007, 0008: no verifier yet, every user so far a plain user; 0011: no tombstone pruned yet
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT DISTINCT generation, disabled, role FROM users").fetchall() == [(1, False, "user")]
+        assert conn.exec_driver_sql("SELECT DISTINCT vanished_floor FROM mailboxes").fetchall() == [(0,)]
+        assert conn.exec_driver_sql("SELECT mailbox_id, modseq, uid FROM expunged ORDER BY 1").fetchall() == [
+            (10, 3, 1),
+            (20, 2, 1),
+        ]
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         if conn.dialect.name == "sqlite":
             ddl = dict(conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())

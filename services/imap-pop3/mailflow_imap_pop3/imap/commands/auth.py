@@ -167,8 +167,9 @@ async def cmd_enable(s: Session, cmd: Command) -> Reply | None:
     for cap in args.capabilities:  # upper case; unknown ones are ignored (RFC 5161 §3.1)
         if cap in s.enabled:
             continue
-        if cap == "CONDSTORE":
-            s.condstore = True
+        if cap in ("CONDSTORE", "QRESYNC"):
+            s.condstore = True  # QRESYNC implies CONDSTORE (RFC 7162 §3.2.3)
+            s.qresync = s.qresync or cap == "QRESYNC"
         elif cap == "IMAP4REV2":  # RFC 9051 §6.3.1: this session only, from the next command on
             s.rev2 = True
         else:

@@ -1,4 +1,4 @@
-"""FETCH and UID FETCH: every RFC 3501 §6.4.5 data item, BODY.PEEK, partials, MODSEQ and CHANGEDSINCE.
+"""FETCH and UID FETCH: every RFC 3501 §6.4.5 data item, BODY.PEEK, partials, MODSEQ, CHANGEDSINCE and VANISHED.
 
 Messages go in batches (`fetch_batch`): one store round trip per batch for each kind of data the items
 need (metadata, parsed structure, whole messages, each distinct section: the store cuts sections, so
@@ -24,6 +24,7 @@ from mailflow.store.api import SEEN
 from mailflow_imap_pop3 import metrics
 from mailflow_imap_pop3.imap import errors
 from mailflow_imap_pop3.imap import responses as rsp
+from mailflow_imap_pop3.imap.qresync import vanished
 from mailflow_imap_pop3.imap.responses import Reply
 from mailflow_imap_pop3.imap.syntax import Command, Fetch, FetchAtt, Section
 from mailflow_imap_pop3.listener import FLUSH_AT
@@ -152,6 +153,8 @@ def _binary_item(att: FetchAtt, data: bytes) -> tuple[bytes, bytes]:
 
 async def _fetch(s: Session, cmd: Command, uid: bool) -> Reply | None:
     args: Fetch = cmd.args
+    if args.vanished:
+        await _vanished(s, args, uid)
     view = s.view
     atts = args.atts
     if uid and not any(a.name == "UID" for a in atts):
@@ -196,6 +199,22 @@ async def send(s: Session, atts: tuple[FetchAtt, ...], indexes: list[int]) -> bo
         if pending is not None:
             pending.cancel()
     return missing
+
+
+async def _vanished(s: Session, args: Fetch, uid: bool) -> None:
+    """UID FETCH ... (CHANGEDSINCE m VANISHED), RFC 7162 §3.2.6: first `* VANISHED (EARLIER)` with the UIDs
+    of the set expunged since m (BAD on FETCH, or without ENABLE QRESYNC). UIDs the view still numbers
+    (their removal waits for a command that may tell it) are left for the VANISHED that removes them."""
+    if not uid:
+        raise errors.bad("VANISHED is a UID FETCH modifier")
+    if not s.qresync:
+        raise errors.bad("VANISHED without ENABLE QRESYNC")
+    view = s.view
+    ch = await s.store.changes(s.principal, view.mailbox_id, args.changed_since)
+    top = max(view.uidnext, ch.status.uidnext) - 1
+    known = [(lo, min(hi, top)) for lo, hi in args.seqset.resolve(top) if lo <= top]
+    for line in rsp.vanished(vanished(view.uids, known, ch.expunged, ch.expunged_complete), earlier=True):
+        s.write(line)
 
 
 async def _write_batch(s: Session, plan: Plan, chunk: list[int], loaded: Loaded) -> bool:

@@ -1,4 +1,5 @@
-"""IDLE (RFC 2177): the client waits, the server pushes EXISTS/EXPUNGE/FETCH as the store announces them.
+"""IDLE (RFC 2177): the client waits, the server pushes EXISTS/EXPUNGE/FETCH as the store announces them
+(VANISHED instead of EXPUNGE once the session enabled QRESYNC).
 
 The session wakes on a MailboxEvent for its mailbox (push.Hub), asks the store what changed and sends
 it at once; nothing waits for a timer. Every `keepalive` seconds an `* OK Still here` keeps NATs and

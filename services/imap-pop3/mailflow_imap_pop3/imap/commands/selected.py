@@ -2,7 +2,8 @@
 UID EXPUNGE (RFC 4315), COPY, MOVE (RFC 6851) and their UID forms, with UIDPLUS COPYUID.
 
 A read-only (EXAMINEd) mailbox refuses EXPUNGE and MOVE with NO [READ-ONLY]; CLOSE on it expunges
-nothing. A missing destination is NO [TRYCREATE]. The destination may be the selected mailbox itself:
+nothing. The removed messages are told as EXPUNGE, or as one VANISHED of their UIDs after ENABLE
+QRESYNC (RFC 7162 §3.2.7, view.remove). A missing destination is NO [TRYCREATE]. The destination may be the selected mailbox itself:
 the copies get new UIDs and come as EXISTS in the sync after the command (after MOVE's EXPUNGEs). When the store fails half-way the command is NO and
 the next sync tells the client what did happen (the store's changes are the truth, not our guess).
 """
