@@ -170,7 +170,11 @@ class Reader:
             return None
 
     def seqset(self) -> SeqSet:
-        """RFC 3501 §9 sequence-set, taken as one token and split in C (16,000 ranges in a few ms)."""
+        """RFC 3501 §9 sequence-set, taken as one token and split in C (16,000 ranges in a few ms), or
+        RFC 5182's "$" (the saved search result)."""
+        if self.peek() == b"$":
+            self.pos += 1
+            return SeqSet((), saved=True)
         items = self.match(_SEQSET, "sequence set").group().split(b",")
         if len(items) > MAX_SEQ_RANGES:
             raise ParseError(f"Too many ranges in a sequence set (the limit is {MAX_SEQ_RANGES})", self.tag)

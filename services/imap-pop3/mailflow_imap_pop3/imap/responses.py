@@ -230,3 +230,43 @@ def email_id_number(text: str) -> int | None:
     if text[:1] != "M" or not digits.isascii() or not digits.isdigit() or len(digits) > 18:
         return None
     return int(digits)
+
+
+def thread(nodes: list[tuple[int, int]]) -> bytes:
+    """`* THREAD` (RFC 5256 §5) from threads as a preorder of (number, depth), 0 for a dummy: a message
+    with one child is followed by it in the same list, one with several by each child's own "(...)";
+    a dummy is its children's "(...)"s. Without recursion (a reply chain may be very deep) and with
+    nothing nested that does not branch. Depths must grow by one at most (ValueError otherwise)."""
+    children: list[list[int]] = [[] for _ in nodes]
+    roots: list[int] = []
+    path: list[int] = []
+    for i, (_, depth) in enumerate(nodes):
+        if depth > len(path):
+            raise ValueError("thread depth skips a level")
+        del path[depth:]
+        (children[path[-1]] if path else roots).append(i)
+        path.append(i)
+    out: list[bytes] = [b"* THREAD"]
+    for root in roots:
+        out.append(b" (" if len(out) == 1 else b"(")
+        stack: list[int | bytes] = [root]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, bytes):
+                out.append(item)
+                continue
+            number, kids = nodes[item][0], children[item]
+            if number:
+                out.append(b"%d" % number)
+            if len(kids) == 1 and number:
+                out.append(b" ")
+                stack.append(kids[0])
+            elif kids:
+                if number:
+                    out.append(b" ")
+                for k in reversed(kids):
+                    stack.append(b")")
+                    stack.append(k)
+                    stack.append(b"(")
+        out.append(b")")
+    return b"".join(out) + b"\r\n"

@@ -43,6 +43,7 @@ class MailboxView:
         self.asked_epoch = -1  # hub's epoch then: see Session.sync
         # SEARCH criteria about content only -> (highest UID searched, UIDs that matched): see search.py
         self.searched: dict[object, tuple[int, frozenset[int]]] = {}
+        self.saved: list[int] = []  # "$", RFC 5182: UIDs of the last SEARCH/SORT RETURN (SAVE), ascending
 
     # --- numbering ------------------------------------------------------------------------------------
 
@@ -69,6 +70,10 @@ class MailboxView:
         for lo, hi in ranges:
             out.extend(range(lo - 1, hi))
         return out
+
+    def by_saved(self) -> list[int]:
+        """Indexes of the messages of "$" still in the view, ascending."""
+        return sorted(i for u in self.saved if (i := self.index_of(u)) is not None)
 
     def by_uid(self, seqset: SeqSet) -> list[int]:
         """Indexes of the messages whose UIDs are in the set; UIDs with no message are skipped silently,

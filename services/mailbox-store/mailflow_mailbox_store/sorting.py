@@ -1,0 +1,331 @@
+"""SORT and THREAD (RFC 5256; DISPLAYFROM/DISPLAYTO of RFC 5957) over one mailbox, in the store.
+
+Which messages: search.search, the one evaluation of the criteria. What is compared: the sort_* columns
+of their bodies (sortkeys.py, filled when a body is stored). A body stored before migration 0010 has
+them NULL: they are computed here from its stored parse and handed back (`Result.fill`), and the caller
+writes them in a later write transaction (`fill`), so each old body is parsed once.
+
+SORT: criteria applied from the last to the first by stable sorts over rows in UID order, so a tie on
+every criterion keeps the mailbox order (RFC 5256 §3). DATE is the sent date, or the internal date for
+a message without a readable Date: (§2.2).
+
+THREAD returns each thread as a preorder of (uid, depth), uid 0 for a dummy (a thread whose root is
+a missing message), so nothing is nested on the wire and no step recurses: a reply chain 10,000 deep
+costs what a flat list does. ORDEREDSUBJECT and REFERENCES are RFC 5256 §4 step by step. Bounds:
+each message contributes at most sortkeys.MAX_REFS parents, and at most REFS_BUDGET over a whole
+mailbox (per message fewer when the mailbox is large), so the id table is at most REFS_BUDGET plus one
+entry per message; the loop check of step 1 walks at most MAX_WALK ancestors and otherwise refuses the
+link (as for a loop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mailflow import mime
+from mailflow.store import search as sk
+from mailflow.store.api import SORT_CRITERIA, THREAD_ALGORITHMS
+from mailflow_mailbox_store import folders, sortkeys
+from mailflow_mailbox_store.blobs import BlobStore
+from mailflow_mailbox_store.db import Tx
+from mailflow_mailbox_store.parsing import unpack
+from mailflow_mailbox_store.search import search
+
+CRITERIA = SORT_CRITERIA  # the names, in mailflow.store.api
+ALGORITHMS = THREAD_ALGORITHMS
+REFS_BUDGET = 200_000  # parents followed in one THREAD REFERENCES, all messages together
+MAX_WALK = 2_000  # ancestors looked at when checking that a link makes no loop
+
+
+class Row:
+    __slots__ = ("uid", "size", "internal", "subject", "reply", "sent", "from_", "to", "cc", "display_from",
+                 "display_to", "message_id", "parents")  # fmt: skip
+
+    def __init__(self, uid: int, size: int, internal: int, keys: tuple):
+        self.uid, self.size, self.internal = uid, size, internal
+        (self.subject, reply, sent, self.from_, self.to, self.cc, self.display_from, self.display_to,
+         self.message_id, parents) = keys  # fmt: skip
+        self.reply = bool(reply)
+        self.sent = internal if sent is None else sent  # RFC 5256 §2.2
+        self.parents = parents.split() if parents else []
+
+
+@dataclass
+class Result:
+    rows: list[Row]
+    fill: list[tuple] = field(default_factory=list)  # (blob id, *SortKeys.row()) for bodies without keys
+
+
+_COLS = ", ".join(f"b.{c}" for c in sortkeys.COLUMNS)
+
+
+def rows(tx: Tx, user_id: int, mailbox_id: int, key: sk.SearchKey, blobs: BlobStore) -> Result:
+    """The messages matching `key`, in UID order, with what SORT and THREAD compare."""
+    folders.by_id(tx, user_id, mailbox_id)  # the user's own mailbox, or NotFound
+    wanted = None if isinstance(key, sk.All) else set(search(tx, user_id, mailbox_id, key, blobs))
+    if wanted is not None and not wanted:
+        return Result([])
+    found = tx.all(
+        f"SELECT m.uid, m.size, m.internal_date, b.id, {_COLS} FROM messages m JOIN blobs b ON b.id = m.blob_id"
+        " WHERE m.mailbox_id = :mb ORDER BY m.uid",
+        {"mb": mailbox_id},
+    )
+    if wanted is not None:
+        found = [r for r in found if r[0] in wanted]
+    missing = list({r[3] for r in found if r[4] is None})
+    computed: dict[int, tuple] = {}
+    for i in range(0, len(missing), 500):
+        part = {f"b{k}": v for k, v in enumerate(missing[i : i + 500])}
+        marks = ", ".join(f":{k}" for k in part)
+        for bid, parsed in tx.all(f"SELECT id, parsed FROM blobs WHERE id IN ({marks})", part):
+            computed[bid] = sortkeys.of(mime.from_json(unpack(parsed))).row()
+    out = [Row(r[0], r[1], r[2], computed[r[3]] if r[4] is None else r[4:]) for r in found]
+    return Result(out, [(bid, *keys) for bid, keys in computed.items()])
+
+
+def fill(tx: Tx, computed: list[tuple]) -> None:
+    """Write keys computed by `rows` (only where still missing: another store may have been first)."""
+    sets = ", ".join(f"{c} = :k{i}" for i, c in enumerate(sortkeys.COLUMNS))
+    for bid, *keys in computed:
+        params = {f"k{i}": v for i, v in enumerate(keys)}
+        tx.run(f"UPDATE blobs SET {sets} WHERE id = :id AND sort_subject IS NULL", {"id": bid, **params})
+
+
+# --- SORT -------------------------------------------------------------------------------------------
+
+_KEYS: dict[str, Callable[[Row], object]] = {
+    "arrival": lambda r: r.internal,
+    "cc": lambda r: r.cc,
+    "date": lambda r: r.sent,
+    "from": lambda r: r.from_,
+    "size": lambda r: r.size,
+    "subject": lambda r: r.subject,
+    "to": lambda r: r.to,
+    "displayfrom": lambda r: r.display_from,
+    "displayto": lambda r: r.display_to,
+}
+
+
+def sort(found: list[Row], criteria: list[tuple[str, bool]]) -> list[int]:
+    """UIDs in the order of `criteria` ((name, reverse) each, most significant first); `found` is in
+    UID order, which breaks every tie (Python's sort is stable, reverse=True included)."""
+    order = list(found)
+    for name, reverse in reversed(criteria):
+        order.sort(key=_KEYS[name], reverse=reverse)
+    return [r.uid for r in order]
+
+
+# --- THREAD -----------------------------------------------------------------------------------------
+
+
+class _Node:
+    __slots__ = ("row", "parent", "children", "when")
+
+    def __init__(self, row: Row | None = None):
+        self.row, self.parent = row, None
+        self.children: list[_Node] = []
+        self.when: tuple[int, int] = (0, 0)
+
+
+def _date(n: _Node) -> tuple[int, int]:
+    return n.when
+
+
+def _sort_tree(roots: list[_Node]) -> list[_Node]:
+    """RFC 5256 §4 REFERENCES step 6 (and ORDEREDSUBJECT's order): siblings by sent date, then by
+    mailbox order; a dummy takes the date of its first child. Children first, without recursion."""
+    stack: list[tuple[_Node, bool]] = [(r, False) for r in roots]
+    while stack:
+        node, done = stack.pop()
+        if not done:
+            stack.append((node, True))
+            stack.extend((c, False) for c in node.children)
+            continue
+        node.children.sort(key=_date)
+        if node.row is not None:
+            node.when = (node.row.sent, node.row.uid)
+        elif node.children:
+            node.when = node.children[0].when
+    return sorted(roots, key=_date)
+
+
+def _preorder(roots: list[_Node]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    stack = [(r, 0) for r in reversed(roots)]
+    while stack:
+        node, depth = stack.pop()
+        out.append((0 if node.row is None else node.row.uid, depth))
+        stack.extend((c, depth + 1) for c in reversed(node.children))
+    return out
+
+
+def ordered_subject(found: list[Row]) -> list[tuple[int, int]]:
+    """ORDEREDSUBJECT: messages grouped by base subject; in each group the earliest is the root and the
+    others its children, by sent date; the groups by their first message's sent date."""
+    groups: dict[str, _Node] = {}
+    for row in sorted(found, key=lambda r: (r.sent, r.uid)):
+        node = _Node(row)
+        node.when = (row.sent, row.uid)
+        head = groups.get(row.subject)
+        if head is None:
+            groups[row.subject] = node
+        else:
+            head.children.append(node)
+    return _preorder(sorted(groups.values(), key=_date))
+
+
+def _is_ancestor(a: _Node, b: _Node) -> bool:
+    """Is `a` b itself or one of its ancestors? Past MAX_WALK ancestors: assumed yes (no link made)."""
+    if a is b:
+        return True
+    if not a.children:
+        return False
+    n = b.parent
+    for _ in range(MAX_WALK):
+        if n is None:
+            return False
+        if n is a:
+            return True
+        n = n.parent
+    return True
+
+
+def _link(parent: _Node, child: _Node) -> None:
+    if child.parent is not None:
+        child.parent.children.remove(child)
+    child.parent = parent
+    parent.children.append(child)
+
+
+def _containers(found: list[Row]) -> list[_Node]:
+    """Step 1: every message in a container, linked to its parents; the root set (step 2)."""
+    per = max(1, min(sortkeys.MAX_REFS, REFS_BUDGET // max(1, len(found))))
+    by_id: dict[str, _Node] = {}
+    nodes: list[_Node] = []
+
+    def container(mid: str) -> _Node:
+        c = by_id.get(mid)
+        if c is None:
+            c = by_id[mid] = _Node()
+            nodes.append(c)
+        return c
+
+    for row in found:
+        c = by_id.get(row.message_id) if row.message_id else None
+        if c is None or c.row is not None:  # no id, or a duplicate: a container of its own
+            c = _Node()
+            nodes.append(c)
+            if row.message_id and row.message_id not in by_id:
+                by_id[row.message_id] = c
+        c.row = row
+        prev = None
+        for mid in row.parents[-per:]:  # (A) the references, each the parent of the next
+            ref = container(mid)
+            if prev is not None and ref.parent is None and not _is_ancestor(ref, prev):
+                _link(prev, ref)
+            prev = ref
+        if prev is None:  # (B) the last reference is the message's parent, or it has none
+            if c.parent is not None:
+                c.parent.children.remove(c)
+                c.parent = None
+        elif c.parent is not prev and not _is_ancestor(c, prev):
+            _link(prev, c)
+    return [n for n in nodes if n.parent is None]
+
+
+def _prune(roots: list[_Node]) -> list[_Node]:
+    """Step 4: dummies without children go; a dummy's children take its place, except that a dummy
+    root with more than one child stays. Bottom up, so promoted children are already pruned."""
+    stack: list[tuple[_Node, bool]] = [(r, False) for r in roots]
+    while stack:
+        node, done = stack.pop()
+        if not done:
+            stack.append((node, True))
+            stack.extend((c, False) for c in node.children)
+            continue
+        kept: list[_Node] = []
+        for c in node.children:
+            if c.row is None:
+                kept.extend(c.children)
+            else:
+                kept.append(c)
+        node.children = kept
+    out: list[_Node] = []
+    for r in roots:
+        if r.row is not None or len(r.children) > 1:
+            out.append(r)
+        elif r.children:
+            out.append(r.children[0])
+    for r in out:
+        r.parent = None
+    return out
+
+
+def _subject_of(root: _Node) -> str:
+    if root.row is not None:
+        return root.row.subject
+    first = min(root.children, key=lambda c: c.when)
+    return first.row.subject if first.row is not None else ""
+
+
+def _group(roots: list[_Node]) -> list[_Node]:
+    """Step 5: roots with the same base subject gathered under one."""
+    table: dict[str, _Node] = {}
+    for r in roots:
+        subject = _subject_of(r)
+        if not subject:
+            continue
+        old = table.get(subject)
+        if (
+            old is None
+            or (r.row is None and old.row is not None)
+            or (old.row is not None and r.row is not None and old.row.reply and not r.row.reply)
+        ):
+            table[subject] = r
+    out: list[_Node] = []
+    where: dict[int, int] = {}  # id(root) -> its index in `out`
+    for r in roots:
+        subject = _subject_of(r)
+        old = table.get(subject) if subject else None
+        if old is None or old is r:
+            where[id(r)] = len(out)
+            out.append(r)
+        elif old.row is None and r.row is None:
+            for c in r.children:
+                c.parent = old
+            old.children.extend(r.children)
+        elif old.row is None or (r.row is not None and not old.row.reply and r.row.reply):
+            _link(old, r)
+        else:  # both messages: a new dummy holds them, in old's place (old came first: it is in `out`)
+            dummy = _Node()
+            _link(dummy, old)
+            _link(dummy, r)
+            table[subject] = dummy
+            out[where[id(old)]] = dummy
+            where[id(dummy)] = where[id(old)]
+    return out
+
+
+def references(found: list[Row]) -> list[tuple[int, int]]:
+    """REFERENCES (RFC 5256 §4): threads from Message-ID / References / In-Reply-To, roots of the same
+    base subject gathered, everything ordered by sent date."""
+    roots = _sort_tree(_prune(_containers(found)))  # step 5 looks at a dummy's first child
+    return _preorder(_sort_tree(_group(roots)))
+
+
+THREADERS = {"orderedsubject": ordered_subject, "references": references}
+
+
+def sort_tx(tx: Tx, user_id: int, mailbox_id: int, key: sk.SearchKey, criteria: list[tuple[str, bool]],
+            blobs: BlobStore) -> tuple[list[int], list[tuple]]:  # fmt: skip
+    """(UIDs in order, keys to `fill`)."""
+    res = rows(tx, user_id, mailbox_id, key, blobs)
+    return sort(res.rows, criteria), res.fill
+
+
+def thread_tx(tx: Tx, user_id: int, mailbox_id: int, key: sk.SearchKey, algorithm: str,
+              blobs: BlobStore) -> tuple[list[tuple[int, int]], list[tuple]]:  # fmt: skip
+    """(threads as a preorder of (uid or 0, depth), keys to `fill`)."""
+    res = rows(tx, user_id, mailbox_id, key, blobs)
+    return THREADERS[algorithm](res.rows), res.fill
