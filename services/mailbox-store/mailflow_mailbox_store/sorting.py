@@ -132,17 +132,23 @@ def _date(n: _Node) -> tuple[int, int]:
     return n.when
 
 
+def _below(roots: list[_Node]) -> list[_Node]:
+    """Every node under `roots` (themselves included), each after its parent: walked backwards, each
+    node comes after its children."""
+    out = list(roots)
+    i = 0
+    while i < len(out):
+        out.extend(out[i].children)
+        i += 1
+    return out
+
+
 def _sort_tree(roots: list[_Node]) -> list[_Node]:
     """RFC 5256 §4 REFERENCES step 6 (and ORDEREDSUBJECT's order): siblings by sent date, then by
     mailbox order; a dummy takes the date of its first child. Children first, without recursion."""
-    stack: list[tuple[_Node, bool]] = [(r, False) for r in roots]
-    while stack:
-        node, done = stack.pop()
-        if not done:
-            stack.append((node, True))
-            stack.extend((c, False) for c in node.children)
-            continue
-        node.children.sort(key=_date)
+    for node in reversed(_below(roots)):
+        if node.children:
+            node.children.sort(key=_date)
         if node.row is not None:
             node.when = (node.row.sent, node.row.uid)
         elif node.children:
@@ -204,13 +210,6 @@ def _containers(found: list[Row]) -> list[_Node]:
     by_id: dict[str, _Node] = {}
     nodes: list[_Node] = []
 
-    def container(mid: str) -> _Node:
-        c = by_id.get(mid)
-        if c is None:
-            c = by_id[mid] = _Node()
-            nodes.append(c)
-        return c
-
     for row in found:
         c = by_id.get(row.message_id) if row.message_id else None
         if c is None or c.row is not None:  # no id, or a duplicate: a container of its own
@@ -221,8 +220,14 @@ def _containers(found: list[Row]) -> list[_Node]:
         c.row = row
         prev = None
         for mid in row.parents[-per:]:  # (A) the references, each the parent of the next
-            ref = container(mid)
-            if prev is not None and ref.parent is None and not _is_ancestor(ref, prev):
+            ref = by_id.get(mid)
+            if ref is None:
+                ref = by_id[mid] = _Node()
+                nodes.append(ref)
+                if prev is not None:  # a new container: no parent, no children, no loop possible
+                    ref.parent = prev
+                    prev.children.append(ref)
+            elif prev is not None and ref.parent is None and not _is_ancestor(ref, prev):
                 _link(prev, ref)
             prev = ref
         if prev is None:  # (B) the last reference is the message's parent, or it has none
@@ -237,12 +242,8 @@ def _containers(found: list[Row]) -> list[_Node]:
 def _prune(roots: list[_Node]) -> list[_Node]:
     """Step 4: dummies without children go; a dummy's children take its place, except that a dummy
     root with more than one child stays. Bottom up, so promoted children are already pruned."""
-    stack: list[tuple[_Node, bool]] = [(r, False) for r in roots]
-    while stack:
-        node, done = stack.pop()
-        if not done:
-            stack.append((node, True))
-            stack.extend((c, False) for c in node.children)
+    for node in reversed(_below(roots)):
+        if not any(c.row is None for c in node.children):
             continue
         kept: list[_Node] = []
         for c in node.children:
