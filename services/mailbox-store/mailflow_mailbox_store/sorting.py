@@ -20,10 +20,13 @@ link (as for a loop).
 
 from __future__ import annotations
 
+import threading
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailflow import mime
+from mailflow.cache import Cache
 from mailflow.store import search as sk
 from mailflow.store.api import SORT_CRITERIA, THREAD_ALGORITHMS
 from mailflow_mailbox_store import folders, sortkeys
@@ -39,16 +42,30 @@ MAX_WALK = 2_000  # ancestors looked at when checking that a link makes no loop
 
 
 class Row:
-    __slots__ = ("uid", "size", "internal", "subject", "reply", "sent", "from_", "to", "cc", "display_from",
-                 "display_to", "message_id", "parents")  # fmt: skip
+    """One message as SORT and THREAD read it: `k` is its body's keys (sortkeys.COLUMNS order, the
+    parents split), shared by every message with that body."""
 
-    def __init__(self, uid: int, size: int, internal: int, keys: tuple):
-        self.uid, self.size, self.internal = uid, size, internal
-        (self.subject, reply, sent, self.from_, self.to, self.cc, self.display_from, self.display_to,
-         self.message_id, parents) = keys  # fmt: skip
-        self.reply = bool(reply)
-        self.sent = internal if sent is None else sent  # RFC 5256 §2.2
-        self.parents = parents.split() if parents else []
+    __slots__ = ("uid", "size", "internal", "sent", "k")
+
+    def __init__(self, uid: int, size: int, internal: int, k: tuple):
+        self.uid, self.size, self.internal, self.k = uid, size, internal, k
+        self.sent = internal if k[2] is None else k[2]  # RFC 5256 §2.2: no Date:, the internal date
+
+    @property
+    def subject(self) -> str:
+        return self.k[0]
+
+    @property
+    def reply(self) -> bool:
+        return bool(self.k[1])
+
+    @property
+    def message_id(self) -> str:
+        return self.k[8]
+
+    @property
+    def parents(self) -> list[str]:
+        return self.k[9]
 
 
 @dataclass
@@ -57,31 +74,139 @@ class Result:
     fill: list[tuple] = field(default_factory=list)  # (blob id, *SortKeys.row()) for bodies without keys
 
 
-_COLS = ", ".join(f"b.{c}" for c in sortkeys.COLUMNS)
+class RowCache:
+    """Each mailbox's rows (UID order) as SORT and THREAD read them, kept while the mailbox's set of
+    messages is the same: under (mailbox id, UIDVALIDITY, UIDNEXT, the last expunge's MODSEQ, the
+    number of messages). A new message moves UIDNEXT, an expunge or move leaves a tombstone with a
+    new MODSEQ, a mailbox emptied or made again changes the count or UIDVALIDITY; flag changes keep
+    the rows (SORT and THREAD do not read flags), so a client sorting again after marking mail read
+    costs two index lookups and a count. Without it a SORT of 10,000 messages reads ten columns of
+    10,000 bodies each time. Bounded by the rows held (least recently used mailbox out); shared by
+    the store's threads; per process (each store process checks against the database)."""
+
+    def __init__(self, max_rows: int = 200_000):
+        self._items: Cache[tuple, list[Row]] = Cache(max_rows)
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> list[Row] | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def put(self, key: tuple, rows: list[Row]) -> None:
+        with self._lock:
+            self._items.put(key, rows, cost=max(1, len(rows)))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
 
 
-def rows(tx: Tx, user_id: int, mailbox_id: int, key: sk.SearchKey, blobs: BlobStore) -> Result:
-    """The messages matching `key`, in UID order, with what SORT and THREAD compare."""
-    folders.by_id(tx, user_id, mailbox_id)  # the user's own mailbox, or NotFound
-    wanted = None if isinstance(key, sk.All) else set(search(tx, user_id, mailbox_id, key, blobs))
-    if wanted is not None and not wanted:
-        return Result([])
+ROWS = RowCache()
+_COLS = ", ".join(sortkeys.COLUMNS)
+
+
+def _all_rows(tx: Tx, mailbox_id: int) -> tuple[list[Row], list[tuple]]:
+    """Every message of the mailbox, and the keys computed for bodies stored before migration 0010."""
     found = tx.all(
-        f"SELECT m.uid, m.size, m.internal_date, b.id, {_COLS} FROM messages m JOIN blobs b ON b.id = m.blob_id"
-        " WHERE m.mailbox_id = :mb ORDER BY m.uid",
+        f"SELECT m.uid, m.size, m.internal_date, b.id, {', '.join('b.' + c for c in sortkeys.COLUMNS)}"
+        " FROM messages m JOIN blobs b ON b.id = m.blob_id WHERE m.mailbox_id = :mb ORDER BY m.uid",
         {"mb": mailbox_id},
     )
-    if wanted is not None:
-        found = [r for r in found if r[0] in wanted]
-    missing = list({r[3] for r in found if r[4] is None})
+    old = list({r[3] for r in found if r[4] is None})
     computed: dict[int, tuple] = {}
-    for i in range(0, len(missing), 500):
-        part = {f"b{k}": v for k, v in enumerate(missing[i : i + 500])}
+    for i in range(0, len(old), 500):
+        part = {f"b{k}": v for k, v in enumerate(old[i : i + 500])}
         marks = ", ".join(f":{k}" for k in part)
         for bid, parsed in tx.all(f"SELECT id, parsed FROM blobs WHERE id IN ({marks})", part):
             computed[bid] = sortkeys.of(mime.from_json(unpack(parsed))).row()
-    out = [Row(r[0], r[1], r[2], computed[r[3]] if r[4] is None else r[4:]) for r in found]
-    return Result(out, [(bid, *keys) for bid, keys in computed.items()])
+    shared: dict[int, tuple] = {}  # one keys tuple per body, its parents split once
+    out = []
+    for uid, size, internal, bid, *cols in found:
+        k = shared.get(bid)
+        if k is None:
+            c = computed.get(bid) or cols
+            k = shared[bid] = (*c[:9], c[9].split() if c[9] else [])
+        out.append(Row(uid, size, internal, k))
+    return out, [(bid, *keys) for bid, keys in computed.items()]
+
+
+def _in_uids(found: list[Row], key: sk.SearchKey) -> list[Row] | None:
+    """The rows a key made of All and at most one UID set selects (sliced by bisection), or None for
+    any other key."""
+    parts = key.keys if isinstance(key, sk.And) else (key,)
+    sets = [k for k in parts if isinstance(k, sk.Uids)]
+    if len(sets) > 1 or not all(isinstance(k, sk.All | sk.Uids) for k in parts):
+        return None
+    if not sets:
+        return found
+    uids = [r.uid for r in found]
+    out: list[Row] = []
+    for lo, hi in sorted(sets[0].ranges):
+        out += found[
+            max(bisect_left(uids, lo), bisect_left(uids, out[-1].uid + 1) if out else 0) : bisect_right(
+                uids, hi
+            )
+        ]
+    return out
+
+
+def _state(tx: Tx, user_id: int, mailbox_id: int) -> tuple:
+    """What the mailbox's set of messages is known by (see RowCache); NotFound for another's mailbox."""
+    box = folders.by_id(tx, user_id, mailbox_id)
+    last_expunge = tx.value("SELECT MAX(modseq) FROM expunged WHERE mailbox_id = :mb", {"mb": mailbox_id})
+    count = tx.value("SELECT COUNT(*) FROM messages WHERE mailbox_id = :mb", {"mb": mailbox_id})
+    return (mailbox_id, box.uidvalidity, box.uidnext, last_expunge, count)
+
+
+def rows(
+    tx: Tx, user_id: int, mailbox_id: int, key: sk.SearchKey, blobs: BlobStore, state: tuple | None = None
+) -> Result:
+    """The messages matching `key`, in UID order, with what SORT and THREAD compare."""
+    state = state or _state(tx, user_id, mailbox_id)
+    found = ROWS.get(state)
+    computed: list[tuple] = []
+    if found is None:
+        found, computed = _all_rows(tx, mailbox_id)
+        if len(found) == state[4]:  # else changed between the two reads (PostgreSQL, read committed)
+            ROWS.put(state, found)
+    chosen = _in_uids(found, key)
+    if chosen is None:  # the criteria are SEARCH's: its one evaluation
+        wanted = set(search(tx, user_id, mailbox_id, key, blobs))
+        chosen = [r for r in found if r.uid in wanted]
+    return Result(chosen, computed)
+
+
+_FIXED = sk.All | sk.Uids | sk.Header | sk.Address | sk.Text | sk.Size | sk.Date | sk.EmailId
+
+
+class ResultCache:
+    """Answers of SORT and THREAD by (mailbox state as RowCache's, criteria, sort or algorithm), for
+    criteria that read only what never changes in a message (no flags, no MODSEQ): the same set of
+    messages gives the same answer, so a client that threads again after reading mail (as mutt does)
+    is answered without threading again. Bounded by the numbers held; shared by the store's threads."""
+
+    def __init__(self, max_numbers: int = 500_000):
+        self._items: Cache[tuple, list] = Cache(max_numbers)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def usable(key: sk.SearchKey) -> bool:
+        return all(isinstance(k, _FIXED) for k in sk.leaves(key))
+
+    def get(self, key: tuple) -> list | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def put(self, key: tuple, answer: list) -> None:
+        with self._lock:
+            self._items.put(key, answer, cost=max(1, len(answer)))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+RESULTS = ResultCache()
 
 
 def fill(tx: Tx, computed: list[tuple]) -> None:
@@ -96,14 +221,14 @@ def fill(tx: Tx, computed: list[tuple]) -> None:
 
 _KEYS: dict[str, Callable[[Row], object]] = {
     "arrival": lambda r: r.internal,
-    "cc": lambda r: r.cc,
+    "cc": lambda r: r.k[5],
     "date": lambda r: r.sent,
-    "from": lambda r: r.from_,
+    "from": lambda r: r.k[3],
     "size": lambda r: r.size,
-    "subject": lambda r: r.subject,
-    "to": lambda r: r.to,
-    "displayfrom": lambda r: r.display_from,
-    "displayto": lambda r: r.display_to,
+    "subject": lambda r: r.k[0],
+    "to": lambda r: r.k[4],
+    "displayfrom": lambda r: r.k[6],
+    "displayto": lambda r: r.k[7],
 }
 
 
@@ -169,16 +294,22 @@ def _preorder(roots: list[_Node]) -> list[tuple[int, int]]:
 def ordered_subject(found: list[Row]) -> list[tuple[int, int]]:
     """ORDEREDSUBJECT: messages grouped by base subject; in each group the earliest is the root and the
     others its children, by sent date; the groups by their first message's sent date."""
-    groups: dict[str, _Node] = {}
-    for row in sorted(found, key=lambda r: (r.sent, r.uid)):
-        node = _Node(row)
-        node.when = (row.sent, row.uid)
-        head = groups.get(row.subject)
-        if head is None:
-            groups[row.subject] = node
+    groups: dict[str, list[Row]] = {}
+    for row in sorted(found, key=_sent_order):
+        group = groups.get(row.k[0])
+        if group is None:
+            groups[row.k[0]] = [row]
         else:
-            head.children.append(node)
-    return _preorder(sorted(groups.values(), key=_date))
+            group.append(row)
+    out: list[tuple[int, int]] = []
+    for group in groups.values():  # first seen = earliest first message: already in thread order
+        out.append((group[0].uid, 0))
+        out += [(r.uid, 1) for r in group[1:]]
+    return out
+
+
+def _sent_order(r: Row) -> tuple[int, int]:
+    return (r.sent, r.uid)
 
 
 def _is_ancestor(a: _Node, b: _Node) -> bool:
@@ -211,15 +342,16 @@ def _containers(found: list[Row]) -> list[_Node]:
     nodes: list[_Node] = []
 
     for row in found:
-        c = by_id.get(row.message_id) if row.message_id else None
+        own, parents = row.k[8], row.k[9]
+        c = by_id.get(own) if own else None
         if c is None or c.row is not None:  # no id, or a duplicate: a container of its own
             c = _Node()
             nodes.append(c)
-            if row.message_id and row.message_id not in by_id:
-                by_id[row.message_id] = c
+            if own and own not in by_id:
+                by_id[own] = c
         c.row = row
         prev = None
-        for mid in row.parents[-per:]:  # (A) the references, each the parent of the next
+        for mid in parents[-per:] if len(parents) > per else parents:  # (A) each the parent of the next
             ref = by_id.get(mid)
             if ref is None:
                 ref = by_id[mid] = _Node()
@@ -318,15 +450,27 @@ def references(found: list[Row]) -> list[tuple[int, int]]:
 THREADERS = {"orderedsubject": ordered_subject, "references": references}
 
 
+def _answer(tx: Tx, user_id: int, mailbox_id: int, key: sk.SearchKey, blobs: BlobStore, what: tuple,
+            make: Callable[[list[Row]], list]) -> tuple[list, list[tuple]]:  # fmt: skip
+    state = _state(tx, user_id, mailbox_id)
+    cached = (state, key, what) if RESULTS.usable(key) else None
+    if cached is not None and (answer := RESULTS.get(cached)) is not None:
+        return answer, []
+    res = rows(tx, user_id, mailbox_id, key, blobs, state)
+    answer = make(res.rows)
+    if cached is not None:
+        RESULTS.put(cached, answer)
+    return answer, res.fill
+
+
 def sort_tx(tx: Tx, user_id: int, mailbox_id: int, key: sk.SearchKey, criteria: list[tuple[str, bool]],
             blobs: BlobStore) -> tuple[list[int], list[tuple]]:  # fmt: skip
     """(UIDs in order, keys to `fill`)."""
-    res = rows(tx, user_id, mailbox_id, key, blobs)
-    return sort(res.rows, criteria), res.fill
+    what = ("sort", tuple((name, bool(rev)) for name, rev in criteria))
+    return _answer(tx, user_id, mailbox_id, key, blobs, what, lambda found: sort(found, criteria))
 
 
 def thread_tx(tx: Tx, user_id: int, mailbox_id: int, key: sk.SearchKey, algorithm: str,
               blobs: BlobStore) -> tuple[list[tuple[int, int]], list[tuple]]:  # fmt: skip
     """(threads as a preorder of (uid or 0, depth), keys to `fill`)."""
-    res = rows(tx, user_id, mailbox_id, key, blobs)
-    return THREADERS[algorithm](res.rows), res.fill
+    return _answer(tx, user_id, mailbox_id, key, blobs, ("thread", algorithm), THREADERS[algorithm])

@@ -86,7 +86,7 @@ def row(
 ) -> sorting.Row:
     base, reply = base_subject(subject)
     keys = (sortkeys.ascii_upper(base), reply, sent, sortkeys.ascii_upper(kw.get("from_", "")), kw.get("to", ""), kw.get("cc", ""),
-            kw.get("display_from", ""), "", mid, parents)  # fmt: skip
+            kw.get("display_from", ""), "", mid, parents.split())  # fmt: skip
     return sorting.Row(uid, kw.get("size", 100), kw.get("internal", 1000 + uid), keys)
 
 
