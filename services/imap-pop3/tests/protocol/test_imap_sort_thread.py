@@ -223,3 +223,20 @@ def test_hostile_references_and_subjects(srv):
         assert b"%d" % n in reply[0]
     assert c.cmd("t2", "SORT (SUBJECT) UTF-8 ALL")[-1] == b"t2 OK SORT completed"
     assert c.cmd("t3", "THREAD ORDEREDSUBJECT UTF-8 ALL")[-1] == b"t3 OK THREAD completed"
+
+
+def test_imaplib_sort_and_thread(mailbox):
+    """Python's imaplib (its own SORT and THREAD calls and response parsing). mutt cannot take part: it
+    sorts and threads on its side and never sends SORT or THREAD (no such command in its binary)."""
+    import imaplib
+
+    m = imaplib.IMAP4("127.0.0.1", mailbox.port("imap"))
+    try:
+        m.login("alice@example.test", "alice-pw")
+        m.select("INBOX")
+        assert m.sort("(REVERSE DATE)", "UTF-8", "ALL") == ("OK", [b"5 4 1 2 3"])
+        assert m.uid("SORT", "(SUBJECT)", "UTF-8", "FROM", "bob") == ("OK", [b"5 2"])
+        assert m.thread("REFERENCES", "UTF-8", "ALL") == ("OK", [b"((3)(5))(2 1 4)"])
+        assert m.uid("THREAD", "ORDEREDSUBJECT", "UTF-8", "ALL") == ("OK", [b"(3 5)(2 (1)(4))"])
+    finally:
+        m.logout()
