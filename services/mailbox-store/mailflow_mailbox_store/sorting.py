@@ -80,21 +80,35 @@ class RowCache:
     number of messages). A new message moves UIDNEXT, an expunge or move leaves a tombstone with a
     new MODSEQ, a mailbox emptied or made again changes the count or UIDVALIDITY; flag changes keep
     the rows (SORT and THREAD do not read flags), so a client sorting again after marking mail read
-    costs two index lookups and a count. Without it a SORT of 10,000 messages reads ten columns of
+    costs two index lookups and a count; after new mail only the new messages are read. Without it a SORT of 10,000 messages reads ten columns of
     10,000 bodies each time. Bounded by the rows held (least recently used mailbox out); shared by
     the store's threads; per process (each store process checks against the database)."""
 
     def __init__(self, max_rows: int = 200_000):
         self._items: Cache[tuple, list[Row]] = Cache(max_rows)
+        self._latest: dict[int, tuple] = {}  # mailbox id -> the state last put for it
         self._lock = threading.Lock()
 
     def get(self, key: tuple) -> list[Row] | None:
         with self._lock:
             return self._items.get(key)
 
+    def earlier(self, key: tuple) -> tuple[int, list[Row]] | None:
+        """(UIDNEXT then, rows) of an earlier state of the mailbox of `key` that `key` only adds
+        messages to (same UIDVALIDITY, no expunge since): new mail is read alone, not the mailbox."""
+        with self._lock:
+            old = self._latest.get(key[0])
+            if old is None or old[1] != key[1] or old[3] != key[3] or old[2] > key[2]:
+                return None
+            found = self._items.get(old)
+            return None if found is None else (old[2], found)
+
     def put(self, key: tuple, rows: list[Row]) -> None:
         with self._lock:
             self._items.put(key, rows, cost=max(1, len(rows)))
+            self._latest[key[0]] = key
+            if len(self._latest) > 4 * len(self._items) + 100:  # forget mailboxes no longer held
+                self._latest = {m: k for m, k in self._latest.items() if self._items.get(k) is not None}
 
     def clear(self) -> None:
         with self._lock:
@@ -105,12 +119,14 @@ ROWS = RowCache()
 _COLS = ", ".join(sortkeys.COLUMNS)
 
 
-def _all_rows(tx: Tx, mailbox_id: int) -> tuple[list[Row], list[tuple]]:
-    """Every message of the mailbox, and the keys computed for bodies stored before migration 0010."""
+def _all_rows(tx: Tx, mailbox_id: int, since: int = 1) -> tuple[list[Row], list[tuple]]:
+    """The mailbox's messages from UID `since` on, and the keys computed for bodies stored before
+    migration 0010."""
     found = tx.all(
         f"SELECT m.uid, m.size, m.internal_date, b.id, {', '.join('b.' + c for c in sortkeys.COLUMNS)}"
-        " FROM messages m JOIN blobs b ON b.id = m.blob_id WHERE m.mailbox_id = :mb ORDER BY m.uid",
-        {"mb": mailbox_id},
+        " FROM messages m JOIN blobs b ON b.id = m.blob_id WHERE m.mailbox_id = :mb AND m.uid >= :since"
+        " ORDER BY m.uid",
+        {"mb": mailbox_id, "since": since},
     )
     old = list({r[3] for r in found if r[4] is None})
     computed: dict[int, tuple] = {}
@@ -166,7 +182,12 @@ def rows(
     found = ROWS.get(state)
     computed: list[tuple] = []
     if found is None:
-        found, computed = _all_rows(tx, mailbox_id)
+        earlier = ROWS.earlier(state)
+        if earlier is not None:
+            newer, computed = _all_rows(tx, mailbox_id, since=earlier[0])
+            found = earlier[1] + newer
+        if earlier is None or len(found) != state[4]:
+            found, computed = _all_rows(tx, mailbox_id)
         if len(found) == state[4]:  # else changed between the two reads (PostgreSQL, read committed)
             ROWS.put(state, found)
     chosen = _in_uids(found, key)
