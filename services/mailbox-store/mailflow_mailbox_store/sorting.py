@@ -293,22 +293,33 @@ def _sort_tree(roots: list[_Node]) -> list[_Node]:
     """RFC 5256 §4 REFERENCES step 6 (and ORDEREDSUBJECT's order): siblings by sent date, then by
     mailbox order; a dummy takes the date of its first child. Children first, without recursion."""
     for node in reversed(_below(roots)):
-        if node.children:
-            node.children.sort(key=_date)
-        if node.row is not None:
-            node.when = (node.row.sent, node.row.uid)
-        elif node.children:
-            node.when = node.children[0].when
+        kids = node.children
+        if len(kids) > 1:
+            kids.sort(key=_date)
+        row = node.row
+        if row is not None:
+            node.when = (row.sent, row.uid)
+        elif kids:
+            node.when = kids[0].when
     return sorted(roots, key=_date)
 
 
 def _preorder(roots: list[_Node]) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
+    append = out.append
     stack = [(r, 0) for r in reversed(roots)]
+    push = stack.append
     while stack:
         node, depth = stack.pop()
-        out.append((0 if node.row is None else node.row.uid, depth))
-        stack.extend((c, depth + 1) for c in reversed(node.children))
+        while True:  # down the first child at once: a reply chain costs no stack
+            append((0 if node.row is None else node.row.uid, depth))
+            kids = node.children
+            if not kids:
+                break
+            depth += 1
+            for i in range(len(kids) - 1, 0, -1):
+                push((kids[i], depth))
+            node = kids[0]
     return out
 
 
@@ -396,7 +407,10 @@ def _prune(roots: list[_Node]) -> list[_Node]:
     """Step 4: dummies without children go; a dummy's children take its place, except that a dummy
     root with more than one child stays. Bottom up, so promoted children are already pruned."""
     for node in reversed(_below(roots)):
-        if not any(c.row is None for c in node.children):
+        for c in node.children:
+            if c.row is None:
+                break
+        else:
             continue
         kept: list[_Node] = []
         for c in node.children:
@@ -416,11 +430,15 @@ def _prune(roots: list[_Node]) -> list[_Node]:
     return out
 
 
-def _subject_of(root: _Node) -> str:
+def _first(root: _Node) -> Row:
+    """The root's message, or for a dummy its first child's (after pruning children are messages)."""
     if root.row is not None:
-        return root.row.subject
-    first = min(root.children, key=lambda c: c.when)
-    return first.row.subject if first.row is not None else ""
+        return root.row
+    return min((c.row for c in root.children), key=_sent_order)
+
+
+def _subject_of(root: _Node) -> str:
+    return _first(root).k[0]
 
 
 def _group(roots: list[_Node]) -> list[_Node]:
@@ -464,7 +482,7 @@ def _group(roots: list[_Node]) -> list[_Node]:
 def references(found: list[Row]) -> list[tuple[int, int]]:
     """REFERENCES (RFC 5256 §4): threads from Message-ID / References / In-Reply-To, roots of the same
     base subject gathered, everything ordered by sent date."""
-    roots = _sort_tree(_prune(_containers(found)))  # step 5 looks at a dummy's first child
+    roots = sorted(_prune(_containers(found)), key=lambda r: _sent_order(_first(r)))
     return _preorder(_sort_tree(_group(roots)))
 
 
