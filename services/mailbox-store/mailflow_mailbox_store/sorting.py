@@ -16,6 +16,10 @@ each message contributes at most sortkeys.MAX_REFS parents, and at most REFS_BUD
 mailbox (per message fewer when the mailbox is large), so the id table is at most REFS_BUDGET plus one
 entry per message; the loop check of step 1 walks at most MAX_WALK ancestors and otherwise refuses the
 link (as for a loop).
+
+Kept in memory (per process, bounded): each mailbox's rows while its set of messages is unchanged
+(RowCache; new mail extends them) and the answers for criteria that read no flags (ResultCache).
+Measured in tests/bench/bench_sort.py (10,000 messages).
 """
 
 from __future__ import annotations
@@ -52,20 +56,8 @@ class Row:
         self.sent = internal if k[2] is None else k[2]  # RFC 5256 §2.2: no Date:, the internal date
 
     @property
-    def subject(self) -> str:
-        return self.k[0]
-
-    @property
     def reply(self) -> bool:
         return bool(self.k[1])
-
-    @property
-    def message_id(self) -> str:
-        return self.k[8]
-
-    @property
-    def parents(self) -> list[str]:
-        return self.k[9]
 
 
 @dataclass
@@ -80,8 +72,8 @@ class RowCache:
     number of messages). A new message moves UIDNEXT, an expunge or move leaves a tombstone with a
     new MODSEQ, a mailbox emptied or made again changes the count or UIDVALIDITY; flag changes keep
     the rows (SORT and THREAD do not read flags), so a client sorting again after marking mail read
-    costs two index lookups and a count; after new mail only the new messages are read. Without it a SORT of 10,000 messages reads ten columns of
-    10,000 bodies each time. Bounded by the rows held (least recently used mailbox out); shared by
+    costs two index lookups and a count; after new mail only the new messages are read. Without it a
+    SORT of 10,000 messages reads ten columns of 10,000 bodies each time. Bounded by the rows held (least recently used mailbox out); shared by
     the store's threads; per process (each store process checks against the database)."""
 
     def __init__(self, max_rows: int = 200_000):
