@@ -147,9 +147,12 @@ def test_thread(mailbox):
 def test_esort_and_partial(mailbox):
     c = selected(mailbox)
     assert c.cmd("a1", "SORT RETURN (MIN MAX COUNT ALL) (REVERSE DATE) UTF-8 ALL")[0] == (
-        b'* ESEARCH (TAG "a1") MIN 1 MAX 5 COUNT 5 ALL 5,4,1:3'  # in sort order
+        b'* ESEARCH (TAG "a1") MIN 5 MAX 3 COUNT 5 ALL 5,4,1:3'  # in sort order
     )
+    # MIN and MAX of a SORT are its first and last message (RFC 5267: "the lowest/highest sorted"), as Dovecot
     assert c.cmd("a2", "SORT RETURN () (ARRIVAL) UTF-8 ALL")[0] == b'* ESEARCH (TAG "a2") ALL 1:5'
+    assert c.cmd("s1", "SORT RETURN (SAVE MAX) (REVERSE DATE) UTF-8 ALL") == [b'* ESEARCH (TAG "s1") MAX 3', b"s1 OK SORT completed"]
+    assert c.cmd("s2", "FETCH $ (UID)")[:-1] == [b"* 3 FETCH (UID 3)"]
     assert (
         c.cmd("a3", "UID SORT RETURN (COUNT) (DATE) UTF-8 FROM bob")[0] == b'* ESEARCH (TAG "a3") UID COUNT 2'
     )

@@ -175,16 +175,17 @@ def window(items: list, partial: tuple[int, int]) -> list:
 
 def _saved(view: MailboxView, args: Search, order: list[int]) -> list[int]:
     """The UIDs RETURN (SAVE) keeps (RFC 5182 §2.4, RFC 9394 §3.3): with MIN and/or MAX and neither
-    ALL nor COUNT only those, with PARTIAL its window, else every match."""
+    ALL nor COUNT only those (the first and last found: SORT's first and last), with PARTIAL its
+    window, else every match."""
     returns = args.returns or frozenset()
     if args.partial is not None:
         order = window(order, args.partial)
     elif order and returns & {"MIN", "MAX"} and not returns & {"ALL", "COUNT"}:
         chosen = set()
         if "MIN" in returns:
-            chosen.add(min(order))
+            chosen.add(order[0])
         if "MAX" in returns:
-            chosen.add(max(order))
+            chosen.add(order[-1])
         order = list(chosen)
     return sorted(view.uids[i] for i in order)
 
@@ -226,9 +227,8 @@ def _esearch(
     out = [b"* ESEARCH (TAG " + rsp.string(tag) + b")"]
     if uid:
         out.append(b"UID")
-    low = high = 0
-    if numbers:
-        low, high = min(numbers), max(numbers)
+    if numbers:  # the first and the last found: for SORT "the lowest/highest sorted" (RFC 5267 §3.1)
+        low, high = numbers[0], numbers[-1]
         if "MIN" in returns:
             out.append(b"MIN %d" % low)
         if "MAX" in returns:
@@ -250,9 +250,9 @@ def _esearch(
             reported = modseqs
         else:
             if "MIN" in returns:
-                reported.append(modseqs[numbers.index(low)])
+                reported.append(modseqs[0])
             if "MAX" in returns:
-                reported.append(modseqs[numbers.index(high)])
+                reported.append(modseqs[-1])
         if reported:
             out.append(b"MODSEQ %d" % max(reported))
     return b" ".join(out) + b"\r\n"
