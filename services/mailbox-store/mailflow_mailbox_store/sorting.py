@@ -73,11 +73,12 @@ class RowCache:
     new MODSEQ, a mailbox emptied or made again changes the count or UIDVALIDITY; flag changes keep
     the rows (SORT and THREAD do not read flags), so a client sorting again after marking mail read
     costs two index lookups and a count; after new mail only the new messages are read. Without it a
-    SORT of 10,000 messages reads ten columns of 10,000 bodies each time. Bounded by the rows held (least recently used mailbox out); shared by
+    SORT of 10,000 messages reads ten columns of 10,000 bodies each time. Bounded by the bytes held
+    (`_weight`, least recently used mailbox out); shared by
     the store's threads; per process (each store process checks against the database)."""
 
-    def __init__(self, max_rows: int = 200_000):
-        self._items: Cache[tuple, list[Row]] = Cache(max_rows)
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024):
+        self._items: Cache[tuple, list[Row]] = Cache(max_bytes)
         self._latest: dict[int, tuple] = {}  # mailbox id -> the state last put for it
         self._lock = threading.Lock()
 
@@ -97,7 +98,7 @@ class RowCache:
 
     def put(self, key: tuple, rows: list[Row]) -> None:
         with self._lock:
-            self._items.put(key, rows, cost=max(1, len(rows)))
+            self._items.put(key, rows, cost=_weight(rows))
             self._latest[key[0]] = key
             if len(self._latest) > 4 * len(self._items) + 100:  # forget mailboxes no longer held
                 self._latest = {m: k for m, k in self._latest.items() if self._items.get(k) is not None}
@@ -105,6 +106,19 @@ class RowCache:
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+
+
+def _weight(rows: list[Row]) -> int:
+    """About the bytes a mailbox's rows hold: each row and each distinct body's key strings."""
+    seen: set[int] = set()
+    total = 0
+    for r in rows:
+        k = r.k
+        total += 120
+        if id(k) not in seen:
+            seen.add(id(k))
+            total += 300 + sum(len(k[i]) for i in (0, 3, 4, 5, 6, 7, 8)) + sum(len(p) + 50 for p in k[9])
+    return total
 
 
 ROWS = RowCache()
@@ -195,7 +209,7 @@ _FIXED = sk.All | sk.Uids | sk.Header | sk.Address | sk.Text | sk.Size | sk.Date
 class ResultCache:
     """Answers of SORT and THREAD by (mailbox state as RowCache's, criteria, sort or algorithm), for
     criteria that read only what never changes in a message (no flags, no MODSEQ): the same set of
-    messages gives the same answer, so a client that threads again after reading mail (as mutt does)
+    messages gives the same answer, so a client that sorts or threads again after marking mail read
     is answered without threading again. Bounded by the numbers held; shared by the store's threads."""
 
     def __init__(self, max_numbers: int = 500_000):
