@@ -26,7 +26,7 @@ from mailflow.store.api import (
     QuotaUse,
 )
 from mailflow.store.search import SearchKey
-from mailflow_mailbox_store import directory, folders, messages, metrics, names, scripts, sections
+from mailflow_mailbox_store import directory, folders, messages, metrics, names, scripts, sections, sorting
 from mailflow_mailbox_store.blobs import in_batches
 from mailflow_mailbox_store.learning import Learner
 from mailflow_mailbox_store.listings import Listing, ListingCache
@@ -288,6 +288,35 @@ class Store(StoreCore):
 
     async def search(self, s: Session, mailbox_id: int, key: SearchKey) -> list[int]:
         return await self.db.read(run_search, s.user_id, mailbox_id, key, self.blobs)
+
+    async def sort(
+        self, s: Session, mailbox_id: int, key: SearchKey, criteria: list[tuple[str, bool]]
+    ) -> list[int]:
+        if not criteria or any(name not in sorting.CRITERIA for name, _ in criteria):
+            raise Invalid("bad sort criteria")
+        uids, computed = await self.db.read(sorting.sort_tx, s.user_id, mailbox_id, key, criteria, self.blobs)
+        await self._fill(computed)
+        return uids
+
+    async def thread(
+        self, s: Session, mailbox_id: int, key: SearchKey, algorithm: str
+    ) -> list[tuple[int, int]]:
+        if algorithm not in sorting.ALGORITHMS:
+            raise Invalid("unknown threading algorithm")
+        nodes, computed = await self.db.read(
+            sorting.thread_tx, s.user_id, mailbox_id, key, algorithm, self.blobs
+        )
+        await self._fill(computed)
+        return nodes
+
+    async def _fill(self, computed: list[tuple]) -> None:
+        """Keep the sort keys computed for bodies stored before they existed; failing that costs only time."""
+        if not computed:
+            return
+        try:
+            await self.db.write(sorting.fill, computed)
+        except Exception:
+            log.warning("sort keys not written back", exc_info=True)
 
     # --- POP3 ---------------------------------------------------------------------------------------
 

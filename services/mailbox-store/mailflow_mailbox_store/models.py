@@ -17,7 +17,9 @@ this module is what the migrations and the schema test compare against.
 - expunged: tombstones (mailbox_id, modseq, uid) so changes() and QRESYNC VANISHED can answer; the newest
   `expunged_keep` per mailbox are kept, mailboxes.vanished_floor says up to which MODSEQ some may be gone.
 - blobs: one row per distinct body (SHA-256), with the parsed structure (mailflow.mime JSON, zlib'd when
-  that is smaller) and the locator of the bytes in the blob store; refs counts the messages using it.
+  that is smaller) and the locator of the bytes in the blob store; refs counts the messages using it;
+  the sort_* columns hold what SORT and THREAD compare (sortkeys.py), NULL for bodies stored before
+  migration 0012 until a SORT or THREAD computes them from `parsed` and writes them back.
 - blob_bodies: the bodies themselves when they are kept in the database (MAILFLOW_STORE_BLOBS=postgres,
   blobs.PostgresBlobs; locator "pg:<id>"); empty with segment files. Migration 0006.
 - pending_retrievals: delivered messages whose body nobody fetched yet (for the "retrieved" trace step).
@@ -131,6 +133,17 @@ class Blob(Base):
     refs: Mapped[int] = mapped_column(Integer)
     parsed: Mapped[bytes] = mapped_column(LargeBinary)
     sent_day: Mapped[int | None] = mapped_column(Integer)  # date.toordinal() of the Date: header, in its zone
+    # what SORT and THREAD compare (sortkeys.py; migration 0012): NULL sort_subject = not computed yet
+    sort_subject: Mapped[str | None] = mapped_column(Text)
+    sort_reply: Mapped[int | None] = mapped_column(Integer)
+    sort_sent: Mapped[int | None] = mapped_column(BigInteger)
+    sort_from: Mapped[str | None] = mapped_column(Text)
+    sort_to: Mapped[str | None] = mapped_column(Text)
+    sort_cc: Mapped[str | None] = mapped_column(Text)
+    sort_display_from: Mapped[str | None] = mapped_column(Text)
+    sort_display_to: Mapped[str | None] = mapped_column(Text)
+    sort_message_id: Mapped[str | None] = mapped_column(Text)
+    sort_parents: Mapped[str | None] = mapped_column(Text)
     __table_args__ = (
         Index("ix_blobs_refs_zero", "refs", postgresql_where="refs <= 0", sqlite_where="refs <= 0"),
         NEVER_REUSED,

@@ -1,5 +1,6 @@
 """A body's parse, done once when it is stored: mailflow.mime's JSON (compressed when that is smaller),
-its SHA-256, and the day of its Date: header for SENTBEFORE/SENTON/SENTSINCE (search.sent_day).
+its SHA-256, the day of its Date: header for SENTBEFORE/SENTON/SENTSINCE (search.sent_day), and what
+SORT and THREAD compare (sortkeys.SortKeys).
 
 mime.parse never raises (bad input becomes the best structure it can make), so neither does prepare.
 Stored parses start with "[" (plain JSON), 0x78 (zlib) or 0x01 (raw deflate with the DICT_V1 preset
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 from mailflow import mime
 from mailflow.store.search import sent_day
+from mailflow_mailbox_store import sortkeys
 
 DICT_V1 = (
     b'["received","from","to","subject","date","message-id","mime-version","1.0","content-type",'
@@ -33,6 +35,7 @@ class Prepared:
     size: int
     parsed: bytes  # as stored: pack(mime.to_json(...))
     sent_day: int | None
+    keys: sortkeys.SortKeys
 
 
 def pack(parsed_json: bytes) -> bytes:
@@ -58,5 +61,9 @@ def unpack(stored: bytes) -> bytes:
 def prepare(body: bytes) -> Prepared:
     parsed = mime.parse(body)
     return Prepared(
-        hashlib.sha256(body).digest(), len(body), pack(mime.to_json(parsed)), sent_day(parsed.envelope.date)
+        hashlib.sha256(body).digest(),
+        len(body),
+        pack(mime.to_json(parsed)),
+        sent_day(parsed.envelope.date),
+        sortkeys.of(parsed),
     )

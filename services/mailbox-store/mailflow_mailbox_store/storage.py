@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mailflow.errors import QuotaExceeded, ServiceUnavailable
+from mailflow_mailbox_store import sortkeys
 from mailflow_mailbox_store.db import Tx
 from mailflow_mailbox_store.parsing import Prepared
 
@@ -60,9 +61,12 @@ def reference_blobs(tx: Tx, bodies: dict[bytes, tuple[Prepared, int]]) -> dict[b
     the locator the writer stored them at, known ones gain references. In SHA-256 order, so that two
     store processes lock rows of the same bodies in the same order."""
     rows = tx.insert(
-        "INSERT INTO blobs (sha256, size, locator, refs, parsed, sent_day)",
-        ("bytea", "int8", "text", "int4", "bytea", "int4"),
-        [(sha, p.size, tx.new_blobs.get(sha, ""), n, p.parsed, p.sent_day) for sha, (p, n) in sorted(bodies.items())],
+        f"INSERT INTO blobs (sha256, size, locator, refs, parsed, sent_day, {', '.join(sortkeys.COLUMNS)})",
+        ("bytea", "int8", "text", "int4", "bytea", "int4", *sortkeys.COLUMN_TYPES),
+        [
+            (sha, p.size, tx.new_blobs.get(sha, ""), n, p.parsed, p.sent_day, *p.keys.row())
+            for sha, (p, n) in sorted(bodies.items())
+        ],
         " ON CONFLICT (sha256) DO UPDATE SET refs = blobs.refs + excluded.refs RETURNING id, sha256, locator",
     )
     ids: dict[bytes, int] = {}

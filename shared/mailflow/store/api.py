@@ -332,11 +332,30 @@ class Mailboxes(Directory, Protocol):
         """UIDs matching `key`, ascending. Sequence numbers, \\Recent and '*' are resolved by the caller."""
         ...
 
+    async def sort(
+        self, p: Principal, mailbox_id: int, key: SearchKey, criteria: list[tuple[str, bool]]
+    ) -> list[int]:
+        """UIDs matching `key` in SORT order (RFC 5256): `criteria` are (name, reverse), the most
+        significant first; names are SORT_CRITERIA. Ties are in UID order."""
+        ...
+
+    async def thread(
+        self, p: Principal, mailbox_id: int, key: SearchKey, algorithm: str
+    ) -> list[tuple[int, int]]:
+        """THREAD (RFC 5256) of the messages matching `key`, `algorithm` one of THREAD_ALGORITHMS: every
+        thread as a preorder of (uid, depth), depth 0 for each thread's root, uid 0 for a dummy (a
+        missing parent holding several threads of one subject). Flat, so no reply chain nests."""
+        ...
+
     async def pop3_lock(self, p: Principal) -> str:
         """Take the RFC 1939 maildrop lock; returns a lock token. Conflict if another session holds it."""
         ...
 
     async def pop3_unlock(self, p: Principal, token: str) -> None: ...
+
+
+SORT_CRITERIA = ("arrival", "cc", "date", "from", "size", "subject", "to", "displayfrom", "displayto")
+THREAD_ALGORITHMS = ("orderedsubject", "references")
 
 
 # --- Sieve scripts ------------------------------------------------------------------------------------

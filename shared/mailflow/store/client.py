@@ -449,6 +449,18 @@ class StoreClient:
         )
         return d["uids"]
 
+    async def sort(
+        self, p: Principal, mailbox_id: int, key: SearchKey, criteria: list[tuple[str, bool]]
+    ) -> list[int]:
+        body = {"mailbox_id": mailbox_id, "key": to_obj(key), "criteria": [list(c) for c in criteria]}
+        return (await self._json("POST", "/access/sort", json=body, p=p))["uids"]
+
+    async def thread(
+        self, p: Principal, mailbox_id: int, key: SearchKey, algorithm: str
+    ) -> list[tuple[int, int]]:
+        body = {"mailbox_id": mailbox_id, "key": to_obj(key), "algorithm": algorithm}
+        return [(u, d) for u, d in (await self._json("POST", "/access/thread", json=body, p=p))["nodes"]]
+
     async def pop3_lock(self, p: Principal) -> str:
         return (await self._json("POST", "/access/pop3/lock", json={}, p=p))["token"]
 

@@ -245,3 +245,53 @@ def email_id_number(text: str) -> int | None:
     if text[:1] != "M" or not digits.isascii() or not digits.isdigit() or len(digits) > 18:
         return None
     return int(digits)
+
+
+def thread(nodes: list[tuple[int, int]]) -> bytes:
+    """`* THREAD` (RFC 5256 §5) from threads as a preorder of (number, depth), 0 for a dummy: a message
+    with one child is followed by it in the same list, one with several by each child's own "(...)";
+    a dummy is its children's "(...)"s. Two passes over the numbers with a path of indexes, no
+    recursion and no list per message (a reply chain may be 10,000 deep, a mailbox 100,000 long).
+    Depths must grow by one at most (ValueError otherwise)."""
+    kids = [0] * len(nodes)
+    path: list[int] = []
+    for i, (_, depth) in enumerate(nodes):
+        if depth > len(path):
+            raise ValueError("thread depth skips a level")
+        del path[depth:]
+        if path:
+            kids[path[-1]] += 1
+        path.append(i)
+    out = [b"* THREAD"]
+    append = out.append
+    seen = [0] * len(nodes)  # children written so far, per node
+    path.clear()
+    opened: list[bool] = []  # per node on the path: did it open a "("?
+    for i, (number, depth) in enumerate(nodes):
+        while len(path) > depth:
+            path.pop()
+            if opened.pop():
+                append(b")")
+        if not path:
+            append(b" (" if len(out) == 1 else b"(")
+            opened.append(True)
+        else:
+            p = path[-1]
+            if nodes[p][0] == 0:  # a dummy's children each in their own list, nothing before
+                append(b"(")
+                opened.append(True)
+            elif kids[p] > 1:
+                append(b" (" if seen[p] == 0 else b"(")
+                opened.append(True)
+            else:
+                append(b" ")
+                opened.append(False)
+            seen[p] += 1
+        if number:
+            append(b"%d" % number)
+        path.append(i)
+    while opened:
+        if opened.pop():
+            append(b")")
+    append(b"\r\n")
+    return b"".join(out)

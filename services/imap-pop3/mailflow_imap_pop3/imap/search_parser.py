@@ -1,7 +1,9 @@
-"""The SEARCH grammar (RFC 3501 §6.4.4 and §9, RFC 7162 MODSEQ, RFC 4731 RETURN options) into the keys of
-mailflow.store.search, plus the keys only the session can resolve (SeqKey, UidKey, RecentKey). No I/O.
+"""The SEARCH grammar (RFC 3501 §6.4.4 and §9, RFC 7162 MODSEQ, RFC 4731 RETURN options, RFC 5182 SAVE
+and "$", RFC 9394 PARTIAL) into the keys of mailflow.store.search, plus the keys only the session can
+resolve (SeqKey, UidKey, RecentKey). No I/O. SORT and THREAD (RFC 5256, RFC 5267 RETURN) take the same
+criteria after their own arguments.
 
-`search_args` reads one SEARCH or UID SEARCH's arguments for `parser.py`. Anything that does not
+`search_args`, `sort_args` and `thread_args` read one command's arguments for `parser.py`. Anything that does not
 match the grammar raises `ParseError` (BAD); an unknown CHARSET is NO [BADCHARSET]. The nesting and
 the number of keys are bounded (MAX_SEARCH_DEPTH, MAX_SEARCH_KEYS).
 """
@@ -12,7 +14,7 @@ from mailflow.store import search as sk
 from mailflow.store.api import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN
 from mailflow_imap_pop3.imap import responses as rsp
 from mailflow_imap_pop3.imap.lexer import MAX_NUMBER, ParseError, Reader
-from mailflow_imap_pop3.imap.syntax import RecentKey, Search, SeqKey, UidKey
+from mailflow_imap_pop3.imap.syntax import RecentKey, Search, SeqKey, Sort, Thread, UidKey
 
 _FLAG_KEYS = {
     "ANSWERED": (ANSWERED, True), "DELETED": (DELETED, True), "DRAFT": (DRAFT, True),
@@ -68,7 +70,7 @@ class _SearchParser:
                 inner = self.keys()
                 r.expect(b")")
                 return inner
-            if c.isdigit() or c == b"*" or c == b"$":
+            if c.isdigit() or c in (b"*", b"$"):
                 return SeqKey(r.seqset())
             name = r.keyword()
             return self.named(name)
@@ -132,26 +134,107 @@ class _SearchParser:
         raise ParseError(f"Unknown search key {name}", r.tag)
 
 
-_SEARCH_RETURN = {"MIN", "MAX", "ALL", "COUNT", "SAVE"}  # RFC 4731 §3.1, RFC 5182 §2.1
+_RETURN = {"MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL"}  # RFC 4731 §3.1, RFC 5182, RFC 9394
+_SORT_CRITERIA = {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"}
+_THREAD_ALGORITHMS = {"ORDEREDSUBJECT", "REFERENCES"}
+
+
+def _partial_range(r: Reader) -> tuple[int, int]:
+    """RFC 9394 partial-range: "n:m" or "-n:-m", either end first; (low, high) with low <= high."""
+    text = r.atom()
+    a, colon, b = text.partition(b":")
+    negative = a.startswith(b"-")
+    if not colon or b.startswith(b"-") != negative:
+        raise r.error("partial range (1:100 or -1:-100)")
+    a, b = (a[1:], b[1:]) if negative else (a, b)
+    if not (a.isdigit() and b.isdigit() and 0 < len(a) <= 10 and 0 < len(b) <= 10):
+        raise r.error("partial range (1:100 or -1:-100)")
+    lo, hi = sorted((int(a), int(b)))
+    if lo < 1 or hi > 0xFFFFFFFF:
+        raise r.error("partial range within 1..4294967295")
+    return (-hi, -lo) if negative else (lo, hi)
+
+
+def _returns(r: Reader) -> tuple[frozenset[str] | None, tuple[int, int] | None]:
+    """RETURN (options) if there is one, then the space after it."""
+    if r.peek(7).upper() != b"RETURN ":
+        return None, None
+    r.pos += 7
+    r.expect(b"(")
+    options: set[str] = set()
+    partial = None
+    while not r.maybe(b")"):
+        if options or partial:
+            r.sp()
+        name = r.keyword()
+        if name not in _RETURN:
+            raise ParseError(f"Unknown return option {name[:40]}", r.tag)
+        if name == "PARTIAL":
+            r.sp()
+            partial = _partial_range(r)
+        options.add(name)
+    r.sp()
+    return frozenset(options) or frozenset({"ALL"}), partial
+
+
+def _charset(r: Reader) -> str:
+    charset = r.astring().decode("latin-1").upper()
+    if charset not in CHARSETS:
+        raise ParseError("Unsupported charset", r.tag, "NO", "BADCHARSET (UTF-8 US-ASCII)")
+    return charset
+
+
+def _criteria(r: Reader, charset: str | None, returns, partial) -> Search:
+    p = _SearchParser(r, CHARSETS.get(charset or "UTF-8", "utf-8"))
+    key = p.keys()
+    return Search(key, charset, p.modseq, returns, partial)
 
 
 def search_args(r: Reader) -> Search:
     """The arguments of SEARCH and UID SEARCH, after the command name."""
     r.sp()
-    returns = None
-    if r.peek(7).upper() == b"RETURN ":
-        r.pos += 7
-        returns = frozenset(r.paren(r.keyword, allow_empty=True)) or frozenset({"ALL"})
-        if returns - _SEARCH_RETURN:
-            raise ParseError(f"Unknown SEARCH return option {sorted(returns - _SEARCH_RETURN)[0]}", r.tag)
-        r.sp()
+    returns, partial = _returns(r)
     charset = None
     if r.peek(8).upper() == b"CHARSET ":
         r.pos += 8
-        charset = r.astring().decode("latin-1").upper()
-        if charset not in CHARSETS:
-            raise ParseError("Unsupported charset", r.tag, "NO", "BADCHARSET (UTF-8 US-ASCII)")
+        charset = _charset(r)
         r.sp()
-    p = _SearchParser(r, CHARSETS.get(charset or "UTF-8", "utf-8"))
-    key = p.keys()
-    return Search(key, charset, p.modseq, returns)
+    return _criteria(r, charset, returns, partial)
+
+
+def sort_args(r: Reader) -> Sort:
+    """SORT [RETURN (...)] (criteria) charset search-key... (RFC 5256 §3, RFC 5267 §3)."""
+    r.sp()
+    returns, partial = _returns(r)
+    r.expect(b"(")
+    criteria: list[tuple[str, bool]] = []
+    while True:
+        name = r.keyword()
+        reverse = name == "REVERSE"
+        if reverse:
+            r.sp()
+            name = r.keyword()
+        if name not in _SORT_CRITERIA:
+            raise ParseError(f"Unknown sort criterion {name[:40]}", r.tag)
+        criteria.append((name.lower(), reverse))
+        if len(criteria) > len(_SORT_CRITERIA):
+            raise ParseError("Too many sort criteria", r.tag)
+        if r.maybe(b")"):
+            break
+        r.sp()
+    r.sp()
+    charset = _charset(r)
+    r.sp()
+    return Sort(tuple(criteria), _criteria(r, charset, returns, partial))
+
+
+def thread_args(r: Reader) -> Thread:
+    """THREAD algorithm charset search-key... (RFC 5256 §3)."""
+    r.sp()
+    algorithm = r.keyword()
+    if algorithm not in _THREAD_ALGORITHMS:
+        raise ParseError(f"Unknown threading algorithm {algorithm[:40]}", r.tag)
+    r.sp()
+    charset = _charset(r)
+    r.sp()
+    return Thread(algorithm.lower(), _criteria(r, charset, None, None))

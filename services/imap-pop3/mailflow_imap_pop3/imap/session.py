@@ -44,6 +44,7 @@ from mailflow_imap_pop3.imap.commands import (
     quota,
     search,
     selected,
+    sort,
     store,
 )
 from mailflow_imap_pop3.imap.framing import Continue, FrameError, Framer
@@ -123,6 +124,10 @@ COMMANDS: dict[str, Spec] = {
     "UID MOVE": Spec(selected.cmd_uid_move, State.SELECTED),
     "SEARCH": Spec(search.cmd_search, State.SELECTED, expunge=False),
     "UID SEARCH": Spec(search.cmd_uid_search, State.SELECTED),
+    "SORT": Spec(sort.cmd_sort, State.SELECTED, expunge=False),
+    "UID SORT": Spec(sort.cmd_uid_sort, State.SELECTED),
+    "THREAD": Spec(sort.cmd_thread, State.SELECTED, expunge=False),
+    "UID THREAD": Spec(sort.cmd_uid_thread, State.SELECTED),
     "FETCH": Spec(fetch.cmd_fetch, State.SELECTED, expunge=False),
     "UID FETCH": Spec(fetch.cmd_uid_fetch, State.SELECTED),
     "STORE": Spec(store.cmd_store, State.SELECTED, expunge=False),
@@ -215,7 +220,8 @@ class Session:
             caps += [
                 "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE",
                 "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "QRESYNC", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE", "BINARY", "MULTIAPPEND", "OBJECTID",
-                "ESEARCH", "SEARCHRES", "SAVEDATE", "CATENATE", "NOTIFY",
+                "ESEARCH", "SEARCHRES", "SAVEDATE", "CATENATE", "NOTIFY", "PARTIAL", "SORT", "SORT=DISPLAY", "ESORT",
+                "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
                 f"APPENDLIMIT={self.ctx.settings.max_append_bytes}",
             ]  # fmt: skip
             if not self.conn.compressed:  # RFC 4978 §3: not offered again once on
@@ -269,8 +275,8 @@ class Session:
         """Indexes into the view of the messages a sequence set names (BAD for a number out of range)."""
         view = self.view
         assert view is not None
-        if seqset.saved:  # "$" names the same messages in both forms (RFC 5182 §2.1)
-            return sorted(i for u in view.saved if (i := view.index_of(u)) is not None)
+        if seqset.saved:  # "$" (RFC 5182): the same messages in UID and sequence-number commands
+            return view.by_saved()
         if uid:
             return view.by_uid(seqset)
         if not view.uids and all(0 in r for r in seqset.ranges):

@@ -29,7 +29,7 @@ def _merged(ranges) -> list[tuple[int, int]]:
 @dataclass(frozen=True, slots=True)
 class SeqSet:
     ranges: tuple[tuple[int, int], ...]  # (a, b); 0 is "*"; a range may run backwards
-    saved: bool = False  # "$": the messages the last SEARCH RETURN (SAVE) kept (RFC 5182), no ranges
+    saved: bool = False  # "$": the last SEARCH RETURN (SAVE) result (RFC 5182); `ranges` is empty
 
     @classmethod
     def of(cls, written: list[tuple[int, int]]) -> SeqSet:
@@ -235,9 +235,22 @@ class Search:
     key: object  # sk.SearchKey | SeqKey | UidKey | RecentKey, combined with sk.And/Or/Not
     charset: str | None = None
     uses_modseq: bool = False
-    # RFC 4731 ESEARCH: the RETURN options (MIN, MAX, ALL, COUNT, and SAVE of RFC 5182; RETURN () is ALL);
-    # None: plain SEARCH
+    # RFC 4731 ESEARCH: the RETURN options (MIN, MAX, ALL, COUNT, SAVE of RFC 5182, PARTIAL of RFC 9394;
+    # RETURN () is ALL); None: plain SEARCH
     returns: frozenset[str] | None = None
+    partial: tuple[int, int] | None = None  # PARTIAL's range, low <= high; negative: counted from the end
+
+
+@dataclass(frozen=True, slots=True)
+class Sort:  # RFC 5256 SORT, RFC 5267 ESORT's RETURN (in `search`)
+    criteria: tuple[tuple[str, bool], ...]  # (name in lower case, reverse), the most significant first
+    search: Search
+
+
+@dataclass(frozen=True, slots=True)
+class Thread:  # RFC 5256 THREAD
+    algorithm: str  # lower case
+    search: Search
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,6 @@ class MailboxView:
         self.recent: set[int] = set(sel.recent)
         self.rev2 = False  # the session enabled IMAP4rev2: no \Recent, no RECENT response (RFC 9051)
         self.pending_expunge: set[int] = set()  # gone in the store, still numbered for the client
-        self.saved: set[int] = set()  # UIDs of "$" (RFC 5182 SEARCH RETURN (SAVE)); expunged ones leave
         # While expunges are held back: a HIGHESTMODSEQ below all of them (RFC 7162 §3.2: MODSEQs sent
         # meanwhile may be higher, and a client resyncing from those would never hear of the expunges)
         self.held_below: int | None = None
@@ -56,6 +55,7 @@ class MailboxView:
         self.asked_epoch = -1  # hub's epoch then: see Session.sync
         # SEARCH criteria about content only -> (highest UID searched, UIDs that matched): see search.py
         self.searched: dict[object, tuple[int, frozenset[int]]] = {}
+        self.saved: list[int] = []  # "$", RFC 5182: UIDs of the last SEARCH/SORT RETURN (SAVE), ascending
 
     # --- numbering ------------------------------------------------------------------------------------
 
@@ -82,6 +82,10 @@ class MailboxView:
         for lo, hi in ranges:
             out.extend(range(lo - 1, hi))
         return out
+
+    def by_saved(self) -> list[int]:
+        """Indexes of the messages of "$" still in the view, ascending."""
+        return sorted(i for u in self.saved if (i := self.index_of(u)) is not None)
 
     def by_uid(self, seqset: SeqSet) -> list[int]:
         """Indexes of the messages whose UIDs are in the set; UIDs with no message are skipped silently,
@@ -187,7 +191,6 @@ class MailboxView:
                 keep_m.append(self.modseqs[i])
         self.uids, self.flags, self.modseqs = keep_u, keep_f, keep_m
         self.recent -= gone
-        self.saved -= gone
         return out
 
     def new_top(self, ch: Changes) -> int:

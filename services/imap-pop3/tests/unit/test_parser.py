@@ -41,8 +41,10 @@ from mailflow_imap_pop3.imap.syntax import (
     SeqArg,
     SeqKey,
     SeqSet,
+    Sort,
     Status,
     Store,
+    Thread,
     UidKey,
 )
 
@@ -205,6 +207,16 @@ TABLE = [
     (b"a1 SEARCH ALL", Command("a1", "SEARCH", Search(sk.All()))),
     (b"a1 SEARCH RETURN () ALL", Command("a1", "SEARCH", Search(sk.All(), returns=frozenset({"ALL"})))),
     (
+        b"a1 SEARCH RETURN (SAVE PARTIAL -1:-100) $",
+        Command("a1", "SEARCH", Search(SeqKey(SeqSet((), saved=True)), None, False, frozenset({"SAVE", "PARTIAL"}), (-100, -1))),
+    ),
+    (b"a1 UID FETCH $ FLAGS", Command("a1", "UID FETCH", Fetch(SeqSet((), saved=True), (FetchAtt("FLAGS"),)))),
+    (
+        b"a1 UID SORT RETURN (COUNT) (REVERSE date Subject) US-ASCII UNSEEN",
+        Command("a1", "UID SORT", Sort((("date", True), ("subject", False)), Search(sk.Flag(SEEN, False), "US-ASCII", False, frozenset({"COUNT"})))),
+    ),
+    (b"a1 THREAD references utf-8 ALL", Command("a1", "THREAD", Thread("references", Search(sk.All(), "UTF-8")))),
+    (
         b"a1 UID SEARCH RETURN (MIN count) CHARSET UTF-8 ALL",
         Command("a1", "UID SEARCH", Search(sk.All(), "UTF-8", returns=frozenset({"MIN", "COUNT"}))),
     ),
@@ -363,7 +375,13 @@ def test_sync_literal_asks_to_continue_and_literal_plus_does_not():
         (b"a1 STORE 1 +FLAGS (\\Recent)", "Invalid system flag"),
         (b"a1 STORE 1 +FLAGS (\\Bogus)", "Invalid system flag"),
         (b"a1 SEARCH FOO", "Unknown search key"),
-        (b"a1 SEARCH RETURN (PARTIAL) ALL", "Unknown SEARCH return option"),
+        (b"a1 SEARCH RETURN (FIRST) ALL", "Unknown return option"),
+        (b"a1 SEARCH RETURN (PARTIAL -1:5) ALL", "partial range"),
+        (b"a1 SORT (SUBJECT REVERSE) UTF-8 ALL", "expected"),
+        (b"a1 SORT (REVERSE COLOUR) UTF-8 ALL", "Unknown sort criterion"),
+        (b"a1 SORT (" + b"DATE " * 20 + b"DATE) UTF-8 ALL", "Too many sort criteria"),
+        (b"a1 THREAD REFERENCES", "expected"),
+        (b"a1 FETCH $1 FLAGS", "expected"),
         (b"a1 SEARCH RETURN (MIN)", "expected"),
         (b"a1 SEARCH SINCE 31-Feb-2020", "valid date"),
         (b"a1 SELECT &Jjo (BOGUS)", "Unknown SELECT parameter"),  # a bad name does not hide bad syntax

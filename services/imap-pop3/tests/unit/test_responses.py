@@ -154,3 +154,24 @@ def test_imap_to_reply(exc, status, code):
 def test_pop3_to_reply(exc, start):
     reply = pop3_replies.to_reply(exc, "r2")
     assert reply.startswith(start) and reply.endswith(b"\r\n") and b"10.0.0.5" not in reply
+
+
+@pytest.mark.parametrize(
+    "nodes, wire",
+    [
+        ([], b"* THREAD"),
+        ([(2, 0), (3, 0), (6, 1), (4, 2), (23, 3), (44, 2), (7, 3), (96, 4)], b"* THREAD (2)(3 6 (4 23)(44 7 96))"),  # RFC 5256 §5
+        ([(0, 0), (3, 1), (5, 1), (1, 0)], b"* THREAD ((3)(5))(1)"),  # a dummy root
+        ([(6, 0), (3, 1), (5, 1)], b"* THREAD (6 (3)(5))"),
+        ([(1, 0), (2, 1), (3, 1), (4, 2)], b"* THREAD (1 (2)(3 4))"),
+    ],
+)
+def test_thread_response(nodes, wire):
+    assert rsp.thread(nodes) == wire + b"\r\n"
+
+
+def test_thread_response_deep_and_malformed():
+    chain = [(i + 1, i) for i in range(50_000)]  # no recursion, nothing nested for a chain
+    assert rsp.thread(chain) == b"* THREAD (" + b" ".join(b"%d" % (i + 1) for i in range(50_000)) + b")\r\n"
+    with pytest.raises(ValueError):
+        rsp.thread([(1, 0), (2, 2)])

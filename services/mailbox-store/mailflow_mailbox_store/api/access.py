@@ -102,6 +102,14 @@ class Search(BaseModel):
     key: dict
 
 
+class Sort(Search):
+    criteria: list[tuple[str, bool]] = Field(min_length=1, max_length=32)  # (name, reverse)
+
+
+class Thread(Search):
+    algorithm: str = Field(max_length=32)
+
+
 class Unlock(BaseModel):
     token: str = Field(max_length=128)
 
@@ -338,5 +346,22 @@ def router(store, service_token: str, max_items: int = 1000) -> APIRouter:
     async def pop3_unlock(request: Request, body: Unlock):
         await store.pop3_unlock(await session(request), body.token)
         return _json({})
+
+    @r.post("/sort")
+    async def sort(request: Request, body: Sort):
+        try:
+            key = search_keys.from_obj(body.key)
+        except ValueError as exc:
+            raise Invalid(str(exc)) from exc
+        return _json({"uids": await store.sort(await session(request), body.mailbox_id, key, body.criteria)})
+
+    @r.post("/thread")
+    async def thread(request: Request, body: Thread):
+        try:
+            key = search_keys.from_obj(body.key)
+        except ValueError as exc:
+            raise Invalid(str(exc)) from exc
+        nodes = await store.thread(await session(request), body.mailbox_id, key, body.algorithm)
+        return _json({"nodes": nodes})
 
     return r

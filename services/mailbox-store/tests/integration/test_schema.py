@@ -25,7 +25,7 @@ def test_migrations_match_the_models(tmp_path, db_url):
     engine.dispose()
     db.close()
     assert diff == []
-    assert version == "0011"
+    assert version == "0012"
 
 
 TABLES = ("domains", "users", "aliases", "keywords", "mailboxes", "subscriptions", "blobs", "messages")

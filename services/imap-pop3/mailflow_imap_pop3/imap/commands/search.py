@@ -1,5 +1,7 @@
 """SEARCH and UID SEARCH (RFC 3501 §6.4.4, CHARSET UTF-8 and US-ASCII; MODSEQ from RFC 7162), and
-their RETURN (MIN MAX ALL COUNT) forms answered with ESEARCH (RFC 4731).
+their RETURN (MIN MAX ALL COUNT) forms answered with ESEARCH (RFC 4731), PARTIAL (RFC 9394) and SAVE
+with "$" (RFC 5182: the result kept as UIDs in the view, so a new SELECT, UNSELECT or CLOSE empties it
+and expunged messages drop out). `answer` is also SORT's reply (commands/sort.py).
 
 Sequence numbers, `*`, RECENT/NEW/OLD are resolved here against the session's view and become UID
 ranges, so the store only ever sees UIDs. Criteria the view can answer alone (flags, sets) are
@@ -15,12 +17,13 @@ An unknown charset is NO [BADCHARSET]; a bad key is BAD (both from the parser).
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from mailflow.store import search as sk
 from mailflow_imap_pop3.imap import responses as rsp
 from mailflow_imap_pop3.imap.responses import Reply
-from mailflow_imap_pop3.imap.syntax import Command, RecentKey, Search, SeqKey, UidKey
+from mailflow_imap_pop3.imap.syntax import Command, RecentKey, Search, SeqKey, SeqSet, UidKey
 from mailflow_imap_pop3.imap.view import MailboxView
 
 if TYPE_CHECKING:
@@ -47,8 +50,8 @@ def _uid_ranges(view: MailboxView, indexes: list[int]) -> sk.SearchKey:
 def resolve(key, view: MailboxView):
     """Replace the session-only keys by UID sets the store understands."""
     match key:
-        case SeqKey(seqset=seqset) | UidKey(seqset=seqset) if seqset.saved:  # "$", RFC 5182
-            return _uid_ranges(view, sorted(i for u in view.saved if (i := view.index_of(u)) is not None))
+        case SeqKey(seqset=SeqSet(saved=True)) | UidKey(seqset=SeqSet(saved=True)):
+            return _uid_ranges(view, view.by_saved())
         case SeqKey(seqset=seqset):
             n = view.exists
             indexes: list[int] = []
@@ -147,85 +150,117 @@ def _local_hits(key, view: MailboxView) -> list[int]:
 _ALL = frozenset({"ALL"})
 
 
-def _resolve_saved(key, view: MailboxView, saved: set[int]):
-    """resolve(), with "$" the result saved before this search emptied it (SEARCH RETURN (SAVE) $ ...)."""
-    view.saved = saved
-    try:
-        return resolve(key, view)
-    finally:
-        view.saved = set()
-
-
-def _to_save(view: MailboxView, returns: frozenset[str], hits: list[int]) -> set[int]:
-    """RFC 5182 §2.1: with MIN and/or MAX alone beside SAVE, only those messages; else every match."""
-    if not hits:
-        return set()
-    if returns & {"ALL", "COUNT"} or not returns & {"MIN", "MAX"}:
-        return {view.uids[i] for i in hits}
-    picked = ([hits[0]] if "MIN" in returns else []) + ([hits[-1]] if "MAX" in returns else [])
-    return {view.uids[i] for i in picked}
-
-
 async def _search(s: Session, cmd: Command, uid: bool) -> Reply | None:
     args: Search = cmd.args
     view = s.view
-    returns = args.returns
-    if returns is None and s.rev2:  # RFC 9051 §6.4.4: SEARCH without RETURN is RETURN (ALL), as ESEARCH
-        returns = _ALL
-    save = returns is not None and "SAVE" in returns
-    if save:  # RFC 5182 §2.1: a search that fails leaves "$" empty
-        saved, view.saved = view.saved, set()
+    if args.returns is None and s.rev2:  # RFC 9051 §6.4.4: SEARCH without RETURN is RETURN (ALL), as ESEARCH
+        args = replace(args, returns=_ALL)
     if args.uses_modseq:
         s.condstore = True
-    key = resolve(args.key, view) if not save else _resolve_saved(args.key, view, saved)
+    key = resolve(args.key, view)  # "$" as it was before this search
+    if args.returns is not None and "SAVE" in args.returns:
+        view.saved = []  # RFC 5182 §2.1: a search that fails leaves $ empty
     if local(key):
         hits = _local_hits(key, view)
     else:
         found = await _store_search(s, view, key)
         hits = sorted(i for u in found if (i := view.index_of(u)) is not None)
-    numbers = [view.uids[i] for i in hits] if uid else [i + 1 for i in hits]
-    if save:
-        view.saved = _to_save(view, returns, hits)
-        returns = returns - {"SAVE"}
-        if not returns:  # SAVE alone: no ESEARCH response (RFC 5182 §2.1)
-            return None
-    if returns is not None:
-        modseqs = [view.modseqs[i] for i in hits] if args.uses_modseq else None
-        s.write(_esearch(cmd.tag, uid, returns, numbers, modseqs))
-        return None
-    line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
-    if args.uses_modseq and hits:
-        line += b" (MODSEQ %d)" % max(view.modseqs[i] for i in hits)
-    s.write(line + b"\r\n")
+    answer(s, cmd.tag, uid, args, hits, b"SEARCH")
     return None
 
 
+def window(items: list, partial: tuple[int, int]) -> list:
+    """RFC 9394 §3.1: the results at positions low..high (1 is the first), or counted from the last
+    when negative (-1 is the last)."""
+    lo, hi = partial
+    if lo > 0:
+        return items[lo - 1 : hi]
+    n = len(items)
+    return items[max(0, n + lo) : max(0, n + hi + 1)]
+
+
+def _saved(view: MailboxView, args: Search, order: list[int]) -> list[int]:
+    """The UIDs RETURN (SAVE) keeps (RFC 5182 §2.4, RFC 9394 §3.3): with MIN and/or MAX and neither
+    ALL nor COUNT only those (the first and last found: SORT's first and last), with PARTIAL its
+    window, else every match."""
+    returns = args.returns or frozenset()
+    if args.partial is not None:
+        order = window(order, args.partial)
+    elif order and returns & {"MIN", "MAX"} and not returns & {"ALL", "COUNT"}:
+        chosen = set()
+        if "MIN" in returns:
+            chosen.add(order[0])
+        if "MAX" in returns:
+            chosen.add(order[-1])
+        order = list(chosen)
+    return sorted(view.uids[i] for i in order)
+
+
+def answer(s: Session, tag: str, uid: bool, args: Search, order: list[int], name: bytes) -> None:
+    """SEARCH's and SORT's reply for the view's messages at `order` (indexes, in the order found):
+    `* SEARCH ...` / `* SORT ...`, or with RETURN the ESEARCH (RFC 4731, RFC 5267 §3 for SORT), and
+    $ saved (RFC 5182; SAVE alone sends no ESEARCH)."""
+    view = s.view
+    uids = view.uids
+    numbers = [uids[i] for i in order] if uid else [i + 1 for i in order]
+    modseqs = [view.modseqs[i] for i in order] if args.uses_modseq else None
+    if args.returns is None:
+        line = b"* " + name + b"".join(b" %d" % n for n in numbers)
+        if modseqs:
+            line += b" (MODSEQ %d)" % max(modseqs)
+        s.write(line + b"\r\n")
+        return
+    if "SAVE" in args.returns:
+        view.saved = _saved(view, args, order)
+        if args.returns == {"SAVE"}:
+            return
+    s.write(_esearch(tag, uid, args.returns, args.partial, numbers, modseqs))
+
+
 def _esearch(
-    tag: str, uid: bool, returns: frozenset[str], numbers: list[int], modseqs: list[int] | None
+    tag: str,
+    uid: bool,
+    returns: frozenset[str],
+    partial: tuple[int, int] | None,
+    numbers: list[int],
+    modseqs: list[int] | None,
 ) -> bytes:
     """RFC 4731 §3.1: `* ESEARCH (TAG "t") [UID] MIN n MAX n COUNT n ALL set`, always sent; MIN, MAX and
-    ALL left out when nothing matched. `modseqs` (the matches' MODSEQs, when the criteria name MODSEQ,
-    RFC 4731 §3.2) adds the highest of the messages reported: all for ALL or COUNT, else MIN's and MAX's."""
+    ALL left out when nothing matched; ALL in the order found (SORT's, RFC 5267 §3.2). PARTIAL (RFC
+    9394 §3.1): `PARTIAL (range set)`, NIL for an empty window. `modseqs` (the matches' MODSEQs, when
+    the criteria name MODSEQ, RFC 4731 §3.2) adds the highest of the messages reported: all for ALL or
+    COUNT, the window's for PARTIAL, else MIN's and MAX's."""
     out = [b"* ESEARCH (TAG " + rsp.string(tag) + b")"]
     if uid:
         out.append(b"UID")
-    if numbers:
+    if numbers:  # the first and the last found: for SORT "the lowest/highest sorted" (RFC 5267 §3.1)
+        low, high = numbers[0], numbers[-1]
         if "MIN" in returns:
-            out.append(b"MIN %d" % numbers[0])
+            out.append(b"MIN %d" % low)
         if "MAX" in returns:
-            out.append(b"MAX %d" % numbers[-1])
+            out.append(b"MAX %d" % high)
     if "COUNT" in returns:
         out.append(b"COUNT %d" % len(numbers))
     if numbers and "ALL" in returns:
         out.append(b"ALL " + rsp.uid_set(numbers).encode())
+    reported: list[int] = []
+    if partial is not None:
+        a, b = partial
+        shown = window(numbers, partial)
+        written = f"{a}:{b}" if a > 0 else f"{b}:{a}"
+        out.append(f"PARTIAL ({written} {rsp.uid_set(shown) or 'NIL'})".encode())
+        if modseqs:
+            reported = window(modseqs, partial)
     if modseqs:
         if returns & {"ALL", "COUNT"}:
             reported = modseqs
         else:
-            reported = [modseqs[0]] if "MIN" in returns else []
+            if "MIN" in returns:
+                reported.append(modseqs[0])
             if "MAX" in returns:
                 reported.append(modseqs[-1])
-        out.append(b"MODSEQ %d" % max(reported))
+        if reported:
+            out.append(b"MODSEQ %d" % max(reported))
     return b" ".join(out) + b"\r\n"
 
 
