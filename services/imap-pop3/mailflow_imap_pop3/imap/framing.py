@@ -171,7 +171,11 @@ class Framer:
             limit = self.max_append if append else self.max_literal
             total = len(self._cmd) + len(line) + size
             self._literals += 1
-            if size > limit or total > command_budget(limit, self.max_line) or self._literals > MAX_LITERALS:
+            if self._literals > MAX_LITERALS:  # a count, not a size: not TOOBIG
+                tag = self._tag
+                self._reset()
+                return FrameError(tag, "BAD", f"[LIMIT] More than {MAX_LITERALS} literals in one command", fatal=plus)
+            if size > limit or total > command_budget(limit, self.max_line):
                 tag = self._tag
                 self._reset()
                 if plus:

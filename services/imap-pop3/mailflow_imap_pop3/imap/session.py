@@ -469,7 +469,7 @@ class Session:
             if isinstance(item, FrameError):
                 self.write(rsp.tagged(item.tag, item.status, item.text))
                 if item.fatal:
-                    self.write(rsp.untagged("BYE Literal too big, closing the connection"))
+                    self.write(rsp.untagged("BYE A literal was sent that cannot be taken, closing the connection"))
                     break
                 if self._count_bad():
                     break

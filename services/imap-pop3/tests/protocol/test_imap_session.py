@@ -305,3 +305,15 @@ def test_a_long_line_before_login_is_refused(srv):
     assert c.line() == b"a1 BAD Command line too long"
     assert c.cmd("a2", "LOGIN alice@example.test alice-pw")[-1].startswith(b"a2 OK")
     assert c.cmd("a3", "SELECT " + "x" * 9000)[-1].startswith(b"a3 NO ")  # read whole: 64 KiB after login
+
+
+def test_too_many_literals_in_one_command_is_a_limit_not_a_size(srv):
+    """More than framing.MAX_LITERALS literals (64) in one command: BAD [LIMIT], not [TOOBIG] (the
+    literals are one octet each); with LITERAL+ the client sends them anyway, so the connection ends."""
+    c = Raw("127.0.0.1", srv.port("imap"))
+    c.line()
+    assert c.cmd("a0", "LOGIN alice@example.test alice-pw")[-1].startswith(b"a0 OK")
+    c.send("a1 APPEND INBOX " + "{1+}\r\nx " * 64 + "{1+}")
+    assert c.line() == b"a1 BAD [LIMIT] More than 64 literals in one command"
+    assert c.line().startswith(b"* BYE")
+    assert c.closed()
