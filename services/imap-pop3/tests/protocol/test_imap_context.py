@@ -184,3 +184,53 @@ def test_hostile_input(srv, text, reply):
     c = selected(srv)
     assert c.cmd("h1", text)[-1].startswith(b"h1 " + reply)
     assert c.cmd("h2", "NOOP")[-1] == b"h2 OK NOOP completed"  # the session goes on
+
+
+def apply_updates(order: list[int], line: bytes) -> list[int]:
+    """A client's reading of RFC 5267 §4.3: each (position, UID) pair of REMOVEFROM, then of ADDTO, one
+    after the other."""
+    for name in (b"REMOVEFROM", b"ADDTO"):
+        if name + b" (" not in line:
+            continue
+        pairs = line.split(name + b" (", 1)[1].split(b")", 1)[0].split()
+        for pos, uid in zip(pairs[::2], pairs[1::2], strict=True):
+            if name == b"ADDTO":
+                order.insert(int(pos) - 1, int(uid))
+            else:
+                assert order.pop(int(pos) - 1) == int(uid)
+    return order
+
+
+def sorted_uids(c: Raw, tag: str, criteria: str) -> list[int]:
+    line = esearch(c.cmd(tag, f"UID SORT RETURN (ALL) ({criteria}) UTF-8 ALL"))
+    if not line or b" ALL " not in line[0]:
+        return []
+    out = []
+    for part in line[0].split(b" ALL ")[1].split(b","):
+        lo, _, hi = part.partition(b":")
+        a, b = int(lo), int(hi or lo)
+        out += list(range(a, b + 1) if a <= b else range(a, b - 1, -1))
+    return out
+
+
+@pytest.mark.parametrize("criteria", ["SUBJECT", "REVERSE SUBJECT"])
+def test_sort_positions_among_many(srv, criteria):
+    """40 sorted messages: new ones land between the samples the server compares them with (before the
+    first, after the last, in the middle, two in one gap), and the client's list stays the server's."""
+    fill(srv, [f"s{n:03d}" for n in range(0, 80, 2)])
+    c, other = selected(srv), selected(srv)
+    order = sorted_uids(c, "s0", criteria)
+    assert len(order) == 40
+    c.cmd("s1", f"UID SORT RETURN (UPDATE) ({criteria}) UTF-8 ALL")
+    fill(srv, ["a first", "s041", "s043", "s999 last"])
+    updates = esearch(c.cmd("n1", "NOOP"))
+    assert len(updates) == 1 and b"ADDTO" in updates[0]
+    order = apply_updates(order, updates[0])
+    assert order == sorted_uids(c, "s2", criteria)
+    other.cmd("o0", "NOOP")
+    other.cmd("o1", "UID STORE 3,41,44 +FLAGS.SILENT (\\Deleted)")
+    other.cmd("o2", "EXPUNGE")
+    fill(srv, ["s005"])
+    updates = esearch(c.cmd("n2", "NOOP"))
+    assert len(updates) == 1 and b"REMOVEFROM" in updates[0] and b"ADDTO" in updates[0]
+    assert apply_updates(order, updates[0]) == sorted_uids(c, "s3", criteria)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from math import isqrt
 from typing import TYPE_CHECKING
 
 from mailflow.store import search as sk
@@ -152,14 +153,7 @@ async def _sort_changes(s: Session, view: MailboxView, ctx: Updating, added, rem
         parts.append(b"REMOVEFROM (" + pairs + b")")
     kept = [u for u in base if u not in dropped]
     if added:
-        top = view.uids[-1]
-        found = await s.store.sort(
-            s.principal, view.mailbox_id, sk.And((ctx.key, sk.Uids(((1, top),)))), list(ctx.criteria)
-        )
-        members = set(kept) | set(added)
-        new = [u for u in found if u in members]
-        listed = set(new)
-        new += [u for u in kept if u not in listed]  # the store no longer has it: it stays, last
+        new = await _placed(s, view, ctx, kept, added)
         fresh = set(added)
         pairs = b" ".join(
             b"%d %d" % (p + 1, u if ctx.uid else view.index_of(u) + 1) for p, u in enumerate(new) if u in fresh
@@ -170,6 +164,58 @@ async def _sort_changes(s: Session, view: MailboxView, ctx: Updating, added, rem
     else:
         ctx.order, ctx.members = kept, set(kept)
     return parts
+
+
+def _uids(view: MailboxView, uids) -> sk.SearchKey:
+    return _uid_ranges(view, sorted(i for u in uids if (i := view.index_of(u)) is not None))
+
+
+async def _sorted(s: Session, view: MailboxView, ctx: Updating, uids) -> list[int]:
+    """These messages (all known to match) in the context's sort order: the store sorts them alone."""
+    return await s.store.sort(s.principal, view.mailbox_id, _uids(view, uids), list(ctx.criteria))
+
+
+async def _placed(s: Session, view: MailboxView, ctx: Updating, kept: list[int], added: list[int]) -> list[int]:
+    """The new order: `kept` (in order) with `added` put in their places. A message's place among the
+    others does not depend on which others there are (sort keys never change, the UID breaks ties), so
+    the store need not sort them all: it sorts the new ones among every step-th of the old ("pivots",
+    step = sqrt(len(kept))), which tells between which two pivots each falls, then among the old ones
+    of those gaps. Two sorts of O(k·sqrt(n)) messages for k new ones in n, or one of all of them when
+    that is no more (many new ones, a small result, or a message the store no longer has)."""
+    step = isqrt(len(kept))
+    if (len(added) + 2) * step < len(kept):
+        pivots = kept[::step]
+        first = await _sorted(s, view, ctx, [*pivots, *added])
+        gap: dict[int, int] = {}  # new UID -> how many pivots come before it
+        seen = 0
+        fresh = set(added)
+        for u in first:
+            if u in fresh:
+                gap[u] = seen
+            else:
+                seen += 1
+        if seen == len(pivots) and len(gap) == len(added):
+            gaps = {g for g in gap.values() if g}
+            inner = [u for g in gaps for u in kept[(g - 1) * step + 1 : g * step]]
+            second = await _sorted(s, view, ctx, [*inner, *added])
+            if len(second) == len(inner) + len(added):
+                before = {}  # new UID -> how many old ones come before it
+                counted = {g: 0 for g in gaps}
+                old_gap = {u: g for g in gaps for u in kept[(g - 1) * step + 1 : g * step]}
+                for u in second:
+                    if u in fresh:
+                        g = gap[u]
+                        before[u] = (g - 1) * step + 1 + counted[g] if g else 0
+                    else:
+                        counted[old_gap[u]] += 1
+                rank = {u: r for r, u in enumerate(second)}
+                new = list(kept)
+                for u in sorted(added, key=lambda u: (before[u], rank[u]), reverse=True):
+                    new.insert(before[u], u)  # the last first: the earlier places stay right
+                return new
+    found = await _sorted(s, view, ctx, [*kept, *added])
+    listed = set(found)
+    return found + [u for u in kept if u not in listed]  # the store no longer has it: it stays, last
 
 
 async def update(s: Session) -> None:
