@@ -180,7 +180,7 @@ def _returns(r: Reader) -> tuple[frozenset[str] | None, tuple[int, int] | None]:
     return frozenset(options), partial
 
 
-MAX_CANCEL_TAGS = 64  # in one CANCELUPDATE: more than a session can have contexts (context.MAX_CONTEXTS)
+MAX_CANCEL_TAGS = 64  # in one CANCELUPDATE (a session has max_search_contexts, 8 by default)
 
 
 def cancel_args(r: Reader) -> CancelUpdate:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 from imaptest import Raw, make_message
 
-from mailflow_imap_pop3.imap.commands.context import MAX_CONTEXTS
+from mailflow_imap_pop3.settings import Settings
+
+MAX_CONTEXTS = Settings.model_fields["max_search_contexts"].default
 
 
 def selected(srv, mailbox="INBOX") -> Raw:
@@ -234,3 +236,16 @@ def test_sort_positions_among_many(srv, criteria):
     updates = esearch(c.cmd("n2", "NOOP"))
     assert len(updates) == 1 and b"REMOVEFROM" in updates[0] and b"ADDTO" in updates[0]
     assert apply_updates(order, updates[0]) == sorted_uids(c, "s3", criteria)
+
+
+def test_updates_reach_an_idling_client(srv):
+    fill(srv, ["a"])
+    c = selected(srv)
+    c.cmd("u1", "UID SEARCH RETURN (UPDATE) UNSEEN")
+    c.send("i1 IDLE")
+    assert c.line().startswith(b"+ ")
+    fill(srv, ["b"])
+    lines = [c.line() for _ in range(3)]  # EXISTS, RECENT (IMAP4rev1), then the update
+    assert lines[0] == b"* 2 EXISTS" and lines[2] == b'* ESEARCH (TAG "u1") UID ADDTO (0 2)'
+    c.send("DONE")
+    assert c.until("i1")[-1] == b"i1 OK IDLE terminated"

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_CONTEXTS = 8  # RFC 5267 §4.2: the server may refuse more (NOUPDATE); each holds its matches' UIDs
 _SUMMARY = frozenset({"MIN", "MAX", "COUNT"})
 
 
@@ -63,8 +62,9 @@ def start(s: Session, tag: str, uid: bool, args: Search, key, criteria, order: l
     if args.partial is not None:
         s.write(_noupdate(tag, "UPDATE with PARTIAL is not kept"))
         return
-    if tag not in view.contexts and len(view.contexts) >= MAX_CONTEXTS:
-        s.write(_noupdate(tag, f"Too many search contexts (the limit is {MAX_CONTEXTS})"))
+    limit = s.ctx.settings.max_search_contexts  # RFC 5267 §4.2: beyond it NOUPDATE
+    if tag not in view.contexts and len(view.contexts) >= limit:
+        s.write(_noupdate(tag, f"Too many search contexts (the limit is {limit})"))
         return
     uids = [view.uids[i] for i in order]
     ctx = Updating(tag, uid, key, criteria, args.returns, uids, view.uids[-1] if view.uids else 0)
