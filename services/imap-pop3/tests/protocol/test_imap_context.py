@@ -168,6 +168,11 @@ def test_limits_noupdate(srv):
     fill(srv, ["b"])
     updates = esearch(c.cmd("n1", "NOOP"))
     assert len(updates) == MAX_CONTEXTS - 1 and all(u.endswith(b"UID ADDTO (0 2)") for u in updates)
+    c.cmd("f1", "UID SEARCH RETURN (UPDATE) ALL")
+    long = "L" * 300  # ESEARCH may send it as a literal; NOUPDATE's is a quoted string
+    lines = c.cmd(long, "UID SEARCH RETURN (UPDATE) ALL")
+    assert lines[0].startswith(b"* ESEARCH (TAG {300}\r\nLLL")
+    assert lines[1].startswith(b'* NO [NOUPDATE "' + long.encode() + b'"] Too many search contexts')
 
 
 @pytest.mark.parametrize(

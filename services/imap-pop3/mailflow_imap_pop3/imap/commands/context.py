@@ -53,7 +53,8 @@ class Updating:
 
 
 def _noupdate(tag: str, text: str) -> bytes:
-    return b"* NO [NOUPDATE " + rsp.string(tag) + b"] " + text.encode() + rsp.CRLF
+    """RFC 5267 §5: NOUPDATE's tag is always quoted (a tag has no quote, backslash or CRLF), however long."""
+    return b'* NO [NOUPDATE "' + tag.encode("latin-1") + b'"] ' + text.encode() + rsp.CRLF
 
 
 def start(s: Session, tag: str, uid: bool, args: Search, key, criteria, order: list[int]) -> None:
