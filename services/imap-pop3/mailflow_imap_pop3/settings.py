@@ -59,6 +59,9 @@ class Settings(ServiceSettings):
     # NOOP/CHECK ask the store for changes only if an event announced one, or events may have been
     # missed (no subscription, a NATS reconnect), or the last look is older than this; 0: always ask.
     noop_store_check: float = 1.0
+    # RFC 5267 §4.2: searches kept up to date (RETURN (UPDATE)) per session; each holds its matches'
+    # UIDs and costs work at every change; one more is answered once, with NOUPDATE
+    max_search_contexts: int = 8
 
     # ManageSieve limits (lines and the preauth limits are IMAP's, above)
     managesieve_max_script_bytes: int = 64 * 1024  # a script literal after login; the store has its own cap (MAILFLOW_STORE_SIEVE_MAX_SCRIPT_BYTES)

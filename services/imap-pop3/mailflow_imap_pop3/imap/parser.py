@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from mailflow_imap_pop3.imap import mutf7
 from mailflow_imap_pop3.imap.lexer import ATOM, BASE64, FETCH_NAME, MAX_NUMBER, TAG, ParseError, Reader
-from mailflow_imap_pop3.imap.search_parser import search_args, sort_args, thread_args
+from mailflow_imap_pop3.imap.search_parser import cancel_args, search_args, sort_args, thread_args
 from mailflow_imap_pop3.imap.syntax import (
     NOTIFY_EVENTS,
     STAR,
@@ -568,7 +568,7 @@ ARGUMENTS = {
     "GETQUOTA": _quota_root, "GETQUOTAROOT": _mailbox_arg, "COMPRESS": _compress,
     "UID COPY": _copy, "UID MOVE": _copy, "UID FETCH": _fetch, "UID SEARCH": search_args, "UID STORE": _store,
     "UID EXPUNGE": _seq_arg, "NOTIFY": _notify, "SORT": sort_args, "UID SORT": sort_args, "THREAD": thread_args,
-    "UID THREAD": thread_args,
+    "UID THREAD": thread_args, "CANCELUPDATE": cancel_args,
 }  # fmt: skip
 
 

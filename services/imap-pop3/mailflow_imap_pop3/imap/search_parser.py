@@ -14,7 +14,7 @@ from mailflow.store import search as sk
 from mailflow.store.api import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN
 from mailflow_imap_pop3.imap import responses as rsp
 from mailflow_imap_pop3.imap.lexer import MAX_NUMBER, ParseError, Reader
-from mailflow_imap_pop3.imap.syntax import RecentKey, Search, SeqKey, Sort, Thread, UidKey
+from mailflow_imap_pop3.imap.syntax import CancelUpdate, RecentKey, Search, SeqKey, Sort, Thread, UidKey
 
 _FLAG_KEYS = {
     "ANSWERED": (ANSWERED, True), "DELETED": (DELETED, True), "DRAFT": (DRAFT, True),
@@ -134,7 +134,8 @@ class _SearchParser:
         raise ParseError(f"Unknown search key {name}", r.tag)
 
 
-_RETURN = {"MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL"}  # RFC 4731 §3.1, RFC 5182, RFC 9394
+_RETURN = {"MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL", "UPDATE", "CONTEXT"}  # RFC 4731 §3.1, 5182, 9394, 5267
+_HINTS = {"UPDATE", "CONTEXT"}  # with nothing else asked for, the answer is ALL (RFC 5267 §4.1)
 _SORT_CRITERIA = {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"}
 _THREAD_ALGORITHMS = {"ORDEREDSUBJECT", "REFERENCES"}
 
@@ -174,7 +175,24 @@ def _returns(r: Reader) -> tuple[frozenset[str] | None, tuple[int, int] | None]:
             partial = _partial_range(r)
         options.add(name)
     r.sp()
-    return frozenset(options) or frozenset({"ALL"}), partial
+    if not options - _HINTS:
+        options.add("ALL")
+    return frozenset(options), partial
+
+
+MAX_CANCEL_TAGS = 64  # in one CANCELUPDATE (a session has max_search_contexts, 8 by default)
+
+
+def cancel_args(r: Reader) -> CancelUpdate:
+    """CANCELUPDATE 1*(SP quoted) (RFC 5267 §5), the tags of the searches to stop updating."""
+    tags: list[str] = []
+    while r.maybe(b" "):
+        if len(tags) == MAX_CANCEL_TAGS:
+            raise ParseError(f"Too many tags (the limit is {MAX_CANCEL_TAGS})", r.tag)
+        tags.append(r.quoted().decode("latin-1"))
+    if not tags:
+        raise r.error("quoted tag")
+    return CancelUpdate(tuple(tags))
 
 
 def _charset(r: Reader) -> str:

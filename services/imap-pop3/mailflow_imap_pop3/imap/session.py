@@ -37,6 +37,7 @@ from mailflow_imap_pop3.imap import errors
 from mailflow_imap_pop3.imap import responses as rsp
 from mailflow_imap_pop3.imap.commands import (
     auth,
+    context,
     fetch,
     idle,
     mailbox,
@@ -128,6 +129,7 @@ COMMANDS: dict[str, Spec] = {
     "UID SORT": Spec(sort.cmd_uid_sort, State.SELECTED),
     "THREAD": Spec(sort.cmd_thread, State.SELECTED, expunge=False),
     "UID THREAD": Spec(sort.cmd_uid_thread, State.SELECTED),
+    "CANCELUPDATE": Spec(context.cmd_cancelupdate, State.SELECTED, expunge=False),
     "FETCH": Spec(fetch.cmd_fetch, State.SELECTED, expunge=False),
     "UID FETCH": Spec(fetch.cmd_uid_fetch, State.SELECTED),
     "STORE": Spec(store.cmd_store, State.SELECTED, expunge=False),
@@ -221,6 +223,7 @@ class Session:
                 "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE",
                 "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "QRESYNC", "STATUS=SIZE", "QUOTA", "QUOTA=RES-STORAGE", "BINARY", "MULTIAPPEND", "OBJECTID",
                 "ESEARCH", "SEARCHRES", "SAVEDATE", "CATENATE", "NOTIFY", "PARTIAL", "SORT", "SORT=DISPLAY", "ESORT",
+                "CONTEXT=SEARCH", "CONTEXT=SORT",
                 "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
                 f"APPENDLIMIT={self.ctx.settings.max_append_bytes}",
             ]  # fmt: skip
@@ -318,6 +321,7 @@ class Session:
                     self.write(line)
             if self.condstore and (note := view.held_note()):
                 self.write(note)
+            await context.update(self)
             return
         announced = view.announced_changes() if view.dirty and (not poll or self.quiet(view)) else None
         view.dirty, view.announced = False, []
@@ -347,6 +351,7 @@ class Session:
         self.tell(view, view.apply(changes, allow_expunge, self.condstore, recent_from))
         if self.condstore and (note := view.held_note()):
             self.write(note)
+        await context.update(self)  # RFC 5267 §4: after the EXISTS/EXPUNGE/FETCH that explain it
 
     async def absent(self, view: MailboxView) -> list[int]:
         """The view's UIDs the store no longer has: what `changes` cannot list when the store pruned the

@@ -235,8 +235,8 @@ class Search:
     key: object  # sk.SearchKey | SeqKey | UidKey | RecentKey, combined with sk.And/Or/Not
     charset: str | None = None
     uses_modseq: bool = False
-    # RFC 4731 ESEARCH: the RETURN options (MIN, MAX, ALL, COUNT, SAVE of RFC 5182, PARTIAL of RFC 9394;
-    # RETURN () is ALL); None: plain SEARCH
+    # RFC 4731 ESEARCH: the RETURN options (MIN, MAX, ALL, COUNT, SAVE of RFC 5182, PARTIAL of RFC 9394,
+    # UPDATE and CONTEXT of RFC 5267 §4.1; RETURN () and RETURN (UPDATE) are ALL); None: plain SEARCH
     returns: frozenset[str] | None = None
     partial: tuple[int, int] | None = None  # PARTIAL's range, low <= high; negative: counted from the end
 
@@ -245,6 +245,11 @@ class Search:
 class Sort:  # RFC 5256 SORT, RFC 5267 ESORT's RETURN (in `search`)
     criteria: tuple[tuple[str, bool], ...]  # (name in lower case, reverse), the most significant first
     search: Search
+
+
+@dataclass(frozen=True, slots=True)
+class CancelUpdate:  # RFC 5267 §4.3: the tags of the searches whose updates end
+    tags: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,10 @@ class MailboxView:
         # SEARCH criteria about content only -> (highest UID searched, UIDs that matched): see search.py
         self.searched: dict[object, tuple[int, frozenset[int]]] = {}
         self.saved: list[int] = []  # "$", RFC 5182: UIDs of the last SEARCH/SORT RETURN (SAVE), ascending
+        # RFC 5267 §4 searches kept up to date (tag -> commands/context.Updating), and while there are
+        # any, the UIDs that arrived, changed flags or left since they were last brought up to date
+        self.contexts: dict[str, object] = {}
+        self.touched: set[int] = set()
 
     # --- numbering ------------------------------------------------------------------------------------
 
@@ -160,6 +164,8 @@ class MailboxView:
                 continue
             self.flags[i] = meta.flags
             self.modseqs[i] = meta.modseq
+            if self.contexts:
+                self.touched.add(meta.uid)
             for f in meta.flags:
                 if f not in self.keywords and f not in SYSTEM_FLAGS:
                     self.keywords.add(f)
@@ -175,6 +181,8 @@ class MailboxView:
             self.held_below = None
         if not gone:
             return []
+        if self.contexts:
+            self.touched |= gone
         out = []
         if self.qresync:
             out = rsp.vanished(as_ranges(sorted(gone)), earlier=False)
@@ -227,6 +235,9 @@ class MailboxView:
                 if f not in self.keywords and f not in SYSTEM_FLAGS:
                     self.keywords.add(f)
                     new_keywords = True
+        if self.contexts:
+            self.touched.update(self.uids[i] for i in changed)
+            self.touched.update(m.uid for m in new)
         if new_keywords:
             out.append(b"* FLAGS " + rsp.flags(self.flag_names()) + rsp.CRLF)
         for i in changed:

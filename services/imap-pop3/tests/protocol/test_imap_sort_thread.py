@@ -194,6 +194,14 @@ def test_searchres(mailbox):
     assert c.cmd("b2", "FETCH $ (UID)") == [b"b2 OK FETCH completed"]  # gone with the messages
 
 
+def test_sort_save_reads_dollar_before_replacing_it(mailbox):
+    """RFC 5182 §2.1: `$` in the criteria is the result before this command's SAVE."""
+    c = selected(mailbox)
+    c.cmd("a1", "SEARCH RETURN (SAVE) 1:2")
+    assert c.cmd("a2", "UID SORT RETURN (SAVE ALL) (REVERSE ARRIVAL) UTF-8 $")[0] == b'* ESEARCH (TAG "a2") UID ALL 2,1'
+    assert c.cmd("a3", "SEARCH $")[0] == b"* SEARCH 1 2"
+
+
 def test_searchres_reset_by_select(mailbox):
     c = selected(mailbox)
     c.cmd("a1", "SEARCH RETURN (SAVE) ALL")

@@ -20,6 +20,7 @@ from mailflow_imap_pop3.imap.syntax import (
     Append,
     AppendItem,
     Authenticate,
+    CancelUpdate,
     CatUrl,
     Command,
     CopyMove,
@@ -216,6 +217,15 @@ TABLE = [
         Command("a1", "UID SORT", Sort((("date", True), ("subject", False)), Search(sk.Flag(SEEN, False), "US-ASCII", False, frozenset({"COUNT"})))),
     ),
     (b"a1 THREAD references utf-8 ALL", Command("a1", "THREAD", Thread("references", Search(sk.All(), "UTF-8")))),
+    # RFC 5267 §4.1: UPDATE and CONTEXT alone ask for ALL; with other options, only those
+    (b"a1 UID SEARCH RETURN (UPDATE) ALL", Command("a1", "UID SEARCH", Search(sk.All(), returns=frozenset({"UPDATE", "ALL"})))),
+    (b"a1 SEARCH RETURN (context) ALL", Command("a1", "SEARCH", Search(sk.All(), returns=frozenset({"CONTEXT", "ALL"})))),
+    (b"a1 SEARCH RETURN (COUNT UPDATE) ALL", Command("a1", "SEARCH", Search(sk.All(), returns=frozenset({"COUNT", "UPDATE"})))),
+    (
+        b"a1 UID SORT RETURN (UPDATE CONTEXT) (ARRIVAL) UTF-8 ALL",
+        Command("a1", "UID SORT", Sort((("arrival", False),), Search(sk.All(), "UTF-8", False, frozenset({"UPDATE", "CONTEXT", "ALL"})))),
+    ),
+    (b'a1 CANCELUPDATE "a1" "b\\\\2"', Command("a1", "CANCELUPDATE", CancelUpdate(("a1", "b\\2")))),
     (
         b"a1 UID SEARCH RETURN (MIN count) CHARSET UTF-8 ALL",
         Command("a1", "UID SEARCH", Search(sk.All(), "UTF-8", returns=frozenset({"MIN", "COUNT"}))),
@@ -383,6 +393,11 @@ def test_sync_literal_asks_to_continue_and_literal_plus_does_not():
         (b"a1 THREAD REFERENCES", "expected"),
         (b"a1 FETCH $1 FLAGS", "expected"),
         (b"a1 SEARCH RETURN (MIN)", "expected"),
+        (b"a1 CANCELUPDATE", "quoted tag expected"),
+        (b"a1 CANCELUPDATE a1", "quoted string expected"),
+        (b'a1 CANCELUPDATE "a1" ', "quoted string expected"),
+        (b"a1 CANCELUPDATE" + b' "t"' * 65, "Too many tags"),
+        (b"a1 SEARCH RETURN (UPDATE NOUPDATE) ALL", "Unknown return option"),
         (b"a1 SEARCH SINCE 31-Feb-2020", "valid date"),
         (b"a1 SELECT &Jjo (BOGUS)", "Unknown SELECT parameter"),  # a bad name does not hide bad syntax
         (b"a1 SELECT INBOX (QRESYNC (1 2) QRESYNC (1 2))", "Unknown SELECT parameter QRESYNC"),

@@ -166,6 +166,10 @@ async def _search(s: Session, cmd: Command, uid: bool) -> Reply | None:
         found = await _store_search(s, view, key)
         hits = sorted(i for u in found if (i := view.index_of(u)) is not None)
     answer(s, cmd.tag, uid, args, hits, b"SEARCH")
+    if args.returns is not None and "UPDATE" in args.returns:
+        from mailflow_imap_pop3.imap.commands import context  # context builds on this module
+
+        context.start(s, cmd.tag, uid, args, key, None, hits)
     return None
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from mailflow.store import search as sk
 from mailflow_imap_pop3.imap import responses as rsp
+from mailflow_imap_pop3.imap.commands import context
 from mailflow_imap_pop3.imap.commands.search import answer, resolve
 from mailflow_imap_pop3.imap.responses import Reply
 from mailflow_imap_pop3.imap.syntax import Command, Sort, Thread
@@ -22,8 +23,9 @@ if TYPE_CHECKING:
 
 
 def _known(view: MailboxView, key) -> sk.SearchKey:
-    """The criteria limited to the UIDs the client has been told of (new mail shows up as EXISTS first)."""
-    return sk.And((resolve(key, view), sk.Uids(((1, view.uids[-1]),))))
+    """The resolved criteria limited to the UIDs the client has been told of (new mail shows up as
+    EXISTS first)."""
+    return sk.And((key, sk.Uids(((1, view.uids[-1]),))))
 
 
 async def _sort(s: Session, cmd: Command, uid: bool) -> Reply | None:
@@ -31,15 +33,17 @@ async def _sort(s: Session, cmd: Command, uid: bool) -> Reply | None:
     view = s.view
     if args.search.uses_modseq:
         s.condstore = True
-    if args.search.returns is not None and "SAVE" in args.search.returns:
+    key = resolve(args.search.key, view)  # "$" as it was before this search
+    returns = args.search.returns
+    if returns is not None and "SAVE" in returns:
         view.saved = []  # RFC 5182 §2.1: a search that fails leaves $ empty
     order: list[int] = []
     if view.uids:
-        found = await s.store.sort(
-            s.principal, view.mailbox_id, _known(view, args.search.key), list(args.criteria)
-        )
+        found = await s.store.sort(s.principal, view.mailbox_id, _known(view, key), list(args.criteria))
         order = [i for u in found if (i := view.index_of(u)) is not None]
     answer(s, cmd.tag, uid, args.search, order, b"SORT")
+    if returns is not None and "UPDATE" in returns:
+        context.start(s, cmd.tag, uid, args.search, key, args.criteria, order)
     return None
 
 
@@ -49,7 +53,7 @@ async def _thread(s: Session, cmd: Command, uid: bool) -> Reply | None:
     nodes: list[tuple[int, int]] = []
     if view.uids:
         found = await s.store.thread(
-            s.principal, view.mailbox_id, _known(view, args.search.key), args.algorithm
+            s.principal, view.mailbox_id, _known(view, resolve(args.search.key, view)), args.algorithm
         )
         for u, depth in found:  # a UID the view does not have (cannot happen) is shown as a dummy
             i = view.index_of(u) if u else None
