@@ -55,6 +55,7 @@ from mailflow_imap_pop3.imap.responses import Reply
 from mailflow_imap_pop3.imap.syntax import Command
 from mailflow_imap_pop3.imap.view import MailboxView
 from mailflow_imap_pop3.listener import Connection
+from mailflow_imap_pop3.stream_session import StreamSession
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +149,11 @@ _SESSIONS_PLAIN = metrics.SESSIONS.labels("imap", "plain")
 _ACTIVE = metrics.SESSIONS_ACTIVE.labels("imap")
 
 
-class Session:
+class Session(StreamSession):
+    NOT_AUTH, LOGOUT, BYE_EVICTED, protocol = State.NOT_AUTH, State.LOGOUT, rsp.BYE_EVICTED, "imap"
+
     def __init__(self, conn: Connection, ctx: Context):
+        super().__init__()
         s = ctx.settings
         self.conn, self.ctx, self.store = conn, ctx, ctx.store
         self.id = session_id("i")
@@ -164,20 +168,12 @@ class Session:
         # ESEARCH; every other session, of this user too, keeps IMAP4rev1's behaviour.
         self.rev2 = False
         self.qresync = False  # ENABLE QRESYNC: VANISHED instead of EXPUNGE, SELECT (QRESYNC ...)
-        self.bad_in_a_row = 0
-        self.busy = False
-        self.reading = False  # a command (AUTHENTICATE) waits for the client: the deadline runs
         self.idling = False
-        self.stopping = False  # the drain or a revocation: BYE with `self.bye` as soon as we can
-        self.bye = ""
+        # self.stopping (StreamSession): the drain or a revocation, BYE with `self.bye` as soon as we can
         self.wake = asyncio.Event()  # an event for the selected mailbox, the drain, a revocation
         self.client_id: str | None = None
-        self.started = time.monotonic()
 
     # --- what handlers use ----------------------------------------------------------------------------
-
-    def write(self, data: bytes) -> None:
-        self.conn.write(data)
 
     def untagged(self, text: str) -> None:
         self.conn.write(rsp.untagged(text))
@@ -232,16 +228,10 @@ class Session:
         return " ".join(caps)
 
     async def logged_in(self, principal: Principal) -> None:
-        self.principal = principal
         self.state = State.AUTH
         s = self.ctx.settings
         self.framer.limit(s.max_line_bytes, s.max_literal_bytes, s.max_append_bytes)
-        self.conn.authenticated()
-        self.timer.authenticated(s.idle_timeout)
-        if self.conn.slot is not None:
-            self.conn.slot.evict = None
-        mlog.session_var.set(self.id)
-        log.info("login", extra={"user": principal.address, "peer": self.conn.ip, "tls": bool(self.conn.tls)})
+        self.authenticated(principal, s.idle_timeout)
 
     async def select(self, view: MailboxView) -> None:
         self.view = view
@@ -422,42 +412,13 @@ class Session:
                 log.debug("deselect at the end failed", exc_info=True)
             self.conn.close()
 
-    async def read_more(self) -> bool:
-        """Read from the client into the framer; False at EOF or on the autologout timer."""
-        await self.conn.flush()
-        if self.stopping or self.state == State.LOGOUT:
-            return False
-        self.reading = True
-        try:
-            if self.notifier is not None and not self.busy and self.framer.between_commands:
-                data = await notify.read(self)
-            else:
-                data = await self.conn.read()
-        except (ConnectionError, OSError):
-            return False
-        finally:
-            self.reading = False
-        if not data:
-            return False
-        self.timer.received(len(data))
-        self.framer.feed(data)
-        return True
+    def bye_line(self, text: str) -> bytes:
+        return rsp.untagged(f"BYE {text}")
 
-    def _autologout(self) -> None:
-        log.info("input deadline passed", extra={"peer": self.conn.ip, "session": self.id})
-        self.conn.send_now(rsp.untagged("BYE Autologout; idle for too long"))
-        self.conn.close()
-
-    def evict(self) -> bool:
-        """The service is full: end this session if it has not logged in and waits for the client."""
-        if self.state != State.NOT_AUTH or (self.busy and not self.reading) or self.stopping:
-            return False
-        log.info("evicted: the service is full", extra={"peer": self.conn.ip, "session": self.id})
-        metrics.EVICTED.labels(self.conn.listener).inc()
-        self.stopping = True
-        self.conn.send_now(rsp.BYE_EVICTED)
-        self.conn.close()
-        return True
+    async def receive(self) -> bytes:
+        if self.notifier is not None and not self.busy and self.framer.between_commands:
+            return await notify.read(self)  # NOTIFY's news told while the client is between commands
+        return await self.conn.read()
 
     async def _loop(self) -> None:
         while self.state != State.LOGOUT:
@@ -492,13 +453,6 @@ class Session:
             await self.conn.flush()
         except (ConnectionError, OSError):
             pass
-
-    def _count_bad(self) -> bool:
-        self.bad_in_a_row += 1
-        if self.bad_in_a_row >= self.ctx.settings.max_bad_commands:
-            self.write(rsp.untagged("BYE Too many invalid commands"))
-            return True
-        return False
 
     async def execute(self, data: bytes) -> None:
         started = time.perf_counter()

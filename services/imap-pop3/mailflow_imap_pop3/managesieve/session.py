@@ -36,6 +36,7 @@ from mailflow_imap_pop3.managesieve import auth, scripts
 from mailflow_imap_pop3.managesieve import responses as rsp
 from mailflow_imap_pop3.managesieve.parser import Command, FrameError, Framer, ParseError
 from mailflow_imap_pop3.managesieve.responses import Reply
+from mailflow_imap_pop3.stream_session import StreamSession
 
 log = logging.getLogger(__name__)
 
@@ -101,25 +102,19 @@ def to_reply(exc: BaseException, ref: str) -> Reply:
             return Reply("NO", f"Internal error, ref {ref}")
 
 
-class Session:
+class Session(StreamSession):
+    NOT_AUTH, LOGOUT, BYE_EVICTED, protocol = State.NOT_AUTH, State.LOGOUT, rsp.BYE_EVICTED, "managesieve"
+
     def __init__(self, conn: Connection, ctx: Context):
+        super().__init__()
         s = ctx.settings
         self.conn, self.ctx, self.store = conn, ctx, ctx.store
         self.id = session_id("s")
         self.state = State.NOT_AUTH
         self.principal: Principal | None = None
         self.framer = Framer(s.preauth_max_line_bytes, s.preauth_max_literal_bytes)
-        self.bad_in_a_row = 0
-        self.busy = False
-        self.reading = False
-        self.stopping = False
-        self.bye = ""
-        self.started = time.monotonic()
 
     # --- what handlers use ----------------------------------------------------------------------------
-
-    def write(self, data: bytes) -> None:
-        self.conn.write(data)
 
     @property
     def tls_active(self) -> bool:
@@ -144,17 +139,10 @@ class Session:
         return b"".join(line + b"\r\n" for line in lines)
 
     async def logged_in(self, principal: Principal) -> None:
-        self.principal = principal
         self.state = State.AUTH
         s = self.ctx.settings
         self.framer.limit(s.max_line_bytes, s.managesieve_max_script_bytes)
-        self.conn.authenticated()
-        self.timer.authenticated(s.idle_timeout)
-        if self.conn.slot is not None:
-            self.conn.slot.evict = None
-        mlog.session_var.set(self.id)
-        log.info("login", extra={"user": principal.address, "peer": self.conn.ip, "tls": bool(self.conn.tls),
-                                 "protocol": "managesieve"})  # fmt: skip
+        self.authenticated(principal, s.idle_timeout)
 
     def logged_out(self) -> None:
         """UNAUTHENTICATE: back to the state of a new connection (its limits too)."""
@@ -206,36 +194,8 @@ class Session:
                                           "seconds": round(time.monotonic() - self.started, 3)})  # fmt: skip
             self.conn.close()
 
-    async def read_more(self) -> bool:
-        await self.conn.flush()
-        if self.stopping or self.state == State.LOGOUT:
-            return False
-        self.reading = True
-        try:
-            data = await self.conn.read()
-        except (ConnectionError, OSError):
-            return False
-        finally:
-            self.reading = False
-        if not data:
-            return False
-        self.timer.received(len(data))
-        self.framer.feed(data)
-        return True
-
-    def _autologout(self) -> None:
-        log.info("input deadline passed", extra={"peer": self.conn.ip, "session": self.id})
-        self.conn.send_now(Reply("BYE", "Autologout; idle for too long").line())
-        self.conn.close()
-
-    def evict(self) -> bool:
-        if self.state != State.NOT_AUTH or (self.busy and not self.reading) or self.stopping:
-            return False
-        metrics.EVICTED.labels(self.conn.listener).inc()
-        self.stopping = True
-        self.conn.send_now(rsp.BYE_EVICTED)
-        self.conn.close()
-        return True
+    def bye_line(self, text: str) -> bytes:
+        return Reply("BYE", text).line()
 
     async def _loop(self) -> None:
         while self.state != State.LOGOUT:
@@ -270,14 +230,6 @@ class Session:
             await self.conn.flush()
         except (ConnectionError, OSError):
             pass
-
-    def _count_bad(self) -> bool:
-        self.bad_in_a_row += 1
-        if self.bad_in_a_row >= self.ctx.settings.max_bad_commands:
-            self.write(Reply("BYE", "Too many invalid commands").line())
-            self.state = State.LOGOUT
-            return True
-        return False
 
     async def execute(self, cmd: Command) -> None:
         started = time.perf_counter()
