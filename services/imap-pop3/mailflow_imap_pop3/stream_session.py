@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from mailflow import log as mlog
+from mailflow import scram_auth
 from mailflow.connections import InputDeadline
 from mailflow.store.api import Principal
 from mailflow_imap_pop3 import metrics
@@ -95,6 +96,18 @@ class StreamSession:
 
     def write(self, data: bytes) -> None:
         self.conn.write(data)
+
+    @property
+    def tls_active(self) -> bool:
+        return self.conn.tls is not None
+
+    def plaintext_allowed(self) -> bool:
+        """May a password cross this connection: TLS, loopback, or the settings allow it."""
+        return self.tls_active or self.conn.loopback or self.ctx.settings.allow_plaintext_auth
+
+    def mechanisms(self) -> list[str]:
+        """The SASL mechanisms: PLAIN and SCRAM-SHA-256, and -PLUS where TLS can bind it."""
+        return ["PLAIN", *scram_auth.mechanisms(self.conn.channel_bindings())]
 
     def authenticated(self, principal: Principal, idle_timeout: float) -> None:
         """What a login changes on the connection: the principal, the slot no longer evictable, the input

@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from mailflow import ids, scram_auth
+from mailflow import ids
 from mailflow import log as mlog
 from mailflow.connections import InputDeadline
 from mailflow.contracts.messages import MailboxEvent
@@ -177,17 +177,6 @@ class Session(StreamSession):
 
     def untagged(self, text: str) -> None:
         self.conn.write(rsp.untagged(text))
-
-    @property
-    def tls_active(self) -> bool:
-        return self.conn.tls is not None
-
-    def plaintext_allowed(self) -> bool:
-        return self.tls_active or self.conn.loopback or self.ctx.settings.allow_plaintext_auth
-
-    def mechanisms(self) -> list[str]:
-        """AUTHENTICATE's mechanisms: PLAIN and SCRAM-SHA-256, and -PLUS where TLS can bind it."""
-        return ["PLAIN", *scram_auth.mechanisms(self.conn.channel_bindings())]
 
     def capabilities(self) -> str:
         """What this session may use now. Computed at every login, so the strings are kept per the facts

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from mailflow import ids, scram_auth
+from mailflow import ids
 from mailflow import log as mlog
 from mailflow.connections import InputDeadline
 from mailflow.errors import Invalid, NotFound, ProtocolError, QuotaExceeded, ServiceUnavailable
@@ -115,17 +115,6 @@ class Session(StreamSession):
         self.framer = Framer(s.preauth_max_line_bytes, s.preauth_max_literal_bytes)
 
     # --- what handlers use ----------------------------------------------------------------------------
-
-    @property
-    def tls_active(self) -> bool:
-        return self.conn.tls is not None
-
-    def plaintext_allowed(self) -> bool:
-        return self.tls_active or self.conn.loopback or self.ctx.settings.allow_plaintext_auth
-
-    def mechanisms(self) -> list[str]:
-        """SASL mechanisms offered on this connection (SCRAM-SHA-256-PLUS over TLS only)."""
-        return ["PLAIN", *scram_auth.mechanisms(self.conn.channel_bindings())]
 
     def capabilities(self) -> bytes:
         """RFC 5804 §1.7: one line per capability, then OK."""
