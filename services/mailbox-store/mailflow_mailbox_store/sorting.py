@@ -427,47 +427,34 @@ def _threads(f: _Forest) -> list[tuple[int, int]]:
     rowof = f.row[:]  # here new dummies of step 5 are added
     n = len(parent)
     # Step 4: a dummy that is not a root gives its children to its parent, or to where that gives them.
-    attach = list(range(n))
-    for i in range(n):
-        if rowof[i] is None and parent[i] >= 0:
-            attach[i] = -1
+    attach = [-1 if r is None and p >= 0 else i for i, (r, p) in enumerate(zip(rowof, parent, strict=True))]
     path: list[int] = []
-    for i in range(n):
-        if attach[i] == -1:
-            x = i
-            while attach[x] == -1:
-                path.append(x)
-                x = parent[x]
-            for y in path:
-                attach[y] = attach[x]
-            path.clear()
-    up = [-1] * n  # a message's parent after step 4 (a message or a dummy root), -1 for a root
-    when = [0] * n  # a message's place in step 6's order: sent date, then UID
+    for i in [i for i, a in enumerate(attach) if a == -1]:
+        x = i
+        while attach[x] == -1:
+            path.append(x)
+            x = parent[x]
+        for y in path:
+            attach[y] = attach[x]
+        path.clear()
+    # a message's parent after step 4 (a message or a dummy root), -1 for a root; dummies: -1
+    up = [-1 if r is None or p < 0 else attach[p] for r, p in zip(rowof, parent, strict=True)]
+    when = [0 if r is None else r[SENT] * _UIDS + r[UID] for r in rowof]  # step 6's order: date, UID
     under = [0] * n  # messages whose parent is this dummy root
     first = list(range(n))  # a dummy root's earliest such message; a message: itself
-    for i in range(n):
-        r = rowof[i]
-        if r is None:
-            continue
-        when[i] = r[SENT] * _UIDS + r[UID]
-        p = parent[i]
-        if p >= 0:
-            a = up[i] = attach[p]
-            if rowof[a] is None:
-                under[a] += 1
-                if under[a] == 1 or when[i] < when[first[a]]:
-                    first[a] = i
-    roots: list[int] = []  # a dummy root stays with two children or more, gives way to its one child
-    for i in range(n):
-        if parent[i] < 0 and (rowof[i] is not None or under[i] > 1):
-            roots.append(i)
-        elif parent[i] < 0 and under[i] == 1:
-            up[first[i]] = -1
-            roots.append(first[i])
+    for i in [i for i, a in enumerate(up) if a >= 0 and rowof[a] is None]:
+        a = up[i]
+        under[a] += 1
+        if under[a] == 1 or when[i] < when[first[a]]:
+            first[a] = i
+    roots = [i for i, p in enumerate(parent) if p < 0 and (rowof[i] is not None or under[i] > 1)]
+    for i in [i for i, p in enumerate(parent) if p < 0 and under[i] == 1]:  # a dummy root with one child
+        up[first[i]] = -1  # gives way to it
+        roots.append(first[i])
     roots.sort(key=lambda r: when[first[r]])
     top = _gather(roots, [rowof[first[r]][KEYS][0] for r in roots], rowof, up)  # type: ignore[index]
     # Step 6: every message in (sent, UID) order appended to its parent's children: siblings sorted.
-    order = sorted((i for i in range(n) if rowof[i] is not None), key=when.__getitem__)
+    order = sorted([i for i, r in enumerate(rowof[:n]) if r is not None], key=when.__getitem__)
     t = len(rowof)
     start = [0] * (t + 1)
     for i in order:
@@ -483,21 +470,22 @@ def _threads(f: _Forest) -> list[tuple[int, int]]:
             kids[free[p]] = i
             free[p] += 1
     top.sort(key=lambda r: when[r] if rowof[r] is not None else when[kids[start[r]]])
+    uids = [0 if r is None else r[UID] for r in rowof]
     out: list[tuple[int, int]] = []
     append = out.append
     stack = top[::-1]  # node + depth * t: one int per entry
-    push = stack.append
+    pop = stack.pop
     while stack:
-        depth, x = divmod(stack.pop(), t)
+        depth, x = divmod(pop(), t)
         while True:  # down the first child at once: a reply chain costs no stack
-            r = rowof[x]
-            append((0 if r is None else r[UID], depth))
+            append((uids[x], depth))
             a, b = start[x], start[x + 1]
             if a == b:
                 break
             depth += 1
-            for j in range(b - 1, a, -1):
-                push(kids[j] + depth * t)
+            if b - a > 1:  # the others wait on the stack, the second on top
+                base = depth * t
+                stack += [k + base for k in kids[b - 1 : a : -1]]
             x = kids[a]
     return out
 
