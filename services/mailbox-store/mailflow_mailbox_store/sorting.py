@@ -18,7 +18,8 @@ entry per message; the loop check of step 1 walks at most MAX_WALK ancestors and
 link (as for a loop).
 
 Kept in memory (per process, bounded): each mailbox's rows while its set of messages is unchanged
-(RowCache; new mail extends them) and the answers for criteria that read no flags (ResultCache).
+(RowCache; new mail extends them), the answers for criteria that read no flags (ResultCache), and
+REFERENCES' step 1 per mailbox (ForestCache; new mail is added to a copy, steps 2-6 run again).
 Measured in tests/bench/bench_sort.py (10,000 messages).
 """
 
