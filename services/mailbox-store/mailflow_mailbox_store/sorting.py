@@ -18,7 +18,8 @@ entry per message; the loop check of step 1 walks at most MAX_WALK ancestors and
 link (as for a loop).
 
 Kept in memory (per process, bounded): each mailbox's rows while its set of messages is unchanged
-(RowCache; new mail extends them) and the answers for criteria that read no flags (ResultCache).
+(RowCache; new mail extends them), the answers for criteria that read no flags (ResultCache), and
+REFERENCES' step 1 per mailbox (ForestCache; new mail is added to a copy, steps 2-6 run again).
 Measured in tests/bench/bench_sort.py (10,000 messages).
 """
 
@@ -28,6 +29,8 @@ import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from operator import itemgetter
 
 from mailflow import mime
 from mailflow.cache import Cache
@@ -45,19 +48,18 @@ REFS_BUDGET = 200_000  # parents followed in one THREAD REFERENCES, all messages
 MAX_WALK = 2_000  # ancestors looked at when checking that a link makes no loop
 
 
-class Row:
-    """One message as SORT and THREAD read it: `k` is its body's keys (sortkeys.COLUMNS order, the
-    parents split), shared by every message with that body."""
+# A row: one message as SORT and THREAD read it, a plain tuple (uid, size, internal date, sent date, keys)
+# whose keys are its body's (sortkeys.COLUMNS order, the parents a tuple), shared by every message with
+# that body. Nothing in it but numbers, strings and tuples of them: CPython's cyclic GC stops tracking
+# such tuples in the collections they survive (one level of nesting per collection), so the cached
+# rows of a mailbox are not walked by each full collection, as objects with __slots__ and lists are.
+UID, SIZE, INTERNAL, SENT, KEYS = range(5)
+Row = tuple
 
-    __slots__ = ("uid", "size", "internal", "sent", "k")
 
-    def __init__(self, uid: int, size: int, internal: int, k: tuple):
-        self.uid, self.size, self.internal, self.k = uid, size, internal, k
-        self.sent = internal if k[2] is None else k[2]  # RFC 5256 §2.2: no Date:, the internal date
-
-    @property
-    def reply(self) -> bool:
-        return bool(self.k[1])
+def row_of(uid: int, size: int, internal: int, k: tuple) -> Row:
+    """k: the keys, parents as a tuple; RFC 5256 §2.2: no Date:, the internal date is the sent date."""
+    return (uid, size, internal, internal if k[2] is None else k[2], k)
 
 
 @dataclass
@@ -74,31 +76,34 @@ class RowCache:
     the rows (SORT and THREAD do not read flags), so a client sorting again after marking mail read
     costs two index lookups and a count; after new mail only the new messages are read. Without it a
     SORT of 10,000 messages reads ten columns of 10,000 bodies each time. Bounded by the bytes held
-    (`_weight`, least recently used mailbox out); shared by
-    the store's threads; per process (each store process checks against the database)."""
+    (`_weight`, least recently used mailbox out; after new mail the earlier weight plus the new rows',
+    not a walk over the mailbox: 20-30 ms for 10,000 rows on this machine); shared by the store's
+    threads; per process (each store process checks against the database)."""
 
     def __init__(self, max_bytes: int = 64 * 1024 * 1024):
-        self._items: Cache[tuple, list[Row]] = Cache(max_bytes)
+        self._items: Cache[tuple, tuple[list[Row], int]] = Cache(max_bytes)  # (rows, their weight)
         self._latest: dict[int, tuple] = {}  # mailbox id -> the state last put for it
         self._lock = threading.Lock()
 
     def get(self, key: tuple) -> list[Row] | None:
         with self._lock:
-            return self._items.get(key)
+            found = self._items.get(key)
+            return None if found is None else found[0]
 
-    def earlier(self, key: tuple) -> tuple[int, list[Row]] | None:
-        """(UIDNEXT then, rows) of an earlier state of the mailbox of `key` that `key` only adds
+    def earlier(self, key: tuple) -> tuple[int, list[Row], int] | None:
+        """(UIDNEXT then, rows, their weight) of an earlier state of the mailbox of `key` that `key` only adds
         messages to (same UIDVALIDITY, no expunge since): new mail is read alone, not the mailbox."""
         with self._lock:
             old = self._latest.get(key[0])
             if old is None or old[1] != key[1] or old[3] != key[3] or old[2] > key[2]:
                 return None
             found = self._items.get(old)
-            return None if found is None else (old[2], found)
+            return None if found is None else (old[2], *found)
 
-    def put(self, key: tuple, rows: list[Row]) -> None:
+    def put(self, key: tuple, rows: list[Row], weight: int) -> None:
+        """`weight`: _weight(rows), or an earlier state's plus the new rows' (a body in both counted twice)."""
         with self._lock:
-            self._items.put(key, rows, cost=_weight(rows))
+            self._items.put(key, (rows, weight), cost=weight)
             self._latest[key[0]] = key
             if len(self._latest) > 4 * len(self._items) + 100:  # forget mailboxes no longer held
                 self._latest = {m: k for m, k in self._latest.items() if self._items.get(k) is not None}
@@ -113,11 +118,13 @@ def _weight(rows: list[Row]) -> int:
     seen: set[int] = set()
     total = 0
     for r in rows:
-        k = r.k
+        k = r[KEYS]
         total += 120
         if id(k) not in seen:
             seen.add(id(k))
-            total += 300 + sum(len(k[i]) for i in (0, 3, 4, 5, 6, 7, 8)) + sum(len(p) + 50 for p in k[9])
+            parents = k[9]
+            total += (300 + len(k[0]) + len(k[3]) + len(k[4]) + len(k[5]) + len(k[6]) + len(k[7]) + len(k[8])
+                      + sum(map(len, parents)) + 50 * len(parents))  # fmt: skip
     return total
 
 
@@ -147,8 +154,8 @@ def _all_rows(tx: Tx, mailbox_id: int, since: int = 1) -> tuple[list[Row], list[
         k = shared.get(bid)
         if k is None:
             c = computed.get(bid) or cols
-            k = shared[bid] = (*c[:9], c[9].split() if c[9] else [])
-        out.append(Row(uid, size, internal, k))
+            k = shared[bid] = (*c[:9], tuple(c[9].split()) if c[9] else ())
+        out.append(row_of(uid, size, internal, k))
     return out, [(bid, *keys) for bid, keys in computed.items()]
 
 
@@ -161,11 +168,11 @@ def _in_uids(found: list[Row], key: sk.SearchKey) -> list[Row] | None:
         return None
     if not sets:
         return found
-    uids = [r.uid for r in found]
+    uids = [r[UID] for r in found]
     out: list[Row] = []
     for lo, hi in sorted(sets[0].ranges):
         out += found[
-            max(bisect_left(uids, lo), bisect_left(uids, out[-1].uid + 1) if out else 0) : bisect_right(
+            max(bisect_left(uids, lo), bisect_left(uids, out[-1][UID] + 1) if out else 0) : bisect_right(
                 uids, hi
             )
         ]
@@ -191,15 +198,16 @@ def rows(
         earlier = ROWS.earlier(state)
         if earlier is not None:
             newer, computed = _all_rows(tx, mailbox_id, since=earlier[0])
-            found = earlier[1] + newer
+            found, weight = earlier[1] + newer, earlier[2] + _weight(newer)
         if earlier is None or len(found) != state[4]:
             found, computed = _all_rows(tx, mailbox_id)
+            weight = _weight(found)
         if len(found) == state[4]:  # else changed between the two reads (PostgreSQL, read committed)
-            ROWS.put(state, found)
+            ROWS.put(state, found, weight)
     chosen = _in_uids(found, key)
     if chosen is None:  # the criteria are SEARCH's: its one evaluation
         wanted = set(search(tx, user_id, mailbox_id, key, blobs))
-        chosen = [r for r in found if r.uid in wanted]
+        chosen = [r for r in found if r[UID] in wanted]
     return Result(chosen, computed)
 
 
@@ -247,15 +255,15 @@ def fill(tx: Tx, computed: list[tuple]) -> None:
 # --- SORT -------------------------------------------------------------------------------------------
 
 _KEYS: dict[str, Callable[[Row], object]] = {
-    "arrival": lambda r: r.internal,
-    "cc": lambda r: r.k[5],
-    "date": lambda r: r.sent,
-    "from": lambda r: r.k[3],
-    "size": lambda r: r.size,
-    "subject": lambda r: r.k[0],
-    "to": lambda r: r.k[4],
-    "displayfrom": lambda r: r.k[6],
-    "displayto": lambda r: r.k[7],
+    "arrival": itemgetter(INTERNAL),
+    "cc": lambda r: r[KEYS][5],
+    "date": itemgetter(SENT),
+    "from": lambda r: r[KEYS][3],
+    "size": itemgetter(SIZE),
+    "subject": lambda r: r[KEYS][0],
+    "to": lambda r: r[KEYS][4],
+    "displayfrom": lambda r: r[KEYS][6],
+    "displayto": lambda r: r[KEYS][7],
 }
 
 
@@ -265,68 +273,14 @@ def sort(found: list[Row], criteria: list[tuple[str, bool]]) -> list[int]:
     order = list(found)
     for name, reverse in reversed(criteria):
         order.sort(key=_KEYS[name], reverse=reverse)
-    return [r.uid for r in order]
+    return [r[UID] for r in order]
 
 
 # --- THREAD -----------------------------------------------------------------------------------------
 
 
-class _Node:
-    __slots__ = ("row", "parent", "children", "when")
-
-    def __init__(self, row: Row | None = None):
-        self.row, self.parent = row, None
-        self.children: list[_Node] = []
-        self.when: tuple[int, int] = (0, 0)
-
-
-def _date(n: _Node) -> tuple[int, int]:
-    return n.when
-
-
-def _below(roots: list[_Node]) -> list[_Node]:
-    """Every node under `roots` (themselves included), each after its parent: walked backwards, each
-    node comes after its children."""
-    out = list(roots)
-    i = 0
-    while i < len(out):
-        out.extend(out[i].children)
-        i += 1
-    return out
-
-
-def _sort_tree(roots: list[_Node]) -> list[_Node]:
-    """RFC 5256 §4 REFERENCES step 6 (and ORDEREDSUBJECT's order): siblings by sent date, then by
-    mailbox order; a dummy takes the date of its first child. Children first, without recursion."""
-    for node in reversed(_below(roots)):
-        kids = node.children
-        if len(kids) > 1:
-            kids.sort(key=_date)
-        row = node.row
-        if row is not None:
-            node.when = (row.sent, row.uid)
-        elif kids:
-            node.when = kids[0].when
-    return sorted(roots, key=_date)
-
-
-def _preorder(roots: list[_Node]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    append = out.append
-    stack = [(r, 0) for r in reversed(roots)]
-    push = stack.append
-    while stack:
-        node, depth = stack.pop()
-        while True:  # down the first child at once: a reply chain costs no stack
-            append((0 if node.row is None else node.row.uid, depth))
-            kids = node.children
-            if not kids:
-                break
-            depth += 1
-            for i in range(len(kids) - 1, 0, -1):
-                push((kids[i], depth))
-            node = kids[0]
-    return out
+def _sent_order(r: Row) -> tuple[int, int]:
+    return (r[SENT], r[UID])
 
 
 def ordered_subject(found: list[Row]) -> list[tuple[int, int]]:
@@ -334,162 +288,264 @@ def ordered_subject(found: list[Row]) -> list[tuple[int, int]]:
     others its children, by sent date; the groups by their first message's sent date."""
     groups: dict[str, list[Row]] = {}
     for row in sorted(found, key=_sent_order):
-        group = groups.get(row.k[0])
+        group = groups.get(row[KEYS][0])
         if group is None:
-            groups[row.k[0]] = [row]
+            groups[row[KEYS][0]] = [row]
         else:
             group.append(row)
     out: list[tuple[int, int]] = []
     for group in groups.values():  # first seen = earliest first message: already in thread order
-        out.append((group[0].uid, 0))
-        out += [(r.uid, 1) for r in group[1:]]
+        out.append((group[0][UID], 0))
+        out += [(r[UID], 1) for r in group[1:]]
     return out
 
 
-def _sent_order(r: Row) -> tuple[int, int]:
-    return (r.sent, r.uid)
+class _Forest:
+    """REFERENCES step 1 (RFC 5256 §4) over the messages `added` so far, as arrays indexed by container
+    (no object per container: nothing for the cyclic GC to walk): each container's parent (-1: none),
+    its message (None: a dummy), its number of children; the id table (Message-ID -> container).
+    `per`: the parents followed per message. Step 1 takes the messages one at a time in UID order and
+    what it has made after n of them depends on those n alone, so `extend` with more messages gives
+    what a run over all of them gives (the tests compare the two on random reference graphs)."""
 
+    __slots__ = ("per", "added", "parent", "row", "kids", "by_id")
 
-def _is_ancestor(a: _Node, b: _Node) -> bool:
-    """Is `a` b itself or one of its ancestors? Past MAX_WALK ancestors: assumed yes (no link made)."""
-    if a is b:
-        return True
-    if not a.children:
-        return False
-    n = b.parent
-    for _ in range(MAX_WALK):
-        if n is None:
-            return False
-        if n is a:
+    def __init__(self, per: int):
+        self.per = per
+        self.added: list[Row] = []
+        self.parent: list[int] = []
+        self.row: list[Row | None] = []
+        self.kids: list[int] = []
+        self.by_id: dict[str, int] = {}
+
+    def copy(self) -> _Forest:
+        f = _Forest(self.per)
+        f.added, f.parent, f.row, f.kids = self.added[:], self.parent[:], self.row[:], self.kids[:]
+        f.by_id = dict(self.by_id)
+        return f
+
+    def _is_ancestor(self, a: int, b: int) -> bool:
+        """Is `a` b itself or one of its ancestors? Past MAX_WALK ancestors: assumed yes (no link made)."""
+        if a == b:
             return True
-        n = n.parent
-    return True
+        if not self.kids[a]:
+            return False
+        parent = self.parent
+        n = parent[b]
+        for _ in range(MAX_WALK):
+            if n < 0:
+                return False
+            if n == a:
+                return True
+            n = parent[n]
+        return True
+
+    def _new(self, parent: int) -> int:
+        c = len(self.parent)
+        self.parent.append(parent)
+        self.row.append(None)
+        self.kids.append(0)
+        if parent >= 0:
+            self.kids[parent] += 1
+        return c
+
+    def _link(self, parent: int, child: int) -> None:
+        old = self.parent[child]
+        if old >= 0:
+            self.kids[old] -= 1
+        self.parent[child] = parent
+        if parent >= 0:
+            self.kids[parent] += 1
+
+    def extend(self, rows: list[Row]) -> None:
+        """Step 1 for each of `rows`: the message in a container, linked to its parents."""
+        per, by_id, parent, rowof = self.per, self.by_id, self.parent, self.row
+        for row in rows:
+            k = row[KEYS]
+            own, parents = k[8], k[9]
+            c = by_id.get(own) if own else None
+            if c is None or rowof[c] is not None:  # no id, or a duplicate: a container of its own
+                c = self._new(-1)
+                if own and own not in by_id:
+                    by_id[own] = c
+            rowof[c] = row
+            prev = -1
+            for mid in parents[-per:]:  # (A) each the parent of the next
+                ref = by_id.get(mid)
+                if ref is None:  # a new container: no parent, no children, no loop possible
+                    ref = by_id[mid] = self._new(prev)
+                elif prev >= 0 and parent[ref] < 0 and not self._is_ancestor(ref, prev):
+                    self._link(prev, ref)
+                prev = ref
+            # (B) the last reference is the message's parent, or it has none
+            if prev < 0 or (parent[c] != prev and not self._is_ancestor(c, prev)):
+                self._link(prev, c)
+        self.added += rows
+
+    def cost(self) -> int:
+        """About the bytes held beyond the rows: four list slots and a table entry per container."""
+        return 40 * len(self.parent) + 8 * len(self.added) + 100 * len(self.by_id)
 
 
-def _link(parent: _Node, child: _Node) -> None:
-    if child.parent is not None:
-        child.parent.children.remove(child)
-    child.parent = parent
-    parent.children.append(child)
+class ForestCache:
+    """Step 1 of REFERENCES per mailbox, kept so that a THREAD after new mail adds the new messages to
+    a copy of it instead of taking all of them again. Used when the messages threaded now start with
+    the ones it was made of (compared by value) and the parents per message are as many; otherwise
+    step 1 runs over all of them and its result replaces the mailbox's. Bounded by the bytes held
+    (`_Forest.cost`, least recently used mailbox out); shared by the store's threads."""
 
+    def __init__(self, max_bytes: int = 32 * 1024 * 1024):
+        self._items: Cache[int, _Forest] = Cache(max_bytes)
+        self._lock = threading.Lock()
 
-def _containers(found: list[Row]) -> list[_Node]:
-    """Step 1: every message in a container, linked to its parents; the root set (step 2)."""
-    per = max(1, min(sortkeys.MAX_REFS, REFS_BUDGET // max(1, len(found))))
-    by_id: dict[str, _Node] = {}
-    nodes: list[_Node] = []
-
-    for row in found:
-        own, parents = row.k[8], row.k[9]
-        c = by_id.get(own) if own else None
-        if c is None or c.row is not None:  # no id, or a duplicate: a container of its own
-            c = _Node()
-            nodes.append(c)
-            if own and own not in by_id:
-                by_id[own] = c
-        c.row = row
-        prev = None
-        for mid in parents[-per:] if len(parents) > per else parents:  # (A) each the parent of the next
-            ref = by_id.get(mid)
-            if ref is None:
-                ref = by_id[mid] = _Node()
-                nodes.append(ref)
-                if prev is not None:  # a new container: no parent, no children, no loop possible
-                    ref.parent = prev
-                    prev.children.append(ref)
-            elif prev is not None and ref.parent is None and not _is_ancestor(ref, prev):
-                _link(prev, ref)
-            prev = ref
-        if prev is None:  # (B) the last reference is the message's parent, or it has none
-            if c.parent is not None:
-                c.parent.children.remove(c)
-                c.parent = None
-        elif c.parent is not prev and not _is_ancestor(c, prev):
-            _link(prev, c)
-    return [n for n in nodes if n.parent is None]
-
-
-def _prune(roots: list[_Node]) -> list[_Node]:
-    """Step 4: dummies without children go; a dummy's children take its place, except that a dummy
-    root with more than one child stays. Bottom up, so promoted children are already pruned."""
-    for node in reversed(_below(roots)):
-        for c in node.children:
-            if c.row is None:
-                break
+    def extended(self, mailbox_id: int, found: list[Row], per: int) -> _Forest:
+        with self._lock:
+            f = self._items.get(mailbox_id)
+        n = 0 if f is None else len(f.added)
+        if f is not None and f.per == per and n <= len(found) and f.added == found[:n]:
+            f = f.copy()
         else:
-            continue
-        kept: list[_Node] = []
-        for c in node.children:
-            if c.row is None:
-                kept.extend(c.children)
-            else:
-                kept.append(c)
-        node.children = kept
-    out: list[_Node] = []
-    for r in roots:
-        if r.row is not None or len(r.children) > 1:
-            out.append(r)
-        elif r.children:
-            out.append(r.children[0])
-    for r in out:
-        r.parent = None
+            f, n = _Forest(per), 0
+        f.extend(found[n:] if n else found)
+        with self._lock:
+            self._items.put(mailbox_id, f, cost=f.cost())
+        return f
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+FORESTS = ForestCache()
+_UIDS = 1 << 32  # UIDs are 32-bit (RFC 3501 nz-number): sent * _UIDS + uid orders by (sent, uid)
+
+
+def _threads(f: _Forest) -> list[tuple[int, int]]:
+    """Steps 2-6 of REFERENCES over step 1's forest (not changed): dummies pruned (4), roots of the same
+    base subject gathered (5), siblings and threads by sent date then UID (6), as a preorder of (uid or
+    0, depth). Arrays and loops, no recursion; children are kept as one array (CSR), not a list each."""
+    parent = f.parent
+    rowof = f.row[:]  # here new dummies of step 5 are added
+    n = len(parent)
+    # Step 4: a dummy that is not a root gives its children to its parent, or to where that gives them.
+    attach = [-1 if r is None and p >= 0 else i for i, (r, p) in enumerate(zip(rowof, parent, strict=True))]
+    path: list[int] = []
+    for i in [i for i, a in enumerate(attach) if a == -1]:
+        x = i
+        while attach[x] == -1:
+            path.append(x)
+            x = parent[x]
+        for y in path:
+            attach[y] = attach[x]
+        path.clear()
+    # a message's parent after step 4 (a message or a dummy root), -1 for a root; dummies: -1
+    up = [-1 if r is None or p < 0 else attach[p] for r, p in zip(rowof, parent, strict=True)]
+    when = [0 if r is None else r[SENT] * _UIDS + r[UID] for r in rowof]  # step 6's order: date, UID
+    under = [0] * n  # messages whose parent is this dummy root
+    first = list(range(n))  # a dummy root's earliest such message; a message: itself
+    for i in [i for i, a in enumerate(up) if a >= 0 and rowof[a] is None]:
+        a = up[i]
+        under[a] += 1
+        if under[a] == 1 or when[i] < when[first[a]]:
+            first[a] = i
+    roots = [i for i, p in enumerate(parent) if p < 0 and (rowof[i] is not None or under[i] > 1)]
+    for i in [i for i, p in enumerate(parent) if p < 0 and under[i] == 1]:  # a dummy root with one child
+        up[first[i]] = -1  # gives way to it
+        roots.append(first[i])
+    roots.sort(key=lambda r: when[first[r]])
+    top = _gather(roots, [rowof[first[r]][KEYS][0] for r in roots], rowof, up)  # type: ignore[index]
+    # Step 6: every message in (sent, UID) order appended to its parent's children: siblings sorted.
+    order = sorted([i for i, r in enumerate(rowof[:n]) if r is not None], key=when.__getitem__)
+    t = len(rowof)
+    start = [0] * (t + 1)
+    for i in order:
+        start[up[i] + 1] += 1  # a root counts under start[0], which no node reads
+    start[0] = 0
+    for j in range(t):
+        start[j + 1] += start[j]
+    free = start[:]
+    kids = [0] * start[t]
+    for i in order:
+        p = up[i]
+        if p >= 0:
+            kids[free[p]] = i
+            free[p] += 1
+    top.sort(key=lambda r: when[r] if rowof[r] is not None else when[kids[start[r]]])
+    uids = [0 if r is None else r[UID] for r in rowof]
+    out: list[tuple[int, int]] = []
+    append = out.append
+    stack = top[::-1]  # node + depth * t: one int per entry
+    pop = stack.pop
+    while stack:
+        depth, x = divmod(pop(), t)
+        while True:  # down the first child at once: a reply chain costs no stack
+            append((uids[x], depth))
+            a, b = start[x], start[x + 1]
+            if a == b:
+                break
+            depth += 1
+            if b - a > 1:  # the others wait on the stack, the second on top
+                base = depth * t
+                stack += [k + base for k in kids[b - 1 : a : -1]]
+            x = kids[a]
     return out
 
 
-def _first(root: _Node) -> Row:
-    """The root's message, or for a dummy its first child's (after pruning children are messages)."""
-    if root.row is not None:
-        return root.row
-    return min((c.row for c in root.children), key=_sent_order)
-
-
-def _subject_of(root: _Node) -> str:
-    return _first(root).k[0]
-
-
-def _group(roots: list[_Node]) -> list[_Node]:
-    """Step 5: roots with the same base subject gathered under one."""
-    table: dict[str, _Node] = {}
-    for r in roots:
-        subject = _subject_of(r)
+def _gather(roots: list[int], subjects: list[str], rowof: list[Row | None], up: list[int]) -> list[int]:
+    """Step 5 over `roots` (in step 3's order, each with its first message's base subject): roots of one
+    subject under one (a dummy, else the first non-reply, else the first), two messages under a new
+    dummy (appended to `rowof` and `up`). Sets `up` of what moves; returns the roots left, in order."""
+    table: dict[str, int] = {}
+    for r, subject in zip(roots, subjects, strict=True):
         if not subject:
             continue
         old = table.get(subject)
-        if (
-            old is None
-            or (r.row is None and old.row is not None)
-            or (old.row is not None and r.row is not None and old.row.reply and not r.row.reply)
-        ):
+        if old is None:
             table[subject] = r
-    out: list[_Node] = []
-    where: dict[int, int] = {}  # id(root) -> its index in `out`
-    for r in roots:
-        subject = _subject_of(r)
+            continue
+        o, m = rowof[old], rowof[r]
+        if (m is None and o is not None) or (o is not None and m is not None and o[KEYS][1] and not m[KEYS][1]):
+            table[subject] = r
+    top: list[int] = []
+    where: dict[int, int] = {}  # root -> its index in `top`
+    into: dict[int, int] = {}  # a dummy root -> the dummy root its children go to
+    for r, subject in zip(roots, subjects, strict=True):
         old = table.get(subject) if subject else None
-        if old is None or old is r:
-            where[id(r)] = len(out)
-            out.append(r)
-        elif old.row is None and r.row is None:
-            for c in r.children:
-                c.parent = old
-            old.children.extend(r.children)
-        elif old.row is None or (r.row is not None and not old.row.reply and r.row.reply):
-            _link(old, r)
-        else:  # both messages: a new dummy holds them, in old's place (old came first: it is in `out`)
-            dummy = _Node()
-            _link(dummy, old)
-            _link(dummy, r)
+        if old is None or old == r:
+            where[r] = len(top)
+            top.append(r)
+            continue
+        o, m = rowof[old], rowof[r]
+        if o is None and m is None:
+            into[r] = old
+        elif o is None or (m is not None and not o[KEYS][1] and m[KEYS][1]):
+            up[r] = old
+        else:  # both messages: a new dummy holds them, in old's place (old came first: it is in `top`)
+            dummy = len(rowof)
+            rowof.append(None)
+            up.append(-1)
+            up[old] = up[r] = dummy
             table[subject] = dummy
-            out[where[id(old)]] = dummy
-            where[id(dummy)] = where[id(old)]
-    return out
+            top[where[old]] = dummy
+            where[dummy] = where[old]
+    if into:
+        for i, p in enumerate(up):
+            if p in into:
+                up[i] = into[p]
+    return top
 
 
-def references(found: list[Row]) -> list[tuple[int, int]]:
+def references(found: list[Row], mailbox_id: int | None = None) -> list[tuple[int, int]]:
     """REFERENCES (RFC 5256 §4): threads from Message-ID / References / In-Reply-To, roots of the same
-    base subject gathered, everything ordered by sent date."""
-    roots = sorted(_prune(_containers(found)), key=lambda r: _sent_order(_first(r)))
-    return _preorder(_sort_tree(_group(roots)))
+    base subject gathered, everything ordered by sent date. With `mailbox_id`, step 1 extends what
+    FORESTS keeps of the mailbox when it can."""
+    per = max(1, min(sortkeys.MAX_REFS, REFS_BUDGET // max(1, len(found))))
+    if mailbox_id is None:
+        forest = _Forest(per)
+        forest.extend(found)
+    else:
+        forest = FORESTS.extended(mailbox_id, found, per)
+    return _threads(forest)
 
 
 THREADERS = {"orderedsubject": ordered_subject, "references": references}
@@ -518,4 +574,5 @@ def sort_tx(tx: Tx, user_id: int, mailbox_id: int, key: sk.SearchKey, criteria: 
 def thread_tx(tx: Tx, user_id: int, mailbox_id: int, key: sk.SearchKey, algorithm: str,
               blobs: BlobStore) -> tuple[list[tuple[int, int]], list[tuple]]:  # fmt: skip
     """(threads as a preorder of (uid or 0, depth), keys to `fill`)."""
-    return _answer(tx, user_id, mailbox_id, key, blobs, ("thread", algorithm), THREADERS[algorithm])
+    make = partial(references, mailbox_id=mailbox_id) if algorithm == "references" else THREADERS[algorithm]
+    return _answer(tx, user_id, mailbox_id, key, blobs, ("thread", algorithm), make)

@@ -48,6 +48,20 @@ async def test_sort_thread_and_old_bodies(client, people, service):
     assert await client.expunge(alice, mb) == [5]
     assert await client.sort(alice, mb, s.All(), [("subject", False)]) == by_subject
     assert await client.thread(alice, mb, s.All(), "references") == threads
+    # new mail that an earlier message refers to: that one moves under it (THREAD after new mail
+    # extends what step 1 made before; the same answer as from nothing, after a restart)
+    await client.append(alice, "INBOX", dated("Re: gamma", 8, "References: <gamma@elsewhere.test>\r\n"))
+    assert await client.thread(alice, mb, s.All(), "references") == [*threads, (6, 0)]
+    await client.append(alice, "INBOX", dated("gamma", 7))
+    grown = [*threads, (7, 0), (6, 1)]
+    assert await client.thread(alice, mb, s.All(), "references") == grown
+    for cache in (sorting.ROWS, sorting.RESULTS, sorting.FORESTS):
+        cache.clear()
+    assert await client.thread(alice, mb, s.All(), "references") == grown
+    for uid in (6, 7):
+        await client.store_flags(alice, mb, [uid], "add", frozenset({"\\Deleted"}))
+    await client.expunge(alice, mb)
+    assert await client.thread(alice, mb, s.All(), "references") == threads
     with pytest.raises(NotFound):
         await client.sort(bob, mb, s.All(), [("subject", False)])
     with pytest.raises(NotFound):

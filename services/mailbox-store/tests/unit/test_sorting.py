@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailflow import mime
 from mailflow_mailbox_store import sorting, sortkeys
@@ -86,8 +88,8 @@ def row(
 ) -> sorting.Row:
     base, reply = base_subject(subject)
     keys = (sortkeys.ascii_upper(base), reply, sent, sortkeys.ascii_upper(kw.get("from_", "")), kw.get("to", ""), kw.get("cc", ""),
-            kw.get("display_from", ""), "", mid, parents.split())  # fmt: skip
-    return sorting.Row(uid, kw.get("size", 100), kw.get("internal", 1000 + uid), keys)
+            kw.get("display_from", ""), "", mid, tuple(parents.split()))  # fmt: skip
+    return sorting.row_of(uid, kw.get("size", 100), kw.get("internal", 1000 + uid), keys)
 
 
 def test_sort_criteria_reverse_and_ties():
@@ -167,7 +169,7 @@ def test_references_deep_chain_and_many_messages_stay_fast():
     # reversed arrival: every message refers to ones that come later
     backwards = [row(n + 1 - i, "Re: deep", sent=i, mid=f"m{i}", parents=f"m{i - 1}" if i > 1 else "")
                  for i in range(1, n + 1)]  # fmt: skip
-    backwards.sort(key=lambda r: r.uid)
+    backwards.sort(key=lambda r: r[sorting.UID])
     started = time.monotonic()
     assert len(sorting.references(backwards)) == n
     assert time.monotonic() - started < 5
@@ -181,3 +183,82 @@ def test_references_budget_bounds_the_id_table(monkeypatch):
     ]
     nodes = sorting.references(rows)
     assert sorted(u for u, _ in nodes if u) == list(range(1, 501))
+
+
+# --- REFERENCES step 1 extended with new mail (sorting.FORESTS) against a run over every message ------
+
+_IDS = [f"m{i}" for i in range(12)]
+_message = st.tuples(
+    st.sampled_from(["", *_IDS]),  # its Message-ID: none, or one that others share (duplicates)
+    st.lists(st.sampled_from(_IDS), max_size=5),  # its parents: loops, self-references, missing ones
+    st.sampled_from(["a", "Re: a", "b", "Fwd: b", "[x] Re: b", ""]),
+    st.one_of(st.none(), st.integers(0, 6)),  # sent dates that tie, or none (the internal date)
+)
+
+
+def _rows(messages: list[tuple]) -> list[tuple]:
+    return [row(uid, subject, sent=sent, mid=mid, parents=" ".join(parents), internal=uid % 4)
+            for uid, (mid, parents, subject, sent) in enumerate(messages, 1)]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_message, min_size=1, max_size=30), st.lists(st.integers(0, 30), max_size=3))
+def test_references_after_new_mail_is_references_over_all(messages, cuts):
+    """Step 1 kept per mailbox and extended by the new messages gives what a run over all of them gives,
+    however the mailbox grew (each cut: a THREAD at that point)."""
+    found = _rows(messages)
+    sorting.FORESTS.clear()
+    for cut in sorted(cuts):
+        assert sorting.references(found[:cut], mailbox_id=1) == sorting.references(found[:cut])
+    assert sorting.references(found, mailbox_id=1) == sorting.references(found)
+
+
+def test_forest_is_extended_only_when_the_messages_start_the_same(monkeypatch):
+    found = _rows([(f"m{i}", [f"m{i - 1}"] if i else [], "Re: a" if i else "a", i) for i in range(10)])
+    extended: list[int] = []
+    extend = sorting._Forest.extend
+    monkeypatch.setattr(sorting._Forest, "extend", lambda f, rows: extended.append(len(rows)) or extend(f, rows))
+    sorting.FORESTS.clear()
+    sorting.references(found[:6], mailbox_id=7)
+    assert sorting.references(found, mailbox_id=7) == sorting.references(found)
+    assert extended[:2] == [6, 4]  # the new mail alone
+    extended.clear()
+    # an expunge, then new mail: as many messages or more, but not starting the same: all again
+    changed = found[:2] + found[3:] + _rows([("n", ["m2"], "x", 1), ("o", ["m3"], "Re: a", 2)])[:2]
+    assert sorting.references(changed, mailbox_id=7) == sorting.references(changed)
+    assert extended[0] == 11
+    assert sorting.references(found, mailbox_id=8) == sorting.references(found)  # another mailbox: its own
+
+
+def test_forest_is_not_extended_with_another_number_of_parents(monkeypatch):
+    monkeypatch.setattr(sorting, "REFS_BUDGET", 4)
+    found = _rows([("a", [], "p", 1), ("b", ["a", "c"], "q", 2), ("d", [], "r", 3), ("e", [], "s", 4)])
+    sorting.FORESTS.clear()
+    # two messages: two parents each, b under a (through the dummy c); four: one each, b under c alone
+    assert sorting.references(found[:2], mailbox_id=7) == [(1, 0), (2, 1)]
+    assert sorting.references(found, mailbox_id=7) == [(1, 0), (2, 0), (3, 0), (4, 0)]
+
+
+def test_references_forest_does_not_change_when_threaded():
+    found = _rows([("a", [], "x", 1), ("b", ["gone", "a"], "Re: x", 2), ("c", ["gone"], "x", 3), ("d", [], "x", 0)])
+    forest = sorting._Forest(20)
+    forest.extend(found)
+    before = (forest.parent[:], forest.row[:], forest.kids[:], dict(forest.by_id))
+    first = sorting._threads(forest)
+    assert (forest.parent, forest.row, forest.kids, forest.by_id) == before
+    assert sorting._threads(forest) == first == sorting.references(found)
+    # nor when new mail extends it: a THREAD running at the same time may be reading it
+    sorting.FORESTS.clear()
+    held = sorting.FORESTS.extended(7, found[:2], 20)
+    before = (held.parent[:], held.row[:], held.kids[:], dict(held.by_id), held.added[:])
+    assert sorting.FORESTS.extended(7, found, 20) is not held
+    assert (held.parent, held.row, held.kids, held.by_id, held.added) == before
+
+
+def test_rows_hold_no_object_the_gc_walks():
+    import gc
+
+    r = row(1, "Re: a", sent=5, mid="m1", parents="m0 p")
+    for _ in range(3):  # a tuple is let go once what it holds has been: one level per collection
+        gc.collect()
+    assert not gc.is_tracked(r) and not gc.is_tracked(r[sorting.KEYS])
