@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +39,26 @@ def _dict_file(target: Target, path: Path) -> None:
     path.write_text("".join(f'"{esc(t)}"\n' for t in target.tokens))
 
 
+# Targets run in threads (--jobs). A process forked by one thread inherits every file another thread has
+# open at that moment, until it execs; a wrapper script still open for writing in such a child makes
+# its own exec fail with ETXTBSY ("Text file busy", seen in CI). So writing a wrapper and starting a
+# process (fork and exec, both inside Popen) never overlap.
+_SPAWNING = threading.Lock()
+
+
+def _run(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    with _SPAWNING:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, errors="replace")  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def fuzz(target: Target, seconds: int, keep: bool) -> dict:
     corpus = CORPUS / target.name
     corpus.mkdir(parents=True, exist_ok=True)
@@ -53,13 +74,13 @@ def fuzz(target: Target, seconds: int, keep: bool) -> dict:
             _dict_file(target, tmpdir / "dict")
             args.append(f"-dict={tmpdir / 'dict'}")
         wrapper = tmpdir / "fuzz-one"
-        wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m tests.fuzz.atheris_main {target.name} "$@"\n')
-        wrapper.chmod(0o755)
+        with _SPAWNING:  # see _run: no other target forks while this file is open for writing
+            wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m tests.fuzz.atheris_main {target.name} "$@"\n')
+            wrapper.chmod(0o755)
         env = dict(os.environ, MAILFLOW_FUZZ_STATS=str(stats), MAILFLOW_FUZZ_ARGV0=str(wrapper), PYTHONPATH=str(ROOT))
         cmd = [str(wrapper)]
         started = time.monotonic()
-        proc = subprocess.run([*cmd, *args, str(scratch), str(corpus)], env=env, cwd=ROOT,
-                              capture_output=True, text=True, errors="replace", timeout=seconds + 600)  # fmt: skip
+        proc = _run([*cmd, *args, str(scratch), str(corpus)], env, seconds + 600)
         took = time.monotonic() - started
         m = re.search(r"stat::number_of_executed_units: (\d+)", proc.stderr)
         executions = int(m.group(1)) if m else 0
@@ -72,8 +93,7 @@ def fuzz(target: Target, seconds: int, keep: bool) -> dict:
             tail = "\n".join(proc.stderr.splitlines()[-40:])
             result["log"] = tail
         elif keep and any(scratch.iterdir()):
-            subprocess.run([*cmd, "-merge=1", f"-max_len={target.max_len}", str(corpus), str(scratch)],
-                           env=env, cwd=ROOT, capture_output=True, timeout=600)  # fmt: skip
+            _run([*cmd, "-merge=1", f"-max_len={target.max_len}", str(corpus), str(scratch)], env, 600)
         if not any(findings.iterdir()):
             findings.rmdir()
     return result
